@@ -1,0 +1,599 @@
+//! Batches and records: the bytes of a segment after its file header.
+//!
+//! Appends are written as batches. A batch is the unit of checksumming, of atomicity
+//! (recovery keeps or cuts whole batches) and of offset assignment (a batch's records
+//! get consecutive offsets). All integers are little-endian and fixed-width.
+//!
+//! ```text
+//! batch header, 32 bytes
+//!   0  u64  base_offset       offset of the first record; NOT covered by the CRC
+//!   8  u32  batch_len         bytes of the whole batch, header included
+//!  12  u32  crc               CRC32C of bytes 8..12 then 16..batch_len
+//!  16  u8   version           1
+//!  17  u8   flags             0 (reserved, e.g. for compression)
+//!  18  u16  reserved          0
+//!  20  u32  record_count      >= 1
+//!  24  i64  max_timestamp_ms  largest record timestamp in the batch
+//! then record_count records, back to back:
+//!   0  u32  record_len        bytes of this record after this field
+//!   4  i64  timestamp_ms
+//!  12  i32  key_len           -1 when there is no key
+//!  16  ..   key
+//!   .  u16  header_count
+//!   .       header_count times: u16 name_len, name, u32 value_len, value
+//!   .  ..   body              the rest of the record
+//! ```
+//!
+//! The CRC skips `base_offset` so an appender can encode and checksum its batch on its
+//! own thread; the writer thread then only patches the offset in (Kafka does the same).
+//! An unprotected offset cannot go unnoticed: offsets are dense, so every reader checks
+//! that each batch starts exactly where the previous one ended.
+
+use bytes::Bytes;
+
+use crate::error::{Corruption, LogError, Result};
+use crate::record::{Header, NewRecord, Record};
+
+/// Size of a batch header.
+pub(crate) const BATCH_HEADER_LEN: usize = 32;
+/// Batch format version written by this build.
+pub(crate) const BATCH_VERSION: u8 = 1;
+/// Fixed bytes per record: length, timestamp, key length and header count.
+pub(crate) const RECORD_OVERHEAD: usize = 4 + 8 + 4 + 2;
+/// The largest batch the format allows, whatever the configuration says, so a lowered
+/// `max_batch_bytes` never makes existing data unreadable.
+pub(crate) const FORMAT_MAX_BATCH_LEN: u32 = 1 << 30;
+const NO_KEY: i32 = -1;
+
+/// Encoded size of one record, framing included (what `max_record_bytes` limits).
+pub(crate) fn encoded_record_len(record: &NewRecord) -> usize {
+    RECORD_OVERHEAD
+        + record.key.as_ref().map_or(0, Bytes::len)
+        + record
+            .headers
+            .iter()
+            .map(|h| 2 + h.name.len() + 4 + h.value.len())
+            .sum::<usize>()
+        + record.body.len()
+}
+
+/// Checks `records` against the limits and returns the encoded batch size. Shared with
+/// the in-memory log so both refuse exactly the same appends.
+pub(crate) fn check_limits(
+    records: &[NewRecord],
+    max_record_bytes: u32,
+    max_batch_bytes: u32,
+) -> Result<usize> {
+    if records.is_empty() {
+        return Err(LogError::EmptyBatch);
+    }
+    let mut total = BATCH_HEADER_LEN;
+    for record in records {
+        if record.headers.len() > usize::from(u16::MAX) {
+            return Err(LogError::TooLarge {
+                what: "header count of a record",
+                size: record.headers.len() as u64,
+                limit: u64::from(u16::MAX),
+            });
+        }
+        if let Some(h) = record
+            .headers
+            .iter()
+            .find(|h| h.name.len() > usize::from(u16::MAX))
+        {
+            return Err(LogError::TooLarge {
+                what: "header name",
+                size: h.name.len() as u64,
+                limit: u64::from(u16::MAX),
+            });
+        }
+        let len = encoded_record_len(record);
+        if len > max_record_bytes as usize {
+            return Err(LogError::TooLarge {
+                what: "record",
+                size: len as u64,
+                limit: u64::from(max_record_bytes),
+            });
+        }
+        total += len;
+    }
+    let limit = max_batch_bytes.min(FORMAT_MAX_BATCH_LEN);
+    if total > limit as usize {
+        return Err(LogError::TooLarge {
+            what: "batch",
+            size: total as u64,
+            limit: u64::from(limit),
+        });
+    }
+    Ok(total)
+}
+
+/// A batch encoded and checksummed, waiting for its base offset.
+#[derive(Debug)]
+pub(crate) struct EncodedBatch {
+    buf: Vec<u8>,
+    count: u32,
+    max_timestamp_ms: i64,
+}
+
+impl EncodedBatch {
+    /// Encodes `records`, stamping those without a timestamp with `now_ms`.
+    pub(crate) fn encode(
+        records: &[NewRecord],
+        now_ms: i64,
+        max_record_bytes: u32,
+        max_batch_bytes: u32,
+    ) -> Result<Self> {
+        let total = check_limits(records, max_record_bytes, max_batch_bytes)?;
+        let mut buf = Vec::with_capacity(total);
+        buf.resize(BATCH_HEADER_LEN, 0);
+        let mut max_timestamp_ms = i64::MIN;
+        for record in records {
+            let timestamp_ms = record.timestamp_ms.unwrap_or(now_ms);
+            max_timestamp_ms = max_timestamp_ms.max(timestamp_ms);
+            let record_len = encoded_record_len(record) - 4;
+            put_u32(&mut buf, record_len as u32);
+            buf.extend_from_slice(&timestamp_ms.to_le_bytes());
+            match &record.key {
+                Some(key) => {
+                    put_u32(&mut buf, key.len() as u32);
+                    buf.extend_from_slice(key);
+                }
+                None => buf.extend_from_slice(&NO_KEY.to_le_bytes()),
+            }
+            buf.extend_from_slice(&(record.headers.len() as u16).to_le_bytes());
+            for header in &record.headers {
+                buf.extend_from_slice(&(header.name.len() as u16).to_le_bytes());
+                buf.extend_from_slice(&header.name);
+                put_u32(&mut buf, header.value.len() as u32);
+                buf.extend_from_slice(&header.value);
+            }
+            buf.extend_from_slice(&record.body);
+        }
+        debug_assert_eq!(buf.len(), total);
+        let count = records.len() as u32;
+        buf[8..12].copy_from_slice(&(total as u32).to_le_bytes());
+        buf[16] = BATCH_VERSION;
+        buf[20..24].copy_from_slice(&count.to_le_bytes());
+        buf[24..32].copy_from_slice(&max_timestamp_ms.to_le_bytes());
+        let crc = checksum(&buf);
+        buf[12..16].copy_from_slice(&crc.to_le_bytes());
+        Ok(EncodedBatch {
+            buf,
+            count,
+            max_timestamp_ms,
+        })
+    }
+
+    /// Writes the base offset into the header. The CRC does not cover it.
+    pub(crate) fn set_base_offset(&mut self, base_offset: u64) {
+        self.buf[0..8].copy_from_slice(&base_offset.to_le_bytes());
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub(crate) fn max_timestamp_ms(&self) -> i64 {
+        self.max_timestamp_ms
+    }
+}
+
+fn put_u32(buf: &mut Vec<u8>, v: u32) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+/// CRC32C over `batch_len` and everything after the CRC field.
+fn checksum(batch: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&batch[8..12]);
+    crc32c::crc32c_append(crc, &batch[16..])
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("invariant: 4-byte slice"))
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("invariant: 8-byte slice"))
+}
+
+fn i64_at(buf: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(buf[at..at + 8].try_into().expect("invariant: 8-byte slice"))
+}
+
+/// The fixed fields of a batch that passed [`check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchHeader {
+    pub(crate) base_offset: u64,
+    pub(crate) len: u32,
+    pub(crate) count: u32,
+    pub(crate) max_timestamp_ms: i64,
+}
+
+impl BatchHeader {
+    /// One past the batch's last offset.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.count)
+    }
+}
+
+/// What [`check`] found at the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// A whole batch with a good checksum.
+    Complete(BatchHeader),
+    /// The buffer holds fewer than `need` bytes; `need` is the header size or, once
+    /// the header is readable, the whole batch length.
+    Incomplete { need: usize },
+    /// Not a valid batch.
+    Invalid(Corruption),
+}
+
+/// Looks at the batch at the start of `buf` without allocating; parsing records is
+/// left to [`Records`], which runs only on batches that passed.
+pub(crate) fn check(buf: &[u8]) -> Check {
+    if buf.len() < BATCH_HEADER_LEN {
+        return Check::Incomplete {
+            need: BATCH_HEADER_LEN,
+        };
+    }
+    let len = u32_at(buf, 8);
+    if (len as usize) < BATCH_HEADER_LEN + RECORD_OVERHEAD || len > FORMAT_MAX_BATCH_LEN {
+        return Check::Invalid(Corruption::BatchLength(len));
+    }
+    if buf.len() < len as usize {
+        return Check::Incomplete { need: len as usize };
+    }
+    let batch = &buf[..len as usize];
+    if u32_at(batch, 12) != checksum(batch) {
+        return Check::Invalid(Corruption::BatchChecksum);
+    }
+    if batch[16] != BATCH_VERSION {
+        return Check::Invalid(Corruption::BatchVersion(batch[16]));
+    }
+    let count = u32_at(batch, 20);
+    if count == 0 {
+        return Check::Invalid(Corruption::RecordFraming);
+    }
+    Check::Complete(BatchHeader {
+        base_offset: u64_at(batch, 0),
+        len,
+        count,
+        max_timestamp_ms: i64_at(batch, 24),
+    })
+}
+
+/// Iterates over the records of a checked batch. Skipping a record reads only its
+/// length and timestamp; [`RecordRef::to_record`] parses the rest.
+pub(crate) struct Records<'a> {
+    batch: &'a [u8],
+    pos: usize,
+    offset: u64,
+    left: u32,
+}
+
+impl<'a> Records<'a> {
+    /// `batch` must be exactly one batch that passed [`check`].
+    pub(crate) fn new(batch: &'a [u8], header: &BatchHeader) -> Self {
+        Records {
+            batch,
+            pos: BATCH_HEADER_LEN,
+            offset: header.base_offset,
+            left: header.count,
+        }
+    }
+}
+
+/// Where one record sits in its batch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordRef {
+    pub(crate) offset: u64,
+    pub(crate) timestamp_ms: i64,
+    /// First byte after the length field.
+    start: usize,
+    /// One past the record's last byte.
+    end: usize,
+}
+
+impl RecordRef {
+    /// Encoded size, framing included (what read limits count).
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.end - self.start + 4
+    }
+
+    /// Parses key, headers and body as slices of `batch` (no copies).
+    pub(crate) fn to_record(&self, batch: &Bytes) -> Result<Record, Corruption> {
+        let bytes = &batch[..self.end];
+        let mut at = self.start + 8;
+        let key_len = u32_at(bytes, at) as i32;
+        at += 4;
+        let key = if key_len == NO_KEY {
+            None
+        } else {
+            let key_len = usize::try_from(key_len).map_err(|_| Corruption::RecordFraming)?;
+            let key = take(bytes, &mut at, key_len)?;
+            Some(batch.slice(key))
+        };
+        let header_count = u16::from_le_bytes(
+            bytes
+                .get(at..at + 2)
+                .ok_or(Corruption::RecordFraming)?
+                .try_into()
+                .expect("invariant: 2-byte slice"),
+        );
+        at += 2;
+        let mut headers = Vec::with_capacity(usize::from(header_count));
+        for _ in 0..header_count {
+            let name_len = bytes.get(at..at + 2).ok_or(Corruption::RecordFraming)?;
+            let name_len = usize::from(u16::from_le_bytes(
+                name_len.try_into().expect("invariant: 2-byte slice"),
+            ));
+            at += 2;
+            let name = take(bytes, &mut at, name_len)?;
+            if at + 4 > bytes.len() {
+                return Err(Corruption::RecordFraming);
+            }
+            let value_len = u32_at(bytes, at) as usize;
+            at += 4;
+            let value = take(bytes, &mut at, value_len)?;
+            headers.push(Header {
+                name: batch.slice(name),
+                value: batch.slice(value),
+            });
+        }
+        Ok(Record {
+            offset: crate::Offset(self.offset),
+            timestamp_ms: self.timestamp_ms,
+            key,
+            headers,
+            body: batch.slice(at..self.end),
+        })
+    }
+}
+
+fn take(bytes: &[u8], at: &mut usize, len: usize) -> Result<std::ops::Range<usize>, Corruption> {
+    let end = at.checked_add(len).ok_or(Corruption::RecordFraming)?;
+    if end > bytes.len() {
+        return Err(Corruption::RecordFraming);
+    }
+    let range = *at..end;
+    *at = end;
+    Ok(range)
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<RecordRef, Corruption>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            if self.pos != self.batch.len() {
+                // Bytes after the last record: framing disagrees with the header.
+                self.pos = self.batch.len();
+                return Some(Err(Corruption::RecordFraming));
+            }
+            return None;
+        }
+        let fixed_end = self.pos + RECORD_OVERHEAD;
+        if fixed_end > self.batch.len() {
+            self.left = 0;
+            self.pos = self.batch.len();
+            return Some(Err(Corruption::RecordFraming));
+        }
+        let record_len = u32_at(self.batch, self.pos) as usize;
+        let start = self.pos + 4;
+        let end = start + record_len;
+        if record_len < RECORD_OVERHEAD - 4 || end > self.batch.len() {
+            self.left = 0;
+            self.pos = self.batch.len();
+            return Some(Err(Corruption::RecordFraming));
+        }
+        let item = RecordRef {
+            offset: self.offset,
+            timestamp_ms: i64_at(self.batch, start),
+            start,
+            end,
+        };
+        self.pos = end;
+        self.offset += 1;
+        self.left -= 1;
+        Some(Ok(item))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode(batch: &Bytes) -> (BatchHeader, Vec<Record>) {
+        let Check::Complete(header) = check(batch) else {
+            panic!("batch did not check: {:?}", check(batch));
+        };
+        let records = Records::new(batch, &header)
+            .map(|r| r.unwrap().to_record(batch).unwrap())
+            .collect();
+        (header, records)
+    }
+
+    fn sample() -> Vec<NewRecord> {
+        vec![
+            NewRecord::new("hello").with_timestamp(5),
+            NewRecord::new("")
+                .with_key("k")
+                .with_header("content-type", "text/plain")
+                .with_header("", ""),
+            NewRecord::new(vec![0u8; 1000]).with_key(""),
+        ]
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let records = sample();
+        let mut batch = EncodedBatch::encode(&records, 42, 1 << 20, 1 << 20).unwrap();
+        batch.set_base_offset(1000);
+        let bytes = Bytes::copy_from_slice(batch.bytes());
+        let (header, decoded) = decode(&bytes);
+        assert_eq!(header.base_offset, 1000);
+        assert_eq!(header.count, 3);
+        assert_eq!(header.len as usize, bytes.len());
+        assert_eq!(header.max_timestamp_ms, 42);
+        assert_eq!(decoded.len(), 3);
+        for (i, (new, got)) in records.iter().zip(&decoded).enumerate() {
+            assert_eq!(got.offset.0, 1000 + i as u64);
+            assert_eq!(got.timestamp_ms, new.timestamp_ms.unwrap_or(42));
+            assert_eq!(got.key, new.key);
+            assert_eq!(got.headers, new.headers);
+            assert_eq!(got.body, new.body);
+        }
+    }
+
+    #[test]
+    fn base_offset_is_outside_the_checksum() {
+        let mut batch = EncodedBatch::encode(&sample(), 1, 1 << 20, 1 << 20).unwrap();
+        batch.set_base_offset(7);
+        let crc_a = batch.bytes()[12..16].to_vec();
+        batch.set_base_offset(9_999);
+        assert_eq!(&batch.bytes()[12..16], &crc_a[..]);
+        assert!(matches!(check(batch.bytes()), Check::Complete(_)));
+    }
+
+    #[test]
+    fn every_single_bit_flip_after_the_offset_is_detected() {
+        let batch = EncodedBatch::encode(&sample(), 1, 1 << 20, 1 << 20).unwrap();
+        let good = batch.bytes().to_vec();
+        for byte in 8..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(
+                    !matches!(check(&bad), Check::Complete(_)),
+                    "flip of byte {byte} bit {bit} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn short_buffers_ask_for_more() {
+        let batch = EncodedBatch::encode(&sample(), 1, 1 << 20, 1 << 20).unwrap();
+        let bytes = batch.bytes();
+        assert_eq!(check(&bytes[..10]), Check::Incomplete { need: 32 });
+        assert_eq!(check(&bytes[..40]), Check::Incomplete { need: bytes.len() });
+    }
+
+    #[test]
+    fn zeros_and_absurd_lengths_are_invalid() {
+        assert_eq!(
+            check(&[0u8; 64]),
+            Check::Invalid(Corruption::BatchLength(0))
+        );
+        let mut header = [0u8; 32];
+        header[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            check(&header),
+            Check::Invalid(Corruption::BatchLength(u32::MAX))
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_with_the_sizes_in_the_error() {
+        let big = vec![NewRecord::new(vec![0u8; 100])];
+        let err = EncodedBatch::encode(&big, 0, 100, 1000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::TooLarge {
+                    what: "record",
+                    size: 118,
+                    limit: 100
+                }
+            ),
+            "{err:?}"
+        );
+        let many = vec![NewRecord::new(vec![0u8; 50]); 10];
+        let err = EncodedBatch::encode(&many, 0, 100, 500).unwrap_err();
+        assert!(
+            matches!(err, LogError::TooLarge { what: "batch", .. }),
+            "{err:?}"
+        );
+        assert!(matches!(
+            EncodedBatch::encode(&[], 0, 100, 500).unwrap_err(),
+            LogError::EmptyBatch
+        ));
+        let long_name = vec![NewRecord::new("").with_header(vec![b'n'; 70_000], "")];
+        let err = EncodedBatch::encode(&long_name, 0, 1 << 20, 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::TooLarge {
+                    what: "header name",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    fn arb_record() -> impl Strategy<Value = NewRecord> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from);
+        (
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(bytes()),
+            proptest::collection::vec((bytes(), bytes()), 0..4),
+            bytes(),
+        )
+            .prop_map(|(timestamp_ms, key, headers, body)| NewRecord {
+                timestamp_ms,
+                key,
+                headers: headers
+                    .into_iter()
+                    .map(|(name, value)| Header { name, value })
+                    .collect(),
+                body,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(
+            records in proptest::collection::vec(arb_record(), 1..20),
+            base in any::<u32>(),
+            now in any::<i64>(),
+        ) {
+            let mut batch = EncodedBatch::encode(&records, now, 1 << 20, 1 << 24).unwrap();
+            batch.set_base_offset(u64::from(base));
+            let bytes = Bytes::copy_from_slice(batch.bytes());
+            let (header, decoded) = decode(&bytes);
+            prop_assert_eq!(header.count as usize, records.len());
+            prop_assert_eq!(
+                header.max_timestamp_ms,
+                records.iter().map(|r| r.timestamp_ms.unwrap_or(now)).max().unwrap()
+            );
+            for (i, (new, got)) in records.iter().zip(&decoded).enumerate() {
+                prop_assert_eq!(got.offset.0, u64::from(base) + i as u64);
+                prop_assert_eq!(got.timestamp_ms, new.timestamp_ms.unwrap_or(now));
+                prop_assert_eq!(&got.key, &new.key);
+                prop_assert_eq!(&got.headers, &new.headers);
+                prop_assert_eq!(&got.body, &new.body);
+            }
+        }
+
+        #[test]
+        fn check_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Check::Complete(header) = check(&bytes) {
+                let batch = Bytes::copy_from_slice(&bytes[..header.len as usize]);
+                for r in Records::new(&batch, &header) {
+                    if let Ok(r) = r { let _ = r.to_record(&batch); }
+                }
+            }
+        }
+    }
+}

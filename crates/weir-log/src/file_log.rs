@@ -1,0 +1,326 @@
+//! [`FileLog`]: the durable log on disk.
+//!
+//! Threads: one writer thread per log owns every change to its files (see `writer`);
+//! reads run on a shared pool of blocking threads (see `pool`) and go straight to the
+//! segment files with positional reads, so they never wait for the writer. Readers and
+//! the writer share only the segment map (a `RwLock` held for map lookups, never across
+//! I/O) and the *watermark*, a `tokio::sync::watch` of the first and next offsets: the
+//! writer moves it only after a group is committed, so readers never see an append
+//! before it is durable under the fsync policy.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use tokio::sync::{oneshot, watch};
+
+use crate::batch::EncodedBatch;
+use crate::config::LogConfig;
+use crate::error::{Corruption, LogError, Result};
+use crate::io::{Fs, StdFs};
+use crate::pool::IoPool;
+use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{ReadFlow, Segment};
+use crate::writer::{Request, RetentionReport, Writer};
+use crate::{MessageLog, Watermark};
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// State shared by the handle, the writer thread and readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) config: LogConfig,
+    /// Every segment by base offset; the last one is active.
+    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// First and next offsets as readers may see them.
+    pub(crate) watermark: watch::Sender<Watermark>,
+}
+
+impl Shared {
+    pub(crate) fn segments_snapshot(&self) -> BTreeMap<u64, Arc<Segment>> {
+        self.segments
+            .read()
+            .expect("invariant: segment map lock never poisoned")
+            .clone()
+    }
+
+    /// The segment holding `offset` and every later one, oldest first.
+    fn segments_from(&self, offset: u64) -> Vec<Arc<Segment>> {
+        let map = self
+            .segments
+            .read()
+            .expect("invariant: segment map lock never poisoned");
+        let first = map.range(..=offset).next_back().map_or(0, |(b, _)| *b);
+        map.range(first..).map(|(_, s)| s.clone()).collect()
+    }
+
+    fn read(&self, from: u64, limits: ReadLimits) -> Result<Vec<Record>> {
+        let mark = *self.watermark.borrow();
+        if from < mark.start || from > mark.next {
+            return Err(LogError::OffsetOutOfRange {
+                requested: from,
+                first: mark.start,
+                next: mark.next,
+            });
+        }
+        let mut out = Vec::new();
+        if from == mark.next || limits.max_records == 0 {
+            return Ok(out);
+        }
+        let mut used = 0;
+        let segments = self.segments_from(from);
+        for (i, segment) in segments.iter().enumerate() {
+            let next_base = segments.get(i + 1).map(|s| s.base);
+            let end = next_base.map_or(mark.next, |b| b.min(mark.next));
+            let result = segment.read(from.max(segment.base), end, &limits, &mut out, &mut used);
+            match result {
+                Ok(ReadFlow::Done) => break,
+                Ok(ReadFlow::Exhausted { next_offset }) => match next_base {
+                    None => break,
+                    // A sealed segment must end exactly where the next one begins.
+                    Some(base) if next_offset != base => {
+                        return Err(LogError::corrupt(
+                            &segment.log_path,
+                            segment.committed_len(),
+                            Corruption::OffsetGap {
+                                expected: next_offset,
+                                found: base,
+                            },
+                        ));
+                    }
+                    Some(base) if base >= mark.next => break,
+                    Some(_) => {}
+                },
+                Err(e) => {
+                    // Retention may have removed the segment under us.
+                    let now = *self.watermark.borrow();
+                    if from < now.start {
+                        return Err(LogError::OffsetOutOfRange {
+                            requested: from,
+                            first: now.start,
+                            next: now.next,
+                        });
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
+        let mark = *self.watermark.borrow();
+        let segments = self.segments_from(mark.start);
+        for (i, segment) in segments.iter().enumerate() {
+            let next_base = segments.get(i + 1).map(|s| s.base);
+            if next_base.is_some() && segment.sealed_max_timestamp()? < timestamp_ms {
+                continue;
+            }
+            let end = next_base.map_or(mark.next, |b| b.min(mark.next));
+            if let Some(offset) = segment.find_timestamp(timestamp_ms, mark.start, end)? {
+                return Ok(Some(Offset(offset)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Sizes and bounds of a log, for metrics and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogStats {
+    /// First offset still in the log.
+    pub first_offset: Offset,
+    /// Offset the next append gets.
+    pub next_offset: Offset,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of committed data in segment files, headers included.
+    pub size_bytes: u64,
+}
+
+/// A log stored in a directory of segment files. Cheap to clone: clones share the same
+/// writer thread. When the last clone is dropped without [`FileLog::close`], the writer
+/// still syncs and exits, but `close` is the way to know it is done.
+#[derive(Clone, Debug)]
+pub struct FileLog {
+    shared: Arc<Shared>,
+    requests: Sender<Request>,
+}
+
+impl FileLog {
+    /// Opens the log in `dir` (creating it if needed), repairing a torn tail.
+    ///
+    /// This blocks on file I/O (recovery reads the tail and syncs what it repairs);
+    /// from async code, call it where blocking is allowed (e.g. `spawn_blocking`).
+    ///
+    /// # Errors
+    /// [`LogError::InvalidConfig`], [`LogError::Locked`] if another writer has the
+    /// directory, [`LogError::Corrupt`] / [`LogError::UnsupportedVersion`] for damage
+    /// recovery may not repair on its own, [`LogError::Io`] for I/O failures.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(FileLog, RecoveryReport)> {
+        FileLog::open_with(StdFs::shared(), dir, config)
+    }
+
+    /// [`FileLog::open`] on another file system (the crash tests' `CrashFs`).
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<(FileLog, RecoveryReport)> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs.create_dir_all(&dir)
+            .map_err(|e| LogError::io("create directory", &dir, e))?;
+        let lock = fs.lock_dir(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                LogError::Locked { path: dir.clone() }
+            } else {
+                LogError::io("lock", &dir, e)
+            }
+        })?;
+        let recovered = recovery::recover(&fs, &dir, &config, now_ms())?;
+        let (watermark, _) = watch::channel(Watermark {
+            start: recovered.start_offset,
+            next: recovered.active.next_offset,
+            closed: false,
+        });
+        let shared = Arc::new(Shared {
+            dir,
+            fs,
+            config,
+            segments: RwLock::new(recovered.segments),
+            watermark,
+        });
+        let writer = Writer::new(
+            shared.clone(),
+            lock,
+            recovered.active,
+            recovered.start_offset,
+        );
+        let (requests, queue) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("weir-log-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| LogError::io("start the writer thread for", &shared.dir, e))?;
+        Ok((FileLog { shared, requests }, recovered.report))
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.config
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Removes sealed segments past the retention limits as of `now_ms`. The writer
+    /// also does this by itself every `retention_check_interval_ms`.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        self.ask(|reply| Request::Retention { now_ms, reply }).await
+    }
+
+    /// Syncs everything written so far, whatever the policy.
+    pub async fn sync(&self) -> Result<()> {
+        self.ask(|reply| Request::Sync { reply }).await
+    }
+
+    /// Reads on the calling thread. For callers that are already allowed to block.
+    pub fn read_blocking(&self, from: Offset, limits: ReadLimits) -> Result<Vec<Record>> {
+        self.shared.read(from.0, limits)
+    }
+
+    /// Current bounds and size.
+    pub fn stats(&self) -> LogStats {
+        let mark = *self.shared.watermark.borrow();
+        let segments = self.shared.segments_snapshot();
+        LogStats {
+            first_offset: Offset(mark.start),
+            next_offset: Offset(mark.next),
+            segments: segments.len(),
+            size_bytes: segments.values().map(|s| s.committed_len()).sum(),
+        }
+    }
+}
+
+impl MessageLog for FileLog {
+    fn append_batch(&self, records: &[NewRecord]) -> impl Future<Output = Result<Appended>> + Send {
+        let config = &self.shared.config;
+        // Encoding and checksumming happen here, on the caller's thread, so many
+        // appenders share that work instead of queueing it on the writer.
+        let batch = EncodedBatch::encode(
+            records,
+            now_ms(),
+            config.max_record_bytes,
+            config.max_batch_bytes,
+        );
+        async move {
+            let batch = batch?;
+            self.ask(|reply| Request::Append { batch, reply }).await
+        }
+    }
+
+    fn read_from(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+    ) -> impl Future<Output = Result<Vec<Record>>> + Send {
+        let shared = self.shared.clone();
+        IoPool::global().run(move || shared.read(from.0, limits))
+    }
+
+    fn first_offset(&self) -> Offset {
+        Offset(self.shared.watermark.borrow().start)
+    }
+
+    fn next_offset(&self) -> Offset {
+        Offset(self.shared.watermark.borrow().next)
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> impl Future<Output = Result<Option<Offset>>> + Send {
+        let shared = self.shared.clone();
+        IoPool::global().run(move || shared.offset_for_timestamp(timestamp_ms))
+    }
+
+    fn trim_before(&self, offset: Offset) -> impl Future<Output = Result<()>> + Send {
+        self.ask(move |reply| Request::Trim {
+            before: offset.0,
+            reply,
+        })
+    }
+
+    fn wait_for(&self, offset: Offset) -> impl Future<Output = Result<Offset>> + Send {
+        crate::wait_for(self.shared.watermark.subscribe(), offset)
+    }
+
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            match self.ask(|reply| Request::Close { reply }).await {
+                Err(LogError::Closed) if self.shared.watermark.borrow().closed => Ok(()),
+                other => other,
+            }
+        }
+    }
+}

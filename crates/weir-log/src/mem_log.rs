@@ -1,0 +1,222 @@
+//! [`MemLog`]: the log in memory, for the broker's tests and anything else that wants
+//! the log's behaviour without files. It passes the same conformance suite as
+//! [`crate::FileLog`] and refuses the same oversized appends, so code tested against
+//! it behaves the same on disk. It keeps everything (no segments, so no retention) and
+//! a "reopen" ([`MemLog::reopen`]) sees all of it, as if every append were durable.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::batch::check_limits;
+use crate::config::LogConfig;
+use crate::error::{LogError, Result};
+use crate::file_log::now_ms;
+use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
+use crate::{MessageLog, Watermark};
+
+#[derive(Debug)]
+struct State {
+    start: u64,
+    /// Records from `start` on; `records[i]` has offset `start + i`.
+    records: VecDeque<Record>,
+    /// Encoded size of each record, for read limits (same accounting as the file log).
+    sizes: VecDeque<usize>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LogConfig,
+    state: Mutex<State>,
+    watermark: watch::Sender<Watermark>,
+}
+
+/// An in-memory [`MessageLog`]. Clones share the same records.
+#[derive(Clone, Debug)]
+pub struct MemLog {
+    inner: Arc<Inner>,
+}
+
+impl MemLog {
+    /// An empty log that enforces `config`'s record and batch limits.
+    pub fn new(config: LogConfig) -> Self {
+        let (watermark, _) = watch::channel(Watermark::default());
+        MemLog {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State {
+                    start: 0,
+                    records: VecDeque::new(),
+                    sizes: VecDeque::new(),
+                    closed: false,
+                }),
+                watermark,
+            }),
+        }
+    }
+
+    /// The same records, open again after a `close` (a simulated restart).
+    #[must_use]
+    pub fn reopen(&self) -> MemLog {
+        let (records, sizes, start) = {
+            let state = self.lock();
+            (state.records.clone(), state.sizes.clone(), state.start)
+        };
+        let next = start + records.len() as u64;
+        let (watermark, _) = watch::channel(Watermark {
+            start,
+            next,
+            closed: false,
+        });
+        MemLog {
+            inner: Arc::new(Inner {
+                config: self.inner.config.clone(),
+                state: Mutex::new(State {
+                    start,
+                    records,
+                    sizes,
+                    closed: false,
+                }),
+                watermark,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .expect("invariant: MemLog lock never poisoned")
+    }
+
+    fn publish(&self, state: &State) {
+        let mark = Watermark {
+            start: state.start,
+            next: state.start + state.records.len() as u64,
+            closed: state.closed,
+        };
+        self.inner.watermark.send_replace(mark);
+    }
+
+    fn append_now(&self, records: &[NewRecord]) -> Result<Appended> {
+        let config = &self.inner.config;
+        check_limits(records, config.max_record_bytes, config.max_batch_bytes)?;
+        let now = now_ms();
+        let mut state = self.lock();
+        if state.closed {
+            return Err(LogError::Closed);
+        }
+        let first = state.start + state.records.len() as u64;
+        for (i, new) in records.iter().enumerate() {
+            state.sizes.push_back(crate::batch::encoded_record_len(new));
+            state.records.push_back(Record {
+                offset: Offset(first + i as u64),
+                timestamp_ms: new.timestamp_ms.unwrap_or(now),
+                key: new.key.clone(),
+                headers: new.headers.clone(),
+                body: new.body.clone(),
+            });
+        }
+        self.publish(&state);
+        Ok(Appended {
+            first: Offset(first),
+            next: Offset(first + records.len() as u64),
+        })
+    }
+
+    fn read_now(&self, from: Offset, limits: ReadLimits) -> Result<Vec<Record>> {
+        let state = self.lock();
+        let next = state.start + state.records.len() as u64;
+        if from.0 < state.start || from.0 > next {
+            return Err(LogError::OffsetOutOfRange {
+                requested: from.0,
+                first: state.start,
+                next,
+            });
+        }
+        let skip = (from.0 - state.start) as usize;
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        for (record, size) in state.records.iter().zip(&state.sizes).skip(skip) {
+            if out.len() >= limits.max_records
+                || (!out.is_empty() && used.saturating_add(*size) > limits.max_bytes)
+            {
+                break;
+            }
+            used += size;
+            out.push(record.clone());
+        }
+        Ok(out)
+    }
+
+    fn trim_now(&self, before: Offset) -> Result<()> {
+        let mut state = self.lock();
+        let next = state.start + state.records.len() as u64;
+        if before.0 > next {
+            return Err(LogError::OffsetOutOfRange {
+                requested: before.0,
+                first: state.start,
+                next,
+            });
+        }
+        while state.start < before.0 {
+            state.records.pop_front();
+            state.sizes.pop_front();
+            state.start += 1;
+        }
+        self.publish(&state);
+        Ok(())
+    }
+}
+
+impl MessageLog for MemLog {
+    fn append_batch(&self, records: &[NewRecord]) -> impl Future<Output = Result<Appended>> + Send {
+        std::future::ready(self.append_now(records))
+    }
+
+    fn read_from(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+    ) -> impl Future<Output = Result<Vec<Record>>> + Send {
+        std::future::ready(self.read_now(from, limits))
+    }
+
+    fn first_offset(&self) -> Offset {
+        Offset(self.inner.watermark.borrow().start)
+    }
+
+    fn next_offset(&self) -> Offset {
+        Offset(self.inner.watermark.borrow().next)
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> impl Future<Output = Result<Option<Offset>>> + Send {
+        let state = self.lock();
+        let found = state
+            .records
+            .iter()
+            .find(|r| r.timestamp_ms >= timestamp_ms)
+            .map(|r| r.offset);
+        std::future::ready(Ok(found))
+    }
+
+    fn trim_before(&self, offset: Offset) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(self.trim_now(offset))
+    }
+
+    fn wait_for(&self, offset: Offset) -> impl Future<Output = Result<Offset>> + Send {
+        crate::wait_for(self.inner.watermark.subscribe(), offset)
+    }
+
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        let mut state = self.lock();
+        state.closed = true;
+        self.publish(&state);
+        std::future::ready(Ok(()))
+    }
+}

@@ -1,0 +1,13 @@
+//! Test support shipped with the crate, so the broker's tests (and any future log
+//! implementation) use the same tools:
+//!
+//! - [`run_all`]: the conformance suite every [`crate::MessageLog`] must pass;
+//! - [`CrashFs`]: a file system with live and durable images for crash tests.
+//!
+//! Nothing here is used by the log itself.
+
+mod crash_fs;
+mod suite;
+
+pub use crash_fs::{CrashFs, Torn};
+pub use suite::{LogFactory, run_all, suite_config};

@@ -1,0 +1,625 @@
+//! The writer thread: the only code that changes a log's files.
+//!
+//! One thread per log receives requests on a channel. It takes the first request,
+//! then everything else already queued (up to [`MAX_GROUP_BYTES`]), writes all the
+//! appends with one vectored write and — under `fsync = always` — makes them durable
+//! with one `fdatasync`. While that sync runs, new appends queue up and form the next
+//! group: this is group commit, and it is why many concurrent appenders cost about one
+//! sync per round instead of one each. `fsync` never runs on an async runtime.
+//!
+//! Appenders encode and checksum their batches on their own threads (see `batch`);
+//! here a batch only gets its base offset patched in.
+//!
+//! Order of effects per group (each step happens only after the previous succeeded):
+//! 1. write the batches at the end of the active segment;
+//! 2. `fdatasync` (policy `always`);
+//! 3. write index entries for the synced batches (never for unsynced ones);
+//! 4. publish the new end to readers, then answer the appenders.
+//!
+//! If 1 or 2 fails, the segment is truncated back to where the group began and every
+//! append of the group gets the error; offsets are handed out again from there. A full
+//! disk therefore costs the failed appends and nothing else. If even the truncation
+//! fails, the writer refuses appends until the log is reopened (which runs recovery).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use tokio::sync::oneshot;
+
+use crate::batch::EncodedBatch;
+use crate::config::FsyncPolicy;
+use crate::error::{LogError, Result};
+use crate::file_log::{Shared, now_ms};
+use crate::header::FILE_HEADER_LEN;
+use crate::index::{ENTRY_LEN, IndexEntry};
+use crate::io::{DirLock, FileIo};
+use crate::meta;
+use crate::record::{Appended, Offset};
+use crate::recovery::ActiveState;
+use crate::segment::{Segment, index_file_name, log_file_name};
+
+/// Most bytes of appends written (and synced) as one group. Bounds the latency one
+/// group adds to the next and the memory held by queued appends.
+pub(crate) const MAX_GROUP_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What the writer can be asked to do.
+pub(crate) enum Request {
+    Append {
+        batch: EncodedBatch,
+        reply: oneshot::Sender<Result<Appended>>,
+    },
+    Trim {
+        before: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Retention {
+        now_ms: i64,
+        reply: oneshot::Sender<Result<RetentionReport>>,
+    },
+    Sync {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// What one retention pass removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments removed.
+    pub segments_removed: usize,
+    /// Bytes of segment files removed.
+    pub bytes_removed: u64,
+    /// First offset after the pass.
+    pub first_offset: Offset,
+}
+
+/// An append that has an offset and a position but is not yet written.
+struct Pending {
+    batch: EncodedBatch,
+    reply: oneshot::Sender<Result<Appended>>,
+    first: u64,
+    pos: u64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    /// Held for the writer's life; released before `close` answers.
+    lock: Option<DirLock>,
+    active: Arc<Segment>,
+    index_file: Arc<dyn FileIo>,
+    /// Bytes of the index file written so far (header + persisted entries).
+    index_file_len: u64,
+    /// End of the bytes written to the active segment.
+    write_pos: u64,
+    /// End of the bytes of the active segment known to be on disk.
+    synced_pos: u64,
+    next_offset: u64,
+    start_offset: u64,
+    /// Newest timestamp in the active segment.
+    max_timestamp_ms: i64,
+    /// Batch bytes written since the last index entry.
+    bytes_since_entry: u64,
+    /// Index entries readers already use that are not yet in the index file, because
+    /// the data they point at is not yet synced.
+    unpersisted: Vec<IndexEntry>,
+    last_sync: Instant,
+    next_housekeeping: Instant,
+    /// Set when a failed write could not be rolled back.
+    failed: Option<LogError>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        lock: DirLock,
+        active: ActiveState,
+        start_offset: u64,
+    ) -> Self {
+        let check_every = Duration::from_millis(shared.config.retention_check_interval_ms);
+        Writer {
+            shared,
+            lock: Some(lock),
+            active: active.segment,
+            index_file: active.index_file,
+            index_file_len: active.index_file_len,
+            write_pos: active.write_pos,
+            synced_pos: active.write_pos,
+            next_offset: active.next_offset,
+            start_offset,
+            max_timestamp_ms: active.max_timestamp_ms,
+            bytes_since_entry: active.bytes_since_entry,
+            unpersisted: Vec::new(),
+            last_sync: Instant::now(),
+            next_housekeeping: Instant::now() + check_every,
+            failed: None,
+        }
+    }
+
+    pub(crate) fn run(mut self, requests: Receiver<Request>) {
+        loop {
+            let deadline = self.next_deadline();
+            let first = match requests.recv_deadline(deadline) {
+                Ok(request) => request,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.on_timer();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every handle was dropped without close(): shut down cleanly anyway.
+                    if let Err(e) = self.shutdown() {
+                        tracing::error!(dir = %self.shared.dir.display(), error = %e, "log shutdown failed");
+                    }
+                    return;
+                }
+            };
+            let mut group_bytes = request_bytes(&first);
+            let mut group = vec![first];
+            while group_bytes < MAX_GROUP_BYTES {
+                match requests.try_recv() {
+                    Ok(request) => {
+                        group_bytes += request_bytes(&request);
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.handle_group(group) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.on_timer();
+            }
+        }
+    }
+
+    fn policy(&self) -> FsyncPolicy {
+        self.shared.config.fsync
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut deadline = self.next_housekeeping;
+        if let FsyncPolicy::Interval(every) = self.policy() {
+            if self.write_pos > self.synced_pos {
+                deadline = deadline.min(self.last_sync + every);
+            }
+        }
+        deadline
+    }
+
+    fn on_timer(&mut self) {
+        if let FsyncPolicy::Interval(every) = self.policy() {
+            if self.write_pos > self.synced_pos && self.last_sync.elapsed() >= every {
+                if let Err(e) = self.sync_active() {
+                    self.fail_after_sync_error(e);
+                }
+            }
+        }
+        if Instant::now() >= self.next_housekeeping {
+            self.next_housekeeping = Instant::now()
+                + Duration::from_millis(self.shared.config.retention_check_interval_ms);
+            if self.failed.is_none() && self.active_is_too_old(now_ms()) {
+                if let Err(e) = self.roll() {
+                    tracing::warn!(error = %e, "could not roll an old segment");
+                }
+            }
+            if let Err(e) = self.enforce_retention(now_ms()) {
+                tracing::warn!(error = %e, "retention pass failed");
+            }
+        }
+    }
+
+    /// Handles one group; returns true once the log is closed.
+    fn handle_group(&mut self, group: Vec<Request>) -> bool {
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut requests = group.into_iter();
+        while let Some(request) = requests.next() {
+            match request {
+                Request::Append { mut batch, reply } => {
+                    if let Some(e) = &self.failed {
+                        let _ = reply.send(Err(e.clone()));
+                        continue;
+                    }
+                    if self.needs_roll_before(batch.len()) {
+                        self.commit(&mut pending);
+                        if let Err(e) = self.roll() {
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
+                    }
+                    let first = self.next_offset;
+                    batch.set_base_offset(first);
+                    let pos = self.write_pos;
+                    self.write_pos += batch.len();
+                    self.next_offset += u64::from(batch.count());
+                    pending.push(Pending {
+                        batch,
+                        reply,
+                        first,
+                        pos,
+                    });
+                }
+                Request::Trim { before, reply } => {
+                    self.commit(&mut pending);
+                    let _ = reply.send(self.trim(before));
+                }
+                Request::Retention { now_ms, reply } => {
+                    self.commit(&mut pending);
+                    let _ = reply.send(self.enforce_retention(now_ms));
+                }
+                Request::Sync { reply } => {
+                    self.commit(&mut pending);
+                    let result = self.sync_active();
+                    if let Err(e) = &result {
+                        self.fail_after_sync_error(e.clone());
+                    }
+                    let _ = reply.send(result);
+                }
+                Request::Close { reply } => {
+                    self.commit(&mut pending);
+                    let result = self.shutdown();
+                    for later in requests.by_ref() {
+                        refuse_closed(later);
+                    }
+                    let _ = reply.send(result);
+                    return true;
+                }
+            }
+        }
+        self.commit(&mut pending);
+        false
+    }
+
+    fn needs_roll_before(&self, batch_len: u64) -> bool {
+        let has_data = self.write_pos > FILE_HEADER_LEN as u64;
+        has_data
+            && (self.write_pos + batch_len > self.shared.config.segment_bytes
+                || self.active_is_too_old(now_ms()))
+    }
+
+    fn active_is_too_old(&self, now_ms: i64) -> bool {
+        let has_data = self.write_pos > FILE_HEADER_LEN as u64;
+        match self.shared.config.segment_max_age_ms {
+            Some(max_age) => {
+                has_data && now_ms.saturating_sub(self.active.created_ms) >= max_age as i64
+            }
+            None => false,
+        }
+    }
+
+    /// Writes (and under `always`, syncs) the pending appends, then answers them.
+    fn commit(&mut self, pending: &mut Vec<Pending>) {
+        let Some(head) = pending.first() else {
+            return;
+        };
+        let (start_pos, start_offset) = (head.pos, head.first);
+        let bufs: Vec<&[u8]> = pending.iter().map(|p| p.batch.bytes()).collect();
+        let path = &self.active.log_path;
+        let mut result = self
+            .active
+            .file
+            .write_all_at(start_pos, &bufs)
+            .map_err(|e| LogError::io("write", path, e));
+        let sync_now = self.policy() == FsyncPolicy::Always;
+        if result.is_ok() && sync_now {
+            result = self
+                .active
+                .file
+                .sync_data()
+                .map_err(|e| LogError::io("fsync", path, e));
+        }
+        if let Err(e) = result {
+            self.roll_back(start_pos, start_offset);
+            tracing::warn!(error = %e, appends = pending.len(), "append failed and was rolled back");
+            for p in pending.drain(..) {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+
+        let interval = u64::from(self.shared.config.index_interval_bytes);
+        let mut entries = Vec::new();
+        for p in pending.iter() {
+            if self.bytes_since_entry >= interval {
+                entries.push(IndexEntry {
+                    rel_offset: (p.first - self.active.base) as u32,
+                    position: p.pos as u32,
+                    max_ts_before: self.max_timestamp_ms,
+                });
+                self.bytes_since_entry = 0;
+            }
+            self.bytes_since_entry += p.batch.len();
+            self.max_timestamp_ms = self.max_timestamp_ms.max(p.batch.max_timestamp_ms());
+        }
+        self.active.extend_index(&entries);
+        self.unpersisted.extend(entries);
+        if sync_now {
+            self.synced_pos = self.write_pos;
+            self.last_sync = Instant::now();
+            self.persist_index_entries();
+        }
+        self.publish();
+        for p in pending.drain(..) {
+            let next = p.first + u64::from(p.batch.count());
+            let _ = p.reply.send(Ok(Appended {
+                first: Offset(p.first),
+                next: Offset(next),
+            }));
+        }
+    }
+
+    /// Makes everything written to the active segment durable.
+    fn sync_active(&mut self) -> Result<()> {
+        if self.write_pos > self.synced_pos {
+            self.active
+                .file
+                .sync_data()
+                .map_err(|e| LogError::io("fsync", &self.active.log_path, e))?;
+            self.synced_pos = self.write_pos;
+        }
+        self.last_sync = Instant::now();
+        self.persist_index_entries();
+        Ok(())
+    }
+
+    /// A failed sync of data that was already acknowledged (policies `interval` and
+    /// `never`) may have lost it: the kernel can drop the dirty pages after reporting
+    /// the error. The log cannot vouch for its tail any more, so it stops taking
+    /// appends until reopened; recovery then finds what really is on disk.
+    fn fail_after_sync_error(&mut self, error: LogError) {
+        tracing::error!(error = %error, "fsync failed; the log refuses appends until reopened");
+        if let LogError::Io { op, path, source } = &error {
+            self.failed = Some(LogError::Failed {
+                op,
+                path: path.clone(),
+                source: source.clone(),
+            });
+        } else {
+            self.failed = Some(error);
+        }
+    }
+
+    /// Writes the index entries whose data is synced. A failure here loses nothing:
+    /// the entries stay in memory and recovery would rebuild them from the data.
+    fn persist_index_entries(&mut self) {
+        if self.unpersisted.is_empty() {
+            return;
+        }
+        let bytes = crate::segment::encode_entries(&self.unpersisted);
+        match self.index_file.write_all_at(self.index_file_len, &[&bytes]) {
+            Ok(()) => {
+                self.index_file_len += bytes.len() as u64;
+                self.unpersisted.clear();
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.active.index_path.display(), error = %e, "could not write index entries; will retry");
+                let _ = self.index_file.set_len(self.index_file_len);
+            }
+        }
+    }
+
+    fn roll_back(&mut self, start_pos: u64, start_offset: u64) {
+        self.write_pos = start_pos;
+        self.next_offset = start_offset;
+        if let Err(e) = self.active.file.set_len(start_pos) {
+            tracing::error!(error = %e, "could not truncate after a failed append; the log refuses appends until reopened");
+            self.failed = Some(LogError::Failed {
+                op: "truncate",
+                path: self.active.log_path.clone(),
+                source: Arc::new(e),
+            });
+        }
+        if self.synced_pos > start_pos {
+            self.synced_pos = start_pos;
+        }
+    }
+
+    fn publish(&self) {
+        self.active.set_committed_len(self.write_pos);
+        let (start, next) = (self.start_offset, self.next_offset);
+        self.shared.watermark.send_modify(|w| {
+            w.start = start;
+            w.next = next;
+        });
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    fn roll(&mut self) -> Result<()> {
+        self.sync_active()?;
+        let end = IndexEntry {
+            rel_offset: (self.next_offset - self.active.base) as u32,
+            position: self.write_pos as u32,
+            max_ts_before: self.max_timestamp_ms,
+        };
+        if self.active.with_index(|i| i.last().copied())? != Some(end) {
+            self.active.extend_index(&[end]);
+            self.unpersisted.push(end);
+        }
+        self.persist_index_entries();
+        if !self.unpersisted.is_empty() {
+            return Err(LogError::io(
+                "write",
+                &self.active.index_path,
+                std::io::Error::other("index entries could not be written"),
+            ));
+        }
+        self.index_file
+            .sync_data()
+            .map_err(|e| LogError::io("fsync", &self.active.index_path, e))?;
+
+        let shared = &self.shared;
+        let base = self.next_offset;
+        let created = Segment::create(
+            shared.fs.clone(),
+            &shared.dir,
+            base,
+            now_ms(),
+            shared.config.index_interval_bytes,
+        )
+        .and_then(|(segment, index_file)| {
+            shared
+                .fs
+                .sync_dir(&shared.dir)
+                .map_err(|e| LogError::io("sync", &shared.dir, e))?;
+            Ok((segment, index_file))
+        });
+        let (segment, index_file) = match created {
+            Ok(created) => created,
+            Err(e) => {
+                // Leave no half-made segment behind; the old one stays active.
+                let _ = shared.fs.remove(&shared.dir.join(log_file_name(base)));
+                let _ = shared.fs.remove(&shared.dir.join(index_file_name(base)));
+                return Err(e);
+            }
+        };
+        let segment = Arc::new(segment);
+        shared
+            .segments
+            .write()
+            .expect("invariant: segment map lock never poisoned")
+            .insert(base, segment.clone());
+        tracing::debug!(base, sealed = self.active.base, "rolled to a new segment");
+        self.active = segment;
+        self.index_file = index_file;
+        self.index_file_len = FILE_HEADER_LEN as u64;
+        self.write_pos = FILE_HEADER_LEN as u64;
+        self.synced_pos = self.write_pos;
+        self.max_timestamp_ms = i64::MIN;
+        self.bytes_since_entry = 0;
+        debug_assert!(self.unpersisted.is_empty());
+        debug_assert_eq!(ENTRY_LEN, 20);
+        Ok(())
+    }
+
+    fn trim(&mut self, before: u64) -> Result<()> {
+        if before > self.next_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: before,
+                first: self.start_offset,
+                next: self.next_offset,
+            });
+        }
+        if before <= self.start_offset {
+            return Ok(());
+        }
+        meta::write(&*self.shared.fs, &self.shared.dir, before)?;
+        self.start_offset = before;
+        self.publish();
+        let doomed = self.sealed_segments_where(|_, end| end <= before);
+        self.remove_segments(&doomed).map(|_| ())
+    }
+
+    fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
+        let config = &self.shared.config;
+        let mut doomed = Vec::new();
+        if let Some(max_age) = config.retention_max_age_ms {
+            let cutoff = now_ms.saturating_sub(max_age as i64);
+            for segment in self.sealed_segments_where(|_, _| true) {
+                if segment.sealed_max_timestamp()? >= cutoff {
+                    break;
+                }
+                doomed.push(segment);
+            }
+        }
+        if let Some(max_bytes) = config.retention_max_bytes {
+            let segments = self.shared.segments_snapshot();
+            let mut total: u64 = segments.values().map(|s| s.committed_len()).sum();
+            total -= doomed.iter().map(|s| s.committed_len()).sum::<u64>();
+            for segment in self
+                .sealed_segments_where(|_, _| true)
+                .into_iter()
+                .skip(doomed.len())
+            {
+                if total <= max_bytes {
+                    break;
+                }
+                total -= segment.committed_len();
+                doomed.push(segment);
+            }
+        }
+        let removed = self.remove_segments(&doomed)?;
+        Ok(RetentionReport {
+            segments_removed: doomed.len(),
+            bytes_removed: removed,
+            first_offset: Offset(self.shared.watermark.borrow().start),
+        })
+    }
+
+    /// Sealed segments, oldest first, for which `keep(base, end_offset)` holds.
+    fn sealed_segments_where(&self, keep: impl Fn(u64, u64) -> bool) -> Vec<Arc<Segment>> {
+        let segments = self.shared.segments_snapshot();
+        let bases: Vec<u64> = segments.keys().copied().collect();
+        segments
+            .values()
+            .zip(bases.iter().skip(1))
+            .filter(|(segment, end)| keep(segment.base, **end))
+            .map(|(segment, _)| segment.clone())
+            .collect()
+    }
+
+    /// Removes sealed segments oldest first, syncing the directory after each, so a
+    /// crash can only leave a suffix of the log, never a gap.
+    fn remove_segments(&mut self, doomed: &[Arc<Segment>]) -> Result<u64> {
+        let mut bytes = 0;
+        for segment in doomed {
+            debug_assert!(segment.base != self.active.base, "never the active segment");
+            let shared = &self.shared;
+            shared
+                .segments
+                .write()
+                .expect("invariant: segment map lock never poisoned")
+                .remove(&segment.base);
+            let first = shared.segments_snapshot().keys().next().copied();
+            let start = first.map_or(self.start_offset, |f| f.max(self.start_offset));
+            self.start_offset = start;
+            self.publish();
+            for path in [&segment.log_path, &segment.index_path] {
+                match shared.fs.remove(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io("remove", path, e)),
+                }
+            }
+            shared
+                .fs
+                .sync_dir(&shared.dir)
+                .map_err(|e| LogError::io("sync", &shared.dir, e))?;
+            bytes += segment.committed_len();
+            tracing::debug!(base = segment.base, "removed a segment");
+        }
+        Ok(bytes)
+    }
+
+    /// Final sync of data and index, then release the directory.
+    fn shutdown(&mut self) -> Result<()> {
+        let mut result = self.sync_active();
+        if result.is_ok() {
+            result = self
+                .index_file
+                .sync_data()
+                .map_err(|e| LogError::io("fsync", &self.active.index_path, e));
+        }
+        self.shared.watermark.send_modify(|w| w.closed = true);
+        self.lock = None;
+        result
+    }
+}
+
+fn request_bytes(request: &Request) -> u64 {
+    match request {
+        Request::Append { batch, .. } => batch.len(),
+        _ => 0,
+    }
+}
+
+fn refuse_closed(request: Request) {
+    match request {
+        Request::Append { reply, .. } => drop(reply.send(Err(LogError::Closed))),
+        Request::Trim { reply, .. } | Request::Sync { reply } | Request::Close { reply } => {
+            drop(reply.send(Err(LogError::Closed)));
+        }
+        Request::Retention { reply, .. } => drop(reply.send(Err(LogError::Closed))),
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of weir-log: one binary, one module per suite (house style §2.1).
+
+mod common;
+mod conformance;
