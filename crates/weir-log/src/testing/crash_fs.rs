@@ -39,17 +39,21 @@ pub enum Torn {
     /// The files have their written length, but the unsynced bytes read as zeros (the
     /// size reached the disk, the data blocks did not).
     ZeroedTail,
+    /// The first half of the unsynced bytes read as zeros while the second half landed:
+    /// pages written back out of order, leaving a hole before data that looks valid.
+    Hole,
 }
 
 impl Torn {
     /// Every variant, for sweeps.
-    pub const ALL: [Torn; 6] = [
+    pub const ALL: [Torn; 7] = [
         Torn::Synced,
         Torn::Everything,
         Torn::HalfTail,
         Torn::TrailingGarbage(100),
         Torn::FlippedBit,
         Torn::ZeroedTail,
+        Torn::Hole,
     ];
 }
 
@@ -176,8 +180,20 @@ impl CrashFs {
 
     /// The file system a reboot finds, with unsynced bytes shaped by `torn`.
     pub fn after_crash(&self, torn: Torn) -> CrashFs {
+        self.rebuild(torn == Torn::Everything, |_| torn)
+    }
+
+    /// Like [`CrashFs::after_crash`], with each file's unsynced bytes shaped by its own
+    /// variant: e.g. a torn segment next to an index whose writes all landed, the case
+    /// that shows whether index entries ever point past synced data. Directory entries
+    /// are the durable ones.
+    pub fn after_crash_per_file(&self, torn: impl Fn(&Path) -> Torn) -> CrashFs {
+        self.rebuild(false, torn)
+    }
+
+    fn rebuild(&self, live_names: bool, torn: impl Fn(&Path) -> Torn) -> CrashFs {
         let state = self.lock();
-        let names = if torn == Torn::Everything {
+        let names = if live_names {
             &state.live
         } else {
             &state.durable
@@ -185,7 +201,7 @@ impl CrashFs {
         let mut live = HashMap::new();
         for (path, inode) in names {
             let inode = inode.lock().expect("inode lock");
-            let bytes = torn_image(&inode, torn);
+            let bytes = torn_image(&inode, torn(path));
             live.insert(
                 path.clone(),
                 Arc::new(Mutex::new(Inode {
@@ -259,6 +275,12 @@ fn torn_image(inode: &Inode, torn: Torn) -> Vec<u8> {
         Torn::ZeroedTail => {
             let mut out = live[..common].to_vec();
             out.resize(live.len(), 0);
+            out
+        }
+        Torn::Hole => {
+            let mut out = live.clone();
+            let hole_end = common + (live.len() - common) / 2;
+            out[common..hole_end].fill(0);
             out
         }
     }
@@ -512,6 +534,10 @@ mod tests {
         assert_eq!(
             read_all(&fs.after_crash(Torn::TrailingGarbage(3)), &dir.join("a")).len(),
             11 + 3
+        );
+        assert_eq!(
+            read_all(&fs.after_crash(Torn::Hole), &dir.join("a")),
+            b"synced\0\0ost"
         );
     }
 
