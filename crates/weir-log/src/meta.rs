@@ -79,15 +79,19 @@ pub(crate) fn read(fs: &dyn Fs, dir: &Path) -> Result<Option<u64>> {
 /// Durably records `start_offset`.
 pub(crate) fn write(fs: &dyn Fs, dir: &Path, start_offset: u64) -> Result<()> {
     let tmp = dir.join(META_TMP);
-    let file = fs
+    let written = fs
         .create(&tmp)
-        .map_err(|e| LogError::io("create", &tmp, e))?;
-    file.write_all_at(0, &[&encode(start_offset)])
-        .and_then(|()| file.sync_data())
-        .map_err(|e| LogError::io("write", &tmp, e))?;
-    let path = dir.join(META_FILE);
-    fs.rename(&tmp, &path)
-        .map_err(|e| LogError::io("rename", &tmp, e))?;
+        .and_then(|file| {
+            file.write_all_at(0, &[&encode(start_offset)])?;
+            file.sync_data()
+        })
+        .and_then(|()| fs.rename(&tmp, &dir.join(META_FILE)));
+    if let Err(e) = written {
+        // A full disk must not leave the temporary behind while the log runs
+        // (recovery would remove it at the next open anyway).
+        let _ = fs.remove(&tmp);
+        return Err(LogError::io("write", &tmp, e));
+    }
     fs.sync_dir(dir).map_err(|e| LogError::io("sync", dir, e))
 }
 

@@ -92,6 +92,8 @@ pub(crate) struct Writer {
     index_file: Arc<dyn FileIo>,
     /// Bytes of the index file written so far (header + persisted entries).
     index_file_len: u64,
+    /// Bytes of the index file known to be on disk.
+    index_synced_len: u64,
     /// End of the bytes written to the active segment.
     write_pos: u64,
     /// End of the bytes of the active segment known to be on disk.
@@ -125,6 +127,7 @@ impl Writer {
             active: active.segment,
             index_file: active.index_file,
             index_file_len: active.index_file_len,
+            index_synced_len: active.index_file_len,
             write_pos: active.write_pos,
             synced_pos: active.write_pos,
             next_offset: active.next_offset,
@@ -192,14 +195,22 @@ impl Writer {
     fn on_timer(&mut self) {
         if let FsyncPolicy::Interval(every) = self.policy() {
             if self.write_pos > self.synced_pos && self.last_sync.elapsed() >= every {
-                if let Err(e) = self.sync_active() {
-                    self.fail_after_sync_error(e);
+                match self.sync_active() {
+                    Ok(()) => {
+                        if let Err(e) = self.sync_index() {
+                            tracing::warn!(error = %e, "could not sync the index");
+                        }
+                    }
+                    Err(e) => self.fail_after_sync_error(e),
                 }
             }
         }
         if Instant::now() >= self.next_housekeeping {
             self.next_housekeeping = Instant::now()
                 + Duration::from_millis(self.shared.config.retention_check_interval_ms);
+            if let Err(e) = self.sync_index() {
+                tracing::warn!(error = %e, "could not sync the index");
+            }
             if self.failed.is_none() && self.active_is_too_old(now_ms()) {
                 if let Err(e) = self.roll() {
                     tracing::warn!(error = %e, "could not roll an old segment");
@@ -338,7 +349,7 @@ impl Writer {
         if sync_now {
             self.synced_pos = self.write_pos;
             self.last_sync = Instant::now();
-            self.persist_index_entries();
+            self.persist_index_entries_or_warn();
         }
         self.publish();
         for p in pending.drain(..) {
@@ -360,7 +371,7 @@ impl Writer {
             self.synced_pos = self.write_pos;
         }
         self.last_sync = Instant::now();
-        self.persist_index_entries();
+        self.persist_index_entries_or_warn();
         Ok(())
     }
 
@@ -381,23 +392,47 @@ impl Writer {
         }
     }
 
-    /// Writes the index entries whose data is synced. A failure here loses nothing:
-    /// the entries stay in memory and recovery would rebuild them from the data.
-    fn persist_index_entries(&mut self) {
+    /// Writes the index entries whose data is synced. A failure loses nothing: the
+    /// entries stay in memory (and are retried), and recovery would rebuild them from
+    /// the data.
+    fn persist_index_entries(&mut self) -> Result<()> {
         if self.unpersisted.is_empty() {
-            return;
+            return Ok(());
         }
         let bytes = crate::segment::encode_entries(&self.unpersisted);
         match self.index_file.write_all_at(self.index_file_len, &[&bytes]) {
             Ok(()) => {
                 self.index_file_len += bytes.len() as u64;
                 self.unpersisted.clear();
+                Ok(())
             }
             Err(e) => {
-                tracing::warn!(path = %self.active.index_path.display(), error = %e, "could not write index entries; will retry");
                 let _ = self.index_file.set_len(self.index_file_len);
+                Err(LogError::io("write", &self.active.index_path, e))
             }
         }
+    }
+
+    /// Like `persist_index_entries`, for the paths where a failure is only worth a
+    /// warning (the entries are retried with the next sync).
+    fn persist_index_entries_or_warn(&mut self) {
+        if let Err(e) = self.persist_index_entries() {
+            tracing::warn!(error = %e, "could not write index entries; will retry");
+        }
+    }
+
+    /// Writes and syncs the active index. Not done per append (that would double the
+    /// syncs); done at rolls, at close and when the writer has a quiet moment, so a
+    /// power cut leaves a recent index and recovery's tail scan stays short.
+    fn sync_index(&mut self) -> Result<()> {
+        self.persist_index_entries()?;
+        if self.index_file_len > self.index_synced_len {
+            self.index_file
+                .sync_data()
+                .map_err(|e| LogError::io("fsync", &self.active.index_path, e))?;
+            self.index_synced_len = self.index_file_len;
+        }
+        Ok(())
     }
 
     fn roll_back(&mut self, start_pos: u64, start_offset: u64) {
@@ -437,17 +472,7 @@ impl Writer {
             self.active.extend_index(&[end]);
             self.unpersisted.push(end);
         }
-        self.persist_index_entries();
-        if !self.unpersisted.is_empty() {
-            return Err(LogError::io(
-                "write",
-                &self.active.index_path,
-                std::io::Error::other("index entries could not be written"),
-            ));
-        }
-        self.index_file
-            .sync_data()
-            .map_err(|e| LogError::io("fsync", &self.active.index_path, e))?;
+        self.sync_index()?;
 
         let shared = &self.shared;
         let base = self.next_offset;
@@ -484,6 +509,7 @@ impl Writer {
         self.active = segment;
         self.index_file = index_file;
         self.index_file_len = FILE_HEADER_LEN as u64;
+        self.index_synced_len = self.index_file_len;
         self.write_pos = FILE_HEADER_LEN as u64;
         self.synced_pos = self.write_pos;
         self.max_timestamp_ms = i64::MIN;
@@ -596,10 +622,7 @@ impl Writer {
     fn shutdown(&mut self) -> Result<()> {
         let mut result = self.sync_active();
         if result.is_ok() {
-            result = self
-                .index_file
-                .sync_data()
-                .map_err(|e| LogError::io("fsync", &self.active.index_path, e));
+            result = self.sync_index();
         }
         self.shared.watermark.send_modify(|w| w.closed = true);
         self.lock = None;

@@ -1,0 +1,375 @@
+//! Bad disks and bad files: a full disk, failing syncs, damaged segments and indexes,
+//! interrupted creations, unknown versions, a second writer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weir_log::io::Fs;
+use weir_log::testing::CrashFs;
+use weir_log::{
+    Corruption, FileLog, FsyncPolicy, LogConfig, LogError, MessageLog, NewRecord, Offset,
+    ReadLimits,
+};
+
+use crate::common::block_on;
+
+const DIR: &str = "/data/log";
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 128,
+        max_record_bytes: 1024,
+        max_batch_bytes: 8192,
+        ..LogConfig::default()
+    }
+}
+
+fn body(offset: u64) -> String {
+    format!("{offset}:{}", "q".repeat((offset % 37) as usize * 3))
+}
+
+async fn append_one(log: &FileLog) -> Result<Offset, LogError> {
+    let next = log.next_offset().0;
+    let appended = log.append_batch(&[NewRecord::new(body(next))]).await?;
+    Ok(appended.first)
+}
+
+async fn assert_all_bodies(log: &FileLog, context: &str) {
+    let first = log.first_offset().0;
+    let records = log
+        .read_from(Offset(first), ReadLimits::records(usize::MAX))
+        .await
+        .unwrap_or_else(|e| panic!("{context}: read failed: {e}"));
+    assert_eq!(
+        records.len() as u64,
+        log.next_offset().0 - first,
+        "{context}"
+    );
+    for r in &records {
+        assert_eq!(
+            r.body,
+            body(r.offset.0).as_bytes(),
+            "{context}: offset {}",
+            r.offset
+        );
+    }
+}
+
+/// Runs out of space at many different points (data write, index write, segment
+/// creation, meta rewrite) and checks the log stays readable, refuses cleanly, and
+/// takes appends again once space returns, with no gap in the offsets.
+#[test]
+fn a_full_disk_fails_appends_and_the_log_recovers_when_space_returns() {
+    let mut kinds_of_failure = std::collections::BTreeSet::new();
+    for limit in (700..4500).step_by(11) {
+        let context = format!("space limit {limit}");
+        let fs = CrashFs::new();
+        let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+        fs.set_space_limit(Some(limit));
+        block_on(async {
+            let mut appended = 0u64;
+            let err = loop {
+                assert!(appended < 10_000, "{context}: the disk never filled up");
+                match append_one(&log).await {
+                    Ok(offset) => {
+                        assert_eq!(offset, Offset(appended), "{context}");
+                        appended += 1;
+                        // Trims early on (to hit a full disk while rewriting log.meta),
+                        // then none, so the disk fills up.
+                        if appended % 11 == 0 && appended < 60 {
+                            if let Err(e) = log.trim_before(Offset(appended - 8)).await {
+                                break e;
+                            }
+                        }
+                    }
+                    Err(e) => break e,
+                }
+            };
+            let LogError::NoSpace { op, path } = &err else {
+                panic!("{context}: expected NoSpace, got {err:?}");
+            };
+            kinds_of_failure.insert(format!(
+                "{op} {}",
+                path.extension().unwrap().to_string_lossy()
+            ));
+            let next = log.next_offset();
+            assert_all_bodies(&log, &context).await;
+            assert!(
+                matches!(append_one(&log).await, Err(LogError::NoSpace { .. })),
+                "{context}: still full"
+            );
+            assert_eq!(
+                log.next_offset(),
+                next,
+                "{context}: a refused append changes nothing"
+            );
+
+            fs.set_space_limit(None);
+            for i in 0..30 {
+                let offset = append_one(&log)
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: append {i} after space returned: {e}"));
+                assert_eq!(offset.0, next.0 + i, "{context}: no gap after the failure");
+            }
+            assert_all_bodies(&log, &context).await;
+            log.close().await.unwrap();
+        });
+        let names = fs.list(Path::new(DIR)).unwrap();
+        assert!(
+            !names.iter().any(|n| n.ends_with(".tmp")),
+            "{context}: {names:?}"
+        );
+        let (log, report) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+        assert_eq!(report.truncated_bytes, 0, "{context}");
+        assert!(
+            report.removed_files.is_empty(),
+            "{context}: {:?}",
+            report.removed_files
+        );
+        block_on(assert_all_bodies(&log, &context));
+        block_on(log.close()).unwrap();
+    }
+    // The sweep must have hit the disk limit appending to a segment, writing its index,
+    // creating the next segment and rewriting log.meta.
+    for kind in ["write log", "write idx", "write header of log", "write tmp"] {
+        assert!(
+            kinds_of_failure.iter().any(|k| k.starts_with(kind)),
+            "{kind} never failed: {kinds_of_failure:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_fsync_rolls_back_the_group_and_the_next_append_reuses_its_offsets() {
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    block_on(async {
+        for _ in 0..5 {
+            append_one(&log).await.unwrap();
+        }
+        fs.fail_next_syncs(1);
+        let err = append_one(&log).await.unwrap_err();
+        assert!(matches!(err, LogError::Io { op: "fsync", .. }), "{err:?}");
+        assert_eq!(log.next_offset(), Offset(5));
+        assert_eq!(append_one(&log).await.unwrap(), Offset(5));
+        assert_all_bodies(&log, "after a failed sync").await;
+        log.close().await.unwrap();
+    });
+    let (log, report) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.next_offset(), Offset(6));
+    block_on(log.close()).unwrap();
+}
+
+/// Under `interval`, appends were acknowledged before the sync; if the sync then
+/// fails, the log cannot vouch for them and refuses appends until reopened.
+#[test]
+fn a_failed_background_sync_stops_appends_until_reopen() {
+    let fs = CrashFs::new();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(1)),
+        ..config()
+    };
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config.clone()).unwrap();
+    block_on(async {
+        append_one(&log).await.unwrap();
+        fs.fail_next_syncs(1);
+        let err = log.sync().await.unwrap_err();
+        assert!(matches!(err, LogError::Io { op: "fsync", .. }), "{err:?}");
+        let refused = append_one(&log).await.unwrap_err();
+        assert!(
+            matches!(refused, LogError::Failed { op: "fsync", .. }),
+            "{refused:?}"
+        );
+        assert_all_bodies(&log, "reads still work").await;
+        log.close().await.unwrap();
+    });
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config).unwrap();
+    assert_eq!(block_on(append_one(&log)).unwrap(), Offset(1));
+    block_on(log.close()).unwrap();
+}
+
+/// Writes ~10 sealed segments of 2 KiB to a real directory and closes the log.
+fn filled_log(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
+    let (log, _) = FileLog::open(dir, config()).unwrap();
+    block_on(async {
+        for _ in 0..200 {
+            append_one(&log).await.unwrap();
+        }
+        log.close().await.unwrap();
+    });
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| {
+            let base = p
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+            (base, p)
+        })
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 8, "{segments:?}");
+    segments
+}
+
+#[test]
+fn damage_inside_a_sealed_segment_is_a_clear_error_for_that_range_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let segments = filled_log(dir.path());
+    let (base, path) = segments[3].clone();
+    let next_base = segments[4].0;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+
+    let (log, report) =
+        FileLog::open(dir.path(), config()).expect("open does not read sealed data");
+    assert_eq!(report.truncated_bytes, 0);
+    let (healthy, _) = FileLog::open(other.path(), config()).unwrap();
+    block_on(async {
+        let err = log
+            .read_from(Offset(base), ReadLimits::records(usize::MAX))
+            .await
+            .unwrap_err();
+        match &err {
+            LogError::Corrupt {
+                path: p, reason, ..
+            } => {
+                assert_eq!(p, &path);
+                assert_eq!(reason, &Corruption::BatchChecksum);
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        // Before and after the damaged segment everything reads, and appends go on.
+        let before = log
+            .read_from(Offset(0), ReadLimits::records(base as usize))
+            .await
+            .unwrap();
+        assert_eq!(before.len() as u64, base);
+        let after = log
+            .read_from(Offset(next_base), ReadLimits::records(usize::MAX))
+            .await
+            .unwrap();
+        assert_eq!(after.last().unwrap().offset, Offset(199));
+        assert_eq!(append_one(&log).await.unwrap(), Offset(200));
+        // Another log is untouched by this one's damage.
+        append_one(&healthy).await.unwrap();
+        assert_all_bodies(&healthy, "other log").await;
+        healthy.close().await.unwrap();
+        log.close().await.unwrap();
+    });
+
+    // A damaged header of a sealed segment: open names the file.
+    let (_, path) = segments[2].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let err = FileLog::open(dir.path(), config()).unwrap_err();
+    assert!(
+        matches!(&err, LogError::Corrupt { path: p, reason: Corruption::BadMagic, .. } if p == &path),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_missing_or_damaged_sealed_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = filled_log(dir.path());
+    let (base_a, log_a) = segments[2].clone();
+    let (base_b, log_b) = segments[5].clone();
+    let index_a = log_a.with_extension("idx");
+    let index_b = log_b.with_extension("idx");
+    std::fs::remove_file(&index_a).unwrap();
+    let mut bytes = std::fs::read(&index_b).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0xff;
+    std::fs::write(&index_b, bytes).unwrap();
+
+    let (log, _) = FileLog::open(dir.path(), config()).unwrap();
+    block_on(async {
+        for start in [base_a, base_a + 3, base_b, base_b + 2] {
+            let got = log
+                .read_from(Offset(start), ReadLimits::records(2))
+                .await
+                .unwrap();
+            assert_eq!(got[0].offset, Offset(start));
+            assert_eq!(got[0].body, body(start).as_bytes());
+        }
+        assert_all_bodies(&log, "rebuilt indexes").await;
+        log.close().await.unwrap();
+    });
+    assert!(index_a.exists(), "the rebuilt index is saved");
+    let entries_len = std::fs::metadata(&index_a).unwrap().len() - 32;
+    assert_eq!(entries_len % 20, 0);
+    assert!(entries_len >= 20 * 2, "entries plus the end entry");
+}
+
+#[test]
+fn a_segment_whose_creation_was_cut_short_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = filled_log(dir.path());
+    let next = 200u64;
+    let torn = dir.path().join(format!("{next:020}.log"));
+    std::fs::write(&torn, b"WEIRLOG\0\x01").unwrap();
+    let (log, report) = FileLog::open(dir.path(), config()).unwrap();
+    assert_eq!(report.removed_files, vec![format!("{next:020}.log")]);
+    assert_eq!(log.next_offset(), Offset(next));
+    assert_eq!(report.segments, segments.len());
+    assert_eq!(block_on(append_one(&log)).unwrap(), Offset(next));
+    block_on(log.close()).unwrap();
+}
+
+#[test]
+fn files_from_a_newer_format_are_refused_not_guessed_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = filled_log(dir.path());
+    let (_, path) = segments[0].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8] = 2; // format version 2
+    let crc = crc32c::crc32c(&bytes[0..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let err = FileLog::open(dir.path(), config()).unwrap_err();
+    assert!(
+        matches!(&err, LogError::UnsupportedVersion { found: 2, supported: 1, path: p } if p == &path),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_second_writer_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = FileLog::open(dir.path(), config()).unwrap();
+    let err = FileLog::open(dir.path(), config()).unwrap_err();
+    assert!(matches!(err, LogError::Locked { .. }), "{err:?}");
+    block_on(log.close()).unwrap();
+    let (log, _) = FileLog::open(dir.path(), config()).expect("free again after close");
+    block_on(log.close()).unwrap();
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1,
+        max_record_bytes: 10,
+        ..LogConfig::default()
+    };
+    match FileLog::open(dir.path(), config) {
+        Err(LogError::InvalidConfig { problems }) => assert_eq!(problems.len(), 2, "{problems:?}"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
