@@ -4,4 +4,6 @@ mod common;
 mod conformance;
 mod crash;
 mod faults;
+mod kill9;
+mod model;
 mod retention;
