@@ -310,10 +310,14 @@ impl RecordRef {
     }
 
     /// Parses key, headers and body as slices of `batch` (no copies).
-    pub(crate) fn to_record(&self, batch: &Bytes) -> Result<Record, Corruption> {
+    pub(crate) fn to_record(self, batch: &Bytes) -> Result<Record, Corruption> {
         let bytes = &batch[..self.end];
         let mut at = self.start + 8;
-        let key_len = u32_at(bytes, at) as i32;
+        let key_len = i32::from_le_bytes(
+            bytes[at..at + 4]
+                .try_into()
+                .expect("invariant: 4-byte slice"),
+        );
         at += 4;
         let key = if key_len == NO_KEY {
             None
@@ -590,8 +594,8 @@ mod tests {
         fn check_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             if let Check::Complete(header) = check(&bytes) {
                 let batch = Bytes::copy_from_slice(&bytes[..header.len as usize]);
-                for r in Records::new(&batch, &header) {
-                    if let Ok(r) = r { let _ = r.to_record(&batch); }
+                for r in Records::new(&batch, &header).flatten() {
+                    let _ = r.to_record(&batch);
                 }
             }
         }

@@ -210,7 +210,7 @@ impl FileLog {
         let (requests, queue) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
             .name("weir-log-writer".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer.run(&queue))
             .map_err(|e| LogError::io("start the writer thread for", &shared.dir, e))?;
         Ok((FileLog { shared, requests }, recovered.report))
     }
@@ -315,12 +315,10 @@ impl MessageLog for FileLog {
         crate::wait_for(self.shared.watermark.subscribe(), offset)
     }
 
-    fn close(&self) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            match self.ask(|reply| Request::Close { reply }).await {
-                Err(LogError::Closed) if self.shared.watermark.borrow().closed => Ok(()),
-                other => other,
-            }
+    async fn close(&self) -> Result<()> {
+        match self.ask(|reply| Request::Close { reply }).await {
+            Err(LogError::Closed) if self.shared.watermark.borrow().closed => Ok(()),
+            other => other,
         }
     }
 }

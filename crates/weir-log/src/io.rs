@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One open file.
+#[allow(
+    clippy::len_without_is_empty,
+    reason = "a file's emptiness is never asked"
+)]
 pub trait FileIo: Send + Sync + fmt::Debug {
     /// Reads up to `buf.len()` bytes at `pos`; returns how many were read (0 at the end).
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize>;
@@ -153,10 +157,10 @@ impl Fs for StdFs {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
-                if let Some(name) = entry.file_name().to_str() {
-                    names.push(name.to_owned());
-                }
+            if entry.file_type()?.is_file()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                names.push(name.to_owned());
             }
         }
         Ok(names)

@@ -38,6 +38,8 @@
 //! ```
 
 mod batch;
+#[doc(hidden)]
+pub mod bench_api;
 mod config;
 mod error;
 mod file_log;

@@ -97,7 +97,9 @@ pub(crate) fn write(fs: &dyn Fs, dir: &Path, start_offset: u64) -> Result<()> {
 
 /// Whether `name` is a leftover temporary of an interrupted rewrite.
 pub(crate) fn is_temporary(name: &str) -> bool {
-    name.ends_with(".tmp")
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tmp"))
 }
 
 #[cfg(test)]

@@ -52,10 +52,9 @@ impl IoPool {
                 let _ = reply.send(f());
             }))
             .expect("invariant: pool threads live as long as the process");
-        match result.await {
-            Ok(value) => value,
-            Err(_) => panic!("a log read panicked on its pool thread"),
-        }
+        result
+            .await
+            .expect("a log read panicked on its pool thread")
     }
 }
 

@@ -86,31 +86,14 @@ pub(crate) fn recover(
 ) -> Result<Recovered> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
-    let mut logs = Vec::new();
-    let mut indexes = Vec::new();
-    for name in fs.list(dir).map_err(|e| LogError::io("list", dir, e))? {
-        if meta::is_temporary(&name) {
-            remove(fs, dir, &name, &mut report)?;
-            continue;
-        }
-        match parse_file_name(&name) {
-            Some((base, FileKind::Segment)) => logs.push(base),
-            Some((base, FileKind::Index)) => indexes.push(base),
-            None if name == meta::META_FILE || name == LOCK_FILE => {}
-            None => tracing::debug!(file = %name, "ignoring a file that is not part of the log"),
-        }
-    }
-    logs.sort_unstable();
-    for base in indexes {
-        if logs.binary_search(&base).is_err() {
-            remove(fs, dir, &index_file_name(base), &mut report)?;
-        }
-    }
+    let mut logs = list_segments(fs, dir, &mut report)?;
     let mut start_offset = meta::read(&**fs, dir)?.unwrap_or(0);
 
     // The last segment may be a creation cut short: nothing in it can have been
     // acknowledged, because appends start only after its header and the directory
-    // are synced.
+    // are synced. Offsets below its base may have been handed out, so a log that is
+    // left with no segment restarts there, never lower.
+    let mut floor = 0;
     while let Some(&last) = logs.last() {
         let path = dir.join(log_file_name(last));
         let file = fs.open(&path).map_err(|e| LogError::io("open", &path, e))?;
@@ -122,6 +105,7 @@ pub(crate) fn recover(
         remove(fs, dir, &log_file_name(last), &mut report)?;
         remove_if_exists(fs, dir, &index_file_name(last), &mut report)?;
         logs.pop();
+        floor = floor.max(last);
     }
 
     let mut segments = BTreeMap::new();
@@ -133,7 +117,7 @@ pub(crate) fn recover(
         }
         recover_active(fs, dir, last, config, &mut report)?
     } else {
-        create_active(fs, dir, start_offset, now_ms, config)?
+        create_active(fs, dir, start_offset.max(floor), now_ms, config)?
     };
     segments.insert(active.segment.base, active.segment.clone());
     let mut active = active;
@@ -156,18 +140,7 @@ pub(crate) fn recover(
         segments.insert(active.segment.base, active.segment.clone());
     }
 
-    // Segments wholly below the start offset are left over from an interrupted trim.
-    let below: Vec<u64> = segments
-        .iter()
-        .zip(segments.keys().skip(1))
-        .filter(|(_, next_base)| **next_base <= start_offset)
-        .map(|((base, _), _)| *base)
-        .collect();
-    for base in below {
-        segments.remove(&base);
-        remove(fs, dir, &log_file_name(base), &mut report)?;
-        remove_if_exists(fs, dir, &index_file_name(base), &mut report)?;
-    }
+    remove_segments_below(fs, dir, &mut segments, start_offset, &mut report)?;
     fs.sync_dir(dir).map_err(|e| LogError::io("sync", dir, e))?;
 
     let first_base = *segments
@@ -203,6 +176,54 @@ pub(crate) fn recover(
         start_offset,
         report,
     })
+}
+
+/// Base offsets of the segments in `dir`, sorted; removes temporaries and indexes
+/// without a segment on the way.
+fn list_segments(fs: &Arc<dyn Fs>, dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for name in fs.list(dir).map_err(|e| LogError::io("list", dir, e))? {
+        if meta::is_temporary(&name) {
+            remove(fs, dir, &name, report)?;
+            continue;
+        }
+        match parse_file_name(&name) {
+            Some((base, FileKind::Segment)) => logs.push(base),
+            Some((base, FileKind::Index)) => indexes.push(base),
+            None if name == meta::META_FILE || name == LOCK_FILE => {}
+            None => tracing::debug!(file = %name, "ignoring a file that is not part of the log"),
+        }
+    }
+    logs.sort_unstable();
+    for base in indexes {
+        if logs.binary_search(&base).is_err() {
+            remove(fs, dir, &index_file_name(base), report)?;
+        }
+    }
+    Ok(logs)
+}
+
+/// Removes segments wholly below the start offset: left over from an interrupted trim.
+fn remove_segments_below(
+    fs: &Arc<dyn Fs>,
+    dir: &Path,
+    segments: &mut BTreeMap<u64, Arc<Segment>>,
+    start_offset: u64,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let below: Vec<u64> = segments
+        .iter()
+        .zip(segments.keys().skip(1))
+        .filter(|(_, next_base)| **next_base <= start_offset)
+        .map(|((base, _), _)| *base)
+        .collect();
+    for base in below {
+        segments.remove(&base);
+        remove(fs, dir, &log_file_name(base), report)?;
+        remove_if_exists(fs, dir, &index_file_name(base), report)?;
+    }
+    Ok(())
 }
 
 fn remove(fs: &Arc<dyn Fs>, dir: &Path, name: &str, report: &mut RecoveryReport) -> Result<()> {
@@ -282,7 +303,7 @@ fn peek_end_entry(fs: &dyn Fs, path: &Path, segment_len: u64) -> Option<IndexEnt
     let file = fs.open(path).ok()?;
     let len = file.len().ok()?;
     if len < (FILE_HEADER_LEN + ENTRY_LEN) as u64
-        || (len - FILE_HEADER_LEN as u64) % ENTRY_LEN as u64 != 0
+        || !(len - FILE_HEADER_LEN as u64).is_multiple_of(ENTRY_LEN as u64)
     {
         return None;
     }

@@ -319,7 +319,7 @@ impl Segment {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(path = %self.index_path.display(), error = %e, "unreadable index")
+                tracing::warn!(path = %self.index_path.display(), error = %e, "unreadable index");
             }
         }
         tracing::warn!(segment = %self.log_path.display(), "rebuilding the index of a sealed segment");

@@ -141,7 +141,7 @@ impl Writer {
         }
     }
 
-    pub(crate) fn run(mut self, requests: Receiver<Request>) {
+    pub(crate) fn run(mut self, requests: &Receiver<Request>) {
         loop {
             let deadline = self.next_deadline();
             let first = match requests.recv_deadline(deadline) {
@@ -184,25 +184,26 @@ impl Writer {
 
     fn next_deadline(&self) -> Instant {
         let mut deadline = self.next_housekeeping;
-        if let FsyncPolicy::Interval(every) = self.policy() {
-            if self.write_pos > self.synced_pos {
-                deadline = deadline.min(self.last_sync + every);
-            }
+        if let FsyncPolicy::Interval(every) = self.policy()
+            && self.write_pos > self.synced_pos
+        {
+            deadline = deadline.min(self.last_sync + every);
         }
         deadline
     }
 
     fn on_timer(&mut self) {
-        if let FsyncPolicy::Interval(every) = self.policy() {
-            if self.write_pos > self.synced_pos && self.last_sync.elapsed() >= every {
-                match self.sync_active() {
-                    Ok(()) => {
-                        if let Err(e) = self.sync_index() {
-                            tracing::warn!(error = %e, "could not sync the index");
-                        }
+        if let FsyncPolicy::Interval(every) = self.policy()
+            && self.write_pos > self.synced_pos
+            && self.last_sync.elapsed() >= every
+        {
+            match self.sync_active() {
+                Ok(()) => {
+                    if let Err(e) = self.sync_index() {
+                        tracing::warn!(error = %e, "could not sync the index");
                     }
-                    Err(e) => self.fail_after_sync_error(e),
                 }
+                Err(e) => self.fail_after_sync_error(e),
             }
         }
         if Instant::now() >= self.next_housekeeping {
@@ -211,10 +212,11 @@ impl Writer {
             if let Err(e) = self.sync_index() {
                 tracing::warn!(error = %e, "could not sync the index");
             }
-            if self.failed.is_none() && self.active_is_too_old(now_ms()) {
-                if let Err(e) = self.roll() {
-                    tracing::warn!(error = %e, "could not roll an old segment");
-                }
+            if self.failed.is_none()
+                && self.active_is_too_old(now_ms())
+                && let Err(e) = self.roll()
+            {
+                tracing::warn!(error = %e, "could not roll an old segment");
             }
             if let Err(e) = self.enforce_retention(now_ms()) {
                 tracing::warn!(error = %e, "retention pass failed");
@@ -294,7 +296,9 @@ impl Writer {
         let has_data = self.write_pos > FILE_HEADER_LEN as u64;
         match self.shared.config.segment_max_age_ms {
             Some(max_age) => {
-                has_data && now_ms.saturating_sub(self.active.created_ms) >= max_age as i64
+                has_data
+                    && now_ms.saturating_sub(self.active.created_ms)
+                        >= i64::try_from(max_age).unwrap_or(i64::MAX)
             }
             None => false,
         }
@@ -541,7 +545,7 @@ impl Writer {
         let config = &self.shared.config;
         let mut doomed = Vec::new();
         if let Some(max_age) = config.retention_max_age_ms {
-            let cutoff = now_ms.saturating_sub(max_age as i64);
+            let cutoff = now_ms.saturating_sub(i64::try_from(max_age).unwrap_or(i64::MAX));
             for segment in self.sealed_segments_where(|_, _| true) {
                 if segment.sealed_max_timestamp()? >= cutoff {
                     break;

@@ -179,6 +179,7 @@ impl CrashFs {
     }
 
     /// The file system a reboot finds, with unsynced bytes shaped by `torn`.
+    #[must_use]
     pub fn after_crash(&self, torn: Torn) -> CrashFs {
         self.rebuild(torn == Torn::Everything, |_| torn)
     }
@@ -187,6 +188,7 @@ impl CrashFs {
     /// variant: e.g. a torn segment next to an index whose writes all landed, the case
     /// that shows whether index entries ever point past synced data. Directory entries
     /// are the durable ones.
+    #[must_use]
     pub fn after_crash_per_file(&self, torn: impl Fn(&Path) -> Torn) -> CrashFs {
         self.rebuild(false, torn)
     }
@@ -362,8 +364,9 @@ impl FileIo for Handle {
 
     fn sync_data(&self) -> io::Result<()> {
         self.state().sync_point()?;
-        let mut inode = self.inode.lock().expect("inode lock");
-        inode.durable = inode.live.clone();
+        let mut guard = self.inode.lock().expect("inode lock");
+        let inode = &mut *guard;
+        inode.durable.clone_from(&inode.live);
         Ok(())
     }
 }

@@ -33,7 +33,7 @@ fn config() -> LogConfig {
 fn record_for(offset: u64) -> NewRecord {
     let pad = "abcdefghij".repeat((offset % 23) as usize);
     let record = NewRecord::new(format!("offset={offset};{pad}"));
-    if offset % 3 == 0 {
+    if offset.is_multiple_of(3) {
         record
             .with_key(format!("k{}", offset % 7))
             .with_header("h", offset.to_string())
@@ -58,7 +58,7 @@ const STEPS: u64 = 45;
 async fn workload(log: &FileLog, acked: &mut Acked) -> Result<(), LogError> {
     for step in 0..STEPS {
         let next = log.next_offset().0;
-        let batch: Vec<_> = (0..1 + step % 4).map(|i| record_for(next + i)).collect();
+        let batch: Vec<_> = (0..=step % 4).map(|i| record_for(next + i)).collect();
         let appended = log.append_batch(&batch).await?;
         assert_eq!(
             appended.first,
@@ -79,7 +79,7 @@ async fn workload(log: &FileLog, acked: &mut Acked) -> Result<(), LogError> {
 fn active_segment(fs: &CrashFs) -> Option<(PathBuf, usize)> {
     use weir_log::io::Fs;
     let mut names = fs.list(Path::new(DIR)).ok()?;
-    names.retain(|n| n.ends_with(".log"));
+    names.retain(|n| Path::new(n).extension().is_some_and(|e| e == "log"));
     names.sort();
     let path = Path::new(DIR).join(names.last()?);
     let len = fs.file_bytes(&path)?.len();
@@ -88,7 +88,10 @@ fn active_segment(fs: &CrashFs) -> Option<(PathBuf, usize)> {
 
 /// `torn` for segment files, every write landed for the rest.
 fn segments_only(path: &Path, torn: Torn) -> Torn {
-    if path.extension().is_some_and(|e| e == "log") {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("log"))
+    {
         torn
     } else {
         Torn::Everything

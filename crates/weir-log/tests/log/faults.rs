@@ -77,10 +77,11 @@ fn a_full_disk_fails_appends_and_the_log_recovers_when_space_returns() {
                         appended += 1;
                         // Trims early on (to hit a full disk while rewriting log.meta),
                         // then none, so the disk fills up.
-                        if appended % 11 == 0 && appended < 60 {
-                            if let Err(e) = log.trim_before(Offset(appended - 8)).await {
-                                break e;
-                            }
+                        if appended.is_multiple_of(11)
+                            && appended < 60
+                            && let Err(e) = log.trim_before(Offset(appended - 8)).await
+                        {
+                            break e;
                         }
                     }
                     Err(e) => break e,
@@ -117,7 +118,9 @@ fn a_full_disk_fails_appends_and_the_log_recovers_when_space_returns() {
         });
         let names = fs.list(Path::new(DIR)).unwrap();
         assert!(
-            !names.iter().any(|n| n.ends_with(".tmp")),
+            !names
+                .iter()
+                .any(|n| Path::new(n).extension().is_some_and(|e| e == "tmp")),
             "{context}: {names:?}"
         );
         let (log, report) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
@@ -202,7 +205,7 @@ fn filled_log(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
     let mut segments: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("log")))
         .map(|p| {
             let base = p
                 .file_stem()

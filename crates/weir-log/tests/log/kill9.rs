@@ -7,6 +7,7 @@
 //! [`child_appends_until_killed`] (ignored in normal runs).
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -46,13 +47,13 @@ fn child_appends_until_killed() {
             tasks.push(tokio::spawn(async move {
                 // Bounded, so an orphaned child cannot run forever.
                 for seq in 0..200_000u64 {
-                    let batch: Vec<_> = (0..1 + seq % 3)
+                    let batch: Vec<_> = (0..=seq % 3)
                         .map(|i| NewRecord::new(body(round, task, seq, i)))
                         .collect();
                     let appended = log.append_batch(&batch).await.unwrap();
                     let mut out = String::new();
                     for (i, offset) in appended.offsets().enumerate() {
-                        out.push_str(&format!("ACK {} {round} {task} {seq} {i}\n", offset.0));
+                        writeln!(out, "ACK {} {round} {task} {seq} {i}", offset.0).unwrap();
                     }
                     print!("{out}");
                 }

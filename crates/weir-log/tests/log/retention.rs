@@ -12,7 +12,7 @@ fn segment_files(dir: &Path) -> Vec<(u64, u64)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("log")))
         .map(|p| {
             let base = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
             (base, std::fs::metadata(&p).unwrap().len())
