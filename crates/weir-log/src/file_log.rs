@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,6 +45,7 @@ pub(crate) struct Shared {
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     /// First and next offsets as readers may see them.
     pub(crate) watermark: watch::Sender<Watermark>,
+    pub(crate) counters: Counters,
 }
 
 impl Shared {
@@ -146,6 +148,21 @@ pub struct LogStats {
     pub segments: usize,
     /// Bytes of committed data in segment files, headers included.
     pub size_bytes: u64,
+    /// Appends committed since open.
+    pub appends: u64,
+    /// Commit groups written since open: each is one write (and, under `always`, one
+    /// `fdatasync`); `appends / commit_groups` is what group commit achieved.
+    pub commit_groups: u64,
+    /// `fdatasync` calls on segment data since open (all policies).
+    pub data_syncs: u64,
+}
+
+/// Counters the writer keeps for [`LogStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) appends: AtomicU64,
+    pub(crate) commit_groups: AtomicU64,
+    pub(crate) data_syncs: AtomicU64,
 }
 
 /// A log stored in a directory of segment files. Cheap to clone: clones share the same
@@ -200,6 +217,7 @@ impl FileLog {
             config,
             segments: RwLock::new(recovered.segments),
             watermark,
+            counters: Counters::default(),
         });
         let writer = Writer::new(
             shared.clone(),
@@ -258,6 +276,9 @@ impl FileLog {
             next_offset: Offset(mark.next),
             segments: segments.len(),
             size_bytes: segments.values().map(|s| s.committed_len()).sum(),
+            appends: self.shared.counters.appends.load(Ordering::Relaxed),
+            commit_groups: self.shared.counters.commit_groups.load(Ordering::Relaxed),
+            data_syncs: self.shared.counters.data_syncs.load(Ordering::Relaxed),
         }
     }
 }

@@ -319,6 +319,7 @@ impl Writer {
             .map_err(|e| LogError::io("write", path, e));
         let sync_now = self.policy() == FsyncPolicy::Always;
         if result.is_ok() && sync_now {
+            count(&self.shared.counters.data_syncs, 1);
             result = self
                 .active
                 .file
@@ -356,6 +357,8 @@ impl Writer {
             self.persist_index_entries_or_warn();
         }
         self.publish();
+        count(&self.shared.counters.commit_groups, 1);
+        count(&self.shared.counters.appends, pending.len() as u64);
         for p in pending.drain(..) {
             let next = p.first + u64::from(p.batch.count());
             let _ = p.reply.send(Ok(Appended {
@@ -368,6 +371,7 @@ impl Writer {
     /// Makes everything written to the active segment durable.
     fn sync_active(&mut self) -> Result<()> {
         if self.write_pos > self.synced_pos {
+            count(&self.shared.counters.data_syncs, 1);
             self.active
                 .file
                 .sync_data()
@@ -632,6 +636,11 @@ impl Writer {
         self.lock = None;
         result
     }
+}
+
+/// Only the writer changes the counters, so a relaxed add is enough.
+fn count(counter: &std::sync::atomic::AtomicU64, n: u64) {
+    counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn request_bytes(request: &Request) -> u64 {

@@ -245,3 +245,32 @@ fn recovery_scans_a_bounded_tail_whatever_the_log_size() {
         block_on(log.close()).unwrap();
     }
 }
+
+#[test]
+fn concurrent_appends_share_syncs_and_the_counters_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = FileLog::open(dir.path(), config()).unwrap();
+    block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    log.append_batch(&[NewRecord::new("x")]).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let stats = log.stats();
+    assert_eq!(stats.appends, 32 * 50);
+    assert!(stats.commit_groups >= 1 && stats.commit_groups <= stats.appends);
+    assert!(stats.data_syncs >= stats.commit_groups, "one sync per group under always");
+    assert!(
+        stats.data_syncs < stats.appends,
+        "32 concurrent appenders must share fdatasyncs: {stats:?}"
+    );
+    block_on(log.close()).unwrap();
+}
