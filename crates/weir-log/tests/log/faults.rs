@@ -376,3 +376,25 @@ fn an_invalid_configuration_is_refused_with_every_problem() {
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
 }
+
+#[test]
+fn a_missing_middle_segment_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = filled_log(dir.path());
+    let (_, before_gap) = segments[3].clone();
+    let (_, gone) = segments[4].clone();
+    std::fs::remove_file(&gone).unwrap();
+    std::fs::remove_file(gone.with_extension("idx")).unwrap();
+    let err = FileLog::open(dir.path(), config()).unwrap_err();
+    match &err {
+        LogError::Corrupt {
+            path,
+            reason: Corruption::OffsetGap { expected, found },
+            ..
+        } => {
+            assert_eq!(path, &before_gap);
+            assert_eq!((*expected, *found), (segments[4].0, segments[5].0));
+        }
+        other => panic!("expected an offset gap, got {other:?}"),
+    }
+}

@@ -267,7 +267,10 @@ fn concurrent_appends_share_syncs_and_the_counters_say_so() {
     let stats = log.stats();
     assert_eq!(stats.appends, 32 * 50);
     assert!(stats.commit_groups >= 1 && stats.commit_groups <= stats.appends);
-    assert!(stats.data_syncs >= stats.commit_groups, "one sync per group under always");
+    assert!(
+        stats.data_syncs >= stats.commit_groups,
+        "one sync per group under always"
+    );
     assert!(
         stats.data_syncs < stats.appends,
         "32 concurrent appenders must share fdatasyncs: {stats:?}"
