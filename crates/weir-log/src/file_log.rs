@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 use tokio::sync::{oneshot, watch};
@@ -20,7 +20,7 @@ use tokio::sync::{oneshot, watch};
 use crate::batch::EncodedBatch;
 use crate::config::LogConfig;
 use crate::error::{Corruption, LogError, Result};
-use crate::io::{Fs, StdFs};
+use crate::io::{DirLock, Fs, StdFs};
 use crate::pool::IoPool;
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::recovery::{self, RecoveryReport};
@@ -33,6 +33,32 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How long `open` keeps trying a held directory lock before answering `Locked`.
+///
+/// A lock can outlive its holder's `close` by a moment: when any thread of the process
+/// spawns a child, the child holds a copy of every file descriptor between `fork` and
+/// `exec` (close-on-exec only closes them at `exec`), and an `flock` lasts while any
+/// copy is open. A real second writer still gets `Locked`, just not instantly.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
+
+fn lock_dir(fs: &dyn Fs, dir: &Path) -> Result<DirLock> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match fs.lock_dir(dir) {
+            Ok(lock) => return Ok(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(LogError::Locked {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(LogError::io("lock", dir, e)),
+        }
+    }
 }
 
 /// State shared by the handle, the writer thread and readers.
@@ -198,13 +224,7 @@ impl FileLog {
         let dir = dir.as_ref().to_path_buf();
         fs.create_dir_all(&dir)
             .map_err(|e| LogError::io("create directory", &dir, e))?;
-        let lock = fs.lock_dir(&dir).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                LogError::Locked { path: dir.clone() }
-            } else {
-                LogError::io("lock", &dir, e)
-            }
-        })?;
+        let lock = lock_dir(&*fs, &dir)?;
         let recovered = recovery::recover(&fs, &dir, &config, now_ms())?;
         let (watermark, _) = watch::channel(Watermark {
             start: recovered.start_offset,

@@ -398,3 +398,26 @@ fn a_missing_middle_segment_is_reported_not_skipped() {
         other => panic!("expected an offset gap, got {other:?}"),
     }
 }
+
+/// A child spawned by any thread briefly holds a copy of the lock's descriptor (between
+/// fork and exec); a close-then-reopen racing with that must not fail with `Locked`.
+#[test]
+fn reopen_after_close_succeeds_while_the_process_spawns_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::process::Command::new("true").status().unwrap();
+            }
+        })
+    };
+    for i in 0..150 {
+        let (log, _) = FileLog::open(dir.path(), config())
+            .unwrap_or_else(|e| panic!("reopen {i} while children spawn: {e}"));
+        block_on(log.close()).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    spawner.join().unwrap();
+}
