@@ -82,14 +82,24 @@ impl Shared {
             .clone()
     }
 
-    /// The segment holding `offset` and every later one, oldest first.
-    fn segments_from(&self, offset: u64) -> Vec<Arc<Segment>> {
+    /// The segment holding `offset` and every later one, oldest first; `None` if no
+    /// segment starts at or below `offset` (retention or a trim just removed it).
+    fn segments_from(&self, offset: u64) -> Option<Vec<Arc<Segment>>> {
         let map = self
             .segments
             .read()
             .expect("invariant: segment map lock never poisoned");
-        let first = map.range(..=offset).next_back().map_or(0, |(b, _)| *b);
-        map.range(first..).map(|(_, s)| s.clone()).collect()
+        let (first, _) = map.range(..=offset).next_back()?;
+        Some(map.range(*first..).map(|(_, s)| s.clone()).collect())
+    }
+
+    fn out_of_range(&self, requested: u64) -> LogError {
+        let now = *self.watermark.borrow();
+        LogError::OffsetOutOfRange {
+            requested,
+            first: now.start,
+            next: now.next,
+        }
     }
 
     fn read(&self, from: u64, limits: ReadLimits) -> Result<Vec<Record>> {
@@ -106,7 +116,9 @@ impl Shared {
             return Ok(out);
         }
         let mut used = 0;
-        let segments = self.segments_from(from);
+        let Some(segments) = self.segments_from(from) else {
+            return Err(self.out_of_range(from));
+        };
         for (i, segment) in segments.iter().enumerate() {
             let next_base = segments.get(i + 1).map(|s| s.base);
             let end = next_base.map_or(mark.next, |b| b.min(mark.next));
@@ -131,13 +143,8 @@ impl Shared {
                 },
                 Err(e) => {
                     // Retention may have removed the segment under us.
-                    let now = *self.watermark.borrow();
-                    if from < now.start {
-                        return Err(LogError::OffsetOutOfRange {
-                            requested: from,
-                            first: now.start,
-                            next: now.next,
-                        });
+                    if from < self.watermark.borrow().start {
+                        return Err(self.out_of_range(from));
                     }
                     return Err(e);
                 }
@@ -148,7 +155,10 @@ impl Shared {
 
     fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
         let mark = *self.watermark.borrow();
-        let segments = self.segments_from(mark.start);
+        // If retention just removed the first segment, the search starts at the next.
+        let segments = self
+            .segments_from(mark.start)
+            .unwrap_or_else(|| self.segments_snapshot().into_values().collect());
         for (i, segment) in segments.iter().enumerate() {
             let next_base = segments.get(i + 1).map(|s| s.base);
             if next_base.is_some() && segment.sealed_max_timestamp()? < timestamp_ms {

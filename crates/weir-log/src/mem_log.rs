@@ -153,6 +153,9 @@ impl MemLog {
 
     fn trim_now(&self, before: Offset) -> Result<()> {
         let mut state = self.lock();
+        if state.closed {
+            return Err(LogError::Closed);
+        }
         let next = state.start + state.records.len() as u64;
         if before.0 > next {
             return Err(LogError::OffsetOutOfRange {
@@ -172,16 +175,14 @@ impl MemLog {
 }
 
 impl MessageLog for MemLog {
-    fn append_batch(&self, records: &[NewRecord]) -> impl Future<Output = Result<Appended>> + Send {
-        std::future::ready(self.append_now(records))
+    // Like the file log, nothing happens until a future is polled: a dropped append
+    // appends nothing, and concurrent appends are ordered by when they run.
+    async fn append_batch(&self, records: &[NewRecord]) -> Result<Appended> {
+        self.append_now(records)
     }
 
-    fn read_from(
-        &self,
-        from: Offset,
-        limits: ReadLimits,
-    ) -> impl Future<Output = Result<Vec<Record>>> + Send {
-        std::future::ready(self.read_now(from, limits))
+    async fn read_from(&self, from: Offset, limits: ReadLimits) -> Result<Vec<Record>> {
+        self.read_now(from, limits)
     }
 
     fn first_offset(&self) -> Offset {
@@ -192,31 +193,27 @@ impl MessageLog for MemLog {
         Offset(self.inner.watermark.borrow().next)
     }
 
-    fn offset_for_timestamp(
-        &self,
-        timestamp_ms: i64,
-    ) -> impl Future<Output = Result<Option<Offset>>> + Send {
+    async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
         let state = self.lock();
-        let found = state
+        Ok(state
             .records
             .iter()
             .find(|r| r.timestamp_ms >= timestamp_ms)
-            .map(|r| r.offset);
-        std::future::ready(Ok(found))
+            .map(|r| r.offset))
     }
 
-    fn trim_before(&self, offset: Offset) -> impl Future<Output = Result<()>> + Send {
-        std::future::ready(self.trim_now(offset))
+    async fn trim_before(&self, offset: Offset) -> Result<()> {
+        self.trim_now(offset)
     }
 
     fn wait_for(&self, offset: Offset) -> impl Future<Output = Result<Offset>> + Send {
         crate::wait_for(self.inner.watermark.subscribe(), offset)
     }
 
-    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+    async fn close(&self) -> Result<()> {
         let mut state = self.lock();
         state.closed = true;
         self.publish(&state);
-        std::future::ready(Ok(()))
+        Ok(())
     }
 }

@@ -262,7 +262,9 @@ fn read_header(file: &dyn FileIo, path: &Path, base: u64) -> Result<FileHeader> 
     FileHeader::decode(&bytes, FileKind::Segment, base, path)
 }
 
-/// A sealed segment: check its header and, cheaply, that it ends where the next begins.
+/// A sealed segment: check its header and, cheaply (the last 20 bytes of its index),
+/// that it ends where the next one begins. An index without a valid end entry (lost or
+/// damaged) is rebuilt now, with one scan of the segment, and saved.
 fn open_sealed(
     fs: &Arc<dyn Fs>,
     dir: &Path,
@@ -274,26 +276,41 @@ fn open_sealed(
     let file = fs.open(&path).map_err(|e| LogError::io("open", &path, e))?;
     let header = read_header(&*file, &path, base)?;
     let len = file.len().map_err(|e| LogError::io("stat", &path, e))?;
-    if let Some(end) = peek_end_entry(&**fs, &dir.join(index_file_name(base)), len) {
+    let gap = |end_offset: u64| {
+        LogError::corrupt(
+            &path,
+            len,
+            Corruption::OffsetGap {
+                expected: end_offset,
+                found: next_base,
+            },
+        )
+    };
+    let index = if let Some(end) = peek_end_entry(&**fs, &dir.join(index_file_name(base)), len) {
         let end_offset = base + u64::from(end.rel_offset);
         if end_offset != next_base {
-            return Err(LogError::corrupt(
-                &path,
-                len,
-                Corruption::OffsetGap {
-                    expected: end_offset,
-                    found: next_base,
-                },
-            ));
+            return Err(gap(end_offset));
         }
-    }
+        None
+    } else {
+        tracing::warn!(segment = %path.display(), "rebuilding the index of a sealed segment");
+        let entries =
+            segment::rebuild_sealed_entries(&*file, &path, base, len, config.index_interval_bytes)?;
+        let end = entries.last().expect("invariant: the end entry");
+        let end_offset = base + u64::from(end.rel_offset);
+        if end_offset != next_base {
+            return Err(gap(end_offset));
+        }
+        segment::rewrite_index_file(&**fs, dir, base, header.created_ms, &entries)?;
+        Some(Index::from_entries(entries))
+    };
     Ok(Segment::new(
         fs.clone(),
         dir,
         header,
         file,
         len,
-        None,
+        index,
         config.index_interval_bytes,
     ))
 }

@@ -307,8 +307,10 @@ impl Segment {
         self.with_index(|i| i.last().map_or(i64::MIN, |e| e.max_ts_before))
     }
 
-    /// Loads a sealed segment's index. A missing, damaged or incomplete one (no end
-    /// entry) is rebuilt by scanning the segment once.
+    /// Loads a sealed segment's index. One with damaged entries is rebuilt by
+    /// scanning the segment once, in memory only: this runs on reader threads, which
+    /// never write to the log's directory. (A missing index or one without an end
+    /// entry is rebuilt and saved at open, where nothing else runs.)
     fn load_sealed_index(&self) -> Result<Index> {
         let len = self.committed_len();
         match read_index_file(&*self.fs, &self.index_path, self.base, len) {
@@ -322,33 +324,14 @@ impl Segment {
                 tracing::warn!(path = %self.index_path.display(), error = %e, "unreadable index");
             }
         }
-        tracing::warn!(segment = %self.log_path.display(), "rebuilding the index of a sealed segment");
-        let (entries, end) = scan_entries(
+        tracing::warn!(segment = %self.log_path.display(), "rebuilding the damaged index of a sealed segment in memory");
+        Ok(Index::from_entries(rebuild_sealed_entries(
             &*self.file,
             &self.log_path,
             self.base,
-            FILE_HEADER_LEN as u64,
             len,
-            self.base,
-            i64::MIN,
             self.index_interval_bytes,
-        )?;
-        if let Some((pos, reason)) = end.torn {
-            // A sealed segment was synced whole; damage inside it is not a torn tail.
-            return Err(LogError::corrupt(&self.log_path, pos, reason));
-        }
-        let mut entries = entries;
-        entries.push(IndexEntry {
-            rel_offset: (end.next_offset - self.base) as u32,
-            position: len as u32,
-            max_ts_before: end.max_timestamp_ms,
-        });
-        let dir = self.log_path.parent().unwrap_or(Path::new("."));
-        if let Err(e) = rewrite_index_file(&*self.fs, dir, self.base, self.created_ms, &entries) {
-            // The rebuilt index still serves reads from memory; the next open rebuilds again.
-            tracing::warn!(path = %self.index_path.display(), error = %e, "could not save a rebuilt index");
-        }
-        Ok(Index::from_entries(entries))
+        )?))
     }
 
     /// Where a scan for `offset` should start: (position, offset of the batch there).
@@ -476,6 +459,36 @@ impl Segment {
             }
         }
     }
+}
+
+/// The index entries of a whole sealed segment, end entry included, from one scan.
+/// A sealed segment was synced whole, so damage is an error, not a tail to cut.
+pub(crate) fn rebuild_sealed_entries(
+    file: &dyn FileIo,
+    path: &Path,
+    base: u64,
+    len: u64,
+    interval: u32,
+) -> Result<Vec<IndexEntry>> {
+    let (mut entries, end) = scan_entries(
+        file,
+        path,
+        base,
+        FILE_HEADER_LEN as u64,
+        len,
+        base,
+        i64::MIN,
+        interval,
+    )?;
+    if let Some((pos, reason)) = end.torn {
+        return Err(LogError::corrupt(path, pos, reason));
+    }
+    entries.push(IndexEntry {
+        rel_offset: (end.next_offset - base) as u32,
+        position: len as u32,
+        max_ts_before: end.max_timestamp_ms,
+    });
+    Ok(entries)
 }
 
 /// Where a scan ended.

@@ -186,6 +186,7 @@ impl Writer {
         let mut deadline = self.next_housekeeping;
         if let FsyncPolicy::Interval(every) = self.policy()
             && self.write_pos > self.synced_pos
+            && self.failed.is_none()
         {
             deadline = deadline.min(self.last_sync + every);
         }
@@ -195,21 +196,19 @@ impl Writer {
     fn on_timer(&mut self) {
         if let FsyncPolicy::Interval(every) = self.policy()
             && self.write_pos > self.synced_pos
+            && self.failed.is_none()
             && self.last_sync.elapsed() >= every
+            && self.sync_active().is_ok()
+            && let Err(e) = self.sync_index()
         {
-            match self.sync_active() {
-                Ok(()) => {
-                    if let Err(e) = self.sync_index() {
-                        tracing::warn!(error = %e, "could not sync the index");
-                    }
-                }
-                Err(e) => self.fail_after_sync_error(e),
-            }
+            tracing::warn!(error = %e, "could not sync the index");
         }
         if Instant::now() >= self.next_housekeeping {
             self.next_housekeeping = Instant::now()
                 + Duration::from_millis(self.shared.config.retention_check_interval_ms);
-            if let Err(e) = self.sync_index() {
+            if self.failed.is_none()
+                && let Err(e) = self.sync_index()
+            {
                 tracing::warn!(error = %e, "could not sync the index");
             }
             if self.failed.is_none()
@@ -231,16 +230,21 @@ impl Writer {
         while let Some(request) = requests.next() {
             match request {
                 Request::Append { mut batch, reply } => {
-                    if let Some(e) = &self.failed {
-                        let _ = reply.send(Err(e.clone()));
-                        continue;
-                    }
-                    if self.needs_roll_before(batch.len()) {
+                    if self.failed.is_none() && self.needs_roll_before(batch.len()) {
                         self.commit(&mut pending);
-                        if let Err(e) = self.roll() {
+                        // The commit may have failed and been rolled back, emptying the
+                        // segment: decide again on what is really written.
+                        if self.failed.is_none()
+                            && self.needs_roll_before(batch.len())
+                            && let Err(e) = self.roll()
+                        {
                             let _ = reply.send(Err(e));
                             continue;
                         }
+                    }
+                    if let Some(e) = &self.failed {
+                        let _ = reply.send(Err(e.clone()));
+                        continue;
                     }
                     let first = self.next_offset;
                     batch.set_base_offset(first);
@@ -264,10 +268,7 @@ impl Writer {
                 }
                 Request::Sync { reply } => {
                     self.commit(&mut pending);
-                    let result = self.sync_active();
-                    if let Err(e) = &result {
-                        self.fail_after_sync_error(e.clone());
-                    }
+                    let result = self.sync_active().and_then(|()| self.sync_index());
                     let _ = reply.send(result);
                 }
                 Request::Close { reply } => {
@@ -368,14 +369,20 @@ impl Writer {
         }
     }
 
-    /// Makes everything written to the active segment durable.
+    /// Makes everything written to the active segment durable. What it syncs was
+    /// already acknowledged (policies `interval` and `never`), so a failure here puts
+    /// the log in the failed state (see `fail_after_sync_error`).
     fn sync_active(&mut self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         if self.write_pos > self.synced_pos {
             count(&self.shared.counters.data_syncs, 1);
-            self.active
-                .file
-                .sync_data()
-                .map_err(|e| LogError::io("fsync", &self.active.log_path, e))?;
+            if let Err(e) = self.active.file.sync_data() {
+                let e = LogError::io("fsync", &self.active.log_path, e);
+                self.fail_after_sync_error(&e);
+                return Err(e);
+            }
             self.synced_pos = self.write_pos;
         }
         self.last_sync = Instant::now();
@@ -385,33 +392,50 @@ impl Writer {
 
     /// A failed sync of data that was already acknowledged (policies `interval` and
     /// `never`) may have lost it: the kernel can drop the dirty pages after reporting
-    /// the error. The log cannot vouch for its tail any more, so it stops taking
-    /// appends until reopened; recovery then finds what really is on disk.
-    fn fail_after_sync_error(&mut self, error: LogError) {
+    /// the error, and a retried `fsync` then succeeds without writing them. The log
+    /// cannot vouch for its tail any more, so it stops syncing and taking appends until
+    /// reopened; recovery then finds what really is on disk.
+    fn fail_after_sync_error(&mut self, error: &LogError) {
         tracing::error!(error = %error, "fsync failed; the log refuses appends until reopened");
-        if let LogError::Io { op, path, source } = &error {
-            self.failed = Some(LogError::Failed {
-                op,
-                path: path.clone(),
-                source: source.clone(),
-            });
-        } else {
-            self.failed = Some(error);
-        }
+        self.fail("fsync", &self.active.log_path.clone(), error);
     }
 
-    /// Writes the index entries whose data is synced. A failure loses nothing: the
-    /// entries stay in memory (and are retried), and recovery would rebuild them from
-    /// the data.
+    /// Enters the failed state: appends, syncs and rolls are refused until reopen.
+    fn fail(&mut self, op: &'static str, path: &std::path::Path, error: &LogError) {
+        let source = match error {
+            LogError::Io { source, .. } | LogError::Failed { source, .. } => source.clone(),
+            other => Arc::new(std::io::Error::other(other.to_string())),
+        };
+        self.failed = Some(LogError::Failed {
+            op,
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+
+    /// Writes the index entries whose batch lies wholly in synced data: entries that
+    /// start below `synced_pos` (a sync always covers whole batches). Never an entry
+    /// for unsynced data: recovery trusts any entry that checks out, so one pointing
+    /// past a hole in unsynced data would make it keep the hole. A failure loses
+    /// nothing: the entries stay in memory, are retried, and recovery can rebuild them.
     fn persist_index_entries(&mut self) -> Result<()> {
-        if self.unpersisted.is_empty() {
+        let synced = self.synced_pos;
+        self.persist_index_entries_below(synced)
+    }
+
+    /// Writes the unpersisted entries whose position is below `limit`.
+    fn persist_index_entries_below(&mut self, limit: u64) -> Result<()> {
+        let ready = self
+            .unpersisted
+            .partition_point(|e| u64::from(e.position) < limit);
+        if ready == 0 {
             return Ok(());
         }
-        let bytes = crate::segment::encode_entries(&self.unpersisted);
+        let bytes = crate::segment::encode_entries(&self.unpersisted[..ready]);
         match self.index_file.write_all_at(self.index_file_len, &[&bytes]) {
             Ok(()) => {
                 self.index_file_len += bytes.len() as u64;
-                self.unpersisted.clear();
+                self.unpersisted.drain(..ready);
                 Ok(())
             }
             Err(e) => {
@@ -443,19 +467,22 @@ impl Writer {
         Ok(())
     }
 
+    /// Undoes a failed group: truncate it away and make the truncation durable. The
+    /// sync matters: a failed `fdatasync` may still have persisted part of the group,
+    /// and its offsets are about to be handed out again, so it must never come back.
     fn roll_back(&mut self, start_pos: u64, start_offset: u64) {
         self.write_pos = start_pos;
         self.next_offset = start_offset;
-        if let Err(e) = self.active.file.set_len(start_pos) {
-            tracing::error!(error = %e, "could not truncate after a failed append; the log refuses appends until reopened");
-            self.failed = Some(LogError::Failed {
-                op: "truncate",
-                path: self.active.log_path.clone(),
-                source: Arc::new(e),
-            });
-        }
-        if self.synced_pos > start_pos {
-            self.synced_pos = start_pos;
+        let file = &self.active.file;
+        match file.set_len(start_pos).and_then(|()| file.sync_data()) {
+            // Everything before the group is now durable too.
+            Ok(()) => self.synced_pos = start_pos,
+            Err(e) => {
+                tracing::error!(error = %e, "could not truncate after a failed append; the log refuses appends until reopened");
+                let path = self.active.log_path.clone();
+                self.fail("truncate", &path, &LogError::io("truncate", &path, e));
+                self.synced_pos = self.synced_pos.min(start_pos);
+            }
         }
     }
 
@@ -470,7 +497,15 @@ impl Writer {
 
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&mut self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.next_offset == self.active.base {
+            // Nothing to seal; a new segment would reuse this one's base and files.
+            return Ok(());
+        }
         self.sync_active()?;
+        debug_assert_eq!(self.write_pos, self.synced_pos);
         let end = IndexEntry {
             rel_offset: (self.next_offset - self.active.base) as u32,
             position: self.write_pos as u32,
@@ -480,6 +515,8 @@ impl Writer {
             self.active.extend_index(&[end]);
             self.unpersisted.push(end);
         }
+        // The end entry points at the synced end of the segment: persist it too.
+        self.persist_index_entries_below(self.synced_pos + 1)?;
         self.sync_index()?;
 
         let shared = &self.shared;
@@ -501,9 +538,7 @@ impl Writer {
         let (segment, index_file) = match created {
             Ok(created) => created,
             Err(e) => {
-                // Leave no half-made segment behind; the old one stays active.
-                let _ = shared.fs.remove(&shared.dir.join(log_file_name(base)));
-                let _ = shared.fs.remove(&shared.dir.join(index_file_name(base)));
+                self.discard_half_made_segment(base);
                 return Err(e);
             }
         };
@@ -527,6 +562,37 @@ impl Writer {
         Ok(())
     }
 
+    /// After a failed roll the old segment stays active and takes more appends. A
+    /// half-made next segment must not survive: at the next open it would become the
+    /// active segment and hide those appends. If it cannot be removed durably, the log
+    /// stops taking appends.
+    fn discard_half_made_segment(&mut self, base: u64) {
+        let dir = self.shared.dir.clone();
+        let mut result = Ok(());
+        for name in [log_file_name(base), index_file_name(base)] {
+            let path = dir.join(name);
+            match self.shared.fs.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => result = Err(LogError::io("remove", &path, e)),
+            }
+        }
+        let result = result.and_then(|()| {
+            self.shared
+                .fs
+                .sync_dir(&dir)
+                .map_err(|e| LogError::io("sync", &dir, e))
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "could not remove a half-made segment; the log refuses appends until reopened");
+            self.fail(
+                "remove a half-made segment",
+                &dir.join(log_file_name(base)),
+                &e,
+            );
+        }
+    }
+
     fn trim(&mut self, before: u64) -> Result<()> {
         if before > self.next_offset {
             return Err(LogError::OffsetOutOfRange {
@@ -538,11 +604,27 @@ impl Writer {
         if before <= self.start_offset {
             return Ok(());
         }
-        meta::write(&*self.shared.fs, &self.shared.dir, before)?;
+        if let Err(e) = meta::write(&*self.shared.fs, &self.shared.dir, before) {
+            // The rename may have happened before the failure: believe the disk, so the
+            // first offset never moves back after a restart.
+            if let Ok(Some(on_disk)) = meta::read(&*self.shared.fs, &self.shared.dir)
+                && on_disk > self.start_offset
+                && on_disk <= self.next_offset
+            {
+                self.start_offset = on_disk;
+                self.publish();
+            }
+            return Err(e);
+        }
         self.start_offset = before;
         self.publish();
+        // The trim is durable now; reclaiming its space is best effort (the next trim,
+        // retention pass or open finishes the job).
         let doomed = self.sealed_segments_where(|_, end| end <= before);
-        self.remove_segments(&doomed).map(|_| ())
+        if let Err(e) = self.remove_segments(&doomed) {
+            tracing::warn!(error = %e, "trimmed, but could not remove the segments below yet");
+        }
+        Ok(())
     }
 
     fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
@@ -551,10 +633,16 @@ impl Writer {
         if let Some(max_age) = config.retention_max_age_ms {
             let cutoff = now_ms.saturating_sub(i64::try_from(max_age).unwrap_or(i64::MAX));
             for segment in self.sealed_segments_where(|_, _| true) {
-                if segment.sealed_max_timestamp()? >= cutoff {
-                    break;
+                match segment.sealed_max_timestamp() {
+                    Ok(newest) if newest < cutoff => doomed.push(segment),
+                    Ok(_) => break,
+                    Err(e) => {
+                        // Its age is unknown: keep it (and everything newer), but let
+                        // the size limit still apply.
+                        tracing::warn!(error = %e, segment = %segment.log_path.display(), "cannot tell a segment's age; retention by age stops there");
+                        break;
+                    }
                 }
-                doomed.push(segment);
             }
         }
         if let Some(max_bytes) = config.retention_max_bytes {
@@ -599,16 +687,10 @@ impl Writer {
         let mut bytes = 0;
         for segment in doomed {
             debug_assert!(segment.base != self.active.base, "never the active segment");
-            let shared = &self.shared;
-            shared
-                .segments
-                .write()
-                .expect("invariant: segment map lock never poisoned")
-                .remove(&segment.base);
-            let first = shared.segments_snapshot().keys().next().copied();
-            let start = first.map_or(self.start_offset, |f| f.max(self.start_offset));
-            self.start_offset = start;
-            self.publish();
+            let shared = self.shared.clone();
+            // Durable removal first: the first offset readers see must never move
+            // back after a crash. Readers holding the segment keep reading it through
+            // their open file until they are done.
             for path in [&segment.log_path, &segment.index_path] {
                 match shared.fs.remove(path) {
                     Ok(()) => {}
@@ -620,6 +702,20 @@ impl Writer {
                 .fs
                 .sync_dir(&shared.dir)
                 .map_err(|e| LogError::io("sync", &shared.dir, e))?;
+            let next_base = shared
+                .segments_snapshot()
+                .range(segment.base + 1..)
+                .next()
+                .map(|(base, _)| *base);
+            if let Some(next_base) = next_base {
+                self.start_offset = self.start_offset.max(next_base);
+            }
+            self.publish();
+            shared
+                .segments
+                .write()
+                .expect("invariant: segment map lock never poisoned")
+                .remove(&segment.base);
             bytes += segment.committed_len();
             tracing::debug!(base = segment.base, "removed a segment");
         }
@@ -628,10 +724,7 @@ impl Writer {
 
     /// Final sync of data and index, then release the directory.
     fn shutdown(&mut self) -> Result<()> {
-        let mut result = self.sync_active();
-        if result.is_ok() {
-            result = self.sync_index();
-        }
+        let result = self.sync_active().and_then(|()| self.sync_index());
         self.shared.watermark.send_modify(|w| w.closed = true);
         self.lock = None;
         result
@@ -657,5 +750,98 @@ fn refuse_closed(request: Request) {
             drop(reply.send(Err(LogError::Closed)));
         }
         Request::Retention { reply, .. } => drop(reply.send(Err(LogError::Closed))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::RwLock;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::config::LogConfig;
+    use crate::file_log::Counters;
+    use crate::record::{NewRecord, ReadLimits};
+    use crate::testing::{CrashFs, Torn};
+    use crate::{FileLog, MessageLog, Watermark};
+
+    const DIR: &str = "/w";
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1024,
+            index_interval_bytes: 64,
+            ..LogConfig::default()
+        }
+    }
+
+    /// A writer driven by hand, so a test decides exactly what one group holds.
+    fn writer(fs: &CrashFs) -> Writer {
+        let fs = fs.shared();
+        let dir = Path::new(DIR);
+        fs.create_dir_all(dir).unwrap();
+        let lock = fs.lock_dir(dir).unwrap();
+        let recovered = crate::recovery::recover(&fs, dir, &config(), 0).unwrap();
+        let (watermark, _) = watch::channel(Watermark {
+            start: recovered.start_offset,
+            next: recovered.active.next_offset,
+            closed: false,
+        });
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            fs,
+            config: config(),
+            segments: RwLock::new(recovered.segments),
+            watermark,
+            counters: Counters::default(),
+        });
+        Writer::new(shared, lock, recovered.active, recovered.start_offset)
+    }
+
+    fn append(records: &[NewRecord]) -> (Request, oneshot::Receiver<Result<Appended>>) {
+        let batch = EncodedBatch::encode(records, 1, 1 << 20, 1 << 20).unwrap();
+        let (reply, answer) = oneshot::channel();
+        (Request::Append { batch, reply }, answer)
+    }
+
+    /// A group [A, B] where B would not fit after A: A's commit fails and is rolled
+    /// back, leaving the segment empty, so B must go into the same segment. Rolling
+    /// there would create a "new" segment at the active one's own base and wipe it.
+    #[test]
+    fn a_failed_commit_before_a_roll_does_not_roll_an_empty_segment() {
+        let fs = CrashFs::new();
+        let mut writer = writer(&fs);
+        let (a, a_answer) = append(&[NewRecord::new(vec![b'a'; 600])]);
+        let (b, b_answer) = append(&[NewRecord::new(vec![b'b'; 600])]);
+        fs.fail_next_syncs(1);
+        let active_before = writer.active.clone();
+        assert!(!writer.handle_group(vec![a, b]));
+        assert!(
+            Arc::ptr_eq(&writer.active, &active_before),
+            "no roll: the emptied segment stays active"
+        );
+        assert_eq!(writer.shared.segments_snapshot().len(), 1);
+        let a = a_answer.blocking_recv().unwrap();
+        assert!(matches!(a, Err(LogError::Io { op: "fsync", .. })), "{a:?}");
+        let b = b_answer.blocking_recv().unwrap().unwrap();
+        assert_eq!(b.first, Offset(0), "B takes the offsets A gave back");
+        assert!(writer.failed.is_none());
+        writer.shutdown().unwrap();
+        drop(writer);
+
+        let disk = fs.after_crash(Torn::Synced);
+        let (log, report) = FileLog::open_with(disk.shared(), DIR, config()).unwrap();
+        assert!(report.removed_files.is_empty(), "{report:?}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let records = runtime
+            .block_on(log.read_from(Offset(0), ReadLimits::records(10)))
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].body, vec![b'b'; 600]);
+        runtime.block_on(log.close()).unwrap();
     }
 }

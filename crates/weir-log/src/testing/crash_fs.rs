@@ -76,6 +76,8 @@ struct State {
     crashed: bool,
     space_limit: Option<u64>,
     failing_syncs: u64,
+    /// Whether a failing sync still makes the data durable (it may, on a real disk).
+    failing_syncs_persist: bool,
 }
 
 impl State {
@@ -87,8 +89,9 @@ impl State {
         }
     }
 
-    /// Counts a sync; true if the power goes out at this one.
-    fn sync_point(&mut self) -> io::Result<()> {
+    /// Counts a sync. `Ok(true)`: it happens; `Ok(false)`: it fails with EIO after
+    /// making the data durable anyway; `Err`: the power goes out or it fails outright.
+    fn sync_point(&mut self) -> io::Result<bool> {
         self.check()?;
         self.syncs += 1;
         if self.crash_at_sync == Some(self.syncs) {
@@ -97,9 +100,12 @@ impl State {
         }
         if self.failing_syncs > 0 {
             self.failing_syncs -= 1;
+            if self.failing_syncs_persist {
+                return Ok(false);
+            }
             return Err(io::Error::from_raw_os_error(5));
         }
-        Ok(())
+        Ok(true)
     }
 
     fn used_bytes(&self) -> u64 {
@@ -175,7 +181,17 @@ impl CrashFs {
 
     /// Makes the next `n` syncs fail with EIO (nothing becomes durable).
     pub fn fail_next_syncs(&self, n: u64) {
-        self.lock().failing_syncs = n;
+        let mut state = self.lock();
+        state.failing_syncs = n;
+        state.failing_syncs_persist = false;
+    }
+
+    /// Makes the next `n` syncs fail with EIO after making the data durable anyway: a
+    /// disk may write part or all of what a failed flush covered.
+    pub fn fail_next_syncs_after_persisting(&self, n: u64) {
+        let mut state = self.lock();
+        state.failing_syncs = n;
+        state.failing_syncs_persist = true;
     }
 
     /// The file system a reboot finds, with unsynced bytes shaped by `torn`.
@@ -363,11 +379,15 @@ impl FileIo for Handle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.state().sync_point()?;
+        let happened = self.state().sync_point()?;
         let mut guard = self.inode.lock().expect("inode lock");
         let inode = &mut *guard;
         inode.durable.clone_from(&inode.live);
-        Ok(())
+        if happened {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(5))
+        }
     }
 }
 
@@ -460,7 +480,7 @@ impl Fs for CrashFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.sync_point()?;
+        let happened = state.sync_point()?;
         state.durable.retain(|p, _| p.parent() != Some(dir));
         let entries: Vec<_> = state
             .live
@@ -469,7 +489,11 @@ impl Fs for CrashFs {
             .map(|(p, i)| (p.clone(), i.clone()))
             .collect();
         state.durable.extend(entries);
-        Ok(())
+        if happened {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(5))
+        }
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {

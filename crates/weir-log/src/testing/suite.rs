@@ -54,6 +54,7 @@ pub async fn run_all<F: LogFactory>(factory: &mut F) {
     concurrent_appends_get_distinct_contiguous_offsets(factory).await;
     reads_cross_many_segments(factory).await;
     close_refuses_appends_and_wakes_waiters(factory).await;
+    nothing_happens_until_a_future_is_polled(factory).await;
     reopen_keeps_records_and_trim(factory).await;
 }
 
@@ -531,6 +532,41 @@ async fn close_refuses_appends_and_wakes_waiters<F: LogFactory>(factory: &mut F)
         .await
         .unwrap_err();
     assert!(matches!(err, LogError::Closed), "{err:?}");
+    let err = log.trim_before(Offset(1)).await.unwrap_err();
+    assert!(matches!(err, LogError::Closed), "trim after close: {err:?}");
+    let still = log
+        .read_from(Offset(0), ReadLimits::records(5))
+        .await
+        .unwrap();
+    assert_eq!(still.len(), 1, "a closed log still reads");
+    log.close().await.unwrap();
+}
+
+async fn nothing_happens_until_a_future_is_polled<F: LogFactory>(factory: &mut F) {
+    let log = factory.create(suite_config());
+    append_n(&log, 3).await;
+    drop(log.append_batch(&[NewRecord::new("never polled")]));
+    drop(log.trim_before(Offset(2)));
+    assert_eq!(
+        log.next_offset(),
+        Offset(3),
+        "a dropped append appends nothing"
+    );
+    assert_eq!(
+        log.first_offset(),
+        Offset(0),
+        "a dropped trim trims nothing"
+    );
+    // Appends take effect in the order they first run, not the order they were made.
+    let (a, b) = (
+        [NewRecord::new("made first")],
+        [NewRecord::new("made second")],
+    );
+    let made_first = log.append_batch(&a);
+    let made_second = log.append_batch(&b);
+    let second = made_second.await.unwrap();
+    let first = made_first.await.unwrap();
+    assert_eq!((second.first, first.first), (Offset(3), Offset(4)));
     log.close().await.unwrap();
 }
 
