@@ -96,6 +96,14 @@ fn a_full_disk_fails_appends_and_the_log_recovers_when_space_returns() {
             ));
             let next = log.next_offset();
             assert_all_bodies(&log, &context).await;
+            // A power cut right now keeps every acknowledged append: the failed
+            // write, roll or rewrite left nothing that recovery could misread.
+            let disk = fs.after_crash(weir_log::testing::Torn::Synced);
+            let (crashed, _) = FileLog::open_with(disk.shared(), DIR, config())
+                .unwrap_or_else(|e| panic!("{context}: recovery after ENOSPC: {e}"));
+            assert_eq!(crashed.next_offset(), next, "{context}: after a power cut");
+            assert_all_bodies(&crashed, &format!("{context}, after a power cut")).await;
+            crashed.close().await.unwrap();
             assert!(
                 matches!(append_one(&log).await, Err(LogError::NoSpace { .. })),
                 "{context}: still full"
