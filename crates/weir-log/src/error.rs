@@ -107,11 +107,12 @@ pub enum LogError {
     #[error("the log is closed")]
     Closed,
 
-    /// A write failed and could not be rolled back, so the log no longer knows the
-    /// state of its tail. It refuses appends until it is reopened, which runs recovery.
+    /// The log can no longer vouch for its tail: a failed write could not be rolled
+    /// back, a sync of already acknowledged data failed, or a half-made segment could
+    /// not be removed. It refuses appends until it is reopened, which runs recovery.
     /// Reads of committed data still work.
     #[error(
-        "the log refuses appends until reopened: could not roll back after a failed {op} of {path}: {source}"
+        "the log refuses appends until it is reopened, after a failed {op} of {path}: {source}"
     )]
     Failed {
         /// The operation whose failure could not be undone.

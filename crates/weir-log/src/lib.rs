@@ -72,8 +72,10 @@ pub use writer::RetentionReport;
 ///
 /// Offsets start at 0 and grow by one per record. The log holds the offsets
 /// `first_offset()..next_offset()`; trimming and retention move `first_offset` up,
-/// nothing ever renumbers. Every method is required: a default that answered
-/// "unsupported" would hide a missing implementation until a rare path ran.
+/// nothing ever renumbers. Nothing happens until a returned future is polled: a
+/// dropped append appends nothing, and concurrent appends are ordered by when they
+/// first run. Every method is required: a default that answered "unsupported" would
+/// hide a missing implementation until a rare path ran.
 pub trait MessageLog: Send + Sync + 'static {
     /// Appends `records` as one batch: they get consecutive offsets, in order, and are
     /// kept or lost together. Resolves once they are durable under the fsync policy
