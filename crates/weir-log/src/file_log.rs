@@ -82,15 +82,17 @@ impl Shared {
             .clone()
     }
 
-    /// The segment holding `offset` and every later one, oldest first; `None` if no
+    /// The segment holding `offset` and the base of the one after it; `None` if no
     /// segment starts at or below `offset` (retention or a trim just removed it).
-    fn segments_from(&self, offset: u64) -> Option<Vec<Arc<Segment>>> {
+    /// One map lookup per segment a read visits, however long the log is.
+    fn segment_at(&self, offset: u64) -> Option<(Arc<Segment>, Option<u64>)> {
         let map = self
             .segments
             .read()
             .expect("invariant: segment map lock never poisoned");
-        let (first, _) = map.range(..=offset).next_back()?;
-        Some(map.range(*first..).map(|(_, s)| s.clone()).collect())
+        let (_, segment) = map.range(..=offset).next_back()?;
+        let next_base = map.range(offset + 1..).next().map(|(base, _)| *base);
+        Some((segment.clone(), next_base))
     }
 
     fn out_of_range(&self, requested: u64) -> LogError {
@@ -116,17 +118,16 @@ impl Shared {
             return Ok(out);
         }
         let mut used = 0;
-        let Some(segments) = self.segments_from(from) else {
-            return Err(self.out_of_range(from));
-        };
-        for (i, segment) in segments.iter().enumerate() {
-            let next_base = segments.get(i + 1).map(|s| s.base);
+        let mut at = from;
+        loop {
+            let Some((segment, next_base)) = self.segment_at(at) else {
+                return Err(self.out_of_range(from));
+            };
             let end = next_base.map_or(mark.next, |b| b.min(mark.next));
-            let result = segment.read(from.max(segment.base), end, &limits, &mut out, &mut used);
-            match result {
-                Ok(ReadFlow::Done) => break,
+            match segment.read(at, end, &limits, &mut out, &mut used) {
+                Ok(ReadFlow::Done) => return Ok(out),
                 Ok(ReadFlow::Exhausted { next_offset }) => match next_base {
-                    None => break,
+                    None => return Ok(out),
                     // A sealed segment must end exactly where the next one begins.
                     Some(base) if next_offset != base => {
                         return Err(LogError::corrupt(
@@ -138,8 +139,8 @@ impl Shared {
                             },
                         ));
                     }
-                    Some(base) if base >= mark.next => break,
-                    Some(_) => {}
+                    Some(base) if base >= mark.next => return Ok(out),
+                    Some(base) => at = base,
                 },
                 Err(e) => {
                     // Retention may have removed the segment under us.
@@ -150,15 +151,20 @@ impl Shared {
                 }
             }
         }
-        Ok(out)
     }
 
     fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
         let mark = *self.watermark.borrow();
-        // If retention just removed the first segment, the search starts at the next.
-        let segments = self
-            .segments_from(mark.start)
-            .unwrap_or_else(|| self.segments_snapshot().into_values().collect());
+        // Every segment from the one holding the start (if retention just removed it,
+        // from the next).
+        let segments: Vec<Arc<Segment>> = {
+            let map = self
+                .segments
+                .read()
+                .expect("invariant: segment map lock never poisoned");
+            let first = map.range(..=mark.start).next_back().map_or(0, |(b, _)| *b);
+            map.range(first..).map(|(_, s)| s.clone()).collect()
+        };
         for (i, segment) in segments.iter().enumerate() {
             let next_base = segments.get(i + 1).map(|s| s.base);
             if next_base.is_some() && segment.sealed_max_timestamp()? < timestamp_ms {

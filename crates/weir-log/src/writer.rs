@@ -703,7 +703,9 @@ impl Writer {
                 .sync_dir(&shared.dir)
                 .map_err(|e| LogError::io("sync", &shared.dir, e))?;
             let next_base = shared
-                .segments_snapshot()
+                .segments
+                .read()
+                .expect("invariant: segment map lock never poisoned")
                 .range(segment.base + 1..)
                 .next()
                 .map(|(base, _)| *base);
