@@ -14,6 +14,7 @@ mod common;
 mod conformance;
 mod crash;
 mod faults;
+mod fixtures;
 mod kill9;
 mod model;
 mod retention;

@@ -1,0 +1,103 @@
+//! Golden data directories: logs written by a released format version, committed under
+//! `tests/fixtures/`, which every later build must open and read exactly (redb keeps
+//! old versions around the same way). Regenerate only for a new format version, with
+//! `cargo test -p weir-log --test log -- --ignored write_v1_fixture`, and keep the old
+//! directory.
+
+use std::path::{Path, PathBuf};
+
+use weir_log::{FileLog, LogConfig, MessageLog, NewRecord, Offset, ReadLimits};
+
+use crate::common::block_on;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-log")
+}
+
+/// The records the fixture holds at each offset.
+fn fixture_record(offset: u64) -> NewRecord {
+    let record = NewRecord::new(format!(
+        "v1 record {offset} {}",
+        "~".repeat((offset % 9) as usize)
+    ))
+    .with_timestamp(1_700_000_000_000 + offset as i64 * 1000);
+    match offset % 3 {
+        0 => record.with_key(format!("key-{}", offset % 4)),
+        1 => record
+            .with_header("content-type", "text/plain")
+            .with_header("x-attempt", (offset % 5).to_string()),
+        _ => record,
+    }
+}
+
+const RECORDS: u64 = 60;
+const TRIMMED_TO: u64 = 7;
+
+#[test]
+#[ignore = "writes the committed fixture; run only when a new format version ships"]
+fn write_v1_fixture() {
+    let dir = fixture_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    };
+    let (log, _) = FileLog::open(&dir, config).unwrap();
+    block_on(async {
+        let mut next = 0;
+        while next < RECORDS {
+            let batch: Vec<_> = (next..(next + 1 + next % 3).min(RECORDS))
+                .map(fixture_record)
+                .collect();
+            next = log.append_batch(&batch).await.unwrap().next.0;
+        }
+        log.trim_before(Offset(TRIMMED_TO)).await.unwrap();
+        log.close().await.unwrap();
+    });
+    std::fs::remove_file(dir.join("LOCK")).unwrap();
+}
+
+#[test]
+fn this_build_reads_the_version_1_fixture_exactly() {
+    // Opening writes (recovery syncs, the lock file): work on a copy.
+    let copy = tempfile::tempdir().unwrap();
+    let mut files = 0;
+    for entry in std::fs::read_dir(fixture_dir()).expect("the committed v1 fixture") {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        files += 1;
+    }
+    assert!(files >= 7, "segments, indexes and log.meta: {files} files");
+    let (log, report) = FileLog::open(copy.path(), LogConfig::default()).unwrap();
+    assert_eq!(report.truncated_bytes, 0);
+    assert!(report.removed_files.is_empty(), "{report:?}");
+    assert!(report.segments >= 3, "{report:?}");
+    assert_eq!(log.first_offset(), Offset(TRIMMED_TO));
+    assert_eq!(log.next_offset(), Offset(RECORDS));
+    block_on(async {
+        let records = log
+            .read_from(Offset(TRIMMED_TO), ReadLimits::records(usize::MAX))
+            .await
+            .unwrap();
+        assert_eq!(records.len() as u64, RECORDS - TRIMMED_TO);
+        for r in &records {
+            let expected = fixture_record(r.offset.0);
+            assert_eq!(r.body, expected.body, "offset {}", r.offset);
+            assert_eq!(r.key, expected.key, "offset {}", r.offset);
+            assert_eq!(r.headers, expected.headers, "offset {}", r.offset);
+            assert_eq!(
+                Some(r.timestamp_ms),
+                expected.timestamp_ms,
+                "offset {}",
+                r.offset
+            );
+        }
+        let at = log
+            .offset_for_timestamp(1_700_000_000_000 + 30_500)
+            .await
+            .unwrap();
+        assert_eq!(at, Some(Offset(31)));
+        log.close().await.unwrap();
+    });
+}
