@@ -42,43 +42,42 @@ pub struct MemLog {
 impl MemLog {
     /// An empty log that enforces `config`'s record and batch limits.
     pub fn new(config: LogConfig) -> Self {
-        let (watermark, _) = watch::channel(Watermark::default());
-        MemLog {
-            inner: Arc::new(Inner {
-                config,
-                state: Mutex::new(State {
-                    start: 0,
-                    records: VecDeque::new(),
-                    sizes: VecDeque::new(),
-                    closed: false,
-                }),
-                watermark,
-            }),
-        }
+        MemLog::with_state(
+            config,
+            State {
+                start: 0,
+                records: VecDeque::new(),
+                sizes: VecDeque::new(),
+                closed: false,
+            },
+        )
     }
 
     /// The same records, open again after a `close` (a simulated restart).
     #[must_use]
     pub fn reopen(&self) -> MemLog {
-        let (records, sizes, start) = {
+        let state = {
             let state = self.lock();
-            (state.records.clone(), state.sizes.clone(), state.start)
+            State {
+                start: state.start,
+                records: state.records.clone(),
+                sizes: state.sizes.clone(),
+                closed: false,
+            }
         };
-        let next = start + records.len() as u64;
+        MemLog::with_state(self.inner.config.clone(), state)
+    }
+
+    fn with_state(config: LogConfig, state: State) -> MemLog {
         let (watermark, _) = watch::channel(Watermark {
-            start,
-            next,
-            closed: false,
+            start: state.start,
+            next: state.start + state.records.len() as u64,
+            closed: state.closed,
         });
         MemLog {
             inner: Arc::new(Inner {
-                config: self.inner.config.clone(),
-                state: Mutex::new(State {
-                    start,
-                    records,
-                    sizes,
-                    closed: false,
-                }),
+                config,
+                state: Mutex::new(state),
                 watermark,
             }),
         }

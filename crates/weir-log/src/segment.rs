@@ -133,6 +133,16 @@ impl<'a> BatchCursor<'a> {
         Ok(true)
     }
 
+    /// The next batch of data that must be whole (committed or sealed): a torn
+    /// batch there is corruption, not a tail to cut. `None` at the end of the range.
+    pub(crate) fn next_committed(&mut self) -> Result<Option<(BatchHeader, Bytes)>> {
+        match self.next()? {
+            Step::End => Ok(None),
+            Step::Torn { pos, reason } => Err(LogError::corrupt(self.path, pos, reason)),
+            Step::Batch { header, bytes, .. } => Ok(Some((header, bytes))),
+        }
+    }
+
     pub(crate) fn next(&mut self) -> Result<Step> {
         if self.pos >= self.end {
             return Ok(Step::End);
@@ -368,16 +378,10 @@ impl Segment {
             chunk,
         );
         loop {
-            let (header, bytes) = match cursor.next()? {
-                Step::End => {
-                    return Ok(ReadFlow::Exhausted {
-                        next_offset: cursor.expected_offset(),
-                    });
-                }
-                Step::Torn { pos, reason } => {
-                    return Err(LogError::corrupt(&self.log_path, pos, reason));
-                }
-                Step::Batch { header, bytes, .. } => (header, bytes),
+            let Some((header, bytes)) = cursor.next_committed()? else {
+                return Ok(ReadFlow::Exhausted {
+                    next_offset: cursor.expected_offset(),
+                });
             };
             if header.next_offset() <= from {
                 continue;
@@ -434,12 +438,8 @@ impl Segment {
             MAX_READ_CHUNK,
         );
         loop {
-            let (header, bytes) = match cursor.next()? {
-                Step::End => return Ok(None),
-                Step::Torn { pos, reason } => {
-                    return Err(LogError::corrupt(&self.log_path, pos, reason));
-                }
-                Step::Batch { header, bytes, .. } => (header, bytes),
+            let Some((header, bytes)) = cursor.next_committed()? else {
+                return Ok(None);
             };
             if header.base_offset >= end_offset {
                 return Ok(None);

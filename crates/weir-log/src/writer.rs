@@ -212,7 +212,7 @@ impl Writer {
                 tracing::warn!(error = %e, "could not sync the index");
             }
             if self.failed.is_none()
-                && self.active_is_too_old(now_ms())
+                && self.active_is_too_old()
                 && let Err(e) = self.roll()
             {
                 tracing::warn!(error = %e, "could not roll an old segment");
@@ -290,15 +290,16 @@ impl Writer {
         let has_data = self.write_pos > FILE_HEADER_LEN as u64;
         has_data
             && (self.write_pos + batch_len > self.shared.config.segment_bytes
-                || self.active_is_too_old(now_ms()))
+                || self.active_is_too_old())
     }
 
-    fn active_is_too_old(&self, now_ms: i64) -> bool {
+    /// Reads the clock only when a maximum age is configured: this runs per append.
+    fn active_is_too_old(&self) -> bool {
         let has_data = self.write_pos > FILE_HEADER_LEN as u64;
         match self.shared.config.segment_max_age_ms {
             Some(max_age) => {
                 has_data
-                    && now_ms.saturating_sub(self.active.created_ms)
+                    && now_ms().saturating_sub(self.active.created_ms)
                         >= i64::try_from(max_age).unwrap_or(i64::MAX)
             }
             None => false,
