@@ -1,0 +1,349 @@
+//! The request and response types of the broker API: what front ends send in and get
+//! back. Plain data, serde-friendly, no protocol types.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BrokerError, Result};
+
+/// What a queue does when `max_length` or `max_length_bytes` is reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// The oldest ready message is dropped (and counted) to make room. RabbitMQ's
+    /// default.
+    #[default]
+    DropHead,
+    /// The send is refused with `queue_full`; nothing of it is enqueued.
+    RejectPublish,
+    /// The oldest ready message goes to the dead-letter queue (dropped if none is
+    /// set).
+    DeadLetter,
+}
+
+/// How the delay between redeliveries grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backoff {
+    /// Always `retry_delay_ms`.
+    #[default]
+    Fixed,
+    /// `retry_delay_ms × 2^(delivery_count − 1)`, capped at `retry_delay_max_ms`.
+    Exponential,
+}
+
+/// A queue's settings. Every field has a default, so `{}` declares a plain durable
+/// queue. Two declarations conflict when any field differs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueOptions {
+    /// How long a received message stays leased before it is ready again (a
+    /// receive may override it).
+    pub visibility_timeout_ms: u64,
+    /// After this many deliveries a message that fails again is dead-lettered;
+    /// `None` retries forever.
+    pub max_deliveries: Option<u32>,
+    /// Where rejected, expired, over-delivered and overflowed messages go. Created
+    /// with default options if it does not exist.
+    pub dead_letter_queue: Option<String>,
+    /// Delay before a failed message (nack with requeue and no delay of its own, or
+    /// an expired lease) is ready again.
+    pub retry_delay_ms: u64,
+    /// How the retry delay grows with the delivery count.
+    pub retry_backoff: Backoff,
+    /// Cap of the exponential retry delay.
+    pub retry_delay_max_ms: u64,
+    /// Highest priority; messages carry 0..=max_priority (higher first, FIFO within a
+    /// priority). Above it counts as max_priority. 0 means no priorities.
+    pub max_priority: u8,
+    /// Default time to live of a message; expired messages are dead-lettered if a
+    /// dead-letter queue is set, else dropped and counted.
+    pub message_ttl_ms: Option<u64>,
+    /// At most this many ready messages.
+    pub max_length: Option<u64>,
+    /// At most this many bytes of ready message bodies.
+    pub max_length_bytes: Option<u64>,
+    /// What happens at `max_length` / `max_length_bytes`.
+    pub overflow: Overflow,
+    /// A send whose `id` was seen within this window is accepted but not enqueued
+    /// again. `None`: no de-duplication.
+    pub dedup_window_ms: Option<u64>,
+}
+
+/// Longest allowed delay, TTL, lease or window: 30 days.
+pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            visibility_timeout_ms: 30_000,
+            max_deliveries: None,
+            dead_letter_queue: None,
+            retry_delay_ms: 0,
+            retry_backoff: Backoff::Fixed,
+            retry_delay_max_ms: 300_000,
+            max_priority: 0,
+            message_ttl_ms: None,
+            max_length: None,
+            max_length_bytes: None,
+            overflow: Overflow::DropHead,
+            dedup_window_ms: None,
+        }
+    }
+}
+
+impl QueueOptions {
+    /// Checks ranges, reporting the first problem.
+    pub fn validate(&self, queue: &str) -> Result<()> {
+        let duration = |field: &str, v: u64, min: u64| {
+            if v < min || v > MAX_DURATION_MS {
+                Err(BrokerError::invalid(
+                    field,
+                    format!("{v} is outside {min}..={MAX_DURATION_MS}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        duration("visibility_timeout_ms", self.visibility_timeout_ms, 1)?;
+        duration("retry_delay_ms", self.retry_delay_ms, 0)?;
+        duration("retry_delay_max_ms", self.retry_delay_max_ms, 0)?;
+        if let Some(v) = self.message_ttl_ms {
+            duration("message_ttl_ms", v, 1)?;
+        }
+        if let Some(v) = self.dedup_window_ms {
+            duration("dedup_window_ms", v, 1)?;
+        }
+        if self.max_deliveries == Some(0) {
+            return Err(BrokerError::invalid("max_deliveries", "must be at least 1"));
+        }
+        if self.max_length == Some(0) && self.overflow == Overflow::RejectPublish {
+            return Err(BrokerError::invalid(
+                "max_length",
+                "0 with reject-publish would refuse every send",
+            ));
+        }
+        if let Some(dlq) = &self.dead_letter_queue {
+            validate_name(dlq).map_err(|e| BrokerError::invalid("dead_letter_queue", e.to_string()))?;
+            if dlq == queue {
+                return Err(BrokerError::invalid(
+                    "dead_letter_queue",
+                    "a queue cannot be its own dead-letter queue",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first option that differs from `other`, for a conflict message.
+    pub fn difference(&self, other: &QueueOptions) -> Option<String> {
+        let a = serde_json::to_value(self).ok()?;
+        let b = serde_json::to_value(other).ok()?;
+        let (a, b) = (a.as_object()?, b.as_object()?);
+        a.iter()
+            .find(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k} is {} but {v} was asked", b.get(k).unwrap_or(&serde_json::Value::Null)))
+    }
+}
+
+/// Longest queue name, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// Checks a queue name: 1 to 200 bytes of ASCII letters, digits, `_`, `-`, `.` and
+/// `:`, not starting with `.`. Names become directory names, hence the alphabet.
+pub fn validate_name(name: &str) -> Result<()> {
+    let refuse = |reason: &str| {
+        Err(BrokerError::InvalidName {
+            kind: crate::error::Kind::Queue,
+            name: name.chars().take(MAX_NAME_BYTES + 8).collect(),
+            reason: reason.to_owned(),
+        })
+    };
+    if name.is_empty() {
+        return refuse("empty");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return refuse("longer than 200 bytes");
+    }
+    if name.starts_with('.') {
+        return refuse("starts with '.'");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    {
+        return refuse("only ASCII letters, digits, '_', '-', '.' and ':' are allowed");
+    }
+    Ok(())
+}
+
+/// One message to send.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendMessage {
+    /// The producer's id (also the de-duplication key); generated when absent.
+    pub id: Option<String>,
+    /// The payload, any bytes.
+    pub body: Bytes,
+    /// Application headers.
+    pub headers: BTreeMap<String, String>,
+    /// 0..=max_priority; absent is 0.
+    pub priority: Option<u8>,
+    /// Deliver no earlier than this many ms from now.
+    pub delay_ms: Option<u64>,
+    /// Message group: FIFO per group, one in flight per group.
+    pub group: Option<String>,
+    /// Time to live from now; overrides the queue's `message_ttl_ms` when shorter.
+    pub ttl_ms: Option<u64>,
+}
+
+/// Longest message id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest group key, in bytes.
+pub const MAX_GROUP_BYTES: usize = 256;
+
+/// What happened to one sent message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendOutcome {
+    /// Its id (as given or generated).
+    pub id: String,
+    /// True when the id was seen within the dedup window: accepted, not enqueued.
+    pub duplicate: bool,
+}
+
+/// How to receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiveRequest {
+    /// At most this many messages (1..=limit).
+    pub max: u32,
+    /// Wait up to this long for a first message.
+    pub wait_ms: u64,
+    /// Lease length for these messages; the queue's default when `None`.
+    pub visibility_timeout_ms: Option<u64>,
+}
+
+/// Why a message was dead-lettered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// A consumer nacked it without requeue.
+    Rejected,
+    /// It failed `max_deliveries` times.
+    MaxDeliveries,
+    /// Its TTL ran out.
+    Expired,
+    /// The queue overflowed with policy `dead-letter`.
+    Overflow,
+}
+
+/// Where a dead-lettered message came from and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterInfo {
+    /// Why.
+    pub reason: DeadLetterReason,
+    /// When, in ms since the epoch.
+    pub time_ms: i64,
+    /// The queue it was dead-lettered from.
+    pub source_queue: String,
+    /// How often it had been delivered there.
+    pub delivery_count: u32,
+}
+
+/// A message as a consumer sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The lease handle for ack/nack/extend; `None` for a peek.
+    pub receipt: Option<String>,
+    /// The message id.
+    pub id: String,
+    /// The payload.
+    pub body: Bytes,
+    /// Application headers.
+    pub headers: BTreeMap<String, String>,
+    /// Its priority.
+    pub priority: u8,
+    /// Its group, if any.
+    pub group: Option<String>,
+    /// How many times it has been delivered, this one included (0 for a peek of a
+    /// message never delivered).
+    pub delivery_count: u32,
+    /// When it was first enqueued, ms since the epoch.
+    pub enqueued_at_ms: i64,
+    /// Set when it was dead-lettered.
+    pub dead_letter: Option<DeadLetterInfo>,
+}
+
+/// The result of settling (ack, nack, extend) a list of receipts: each receipt
+/// either took effect or failed on its own.
+#[derive(Debug, Default)]
+pub struct SettleReport {
+    /// How many receipts took effect.
+    pub settled: u32,
+    /// The receipts that did not, with why.
+    pub failed: Vec<(String, BrokerError)>,
+}
+
+/// What a nack does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NackOptions {
+    /// Back to the queue (true) or dead-lettered (false).
+    pub requeue: bool,
+    /// With requeue: ready again after this long; the queue's backoff when `None`.
+    pub delay_ms: Option<u64>,
+}
+
+/// Counters and gauges of a queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Ready to be received.
+    pub ready: u64,
+    /// Leased to a consumer.
+    pub leased: u64,
+    /// Waiting for their delay (or retry backoff) to pass.
+    pub delayed: u64,
+    /// On their way to the dead-letter queue or elsewhere.
+    pub in_transit: u64,
+    /// Body bytes of all messages held (ready, leased, delayed).
+    pub bytes: u64,
+    /// Receivers currently waiting in a long poll.
+    pub consumers: u64,
+    /// Age of the oldest held message, ms.
+    pub oldest_age_ms: Option<u64>,
+    /// Messages enqueued, ever.
+    pub sent_total: u64,
+    /// Sends refused as duplicates, ever.
+    pub duplicates_total: u64,
+    /// Messages acked, ever.
+    pub acked_total: u64,
+    /// Deliveries beyond the first, ever.
+    pub redelivered_total: u64,
+    /// Messages that expired, ever.
+    pub expired_total: u64,
+    /// Messages dead-lettered from this queue, ever.
+    pub dead_lettered_total: u64,
+    /// Messages dropped (overflow drop-head, expired or rejected with no DLQ), ever.
+    pub dropped_total: u64,
+    /// Messages removed by purge, ever.
+    pub purged_total: u64,
+}
+
+/// A queue with its settings and stats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Its name.
+    pub name: String,
+    /// Its settings.
+    pub options: QueueOptions,
+    /// Its counters.
+    pub stats: QueueStats,
+}
+
+/// The answer to a declaration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Declared {
+    /// A new queue.
+    Created,
+    /// An identical queue was there already.
+    Existed,
+}

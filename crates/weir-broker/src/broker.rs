@@ -1,0 +1,678 @@
+//! The broker: a registry of queue actors under a data directory, and the one API
+//! ([`Broker`]) that front ends call.
+//!
+//! Layout of the data directory:
+//!
+//! ```text
+//! <data_dir>/LOCK                    held (flock) while a broker runs
+//! <data_dir>/queues/<name>/queue.json   the queue's options (written via .tmp + rename)
+//! <data_dir>/queues/<name>/log/      the queue's weir-log log
+//! <data_dir>/queues/.trash-*         a deleted queue on its way out
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::hash::{BuildHasher, RandomState};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use weir_log::{FileLog, Header, LogConfig};
+
+use crate::api::{
+    Declared, Delivery, MAX_GROUP_BYTES, MAX_ID_BYTES, NackOptions, QueueInfo, QueueOptions,
+    ReceiveRequest, SendMessage, SendOutcome, SettleReport, validate_name,
+};
+use crate::error::{BrokerError, Kind, Result};
+use crate::queue::actor::{Actor, Command, Outgoing, now_ms};
+use crate::queue::record::MessageMeta;
+use crate::queue::replay::replay;
+use crate::queue::state::QueueState;
+
+/// Limits on what clients may ask for. Each is enforced with a clear error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Most queues a broker holds.
+    pub max_queues: u64,
+    /// Largest message body, bytes.
+    pub max_message_bytes: u64,
+    /// Most messages in one send.
+    pub max_batch_messages: u64,
+    /// Most messages one receive may ask for.
+    pub max_receive: u32,
+    /// Longest long poll, ms.
+    pub max_wait_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_queues: 10_000,
+            max_message_bytes: 4 << 20,
+            max_batch_messages: 1_000,
+            max_receive: 1_000,
+            max_wait_ms: 60_000,
+        }
+    }
+}
+
+/// The broker's settings.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Where queues live.
+    pub data_dir: PathBuf,
+    /// Settings of each queue's log (fsync policy, segment size...).
+    pub log: LogConfig,
+    /// Client limits.
+    pub limits: Limits,
+}
+
+impl BrokerConfig {
+    /// Defaults for a data directory: fsync always, 64 MiB segments (small enough
+    /// that settled messages free space soon).
+    pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            log: LogConfig {
+                segment_bytes: 64 << 20,
+                ..LogConfig::default()
+            },
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct QueueRef {
+    commands: mpsc::Sender<Command>,
+    options: QueueOptions,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+pub(crate) struct Inner {
+    config: BrokerConfig,
+    queues: RwLock<HashMap<String, QueueRef>>,
+    /// Serialises declarations and deletions (they touch the file system).
+    admin: Mutex<()>,
+    _lock: File,
+}
+
+/// A running broker. Cheap to clone; every clone is the same broker.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+/// What starting the broker found.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    /// Queues recovered.
+    pub queues: usize,
+    /// Messages held across them (ready, delayed, leased before the stop).
+    pub messages: u64,
+    /// How long recovery took.
+    pub elapsed: std::time::Duration,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> BrokerError {
+    BrokerError::internal(format!("{what} {}: {e}", path.display()))
+}
+
+fn lease_seed() -> u64 {
+    RandomState::new().hash_one(now_ms()) >> 2
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Opens the data directory and recovers every queue in it.
+    pub async fn open(config: BrokerConfig) -> Result<(Broker, StartReport)> {
+        let started = Instant::now();
+        config
+            .log
+            .validate()
+            .map_err(|e| BrokerError::invalid("log", e.to_string()))?;
+        let queues_dir = config.data_dir.join("queues");
+        std::fs::create_dir_all(&queues_dir).map_err(|e| io_error("create", &queues_dir, e))?;
+        let lock_path = config.data_dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error("open", &lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return Err(BrokerError::Unavailable {
+                reason: format!(
+                    "data directory {} is in use by another weir process",
+                    config.data_dir.display()
+                ),
+            });
+        }
+        let inner = Arc::new(Inner {
+            config,
+            queues: RwLock::new(HashMap::new()),
+            admin: Mutex::new(()),
+            _lock: lock,
+        });
+        let broker = Broker { inner };
+        let mut report = StartReport::default();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&queues_dir).map_err(|e| io_error("list", &queues_dir, e))? {
+            let entry = entry.map_err(|e| io_error("list", &queues_dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".trash-") {
+                let path = entry.path();
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a deleted queue's files");
+                }
+                continue;
+            }
+            if validate_name(&name).is_ok() && entry.path().join("queue.json").exists() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            let path = queues_dir.join(&name).join("queue.json");
+            let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+            let options: QueueOptions = serde_json::from_slice(&bytes).map_err(|e| {
+                BrokerError::internal(format!("{} does not parse: {e}", path.display()))
+            })?;
+            let held = broker.start_queue(&name, options).await?;
+            report.queues += 1;
+            report.messages += held;
+        }
+        report.elapsed = started.elapsed();
+        Ok((broker, report))
+    }
+
+    fn queue_dir(&self, name: &str) -> PathBuf {
+        self.inner.config.data_dir.join("queues").join(name)
+    }
+
+    /// Opens a queue's log, replays it and starts its actor; returns how many
+    /// messages it holds.
+    async fn start_queue(&self, name: &str, options: QueueOptions) -> Result<u64> {
+        let dir = self.queue_dir(name).join("log");
+        let log_config = self.inner.config.log.clone();
+        let queue = name.to_owned();
+        let (log, recovery) = tokio::task::spawn_blocking(move || FileLog::open(dir, log_config))
+            .await
+            .map_err(|e| BrokerError::internal(format!("opening queue '{queue}': {e}")))?
+            .map_err(|source| BrokerError::Storage {
+                queue: name.to_owned(),
+                source,
+            })?;
+        if recovery.truncated_bytes > 0 {
+            tracing::warn!(queue = name, truncated_bytes = recovery.truncated_bytes, "recovery cut a torn tail off the queue's log (writes that were never confirmed)");
+        }
+        let mut state = QueueState::new(options.clone(), lease_seed());
+        let replayed = replay(&log, &mut state, name, now_ms())
+            .await
+            .map_err(|source| BrokerError::Storage {
+                queue: name.to_owned(),
+                source,
+            })?;
+        let stats = state.stats(0, now_ms());
+        let held = stats.ready + stats.delayed;
+        tracing::info!(queue = name, records = replayed.records, ready = stats.ready, delayed = stats.delayed, "recovered queue");
+        let (commands, receiver) = mpsc::channel(1024);
+        let actor = Actor::new(
+            name.to_owned(),
+            log,
+            state,
+            Arc::downgrade(&self.inner),
+            receiver,
+            replayed.last_checkpoint,
+        );
+        let queue = name.to_owned();
+        let task = tokio::spawn(async move {
+            actor.run().await;
+            tracing::debug!(%queue, "queue actor stopped");
+        });
+        self.inner.queues.write().expect("invariant: lock not poisoned").insert(
+            name.to_owned(),
+            QueueRef {
+                commands,
+                options,
+                task: Arc::new(Mutex::new(Some(task))),
+            },
+        );
+        Ok(held)
+    }
+
+    fn get(&self, name: &str) -> Result<QueueRef> {
+        self.inner
+            .queues
+            .read()
+            .expect("invariant: lock not poisoned")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Declares a queue: creates it, or confirms an identical one exists.
+    pub async fn declare(&self, name: &str, options: QueueOptions) -> Result<Declared> {
+        validate_name(name)?;
+        options.validate(name)?;
+        let _admin = self.inner.admin.lock().await;
+        self.declare_locked(name, options).await
+    }
+
+    async fn declare_locked(&self, name: &str, options: QueueOptions) -> Result<Declared> {
+        if let Ok(existing) = self.get(name) {
+            return match options.difference(&existing.options) {
+                None => Ok(Declared::Existed),
+                Some(difference) => Err(BrokerError::Conflict {
+                    kind: Kind::Queue,
+                    name: name.to_owned(),
+                    difference,
+                }),
+            };
+        }
+        let count = self.inner.queues.read().expect("invariant: lock not poisoned").len() as u64;
+        let limit = self.inner.config.limits.max_queues;
+        let extra = u64::from(
+            options
+                .dead_letter_queue
+                .as_ref()
+                .is_some_and(|d| self.get(d).is_err()),
+        );
+        if count + 1 + extra > limit {
+            return Err(BrokerError::LimitExceeded {
+                what: "queue count",
+                limit,
+            });
+        }
+        if let Some(dlq) = &options.dead_letter_queue {
+            if self.get(dlq).is_err() {
+                Box::pin(self.declare_locked(dlq, QueueOptions::default())).await?;
+            }
+        }
+        let dir = self.queue_dir(name);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        let json = serde_json::to_vec_pretty(&options).map_err(|e| BrokerError::internal(e.to_string()))?;
+        let path = dir.join("queue.json");
+        write_durably(&path, &json).map_err(|e| io_error("write", &path, e))?;
+        self.start_queue(name, options).await?;
+        tracing::info!(queue = name, "declared queue");
+        Ok(Declared::Created)
+    }
+
+    /// Deletes a queue and everything in it.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        let _admin = self.inner.admin.lock().await;
+        let queue = self
+            .inner
+            .queues
+            .write()
+            .expect("invariant: lock not poisoned")
+            .remove(name)
+            .ok_or_else(|| not_found(name))?;
+        stop_queue(&queue).await;
+        let dir = self.queue_dir(name);
+        let trash = self
+            .inner
+            .config
+            .data_dir
+            .join("queues")
+            .join(format!(".trash-{name}-{}", now_ms()));
+        std::fs::rename(&dir, &trash).map_err(|e| io_error("rename", &dir, e))?;
+        if let Ok(parent) = File::open(self.inner.config.data_dir.join("queues")) {
+            let _ = parent.sync_all();
+        }
+        if let Err(e) = std::fs::remove_dir_all(&trash) {
+            tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted queue's files; they go at the next start");
+        }
+        tracing::info!(queue = name, "deleted queue");
+        Ok(())
+    }
+
+    async fn ask<T>(&self, name: &str, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let queue = self.get(name)?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .commands
+            .send(make(reply))
+            .await
+            .map_err(|_| gone(name))?;
+        answer.await.map_err(|_| gone(name))
+    }
+
+    /// One queue's settings and stats.
+    pub async fn info(&self, name: &str) -> Result<QueueInfo> {
+        let options = self.get(name)?.options;
+        let stats = self.ask(name, |reply| Command::Stats { reply }).await?;
+        Ok(QueueInfo {
+            name: name.to_owned(),
+            options,
+            stats,
+        })
+    }
+
+    /// Every queue, by name.
+    pub async fn list(&self) -> Vec<QueueInfo> {
+        let names: Vec<String> = {
+            let queues = self.inner.queues.read().expect("invariant: lock not poisoned");
+            let mut names: Vec<String> = queues.keys().cloned().collect();
+            names.sort();
+            names
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Ok(info) = self.info(&name).await {
+                out.push(info);
+            }
+        }
+        out
+    }
+
+    /// Sends messages; resolves once they are durable. Answers per message whether
+    /// it was a duplicate.
+    pub async fn send(&self, name: &str, messages: Vec<SendMessage>) -> Result<Vec<SendOutcome>> {
+        let limits = &self.inner.config.limits;
+        if messages.is_empty() {
+            return Err(BrokerError::invalid("messages", "a send needs at least one message"));
+        }
+        if messages.len() as u64 > limits.max_batch_messages {
+            return Err(BrokerError::LimitExceeded {
+                what: "messages per send",
+                limit: limits.max_batch_messages,
+            });
+        }
+        let options = self.get(name)?.options;
+        let now = now_ms();
+        let mut outgoing = Vec::with_capacity(messages.len());
+        for (i, m) in messages.into_iter().enumerate() {
+            outgoing.push(prepare(i, m, &options, limits, now)?);
+        }
+        self.send_prepared(name, outgoing, true).await
+    }
+
+    async fn send_prepared(&self, name: &str, messages: Vec<Outgoing>, dedup: bool) -> Result<Vec<SendOutcome>> {
+        self.ask(name, |reply| Command::Send {
+            messages,
+            dedup,
+            reply,
+        })
+        .await?
+    }
+
+    /// Leases up to `request.max` messages, waiting up to `request.wait_ms` for the
+    /// first.
+    pub async fn receive(&self, name: &str, request: ReceiveRequest) -> Result<Vec<Delivery>> {
+        let limits = &self.inner.config.limits;
+        if request.max == 0 || request.max > limits.max_receive {
+            return Err(BrokerError::invalid(
+                "max",
+                format!("{} is outside 1..={}", request.max, limits.max_receive),
+            ));
+        }
+        if request.wait_ms > limits.max_wait_ms {
+            return Err(BrokerError::invalid(
+                "wait_ms",
+                format!("{} is over the limit of {}", request.wait_ms, limits.max_wait_ms),
+            ));
+        }
+        if let Some(v) = request.visibility_timeout_ms {
+            check_duration("visibility_timeout_ms", v, 1)?;
+        }
+        self.ask(name, |reply| Command::Receive { request, reply }).await?
+    }
+
+    /// Acks leased messages.
+    pub async fn ack(&self, name: &str, receipts: Vec<String>) -> Result<SettleReport> {
+        check_receipts(&receipts)?;
+        self.ask(name, |reply| Command::Ack { receipts, reply }).await
+    }
+
+    /// Nacks leased messages: requeue (after a delay) or dead-letter.
+    pub async fn nack(&self, name: &str, receipts: Vec<String>, options: NackOptions) -> Result<SettleReport> {
+        check_receipts(&receipts)?;
+        if let Some(d) = options.delay_ms {
+            check_duration("delay_ms", d, 0)?;
+        }
+        self.ask(name, |reply| Command::Nack {
+            receipts,
+            options,
+            reply,
+        })
+        .await
+    }
+
+    /// Extends leases to `visibility_timeout_ms` from now.
+    pub async fn extend(&self, name: &str, receipts: Vec<String>, visibility_timeout_ms: u64) -> Result<SettleReport> {
+        check_receipts(&receipts)?;
+        check_duration("visibility_timeout_ms", visibility_timeout_ms, 1)?;
+        self.ask(name, |reply| Command::Extend {
+            receipts,
+            visibility_timeout_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes every ready and delayed message; returns how many.
+    pub async fn purge(&self, name: &str) -> Result<u64> {
+        self.ask(name, |reply| Command::Purge { reply }).await?
+    }
+
+    /// The queue's dead-letter queue, or an error if it has none.
+    fn dead_letter_queue_of(&self, name: &str) -> Result<String> {
+        self.get(name)?.options.dead_letter_queue.ok_or_else(|| {
+            BrokerError::invalid(
+                "dead_letter_queue",
+                format!("queue '{name}' has no dead-letter queue"),
+            )
+        })
+    }
+
+    /// Up to `max` messages dead-lettered from `name`, without leasing them.
+    pub async fn peek_dead_letters(&self, name: &str, max: u32) -> Result<Vec<Delivery>> {
+        let dlq = self.dead_letter_queue_of(name)?;
+        self.peek(&dlq, Some(name.to_owned()), max).await
+    }
+
+    /// Up to `max` ready messages of `name` (only those dead-lettered from `origin`
+    /// if given), without leasing them.
+    pub async fn peek(&self, name: &str, origin: Option<String>, max: u32) -> Result<Vec<Delivery>> {
+        self.check_max(max)?;
+        self.ask(name, |reply| Command::Peek {
+            origin,
+            max: max as usize,
+            reply,
+        })
+        .await?
+    }
+
+    /// Moves up to `max` messages dead-lettered from `name` back to it.
+    pub async fn redrive_dead_letters(&self, name: &str, max: u32) -> Result<u64> {
+        let dlq = self.dead_letter_queue_of(name)?;
+        self.redrive(&dlq, Some(name.to_owned()), max).await
+    }
+
+    /// Moves up to `max` ready messages of dead-letter queue `name` (only those from
+    /// `origin` if given) back to their source queues.
+    pub async fn redrive(&self, name: &str, origin: Option<String>, max: u32) -> Result<u64> {
+        if max == 0 {
+            return Err(BrokerError::invalid("max", "must be at least 1"));
+        }
+        self.ask(name, |reply| Command::Redrive {
+            origin,
+            max: max as usize,
+            reply,
+        })
+        .await?
+    }
+
+    fn check_max(&self, max: u32) -> Result<()> {
+        let limit = self.inner.config.limits.max_receive;
+        if max == 0 || max > limit {
+            return Err(BrokerError::invalid("max", format!("{max} is outside 1..={limit}")));
+        }
+        Ok(())
+    }
+
+    /// The client limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
+
+    /// Stops every queue: waiting receivers get empty answers, in-flight sends and
+    /// acks finish, logs are synced and closed. Leased messages are ready again at
+    /// the next start.
+    pub async fn shutdown(&self) {
+        let queues: Vec<QueueRef> = self
+            .inner
+            .queues
+            .write()
+            .expect("invariant: lock not poisoned")
+            .drain()
+            .map(|(_, q)| q)
+            .collect();
+        for queue in &queues {
+            stop_queue(queue).await;
+        }
+    }
+}
+
+async fn stop_queue(queue: &QueueRef) {
+    let (reply, answer) = oneshot::channel();
+    if queue.commands.send(Command::Stop { reply }).await.is_ok() {
+        let _ = answer.await;
+    }
+    if let Some(task) = queue.task.lock().await.take() {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a queue actor panicked");
+        }
+    }
+}
+
+/// Sends already-built messages to a queue from inside the broker (dead letters,
+/// redrives), creating a missing dead-letter queue.
+pub(crate) async fn send_internal(
+    broker: &Weak<Inner>,
+    name: &str,
+    messages: Vec<Outgoing>,
+    create_missing: bool,
+) -> Result<()> {
+    let inner = broker.upgrade().ok_or_else(|| BrokerError::Unavailable {
+        reason: "the broker is shutting down".into(),
+    })?;
+    let broker = Broker { inner };
+    if create_missing && broker.get(name).is_err() {
+        broker.declare(name, QueueOptions::default()).await?;
+    }
+    broker.send_prepared(name, messages, false).await.map(|_| ())
+}
+
+fn not_found(name: &str) -> BrokerError {
+    BrokerError::NotFound {
+        kind: Kind::Queue,
+        name: name.to_owned(),
+    }
+}
+
+fn gone(name: &str) -> BrokerError {
+    BrokerError::Unavailable {
+        reason: format!("queue '{name}' was deleted or the broker is shutting down"),
+    }
+}
+
+fn check_duration(field: &str, v: u64, min: u64) -> Result<()> {
+    let max = crate::api::MAX_DURATION_MS;
+    if v < min || v > max {
+        return Err(BrokerError::invalid(field, format!("{v} is outside {min}..={max}")));
+    }
+    Ok(())
+}
+
+fn check_receipts(receipts: &[String]) -> Result<()> {
+    if receipts.is_empty() {
+        return Err(BrokerError::invalid("receipts", "at least one receipt is needed"));
+    }
+    if receipts.len() > 10_000 {
+        return Err(BrokerError::LimitExceeded {
+            what: "receipts per request",
+            limit: 10_000,
+        });
+    }
+    Ok(())
+}
+
+/// A process-unique message id: 32 hex digits of time, a counter and randomness.
+fn generate_id(now: i64) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let salt = *SALT.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:012x}{:04x}{:016x}", now as u64 & 0xffff_ffff_ffff, (salt >> 48) as u16, salt.wrapping_add(n))
+}
+
+/// Checks one message and builds what is written.
+fn prepare(i: usize, m: SendMessage, options: &QueueOptions, limits: &Limits, now: i64) -> Result<Outgoing> {
+    let field = |f: &str| format!("messages[{i}].{f}");
+    if m.body.len() as u64 > limits.max_message_bytes {
+        return Err(BrokerError::LimitExceeded {
+            what: "message body bytes",
+            limit: limits.max_message_bytes,
+        });
+    }
+    if let Some(id) = &m.id {
+        if id.is_empty() || id.len() > MAX_ID_BYTES {
+            return Err(BrokerError::invalid(field("id"), format!("must be 1..={MAX_ID_BYTES} bytes")));
+        }
+    }
+    if let Some(g) = &m.group {
+        if g.is_empty() || g.len() > MAX_GROUP_BYTES {
+            return Err(BrokerError::invalid(field("group"), format!("must be 1..={MAX_GROUP_BYTES} bytes")));
+        }
+    }
+    if let Some(d) = m.delay_ms {
+        check_duration(&field("delay_ms"), d, 0)?;
+    }
+    if let Some(t) = m.ttl_ms {
+        check_duration(&field("ttl_ms"), t, 1)?;
+    }
+    let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let ttl = match (m.ttl_ms, options.message_ttl_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let not_before = m.delay_ms.filter(|d| *d > 0).map_or(0, |d| now + ms(d));
+    // A delayed message's TTL runs from when it becomes deliverable.
+    let expires = ttl.map_or(0, |t| now.max(not_before) + ms(t));
+    let headers: BTreeMap<String, String> = m.headers;
+    Ok(Outgoing {
+        meta: MessageMeta {
+            id: m.id.unwrap_or_else(|| generate_id(now)),
+            priority: m.priority.unwrap_or(0).min(options.max_priority),
+            not_before_ms: not_before,
+            expires_at_ms: expires,
+            group: m.group,
+            attempts: 0,
+            moved_from: None,
+            enqueued_at_ms: now,
+            dead_letter: None,
+        },
+        headers: headers.into_iter().map(|(k, v)| Header::new(k, v)).collect(),
+        body: m.body,
+    })
+}

@@ -1,0 +1,155 @@
+//! The broker's one error type. Every front end maps it in one place (HTTP status,
+//! AMQP reply code) and shows [`BrokerError::code`] to users, so codes are stable: a
+//! retired code is never reused.
+
+use std::fmt;
+
+/// Result alias for the broker API.
+pub type Result<T> = std::result::Result<T, BrokerError>;
+
+/// What kind of named thing an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A queue.
+    Queue,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Queue => "queue",
+        })
+    }
+}
+
+/// Everything the broker API can refuse or fail with.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No such queue.
+    #[error("{kind} '{name}' does not exist")]
+    NotFound {
+        /// What was looked up.
+        kind: Kind,
+        /// Its name.
+        name: String,
+    },
+    /// A declaration met an existing thing with different options.
+    #[error("{kind} '{name}' already exists with different options: {difference}")]
+    Conflict {
+        /// What was declared.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// Which option differs, and how.
+        difference: String,
+    },
+    /// A name that may not be used.
+    #[error("invalid {kind} name '{name}': {reason}")]
+    InvalidName {
+        /// What was named.
+        kind: Kind,
+        /// The name as given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An argument out of range or inconsistent with others.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The field or option at fault.
+        field: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A receipt handle that does not parse.
+    #[error("receipt '{receipt}' is malformed")]
+    MalformedReceipt {
+        /// The receipt as given.
+        receipt: String,
+    },
+    /// A receipt that names no current lease on this queue: settled already, expired
+    /// and handed to someone else, from before a restart, or from another queue.
+    #[error("receipt '{receipt}' is not a current lease on queue '{queue}' (already settled, expired, or from another queue or an earlier run)")]
+    StaleReceipt {
+        /// The queue it was presented to.
+        queue: String,
+        /// The receipt as given.
+        receipt: String,
+    },
+    /// A limit would be exceeded (queue length with `reject-publish`, batch size,
+    /// number of queues...).
+    #[error("{what} limit of {limit} exceeded")]
+    LimitExceeded {
+        /// Which limit.
+        what: &'static str,
+        /// Its configured value.
+        limit: u64,
+    },
+    /// The queue's `max_length`/`max_length_bytes` is reached and its overflow policy
+    /// is `reject-publish`; nothing of the send was enqueued.
+    #[error("queue '{queue}' is full ({detail}); overflow policy reject-publish refused the send, nothing was enqueued")]
+    QueueFull {
+        /// The queue.
+        queue: String,
+        /// Which limit, with figures.
+        detail: String,
+    },
+    /// The broker is shutting down or the queue is being deleted.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// Storage failed (disk full, I/O error). The operation did not take effect.
+    #[error("storage failure on queue '{queue}': {source}")]
+    Storage {
+        /// The queue whose log failed.
+        queue: String,
+        /// The log's error.
+        #[source]
+        source: weir_log::LogError,
+    },
+    /// A bug or a broken invariant; logged with detail.
+    #[error("internal error: {reason}")]
+    Internal {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl BrokerError {
+    /// The stable code front ends show (`queue_not_found`). Listed in
+    /// docs/http-api.md; never reused once retired.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::NotFound { .. } => "queue_not_found",
+            BrokerError::Conflict { .. } => "queue_exists_with_different_options",
+            BrokerError::InvalidName { .. } => "invalid_name",
+            BrokerError::InvalidArgument { .. } => "invalid_argument",
+            BrokerError::MalformedReceipt { .. } => "malformed_receipt",
+            BrokerError::StaleReceipt { .. } => "stale_receipt",
+            BrokerError::LimitExceeded { .. } => "limit_exceeded",
+            BrokerError::QueueFull { .. } => "queue_full",
+            BrokerError::Unavailable { .. } => "unavailable",
+            BrokerError::Storage { source, .. } => match source {
+                weir_log::LogError::NoSpace { .. } => "storage_full",
+                weir_log::LogError::TooLarge { .. } => "message_too_large",
+                _ => "storage_error",
+            },
+            BrokerError::Internal { .. } => "internal_error",
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        BrokerError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn internal(reason: impl Into<String>) -> Self {
+        BrokerError::Internal {
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! weir's broker: durable work queues over `weir-log`, behind one API ([`Broker`])
+//! that every front end (HTTP now, AMQP next) calls.
+//!
+//! It owns the queue model: sending (with ids, headers, priorities, delays, groups,
+//! TTLs, de-duplication), leasing with visibility timeouts, ack / nack / extend,
+//! retries with backoff, `max_deliveries`, dead-letter queues with peek and redrive,
+//! length limits with overflow policies, purge, delete and stats, and recovery of all
+//! of it from disk. It knows no protocol: no HTTP, no AMQP types.
+//!
+//! Each queue is owned by one task (its *actor*) that holds the delivery state in
+//! memory (a few dozen bytes per message; bodies stay on disk) and writes every
+//! change to the queue's log before it answers. See `docs/architecture.md`.
+//!
+//! ```no_run
+//! # async fn demo() -> weir_broker::Result<()> {
+//! use weir_broker::{Broker, BrokerConfig, QueueOptions, ReceiveRequest, SendMessage};
+//! let (broker, _) = Broker::open(BrokerConfig::new("./weir-data")).await?;
+//! broker.declare("emails", QueueOptions::default()).await?;
+//! broker.send("emails", vec![SendMessage { body: "hi".into(), ..Default::default() }]).await?;
+//! let got = broker.receive("emails", ReceiveRequest { max: 10, wait_ms: 0, visibility_timeout_ms: None }).await?;
+//! broker.ack("emails", got.iter().filter_map(|d| d.receipt.clone()).collect()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+mod broker;
+pub mod error;
+mod queue;
+
+pub use api::{
+    Backoff, DeadLetterInfo, DeadLetterReason, Declared, Delivery, NackOptions, Overflow,
+    QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome, SettleReport,
+};
+pub use broker::{Broker, BrokerConfig, Limits, StartReport};
+pub use error::{BrokerError, Kind, Result};
+pub use weir_log::FsyncPolicy;

@@ -1,0 +1,1002 @@
+//! The task that owns one queue: it takes [`Command`]s on a bounded channel, applies
+//! them to its [`QueueState`] and performs the effects (log appends, reads, copies to
+//! the dead-letter queue) in tasks of its own, so slow I/O never holds the queue.
+//!
+//! Those tasks report back on an internal channel. Appends from many tasks run
+//! concurrently (the log's group commit batches them); the state records are
+//! designed to replay in any order (see [`super::record`]). A reply that promises
+//! durability (send, ack, nack, purge) is sent only after the append resolved.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Weak;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use weir_log::{FileLog, Header, MessageLog, NewRecord, Offset, ReadLimits, Record};
+
+use crate::api::{
+    DeadLetterInfo, DeadLetterReason, Delivery, NackOptions, QueueStats, ReceiveRequest,
+    SendOutcome, SettleReport,
+};
+use crate::broker::Inner;
+use crate::error::{BrokerError, Result};
+use crate::queue::record::{self, Decoded, MessageMeta, SettleReason, StateOp};
+use crate::queue::replay::entry_of;
+use crate::queue::state::{Effect, Entry, QueueState, format_receipt, key_hash};
+
+/// A message ready to be written: metadata, headers and body.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) meta: MessageMeta,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) body: Bytes,
+}
+
+impl Outgoing {
+    fn record(&self) -> NewRecord {
+        NewRecord {
+            timestamp_ms: None,
+            key: Some(self.meta.encode()),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// Requests to a queue actor.
+pub(crate) enum Command {
+    Send {
+        messages: Vec<Outgoing>,
+        /// Redrives and dead letters skip de-duplication: the id was already
+        /// accepted once.
+        dedup: bool,
+        reply: oneshot::Sender<Result<Vec<SendOutcome>>>,
+    },
+    Receive {
+        request: ReceiveRequest,
+        reply: oneshot::Sender<Result<Vec<Delivery>>>,
+    },
+    Ack {
+        receipts: Vec<String>,
+        reply: oneshot::Sender<SettleReport>,
+    },
+    Nack {
+        receipts: Vec<String>,
+        options: NackOptions,
+        reply: oneshot::Sender<SettleReport>,
+    },
+    Extend {
+        receipts: Vec<String>,
+        visibility_timeout_ms: u64,
+        reply: oneshot::Sender<SettleReport>,
+    },
+    Peek {
+        origin: Option<String>,
+        max: usize,
+        reply: oneshot::Sender<Result<Vec<Delivery>>>,
+    },
+    Redrive {
+        origin: Option<String>,
+        max: usize,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Purge {
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Stats {
+        reply: oneshot::Sender<QueueStats>,
+    },
+    /// Stop: answer waiting receivers, finish in-flight work, close the log.
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Reports from the actor's own tasks.
+enum Internal {
+    Committed {
+        entries: Vec<(Entry, i64)>,
+        outcomes: Vec<SendOutcome>,
+        reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
+    },
+    SendFailed {
+        ids: Vec<String>,
+        count: u64,
+        bytes: u64,
+        error: BrokerError,
+        reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
+    },
+    Release(Vec<(u64, u64)>),
+    Transit {
+        offsets: Vec<u64>,
+        reason: SettleReason,
+        ok: bool,
+        done: Option<oneshot::Sender<()>>,
+    },
+    Moved {
+        old: Vec<u64>,
+        new: Vec<(Entry, i64)>,
+    },
+    MoveFailed(Vec<(Entry, i64)>),
+    HousekeepingDone,
+}
+
+/// A receiver in a long poll.
+struct Waiter {
+    max: usize,
+    visibility_ms: u64,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Vec<Delivery>>>,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// How often the actor looks at trimming and compaction.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
+/// A span of the log at least this long (in records) may have its few long-waiting
+/// messages moved to the head so the old segments can go.
+const MOVE_MIN_SPAN: u64 = 50_000;
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(crate) struct Actor {
+    name: String,
+    log: FileLog,
+    state: QueueState,
+    broker: Weak<Inner>,
+    commands: mpsc::Receiver<Command>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    waiters: VecDeque<Waiter>,
+    tasks: TaskTracker,
+    housekeeping_busy: bool,
+    next_housekeeping: Instant,
+    last_checkpoint: Option<u64>,
+    /// Dead-lettered messages go here.
+    dead_letter_queue: Option<String>,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        name: String,
+        log: FileLog,
+        state: QueueState,
+        broker: Weak<Inner>,
+        commands: mpsc::Receiver<Command>,
+        last_checkpoint: Option<u64>,
+    ) -> Actor {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let dead_letter_queue = state.options().dead_letter_queue.clone();
+        Actor {
+            name,
+            log,
+            state,
+            broker,
+            commands,
+            internal_tx,
+            internal_rx,
+            waiters: VecDeque::new(),
+            tasks: TaskTracker::new(),
+            housekeeping_busy: false,
+            next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
+            last_checkpoint,
+            dead_letter_queue,
+        }
+    }
+
+    /// Runs until stopped or until every handle is gone.
+    pub(crate) async fn run(mut self) {
+        let stopped = loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                Some(event) = self.internal_rx.recv() => self.on_internal(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Stop { reply }) => break Some(reply),
+                    Some(command) => self.on_command(command),
+                    None => break None,
+                },
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            self.on_time();
+        };
+        self.stop().await;
+        if let Some(reply) = stopped {
+            let _ = reply.send(());
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_housekeeping;
+        if let Some(due) = self.state.next_due() {
+            let wait = u64::try_from(due - now_ms()).unwrap_or(0);
+            wake = wake.min(Instant::now() + Duration::from_millis(wait));
+        }
+        for w in &self.waiters {
+            wake = wake.min(w.deadline);
+        }
+        wake
+    }
+
+    async fn stop(&mut self) {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.reply.send(Ok(Vec::new()));
+        }
+        self.commands.close();
+        // Refuse what is still queued, then let in-flight work finish: its replies
+        // may need this loop (a committed send is answered from here).
+        while let Ok(command) = self.commands.try_recv() {
+            refuse(command, &self.name);
+        }
+        self.tasks.close();
+        loop {
+            while let Ok(event) = self.internal_rx.try_recv() {
+                self.on_internal(event);
+            }
+            if self.tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(event) = self.internal_rx.recv() => self.on_internal(event),
+                () = self.tasks.wait() => {}
+            }
+        }
+        if let Err(e) = self.log.close().await {
+            tracing::error!(queue = %self.name, error = %e, "closing the queue's log failed");
+        }
+    }
+
+    fn on_time(&mut self) {
+        let now = now_ms();
+        let effects = self.state.tick(now);
+        self.perform(effects);
+        let instant = Instant::now();
+        while let Some(pos) = self.waiters.iter().position(|w| w.deadline <= instant) {
+            let waiter = self.waiters.remove(pos).expect("invariant: position found");
+            let _ = waiter.reply.send(Ok(Vec::new()));
+        }
+        self.serve_waiters();
+        if instant >= self.next_housekeeping {
+            self.next_housekeeping = instant + HOUSEKEEPING_EVERY;
+            self.housekeeping();
+        }
+    }
+
+    /// Starts an append of state ops; the future resolves when it is durable.
+    fn persist(&self, ops: Vec<StateOp>) -> BoxFuture {
+        if ops.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let records: Vec<NewRecord> = ops
+            .iter()
+            .map(|op| {
+                let (key, body) = op.encode();
+                NewRecord {
+                    timestamp_ms: None,
+                    key: Some(key),
+                    headers: Vec::new(),
+                    body,
+                }
+            })
+            .collect();
+        let log = self.log.clone();
+        let queue = self.name.clone();
+        Box::pin(async move {
+            log.append_batch(&records)
+                .await
+                .map(|_| ())
+                .map_err(|source| BrokerError::Storage { queue, source })
+        })
+    }
+
+    /// Performs effects, returning a future that resolves when all are done
+    /// (persisted, or copied to the dead-letter queue).
+    fn perform_tracked(&mut self, effects: Vec<Effect>) -> BoxFuture {
+        let mut ops = Vec::new();
+        let mut copies = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Persist(op) => ops.push(op),
+                Effect::DeadLetter(items) => copies.push(self.dead_letter(items)),
+            }
+        }
+        let persisted = self.persist(ops);
+        Box::pin(async move {
+            let result = persisted.await;
+            for copy in copies {
+                let _ = copy.await;
+            }
+            result
+        })
+    }
+
+    /// Performs effects in the background.
+    fn perform(&mut self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        let done = self.perform_tracked(effects);
+        let queue = self.name.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = done.await {
+                tracing::warn!(%queue, error = %e, "a state update of the queue failed");
+            }
+        });
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Send {
+                messages,
+                dedup,
+                reply,
+            } => self.send(messages, dedup, Some(reply)),
+            Command::Receive { request, reply } => self.receive(request, reply),
+            Command::Ack { receipts, reply } => {
+                let mut report = SettleReport::default();
+                let mut offsets = Vec::new();
+                for receipt in receipts {
+                    match self.state.ack(&self.name, &receipt) {
+                        Ok(offset) => offsets.push(offset),
+                        Err(e) => report.failed.push((receipt, e)),
+                    }
+                }
+                report.settled = offsets.len() as u32;
+                self.serve_waiters();
+                let done = self.persist(vec![StateOp::Settled(SettleReason::Acked, offsets)]);
+                self.reply_after(done, report, reply);
+            }
+            Command::Nack {
+                receipts,
+                options,
+                reply,
+            } => {
+                let mut report = SettleReport::default();
+                let mut effects = Vec::new();
+                let now = now_ms();
+                for receipt in receipts {
+                    match self.state.nack(&self.name, &receipt, options.requeue, options.delay_ms, now) {
+                        Ok(e) => {
+                            report.settled += 1;
+                            effects.extend(e);
+                        }
+                        Err(e) => report.failed.push((receipt, e)),
+                    }
+                }
+                let done = self.perform_tracked(effects);
+                self.serve_waiters();
+                self.reply_after(done, report, reply);
+            }
+            Command::Extend {
+                receipts,
+                visibility_timeout_ms,
+                reply,
+            } => {
+                let mut report = SettleReport::default();
+                let now = now_ms();
+                for receipt in receipts {
+                    match self.state.extend(&self.name, &receipt, visibility_timeout_ms, now) {
+                        Ok(()) => report.settled += 1,
+                        Err(e) => report.failed.push((receipt, e)),
+                    }
+                }
+                let _ = reply.send(report);
+            }
+            Command::Peek { origin, max, reply } => {
+                let entries = self.state.peek(max, origin.as_deref().map(|o| key_hash(o) as u32));
+                let log = self.log.clone();
+                let queue = self.name.clone();
+                self.tasks.spawn(async move {
+                    let result = read_entries(&log, &queue, &entries).await.map(|records| {
+                        records
+                            .into_iter()
+                            .zip(&entries)
+                            .map(|((meta, rec), entry)| delivery(None, meta, rec, entry.attempts))
+                            .collect()
+                    });
+                    let _ = reply.send(result);
+                });
+            }
+            Command::Redrive { origin, max, reply } => self.redrive(origin, max, reply),
+            Command::Purge { reply } => {
+                let offsets = self.state.purge();
+                let count = offsets.len() as u64;
+                let done = self.persist(vec![StateOp::Settled(SettleReason::Purged, offsets)]);
+                self.tasks.spawn(async move {
+                    let _ = reply.send(done.await.map(|()| count));
+                });
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.state.stats(self.waiters.len() as u64, now_ms()));
+            }
+            Command::Stop { .. } => unreachable!("handled by run"),
+        }
+    }
+
+    fn reply_after(&self, done: BoxFuture, mut report: SettleReport, reply: oneshot::Sender<SettleReport>) {
+        self.tasks.spawn(async move {
+            if let Err(e) = done.await {
+                // Nothing of it is known durable: report every receipt as failed.
+                report.failed.push((String::new(), e));
+                report.settled = 0;
+            }
+            let _ = reply.send(report);
+        });
+    }
+
+    fn send(
+        &mut self,
+        messages: Vec<Outgoing>,
+        dedup: bool,
+        reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
+    ) {
+        let now = now_ms();
+        let items: Vec<(Option<&str>, u32)> = messages
+            .iter()
+            .map(|m| {
+                (
+                    Some(m.meta.id.as_str()).filter(|_| dedup),
+                    m.body.len() as u32,
+                )
+            })
+            .collect();
+        let duplicate = match self.state.admit(&self.name, &items, now) {
+            Ok(d) => d,
+            Err(e) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e));
+                }
+                return;
+            }
+        };
+        let outcomes: Vec<SendOutcome> = messages
+            .iter()
+            .zip(&duplicate)
+            .map(|(m, d)| SendOutcome {
+                id: m.meta.id.clone(),
+                duplicate: *d,
+            })
+            .collect();
+        let kept: Vec<Outgoing> = messages
+            .into_iter()
+            .zip(duplicate)
+            .filter(|(_, d)| !*d)
+            .map(|(m, _)| m)
+            .collect();
+        if kept.is_empty() {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(outcomes));
+            }
+            return;
+        }
+        let records: Vec<NewRecord> = kept.iter().map(Outgoing::record).collect();
+        let max_priority = self.state.options().max_priority;
+        let log = self.log.clone();
+        let events = self.internal_tx.clone();
+        let queue = self.name.clone();
+        self.tasks.spawn(async move {
+            match log.append_batch(&records).await {
+                Ok(appended) => {
+                    let entries = kept
+                        .iter()
+                        .zip(appended.offsets())
+                        .map(|(m, offset)| {
+                            let mut entry = entry_of(offset.0, &m.meta, m.body.len() as u32);
+                            entry.priority = entry.priority.min(max_priority);
+                            (entry, m.meta.not_before_ms)
+                        })
+                        .collect();
+                    let _ = events.send(Internal::Committed {
+                        entries,
+                        outcomes,
+                        reply,
+                    });
+                }
+                Err(source) => {
+                    let _ = events.send(Internal::SendFailed {
+                        count: kept.len() as u64,
+                        bytes: kept.iter().map(|m| m.body.len() as u64).sum(),
+                        ids: kept.into_iter().map(|m| m.meta.id).collect(),
+                        error: BrokerError::Storage { queue, source },
+                        reply,
+                    });
+                }
+            }
+        });
+    }
+
+    fn receive(&mut self, request: ReceiveRequest, reply: oneshot::Sender<Result<Vec<Delivery>>>) {
+        let visibility_ms = request
+            .visibility_timeout_ms
+            .unwrap_or(self.state.options().visibility_timeout_ms);
+        let max = request.max as usize;
+        if self.waiters.is_empty() && self.state.has_ready() {
+            let reply = self.lease_and_deliver(max, visibility_ms, reply);
+            match reply {
+                None => return,
+                Some(reply) if request.wait_ms == 0 => {
+                    let _ = reply.send(Ok(Vec::new()));
+                    return;
+                }
+                Some(reply) => self.wait(max, visibility_ms, request.wait_ms, reply),
+            }
+        } else if request.wait_ms == 0 {
+            let _ = reply.send(Ok(Vec::new()));
+        } else {
+            self.wait(max, visibility_ms, request.wait_ms, reply);
+        }
+    }
+
+    fn wait(&mut self, max: usize, visibility_ms: u64, wait_ms: u64, reply: oneshot::Sender<Result<Vec<Delivery>>>) {
+        self.waiters.push_back(Waiter {
+            max,
+            visibility_ms,
+            deadline: Instant::now() + Duration::from_millis(wait_ms),
+            reply,
+        });
+    }
+
+    /// Leases up to `max` and starts their delivery; gives the reply back if nothing
+    /// could be leased.
+    fn lease_and_deliver(
+        &mut self,
+        max: usize,
+        visibility_ms: u64,
+        reply: oneshot::Sender<Result<Vec<Delivery>>>,
+    ) -> Option<oneshot::Sender<Result<Vec<Delivery>>>> {
+        let (leased, effects) = self.state.lease(max, visibility_ms, now_ms());
+        let mut delivered_op = Vec::new();
+        let mut others = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Persist(op @ StateOp::Delivered(_)) => delivered_op.push(op),
+                other => others.push(other),
+            }
+        }
+        self.perform(others);
+        if leased.is_empty() {
+            return Some(reply);
+        }
+        let persisted = self.persist(delivered_op);
+        let log = self.log.clone();
+        let queue = self.name.clone();
+        let events = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let entries: Vec<Entry> = leased.iter().map(|(e, _)| *e).collect();
+            let (read, persisted) = tokio::join!(read_entries(&log, &queue, &entries), persisted);
+            let result = match (read, persisted) {
+                (Ok(records), Ok(())) => Ok(records
+                    .into_iter()
+                    .zip(&leased)
+                    .map(|((meta, rec), (entry, lease_id))| {
+                        delivery(
+                            Some(format_receipt(entry.offset, *lease_id)),
+                            meta,
+                            rec,
+                            entry.attempts,
+                        )
+                    })
+                    .collect::<Vec<_>>()),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            let failed = result.is_err();
+            if reply.send(result).is_err() || failed {
+                let _ = events.send(Internal::Release(
+                    leased.iter().map(|(e, id)| (e.offset, *id)).collect(),
+                ));
+            }
+        });
+        None
+    }
+
+    fn serve_waiters(&mut self) {
+        while self.state.has_ready() {
+            let Some(waiter) = self.waiters.pop_front() else { break };
+            if waiter.reply.is_closed() {
+                continue;
+            }
+            if let Some(reply) = self.lease_and_deliver(waiter.max, waiter.visibility_ms, waiter.reply) {
+                // Everything ready was parked or expired: keep waiting.
+                self.waiters.push_front(Waiter { reply, ..waiter });
+                break;
+            }
+        }
+    }
+
+    fn on_internal(&mut self, event: Internal) {
+        match event {
+            Internal::Committed {
+                entries,
+                outcomes,
+                reply,
+            } => {
+                let effects = self.state.commit(entries, true, now_ms());
+                self.perform(effects);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(outcomes));
+                }
+                self.serve_waiters();
+            }
+            Internal::SendFailed {
+                ids,
+                count,
+                bytes,
+                error,
+                reply,
+            } => {
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                self.state.cancel(&ids, count, bytes);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            Internal::Release(leases) => {
+                for (offset, lease_id) in leases {
+                    self.state.release(offset, lease_id);
+                }
+                self.serve_waiters();
+            }
+            Internal::Transit {
+                offsets,
+                reason,
+                ok,
+                done,
+            } => {
+                if ok {
+                    let op = self.state.finish_transit(&offsets, reason);
+                    let persisted = self.persist(vec![op]);
+                    self.tasks.spawn(async move {
+                        let _ = persisted.await;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                    });
+                } else {
+                    self.state.abort_transit(&offsets);
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    self.serve_waiters();
+                }
+            }
+            Internal::Moved { old, new } => {
+                let op = self.state.finish_move(&old, new, now_ms());
+                let persisted = self.persist(vec![op]);
+                let events = self.internal_tx.clone();
+                self.tasks.spawn(async move {
+                    let _ = persisted.await;
+                    let _ = events.send(Internal::HousekeepingDone);
+                });
+            }
+            Internal::MoveFailed(moved) => {
+                self.state.abort_move(&moved);
+                self.housekeeping_busy = false;
+            }
+            Internal::HousekeepingDone => self.housekeeping_busy = false,
+        }
+    }
+
+    /// Copies `items` to the dead-letter queue; the returned future resolves once
+    /// they are there and settled here (or put back on failure).
+    fn dead_letter(&mut self, items: Vec<(Entry, DeadLetterReason)>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (done_tx, done_rx) = oneshot::channel();
+        let Some(dlq) = self.dead_letter_queue.clone() else {
+            return Box::pin(async {});
+        };
+        let log = self.log.clone();
+        let queue = self.name.clone();
+        let broker = self.broker.clone();
+        let events = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let entries: Vec<Entry> = items.iter().map(|(e, _)| *e).collect();
+            let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+            let now = now_ms();
+            let result = match read_entries(&log, &queue, &entries).await {
+                Ok(records) => {
+                    let outgoing = records
+                        .into_iter()
+                        .zip(&items)
+                        .map(|((meta, rec), (entry, reason))| Outgoing {
+                            meta: MessageMeta {
+                                id: meta.id,
+                                priority: meta.priority,
+                                not_before_ms: 0,
+                                expires_at_ms: 0,
+                                group: meta.group,
+                                attempts: 0,
+                                moved_from: None,
+                                enqueued_at_ms: now,
+                                dead_letter: Some(DeadLetterInfo {
+                                    reason: *reason,
+                                    time_ms: now,
+                                    source_queue: queue.clone(),
+                                    delivery_count: entry.attempts,
+                                }),
+                            },
+                            headers: rec.headers,
+                            body: rec.body,
+                        })
+                        .collect();
+                    crate::broker::send_internal(&broker, &dlq, outgoing, true).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(%queue, dead_letter_queue = %dlq, error = %e, "dead-lettering failed; the messages stay in the queue");
+            }
+            let _ = events.send(Internal::Transit {
+                offsets,
+                reason: SettleReason::DeadLettered,
+                ok: result.is_ok(),
+                done: Some(done_tx),
+            });
+        });
+        Box::pin(async move {
+            let _ = done_rx.await;
+        })
+    }
+
+    fn redrive(&mut self, origin: Option<String>, max: usize, reply: oneshot::Sender<Result<u64>>) {
+        let entries = self
+            .state
+            .take_for_transit(max, origin.as_deref().map(|o| key_hash(o) as u32));
+        let log = self.log.clone();
+        let queue = self.name.clone();
+        let broker = self.broker.clone();
+        let events = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+            let result = async {
+                let records = read_entries(&log, &queue, &entries).await?;
+                let mut by_source: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
+                for (meta, rec) in records {
+                    let source = meta
+                        .dead_letter
+                        .as_ref()
+                        .map(|d| d.source_queue.clone())
+                        .ok_or_else(|| BrokerError::invalid("redrive", format!("message '{}' was not dead-lettered, it has no source queue", meta.id)))?;
+                    by_source.entry(source).or_default().push(Outgoing {
+                        meta: MessageMeta {
+                            id: meta.id,
+                            priority: meta.priority,
+                            group: meta.group,
+                            enqueued_at_ms: now_ms(),
+                            ..MessageMeta::default()
+                        },
+                        headers: rec.headers,
+                        body: rec.body,
+                    });
+                }
+                let mut count = 0;
+                for (source, outgoing) in by_source {
+                    count += outgoing.len() as u64;
+                    crate::broker::send_internal(&broker, &source, outgoing, false).await?;
+                }
+                Ok(count)
+            }
+            .await;
+            let (done_tx, done_rx) = oneshot::channel();
+            let _ = events.send(Internal::Transit {
+                offsets,
+                reason: SettleReason::Redriven,
+                ok: result.is_ok(),
+                done: Some(done_tx),
+            });
+            let _ = done_rx.await;
+            let _ = reply.send(result);
+        });
+    }
+
+    /// Trims the log below the lowest held message, and moves the few delayed
+    /// messages that would otherwise pin old segments.
+    fn housekeeping(&mut self) {
+        if self.housekeeping_busy {
+            return;
+        }
+        let next = self.log.next_offset().0;
+        let first = self.log.first_offset().0;
+        let floor = self.state.floor(next);
+        let span = next - floor;
+        if span >= MOVE_MIN_SPAN {
+            let mid = floor + span / 2;
+            let limit = usize::try_from(span / 256).unwrap_or(usize::MAX).max(16);
+            if self.state.held_below(mid, limit + 1) <= limit {
+                let moved = self.state.take_delayed_below(mid, limit);
+                if !moved.is_empty() {
+                    self.housekeeping_busy = true;
+                    self.start_move(moved);
+                    return;
+                }
+            }
+        }
+        if floor <= first {
+            return;
+        }
+        self.housekeeping_busy = true;
+        let mut ops = Vec::new();
+        if self.last_checkpoint.is_none_or(|c| c < floor) {
+            ops.push(StateOp::Totals(self.state.totals));
+            if self.state.options().dedup_window_ms.is_some() {
+                ops.push(StateOp::Dedup(self.state.dedup_ids()));
+            }
+            self.last_checkpoint = Some(next);
+        }
+        let checkpoint = self.persist(ops);
+        let log = self.log.clone();
+        let queue = self.name.clone();
+        let events = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let result = match checkpoint.await {
+                Ok(()) => log.trim_before(Offset(floor)).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(%queue, error = %e, "trimming the queue's log failed");
+            }
+            let _ = events.send(Internal::HousekeepingDone);
+        });
+    }
+
+    fn start_move(&mut self, moved: Vec<(Entry, i64)>) {
+        let log = self.log.clone();
+        let queue = self.name.clone();
+        let events = self.internal_tx.clone();
+        let max_priority = self.state.options().max_priority;
+        self.tasks.spawn(async move {
+            let entries: Vec<Entry> = moved.iter().map(|(e, _)| *e).collect();
+            let result = async {
+                let records = read_entries(&log, &queue, &entries).await?;
+                let outgoing: Vec<Outgoing> = records
+                    .into_iter()
+                    .zip(&moved)
+                    .map(|((meta, rec), (entry, due))| Outgoing {
+                        meta: MessageMeta {
+                            not_before_ms: *due,
+                            attempts: entry.attempts,
+                            moved_from: Some(entry.offset),
+                            ..meta
+                        },
+                        headers: rec.headers,
+                        body: rec.body,
+                    })
+                    .collect();
+                let records: Vec<NewRecord> = outgoing.iter().map(Outgoing::record).collect();
+                let appended = log.append_batch(&records).await.map_err(|source| BrokerError::Storage {
+                    queue: queue.clone(),
+                    source,
+                })?;
+                Ok::<_, BrokerError>(
+                    outgoing
+                        .iter()
+                        .zip(appended.offsets())
+                        .zip(&moved)
+                        .map(|((m, offset), (_, due))| {
+                            let mut entry = entry_of(offset.0, &m.meta, m.body.len() as u32);
+                            entry.priority = entry.priority.min(max_priority);
+                            (entry, *due)
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            }
+            .await;
+            match result {
+                Ok(new) => {
+                    tracing::debug!(%queue, moved = new.len(), "moved long-waiting messages to the head of the log");
+                    let _ = events.send(Internal::Moved {
+                        old: entries.iter().map(|e| e.offset).collect(),
+                        new,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "moving long-waiting messages failed");
+                    let _ = events.send(Internal::MoveFailed(moved));
+                }
+            }
+        });
+    }
+}
+
+/// Answers a command that arrived while the queue was stopping.
+fn refuse(command: Command, queue: &str) {
+    let error = || BrokerError::Unavailable {
+        reason: format!("queue '{queue}' is shutting down"),
+    };
+    match command {
+        Command::Send { reply, .. } => drop(reply.send(Err(error()))),
+        Command::Receive { reply, .. } | Command::Peek { reply, .. } => drop(reply.send(Err(error()))),
+        Command::Ack { reply, .. } | Command::Nack { reply, .. } | Command::Extend { reply, .. } => {
+            drop(reply.send(SettleReport {
+                settled: 0,
+                failed: vec![(String::new(), error())],
+            }));
+        }
+        Command::Redrive { reply, .. } | Command::Purge { reply } => drop(reply.send(Err(error()))),
+        Command::Stats { reply } => drop(reply.send(QueueStats::default())),
+        Command::Stop { reply } => drop(reply.send(())),
+    }
+}
+
+/// Reads the message records of `entries` (in their order), one read per run of
+/// consecutive offsets.
+async fn read_entries(log: &FileLog, queue: &str, entries: &[Entry]) -> Result<Vec<(MessageMeta, Record)>> {
+    let mut sorted: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+    sorted.sort_unstable();
+    let mut found: HashMap<u64, Record> = HashMap::with_capacity(sorted.len());
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut j = i + 1;
+        while j < sorted.len() && sorted[j] == sorted[j - 1] + 1 {
+            j += 1;
+        }
+        let records = log
+            .read_from(
+                Offset(start),
+                ReadLimits {
+                    max_records: j - i,
+                    max_bytes: usize::MAX,
+                },
+            )
+            .await
+            .map_err(|source| BrokerError::Storage {
+                queue: queue.to_owned(),
+                source,
+            })?;
+        for rec in records {
+            found.insert(rec.offset.0, rec);
+        }
+        i = j;
+    }
+    entries
+        .iter()
+        .map(|e| {
+            let rec = found.remove(&e.offset).ok_or_else(|| {
+                BrokerError::internal(format!("queue '{queue}': message at offset {} is missing from the log", e.offset))
+            })?;
+            match record::decode(rec.key.as_deref(), &rec.body) {
+                Ok(Decoded::Message(meta)) => Ok((meta, rec)),
+                Ok(Decoded::State(_)) => Err(BrokerError::internal(format!(
+                    "queue '{queue}': offset {} holds a state record, not a message",
+                    e.offset
+                ))),
+                Err(err) => Err(BrokerError::internal(format!(
+                    "queue '{queue}': message at offset {} does not decode: {}",
+                    e.offset, err.0
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn delivery(receipt: Option<String>, meta: MessageMeta, rec: Record, delivery_count: u32) -> Delivery {
+    Delivery {
+        receipt,
+        id: meta.id,
+        body: rec.body,
+        headers: rec
+            .headers
+            .into_iter()
+            .map(|h| {
+                (
+                    String::from_utf8_lossy(&h.name).into_owned(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )
+            })
+            .collect(),
+        priority: meta.priority,
+        group: meta.group,
+        delivery_count,
+        enqueued_at_ms: meta.enqueued_at_ms,
+        dead_letter: meta.dead_letter,
+    }
+}

@@ -1,0 +1,7 @@
+//! Work queues: the sans-IO delivery state ([`state`]), its log format
+//! ([`record`]), recovery ([`replay`]) and the task that owns one queue ([`actor`]).
+
+pub(crate) mod actor;
+pub(crate) mod record;
+pub(crate) mod replay;
+pub(crate) mod state;

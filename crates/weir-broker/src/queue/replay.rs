@@ -1,0 +1,180 @@
+//! Rebuilds a queue's state from its log on start.
+//!
+//! The log holds message records and state records (see [`super::record`]). Replay
+//! reads it once from its first offset: message records become entries, state
+//! records mark them delivered, retried or settled, and the last totals checkpoint
+//! plus what follows it gives the lifetime counters. Leases are not persisted as
+//! such: a message that was leased when the broker stopped is ready again, with its
+//! delivery counted.
+
+use weir_log::{MessageLog, Offset, ReadLimits};
+
+use crate::queue::record::{self, Decoded, MessageMeta, SettleReason, StateOp, Totals};
+use crate::queue::state::{Entry, QueueState, key_hash};
+
+/// One message as replay sees it.
+struct Replayed {
+    entry: Entry,
+    not_before: i64,
+    /// The attempt the `not_before` belongs to: a later delivery voids it.
+    delay_attempt: u32,
+    alive: bool,
+}
+
+/// What replay found besides the state.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayReport {
+    /// Records read.
+    pub(crate) records: u64,
+    /// Records that did not decode (skipped, logged).
+    pub(crate) undecodable: u64,
+    /// The offset of the last totals checkpoint, if any.
+    pub(crate) last_checkpoint: Option<u64>,
+}
+
+/// Builds the entry of a message record.
+pub(crate) fn entry_of(offset: u64, meta: &MessageMeta, size: u32) -> Entry {
+    Entry {
+        offset,
+        group: meta.group.as_deref().map_or(0, key_hash),
+        expires_at: meta.expires_at_ms,
+        enqueued_at: meta.enqueued_at_ms,
+        size,
+        attempts: meta.attempts,
+        origin: meta
+            .dead_letter
+            .as_ref()
+            .map_or(0, |d| key_hash(&d.source_queue) as u32),
+        priority: meta.priority,
+    }
+}
+
+/// Reads `log` and fills `state`. `now` decides what is still delayed.
+pub(crate) async fn replay<L: MessageLog>(
+    log: &L,
+    state: &mut QueueState,
+    queue: &str,
+    now: i64,
+) -> weir_log::Result<ReplayReport> {
+    let mut report = ReplayReport::default();
+    let mut messages: Vec<Replayed> = Vec::new();
+    let mut totals = Totals::default();
+    let mut dedup: Vec<(i64, String)> = Vec::new();
+    let window = state.options().dedup_window_ms.map(|w| i64::try_from(w).unwrap_or(i64::MAX));
+    let max_priority = state.options().max_priority;
+    let mut next = log.first_offset();
+    let end = log.next_offset();
+    let find = |messages: &mut Vec<Replayed>, offset: u64| -> Option<usize> {
+        messages.binary_search_by_key(&offset, |m| m.entry.offset).ok()
+    };
+    while next < end {
+        let records = log
+            .read_from(
+                next,
+                ReadLimits {
+                    max_records: 65_536,
+                    max_bytes: 8 << 20,
+                },
+            )
+            .await?;
+        let Some(last) = records.last() else { break };
+        next = Offset(last.offset.0 + 1);
+        for rec in records {
+            report.records += 1;
+            match record::decode(rec.key.as_deref(), &rec.body) {
+                Ok(Decoded::Message(meta)) => {
+                    totals.sent += 1;
+                    if let Some(old) = meta.moved_from {
+                        totals.sent -= 1;
+                        if let Some(i) = find(&mut messages, old) {
+                            messages[i].alive = false;
+                        }
+                    }
+                    if let (Some(w), false) = (window, meta.id.is_empty()) {
+                        dedup.push((rec.timestamp_ms.saturating_add(w), meta.id.clone()));
+                    }
+                    let mut entry = entry_of(rec.offset.0, &meta, rec.body.len() as u32);
+                    entry.priority = entry.priority.min(max_priority);
+                    messages.push(Replayed {
+                        entry,
+                        not_before: meta.not_before_ms,
+                        delay_attempt: meta.attempts,
+                        alive: true,
+                    });
+                }
+                Ok(Decoded::State(op)) => match op {
+                    StateOp::Delivered(items) => {
+                        for (offset, attempt) in items {
+                            if attempt > 1 {
+                                totals.redelivered += 1;
+                            }
+                            if let Some(i) = find(&mut messages, offset) {
+                                let m = &mut messages[i];
+                                m.entry.attempts = m.entry.attempts.max(attempt);
+                                if attempt > m.delay_attempt {
+                                    m.not_before = 0;
+                                }
+                            }
+                        }
+                    }
+                    StateOp::Retry(items) => {
+                        for (offset, attempt, due) in items {
+                            if let Some(i) = find(&mut messages, offset) {
+                                let m = &mut messages[i];
+                                if attempt >= m.entry.attempts {
+                                    m.entry.attempts = attempt;
+                                    m.not_before = due;
+                                    m.delay_attempt = attempt;
+                                }
+                            }
+                        }
+                    }
+                    StateOp::Settled(reason, offsets) => {
+                        let n = offsets.len() as u64;
+                        match reason {
+                            SettleReason::Acked => totals.acked += n,
+                            SettleReason::DeadLettered => totals.dead_lettered += n,
+                            SettleReason::Expired => totals.expired += n,
+                            SettleReason::Dropped => totals.dropped += n,
+                            SettleReason::Purged => totals.purged += n,
+                            SettleReason::Moved | SettleReason::Redriven => {}
+                        }
+                        for offset in offsets {
+                            if let Some(i) = find(&mut messages, offset) {
+                                messages[i].alive = false;
+                            }
+                        }
+                    }
+                    StateOp::Totals(t) => {
+                        totals = t;
+                        report.last_checkpoint = Some(rec.offset.0);
+                    }
+                    StateOp::Dedup(items) => dedup.extend(items),
+                },
+                Err(e) => {
+                    report.undecodable += 1;
+                    tracing::warn!(queue, offset = rec.offset.0, reason = e.0, "skipping a record that does not decode");
+                }
+            }
+        }
+    }
+    state.totals = totals;
+    for (until, id) in dedup {
+        state.restore_id(&id, until, now);
+    }
+    state.restore_busy_groups(
+        messages
+            .iter()
+            .filter(|m| m.alive && m.not_before > now && m.entry.attempts > 0 && m.entry.group != 0)
+            .map(|m| m.entry.group),
+    );
+    state.restore(
+        messages
+            .into_iter()
+            .filter(|m| m.alive)
+            .map(|m| (m.entry, m.not_before))
+            .collect(),
+        now,
+    );
+    Ok(report)
+}

@@ -1,0 +1,818 @@
+//! The delivery state machine of one work queue, as plain data (no I/O, no clock,
+//! no tasks): the actor feeds it commands with the current time and performs the
+//! [`Effect`]s it returns. That is what lets the property test drive it against a
+//! naive model.
+//!
+//! A message is in exactly one place: `ready` (per priority, ordered by offset),
+//! `delayed` (by due time), `leased` (with a deadline), `parked` (ready, but its
+//! group has a message in flight) or `in_transit` (being copied elsewhere: to the
+//! dead-letter queue, or moved within the log). Settled messages are in none.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use crate::api::{Backoff, DeadLetterReason, Overflow, QueueOptions, QueueStats};
+use crate::error::{BrokerError, Result};
+use crate::queue::record::{SettleReason, StateOp, Totals};
+
+/// What the queue keeps in memory per message: a few dozen bytes. Body, headers and
+/// id stay on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Where the message record is in the queue's log.
+    pub(crate) offset: u64,
+    /// Hash of the group key, 0 for none. A collision only merges two groups'
+    /// ordering, it cannot reorder one group.
+    pub(crate) group: u64,
+    /// When it expires, ms since the epoch; 0 for never.
+    pub(crate) expires_at: i64,
+    /// First enqueue time, for the age of the oldest message.
+    pub(crate) enqueued_at: i64,
+    /// Body size in bytes.
+    pub(crate) size: u32,
+    /// Deliveries so far.
+    pub(crate) attempts: u32,
+    /// Hash of the source queue of a dead-lettered message, 0 for none (for peeks
+    /// and redrives filtered by source).
+    pub(crate) origin: u32,
+    /// Effective priority.
+    pub(crate) priority: u8,
+}
+
+/// A message leased to a consumer.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    entry: Entry,
+    lease_id: u64,
+    deadline: i64,
+}
+
+/// Something the actor must do for the state to hold.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Append this state record.
+    Persist(StateOp),
+    /// Copy these messages to the dead-letter queue, then report back with
+    /// [`QueueState::finish_transit`].
+    DeadLetter(Vec<(Entry, DeadLetterReason)>),
+}
+
+/// The hash used for group keys and source queues.
+pub(crate) fn key_hash(key: &str) -> u64 {
+    // FNV-1a: stable across runs and Rust versions, which std's hasher is not.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+/// The state of one queue.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    options: QueueOptions,
+    /// Ready messages, one deque per priority, each sorted by offset.
+    ready: Vec<VecDeque<Entry>>,
+    ready_count: u64,
+    ready_bytes: u64,
+    /// Delayed messages by (due time, offset).
+    delayed: BTreeMap<(i64, u64), Entry>,
+    /// Leased messages by offset.
+    leased: HashMap<u64, Lease>,
+    /// Lease deadlines; stale items (extended or settled leases) are skipped.
+    deadlines: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    /// Groups with a message leased or waiting for its retry delay.
+    busy_groups: HashSet<u64>,
+    /// Ready messages held back because their group is busy, in offset order.
+    parked: HashMap<u64, VecDeque<Entry>>,
+    parked_count: u64,
+    /// Messages being copied elsewhere.
+    in_transit: HashMap<u64, Entry>,
+    /// Body bytes of everything held.
+    held_bytes: u64,
+    /// Sends admitted but not yet committed (for `max_length` checks).
+    reserved_count: u64,
+    reserved_bytes: u64,
+    /// Ids seen within the dedup window, with when they stop counting.
+    dedup: HashMap<String, i64>,
+    dedup_order: VecDeque<(i64, String)>,
+    /// Lifetime counters.
+    pub(crate) totals: Totals,
+    /// Next lease id; unique across queues and runs (seeded by the caller).
+    next_lease_id: u64,
+}
+
+/// A receipt: the message's offset and the lease it was handed out under.
+pub(crate) fn format_receipt(offset: u64, lease_id: u64) -> String {
+    format!("{offset:x}-{lease_id:x}")
+}
+
+/// Parses a receipt; `None` if malformed.
+pub(crate) fn parse_receipt(receipt: &str) -> Option<(u64, u64)> {
+    let (a, b) = receipt.split_once('-')?;
+    if a.is_empty() || b.is_empty() || a.len() > 16 || b.len() > 16 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
+}
+
+impl QueueState {
+    pub(crate) fn new(options: QueueOptions, lease_seed: u64) -> QueueState {
+        QueueState {
+            ready: vec![VecDeque::new(); usize::from(options.max_priority) + 1],
+            options,
+            ready_count: 0,
+            ready_bytes: 0,
+            delayed: BTreeMap::new(),
+            leased: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            busy_groups: HashSet::new(),
+            parked: HashMap::new(),
+            parked_count: 0,
+            in_transit: HashMap::new(),
+            held_bytes: 0,
+            reserved_count: 0,
+            reserved_bytes: 0,
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            totals: Totals::default(),
+            next_lease_id: lease_seed,
+        }
+    }
+
+    pub(crate) fn options(&self) -> &QueueOptions {
+        &self.options
+    }
+
+    // ---- sending ----
+
+    /// Checks a send before it is written: de-duplication and `reject-publish`.
+    /// Returns, per message, whether it is a duplicate. Admitted messages are
+    /// reserved until [`QueueState::commit`] or [`QueueState::cancel`].
+    pub(crate) fn admit(
+        &mut self,
+        queue: &str,
+        items: &[(Option<&str>, u32)],
+        now: i64,
+    ) -> Result<Vec<bool>> {
+        self.prune_dedup(now);
+        let mut duplicate = vec![false; items.len()];
+        if self.options.dedup_window_ms.is_some() {
+            let mut seen = HashSet::new();
+            for (i, (id, _)) in items.iter().enumerate() {
+                if let Some(id) = id {
+                    duplicate[i] = self.dedup.contains_key(*id) || !seen.insert(*id);
+                }
+            }
+        }
+        let new_count = duplicate.iter().filter(|d| !**d).count() as u64;
+        let new_bytes: u64 = items
+            .iter()
+            .zip(&duplicate)
+            .filter(|(_, d)| !**d)
+            .map(|((_, size), _)| u64::from(*size))
+            .sum();
+        if self.options.overflow == Overflow::RejectPublish && new_count > 0 {
+            let count = self.ready_count + self.parked_count + self.reserved_count + new_count;
+            if let Some(max) = self.options.max_length.filter(|max| count > *max) {
+                return Err(BrokerError::QueueFull {
+                    queue: queue.to_owned(),
+                    detail: format!("max_length {max}, {count} messages with this send"),
+                });
+            }
+            let bytes = self.ready_bytes + self.reserved_bytes + new_bytes;
+            if let Some(max) = self.options.max_length_bytes.filter(|max| bytes > *max) {
+                return Err(BrokerError::QueueFull {
+                    queue: queue.to_owned(),
+                    detail: format!("max_length_bytes {max}, {bytes} bytes with this send"),
+                });
+            }
+        }
+        if let Some(window) = self.options.dedup_window_ms {
+            let until = now.saturating_add(i64::try_from(window).unwrap_or(i64::MAX));
+            for ((id, _), dup) in items.iter().zip(&duplicate) {
+                if let (Some(id), false) = (id, dup) {
+                    self.remember_id(id, until);
+                }
+            }
+        }
+        self.totals.duplicates += items.len() as u64 - new_count;
+        self.reserved_count += new_count;
+        self.reserved_bytes += new_bytes;
+        Ok(duplicate)
+    }
+
+    fn remember_id(&mut self, id: &str, until: i64) {
+        self.dedup.insert(id.to_owned(), until);
+        self.dedup_order.push_back((until, id.to_owned()));
+    }
+
+    fn prune_dedup(&mut self, now: i64) {
+        while let Some((until, _)) = self.dedup_order.front() {
+            if *until > now {
+                break;
+            }
+            let (until, id) = self.dedup_order.pop_front().expect("invariant: front exists");
+            if self.dedup.get(&id) == Some(&until) {
+                self.dedup.remove(&id);
+            }
+        }
+    }
+
+    /// Undoes an admission whose write failed.
+    pub(crate) fn cancel(&mut self, ids: &[&str], count: u64, bytes: u64) {
+        self.reserved_count = self.reserved_count.saturating_sub(count);
+        self.reserved_bytes = self.reserved_bytes.saturating_sub(bytes);
+        for id in ids {
+            self.dedup.remove(*id);
+        }
+    }
+
+    /// Adds written messages. `reserved` says whether they went through
+    /// [`QueueState::admit`] (sends do; moves and recovery do not).
+    pub(crate) fn commit(
+        &mut self,
+        entries: Vec<(Entry, i64)>,
+        reserved: bool,
+        now: i64,
+    ) -> Vec<Effect> {
+        for (entry, not_before) in entries {
+            if reserved {
+                self.totals.sent += 1;
+                self.reserved_count = self.reserved_count.saturating_sub(1);
+                self.reserved_bytes = self.reserved_bytes.saturating_sub(u64::from(entry.size));
+            }
+            self.held_bytes += u64::from(entry.size);
+            if not_before > now {
+                self.delayed.insert((not_before, entry.offset), entry);
+            } else {
+                self.push_ready(entry);
+            }
+        }
+        self.enforce_length()
+    }
+
+    /// Adds recovered entries: like commit, but no length enforcement beyond what
+    /// the queue held before and no reservation.
+    pub(crate) fn restore(&mut self, entries: Vec<(Entry, i64)>, now: i64) {
+        for (entry, not_before) in entries {
+            self.held_bytes += u64::from(entry.size);
+            if not_before > now {
+                self.delayed.insert((not_before, entry.offset), entry);
+            } else if entry.group != 0 && self.busy_groups.contains(&entry.group) {
+                self.park(entry);
+            } else {
+                self.push_ready(entry);
+            }
+        }
+    }
+
+    /// Marks groups busy before recovered entries go in: groups whose message was
+    /// waiting for its retry delay, so later messages of the group wait for it.
+    pub(crate) fn restore_busy_groups(&mut self, groups: impl IntoIterator<Item = u64>) {
+        self.busy_groups.extend(groups);
+    }
+
+    /// Remembers a recovered dedup id.
+    pub(crate) fn restore_id(&mut self, id: &str, until: i64, now: i64) {
+        if until > now && self.options.dedup_window_ms.is_some() {
+            self.remember_id(id, until);
+        }
+    }
+
+    fn push_ready(&mut self, entry: Entry) {
+        let deque = &mut self.ready[usize::from(entry.priority)];
+        let pos = if deque.back().is_none_or(|b| b.offset < entry.offset) {
+            deque.len()
+        } else {
+            deque.partition_point(|e| e.offset < entry.offset)
+        };
+        deque.insert(pos, entry);
+        self.ready_count += 1;
+        self.ready_bytes += u64::from(entry.size);
+    }
+
+    fn park(&mut self, entry: Entry) {
+        let deque = self.parked.entry(entry.group).or_default();
+        let pos = deque.partition_point(|e| e.offset < entry.offset);
+        deque.insert(pos, entry);
+        self.parked_count += 1;
+        self.ready_bytes += u64::from(entry.size);
+    }
+
+    /// The group of `entry` may deliver again: its parked messages rejoin `ready`.
+    fn free_group(&mut self, group: u64) {
+        if group == 0 || !self.busy_groups.remove(&group) {
+            return;
+        }
+        if let Some(parked) = self.parked.remove(&group) {
+            for entry in parked {
+                self.parked_count -= 1;
+                self.ready_bytes -= u64::from(entry.size);
+                self.push_ready(entry);
+            }
+        }
+    }
+
+    fn pop_head(&mut self) -> Option<Entry> {
+        for deque in self.ready.iter_mut().rev() {
+            if let Some(entry) = deque.pop_front() {
+                self.ready_count -= 1;
+                self.ready_bytes -= u64::from(entry.size);
+                return Some(entry);
+            }
+        }
+        None
+    }
+
+    fn enforce_length(&mut self) -> Vec<Effect> {
+        let mut dropped = Vec::new();
+        let mut dead = Vec::new();
+        if self.options.overflow == Overflow::RejectPublish {
+            return Vec::new();
+        }
+        loop {
+            let over_count = self
+                .options
+                .max_length
+                .is_some_and(|max| self.ready_count + self.parked_count > max);
+            let over_bytes = self
+                .options
+                .max_length_bytes
+                .is_some_and(|max| self.ready_bytes > max);
+            if !(over_count || over_bytes) {
+                break;
+            }
+            let Some(head) = self.pop_head() else { break };
+            if self.options.overflow == Overflow::DeadLetter && self.options.dead_letter_queue.is_some() {
+                dead.push((head, DeadLetterReason::Overflow));
+            } else {
+                self.held_bytes -= u64::from(head.size);
+                dropped.push(head.offset);
+            }
+        }
+        let mut effects = Vec::new();
+        if !dropped.is_empty() {
+            self.totals.dropped += dropped.len() as u64;
+            effects.push(Effect::Persist(StateOp::Settled(SettleReason::Dropped, dropped)));
+        }
+        effects.extend(self.to_dead_letter(dead));
+        effects
+    }
+
+    /// Sends `items` to the dead-letter queue if the queue has one, else drops them
+    /// (counting expiries as expired).
+    fn to_dead_letter(&mut self, items: Vec<(Entry, DeadLetterReason)>) -> Vec<Effect> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        if self.options.dead_letter_queue.is_some() {
+            for (entry, reason) in &items {
+                if *reason == DeadLetterReason::Expired {
+                    self.totals.expired += 1;
+                }
+                self.in_transit.insert(entry.offset, *entry);
+            }
+            return vec![Effect::DeadLetter(items)];
+        }
+        let mut expired = Vec::new();
+        let mut dropped = Vec::new();
+        for (entry, reason) in items {
+            self.held_bytes -= u64::from(entry.size);
+            if reason == DeadLetterReason::Expired {
+                expired.push(entry.offset);
+            } else {
+                dropped.push(entry.offset);
+            }
+        }
+        let mut effects = Vec::new();
+        if !expired.is_empty() {
+            self.totals.expired += expired.len() as u64;
+            effects.push(Effect::Persist(StateOp::Settled(SettleReason::Expired, expired)));
+        }
+        if !dropped.is_empty() {
+            self.totals.dropped += dropped.len() as u64;
+            effects.push(Effect::Persist(StateOp::Settled(SettleReason::Dropped, dropped)));
+        }
+        effects
+    }
+
+    /// Messages copied elsewhere (dead-lettered, redriven, moved) are gone from
+    /// here; returns the record to persist.
+    pub(crate) fn finish_transit(&mut self, offsets: &[u64], reason: SettleReason) -> StateOp {
+        for offset in offsets {
+            if let Some(entry) = self.in_transit.remove(offset) {
+                self.held_bytes -= u64::from(entry.size);
+            }
+        }
+        if reason == SettleReason::DeadLettered {
+            self.totals.dead_lettered += offsets.len() as u64;
+        }
+        StateOp::Settled(reason, offsets.to_vec())
+    }
+
+    /// Copying failed: the messages are ready again.
+    pub(crate) fn abort_transit(&mut self, offsets: &[u64]) {
+        for offset in offsets {
+            if let Some(entry) = self.in_transit.remove(offset) {
+                self.push_ready(entry);
+            }
+        }
+    }
+
+    // ---- receiving ----
+
+    /// Leases up to `max` messages for `visibility_ms`. Expired heads met on the way
+    /// are expired; messages of busy groups are parked.
+    pub(crate) fn lease(
+        &mut self,
+        max: usize,
+        visibility_ms: u64,
+        now: i64,
+    ) -> (Vec<(Entry, u64)>, Vec<Effect>) {
+        let mut leased = Vec::new();
+        let mut expired = Vec::new();
+        let deadline = now.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
+        while leased.len() < max {
+            let Some(mut entry) = self.pop_head() else { break };
+            if entry.expires_at != 0 && entry.expires_at <= now {
+                expired.push((entry, DeadLetterReason::Expired));
+                continue;
+            }
+            if entry.group != 0 && !self.busy_groups.insert(entry.group) {
+                self.park(entry);
+                continue;
+            }
+            if entry.attempts > 0 {
+                self.totals.redelivered += 1;
+            }
+            entry.attempts += 1;
+            let lease_id = self.next_lease_id;
+            self.next_lease_id += 1;
+            self.leased.insert(
+                entry.offset,
+                Lease {
+                    entry,
+                    lease_id,
+                    deadline,
+                },
+            );
+            self.deadlines.push(Reverse((deadline, entry.offset, lease_id)));
+            leased.push((entry, lease_id));
+        }
+        let mut effects = self.to_dead_letter(expired);
+        if !leased.is_empty() {
+            effects.push(Effect::Persist(StateOp::Delivered(
+                leased.iter().map(|(e, _)| (e.offset, e.attempts)).collect(),
+            )));
+        }
+        (leased, effects)
+    }
+
+    fn take_lease(&mut self, queue: &str, receipt: &str) -> Result<Lease> {
+        let (offset, lease_id) = parse_receipt(receipt).ok_or_else(|| BrokerError::MalformedReceipt {
+            receipt: receipt.chars().take(100).collect(),
+        })?;
+        match self.leased.get(&offset) {
+            Some(lease) if lease.lease_id == lease_id => {
+                Ok(self.leased.remove(&offset).expect("invariant: just found"))
+            }
+            _ => Err(BrokerError::StaleReceipt {
+                queue: queue.to_owned(),
+                receipt: receipt.to_owned(),
+            }),
+        }
+    }
+
+    /// Settles a leased message for good.
+    pub(crate) fn ack(&mut self, queue: &str, receipt: &str) -> Result<u64> {
+        let lease = self.take_lease(queue, receipt)?;
+        self.held_bytes -= u64::from(lease.entry.size);
+        self.totals.acked += 1;
+        self.free_group(lease.entry.group);
+        Ok(lease.entry.offset)
+    }
+
+    /// Returns a leased message: requeued (after `delay_ms`, or the queue's backoff
+    /// when `None`), or dead-lettered when `requeue` is false or deliveries ran out.
+    pub(crate) fn nack(
+        &mut self,
+        queue: &str,
+        receipt: &str,
+        requeue: bool,
+        delay_ms: Option<u64>,
+        now: i64,
+    ) -> Result<Vec<Effect>> {
+        let lease = self.take_lease(queue, receipt)?;
+        Ok(self.give_back(lease.entry, requeue, delay_ms, now))
+    }
+
+    /// Returns a message whose receiver vanished before it got it: ready at once,
+    /// its delivery still counted.
+    pub(crate) fn release(&mut self, offset: u64, lease_id: u64) {
+        if self.leased.get(&offset).is_some_and(|l| l.lease_id == lease_id) {
+            let lease = self.leased.remove(&offset).expect("invariant: just found");
+            self.free_group(lease.entry.group);
+            self.push_ready(lease.entry);
+        }
+    }
+
+    fn give_back(
+        &mut self,
+        entry: Entry,
+        requeue: bool,
+        delay_ms: Option<u64>,
+        now: i64,
+    ) -> Vec<Effect> {
+        if !requeue {
+            self.release_group_for_settle(entry.group);
+            return self.to_dead_letter(vec![(entry, DeadLetterReason::Rejected)]);
+        }
+        if self.options.max_deliveries.is_some_and(|max| entry.attempts >= max) {
+            self.release_group_for_settle(entry.group);
+            return self.to_dead_letter(vec![(entry, DeadLetterReason::MaxDeliveries)]);
+        }
+        let delay = delay_ms.unwrap_or_else(|| self.backoff(entry.attempts));
+        if delay == 0 {
+            self.free_group(entry.group);
+            self.push_ready(entry);
+            return Vec::new();
+        }
+        // The group stays busy until this message is ready again: FIFO per group.
+        let due = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+        self.delayed.insert((due, entry.offset), entry);
+        vec![Effect::Persist(StateOp::Retry(vec![(entry.offset, entry.attempts, due)]))]
+    }
+
+    fn release_group_for_settle(&mut self, group: u64) {
+        self.free_group(group);
+    }
+
+    /// The retry delay after `attempts` deliveries.
+    pub(crate) fn backoff(&self, attempts: u32) -> u64 {
+        let base = self.options.retry_delay_ms;
+        match self.options.retry_backoff {
+            Backoff::Fixed => base,
+            Backoff::Exponential => {
+                let shift = attempts.saturating_sub(1).min(40);
+                base.saturating_mul(1u64 << shift).min(self.options.retry_delay_max_ms.max(base))
+            }
+        }
+    }
+
+    /// Moves a lease's deadline to `visibility_ms` from now.
+    pub(crate) fn extend(&mut self, queue: &str, receipt: &str, visibility_ms: u64, now: i64) -> Result<()> {
+        let lease = self.take_lease(queue, receipt)?;
+        let deadline = now.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
+        self.leased.insert(lease.entry.offset, Lease { deadline, ..lease });
+        self.deadlines.push(Reverse((deadline, lease.entry.offset, lease.lease_id)));
+        Ok(())
+    }
+
+    // ---- time ----
+
+    /// Applies everything due by `now`: delays that passed, leases that expired,
+    /// expired heads, dedup ids out of the window.
+    pub(crate) fn tick(&mut self, now: i64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        while let Some((&(due, offset), _)) = self.delayed.first_key_value() {
+            if due > now {
+                break;
+            }
+            let entry = self.delayed.remove(&(due, offset)).expect("invariant: first exists");
+            if entry.expires_at != 0 && entry.expires_at <= now {
+                self.free_group(entry.group);
+                effects.extend(self.to_dead_letter(vec![(entry, DeadLetterReason::Expired)]));
+                continue;
+            }
+            // A retried message is its group's next: free the group, which puts its
+            // parked messages behind it in offset order.
+            self.free_group(entry.group);
+            self.push_ready(entry);
+        }
+        while let Some(Reverse((deadline, offset, lease_id))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let current = self
+                .leased
+                .get(&offset)
+                .is_some_and(|l| l.lease_id == lease_id && l.deadline == deadline);
+            if current {
+                let lease = self.leased.remove(&offset).expect("invariant: just found");
+                effects.extend(self.give_back(lease.entry, true, None, now));
+            }
+        }
+        let mut expired = Vec::new();
+        for priority in 0..self.ready.len() {
+            while let Some(head) = self.ready[priority].front() {
+                if head.expires_at == 0 || head.expires_at > now {
+                    break;
+                }
+                let head = self.ready[priority].pop_front().expect("invariant: front exists");
+                self.ready_count -= 1;
+                self.ready_bytes -= u64::from(head.size);
+                expired.push((head, DeadLetterReason::Expired));
+            }
+        }
+        effects.extend(self.to_dead_letter(expired));
+        self.prune_dedup(now);
+        effects
+    }
+
+    /// When [`QueueState::tick`] next has something to do.
+    pub(crate) fn next_due(&self) -> Option<i64> {
+        let delayed = self.delayed.first_key_value().map(|(&(due, _), _)| due);
+        let lease = self.deadlines.peek().map(|Reverse((d, _, _))| *d);
+        let expiry = self
+            .ready
+            .iter()
+            .filter_map(|d| d.front())
+            .filter(|e| e.expires_at != 0)
+            .map(|e| e.expires_at)
+            .min();
+        [delayed, lease, expiry].into_iter().flatten().min()
+    }
+
+    // ---- administration ----
+
+    /// Removes every ready, parked and delayed message; returns their offsets.
+    pub(crate) fn purge(&mut self) -> Vec<u64> {
+        let mut offsets = Vec::new();
+        for deque in &mut self.ready {
+            offsets.extend(deque.drain(..).map(|e| e.offset));
+        }
+        for (_, deque) in self.parked.drain() {
+            offsets.extend(deque.into_iter().map(|e| e.offset));
+        }
+        for (_, entry) in std::mem::take(&mut self.delayed) {
+            if entry.attempts > 0 {
+                self.busy_groups.remove(&entry.group);
+            }
+            offsets.push(entry.offset);
+        }
+        self.ready_count = 0;
+        self.ready_bytes = 0;
+        self.parked_count = 0;
+        self.held_bytes = self.leased.values().map(|l| u64::from(l.entry.size)).sum::<u64>()
+            + self.in_transit.values().map(|e| u64::from(e.size)).sum::<u64>();
+        self.totals.purged += offsets.len() as u64;
+        offsets
+    }
+
+    /// Up to `max` ready messages (optionally only those dead-lettered from
+    /// `origin`), in delivery order, without leasing them.
+    pub(crate) fn peek(&self, max: usize, origin: Option<u32>) -> Vec<Entry> {
+        self.ready
+            .iter()
+            .rev()
+            .flat_map(|d| d.iter())
+            .filter(|e| origin.is_none_or(|o| e.origin == o))
+            .take(max)
+            .copied()
+            .collect()
+    }
+
+    /// Takes up to `max` ready messages (optionally only from `origin`) into transit.
+    pub(crate) fn take_for_transit(&mut self, max: usize, origin: Option<u32>) -> Vec<Entry> {
+        let mut taken = Vec::new();
+        for deque in self.ready.iter_mut().rev() {
+            let mut kept = VecDeque::with_capacity(deque.len());
+            for entry in deque.drain(..) {
+                if taken.len() < max && origin.is_none_or(|o| entry.origin == o) {
+                    taken.push(entry);
+                } else {
+                    kept.push_back(entry);
+                }
+            }
+            *deque = kept;
+        }
+        for entry in &taken {
+            self.ready_count -= 1;
+            self.ready_bytes -= u64::from(entry.size);
+            self.in_transit.insert(entry.offset, *entry);
+        }
+        taken
+    }
+
+    /// Takes delayed messages below `below` (not waiting for a retry of a busy
+    /// group) into transit, to be rewritten at the head of the log.
+    pub(crate) fn take_delayed_below(&mut self, below: u64, max: usize) -> Vec<(Entry, i64)> {
+        let keys: Vec<(i64, u64)> = self
+            .delayed
+            .iter()
+            .filter(|((_, offset), e)| *offset < below && !(e.attempts > 0 && e.group != 0))
+            .map(|(k, _)| *k)
+            .take(max)
+            .collect();
+        keys.into_iter()
+            .map(|key| {
+                let entry = self.delayed.remove(&key).expect("invariant: key listed");
+                self.in_transit.insert(entry.offset, entry);
+                (entry, key.0)
+            })
+            .collect()
+    }
+
+    /// Moved messages are back at their new offsets: forget the old ones.
+    pub(crate) fn finish_move(&mut self, old: &[u64], new: Vec<(Entry, i64)>, now: i64) -> StateOp {
+        let op = self.finish_transit(old, SettleReason::Moved);
+        for (entry, due) in new {
+            self.held_bytes += u64::from(entry.size);
+            if due > now {
+                self.delayed.insert((due, entry.offset), entry);
+            } else {
+                self.push_ready(entry);
+            }
+        }
+        op
+    }
+
+    /// A move failed: the messages go back to waiting where they were.
+    pub(crate) fn abort_move(&mut self, moved: &[(Entry, i64)]) {
+        for (entry, due) in moved {
+            if self.in_transit.remove(&entry.offset).is_some() {
+                self.delayed.insert((*due, entry.offset), *entry);
+            }
+        }
+    }
+
+    /// The lowest offset still held, or `next_offset` when nothing is.
+    pub(crate) fn floor(&self, next_offset: u64) -> u64 {
+        let ready = self.ready.iter().filter_map(|d| d.front()).map(|e| e.offset);
+        let parked = self.parked.values().filter_map(|d| d.front()).map(|e| e.offset);
+        let delayed = self.delayed.keys().map(|(_, o)| *o);
+        let leased = self.leased.keys().copied();
+        let transit = self.in_transit.keys().copied();
+        ready
+            .chain(parked)
+            .chain(delayed)
+            .chain(leased)
+            .chain(transit)
+            .min()
+            .unwrap_or(next_offset)
+    }
+
+    /// How many messages are held below `offset` (counts up to `limit`).
+    pub(crate) fn held_below(&self, offset: u64, limit: usize) -> usize {
+        let ready = self.ready.iter().map(|d| d.partition_point(|e| e.offset < offset)).sum::<usize>();
+        let others = self
+            .parked
+            .values()
+            .flat_map(|d| d.iter().map(|e| e.offset))
+            .chain(self.delayed.keys().map(|(_, o)| *o))
+            .chain(self.leased.keys().copied())
+            .chain(self.in_transit.keys().copied())
+            .filter(|o| *o < offset)
+            .take(limit)
+            .count();
+        ready + others
+    }
+
+    /// Dedup ids still inside the window, for a checkpoint.
+    pub(crate) fn dedup_ids(&self) -> Vec<(i64, String)> {
+        self.dedup.iter().map(|(id, until)| (*until, id.clone())).collect()
+    }
+
+    /// The queue's gauges and counters; `waiting` is the number of long-polling
+    /// receivers, which the actor keeps.
+    pub(crate) fn stats(&self, waiting: u64, now: i64) -> QueueStats {
+        let oldest = self
+            .ready
+            .iter()
+            .filter_map(|d| d.front())
+            .chain(self.parked.values().filter_map(|d| d.front()))
+            .chain(self.delayed.values())
+            .chain(self.leased.values().map(|l| &l.entry))
+            .map(|e| e.enqueued_at)
+            .min();
+        let t = self.totals;
+        QueueStats {
+            ready: self.ready_count + self.parked_count,
+            leased: self.leased.len() as u64,
+            delayed: self.delayed.len() as u64,
+            in_transit: self.in_transit.len() as u64,
+            bytes: self.held_bytes,
+            consumers: waiting,
+            oldest_age_ms: oldest.map(|t| u64::try_from(now - t).unwrap_or(0)),
+            sent_total: t.sent,
+            duplicates_total: t.duplicates,
+            acked_total: t.acked,
+            redelivered_total: t.redelivered,
+            expired_total: t.expired,
+            dead_lettered_total: t.dead_lettered,
+            dropped_total: t.dropped,
+            purged_total: t.purged,
+        }
+    }
+
+    /// Whether anything is ready to lease.
+    pub(crate) fn has_ready(&self) -> bool {
+        self.ready_count > 0
+    }
+}
