@@ -1,1 +1,51 @@
-//! placeholder
+//! weir's HTTP front end: the REST API for queues (send, receive, ack, nack, extend,
+//! dead letters, administration), `/healthz` and the OpenAPI document at
+//! `/api/openapi.json`. It translates JSON to the broker API ([`weir_broker::Broker`])
+//! and broker errors to statuses with a JSON body `{"error", "reason"}`; it holds no
+//! queue state of its own. The contract is `docs/http-api.md`.
+
+mod error;
+mod extract;
+mod routes;
+
+use std::time::Duration;
+
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use weir_broker::Broker;
+
+pub use error::{ApiError, status_of};
+
+/// Settings of the HTTP front end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body, bytes; larger ones get 413 `payload_too_large`.
+    pub max_body_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The routes, ready to serve.
+pub fn router(broker: Broker, config: &HttpConfig) -> Router {
+    routes::router(broker, usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX))
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests
+/// in flight finish.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// How long a client may keep a long poll open at most (also the broker's limit).
+pub const MAX_WAIT: Duration = Duration::from_secs(60);

@@ -1,1 +1,188 @@
-//! placeholder
+//! Test helpers: start the real `weir` binary on loopback with a temporary data
+//! directory, read its ready line (so tests never guess ports or sleep), stop it
+//! with SIGTERM or SIGKILL, and restart it on the same directory. The broker's log
+//! goes to a file that is printed when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Where the `weir` binary is: `WEIR_BIN`, else next to the test executable's
+/// `deps/` directory (where cargo puts the package's binaries).
+pub fn weir_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("WEIR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("invariant: a test knows its own path");
+    let dir = exe.parent().and_then(Path::parent).expect("invariant: tests run from target/<profile>/deps");
+    dir.join("weir")
+}
+
+/// A running `weir serve`.
+pub struct Broker {
+    child: Option<Child>,
+    /// Holds the data directory (and the log file) for the test's lifetime.
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    http: String,
+    amqp: String,
+    starts: u32,
+}
+
+impl Broker {
+    /// Starts a broker with default settings (fsync always).
+    pub async fn start() -> anyhow::Result<Broker> {
+        Broker::start_with(&[]).await
+    }
+
+    /// Starts a broker with extra `weir serve` flags.
+    pub async fn start_with(args: &[&str]) -> anyhow::Result<Broker> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let mut broker = Broker {
+            child: None,
+            dir,
+            extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
+            http: String::new(),
+            amqp: String::new(),
+            starts: 0,
+        };
+        broker.spawn().await?;
+        Ok(broker)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let log_path = self.log_path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .context("opening the broker log file")?;
+        let mut child = Command::new(weir_binary())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--http-listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0"])
+            .args(&self.extra_args)
+            .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", weir_binary().display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("weir ready ") {
+                    return Ok::<_, std::io::Error>(Some(rest.to_owned()));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        let line = match ready {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                let _ = child.start_kill();
+                bail!(
+                    "broker did not get ready ({other:?}); its log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+        };
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("http=") {
+                self.http = v.to_owned();
+            } else if let Some(v) = part.strip_prefix("amqp=") {
+                self.amqp = v.to_owned();
+            }
+        }
+        // Keep reading stdout so the broker never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// The AMQP address (`127.0.0.1:PORT`).
+    pub fn amqp_addr(&self) -> &str {
+        &self.amqp
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("weir.log")
+    }
+
+    /// Everything the broker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().context("SIGKILL")?;
+            child.wait().await.context("waiting for the killed broker")?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and wait for a clean exit; returns whether it exited with 0.
+    pub async fn terminate(&mut self) -> anyhow::Result<bool> {
+        let Some(mut child) = self.child.take() else { return Ok(true) };
+        let pid = child.id().context("broker already gone")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .context("broker did not exit within 60 s of SIGTERM")??;
+        Ok(exit.success())
+    }
+
+    /// Starts the broker again on the same data directory (after [`Broker::kill9`]
+    /// or [`Broker::terminate`]); ports change.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            self.terminate().await?;
+        }
+        self.spawn().await
+    }
+
+    /// An HTTP client.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- weir log ({} start(s)) ----\n{}", self.starts, self.log());
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Every HTTP error answer, in one place: a status and the JSON body
+//! `{"error": "<stable code>", "reason": "<text>"}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use weir_broker::BrokerError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable code (`queue_not_found`).
+    pub code: &'static str,
+    /// Human text.
+    pub reason: String,
+    /// Extra fields merged into the body (per-receipt failures).
+    pub extra: Option<Value>,
+}
+
+impl ApiError {
+    /// A 400 with code `code`.
+    pub fn bad_request(code: &'static str, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            reason: reason.into(),
+            extra: None,
+        }
+    }
+}
+
+/// The status of each broker error.
+pub fn status_of(e: &BrokerError) -> StatusCode {
+    match e {
+        BrokerError::NotFound { .. } => StatusCode::NOT_FOUND,
+        BrokerError::Conflict { .. } | BrokerError::StaleReceipt { .. } => StatusCode::CONFLICT,
+        BrokerError::InvalidName { .. }
+        | BrokerError::InvalidArgument { .. }
+        | BrokerError::MalformedReceipt { .. } => StatusCode::BAD_REQUEST,
+        BrokerError::LimitExceeded { what, .. } if what.contains("bytes") => StatusCode::PAYLOAD_TOO_LARGE,
+        BrokerError::LimitExceeded { .. } => StatusCode::BAD_REQUEST,
+        BrokerError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        BrokerError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        BrokerError::Storage { .. } => match e.code() {
+            "storage_full" => StatusCode::INSUFFICIENT_STORAGE,
+            "message_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        let status = status_of(&e);
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError {
+            status,
+            code: e.code(),
+            reason: e.to_string(),
+            extra: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.code, "reason": self.reason});
+        if let (Some(Value::Object(extra)), Some(map)) = (self.extra, body.as_object_mut()) {
+            map.extend(extra);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,338 @@
+//! The handlers. Each translates JSON to one broker call and back.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weir_broker::{
+    Broker, BrokerError, Declared, Delivery, NackOptions, QueueOptions, ReceiveRequest,
+    SendMessage, SettleReport,
+};
+
+use crate::error::{ApiError, status_of};
+use crate::extract::{JsonBody, QueryParams};
+
+type ApiResult = Result<Response, ApiError>;
+
+pub(crate) fn router(broker: Broker, max_body: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/queues", get(list_queues))
+        .route(
+            "/api/queues/{name}",
+            get(show_queue).put(declare_queue).delete(delete_queue),
+        )
+        .route("/api/queues/{name}/purge", post(purge))
+        .route("/api/queues/{name}/messages", post(send).get(receive))
+        .route("/api/queues/{name}/ack", post(ack))
+        .route("/api/queues/{name}/nack", post(nack))
+        .route("/api/queues/{name}/extend", post(extend))
+        .route("/api/queues/{name}/dead-letters", get(peek_dead_letters))
+        .route("/api/queues/{name}/dead-letters/redrive", post(redrive))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(broker)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        reason: "no such endpoint; see /api/openapi.json".into(),
+        extra: None,
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        reason: "this endpoint does not take that method; see /api/openapi.json".into(),
+        extra: None,
+    }
+}
+
+fn ok(status: StatusCode, body: Value) -> ApiResult {
+    Ok((status, Json(body)).into_response())
+}
+
+async fn list_queues(State(broker): State<Broker>) -> ApiResult {
+    ok(StatusCode::OK, json!({"queues": broker.list().await}))
+}
+
+async fn show_queue(State(broker): State<Broker>, Path(name): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, json!(broker.info(&name).await?))
+}
+
+async fn declare_queue(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(options): JsonBody<QueueOptions>,
+) -> ApiResult {
+    let declared = broker.declare(&name, options).await?;
+    let info = broker.info(&name).await?;
+    let status = match declared {
+        Declared::Created => StatusCode::CREATED,
+        Declared::Existed => StatusCode::OK,
+    };
+    ok(status, json!(info))
+}
+
+async fn delete_queue(State(broker): State<Broker>, Path(name): Path<String>) -> ApiResult {
+    broker.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn purge(State(broker): State<Broker>, Path(name): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, json!({"purged": broker.purge(&name).await?}))
+}
+
+/// One message as sent over HTTP.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageIn {
+    body: Option<String>,
+    body_base64: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    id: Option<String>,
+    priority: Option<u8>,
+    delay_ms: Option<u64>,
+    group: Option<String>,
+    ttl_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    messages: Vec<MessageIn>,
+}
+
+fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError> {
+    let body = match (m.body, m.body_base64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => Bytes::from(BASE64.decode(b64.as_bytes()).map_err(|e| {
+            ApiError::bad_request("invalid_argument", format!("messages[{i}].body_base64 is not valid base64: {e}"))
+        })?),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_argument",
+                format!("messages[{i}] needs a body (text) or body_base64 (binary)"),
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_argument",
+                format!("messages[{i}] has both body and body_base64; give one"),
+            ));
+        }
+    };
+    Ok(SendMessage {
+        id: m.id,
+        body,
+        headers: m.headers,
+        priority: m.priority,
+        delay_ms: m.delay_ms,
+        group: m.group,
+        ttl_ms: m.ttl_ms,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
+}
+
+async fn send(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(value): JsonBody<Value>) -> ApiResult {
+    let is_batch = value.as_object().is_some_and(|o| o.contains_key("messages"));
+    let messages: Vec<MessageIn> = if is_batch {
+        parse::<Batch>(value)?.messages
+    } else {
+        vec![parse(value)?]
+    };
+    let messages = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message_in(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcomes = broker.send(&name, messages).await?;
+    let duplicates = outcomes.iter().filter(|o| o.duplicate).count();
+    ok(
+        StatusCode::CREATED,
+        json!({
+            "sent": outcomes.len() - duplicates,
+            "duplicates": duplicates,
+            "messages": outcomes,
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiveQuery {
+    max: Option<u32>,
+    wait_ms: Option<u64>,
+    visibility_timeout_ms: Option<u64>,
+}
+
+fn delivery_json(d: Delivery) -> Value {
+    let mut v = json!({
+        "id": d.id,
+        "headers": d.headers,
+        "priority": d.priority,
+        "group": d.group,
+        "delivery_count": d.delivery_count,
+        "enqueued_at_ms": d.enqueued_at_ms,
+        "dead_letter": d.dead_letter,
+    });
+    let map = v.as_object_mut().expect("invariant: built as an object");
+    if let Some(r) = d.receipt {
+        map.insert("receipt".into(), Value::String(r));
+    }
+    match std::str::from_utf8(&d.body) {
+        Ok(text) => map.insert("body".into(), Value::String(text.to_owned())),
+        Err(_) => map.insert("body_base64".into(), Value::String(BASE64.encode(&d.body))),
+    };
+    v
+}
+
+async fn receive(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<ReceiveQuery>,
+) -> ApiResult {
+    let request = ReceiveRequest {
+        max: q.max.unwrap_or(1),
+        wait_ms: q.wait_ms.unwrap_or(0),
+        visibility_timeout_ms: q.visibility_timeout_ms,
+    };
+    let got = broker.receive(&name, request).await?;
+    let messages: Vec<Value> = got.into_iter().map(delivery_json).collect();
+    ok(StatusCode::OK, json!({"messages": messages}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Receipts {
+    receipts: Option<Vec<String>>,
+    receipt: Option<String>,
+    requeue: Option<bool>,
+    delay_ms: Option<u64>,
+    visibility_timeout_ms: Option<u64>,
+}
+
+impl Receipts {
+    fn list(&mut self) -> Result<Vec<String>, ApiError> {
+        match (self.receipts.take(), self.receipt.take()) {
+            (Some(list), None) => Ok(list),
+            (None, Some(one)) => Ok(vec![one]),
+            (None, None) => Err(ApiError::bad_request("invalid_argument", "give receipts (a list) or receipt")),
+            (Some(_), Some(_)) => Err(ApiError::bad_request("invalid_argument", "give receipts or receipt, not both")),
+        }
+    }
+
+    fn refuse(&self, field: &str, present: bool) -> Result<(), ApiError> {
+        if present {
+            return Err(ApiError::bad_request("invalid_argument", format!("{field} does not apply here")));
+        }
+        Ok(())
+    }
+}
+
+/// Answers a settle: 200 with the count when every receipt took effect, else the
+/// first failure's status with the per-receipt failures listed (the others took
+/// effect).
+fn settle_answer(verb: &str, report: SettleReport) -> ApiResult {
+    let Some((_, first)) = report.failed.first() else {
+        return ok(StatusCode::OK, json!({verb: report.settled}));
+    };
+    let mut error = ApiError::from(first.clone());
+    error.status = status_of(first);
+    let failed: Vec<Value> = report
+        .failed
+        .iter()
+        .map(|(receipt, e): &(String, BrokerError)| json!({"receipt": receipt, "error": e.code(), "reason": e.to_string()}))
+        .collect();
+    error.extra = Some(json!({verb: report.settled, "failed": failed}));
+    Err(error)
+}
+
+async fn ack(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(mut r): JsonBody<Receipts>) -> ApiResult {
+    r.refuse("requeue", r.requeue.is_some())?;
+    r.refuse("delay_ms", r.delay_ms.is_some())?;
+    r.refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
+    let receipts = r.list()?;
+    settle_answer("acked", broker.ack(&name, receipts).await?)
+}
+
+async fn nack(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(mut r): JsonBody<Receipts>) -> ApiResult {
+    r.refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
+    let receipts = r.list()?;
+    let requeue = r.requeue.unwrap_or(true);
+    if !requeue && r.delay_ms.is_some() {
+        return Err(ApiError::bad_request("invalid_argument", "delay_ms needs requeue=true"));
+    }
+    let options = NackOptions {
+        requeue,
+        delay_ms: r.delay_ms,
+    };
+    settle_answer("nacked", broker.nack(&name, receipts, options).await?)
+}
+
+async fn extend(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(mut r): JsonBody<Receipts>) -> ApiResult {
+    r.refuse("requeue", r.requeue.is_some())?;
+    r.refuse("delay_ms", r.delay_ms.is_some())?;
+    let receipts = r.list()?;
+    let visibility = r
+        .visibility_timeout_ms
+        .ok_or_else(|| ApiError::bad_request("invalid_argument", "visibility_timeout_ms is required"))?;
+    settle_answer("extended", broker.extend(&name, receipts, visibility).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeekQuery {
+    max: Option<u32>,
+}
+
+async fn peek_dead_letters(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<PeekQuery>,
+) -> ApiResult {
+    let got = broker.peek_dead_letters(&name, q.max.unwrap_or(10)).await?;
+    let messages: Vec<Value> = got.into_iter().map(delivery_json).collect();
+    ok(StatusCode::OK, json!({"messages": messages}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveBody {
+    max: Option<u32>,
+}
+
+async fn redrive(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(b): JsonBody<RedriveBody>) -> ApiResult {
+    let n = broker.redrive_dead_letters(&name, b.max.unwrap_or(u32::MAX)).await?;
+    ok(StatusCode::OK, json!({"redriven": n}))
+}

@@ -1,0 +1,166 @@
+//! The broker's configuration: defaults < TOML file < `WEIR_*` environment < flags.
+//!
+//! Top-level keys map to `WEIR_<KEY>` (`WEIR_DATA_DIR`), section keys to
+//! `WEIR_<SECTION>_<KEY>` (`WEIR_LIMITS_MAX_QUEUES`). Every key is listed in
+//! docs/configuration.md.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use weir_broker::{FsyncPolicy, Limits};
+use weir_http::HttpConfig;
+
+/// Log settings the operator may tune per broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Segment size of each queue's log: smaller frees space of settled messages
+    /// sooner, larger means fewer files.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Everything `weir serve` needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where queues live.
+    pub data_dir: PathBuf,
+    /// HTTP API address; port 0 picks a free one.
+    pub http_listen: String,
+    /// AMQP 0-9-1 address (reserved: the AMQP front end is not built yet).
+    pub amqp_listen: String,
+    /// When a confirm may be sent: `always` (after fdatasync), `interval:<ms>`, `never`.
+    pub fsync: FsyncPolicy,
+    /// Log filter when RUST_LOG is not set (`info`, `debug`, `weir_broker=debug`).
+    pub log_level: String,
+    /// Client limits.
+    pub limits: Limits,
+    /// HTTP front end.
+    pub http: HttpConfig,
+    /// Queue logs.
+    pub log: LogSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./weir-data"),
+            http_listen: "127.0.0.1:8080".into(),
+            amqp_listen: "127.0.0.1:5672".into(),
+            fsync: FsyncPolicy::Always,
+            log_level: "info".into(),
+            limits: Limits::default(),
+            http: HttpConfig::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+const TOP_LEVEL: [&str; 5] = ["data_dir", "http_listen", "amqp_listen", "fsync", "log_level"];
+const SECTIONS: [&str; 3] = ["limits", "http", "log"];
+
+/// A value from the environment: numbers and booleans as such, anything else as a
+/// string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+/// Builds the configuration from an optional file, the environment (`vars`) and
+/// flag overrides (`flags`: top-level key → value).
+pub fn load(
+    file: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+    flags: &[(&str, Option<String>)],
+) -> anyhow::Result<Config> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            text.parse::<toml::Table>()
+                .with_context(|| format!("parsing config file {}", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix("WEIR_") else { continue };
+        let key = rest.to_ascii_lowercase();
+        if TOP_LEVEL.contains(&key.as_str()) {
+            table.insert(key, toml::Value::String(raw));
+            continue;
+        }
+        for section in SECTIONS {
+            if let Some(field) = key.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
+                let entry = table
+                    .entry(section.to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(section_table) = entry.as_table_mut() else {
+                    bail!("config: {section} must be a table");
+                };
+                section_table.insert(field.to_owned(), env_value(&raw));
+            }
+        }
+    }
+    for (key, value) in flags {
+        if let Some(v) = value {
+            table.insert((*key).to_owned(), toml::Value::String(v.clone()));
+        }
+    }
+    let config: Config = table
+        .try_into()
+        .context("invalid configuration (check the file, WEIR_* variables and flags)")?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from-file\"\nhttp_listen = \"127.0.0.1:1\"\nfsync = \"never\"\n[limits]\nmax_queues = 5\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("WEIR_HTTP_LISTEN".to_owned(), "127.0.0.1:2".to_owned()),
+            ("WEIR_LIMITS_MAX_QUEUES".to_owned(), "7".to_owned()),
+            ("WEIR_SERVER".to_owned(), "ignored: a client variable".to_owned()),
+        ];
+        let flags = [("fsync", Some("interval:5".to_owned())), ("amqp_listen", None)];
+        let c = load(Some(&file), env, &flags).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(c.http_listen, "127.0.0.1:2");
+        assert_eq!(c.limits.max_queues, 7);
+        assert_eq!(c.fsync.to_string(), "interval:5");
+        assert_eq!(c.amqp_listen, "127.0.0.1:5672");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, "data_dri = \"x\"\n").unwrap();
+        assert!(load(Some(&file), Vec::new(), &[]).is_err());
+        let bad = vec![("WEIR_FSYNC".to_owned(), "sometimes".to_owned())];
+        let e = format!("{:#}", load(None, bad, &[]).unwrap_err());
+        assert!(e.contains("fsync policy"), "{e}");
+    }
+}

@@ -1,0 +1,150 @@
+//! `weir serve`: opens the broker, binds the listeners, prints the ready line and
+//! runs until SIGTERM or Ctrl-C.
+//!
+//! Shutdown order: stop accepting HTTP connections, stop the broker (long polls
+//! get empty answers, sends and acks in flight finish and are answered, logs are
+//! synced and closed), let in-flight HTTP answers go out, exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use weir_broker::{Broker, BrokerConfig};
+
+use crate::config::{self, Config};
+
+/// Flags of `weir serve` (each overrides the file and the environment).
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file (also WEIR_CONFIG).
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./weir-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP address [default: 127.0.0.1:8080]; port 0 picks a free port.
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// AMQP address [default: 127.0.0.1:5672]; reserved: AMQP is not built yet.
+    #[arg(long)]
+    amqp_listen: Option<String>,
+    /// always | interval:MS | never [default: always].
+    #[arg(long)]
+    fsync: Option<String>,
+    /// Log filter when RUST_LOG is unset [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    let flags = [
+        ("data_dir", args.data_dir.as_ref().map(|p| p.display().to_string())),
+        ("http_listen", args.http_listen.clone()),
+        ("amqp_listen", args.amqp_listen.clone()),
+        ("fsync", args.fsync.clone()),
+        ("log_level", args.log_level.clone()),
+    ];
+    config::load(args.config.as_deref(), std::env::vars(), &flags)
+}
+
+/// `weir config`: prints the effective configuration.
+pub fn show_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load(args)?;
+    print!("{}", toml::to_string(&config).context("rendering the configuration")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the broker");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs the broker.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args)?;
+    init_tracing(&config.log_level);
+    let mut broker_config = BrokerConfig::new(&config.data_dir);
+    broker_config.log.fsync = config.fsync;
+    broker_config.log.segment_bytes = config.log.segment_bytes;
+    broker_config.limits = config.limits.clone();
+    let (broker, report) = Broker::open(broker_config)
+        .await
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    tracing::info!(
+        queues = report.queues,
+        messages = report.messages,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        data_dir = %config.data_dir.display(),
+        fsync = %config.fsync,
+        "recovered"
+    );
+    let http = TcpListener::bind(&config.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
+    let amqp = TcpListener::bind(&config.amqp_listen)
+        .await
+        .with_context(|| format!("binding AMQP on {}", config.amqp_listen))?;
+    let http_addr = http.local_addr()?;
+    let amqp_addr = amqp.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let router = weir_http::router(broker.clone(), &config.http);
+    let server = tokio::spawn(weir_http::serve(http, router, shutdown.clone()));
+    let amqp_task = tokio::spawn(refuse_amqp(amqp, shutdown.clone()));
+    println!("weir ready http={http_addr} amqp={amqp_addr}");
+    tracing::info!(%http_addr, %amqp_addr, "listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    broker.shutdown().await;
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+        Err(e) => tracing::error!(error = %e, "HTTP server task panicked"),
+    }
+    let _ = amqp_task.await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Holds the AMQP port until the AMQP front end exists: connections are closed at
+/// once, with a warning, so a client fails fast instead of hanging.
+async fn refuse_amqp(listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::warn!(%peer, "AMQP 0-9-1 is not implemented in this build yet; closing the connection");
+                    drop(stream);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "AMQP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
