@@ -1,0 +1,163 @@
+//! Restarts and crashes of the real binary: what was answered 2xx survives, acked
+//! messages never come back, settings and stats stay.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use weir_testkit::Broker;
+
+use crate::{Api, bodies, receipt};
+
+#[tokio::test]
+async fn a_restart_keeps_ready_delayed_settings_and_stats_and_requeues_leases() {
+    let mut broker = Broker::start().await.unwrap();
+    let api = Api::new(&broker);
+    api.create("q", json!({"max_deliveries": 5, "max_priority": 3, "dead_letter_queue": "q-dlq"})).await;
+    for i in 0..10 {
+        api.send("q", json!({"body": format!("m{i}"), "priority": i % 2})).await;
+    }
+    api.send("q", json!({"body": "delayed", "delay_ms": 2000})).await;
+    let got = api.receive("q", "max=3").await;
+    let (s, _) = api.ack("q", &[receipt(&got[0]), receipt(&got[1])]).await;
+    assert_eq!(s, 200);
+    let acked: Vec<String> = bodies(&got[..2]);
+    let leased = got[2]["body"].as_str().unwrap().to_owned();
+    let before = api.stats("q").await;
+
+    broker.kill9().await.unwrap();
+    broker.restart().await.unwrap();
+    let api = Api::new(&broker);
+
+    let (_, info) = api.call("GET", "/api/queues/q", None).await;
+    assert_eq!(info["options"]["max_deliveries"], 5);
+    assert_eq!(info["options"]["dead_letter_queue"], "q-dlq");
+    let after = &info["stats"];
+    assert_eq!(after["ready"], 8, "7 never received + the one that was leased: {after}");
+    assert_eq!(after["delayed"], 1);
+    assert_eq!(after["leased"], 0);
+    assert_eq!(after["sent_total"], before["sent_total"]);
+    assert_eq!(after["acked_total"], before["acked_total"]);
+    let all = api.receive("q", "max=100").await;
+    let seen = bodies(&all);
+    for a in &acked {
+        assert!(!seen.contains(a), "acked {a} came back: {seen:?}");
+    }
+    let again = all.iter().find(|m| m["body"] == leased.as_str()).expect("the leased message is ready again");
+    assert_eq!(again["delivery_count"], 2, "the delivery before the crash counts");
+    assert_eq!(bodies(&api.receive("q", "max=10&wait_ms=20000").await), ["delayed"]);
+    assert!(api.call("GET", "/api/queues/q-dlq", None).await.0 == 200);
+}
+
+/// What the load saw answered.
+#[derive(Default)]
+struct Ledger {
+    sent: HashSet<String>,
+    /// Acks answered 200: these must never come back.
+    acked: HashSet<String>,
+    /// Acks sent, answered or not: the crash may have cut the answer of one that
+    /// took effect, so these may be gone without being lost.
+    ack_attempted: HashSet<String>,
+}
+
+async fn run_load(api: Arc<Api>, ledger: Arc<Mutex<Ledger>>, stop: Arc<std::sync::atomic::AtomicBool>, worker: usize) {
+    use std::sync::atomic::Ordering;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Producers and consumers interleave in each task.
+        let ids: Vec<String> = (0..20).map(|i| format!("w{worker}-{n}-{i}")).collect();
+        n += 1;
+        let batch: Vec<_> = ids.iter().map(|id| json!({"id": id, "body": id})).collect();
+        let Ok(resp) = api.client.post(format!("{}/api/queues/load/messages", api.base)).json(&json!({"messages": batch})).send().await else { break };
+        if resp.status().as_u16() == 201 {
+            ledger.lock().unwrap().sent.extend(ids);
+        }
+        let Ok(resp) = api.client.get(format!("{}/api/queues/load/messages?max=15", api.base)).send().await else { break };
+        let Ok(body) = resp.json::<serde_json::Value>().await else { break };
+        let Some(messages) = body["messages"].as_array() else { break };
+        let receipts: Vec<&str> = messages.iter().map(receipt).collect();
+        if receipts.is_empty() {
+            continue;
+        }
+        ledger
+            .lock()
+            .unwrap()
+            .ack_attempted
+            .extend(messages.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
+        let Ok(resp) = api.client.post(format!("{}/api/queues/load/ack", api.base)).json(&json!({"receipts": receipts})).send().await else { break };
+        if resp.status().as_u16() == 200 {
+            let mut l = ledger.lock().unwrap();
+            for m in messages {
+                l.acked.insert(m["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+}
+
+async fn drain(api: &Api) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let got = api.receive("load", "max=500").await;
+        if got.is_empty() {
+            return ids;
+        }
+        let receipts: Vec<&str> = got.iter().map(receipt).collect();
+        assert_eq!(api.ack("load", &receipts).await.0, 200);
+        ids.extend(got.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
+    }
+}
+
+async fn crash_round(graceful: bool) {
+    let mut broker = Broker::start().await.unwrap();
+    let api = Arc::new(Api::new(&broker));
+    api.create("load", json!({"visibility_timeout_ms": 600000})).await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..6)
+        .map(|w| tokio::spawn(run_load(api.clone(), ledger.clone(), stop.clone(), w)))
+        .collect();
+    // Let the load run until a few thousand sends were answered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ledger.lock().unwrap().sent.len() < 3000 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if graceful {
+        assert!(broker.terminate().await.unwrap(), "clean exit on SIGTERM");
+    } else {
+        broker.kill9().await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    broker.restart().await.unwrap();
+    let api = Api::new(&broker);
+    let drained = drain(&api).await;
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.sent.len() >= 100, "the load ran: {} sends", ledger.sent.len());
+    let drained_set: HashSet<&String> = drained.iter().collect();
+    assert_eq!(drained_set.len(), drained.len(), "no message is delivered twice after the restart");
+    for id in &ledger.acked {
+        assert!(!drained_set.contains(id), "acked message {id} came back");
+    }
+    let mut lost = 0;
+    for id in &ledger.sent {
+        if !ledger.ack_attempted.contains(id) && !drained_set.contains(id) {
+            lost += 1;
+        }
+    }
+    assert_eq!(lost, 0, "answered sends lost (of {} sent, {} acked)", ledger.sent.len(), ledger.acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_concurrent_send_receive_ack_loses_nothing_and_resurrects_nothing() {
+    for _ in 0..2 {
+        crash_round(false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_shuts_down_cleanly_with_nothing_lost_or_doubled() {
+    crash_round(true).await;
+}
