@@ -12,7 +12,7 @@ use crate::error::{BrokerError, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overflow {
-    /// The oldest ready message is dropped (and counted) to make room. RabbitMQ's
+    /// The oldest ready message is dropped (and counted) to make room. `RabbitMQ`'s
     /// default.
     #[default]
     DropHead,
@@ -55,8 +55,8 @@ pub struct QueueOptions {
     pub retry_backoff: Backoff,
     /// Cap of the exponential retry delay.
     pub retry_delay_max_ms: u64,
-    /// Highest priority; messages carry 0..=max_priority (higher first, FIFO within a
-    /// priority). Above it counts as max_priority. 0 means no priorities.
+    /// Highest priority; messages carry `0..=max_priority` (higher first, FIFO within a
+    /// priority). Above it counts as `max_priority`. 0 means no priorities.
     pub max_priority: u8,
     /// Default time to live of a message; expired messages are dead-lettered if a
     /// dead-letter queue is set, else dropped and counted.
@@ -126,7 +126,8 @@ impl QueueOptions {
             ));
         }
         if let Some(dlq) = &self.dead_letter_queue {
-            validate_name(dlq).map_err(|e| BrokerError::invalid("dead_letter_queue", e.to_string()))?;
+            validate_name(dlq)
+                .map_err(|e| BrokerError::invalid("dead_letter_queue", e.to_string()))?;
             if dlq == queue {
                 return Err(BrokerError::invalid(
                     "dead_letter_queue",
@@ -142,9 +143,12 @@ impl QueueOptions {
         let a = serde_json::to_value(self).ok()?;
         let b = serde_json::to_value(other).ok()?;
         let (a, b) = (a.as_object()?, b.as_object()?);
-        a.iter()
-            .find(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, v)| format!("{k} is {} but {v} was asked", b.get(k).unwrap_or(&serde_json::Value::Null)))
+        a.iter().find(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| {
+            format!(
+                "{k} is {} but {v} was asked",
+                b.get(k).unwrap_or(&serde_json::Value::Null)
+            )
+        })
     }
 }
 
@@ -188,7 +192,7 @@ pub struct SendMessage {
     pub body: Bytes,
     /// Application headers.
     pub headers: BTreeMap<String, String>,
-    /// 0..=max_priority; absent is 0.
+    /// `0..=max_priority`; absent is 0.
     pub priority: Option<u8>,
     /// Deliver no earlier than this many ms from now.
     pub delay_ms: Option<u64>,

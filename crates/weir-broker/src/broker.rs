@@ -118,6 +118,7 @@ pub struct StartReport {
     pub elapsed: std::time::Duration,
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as map_err(|e| io_error(.., e))
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> BrokerError {
     BrokerError::internal(format!("{what} {}: {e}", path.display()))
 }
@@ -219,7 +220,11 @@ impl Broker {
                 source,
             })?;
         if recovery.truncated_bytes > 0 {
-            tracing::warn!(queue = name, truncated_bytes = recovery.truncated_bytes, "recovery cut a torn tail off the queue's log (writes that were never confirmed)");
+            tracing::warn!(
+                queue = name,
+                truncated_bytes = recovery.truncated_bytes,
+                "recovery cut a torn tail off the queue's log (writes that were never confirmed)"
+            );
         }
         let mut state = QueueState::new(options.clone(), lease_seed());
         let replayed = replay(&log, &mut state, name, now_ms())
@@ -230,7 +235,13 @@ impl Broker {
             })?;
         let stats = state.stats(0, now_ms());
         let held = stats.ready + stats.delayed;
-        tracing::info!(queue = name, records = replayed.records, ready = stats.ready, delayed = stats.delayed, "recovered queue");
+        tracing::info!(
+            queue = name,
+            records = replayed.records,
+            ready = stats.ready,
+            delayed = stats.delayed,
+            "recovered queue"
+        );
         let (commands, receiver) = mpsc::channel(1024);
         let actor = Actor::new(
             name.to_owned(),
@@ -245,14 +256,18 @@ impl Broker {
             actor.run().await;
             tracing::debug!(%queue, "queue actor stopped");
         });
-        self.inner.queues.write().expect("invariant: lock not poisoned").insert(
-            name.to_owned(),
-            QueueRef {
-                commands,
-                options,
-                task: Arc::new(Mutex::new(Some(task))),
-            },
-        );
+        self.inner
+            .queues
+            .write()
+            .expect("invariant: lock not poisoned")
+            .insert(
+                name.to_owned(),
+                QueueRef {
+                    commands,
+                    options,
+                    task: Arc::new(Mutex::new(Some(task))),
+                },
+            );
         Ok(held)
     }
 
@@ -285,7 +300,12 @@ impl Broker {
                 }),
             };
         }
-        let count = self.inner.queues.read().expect("invariant: lock not poisoned").len() as u64;
+        let count = self
+            .inner
+            .queues
+            .read()
+            .expect("invariant: lock not poisoned")
+            .len() as u64;
         let limit = self.inner.config.limits.max_queues;
         let extra = u64::from(
             options
@@ -299,14 +319,15 @@ impl Broker {
                 limit,
             });
         }
-        if let Some(dlq) = &options.dead_letter_queue {
-            if self.get(dlq).is_err() {
-                Box::pin(self.declare_locked(dlq, QueueOptions::default())).await?;
-            }
+        if let Some(dlq) = &options.dead_letter_queue
+            && self.get(dlq).is_err()
+        {
+            Box::pin(self.declare_locked(dlq, QueueOptions::default())).await?;
         }
         let dir = self.queue_dir(name);
         std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
-        let json = serde_json::to_vec_pretty(&options).map_err(|e| BrokerError::internal(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&options)
+            .map_err(|e| BrokerError::internal(e.to_string()))?;
         let path = dir.join("queue.json");
         write_durably(&path, &json).map_err(|e| io_error("write", &path, e))?;
         self.start_queue(name, options).await?;
@@ -344,7 +365,11 @@ impl Broker {
         Ok(())
     }
 
-    async fn ask<T>(&self, name: &str, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+    async fn ask<T>(
+        &self,
+        name: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T> {
         let queue = self.get(name)?;
         let (reply, answer) = oneshot::channel();
         queue
@@ -369,7 +394,11 @@ impl Broker {
     /// Every queue, by name.
     pub async fn list(&self) -> Vec<QueueInfo> {
         let names: Vec<String> = {
-            let queues = self.inner.queues.read().expect("invariant: lock not poisoned");
+            let queues = self
+                .inner
+                .queues
+                .read()
+                .expect("invariant: lock not poisoned");
             let mut names: Vec<String> = queues.keys().cloned().collect();
             names.sort();
             names
@@ -388,7 +417,10 @@ impl Broker {
     pub async fn send(&self, name: &str, messages: Vec<SendMessage>) -> Result<Vec<SendOutcome>> {
         let limits = &self.inner.config.limits;
         if messages.is_empty() {
-            return Err(BrokerError::invalid("messages", "a send needs at least one message"));
+            return Err(BrokerError::invalid(
+                "messages",
+                "a send needs at least one message",
+            ));
         }
         if messages.len() as u64 > limits.max_batch_messages {
             return Err(BrokerError::LimitExceeded {
@@ -405,7 +437,12 @@ impl Broker {
         self.send_prepared(name, outgoing, true).await
     }
 
-    async fn send_prepared(&self, name: &str, messages: Vec<Outgoing>, dedup: bool) -> Result<Vec<SendOutcome>> {
+    async fn send_prepared(
+        &self,
+        name: &str,
+        messages: Vec<Outgoing>,
+        dedup: bool,
+    ) -> Result<Vec<SendOutcome>> {
         self.ask(name, |reply| Command::Send {
             messages,
             dedup,
@@ -427,23 +464,33 @@ impl Broker {
         if request.wait_ms > limits.max_wait_ms {
             return Err(BrokerError::invalid(
                 "wait_ms",
-                format!("{} is over the limit of {}", request.wait_ms, limits.max_wait_ms),
+                format!(
+                    "{} is over the limit of {}",
+                    request.wait_ms, limits.max_wait_ms
+                ),
             ));
         }
         if let Some(v) = request.visibility_timeout_ms {
             check_duration("visibility_timeout_ms", v, 1)?;
         }
-        self.ask(name, |reply| Command::Receive { request, reply }).await?
+        self.ask(name, |reply| Command::Receive { request, reply })
+            .await?
     }
 
     /// Acks leased messages.
     pub async fn ack(&self, name: &str, receipts: Vec<String>) -> Result<SettleReport> {
         check_receipts(&receipts)?;
-        self.ask(name, |reply| Command::Ack { receipts, reply }).await
+        self.ask(name, |reply| Command::Ack { receipts, reply })
+            .await
     }
 
     /// Nacks leased messages: requeue (after a delay) or dead-letter.
-    pub async fn nack(&self, name: &str, receipts: Vec<String>, options: NackOptions) -> Result<SettleReport> {
+    pub async fn nack(
+        &self,
+        name: &str,
+        receipts: Vec<String>,
+        options: NackOptions,
+    ) -> Result<SettleReport> {
         check_receipts(&receipts)?;
         if let Some(d) = options.delay_ms {
             check_duration("delay_ms", d, 0)?;
@@ -457,7 +504,12 @@ impl Broker {
     }
 
     /// Extends leases to `visibility_timeout_ms` from now.
-    pub async fn extend(&self, name: &str, receipts: Vec<String>, visibility_timeout_ms: u64) -> Result<SettleReport> {
+    pub async fn extend(
+        &self,
+        name: &str,
+        receipts: Vec<String>,
+        visibility_timeout_ms: u64,
+    ) -> Result<SettleReport> {
         check_receipts(&receipts)?;
         check_duration("visibility_timeout_ms", visibility_timeout_ms, 1)?;
         self.ask(name, |reply| Command::Extend {
@@ -491,7 +543,12 @@ impl Broker {
 
     /// Up to `max` ready messages of `name` (only those dead-lettered from `origin`
     /// if given), without leasing them.
-    pub async fn peek(&self, name: &str, origin: Option<String>, max: u32) -> Result<Vec<Delivery>> {
+    pub async fn peek(
+        &self,
+        name: &str,
+        origin: Option<String>,
+        max: u32,
+    ) -> Result<Vec<Delivery>> {
         self.check_max(max)?;
         self.ask(name, |reply| Command::Peek {
             origin,
@@ -524,7 +581,10 @@ impl Broker {
     fn check_max(&self, max: u32) -> Result<()> {
         let limit = self.inner.config.limits.max_receive;
         if max == 0 || max > limit {
-            return Err(BrokerError::invalid("max", format!("{max} is outside 1..={limit}")));
+            return Err(BrokerError::invalid(
+                "max",
+                format!("{max} is outside 1..={limit}"),
+            ));
         }
         Ok(())
     }
@@ -557,10 +617,10 @@ async fn stop_queue(queue: &QueueRef) {
     if queue.commands.send(Command::Stop { reply }).await.is_ok() {
         let _ = answer.await;
     }
-    if let Some(task) = queue.task.lock().await.take() {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "a queue actor panicked");
-        }
+    if let Some(task) = queue.task.lock().await.take()
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "a queue actor panicked");
     }
 }
 
@@ -579,7 +639,10 @@ pub(crate) async fn send_internal(
     if create_missing && broker.get(name).is_err() {
         broker.declare(name, QueueOptions::default()).await?;
     }
-    broker.send_prepared(name, messages, false).await.map(|_| ())
+    broker
+        .send_prepared(name, messages, false)
+        .await
+        .map(|_| ())
 }
 
 fn not_found(name: &str) -> BrokerError {
@@ -598,14 +661,20 @@ fn gone(name: &str) -> BrokerError {
 fn check_duration(field: &str, v: u64, min: u64) -> Result<()> {
     let max = crate::api::MAX_DURATION_MS;
     if v < min || v > max {
-        return Err(BrokerError::invalid(field, format!("{v} is outside {min}..={max}")));
+        return Err(BrokerError::invalid(
+            field,
+            format!("{v} is outside {min}..={max}"),
+        ));
     }
     Ok(())
 }
 
 fn check_receipts(receipts: &[String]) -> Result<()> {
     if receipts.is_empty() {
-        return Err(BrokerError::invalid("receipts", "at least one receipt is needed"));
+        return Err(BrokerError::invalid(
+            "receipts",
+            "at least one receipt is needed",
+        ));
     }
     if receipts.len() > 10_000 {
         return Err(BrokerError::LimitExceeded {
@@ -623,11 +692,22 @@ fn generate_id(now: i64) -> String {
     static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let salt = *SALT.get_or_init(|| RandomState::new().hash_one(std::process::id()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:012x}{:04x}{:016x}", now as u64 & 0xffff_ffff_ffff, (salt >> 48) as u16, salt.wrapping_add(n))
+    format!(
+        "{:012x}{:04x}{:016x}",
+        u64::try_from(now).unwrap_or(0) & 0xffff_ffff_ffff,
+        (salt >> 48) as u16,
+        salt.wrapping_add(n)
+    )
 }
 
 /// Checks one message and builds what is written.
-fn prepare(i: usize, m: SendMessage, options: &QueueOptions, limits: &Limits, now: i64) -> Result<Outgoing> {
+fn prepare(
+    i: usize,
+    m: SendMessage,
+    options: &QueueOptions,
+    limits: &Limits,
+    now: i64,
+) -> Result<Outgoing> {
     let field = |f: &str| format!("messages[{i}].{f}");
     if m.body.len() as u64 > limits.max_message_bytes {
         return Err(BrokerError::LimitExceeded {
@@ -635,15 +715,21 @@ fn prepare(i: usize, m: SendMessage, options: &QueueOptions, limits: &Limits, no
             limit: limits.max_message_bytes,
         });
     }
-    if let Some(id) = &m.id {
-        if id.is_empty() || id.len() > MAX_ID_BYTES {
-            return Err(BrokerError::invalid(field("id"), format!("must be 1..={MAX_ID_BYTES} bytes")));
-        }
+    if let Some(id) = &m.id
+        && (id.is_empty() || id.len() > MAX_ID_BYTES)
+    {
+        return Err(BrokerError::invalid(
+            field("id"),
+            format!("must be 1..={MAX_ID_BYTES} bytes"),
+        ));
     }
-    if let Some(g) = &m.group {
-        if g.is_empty() || g.len() > MAX_GROUP_BYTES {
-            return Err(BrokerError::invalid(field("group"), format!("must be 1..={MAX_GROUP_BYTES} bytes")));
-        }
+    if let Some(g) = &m.group
+        && (g.is_empty() || g.len() > MAX_GROUP_BYTES)
+    {
+        return Err(BrokerError::invalid(
+            field("group"),
+            format!("must be 1..={MAX_GROUP_BYTES} bytes"),
+        ));
     }
     if let Some(d) = m.delay_ms {
         check_duration(&field("delay_ms"), d, 0)?;
@@ -672,7 +758,10 @@ fn prepare(i: usize, m: SendMessage, options: &QueueOptions, limits: &Limits, no
             enqueued_at_ms: now,
             dead_letter: None,
         },
-        headers: headers.into_iter().map(|(k, v)| Header::new(k, v)).collect(),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| Header::new(k, v))
+            .collect(),
         body: m.body,
     })
 }

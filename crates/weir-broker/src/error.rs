@@ -69,7 +69,9 @@ pub enum BrokerError {
     },
     /// A receipt that names no current lease on this queue: settled already, expired
     /// and handed to someone else, from before a restart, or from another queue.
-    #[error("receipt '{receipt}' is not a current lease on queue '{queue}' (already settled, expired, or from another queue or an earlier run)")]
+    #[error(
+        "receipt '{receipt}' is not a current lease on queue '{queue}' (already settled, expired, or from another queue or an earlier run)"
+    )]
     StaleReceipt {
         /// The queue it was presented to.
         queue: String,
@@ -87,7 +89,9 @@ pub enum BrokerError {
     },
     /// The queue's `max_length`/`max_length_bytes` is reached and its overflow policy
     /// is `reject-publish`; nothing of the send was enqueued.
-    #[error("queue '{queue}' is full ({detail}); overflow policy reject-publish refused the send, nothing was enqueued")]
+    #[error(
+        "queue '{queue}' is full ({detail}); overflow policy reject-publish refused the send, nothing was enqueued"
+    )]
     QueueFull {
         /// The queue.
         queue: String,

@@ -37,11 +37,13 @@ pub fn status_of(e: &BrokerError) -> StatusCode {
     match e {
         BrokerError::NotFound { .. } => StatusCode::NOT_FOUND,
         BrokerError::Conflict { .. } | BrokerError::StaleReceipt { .. } => StatusCode::CONFLICT,
+        BrokerError::LimitExceeded { what, .. } if what.contains("bytes") => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         BrokerError::InvalidName { .. }
         | BrokerError::InvalidArgument { .. }
-        | BrokerError::MalformedReceipt { .. } => StatusCode::BAD_REQUEST,
-        BrokerError::LimitExceeded { what, .. } if what.contains("bytes") => StatusCode::PAYLOAD_TOO_LARGE,
-        BrokerError::LimitExceeded { .. } => StatusCode::BAD_REQUEST,
+        | BrokerError::MalformedReceipt { .. }
+        | BrokerError::LimitExceeded { .. } => StatusCode::BAD_REQUEST,
         BrokerError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
         BrokerError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         BrokerError::Storage { .. } => match e.code() {
@@ -49,7 +51,7 @@ pub fn status_of(e: &BrokerError) -> StatusCode {
             "message_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        BrokerError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -27,10 +27,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     extra: None,
                 }
             } else {
-                ApiError::bad_request("invalid_body", format!("could not read the request body: {e}"))
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("could not read the request body: {e}"),
+                )
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         serde_json::from_slice(bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
@@ -46,6 +53,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| QueryParams(q.0))
-            .map_err(|e| ApiError::bad_request("invalid_argument", format!("query string: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_argument",
+                    format!("query string: {}", e.body_text()),
+                )
+            })
     }
 }

@@ -1,5 +1,5 @@
 //! weir's HTTP front end: the REST API for queues (send, receive, ack, nack, extend,
-//! dead letters, administration), `/healthz` and the OpenAPI document at
+//! dead letters, administration), `/healthz` and the `OpenAPI` document at
 //! `/api/openapi.json`. It translates JSON to the broker API ([`weir_broker::Broker`])
 //! and broker errors to statuses with a JSON body `{"error", "reason"}`; it holds no
 //! queue state of its own. The contract is `docs/http-api.md`.
@@ -36,12 +36,19 @@ impl Default for HttpConfig {
 
 /// The routes, ready to serve.
 pub fn router(broker: Broker, config: &HttpConfig) -> Router {
-    routes::router(broker, usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX))
+    routes::router(
+        broker,
+        usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests
 /// in flight finish.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -74,6 +74,7 @@ async fn method_not_allowed() -> ApiError {
     }
 }
 
+#[allow(clippy::unnecessary_wraps)] // handlers end with `ok(..)` or `?`
 fn ok(status: StatusCode, body: Value) -> ApiResult {
     Ok((status, Json(body)).into_response())
 }
@@ -106,7 +107,10 @@ async fn delete_queue(State(broker): State<Broker>, Path(name): Path<String>) ->
 }
 
 async fn purge(State(broker): State<Broker>, Path(name): Path<String>) -> ApiResult {
-    ok(StatusCode::OK, json!({"purged": broker.purge(&name).await?}))
+    ok(
+        StatusCode::OK,
+        json!({"purged": broker.purge(&name).await?}),
+    )
 }
 
 /// One message as sent over HTTP.
@@ -134,7 +138,10 @@ fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError> {
     let body = match (m.body, m.body_base64) {
         (Some(text), None) => Bytes::from(text),
         (None, Some(b64)) => Bytes::from(BASE64.decode(b64.as_bytes()).map_err(|e| {
-            ApiError::bad_request("invalid_argument", format!("messages[{i}].body_base64 is not valid base64: {e}"))
+            ApiError::bad_request(
+                "invalid_argument",
+                format!("messages[{i}].body_base64 is not valid base64: {e}"),
+            )
         })?),
         (None, None) => {
             return Err(ApiError::bad_request(
@@ -161,11 +168,18 @@ fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v).map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
 }
 
-async fn send(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(value): JsonBody<Value>) -> ApiResult {
-    let is_batch = value.as_object().is_some_and(|o| o.contains_key("messages"));
+async fn send(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(value): JsonBody<Value>,
+) -> ApiResult {
+    let is_batch = value
+        .as_object()
+        .is_some_and(|o| o.contains_key("messages"));
     let messages: Vec<MessageIn> = if is_batch {
         parse::<Batch>(value)?.messages
     } else {
@@ -234,6 +248,7 @@ async fn receive(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(clippy::struct_field_names)] // `receipts` is the API's field name
 struct Receipts {
     receipts: Option<Vec<String>>,
     receipt: Option<String>,
@@ -247,14 +262,23 @@ impl Receipts {
         match (self.receipts.take(), self.receipt.take()) {
             (Some(list), None) => Ok(list),
             (None, Some(one)) => Ok(vec![one]),
-            (None, None) => Err(ApiError::bad_request("invalid_argument", "give receipts (a list) or receipt")),
-            (Some(_), Some(_)) => Err(ApiError::bad_request("invalid_argument", "give receipts or receipt, not both")),
+            (None, None) => Err(ApiError::bad_request(
+                "invalid_argument",
+                "give receipts (a list) or receipt",
+            )),
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "invalid_argument",
+                "give receipts or receipt, not both",
+            )),
         }
     }
 
-    fn refuse(&self, field: &str, present: bool) -> Result<(), ApiError> {
+    fn refuse(field: &str, present: bool) -> Result<(), ApiError> {
         if present {
-            return Err(ApiError::bad_request("invalid_argument", format!("{field} does not apply here")));
+            return Err(ApiError::bad_request(
+                "invalid_argument",
+                format!("{field} does not apply here"),
+            ));
         }
         Ok(())
     }
@@ -263,7 +287,7 @@ impl Receipts {
 /// Answers a settle: 200 with the count when every receipt took effect, else the
 /// first failure's status with the per-receipt failures listed (the others took
 /// effect).
-fn settle_answer(verb: &str, report: SettleReport) -> ApiResult {
+fn settle_answer(verb: &str, report: &SettleReport) -> ApiResult {
     let Some((_, first)) = report.failed.first() else {
         return ok(StatusCode::OK, json!({verb: report.settled}));
     };
@@ -278,36 +302,54 @@ fn settle_answer(verb: &str, report: SettleReport) -> ApiResult {
     Err(error)
 }
 
-async fn ack(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(mut r): JsonBody<Receipts>) -> ApiResult {
-    r.refuse("requeue", r.requeue.is_some())?;
-    r.refuse("delay_ms", r.delay_ms.is_some())?;
-    r.refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
+async fn ack(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(mut r): JsonBody<Receipts>,
+) -> ApiResult {
+    Receipts::refuse("requeue", r.requeue.is_some())?;
+    Receipts::refuse("delay_ms", r.delay_ms.is_some())?;
+    Receipts::refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
     let receipts = r.list()?;
-    settle_answer("acked", broker.ack(&name, receipts).await?)
+    settle_answer("acked", &broker.ack(&name, receipts).await?)
 }
 
-async fn nack(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(mut r): JsonBody<Receipts>) -> ApiResult {
-    r.refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
+async fn nack(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(mut r): JsonBody<Receipts>,
+) -> ApiResult {
+    Receipts::refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
     let receipts = r.list()?;
     let requeue = r.requeue.unwrap_or(true);
     if !requeue && r.delay_ms.is_some() {
-        return Err(ApiError::bad_request("invalid_argument", "delay_ms needs requeue=true"));
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "delay_ms needs requeue=true",
+        ));
     }
     let options = NackOptions {
         requeue,
         delay_ms: r.delay_ms,
     };
-    settle_answer("nacked", broker.nack(&name, receipts, options).await?)
+    settle_answer("nacked", &broker.nack(&name, receipts, options).await?)
 }
 
-async fn extend(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(mut r): JsonBody<Receipts>) -> ApiResult {
-    r.refuse("requeue", r.requeue.is_some())?;
-    r.refuse("delay_ms", r.delay_ms.is_some())?;
+async fn extend(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(mut r): JsonBody<Receipts>,
+) -> ApiResult {
+    Receipts::refuse("requeue", r.requeue.is_some())?;
+    Receipts::refuse("delay_ms", r.delay_ms.is_some())?;
     let receipts = r.list()?;
-    let visibility = r
-        .visibility_timeout_ms
-        .ok_or_else(|| ApiError::bad_request("invalid_argument", "visibility_timeout_ms is required"))?;
-    settle_answer("extended", broker.extend(&name, receipts, visibility).await?)
+    let visibility = r.visibility_timeout_ms.ok_or_else(|| {
+        ApiError::bad_request("invalid_argument", "visibility_timeout_ms is required")
+    })?;
+    settle_answer(
+        "extended",
+        &broker.extend(&name, receipts, visibility).await?,
+    )
 }
 
 #[derive(Deserialize)]
@@ -332,7 +374,13 @@ struct RedriveBody {
     max: Option<u32>,
 }
 
-async fn redrive(State(broker): State<Broker>, Path(name): Path<String>, JsonBody(b): JsonBody<RedriveBody>) -> ApiResult {
-    let n = broker.redrive_dead_letters(&name, b.max.unwrap_or(u32::MAX)).await?;
+async fn redrive(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(b): JsonBody<RedriveBody>,
+) -> ApiResult {
+    let n = broker
+        .redrive_dead_letters(&name, b.max.unwrap_or(u32::MAX))
+        .await?;
     ok(StatusCode::OK, json!({"redriven": n}))
 }

@@ -18,7 +18,10 @@ pub fn weir_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("invariant: a test knows its own path");
-    let dir = exe.parent().and_then(Path::parent).expect("invariant: tests run from target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("invariant: tests run from target/<profile>/deps");
     dir.join("weir")
 }
 
@@ -66,9 +69,17 @@ impl Broker {
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--http-listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--amqp-listen",
+                "127.0.0.1:0",
+            ])
             .args(&self.extra_args)
-            .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .stdin(Stdio::null())
@@ -98,9 +109,9 @@ impl Broker {
         };
         for part in line.split_whitespace() {
             if let Some(v) = part.strip_prefix("http=") {
-                self.http = v.to_owned();
+                v.clone_into(&mut self.http);
             } else if let Some(v) = part.strip_prefix("amqp=") {
-                self.amqp = v.to_owned();
+                v.clone_into(&mut self.amqp);
             }
         }
         // Keep reading stdout so the broker never blocks on a full pipe.
@@ -142,14 +153,19 @@ impl Broker {
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.start_kill().context("SIGKILL")?;
-            child.wait().await.context("waiting for the killed broker")?;
+            child
+                .wait()
+                .await
+                .context("waiting for the killed broker")?;
         }
         Ok(())
     }
 
     /// SIGTERM, and wait for a clean exit; returns whether it exited with 0.
     pub async fn terminate(&mut self) -> anyhow::Result<bool> {
-        let Some(mut child) = self.child.take() else { return Ok(true) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(true);
+        };
         let pid = child.id().context("broker already gone")?;
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -182,7 +198,11 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- weir log ({} start(s)) ----\n{}", self.starts, self.log());
+            eprintln!(
+                "---- weir log ({} start(s)) ----\n{}",
+                self.starts,
+                self.log()
+            );
         }
     }
 }

@@ -273,6 +273,7 @@ impl Actor {
     }
 
     /// Starts an append of state ops; the future resolves when it is durable.
+    #[allow(clippy::needless_pass_by_value)] // callers build the list for this call
     fn persist(&self, ops: Vec<StateOp>) -> BoxFuture {
         if ops.is_empty() {
             return Box::pin(async { Ok(()) });
@@ -314,7 +315,7 @@ impl Actor {
         Box::pin(async move {
             let result = persisted.await;
             for copy in copies {
-                let _ = copy.await;
+                let () = copy.await;
             }
             result
         })
@@ -365,7 +366,13 @@ impl Actor {
                 let mut effects = Vec::new();
                 let now = now_ms();
                 for receipt in receipts {
-                    match self.state.nack(&self.name, &receipt, options.requeue, options.delay_ms, now) {
+                    match self.state.nack(
+                        &self.name,
+                        &receipt,
+                        options.requeue,
+                        options.delay_ms,
+                        now,
+                    ) {
                         Ok(e) => {
                             report.settled += 1;
                             effects.extend(e);
@@ -385,7 +392,10 @@ impl Actor {
                 let mut report = SettleReport::default();
                 let now = now_ms();
                 for receipt in receipts {
-                    match self.state.extend(&self.name, &receipt, visibility_timeout_ms, now) {
+                    match self
+                        .state
+                        .extend(&self.name, &receipt, visibility_timeout_ms, now)
+                    {
                         Ok(()) => report.settled += 1,
                         Err(e) => report.failed.push((receipt, e)),
                     }
@@ -393,7 +403,9 @@ impl Actor {
                 let _ = reply.send(report);
             }
             Command::Peek { origin, max, reply } => {
-                let entries = self.state.peek(max, origin.as_deref().map(|o| key_hash(o) as u32));
+                let entries = self
+                    .state
+                    .peek(max, origin.as_deref().map(|o| key_hash(o) as u32));
                 let log = self.log.clone();
                 let queue = self.name.clone();
                 self.tasks.spawn(async move {
@@ -423,7 +435,12 @@ impl Actor {
         }
     }
 
-    fn reply_after(&self, done: BoxFuture, mut report: SettleReport, reply: oneshot::Sender<SettleReport>) {
+    fn reply_after(
+        &self,
+        done: BoxFuture,
+        mut report: SettleReport,
+        reply: oneshot::Sender<SettleReport>,
+    ) {
         self.tasks.spawn(async move {
             if let Err(e) = done.await {
                 // Nothing of it is known durable: report every receipt as failed.
@@ -523,10 +540,9 @@ impl Actor {
         if self.waiters.is_empty() && self.state.has_ready() {
             let reply = self.lease_and_deliver(max, visibility_ms, reply);
             match reply {
-                None => return,
+                None => (),
                 Some(reply) if request.wait_ms == 0 => {
                     let _ = reply.send(Ok(Vec::new()));
-                    return;
                 }
                 Some(reply) => self.wait(max, visibility_ms, request.wait_ms, reply),
             }
@@ -537,7 +553,13 @@ impl Actor {
         }
     }
 
-    fn wait(&mut self, max: usize, visibility_ms: u64, wait_ms: u64, reply: oneshot::Sender<Result<Vec<Delivery>>>) {
+    fn wait(
+        &mut self,
+        max: usize,
+        visibility_ms: u64,
+        wait_ms: u64,
+        reply: oneshot::Sender<Result<Vec<Delivery>>>,
+    ) {
         self.waiters.push_back(Waiter {
             max,
             visibility_ms,
@@ -601,11 +623,15 @@ impl Actor {
 
     fn serve_waiters(&mut self) {
         while self.state.has_ready() {
-            let Some(waiter) = self.waiters.pop_front() else { break };
+            let Some(waiter) = self.waiters.pop_front() else {
+                break;
+            };
             if waiter.reply.is_closed() {
                 continue;
             }
-            if let Some(reply) = self.lease_and_deliver(waiter.max, waiter.visibility_ms, waiter.reply) {
+            if let Some(reply) =
+                self.lease_and_deliver(waiter.max, waiter.visibility_ms, waiter.reply)
+            {
                 // Everything ready was parked or expired: keep waiting.
                 self.waiters.push_front(Waiter { reply, ..waiter });
                 break;
@@ -688,7 +714,10 @@ impl Actor {
 
     /// Copies `items` to the dead-letter queue; the returned future resolves once
     /// they are there and settled here (or put back on failure).
-    fn dead_letter(&mut self, items: Vec<(Entry, DeadLetterReason)>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn dead_letter(
+        &mut self,
+        items: Vec<(Entry, DeadLetterReason)>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let (done_tx, done_rx) = oneshot::channel();
         let Some(dlq) = self.dead_letter_queue.clone() else {
             return Box::pin(async {});
@@ -746,6 +775,7 @@ impl Actor {
         })
     }
 
+    #[allow(clippy::needless_pass_by_value)]
     fn redrive(&mut self, origin: Option<String>, max: usize, reply: oneshot::Sender<Result<u64>>) {
         let entries = self
             .state
@@ -764,7 +794,15 @@ impl Actor {
                         .dead_letter
                         .as_ref()
                         .map(|d| d.source_queue.clone())
-                        .ok_or_else(|| BrokerError::invalid("redrive", format!("message '{}' was not dead-lettered, it has no source queue", meta.id)))?;
+                        .ok_or_else(|| {
+                            BrokerError::invalid(
+                                "redrive",
+                                format!(
+                                    "message '{}' was not dead-lettered, it has no source queue",
+                                    meta.id
+                                ),
+                            )
+                        })?;
                     by_source.entry(source).or_default().push(Outgoing {
                         meta: MessageMeta {
                             id: meta.id,
@@ -837,7 +875,10 @@ impl Actor {
         let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
             let result = match checkpoint.await {
-                Ok(()) => log.trim_before(Offset(floor)).await.map_err(|e| e.to_string()),
+                Ok(()) => log
+                    .trim_before(Offset(floor))
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = result {
@@ -913,8 +954,12 @@ fn refuse(command: Command, queue: &str) {
     };
     match command {
         Command::Send { reply, .. } => drop(reply.send(Err(error()))),
-        Command::Receive { reply, .. } | Command::Peek { reply, .. } => drop(reply.send(Err(error()))),
-        Command::Ack { reply, .. } | Command::Nack { reply, .. } | Command::Extend { reply, .. } => {
+        Command::Receive { reply, .. } | Command::Peek { reply, .. } => {
+            drop(reply.send(Err(error())));
+        }
+        Command::Ack { reply, .. }
+        | Command::Nack { reply, .. }
+        | Command::Extend { reply, .. } => {
             drop(reply.send(SettleReport {
                 settled: 0,
                 failed: vec![(String::new(), error())],
@@ -928,7 +973,11 @@ fn refuse(command: Command, queue: &str) {
 
 /// Reads the message records of `entries` (in their order), one read per run of
 /// consecutive offsets.
-async fn read_entries(log: &FileLog, queue: &str, entries: &[Entry]) -> Result<Vec<(MessageMeta, Record)>> {
+async fn read_entries(
+    log: &FileLog,
+    queue: &str,
+    entries: &[Entry],
+) -> Result<Vec<(MessageMeta, Record)>> {
     let mut sorted: Vec<u64> = entries.iter().map(|e| e.offset).collect();
     sorted.sort_unstable();
     let mut found: HashMap<u64, Record> = HashMap::with_capacity(sorted.len());
@@ -961,7 +1010,10 @@ async fn read_entries(log: &FileLog, queue: &str, entries: &[Entry]) -> Result<V
         .iter()
         .map(|e| {
             let rec = found.remove(&e.offset).ok_or_else(|| {
-                BrokerError::internal(format!("queue '{queue}': message at offset {} is missing from the log", e.offset))
+                BrokerError::internal(format!(
+                    "queue '{queue}': message at offset {} is missing from the log",
+                    e.offset
+                ))
             })?;
             match record::decode(rec.key.as_deref(), &rec.body) {
                 Ok(Decoded::Message(meta)) => Ok((meta, rec)),
@@ -978,7 +1030,12 @@ async fn read_entries(log: &FileLog, queue: &str, entries: &[Entry]) -> Result<V
         .collect()
 }
 
-fn delivery(receipt: Option<String>, meta: MessageMeta, rec: Record, delivery_count: u32) -> Delivery {
+fn delivery(
+    receipt: Option<String>,
+    meta: MessageMeta,
+    rec: Record,
+    delivery_count: u32,
+) -> Delivery {
     Delivery {
         receipt,
         id: meta.id,

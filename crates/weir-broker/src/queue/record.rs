@@ -12,13 +12,13 @@
 //!   | version | u8 = 1 |
 //!   | id | varint length + UTF-8 |
 //!   | priority | u8 |
-//!   | not_before_ms | varint, 0 = none |
-//!   | expires_at_ms | varint, 0 = none |
+//!   | `not_before_ms` | varint, 0 = none |
+//!   | `expires_at_ms` | varint, 0 = none |
 //!   | group | varint length + UTF-8 (length 0 = none) |
 //!   | attempts | varint: deliveries before this record was written |
-//!   | moved_from | varint: offset + 1 of the record this one replaces, 0 = none |
-//!   | enqueued_at_ms | varint: first enqueue time (kept across moves) |
-//!   | dead_letter | u8 0 = none; 1 then reason u8, time_ms varint, source varint length + UTF-8, delivery_count varint |
+//!   | `moved_from` | varint: offset + 1 of the record this one replaces, 0 = none |
+//!   | `enqueued_at_ms` | varint: first enqueue time (kept across moves) |
+//!   | `dead_letter` | u8 0 = none; 1 then reason u8, `time_ms` varint, source varint length + UTF-8, `delivery_count` varint |
 //!
 //! * **state** (`2`): a change to messages already in the log. Key = `[2, op]`, body
 //!   = the op's payload of varints. A state record always refers to messages at
@@ -29,9 +29,9 @@
 //!   |---|---|
 //!   | 1 delivered | count, then (offset, attempt) pairs |
 //!   | 2 settled | reason u8, count, then offsets (delta-encoded, ascending) |
-//!   | 3 retry | count, then (offset, attempt, not_before_ms) triples |
+//!   | 3 retry | count, then (offset, attempt, `not_before_ms`) triples |
 //!   | 4 totals | the lifetime counters, varints in [`Totals`] field order |
-//!   | 5 dedup | count, then (expires_at_ms, id length, id) |
+//!   | 5 dedup | count, then (`expires_at_ms`, id length, id) |
 //!
 //! Replay is order-insensitive among state records of one message: a settled
 //! message stays settled, the attempt count is the highest seen, and a retry delay
@@ -418,7 +418,6 @@ fn roundtrip(op: &StateOp) -> StateOp {
         Decoded::Message(_) => panic!("not a state op"),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -49,7 +49,10 @@ pub(crate) fn entry_of(offset: u64, meta: &MessageMeta, size: u32) -> Entry {
     }
 }
 
-/// Reads `log` and fills `state`. `now` decides what is still delayed.
+/// Reads `log` and fills `state`. One pass over the records; kept as one function
+/// so the replay rules read top to bottom.
+/// `now` decides what is still delayed.
+#[allow(clippy::too_many_lines)]
 pub(crate) async fn replay<L: MessageLog>(
     log: &L,
     state: &mut QueueState,
@@ -60,12 +63,17 @@ pub(crate) async fn replay<L: MessageLog>(
     let mut messages: Vec<Replayed> = Vec::new();
     let mut totals = Totals::default();
     let mut dedup: Vec<(i64, String)> = Vec::new();
-    let window = state.options().dedup_window_ms.map(|w| i64::try_from(w).unwrap_or(i64::MAX));
+    let window = state
+        .options()
+        .dedup_window_ms
+        .map(|w| i64::try_from(w).unwrap_or(i64::MAX));
     let max_priority = state.options().max_priority;
     let mut next = log.first_offset();
     let end = log.next_offset();
     let find = |messages: &mut Vec<Replayed>, offset: u64| -> Option<usize> {
-        messages.binary_search_by_key(&offset, |m| m.entry.offset).ok()
+        messages
+            .binary_search_by_key(&offset, |m| m.entry.offset)
+            .ok()
     };
     while next < end {
         let records = log
@@ -153,7 +161,12 @@ pub(crate) async fn replay<L: MessageLog>(
                 },
                 Err(e) => {
                     report.undecodable += 1;
-                    tracing::warn!(queue, offset = rec.offset.0, reason = e.0, "skipping a record that does not decode");
+                    tracing::warn!(
+                        queue,
+                        offset = rec.offset.0,
+                        reason = e.0,
+                        "skipping a record that does not decode"
+                    );
                 }
             }
         }

@@ -40,6 +40,7 @@ pub(crate) struct Entry {
 }
 
 /// A message leased to a consumer.
+#[allow(clippy::struct_field_names)] // `lease_id` reads better than `id` at use sites
 #[derive(Clone, Copy, Debug)]
 struct Lease {
     entry: Entry,
@@ -216,7 +217,10 @@ impl QueueState {
             if *until > now {
                 break;
             }
-            let (until, id) = self.dedup_order.pop_front().expect("invariant: front exists");
+            let (until, id) = self
+                .dedup_order
+                .pop_front()
+                .expect("invariant: front exists");
             if self.dedup.get(&id) == Some(&until) {
                 self.dedup.remove(&id);
             }
@@ -348,7 +352,9 @@ impl QueueState {
                 break;
             }
             let Some(head) = self.pop_head() else { break };
-            if self.options.overflow == Overflow::DeadLetter && self.options.dead_letter_queue.is_some() {
+            if self.options.overflow == Overflow::DeadLetter
+                && self.options.dead_letter_queue.is_some()
+            {
                 dead.push((head, DeadLetterReason::Overflow));
             } else {
                 self.held_bytes -= u64::from(head.size);
@@ -358,15 +364,18 @@ impl QueueState {
         let mut effects = Vec::new();
         if !dropped.is_empty() {
             self.totals.dropped += dropped.len() as u64;
-            effects.push(Effect::Persist(StateOp::Settled(SettleReason::Dropped, dropped)));
+            effects.push(Effect::Persist(StateOp::Settled(
+                SettleReason::Dropped,
+                dropped,
+            )));
         }
-        effects.extend(self.to_dead_letter(dead));
+        effects.extend(self.dead_letter_or_drop(dead));
         effects
     }
 
     /// Sends `items` to the dead-letter queue if the queue has one, else drops them
     /// (counting expiries as expired).
-    fn to_dead_letter(&mut self, items: Vec<(Entry, DeadLetterReason)>) -> Vec<Effect> {
+    fn dead_letter_or_drop(&mut self, items: Vec<(Entry, DeadLetterReason)>) -> Vec<Effect> {
         if items.is_empty() {
             return Vec::new();
         }
@@ -392,11 +401,17 @@ impl QueueState {
         let mut effects = Vec::new();
         if !expired.is_empty() {
             self.totals.expired += expired.len() as u64;
-            effects.push(Effect::Persist(StateOp::Settled(SettleReason::Expired, expired)));
+            effects.push(Effect::Persist(StateOp::Settled(
+                SettleReason::Expired,
+                expired,
+            )));
         }
         if !dropped.is_empty() {
             self.totals.dropped += dropped.len() as u64;
-            effects.push(Effect::Persist(StateOp::Settled(SettleReason::Dropped, dropped)));
+            effects.push(Effect::Persist(StateOp::Settled(
+                SettleReason::Dropped,
+                dropped,
+            )));
         }
         effects
     }
@@ -438,7 +453,9 @@ impl QueueState {
         let mut expired = Vec::new();
         let deadline = now.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
         while leased.len() < max {
-            let Some(mut entry) = self.pop_head() else { break };
+            let Some(mut entry) = self.pop_head() else {
+                break;
+            };
             if entry.expires_at != 0 && entry.expires_at <= now {
                 expired.push((entry, DeadLetterReason::Expired));
                 continue;
@@ -461,10 +478,11 @@ impl QueueState {
                     deadline,
                 },
             );
-            self.deadlines.push(Reverse((deadline, entry.offset, lease_id)));
+            self.deadlines
+                .push(Reverse((deadline, entry.offset, lease_id)));
             leased.push((entry, lease_id));
         }
-        let mut effects = self.to_dead_letter(expired);
+        let mut effects = self.dead_letter_or_drop(expired);
         if !leased.is_empty() {
             effects.push(Effect::Persist(StateOp::Delivered(
                 leased.iter().map(|(e, _)| (e.offset, e.attempts)).collect(),
@@ -474,9 +492,10 @@ impl QueueState {
     }
 
     fn take_lease(&mut self, queue: &str, receipt: &str) -> Result<Lease> {
-        let (offset, lease_id) = parse_receipt(receipt).ok_or_else(|| BrokerError::MalformedReceipt {
-            receipt: receipt.chars().take(100).collect(),
-        })?;
+        let (offset, lease_id) =
+            parse_receipt(receipt).ok_or_else(|| BrokerError::MalformedReceipt {
+                receipt: receipt.chars().take(100).collect(),
+            })?;
         match self.leased.get(&offset) {
             Some(lease) if lease.lease_id == lease_id => {
                 Ok(self.leased.remove(&offset).expect("invariant: just found"))
@@ -514,7 +533,11 @@ impl QueueState {
     /// Returns a message whose receiver vanished before it got it: ready at once,
     /// its delivery still counted.
     pub(crate) fn release(&mut self, offset: u64, lease_id: u64) {
-        if self.leased.get(&offset).is_some_and(|l| l.lease_id == lease_id) {
+        if self
+            .leased
+            .get(&offset)
+            .is_some_and(|l| l.lease_id == lease_id)
+        {
             let lease = self.leased.remove(&offset).expect("invariant: just found");
             self.free_group(lease.entry.group);
             self.push_ready(lease.entry);
@@ -530,11 +553,15 @@ impl QueueState {
     ) -> Vec<Effect> {
         if !requeue {
             self.release_group_for_settle(entry.group);
-            return self.to_dead_letter(vec![(entry, DeadLetterReason::Rejected)]);
+            return self.dead_letter_or_drop(vec![(entry, DeadLetterReason::Rejected)]);
         }
-        if self.options.max_deliveries.is_some_and(|max| entry.attempts >= max) {
+        if self
+            .options
+            .max_deliveries
+            .is_some_and(|max| entry.attempts >= max)
+        {
             self.release_group_for_settle(entry.group);
-            return self.to_dead_letter(vec![(entry, DeadLetterReason::MaxDeliveries)]);
+            return self.dead_letter_or_drop(vec![(entry, DeadLetterReason::MaxDeliveries)]);
         }
         let delay = delay_ms.unwrap_or_else(|| self.backoff(entry.attempts));
         if delay == 0 {
@@ -545,7 +572,11 @@ impl QueueState {
         // The group stays busy until this message is ready again: FIFO per group.
         let due = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
         self.delayed.insert((due, entry.offset), entry);
-        vec![Effect::Persist(StateOp::Retry(vec![(entry.offset, entry.attempts, due)]))]
+        vec![Effect::Persist(StateOp::Retry(vec![(
+            entry.offset,
+            entry.attempts,
+            due,
+        )]))]
     }
 
     fn release_group_for_settle(&mut self, group: u64) {
@@ -559,17 +590,26 @@ impl QueueState {
             Backoff::Fixed => base,
             Backoff::Exponential => {
                 let shift = attempts.saturating_sub(1).min(40);
-                base.saturating_mul(1u64 << shift).min(self.options.retry_delay_max_ms.max(base))
+                base.saturating_mul(1u64 << shift)
+                    .min(self.options.retry_delay_max_ms.max(base))
             }
         }
     }
 
     /// Moves a lease's deadline to `visibility_ms` from now.
-    pub(crate) fn extend(&mut self, queue: &str, receipt: &str, visibility_ms: u64, now: i64) -> Result<()> {
+    pub(crate) fn extend(
+        &mut self,
+        queue: &str,
+        receipt: &str,
+        visibility_ms: u64,
+        now: i64,
+    ) -> Result<()> {
         let lease = self.take_lease(queue, receipt)?;
         let deadline = now.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
-        self.leased.insert(lease.entry.offset, Lease { deadline, ..lease });
-        self.deadlines.push(Reverse((deadline, lease.entry.offset, lease.lease_id)));
+        self.leased
+            .insert(lease.entry.offset, Lease { deadline, ..lease });
+        self.deadlines
+            .push(Reverse((deadline, lease.entry.offset, lease.lease_id)));
         Ok(())
     }
 
@@ -583,10 +623,13 @@ impl QueueState {
             if due > now {
                 break;
             }
-            let entry = self.delayed.remove(&(due, offset)).expect("invariant: first exists");
+            let entry = self
+                .delayed
+                .remove(&(due, offset))
+                .expect("invariant: first exists");
             if entry.expires_at != 0 && entry.expires_at <= now {
                 self.free_group(entry.group);
-                effects.extend(self.to_dead_letter(vec![(entry, DeadLetterReason::Expired)]));
+                effects.extend(self.dead_letter_or_drop(vec![(entry, DeadLetterReason::Expired)]));
                 continue;
             }
             // A retried message is its group's next: free the group, which puts its
@@ -614,13 +657,15 @@ impl QueueState {
                 if head.expires_at == 0 || head.expires_at > now {
                     break;
                 }
-                let head = self.ready[priority].pop_front().expect("invariant: front exists");
+                let head = self.ready[priority]
+                    .pop_front()
+                    .expect("invariant: front exists");
                 self.ready_count -= 1;
                 self.ready_bytes -= u64::from(head.size);
                 expired.push((head, DeadLetterReason::Expired));
             }
         }
-        effects.extend(self.to_dead_letter(expired));
+        effects.extend(self.dead_letter_or_drop(expired));
         self.prune_dedup(now);
         effects
     }
@@ -659,8 +704,16 @@ impl QueueState {
         self.ready_count = 0;
         self.ready_bytes = 0;
         self.parked_count = 0;
-        self.held_bytes = self.leased.values().map(|l| u64::from(l.entry.size)).sum::<u64>()
-            + self.in_transit.values().map(|e| u64::from(e.size)).sum::<u64>();
+        self.held_bytes = self
+            .leased
+            .values()
+            .map(|l| u64::from(l.entry.size))
+            .sum::<u64>()
+            + self
+                .in_transit
+                .values()
+                .map(|e| u64::from(e.size))
+                .sum::<u64>();
         self.totals.purged += offsets.len() as u64;
         offsets
     }
@@ -744,8 +797,16 @@ impl QueueState {
 
     /// The lowest offset still held, or `next_offset` when nothing is.
     pub(crate) fn floor(&self, next_offset: u64) -> u64 {
-        let ready = self.ready.iter().filter_map(|d| d.front()).map(|e| e.offset);
-        let parked = self.parked.values().filter_map(|d| d.front()).map(|e| e.offset);
+        let ready = self
+            .ready
+            .iter()
+            .filter_map(|d| d.front())
+            .map(|e| e.offset);
+        let parked = self
+            .parked
+            .values()
+            .filter_map(|d| d.front())
+            .map(|e| e.offset);
         let delayed = self.delayed.keys().map(|(_, o)| *o);
         let leased = self.leased.keys().copied();
         let transit = self.in_transit.keys().copied();
@@ -760,7 +821,11 @@ impl QueueState {
 
     /// How many messages are held below `offset` (counts up to `limit`).
     pub(crate) fn held_below(&self, offset: u64, limit: usize) -> usize {
-        let ready = self.ready.iter().map(|d| d.partition_point(|e| e.offset < offset)).sum::<usize>();
+        let ready = self
+            .ready
+            .iter()
+            .map(|d| d.partition_point(|e| e.offset < offset))
+            .sum::<usize>();
         let others = self
             .parked
             .values()
@@ -776,7 +841,10 @@ impl QueueState {
 
     /// Dedup ids still inside the window, for a checkpoint.
     pub(crate) fn dedup_ids(&self) -> Vec<(i64, String)> {
-        self.dedup.iter().map(|(id, until)| (*until, id.clone())).collect()
+        self.dedup
+            .iter()
+            .map(|(id, until)| (*until, id.clone()))
+            .collect()
     }
 
     /// The queue's gauges and counters; `waiting` is the number of long-polling
