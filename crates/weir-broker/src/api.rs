@@ -12,7 +12,8 @@ use crate::error::{BrokerError, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overflow {
-    /// The oldest ready message is dropped (and counted) to make room. `RabbitMQ`'s
+    /// The head (the next message to be delivered: oldest of the highest priority)
+    /// is dropped and counted to make room. `RabbitMQ`'s
     /// default.
     #[default]
     DropHead,
@@ -272,7 +273,8 @@ pub struct Delivery {
     /// How many times it has been delivered, this one included (0 for a peek of a
     /// message never delivered).
     pub delivery_count: u32,
-    /// When it was first enqueued, ms since the epoch.
+    /// When it was enqueued in this queue, ms since the epoch (dead-lettering and
+    /// redrive enqueue anew).
     pub enqueued_at_ms: i64,
     /// Set when it was dead-lettered.
     pub dead_letter: Option<DeadLetterInfo>,
@@ -308,7 +310,7 @@ pub struct QueueStats {
     pub delayed: u64,
     /// On their way to the dead-letter queue or elsewhere.
     pub in_transit: u64,
-    /// Body bytes of all messages held (ready, leased, delayed).
+    /// Body bytes of all messages held (ready, leased, delayed, in transit).
     pub bytes: u64,
     /// Receivers currently waiting in a long poll.
     pub consumers: u64,
@@ -316,7 +318,7 @@ pub struct QueueStats {
     pub oldest_age_ms: Option<u64>,
     /// Messages enqueued, ever.
     pub sent_total: u64,
-    /// Sends refused as duplicates, ever.
+    /// Sends accepted as duplicates (and not enqueued), ever.
     pub duplicates_total: u64,
     /// Messages acked, ever.
     pub acked_total: u64,
@@ -326,7 +328,9 @@ pub struct QueueStats {
     pub expired_total: u64,
     /// Messages dead-lettered from this queue, ever.
     pub dead_lettered_total: u64,
-    /// Messages dropped (overflow drop-head, expired or rejected with no DLQ), ever.
+    /// Messages dropped: overflow with `drop-head` (or `dead-letter` without a DLQ),
+    /// rejected or out of deliveries with no DLQ, ever. Expiries count in
+    /// `expired_total` only.
     pub dropped_total: u64,
     /// Messages removed by purge, ever.
     pub purged_total: u64,

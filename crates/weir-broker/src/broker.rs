@@ -570,12 +570,30 @@ impl Broker {
         if max == 0 {
             return Err(BrokerError::invalid("max", "must be at least 1"));
         }
-        self.ask(name, |reply| Command::Redrive {
-            origin,
-            max: max as usize,
-            reply,
-        })
-        .await?
+        // In chunks, so a large dead-letter queue is never read into memory or
+        // written as one batch.
+        let chunk = u32::try_from(self.inner.config.limits.max_batch_messages)
+            .unwrap_or(u32::MAX)
+            .clamp(1, 1000);
+        let mut moved = 0u64;
+        let mut left = max;
+        while left > 0 {
+            let want = left.min(chunk);
+            let origin = origin.clone();
+            let n = self
+                .ask(name, |reply| Command::Redrive {
+                    origin,
+                    max: want as usize,
+                    reply,
+                })
+                .await??;
+            moved += n;
+            left -= want;
+            if n < u64::from(want) {
+                break;
+            }
+        }
+        Ok(moved)
     }
 
     fn check_max(&self, max: u32) -> Result<()> {

@@ -8,7 +8,8 @@ mod error;
 mod extract;
 mod routes;
 
-use std::time::Duration;
+#[cfg(test)]
+mod openapi_tests;
 
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,3 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
-
-/// How long a client may keep a long poll open at most (also the broker's limit).
-pub const MAX_WAIT: Duration = Duration::from_secs(60);

@@ -32,7 +32,11 @@ pub(crate) fn router(broker: Broker, max_body: usize) -> Router {
             get(show_queue).put(declare_queue).delete(delete_queue),
         )
         .route("/api/queues/{name}/purge", post(purge))
-        .route("/api/queues/{name}/messages", post(send).get(receive))
+        .route(
+            "/api/queues/{name}/messages",
+            // HEAD would run the GET handler and lease messages nobody sees.
+            post(send).get(receive).head(method_not_allowed),
+        )
         .route("/api/queues/{name}/ack", post(ack))
         .route("/api/queues/{name}/nack", post(nack))
         .route("/api/queues/{name}/extend", post(extend))

@@ -354,7 +354,12 @@ impl Actor {
                 }
                 report.settled = offsets.len() as u32;
                 self.serve_waiters();
-                let done = self.persist(vec![StateOp::Settled(SettleReason::Acked, offsets)]);
+                let ops = if offsets.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![StateOp::Settled(SettleReason::Acked, offsets)]
+                };
+                let done = self.persist(ops);
                 self.reply_after(done, report, reply);
             }
             Command::Nack {
@@ -423,7 +428,12 @@ impl Actor {
             Command::Purge { reply } => {
                 let offsets = self.state.purge();
                 let count = offsets.len() as u64;
-                let done = self.persist(vec![StateOp::Settled(SettleReason::Purged, offsets)]);
+                let ops = if offsets.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![StateOp::Settled(SettleReason::Purged, offsets)]
+                };
+                let done = self.persist(ops);
                 self.tasks.spawn(async move {
                     let _ = reply.send(done.await.map(|()| count));
                 });
@@ -678,7 +688,11 @@ impl Actor {
                 ok,
                 done,
             } => {
-                if ok {
+                if ok && offsets.is_empty() {
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                } else if ok {
                     let op = self.state.finish_transit(&offsets, reason);
                     let persisted = self.persist(vec![op]);
                     self.tasks.spawn(async move {

@@ -161,3 +161,50 @@ async fn kill_9_under_concurrent_send_receive_ack_loses_nothing_and_resurrects_n
 async fn sigterm_under_load_shuts_down_cleanly_with_nothing_lost_or_doubled() {
     crash_round(true).await;
 }
+
+fn segment_files(broker: &Broker, queue: &str) -> usize {
+    std::fs::read_dir(broker.data_dir().join("queues").join(queue).join("log"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_space_is_reclaimed_and_a_long_delayed_message_does_not_pin_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "[log]\nsegment_bytes = 1048576\n").unwrap();
+    let mut broker = Broker::start_with(&["--config", config.to_str().unwrap()]).await.unwrap();
+    let api = Api::new(&broker);
+    api.create("q", json!({})).await;
+    api.send("q", json!({"body": "see you in an hour", "delay_ms": 3_600_000, "id": "late"})).await;
+    let body = "x".repeat(100);
+    for _ in 0..60 {
+        let batch: Vec<_> = (0..1000).map(|_| json!({"body": body})).collect();
+        api.send("q", json!({"messages": batch})).await;
+    }
+    assert!(segment_files(&broker, "q") >= 5, "the backlog spans several segments");
+    loop {
+        let got = api.receive("q", "max=1000").await;
+        if got.is_empty() {
+            break;
+        }
+        let receipts: Vec<&str> = got.iter().map(receipt).collect();
+        assert_eq!(api.ack("q", &receipts).await.0, 200);
+    }
+    // Housekeeping moves the delayed message to the head and trims what is behind it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while segment_files(&broker, "q") > 2 {
+        assert!(tokio::time::Instant::now() < deadline, "old segments stay pinned: {} files", segment_files(&broker, "q"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = api.stats("q").await;
+    assert_eq!((stats["delayed"].as_u64(), stats["ready"].as_u64()), (Some(1), Some(0)), "{stats}");
+    broker.kill9().await.unwrap();
+    broker.restart().await.unwrap();
+    let api = Api::new(&broker);
+    let stats = api.stats("q").await;
+    assert_eq!((stats["delayed"].as_u64(), stats["ready"].as_u64()), (Some(1), Some(0)), "the moved message survives a crash once: {stats}");
+    assert_eq!(stats["acked_total"], 60_000);
+    assert_eq!(stats["sent_total"], 60_001);
+}

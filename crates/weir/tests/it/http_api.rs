@@ -379,6 +379,10 @@ async fn bad_requests_get_json_errors_and_disturb_no_one() {
         assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{method} {path} {body:?} → {v}");
         assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{method} {path}: {v}");
     }
+    // HEAD must not run the receive (it would lease messages nobody sees).
+    let (s, _) = api.call("HEAD", "/api/queues/q/messages?max=10", None).await;
+    assert_eq!(s, 405);
+    assert_eq!(api.stats("q").await["leased"], 0);
     // A receipt from another queue is not a lease there.
     api.send_text("other", "o").await;
     let foreign = api.receive("other", "max=1").await;
