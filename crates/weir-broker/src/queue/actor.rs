@@ -112,6 +112,8 @@ enum Internal {
         reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
     },
     Release(Vec<(u64, u64)>),
+    /// Acks whose record failed to write: the messages are ready again.
+    Unacked(Vec<Entry>),
     Transit {
         offsets: Vec<u64>,
         reason: SettleReason,
@@ -345,22 +347,25 @@ impl Actor {
             Command::Receive { request, reply } => self.receive(request, reply),
             Command::Ack { receipts, reply } => {
                 let mut report = SettleReport::default();
-                let mut offsets = Vec::new();
+                let mut entries = Vec::new();
                 for receipt in receipts {
                     match self.state.ack(&self.name, &receipt) {
-                        Ok(offset) => offsets.push(offset),
+                        Ok(entry) => entries.push(entry),
                         Err(e) => report.failed.push((receipt, e)),
                     }
                 }
-                report.settled = offsets.len() as u32;
+                report.settled = entries.len() as u32;
                 self.serve_waiters();
-                let ops = if offsets.is_empty() {
+                let ops = if entries.is_empty() {
                     Vec::new()
                 } else {
-                    vec![StateOp::Settled(SettleReason::Acked, offsets)]
+                    vec![StateOp::Settled(
+                        SettleReason::Acked,
+                        entries.iter().map(|e| e.offset).collect(),
+                    )]
                 };
                 let done = self.persist(ops);
-                self.reply_after(done, report, reply);
+                self.reply_after(done, report, reply, Some(Internal::Unacked(entries)));
             }
             Command::Nack {
                 receipts,
@@ -387,7 +392,7 @@ impl Actor {
                 }
                 let done = self.perform_tracked(effects);
                 self.serve_waiters();
-                self.reply_after(done, report, reply);
+                self.reply_after(done, report, reply, None);
             }
             Command::Extend {
                 receipts,
@@ -450,12 +455,17 @@ impl Actor {
         done: BoxFuture,
         mut report: SettleReport,
         reply: oneshot::Sender<SettleReport>,
+        on_failure: Option<Internal>,
     ) {
+        let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
             if let Err(e) = done.await {
                 // Nothing of it is known durable: report every receipt as failed.
                 report.failed.push((String::new(), e));
                 report.settled = 0;
+                if let Some(undo) = on_failure {
+                    let _ = events.send(undo);
+                }
             }
             let _ = reply.send(report);
         });
@@ -675,6 +685,10 @@ impl Actor {
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(error));
                 }
+            }
+            Internal::Unacked(entries) => {
+                self.state.unack(&entries);
+                self.serve_waiters();
             }
             Internal::Release(leases) => {
                 for (offset, lease_id) in leases {

@@ -98,7 +98,9 @@ pub(crate) async fn replay<L: MessageLog>(
                             messages[i].alive = false;
                         }
                     }
-                    if let (Some(w), false) = (window, meta.id.is_empty()) {
+                    // Only sends are de-duplicated: not dead letters or moved copies.
+                    let sent = meta.dead_letter.is_none() && meta.moved_from.is_none();
+                    if let (Some(w), true) = (window, sent && !meta.id.is_empty()) {
                         dedup.push((rec.timestamp_ms.saturating_add(w), meta.id.clone()));
                     }
                     let mut entry = entry_of(rec.offset.0, &meta, rec.body.len() as u32);

@@ -508,12 +508,22 @@ impl QueueState {
     }
 
     /// Settles a leased message for good.
-    pub(crate) fn ack(&mut self, queue: &str, receipt: &str) -> Result<u64> {
+    pub(crate) fn ack(&mut self, queue: &str, receipt: &str) -> Result<Entry> {
         let lease = self.take_lease(queue, receipt)?;
         self.held_bytes -= u64::from(lease.entry.size);
         self.totals.acked += 1;
         self.free_group(lease.entry.group);
-        Ok(lease.entry.offset)
+        Ok(lease.entry)
+    }
+
+    /// Undoes acks whose record could not be written: the messages are ready again
+    /// (the consumer was told the ack failed, so a redelivery is what it expects).
+    pub(crate) fn unack(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            self.held_bytes += u64::from(entry.size);
+            self.totals.acked -= 1;
+            self.push_ready(*entry);
+        }
     }
 
     /// Returns a leased message: requeued (after `delay_ms`, or the queue's backoff
@@ -627,14 +637,18 @@ impl QueueState {
                 .delayed
                 .remove(&(due, offset))
                 .expect("invariant: first exists");
-            if entry.expires_at != 0 && entry.expires_at <= now {
+            // Only a retry (a message delivered before) holds its group busy while it
+            // waits; a delayed send does not, and must not free a group that another
+            // message of it holds.
+            if entry.attempts > 0 {
+                // A retried message is its group's next: free the group, which puts
+                // its parked messages behind it in offset order.
                 self.free_group(entry.group);
+            }
+            if entry.expires_at != 0 && entry.expires_at <= now {
                 effects.extend(self.dead_letter_or_drop(vec![(entry, DeadLetterReason::Expired)]));
                 continue;
             }
-            // A retried message is its group's next: free the group, which puts its
-            // parked messages behind it in offset order.
-            self.free_group(entry.group);
             self.push_ready(entry);
         }
         while let Some(Reverse((deadline, offset, lease_id))) = self.deadlines.peek().copied() {
