@@ -2,6 +2,8 @@
 //! ([`record`]), recovery ([`replay`]) and the task that owns one queue ([`actor`]).
 
 pub(crate) mod actor;
+#[cfg(test)]
+mod model_tests;
 pub(crate) mod record;
 pub(crate) mod replay;
 pub(crate) mod state;
