@@ -6,6 +6,7 @@
 
 mod error;
 mod extract;
+mod listener;
 mod routes;
 
 #[cfg(test)]
@@ -25,12 +26,15 @@ pub use error::{ApiError, status_of};
 pub struct HttpConfig {
     /// Largest request body, bytes; larger ones get 413 `payload_too_large`.
     pub max_body_bytes: u64,
+    /// Most open connections; one more waits to be accepted until one closes.
+    pub max_connections: u32,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 16 << 20,
+            max_connections: 1024,
         }
     }
 }
@@ -44,13 +48,15 @@ pub fn router(broker: Broker, config: &HttpConfig) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests
-/// in flight finish.
+/// in flight finish. At most `config.max_connections` connections are open at once.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    config: &HttpConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    let max = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+    axum::serve(listener::LimitedListener::new(listener, max), router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

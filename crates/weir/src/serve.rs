@@ -111,7 +111,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let amqp_addr = amqp.local_addr()?;
     let shutdown = CancellationToken::new();
     let router = weir_http::router(broker.clone(), &config.http);
-    let server = tokio::spawn(weir_http::serve(http, router, shutdown.clone()));
+    let server = tokio::spawn({
+        let http_config = config.http.clone();
+        let shutdown = shutdown.clone();
+        async move { weir_http::serve(http, router, &http_config, shutdown).await }
+    });
     let amqp_task = tokio::spawn(refuse_amqp(amqp, shutdown.clone()));
     println!("weir ready http={http_addr} amqp={amqp_addr}");
     tracing::info!(%http_addr, %amqp_addr, "listening");
