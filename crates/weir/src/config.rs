@@ -40,7 +40,7 @@ pub struct Config {
     pub amqp_listen: String,
     /// When a confirm may be sent: `always` (after fdatasync), `interval:<ms>`, `never`.
     pub fsync: FsyncPolicy,
-    /// Log filter when RUST_LOG is not set (`info`, `debug`, `weir_broker=debug`).
+    /// Log filter when `RUST_LOG` is not set (`info`, `debug`, `weir_broker=debug`).
     pub log_level: String,
     /// Client limits.
     pub limits: Limits,
@@ -65,7 +65,13 @@ impl Default for Config {
     }
 }
 
-const TOP_LEVEL: [&str; 5] = ["data_dir", "http_listen", "amqp_listen", "fsync", "log_level"];
+const TOP_LEVEL: [&str; 5] = [
+    "data_dir",
+    "http_listen",
+    "amqp_listen",
+    "fsync",
+    "log_level",
+];
 const SECTIONS: [&str; 3] = ["limits", "http", "log"];
 
 /// A value from the environment: numbers and booleans as such, anything else as a
@@ -97,7 +103,9 @@ pub fn load(
         None => toml::Table::new(),
     };
     for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix("WEIR_") else { continue };
+        let Some(rest) = name.strip_prefix("WEIR_") else {
+            continue;
+        };
         let key = rest.to_ascii_lowercase();
         if TOP_LEVEL.contains(&key.as_str()) {
             table.insert(key, toml::Value::String(raw));
@@ -142,9 +150,15 @@ mod tests {
         let env = vec![
             ("WEIR_HTTP_LISTEN".to_owned(), "127.0.0.1:2".to_owned()),
             ("WEIR_LIMITS_MAX_QUEUES".to_owned(), "7".to_owned()),
-            ("WEIR_SERVER".to_owned(), "ignored: a client variable".to_owned()),
+            (
+                "WEIR_SERVER".to_owned(),
+                "ignored: a client variable".to_owned(),
+            ),
         ];
-        let flags = [("fsync", Some("interval:5".to_owned())), ("amqp_listen", None)];
+        let flags = [
+            ("fsync", Some("interval:5".to_owned())),
+            ("amqp_listen", None),
+        ];
         let c = load(Some(&file), env, &flags).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from-file"));
         assert_eq!(c.http_listen, "127.0.0.1:2");

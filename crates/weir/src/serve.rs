@@ -18,7 +18,7 @@ use crate::config::{self, Config};
 /// Flags of `weir serve` (each overrides the file and the environment).
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// TOML config file (also WEIR_CONFIG).
+    /// TOML config file (also `WEIR_CONFIG`).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory [default: ./weir-data].
@@ -33,14 +33,17 @@ pub struct ServeArgs {
     /// always | interval:MS | never [default: always].
     #[arg(long)]
     fsync: Option<String>,
-    /// Log filter when RUST_LOG is unset [default: info].
+    /// Log filter when `RUST_LOG` is unset [default: info].
     #[arg(long)]
     log_level: Option<String>,
 }
 
 fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let flags = [
-        ("data_dir", args.data_dir.as_ref().map(|p| p.display().to_string())),
+        (
+            "data_dir",
+            args.data_dir.as_ref().map(|p| p.display().to_string()),
+        ),
         ("http_listen", args.http_listen.clone()),
         ("amqp_listen", args.amqp_listen.clone()),
         ("fsync", args.fsync.clone()),
@@ -52,7 +55,10 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
 /// `weir config`: prints the effective configuration.
 pub fn show_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = load(args)?;
-    print!("{}", toml::to_string(&config).context("rendering the configuration")?);
+    print!(
+        "{}",
+        toml::to_string(&config).context("rendering the configuration")?
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -345,55 +345,12 @@ impl Actor {
                 reply,
             } => self.send(messages, dedup, Some(reply)),
             Command::Receive { request, reply } => self.receive(request, reply),
-            Command::Ack { receipts, reply } => {
-                let mut report = SettleReport::default();
-                let mut entries = Vec::new();
-                for receipt in receipts {
-                    match self.state.ack(&self.name, &receipt) {
-                        Ok(entry) => entries.push(entry),
-                        Err(e) => report.failed.push((receipt, e)),
-                    }
-                }
-                report.settled = entries.len() as u32;
-                self.serve_waiters();
-                let ops = if entries.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![StateOp::Settled(
-                        SettleReason::Acked,
-                        entries.iter().map(|e| e.offset).collect(),
-                    )]
-                };
-                let done = self.persist(ops);
-                self.reply_after(done, report, reply, Some(Internal::Unacked(entries)));
-            }
+            Command::Ack { receipts, reply } => self.ack(receipts, reply),
             Command::Nack {
                 receipts,
                 options,
                 reply,
-            } => {
-                let mut report = SettleReport::default();
-                let mut effects = Vec::new();
-                let now = now_ms();
-                for receipt in receipts {
-                    match self.state.nack(
-                        &self.name,
-                        &receipt,
-                        options.requeue,
-                        options.delay_ms,
-                        now,
-                    ) {
-                        Ok(e) => {
-                            report.settled += 1;
-                            effects.extend(e);
-                        }
-                        Err(e) => report.failed.push((receipt, e)),
-                    }
-                }
-                let done = self.perform_tracked(effects);
-                self.serve_waiters();
-                self.reply_after(done, report, reply, None);
-            }
+            } => self.nack(receipts, options, reply),
             Command::Extend {
                 receipts,
                 visibility_timeout_ms,
@@ -448,6 +405,55 @@ impl Actor {
             }
             Command::Stop { .. } => unreachable!("handled by run"),
         }
+    }
+
+    fn ack(&mut self, receipts: Vec<String>, reply: oneshot::Sender<SettleReport>) {
+        let mut report = SettleReport::default();
+        let mut entries = Vec::new();
+        for receipt in receipts {
+            match self.state.ack(&self.name, &receipt) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => report.failed.push((receipt, e)),
+            }
+        }
+        report.settled = entries.len() as u32;
+        self.serve_waiters();
+        let ops = if entries.is_empty() {
+            Vec::new()
+        } else {
+            vec![StateOp::Settled(
+                SettleReason::Acked,
+                entries.iter().map(|e| e.offset).collect(),
+            )]
+        };
+        let done = self.persist(ops);
+        self.reply_after(done, report, reply, Some(Internal::Unacked(entries)));
+    }
+
+    fn nack(
+        &mut self,
+        receipts: Vec<String>,
+        options: NackOptions,
+        reply: oneshot::Sender<SettleReport>,
+    ) {
+        let mut report = SettleReport::default();
+        let mut effects = Vec::new();
+        let now = now_ms();
+        for receipt in receipts {
+            match self
+                .state
+                .nack(&self.name, &receipt, options.requeue, options.delay_ms, now)
+            {
+                Ok(e) => {
+                    report.settled += 1;
+                    effects.extend(e);
+                }
+                Err(e) => report.failed.push((receipt, e)),
+            }
+        }
+        let done = self.perform_tracked(effects);
+        self.serve_waiters();
+        self.reply_after(done, report, reply, None);
     }
 
     fn reply_after(

@@ -15,6 +15,9 @@
 //! at once (`finish_transit`, whose op is persisted too). "Restart" reopens that log
 //! and rebuilds a fresh `QueueState` with the real [`replay`].
 
+// Times and sizes in the model are small and non-negative by construction.
+#![allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
+
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
@@ -179,7 +182,7 @@ impl Harness {
                                 .extend(offsets.into_iter().map(|o| (o, How::Dropped)));
                         }
                         other => {
-                            prop_assert!(false, "unexpected state op from an effect: {other:?}")
+                            prop_assert!(false, "unexpected state op from an effect: {other:?}");
                         }
                     }
                 }
@@ -564,7 +567,7 @@ impl Model {
                     .min_by_key(|&i| self.msgs[i].offset);
                 match head {
                     Some(i) if self.msgs[i].expired(now) => {
-                        self.remove(i, DeadLetterReason::Expired, &mut out)
+                        self.remove(i, DeadLetterReason::Expired, &mut out);
                     }
                     _ => break,
                 }
@@ -838,10 +841,10 @@ impl Driver {
             Op::Extend { pick, visibility } => {
                 let receipt = self.receipt(*pick);
                 let got = self.h.state.extend(QUEUE, &receipt, *visibility, now);
-                if let Some(i) = self.resolve(&receipt, got.as_ref().map(|()| ()))? {
-                    if let Place::Leased { deadline, .. } = &mut self.model.msgs[i].place {
-                        *deadline = now + *visibility as i64;
-                    }
+                if let Some(i) = self.resolve(&receipt, got.as_ref().copied())?
+                    && let Place::Leased { deadline, .. } = &mut self.model.msgs[i].place
+                {
+                    *deadline = now + *visibility as i64;
                 }
             }
             Op::Clock { advance, tick } => {
@@ -876,12 +879,11 @@ impl Driver {
         let items: Vec<(String, u32)> = batch
             .iter()
             .map(|p| {
-                let id = match p.id {
-                    Some(k) => format!("dup-{k}"),
-                    None => {
-                        self.fresh_ids += 1;
-                        format!("m-{}", self.fresh_ids)
-                    }
+                let id = if let Some(k) = p.id {
+                    format!("dup-{k}")
+                } else {
+                    self.fresh_ids += 1;
+                    format!("m-{}", self.fresh_ids)
                 };
                 (id, p.size)
             })
@@ -1200,7 +1202,10 @@ fn a_group_delivers_one_at_a_time_and_unparks_on_ack() {
     );
     assert!(state.lease(10, 1_000, T0).0.is_empty());
     assert_eq!(
-        state.ack(QUEUE, &format_receipt(0, leased[0].1)).unwrap().offset,
+        state
+            .ack(QUEUE, &format_receipt(0, leased[0].1))
+            .unwrap()
+            .offset,
         0
     );
     let (next, _) = state.lease(10, 1_000, T0);

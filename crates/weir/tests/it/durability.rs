@@ -14,11 +14,17 @@ use crate::{Api, bodies, receipt};
 async fn a_restart_keeps_ready_delayed_settings_and_stats_and_requeues_leases() {
     let mut broker = Broker::start().await.unwrap();
     let api = Api::new(&broker);
-    api.create("q", json!({"max_deliveries": 5, "max_priority": 3, "dead_letter_queue": "q-dlq"})).await;
+    api.create(
+        "q",
+        json!({"max_deliveries": 5, "max_priority": 3, "dead_letter_queue": "q-dlq"}),
+    )
+    .await;
     for i in 0..10 {
-        api.send("q", json!({"body": format!("m{i}"), "priority": i % 2})).await;
+        api.send("q", json!({"body": format!("m{i}"), "priority": i % 2}))
+            .await;
     }
-    api.send("q", json!({"body": "delayed", "delay_ms": 2000})).await;
+    api.send("q", json!({"body": "delayed", "delay_ms": 2000}))
+        .await;
     let got = api.receive("q", "max=3").await;
     let (s, _) = api.ack("q", &[receipt(&got[0]), receipt(&got[1])]).await;
     assert_eq!(s, 200);
@@ -34,7 +40,10 @@ async fn a_restart_keeps_ready_delayed_settings_and_stats_and_requeues_leases() 
     assert_eq!(info["options"]["max_deliveries"], 5);
     assert_eq!(info["options"]["dead_letter_queue"], "q-dlq");
     let after = &info["stats"];
-    assert_eq!(after["ready"], 8, "7 never received + the one that was leased: {after}");
+    assert_eq!(
+        after["ready"], 8,
+        "7 never received + the one that was leased: {after}"
+    );
     assert_eq!(after["delayed"], 1);
     assert_eq!(after["leased"], 0);
     assert_eq!(after["sent_total"], before["sent_total"]);
@@ -44,9 +53,18 @@ async fn a_restart_keeps_ready_delayed_settings_and_stats_and_requeues_leases() 
     for a in &acked {
         assert!(!seen.contains(a), "acked {a} came back: {seen:?}");
     }
-    let again = all.iter().find(|m| m["body"] == leased.as_str()).expect("the leased message is ready again");
-    assert_eq!(again["delivery_count"], 2, "the delivery before the crash counts");
-    assert_eq!(bodies(&api.receive("q", "max=10&wait_ms=20000").await), ["delayed"]);
+    let again = all
+        .iter()
+        .find(|m| m["body"] == leased.as_str())
+        .expect("the leased message is ready again");
+    assert_eq!(
+        again["delivery_count"], 2,
+        "the delivery before the crash counts"
+    );
+    assert_eq!(
+        bodies(&api.receive("q", "max=10&wait_ms=20000").await),
+        ["delayed"]
+    );
     assert!(api.call("GET", "/api/queues/q-dlq", None).await.0 == 200);
 }
 
@@ -61,7 +79,12 @@ struct Ledger {
     ack_attempted: HashSet<String>,
 }
 
-async fn run_load(api: Arc<Api>, ledger: Arc<Mutex<Ledger>>, stop: Arc<std::sync::atomic::AtomicBool>, worker: usize) {
+async fn run_load(
+    api: Arc<Api>,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    worker: usize,
+) {
     use std::sync::atomic::Ordering;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -69,23 +92,50 @@ async fn run_load(api: Arc<Api>, ledger: Arc<Mutex<Ledger>>, stop: Arc<std::sync
         let ids: Vec<String> = (0..20).map(|i| format!("w{worker}-{n}-{i}")).collect();
         n += 1;
         let batch: Vec<_> = ids.iter().map(|id| json!({"id": id, "body": id})).collect();
-        let Ok(resp) = api.client.post(format!("{}/api/queues/load/messages", api.base)).json(&json!({"messages": batch})).send().await else { break };
+        let Ok(resp) = api
+            .client
+            .post(format!("{}/api/queues/load/messages", api.base))
+            .json(&json!({"messages": batch}))
+            .send()
+            .await
+        else {
+            break;
+        };
         if resp.status().as_u16() == 201 {
             ledger.lock().unwrap().sent.extend(ids);
         }
-        let Ok(resp) = api.client.get(format!("{}/api/queues/load/messages?max=15", api.base)).send().await else { break };
-        let Ok(body) = resp.json::<serde_json::Value>().await else { break };
-        let Some(messages) = body["messages"].as_array() else { break };
+        let Ok(resp) = api
+            .client
+            .get(format!("{}/api/queues/load/messages?max=15", api.base))
+            .send()
+            .await
+        else {
+            break;
+        };
+        let Ok(body) = resp.json::<serde_json::Value>().await else {
+            break;
+        };
+        let Some(messages) = body["messages"].as_array() else {
+            break;
+        };
         let receipts: Vec<&str> = messages.iter().map(receipt).collect();
         if receipts.is_empty() {
             continue;
         }
-        ledger
-            .lock()
-            .unwrap()
-            .ack_attempted
-            .extend(messages.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
-        let Ok(resp) = api.client.post(format!("{}/api/queues/load/ack", api.base)).json(&json!({"receipts": receipts})).send().await else { break };
+        ledger.lock().unwrap().ack_attempted.extend(
+            messages
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned()),
+        );
+        let Ok(resp) = api
+            .client
+            .post(format!("{}/api/queues/load/ack", api.base))
+            .json(&json!({"receipts": receipts}))
+            .send()
+            .await
+        else {
+            break;
+        };
         if resp.status().as_u16() == 200 {
             let mut l = ledger.lock().unwrap();
             for m in messages {
@@ -111,7 +161,8 @@ async fn drain(api: &Api) -> Vec<String> {
 async fn crash_round(graceful: bool) {
     let mut broker = Broker::start().await.unwrap();
     let api = Arc::new(Api::new(&broker));
-    api.create("load", json!({"visibility_timeout_ms": 600000})).await;
+    api.create("load", json!({"visibility_timeout_ms": 600_000}))
+        .await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tasks: Vec<_> = (0..6)
@@ -135,9 +186,17 @@ async fn crash_round(graceful: bool) {
     let api = Api::new(&broker);
     let drained = drain(&api).await;
     let ledger = ledger.lock().unwrap();
-    assert!(ledger.sent.len() >= 100, "the load ran: {} sends", ledger.sent.len());
+    assert!(
+        ledger.sent.len() >= 100,
+        "the load ran: {} sends",
+        ledger.sent.len()
+    );
     let drained_set: HashSet<&String> = drained.iter().collect();
-    assert_eq!(drained_set.len(), drained.len(), "no message is delivered twice after the restart");
+    assert_eq!(
+        drained_set.len(),
+        drained.len(),
+        "no message is delivered twice after the restart"
+    );
     for id in &ledger.acked {
         assert!(!drained_set.contains(id), "acked message {id} came back");
     }
@@ -147,7 +206,13 @@ async fn crash_round(graceful: bool) {
             lost += 1;
         }
     }
-    assert_eq!(lost, 0, "answered sends lost (of {} sent, {} acked)", ledger.sent.len(), ledger.acked.len());
+    assert_eq!(
+        lost,
+        0,
+        "answered sends lost (of {} sent, {} acked)",
+        ledger.sent.len(),
+        ledger.acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +230,13 @@ async fn sigterm_under_load_shuts_down_cleanly_with_nothing_lost_or_doubled() {
 fn segment_files(broker: &Broker, queue: &str) -> usize {
     std::fs::read_dir(broker.data_dir().join("queues").join(queue).join("log"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
         .count()
 }
 
@@ -174,16 +245,25 @@ async fn settled_space_is_reclaimed_and_a_long_delayed_message_does_not_pin_old_
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("weir.toml");
     std::fs::write(&config, "[log]\nsegment_bytes = 1048576\n").unwrap();
-    let mut broker = Broker::start_with(&["--config", config.to_str().unwrap()]).await.unwrap();
+    let mut broker = Broker::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
     let api = Api::new(&broker);
     api.create("q", json!({})).await;
-    api.send("q", json!({"body": "see you in an hour", "delay_ms": 3_600_000, "id": "late"})).await;
+    api.send(
+        "q",
+        json!({"body": "see you in an hour", "delay_ms": 3_600_000, "id": "late"}),
+    )
+    .await;
     let body = "x".repeat(100);
     for _ in 0..60 {
         let batch: Vec<_> = (0..1000).map(|_| json!({"body": body})).collect();
         api.send("q", json!({"messages": batch})).await;
     }
-    assert!(segment_files(&broker, "q") >= 5, "the backlog spans several segments");
+    assert!(
+        segment_files(&broker, "q") >= 5,
+        "the backlog spans several segments"
+    );
     loop {
         let got = api.receive("q", "max=1000").await;
         if got.is_empty() {
@@ -195,16 +275,28 @@ async fn settled_space_is_reclaimed_and_a_long_delayed_message_does_not_pin_old_
     // Housekeeping moves the delayed message to the head and trims what is behind it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while segment_files(&broker, "q") > 2 {
-        assert!(tokio::time::Instant::now() < deadline, "old segments stay pinned: {} files", segment_files(&broker, "q"));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old segments stay pinned: {} files",
+            segment_files(&broker, "q")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = api.stats("q").await;
-    assert_eq!((stats["delayed"].as_u64(), stats["ready"].as_u64()), (Some(1), Some(0)), "{stats}");
+    assert_eq!(
+        (stats["delayed"].as_u64(), stats["ready"].as_u64()),
+        (Some(1), Some(0)),
+        "{stats}"
+    );
     broker.kill9().await.unwrap();
     broker.restart().await.unwrap();
     let api = Api::new(&broker);
     let stats = api.stats("q").await;
-    assert_eq!((stats["delayed"].as_u64(), stats["ready"].as_u64()), (Some(1), Some(0)), "the moved message survives a crash once: {stats}");
+    assert_eq!(
+        (stats["delayed"].as_u64(), stats["ready"].as_u64()),
+        (Some(1), Some(0)),
+        "the moved message survives a crash once: {stats}"
+    );
     assert_eq!(stats["acked_total"], 60_000);
     assert_eq!(stats["sent_total"], 60_001);
 }

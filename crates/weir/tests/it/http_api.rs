@@ -14,15 +14,36 @@ async fn start() -> (Broker, Api) {
 #[tokio::test]
 async fn declare_is_created_then_identical_then_conflicting() {
     let (_b, api) = start().await;
-    let (s, body) = api.call("PUT", "/api/queues/jobs", Some(json!({"max_deliveries": 3}))).await;
+    let (s, body) = api
+        .call(
+            "PUT",
+            "/api/queues/jobs",
+            Some(json!({"max_deliveries": 3})),
+        )
+        .await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["options"]["max_deliveries"], 3);
-    let (s, _) = api.call("PUT", "/api/queues/jobs", Some(json!({"max_deliveries": 3}))).await;
+    let (s, _) = api
+        .call(
+            "PUT",
+            "/api/queues/jobs",
+            Some(json!({"max_deliveries": 3})),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, body) = api.call("PUT", "/api/queues/jobs", Some(json!({"max_deliveries": 4}))).await;
+    let (s, body) = api
+        .call(
+            "PUT",
+            "/api/queues/jobs",
+            Some(json!({"max_deliveries": 4})),
+        )
+        .await;
     assert_eq!(s, 409);
     assert_eq!(body["error"], "queue_exists_with_different_options");
-    assert!(body["reason"].as_str().unwrap().contains("max_deliveries"), "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("max_deliveries"),
+        "{body}"
+    );
     let (s, body) = api.call("GET", "/api/queues", None).await;
     assert_eq!(s, 200);
     assert_eq!(body["queues"][0]["name"], "jobs");
@@ -61,7 +82,10 @@ async fn send_receive_ack_round_trip_with_text_binary_headers_and_ids() {
     assert_eq!(got[1]["body_base64"], "AP8A/w==");
     assert_eq!(got[1]["id"], generated);
     let stats = api.stats("q").await;
-    assert_eq!((stats["ready"].as_u64(), stats["leased"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(
+        (stats["ready"].as_u64(), stats["leased"].as_u64()),
+        (Some(0), Some(2))
+    );
     let (s, body) = api.ack("q", &[receipt(&got[0]), receipt(&got[1])]).await;
     assert_eq!((s, body["acked"].as_u64()), (200, Some(2)));
     let stats = api.stats("q").await;
@@ -94,11 +118,16 @@ async fn an_expired_lease_makes_the_message_ready_again_with_its_delivery_counte
 #[tokio::test]
 async fn extend_keeps_the_lease_and_a_per_receive_timeout_overrides_the_default() {
     let (_b, api) = start().await;
-    api.create("q", json!({"visibility_timeout_ms": 60000})).await;
+    api.create("q", json!({"visibility_timeout_ms": 60000}))
+        .await;
     api.send_text("q", "long job").await;
     let got = api.receive("q", "max=1&visibility_timeout_ms=300").await;
     let (s, body) = api
-        .call("POST", "/api/queues/q/extend", Some(json!({"receipts": [receipt(&got[0])], "visibility_timeout_ms": 60000})))
+        .call(
+            "POST",
+            "/api/queues/q/extend",
+            Some(json!({"receipts": [receipt(&got[0])], "visibility_timeout_ms": 60000})),
+        )
         .await;
     assert_eq!((s, body["extended"].as_u64()), (200, Some(1)));
     // Without the extension the message would be back after 300 ms.
@@ -113,12 +142,22 @@ async fn nack_requeues_at_once_or_after_a_delay() {
     api.create("q", json!({})).await;
     api.send_text("q", "a").await;
     let got = api.receive("q", "max=1").await;
-    let (s, body) = api.call("POST", "/api/queues/q/nack", Some(json!({"receipt": receipt(&got[0])}))).await;
+    let (s, body) = api
+        .call(
+            "POST",
+            "/api/queues/q/nack",
+            Some(json!({"receipt": receipt(&got[0])})),
+        )
+        .await;
     assert_eq!((s, body["nacked"].as_u64()), (200, Some(1)));
     let again = api.receive("q", "max=1").await;
     assert_eq!(again[0]["delivery_count"], 2);
     let (s, _) = api
-        .call("POST", "/api/queues/q/nack", Some(json!({"receipts": [receipt(&again[0])], "delay_ms": 400})))
+        .call(
+            "POST",
+            "/api/queues/q/nack",
+            Some(json!({"receipts": [receipt(&again[0])], "delay_ms": 400})),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(api.stats("q").await["delayed"], 1);
@@ -130,14 +169,25 @@ async fn nack_requeues_at_once_or_after_a_delay() {
 #[tokio::test]
 async fn nack_without_requeue_dead_letters_with_reason_time_and_source() {
     let (_b, api) = start().await;
-    api.create("orders", json!({"dead_letter_queue": "orders-dlq"})).await;
-    api.send("orders", json!({"body": "bad order", "headers": {"k": "v"}, "id": "o-1"})).await;
+    api.create("orders", json!({"dead_letter_queue": "orders-dlq"}))
+        .await;
+    api.send(
+        "orders",
+        json!({"body": "bad order", "headers": {"k": "v"}, "id": "o-1"}),
+    )
+    .await;
     let got = api.receive("orders", "max=1").await;
     let (s, _) = api
-        .call("POST", "/api/queues/orders/nack", Some(json!({"receipts": [receipt(&got[0])], "requeue": false})))
+        .call(
+            "POST",
+            "/api/queues/orders/nack",
+            Some(json!({"receipts": [receipt(&got[0])], "requeue": false})),
+        )
         .await;
     assert_eq!(s, 200);
-    let (s, body) = api.call("GET", "/api/queues/orders/dead-letters?max=10", None).await;
+    let (s, body) = api
+        .call("GET", "/api/queues/orders/dead-letters?max=10", None)
+        .await;
     assert_eq!(s, 200, "{body}");
     let dead = &body["messages"][0];
     assert_eq!(dead["body"], "bad order");
@@ -147,48 +197,88 @@ async fn nack_without_requeue_dead_letters_with_reason_time_and_source() {
     assert_eq!(dead["dead_letter"]["source_queue"], "orders");
     assert_eq!(dead["dead_letter"]["delivery_count"], 1);
     assert!(dead["dead_letter"]["time_ms"].as_i64().unwrap() > 0);
-    assert!(dead.get("receipt").is_none(), "a peek leases nothing: {dead}");
+    assert!(
+        dead.get("receipt").is_none(),
+        "a peek leases nothing: {dead}"
+    );
     // Peeking leased nothing: the DLQ still holds it as ready.
     let dlq = api.stats("orders-dlq").await;
-    assert_eq!((dlq["ready"].as_u64(), dlq["leased"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (dlq["ready"].as_u64(), dlq["leased"].as_u64()),
+        (Some(1), Some(0))
+    );
     assert_eq!(api.stats("orders").await["dead_lettered_total"], 1);
 }
 
 #[tokio::test]
 async fn max_deliveries_then_dead_letter_then_redrive_back_to_the_source() {
     let (_b, api) = start().await;
-    api.create("jobs", json!({"max_deliveries": 2, "dead_letter_queue": "jobs-dlq"})).await;
+    api.create(
+        "jobs",
+        json!({"max_deliveries": 2, "dead_letter_queue": "jobs-dlq"}),
+    )
+    .await;
     api.send_text("jobs", "flaky").await;
     for attempt in 1..=2 {
         let got = api.receive("jobs", "max=1&wait_ms=5000").await;
         assert_eq!(got[0]["delivery_count"], attempt);
-        let (s, _) = api.call("POST", "/api/queues/jobs/nack", Some(json!({"receipt": receipt(&got[0])}))).await;
+        let (s, _) = api
+            .call(
+                "POST",
+                "/api/queues/jobs/nack",
+                Some(json!({"receipt": receipt(&got[0])})),
+            )
+            .await;
         assert_eq!(s, 200);
     }
     let dlq = api.stats("jobs-dlq").await;
     assert_eq!(dlq["ready"], 1);
     let (_, body) = api.call("GET", "/api/queues/jobs/dead-letters", None).await;
-    assert_eq!(body["messages"][0]["dead_letter"]["reason"], "max_deliveries");
+    assert_eq!(
+        body["messages"][0]["dead_letter"]["reason"],
+        "max_deliveries"
+    );
     assert_eq!(body["messages"][0]["dead_letter"]["delivery_count"], 2);
-    let (s, body) = api.call("POST", "/api/queues/jobs/dead-letters/redrive", Some(json!({}))).await;
+    let (s, body) = api
+        .call(
+            "POST",
+            "/api/queues/jobs/dead-letters/redrive",
+            Some(json!({})),
+        )
+        .await;
     assert_eq!((s, body["redriven"].as_u64()), (200, Some(1)), "{body}");
     assert_eq!(api.stats("jobs-dlq").await["ready"], 0);
     let back = api.receive("jobs", "max=1").await;
     assert_eq!(bodies(&back), ["flaky"]);
-    assert_eq!(back[0]["delivery_count"], 1, "a redriven message starts over");
+    assert_eq!(
+        back[0]["delivery_count"], 1,
+        "a redriven message starts over"
+    );
     assert!(back[0]["dead_letter"].is_null());
 }
 
 #[tokio::test]
 async fn exponential_backoff_delays_redeliveries() {
     let (_b, api) = start().await;
-    api.create("q", json!({"retry_delay_ms": 300, "retry_backoff": "exponential", "retry_delay_max_ms": 1000})).await;
+    api.create(
+        "q",
+        json!({"retry_delay_ms": 300, "retry_backoff": "exponential", "retry_delay_max_ms": 1000}),
+    )
+    .await;
     api.send_text("q", "x").await;
     let got = api.receive("q", "max=1").await;
-    api.call("POST", "/api/queues/q/nack", Some(json!({"receipt": receipt(&got[0])}))).await;
+    api.call(
+        "POST",
+        "/api/queues/q/nack",
+        Some(json!({"receipt": receipt(&got[0])})),
+    )
+    .await;
     // Backing off: not ready at once.
     let stats = api.stats("q").await;
-    assert_eq!((stats["delayed"].as_u64(), stats["ready"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (stats["delayed"].as_u64(), stats["ready"].as_u64()),
+        (Some(1), Some(0))
+    );
     let again = api.receive("q", "max=1&wait_ms=10000").await;
     assert_eq!(again[0]["delivery_count"], 2);
 }
@@ -197,12 +287,19 @@ async fn exponential_backoff_delays_redeliveries() {
 async fn delayed_messages_wait_their_turn() {
     let (_b, api) = start().await;
     api.create("q", json!({})).await;
-    api.send("q", json!({"body": "later", "delay_ms": 500})).await;
+    api.send("q", json!({"body": "later", "delay_ms": 500}))
+        .await;
     api.send_text("q", "now").await;
     let stats = api.stats("q").await;
-    assert_eq!((stats["delayed"].as_u64(), stats["ready"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (stats["delayed"].as_u64(), stats["ready"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(bodies(&api.receive("q", "max=10").await), ["now"]);
-    assert_eq!(bodies(&api.receive("q", "max=10&wait_ms=10000").await), ["later"]);
+    assert_eq!(
+        bodies(&api.receive("q", "max=10&wait_ms=10000").await),
+        ["later"]
+    );
 }
 
 #[tokio::test]
@@ -226,26 +323,50 @@ async fn higher_priority_first_and_fifo_within_a_priority() {
 #[tokio::test]
 async fn expired_messages_are_dead_lettered_or_dropped_and_counted() {
     let (_b, api) = start().await;
-    api.create("ttl", json!({"message_ttl_ms": 100, "dead_letter_queue": "ttl-dlq"})).await;
+    api.create(
+        "ttl",
+        json!({"message_ttl_ms": 100, "dead_letter_queue": "ttl-dlq"}),
+    )
+    .await;
     api.send_text("ttl", "short-lived").await;
-    api.wait_stats("ttl-dlq", "the expired message", |s| s["ready"] == 1).await;
+    api.wait_stats("ttl-dlq", "the expired message", |s| s["ready"] == 1)
+        .await;
     let (_, body) = api.call("GET", "/api/queues/ttl/dead-letters", None).await;
     assert_eq!(body["messages"][0]["dead_letter"]["reason"], "expired");
     assert_eq!(api.stats("ttl").await["expired_total"], 1);
 
     api.create("drop", json!({})).await;
     api.send("drop", json!({"body": "x", "ttl_ms": 50})).await;
-    api.wait_stats("drop", "expiry", |s| s["expired_total"] == 1 && s["ready"] == 0).await;
+    api.wait_stats("drop", "expiry", |s| {
+        s["expired_total"] == 1 && s["ready"] == 0
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn reject_publish_refuses_the_whole_send_when_full() {
     let (_b, api) = start().await;
-    api.create("q", json!({"max_length": 3, "overflow": "reject-publish"})).await;
-    api.send("q", json!({"messages": [{"body": "1"}, {"body": "2"}]})).await;
-    let (s, body) = api.call("POST", "/api/queues/q/messages", Some(json!({"messages": [{"body": "3"}, {"body": "4"}]}))).await;
-    assert_eq!((s, body["error"].as_str()), (429, Some("queue_full")), "{body}");
-    assert_eq!(api.stats("q").await["ready"], 2, "nothing of the refused send was enqueued");
+    api.create("q", json!({"max_length": 3, "overflow": "reject-publish"}))
+        .await;
+    api.send("q", json!({"messages": [{"body": "1"}, {"body": "2"}]}))
+        .await;
+    let (s, body) = api
+        .call(
+            "POST",
+            "/api/queues/q/messages",
+            Some(json!({"messages": [{"body": "3"}, {"body": "4"}]})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (429, Some("queue_full")),
+        "{body}"
+    );
+    assert_eq!(
+        api.stats("q").await["ready"],
+        2,
+        "nothing of the refused send was enqueued"
+    );
     api.send_text("q", "3").await;
     assert_eq!(bodies(&api.receive("q", "max=10").await), ["1", "2", "3"]);
 }
@@ -260,10 +381,15 @@ async fn drop_head_and_dead_letter_overflow_remove_the_oldest() {
     assert_eq!(bodies(&api.receive("dh", "max=10").await), ["b", "c"]);
     assert_eq!(api.stats("dh").await["dropped_total"], 1);
 
-    api.create("dl", json!({"max_length_bytes": 4, "overflow": "dead-letter", "dead_letter_queue": "dl-dlq"})).await;
+    api.create(
+        "dl",
+        json!({"max_length_bytes": 4, "overflow": "dead-letter", "dead_letter_queue": "dl-dlq"}),
+    )
+    .await;
     api.send_text("dl", "aaa").await;
     api.send_text("dl", "bbb").await;
-    api.wait_stats("dl-dlq", "the overflowed head", |s| s["ready"] == 1).await;
+    api.wait_stats("dl-dlq", "the overflowed head", |s| s["ready"] == 1)
+        .await;
     let (_, body) = api.call("GET", "/api/queues/dl/dead-letters", None).await;
     assert_eq!(body["messages"][0]["body"], "aaa");
     assert_eq!(body["messages"][0]["dead_letter"]["reason"], "overflow");
@@ -272,15 +398,23 @@ async fn drop_head_and_dead_letter_overflow_remove_the_oldest() {
 #[tokio::test]
 async fn a_repeated_id_within_the_dedup_window_is_accepted_but_not_enqueued() {
     let (_b, api) = start().await;
-    api.create("q", json!({"dedup_window_ms": 600000})).await;
-    let first = api.send("q", json!({"body": "pay", "id": "payment-42"})).await;
+    api.create("q", json!({"dedup_window_ms": 600_000})).await;
+    let first = api
+        .send("q", json!({"body": "pay", "id": "payment-42"}))
+        .await;
     assert_eq!(first["messages"][0]["duplicate"], false);
     let second = api.send("q", json!({"messages": [{"body": "pay", "id": "payment-42"}, {"body": "other", "id": "payment-43"}]})).await;
     assert_eq!(second["messages"][0]["duplicate"], true);
     assert_eq!(second["messages"][1]["duplicate"], false);
-    assert_eq!((second["sent"].as_u64(), second["duplicates"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (second["sent"].as_u64(), second["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
     let stats = api.stats("q").await;
-    assert_eq!((stats["ready"].as_u64(), stats["duplicates_total"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (stats["ready"].as_u64(), stats["duplicates_total"].as_u64()),
+        (Some(2), Some(1))
+    );
 }
 
 #[tokio::test]
@@ -297,13 +431,21 @@ async fn one_message_per_group_in_flight_and_fifo_within_a_group() {
     .await;
     let got = api.receive("q", "max=10").await;
     assert_eq!(bodies(&got), ["a1", "b1", "free"]);
-    assert!(api.receive("q", "max=10").await.is_empty(), "a2 waits for a1");
+    assert!(
+        api.receive("q", "max=10").await.is_empty(),
+        "a2 waits for a1"
+    );
     let (s, _) = api.ack("q", &[receipt(&got[0])]).await;
     assert_eq!(s, 200);
     let next = api.receive("q", "max=10").await;
     assert_eq!(bodies(&next), ["a2"]);
     // A failed a2 goes back first in its group.
-    api.call("POST", "/api/queues/q/nack", Some(json!({"receipt": receipt(&next[0])}))).await;
+    api.call(
+        "POST",
+        "/api/queues/q/nack",
+        Some(json!({"receipt": receipt(&next[0])})),
+    )
+    .await;
     assert_eq!(bodies(&api.receive("q", "max=10").await), ["a2"]);
 }
 
@@ -311,12 +453,23 @@ async fn one_message_per_group_in_flight_and_fifo_within_a_group() {
 async fn purge_removes_ready_and_delayed_but_not_leased() {
     let (_b, api) = start().await;
     api.create("q", json!({})).await;
-    api.send("q", json!({"messages": [{"body": "1"}, {"body": "2"}, {"body": "3", "delay_ms": 60000}]})).await;
+    api.send(
+        "q",
+        json!({"messages": [{"body": "1"}, {"body": "2"}, {"body": "3", "delay_ms": 60000}]}),
+    )
+    .await;
     let leased = api.receive("q", "max=1").await;
     let (s, body) = api.call("POST", "/api/queues/q/purge", None).await;
     assert_eq!((s, body["purged"].as_u64()), (200, Some(2)));
     let stats = api.stats("q").await;
-    assert_eq!((stats["ready"].as_u64(), stats["delayed"].as_u64(), stats["leased"].as_u64()), (Some(0), Some(0), Some(1)));
+    assert_eq!(
+        (
+            stats["ready"].as_u64(),
+            stats["delayed"].as_u64(),
+            stats["leased"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1))
+    );
     let (s, _) = api.ack("q", &[receipt(&leased[0])]).await;
     assert_eq!(s, 200);
 }
@@ -326,16 +479,21 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
     let (_b, api) = start().await;
     api.create("q", json!({})).await;
     let waiting = {
-        let api = Api { client: reqwest::Client::new(), base: api.base.clone() };
+        let api = Api {
+            client: reqwest::Client::new(),
+            base: api.base.clone(),
+        };
         tokio::spawn(async move { api.receive("q", "max=5&wait_ms=30000").await })
     };
-    api.wait_stats("q", "a waiting consumer", |s| s["consumers"] == 1).await;
+    api.wait_stats("q", "a waiting consumer", |s| s["consumers"] == 1)
+        .await;
     api.send_text("q", "ping").await;
     let got = waiting.await.unwrap();
     assert_eq!(bodies(&got), ["ping"]);
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one table of bad requests
 async fn bad_requests_get_json_errors_and_disturb_no_one() {
     let broker = Broker::start_with(&[]).await.unwrap();
     let api = Api::new(&broker);
@@ -343,44 +501,209 @@ async fn bad_requests_get_json_errors_and_disturb_no_one() {
     api.create("other", json!({})).await;
     api.send_text("q", "keep me").await;
     let cases: Vec<(&str, &str, Option<&str>, u16, &str)> = vec![
-        ("POST", "/api/queues/q/messages", Some("{not json"), 400, "invalid_json"),
-        ("POST", "/api/queues/q/messages", Some(r#"{"body": "x", "colour": 1}"#), 400, "invalid_json"),
-        ("POST", "/api/queues/q/messages", Some(r#"{"body": 5}"#), 400, "invalid_json"),
-        ("POST", "/api/queues/q/messages", Some(r#"{"body": "x", "priority": 300}"#), 400, "invalid_json"),
-        ("POST", "/api/queues/q/messages", Some(r#"{"headers": {}}"#), 400, "invalid_argument"),
-        ("POST", "/api/queues/q/messages", Some(r#"{"body": "x", "body_base64": "eA=="}"#), 400, "invalid_argument"),
-        ("POST", "/api/queues/q/messages", Some(r#"{"body_base64": "***"}"#), 400, "invalid_argument"),
-        ("POST", "/api/queues/q/messages", Some(r#"{"messages": []}"#), 400, "invalid_argument"),
-        ("POST", "/api/queues/q/messages", Some(r#"{"body": "x", "delay_ms": -1}"#), 400, "invalid_json"),
-        ("POST", "/api/queues/nope/messages", Some(r#"{"body": "x"}"#), 404, "queue_not_found"),
-        ("PUT", "/api/queues/bad%20name", Some("{}"), 400, "invalid_name"),
-        ("PUT", "/api/queues/.hidden", Some("{}"), 400, "invalid_name"),
-        ("PUT", "/api/queues/q2", Some(r#"{"visibility_timeout_ms": 0}"#), 400, "invalid_argument"),
-        ("PUT", "/api/queues/q2", Some(r#"{"overflow": "explode"}"#), 400, "invalid_json"),
-        ("PUT", "/api/queues/q2", Some(r#"{"dead_letter_queue": "q2"}"#), 400, "invalid_argument"),
-        ("GET", "/api/queues/q/messages?max=0", None, 400, "invalid_argument"),
-        ("GET", "/api/queues/q/messages?max=lots", None, 400, "invalid_argument"),
-        ("GET", "/api/queues/q/messages?colour=red", None, 400, "invalid_argument"),
-        ("GET", "/api/queues/q/messages?wait_ms=99999999", None, 400, "invalid_argument"),
-        ("POST", "/api/queues/q/ack", Some(r#"{"receipts": ["garbage"]}"#), 400, "malformed_receipt"),
-        ("POST", "/api/queues/q/ack", Some(r#"{"receipts": ["0-1"]}"#), 409, "stale_receipt"),
-        ("POST", "/api/queues/q/ack", Some(r#"{}"#), 400, "invalid_argument"),
-        ("POST", "/api/queues/q/ack", Some(r#"{"receipts": "0-1"}"#), 400, "invalid_json"),
-        ("POST", "/api/queues/q/extend", Some(r#"{"receipts": ["0-1"]}"#), 400, "invalid_argument"),
-        ("GET", "/api/queues/q/dead-letters", None, 400, "invalid_argument"),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some("{not json"),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some(r#"{"body": "x", "colour": 1}"#),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some(r#"{"body": 5}"#),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some(r#"{"body": "x", "priority": 300}"#),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some(r#"{"headers": {}}"#),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some(r#"{"body": "x", "body_base64": "eA=="}"#),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some(r#"{"body_base64": "***"}"#),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some(r#"{"messages": []}"#),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/queues/q/messages",
+            Some(r#"{"body": "x", "delay_ms": -1}"#),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/queues/nope/messages",
+            Some(r#"{"body": "x"}"#),
+            404,
+            "queue_not_found",
+        ),
+        (
+            "PUT",
+            "/api/queues/bad%20name",
+            Some("{}"),
+            400,
+            "invalid_name",
+        ),
+        (
+            "PUT",
+            "/api/queues/.hidden",
+            Some("{}"),
+            400,
+            "invalid_name",
+        ),
+        (
+            "PUT",
+            "/api/queues/q2",
+            Some(r#"{"visibility_timeout_ms": 0}"#),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "PUT",
+            "/api/queues/q2",
+            Some(r#"{"overflow": "explode"}"#),
+            400,
+            "invalid_json",
+        ),
+        (
+            "PUT",
+            "/api/queues/q2",
+            Some(r#"{"dead_letter_queue": "q2"}"#),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "GET",
+            "/api/queues/q/messages?max=0",
+            None,
+            400,
+            "invalid_argument",
+        ),
+        (
+            "GET",
+            "/api/queues/q/messages?max=lots",
+            None,
+            400,
+            "invalid_argument",
+        ),
+        (
+            "GET",
+            "/api/queues/q/messages?colour=red",
+            None,
+            400,
+            "invalid_argument",
+        ),
+        (
+            "GET",
+            "/api/queues/q/messages?wait_ms=99999999",
+            None,
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/queues/q/ack",
+            Some(r#"{"receipts": ["garbage"]}"#),
+            400,
+            "malformed_receipt",
+        ),
+        (
+            "POST",
+            "/api/queues/q/ack",
+            Some(r#"{"receipts": ["0-1"]}"#),
+            409,
+            "stale_receipt",
+        ),
+        (
+            "POST",
+            "/api/queues/q/ack",
+            Some("{}"),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/queues/q/ack",
+            Some(r#"{"receipts": "0-1"}"#),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/queues/q/extend",
+            Some(r#"{"receipts": ["0-1"]}"#),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "GET",
+            "/api/queues/q/dead-letters",
+            None,
+            400,
+            "invalid_argument",
+        ),
         ("GET", "/api/nowhere", None, 404, "not_found"),
-        ("PATCH", "/api/queues/q", Some("{}"), 405, "method_not_allowed"),
+        (
+            "PATCH",
+            "/api/queues/q",
+            Some("{}"),
+            405,
+            "method_not_allowed",
+        ),
     ];
     for (method, path, body, status, code) in cases {
         let (s, v) = match body {
             Some(b) => api.raw(method, path, b.to_owned()).await,
             None => api.call(method, path, None).await,
         };
-        assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{method} {path} {body:?} → {v}");
-        assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{method} {path}: {v}");
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {body:?} → {v}"
+        );
+        assert!(
+            v["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{method} {path}: {v}"
+        );
     }
     // HEAD must not run the receive (it would lease messages nobody sees).
-    let (s, _) = api.call("HEAD", "/api/queues/q/messages?max=10", None).await;
+    let (s, _) = api
+        .call("HEAD", "/api/queues/q/messages?max=10", None)
+        .await;
     assert_eq!(s, 405);
     assert_eq!(api.stats("q").await["leased"], 0);
     // A receipt from another queue is not a lease there.
@@ -399,15 +722,37 @@ async fn bad_requests_get_json_errors_and_disturb_no_one() {
 async fn bodies_over_the_limits_get_413() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "[http]\nmax_body_bytes = 65536\n[limits]\nmax_message_bytes = 1000\n").unwrap();
-    let broker = Broker::start_with(&["--config", config.to_str().unwrap()]).await.unwrap();
+    std::fs::write(
+        &config,
+        "[http]\nmax_body_bytes = 65536\n[limits]\nmax_message_bytes = 1000\n",
+    )
+    .unwrap();
+    let broker = Broker::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
     let api = Api::new(&broker);
     api.create("q", json!({})).await;
     let big = "x".repeat(100_000);
-    let (s, v) = api.call("POST", "/api/queues/q/messages", Some(json!({"body": big}))).await;
-    assert_eq!((s, v["error"].as_str()), (413, Some("payload_too_large")), "{v}");
-    let (s, v) = api.call("POST", "/api/queues/q/messages", Some(json!({"body": "y".repeat(1001)}))).await;
-    assert_eq!((s, v["error"].as_str()), (413, Some("limit_exceeded")), "{v}");
+    let (s, v) = api
+        .call("POST", "/api/queues/q/messages", Some(json!({"body": big})))
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/queues/q/messages",
+            Some(json!({"body": "y".repeat(1001)})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (413, Some("limit_exceeded")),
+        "{v}"
+    );
     assert_eq!(api.stats("q").await["ready"], 0);
     api.send_text("q", "small").await;
     assert_eq!(api.stats("q").await["ready"], 1);
@@ -420,7 +765,10 @@ async fn healthz_and_the_openapi_document_are_served() {
     assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
     let (s, v) = api.call("GET", "/api/openapi.json", None).await;
     assert_eq!(s, 200);
-    assert!(v["paths"].get("/api/queues/{name}/messages").is_some(), "{v}");
+    assert!(
+        v["paths"].get("/api/queues/{name}/messages").is_some(),
+        "{v}"
+    );
     let _: &Value = &v;
 }
 
@@ -429,15 +777,24 @@ async fn connections_over_the_limit_wait_until_one_closes() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("weir.toml");
     std::fs::write(&config, "[http]\nmax_connections = 2\n").unwrap();
-    let broker = Broker::start_with(&["--config", config.to_str().unwrap()]).await.unwrap();
+    let broker = Broker::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
     let addr = broker.http_url().trim_start_matches("http://").to_owned();
     let first = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let _second = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let url = format!("{}/healthz", broker.http_url());
     let third = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "a third connection was served while two were open");
+    assert!(
+        !third.is_finished(),
+        "a third connection was served while two were open"
+    );
     drop(first);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(30), third).await.unwrap().unwrap().unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(status, 200);
 }

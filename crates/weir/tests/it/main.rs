@@ -2,8 +2,12 @@
 //! reqwest (and the CLI). One test binary (house style §2.1); each module is a
 //! topic. No timing assertions: waits poll for a condition with a deadline.
 
+#![allow(missing_docs)] // test helpers
+
+mod cli;
 mod durability;
 mod http_api;
+mod worker;
 
 use std::time::Duration;
 
@@ -34,27 +38,56 @@ impl Api {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
-    pub async fn raw(&self, method: &str, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let resp = self.client.request(method, url).body(body).send().await.expect("request");
+        let resp = self
+            .client
+            .request(method, url)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn create(&self, queue: &str, options: Value) -> Value {
-        let (status, body) = self.call("PUT", &format!("/api/queues/{queue}"), Some(options)).await;
-        assert!(status == 201 || status == 200, "create {queue}: {status} {body}");
+        let (status, body) = self
+            .call("PUT", &format!("/api/queues/{queue}"), Some(options))
+            .await;
+        assert!(
+            status == 201 || status == 200,
+            "create {queue}: {status} {body}"
+        );
         body
     }
 
     pub async fn send(&self, queue: &str, message: Value) -> Value {
-        let (status, body) = self.call("POST", &format!("/api/queues/{queue}/messages"), Some(message)).await;
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/api/queues/{queue}/messages"),
+                Some(message),
+            )
+            .await;
         assert_eq!(status, 201, "send: {body}");
         body
     }
@@ -65,30 +98,51 @@ impl Api {
     }
 
     pub async fn receive(&self, queue: &str, query: &str) -> Vec<Value> {
-        let (status, body) = self.call("GET", &format!("/api/queues/{queue}/messages?{query}"), None).await;
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/api/queues/{queue}/messages?{query}"),
+                None,
+            )
+            .await;
         assert_eq!(status, 200, "receive: {body}");
         body["messages"].as_array().expect("messages").clone()
     }
 
     pub async fn ack(&self, queue: &str, receipts: &[&str]) -> (u16, Value) {
-        self.call("POST", &format!("/api/queues/{queue}/ack"), Some(json!({"receipts": receipts}))).await
+        self.call(
+            "POST",
+            &format!("/api/queues/{queue}/ack"),
+            Some(json!({"receipts": receipts})),
+        )
+        .await
     }
 
     pub async fn stats(&self, queue: &str) -> Value {
-        let (status, body) = self.call("GET", &format!("/api/queues/{queue}"), None).await;
+        let (status, body) = self
+            .call("GET", &format!("/api/queues/{queue}"), None)
+            .await;
         assert_eq!(status, 200, "stats: {body}");
         body["stats"].clone()
     }
 
     /// Polls `GET /api/queues/{queue}` until `check(stats)` holds (60 s at most).
-    pub async fn wait_stats(&self, queue: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_stats(
+        &self,
+        queue: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let stats = self.stats(queue).await;
             if check(&stats) {
                 return stats;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what} on {queue}: {stats}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what} on {queue}: {stats}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -101,5 +155,7 @@ pub fn receipt(m: &Value) -> &str {
 
 /// The text bodies of received messages.
 pub fn bodies(ms: &[Value]) -> Vec<String> {
-    ms.iter().map(|m| m["body"].as_str().expect("text body").to_owned()).collect()
+    ms.iter()
+        .map(|m| m["body"].as_str().expect("text body").to_owned())
+        .collect()
 }

@@ -1,0 +1,683 @@
+//! `weir bench`: load generators against a running broker.
+//!
+//! `weir bench http` drives the REST API the way applications do: producers send
+//! batches, consumers receive batches and ack them. It reports throughput and
+//! latency percentiles (hdrhistogram, microsecond resolution) of send requests, of
+//! receive→ack round trips, and end to end (send request to receipt, read from a
+//! timestamp at the start of each body).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::ServerArgs;
+use crate::client::api::{Api, Messages, Reply, Settle};
+use crate::client::table::{Align, table};
+
+/// Messages sent when neither `--count` nor `--duration` is given.
+const DEFAULT_COUNT: u64 = 100_000;
+
+/// Consumers' long poll: short, so they notice the end of the run quickly.
+const RECEIVE_WAIT_MS: u64 = 1_000;
+
+/// In count mode, consumers give up when nothing arrives for this long after the
+/// producers finished (messages lost, or taken by someone else).
+const DRAIN_IDLE: Duration = Duration::from_secs(10);
+
+/// Width of the send-time prefix of each body: microseconds since the run started,
+/// zero-padded decimal (so the body stays ASCII and travels as a JSON string).
+const STAMP_LEN: usize = 16;
+
+/// Load generators.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Load the HTTP API: producers send batches, consumers receive and ack them.
+    Http(HttpArgs),
+}
+
+/// Arguments of `weir bench http`.
+#[derive(clap::Args, Debug)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The queue to use; created if missing (default `bench-<pid>`).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    producers: u32,
+    /// Concurrent receivers (0: only send).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    consumers: u32,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    size: usize,
+    /// Messages per send request, and most messages per receive.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    batch: u32,
+    /// Send this many messages, and receive them all [default: 100000].
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Send and receive for this many seconds instead of a count.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    duration: Option<u64>,
+    /// Keep the queue afterwards (by default a queue this run created is deleted).
+    #[arg(long)]
+    keep: bool,
+    /// Print one JSON object instead of a progress bar and a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a benchmark.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Http(args) => http(args).await,
+    }
+}
+
+/// When the run ends.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    /// After this many messages are sent and (with consumers) acked.
+    Count(u64),
+    /// When this much time has passed, for producers and consumers alike.
+    Until(Instant),
+}
+
+/// State the producer and consumer tasks share.
+struct Shared {
+    api: Api,
+    queue: String,
+    size: usize,
+    batch: u32,
+    limit: Limit,
+    /// When the run started; body stamps count from here.
+    start: Instant,
+    /// Count mode: messages no producer has claimed yet.
+    unclaimed: AtomicU64,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    /// Producers still running.
+    producing: AtomicU64,
+    /// Microseconds after `start` of the last send and of the last ack.
+    last_send_us: AtomicU64,
+    last_ack_us: AtomicU64,
+    /// Cancelled by Ctrl-C or by the first task that fails.
+    stop: CancellationToken,
+    /// Set by Ctrl-C: the report covers a partial run.
+    interrupted: AtomicBool,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.server.server)?;
+    let queue = args
+        .queue
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", std::process::id()));
+    let declared = api
+        .declare(&queue, &json!({}))
+        .await
+        .with_context(|| format!("creating queue {queue}"))?;
+    let created = declared.status == reqwest::StatusCode::CREATED;
+    let held = declared
+        .body
+        .pointer("/stats/ready")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if held > 0 {
+        eprintln!(
+            "weir bench: queue {queue} already holds {held} ready messages; consumers will \
+             receive and count them too"
+        );
+    }
+
+    let start = Instant::now();
+    let limit = match args.duration {
+        Some(secs) => Limit::Until(start + Duration::from_secs(secs)),
+        None => Limit::Count(args.count.unwrap_or(DEFAULT_COUNT)),
+    };
+    let shared = Arc::new(Shared {
+        api: api.clone(),
+        queue: queue.clone(),
+        size: args.size,
+        batch: args.batch,
+        limit,
+        start,
+        unclaimed: AtomicU64::new(match limit {
+            Limit::Count(n) => n,
+            Limit::Until(_) => 0,
+        }),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        producing: AtomicU64::new(u64::from(args.producers)),
+        last_send_us: AtomicU64::new(0),
+        last_ack_us: AtomicU64::new(0),
+        stop: CancellationToken::new(),
+        interrupted: AtomicBool::new(false),
+    });
+
+    let progress = progress_bar(&args, limit);
+    let outcome = drive(&shared, &args, &progress).await;
+    progress.finish_and_clear();
+
+    if created && !args.keep {
+        if let Err(e) = api.delete(&queue).await {
+            eprintln!("weir bench: could not delete queue {queue}: {e}");
+        }
+    } else if !created && !args.keep {
+        eprintln!("weir bench: queue {queue} existed before the run, so it is kept");
+    }
+    let Latencies {
+        send: send_latency,
+        round_trip: ack_latency,
+        end_to_end,
+    } = outcome?;
+
+    let report = Report {
+        args: &args,
+        queue: &queue,
+        sent: shared.sent.load(Ordering::Relaxed),
+        acked: shared.acked.load(Ordering::Relaxed),
+        send_seconds: seconds(shared.last_send_us.load(Ordering::Relaxed)),
+        receive_seconds: seconds(shared.last_ack_us.load(Ordering::Relaxed)),
+        send_latency,
+        ack_latency,
+        end_to_end,
+        interrupted: shared.interrupted.load(Ordering::Relaxed),
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Latencies of a run, merged over its tasks.
+struct Latencies {
+    send: Histogram<u64>,
+    round_trip: Histogram<u64>,
+    end_to_end: Histogram<u64>,
+}
+
+/// Runs the producers and consumers to the end (or the first failure, or Ctrl-C)
+/// while refreshing the progress bar.
+async fn drive(
+    shared: &Arc<Shared>,
+    args: &HttpArgs,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Latencies> {
+    // A failing task stops the others at once rather than when it is joined.
+    let mut producers = JoinSet::new();
+    for index in 0..args.producers {
+        let task = Arc::clone(shared);
+        producers.spawn(async move {
+            let result = produce(Arc::clone(&task), index).await;
+            if result.is_err() {
+                task.stop.cancel();
+            }
+            result
+        });
+    }
+    let mut consumers = JoinSet::new();
+    for _ in 0..args.consumers {
+        let task = Arc::clone(shared);
+        consumers.spawn(async move {
+            let result = consume(Arc::clone(&task)).await;
+            if result.is_err() {
+                task.stop.cancel();
+            }
+            result
+        });
+    }
+    let ticker = tokio::spawn(tick(
+        Arc::clone(shared),
+        progress.clone(),
+        args.consumers > 0,
+    ));
+    let watcher = {
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => {
+                    shared.interrupted.store(r.is_ok(), Ordering::Relaxed);
+                    shared.stop.cancel();
+                }
+                () = shared.stop.cancelled() => {}
+            }
+        })
+    };
+
+    let mut failure: Option<anyhow::Error> = None;
+    let mut latencies = Latencies {
+        send: histogram(),
+        round_trip: histogram(),
+        end_to_end: histogram(),
+    };
+    while let Some(joined) = producers.join_next().await {
+        match joined.context("a producer task panicked").and_then(|r| r) {
+            Ok(h) => add(&mut latencies.send, &h),
+            Err(e) => {
+                shared.stop.cancel();
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    while let Some(joined) = consumers.join_next().await {
+        match joined.context("a consumer task panicked").and_then(|r| r) {
+            Ok((round_trip, e2e)) => {
+                add(&mut latencies.round_trip, &round_trip);
+                add(&mut latencies.end_to_end, &e2e);
+            }
+            Err(e) => {
+                shared.stop.cancel();
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    // Ends the ticker and the Ctrl-C watcher too.
+    shared.stop.cancel();
+    let _ = ticker.await;
+    let _ = watcher.await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(latencies),
+    }
+}
+
+/// One producer: claims batches and sends them until the count or time is used up.
+async fn produce(shared: Arc<Shared>, index: u32) -> anyhow::Result<Histogram<u64>> {
+    let mut latency = histogram();
+    let filler = filler(
+        shared.size,
+        u64::from(index) ^ u64::from(std::process::id()),
+    );
+    loop {
+        if shared.stop.is_cancelled() {
+            break;
+        }
+        let n = match shared.limit {
+            Limit::Count(_) => claim(&shared.unclaimed, u64::from(shared.batch)),
+            Limit::Until(end) if Instant::now() < end => u64::from(shared.batch),
+            Limit::Until(_) => 0,
+        };
+        if n == 0 {
+            break;
+        }
+        let messages: Vec<Value> = (0..n)
+            .map(|_| json!({ "body": stamped(&filler, shared.now_us()) }))
+            .collect();
+        let body = json!({ "messages": messages });
+        let started = Instant::now();
+        let reply = tokio::select! {
+            () = shared.stop.cancelled() => break,
+            reply = shared.api.send(&shared.queue, &body) => reply,
+        };
+        reply.with_context(|| format!("sending to {}", shared.queue))?;
+        latency.saturating_record(micros(started.elapsed()));
+        shared.sent.fetch_add(n, Ordering::Relaxed);
+        shared
+            .last_send_us
+            .fetch_max(shared.now_us(), Ordering::Relaxed);
+    }
+    shared.producing.fetch_sub(1, Ordering::Relaxed);
+    Ok(latency)
+}
+
+/// One consumer: receives batches and acks them until everything sent is acked (count
+/// mode) or time is up. Returns the receive→ack round trips and end-to-end latencies.
+async fn consume(shared: Arc<Shared>) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let mut round_trip = histogram();
+    let mut end_to_end = histogram();
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let done = match shared.limit {
+            Limit::Count(_) => {
+                let producers_done = shared.producing.load(Ordering::Relaxed) == 0;
+                producers_done
+                    && (shared.acked.load(Ordering::Relaxed) >= shared.sent.load(Ordering::Relaxed)
+                        || idle_since.is_some_and(|t| t.elapsed() > DRAIN_IDLE))
+            }
+            Limit::Until(end) => Instant::now() >= end,
+        };
+        if done || shared.stop.is_cancelled() {
+            break;
+        }
+        let started = Instant::now();
+        let reply = tokio::select! {
+            () = shared.stop.cancelled() => break,
+            reply = shared.api.receive(&shared.queue, shared.batch, RECEIVE_WAIT_MS, None) => reply,
+        };
+        let received: Messages = reply
+            .and_then(Reply::parse::<Messages>)
+            .with_context(|| format!("receiving from {}", shared.queue))?;
+        if received.messages.is_empty() {
+            if shared.producing.load(Ordering::Relaxed) == 0 {
+                idle_since.get_or_insert_with(Instant::now);
+            }
+            continue;
+        }
+        idle_since = None;
+        let now_us = shared.now_us();
+        for message in &received.messages {
+            if let Some(sent_us) = message.body.as_deref().and_then(stamp) {
+                end_to_end.saturating_record(now_us.saturating_sub(sent_us).max(1));
+            }
+        }
+        let receipts: Vec<String> = received
+            .messages
+            .iter()
+            .filter_map(|m| m.receipt.clone())
+            .collect();
+        shared
+            .api
+            .settle(&shared.queue, Settle::Ack, &receipts)
+            .await
+            .with_context(|| format!("acking on {}", shared.queue))?;
+        round_trip.saturating_record(micros(started.elapsed()));
+        shared
+            .acked
+            .fetch_add(receipts.len() as u64, Ordering::Relaxed);
+        shared
+            .last_ack_us
+            .fetch_max(shared.now_us(), Ordering::Relaxed);
+    }
+    Ok((round_trip, end_to_end))
+}
+
+/// Takes up to `want` from `pool`; 0 when it is empty.
+fn claim(pool: &AtomicU64, want: u64) -> u64 {
+    let mut taken = 0;
+    let _ = pool.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        taken = left.min(want);
+        Some(left - taken)
+    });
+    taken
+}
+
+/// `size` bytes of letters and digits from a small xorshift generator: cheap, and
+/// not a run of one byte that compression or dedup at some layer would flatter.
+fn filler(size: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut state = seed | 1;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(ALPHABET[(state % ALPHABET.len() as u64) as usize])
+        })
+        .collect()
+}
+
+/// The body: the send time in the first `STAMP_LEN` bytes, then filler, `size`
+/// bytes in all. Bodies shorter than a stamp carry none.
+fn stamped(filler: &str, now_us: u64) -> String {
+    if filler.len() < STAMP_LEN {
+        return filler.to_owned();
+    }
+    let mut body = format!("{now_us:0STAMP_LEN$}");
+    body.truncate(STAMP_LEN);
+    body.push_str(&filler[STAMP_LEN..]);
+    body
+}
+
+/// The send time of a stamped body.
+fn stamp(body: &str) -> Option<u64> {
+    let prefix = body.get(..STAMP_LEN)?;
+    if !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    prefix.parse().ok()
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to an hour at 3 significant figures: a few dozen KiB per histogram.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("invariant: constant bounds are valid")
+}
+
+fn add(total: &mut Histogram<u64>, part: &Histogram<u64>) {
+    // Same bounds everywhere, so adding cannot fail; saturate rather than panic.
+    let _ = total.add(part);
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+#[allow(clippy::cast_precision_loss)] // microseconds of a benchmark fit an f64
+fn seconds(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+fn progress_bar(args: &HttpArgs, limit: Limit) -> indicatif::ProgressBar {
+    if args.json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (bar, template) = match limit {
+        Limit::Count(n) => (
+            indicatif::ProgressBar::new(n),
+            "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}",
+        ),
+        Limit::Until(_) => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {elapsed_precise} {msg}",
+        ),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Refreshes the progress bar until the run stops.
+async fn tick(shared: Arc<Shared>, bar: indicatif::ProgressBar, consuming: bool) {
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let sent = shared.sent.load(Ordering::Relaxed);
+        let acked = shared.acked.load(Ordering::Relaxed);
+        // The bar follows the slower side: acks when consuming, else sends.
+        bar.set_position(if consuming { acked } else { sent });
+        bar.set_message(format!("sent {sent}, acked {acked}"));
+        bar.tick();
+    }
+}
+
+/// `value` rounded to `decimals` places, so the JSON shows `1.5`, not
+/// `1.5000000000000002`.
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10_f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+/// Latency percentiles of one histogram, in milliseconds (to the microsecond).
+fn percentiles(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return Value::Null;
+    }
+    let ms = |us: u64| round(seconds(us) * 1e3, 3);
+    json!({
+        "count": h.len(),
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "max": ms(h.max()),
+    })
+}
+
+/// The results.
+struct Report<'a> {
+    args: &'a HttpArgs,
+    queue: &'a str,
+    sent: u64,
+    acked: u64,
+    /// From the start to the last send's answer.
+    send_seconds: f64,
+    /// From the start to the last ack's answer.
+    receive_seconds: f64,
+    send_latency: Histogram<u64>,
+    ack_latency: Histogram<u64>,
+    end_to_end: Histogram<u64>,
+    interrupted: bool,
+}
+
+impl Report<'_> {
+    /// Messages and megabytes (10^6 bytes) per second.
+    #[allow(clippy::cast_precision_loss)] // rates are shown with a few digits
+    fn rates(&self, messages: u64, secs: f64) -> (f64, f64) {
+        if secs <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let per_sec = messages as f64 / secs;
+        (per_sec, per_sec * self.args.size as f64 / 1e6)
+    }
+
+    fn json(&self) -> Value {
+        let phase = |messages: u64, secs: f64, latency: &Histogram<u64>| {
+            let (per_sec, mb) = self.rates(messages, secs);
+            json!({
+                "messages": messages,
+                "seconds": round(secs, 3),
+                "msgs_per_sec": round(per_sec, 1),
+                "mb_per_sec": round(mb, 3),
+                "latency_ms": percentiles(latency),
+            })
+        };
+        json!({
+            "queue": self.queue,
+            "producers": self.args.producers,
+            "consumers": self.args.consumers,
+            "size": self.args.size,
+            "batch": self.args.batch,
+            "interrupted": self.interrupted,
+            "send": phase(self.sent, self.send_seconds, &self.send_latency),
+            "receive_ack": phase(self.acked, self.receive_seconds, &self.ack_latency),
+            "end_to_end_latency_ms": percentiles(&self.end_to_end),
+        })
+    }
+
+    fn human(&self) -> String {
+        let ms = |us: u64| format!("{:.2}", seconds(us) * 1e3);
+        let latency_cells = |h: &Histogram<u64>| -> Vec<String> {
+            if h.is_empty() {
+                return vec!["-".into(); 4];
+            }
+            vec![
+                ms(h.value_at_quantile(0.50)),
+                ms(h.value_at_quantile(0.90)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max()),
+            ]
+        };
+        let row = |name: &str, messages: u64, secs: f64, h: &Histogram<u64>| {
+            let (per_sec, mb) = self.rates(messages, secs);
+            let mut cells = vec![
+                name.to_owned(),
+                messages.to_string(),
+                format!("{secs:.2}"),
+                format!("{per_sec:.0}"),
+                format!("{mb:.2}"),
+            ];
+            cells.extend(latency_cells(h));
+            cells
+        };
+        let mut rows = vec![row(
+            "send",
+            self.sent,
+            self.send_seconds,
+            &self.send_latency,
+        )];
+        if self.args.consumers > 0 {
+            rows.push(row(
+                "receive+ack",
+                self.acked,
+                self.receive_seconds,
+                &self.ack_latency,
+            ));
+            let mut e2e = vec![
+                "end-to-end".to_owned(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ];
+            e2e.extend(latency_cells(&self.end_to_end));
+            rows.push(e2e);
+        }
+        let columns = [
+            ("", Align::Left),
+            ("MESSAGES", Align::Right),
+            ("SECONDS", Align::Right),
+            ("MSG/S", Align::Right),
+            ("MB/S", Align::Right),
+            ("P50 MS", Align::Right),
+            ("P90 MS", Align::Right),
+            ("P99 MS", Align::Right),
+            ("MAX MS", Align::Right),
+        ];
+        let a = self.args;
+        let mut out = format!(
+            "weir bench http: queue {}, {} producers, {} consumers, {} B bodies, batches of {}{}\n",
+            self.queue,
+            a.producers,
+            a.consumers,
+            a.size,
+            a.batch,
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            },
+        );
+        out.push_str(&table(&columns, &rows));
+        out.push_str(
+            "latency: send = one batch request; receive+ack = receive request to ack answer; \
+             end-to-end = send request to receipt\n",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_have_the_size_asked_and_carry_their_send_time() {
+        let filler = filler(100, 7);
+        assert_eq!(filler.len(), 100);
+        assert!(filler.bytes().all(|b| b.is_ascii_alphanumeric()));
+        let body = stamped(&filler, 123_456);
+        assert_eq!(body.len(), 100);
+        assert_eq!(stamp(&body), Some(123_456));
+        assert_eq!(stamped("short", 5), "short");
+        assert_eq!(stamp("short"), None);
+    }
+
+    #[test]
+    fn claims_never_exceed_the_pool() {
+        let pool = AtomicU64::new(250);
+        assert_eq!(claim(&pool, 100), 100);
+        assert_eq!(claim(&pool, 100), 100);
+        assert_eq!(claim(&pool, 100), 50);
+        assert_eq!(claim(&pool, 100), 0);
+    }
+}
