@@ -117,6 +117,8 @@ enum Internal {
     Transit {
         offsets: Vec<u64>,
         reason: SettleReason,
+        /// Of `offsets`, those settled as `ExpiredDeadLettered` instead of `reason`.
+        expired: Vec<u64>,
         ok: bool,
         done: Option<oneshot::Sender<()>>,
     },
@@ -252,6 +254,13 @@ impl Actor {
                 Some(event) = self.internal_rx.recv() => self.on_internal(event),
                 () = self.tasks.wait() => {}
             }
+        }
+        // A last checkpoint makes the lifetime counters exact across a clean restart
+        // (after a crash, counters not derived from records, such as duplicates, lose
+        // what changed since the previous checkpoint).
+        let totals = self.persist(vec![StateOp::Totals(self.state.totals)]);
+        if let Err(e) = totals.await {
+            tracing::warn!(queue = %self.name, error = %e, "writing the final counters failed");
         }
         if let Err(e) = self.log.close().await {
             tracing::error!(queue = %self.name, error = %e, "closing the queue's log failed");
@@ -705,6 +714,7 @@ impl Actor {
             Internal::Transit {
                 offsets,
                 reason,
+                expired,
                 ok,
                 done,
             } => {
@@ -713,8 +723,18 @@ impl Actor {
                         let _ = done.send(());
                     }
                 } else if ok {
-                    let op = self.state.finish_transit(&offsets, reason);
-                    let persisted = self.persist(vec![op]);
+                    let (expired, others): (Vec<u64>, Vec<u64>) =
+                        offsets.iter().partition(|o| expired.contains(o));
+                    let mut ops = Vec::new();
+                    for (offsets, reason) in [
+                        (others, reason),
+                        (expired, SettleReason::ExpiredDeadLettered),
+                    ] {
+                        if !offsets.is_empty() {
+                            ops.push(self.state.finish_transit(&offsets, reason));
+                        }
+                    }
+                    let persisted = self.persist(ops);
                     self.tasks.spawn(async move {
                         let _ = persisted.await;
                         if let Some(done) = done {
@@ -797,9 +817,15 @@ impl Actor {
             if let Err(e) = &result {
                 tracing::warn!(%queue, dead_letter_queue = %dlq, error = %e, "dead-lettering failed; the messages stay in the queue");
             }
+            let expired = items
+                .iter()
+                .filter(|(_, r)| *r == DeadLetterReason::Expired)
+                .map(|(e, _)| e.offset)
+                .collect();
             let _ = events.send(Internal::Transit {
                 offsets,
                 reason: SettleReason::DeadLettered,
+                expired,
                 ok: result.is_ok(),
                 done: Some(done_tx),
             });
@@ -861,6 +887,7 @@ impl Actor {
             let _ = events.send(Internal::Transit {
                 offsets,
                 reason: SettleReason::Redriven,
+                expired: Vec::new(),
                 ok: result.is_ok(),
                 done: Some(done_tx),
             });

@@ -71,6 +71,8 @@ pub(crate) enum SettleReason {
     Purged = 5,
     Moved = 6,
     Redriven = 7,
+    /// Expired, then copied to the dead-letter queue (counts as both).
+    ExpiredDeadLettered = 8,
 }
 
 impl SettleReason {
@@ -83,6 +85,7 @@ impl SettleReason {
             5 => SettleReason::Purged,
             6 => SettleReason::Moved,
             7 => SettleReason::Redriven,
+            8 => SettleReason::ExpiredDeadLettered,
             _ => return None,
         })
     }

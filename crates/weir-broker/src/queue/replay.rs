@@ -144,6 +144,10 @@ pub(crate) async fn replay<L: MessageLog>(
                         match reason {
                             SettleReason::Acked => totals.acked += n,
                             SettleReason::DeadLettered => totals.dead_lettered += n,
+                            SettleReason::ExpiredDeadLettered => {
+                                totals.dead_lettered += n;
+                                totals.expired += n;
+                            }
                             SettleReason::Expired => totals.expired += n,
                             SettleReason::Dropped => totals.dropped += n,
                             SettleReason::Purged => totals.purged += n,

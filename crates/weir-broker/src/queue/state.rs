@@ -424,7 +424,10 @@ impl QueueState {
                 self.held_bytes -= u64::from(entry.size);
             }
         }
-        if reason == SettleReason::DeadLettered {
+        if matches!(
+            reason,
+            SettleReason::DeadLettered | SettleReason::ExpiredDeadLettered
+        ) {
             self.totals.dead_lettered += offsets.len() as u64;
         }
         StateOp::Settled(reason, offsets.to_vec())

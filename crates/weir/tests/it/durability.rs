@@ -300,3 +300,47 @@ async fn settled_space_is_reclaimed_and_a_long_delayed_message_does_not_pin_old_
     assert_eq!(stats["acked_total"], 60_000);
     assert_eq!(stats["sent_total"], 60_001);
 }
+
+#[tokio::test]
+async fn counters_survive_a_clean_stop_and_expiries_into_the_dlq_survive_a_crash() {
+    let mut broker = Broker::start().await.unwrap();
+    let api = Api::new(&broker);
+    api.create("d", json!({"dedup_window_ms": 600_000})).await;
+    api.send("d", json!({"body": "x", "id": "same"})).await;
+    api.send("d", json!({"body": "x", "id": "same"})).await;
+    api.create(
+        "t",
+        json!({"message_ttl_ms": 50, "dead_letter_queue": "t-dlq"}),
+    )
+    .await;
+    api.send_text("t", "expires").await;
+    api.wait_stats("t-dlq", "the expired message", |s| s["ready"] == 1)
+        .await;
+    assert!(broker.terminate().await.unwrap());
+    broker.restart().await.unwrap();
+    let api = Api::new(&broker);
+    let d = api.stats("d").await;
+    assert_eq!(
+        (d["duplicates_total"].as_u64(), d["sent_total"].as_u64()),
+        (Some(1), Some(1)),
+        "{d}"
+    );
+    // The id is still remembered after the restart.
+    let again = api.send("d", json!({"body": "x", "id": "same"})).await;
+    assert_eq!(again["messages"][0]["duplicate"], true);
+    api.send_text("t", "expires too").await;
+    api.wait_stats("t-dlq", "the second expired message", |s| s["ready"] == 2)
+        .await;
+    broker.kill9().await.unwrap();
+    broker.restart().await.unwrap();
+    let api = Api::new(&broker);
+    let t = api.stats("t").await;
+    assert_eq!(
+        (
+            t["expired_total"].as_u64(),
+            t["dead_lettered_total"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{t}"
+    );
+}
