@@ -410,6 +410,8 @@ impl Actor {
                 });
             }
             Command::Stats { reply } => {
+                // Receivers that went away (client closed its connection) do not count.
+                self.waiters.retain(|w| !w.reply.is_closed());
                 let _ = reply.send(self.state.stats(self.waiters.len() as u64, now_ms()));
             }
             Command::Stop { .. } => unreachable!("handled by run"),

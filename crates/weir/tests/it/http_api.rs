@@ -490,6 +490,21 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
     api.send_text("q", "ping").await;
     let got = waiting.await.unwrap();
     assert_eq!(bodies(&got), ["ping"]);
+    // A receiver that hangs up stops counting, and gets nothing leased to it.
+    let abandoned = {
+        let api = Api {
+            client: reqwest::Client::new(),
+            base: api.base.clone(),
+        };
+        tokio::spawn(async move { api.receive("q", "max=5&wait_ms=30000").await })
+    };
+    api.wait_stats("q", "a waiting consumer", |s| s["consumers"] == 1)
+        .await;
+    abandoned.abort();
+    api.wait_stats("q", "the hung-up consumer gone", |s| s["consumers"] == 0)
+        .await;
+    api.send_text("q", "pong").await;
+    assert_eq!(api.stats("q").await["ready"], 1);
 }
 
 #[tokio::test]
