@@ -100,11 +100,14 @@ pub(crate) enum Command {
 /// Reports from the actor's own tasks.
 enum Internal {
     Committed {
+        /// The log's next offset when the append started (see `sends_in_flight`).
+        low: u64,
         entries: Vec<(Entry, i64)>,
         outcomes: Vec<SendOutcome>,
         reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
     },
     SendFailed {
+        low: u64,
         ids: Vec<String>,
         count: u64,
         bytes: u64,
@@ -164,6 +167,10 @@ pub(crate) struct Actor {
     waiters: VecDeque<Waiter>,
     tasks: TaskTracker,
     housekeeping_busy: bool,
+    /// Message appends in flight, by the log's next offset when each started (a
+    /// lower bound of the offsets it gets), with a count. Their records may already
+    /// be in the log before the queue state knows them, so trimming stays below.
+    sends_in_flight: BTreeMap<u64, usize>,
     next_housekeeping: Instant,
     last_checkpoint: Option<u64>,
     /// Dead-lettered messages go here.
@@ -192,6 +199,7 @@ impl Actor {
             waiters: VecDeque::new(),
             tasks: TaskTracker::new(),
             housekeeping_busy: false,
+            sends_in_flight: BTreeMap::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             last_checkpoint,
             dead_letter_queue,
@@ -535,6 +543,8 @@ impl Actor {
         }
         let records: Vec<NewRecord> = kept.iter().map(Outgoing::record).collect();
         let max_priority = self.state.options().max_priority;
+        let low = self.log.next_offset().0;
+        *self.sends_in_flight.entry(low).or_default() += 1;
         let log = self.log.clone();
         let events = self.internal_tx.clone();
         let queue = self.name.clone();
@@ -551,6 +561,7 @@ impl Actor {
                         })
                         .collect();
                     let _ = events.send(Internal::Committed {
+                        low,
                         entries,
                         outcomes,
                         reply,
@@ -558,6 +569,7 @@ impl Actor {
                 }
                 Err(source) => {
                     let _ = events.send(Internal::SendFailed {
+                        low,
                         count: kept.len() as u64,
                         bytes: kept.iter().map(|m| m.body.len() as u64).sum(),
                         ids: kept.into_iter().map(|m| m.meta.id).collect(),
@@ -679,10 +691,12 @@ impl Actor {
     fn on_internal(&mut self, event: Internal) {
         match event {
             Internal::Committed {
+                low,
                 entries,
                 outcomes,
                 reply,
             } => {
+                self.send_landed(low);
                 let effects = self.state.commit(entries, true, now_ms());
                 self.perform(effects);
                 if let Some(reply) = reply {
@@ -691,12 +705,14 @@ impl Actor {
                 self.serve_waiters();
             }
             Internal::SendFailed {
+                low,
                 ids,
                 count,
                 bytes,
                 error,
                 reply,
             } => {
+                self.send_landed(low);
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
                 self.state.cancel(&ids, count, bytes);
                 if let Some(reply) = reply {
@@ -898,6 +914,15 @@ impl Actor {
         });
     }
 
+    fn send_landed(&mut self, low: u64) {
+        if let Some(count) = self.sends_in_flight.get_mut(&low) {
+            *count -= 1;
+            if *count == 0 {
+                self.sends_in_flight.remove(&low);
+            }
+        }
+    }
+
     /// Trims the log below the lowest held message, and moves the few delayed
     /// messages that would otherwise pin old segments.
     fn housekeeping(&mut self) {
@@ -906,7 +931,10 @@ impl Actor {
         }
         let next = self.log.next_offset().0;
         let first = self.log.first_offset().0;
-        let floor = self.state.floor(next);
+        // Never above a send in flight: its records may be in the log already while
+        // the state does not know them yet.
+        let in_flight = self.sends_in_flight.keys().next().copied().unwrap_or(next);
+        let floor = self.state.floor(next).min(in_flight);
         let span = next - floor;
         if span >= MOVE_MIN_SPAN {
             let mid = floor + span / 2;
