@@ -163,20 +163,30 @@ impl Broker {
 
     /// SIGTERM, and wait for a clean exit; returns whether it exited with 0.
     pub async fn terminate(&mut self) -> anyhow::Result<bool> {
+        self.stop_with("TERM").await
+    }
+
+    /// SIGINT (what Ctrl-C sends), and wait for a clean exit; returns whether it
+    /// exited with 0.
+    pub async fn interrupt(&mut self) -> anyhow::Result<bool> {
+        self.stop_with("INT").await
+    }
+
+    async fn stop_with(&mut self, signal: &str) -> anyhow::Result<bool> {
         let Some(mut child) = self.child.take() else {
             return Ok(true);
         };
         let pid = child.id().context("broker already gone")?;
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([format!("-{signal}"), pid.to_string()])
             .status()
-            .context("running kill -TERM")?;
+            .with_context(|| format!("running kill -{signal}"))?;
         if !status.success() {
-            bail!("kill -TERM {pid} failed");
+            bail!("kill -{signal} {pid} failed");
         }
         let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
             .await
-            .context("broker did not exit within 60 s of SIGTERM")??;
+            .with_context(|| format!("broker did not exit within 60 s of SIG{signal}"))??;
         Ok(exit.success())
     }
 

@@ -412,3 +412,60 @@ async fn rejected_messages_show_in_dlq_peek_and_redrive_back() {
     let run = weir(&b, &["dlq", "peek", "orders"], b"").await.ok();
     assert_eq!(run.stdout.trim(), "no dead letters from orders");
 }
+
+#[test]
+fn weir_config_shows_defaults_file_env_and_flags_in_precedence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weir.toml");
+    std::fs::write(
+        &file,
+        "http_listen = \"127.0.0.1:1111\"\nfsync = \"never\"\n[limits]\nmax_queues = 3\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(WEIR)
+        .args([
+            "config",
+            "--config",
+            file.to_str().unwrap(),
+            "--fsync",
+            "interval:20",
+        ])
+        .env("WEIR_LIMITS_MAX_QUEUES", "9")
+        .env("WEIR_AMQP_LISTEN", "127.0.0.1:2222")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("http_listen = \"127.0.0.1:1111\""),
+        "file: {text}"
+    );
+    assert!(
+        text.contains("amqp_listen = \"127.0.0.1:2222\""),
+        "env: {text}"
+    );
+    assert!(
+        text.contains("fsync = \"interval:20\""),
+        "flag over file: {text}"
+    );
+    assert!(text.contains("max_queues = 9"), "env over file: {text}");
+    assert!(
+        text.contains("data_dir = \"./weir-data\""),
+        "default: {text}"
+    );
+    let bad = std::process::Command::new(WEIR)
+        .args(["config"])
+        .env("WEIR_FSYNC", "sometimes")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("fsync"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -302,6 +302,23 @@ async fn settled_space_is_reclaimed_and_a_long_delayed_message_does_not_pin_old_
 }
 
 #[tokio::test]
+async fn ctrl_c_stops_cleanly_and_keeps_what_was_answered() {
+    let mut broker = Broker::start().await.unwrap();
+    let api = Api::new(&broker);
+    api.create("q", json!({})).await;
+    api.send_text("q", "kept").await;
+    let leased = api.receive("q", "max=1").await;
+    assert_eq!(leased.len(), 1);
+    assert!(broker.interrupt().await.unwrap(), "clean exit on SIGINT");
+    assert!(broker.log().contains("stopped"), "{}", broker.log());
+    broker.restart().await.unwrap();
+    let api = Api::new(&broker);
+    let again = api.receive("q", "max=10").await;
+    assert_eq!(bodies(&again), ["kept"]);
+    assert_eq!(again[0]["delivery_count"], 2);
+}
+
+#[tokio::test]
 async fn counters_survive_a_clean_stop_and_expiries_into_the_dlq_survive_a_crash() {
     let mut broker = Broker::start().await.unwrap();
     let api = Api::new(&broker);
