@@ -10,11 +10,12 @@
 //! <data_dir>/queues/.trash-*         a deleted queue on its way out
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Instant;
 
@@ -96,8 +97,15 @@ struct QueueRef {
 pub(crate) struct Inner {
     config: BrokerConfig,
     queues: RwLock<HashMap<String, QueueRef>>,
-    /// Serialises declarations and deletions (they touch the file system).
+    /// Serialises declarations and deletions (they touch the file system). Never
+    /// held while a queue stops: a stopping queue may still need to declare its
+    /// dead-letter queue.
     admin: Mutex<()>,
+    /// Queues being deleted: gone from `queues`, files not yet removed.
+    deleting: std::sync::Mutex<HashSet<String>>,
+    /// Set once shutdown starts: new requests get `unavailable`, nothing is
+    /// declared any more.
+    closing: AtomicBool,
     _lock: File,
 }
 
@@ -168,6 +176,8 @@ impl Broker {
             config,
             queues: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
+            deleting: std::sync::Mutex::new(HashSet::new()),
+            closing: AtomicBool::new(false),
             _lock: lock,
         });
         let broker = Broker { inner };
@@ -249,7 +259,7 @@ impl Broker {
             state,
             Arc::downgrade(&self.inner),
             receiver,
-            replayed.last_checkpoint,
+            replayed.end,
         );
         let queue = name.to_owned();
         let task = tokio::spawn(async move {
@@ -272,6 +282,9 @@ impl Broker {
     }
 
     fn get(&self, name: &str) -> Result<QueueRef> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(closing());
+        }
         self.inner
             .queues
             .read()
@@ -290,6 +303,22 @@ impl Broker {
     }
 
     async fn declare_locked(&self, name: &str, options: QueueOptions) -> Result<Declared> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(closing());
+        }
+        if self
+            .inner
+            .deleting
+            .lock()
+            .expect("invariant: lock not poisoned")
+            .contains(name)
+        {
+            return Err(BrokerError::Unavailable {
+                reason: format!(
+                    "queue '{name}' is being deleted; declare it again once that is done"
+                ),
+            });
+        }
         if let Ok(existing) = self.get(name) {
             return match options.difference(&existing.options) {
                 None => Ok(Declared::Existed),
@@ -338,15 +367,40 @@ impl Broker {
     /// Deletes a queue and everything in it.
     pub async fn delete(&self, name: &str) -> Result<()> {
         validate_name(name)?;
-        let _admin = self.inner.admin.lock().await;
-        let queue = self
-            .inner
-            .queues
-            .write()
-            .expect("invariant: lock not poisoned")
-            .remove(name)
-            .ok_or_else(|| not_found(name))?;
+        let queue = {
+            let _admin = self.inner.admin.lock().await;
+            if self.inner.closing.load(Ordering::Acquire) {
+                return Err(closing());
+            }
+            let queue = self
+                .inner
+                .queues
+                .write()
+                .expect("invariant: lock not poisoned")
+                .remove(name)
+                .ok_or_else(|| not_found(name))?;
+            self.inner
+                .deleting
+                .lock()
+                .expect("invariant: lock not poisoned")
+                .insert(name.to_owned());
+            queue
+        };
+        // Outside the admin lock: the queue's in-flight dead letters may declare its
+        // dead-letter queue while it stops.
         stop_queue(&queue).await;
+        let removed = self.remove_files(name);
+        self.inner
+            .deleting
+            .lock()
+            .expect("invariant: lock not poisoned")
+            .remove(name);
+        removed?;
+        tracing::info!(queue = name, "deleted queue");
+        Ok(())
+    }
+
+    fn remove_files(&self, name: &str) -> Result<()> {
         let dir = self.queue_dir(name);
         let trash = self
             .inner
@@ -361,7 +415,6 @@ impl Broker {
         if let Err(e) = std::fs::remove_dir_all(&trash) {
             tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted queue's files; they go at the next start");
         }
-        tracing::info!(queue = name, "deleted queue");
         Ok(())
     }
 
@@ -616,6 +669,7 @@ impl Broker {
     /// acks finish, logs are synced and closed. Leased messages are ready again at
     /// the next start.
     pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Release);
         let queues: Vec<QueueRef> = self
             .inner
             .queues
@@ -667,6 +721,12 @@ fn not_found(name: &str) -> BrokerError {
     BrokerError::NotFound {
         kind: Kind::Queue,
         name: name.to_owned(),
+    }
+}
+
+fn closing() -> BrokerError {
+    BrokerError::Unavailable {
+        reason: "the broker is shutting down".into(),
     }
 }
 

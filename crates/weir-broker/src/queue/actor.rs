@@ -25,9 +25,10 @@ use crate::api::{
 };
 use crate::broker::Inner;
 use crate::error::{BrokerError, Result};
-use crate::queue::record::{self, Decoded, MessageMeta, SettleReason, StateOp};
+use crate::queue::counters::Counters;
+use crate::queue::record::{self, Decoded, MessageMeta, SettleReason, StateOp, Totals};
 use crate::queue::replay::entry_of;
-use crate::queue::state::{Effect, Entry, QueueState, format_receipt, key_hash};
+use crate::queue::state::{Admission, Effect, Entry, QueueState, format_receipt, key_hash};
 
 /// A message ready to be written: metadata, headers and body.
 #[derive(Clone, Debug)]
@@ -100,8 +101,12 @@ pub(crate) enum Command {
 /// Reports from the actor's own tasks.
 enum Internal {
     Committed {
-        /// The log's next offset when the append started (see `sends_in_flight`).
+        /// The log's next offset when the append started (see `appends_in_flight`).
         low: u64,
+        /// Where the records landed.
+        range: (u64, u64),
+        /// The ids of the records, in order (for de-duplication).
+        ids: Vec<String>,
         entries: Vec<(Entry, i64)>,
         outcomes: Vec<SendOutcome>,
         reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
@@ -115,8 +120,20 @@ enum Internal {
         reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
     },
     Release(Vec<(u64, u64)>),
-    /// Acks whose record failed to write: the messages are ready again.
-    Unacked(Vec<Entry>),
+    /// A state append landed (or failed: `range` is `None`).
+    Landed {
+        low: u64,
+        range: Option<(u64, u64)>,
+        delta: Totals,
+    },
+    /// The `settled` record of these acks landed (`ok`) or failed (the messages
+    /// are ready again).
+    Acked {
+        offsets: Vec<u64>,
+        ok: bool,
+    },
+    /// A checkpoint landed; its dedup records are at these offsets.
+    CheckpointLanded(Vec<(u64, Vec<(i64, String)>)>),
     Transit {
         offsets: Vec<u64>,
         reason: SettleReason,
@@ -126,10 +143,14 @@ enum Internal {
         done: Option<oneshot::Sender<()>>,
     },
     Moved {
+        low: u64,
         old: Vec<u64>,
         new: Vec<(Entry, i64)>,
     },
-    MoveFailed(Vec<(Entry, i64)>),
+    MoveFailed {
+        low: u64,
+        moved: Vec<(Entry, i64)>,
+    },
     HousekeepingDone,
 }
 
@@ -142,6 +163,7 @@ struct Waiter {
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+type SendReply = oneshot::Sender<Result<Vec<SendOutcome>>>;
 
 /// How often the actor looks at trimming and compaction.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
@@ -167,12 +189,19 @@ pub(crate) struct Actor {
     waiters: VecDeque<Waiter>,
     tasks: TaskTracker,
     housekeeping_busy: bool,
-    /// Message appends in flight, by the log's next offset when each started (a
-    /// lower bound of the offsets it gets), with a count. Their records may already
-    /// be in the log before the queue state knows them, so trimming stays below.
-    sends_in_flight: BTreeMap<u64, usize>,
+    /// Appends in flight (sends, state records, moves), by the log's next offset
+    /// when each started (a lower bound of the offsets it gets), with a count.
+    /// Their records may be in the log before this actor has heard back, so trims
+    /// (and the counters checkpoint that goes with them) stay below.
+    appends_in_flight: BTreeMap<u64, usize>,
+    /// What the log's records add up to, for the checkpoint written at each trim.
+    counters: Counters,
+    /// Sends that wait for an earlier send of one of their ids to land.
+    deferred: VecDeque<(Vec<Outgoing>, bool, Option<SendReply>)>,
     next_housekeeping: Instant,
-    last_checkpoint: Option<u64>,
+    /// When the log was last trimmed (dedup queues trim less often: each trim
+    /// rewrites the ids still inside the window).
+    last_trim: Instant,
     /// Dead-lettered messages go here.
     dead_letter_queue: Option<String>,
 }
@@ -184,10 +213,11 @@ impl Actor {
         state: QueueState,
         broker: Weak<Inner>,
         commands: mpsc::Receiver<Command>,
-        last_checkpoint: Option<u64>,
+        counted_below: u64,
     ) -> Actor {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let dead_letter_queue = state.options().dead_letter_queue.clone();
+        let base = state.totals;
         Actor {
             name,
             log,
@@ -199,9 +229,12 @@ impl Actor {
             waiters: VecDeque::new(),
             tasks: TaskTracker::new(),
             housekeeping_busy: false,
-            sends_in_flight: BTreeMap::new(),
+            appends_in_flight: BTreeMap::new(),
+            // Replay restored the counters of every record below `counted_below`.
+            counters: Counters::new(base, counted_below),
+            deferred: VecDeque::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
-            last_checkpoint,
+            last_trim: Instant::now(),
             dead_letter_queue,
         }
     }
@@ -250,6 +283,13 @@ impl Actor {
         while let Ok(command) = self.commands.try_recv() {
             refuse(command, &self.name);
         }
+        for (_, _, reply) in self.deferred.drain(..) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(BrokerError::Unavailable {
+                    reason: format!("queue '{}' is shutting down", self.name),
+                }));
+            }
+        }
         self.tasks.close();
         loop {
             while let Ok(event) = self.internal_rx.try_recv() {
@@ -263,13 +303,6 @@ impl Actor {
                 () = self.tasks.wait() => {}
             }
         }
-        // A last checkpoint makes the lifetime counters exact across a clean restart
-        // (after a crash, counters not derived from records, such as duplicates, lose
-        // what changed since the previous checkpoint).
-        let totals = self.persist(vec![StateOp::Totals(self.state.totals)]);
-        if let Err(e) = totals.await {
-            tracing::warn!(queue = %self.name, error = %e, "writing the final counters failed");
-        }
         if let Err(e) = self.log.close().await {
             tracing::error!(queue = %self.name, error = %e, "closing the queue's log failed");
         }
@@ -280,9 +313,15 @@ impl Actor {
         let effects = self.state.tick(now);
         self.perform(effects);
         let instant = Instant::now();
-        while let Some(pos) = self.waiters.iter().position(|w| w.deadline <= instant) {
-            let waiter = self.waiters.remove(pos).expect("invariant: position found");
-            let _ = waiter.reply.send(Ok(Vec::new()));
+        if self.waiters.iter().any(|w| w.deadline <= instant) {
+            let (due, waiting): (VecDeque<Waiter>, VecDeque<Waiter>) =
+                std::mem::take(&mut self.waiters)
+                    .into_iter()
+                    .partition(|w| w.deadline <= instant);
+            self.waiters = waiting;
+            for waiter in due {
+                let _ = waiter.reply.send(Ok(Vec::new()));
+            }
         }
         self.serve_waiters();
         if instant >= self.next_housekeeping {
@@ -291,11 +330,35 @@ impl Actor {
         }
     }
 
+    /// Registers an append about to start; see `appends_in_flight`.
+    fn start_append(&mut self) -> u64 {
+        let low = self.log.next_offset().0;
+        *self.appends_in_flight.entry(low).or_default() += 1;
+        low
+    }
+
+    /// An append registered at `low` landed (at `range`, adding `delta`) or failed.
+    fn append_landed(&mut self, low: u64, range: Option<(u64, u64)>, delta: Totals) {
+        if let Some(count) = self.appends_in_flight.get_mut(&low) {
+            *count -= 1;
+            if *count == 0 {
+                self.appends_in_flight.remove(&low);
+            }
+        }
+        if let Some((first, next)) = range {
+            self.counters.landed(first, next, delta);
+        }
+    }
+
     /// Starts an append of state ops; the future resolves when it is durable.
     #[allow(clippy::needless_pass_by_value)] // callers build the list for this call
-    fn persist(&self, ops: Vec<StateOp>) -> BoxFuture {
+    fn persist(&mut self, ops: Vec<StateOp>) -> BoxFuture {
         if ops.is_empty() {
             return Box::pin(async { Ok(()) });
+        }
+        let mut delta = Totals::default();
+        for op in &ops {
+            delta.add(&op.delta());
         }
         let records: Vec<NewRecord> = ops
             .iter()
@@ -309,11 +372,15 @@ impl Actor {
                 }
             })
             .collect();
+        let low = self.start_append();
         let log = self.log.clone();
         let queue = self.name.clone();
+        let events = self.internal_tx.clone();
         Box::pin(async move {
-            log.append_batch(&records)
-                .await
+            let result = log.append_batch(&records).await;
+            let range = result.as_ref().ok().map(|a| (a.first.0, a.next.0));
+            let _ = events.send(Internal::Landed { low, range, delta });
+            result
                 .map(|_| ())
                 .map_err(|source| BrokerError::Storage { queue, source })
         })
@@ -437,16 +504,27 @@ impl Actor {
         }
         report.settled = entries.len() as u32;
         self.serve_waiters();
-        let ops = if entries.is_empty() {
-            Vec::new()
-        } else {
-            vec![StateOp::Settled(
-                SettleReason::Acked,
-                entries.iter().map(|e| e.offset).collect(),
-            )]
-        };
-        let done = self.persist(ops);
-        self.reply_after(done, report, reply, Some(Internal::Unacked(entries)));
+        if entries.is_empty() {
+            let _ = reply.send(report);
+            return;
+        }
+        let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+        let done = self.persist(vec![StateOp::Settled(SettleReason::Acked, offsets.clone())]);
+        let events = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let result = done.await;
+            let _ = events.send(Internal::Acked {
+                offsets,
+                ok: result.is_ok(),
+            });
+            if let Err(e) = result {
+                // Not durable: the messages are ready again, and every receipt of
+                // this request is reported failed.
+                report.failed.push((String::new(), e));
+                report.settled = 0;
+            }
+            let _ = reply.send(report);
+        });
     }
 
     fn nack(
@@ -472,7 +550,7 @@ impl Actor {
         }
         let done = self.perform_tracked(effects);
         self.serve_waiters();
-        self.reply_after(done, report, reply, None);
+        self.reply_after(done, report, reply);
     }
 
     fn reply_after(
@@ -480,29 +558,27 @@ impl Actor {
         done: BoxFuture,
         mut report: SettleReport,
         reply: oneshot::Sender<SettleReport>,
-        on_failure: Option<Internal>,
     ) {
-        let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
             if let Err(e) = done.await {
                 // Nothing of it is known durable: report every receipt as failed.
                 report.failed.push((String::new(), e));
                 report.settled = 0;
-                if let Some(undo) = on_failure {
-                    let _ = events.send(undo);
-                }
             }
             let _ = reply.send(report);
         });
     }
 
-    fn send(
-        &mut self,
-        messages: Vec<Outgoing>,
-        dedup: bool,
-        reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
-    ) {
+    fn send(&mut self, mut messages: Vec<Outgoing>, dedup: bool, reply: Option<SendReply>) {
         let now = now_ms();
+        // Dead letters and redrives arrive without an expiry: the queue's own TTL
+        // applies to them as to any send.
+        if let Some(ttl) = self.state.options().message_ttl_ms {
+            let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+            for m in messages.iter_mut().filter(|m| m.meta.expires_at_ms == 0) {
+                m.meta.expires_at_ms = now.max(m.meta.not_before_ms).saturating_add(ttl);
+            }
+        }
         let items: Vec<(Option<&str>, u32)> = messages
             .iter()
             .map(|m| {
@@ -513,7 +589,12 @@ impl Actor {
             })
             .collect();
         let duplicate = match self.state.admit(&self.name, &items, now) {
-            Ok(d) => d,
+            Ok(Admission::Admitted(d)) => d,
+            Ok(Admission::Wait) => {
+                drop(items);
+                self.deferred.push_back((messages, dedup, reply));
+                return;
+            }
             Err(e) => {
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(e));
@@ -529,6 +610,13 @@ impl Actor {
                 duplicate: *d,
             })
             .collect();
+        let duplicates = duplicate.iter().filter(|d| **d).count() as u64;
+        if duplicates > 0 {
+            // Counted durably (duplicates leave no message record); the answer
+            // does not wait for it: the original is durable already.
+            let done = self.persist(vec![StateOp::Duplicates(duplicates)]);
+            self.tasks.spawn(done);
+        }
         let kept: Vec<Outgoing> = messages
             .into_iter()
             .zip(duplicate)
@@ -543,8 +631,7 @@ impl Actor {
         }
         let records: Vec<NewRecord> = kept.iter().map(Outgoing::record).collect();
         let max_priority = self.state.options().max_priority;
-        let low = self.log.next_offset().0;
-        *self.sends_in_flight.entry(low).or_default() += 1;
+        let low = self.start_append();
         let log = self.log.clone();
         let events = self.internal_tx.clone();
         let queue = self.name.clone();
@@ -562,6 +649,8 @@ impl Actor {
                         .collect();
                     let _ = events.send(Internal::Committed {
                         low,
+                        range: (appended.first.0, appended.next.0),
+                        ids: kept.into_iter().map(|m| m.meta.id).collect(),
                         entries,
                         outcomes,
                         reply,
@@ -692,16 +781,25 @@ impl Actor {
         match event {
             Internal::Committed {
                 low,
+                range,
+                ids,
                 entries,
                 outcomes,
                 reply,
             } => {
-                self.send_landed(low);
+                let delta = Totals {
+                    sent: range.1 - range.0,
+                    ..Totals::default()
+                };
+                self.append_landed(low, Some(range), delta);
+                self.state
+                    .confirm_ids(ids.iter().map(String::as_str).zip(range.0..range.1));
                 let effects = self.state.commit(entries, true, now_ms());
                 self.perform(effects);
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(outcomes));
                 }
+                self.retry_deferred();
                 self.serve_waiters();
             }
             Internal::SendFailed {
@@ -712,16 +810,27 @@ impl Actor {
                 error,
                 reply,
             } => {
-                self.send_landed(low);
+                self.append_landed(low, None, Totals::default());
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
                 self.state.cancel(&ids, count, bytes);
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(error));
                 }
+                self.retry_deferred();
             }
-            Internal::Unacked(entries) => {
-                self.state.unack(&entries);
-                self.serve_waiters();
+            Internal::Landed { low, range, delta } => self.append_landed(low, range, delta),
+            Internal::Acked { offsets, ok } => {
+                if ok {
+                    self.state.finish_settle(&offsets);
+                } else {
+                    self.state.unack(&offsets);
+                    self.serve_waiters();
+                }
+            }
+            Internal::CheckpointLanded(chunks) => {
+                for (offset, ids) in chunks {
+                    self.state.dedup_rewritten(&ids, offset);
+                }
             }
             Internal::Release(leases) => {
                 for (offset, lease_id) in leases {
@@ -735,39 +844,13 @@ impl Actor {
                 expired,
                 ok,
                 done,
-            } => {
-                if ok && offsets.is_empty() {
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
-                } else if ok {
-                    let (expired, others): (Vec<u64>, Vec<u64>) =
-                        offsets.iter().partition(|o| expired.contains(o));
-                    let mut ops = Vec::new();
-                    for (offsets, reason) in [
-                        (others, reason),
-                        (expired, SettleReason::ExpiredDeadLettered),
-                    ] {
-                        if !offsets.is_empty() {
-                            ops.push(self.state.finish_transit(&offsets, reason));
-                        }
-                    }
-                    let persisted = self.persist(ops);
-                    self.tasks.spawn(async move {
-                        let _ = persisted.await;
-                        if let Some(done) = done {
-                            let _ = done.send(());
-                        }
-                    });
-                } else {
-                    self.state.abort_transit(&offsets);
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
-                    self.serve_waiters();
-                }
-            }
-            Internal::Moved { old, new } => {
+            } => self.on_transit(&offsets, reason, &expired, ok, done),
+            Internal::Moved { low, old, new } => {
+                let range = new
+                    .first()
+                    .zip(new.last())
+                    .map(|(a, b)| (a.0.offset, b.0.offset + 1));
+                self.append_landed(low, range, Totals::default());
                 let op = self.state.finish_move(&old, new, now_ms());
                 let persisted = self.persist(vec![op]);
                 let events = self.internal_tx.clone();
@@ -776,11 +859,53 @@ impl Actor {
                     let _ = events.send(Internal::HousekeepingDone);
                 });
             }
-            Internal::MoveFailed(moved) => {
+            Internal::MoveFailed { low, moved } => {
+                self.append_landed(low, None, Totals::default());
                 self.state.abort_move(&moved);
                 self.housekeeping_busy = false;
             }
             Internal::HousekeepingDone => self.housekeeping_busy = false,
+        }
+    }
+
+    /// Messages copied to the dead-letter queue or redriven (`ok`), or not.
+    fn on_transit(
+        &mut self,
+        offsets: &[u64],
+        reason: SettleReason,
+        expired: &[u64],
+        ok: bool,
+        done: Option<oneshot::Sender<()>>,
+    ) {
+        if ok && offsets.is_empty() {
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        } else if ok {
+            let (expired, others): (Vec<u64>, Vec<u64>) =
+                offsets.iter().partition(|o| expired.contains(o));
+            let mut ops = Vec::new();
+            for (offsets, reason) in [
+                (others, reason),
+                (expired, SettleReason::ExpiredDeadLettered),
+            ] {
+                if !offsets.is_empty() {
+                    ops.push(self.state.finish_transit(&offsets, reason));
+                }
+            }
+            let persisted = self.persist(ops);
+            self.tasks.spawn(async move {
+                let _ = persisted.await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            });
+        } else {
+            self.state.abort_transit(offsets, now_ms());
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+            self.serve_waiters();
         }
     }
 
@@ -914,12 +1039,13 @@ impl Actor {
         });
     }
 
-    fn send_landed(&mut self, low: u64) {
-        if let Some(count) = self.sends_in_flight.get_mut(&low) {
-            *count -= 1;
-            if *count == 0 {
-                self.sends_in_flight.remove(&low);
-            }
+    /// Runs the sends that waited for an earlier send of one of their ids.
+    fn retry_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        for (messages, dedup, reply) in std::mem::take(&mut self.deferred) {
+            self.send(messages, dedup, reply);
         }
     }
 
@@ -931,9 +1057,15 @@ impl Actor {
         }
         let next = self.log.next_offset().0;
         let first = self.log.first_offset().0;
-        // Never above a send in flight: its records may be in the log already while
-        // the state does not know them yet.
-        let in_flight = self.sends_in_flight.keys().next().copied().unwrap_or(next);
+        // Never above an append in flight: its records may be in the log already
+        // while this actor has not heard back (the state does not know the
+        // messages, the counters do not have the delta).
+        let in_flight = self
+            .appends_in_flight
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(next);
         let floor = self.state.floor(next).min(in_flight);
         let span = next - floor;
         if span >= MOVE_MIN_SPAN {
@@ -951,29 +1083,59 @@ impl Actor {
         if floor <= first {
             return;
         }
-        self.housekeeping_busy = true;
-        let mut ops = Vec::new();
-        if self.last_checkpoint.is_none_or(|c| c < floor) {
-            ops.push(StateOp::Totals(self.state.totals));
-            if self.state.options().dedup_window_ms.is_some() {
-                ops.push(StateOp::Dedup(self.state.dedup_ids()));
+        // Each trim of a dedup queue rewrites the ids inside the window that only
+        // the trimmed part remembers; trimming less often bounds that work.
+        if let Some(window) = self.state.options().dedup_window_ms {
+            let every = Duration::from_millis((window / 8).clamp(5_000, 600_000));
+            if self.last_trim.elapsed() < every {
+                return;
             }
-            self.last_checkpoint = Some(next);
         }
-        let checkpoint = self.persist(ops);
+        self.housekeeping_busy = true;
+        self.last_trim = Instant::now();
+        // The checkpoint: the counters of every record below the trim point, and
+        // the dedup ids that only records below it remember.
+        self.counters.fold(floor);
+        let (ops, chunks) = self
+            .counters
+            .checkpoint(&self.state.dedup_ids_below(floor, now_ms()));
         let log = self.log.clone();
         let queue = self.name.clone();
         let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
-            let result = match checkpoint.await {
-                Ok(()) => log
-                    .trim_before(Offset(floor))
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+            let result = async {
+                // A few records per append keeps each batch far below the log's
+                // batch limit however many ids there are.
+                let mut landed = Vec::new();
+                let mut chunk_ids = chunks.into_iter();
+                for (i, group) in ops.chunks(8).enumerate() {
+                    let records: Vec<NewRecord> = group
+                        .iter()
+                        .map(|op| {
+                            let (key, body) = op.encode();
+                            NewRecord {
+                                timestamp_ms: None,
+                                key: Some(key),
+                                headers: Vec::new(),
+                                body,
+                            }
+                        })
+                        .collect();
+                    let appended = log.append_batch(&records).await?;
+                    // The first group starts with the totals record.
+                    let skip = usize::from(i == 0);
+                    for offset in appended.offsets().skip(skip) {
+                        if let Some(ids) = chunk_ids.next() {
+                            landed.push((offset.0, ids));
+                        }
+                    }
+                }
+                let _ = events.send(Internal::CheckpointLanded(landed));
+                log.trim_before(Offset(floor)).await
+            }
+            .await;
             if let Err(e) = result {
-                tracing::warn!(%queue, error = %e, "trimming the queue's log failed");
+                tracing::warn!(%queue, error = %e, "checkpointing or trimming the queue's log failed");
             }
             let _ = events.send(Internal::HousekeepingDone);
         });
@@ -984,6 +1146,7 @@ impl Actor {
         let queue = self.name.clone();
         let events = self.internal_tx.clone();
         let max_priority = self.state.options().max_priority;
+        let low = self.start_append();
         self.tasks.spawn(async move {
             let entries: Vec<Entry> = moved.iter().map(|(e, _)| *e).collect();
             let result = async {
@@ -1025,13 +1188,14 @@ impl Actor {
                 Ok(new) => {
                     tracing::debug!(%queue, moved = new.len(), "moved long-waiting messages to the head of the log");
                     let _ = events.send(Internal::Moved {
+                        low,
                         old: entries.iter().map(|e| e.offset).collect(),
                         new,
                     });
                 }
                 Err(e) => {
                     tracing::warn!(%queue, error = %e, "moving long-waiting messages failed");
-                    let _ = events.send(Internal::MoveFailed(moved));
+                    let _ = events.send(Internal::MoveFailed { low, moved });
                 }
             }
         });

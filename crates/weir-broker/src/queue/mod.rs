@@ -2,8 +2,11 @@
 //! ([`record`]), recovery ([`replay`]) and the task that owns one queue ([`actor`]).
 
 pub(crate) mod actor;
+pub(crate) mod counters;
 #[cfg(test)]
 mod model_tests;
 pub(crate) mod record;
+#[cfg(test)]
+mod regression_tests;
 pub(crate) mod replay;
 pub(crate) mod state;

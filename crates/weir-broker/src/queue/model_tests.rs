@@ -31,7 +31,9 @@ use crate::api::{Backoff, DeadLetterReason, Overflow, QueueOptions};
 use crate::error::BrokerError;
 use crate::queue::record::{MessageMeta, SettleReason, StateOp, Totals};
 use crate::queue::replay::{entry_of, replay};
-use crate::queue::state::{Effect, Entry, QueueState, format_receipt, key_hash, parse_receipt};
+use crate::queue::state::{
+    Admission, Effect, Entry, QueueState, format_receipt, key_hash, parse_receipt,
+};
 
 const QUEUE: &str = "q";
 /// The clock at the start of every case (ms since the epoch; records store times
@@ -187,17 +189,33 @@ impl Harness {
                     }
                 }
                 Effect::DeadLetter(items) => {
-                    let offsets: Vec<u64> = items.iter().map(|(e, _)| e.offset).collect();
+                    // As the actor settles them: expiries apart, so they replay as
+                    // both expired and dead-lettered.
+                    let expired: Vec<u64> = items
+                        .iter()
+                        .filter(|(_, r)| *r == DeadLetterReason::Expired)
+                        .map(|(e, _)| e.offset)
+                        .collect();
+                    let others: Vec<u64> = items
+                        .iter()
+                        .filter(|(_, r)| *r != DeadLetterReason::Expired)
+                        .map(|(e, _)| e.offset)
+                        .collect();
                     for (entry, reason) in items {
                         seen.removed
                             .push((entry.offset, How::DeadLetter(reason.into())));
                         seen.dead_attempts.push((entry.offset, entry.attempts));
                     }
-                    let op = self
-                        .state
-                        .finish_transit(&offsets, SettleReason::DeadLettered);
-                    prop_assert_eq!(&op, &StateOp::Settled(SettleReason::DeadLettered, offsets));
-                    self.persist(&op);
+                    for (offsets, reason) in [
+                        (others, SettleReason::DeadLettered),
+                        (expired, SettleReason::ExpiredDeadLettered),
+                    ] {
+                        if !offsets.is_empty() {
+                            let op = self.state.finish_transit(&offsets, reason);
+                            prop_assert_eq!(&op, &StateOp::Settled(reason, offsets));
+                            self.persist(&op);
+                        }
+                    }
                 }
             }
         }
@@ -578,10 +596,8 @@ impl Model {
 
     /// What replay must rebuild: leases are gone (the messages ready, their
     /// deliveries counted), passed delays are ready, groups waiting for a retry
-    /// still park their other ready messages. Counters that no record carries
-    /// start over from the last checkpoint (there is none here), as documented:
-    /// duplicates, and expiries that went to the dead-letter queue (the log only
-    /// says "dead-lettered").
+    /// still park their other ready messages. Every counter is carried by a record
+    /// (duplicates too), so all of them survive.
     fn restart(&mut self, now: i64) {
         for m in &mut self.msgs {
             match m.place {
@@ -596,9 +612,6 @@ impl Model {
                 self.msgs[i].place = Place::Ready { parked };
             }
         }
-        self.totals.duplicates = 0;
-        self.totals.expired -= self.expired_to_dlq;
-        self.expired_to_dlq = 0;
     }
 }
 
@@ -819,6 +832,7 @@ impl Driver {
                     prop_assert_eq!(got.ok().map(|e| e.offset), Some(offset));
                     self.h
                         .persist(&StateOp::Settled(SettleReason::Acked, vec![offset]));
+                    self.h.state.finish_settle(&[offset]);
                     self.model.msgs[i].place = Place::Acked;
                     self.model.totals.acked += 1;
                     self.model.unpark();
@@ -895,7 +909,12 @@ impl Driver {
         let got = self.h.state.admit(QUEUE, &sut_items, now);
         let want = self.model.admit(&items, now);
         let duplicate = match (got, want) {
-            (Ok(got), Ok(want)) => {
+            (Ok(Admission::Wait), _) => {
+                return Err(TestCaseError::fail(format!(
+                    "admit {items:?} waits, but every earlier send has landed"
+                )));
+            }
+            (Ok(Admission::Admitted(got)), Ok(want)) => {
                 prop_assert_eq!(&got, &want, "duplicates of {:?}", items);
                 got
             }
@@ -906,6 +925,10 @@ impl Driver {
                 )));
             }
         };
+        let duplicate_count = duplicate.iter().filter(|d| **d).count() as u64;
+        if duplicate_count > 0 {
+            self.h.persist(&StateOp::Duplicates(duplicate_count));
+        }
         let kept: Vec<(MessageMeta, u32)> = batch
             .iter()
             .zip(items)
@@ -930,6 +953,7 @@ impl Driver {
         if kept.is_empty() {
             return Ok(());
         }
+        let kept_ids: Vec<String> = kept.iter().map(|(m, _)| m.id.clone()).collect();
         let entries = self.h.write_messages(&kept);
         let msgs: Vec<Msg> = entries
             .iter()
@@ -948,6 +972,13 @@ impl Driver {
                 },
             })
             .collect();
+        // As the actor on `Committed`: the ids are durable, the duplicates counted.
+        self.h.state.confirm_ids(
+            kept_ids
+                .iter()
+                .map(String::as_str)
+                .zip(entries.iter().map(|(e, _)| e.offset)),
+        );
         let effects = self.h.state.commit(entries, true, now);
         let seen = self.h.perform(effects)?;
         let want = self.model.commit(msgs);
@@ -1292,7 +1323,19 @@ fn duplicates_within_the_window_are_accepted_but_not_enqueued() {
     let mut state = QueueState::new(options, 1);
     let dup = |state: &mut QueueState, ids: &[&str], now| {
         let items: Vec<(Option<&str>, u32)> = ids.iter().map(|id| (Some(*id), 1)).collect();
-        state.admit(QUEUE, &items, now).unwrap()
+        match state.admit(QUEUE, &items, now).unwrap() {
+            Admission::Admitted(d) => {
+                let kept: Vec<(&str, u64)> = ids
+                    .iter()
+                    .zip(&d)
+                    .filter(|(_, dup)| !**dup)
+                    .map(|(id, _)| (*id, 0))
+                    .collect();
+                state.confirm_ids(kept);
+                d
+            }
+            Admission::Wait => panic!("nothing is in flight"),
+        }
     };
     assert_eq!(
         dup(&mut state, &["a", "b", "a"], T0),
@@ -1312,7 +1355,7 @@ fn duplicates_within_the_window_are_accepted_but_not_enqueued() {
         state
             .admit(QUEUE, &[(None, 1), (None, 1)], T0 + 100)
             .unwrap(),
-        [false, false]
+        Admission::Admitted(vec![false, false])
     );
 }
 
@@ -1328,6 +1371,7 @@ fn a_rejected_send_leaves_nothing_reserved() {
     state
         .admit(QUEUE, &[(Some("a"), 1), (Some("b"), 1)], T0)
         .unwrap();
+    state.confirm_ids([("a", 0), ("b", 1)]);
     state.commit(
         vec![(entry(0, 0, None, 1), 0), (entry(1, 0, None, 1), 0)],
         true,
@@ -1343,14 +1387,20 @@ fn a_rejected_send_leaves_nothing_reserved() {
     // One out: exactly one fits again, and "c" was not remembered as seen.
     let (leased, _) = state.lease(1, 1_000, T0);
     assert_eq!(leased.len(), 1);
-    assert_eq!(state.admit(QUEUE, &[(Some("c"), 1)], T0).unwrap(), [false]);
+    assert_eq!(
+        state.admit(QUEUE, &[(Some("c"), 1)], T0).unwrap(),
+        Admission::Admitted(vec![false])
+    );
     let refused = state.admit(QUEUE, &[(Some("d"), 1)], T0);
     assert!(
         matches!(refused, Err(BrokerError::QueueFull { .. })),
         "c is reserved: {refused:?}"
     );
     // All duplicates: nothing new, so nothing to refuse.
-    assert_eq!(state.admit(QUEUE, &[(Some("a"), 1)], T0).unwrap(), [true]);
+    assert_eq!(
+        state.admit(QUEUE, &[(Some("a"), 1)], T0).unwrap(),
+        Admission::Admitted(vec![true])
+    );
 }
 
 #[test]

@@ -30,8 +30,15 @@
 //!   | 1 delivered | count, then (offset, attempt) pairs |
 //!   | 2 settled | reason u8, count, then offsets (delta-encoded, ascending) |
 //!   | 3 retry | count, then (offset, attempt, `not_before_ms`) triples |
-//!   | 4 totals | the lifetime counters, varints in [`Totals`] field order |
+//!   | 4 totals | `below`, then the lifetime counters of every record below offset `below`, varints in [`Totals`] field order |
 //!   | 5 dedup | count, then (`expires_at_ms`, id length, id) |
+//!   | 6 duplicates | how many sends were answered as duplicates |
+//!
+//! Counters: every record adds a fixed amount to the lifetime counters
+//! ([`StateOp::delta`], [`MessageMeta::delta`]). A `totals` checkpoint holds the sum
+//! of all records below its `below` offset, written just before the log is trimmed
+//! to `below`; replay takes the checkpoint with the highest `below` and adds the
+//! records from `below` on, so counters are exact after any crash.
 //!
 //! Replay is order-insensitive among state records of one message: a settled
 //! message stays settled, the attempt count is the highest seen, and a retry delay
@@ -104,14 +111,33 @@ pub(crate) struct Totals {
     pub(crate) purged: u64,
 }
 
+impl Totals {
+    /// Adds `other` field by field.
+    pub(crate) fn add(&mut self, other: &Totals) {
+        self.sent += other.sent;
+        self.duplicates += other.duplicates;
+        self.acked += other.acked;
+        self.redelivered += other.redelivered;
+        self.expired += other.expired;
+        self.dead_lettered += other.dead_lettered;
+        self.dropped += other.dropped;
+        self.purged += other.purged;
+    }
+}
+
 /// A change to stored messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum StateOp {
     Delivered(Vec<(u64, u32)>),
     Settled(SettleReason, Vec<u64>),
     Retry(Vec<(u64, u32, i64)>),
-    Totals(Totals),
+    /// A counters checkpoint: the sum of every record below `below`.
+    Totals {
+        below: u64,
+        totals: Totals,
+    },
     Dedup(Vec<(i64, String)>),
+    Duplicates(u64),
 }
 
 /// A record of a queue log, decoded.
@@ -210,6 +236,15 @@ fn reason_from(v: u8) -> Result<DeadLetterReason, DecodeError> {
 }
 
 impl MessageMeta {
+    /// What this record adds to the lifetime counters: a send counts, a moved copy
+    /// does not.
+    pub(crate) fn delta(&self) -> Totals {
+        Totals {
+            sent: u64::from(self.moved_from.is_none()),
+            ..Totals::default()
+        }
+    }
+
     /// The record key holding this metadata.
     pub(crate) fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(48 + self.id.len());
@@ -273,6 +308,34 @@ impl MessageMeta {
 }
 
 impl StateOp {
+    /// What this record adds to the lifetime counters.
+    pub(crate) fn delta(&self) -> Totals {
+        let mut t = Totals::default();
+        match self {
+            StateOp::Delivered(items) => {
+                t.redelivered = items.iter().filter(|(_, attempt)| *attempt > 1).count() as u64;
+            }
+            StateOp::Settled(reason, offsets) => {
+                let n = offsets.len() as u64;
+                match reason {
+                    SettleReason::Acked => t.acked = n,
+                    SettleReason::DeadLettered => t.dead_lettered = n,
+                    SettleReason::ExpiredDeadLettered => {
+                        t.dead_lettered = n;
+                        t.expired = n;
+                    }
+                    SettleReason::Expired => t.expired = n,
+                    SettleReason::Dropped => t.dropped = n,
+                    SettleReason::Purged => t.purged = n,
+                    SettleReason::Moved | SettleReason::Redriven => {}
+                }
+            }
+            StateOp::Duplicates(n) => t.duplicates = *n,
+            StateOp::Retry(_) | StateOp::Totals { .. } | StateOp::Dedup(_) => {}
+        }
+        t
+    }
+
     /// The record key and body of this op.
     pub(crate) fn encode(&self) -> (Bytes, Bytes) {
         let mut body = Vec::new();
@@ -306,7 +369,8 @@ impl StateOp {
                 }
                 3
             }
-            StateOp::Totals(t) => {
+            StateOp::Totals { below, totals: t } => {
+                put_varint(&mut body, *below);
                 for v in [
                     t.sent,
                     t.duplicates,
@@ -328,6 +392,10 @@ impl StateOp {
                     put_str(&mut body, id);
                 }
                 5
+            }
+            StateOp::Duplicates(n) => {
+                put_varint(&mut body, *n);
+                6
             }
         };
         (Bytes::from(vec![KIND_STATE, op]), Bytes::from(body))
@@ -365,16 +433,19 @@ impl StateOp {
                 }
                 StateOp::Retry(items)
             }
-            4 => StateOp::Totals(Totals {
-                sent: r.varint()?,
-                duplicates: r.varint()?,
-                acked: r.varint()?,
-                redelivered: r.varint()?,
-                expired: r.varint()?,
-                dead_lettered: r.varint()?,
-                dropped: r.varint()?,
-                purged: r.varint()?,
-            }),
+            4 => StateOp::Totals {
+                below: r.varint()?,
+                totals: Totals {
+                    sent: r.varint()?,
+                    duplicates: r.varint()?,
+                    acked: r.varint()?,
+                    redelivered: r.varint()?,
+                    expired: r.varint()?,
+                    dead_lettered: r.varint()?,
+                    dropped: r.varint()?,
+                    purged: r.varint()?,
+                },
+            },
             5 => {
                 let n = r.count(2)?;
                 let mut items = Vec::with_capacity(n);
@@ -383,6 +454,7 @@ impl StateOp {
                 }
                 StateOp::Dedup(items)
             }
+            6 => StateOp::Duplicates(r.varint()?),
             _ => return Err(DecodeError("unknown state op")),
         };
         if !r.buf.is_empty() {
@@ -476,7 +548,11 @@ mod tests {
                 StateOp::Settled(SettleReason::Acked, settled.into_iter().collect()),
                 StateOp::Retry(retry),
                 StateOp::Dedup(vec![(5, "a".into()), (9, "bé".into())]),
-                StateOp::Totals(Totals { sent: 1, acked: 2, purged: u64::MAX, ..Totals::default() }),
+                StateOp::Totals {
+                    below: 7,
+                    totals: Totals { sent: 1, acked: 2, purged: u64::MAX, ..Totals::default() },
+                },
+                StateOp::Duplicates(3),
             ];
             for op in ops {
                 prop_assert_eq!(roundtrip(&op), op);

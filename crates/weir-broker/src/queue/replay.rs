@@ -9,7 +9,7 @@
 
 use weir_log::{MessageLog, Offset, ReadLimits};
 
-use crate::queue::record::{self, Decoded, MessageMeta, SettleReason, StateOp, Totals};
+use crate::queue::record::{self, Decoded, MessageMeta, StateOp, Totals};
 use crate::queue::state::{Entry, QueueState, key_hash};
 
 /// One message as replay sees it.
@@ -24,12 +24,13 @@ struct Replayed {
 /// What replay found besides the state.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayReport {
+    /// The log's next offset when replay finished: the counters restored cover
+    /// every record below it.
+    pub(crate) end: u64,
     /// Records read.
     pub(crate) records: u64,
     /// Records that did not decode (skipped, logged).
     pub(crate) undecodable: u64,
-    /// The offset of the last totals checkpoint, if any.
-    pub(crate) last_checkpoint: Option<u64>,
 }
 
 /// Builds the entry of a message record.
@@ -61,8 +62,12 @@ pub(crate) async fn replay<L: MessageLog>(
 ) -> weir_log::Result<ReplayReport> {
     let mut report = ReplayReport::default();
     let mut messages: Vec<Replayed> = Vec::new();
-    let mut totals = Totals::default();
-    let mut dedup: Vec<(i64, String)> = Vec::new();
+    // Counters: the checkpoint with the highest `below`, and the sum of every record
+    // read, both kept; see `record` for why that is exact.
+    let mut all = Totals::default();
+    let mut checkpoint: Option<(u64, Totals)> = None;
+    let mut dedup: Vec<(i64, String, u64)> = Vec::new();
+    let first = log.first_offset();
     let window = state
         .options()
         .dedup_window_ms
@@ -91,17 +96,18 @@ pub(crate) async fn replay<L: MessageLog>(
             report.records += 1;
             match record::decode(rec.key.as_deref(), &rec.body) {
                 Ok(Decoded::Message(meta)) => {
-                    totals.sent += 1;
-                    if let Some(old) = meta.moved_from {
-                        totals.sent -= 1;
-                        if let Some(i) = find(&mut messages, old) {
-                            messages[i].alive = false;
-                        }
+                    all.add(&meta.delta());
+                    if let Some(i) = meta.moved_from.and_then(|old| find(&mut messages, old)) {
+                        messages[i].alive = false;
                     }
                     // Only sends are de-duplicated: not dead letters or moved copies.
                     let sent = meta.dead_letter.is_none() && meta.moved_from.is_none();
                     if let (Some(w), true) = (window, sent && !meta.id.is_empty()) {
-                        dedup.push((rec.timestamp_ms.saturating_add(w), meta.id.clone()));
+                        dedup.push((
+                            rec.timestamp_ms.saturating_add(w),
+                            meta.id.clone(),
+                            rec.offset.0,
+                        ));
                     }
                     let mut entry = entry_of(rec.offset.0, &meta, rec.body.len() as u32);
                     entry.priority = entry.priority.min(max_priority);
@@ -112,59 +118,52 @@ pub(crate) async fn replay<L: MessageLog>(
                         alive: true,
                     });
                 }
-                Ok(Decoded::State(op)) => match op {
-                    StateOp::Delivered(items) => {
-                        for (offset, attempt) in items {
-                            if attempt > 1 {
-                                totals.redelivered += 1;
-                            }
-                            if let Some(i) = find(&mut messages, offset) {
-                                let m = &mut messages[i];
-                                m.entry.attempts = m.entry.attempts.max(attempt);
-                                if attempt > m.delay_attempt {
-                                    m.not_before = 0;
+                Ok(Decoded::State(op)) => {
+                    all.add(&op.delta());
+                    match op {
+                        StateOp::Delivered(items) => {
+                            for (offset, attempt) in items {
+                                if let Some(i) = find(&mut messages, offset) {
+                                    let m = &mut messages[i];
+                                    m.entry.attempts = m.entry.attempts.max(attempt);
+                                    if attempt > m.delay_attempt {
+                                        m.not_before = 0;
+                                    }
                                 }
                             }
                         }
-                    }
-                    StateOp::Retry(items) => {
-                        for (offset, attempt, due) in items {
-                            if let Some(i) = find(&mut messages, offset) {
-                                let m = &mut messages[i];
-                                if attempt >= m.entry.attempts {
-                                    m.entry.attempts = attempt;
-                                    m.not_before = due;
-                                    m.delay_attempt = attempt;
+                        StateOp::Retry(items) => {
+                            for (offset, attempt, due) in items {
+                                if let Some(i) = find(&mut messages, offset) {
+                                    let m = &mut messages[i];
+                                    if attempt >= m.entry.attempts {
+                                        m.entry.attempts = attempt;
+                                        m.not_before = due;
+                                        m.delay_attempt = attempt;
+                                    }
                                 }
                             }
                         }
-                    }
-                    StateOp::Settled(reason, offsets) => {
-                        let n = offsets.len() as u64;
-                        match reason {
-                            SettleReason::Acked => totals.acked += n,
-                            SettleReason::DeadLettered => totals.dead_lettered += n,
-                            SettleReason::ExpiredDeadLettered => {
-                                totals.dead_lettered += n;
-                                totals.expired += n;
-                            }
-                            SettleReason::Expired => totals.expired += n,
-                            SettleReason::Dropped => totals.dropped += n,
-                            SettleReason::Purged => totals.purged += n,
-                            SettleReason::Moved | SettleReason::Redriven => {}
-                        }
-                        for offset in offsets {
-                            if let Some(i) = find(&mut messages, offset) {
-                                messages[i].alive = false;
+                        StateOp::Settled(_, offsets) => {
+                            for offset in offsets {
+                                if let Some(i) = find(&mut messages, offset) {
+                                    messages[i].alive = false;
+                                }
                             }
                         }
+                        StateOp::Totals { below, totals } => {
+                            if checkpoint.is_none_or(|(b, _)| below >= b) {
+                                checkpoint = Some((below, totals));
+                            }
+                        }
+                        StateOp::Dedup(items) => dedup.extend(
+                            items
+                                .into_iter()
+                                .map(|(until, id)| (until, id, rec.offset.0)),
+                        ),
+                        StateOp::Duplicates(_) => {}
                     }
-                    StateOp::Totals(t) => {
-                        totals = t;
-                        report.last_checkpoint = Some(rec.offset.0);
-                    }
-                    StateOp::Dedup(items) => dedup.extend(items),
-                },
+                }
                 Err(e) => {
                     report.undecodable += 1;
                     tracing::warn!(
@@ -177,10 +176,26 @@ pub(crate) async fn replay<L: MessageLog>(
             }
         }
     }
-    state.totals = totals;
-    for (until, id) in dedup {
-        state.restore_id(&id, until, now);
+    state.totals = match checkpoint {
+        None => all,
+        Some((below, mut totals)) => {
+            // The checkpoint covers every record below `below`; add the records
+            // from there on. Those below it that are still here (a crash between
+            // the checkpoint and its trim) were read too, so take them back out.
+            let mut above = all;
+            if below > first.0 {
+                let covered = sum_deltas(log, first, Offset(below)).await?;
+                above = minus(&all, &covered);
+            }
+            totals.add(&above);
+            totals
+        }
+    };
+    report.end = next.0.max(end.0);
+    for (until, id, offset) in dedup {
+        state.restore_id(&id, until, offset, now);
     }
+    state.finish_restore();
     state.restore_busy_groups(
         messages
             .iter()
@@ -196,4 +211,47 @@ pub(crate) async fn replay<L: MessageLog>(
         now,
     );
     Ok(report)
+}
+
+/// The sum of the counter deltas of the records in `from..to`.
+async fn sum_deltas<L: MessageLog>(log: &L, from: Offset, to: Offset) -> weir_log::Result<Totals> {
+    let mut sum = Totals::default();
+    let mut next = from;
+    while next < to {
+        let records = log
+            .read_from(
+                next,
+                ReadLimits {
+                    max_records: usize::try_from(to.0 - next.0)
+                        .unwrap_or(usize::MAX)
+                        .min(65_536),
+                    max_bytes: 8 << 20,
+                },
+            )
+            .await?;
+        let Some(last) = records.last() else { break };
+        next = Offset(last.offset.0 + 1);
+        for rec in records.iter().filter(|r| r.offset < to) {
+            match record::decode(rec.key.as_deref(), &rec.body) {
+                Ok(Decoded::Message(meta)) => sum.add(&meta.delta()),
+                Ok(Decoded::State(op)) => sum.add(&op.delta()),
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// `a - b`, field by field (b is a part of a).
+fn minus(a: &Totals, b: &Totals) -> Totals {
+    Totals {
+        sent: a.sent - b.sent,
+        duplicates: a.duplicates - b.duplicates,
+        acked: a.acked - b.acked,
+        redelivered: a.redelivered - b.redelivered,
+        expired: a.expired - b.expired,
+        dead_lettered: a.dead_lettered - b.dead_lettered,
+        dropped: a.dropped - b.dropped,
+        purged: a.purged - b.purged,
+    }
 }

@@ -39,6 +39,27 @@ pub(crate) struct Entry {
     pub(crate) priority: u8,
 }
 
+/// An id inside the dedup window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SeenId {
+    /// When it stops counting, ms since the epoch.
+    until: i64,
+    /// Where the log remembers it: its message record, or the dedup record that
+    /// carried it over a trim. `None` while its send is still being written: a
+    /// duplicate of it must wait, since that write may still fail.
+    offset: Option<u64>,
+}
+
+/// The answer of [`QueueState::admit`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Per message, whether it is a duplicate.
+    Admitted(Vec<bool>),
+    /// An id of this send is being written by an earlier send: try again once that
+    /// lands (its outcome decides whether this one is a duplicate).
+    Wait,
+}
+
 /// A message leased to a consumer.
 #[allow(clippy::struct_field_names)] // `lease_id` reads better than `id` at use sites
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +68,9 @@ struct Lease {
     lease_id: u64,
     deadline: i64,
 }
+
+/// How long a dead letter the dead-letter queue refused waits before the next try.
+pub(crate) const DEAD_LETTER_RETRY_MS: i64 = 5_000;
 
 /// Something the actor must do for the state to hold.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,14 +113,24 @@ pub(crate) struct QueueState {
     parked: HashMap<u64, VecDeque<Entry>>,
     parked_count: u64,
     /// Messages being copied elsewhere.
-    in_transit: HashMap<u64, Entry>,
+    /// With why, when the copy goes to the dead-letter queue (`None`: a redrive
+    /// or a move).
+    in_transit: HashMap<u64, (Entry, Option<DeadLetterReason>)>,
+    /// Dead letters whose copy failed (the dead-letter queue refused it), waiting
+    /// to try again, by (due time, offset).
+    dead_letter_retry: BTreeMap<(i64, u64), (Entry, DeadLetterReason)>,
+    /// Acked messages whose `settled` record is not durable yet. They still count
+    /// for the trim floor: if the record fails, they are ready again and must still
+    /// be readable.
+    settling: HashMap<u64, Entry>,
     /// Body bytes of everything held.
     held_bytes: u64,
     /// Sends admitted but not yet committed (for `max_length` checks).
     reserved_count: u64,
     reserved_bytes: u64,
-    /// Ids seen within the dedup window, with when they stop counting.
-    dedup: HashMap<String, i64>,
+    /// Ids seen within the dedup window.
+    dedup: HashMap<String, SeenId>,
+    /// The same ids by when they leave the window (sorted), for pruning.
     dedup_order: VecDeque<(i64, String)>,
     /// Lifetime counters.
     pub(crate) totals: Totals,
@@ -135,6 +169,8 @@ impl QueueState {
             parked: HashMap::new(),
             parked_count: 0,
             in_transit: HashMap::new(),
+            dead_letter_retry: BTreeMap::new(),
+            settling: HashMap::new(),
             held_bytes: 0,
             reserved_count: 0,
             reserved_bytes: 0,
@@ -152,21 +188,26 @@ impl QueueState {
     // ---- sending ----
 
     /// Checks a send before it is written: de-duplication and `reject-publish`.
-    /// Returns, per message, whether it is a duplicate. Admitted messages are
-    /// reserved until [`QueueState::commit`] or [`QueueState::cancel`].
+    /// Answers, per message, whether it is a duplicate, or that it must wait for an
+    /// earlier send of one of its ids. Admitted messages are reserved until
+    /// [`QueueState::commit`] or [`QueueState::cancel`].
     pub(crate) fn admit(
         &mut self,
         queue: &str,
         items: &[(Option<&str>, u32)],
         now: i64,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Admission> {
         self.prune_dedup(now);
         let mut duplicate = vec![false; items.len()];
         if self.options.dedup_window_ms.is_some() {
             let mut seen = HashSet::new();
             for (i, (id, _)) in items.iter().enumerate() {
                 if let Some(id) = id {
-                    duplicate[i] = self.dedup.contains_key(*id) || !seen.insert(*id);
+                    match self.dedup.get(*id) {
+                        Some(s) if s.offset.is_none() => return Ok(Admission::Wait),
+                        Some(s) if s.until > now => duplicate[i] = true,
+                        _ => duplicate[i] = !seen.insert(*id),
+                    }
                 }
             }
         }
@@ -197,19 +238,29 @@ impl QueueState {
             let until = now.saturating_add(i64::try_from(window).unwrap_or(i64::MAX));
             for ((id, _), dup) in items.iter().zip(&duplicate) {
                 if let (Some(id), false) = (id, dup) {
-                    self.remember_id(id, until);
+                    self.remember_id(id, until, None);
                 }
             }
         }
         self.totals.duplicates += items.len() as u64 - new_count;
         self.reserved_count += new_count;
         self.reserved_bytes += new_bytes;
-        Ok(duplicate)
+        Ok(Admission::Admitted(duplicate))
     }
 
-    fn remember_id(&mut self, id: &str, until: i64) {
-        self.dedup.insert(id.to_owned(), until);
+    fn remember_id(&mut self, id: &str, until: i64, offset: Option<u64>) {
+        self.dedup.insert(id.to_owned(), SeenId { until, offset });
         self.dedup_order.push_back((until, id.to_owned()));
+    }
+
+    /// The sends of these ids are durable at these offsets: later duplicates of them
+    /// are answered at once.
+    pub(crate) fn confirm_ids<'a>(&mut self, ids: impl IntoIterator<Item = (&'a str, u64)>) {
+        for (id, offset) in ids {
+            if let Some(seen) = self.dedup.get_mut(id) {
+                seen.offset = Some(offset);
+            }
+        }
     }
 
     fn prune_dedup(&mut self, now: i64) {
@@ -221,7 +272,7 @@ impl QueueState {
                 .dedup_order
                 .pop_front()
                 .expect("invariant: front exists");
-            if self.dedup.get(&id) == Some(&until) {
+            if self.dedup.get(&id).is_some_and(|s| s.until == until) {
                 self.dedup.remove(&id);
             }
         }
@@ -281,11 +332,21 @@ impl QueueState {
         self.busy_groups.extend(groups);
     }
 
-    /// Remembers a recovered dedup id.
-    pub(crate) fn restore_id(&mut self, id: &str, until: i64, now: i64) {
+    /// Remembers a recovered dedup id, remembered in the log at `offset`. Call
+    /// [`QueueState::finish_restore`] after the last one.
+    pub(crate) fn restore_id(&mut self, id: &str, until: i64, offset: u64, now: i64) {
         if until > now && self.options.dedup_window_ms.is_some() {
-            self.remember_id(id, until);
+            let later = self.dedup.get(id).is_none_or(|s| s.until < until);
+            if later {
+                self.remember_id(id, until, Some(offset));
+            }
         }
+    }
+
+    /// Puts the recovered dedup ids in window order (checkpoints list them in any
+    /// order), so pruning finds the expired ones.
+    pub(crate) fn finish_restore(&mut self) {
+        self.dedup_order.make_contiguous().sort_unstable();
     }
 
     fn push_ready(&mut self, entry: Entry) {
@@ -384,7 +445,8 @@ impl QueueState {
                 if *reason == DeadLetterReason::Expired {
                     self.totals.expired += 1;
                 }
-                self.in_transit.insert(entry.offset, *entry);
+                self.in_transit
+                    .insert(entry.offset, (*entry, Some(*reason)));
             }
             return vec![Effect::DeadLetter(items)];
         }
@@ -420,7 +482,7 @@ impl QueueState {
     /// here; returns the record to persist.
     pub(crate) fn finish_transit(&mut self, offsets: &[u64], reason: SettleReason) -> StateOp {
         for offset in offsets {
-            if let Some(entry) = self.in_transit.remove(offset) {
+            if let Some((entry, _)) = self.in_transit.remove(offset) {
                 self.held_bytes -= u64::from(entry.size);
             }
         }
@@ -433,11 +495,19 @@ impl QueueState {
         StateOp::Settled(reason, offsets.to_vec())
     }
 
-    /// Copying failed: the messages are ready again.
-    pub(crate) fn abort_transit(&mut self, offsets: &[u64]) {
+    /// Copying failed. A redrive's messages are ready again here; dead letters
+    /// try again after [`DEAD_LETTER_RETRY_MS`] (they are not deliverable: an
+    /// expired message must not be delivered, a rejected one not retried), and
+    /// their expiry is not counted again.
+    pub(crate) fn abort_transit(&mut self, offsets: &[u64], now: i64) {
         for offset in offsets {
-            if let Some(entry) = self.in_transit.remove(offset) {
-                self.push_ready(entry);
+            match self.in_transit.remove(offset) {
+                Some((entry, Some(reason))) => {
+                    self.dead_letter_retry
+                        .insert((now + DEAD_LETTER_RETRY_MS, entry.offset), (entry, reason));
+                }
+                Some((entry, None)) => self.push_ready(entry),
+                None => {}
             }
         }
     }
@@ -481,8 +551,7 @@ impl QueueState {
                     deadline,
                 },
             );
-            self.deadlines
-                .push(Reverse((deadline, entry.offset, lease_id)));
+            self.push_deadline(deadline, entry.offset, lease_id);
             leased.push((entry, lease_id));
         }
         let mut effects = self.dead_letter_or_drop(expired);
@@ -510,22 +579,33 @@ impl QueueState {
         }
     }
 
-    /// Settles a leased message for good.
+    /// Settles a leased message; it stays held (for the trim floor) until
+    /// [`QueueState::finish_settle`] or [`QueueState::unack`].
     pub(crate) fn ack(&mut self, queue: &str, receipt: &str) -> Result<Entry> {
         let lease = self.take_lease(queue, receipt)?;
-        self.held_bytes -= u64::from(lease.entry.size);
         self.totals.acked += 1;
         self.free_group(lease.entry.group);
+        self.settling.insert(lease.entry.offset, lease.entry);
         Ok(lease.entry)
+    }
+
+    /// The `settled` records of these acks are durable.
+    pub(crate) fn finish_settle(&mut self, offsets: &[u64]) {
+        for offset in offsets {
+            if let Some(entry) = self.settling.remove(offset) {
+                self.held_bytes -= u64::from(entry.size);
+            }
+        }
     }
 
     /// Undoes acks whose record could not be written: the messages are ready again
     /// (the consumer was told the ack failed, so a redelivery is what it expects).
-    pub(crate) fn unack(&mut self, entries: &[Entry]) {
-        for entry in entries {
-            self.held_bytes += u64::from(entry.size);
-            self.totals.acked -= 1;
-            self.push_ready(*entry);
+    pub(crate) fn unack(&mut self, offsets: &[u64]) {
+        for offset in offsets {
+            if let Some(entry) = self.settling.remove(offset) {
+                self.totals.acked -= 1;
+                self.push_ready(entry);
+            }
         }
     }
 
@@ -621,9 +701,22 @@ impl QueueState {
         let deadline = now.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
         self.leased
             .insert(lease.entry.offset, Lease { deadline, ..lease });
-        self.deadlines
-            .push(Reverse((deadline, lease.entry.offset, lease.lease_id)));
+        self.push_deadline(deadline, lease.entry.offset, lease.lease_id);
         Ok(())
+    }
+
+    /// Adds a lease deadline. Settled and extended leases leave stale items
+    /// behind; when they outnumber the live ones, the heap is rebuilt so memory
+    /// stays proportional to the leases held.
+    fn push_deadline(&mut self, deadline: i64, offset: u64, lease_id: u64) {
+        self.deadlines.push(Reverse((deadline, offset, lease_id)));
+        if self.deadlines.len() > 2 * self.leased.len() + 1024 {
+            self.deadlines = self
+                .leased
+                .iter()
+                .map(|(offset, l)| Reverse((l.deadline, *offset, l.lease_id)))
+                .collect();
+        }
     }
 
     // ---- time ----
@@ -683,6 +776,21 @@ impl QueueState {
             }
         }
         effects.extend(self.dead_letter_or_drop(expired));
+        let mut retry = Vec::new();
+        while let Some((&(due, offset), _)) = self.dead_letter_retry.first_key_value() {
+            if due > now {
+                break;
+            }
+            let (entry, reason) = self
+                .dead_letter_retry
+                .remove(&(due, offset))
+                .expect("invariant: first exists");
+            self.in_transit.insert(entry.offset, (entry, Some(reason)));
+            retry.push((entry, reason));
+        }
+        if !retry.is_empty() {
+            effects.push(Effect::DeadLetter(retry));
+        }
         self.prune_dedup(now);
         effects
     }
@@ -698,7 +806,11 @@ impl QueueState {
             .filter(|e| e.expires_at != 0)
             .map(|e| e.expires_at)
             .min();
-        [delayed, lease, expiry].into_iter().flatten().min()
+        let retry = self
+            .dead_letter_retry
+            .first_key_value()
+            .map(|(&(due, _), _)| due);
+        [delayed, lease, expiry, retry].into_iter().flatten().min()
     }
 
     // ---- administration ----
@@ -729,7 +841,13 @@ impl QueueState {
             + self
                 .in_transit
                 .values()
-                .map(|e| u64::from(e.size))
+                .map(|(e, _)| u64::from(e.size))
+                .chain(
+                    self.dead_letter_retry
+                        .values()
+                        .map(|(e, _)| u64::from(e.size)),
+                )
+                .chain(self.settling.values().map(|e| u64::from(e.size)))
                 .sum::<u64>();
         self.totals.purged += offsets.len() as u64;
         offsets
@@ -765,7 +883,7 @@ impl QueueState {
         for entry in &taken {
             self.ready_count -= 1;
             self.ready_bytes -= u64::from(entry.size);
-            self.in_transit.insert(entry.offset, *entry);
+            self.in_transit.insert(entry.offset, (*entry, None));
         }
         taken
     }
@@ -783,7 +901,7 @@ impl QueueState {
         keys.into_iter()
             .map(|key| {
                 let entry = self.delayed.remove(&key).expect("invariant: key listed");
-                self.in_transit.insert(entry.offset, entry);
+                self.in_transit.insert(entry.offset, (entry, None));
                 (entry, key.0)
             })
             .collect()
@@ -826,7 +944,12 @@ impl QueueState {
             .map(|e| e.offset);
         let delayed = self.delayed.keys().map(|(_, o)| *o);
         let leased = self.leased.keys().copied();
-        let transit = self.in_transit.keys().copied();
+        let transit = self
+            .in_transit
+            .keys()
+            .chain(self.dead_letter_retry.keys().map(|(_, o)| o))
+            .chain(self.settling.keys())
+            .copied();
         ready
             .chain(parked)
             .chain(delayed)
@@ -850,18 +973,31 @@ impl QueueState {
             .chain(self.delayed.keys().map(|(_, o)| *o))
             .chain(self.leased.keys().copied())
             .chain(self.in_transit.keys().copied())
+            .chain(self.dead_letter_retry.keys().map(|(_, o)| *o))
+            .chain(self.settling.keys().copied())
             .filter(|o| *o < offset)
             .take(limit)
             .count();
         ready + others
     }
 
-    /// Dedup ids still inside the window, for a checkpoint.
-    pub(crate) fn dedup_ids(&self) -> Vec<(i64, String)> {
+    /// Ids inside the window whose send is durable and remembered in the log below
+    /// `below` (about to be trimmed), for a dedup checkpoint.
+    pub(crate) fn dedup_ids_below(&self, below: u64, now: i64) -> Vec<(i64, String)> {
         self.dedup
             .iter()
-            .map(|(id, until)| (*until, id.clone()))
+            .filter(|(_, s)| s.until > now && s.offset.is_some_and(|o| o < below))
+            .map(|(id, s)| (s.until, id.clone()))
             .collect()
+    }
+
+    /// A dedup checkpoint at `offset` now remembers these ids.
+    pub(crate) fn dedup_rewritten(&mut self, ids: &[(i64, String)], offset: u64) {
+        for (_, id) in ids {
+            if let Some(seen) = self.dedup.get_mut(id) {
+                seen.offset = Some(offset);
+            }
+        }
     }
 
     /// The queue's gauges and counters; `waiting` is the number of long-polling
@@ -881,7 +1017,7 @@ impl QueueState {
             ready: self.ready_count + self.parked_count,
             leased: self.leased.len() as u64,
             delayed: self.delayed.len() as u64,
-            in_transit: self.in_transit.len() as u64,
+            in_transit: (self.in_transit.len() + self.dead_letter_retry.len()) as u64,
             bytes: self.held_bytes,
             consumers: waiting,
             oldest_age_ms: oldest.map(|t| u64::try_from(now - t).unwrap_or(0)),
@@ -894,6 +1030,12 @@ impl QueueState {
             dropped_total: t.dropped,
             purged_total: t.purged,
         }
+    }
+
+    /// How many lease deadlines are kept (live and stale).
+    #[cfg(test)]
+    pub(crate) fn deadline_count(&self) -> usize {
+        self.deadlines.len()
     }
 
     /// Whether anything is ready to lease.

@@ -6,6 +6,7 @@
 
 mod cli;
 mod durability;
+mod edge_cases;
 mod http_api;
 mod worker;
 
