@@ -460,13 +460,27 @@ impl Actor {
                 let log = self.log.clone();
                 let queue = self.name.clone();
                 self.tasks.spawn(async move {
-                    let result = read_entries(&log, &queue, &entries).await.map(|records| {
-                        records
+                    let result = match read_entries(&log, &queue, &entries).await {
+                        Ok(records) => Ok(records
                             .into_iter()
                             .zip(&entries)
                             .map(|((meta, rec), entry)| delivery(None, meta, rec, entry.attempts))
-                            .collect()
-                    });
+                            .collect()),
+                        Err(error) => {
+                            // Some were settled (and their records trimmed) since the
+                            // snapshot: read one by one and leave those out.
+                            let mut out = Vec::new();
+                            for entry in &entries {
+                                if let Ok(mut one) =
+                                    read_entries(&log, &queue, std::slice::from_ref(entry)).await
+                                {
+                                    let (meta, rec) = one.remove(0);
+                                    out.push(delivery(None, meta, rec, entry.attempts));
+                                }
+                            }
+                            if out.is_empty() { Err(error) } else { Ok(out) }
+                        }
+                    };
                     let _ = reply.send(result);
                 });
             }
