@@ -360,18 +360,7 @@ impl Actor {
         for op in &ops {
             delta.add(&op.delta());
         }
-        let records: Vec<NewRecord> = ops
-            .iter()
-            .map(|op| {
-                let (key, body) = op.encode();
-                NewRecord {
-                    timestamp_ms: None,
-                    key: Some(key),
-                    headers: Vec::new(),
-                    body,
-                }
-            })
-            .collect();
+        let records = StateOp::records(&ops);
         let low = self.start_append();
         let log = self.log.clone();
         let queue = self.name.clone();
@@ -1123,18 +1112,7 @@ impl Actor {
                 let mut landed = Vec::new();
                 let mut chunk_ids = chunks.into_iter();
                 for (i, group) in ops.chunks(8).enumerate() {
-                    let records: Vec<NewRecord> = group
-                        .iter()
-                        .map(|op| {
-                            let (key, body) = op.encode();
-                            NewRecord {
-                                timestamp_ms: None,
-                                key: Some(key),
-                                headers: Vec::new(),
-                                body,
-                            }
-                        })
-                        .collect();
+                    let records = StateOp::records(group);
                     let appended = log.append_batch(&records).await?;
                     // The first group starts with the totals record.
                     let skip = usize::from(i == 0);

@@ -336,6 +336,21 @@ impl StateOp {
         t
     }
 
+    /// The log records of `ops`, in order.
+    pub(crate) fn records(ops: &[StateOp]) -> Vec<weir_log::NewRecord> {
+        ops.iter()
+            .map(|op| {
+                let (key, body) = op.encode();
+                weir_log::NewRecord {
+                    timestamp_ms: None,
+                    key: Some(key),
+                    headers: Vec::new(),
+                    body,
+                }
+            })
+            .collect()
+    }
+
     /// The record key and body of this op.
     pub(crate) fn encode(&self) -> (Bytes, Bytes) {
         let mut body = Vec::new();
