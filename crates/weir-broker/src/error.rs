@@ -12,12 +12,21 @@ pub type Result<T> = std::result::Result<T, BrokerError>;
 pub enum Kind {
     /// A queue.
     Queue,
+    /// An exchange.
+    Exchange,
+    /// A binding.
+    Binding,
+    /// A topic subscription.
+    Subscription,
 }
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Kind::Queue => "queue",
+            Kind::Exchange => "exchange",
+            Kind::Binding => "binding",
+            Kind::Subscription => "subscription",
         })
     }
 }
@@ -42,6 +51,30 @@ pub enum BrokerError {
         name: String,
         /// Which option differs, and how.
         difference: String,
+    },
+    /// A precondition of the request does not hold (`if_unused` delete of an
+    /// exchange in use, a subscription over an exchange that is not a topic...).
+    #[error("precondition failed: {reason}")]
+    PreconditionFailed {
+        /// What does not hold.
+        reason: String,
+    },
+    /// A binding would close a loop of exchange-to-exchange bindings.
+    #[error(
+        "binding {source_exchange} -> {destination} would close a loop: {destination} already routes to {source_exchange}"
+    )]
+    BindingLoop {
+        /// The binding's source exchange.
+        source_exchange: String,
+        /// The binding's destination exchange.
+        destination: String,
+    },
+    /// An operation the default exchange does not allow (binding to it, deleting
+    /// it, declaring it).
+    #[error("the default exchange: {reason}")]
+    AccessRefused {
+        /// Why.
+        reason: String,
     },
     /// A name that may not be used.
     #[error("invalid {kind} name '{name}': {reason}")]
@@ -126,8 +159,19 @@ impl BrokerError {
     /// docs/http-api.md; never reused once retired.
     pub fn code(&self) -> &'static str {
         match self {
-            BrokerError::NotFound { .. } => "queue_not_found",
-            BrokerError::Conflict { .. } => "queue_exists_with_different_options",
+            BrokerError::NotFound { kind, .. } => match kind {
+                Kind::Queue => "queue_not_found",
+                Kind::Exchange => "exchange_not_found",
+                Kind::Binding => "binding_not_found",
+                Kind::Subscription => "subscription_not_found",
+            },
+            BrokerError::Conflict { kind, .. } => match kind {
+                Kind::Exchange => "exchange_exists_with_different_options",
+                _ => "queue_exists_with_different_options",
+            },
+            BrokerError::PreconditionFailed { .. } => "precondition_failed",
+            BrokerError::BindingLoop { .. } => "binding_loop",
+            BrokerError::AccessRefused { .. } => "access_refused",
             BrokerError::InvalidName { .. } => "invalid_name",
             BrokerError::InvalidArgument { .. } => "invalid_argument",
             BrokerError::MalformedReceipt { .. } => "malformed_receipt",

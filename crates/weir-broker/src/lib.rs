@@ -26,6 +26,7 @@ pub mod api;
 mod broker;
 pub mod error;
 mod queue;
+pub mod routing;
 
 pub use api::{
     Backoff, DeadLetterInfo, DeadLetterReason, Declared, Delivery, NackOptions, Overflow,

@@ -36,7 +36,11 @@ impl ApiError {
 pub fn status_of(e: &BrokerError) -> StatusCode {
     match e {
         BrokerError::NotFound { .. } => StatusCode::NOT_FOUND,
-        BrokerError::Conflict { .. } | BrokerError::StaleReceipt { .. } => StatusCode::CONFLICT,
+        BrokerError::Conflict { .. }
+        | BrokerError::StaleReceipt { .. }
+        | BrokerError::PreconditionFailed { .. }
+        | BrokerError::BindingLoop { .. } => StatusCode::CONFLICT,
+        BrokerError::AccessRefused { .. } => StatusCode::FORBIDDEN,
         BrokerError::LimitExceeded { what, .. } if what.contains("bytes") => {
             StatusCode::PAYLOAD_TOO_LARGE
         }

@@ -1,0 +1,745 @@
+//! Exchanges and bindings: where a published message goes.
+//!
+//! The [`Router`] is plain data (no I/O): the exchanges with their options and their
+//! bindings, indexed per type so a publish costs time in what it matches, not in the
+//! number of bindings (`direct`: a hash map by key; `topic`: a [`topic::TopicTrie`];
+//! `fanout`: a set; `headers`: a list, since header matching is by argument set).
+//! The broker keeps one behind a lock held only for these in-memory lookups and
+//! persists it to `meta/` on every change.
+
+pub mod topic;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::validate_name;
+use crate::error::{BrokerError, Kind, Result};
+use topic::TopicTrie;
+
+/// How an exchange routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeType {
+    /// Exact routing key.
+    Direct,
+    /// Dot-separated words with `*` (one word) and `#` (zero or more).
+    Topic,
+    /// Every binding, key ignored.
+    Fanout,
+    /// Header values against binding arguments (`x-match`).
+    Headers,
+}
+
+/// An exchange's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeOptions {
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: ExchangeType,
+    /// Kept across restarts (with its bindings to durable destinations).
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Deleted when its last binding (as a source) is removed.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Messages that route nowhere go here instead.
+    #[serde(default)]
+    pub alternate_exchange: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a binding points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationType {
+    /// A queue.
+    Queue,
+    /// Another exchange.
+    Exchange,
+}
+
+/// A binding: messages of `source` that match go to `destination`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// The exchange it routes from.
+    pub source: String,
+    /// The queue or exchange it routes to.
+    pub destination: String,
+    /// Whether `destination` is a queue or an exchange.
+    #[serde(default = "queue_destination")]
+    pub destination_type: DestinationType,
+    /// The key (direct), pattern (topic); ignored by fanout and headers.
+    #[serde(default)]
+    pub routing_key: String,
+    /// Header arguments (headers exchanges): `x-match` and the values to match.
+    #[serde(default)]
+    pub arguments: BTreeMap<String, String>,
+}
+
+fn queue_destination() -> DestinationType {
+    DestinationType::Queue
+}
+
+type Dest = (DestinationType, String);
+
+/// One exchange and its bindings.
+#[derive(Debug)]
+struct Exchange {
+    options: ExchangeOptions,
+    bindings: BTreeSet<Binding>,
+    direct: HashMap<String, BTreeSet<Dest>>,
+    topic: TopicTrie<Dest>,
+    fanout: BTreeSet<Dest>,
+    headers: Vec<(HeaderMatch, Dest)>,
+}
+
+/// A parsed headers-binding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HeaderMatch {
+    any: bool,
+    with_x: bool,
+    wanted: BTreeMap<String, String>,
+}
+
+impl HeaderMatch {
+    fn parse(arguments: &BTreeMap<String, String>) -> Result<HeaderMatch> {
+        let (any, with_x) = match arguments.get("x-match").map(String::as_str) {
+            None | Some("all") => (false, false),
+            Some("any") => (true, false),
+            Some("all-with-x") => (false, true),
+            Some("any-with-x") => (true, true),
+            Some(other) => {
+                return Err(BrokerError::invalid(
+                    "arguments.x-match",
+                    format!("'{other}' is not all, any, all-with-x or any-with-x"),
+                ));
+            }
+        };
+        Ok(HeaderMatch {
+            any,
+            with_x,
+            wanted: arguments
+                .iter()
+                .filter(|(k, _)| *k != "x-match")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+
+    fn matches(&self, headers: &BTreeMap<String, String>) -> bool {
+        let mut considered = self
+            .wanted
+            .iter()
+            .filter(|(k, _)| self.with_x || !k.starts_with("x-"))
+            .peekable();
+        if considered.peek().is_none() {
+            // No argument to compare: `all` of nothing holds, `any` of nothing not.
+            return !self.any;
+        }
+        let mut hits = considered.map(|(k, v)| headers.get(k) == Some(v));
+        if self.any {
+            hits.any(|h| h)
+        } else {
+            hits.all(|h| h)
+        }
+    }
+}
+
+impl Exchange {
+    fn new(options: ExchangeOptions) -> Exchange {
+        Exchange {
+            options,
+            bindings: BTreeSet::new(),
+            direct: HashMap::new(),
+            topic: TopicTrie::default(),
+            fanout: BTreeSet::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn index(&mut self, b: &Binding) -> Result<()> {
+        let dest = (b.destination_type, b.destination.clone());
+        match self.options.kind {
+            ExchangeType::Direct => {
+                self.direct
+                    .entry(b.routing_key.clone())
+                    .or_default()
+                    .insert(dest);
+            }
+            ExchangeType::Topic => {
+                self.topic.insert(&b.routing_key, dest);
+            }
+            ExchangeType::Fanout => {
+                self.fanout.insert(dest);
+            }
+            ExchangeType::Headers => {
+                self.headers.push((HeaderMatch::parse(&b.arguments)?, dest));
+            }
+        }
+        Ok(())
+    }
+
+    fn unindex(&mut self, b: &Binding) {
+        let dest = (b.destination_type, b.destination.clone());
+        match self.options.kind {
+            ExchangeType::Direct => {
+                if let Some(set) = self.direct.get_mut(&b.routing_key) {
+                    set.remove(&dest);
+                    if set.is_empty() {
+                        self.direct.remove(&b.routing_key);
+                    }
+                }
+            }
+            ExchangeType::Topic => {
+                self.topic.remove(&b.routing_key, &dest);
+            }
+            ExchangeType::Fanout => {
+                // Several fanout bindings may differ only by key: keep the
+                // destination while any remains.
+                let still = self.bindings.iter().any(|o| {
+                    o.destination_type == b.destination_type && o.destination == b.destination
+                });
+                if !still {
+                    self.fanout.remove(&dest);
+                }
+            }
+            ExchangeType::Headers => {
+                if let Ok(m) = HeaderMatch::parse(&b.arguments) {
+                    if let Some(pos) = self
+                        .headers
+                        .iter()
+                        .position(|(hm, d)| *hm == m && *d == dest)
+                    {
+                        self.headers.remove(pos);
+                    }
+                }
+            }
+        }
+    }
+
+    fn matching(&self, key: &str, headers: &BTreeMap<String, String>) -> BTreeSet<Dest> {
+        match self.options.kind {
+            ExchangeType::Direct => self.direct.get(key).cloned().unwrap_or_default(),
+            ExchangeType::Topic => self.topic.matches(key),
+            ExchangeType::Fanout => self.fanout.clone(),
+            ExchangeType::Headers => self
+                .headers
+                .iter()
+                .filter(|(m, _)| m.matches(headers))
+                .map(|(_, d)| d.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Where one message went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// The queues it reaches, each once.
+    pub queues: BTreeSet<String>,
+    /// True if it reached no queue through the exchange's own bindings and went
+    /// to the alternate exchange (whether that found a queue or not).
+    pub via_alternate: bool,
+}
+
+/// Every exchange and binding (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Router {
+    exchanges: HashMap<String, Exchange>,
+}
+
+fn exchange_not_found(name: &str) -> BrokerError {
+    BrokerError::NotFound {
+        kind: Kind::Exchange,
+        name: name.to_owned(),
+    }
+}
+
+/// Checks an exchange name: the queue-name alphabet; the empty name is the default
+/// exchange, which cannot be declared or deleted.
+pub fn validate_exchange_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(BrokerError::AccessRefused {
+            reason:
+                "the default exchange (\"\") is built in: it cannot be declared, deleted or bound"
+                    .into(),
+        });
+    }
+    validate_name(name).map_err(|e| match e {
+        BrokerError::InvalidName { name, reason, .. } => BrokerError::InvalidName {
+            kind: Kind::Exchange,
+            name,
+            reason,
+        },
+        other => other,
+    })
+}
+
+impl Router {
+    /// The exchange's options, if it exists.
+    pub fn options(&self, name: &str) -> Option<&ExchangeOptions> {
+        self.exchanges.get(name).map(|e| &e.options)
+    }
+
+    /// All exchanges, by name.
+    pub fn exchanges(&self) -> Vec<(String, ExchangeOptions, usize)> {
+        let mut out: Vec<_> = self
+            .exchanges
+            .iter()
+            .map(|(n, e)| (n.clone(), e.options.clone(), e.bindings.len()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Declares an exchange; `Ok(true)` if created, `Ok(false)` if an identical
+    /// one exists.
+    pub fn declare(&mut self, name: &str, options: ExchangeOptions) -> Result<bool> {
+        validate_exchange_name(name)?;
+        if let Some(ae) = &options.alternate_exchange {
+            validate_exchange_name(ae)?;
+        }
+        if let Some(existing) = self.exchanges.get(name) {
+            if existing.options == options {
+                return Ok(false);
+            }
+            return Err(BrokerError::Conflict {
+                kind: Kind::Exchange,
+                name: name.to_owned(),
+                difference: format!(
+                    "it is {} but {} was asked",
+                    serde_json::to_string(&existing.options).unwrap_or_default(),
+                    serde_json::to_string(&options).unwrap_or_default()
+                ),
+            });
+        }
+        self.exchanges
+            .insert(name.to_owned(), Exchange::new(options));
+        Ok(true)
+    }
+
+    /// Deletes an exchange and every binding from or to it. With `if_unused`,
+    /// refuses while it is the source of a binding.
+    pub fn delete(&mut self, name: &str, if_unused: bool) -> Result<()> {
+        validate_exchange_name(name)?;
+        let exchange = self
+            .exchanges
+            .get(name)
+            .ok_or_else(|| exchange_not_found(name))?;
+        if if_unused && !exchange.bindings.is_empty() {
+            return Err(BrokerError::PreconditionFailed {
+                reason: format!(
+                    "exchange '{name}' has {} binding(s) and if_unused was asked",
+                    exchange.bindings.len()
+                ),
+            });
+        }
+        self.exchanges.remove(name);
+        self.remove_destination(DestinationType::Exchange, name);
+        Ok(())
+    }
+
+    /// Whether `to` (an exchange) reaches `from` through exchange bindings.
+    fn reaches(&self, to: &str, from: &str) -> bool {
+        let mut stack = vec![to.to_owned()];
+        let mut seen = BTreeSet::new();
+        while let Some(name) = stack.pop() {
+            if name == from {
+                return true;
+            }
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            if let Some(e) = self.exchanges.get(&name) {
+                stack.extend(
+                    e.bindings
+                        .iter()
+                        .filter(|b| b.destination_type == DestinationType::Exchange)
+                        .map(|b| b.destination.clone()),
+                );
+                if let Some(ae) = &e.options.alternate_exchange {
+                    stack.push(ae.clone());
+                }
+            }
+        }
+        false
+    }
+
+    /// Adds a binding; `Ok(false)` if it existed. The caller checks that a queue
+    /// destination exists.
+    pub fn bind(&mut self, b: Binding) -> Result<bool> {
+        validate_exchange_name(&b.source)?;
+        if !self.exchanges.contains_key(&b.source) {
+            return Err(exchange_not_found(&b.source));
+        }
+        topic::validate_pattern(&b.routing_key)?;
+        if b.destination_type == DestinationType::Exchange {
+            validate_exchange_name(&b.destination)?;
+            if !self.exchanges.contains_key(&b.destination) {
+                return Err(exchange_not_found(&b.destination));
+            }
+            if self.reaches(&b.destination, &b.source) {
+                return Err(BrokerError::BindingLoop {
+                    source_exchange: b.source.clone(),
+                    destination: b.destination.clone(),
+                });
+            }
+        }
+        let exchange = self
+            .exchanges
+            .get_mut(&b.source)
+            .expect("invariant: checked above");
+        if exchange.options.kind == ExchangeType::Headers {
+            HeaderMatch::parse(&b.arguments)?;
+        }
+        if exchange.bindings.contains(&b) {
+            return Ok(false);
+        }
+        exchange.index(&b)?;
+        exchange.bindings.insert(b);
+        Ok(true)
+    }
+
+    /// Removes a binding; returns the name of an auto-delete exchange that went with
+    /// it, if any.
+    pub fn unbind(&mut self, b: &Binding) -> Result<Option<String>> {
+        let exchange = self
+            .exchanges
+            .get_mut(&b.source)
+            .ok_or_else(|| exchange_not_found(&b.source))?;
+        if !exchange.bindings.remove(b) {
+            return Err(BrokerError::NotFound {
+                kind: Kind::Binding,
+                name: format!("{} -> {} ({})", b.source, b.destination, b.routing_key),
+            });
+        }
+        exchange.unindex(b);
+        Ok(self.auto_delete(&b.source))
+    }
+
+    fn auto_delete(&mut self, name: &str) -> Option<String> {
+        let e = self.exchanges.get(name)?;
+        if e.options.auto_delete && e.bindings.is_empty() {
+            self.exchanges.remove(name);
+            self.remove_destination(DestinationType::Exchange, name);
+            return Some(name.to_owned());
+        }
+        None
+    }
+
+    /// Removes every binding to a destination (a deleted queue or exchange);
+    /// returns the auto-delete exchanges that went with them.
+    pub fn remove_destination(&mut self, kind: DestinationType, name: &str) -> Vec<String> {
+        let mut emptied = Vec::new();
+        for (source, e) in &mut self.exchanges {
+            let gone: Vec<Binding> = e
+                .bindings
+                .iter()
+                .filter(|b| b.destination_type == kind && b.destination == name)
+                .cloned()
+                .collect();
+            for b in &gone {
+                e.bindings.remove(b);
+                e.unindex(b);
+            }
+            if !gone.is_empty() {
+                emptied.push(source.clone());
+            }
+        }
+        emptied
+            .into_iter()
+            .filter_map(|s| self.auto_delete(&s))
+            .collect()
+    }
+
+    /// Bindings, optionally only those from `source` and/or to `destination`.
+    pub fn bindings(&self, source: Option<&str>, destination: Option<&str>) -> Vec<Binding> {
+        let mut out: Vec<Binding> = self
+            .exchanges
+            .iter()
+            .filter(|(n, _)| source.is_none_or(|s| s == n.as_str()))
+            .flat_map(|(_, e)| e.bindings.iter())
+            .filter(|b| destination.is_none_or(|d| d == b.destination))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Where a message published to `exchange` with `key` and `headers` goes:
+    /// through exchange-to-exchange bindings (each exchange visited once, so a loop
+    /// can neither hang nor duplicate), then, if no queue was found, through the
+    /// alternate exchange. The default exchange (`""`) routes to the queue named
+    /// `key`; `queue_exists` says whether it does.
+    pub fn route(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: &BTreeMap<String, String>,
+        queue_exists: impl Fn(&str) -> bool,
+    ) -> Result<Routed> {
+        if exchange.is_empty() {
+            let mut routed = Routed::default();
+            if queue_exists(key) {
+                routed.queues.insert(key.to_owned());
+            }
+            return Ok(routed);
+        }
+        if !self.exchanges.contains_key(exchange) {
+            return Err(exchange_not_found(exchange));
+        }
+        let mut routed = Routed::default();
+        let mut visited = BTreeSet::new();
+        self.walk(exchange, key, headers, &mut visited, &mut routed.queues);
+        // Alternate exchanges, chained, until a queue is found.
+        let mut current = exchange.to_owned();
+        while routed.queues.is_empty() {
+            let Some(ae) = self
+                .exchanges
+                .get(&current)
+                .and_then(|e| e.options.alternate_exchange.clone())
+            else {
+                break;
+            };
+            if !self.exchanges.contains_key(&ae) || !visited.insert(format!("ae:{ae}")) {
+                break;
+            }
+            routed.via_alternate = true;
+            self.walk(&ae, key, headers, &mut visited, &mut routed.queues);
+            current = ae;
+        }
+        Ok(routed)
+    }
+
+    fn walk(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: &BTreeMap<String, String>,
+        visited: &mut BTreeSet<String>,
+        queues: &mut BTreeSet<String>,
+    ) {
+        let mut stack = vec![exchange.to_owned()];
+        while let Some(name) = stack.pop() {
+            if !visited.insert(name.clone()) {
+                continue;
+            }
+            let Some(e) = self.exchanges.get(&name) else {
+                continue;
+            };
+            for (kind, dest) in e.matching(key, headers) {
+                match kind {
+                    DestinationType::Queue => {
+                        queues.insert(dest);
+                    }
+                    DestinationType::Exchange => stack.push(dest),
+                }
+            }
+        }
+    }
+
+    /// The durable exchanges and the bindings between durable things, for `meta/`.
+    pub fn durable(&self) -> (Vec<(String, ExchangeOptions)>, Vec<Binding>) {
+        let durable = |n: &str| self.exchanges.get(n).is_some_and(|e| e.options.durable);
+        let exchanges = self
+            .exchanges()
+            .into_iter()
+            .filter(|(_, o, _)| o.durable)
+            .map(|(n, o, _)| (n, o))
+            .collect();
+        let bindings = self
+            .bindings(None, None)
+            .into_iter()
+            .filter(|b| durable(&b.source))
+            .filter(|b| b.destination_type == DestinationType::Queue || durable(&b.destination))
+            .collect();
+        (exchanges, bindings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(kind: ExchangeType) -> ExchangeOptions {
+        ExchangeOptions {
+            kind,
+            durable: true,
+            auto_delete: false,
+            alternate_exchange: None,
+        }
+    }
+
+    fn q(source: &str, queue: &str, key: &str) -> Binding {
+        Binding {
+            source: source.into(),
+            destination: queue.into(),
+            destination_type: DestinationType::Queue,
+            routing_key: key.into(),
+            arguments: BTreeMap::new(),
+        }
+    }
+
+    fn x(source: &str, dest: &str, key: &str) -> Binding {
+        Binding {
+            destination_type: DestinationType::Exchange,
+            ..q(source, dest, key)
+        }
+    }
+
+    fn route(r: &Router, ex: &str, key: &str) -> Vec<String> {
+        r.route(ex, key, &BTreeMap::new(), |_| true)
+            .unwrap()
+            .queues
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn each_type_routes_as_rabbitmq_does() {
+        let mut r = Router::default();
+        r.declare("d", opts(ExchangeType::Direct)).unwrap();
+        r.declare("t", opts(ExchangeType::Topic)).unwrap();
+        r.declare("f", opts(ExchangeType::Fanout)).unwrap();
+        r.bind(q("d", "q1", "red")).unwrap();
+        r.bind(q("d", "q2", "red")).unwrap();
+        r.bind(q("d", "q3", "blue")).unwrap();
+        r.bind(q("t", "q1", "user.*")).unwrap();
+        r.bind(q("t", "q2", "#.created")).unwrap();
+        r.bind(q("f", "q1", "")).unwrap();
+        r.bind(q("f", "q2", "ignored")).unwrap();
+        assert_eq!(route(&r, "d", "red"), ["q1", "q2"]);
+        assert_eq!(route(&r, "d", "green"), Vec::<String>::new());
+        assert_eq!(route(&r, "t", "user.created"), ["q1", "q2"]);
+        assert_eq!(route(&r, "t", "order.created"), ["q2"]);
+        assert_eq!(route(&r, "f", "anything"), ["q1", "q2"]);
+        assert_eq!(route(&r, "", "q9"), ["q9"], "the default exchange");
+    }
+
+    #[test]
+    fn headers_match_all_any_and_with_x() {
+        let mut r = Router::default();
+        r.declare("h", opts(ExchangeType::Headers)).unwrap();
+        let bind = |r: &mut Router, queue: &str, args: &[(&str, &str)]| {
+            let mut b = q("h", queue, "");
+            b.arguments = args
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect();
+            r.bind(b).unwrap();
+        };
+        bind(&mut r, "all", &[("format", "pdf"), ("type", "report")]);
+        bind(
+            &mut r,
+            "any",
+            &[("x-match", "any"), ("format", "pdf"), ("type", "log")],
+        );
+        bind(
+            &mut r,
+            "allx",
+            &[("x-match", "all-with-x"), ("x-tenant", "a")],
+        );
+        bind(
+            &mut r,
+            "anyx",
+            &[("x-match", "any-with-x"), ("x-tenant", "b")],
+        );
+        let go = |h: &[(&str, &str)]| -> Vec<String> {
+            let h: BTreeMap<String, String> =
+                h.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+            r.route("h", "", &h, |_| true)
+                .unwrap()
+                .queues
+                .into_iter()
+                .collect()
+        };
+        assert_eq!(go(&[("format", "pdf"), ("type", "report")]), ["all", "any"]);
+        assert_eq!(go(&[("type", "log")]), ["any"]);
+        assert_eq!(go(&[("x-tenant", "a")]), ["allx"]);
+        assert_eq!(go(&[("x-tenant", "b")]), ["anyx"]);
+        let mut bad = q("h", "q", "");
+        bad.arguments.insert("x-match".into(), "most".into());
+        assert!(matches!(
+            r.bind(bad),
+            Err(BrokerError::InvalidArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn exchange_to_exchange_loops_are_refused_and_never_duplicate() {
+        let mut r = Router::default();
+        for n in ["a", "b", "c"] {
+            r.declare(n, opts(ExchangeType::Fanout)).unwrap();
+        }
+        r.bind(x("a", "b", "")).unwrap();
+        r.bind(x("b", "c", "")).unwrap();
+        r.bind(x("a", "c", "")).unwrap(); // a diamond, not a loop
+        r.bind(q("c", "q", "")).unwrap();
+        assert!(matches!(
+            r.bind(x("c", "a", "")),
+            Err(BrokerError::BindingLoop { .. })
+        ));
+        assert!(matches!(
+            r.bind(x("a", "a", "")),
+            Err(BrokerError::BindingLoop { .. })
+        ));
+        assert_eq!(route(&r, "a", ""), ["q"], "reached twice, delivered once");
+    }
+
+    #[test]
+    fn alternate_exchange_takes_what_routes_nowhere() {
+        let mut r = Router::default();
+        r.declare("ae", opts(ExchangeType::Fanout)).unwrap();
+        r.declare(
+            "main",
+            ExchangeOptions {
+                alternate_exchange: Some("ae".into()),
+                ..opts(ExchangeType::Direct)
+            },
+        )
+        .unwrap();
+        r.bind(q("main", "orders", "order")).unwrap();
+        r.bind(q("ae", "unrouted", "")).unwrap();
+        let routed = r
+            .route("main", "order", &BTreeMap::new(), |_| true)
+            .unwrap();
+        assert_eq!((routed.queues.len(), routed.via_alternate), (1, false));
+        let routed = r
+            .route("main", "other", &BTreeMap::new(), |_| true)
+            .unwrap();
+        assert_eq!(routed.queues.into_iter().collect::<Vec<_>>(), ["unrouted"]);
+        assert!(routed.via_alternate);
+    }
+
+    #[test]
+    fn deleting_destinations_unbinds_and_auto_delete_follows() {
+        let mut r = Router::default();
+        r.declare(
+            "tmp",
+            ExchangeOptions {
+                auto_delete: true,
+                ..opts(ExchangeType::Fanout)
+            },
+        )
+        .unwrap();
+        r.bind(q("tmp", "q1", "")).unwrap();
+        r.bind(q("tmp", "q2", "")).unwrap();
+        assert!(matches!(
+            r.delete("tmp", true),
+            Err(BrokerError::PreconditionFailed { .. })
+        ));
+        assert!(
+            r.remove_destination(DestinationType::Queue, "q1")
+                .is_empty()
+        );
+        assert_eq!(route(&r, "tmp", ""), ["q2"]);
+        assert_eq!(r.remove_destination(DestinationType::Queue, "q2"), ["tmp"]);
+        assert!(r.options("tmp").is_none());
+    }
+}
