@@ -32,6 +32,7 @@ use crate::queue::actor::{Actor, Command, Outgoing, now_ms};
 use crate::queue::record::MessageMeta;
 use crate::queue::replay::replay;
 use crate::queue::state::QueueState;
+use crate::routing::{DestinationType, Router};
 
 /// Limits on what clients may ask for. Each is enforced with a clear error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,19 +89,22 @@ impl BrokerConfig {
 }
 
 #[derive(Clone)]
-struct QueueRef {
+pub(crate) struct QueueRef {
     commands: mpsc::Sender<Command>,
     options: QueueOptions,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 pub(crate) struct Inner {
-    config: BrokerConfig,
+    pub(crate) config: BrokerConfig,
     queues: RwLock<HashMap<String, QueueRef>>,
+    /// Exchanges and bindings. A std lock: held only for in-memory lookups and
+    /// changes, never across an `.await`.
+    pub(crate) router: RwLock<Router>,
     /// Serialises declarations and deletions (they touch the file system). Never
     /// held while a queue stops: a stopping queue may still need to declare its
     /// dead-letter queue.
-    admin: Mutex<()>,
+    pub(crate) admin: Mutex<()>,
     /// Queues being deleted: gone from `queues`, files not yet removed.
     deleting: std::sync::Mutex<HashSet<String>>,
     /// Set once shutdown starts: new requests get `unavailable`, nothing is
@@ -112,7 +116,7 @@ pub(crate) struct Inner {
 /// A running broker. Cheap to clone; every clone is the same broker.
 #[derive(Clone)]
 pub struct Broker {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What starting the broker found.
@@ -120,6 +124,8 @@ pub struct Broker {
 pub struct StartReport {
     /// Queues recovered.
     pub queues: usize,
+    /// Durable exchanges recovered.
+    pub exchanges: usize,
     /// Messages held across them (ready, delayed, leased before the stop).
     pub messages: u64,
     /// How long recovery took.
@@ -127,7 +133,7 @@ pub struct StartReport {
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as map_err(|e| io_error(.., e))
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> BrokerError {
+pub(crate) fn io_error(what: &str, path: &Path, e: std::io::Error) -> BrokerError {
     BrokerError::internal(format!("{what} {}: {e}", path.display()))
 }
 
@@ -135,7 +141,7 @@ fn lease_seed() -> u64 {
     RandomState::new().hash_one(now_ms()) >> 2
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -175,6 +181,7 @@ impl Broker {
         let inner = Arc::new(Inner {
             config,
             queues: RwLock::new(HashMap::new()),
+            router: RwLock::new(Router::default()),
             admin: Mutex::new(()),
             deleting: std::sync::Mutex::new(HashSet::new()),
             closing: AtomicBool::new(false),
@@ -208,6 +215,7 @@ impl Broker {
             report.queues += 1;
             report.messages += held;
         }
+        report.exchanges = broker.load_routing()?;
         report.elapsed = started.elapsed();
         Ok((broker, report))
     }
@@ -281,7 +289,15 @@ impl Broker {
         Ok(held)
     }
 
-    fn get(&self, name: &str) -> Result<QueueRef> {
+    pub(crate) fn queue_exists(&self, name: &str) -> bool {
+        self.inner
+            .queues
+            .read()
+            .expect("invariant: lock not poisoned")
+            .contains_key(name)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Result<QueueRef> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(closing());
         }
@@ -302,7 +318,11 @@ impl Broker {
         self.declare_locked(name, options).await
     }
 
-    async fn declare_locked(&self, name: &str, options: QueueOptions) -> Result<Declared> {
+    pub(crate) async fn declare_locked(
+        &self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<Declared> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(closing());
         }
@@ -384,6 +404,12 @@ impl Broker {
                 .lock()
                 .expect("invariant: lock not poisoned")
                 .insert(name.to_owned());
+            self.inner
+                .router
+                .write()
+                .expect("invariant: lock not poisoned")
+                .remove_destination(DestinationType::Queue, name);
+            self.save_routing()?;
             queue
         };
         // Outside the admin lock: the queue's in-flight dead letters may declare its
@@ -764,7 +790,7 @@ fn check_receipts(receipts: &[String]) -> Result<()> {
 }
 
 /// A process-unique message id: 32 hex digits of time, a counter and randomness.
-fn generate_id(now: i64) -> String {
+pub(crate) fn generate_id(now: i64) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

@@ -25,6 +25,7 @@
 pub mod api;
 mod broker;
 pub mod error;
+mod exchanges;
 mod queue;
 pub mod routing;
 
@@ -34,4 +35,8 @@ pub use api::{
 };
 pub use broker::{Broker, BrokerConfig, Limits, StartReport};
 pub use error::{BrokerError, Kind, Result};
+pub use exchanges::{
+    ExchangeInfo, PublishMessage, PublishOutcome, SubscriptionInfo, subscription_queue,
+};
+pub use routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
 pub use weir_log::FsyncPolicy;

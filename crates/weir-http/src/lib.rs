@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod listener;
 mod routes;
+mod routing_routes;
 
 #[cfg(test)]
 mod openapi_tests;

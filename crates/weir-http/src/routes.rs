@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -19,8 +19,9 @@ use weir_broker::{
 
 use crate::error::{ApiError, status_of};
 use crate::extract::{JsonBody, QueryParams};
+use crate::routing_routes as x;
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 pub(crate) fn router(broker: Broker, max_body: usize) -> Router {
     Router::new()
@@ -42,6 +43,27 @@ pub(crate) fn router(broker: Broker, max_body: usize) -> Router {
         .route("/api/queues/{name}/extend", post(extend))
         .route("/api/queues/{name}/dead-letters", get(peek_dead_letters))
         .route("/api/queues/{name}/dead-letters/redrive", post(redrive))
+        .route("/api/exchanges", get(x::list_exchanges))
+        .route(
+            "/api/exchanges/{name}",
+            get(x::show_exchange)
+                .put(x::declare_exchange)
+                .delete(x::delete_exchange),
+        )
+        .route("/api/exchanges/{name}/publish", post(x::publish))
+        .route(
+            "/api/bindings",
+            get(x::list_bindings).post(x::bind).delete(x::unbind),
+        )
+        .route("/api/topics/{topic}/publish", post(x::publish_topic))
+        .route(
+            "/api/topics/{topic}/subscriptions",
+            get(x::list_subscriptions),
+        )
+        .route(
+            "/api/topics/{topic}/subscriptions/{name}",
+            put(x::subscribe).delete(x::unsubscribe),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -79,7 +101,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 #[allow(clippy::unnecessary_wraps)] // handlers end with `ok(..)` or `?`
-fn ok(status: StatusCode, body: Value) -> ApiResult {
+pub(crate) fn ok(status: StatusCode, body: Value) -> ApiResult {
     Ok((status, Json(body)).into_response())
 }
 
@@ -120,16 +142,16 @@ async fn purge(State(broker): State<Broker>, Path(name): Path<String>) -> ApiRes
 /// One message as sent over HTTP.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MessageIn {
-    body: Option<String>,
-    body_base64: Option<String>,
+pub(crate) struct MessageIn {
+    pub(crate) body: Option<String>,
+    pub(crate) body_base64: Option<String>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
-    id: Option<String>,
-    priority: Option<u8>,
-    delay_ms: Option<u64>,
-    group: Option<String>,
-    ttl_ms: Option<u64>,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) id: Option<String>,
+    pub(crate) priority: Option<u8>,
+    pub(crate) delay_ms: Option<u64>,
+    pub(crate) group: Option<String>,
+    pub(crate) ttl_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -138,7 +160,7 @@ struct Batch {
     messages: Vec<MessageIn>,
 }
 
-fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError> {
+pub(crate) fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError> {
     let body = match (m.body, m.body_base64) {
         (Some(text), None) => Bytes::from(text),
         (None, Some(b64)) => Bytes::from(BASE64.decode(b64.as_bytes()).map_err(|e| {
@@ -171,7 +193,7 @@ fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError> {
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
     serde_json::from_value(v)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
 }

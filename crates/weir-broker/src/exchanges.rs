@@ -1,0 +1,445 @@
+//! The broker's routing API: exchanges, bindings, publishing through them, and
+//! topic subscriptions (a durable queue per subscriber, bound to a topic exchange).
+//!
+//! Exchanges and bindings live in a [`Router`] in memory and in
+//! `<data_dir>/meta/routing.json` on disk (rewritten through a `.tmp` file on every
+//! change, under the declaration lock; they change rarely and are small).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Declared, QueueOptions, SendMessage, validate_name};
+use crate::broker::{Broker, generate_id, io_error, write_durably};
+use crate::error::{BrokerError, Kind, Result};
+use crate::queue::actor::now_ms;
+use crate::routing::{
+    Binding, DestinationType, ExchangeOptions, ExchangeType, Router, validate_exchange_name,
+};
+
+/// What `meta/routing.json` holds.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingFile {
+    exchanges: Vec<NamedExchange>,
+    bindings: Vec<Binding>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedExchange {
+    name: String,
+    #[serde(flatten)]
+    options: ExchangeOptions,
+}
+
+/// An exchange as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeInfo {
+    /// Its name.
+    pub name: String,
+    /// Its settings.
+    #[serde(flatten)]
+    pub options: ExchangeOptions,
+    /// How many bindings have it as their source.
+    pub bindings: usize,
+}
+
+/// One message to publish through an exchange.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishMessage {
+    /// The routing key.
+    pub routing_key: String,
+    /// Report when it reaches no queue.
+    pub mandatory: bool,
+    /// The message.
+    pub message: SendMessage,
+}
+
+/// Where one published message went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishOutcome {
+    /// Its id (the same in every queue).
+    pub id: String,
+    /// The queues it was enqueued in (durably).
+    pub queues: Vec<String>,
+    /// Queues that already had it (de-duplication).
+    pub duplicate_in: Vec<String>,
+    /// It reached no queue (it is dropped; with `mandatory` this is the report).
+    pub unroutable: bool,
+}
+
+/// A topic subscription.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    /// The topic (a topic exchange).
+    pub topic: String,
+    /// The subscriber's name.
+    pub name: String,
+    /// Its queue: receive, ack and nack there.
+    pub queue: String,
+    /// The routing-key pattern it is bound with.
+    pub pattern: String,
+}
+
+/// The queue that holds a subscription's messages.
+pub fn subscription_queue(topic: &str, name: &str) -> String {
+    format!("sub:{topic}:{name}")
+}
+
+fn routing_path(broker: &Broker) -> std::path::PathBuf {
+    broker
+        .inner
+        .config
+        .data_dir
+        .join("meta")
+        .join("routing.json")
+}
+
+impl Broker {
+    fn router(&self) -> std::sync::RwLockReadGuard<'_, Router> {
+        self.inner
+            .router
+            .read()
+            .expect("invariant: lock not poisoned")
+    }
+
+    fn router_mut(&self) -> std::sync::RwLockWriteGuard<'_, Router> {
+        self.inner
+            .router
+            .write()
+            .expect("invariant: lock not poisoned")
+    }
+
+    /// Reads `meta/routing.json` at start; returns how many exchanges it held.
+    pub(crate) fn load_routing(&self) -> Result<usize> {
+        let path = routing_path(self);
+        let file: RoutingFile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                BrokerError::internal(format!("{} does not parse: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RoutingFile::default(),
+            Err(e) => return Err(io_error("read", &path, e)),
+        };
+        let count = file.exchanges.len();
+        let mut router = self.router_mut();
+        for e in file.exchanges {
+            router.declare(&e.name, e.options)?;
+        }
+        for b in file.bindings {
+            if b.destination_type == DestinationType::Queue && !self.queue_exists(&b.destination) {
+                tracing::warn!(source = %b.source, queue = %b.destination, "dropping a binding to a queue that no longer exists");
+                continue;
+            }
+            if let Err(e) = router.bind(b) {
+                tracing::warn!(error = %e, "dropping a stored binding that no longer applies");
+            }
+        }
+        Ok(count)
+    }
+
+    /// Writes the durable exchanges and bindings. Call with the declaration lock.
+    pub(crate) fn save_routing(&self) -> Result<()> {
+        let (exchanges, bindings) = self.router().durable();
+        let file = RoutingFile {
+            exchanges: exchanges
+                .into_iter()
+                .map(|(name, options)| NamedExchange { name, options })
+                .collect(),
+            bindings,
+        };
+        let path = routing_path(self);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        }
+        let json =
+            serde_json::to_vec_pretty(&file).map_err(|e| BrokerError::internal(e.to_string()))?;
+        write_durably(&path, &json).map_err(|e| io_error("write", &path, e))
+    }
+
+    /// Declares an exchange: creates it, or confirms an identical one exists.
+    pub async fn declare_exchange(&self, name: &str, options: ExchangeOptions) -> Result<Declared> {
+        let _admin = self.inner.admin.lock().await;
+        if let Some(ae) = &options.alternate_exchange {
+            validate_exchange_name(ae)?;
+        }
+        let created = self.router_mut().declare(name, options.clone())?;
+        if created && options.durable {
+            if let Err(e) = self.save_routing() {
+                let _ = self.router_mut().delete(name, false);
+                return Err(e);
+            }
+        }
+        Ok(if created {
+            Declared::Created
+        } else {
+            Declared::Existed
+        })
+    }
+
+    /// Deletes an exchange and its bindings; with `if_unused`, only if it is the
+    /// source of none.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        let _admin = self.inner.admin.lock().await;
+        self.router_mut().delete(name, if_unused)?;
+        self.save_routing()
+    }
+
+    /// Every exchange, by name.
+    pub fn exchanges(&self) -> Vec<ExchangeInfo> {
+        self.router()
+            .exchanges()
+            .into_iter()
+            .map(|(name, options, bindings)| ExchangeInfo {
+                name,
+                options,
+                bindings,
+            })
+            .collect()
+    }
+
+    /// One exchange.
+    pub fn exchange(&self, name: &str) -> Result<ExchangeInfo> {
+        validate_exchange_name(name)?;
+        self.exchanges()
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| BrokerError::NotFound {
+                kind: Kind::Exchange,
+                name: name.to_owned(),
+            })
+    }
+
+    /// Adds a binding; `Created`, or `Existed` if the same binding was there.
+    pub async fn bind(&self, binding: Binding) -> Result<Declared> {
+        let _admin = self.inner.admin.lock().await;
+        if binding.destination_type == DestinationType::Queue {
+            validate_name(&binding.destination)?;
+            if !self.queue_exists(&binding.destination) {
+                return Err(BrokerError::NotFound {
+                    kind: Kind::Queue,
+                    name: binding.destination.clone(),
+                });
+            }
+        }
+        let created = self.router_mut().bind(binding.clone())?;
+        if created {
+            if let Err(e) = self.save_routing() {
+                let _ = self.router_mut().unbind(&binding);
+                return Err(e);
+            }
+        }
+        Ok(if created {
+            Declared::Created
+        } else {
+            Declared::Existed
+        })
+    }
+
+    /// Removes a binding (and an auto-delete source exchange left without any).
+    pub async fn unbind(&self, binding: &Binding) -> Result<()> {
+        let _admin = self.inner.admin.lock().await;
+        self.router_mut().unbind(binding)?;
+        self.save_routing()
+    }
+
+    /// Bindings, optionally only from `source` and/or to `destination`.
+    pub fn bindings(&self, source: Option<&str>, destination: Option<&str>) -> Vec<Binding> {
+        self.router().bindings(source, destination)
+    }
+
+    /// Publishes messages through `exchange` (`""`: the default exchange, which
+    /// routes to the queue named by the key). Each message is enqueued, durably,
+    /// in every queue it routes to before this answers.
+    ///
+    /// # Errors
+    /// Unknown exchange; a queue refusing (full with `reject-publish`, storage): the
+    /// first such error, after the other queues took their copies.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        messages: Vec<PublishMessage>,
+    ) -> Result<Vec<PublishOutcome>> {
+        if messages.is_empty() {
+            return Err(BrokerError::invalid(
+                "messages",
+                "a publish needs at least one message",
+            ));
+        }
+        let now = now_ms();
+        let mut per_queue: BTreeMap<String, Vec<(usize, SendMessage)>> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(messages.len());
+        {
+            let router = self.router();
+            for (i, mut m) in messages.into_iter().enumerate() {
+                crate::routing::topic::validate_pattern(&m.routing_key)?;
+                let id = m.message.id.get_or_insert_with(|| generate_id(now)).clone();
+                let routed = router.route(exchange, &m.routing_key, &m.message.headers, |q| {
+                    self.queue_exists(q)
+                })?;
+                for queue in &routed.queues {
+                    per_queue
+                        .entry(queue.clone())
+                        .or_default()
+                        .push((i, m.message.clone()));
+                }
+                outcomes.push(PublishOutcome {
+                    id,
+                    queues: Vec::new(),
+                    duplicate_in: Vec::new(),
+                    unroutable: routed.queues.is_empty(),
+                });
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (queue, items) in per_queue {
+            let broker = self.clone();
+            tasks.spawn(async move {
+                let (positions, batch): (Vec<usize>, Vec<SendMessage>) = items.into_iter().unzip();
+                let result = broker.send(&queue, batch).await;
+                (queue, positions, result)
+            });
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let (queue, positions, result) =
+                joined.map_err(|e| BrokerError::internal(format!("a publish task failed: {e}")))?;
+            match result {
+                Ok(sent) => {
+                    for (pos, outcome) in positions.into_iter().zip(sent) {
+                        let target = &mut outcomes[pos];
+                        if outcome.duplicate {
+                            target.duplicate_in.push(queue.clone());
+                        } else {
+                            target.queues.push(queue.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for o in &mut outcomes {
+            o.queues.sort();
+            o.duplicate_in.sort();
+        }
+        Ok(outcomes)
+    }
+
+    /// Subscribes `name` to `topic`: declares the topic exchange (type topic) if
+    /// needed, a durable queue for the subscriber with `options`, and binds it with
+    /// `pattern`. Idempotent for the same arguments.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        name: &str,
+        pattern: &str,
+        options: QueueOptions,
+    ) -> Result<(Declared, SubscriptionInfo)> {
+        validate_exchange_name(topic)?;
+        validate_name(name).map_err(|e| match e {
+            BrokerError::InvalidName { name, reason, .. } => BrokerError::InvalidName {
+                kind: Kind::Subscription,
+                name,
+                reason,
+            },
+            other => other,
+        })?;
+        crate::routing::topic::validate_pattern(pattern)?;
+        let queue = subscription_queue(topic, name);
+        validate_name(&queue)?;
+        match self.router().options(topic) {
+            Some(o) if o.kind != ExchangeType::Topic => {
+                return Err(BrokerError::PreconditionFailed {
+                    reason: format!("exchange '{topic}' exists and is not a topic exchange"),
+                });
+            }
+            _ => {}
+        }
+        let topic_options = ExchangeOptions {
+            kind: ExchangeType::Topic,
+            durable: true,
+            auto_delete: false,
+            alternate_exchange: None,
+        };
+        if self.router().options(topic).is_none() {
+            self.declare_exchange(topic, topic_options).await?;
+        }
+        let declared = self.declare(&queue, options).await?;
+        let binding = Binding {
+            source: topic.to_owned(),
+            destination: queue.clone(),
+            destination_type: DestinationType::Queue,
+            routing_key: pattern.to_owned(),
+            arguments: BTreeMap::new(),
+        };
+        // A subscription has one pattern: a new one replaces the old.
+        let old: Vec<Binding> = self
+            .bindings(Some(topic), Some(&queue))
+            .into_iter()
+            .filter(|b| b.routing_key != pattern)
+            .collect();
+        let bound = self.bind(binding).await?;
+        for b in old {
+            let _ = self.unbind(&b).await;
+        }
+        let created = declared == Declared::Created || bound == Declared::Created;
+        Ok((
+            if created {
+                Declared::Created
+            } else {
+                Declared::Existed
+            },
+            SubscriptionInfo {
+                topic: topic.to_owned(),
+                name: name.to_owned(),
+                queue,
+                pattern: pattern.to_owned(),
+            },
+        ))
+    }
+
+    /// Removes a subscription: its binding and its queue (with what it holds).
+    pub async fn unsubscribe(&self, topic: &str, name: &str) -> Result<()> {
+        let queue = subscription_queue(topic, name);
+        if !self.queue_exists(&queue) {
+            return Err(BrokerError::NotFound {
+                kind: Kind::Subscription,
+                name: format!("{topic}/{name}"),
+            });
+        }
+        // Deleting the queue removes its bindings.
+        self.delete(&queue).await
+    }
+
+    /// The subscriptions of `topic`.
+    pub fn subscriptions(&self, topic: &str) -> Result<Vec<SubscriptionInfo>> {
+        validate_exchange_name(topic)?;
+        if self.router().options(topic).is_none() {
+            return Err(BrokerError::NotFound {
+                kind: Kind::Exchange,
+                name: topic.to_owned(),
+            });
+        }
+        let prefix = subscription_queue(topic, "");
+        let mut seen = BTreeSet::new();
+        Ok(self
+            .bindings(Some(topic), None)
+            .into_iter()
+            .filter(|b| b.destination_type == DestinationType::Queue)
+            .filter_map(|b| {
+                let name = b.destination.strip_prefix(&prefix)?.to_owned();
+                seen.insert(name.clone()).then(|| SubscriptionInfo {
+                    topic: topic.to_owned(),
+                    name,
+                    queue: b.destination.clone(),
+                    pattern: b.routing_key,
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,260 @@
+//! Handlers for exchanges, bindings, publishing and topic subscriptions.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weir_broker::{Binding, Broker, Declared, ExchangeOptions, PublishMessage, QueueOptions};
+
+use crate::extract::{JsonBody, QueryParams};
+use crate::routes::{ApiResult, MessageIn, message_in, ok, parse};
+
+/// The default exchange in paths (its real name, `""`, cannot be a path segment),
+/// as in RabbitMQ's management API.
+const DEFAULT_EXCHANGE: &str = "amq.default";
+
+fn exchange_name(name: &str) -> &str {
+    if name == DEFAULT_EXCHANGE { "" } else { name }
+}
+
+fn created(d: Declared) -> StatusCode {
+    match d {
+        Declared::Created => StatusCode::CREATED,
+        Declared::Existed => StatusCode::OK,
+    }
+}
+
+pub(crate) async fn list_exchanges(State(broker): State<Broker>) -> ApiResult {
+    ok(StatusCode::OK, json!({"exchanges": broker.exchanges()}))
+}
+
+pub(crate) async fn show_exchange(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        json!(broker.exchange(exchange_name(&name))?),
+    )
+}
+
+pub(crate) async fn declare_exchange(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(options): JsonBody<ExchangeOptions>,
+) -> ApiResult {
+    let declared = broker
+        .declare_exchange(exchange_name(&name), options)
+        .await?;
+    ok(created(declared), json!(broker.exchange(&name)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeleteQuery {
+    if_unused: Option<bool>,
+}
+
+pub(crate) async fn delete_exchange(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<DeleteQuery>,
+) -> ApiResult {
+    broker
+        .delete_exchange(exchange_name(&name), q.if_unused.unwrap_or(false))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BindingsQuery {
+    source: Option<String>,
+    destination: Option<String>,
+}
+
+pub(crate) async fn list_bindings(
+    State(broker): State<Broker>,
+    QueryParams(q): QueryParams<BindingsQuery>,
+) -> ApiResult {
+    let bindings = broker.bindings(q.source.as_deref(), q.destination.as_deref());
+    ok(StatusCode::OK, json!({"bindings": bindings}))
+}
+
+pub(crate) async fn bind(
+    State(broker): State<Broker>,
+    JsonBody(binding): JsonBody<Binding>,
+) -> ApiResult {
+    let declared = broker.bind(binding.clone()).await?;
+    ok(created(declared), json!(binding))
+}
+
+pub(crate) async fn unbind(
+    State(broker): State<Broker>,
+    JsonBody(binding): JsonBody<Binding>,
+) -> ApiResult {
+    broker.unbind(&binding).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// One message to publish: a message plus its routing key and `mandatory`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishIn {
+    #[serde(default)]
+    routing_key: String,
+    #[serde(default)]
+    mandatory: bool,
+    body: Option<String>,
+    body_base64: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    id: Option<String>,
+    priority: Option<u8>,
+    delay_ms: Option<u64>,
+    group: Option<String>,
+    ttl_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBatch {
+    messages: Vec<PublishIn>,
+}
+
+async fn publish_to(broker: &Broker, exchange: &str, value: Value) -> ApiResult {
+    let is_batch = value
+        .as_object()
+        .is_some_and(|o| o.contains_key("messages"));
+    let items: Vec<PublishIn> = if is_batch {
+        parse::<PublishBatch>(value)?.messages
+    } else {
+        vec![parse(value)?]
+    };
+    let limit = broker.limits().max_batch_messages;
+    if items.len() as u64 > limit {
+        return Err(weir_broker::BrokerError::LimitExceeded {
+            what: "messages per send",
+            limit,
+        }
+        .into());
+    }
+    let mut messages = Vec::with_capacity(items.len());
+    let mut mandatory = Vec::with_capacity(items.len());
+    for (i, p) in items.into_iter().enumerate() {
+        mandatory.push(p.mandatory);
+        let message = message_in(
+            i,
+            MessageIn {
+                body: p.body,
+                body_base64: p.body_base64,
+                headers: p.headers,
+                id: p.id,
+                priority: p.priority,
+                delay_ms: p.delay_ms,
+                group: p.group,
+                ttl_ms: p.ttl_ms,
+            },
+        )?;
+        messages.push(PublishMessage {
+            routing_key: p.routing_key,
+            mandatory: p.mandatory,
+            message,
+        });
+    }
+    let outcomes = broker.publish(exchange, messages).await?;
+    let routed: usize = outcomes.iter().map(|o| o.queues.len()).sum();
+    let unroutable = outcomes.iter().filter(|o| o.unroutable).count();
+    let returned = outcomes
+        .iter()
+        .zip(&mandatory)
+        .filter(|(o, m)| o.unroutable && **m)
+        .count();
+    let messages: Vec<Value> = outcomes
+        .into_iter()
+        .map(|o| {
+            json!({
+                "id": o.id,
+                "routed": o.queues.len(),
+                "queues": o.queues,
+                "duplicate_in": o.duplicate_in,
+                "unroutable": o.unroutable,
+            })
+        })
+        .collect();
+    ok(
+        StatusCode::CREATED,
+        json!({
+            "messages": messages,
+            "routed": routed,
+            "unroutable": unroutable,
+            "returned": returned,
+        }),
+    )
+}
+
+pub(crate) async fn publish(
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(value): JsonBody<Value>,
+) -> ApiResult {
+    publish_to(&broker, exchange_name(&name), value).await
+}
+
+pub(crate) async fn publish_topic(
+    State(broker): State<Broker>,
+    Path(topic): Path<String>,
+    JsonBody(value): JsonBody<Value>,
+) -> ApiResult {
+    publish_to(&broker, &topic, value).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubscribeBody {
+    /// Routing-key pattern; `#` (everything) by default.
+    pattern: Option<String>,
+    /// Options of the subscriber's queue.
+    #[serde(default)]
+    queue: Option<QueueOptions>,
+}
+
+pub(crate) async fn subscribe(
+    State(broker): State<Broker>,
+    Path((topic, name)): Path<(String, String)>,
+    JsonBody(body): JsonBody<SubscribeBody>,
+) -> ApiResult {
+    let pattern = body.pattern.unwrap_or_else(|| "#".to_owned());
+    let (declared, info) = broker
+        .subscribe(&topic, &name, &pattern, body.queue.unwrap_or_default())
+        .await?;
+    ok(created(declared), json!(info))
+}
+
+pub(crate) async fn unsubscribe(
+    State(broker): State<Broker>,
+    Path((topic, name)): Path<(String, String)>,
+) -> ApiResult {
+    broker.unsubscribe(&topic, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn list_subscriptions(
+    State(broker): State<Broker>,
+    Path(topic): Path<String>,
+) -> ApiResult {
+    let subs = broker.subscriptions(&topic)?;
+    let mut out = Vec::with_capacity(subs.len());
+    for s in subs {
+        let stats = broker.info(&s.queue).await.ok().map(|i| i.stats);
+        let mut v = json!(s);
+        if let (Some(map), Some(stats)) = (v.as_object_mut(), stats) {
+            map.insert("stats".into(), json!(stats));
+        }
+        out.push(v);
+    }
+    ok(StatusCode::OK, json!({"subscriptions": out}))
+}
