@@ -8,6 +8,7 @@ mod cli;
 mod durability;
 mod edge_cases;
 mod http_api;
+mod routing;
 mod worker;
 
 use std::time::Duration;
