@@ -334,6 +334,9 @@ pub struct QueueStats {
     pub dropped_total: u64,
     /// Messages removed by purge, ever.
     pub purged_total: u64,
+    /// Bytes of the queue's log on disk (messages, headers, delivery state; settled
+    /// messages until their segment is reclaimed).
+    pub disk_bytes: u64,
 }
 
 /// A queue with its settings and stats.

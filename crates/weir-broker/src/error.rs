@@ -69,9 +69,8 @@ pub enum BrokerError {
         /// The binding's destination exchange.
         destination: String,
     },
-    /// An operation the default exchange does not allow (binding to it, deleting
-    /// it, declaring it).
-    #[error("the default exchange: {reason}")]
+    /// An operation on a built-in or reserved name (the default exchange, `amq.*`).
+    #[error("access refused: {reason}")]
     AccessRefused {
         /// Why.
         reason: String,

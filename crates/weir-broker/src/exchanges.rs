@@ -164,11 +164,12 @@ impl Broker {
             validate_exchange_name(ae)?;
         }
         let created = self.router_mut().declare(name, options.clone())?;
-        if created && options.durable {
-            if let Err(e) = self.save_routing() {
-                let _ = self.router_mut().delete(name, false);
-                return Err(e);
-            }
+        if created
+            && options.durable
+            && let Err(e) = self.save_routing()
+        {
+            let _ = self.router_mut().delete(name, false);
+            return Err(e);
         }
         Ok(if created {
             Declared::Created
@@ -212,28 +213,57 @@ impl Broker {
 
     /// Adds a binding; `Created`, or `Existed` if the same binding was there.
     pub async fn bind(&self, binding: Binding) -> Result<Declared> {
+        let mut declared = self.bind_many(vec![binding]).await?;
+        Ok(declared.pop().expect("invariant: one answer per binding"))
+    }
+
+    /// Adds bindings, all or none, with one write of the routing file (so tens of
+    /// thousands of bindings cost one write, not one each).
+    pub async fn bind_many(&self, bindings: Vec<Binding>) -> Result<Vec<Declared>> {
         let _admin = self.inner.admin.lock().await;
-        if binding.destination_type == DestinationType::Queue {
-            validate_name(&binding.destination)?;
-            if !self.queue_exists(&binding.destination) {
-                return Err(BrokerError::NotFound {
-                    kind: Kind::Queue,
-                    name: binding.destination.clone(),
-                });
+        for binding in &bindings {
+            if binding.destination_type == DestinationType::Queue {
+                validate_name(&binding.destination)?;
+                if !self.queue_exists(&binding.destination) {
+                    return Err(BrokerError::NotFound {
+                        kind: Kind::Queue,
+                        name: binding.destination.clone(),
+                    });
+                }
             }
         }
-        let created = self.router_mut().bind(binding.clone())?;
-        if created {
-            if let Err(e) = self.save_routing() {
-                let _ = self.router_mut().unbind(&binding);
-                return Err(e);
+        let mut added = Vec::new();
+        let mut answers = Vec::with_capacity(bindings.len());
+        let mut failure = None;
+        {
+            let mut router = self.router_mut();
+            for binding in bindings {
+                match router.bind(binding.clone()) {
+                    Ok(true) => {
+                        added.push(binding);
+                        answers.push(Declared::Created);
+                    }
+                    Ok(false) => answers.push(Declared::Existed),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
             }
         }
-        Ok(if created {
-            Declared::Created
-        } else {
-            Declared::Existed
-        })
+        let result = match failure {
+            Some(e) => Err(e),
+            None if added.is_empty() => return Ok(answers),
+            None => self.save_routing(),
+        };
+        if let Err(e) = result {
+            let mut router = self.router_mut();
+            for b in &added {
+                let _ = router.unbind(b);
+            }
+            return Err(e);
+        }
+        Ok(answers)
     }
 
     /// Removes a binding (and an auto-delete source exchange left without any).

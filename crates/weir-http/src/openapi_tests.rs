@@ -13,7 +13,7 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 14] = [
+const ROUTES: [(&str, &str); 26] = [
     ("get", "/healthz"),
     ("get", "/api/openapi.json"),
     ("get", "/api/queues"),
@@ -28,6 +28,18 @@ const ROUTES: [(&str, &str); 14] = [
     ("post", "/api/queues/{name}/extend"),
     ("get", "/api/queues/{name}/dead-letters"),
     ("post", "/api/queues/{name}/dead-letters/redrive"),
+    ("get", "/api/exchanges"),
+    ("get", "/api/exchanges/{name}"),
+    ("put", "/api/exchanges/{name}"),
+    ("delete", "/api/exchanges/{name}"),
+    ("post", "/api/exchanges/{name}/publish"),
+    ("get", "/api/bindings"),
+    ("post", "/api/bindings"),
+    ("delete", "/api/bindings"),
+    ("post", "/api/topics/{topic}/publish"),
+    ("get", "/api/topics/{topic}/subscriptions"),
+    ("put", "/api/topics/{topic}/subscriptions/{name}"),
+    ("delete", "/api/topics/{topic}/subscriptions/{name}"),
 ];
 
 /// axum's method routing functions that `OpenAPI` has an operation for.
@@ -36,7 +48,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The schemas the document promises.
-const SCHEMAS: [&str; 10] = [
+const SCHEMAS: [&str; 17] = [
     "QueueOptions",
     "QueueStats",
     "QueueInfo",
@@ -47,6 +59,13 @@ const SCHEMAS: [&str; 10] = [
     "DeadLetter",
     "ReceiptsRequest",
     "Error",
+    "ExchangeOptions",
+    "ExchangeInfo",
+    "Binding",
+    "PublishRequest",
+    "PublishResponse",
+    "SubscriptionRequest",
+    "SubscriptionInfo",
 ];
 
 type Routes = BTreeSet<(String, String)>;

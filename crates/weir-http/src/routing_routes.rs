@@ -13,7 +13,7 @@ use crate::extract::{JsonBody, QueryParams};
 use crate::routes::{ApiResult, MessageIn, message_in, ok, parse};
 
 /// The default exchange in paths (its real name, `""`, cannot be a path segment),
-/// as in RabbitMQ's management API.
+/// as in `RabbitMQ`'s management API.
 const DEFAULT_EXCHANGE: &str = "amq.default";
 
 fn exchange_name(name: &str) -> &str {
@@ -84,10 +84,35 @@ pub(crate) async fn list_bindings(
     ok(StatusCode::OK, json!({"bindings": bindings}))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindingBatch {
+    bindings: Vec<Binding>,
+}
+
+/// One binding, or `{"bindings": [...]}` added all or none.
 pub(crate) async fn bind(
     State(broker): State<Broker>,
-    JsonBody(binding): JsonBody<Binding>,
+    JsonBody(value): JsonBody<Value>,
 ) -> ApiResult {
+    if value
+        .as_object()
+        .is_some_and(|o| o.contains_key("bindings"))
+    {
+        let batch: BindingBatch = parse(value)?;
+        let answers = broker.bind_many(batch.bindings).await?;
+        let added = answers.iter().filter(|d| **d == Declared::Created).count();
+        let status = if added > 0 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return ok(
+            status,
+            json!({"created": added, "existed": answers.len() - added}),
+        );
+    }
+    let binding: Binding = parse(value)?;
     let declared = broker.bind(binding.clone()).await?;
     ok(created(declared), json!(binding))
 }

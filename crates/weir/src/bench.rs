@@ -40,6 +40,8 @@ const STAMP_LEN: usize = 16;
 pub enum BenchCommand {
     /// Load the HTTP API: producers send batches, consumers receive and ack them.
     Http(HttpArgs),
+    /// Publish through a fanout or topic exchange: the cost of fan-out and routing.
+    Publish(crate::bench_routing::PublishArgs),
 }
 
 /// Arguments of `weir bench http`.
@@ -80,6 +82,7 @@ pub struct HttpArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Http(args) => http(args).await,
+        BenchCommand::Publish(args) => crate::bench_routing::run(args).await,
     }
 }
 

@@ -490,7 +490,9 @@ impl Actor {
             Command::Stats { reply } => {
                 // Receivers that went away (client closed its connection) do not count.
                 self.waiters.retain(|w| !w.reply.is_closed());
-                let _ = reply.send(self.state.stats(self.waiters.len() as u64, now_ms()));
+                let mut stats = self.state.stats(self.waiters.len() as u64, now_ms());
+                stats.disk_bytes = self.log.stats().size_bytes;
+                let _ = reply.send(stats);
             }
             Command::Stop { .. } => unreachable!("handled by run"),
         }

@@ -1029,6 +1029,7 @@ impl QueueState {
             dead_lettered_total: t.dead_lettered,
             dropped_total: t.dropped,
             purged_total: t.purged,
+            disk_bytes: 0,
         }
     }
 

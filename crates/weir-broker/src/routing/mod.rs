@@ -185,8 +185,23 @@ impl Exchange {
         Ok(())
     }
 
+    /// Takes `b` (already removed from `bindings`) out of the index, unless another
+    /// binding still routes the same key to the same destination (they may differ
+    /// in arguments only).
     fn unindex(&mut self, b: &Binding) {
         let dest = (b.destination_type, b.destination.clone());
+        let same_route = |o: &Binding| {
+            o.destination_type == b.destination_type
+                && o.destination == b.destination
+                && o.routing_key == b.routing_key
+        };
+        if matches!(
+            self.options.kind,
+            ExchangeType::Direct | ExchangeType::Topic
+        ) && self.bindings.iter().any(same_route)
+        {
+            return;
+        }
         match self.options.kind {
             ExchangeType::Direct => {
                 if let Some(set) = self.direct.get_mut(&b.routing_key) {
@@ -210,14 +225,13 @@ impl Exchange {
                 }
             }
             ExchangeType::Headers => {
-                if let Ok(m) = HeaderMatch::parse(&b.arguments) {
-                    if let Some(pos) = self
+                if let Ok(m) = HeaderMatch::parse(&b.arguments)
+                    && let Some(pos) = self
                         .headers
                         .iter()
                         .position(|(hm, d)| *hm == m && *d == dest)
-                    {
-                        self.headers.remove(pos);
-                    }
+                {
+                    self.headers.remove(pos);
                 }
             }
         }
@@ -264,11 +278,14 @@ fn exchange_not_found(name: &str) -> BrokerError {
 /// Checks an exchange name: the queue-name alphabet; the empty name is the default
 /// exchange, which cannot be declared or deleted.
 pub fn validate_exchange_name(name: &str) -> Result<()> {
-    if name.is_empty() {
+    if name.is_empty() || name == "amq.default" {
         return Err(BrokerError::AccessRefused {
-            reason:
-                "the default exchange (\"\") is built in: it cannot be declared, deleted or bound"
-                    .into(),
+            reason: "the default exchange (\"\", amq.default in paths) is built in: it cannot be declared, deleted or bound".into(),
+        });
+    }
+    if name.starts_with("amq.") {
+        return Err(BrokerError::AccessRefused {
+            reason: format!("exchange names starting with amq. are reserved ('{name}')"),
         });
     }
     validate_name(name).map_err(|e| match e {
@@ -690,6 +707,40 @@ mod tests {
             Err(BrokerError::BindingLoop { .. })
         ));
         assert_eq!(route(&r, "a", ""), ["q"], "reached twice, delivered once");
+    }
+
+    #[test]
+    fn bindings_that_differ_only_in_arguments_unbind_one_at_a_time() {
+        let mut r = Router::default();
+        r.declare("d", opts(ExchangeType::Direct)).unwrap();
+        let plain = q("d", "q", "k");
+        let mut with_args = q("d", "q", "k");
+        with_args.arguments.insert("a".into(), "1".into());
+        r.bind(plain.clone()).unwrap();
+        r.bind(with_args.clone()).unwrap();
+        r.unbind(&plain).unwrap();
+        assert_eq!(route(&r, "d", "k"), ["q"], "the other binding still routes");
+        r.unbind(&with_args).unwrap();
+        assert!(route(&r, "d", "k").is_empty());
+    }
+
+    #[test]
+    fn the_default_exchange_and_amq_names_are_reserved() {
+        let mut r = Router::default();
+        for name in ["", "amq.default", "amq.topic"] {
+            assert!(
+                matches!(
+                    r.declare(name, opts(ExchangeType::Direct)),
+                    Err(BrokerError::AccessRefused { .. })
+                ),
+                "{name:?}"
+            );
+        }
+        r.declare("x", opts(ExchangeType::Direct)).unwrap();
+        assert!(matches!(
+            r.bind(x("amq.default", "x", "")),
+            Err(BrokerError::AccessRefused { .. })
+        ));
     }
 
     #[test]

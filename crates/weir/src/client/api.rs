@@ -245,6 +245,126 @@ pub struct Messages {
     pub messages: Vec<Delivery>,
 }
 
+/// An exchange as `GET /api/exchanges` lists it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ExchangeInfo {
+    /// Its name.
+    pub name: String,
+    /// `direct`, `topic`, `fanout` or `headers`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Kept across restarts.
+    #[serde(default)]
+    pub durable: bool,
+    /// Deleted when its last binding as a source goes.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Where messages that route nowhere go.
+    #[serde(default)]
+    pub alternate_exchange: Option<String>,
+    /// How many bindings have it as their source.
+    #[serde(default)]
+    pub bindings: u64,
+}
+
+/// `GET /api/exchanges`.
+#[derive(Debug, Deserialize)]
+pub struct ExchangeList {
+    /// Every exchange.
+    pub exchanges: Vec<ExchangeInfo>,
+}
+
+/// A binding as the broker reports it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BindingInfo {
+    /// The exchange it routes from.
+    pub source: String,
+    /// The queue or exchange it routes to.
+    pub destination: String,
+    /// `queue` or `exchange`.
+    #[serde(default)]
+    pub destination_type: String,
+    /// The key (direct) or pattern (topic).
+    #[serde(default)]
+    pub routing_key: String,
+    /// Header arguments (headers exchanges).
+    #[serde(default)]
+    pub arguments: BTreeMap<String, String>,
+}
+
+/// `GET /api/bindings`.
+#[derive(Debug, Deserialize)]
+pub struct BindingList {
+    /// The bindings that matched the filter.
+    pub bindings: Vec<BindingInfo>,
+}
+
+/// Where one published message went.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PublishOutcome {
+    /// Its id, as given or generated.
+    pub id: String,
+    /// The queues it was enqueued in.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Queues that already had it (de-duplication).
+    #[serde(default)]
+    pub duplicate_in: Vec<String>,
+    /// It reached no queue and was dropped.
+    #[serde(default)]
+    pub unroutable: bool,
+}
+
+/// `POST /api/exchanges/{name}/publish` and `POST /api/topics/{topic}/publish`.
+#[derive(Debug, Deserialize)]
+pub struct PublishReply {
+    /// One per message, in order.
+    pub messages: Vec<PublishOutcome>,
+    /// Copies enqueued, over all queues.
+    #[serde(default)]
+    pub routed: u64,
+    /// Messages that reached no queue.
+    #[serde(default)]
+    pub unroutable: u64,
+    /// Unroutable messages that were published with `mandatory`.
+    #[serde(default)]
+    pub returned: u64,
+}
+
+/// A topic subscription.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SubscriptionInfo {
+    /// The subscriber's name.
+    pub name: String,
+    /// Its queue: receive and ack there.
+    pub queue: String,
+    /// The routing-key pattern it is bound with.
+    pub pattern: String,
+    /// Its queue's counters (listings only).
+    #[serde(default)]
+    pub stats: Option<QueueStats>,
+}
+
+/// `GET /api/topics/{topic}/subscriptions`.
+#[derive(Debug, Deserialize)]
+pub struct SubscriptionList {
+    /// The subscriptions of the topic.
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// How the default exchange (`""`) is named in paths, as in `RabbitMQ`'s management
+/// API: an empty path segment would address another route.
+pub const DEFAULT_EXCHANGE: &str = "amq.default";
+
+/// The path segment of exchange `name`: the default exchange is `amq.default`.
+fn exchange_segment(name: &str) -> &str {
+    if name.is_empty() {
+        DEFAULT_EXCHANGE
+    } else {
+        name
+    }
+}
+
 /// The broker's HTTP API at one base URL.
 #[derive(Clone, Debug)]
 pub struct Api {
@@ -444,6 +564,90 @@ impl Api {
         };
         self.call(Method::POST, url, Some(&body), None).await
     }
+
+    /// `PUT /api/exchanges/{name}` with `options` (`type` and the fields to set).
+    pub async fn declare_exchange(&self, name: &str, options: &Value) -> Result<Reply, ApiError> {
+        let url = self.url(&["api", "exchanges", exchange_segment(name)]);
+        self.call(Method::PUT, url, Some(options), None).await
+    }
+
+    /// `GET /api/exchanges`.
+    pub async fn exchanges(&self) -> Result<Reply, ApiError> {
+        self.call(Method::GET, self.url(&["api", "exchanges"]), None, None)
+            .await
+    }
+
+    /// `GET /api/exchanges/{name}`.
+    pub async fn exchange(&self, name: &str) -> Result<Reply, ApiError> {
+        let url = self.url(&["api", "exchanges", exchange_segment(name)]);
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `DELETE /api/exchanges/{name}`, with `?if_unused=true` when asked.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<Reply, ApiError> {
+        let mut url = self.url(&["api", "exchanges", exchange_segment(name)]);
+        if if_unused {
+            url.query_pairs_mut().append_pair("if_unused", "true");
+        }
+        self.call(Method::DELETE, url, None, None).await
+    }
+
+    /// `POST /api/bindings` (`bind`) or `DELETE /api/bindings` (unbind) with
+    /// `binding`.
+    pub async fn binding(&self, bind: bool, binding: &Value) -> Result<Reply, ApiError> {
+        let method = if bind { Method::POST } else { Method::DELETE };
+        let url = self.url(&["api", "bindings"]);
+        self.call(method, url, Some(binding), None).await
+    }
+
+    /// `GET /api/bindings`, optionally only from `source` and/or to `destination`.
+    pub async fn bindings(
+        &self,
+        source: Option<&str>,
+        destination: Option<&str>,
+    ) -> Result<Reply, ApiError> {
+        let mut url = self.url(&["api", "bindings"]);
+        if source.is_some() || destination.is_some() {
+            let mut query = url.query_pairs_mut();
+            if let Some(source) = source {
+                query.append_pair("source", source);
+            }
+            if let Some(destination) = destination {
+                query.append_pair("destination", destination);
+            }
+        }
+        self.call(Method::GET, url, None, None).await
+    }
+
+    /// `POST /api/exchanges/{name}/publish` with one message or
+    /// `{"messages": [...]}`.
+    pub async fn publish(&self, exchange: &str, body: &Value) -> Result<Reply, ApiError> {
+        let url = self.url(&["api", "exchanges", exchange_segment(exchange), "publish"]);
+        self.call(Method::POST, url, Some(body), None).await
+    }
+
+    /// `PUT /api/topics/{topic}/subscriptions/{name}` with `{"pattern", "queue"}`.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Reply, ApiError> {
+        let url = self.url(&["api", "topics", topic, "subscriptions", name]);
+        self.call(Method::PUT, url, Some(body), None).await
+    }
+
+    /// `DELETE /api/topics/{topic}/subscriptions/{name}`.
+    pub async fn unsubscribe(&self, topic: &str, name: &str) -> Result<Reply, ApiError> {
+        let url = self.url(&["api", "topics", topic, "subscriptions", name]);
+        self.call(Method::DELETE, url, None, None).await
+    }
+
+    /// `GET /api/topics/{topic}/subscriptions`.
+    pub async fn subscriptions(&self, topic: &str) -> Result<Reply, ApiError> {
+        let url = self.url(&["api", "topics", topic, "subscriptions"]);
+        self.call(Method::GET, url, None, None).await
+    }
 }
 
 /// The error of a non-success answer: the broker's `{"error", "reason"}` when the
@@ -501,6 +705,17 @@ mod tests {
             api.url(&["healthz"]).as_str(),
             "http://127.0.0.1:8080/healthz"
         );
+    }
+
+    #[test]
+    fn the_default_exchange_is_amq_default_in_paths() {
+        let api = Api::new("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            api.url(&["api", "exchanges", exchange_segment(""), "publish"])
+                .as_str(),
+            "http://127.0.0.1:8080/api/exchanges/amq.default/publish"
+        );
+        assert_eq!(exchange_segment("logs"), "logs");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The client commands (`weir queue`, `send`, `recv`, `ack`, `nack`, `dlq`): thin
-//! HTTP clients of a running broker. Tables for people by default, the broker's own
-//! JSON with `--json`. A refusal prints the broker's `reason` and exits 1.
+//! The client commands (`weir queue`, `send`, `recv`, `ack`, `nack`, `dlq`, and the
+//! routing commands of [`routing`]: `exchange`, `bind`, `publish`, `subscribe`...):
+//! thin HTTP clients of a running broker. Tables for people by default, the broker's
+//! own JSON with `--json`. A refusal prints the broker's `reason` and exits 1.
 
 pub mod api;
+mod routing;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -12,7 +14,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use clap::ValueEnum;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, BufReader, Stdin};
 
 use self::api::{Api, DEFAULT_SERVER, Delivery, Messages, QueueInfo, QueueList, Settle};
 use self::table::{Align, age, body_cell, bytes, headers_cell, or_dash, table};
@@ -63,6 +65,24 @@ pub enum ClientCommand {
     /// Look at and redrive the messages dead-lettered from a queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Create, list, show and delete exchanges.
+    #[command(subcommand)]
+    Exchange(routing::ExchangeCommand),
+    /// Bind a queue (or, with --to-exchange, an exchange) to an exchange.
+    Bind(routing::BindArgs),
+    /// Remove a binding (the same arguments as `bind`).
+    Unbind(routing::BindArgs),
+    /// List bindings, optionally only from SOURCE and/or to DESTINATION.
+    Bindings(routing::BindingsArgs),
+    /// Publish one message, or one per line of stdin, through an exchange.
+    Publish(routing::PublishArgs),
+    /// Subscribe to a topic: a queue of your own that gets a copy of each matching
+    /// message.
+    Subscribe(routing::SubscribeArgs),
+    /// Remove a subscription and its queue.
+    Unsubscribe(routing::UnsubscribeArgs),
+    /// List the subscriptions of a topic.
+    Subscriptions(routing::SubscriptionsArgs),
 }
 
 /// `weir queue …`.
@@ -125,6 +145,16 @@ enum OverflowArg {
 pub struct CreateArgs {
     /// The queue.
     name: String,
+    #[command(flatten)]
+    options: QueueOptionArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// A queue's options as flags (`queue create`, `subscribe`). Options not given are
+/// left to the broker's defaults.
+#[derive(clap::Args, Debug)]
+pub struct QueueOptionArgs {
     /// How long a received message stays leased before it is delivered again.
     #[arg(long, value_name = "MS")]
     visibility_timeout_ms: Option<u64>,
@@ -161,8 +191,6 @@ pub struct CreateArgs {
     /// Ignore a send whose id was seen within this window.
     #[arg(long, value_name = "MS")]
     dedup_window_ms: Option<u64>,
-    #[command(flatten)]
-    common: Common,
 }
 
 /// `weir send`.
@@ -177,6 +205,15 @@ pub struct SendArgs {
     /// with a BODY argument.
     #[arg(long)]
     id: Option<String>,
+    #[command(flatten)]
+    message: MessageArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// The fields every message of one `send` or `publish` shares.
+#[derive(clap::Args, Debug)]
+pub struct MessageArgs {
     /// An application header, repeatable.
     #[arg(long = "header", value_name = "K=V", value_parser = parse_header)]
     headers: Vec<(String, String)>,
@@ -192,8 +229,6 @@ pub struct SendArgs {
     /// Time to live from now.
     #[arg(long, value_name = "MS")]
     ttl_ms: Option<u64>,
-    #[command(flatten)]
-    common: Common,
 }
 
 /// `weir recv`.
@@ -312,6 +347,14 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
             print_count(&args.common, &reply.body, "redriven", &template);
             Ok(ExitCode::SUCCESS)
         }
+        ClientCommand::Exchange(cmd) => routing::exchange(cmd).await,
+        ClientCommand::Bind(args) => routing::bind(args, true).await,
+        ClientCommand::Unbind(args) => routing::bind(args, false).await,
+        ClientCommand::Bindings(args) => routing::bindings(args).await,
+        ClientCommand::Publish(args) => routing::publish(args).await,
+        ClientCommand::Subscribe(args) => routing::subscribe(args).await,
+        ClientCommand::Unsubscribe(args) => routing::unsubscribe(args).await,
+        ClientCommand::Subscriptions(args) => routing::subscriptions(args).await,
     }
 }
 
@@ -339,7 +382,9 @@ async fn queue(cmd: QueueCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         QueueCommand::Create(args) => {
             let api = Api::new(&args.common.server.server)?;
-            let reply = api.declare(&args.name, &create_options(&args)).await?;
+            let reply = api
+                .declare(&args.name, &create_options(&args.options))
+                .await?;
             if args.common.json {
                 println!("{}", api::to_json_line(&reply.body));
             } else if reply.status == reqwest::StatusCode::CREATED {
@@ -392,9 +437,9 @@ async fn queue(cmd: QueueCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The options JSON of `queue create`: only the flags given, so the broker's
+/// The options JSON of `queue create` and `subscribe`: only the flags given, so the broker's
 /// defaults apply to the rest (and an identical re-create matches).
-fn create_options(args: &CreateArgs) -> Value {
+fn create_options(args: &QueueOptionArgs) -> Value {
     let name_of = |v: Option<clap::builder::PossibleValue>| v.map(|p| Value::from(p.get_name()));
     let mut options = serde_json::Map::new();
     let fields: [(&str, Option<Value>); 12] = [
@@ -505,25 +550,32 @@ fn queue_details(info: &Value) -> String {
     out
 }
 
-/// The fields every message of one `send` shares.
+/// Builds the messages of one `send` or `publish` from the shared flags.
 struct Template<'a> {
-    args: &'a SendArgs,
+    args: &'a MessageArgs,
     headers: BTreeMap<&'a str, &'a str>,
+    /// Fields added to every message (`routing_key`, `mandatory` for a publish).
+    extra: serde_json::Map<String, Value>,
 }
 
 impl<'a> Template<'a> {
-    fn new(args: &'a SendArgs) -> Template<'a> {
+    fn new(args: &'a MessageArgs) -> Template<'a> {
         let headers = args
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Template { args, headers }
+        Template {
+            args,
+            headers,
+            extra: serde_json::Map::new(),
+        }
     }
 
-    /// One message of the send API; bodies that are not UTF-8 travel as base64.
+    /// One message of the send (or publish) API; bodies that are not UTF-8 travel as
+    /// base64.
     fn message(&self, body: &[u8], id: Option<&str>) -> Value {
-        let mut m = serde_json::Map::new();
+        let mut m = self.extra.clone();
         match std::str::from_utf8(body) {
             Ok(text) => m.insert("body".into(), text.into()),
             Err(_) => m.insert(
@@ -555,7 +607,7 @@ impl<'a> Template<'a> {
 
 async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.common.server.server)?;
-    let template = Template::new(&args);
+    let template = Template::new(&args.message);
     match args.body.as_deref() {
         Some(body) if body != "-" => {
             let message = template.message(body.as_bytes(), args.id.as_deref());
@@ -580,16 +632,19 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         }
         _ => {
             if args.id.is_some() {
-                // Every line would carry the same id and all but the first would be
-                // duplicates; refuse like any other usage error.
-                let message =
-                    "--id names one message; it cannot be used when reading lines from stdin";
-                let _ = clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, message).print();
-                return Ok(ExitCode::from(2));
+                return Ok(id_with_stdin());
             }
             send_lines(&api, &args, &template).await
         }
     }
+}
+
+/// Refuses `--id` with messages from stdin like any other usage error (exit 2):
+/// every line would carry the same id and all but the first would be duplicates.
+fn id_with_stdin() -> ExitCode {
+    let message = "--id names one message; it cannot be used when reading lines from stdin";
+    let _ = clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, message).print();
+    ExitCode::from(2)
 }
 
 /// `send` from stdin: one message per non-empty line, in batches.
@@ -598,89 +653,129 @@ async fn send_lines(
     args: &SendArgs,
     template: &Template<'_>,
 ) -> anyhow::Result<ExitCode> {
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
-    let mut batches = Batches {
-        api,
-        args,
-        batch: Vec::new(),
-        encoded_bytes: 0,
-        sent: 0,
-        duplicates: 0,
-    };
-    loop {
-        line.clear();
-        let n = stdin
-            .read_until(b'\n', &mut line)
-            .await
-            .context("reading stdin")?;
-        if n == 0 {
-            break;
-        }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if !text.is_empty() {
-            batches.push(template.message(text, None)).await?;
+    let mut lines = StdinLines::new();
+    let mut batcher = Batcher::default();
+    let mut totals = SendTotals::default();
+    while let Some(text) = lines.next().await? {
+        if let Some(body) = batcher.push(template.message(text, None)) {
+            send_batch(api, args, &body, &mut totals).await?;
         }
     }
-    batches.flush().await?;
+    if let Some(body) = batcher.take() {
+        send_batch(api, args, &body, &mut totals).await?;
+    }
     if !args.common.json {
-        let dups = if batches.duplicates > 0 {
-            format!(" ({} duplicates not enqueued)", batches.duplicates)
+        let dups = if totals.duplicates > 0 {
+            format!(" ({} duplicates not enqueued)", totals.duplicates)
         } else {
             String::new()
         };
-        println!("sent {} to {}{dups}", messages(batches.sent), args.queue);
+        println!("sent {} to {}{dups}", messages(totals.sent), args.queue);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Groups the messages of `send_lines` into requests the broker accepts.
-struct Batches<'a> {
-    api: &'a Api,
-    args: &'a SendArgs,
-    batch: Vec<Value>,
-    /// JSON size of `batch`.
-    encoded_bytes: usize,
-    /// Totals of the answers so far.
+/// What the answers of a `send` from stdin added up to so far.
+#[derive(Default)]
+struct SendTotals {
     sent: u64,
     duplicates: u64,
 }
 
-impl Batches<'_> {
-    /// Adds a message, first sending the batch if it has no room left for it.
-    async fn push(&mut self, message: Value) -> anyhow::Result<()> {
-        // The encoded size: escapes and base64 can make it several times the line.
-        let size = serde_json::to_vec(&message).map_or(0, |v| v.len());
-        if self.batch.len() >= MAX_BATCH_MESSAGES || self.encoded_bytes + size > MAX_BATCH_BYTES {
-            self.flush().await?;
+/// Sends one batch of `send_lines`.
+async fn send_batch(
+    api: &Api,
+    args: &SendArgs,
+    body: &Value,
+    totals: &mut SendTotals,
+) -> anyhow::Result<()> {
+    let queue = &args.queue;
+    let reply = api.send(queue, body).await.with_context(|| {
+        format!(
+            "{} were sent to {queue} before this failure",
+            messages(totals.sent)
+        )
+    })?;
+    if args.common.json {
+        println!("{}", api::to_json_line(&reply.body));
+    }
+    let count = |key: &str| reply.body.get(key).and_then(Value::as_u64).unwrap_or(0);
+    totals.sent += count("sent");
+    totals.duplicates += count("duplicates");
+    Ok(())
+}
+
+/// The non-empty lines of stdin, without their line endings (`\n` or `\r\n`).
+struct StdinLines {
+    reader: BufReader<Stdin>,
+    line: Vec<u8>,
+}
+
+impl StdinLines {
+    fn new() -> StdinLines {
+        StdinLines {
+            reader: BufReader::new(tokio::io::stdin()),
+            line: Vec::new(),
         }
-        self.batch.push(message);
-        self.encoded_bytes += size;
-        Ok(())
     }
 
-    /// Sends what is batched, if anything.
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    /// The next non-empty line; `None` at the end of stdin.
+    async fn next(&mut self) -> anyhow::Result<Option<&[u8]>> {
+        loop {
+            self.line.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .await
+                .context("reading stdin")?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let text = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            if !text.is_empty() {
+                let len = text.len();
+                return Ok(Some(&self.line[..len]));
+            }
+        }
+    }
+}
+
+/// Groups messages into request bodies (`{"messages": [...]}`) the broker accepts:
+/// at most [`MAX_BATCH_MESSAGES`] each, and [`MAX_BATCH_BYTES`] of JSON unless a
+/// single message is larger. No I/O: the caller sends what it hands back.
+#[derive(Default)]
+struct Batcher {
+    batch: Vec<Value>,
+    /// JSON size of `batch`.
+    encoded_bytes: usize,
+}
+
+impl Batcher {
+    /// Adds a message; returns the batch to send first when it had no room left
+    /// for it.
+    fn push(&mut self, message: Value) -> Option<Value> {
+        // The encoded size: escapes and base64 can make it several times the line.
+        let size = serde_json::to_vec(&message).map_or(0, |v| v.len());
+        let full = if self.batch.len() >= MAX_BATCH_MESSAGES
+            || self.encoded_bytes + size > MAX_BATCH_BYTES
+        {
+            self.take()
+        } else {
+            None
+        };
+        self.batch.push(message);
+        self.encoded_bytes += size;
+        full
+    }
+
+    /// What is batched, as a request body, if anything.
+    fn take(&mut self) -> Option<Value> {
         if self.batch.is_empty() {
-            return Ok(());
+            return None;
         }
-        let body = json!({ "messages": std::mem::take(&mut self.batch) });
         self.encoded_bytes = 0;
-        let queue = &self.args.queue;
-        let reply = self.api.send(queue, &body).await.with_context(|| {
-            format!(
-                "{} were sent to {queue} before this failure",
-                messages(self.sent)
-            )
-        })?;
-        if self.args.common.json {
-            println!("{}", api::to_json_line(&reply.body));
-        }
-        let count = |key: &str| reply.body.get(key).and_then(Value::as_u64).unwrap_or(0);
-        self.sent += count("sent");
-        self.duplicates += count("duplicates");
-        Ok(())
+        Some(json!({ "messages": std::mem::take(&mut self.batch) }))
     }
 }
 
@@ -829,7 +924,7 @@ mod tests {
             panic!("not a create");
         };
         assert_eq!(
-            create_options(&args),
+            create_options(&args.options),
             json!({"max_deliveries": 3, "retry_backoff": "exponential", "overflow": "reject-publish"})
         );
     }
@@ -849,7 +944,7 @@ mod tests {
         ]) else {
             panic!("not a send");
         };
-        let template = Template::new(&args);
+        let template = Template::new(&args.message);
         assert_eq!(
             template.message(b"hi", None),
             json!({"body": "hi", "headers": {"a": "b=c"}, "priority": 2, "group": "g"})
@@ -858,6 +953,40 @@ mod tests {
             template.message(&[0xff], Some("x"))["body_base64"],
             json!("/w==")
         );
+    }
+
+    #[test]
+    fn batches_are_cut_by_count_and_the_rest_is_taken_at_the_end() {
+        let mut batcher = Batcher::default();
+        let mut sent = Vec::new();
+        for i in 0..=MAX_BATCH_MESSAGES {
+            if let Some(body) = batcher.push(json!({ "body": i.to_string() })) {
+                sent.push(body);
+            }
+        }
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0]["messages"].as_array().map(Vec::len),
+            Some(MAX_BATCH_MESSAGES)
+        );
+        let rest = batcher.take().expect("the last message");
+        assert_eq!(
+            rest["messages"],
+            json!([{ "body": MAX_BATCH_MESSAGES.to_string() }])
+        );
+        assert!(batcher.take().is_none());
+    }
+
+    #[test]
+    fn batches_are_cut_by_encoded_size() {
+        let mut batcher = Batcher::default();
+        let big = "x".repeat(MAX_BATCH_BYTES / 2);
+        assert!(batcher.push(json!({ "body": big })).is_none());
+        let first = batcher
+            .push(json!({ "body": big }))
+            .expect("no room for a second");
+        assert_eq!(first["messages"].as_array().map(Vec::len), Some(1));
+        assert!(batcher.take().is_some());
     }
 
     #[test]

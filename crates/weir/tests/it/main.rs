@@ -5,6 +5,7 @@
 #![allow(missing_docs)] // test helpers
 
 mod cli;
+mod cli_routing;
 mod durability;
 mod edge_cases;
 mod http_api;

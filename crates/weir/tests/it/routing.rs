@@ -384,6 +384,7 @@ async fn exchange_deletion_guards_and_auto_delete() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one table of bad requests
 async fn bad_routing_requests_get_clear_json_errors() {
     let (_b, api) = start().await;
     api.create("q", json!({})).await;
