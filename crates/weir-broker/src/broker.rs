@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use weir_log::{FileLog, Header, LogConfig};
+use weir_log::{FileLog, Header, LogConfig, MessageLog};
 
 use crate::api::{
     Declared, Delivery, MAX_GROUP_BYTES, MAX_ID_BYTES, NackOptions, QueueInfo, QueueOptions,
@@ -105,6 +105,13 @@ pub(crate) struct Inner {
     /// held while a queue stops: a stopping queue may still need to declare its
     /// dead-letter queue.
     pub(crate) admin: Mutex<()>,
+    /// The shared body log: bodies of messages published to several queues,
+    /// stored once (`<data_dir>/bodies/`).
+    pub(crate) bodies: FileLog,
+    /// Publishes writing to the body log, by its next offset when each started
+    /// (a lower bound of what they write), with a count: the body log is never
+    /// trimmed above them before their queues hold the references.
+    pub(crate) body_writes: std::sync::Mutex<BTreeMap<u64, usize>>,
     /// Queues being deleted: gone from `queues`, files not yet removed.
     deleting: std::sync::Mutex<HashSet<String>>,
     /// Set once shutdown starts: new requests get `unavailable`, nothing is
@@ -178,7 +185,19 @@ impl Broker {
                 ),
             });
         }
+        let bodies_dir = config.data_dir.join("bodies");
+        let bodies_config = config.log.clone();
+        let (bodies, _) =
+            tokio::task::spawn_blocking(move || FileLog::open(bodies_dir, bodies_config))
+                .await
+                .map_err(|e| BrokerError::internal(format!("opening the body log: {e}")))?
+                .map_err(|source| BrokerError::Storage {
+                    queue: "(body log)".into(),
+                    source,
+                })?;
         let inner = Arc::new(Inner {
+            bodies,
+            body_writes: std::sync::Mutex::new(BTreeMap::new()),
             config,
             queues: RwLock::new(HashMap::new()),
             router: RwLock::new(Router::default()),
@@ -216,6 +235,20 @@ impl Broker {
             report.messages += held;
         }
         report.exchanges = broker.load_routing()?;
+        // The body log's housekeeping: a weak handle, so it ends with the broker.
+        let weak = Arc::downgrade(&broker.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.closing.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = (Broker { inner }).trim_bodies().await {
+                    tracing::warn!(error = %e, "trimming the body log failed");
+                }
+            }
+        });
         report.elapsed = started.elapsed();
         Ok((broker, report))
     }
@@ -245,7 +278,7 @@ impl Broker {
             );
         }
         let mut state = QueueState::new(options.clone(), lease_seed());
-        let replayed = replay(&log, &mut state, name, now_ms())
+        let replayed = replay(&log, Some(&self.inner.bodies), &mut state, name, now_ms())
             .await
             .map_err(|source| BrokerError::Storage {
                 queue: name.to_owned(),
@@ -264,6 +297,7 @@ impl Broker {
         let actor = Actor::new(
             name.to_owned(),
             log,
+            self.inner.bodies.clone(),
             state,
             Arc::downgrade(&self.inner),
             receiver,
@@ -494,6 +528,18 @@ impl Broker {
     /// Sends messages; resolves once they are durable. Answers per message whether
     /// it was a duplicate.
     pub async fn send(&self, name: &str, messages: Vec<SendMessage>) -> Result<Vec<SendOutcome>> {
+        let refs = vec![None; messages.len()];
+        self.send_with_refs(name, messages, refs).await
+    }
+
+    /// [`Broker::send`] where some bodies are already in the body log (`refs`, one
+    /// per message): the queue stores references to them.
+    pub(crate) async fn send_with_refs(
+        &self,
+        name: &str,
+        messages: Vec<SendMessage>,
+        refs: Vec<Option<u64>>,
+    ) -> Result<Vec<SendOutcome>> {
         let limits = &self.inner.config.limits;
         if messages.is_empty() {
             return Err(BrokerError::invalid(
@@ -510,10 +556,55 @@ impl Broker {
         let options = self.get(name)?.options;
         let now = now_ms();
         let mut outgoing = Vec::with_capacity(messages.len());
-        for (i, m) in messages.into_iter().enumerate() {
-            outgoing.push(prepare(i, m, &options, limits, now)?);
+        for ((i, m), body_ref) in messages.into_iter().enumerate().zip(refs) {
+            let mut out = prepare(i, m, &options, limits, now)?;
+            out.body_ref = body_ref;
+            outgoing.push(out);
         }
         self.send_prepared(name, outgoing, true).await
+    }
+
+    /// Writes the bodies of `messages` once to the body log; returns their offsets
+    /// and a guard that keeps the body log from being trimmed above them until the
+    /// queues hold their references (drop it after the sends).
+    pub(crate) async fn write_bodies(
+        &self,
+        messages: &[&SendMessage],
+    ) -> Result<(Vec<u64>, BodyWrite)> {
+        let limits = &self.inner.config.limits;
+        let options = QueueOptions {
+            max_priority: u8::MAX,
+            ..QueueOptions::default()
+        };
+        let now = now_ms();
+        let mut records = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let mut out = prepare(i, (*m).clone(), &options, limits, now)?;
+            out.meta.expires_at_ms = 0;
+            records.push(out.inline_record());
+        }
+        let low = self.inner.bodies.next_offset().0;
+        *self
+            .inner
+            .body_writes
+            .lock()
+            .expect("invariant: lock not poisoned")
+            .entry(low)
+            .or_default() += 1;
+        let guard = BodyWrite {
+            inner: self.inner.clone(),
+            low,
+        };
+        let appended = self
+            .inner
+            .bodies
+            .append_batch(&records)
+            .await
+            .map_err(|source| BrokerError::Storage {
+                queue: "(body log)".into(),
+                source,
+            })?;
+        Ok((appended.offsets().map(|o| o.0).collect(), guard))
     }
 
     async fn send_prepared(
@@ -707,6 +798,88 @@ impl Broker {
         for queue in &queues {
             stop_queue(queue).await;
         }
+        if let Err(e) = self.inner.bodies.close().await {
+            tracing::error!(error = %e, "closing the body log failed");
+        }
+    }
+
+    /// Trims the body log below every reference held and every publish in flight.
+    /// Run periodically; returns the new first offset.
+    pub(crate) async fn trim_bodies(&self) -> Result<u64> {
+        // In-flight publishes first: one that finishes after this snapshot has its
+        // references held by its queues before they answer the floor query below.
+        let next = self.inner.bodies.next_offset().0;
+        let mut floor = self
+            .inner
+            .body_writes
+            .lock()
+            .expect("invariant: lock not poisoned")
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(next)
+            .min(next);
+        let queues: Vec<QueueRef> = self
+            .inner
+            .queues
+            .read()
+            .expect("invariant: lock not poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for queue in queues {
+            let (reply, answer) = oneshot::channel();
+            if queue
+                .commands
+                .send(Command::BodyFloor { reply })
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            if let Ok(Some(held)) = answer.await {
+                floor = floor.min(held);
+            }
+        }
+        if floor > self.inner.bodies.first_offset().0 {
+            self.inner
+                .bodies
+                .trim_before(weir_log::Offset(floor))
+                .await
+                .map_err(|source| BrokerError::Storage {
+                    queue: "(body log)".into(),
+                    source,
+                })?;
+        }
+        Ok(floor)
+    }
+
+    /// Disk bytes of the shared body log.
+    pub fn body_log_bytes(&self) -> u64 {
+        self.inner.bodies.stats().size_bytes
+    }
+}
+
+/// A write to the body log whose references are not all held yet (see
+/// `Inner::body_writes`).
+pub(crate) struct BodyWrite {
+    inner: Arc<Inner>,
+    low: u64,
+}
+
+impl Drop for BodyWrite {
+    fn drop(&mut self) {
+        let mut writes = self
+            .inner
+            .body_writes
+            .lock()
+            .expect("invariant: lock not poisoned");
+        if let Some(count) = writes.get_mut(&self.low) {
+            *count -= 1;
+            if *count == 0 {
+                writes.remove(&self.low);
+            }
+        }
     }
 }
 
@@ -867,5 +1040,6 @@ fn prepare(
             .map(|(k, v)| Header::new(k, v))
             .collect(),
         body: m.body,
+        body_ref: None,
     })
 }

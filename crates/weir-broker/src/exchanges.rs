@@ -321,12 +321,41 @@ impl Broker {
                 });
             }
         }
+        // A message bound for several queues stores its body once, in the body log;
+        // each queue holds a reference.
+        let mut copies = vec![0usize; outcomes.len()];
+        for items in per_queue.values() {
+            for (i, _) in items {
+                copies[*i] += 1;
+            }
+        }
+        let shared: Vec<usize> = (0..copies.len()).filter(|i| copies[*i] > 1).collect();
+        let mut refs: Vec<Option<u64>> = vec![None; outcomes.len()];
+        let mut guard = None;
+        if !shared.is_empty() {
+            let mut bodies: Vec<&SendMessage> = Vec::with_capacity(shared.len());
+            for i in &shared {
+                let first = per_queue
+                    .values()
+                    .flat_map(|items| items.iter())
+                    .find(|(pos, _)| pos == i)
+                    .map(|(_, m)| m)
+                    .expect("invariant: a shared message is in some queue");
+                bodies.push(first);
+            }
+            let (offsets, write) = self.write_bodies(&bodies).await?;
+            for (i, offset) in shared.iter().zip(offsets) {
+                refs[*i] = Some(offset);
+            }
+            guard = Some(write);
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (queue, items) in per_queue {
             let broker = self.clone();
+            let item_refs: Vec<Option<u64>> = items.iter().map(|(i, _)| refs[*i]).collect();
             tasks.spawn(async move {
                 let (positions, batch): (Vec<usize>, Vec<SendMessage>) = items.into_iter().unzip();
-                let result = broker.send(&queue, batch).await;
+                let result = broker.send_with_refs(&queue, batch, item_refs).await;
                 (queue, positions, result)
             });
         }
@@ -350,6 +379,9 @@ impl Broker {
                 }
             }
         }
+        // Every queue holds its references now (or failed): the body log may be
+        // trimmed past what nobody holds.
+        drop(guard);
         if let Some(e) = first_error {
             return Err(e);
         }

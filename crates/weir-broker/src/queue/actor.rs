@@ -26,7 +26,7 @@ use crate::api::{
 use crate::broker::Inner;
 use crate::error::{BrokerError, Result};
 use crate::queue::counters::Counters;
-use crate::queue::record::{self, Decoded, MessageMeta, SettleReason, StateOp, Totals};
+use crate::queue::record::{self, BodyRef, Decoded, MessageMeta, SettleReason, StateOp, Totals};
 use crate::queue::replay::entry_of;
 use crate::queue::state::{Admission, Effect, Entry, QueueState, format_receipt, key_hash};
 
@@ -35,17 +35,48 @@ use crate::queue::state::{Admission, Effect, Entry, QueueState, format_receipt, 
 pub(crate) struct Outgoing {
     pub(crate) meta: MessageMeta,
     pub(crate) headers: Vec<Header>,
+    /// The body (kept for its size even when it is stored in the body log).
     pub(crate) body: Bytes,
+    /// Where the body log holds this message (a publish to several queues), in
+    /// which case the queue stores only a reference.
+    pub(crate) body_ref: Option<u64>,
 }
 
 impl Outgoing {
-    fn record(&self) -> NewRecord {
+    /// The record with the body inline (what the body log stores).
+    pub(crate) fn inline_record(&self) -> NewRecord {
         NewRecord {
             timestamp_ms: None,
             key: Some(self.meta.encode()),
             headers: self.headers.clone(),
             body: self.body.clone(),
         }
+    }
+
+    fn record(&self) -> NewRecord {
+        match self.body_ref {
+            Some(body_ref) => NewRecord {
+                timestamp_ms: None,
+                key: Some(
+                    BodyRef {
+                        body_ref,
+                        expires_at_ms: self.meta.expires_at_ms,
+                    }
+                    .encode(),
+                ),
+                headers: Vec::new(),
+                body: Bytes::new(),
+            },
+            None => self.inline_record(),
+        }
+    }
+
+    /// Its entry once written at `offset`.
+    fn entry(&self, offset: u64, max_priority: u8) -> Entry {
+        let mut entry = entry_of(offset, &self.meta, self.body.len() as u32);
+        entry.priority = entry.priority.min(max_priority);
+        entry.body_ref = self.body_ref.map_or(0, |r| r + 1);
+        entry
     }
 }
 
@@ -91,6 +122,10 @@ pub(crate) enum Command {
     },
     Stats {
         reply: oneshot::Sender<QueueStats>,
+    },
+    /// The lowest body-log offset a held message refers to.
+    BodyFloor {
+        reply: oneshot::Sender<Option<u64>>,
     },
     /// Stop: answer waiting receivers, finish in-flight work, close the log.
     Stop {
@@ -181,6 +216,8 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) struct Actor {
     name: String,
     log: FileLog,
+    /// The broker's shared body log (bodies of messages published to several queues).
+    bodies: FileLog,
     state: QueueState,
     broker: Weak<Inner>,
     commands: mpsc::Receiver<Command>,
@@ -210,6 +247,7 @@ impl Actor {
     pub(crate) fn new(
         name: String,
         log: FileLog,
+        bodies: FileLog,
         state: QueueState,
         broker: Weak<Inner>,
         commands: mpsc::Receiver<Command>,
@@ -221,6 +259,7 @@ impl Actor {
         Actor {
             name,
             log,
+            bodies,
             state,
             broker,
             commands,
@@ -447,9 +486,10 @@ impl Actor {
                     .state
                     .peek(max, origin.as_deref().map(|o| key_hash(o) as u32));
                 let log = self.log.clone();
+                let bodies = self.bodies.clone();
                 let queue = self.name.clone();
                 self.tasks.spawn(async move {
-                    let result = match read_entries(&log, &queue, &entries).await {
+                    let result = match read_entries(&log, &bodies, &queue, &entries).await {
                         Ok(records) => Ok(records
                             .into_iter()
                             .zip(&entries)
@@ -461,7 +501,8 @@ impl Actor {
                             let mut out = Vec::new();
                             for entry in &entries {
                                 if let Ok(mut one) =
-                                    read_entries(&log, &queue, std::slice::from_ref(entry)).await
+                                    read_entries(&log, &bodies, &queue, std::slice::from_ref(entry))
+                                        .await
                                 {
                                     let (meta, rec) = one.remove(0);
                                     out.push(delivery(None, meta, rec, entry.attempts));
@@ -493,6 +534,9 @@ impl Actor {
                 let mut stats = self.state.stats(self.waiters.len() as u64, now_ms());
                 stats.disk_bytes = self.log.stats().size_bytes;
                 let _ = reply.send(stats);
+            }
+            Command::BodyFloor { reply } => {
+                let _ = reply.send(self.state.min_body_ref());
             }
             Command::Stop { .. } => unreachable!("handled by run"),
         }
@@ -646,11 +690,7 @@ impl Actor {
                     let entries = kept
                         .iter()
                         .zip(appended.offsets())
-                        .map(|(m, offset)| {
-                            let mut entry = entry_of(offset.0, &m.meta, m.body.len() as u32);
-                            entry.priority = entry.priority.min(max_priority);
-                            (entry, m.meta.not_before_ms)
-                        })
+                        .map(|(m, offset)| (m.entry(offset.0, max_priority), m.meta.not_before_ms))
                         .collect();
                     let _ = events.send(Internal::Committed {
                         low,
@@ -734,11 +774,13 @@ impl Actor {
         }
         let persisted = self.persist(delivered_op);
         let log = self.log.clone();
+        let bodies = self.bodies.clone();
         let queue = self.name.clone();
         let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
             let entries: Vec<Entry> = leased.iter().map(|(e, _)| *e).collect();
-            let (read, persisted) = tokio::join!(read_entries(&log, &queue, &entries), persisted);
+            let (read, persisted) =
+                tokio::join!(read_entries(&log, &bodies, &queue, &entries), persisted);
             let result = match (read, persisted) {
                 (Ok(records), Ok(())) => Ok(records
                     .into_iter()
@@ -925,6 +967,7 @@ impl Actor {
             return Box::pin(async {});
         };
         let log = self.log.clone();
+        let bodies = self.bodies.clone();
         let queue = self.name.clone();
         let broker = self.broker.clone();
         let events = self.internal_tx.clone();
@@ -932,7 +975,7 @@ impl Actor {
             let entries: Vec<Entry> = items.iter().map(|(e, _)| *e).collect();
             let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
             let now = now_ms();
-            let result = match read_entries(&log, &queue, &entries).await {
+            let result = match read_entries(&log, &bodies, &queue, &entries).await {
                 Ok(records) => {
                     let outgoing = records
                         .into_iter()
@@ -956,6 +999,7 @@ impl Actor {
                             },
                             headers: rec.headers,
                             body: rec.body,
+                            body_ref: None,
                         })
                         .collect();
                     crate::broker::send_internal(&broker, &dlq, outgoing, true).await
@@ -989,13 +1033,14 @@ impl Actor {
             .state
             .take_for_transit(max, origin.as_deref().map(|o| key_hash(o) as u32));
         let log = self.log.clone();
+        let bodies = self.bodies.clone();
         let queue = self.name.clone();
         let broker = self.broker.clone();
         let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
             let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
             let result = async {
-                let records = read_entries(&log, &queue, &entries).await?;
+                let records = read_entries(&log, &bodies, &queue, &entries).await?;
                 let mut by_source: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
                 for (meta, rec) in records {
                     let source = meta
@@ -1021,6 +1066,7 @@ impl Actor {
                         },
                         headers: rec.headers,
                         body: rec.body,
+                        body_ref: None,
                     });
                 }
                 let mut count = 0;
@@ -1137,6 +1183,7 @@ impl Actor {
 
     fn start_move(&mut self, moved: Vec<(Entry, i64)>) {
         let log = self.log.clone();
+        let bodies = self.bodies.clone();
         let queue = self.name.clone();
         let events = self.internal_tx.clone();
         let max_priority = self.state.options().max_priority;
@@ -1144,7 +1191,7 @@ impl Actor {
         self.tasks.spawn(async move {
             let entries: Vec<Entry> = moved.iter().map(|(e, _)| *e).collect();
             let result = async {
-                let records = read_entries(&log, &queue, &entries).await?;
+                let records = read_entries(&log, &bodies, &queue, &entries).await?;
                 let outgoing: Vec<Outgoing> = records
                     .into_iter()
                     .zip(&moved)
@@ -1157,6 +1204,7 @@ impl Actor {
                         },
                         headers: rec.headers,
                         body: rec.body,
+                        body_ref: None,
                     })
                     .collect();
                 let records: Vec<NewRecord> = outgoing.iter().map(Outgoing::record).collect();
@@ -1169,11 +1217,7 @@ impl Actor {
                         .iter()
                         .zip(appended.offsets())
                         .zip(&moved)
-                        .map(|((m, offset), (_, due))| {
-                            let mut entry = entry_of(offset.0, &m.meta, m.body.len() as u32);
-                            entry.priority = entry.priority.min(max_priority);
-                            (entry, *due)
-                        })
+                        .map(|((m, offset), (_, due))| (m.entry(offset.0, max_priority), *due))
                         .collect::<Vec<_>>(),
                 )
             }
@@ -1216,32 +1260,32 @@ fn refuse(command: Command, queue: &str) {
         }
         Command::Redrive { reply, .. } | Command::Purge { reply } => drop(reply.send(Err(error()))),
         Command::Stats { reply } => drop(reply.send(QueueStats::default())),
+        Command::BodyFloor { reply } => drop(reply.send(None)),
         Command::Stop { reply } => drop(reply.send(())),
     }
 }
 
-/// Reads the message records of `entries` (in their order), one read per run of
+/// Reads the records at `offsets` of `log` into a map, one read per run of
 /// consecutive offsets.
-async fn read_entries(
+async fn read_offsets(
     log: &FileLog,
     queue: &str,
-    entries: &[Entry],
-) -> Result<Vec<(MessageMeta, Record)>> {
-    let mut sorted: Vec<u64> = entries.iter().map(|e| e.offset).collect();
-    sorted.sort_unstable();
-    let mut found: HashMap<u64, Record> = HashMap::with_capacity(sorted.len());
+    offsets: &mut [u64],
+) -> Result<HashMap<u64, Record>> {
+    offsets.sort_unstable();
+    let mut found: HashMap<u64, Record> = HashMap::with_capacity(offsets.len());
     let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
+    while i < offsets.len() {
+        let start = offsets[i];
         let mut j = i + 1;
-        while j < sorted.len() && sorted[j] == sorted[j - 1] + 1 {
+        while j < offsets.len() && offsets[j] <= offsets[j - 1] + 1 {
             j += 1;
         }
         let records = log
             .read_from(
                 Offset(start),
                 ReadLimits {
-                    max_records: j - i,
+                    max_records: usize::try_from(offsets[j - 1] - start + 1).unwrap_or(usize::MAX),
                     max_bytes: usize::MAX,
                 },
             )
@@ -1255,25 +1299,73 @@ async fn read_entries(
         }
         i = j;
     }
-    entries
-        .iter()
-        .map(|e| {
-            let rec = found.remove(&e.offset).ok_or_else(|| {
-                BrokerError::internal(format!(
-                    "queue '{queue}': message at offset {} is missing from the log",
-                    e.offset
-                ))
-            })?;
-            match record::decode(rec.key.as_deref(), &rec.body) {
-                Ok(Decoded::Message(meta)) => Ok((meta, rec)),
-                Ok(Decoded::State(_)) => Err(BrokerError::internal(format!(
+    Ok(found)
+}
+
+/// Reads the messages of `entries` (in their order): from the queue's log, and for
+/// references, their message records from the shared body log.
+async fn read_entries(
+    log: &FileLog,
+    bodies: &FileLog,
+    queue: &str,
+    entries: &[Entry],
+) -> Result<Vec<(MessageMeta, Record)>> {
+    let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+    let mut found = read_offsets(log, queue, &mut offsets).await?;
+    let missing = |what: &str, at: u64| {
+        BrokerError::internal(format!("queue '{queue}': {what} at offset {at} is missing"))
+    };
+    let mut decoded = Vec::with_capacity(entries.len());
+    let mut refs = Vec::new();
+    for e in entries {
+        let rec = found
+            .remove(&e.offset)
+            .ok_or_else(|| missing("message", e.offset))?;
+        match record::decode(rec.key.as_deref(), &rec.body) {
+            Ok(Decoded::Message(meta)) => decoded.push(Ok((meta, rec))),
+            Ok(Decoded::Ref(r)) => {
+                refs.push(r.body_ref);
+                decoded.push(Err(r));
+            }
+            Ok(Decoded::State(_)) => {
+                return Err(BrokerError::internal(format!(
                     "queue '{queue}': offset {} holds a state record, not a message",
                     e.offset
-                ))),
-                Err(err) => Err(BrokerError::internal(format!(
+                )));
+            }
+            Err(err) => {
+                return Err(BrokerError::internal(format!(
                     "queue '{queue}': message at offset {} does not decode: {}",
                     e.offset, err.0
-                ))),
+                )));
+            }
+        }
+    }
+    let shared = if refs.is_empty() {
+        HashMap::new()
+    } else {
+        read_offsets(bodies, queue, &mut refs).await?
+    };
+    decoded
+        .into_iter()
+        .map(|d| match d {
+            Ok(pair) => Ok(pair),
+            Err(r) => {
+                // Several queues' references may share a record: clone, not take.
+                let rec = shared
+                    .get(&r.body_ref)
+                    .cloned()
+                    .ok_or_else(|| missing("shared body", r.body_ref))?;
+                match record::decode(rec.key.as_deref(), &rec.body) {
+                    Ok(Decoded::Message(mut meta)) => {
+                        meta.expires_at_ms = r.expires_at_ms;
+                        Ok((meta, rec))
+                    }
+                    _ => Err(BrokerError::internal(format!(
+                        "queue '{queue}': shared body at offset {} is not a message record",
+                        r.body_ref
+                    ))),
+                }
             }
         })
         .collect()

@@ -230,7 +230,7 @@ impl Harness {
         let mut state = QueueState::new(self.state.options().clone(), 1 + (self.restarts << 40));
         let report = self
             .rt
-            .block_on(replay(&log, &mut state, QUEUE, self.now))
+            .block_on(replay(&log, None, &mut state, QUEUE, self.now))
             .expect("replay");
         assert_eq!(report.undecodable, 0, "every record decodes");
         self.log = log;
@@ -1168,6 +1168,7 @@ fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
         attempts: 0,
         origin: 0,
         priority,
+        body_ref: 0,
     }
 }
 

@@ -34,6 +34,12 @@
 //!   | 5 dedup | count, then (`expires_at_ms`, id length, id) |
 //!   | 6 duplicates | how many sends were answered as duplicates |
 //!
+//! * **body reference** (`3`): a message whose body, headers and metadata are a
+//!   message record in the broker's shared body log (a publish that reached several
+//!   queues stores its body there once). Key = `[3, body_ref varint, expires_at_ms
+//!   varint (0 = none)]`, no headers, no body: about 22 bytes a queue with the log's
+//!   framing. The expiry is per queue (each queue's TTL applies).
+//!
 //! Counters: every record adds a fixed amount to the lifetime counters
 //! ([`StateOp::delta`], [`MessageMeta::delta`]). A `totals` checkpoint holds the sum
 //! of all records below its `below` offset, written just before the log is trimmed
@@ -52,6 +58,7 @@ use crate::api::{DeadLetterInfo, DeadLetterReason};
 /// Record kinds (first key byte).
 const KIND_MESSAGE: u8 = 1;
 const KIND_STATE: u8 = 2;
+const KIND_REF: u8 = 3;
 const MESSAGE_VERSION: u8 = 1;
 
 /// The broker's metadata of one stored message.
@@ -140,11 +147,32 @@ pub(crate) enum StateOp {
     Duplicates(u64),
 }
 
+/// A message stored in the shared body log, as a queue refers to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BodyRef {
+    /// The offset of its message record in the body log.
+    pub(crate) body_ref: u64,
+    /// This queue's expiry of it, 0 for none.
+    pub(crate) expires_at_ms: i64,
+}
+
+impl BodyRef {
+    /// The record key of the reference.
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(12);
+        out.push(KIND_REF);
+        put_varint(&mut out, self.body_ref);
+        put_varint(&mut out, time_to_u64(self.expires_at_ms));
+        Bytes::from(out)
+    }
+}
+
 /// A record of a queue log, decoded.
 #[derive(Debug)]
 pub(crate) enum Decoded {
     Message(MessageMeta),
     State(StateOp),
+    Ref(BodyRef),
 }
 
 /// Why a record did not decode.
@@ -495,6 +523,17 @@ pub(crate) fn decode(key: Option<&[u8]>, body: &[u8]) -> Result<Decoded, DecodeE
             let op = r.u8()?;
             Ok(Decoded::State(StateOp::decode(op, body)?))
         }
+        KIND_REF => {
+            let body_ref = r.varint()?;
+            let expires_at_ms = r.time()?;
+            if !r.buf.is_empty() || !body.is_empty() {
+                return Err(DecodeError("trailing bytes in a body reference"));
+            }
+            Ok(Decoded::Ref(BodyRef {
+                body_ref,
+                expires_at_ms,
+            }))
+        }
         _ => Err(DecodeError("unknown record kind")),
     }
 }
@@ -505,7 +544,7 @@ fn roundtrip(op: &StateOp) -> StateOp {
     let (k, b) = op.encode();
     match decode(Some(&k), &b).expect("decodes") {
         Decoded::State(s) => s,
-        Decoded::Message(_) => panic!("not a state op"),
+        other => panic!("not a state op: {other:?}"),
     }
 }
 
@@ -534,8 +573,23 @@ mod tests {
         };
         match decode(Some(&meta.encode()), b"body").unwrap() {
             Decoded::Message(m) => assert_eq!(m, meta),
-            Decoded::State(_) => panic!("kind"),
+            other => panic!("kind: {other:?}"),
         }
+    }
+
+    #[test]
+    fn body_references_round_trip_small() {
+        let r = BodyRef {
+            body_ref: 1_234_567,
+            expires_at_ms: 1_700_000_000_000,
+        };
+        let key = r.encode();
+        assert!(key.len() <= 12, "{} bytes", key.len());
+        match decode(Some(&key), b"").unwrap() {
+            Decoded::Ref(got) => assert_eq!(got, r),
+            other => panic!("{other:?}"),
+        }
+        assert!(decode(Some(&key), b"x").is_err());
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl Rig {
         let mut state = QueueState::new(self.state.options().clone(), 1 + (self.restarts << 40));
         let report = self
             .rt
-            .block_on(replay(&log, &mut state, QUEUE, now))
+            .block_on(replay(&log, None, &mut state, QUEUE, now))
             .expect("replay");
         self.counters = Counters::new(state.totals, report.end);
         self.log = log;
@@ -472,5 +472,6 @@ fn entry_at(offset: u64) -> Entry {
         attempts: 0,
         origin: 0,
         priority: 0,
+        body_ref: 0,
     }
 }

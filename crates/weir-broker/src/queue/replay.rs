@@ -19,6 +19,9 @@ struct Replayed {
     /// The attempt the `not_before` belongs to: a later delivery voids it.
     delay_attempt: u32,
     alive: bool,
+    /// For a body reference: the queue record's timestamp (the body record, read
+    /// after the scan, fills the entry).
+    reference: Option<i64>,
 }
 
 /// What replay found besides the state.
@@ -47,6 +50,7 @@ pub(crate) fn entry_of(offset: u64, meta: &MessageMeta, size: u32) -> Entry {
             .as_ref()
             .map_or(0, |d| key_hash(&d.source_queue) as u32),
         priority: meta.priority,
+        body_ref: 0,
     }
 }
 
@@ -56,6 +60,7 @@ pub(crate) fn entry_of(offset: u64, meta: &MessageMeta, size: u32) -> Entry {
 #[allow(clippy::too_many_lines)]
 pub(crate) async fn replay<L: MessageLog>(
     log: &L,
+    bodies: Option<&L>,
     state: &mut QueueState,
     queue: &str,
     now: i64,
@@ -116,6 +121,28 @@ pub(crate) async fn replay<L: MessageLog>(
                         not_before: meta.not_before_ms,
                         delay_attempt: meta.attempts,
                         alive: true,
+                        reference: None,
+                    });
+                }
+                Ok(Decoded::Ref(r)) => {
+                    all.sent += 1;
+                    let entry = Entry {
+                        offset: rec.offset.0,
+                        group: 0,
+                        expires_at: r.expires_at_ms,
+                        enqueued_at: rec.timestamp_ms,
+                        size: 0,
+                        attempts: 0,
+                        origin: 0,
+                        priority: 0,
+                        body_ref: r.body_ref + 1,
+                    };
+                    messages.push(Replayed {
+                        entry,
+                        not_before: 0,
+                        delay_attempt: 0,
+                        alive: true,
+                        reference: Some(rec.timestamp_ms),
                     });
                 }
                 Ok(Decoded::State(op)) => {
@@ -192,6 +219,15 @@ pub(crate) async fn replay<L: MessageLog>(
         }
     };
     report.end = next.0.max(end.0);
+    fill_references(
+        bodies,
+        &mut messages,
+        window,
+        &mut dedup,
+        max_priority,
+        queue,
+    )
+    .await?;
     for (until, id, offset) in dedup {
         state.restore_id(&id, until, offset, now);
     }
@@ -235,6 +271,7 @@ async fn sum_deltas<L: MessageLog>(log: &L, from: Offset, to: Offset) -> weir_lo
             match record::decode(rec.key.as_deref(), &rec.body) {
                 Ok(Decoded::Message(meta)) => sum.add(&meta.delta()),
                 Ok(Decoded::State(op)) => sum.add(&op.delta()),
+                Ok(Decoded::Ref(_)) => sum.sent += 1,
                 Err(_) => {}
             }
         }
@@ -254,4 +291,94 @@ fn minus(a: &Totals, b: &Totals) -> Totals {
         dropped: a.dropped - b.dropped,
         purged: a.purged - b.purged,
     }
+}
+
+/// Fills the entries of body references from their message records in the body
+/// log (one read per run of offsets). A reference whose body is gone (it must not
+/// happen: the body log is trimmed below held references only) drops the message,
+/// with an error in the log.
+async fn fill_references<L: MessageLog>(
+    bodies: Option<&L>,
+    messages: &mut [Replayed],
+    window: Option<i64>,
+    dedup: &mut Vec<(i64, String, u64)>,
+    max_priority: u8,
+    queue: &str,
+) -> weir_log::Result<()> {
+    let mut wanted: Vec<(u64, usize)> = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.alive && m.reference.is_some())
+        .map(|(i, m)| (m.entry.body_ref - 1, i))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    wanted.sort_unstable();
+    let Some(bodies) = bodies else {
+        tracing::error!(
+            queue,
+            count = wanted.len(),
+            "body references but no body log: messages dropped"
+        );
+        for (_, i) in wanted {
+            messages[i].alive = false;
+        }
+        return Ok(());
+    };
+    let mut k = 0;
+    while k < wanted.len() {
+        let start = wanted[k].0;
+        let mut end = k + 1;
+        while end < wanted.len() && wanted[end].0 <= wanted[end - 1].0 + 1 {
+            end += 1;
+        }
+        let last = wanted[end - 1].0;
+        let records = if start < bodies.first_offset().0 {
+            Vec::new()
+        } else {
+            bodies
+                .read_from(
+                    Offset(start),
+                    ReadLimits {
+                        max_records: usize::try_from(last - start + 1).unwrap_or(usize::MAX),
+                        max_bytes: usize::MAX,
+                    },
+                )
+                .await?
+        };
+        for &(at, i) in &wanted[k..end] {
+            let found = records.iter().find(|r| r.offset.0 == at).and_then(|rec| {
+                match record::decode(rec.key.as_deref(), &rec.body) {
+                    Ok(Decoded::Message(meta)) => Some((meta, rec.body.len())),
+                    _ => None,
+                }
+            });
+            let m = &mut messages[i];
+            if let Some((meta, size)) = found {
+                m.entry.group = meta.group.as_deref().map_or(0, key_hash);
+                m.entry.enqueued_at = meta.enqueued_at_ms;
+                m.entry.size = size as u32;
+                m.entry.priority = meta.priority.min(max_priority);
+                // A delay applies until the first delivery (later ones come
+                // from retry records, already applied).
+                if m.entry.attempts == 0 {
+                    m.not_before = meta.not_before_ms;
+                }
+                if let (Some(w), Some(ts)) = (window, m.reference) {
+                    dedup.push((ts.saturating_add(w), meta.id, m.entry.offset));
+                }
+            } else {
+                tracing::error!(
+                    queue,
+                    offset = m.entry.offset,
+                    body_ref = at,
+                    "the shared body of a message is missing; the message is dropped"
+                );
+                m.alive = false;
+            }
+        }
+        k = end;
+    }
+    Ok(())
 }

@@ -37,6 +37,10 @@ pub(crate) struct Entry {
     pub(crate) origin: u32,
     /// Effective priority.
     pub(crate) priority: u8,
+    /// Where the body is in the broker's shared body log, plus one; 0 when the
+    /// body is in the queue's own record. Held references keep the body log from
+    /// being trimmed under them.
+    pub(crate) body_ref: u64,
 }
 
 /// An id inside the dedup window.
@@ -125,6 +129,8 @@ pub(crate) struct QueueState {
     settling: HashMap<u64, Entry>,
     /// Body bytes of everything held.
     held_bytes: u64,
+    /// Body-log offsets held (see `Entry::body_ref`), with a count each.
+    body_refs: BTreeMap<u64, u32>,
     /// Sends admitted but not yet committed (for `max_length` checks).
     reserved_count: u64,
     reserved_bytes: u64,
@@ -172,6 +178,7 @@ impl QueueState {
             dead_letter_retry: BTreeMap::new(),
             settling: HashMap::new(),
             held_bytes: 0,
+            body_refs: BTreeMap::new(),
             reserved_count: 0,
             reserved_bytes: 0,
             dedup: HashMap::new(),
@@ -301,7 +308,7 @@ impl QueueState {
                 self.reserved_count = self.reserved_count.saturating_sub(1);
                 self.reserved_bytes = self.reserved_bytes.saturating_sub(u64::from(entry.size));
             }
-            self.held_bytes += u64::from(entry.size);
+            self.hold(&entry);
             if not_before > now {
                 self.delayed.insert((not_before, entry.offset), entry);
             } else {
@@ -315,7 +322,7 @@ impl QueueState {
     /// the queue held before and no reservation.
     pub(crate) fn restore(&mut self, entries: Vec<(Entry, i64)>, now: i64) {
         for (entry, not_before) in entries {
-            self.held_bytes += u64::from(entry.size);
+            self.hold(&entry);
             if not_before > now {
                 self.delayed.insert((not_before, entry.offset), entry);
             } else if entry.group != 0 && self.busy_groups.contains(&entry.group) {
@@ -347,6 +354,33 @@ impl QueueState {
     /// order), so pruning finds the expired ones.
     pub(crate) fn finish_restore(&mut self) {
         self.dedup_order.make_contiguous().sort_unstable();
+    }
+
+    /// A message is held from now on (bytes, body reference).
+    fn hold(&mut self, entry: &Entry) {
+        self.held_bytes += u64::from(entry.size);
+        if entry.body_ref != 0 {
+            *self.body_refs.entry(entry.body_ref - 1).or_default() += 1;
+        }
+    }
+
+    /// A message is gone for good.
+    fn let_go(&mut self, entry: &Entry) {
+        self.held_bytes -= u64::from(entry.size);
+        if entry.body_ref != 0 {
+            let at = entry.body_ref - 1;
+            if let Some(count) = self.body_refs.get_mut(&at) {
+                *count -= 1;
+                if *count == 0 {
+                    self.body_refs.remove(&at);
+                }
+            }
+        }
+    }
+
+    /// The lowest body-log offset a held message refers to.
+    pub(crate) fn min_body_ref(&self) -> Option<u64> {
+        self.body_refs.keys().next().copied()
     }
 
     fn push_ready(&mut self, entry: Entry) {
@@ -418,7 +452,7 @@ impl QueueState {
             {
                 dead.push((head, DeadLetterReason::Overflow));
             } else {
-                self.held_bytes -= u64::from(head.size);
+                self.let_go(&head);
                 dropped.push(head.offset);
             }
         }
@@ -453,7 +487,7 @@ impl QueueState {
         let mut expired = Vec::new();
         let mut dropped = Vec::new();
         for (entry, reason) in items {
-            self.held_bytes -= u64::from(entry.size);
+            self.let_go(&entry);
             if reason == DeadLetterReason::Expired {
                 expired.push(entry.offset);
             } else {
@@ -483,7 +517,7 @@ impl QueueState {
     pub(crate) fn finish_transit(&mut self, offsets: &[u64], reason: SettleReason) -> StateOp {
         for offset in offsets {
             if let Some((entry, _)) = self.in_transit.remove(offset) {
-                self.held_bytes -= u64::from(entry.size);
+                self.let_go(&entry);
             }
         }
         if matches!(
@@ -593,7 +627,7 @@ impl QueueState {
     pub(crate) fn finish_settle(&mut self, offsets: &[u64]) {
         for offset in offsets {
             if let Some(entry) = self.settling.remove(offset) {
-                self.held_bytes -= u64::from(entry.size);
+                self.let_go(&entry);
             }
         }
     }
@@ -817,40 +851,27 @@ impl QueueState {
 
     /// Removes every ready, parked and delayed message; returns their offsets.
     pub(crate) fn purge(&mut self) -> Vec<u64> {
-        let mut offsets = Vec::new();
+        let mut removed: Vec<Entry> = Vec::new();
         for deque in &mut self.ready {
-            offsets.extend(deque.drain(..).map(|e| e.offset));
+            removed.extend(deque.drain(..));
         }
         for (_, deque) in self.parked.drain() {
-            offsets.extend(deque.into_iter().map(|e| e.offset));
+            removed.extend(deque);
         }
         for (_, entry) in std::mem::take(&mut self.delayed) {
             if entry.attempts > 0 {
                 self.busy_groups.remove(&entry.group);
             }
-            offsets.push(entry.offset);
+            removed.push(entry);
         }
         self.ready_count = 0;
         self.ready_bytes = 0;
         self.parked_count = 0;
-        self.held_bytes = self
-            .leased
-            .values()
-            .map(|l| u64::from(l.entry.size))
-            .sum::<u64>()
-            + self
-                .in_transit
-                .values()
-                .map(|(e, _)| u64::from(e.size))
-                .chain(
-                    self.dead_letter_retry
-                        .values()
-                        .map(|(e, _)| u64::from(e.size)),
-                )
-                .chain(self.settling.values().map(|e| u64::from(e.size)))
-                .sum::<u64>();
-        self.totals.purged += offsets.len() as u64;
-        offsets
+        for entry in &removed {
+            self.let_go(entry);
+        }
+        self.totals.purged += removed.len() as u64;
+        removed.into_iter().map(|e| e.offset).collect()
     }
 
     /// Up to `max` ready messages (optionally only those dead-lettered from
@@ -911,7 +932,7 @@ impl QueueState {
     pub(crate) fn finish_move(&mut self, old: &[u64], new: Vec<(Entry, i64)>, now: i64) -> StateOp {
         let op = self.finish_transit(old, SettleReason::Moved);
         for (entry, due) in new {
-            self.held_bytes += u64::from(entry.size);
+            self.hold(&entry);
             if due > now {
                 self.delayed.insert((due, entry.offset), entry);
             } else {

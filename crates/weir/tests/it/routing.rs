@@ -537,3 +537,87 @@ async fn bad_routing_requests_get_clear_json_errors() {
     let out = publish(&api, "x", json!({"routing_key": "k", "body": "fine"})).await;
     assert_eq!(out["messages"][0]["routed"], 1);
 }
+
+fn body_segments(broker: &Broker) -> usize {
+    std::fs::read_dir(broker.data_dir().join("bodies"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanned_out_body_is_stored_once_survives_a_crash_and_its_space_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "[log]\nsegment_bytes = 1048576\n").unwrap();
+    let mut broker = Broker::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
+    let api = Api::new(&broker);
+    exchange(&api, "photos", json!({"type": "fanout"})).await;
+    let queues = ["thumbs", "notify", "analytics"];
+    for q in queues {
+        api.create(q, json!({})).await;
+        bind(&api, json!({"source": "photos", "destination": q})).await;
+    }
+    let body = "p".repeat(10_000);
+    for batch in 0..40 {
+        let messages: Vec<Value> = (0..10)
+            .map(|i| json!({"body": format!("{batch}-{i}-{body}"), "headers": {"n": format!("{batch}-{i}")}}))
+            .collect();
+        let out = publish(&api, "photos", json!({"messages": messages})).await;
+        assert_eq!(out["routed"], 30);
+    }
+    // 400 bodies of 10 KB: about 4 MB once in the body log, references in the queues.
+    for q in queues {
+        let disk = api.stats(q).await["disk_bytes"].as_u64().unwrap();
+        assert!(
+            disk < 400 * 100,
+            "{q} holds {disk} bytes: bodies were copied into it"
+        );
+    }
+    assert!(
+        body_segments(&broker) >= 3,
+        "the bodies are in the body log"
+    );
+    broker.kill9().await.unwrap();
+    broker.restart().await.unwrap();
+    let api = Api::new(&broker);
+    for q in queues {
+        let mut seen = 0;
+        loop {
+            let got = api.receive(q, "max=100").await;
+            if got.is_empty() {
+                break;
+            }
+            for m in &got {
+                let n = m["headers"]["n"].as_str().unwrap();
+                assert_eq!(
+                    m["body"].as_str().unwrap(),
+                    format!("{n}-{body}"),
+                    "{q}: body and headers of the same message"
+                );
+            }
+            let receipts: Vec<&str> = got.iter().map(crate::receipt).collect();
+            assert_eq!(api.ack(q, &receipts).await.0, 200);
+            seen += got.len();
+        }
+        assert_eq!(seen, 400, "{q} got every message once");
+    }
+    // Nothing references the bodies any more: their segments go.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while body_segments(&broker) > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "body segments stay: {}",
+            body_segments(&broker)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
