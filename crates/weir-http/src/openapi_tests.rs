@@ -13,9 +13,10 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 26] = [
+const ROUTES: [(&str, &str); 27] = [
     ("get", "/healthz"),
     ("get", "/api/openapi.json"),
+    ("get", "/api/broker"),
     ("get", "/api/queues"),
     ("get", "/api/queues/{name}"),
     ("put", "/api/queues/{name}"),

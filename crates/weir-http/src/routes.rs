@@ -27,6 +27,7 @@ pub(crate) fn router(broker: Broker, max_body: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
+        .route("/api/broker", get(broker_stats))
         .route("/api/queues", get(list_queues))
         .route(
             "/api/queues/{name}",
@@ -103,6 +104,17 @@ async fn method_not_allowed() -> ApiError {
 #[allow(clippy::unnecessary_wraps)] // handlers end with `ok(..)` or `?`
 pub(crate) fn ok(status: StatusCode, body: Value) -> ApiResult {
     Ok((status, Json(body)).into_response())
+}
+
+async fn broker_stats(State(broker): State<Broker>) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        json!({
+            "queues": broker.list().await.len(),
+            "exchanges": broker.exchanges().len(),
+            "body_log_bytes": broker.body_log_bytes(),
+        }),
+    )
 }
 
 async fn list_queues(State(broker): State<Broker>) -> ApiResult {

@@ -5,8 +5,8 @@
 //! topic: `--bindings` patterns `k.<i>.*` spread over the queues, and each message
 //! gets a key that matches exactly one of them), publishes `--count` messages of
 //! `--size` bytes in batches from `--producers` tasks, and reports messages per
-//! second, batch latency percentiles and the disk bytes the queues' logs grew by per
-//! message published.
+//! second, batch latency percentiles and the disk bytes the queues' logs and the
+//! shared body log grew by per message published.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -89,7 +89,14 @@ async fn disk_bytes(
     base: &str,
     queues: &[String],
 ) -> anyhow::Result<u64> {
-    let mut total = 0;
+    let broker = call(
+        client,
+        reqwest::Method::GET,
+        format!("{base}/api/broker"),
+        None,
+    )
+    .await?;
+    let mut total = broker["body_log_bytes"].as_u64().unwrap_or(0);
     for q in queues {
         let info = call(
             client,
