@@ -892,17 +892,18 @@ async fn dlq_peek(args: DlqPeekArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
     #[derive(Parser)]
-    struct Cli {
+    pub(crate) struct Cli {
         #[command(subcommand)]
         command: ClientCommand,
     }
 
-    fn parse(args: &[&str]) -> ClientCommand {
+    /// Parses client-command arguments as the binary would.
+    pub(crate) fn parse(args: &[&str]) -> ClientCommand {
         Cli::try_parse_from(std::iter::once("weir").chain(args.iter().copied()))
             .unwrap()
             .command

@@ -699,19 +699,8 @@ pub async fn subscriptions(args: SubscriptionsArgs) -> anyhow::Result<ExitCode> 
 mod tests {
     use super::*;
     use crate::client::ClientCommand;
+    use crate::client::tests::{Cli, parse};
     use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        command: ClientCommand,
-    }
-
-    fn parse(args: &[&str]) -> ClientCommand {
-        Cli::try_parse_from(std::iter::once("weir").chain(args.iter().copied()))
-            .unwrap()
-            .command
-    }
 
     #[test]
     fn exchange_create_sends_the_type_and_only_the_flags_given() {
