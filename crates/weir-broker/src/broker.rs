@@ -426,6 +426,14 @@ impl Broker {
             if self.inner.closing.load(Ordering::Acquire) {
                 return Err(closing());
             }
+            if !self.queue_exists(name) {
+                return Err(not_found(name));
+            }
+            // Its bindings go first (and durably); then the queue.
+            self.change_routing(|r| {
+                r.remove_destination(DestinationType::Queue, name);
+                Ok(())
+            })?;
             let queue = self
                 .inner
                 .queues
@@ -438,12 +446,6 @@ impl Broker {
                 .lock()
                 .expect("invariant: lock not poisoned")
                 .insert(name.to_owned());
-            self.inner
-                .router
-                .write()
-                .expect("invariant: lock not poisoned")
-                .remove_destination(DestinationType::Queue, name);
-            self.save_routing()?;
             queue
         };
         // Outside the admin lock: the queue's in-flight dead letters may declare its

@@ -138,9 +138,24 @@ impl Broker {
         Ok(count)
     }
 
-    /// Writes the durable exchanges and bindings. Call with the declaration lock.
-    pub(crate) fn save_routing(&self) -> Result<()> {
-        let (exchanges, bindings) = self.router().durable();
+    /// Applies `change` to a copy of the router, writes the copy's durable part, and
+    /// only then makes the copy current, so memory and `meta/routing.json` never
+    /// disagree (a refused change or a failed write leaves both as they were).
+    /// Call with the declaration lock held: it is what keeps changes from racing.
+    pub(crate) fn change_routing<T>(
+        &self,
+        change: impl FnOnce(&mut Router) -> Result<T>,
+    ) -> Result<T> {
+        let mut copy = self.router().clone();
+        let out = change(&mut copy)?;
+        self.write_routing(&copy)?;
+        *self.router_mut() = copy;
+        Ok(out)
+    }
+
+    /// Writes the durable exchanges and bindings of `router`.
+    fn write_routing(&self, router: &Router) -> Result<()> {
+        let (exchanges, bindings) = router.durable();
         let file = RoutingFile {
             exchanges: exchanges
                 .into_iter()
@@ -160,17 +175,7 @@ impl Broker {
     /// Declares an exchange: creates it, or confirms an identical one exists.
     pub async fn declare_exchange(&self, name: &str, options: ExchangeOptions) -> Result<Declared> {
         let _admin = self.inner.admin.lock().await;
-        if let Some(ae) = &options.alternate_exchange {
-            validate_exchange_name(ae)?;
-        }
-        let created = self.router_mut().declare(name, options.clone())?;
-        if created
-            && options.durable
-            && let Err(e) = self.save_routing()
-        {
-            let _ = self.router_mut().delete(name, false);
-            return Err(e);
-        }
+        let created = self.change_routing(|r| r.declare(name, options))?;
         Ok(if created {
             Declared::Created
         } else {
@@ -182,8 +187,7 @@ impl Broker {
     /// source of none.
     pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
         let _admin = self.inner.admin.lock().await;
-        self.router_mut().delete(name, if_unused)?;
-        self.save_routing()
+        self.change_routing(|r| r.delete(name, if_unused))
     }
 
     /// Every exchange, by name.
@@ -232,45 +236,27 @@ impl Broker {
                 }
             }
         }
-        let mut added = Vec::new();
-        let mut answers = Vec::with_capacity(bindings.len());
-        let mut failure = None;
-        {
-            let mut router = self.router_mut();
-            for binding in bindings {
-                match router.bind(binding.clone()) {
-                    Ok(true) => {
-                        added.push(binding);
-                        answers.push(Declared::Created);
-                    }
-                    Ok(false) => answers.push(Declared::Existed),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        let result = match failure {
-            Some(e) => Err(e),
-            None if added.is_empty() => return Ok(answers),
-            None => self.save_routing(),
-        };
-        if let Err(e) = result {
-            let mut router = self.router_mut();
-            for b in &added {
-                let _ = router.unbind(b);
-            }
-            return Err(e);
-        }
-        Ok(answers)
+        // All or none: a refusal leaves the copy, and so the router, unchanged.
+        self.change_routing(|router| {
+            bindings
+                .into_iter()
+                .map(|b| {
+                    router.bind(b).map(|added| {
+                        if added {
+                            Declared::Created
+                        } else {
+                            Declared::Existed
+                        }
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Removes a binding (and an auto-delete source exchange left without any).
     pub async fn unbind(&self, binding: &Binding) -> Result<()> {
         let _admin = self.inner.admin.lock().await;
-        self.router_mut().unbind(binding)?;
-        self.save_routing()
+        self.change_routing(|r| r.unbind(binding).map(|_| ()))
     }
 
     /// Bindings, optionally only from `source` and/or to `destination`.

@@ -89,7 +89,7 @@ fn queue_destination() -> DestinationType {
 type Dest = (DestinationType, String);
 
 /// One exchange and its bindings.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Exchange {
     options: ExchangeOptions,
     bindings: BTreeSet<Binding>,
@@ -263,7 +263,7 @@ pub struct Routed {
 }
 
 /// Every exchange and binding (see the module documentation).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Router {
     exchanges: HashMap<String, Exchange>,
 }

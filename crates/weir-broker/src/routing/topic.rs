@@ -28,7 +28,7 @@ pub fn validate_pattern(pattern: &str) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Node<T> {
     words: HashMap<String, Node<T>>,
     star: Option<Box<Node<T>>>,
@@ -57,7 +57,7 @@ impl<T: Ord> Node<T> {
 }
 
 /// A set of (pattern, value) pairs that answers which values match a key.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TopicTrie<T> {
     root: Node<T>,
     len: usize,
