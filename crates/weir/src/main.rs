@@ -11,6 +11,12 @@ mod worker;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the broker allocates many small,
+/// short-lived buffers across threads (requests, records, replies), where glibc's
+/// malloc spent close to half of the CPU of a fan-out publish (measured with perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// weir: a durable message broker in one binary.
 #[derive(Parser, Debug)]
 #[command(name = "weir", version, about, long_about = None)]
