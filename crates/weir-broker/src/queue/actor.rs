@@ -136,8 +136,9 @@ pub(crate) enum Command {
 /// Reports from the actor's own tasks.
 enum Internal {
     Committed {
-        /// The log's next offset when the append started (see `appends_in_flight`).
-        low: u64,
+        /// The log's next offset when the append started (see `appends_in_flight`);
+        /// on the last part of an append only.
+        low: Option<u64>,
         /// Where the records landed.
         range: (u64, u64),
         /// The ids of the records, in order (for de-duplication).
@@ -147,7 +148,7 @@ enum Internal {
         reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
     },
     SendFailed {
-        low: u64,
+        low: Option<u64>,
         ids: Vec<String>,
         count: u64,
         bytes: u64,
@@ -199,6 +200,11 @@ struct Waiter {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 type SendReply = oneshot::Sender<Result<Vec<SendOutcome>>>;
+
+/// Most queued sends merged into one append, and the body bytes after which no
+/// more are merged (far below the log's batch limit).
+const MAX_SENDS_PER_APPEND: usize = 64;
+const MAX_BYTES_PER_APPEND: usize = 8 << 20;
 
 /// How often the actor looks at trimming and compaction.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
@@ -287,6 +293,32 @@ impl Actor {
                 Some(event) = self.internal_rx.recv() => self.on_internal(event),
                 command = self.commands.recv() => match command {
                     Some(Command::Stop { reply }) => break Some(reply),
+                    Some(Command::Send { messages, dedup, reply }) => {
+                        // Sends queued behind this one go into the same append.
+                        let size = |m: &[Outgoing]| m.iter().map(|o| o.body.len()).sum::<usize>();
+                        let mut bytes = size(&messages);
+                        let mut sends = vec![(messages, dedup, Some(reply))];
+                        let mut other = None;
+                        while sends.len() < MAX_SENDS_PER_APPEND && bytes < MAX_BYTES_PER_APPEND {
+                            match self.commands.try_recv() {
+                                Ok(Command::Send { messages, dedup, reply }) => {
+                                    bytes += size(&messages);
+                                    sends.push((messages, dedup, Some(reply)));
+                                }
+                                Ok(command) => {
+                                    other = Some(command);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.send_batch(sends);
+                        match other {
+                            Some(Command::Stop { reply }) => break Some(reply),
+                            Some(command) => self.on_command(command),
+                            None => {}
+                        }
+                    }
                     Some(command) => self.on_command(command),
                     None => break None,
                 },
@@ -618,10 +650,22 @@ impl Actor {
         });
     }
 
-    fn send(&mut self, mut messages: Vec<Outgoing>, dedup: bool, reply: Option<SendReply>) {
-        let now = now_ms();
-        // Dead letters and redrives arrive without an expiry: the queue's own TTL
-        // applies to them as to any send.
+    fn send(&mut self, messages: Vec<Outgoing>, dedup: bool, reply: Option<SendReply>) {
+        self.send_batch(vec![(messages, dedup, reply)]);
+    }
+
+    /// Admits one send: answers it at once when nothing of it is to be written
+    /// (refused, all duplicates, or deferred), else returns what to write.
+    #[allow(clippy::type_complexity)]
+    fn admit_send(
+        &mut self,
+        mut messages: Vec<Outgoing>,
+        dedup: bool,
+        reply: Option<SendReply>,
+        now: i64,
+    ) -> Option<(Vec<Outgoing>, Vec<SendOutcome>, Option<SendReply>)> {
+        // Dead letters and redrives arrive without an expiry: the queue's own
+        // TTL applies to them as to any send.
         if let Some(ttl) = self.state.options().message_ttl_ms {
             let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
             for m in messages.iter_mut().filter(|m| m.meta.expires_at_ms == 0) {
@@ -642,13 +686,13 @@ impl Actor {
             Ok(Admission::Wait) => {
                 drop(items);
                 self.deferred.push_back((messages, dedup, reply));
-                return;
+                return None;
             }
             Err(e) => {
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(e));
                 }
-                return;
+                return None;
             }
         };
         let outcomes: Vec<SendOutcome> = messages
@@ -676,40 +720,74 @@ impl Actor {
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(outcomes));
             }
+            return None;
+        }
+        Some((kept, outcomes, reply))
+    }
+
+    /// Admits several sends and writes what they keep as one append (one trip to
+    /// the log writer instead of one each), then answers each on its own.
+    fn send_batch(&mut self, sends: Vec<(Vec<Outgoing>, bool, Option<SendReply>)>) {
+        let now = now_ms();
+        let mut parts: Vec<(Vec<Outgoing>, Vec<SendOutcome>, Option<SendReply>)> = Vec::new();
+        for (messages, dedup, reply) in sends {
+            if let Some(part) = self.admit_send(messages, dedup, reply, now) {
+                parts.push(part);
+            }
+        }
+        if parts.is_empty() {
             return;
         }
-        let records: Vec<NewRecord> = kept.iter().map(Outgoing::record).collect();
+        let records: Vec<NewRecord> = parts
+            .iter()
+            .flat_map(|(kept, _, _)| kept.iter().map(Outgoing::record))
+            .collect();
         let max_priority = self.state.options().max_priority;
         let low = self.start_append();
         let log = self.log.clone();
         let events = self.internal_tx.clone();
         let queue = self.name.clone();
         self.tasks.spawn(async move {
-            match log.append_batch(&records).await {
-                Ok(appended) => {
-                    let entries = kept
-                        .iter()
-                        .zip(appended.offsets())
-                        .map(|(m, offset)| (m.entry(offset.0, max_priority), m.meta.not_before_ms))
-                        .collect();
-                    let _ = events.send(Internal::Committed {
-                        low,
-                        range: (appended.first.0, appended.next.0),
-                        ids: kept.into_iter().map(|m| m.meta.id).collect(),
-                        entries,
-                        outcomes,
-                        reply,
-                    });
-                }
-                Err(source) => {
-                    let _ = events.send(Internal::SendFailed {
-                        low,
-                        count: kept.len() as u64,
-                        bytes: kept.iter().map(|m| m.body.len() as u64).sum(),
-                        ids: kept.into_iter().map(|m| m.meta.id).collect(),
-                        error: BrokerError::Storage { queue, source },
-                        reply,
-                    });
+            let result = log.append_batch(&records).await;
+            let last = parts.len() - 1;
+            let mut next = result.as_ref().map_or(0, |a| a.first.0);
+            for (i, (kept, outcomes, reply)) in parts.into_iter().enumerate() {
+                // The append is deregistered with the last part, once every part
+                // before it was handled (the channel keeps order).
+                let low = (i == last).then_some(low);
+                match &result {
+                    Ok(_) => {
+                        let first = next;
+                        next += kept.len() as u64;
+                        let entries = kept
+                            .iter()
+                            .zip(first..next)
+                            .map(|(m, offset)| {
+                                (m.entry(offset, max_priority), m.meta.not_before_ms)
+                            })
+                            .collect();
+                        let _ = events.send(Internal::Committed {
+                            low,
+                            range: (first, next),
+                            ids: kept.into_iter().map(|m| m.meta.id).collect(),
+                            entries,
+                            outcomes,
+                            reply,
+                        });
+                    }
+                    Err(source) => {
+                        let _ = events.send(Internal::SendFailed {
+                            low,
+                            count: kept.len() as u64,
+                            bytes: kept.iter().map(|m| m.body.len() as u64).sum(),
+                            ids: kept.into_iter().map(|m| m.meta.id).collect(),
+                            error: BrokerError::Storage {
+                                queue: queue.clone(),
+                                source: source.clone(),
+                            },
+                            reply,
+                        });
+                    }
                 }
             }
         });
@@ -838,7 +916,10 @@ impl Actor {
                     sent: range.1 - range.0,
                     ..Totals::default()
                 };
-                self.append_landed(low, Some(range), delta);
+                self.counters.landed(range.0, range.1, delta);
+                if let Some(low) = low {
+                    self.append_landed(low, None, Totals::default());
+                }
                 self.state
                     .confirm_ids(ids.iter().map(String::as_str).zip(range.0..range.1));
                 let effects = self.state.commit(entries, true, now_ms());
@@ -857,7 +938,9 @@ impl Actor {
                 error,
                 reply,
             } => {
-                self.append_landed(low, None, Totals::default());
+                if let Some(low) = low {
+                    self.append_landed(low, None, Totals::default());
+                }
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
                 self.state.cancel(&ids, count, bytes);
                 if let Some(reply) = reply {
