@@ -121,7 +121,7 @@ async fn extend_keeps_the_lease_and_a_per_receive_timeout_overrides_the_default(
     api.create("q", json!({"visibility_timeout_ms": 60000}))
         .await;
     api.send_text("q", "long job").await;
-    let got = api.receive("q", "max=1&visibility_timeout_ms=300").await;
+    let got = api.receive("q", "max=1&visibility_timeout_ms=1500").await;
     let (s, body) = api
         .call(
             "POST",
@@ -130,8 +130,8 @@ async fn extend_keeps_the_lease_and_a_per_receive_timeout_overrides_the_default(
         )
         .await;
     assert_eq!((s, body["extended"].as_u64()), (200, Some(1)));
-    // Without the extension the message would be back after 300 ms.
-    assert!(api.receive("q", "max=1&wait_ms=1500").await.is_empty());
+    // Without the extension the message would be back after 1.5 s.
+    assert!(api.receive("q", "max=1&wait_ms=3000").await.is_empty());
     let (s, _) = api.ack("q", &[receipt(&got[0])]).await;
     assert_eq!(s, 200);
 }
@@ -156,7 +156,7 @@ async fn nack_requeues_at_once_or_after_a_delay() {
         .call(
             "POST",
             "/api/queues/q/nack",
-            Some(json!({"receipts": [receipt(&again[0])], "delay_ms": 400})),
+            Some(json!({"receipts": [receipt(&again[0])], "delay_ms": 2000})),
         )
         .await;
     assert_eq!(s, 200);
@@ -262,7 +262,7 @@ async fn exponential_backoff_delays_redeliveries() {
     let (_b, api) = start().await;
     api.create(
         "q",
-        json!({"retry_delay_ms": 300, "retry_backoff": "exponential", "retry_delay_max_ms": 1000}),
+        json!({"retry_delay_ms": 1500, "retry_backoff": "exponential", "retry_delay_max_ms": 5000}),
     )
     .await;
     api.send_text("q", "x").await;
@@ -287,7 +287,7 @@ async fn exponential_backoff_delays_redeliveries() {
 async fn delayed_messages_wait_their_turn() {
     let (_b, api) = start().await;
     api.create("q", json!({})).await;
-    api.send("q", json!({"body": "later", "delay_ms": 500}))
+    api.send("q", json!({"body": "later", "delay_ms": 2000}))
         .await;
     api.send_text("q", "now").await;
     let stats = api.stats("q").await;
