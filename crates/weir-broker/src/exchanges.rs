@@ -378,6 +378,33 @@ impl Broker {
         Ok(outcomes)
     }
 
+    /// Publishes to a topic: like [`Broker::publish`], but `topic` must be a topic
+    /// exchange.
+    pub async fn publish_topic(
+        &self,
+        topic: &str,
+        messages: Vec<PublishMessage>,
+    ) -> Result<Vec<PublishOutcome>> {
+        validate_exchange_name(topic)?;
+        match self.router().options(topic).map(|o| o.kind) {
+            None => {
+                return Err(BrokerError::NotFound {
+                    kind: Kind::Exchange,
+                    name: topic.to_owned(),
+                });
+            }
+            Some(ExchangeType::Topic) => {}
+            Some(_) => {
+                return Err(BrokerError::PreconditionFailed {
+                    reason: format!(
+                        "exchange '{topic}' is not a topic exchange; publish to /api/exchanges/{topic}/publish"
+                    ),
+                });
+            }
+        }
+        self.publish(topic, messages).await
+    }
+
     /// Subscribes `name` to `topic`: declares the topic exchange (type topic) if
     /// needed, a durable queue for the subscriber with `options`, and binds it with
     /// `pattern`. Idempotent for the same arguments.
@@ -414,10 +441,21 @@ impl Broker {
             auto_delete: false,
             alternate_exchange: None,
         };
-        if self.router().options(topic).is_none() {
+        let new_topic = self.router().options(topic).is_none();
+        if new_topic {
             self.declare_exchange(topic, topic_options).await?;
         }
-        let declared = self.declare(&queue, options).await?;
+        let declared = match self.declare(&queue, options).await {
+            Ok(d) => d,
+            Err(e) => {
+                // Leave nothing behind: a topic made for this subscription goes
+                // again while nothing is bound to it.
+                if new_topic {
+                    let _ = self.delete_exchange(topic, true).await;
+                }
+                return Err(e);
+            }
+        };
         let binding = Binding {
             source: topic.to_owned(),
             destination: queue.clone(),

@@ -151,6 +151,10 @@ struct PublishBatch {
 }
 
 async fn publish_to(broker: &Broker, exchange: &str, value: Value) -> ApiResult {
+    publish_through(broker, exchange, value, false).await
+}
+
+async fn publish_through(broker: &Broker, exchange: &str, value: Value, topic: bool) -> ApiResult {
     let is_batch = value
         .as_object()
         .is_some_and(|o| o.contains_key("messages"));
@@ -190,7 +194,11 @@ async fn publish_to(broker: &Broker, exchange: &str, value: Value) -> ApiResult 
             message,
         });
     }
-    let outcomes = broker.publish(exchange, messages).await?;
+    let outcomes = if topic {
+        broker.publish_topic(exchange, messages).await?
+    } else {
+        broker.publish(exchange, messages).await?
+    };
     let routed: usize = outcomes.iter().map(|o| o.queues.len()).sum();
     let unroutable = outcomes.iter().filter(|o| o.unroutable).count();
     let returned = outcomes
@@ -234,7 +242,7 @@ pub(crate) async fn publish_topic(
     Path(topic): Path<String>,
     JsonBody(value): JsonBody<Value>,
 ) -> ApiResult {
-    publish_to(&broker, &topic, value).await
+    publish_through(&broker, &topic, value, true).await
 }
 
 #[derive(Deserialize)]

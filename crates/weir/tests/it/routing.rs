@@ -518,6 +518,20 @@ async fn bad_routing_requests_get_clear_json_errors() {
             404,
             "subscription_not_found",
         ),
+        (
+            "POST",
+            "/api/topics/x/publish".into(),
+            json!({"body": "x"}),
+            409,
+            "precondition_failed",
+        ),
+        (
+            "POST",
+            "/api/topics/nothing/publish".into(),
+            json!({"body": "x"}),
+            404,
+            "exchange_not_found",
+        ),
     ];
     for (method, path, body, status, code) in cases {
         let body = (!body.is_null()).then_some(body);
