@@ -8,6 +8,8 @@
 //! <data_dir>/queues/<name>/queue.json   the queue's options (written via .tmp + rename)
 //! <data_dir>/queues/<name>/log/      the queue's weir-log log
 //! <data_dir>/queues/.trash-*         a deleted queue on its way out
+//! <data_dir>/bodies/                 the shared body log (bodies published to several queues)
+//! <data_dir>/meta/routing.json       durable exchanges and bindings
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
