@@ -228,26 +228,12 @@ async fn sigterm_under_load_shuts_down_cleanly_with_nothing_lost_or_doubled() {
 }
 
 fn segment_files(broker: &Broker, queue: &str) -> usize {
-    std::fs::read_dir(broker.data_dir().join("queues").join(queue).join("log"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".log")
-        })
-        .count()
+    crate::segment_files(&broker.data_dir().join("queues").join(queue).join("log"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_space_is_reclaimed_and_a_long_delayed_message_does_not_pin_old_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "[log]\nsegment_bytes = 1048576\n").unwrap();
-    let mut broker = Broker::start_with(&["--config", config.to_str().unwrap()])
-        .await
-        .unwrap();
+    let (mut broker, _dir) = crate::broker_with_small_segments().await;
     let api = Api::new(&broker);
     api.create("q", json!({})).await;
     api.send(

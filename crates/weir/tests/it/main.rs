@@ -162,3 +162,25 @@ pub fn bodies(ms: &[Value]) -> Vec<String> {
         .map(|m| m["body"].as_str().expect("text body").to_owned())
         .collect()
 }
+
+/// How many segment files a log directory holds.
+pub fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("log directory")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        })
+        .count()
+}
+
+/// A broker whose logs roll every MiB, so tests see segments come and go.
+pub async fn broker_with_small_segments() -> (Broker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "[log]\nsegment_bytes = 1048576\n").expect("config file");
+    let broker = Broker::start_with(&["--config", config.to_str().expect("UTF-8 path")])
+        .await
+        .expect("broker starts");
+    (broker, dir)
+}

@@ -553,26 +553,12 @@ async fn bad_routing_requests_get_clear_json_errors() {
 }
 
 fn body_segments(broker: &Broker) -> usize {
-    std::fs::read_dir(broker.data_dir().join("bodies"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".log")
-        })
-        .count()
+    crate::segment_files(&broker.data_dir().join("bodies"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fanned_out_body_is_stored_once_survives_a_crash_and_its_space_comes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "[log]\nsegment_bytes = 1048576\n").unwrap();
-    let mut broker = Broker::start_with(&["--config", config.to_str().unwrap()])
-        .await
-        .unwrap();
+    let (mut broker, _dir) = crate::broker_with_small_segments().await;
     let api = Api::new(&broker);
     exchange(&api, "photos", json!({"type": "fanout"})).await;
     let queues = ["thumbs", "notify", "analytics"];
