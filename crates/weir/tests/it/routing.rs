@@ -621,3 +621,84 @@ async fn a_fanned_out_body_is_stored_once_survives_a_crash_and_its_space_comes_b
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// kill -9 while producers publish to a fanout exchange: every publish answered 201
+/// is in every bound queue after the restart, with its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_fan_out_loses_no_answered_publish() {
+    let mut broker = Broker::start().await.unwrap();
+    let api = std::sync::Arc::new(Api::new(&broker));
+    exchange(&api, "events", json!({"type": "fanout"})).await;
+    let queues = ["a", "b", "c"];
+    for q in queues {
+        api.create(q, json!({})).await;
+        bind(&api, json!({"source": "events", "destination": q})).await;
+    }
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for p in 0..3 {
+        let (api, answered, stop) = (api.clone(), answered.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ids: Vec<String> = (0..10).map(|i| format!("p{p}-{n}-{i}")).collect();
+                n += 1;
+                let messages: Vec<Value> = ids
+                    .iter()
+                    .map(|id| json!({"id": id, "body": format!("body of {id}")}))
+                    .collect();
+                let Ok(resp) = api
+                    .client
+                    .post(format!("{}/api/exchanges/events/publish", api.base))
+                    .json(&json!({"messages": messages}))
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                if resp.status().as_u16() != 201 {
+                    break;
+                }
+                answered.lock().unwrap().extend(ids);
+            }
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while answered.lock().unwrap().len() < 2_000 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    broker.kill9().await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    broker.restart().await.unwrap();
+    let api = Api::new(&broker);
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() >= 100, "the load ran");
+    for q in queues {
+        let mut got = std::collections::HashMap::new();
+        loop {
+            let batch = api.receive(q, "max=500").await;
+            if batch.is_empty() {
+                break;
+            }
+            for m in &batch {
+                got.insert(
+                    m["id"].as_str().unwrap().to_owned(),
+                    m["body"].as_str().unwrap().to_owned(),
+                );
+            }
+            let receipts: Vec<&str> = batch.iter().map(crate::receipt).collect();
+            assert_eq!(api.ack(q, &receipts).await.0, 200);
+        }
+        for id in &answered {
+            assert_eq!(
+                got.get(id).map(String::as_str),
+                Some(format!("body of {id}").as_str()),
+                "queue {q} lost {id}"
+            );
+        }
+    }
+}
