@@ -76,6 +76,17 @@ pub struct QueueOptions {
 /// Longest allowed delay, TTL, lease or window: 30 days.
 pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
 
+/// Checks a duration field: `min..=MAX_DURATION_MS`.
+pub(crate) fn check_duration(field: &str, v: u64, min: u64) -> Result<()> {
+    if v < min || v > MAX_DURATION_MS {
+        return Err(BrokerError::invalid(
+            field,
+            format!("{v} is outside {min}..={MAX_DURATION_MS}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Default for QueueOptions {
     fn default() -> Self {
         QueueOptions {
@@ -98,24 +109,14 @@ impl Default for QueueOptions {
 impl QueueOptions {
     /// Checks ranges, reporting the first problem.
     pub fn validate(&self, queue: &str) -> Result<()> {
-        let duration = |field: &str, v: u64, min: u64| {
-            if v < min || v > MAX_DURATION_MS {
-                Err(BrokerError::invalid(
-                    field,
-                    format!("{v} is outside {min}..={MAX_DURATION_MS}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        duration("visibility_timeout_ms", self.visibility_timeout_ms, 1)?;
-        duration("retry_delay_ms", self.retry_delay_ms, 0)?;
-        duration("retry_delay_max_ms", self.retry_delay_max_ms, 0)?;
+        check_duration("visibility_timeout_ms", self.visibility_timeout_ms, 1)?;
+        check_duration("retry_delay_ms", self.retry_delay_ms, 0)?;
+        check_duration("retry_delay_max_ms", self.retry_delay_max_ms, 0)?;
         if let Some(v) = self.message_ttl_ms {
-            duration("message_ttl_ms", v, 1)?;
+            check_duration("message_ttl_ms", v, 1)?;
         }
         if let Some(v) = self.dedup_window_ms {
-            duration("dedup_window_ms", v, 1)?;
+            check_duration("dedup_window_ms", v, 1)?;
         }
         if self.max_deliveries == Some(0) {
             return Err(BrokerError::invalid("max_deliveries", "must be at least 1"));

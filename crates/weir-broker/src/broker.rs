@@ -27,7 +27,7 @@ use weir_log::{FileLog, Header, LogConfig, MessageLog};
 
 use crate::api::{
     Declared, Delivery, MAX_GROUP_BYTES, MAX_ID_BYTES, NackOptions, QueueInfo, QueueOptions,
-    ReceiveRequest, SendMessage, SendOutcome, SettleReport, validate_name,
+    ReceiveRequest, SendMessage, SendOutcome, SettleReport, check_duration, validate_name,
 };
 use crate::error::{BrokerError, Kind, Result};
 use crate::queue::actor::{Actor, Command, Outgoing, now_ms};
@@ -810,6 +810,10 @@ impl Broker {
     /// Trims the body log below every reference held and every publish in flight.
     /// Run periodically; returns the new first offset.
     pub(crate) async fn trim_bodies(&self) -> Result<u64> {
+        if self.inner.bodies.first_offset() == self.inner.bodies.next_offset() {
+            // Nothing to trim: spare every queue the question.
+            return Ok(self.inner.bodies.next_offset().0);
+        }
         // In-flight publishes first: one that finishes after this snapshot has its
         // references held by its queues before they answer the floor query below.
         let next = self.inner.bodies.next_offset().0;
@@ -937,17 +941,6 @@ fn gone(name: &str) -> BrokerError {
     BrokerError::Unavailable {
         reason: format!("queue '{name}' was deleted or the broker is shutting down"),
     }
-}
-
-fn check_duration(field: &str, v: u64, min: u64) -> Result<()> {
-    let max = crate::api::MAX_DURATION_MS;
-    if v < min || v > max {
-        return Err(BrokerError::invalid(
-            field,
-            format!("{v} is outside {min}..={max}"),
-        ));
-    }
-    Ok(())
 }
 
 fn check_receipts(receipts: &[String]) -> Result<()> {

@@ -679,7 +679,7 @@ impl QueueState {
         now: i64,
     ) -> Vec<Effect> {
         if !requeue {
-            self.release_group_for_settle(entry.group);
+            self.free_group(entry.group);
             return self.dead_letter_or_drop(vec![(entry, DeadLetterReason::Rejected)]);
         }
         if self
@@ -687,7 +687,7 @@ impl QueueState {
             .max_deliveries
             .is_some_and(|max| entry.attempts >= max)
         {
-            self.release_group_for_settle(entry.group);
+            self.free_group(entry.group);
             return self.dead_letter_or_drop(vec![(entry, DeadLetterReason::MaxDeliveries)]);
         }
         let delay = delay_ms.unwrap_or_else(|| self.backoff(entry.attempts));
@@ -704,10 +704,6 @@ impl QueueState {
             entry.attempts,
             due,
         )]))]
-    }
-
-    fn release_group_for_settle(&mut self, group: u64) {
-        self.free_group(group);
     }
 
     /// The retry delay after `attempts` deliveries.
