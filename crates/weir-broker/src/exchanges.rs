@@ -82,6 +82,24 @@ pub struct SubscriptionInfo {
     pub pattern: String,
 }
 
+/// What one queue gets of a published message. A reference's headers live in the
+/// body log with its body, so they are not copied for each queue.
+fn copy_for_queue(m: &SendMessage, by_reference: bool) -> SendMessage {
+    SendMessage {
+        id: m.id.clone(),
+        body: m.body.clone(),
+        headers: if by_reference {
+            BTreeMap::new()
+        } else {
+            m.headers.clone()
+        },
+        priority: m.priority,
+        delay_ms: m.delay_ms,
+        group: m.group.clone(),
+        ttl_ms: m.ttl_ms,
+    }
+}
+
 /// The queue that holds a subscription's messages.
 pub fn subscription_queue(topic: &str, name: &str) -> String {
     format!("sub:{topic}:{name}")
@@ -283,52 +301,38 @@ impl Broker {
             ));
         }
         let now = now_ms();
-        let mut per_queue: BTreeMap<String, Vec<(usize, SendMessage)>> = BTreeMap::new();
+        let mut messages = messages;
+        // Which messages each queue gets, by position; nothing is copied yet.
+        let mut per_queue: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut copies = vec![0usize; messages.len()];
         let mut outcomes = Vec::with_capacity(messages.len());
         {
             let router = self.router();
-            for (i, mut m) in messages.into_iter().enumerate() {
+            for (i, m) in messages.iter_mut().enumerate() {
                 crate::routing::topic::validate_pattern(&m.routing_key)?;
                 let id = m.message.id.get_or_insert_with(|| generate_id(now)).clone();
                 let routed = router.route(exchange, &m.routing_key, &m.message.headers, |q| {
                     self.queue_exists(q)
                 })?;
-                for queue in &routed.queues {
-                    per_queue
-                        .entry(queue.clone())
-                        .or_default()
-                        .push((i, m.message.clone()));
-                }
                 outcomes.push(PublishOutcome {
                     id,
                     queues: Vec::new(),
                     duplicate_in: Vec::new(),
                     unroutable: routed.queues.is_empty(),
                 });
+                copies[i] = routed.queues.len();
+                for queue in routed.queues {
+                    per_queue.entry(queue).or_default().push(i);
+                }
             }
         }
         // A message bound for several queues stores its body once, in the body log;
         // each queue holds a reference.
-        let mut copies = vec![0usize; outcomes.len()];
-        for items in per_queue.values() {
-            for (i, _) in items {
-                copies[*i] += 1;
-            }
-        }
         let shared: Vec<usize> = (0..copies.len()).filter(|i| copies[*i] > 1).collect();
-        let mut refs: Vec<Option<u64>> = vec![None; outcomes.len()];
+        let mut refs: Vec<Option<u64>> = vec![None; messages.len()];
         let mut guard = None;
         if !shared.is_empty() {
-            let mut bodies: Vec<&SendMessage> = Vec::with_capacity(shared.len());
-            for i in &shared {
-                let first = per_queue
-                    .values()
-                    .flat_map(|items| items.iter())
-                    .find(|(pos, _)| pos == i)
-                    .map(|(_, m)| m)
-                    .expect("invariant: a shared message is in some queue");
-                bodies.push(first);
-            }
+            let bodies: Vec<&SendMessage> = shared.iter().map(|i| &messages[*i].message).collect();
             let (offsets, write) = self.write_bodies(&bodies).await?;
             for (i, offset) in shared.iter().zip(offsets) {
                 refs[*i] = Some(offset);
@@ -336,11 +340,14 @@ impl Broker {
             guard = Some(write);
         }
         let mut tasks = tokio::task::JoinSet::new();
-        for (queue, items) in per_queue {
+        for (queue, positions) in per_queue {
+            let batch: Vec<SendMessage> = positions
+                .iter()
+                .map(|i| copy_for_queue(&messages[*i].message, refs[*i].is_some()))
+                .collect();
+            let item_refs: Vec<Option<u64>> = positions.iter().map(|i| refs[*i]).collect();
             let broker = self.clone();
-            let item_refs: Vec<Option<u64>> = items.iter().map(|(i, _)| refs[*i]).collect();
             tasks.spawn(async move {
-                let (positions, batch): (Vec<usize>, Vec<SendMessage>) = items.into_iter().unzip();
                 let result = broker.send_with_refs(&queue, batch, item_refs).await;
                 (queue, positions, result)
             });

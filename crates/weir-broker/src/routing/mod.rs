@@ -237,17 +237,23 @@ impl Exchange {
         }
     }
 
-    fn matching(&self, key: &str, headers: &BTreeMap<String, String>) -> BTreeSet<Dest> {
+    /// Calls `found` with every destination a message with `key` and `headers`
+    /// matches (borrowed: nothing is cloned per message).
+    fn matching<'a>(
+        &'a self,
+        key: &str,
+        headers: &BTreeMap<String, String>,
+        mut found: impl FnMut(&'a Dest),
+    ) {
         match self.options.kind {
-            ExchangeType::Direct => self.direct.get(key).cloned().unwrap_or_default(),
-            ExchangeType::Topic => self.topic.matches(key),
-            ExchangeType::Fanout => self.fanout.clone(),
+            ExchangeType::Direct => self.direct.get(key).into_iter().flatten().for_each(found),
+            ExchangeType::Topic => self.topic.matches(key).into_iter().for_each(found),
+            ExchangeType::Fanout => self.fanout.iter().for_each(found),
             ExchangeType::Headers => self
                 .headers
                 .iter()
                 .filter(|(m, _)| m.matches(headers))
-                .map(|(_, d)| d.clone())
-                .collect(),
+                .for_each(|(_, d)| found(d)),
         }
     }
 }
@@ -501,63 +507,66 @@ impl Router {
         headers: &BTreeMap<String, String>,
         queue_exists: impl Fn(&str) -> bool,
     ) -> Result<Routed> {
+        let mut routed = Routed::default();
         if exchange.is_empty() {
-            let mut routed = Routed::default();
             if queue_exists(key) {
                 routed.queues.insert(key.to_owned());
             }
             return Ok(routed);
         }
-        if !self.exchanges.contains_key(exchange) {
-            return Err(exchange_not_found(exchange));
-        }
-        let mut routed = Routed::default();
-        let mut visited = BTreeSet::new();
-        self.walk(exchange, key, headers, &mut visited, &mut routed.queues);
-        // Alternate exchanges, chained, until a queue is found.
-        let mut current = exchange.to_owned();
-        while routed.queues.is_empty() {
-            let Some(ae) = self
+        let (exchange, _) = self
+            .exchanges
+            .get_key_value(exchange)
+            .ok_or_else(|| exchange_not_found(exchange))?;
+        // Names borrowed from the router while it walks; owned only in the answer.
+        let mut visited: BTreeSet<&str> = BTreeSet::new();
+        let mut queues: BTreeSet<&str> = BTreeSet::new();
+        self.walk(exchange, key, headers, &mut visited, &mut queues);
+        // Alternate exchanges, chained (each once), until a queue is found.
+        let mut alternates: BTreeSet<&str> = BTreeSet::new();
+        let mut current = exchange.as_str();
+        while queues.is_empty() {
+            let Some((ae, _)) = self
                 .exchanges
-                .get(&current)
-                .and_then(|e| e.options.alternate_exchange.clone())
+                .get(current)
+                .and_then(|e| e.options.alternate_exchange.as_deref())
+                .and_then(|ae| self.exchanges.get_key_value(ae))
             else {
                 break;
             };
-            if !self.exchanges.contains_key(&ae) || !visited.insert(format!("ae:{ae}")) {
+            if !alternates.insert(ae) {
                 break;
             }
             routed.via_alternate = true;
-            self.walk(&ae, key, headers, &mut visited, &mut routed.queues);
+            self.walk(ae, key, headers, &mut visited, &mut queues);
             current = ae;
         }
+        routed.queues = queues.into_iter().map(str::to_owned).collect();
         Ok(routed)
     }
 
-    fn walk(
-        &self,
-        exchange: &str,
+    fn walk<'a>(
+        &'a self,
+        exchange: &'a str,
         key: &str,
         headers: &BTreeMap<String, String>,
-        visited: &mut BTreeSet<String>,
-        queues: &mut BTreeSet<String>,
+        visited: &mut BTreeSet<&'a str>,
+        queues: &mut BTreeSet<&'a str>,
     ) {
-        let mut stack = vec![exchange.to_owned()];
+        let mut stack = vec![exchange];
         while let Some(name) = stack.pop() {
-            if !visited.insert(name.clone()) {
+            if !visited.insert(name) {
                 continue;
             }
-            let Some(e) = self.exchanges.get(&name) else {
+            let Some(e) = self.exchanges.get(name) else {
                 continue;
             };
-            for (kind, dest) in e.matching(key, headers) {
-                match kind {
-                    DestinationType::Queue => {
-                        queues.insert(dest);
-                    }
-                    DestinationType::Exchange => stack.push(dest),
+            e.matching(key, headers, |(kind, dest)| match kind {
+                DestinationType::Queue => {
+                    queues.insert(dest);
                 }
-            }
+                DestinationType::Exchange => stack.push(dest),
+            });
         }
     }
 
