@@ -93,7 +93,8 @@ impl BrokerConfig {
 #[derive(Clone)]
 pub(crate) struct QueueRef {
     commands: mpsc::Sender<Command>,
-    options: QueueOptions,
+    /// Shared, so looking a queue up per request copies no option strings.
+    options: Arc<QueueOptions>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -318,7 +319,7 @@ impl Broker {
                 name.to_owned(),
                 QueueRef {
                     commands,
-                    options,
+                    options: Arc::new(options),
                     task: Arc::new(Mutex::new(Some(task))),
                 },
             );
@@ -488,6 +489,16 @@ impl Broker {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T> {
         let queue = self.get(name)?;
+        self.ask_queue(&queue, name, make).await
+    }
+
+    /// [`Broker::ask`] of a queue already looked up.
+    async fn ask_queue<T>(
+        &self,
+        queue: &QueueRef,
+        name: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         queue
             .commands
@@ -499,11 +510,13 @@ impl Broker {
 
     /// One queue's settings and stats.
     pub async fn info(&self, name: &str) -> Result<QueueInfo> {
-        let options = self.get(name)?.options;
-        let stats = self.ask(name, |reply| Command::Stats { reply }).await?;
+        let queue = self.get(name)?;
+        let stats = self
+            .ask_queue(&queue, name, |reply| Command::Stats { reply })
+            .await?;
         Ok(QueueInfo {
             name: name.to_owned(),
-            options,
+            options: (*queue.options).clone(),
             stats,
         })
     }
@@ -557,15 +570,20 @@ impl Broker {
                 limit: limits.max_batch_messages,
             });
         }
-        let options = self.get(name)?.options;
+        let queue = self.get(name)?;
         let now = now_ms();
         let mut outgoing = Vec::with_capacity(messages.len());
         for ((i, m), body_ref) in messages.into_iter().enumerate().zip(refs) {
-            let mut out = prepare(i, m, &options, limits, now)?;
+            let mut out = prepare(i, m, &queue.options, limits, now)?;
             out.body_ref = body_ref;
             outgoing.push(out);
         }
-        self.send_prepared(name, outgoing, true).await
+        self.ask_queue(&queue, name, |reply| Command::Send {
+            messages: outgoing,
+            dedup: true,
+            reply,
+        })
+        .await?
     }
 
     /// Writes the bodies of `messages` once to the body log; returns their offsets
@@ -701,12 +719,16 @@ impl Broker {
 
     /// The queue's dead-letter queue, or an error if it has none.
     fn dead_letter_queue_of(&self, name: &str) -> Result<String> {
-        self.get(name)?.options.dead_letter_queue.ok_or_else(|| {
-            BrokerError::invalid(
-                "dead_letter_queue",
-                format!("queue '{name}' has no dead-letter queue"),
-            )
-        })
+        self.get(name)?
+            .options
+            .dead_letter_queue
+            .clone()
+            .ok_or_else(|| {
+                BrokerError::invalid(
+                    "dead_letter_queue",
+                    format!("queue '{name}' has no dead-letter queue"),
+                )
+            })
     }
 
     /// Up to `max` messages dead-lettered from `name`, without leasing them.
