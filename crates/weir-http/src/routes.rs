@@ -18,7 +18,7 @@ use weir_broker::{
 };
 
 use crate::error::{ApiError, status_of};
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
 use crate::routing_routes as x;
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
@@ -166,10 +166,8 @@ pub(crate) struct MessageIn {
     pub(crate) ttl_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Batch {
-    messages: Vec<MessageIn>,
+impl Batched for MessageIn {
+    const FIELD: &'static str = "messages";
 }
 
 pub(crate) fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError> {
@@ -205,25 +203,13 @@ pub(crate) fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError
     })
 }
 
-pub(crate) fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
-}
-
 async fn send(
     State(broker): State<Broker>,
     Path(name): Path<String>,
-    JsonBody(value): JsonBody<Value>,
+    body: OneOrMany<MessageIn>,
 ) -> ApiResult {
-    let is_batch = value
-        .as_object()
-        .is_some_and(|o| o.contains_key("messages"));
-    let messages: Vec<MessageIn> = if is_batch {
-        parse::<Batch>(value)?.messages
-    } else {
-        vec![parse(value)?]
-    };
-    let messages = messages
+    let messages = body
+        .items
         .into_iter()
         .enumerate()
         .map(|(i, m)| message_in(i, m))

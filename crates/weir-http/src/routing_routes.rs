@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_broker::{Binding, Broker, Declared, ExchangeOptions, PublishMessage, QueueOptions};
 
-use crate::extract::{JsonBody, QueryParams};
-use crate::routes::{ApiResult, MessageIn, message_in, ok, parse};
+use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
+use crate::routes::{ApiResult, MessageIn, message_in, ok};
 
 /// The default exchange in paths (its real name, `""`, cannot be a path segment),
 /// as in `RabbitMQ`'s management API.
@@ -84,23 +84,14 @@ pub(crate) async fn list_bindings(
     ok(StatusCode::OK, json!({"bindings": bindings}))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BindingBatch {
-    bindings: Vec<Binding>,
+impl Batched for Binding {
+    const FIELD: &'static str = "bindings";
 }
 
 /// One binding, or `{"bindings": [...]}` added all or none.
-pub(crate) async fn bind(
-    State(broker): State<Broker>,
-    JsonBody(value): JsonBody<Value>,
-) -> ApiResult {
-    if value
-        .as_object()
-        .is_some_and(|o| o.contains_key("bindings"))
-    {
-        let batch: BindingBatch = parse(value)?;
-        let answers = broker.bind_many(batch.bindings).await?;
+pub(crate) async fn bind(State(broker): State<Broker>, body: OneOrMany<Binding>) -> ApiResult {
+    if body.batch {
+        let answers = broker.bind_many(body.items).await?;
         let added = answers.iter().filter(|d| **d == Declared::Created).count();
         let status = if added > 0 {
             StatusCode::CREATED
@@ -112,7 +103,7 @@ pub(crate) async fn bind(
             json!({"created": added, "existed": answers.len() - added}),
         );
     }
-    let binding: Binding = parse(value)?;
+    let binding = body.items.into_iter().next().expect("invariant: one item");
     let declared = broker.bind(binding.clone()).await?;
     ok(created(declared), json!(binding))
 }
@@ -128,7 +119,7 @@ pub(crate) async fn unbind(
 /// One message to publish: a message plus its routing key and `mandatory`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishIn {
+pub(crate) struct PublishIn {
     #[serde(default)]
     routing_key: String,
     #[serde(default)]
@@ -144,25 +135,16 @@ struct PublishIn {
     ttl_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBatch {
-    messages: Vec<PublishIn>,
+impl Batched for PublishIn {
+    const FIELD: &'static str = "messages";
 }
 
-async fn publish_to(broker: &Broker, exchange: &str, value: Value) -> ApiResult {
-    publish_through(broker, exchange, value, false).await
-}
-
-async fn publish_through(broker: &Broker, exchange: &str, value: Value, topic: bool) -> ApiResult {
-    let is_batch = value
-        .as_object()
-        .is_some_and(|o| o.contains_key("messages"));
-    let items: Vec<PublishIn> = if is_batch {
-        parse::<PublishBatch>(value)?.messages
-    } else {
-        vec![parse(value)?]
-    };
+async fn publish_through(
+    broker: &Broker,
+    exchange: &str,
+    items: Vec<PublishIn>,
+    topic: bool,
+) -> ApiResult {
     let limit = broker.limits().max_batch_messages;
     if items.len() as u64 > limit {
         return Err(weir_broker::BrokerError::LimitExceeded {
@@ -232,17 +214,17 @@ async fn publish_through(broker: &Broker, exchange: &str, value: Value, topic: b
 pub(crate) async fn publish(
     State(broker): State<Broker>,
     Path(name): Path<String>,
-    JsonBody(value): JsonBody<Value>,
+    body: OneOrMany<PublishIn>,
 ) -> ApiResult {
-    publish_to(&broker, exchange_name(&name), value).await
+    publish_through(&broker, exchange_name(&name), body.items, false).await
 }
 
 pub(crate) async fn publish_topic(
     State(broker): State<Broker>,
     Path(topic): Path<String>,
-    JsonBody(value): JsonBody<Value>,
+    body: OneOrMany<PublishIn>,
 ) -> ApiResult {
-    publish_through(&broker, &topic, value, true).await
+    publish_through(&broker, &topic, body.items, true).await
 }
 
 #[derive(Deserialize)]
