@@ -448,17 +448,17 @@ fn stamp(body: &str) -> Option<u64> {
     prefix.parse().ok()
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // 1 µs to an hour at 3 significant figures: a few dozen KiB per histogram.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("invariant: constant bounds are valid")
 }
 
-fn add(total: &mut Histogram<u64>, part: &Histogram<u64>) {
+pub(crate) fn add(total: &mut Histogram<u64>, part: &Histogram<u64>) {
     // Same bounds everywhere, so adding cannot fail; saturate rather than panic.
     let _ = total.add(part);
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -512,7 +512,7 @@ fn round(value: f64, decimals: i32) -> f64 {
 }
 
 /// Latency percentiles of one histogram, in milliseconds (to the microsecond).
-fn percentiles(h: &Histogram<u64>) -> Value {
+pub(crate) fn percentiles(h: &Histogram<u64>) -> Value {
     if h.is_empty() {
         return Value::Null;
     }

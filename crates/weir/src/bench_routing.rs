@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
-use hdrhistogram::Histogram;
+use anyhow::bail;
 use serde_json::{Value, json};
 
+use crate::bench::{add, histogram, micros, percentiles};
 use crate::client::ServerArgs;
+use crate::client::api::Api;
 
 /// Exchange types the benchmark can drive.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,50 +63,15 @@ pub struct PublishArgs {
     keep: bool,
 }
 
-async fn call(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
-    let mut req = client.request(method.clone(), &url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("{method} {url}"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{method} {url}: {status} {text}");
-    }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn disk_bytes(
-    client: &reqwest::Client,
-    base: &str,
-    queues: &[String],
-) -> anyhow::Result<u64> {
-    let broker = call(
-        client,
-        reqwest::Method::GET,
-        format!("{base}/api/broker"),
-        None,
-    )
-    .await?;
-    let mut total = broker["body_log_bytes"].as_u64().unwrap_or(0);
+/// Disk bytes of the queues' logs and of the shared body log.
+async fn disk_bytes(api: &Api, queues: &[String]) -> anyhow::Result<u64> {
+    let mut total = api.broker().await?.body["body_log_bytes"]
+        .as_u64()
+        .unwrap_or(0);
     for q in queues {
-        let info = call(
-            client,
-            reqwest::Method::GET,
-            format!("{base}/api/queues/{q}"),
-            None,
-        )
-        .await?;
-        total += info["stats"]["disk_bytes"].as_u64().unwrap_or(0);
+        total += api.info(q).await?.body["stats"]["disk_bytes"]
+            .as_u64()
+            .unwrap_or(0);
     }
     Ok(total)
 }
@@ -116,8 +82,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     if args.queues == 0 || args.batch == 0 || args.producers == 0 {
         bail!("--queues, --batch and --producers must be at least 1");
     }
-    let client = reqwest::Client::new();
-    let base = args.server.server.trim_end_matches('/').to_owned();
+    let api = Api::new(&args.server.server)?;
     let prefix = format!("bench-pub-{}", std::process::id());
     let exchange = prefix.clone();
     let queues: Vec<String> = (0..args.queues).map(|i| format!("{prefix}-q{i}")).collect();
@@ -125,21 +90,10 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         Kind::Fanout => "fanout",
         Kind::Topic => "topic",
     };
-    call(
-        &client,
-        reqwest::Method::PUT,
-        format!("{base}/api/exchanges/{exchange}"),
-        Some(json!({"type": kind})),
-    )
-    .await?;
-    for q in &queues {
-        call(
-            &client,
-            reqwest::Method::PUT,
-            format!("{base}/api/queues/{q}"),
-            Some(json!({})),
-        )
+    api.declare_exchange(&exchange, &json!({"type": kind}))
         .await?;
+    for q in &queues {
+        api.declare(q, &json!({})).await?;
     }
     let bindings: Vec<Value> = match args.kind {
         Kind::Fanout => queues
@@ -151,24 +105,17 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     for chunk in bindings.chunks(5_000) {
-        call(
-            &client,
-            reqwest::Method::POST,
-            format!("{base}/api/bindings"),
-            Some(json!({"bindings": chunk})),
-        )
-        .await?;
+        api.binding(true, &json!({"bindings": chunk})).await?;
     }
-    let before = disk_bytes(&client, &base, &queues).await?;
+    let before = disk_bytes(&api, &queues).await?;
     let body = "x".repeat(args.size);
     let next = Arc::new(AtomicU64::new(0));
     let routed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.producers {
-        let (client, base, exchange, body, next, routed) = (
-            client.clone(),
-            base.clone(),
+        let (api, exchange, body, next, routed) = (
+            api.clone(),
             exchange.clone(),
             body.clone(),
             next.clone(),
@@ -181,8 +128,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
             args.kind == Kind::Topic,
         );
         tasks.spawn(async move {
-            let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
-                .expect("invariant: valid bounds");
+            let mut latency = histogram();
             loop {
                 let first = next.fetch_add(batch, Ordering::Relaxed);
                 if first >= count {
@@ -200,26 +146,21 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 let t = Instant::now();
-                let answer = call(
-                    &client,
-                    reqwest::Method::POST,
-                    format!("{base}/api/exchanges/{exchange}/publish"),
-                    Some(json!({"messages": messages})),
-                )
-                .await?;
-                latency
-                    .saturating_record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                let answer = api
+                    .publish(&exchange, &json!({"messages": messages}))
+                    .await?
+                    .body;
+                latency.saturating_record(micros(t.elapsed()));
                 routed.fetch_add(answer["routed"].as_u64().unwrap_or(0), Ordering::Relaxed);
             }
         });
     }
-    let mut latency =
-        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("invariant: valid bounds");
+    let mut latency = histogram();
     while let Some(joined) = tasks.join_next().await {
-        latency.add(joined??).context("merging histograms")?;
+        add(&mut latency, &joined??);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let after = disk_bytes(&client, &base, &queues).await?;
+    let after = disk_bytes(&api, &queues).await?;
     let (rate, per_message, copies) = (
         args.count as f64 / seconds,
         (after - before) as f64 / args.count as f64,
@@ -231,7 +172,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         "count": args.count, "batch": args.batch, "size": args.size, "producers": args.producers,
         "seconds": seconds, "msgs_per_sec": rate, "copies_per_message": copies,
         "disk_bytes_per_message": per_message,
-        "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "max": latency.max() as f64 / 1000.0},
+        "latency_ms": percentiles(&latency),
     });
     if args.json {
         println!("{result}");
@@ -249,21 +190,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.keep {
         for q in &queues {
-            call(
-                &client,
-                reqwest::Method::DELETE,
-                format!("{base}/api/queues/{q}"),
-                None,
-            )
-            .await?;
+            api.delete(q).await?;
         }
-        call(
-            &client,
-            reqwest::Method::DELETE,
-            format!("{base}/api/exchanges/{exchange}"),
-            None,
-        )
-        .await?;
+        api.delete_exchange(&exchange, false).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

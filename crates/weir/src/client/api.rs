@@ -456,6 +456,12 @@ impl Api {
         .await
     }
 
+    /// `GET /api/broker`: queue and exchange counts, body-log bytes.
+    pub async fn broker(&self) -> Result<Reply, ApiError> {
+        self.call(Method::GET, self.url(&["api", "broker"]), None, None)
+            .await
+    }
+
     /// `GET /api/queues`.
     pub async fn list(&self) -> Result<Reply, ApiError> {
         self.call(Method::GET, self.url(&["api", "queues"]), None, None)
