@@ -300,8 +300,10 @@ pub struct NackOptions {
     pub delay_ms: Option<u64>,
 }
 
-/// Counters and gauges of a queue.
+/// Counters and gauges of a queue. Missing fields read as 0, so clients of another
+/// version still read it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QueueStats {
     /// Ready to be received.
     pub ready: u64,

@@ -152,24 +152,9 @@ impl QueueInfo {
     }
 }
 
-/// A queue's counters. Missing fields read as 0 so an older or newer broker still
-/// lists.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
-#[allow(missing_docs)] // the fields are the API's, documented in docs/http-api.md
-pub struct QueueStats {
-    pub ready: u64,
-    pub leased: u64,
-    pub delayed: u64,
-    pub in_transit: u64,
-    pub bytes: u64,
-    pub consumers: u64,
-    pub oldest_age_ms: Option<u64>,
-    pub sent_total: u64,
-    pub acked_total: u64,
-    pub redelivered_total: u64,
-    pub dead_lettered_total: u64,
-}
+/// A queue's counters: the broker's own type (missing fields read as 0, so an
+/// older or newer broker still lists).
+pub use weir_broker::QueueStats;
 
 /// `GET /api/queues`.
 #[derive(Debug, Deserialize)]
