@@ -8,13 +8,9 @@ use weir_testkit::Broker;
 
 use crate::{Api, receipt};
 
-/// A dead-letter queue that refuses copies (here: full, `reject-publish`): the
-/// expired message waits and tries again later; it is counted as expired once, and
-/// the queue does not spin on it.
-#[tokio::test]
-async fn a_refusing_dead_letter_queue_does_not_inflate_expired_total() {
-    let broker = Broker::start().await.unwrap();
-    let api = Api::new(&broker);
+/// Queue `q` whose message expires into dead-letter queue `dlq`, which is full with
+/// `reject-publish` and so refuses it; returns once the expiry happened.
+async fn expire_into_a_full_dead_letter_queue(api: &Api) {
     api.create(
         "dlq",
         json!({"max_length": 1, "overflow": "reject-publish"}),
@@ -31,6 +27,16 @@ async fn a_refusing_dead_letter_queue_does_not_inflate_expired_total() {
         s["expired_total"].as_u64() >= Some(1)
     })
     .await;
+}
+
+/// A dead-letter queue that refuses copies (here: full, `reject-publish`): the
+/// expired message waits and tries again later; it is counted as expired once, and
+/// the queue does not spin on it.
+#[tokio::test]
+async fn a_refusing_dead_letter_queue_does_not_inflate_expired_total() {
+    let broker = Broker::start().await.unwrap();
+    let api = Api::new(&broker);
+    expire_into_a_full_dead_letter_queue(&api).await;
     // Whatever happens next, one message expired.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = api.stats("q").await;
@@ -111,22 +117,7 @@ async fn deleting_a_queue_while_it_recreates_its_dead_letter_queue_does_not_hang
 async fn a_shutdown_keeps_the_dead_letter_queue_settings() {
     let mut broker = Broker::start().await.unwrap();
     let api = Api::new(&broker);
-    api.create(
-        "dlq",
-        json!({"max_length": 1, "overflow": "reject-publish"}),
-    )
-    .await;
-    api.send_text("dlq", "filler").await;
-    api.create(
-        "q",
-        json!({"dead_letter_queue": "dlq", "message_ttl_ms": 50}),
-    )
-    .await;
-    api.send_text("q", "m").await;
-    api.wait_stats("q", "the expiry", |s| {
-        s["expired_total"].as_u64() >= Some(1)
-    })
-    .await;
+    expire_into_a_full_dead_letter_queue(&api).await;
     assert!(broker.terminate().await.unwrap(), "clean exit");
     broker.restart().await.unwrap();
     let api = Api::new(&broker);
