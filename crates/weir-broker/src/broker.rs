@@ -29,7 +29,7 @@ use crate::api::{
     Declared, Delivery, MAX_GROUP_BYTES, MAX_ID_BYTES, NackOptions, QueueInfo, QueueOptions,
     ReceiveRequest, SendMessage, SendOutcome, SettleReport, check_duration, validate_name,
 };
-use crate::error::{BrokerError, Kind, Result};
+use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::queue::actor::{Actor, Command, Outgoing, now_ms};
 use crate::queue::record::MessageMeta;
 use crate::queue::replay::replay;
@@ -401,7 +401,7 @@ impl Broker {
         );
         if count + 1 + extra > limit {
             return Err(BrokerError::LimitExceeded {
-                what: "queue count",
+                what: Limit::Queues,
                 limit,
             });
         }
@@ -566,7 +566,7 @@ impl Broker {
         }
         if messages.len() as u64 > limits.max_batch_messages {
             return Err(BrokerError::LimitExceeded {
-                what: "messages per send",
+                what: Limit::MessagesPerSend,
                 limit: limits.max_batch_messages,
             });
         }
@@ -974,7 +974,7 @@ fn check_receipts(receipts: &[String]) -> Result<()> {
     }
     if receipts.len() > 10_000 {
         return Err(BrokerError::LimitExceeded {
-            what: "receipts per request",
+            what: Limit::ReceiptsPerRequest,
             limit: 10_000,
         });
     }
@@ -1007,7 +1007,7 @@ fn prepare(
     let field = |f: &str| format!("messages[{i}].{f}");
     if m.body.len() as u64 > limits.max_message_bytes {
         return Err(BrokerError::LimitExceeded {
-            what: "message body bytes",
+            what: Limit::MessageBytes,
             limit: limits.max_message_bytes,
         });
     }

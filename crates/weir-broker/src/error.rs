@@ -31,6 +31,37 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The limits a request can run into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Queues per broker.
+    Queues,
+    /// Messages in one send or publish.
+    MessagesPerSend,
+    /// Receipts in one ack, nack or extend.
+    ReceiptsPerRequest,
+    /// Bytes of one message body.
+    MessageBytes,
+}
+
+impl Limit {
+    /// Whether it limits a size in bytes (HTTP answers those with 413).
+    pub fn is_size(self) -> bool {
+        matches!(self, Limit::MessageBytes)
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Queues => "queue count",
+            Limit::MessagesPerSend => "messages per send",
+            Limit::ReceiptsPerRequest => "receipts per request",
+            Limit::MessageBytes => "message body bytes",
+        })
+    }
+}
+
 /// Everything the broker API can refuse or fail with.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -115,7 +146,7 @@ pub enum BrokerError {
     #[error("{what} limit of {limit} exceeded")]
     LimitExceeded {
         /// Which limit.
-        what: &'static str,
+        what: Limit,
         /// Its configured value.
         limit: u64,
     },

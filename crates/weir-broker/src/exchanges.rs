@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{Declared, QueueOptions, SendMessage, validate_name};
 use crate::broker::{Broker, generate_id, io_error, write_durably};
-use crate::error::{BrokerError, Kind, Result};
+use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::queue::actor::now_ms;
 use crate::routing::{
     Binding, DestinationType, ExchangeOptions, ExchangeType, Router, validate_exchange_name,
@@ -299,6 +299,13 @@ impl Broker {
                 "messages",
                 "a publish needs at least one message",
             ));
+        }
+        let limit = self.inner.config.limits.max_batch_messages;
+        if messages.len() as u64 > limit {
+            return Err(BrokerError::LimitExceeded {
+                what: Limit::MessagesPerSend,
+                limit,
+            });
         }
         let now = now_ms();
         let mut messages = messages;

@@ -34,7 +34,7 @@ pub use api::{
     QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome, SettleReport,
 };
 pub use broker::{Broker, BrokerConfig, Limits, StartReport};
-pub use error::{BrokerError, Kind, Result};
+pub use error::{BrokerError, Kind, Limit, Result};
 pub use exchanges::{
     ExchangeInfo, PublishMessage, PublishOutcome, SubscriptionInfo, subscription_queue,
 };

@@ -41,9 +41,7 @@ pub fn status_of(e: &BrokerError) -> StatusCode {
         | BrokerError::PreconditionFailed { .. }
         | BrokerError::BindingLoop { .. } => StatusCode::CONFLICT,
         BrokerError::AccessRefused { .. } => StatusCode::FORBIDDEN,
-        BrokerError::LimitExceeded { what, .. } if what.contains("bytes") => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
+        BrokerError::LimitExceeded { what, .. } if what.is_size() => StatusCode::PAYLOAD_TOO_LARGE,
         BrokerError::InvalidName { .. }
         | BrokerError::InvalidArgument { .. }
         | BrokerError::MalformedReceipt { .. }

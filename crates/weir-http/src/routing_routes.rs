@@ -145,14 +145,6 @@ async fn publish_through(
     items: Vec<PublishIn>,
     topic: bool,
 ) -> ApiResult {
-    let limit = broker.limits().max_batch_messages;
-    if items.len() as u64 > limit {
-        return Err(weir_broker::BrokerError::LimitExceeded {
-            what: "messages per send",
-            limit,
-        }
-        .into());
-    }
     let mut messages = Vec::with_capacity(items.len());
     let mut mandatory = Vec::with_capacity(items.len());
     for (i, p) in items.into_iter().enumerate() {
