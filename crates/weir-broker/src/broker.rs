@@ -803,11 +803,6 @@ impl Broker {
         Ok(())
     }
 
-    /// The client limits in force.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.config.limits
-    }
-
     /// Stops every queue: waiting receivers get empty answers, in-flight sends and
     /// acks finish, logs are synced and closed. Leased messages are ready again at
     /// the next start.
