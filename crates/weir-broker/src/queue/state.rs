@@ -887,15 +887,21 @@ impl QueueState {
     pub(crate) fn take_for_transit(&mut self, max: usize, origin: Option<u32>) -> Vec<Entry> {
         let mut taken = Vec::new();
         for deque in self.ready.iter_mut().rev() {
-            let mut kept = VecDeque::with_capacity(deque.len());
-            for entry in deque.drain(..) {
-                if taken.len() < max && origin.is_none_or(|o| entry.origin == o) {
-                    taken.push(entry);
-                } else {
-                    kept.push_back(entry);
-                }
+            let want = max - taken.len();
+            if want == 0 {
+                break;
             }
-            *deque = kept;
+            match origin {
+                // Everything matches: the head, without touching the rest.
+                None => taken.extend(deque.drain(..want.min(deque.len()))),
+                Some(o) => deque.retain(|entry| {
+                    let take = taken.len() < max && entry.origin == o;
+                    if take {
+                        taken.push(*entry);
+                    }
+                    !take
+                }),
+            }
         }
         for entry in &taken {
             self.ready_count -= 1;
