@@ -61,12 +61,25 @@ pub struct PublishMessage {
 pub struct PublishOutcome {
     /// Its id (the same in every queue).
     pub id: String,
-    /// The queues it was enqueued in (durably).
+    /// How many queues enqueued it (durably).
+    pub routed: u32,
+    /// How many queues already had it (de-duplication).
+    pub duplicates: u32,
+    /// The queues it was enqueued in, sorted; only filled when asked for
+    /// ([`PublishOptions::queue_names`]).
     pub queues: Vec<String>,
-    /// Queues that already had it (de-duplication).
+    /// The queues that already had it, sorted; only filled when asked for.
     pub duplicate_in: Vec<String>,
     /// It reached no queue (it is dropped; with `mandatory` this is the report).
     pub unroutable: bool,
+}
+
+/// How a publish answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Name the queues each message reached, not only count them. A fan-out to
+    /// many queues answers with many names per message, so it is asked for.
+    pub queue_names: bool,
 }
 
 /// A topic subscription.
@@ -293,6 +306,7 @@ impl Broker {
         &self,
         exchange: &str,
         messages: Vec<PublishMessage>,
+        options: PublishOptions,
     ) -> Result<Vec<PublishOutcome>> {
         if messages.is_empty() {
             return Err(BrokerError::invalid(
@@ -323,6 +337,8 @@ impl Broker {
                 })?;
                 outcomes.push(PublishOutcome {
                     id,
+                    routed: 0,
+                    duplicates: 0,
                     queues: Vec::new(),
                     duplicate_in: Vec::new(),
                     unroutable: routed.queues.is_empty(),
@@ -367,10 +383,15 @@ impl Broker {
                 Ok(sent) => {
                     for (pos, outcome) in positions.into_iter().zip(sent) {
                         let target = &mut outcomes[pos];
-                        if outcome.duplicate {
-                            target.duplicate_in.push(queue.clone());
+                        let names = if outcome.duplicate {
+                            target.duplicates += 1;
+                            &mut target.duplicate_in
                         } else {
-                            target.queues.push(queue.clone());
+                            target.routed += 1;
+                            &mut target.queues
+                        };
+                        if options.queue_names {
+                            names.push(queue.clone());
                         }
                     }
                 }
@@ -398,6 +419,7 @@ impl Broker {
         &self,
         topic: &str,
         messages: Vec<PublishMessage>,
+        options: PublishOptions,
     ) -> Result<Vec<PublishOutcome>> {
         validate_exchange_name(topic)?;
         match self.router().options(topic).map(|o| o.kind) {
@@ -416,7 +438,7 @@ impl Broker {
                 });
             }
         }
-        self.publish(topic, messages).await
+        self.publish(topic, messages, options).await
     }
 
     /// Subscribes `name` to `topic`: declares the topic exchange (type topic) if

@@ -36,7 +36,8 @@ pub use api::{
 pub use broker::{Broker, BrokerConfig, Limits, StartReport};
 pub use error::{BrokerError, Kind, Limit, Result};
 pub use exchanges::{
-    ExchangeInfo, PublishMessage, PublishOutcome, SubscriptionInfo, subscription_queue,
+    ExchangeInfo, PublishMessage, PublishOptions, PublishOutcome, SubscriptionInfo,
+    subscription_queue,
 };
 pub use routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
 pub use weir_log::FsyncPolicy;

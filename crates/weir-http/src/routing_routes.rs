@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weir_broker::{Binding, Broker, Declared, ExchangeOptions, PublishMessage, QueueOptions};
+use weir_broker::{
+    Binding, Broker, Declared, ExchangeOptions, PublishMessage, PublishOptions, QueueOptions,
+};
 
 use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
 use crate::routes::{ApiResult, MessageIn, message_in, ok};
@@ -139,11 +141,20 @@ impl Batched for PublishIn {
     const FIELD: &'static str = "messages";
 }
 
+/// `?queues=true` on a publish: name the queues each message reached.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishQuery {
+    #[serde(default)]
+    queues: bool,
+}
+
 async fn publish_through(
     broker: &Broker,
     exchange: &str,
     items: Vec<PublishIn>,
     topic: bool,
+    query: &PublishQuery,
 ) -> ApiResult {
     let mut messages = Vec::with_capacity(items.len());
     let mut mandatory = Vec::with_capacity(items.len());
@@ -168,12 +179,15 @@ async fn publish_through(
             message,
         });
     }
-    let outcomes = if topic {
-        broker.publish_topic(exchange, messages).await?
-    } else {
-        broker.publish(exchange, messages).await?
+    let options = PublishOptions {
+        queue_names: query.queues,
     };
-    let routed: usize = outcomes.iter().map(|o| o.queues.len()).sum();
+    let outcomes = if topic {
+        broker.publish_topic(exchange, messages, options).await?
+    } else {
+        broker.publish(exchange, messages, options).await?
+    };
+    let routed: u64 = outcomes.iter().map(|o| u64::from(o.routed)).sum();
     let unroutable = outcomes.iter().filter(|o| o.unroutable).count();
     let returned = outcomes
         .iter()
@@ -183,13 +197,17 @@ async fn publish_through(
     let messages: Vec<Value> = outcomes
         .into_iter()
         .map(|o| {
-            json!({
+            let mut v = json!({
                 "id": o.id,
-                "routed": o.queues.len(),
-                "queues": o.queues,
-                "duplicate_in": o.duplicate_in,
+                "routed": o.routed,
+                "duplicates": o.duplicates,
                 "unroutable": o.unroutable,
-            })
+            });
+            if query.queues {
+                v["queues"] = json!(o.queues);
+                v["duplicate_in"] = json!(o.duplicate_in);
+            }
+            v
         })
         .collect();
     ok(
@@ -206,17 +224,19 @@ async fn publish_through(
 pub(crate) async fn publish(
     State(broker): State<Broker>,
     Path(name): Path<String>,
+    QueryParams(query): QueryParams<PublishQuery>,
     body: OneOrMany<PublishIn>,
 ) -> ApiResult {
-    publish_through(&broker, exchange_name(&name), body.items, false).await
+    publish_through(&broker, exchange_name(&name), body.items, false, &query).await
 }
 
 pub(crate) async fn publish_topic(
     State(broker): State<Broker>,
     Path(topic): Path<String>,
+    QueryParams(query): QueryParams<PublishQuery>,
     body: OneOrMany<PublishIn>,
 ) -> ApiResult {
-    publish_through(&broker, &topic, body.items, true).await
+    publish_through(&broker, &topic, body.items, true, &query).await
 }
 
 #[derive(Deserialize)]

@@ -147,7 +147,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
                     .collect();
                 let t = Instant::now();
                 let answer = api
-                    .publish(&exchange, &json!({"messages": messages}))
+                    .publish(&exchange, &json!({"messages": messages}), false)
                     .await?
                     .body;
                 latency.saturating_record(micros(t.elapsed()));

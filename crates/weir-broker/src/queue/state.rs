@@ -129,8 +129,10 @@ pub(crate) struct QueueState {
     settling: HashMap<u64, Entry>,
     /// Body bytes of everything held.
     held_bytes: u64,
-    /// Body-log offsets held (see `Entry::body_ref`), with a count each.
-    body_refs: BTreeMap<u64, u32>,
+    /// How many held messages refer to the body log (see `Entry::body_ref`); the
+    /// lowest reference is looked up only when asked for, and only when this is not
+    /// 0, so holding a reference costs nothing on the publish path.
+    held_refs: u64,
     /// Sends admitted but not yet committed (for `max_length` checks).
     reserved_count: u64,
     reserved_bytes: u64,
@@ -178,7 +180,7 @@ impl QueueState {
             dead_letter_retry: BTreeMap::new(),
             settling: HashMap::new(),
             held_bytes: 0,
-            body_refs: BTreeMap::new(),
+            held_refs: 0,
             reserved_count: 0,
             reserved_bytes: 0,
             dedup: HashMap::new(),
@@ -360,7 +362,7 @@ impl QueueState {
     fn hold(&mut self, entry: &Entry) {
         self.held_bytes += u64::from(entry.size);
         if entry.body_ref != 0 {
-            *self.body_refs.entry(entry.body_ref - 1).or_default() += 1;
+            self.held_refs += 1;
         }
     }
 
@@ -368,19 +370,33 @@ impl QueueState {
     fn let_go(&mut self, entry: &Entry) {
         self.held_bytes -= u64::from(entry.size);
         if entry.body_ref != 0 {
-            let at = entry.body_ref - 1;
-            if let Some(count) = self.body_refs.get_mut(&at) {
-                *count -= 1;
-                if *count == 0 {
-                    self.body_refs.remove(&at);
-                }
-            }
+            self.held_refs -= 1;
         }
     }
 
-    /// The lowest body-log offset a held message refers to.
+    /// The lowest body-log offset a held message refers to. Walks everything held
+    /// (asked for about once a second, by the body log's trim).
     pub(crate) fn min_body_ref(&self) -> Option<u64> {
-        self.body_refs.keys().next().copied()
+        if self.held_refs == 0 {
+            return None;
+        }
+        self.held_entries()
+            .filter(|e| e.body_ref != 0)
+            .map(|e| e.body_ref - 1)
+            .min()
+    }
+
+    /// Every message held, in no particular order.
+    fn held_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.ready
+            .iter()
+            .flatten()
+            .chain(self.parked.values().flatten())
+            .chain(self.delayed.values())
+            .chain(self.leased.values().map(|l| &l.entry))
+            .chain(self.in_transit.values().map(|(e, _)| e))
+            .chain(self.dead_letter_retry.values().map(|(e, _)| e))
+            .chain(self.settling.values())
     }
 
     fn push_ready(&mut self, entry: Entry) {

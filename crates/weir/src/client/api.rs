@@ -289,7 +289,7 @@ pub struct BindingList {
 pub struct PublishOutcome {
     /// Its id, as given or generated.
     pub id: String,
-    /// The queues it was enqueued in.
+    /// The queues it was enqueued in (asked for with `queue_names`).
     #[serde(default)]
     pub queues: Vec<String>,
     /// Queues that already had it (de-duplication).
@@ -611,9 +611,18 @@ impl Api {
     }
 
     /// `POST /api/exchanges/{name}/publish` with one message or
-    /// `{"messages": [...]}`.
-    pub async fn publish(&self, exchange: &str, body: &Value) -> Result<Reply, ApiError> {
-        let url = self.url(&["api", "exchanges", exchange_segment(exchange), "publish"]);
+    /// `{"messages": [...]}`; with `queue_names`, the answer names the
+    /// queues each message reached (`?queues=true`), else it only counts them.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        body: &Value,
+        queue_names: bool,
+    ) -> Result<Reply, ApiError> {
+        let mut url = self.url(&["api", "exchanges", exchange_segment(exchange), "publish"]);
+        if queue_names {
+            url.set_query(Some("queues=true"));
+        }
         self.call(Method::POST, url, Some(body), None).await
     }
 

@@ -555,7 +555,7 @@ async fn publish_batch(
     body: &Value,
     totals: &mut PublishTotals,
 ) -> anyhow::Result<()> {
-    let reply = match api.publish(&args.exchange, body).await {
+    let reply = match api.publish(&args.exchange, body, true).await {
         Ok(reply) => reply,
         // Nothing was published yet: the broker's reason says it all.
         Err(e) if totals.messages == 0 => return Err(e.into()),

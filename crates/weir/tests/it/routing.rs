@@ -24,11 +24,12 @@ async fn bind(api: &Api, binding: Value) {
     assert!(s == 201 || s == 200, "bind: {s} {body}");
 }
 
+/// Publishes and answers with the queues each message reached (`?queues=true`).
 async fn publish(api: &Api, exchange: &str, message: Value) -> Value {
     let (s, body) = api
         .call(
             "POST",
-            &format!("/api/exchanges/{exchange}/publish"),
+            &format!("/api/exchanges/{exchange}/publish?queues=true"),
             Some(message),
         )
         .await;
@@ -251,6 +252,10 @@ async fn each_subscriber_gets_its_own_copy_with_its_own_acks_and_dead_letters() 
         .await;
     assert_eq!(s, 201);
     assert_eq!(out["messages"][0]["routed"], 2);
+    assert_eq!(out["messages"][0]["duplicates"], 0);
+    // Without ?queues=true the answer counts the queues and does not name them.
+    assert!(out["messages"][0].get("queues").is_none(), "{out}");
+    assert!(out["messages"][0].get("duplicate_in").is_none(), "{out}");
     // Independent consumption: email fails (dead-lettered), sms acks.
     let e = api.receive(&email_queue, "max=1").await;
     let (s, _) = api
