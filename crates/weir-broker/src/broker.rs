@@ -6,10 +6,12 @@
 //! ```text
 //! <data_dir>/LOCK                    held (flock) while a broker runs
 //! <data_dir>/queues/<name>/queue.json   the queue's options (written via .tmp + rename)
+//! <data_dir>/queues/<name>/id        the queue's number, never reused (decimal)
 //! <data_dir>/queues/<name>/log/      the queue's weir-log log
 //! <data_dir>/queues/.trash-*         a deleted queue on its way out
-//! <data_dir>/bodies/                 the shared body log (bodies published to several queues)
+//! <data_dir>/bodies/                 the shared log (messages published to several queues)
 //! <data_dir>/meta/routing.json       durable exchanges and bindings
+//! <data_dir>/meta/queue-ids.json     the next queue number
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,9 +34,10 @@ use crate::api::{
 use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::queue::actor::{Actor, Command, Outgoing, now_ms};
 use crate::queue::record::MessageMeta;
-use crate::queue::replay::replay;
+use crate::queue::replay::{OwnReplay, SharedArrival, finish, replay_own, scan_shared};
 use crate::queue::state::QueueState;
 use crate::routing::{DestinationType, Router};
+use crate::shared::{self, Dispatch, Writes};
 
 /// Limits on what clients may ask for. Each is enforced with a clear error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +95,9 @@ impl BrokerConfig {
 
 #[derive(Clone)]
 pub(crate) struct QueueRef {
-    commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    /// The queue's number (shared records name their destinations by it).
+    pub(crate) id: u32,
     /// Shared, so looking a queue up per request copies no option strings.
     options: Arc<QueueOptions>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -108,13 +113,17 @@ pub(crate) struct Inner {
     /// held while a queue stops: a stopping queue may still need to declare its
     /// dead-letter queue.
     pub(crate) admin: Mutex<()>,
-    /// The shared body log: bodies of messages published to several queues,
-    /// stored once (`<data_dir>/bodies/`).
+    /// The shared log: messages published to several queues, stored once with
+    /// their destinations (`<data_dir>/bodies/`, decision 0004).
     pub(crate) bodies: FileLog,
-    /// Publishes writing to the body log, by its next offset when each started
-    /// (a lower bound of what they write), with a count: the body log is never
-    /// trimmed above them before their queues hold the references.
-    pub(crate) body_writes: std::sync::Mutex<BTreeMap<u64, usize>>,
+    /// Appends to the shared log whose messages are not in their queues yet: the
+    /// shared log is never trimmed above them.
+    pub(crate) body_writes: Writes,
+    /// The shared log's dispatcher (see [`crate::shared`]).
+    pub(crate) dispatch: mpsc::Sender<Dispatch>,
+    /// The next queue number; `meta/queue-ids.json` holds it durably before any
+    /// number below it is used.
+    next_queue_id: std::sync::Mutex<u32>,
     /// Queues being deleted: gone from `queues`, files not yet removed.
     deleting: std::sync::Mutex<HashSet<String>>,
     /// Set once shutdown starts: new requests get `unavailable`, nothing is
@@ -198,9 +207,15 @@ impl Broker {
                     queue: "(body log)".into(),
                     source,
                 })?;
+        let next_queue_id = read_next_queue_id(&config.data_dir)?;
+        let body_writes = Writes::default();
+        let (dispatch, requests) = mpsc::channel(1024);
+        tokio::spawn(shared::run(bodies.clone(), body_writes.clone(), requests));
         let inner = Arc::new(Inner {
             bodies,
-            body_writes: std::sync::Mutex::new(BTreeMap::new()),
+            body_writes,
+            dispatch,
+            next_queue_id: std::sync::Mutex::new(next_queue_id),
             config,
             queues: RwLock::new(HashMap::new()),
             router: RwLock::new(Router::default()),
@@ -227,16 +242,9 @@ impl Broker {
             }
         }
         names.sort();
-        for name in names {
-            let path = queues_dir.join(&name).join("queue.json");
-            let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
-            let options: QueueOptions = serde_json::from_slice(&bytes).map_err(|e| {
-                BrokerError::internal(format!("{} does not parse: {e}", path.display()))
-            })?;
-            let held = broker.start_queue(&name, options).await?;
-            report.queues += 1;
-            report.messages += held;
-        }
+        let (queues, messages) = broker.recover_queues(names).await?;
+        report.queues = queues;
+        report.messages = messages;
         report.exchanges = broker.load_routing()?;
         // The body log's housekeeping: a weak handle, so it ends with the broker.
         let weak = Arc::downgrade(&broker.inner);
@@ -256,13 +264,95 @@ impl Broker {
         Ok((broker, report))
     }
 
+    /// Recovers the queues `names` in two phases (see `queue::replay`): every
+    /// queue's own log, then one pass over the shared log for all of them. Returns
+    /// how many queues and messages.
+    async fn recover_queues(&self, names: Vec<String>) -> Result<(usize, u64)> {
+        let queues_dir = self.inner.config.data_dir.join("queues");
+        let mut opened = Vec::with_capacity(names.len());
+        for name in names {
+            let path = queues_dir.join(&name).join("queue.json");
+            let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+            let options: QueueOptions = serde_json::from_slice(&bytes).map_err(|e| {
+                BrokerError::internal(format!("{} does not parse: {e}", path.display()))
+            })?;
+            let id = self.queue_id_of(&name)?;
+            opened.push(self.open_queue(&name, options, id).await?);
+        }
+        let wanted: HashMap<u32, u64> = opened.iter().map(|o| (o.id, o.own.shared_below)).collect();
+        let mut arrivals = scan_shared(&self.inner.bodies, &wanted)
+            .await
+            .map_err(|source| BrokerError::Storage {
+                queue: "(shared log)".into(),
+                source,
+            })?;
+        let count = opened.len();
+        let mut messages = 0;
+        for queue in opened {
+            let mine = arrivals.remove(&queue.id).unwrap_or_default();
+            messages += self.start_queue(queue, mine);
+        }
+        Ok((count, messages))
+    }
+
     fn queue_dir(&self, name: &str) -> PathBuf {
         self.inner.config.data_dir.join("queues").join(name)
     }
 
-    /// Opens a queue's log, replays it and starts its actor; returns how many
-    /// messages it holds.
-    async fn start_queue(&self, name: &str, options: QueueOptions) -> Result<u64> {
+    /// The number of an existing queue, from its `id` file; a queue from before
+    /// queues had numbers gets one now.
+    fn queue_id_of(&self, name: &str) -> Result<u32> {
+        let path = self.queue_dir(name).join("id");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let id: u32 = text.trim().parse().map_err(|e| {
+                    BrokerError::internal(format!("{} does not parse: {e}", path.display()))
+                })?;
+                // A number at or above the counter (a crash between writing this
+                // file and the counter cannot happen: the counter goes first, but
+                // be safe) moves the counter past it.
+                let mut next = self
+                    .inner
+                    .next_queue_id
+                    .lock()
+                    .expect("invariant: lock not poisoned");
+                if id >= *next {
+                    *next = id + 1;
+                    write_next_queue_id(&self.inner.config.data_dir, *next)?;
+                }
+                Ok(id)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.assign_queue_id(name),
+            Err(e) => Err(io_error("read", &path, e)),
+        }
+    }
+
+    /// Gives queue `name` a new number: the counter is durable first, then the
+    /// queue's `id` file.
+    fn assign_queue_id(&self, name: &str) -> Result<u32> {
+        let id = {
+            let mut next = self
+                .inner
+                .next_queue_id
+                .lock()
+                .expect("invariant: lock not poisoned");
+            let id = *next;
+            let after = id.checked_add(1).ok_or_else(|| {
+                BrokerError::internal("every queue number has been used".to_owned())
+            })?;
+            write_next_queue_id(&self.inner.config.data_dir, after)?;
+            *next = after;
+            id
+        };
+        let dir = self.queue_dir(name);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        let path = dir.join("id");
+        write_durably(&path, id.to_string().as_bytes()).map_err(|e| io_error("write", &path, e))?;
+        Ok(id)
+    }
+
+    /// Opens a queue's log and replays it (phase 1: its own log).
+    async fn open_queue(&self, name: &str, options: QueueOptions, id: u32) -> Result<OpenedQueue> {
         let dir = self.queue_dir(name).join("log");
         let log_config = self.inner.config.log.clone();
         let queue = name.to_owned();
@@ -280,13 +370,36 @@ impl Broker {
                 "recovery cut a torn tail off the queue's log (writes that were never confirmed)"
             );
         }
-        let mut state = QueueState::new(options.clone(), lease_seed());
-        let replayed = replay(&log, Some(&self.inner.bodies), &mut state, name, now_ms())
+        let state = QueueState::new(options.clone(), lease_seed());
+        let own = replay_own(&log, &state, name)
             .await
             .map_err(|source| BrokerError::Storage {
                 queue: name.to_owned(),
                 source,
             })?;
+        Ok(OpenedQueue {
+            name: name.to_owned(),
+            options,
+            id,
+            log,
+            state,
+            own,
+        })
+    }
+
+    /// Finishes a queue's replay with its shared messages and starts its actor;
+    /// returns how many messages it holds.
+    fn start_queue(&self, queue: OpenedQueue, arrivals: Vec<SharedArrival>) -> u64 {
+        let OpenedQueue {
+            name,
+            options,
+            id,
+            log,
+            mut state,
+            own,
+        } = queue;
+        let name = name.as_str();
+        let replayed = finish(own, arrivals, &mut state, now_ms());
         let stats = state.stats(0, now_ms());
         let held = stats.ready + stats.delayed;
         tracing::info!(
@@ -304,7 +417,7 @@ impl Broker {
             state,
             Arc::downgrade(&self.inner),
             receiver,
-            replayed.end,
+            &replayed,
         );
         let queue = name.to_owned();
         let task = tokio::spawn(async move {
@@ -319,11 +432,12 @@ impl Broker {
                 name.to_owned(),
                 QueueRef {
                     commands,
+                    id,
                     options: Arc::new(options),
                     task: Arc::new(Mutex::new(Some(task))),
                 },
             );
-        Ok(held)
+        held
     }
 
     pub(crate) fn queue_exists(&self, name: &str) -> bool {
@@ -410,13 +524,14 @@ impl Broker {
         {
             Box::pin(self.declare_locked(dlq, QueueOptions::default())).await?;
         }
+        let id = self.assign_queue_id(name)?;
         let dir = self.queue_dir(name);
-        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
         let json = serde_json::to_vec_pretty(&options)
             .map_err(|e| BrokerError::internal(e.to_string()))?;
         let path = dir.join("queue.json");
         write_durably(&path, &json).map_err(|e| io_error("write", &path, e))?;
-        self.start_queue(name, options).await?;
+        let opened = self.open_queue(name, options, id).await?;
+        self.start_queue(opened, Vec::new());
         tracing::info!(queue = name, "declared queue");
         Ok(Declared::Created)
     }
@@ -545,18 +660,6 @@ impl Broker {
     /// Sends messages; resolves once they are durable. Answers per message whether
     /// it was a duplicate.
     pub async fn send(&self, name: &str, messages: Vec<SendMessage>) -> Result<Vec<SendOutcome>> {
-        let refs = vec![None; messages.len()];
-        self.send_with_refs(name, messages, refs).await
-    }
-
-    /// [`Broker::send`] where some bodies are already in the body log (`refs`, one
-    /// per message): the queue stores references to them.
-    pub(crate) async fn send_with_refs(
-        &self,
-        name: &str,
-        messages: Vec<SendMessage>,
-        refs: Vec<Option<u64>>,
-    ) -> Result<Vec<SendOutcome>> {
         let limits = &self.inner.config.limits;
         if messages.is_empty() {
             return Err(BrokerError::invalid(
@@ -573,10 +676,8 @@ impl Broker {
         let queue = self.get(name)?;
         let now = now_ms();
         let mut outgoing = Vec::with_capacity(messages.len());
-        for ((i, m), body_ref) in messages.into_iter().enumerate().zip(refs) {
-            let mut out = prepare(i, m, &queue.options, limits, now)?;
-            out.body_ref = body_ref;
-            outgoing.push(out);
+        for (i, m) in messages.into_iter().enumerate() {
+            outgoing.push(prepare(i, m, &queue.options, limits, now)?);
         }
         self.ask_queue(&queue, name, |reply| Command::Send {
             messages: outgoing,
@@ -584,49 +685,6 @@ impl Broker {
             reply,
         })
         .await?
-    }
-
-    /// Writes the bodies of `messages` once to the body log; returns their offsets
-    /// and a guard that keeps the body log from being trimmed above them until the
-    /// queues hold their references (drop it after the sends).
-    pub(crate) async fn write_bodies(
-        &self,
-        messages: &[&SendMessage],
-    ) -> Result<(Vec<u64>, BodyWrite)> {
-        let limits = &self.inner.config.limits;
-        let options = QueueOptions {
-            max_priority: u8::MAX,
-            ..QueueOptions::default()
-        };
-        let now = now_ms();
-        let mut records = Vec::with_capacity(messages.len());
-        for (i, m) in messages.iter().enumerate() {
-            let mut out = prepare(i, (*m).clone(), &options, limits, now)?;
-            out.meta.expires_at_ms = 0;
-            records.push(out.inline_record());
-        }
-        let low = self.inner.bodies.next_offset().0;
-        *self
-            .inner
-            .body_writes
-            .lock()
-            .expect("invariant: lock not poisoned")
-            .entry(low)
-            .or_default() += 1;
-        let guard = BodyWrite {
-            inner: self.inner.clone(),
-            low,
-        };
-        let appended = self
-            .inner
-            .bodies
-            .append_batch(&records)
-            .await
-            .map_err(|source| BrokerError::Storage {
-                queue: "(body log)".into(),
-                source,
-            })?;
-        Ok((appended.offsets().map(|o| o.0).collect(), guard))
     }
 
     async fn send_prepared(
@@ -832,16 +890,9 @@ impl Broker {
             return Ok(self.inner.bodies.next_offset().0);
         }
         // In-flight publishes first: one that finishes after this snapshot has its
-        // references held by its queues before they answer the floor query below.
+        // messages held by its queues before they answer the floor query below.
         let next = self.inner.bodies.next_offset().0;
-        let mut floor = self
-            .inner
-            .body_writes
-            .lock()
-            .expect("invariant: lock not poisoned")
-            .keys()
-            .next()
-            .copied()
+        let mut floor = shared::lowest_write(&self.inner.body_writes)
             .unwrap_or(next)
             .min(next);
         let queues: Vec<QueueRef> = self
@@ -882,29 +933,6 @@ impl Broker {
     /// Disk bytes of the shared body log.
     pub fn body_log_bytes(&self) -> u64 {
         self.inner.bodies.stats().size_bytes
-    }
-}
-
-/// A write to the body log whose references are not all held yet (see
-/// `Inner::body_writes`).
-pub(crate) struct BodyWrite {
-    inner: Arc<Inner>,
-    low: u64,
-}
-
-impl Drop for BodyWrite {
-    fn drop(&mut self) {
-        let mut writes = self
-            .inner
-            .body_writes
-            .lock()
-            .expect("invariant: lock not poisoned");
-        if let Some(count) = writes.get_mut(&self.low) {
-            *count -= 1;
-            if *count == 0 {
-                writes.remove(&self.low);
-            }
-        }
     }
 }
 
@@ -992,7 +1020,7 @@ pub(crate) fn generate_id(now: i64) -> String {
 }
 
 /// Checks one message and builds what is written.
-fn prepare(
+pub(crate) fn prepare(
     i: usize,
     m: SendMessage,
     options: &QueueOptions,
@@ -1048,12 +1076,54 @@ fn prepare(
             moved_from: None,
             enqueued_at_ms: now,
             dead_letter: None,
+            shared_mark: 0,
         },
         headers: headers
             .into_iter()
             .map(|(k, v)| Header::new(k, v))
             .collect(),
         body: m.body,
-        body_ref: None,
     })
+}
+
+/// A queue whose own log is replayed, waiting for its shared messages.
+struct OpenedQueue {
+    name: String,
+    options: QueueOptions,
+    id: u32,
+    log: FileLog,
+    state: QueueState,
+    own: OwnReplay,
+}
+
+/// `meta/queue-ids.json`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueIds {
+    next: u32,
+}
+
+fn queue_ids_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("meta").join("queue-ids.json")
+}
+
+fn read_next_queue_id(data_dir: &Path) -> Result<u32> {
+    let path = queue_ids_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<QueueIds>(&bytes)
+            .map(|ids| ids.next)
+            .map_err(|e| BrokerError::internal(format!("{} does not parse: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+        Err(e) => Err(io_error("read", &path, e)),
+    }
+}
+
+fn write_next_queue_id(data_dir: &Path, next: u32) -> Result<()> {
+    let path = queue_ids_path(data_dir);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+    }
+    let json =
+        serde_json::to_vec(&QueueIds { next }).map_err(|e| BrokerError::internal(e.to_string()))?;
+    write_durably(&path, &json).map_err(|e| io_error("write", &path, e))
 }

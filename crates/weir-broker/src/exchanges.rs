@@ -10,12 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Declared, QueueOptions, SendMessage, validate_name};
-use crate::broker::{Broker, generate_id, io_error, write_durably};
+use crate::broker::{Broker, generate_id, io_error, prepare, write_durably};
 use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::queue::actor::now_ms;
+use crate::queue::record::encode_shared;
 use crate::routing::{
     Binding, DestinationType, ExchangeOptions, ExchangeType, Router, validate_exchange_name,
 };
+use crate::shared::{Answers, Dispatch, Target};
 
 /// What `meta/routing.json` holds.
 #[derive(Default, Serialize, Deserialize)]
@@ -93,24 +95,6 @@ pub struct SubscriptionInfo {
     pub queue: String,
     /// The routing-key pattern it is bound with.
     pub pattern: String,
-}
-
-/// What one queue gets of a published message. A reference's headers live in the
-/// body log with its body, so they are not copied for each queue.
-fn copy_for_queue(m: &SendMessage, by_reference: bool) -> SendMessage {
-    SendMessage {
-        id: m.id.clone(),
-        body: m.body.clone(),
-        headers: if by_reference {
-            BTreeMap::new()
-        } else {
-            m.headers.clone()
-        },
-        priority: m.priority,
-        delay_ms: m.delay_ms,
-        group: m.group.clone(),
-        ttl_ms: m.ttl_ms,
-    }
 }
 
 /// The queue that holds a subscription's messages.
@@ -349,41 +333,22 @@ impl Broker {
                 }
             }
         }
-        // A message bound for several queues stores its body once, in the body log;
-        // each queue holds a reference.
-        let shared: Vec<usize> = (0..copies.len()).filter(|i| copies[*i] > 1).collect();
-        let mut refs: Vec<Option<u64>> = vec![None; messages.len()];
-        let mut guard = None;
-        if !shared.is_empty() {
-            let bodies: Vec<&SendMessage> = shared.iter().map(|i| &messages[*i].message).collect();
-            let (offsets, write) = self.write_bodies(&bodies).await?;
-            for (i, offset) in shared.iter().zip(offsets) {
-                refs[*i] = Some(offset);
-            }
-            guard = Some(write);
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for (queue, positions) in per_queue {
-            let batch: Vec<SendMessage> = positions
-                .iter()
-                .map(|i| copy_for_queue(&messages[*i].message, refs[*i].is_some()))
-                .collect();
-            let item_refs: Vec<Option<u64>> = positions.iter().map(|i| refs[*i]).collect();
-            let broker = self.clone();
-            tasks.spawn(async move {
-                let result = broker.send_with_refs(&queue, batch, item_refs).await;
-                (queue, positions, result)
-            });
-        }
+        // A batch in which some message reaches several queues goes to the shared
+        // log, whole and in order (one append, one sync, all destinations or none);
+        // otherwise each queue gets its part as an ordinary send.
+        let answers = if copies.iter().any(|c| *c > 1) {
+            self.publish_shared(messages, &copies, per_queue, now)
+                .await?
+        } else {
+            self.publish_direct(messages, per_queue).await?
+        };
         let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            let (queue, positions, result) =
-                joined.map_err(|e| BrokerError::internal(format!("a publish task failed: {e}")))?;
-            match result {
-                Ok(sent) => {
-                    for (pos, outcome) in positions.into_iter().zip(sent) {
+        for (queue, positions, answer) in answers {
+            match answer {
+                Ok(duplicate) => {
+                    for (pos, duplicate) in positions.into_iter().zip(duplicate) {
                         let target = &mut outcomes[pos];
-                        let names = if outcome.duplicate {
+                        let names = if duplicate {
                             target.duplicates += 1;
                             &mut target.duplicate_in
                         } else {
@@ -400,9 +365,6 @@ impl Broker {
                 }
             }
         }
-        // Every queue holds its references now (or failed): the body log may be
-        // trimmed past what nobody holds.
-        drop(guard);
         if let Some(e) = first_error {
             return Err(e);
         }
@@ -411,6 +373,118 @@ impl Broker {
             o.duplicate_in.sort();
         }
         Ok(outcomes)
+    }
+
+    /// Each queue's part as an ordinary send, all at once: (queue, positions,
+    /// per position whether the queue had the id already).
+    async fn publish_direct(
+        &self,
+        messages: Vec<PublishMessage>,
+        per_queue: BTreeMap<String, Vec<usize>>,
+    ) -> Result<Vec<(String, Vec<usize>, Result<Vec<bool>>)>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (queue, positions) in per_queue {
+            let batch: Vec<SendMessage> = positions
+                .iter()
+                .map(|i| messages[*i].message.clone())
+                .collect();
+            let broker = self.clone();
+            tasks.spawn(async move {
+                let result = broker
+                    .send(&queue, batch)
+                    .await
+                    .map(|sent| sent.into_iter().map(|o| o.duplicate).collect());
+                (queue, positions, result)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            answers.push(
+                joined.map_err(|e| BrokerError::internal(format!("a publish task failed: {e}")))?,
+            );
+        }
+        Ok(answers)
+    }
+
+    /// The routed messages go to the shared log once, naming their queues; each
+    /// queue then takes its part (decision 0004). Answers as `publish_direct`.
+    async fn publish_shared(
+        &self,
+        messages: Vec<PublishMessage>,
+        copies: &[usize],
+        per_queue: BTreeMap<String, Vec<usize>>,
+        now: i64,
+    ) -> Result<Vec<(String, Vec<usize>, Result<Vec<bool>>)>> {
+        // Positions in the shared batch: the routed messages, in order.
+        let mut slot = vec![u32::MAX; messages.len()];
+        let mut routed = 0u32;
+        for (i, c) in copies.iter().enumerate() {
+            if *c > 0 {
+                slot[i] = routed;
+                routed += 1;
+            }
+        }
+        let mut destinations: Vec<Vec<u32>> = vec![Vec::new(); routed as usize];
+        let mut targets = Vec::with_capacity(per_queue.len());
+        let mut parts = Vec::with_capacity(per_queue.len());
+        for (name, positions) in per_queue {
+            let queue = self.get(&name)?;
+            for i in &positions {
+                destinations[slot[*i] as usize].push(queue.id);
+            }
+            targets.push(Target {
+                name: name.clone(),
+                queue,
+                positions: positions.iter().map(|i| slot[*i]).collect(),
+            });
+            parts.push((name, positions));
+        }
+        // The message as every queue sees it: its own TTL and delay, any priority
+        // (each queue applies its TTL and priority cap when it takes it).
+        let neutral = QueueOptions {
+            max_priority: u8::MAX,
+            ..QueueOptions::default()
+        };
+        let limits = &self.inner.config.limits;
+        let mut records = Vec::with_capacity(routed as usize);
+        let mut metas = Vec::with_capacity(routed as usize);
+        let mut sizes = Vec::with_capacity(routed as usize);
+        for (i, m) in messages.into_iter().enumerate() {
+            if slot[i] == u32::MAX {
+                continue;
+            }
+            let out = prepare(i, m.message, &neutral, limits, now)?;
+            records.push(weir_log::NewRecord {
+                timestamp_ms: Some(now),
+                key: Some(encode_shared(&destinations[slot[i] as usize], &out.meta)),
+                headers: out.headers,
+                body: out.body.clone(),
+            });
+            sizes.push(out.body.len() as u32);
+            metas.push(out.meta);
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let closed = || BrokerError::Unavailable {
+            reason: "the broker is shutting down".into(),
+        };
+        self.inner
+            .dispatch
+            .send(Dispatch {
+                records,
+                metas,
+                sizes,
+                published_ms: now,
+                targets,
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
+        let answers: Answers = answer.await.map_err(|_| closed())??;
+        Ok(parts
+            .into_iter()
+            .zip(answers)
+            .map(|((name, positions), (_, answer))| (name, positions, answer))
+            .collect())
     }
 
     /// Publishes to a topic: like [`Broker::publish`], but `topic` must be a topic

@@ -28,6 +28,7 @@ pub mod error;
 mod exchanges;
 mod queue;
 pub mod routing;
+mod shared;
 
 pub use api::{
     Backoff, DeadLetterInfo, DeadLetterReason, Declared, Delivery, NackOptions, Overflow,

@@ -287,6 +287,35 @@ impl FileLog {
         answer.await.map_err(|_| LogError::Closed)?
     }
 
+    /// Queues an append *now*, not at the first poll: appends submitted one after
+    /// the other get offsets in that order, whoever awaits them and when. For a
+    /// caller that must know the order of its appends before they are durable (the
+    /// broker's shared-log dispatcher). The returned future resolves as
+    /// [`MessageLog::append_batch`] does, and owns everything it needs.
+    ///
+    /// # Errors
+    /// As [`MessageLog::append_batch`].
+    pub fn submit_batch(
+        &self,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        let config = &self.shared.config;
+        let submitted = EncodedBatch::encode(
+            records,
+            now_ms(),
+            config.max_record_bytes,
+            config.max_batch_bytes,
+        )
+        .and_then(|batch| {
+            let (reply, answer) = oneshot::channel();
+            self.requests
+                .send(Request::Append { batch, reply })
+                .map_err(|_| LogError::Closed)?;
+            Ok(answer)
+        });
+        async move { submitted?.await.map_err(|_| LogError::Closed)? }
+    }
+
     /// Removes sealed segments past the retention limits as of `now_ms`. The writer
     /// also does this by itself every `retention_check_interval_ms`.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,25 +26,23 @@ use crate::api::{
 use crate::broker::Inner;
 use crate::error::{BrokerError, Result};
 use crate::queue::counters::Counters;
-use crate::queue::record::{self, BodyRef, Decoded, MessageMeta, SettleReason, StateOp, Totals};
-use crate::queue::replay::entry_of;
-use crate::queue::state::{Admission, Effect, Entry, QueueState, format_receipt, key_hash};
+use crate::queue::record::{self, Decoded, MessageMeta, SHARED, SettleReason, StateOp, Totals};
+use crate::queue::replay::{ReplayReport, entry_of, shared_expiry};
+use crate::queue::state::{
+    Admission, Effect, Entry, QueueState, format_receipt, is_shared, key_hash,
+};
 
 /// A message ready to be written: metadata, headers and body.
 #[derive(Clone, Debug)]
 pub(crate) struct Outgoing {
     pub(crate) meta: MessageMeta,
     pub(crate) headers: Vec<Header>,
-    /// The body (kept for its size even when it is stored in the body log).
     pub(crate) body: Bytes,
-    /// Where the body log holds this message (a publish to several queues), in
-    /// which case the queue stores only a reference.
-    pub(crate) body_ref: Option<u64>,
 }
 
 impl Outgoing {
-    /// The record with the body inline (what the body log stores).
-    pub(crate) fn inline_record(&self) -> NewRecord {
+    /// Its message record.
+    pub(crate) fn record(&self) -> NewRecord {
         NewRecord {
             timestamp_ms: None,
             key: Some(self.meta.encode()),
@@ -53,32 +51,39 @@ impl Outgoing {
         }
     }
 
-    fn record(&self) -> NewRecord {
-        match self.body_ref {
-            Some(body_ref) => NewRecord {
-                timestamp_ms: None,
-                key: Some(
-                    BodyRef {
-                        body_ref,
-                        expires_at_ms: self.meta.expires_at_ms,
-                    }
-                    .encode(),
-                ),
-                headers: Vec::new(),
-                body: Bytes::new(),
-            },
-            None => self.inline_record(),
-        }
-    }
-
     /// Its entry once written at `offset`.
     fn entry(&self, offset: u64, max_priority: u8) -> Entry {
         let mut entry = entry_of(offset, &self.meta, self.body.len() as u32);
         entry.priority = entry.priority.min(max_priority);
-        entry.body_ref = self.body_ref.map_or(0, |r| r + 1);
         entry
     }
 }
+
+/// Messages of one publish stored once in the shared log (decision 0004), as every
+/// destination queue sees them. Shared, so handing them to N queues copies nothing.
+#[derive(Debug)]
+pub(crate) struct SharedBatch {
+    /// `SHARED | offset` of each message, ascending.
+    pub(crate) keys: Vec<u64>,
+    /// Their metadata: the message's own expiry and delay, priority up to 255 (each
+    /// queue applies its TTL and priority cap).
+    pub(crate) metas: Vec<MessageMeta>,
+    /// Body sizes.
+    pub(crate) sizes: Vec<u32>,
+    /// When they were published (the first enqueue time in every queue).
+    pub(crate) published_ms: i64,
+}
+
+/// The part of a [`SharedBatch`] that one queue gets.
+#[derive(Debug)]
+pub(crate) struct Arrival {
+    pub(crate) batch: Arc<SharedBatch>,
+    /// Positions in the batch, ascending.
+    pub(crate) positions: Vec<u32>,
+}
+
+/// Per message of an [`Arrival`], whether the queue already had its id.
+pub(crate) type ArriveReply = oneshot::Sender<Result<Vec<bool>>>;
 
 /// Requests to a queue actor.
 pub(crate) enum Command {
@@ -88,6 +93,13 @@ pub(crate) enum Command {
         /// accepted once.
         dedup: bool,
         reply: oneshot::Sender<Result<Vec<SendOutcome>>>,
+    },
+    /// Shared messages are durable in the shared log and name this queue. They come
+    /// in shared-log order; the queue writes nothing for them unless it declines
+    /// some.
+    Arrive {
+        arrival: Arrival,
+        reply: ArriveReply,
     },
     Receive {
         request: ReceiveRequest,
@@ -123,7 +135,7 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<QueueStats>,
     },
-    /// The lowest body-log offset a held message refers to.
+    /// The lowest shared-log offset this queue may still need (`None`: none).
     BodyFloor {
         reply: oneshot::Sender<Option<u64>>,
     },
@@ -241,6 +253,9 @@ pub(crate) struct Actor {
     counters: Counters,
     /// Sends that wait for an earlier send of one of their ids to land.
     deferred: VecDeque<(Vec<Outgoing>, bool, Option<SendReply>)>,
+    /// Shared arrivals waiting the same way; later arrivals queue behind them, so
+    /// they are taken in shared-log order.
+    deferred_arrivals: VecDeque<(Arrival, ArriveReply)>,
     next_housekeeping: Instant,
     /// When the log was last trimmed (dedup queues trim less often: each trim
     /// rewrites the ids still inside the window).
@@ -257,11 +272,14 @@ impl Actor {
         state: QueueState,
         broker: Weak<Inner>,
         commands: mpsc::Receiver<Command>,
-        counted_below: u64,
+        replayed: &ReplayReport,
     ) -> Actor {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let dead_letter_queue = state.options().dead_letter_queue.clone();
-        let base = state.totals;
+        // The checkpoint does not hold the shared messages replay counted above its
+        // `shared_below`: they fold in when that moves past them.
+        let mut base = state.totals;
+        base.sent -= replayed.shared_sent;
         Actor {
             name,
             log,
@@ -275,9 +293,10 @@ impl Actor {
             tasks: TaskTracker::new(),
             housekeeping_busy: false,
             appends_in_flight: BTreeMap::new(),
-            // Replay restored the counters of every record below `counted_below`.
-            counters: Counters::new(base, counted_below),
+            // Replay restored the counters of every record below its end.
+            counters: Counters::new(base, replayed.end, replayed.shared_below),
             deferred: VecDeque::new(),
+            deferred_arrivals: VecDeque::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             last_trim: Instant::now(),
             dead_letter_queue,
@@ -360,6 +379,11 @@ impl Actor {
                     reason: format!("queue '{}' is shutting down", self.name),
                 }));
             }
+        }
+        for (_, reply) in self.deferred_arrivals.drain(..) {
+            let _ = reply.send(Err(BrokerError::Unavailable {
+                reason: format!("queue '{}' is shutting down", self.name),
+            }));
         }
         self.tasks.close();
         loop {
@@ -488,6 +512,15 @@ impl Actor {
                 dedup,
                 reply,
             } => self.send(messages, dedup, Some(reply)),
+            Command::Arrive { arrival, reply } => {
+                if self.deferred_arrivals.is_empty() {
+                    if let Some(waiting) = self.arrive(arrival, reply) {
+                        self.deferred_arrivals.push_back(waiting);
+                    }
+                } else {
+                    self.deferred_arrivals.push_back((arrival, reply));
+                }
+            }
             Command::Receive { request, reply } => self.receive(request, reply),
             Command::Ack { receipts, reply } => self.ack(receipts, reply),
             Command::Nack {
@@ -568,7 +601,9 @@ impl Actor {
                 let _ = reply.send(stats);
             }
             Command::BodyFloor { reply } => {
-                let _ = reply.send(self.state.min_body_ref());
+                self.state.prune_batches();
+                let floor = self.state.holds_shared().then(|| self.state.shared_below());
+                let _ = reply.send(floor.map(|key| key & !SHARED));
             }
             Command::Stop { .. } => unreachable!("handled by run"),
         }
@@ -738,6 +773,13 @@ impl Actor {
         if parts.is_empty() {
             return;
         }
+        // Where these go among the shared messages, should the queue be replayed.
+        let mark = self.bodies.next_offset().0;
+        for (kept, _, _) in &mut parts {
+            for m in kept.iter_mut() {
+                m.meta.shared_mark = mark;
+            }
+        }
         let records: Vec<NewRecord> = parts
             .iter()
             .flat_map(|(kept, _, _)| kept.iter().map(Outgoing::record))
@@ -791,6 +833,103 @@ impl Actor {
                 }
             }
         });
+    }
+
+    /// Takes in shared messages (already durable in the shared log): admits them
+    /// (de-duplication, `reject-publish`), holds the admitted ones and records the
+    /// declined ones so replay leaves them out. Gives the arrival back when one of
+    /// its ids is still being written by an earlier send.
+    fn arrive(&mut self, arrival: Arrival, reply: ArriveReply) -> Option<(Arrival, ArriveReply)> {
+        let now = now_ms();
+        let batch = arrival.batch.clone();
+        let dedup = self.state.options().dedup_window_ms.is_some();
+        let at = |p: &u32| *p as usize;
+        let items: Vec<(Option<&str>, u32)> = arrival
+            .positions
+            .iter()
+            .map(|p| {
+                let meta = &batch.metas[at(p)];
+                (
+                    Some(meta.id.as_str()).filter(|id| dedup && !id.is_empty()),
+                    batch.sizes[at(p)],
+                )
+            })
+            .collect();
+        let (Some(first), Some(last)) = (arrival.positions.first(), arrival.positions.last())
+        else {
+            let _ = reply.send(Ok(Vec::new()));
+            return None;
+        };
+        let (first, last) = (batch.keys[at(first)], batch.keys[at(last)]);
+        let mark = self.log.next_offset().0;
+        let admission = self.state.admit(&self.name, &items, now);
+        drop(items);
+        let duplicate = match admission {
+            Ok(Admission::Wait) => return Some((arrival, reply)),
+            Ok(Admission::Admitted(duplicate)) => duplicate,
+            Err(e) => {
+                // Refused whole (`reject-publish`): the shared record names this
+                // queue all the same, so the refusal is recorded.
+                self.state.arrived(first, last, 0, mark);
+                let keys = arrival
+                    .positions
+                    .iter()
+                    .map(|p| batch.keys[at(p)])
+                    .collect();
+                let done = self.persist(vec![StateOp::Declined(keys)]);
+                self.tasks.spawn(async move {
+                    let _ = reply.send(match done.await {
+                        Ok(()) => Err(e),
+                        Err(write) => Err(write),
+                    });
+                });
+                return None;
+            }
+        };
+        let max_priority = self.state.options().max_priority;
+        let queue_ttl = self.state.options().message_ttl_ms;
+        let mut entries = Vec::with_capacity(arrival.positions.len());
+        let mut ids = Vec::new();
+        let mut declined = Vec::new();
+        for (p, dup) in arrival.positions.iter().zip(&duplicate) {
+            let (key, meta) = (batch.keys[at(p)], &batch.metas[at(p)]);
+            if *dup {
+                declined.push(key);
+                continue;
+            }
+            let mut entry = entry_of(key, meta, batch.sizes[at(p)]);
+            entry.priority = entry.priority.min(max_priority);
+            entry.enqueued_at = batch.published_ms;
+            entry.expires_at = shared_expiry(
+                meta.expires_at_ms,
+                meta.not_before_ms,
+                batch.published_ms,
+                queue_ttl,
+            );
+            entries.push((entry, meta.not_before_ms));
+            if dedup {
+                ids.push((meta.id.as_str(), key));
+            }
+        }
+        self.state.arrived(first, last, entries.len() as u64, mark);
+        self.state.confirm_ids(ids);
+        let effects = self.state.commit(entries, true, now);
+        self.perform(effects);
+        let mut ops = Vec::new();
+        if !declined.is_empty() {
+            ops.push(StateOp::Duplicates(declined.len() as u64));
+            ops.push(StateOp::Declined(declined));
+        }
+        if ops.is_empty() {
+            let _ = reply.send(Ok(duplicate));
+        } else {
+            let done = self.persist(ops);
+            self.tasks.spawn(async move {
+                let _ = reply.send(done.await.map(|()| duplicate));
+            });
+        }
+        self.serve_waiters();
+        None
     }
 
     fn receive(&mut self, request: ReceiveRequest, reply: oneshot::Sender<Result<Vec<Delivery>>>) {
@@ -1079,10 +1218,10 @@ impl Actor {
                                     source_queue: queue.clone(),
                                     delivery_count: entry.attempts,
                                 }),
+                                shared_mark: 0,
                             },
                             headers: rec.headers,
                             body: rec.body,
-                            body_ref: None,
                         })
                         .collect();
                     crate::broker::send_internal(&broker, &dlq, outgoing, true).await
@@ -1149,7 +1288,6 @@ impl Actor {
                         },
                         headers: rec.headers,
                         body: rec.body,
-                        body_ref: None,
                     });
                 }
                 let mut count = 0;
@@ -1173,13 +1311,17 @@ impl Actor {
         });
     }
 
-    /// Runs the sends that waited for an earlier send of one of their ids.
+    /// Runs the sends and arrivals that waited for an earlier send of one of their
+    /// ids.
     fn retry_deferred(&mut self) {
-        if self.deferred.is_empty() {
-            return;
-        }
         for (messages, dedup, reply) in std::mem::take(&mut self.deferred) {
             self.send(messages, dedup, reply);
+        }
+        while let Some((arrival, reply)) = self.deferred_arrivals.pop_front() {
+            if let Some(waiting) = self.arrive(arrival, reply) {
+                self.deferred_arrivals.push_front(waiting);
+                break;
+            }
         }
     }
 
@@ -1200,7 +1342,11 @@ impl Actor {
             .next()
             .copied()
             .unwrap_or(next);
-        let floor = self.state.floor(next).min(in_flight);
+        // Nor above state records about shared messages still held (their batch's
+        // mark): the shared log holds the messages, this log what happened to them.
+        self.state.prune_batches();
+        let shared_mark = self.state.shared_mark().unwrap_or(next);
+        let floor = self.state.floor(next).min(in_flight).min(shared_mark);
         let span = next - floor;
         if span >= MOVE_MIN_SPAN {
             let mid = floor + span / 2;
@@ -1230,9 +1376,12 @@ impl Actor {
         // The checkpoint: the counters of every record below the trim point, and
         // the dedup ids that only records below it remember.
         self.counters.fold(floor);
-        let (ops, chunks) = self
-            .counters
-            .checkpoint(&self.state.dedup_ids_below(floor, now_ms()));
+        let shared_below = self.state.shared_below();
+        let shared_sent = self.state.take_shared_sent();
+        self.counters.fold_shared(shared_below, shared_sent);
+        let (ops, chunks) =
+            self.counters
+                .checkpoint(&self.state.dedup_ids_below(floor, shared_below, now_ms()));
         let log = self.log.clone();
         let queue = self.name.clone();
         let events = self.internal_tx.clone();
@@ -1271,6 +1420,7 @@ impl Actor {
         let events = self.internal_tx.clone();
         let max_priority = self.state.options().max_priority;
         let low = self.start_append();
+        let mark = self.bodies.next_offset().0;
         self.tasks.spawn(async move {
             let entries: Vec<Entry> = moved.iter().map(|(e, _)| *e).collect();
             let result = async {
@@ -1283,11 +1433,11 @@ impl Actor {
                             not_before_ms: *due,
                             attempts: entry.attempts,
                             moved_from: Some(entry.offset),
+                            shared_mark: mark,
                             ..meta
                         },
                         headers: rec.headers,
                         body: rec.body,
-                        body_ref: None,
                     })
                     .collect();
                 let records: Vec<NewRecord> = outgoing.iter().map(Outgoing::record).collect();
@@ -1300,7 +1450,12 @@ impl Actor {
                         .iter()
                         .zip(appended.offsets())
                         .zip(&moved)
-                        .map(|((m, offset), (_, due))| (m.entry(offset.0, max_priority), *due))
+                        .map(|((m, offset), (old, due))| {
+                            // It keeps its place in the delivery order.
+                            let mut entry = m.entry(offset.0, max_priority);
+                            entry.seq = old.seq;
+                            (entry, *due)
+                        })
                         .collect::<Vec<_>>(),
                 )
             }
@@ -1330,6 +1485,7 @@ fn refuse(command: Command, queue: &str) {
     };
     match command {
         Command::Send { reply, .. } => drop(reply.send(Err(error()))),
+        Command::Arrive { reply, .. } => drop(reply.send(Err(error()))),
         Command::Receive { reply, .. } | Command::Peek { reply, .. } => {
             drop(reply.send(Err(error())));
         }
@@ -1385,73 +1541,72 @@ async fn read_offsets(
     Ok(found)
 }
 
-/// Reads the messages of `entries` (in their order): from the queue's log, and for
-/// references, their message records from the shared body log.
+/// Reads the messages of `entries` (in their order): own ones from the queue's log,
+/// shared ones from the shared log.
 async fn read_entries(
     log: &FileLog,
     bodies: &FileLog,
     queue: &str,
     entries: &[Entry],
 ) -> Result<Vec<(MessageMeta, Record)>> {
-    let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
-    let mut found = read_offsets(log, queue, &mut offsets).await?;
+    let (mut shared, mut own): (Vec<u64>, Vec<u64>) = entries
+        .iter()
+        .map(|e| e.offset)
+        .partition(|k| is_shared(*k));
+    for key in &mut shared {
+        *key &= !SHARED;
+    }
+    let mut found = read_offsets(log, queue, &mut own).await?;
+    let mut found_shared = if shared.is_empty() {
+        HashMap::new()
+    } else {
+        read_offsets(bodies, queue, &mut shared).await?
+    };
     let missing = |what: &str, at: u64| {
         BrokerError::internal(format!("queue '{queue}': {what} at offset {at} is missing"))
     };
-    let mut decoded = Vec::with_capacity(entries.len());
-    let mut refs = Vec::new();
+    let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let rec = found
-            .remove(&e.offset)
-            .ok_or_else(|| missing("message", e.offset))?;
-        match record::decode(rec.key.as_deref(), &rec.body) {
-            Ok(Decoded::Message(meta)) => decoded.push(Ok((meta, rec))),
-            Ok(Decoded::Ref(r)) => {
-                refs.push(r.body_ref);
-                decoded.push(Err(r));
+        let (rec, what) = if is_shared(e.offset) {
+            let at = e.offset & !SHARED;
+            (
+                found_shared
+                    .remove(&at)
+                    .ok_or_else(|| missing("shared message", at))?,
+                "shared message",
+            )
+        } else {
+            (
+                found
+                    .remove(&e.offset)
+                    .ok_or_else(|| missing("message", e.offset))?,
+                "message",
+            )
+        };
+        let meta = match record::decode(rec.key.as_deref(), &rec.body) {
+            Ok(Decoded::Message(meta)) if !is_shared(e.offset) => meta,
+            Ok(Decoded::Shared(_, mut meta)) if is_shared(e.offset) => {
+                // Each queue has its own expiry and first enqueue time for it.
+                meta.expires_at_ms = e.expires_at;
+                meta.enqueued_at_ms = e.enqueued_at;
+                meta
             }
-            Ok(Decoded::State(_)) => {
+            Ok(_) => {
                 return Err(BrokerError::internal(format!(
-                    "queue '{queue}': offset {} holds a state record, not a message",
+                    "queue '{queue}': the record at key {:#x} is not a {what} record",
                     e.offset
                 )));
             }
             Err(err) => {
                 return Err(BrokerError::internal(format!(
-                    "queue '{queue}': message at offset {} does not decode: {}",
+                    "queue '{queue}': the {what} at key {:#x} does not decode: {}",
                     e.offset, err.0
                 )));
             }
-        }
+        };
+        out.push((meta, rec));
     }
-    let shared = if refs.is_empty() {
-        HashMap::new()
-    } else {
-        read_offsets(bodies, queue, &mut refs).await?
-    };
-    decoded
-        .into_iter()
-        .map(|d| match d {
-            Ok(pair) => Ok(pair),
-            Err(r) => {
-                // Several queues' references may share a record: clone, not take.
-                let rec = shared
-                    .get(&r.body_ref)
-                    .cloned()
-                    .ok_or_else(|| missing("shared body", r.body_ref))?;
-                match record::decode(rec.key.as_deref(), &rec.body) {
-                    Ok(Decoded::Message(mut meta)) => {
-                        meta.expires_at_ms = r.expires_at_ms;
-                        Ok((meta, rec))
-                    }
-                    _ => Err(BrokerError::internal(format!(
-                        "queue '{queue}': shared body at offset {} is not a message record",
-                        r.body_ref
-                    ))),
-                }
-            }
-        })
-        .collect()
+    Ok(out)
 }
 
 fn delivery(

@@ -8,6 +8,12 @@
 //! `{below, base}` is written; replay takes the checkpoint with the highest `below`
 //! and adds every record from there on. The actor only trims below its appends in
 //! flight, so every record under the trim point has landed and been counted here.
+//!
+//! Shared messages (decision 0004) leave no record in the queue's log: their `sent`
+//! comes from the shared log at replay, for those at or above the checkpoint's
+//! `shared_below`. So a checkpoint also counts every shared message under its
+//! `shared_below`, and the queue folds a batch of them in only when the batch is
+//! gone and `shared_below` moves past it.
 
 use std::collections::BTreeMap;
 
@@ -23,19 +29,30 @@ pub(crate) struct Counters {
     /// The counters of every record below `base_below`.
     base: Totals,
     base_below: u64,
+    /// Every shared message under this key is in `base`.
+    shared_below: u64,
     /// Deltas of appends that landed at or above `base_below`, by first offset:
     /// (next offset, delta).
     landed: BTreeMap<u64, (u64, Totals)>,
 }
 
 impl Counters {
-    /// Counters restored by replay: `base` covers every record below `base_below`.
-    pub(crate) fn new(base: Totals, base_below: u64) -> Counters {
+    /// Counters restored by replay: `base` covers every record below `base_below`
+    /// and every shared message under `shared_below`.
+    pub(crate) fn new(base: Totals, base_below: u64, shared_below: u64) -> Counters {
         Counters {
             base,
             base_below,
+            shared_below,
             landed: BTreeMap::new(),
         }
+    }
+
+    /// The shared messages under `shared_below` are settled; `sent` of them are not
+    /// in the base yet.
+    pub(crate) fn fold_shared(&mut self, shared_below: u64, sent: u64) {
+        self.base.sent += sent;
+        self.shared_below = self.shared_below.max(shared_below);
     }
 
     /// An append landed at `first..next`, adding `delta`.
@@ -85,6 +102,7 @@ impl Counters {
             .collect();
         let mut ops = vec![StateOp::Totals {
             below: self.base_below,
+            shared_below: self.shared_below,
             totals: self.base,
         }];
         ops.extend(chunks.iter().cloned().map(StateOp::Dedup));
@@ -95,6 +113,7 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::record::SHARED;
 
     fn sent(n: u64) -> Totals {
         Totals {
@@ -105,7 +124,7 @@ mod tests {
 
     #[test]
     fn folding_splits_a_send_batch_at_the_trim_point() {
-        let mut c = Counters::new(sent(5), 10);
+        let mut c = Counters::new(sent(5), 10, 0);
         c.landed(10, 14, sent(4));
         c.landed(
             14,
@@ -121,6 +140,7 @@ mod tests {
             ops,
             [StateOp::Totals {
                 below: 12,
+                shared_below: 0,
                 totals: sent(7)
             }]
         );
@@ -130,6 +150,7 @@ mod tests {
             ops,
             [StateOp::Totals {
                 below: 20,
+                shared_below: 0,
                 totals: Totals {
                     sent: 9,
                     acked: 2,
@@ -140,11 +161,26 @@ mod tests {
         // Folding backwards changes nothing.
         c.fold(3);
         assert_eq!(c.checkpoint(&[]).0.len(), 1);
+        // Shared messages fold in by count, with the floor they move past.
+        c.fold_shared(SHARED + 40, 3);
+        c.fold_shared(SHARED + 30, 0);
+        assert_eq!(
+            c.checkpoint(&[]).0[0],
+            StateOp::Totals {
+                below: 20,
+                shared_below: SHARED + 40,
+                totals: Totals {
+                    sent: 12,
+                    acked: 2,
+                    ..Totals::default()
+                }
+            }
+        );
     }
 
     #[test]
     fn dedup_ids_are_chunked_below_the_record_limit() {
-        let c = Counters::new(Totals::default(), 0);
+        let c = Counters::new(Totals::default(), 0, 0);
         let ids: Vec<(i64, String)> = (0..120_000)
             .map(|n| (1_700_000_000_000 + n, format!("{n:032x}")))
             .collect();

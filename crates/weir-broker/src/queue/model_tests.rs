@@ -946,6 +946,7 @@ impl Driver {
                     moved_from: None,
                     enqueued_at_ms: now,
                     dead_letter: None,
+                    shared_mark: 0,
                 };
                 (meta, size)
             })
@@ -1168,7 +1169,7 @@ fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
         attempts: 0,
         origin: 0,
         priority,
-        body_ref: 0,
+        seq: 0,
     }
 }
 

@@ -19,6 +19,10 @@
 //!   | `moved_from` | varint: offset + 1 of the record this one replaces, 0 = none |
 //!   | `enqueued_at_ms` | varint: first enqueue time (kept across moves) |
 //!   | `dead_letter` | u8 0 = none; 1 then reason u8, `time_ms` varint, source varint length + UTF-8, `delivery_count` varint |
+//!   | `shared_mark` | varint: the shared log's next offset when this record was appended (version 2; 0 in version 1) |
+//!
+//!   `shared_mark` puts a queue's own messages back in arrival order among the shared
+//!   messages it holds when the queue is replayed (decision 0004).
 //!
 //! * **state** (`2`): a change to messages already in the log. Key = `[2, op]`, body
 //!   = the op's payload of varints. A state record always refers to messages at
@@ -30,15 +34,19 @@
 //!   | 1 delivered | count, then (offset, attempt) pairs |
 //!   | 2 settled | reason u8, count, then offsets (delta-encoded, ascending) |
 //!   | 3 retry | count, then (offset, attempt, `not_before_ms`) triples |
-//!   | 4 totals | `below`, then the lifetime counters of every record below offset `below`, varints in [`Totals`] field order |
+//!   | 4 totals | `below`, then the lifetime counters of every record below offset `below` and of every shared message under `shared_below`, varints in [`Totals`] field order, then `shared_below` |
 //!   | 5 dedup | count, then (`expires_at_ms`, id length, id) |
 //!   | 6 duplicates | how many sends were answered as duplicates |
+//!   | 7 declined | count, then keys (delta-encoded, ascending): shared messages this queue refused (duplicate, full) |
 //!
-//! * **body reference** (`3`): a message whose body, headers and metadata are a
-//!   message record in the broker's shared body log (a publish that reached several
-//!   queues stores its body there once). Key = `[3, body_ref varint, expires_at_ms
-//!   varint (0 = none)]`, no headers, no body: about 22 bytes a queue with the log's
-//!   framing. The expiry is per queue (each queue's TTL applies).
+//!   State records name messages by *key*: the offset of an own message record, or
+//!   [`SHARED`]` | offset` for a message in the shared log.
+//!
+//! * **shared message** (`4`), in the broker's shared log only: a message published to
+//!   several queues, stored once. Key = `[4, count varint, queue ids varints..., then
+//!   the key of a message record]`; headers and body as in a message record. The
+//!   queues named hold it without writing anything for its arrival (decision 0004);
+//!   queue ids are never reused, so an id of a deleted queue names nobody.
 //!
 //! Counters: every record adds a fixed amount to the lifetime counters
 //! ([`StateOp::delta`], [`MessageMeta::delta`]). A `totals` checkpoint holds the sum
@@ -55,11 +63,17 @@ use bytes::Bytes;
 
 use crate::api::{DeadLetterInfo, DeadLetterReason};
 
-/// Record kinds (first key byte).
+/// Record kinds (first key byte). Kind 3 (a per-queue reference to a shared body)
+/// is retired: decision 0004 replaced it with the destination list of kind 4.
 const KIND_MESSAGE: u8 = 1;
 const KIND_STATE: u8 = 2;
-const KIND_REF: u8 = 3;
-const MESSAGE_VERSION: u8 = 1;
+const KIND_SHARED: u8 = 4;
+/// Version 2 added `shared_mark`.
+const MESSAGE_VERSION: u8 = 2;
+
+/// The bit that marks a key as an offset in the shared log rather than in the
+/// queue's own log. Own offsets never come near it (2^62 records).
+pub(crate) const SHARED: u64 = 1 << 62;
 
 /// The broker's metadata of one stored message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,6 +87,9 @@ pub(crate) struct MessageMeta {
     pub(crate) moved_from: Option<u64>,
     pub(crate) enqueued_at_ms: i64,
     pub(crate) dead_letter: Option<DeadLetterInfo>,
+    /// The shared log's next offset when this record was appended to a queue's own
+    /// log (see the module documentation); 0 in the shared log.
+    pub(crate) shared_mark: u64,
 }
 
 /// Why messages were settled (removed for good).
@@ -138,41 +155,39 @@ pub(crate) enum StateOp {
     Delivered(Vec<(u64, u32)>),
     Settled(SettleReason, Vec<u64>),
     Retry(Vec<(u64, u32, i64)>),
-    /// A counters checkpoint: the sum of every record below `below`.
+    /// A counters checkpoint: the sum of every record below `below` and of every
+    /// shared message of this queue under `shared_below` (all of which are settled).
     Totals {
         below: u64,
+        shared_below: u64,
         totals: Totals,
     },
     Dedup(Vec<(i64, String)>),
     Duplicates(u64),
+    /// Shared messages (by key) this queue refused: replay must not bring them in.
+    Declined(Vec<u64>),
 }
 
-/// A message stored in the shared body log, as a queue refers to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct BodyRef {
-    /// The offset of its message record in the body log.
-    pub(crate) body_ref: u64,
-    /// This queue's expiry of it, 0 for none.
-    pub(crate) expires_at_ms: i64,
-}
-
-impl BodyRef {
-    /// The record key of the reference.
-    pub(crate) fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(12);
-        out.push(KIND_REF);
-        put_varint(&mut out, self.body_ref);
-        put_varint(&mut out, time_to_u64(self.expires_at_ms));
-        Bytes::from(out)
-    }
-}
-
-/// A record of a queue log, decoded.
+/// A record of a queue log or of the shared log, decoded.
 #[derive(Debug)]
 pub(crate) enum Decoded {
     Message(MessageMeta),
     State(StateOp),
-    Ref(BodyRef),
+    /// A shared message and the ids of the queues it was published to.
+    Shared(Vec<u32>, MessageMeta),
+}
+
+/// The key of a shared message record: its destinations, then `meta`'s key.
+pub(crate) fn encode_shared(destinations: &[u32], meta: &MessageMeta) -> Bytes {
+    let meta_key = meta.encode();
+    let mut out = Vec::with_capacity(2 + 3 * destinations.len() + meta_key.len());
+    out.push(KIND_SHARED);
+    put_varint(&mut out, destinations.len() as u64);
+    for id in destinations {
+        put_varint(&mut out, u64::from(*id));
+    }
+    out.extend_from_slice(&meta_key);
+    Bytes::from(out)
 }
 
 /// Why a record did not decode.
@@ -185,6 +200,18 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// A sorted copy of `values`, as a count then deltas.
+fn put_ascending(out: &mut Vec<u8>, values: &[u64]) {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    put_varint(out, sorted.len() as u64);
+    let mut prev = 0;
+    for v in sorted {
+        put_varint(out, v - prev);
+        prev = v;
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -232,6 +259,19 @@ impl<'a> Reader<'a> {
         let (s, rest) = self.buf.split_at(len);
         self.buf = rest;
         std::str::from_utf8(s).map_err(|_| DecodeError("string is not UTF-8"))
+    }
+    /// What [`put_ascending`] wrote.
+    fn ascending(&mut self) -> Result<Vec<u64>, DecodeError> {
+        let n = self.count(1)?;
+        let mut values = Vec::with_capacity(n);
+        let mut prev = 0u64;
+        for _ in 0..n {
+            prev = prev
+                .checked_add(self.varint()?)
+                .ok_or(DecodeError("offset overflow"))?;
+            values.push(prev);
+        }
+        Ok(values)
     }
     /// A count of items each at least `min_item` bytes long, checked against what is
     /// left so a corrupt count cannot make us allocate wildly.
@@ -296,11 +336,13 @@ impl MessageMeta {
                 put_varint(&mut out, u64::from(d.delivery_count));
             }
         }
+        put_varint(&mut out, self.shared_mark);
         Bytes::from(out)
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<MessageMeta, DecodeError> {
-        if r.u8()? != MESSAGE_VERSION {
+        let version = r.u8()?;
+        if version != 1 && version != MESSAGE_VERSION {
             return Err(DecodeError("unknown message record version"));
         }
         let id = r.str()?.to_owned();
@@ -321,6 +363,7 @@ impl MessageMeta {
             }),
             _ => return Err(DecodeError("bad dead-letter flag")),
         };
+        let shared_mark = if version >= 2 { r.varint()? } else { 0 };
         Ok(MessageMeta {
             id,
             priority,
@@ -331,6 +374,7 @@ impl MessageMeta {
             moved_from,
             enqueued_at_ms,
             dead_letter,
+            shared_mark,
         })
     }
 }
@@ -359,7 +403,10 @@ impl StateOp {
                 }
             }
             StateOp::Duplicates(n) => t.duplicates = *n,
-            StateOp::Retry(_) | StateOp::Totals { .. } | StateOp::Dedup(_) => {}
+            StateOp::Retry(_)
+            | StateOp::Totals { .. }
+            | StateOp::Dedup(_)
+            | StateOp::Declined(_) => {}
         }
         t
     }
@@ -393,15 +440,12 @@ impl StateOp {
             }
             StateOp::Settled(reason, offsets) => {
                 body.push(*reason as u8);
-                let mut sorted = offsets.clone();
-                sorted.sort_unstable();
-                put_varint(&mut body, sorted.len() as u64);
-                let mut prev = 0;
-                for o in sorted {
-                    put_varint(&mut body, o - prev);
-                    prev = o;
-                }
+                put_ascending(&mut body, offsets);
                 2
+            }
+            StateOp::Declined(keys) => {
+                put_ascending(&mut body, keys);
+                7
             }
             StateOp::Retry(items) => {
                 put_varint(&mut body, items.len() as u64);
@@ -412,7 +456,11 @@ impl StateOp {
                 }
                 3
             }
-            StateOp::Totals { below, totals: t } => {
+            StateOp::Totals {
+                below,
+                shared_below,
+                totals: t,
+            } => {
                 put_varint(&mut body, *below);
                 for v in [
                     t.sent,
@@ -426,6 +474,7 @@ impl StateOp {
                 ] {
                     put_varint(&mut body, v);
                 }
+                put_varint(&mut body, *shared_below);
                 4
             }
             StateOp::Dedup(items) => {
@@ -457,17 +506,9 @@ impl StateOp {
             }
             2 => {
                 let reason = SettleReason::from_u8(r.u8()?).ok_or(DecodeError("settle reason"))?;
-                let n = r.count(1)?;
-                let mut offsets = Vec::with_capacity(n);
-                let mut prev = 0u64;
-                for _ in 0..n {
-                    prev = prev
-                        .checked_add(r.varint()?)
-                        .ok_or(DecodeError("offset overflow"))?;
-                    offsets.push(prev);
-                }
-                StateOp::Settled(reason, offsets)
+                StateOp::Settled(reason, r.ascending()?)
             }
+            7 => StateOp::Declined(r.ascending()?),
             3 => {
                 let n = r.count(3)?;
                 let mut items = Vec::with_capacity(n);
@@ -488,6 +529,8 @@ impl StateOp {
                     dropped: r.varint()?,
                     purged: r.varint()?,
                 },
+                // Absent in checkpoints written before shared messages had keys.
+                shared_below: if r.buf.is_empty() { 0 } else { r.varint()? },
             },
             5 => {
                 let n = r.count(2)?;
@@ -523,16 +566,20 @@ pub(crate) fn decode(key: Option<&[u8]>, body: &[u8]) -> Result<Decoded, DecodeE
             let op = r.u8()?;
             Ok(Decoded::State(StateOp::decode(op, body)?))
         }
-        KIND_REF => {
-            let body_ref = r.varint()?;
-            let expires_at_ms = r.time()?;
-            if !r.buf.is_empty() || !body.is_empty() {
-                return Err(DecodeError("trailing bytes in a body reference"));
+        KIND_SHARED => {
+            let n = r.count(1)?;
+            let mut destinations = Vec::with_capacity(n);
+            for _ in 0..n {
+                destinations.push(r.u32()?);
             }
-            Ok(Decoded::Ref(BodyRef {
-                body_ref,
-                expires_at_ms,
-            }))
+            if r.u8()? != KIND_MESSAGE {
+                return Err(DecodeError("a shared record without a message key"));
+            }
+            let meta = MessageMeta::decode(&mut r)?;
+            if !r.buf.is_empty() {
+                return Err(DecodeError("trailing bytes in a shared message key"));
+            }
+            Ok(Decoded::Shared(destinations, meta))
         }
         _ => Err(DecodeError("unknown record kind")),
     }
@@ -570,6 +617,7 @@ mod tests {
                 source_queue: "orders".into(),
                 delivery_count: 5,
             }),
+            shared_mark: 98_765,
         };
         match decode(Some(&meta.encode()), b"body").unwrap() {
             Decoded::Message(m) => assert_eq!(m, meta),
@@ -578,18 +626,77 @@ mod tests {
     }
 
     #[test]
-    fn body_references_round_trip_small() {
-        let r = BodyRef {
-            body_ref: 1_234_567,
-            expires_at_ms: 1_700_000_000_000,
+    fn version_1_message_records_still_decode_without_a_mark() {
+        let meta = MessageMeta {
+            id: "old".into(),
+            shared_mark: 5,
+            ..MessageMeta::default()
         };
-        let key = r.encode();
-        assert!(key.len() <= 12, "{} bytes", key.len());
+        let mut key = meta.encode().to_vec();
+        key[1] = 1;
+        key.pop(); // version 1 had no mark (5 is one varint byte)
         match decode(Some(&key), b"").unwrap() {
-            Decoded::Ref(got) => assert_eq!(got, r),
+            Decoded::Message(m) => assert_eq!(
+                m,
+                MessageMeta {
+                    shared_mark: 0,
+                    ..meta
+                }
+            ),
+            other => panic!("kind: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shared_records_round_trip_and_cost_a_few_bytes_per_destination() {
+        let meta = MessageMeta {
+            id: "fan".into(),
+            priority: 2,
+            ..MessageMeta::default()
+        };
+        let ids: Vec<u32> = (1..=10).collect();
+        let key = encode_shared(&ids, &meta);
+        assert_eq!(key.len(), meta.encode().len() + 2 + ids.len());
+        match decode(Some(&key), b"body").unwrap() {
+            Decoded::Shared(got, m) => {
+                assert_eq!(got, ids);
+                assert_eq!(m, meta);
+            }
+            other => panic!("kind: {other:?}"),
+        }
+        for cut in 0..key.len() {
+            assert!(decode(Some(&key[..cut]), b"").is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn retired_reference_records_are_refused() {
+        assert!(decode(Some(&[3, 1, 0]), b"").is_err());
+    }
+
+    #[test]
+    fn checkpoints_without_shared_below_still_decode() {
+        let op = StateOp::Totals {
+            below: 9,
+            shared_below: 300,
+            totals: Totals {
+                sent: 4,
+                ..Totals::default()
+            },
+        };
+        let (key, body) = op.encode();
+        // The older layout ended before `shared_below` (300 is two varint bytes).
+        let old = &body[..body.len() - 2];
+        match decode(Some(&key), old).unwrap() {
+            Decoded::State(StateOp::Totals {
+                below,
+                shared_below,
+                totals,
+            }) => {
+                assert_eq!((below, shared_below, totals.sent), (9, 0, 4));
+            }
             other => panic!("{other:?}"),
         }
-        assert!(decode(Some(&key), b"x").is_err());
     }
 
     #[test]
@@ -619,9 +726,11 @@ mod tests {
                 StateOp::Dedup(vec![(5, "a".into()), (9, "bé".into())]),
                 StateOp::Totals {
                     below: 7,
+                    shared_below: SHARED + 12,
                     totals: Totals { sent: 1, acked: 2, purged: u64::MAX, ..Totals::default() },
                 },
                 StateOp::Duplicates(3),
+                StateOp::Declined(vec![SHARED + 3, SHARED + 90]),
             ];
             for op in ops {
                 prop_assert_eq!(roundtrip(&op), op);

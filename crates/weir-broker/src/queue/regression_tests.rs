@@ -35,7 +35,7 @@ impl Rig {
                 .expect("runtime"),
             log: MemLog::new(LogConfig::default()),
             state: QueueState::new(options, 1),
-            counters: Counters::new(Totals::default(), 0),
+            counters: Counters::new(Totals::default(), 0, 0),
             restarts: 0,
         }
     }
@@ -132,7 +132,7 @@ impl Rig {
             .rt
             .block_on(replay(&log, None, &mut state, QUEUE, now))
             .expect("replay");
-        self.counters = Counters::new(state.totals, report.end);
+        self.counters = Counters::new(state.totals, report.end, report.shared_below);
         self.log = log;
         self.state = state;
     }
@@ -149,7 +149,7 @@ impl Rig {
         self.counters.fold(floor);
         let (ops, chunks) = self
             .counters
-            .checkpoint(&self.state.dedup_ids_below(floor, now));
+            .checkpoint(&self.state.dedup_ids_below(floor, 0, now));
         let first = self.persist(&ops, now).expect("checkpoint");
         for (i, ids) in chunks.iter().enumerate() {
             self.state.dedup_rewritten(ids, first + 1 + i as u64);
@@ -213,7 +213,7 @@ fn a_dedup_checkpoint_does_not_hold_ids_whose_message_was_never_written() {
         admitted(rig.state.admit(QUEUE, &[(Some("x"), 1)], T0).unwrap()),
         [false]
     );
-    let ids = rig.state.dedup_ids_below(u64::MAX, T0);
+    let ids = rig.state.dedup_ids_below(u64::MAX, 0, T0);
     assert_eq!(ids, [(T0 + 600_000, "a".to_owned())], "only the durable id");
     rig.persist(&[StateOp::Dedup(ids)], T0).unwrap();
     // Crash: the append of "x" never lands.
@@ -318,7 +318,7 @@ fn a_dedup_checkpoint_of_a_busy_queue_can_be_written() {
     }
     let (ops, chunks) = rig
         .counters
-        .checkpoint(&rig.state.dedup_ids_below(u64::MAX, now));
+        .checkpoint(&rig.state.dedup_ids_below(u64::MAX, 0, now));
     assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 450_000);
     for group in ops.chunks(8) {
         let written = rig.persist(group, now);
@@ -472,6 +472,6 @@ fn entry_at(offset: u64) -> Entry {
         attempts: 0,
         origin: 0,
         priority: 0,
-        body_ref: 0,
+        seq: 0,
     }
 }

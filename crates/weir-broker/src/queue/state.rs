@@ -3,23 +3,30 @@
 //! [`Effect`]s it returns. That is what lets the property test drive it against a
 //! naive model.
 //!
-//! A message is in exactly one place: `ready` (per priority, ordered by offset),
+//! A message is in exactly one place: `ready` (per priority, in arrival order),
 //! `delayed` (by due time), `leased` (with a deadline), `parked` (ready, but its
 //! group has a message in flight) or `in_transit` (being copied elsewhere: to the
 //! dead-letter queue, or moved within the log). Settled messages are in none.
+//!
+//! A message is known by its key: its offset in the queue's own log, or
+//! [`SHARED`]` | offset` for a message published to several queues and stored once in
+//! the shared log (decision 0004). Shared messages arrive in batches; the queue tracks
+//! each batch's position in its own log (its mark) so the log is never trimmed past
+//! state records about a shared message that is still held.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use crate::api::{Backoff, DeadLetterReason, Overflow, QueueOptions, QueueStats};
 use crate::error::{BrokerError, Result};
-use crate::queue::record::{SettleReason, StateOp, Totals};
+use crate::queue::record::{SHARED, SettleReason, StateOp, Totals};
 
 /// What the queue keeps in memory per message: a few dozen bytes. Body, headers and
 /// id stay on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
-    /// Where the message record is in the queue's log.
+    /// The message's key: its record's offset in the queue's log, or [`SHARED`]` |`
+    /// its offset in the shared log.
     pub(crate) offset: u64,
     /// Hash of the group key, 0 for none. A collision only merges two groups'
     /// ordering, it cannot reorder one group.
@@ -37,10 +44,30 @@ pub(crate) struct Entry {
     pub(crate) origin: u32,
     /// Effective priority.
     pub(crate) priority: u8,
-    /// Where the body is in the broker's shared body log, plus one; 0 when the
-    /// body is in the queue's own record. Held references keep the body log from
-    /// being trimmed under them.
-    pub(crate) body_ref: u64,
+    /// Arrival order in this queue (assigned when the message is committed or
+    /// restored): ready messages are delivered in this order, whichever log holds them.
+    pub(crate) seq: u64,
+}
+
+/// Whether `key` names a message in the shared log.
+pub(crate) fn is_shared(key: u64) -> bool {
+    key & SHARED != 0
+}
+
+/// Shared messages that arrived together (one publish, or one replay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ArrivalBatch {
+    /// Lowest and highest key of the batch.
+    first: u64,
+    last: u64,
+    /// Messages it brought in whose `sent` no checkpoint holds yet (declined ones
+    /// not counted).
+    count: u64,
+    /// Of those, how many are still held.
+    held: u64,
+    /// The queue log's next offset when it arrived: every state record about its
+    /// messages is at or above this.
+    mark: u64,
 }
 
 /// An id inside the dedup window.
@@ -129,10 +156,17 @@ pub(crate) struct QueueState {
     settling: HashMap<u64, Entry>,
     /// Body bytes of everything held.
     held_bytes: u64,
-    /// How many held messages refer to the body log (see `Entry::body_ref`); the
-    /// lowest reference is looked up only when asked for, and only when this is not
-    /// 0, so holding a reference costs nothing on the publish path.
-    held_refs: u64,
+    /// Shared arrivals in key order (arrival order: the broker hands them out in
+    /// shared-log order), until every message of a batch and of the ones before it
+    /// is gone.
+    batches: VecDeque<ArrivalBatch>,
+    /// The highest shared key that ever arrived, plus one (0: none yet).
+    next_shared: u64,
+    /// Messages of batches dropped from `batches` since the last
+    /// [`QueueState::take_shared_sent`]: their `sent` goes into the next checkpoint.
+    shared_sent: u64,
+    /// The next arrival sequence number.
+    next_seq: u64,
     /// Sends admitted but not yet committed (for `max_length` checks).
     reserved_count: u64,
     reserved_bytes: u64,
@@ -180,7 +214,10 @@ impl QueueState {
             dead_letter_retry: BTreeMap::new(),
             settling: HashMap::new(),
             held_bytes: 0,
-            held_refs: 0,
+            batches: VecDeque::new(),
+            next_shared: 0,
+            shared_sent: 0,
+            next_seq: 0,
             reserved_count: 0,
             reserved_bytes: 0,
             dedup: HashMap::new(),
@@ -304,7 +341,8 @@ impl QueueState {
         reserved: bool,
         now: i64,
     ) -> Vec<Effect> {
-        for (entry, not_before) in entries {
+        for (mut entry, not_before) in entries {
+            entry.seq = self.take_seq();
             if reserved {
                 self.totals.sent += 1;
                 self.reserved_count = self.reserved_count.saturating_sub(1);
@@ -322,8 +360,10 @@ impl QueueState {
 
     /// Adds recovered entries: like commit, but no length enforcement beyond what
     /// the queue held before and no reservation.
+    /// Entries come in arrival order.
     pub(crate) fn restore(&mut self, entries: Vec<(Entry, i64)>, now: i64) {
-        for (entry, not_before) in entries {
+        for (mut entry, not_before) in entries {
+            entry.seq = self.take_seq();
             self.hold(&entry);
             if not_before > now {
                 self.delayed.insert((not_before, entry.offset), entry);
@@ -358,53 +398,113 @@ impl QueueState {
         self.dedup_order.make_contiguous().sort_unstable();
     }
 
-    /// A message is held from now on (bytes, body reference).
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// A message is held from now on.
     fn hold(&mut self, entry: &Entry) {
         self.held_bytes += u64::from(entry.size);
-        if entry.body_ref != 0 {
-            self.held_refs += 1;
-        }
     }
 
     /// A message is gone for good.
     fn let_go(&mut self, entry: &Entry) {
         self.held_bytes -= u64::from(entry.size);
-        if entry.body_ref != 0 {
-            self.held_refs -= 1;
+        if is_shared(entry.offset) {
+            let i = self
+                .batches
+                .partition_point(|b| b.first <= entry.offset)
+                .checked_sub(1);
+            if let Some(batch) = i.and_then(|i| self.batches.get_mut(i)) {
+                batch.held = batch.held.saturating_sub(1);
+            }
+            self.prune_batches();
         }
     }
 
-    /// The lowest body-log offset a held message refers to. Walks everything held
-    /// (asked for about once a second, by the body log's trim).
-    pub(crate) fn min_body_ref(&self) -> Option<u64> {
-        if self.held_refs == 0 {
-            return None;
+    /// Drops the oldest batches that hold nothing any more.
+    pub(crate) fn prune_batches(&mut self) {
+        while self.batches.front().is_some_and(|b| b.held == 0) {
+            let batch = self.batches.pop_front().expect("invariant: front exists");
+            self.shared_sent += batch.count;
         }
-        self.held_entries()
-            .filter(|e| e.body_ref != 0)
-            .map(|e| e.body_ref - 1)
-            .min()
     }
 
-    /// Every message held, in no particular order.
-    fn held_entries(&self) -> impl Iterator<Item = &Entry> {
-        self.ready
-            .iter()
-            .flatten()
-            .chain(self.parked.values().flatten())
-            .chain(self.delayed.values())
-            .chain(self.leased.values().map(|l| &l.entry))
-            .chain(self.in_transit.values().map(|(e, _)| e))
-            .chain(self.dead_letter_retry.values().map(|(e, _)| e))
-            .chain(self.settling.values())
+    /// Replay's batch: the shared messages from `first` (the checkpoint's
+    /// `shared_below`) up to `next_shared`, `count` of them not yet in a checkpoint,
+    /// `held` of them restored, with state records from `mark` on.
+    pub(crate) fn restore_shared(
+        &mut self,
+        first: u64,
+        next_shared: u64,
+        count: u64,
+        held: u64,
+        mark: u64,
+    ) {
+        self.next_shared = self.next_shared.max(next_shared);
+        self.batches.push_back(ArrivalBatch {
+            first,
+            last: next_shared.saturating_sub(1).max(first),
+            count,
+            held,
+            mark,
+        });
+        self.prune_batches();
+    }
+
+    /// Shared messages arrived: keys `first..=last` (ascending, after every earlier
+    /// arrival), `admitted` of them held from now on (the caller commits them), when
+    /// the queue log's next offset was `mark`. A batch whose messages were all
+    /// declined still goes behind an older one: it keeps the log from being trimmed
+    /// past its `declined` record while the older one holds `shared_below` down.
+    pub(crate) fn arrived(&mut self, first: u64, last: u64, admitted: u64, mark: u64) {
+        self.next_shared = self.next_shared.max(last + 1);
+        if admitted == 0 && self.batches.is_empty() {
+            return;
+        }
+        self.batches.push_back(ArrivalBatch {
+            first,
+            last,
+            count: admitted,
+            held: admitted,
+            mark,
+        });
+    }
+
+    /// Every shared message of this queue with a key under this is settled (or
+    /// never arrived here): what a checkpoint records, and how far the shared log
+    /// may be trimmed for this queue.
+    pub(crate) fn shared_below(&self) -> u64 {
+        self.batches
+            .front()
+            .map_or(self.next_shared.max(SHARED), |b| b.first)
+    }
+
+    /// The queue log may not be trimmed above this while shared messages are held:
+    /// state records about them sit at or above it.
+    pub(crate) fn shared_mark(&self) -> Option<u64> {
+        self.batches.front().map(|b| b.mark)
+    }
+
+    /// The `sent` of shared messages under [`QueueState::shared_below`] not yet in a
+    /// checkpoint; the caller puts it in the one it writes.
+    pub(crate) fn take_shared_sent(&mut self) -> u64 {
+        std::mem::take(&mut self.shared_sent)
+    }
+
+    /// Whether any shared message is held.
+    pub(crate) fn holds_shared(&self) -> bool {
+        !self.batches.is_empty()
     }
 
     fn push_ready(&mut self, entry: Entry) {
         let deque = &mut self.ready[usize::from(entry.priority)];
-        let pos = if deque.back().is_none_or(|b| b.offset < entry.offset) {
+        let pos = if deque.back().is_none_or(|b| b.seq < entry.seq) {
             deque.len()
         } else {
-            deque.partition_point(|e| e.offset < entry.offset)
+            deque.partition_point(|e| e.seq < entry.seq)
         };
         deque.insert(pos, entry);
         self.ready_count += 1;
@@ -413,7 +513,7 @@ impl QueueState {
 
     fn park(&mut self, entry: Entry) {
         let deque = self.parked.entry(entry.group).or_default();
-        let pos = deque.partition_point(|e| e.offset < entry.offset);
+        let pos = deque.partition_point(|e| e.seq < entry.seq);
         deque.insert(pos, entry);
         self.parked_count += 1;
         self.ready_bytes += u64::from(entry.size);
@@ -969,63 +1069,60 @@ impl QueueState {
         }
     }
 
-    /// The lowest offset still held, or `next_offset` when nothing is.
+    /// Every message held, in no particular order.
+    fn held_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.ready
+            .iter()
+            .flatten()
+            .chain(self.parked.values().flatten())
+            .chain(self.delayed.values())
+            .chain(self.leased.values().map(|l| &l.entry))
+            .chain(self.in_transit.values().map(|(e, _)| e))
+            .chain(self.dead_letter_retry.values().map(|(e, _)| e))
+            .chain(self.settling.values())
+    }
+
+    /// The lowest own-log offset still held, or `next_offset` when none is. Ready
+    /// messages are in arrival order, not offset order, so this walks everything
+    /// held (housekeeping asks twice a second). Shared keys are all above any own
+    /// offset and so never the minimum unless nothing own is held.
     pub(crate) fn floor(&self, next_offset: u64) -> u64 {
-        let ready = self
-            .ready
-            .iter()
-            .filter_map(|d| d.front())
-            .map(|e| e.offset);
-        let parked = self
-            .parked
-            .values()
-            .filter_map(|d| d.front())
-            .map(|e| e.offset);
-        let delayed = self.delayed.keys().map(|(_, o)| *o);
-        let leased = self.leased.keys().copied();
-        let transit = self
-            .in_transit
-            .keys()
-            .chain(self.dead_letter_retry.keys().map(|(_, o)| o))
-            .chain(self.settling.keys())
-            .copied();
-        ready
-            .chain(parked)
-            .chain(delayed)
-            .chain(leased)
-            .chain(transit)
+        self.held_entries()
+            .map(|e| e.offset)
             .min()
+            .filter(|o| !is_shared(*o))
             .unwrap_or(next_offset)
+            .min(next_offset)
     }
 
-    /// How many messages are held below `offset` (counts up to `limit`).
+    /// How many own messages are held below `offset` (counts up to `limit`).
     pub(crate) fn held_below(&self, offset: u64, limit: usize) -> usize {
-        let ready = self
-            .ready
-            .iter()
-            .map(|d| d.partition_point(|e| e.offset < offset))
-            .sum::<usize>();
-        let others = self
-            .parked
-            .values()
-            .flat_map(|d| d.iter().map(|e| e.offset))
-            .chain(self.delayed.keys().map(|(_, o)| *o))
-            .chain(self.leased.keys().copied())
-            .chain(self.in_transit.keys().copied())
-            .chain(self.dead_letter_retry.keys().map(|(_, o)| *o))
-            .chain(self.settling.keys().copied())
-            .filter(|o| *o < offset)
+        self.held_entries()
+            .filter(|e| e.offset < offset)
             .take(limit)
-            .count();
-        ready + others
+            .count()
     }
 
-    /// Ids inside the window whose send is durable and remembered in the log below
-    /// `below` (about to be trimmed), for a dedup checkpoint.
-    pub(crate) fn dedup_ids_below(&self, below: u64, now: i64) -> Vec<(i64, String)> {
+    /// Ids inside the window whose send is durable and remembered only where the
+    /// next replay will not look: in the queue log below `below` (about to be
+    /// trimmed), or by a shared message under `shared_below` (replay skips those).
+    /// For a dedup checkpoint.
+    pub(crate) fn dedup_ids_below(
+        &self,
+        below: u64,
+        shared_below: u64,
+        now: i64,
+    ) -> Vec<(i64, String)> {
+        let forgotten = |o: u64| {
+            if is_shared(o) {
+                o < shared_below
+            } else {
+                o < below
+            }
+        };
         self.dedup
             .iter()
-            .filter(|(_, s)| s.until > now && s.offset.is_some_and(|o| o < below))
+            .filter(|(_, s)| s.until > now && s.offset.is_some_and(forgotten))
             .map(|(id, s)| (s.until, id.clone()))
             .collect()
     }

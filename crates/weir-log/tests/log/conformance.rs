@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use weir_log::testing::{LogFactory, run_all};
-use weir_log::{FileLog, FsyncPolicy, LogConfig, MemLog};
+use weir_log::{FileLog, FsyncPolicy, LogConfig, MemLog, MessageLog};
 
 use crate::common::block_on;
 
@@ -91,4 +91,42 @@ fn file_log_fsync_never_conforms() {
 #[test]
 fn mem_log_conforms() {
     block_on(run_all(&mut MemFactory::default()));
+}
+
+/// `submit_batch` queues at the call: offsets follow the calls, not the awaits, and
+/// the futures own what they need.
+#[test]
+fn submitted_batches_get_offsets_in_call_order() {
+    let dir = TempDir::new().expect("temp dir");
+    let (log, _) = FileLog::open(dir.path(), LogConfig::default()).expect("open");
+    block_on(async {
+        let futures: Vec<_> = (0..3u8)
+            .map(|i| {
+                let records = vec![
+                    weir_log::NewRecord::new(vec![i; 10]),
+                    weir_log::NewRecord::new(vec![i; 20]),
+                ];
+                log.submit_batch(&records)
+            })
+            .collect();
+        // Awaited last to first, and on other tasks.
+        let mut handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+        handles.reverse();
+        let mut firsts = Vec::new();
+        for handle in handles {
+            firsts.push(handle.await.expect("task").expect("append").first.0);
+        }
+        firsts.reverse();
+        assert_eq!(firsts, [0, 2, 4]);
+        let read = log
+            .read_from(weir_log::Offset(0), weir_log::ReadLimits::records(100))
+            .await
+            .expect("read");
+        let bodies: Vec<u8> = read.iter().map(|r| r.body[0]).collect();
+        assert_eq!(bodies, [0, 0, 1, 1, 2, 2]);
+        // A batch the log refuses fails when awaited, and takes no offset.
+        let too_big = vec![weir_log::NewRecord::new(vec![0u8; 32 << 20])];
+        assert!(log.submit_batch(&too_big).await.is_err());
+        assert_eq!(log.next_offset().0, 6);
+    });
 }

@@ -8,6 +8,7 @@ mod cli;
 mod cli_routing;
 mod durability;
 mod edge_cases;
+mod fan_out;
 mod http_api;
 mod routing;
 mod worker;
@@ -176,9 +177,14 @@ pub fn segment_files(dir: &std::path::Path) -> usize {
 
 /// A broker whose logs roll every MiB, so tests see segments come and go.
 pub async fn broker_with_small_segments() -> (Broker, tempfile::TempDir) {
+    broker_with_segment_bytes(1 << 20).await
+}
+
+/// A broker whose logs roll every `bytes`.
+pub async fn broker_with_segment_bytes(bytes: u64) -> (Broker, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "[log]\nsegment_bytes = 1048576\n").expect("config file");
+    std::fs::write(&config, format!("[log]\nsegment_bytes = {bytes}\n")).expect("config file");
     let broker = Broker::start_with(&["--config", config.to_str().expect("UTF-8 path")])
         .await
         .expect("broker starts");

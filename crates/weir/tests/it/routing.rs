@@ -293,7 +293,7 @@ async fn each_subscriber_gets_its_own_copy_with_its_own_acks_and_dead_letters() 
     let (_, out) = api
         .call(
             "POST",
-            "/api/topics/user.events/publish",
+            "/api/topics/user.events/publish?queues=true",
             Some(json!({"routing_key": "user.deleted", "body": "bye"})),
         )
         .await;
