@@ -1586,9 +1586,11 @@ async fn read_entries(
         let meta = match record::decode(rec.key.as_deref(), &rec.body) {
             Ok(Decoded::Message(meta)) if !is_shared(e.offset) => meta,
             Ok(Decoded::Shared(_, mut meta)) if is_shared(e.offset) => {
-                // Each queue has its own expiry and first enqueue time for it.
+                // Each queue has its own expiry, priority cap and first enqueue time
+                // for it.
                 meta.expires_at_ms = e.expires_at;
                 meta.enqueued_at_ms = e.enqueued_at;
+                meta.priority = e.priority;
                 meta
             }
             Ok(_) => {
