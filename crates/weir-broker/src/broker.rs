@@ -202,9 +202,9 @@ impl Broker {
         let (bodies, _) =
             tokio::task::spawn_blocking(move || FileLog::open(bodies_dir, bodies_config))
                 .await
-                .map_err(|e| BrokerError::internal(format!("opening the body log: {e}")))?
+                .map_err(|e| BrokerError::internal(format!("opening the shared log: {e}")))?
                 .map_err(|source| BrokerError::Storage {
-                    queue: "(body log)".into(),
+                    queue: "(shared log)".into(),
                     source,
                 })?;
         let next_queue_id = read_next_queue_id(&config.data_dir)?;
@@ -246,7 +246,7 @@ impl Broker {
         report.queues = queues;
         report.messages = messages;
         report.exchanges = broker.load_routing()?;
-        // The body log's housekeeping: a weak handle, so it ends with the broker.
+        // The shared log's housekeeping: a weak handle, so it ends with the broker.
         let weak = Arc::downgrade(&broker.inner);
         tokio::spawn(async move {
             loop {
@@ -256,7 +256,7 @@ impl Broker {
                     return;
                 }
                 if let Err(e) = (Broker { inner }).trim_bodies().await {
-                    tracing::warn!(error = %e, "trimming the body log failed");
+                    tracing::warn!(error = %e, "trimming the shared log failed");
                 }
             }
         });
@@ -878,11 +878,12 @@ impl Broker {
             stop_queue(queue).await;
         }
         if let Err(e) = self.inner.bodies.close().await {
-            tracing::error!(error = %e, "closing the body log failed");
+            tracing::error!(error = %e, "closing the shared log failed");
         }
     }
 
-    /// Trims the body log below every reference held and every publish in flight.
+    /// Trims the shared log below what every queue may still need and every publish
+    /// still being handed to its queues.
     /// Run periodically; returns the new first offset.
     pub(crate) async fn trim_bodies(&self) -> Result<u64> {
         if self.inner.bodies.first_offset() == self.inner.bodies.next_offset() {
@@ -923,14 +924,14 @@ impl Broker {
                 .trim_before(weir_log::Offset(floor))
                 .await
                 .map_err(|source| BrokerError::Storage {
-                    queue: "(body log)".into(),
+                    queue: "(shared log)".into(),
                     source,
                 })?;
         }
         Ok(floor)
     }
 
-    /// Disk bytes of the shared body log.
+    /// Disk bytes of the shared log.
     pub fn body_log_bytes(&self) -> u64 {
         self.inner.bodies.stats().size_bytes
     }

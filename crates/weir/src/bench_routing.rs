@@ -6,7 +6,7 @@
 //! gets a key that matches exactly one of them), publishes `--count` messages of
 //! `--size` bytes in batches from `--producers` tasks, and reports messages per
 //! second, batch latency percentiles and the disk bytes the queues' logs and the
-//! shared body log grew by per message published.
+//! shared log grew by per message published.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -63,7 +63,7 @@ pub struct PublishArgs {
     keep: bool,
 }
 
-/// Disk bytes of the queues' logs and of the shared body log.
+/// Disk bytes of the queues' logs and of the shared log.
 async fn disk_bytes(api: &Api, queues: &[String]) -> anyhow::Result<u64> {
     let mut total = api.broker().await?.body["body_log_bytes"]
         .as_u64()

@@ -234,7 +234,7 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) struct Actor {
     name: String,
     log: FileLog,
-    /// The broker's shared body log (bodies of messages published to several queues).
+    /// The broker's shared log (messages published to several queues).
     bodies: FileLog,
     state: QueueState,
     broker: Weak<Inner>,
