@@ -157,25 +157,14 @@ pub(crate) async fn replay_own<L: MessageLog>(
         .dedup_window_ms
         .map(|w| i64::try_from(w).unwrap_or(i64::MAX));
     let max_priority = state.options().max_priority;
-    let mut next = log.first_offset();
     let end = log.next_offset();
     let find = |messages: &mut Vec<Replayed>, offset: u64| -> Option<usize> {
         messages
             .binary_search_by_key(&offset, |m| m.entry.offset)
             .ok()
     };
-    while next < end {
-        let records = log
-            .read_from(
-                next,
-                ReadLimits {
-                    max_records: 65_536,
-                    max_bytes: 8 << 20,
-                },
-            )
-            .await?;
-        let Some(last) = records.last() else { break };
-        next = Offset(last.offset.0 + 1);
+    let mut chunks = Chunks::new(log, first, end);
+    while let Some(records) = chunks.next().await? {
         for rec in records {
             report.records += 1;
             let at = rec.offset.0;
@@ -309,7 +298,7 @@ pub(crate) async fn replay_own<L: MessageLog>(
             (totals, shared_below.max(SHARED))
         }
     };
-    report.end = next.0.max(end.0);
+    report.end = chunks.next.0.max(end.0);
     Ok(OwnReplay {
         messages,
         shared,
@@ -331,20 +320,9 @@ pub(crate) async fn scan_shared<L: MessageLog>(
     let Some(lowest) = wanted.values().min() else {
         return Ok(out);
     };
-    let mut next = Offset((lowest & !SHARED).max(shared.first_offset().0));
-    let end = shared.next_offset();
-    while next < end {
-        let records = shared
-            .read_from(
-                next,
-                ReadLimits {
-                    max_records: 65_536,
-                    max_bytes: 8 << 20,
-                },
-            )
-            .await?;
-        let Some(last) = records.last() else { break };
-        next = Offset(last.offset.0 + 1);
+    let from = Offset((lowest & !SHARED).max(shared.first_offset().0));
+    let mut chunks = Chunks::new(shared, from, shared.next_offset());
+    while let Some(records) = chunks.next().await? {
         for rec in records {
             let key = SHARED | rec.offset.0;
             match record::decode(rec.key.as_deref(), &rec.body) {
@@ -530,25 +508,48 @@ pub(crate) async fn replay<L: MessageLog>(
     Ok(finish(own, arrivals, state, now))
 }
 
+/// Reads a log from one offset to another in chunks of at most 64k records or 8 MB.
+struct Chunks<'a, L> {
+    log: &'a L,
+    /// Where the next chunk starts (after the last one: one past its last record).
+    next: Offset,
+    end: Offset,
+}
+
+impl<'a, L: MessageLog> Chunks<'a, L> {
+    fn new(log: &'a L, from: Offset, end: Offset) -> Self {
+        Chunks {
+            log,
+            next: from,
+            end,
+        }
+    }
+
+    /// The next chunk (records below `end` only), or `None` at the end.
+    async fn next(&mut self) -> weir_log::Result<Option<Vec<weir_log::Record>>> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let want = usize::try_from(self.end.0 - self.next.0).unwrap_or(usize::MAX);
+        let mut records = self
+            .log
+            .read_from(self.next, ReadLimits::new(want.min(65_536), 8 << 20))
+            .await?;
+        let Some(last) = records.last() else {
+            return Ok(None);
+        };
+        self.next = Offset(last.offset.0 + 1);
+        records.retain(|r| r.offset < self.end);
+        Ok(Some(records))
+    }
+}
+
 /// The sum of the counter deltas of the records in `from..to`.
 async fn sum_deltas<L: MessageLog>(log: &L, from: Offset, to: Offset) -> weir_log::Result<Totals> {
     let mut sum = Totals::default();
-    let mut next = from;
-    while next < to {
-        let records = log
-            .read_from(
-                next,
-                ReadLimits {
-                    max_records: usize::try_from(to.0 - next.0)
-                        .unwrap_or(usize::MAX)
-                        .min(65_536),
-                    max_bytes: 8 << 20,
-                },
-            )
-            .await?;
-        let Some(last) = records.last() else { break };
-        next = Offset(last.offset.0 + 1);
-        for rec in records.iter().filter(|r| r.offset < to) {
+    let mut chunks = Chunks::new(log, from, to);
+    while let Some(records) = chunks.next().await? {
+        for rec in records {
             match record::decode(rec.key.as_deref(), &rec.body) {
                 Ok(Decoded::Message(meta)) => sum.add(&meta.delta()),
                 Ok(Decoded::State(op)) => sum.add(&op.delta()),

@@ -42,7 +42,8 @@ async fn publish(api: &Api, exchange: &str, message: Value) -> (u16, Value) {
     .await
 }
 
-/// Everything `queue` holds, received and acked, by id.
+/// Everything `queue` holds, received and acked, by id; each body starts with its
+/// id.
 async fn drain(api: &Api, queue: &str) -> Vec<String> {
     let mut ids = Vec::new();
     loop {
@@ -50,7 +51,12 @@ async fn drain(api: &Api, queue: &str) -> Vec<String> {
         if got.is_empty() {
             return ids;
         }
-        ids.extend(got.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
+        for m in &got {
+            let id = m["id"].as_str().unwrap();
+            let body = m["body"].as_str().unwrap();
+            assert!(body.starts_with(id), "{queue}: {id} came with body {body}");
+            ids.push(id.to_owned());
+        }
         let receipts: Vec<&str> = got.iter().map(receipt).collect();
         assert_eq!(api.ack(queue, &receipts).await.0, 200);
     }
