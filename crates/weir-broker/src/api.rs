@@ -202,6 +202,10 @@ pub struct SendMessage {
     pub group: Option<String>,
     /// Time to live from now; overrides the queue's `message_ttl_ms` when shorter.
     pub ttl_ms: Option<u64>,
+    /// A front end's own description of the message (the AMQP front end: exchange,
+    /// routing key and basic properties), opaque to the broker: stored with the
+    /// message and handed back with every delivery of it.
+    pub properties: Option<Bytes>,
 }
 
 /// Longest message id, in bytes.
@@ -279,6 +283,8 @@ pub struct Delivery {
     pub enqueued_at_ms: i64,
     /// Set when it was dead-lettered.
     pub dead_letter: Option<DeadLetterInfo>,
+    /// What the front end stored with it ([`SendMessage::properties`]).
+    pub properties: Option<Bytes>,
 }
 
 /// The result of settling (ack, nack, extend) a list of receipts: each receipt

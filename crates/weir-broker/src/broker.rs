@@ -1066,6 +1066,19 @@ pub(crate) fn prepare(
     // A delayed message's TTL runs from when it becomes deliverable.
     let expires = ttl.map_or(0, |t| now.max(not_before) + ms(t));
     let headers: BTreeMap<String, String> = m.headers;
+    if headers.keys().any(|k| k.starts_with('\0')) {
+        return Err(BrokerError::invalid(
+            field("headers"),
+            "a header name may not start with a NUL character (reserved)",
+        ));
+    }
+    let mut headers: Vec<Header> = headers
+        .into_iter()
+        .map(|(k, v)| Header::new(k, v))
+        .collect();
+    if let Some(properties) = m.properties {
+        headers.push(Header::new(PROPERTIES_HEADER, properties));
+    }
     Ok(Outgoing {
         meta: MessageMeta {
             id: m.id.unwrap_or_else(|| generate_id(now)),
@@ -1079,13 +1092,14 @@ pub(crate) fn prepare(
             dead_letter: None,
             shared_mark: 0,
         },
-        headers: headers
-            .into_iter()
-            .map(|(k, v)| Header::new(k, v))
-            .collect(),
+        headers,
         body: m.body,
     })
 }
+
+/// The record header that holds [`SendMessage::properties`]: no user header can
+/// have this name (names starting with NUL are refused).
+pub(crate) const PROPERTIES_HEADER: &[u8] = b"\0properties";
 
 /// A queue whose own log is replayed, waiting for its shared messages.
 struct OpenedQueue {

@@ -193,6 +193,7 @@ pub(crate) fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError
         }
     };
     Ok(SendMessage {
+        properties: None,
         id: m.id,
         body,
         headers: m.headers,

@@ -130,6 +130,11 @@ impl Broker {
         &self.amqp
     }
 
+    /// The AMQP URL of the broker (guest/guest, vhost `/`), for lapin or pika.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.amqp)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -122,39 +122,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let shutdown = shutdown.clone();
         async move { weir_http::serve(http, router, &http_config, shutdown).await }
     });
-    let amqp_task = tokio::spawn(refuse_amqp(amqp, shutdown.clone()));
+    let amqp_config = weir_amqp::AmqpConfig {
+        max_message_bytes: config.limits.max_message_bytes,
+        shutdown: shutdown.clone(),
+        ..weir_amqp::AmqpConfig::default()
+    };
+    let amqp_task = tokio::spawn(weir_amqp::serve(amqp, broker.clone(), amqp_config));
     println!("weir ready http={http_addr} amqp={amqp_addr}");
     tracing::info!(%http_addr, %amqp_addr, "listening");
     shutdown_signal().await;
     tracing::info!("shutting down");
+    // Stop accepting, close AMQP connections (320) so their unacked messages go
+    // back, then drain the queues and close the logs.
     shutdown.cancel();
+    let _ = amqp_task.await;
     broker.shutdown().await;
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
         Err(e) => tracing::error!(error = %e, "HTTP server task panicked"),
     }
-    let _ = amqp_task.await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Holds the AMQP port until the AMQP front end exists: connections are closed at
-/// once, with a warning, so a client fails fast instead of hanging.
-async fn refuse_amqp(listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tracing::warn!(%peer, "AMQP 0-9-1 is not implemented in this build yet; closing the connection");
-                    drop(stream);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "AMQP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
 }

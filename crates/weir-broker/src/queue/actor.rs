@@ -1617,24 +1617,31 @@ fn delivery(
     rec: Record,
     delivery_count: u32,
 ) -> Delivery {
+    let mut properties = None;
+    let headers = rec
+        .headers
+        .into_iter()
+        .filter_map(|h| {
+            if h.name.as_ref() == crate::broker::PROPERTIES_HEADER {
+                properties = Some(h.value);
+                return None;
+            }
+            Some((
+                String::from_utf8_lossy(&h.name).into_owned(),
+                String::from_utf8_lossy(&h.value).into_owned(),
+            ))
+        })
+        .collect();
     Delivery {
         receipt,
         id: meta.id,
         body: rec.body,
-        headers: rec
-            .headers
-            .into_iter()
-            .map(|h| {
-                (
-                    String::from_utf8_lossy(&h.name).into_owned(),
-                    String::from_utf8_lossy(&h.value).into_owned(),
-                )
-            })
-            .collect(),
+        headers,
         priority: meta.priority,
         group: meta.group,
         delivery_count,
         enqueued_at_ms: meta.enqueued_at_ms,
         dead_letter: meta.dead_letter,
+        properties,
     }
 }

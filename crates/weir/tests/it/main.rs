@@ -4,6 +4,7 @@
 
 #![allow(missing_docs)] // test helpers
 
+mod amqp;
 mod cli;
 mod cli_routing;
 mod durability;

@@ -1,0 +1,28 @@
+//! weir's AMQP 0-9-1 front end: RabbitMQ's protocol, with its extensions, over the
+//! one broker API, so existing clients (pika, lapin, amqplib, the Java client)
+//! work unmodified.
+//!
+//! Components:
+//! * [`framing`]: frames checked against `frame_max` from their 7-byte header
+//!   before anything is buffered, parsed with `amq-protocol`; bodies stay `Bytes`
+//!   slices on the way in and out.
+//! * `session`: one task per connection (handshake, channels, methods), with a
+//!   publisher task per channel (ordered, batched publishes; confirms once
+//!   durable) and a consumer task per `basic.consume` (long polls within the
+//!   prefetch credit).
+//! * `message`: how an AMQP message (exchange, routing key, every property) is
+//!   stored in the broker and given back exactly.
+//! * `arguments`: RabbitMQ `x-` arguments mapped to weir's options.
+//! * `codes`: reply codes; broker errors become channel or connection exceptions in
+//!   one place.
+//!
+//! What is supported, partly or not at all is in docs/amqp-compat.md.
+
+mod arguments;
+mod codes;
+pub(crate) mod framing;
+mod message;
+mod server;
+mod session;
+
+pub use server::{AmqpConfig, serve};

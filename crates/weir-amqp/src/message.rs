@@ -1,0 +1,282 @@
+//! How an AMQP message is kept in the broker and given back.
+//!
+//! The broker stores a front end's description of a message as opaque bytes
+//! ([`SendMessage::properties`]). Here they are
+//!
+//! ```text
+//! version u8 = 1 | exchange: u8 length + bytes | routing key: u8 length + bytes |
+//! basic properties, encoded as in a content header (flags, then the fields)
+//! ```
+//!
+//! so every property and every header value (all field-table types) comes back as it
+//! was published. Besides, the properties the broker understands are mapped to its
+//! own fields: `message-id` is the message id (and de-duplication key),
+//! `priority`, `expiration` (ms, a per-message TTL), an `x-delay` header (ms, a
+//! delay, no plugin needed), and string-valued headers become the message's headers,
+//! so an HTTP consumer sees them. A message sent over HTTP has no description: it
+//! is delivered from the default exchange with its queue's name as routing key and
+//! its headers as long strings.
+
+use amq_protocol::frame::WriteContext;
+use amq_protocol::protocol::basic::{AMQPProperties, gen_properties, parse_properties};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use bytes::{BufMut, Bytes, BytesMut};
+use weir_broker::{Delivery, SendMessage};
+
+use crate::codes::{Exception, PRECONDITION_FAILED};
+
+const VERSION: u8 = 1;
+
+/// A published message as the broker takes it.
+pub(crate) fn to_send(
+    exchange: &str,
+    routing_key: &str,
+    properties: &AMQPProperties,
+    body: Bytes,
+) -> Result<SendMessage, Exception> {
+    let mut blob = BytesMut::with_capacity(64);
+    blob.put_u8(VERSION);
+    blob.put_u8(exchange.len() as u8);
+    blob.extend_from_slice(exchange.as_bytes());
+    blob.put_u8(routing_key.len() as u8);
+    blob.extend_from_slice(routing_key.as_bytes());
+    let encoded = gen_properties(properties)(WriteContext::from(Vec::with_capacity(64)))
+        .map(|ctx| ctx.write)
+        .map_err(|_| {
+            Exception::channel(PRECONDITION_FAILED, "the message properties do not encode")
+        })?;
+    blob.extend_from_slice(&encoded);
+    let mut message = SendMessage {
+        body,
+        properties: Some(blob.freeze()),
+        priority: *properties.priority(),
+        ..SendMessage::default()
+    };
+    if let Some(id) = properties.message_id()
+        && (1..=256).contains(&id.as_str().len())
+    {
+        message.id = Some(id.as_str().to_owned());
+    }
+    if let Some(expiration) = properties.expiration() {
+        let ms: u64 = expiration.as_str().trim().parse().map_err(|_| {
+            Exception::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "invalid expiration '{}': milliseconds expected",
+                    expiration.as_str()
+                ),
+            )
+        })?;
+        // 0 means "now or never": the shortest TTL the broker has.
+        message.ttl_ms = Some(ms.max(1));
+    }
+    if let Some(headers) = properties.headers() {
+        for (name, value) in headers {
+            if name.as_str() == "x-delay" {
+                if let Some(ms) = as_integer(value).and_then(|ms| u64::try_from(ms).ok()) {
+                    message.delay_ms = Some(ms).filter(|ms| *ms > 0);
+                }
+                continue;
+            }
+            if name.as_str().starts_with('\0') {
+                continue;
+            }
+            if let Some(text) = as_text(value) {
+                message.headers.insert(name.as_str().to_owned(), text);
+            }
+        }
+    }
+    Ok(message)
+}
+
+/// The exchange, routing key and properties to deliver `d` with, from queue `queue`.
+pub(crate) fn from_delivery(d: &Delivery, queue: &str) -> (String, String, AMQPProperties) {
+    if let Some(stored) = d.properties.as_ref().and_then(|p| decode(p)) {
+        return stored;
+    }
+    let mut headers = FieldTable::default();
+    for (name, value) in &d.headers {
+        if name.len() <= 255 {
+            headers.insert(
+                ShortString::from(name.as_str()),
+                AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
+            );
+        }
+    }
+    let mut properties = AMQPProperties::default()
+        .with_headers(headers)
+        .with_delivery_mode(2)
+        .with_priority(d.priority)
+        .with_timestamp(u64::try_from(d.enqueued_at_ms / 1000).unwrap_or(0));
+    if d.id.len() <= 255 {
+        properties = properties.with_message_id(ShortString::from(d.id.as_str()));
+    }
+    (String::new(), queue.to_owned(), properties)
+}
+
+fn decode(blob: &[u8]) -> Option<(String, String, AMQPProperties)> {
+    let (&version, rest) = blob.split_first()?;
+    if version != VERSION {
+        return None;
+    }
+    let (exchange, rest) = short_str(rest)?;
+    let (routing_key, rest) = short_str(rest)?;
+    let (left, properties) = parse_properties(rest).ok()?;
+    left.is_empty()
+        .then_some((exchange, routing_key, properties))
+}
+
+fn short_str(buf: &[u8]) -> Option<(String, &[u8])> {
+    let (&len, rest) = buf.split_first()?;
+    let len = usize::from(len);
+    (rest.len() >= len).then(|| {
+        (
+            String::from_utf8_lossy(&rest[..len]).into_owned(),
+            &rest[len..],
+        )
+    })
+}
+
+fn as_integer(v: &AMQPValue) -> Option<i64> {
+    Some(match v {
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok()?,
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?,
+        AMQPValue::ShortString(s) => s.as_str().trim().parse().ok()?,
+        _ => return None,
+    })
+}
+
+fn as_text(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::types::{ByteArray, DecimalValue, FieldArray};
+
+    #[test]
+    fn every_property_and_header_type_round_trips() {
+        let mut headers = FieldTable::default();
+        let values = [
+            AMQPValue::Boolean(true),
+            AMQPValue::ShortShortInt(-3),
+            AMQPValue::ShortShortUInt(3),
+            AMQPValue::ShortInt(-300),
+            AMQPValue::ShortUInt(300),
+            AMQPValue::LongInt(-70_000),
+            AMQPValue::LongUInt(70_000),
+            AMQPValue::LongLongInt(-5_000_000_000),
+            AMQPValue::Float(1.5),
+            AMQPValue::Double(2.25),
+            AMQPValue::DecimalValue(DecimalValue {
+                scale: 2,
+                value: 314,
+            }),
+            // No ShortString: RabbitMQ's field-table dialect reads 's' as a short
+            // int, and clients send strings as long strings.
+            AMQPValue::LongString("long".into()),
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                AMQPValue::LongInt(1),
+                AMQPValue::Void,
+            ])),
+            AMQPValue::Timestamp(1_700_000_000),
+            AMQPValue::FieldTable(FieldTable::default()),
+            AMQPValue::ByteArray(ByteArray::from(vec![0u8, 255])),
+            AMQPValue::Void,
+        ];
+        for (i, v) in values.iter().enumerate() {
+            headers.insert(format!("h{i}").into(), v.clone());
+        }
+        let properties = AMQPProperties::default()
+            .with_content_type("application/json".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_priority(5)
+            .with_correlation_id("c-1".into())
+            .with_reply_to("replies".into())
+            .with_expiration("60000".into())
+            .with_message_id("m-1".into())
+            .with_timestamp(1_700_000_000)
+            .with_type("order".into())
+            .with_user_id("guest".into())
+            .with_app_id("shop".into());
+        let sent = to_send("orders", "created", &properties, Bytes::from_static(b"{}")).unwrap();
+        assert_eq!(sent.id.as_deref(), Some("m-1"));
+        assert_eq!(sent.priority, Some(5));
+        assert_eq!(sent.ttl_ms, Some(60_000));
+        assert_eq!(sent.headers.get("h11").map(String::as_str), Some("long"));
+        assert_eq!(sent.headers.len(), 1, "only string values are copied");
+        let delivery = Delivery {
+            receipt: None,
+            id: "m-1".into(),
+            body: sent.body.clone(),
+            headers: sent.headers.clone(),
+            priority: 5,
+            group: None,
+            delivery_count: 1,
+            enqueued_at_ms: 0,
+            dead_letter: None,
+            properties: sent.properties.clone(),
+        };
+        let (exchange, key, back) = from_delivery(&delivery, "q");
+        assert_eq!((exchange.as_str(), key.as_str()), ("orders", "created"));
+        assert_eq!(back, properties);
+    }
+
+    #[test]
+    fn x_delay_and_bad_expirations() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-delay".into(), AMQPValue::LongInt(5_000));
+        let p = AMQPProperties::default().with_headers(headers);
+        assert_eq!(
+            to_send("", "q", &p, Bytes::new()).unwrap().delay_ms,
+            Some(5_000)
+        );
+        let p = AMQPProperties::default().with_expiration("soon".into());
+        assert_eq!(
+            to_send("", "q", &p, Bytes::new()).unwrap_err().code,
+            PRECONDITION_FAILED
+        );
+    }
+
+    #[test]
+    fn messages_from_http_get_their_headers_as_long_strings() {
+        let delivery = Delivery {
+            receipt: None,
+            id: "abc".into(),
+            body: Bytes::new(),
+            headers: [("k".to_owned(), "v".to_owned())].into(),
+            priority: 0,
+            group: None,
+            delivery_count: 1,
+            enqueued_at_ms: 1_700_000_000_000,
+            dead_letter: None,
+            properties: None,
+        };
+        let (exchange, key, p) = from_delivery(&delivery, "jobs");
+        assert_eq!((exchange.as_str(), key.as_str()), ("", "jobs"));
+        assert_eq!(
+            p.message_id().as_ref().map(ShortString::as_str),
+            Some("abc")
+        );
+        let h = p.headers().as_ref().unwrap();
+        assert_eq!(h.inner().get("k"), Some(&AMQPValue::LongString("v".into())));
+    }
+}

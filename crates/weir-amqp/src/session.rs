@@ -1,0 +1,1935 @@
+//! One client connection: the handshake, then channels.
+//!
+//! One task per connection reads frames, runs the methods (most against the broker,
+//! awaited in order, so a client sees its methods answered in the order it sent
+//! them) and writes answers and deliveries. Two kinds of helper task feed it events:
+//!
+//! * a **publisher** per channel takes the channel's publishes in order and hands
+//!   them to the broker in batches: everything a client pipelines while one batch
+//!   is being made durable goes into the next (group commit from one channel), and
+//!   confirms go back as one `basic.ack multiple` per batch;
+//! * a **consumer** per `basic.consume` long-polls its queue for as many messages as
+//!   its prefetch allows and hands them over; the session gives them delivery tags
+//!   and writes them.
+//!
+//! Messages delivered and not acked when their channel or connection goes are
+//! requeued (their next delivery is `redelivered`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::protocol::basic::AMQPProperties;
+use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, connection, exchange, queue, tx};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use weir_broker::{
+    Binding, Broker, BrokerError, Delivery, DestinationType, ExchangeOptions, ExchangeType,
+    NackOptions, PublishMessage, PublishOptions, ReceiveRequest,
+};
+
+use crate::arguments::{binding_arguments, queue_options};
+use crate::codes::{
+    self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED,
+    NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, SYNTAX_ERROR, UNEXPECTED_FRAME,
+};
+use crate::framing::{self, Frame, FrameError, Outbox};
+use crate::message::{from_delivery, to_send};
+use crate::server::AmqpConfig;
+
+/// How long a consumer's lease on a delivered message lasts (RabbitMQ's default
+/// consumer timeout): an unacked message held longer goes back to the queue.
+const CONSUMER_LEASE_MS: u64 = 30 * 60 * 1000;
+/// One long poll of a consumer.
+const CONSUMER_WAIT_MS: u64 = 20_000;
+/// Most messages one consumer poll takes.
+const CONSUMER_BATCH: u32 = 256;
+/// Most publishes handed to the broker as one batch.
+const PUBLISH_BATCH: usize = 1_000;
+/// Frames allowed before `tune-ok` (the spec's minimum frame size is 4096).
+const PRE_TUNE_FRAME_MAX: u32 = 131_072;
+
+/// What the helper tasks tell the session.
+enum Event {
+    Deliveries {
+        channel: u16,
+        consumer: String,
+        queue: String,
+        messages: Vec<Delivery>,
+    },
+    /// The consumer's queue went (deleted): the client is told with `basic.cancel`.
+    ConsumerGone {
+        channel: u16,
+        consumer: String,
+    },
+    Published {
+        channel: u16,
+        done: PublishDone,
+    },
+}
+
+/// One publish, assembled from its method, header and body frames.
+struct Publish {
+    exchange: String,
+    routing_key: String,
+    mandatory: bool,
+    properties: AMQPProperties,
+    body: Bytes,
+    /// Its confirm sequence number (0: not in confirm mode).
+    seq: u64,
+}
+
+/// What a batch of publishes came to.
+#[derive(Default)]
+struct PublishDone {
+    /// Unroutable mandatory publishes, to return.
+    returns: Vec<Publish>,
+    /// Confirm sequence numbers settled well / refused.
+    acks: Vec<u64>,
+    nacks: Vec<u64>,
+    /// A channel exception (a publish to an exchange that does not exist).
+    error: Option<Exception>,
+}
+
+/// A publish on its way in: method seen, waiting for header and body frames.
+struct Incoming {
+    method: basic::Publish,
+    header: Option<AMQPContentHeader>,
+    body: BytesMut,
+    /// Bodies in one frame need no copy.
+    single: Option<Bytes>,
+}
+
+struct Consumer {
+    queue: String,
+    no_ack: bool,
+    /// Its prefetch credit (none: unlimited).
+    credit: Option<Arc<Semaphore>>,
+    stop: CancellationToken,
+}
+
+/// A delivery waiting for its ack.
+struct Unacked {
+    queue: String,
+    receipt: String,
+    consumer: Option<String>,
+}
+
+#[derive(Default)]
+struct Channel {
+    /// `channel.close` was sent by the server: everything but `close-ok` is ignored.
+    closing: bool,
+    incoming: Option<Incoming>,
+    confirm: bool,
+    next_seq: u64,
+    tx: bool,
+    /// Publishes and acks held until `tx.commit`.
+    tx_publishes: Vec<Publish>,
+    tx_acks: Vec<(u64, bool)>,
+    publisher: Option<mpsc::Sender<Vec<Publish>>>,
+    /// Publishes read in this round, handed to the publisher after it.
+    pending: Vec<Publish>,
+    consumers: HashMap<String, Consumer>,
+    /// Prefetch for consumers started from now on (`basic.qos` global = false).
+    prefetch: u16,
+    /// Channel-wide prefetch (`global = true`), shared by its consumers.
+    shared_credit: Option<Arc<Semaphore>>,
+    next_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    /// For `basic.consume` / `queue.bind` with an empty queue name.
+    last_queue: Option<String>,
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Broker,
+    config: Arc<AmqpConfig>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let mut session = Session {
+        broker,
+        config,
+        peer,
+        read,
+        write,
+        buf: BytesMut::with_capacity(64 * 1024),
+        out: Outbox::default(),
+        frame_max: PRE_TUNE_FRAME_MAX,
+        channel_max: 0,
+        heartbeat: 0,
+        channels: HashMap::new(),
+        events_tx,
+        events_rx,
+        exclusive: Vec::new(),
+        auto_delete: Vec::new(),
+        last_read: Instant::now(),
+        stop: CancellationToken::new(),
+    };
+    match session.handshake().await {
+        Ok(true) => session.serve().await,
+        Ok(false) => {}
+        Err(e) => tracing::debug!(%peer, error = %e, "AMQP handshake ended"),
+    }
+    session.cleanup().await;
+}
+
+struct Session {
+    broker: Broker,
+    config: Arc<AmqpConfig>,
+    peer: SocketAddr,
+    read: tokio::net::tcp::OwnedReadHalf,
+    write: OwnedWriteHalf,
+    buf: BytesMut,
+    out: Outbox,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    channels: HashMap<u16, Channel>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    /// Exclusive queues of this connection: deleted when it closes.
+    exclusive: Vec<String>,
+    /// Auto-delete queues declared here: deleted when their last consumer here goes.
+    auto_delete: Vec<String>,
+    last_read: Instant,
+    /// Stops the helper tasks.
+    stop: CancellationToken,
+}
+
+type Io<T> = std::io::Result<T>;
+
+impl Session {
+    /// Reads one more chunk; `false` at end of stream.
+    async fn fill(&mut self) -> Io<bool> {
+        let n = self.read.read_buf(&mut self.buf).await?;
+        self.last_read = Instant::now();
+        Ok(n > 0)
+    }
+
+    async fn flush(&mut self) -> Io<()> {
+        if !self.out.is_empty() {
+            self.out.write_to(&mut self.write).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the next frame during the handshake (at most 10 s each).
+    async fn handshake_frame(&mut self) -> Io<Option<Frame>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match framing::next_frame(&mut self.buf, self.frame_max) {
+                Ok(Some(Frame::Heartbeat(_)) | None) => {}
+                Ok(Some(frame)) => return Ok(Some(frame)),
+                Err(e) => {
+                    self.close_connection(Exception::connection(FRAME_ERROR, e.to_string()))
+                        .await;
+                    return Ok(None);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) | Err(_) => return Ok(None),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Protocol header, start/start-ok (authentication), tune/tune-ok, open/open-ok.
+    /// `false` when the client went or was refused.
+    #[allow(clippy::too_many_lines)] // the handshake reads top to bottom
+    async fn handshake(&mut self) -> Io<bool> {
+        while self.buf.len() < framing::PROTOCOL_HEADER.len() {
+            let filled = tokio::time::timeout(Duration::from_secs(10), self.fill()).await;
+            if !matches!(filled, Ok(Ok(true))) {
+                return Ok(false);
+            }
+        }
+        if framing::protocol_header(&self.buf) != Some(true) {
+            // The spec: answer with the header we speak, then close.
+            tokio::io::AsyncWriteExt::write_all(&mut self.write, framing::PROTOCOL_HEADER).await?;
+            return Ok(false);
+        }
+        let _ = self.buf.split_to(framing::PROTOCOL_HEADER.len());
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(start())),
+        );
+        self.flush().await?;
+        let Some(frame) = self.handshake_frame().await? else {
+            return Ok(false);
+        };
+        let Frame::Method(0, class) = frame else {
+            self.close_connection(Exception::connection(
+                UNEXPECTED_FRAME,
+                "expected connection.start-ok",
+            ))
+            .await;
+            return Ok(false);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok)) = *class else {
+            self.close_connection(Exception::connection(
+                COMMAND_INVALID,
+                "expected connection.start-ok",
+            ))
+            .await;
+            return Ok(false);
+        };
+        if let Err(reason) = self.config.authenticate(&start_ok, self.peer) {
+            tracing::warn!(peer = %self.peer, %reason, "AMQP login refused");
+            self.close_connection(Exception::connection(ACCESS_REFUSED, reason).during(10, 11))
+                .await;
+            return Ok(false);
+        }
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+                channel_max: self.config.channel_max,
+                frame_max: self.config.frame_max,
+                heartbeat: self.config.heartbeat_s,
+            })),
+        );
+        self.flush().await?;
+        let Some(Frame::Method(0, class)) = self.handshake_frame().await? else {
+            return Ok(false);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune)) = *class else {
+            self.close_connection(Exception::connection(
+                COMMAND_INVALID,
+                "expected connection.tune-ok",
+            ))
+            .await;
+            return Ok(false);
+        };
+        let (channel_max, frame_max, heartbeat) = negotiate(&self.config, &tune);
+        if frame_max < 4096 {
+            self.close_connection(Exception::connection(
+                SYNTAX_ERROR,
+                format!("frame_max {} is below the minimum of 4096", tune.frame_max),
+            ))
+            .await;
+            return Ok(false);
+        }
+        (self.channel_max, self.frame_max, self.heartbeat) = (channel_max, frame_max, heartbeat);
+        let Some(Frame::Method(0, class)) = self.handshake_frame().await? else {
+            return Ok(false);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = *class else {
+            self.close_connection(Exception::connection(
+                COMMAND_INVALID,
+                "expected connection.open",
+            ))
+            .await;
+            return Ok(false);
+        };
+        if open.virtual_host.as_str() != "/" {
+            self.close_connection(Exception::connection(
+                codes::NOT_ALLOWED,
+                format!(
+                    "vhost '{}' not found (weir has the one vhost '/')",
+                    open.virtual_host
+                ),
+            ))
+            .await;
+            return Ok(false);
+        }
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
+        self.flush().await?;
+        tracing::debug!(peer = %self.peer, frame_max, channel_max, heartbeat, "AMQP connection open");
+        Ok(true)
+    }
+
+    /// The connection's main loop.
+    async fn serve(&mut self) {
+        let beat = (self.heartbeat > 0).then(|| Duration::from_secs(u64::from(self.heartbeat)));
+        let mut ticker = tokio::time::interval(beat.map_or(Duration::from_secs(3600), |b| b / 2));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stop = self.config.shutdown.clone();
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    self.close_connection(Exception::connection(codes::CONNECTION_FORCED, "broker shutdown")).await;
+                    return;
+                }
+                Some(event) = self.events_rx.recv() => {
+                    self.on_event(event).await;
+                    while let Ok(event) = self.events_rx.try_recv() {
+                        self.on_event(event).await;
+                    }
+                }
+                read = self.read.read_buf(&mut self.buf) => {
+                    match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => self.last_read = Instant::now(),
+                    }
+                    if let Err(e) = self.on_input().await
+                        && e.connection
+                    {
+                        self.close_connection(e).await;
+                        return;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if let Some(beat) = beat {
+                        if self.last_read.elapsed() > beat * 2 {
+                            tracing::info!(peer = %self.peer, "AMQP peer missed its heartbeats; closing");
+                            return;
+                        }
+                        self.out.heartbeat();
+                    }
+                }
+            }
+            if self.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Runs every whole frame in the buffer, then hands the publishes they made to
+    /// their channels' publishers.
+    async fn on_input(&mut self) -> Result<(), Exception> {
+        loop {
+            let frame = match framing::next_frame(&mut self.buf, self.frame_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    let code = match e {
+                        FrameError::Malformed { .. } => SYNTAX_ERROR,
+                        FrameError::UnknownMethod { .. } => NOT_IMPLEMENTED,
+                        _ => FRAME_ERROR,
+                    };
+                    return Err(Exception::connection(code, e.to_string()));
+                }
+            };
+            if let Err(e) = self.on_frame(frame).await
+                && e.connection
+            {
+                return Err(e);
+            }
+        }
+        self.hand_over_publishes().await;
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Result<(), Exception> {
+        match frame {
+            Frame::Heartbeat(0) => Ok(()),
+            Frame::Heartbeat(_) => Err(Exception::connection(
+                FRAME_ERROR,
+                "heartbeat frames belong on channel 0",
+            )),
+            Frame::Method(0, class) => self.on_connection_method(*class).await,
+            Frame::Method(ch, class) => {
+                let ids = (class.get_amqp_class_id(), class.get_amqp_method_id());
+                let result = self.on_channel_method(ch, *class).await;
+                match result {
+                    Err(e) if !e.connection => {
+                        self.close_channel(ch, e.during(ids.0, ids.1)).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.during(ids.0, ids.1)),
+                    Ok(()) => Ok(()),
+                }
+            }
+            Frame::Header(ch, header) => self.on_content_header(ch, *header),
+            Frame::Body(ch, body) => self.on_content_body(ch, body),
+        }
+    }
+
+    async fn on_connection_method(&mut self, class: AMQPClass) -> Result<(), Exception> {
+        match class {
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                let _ = self.flush().await;
+                Err(Exception::connection(
+                    codes::REPLY_SUCCESS,
+                    "closed by the client",
+                ))
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Err(
+                Exception::connection(codes::REPLY_SUCCESS, "close acknowledged"),
+            ),
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => Err(
+                Exception::connection(NOT_IMPLEMENTED, "connection.update-secret is not supported"),
+            ),
+            other => Err(Exception::connection(
+                COMMAND_INVALID,
+                format!("{} is not a method of channel 0", method_name(&other)),
+            )),
+        }
+    }
+
+    fn channel(&mut self, ch: u16) -> Result<&mut Channel, Exception> {
+        self.channels.get_mut(&ch).ok_or_else(|| {
+            Exception::connection(CHANNEL_ERROR, format!("channel {ch} is not open"))
+        })
+    }
+
+    #[allow(clippy::too_many_lines)] // one arm per method
+    async fn on_channel_method(&mut self, ch: u16, class: AMQPClass) -> Result<(), Exception> {
+        if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = class {
+            if self.channels.contains_key(&ch) {
+                return Err(Exception::connection(
+                    CHANNEL_ERROR,
+                    format!("channel {ch} is already open"),
+                ));
+            }
+            if self.channel_max != 0 && ch > self.channel_max {
+                return Err(Exception::connection(
+                    NOT_ALLOWED,
+                    format!("channel {ch} is above channel_max {}", self.channel_max),
+                ));
+            }
+            self.channels.insert(
+                ch,
+                Channel {
+                    next_seq: 1,
+                    next_tag: 1,
+                    ..Channel::default()
+                },
+            );
+            self.out.method(
+                ch,
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            );
+            return Ok(());
+        }
+        let c = self.channel(ch)?;
+        if c.closing {
+            if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = class {
+                self.drop_channel(ch).await;
+            }
+            return Ok(());
+        }
+        if c.incoming.is_some() {
+            return Err(Exception::connection(
+                UNEXPECTED_FRAME,
+                format!("a method on channel {ch} before the content of its basic.publish"),
+            ));
+        }
+        match class {
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                self.drop_channel(ch).await;
+                self.out.method(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {}
+            AMQPClass::Channel(channel::AMQPMethod::Flow(flow)) => {
+                if !flow.active {
+                    return Err(Exception::channel(
+                        NOT_IMPLEMENTED,
+                        "channel.flow active=false is not supported",
+                    ));
+                }
+                self.out.method(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: true,
+                    })),
+                );
+            }
+            AMQPClass::Exchange(m) => self.on_exchange(ch, m).await?,
+            AMQPClass::Queue(m) => self.on_queue(ch, m).await?,
+            AMQPClass::Basic(m) => self.on_basic(ch, m).await?,
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(select)) => {
+                let c = self.channel(ch)?;
+                if c.tx {
+                    return Err(Exception::channel(
+                        PRECONDITION_FAILED,
+                        "a transactional channel cannot be put in confirm mode",
+                    ));
+                }
+                c.confirm = true;
+                if !select.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+            }
+            AMQPClass::Tx(m) => self.on_tx(ch, m).await?,
+            other => {
+                return Err(Exception::connection(
+                    COMMAND_INVALID,
+                    format!("{} is not a method a client sends", method_name(&other)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_lines)] // one arm per method
+    async fn on_exchange(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), Exception> {
+        match m {
+            exchange::AMQPMethod::Declare(d) => {
+                let name = d.exchange.as_str();
+                if d.passive {
+                    self.broker.exchange(name).map_err(Exception::from)?;
+                } else {
+                    if name.is_empty() || name.starts_with("amq.") {
+                        return Err(Exception::channel(
+                            ACCESS_REFUSED,
+                            format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
+                        ));
+                    }
+                    let kind = match d.kind.as_str() {
+                        "direct" => ExchangeType::Direct,
+                        "topic" => ExchangeType::Topic,
+                        "fanout" => ExchangeType::Fanout,
+                        "headers" => ExchangeType::Headers,
+                        other => {
+                            return Err(Exception::connection(
+                                COMMAND_INVALID,
+                                format!("unknown exchange type '{other}'"),
+                            ));
+                        }
+                    };
+                    let alternate =
+                        d.arguments
+                            .inner()
+                            .get("alternate-exchange")
+                            .and_then(|v| match v {
+                                AMQPValue::LongString(s) => {
+                                    std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned)
+                                }
+                                AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+                                _ => None,
+                            });
+                    let options = ExchangeOptions {
+                        kind,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        alternate_exchange: alternate,
+                    };
+                    self.broker
+                        .declare_exchange(name, options)
+                        .await
+                        .map_err(Exception::from)?;
+                }
+                if !d.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                            exchange::DeclareOk {},
+                        )),
+                    );
+                }
+            }
+            exchange::AMQPMethod::Delete(d) => {
+                match self
+                    .broker
+                    .delete_exchange(d.exchange.as_str(), d.if_unused)
+                    .await
+                {
+                    // Deleting what is not there is fine (RabbitMQ 3.x).
+                    Err(BrokerError::NotFound { .. }) | Ok(()) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if !d.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    );
+                }
+            }
+            exchange::AMQPMethod::Bind(b) => {
+                let binding = Binding {
+                    source: b.source.as_str().to_owned(),
+                    destination: b.destination.as_str().to_owned(),
+                    destination_type: DestinationType::Exchange,
+                    routing_key: b.routing_key.as_str().to_owned(),
+                    arguments: binding_arguments(&b.arguments),
+                };
+                self.broker.bind(binding).await.map_err(Exception::from)?;
+                if !b.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    );
+                }
+            }
+            exchange::AMQPMethod::Unbind(b) => {
+                let binding = Binding {
+                    source: b.source.as_str().to_owned(),
+                    destination: b.destination.as_str().to_owned(),
+                    destination_type: DestinationType::Exchange,
+                    routing_key: b.routing_key.as_str().to_owned(),
+                    arguments: binding_arguments(&b.arguments),
+                };
+                match self.broker.unbind(&binding).await {
+                    Err(BrokerError::NotFound { .. }) | Ok(()) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if !b.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    );
+                }
+            }
+            other => {
+                return Err(Exception::connection(
+                    COMMAND_INVALID,
+                    format!(
+                        "{} is not a method a client sends",
+                        method_name(&AMQPClass::Exchange(other))
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The queue a method names, or the channel's last declared one for "".
+    fn queue_name(&mut self, ch: u16, name: &ShortString) -> Result<String, Exception> {
+        if !name.as_str().is_empty() {
+            return Ok(name.as_str().to_owned());
+        }
+        self.channel(ch)?.last_queue.clone().ok_or_else(|| {
+            Exception::channel(
+                NOT_FOUND,
+                "no queue was declared on this channel (queue name is empty)",
+            )
+        })
+    }
+
+    #[allow(clippy::too_many_lines)] // one arm per method
+    async fn on_queue(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), Exception> {
+        match m {
+            queue::AMQPMethod::Declare(d) => {
+                let mut name = d.queue.as_str().to_owned();
+                if d.passive {
+                    name = self.queue_name(ch, &d.queue)?;
+                } else {
+                    if name.starts_with("amq.") {
+                        return Err(Exception::channel(
+                            ACCESS_REFUSED,
+                            format!("queue name '{name}' contains reserved prefix 'amq.*'"),
+                        ));
+                    }
+                    if name.is_empty() {
+                        name = format!("amq.gen-{}", random_suffix());
+                    }
+                    let options = queue_options(&d.arguments)?;
+                    self.broker
+                        .declare(&name, options)
+                        .await
+                        .map_err(Exception::from)?;
+                    if d.exclusive && !self.exclusive.contains(&name) {
+                        self.exclusive.push(name.clone());
+                    }
+                    if d.auto_delete && !self.auto_delete.contains(&name) {
+                        self.auto_delete.push(name.clone());
+                    }
+                }
+                let info = self.broker.info(&name).await.map_err(Exception::from)?;
+                self.channel(ch)?.last_queue = Some(name.clone());
+                if !d.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: ShortString::from(name),
+                            message_count: u32::try_from(info.stats.ready).unwrap_or(u32::MAX),
+                            consumer_count: u32::try_from(info.stats.consumers).unwrap_or(u32::MAX),
+                        })),
+                    );
+                }
+            }
+            queue::AMQPMethod::Bind(b) => {
+                let queue = self.queue_name(ch, &b.queue)?;
+                let binding = Binding {
+                    source: b.exchange.as_str().to_owned(),
+                    destination: queue,
+                    destination_type: DestinationType::Queue,
+                    routing_key: b.routing_key.as_str().to_owned(),
+                    arguments: binding_arguments(&b.arguments),
+                };
+                if binding.source.is_empty() {
+                    return Err(Exception::channel(
+                        ACCESS_REFUSED,
+                        "operation not permitted on the default exchange",
+                    ));
+                }
+                self.broker.bind(binding).await.map_err(Exception::from)?;
+                if !b.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
+                }
+            }
+            queue::AMQPMethod::Unbind(b) => {
+                let queue = self.queue_name(ch, &b.queue)?;
+                let binding = Binding {
+                    source: b.exchange.as_str().to_owned(),
+                    destination: queue,
+                    destination_type: DestinationType::Queue,
+                    routing_key: b.routing_key.as_str().to_owned(),
+                    arguments: binding_arguments(&b.arguments),
+                };
+                match self.broker.unbind(&binding).await {
+                    Err(BrokerError::NotFound {
+                        kind: weir_broker::Kind::Binding,
+                        ..
+                    })
+                    | Ok(()) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.out.method(
+                    ch,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
+            }
+            queue::AMQPMethod::Purge(p) => {
+                let queue = self.queue_name(ch, &p.queue)?;
+                let count = self.broker.purge(&queue).await.map_err(Exception::from)?;
+                if !p.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: u32::try_from(count).unwrap_or(u32::MAX),
+                        })),
+                    );
+                }
+            }
+            queue::AMQPMethod::Delete(d) => {
+                let queue = self.queue_name(ch, &d.queue)?;
+                let count = match self.broker.info(&queue).await {
+                    Ok(info) => {
+                        if d.if_empty && info.stats.ready + info.stats.delayed > 0 {
+                            return Err(Exception::channel(
+                                PRECONDITION_FAILED,
+                                format!("queue '{queue}' is not empty"),
+                            ));
+                        }
+                        if d.if_unused && info.stats.consumers > 0 {
+                            return Err(Exception::channel(
+                                PRECONDITION_FAILED,
+                                format!("queue '{queue}' in use"),
+                            ));
+                        }
+                        match self.broker.delete(&queue).await {
+                            Err(BrokerError::NotFound { .. }) | Ok(()) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        info.stats.ready
+                    }
+                    // Deleting what is not there is fine (RabbitMQ 3.x).
+                    Err(BrokerError::NotFound { .. }) => 0,
+                    Err(e) => return Err(e.into()),
+                };
+                self.exclusive.retain(|q| *q != queue);
+                self.auto_delete.retain(|q| *q != queue);
+                if !d.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: u32::try_from(count).unwrap_or(u32::MAX),
+                        })),
+                    );
+                }
+            }
+            other => {
+                return Err(Exception::connection(
+                    COMMAND_INVALID,
+                    format!(
+                        "{} is not a method a client sends",
+                        method_name(&AMQPClass::Queue(other))
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_lines)] // one arm per method
+    async fn on_basic(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<(), Exception> {
+        match m {
+            basic::AMQPMethod::Publish(p) => {
+                let max = self.config.max_message_bytes;
+                let c = self.channel(ch)?;
+                let _ = max;
+                c.incoming = Some(Incoming {
+                    method: p,
+                    header: None,
+                    body: BytesMut::new(),
+                    single: None,
+                });
+            }
+            basic::AMQPMethod::Qos(q) => {
+                let c = self.channel(ch)?;
+                if q.global {
+                    c.shared_credit = (q.prefetch_count > 0)
+                        .then(|| Arc::new(Semaphore::new(usize::from(q.prefetch_count))));
+                } else {
+                    c.prefetch = q.prefetch_count;
+                }
+                self.out.method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
+            }
+            basic::AMQPMethod::Consume(c) => self.consume(ch, c).await?,
+            basic::AMQPMethod::Cancel(cancel) => {
+                let tag = cancel.consumer_tag.as_str().to_owned();
+                if let Some(consumer) = self.channel(ch)?.consumers.remove(&tag) {
+                    consumer.stop.cancel();
+                    self.maybe_auto_delete(&consumer.queue).await;
+                }
+                if !cancel.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: cancel.consumer_tag,
+                        })),
+                    );
+                }
+            }
+            basic::AMQPMethod::Get(g) => {
+                let queue = self.queue_name(ch, &g.queue)?;
+                let got = self
+                    .broker
+                    .receive(
+                        &queue,
+                        ReceiveRequest {
+                            max: 1,
+                            wait_ms: 0,
+                            visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
+                        },
+                    )
+                    .await
+                    .map_err(Exception::from)?;
+                let Some(d) = got.into_iter().next() else {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                    );
+                    return Ok(());
+                };
+                let remaining = self.broker.info(&queue).await.map_or(0, |i| i.stats.ready);
+                let tag = self.track(ch, &queue, &d, None, g.no_ack)?;
+                let (exchange, routing_key, properties) = from_delivery(&d, &queue);
+                self.out.method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                        delivery_tag: tag,
+                        redelivered: d.delivery_count > 1,
+                        exchange: exchange.into(),
+                        routing_key: routing_key.into(),
+                        message_count: u32::try_from(remaining).unwrap_or(u32::MAX),
+                    })),
+                );
+                self.out.content(
+                    ch,
+                    content_header(&d.body, properties),
+                    &d.body,
+                    self.frame_max,
+                );
+                if g.no_ack {
+                    self.settle_now(&queue, vec![d.receipt.clone().unwrap_or_default()]);
+                }
+            }
+            basic::AMQPMethod::Ack(a) => {
+                if self.channel(ch)?.tx {
+                    self.channel(ch)?.tx_acks.push((a.delivery_tag, a.multiple));
+                    return Ok(());
+                }
+                let taken = self.take_tags(ch, a.delivery_tag, a.multiple)?;
+                self.ack(taken);
+            }
+            basic::AMQPMethod::Nack(n) => {
+                let taken = self.take_tags(ch, n.delivery_tag, n.multiple)?;
+                self.nack(taken, n.requeue);
+            }
+            basic::AMQPMethod::Reject(r) => {
+                let taken = self.take_tags(ch, r.delivery_tag, false)?;
+                self.nack(taken, r.requeue);
+            }
+            basic::AMQPMethod::Recover(r) => {
+                self.recover(ch, r.requeue)?;
+                self.out.method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
+            }
+            basic::AMQPMethod::RecoverAsync(r) => self.recover(ch, r.requeue)?,
+            other => {
+                return Err(Exception::connection(
+                    COMMAND_INVALID,
+                    format!(
+                        "{} is not a method a client sends",
+                        method_name(&AMQPClass::Basic(other))
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self, ch: u16, requeue: bool) -> Result<(), Exception> {
+        if !requeue {
+            return Err(Exception::channel(
+                NOT_IMPLEMENTED,
+                "basic.recover with requeue=false is not supported",
+            ));
+        }
+        let c = self.channel(ch)?;
+        let all: Vec<(u64, Unacked)> = std::mem::take(&mut c.unacked).into_iter().collect();
+        let taken = self.release_credit(ch, all);
+        self.nack(taken, true);
+        Ok(())
+    }
+
+    async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<(), Exception> {
+        let queue = self.queue_name(ch, &c.queue)?;
+        // The queue must exist now (404 otherwise).
+        self.broker.info(&queue).await.map_err(Exception::from)?;
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{}", random_suffix())
+        } else {
+            c.consumer_tag.as_str().to_owned()
+        };
+        let stop = self.stop.child_token();
+        let channel = self.channel(ch)?;
+        if channel.consumers.contains_key(&tag) {
+            return Err(Exception::connection(
+                NOT_ALLOWED,
+                format!("consumer tag '{tag}' is in use on channel {ch}"),
+            ));
+        }
+        let credit = (!c.no_ack && channel.prefetch > 0)
+            .then(|| Arc::new(Semaphore::new(usize::from(channel.prefetch))));
+        let shared = if c.no_ack {
+            None
+        } else {
+            channel.shared_credit.clone()
+        };
+        channel.consumers.insert(
+            tag.clone(),
+            Consumer {
+                queue: queue.clone(),
+                no_ack: c.no_ack,
+                credit: credit.clone(),
+                stop: stop.clone(),
+            },
+        );
+        if !c.nowait {
+            self.out.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: ShortString::from(tag.clone()),
+                })),
+            );
+        }
+        tokio::spawn(consume_loop(
+            self.broker.clone(),
+            queue,
+            ch,
+            tag,
+            credit,
+            shared,
+            stop,
+            self.events_tx.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Gives a delivery its tag and remembers it until acked (unless `no_ack`).
+    fn track(
+        &mut self,
+        ch: u16,
+        queue: &str,
+        d: &Delivery,
+        consumer: Option<&str>,
+        no_ack: bool,
+    ) -> Result<u64, Exception> {
+        let c = self.channel(ch)?;
+        let tag = c.next_tag;
+        c.next_tag += 1;
+        if !no_ack {
+            c.unacked.insert(
+                tag,
+                Unacked {
+                    queue: queue.to_owned(),
+                    receipt: d.receipt.clone().unwrap_or_default(),
+                    consumer: consumer.map(str::to_owned),
+                },
+            );
+        }
+        Ok(tag)
+    }
+
+    /// Removes the deliveries `tag` names (all up to it with `multiple`; with tag 0
+    /// and `multiple`, all) and gives their consumers their credit back.
+    fn take_tags(
+        &mut self,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<Vec<(u64, Unacked)>, Exception> {
+        let c = self.channel(ch)?;
+        let taken: Vec<(u64, Unacked)> = if multiple {
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            let keys: Vec<u64> = c.unacked.range(..=upto).map(|(k, _)| *k).collect();
+            keys.into_iter()
+                .filter_map(|k| c.unacked.remove(&k).map(|u| (k, u)))
+                .collect()
+        } else {
+            match c.unacked.remove(&tag) {
+                Some(u) => vec![(tag, u)],
+                None => {
+                    return Err(Exception::channel(
+                        PRECONDITION_FAILED,
+                        format!("unknown delivery tag {tag}"),
+                    ));
+                }
+            }
+        };
+        Ok(self.release_credit(ch, taken))
+    }
+
+    fn release_credit(&mut self, ch: u16, taken: Vec<(u64, Unacked)>) -> Vec<(u64, Unacked)> {
+        if let Some(c) = self.channels.get(&ch) {
+            for (_, u) in &taken {
+                if let Some(consumer) = u.consumer.as_ref().and_then(|t| c.consumers.get(t))
+                    && let Some(credit) = &consumer.credit
+                {
+                    credit.add_permits(1);
+                }
+                if u.consumer.is_some()
+                    && let Some(shared) = &c.shared_credit
+                {
+                    shared.add_permits(1);
+                }
+            }
+        }
+        taken
+    }
+
+    fn ack(&self, taken: Vec<(u64, Unacked)>) {
+        for (queue, receipts) in by_queue(taken) {
+            self.settle_now(&queue, receipts);
+        }
+    }
+
+    fn settle_now(&self, queue: &str, receipts: Vec<String>) {
+        let broker = self.broker.clone();
+        let queue = queue.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = broker.ack(&queue, receipts).await {
+                tracing::debug!(%queue, error = %e, "an AMQP ack failed");
+            }
+        });
+    }
+
+    fn nack(&self, taken: Vec<(u64, Unacked)>, requeue: bool) {
+        for (queue, receipts) in by_queue(taken) {
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                let options = NackOptions {
+                    requeue,
+                    delay_ms: Some(0),
+                };
+                if let Err(e) = broker.nack(&queue, receipts, options).await {
+                    tracing::debug!(%queue, error = %e, "an AMQP nack failed");
+                }
+            });
+        }
+    }
+
+    async fn on_tx(&mut self, ch: u16, m: tx::AMQPMethod) -> Result<(), Exception> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                let c = self.channel(ch)?;
+                if c.confirm {
+                    return Err(Exception::channel(
+                        PRECONDITION_FAILED,
+                        "a channel in confirm mode cannot be made transactional",
+                    ));
+                }
+                c.tx = true;
+                self.out
+                    .method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let c = self.channel(ch)?;
+                if !c.tx {
+                    return Err(Exception::channel(
+                        PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
+                }
+                let publishes = std::mem::take(&mut c.tx_publishes);
+                let acks = std::mem::take(&mut c.tx_acks);
+                // Everything published in the transaction is durable before
+                // commit-ok; then its acks.
+                let done = publish_batch(&self.broker, publishes).await;
+                if let Some(e) = done.error {
+                    return Err(e);
+                }
+                self.send_returns(ch, done.returns);
+                for (tag, multiple) in acks {
+                    let taken = self.take_tags(ch, tag, multiple)?;
+                    self.ack(taken);
+                }
+                self.out
+                    .method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let c = self.channel(ch)?;
+                if !c.tx {
+                    return Err(Exception::channel(
+                        PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
+                }
+                c.tx_publishes.clear();
+                c.tx_acks.clear();
+                self.out.method(
+                    ch,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
+            }
+            other => {
+                return Err(Exception::connection(
+                    COMMAND_INVALID,
+                    format!(
+                        "{} is not a method a client sends",
+                        method_name(&AMQPClass::Tx(other))
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_content_header(&mut self, ch: u16, header: AMQPContentHeader) -> Result<(), Exception> {
+        let max = self.config.max_message_bytes;
+        let c = self.channel(ch)?;
+        if c.closing {
+            return Ok(());
+        }
+        let Some(incoming) = c.incoming.as_mut().filter(|i| i.header.is_none()) else {
+            return Err(Exception::connection(
+                UNEXPECTED_FRAME,
+                format!("content header on channel {ch} without basic.publish"),
+            ));
+        };
+        if header.class_id != 60 {
+            return Err(Exception::connection(
+                FRAME_ERROR,
+                "content header of a class other than basic",
+            ));
+        }
+        if header.body_size > max {
+            c.incoming = None;
+            return Err(Exception::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "message size {} is larger than the max message size {max}",
+                    header.body_size
+                ),
+            ));
+        }
+        let size = header.body_size;
+        incoming.header = Some(header);
+        if size == 0 {
+            self.finish_publish(ch)?;
+        }
+        Ok(())
+    }
+
+    fn on_content_body(&mut self, ch: u16, body: Bytes) -> Result<(), Exception> {
+        let c = self.channel(ch)?;
+        if c.closing {
+            return Ok(());
+        }
+        let Some(incoming) = c.incoming.as_mut().filter(|i| i.header.is_some()) else {
+            return Err(Exception::connection(
+                UNEXPECTED_FRAME,
+                format!("content body on channel {ch} without a header"),
+            ));
+        };
+        let expected = incoming.header.as_ref().map_or(0, |h| h.body_size);
+        let have =
+            incoming.body.len() as u64 + incoming.single.as_ref().map_or(0, |b| b.len() as u64);
+        if have + body.len() as u64 > expected {
+            return Err(Exception::connection(
+                FRAME_ERROR,
+                "content body longer than its header said",
+            ));
+        }
+        if have == 0 && body.len() as u64 == expected {
+            incoming.single = Some(body);
+        } else {
+            if let Some(first) = incoming.single.take() {
+                incoming.body.extend_from_slice(&first);
+            }
+            incoming.body.extend_from_slice(&body);
+        }
+        let have =
+            incoming.body.len() as u64 + incoming.single.as_ref().map_or(0, |b| b.len() as u64);
+        if have == expected {
+            self.finish_publish(ch)?;
+        }
+        Ok(())
+    }
+
+    /// A publish is whole: give it its sequence number and queue it.
+    fn finish_publish(&mut self, ch: u16) -> Result<(), Exception> {
+        let c = self.channel(ch)?;
+        let Some(incoming) = c.incoming.take() else {
+            return Ok(());
+        };
+        let header = incoming
+            .header
+            .expect("invariant: finished publishes have a header");
+        let body = incoming.single.unwrap_or_else(|| incoming.body.freeze());
+        let seq = if c.confirm {
+            let seq = c.next_seq;
+            c.next_seq += 1;
+            seq
+        } else {
+            0
+        };
+        let publish = Publish {
+            exchange: incoming.method.exchange.as_str().to_owned(),
+            routing_key: incoming.method.routing_key.as_str().to_owned(),
+            mandatory: incoming.method.mandatory,
+            properties: header.properties,
+            body,
+            seq,
+        };
+        if c.tx {
+            c.tx_publishes.push(publish);
+        } else {
+            c.pending.push(publish);
+        }
+        Ok(())
+    }
+
+    /// Hands each channel's publishes of this round to its publisher (starting it on
+    /// first use). Waits when a publisher is behind: the client is not read from
+    /// meanwhile, which is the backpressure.
+    async fn hand_over_publishes(&mut self) {
+        let ids: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| !c.pending.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for ch in ids {
+            let Some(c) = self.channels.get_mut(&ch) else {
+                continue;
+            };
+            let jobs = std::mem::take(&mut c.pending);
+            let sender = c.publisher.get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(16);
+                tokio::spawn(publish_loop(
+                    self.broker.clone(),
+                    ch,
+                    rx,
+                    self.events_tx.clone(),
+                ));
+                tx
+            });
+            let _ = sender.send(jobs).await;
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Deliveries {
+                channel: ch,
+                consumer,
+                queue,
+                messages,
+            } => self.on_deliveries(ch, consumer, queue, messages),
+            Event::ConsumerGone {
+                channel: ch,
+                consumer,
+            } => {
+                if let Some(c) = self.channels.get_mut(&ch)
+                    && c.consumers.remove(&consumer).is_some()
+                    && !c.closing
+                {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: ShortString::from(consumer),
+                            nowait: true,
+                        })),
+                    );
+                }
+            }
+            Event::Published { channel: ch, done } => {
+                if self.channels.get(&ch).is_none_or(|c| c.closing) {
+                    return;
+                }
+                self.send_returns(ch, done.returns);
+                let acks = done.acks;
+                if let Some(&last) = acks.last() {
+                    // Batches settle in order and a batch all at once: one ack covers
+                    // everything up to its last when nothing in it was refused.
+                    let contiguous = acks.windows(2).all(|w| w[1] == w[0] + 1);
+                    if contiguous && done.nacks.is_empty() {
+                        self.out.method(
+                            ch,
+                            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                                delivery_tag: last,
+                                multiple: true,
+                            })),
+                        );
+                    } else {
+                        for tag in acks {
+                            self.out.method(
+                                ch,
+                                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                                    delivery_tag: tag,
+                                    multiple: false,
+                                })),
+                            );
+                        }
+                    }
+                }
+                for tag in done.nacks {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                            delivery_tag: tag,
+                            multiple: false,
+                            requeue: false,
+                        })),
+                    );
+                }
+                if let Some(e) = done.error {
+                    self.close_channel(ch, e.during(60, 40)).await;
+                }
+            }
+        }
+    }
+
+    /// Writes a consumer's deliveries (tags in order), or requeues them if the
+    /// consumer or its channel went meanwhile.
+    #[allow(clippy::needless_pass_by_value)] // the event's parts, taken apart
+    fn on_deliveries(&mut self, ch: u16, consumer: String, queue: String, messages: Vec<Delivery>) {
+        let live = self
+            .channels
+            .get(&ch)
+            .filter(|c| !c.closing)
+            .and_then(|c| c.consumers.get(&consumer))
+            .map(|c| c.no_ack);
+        let Some(no_ack) = live else {
+            // Its channel or consumer went meanwhile: back to the queue.
+            let receipts = messages.iter().filter_map(|d| d.receipt.clone()).collect();
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                let _ = broker
+                    .nack(
+                        &queue,
+                        receipts,
+                        NackOptions {
+                            requeue: true,
+                            delay_ms: Some(0),
+                        },
+                    )
+                    .await;
+            });
+            return;
+        };
+        let mut auto = Vec::new();
+        for d in &messages {
+            let Ok(tag) = self.track(ch, &queue, d, Some(&consumer), no_ack) else {
+                return;
+            };
+            let (exchange, routing_key, properties) = from_delivery(d, &queue);
+            self.out.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                    consumer_tag: ShortString::from(consumer.clone()),
+                    delivery_tag: tag,
+                    redelivered: d.delivery_count > 1,
+                    exchange: exchange.into(),
+                    routing_key: routing_key.into(),
+                })),
+            );
+            self.out.content(
+                ch,
+                content_header(&d.body, properties),
+                &d.body,
+                self.frame_max,
+            );
+            if no_ack {
+                auto.extend(d.receipt.clone());
+            }
+        }
+        if !auto.is_empty() {
+            self.settle_now(&queue, auto);
+        }
+    }
+
+    fn send_returns(&mut self, ch: u16, returns: Vec<Publish>) {
+        for r in returns {
+            self.out.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                    reply_code: codes::NO_ROUTE,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: r.exchange.into(),
+                    routing_key: r.routing_key.into(),
+                })),
+            );
+            self.out.content(
+                ch,
+                content_header(&r.body, r.properties),
+                &r.body,
+                self.frame_max,
+            );
+        }
+    }
+
+    /// Closes a channel from the server's side: requeues, stops its consumers, tells
+    /// the client, and ignores the channel until `close-ok`.
+    async fn close_channel(&mut self, ch: u16, e: Exception) {
+        tracing::debug!(peer = %self.peer, channel = ch, code = e.code, text = %e.text, "closing an AMQP channel");
+        self.release_channel(ch).await;
+        if let Some(c) = self.channels.get_mut(&ch) {
+            c.closing = true;
+        }
+        self.out.method(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code,
+                reply_text: ShortString::from(e.reply_text()),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+    }
+
+    /// Stops a channel's consumers and requeues what it has not acked.
+    async fn release_channel(&mut self, ch: u16) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let unacked: Vec<(u64, Unacked)> = std::mem::take(&mut c.unacked).into_iter().collect();
+        let consumers: Vec<Consumer> = c.consumers.drain().map(|(_, v)| v).collect();
+        c.incoming = None;
+        c.pending.clear();
+        c.tx_publishes.clear();
+        for consumer in &consumers {
+            consumer.stop.cancel();
+        }
+        self.nack(unacked, true);
+        for consumer in consumers {
+            self.maybe_auto_delete(&consumer.queue).await;
+        }
+    }
+
+    async fn drop_channel(&mut self, ch: u16) {
+        self.release_channel(ch).await;
+        self.channels.remove(&ch);
+    }
+
+    /// Deletes an auto-delete queue declared here once no consumer here reads it.
+    async fn maybe_auto_delete(&mut self, queue: &str) {
+        if !self.auto_delete.iter().any(|q| q == queue) {
+            return;
+        }
+        let used = self
+            .channels
+            .values()
+            .any(|c| c.consumers.values().any(|k| k.queue == queue));
+        if !used {
+            self.auto_delete.retain(|q| q != queue);
+            if let Err(e) = self.broker.delete(queue).await {
+                tracing::debug!(%queue, error = %e, "deleting an auto-delete queue failed");
+            }
+        }
+    }
+
+    /// Sends `connection.close` and waits (briefly) for `close-ok`.
+    async fn close_connection(&mut self, e: Exception) {
+        if e.code == codes::REPLY_SUCCESS {
+            return;
+        }
+        tracing::debug!(peer = %self.peer, code = e.code, text = %e.text, "closing an AMQP connection");
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code,
+                reply_text: ShortString::from(e.reply_text()),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        if self.flush().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match framing::next_frame(&mut self.buf, self.frame_max) {
+                Ok(Some(Frame::Method(0, class)))
+                    if matches!(
+                        *class,
+                        AMQPClass::Connection(
+                            connection::AMQPMethod::CloseOk(_) | connection::AMQPMethod::Close(_)
+                        )
+                    ) =>
+                {
+                    return;
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(_) => {
+                    // Garbage after our close: nothing more to say; drop what is
+                    // buffered and keep waiting for the close-ok.
+                    self.buf.clear();
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Ok(Ok(true)) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// The connection is over: requeue, stop the helpers, delete exclusive queues.
+    async fn cleanup(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for ch in ids {
+            self.release_channel(ch).await;
+        }
+        self.channels.clear();
+        self.stop.cancel();
+        for queue in std::mem::take(&mut self.exclusive) {
+            if let Err(e) = self.broker.delete(&queue).await {
+                tracing::debug!(%queue, error = %e, "deleting an exclusive queue failed");
+            }
+        }
+    }
+}
+
+/// Groups deliveries' receipts by queue.
+fn by_queue(taken: Vec<(u64, Unacked)>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, u) in taken {
+        if !u.receipt.is_empty() {
+            out.entry(u.queue).or_default().push(u.receipt);
+        }
+    }
+    out
+}
+
+fn content_header(body: &Bytes, properties: AMQPProperties) -> AMQPContentHeader {
+    AMQPContentHeader {
+        class_id: 60,
+        body_size: body.len() as u64,
+        properties,
+    }
+}
+
+/// A consumer: long-polls its queue for as many messages as its credit allows and
+/// hands them to the session.
+#[allow(clippy::too_many_arguments)]
+async fn consume_loop(
+    broker: Broker,
+    queue: String,
+    channel: u16,
+    consumer: String,
+    credit: Option<Arc<Semaphore>>,
+    shared: Option<Arc<Semaphore>>,
+    stop: CancellationToken,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    loop {
+        // Wait for at least one unit of credit, then take what else is free.
+        let mut want = CONSUMER_BATCH;
+        for sem in [&credit, &shared].into_iter().flatten() {
+            let first = tokio::select! {
+                () = stop.cancelled() => return,
+                permit = sem.acquire() => permit,
+            };
+            let Ok(first) = first else { return };
+            first.forget();
+            let mut n = 1;
+            while n < want {
+                match sem.try_acquire() {
+                    Ok(p) => {
+                        p.forget();
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Both limits apply: give back what the other does not allow.
+            if n < want {
+                want = n;
+            }
+        }
+        let request = ReceiveRequest {
+            max: want,
+            wait_ms: CONSUMER_WAIT_MS,
+            visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
+        };
+        let got = tokio::select! {
+            () = stop.cancelled() => return,
+            got = broker.receive(&queue, request) => got,
+        };
+        match got {
+            Ok(messages) => {
+                let unused = want as usize - messages.len();
+                for sem in [&credit, &shared].into_iter().flatten() {
+                    sem.add_permits(unused);
+                }
+                if !messages.is_empty()
+                    && events
+                        .send(Event::Deliveries {
+                            channel,
+                            consumer: consumer.clone(),
+                            queue: queue.clone(),
+                            messages,
+                        })
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            Err(BrokerError::NotFound { .. }) => {
+                let _ = events.send(Event::ConsumerGone { channel, consumer });
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%queue, error = %e, "an AMQP consumer's poll failed; retrying");
+                for sem in [&credit, &shared].into_iter().flatten() {
+                    sem.add_permits(want as usize);
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A channel's publisher: takes its publishes in order, in batches.
+async fn publish_loop(
+    broker: Broker,
+    channel: u16,
+    mut jobs: mpsc::Receiver<Vec<Publish>>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Some(mut batch) = jobs.recv().await {
+        // Everything queued while the last batch was being written goes together.
+        while batch.len() < PUBLISH_BATCH {
+            match jobs.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let done = publish_batch(&broker, batch).await;
+        let failed = done.error.is_some();
+        if events.send(Event::Published { channel, done }).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Publishes `batch` in order, one broker call per run of the same exchange.
+async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
+    let mut done = PublishDone::default();
+    let mut rest = batch.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let mut run = vec![first];
+        while let Some(next) = rest.next_if(|p| p.exchange == run[0].exchange) {
+            run.push(next);
+        }
+        let mut messages = Vec::with_capacity(run.len());
+        let mut bad = Vec::new();
+        let mut kept = Vec::with_capacity(run.len());
+        for p in run {
+            match to_send(&p.exchange, &p.routing_key, &p.properties, p.body.clone()) {
+                Ok(message) => {
+                    messages.push(PublishMessage {
+                        routing_key: p.routing_key.clone(),
+                        mandatory: p.mandatory,
+                        message,
+                    });
+                    kept.push(p);
+                }
+                Err(e) => bad.push((p, e)),
+            }
+        }
+        if let Some((_, e)) = bad.into_iter().next() {
+            done.error = Some(e);
+            return done;
+        }
+        let exchange = kept[0].exchange.clone();
+        match broker
+            .publish(&exchange, messages, PublishOptions::default())
+            .await
+        {
+            Ok(outcomes) => {
+                for (p, o) in kept.into_iter().zip(outcomes) {
+                    if p.seq != 0 {
+                        done.acks.push(p.seq);
+                    }
+                    if o.unroutable && p.mandatory {
+                        done.returns.push(p);
+                    }
+                }
+            }
+            Err(
+                e @ BrokerError::NotFound {
+                    kind: weir_broker::Kind::Exchange,
+                    ..
+                },
+            ) => {
+                done.error = Some(e.into());
+                return done;
+            }
+            Err(e) => {
+                tracing::debug!(%exchange, error = %e, "an AMQP publish was refused");
+                done.nacks
+                    .extend(kept.iter().filter(|p| p.seq != 0).map(|p| p.seq));
+            }
+        }
+    }
+    done
+}
+
+/// `connection.start`: what weir is and can do.
+fn start() -> connection::Start {
+    let mut capabilities = FieldTable::default();
+    for capability in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ] {
+        capabilities.insert(capability.into(), AMQPValue::Boolean(true));
+    }
+    let mut properties = FieldTable::default();
+    properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    properties.insert("product".into(), AMQPValue::LongString("weir".into()));
+    properties.insert(
+        "version".into(),
+        AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
+    );
+    properties.insert("platform".into(), AMQPValue::LongString("Rust".into()));
+    properties.insert(
+        "information".into(),
+        AMQPValue::LongString("a durable message broker; speaks AMQP 0-9-1".into()),
+    );
+    connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: properties,
+        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        locales: LongString::from("en_US"),
+    }
+}
+
+/// The limits both sides agreed on: the lower of the two, 0 meaning "no limit".
+fn negotiate(config: &AmqpConfig, tune: &connection::TuneOk) -> (u16, u32, u16) {
+    let lower_u16 = |a: u16, b: u16| match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    };
+    let frame_max = match tune.frame_max {
+        0 => config.frame_max,
+        n => n.min(config.frame_max),
+    };
+    (
+        lower_u16(tune.channel_max, config.channel_max),
+        frame_max,
+        tune.heartbeat,
+    )
+}
+
+fn method_name(class: &AMQPClass) -> String {
+    format!(
+        "method {}.{}",
+        class.get_amqp_class_id(),
+        class.get_amqp_method_id()
+    )
+}
+
+/// 22 characters of randomness for generated names.
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(std::time::SystemTime::now());
+    let b = RandomState::new().hash_one(a);
+    format!("{a:016x}{b:06x}").chars().take(22).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tune_takes_the_lower_limits_and_zero_means_none() {
+        let config = AmqpConfig::default();
+        let (ch, frame, beat) = negotiate(
+            &config,
+            &connection::TuneOk {
+                channel_max: 0,
+                frame_max: 0,
+                heartbeat: 10,
+            },
+        );
+        assert_eq!(
+            (ch, frame, beat),
+            (config.channel_max, config.frame_max, 10)
+        );
+        let (ch, frame, _) = negotiate(
+            &config,
+            &connection::TuneOk {
+                channel_max: 5,
+                frame_max: 8192,
+                heartbeat: 0,
+            },
+        );
+        assert_eq!((ch, frame), (5, 8192));
+    }
+
+    #[test]
+    fn start_advertises_what_pika_needs_for_confirms() {
+        let s = start();
+        let Some(AMQPValue::FieldTable(caps)) = s.server_properties.inner().get("capabilities")
+        else {
+            panic!("no capabilities");
+        };
+        for c in ["publisher_confirms", "basic.nack"] {
+            assert_eq!(caps.inner().get(c), Some(&AMQPValue::Boolean(true)), "{c}");
+        }
+    }
+
+    #[test]
+    fn framing_overhead_matches_the_spec() {
+        assert_eq!(crate::framing::FRAME_OVERHEAD, 8);
+    }
+}
