@@ -76,6 +76,17 @@ enum Event {
     },
 }
 
+/// Work for a channel's worker task, in the channel's order.
+enum Job {
+    Publish(Box<Publish>),
+    /// Ack (`requeue: None`) or nack these deliveries of `queue`.
+    Settle {
+        queue: String,
+        receipts: Vec<String>,
+        requeue: Option<bool>,
+    },
+}
+
 /// One publish, assembled from its method, header and body frames.
 struct Publish {
     exchange: String,
@@ -90,6 +101,8 @@ struct Publish {
 /// What a batch of publishes came to.
 #[derive(Default)]
 struct PublishDone {
+    /// How many publishes the batch held.
+    count: usize,
     /// Unroutable mandatory publishes, to return.
     returns: Vec<Publish>,
     /// Confirm sequence numbers settled well / refused.
@@ -134,9 +147,12 @@ struct Channel {
     /// Publishes and acks held until `tx.commit`.
     tx_publishes: Vec<Publish>,
     tx_acks: Vec<(u64, bool)>,
-    publisher: Option<mpsc::Sender<Vec<Publish>>>,
-    /// Publishes read in this round, handed to the publisher after it.
-    pending: Vec<Publish>,
+    /// The channel's worker: publishes and settlements, in order.
+    publisher: Option<mpsc::Sender<Vec<Job>>>,
+    /// Jobs read in this round, handed to the worker after it.
+    pending: Vec<Job>,
+    /// Jobs handed to the worker and not yet done.
+    in_flight: usize,
     consumers: HashMap<String, Consumer>,
     /// Prefetch for consumers started from now on (`basic.qos` global = false).
     prefetch: u16,
@@ -524,6 +540,21 @@ impl Session {
                 UNEXPECTED_FRAME,
                 format!("a method on channel {ch} before the content of its basic.publish"),
             ));
+        }
+        // A channel's methods take effect in order: what it published before this
+        // method is in its queues before the method runs (a passive declare counts
+        // it, a get finds it). Publishes and acks themselves need not wait.
+        let ordered = !matches!(
+            class,
+            AMQPClass::Basic(
+                basic::AMQPMethod::Publish(_)
+                    | basic::AMQPMethod::Ack(_)
+                    | basic::AMQPMethod::Nack(_)
+                    | basic::AMQPMethod::Reject(_)
+            )
+        );
+        if ordered {
+            self.publishes_done(ch).await;
         }
         match class {
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
@@ -955,15 +986,15 @@ impl Session {
                     return Ok(());
                 }
                 let taken = self.take_tags(ch, a.delivery_tag, a.multiple)?;
-                self.ack(taken);
+                self.settle(ch, taken, None);
             }
             basic::AMQPMethod::Nack(n) => {
                 let taken = self.take_tags(ch, n.delivery_tag, n.multiple)?;
-                self.nack(taken, n.requeue);
+                self.settle(ch, taken, Some(n.requeue));
             }
             basic::AMQPMethod::Reject(r) => {
                 let taken = self.take_tags(ch, r.delivery_tag, false)?;
-                self.nack(taken, r.requeue);
+                self.settle(ch, taken, Some(r.requeue));
             }
             basic::AMQPMethod::Recover(r) => {
                 self.recover(ch, r.requeue)?;
@@ -996,7 +1027,7 @@ impl Session {
         let c = self.channel(ch)?;
         let all: Vec<(u64, Unacked)> = std::mem::take(&mut c.unacked).into_iter().collect();
         let taken = self.release_credit(ch, all);
-        self.nack(taken, true);
+        self.settle(ch, taken, Some(true));
         Ok(())
     }
 
@@ -1126,9 +1157,18 @@ impl Session {
         taken
     }
 
-    fn ack(&self, taken: Vec<(u64, Unacked)>) {
+    /// Acks (`requeue: None`) or nacks deliveries through the channel's worker, so
+    /// they take effect before the channel's next ordered method.
+    fn settle(&mut self, ch: u16, taken: Vec<(u64, Unacked)>, requeue: Option<bool>) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
         for (queue, receipts) in by_queue(taken) {
-            self.settle_now(&queue, receipts);
+            c.pending.push(Job::Settle {
+                queue,
+                receipts,
+                requeue,
+            });
         }
     }
 
@@ -1142,18 +1182,16 @@ impl Session {
         });
     }
 
-    fn nack(&self, taken: Vec<(u64, Unacked)>, requeue: bool) {
+    /// Requeues deliveries now (a channel or connection going away).
+    async fn requeue_now(&self, taken: Vec<(u64, Unacked)>) {
         for (queue, receipts) in by_queue(taken) {
-            let broker = self.broker.clone();
-            tokio::spawn(async move {
-                let options = NackOptions {
-                    requeue,
-                    delay_ms: Some(0),
-                };
-                if let Err(e) = broker.nack(&queue, receipts, options).await {
-                    tracing::debug!(%queue, error = %e, "an AMQP nack failed");
-                }
-            });
+            let options = NackOptions {
+                requeue: true,
+                delay_ms: Some(0),
+            };
+            if let Err(e) = self.broker.nack(&queue, receipts, options).await {
+                tracing::debug!(%queue, error = %e, "requeueing unacked AMQP deliveries failed");
+            }
         }
     }
 
@@ -1190,7 +1228,12 @@ impl Session {
                 self.send_returns(ch, done.returns);
                 for (tag, multiple) in acks {
                     let taken = self.take_tags(ch, tag, multiple)?;
-                    self.ack(taken);
+                    for (queue, receipts) in by_queue(taken) {
+                        self.broker
+                            .ack(&queue, receipts)
+                            .await
+                            .map_err(Exception::from)?;
+                    }
                 }
                 self.out
                     .method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
@@ -1323,7 +1366,7 @@ impl Session {
         if c.tx {
             c.tx_publishes.push(publish);
         } else {
-            c.pending.push(publish);
+            c.pending.push(Job::Publish(Box::new(publish)));
         }
         Ok(())
     }
@@ -1339,21 +1382,39 @@ impl Session {
             .map(|(id, _)| *id)
             .collect();
         for ch in ids {
-            let Some(c) = self.channels.get_mut(&ch) else {
-                continue;
+            self.hand_over(ch).await;
+        }
+    }
+
+    /// Hands channel `ch`'s pending publishes to its publisher.
+    async fn hand_over(&mut self, ch: u16) {
+        let Some(c) = self.channels.get_mut(&ch).filter(|c| !c.pending.is_empty()) else {
+            return;
+        };
+        let jobs = std::mem::take(&mut c.pending);
+        c.in_flight += jobs.len();
+        let sender = c.publisher.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(channel_worker(
+                self.broker.clone(),
+                ch,
+                rx,
+                self.events_tx.clone(),
+            ));
+            tx
+        });
+        let _ = sender.send(jobs).await;
+    }
+
+    /// Waits until everything channel `ch` published so far is done (handling other
+    /// events meanwhile).
+    async fn publishes_done(&mut self, ch: u16) {
+        self.hand_over(ch).await;
+        while self.channels.get(&ch).is_some_and(|c| c.in_flight > 0) {
+            let Some(event) = self.events_rx.recv().await else {
+                return;
             };
-            let jobs = std::mem::take(&mut c.pending);
-            let sender = c.publisher.get_or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(16);
-                tokio::spawn(publish_loop(
-                    self.broker.clone(),
-                    ch,
-                    rx,
-                    self.events_tx.clone(),
-                ));
-                tx
-            });
-            let _ = sender.send(jobs).await;
+            Box::pin(self.on_event(event)).await;
         }
     }
 
@@ -1383,7 +1444,15 @@ impl Session {
                 }
             }
             Event::Published { channel: ch, done } => {
-                if self.channels.get(&ch).is_none_or(|c| c.closing) {
+                let Some(c) = self.channels.get_mut(&ch) else {
+                    return;
+                };
+                c.in_flight = c.in_flight.saturating_sub(done.count);
+                if done.error.is_some() {
+                    // The publisher stopped: what it had queued goes with the channel.
+                    c.in_flight = 0;
+                }
+                if c.closing {
                     return;
                 }
                 self.send_returns(ch, done.returns);
@@ -1537,10 +1606,13 @@ impl Session {
         c.incoming = None;
         c.pending.clear();
         c.tx_publishes.clear();
+        // Its publisher finishes what it has and stops; nobody waits for it.
+        c.publisher = None;
+        c.in_flight = 0;
         for consumer in &consumers {
             consumer.stop.cancel();
         }
-        self.nack(unacked, true);
+        self.requeue_now(unacked).await;
         for consumer in consumers {
             self.maybe_auto_delete(&consumer.queue).await;
         }
@@ -1733,11 +1805,11 @@ async fn consume_loop(
     }
 }
 
-/// A channel's publisher: takes its publishes in order, in batches.
-async fn publish_loop(
+/// A channel's worker: takes its publishes and settlements in order, in batches.
+async fn channel_worker(
     broker: Broker,
     channel: u16,
-    mut jobs: mpsc::Receiver<Vec<Publish>>,
+    mut jobs: mpsc::Receiver<Vec<Job>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     while let Some(mut batch) = jobs.recv().await {
@@ -1748,7 +1820,60 @@ async fn publish_loop(
                 Err(_) => break,
             }
         }
-        let done = publish_batch(&broker, batch).await;
+        let mut done = PublishDone::default();
+        let mut jobs_left = batch.into_iter().peekable();
+        while let Some(job) = jobs_left.next() {
+            match job {
+                Job::Publish(first) => {
+                    let mut run = vec![*first];
+                    while let Some(Job::Publish(p)) =
+                        jobs_left.next_if(|j| matches!(j, Job::Publish(_)))
+                    {
+                        run.push(*p);
+                    }
+                    let part = publish_batch(&broker, run).await;
+                    done.count += part.count;
+                    done.returns.extend(part.returns);
+                    done.acks.extend(part.acks);
+                    done.nacks.extend(part.nacks);
+                    if part.error.is_some() {
+                        done.error = part.error;
+                        break;
+                    }
+                }
+                Job::Settle {
+                    queue,
+                    mut receipts,
+                    requeue,
+                } => {
+                    let mut count = 1;
+                    while let Some(Job::Settle { receipts: more, .. }) = jobs_left.next_if(|j| {
+                        matches!(j, Job::Settle { queue: q, requeue: r, .. } if *q == queue && *r == requeue)
+                    }) {
+                        receipts.extend(more);
+                        count += 1;
+                    }
+                    let result = match requeue {
+                        None => broker.ack(&queue, receipts).await.map(|_| ()),
+                        Some(requeue) => broker
+                            .nack(
+                                &queue,
+                                receipts,
+                                NackOptions {
+                                    requeue,
+                                    delay_ms: Some(0),
+                                },
+                            )
+                            .await
+                            .map(|_| ()),
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%queue, error = %e, "an AMQP ack or nack failed");
+                    }
+                    done.count += count;
+                }
+            }
+        }
         let failed = done.error.is_some();
         if events.send(Event::Published { channel, done }).is_err() || failed {
             return;
@@ -1758,7 +1883,10 @@ async fn publish_loop(
 
 /// Publishes `batch` in order, one broker call per run of the same exchange.
 async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
-    let mut done = PublishDone::default();
+    let mut done = PublishDone {
+        count: batch.len(),
+        ..PublishDone::default()
+    };
     let mut rest = batch.into_iter().peekable();
     while let Some(first) = rest.next() {
         let mut run = vec![first];

@@ -11,6 +11,7 @@ mod durability;
 mod edge_cases;
 mod fan_out;
 mod http_api;
+mod pika;
 mod routing;
 mod worker;
 

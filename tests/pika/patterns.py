@@ -1,0 +1,198 @@
+"""The usual RabbitMQ patterns with the real pika client, one scenario per run:
+
+    python patterns.py SCENARIO
+
+against the broker on 127.0.0.1:$WEIR_AMQP_PORT. Prints OK and exits 0, or prints
+what failed and exits 1. Driven by crates/weir/tests/it/pika.rs.
+"""
+import os
+import sys
+import threading
+import uuid
+
+import pika
+
+PORT = int(os.environ["WEIR_AMQP_PORT"])
+
+
+def connect():
+    return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", PORT))
+
+
+def check(condition, what):
+    if not condition:
+        print(f"FAILED: {what}", flush=True)
+        sys.exit(1)
+
+
+def next_message(channel, queue, timeout=10):
+    """One (method, properties, body) from queue, or (None, None, None)."""
+    for item in channel.consume(queue, inactivity_timeout=timeout):
+        return item
+    return (None, None, None)
+
+
+def work_queue_fair_dispatch():
+    ch = connect().channel()
+    ch.queue_declare(queue="tasks", durable=True)
+    for i in range(4):
+        ch.basic_publish("", "tasks", f"t{i}", pika.BasicProperties(delivery_mode=2))
+    w1 = connect().channel()
+    w1.basic_qos(prefetch_count=1)
+    w2 = connect().channel()
+    w2.basic_qos(prefetch_count=1)
+    m1, _, b1 = next_message(w1, "tasks")
+    m2, _, b2 = next_message(w2, "tasks")
+    check(m1 is not None and m2 is not None, "both workers got a task")
+    check({b1, b2} == {b"t0", b"t1"}, f"the first two tasks went one to each worker: {b1} {b2}")
+    # prefetch 1: no second task for a worker that has not acked.
+    extra, _, _ = next_message(w1, "tasks", timeout=1)
+    check(extra is None, "a worker with an unacked task gets no other")
+    w1.basic_ack(m1.delivery_tag)
+    m3, _, b3 = next_message(w1, "tasks")
+    check(b3 == b"t2", f"after its ack the worker gets the next task: {b3}")
+    w1.basic_ack(m3.delivery_tag)
+    w2.basic_ack(m2.delivery_tag)
+
+
+def fanout():
+    ch = connect().channel()
+    ch.exchange_declare(exchange="logs", exchange_type="fanout")
+    queues = []
+    for _ in range(2):
+        q = ch.queue_declare(queue="", exclusive=True).method.queue
+        ch.queue_bind(exchange="logs", queue=q)
+        queues.append(q)
+    ch.basic_publish(exchange="logs", routing_key="", body=b"hello all")
+    for q in queues:
+        _, _, body = next_message(ch, q)
+        check(body == b"hello all", f"{q} got the broadcast: {body}")
+        ch.cancel()
+
+
+def direct():
+    ch = connect().channel()
+    ch.exchange_declare(exchange="direct_logs", exchange_type="direct")
+    errors = ch.queue_declare(queue="", exclusive=True).method.queue
+    everything = ch.queue_declare(queue="", exclusive=True).method.queue
+    ch.queue_bind(exchange="direct_logs", queue=errors, routing_key="error")
+    for severity in ["info", "warning", "error"]:
+        ch.queue_bind(exchange="direct_logs", queue=everything, routing_key=severity)
+    for severity in ["info", "error"]:
+        ch.basic_publish(exchange="direct_logs", routing_key=severity, body=severity.encode())
+    got = [next_message(ch, errors, 2)[2]]
+    ch.cancel()
+    got.append(next_message(ch, errors, 1)[2])
+    ch.cancel()
+    check(got == [b"error", None], f"the error queue got only errors: {got}")
+    check(ch.queue_declare(queue=everything, passive=True).method.message_count == 2, "the other got both")
+
+
+def topic():
+    ch = connect().channel()
+    ch.exchange_declare(exchange="topic_logs", exchange_type="topic")
+    critical = ch.queue_declare(queue="", exclusive=True).method.queue
+    kernel = ch.queue_declare(queue="", exclusive=True).method.queue
+    ch.queue_bind(exchange="topic_logs", queue=critical, routing_key="*.critical")
+    ch.queue_bind(exchange="topic_logs", queue=kernel, routing_key="kern.#")
+    for key in ["kern.critical", "app.critical", "kern.info.disk", "app.info"]:
+        ch.basic_publish(exchange="topic_logs", routing_key=key, body=key.encode())
+    counts = [ch.queue_declare(queue=q, passive=True).method.message_count for q in (critical, kernel)]
+    check(counts == [2, 2], f"*.critical and kern.# each matched two keys: {counts}")
+
+
+def headers():
+    ch = connect().channel()
+    ch.exchange_declare(exchange="hdr", exchange_type="headers")
+    all_q = ch.queue_declare(queue="", exclusive=True).method.queue
+    any_q = ch.queue_declare(queue="", exclusive=True).method.queue
+    ch.queue_bind(exchange="hdr", queue=all_q, arguments={"x-match": "all", "format": "pdf", "type": "report"})
+    ch.queue_bind(exchange="hdr", queue=any_q, arguments={"x-match": "any", "format": "pdf", "type": "log"})
+    ch.basic_publish("hdr", "", b"1", pika.BasicProperties(headers={"format": "pdf", "type": "report"}))
+    ch.basic_publish("hdr", "", b"2", pika.BasicProperties(headers={"format": "zip", "type": "log"}))
+    counts = [ch.queue_declare(queue=q, passive=True).method.message_count for q in (all_q, any_q)]
+    check(counts == [1, 2], f"x-match all got one, any got both: {counts}")
+
+
+def rpc():
+    server = connect().channel()
+    server.queue_declare(queue="rpc_queue")
+
+    def serve():
+        method, props, body = next_message(server, "rpc_queue")
+        reply = str(int(body) * 2).encode()
+        server.basic_publish(
+            exchange="",
+            routing_key=props.reply_to,
+            properties=pika.BasicProperties(correlation_id=props.correlation_id),
+            body=reply,
+        )
+        server.basic_ack(delivery_tag=method.delivery_tag)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    client = connect().channel()
+    callback = client.queue_declare(queue="", exclusive=True).method.queue
+    corr = str(uuid.uuid4())
+    client.basic_publish(
+        exchange="",
+        routing_key="rpc_queue",
+        properties=pika.BasicProperties(reply_to=callback, correlation_id=corr),
+        body=b"21",
+    )
+    _, props, body = next_message(client, callback)
+    thread.join()
+    check(props is not None and props.correlation_id == corr, "the reply carries the correlation id")
+    check(body == b"42", f"the server answered: {body}")
+
+
+def confirms():
+    ch = connect().channel()
+    ch.confirm_delivery()
+    ch.queue_declare(queue="confirmed", durable=True)
+    for i in range(50):
+        ch.basic_publish("", "confirmed", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    check(ch.queue_declare(queue="confirmed", passive=True).method.message_count == 50, "50 confirmed messages")
+    try:
+        ch.basic_publish("", "no-such-queue", b"x", mandatory=True)
+        check(False, "an unroutable mandatory publish raises")
+    except pika.exceptions.UnroutableError:
+        pass
+
+
+def durable_publish():
+    ch = connect().channel()
+    ch.confirm_delivery()
+    ch.queue_declare(queue="durable_q", durable=True)
+    for i in range(10):
+        ch.basic_publish("", "durable_q", f"d{i}".encode(), pika.BasicProperties(delivery_mode=2))
+
+
+def durable_consume():
+    ch = connect().channel()
+    ch.queue_declare(queue="durable_q", durable=True)
+    bodies = []
+    for method, _, body in ch.consume("durable_q", inactivity_timeout=5):
+        if method is None:
+            break
+        bodies.append(body)
+        ch.basic_ack(method.delivery_tag)
+    check(bodies == [f"d{i}".encode() for i in range(10)], f"every message survived the restart: {bodies}")
+
+
+def priorities():
+    ch = connect().channel()
+    ch.queue_declare(queue="prio", arguments={"x-max-priority": 10})
+    for p in [1, 5, 9, 5]:
+        ch.basic_publish("", "prio", f"p{p}".encode(), pika.BasicProperties(priority=p))
+    got = []
+    for _ in range(4):
+        method, _, body = ch.basic_get("prio")
+        got.append(body)
+        ch.basic_ack(method.delivery_tag)
+    check(got == [b"p9", b"p5", b"p5", b"p1"], f"highest priority first: {got}")
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]]()
+    print("OK", flush=True)
