@@ -193,6 +193,37 @@ def priorities():
     check(got == [b"p9", b"p5", b"p5", b"p1"], f"highest priority first: {got}")
 
 
+def dead_letters():
+    ch = connect().channel()
+    ch.exchange_declare(exchange="dlx", exchange_type="direct")
+    ch.queue_declare(queue="dead_letters")
+    ch.queue_bind(exchange="dlx", queue="dead_letters", routing_key="dead")
+    # Expired: a 200 ms TTL, dead-lettered through an exchange with a new key.
+    ch.queue_declare(
+        queue="short_lived",
+        arguments={"x-message-ttl": 200, "x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "dead"},
+    )
+    ch.basic_publish("", "short_lived", b"too late")
+    method, props, body = next_message(ch, "dead_letters", timeout=10)
+    check(body == b"too late", f"the expired message was dead-lettered: {body}")
+    death = props.headers["x-death"][0]
+    check(death["reason"] == "expired" and death["queue"] == "short_lived", f"x-death: {death}")
+    ch.basic_ack(method.delivery_tag)
+    ch.cancel()
+    # Rejected: through the default exchange to the queue named by the key.
+    ch.queue_declare(
+        queue="strict",
+        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead_letters"},
+    )
+    ch.basic_publish("", "strict", b"bad input")
+    method, _, _ = ch.basic_get("strict")
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    method, props, body = next_message(ch, "dead_letters", timeout=10)
+    check(body == b"bad input", f"the rejected message was dead-lettered: {body}")
+    check(props.headers["x-first-death-reason"] == "rejected", f"headers: {props.headers}")
+    ch.basic_ack(method.delivery_tag)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()
     print("OK", flush=True)

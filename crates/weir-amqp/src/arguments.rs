@@ -55,6 +55,12 @@ pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exce
                 options.max_deliveries =
                     Some(u32::try_from(n.saturating_add(1)).unwrap_or(u32::MAX));
             }
+            "x-dead-letter-exchange" => {
+                options.dead_letter_exchange = Some(text(value).ok_or_else(|| bad("a string"))?);
+            }
+            "x-dead-letter-routing-key" => {
+                options.dead_letter_routing_key = Some(text(value).ok_or_else(|| bad("a string"))?);
+            }
             "x-queue-type" => match text(value).as_deref() {
                 Some("classic" | "quorum") => {}
                 Some(other) => {
@@ -65,8 +71,6 @@ pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exce
                 None => return Err(bad("a string")),
             },
             "x-expires"
-            | "x-dead-letter-exchange"
-            | "x-dead-letter-routing-key"
             | "x-single-active-consumer"
             | "x-max-in-memory-length"
             | "x-max-in-memory-bytes"

@@ -19,9 +19,9 @@
 
 use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::{AMQPProperties, gen_properties, parse_properties};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use bytes::{BufMut, Bytes, BytesMut};
-use weir_broker::{Delivery, SendMessage};
+use weir_broker::{DeadLetterReason, Delivery, SendMessage};
 
 use crate::codes::{Exception, PRECONDITION_FAILED};
 
@@ -91,6 +91,57 @@ pub(crate) fn to_send(
 
 /// The exchange, routing key and properties to deliver `d` with, from queue `queue`.
 pub(crate) fn from_delivery(d: &Delivery, queue: &str) -> (String, String, AMQPProperties) {
+    let (exchange, routing_key, properties) = stored_or_built(d, queue);
+    let properties = match &d.dead_letter {
+        Some(_) => with_death(properties, d, &exchange, &routing_key),
+        None => properties,
+    };
+    (exchange, routing_key, properties)
+}
+
+/// RabbitMQ's `x-death` history (one entry: weir keeps the last dead-lettering)
+/// and `x-first-death-*` headers of a dead-lettered message.
+fn with_death(
+    properties: AMQPProperties,
+    d: &Delivery,
+    exchange: &str,
+    routing_key: &str,
+) -> AMQPProperties {
+    let Some(death) = &d.dead_letter else {
+        return properties;
+    };
+    let reason = match death.reason {
+        DeadLetterReason::Rejected => "rejected",
+        DeadLetterReason::Expired => "expired",
+        DeadLetterReason::Overflow => "maxlen",
+        DeadLetterReason::MaxDeliveries => "delivery_limit",
+    };
+    let long = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    let mut entry = FieldTable::default();
+    entry.insert("count".into(), AMQPValue::LongLongInt(1));
+    entry.insert("reason".into(), long(reason));
+    entry.insert("queue".into(), long(&death.source_queue));
+    entry.insert(
+        "time".into(),
+        AMQPValue::Timestamp(u64::try_from(death.time_ms / 1000).unwrap_or(0)),
+    );
+    entry.insert("exchange".into(), long(exchange));
+    entry.insert(
+        "routing-keys".into(),
+        AMQPValue::FieldArray(FieldArray::from(vec![long(routing_key)])),
+    );
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(entry)])),
+    );
+    headers.insert("x-first-death-reason".into(), long(reason));
+    headers.insert("x-first-death-queue".into(), long(&death.source_queue));
+    headers.insert("x-first-death-exchange".into(), long(exchange));
+    properties.with_headers(headers)
+}
+
+fn stored_or_built(d: &Delivery, queue: &str) -> (String, String, AMQPProperties) {
     if let Some(stored) = d.properties.as_ref().and_then(|p| decode(p)) {
         return stored;
     }

@@ -49,6 +49,14 @@ pub struct QueueOptions {
     /// Where rejected, expired, over-delivered and overflowed messages go. Created
     /// with default options if it does not exist.
     pub dead_letter_queue: Option<String>,
+    /// Instead of a queue, dead letters are published through this exchange (`""`:
+    /// the default exchange), with `dead_letter_routing_key` or the routing key
+    /// they were published with (RabbitMQ's `x-dead-letter-exchange`). Unroutable
+    /// dead letters are dropped.
+    pub dead_letter_exchange: Option<String>,
+    /// The routing key dead letters are published with through
+    /// `dead_letter_exchange`; absent: their own.
+    pub dead_letter_routing_key: Option<String>,
     /// Delay before a failed message (nack with requeue and no delay of its own, or
     /// an expired lease) is ready again.
     pub retry_delay_ms: u64,
@@ -93,6 +101,8 @@ impl Default for QueueOptions {
             visibility_timeout_ms: 30_000,
             max_deliveries: None,
             dead_letter_queue: None,
+            dead_letter_exchange: None,
+            dead_letter_routing_key: None,
             retry_delay_ms: 0,
             retry_backoff: Backoff::Fixed,
             retry_delay_max_ms: 300_000,
@@ -127,6 +137,34 @@ impl QueueOptions {
                 "0 with reject-publish would refuse every send",
             ));
         }
+        if self.dead_letter_queue.is_some() && self.dead_letter_exchange.is_some() {
+            return Err(BrokerError::invalid(
+                "dead_letter_exchange",
+                "set dead_letter_queue or dead_letter_exchange, not both",
+            ));
+        }
+        if self.dead_letter_routing_key.is_some() && self.dead_letter_exchange.is_none() {
+            return Err(BrokerError::invalid(
+                "dead_letter_routing_key",
+                "only applies with dead_letter_exchange",
+            ));
+        }
+        if let Some(key) = &self.dead_letter_routing_key
+            && key.len() > 255
+        {
+            return Err(BrokerError::invalid(
+                "dead_letter_routing_key",
+                "at most 255 bytes",
+            ));
+        }
+        if let Some(exchange) = &self.dead_letter_exchange
+            && exchange.len() > 255
+        {
+            return Err(BrokerError::invalid(
+                "dead_letter_exchange",
+                "at most 255 bytes",
+            ));
+        }
         if let Some(dlq) = &self.dead_letter_queue {
             validate_name(dlq)
                 .map_err(|e| BrokerError::invalid("dead_letter_queue", e.to_string()))?;
@@ -138,6 +176,12 @@ impl QueueOptions {
             }
         }
         Ok(())
+    }
+
+    /// Whether dead letters go somewhere (a queue or an exchange) instead of being
+    /// dropped.
+    pub fn dead_letters(&self) -> bool {
+        self.dead_letter_queue.is_some() || self.dead_letter_exchange.is_some()
     }
 
     /// The first option that differs from `other`, for a conflict message.
@@ -202,6 +246,9 @@ pub struct SendMessage {
     pub group: Option<String>,
     /// Time to live from now; overrides the queue's `message_ttl_ms` when shorter.
     pub ttl_ms: Option<u64>,
+    /// The routing key it was published with (kept for dead-lettering through an
+    /// exchange); publishing through an exchange sets it.
+    pub routing_key: Option<String>,
     /// A front end's own description of the message (the AMQP front end: exchange,
     /// routing key and basic properties), opaque to the broker: stored with the
     /// message and handed back with every delivery of it.

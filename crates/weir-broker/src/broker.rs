@@ -1079,6 +1079,9 @@ pub(crate) fn prepare(
     if let Some(properties) = m.properties {
         headers.push(Header::new(PROPERTIES_HEADER, properties));
     }
+    if let Some(key) = m.routing_key.filter(|k| !k.is_empty()) {
+        headers.push(Header::new(ROUTING_KEY_HEADER, key));
+    }
     Ok(Outgoing {
         meta: MessageMeta {
             id: m.id.unwrap_or_else(|| generate_id(now)),
@@ -1100,6 +1103,54 @@ pub(crate) fn prepare(
 /// The record header that holds [`SendMessage::properties`]: no user header can
 /// have this name (names starting with NUL are refused).
 pub(crate) const PROPERTIES_HEADER: &[u8] = b"\0properties";
+
+/// The record header that holds [`SendMessage::routing_key`].
+pub(crate) const ROUTING_KEY_HEADER: &[u8] = b"\0routing-key";
+
+/// Publishes dead letters through `exchange` (see
+/// [`QueueOptions::dead_letter_exchange`]): each with `key` or its own routing key
+/// (the source queue's name when it has none), to the queues it routes to.
+/// Unroutable dead letters are dropped, as in RabbitMQ.
+pub(crate) async fn dead_letter_through(
+    broker: &Weak<Inner>,
+    exchange: &str,
+    key: Option<&str>,
+    source: &str,
+    messages: Vec<Outgoing>,
+) -> Result<()> {
+    let inner = broker.upgrade().ok_or_else(closing)?;
+    let broker = Broker { inner };
+    let mut per_queue: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
+    for m in messages {
+        let own_key = m
+            .headers
+            .iter()
+            .find(|h| h.name.as_ref() == ROUTING_KEY_HEADER)
+            .map(|h| String::from_utf8_lossy(&h.value).into_owned());
+        let routing_key = key
+            .map(str::to_owned)
+            .or(own_key)
+            .unwrap_or_else(|| source.to_owned());
+        let headers: BTreeMap<String, String> = m
+            .headers
+            .iter()
+            .filter(|h| !h.name.starts_with(b"\0"))
+            .map(|h| {
+                (
+                    String::from_utf8_lossy(&h.name).into_owned(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )
+            })
+            .collect();
+        for queue in broker.route_dead_letter(exchange, &routing_key, &headers)? {
+            per_queue.entry(queue).or_default().push(m.clone());
+        }
+    }
+    for (queue, messages) in per_queue {
+        broker.send_prepared(&queue, messages, false).await?;
+    }
+    Ok(())
+}
 
 /// A queue whose own log is replayed, waiting for its shared messages.
 struct OpenedQueue {

@@ -316,6 +316,9 @@ impl Broker {
             for (i, m) in messages.iter_mut().enumerate() {
                 crate::routing::topic::validate_pattern(&m.routing_key)?;
                 let id = m.message.id.get_or_insert_with(|| generate_id(now)).clone();
+                if !m.routing_key.is_empty() {
+                    m.message.routing_key = Some(m.routing_key.clone());
+                }
                 let routed = router.route(exchange, &m.routing_key, &m.message.headers, |q| {
                     self.queue_exists(q)
                 })?;
@@ -373,6 +376,19 @@ impl Broker {
             o.duplicate_in.sort();
         }
         Ok(outcomes)
+    }
+
+    /// The queues a dead letter published through `exchange` with `key` reaches.
+    pub(crate) fn route_dead_letter(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        let routed = self
+            .router()
+            .route(exchange, key, headers, |q| self.queue_exists(q))?;
+        Ok(routed.queues.into_iter().collect())
     }
 
     /// Each queue's part as an ordinary send, all at once: (queue, positions,

@@ -193,7 +193,6 @@ pub(crate) fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError
         }
     };
     Ok(SendMessage {
-        properties: None,
         id: m.id,
         body,
         headers: m.headers,
@@ -201,6 +200,7 @@ pub(crate) fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError
         delay_ms: m.delay_ms,
         group: m.group,
         ttl_ms: m.ttl_ms,
+        ..SendMessage::default()
     })
 }
 

@@ -1185,8 +1185,12 @@ impl Actor {
         items: Vec<(Entry, DeadLetterReason)>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let (done_tx, done_rx) = oneshot::channel();
-        let Some(dlq) = self.dead_letter_queue.clone() else {
-            return Box::pin(async {});
+        let exchange = self.state.options().dead_letter_exchange.clone();
+        let exchange_key = self.state.options().dead_letter_routing_key.clone();
+        let dlq = match (&self.dead_letter_queue, &exchange) {
+            (Some(dlq), _) => dlq.clone(),
+            (None, Some(exchange)) => format!("exchange '{exchange}'"),
+            (None, None) => return Box::pin(async {}),
         };
         let log = self.log.clone();
         let bodies = self.bodies.clone();
@@ -1224,7 +1228,19 @@ impl Actor {
                             body: rec.body,
                         })
                         .collect();
-                    crate::broker::send_internal(&broker, &dlq, outgoing, true).await
+                    match &exchange {
+                        Some(exchange) => {
+                            crate::broker::dead_letter_through(
+                                &broker,
+                                exchange,
+                                exchange_key.as_deref(),
+                                &queue,
+                                outgoing,
+                            )
+                            .await
+                        }
+                        None => crate::broker::send_internal(&broker, &dlq, outgoing, true).await,
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -1624,6 +1640,10 @@ fn delivery(
         .filter_map(|h| {
             if h.name.as_ref() == crate::broker::PROPERTIES_HEADER {
                 properties = Some(h.value);
+                return None;
+            }
+            if h.name.starts_with(b"\0") {
+                // The broker's own (the routing key): not the user's headers.
                 return None;
             }
             Some((

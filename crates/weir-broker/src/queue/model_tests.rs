@@ -702,6 +702,8 @@ fn options_strategy() -> impl Strategy<Value = QueueOptions> {
                 visibility_timeout_ms: 30_000,
                 max_deliveries,
                 dead_letter_queue: dlq.then(|| "dlq".to_owned()),
+                dead_letter_exchange: None,
+                dead_letter_routing_key: None,
                 retry_delay_ms,
                 retry_backoff: if exponential {
                     Backoff::Exponential

@@ -563,9 +563,7 @@ impl QueueState {
                 break;
             }
             let Some(head) = self.pop_head() else { break };
-            if self.options.overflow == Overflow::DeadLetter
-                && self.options.dead_letter_queue.is_some()
-            {
+            if self.options.overflow == Overflow::DeadLetter && self.options.dead_letters() {
                 dead.push((head, DeadLetterReason::Overflow));
             } else {
                 self.let_go(&head);
@@ -590,7 +588,7 @@ impl QueueState {
         if items.is_empty() {
             return Vec::new();
         }
-        if self.options.dead_letter_queue.is_some() {
+        if self.options.dead_letters() {
             for (entry, reason) in &items {
                 if *reason == DeadLetterReason::Expired {
                     self.totals.expired += 1;

@@ -145,6 +145,11 @@ async fn publisher_confirms() {
 }
 
 #[tokio::test]
+async fn dead_lettering_with_ttl_and_reject() {
+    scenario("dead_letters").await;
+}
+
+#[tokio::test]
 async fn priorities() {
     scenario("priorities").await;
 }

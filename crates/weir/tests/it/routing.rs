@@ -626,3 +626,59 @@ async fn a_fanned_out_body_is_stored_once_survives_a_crash_and_its_space_comes_b
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A queue whose dead letters go through an exchange (RabbitMQ's
+/// x-dead-letter-exchange): with its own routing key when none is set, and the
+/// dead-letter facts kept.
+#[tokio::test]
+async fn dead_letters_can_go_through_an_exchange() {
+    let broker = Broker::start().await.unwrap();
+    let api = Api::new(&broker);
+    exchange(&api, "dlx", json!({"type": "direct"})).await;
+    api.create("failed.orders", json!({})).await;
+    bind(
+        &api,
+        json!({"source": "dlx", "destination": "failed.orders", "routing_key": "orders.new"}),
+    )
+    .await;
+    api.create("orders", json!({"dead_letter_exchange": "dlx"}))
+        .await;
+    exchange(&api, "shop", json!({"type": "direct"})).await;
+    bind(
+        &api,
+        json!({"source": "shop", "destination": "orders", "routing_key": "orders.new"}),
+    )
+    .await;
+    let out = publish(
+        &api,
+        "shop",
+        json!({"routing_key": "orders.new", "body": "o-1"}),
+    )
+    .await;
+    assert_eq!(out["messages"][0]["queues"], json!(["orders"]));
+    let m = api.receive("orders", "max=1").await;
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/queues/orders/nack",
+            Some(json!({"receipt": crate::receipt(&m[0]), "requeue": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    api.wait_stats("failed.orders", "the dead letter", |s| s["ready"] == 1)
+        .await;
+    let dead = api.receive("failed.orders", "max=1").await;
+    assert_eq!(dead[0]["body"], "o-1");
+    assert_eq!(dead[0]["dead_letter"]["reason"], "rejected");
+    assert_eq!(dead[0]["dead_letter"]["source_queue"], "orders");
+    // Both at once is refused.
+    let (s, body) = api
+        .call(
+            "PUT",
+            "/api/queues/both",
+            Some(json!({"dead_letter_exchange": "dlx", "dead_letter_queue": "x"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["error"], "invalid_argument");
+}
