@@ -224,6 +224,45 @@ def dead_letters():
     ch.basic_ack(method.delivery_tag)
 
 
+def rpc_direct_reply_to():
+    server = connect().channel()
+    server.queue_declare(queue="rpc_direct")
+
+    def serve():
+        method, props, body = next_message(server, "rpc_direct")
+        check(props.reply_to.startswith("amq.rabbitmq.reply-to."), f"reply-to was rewritten: {props.reply_to}")
+        server.basic_publish(
+            exchange="",
+            routing_key=props.reply_to,
+            properties=pika.BasicProperties(correlation_id=props.correlation_id),
+            body=str(int(body) * 2).encode(),
+        )
+        server.basic_ack(delivery_tag=method.delivery_tag)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    connection = connect()
+    client = connection.channel()
+    responses = []
+    client.basic_consume(
+        queue="amq.rabbitmq.reply-to",
+        on_message_callback=lambda ch, method, props, body: responses.append((props.correlation_id, body)),
+        auto_ack=True,
+    )
+    client.basic_publish(
+        exchange="",
+        routing_key="rpc_direct",
+        properties=pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id="c-9"),
+        body=b"21",
+    )
+    for _ in range(40):
+        if responses:
+            break
+        connection.process_data_events(time_limit=0.25)
+    thread.join()
+    check(responses == [("c-9", b"42")], f"the reply came straight back: {responses}")
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()
     print("OK", flush=True)

@@ -100,6 +100,7 @@ fn amqplain(response: &[u8]) -> Option<(String, String)> {
 /// for the sessions to close.
 pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
     let config = Arc::new(config);
+    let replies = Arc::new(session::Replies::default());
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let sessions = TaskTracker::new();
     loop {
@@ -120,9 +121,9 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
             drop(stream);
             continue;
         };
-        let (broker, config) = (broker.clone(), config.clone());
+        let (broker, config, replies) = (broker.clone(), config.clone(), replies.clone());
         sessions.spawn(async move {
-            session::run(stream, peer, broker, config).await;
+            session::run(stream, peer, broker, config, replies).await;
             drop(slot);
         });
     }

@@ -57,8 +57,42 @@ const PUBLISH_BATCH: usize = 1_000;
 /// Frames allowed before `tune-ok` (the spec's minimum frame size is 4096).
 const PRE_TUNE_FRAME_MAX: u32 = 131_072;
 
-/// What the helper tasks tell the session.
+/// RabbitMQ's direct reply-to: a client consumes this pseudo-queue (no-ack) and
+/// publishes requests with it as `reply-to`; replies published to the default
+/// exchange with the rewritten name go straight to that consumer, with no queue
+/// (so, as in RabbitMQ, they are not durable).
+const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Direct reply-to consumers of every connection, by the token in their reply
+/// address (`amq.rabbitmq.reply-to.<token>`).
+#[derive(Default)]
+pub(crate) struct Replies {
+    consumers: std::sync::Mutex<HashMap<String, ReplyConsumer>>,
+}
+
+#[derive(Clone)]
+struct ReplyConsumer {
+    events: mpsc::UnboundedSender<Event>,
+    channel: u16,
+    consumer: String,
+}
+
+impl Replies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReplyConsumer>> {
+        self.consumers.lock().expect("invariant: lock not poisoned")
+    }
+}
+
+/// What the helper tasks (and other sessions, for direct replies) tell the session.
 enum Event {
+    /// A direct reply for this session's reply-to consumer.
+    Reply {
+        channel: u16,
+        consumer: String,
+        routing_key: String,
+        properties: AMQPProperties,
+        body: Bytes,
+    },
     Deliveries {
         channel: u16,
         consumer: String,
@@ -162,6 +196,8 @@ struct Channel {
     unacked: BTreeMap<u64, Unacked>,
     /// For `basic.consume` / `queue.bind` with an empty queue name.
     last_queue: Option<String>,
+    /// This channel's direct reply-to consumer: its token and consumer tag.
+    reply_to: Option<(String, String)>,
 }
 
 /// Runs one connection to its end.
@@ -170,6 +206,7 @@ pub(crate) async fn run(
     peer: SocketAddr,
     broker: Broker,
     config: Arc<AmqpConfig>,
+    replies: Arc<Replies>,
 ) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
@@ -192,6 +229,7 @@ pub(crate) async fn run(
         auto_delete: Vec::new(),
         last_read: Instant::now(),
         stop: CancellationToken::new(),
+        replies,
     };
     match session.handshake().await {
         Ok(true) => session.serve().await,
@@ -222,6 +260,8 @@ struct Session {
     last_read: Instant,
     /// Stops the helper tasks.
     stop: CancellationToken,
+    /// Direct reply-to consumers of all connections.
+    replies: Arc<Replies>,
 }
 
 type Io<T> = std::io::Result<T>;
@@ -923,6 +963,12 @@ impl Session {
             basic::AMQPMethod::Consume(c) => self.consume(ch, c).await?,
             basic::AMQPMethod::Cancel(cancel) => {
                 let tag = cancel.consumer_tag.as_str().to_owned();
+                let c = self.channel(ch)?;
+                if c.reply_to.as_ref().is_some_and(|(_, t)| *t == tag)
+                    && let Some((token, _)) = c.reply_to.take()
+                {
+                    self.replies.lock().remove(&token);
+                }
                 if let Some(consumer) = self.channel(ch)?.consumers.remove(&tag) {
                     consumer.stop.cancel();
                     self.maybe_auto_delete(&consumer.queue).await;
@@ -1032,6 +1078,9 @@ impl Session {
     }
 
     async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<(), Exception> {
+        if c.queue.as_str() == REPLY_TO {
+            return self.consume_replies(ch, &c);
+        }
         let queue = self.queue_name(ch, &c.queue)?;
         // The queue must exist now (404 otherwise).
         self.broker.info(&queue).await.map_err(Exception::from)?;
@@ -1082,6 +1131,48 @@ impl Session {
             stop,
             self.events_tx.clone(),
         ));
+        Ok(())
+    }
+
+    /// A direct reply-to consumer: registered under a fresh token, no queue.
+    fn consume_replies(&mut self, ch: u16, c: &basic::Consume) -> Result<(), Exception> {
+        if !c.no_ack {
+            return Err(Exception::channel(
+                PRECONDITION_FAILED,
+                "reply consumer cannot acknowledge (consume amq.rabbitmq.reply-to with no-ack)",
+            ));
+        }
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{}", random_suffix())
+        } else {
+            c.consumer_tag.as_str().to_owned()
+        };
+        let events = self.events_tx.clone();
+        let channel = self.channel(ch)?;
+        if channel.reply_to.is_some() {
+            return Err(Exception::channel(
+                PRECONDITION_FAILED,
+                "this channel already has a reply consumer",
+            ));
+        }
+        let token = format!("{}{}", random_suffix(), random_suffix());
+        channel.reply_to = Some((token.clone(), tag.clone()));
+        self.replies.lock().insert(
+            token,
+            ReplyConsumer {
+                events,
+                channel: ch,
+                consumer: tag.clone(),
+            },
+        );
+        if !c.nowait {
+            self.out.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: ShortString::from(tag),
+                })),
+            );
+        }
         Ok(())
     }
 
@@ -1355,20 +1446,67 @@ impl Session {
         } else {
             0
         };
+        let mut properties = header.properties;
+        if properties.reply_to().as_ref().map(ShortString::as_str) == Some(REPLY_TO) {
+            let Some((token, _)) = &c.reply_to else {
+                return Err(Exception::channel(
+                    PRECONDITION_FAILED,
+                    "fast reply consumer does not exist (consume amq.rabbitmq.reply-to first, on this channel)",
+                ));
+            };
+            properties = properties.with_reply_to(ShortString::from(format!("{REPLY_TO}.{token}")));
+        }
         let publish = Publish {
             exchange: incoming.method.exchange.as_str().to_owned(),
             routing_key: incoming.method.routing_key.as_str().to_owned(),
             mandatory: incoming.method.mandatory,
-            properties: header.properties,
+            properties,
             body,
             seq,
         };
+        if publish.exchange.is_empty()
+            && let Some(token) = publish.routing_key.strip_prefix(&format!("{REPLY_TO}."))
+        {
+            self.direct_reply(ch, token.to_owned(), publish);
+            return Ok(());
+        }
+        let c = self.channel(ch)?;
         if c.tx {
             c.tx_publishes.push(publish);
         } else {
             c.pending.push(Job::Publish(Box::new(publish)));
         }
         Ok(())
+    }
+
+    /// A reply to a direct reply-to address: straight to its consumer, confirmed at
+    /// once; returned (if mandatory) when that consumer is gone.
+    fn direct_reply(&mut self, ch: u16, token: String, publish: Publish) {
+        let target = self.replies.lock().get(&token).cloned();
+        let delivered = target.is_some_and(|t| {
+            t.events
+                .send(Event::Reply {
+                    channel: t.channel,
+                    consumer: t.consumer,
+                    routing_key: publish.routing_key.clone(),
+                    properties: publish.properties.clone(),
+                    body: publish.body.clone(),
+                })
+                .is_ok()
+        });
+        let seq = publish.seq;
+        if !delivered && publish.mandatory {
+            self.send_returns(ch, vec![publish]);
+        }
+        if seq != 0 {
+            self.out.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: seq,
+                    multiple: false,
+                })),
+            );
+        }
     }
 
     /// Hands each channel's publishes of this round to its publisher (starting it on
@@ -1426,6 +1564,34 @@ impl Session {
                 queue,
                 messages,
             } => self.on_deliveries(ch, consumer, queue, messages),
+            Event::Reply {
+                channel: ch,
+                consumer,
+                routing_key,
+                properties,
+                body,
+            } => {
+                let Some(c) = self.channels.get_mut(&ch).filter(|c| !c.closing) else {
+                    return;
+                };
+                if c.reply_to.as_ref().is_none_or(|(_, t)| *t != consumer) {
+                    return;
+                }
+                let tag = c.next_tag;
+                c.next_tag += 1;
+                self.out.method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                        consumer_tag: ShortString::from(consumer),
+                        delivery_tag: tag,
+                        redelivered: false,
+                        exchange: ShortString::from(""),
+                        routing_key: ShortString::from(routing_key),
+                    })),
+                );
+                self.out
+                    .content(ch, content_header(&body, properties), &body, self.frame_max);
+            }
             Event::ConsumerGone {
                 channel: ch,
                 consumer,
@@ -1603,6 +1769,12 @@ impl Session {
         };
         let unacked: Vec<(u64, Unacked)> = std::mem::take(&mut c.unacked).into_iter().collect();
         let consumers: Vec<Consumer> = c.consumers.drain().map(|(_, v)| v).collect();
+        if let Some((token, _)) = c.reply_to.take() {
+            self.replies.lock().remove(&token);
+        }
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
         c.incoming = None;
         c.pending.clear();
         c.tx_publishes.clear();
@@ -1957,6 +2129,7 @@ fn start() -> connection::Start {
         "consumer_cancel_notify",
         "authentication_failure_close",
         "per_consumer_qos",
+        "direct_reply_to",
     ] {
         capabilities.insert(capability.into(), AMQPValue::Boolean(true));
     }

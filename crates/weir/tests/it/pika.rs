@@ -140,6 +140,11 @@ async fn rpc_with_reply_to_and_correlation_id() {
 }
 
 #[tokio::test]
+async fn rpc_with_direct_reply_to() {
+    scenario("rpc_direct_reply_to").await;
+}
+
+#[tokio::test]
 async fn publisher_confirms() {
     scenario("confirms").await;
 }
