@@ -90,7 +90,7 @@ enum Event {
         channel: u16,
         consumer: String,
         routing_key: String,
-        properties: AMQPProperties,
+        properties: Box<AMQPProperties>,
         body: Bytes,
     },
     Deliveries {
@@ -1467,7 +1467,8 @@ impl Session {
         if publish.exchange.is_empty()
             && let Some(token) = publish.routing_key.strip_prefix(&format!("{REPLY_TO}."))
         {
-            self.direct_reply(ch, token.to_owned(), publish);
+            let token = token.to_owned();
+            self.direct_reply(ch, &token, publish);
             return Ok(());
         }
         let c = self.channel(ch)?;
@@ -1481,15 +1482,15 @@ impl Session {
 
     /// A reply to a direct reply-to address: straight to its consumer, confirmed at
     /// once; returned (if mandatory) when that consumer is gone.
-    fn direct_reply(&mut self, ch: u16, token: String, publish: Publish) {
-        let target = self.replies.lock().get(&token).cloned();
+    fn direct_reply(&mut self, ch: u16, token: &str, publish: Publish) {
+        let target = self.replies.lock().get(token).cloned();
         let delivered = target.is_some_and(|t| {
             t.events
                 .send(Event::Reply {
                     channel: t.channel,
                     consumer: t.consumer,
                     routing_key: publish.routing_key.clone(),
-                    properties: publish.properties.clone(),
+                    properties: Box::new(publish.properties.clone()),
                     body: publish.body.clone(),
                 })
                 .is_ok()
@@ -1570,28 +1571,7 @@ impl Session {
                 routing_key,
                 properties,
                 body,
-            } => {
-                let Some(c) = self.channels.get_mut(&ch).filter(|c| !c.closing) else {
-                    return;
-                };
-                if c.reply_to.as_ref().is_none_or(|(_, t)| *t != consumer) {
-                    return;
-                }
-                let tag = c.next_tag;
-                c.next_tag += 1;
-                self.out.method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                        consumer_tag: ShortString::from(consumer),
-                        delivery_tag: tag,
-                        redelivered: false,
-                        exchange: ShortString::from(""),
-                        routing_key: ShortString::from(routing_key),
-                    })),
-                );
-                self.out
-                    .content(ch, content_header(&body, properties), &body, self.frame_max);
-            }
+            } => self.on_reply(ch, consumer, routing_key, *properties, &body),
             Event::ConsumerGone {
                 channel: ch,
                 consumer,
@@ -1721,6 +1701,37 @@ impl Session {
         if !auto.is_empty() {
             self.settle_now(&queue, auto);
         }
+    }
+
+    /// A direct reply for this session's reply-to consumer on channel `ch`.
+    fn on_reply(
+        &mut self,
+        ch: u16,
+        consumer: String,
+        routing_key: String,
+        properties: AMQPProperties,
+        body: &Bytes,
+    ) {
+        let Some(c) = self.channels.get_mut(&ch).filter(|c| !c.closing) else {
+            return;
+        };
+        if c.reply_to.as_ref().is_none_or(|(_, t)| *t != consumer) {
+            return;
+        }
+        let tag = c.next_tag;
+        c.next_tag += 1;
+        self.out.method(
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: ShortString::from(consumer),
+                delivery_tag: tag,
+                redelivered: false,
+                exchange: ShortString::from(""),
+                routing_key: ShortString::from(routing_key),
+            })),
+        );
+        self.out
+            .content(ch, content_header(body, properties), body, self.frame_max);
     }
 
     fn send_returns(&mut self, ch: u16, returns: Vec<Publish>) {
