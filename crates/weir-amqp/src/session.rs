@@ -937,9 +937,11 @@ impl Session {
     async fn on_basic(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<(), Exception> {
         match m {
             basic::AMQPMethod::Publish(p) => {
-                let max = self.config.max_message_bytes;
+                if p.immediate {
+                    // Removed from RabbitMQ in 3.0; refused the same way.
+                    return Err(Exception::connection(NOT_IMPLEMENTED, "immediate=true"));
+                }
                 let c = self.channel(ch)?;
-                let _ = max;
                 c.incoming = Some(Incoming {
                     method: p,
                     header: None,

@@ -42,6 +42,8 @@ pub enum BenchCommand {
     Http(HttpArgs),
     /// Publish through a fanout or topic exchange: the cost of fan-out and routing.
     Publish(crate::bench_routing::PublishArgs),
+    /// Load any AMQP 0-9-1 broker (weir or RabbitMQ) with the same workload.
+    Amqp(crate::bench_amqp::AmqpArgs),
 }
 
 /// Arguments of `weir bench http`.
@@ -83,6 +85,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Http(args) => http(args).await,
         BenchCommand::Publish(args) => crate::bench_routing::run(args).await,
+        BenchCommand::Amqp(args) => crate::bench_amqp::run(args).await,
     }
 }
 

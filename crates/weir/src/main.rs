@@ -3,6 +3,7 @@
 //! that uses `anyhow` and installs a tracing subscriber.
 
 mod bench;
+mod bench_amqp;
 mod bench_routing;
 mod client;
 mod config;

@@ -399,3 +399,38 @@ async fn errors_close_the_channel_with_the_right_code() {
     let last = conn.create_channel().await.unwrap();
     declare(&last, "still-ok").await;
 }
+
+/// `weir bench amqp` runs its workload against the broker and verifies it: every
+/// message received once.
+#[tokio::test]
+async fn bench_amqp_verifies_its_run() {
+    let broker = Broker::start().await.unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "bench",
+            "amqp",
+            "--url",
+            &broker.amqp_url(),
+            "--count",
+            "2000",
+            "--size",
+            "64",
+            "--window",
+            "100",
+            "--json",
+        ])
+        .output()
+        .await
+        .expect("weir bench amqp runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["received"], 2000);
+    assert_eq!(report["duplicates"], 0);
+    assert!(report["latency_ms"]["p50"].as_f64().is_some(), "{report}");
+}

@@ -1,0 +1,558 @@
+//! `weir bench amqp`: an AMQP 0-9-1 load generator (lapin), so the same workload
+//! runs against weir and against any other AMQP broker (`RabbitMQ`'s `PerfTest` plays
+//! this part for `RabbitMQ`).
+//!
+//! Producers publish to a durable queue through the default exchange (persistent,
+//! with publisher confirms, at most `--window` unconfirmed each); consumers consume
+//! with a prefetch and ack each message. Every body starts with its sequence number
+//! and send time, so the run is verified (each message received once: count, sum
+//! of sequence numbers, duplicates) and end-to-end latency is measured (HDR
+//! histogram). With `--pid`, the broker's CPU time and peak RSS come from /proc.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::bench::{add, histogram, micros, percentiles};
+use crate::client::table::{Align, table};
+
+/// Sequence number and send time at the head of every body.
+const HEADER_LEN: usize = 16;
+/// Consumers stop when nothing arrives for this long after the producers finished.
+const DRAIN_IDLE: Duration = Duration::from_secs(10);
+
+/// Arguments of `weir bench amqp`.
+#[derive(clap::Args, Debug)]
+pub struct AmqpArgs {
+    /// The broker's AMQP URL.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    url: String,
+    /// The durable queue to use (declared, and purged before the run).
+    #[arg(long, default_value = "weir-bench-amqp")]
+    queue: String,
+    /// Publishing connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    producers: u32,
+    /// Consuming connections (0: only publish).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    consumers: u32,
+    /// Body size in bytes (at least 16: sequence number and send time).
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    size: usize,
+    /// Publish this many messages [default: 100000].
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Publish for this many seconds instead.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Publisher confirms.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    confirms: bool,
+    /// Most unconfirmed messages per producer.
+    #[arg(long, default_value_t = 1000)]
+    window: usize,
+    /// Persistent messages (delivery mode 2).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    persistent: bool,
+    /// Consumer prefetch (basic.qos).
+    #[arg(long, default_value_t = 1000)]
+    prefetch: u16,
+    /// Publish at this many messages per second in all (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// The broker's process id: report its CPU time and peak memory.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the tasks share.
+struct Shared {
+    start: Instant,
+    published: AtomicU64,
+    confirmed: AtomicU64,
+    nacked: AtomicU64,
+    received: AtomicU64,
+    /// Sum of received sequence numbers, and how many arrived twice.
+    sequence_sum: AtomicU64,
+    duplicates: AtomicU64,
+    /// One bit per sequence number seen.
+    seen: Vec<AtomicU64>,
+    producing: AtomicU64,
+    last_publish_us: AtomicU64,
+    last_receive_us: AtomicU64,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn see(&self, seq: u64) {
+        let Some(word) = self.seen.get((seq / 64) as usize) else {
+            return;
+        };
+        let bit = 1u64 << (seq % 64);
+        if word.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `weir bench amqp`.
+pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.size >= HEADER_LEN,
+        "--size must be at least {HEADER_LEN}"
+    );
+    prepare_queue(&args.url, &args.queue).await?;
+    let count = match args.duration {
+        Some(_) => u64::MAX,
+        None => args.count.unwrap_or(100_000),
+    };
+    let deadline = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let capacity = if count == u64::MAX { 64 << 20 } else { count };
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        published: AtomicU64::new(0),
+        confirmed: AtomicU64::new(0),
+        nacked: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        sequence_sum: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+        seen: (0..capacity.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+        producing: AtomicU64::new(u64::from(args.producers)),
+        last_publish_us: AtomicU64::new(0),
+        last_receive_us: AtomicU64::new(0),
+    });
+    let broker_before = args.pid.map(process_cpu_seconds).transpose()?;
+    let client_before = process_cpu_seconds(std::process::id())?;
+    let next_seq = Arc::new(AtomicU64::new(0));
+    let mut consumers = JoinSet::new();
+    for _ in 0..args.consumers {
+        let conn = connect(&args.url).await?;
+        consumers.spawn(consume(
+            conn,
+            args.queue.clone(),
+            args.prefetch,
+            shared.clone(),
+            count,
+        ));
+    }
+    let mut producers = JoinSet::new();
+    for _ in 0..args.producers {
+        let conn = connect(&args.url).await?;
+        let per_producer_rate = args.rate / u64::from(args.producers);
+        producers.spawn(produce(
+            conn,
+            ProduceArgs {
+                queue: args.queue.clone(),
+                size: args.size,
+                confirms: args.confirms,
+                window: args.window,
+                persistent: args.persistent,
+                rate: per_producer_rate,
+                count,
+                deadline,
+            },
+            next_seq.clone(),
+            shared.clone(),
+        ));
+    }
+    while let Some(done) = producers.join_next().await {
+        done.context("a producer panicked")??;
+    }
+    let mut latency = histogram();
+    while let Some(done) = consumers.join_next().await {
+        add(&mut latency, &done.context("a consumer panicked")??);
+    }
+    let broker = match (args.pid, broker_before) {
+        (Some(pid), Some(before)) => {
+            Some((process_cpu_seconds(pid)? - before, peak_rss_bytes(pid)?))
+        }
+        _ => None,
+    };
+    let client_cpu = process_cpu_seconds(std::process::id())? - client_before;
+    let report = report(&args, &shared, &latency, broker, client_cpu);
+    if args.json {
+        println!("{report}");
+    } else {
+        print_table(&report);
+    }
+    let ok = report["verified"].as_bool().unwrap_or(false);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Declares the durable queue and empties it.
+async fn prepare_queue(url: &str, queue: &str) -> anyhow::Result<()> {
+    let setup = connect(url).await?;
+    let channel = setup.create_channel().await?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .context("declaring the queue")?;
+    channel
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await
+        .context("purging the queue")?;
+    let _ = setup.close(200, "ready".into()).await;
+    Ok(())
+}
+
+async fn connect(url: &str) -> anyhow::Result<Connection> {
+    Connection::connect(url, ConnectionProperties::default())
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+struct ProduceArgs {
+    queue: String,
+    size: usize,
+    confirms: bool,
+    window: usize,
+    persistent: bool,
+    rate: u64,
+    count: u64,
+    deadline: Option<Instant>,
+}
+
+async fn produce(
+    conn: Connection,
+    args: ProduceArgs,
+    next_seq: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let channel = conn.create_channel().await?;
+    if args.confirms {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+    }
+    let properties = if args.persistent {
+        BasicProperties::default().with_delivery_mode(2)
+    } else {
+        BasicProperties::default()
+    };
+    let mut body = vec![b'x'; args.size];
+    // Confirms are counted in bulk: after `window` publishes the producer waits for
+    // all of them (one wait instead of a task per message keeps the client cheap).
+    let mut unconfirmed = 0usize;
+    let interval = (args.rate > 0).then(|| Duration::from_nanos(1_000_000_000 / args.rate));
+    let mut next_send = Instant::now();
+    loop {
+        if args.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+        if seq >= args.count || seq as usize >= shared.seen.len() * 64 {
+            break;
+        }
+        if let Some(every) = interval {
+            next_send += every;
+            tokio::time::sleep_until(next_send.into()).await;
+        }
+        body[..8].copy_from_slice(&seq.to_be_bytes());
+        body[8..16].copy_from_slice(&shared.now_us().to_be_bytes());
+        channel
+            .basic_publish(
+                "".into(),
+                args.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties.clone(),
+            )
+            .await
+            .context("publishing")?;
+        shared.published.fetch_add(1, Ordering::Relaxed);
+        if args.confirms {
+            unconfirmed += 1;
+            if unconfirmed >= args.window {
+                confirm_all(&channel, &shared, unconfirmed).await?;
+                unconfirmed = 0;
+            }
+        }
+    }
+    if args.confirms && unconfirmed > 0 {
+        confirm_all(&channel, &shared, unconfirmed).await?;
+    }
+    shared
+        .last_publish_us
+        .fetch_max(shared.now_us(), Ordering::Relaxed);
+    shared.producing.fetch_sub(1, Ordering::Relaxed);
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}
+
+/// Waits for the confirms of the last `n` publishes.
+async fn confirm_all(channel: &lapin::Channel, shared: &Shared, n: usize) -> anyhow::Result<()> {
+    let returned = channel
+        .wait_for_confirms()
+        .await
+        .context("waiting for confirms")?;
+    // Returned (unroutable) messages were not stored: count them as refused.
+    let refused = returned.len() as u64;
+    shared.nacked.fetch_add(refused, Ordering::Relaxed);
+    shared
+        .confirmed
+        .fetch_add((n as u64).saturating_sub(refused), Ordering::Relaxed);
+    Ok(())
+}
+
+async fn consume(
+    conn: Connection,
+    queue: String,
+    prefetch: u16,
+    shared: Arc<Shared>,
+    count: u64,
+) -> anyhow::Result<Histogram<u64>> {
+    use futures_lite::StreamExt;
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut latency = histogram();
+    loop {
+        let expected = if shared.producing.load(Ordering::Relaxed) == 0 {
+            shared
+                .confirmed
+                .load(Ordering::Relaxed)
+                .max(shared.published.load(Ordering::Relaxed))
+        } else {
+            count
+        };
+        if shared.received.load(Ordering::Relaxed) >= expected.min(count) {
+            break;
+        }
+        let wait = if shared.producing.load(Ordering::Relaxed) == 0 {
+            DRAIN_IDLE
+        } else {
+            Duration::from_secs(3600)
+        };
+        let Ok(next) = tokio::time::timeout(wait, consumer.next()).await else {
+            break;
+        };
+        let Some(delivery) = next else { break };
+        let delivery = delivery.context("consuming")?;
+        if delivery.data.len() >= HEADER_LEN {
+            let seq = u64::from_be_bytes(delivery.data[..8].try_into().expect("8 bytes"));
+            let sent = u64::from_be_bytes(delivery.data[8..16].try_into().expect("8 bytes"));
+            let now = shared.now_us();
+            latency.saturating_record(now.saturating_sub(sent).max(1));
+            shared.see(seq);
+            shared.sequence_sum.fetch_add(seq, Ordering::Relaxed);
+        }
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .context("acking")?;
+        shared.received.fetch_add(1, Ordering::Relaxed);
+        shared
+            .last_receive_us
+            .fetch_max(shared.now_us(), Ordering::Relaxed);
+    }
+    let _ = conn.close(200, "done".into()).await;
+    let _ = micros(Duration::ZERO);
+    Ok(latency)
+}
+
+/// utime + stime of a process, seconds.
+#[allow(clippy::cast_precision_loss)] // clock ticks of a benchmark fit an f64
+fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name may hold spaces: fields start after its closing ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let hz = clock_ticks();
+    Ok(ticks as f64 / hz)
+}
+
+fn clock_ticks() -> f64 {
+    // The kernel's USER_HZ; 100 on every Linux this runs on.
+    100.0
+}
+
+/// Peak resident set size of a process (`VmHWM`), bytes.
+fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(kb * 1024)
+}
+
+#[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
+fn report(
+    args: &AmqpArgs,
+    shared: &Shared,
+    latency: &Histogram<u64>,
+    broker: Option<(f64, u64)>,
+    client_cpu: f64,
+) -> Value {
+    let published = shared.published.load(Ordering::Relaxed);
+    let confirmed = shared.confirmed.load(Ordering::Relaxed);
+    let nacked = shared.nacked.load(Ordering::Relaxed);
+    let received = shared.received.load(Ordering::Relaxed);
+    let duplicates = shared.duplicates.load(Ordering::Relaxed);
+    let expected_sum = if published == 0 {
+        0
+    } else {
+        published * (published - 1) / 2
+    };
+    let sum = shared.sequence_sum.load(Ordering::Relaxed);
+    let verified = if args.consumers == 0 {
+        nacked == 0 && (!args.confirms || confirmed == published)
+    } else {
+        received == published && duplicates == 0 && sum == expected_sum && nacked == 0
+    };
+    let publish_s = shared.last_publish_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let receive_s = shared.last_receive_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let rate = |n: u64, s: f64| if s > 0.0 { (n as f64 / s).round() } else { 0.0 };
+    let per_message_us = |cpu: f64| {
+        if published == 0 {
+            0.0
+        } else {
+            (cpu * 1e6 / published as f64 * 10.0).round() / 10.0
+        }
+    };
+    json!({
+        "url": redact(&args.url),
+        "producers": args.producers,
+        "consumers": args.consumers,
+        "size": args.size,
+        "confirms": args.confirms,
+        "persistent": args.persistent,
+        "prefetch": args.prefetch,
+        "rate": args.rate,
+        "published": published,
+        "confirmed": confirmed,
+        "nacked": nacked,
+        "received": received,
+        "duplicates": duplicates,
+        "verified": verified,
+        "publish_msgs_per_sec": rate(published, publish_s),
+        "consume_msgs_per_sec": rate(received, receive_s),
+        "latency_ms": percentiles_with_tail(latency),
+        "broker_cpu_seconds": broker.map(|(cpu, _)| (cpu * 100.0).round() / 100.0),
+        "broker_cpu_us_per_message": broker.map(|(cpu, _)| per_message_us(cpu)),
+        "broker_peak_rss_bytes": broker.map(|(_, rss)| rss),
+        "client_cpu_us_per_message": per_message_us(client_cpu),
+    })
+}
+
+#[allow(clippy::cast_precision_loss)] // microseconds of a benchmark fit an f64
+fn percentiles_with_tail(h: &Histogram<u64>) -> Value {
+    let mut v = percentiles(h);
+    if let Some(map) = v.as_object_mut() {
+        let ms = |us: u64| (us as f64 / 1e3 * 1000.0).round() / 1000.0;
+        map.insert("p99_9".into(), json!(ms(h.value_at_quantile(0.999))));
+    }
+    v
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn print_table(r: &Value) {
+    let show = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let lat = &r["latency_ms"];
+    let rows = vec![
+        vec!["broker".to_owned(), show(&r["url"])],
+        vec![
+            "published / confirmed / received".to_owned(),
+            format!(
+                "{} / {} / {}",
+                r["published"], r["confirmed"], r["received"]
+            ),
+        ],
+        vec![
+            "verified (each once, in full)".to_owned(),
+            show(&r["verified"]),
+        ],
+        vec!["publish msg/s".to_owned(), show(&r["publish_msgs_per_sec"])],
+        vec!["consume msg/s".to_owned(), show(&r["consume_msgs_per_sec"])],
+        vec![
+            "latency p50 / p99 / p99.9 / max ms".to_owned(),
+            format!(
+                "{} / {} / {} / {}",
+                show(&lat["p50"]),
+                show(&lat["p99"]),
+                show(&lat["p99_9"]),
+                show(&lat["max"])
+            ),
+        ],
+        vec![
+            "broker CPU s (µs per message)".to_owned(),
+            format!(
+                "{} ({})",
+                show(&r["broker_cpu_seconds"]),
+                show(&r["broker_cpu_us_per_message"])
+            ),
+        ],
+        vec![
+            "broker peak RSS bytes".to_owned(),
+            show(&r["broker_peak_rss_bytes"]),
+        ],
+        vec![
+            "client CPU µs per message".to_owned(),
+            show(&r["client_cpu_us_per_message"]),
+        ],
+    ];
+    print!(
+        "{}",
+        table(&[("measure", Align::Left), ("value", Align::Right)], &rows)
+    );
+}
