@@ -639,12 +639,7 @@ impl Session {
                 }
             }
             AMQPClass::Tx(m) => self.on_tx(ch, m).await?,
-            other => {
-                return Err(Exception::connection(
-                    COMMAND_INVALID,
-                    format!("{} is not a method a client sends", method_name(&other)),
-                ));
-            }
+            other => return Err(server_only(&other)),
         }
         Ok(())
     }
@@ -707,15 +702,11 @@ impl Session {
                 }
             }
             exchange::AMQPMethod::Delete(d) => {
-                match self
-                    .broker
-                    .delete_exchange(d.exchange.as_str(), d.if_unused)
-                    .await
-                {
-                    // Deleting what is not there is fine (RabbitMQ 3.x).
-                    Err(BrokerError::NotFound { .. }) | Ok(()) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                missing_is_fine(
+                    self.broker
+                        .delete_exchange(d.exchange.as_str(), d.if_unused)
+                        .await,
+                )?;
                 if !d.nowait {
                     self.out.method(
                         ch,
@@ -747,10 +738,7 @@ impl Session {
                     routing_key: b.routing_key.as_str().to_owned(),
                     arguments: binding_arguments(&b.arguments),
                 };
-                match self.broker.unbind(&binding).await {
-                    Err(BrokerError::NotFound { .. }) | Ok(()) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                missing_is_fine(self.broker.unbind(&binding).await)?;
                 if !b.nowait {
                     self.out.method(
                         ch,
@@ -758,15 +746,7 @@ impl Session {
                     );
                 }
             }
-            other => {
-                return Err(Exception::connection(
-                    COMMAND_INVALID,
-                    format!(
-                        "{} is not a method a client sends",
-                        method_name(&AMQPClass::Exchange(other))
-                    ),
-                ));
-            }
+            other => return Err(server_only(&AMQPClass::Exchange(other))),
         }
         Ok(())
     }
@@ -899,10 +879,7 @@ impl Session {
                                 format!("queue '{queue}' in use"),
                             ));
                         }
-                        match self.broker.delete(&queue).await {
-                            Err(BrokerError::NotFound { .. }) | Ok(()) => {}
-                            Err(e) => return Err(e.into()),
-                        }
+                        missing_is_fine(self.broker.delete(&queue).await)?;
                         info.stats.ready
                     }
                     // Deleting what is not there is fine (RabbitMQ 3.x).
@@ -920,15 +897,7 @@ impl Session {
                     );
                 }
             }
-            other => {
-                return Err(Exception::connection(
-                    COMMAND_INVALID,
-                    format!(
-                        "{} is not a method a client sends",
-                        method_name(&AMQPClass::Queue(other))
-                    ),
-                ));
-            }
+            other => return Err(server_only(&AMQPClass::Queue(other))),
         }
         Ok(())
     }
@@ -1052,15 +1021,7 @@ impl Session {
                 );
             }
             basic::AMQPMethod::RecoverAsync(r) => self.recover(ch, r.requeue)?,
-            other => {
-                return Err(Exception::connection(
-                    COMMAND_INVALID,
-                    format!(
-                        "{} is not a method a client sends",
-                        method_name(&AMQPClass::Basic(other))
-                    ),
-                ));
-            }
+            other => return Err(server_only(&AMQPClass::Basic(other))),
         }
         Ok(())
     }
@@ -1346,15 +1307,7 @@ impl Session {
                     AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
                 );
             }
-            other => {
-                return Err(Exception::connection(
-                    COMMAND_INVALID,
-                    format!(
-                        "{} is not a method a client sends",
-                        method_name(&AMQPClass::Tx(other))
-                    ),
-                ));
-            }
+            other => return Err(server_only(&AMQPClass::Tx(other))),
         }
         Ok(())
     }
@@ -2182,6 +2135,22 @@ fn negotiate(config: &AmqpConfig, tune: &connection::TuneOk) -> (u16, u32, u16) 
         frame_max,
         tune.heartbeat,
     )
+}
+
+/// A method only a server sends, received from the client.
+fn server_only(class: &AMQPClass) -> Exception {
+    Exception::connection(
+        COMMAND_INVALID,
+        format!("{} is not a method a client sends", method_name(class)),
+    )
+}
+
+/// Deleting or unbinding what is not there is fine (RabbitMQ 3.x).
+fn missing_is_fine(result: Result<(), BrokerError>) -> Result<(), Exception> {
+    match result {
+        Err(BrokerError::NotFound { .. }) | Ok(()) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn method_name(class: &AMQPClass) -> String {
