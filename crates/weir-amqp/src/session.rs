@@ -652,7 +652,9 @@ impl Session {
                 if d.passive {
                     self.broker.exchange(name).map_err(Exception::from)?;
                 } else {
-                    if name.is_empty() || name.starts_with("amq.") {
+                    if name.is_empty()
+                        || (name.starts_with("amq.") && !weir_broker::routing::is_built_in(name))
+                    {
                         return Err(Exception::channel(
                             ACCESS_REFUSED,
                             format!("exchange name '{name}' contains reserved prefix 'amq.*'"),

@@ -220,7 +220,9 @@ impl Broker {
 
     /// One exchange.
     pub fn exchange(&self, name: &str) -> Result<ExchangeInfo> {
-        validate_exchange_name(name)?;
+        if !crate::routing::is_built_in(name) {
+            validate_exchange_name(name)?;
+        }
         self.exchanges()
             .into_iter()
             .find(|e| e.name == name)

@@ -269,9 +269,52 @@ pub struct Routed {
 }
 
 /// Every exchange and binding (see the module documentation).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Router {
     exchanges: HashMap<String, Exchange>,
+}
+
+/// RabbitMQ's built-in exchanges: always there, durable, never declared anew,
+/// deleted or written to `routing.json`; bindings to and from them are ordinary.
+pub const BUILT_IN_EXCHANGES: [(&str, ExchangeType); 5] = [
+    ("amq.direct", ExchangeType::Direct),
+    ("amq.fanout", ExchangeType::Fanout),
+    ("amq.topic", ExchangeType::Topic),
+    ("amq.headers", ExchangeType::Headers),
+    ("amq.match", ExchangeType::Headers),
+];
+
+/// Whether `name` is one of [`BUILT_IN_EXCHANGES`].
+pub fn is_built_in(name: &str) -> bool {
+    BUILT_IN_EXCHANGES.iter().any(|(n, _)| *n == name)
+}
+
+fn built_in_options(kind: ExchangeType) -> ExchangeOptions {
+    ExchangeOptions {
+        kind,
+        durable: true,
+        auto_delete: false,
+        alternate_exchange: None,
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        let exchanges = BUILT_IN_EXCHANGES
+            .iter()
+            .map(|(name, kind)| ((*name).to_owned(), Exchange::new(built_in_options(*kind))))
+            .collect();
+        Router { exchanges }
+    }
+}
+
+/// A name that may be the source or destination of a binding: a built-in exchange
+/// or a valid name.
+fn check_bindable(name: &str) -> Result<()> {
+    if is_built_in(name) {
+        return Ok(());
+    }
+    validate_exchange_name(name)
 }
 
 fn exchange_not_found(name: &str) -> BrokerError {
@@ -324,9 +367,13 @@ impl Router {
     /// Declares an exchange; `Ok(true)` if created, `Ok(false)` if an identical
     /// one exists.
     pub fn declare(&mut self, name: &str, options: ExchangeOptions) -> Result<bool> {
+        if is_built_in(name) && self.options(name) == Some(&options) {
+            // Declaring a built-in exchange as it is: fine, as in RabbitMQ.
+            return Ok(false);
+        }
         validate_exchange_name(name)?;
         if let Some(ae) = &options.alternate_exchange {
-            validate_exchange_name(ae)?;
+            check_bindable(ae)?;
         }
         if let Some(existing) = self.exchanges.get(name) {
             if existing.options == options {
@@ -397,13 +444,13 @@ impl Router {
     /// Adds a binding; `Ok(false)` if it existed. The caller checks that a queue
     /// destination exists.
     pub fn bind(&mut self, b: Binding) -> Result<bool> {
-        validate_exchange_name(&b.source)?;
+        check_bindable(&b.source)?;
         if !self.exchanges.contains_key(&b.source) {
             return Err(exchange_not_found(&b.source));
         }
         topic::validate_pattern(&b.routing_key)?;
         if b.destination_type == DestinationType::Exchange {
-            validate_exchange_name(&b.destination)?;
+            check_bindable(&b.destination)?;
             if !self.exchanges.contains_key(&b.destination) {
                 return Err(exchange_not_found(&b.destination));
             }
@@ -576,7 +623,7 @@ impl Router {
         let exchanges = self
             .exchanges()
             .into_iter()
-            .filter(|(_, o, _)| o.durable)
+            .filter(|(n, o, _)| o.durable && !is_built_in(n))
             .map(|(n, o, _)| (n, o))
             .collect();
         let bindings = self

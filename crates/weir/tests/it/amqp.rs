@@ -434,3 +434,55 @@ async fn bench_amqp_verifies_its_run() {
     assert_eq!(report["duplicates"], 0);
     assert!(report["latency_ms"]["p50"].as_f64().is_some(), "{report}");
 }
+
+/// RabbitMQ's built-in exchanges exist, re-declare as they are, and route.
+#[tokio::test]
+async fn built_in_amq_exchanges_exist_and_route() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    // RabbitMQ's built-in exchanges exist, re-declare as they are, and route.
+    ch.exchange_declare(
+        "amq.topic".into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("amq.topic is built in");
+    declare(&ch, "via-amq").await;
+    ch.queue_bind(
+        "via-amq".into(),
+        "amq.topic".into(),
+        "a.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(
+        &ch,
+        "amq.topic",
+        "a.b",
+        b"built in",
+        BasicProperties::default(),
+    )
+    .await;
+    let api = Api::new(&broker);
+    api.wait_stats("via-amq", "routed through amq.topic", |s| s["ready"] == 1)
+        .await;
+    let err = ch
+        .exchange_delete(
+            "amq.direct".into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .expect_err("built-in exchanges cannot be deleted");
+    assert!(err.to_string().contains("ACCESS_REFUSED"), "{err}");
+}
