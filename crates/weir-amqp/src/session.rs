@@ -469,12 +469,15 @@ impl Session {
                         FrameError::UnknownMethod { .. } => NOT_IMPLEMENTED,
                         _ => FRAME_ERROR,
                     };
+                    self.hand_over_publishes().await;
                     return Err(Exception::connection(code, e.to_string()));
                 }
             };
             if let Err(e) = self.on_frame(frame).await
                 && e.connection
             {
+                // What came before the error (or the client's close) still counts.
+                self.hand_over_publishes().await;
                 return Err(e);
             }
         }
@@ -1005,6 +1008,12 @@ impl Session {
                     return Ok(());
                 }
                 let taken = self.take_tags(ch, a.delivery_tag, a.multiple)?;
+                tracing::trace!(
+                    channel = ch,
+                    tag = a.delivery_tag,
+                    taken = taken.len(),
+                    "basic.ack"
+                );
                 self.settle(ch, taken, None);
             }
             basic::AMQPMethod::Nack(n) => {
@@ -1904,12 +1913,14 @@ async fn consume_loop(
             wait_ms: CONSUMER_WAIT_MS,
             visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
         };
+        tracing::trace!(%queue, %consumer, want, "consumer polls");
         let got = tokio::select! {
             () = stop.cancelled() => return,
             got = broker.receive(&queue, request) => got,
         };
         match got {
             Ok(messages) => {
+                tracing::trace!(%queue, %consumer, got = messages.len(), "consumer poll answered");
                 let unused = want as usize - messages.len();
                 for sem in [&credit, &shared].into_iter().flatten() {
                     sem.add_permits(unused);
@@ -2014,8 +2025,11 @@ async fn channel_worker(
                 }
             }
         }
+        // The session may be gone (the client closed right after publishing):
+        // what it received is still published; only a channel error stops here.
         let failed = done.error.is_some();
-        if events.send(Event::Published { channel, done }).is_err() || failed {
+        let _ = events.send(Event::Published { channel, done });
+        if failed {
             return;
         }
     }

@@ -486,3 +486,33 @@ async fn built_in_amq_exchanges_exist_and_route() {
         .expect_err("built-in exchanges cannot be deleted");
     assert!(err.to_string().contains("ACCESS_REFUSED"), "{err}");
 }
+
+/// Publishes without confirms, then the connection closed at once: everything the
+/// broker received before the close is enqueued (as RabbitMQ does).
+#[tokio::test]
+async fn publishes_just_before_a_close_are_kept() {
+    let broker = Broker::start().await.unwrap();
+    let api = Api::new(&broker);
+    for round in 0..5 {
+        let queue = format!("last-words-{round}");
+        let conn = connect(&broker).await;
+        let ch = conn.create_channel().await.unwrap();
+        declare(&ch, &queue).await;
+        for i in 0..50 {
+            ch.basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                format!("m{i}").as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        }
+        conn.close(200, "bye".into()).await.unwrap();
+        api.wait_stats(&queue, "every publish before the close", |s| {
+            s["ready"] == 50
+        })
+        .await;
+    }
+}
