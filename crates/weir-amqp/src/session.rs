@@ -121,6 +121,14 @@ enum Job {
     },
 }
 
+impl Job {
+    /// Whether the channel's next synchronous method waits for this job: publishes
+    /// and nacks change what is in the queues; an ack only settles a delivery.
+    fn ordered(&self) -> bool {
+        !matches!(self, Job::Settle { requeue: None, .. })
+    }
+}
+
 /// One publish, assembled from its method, header and body frames.
 struct Publish {
     exchange: String,
@@ -185,7 +193,7 @@ struct Channel {
     publisher: Option<mpsc::Sender<Vec<Job>>>,
     /// Jobs read in this round, handed to the worker after it.
     pending: Vec<Job>,
-    /// Jobs handed to the worker and not yet done.
+    /// Ordered jobs (publishes, nacks) handed to the worker and not yet done.
     in_flight: usize,
     consumers: HashMap<String, Consumer>,
     /// Prefetch for consumers started from now on (`basic.qos` global = false).
@@ -1497,7 +1505,7 @@ impl Session {
             return;
         };
         let jobs = std::mem::take(&mut c.pending);
-        c.in_flight += jobs.len();
+        c.in_flight += jobs.iter().filter(|j| j.ordered()).count();
         let sender = c.publisher.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(16);
             tokio::spawn(channel_worker(
@@ -2021,7 +2029,11 @@ async fn channel_worker(
                     if let Err(e) = result {
                         tracing::debug!(%queue, error = %e, "an AMQP ack or nack failed");
                     }
-                    done.count += count;
+                    // Acks do not hold the channel's next method back (a
+                    // message acked is gone from the ready count either way).
+                    if requeue.is_some() {
+                        done.count += count;
+                    }
                 }
             }
         }
