@@ -25,7 +25,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::bench::{add, histogram, micros, percentiles};
+use crate::bench::{add, histogram, percentiles};
 use crate::client::table::{Align, table};
 
 /// Sequence number and send time at the head of every body.
@@ -385,7 +385,6 @@ async fn consume(
             .fetch_max(shared.now_us(), Ordering::Relaxed);
     }
     let _ = conn.close(200, "done".into()).await;
-    let _ = micros(Duration::ZERO);
     Ok(latency)
 }
 
@@ -399,14 +398,11 @@ fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let hz = clock_ticks();
-    Ok(ticks as f64 / hz)
+    Ok(ticks as f64 / USER_HZ)
 }
 
-fn clock_ticks() -> f64 {
-    // The kernel's USER_HZ; 100 on every Linux this runs on.
-    100.0
-}
+/// The kernel's clock ticks per second in /proc (`USER_HZ`): 100 on every Linux.
+const USER_HZ: f64 = 100.0;
 
 /// Peak resident set size of a process (`VmHWM`), bytes.
 fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {

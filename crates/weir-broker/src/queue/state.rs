@@ -57,9 +57,9 @@ pub(crate) fn is_shared(key: u64) -> bool {
 /// Shared messages that arrived together (one publish, or one replay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ArrivalBatch {
-    /// Lowest and highest key of the batch.
+    /// Lowest key of the batch (batches arrive in key order, so it also bounds the
+    /// keys of the one before).
     first: u64,
-    last: u64,
     /// Messages it brought in whose `sent` no checkpoint holds yet (declined ones
     /// not counted).
     count: u64,
@@ -446,7 +446,6 @@ impl QueueState {
         self.next_shared = self.next_shared.max(next_shared);
         self.batches.push_back(ArrivalBatch {
             first,
-            last: next_shared.saturating_sub(1).max(first),
             count,
             held,
             mark,
@@ -466,7 +465,6 @@ impl QueueState {
         }
         self.batches.push_back(ArrivalBatch {
             first,
-            last,
             count: admitted,
             held: admitted,
             mark,
