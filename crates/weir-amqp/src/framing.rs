@@ -193,6 +193,8 @@ pub(crate) struct Outbox {
     chunks: VecDeque<Bytes>,
     /// Small frames are encoded here until a body slice follows.
     pending: BytesMut,
+    /// Reused by the frame encoder, so a frame costs no allocation.
+    scratch: Vec<u8>,
 }
 
 impl Outbox {
@@ -237,10 +239,13 @@ impl Outbox {
     fn frame(&mut self, frame: &AMQPFrame) {
         // Every string the server sends is checked (or built) to fit a short string
         // before it gets here, so generation into a Vec cannot fail.
-        let written = gen_frame(frame)(WriteContext::from(Vec::with_capacity(64)))
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let written = gen_frame(frame)(WriteContext::from(scratch))
             .map(|ctx| ctx.write)
             .expect("invariant: server frames are generated from valid values");
         self.pending.extend_from_slice(&written);
+        self.scratch = written;
     }
 
     fn flush_pending(&mut self) {

@@ -20,7 +20,7 @@
 use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::{AMQPProperties, gen_properties, parse_properties};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use weir_broker::{DeadLetterReason, Delivery, SendMessage};
 
 use crate::codes::{Exception, PRECONDITION_FAILED};
@@ -34,21 +34,21 @@ pub(crate) fn to_send(
     properties: &AMQPProperties,
     body: Bytes,
 ) -> Result<SendMessage, Exception> {
-    let mut blob = BytesMut::with_capacity(64);
-    blob.put_u8(VERSION);
-    blob.put_u8(exchange.len() as u8);
+    let mut blob = Vec::with_capacity(64 + exchange.len() + routing_key.len());
+    blob.push(VERSION);
+    blob.push(exchange.len() as u8);
     blob.extend_from_slice(exchange.as_bytes());
-    blob.put_u8(routing_key.len() as u8);
+    blob.push(routing_key.len() as u8);
     blob.extend_from_slice(routing_key.as_bytes());
-    let encoded = gen_properties(properties)(WriteContext::from(Vec::with_capacity(64)))
+    // The properties go after the prefix, into the same buffer.
+    let blob = gen_properties(properties)(WriteContext::from(blob))
         .map(|ctx| ctx.write)
         .map_err(|_| {
             Exception::channel(PRECONDITION_FAILED, "the message properties do not encode")
         })?;
-    blob.extend_from_slice(&encoded);
     let mut message = SendMessage {
         body,
-        properties: Some(blob.freeze()),
+        properties: Some(Bytes::from(blob)),
         priority: *properties.priority(),
         ..SendMessage::default()
     };

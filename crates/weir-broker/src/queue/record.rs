@@ -179,14 +179,13 @@ pub(crate) enum Decoded {
 
 /// The key of a shared message record: its destinations, then `meta`'s key.
 pub(crate) fn encode_shared(destinations: &[u32], meta: &MessageMeta) -> Bytes {
-    let meta_key = meta.encode();
-    let mut out = Vec::with_capacity(2 + 3 * destinations.len() + meta_key.len());
+    let mut out = Vec::with_capacity(50 + 3 * destinations.len() + meta.id.len());
     out.push(KIND_SHARED);
     put_varint(&mut out, destinations.len() as u64);
     for id in destinations {
         put_varint(&mut out, u64::from(*id));
     }
-    out.extend_from_slice(&meta_key);
+    meta.encode_into(&mut out);
     Bytes::from(out)
 }
 
@@ -316,28 +315,33 @@ impl MessageMeta {
     /// The record key holding this metadata.
     pub(crate) fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(48 + self.id.len());
+        self.encode_into(&mut out);
+        Bytes::from(out)
+    }
+
+    /// [`MessageMeta::encode`], appended to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(KIND_MESSAGE);
         out.push(MESSAGE_VERSION);
-        put_str(&mut out, &self.id);
+        put_str(out, &self.id);
         out.push(self.priority);
-        put_varint(&mut out, time_to_u64(self.not_before_ms));
-        put_varint(&mut out, time_to_u64(self.expires_at_ms));
-        put_str(&mut out, self.group.as_deref().unwrap_or(""));
-        put_varint(&mut out, u64::from(self.attempts));
-        put_varint(&mut out, self.moved_from.map_or(0, |o| o + 1));
-        put_varint(&mut out, time_to_u64(self.enqueued_at_ms));
+        put_varint(out, time_to_u64(self.not_before_ms));
+        put_varint(out, time_to_u64(self.expires_at_ms));
+        put_str(out, self.group.as_deref().unwrap_or(""));
+        put_varint(out, u64::from(self.attempts));
+        put_varint(out, self.moved_from.map_or(0, |o| o + 1));
+        put_varint(out, time_to_u64(self.enqueued_at_ms));
         match &self.dead_letter {
             None => out.push(0),
             Some(d) => {
                 out.push(1);
                 out.push(reason_code(d.reason));
-                put_varint(&mut out, time_to_u64(d.time_ms));
-                put_str(&mut out, &d.source_queue);
-                put_varint(&mut out, u64::from(d.delivery_count));
+                put_varint(out, time_to_u64(d.time_ms));
+                put_str(out, &d.source_queue);
+                put_varint(out, u64::from(d.delivery_count));
             }
         }
-        put_varint(&mut out, self.shared_mark);
-        Bytes::from(out)
+        put_varint(out, self.shared_mark);
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<MessageMeta, DecodeError> {
