@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use amq_protocol::types::{AMQPValue, FieldTable};
-use weir_broker::{Overflow, QueueOptions};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use weir_broker::{Binding, DestinationType, Overflow, QueueOptions};
 
 use crate::codes::{Exception, NOT_IMPLEMENTED, PRECONDITION_FAILED};
 
@@ -87,8 +87,25 @@ pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exce
     Ok(options)
 }
 
+/// The binding a bind or unbind method names.
+pub(crate) fn binding(
+    source: &str,
+    destination: &str,
+    destination_type: DestinationType,
+    routing_key: &ShortString,
+    arguments: &FieldTable,
+) -> Binding {
+    Binding {
+        source: source.to_owned(),
+        destination: destination.to_owned(),
+        destination_type,
+        routing_key: routing_key.as_str().to_owned(),
+        arguments: binding_arguments(arguments),
+    }
+}
+
 /// Binding arguments (headers exchanges) as the broker keeps them: strings.
-pub(crate) fn binding_arguments(arguments: &FieldTable) -> BTreeMap<String, String> {
+fn binding_arguments(arguments: &FieldTable) -> BTreeMap<String, String> {
     arguments
         .into_iter()
         .filter_map(|(k, v)| {

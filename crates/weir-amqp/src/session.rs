@@ -32,11 +32,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weir_broker::{
-    Binding, Broker, BrokerError, Delivery, DestinationType, ExchangeOptions, ExchangeType,
-    NackOptions, PublishMessage, PublishOptions, ReceiveRequest,
+    Broker, BrokerError, Delivery, DestinationType, ExchangeOptions, ExchangeType, NackOptions,
+    PublishMessage, PublishOptions, ReceiveRequest,
 };
 
-use crate::arguments::{binding_arguments, queue_options};
+use crate::arguments::{binding, queue_options};
 use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED,
     NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, SYNTAX_ERROR, UNEXPECTED_FRAME,
@@ -728,13 +728,13 @@ impl Session {
                 }
             }
             exchange::AMQPMethod::Bind(b) => {
-                let binding = Binding {
-                    source: b.source.as_str().to_owned(),
-                    destination: b.destination.as_str().to_owned(),
-                    destination_type: DestinationType::Exchange,
-                    routing_key: b.routing_key.as_str().to_owned(),
-                    arguments: binding_arguments(&b.arguments),
-                };
+                let binding = binding(
+                    b.source.as_str(),
+                    b.destination.as_str(),
+                    DestinationType::Exchange,
+                    &b.routing_key,
+                    &b.arguments,
+                );
                 self.broker.bind(binding).await.map_err(Exception::from)?;
                 if !b.nowait {
                     self.out.method(
@@ -744,13 +744,13 @@ impl Session {
                 }
             }
             exchange::AMQPMethod::Unbind(b) => {
-                let binding = Binding {
-                    source: b.source.as_str().to_owned(),
-                    destination: b.destination.as_str().to_owned(),
-                    destination_type: DestinationType::Exchange,
-                    routing_key: b.routing_key.as_str().to_owned(),
-                    arguments: binding_arguments(&b.arguments),
-                };
+                let binding = binding(
+                    b.source.as_str(),
+                    b.destination.as_str(),
+                    DestinationType::Exchange,
+                    &b.routing_key,
+                    &b.arguments,
+                );
                 missing_is_fine(self.broker.unbind(&binding).await)?;
                 if !b.nowait {
                     self.out.method(
@@ -821,13 +821,13 @@ impl Session {
             }
             queue::AMQPMethod::Bind(b) => {
                 let queue = self.queue_name(ch, &b.queue)?;
-                let binding = Binding {
-                    source: b.exchange.as_str().to_owned(),
-                    destination: queue,
-                    destination_type: DestinationType::Queue,
-                    routing_key: b.routing_key.as_str().to_owned(),
-                    arguments: binding_arguments(&b.arguments),
-                };
+                let binding = binding(
+                    b.exchange.as_str(),
+                    &queue,
+                    DestinationType::Queue,
+                    &b.routing_key,
+                    &b.arguments,
+                );
                 if binding.source.is_empty() {
                     return Err(Exception::channel(
                         ACCESS_REFUSED,
@@ -844,13 +844,13 @@ impl Session {
             }
             queue::AMQPMethod::Unbind(b) => {
                 let queue = self.queue_name(ch, &b.queue)?;
-                let binding = Binding {
-                    source: b.exchange.as_str().to_owned(),
-                    destination: queue,
-                    destination_type: DestinationType::Queue,
-                    routing_key: b.routing_key.as_str().to_owned(),
-                    arguments: binding_arguments(&b.arguments),
-                };
+                let binding = binding(
+                    b.exchange.as_str(),
+                    &queue,
+                    DestinationType::Queue,
+                    &b.routing_key,
+                    &b.arguments,
+                );
                 match self.broker.unbind(&binding).await {
                     Err(BrokerError::NotFound {
                         kind: weir_broker::Kind::Binding,
