@@ -246,8 +246,8 @@ pub struct SendMessage {
     pub group: Option<String>,
     /// Time to live from now; overrides the queue's `message_ttl_ms` when shorter.
     pub ttl_ms: Option<u64>,
-    /// The routing key it was published with (kept for dead-lettering through an
-    /// exchange); publishing through an exchange sets it.
+    /// The routing key it was published with, kept for dead-lettering through an
+    /// exchange: a publish sets it only for queues whose dead letters need it.
     pub routing_key: Option<String>,
     /// A front end's own description of the message (the AMQP front end: exchange,
     /// routing key and basic properties), opaque to the broker: stored with the

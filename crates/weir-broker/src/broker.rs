@@ -99,7 +99,7 @@ pub(crate) struct QueueRef {
     /// The queue's number (shared records name their destinations by it).
     pub(crate) id: u32,
     /// Shared, so looking a queue up per request copies no option strings.
-    options: Arc<QueueOptions>,
+    pub(crate) options: Arc<QueueOptions>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 

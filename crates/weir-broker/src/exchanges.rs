@@ -97,6 +97,21 @@ pub struct SubscriptionInfo {
     pub pattern: String,
 }
 
+/// Whether a queue's dead letters need the routing key each message was published
+/// with (dead-lettering through an exchange with no key of its own). Only then is
+/// the key stored with the message.
+fn keeps_routing_key(options: &QueueOptions) -> bool {
+    options.dead_letter_exchange.is_some() && options.dead_letter_routing_key.is_none()
+}
+
+/// A copy of a published message for a queue, with its routing key if kept.
+fn with_routing_key(m: &PublishMessage, keep: bool) -> SendMessage {
+    SendMessage {
+        routing_key: (keep && !m.routing_key.is_empty()).then(|| m.routing_key.clone()),
+        ..m.message.clone()
+    }
+}
+
 /// The queue that holds a subscription's messages.
 pub fn subscription_queue(topic: &str, name: &str) -> String {
     format!("sub:{topic}:{name}")
@@ -318,9 +333,6 @@ impl Broker {
             for (i, m) in messages.iter_mut().enumerate() {
                 crate::routing::topic::validate_pattern(&m.routing_key)?;
                 let id = m.message.id.get_or_insert_with(|| generate_id(now)).clone();
-                if !m.routing_key.is_empty() {
-                    m.message.routing_key = Some(m.routing_key.clone());
-                }
                 let routed = router.route(exchange, &m.routing_key, &m.message.headers, |q| {
                     self.queue_exists(q)
                 })?;
@@ -402,9 +414,12 @@ impl Broker {
     ) -> Result<Vec<(String, Vec<usize>, Result<Vec<bool>>)>> {
         let mut tasks = tokio::task::JoinSet::new();
         for (queue, positions) in per_queue {
+            let keep_key = self
+                .get(&queue)
+                .is_ok_and(|q| keeps_routing_key(&q.options));
             let batch: Vec<SendMessage> = positions
                 .iter()
-                .map(|i| messages[*i].message.clone())
+                .map(|i| with_routing_key(&messages[*i], keep_key))
                 .collect();
             let broker = self.clone();
             tasks.spawn(async move {
@@ -443,12 +458,15 @@ impl Broker {
             }
         }
         let mut destinations: Vec<Vec<u32>> = vec![Vec::new(); routed as usize];
+        let mut keep_key = vec![false; routed as usize];
         let mut targets = Vec::with_capacity(per_queue.len());
         let mut parts = Vec::with_capacity(per_queue.len());
         for (name, positions) in per_queue {
             let queue = self.get(&name)?;
+            let keeps = keeps_routing_key(&queue.options);
             for i in &positions {
                 destinations[slot[*i] as usize].push(queue.id);
+                keep_key[slot[*i] as usize] |= keeps;
             }
             targets.push(Target {
                 name: name.clone(),
@@ -471,7 +489,11 @@ impl Broker {
             if slot[i] == u32::MAX {
                 continue;
             }
-            let out = prepare(i, m.message, &neutral, limits, now)?;
+            let mut message = m.message;
+            if keep_key[slot[i] as usize] && !m.routing_key.is_empty() {
+                message.routing_key = Some(m.routing_key);
+            }
+            let out = prepare(i, message, &neutral, limits, now)?;
             records.push(weir_log::NewRecord {
                 timestamp_ms: Some(now),
                 key: Some(encode_shared(&destinations[slot[i] as usize], &out.meta)),
