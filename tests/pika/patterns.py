@@ -263,6 +263,30 @@ def rpc_direct_reply_to():
     check(responses == [("c-9", b"42")], f"the reply came straight back: {responses}")
 
 
+def blocked():
+    """Run against a broker whose disk alarm is raised: a publisher is told it is
+    blocked; a connection that only reads goes on."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", PORT))
+    reasons = []
+    connection.add_on_connection_blocked_callback(lambda _c, frame: reasons.append(frame.method.reason))
+    ch = connection.channel()
+    ch.queue_declare(queue="held", durable=True)
+    ch.basic_publish("", "held", b"first", pika.BasicProperties(delivery_mode=2))
+    for _ in range(40):
+        if reasons:
+            break
+        connection.process_data_events(time_limit=0.25)
+    check(reasons == ["low on disk"], f"connection.blocked arrived with its reason: {reasons}")
+    reader = connect().channel()
+    body = None
+    for _ in range(40):
+        _, _, body = reader.basic_get("held", auto_ack=True)
+        if body is not None:
+            break
+        reader.connection.sleep(0.25)
+    check(body == b"first", f"the publish read before the block went in: {body}")
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()
     print("OK", flush=True)

@@ -209,6 +209,11 @@ impl Outbox {
             .extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
     }
 
+    /// Bytes as they are (the protocol header a refused client is answered with).
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
     /// A content header, then `body` in frames of at most `frame_max` bytes.
     pub(crate) fn content(
         &mut self,
@@ -252,6 +257,15 @@ impl Outbox {
         if !self.pending.is_empty() {
             let bytes = self.pending.split().freeze();
             self.chunks.push_back(bytes);
+        }
+    }
+
+    /// Moves everything waiting into `out` (for tests and the fuzz target, which
+    /// have no socket).
+    pub(crate) fn drain_into(&mut self, out: &mut BytesMut) {
+        self.flush_pending();
+        for chunk in self.chunks.drain(..) {
+            out.extend_from_slice(&chunk);
         }
     }
 

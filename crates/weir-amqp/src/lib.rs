@@ -6,7 +6,12 @@
 //! * [`framing`]: frames checked against `frame_max` from their 7-byte header
 //!   before anything is buffered, parsed with `amq-protocol`; bodies stay `Bytes`
 //!   slices on the way in and out.
-//! * `session`: one task per connection (handshake, channels, methods), with a
+//! * `connection`: the protocol of one connection as a sans-IO state machine
+//!   (handshake, limits, heartbeats, close handshakes, content assembly), driven by
+//!   bytes and the time, so it is unit-tested and fuzzed (`fuzzing`, `fuzz/`)
+//!   without sockets.
+//! * `session`: the shell around a connection: one task per connection running
+//!   its channel methods against the broker, with a
 //!   publisher task per channel (ordered, batched publishes; confirms once
 //!   durable) and a consumer task per `basic.consume` (long polls within the
 //!   prefetch credit).
@@ -20,7 +25,10 @@
 
 mod arguments;
 mod codes;
+mod connection;
 pub(crate) mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 mod server;
 mod session;

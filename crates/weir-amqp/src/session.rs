@@ -20,11 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::basic::AMQPProperties;
-use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, connection, exchange, queue, tx};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
-use bytes::{Bytes, BytesMut};
+use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
+use amq_protocol::types::{AMQPValue, ShortString};
+use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -38,10 +37,10 @@ use weir_broker::{
 
 use crate::arguments::{binding, queue_options};
 use crate::codes::{
-    self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED,
-    NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, SYNTAX_ERROR, UNEXPECTED_FRAME,
+    self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, NOT_ALLOWED, NOT_FOUND,
+    NOT_IMPLEMENTED, PRECONDITION_FAILED,
 };
-use crate::framing::{self, Frame, FrameError, Outbox};
+use crate::connection::{Connection, Input, Publish as IncomingPublish, method_name};
 use crate::message::{from_delivery, to_send};
 use crate::server::AmqpConfig;
 
@@ -54,9 +53,6 @@ const CONSUMER_WAIT_MS: u64 = 20_000;
 const CONSUMER_BATCH: u32 = 256;
 /// Most publishes handed to the broker as one batch.
 const PUBLISH_BATCH: usize = 1_000;
-/// Frames allowed before `tune-ok` (the spec's minimum frame size is 4096).
-const PRE_TUNE_FRAME_MAX: u32 = 131_072;
-
 /// RabbitMQ's direct reply-to: a client consumes this pseudo-queue (no-ack) and
 /// publishes requests with it as `reply-to`; replies published to the default
 /// exchange with the rewritten name go straight to that consumer, with no queue
@@ -154,15 +150,6 @@ struct PublishDone {
     error: Option<Exception>,
 }
 
-/// A publish on its way in: method seen, waiting for header and body frames.
-struct Incoming {
-    method: basic::Publish,
-    header: Option<AMQPContentHeader>,
-    body: BytesMut,
-    /// Bodies in one frame need no copy.
-    single: Option<Bytes>,
-}
-
 struct Consumer {
     queue: String,
     no_ack: bool,
@@ -180,9 +167,6 @@ struct Unacked {
 
 #[derive(Default)]
 struct Channel {
-    /// `channel.close` was sent by the server: everything but `close-ok` is ignored.
-    closing: bool,
-    incoming: Option<Incoming>,
     confirm: bool,
     next_seq: u64,
     tx: bool,
@@ -220,44 +204,34 @@ pub(crate) async fn run(
     let (read, write) = stream.into_split();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut session = Session {
+        alarms: broker.alarms(),
+        published: false,
         broker,
+        conn: Connection::new(config.clone(), peer, now()),
         config,
-        peer,
         read,
         write,
-        buf: BytesMut::with_capacity(64 * 1024),
-        out: Outbox::default(),
-        frame_max: PRE_TUNE_FRAME_MAX,
-        channel_max: 0,
-        heartbeat: 0,
         channels: HashMap::new(),
         events_tx,
         events_rx,
         exclusive: Vec::new(),
         auto_delete: Vec::new(),
-        last_read: Instant::now(),
         stop: CancellationToken::new(),
         replies,
     };
-    match session.handshake().await {
-        Ok(true) => session.serve().await,
-        Ok(false) => {}
-        Err(e) => tracing::debug!(%peer, error = %e, "AMQP handshake ended"),
-    }
+    session.serve().await;
     session.cleanup().await;
 }
 
+/// The shell around one [`Connection`]: the socket, the broker, the helper tasks.
 struct Session {
     broker: Broker,
     config: Arc<AmqpConfig>,
-    peer: SocketAddr,
     read: tokio::net::tcp::OwnedReadHalf,
     write: OwnedWriteHalf,
-    buf: BytesMut,
-    out: Outbox,
-    frame_max: u32,
-    channel_max: u16,
-    heartbeat: u16,
+    /// The protocol: handshake, limits, heartbeats, closes, content assembly.
+    conn: Connection,
+    /// What the broker side keeps of each open channel.
     channels: HashMap<u16, Channel>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
@@ -265,170 +239,52 @@ struct Session {
     exclusive: Vec<String>,
     /// Auto-delete queues declared here: deleted when their last consumer here goes.
     auto_delete: Vec<String>,
-    last_read: Instant,
     /// Stops the helper tasks.
     stop: CancellationToken,
     /// Direct reply-to consumers of all connections.
     replies: Arc<Replies>,
+    /// The broker's resource alarms: while one is raised, a connection that
+    /// publishes is not read from (and is told with `connection.blocked`).
+    alarms: tokio::sync::watch::Receiver<weir_broker::Alarms>,
+    /// This connection has published: an alarm blocks it.
+    published: bool,
+}
+
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 type Io<T> = std::io::Result<T>;
 
 impl Session {
-    /// Reads one more chunk; `false` at end of stream.
-    async fn fill(&mut self) -> Io<bool> {
-        let n = self.read.read_buf(&mut self.buf).await?;
-        self.last_read = Instant::now();
-        Ok(n > 0)
-    }
-
     async fn flush(&mut self) -> Io<()> {
-        if !self.out.is_empty() {
-            self.out.write_to(&mut self.write).await?;
+        let out = self.conn.outbox();
+        if !out.is_empty() {
+            out.write_to(&mut self.write).await?;
         }
         Ok(())
     }
 
-    /// Reads the next frame during the handshake (at most 10 s each).
-    async fn handshake_frame(&mut self) -> Io<Option<Frame>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match framing::next_frame(&mut self.buf, self.frame_max) {
-                Ok(Some(Frame::Heartbeat(_)) | None) => {}
-                Ok(Some(frame)) => return Ok(Some(frame)),
-                Err(e) => {
-                    self.close_connection(Exception::connection(FRAME_ERROR, e.to_string()))
-                        .await;
-                    return Ok(None);
-                }
-            }
-            match tokio::time::timeout_at(deadline, self.fill()).await {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) | Err(_) => return Ok(None),
-                Ok(Err(e)) => return Err(e),
-            }
-        }
-    }
-
-    /// Protocol header, start/start-ok (authentication), tune/tune-ok, open/open-ok.
-    /// `false` when the client went or was refused.
-    #[allow(clippy::too_many_lines)] // the handshake reads top to bottom
-    async fn handshake(&mut self) -> Io<bool> {
-        while self.buf.len() < framing::PROTOCOL_HEADER.len() {
-            let filled = tokio::time::timeout(Duration::from_secs(10), self.fill()).await;
-            if !matches!(filled, Ok(Ok(true))) {
-                return Ok(false);
-            }
-        }
-        if framing::protocol_header(&self.buf) != Some(true) {
-            // The spec: answer with the header we speak, then close.
-            tokio::io::AsyncWriteExt::write_all(&mut self.write, framing::PROTOCOL_HEADER).await?;
-            return Ok(false);
-        }
-        let _ = self.buf.split_to(framing::PROTOCOL_HEADER.len());
-        self.out.method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Start(start())),
-        );
-        self.flush().await?;
-        let Some(frame) = self.handshake_frame().await? else {
-            return Ok(false);
-        };
-        let Frame::Method(0, class) = frame else {
-            self.close_connection(Exception::connection(
-                UNEXPECTED_FRAME,
-                "expected connection.start-ok",
-            ))
-            .await;
-            return Ok(false);
-        };
-        let AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok)) = *class else {
-            self.close_connection(Exception::connection(
-                COMMAND_INVALID,
-                "expected connection.start-ok",
-            ))
-            .await;
-            return Ok(false);
-        };
-        if let Err(reason) = self.config.authenticate(&start_ok, self.peer) {
-            tracing::warn!(peer = %self.peer, %reason, "AMQP login refused");
-            self.close_connection(Exception::connection(ACCESS_REFUSED, reason).during(10, 11))
-                .await;
-            return Ok(false);
-        }
-        self.out.method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
-                channel_max: self.config.channel_max,
-                frame_max: self.config.frame_max,
-                heartbeat: self.config.heartbeat_s,
-            })),
-        );
-        self.flush().await?;
-        let Some(Frame::Method(0, class)) = self.handshake_frame().await? else {
-            return Ok(false);
-        };
-        let AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune)) = *class else {
-            self.close_connection(Exception::connection(
-                COMMAND_INVALID,
-                "expected connection.tune-ok",
-            ))
-            .await;
-            return Ok(false);
-        };
-        let (channel_max, frame_max, heartbeat) = negotiate(&self.config, &tune);
-        if frame_max < 4096 {
-            self.close_connection(Exception::connection(
-                SYNTAX_ERROR,
-                format!("frame_max {} is below the minimum of 4096", tune.frame_max),
-            ))
-            .await;
-            return Ok(false);
-        }
-        (self.channel_max, self.frame_max, self.heartbeat) = (channel_max, frame_max, heartbeat);
-        let Some(Frame::Method(0, class)) = self.handshake_frame().await? else {
-            return Ok(false);
-        };
-        let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = *class else {
-            self.close_connection(Exception::connection(
-                COMMAND_INVALID,
-                "expected connection.open",
-            ))
-            .await;
-            return Ok(false);
-        };
-        if open.virtual_host.as_str() != "/" {
-            self.close_connection(Exception::connection(
-                codes::NOT_ALLOWED,
-                format!(
-                    "vhost '{}' not found (weir has the one vhost '/')",
-                    open.virtual_host
-                ),
-            ))
-            .await;
-            return Ok(false);
-        }
-        self.out.method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
-        );
-        self.flush().await?;
-        tracing::debug!(peer = %self.peer, frame_max, channel_max, heartbeat, "AMQP connection open");
-        Ok(true)
-    }
-
-    /// The connection's main loop.
+    /// The connection's loop: input, events from the helper tasks, timers, until
+    /// the connection is done.
     async fn serve(&mut self) {
-        let beat = (self.heartbeat > 0).then(|| Duration::from_secs(u64::from(self.heartbeat)));
-        let mut ticker = tokio::time::interval(beat.map_or(Duration::from_secs(3600), |b| b / 2));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let stop = self.config.shutdown.clone();
+        let shutdown = self.config.shutdown.clone();
+        let mut shutting_down = false;
+        while !self.conn.is_done() {
+            let wake = self.conn.next_tick().map(Instant::from_std);
+            // RabbitMQ's rule: an alarm blocks connections that publish; the others
+            // (consumers) go on.
+            let reason = self.alarms.borrow().reason();
+            let blocked = self.published && reason.is_some();
+            if blocked {
+                self.conn.set_blocked(reason);
+            }
+            self.conn.pause_reading(blocked, now());
             tokio::select! {
                 biased;
-                () = stop.cancelled() => {
-                    self.close_connection(Exception::connection(codes::CONNECTION_FORCED, "broker shutdown")).await;
-                    return;
+                () = shutdown.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    self.conn.close(&Exception::connection(codes::CONNECTION_FORCED, "broker shutdown"), now());
                 }
                 Some(event) = self.events_rx.recv() => {
                     self.on_event(event).await;
@@ -436,26 +292,20 @@ impl Session {
                         self.on_event(event).await;
                     }
                 }
-                read = self.read.read_buf(&mut self.buf) => {
-                    match read {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => self.last_read = Instant::now(),
-                    }
-                    if let Err(e) = self.on_input().await
-                        && e.connection
-                    {
-                        self.close_connection(e).await;
-                        return;
+                Ok(()) = self.alarms.changed() => {
+                    if self.alarms.borrow_and_update().reason().is_none() {
+                        self.conn.set_blocked(None);
                     }
                 }
-                _ = ticker.tick() => {
-                    if let Some(beat) = beat {
-                        if self.last_read.elapsed() > beat * 2 {
-                            tracing::info!(peer = %self.peer, "AMQP peer missed its heartbeats; closing");
-                            return;
-                        }
-                        self.out.heartbeat();
+                read = self.read.read_buf(self.conn.input_buffer()), if !blocked => {
+                    match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => self.conn.received(now()),
                     }
+                    self.on_input().await;
+                }
+                () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                    let _ = self.conn.tick(now());
                 }
             }
             if self.flush().await.is_err() {
@@ -464,83 +314,52 @@ impl Session {
         }
     }
 
-    /// Runs every whole frame in the buffer, then hands the publishes they made to
-    /// their channels' publishers.
-    async fn on_input(&mut self) -> Result<(), Exception> {
-        loop {
-            let frame = match framing::next_frame(&mut self.buf, self.frame_max) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    let code = match e {
-                        FrameError::Malformed { .. } => SYNTAX_ERROR,
-                        FrameError::UnknownMethod { .. } => NOT_IMPLEMENTED,
-                        _ => FRAME_ERROR,
-                    };
-                    self.hand_over_publishes().await;
-                    return Err(Exception::connection(code, e.to_string()));
+    /// Runs what the connection made of the input, then hands the publishes to
+    /// their channels' workers.
+    async fn on_input(&mut self) {
+        while let Some(input) = self.conn.poll(now()) {
+            match input {
+                Input::Opened | Input::Closed => {}
+                Input::ChannelOpened(ch) => {
+                    self.channels.insert(
+                        ch,
+                        Channel {
+                            next_seq: 1,
+                            next_tag: 1,
+                            ..Channel::default()
+                        },
+                    );
                 }
-            };
-            if let Err(e) = self.on_frame(frame).await
-                && e.connection
-            {
-                // What came before the error (or the client's close) still counts.
-                self.hand_over_publishes().await;
-                return Err(e);
-            }
-        }
-        self.hand_over_publishes().await;
-        Ok(())
-    }
-
-    async fn on_frame(&mut self, frame: Frame) -> Result<(), Exception> {
-        match frame {
-            Frame::Heartbeat(0) => Ok(()),
-            Frame::Heartbeat(_) => Err(Exception::connection(
-                FRAME_ERROR,
-                "heartbeat frames belong on channel 0",
-            )),
-            Frame::Method(0, class) => self.on_connection_method(*class).await,
-            Frame::Method(ch, class) => {
-                let ids = (class.get_amqp_class_id(), class.get_amqp_method_id());
-                let result = self.on_channel_method(ch, *class).await;
-                match result {
-                    Err(e) if !e.connection => {
-                        self.close_channel(ch, e.during(ids.0, ids.1)).await;
-                        Ok(())
+                Input::Method(ch, class) => {
+                    let ids = (class.get_amqp_class_id(), class.get_amqp_method_id());
+                    if let Err(e) = self.on_channel_method(ch, *class).await {
+                        self.fail(ch, e.during(ids.0, ids.1)).await;
                     }
-                    Err(e) => Err(e.during(ids.0, ids.1)),
-                    Ok(()) => Ok(()),
+                }
+                Input::Publish(ch, publish) => {
+                    self.published = true;
+                    if let Err(e) = self.on_publish(ch, *publish) {
+                        self.fail(ch, e.during(60, 40)).await;
+                    }
+                }
+                Input::ChannelClosed(ch) => {
+                    self.publishes_done(ch).await;
+                    self.drop_channel(ch).await;
                 }
             }
-            Frame::Header(ch, header) => self.on_content_header(ch, *header),
-            Frame::Body(ch, body) => self.on_content_body(ch, body),
         }
+        // What came before an error (or the client's close) still counts.
+        self.hand_over_publishes().await;
     }
 
-    async fn on_connection_method(&mut self, class: AMQPClass) -> Result<(), Exception> {
-        match class {
-            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
-                self.out.method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                );
-                let _ = self.flush().await;
-                Err(Exception::connection(
-                    codes::REPLY_SUCCESS,
-                    "closed by the client",
-                ))
-            }
-            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Err(
-                Exception::connection(codes::REPLY_SUCCESS, "close acknowledged"),
-            ),
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => Err(
-                Exception::connection(NOT_IMPLEMENTED, "connection.update-secret is not supported"),
-            ),
-            other => Err(Exception::connection(
-                COMMAND_INVALID,
-                format!("{} is not a method of channel 0", method_name(&other)),
-            )),
+    /// Raises `e` on channel `ch`: closes the channel (releasing what it holds) or
+    /// the connection.
+    async fn fail(&mut self, ch: u16, e: Exception) {
+        if e.connection {
+            self.conn.close(&e, now());
+        } else {
+            self.conn.close_channel(ch, &e);
+            self.release_channel(ch).await;
         }
     }
 
@@ -552,54 +371,14 @@ impl Session {
 
     #[allow(clippy::too_many_lines)] // one arm per method
     async fn on_channel_method(&mut self, ch: u16, class: AMQPClass) -> Result<(), Exception> {
-        if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = class {
-            if self.channels.contains_key(&ch) {
-                return Err(Exception::connection(
-                    CHANNEL_ERROR,
-                    format!("channel {ch} is already open"),
-                ));
-            }
-            if self.channel_max != 0 && ch > self.channel_max {
-                return Err(Exception::connection(
-                    NOT_ALLOWED,
-                    format!("channel {ch} is above channel_max {}", self.channel_max),
-                ));
-            }
-            self.channels.insert(
-                ch,
-                Channel {
-                    next_seq: 1,
-                    next_tag: 1,
-                    ..Channel::default()
-                },
-            );
-            self.out.method(
-                ch,
-                AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-            );
-            return Ok(());
-        }
-        let c = self.channel(ch)?;
-        if c.closing {
-            if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = class {
-                self.drop_channel(ch).await;
-            }
-            return Ok(());
-        }
-        if c.incoming.is_some() {
-            return Err(Exception::connection(
-                UNEXPECTED_FRAME,
-                format!("a method on channel {ch} before the content of its basic.publish"),
-            ));
-        }
+        self.channel(ch)?;
         // A channel's methods take effect in order: what it published before this
         // method is in its queues before the method runs (a passive declare counts
         // it, a get finds it). Publishes and acks themselves need not wait.
         let ordered = !matches!(
             class,
             AMQPClass::Basic(
-                basic::AMQPMethod::Publish(_)
-                    | basic::AMQPMethod::Ack(_)
+                basic::AMQPMethod::Ack(_)
                     | basic::AMQPMethod::Nack(_)
                     | basic::AMQPMethod::Reject(_)
             )
@@ -608,14 +387,6 @@ impl Session {
             self.publishes_done(ch).await;
         }
         match class {
-            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
-                self.drop_channel(ch).await;
-                self.out.method(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                );
-            }
-            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {}
             AMQPClass::Channel(channel::AMQPMethod::Flow(flow)) => {
                 if !flow.active {
                     return Err(Exception::channel(
@@ -623,7 +394,7 @@ impl Session {
                         "channel.flow active=false is not supported",
                     ));
                 }
-                self.out.method(
+                self.conn.method(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
                         active: true,
@@ -643,7 +414,7 @@ impl Session {
                 }
                 c.confirm = true;
                 if !select.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
                     );
@@ -706,7 +477,7 @@ impl Session {
                         .map_err(Exception::from)?;
                 }
                 if !d.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
                             exchange::DeclareOk {},
@@ -721,7 +492,7 @@ impl Session {
                         .await,
                 )?;
                 if !d.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
                     );
@@ -737,7 +508,7 @@ impl Session {
                 );
                 self.broker.bind(binding).await.map_err(Exception::from)?;
                 if !b.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
                     );
@@ -753,7 +524,7 @@ impl Session {
                 );
                 missing_is_fine(self.broker.unbind(&binding).await)?;
                 if !b.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
                     );
@@ -809,7 +580,7 @@ impl Session {
                 let info = self.broker.info(&name).await.map_err(Exception::from)?;
                 self.channel(ch)?.last_queue = Some(name.clone());
                 if !d.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                             queue: ShortString::from(name),
@@ -836,7 +607,7 @@ impl Session {
                 }
                 self.broker.bind(binding).await.map_err(Exception::from)?;
                 if !b.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
                     );
@@ -859,7 +630,7 @@ impl Session {
                     | Ok(()) => {}
                     Err(e) => return Err(e.into()),
                 }
-                self.out.method(
+                self.conn.method(
                     ch,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
                 );
@@ -868,7 +639,7 @@ impl Session {
                 let queue = self.queue_name(ch, &p.queue)?;
                 let count = self.broker.purge(&queue).await.map_err(Exception::from)?;
                 if !p.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
                             message_count: u32::try_from(count).unwrap_or(u32::MAX),
@@ -902,7 +673,7 @@ impl Session {
                 self.exclusive.retain(|q| *q != queue);
                 self.auto_delete.retain(|q| *q != queue);
                 if !d.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
                             message_count: u32::try_from(count).unwrap_or(u32::MAX),
@@ -918,19 +689,6 @@ impl Session {
     #[allow(clippy::too_many_lines)] // one arm per method
     async fn on_basic(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<(), Exception> {
         match m {
-            basic::AMQPMethod::Publish(p) => {
-                if p.immediate {
-                    // Removed from RabbitMQ in 3.0; refused the same way.
-                    return Err(Exception::connection(NOT_IMPLEMENTED, "immediate=true"));
-                }
-                let c = self.channel(ch)?;
-                c.incoming = Some(Incoming {
-                    method: p,
-                    header: None,
-                    body: BytesMut::new(),
-                    single: None,
-                });
-            }
             basic::AMQPMethod::Qos(q) => {
                 let c = self.channel(ch)?;
                 if q.global {
@@ -939,7 +697,7 @@ impl Session {
                 } else {
                     c.prefetch = q.prefetch_count;
                 }
-                self.out.method(
+                self.conn.method(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
                 );
@@ -958,7 +716,7 @@ impl Session {
                     self.maybe_auto_delete(&consumer.queue).await;
                 }
                 if !cancel.nowait {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
                             consumer_tag: cancel.consumer_tag,
@@ -981,7 +739,7 @@ impl Session {
                     .await
                     .map_err(Exception::from)?;
                 let Some(d) = got.into_iter().next() else {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
                     );
@@ -990,7 +748,7 @@ impl Session {
                 let remaining = self.broker.info(&queue).await.map_or(0, |i| i.stats.ready);
                 let tag = self.track(ch, &queue, &d, None, g.no_ack)?;
                 let (exchange, routing_key, properties) = from_delivery(&d, &queue);
-                self.out.method(
+                self.conn.method(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                         delivery_tag: tag,
@@ -1000,12 +758,7 @@ impl Session {
                         message_count: u32::try_from(remaining).unwrap_or(u32::MAX),
                     })),
                 );
-                self.out.content(
-                    ch,
-                    content_header(&d.body, properties),
-                    &d.body,
-                    self.frame_max,
-                );
+                self.conn.content(ch, properties, &d.body);
                 if g.no_ack {
                     self.settle_now(&queue, vec![d.receipt.clone().unwrap_or_default()]);
                 }
@@ -1034,7 +787,7 @@ impl Session {
             }
             basic::AMQPMethod::Recover(r) => {
                 self.recover(ch, r.requeue)?;
-                self.out.method(
+                self.conn.method(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
                 );
@@ -1096,7 +849,7 @@ impl Session {
             },
         );
         if !c.nowait {
-            self.out.method(
+            self.conn.method(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
                     consumer_tag: ShortString::from(tag.clone()),
@@ -1148,7 +901,7 @@ impl Session {
             },
         );
         if !c.nowait {
-            self.out.method(
+            self.conn.method(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
                     consumer_tag: ShortString::from(tag),
@@ -1279,7 +1032,7 @@ impl Session {
                     ));
                 }
                 c.tx = true;
-                self.out
+                self.conn
                     .method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
             }
             tx::AMQPMethod::Commit(_) => {
@@ -1308,7 +1061,7 @@ impl Session {
                             .map_err(Exception::from)?;
                     }
                 }
-                self.out
+                self.conn
                     .method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
             }
             tx::AMQPMethod::Rollback(_) => {
@@ -1321,7 +1074,7 @@ impl Session {
                 }
                 c.tx_publishes.clear();
                 c.tx_acks.clear();
-                self.out.method(
+                self.conn.method(
                     ch,
                     AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
                 );
@@ -1331,88 +1084,10 @@ impl Session {
         Ok(())
     }
 
-    fn on_content_header(&mut self, ch: u16, header: AMQPContentHeader) -> Result<(), Exception> {
-        let max = self.config.max_message_bytes;
+    /// A whole publish: give it its sequence number and queue it.
+    fn on_publish(&mut self, ch: u16, incoming: IncomingPublish) -> Result<(), Exception> {
         let c = self.channel(ch)?;
-        if c.closing {
-            return Ok(());
-        }
-        let Some(incoming) = c.incoming.as_mut().filter(|i| i.header.is_none()) else {
-            return Err(Exception::connection(
-                UNEXPECTED_FRAME,
-                format!("content header on channel {ch} without basic.publish"),
-            ));
-        };
-        if header.class_id != 60 {
-            return Err(Exception::connection(
-                FRAME_ERROR,
-                "content header of a class other than basic",
-            ));
-        }
-        if header.body_size > max {
-            c.incoming = None;
-            return Err(Exception::channel(
-                PRECONDITION_FAILED,
-                format!(
-                    "message size {} is larger than the max message size {max}",
-                    header.body_size
-                ),
-            ));
-        }
-        let size = header.body_size;
-        incoming.header = Some(header);
-        if size == 0 {
-            self.finish_publish(ch)?;
-        }
-        Ok(())
-    }
-
-    fn on_content_body(&mut self, ch: u16, body: Bytes) -> Result<(), Exception> {
-        let c = self.channel(ch)?;
-        if c.closing {
-            return Ok(());
-        }
-        let Some(incoming) = c.incoming.as_mut().filter(|i| i.header.is_some()) else {
-            return Err(Exception::connection(
-                UNEXPECTED_FRAME,
-                format!("content body on channel {ch} without a header"),
-            ));
-        };
-        let expected = incoming.header.as_ref().map_or(0, |h| h.body_size);
-        let have =
-            incoming.body.len() as u64 + incoming.single.as_ref().map_or(0, |b| b.len() as u64);
-        if have + body.len() as u64 > expected {
-            return Err(Exception::connection(
-                FRAME_ERROR,
-                "content body longer than its header said",
-            ));
-        }
-        if have == 0 && body.len() as u64 == expected {
-            incoming.single = Some(body);
-        } else {
-            if let Some(first) = incoming.single.take() {
-                incoming.body.extend_from_slice(&first);
-            }
-            incoming.body.extend_from_slice(&body);
-        }
-        let have =
-            incoming.body.len() as u64 + incoming.single.as_ref().map_or(0, |b| b.len() as u64);
-        if have == expected {
-            self.finish_publish(ch)?;
-        }
-        Ok(())
-    }
-
-    /// A publish is whole: give it its sequence number and queue it.
-    fn finish_publish(&mut self, ch: u16) -> Result<(), Exception> {
-        let c = self.channel(ch)?;
-        let Some(incoming) = c.incoming.take() else {
-            return Ok(());
-        };
-        let header = incoming
-            .header
-            .expect("invariant: finished publishes have a header");
-        let body = incoming.single.unwrap_or_else(|| incoming.body.freeze());
+        let body = incoming.body;
         let seq = if c.confirm {
             let seq = c.next_seq;
             c.next_seq += 1;
@@ -1420,7 +1095,7 @@ impl Session {
         } else {
             0
         };
-        let mut properties = header.properties;
+        let mut properties = incoming.properties;
         if properties.reply_to().as_ref().map(ShortString::as_str) == Some(REPLY_TO) {
             let Some((token, _)) = &c.reply_to else {
                 return Err(Exception::channel(
@@ -1474,7 +1149,7 @@ impl Session {
             self.send_returns(ch, vec![publish]);
         }
         if seq != 0 {
-            self.out.method(
+            self.conn.method(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
                     delivery_tag: seq,
@@ -1552,9 +1227,9 @@ impl Session {
             } => {
                 if let Some(c) = self.channels.get_mut(&ch)
                     && c.consumers.remove(&consumer).is_some()
-                    && !c.closing
+                    && self.conn.channel_usable(ch)
                 {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
                             consumer_tag: ShortString::from(consumer),
@@ -1572,7 +1247,7 @@ impl Session {
                     // The publisher stopped: what it had queued goes with the channel.
                     c.in_flight = 0;
                 }
-                if c.closing {
+                if !self.conn.channel_usable(ch) {
                     return;
                 }
                 self.send_returns(ch, done.returns);
@@ -1582,7 +1257,7 @@ impl Session {
                     // everything up to its last when nothing in it was refused.
                     let contiguous = acks.windows(2).all(|w| w[1] == w[0] + 1);
                     if contiguous && done.nacks.is_empty() {
-                        self.out.method(
+                        self.conn.method(
                             ch,
                             AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
                                 delivery_tag: last,
@@ -1591,7 +1266,7 @@ impl Session {
                         );
                     } else {
                         for tag in acks {
-                            self.out.method(
+                            self.conn.method(
                                 ch,
                                 AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
                                     delivery_tag: tag,
@@ -1602,7 +1277,7 @@ impl Session {
                     }
                 }
                 for tag in done.nacks {
-                    self.out.method(
+                    self.conn.method(
                         ch,
                         AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
                             delivery_tag: tag,
@@ -1612,7 +1287,7 @@ impl Session {
                     );
                 }
                 if let Some(e) = done.error {
-                    self.close_channel(ch, e.during(60, 40)).await;
+                    self.fail(ch, e.during(60, 40)).await;
                 }
             }
         }
@@ -1625,7 +1300,7 @@ impl Session {
         let live = self
             .channels
             .get(&ch)
-            .filter(|c| !c.closing)
+            .filter(|_| self.conn.channel_usable(ch))
             .and_then(|c| c.consumers.get(&consumer))
             .map(|c| c.no_ack);
         let Some(no_ack) = live else {
@@ -1652,7 +1327,7 @@ impl Session {
                 return;
             };
             let (exchange, routing_key, properties) = from_delivery(d, &queue);
-            self.out.method(
+            self.conn.method(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
                     consumer_tag: ShortString::from(consumer.clone()),
@@ -1662,12 +1337,7 @@ impl Session {
                     routing_key: routing_key.into(),
                 })),
             );
-            self.out.content(
-                ch,
-                content_header(&d.body, properties),
-                &d.body,
-                self.frame_max,
-            );
+            self.conn.content(ch, properties, &d.body);
             if no_ack {
                 auto.extend(d.receipt.clone());
             }
@@ -1686,7 +1356,10 @@ impl Session {
         properties: AMQPProperties,
         body: &Bytes,
     ) {
-        let Some(c) = self.channels.get_mut(&ch).filter(|c| !c.closing) else {
+        if !self.conn.channel_usable(ch) {
+            return;
+        }
+        let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
         if c.reply_to.as_ref().is_none_or(|(_, t)| *t != consumer) {
@@ -1694,7 +1367,7 @@ impl Session {
         }
         let tag = c.next_tag;
         c.next_tag += 1;
-        self.out.method(
+        self.conn.method(
             ch,
             AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
                 consumer_tag: ShortString::from(consumer),
@@ -1704,13 +1377,12 @@ impl Session {
                 routing_key: ShortString::from(routing_key),
             })),
         );
-        self.out
-            .content(ch, content_header(body, properties), body, self.frame_max);
+        self.conn.content(ch, properties, body);
     }
 
     fn send_returns(&mut self, ch: u16, returns: Vec<Publish>) {
         for r in returns {
-            self.out.method(
+            self.conn.method(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                     reply_code: codes::NO_ROUTE,
@@ -1719,32 +1391,8 @@ impl Session {
                     routing_key: r.routing_key.into(),
                 })),
             );
-            self.out.content(
-                ch,
-                content_header(&r.body, r.properties),
-                &r.body,
-                self.frame_max,
-            );
+            self.conn.content(ch, r.properties, &r.body);
         }
-    }
-
-    /// Closes a channel from the server's side: requeues, stops its consumers, tells
-    /// the client, and ignores the channel until `close-ok`.
-    async fn close_channel(&mut self, ch: u16, e: Exception) {
-        tracing::debug!(peer = %self.peer, channel = ch, code = e.code, text = %e.text, "closing an AMQP channel");
-        self.release_channel(ch).await;
-        if let Some(c) = self.channels.get_mut(&ch) {
-            c.closing = true;
-        }
-        self.out.method(
-            ch,
-            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-                reply_code: e.code,
-                reply_text: ShortString::from(e.reply_text()),
-                class_id: e.class_id,
-                method_id: e.method_id,
-            })),
-        );
     }
 
     /// Stops a channel's consumers and requeues what it has not acked.
@@ -1760,7 +1408,6 @@ impl Session {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        c.incoming = None;
         c.pending.clear();
         c.tx_publishes.clear();
         // Its publisher finishes what it has and stops; nobody waits for it.
@@ -1797,52 +1444,6 @@ impl Session {
         }
     }
 
-    /// Sends `connection.close` and waits (briefly) for `close-ok`.
-    async fn close_connection(&mut self, e: Exception) {
-        if e.code == codes::REPLY_SUCCESS {
-            return;
-        }
-        tracing::debug!(peer = %self.peer, code = e.code, text = %e.text, "closing an AMQP connection");
-        self.out.method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-                reply_code: e.code,
-                reply_text: ShortString::from(e.reply_text()),
-                class_id: e.class_id,
-                method_id: e.method_id,
-            })),
-        );
-        if self.flush().await.is_err() {
-            return;
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            match framing::next_frame(&mut self.buf, self.frame_max) {
-                Ok(Some(Frame::Method(0, class)))
-                    if matches!(
-                        *class,
-                        AMQPClass::Connection(
-                            connection::AMQPMethod::CloseOk(_) | connection::AMQPMethod::Close(_)
-                        )
-                    ) =>
-                {
-                    return;
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(_) => {
-                    // Garbage after our close: nothing more to say; drop what is
-                    // buffered and keep waiting for the close-ok.
-                    self.buf.clear();
-                }
-            }
-            match tokio::time::timeout_at(deadline, self.fill()).await {
-                Ok(Ok(true)) => {}
-                _ => return,
-            }
-        }
-    }
-
     /// The connection is over: requeue, stop the helpers, delete exclusive queues.
     async fn cleanup(&mut self) {
         let ids: Vec<u16> = self.channels.keys().copied().collect();
@@ -1868,14 +1469,6 @@ fn by_queue(taken: Vec<(u64, Unacked)>) -> BTreeMap<String, Vec<String>> {
         }
     }
     out
-}
-
-fn content_header(body: &Bytes, properties: AMQPProperties) -> AMQPContentHeader {
-    AMQPContentHeader {
-        class_id: 60,
-        body_size: body.len() as u64,
-        properties,
-    }
 }
 
 /// A consumer: long-polls its queue for as many messages as its credit allows and
@@ -2113,58 +1706,6 @@ async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
     done
 }
 
-/// `connection.start`: what weir is and can do.
-fn start() -> connection::Start {
-    let mut capabilities = FieldTable::default();
-    for capability in [
-        "publisher_confirms",
-        "exchange_exchange_bindings",
-        "basic.nack",
-        "consumer_cancel_notify",
-        "authentication_failure_close",
-        "per_consumer_qos",
-        "direct_reply_to",
-    ] {
-        capabilities.insert(capability.into(), AMQPValue::Boolean(true));
-    }
-    let mut properties = FieldTable::default();
-    properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
-    properties.insert("product".into(), AMQPValue::LongString("weir".into()));
-    properties.insert(
-        "version".into(),
-        AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
-    );
-    properties.insert("platform".into(), AMQPValue::LongString("Rust".into()));
-    properties.insert(
-        "information".into(),
-        AMQPValue::LongString("a durable message broker; speaks AMQP 0-9-1".into()),
-    );
-    connection::Start {
-        version_major: 0,
-        version_minor: 9,
-        server_properties: properties,
-        mechanisms: LongString::from("PLAIN AMQPLAIN"),
-        locales: LongString::from("en_US"),
-    }
-}
-
-/// The limits both sides agreed on: the lower of the two, 0 meaning "no limit".
-fn negotiate(config: &AmqpConfig, tune: &connection::TuneOk) -> (u16, u32, u16) {
-    let lower_u16 = |a: u16, b: u16| match (a, b) {
-        (0, x) | (x, 0) => x,
-        (a, b) => a.min(b),
-    };
-    let frame_max = match tune.frame_max {
-        0 => config.frame_max,
-        n => n.min(config.frame_max),
-    };
-    (
-        lower_u16(tune.channel_max, config.channel_max),
-        frame_max,
-        tune.heartbeat,
-    )
-}
-
 /// A method only a server sends, received from the client.
 fn server_only(class: &AMQPClass) -> Exception {
     Exception::connection(
@@ -2181,66 +1722,10 @@ fn missing_is_fine(result: Result<(), BrokerError>) -> Result<(), Exception> {
     }
 }
 
-fn method_name(class: &AMQPClass) -> String {
-    format!(
-        "method {}.{}",
-        class.get_amqp_class_id(),
-        class.get_amqp_method_id()
-    )
-}
-
 /// 22 characters of randomness for generated names.
 fn random_suffix() -> String {
     use std::hash::{BuildHasher, RandomState};
     let a = RandomState::new().hash_one(std::time::SystemTime::now());
     let b = RandomState::new().hash_one(a);
     format!("{a:016x}{b:06x}").chars().take(22).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tune_takes_the_lower_limits_and_zero_means_none() {
-        let config = AmqpConfig::default();
-        let (ch, frame, beat) = negotiate(
-            &config,
-            &connection::TuneOk {
-                channel_max: 0,
-                frame_max: 0,
-                heartbeat: 10,
-            },
-        );
-        assert_eq!(
-            (ch, frame, beat),
-            (config.channel_max, config.frame_max, 10)
-        );
-        let (ch, frame, _) = negotiate(
-            &config,
-            &connection::TuneOk {
-                channel_max: 5,
-                frame_max: 8192,
-                heartbeat: 0,
-            },
-        );
-        assert_eq!((ch, frame), (5, 8192));
-    }
-
-    #[test]
-    fn start_advertises_what_pika_needs_for_confirms() {
-        let s = start();
-        let Some(AMQPValue::FieldTable(caps)) = s.server_properties.inner().get("capabilities")
-        else {
-            panic!("no capabilities");
-        };
-        for c in ["publisher_confirms", "basic.nack"] {
-            assert_eq!(caps.inner().get(c), Some(&AMQPValue::Boolean(true)), "{c}");
-        }
-    }
-
-    #[test]
-    fn framing_overhead_matches_the_spec() {
-        assert_eq!(crate::framing::FRAME_OVERHEAD, 8);
-    }
 }

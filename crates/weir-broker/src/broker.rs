@@ -53,6 +53,12 @@ pub struct Limits {
     pub max_receive: u32,
     /// Longest long poll, ms.
     pub max_wait_ms: u64,
+    /// Below this much free space under the data directory the disk alarm is
+    /// raised and publishers are blocked (0: never). RabbitMQ's default, 50 MB.
+    pub disk_free_min_bytes: u64,
+    /// Above this much resident memory the memory alarm is raised and publishers
+    /// are blocked (0: 40% of the machine's memory, RabbitMQ's default).
+    pub memory_high_watermark_bytes: u64,
 }
 
 impl Default for Limits {
@@ -63,6 +69,8 @@ impl Default for Limits {
             max_batch_messages: 1_000,
             max_receive: 1_000,
             max_wait_ms: 60_000,
+            disk_free_min_bytes: 50_000_000,
+            memory_high_watermark_bytes: 0,
         }
     }
 }
@@ -129,6 +137,8 @@ pub(crate) struct Inner {
     /// Set once shutdown starts: new requests get `unavailable`, nothing is
     /// declared any more.
     closing: AtomicBool,
+    /// Resource alarms (see [`crate::alarms`]).
+    alarms: tokio::sync::watch::Receiver<crate::Alarms>,
     _lock: File,
 }
 
@@ -209,6 +219,14 @@ impl Broker {
                 })?;
         let next_queue_id = read_next_queue_id(&config.data_dir)?;
         let body_writes = Writes::default();
+        let alarms = crate::alarms::spawn_monitor(crate::alarms::Thresholds {
+            data_dir: config.data_dir.clone(),
+            disk_free_min_bytes: config.limits.disk_free_min_bytes,
+            memory_high_watermark_bytes: match config.limits.memory_high_watermark_bytes {
+                0 => crate::alarms::total_memory_bytes().map_or(0, |total| total / 10 * 4),
+                n => n,
+            },
+        });
         let (dispatch, requests) = mpsc::channel(1024);
         tokio::spawn(shared::run(bodies.clone(), body_writes.clone(), requests));
         let inner = Arc::new(Inner {
@@ -222,6 +240,7 @@ impl Broker {
             admin: Mutex::new(()),
             deleting: std::sync::Mutex::new(HashSet::new()),
             closing: AtomicBool::new(false),
+            alarms,
             _lock: lock,
         });
         let broker = Broker { inner };
@@ -929,6 +948,12 @@ impl Broker {
                 })?;
         }
         Ok(floor)
+    }
+
+    /// The resource alarms, as they change: front ends block publishers while one
+    /// is raised.
+    pub fn alarms(&self) -> tokio::sync::watch::Receiver<crate::Alarms> {
+        self.inner.alarms.clone()
     }
 
     /// Disk bytes of the shared log.

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alarms;
 pub mod api;
 mod broker;
 pub mod error;
@@ -30,6 +31,7 @@ mod queue;
 pub mod routing;
 mod shared;
 
+pub use alarms::Alarms;
 pub use api::{
     Backoff, DeadLetterInfo, DeadLetterReason, Declared, Delivery, NackOptions, Overflow,
     QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome, SettleReport,

@@ -167,3 +167,21 @@ async fn persistent_messages_survive_a_restart() {
     broker.restart().await.unwrap();
     run(&broker, "patterns.py", &["durable_consume"]).await;
 }
+
+#[tokio::test]
+async fn a_disk_alarm_blocks_publishers_with_connection_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    // More free space than any disk has: the alarm is raised from the start.
+    std::fs::write(
+        &config,
+        "[limits]\ndisk_free_min_bytes = 9000000000000000000\n",
+    )
+    .unwrap();
+    let broker = Broker::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
+    let out = run(&broker, "patterns.py", &["blocked"]).await;
+    assert!(out.contains("OK"), "{out}");
+    assert!(broker.log().contains("low on disk"), "{}", broker.log());
+}

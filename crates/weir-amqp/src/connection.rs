@@ -1,0 +1,819 @@
+//! The connection's protocol, as a sans-IO state machine.
+//!
+//! [`Connection`] holds everything about a connection that is protocol rather than
+//! broker: the handshake (protocol header, start/start-ok with authentication,
+//! tune/tune-ok, open/open-ok), the negotiated limits, heartbeats both ways, the
+//! close handshakes of the connection and of each channel, and the assembly of a
+//! `basic.publish` from its method, header and body frames. It reads bytes from a
+//! buffer the caller fills, writes frames into an [`Outbox`] the caller drains, and
+//! is told the time: it never touches a socket, a clock or the broker, so it can be
+//! unit-tested, property-tested and fuzzed (`crate::fuzzing`) without either.
+//!
+//! What it cannot decide alone it hands up as an [`Input`]: a channel method to run
+//! against the broker, a whole publish, a channel that opened or went. The session
+//! (`crate::session`) is the shell that performs those and answers through
+//! [`Connection::method`] and [`Connection::content`]; an exception it raises goes
+//! back through [`Connection::close_channel`] or [`Connection::close`], and from
+//! then on the machine ignores what the spec says to ignore.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::protocol::basic::AMQPProperties;
+use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use bytes::{Bytes, BytesMut};
+
+use crate::codes::{
+    self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED,
+    NOT_IMPLEMENTED, PRECONDITION_FAILED, SYNTAX_ERROR, UNEXPECTED_FRAME,
+};
+use crate::framing::{self, Frame, FrameError, Outbox};
+use crate::server::AmqpConfig;
+
+/// Frames allowed before `tune-ok` (the spec's minimum frame size is 4096).
+const PRE_TUNE_FRAME_MAX: u32 = 131_072;
+/// The smallest `frame_max` a peer may ask for (the spec's).
+const MIN_FRAME_MAX: u32 = 4096;
+/// How long each step of the handshake may take.
+const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
+/// How long to wait for `close-ok` after sending `connection.close`.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// What the machine hands to its shell.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// The handshake is done: the connection is open.
+    Opened,
+    /// The client opened channel `0` (`open-ok` is already written).
+    ChannelOpened(u16),
+    /// A method of an open channel for the shell to run: every method but the
+    /// channel's own open and close and `basic.publish` (which arrives whole as
+    /// [`Input::Publish`]).
+    Method(u16, Box<AMQPClass>),
+    /// A whole `basic.publish`: method, properties and body.
+    Publish(u16, Box<Publish>),
+    /// Channel `0` is gone: the client closed it (`close-ok` is written) or
+    /// acknowledged the server's close. Its consumers and unacked deliveries are
+    /// the shell's to release.
+    ChannelClosed(u16),
+    /// The connection is over; the shell writes what is left and stops.
+    Closed,
+}
+
+/// A `basic.publish` with its content.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub(crate) method: basic::Publish,
+    pub(crate) properties: AMQPProperties,
+    /// One frame's payload is a slice of the read buffer, not a copy.
+    pub(crate) body: Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the 8-byte protocol header.
+    Header,
+    StartOk,
+    TuneOk,
+    Open,
+    Running,
+    /// `connection.close` was sent: waiting for `close-ok`, ignoring the rest.
+    Closing,
+    Done,
+}
+
+/// A publish on its way in: method seen, waiting for header and body frames.
+struct Incoming {
+    method: basic::Publish,
+    header: Option<AMQPContentHeader>,
+    body: BytesMut,
+    /// A body in one frame needs no copy.
+    single: Option<Bytes>,
+}
+
+/// What the machine knows of one channel.
+#[derive(Default)]
+struct ChannelFrames {
+    /// `channel.close` was sent by the server: everything but `close` and
+    /// `close-ok` is ignored.
+    closing: bool,
+    incoming: Option<Incoming>,
+}
+
+/// One client connection's protocol state. See the module doc.
+pub(crate) struct Connection {
+    config: Arc<AmqpConfig>,
+    peer: SocketAddr,
+    phase: Phase,
+    input: BytesMut,
+    out: Outbox,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    channels: HashMap<u16, ChannelFrames>,
+    last_input: Instant,
+    /// When the next heartbeat goes out.
+    next_beat: Option<Instant>,
+    /// When the handshake step or the close handshake times out.
+    deadline: Option<Instant>,
+    /// The client said it understands `connection.blocked`.
+    blocked_capable: bool,
+    /// `connection.blocked` was sent and not yet lifted.
+    blocked: bool,
+    /// The shell is not reading (an alarm blocks this connection): the peer's
+    /// silence then says nothing about its health.
+    paused: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(config: Arc<AmqpConfig>, peer: SocketAddr, now: Instant) -> Connection {
+        Connection {
+            config,
+            peer,
+            phase: Phase::Header,
+            input: BytesMut::with_capacity(64 * 1024),
+            out: Outbox::default(),
+            frame_max: PRE_TUNE_FRAME_MAX,
+            channel_max: 0,
+            heartbeat: 0,
+            channels: HashMap::new(),
+            last_input: now,
+            next_beat: None,
+            deadline: Some(now + HANDSHAKE_STEP),
+            blocked_capable: false,
+            blocked: false,
+            paused: false,
+        }
+    }
+
+    /// Where the shell puts the bytes it reads; then it calls [`Connection::received`].
+    pub(crate) fn input_buffer(&mut self) -> &mut BytesMut {
+        &mut self.input
+    }
+
+    /// Notes that bytes arrived at `now` (the peer is alive).
+    pub(crate) fn received(&mut self, now: Instant) {
+        self.last_input = now;
+    }
+
+    /// The shell stops (`true`) or resumes reading. While it does not read, a
+    /// silent peer is not taken for a dead one.
+    pub(crate) fn pause_reading(&mut self, paused: bool, now: Instant) {
+        if self.paused && !paused {
+            self.last_input = now;
+        }
+        self.paused = paused;
+    }
+
+    /// Frames to write.
+    pub(crate) fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    /// The connection is over: nothing more will be read or written.
+    pub(crate) fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Whether the connection is open and not closing.
+    #[cfg(test)]
+    pub(crate) fn is_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    /// The negotiated `(channel_max, frame_max, heartbeat)`.
+    #[cfg(test)]
+    pub(crate) fn limits(&self) -> (u16, u32, u16) {
+        (self.channel_max, self.frame_max, self.heartbeat)
+    }
+
+    /// Whether channel `ch` is open and not being closed: what the shell writes on
+    /// it is read.
+    pub(crate) fn channel_usable(&self, ch: u16) -> bool {
+        self.phase == Phase::Running && self.channels.get(&ch).is_some_and(|c| !c.closing)
+    }
+
+    /// Writes a method on channel `ch`.
+    pub(crate) fn method(&mut self, ch: u16, class: AMQPClass) {
+        self.out.method(ch, class);
+    }
+
+    /// Writes a message's header and body frames on channel `ch`.
+    pub(crate) fn content(&mut self, ch: u16, properties: AMQPProperties, body: &Bytes) {
+        let header = AMQPContentHeader {
+            class_id: 60,
+            body_size: body.len() as u64,
+            properties,
+        };
+        self.out.content(ch, header, body, self.frame_max);
+    }
+
+    /// The next whole thing for the shell, from what is buffered; `None` when more
+    /// input (or time) is needed.
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<Input> {
+        loop {
+            match self.phase {
+                Phase::Done => return None,
+                Phase::Header => {
+                    match framing::protocol_header(&self.input) {
+                        None => return None,
+                        Some(false) => {
+                            // The spec: answer with the header we speak, then close.
+                            self.out.raw(framing::PROTOCOL_HEADER);
+                            self.phase = Phase::Done;
+                            return Some(Input::Closed);
+                        }
+                        Some(true) => {}
+                    }
+                    let _ = self.input.split_to(framing::PROTOCOL_HEADER.len());
+                    self.out.method(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::Start(start())),
+                    );
+                    self.phase = Phase::StartOk;
+                    self.deadline = Some(now + HANDSHAKE_STEP);
+                    continue;
+                }
+                _ => {}
+            }
+            let frame = match framing::next_frame(&mut self.input, self.frame_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(e) if self.phase == Phase::Closing => {
+                    // Garbage after our close: nothing more to say; drop what is
+                    // buffered and keep waiting for the close-ok.
+                    tracing::trace!(error = %e, "AMQP input after connection.close dropped");
+                    self.input.clear();
+                    return None;
+                }
+                Err(e) => {
+                    let code = match e {
+                        FrameError::Malformed { .. } => SYNTAX_ERROR,
+                        FrameError::UnknownMethod { .. } => NOT_IMPLEMENTED,
+                        _ => FRAME_ERROR,
+                    };
+                    self.close(&Exception::connection(code, e.to_string()), now);
+                    continue;
+                }
+            };
+            let result = match self.phase {
+                Phase::StartOk | Phase::TuneOk | Phase::Open => self.on_handshake(frame, now),
+                Phase::Running => self.on_frame(frame),
+                Phase::Closing => Ok(self.on_frame_while_closing(&frame)),
+                Phase::Header | Phase::Done => unreachable!("handled above"),
+            };
+            match result {
+                Ok(Some(input)) => return Some(input),
+                Ok(None) => {}
+                Err((_, e)) if e.connection => self.close(&e, now),
+                Err((ch, e)) => self.close_channel(ch, &e),
+            }
+        }
+    }
+
+    /// Heartbeats and time-outs at `now`: writes a heartbeat when one is due, and
+    /// ends the connection when the peer missed two of its own or a handshake step
+    /// took too long (then it returns [`Input::Closed`]).
+    pub(crate) fn tick(&mut self, now: Instant) -> Option<Input> {
+        if self.phase == Phase::Done {
+            return None;
+        }
+        if self.deadline.is_some_and(|d| now >= d) {
+            tracing::debug!(peer = %self.peer, phase = ?self.phase, "AMQP peer too slow; closing");
+            self.phase = Phase::Done;
+            return Some(Input::Closed);
+        }
+        if self.phase == Phase::Running && self.heartbeat > 0 {
+            let beat = Duration::from_secs(u64::from(self.heartbeat));
+            if !self.paused && now.saturating_duration_since(self.last_input) > beat * 2 {
+                tracing::info!(peer = %self.peer, "AMQP peer missed its heartbeats; closing");
+                self.phase = Phase::Done;
+                return Some(Input::Closed);
+            }
+            if self.next_beat.is_some_and(|t| now >= t) {
+                self.out.heartbeat();
+                self.next_beat = Some(now + beat / 2);
+            }
+        }
+        None
+    }
+
+    /// When [`Connection::tick`] next has something to do.
+    pub(crate) fn next_tick(&self) -> Option<Instant> {
+        if self.phase == Phase::Done {
+            return None;
+        }
+        let dead =
+            (self.phase == Phase::Running && self.heartbeat > 0 && !self.paused).then(|| {
+                self.last_input
+                    + Duration::from_secs(u64::from(self.heartbeat)) * 2
+                    + Duration::from_millis(1)
+            });
+        [self.deadline, self.next_beat, dead]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Closes the connection from the server's side: sends `connection.close` and
+    /// from now on ignores everything but the client's `close-ok` (or `close`).
+    pub(crate) fn close(&mut self, e: &Exception, now: Instant) {
+        match self.phase {
+            Phase::Header | Phase::Done | Phase::Closing => {
+                self.phase = if self.phase == Phase::Closing {
+                    Phase::Closing
+                } else {
+                    Phase::Done
+                };
+                return;
+            }
+            _ => {}
+        }
+        tracing::debug!(peer = %self.peer, code = e.code, text = %e.text, "closing an AMQP connection");
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code,
+                reply_text: ShortString::from(e.reply_text()),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        self.phase = Phase::Closing;
+        self.next_beat = None;
+        self.deadline = Some(now + CLOSE_WAIT);
+    }
+
+    /// Closes channel `ch` from the server's side: sends `channel.close` and ignores
+    /// the channel until the client's `close-ok`. A channel that is not open (or
+    /// already closing) is left as it is.
+    pub(crate) fn close_channel(&mut self, ch: u16, e: &Exception) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let Some(c) = self.channels.get_mut(&ch).filter(|c| !c.closing) else {
+            return;
+        };
+        tracing::debug!(peer = %self.peer, channel = ch, code = e.code, text = %e.text, "closing an AMQP channel");
+        c.closing = true;
+        c.incoming = None;
+        self.out.method(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code,
+                reply_text: ShortString::from(e.reply_text()),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+    }
+
+    /// Tells a client that understands it that the connection is blocked (with the
+    /// reason) or no longer (`None`). Returns whether anything was sent.
+    pub(crate) fn set_blocked(&mut self, reason: Option<&str>) -> bool {
+        if self.phase != Phase::Running || !self.blocked_capable {
+            return false;
+        }
+        match reason {
+            Some(reason) if !self.blocked => {
+                self.blocked = true;
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                        reason: ShortString::from(codes::short(reason)),
+                    })),
+                );
+                true
+            }
+            None if self.blocked => {
+                self.blocked = false;
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Unblocked(
+                        connection::Unblocked {},
+                    )),
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A frame during the handshake.
+    #[allow(clippy::too_many_lines)] // the handshake reads top to bottom
+    fn on_handshake(
+        &mut self,
+        frame: Frame,
+        now: Instant,
+    ) -> Result<Option<Input>, (u16, Exception)> {
+        let class = match frame {
+            Frame::Heartbeat(_) => return Ok(None),
+            Frame::Method(0, class) => class,
+            _ => {
+                return Err((
+                    0,
+                    Exception::connection(UNEXPECTED_FRAME, "the handshake is not finished"),
+                ));
+            }
+        };
+        let expected = match self.phase {
+            Phase::StartOk => "connection.start-ok",
+            Phase::TuneOk => "connection.tune-ok",
+            _ => "connection.open",
+        };
+        match (self.phase, *class) {
+            (Phase::StartOk, AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok))) => {
+                if let Err(reason) = self.config.authenticate(&start_ok, self.peer) {
+                    tracing::warn!(peer = %self.peer, %reason, "AMQP login refused");
+                    return Err((
+                        0,
+                        Exception::connection(ACCESS_REFUSED, reason).during(10, 11),
+                    ));
+                }
+                self.blocked_capable =
+                    capability(&start_ok.client_properties, "connection.blocked");
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+                        channel_max: self.config.channel_max,
+                        frame_max: self.config.frame_max,
+                        heartbeat: self.config.heartbeat_s,
+                    })),
+                );
+                self.phase = Phase::TuneOk;
+                self.deadline = Some(now + HANDSHAKE_STEP);
+                Ok(None)
+            }
+            (Phase::TuneOk, AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune))) => {
+                let (channel_max, frame_max, heartbeat) = negotiate(&self.config, &tune);
+                if frame_max < MIN_FRAME_MAX {
+                    return Err((
+                        0,
+                        Exception::connection(
+                            SYNTAX_ERROR,
+                            format!(
+                                "frame_max {} is below the minimum of {MIN_FRAME_MAX}",
+                                tune.frame_max
+                            ),
+                        )
+                        .during(10, 31),
+                    ));
+                }
+                (self.channel_max, self.frame_max, self.heartbeat) =
+                    (channel_max, frame_max, heartbeat);
+                self.phase = Phase::Open;
+                self.deadline = Some(now + HANDSHAKE_STEP);
+                Ok(None)
+            }
+            (Phase::Open, AMQPClass::Connection(connection::AMQPMethod::Open(open))) => {
+                if open.virtual_host.as_str() != "/" {
+                    return Err((
+                        0,
+                        Exception::connection(
+                            NOT_ALLOWED,
+                            format!(
+                                "vhost '{}' not found (weir has the one vhost '/')",
+                                open.virtual_host
+                            ),
+                        )
+                        .during(10, 40),
+                    ));
+                }
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+                );
+                self.phase = Phase::Running;
+                self.deadline = None;
+                self.last_input = now;
+                if self.heartbeat > 0 {
+                    self.next_beat = Some(now + Duration::from_secs(u64::from(self.heartbeat)) / 2);
+                }
+                tracing::debug!(peer = %self.peer, frame_max = self.frame_max, channel_max = self.channel_max, heartbeat = self.heartbeat, "AMQP connection open");
+                Ok(Some(Input::Opened))
+            }
+            (_, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                self.phase = Phase::Done;
+                Ok(Some(Input::Closed))
+            }
+            (_, other) => Err((
+                0,
+                Exception::connection(
+                    COMMAND_INVALID,
+                    format!("expected {expected}, got {}", method_name(&other)),
+                ),
+            )),
+        }
+    }
+
+    /// A frame on an open connection.
+    fn on_frame(&mut self, frame: Frame) -> Result<Option<Input>, (u16, Exception)> {
+        match frame {
+            Frame::Heartbeat(0) => Ok(None),
+            Frame::Heartbeat(_) => Err((
+                0,
+                Exception::connection(FRAME_ERROR, "heartbeat frames belong on channel 0"),
+            )),
+            Frame::Method(0, class) => self.on_connection_method(*class).map_err(|e| (0, e)),
+            Frame::Method(ch, class) => {
+                let ids = (class.get_amqp_class_id(), class.get_amqp_method_id());
+                self.on_channel_method(ch, *class)
+                    .map_err(|e| (ch, e.during(ids.0, ids.1)))
+            }
+            Frame::Header(ch, header) => self.on_content_header(ch, *header).map_err(|e| (ch, e)),
+            Frame::Body(ch, body) => self.on_content_body(ch, body).map_err(|e| (ch, e)),
+        }
+    }
+
+    /// After our `connection.close`, only the client's `close-ok` (or its own
+    /// crossing `close`) counts.
+    fn on_frame_while_closing(&mut self, frame: &Frame) -> Option<Input> {
+        let Frame::Method(0, class) = frame else {
+            return None;
+        };
+        match **class {
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {}
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+            }
+            _ => return None,
+        }
+        self.phase = Phase::Done;
+        Some(Input::Closed)
+    }
+
+    fn on_connection_method(&mut self, class: AMQPClass) -> Result<Option<Input>, Exception> {
+        match class {
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                self.phase = Phase::Done;
+                Ok(Some(Input::Closed))
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {
+                self.phase = Phase::Done;
+                Ok(Some(Input::Closed))
+            }
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => Err(
+                Exception::connection(NOT_IMPLEMENTED, "connection.update-secret is not supported")
+                    .during(10, 70),
+            ),
+            other => Err(Exception::connection(
+                COMMAND_INVALID,
+                format!("{} is not a method of channel 0", method_name(&other)),
+            )),
+        }
+    }
+
+    fn on_channel_method(&mut self, ch: u16, class: AMQPClass) -> Result<Option<Input>, Exception> {
+        if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = class {
+            if self.channels.contains_key(&ch) {
+                return Err(Exception::connection(
+                    CHANNEL_ERROR,
+                    format!("channel {ch} is already open"),
+                ));
+            }
+            if self.channel_max != 0 && ch > self.channel_max {
+                return Err(Exception::connection(
+                    NOT_ALLOWED,
+                    format!("channel {ch} is above channel_max {}", self.channel_max),
+                ));
+            }
+            self.channels.insert(ch, ChannelFrames::default());
+            self.out.method(
+                ch,
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            );
+            return Ok(Some(Input::ChannelOpened(ch)));
+        }
+        let c = self.channel(ch)?;
+        if c.closing {
+            return Ok(match class {
+                AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                    self.channels.remove(&ch);
+                    Some(Input::ChannelClosed(ch))
+                }
+                AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                    // Both sides closed at once: each answers the other.
+                    self.out.method(
+                        ch,
+                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    );
+                    self.channels.remove(&ch);
+                    Some(Input::ChannelClosed(ch))
+                }
+                _ => None,
+            });
+        }
+        if c.incoming.is_some() {
+            return Err(Exception::connection(
+                UNEXPECTED_FRAME,
+                format!("a method on channel {ch} before the content of its basic.publish"),
+            ));
+        }
+        match class {
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                self.out.method(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                self.channels.remove(&ch);
+                Ok(Some(Input::ChannelClosed(ch)))
+            }
+            // A close-ok for a close nobody sent: nothing to do.
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => Ok(None),
+            AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
+                if p.immediate {
+                    // Removed from RabbitMQ in 3.0; refused the same way.
+                    return Err(Exception::connection(NOT_IMPLEMENTED, "immediate=true"));
+                }
+                c.incoming = Some(Incoming {
+                    method: p,
+                    header: None,
+                    body: BytesMut::new(),
+                    single: None,
+                });
+                Ok(None)
+            }
+            other => Ok(Some(Input::Method(ch, Box::new(other)))),
+        }
+    }
+
+    fn channel(&mut self, ch: u16) -> Result<&mut ChannelFrames, Exception> {
+        self.channels.get_mut(&ch).ok_or_else(|| {
+            Exception::connection(CHANNEL_ERROR, format!("channel {ch} is not open"))
+        })
+    }
+
+    fn on_content_header(
+        &mut self,
+        ch: u16,
+        header: AMQPContentHeader,
+    ) -> Result<Option<Input>, Exception> {
+        let max = self.config.max_message_bytes;
+        let c = self.channel(ch)?;
+        if c.closing {
+            return Ok(None);
+        }
+        let Some(incoming) = c.incoming.as_mut().filter(|i| i.header.is_none()) else {
+            return Err(Exception::connection(
+                UNEXPECTED_FRAME,
+                format!("content header on channel {ch} without basic.publish"),
+            ));
+        };
+        if header.class_id != 60 {
+            return Err(Exception::connection(
+                FRAME_ERROR,
+                "content header of a class other than basic",
+            ));
+        }
+        if header.body_size > max {
+            c.incoming = None;
+            return Err(Exception::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "message size {} is larger than the max message size {max}",
+                    header.body_size
+                ),
+            )
+            .during(60, 40));
+        }
+        let size = header.body_size;
+        incoming.header = Some(header);
+        Ok((size == 0).then(|| self.finish_publish(ch)).flatten())
+    }
+
+    fn on_content_body(&mut self, ch: u16, body: Bytes) -> Result<Option<Input>, Exception> {
+        let c = self.channel(ch)?;
+        if c.closing {
+            return Ok(None);
+        }
+        let Some(incoming) = c.incoming.as_mut().filter(|i| i.header.is_some()) else {
+            return Err(Exception::connection(
+                UNEXPECTED_FRAME,
+                format!("content body on channel {ch} without a header"),
+            ));
+        };
+        let expected = incoming.header.as_ref().map_or(0, |h| h.body_size);
+        let have =
+            incoming.body.len() as u64 + incoming.single.as_ref().map_or(0, |b| b.len() as u64);
+        if have + body.len() as u64 > expected {
+            return Err(Exception::connection(
+                FRAME_ERROR,
+                "content body longer than its header said",
+            ));
+        }
+        let body_len = body.len() as u64;
+        if have == 0 && body_len == expected {
+            incoming.single = Some(body);
+        } else {
+            if let Some(first) = incoming.single.take() {
+                incoming.body.extend_from_slice(&first);
+            }
+            incoming.body.extend_from_slice(&body);
+        }
+        let whole = have + body_len == expected;
+        Ok(whole.then(|| self.finish_publish(ch)).flatten())
+    }
+
+    /// The publish on channel `ch` is whole.
+    fn finish_publish(&mut self, ch: u16) -> Option<Input> {
+        let incoming = self.channels.get_mut(&ch)?.incoming.take()?;
+        let header = incoming.header?;
+        let body = incoming.single.unwrap_or_else(|| incoming.body.freeze());
+        Some(Input::Publish(
+            ch,
+            Box::new(Publish {
+                method: incoming.method,
+                properties: header.properties,
+                body,
+            }),
+        ))
+    }
+}
+
+/// Whether a client's `capabilities` table says `name: true`.
+fn capability(client_properties: &FieldTable, name: &str) -> bool {
+    let Some(AMQPValue::FieldTable(caps)) = client_properties.inner().get("capabilities") else {
+        return false;
+    };
+    matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
+}
+
+/// `connection.start`: what weir is and can do.
+fn start() -> connection::Start {
+    let mut capabilities = FieldTable::default();
+    for capability in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        capabilities.insert(capability.into(), AMQPValue::Boolean(true));
+    }
+    let mut properties = FieldTable::default();
+    properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    properties.insert("product".into(), AMQPValue::LongString("weir".into()));
+    properties.insert(
+        "version".into(),
+        AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
+    );
+    properties.insert("platform".into(), AMQPValue::LongString("Rust".into()));
+    properties.insert(
+        "information".into(),
+        AMQPValue::LongString("a durable message broker; speaks AMQP 0-9-1".into()),
+    );
+    connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: properties,
+        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        locales: LongString::from("en_US"),
+    }
+}
+
+/// The limits both sides agreed on: the lower of the two, 0 meaning "no limit".
+fn negotiate(config: &AmqpConfig, tune: &connection::TuneOk) -> (u16, u32, u16) {
+    let lower_u16 = |a: u16, b: u16| match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    };
+    let frame_max = match tune.frame_max {
+        0 => config.frame_max,
+        n => n.min(config.frame_max),
+    };
+    (
+        lower_u16(tune.channel_max, config.channel_max),
+        frame_max,
+        tune.heartbeat,
+    )
+}
+
+pub(crate) fn method_name(class: &AMQPClass) -> String {
+    format!(
+        "method {}.{}",
+        class.get_amqp_class_id(),
+        class.get_amqp_method_id()
+    )
+}
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+pub(crate) mod tests;

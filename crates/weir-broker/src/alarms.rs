@@ -1,0 +1,142 @@
+//! Resource alarms: the broker watches the free space of its data directory's file
+//! system and its own resident memory, and raises an alarm when either crosses its
+//! limit (RabbitMQ's disk and memory alarms). Front ends subscribe with
+//! [`crate::Broker::alarms`]: the AMQP front end stops reading from publishing
+//! connections and tells them with `connection.blocked`, so producers slow down
+//! before the disk is full instead of failing on it.
+//!
+//! The check runs once a second on a blocking thread (`statvfs` and
+//! `/proc/self/statm` are cheap but are system calls).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Which alarms are raised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Alarms {
+    /// Free space under the data directory is below `Limits::disk_free_min_bytes`.
+    pub disk: bool,
+    /// The broker's resident memory is above `Limits::memory_high_watermark_bytes`.
+    pub memory: bool,
+}
+
+impl Alarms {
+    /// Why publishers are blocked, or `None` when they are not.
+    pub fn reason(&self) -> Option<&'static str> {
+        match (self.disk, self.memory) {
+            (false, false) => None,
+            (true, false) => Some("low on disk"),
+            (false, true) => Some("low on memory"),
+            (true, true) => Some("low on disk and memory"),
+        }
+    }
+}
+
+/// What the monitor compares against.
+#[derive(Clone, Debug)]
+pub(crate) struct Thresholds {
+    pub(crate) data_dir: PathBuf,
+    /// 0: no disk alarm.
+    pub(crate) disk_free_min_bytes: u64,
+    /// 0: no memory alarm.
+    pub(crate) memory_high_watermark_bytes: u64,
+}
+
+/// Checks once now, then every second until every receiver is gone.
+pub(crate) fn spawn_monitor(thresholds: Thresholds) -> watch::Receiver<Alarms> {
+    let (tx, rx) = watch::channel(check(&thresholds));
+    if let Some(reason) = rx.borrow().reason() {
+        tracing::warn!(
+            reason,
+            "resource alarm raised at start: publishers will be blocked"
+        );
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if tx.is_closed() {
+                return;
+            }
+            let t = thresholds.clone();
+            let Ok(now) = tokio::task::spawn_blocking(move || check(&t)).await else {
+                return;
+            };
+            let before = *tx.borrow();
+            if now != before {
+                if let Some(reason) = now.reason() {
+                    tracing::warn!(reason, "resource alarm raised: publishers are blocked");
+                } else {
+                    tracing::info!("resource alarm cleared: publishers may go on");
+                }
+                tx.send_replace(now);
+            }
+        }
+    });
+    rx
+}
+
+fn check(t: &Thresholds) -> Alarms {
+    let disk = t.disk_free_min_bytes > 0
+        && free_bytes(&t.data_dir).is_some_and(|free| free < t.disk_free_min_bytes);
+    let memory = t.memory_high_watermark_bytes > 0
+        && resident_bytes().is_some_and(|rss| rss > t.memory_high_watermark_bytes);
+    Alarms { disk, memory }
+}
+
+/// Bytes an unprivileged process may still write under `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// This process's resident set size (Linux; `None` elsewhere).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
+
+/// The machine's memory (for the default watermark), from `/proc/meminfo`.
+pub(crate) fn total_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_raise_and_zero_disables() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = |disk, memory| Thresholds {
+            data_dir: dir.path().to_owned(),
+            disk_free_min_bytes: disk,
+            memory_high_watermark_bytes: memory,
+        };
+        assert_eq!(check(&t(0, 0)), Alarms::default());
+        assert_eq!(
+            check(&t(u64::MAX, 1)),
+            Alarms {
+                disk: true,
+                memory: true
+            }
+        );
+        assert_eq!(check(&t(1, u64::MAX)), Alarms::default());
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(resident_bytes().unwrap() > 0);
+        assert!(total_memory_bytes().unwrap() > 0);
+        assert_eq!(
+            Alarms {
+                disk: true,
+                memory: false
+            }
+            .reason(),
+            Some("low on disk")
+        );
+    }
+}
