@@ -70,9 +70,18 @@ pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exce
                 }
                 None => return Err(bad("a string")),
             },
-            "x-expires"
-            | "x-single-active-consumer"
-            | "x-max-in-memory-length"
+            "x-expires" => {
+                // RabbitMQ refuses 0: a queue must live at least a millisecond.
+                let ms = non_negative(value)
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| bad("a positive integer"))?;
+                options.expires_ms = Some(ms);
+            }
+            "x-single-active-consumer" => match value {
+                AMQPValue::Boolean(on) => options.single_active_consumer = *on,
+                _ => return Err(bad("a boolean")),
+            },
+            "x-max-in-memory-length"
             | "x-max-in-memory-bytes"
             | "x-stream-max-segment-size-bytes"
             | "x-max-age" => return Err(not_yet(name, "this argument")),
@@ -175,8 +184,12 @@ mod tests {
             ("x-max-priority", AMQPValue::ShortShortUInt(9)),
             ("x-delivery-limit", AMQPValue::LongInt(3)),
             ("x-queue-type", AMQPValue::LongString("quorum".into())),
+            ("x-expires", AMQPValue::LongInt(5_000)),
+            ("x-single-active-consumer", AMQPValue::Boolean(true)),
         ]))
         .unwrap();
+        assert_eq!(o.expires_ms, Some(5_000));
+        assert!(o.single_active_consumer);
         assert_eq!(o.message_ttl_ms, Some(60_000));
         assert_eq!(o.max_length, Some(10));
         assert_eq!(o.overflow, Overflow::RejectPublish);
@@ -194,7 +207,16 @@ mod tests {
         assert_eq!(e.code, PRECONDITION_FAILED);
         let e = queue_options(&table(&[("x-max-length", AMQPValue::LongInt(-1))])).unwrap_err();
         assert_eq!(e.code, PRECONDITION_FAILED);
-        let e = queue_options(&table(&[("x-expires", AMQPValue::LongInt(1000))])).unwrap_err();
+        let e = queue_options(&table(&[("x-expires", AMQPValue::LongInt(0))])).unwrap_err();
+        assert_eq!(e.code, PRECONDITION_FAILED);
+        let e = queue_options(&table(&[(
+            "x-single-active-consumer",
+            AMQPValue::LongInt(1),
+        )]))
+        .unwrap_err();
+        assert_eq!(e.code, PRECONDITION_FAILED);
+        let e = queue_options(&table(&[("x-max-age", AMQPValue::LongString("1D".into()))]))
+            .unwrap_err();
         assert_eq!(e.code, NOT_IMPLEMENTED);
         assert!(queue_options(&table(&[("other", AMQPValue::Boolean(true))])).is_ok());
     }

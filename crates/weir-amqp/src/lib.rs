@@ -17,6 +17,9 @@
 //!   prefetch credit).
 //! * `message`: how an AMQP message (exchange, routing key, every property) is
 //!   stored in the broker and given back exactly.
+//! * `registry`: what AMQP knows across connections and the broker does not: owners
+//!   of exclusive queues, auto-delete queues, every queue's consumers (exclusive
+//!   consumers, single active consumer).
 //! * `arguments`: RabbitMQ `x-` arguments mapped to weir's options.
 //! * `codes`: reply codes; broker errors become channel or connection exceptions in
 //!   one place.
@@ -30,6 +33,7 @@ pub(crate) mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 mod message;
+mod registry;
 mod server;
 mod session;
 

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_broker::Broker;
 
+use crate::registry::Registry;
 use crate::session;
 
 /// The AMQP front end's settings.
@@ -101,6 +102,7 @@ fn amqplain(response: &[u8]) -> Option<(String, String)> {
 pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
     let config = Arc::new(config);
     let replies = Arc::new(session::Replies::default());
+    let registry = Arc::new(Registry::default());
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let sessions = TaskTracker::new();
     loop {
@@ -121,9 +123,14 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
             drop(stream);
             continue;
         };
-        let (broker, config, replies) = (broker.clone(), config.clone(), replies.clone());
+        let (broker, config, replies, registry) = (
+            broker.clone(),
+            config.clone(),
+            replies.clone(),
+            registry.clone(),
+        );
         sessions.spawn(async move {
-            session::run(stream, peer, broker, config, replies).await;
+            session::run(stream, peer, broker, config, replies, registry).await;
             drop(slot);
         });
     }

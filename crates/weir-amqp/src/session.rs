@@ -27,12 +27,12 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weir_broker::{
-    Broker, BrokerError, Delivery, DestinationType, ExchangeOptions, ExchangeType, NackOptions,
-    PublishMessage, PublishOptions, ReceiveRequest,
+    Broker, BrokerError, Declared, Delivery, DestinationType, ExchangeOptions, ExchangeType,
+    NackOptions, PublishMessage, PublishOptions, ReceiveRequest, UseGuard,
 };
 
 use crate::arguments::{binding, queue_options};
@@ -42,6 +42,7 @@ use crate::codes::{
 };
 use crate::connection::{Connection, Input, Publish as IncomingPublish, method_name};
 use crate::message::{from_delivery, to_send};
+use crate::registry::{ConsumerId, Registry};
 use crate::server::AmqpConfig;
 
 /// How long a consumer's lease on a delivered message lasts (RabbitMQ's default
@@ -156,6 +157,41 @@ struct Consumer {
     /// Its prefetch credit (none: unlimited).
     credit: Option<Arc<Semaphore>>,
     stop: CancellationToken,
+    /// Keeps its queue from expiring (`x-expires`) while it consumes.
+    _use: Option<UseGuard>,
+}
+
+/// `channel.flow`: whether the channel's consumers may receive. A `Default`
+/// wrapper, so `Channel` stays `Default`.
+struct Flow(watch::Sender<bool>);
+
+impl Default for Flow {
+    fn default() -> Flow {
+        Flow(watch::channel(true).0)
+    }
+}
+
+/// When a consumer may poll: its channel's flow is on and, on a
+/// single-active-consumer queue, it is the active one.
+struct Gates {
+    flow: watch::Receiver<bool>,
+    active: watch::Receiver<bool>,
+}
+
+impl Gates {
+    /// Waits until both are open; `false` once the consumer is stopped or gone.
+    async fn open(&mut self, stop: &CancellationToken) -> bool {
+        loop {
+            if *self.flow.borrow_and_update() && *self.active.borrow_and_update() {
+                return true;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                changed = self.flow.changed() => if changed.is_err() { return false },
+                changed = self.active.changed() => if changed.is_err() { return false },
+            }
+        }
+    }
 }
 
 /// A delivery waiting for its ack.
@@ -190,6 +226,7 @@ struct Channel {
     last_queue: Option<String>,
     /// This channel's direct reply-to consumer: its token and consumer tag.
     reply_to: Option<(String, String)>,
+    flow: Flow,
 }
 
 /// Runs one connection to its end.
@@ -199,6 +236,7 @@ pub(crate) async fn run(
     broker: Broker,
     config: Arc<AmqpConfig>,
     replies: Arc<Replies>,
+    registry: Arc<Registry>,
 ) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
@@ -214,8 +252,8 @@ pub(crate) async fn run(
         channels: HashMap::new(),
         events_tx,
         events_rx,
-        exclusive: Vec::new(),
-        auto_delete: Vec::new(),
+        id: registry.connection_id(),
+        registry,
         stop: CancellationToken::new(),
         replies,
     };
@@ -235,10 +273,10 @@ struct Session {
     channels: HashMap<u16, Channel>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
-    /// Exclusive queues of this connection: deleted when it closes.
-    exclusive: Vec<String>,
-    /// Auto-delete queues declared here: deleted when their last consumer here goes.
-    auto_delete: Vec<String>,
+    /// Exclusive queues, auto-delete queues and consumers of every connection.
+    registry: Arc<Registry>,
+    /// This connection's number in the registry.
+    id: u64,
     /// Stops the helper tasks.
     stop: CancellationToken,
     /// Direct reply-to consumers of all connections.
@@ -388,16 +426,13 @@ impl Session {
         }
         match class {
             AMQPClass::Channel(channel::AMQPMethod::Flow(flow)) => {
-                if !flow.active {
-                    return Err(Exception::channel(
-                        NOT_IMPLEMENTED,
-                        "channel.flow active=false is not supported",
-                    ));
-                }
+                // The client pauses (or resumes) deliveries to its consumers on this
+                // channel; what is already on its way is requeued.
+                self.channel(ch)?.flow.0.send_replace(flow.active);
                 self.conn.method(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
-                        active: true,
+                        active: flow.active,
                     })),
                 );
             }
@@ -555,6 +590,7 @@ impl Session {
                 let mut name = d.queue.as_str().to_owned();
                 if d.passive {
                     name = self.queue_name(ch, &d.queue)?;
+                    self.registry.check_access(&name, self.id)?;
                 } else {
                     if name.starts_with("amq.") {
                         return Err(Exception::channel(
@@ -566,32 +602,41 @@ impl Session {
                         name = format!("amq.gen-{}", random_suffix());
                     }
                     let options = queue_options(&d.arguments)?;
-                    self.broker
+                    self.registry.check_access(&name, self.id)?;
+                    let declared = self
+                        .broker
                         .declare(&name, options)
                         .await
                         .map_err(Exception::from)?;
-                    if d.exclusive && !self.exclusive.contains(&name) {
-                        self.exclusive.push(name.clone());
-                    }
-                    if d.auto_delete && !self.auto_delete.contains(&name) {
-                        self.auto_delete.push(name.clone());
-                    }
+                    self.registry.declared(
+                        &name,
+                        self.id,
+                        declared == Declared::Existed,
+                        d.exclusive,
+                        d.auto_delete,
+                    )?;
                 }
                 let info = self.broker.info(&name).await.map_err(Exception::from)?;
                 self.channel(ch)?.last_queue = Some(name.clone());
+                // AMQP consumers, or waiting HTTP long polls if more.
+                let consumers = info
+                    .stats
+                    .consumers
+                    .max(self.registry.consumer_count(&name) as u64);
                 if !d.nowait {
                     self.conn.method(
                         ch,
                         AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                             queue: ShortString::from(name),
                             message_count: u32::try_from(info.stats.ready).unwrap_or(u32::MAX),
-                            consumer_count: u32::try_from(info.stats.consumers).unwrap_or(u32::MAX),
+                            consumer_count: u32::try_from(consumers).unwrap_or(u32::MAX),
                         })),
                     );
                 }
             }
             queue::AMQPMethod::Bind(b) => {
                 let queue = self.queue_name(ch, &b.queue)?;
+                self.registry.check_access(&queue, self.id)?;
                 let binding = binding(
                     b.exchange.as_str(),
                     &queue,
@@ -615,6 +660,7 @@ impl Session {
             }
             queue::AMQPMethod::Unbind(b) => {
                 let queue = self.queue_name(ch, &b.queue)?;
+                self.registry.check_access(&queue, self.id)?;
                 let binding = binding(
                     b.exchange.as_str(),
                     &queue,
@@ -637,6 +683,7 @@ impl Session {
             }
             queue::AMQPMethod::Purge(p) => {
                 let queue = self.queue_name(ch, &p.queue)?;
+                self.registry.check_access(&queue, self.id)?;
                 let count = self.broker.purge(&queue).await.map_err(Exception::from)?;
                 if !p.nowait {
                     self.conn.method(
@@ -649,6 +696,7 @@ impl Session {
             }
             queue::AMQPMethod::Delete(d) => {
                 let queue = self.queue_name(ch, &d.queue)?;
+                self.registry.check_access(&queue, self.id)?;
                 let count = match self.broker.info(&queue).await {
                     Ok(info) => {
                         if d.if_empty && info.stats.ready + info.stats.delayed > 0 {
@@ -657,7 +705,10 @@ impl Session {
                                 format!("queue '{queue}' is not empty"),
                             ));
                         }
-                        if d.if_unused && info.stats.consumers > 0 {
+                        if d.if_unused
+                            && (info.stats.consumers > 0
+                                || self.registry.consumer_count(&queue) > 0)
+                        {
                             return Err(Exception::channel(
                                 PRECONDITION_FAILED,
                                 format!("queue '{queue}' in use"),
@@ -670,8 +721,7 @@ impl Session {
                     Err(BrokerError::NotFound { .. }) => 0,
                     Err(e) => return Err(e.into()),
                 };
-                self.exclusive.retain(|q| *q != queue);
-                self.auto_delete.retain(|q| *q != queue);
+                self.registry.forget_queue(&queue);
                 if !d.nowait {
                     self.conn.method(
                         ch,
@@ -712,8 +762,7 @@ impl Session {
                     self.replies.lock().remove(&token);
                 }
                 if let Some(consumer) = self.channel(ch)?.consumers.remove(&tag) {
-                    consumer.stop.cancel();
-                    self.maybe_auto_delete(&consumer.queue).await;
+                    self.end_consumer(ch, tag, consumer).await;
                 }
                 if !cancel.nowait {
                     self.conn.method(
@@ -726,6 +775,7 @@ impl Session {
             }
             basic::AMQPMethod::Get(g) => {
                 let queue = self.queue_name(ch, &g.queue)?;
+                self.registry.check_access(&queue, self.id)?;
                 let got = self
                     .broker
                     .receive(
@@ -817,8 +867,9 @@ impl Session {
             return self.consume_replies(ch, &c);
         }
         let queue = self.queue_name(ch, &c.queue)?;
+        self.registry.check_access(&queue, self.id)?;
         // The queue must exist now (404 otherwise).
-        self.broker.info(&queue).await.map_err(Exception::from)?;
+        let info = self.broker.info(&queue).await.map_err(Exception::from)?;
         let tag = if c.consumer_tag.as_str().is_empty() {
             format!("amq.ctag-{}", random_suffix())
         } else {
@@ -832,6 +883,7 @@ impl Session {
                 format!("consumer tag '{tag}' is in use on channel {ch}"),
             ));
         }
+        let flow = channel.flow.0.subscribe();
         let credit = (!c.no_ack && channel.prefetch > 0)
             .then(|| Arc::new(Semaphore::new(usize::from(channel.prefetch))));
         let shared = if c.no_ack {
@@ -839,13 +891,25 @@ impl Session {
         } else {
             channel.shared_credit.clone()
         };
-        channel.consumers.insert(
+        let active = self.registry.add_consumer(
+            &queue,
+            &ConsumerId {
+                connection: self.id,
+                channel: ch,
+                tag: tag.clone(),
+            },
+            c.exclusive,
+            info.options.single_active_consumer,
+        )?;
+        let hold = self.broker.hold(&queue).ok();
+        self.channel(ch)?.consumers.insert(
             tag.clone(),
             Consumer {
                 queue: queue.clone(),
                 no_ack: c.no_ack,
                 credit: credit.clone(),
                 stop: stop.clone(),
+                _use: hold,
             },
         );
         if !c.nowait {
@@ -864,6 +928,7 @@ impl Session {
             credit,
             shared,
             stop,
+            Gates { flow, active },
             self.events_tx.clone(),
         ));
         Ok(())
@@ -1225,10 +1290,13 @@ impl Session {
                 channel: ch,
                 consumer,
             } => {
-                if let Some(c) = self.channels.get_mut(&ch)
-                    && c.consumers.remove(&consumer).is_some()
-                    && self.conn.channel_usable(ch)
-                {
+                let gone = self
+                    .channels
+                    .get_mut(&ch)
+                    .and_then(|c| c.consumers.remove(&consumer));
+                let Some(gone) = gone else { return };
+                self.end_consumer(ch, consumer.clone(), gone).await;
+                if self.conn.channel_usable(ch) {
                     self.conn.method(
                         ch,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
@@ -1300,7 +1368,7 @@ impl Session {
         let live = self
             .channels
             .get(&ch)
-            .filter(|_| self.conn.channel_usable(ch))
+            .filter(|c| self.conn.channel_usable(ch) && *c.flow.0.borrow())
             .and_then(|c| c.consumers.get(&consumer))
             .map(|c| c.no_ack);
         let Some(no_ack) = live else {
@@ -1401,7 +1469,7 @@ impl Session {
             return;
         };
         let unacked: Vec<(u64, Unacked)> = std::mem::take(&mut c.unacked).into_iter().collect();
-        let consumers: Vec<Consumer> = c.consumers.drain().map(|(_, v)| v).collect();
+        let consumers: Vec<(String, Consumer)> = c.consumers.drain().collect();
         if let Some((token, _)) = c.reply_to.take() {
             self.replies.lock().remove(&token);
         }
@@ -1413,12 +1481,14 @@ impl Session {
         // Its publisher finishes what it has and stops; nobody waits for it.
         c.publisher = None;
         c.in_flight = 0;
-        for consumer in &consumers {
+        for (_, consumer) in &consumers {
             consumer.stop.cancel();
         }
+        // Requeued before the next single active consumer takes over, so it gets
+        // them in order.
         self.requeue_now(unacked).await;
-        for consumer in consumers {
-            self.maybe_auto_delete(&consumer.queue).await;
+        for (tag, consumer) in consumers {
+            self.end_consumer(ch, tag, consumer).await;
         }
     }
 
@@ -1427,20 +1497,22 @@ impl Session {
         self.channels.remove(&ch);
     }
 
-    /// Deletes an auto-delete queue declared here once no consumer here reads it.
-    async fn maybe_auto_delete(&mut self, queue: &str) {
-        if !self.auto_delete.iter().any(|q| q == queue) {
-            return;
-        }
-        let used = self
-            .channels
-            .values()
-            .any(|c| c.consumers.values().any(|k| k.queue == queue));
-        if !used {
-            self.auto_delete.retain(|q| q != queue);
-            if let Err(e) = self.broker.delete(queue).await {
-                tracing::debug!(%queue, error = %e, "deleting an auto-delete queue failed");
+    /// A consumer is over: stops it and takes it out of the registry, which hands
+    /// a single-active-consumer queue to the next consumer, and deletes an
+    /// auto-delete queue whose last consumer this was.
+    async fn end_consumer(&mut self, ch: u16, tag: String, consumer: Consumer) {
+        consumer.stop.cancel();
+        let id = ConsumerId {
+            connection: self.id,
+            channel: ch,
+            tag,
+        };
+        if self.registry.remove_consumer(&consumer.queue, &id) {
+            tracing::debug!(queue = %consumer.queue, "auto-delete queue lost its last consumer; deleting it");
+            if let Err(e) = self.broker.delete(&consumer.queue).await {
+                tracing::debug!(queue = %consumer.queue, error = %e, "deleting an auto-delete queue failed");
             }
+            self.registry.forget_queue(&consumer.queue);
         }
     }
 
@@ -1452,7 +1524,7 @@ impl Session {
         }
         self.channels.clear();
         self.stop.cancel();
-        for queue in std::mem::take(&mut self.exclusive) {
+        for queue in self.registry.release_connection(self.id) {
             if let Err(e) = self.broker.delete(&queue).await {
                 tracing::debug!(%queue, error = %e, "deleting an exclusive queue failed");
             }
@@ -1482,9 +1554,13 @@ async fn consume_loop(
     credit: Option<Arc<Semaphore>>,
     shared: Option<Arc<Semaphore>>,
     stop: CancellationToken,
+    mut gates: Gates,
     events: mpsc::UnboundedSender<Event>,
 ) {
     loop {
+        if !gates.open(&stop).await {
+            return;
+        }
         // Wait for at least one unit of credit, then take what else is free.
         let mut want = CONSUMER_BATCH;
         for sem in [&credit, &shared].into_iter().flatten() {

@@ -79,6 +79,14 @@ pub struct QueueOptions {
     /// A send whose `id` was seen within this window is accepted but not enqueued
     /// again. `None`: no de-duplication.
     pub dedup_window_ms: Option<u64>,
+    /// The queue is deleted once it has gone this long unused: no consumer, no
+    /// receive and no redeclaration (RabbitMQ's `x-expires`). Publishing does not
+    /// count as use. `None`: never.
+    pub expires_ms: Option<u64>,
+    /// At most one AMQP consumer of the queue gets messages at a time; the others
+    /// wait, in the order they came, and the next takes over when it goes
+    /// (RabbitMQ's `x-single-active-consumer`). HTTP receives are not limited.
+    pub single_active_consumer: bool,
 }
 
 /// Longest allowed delay, TTL, lease or window: 30 days.
@@ -112,6 +120,8 @@ impl Default for QueueOptions {
             max_length_bytes: None,
             overflow: Overflow::DropHead,
             dedup_window_ms: None,
+            expires_ms: None,
+            single_active_consumer: false,
         }
     }
 }
@@ -124,6 +134,9 @@ impl QueueOptions {
         check_duration("retry_delay_max_ms", self.retry_delay_max_ms, 0)?;
         if let Some(v) = self.message_ttl_ms {
             check_duration("message_ttl_ms", v, 1)?;
+        }
+        if let Some(v) = self.expires_ms {
+            check_duration("expires_ms", v, 1)?;
         }
         if let Some(v) = self.dedup_window_ms {
             check_duration("dedup_window_ms", v, 1)?;

@@ -109,6 +109,60 @@ pub(crate) struct QueueRef {
     /// Shared, so looking a queue up per request copies no option strings.
     pub(crate) options: Arc<QueueOptions>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// When it was last used, and by how many now (for `expires_ms`).
+    usage: Arc<Usage>,
+}
+
+/// Use of a queue, for `expires_ms`: receives in progress and consumers holding a
+/// [`UseGuard`] keep it alive; the last use ends the clock's reset.
+#[derive(Debug)]
+struct Usage {
+    /// Uses in progress.
+    holds: std::sync::atomic::AtomicU64,
+    /// When the last use began or ended (ms since the epoch).
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Usage {
+    fn new() -> Usage {
+        Usage {
+            holds: std::sync::atomic::AtomicU64::new(0),
+            last_ms: std::sync::atomic::AtomicI64::new(now_ms()),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(now_ms(), Ordering::Release);
+    }
+
+    fn hold(self: &Arc<Usage>) -> UseGuard {
+        self.holds.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        UseGuard {
+            usage: self.clone(),
+        }
+    }
+
+    /// Unused for at least `ms`.
+    fn idle_for(&self, ms: u64) -> bool {
+        self.holds.load(Ordering::Acquire) == 0
+            && now_ms().saturating_sub(self.last_ms.load(Ordering::Acquire))
+                >= i64::try_from(ms).unwrap_or(i64::MAX)
+    }
+}
+
+/// A use of a queue that keeps it from expiring while held (an AMQP consumer holds
+/// one for its life). See [`Broker::hold`].
+#[derive(Debug)]
+pub struct UseGuard {
+    usage: Arc<Usage>,
+}
+
+impl Drop for UseGuard {
+    fn drop(&mut self) {
+        self.usage.touch();
+        self.usage.holds.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub(crate) struct Inner {
@@ -274,7 +328,9 @@ impl Broker {
                 if inner.closing.load(Ordering::Acquire) {
                     return;
                 }
-                if let Err(e) = (Broker { inner }).trim_bodies().await {
+                let broker = Broker { inner };
+                broker.expire_unused().await;
+                if let Err(e) = broker.trim_bodies().await {
                     tracing::warn!(error = %e, "trimming the shared log failed");
                 }
             }
@@ -454,6 +510,7 @@ impl Broker {
                     id,
                     options: Arc::new(options),
                     task: Arc::new(Mutex::new(Some(task))),
+                    usage: Arc::new(Usage::new()),
                 },
             );
         held
@@ -510,6 +567,7 @@ impl Broker {
             });
         }
         if let Ok(existing) = self.get(name) {
+            existing.usage.touch();
             return match options.difference(&existing.options) {
                 None => Ok(Declared::Existed),
                 Some(difference) => Err(BrokerError::Conflict {
@@ -742,7 +800,9 @@ impl Broker {
         if let Some(v) = request.visibility_timeout_ms {
             check_duration("visibility_timeout_ms", v, 1)?;
         }
-        self.ask(name, |reply| Command::Receive { request, reply })
+        let queue = self.get(name)?;
+        let _use = queue.usage.hold();
+        self.ask_queue(&queue, name, |reply| Command::Receive { request, reply })
             .await?
     }
 
@@ -948,6 +1008,31 @@ impl Broker {
                 })?;
         }
         Ok(floor)
+    }
+
+    /// Keeps queue `name` from expiring (`expires_ms`) while the guard lives: a
+    /// front end's consumer holds one, as RabbitMQ counts consumers as use.
+    pub fn hold(&self, name: &str) -> Result<UseGuard> {
+        Ok(self.get(name)?.usage.hold())
+    }
+
+    /// Deletes the queues with `expires_ms` that have been unused that long.
+    pub(crate) async fn expire_unused(&self) {
+        let expired: Vec<String> = self
+            .inner
+            .queues
+            .read()
+            .expect("invariant: lock not poisoned")
+            .iter()
+            .filter(|(_, q)| q.options.expires_ms.is_some_and(|ms| q.usage.idle_for(ms)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in expired {
+            tracing::info!(queue = %name, "queue unused for its expires_ms: deleting it");
+            if let Err(e) = self.delete(&name).await {
+                tracing::warn!(queue = %name, error = %e, "deleting an expired queue failed");
+            }
+        }
     }
 
     /// The resource alarms, as they change: front ends block publishers while one

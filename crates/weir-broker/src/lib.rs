@@ -36,7 +36,7 @@ pub use api::{
     Backoff, DeadLetterInfo, DeadLetterReason, Declared, Delivery, NackOptions, Overflow,
     QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome, SettleReport,
 };
-pub use broker::{Broker, BrokerConfig, Limits, StartReport};
+pub use broker::{Broker, BrokerConfig, Limits, StartReport, UseGuard};
 pub use error::{BrokerError, Kind, Limit, Result};
 pub use exchanges::{
     ExchangeInfo, PublishMessage, PublishOptions, PublishOutcome, SubscriptionInfo,

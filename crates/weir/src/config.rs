@@ -28,6 +28,81 @@ impl Default for LogSection {
     }
 }
 
+/// The AMQP front end's settings (`[amqp]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpSection {
+    /// Largest frame offered in `connection.tune`, bytes (4096 ..= 16 MiB).
+    pub frame_max: u32,
+    /// Most channels per connection offered in `connection.tune` (1 ..= 65535).
+    pub channel_max: u16,
+    /// Heartbeat interval offered, seconds (0: none unless the client asks).
+    pub heartbeat_s: u16,
+    /// Most open AMQP connections; more are closed when accepted.
+    pub max_connections: u32,
+    /// Users and their passwords, `"user:password"` (PLAIN and AMQPLAIN).
+    pub users: Vec<String>,
+    /// The `guest` user may connect only from loopback (RabbitMQ's rule).
+    pub guest_loopback_only: bool,
+}
+
+impl Default for AmqpSection {
+    fn default() -> Self {
+        AmqpSection {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat_s: 60,
+            max_connections: 10_000,
+            users: vec!["guest:guest".into()],
+            guest_loopback_only: true,
+        }
+    }
+}
+
+impl AmqpSection {
+    /// The front end's settings, or what is wrong with the section.
+    pub fn to_config(&self, max_message_bytes: u64) -> anyhow::Result<weir_amqp::AmqpConfig> {
+        let mut problems = Vec::new();
+        if !(4096..=16 << 20).contains(&self.frame_max) {
+            problems.push(format!(
+                "amqp.frame_max {} is outside 4096..=16777216",
+                self.frame_max
+            ));
+        }
+        if self.channel_max == 0 {
+            problems.push("amqp.channel_max must be at least 1".to_owned());
+        }
+        if self.max_connections == 0 {
+            problems.push("amqp.max_connections must be at least 1".to_owned());
+        }
+        let mut users = Vec::new();
+        for entry in &self.users {
+            match entry.split_once(':') {
+                Some((user, password)) if !user.is_empty() => {
+                    users.push((user.to_owned(), password.to_owned()));
+                }
+                _ => problems.push(format!(
+                    "amqp.users entry '{}' is not \"user:password\"",
+                    entry.split(':').next().unwrap_or_default()
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            bail!("invalid configuration: {}", problems.join("; "));
+        }
+        Ok(weir_amqp::AmqpConfig {
+            frame_max: self.frame_max,
+            channel_max: self.channel_max,
+            heartbeat_s: self.heartbeat_s,
+            max_connections: self.max_connections as usize,
+            users,
+            guest_loopback_only: self.guest_loopback_only,
+            max_message_bytes,
+            ..weir_amqp::AmqpConfig::default()
+        })
+    }
+}
+
 /// Everything `weir serve` needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,6 +121,8 @@ pub struct Config {
     pub limits: Limits,
     /// HTTP front end.
     pub http: HttpConfig,
+    /// AMQP front end.
+    pub amqp: AmqpSection,
     /// Queue logs.
     pub log: LogSection,
 }
@@ -60,6 +137,7 @@ impl Default for Config {
             log_level: "info".into(),
             limits: Limits::default(),
             http: HttpConfig::default(),
+            amqp: AmqpSection::default(),
             log: LogSection::default(),
         }
     }
@@ -72,7 +150,7 @@ const TOP_LEVEL: [&str; 5] = [
     "fsync",
     "log_level",
 ];
-const SECTIONS: [&str; 3] = ["limits", "http", "log"];
+const SECTIONS: [&str; 4] = ["limits", "http", "amqp", "log"];
 
 /// A value from the environment: numbers and booleans as such, anything else as a
 /// string.
@@ -176,5 +254,30 @@ mod tests {
         let bad = vec![("WEIR_FSYNC".to_owned(), "sometimes".to_owned())];
         let e = format!("{:#}", load(None, bad, &[]).unwrap_err());
         assert!(e.contains("fsync policy"), "{e}");
+    }
+
+    #[test]
+    fn the_amqp_section_is_checked_whole() {
+        let env = vec![
+            ("WEIR_AMQP_FRAME_MAX".to_owned(), "1024".to_owned()),
+            ("WEIR_AMQP_CHANNEL_MAX".to_owned(), "0".to_owned()),
+        ];
+        let c = load(None, env, &[]).unwrap();
+        let e = c.amqp.to_config(1).unwrap_err().to_string();
+        assert!(
+            e.contains("frame_max 1024") && e.contains("channel_max"),
+            "{e}"
+        );
+        let mut ok = AmqpSection {
+            users: vec!["app:s3cret:with-colon".into()],
+            ..AmqpSection::default()
+        };
+        let config = ok.to_config(1).unwrap();
+        assert_eq!(
+            config.users,
+            vec![("app".into(), "s3cret:with-colon".into())]
+        );
+        ok.users = vec!["nopassword".into()];
+        assert!(ok.to_config(1).is_err());
     }
 }

@@ -49,7 +49,10 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         ("fsync", args.fsync.clone()),
         ("log_level", args.log_level.clone()),
     ];
-    config::load(args.config.as_deref(), std::env::vars(), &flags)
+    let config = config::load(args.config.as_deref(), std::env::vars(), &flags)?;
+    // Checked before anything starts.
+    config.amqp.to_config(config.limits.max_message_bytes)?;
+    Ok(config)
 }
 
 /// `weir config`: prints the effective configuration.
@@ -123,9 +126,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         async move { weir_http::serve(http, router, &http_config, shutdown).await }
     });
     let amqp_config = weir_amqp::AmqpConfig {
-        max_message_bytes: config.limits.max_message_bytes,
         shutdown: shutdown.clone(),
-        ..weir_amqp::AmqpConfig::default()
+        ..config.amqp.to_config(config.limits.max_message_bytes)?
     };
     let amqp_task = tokio::spawn(weir_amqp::serve(amqp, broker.clone(), amqp_config));
     println!("weir ready http={http_addr} amqp={amqp_addr}");

@@ -717,6 +717,10 @@ fn options_strategy() -> impl Strategy<Value = QueueOptions> {
                 max_length_bytes,
                 overflow,
                 dedup_window_ms,
+                // Broker-level (expiry) and front-end (consumers) options: the
+                // queue model does not see them.
+                expires_ms: None,
+                single_active_consumer: false,
             },
         )
 }

@@ -191,6 +191,13 @@ pub struct QueueOptionArgs {
     /// Ignore a send whose id was seen within this window.
     #[arg(long, value_name = "MS")]
     dedup_window_ms: Option<u64>,
+    /// Delete the queue once it has gone this long unused (no consumer, no
+    /// receive, no redeclaration).
+    #[arg(long, value_name = "MS")]
+    expires_ms: Option<u64>,
+    /// At most one AMQP consumer gets messages at a time.
+    #[arg(long)]
+    single_active_consumer: bool,
 }
 
 /// `weir send`.
@@ -442,7 +449,7 @@ async fn queue(cmd: QueueCommand) -> anyhow::Result<ExitCode> {
 fn create_options(args: &QueueOptionArgs) -> Value {
     let name_of = |v: Option<clap::builder::PossibleValue>| v.map(|p| Value::from(p.get_name()));
     let mut options = serde_json::Map::new();
-    let fields: [(&str, Option<Value>); 12] = [
+    let fields: [(&str, Option<Value>); 14] = [
         (
             "visibility_timeout_ms",
             args.visibility_timeout_ms.map(Value::from),
@@ -470,6 +477,11 @@ fn create_options(args: &QueueOptionArgs) -> Value {
             name_of(args.overflow.and_then(|o| o.to_possible_value())),
         ),
         ("dedup_window_ms", args.dedup_window_ms.map(Value::from)),
+        ("expires_ms", args.expires_ms.map(Value::from)),
+        (
+            "single_active_consumer",
+            args.single_active_consumer.then_some(Value::Bool(true)),
+        ),
     ];
     for (key, value) in fields {
         if let Some(value) = value {

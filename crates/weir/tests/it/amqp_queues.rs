@@ -1,0 +1,322 @@
+//! AMQP queue features that span connections, with lapin against the real binary:
+//! exclusive queues and consumers, single active consumer, auto-delete, `x-expires`,
+//! and `channel.flow`.
+
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
+    ChannelFlowOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use weir_testkit::Broker;
+
+async fn connect(broker: &Broker) -> Connection {
+    Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("AMQP connection")
+}
+
+async fn declare_with(
+    channel: &Channel,
+    queue: &str,
+    options: QueueDeclareOptions,
+    args: FieldTable,
+) {
+    channel
+        .queue_declare(queue.into(), options, args)
+        .await
+        .expect("queue.declare");
+}
+
+/// A passive declare on a fresh channel: `Ok` if the queue is there, else the error
+/// text.
+async fn exists(conn: &Connection, queue: &str) -> Result<(), String> {
+    let ch = conn.create_channel().await.unwrap();
+    let declared = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    if declared.is_ok() {
+        let _ = ch.close(200, "done".into()).await;
+    }
+    declared
+}
+
+/// Waits (up to 20 s) until the queue is gone.
+async fn wait_gone(conn: &Connection, queue: &str) {
+    for _ in 0..100 {
+        match exists(conn, queue).await {
+            Err(e) if e.contains("NOT_FOUND") => return,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("queue {queue} is still there");
+}
+
+async fn publish(channel: &Channel, queue: &str, body: &[u8]) {
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .expect("basic.publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack());
+}
+
+async fn consume(
+    channel: &Channel,
+    queue: &str,
+    tag: &str,
+    exclusive: bool,
+) -> lapin::Result<lapin::Consumer> {
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions {
+                exclusive,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+#[tokio::test]
+async fn an_exclusive_queue_is_locked_to_its_connection_and_goes_with_it() {
+    let broker = Broker::start().await.unwrap();
+    let owner = connect(&broker).await;
+    let other = connect(&broker).await;
+    let ch = owner.create_channel().await.unwrap();
+    declare_with(
+        &ch,
+        "mine",
+        QueueDeclareOptions {
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await;
+    // The owner uses it freely.
+    assert!(exists(&owner, "mine").await.is_ok());
+    let _c1 = consume(&ch, "mine", "c1", false).await.unwrap();
+    // Anyone else is refused with 405.
+    let e = exists(&other, "mine").await.unwrap_err();
+    assert!(e.contains("RESOURCE_LOCKED"), "{e}");
+    let och = other.create_channel().await.unwrap();
+    let e = consume(&och, "mine", "c2", false).await.unwrap_err();
+    assert!(e.to_string().contains("RESOURCE_LOCKED"), "{e}");
+    // The queue goes with its connection.
+    owner.close(200, "bye".into()).await.unwrap();
+    wait_gone(&other, "mine").await;
+}
+
+#[tokio::test]
+async fn an_exclusive_consumer_is_alone_on_its_queue() {
+    let broker = Broker::start().await.unwrap();
+    let a = connect(&broker).await;
+    let b = connect(&broker).await;
+    let ach = a.create_channel().await.unwrap();
+    declare_with(
+        &ach,
+        "solo",
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await;
+    // lapin cancels a consumer when its stream is dropped: keep them.
+    let _first = consume(&ach, "solo", "first", true).await.unwrap();
+    let bch = b.create_channel().await.unwrap();
+    let e = consume(&bch, "solo", "second", false).await.unwrap_err();
+    assert!(e.to_string().contains("ACCESS_REFUSED"), "{e}");
+    // Once it cancels, others may consume.
+    ach.basic_cancel("first".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    let bch = b.create_channel().await.unwrap();
+    let _second = consume(&bch, "solo", "second", false).await.unwrap();
+}
+
+#[tokio::test]
+async fn single_active_consumer_hands_over_in_order() {
+    let broker = Broker::start().await.unwrap();
+    let first = connect(&broker).await;
+    let second = connect(&broker).await;
+    let setup = first.create_channel().await.unwrap();
+    declare_with(
+        &setup,
+        "sac",
+        QueueDeclareOptions::durable(),
+        args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]),
+    )
+    .await;
+    let ch1 = first.create_channel().await.unwrap();
+    let mut c1 = consume(&ch1, "sac", "one", false).await.unwrap();
+    let ch2 = second.create_channel().await.unwrap();
+    let mut c2 = consume(&ch2, "sac", "two", false).await.unwrap();
+    setup
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..4u8 {
+        publish(&setup, "sac", &[b'0' + i]).await;
+    }
+    // All four go to the active consumer; it acks two and holds two.
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let d = tokio::time::timeout(Duration::from_secs(30), c1.next())
+            .await
+            .expect("the active consumer gets the messages")
+            .unwrap()
+            .unwrap();
+        got.push(d);
+    }
+    for d in &got[..2] {
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    // The waiting consumer got nothing meanwhile.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), c2.next())
+            .await
+            .is_err(),
+        "the waiting consumer got a message"
+    );
+    // The active one goes: the next takes over, with the unacked two.
+    ch1.close(200, "bye".into()).await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(30), c2.next())
+            .await
+            .expect("the next consumer takes over")
+            .unwrap()
+            .unwrap();
+        assert!(d.redelivered);
+        bodies.push(d.data.clone());
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    bodies.sort();
+    assert_eq!(bodies, vec![b"2".to_vec(), b"3".to_vec()]);
+    drop(c1);
+}
+
+#[tokio::test]
+async fn an_auto_delete_queue_goes_when_its_last_consumer_anywhere_does() {
+    let broker = Broker::start().await.unwrap();
+    let declarer = connect(&broker).await;
+    let reader = connect(&broker).await;
+    let ch = declarer.create_channel().await.unwrap();
+    declare_with(
+        &ch,
+        "brief",
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await;
+    let rch = reader.create_channel().await.unwrap();
+    // lapin cancels a consumer when its stream is dropped: keep them.
+    let _r1 = consume(&rch, "brief", "r1", false).await.unwrap();
+    let rch2 = reader.create_channel().await.unwrap();
+    let _r2 = consume(&rch2, "brief", "r2", false).await.unwrap();
+    rch.basic_cancel("r1".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        exists(&declarer, "brief").await.is_ok(),
+        "one consumer is left"
+    );
+    rch2.close(200, "bye".into()).await.unwrap();
+    wait_gone(&declarer, "brief").await;
+}
+
+#[tokio::test]
+async fn x_expires_deletes_an_unused_queue_but_not_a_consumed_one() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    let expires = args(&[("x-expires", AMQPValue::LongInt(1_000))]);
+    declare_with(&ch, "idle", QueueDeclareOptions::default(), expires.clone()).await;
+    declare_with(&ch, "busy", QueueDeclareOptions::default(), expires).await;
+    let consumer_channel = conn.create_channel().await.unwrap();
+    let _consumer = consume(&consumer_channel, "busy", "keeps-it", false)
+        .await
+        .unwrap();
+    wait_gone(&conn, "idle").await;
+    // Well past its expiry, the consumed queue is still there.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(exists(&conn, "busy").await.is_ok());
+    // Its consumer goes: it expires in turn.
+    consumer_channel.close(200, "bye".into()).await.unwrap();
+    wait_gone(&conn, "busy").await;
+}
+
+#[tokio::test]
+async fn channel_flow_pauses_and_resumes_deliveries() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare_with(
+        &ch,
+        "flowing",
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await;
+    let mut consumer = consume(&ch, "flowing", "f", false).await.unwrap();
+    let active = ch
+        .channel_flow(ChannelFlowOptions { active: false })
+        .await
+        .unwrap();
+    assert!(!active);
+    let producer = conn.create_channel().await.unwrap();
+    producer
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish(&producer, "flowing", b"held").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), consumer.next())
+            .await
+            .is_err(),
+        "a delivery came while flow was off"
+    );
+    assert!(
+        ch.channel_flow(ChannelFlowOptions { active: true })
+            .await
+            .unwrap()
+    );
+    let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("the delivery comes once flow is on")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.data, b"held");
+}
