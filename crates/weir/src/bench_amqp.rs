@@ -1,10 +1,12 @@
-//! `weir bench amqp`: an AMQP 0-9-1 load generator (lapin), so the same workload
-//! runs against weir and against any other AMQP broker (`RabbitMQ`'s `PerfTest` plays
-//! this part for `RabbitMQ`).
+//! `weir bench amqp`: an AMQP 0-9-1 load generator, so the same workload runs
+//! against weir and against any other AMQP broker (`RabbitMQ`'s `PerfTest` plays
+//! this part for `RabbitMQ`). It drives the wire with its own lean client
+//! ([`crate::amqp_wire`]) so that it, not the broker, is the cheap side.
 //!
 //! Producers publish to a durable queue through the default exchange (persistent,
-//! with publisher confirms, at most `--window` unconfirmed each); consumers consume
-//! with a prefetch and ack each message. Every body starts with its sequence number
+//! with publisher confirms, at most `--window` unconfirmed each, written many per
+//! system call); consumers consume with a prefetch and ack what they have read with
+//! one `basic.ack multiple` per read. Every body starts with its sequence number
 //! and send time, so the run is verified (each message received once: count, sum
 //! of sequence numbers, duplicates) and end-to-end latency is measured (HDR
 //! histogram). With `--pid`, the broker's CPU time and peak RSS come from /proc.
@@ -15,16 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bytes::BytesMut;
 use hdrhistogram::Histogram;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinSet;
 
+use crate::amqp_wire::{self, Client, PublishTemplate};
 use crate::bench::{add, histogram, percentiles};
 use crate::client::table::{Align, table};
 
@@ -148,9 +147,8 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     let next_seq = Arc::new(AtomicU64::new(0));
     let mut consumers = JoinSet::new();
     for _ in 0..args.consumers {
-        let conn = connect(&args.url).await?;
         consumers.spawn(consume(
-            conn,
+            args.url.clone(),
             args.queue.clone(),
             args.prefetch,
             shared.clone(),
@@ -159,11 +157,10 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     }
     let mut producers = JoinSet::new();
     for _ in 0..args.producers {
-        let conn = connect(&args.url).await?;
         let per_producer_rate = args.rate / u64::from(args.producers);
         producers.spawn(produce(
-            conn,
             ProduceArgs {
+                url: args.url.clone(),
                 queue: args.queue.clone(),
                 size: args.size,
                 confirms: args.confirms,
@@ -207,31 +204,14 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
 
 /// Declares the durable queue and empties it.
 async fn prepare_queue(url: &str, queue: &str) -> anyhow::Result<()> {
-    let setup = connect(url).await?;
-    let channel = setup.create_channel().await?;
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::durable(),
-            FieldTable::default(),
-        )
-        .await
-        .context("declaring the queue")?;
-    channel
-        .queue_purge(queue.into(), QueuePurgeOptions::default())
-        .await
-        .context("purging the queue")?;
-    let _ = setup.close(200, "ready".into()).await;
+    let mut setup = Client::connect(url).await?;
+    setup.prepare_queue(queue).await?;
+    setup.close().await;
     Ok(())
 }
 
-async fn connect(url: &str) -> anyhow::Result<Connection> {
-    Connection::connect(url, ConnectionProperties::default())
-        .await
-        .with_context(|| format!("connecting to {url}"))
-}
-
 struct ProduceArgs {
+    url: String,
     queue: String,
     size: usize,
     confirms: bool,
@@ -242,109 +222,161 @@ struct ProduceArgs {
     deadline: Option<Instant>,
 }
 
+/// Confirms received so far, by delivery tag: everything below `base` is settled,
+/// `settled[i]` says whether `base + i` is.
+#[derive(Default)]
+struct Confirms {
+    base: u64,
+    settled: std::collections::VecDeque<bool>,
+    count: u64,
+}
+
+impl Confirms {
+    /// Settles `tag` (and every tag before it with `multiple`); returns how many
+    /// were newly settled.
+    fn settle(&mut self, tag: u64, multiple: bool) -> u64 {
+        let before = self.count;
+        let first = if multiple { self.base } else { tag };
+        for t in first.max(self.base)..=tag {
+            let i = (t - self.base) as usize;
+            if self.settled.len() <= i {
+                self.settled.resize(i + 1, false);
+            }
+            if !self.settled[i] {
+                self.settled[i] = true;
+                self.count += 1;
+            }
+        }
+        while self.settled.front() == Some(&true) {
+            self.settled.pop_front();
+            self.base += 1;
+        }
+        self.count - before
+    }
+}
+
 async fn produce(
-    conn: Connection,
     args: ProduceArgs,
     next_seq: Arc<AtomicU64>,
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
-    let channel = conn.create_channel().await?;
+    let mut client = Client::connect(&args.url).await?;
     if args.confirms {
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        client.confirm_select().await?;
     }
-    let properties = if args.persistent {
-        BasicProperties::default().with_delivery_mode(2)
-    } else {
-        BasicProperties::default()
-    };
+    let template = PublishTemplate::new(&args.queue, args.size, args.persistent, client.frame_max);
+    let Client {
+        mut reader,
+        mut writer,
+        ..
+    } = client;
+    // The reader counts confirms (tags start at 1) and publishes the count.
+    let (settled_tx, mut settled_rx) = tokio::sync::watch::channel(0u64);
+    let reader_shared = shared.clone();
+    let confirms_task = tokio::spawn(async move {
+        let mut confirms = Confirms {
+            base: 1,
+            ..Confirms::default()
+        };
+        loop {
+            let mut frame = Some(reader.frame().await?);
+            while let Some(f) = frame {
+                if f.kind == amqp_wire::KIND_METHOD {
+                    match amqp_wire::confirm(&f.payload)? {
+                        Some(amqp_wire::Confirm::Ack { tag, multiple }) => {
+                            let n = confirms.settle(tag, multiple);
+                            reader_shared.confirmed.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Some(amqp_wire::Confirm::Nack { tag, multiple }) => {
+                            let n = confirms.settle(tag, multiple);
+                            reader_shared.nacked.fetch_add(n, Ordering::Relaxed);
+                        }
+                        None => {}
+                    }
+                }
+                frame = reader.buffered()?;
+            }
+            settled_tx.send_replace(confirms.count);
+        }
+        #[allow(unreachable_code)]
+        anyhow::Ok(())
+    });
     let mut body = vec![b'x'; args.size];
-    // Confirms are counted in bulk: after `window` publishes the producer waits for
-    // all of them (one wait instead of a task per message keeps the client cheap).
-    let mut unconfirmed = 0usize;
+    let mut out = BytesMut::with_capacity(256 * (args.size + 64));
     let interval = (args.rate > 0).then(|| Duration::from_nanos(1_000_000_000 / args.rate));
     let mut next_send = Instant::now();
-    loop {
+    let mut sent = 0u64;
+    'run: loop {
         if args.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
-        if seq >= args.count || seq as usize >= shared.seen.len() * 64 {
-            break;
+        let mut budget = 256u64;
+        if args.confirms {
+            let window = args.window as u64;
+            let settled = *settled_rx
+                .wait_for(|settled| sent - settled < window)
+                .await
+                .context("the broker connection ended")?;
+            budget = budget.min(window - (sent - settled));
         }
         if let Some(every) = interval {
             next_send += every;
             tokio::time::sleep_until(next_send.into()).await;
+            budget = 1;
         }
-        body[..8].copy_from_slice(&seq.to_be_bytes());
-        body[8..16].copy_from_slice(&shared.now_us().to_be_bytes());
-        channel
-            .basic_publish(
-                "".into(),
-                args.queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                properties.clone(),
-            )
-            .await
-            .context("publishing")?;
-        shared.published.fetch_add(1, Ordering::Relaxed);
-        if args.confirms {
-            unconfirmed += 1;
-            if unconfirmed >= args.window {
-                confirm_all(&channel, &shared, unconfirmed).await?;
-                unconfirmed = 0;
+        let mut n = 0;
+        while n < budget {
+            let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+            if seq >= args.count || seq as usize >= shared.seen.len() * 64 {
+                if n == 0 {
+                    break 'run;
+                }
+                break;
             }
+            body[..8].copy_from_slice(&seq.to_be_bytes());
+            body[8..16].copy_from_slice(&shared.now_us().to_be_bytes());
+            template.write(&body, &mut out);
+            n += 1;
+        }
+        writer.write_all(&out).await.context("publishing")?;
+        out.clear();
+        sent += n;
+        shared.published.fetch_add(n, Ordering::Relaxed);
+        if n < budget {
+            break;
         }
     }
-    if args.confirms && unconfirmed > 0 {
-        confirm_all(&channel, &shared, unconfirmed).await?;
+    if args.confirms {
+        settled_rx
+            .wait_for(|settled| *settled >= sent)
+            .await
+            .context("the broker connection ended before every confirm")?;
     }
+    confirms_task.abort();
     shared
         .last_publish_us
         .fetch_max(shared.now_us(), Ordering::Relaxed);
     shared.producing.fetch_sub(1, Ordering::Relaxed);
-    let _ = conn.close(200, "done".into()).await;
-    Ok(())
-}
-
-/// Waits for the confirms of the last `n` publishes.
-async fn confirm_all(channel: &lapin::Channel, shared: &Shared, n: usize) -> anyhow::Result<()> {
-    let returned = channel
-        .wait_for_confirms()
-        .await
-        .context("waiting for confirms")?;
-    // Returned (unroutable) messages were not stored: count them as refused.
-    let refused = returned.len() as u64;
-    shared.nacked.fetch_add(refused, Ordering::Relaxed);
-    shared
-        .confirmed
-        .fetch_add((n as u64).saturating_sub(refused), Ordering::Relaxed);
     Ok(())
 }
 
 async fn consume(
-    conn: Connection,
+    url: String,
     queue: String,
     prefetch: u16,
     shared: Arc<Shared>,
     count: u64,
 ) -> anyhow::Result<Histogram<u64>> {
-    use futures_lite::StreamExt;
-    let channel = conn.create_channel().await?;
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut client = Client::connect(&url).await?;
+    client.consume(&queue, prefetch).await?;
     let mut latency = histogram();
+    let mut acks = BytesMut::with_capacity(64);
+    // The message being read: its tag, size, bytes so far and head.
+    let mut tag = 0u64;
+    let mut acked = 0u64;
+    let mut size = 0u64;
+    let mut got = 0u64;
+    let mut head = [0u8; HEADER_LEN];
     loop {
         let expected = if shared.producing.load(Ordering::Relaxed) == 0 {
             shared
@@ -357,34 +389,68 @@ async fn consume(
         if shared.received.load(Ordering::Relaxed) >= expected.min(count) {
             break;
         }
-        let wait = if shared.producing.load(Ordering::Relaxed) == 0 {
-            DRAIN_IDLE
-        } else {
-            Duration::from_secs(3600)
+        // Short waits, so a consumer that gets nothing more (the others took the
+        // rest) sees the run end; it gives up after DRAIN_IDLE of silence once
+        // the producers are done.
+        let Ok(first) =
+            tokio::time::timeout(Duration::from_millis(200), client.reader.frame()).await
+        else {
+            if shared.producing.load(Ordering::Relaxed) == 0 {
+                let last = shared
+                    .last_receive_us
+                    .load(Ordering::Relaxed)
+                    .max(shared.last_publish_us.load(Ordering::Relaxed));
+                let idle = shared.now_us().saturating_sub(last);
+                if idle > DRAIN_IDLE.as_micros() as u64 {
+                    break;
+                }
+            }
+            continue;
         };
-        let Ok(next) = tokio::time::timeout(wait, consumer.next()).await else {
-            break;
-        };
-        let Some(delivery) = next else { break };
-        let delivery = delivery.context("consuming")?;
-        if delivery.data.len() >= HEADER_LEN {
-            let seq = u64::from_be_bytes(delivery.data[..8].try_into().expect("8 bytes"));
-            let sent = u64::from_be_bytes(delivery.data[8..16].try_into().expect("8 bytes"));
-            let now = shared.now_us();
-            latency.saturating_record(now.saturating_sub(sent).max(1));
-            shared.see(seq);
-            shared.sequence_sum.fetch_add(seq, Ordering::Relaxed);
+        let mut frame = Some(first.context("consuming")?);
+        while let Some(f) = frame {
+            match f.kind {
+                amqp_wire::KIND_METHOD => {
+                    if let Some(t) = amqp_wire::delivery_tag(&f.payload)? {
+                        tag = t;
+                        got = 0;
+                    }
+                }
+                amqp_wire::KIND_HEADER => size = amqp_wire::body_size(&f.payload)?,
+                amqp_wire::KIND_BODY => {
+                    let at = got as usize;
+                    if at < HEADER_LEN {
+                        let n = (HEADER_LEN - at).min(f.payload.len());
+                        head[at..at + n].copy_from_slice(&f.payload[..n]);
+                    }
+                    got += f.payload.len() as u64;
+                    if got == size {
+                        if size >= HEADER_LEN as u64 {
+                            let seq = u64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
+                            let sent = u64::from_be_bytes(head[8..].try_into().expect("8 bytes"));
+                            latency.saturating_record(shared.now_us().saturating_sub(sent).max(1));
+                            shared.see(seq);
+                            shared.sequence_sum.fetch_add(seq, Ordering::Relaxed);
+                        }
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ => {}
+            }
+            frame = client.reader.buffered()?;
         }
-        delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .context("acking")?;
-        shared.received.fetch_add(1, Ordering::Relaxed);
+        // One ack for everything read so far.
+        if got == size && tag > acked {
+            amqp_wire::ack_multiple(tag, &mut acks);
+            client.writer.write_all(&acks).await.context("acking")?;
+            acks.clear();
+            acked = tag;
+        }
         shared
             .last_receive_us
             .fetch_max(shared.now_us(), Ordering::Relaxed);
     }
-    let _ = conn.close(200, "done".into()).await;
+    client.close().await;
     Ok(latency)
 }
 

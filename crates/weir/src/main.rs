@@ -2,6 +2,7 @@
 //! queue`, `send`, `recv`, `dlq`), `weir worker` and `weir bench`. The only crate
 //! that uses `anyhow` and installs a tracing subscriber.
 
+mod amqp_wire;
 mod bench;
 mod bench_amqp;
 mod bench_routing;
