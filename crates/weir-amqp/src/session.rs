@@ -505,6 +505,7 @@ impl Session {
                         durable: d.durable,
                         auto_delete: d.auto_delete,
                         alternate_exchange: alternate,
+                        internal: d.internal,
                     };
                     self.broker
                         .declare_exchange(name, options)
@@ -1764,10 +1765,11 @@ async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
                 }
             }
             Err(
-                e @ BrokerError::NotFound {
+                e @ (BrokerError::NotFound {
                     kind: weir_broker::Kind::Exchange,
                     ..
-                },
+                }
+                | BrokerError::AccessRefused { .. }),
             ) => {
                 done.error = Some(e.into());
                 return done;

@@ -301,7 +301,7 @@ impl Broker {
     /// in every queue it routes to before this answers.
     ///
     /// # Errors
-    /// Unknown exchange; a queue refusing (full with `reject-publish`, storage): the
+    /// Unknown exchange; an internal exchange (access refused); a queue refusing (full with `reject-publish`, storage): the
     /// first such error, after the other queues took their copies.
     pub async fn publish(
         &self,
@@ -320,6 +320,11 @@ impl Broker {
             return Err(BrokerError::LimitExceeded {
                 what: Limit::MessagesPerSend,
                 limit,
+            });
+        }
+        if self.router().options(exchange).is_some_and(|o| o.internal) {
+            return Err(BrokerError::AccessRefused {
+                reason: format!("cannot publish to internal exchange '{exchange}'"),
             });
         }
         let now = now_ms();
@@ -590,6 +595,7 @@ impl Broker {
             durable: true,
             auto_delete: false,
             alternate_exchange: None,
+            internal: false,
         };
         let new_topic = self.router().options(topic).is_none();
         if new_topic {

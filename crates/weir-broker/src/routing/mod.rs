@@ -47,6 +47,10 @@ pub struct ExchangeOptions {
     /// Messages that route nowhere go here instead.
     #[serde(default)]
     pub alternate_exchange: Option<String>,
+    /// Clients may not publish to it: it gets messages only through bindings from
+    /// other exchanges and as a dead-letter exchange (RabbitMQ's `internal`).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 fn yes() -> bool {
@@ -295,6 +299,7 @@ fn built_in_options(kind: ExchangeType) -> ExchangeOptions {
         durable: true,
         auto_delete: false,
         alternate_exchange: None,
+        internal: false,
     }
 }
 
@@ -646,6 +651,7 @@ mod tests {
             durable: true,
             auto_delete: false,
             alternate_exchange: None,
+            internal: false,
         }
     }
 

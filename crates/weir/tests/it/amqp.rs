@@ -521,6 +521,7 @@ async fn publishes_just_before_a_close_are_kept() {
 /// restart every confirmed message is either back in the queue or was delivered
 /// before the crash, and nothing comes back that was never published.
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, start to end
 async fn kill_9_under_amqp_load_keeps_every_confirmed_message() {
     use std::collections::{BTreeSet, VecDeque};
     use std::sync::{Arc, Mutex};

@@ -5,6 +5,7 @@
 #![allow(missing_docs)] // test helpers
 
 mod amqp;
+mod amqp_methods;
 mod amqp_queues;
 mod cli;
 mod cli_routing;
