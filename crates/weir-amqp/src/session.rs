@@ -1717,16 +1717,24 @@ async fn channel_worker(
     }
 }
 
-/// Publishes `batch` in order, one broker call per run of the same exchange.
+/// Publishes `batch` in order, one broker call per run of the same exchange (of at
+/// most the broker's `max_batch_messages`).
 async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
     let mut done = PublishDone {
         count: batch.len(),
         ..PublishDone::default()
     };
     let mut rest = batch.into_iter().peekable();
+    // One broker call takes at most this many messages; a channel's worker may
+    // have gathered more.
+    let most = usize::try_from(broker.limits().max_batch_messages)
+        .unwrap_or(usize::MAX)
+        .clamp(1, PUBLISH_BATCH);
     while let Some(first) = rest.next() {
         let mut run = vec![first];
-        while let Some(next) = rest.next_if(|p| p.exchange == run[0].exchange) {
+        while run.len() < most
+            && let Some(next) = rest.next_if(|p| p.exchange == run[0].exchange)
+        {
             run.push(next);
         }
         let mut messages = Vec::with_capacity(run.len());

@@ -1010,6 +1010,11 @@ impl Broker {
         Ok(floor)
     }
 
+    /// The limits clients are held to (front ends split their work to fit them).
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
+
     /// Keeps queue `name` from expiring (`expires_ms`) while the guard lives: a
     /// front end's consumer holds one, as RabbitMQ counts consumers as use.
     pub fn hold(&self, name: &str) -> Result<UseGuard> {

@@ -636,3 +636,65 @@ async fn kill_9_under_amqp_load_keeps_every_confirmed_message() {
     let invented: Vec<u64> = after.difference(&published).copied().collect();
     assert!(invented.is_empty(), "never published: {invented:?}");
 }
+
+/// A burst of publishes larger than one broker call takes (`max_batch_messages`,
+/// 1000) is kept whole, with and without confirms. (The channel's worker gathers
+/// what is pipelined; it once handed the broker more than its limit, which refused
+/// the lot: silently without confirms.)
+#[tokio::test]
+async fn a_burst_larger_than_one_broker_batch_is_kept_whole() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "burst").await;
+    for i in 0..5_000u32 {
+        ch.basic_publish(
+            "".into(),
+            "burst".into(),
+            BasicPublishOptions::default(),
+            &i.to_be_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    // A passive declare runs after the channel's publishes.
+    let q = ch
+        .queue_declare(
+            "burst".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 5_000);
+    let confirming = conn.create_channel().await.unwrap();
+    confirming
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    for i in 0..5_000u32 {
+        confirms.push(
+            confirming
+                .basic_publish(
+                    "".into(),
+                    "burst".into(),
+                    BasicPublishOptions::default(),
+                    &i.to_be_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(c.await.unwrap().is_ack());
+    }
+    let api = Api::new(&broker);
+    api.wait_stats("burst", "all 10,000", |s| s["ready"] == 10_000)
+        .await;
+}
