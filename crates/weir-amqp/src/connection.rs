@@ -56,6 +56,10 @@ pub(crate) enum Input {
     Method(u16, Box<AMQPClass>),
     /// A whole `basic.publish`: method, properties and body.
     Publish(u16, Box<Publish>),
+    /// The machine closed channel `0` itself (a message over the size limit): its
+    /// consumers and unacked deliveries are the shell's to release now; the
+    /// channel goes when the client's `close-ok` comes ([`Input::ChannelClosed`]).
+    ChannelClosing(u16),
     /// Channel `0` is gone: the client closed it (`close-ok` is written) or
     /// acknowledged the server's close. Its consumers and unacked deliveries are
     /// the shell's to release.
@@ -179,6 +183,11 @@ impl Connection {
         self.phase == Phase::Done
     }
 
+    /// Whether a close has begun (sent, received or done).
+    pub(crate) fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing | Phase::Done)
+    }
+
     /// Whether the connection is open and not closing.
     #[cfg(test)]
     pub(crate) fn is_running(&self) -> bool {
@@ -270,7 +279,11 @@ impl Connection {
                 Ok(Some(input)) => return Some(input),
                 Ok(None) => {}
                 Err((_, e)) if e.connection => self.close(&e, now),
-                Err((ch, e)) => self.close_channel(ch, &e),
+                Err((ch, e)) => {
+                    if self.close_channel(ch, &e) {
+                        return Some(Input::ChannelClosing(ch));
+                    }
+                }
             }
         }
     }
@@ -350,13 +363,13 @@ impl Connection {
 
     /// Closes channel `ch` from the server's side: sends `channel.close` and ignores
     /// the channel until the client's `close-ok`. A channel that is not open (or
-    /// already closing) is left as it is.
-    pub(crate) fn close_channel(&mut self, ch: u16, e: &Exception) {
+    /// already closing) is left as it is; the answer says whether it was closed.
+    pub(crate) fn close_channel(&mut self, ch: u16, e: &Exception) -> bool {
         if self.phase != Phase::Running {
-            return;
+            return false;
         }
         let Some(c) = self.channels.get_mut(&ch).filter(|c| !c.closing) else {
-            return;
+            return false;
         };
         tracing::debug!(peer = %self.peer, channel = ch, code = e.code, text = %e.text, "closing an AMQP channel");
         c.closing = true;
@@ -370,6 +383,7 @@ impl Connection {
                 method_id: e.method_id,
             })),
         );
+        true
     }
 
     /// Tells a client that understands it that the connection is blocked (with the
@@ -598,6 +612,13 @@ impl Connection {
                 AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
             );
             return Ok(Some(Input::ChannelOpened(ch)));
+        }
+        if matches!(class, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)))
+            && !self.channels.contains_key(&ch)
+        {
+            // The answer to our close after both sides closed at once (ours was
+            // answered already): nothing left to do.
+            return Ok(None);
         }
         let c = self.channel(ch)?;
         if c.closing {

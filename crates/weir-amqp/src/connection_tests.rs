@@ -399,7 +399,14 @@ fn an_oversized_message_closes_only_its_channel() {
         .bytes;
     let inputs = rig.feed(&bytes);
     assert!(
-        matches!(&inputs[..], [Input::ChannelOpened(2), Input::Publish(2, _)]),
+        matches!(
+            &inputs[..],
+            [
+                Input::ChannelOpened(2),
+                Input::ChannelClosing(1),
+                Input::Publish(2, _)
+            ]
+        ),
         "{inputs:?}"
     );
     let closes: Vec<u16> = rig
@@ -567,9 +574,46 @@ proptest::proptest! {
             Input::Method(..) => "method",
             Input::Publish(_, p) if p.body.len() == 300 => "publish300",
             Input::Publish(..) => "publish",
+            Input::ChannelClosing(_) => "closing",
             Input::ChannelClosed(_) => "closed",
             Input::Closed => "done",
         }).collect();
         proptest::prop_assert_eq!(kinds, vec!["opened", "channel", "publish300", "method", "publish"]);
     }
+}
+
+#[test]
+fn closes_that_cross_are_answered_and_the_late_close_ok_is_ignored() {
+    let mut rig = Rig::open(0);
+    assert!(
+        rig.conn
+            .close_channel(1, &Exception::channel(codes::NOT_FOUND, "no such queue"))
+    );
+    rig.frames();
+    let close = Client::default().method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    );
+    let inputs = rig.feed(&close.bytes);
+    assert!(
+        matches!(&inputs[..], [Input::ChannelClosed(1)]),
+        "{inputs:?}"
+    );
+    // The client answers our close too: not an error.
+    let inputs = rig.feed(
+        &Client::default()
+            .method(
+                1,
+                AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+            )
+            .bytes,
+    );
+    assert!(inputs.is_empty());
+    assert!(rig.conn.is_running());
+    assert_eq!(rig.connection_close(), None);
 }

@@ -109,7 +109,11 @@ fn shell(conn: &mut Connection, input: Input, outcome: &mut Outcome, max_body: u
                 conn.close_channel(ch, &Exception::channel(codes::PRECONDITION_FAILED, "seven"));
             }
         }
-        Input::Opened | Input::ChannelOpened(_) | Input::ChannelClosed(_) | Input::Closed => {}
+        Input::Opened
+        | Input::ChannelOpened(_)
+        | Input::ChannelClosing(_)
+        | Input::ChannelClosed(_)
+        | Input::Closed => {}
     }
 }
 

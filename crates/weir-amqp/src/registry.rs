@@ -184,12 +184,14 @@ impl Registry {
         mine
     }
 
-    /// A queue was deleted: forget its owner and flags (its consumers are removed
-    /// by their sessions as they learn of it).
+    /// A queue was deleted: forget its owner, flags and consumers. Dropping a
+    /// consumer's entry closes its gate, so one waiting its turn learns it is gone
+    /// (consumers polling learn it from the broker).
     pub(crate) fn forget_queue(&self, queue: &str) {
         let mut state = self.lock();
         state.owners.remove(queue);
         state.auto_delete.remove(queue);
+        state.consumers.remove(queue);
     }
 }
 
@@ -284,5 +286,19 @@ mod tests {
         // Not auto-delete: never.
         r.add_consumer("p", &id(1, "a"), false, false).unwrap();
         assert!(!r.remove_consumer("p", &id(1, "a")));
+    }
+
+    #[test]
+    fn a_deleted_queue_lets_go_of_its_consumers() {
+        let r = Registry::default();
+        let _active = r.add_consumer("q", &id(1, "a"), true, true).unwrap();
+        let mut waiting = r.add_consumer("q", &id(2, "b"), false, true);
+        assert!(waiting.is_err(), "an exclusive consumer is alone");
+        r.forget_queue("q");
+        waiting = r.add_consumer("q", &id(2, "b"), true, true);
+        let waiting = waiting.expect("the re-declared queue has no consumers");
+        assert!(*waiting.borrow());
+        r.forget_queue("q");
+        assert!(waiting.has_changed().is_err(), "its gate is closed");
     }
 }

@@ -90,8 +90,11 @@ enum Event {
         properties: Box<AMQPProperties>,
         body: Bytes,
     },
+    /// `generation` tells a channel from an earlier one with the same number: an
+    /// event of a channel that is gone is not applied to its successor.
     Deliveries {
         channel: u16,
+        generation: u64,
         consumer: String,
         queue: String,
         messages: Vec<Delivery>,
@@ -99,10 +102,12 @@ enum Event {
     /// The consumer's queue went (deleted): the client is told with `basic.cancel`.
     ConsumerGone {
         channel: u16,
+        generation: u64,
         consumer: String,
     },
     Published {
         channel: u16,
+        generation: u64,
         done: PublishDone,
     },
 }
@@ -178,17 +183,29 @@ struct Gates {
     active: watch::Receiver<bool>,
 }
 
+/// Why [`Gates::open`] returned.
+enum Gate {
+    Open,
+    /// The consumer was stopped.
+    Stopped,
+    /// It is no longer in the registry: its queue was deleted.
+    Gone,
+}
+
 impl Gates {
-    /// Waits until both are open; `false` once the consumer is stopped or gone.
-    async fn open(&mut self, stop: &CancellationToken) -> bool {
+    /// Waits until both are open.
+    async fn open(&mut self, stop: &CancellationToken) -> Gate {
         loop {
+            if stop.is_cancelled() {
+                return Gate::Stopped;
+            }
             if *self.flow.borrow_and_update() && *self.active.borrow_and_update() {
-                return true;
+                return Gate::Open;
             }
             tokio::select! {
-                () = stop.cancelled() => return false,
-                changed = self.flow.changed() => if changed.is_err() { return false },
-                changed = self.active.changed() => if changed.is_err() { return false },
+                () = stop.cancelled() => return Gate::Stopped,
+                changed = self.flow.changed() => if changed.is_err() { return Gate::Stopped },
+                changed = self.active.changed() => if changed.is_err() { return Gate::Gone },
             }
         }
     }
@@ -227,6 +244,8 @@ struct Channel {
     /// This channel's direct reply-to consumer: its token and consumer tag.
     reply_to: Option<(String, String)>,
     flow: Flow,
+    /// Tells this channel from earlier ones with the same number (see `Event`).
+    generation: u64,
 }
 
 /// Runs one connection to its end.
@@ -244,6 +263,7 @@ pub(crate) async fn run(
     let mut session = Session {
         alarms: broker.alarms(),
         published: false,
+        generations: 0,
         broker,
         conn: Connection::new(config.clone(), peer, now()),
         config,
@@ -286,6 +306,8 @@ struct Session {
     alarms: tokio::sync::watch::Receiver<weir_broker::Alarms>,
     /// This connection has published: an alarm blocks it.
     published: bool,
+    /// Channels opened so far (each gets the next number as its generation).
+    generations: u64,
 }
 
 fn now() -> std::time::Instant {
@@ -346,6 +368,10 @@ impl Session {
                     let _ = self.conn.tick(now());
                 }
             }
+            if self.conn.is_closing() && !self.stop.is_cancelled() {
+                // The connection is closing: nothing more is delivered.
+                self.stop.cancel();
+            }
             if self.flush().await.is_err() {
                 return;
             }
@@ -359,11 +385,13 @@ impl Session {
             match input {
                 Input::Opened | Input::Closed => {}
                 Input::ChannelOpened(ch) => {
+                    self.generations += 1;
                     self.channels.insert(
                         ch,
                         Channel {
                             next_seq: 1,
                             next_tag: 1,
+                            generation: self.generations,
                             ..Channel::default()
                         },
                     );
@@ -380,6 +408,7 @@ impl Session {
                         self.fail(ch, e.during(60, 40)).await;
                     }
                 }
+                Input::ChannelClosing(ch) => self.release_channel(ch).await,
                 Input::ChannelClosed(ch) => {
                     self.publishes_done(ch).await;
                     self.drop_channel(ch).await;
@@ -393,8 +422,12 @@ impl Session {
     /// Raises `e` on channel `ch`: closes the channel (releasing what it holds) or
     /// the connection.
     async fn fail(&mut self, ch: u16, e: Exception) {
+        // Publishes read before the failing method still count.
+        self.hand_over(ch).await;
         if e.connection {
             self.conn.close(&e, now());
+            // Nothing more is delivered on a closing connection.
+            self.stop.cancel();
         } else {
             self.conn.close_channel(ch, &e);
             self.release_channel(ch).await;
@@ -423,6 +456,11 @@ impl Session {
         );
         if ordered {
             self.publishes_done(ch).await;
+            // One of those publishes may have closed the channel: this method is
+            // then ignored, as everything after a channel.close is.
+            if !self.conn.channel_usable(ch) {
+                return Ok(());
+            }
         }
         match class {
             AMQPClass::Channel(channel::AMQPMethod::Flow(flow)) => {
@@ -921,17 +959,18 @@ impl Session {
                 })),
             );
         }
-        tokio::spawn(consume_loop(
-            self.broker.clone(),
+        tokio::spawn(consume_loop(ConsumerTask {
+            broker: self.broker.clone(),
             queue,
-            ch,
-            tag,
+            channel: ch,
+            generation: self.channel(ch)?.generation,
+            consumer: tag,
             credit,
             shared,
             stop,
-            Gates { flow, active },
-            self.events_tx.clone(),
-        ));
+            gates: Gates { flow, active },
+            events: self.events_tx.clone(),
+        }));
         Ok(())
     }
 
@@ -1251,7 +1290,7 @@ impl Session {
             let (tx, rx) = mpsc::channel(16);
             tokio::spawn(channel_worker(
                 self.broker.clone(),
-                ch,
+                (ch, c.generation),
                 rx,
                 self.events_tx.clone(),
             ));
@@ -1276,10 +1315,11 @@ impl Session {
         match event {
             Event::Deliveries {
                 channel: ch,
+                generation,
                 consumer,
                 queue,
                 messages,
-            } => self.on_deliveries(ch, consumer, queue, messages),
+            } => self.on_deliveries(ch, generation, consumer, queue, messages),
             Event::Reply {
                 channel: ch,
                 consumer,
@@ -1289,11 +1329,13 @@ impl Session {
             } => self.on_reply(ch, consumer, routing_key, *properties, &body),
             Event::ConsumerGone {
                 channel: ch,
+                generation,
                 consumer,
             } => {
                 let gone = self
                     .channels
                     .get_mut(&ch)
+                    .filter(|c| c.generation == generation)
                     .and_then(|c| c.consumers.remove(&consumer));
                 let Some(gone) = gone else { return };
                 self.end_consumer(ch, consumer.clone(), gone).await;
@@ -1307,8 +1349,18 @@ impl Session {
                     );
                 }
             }
-            Event::Published { channel: ch, done } => {
-                let Some(c) = self.channels.get_mut(&ch) else {
+            Event::Published {
+                channel: ch,
+                generation,
+                done,
+            } => {
+                // A channel closed and reopened under the same number gets none of
+                // its predecessor's confirms.
+                let Some(c) = self
+                    .channels
+                    .get_mut(&ch)
+                    .filter(|c| c.generation == generation)
+                else {
                     return;
                 };
                 c.in_flight = c.in_flight.saturating_sub(done.count);
@@ -1365,29 +1417,34 @@ impl Session {
     /// Writes a consumer's deliveries (tags in order), or requeues them if the
     /// consumer or its channel went meanwhile.
     #[allow(clippy::needless_pass_by_value)] // the event's parts, taken apart
-    fn on_deliveries(&mut self, ch: u16, consumer: String, queue: String, messages: Vec<Delivery>) {
-        let live = self
+    fn on_deliveries(
+        &mut self,
+        ch: u16,
+        generation: u64,
+        consumer: String,
+        queue: String,
+        messages: Vec<Delivery>,
+    ) {
+        let channel = self
             .channels
             .get(&ch)
-            .filter(|c| self.conn.channel_usable(ch) && *c.flow.0.borrow())
-            .and_then(|c| c.consumers.get(&consumer))
-            .map(|c| c.no_ack);
+            .filter(|c| c.generation == generation);
+        let found = channel.and_then(|c| c.consumers.get(&consumer).map(|k| (c, k)));
+        let live = found
+            .filter(|(c, _)| self.conn.channel_usable(ch) && *c.flow.0.borrow())
+            .map(|(_, k)| k.no_ack);
         let Some(no_ack) = live else {
-            // Its channel or consumer went meanwhile: back to the queue.
-            let receipts = messages.iter().filter_map(|d| d.receipt.clone()).collect();
+            // Its channel or consumer went meanwhile, or flow was turned off: back
+            // to the queue, and a consumer still there gets its credit back.
+            if let Some((c, k)) = found {
+                for sem in [&k.credit, &c.shared_credit].into_iter().flatten() {
+                    if !k.no_ack {
+                        sem.add_permits(messages.len());
+                    }
+                }
+            }
             let broker = self.broker.clone();
-            tokio::spawn(async move {
-                let _ = broker
-                    .nack(
-                        &queue,
-                        receipts,
-                        NackOptions {
-                            requeue: true,
-                            delay_ms: Some(0),
-                        },
-                    )
-                    .await;
-            });
+            tokio::spawn(async move { requeue(&broker, &queue, &messages).await });
             return;
         };
         let mut auto = Vec::new();
@@ -1525,6 +1582,17 @@ impl Session {
         }
         self.channels.clear();
         self.stop.cancel();
+        // Deliveries on their way to this session go back now, not after their
+        // lease; consumers still running requeue what they cannot hand over.
+        self.events_rx.close();
+        while let Ok(event) = self.events_rx.try_recv() {
+            if let Event::Deliveries {
+                queue, messages, ..
+            } = event
+            {
+                requeue(&self.broker, &queue, &messages).await;
+            }
+        }
         for queue in self.registry.release_connection(self.id) {
             if let Err(e) = self.broker.delete(&queue).await {
                 tracing::debug!(%queue, error = %e, "deleting an exclusive queue failed");
@@ -1544,89 +1612,128 @@ fn by_queue(taken: Vec<(u64, Unacked)>) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// A consumer: long-polls its queue for as many messages as its credit allows and
-/// hands them to the session.
-#[allow(clippy::too_many_arguments)]
-async fn consume_loop(
+/// What a consumer task needs.
+struct ConsumerTask {
     broker: Broker,
     queue: String,
     channel: u16,
+    /// The channel's generation (events of an older channel with the same number are
+    /// dropped).
+    generation: u64,
     consumer: String,
+    /// Its own prefetch credit, and its channel's (`global` qos).
     credit: Option<Arc<Semaphore>>,
     shared: Option<Arc<Semaphore>>,
     stop: CancellationToken,
-    mut gates: Gates,
+    gates: Gates,
     events: mpsc::UnboundedSender<Event>,
-) {
-    loop {
-        if !gates.open(&stop).await {
-            return;
+}
+
+/// Takes up to `want` permits (at least one, waiting for it); `None` once stopped.
+async fn take_credit(sem: &Semaphore, want: u32, stop: &CancellationToken) -> Option<u32> {
+    let first = tokio::select! {
+        () = stop.cancelled() => return None,
+        permit = sem.acquire() => permit,
+    };
+    first.ok()?.forget();
+    let mut n = 1;
+    while n < want {
+        match sem.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                n += 1;
+            }
+            Err(_) => break,
         }
-        // Wait for at least one unit of credit, then take what else is free.
+    }
+    Some(n)
+}
+
+/// A consumer: long-polls its queue for as many messages as its credit allows and
+/// hands them to the session.
+async fn consume_loop(mut t: ConsumerTask) {
+    let sems: Vec<Arc<Semaphore>> = [t.credit.clone(), t.shared.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    loop {
+        match t.gates.open(&t.stop).await {
+            Gate::Open => {}
+            Gate::Stopped => return,
+            Gate::Gone => {
+                // Its queue was deleted while it waited its turn.
+                let _ = t.events.send(Event::ConsumerGone {
+                    channel: t.channel,
+                    generation: t.generation,
+                    consumer: t.consumer.clone(),
+                });
+                return;
+            }
+        }
+        // Wait for at least one unit of each credit, then take what else is free;
+        // both limits apply, so each gives back what the other does not allow.
+        let mut taken = Vec::with_capacity(sems.len());
         let mut want = CONSUMER_BATCH;
-        for sem in [&credit, &shared].into_iter().flatten() {
-            let first = tokio::select! {
-                () = stop.cancelled() => return,
-                permit = sem.acquire() => permit,
+        for sem in &sems {
+            let Some(n) = take_credit(sem, want, &t.stop).await else {
+                return;
             };
-            let Ok(first) = first else { return };
-            first.forget();
-            let mut n = 1;
-            while n < want {
-                match sem.try_acquire() {
-                    Ok(p) => {
-                        p.forget();
-                        n += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // Both limits apply: give back what the other does not allow.
-            if n < want {
-                want = n;
-            }
+            taken.push(n);
+            want = want.min(n);
+        }
+        for (sem, n) in sems.iter().zip(&taken) {
+            sem.add_permits((n - want) as usize);
         }
         let request = ReceiveRequest {
             max: want,
             wait_ms: CONSUMER_WAIT_MS,
             visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
         };
+        let (queue, consumer) = (&t.queue, &t.consumer);
         tracing::trace!(%queue, %consumer, want, "consumer polls");
         let got = tokio::select! {
-            () = stop.cancelled() => return,
-            got = broker.receive(&queue, request) => got,
+            () = t.stop.cancelled() => return,
+            got = t.broker.receive(queue, request) => got,
         };
         match got {
             Ok(messages) => {
                 tracing::trace!(%queue, %consumer, got = messages.len(), "consumer poll answered");
                 let unused = want as usize - messages.len();
-                for sem in [&credit, &shared].into_iter().flatten() {
+                for sem in &sems {
                     sem.add_permits(unused);
                 }
-                if !messages.is_empty()
-                    && events
-                        .send(Event::Deliveries {
-                            channel,
-                            consumer: consumer.clone(),
-                            queue: queue.clone(),
-                            messages,
-                        })
-                        .is_err()
+                if messages.is_empty() {
+                    continue;
+                }
+                if let Err(mpsc::error::SendError(Event::Deliveries { messages, .. })) =
+                    t.events.send(Event::Deliveries {
+                        channel: t.channel,
+                        generation: t.generation,
+                        consumer: consumer.clone(),
+                        queue: queue.clone(),
+                        messages,
+                    })
                 {
+                    // The session is gone: these go back now, not after the lease.
+                    requeue(&t.broker, queue, &messages).await;
                     return;
                 }
             }
             Err(BrokerError::NotFound { .. }) => {
-                let _ = events.send(Event::ConsumerGone { channel, consumer });
+                let _ = t.events.send(Event::ConsumerGone {
+                    channel: t.channel,
+                    generation: t.generation,
+                    consumer: t.consumer.clone(),
+                });
                 return;
             }
             Err(e) => {
                 tracing::debug!(%queue, error = %e, "an AMQP consumer's poll failed; retrying");
-                for sem in [&credit, &shared].into_iter().flatten() {
+                for sem in &sems {
                     sem.add_permits(want as usize);
                 }
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = t.stop.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
@@ -1634,10 +1741,25 @@ async fn consume_loop(
     }
 }
 
+/// Puts deliveries back in their queue at once (their consumer cannot take them).
+async fn requeue(broker: &Broker, queue: &str, messages: &[Delivery]) {
+    let receipts: Vec<String> = messages.iter().filter_map(|d| d.receipt.clone()).collect();
+    if receipts.is_empty() {
+        return;
+    }
+    let options = NackOptions {
+        requeue: true,
+        delay_ms: Some(0),
+    };
+    if let Err(e) = broker.nack(queue, receipts, options).await {
+        tracing::debug!(%queue, error = %e, "requeueing undelivered AMQP messages failed");
+    }
+}
+
 /// A channel's worker: takes its publishes and settlements in order, in batches.
 async fn channel_worker(
     broker: Broker,
-    channel: u16,
+    (channel, generation): (u16, u64),
     mut jobs: mpsc::Receiver<Vec<Job>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
@@ -1710,7 +1832,11 @@ async fn channel_worker(
         // The session may be gone (the client closed right after publishing):
         // what it received is still published; only a channel error stops here.
         let failed = done.error.is_some();
-        let _ = events.send(Event::Published { channel, done });
+        let _ = events.send(Event::Published {
+            channel,
+            generation,
+            done,
+        });
         if failed {
             return;
         }

@@ -98,12 +98,28 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
-/// The machine's memory (for the default watermark), from `/proc/meminfo`.
+/// The memory this process may use (for the default watermark): the machine's
+/// (`/proc/meminfo`), or its cgroup's limit when lower (in a container the
+/// machine's figure is not what the process is held to).
 pub(crate) fn total_memory_bytes() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let machine = kib * 1024;
+    // cgroup v2, then v1; "max" (or a huge v1 figure) means no limit.
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .into_iter()
+    .find_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
+    Some(cgroup.map_or(machine, |limit| limit.min(machine)))
 }
 
 #[cfg(test)]

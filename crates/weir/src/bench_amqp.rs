@@ -118,6 +118,11 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         args.size >= HEADER_LEN,
         "--size must be at least {HEADER_LEN}"
     );
+    anyhow::ensure!(args.window >= 1, "--window must be at least 1");
+    anyhow::ensure!(
+        args.rate == 0 || args.rate >= u64::from(args.producers),
+        "--rate must be at least one message per second per producer"
+    );
     prepare_queue(&args.url, &args.queue).await?;
     let count = match args.duration {
         Some(_) => u64::MAX,

@@ -290,6 +290,11 @@ async fn channel_flow_pauses_and_resumes_deliveries() {
         FieldTable::default(),
     )
     .await;
+    // Prefetch 1: the consumer's poll is already waiting when flow goes off, so the
+    // message it gets is requeued, and its credit must come back with it.
+    ch.basic_qos(1, lapin::options::BasicQosOptions::default())
+        .await
+        .unwrap();
     let mut consumer = consume(&ch, "flowing", "f", false).await.unwrap();
     let active = ch
         .channel_flow(ChannelFlowOptions { active: false })
