@@ -10,6 +10,7 @@
 //!   (handshake, limits, heartbeats, close handshakes, content assembly), driven by
 //!   bytes and the time, so it is unit-tested and fuzzed (`fuzzing`, `fuzz/`)
 //!   without sockets.
+//! * `channel`: a channel's delivery tags and unacked deliveries, as plain data.
 //! * `session`: the shell around a connection: one task per connection running
 //!   its channel methods against the broker, with a
 //!   publisher task per channel (ordered, batched publishes; confirms once
@@ -27,6 +28,7 @@
 //! What is supported, partly or not at all is in docs/amqp-compat.md.
 
 mod arguments;
+mod channel;
 mod codes;
 mod connection;
 pub(crate) mod framing;

@@ -36,6 +36,7 @@ use weir_broker::{
 };
 
 use crate::arguments::{binding, queue_options};
+use crate::channel::Tags;
 use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, NOT_ALLOWED, NOT_FOUND,
     NOT_IMPLEMENTED, PRECONDITION_FAILED,
@@ -237,8 +238,8 @@ struct Channel {
     prefetch: u16,
     /// Channel-wide prefetch (`global = true`), shared by its consumers.
     shared_credit: Option<Arc<Semaphore>>,
-    next_tag: u64,
-    unacked: BTreeMap<u64, Unacked>,
+    /// Delivery tags and the deliveries waiting for their ack.
+    tags: Tags<Unacked>,
     /// For `basic.consume` / `queue.bind` with an empty queue name.
     last_queue: Option<String>,
     /// This channel's direct reply-to consumer: its token and consumer tag.
@@ -390,7 +391,6 @@ impl Session {
                         ch,
                         Channel {
                             next_seq: 1,
-                            next_tag: 1,
                             generation: self.generations,
                             ..Channel::default()
                         },
@@ -895,7 +895,7 @@ impl Session {
             ));
         }
         let c = self.channel(ch)?;
-        let all: Vec<(u64, Unacked)> = std::mem::take(&mut c.unacked).into_iter().collect();
+        let all = c.tags.take_all();
         let taken = self.release_credit(ch, all);
         self.settle(ch, taken, Some(true));
         Ok(())
@@ -1025,48 +1025,23 @@ impl Session {
         consumer: Option<&str>,
         no_ack: bool,
     ) -> Result<u64, Exception> {
-        let c = self.channel(ch)?;
-        let tag = c.next_tag;
-        c.next_tag += 1;
-        if !no_ack {
-            c.unacked.insert(
-                tag,
-                Unacked {
-                    queue: queue.to_owned(),
-                    receipt: d.receipt.clone().unwrap_or_default(),
-                    consumer: consumer.map(str::to_owned),
-                },
-            );
-        }
-        Ok(tag)
+        let pending = (!no_ack).then(|| Unacked {
+            queue: queue.to_owned(),
+            receipt: d.receipt.clone().unwrap_or_default(),
+            consumer: consumer.map(str::to_owned),
+        });
+        Ok(self.channel(ch)?.tags.track(pending))
     }
 
-    /// Removes the deliveries `tag` names (all up to it with `multiple`; with tag 0
-    /// and `multiple`, all) and gives their consumers their credit back.
+    /// Removes the deliveries `tag` names (see [`Tags::take`]) and gives their
+    /// consumers their credit back.
     fn take_tags(
         &mut self,
         ch: u16,
         tag: u64,
         multiple: bool,
     ) -> Result<Vec<(u64, Unacked)>, Exception> {
-        let c = self.channel(ch)?;
-        let taken: Vec<(u64, Unacked)> = if multiple {
-            let upto = if tag == 0 { u64::MAX } else { tag };
-            let keys: Vec<u64> = c.unacked.range(..=upto).map(|(k, _)| *k).collect();
-            keys.into_iter()
-                .filter_map(|k| c.unacked.remove(&k).map(|u| (k, u)))
-                .collect()
-        } else {
-            match c.unacked.remove(&tag) {
-                Some(u) => vec![(tag, u)],
-                None => {
-                    return Err(Exception::channel(
-                        PRECONDITION_FAILED,
-                        format!("unknown delivery tag {tag}"),
-                    ));
-                }
-            }
-        };
+        let taken = self.channel(ch)?.tags.take(tag, multiple)?;
         Ok(self.release_credit(ch, taken))
     }
 
@@ -1491,8 +1466,7 @@ impl Session {
         if c.reply_to.as_ref().is_none_or(|(_, t)| *t != consumer) {
             return;
         }
-        let tag = c.next_tag;
-        c.next_tag += 1;
+        let tag = c.tags.track(None);
         self.conn.method(
             ch,
             AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
@@ -1526,7 +1500,7 @@ impl Session {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        let unacked: Vec<(u64, Unacked)> = std::mem::take(&mut c.unacked).into_iter().collect();
+        let unacked = c.tags.take_all();
         let consumers: Vec<(String, Consumer)> = c.consumers.drain().collect();
         if let Some((token, _)) = c.reply_to.take() {
             self.replies.lock().remove(&token);
