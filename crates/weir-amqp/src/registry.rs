@@ -85,6 +85,13 @@ impl Registry {
         auto_delete: bool,
     ) -> Result<(), Exception> {
         let mut state = self.lock();
+        if !existed {
+            // A new queue: whatever was known of an earlier one with this name
+            // (deleted over HTTP or by x-expires, which the registry does not
+            // hear of) is stale.
+            state.owners.remove(queue);
+            state.auto_delete.remove(queue);
+        }
         match state.owners.get(queue) {
             Some(owner) if *owner != connection => return Err(locked(queue)),
             None if exclusive && existed => return Err(locked(queue)),
@@ -235,6 +242,12 @@ mod tests {
         );
         assert_eq!(r.release_connection(1), vec!["q".to_owned()]);
         assert!(r.check_access("q", 2).is_ok());
+        // Deleted behind the registry's back (over HTTP) and declared anew: the
+        // old owner's claim is stale.
+        r.declared("gone", 1, false, true, false).unwrap();
+        r.declared("gone", 2, false, false, false).unwrap();
+        assert!(r.check_access("gone", 2).is_ok());
+        assert!(r.release_connection(1).is_empty());
     }
 
     #[test]

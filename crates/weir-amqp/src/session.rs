@@ -641,7 +641,8 @@ impl Session {
                         name = format!("amq.gen-{}", random_suffix());
                     }
                     let options = queue_options(&d.arguments)?;
-                    self.registry.check_access(&name, self.id)?;
+                    // Access is checked after: a queue that is new here (an owner's
+                    // queue deleted over HTTP, say) is nobody else's.
                     let declared = self
                         .broker
                         .declare(&name, options)
