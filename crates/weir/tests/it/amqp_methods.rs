@@ -420,3 +420,94 @@ async fn global_qos_is_shared_by_the_channels_consumers() {
         () = tokio::time::sleep(Duration::from_secs(30)) => panic!("no delivery after the ack"),
     }
 }
+
+/// The refusals the compatibility table lists, each with its code, and the close
+/// every open connection gets when the broker shuts down.
+#[tokio::test]
+async fn refusals_carry_their_codes_and_shutdown_closes_connections() {
+    let mut broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let declare = |name: &'static str, args: FieldTable| {
+        let conn = &conn;
+        async move {
+            conn.create_channel()
+                .await
+                .unwrap()
+                .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    // Channel errors: the connection lives on.
+    let e = declare("amq.mine", FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(e.contains("ACCESS_REFUSED"), "{e}");
+    let e = declare("has space", FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
+    let mut tuning = FieldTable::default();
+    tuning.insert(
+        "x-queue-mode".into(),
+        lapin::types::AMQPValue::LongString("lazy".into()),
+    );
+    declare("lazy", tuning)
+        .await
+        .expect("RabbitMQ's storage tuning is accepted");
+    // Connection errors, each on a connection of its own.
+    let delayed = connect(&broker).await;
+    let e = delayed
+        .create_channel()
+        .await
+        .unwrap()
+        .exchange_declare(
+            "later".into(),
+            ExchangeKind::Custom("x-delayed-message".into()),
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("COMMAND_INVALID"), "{e}");
+    let immediate = connect(&broker).await;
+    let ch = immediate.create_channel().await.unwrap();
+    let _ = ch
+        .basic_publish(
+            "".into(),
+            "lazy".into(),
+            BasicPublishOptions {
+                immediate: true,
+                ..BasicPublishOptions::default()
+            },
+            b"now",
+            BasicProperties::default(),
+        )
+        .await;
+    let e = ch
+        .queue_declare(
+            "lazy".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("NOT_IMPLEMENTED"), "{e}");
+    let secret = connect(&broker).await;
+    let e = secret
+        .update_secret("new".into(), "rotation".into())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("NOT_IMPLEMENTED"), "{e}");
+    // The first connection is still fine; a shutdown closes it (with 320, which
+    // lapin does not show: it reports the connection in error).
+    declare("still-fine", FieldTable::default()).await.unwrap();
+    assert!(conn.status().connected());
+    assert!(broker.terminate().await.unwrap(), "a clean stop");
+    assert!(!conn.status().connected());
+    assert!(conn.create_channel().await.is_err());
+}
