@@ -77,6 +77,16 @@ pub struct AmqpArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// A second broker's AMQP URL: the same workload runs against both, alternating
+    /// (A B A B ...), and a side-by-side table gives the ratios A / B.
+    #[arg(long, value_name = "URL")]
+    compare: Option<String>,
+    /// The second broker's process id (with `--compare`).
+    #[arg(long, requires = "compare")]
+    compare_pid: Option<u32>,
+    /// Runs against each broker with `--compare`.
+    #[arg(long, default_value_t = 2, requires = "compare", value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
 }
 
 /// What the tasks share.
@@ -123,7 +133,138 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         args.rate == 0 || args.rate >= u64::from(args.producers),
         "--rate must be at least one message per second per producer"
     );
-    prepare_queue(&args.url, &args.queue).await?;
+    let Some(other) = args.compare.clone() else {
+        let report = measure(&args, &args.url, args.pid).await?;
+        if args.json {
+            println!("{report}");
+        } else {
+            print_table(&report);
+        }
+        return Ok(exit_code(report["verified"].as_bool().unwrap_or(false)));
+    };
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        eprintln!("weir bench amqp: round {round} of {}: A", args.rounds);
+        let a = measure(&args, &args.url, args.pid).await?;
+        eprintln!("weir bench amqp: round {round} of {}: B", args.rounds);
+        let b = measure(&args, &other, args.compare_pid).await?;
+        rounds.push((a, b));
+    }
+    let comparison = compare(&args.url, &other, &rounds);
+    if args.json {
+        println!("{comparison}");
+    } else {
+        print_comparison(&comparison);
+    }
+    let verified = rounds
+        .iter()
+        .all(|(a, b)| a["verified"] == json!(true) && b["verified"] == json!(true));
+    Ok(exit_code(verified))
+}
+
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The metrics a comparison sets side by side: name and JSON pointer into a
+/// report. The ratio is A / B for each, whichever way is better.
+const COMPARED: [(&str, &str); 6] = [
+    ("publish msg/s", "/publish_msgs_per_sec"),
+    ("consume msg/s", "/consume_msgs_per_sec"),
+    ("latency p50 ms", "/latency_ms/p50"),
+    ("latency p99 ms", "/latency_ms/p99"),
+    ("broker CPU µs/msg", "/broker_cpu_us_per_message"),
+    ("client CPU µs/msg", "/client_cpu_us_per_message"),
+];
+
+/// The runs of both brokers, and the ratio of their means per metric.
+#[allow(clippy::cast_precision_loss)] // a handful of rounds
+fn compare(a_url: &str, b_url: &str, rounds: &[(Value, Value)]) -> Value {
+    let mean = |side: usize, pointer: &str| {
+        let values: Vec<f64> = rounds
+            .iter()
+            .filter_map(|(a, b)| if side == 0 { a } else { b }.pointer(pointer)?.as_f64())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let mut ratios = serde_json::Map::new();
+    for (name, pointer) in COMPARED {
+        let ratio = match (mean(0, pointer), mean(1, pointer)) {
+            (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
+            _ => Value::Null,
+        };
+        ratios.insert(name.to_owned(), ratio);
+    }
+    json!({
+        "a": redact(a_url),
+        "b": redact(b_url),
+        "rounds": rounds.iter().map(|(a, b)| json!({"a": a, "b": b})).collect::<Vec<_>>(),
+        "ratio_a_over_b": ratios,
+    })
+}
+
+fn print_comparison(c: &Value) {
+    let runs = c["rounds"].as_array().cloned().unwrap_or_default();
+    let cells = |side: &str, pointer: &str| {
+        runs.iter()
+            .map(|r| {
+                r[side]
+                    .pointer(pointer)
+                    .map_or("-".to_owned(), Value::to_string)
+            })
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let mut rows: Vec<Vec<String>> = COMPARED
+        .iter()
+        .map(|(name, pointer)| {
+            vec![
+                (*name).to_owned(),
+                cells("a", pointer),
+                cells("b", pointer),
+                c["ratio_a_over_b"][*name].to_string(),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "verified".to_owned(),
+        cells("a", "/verified"),
+        cells("b", "/verified"),
+        String::new(),
+    ]);
+    println!(
+        "A = {}\nB = {}  (values per round, A B A B ...)",
+        show(&c["a"]),
+        show(&c["b"])
+    );
+    print!(
+        "{}",
+        table(
+            &[
+                ("measure", Align::Left),
+                ("A", Align::Right),
+                ("B", Align::Right),
+                ("A / B", Align::Right),
+            ],
+            &rows,
+        )
+    );
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One run of the workload against the broker at `url`: its report.
+async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result<Value> {
+    prepare_queue(url, &args.queue).await?;
     let count = match args.duration {
         Some(_) => u64::MAX,
         None => args.count.unwrap_or(100_000),
@@ -147,13 +288,13 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         last_publish_us: AtomicU64::new(0),
         last_receive_us: AtomicU64::new(0),
     });
-    let broker_before = args.pid.map(process_cpu_seconds).transpose()?;
+    let broker_before = pid.map(process_cpu_seconds).transpose()?;
     let client_before = process_cpu_seconds(std::process::id())?;
     let next_seq = Arc::new(AtomicU64::new(0));
     let mut consumers = JoinSet::new();
     for _ in 0..args.consumers {
         consumers.spawn(consume(
-            args.url.clone(),
+            url.to_owned(),
             args.queue.clone(),
             args.prefetch,
             shared.clone(),
@@ -165,7 +306,7 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         let per_producer_rate = args.rate / u64::from(args.producers);
         producers.spawn(produce(
             ProduceArgs {
-                url: args.url.clone(),
+                url: url.to_owned(),
                 queue: args.queue.clone(),
                 size: args.size,
                 confirms: args.confirms,
@@ -186,25 +327,14 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     while let Some(done) = consumers.join_next().await {
         add(&mut latency, &done.context("a consumer panicked")??);
     }
-    let broker = match (args.pid, broker_before) {
+    let broker = match (pid, broker_before) {
         (Some(pid), Some(before)) => {
             Some((process_cpu_seconds(pid)? - before, peak_rss_bytes(pid)?))
         }
         _ => None,
     };
     let client_cpu = process_cpu_seconds(std::process::id())? - client_before;
-    let report = report(&args, &shared, &latency, broker, client_cpu);
-    if args.json {
-        println!("{report}");
-    } else {
-        print_table(&report);
-    }
-    let ok = report["verified"].as_bool().unwrap_or(false);
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(report(args, url, &shared, &latency, broker, client_cpu))
 }
 
 /// Declares the durable queue and empties it.
@@ -491,6 +621,7 @@ fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
 #[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
 fn report(
     args: &AmqpArgs,
+    url: &str,
     shared: &Shared,
     latency: &Histogram<u64>,
     broker: Option<(f64, u64)>,
@@ -523,7 +654,7 @@ fn report(
         }
     };
     json!({
-        "url": redact(&args.url),
+        "url": redact(url),
         "producers": args.producers,
         "consumers": args.consumers,
         "size": args.size,

@@ -433,6 +433,41 @@ async fn bench_amqp_verifies_its_run() {
     assert_eq!(report["received"], 2000);
     assert_eq!(report["duplicates"], 0);
     assert!(report["latency_ms"]["p50"].as_f64().is_some(), "{report}");
+    // --compare: the same workload against two brokers, alternating, with ratios.
+    let other = Broker::start().await.unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "bench",
+            "amqp",
+            "--url",
+            &broker.amqp_url(),
+            "--compare",
+            &other.amqp_url(),
+            "--rounds",
+            "2",
+            "--count",
+            "1000",
+            "--size",
+            "64",
+            "--json",
+        ])
+        .output()
+        .await
+        .expect("weir bench amqp --compare runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let c: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let rounds = c["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{c}");
+    for r in rounds {
+        assert_eq!(r["a"]["verified"], true, "{c}");
+        assert_eq!(r["b"]["verified"], true, "{c}");
+        assert_eq!(r["b"]["received"], 1000, "{c}");
+    }
+    assert!(
+        c["ratio_a_over_b"]["publish msg/s"].as_f64().unwrap() > 0.0,
+        "{c}"
+    );
 }
 
 /// RabbitMQ's built-in exchanges exist, re-declare as they are, and route.
