@@ -288,6 +288,8 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
         last_publish_us: AtomicU64::new(0),
         last_receive_us: AtomicU64::new(0),
     });
+    let progress = progress_bar(args.json, count);
+    let ticker = tokio::spawn(tick(shared.clone(), progress.clone(), args.consumers > 0));
     let broker_before = pid.map(process_cpu_seconds).transpose()?;
     let client_before = process_cpu_seconds(std::process::id())?;
     let next_seq = Arc::new(AtomicU64::new(0));
@@ -334,7 +336,47 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
         _ => None,
     };
     let client_cpu = process_cpu_seconds(std::process::id())? - client_before;
+    ticker.abort();
+    progress.finish_and_clear();
     Ok(report(args, url, &shared, &latency, broker, client_cpu))
+}
+
+/// A bar on stderr (nothing with `--json`, or when stderr is not a terminal).
+fn progress_bar(json: bool, count: u64) -> indicatif::ProgressBar {
+    if json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (bar, template) = if count == u64::MAX {
+        (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {elapsed_precise} {msg}",
+        )
+    } else {
+        (
+            indicatif::ProgressBar::new(count),
+            "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}",
+        )
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Refreshes the bar five times a second: it follows the consumers, or the
+/// confirms when nothing consumes.
+async fn tick(shared: Arc<Shared>, bar: indicatif::ProgressBar, consuming: bool) {
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        every.tick().await;
+        let published = shared.published.load(Ordering::Relaxed);
+        let confirmed = shared.confirmed.load(Ordering::Relaxed);
+        let received = shared.received.load(Ordering::Relaxed);
+        bar.set_position(if consuming { received } else { confirmed });
+        bar.set_message(format!(
+            "published {published}, confirmed {confirmed}, received {received}"
+        ));
+    }
 }
 
 /// Declares the durable queue and empties it.
