@@ -336,15 +336,13 @@ impl Connection {
     /// from now on ignores everything but the client's `close-ok` (or `close`).
     pub(crate) fn close(&mut self, e: &Exception, now: Instant) {
         match self.phase {
-            Phase::Header | Phase::Done | Phase::Closing => {
-                self.phase = if self.phase == Phase::Closing {
-                    Phase::Closing
-                } else {
-                    Phase::Done
-                };
+            Phase::Closing | Phase::Done => return,
+            // Nothing was said yet: there is no one to tell.
+            Phase::Header => {
+                self.phase = Phase::Done;
                 return;
             }
-            _ => {}
+            Phase::StartOk | Phase::TuneOk | Phase::Open | Phase::Running => {}
         }
         tracing::debug!(peer = %self.peer, code = e.code, text = %e.text, "closing an AMQP connection");
         self.out.method(

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
-use amq_protocol::types::{AMQPValue, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -118,7 +118,7 @@ enum Job {
     Publish(Box<Publish>),
     /// Ack (`requeue: None`) or nack these deliveries of `queue`.
     Settle {
-        queue: String,
+        queue: Arc<str>,
         receipts: Vec<String>,
         requeue: Option<bool>,
     },
@@ -214,9 +214,10 @@ impl Gates {
 
 /// A delivery waiting for its ack.
 struct Unacked {
-    queue: String,
+    /// Shared by every delivery of a batch: no allocation per message.
+    queue: Arc<str>,
     receipt: String,
-    consumer: Option<String>,
+    consumer: Option<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -622,6 +623,27 @@ impl Session {
         })
     }
 
+    /// The binding a `queue.bind` or `queue.unbind` names, once the queue (the
+    /// channel's last one when unnamed) is this connection's to use.
+    fn queue_binding(
+        &mut self,
+        ch: u16,
+        queue: &ShortString,
+        exchange: &ShortString,
+        routing_key: &ShortString,
+        arguments: &FieldTable,
+    ) -> Result<weir_broker::Binding, Exception> {
+        let queue = self.queue_name(ch, queue)?;
+        self.registry.check_access(&queue, self.id)?;
+        Ok(binding(
+            exchange.as_str(),
+            &queue,
+            DestinationType::Queue,
+            routing_key,
+            arguments,
+        ))
+    }
+
     #[allow(clippy::too_many_lines)] // one arm per method
     async fn on_queue(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), Exception> {
         match m {
@@ -675,15 +697,8 @@ impl Session {
                 }
             }
             queue::AMQPMethod::Bind(b) => {
-                let queue = self.queue_name(ch, &b.queue)?;
-                self.registry.check_access(&queue, self.id)?;
-                let binding = binding(
-                    b.exchange.as_str(),
-                    &queue,
-                    DestinationType::Queue,
-                    &b.routing_key,
-                    &b.arguments,
-                );
+                let binding =
+                    self.queue_binding(ch, &b.queue, &b.exchange, &b.routing_key, &b.arguments)?;
                 if binding.source.is_empty() {
                     return Err(Exception::channel(
                         ACCESS_REFUSED,
@@ -699,15 +714,8 @@ impl Session {
                 }
             }
             queue::AMQPMethod::Unbind(b) => {
-                let queue = self.queue_name(ch, &b.queue)?;
-                self.registry.check_access(&queue, self.id)?;
-                let binding = binding(
-                    b.exchange.as_str(),
-                    &queue,
-                    DestinationType::Queue,
-                    &b.routing_key,
-                    &b.arguments,
-                );
+                let binding =
+                    self.queue_binding(ch, &b.queue, &b.exchange, &b.routing_key, &b.arguments)?;
                 match self.broker.unbind(&binding).await {
                     Err(BrokerError::NotFound {
                         kind: weir_broker::Kind::Binding,
@@ -836,7 +844,7 @@ impl Session {
                     return Ok(());
                 };
                 let remaining = self.broker.info(&queue).await.map_or(0, |i| i.stats.ready);
-                let tag = self.track(ch, &queue, &d, None, g.no_ack)?;
+                let tag = self.track(ch, &Arc::from(queue.as_str()), &d, None, g.no_ack)?;
                 let (exchange, routing_key, properties) = from_delivery(&d, &queue);
                 self.conn.method(
                     ch,
@@ -1021,15 +1029,15 @@ impl Session {
     fn track(
         &mut self,
         ch: u16,
-        queue: &str,
+        queue: &Arc<str>,
         d: &Delivery,
-        consumer: Option<&str>,
+        consumer: Option<&Arc<str>>,
         no_ack: bool,
     ) -> Result<u64, Exception> {
         let pending = (!no_ack).then(|| Unacked {
-            queue: queue.to_owned(),
+            queue: queue.clone(),
             receipt: d.receipt.clone().unwrap_or_default(),
-            consumer: consumer.map(str::to_owned),
+            consumer: consumer.cloned(),
         });
         Ok(self.channel(ch)?.tags.track(pending))
     }
@@ -1049,7 +1057,7 @@ impl Session {
     fn release_credit(&mut self, ch: u16, taken: Vec<(u64, Unacked)>) -> Vec<(u64, Unacked)> {
         if let Some(c) = self.channels.get(&ch) {
             for (_, u) in &taken {
-                if let Some(consumer) = u.consumer.as_ref().and_then(|t| c.consumers.get(t))
+                if let Some(consumer) = u.consumer.as_deref().and_then(|t| c.consumers.get(t))
                     && let Some(credit) = &consumer.credit
                 {
                     credit.add_permits(1);
@@ -1195,7 +1203,10 @@ impl Session {
             seq,
         };
         if publish.exchange.is_empty()
-            && let Some(token) = publish.routing_key.strip_prefix(&format!("{REPLY_TO}."))
+            && let Some(token) = publish
+                .routing_key
+                .strip_prefix(REPLY_TO)
+                .and_then(|rest| rest.strip_prefix('.'))
         {
             let token = token.to_owned();
             self.direct_reply(ch, &token, publish);
@@ -1424,8 +1435,10 @@ impl Session {
             return;
         };
         let mut auto = Vec::new();
+        let (queue_ref, consumer_ref): (Arc<str>, Arc<str>) =
+            (queue.as_str().into(), consumer.as_str().into());
         for d in &messages {
-            let Ok(tag) = self.track(ch, &queue, d, Some(&consumer), no_ack) else {
+            let Ok(tag) = self.track(ch, &queue_ref, d, Some(&consumer_ref), no_ack) else {
                 return;
             };
             let (exchange, routing_key, properties) = from_delivery(d, &queue);
@@ -1577,8 +1590,8 @@ impl Session {
 }
 
 /// Groups deliveries' receipts by queue.
-fn by_queue(taken: Vec<(u64, Unacked)>) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+fn by_queue(taken: Vec<(u64, Unacked)>) -> BTreeMap<Arc<str>, Vec<String>> {
+    let mut out: BTreeMap<Arc<str>, Vec<String>> = BTreeMap::new();
     for (_, u) in taken {
         if !u.receipt.is_empty() {
             out.entry(u.queue).or_default().push(u.receipt);
@@ -1647,13 +1660,13 @@ async fn consume_loop(mut t: ConsumerTask) {
         }
         // Wait for at least one unit of each credit, then take what else is free;
         // both limits apply, so each gives back what the other does not allow.
-        let mut taken = Vec::with_capacity(sems.len());
+        let mut taken = [0u32; 2];
         let mut want = CONSUMER_BATCH;
-        for sem in &sems {
+        for (sem, taken) in sems.iter().zip(&mut taken) {
             let Some(n) = take_credit(sem, want, &t.stop).await else {
                 return;
             };
-            taken.push(n);
+            *taken = n;
             want = want.min(n);
         }
         for (sem, n) in sems.iter().zip(&taken) {

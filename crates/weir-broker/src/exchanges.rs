@@ -590,13 +590,7 @@ impl Broker {
             }
             _ => {}
         }
-        let topic_options = ExchangeOptions {
-            kind: ExchangeType::Topic,
-            durable: true,
-            auto_delete: false,
-            alternate_exchange: None,
-            internal: false,
-        };
+        let topic_options = ExchangeOptions::of(ExchangeType::Topic);
         let new_topic = self.router().options(topic).is_none();
         if new_topic {
             self.declare_exchange(topic, topic_options).await?;

@@ -22,9 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-const FRAME_METHOD: u8 = 1;
-const FRAME_HEADER: u8 = 2;
-const FRAME_BODY: u8 = 3;
+pub const FRAME_METHOD: u8 = 1;
+pub const FRAME_HEADER: u8 = 2;
+pub const FRAME_BODY: u8 = 3;
 const FRAME_HEARTBEAT: u8 = 8;
 const FRAME_END: u8 = 0xCE;
 /// The one channel used.
@@ -409,10 +409,6 @@ pub fn ack_multiple(tag: u64, out: &mut BytesMut) {
     out.extend_from_slice(&tag.to_be_bytes());
     out.extend_from_slice(&[1, FRAME_END]);
 }
-
-pub const KIND_METHOD: u8 = FRAME_METHOD;
-pub const KIND_HEADER: u8 = FRAME_HEADER;
-pub const KIND_BODY: u8 = FRAME_BODY;
 
 #[cfg(test)]
 mod tests {

@@ -176,7 +176,13 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
         interrupted: AtomicBool::new(false),
     });
 
-    let progress = progress_bar(&args, limit);
+    let progress = progress_bar(
+        args.json,
+        match limit {
+            Limit::Count(n) => Some(n),
+            Limit::Until(_) => None,
+        },
+    );
     let outcome = drive(&shared, &args, &progress).await;
     progress.finish_and_clear();
 
@@ -470,16 +476,18 @@ fn seconds(us: u64) -> f64 {
     us as f64 / 1e6
 }
 
-fn progress_bar(args: &HttpArgs, limit: Limit) -> indicatif::ProgressBar {
-    if args.json {
+/// The bar a run shows on stderr (on a terminal; hidden with `--json`): out of
+/// `len` messages, or a spinner for a run of fixed duration.
+pub(crate) fn progress_bar(json: bool, len: Option<u64>) -> indicatif::ProgressBar {
+    if json {
         return indicatif::ProgressBar::hidden();
     }
-    let (bar, template) = match limit {
-        Limit::Count(n) => (
+    let (bar, template) = match len {
+        Some(n) => (
             indicatif::ProgressBar::new(n),
             "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}",
         ),
-        Limit::Until(_) => (
+        None => (
             indicatif::ProgressBar::new_spinner(),
             "{spinner} {elapsed_precise} {msg}",
         ),

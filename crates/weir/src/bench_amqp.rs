@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinSet;
 
 use crate::amqp_wire::{self, Client, PublishTemplate};
-use crate::bench::{add, histogram, percentiles};
+use crate::bench::{add, histogram, percentiles, progress_bar};
 use crate::client::table::{Align, table};
 
 /// Sequence number and send time at the head of every body.
@@ -288,7 +288,7 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
         last_publish_us: AtomicU64::new(0),
         last_receive_us: AtomicU64::new(0),
     });
-    let progress = progress_bar(args.json, count);
+    let progress = progress_bar(args.json, (count != u64::MAX).then_some(count));
     let ticker = tokio::spawn(tick(shared.clone(), progress.clone(), args.consumers > 0));
     let broker_before = pid.map(process_cpu_seconds).transpose()?;
     let client_before = process_cpu_seconds(std::process::id())?;
@@ -339,28 +339,6 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
     ticker.abort();
     progress.finish_and_clear();
     Ok(report(args, url, &shared, &latency, broker, client_cpu))
-}
-
-/// A bar on stderr (nothing with `--json`, or when stderr is not a terminal).
-fn progress_bar(json: bool, count: u64) -> indicatif::ProgressBar {
-    if json {
-        return indicatif::ProgressBar::hidden();
-    }
-    let (bar, template) = if count == u64::MAX {
-        (
-            indicatif::ProgressBar::new_spinner(),
-            "{spinner} {elapsed_precise} {msg}",
-        )
-    } else {
-        (
-            indicatif::ProgressBar::new(count),
-            "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}",
-        )
-    };
-    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 /// Refreshes the bar five times a second: it follows the consumers, or the
@@ -458,7 +436,7 @@ async fn produce(
         loop {
             let mut frame = Some(reader.frame().await?);
             while let Some(f) = frame {
-                if f.kind == amqp_wire::KIND_METHOD {
+                if f.kind == amqp_wire::FRAME_METHOD {
                     match amqp_wire::confirm(&f.payload)? {
                         Some(amqp_wire::Confirm::Ack { tag, multiple }) => {
                             let n = confirms.settle(tag, multiple);
@@ -587,14 +565,14 @@ async fn consume(
         let mut frame = Some(first.context("consuming")?);
         while let Some(f) = frame {
             match f.kind {
-                amqp_wire::KIND_METHOD => {
+                amqp_wire::FRAME_METHOD => {
                     if let Some(t) = amqp_wire::delivery_tag(&f.payload)? {
                         tag = t;
                         got = 0;
                     }
                 }
-                amqp_wire::KIND_HEADER => size = amqp_wire::body_size(&f.payload)?,
-                amqp_wire::KIND_BODY => {
+                amqp_wire::FRAME_HEADER => size = amqp_wire::body_size(&f.payload)?,
+                amqp_wire::FRAME_BODY => {
                     let at = got as usize;
                     if at < HEADER_LEN {
                         let n = (HEADER_LEN - at).min(f.payload.len());

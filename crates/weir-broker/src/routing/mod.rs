@@ -293,13 +293,17 @@ pub fn is_built_in(name: &str) -> bool {
     BUILT_IN_EXCHANGES.iter().any(|(n, _)| *n == name)
 }
 
-fn built_in_options(kind: ExchangeType) -> ExchangeOptions {
-    ExchangeOptions {
-        kind,
-        durable: true,
-        auto_delete: false,
-        alternate_exchange: None,
-        internal: false,
+impl ExchangeOptions {
+    /// A plain exchange of `kind`: durable, kept when unbound, no alternate
+    /// exchange, open to publishers.
+    pub fn of(kind: ExchangeType) -> ExchangeOptions {
+        ExchangeOptions {
+            kind,
+            durable: true,
+            auto_delete: false,
+            alternate_exchange: None,
+            internal: false,
+        }
     }
 }
 
@@ -307,7 +311,12 @@ impl Default for Router {
     fn default() -> Self {
         let exchanges = BUILT_IN_EXCHANGES
             .iter()
-            .map(|(name, kind)| ((*name).to_owned(), Exchange::new(built_in_options(*kind))))
+            .map(|(name, kind)| {
+                (
+                    (*name).to_owned(),
+                    Exchange::new(ExchangeOptions::of(*kind)),
+                )
+            })
             .collect();
         Router { exchanges }
     }
@@ -645,16 +654,6 @@ impl Router {
 mod tests {
     use super::*;
 
-    fn opts(kind: ExchangeType) -> ExchangeOptions {
-        ExchangeOptions {
-            kind,
-            durable: true,
-            auto_delete: false,
-            alternate_exchange: None,
-            internal: false,
-        }
-    }
-
     fn q(source: &str, queue: &str, key: &str) -> Binding {
         Binding {
             source: source.into(),
@@ -683,9 +682,12 @@ mod tests {
     #[test]
     fn each_type_routes_as_rabbitmq_does() {
         let mut r = Router::default();
-        r.declare("d", opts(ExchangeType::Direct)).unwrap();
-        r.declare("t", opts(ExchangeType::Topic)).unwrap();
-        r.declare("f", opts(ExchangeType::Fanout)).unwrap();
+        r.declare("d", ExchangeOptions::of(ExchangeType::Direct))
+            .unwrap();
+        r.declare("t", ExchangeOptions::of(ExchangeType::Topic))
+            .unwrap();
+        r.declare("f", ExchangeOptions::of(ExchangeType::Fanout))
+            .unwrap();
         r.bind(q("d", "q1", "red")).unwrap();
         r.bind(q("d", "q2", "red")).unwrap();
         r.bind(q("d", "q3", "blue")).unwrap();
@@ -704,7 +706,8 @@ mod tests {
     #[test]
     fn headers_match_all_any_and_with_x() {
         let mut r = Router::default();
-        r.declare("h", opts(ExchangeType::Headers)).unwrap();
+        r.declare("h", ExchangeOptions::of(ExchangeType::Headers))
+            .unwrap();
         let bind = |r: &mut Router, queue: &str, args: &[(&str, &str)]| {
             let mut b = q("h", queue, "");
             b.arguments = args
@@ -754,7 +757,8 @@ mod tests {
     fn exchange_to_exchange_loops_are_refused_and_never_duplicate() {
         let mut r = Router::default();
         for n in ["a", "b", "c"] {
-            r.declare(n, opts(ExchangeType::Fanout)).unwrap();
+            r.declare(n, ExchangeOptions::of(ExchangeType::Fanout))
+                .unwrap();
         }
         r.bind(x("a", "b", "")).unwrap();
         r.bind(x("b", "c", "")).unwrap();
@@ -774,7 +778,8 @@ mod tests {
     #[test]
     fn bindings_that_differ_only_in_arguments_unbind_one_at_a_time() {
         let mut r = Router::default();
-        r.declare("d", opts(ExchangeType::Direct)).unwrap();
+        r.declare("d", ExchangeOptions::of(ExchangeType::Direct))
+            .unwrap();
         let plain = q("d", "q", "k");
         let mut with_args = q("d", "q", "k");
         with_args.arguments.insert("a".into(), "1".into());
@@ -792,13 +797,14 @@ mod tests {
         for name in ["", "amq.default", "amq.topic"] {
             assert!(
                 matches!(
-                    r.declare(name, opts(ExchangeType::Direct)),
+                    r.declare(name, ExchangeOptions::of(ExchangeType::Direct)),
                     Err(BrokerError::AccessRefused { .. })
                 ),
                 "{name:?}"
             );
         }
-        r.declare("x", opts(ExchangeType::Direct)).unwrap();
+        r.declare("x", ExchangeOptions::of(ExchangeType::Direct))
+            .unwrap();
         assert!(matches!(
             r.bind(x("amq.default", "x", "")),
             Err(BrokerError::AccessRefused { .. })
@@ -808,12 +814,13 @@ mod tests {
     #[test]
     fn alternate_exchange_takes_what_routes_nowhere() {
         let mut r = Router::default();
-        r.declare("ae", opts(ExchangeType::Fanout)).unwrap();
+        r.declare("ae", ExchangeOptions::of(ExchangeType::Fanout))
+            .unwrap();
         r.declare(
             "main",
             ExchangeOptions {
                 alternate_exchange: Some("ae".into()),
-                ..opts(ExchangeType::Direct)
+                ..ExchangeOptions::of(ExchangeType::Direct)
             },
         )
         .unwrap();
@@ -837,7 +844,7 @@ mod tests {
             "tmp",
             ExchangeOptions {
                 auto_delete: true,
-                ..opts(ExchangeType::Fanout)
+                ..ExchangeOptions::of(ExchangeType::Fanout)
             },
         )
         .unwrap();

@@ -77,6 +77,18 @@ async fn count(ch: &Channel, name: &str) -> u32 {
     .message_count()
 }
 
+/// A `queue.delete` that must be refused, on a channel of its own (the refusal
+/// closes it): the error's text.
+async fn refused_delete(conn: &Connection, queue: &str, options: QueueDeleteOptions) -> String {
+    conn.create_channel()
+        .await
+        .unwrap()
+        .queue_delete(queue.into(), options)
+        .await
+        .expect_err("the delete is refused")
+        .to_string()
+}
+
 #[tokio::test]
 #[allow(clippy::too_many_lines)] // one scenario, start to end
 async fn every_exchange_and_queue_method() {
@@ -199,20 +211,16 @@ async fn every_exchange_and_queue_method() {
     .await
     .unwrap();
     // Delete if-empty refuses a queue with messages; purge empties it.
-    let e = conn
-        .create_channel()
-        .await
-        .unwrap()
-        .queue_delete(
-            "orders".into(),
-            QueueDeleteOptions {
-                if_empty: true,
-                ..QueueDeleteOptions::default()
-            },
-        )
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("PRECONDITION_FAILED"), "{e}");
+    let e = refused_delete(
+        &conn,
+        "orders",
+        QueueDeleteOptions {
+            if_empty: true,
+            ..QueueDeleteOptions::default()
+        },
+    )
+    .await;
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
     publish(&ch, "", "orders", b"second").await;
     assert_eq!(
         ch.queue_purge("orders".into(), QueuePurgeOptions::default())
@@ -231,20 +239,16 @@ async fn every_exchange_and_queue_method() {
         )
         .await
         .unwrap();
-    let e = conn
-        .create_channel()
-        .await
-        .unwrap()
-        .queue_delete(
-            "orders".into(),
-            QueueDeleteOptions {
-                if_unused: true,
-                ..QueueDeleteOptions::default()
-            },
-        )
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("PRECONDITION_FAILED"), "{e}");
+    let e = refused_delete(
+        &conn,
+        "orders",
+        QueueDeleteOptions {
+            if_unused: true,
+            ..QueueDeleteOptions::default()
+        },
+    )
+    .await;
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
     assert_eq!(
         ch.queue_delete("orders".into(), QueueDeleteOptions::default())
             .await
