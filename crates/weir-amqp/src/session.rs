@@ -918,11 +918,7 @@ impl Session {
         self.registry.check_access(&queue, self.id)?;
         // The queue must exist now (404 otherwise).
         let info = self.broker.info(&queue).await.map_err(Exception::from)?;
-        let tag = if c.consumer_tag.as_str().is_empty() {
-            format!("amq.ctag-{}", random_suffix())
-        } else {
-            c.consumer_tag.as_str().to_owned()
-        };
+        let tag = consumer_tag(&c.consumer_tag);
         let stop = self.stop.child_token();
         let channel = self.channel(ch)?;
         if channel.consumers.contains_key(&tag) {
@@ -991,11 +987,7 @@ impl Session {
                 "reply consumer cannot acknowledge (consume amq.rabbitmq.reply-to with no-ack)",
             ));
         }
-        let tag = if c.consumer_tag.as_str().is_empty() {
-            format!("amq.ctag-{}", random_suffix())
-        } else {
-            c.consumer_tag.as_str().to_owned()
-        };
+        let tag = consumer_tag(&c.consumer_tag);
         let events = self.events_tx.clone();
         let channel = self.channel(ch)?;
         if channel.reply_to.is_some() {
@@ -1919,6 +1911,15 @@ fn missing_is_fine(result: Result<(), BrokerError>) -> Result<(), Exception> {
     match result {
         Err(BrokerError::NotFound { .. }) | Ok(()) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The consumer tag asked for, or a generated one (`amq.ctag-…`) when empty.
+fn consumer_tag(asked: &ShortString) -> String {
+    if asked.as_str().is_empty() {
+        format!("amq.ctag-{}", random_suffix())
+    } else {
+        asked.as_str().to_owned()
     }
 }
 
