@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Sender;
+use crate::mailbox::{Sender, mailbox};
 use tokio::sync::{oneshot, watch};
 
 use crate::batch::EncodedBatch;
@@ -261,7 +261,7 @@ impl FileLog {
             recovered.active,
             recovered.start_offset,
         );
-        let (requests, queue) = crossbeam_channel::unbounded();
+        let (requests, queue) = mailbox();
         std::thread::Builder::new()
             .name("weir-log-writer".into())
             .spawn(move || writer.run(&queue))
@@ -299,21 +299,101 @@ impl FileLog {
         &self,
         records: &[NewRecord],
     ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        self.submit(records, true, None)
+    }
+
+    /// Queues an append now, as [`FileLog::submit_batch`], and returns two futures:
+    /// the first resolves as soon as the batch is written and readable (before its
+    /// sync), the second when it is durable, as `submit_batch`'s does. For a caller
+    /// that may let the records be seen before they are durable but must not say
+    /// they are (the broker delivers a message once written and confirms it once
+    /// synced). Once the first has resolved, a failed sync is not rolled back: the
+    /// log then refuses appends until reopened (see [`LogError::Failed`]).
+    ///
+    /// # Errors
+    /// Both futures fail as [`MessageLog::append_batch`] does; the first only when
+    /// the batch was not written.
+    pub fn submit_batch_staged(
+        &self,
+        records: &[NewRecord],
+    ) -> (
+        impl Future<Output = Result<Appended>> + Send + use<>,
+        impl Future<Output = Result<Appended>> + Send + use<>,
+    ) {
+        let (written, is_written) = oneshot::channel();
+        let durable = self.submit(records, true, Some(written));
+        let written = async move {
+            match is_written.await {
+                Ok(result) => result,
+                // Not queued (the error comes from `durable`) or refused unanswered.
+                Err(_) => Err(LogError::Closed),
+            }
+        };
+        (written, durable)
+    }
+
+    /// Encodes `records` and queues their append now; see `submit_batch`. An
+    /// append that is not queued tells `written` why.
+    fn submit(
+        &self,
+        records: &[NewRecord],
+        sync: bool,
+        written: Option<oneshot::Sender<Result<Appended>>>,
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
         let config = &self.shared.config;
-        let submitted = EncodedBatch::encode(
+        let (reply, answer) = oneshot::channel();
+        let submitted = match EncodedBatch::encode(
             records,
             now_ms(),
             config.max_record_bytes,
             config.max_batch_bytes,
-        )
-        .and_then(|batch| {
-            let (reply, answer) = oneshot::channel();
-            self.requests
-                .send(Request::Append { batch, reply })
-                .map_err(|_| LogError::Closed)?;
-            Ok(answer)
-        });
-        async move { submitted?.await.map_err(|_| LogError::Closed)? }
+        ) {
+            Err(e) => {
+                if let Some(written) = written {
+                    let _ = written.send(Err(e.clone()));
+                }
+                Err(e)
+            }
+            Ok(batch) => self
+                .requests
+                .send(Request::Append {
+                    batch,
+                    sync,
+                    written,
+                    reply,
+                })
+                .map_err(|request| {
+                    if let Request::Append {
+                        written: Some(written),
+                        ..
+                    } = request
+                    {
+                        let _ = written.send(Err(LogError::Closed));
+                    }
+                    LogError::Closed
+                }),
+        };
+        async move {
+            submitted?;
+            answer.await.map_err(|_| LogError::Closed)?
+        }
+    }
+
+    /// Appends like [`MessageLog::append_batch`] but resolves once the batch is
+    /// written, without waiting for a sync of its own under `fsync = always`: it
+    /// becomes durable with the next synced append of this log, or within 100 ms
+    /// (`UNSYNCED_APPENDS_WITHIN`) when none comes. A crash before that may lose it.
+    /// For records whose loss a crash may cost (the broker's acks of AMQP
+    /// deliveries: losing one means a redelivery), so that they do not each cost an
+    /// `fdatasync`. Under `interval` and `never` it is the same as `append_batch`.
+    ///
+    /// # Errors
+    /// As [`MessageLog::append_batch`].
+    pub fn append_batch_unsynced(
+        &self,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        self.submit(records, false, None)
     }
 
     /// Removes sealed segments past the retention limits as of `now_ms`. The writer
@@ -361,7 +441,13 @@ impl MessageLog for FileLog {
         );
         async move {
             let batch = batch?;
-            self.ask(|reply| Request::Append { batch, reply }).await
+            self.ask(|reply| Request::Append {
+                batch,
+                sync: true,
+                written: None,
+                reply,
+            })
+            .await
         }
     }
 

@@ -6,7 +6,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
-use crossbeam_channel::{Sender, unbounded};
+use crate::mailbox::{Sender, mailbox};
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -27,13 +27,13 @@ impl IoPool {
     }
 
     fn new(threads: usize) -> IoPool {
-        let (jobs, queue) = unbounded::<Job>();
+        let (jobs, queue) = mailbox::<Job>();
         for i in 0..threads {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("weir-log-read-{i}"))
                 .spawn(move || {
-                    for job in queue {
+                    for job in &queue {
                         // A panicking job drops its reply sender, which the caller
                         // sees; the thread itself stays available.
                         let _ = catch_unwind(AssertUnwindSafe(job));
@@ -51,7 +51,9 @@ impl IoPool {
             .send(Box::new(move || {
                 let _ = reply.send(f());
             }))
-            .expect("invariant: pool threads live as long as the process");
+            .unwrap_or_else(|_| {
+                unreachable!("invariant: pool threads live as long as the process")
+            });
         result
             .await
             .expect("a log read panicked on its pool thread")

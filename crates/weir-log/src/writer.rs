@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crate::mailbox::{Empty, Receiver};
 use tokio::sync::oneshot;
 
 use crate::batch::EncodedBatch;
@@ -38,15 +38,26 @@ use crate::meta;
 use crate::record::{Appended, Offset};
 use crate::recovery::ActiveState;
 use crate::segment::{Segment, index_file_name, log_file_name};
+use crate::syncer::{SyncJob, Syncer};
 
 /// Most bytes of appends written (and synced) as one group. Bounds the latency one
 /// group adds to the next and the memory held by queued appends.
 pub(crate) const MAX_GROUP_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Under `always`, how long an unsynced append (`FileLog::append_batch_unsynced`) may
+/// stay unsynced when no synced append comes to carry it.
+pub(crate) const UNSYNCED_APPENDS_WITHIN: Duration = Duration::from_millis(100);
+
 /// What the writer can be asked to do.
 pub(crate) enum Request {
     Append {
         batch: EncodedBatch,
+        /// False: answer once written; the data is synced with the next sync (see
+        /// `FileLog::append_batch_unsynced`).
+        sync: bool,
+        /// Told once the batch is written and readable, before its sync (see
+        /// `FileLog::submit_batch_staged`).
+        written: Option<oneshot::Sender<Result<Appended>>>,
         reply: oneshot::Sender<Result<Appended>>,
     },
     Trim {
@@ -79,9 +90,32 @@ pub struct RetentionReport {
 /// An append that has an offset and a position but is not yet written.
 struct Pending {
     batch: EncodedBatch,
+    sync: bool,
+    written: Option<oneshot::Sender<Result<Appended>>>,
     reply: oneshot::Sender<Result<Appended>>,
     first: u64,
     pos: u64,
+}
+
+/// Answers an append that is not taken.
+fn refuse(
+    written: Option<oneshot::Sender<Result<Appended>>>,
+    reply: oneshot::Sender<Result<Appended>>,
+    error: &LogError,
+) {
+    if let Some(written) = written {
+        let _ = written.send(Err(error.clone()));
+    }
+    let _ = reply.send(Err(error.clone()));
+}
+
+impl Pending {
+    fn appended(&self) -> Appended {
+        Appended {
+            first: Offset(self.first),
+            next: Offset(self.first + u64::from(self.batch.count())),
+        }
+    }
 }
 
 pub(crate) struct Writer {
@@ -111,6 +145,9 @@ pub(crate) struct Writer {
     next_housekeeping: Instant,
     /// Set when a failed write could not be rolled back.
     failed: Option<LogError>,
+    /// The sync thread, once the log pipelines its syncs (see `syncer`): from the
+    /// first staged append on.
+    syncer: Option<Syncer>,
 }
 
 impl Writer {
@@ -138,19 +175,20 @@ impl Writer {
             last_sync: Instant::now(),
             next_housekeeping: Instant::now() + check_every,
             failed: None,
+            syncer: None,
         }
     }
 
     pub(crate) fn run(mut self, requests: &Receiver<Request>) {
         loop {
             let deadline = self.next_deadline();
-            let first = match requests.recv_deadline(deadline) {
+            let first = match requests.recv_until(Some(deadline)) {
                 Ok(request) => request,
-                Err(RecvTimeoutError::Timeout) => {
+                Err(Empty::Timeout) => {
                     self.on_timer();
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(Empty::Disconnected) => {
                     // Every handle was dropped without close(): shut down cleanly anyway.
                     if let Err(e) = self.shutdown() {
                         tracing::error!(dir = %self.shared.dir.display(), error = %e, "log shutdown failed");
@@ -162,11 +200,11 @@ impl Writer {
             let mut group = vec![first];
             while group_bytes < MAX_GROUP_BYTES {
                 match requests.try_recv() {
-                    Ok(request) => {
+                    Some(request) => {
                         group_bytes += request_bytes(&request);
                         group.push(request);
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
             if self.handle_group(group) {
@@ -182,9 +220,19 @@ impl Writer {
         self.shared.config.fsync
     }
 
+    /// How long written data may stay unsynced: the policy's interval, or under
+    /// `always` [`UNSYNCED_APPENDS_WITHIN`] (unsynced appends only).
+    fn sync_within(&self) -> Option<Duration> {
+        match self.policy() {
+            FsyncPolicy::Interval(every) => Some(every),
+            FsyncPolicy::Always => Some(UNSYNCED_APPENDS_WITHIN),
+            FsyncPolicy::Never => None,
+        }
+    }
+
     fn next_deadline(&self) -> Instant {
         let mut deadline = self.next_housekeeping;
-        if let FsyncPolicy::Interval(every) = self.policy()
+        if let Some(every) = self.sync_within()
             && self.write_pos > self.synced_pos
             && self.failed.is_none()
         {
@@ -194,7 +242,17 @@ impl Writer {
     }
 
     fn on_timer(&mut self) {
-        if let FsyncPolicy::Interval(every) = self.policy()
+        self.refresh_synced();
+        if self.policy() == FsyncPolicy::Always
+            && self.syncer.is_some()
+            && self.write_pos > self.synced_pos
+            && self.failed.is_none()
+            && self.last_sync.elapsed() >= UNSYNCED_APPENDS_WITHIN
+            && !self.syncs_in_flight()
+        {
+            self.post_sync(Vec::new());
+        } else if let Some(every) = self.sync_within()
+            && self.syncer.is_none()
             && self.write_pos > self.synced_pos
             && self.failed.is_none()
             && self.last_sync.elapsed() >= every
@@ -225,11 +283,17 @@ impl Writer {
 
     /// Handles one group; returns true once the log is closed.
     fn handle_group(&mut self, group: Vec<Request>) -> bool {
+        self.refresh_synced();
         let mut pending: Vec<Pending> = Vec::new();
         let mut requests = group.into_iter();
         while let Some(request) = requests.next() {
             match request {
-                Request::Append { mut batch, reply } => {
+                Request::Append {
+                    mut batch,
+                    sync,
+                    written,
+                    reply,
+                } => {
                     if self.failed.is_none() && self.needs_roll_before(batch.len()) {
                         self.commit(&mut pending);
                         // The commit may have failed and been rolled back, emptying the
@@ -238,12 +302,12 @@ impl Writer {
                             && self.needs_roll_before(batch.len())
                             && let Err(e) = self.roll()
                         {
-                            let _ = reply.send(Err(e));
+                            refuse(written, reply, &e);
                             continue;
                         }
                     }
                     if let Some(e) = &self.failed {
-                        let _ = reply.send(Err(e.clone()));
+                        refuse(written, reply, e);
                         continue;
                     }
                     let first = self.next_offset;
@@ -253,6 +317,8 @@ impl Writer {
                     self.next_offset += u64::from(batch.count());
                     pending.push(Pending {
                         batch,
+                        sync,
+                        written,
                         reply,
                         first,
                         pos,
@@ -306,40 +372,163 @@ impl Writer {
         }
     }
 
-    /// Writes (and under `always`, syncs) the pending appends, then answers them.
+    /// Writes (and under `always`, unless no append asks for it, syncs) the pending
+    /// appends, then answers them.
+    ///
+    /// A group with staged appends is made readable, and those are told so, between
+    /// the write and the sync; a failed sync then cannot be rolled back (readers may
+    /// have seen the data), so it stops the log as a failed background sync does.
     fn commit(&mut self, pending: &mut Vec<Pending>) {
         let Some(head) = pending.first() else {
             return;
         };
         let (start_pos, start_offset) = (head.pos, head.first);
+        // Unsynced appends written before this group: a failed sync may have cost
+        // them too.
+        let unsynced_before = self.synced_pos < start_pos;
         let bufs: Vec<&[u8]> = pending.iter().map(|p| p.batch.bytes()).collect();
-        let path = &self.active.log_path;
+        let path = self.active.log_path.clone();
         let mut result = self
             .active
             .file
             .write_all_at(start_pos, &bufs)
-            .map_err(|e| LogError::io("write", path, e));
-        let sync_now = self.policy() == FsyncPolicy::Always;
+            .map_err(|e| LogError::io("write", &path, e));
+        drop(bufs);
+        let sync_now = self.policy() == FsyncPolicy::Always && pending.iter().any(|p| p.sync);
+        let staged = result.is_ok() && pending.iter().any(|p| p.written.is_some());
+        if staged && sync_now && self.syncer.is_none() {
+            match Syncer::start(self.shared.clone()) {
+                Ok(syncer) => self.syncer = Some(syncer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start a sync thread; syncing on the writer")
+                }
+            }
+        }
+        if result.is_ok() && sync_now && self.syncer.is_some() {
+            self.commit_pipelined(pending);
+            return;
+        }
+        if staged {
+            self.index_and_publish(pending);
+            for p in pending.iter_mut() {
+                if let Some(written) = p.written.take() {
+                    let _ = written.send(Ok(p.appended()));
+                }
+            }
+        }
         if result.is_ok() && sync_now {
             count(&self.shared.counters.data_syncs, 1);
             result = self
                 .active
                 .file
                 .sync_data()
-                .map_err(|e| LogError::io("fsync", path, e));
+                .map_err(|e| LogError::io("fsync", &path, e));
         }
         if let Err(e) = result {
-            self.roll_back(start_pos, start_offset);
-            tracing::warn!(error = %e, appends = pending.len(), "append failed and was rolled back");
+            if staged {
+                self.fail_after_sync_error(&e);
+            } else {
+                self.roll_back(start_pos, start_offset);
+                tracing::warn!(error = %e, appends = pending.len(), "append failed and was rolled back");
+                if sync_now && unsynced_before {
+                    self.fail_after_sync_error(&e);
+                }
+            }
             for p in pending.drain(..) {
-                let _ = p.reply.send(Err(e.clone()));
+                refuse(p.written, p.reply, &e);
             }
             return;
         }
+        if !staged {
+            self.index_and_publish(pending);
+        }
+        if sync_now {
+            self.synced_pos = self.write_pos;
+            self.last_sync = Instant::now();
+            self.persist_index_entries_or_warn();
+        } else if self.policy() == FsyncPolicy::Always && !unsynced_before {
+            // The first unsynced bytes since the last sync: they are synced within
+            // UNSYNCED_APPENDS_WITHIN from now (see `next_deadline`).
+            self.last_sync = Instant::now();
+        }
+        count(&self.shared.counters.commit_groups, 1);
+        count(&self.shared.counters.appends, pending.len() as u64);
+        for p in pending.drain(..) {
+            let appended = p.appended();
+            let _ = p.reply.send(Ok(appended));
+        }
+    }
 
+    /// The rest of `commit` for a pipelined log, once the group is written: it is
+    /// made readable, staged appends are told, and the sync thread syncs and answers.
+    fn commit_pipelined(&mut self, pending: &mut Vec<Pending>) {
+        self.index_and_publish(pending);
+        let mut replies = Vec::with_capacity(pending.len());
+        for p in pending.drain(..) {
+            let appended = p.appended();
+            if let Some(written) = p.written {
+                let _ = written.send(Ok(appended));
+            }
+            replies.push((p.reply, appended));
+        }
+        count(&self.shared.counters.commit_groups, 1);
+        count(&self.shared.counters.appends, replies.len() as u64);
+        self.post_sync(replies);
+    }
+
+    /// Queues a sync of everything written to the active segment, answering
+    /// `replies` after it.
+    fn post_sync(&mut self, replies: Vec<(oneshot::Sender<Result<Appended>>, Appended)>) {
+        let Some(syncer) = &self.syncer else {
+            return;
+        };
+        syncer.post(SyncJob {
+            file: self.active.file.clone(),
+            path: self.active.log_path.clone(),
+            base: self.active.base,
+            upto: self.write_pos,
+            replies,
+        });
+        // Counted from here for the unsynced-append deadline: this sync covers them.
+        self.last_sync = Instant::now();
+    }
+
+    /// Takes in what the sync thread has done: how far the active segment is synced
+    /// (and the index entries that allows), and whether a sync failed.
+    fn refresh_synced(&mut self) {
+        let Some(syncer) = &self.syncer else {
+            return;
+        };
+        let (synced, failed) = {
+            let p = syncer.progress();
+            (p.synced, p.failed.clone())
+        };
+        if let Some(e) = failed
+            && self.failed.is_none()
+        {
+            self.fail_after_sync_error(&e);
+        }
+        if let Some((base, upto)) = synced
+            && base == self.active.base
+            && upto > self.synced_pos
+        {
+            self.synced_pos = upto;
+            self.persist_index_entries_or_warn();
+        }
+    }
+
+    /// Whether syncs are queued on the sync thread.
+    fn syncs_in_flight(&self) -> bool {
+        self.syncer
+            .as_ref()
+            .is_some_and(|s| s.progress().in_flight > 0)
+    }
+
+    /// Indexes the written group and makes it readable.
+    fn index_and_publish(&mut self, pending: &[Pending]) {
         let interval = u64::from(self.shared.config.index_interval_bytes);
         let mut entries = Vec::new();
-        for p in pending.iter() {
+        for p in pending {
             if self.bytes_since_entry >= interval {
                 entries.push(IndexEntry {
                     rel_offset: (p.first - self.active.base) as u32,
@@ -353,21 +542,7 @@ impl Writer {
         }
         self.active.extend_index(&entries);
         self.unpersisted.extend(entries);
-        if sync_now {
-            self.synced_pos = self.write_pos;
-            self.last_sync = Instant::now();
-            self.persist_index_entries_or_warn();
-        }
         self.publish();
-        count(&self.shared.counters.commit_groups, 1);
-        count(&self.shared.counters.appends, pending.len() as u64);
-        for p in pending.drain(..) {
-            let next = p.first + u64::from(p.batch.count());
-            let _ = p.reply.send(Ok(Appended {
-                first: Offset(p.first),
-                next: Offset(next),
-            }));
-        }
     }
 
     /// Makes everything written to the active segment durable. What it syncs was
@@ -727,6 +902,12 @@ impl Writer {
 
     /// Final sync of data and index, then release the directory.
     fn shutdown(&mut self) -> Result<()> {
+        // Queued syncs are done and answered first.
+        if let Some(syncer) = &mut self.syncer {
+            syncer.finish();
+        }
+        self.refresh_synced();
+        self.syncer = None;
         let result = self.sync_active().and_then(|()| self.sync_index());
         self.shared.watermark.send_modify(|w| w.closed = true);
         self.lock = None;
@@ -806,7 +987,15 @@ mod tests {
     fn append(records: &[NewRecord]) -> (Request, oneshot::Receiver<Result<Appended>>) {
         let batch = EncodedBatch::encode(records, 1, 1 << 20, 1 << 20).unwrap();
         let (reply, answer) = oneshot::channel();
-        (Request::Append { batch, reply }, answer)
+        (
+            Request::Append {
+                batch,
+                sync: true,
+                written: None,
+                reply,
+            },
+            answer,
+        )
     }
 
     /// A group [A, B] where B would not fit after A: A's commit fails and is rolled

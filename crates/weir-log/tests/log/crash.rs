@@ -492,3 +492,73 @@ fn unsynced_policies_leave_a_readable_prefix_after_a_power_cut() {
         }
     }
 }
+
+/// Under `always`, an unsynced append is answered once written and costs no sync of
+/// its own; a power cut before the next sync may take it (and only it and what came
+/// after), a synced append after it carries it, and with no such append the writer
+/// syncs it by itself.
+#[test]
+fn unsynced_appends_ride_on_the_next_sync_or_the_writers_own() {
+    // A power cut right after an unsynced append: the synced prefix survives whole.
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    block_on(async {
+        log.append_batch(&[record_for(0)]).await.unwrap();
+        let syncs = fs.sync_count();
+        log.append_batch_unsynced(&[record_for(1)]).await.unwrap();
+        assert_eq!(fs.sync_count(), syncs, "an unsynced append syncs nothing");
+        assert_eq!(log.next_offset(), Offset(2));
+    });
+    fs.crash();
+    drop(log);
+    for torn in Torn::ALL {
+        let (log, _) = FileLog::open_with(fs.after_crash(torn).shared(), DIR, config()).unwrap();
+        let next = log.next_offset().0;
+        assert!(
+            (1..=2).contains(&next),
+            "{torn:?}: the synced append survives ({next})"
+        );
+        block_on(log.close()).unwrap();
+    }
+
+    // A synced append after an unsynced one makes both durable.
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    block_on(async {
+        log.append_batch_unsynced(&[record_for(0)]).await.unwrap();
+        log.append_batch(&[record_for(1)]).await.unwrap();
+    });
+    fs.crash();
+    drop(log);
+    for torn in Torn::ALL {
+        let (log, _) = FileLog::open_with(fs.after_crash(torn).shared(), DIR, config()).unwrap();
+        assert_eq!(log.next_offset(), Offset(2), "{torn:?}");
+        let records = block_on(log.read_from(Offset(0), ReadLimits::records(10))).unwrap();
+        assert_eq!(records[0].body, record_for(0).body, "{torn:?}");
+        block_on(log.close()).unwrap();
+    }
+
+    // Alone, it is synced by the writer within UNSYNCED_APPENDS_WITHIN (waited for
+    // here up to 10 s: only that it happens is asserted, not when).
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    block_on(async {
+        let syncs = fs.sync_count();
+        log.append_batch_unsynced(&[record_for(0)]).await.unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs.sync_count() == syncs && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            fs.sync_count() > syncs,
+            "the writer never synced the append"
+        );
+    });
+    fs.crash();
+    drop(log);
+    for torn in Torn::ALL {
+        let (log, _) = FileLog::open_with(fs.after_crash(torn).shared(), DIR, config()).unwrap();
+        assert_eq!(log.next_offset(), Offset(1), "{torn:?}");
+        block_on(log.close()).unwrap();
+    }
+}

@@ -581,3 +581,77 @@ fn reads_racing_trims_start_exactly_where_asked_or_fail_cleanly() {
         log.close().await.unwrap();
     });
 }
+
+/// Under `always`, a synced append's sync that fails after unsynced appends were
+/// answered may have cost those too: the log refuses appends until reopened, as
+/// after a failed background sync.
+#[test]
+fn a_failed_sync_after_unsynced_appends_stops_appends_until_reopen() {
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    block_on(async {
+        append_one(&log).await.unwrap();
+        let next = log.next_offset().0;
+        log.append_batch_unsynced(&[NewRecord::new(body(next))])
+            .await
+            .unwrap();
+        fs.fail_next_syncs(1);
+        let err = append_one(&log).await.unwrap_err();
+        assert!(matches!(err, LogError::Io { op: "fsync", .. }), "{err:?}");
+        let refused = append_one(&log).await.unwrap_err();
+        assert!(
+            matches!(refused, LogError::Failed { op: "fsync", .. }),
+            "{refused:?}"
+        );
+        let _ = log.close().await;
+    });
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    assert!(block_on(append_one(&log)).is_ok());
+    block_on(log.close()).unwrap();
+}
+
+/// A staged append is readable once written; when its sync then fails it is not
+/// rolled back (a reader may have seen it): the durable answer is the error and the
+/// log refuses appends until reopened.
+#[test]
+fn a_failed_sync_of_a_staged_append_stops_appends_and_keeps_it_readable() {
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    block_on(async {
+        append_one(&log).await.unwrap();
+        fs.fail_next_syncs(1);
+        let (written, durable) = log.submit_batch_staged(&[NewRecord::new(body(1))]);
+        assert_eq!(written.await.unwrap().first, Offset(1));
+        let err = durable.await.unwrap_err();
+        assert!(matches!(err, LogError::Io { op: "fsync", .. }), "{err:?}");
+        assert_eq!(log.next_offset(), Offset(2), "not rolled back");
+        assert_all_bodies(&log, "the staged record stays readable").await;
+        let refused = append_one(&log).await.unwrap_err();
+        assert!(
+            matches!(refused, LogError::Failed { op: "fsync", .. }),
+            "{refused:?}"
+        );
+        let (written, durable) = log.submit_batch_staged(&[NewRecord::new(body(2))]);
+        assert!(matches!(written.await, Err(LogError::Failed { .. })));
+        assert!(matches!(durable.await, Err(LogError::Failed { .. })));
+        let _ = log.close().await;
+    });
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    assert!(block_on(append_one(&log)).is_ok());
+    block_on(log.close()).unwrap();
+}
+
+/// A staged append that cannot be taken says why on both answers.
+#[test]
+fn a_staged_append_too_large_is_refused_on_both_answers() {
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    block_on(async {
+        let (written, durable) = log.submit_batch_staged(&[NewRecord::new("x".repeat(4096))]);
+        assert!(matches!(written.await, Err(LogError::TooLarge { .. })));
+        assert!(matches!(durable.await, Err(LogError::TooLarge { .. })));
+        let (written, durable) = log.submit_batch_staged(&[NewRecord::new(body(0))]);
+        assert_eq!(written.await.unwrap(), durable.await.unwrap());
+        log.close().await.unwrap();
+    });
+}
