@@ -1083,7 +1083,7 @@ impl Session {
         let broker = self.broker.clone();
         let queue = queue.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = broker.ack(&queue, receipts).await {
+            if let Err(e) = broker.ack_unsynced(&queue, receipts).await {
                 tracing::debug!(%queue, error = %e, "an AMQP ack failed");
             }
         });
@@ -1785,7 +1785,7 @@ async fn channel_worker(
                         count += 1;
                     }
                     let result = match requeue {
-                        None => broker.ack(&queue, receipts).await.map(|_| ()),
+                        None => broker.ack_unsynced(&queue, receipts).await.map(|_| ()),
                         Some(requeue) => broker
                             .nack(
                                 &queue,

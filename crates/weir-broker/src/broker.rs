@@ -806,11 +806,30 @@ impl Broker {
             .await?
     }
 
-    /// Acks leased messages.
+    /// Acks leased messages; answers once the acks are durable.
     pub async fn ack(&self, name: &str, receipts: Vec<String>) -> Result<SettleReport> {
         check_receipts(&receipts)?;
-        self.ask(name, |reply| Command::Ack { receipts, reply })
-            .await
+        self.ask(name, |reply| Command::Ack {
+            receipts,
+            synced: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Acks leased messages like [`Broker::ack`], but answers once the acks are
+    /// written, before they are synced: they become durable with the queue's next
+    /// synced write, within 100 ms, so a crash may bring those messages back (once
+    /// more, as at-least-once delivery allows). For acks that nobody waits on, such
+    /// as AMQP's `basic.ack`, so that each does not cost an `fdatasync`.
+    pub async fn ack_unsynced(&self, name: &str, receipts: Vec<String>) -> Result<SettleReport> {
+        check_receipts(&receipts)?;
+        self.ask(name, |reply| Command::Ack {
+            receipts,
+            synced: false,
+            reply,
+        })
+        .await
     }
 
     /// Nacks leased messages: requeue (after a delay) or dead-letter.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 use weir_log::{FileLog, Header, MessageLog, NewRecord, Offset, ReadLimits, Record};
 
@@ -107,6 +108,8 @@ pub(crate) enum Command {
     },
     Ack {
         receipts: Vec<String>,
+        /// False: answer once the ack record is written, before it is synced.
+        synced: bool,
         reply: oneshot::Sender<SettleReport>,
     },
     Nack {
@@ -153,11 +156,10 @@ enum Internal {
         low: Option<u64>,
         /// Where the records landed.
         range: (u64, u64),
-        /// The ids of the records, in order (for de-duplication).
-        ids: Vec<String>,
+        /// The messages, in order (their ids for de-duplication, their bodies for
+        /// [`Fresh`]).
+        messages: Vec<Outgoing>,
         entries: Vec<(Entry, i64)>,
-        outcomes: Vec<SendOutcome>,
-        reply: Option<oneshot::Sender<Result<Vec<SendOutcome>>>>,
     },
     SendFailed {
         low: Option<u64>,
@@ -218,6 +220,10 @@ type SendReply = oneshot::Sender<Result<Vec<SendOutcome>>>;
 const MAX_SENDS_PER_APPEND: usize = 64;
 const MAX_BYTES_PER_APPEND: usize = 8 << 20;
 
+/// Longest a delivery's `Delivered` record waits to ride on another append before it
+/// is written on its own (decision 0005).
+const DELIVERY_RECORD_DELAY: Duration = Duration::from_millis(100);
+
 /// How often the actor looks at trimming and compaction.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
 /// A span of the log at least this long (in records) may have its few long-waiting
@@ -229,6 +235,83 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Most body bytes [`Fresh`] holds per queue, the largest body it takes, and how long
+/// it keeps one (a message not delivered by then waits behind a backlog, and is
+/// read from the log when its turn comes).
+const FRESH_BYTES: usize = 4 << 20;
+const FRESH_MAX_BODY: usize = 64 << 10;
+const FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// Copies of the messages this queue wrote lately, by offset, so delivering one
+/// right after it was written needs no read from the log (a hop to a read thread
+/// and back). Bodies are copied: the originals may be slices of a much larger
+/// network buffer, which they would keep alive.
+#[derive(Default)]
+struct Fresh {
+    by_offset: HashMap<u64, Outgoing>,
+    /// Insertion order, for expiry; offsets taken since stay here until they age out.
+    order: VecDeque<(u64, Instant)>,
+    bytes: usize,
+}
+
+impl Fresh {
+    fn insert(&mut self, offset: u64, message: Outgoing) {
+        let size = message.body.len();
+        if size > FRESH_MAX_BODY || self.bytes + size > FRESH_BYTES {
+            return;
+        }
+        let copy = |b: &Bytes| Bytes::copy_from_slice(b);
+        let message = Outgoing {
+            meta: message.meta,
+            headers: message
+                .headers
+                .iter()
+                .map(|h| Header {
+                    name: copy(&h.name),
+                    value: copy(&h.value),
+                })
+                .collect(),
+            body: copy(&message.body),
+        };
+        // Those taken already leave the queue from the front.
+        while let Some(&(front, _)) = self.order.front()
+            && !self.by_offset.contains_key(&front)
+        {
+            self.order.pop_front();
+        }
+        self.bytes += size;
+        self.by_offset.insert(offset, message);
+        self.order.push_back((offset, Instant::now()));
+    }
+
+    /// The message at `offset` as its log record would give it, if held.
+    fn take(&mut self, offset: u64) -> Option<(MessageMeta, Record)> {
+        let m = self.by_offset.remove(&offset)?;
+        self.bytes -= m.body.len();
+        let rec = Record {
+            offset: weir_log::Offset(offset),
+            timestamp_ms: 0,
+            key: None,
+            headers: m.headers,
+            body: m.body,
+        };
+        Some((m.meta, rec))
+    }
+
+    /// Drops what was written before `FRESH_FOR` ago.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(offset, at)) = self.order.front() {
+            if now.duration_since(at) < FRESH_FOR {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(m) = self.by_offset.remove(&offset) {
+                self.bytes -= m.body.len();
+            }
+        }
+    }
 }
 
 pub(crate) struct Actor {
@@ -262,6 +345,12 @@ pub(crate) struct Actor {
     last_trim: Instant,
     /// Dead-lettered messages go here.
     dead_letter_queue: Option<String>,
+    /// Deliveries whose `Delivered` record is not written yet, offset → delivery
+    /// count (decision 0005): they go out with the next append of this queue, by
+    /// `record_due` at the latest, and a first delivery acked before that needs none.
+    unrecorded: HashMap<u64, u32>,
+    record_due: Option<Instant>,
+    fresh: Fresh,
 }
 
 impl Actor {
@@ -300,6 +389,9 @@ impl Actor {
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             last_trim: Instant::now(),
             dead_letter_queue,
+            unrecorded: HashMap::new(),
+            record_due: None,
+            fresh: Fresh::default(),
         }
     }
 
@@ -360,6 +452,9 @@ impl Actor {
         for w in &self.waiters {
             wake = wake.min(w.deadline);
         }
+        if let Some(due) = self.record_due {
+            wake = wake.min(due);
+        }
         wake
     }
 
@@ -385,6 +480,7 @@ impl Actor {
                 reason: format!("queue '{}' is shutting down", self.name),
             }));
         }
+        self.record_deliveries();
         self.tasks.close();
         loop {
             while let Ok(event) = self.internal_rx.try_recv() {
@@ -419,6 +515,9 @@ impl Actor {
             }
         }
         self.serve_waiters();
+        if self.record_due.is_some_and(|due| due <= instant) {
+            self.record_deliveries();
+        }
         if instant >= self.next_housekeeping {
             self.next_housekeeping = instant + HOUSEKEEPING_EVERY;
             self.housekeeping();
@@ -445,9 +544,39 @@ impl Actor {
         }
     }
 
-    /// Starts an append of state ops; the future resolves when it is durable.
-    #[allow(clippy::needless_pass_by_value)] // callers build the list for this call
+    /// Writes the deliveries not recorded yet, on their own.
+    fn record_deliveries(&mut self) {
+        if !self.unrecorded.is_empty() {
+            let done = self.persist(Vec::new());
+            let queue = self.name.clone();
+            self.tasks.spawn(async move {
+                if let Err(e) = done.await {
+                    tracing::warn!(%queue, error = %e, "recording deliveries failed");
+                }
+            });
+        }
+        self.record_due = None;
+    }
+
+    /// Starts an append of state ops, with the deliveries not recorded yet in front;
+    /// the future resolves when it is durable.
     fn persist(&mut self, ops: Vec<StateOp>) -> BoxFuture {
+        self.append_ops(ops, true)
+    }
+
+    /// As `persist`, but resolves once the records are written; they are synced
+    /// with the log's next synced append, or within 100 ms.
+    fn persist_unsynced(&mut self, ops: Vec<StateOp>) -> BoxFuture {
+        self.append_ops(ops, false)
+    }
+
+    fn append_ops(&mut self, mut ops: Vec<StateOp>, synced: bool) -> BoxFuture {
+        if !self.unrecorded.is_empty() {
+            let mut items: Vec<(u64, u32)> = self.unrecorded.drain().collect();
+            items.sort_unstable();
+            ops.insert(0, StateOp::Delivered(items));
+            self.record_due = None;
+        }
         if ops.is_empty() {
             return Box::pin(async { Ok(()) });
         }
@@ -460,8 +589,14 @@ impl Actor {
         let log = self.log.clone();
         let queue = self.name.clone();
         let events = self.internal_tx.clone();
+        // Queued now, so appends land in the order this actor starts them.
+        let appended = if synced {
+            Either::Left(log.submit_batch(&records))
+        } else {
+            Either::Right(log.append_batch_unsynced(&records))
+        };
         Box::pin(async move {
-            let result = log.append_batch(&records).await;
+            let result = appended.await;
             let range = result.as_ref().ok().map(|a| (a.first.0, a.next.0));
             let _ = events.send(Internal::Landed { low, range, delta });
             result
@@ -522,7 +657,11 @@ impl Actor {
                 }
             }
             Command::Receive { request, reply } => self.receive(request, reply),
-            Command::Ack { receipts, reply } => self.ack(receipts, reply),
+            Command::Ack {
+                receipts,
+                synced,
+                reply,
+            } => self.ack(receipts, synced, reply),
             Command::Nack {
                 receipts,
                 options,
@@ -609,7 +748,7 @@ impl Actor {
         }
     }
 
-    fn ack(&mut self, receipts: Vec<String>, reply: oneshot::Sender<SettleReport>) {
+    fn ack(&mut self, receipts: Vec<String>, synced: bool, reply: oneshot::Sender<SettleReport>) {
         let mut report = SettleReport::default();
         let mut entries = Vec::new();
         for receipt in receipts {
@@ -619,13 +758,25 @@ impl Actor {
             }
         }
         report.settled = entries.len() as u32;
+        for entry in &entries {
+            // A first delivery settled before its record was written needs none (a
+            // redelivery's record counts it in `redelivered_total`).
+            if entry.attempts == 1 && self.unrecorded.get(&entry.offset) == Some(&1) {
+                self.unrecorded.remove(&entry.offset);
+            }
+        }
         self.serve_waiters();
         if entries.is_empty() {
             let _ = reply.send(report);
             return;
         }
         let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
-        let done = self.persist(vec![StateOp::Settled(SettleReason::Acked, offsets.clone())]);
+        let ops = vec![StateOp::Settled(SettleReason::Acked, offsets.clone())];
+        let done = if synced {
+            self.persist(ops)
+        } else {
+            self.persist_unsynced(ops)
+        };
         let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
             let result = done.await;
@@ -789,9 +940,13 @@ impl Actor {
         let log = self.log.clone();
         let events = self.internal_tx.clone();
         let queue = self.name.clone();
+        // The messages are taken in (and may be delivered) once written; each send is
+        // answered once they are durable (decision 0005).
+        let (written, durable) = log.submit_batch_staged(&records);
         self.tasks.spawn(async move {
-            let result = log.append_batch(&records).await;
+            let result = written.await;
             let last = parts.len() - 1;
+            let mut answers = Vec::new();
             let mut next = result.as_ref().map_or(0, |a| a.first.0);
             for (i, (kept, outcomes, reply)) in parts.into_iter().enumerate() {
                 // The append is deregistered with the last part, once every part
@@ -811,11 +966,10 @@ impl Actor {
                         let _ = events.send(Internal::Committed {
                             low,
                             range: (first, next),
-                            ids: kept.into_iter().map(|m| m.meta.id).collect(),
+                            messages: kept,
                             entries,
-                            outcomes,
-                            reply,
                         });
+                        answers.extend(reply.map(|reply| (reply, outcomes)));
                     }
                     Err(source) => {
                         let _ = events.send(Internal::SendFailed {
@@ -831,6 +985,16 @@ impl Actor {
                         });
                     }
                 }
+            }
+            if answers.is_empty() {
+                return;
+            }
+            let synced = durable.await.map_err(|source| BrokerError::Storage {
+                queue: queue.clone(),
+                source,
+            });
+            for (reply, outcomes) in answers {
+                let _ = reply.send(synced.clone().map(|_| outcomes));
             }
         });
     }
@@ -977,11 +1141,15 @@ impl Actor {
         reply: oneshot::Sender<Result<Vec<Delivery>>>,
     ) -> Option<oneshot::Sender<Result<Vec<Delivery>>>> {
         let (leased, effects) = self.state.lease(max, visibility_ms, now_ms());
-        let mut delivered_op = Vec::new();
         let mut others = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Persist(op @ StateOp::Delivered(_)) => delivered_op.push(op),
+                // Delivered before its record is written (decision 0005).
+                Effect::Persist(StateOp::Delivered(items)) => {
+                    self.unrecorded.extend(items);
+                    self.record_due
+                        .get_or_insert_with(|| Instant::now() + DELIVERY_RECORD_DELAY);
+                }
                 other => others.push(other),
             }
         }
@@ -989,35 +1157,40 @@ impl Actor {
         if leased.is_empty() {
             return Some(reply);
         }
-        let persisted = self.persist(delivered_op);
+        // Bodies written lately come from memory; the others are read.
+        let mut found: Vec<Option<(MessageMeta, Record)>> = leased
+            .iter()
+            .map(|(entry, _)| self.fresh.take(entry.offset))
+            .collect();
+        let events = self.internal_tx.clone();
+        if found.iter().all(Option::is_some) {
+            if reply.send(Ok(deliveries(found, &leased))).is_err() {
+                let _ = events.send(release(&leased));
+            }
+            return None;
+        }
         let log = self.log.clone();
         let bodies = self.bodies.clone();
         let queue = self.name.clone();
-        let events = self.internal_tx.clone();
+        let missing: Vec<Entry> = leased
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|((e, _), _)| *e)
+            .collect();
         self.tasks.spawn(async move {
-            let entries: Vec<Entry> = leased.iter().map(|(e, _)| *e).collect();
-            let (read, persisted) =
-                tokio::join!(read_entries(&log, &bodies, &queue, &entries), persisted);
-            let result = match (read, persisted) {
-                (Ok(records), Ok(())) => Ok(records
-                    .into_iter()
-                    .zip(&leased)
-                    .map(|((meta, rec), (entry, lease_id))| {
-                        delivery(
-                            Some(format_receipt(entry.offset, *lease_id)),
-                            meta,
-                            rec,
-                            entry.attempts,
-                        )
-                    })
-                    .collect::<Vec<_>>()),
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
+            let result = read_entries(&log, &bodies, &queue, &missing)
+                .await
+                .map(|records| {
+                    let mut records = records.into_iter();
+                    for slot in found.iter_mut().filter(|f| f.is_none()) {
+                        *slot = records.next();
+                    }
+                    deliveries(found, &leased)
+                });
             let failed = result.is_err();
             if reply.send(result).is_err() || failed {
-                let _ = events.send(Internal::Release(
-                    leased.iter().map(|(e, id)| (e.offset, *id)).collect(),
-                ));
+                let _ = events.send(release(&leased));
             }
         });
         None
@@ -1046,10 +1219,8 @@ impl Actor {
             Internal::Committed {
                 low,
                 range,
-                ids,
+                messages,
                 entries,
-                outcomes,
-                reply,
             } => {
                 let delta = Totals {
                     sent: range.1 - range.0,
@@ -1059,13 +1230,17 @@ impl Actor {
                 if let Some(low) = low {
                     self.append_landed(low, None, Totals::default());
                 }
-                self.state
-                    .confirm_ids(ids.iter().map(String::as_str).zip(range.0..range.1));
+                self.state.confirm_ids(
+                    messages
+                        .iter()
+                        .map(|m| m.meta.id.as_str())
+                        .zip(range.0..range.1),
+                );
+                for (offset, message) in (range.0..range.1).zip(messages) {
+                    self.fresh.insert(offset, message);
+                }
                 let effects = self.state.commit(entries, true, now_ms());
                 self.perform(effects);
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(outcomes));
-                }
                 self.retry_deferred();
                 self.serve_waiters();
             }
@@ -1344,6 +1519,7 @@ impl Actor {
     /// Trims the log below the lowest held message, and moves the few delayed
     /// messages that would otherwise pin old segments.
     fn housekeeping(&mut self) {
+        self.fresh.expire(Instant::now());
         if self.housekeeping_busy {
             return;
         }
@@ -1625,6 +1801,28 @@ async fn read_entries(
         out.push((meta, rec));
     }
     Ok(out)
+}
+
+/// The deliveries of `leased` messages, whose records are in `found`.
+fn deliveries(found: Vec<Option<(MessageMeta, Record)>>, leased: &[(Entry, u64)]) -> Vec<Delivery> {
+    found
+        .into_iter()
+        .zip(leased)
+        .filter_map(|(message, (entry, lease_id))| {
+            let (meta, rec) = message?;
+            Some(delivery(
+                Some(format_receipt(entry.offset, *lease_id)),
+                meta,
+                rec,
+                entry.attempts,
+            ))
+        })
+        .collect()
+}
+
+/// Gives back leases whose deliveries did not reach their receiver.
+fn release(leased: &[(Entry, u64)]) -> Internal {
+    Internal::Release(leased.iter().map(|(e, id)| (e.offset, *id)).collect())
 }
 
 fn delivery(
