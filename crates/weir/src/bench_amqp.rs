@@ -21,6 +21,7 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::amqp_wire::{self, Client, PublishTemplate};
@@ -294,14 +295,24 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
     let client_before = process_cpu_seconds(std::process::id())?;
     let next_seq = Arc::new(AtomicU64::new(0));
     let mut consumers = JoinSet::new();
+    let mut subscribed = Vec::new();
     for _ in 0..args.consumers {
+        let (ready, is_ready) = oneshot::channel();
+        subscribed.push(is_ready);
         consumers.spawn(consume(
             url.to_owned(),
             args.queue.clone(),
             args.prefetch,
             shared.clone(),
             count,
+            ready,
         ));
+    }
+    // Publishing starts once every consumer is subscribed, or the first messages'
+    // latency would include the consumers' connection set-up. (A consumer that
+    // failed drops its sender; its error comes out of the join below.)
+    for is_ready in subscribed {
+        let _ = is_ready.await;
     }
     let mut producers = JoinSet::new();
     for _ in 0..args.producers {
@@ -521,9 +532,11 @@ async fn consume(
     prefetch: u16,
     shared: Arc<Shared>,
     count: u64,
+    ready: oneshot::Sender<()>,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut client = Client::connect(&url).await?;
     client.consume(&queue, prefetch).await?;
+    let _ = ready.send(());
     let mut latency = histogram();
     let mut acks = BytesMut::with_capacity(64);
     // The message being read: its tag, size, bytes so far and head.
@@ -583,7 +596,11 @@ async fn consume(
                         if size >= HEADER_LEN as u64 {
                             let seq = u64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
                             let sent = u64::from_be_bytes(head[8..].try_into().expect("8 bytes"));
-                            latency.saturating_record(shared.now_us().saturating_sub(sent).max(1));
+                            let lat_us = shared.now_us().saturating_sub(sent).max(1);
+                            if std::env::var_os("WEIR_BENCH_DEBUG").is_some() && lat_us > 20_000 {
+                                eprintln!("slow seq {seq} sent {sent} lat {lat_us}");
+                            }
+                            latency.saturating_record(lat_us);
                             shared.see(seq);
                             shared.sequence_sum.fetch_add(seq, Ordering::Relaxed);
                         }
