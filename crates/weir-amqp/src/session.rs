@@ -27,12 +27,12 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weir_broker::{
     Broker, BrokerError, Declared, Delivery, DestinationType, ExchangeOptions, ExchangeType,
-    NackOptions, PublishMessage, PublishOptions, ReceiveRequest, UseGuard,
+    NackOptions, PublishMessage, PublishOptions, QueuedPublish, ReceiveRequest, UseGuard,
 };
 
 use crate::arguments::{binding, queue_options};
@@ -1128,7 +1128,10 @@ impl Session {
                 let acks = std::mem::take(&mut c.tx_acks);
                 // Everything published in the transaction is durable before
                 // commit-ok; then its acks.
-                let done = publish_batch(&self.broker, publishes).await;
+                let done = queue_publishes(&self.broker, publishes)
+                    .await
+                    .outcomes()
+                    .await;
                 if let Some(e) = done.error {
                     return Err(e);
                 }
@@ -1737,21 +1740,28 @@ async fn requeue(broker: &Broker, queue: &str, messages: &[Delivery]) {
 }
 
 /// A channel's worker: takes its publishes and settlements in order, in batches.
+/// It hands each batch's publishes to their queues and goes on with the next batch
+/// while the queues make them durable; [`confirmer`] waits for the answers, in
+/// order, and reports each batch to the session.
 async fn channel_worker(
     broker: Broker,
     (channel, generation): (u16, u64),
     mut jobs: mpsc::Receiver<Vec<Job>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    let (queued, to_confirm) = mpsc::unbounded_channel();
+    let in_flight = Arc::new(Semaphore::new(PUBLISHES_IN_FLIGHT));
+    tokio::spawn(confirmer((channel, generation), to_confirm, events));
     while let Some(mut batch) = jobs.recv().await {
-        // Everything queued while the last batch was being written goes together.
+        // Everything queued while the last batch was being handed over goes together.
         while batch.len() < PUBLISH_BATCH {
             match jobs.try_recv() {
                 Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
-        let mut done = PublishDone::default();
+        let mut steps = Vec::new();
+        let mut failed = false;
         let mut jobs_left = batch.into_iter().peekable();
         while let Some(job) = jobs_left.next() {
             match job {
@@ -1762,13 +1772,10 @@ async fn channel_worker(
                     {
                         run.push(*p);
                     }
-                    let part = publish_batch(&broker, run).await;
-                    done.count += part.count;
-                    done.returns.extend(part.returns);
-                    done.acks.extend(part.acks);
-                    done.nacks.extend(part.nacks);
-                    if part.error.is_some() {
-                        done.error = part.error;
+                    let part = queue_publishes(&broker, run).await;
+                    failed = part.error.is_some();
+                    steps.push(Step::Publish(part));
+                    if failed {
                         break;
                     }
                 }
@@ -1804,13 +1811,69 @@ async fn channel_worker(
                     // Acks do not hold the channel's next method back (a
                     // message acked is gone from the ready count either way).
                     if requeue.is_some() {
-                        done.count += count;
+                        steps.push(Step::Settled(count));
                     }
                 }
             }
         }
-        // The session may be gone (the client closed right after publishing):
-        // what it received is still published; only a channel error stops here.
+        // The confirmer is gone only with the session: what was received is still
+        // published; only a channel error stops here.
+        let publishes = steps
+            .iter()
+            .map(|s| match s {
+                Step::Publish(p) => p.count,
+                Step::Settled(_) => 0,
+            })
+            .sum::<usize>()
+            .clamp(1, PUBLISHES_IN_FLIGHT);
+        let Ok(permit) = in_flight.clone().acquire_many_owned(publishes as u32).await else {
+            return;
+        };
+        let _ = queued.send((steps, permit));
+        if failed {
+            return;
+        }
+    }
+}
+
+/// Publishes of a channel handed to their queues and not yet answered, at most; a
+/// channel that publishes faster than the disk syncs waits here (and its socket is
+/// not read meanwhile). Enough for a slow sync of a few hundred milliseconds at a
+/// few thousand messages a second.
+const PUBLISHES_IN_FLIGHT: usize = 8_192;
+
+/// A part of a channel's batch: publishes handed to their queues, or settlements
+/// already done.
+enum Step {
+    Publish(QueuedPublishes),
+    Settled(usize),
+}
+
+/// Reports each batch of a channel to the session once its queues have answered,
+/// in the order the batches were taken.
+async fn confirmer(
+    (channel, generation): (u16, u64),
+    mut batches: mpsc::UnboundedReceiver<(Vec<Step>, OwnedSemaphorePermit)>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Some((steps, _permit)) = batches.recv().await {
+        let mut done = PublishDone::default();
+        for step in steps {
+            match step {
+                Step::Publish(queued) => {
+                    let part = queued.outcomes().await;
+                    done.count += part.count;
+                    done.returns.extend(part.returns);
+                    done.acks.extend(part.acks);
+                    done.nacks.extend(part.nacks);
+                    if part.error.is_some() {
+                        done.error = part.error;
+                        break;
+                    }
+                }
+                Step::Settled(count) => done.count += count,
+            }
+        }
         let failed = done.error.is_some();
         let _ = events.send(Event::Published {
             channel,
@@ -1823,12 +1886,60 @@ async fn channel_worker(
     }
 }
 
-/// Publishes `batch` in order, one broker call per run of the same exchange (of at
-/// most the broker's `max_batch_messages`).
-async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
-    let mut done = PublishDone {
+/// Publishes handed to their queues: per run of one exchange, its publishes and
+/// the broker's pending answer (or why it was refused).
+struct QueuedPublishes {
+    /// How many publishes the batch held.
+    count: usize,
+    runs: Vec<(Vec<Publish>, Result<QueuedPublish, BrokerError>)>,
+    /// A channel exception found before anything was handed over.
+    error: Option<Exception>,
+}
+
+impl QueuedPublishes {
+    /// Waits for the queues' answers: what the publishes came to.
+    async fn outcomes(self) -> PublishDone {
+        let mut done = PublishDone {
+            count: self.count,
+            error: self.error,
+            ..PublishDone::default()
+        };
+        for (kept, queued) in self.runs {
+            match queued.map(QueuedPublish::outcomes) {
+                Ok(answer) => match answer.await {
+                    Ok(outcomes) => {
+                        for (p, o) in kept.into_iter().zip(outcomes) {
+                            if p.seq != 0 {
+                                done.acks.push(p.seq);
+                            }
+                            if o.unroutable && p.mandatory {
+                                done.returns.push(p);
+                            }
+                        }
+                    }
+                    Err(e) => refused(&mut done, &kept, &e),
+                },
+                Err(e) => refused(&mut done, &kept, &e),
+            }
+        }
+        done
+    }
+}
+
+/// Publishes a queue refused: nacked (the channel goes on).
+fn refused(done: &mut PublishDone, kept: &[Publish], error: &BrokerError) {
+    tracing::debug!(error = %error, "an AMQP publish was refused");
+    done.nacks
+        .extend(kept.iter().filter(|p| p.seq != 0).map(|p| p.seq));
+}
+
+/// Hands `batch` to its queues in order, one broker call per run of the same
+/// exchange (of at most the broker's `max_batch_messages`).
+async fn queue_publishes(broker: &Broker, batch: Vec<Publish>) -> QueuedPublishes {
+    let mut queued = QueuedPublishes {
         count: batch.len(),
-        ..PublishDone::default()
+        runs: Vec::new(),
+        error: None,
     };
     let mut rest = batch.into_iter().peekable();
     // One broker call takes at most this many messages; a channel's worker may
@@ -1844,7 +1955,6 @@ async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
             run.push(next);
         }
         let mut messages = Vec::with_capacity(run.len());
-        let mut bad = Vec::new();
         let mut kept = Vec::with_capacity(run.len());
         for p in run {
             match to_send(&p.exchange, &p.routing_key, &p.properties, p.body.clone()) {
@@ -1856,28 +1966,17 @@ async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
                     });
                     kept.push(p);
                 }
-                Err(e) => bad.push((p, e)),
+                Err(e) => {
+                    queued.error = Some(e);
+                    return queued;
+                }
             }
-        }
-        if let Some((_, e)) = bad.into_iter().next() {
-            done.error = Some(e);
-            return done;
         }
         let exchange = kept[0].exchange.clone();
         match broker
-            .publish(&exchange, messages, PublishOptions::default())
+            .publish_queued(&exchange, messages, PublishOptions::default())
             .await
         {
-            Ok(outcomes) => {
-                for (p, o) in kept.into_iter().zip(outcomes) {
-                    if p.seq != 0 {
-                        done.acks.push(p.seq);
-                    }
-                    if o.unroutable && p.mandatory {
-                        done.returns.push(p);
-                    }
-                }
-            }
             Err(
                 e @ (BrokerError::NotFound {
                     kind: weir_broker::Kind::Exchange,
@@ -1885,17 +1984,13 @@ async fn publish_batch(broker: &Broker, batch: Vec<Publish>) -> PublishDone {
                 }
                 | BrokerError::AccessRefused { .. }),
             ) => {
-                done.error = Some(e.into());
-                return done;
+                queued.error = Some(e.into());
+                return queued;
             }
-            Err(e) => {
-                tracing::debug!(%exchange, error = %e, "an AMQP publish was refused");
-                done.nacks
-                    .extend(kept.iter().filter(|p| p.seq != 0).map(|p| p.seq));
-            }
+            result => queued.runs.push((kept, result)),
         }
     }
-    done
+    queued
 }
 
 /// A method only a server sends, received from the client.

@@ -737,6 +737,18 @@ impl Broker {
     /// Sends messages; resolves once they are durable. Answers per message whether
     /// it was a duplicate.
     pub async fn send(&self, name: &str, messages: Vec<SendMessage>) -> Result<Vec<SendOutcome>> {
+        let answer = self.send_queued(name, messages).await?;
+        answer.await.map_err(|_| gone(name))?
+    }
+
+    /// The first half of [`Broker::send`]: returns once the queue has the messages
+    /// in its command queue (sends queued one after the other keep that order), with
+    /// the receiver of the answer.
+    pub(crate) async fn send_queued(
+        &self,
+        name: &str,
+        messages: Vec<SendMessage>,
+    ) -> Result<oneshot::Receiver<Result<Vec<SendOutcome>>>> {
         let limits = &self.inner.config.limits;
         if messages.is_empty() {
             return Err(BrokerError::invalid(
@@ -756,12 +768,17 @@ impl Broker {
         for (i, m) in messages.into_iter().enumerate() {
             outgoing.push(prepare(i, m, &queue.options, limits, now)?);
         }
-        self.ask_queue(&queue, name, |reply| Command::Send {
-            messages: outgoing,
-            dedup: true,
-            reply,
-        })
-        .await?
+        let (reply, answer) = oneshot::channel();
+        queue
+            .commands
+            .send(Command::Send {
+                messages: outgoing,
+                dedup: true,
+                reply,
+            })
+            .await
+            .map_err(|_| gone(name))?;
+        Ok(answer)
     }
 
     async fn send_prepared(
@@ -1117,7 +1134,7 @@ fn closing() -> BrokerError {
     }
 }
 
-fn gone(name: &str) -> BrokerError {
+pub(crate) fn gone(name: &str) -> BrokerError {
     BrokerError::Unavailable {
         reason: format!("queue '{name}' was deleted or the broker is shutting down"),
     }

@@ -8,8 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
-use crate::api::{Declared, QueueOptions, SendMessage, validate_name};
+use crate::api::{Declared, QueueOptions, SendMessage, SendOutcome, validate_name};
 use crate::broker::{Broker, generate_id, io_error, prepare, write_durably};
 use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::queue::actor::now_ms;
@@ -309,6 +310,27 @@ impl Broker {
         messages: Vec<PublishMessage>,
         options: PublishOptions,
     ) -> Result<Vec<PublishOutcome>> {
+        self.publish_queued(exchange, messages, options)
+            .await?
+            .outcomes()
+            .await
+    }
+
+    /// The first half of [`Broker::publish`]: routes the messages and returns once
+    /// every queue they go to has them in its command queue (or the shared log's
+    /// dispatcher has them), so publishes queued one after the other keep their
+    /// order. [`QueuedPublish::outcomes`] then waits for the queues' answers. A
+    /// front end that answers publishes in order but need not wait for one before
+    /// taking the next (AMQP confirms) pipelines them this way.
+    ///
+    /// # Errors
+    /// As [`Broker::publish`], for what is known before the queues answer.
+    pub async fn publish_queued(
+        &self,
+        exchange: &str,
+        messages: Vec<PublishMessage>,
+        options: PublishOptions,
+    ) -> Result<QueuedPublish> {
         if messages.is_empty() {
             return Err(BrokerError::invalid(
                 "messages",
@@ -364,6 +386,68 @@ impl Broker {
         } else {
             self.publish_direct(messages, per_queue).await?
         };
+        Ok(QueuedPublish {
+            answers,
+            outcomes,
+            options,
+        })
+    }
+}
+
+/// A publish its queues have taken in and not yet answered; see
+/// [`Broker::publish_queued`].
+pub struct QueuedPublish {
+    answers: PendingAnswers,
+    outcomes: Vec<PublishOutcome>,
+    options: PublishOptions,
+}
+
+/// A queue's answer to a send, to come.
+type SendAnswer = oneshot::Receiver<Result<Vec<SendOutcome>>>;
+
+/// Answers to come: per queue, its name, the positions it got and its answer.
+enum PendingAnswers {
+    Direct(Vec<(String, Vec<usize>, SendAnswer)>),
+    Shared(
+        Vec<(String, Vec<usize>)>,
+        oneshot::Receiver<Result<Answers>>,
+    ),
+}
+
+impl QueuedPublish {
+    /// Waits for every queue's answer: what [`Broker::publish`] returns.
+    ///
+    /// # Errors
+    /// As [`Broker::publish`].
+    pub async fn outcomes(self) -> Result<Vec<PublishOutcome>> {
+        let QueuedPublish {
+            answers,
+            mut outcomes,
+            options,
+        } = self;
+        let answers: Vec<(String, Vec<usize>, Result<Vec<bool>>)> = match answers {
+            PendingAnswers::Direct(pending) => {
+                let mut answers = Vec::with_capacity(pending.len());
+                for (queue, positions, answer) in pending {
+                    let result = match answer.await {
+                        Ok(result) => {
+                            result.map(|sent| sent.into_iter().map(|o| o.duplicate).collect())
+                        }
+                        Err(_) => Err(crate::broker::gone(&queue)),
+                    };
+                    answers.push((queue, positions, result));
+                }
+                answers
+            }
+            PendingAnswers::Shared(parts, answer) => {
+                let answers: Answers = answer.await.map_err(|_| shutting_down())??;
+                parts
+                    .into_iter()
+                    .zip(answers)
+                    .map(|((name, positions), (_, answer))| (name, positions, answer))
+                    .collect()
+            }
+        };
         let mut first_error = None;
         for (queue, positions, answer) in answers {
             match answer {
@@ -396,7 +480,15 @@ impl Broker {
         }
         Ok(outcomes)
     }
+}
 
+fn shutting_down() -> BrokerError {
+    BrokerError::Unavailable {
+        reason: "the broker is shutting down".into(),
+    }
+}
+
+impl Broker {
     /// The queues a dead letter published through `exchange` with `key` reaches.
     pub(crate) fn route_dead_letter(
         &self,
@@ -410,14 +502,13 @@ impl Broker {
         Ok(routed.queues.into_iter().collect())
     }
 
-    /// Each queue's part as an ordinary send, all at once: (queue, positions,
-    /// per position whether the queue had the id already).
+    /// Each queue's part as an ordinary send, queued one queue after the other.
     async fn publish_direct(
         &self,
         messages: Vec<PublishMessage>,
         per_queue: BTreeMap<String, Vec<usize>>,
-    ) -> Result<Vec<(String, Vec<usize>, Result<Vec<bool>>)>> {
-        let mut tasks = tokio::task::JoinSet::new();
+    ) -> Result<PendingAnswers> {
+        let mut pending = Vec::with_capacity(per_queue.len());
         for (queue, positions) in per_queue {
             let keep_key = self
                 .get(&queue)
@@ -426,22 +517,18 @@ impl Broker {
                 .iter()
                 .map(|i| with_routing_key(&messages[*i], keep_key))
                 .collect();
-            let broker = self.clone();
-            tasks.spawn(async move {
-                let result = broker
-                    .send(&queue, batch)
-                    .await
-                    .map(|sent| sent.into_iter().map(|o| o.duplicate).collect());
-                (queue, positions, result)
-            });
+            let answer = match self.send_queued(&queue, batch).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // Answered at once, among the others (the first error wins).
+                    let (reply, answer) = oneshot::channel();
+                    let _ = reply.send(Err(e));
+                    answer
+                }
+            };
+            pending.push((queue, positions, answer));
         }
-        let mut answers = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            answers.push(
-                joined.map_err(|e| BrokerError::internal(format!("a publish task failed: {e}")))?,
-            );
-        }
-        Ok(answers)
+        Ok(PendingAnswers::Direct(pending))
     }
 
     /// The routed messages go to the shared log once, naming their queues; each
@@ -452,7 +539,7 @@ impl Broker {
         copies: &[usize],
         per_queue: BTreeMap<String, Vec<usize>>,
         now: i64,
-    ) -> Result<Vec<(String, Vec<usize>, Result<Vec<bool>>)>> {
+    ) -> Result<PendingAnswers> {
         // Positions in the shared batch: the routed messages, in order.
         let mut slot = vec![u32::MAX; messages.len()];
         let mut routed = 0u32;
@@ -508,10 +595,7 @@ impl Broker {
             sizes.push(out.body.len() as u32);
             metas.push(out.meta);
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let closed = || BrokerError::Unavailable {
-            reason: "the broker is shutting down".into(),
-        };
+        let (reply, answer) = oneshot::channel();
         self.inner
             .dispatch
             .send(Dispatch {
@@ -523,13 +607,8 @@ impl Broker {
                 reply,
             })
             .await
-            .map_err(|_| closed())?;
-        let answers: Answers = answer.await.map_err(|_| closed())??;
-        Ok(parts
-            .into_iter()
-            .zip(answers)
-            .map(|((name, positions), (_, answer))| (name, positions, answer))
-            .collect())
+            .map_err(|_| shutting_down())?;
+        Ok(PendingAnswers::Shared(parts, answer))
     }
 
     /// Publishes to a topic: like [`Broker::publish`], but `topic` must be a topic

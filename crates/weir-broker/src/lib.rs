@@ -39,7 +39,7 @@ pub use api::{
 pub use broker::{Broker, BrokerConfig, Limits, StartReport, UseGuard};
 pub use error::{BrokerError, Kind, Limit, Result};
 pub use exchanges::{
-    ExchangeInfo, PublishMessage, PublishOptions, PublishOutcome, SubscriptionInfo,
+    ExchangeInfo, PublishMessage, PublishOptions, PublishOutcome, QueuedPublish, SubscriptionInfo,
     subscription_queue,
 };
 pub use routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};

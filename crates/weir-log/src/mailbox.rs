@@ -149,6 +149,11 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// The items as they come, until every sender is gone.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(|| self.recv_until(None).ok())
+    }
+
     /// The next queued item, without waiting.
     pub(crate) fn try_recv(&self) -> Option<T> {
         self.shared.lock().items.pop_front()
@@ -170,15 +175,6 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
-impl<T> Iterator for &Receiver<T> {
-    type Item = T;
-
-    /// The next item, until every sender is gone.
-    fn next(&mut self) -> Option<T> {
-        self.recv_until(None).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -195,7 +191,7 @@ mod tests {
             }
         });
         drop(tx);
-        let got: Vec<i32> = (&rx).collect();
+        let got: Vec<i32> = rx.iter().collect();
         t.join().unwrap();
         assert_eq!(got, (0..1000).collect::<Vec<_>>());
     }
@@ -227,7 +223,7 @@ mod tests {
         let receivers: Vec<_> = (0..4)
             .map(|_| {
                 let rx = rx.clone();
-                std::thread::spawn(move || (&rx).count())
+                std::thread::spawn(move || rx.iter().count())
             })
             .collect();
         std::thread::sleep(Duration::from_millis(20));

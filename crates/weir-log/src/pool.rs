@@ -33,7 +33,7 @@ impl IoPool {
             std::thread::Builder::new()
                 .name(format!("weir-log-read-{i}"))
                 .spawn(move || {
-                    for job in &queue {
+                    for job in queue.iter() {
                         // A panicking job drops its reply sender, which the caller
                         // sees; the thread itself stays available.
                         let _ = catch_unwind(AssertUnwindSafe(job));

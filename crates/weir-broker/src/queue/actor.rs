@@ -672,18 +672,7 @@ impl Actor {
                 visibility_timeout_ms,
                 reply,
             } => {
-                let mut report = SettleReport::default();
-                let now = now_ms();
-                for receipt in receipts {
-                    match self
-                        .state
-                        .extend(&self.name, &receipt, visibility_timeout_ms, now)
-                    {
-                        Ok(()) => report.settled += 1,
-                        Err(e) => report.failed.push((receipt, e)),
-                    }
-                }
-                let _ = reply.send(report);
+                let _ = reply.send(self.extend(receipts, visibility_timeout_ms));
             }
             Command::Peek { origin, max, reply } => {
                 let entries = self
@@ -746,6 +735,21 @@ impl Actor {
             }
             Command::Stop { .. } => unreachable!("handled by run"),
         }
+    }
+
+    fn extend(&mut self, receipts: Vec<String>, visibility_timeout_ms: u64) -> SettleReport {
+        let mut report = SettleReport::default();
+        let now = now_ms();
+        for receipt in receipts {
+            match self
+                .state
+                .extend(&self.name, &receipt, visibility_timeout_ms, now)
+            {
+                Ok(()) => report.settled += 1,
+                Err(e) => report.failed.push((receipt, e)),
+            }
+        }
+        report
     }
 
     fn ack(&mut self, receipts: Vec<String>, synced: bool, reply: oneshot::Sender<SettleReport>) {
