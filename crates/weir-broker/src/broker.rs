@@ -825,13 +825,7 @@ impl Broker {
 
     /// Acks leased messages; answers once the acks are durable.
     pub async fn ack(&self, name: &str, receipts: Vec<String>) -> Result<SettleReport> {
-        check_receipts(&receipts)?;
-        self.ask(name, |reply| Command::Ack {
-            receipts,
-            synced: true,
-            reply,
-        })
-        .await
+        self.ack_with(name, receipts, true).await
     }
 
     /// Acks leased messages like [`Broker::ack`], but answers once the acks are
@@ -840,10 +834,19 @@ impl Broker {
     /// more, as at-least-once delivery allows). For acks that nobody waits on, such
     /// as AMQP's `basic.ack`, so that each does not cost an `fdatasync`.
     pub async fn ack_unsynced(&self, name: &str, receipts: Vec<String>) -> Result<SettleReport> {
+        self.ack_with(name, receipts, false).await
+    }
+
+    async fn ack_with(
+        &self,
+        name: &str,
+        receipts: Vec<String>,
+        synced: bool,
+    ) -> Result<SettleReport> {
         check_receipts(&receipts)?;
         self.ask(name, |reply| Command::Ack {
             receipts,
-            synced: false,
+            synced,
             reply,
         })
         .await
