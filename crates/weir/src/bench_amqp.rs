@@ -42,6 +42,10 @@ pub struct AmqpArgs {
     /// The durable queue to use (declared, and purged before the run).
     #[arg(long, default_value = "weir-bench-amqp")]
     queue: String,
+    /// Spread the load over this many queues (`<queue>-0`, `<queue>-1`, ...):
+    /// producer and consumer `i` use queue `i mod N`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    queues: u32,
     /// Publishing connections.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     producers: u32,
@@ -123,6 +127,17 @@ impl Shared {
     }
 }
 
+impl AmqpArgs {
+    /// The queue of producer or consumer `i`.
+    fn queue_name(&self, i: u32) -> String {
+        if self.queues == 1 {
+            self.queue.clone()
+        } else {
+            format!("{}-{}", self.queue, i % self.queues)
+        }
+    }
+}
+
 /// Runs `weir bench amqp`.
 pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
@@ -130,6 +145,10 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         "--size must be at least {HEADER_LEN}"
     );
     anyhow::ensure!(args.window >= 1, "--window must be at least 1");
+    anyhow::ensure!(
+        args.producers >= args.queues && (args.consumers == 0 || args.consumers >= args.queues),
+        "--queues must not exceed --producers, nor --consumers unless it is 0 (every queue needs its producer and consumer)"
+    );
     anyhow::ensure!(
         args.rate == 0 || args.rate >= u64::from(args.producers),
         "--rate must be at least one message per second per producer"
@@ -265,7 +284,9 @@ fn show(v: &Value) -> String {
 
 /// One run of the workload against the broker at `url`: its report.
 async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result<Value> {
-    prepare_queue(url, &args.queue).await?;
+    for i in 0..args.queues {
+        prepare_queue(url, &args.queue_name(i)).await?;
+    }
     let count = match args.duration {
         Some(_) => u64::MAX,
         None => args.count.unwrap_or(100_000),
@@ -296,12 +317,12 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
     let next_seq = Arc::new(AtomicU64::new(0));
     let mut consumers = JoinSet::new();
     let mut subscribed = Vec::new();
-    for _ in 0..args.consumers {
+    for i in 0..args.consumers {
         let (ready, is_ready) = oneshot::channel();
         subscribed.push(is_ready);
         consumers.spawn(consume(
             url.to_owned(),
-            args.queue.clone(),
+            args.queue_name(i),
             args.prefetch,
             shared.clone(),
             count,
@@ -315,12 +336,12 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
         let _ = is_ready.await;
     }
     let mut producers = JoinSet::new();
-    for _ in 0..args.producers {
+    for i in 0..args.producers {
         let per_producer_rate = args.rate / u64::from(args.producers);
         producers.spawn(produce(
             ProduceArgs {
                 url: url.to_owned(),
-                queue: args.queue.clone(),
+                queue: args.queue_name(i),
                 size: args.size,
                 confirms: args.confirms,
                 window: args.window,
@@ -689,6 +710,7 @@ fn report(
     json!({
         "url": redact(url),
         "producers": args.producers,
+        "queues": args.queues,
         "consumers": args.consumers,
         "size": args.size,
         "confirms": args.confirms,
