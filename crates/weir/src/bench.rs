@@ -44,6 +44,9 @@ pub enum BenchCommand {
     Publish(crate::bench_routing::PublishArgs),
     /// Load any AMQP 0-9-1 broker (weir or RabbitMQ) with the same workload.
     Amqp(crate::bench_amqp::AmqpArgs),
+    /// Hold many idle AMQP connections with heartbeats: the broker's memory per
+    /// connection.
+    Connections(crate::bench_connections::ConnectionsArgs),
 }
 
 /// Arguments of `weir bench http`.
@@ -86,6 +89,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Http(args) => http(args).await,
         BenchCommand::Publish(args) => crate::bench_routing::run(args).await,
         BenchCommand::Amqp(args) => crate::bench_amqp::run(args).await,
+        BenchCommand::Connections(args) => crate::bench_connections::run(args).await,
     }
 }
 

@@ -46,8 +46,9 @@ pub struct AmqpArgs {
     /// producer and consumer `i` use queue `i mod N`.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     queues: u32,
-    /// Publishing connections.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Publishing connections (0: only consume `--count` messages already in the
+    /// queue, published by an earlier run with `--consumers 0`: a backlog drain).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
     producers: u32,
     /// Consuming connections (0: only publish).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
@@ -107,6 +108,8 @@ struct Shared {
     /// One bit per sequence number seen.
     seen: Vec<AtomicU64>,
     producing: AtomicU64,
+    /// No producers: the consumers take `count` messages already queued.
+    draining: bool,
     last_publish_us: AtomicU64,
     last_receive_us: AtomicU64,
 }
@@ -146,7 +149,13 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     );
     anyhow::ensure!(args.window >= 1, "--window must be at least 1");
     anyhow::ensure!(
-        args.producers >= args.queues && (args.consumers == 0 || args.consumers >= args.queues),
+        args.producers > 0
+            || (args.consumers > 0 && args.duration.is_none() && args.compare.is_none()),
+        "--producers 0 (a drain) needs consumers and a --count, and no --duration or --compare"
+    );
+    anyhow::ensure!(
+        (args.producers == 0 || args.producers >= args.queues)
+            && (args.consumers == 0 || args.consumers >= args.queues),
         "--queues must not exceed --producers, nor --consumers unless it is 0 (every queue needs its producer and consumer)"
     );
     anyhow::ensure!(
@@ -284,8 +293,11 @@ fn show(v: &Value) -> String {
 
 /// One run of the workload against the broker at `url`: its report.
 async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result<Value> {
-    for i in 0..args.queues {
-        prepare_queue(url, &args.queue_name(i)).await?;
+    // A drain takes the queues as an earlier run left them.
+    if args.producers > 0 {
+        for i in 0..args.queues {
+            prepare_queue(url, &args.queue_name(i)).await?;
+        }
     }
     let count = match args.duration {
         Some(_) => u64::MAX,
@@ -307,6 +319,7 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
             .map(|_| AtomicU64::new(0))
             .collect(),
         producing: AtomicU64::new(u64::from(args.producers)),
+        draining: args.producers == 0,
         last_publish_us: AtomicU64::new(0),
         last_receive_us: AtomicU64::new(0),
     });
@@ -567,7 +580,9 @@ async fn consume(
     let mut got = 0u64;
     let mut head = [0u8; HEADER_LEN];
     loop {
-        let expected = if shared.producing.load(Ordering::Relaxed) == 0 {
+        let expected = if shared.draining {
+            count
+        } else if shared.producing.load(Ordering::Relaxed) == 0 {
             shared
                 .confirmed
                 .load(Ordering::Relaxed)
@@ -617,7 +632,11 @@ async fn consume(
                         if size >= HEADER_LEN as u64 {
                             let seq = u64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
                             let sent = u64::from_be_bytes(head[8..].try_into().expect("8 bytes"));
-                            latency.saturating_record(shared.now_us().saturating_sub(sent).max(1));
+                            // A drained message was sent by another run, on its clock.
+                            if !shared.draining {
+                                latency
+                                    .saturating_record(shared.now_us().saturating_sub(sent).max(1));
+                            }
                             shared.see(seq);
                             shared.sequence_sum.fetch_add(seq, Ordering::Relaxed);
                         }
@@ -661,11 +680,16 @@ const USER_HZ: f64 = 100.0;
 
 /// Peak resident set size of a process (`VmHWM`), bytes.
 fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A size field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), bytes.
+pub(crate) fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
@@ -686,25 +710,28 @@ fn report(
     let nacked = shared.nacked.load(Ordering::Relaxed);
     let received = shared.received.load(Ordering::Relaxed);
     let duplicates = shared.duplicates.load(Ordering::Relaxed);
-    let expected_sum = if published == 0 {
-        0
+    // A drain expects the sequence numbers 0..count of the run that filled the queue.
+    let sent = if shared.draining {
+        args.count.unwrap_or(0)
     } else {
-        published * (published - 1) / 2
+        published
     };
+    let expected_sum = if sent == 0 { 0 } else { sent * (sent - 1) / 2 };
     let sum = shared.sequence_sum.load(Ordering::Relaxed);
     let verified = if args.consumers == 0 {
         nacked == 0 && (!args.confirms || confirmed == published)
     } else {
-        received == published && duplicates == 0 && sum == expected_sum && nacked == 0
+        received == sent && duplicates == 0 && sum == expected_sum && nacked == 0
     };
     let publish_s = shared.last_publish_us.load(Ordering::Relaxed) as f64 / 1e6;
     let receive_s = shared.last_receive_us.load(Ordering::Relaxed) as f64 / 1e6;
     let rate = |n: u64, s: f64| if s > 0.0 { (n as f64 / s).round() } else { 0.0 };
     let per_message_us = |cpu: f64| {
-        if published == 0 {
+        let messages = published.max(received);
+        if messages == 0 {
             0.0
         } else {
-            (cpu * 1e6 / published as f64 * 10.0).round() / 10.0
+            (cpu * 1e6 / messages as f64 * 10.0).round() / 10.0
         }
     };
     json!({

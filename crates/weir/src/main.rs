@@ -5,6 +5,7 @@
 mod amqp_wire;
 mod bench;
 mod bench_amqp;
+mod bench_connections;
 mod bench_routing;
 mod client;
 mod config;

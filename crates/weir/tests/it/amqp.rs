@@ -470,6 +470,119 @@ async fn bench_amqp_verifies_its_run() {
     );
 }
 
+/// Runs `weir bench ARGS --json` and returns its report; fails the test unless it
+/// succeeded.
+async fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .await
+        .expect("weir bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+/// `--queues` spreads the load over several queues; `--consumers 0` leaves a
+/// backlog that `--producers 0` then drains, verified against the filling run.
+#[tokio::test]
+async fn bench_amqp_spreads_over_queues_and_drains_a_backlog() {
+    let broker = Broker::start().await.unwrap();
+    let url = broker.amqp_url();
+    let spread = bench_json(&[
+        "amqp",
+        "--url",
+        &url,
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--queues",
+        "2",
+        "--count",
+        "2000",
+        "--size",
+        "64",
+    ])
+    .await;
+    assert_eq!(spread["verified"], true, "{spread}");
+    assert_eq!(spread["queues"], 2, "{spread}");
+    let api = Api::new(&broker);
+    for q in ["weir-bench-amqp-0", "weir-bench-amqp-1"] {
+        let stats = api.stats(q).await;
+        assert!(
+            stats["acked_total"].as_u64() > Some(0),
+            "{q} took part: {stats}"
+        );
+    }
+    let fill = bench_json(&[
+        "amqp",
+        "--url",
+        &url,
+        "--consumers",
+        "0",
+        "--count",
+        "3000",
+        "--size",
+        "64",
+        "--queue",
+        "backlog",
+    ])
+    .await;
+    assert_eq!(fill["verified"], true, "{fill}");
+    assert_eq!(api.stats("backlog").await["ready"], 3000);
+    let drain = bench_json(&[
+        "amqp",
+        "--url",
+        &url,
+        "--producers",
+        "0",
+        "--count",
+        "3000",
+        "--queue",
+        "backlog",
+    ])
+    .await;
+    assert_eq!(drain["verified"], true, "{drain}");
+    assert_eq!(drain["received"], 3000, "{drain}");
+    assert_eq!(api.stats("backlog").await["ready"], 0);
+}
+
+/// `weir bench connections` holds idle connections with heartbeats and reports the
+/// broker's memory per connection.
+#[tokio::test]
+async fn bench_connections_holds_idle_connections_with_heartbeats() {
+    let broker = Broker::start().await.unwrap();
+    let pid = broker.pid().expect("the broker runs").to_string();
+    let report = bench_json(&[
+        "connections",
+        "--url",
+        &broker.amqp_url(),
+        "--count",
+        "50",
+        "--heartbeat",
+        "1",
+        "--hold",
+        "3",
+        "--pid",
+        &pid,
+    ])
+    .await;
+    assert_eq!(report["opened"], 50, "{report}");
+    assert_eq!(report["dropped_while_held"], 0, "{report}");
+    assert_eq!(report["all_held"], true, "{report}");
+    assert!(
+        report["broker_bytes_per_connection"].as_f64().is_some(),
+        "{report}"
+    );
+}
+
 /// RabbitMQ's built-in exchanges exist, re-declare as they are, and route.
 #[tokio::test]
 async fn built_in_amq_exchanges_exist_and_route() {
