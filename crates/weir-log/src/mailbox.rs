@@ -170,8 +170,19 @@ impl<T> Clone for Receiver<T> {
 }
 
 impl<T> Drop for Receiver<T> {
+    /// The last receiver drops what is still queued, so whoever waits on an item
+    /// (a reply channel inside it) hears that it will never be handled.
     fn drop(&mut self) {
-        self.shared.lock().receivers -= 1;
+        let left = {
+            let mut state = self.shared.lock();
+            state.receivers -= 1;
+            if state.receivers == 0 {
+                std::mem::take(&mut state.items)
+            } else {
+                VecDeque::new()
+            }
+        };
+        drop(left);
     }
 }
 
@@ -217,6 +228,20 @@ mod tests {
         assert_eq!(tx.send(7), Err(7));
     }
 
+    /// What was queued when the last receiver went away is dropped then, not kept
+    /// for as long as a sender lives: a reply channel inside it must close.
+    #[test]
+    fn the_last_receiver_drops_what_is_still_queued() {
+        let (tx, rx) = mailbox();
+        let (reply, answer) = std::sync::mpsc::channel::<()>();
+        tx.send(reply).unwrap();
+        drop(rx);
+        assert!(
+            answer.recv().is_err(),
+            "the queued reply channel was dropped"
+        );
+    }
+
     #[test]
     fn sleeping_receivers_are_woken_by_a_send_from_another_thread() {
         let (tx, rx) = mailbox::<u32>();
@@ -233,5 +258,51 @@ mod tests {
         drop(tx);
         let total: usize = receivers.into_iter().map(|r| r.join().unwrap()).sum();
         assert_eq!(total, 400);
+    }
+}
+
+#[cfg(test)]
+mod stress {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Round trips from several senders through four receivers, each answered on
+    /// its own channel: none may get stuck.
+    #[test]
+    fn round_trips_never_get_stuck() {
+        let (tx, rx) = mailbox::<std::sync::mpsc::Sender<u32>>();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || {
+                    for reply in rx.iter() {
+                        let _ = reply.send(1);
+                    }
+                })
+            })
+            .collect();
+        drop(rx);
+        let senders: Vec<_> = (0..3)
+            .map(|_| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        let (reply, answer) = std::sync::mpsc::channel();
+                        tx.send(reply).unwrap();
+                        answer
+                            .recv_timeout(Duration::from_secs(10))
+                            .expect("answered");
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        drop(tx);
+        for w in workers {
+            w.join().unwrap();
+        }
     }
 }
