@@ -351,6 +351,8 @@ pub(crate) struct Actor {
     unrecorded: HashMap<u64, u32>,
     record_due: Option<Instant>,
     fresh: Fresh,
+    /// Resolves once the latest send has reported its append (see `send_batch`).
+    send_order: Option<oneshot::Receiver<()>>,
 }
 
 impl Actor {
@@ -392,6 +394,7 @@ impl Actor {
             unrecorded: HashMap::new(),
             record_due: None,
             fresh: Fresh::default(),
+            send_order: None,
         }
     }
 
@@ -947,8 +950,16 @@ impl Actor {
         // The messages are taken in (and may be delivered) once written; each send is
         // answered once they are durable (decision 0005).
         let (written, durable) = log.submit_batch_staged(&records);
+        // Sends are taken in in the order they were appended: each task reports after
+        // the one before it (tasks may run in any order, and a channel's publishes
+        // must reach the queue in order).
+        let (reported, next_may_report) = oneshot::channel::<()>();
+        let turn = self.send_order.replace(next_may_report);
         self.tasks.spawn(async move {
             let result = written.await;
+            if let Some(turn) = turn {
+                let _ = turn.await;
+            }
             let last = parts.len() - 1;
             let mut answers = Vec::new();
             let mut next = result.as_ref().map_or(0, |a| a.first.0);
@@ -990,6 +1001,7 @@ impl Actor {
                     }
                 }
             }
+            drop(reported);
             if answers.is_empty() {
                 return;
             }

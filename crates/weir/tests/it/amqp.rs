@@ -126,6 +126,56 @@ async fn work_queue_with_confirms_prefetch_and_acks() {
         .await;
 }
 
+/// A channel's publishes reach their queue in the order they were sent, also when
+/// they come one at a time without confirms and the channel hands each to the queue
+/// before the previous one is durable (they were taken in out of order once).
+#[tokio::test]
+async fn publishes_without_confirms_keep_their_order_in_the_queue() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "ordered").await;
+    for i in 0..500 {
+        let _confirm = ch
+            .basic_publish(
+                "".into(),
+                "ordered".into(),
+                BasicPublishOptions::default(),
+                format!("{i}").as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("basic.publish");
+        if i % 7 == 0 {
+            // Let the broker read this one on its own.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let api = Api::new(&broker);
+    api.wait_stats("ordered", "all 500 in", |s| s["ready"] == 500)
+        .await;
+    let mut consumer = ch
+        .basic_consume(
+            "ordered".into(),
+            "reader".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..500 {
+        let d = next_delivery(&mut consumer).await;
+        assert_eq!(
+            String::from_utf8_lossy(&d.data),
+            i.to_string(),
+            "message {i} in publish order"
+        );
+    }
+}
+
 /// Get, get-empty, reject with requeue (redelivered), nack without requeue (gone),
 /// and a channel closed with a message unacked (requeued, redelivered).
 #[tokio::test]
