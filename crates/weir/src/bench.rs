@@ -78,6 +78,9 @@ pub struct HttpArgs {
     /// Keep the queue afterwards (by default a queue this run created is deleted).
     #[arg(long)]
     keep: bool,
+    /// The broker's process id: report its CPU time per message and peak memory.
+    #[arg(long)]
+    pid: Option<u32>,
     /// Print one JSON object instead of a progress bar and a table.
     #[arg(long)]
     json: bool,
@@ -187,8 +190,10 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
             Limit::Until(_) => None,
         },
     );
+    let start = Cpu::start(args.pid)?;
     let outcome = drive(&shared, &args, &progress).await;
     progress.finish_and_clear();
+    let cpu = Cpu::since(args.pid, start)?;
 
     if created && !args.keep {
         if let Err(e) = api.delete(&queue).await {
@@ -214,6 +219,7 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
         ack_latency,
         end_to_end,
         interrupted: shared.interrupted.load(Ordering::Relaxed),
+        cpu,
     };
     if args.json {
         println!("{}", report.json());
@@ -541,6 +547,39 @@ pub(crate) fn percentiles(h: &Histogram<u64>) -> Value {
     })
 }
 
+/// CPU seconds of the run: the broker's (with its peak RSS, given `--pid`) and the
+/// load generator's own.
+struct Cpu {
+    broker: Option<(f64, u64)>,
+    client: f64,
+}
+
+impl Cpu {
+    /// The CPU seconds used so far by the broker (given its pid) and by this process.
+    fn start(pid: Option<u32>) -> anyhow::Result<(Option<f64>, f64)> {
+        use crate::bench_amqp::process_cpu_seconds;
+        Ok((
+            pid.map(process_cpu_seconds).transpose()?,
+            process_cpu_seconds(std::process::id())?,
+        ))
+    }
+
+    /// What was used since `start`.
+    fn since(pid: Option<u32>, (broker, client): (Option<f64>, f64)) -> anyhow::Result<Cpu> {
+        use crate::bench_amqp::{process_cpu_seconds, status_bytes};
+        Ok(Cpu {
+            broker: match (pid, broker) {
+                (Some(pid), Some(before)) => Some((
+                    process_cpu_seconds(pid)? - before,
+                    status_bytes(pid, "VmHWM:")?,
+                )),
+                _ => None,
+            },
+            client: process_cpu_seconds(std::process::id())? - client,
+        })
+    }
+}
+
 /// The results.
 struct Report<'a> {
     args: &'a HttpArgs,
@@ -555,9 +594,22 @@ struct Report<'a> {
     ack_latency: Histogram<u64>,
     end_to_end: Histogram<u64>,
     interrupted: bool,
+    cpu: Cpu,
 }
 
 impl Report<'_> {
+    /// CPU µs per message handled (each sent message, and each acked one, counts
+    /// once).
+    #[allow(clippy::cast_precision_loss)] // counts of a benchmark fit an f64
+    fn per_message_us(&self, cpu_s: f64) -> f64 {
+        let messages = self.sent + self.acked;
+        if messages == 0 {
+            0.0
+        } else {
+            round(cpu_s * 1e6 / messages as f64, 2)
+        }
+    }
+
     /// Messages and megabytes (10^6 bytes) per second.
     #[allow(clippy::cast_precision_loss)] // rates are shown with a few digits
     fn rates(&self, messages: u64, secs: f64) -> (f64, f64) {
@@ -589,10 +641,16 @@ impl Report<'_> {
             "send": phase(self.sent, self.send_seconds, &self.send_latency),
             "receive_ack": phase(self.acked, self.receive_seconds, &self.ack_latency),
             "end_to_end_latency_ms": percentiles(&self.end_to_end),
+            "broker_cpu_seconds": self.cpu.broker.map(|(s, _)| round(s, 2)),
+            "broker_cpu_us_per_message": self.cpu.broker.map(|(s, _)| self.per_message_us(s)),
+            "broker_peak_rss_bytes": self.cpu.broker.map(|(_, rss)| rss),
+            "client_cpu_us_per_message": self.per_message_us(self.cpu.client),
         })
     }
 
+    #[allow(clippy::cast_precision_loss)] // megabytes are shown with one decimal
     fn human(&self) -> String {
+        use std::fmt::Write as _;
         let ms = |us: u64| format!("{:.2}", seconds(us) * 1e3);
         let latency_cells = |h: &Histogram<u64>| -> Vec<String> {
             if h.is_empty() {
@@ -666,6 +724,19 @@ impl Report<'_> {
             },
         );
         out.push_str(&table(&columns, &rows));
+        if let Some((cpu_s, rss)) = self.cpu.broker {
+            let _ = writeln!(
+                out,
+                "broker: {cpu_s:.2} CPU-s ({:.2} µs per message sent or acked), peak RSS {:.1} MB",
+                self.per_message_us(cpu_s),
+                rss as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "load generator: {:.2} CPU-µs per message sent or acked",
+            self.per_message_us(self.cpu.client)
+        );
         out.push_str(
             "latency: send = one batch request; receive+ack = receive request to ack answer; \
              end-to-end = send request to receipt\n",

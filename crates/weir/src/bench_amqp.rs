@@ -664,7 +664,7 @@ async fn consume(
 
 /// utime + stime of a process, seconds.
 #[allow(clippy::cast_precision_loss)] // clock ticks of a benchmark fit an f64
-fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name may hold spaces: fields start after its closing ')'.

@@ -604,6 +604,46 @@ async fn bench_amqp_spreads_over_queues_and_drains_a_backlog() {
     assert_eq!(api.stats("backlog").await["ready"], 0);
 }
 
+/// `weir bench http` sends and receives everything over HTTP and, given the broker's
+/// pid, reports its CPU per message and peak memory.
+#[tokio::test]
+async fn bench_http_moves_everything_and_reports_the_brokers_cpu() {
+    let broker = Broker::start().await.unwrap();
+    let pid = broker.pid().expect("the broker runs").to_string();
+    let report = bench_json(&[
+        "http",
+        "--server",
+        &broker.http_url(),
+        "--count",
+        "2000",
+        "--batch",
+        "100",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--size",
+        "256",
+        "--pid",
+        &pid,
+    ])
+    .await;
+    assert_eq!(report["send"]["messages"], 2000, "{report}");
+    assert_eq!(report["receive_ack"]["messages"], 2000, "{report}");
+    assert!(
+        report["broker_cpu_us_per_message"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    assert!(
+        report["broker_peak_rss_bytes"].as_u64() > Some(0),
+        "{report}"
+    );
+    assert!(
+        report["client_cpu_us_per_message"].as_f64().is_some(),
+        "{report}"
+    );
+}
+
 /// `weir bench connections` holds idle connections with heartbeats and reports the
 /// broker's memory per connection.
 #[tokio::test]
