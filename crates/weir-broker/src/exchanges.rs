@@ -407,7 +407,7 @@ type SendAnswer = oneshot::Receiver<Result<Vec<SendOutcome>>>;
 
 /// Answers to come: per queue, its name, the positions it got and its answer.
 enum PendingAnswers {
-    Direct(Vec<(String, Vec<usize>, SendAnswer)>),
+    Direct(Vec<(String, Vec<usize>, Result<SendAnswer>)>),
     Shared(
         Vec<(String, Vec<usize>)>,
         oneshot::Receiver<Result<Answers>>,
@@ -429,11 +429,12 @@ impl QueuedPublish {
             PendingAnswers::Direct(pending) => {
                 let mut answers = Vec::with_capacity(pending.len());
                 for (queue, positions, answer) in pending {
-                    let result = match answer.await {
-                        Ok(result) => {
-                            result.map(|sent| sent.into_iter().map(|o| o.duplicate).collect())
-                        }
-                        Err(_) => Err(crate::broker::gone(&queue)),
+                    let result = match answer {
+                        Ok(answer) => answer
+                            .await
+                            .unwrap_or_else(|_| Err(crate::broker::gone(&queue)))
+                            .map(|sent| sent.into_iter().map(|o| o.duplicate).collect()),
+                        Err(e) => Err(e),
                     };
                     answers.push((queue, positions, result));
                 }
@@ -517,15 +518,9 @@ impl Broker {
                 .iter()
                 .map(|i| with_routing_key(&messages[*i], keep_key))
                 .collect();
-            let answer = match self.send_queued(&queue, batch).await {
-                Ok(answer) => answer,
-                Err(e) => {
-                    // Answered at once, among the others (the first error wins).
-                    let (reply, answer) = oneshot::channel();
-                    let _ = reply.send(Err(e));
-                    answer
-                }
-            };
+            // A queue that refuses at once is answered among the others (the first
+            // error wins).
+            let answer = self.send_queued(&queue, batch).await;
             pending.push((queue, positions, answer));
         }
         Ok(PendingAnswers::Direct(pending))

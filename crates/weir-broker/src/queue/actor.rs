@@ -5,7 +5,9 @@
 //! Those tasks report back on an internal channel. Appends from many tasks run
 //! concurrently (the log's group commit batches them); the state records are
 //! designed to replay in any order (see [`super::record`]). A reply that promises
-//! durability (send, ack, nack, purge) is sent only after the append resolved.
+//! durability (send, ack, nack, purge) is sent only after the append is synced; an
+//! unsynced ack (AMQP's) is answered once written. Sent messages are taken in, and
+//! may be delivered, once written (decision 0005).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;

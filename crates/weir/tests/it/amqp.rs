@@ -455,58 +455,38 @@ async fn errors_close_the_channel_with_the_right_code() {
 #[tokio::test]
 async fn bench_amqp_verifies_its_run() {
     let broker = Broker::start().await.unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args([
-            "bench",
-            "amqp",
-            "--url",
-            &broker.amqp_url(),
-            "--count",
-            "2000",
-            "--size",
-            "64",
-            "--window",
-            "100",
-            "--json",
-        ])
-        .output()
-        .await
-        .expect("weir bench amqp runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let report = bench_json(&[
+        "amqp",
+        "--url",
+        &broker.amqp_url(),
+        "--count",
+        "2000",
+        "--size",
+        "64",
+        "--window",
+        "100",
+    ])
+    .await;
     assert_eq!(report["verified"], true, "{report}");
     assert_eq!(report["received"], 2000);
     assert_eq!(report["duplicates"], 0);
     assert!(report["latency_ms"]["p50"].as_f64().is_some(), "{report}");
     // --compare: the same workload against two brokers, alternating, with ratios.
     let other = Broker::start().await.unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args([
-            "bench",
-            "amqp",
-            "--url",
-            &broker.amqp_url(),
-            "--compare",
-            &other.amqp_url(),
-            "--rounds",
-            "2",
-            "--count",
-            "1000",
-            "--size",
-            "64",
-            "--json",
-        ])
-        .output()
-        .await
-        .expect("weir bench amqp --compare runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    let c: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let c = bench_json(&[
+        "amqp",
+        "--url",
+        &broker.amqp_url(),
+        "--compare",
+        &other.amqp_url(),
+        "--rounds",
+        "2",
+        "--count",
+        "1000",
+        "--size",
+        "64",
+    ])
+    .await;
     let rounds = c["rounds"].as_array().expect("rounds");
     assert_eq!(rounds.len(), 2, "{c}");
     for r in rounds {
