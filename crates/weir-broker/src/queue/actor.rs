@@ -1538,7 +1538,6 @@ impl Actor {
     /// messages that would otherwise pin old segments.
     fn housekeeping(&mut self) {
         self.fresh.expire(Instant::now());
-        self.state.shrink();
         if self.housekeeping_busy {
             return;
         }

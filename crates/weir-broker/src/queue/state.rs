@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use crate::api::{Backoff, DeadLetterReason, Overflow, QueueOptions, QueueStats};
 use crate::error::{BrokerError, Result};
+use crate::queue::ready::Ready;
 use crate::queue::record::{SHARED, SettleReason, StateOp, Totals};
 
 /// What the queue keeps in memory per message: a few dozen bytes. Body, headers and
@@ -128,8 +129,8 @@ pub(crate) fn key_hash(key: &str) -> u64 {
 #[derive(Debug)]
 pub(crate) struct QueueState {
     options: QueueOptions,
-    /// Ready messages, one deque per priority, each sorted by offset.
-    ready: Vec<VecDeque<Entry>>,
+    /// Ready messages, one queue per priority, each in arrival order.
+    ready: Vec<Ready>,
     ready_count: u64,
     ready_bytes: u64,
     /// Delayed messages by (due time, offset).
@@ -200,7 +201,9 @@ pub(crate) fn parse_receipt(receipt: &str) -> Option<(u64, u64)> {
 impl QueueState {
     pub(crate) fn new(options: QueueOptions, lease_seed: u64) -> QueueState {
         QueueState {
-            ready: vec![VecDeque::new(); usize::from(options.max_priority) + 1],
+            ready: (0..=options.max_priority)
+                .map(|_| Ready::default())
+                .collect(),
             options,
             ready_count: 0,
             ready_bytes: 0,
@@ -492,23 +495,10 @@ impl QueueState {
         std::mem::take(&mut self.shared_sent)
     }
 
-    /// Gives back the memory a drained backlog left: a deque of ready messages that
-    /// holds less than a sixteenth of its capacity shrinks to twice its length (a
-    /// `VecDeque` never shrinks by itself, so 10 million messages once queued kept
-    /// their ~560 MB after they were gone). Waiting for a sixteenth keeps the copy
-    /// that shrinking makes small.
-    pub(crate) fn shrink(&mut self) {
-        for deque in &mut self.ready {
-            if deque.capacity() > 4096 && deque.capacity() / 16 > deque.len() {
-                deque.shrink_to(deque.len() * 2);
-            }
-        }
-    }
-
-    /// The ready deques' capacity, in messages.
+    /// The ready queues' capacity, in messages.
     #[cfg(test)]
     pub(crate) fn ready_capacity(&self) -> usize {
-        self.ready.iter().map(VecDeque::capacity).sum()
+        self.ready.iter().map(Ready::capacity).sum()
     }
 
     /// Whether any shared message is held.
@@ -517,13 +507,7 @@ impl QueueState {
     }
 
     fn push_ready(&mut self, entry: Entry) {
-        let deque = &mut self.ready[usize::from(entry.priority)];
-        let pos = if deque.back().is_none_or(|b| b.seq < entry.seq) {
-            deque.len()
-        } else {
-            deque.partition_point(|e| e.seq < entry.seq)
-        };
-        deque.insert(pos, entry);
+        self.ready[usize::from(entry.priority)].push(entry);
         self.ready_count += 1;
         self.ready_bytes += u64::from(entry.size);
     }
@@ -979,8 +963,8 @@ impl QueueState {
     /// Removes every ready, parked and delayed message; returns their offsets.
     pub(crate) fn purge(&mut self) -> Vec<u64> {
         let mut removed: Vec<Entry> = Vec::new();
-        for deque in &mut self.ready {
-            removed.extend(deque.drain(..));
+        for ready in &mut self.ready {
+            removed.extend(ready.take_all());
         }
         for (_, deque) in self.parked.drain() {
             removed.extend(deque);
@@ -1007,7 +991,7 @@ impl QueueState {
         self.ready
             .iter()
             .rev()
-            .flat_map(|d| d.iter())
+            .flat_map(Ready::iter)
             .filter(|e| origin.is_none_or(|o| e.origin == o))
             .take(max)
             .copied()
@@ -1024,7 +1008,7 @@ impl QueueState {
             }
             match origin {
                 // Everything matches: the head, without touching the rest.
-                None => taken.extend(deque.drain(..want.min(deque.len()))),
+                None => deque.drain_front(want, &mut taken),
                 Some(o) => deque.retain(|entry| {
                     let take = taken.len() < max && entry.origin == o;
                     if take {
@@ -1088,7 +1072,7 @@ impl QueueState {
     fn held_entries(&self) -> impl Iterator<Item = &Entry> {
         self.ready
             .iter()
-            .flatten()
+            .flat_map(Ready::iter)
             .chain(self.parked.values().flatten())
             .chain(self.delayed.values())
             .chain(self.leased.values().map(|l| &l.entry))
