@@ -15,6 +15,14 @@
 //!   bounded, whatever the size of the log.
 //! - a segment whose creation was interrupted (header not yet synced, nothing appended)
 //!   is removed.
+//! - a pipelined log's roll (see `syncer::Seal`) writes on into the next segment
+//!   before the sealed one's tail, its index's end entry and the new headers are
+//!   durable, in that order. A crash in between can leave the last sealed segment
+//!   short or torn and without an end entry, or the next segment without a valid
+//!   header. Nothing in the next segment was acknowledged then (its appends are
+//!   answered after the seal), so it is removed and the sealed segment is recovered
+//!   as the active one. Only the last sealed segment can be in that state: a log
+//!   seals one segment at a time.
 //! - temporary files of an interrupted rewrite are removed; segments entirely below
 //!   the stored start offset (an interrupted trim) are removed.
 //!
@@ -51,6 +59,10 @@ pub struct RecoveryReport {
     /// Files removed: temporaries, a half-created segment, orphaned indexes, segments
     /// below the start offset.
     pub removed_files: Vec<String>,
+    /// The last segment was removed because the roll that created it was cut short
+    /// (a pipelined log writes on into a new segment while the roll is made durable;
+    /// nothing in it was acknowledged).
+    pub unfinished_roll: bool,
     /// First offset after recovery.
     pub first_offset: Offset,
     /// Next offset to be written after recovery.
@@ -107,6 +119,8 @@ pub(crate) fn recover(
         logs.pop();
         floor = floor.max(last);
     }
+
+    undo_unfinished_roll(fs, dir, &mut logs, config, &mut report)?;
 
     let mut segments = BTreeMap::new();
     let active = if let Some((&last, sealed)) = logs.split_last() {
@@ -313,6 +327,69 @@ fn open_sealed(
         index,
         config.index_interval_bytes,
     ))
+}
+
+/// Removes the last segment if the roll that made it never became durable: the
+/// segment before it has no valid end entry, and either does not end where the last
+/// one begins (short or torn) or the last one's header is not valid.
+fn undo_unfinished_roll(
+    fs: &Arc<dyn Fs>,
+    dir: &Path,
+    logs: &mut Vec<u64>,
+    config: &LogConfig,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let &[.., sealed, last] = logs.as_slice() else {
+        return Ok(());
+    };
+    let path = dir.join(log_file_name(sealed));
+    let file = fs.open(&path).map_err(|e| LogError::io("open", &path, e))?;
+    let len = file.len().map_err(|e| LogError::io("stat", &path, e))?;
+    if peek_end_entry(&**fs, &dir.join(index_file_name(sealed)), len).is_some() {
+        return Ok(());
+    }
+    if read_header(&*file, &path, sealed).is_err() {
+        // Not a roll cut short: its header was durable before anything was
+        // appended to it. Opening it reports the damage.
+        return Ok(());
+    }
+    let (_, end) = segment::scan_entries(
+        &*file,
+        &path,
+        sealed,
+        FILE_HEADER_LEN as u64,
+        len,
+        sealed,
+        i64::MIN,
+        config.index_interval_bytes,
+    )?;
+    let joins = end.torn.is_none() && end.next_offset == last;
+    if end.next_offset > last {
+        // Overlaps the next segment: not something a crash leaves. Opening it
+        // reports the gap.
+        return Ok(());
+    }
+    let last_path = dir.join(log_file_name(last));
+    let last_file = fs
+        .open(&last_path)
+        .map_err(|e| LogError::io("open", &last_path, e))?;
+    if joins && read_header(&*last_file, &last_path, last).is_ok() {
+        return Ok(());
+    }
+    let last_len = last_file
+        .len()
+        .map_err(|e| LogError::io("stat", &last_path, e))?;
+    tracing::warn!(
+        segment = %last_path.display(),
+        bytes = last_len,
+        sealed_ends_at = end.next_offset,
+        "removing a segment whose roll was cut short; nothing in it was acknowledged"
+    );
+    report.unfinished_roll = true;
+    remove(fs, dir, &log_file_name(last), report)?;
+    remove_if_exists(fs, dir, &index_file_name(last), report)?;
+    logs.pop();
+    Ok(())
 }
 
 /// The end entry of a sealed segment's index, if the index has a valid one.

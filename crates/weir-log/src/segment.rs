@@ -246,6 +246,28 @@ impl Segment {
         now_ms: i64,
         index_interval_bytes: u32,
     ) -> Result<(Segment, Arc<dyn FileIo>)> {
+        let (segment, index_file) =
+            Segment::create_unsynced(fs, dir, base, now_ms, index_interval_bytes)?;
+        segment
+            .file
+            .sync_data()
+            .map_err(|e| LogError::io("write header of", &segment.log_path, e))?;
+        index_file
+            .sync_data()
+            .map_err(|e| LogError::io("write", &segment.index_path, e))?;
+        Ok((segment, index_file))
+    }
+
+    /// Creates a segment's files and writes their headers, without syncing them: the
+    /// caller syncs both files (and the directory) before anything in the segment is
+    /// acknowledged. A pipelined log's roll does that on its sync thread.
+    pub(crate) fn create_unsynced(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        base: u64,
+        now_ms: i64,
+        index_interval_bytes: u32,
+    ) -> Result<(Segment, Arc<dyn FileIo>)> {
         let header = FileHeader {
             kind: FileKind::Segment,
             base_offset: base,
@@ -256,9 +278,18 @@ impl Segment {
             .create(&log_path)
             .map_err(|e| LogError::io("create", &log_path, e))?;
         file.write_all_at(0, &[&header.encode()])
-            .and_then(|()| file.sync_data())
             .map_err(|e| LogError::io("write header of", &log_path, e))?;
-        let index_file = create_index_file(&*fs, dir, base, now_ms, &[])?;
+        let index_path = dir.join(index_file_name(base));
+        let index_file = fs
+            .create(&index_path)
+            .map_err(|e| LogError::io("create", &index_path, e))?;
+        let index_header = FileHeader {
+            kind: FileKind::Index,
+            ..header
+        };
+        index_file
+            .write_all_at(0, &[&index_header.encode()])
+            .map_err(|e| LogError::io("write", &index_path, e))?;
         let segment = Segment::new(
             fs,
             dir,

@@ -10,19 +10,28 @@
 //! next group. This thread syncs whatever is queued with one `fdatasync` (a sync
 //! covers everything written to the file before it started) and answers.
 //!
+//! A roll does not stop the writer either: it creates the next segment's files and
+//! writes on into them, and queues a [`Seal`] with the old segment's last sync. This
+//! thread then makes the roll durable in an order recovery relies on: the old
+//! segment's data, the new files' headers, the old index's end entry, the directory.
+//! Every job queued after the seal (the first appends of the new segment) is
+//! answered only after all of that. Recovery handles a crash in between: see
+//! `recovery`.
+//!
 //! A failed sync cannot be rolled back here (later groups are written and readable),
 //! so it fails the log: every job after it is answered with the error, and the
 //! writer, which reads [`Progress`] before each group, refuses appends until the log
 //! is reopened and recovery finds what is really on disk.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
 use crate::error::{LogError, Result};
 use crate::file_log::Shared;
+use crate::header::FILE_HEADER_LEN;
 use crate::io::FileIo;
 use crate::mailbox::{Sender, mailbox};
 use crate::record::Appended;
@@ -36,6 +45,24 @@ pub(crate) struct SyncJob {
     pub(crate) base: u64,
     pub(crate) upto: u64,
     pub(crate) replies: Vec<(oneshot::Sender<Result<Appended>>, Appended)>,
+    /// Set when `file` was just sealed: what else makes the roll durable.
+    pub(crate) seal: Option<Box<Seal>>,
+}
+
+/// The rest of a roll, after the old segment's data is synced.
+pub(crate) struct Seal {
+    /// The old segment's index file, and how many bytes of it are written.
+    pub(crate) index_file: Arc<dyn FileIo>,
+    pub(crate) index_path: PathBuf,
+    pub(crate) index_len: u64,
+    /// Index entries not yet written, the end entry last (encoded).
+    pub(crate) entries: Vec<u8>,
+    /// The new segment's files, headers written, not synced.
+    pub(crate) new_base: u64,
+    pub(crate) new_log: Arc<dyn FileIo>,
+    pub(crate) new_log_path: PathBuf,
+    pub(crate) new_index: Arc<dyn FileIo>,
+    pub(crate) new_index_path: PathBuf,
 }
 
 /// What the sync thread has done, for the writer.
@@ -51,7 +78,8 @@ pub(crate) struct Progress {
 
 pub(crate) struct Syncer {
     jobs: Option<Sender<SyncJob>>,
-    progress: Arc<Mutex<Progress>>,
+    /// The condvar is told whenever jobs are answered.
+    progress: Arc<(Mutex<Progress>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -59,7 +87,7 @@ impl Syncer {
     /// Starts the sync thread.
     pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Syncer> {
         let (jobs, queue) = mailbox::<SyncJob>();
-        let progress = Arc::new(Mutex::new(Progress::default()));
+        let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
         let state = progress.clone();
         let thread = std::thread::Builder::new()
             .name("weir-log-sync".into())
@@ -67,7 +95,8 @@ impl Syncer {
                 while let Ok(first) = queue.recv_until(None) {
                     let mut group = vec![first];
                     group.extend(std::iter::from_fn(|| queue.try_recv()));
-                    run(&shared, &state, group);
+                    run(&shared, &state.0, group);
+                    state.1.notify_all();
                 }
             })?;
         Ok(Syncer {
@@ -79,7 +108,7 @@ impl Syncer {
 
     /// Queues a job.
     pub(crate) fn post(&self, job: SyncJob) {
-        lock(&self.progress).in_flight += 1;
+        lock(&self.progress.0).in_flight += 1;
         let sent = match &self.jobs {
             Some(jobs) => jobs.send(job),
             None => Err(job),
@@ -87,7 +116,7 @@ impl Syncer {
         if let Err(job) = sent {
             // Finished, or the thread is gone (it cannot exit while `jobs` lives,
             // unless it panicked): nobody will sync these.
-            lock(&self.progress).in_flight -= 1;
+            lock(&self.progress.0).in_flight -= 1;
             let e = LogError::Closed;
             for (reply, _) in job.replies {
                 let _ = reply.send(Err(e.clone()));
@@ -96,7 +125,18 @@ impl Syncer {
     }
 
     pub(crate) fn progress(&self) -> MutexGuard<'_, Progress> {
-        lock(&self.progress)
+        lock(&self.progress.0)
+    }
+
+    /// Blocks until every queued job is answered.
+    pub(crate) fn wait_idle(&self) {
+        let (progress, answered) = &*self.progress;
+        let mut p = lock(progress);
+        while p.in_flight > 0 {
+            p = answered
+                .wait(p)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 
     /// Lets the thread sync and answer what is queued, and waits for it to end.
@@ -121,33 +161,41 @@ fn lock(progress: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Syncs each file of `group` once (the last job of a file has the highest `upto`)
-/// and answers every job.
+/// Carries out the seals of `group` in order, then syncs each other file of it once
+/// (the last job of a file has the highest `upto`), and answers every job.
 fn run(shared: &Shared, progress: &Mutex<Progress>, group: Vec<SyncJob>) {
     let failed = lock(progress).failed.clone();
     let mut outcome: Result<()> = failed.map_or(Ok(()), Err);
     let mut synced = None;
+    let mut done: Vec<u64> = Vec::new();
+    for job in &group {
+        let Some(seal) = &job.seal else {
+            continue;
+        };
+        if outcome.is_err() {
+            break;
+        }
+        outcome = seal_durably(shared, job, seal);
+        done.push(job.base);
+        synced = Some((seal.new_base, FILE_HEADER_LEN as u64));
+    }
     if outcome.is_ok() {
-        let mut done: Vec<u64> = Vec::new();
         for job in group.iter().rev() {
             if done.contains(&job.base) {
                 continue;
             }
             done.push(job.base);
-            shared
-                .counters
-                .data_syncs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = job.file.sync_data() {
-                let e = LogError::io("fsync", &job.path, e);
-                tracing::error!(error = %e, "fsync failed; the log refuses appends until reopened");
+            if let Err(e) = sync_file(shared, &job.file, &job.path) {
                 outcome = Err(e);
                 break;
             }
-            if synced.is_none() {
+            if synced.is_none_or(|newest| (job.base, job.upto) > newest) {
                 synced = Some((job.base, job.upto));
             }
         }
+    }
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "fsync failed; the log refuses appends until reopened");
     }
     {
         let mut p = lock(progress);
@@ -173,4 +221,37 @@ fn run(shared: &Shared, progress: &Mutex<Progress>, group: Vec<SyncJob>) {
             let _ = reply.send(outcome.clone().map(|()| appended));
         }
     }
+}
+
+fn sync_file(shared: &Shared, file: &Arc<dyn FileIo>, path: &std::path::Path) -> Result<()> {
+    shared
+        .counters
+        .data_syncs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    file.sync_data().map_err(|e| LogError::io("fsync", path, e))
+}
+
+/// Makes a roll durable, in the order recovery relies on: the old segment's data
+/// (so its end entry never points past data that is not on disk), the new files'
+/// headers (so a durable end entry means the next segment's headers are too), the
+/// old index's remaining entries and end entry, and last the directory, which makes
+/// the new files' names durable.
+fn seal_durably(shared: &Shared, job: &SyncJob, seal: &Seal) -> Result<()> {
+    sync_file(shared, &job.file, &job.path)?;
+    sync_file(shared, &seal.new_log, &seal.new_log_path)?;
+    sync_file(shared, &seal.new_index, &seal.new_index_path)?;
+    if !seal.entries.is_empty() {
+        seal.index_file
+            .write_all_at(seal.index_len, &[&seal.entries])
+            .map_err(|e| LogError::io("write", &seal.index_path, e))?;
+    }
+    seal.index_file
+        .sync_data()
+        .map_err(|e| LogError::io("fsync", &seal.index_path, e))?;
+    shared
+        .fs
+        .sync_dir(&shared.dir)
+        .map_err(|e| LogError::io("sync", &shared.dir, e))?;
+    tracing::debug!(sealed = job.base, next = seal.new_base, "sealed a segment");
+    Ok(())
 }

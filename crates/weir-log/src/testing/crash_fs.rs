@@ -209,6 +209,14 @@ impl CrashFs {
         self.rebuild(false, torn)
     }
 
+    /// Like [`CrashFs::after_crash`], but every directory entry made so far survives
+    /// while file contents are shaped by `torn`: a file system may commit its journal,
+    /// names included, on its own, before the directory is synced.
+    #[must_use]
+    pub fn after_crash_names_landed(&self, torn: Torn) -> CrashFs {
+        self.rebuild(true, |_| torn)
+    }
+
     fn rebuild(&self, live_names: bool, torn: impl Fn(&Path) -> Torn) -> CrashFs {
         let state = self.lock();
         let names = if live_names {

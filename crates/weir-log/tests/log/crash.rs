@@ -108,6 +108,20 @@ fn active_segment(fs: &CrashFs) -> Option<(PathBuf, usize)> {
     Some((path, len))
 }
 
+/// The length of every segment file.
+fn segment_lengths(fs: &CrashFs) -> BTreeMap<PathBuf, usize> {
+    use weir_log::io::Fs;
+    let names = fs.list(Path::new(DIR)).unwrap_or_default();
+    names
+        .iter()
+        .filter(|n| Path::new(n).extension().is_some_and(|e| e == "log"))
+        .filter_map(|n| {
+            let path = Path::new(DIR).join(n);
+            Some((path.clone(), fs.file_bytes(&path)?.len()))
+        })
+        .collect()
+}
+
 /// `torn` for segment files, every write landed for the rest.
 fn segments_only(path: &Path, torn: Torn) -> Torn {
     if path
@@ -122,15 +136,24 @@ fn segments_only(path: &Path, torn: Torn) -> Torn {
 
 /// Opens the crashed disk and checks everything it must hold.
 fn verify(fs: &CrashFs, acked: &Acked, context: &str) -> RecoveryReport {
-    let before = active_segment(fs);
+    let before = segment_lengths(fs);
     let (log, report) = FileLog::open_with(fs.shared(), DIR, config())
         .unwrap_or_else(|e| panic!("{context}: recovery failed: {e}"));
-    if let Some((path, len)) = before {
-        let after = fs.file_bytes(&path).map_or(0, |b| b.len());
+    // The bytes cut are counted for the segment that is active now. It was the last
+    // one, or the one before if a roll was cut short (the last one is then removed).
+    if let Some((path, after)) = active_segment(fs)
+        && let Some(&len) = before.get(&path)
+    {
+        // A segment whose creation was cut short is made again, longer.
         assert_eq!(
             report.truncated_bytes,
-            (len - after) as u64,
+            len.saturating_sub(after) as u64,
             "{context}: the report counts exactly the bytes cut"
+        );
+        let later: Vec<&PathBuf> = before.keys().filter(|p| **p > path).collect();
+        assert!(
+            later.len() <= 1,
+            "{context}: at most the last segment is removed, not {later:?}"
         );
     }
     let first = log.first_offset().0;
@@ -235,6 +258,7 @@ fn every_sync_point(appends: Appends) {
         "the workload should sync often: {total_syncs}"
     );
     let mut cut_reports = 0;
+    let mut undone_rolls = 0;
     for k in 1..=total_syncs {
         let (fs, acked) = crash_run(Some(k), appends);
         assert!(fs.crashed(), "sync {k} of {total_syncs} was reached");
@@ -255,8 +279,13 @@ fn every_sync_point(appends: Appends) {
                 &context,
             );
 
+            let context = format!("crash at sync {k}/{total_syncs}, {torn:?}, names landed");
+            let report = verify(&fs.after_crash_names_landed(torn), &acked, &context);
+            undone_rolls += usize::from(removed_a_tail_segment(&report));
+
             let context = format!("crash at sync {k}/{total_syncs}, {torn:?}");
             let report = verify(&fs.after_crash(torn), &acked, &context);
+            undone_rolls += usize::from(removed_a_tail_segment(&report));
             if appends == Appends::Staged {
                 // The unsynced tail may hold several batches (an unsynced append,
                 // then a staged one): what is cut depends on where each ends, so only
@@ -300,9 +329,21 @@ fn every_sync_point(appends: Appends) {
             }
         }
     }
-    if appends == Appends::Plain {
-        assert!(cut_reports > 40, "torn tails were exercised: {cut_reports}");
+    match appends {
+        Appends::Plain => {
+            assert!(cut_reports > 40, "torn tails were exercised: {cut_reports}");
+            assert_eq!(undone_rolls, 0, "a plain roll is durable before it is used");
+        }
+        Appends::Staged => assert!(
+            undone_rolls > 10,
+            "crashes in the middle of pipelined rolls were exercised: {undone_rolls}"
+        ),
     }
+}
+
+/// Whether recovery removed the last segment because its roll was cut short.
+fn removed_a_tail_segment(report: &RecoveryReport) -> bool {
+    report.unfinished_roll
 }
 
 /// Concurrent appenders: group commit under a power cut. Content is keyed by writer

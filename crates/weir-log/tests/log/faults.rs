@@ -641,6 +641,89 @@ fn a_failed_sync_of_a_staged_append_stops_appends_and_keeps_it_readable() {
     block_on(log.close()).unwrap();
 }
 
+/// A pipelined log seals a full segment on its sync thread while the writer goes on
+/// in the next one. When a sync of the seal fails (whether or not the disk kept the
+/// data), the first append of the new segment gets the error as its durable answer,
+/// the log refuses appends, and a reopen keeps every acknowledged append.
+#[test]
+fn a_failed_sync_while_sealing_a_pipelined_segment_stops_appends_until_reopen() {
+    fn segment_files(fs: &CrashFs) -> usize {
+        let names = fs.list(Path::new(DIR)).unwrap();
+        names
+            .iter()
+            .filter(|n| Path::new(n).extension().is_some_and(|e| e == "log"))
+            .count()
+    }
+    async fn staged(
+        log: &FileLog,
+        offset: u64,
+    ) -> (
+        Result<weir_log::Appended, LogError>,
+        Result<weir_log::Appended, LogError>,
+    ) {
+        let (written, durable) = log.submit_batch_staged(&[NewRecord::new(body(offset))]);
+        (written.await, durable.await)
+    }
+    // A clean run finds the append that starts the third segment.
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    let rolls_at = block_on(async {
+        let mut next = 0;
+        while segment_files(&fs) < 3 {
+            let before = fs.sync_count();
+            let files = segment_files(&fs);
+            staged(&log, next).await.1.unwrap();
+            if segment_files(&fs) > files {
+                assert!(
+                    fs.sync_count() - before >= 6,
+                    "the seal synced the old data, both new files, the old index and the directory, then the append"
+                );
+            }
+            next += 1;
+        }
+        log.close().await.unwrap();
+        next - 1
+    });
+    for persisting in [false, true] {
+        let fs = CrashFs::new();
+        let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+        block_on(async {
+            for offset in 0..rolls_at {
+                staged(&log, offset).await.1.unwrap();
+            }
+            if persisting {
+                fs.fail_next_syncs_after_persisting(1);
+            } else {
+                fs.fail_next_syncs(1);
+            }
+            let (written, durable) = staged(&log, rolls_at).await;
+            assert_eq!(segment_files(&fs), 3, "this append rolled");
+            assert_eq!(
+                written.unwrap().first,
+                Offset(rolls_at),
+                "written before the seal"
+            );
+            let err = durable.unwrap_err();
+            assert!(matches!(err, LogError::Io { op: "fsync", .. }), "{err:?}");
+            let refused = append_one(&log).await.unwrap_err();
+            assert!(
+                matches!(refused, LogError::Failed { op: "fsync", .. }),
+                "{refused:?}"
+            );
+            let _ = log.close().await;
+        });
+        let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+        assert!(
+            log.next_offset().0 >= rolls_at,
+            "persisting {persisting}: {} < {rolls_at}",
+            log.next_offset().0
+        );
+        block_on(assert_all_bodies(&log, "after the failed seal"));
+        assert!(block_on(append_one(&log)).is_ok());
+        block_on(log.close()).unwrap();
+    }
+}
+
 /// A staged append that cannot be taken says why on both answers.
 #[test]
 fn a_staged_append_too_large_is_refused_on_both_answers() {
