@@ -18,6 +18,12 @@
 //! answered only after all of that. Recovery handles a crash in between: see
 //! `recovery`.
 //!
+//! Trims go here too: a trim writes the log's start offset with two syncs (see
+//! `meta`), and at a queue's pace of one trim every half second those syncs were the
+//! writer's most frequent stall. This thread writes it, publishes the new start to
+//! readers and answers; the writer removes the segments below it when it next takes
+//! in [`Progress`].
+//!
 //! A failed sync cannot be rolled back here (later groups are written and readable),
 //! so it fails the log: every job after it is answered with the error, and the
 //! writer, which reads [`Progress`] before each group, refuses appends until the log
@@ -34,7 +40,18 @@ use crate::file_log::Shared;
 use crate::header::FILE_HEADER_LEN;
 use crate::io::FileIo;
 use crate::mailbox::{Sender, mailbox};
+use crate::meta;
 use crate::record::Appended;
+
+/// What the sync thread is asked to do.
+pub(crate) enum Job {
+    Sync(SyncJob),
+    /// Make `before` the log's first offset, durably.
+    Trim {
+        before: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
 
 /// Sync `file` (everything written to it so far, at least up to `upto`), then
 /// answer `replies`.
@@ -74,10 +91,12 @@ pub(crate) struct Progress {
     pub(crate) in_flight: usize,
     /// The error of the first failed sync.
     pub(crate) failed: Option<LogError>,
+    /// The highest start offset this thread has made durable.
+    pub(crate) trimmed: u64,
 }
 
 pub(crate) struct Syncer {
-    jobs: Option<Sender<SyncJob>>,
+    jobs: Option<Sender<Job>>,
     /// The condvar is told whenever jobs are answered.
     progress: Arc<(Mutex<Progress>, Condvar)>,
     thread: Option<JoinHandle<()>>,
@@ -86,7 +105,7 @@ pub(crate) struct Syncer {
 impl Syncer {
     /// Starts the sync thread.
     pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Syncer> {
-        let (jobs, queue) = mailbox::<SyncJob>();
+        let (jobs, queue) = mailbox::<Job>();
         let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
         let state = progress.clone();
         let thread = std::thread::Builder::new()
@@ -107,7 +126,7 @@ impl Syncer {
     }
 
     /// Queues a job.
-    pub(crate) fn post(&self, job: SyncJob) {
+    pub(crate) fn post(&self, job: Job) {
         lock(&self.progress.0).in_flight += 1;
         let sent = match &self.jobs {
             Some(jobs) => jobs.send(job),
@@ -118,8 +137,15 @@ impl Syncer {
             // unless it panicked): nobody will sync these.
             lock(&self.progress.0).in_flight -= 1;
             let e = LogError::Closed;
-            for (reply, _) in job.replies {
-                let _ = reply.send(Err(e.clone()));
+            match job {
+                Job::Sync(job) => {
+                    for (reply, _) in job.replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+                Job::Trim { reply, .. } => {
+                    let _ = reply.send(Err(e));
+                }
             }
         }
     }
@@ -162,8 +188,51 @@ fn lock(progress: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
 }
 
 /// Carries out the seals of `group` in order, then syncs each other file of it once
-/// (the last job of a file has the highest `upto`), and answers every job.
-fn run(shared: &Shared, progress: &Mutex<Progress>, group: Vec<SyncJob>) {
+/// (the last job of a file has the highest `upto`) and answers every sync job, then
+/// carries out and answers the trims.
+fn run(shared: &Shared, progress: &Mutex<Progress>, jobs: Vec<Job>) {
+    let mut group = Vec::with_capacity(jobs.len());
+    let mut trims = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Sync(job) => group.push(job),
+            Job::Trim { before, reply } => trims.push((before, reply)),
+        }
+    }
+    if !group.is_empty() {
+        sync_all(shared, progress, group);
+    }
+    for (before, reply) in trims {
+        let result = trim(shared, progress, before);
+        lock(progress).in_flight -= 1;
+        let _ = reply.send(result);
+    }
+}
+
+/// Makes `before` the log's first offset on disk, then for readers.
+fn trim(shared: &Shared, progress: &Mutex<Progress>, before: u64) -> Result<()> {
+    let trimmed = lock(progress).trimmed;
+    if before <= trimmed {
+        return Ok(());
+    }
+    let result = meta::write(&*shared.fs, &shared.dir, before);
+    // After a failure the rename may still have happened: believe the disk, so the
+    // first offset never moves back after a restart.
+    let now = match &result {
+        Ok(()) => before,
+        Err(_) => match meta::read(&*shared.fs, &shared.dir) {
+            Ok(Some(on_disk)) if on_disk > trimmed && on_disk <= before => on_disk,
+            _ => trimmed,
+        },
+    };
+    if now > trimmed {
+        lock(progress).trimmed = now;
+        shared.watermark.send_modify(|w| w.start = w.start.max(now));
+    }
+    result
+}
+
+fn sync_all(shared: &Shared, progress: &Mutex<Progress>, group: Vec<SyncJob>) {
     let failed = lock(progress).failed.clone();
     let mut outcome: Result<()> = failed.map_or(Ok(()), Err);
     let mut synced = None;

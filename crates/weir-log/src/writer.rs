@@ -38,7 +38,7 @@ use crate::meta;
 use crate::record::{Appended, Offset};
 use crate::recovery::ActiveState;
 use crate::segment::{Segment, index_file_name, log_file_name};
-use crate::syncer::{Seal, SyncJob, Syncer};
+use crate::syncer::{Job, Seal, SyncJob, Syncer};
 
 /// Most bytes of appends written (and synced) as one group. Bounds the latency one
 /// group adds to the next and the memory held by queued appends.
@@ -334,7 +334,9 @@ impl Writer {
                 }
                 Request::Trim { before, reply } => {
                     self.commit(&mut pending);
-                    let _ = reply.send(self.trim(before));
+                    if let Some(reply) = self.post_trim(before, reply) {
+                        let _ = reply.send(self.trim(before));
+                    }
                 }
                 Request::Retention { now_ms, reply } => {
                     self.commit(&mut pending);
@@ -496,14 +498,14 @@ impl Writer {
         let Some(syncer) = &self.syncer else {
             return;
         };
-        syncer.post(SyncJob {
+        syncer.post(Job::Sync(SyncJob {
             file: self.active.file.clone(),
             path: self.active.log_path.clone(),
             base: self.active.base,
             upto: self.write_pos,
             replies,
             seal: None,
-        });
+        }));
         // Counted from here for the unsynced-append deadline: this sync covers them.
         self.last_sync = Instant::now();
     }
@@ -514,9 +516,9 @@ impl Writer {
         let Some(syncer) = &self.syncer else {
             return;
         };
-        let (synced, failed) = {
+        let (synced, failed, trimmed) = {
             let p = syncer.progress();
-            (p.synced, p.failed.clone())
+            (p.synced, p.failed.clone(), p.trimmed)
         };
         if let Some(e) = failed
             && self.failed.is_none()
@@ -529,6 +531,14 @@ impl Writer {
         {
             self.synced_pos = upto;
             self.persist_index_entries_or_warn();
+        }
+        if trimmed > self.start_offset {
+            self.start_offset = trimmed;
+            self.publish();
+            let doomed = self.sealed_segments_where(|_, end| end <= trimmed);
+            if let Err(e) = self.remove_segments(&doomed) {
+                tracing::warn!(error = %e, "trimmed, but could not remove the segments below yet");
+            }
         }
     }
 
@@ -681,7 +691,8 @@ impl Writer {
         self.active.set_committed_len(self.write_pos);
         let (start, next) = (self.start_offset, self.next_offset);
         self.shared.watermark.send_modify(|w| {
-            w.start = start;
+            // A pipelined log's sync thread may have published a later trim.
+            w.start = w.start.max(start);
             w.next = next;
         });
     }
@@ -779,7 +790,7 @@ impl Writer {
             seal: Some(Box::new(seal)),
         };
         if let Some(syncer) = &self.syncer {
-            syncer.post(job);
+            syncer.post(Job::Sync(job));
         }
         self.sealing = Some(base);
         self.start_segment(segment, index_file);
@@ -834,7 +845,15 @@ impl Writer {
             }
         }
         self.sealing = None;
-        self.refresh_synced();
+        let failed = self
+            .syncer
+            .as_ref()
+            .and_then(|s| s.progress().failed.clone());
+        if let Some(e) = failed
+            && self.failed.is_none()
+        {
+            self.fail_after_sync_error(&e);
+        }
         match &self.failed {
             Some(e) => Err(e.clone()),
             None => Ok(()),
@@ -869,6 +888,22 @@ impl Writer {
                 &dir.join(log_file_name(base)),
                 &e,
             );
+        }
+    }
+
+    /// A pipelined log hands a trim that moves the start to its sync thread (see
+    /// `syncer`); the reply comes back when it cannot.
+    fn post_trim(
+        &mut self,
+        before: u64,
+        reply: oneshot::Sender<Result<()>>,
+    ) -> Option<oneshot::Sender<Result<()>>> {
+        match &self.syncer {
+            Some(syncer) if before <= self.next_offset && before > self.start_offset => {
+                syncer.post(Job::Trim { before, reply });
+                None
+            }
+            _ => Some(reply),
         }
     }
 

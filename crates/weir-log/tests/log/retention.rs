@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weir_log::testing::{CrashFs, Torn};
-use weir_log::{FileLog, LogConfig, MessageLog, NewRecord, Offset, ReadLimits};
+use weir_log::{FileLog, LogConfig, LogError, MessageLog, NewRecord, Offset, ReadLimits};
 
 use crate::common::block_on;
 
@@ -275,5 +275,59 @@ fn concurrent_appends_share_syncs_and_the_counters_say_so() {
         stats.data_syncs < stats.appends,
         "32 concurrent appenders must share fdatasyncs: {stats:?}"
     );
+    block_on(log.close()).unwrap();
+}
+
+/// A pipelined log (one that took a staged append) trims on its sync thread: the
+/// first offset has moved when the trim is answered, older records are gone for
+/// readers, the segments below are removed, and a reopen keeps the trim.
+#[test]
+fn a_pipelined_log_trims_on_its_sync_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = FileLog::open(dir.path(), config()).unwrap();
+    let body = |i: u64| format!("{i}:{}", "p".repeat(200));
+    block_on(async {
+        for i in 0..100u64 {
+            let (written, durable) = log.submit_batch_staged(&[NewRecord::new(body(i))]);
+            written.await.unwrap();
+            assert_eq!(durable.await.unwrap().first, Offset(i));
+        }
+        let before = segment_files(dir.path());
+        assert!(before.len() >= 4, "{before:?}");
+        log.trim_before(Offset(60)).await.unwrap();
+        assert_eq!(log.first_offset(), Offset(60), "moved when answered");
+        let gone = log.read_from(Offset(59), ReadLimits::records(1)).await;
+        assert!(
+            matches!(gone, Err(LogError::OffsetOutOfRange { first: 60, .. })),
+            "older records are gone: {gone:?}"
+        );
+        let got = log
+            .read_from(Offset(60), ReadLimits::records(1))
+            .await
+            .unwrap();
+        assert_eq!(got[0].body, body(60).as_bytes());
+        // A lower trim afterwards changes nothing.
+        log.trim_before(Offset(10)).await.unwrap();
+        assert_eq!(log.first_offset(), Offset(60));
+        // The writer removes the segments below when it next looks (here: the next
+        // append).
+        let (_, durable) = log.submit_batch_staged(&[NewRecord::new(body(100))]);
+        durable.await.unwrap();
+        let after = segment_files(dir.path());
+        assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+        for pair in before.windows(2) {
+            let (base, next_base) = (pair[0].0, pair[1].0);
+            let removed = !after.iter().any(|(b, _)| *b == base);
+            assert_eq!(
+                removed,
+                next_base <= 60,
+                "segment {base}: removed exactly when wholly below 60: {before:?} -> {after:?}"
+            );
+        }
+        log.close().await.unwrap();
+    });
+    let (log, _) = FileLog::open(dir.path(), config()).unwrap();
+    assert_eq!(log.first_offset(), Offset(60), "the trim is durable");
+    assert_eq!(log.next_offset(), Offset(101));
     block_on(log.close()).unwrap();
 }
