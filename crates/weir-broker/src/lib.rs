@@ -24,6 +24,8 @@
 
 mod alarms;
 pub mod api;
+#[doc(hidden)]
+pub mod bench_api;
 mod broker;
 pub mod error;
 mod exchanges;

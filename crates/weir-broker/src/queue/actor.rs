@@ -251,7 +251,7 @@ const FRESH_FOR: Duration = Duration::from_secs(2);
 /// and back). Bodies are copied: the originals may be slices of a much larger
 /// network buffer, which they would keep alive.
 #[derive(Default)]
-struct Fresh {
+pub(crate) struct Fresh {
     by_offset: HashMap<u64, Outgoing>,
     /// Insertion order, for expiry; offsets taken since stay here until they age out.
     order: VecDeque<(u64, Instant)>,
@@ -259,7 +259,7 @@ struct Fresh {
 }
 
 impl Fresh {
-    fn insert(&mut self, offset: u64, message: Outgoing) {
+    pub(crate) fn insert(&mut self, offset: u64, message: Outgoing) {
         let size = message.body.len();
         if size > FRESH_MAX_BODY || self.bytes + size > FRESH_BYTES {
             return;
@@ -289,7 +289,7 @@ impl Fresh {
     }
 
     /// The message at `offset` as its log record would give it, if held.
-    fn take(&mut self, offset: u64) -> Option<(MessageMeta, Record)> {
+    pub(crate) fn take(&mut self, offset: u64) -> Option<(MessageMeta, Record)> {
         let m = self.by_offset.remove(&offset)?;
         self.bytes -= m.body.len();
         let rec = Record {
@@ -303,7 +303,7 @@ impl Fresh {
     }
 
     /// Drops what was written before `FRESH_FOR` ago.
-    fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         while let Some(&(offset, at)) = self.order.front() {
             if now.duration_since(at) < FRESH_FOR {
                 break;
