@@ -76,6 +76,15 @@ pub(crate) enum Request {
     },
 }
 
+/// How a segment removal is made durable (see `Writer::remove_segments`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removal {
+    /// The directory is synced after each segment.
+    Durable,
+    /// The start offset above the segments is durable already (a trim).
+    BelowDurableStart,
+}
+
 /// What one retention pass removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -536,7 +545,7 @@ impl Writer {
             self.start_offset = trimmed;
             self.publish();
             let doomed = self.sealed_segments_where(|_, end| end <= trimmed);
-            if let Err(e) = self.remove_segments(&doomed) {
+            if let Err(e) = self.remove_segments(&doomed, Removal::BelowDurableStart) {
                 tracing::warn!(error = %e, "trimmed, but could not remove the segments below yet");
             }
         }
@@ -935,7 +944,7 @@ impl Writer {
         // The trim is durable now; reclaiming its space is best effort (the next trim,
         // retention pass or open finishes the job).
         let doomed = self.sealed_segments_where(|_, end| end <= before);
-        if let Err(e) = self.remove_segments(&doomed) {
+        if let Err(e) = self.remove_segments(&doomed, Removal::BelowDurableStart) {
             tracing::warn!(error = %e, "trimmed, but could not remove the segments below yet");
         }
         Ok(())
@@ -975,7 +984,7 @@ impl Writer {
                 doomed.push(segment);
             }
         }
-        let removed = self.remove_segments(&doomed)?;
+        let removed = self.remove_segments(&doomed, Removal::Durable)?;
         Ok(RetentionReport {
             segments_removed: doomed.len(),
             bytes_removed: removed,
@@ -995,15 +1004,20 @@ impl Writer {
             .collect()
     }
 
-    /// Removes sealed segments oldest first, syncing the directory after each, so a
-    /// crash can only leave a suffix of the log, never a gap.
-    fn remove_segments(&mut self, doomed: &[Arc<Segment>]) -> Result<u64> {
+    /// Removes sealed segments oldest first. What makes the new first offset durable
+    /// is `removal`: a trim wrote it to `log.meta` already, so a removal the crash
+    /// undoes is redone at open (segments below the start offset are removed), and
+    /// no directory sync is needed; retention syncs the directory after each segment,
+    /// so a crash can only leave a suffix of the log, never a gap. The syncs a trim
+    /// saves here ran on the writer, at a queue's pace, and held its deliveries.
+    fn remove_segments(&mut self, doomed: &[Arc<Segment>], removal: Removal) -> Result<u64> {
         if doomed.is_empty() {
             return Ok(0);
         }
-        // A removal syncs the directory: never before the headers of a segment a
-        // pipelined roll just created are durable, or recovery could find that
-        // segment first and headless.
+        // A removal may reach the disk (with a directory sync, or any journal
+        // commit): never before the headers of a segment a pipelined roll just
+        // created are durable, or recovery could find that segment first and
+        // headless.
         self.wait_for_seal()?;
         let mut bytes = 0;
         for segment in doomed {
@@ -1019,10 +1033,12 @@ impl Writer {
                     Err(e) => return Err(LogError::io("remove", path, e)),
                 }
             }
-            shared
-                .fs
-                .sync_dir(&shared.dir)
-                .map_err(|e| LogError::io("sync", &shared.dir, e))?;
+            if removal == Removal::Durable {
+                shared
+                    .fs
+                    .sync_dir(&shared.dir)
+                    .map_err(|e| LogError::io("sync", &shared.dir, e))?;
+            }
             let next_base = shared
                 .segments
                 .read()
