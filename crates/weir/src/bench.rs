@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::bench_tally::Tally;
 use crate::client::ServerArgs;
 use crate::client::api::{Api, Messages, Reply, Settle};
 use crate::client::table::{Align, table};
@@ -31,9 +32,15 @@ const RECEIVE_WAIT_MS: u64 = 1_000;
 /// producers finished (messages lost, or taken by someone else).
 const DRAIN_IDLE: Duration = Duration::from_secs(10);
 
-/// Width of the send-time prefix of each body: microseconds since the run started,
-/// zero-padded decimal (so the body stays ASCII and travels as a JSON string).
+/// Width of the sequence number that starts each body, then of the send time after
+/// it (microseconds since the run started): zero-padded decimal, so the body stays
+/// ASCII and travels as a JSON string. Bodies shorter than both carry neither.
+const SEQ_LEN: usize = 20;
 const STAMP_LEN: usize = 16;
+const NUMBERED_LEN: usize = SEQ_LEN + STAMP_LEN;
+
+/// Sequence numbers a run without a count can tell apart (one bit each).
+const DURATION_CAPACITY: u64 = 64 << 20;
 
 /// Load generators.
 #[derive(clap::Subcommand, Debug)]
@@ -118,6 +125,10 @@ struct Shared {
     unclaimed: AtomicU64,
     sent: AtomicU64,
     acked: AtomicU64,
+    /// The next sequence number to send.
+    next_seq: AtomicU64,
+    /// What the consumers received, for the run's verification.
+    tally: Tally,
     /// Producers still running.
     producing: AtomicU64,
     /// Microseconds after `start` of the last send and of the last ack.
@@ -176,6 +187,11 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
         }),
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
+        next_seq: AtomicU64::new(0),
+        tally: Tally::new(match limit {
+            Limit::Count(n) => n,
+            Limit::Until(_) => DURATION_CAPACITY,
+        }),
         producing: AtomicU64::new(u64::from(args.producers)),
         last_send_us: AtomicU64::new(0),
         last_ack_us: AtomicU64::new(0),
@@ -211,6 +227,9 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
     let report = Report {
         args: &args,
         queue: &queue,
+        verified: verification(&args, &shared),
+        received: shared.tally.received(),
+        duplicates: shared.tally.duplicates(),
         sent: shared.sent.load(Ordering::Relaxed),
         acked: shared.acked.load(Ordering::Relaxed),
         send_seconds: seconds(shared.last_send_us.load(Ordering::Relaxed)),
@@ -221,12 +240,20 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
         interrupted: shared.interrupted.load(Ordering::Relaxed),
         cpu,
     };
-    if args.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.human());
+    Ok(report.print(args.json))
+}
+
+/// Whether each message sent was received and acked exactly once; `None` when the
+/// run cannot tell (no consumers, or bodies too short to carry a sequence number).
+fn verification(args: &HttpArgs, shared: &Shared) -> Option<bool> {
+    if args.consumers == 0 || args.size < NUMBERED_LEN {
+        return None;
     }
-    Ok(ExitCode::SUCCESS)
+    Some(
+        shared
+            .tally
+            .holds_exactly(shared.sent.load(Ordering::Relaxed)),
+    )
 }
 
 /// Latencies of a run, merged over its tasks.
@@ -337,11 +364,13 @@ async fn produce(shared: Arc<Shared>, index: u32) -> anyhow::Result<Histogram<u6
             Limit::Until(end) if Instant::now() < end => u64::from(shared.batch),
             Limit::Until(_) => 0,
         };
-        if n == 0 {
+        let first = shared.next_seq.fetch_add(n, Ordering::Relaxed);
+        if n == 0 || first + n > shared.tally.capacity() {
             break;
         }
-        let messages: Vec<Value> = (0..n)
-            .map(|_| json!({ "body": stamped(&filler, shared.now_us()) }))
+        let now_us = shared.now_us();
+        let messages: Vec<Value> = (first..first + n)
+            .map(|seq| json!({ "body": numbered(&filler, seq, now_us) }))
             .collect();
         let body = json!({ "messages": messages });
         let started = Instant::now();
@@ -367,15 +396,12 @@ async fn consume(shared: Arc<Shared>) -> anyhow::Result<(Histogram<u64>, Histogr
     let mut end_to_end = histogram();
     let mut idle_since: Option<Instant> = None;
     loop {
-        let done = match shared.limit {
-            Limit::Count(_) => {
-                let producers_done = shared.producing.load(Ordering::Relaxed) == 0;
-                producers_done
-                    && (shared.acked.load(Ordering::Relaxed) >= shared.sent.load(Ordering::Relaxed)
-                        || idle_since.is_some_and(|t| t.elapsed() > DRAIN_IDLE))
-            }
-            Limit::Until(end) => Instant::now() >= end,
-        };
+        // Producers stop at the count or the deadline; consumers then drain what
+        // was sent, so every run can be verified.
+        let producers_done = shared.producing.load(Ordering::Relaxed) == 0;
+        let done = producers_done
+            && (shared.acked.load(Ordering::Relaxed) >= shared.sent.load(Ordering::Relaxed)
+                || idle_since.is_some_and(|t| t.elapsed() > DRAIN_IDLE));
         if done || shared.stop.is_cancelled() {
             break;
         }
@@ -396,8 +422,12 @@ async fn consume(shared: Arc<Shared>) -> anyhow::Result<(Histogram<u64>, Histogr
         idle_since = None;
         let now_us = shared.now_us();
         for message in &received.messages {
-            if let Some(sent_us) = message.body.as_deref().and_then(stamp) {
-                end_to_end.saturating_record(now_us.saturating_sub(sent_us).max(1));
+            match message.body.as_deref().and_then(numbers) {
+                Some((seq, sent_us)) => {
+                    shared.tally.see(seq);
+                    end_to_end.saturating_record(now_us.saturating_sub(sent_us).max(1));
+                }
+                None => shared.tally.see_unnumbered(),
             }
         }
         let receipts: Vec<String> = received
@@ -446,25 +476,30 @@ fn filler(size: usize, seed: u64) -> String {
         .collect()
 }
 
-/// The body: the send time in the first `STAMP_LEN` bytes, then filler, `size`
-/// bytes in all. Bodies shorter than a stamp carry none.
-fn stamped(filler: &str, now_us: u64) -> String {
-    if filler.len() < STAMP_LEN {
+/// The body: the sequence number in the first `SEQ_LEN` bytes, the send time in the
+/// next `STAMP_LEN`, then filler, `size` bytes in all.
+fn numbered(filler: &str, seq: u64, now_us: u64) -> String {
+    if filler.len() < NUMBERED_LEN {
         return filler.to_owned();
     }
-    let mut body = format!("{now_us:0STAMP_LEN$}");
-    body.truncate(STAMP_LEN);
-    body.push_str(&filler[STAMP_LEN..]);
+    let mut body = format!(
+        "{seq:0SEQ_LEN$}{:0STAMP_LEN$}",
+        now_us % 10u64.pow(STAMP_LEN as u32)
+    );
+    body.push_str(&filler[NUMBERED_LEN..]);
     body
 }
 
-/// The send time of a stamped body.
-fn stamp(body: &str) -> Option<u64> {
-    let prefix = body.get(..STAMP_LEN)?;
+/// The sequence number and send time of a numbered body.
+fn numbers(body: &str) -> Option<(u64, u64)> {
+    let prefix = body.get(..NUMBERED_LEN)?;
     if !prefix.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    prefix.parse().ok()
+    Some((
+        prefix[..SEQ_LEN].parse().ok()?,
+        prefix[SEQ_LEN..].parse().ok()?,
+    ))
 }
 
 pub(crate) fn histogram() -> Histogram<u64> {
@@ -584,6 +619,12 @@ impl Cpu {
 struct Report<'a> {
     args: &'a HttpArgs,
     queue: &'a str,
+    /// See [`verification`].
+    verified: Option<bool>,
+    /// Messages the consumers received, and how many of them twice (or not of
+    /// this run).
+    received: u64,
+    duplicates: u64,
     sent: u64,
     acked: u64,
     /// From the start to the last send's answer.
@@ -598,6 +639,34 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
+    /// Prints the report; the exit code says whether the run was verified.
+    fn print(&self, json: bool) -> ExitCode {
+        if json {
+            println!("{}", self.json());
+        } else {
+            print!("{}", self.human());
+        }
+        if self.verified == Some(false) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    fn verdict(&self) -> String {
+        match self.verified {
+            Some(true) => "yes".to_owned(),
+            Some(false) => format!(
+                "NO: {} sent, {} received, {} twice or not of this run",
+                self.sent, self.received, self.duplicates
+            ),
+            None if self.args.consumers == 0 => "not checked (no consumers)".to_owned(),
+            None => {
+                format!("not checked (bodies under {NUMBERED_LEN} bytes carry no sequence number)")
+            }
+        }
+    }
+
     /// CPU µs per message handled (each sent message, and each acked one, counts
     /// once).
     #[allow(clippy::cast_precision_loss)] // counts of a benchmark fit an f64
@@ -638,6 +707,9 @@ impl Report<'_> {
             "size": self.args.size,
             "batch": self.args.batch,
             "interrupted": self.interrupted,
+            "verified": self.verified,
+            "received": self.received,
+            "duplicates": self.duplicates,
             "send": phase(self.sent, self.send_seconds, &self.send_latency),
             "receive_ack": phase(self.acked, self.receive_seconds, &self.ack_latency),
             "end_to_end_latency_ms": percentiles(&self.end_to_end),
@@ -724,6 +796,7 @@ impl Report<'_> {
             },
         );
         out.push_str(&table(&columns, &rows));
+        let _ = writeln!(out, "verified (each once, in full): {}", self.verdict());
         if let Some((cpu_s, rss)) = self.cpu.broker {
             let _ = writeln!(
                 out,
@@ -750,15 +823,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bodies_have_the_size_asked_and_carry_their_send_time() {
+    fn bodies_have_the_size_asked_and_carry_their_number_and_send_time() {
         let filler = filler(100, 7);
         assert_eq!(filler.len(), 100);
         assert!(filler.bytes().all(|b| b.is_ascii_alphanumeric()));
-        let body = stamped(&filler, 123_456);
+        let body = numbered(&filler, 42, 123_456);
         assert_eq!(body.len(), 100);
-        assert_eq!(stamp(&body), Some(123_456));
-        assert_eq!(stamped("short", 5), "short");
-        assert_eq!(stamp("short"), None);
+        assert_eq!(numbers(&body), Some((42, 123_456)));
+        let body = numbered(&filler, u64::MAX, u64::MAX);
+        assert_eq!(body.len(), 100);
+        assert_eq!(numbers(&body).map(|(seq, _)| seq), Some(u64::MAX));
+        assert_eq!(numbered("short", 1, 5), "short");
+        assert_eq!(numbers("short"), None);
+        assert_eq!(numbers(&filler), None, "filler is not a number");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::amqp_wire::{self, Client, PublishTemplate};
 use crate::bench::{add, histogram, percentiles, progress_bar};
+use crate::bench_tally::Tally;
 use crate::client::table::{Align, table};
 
 /// Sequence number and send time at the head of every body.
@@ -101,12 +102,8 @@ struct Shared {
     published: AtomicU64,
     confirmed: AtomicU64,
     nacked: AtomicU64,
-    received: AtomicU64,
-    /// Sum of received sequence numbers, and how many arrived twice.
-    sequence_sum: AtomicU64,
-    duplicates: AtomicU64,
-    /// One bit per sequence number seen.
-    seen: Vec<AtomicU64>,
+    /// What the consumers received, for the run's verification.
+    tally: Tally,
     producing: AtomicU64,
     /// No producers: the consumers take `count` messages already queued.
     draining: bool,
@@ -117,16 +114,6 @@ struct Shared {
 impl Shared {
     fn now_us(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    fn see(&self, seq: u64) {
-        let Some(word) = self.seen.get((seq / 64) as usize) else {
-            return;
-        };
-        let bit = 1u64 << (seq % 64);
-        if word.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
-            self.duplicates.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 
@@ -312,12 +299,7 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
         published: AtomicU64::new(0),
         confirmed: AtomicU64::new(0),
         nacked: AtomicU64::new(0),
-        received: AtomicU64::new(0),
-        sequence_sum: AtomicU64::new(0),
-        duplicates: AtomicU64::new(0),
-        seen: (0..capacity.div_ceil(64))
-            .map(|_| AtomicU64::new(0))
-            .collect(),
+        tally: Tally::new(capacity),
         producing: AtomicU64::new(u64::from(args.producers)),
         draining: args.producers == 0,
         last_publish_us: AtomicU64::new(0),
@@ -394,7 +376,7 @@ async fn tick(shared: Arc<Shared>, bar: indicatif::ProgressBar, consuming: bool)
         every.tick().await;
         let published = shared.published.load(Ordering::Relaxed);
         let confirmed = shared.confirmed.load(Ordering::Relaxed);
-        let received = shared.received.load(Ordering::Relaxed);
+        let received = shared.tally.received();
         bar.set_position(if consuming { received } else { confirmed });
         bar.set_message(format!(
             "published {published}, confirmed {confirmed}, received {received}"
@@ -527,7 +509,7 @@ async fn produce(
         let mut n = 0;
         while n < budget {
             let seq = next_seq.fetch_add(1, Ordering::Relaxed);
-            if seq >= args.count || seq as usize >= shared.seen.len() * 64 {
+            if seq >= args.count || seq >= shared.tally.capacity() {
                 if n == 0 {
                     break 'run;
                 }
@@ -590,7 +572,7 @@ async fn consume(
         } else {
             count
         };
-        if shared.received.load(Ordering::Relaxed) >= expected.min(count) {
+        if shared.tally.received() >= expected.min(count) {
             break;
         }
         // Short waits, so a consumer that gets nothing more (the others took the
@@ -637,10 +619,10 @@ async fn consume(
                                 latency
                                     .saturating_record(shared.now_us().saturating_sub(sent).max(1));
                             }
-                            shared.see(seq);
-                            shared.sequence_sum.fetch_add(seq, Ordering::Relaxed);
+                            shared.tally.see(seq);
+                        } else {
+                            shared.tally.see_unnumbered();
                         }
-                        shared.received.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 _ => {}
@@ -708,20 +690,18 @@ fn report(
     let published = shared.published.load(Ordering::Relaxed);
     let confirmed = shared.confirmed.load(Ordering::Relaxed);
     let nacked = shared.nacked.load(Ordering::Relaxed);
-    let received = shared.received.load(Ordering::Relaxed);
-    let duplicates = shared.duplicates.load(Ordering::Relaxed);
+    let received = shared.tally.received();
+    let duplicates = shared.tally.duplicates();
     // A drain expects the sequence numbers 0..count of the run that filled the queue.
     let sent = if shared.draining {
         args.count.unwrap_or(0)
     } else {
         published
     };
-    let expected_sum = if sent == 0 { 0 } else { sent * (sent - 1) / 2 };
-    let sum = shared.sequence_sum.load(Ordering::Relaxed);
     let verified = if args.consumers == 0 {
         nacked == 0 && (!args.confirms || confirmed == published)
     } else {
-        received == sent && duplicates == 0 && sum == expected_sum && nacked == 0
+        shared.tally.holds_exactly(sent) && nacked == 0
     };
     let publish_s = shared.last_publish_us.load(Ordering::Relaxed) as f64 / 1e6;
     let receive_s = shared.last_receive_us.load(Ordering::Relaxed) as f64 / 1e6;

@@ -7,6 +7,7 @@ mod bench;
 mod bench_amqp;
 mod bench_connections;
 mod bench_routing;
+mod bench_tally;
 mod client;
 mod config;
 mod serve;

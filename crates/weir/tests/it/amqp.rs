@@ -610,6 +610,9 @@ async fn bench_http_moves_everything_and_reports_the_brokers_cpu() {
     .await;
     assert_eq!(report["send"]["messages"], 2000, "{report}");
     assert_eq!(report["receive_ack"]["messages"], 2000, "{report}");
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["received"], 2000, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
     assert!(
         report["broker_cpu_us_per_message"].as_f64() > Some(0.0),
         "{report}"
@@ -621,6 +624,43 @@ async fn bench_http_moves_everything_and_reports_the_brokers_cpu() {
     assert!(
         report["client_cpu_us_per_message"].as_f64().is_some(),
         "{report}"
+    );
+}
+
+/// A `weir bench http` run that receives messages it did not send (a queue left
+/// holding an earlier run's) says it is not verified, and exits non-zero.
+#[tokio::test]
+async fn bench_http_says_when_a_run_is_not_verified() {
+    let broker = Broker::start().await.unwrap();
+    let server = broker.http_url();
+    let common = ["--server", &server, "--queue", "held", "--batch", "50"];
+    let fill = bench_json(
+        &[
+            &["http"][..],
+            &common,
+            &["--count", "100", "--consumers", "0", "--keep"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(fill["send"]["messages"], 100, "{fill}");
+    assert_eq!(fill["verified"], serde_json::Value::Null, "{fill}");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "http"])
+        .args(common)
+        .args(["--count", "200", "--json"])
+        .output()
+        .await
+        .expect("weir bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "exits non-zero: {stdout}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(report["verified"], false, "{report}");
+    assert_eq!(report["received"], 300, "{report}");
+    assert_eq!(
+        report["duplicates"], 100,
+        "sequence numbers 0..100 came twice: {report}"
     );
 }
 
