@@ -91,7 +91,28 @@ pub struct HttpArgs {
     /// Print one JSON object instead of a progress bar and a table.
     #[arg(long)]
     json: bool,
+    /// Run the same workload against this second broker's HTTP API too, A B A B,
+    /// and print both side by side with their ratio (e.g. two weir builds, or fsync
+    /// policies).
+    #[arg(long, value_name = "URL")]
+    compare: Option<String>,
+    /// The second broker's process id (with `--compare`).
+    #[arg(long, requires = "compare")]
+    compare_pid: Option<u32>,
+    /// Runs against each broker with `--compare`.
+    #[arg(long, default_value_t = 2, requires = "compare", value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
 }
+
+/// The metrics `--compare` sets side by side (JSON pointers into a report).
+const COMPARED: [(&str, &str); 6] = [
+    ("send msg/s", "/send/msgs_per_sec"),
+    ("receive+ack msg/s", "/receive_ack/msgs_per_sec"),
+    ("send p99 ms", "/send/latency_ms/p99"),
+    ("receive+ack p99 ms", "/receive_ack/latency_ms/p99"),
+    ("broker CPU µs/msg", "/broker_cpu_us_per_message"),
+    ("client CPU µs/msg", "/client_cpu_us_per_message"),
+];
 
 /// Runs a benchmark.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -147,7 +168,44 @@ impl Shared {
 }
 
 async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.server.server)?;
+    let Some(other) = args.compare.clone() else {
+        let (json, human) = measure(&args, &args.server.server, args.pid).await?;
+        if args.json {
+            println!("{json}");
+        } else {
+            print!("{human}");
+        }
+        return Ok(crate::bench_amqp::exit_code(
+            json["verified"] != json!(false),
+        ));
+    };
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        eprintln!("weir bench http: round {round} of {}: A", args.rounds);
+        let (a, _) = measure(&args, &args.server.server, args.pid).await?;
+        eprintln!("weir bench http: round {round} of {}: B", args.rounds);
+        let (b, _) = measure(&args, &other, args.compare_pid).await?;
+        rounds.push((a, b));
+    }
+    let comparison = crate::bench_amqp::compare(&args.server.server, &other, &rounds, &COMPARED);
+    if args.json {
+        println!("{comparison}");
+    } else {
+        crate::bench_amqp::print_comparison(&comparison, &COMPARED);
+    }
+    let verified = rounds
+        .iter()
+        .all(|(a, b)| a["verified"] != json!(false) && b["verified"] != json!(false));
+    Ok(crate::bench_amqp::exit_code(verified))
+}
+
+/// One run against the broker at `server`: its report as JSON and as text.
+async fn measure(
+    args: &HttpArgs,
+    server: &str,
+    pid: Option<u32>,
+) -> anyhow::Result<(Value, String)> {
+    let api = Api::new(server)?;
     let queue = args
         .queue
         .clone()
@@ -206,10 +264,10 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
             Limit::Until(_) => None,
         },
     );
-    let start = Cpu::start(args.pid)?;
-    let outcome = drive(&shared, &args, &progress).await;
+    let start = Cpu::start(pid)?;
+    let outcome = drive(&shared, args, &progress).await;
     progress.finish_and_clear();
-    let cpu = Cpu::since(args.pid, start)?;
+    let cpu = Cpu::since(pid, start)?;
 
     if created && !args.keep {
         if let Err(e) = api.delete(&queue).await {
@@ -225,9 +283,9 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
     } = outcome?;
 
     let report = Report {
-        args: &args,
+        args,
         queue: &queue,
-        verified: verification(&args, &shared),
+        verified: verification(args, &shared),
         received: shared.tally.received(),
         duplicates: shared.tally.duplicates(),
         sent: shared.sent.load(Ordering::Relaxed),
@@ -240,7 +298,7 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
         interrupted: shared.interrupted.load(Ordering::Relaxed),
         cpu,
     };
-    Ok(report.print(args.json))
+    Ok((report.json(), report.human()))
 }
 
 /// Whether each message sent was received and acked exactly once; `None` when the
@@ -639,20 +697,6 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
-    /// Prints the report; the exit code says whether the run was verified.
-    fn print(&self, json: bool) -> ExitCode {
-        if json {
-            println!("{}", self.json());
-        } else {
-            print!("{}", self.human());
-        }
-        if self.verified == Some(false) {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        }
-    }
-
     fn verdict(&self) -> String {
         match self.verified {
             Some(true) => "yes".to_owned(),

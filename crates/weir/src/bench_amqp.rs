@@ -166,11 +166,11 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         let b = measure(&args, &other, args.compare_pid).await?;
         rounds.push((a, b));
     }
-    let comparison = compare(&args.url, &other, &rounds);
+    let comparison = compare(&args.url, &other, &rounds, &COMPARED);
     if args.json {
         println!("{comparison}");
     } else {
-        print_comparison(&comparison);
+        print_comparison(&comparison, &COMPARED);
     }
     let verified = rounds
         .iter()
@@ -178,7 +178,7 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(verified))
 }
 
-fn exit_code(ok: bool) -> ExitCode {
+pub(crate) fn exit_code(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -199,7 +199,12 @@ const COMPARED: [(&str, &str); 6] = [
 
 /// The runs of both brokers, and the ratio of their means per metric.
 #[allow(clippy::cast_precision_loss)] // a handful of rounds
-fn compare(a_url: &str, b_url: &str, rounds: &[(Value, Value)]) -> Value {
+pub(crate) fn compare(
+    a_url: &str,
+    b_url: &str,
+    rounds: &[(Value, Value)],
+    compared: &[(&str, &str)],
+) -> Value {
     let mean = |side: usize, pointer: &str| {
         let values: Vec<f64> = rounds
             .iter()
@@ -208,7 +213,7 @@ fn compare(a_url: &str, b_url: &str, rounds: &[(Value, Value)]) -> Value {
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     };
     let mut ratios = serde_json::Map::new();
-    for (name, pointer) in COMPARED {
+    for &(name, pointer) in compared {
         let ratio = match (mean(0, pointer), mean(1, pointer)) {
             (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
             _ => Value::Null,
@@ -223,7 +228,7 @@ fn compare(a_url: &str, b_url: &str, rounds: &[(Value, Value)]) -> Value {
     })
 }
 
-fn print_comparison(c: &Value) {
+pub(crate) fn print_comparison(c: &Value, compared: &[(&str, &str)]) {
     let runs = c["rounds"].as_array().cloned().unwrap_or_default();
     let cells = |side: &str, pointer: &str| {
         runs.iter()
@@ -235,7 +240,7 @@ fn print_comparison(c: &Value) {
             .collect::<Vec<_>>()
             .join(" / ")
     };
-    let mut rows: Vec<Vec<String>> = COMPARED
+    let mut rows: Vec<Vec<String>> = compared
         .iter()
         .map(|(name, pointer)| {
             vec![

@@ -627,6 +627,39 @@ async fn bench_http_moves_everything_and_reports_the_brokers_cpu() {
     );
 }
 
+/// `weir bench http --compare` runs the workload against a second broker too and
+/// sets them side by side with ratios.
+#[tokio::test]
+async fn bench_http_compares_two_brokers() {
+    let a = Broker::start().await.unwrap();
+    let b = Broker::start().await.unwrap();
+    let report = bench_json(&[
+        "http",
+        "--server",
+        &a.http_url(),
+        "--compare",
+        &b.http_url(),
+        "--rounds",
+        "1",
+        "--count",
+        "500",
+        "--batch",
+        "50",
+        "--size",
+        "64",
+    ])
+    .await;
+    let round = &report["rounds"][0];
+    for side in ["a", "b"] {
+        assert_eq!(round[side]["verified"], true, "{report}");
+        assert_eq!(round[side]["receive_ack"]["messages"], 500, "{report}");
+    }
+    assert!(
+        report["ratio_a_over_b"]["send msg/s"].as_f64() > Some(0.0),
+        "{report}"
+    );
+}
+
 /// A `weir bench http` run that receives messages it did not send (a queue left
 /// holding an earlier run's) says it is not verified, and exits non-zero.
 #[tokio::test]
