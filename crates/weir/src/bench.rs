@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bench_tally::Tally;
 use crate::client::ServerArgs;
-use crate::client::api::{Api, Messages, Reply, Settle};
+use crate::client::api::{Api, Messages, Settle};
 use crate::client::table::{Align, table};
 
 /// Messages sent when neither `--count` nor `--duration` is given.
@@ -426,15 +426,11 @@ async fn produce(shared: Arc<Shared>, index: u32) -> anyhow::Result<Histogram<u6
         if n == 0 || first + n > shared.tally.capacity() {
             break;
         }
-        let now_us = shared.now_us();
-        let messages: Vec<Value> = (first..first + n)
-            .map(|seq| json!({ "body": numbered(&filler, seq, now_us) }))
-            .collect();
-        let body = json!({ "messages": messages });
+        let body = render_batch(&filler, first..first + n, shared.now_us());
         let started = Instant::now();
         let reply = tokio::select! {
             () = shared.stop.cancelled() => break,
-            reply = shared.api.send(&shared.queue, &body) => reply,
+            reply = shared.api.send_rendered(&shared.queue, body) => reply,
         };
         reply.with_context(|| format!("sending to {}", shared.queue))?;
         latency.saturating_record(micros(started.elapsed()));
@@ -466,11 +462,10 @@ async fn consume(shared: Arc<Shared>) -> anyhow::Result<(Histogram<u64>, Histogr
         let started = Instant::now();
         let reply = tokio::select! {
             () = shared.stop.cancelled() => break,
-            reply = shared.api.receive(&shared.queue, shared.batch, RECEIVE_WAIT_MS, None) => reply,
+            reply = shared.api.receive_messages(&shared.queue, shared.batch, RECEIVE_WAIT_MS, None) => reply,
         };
-        let received: Messages = reply
-            .and_then(Reply::parse::<Messages>)
-            .with_context(|| format!("receiving from {}", shared.queue))?;
+        let received: Messages =
+            reply.with_context(|| format!("receiving from {}", shared.queue))?;
         if received.messages.is_empty() {
             if shared.producing.load(Ordering::Relaxed) == 0 {
                 idle_since.get_or_insert_with(Instant::now);
@@ -534,18 +529,44 @@ fn filler(size: usize, seed: u64) -> String {
         .collect()
 }
 
+/// `{"messages":[{"body":"..."},...]}` for the sequence numbers `seqs`, written
+/// directly: bodies are letters and digits, so nothing needs escaping, and no
+/// `serde_json::Value` is built per message.
+fn render_batch(filler: &str, seqs: std::ops::Range<u64>, now_us: u64) -> String {
+    let per_message = filler.len() + 12;
+    let count = usize::try_from(seqs.end - seqs.start).unwrap_or(0);
+    let mut out = String::with_capacity(16 + per_message * count);
+    out.push_str(r#"{"messages":["#);
+    for seq in seqs.clone() {
+        if seq != seqs.start {
+            out.push(',');
+        }
+        out.push_str(r#"{"body":""#);
+        push_numbered(&mut out, filler, seq, now_us);
+        out.push_str(r#""}"#);
+    }
+    out.push_str("]}");
+    out
+}
+
 /// The body: the sequence number in the first `SEQ_LEN` bytes, the send time in the
 /// next `STAMP_LEN`, then filler, `size` bytes in all.
+#[cfg(test)]
 fn numbered(filler: &str, seq: u64, now_us: u64) -> String {
-    if filler.len() < NUMBERED_LEN {
-        return filler.to_owned();
-    }
-    let mut body = format!(
-        "{seq:0SEQ_LEN$}{:0STAMP_LEN$}",
-        now_us % 10u64.pow(STAMP_LEN as u32)
-    );
-    body.push_str(&filler[NUMBERED_LEN..]);
+    let mut body = String::new();
+    push_numbered(&mut body, filler, seq, now_us);
     body
+}
+
+fn push_numbered(out: &mut String, filler: &str, seq: u64, now_us: u64) {
+    use std::fmt::Write as _;
+    if filler.len() < NUMBERED_LEN {
+        out.push_str(filler);
+        return;
+    }
+    let stamp = now_us % 10u64.pow(STAMP_LEN as u32);
+    let _ = write!(out, "{seq:0SEQ_LEN$}{stamp:0STAMP_LEN$}");
+    out.push_str(&filler[NUMBERED_LEN..]);
 }
 
 /// The sequence number and send time of a numbered body.
@@ -880,6 +901,21 @@ mod tests {
         assert_eq!(numbered("short", 1, 5), "short");
         assert_eq!(numbers("short"), None);
         assert_eq!(numbers(&filler), None, "filler is not a number");
+    }
+
+    #[test]
+    fn a_rendered_batch_is_the_json_of_its_numbered_bodies() {
+        let filler = filler(64, 3);
+        let rendered = render_batch(&filler, 7..10, 99);
+        let parsed: Value = serde_json::from_str(&rendered).expect("valid JSON");
+        let bodies: Vec<&str> = parsed["messages"]
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|m| m["body"].as_str().expect("a text body"))
+            .collect();
+        let expected: Vec<String> = (7..10).map(|seq| numbered(&filler, seq, 99)).collect();
+        assert_eq!(bodies, expected);
     }
 
     #[test]

@@ -392,29 +392,12 @@ impl Api {
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<Reply, ApiError> {
-        // Errors name the endpoint, not the query (`max`, `wait_ms`) that follows.
-        let shown = {
-            let mut endpoint = url.clone();
-            endpoint.set_query(None);
-            endpoint.to_string()
-        };
-        let transport = |source| ApiError::Transport {
-            url: shown.clone(),
-            source,
-        };
-        let mut request = self.http.request(method, url.clone());
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(timeout) = timeout {
-            request = request.timeout(timeout);
-        }
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(transport)?;
-        if !status.is_success() {
-            return Err(server_error(status, &bytes));
-        }
+        let (status, bytes, shown) = self
+            .round_trip(method, url, timeout, |request| match body {
+                Some(body) => request.json(body),
+                None => request,
+            })
+            .await?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -428,6 +411,38 @@ impl Api {
             body,
             url: shown,
         })
+    }
+
+    /// Sends a request; answers the status and raw body of a success, and the
+    /// endpoint for error messages.
+    async fn round_trip(
+        &self,
+        method: Method,
+        url: Url,
+        timeout: Option<Duration>,
+        with_body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, bytes::Bytes, String), ApiError> {
+        // Errors name the endpoint, not the query (`max`, `wait_ms`) that follows.
+        let shown = {
+            let mut endpoint = url.clone();
+            endpoint.set_query(None);
+            endpoint.to_string()
+        };
+        let transport = |source| ApiError::Transport {
+            url: shown.clone(),
+            source,
+        };
+        let mut request = with_body(self.http.request(method, url));
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(server_error(status, &bytes));
+        }
+        Ok((status, bytes, shown))
     }
 
     /// `PUT /api/queues/{name}` with `options` (only the fields to set).
@@ -496,6 +511,33 @@ impl Api {
         wait_ms: u64,
         visibility_timeout_ms: Option<u64>,
     ) -> Result<Reply, ApiError> {
+        let (url, timeout) = self.receive_url(name, max, wait_ms, visibility_timeout_ms);
+        self.call(Method::GET, url, None, Some(timeout)).await
+    }
+
+    /// Like [`Api::receive`], decoded straight into [`Messages`] (no
+    /// `serde_json::Value` per message on the way, which a load generator notices).
+    pub async fn receive_messages(
+        &self,
+        name: &str,
+        max: u32,
+        wait_ms: u64,
+        visibility_timeout_ms: Option<u64>,
+    ) -> Result<Messages, ApiError> {
+        let (url, timeout) = self.receive_url(name, max, wait_ms, visibility_timeout_ms);
+        let (_, bytes, shown) = self
+            .round_trip(Method::GET, url, Some(timeout), |request| request)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|source| ApiError::Decode { url: shown, source })
+    }
+
+    fn receive_url(
+        &self,
+        name: &str,
+        max: u32,
+        wait_ms: u64,
+        visibility_timeout_ms: Option<u64>,
+    ) -> (Url, Duration) {
         let mut url = self.url(&["api", "queues", name, "messages"]);
         {
             let mut query = url.query_pairs_mut();
@@ -506,7 +548,22 @@ impl Api {
             }
         }
         let timeout = REQUEST_TIMEOUT.max(Duration::from_millis(wait_ms) + LONG_POLL_MARGIN);
-        self.call(Method::GET, url, None, Some(timeout)).await
+        (url, timeout)
+    }
+
+    /// `POST /api/queues/{name}/messages` with a body already written as JSON text:
+    /// a load generator renders it directly instead of building a `Value` per
+    /// message. The answer's outcome list is not read.
+    pub async fn send_rendered(&self, name: &str, json: String) -> Result<StatusCode, ApiError> {
+        let url = self.url(&["api", "queues", name, "messages"]);
+        let (status, _, _) = self
+            .round_trip(Method::POST, url, None, |request| {
+                request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json)
+            })
+            .await?;
+        Ok(status)
     }
 
     /// `POST /api/queues/{name}/ack|nack|extend`.
