@@ -331,7 +331,9 @@ fn open_sealed(
 
 /// Removes the last segment if the roll that made it never became durable: the
 /// segment before it has no valid end entry, and either does not end where the last
-/// one begins (short or torn) or the last one's header is not valid.
+/// one begins (short or torn) or the last one's header is not valid, and the last
+/// one's index holds no entry (a pipelined log writes none for a new segment before
+/// its roll is durable). Anything else is damage, and opening reports it.
 fn undo_unfinished_roll(
     fs: &Arc<dyn Fs>,
     dir: &Path,
@@ -342,6 +344,17 @@ fn undo_unfinished_roll(
     let &[.., sealed, last] = logs.as_slice() else {
         return Ok(());
     };
+    let last_path = dir.join(log_file_name(last));
+    let last_len = fs
+        .open(&last_path)
+        .and_then(|f| f.len())
+        .map_err(|e| LogError::io("stat", &last_path, e))?;
+    let indexed =
+        segment::read_index_file(&**fs, &dir.join(index_file_name(last)), last, last_len)?
+            .is_some_and(|(entries, _)| !entries.is_empty());
+    if indexed {
+        return Ok(());
+    }
     let path = dir.join(log_file_name(sealed));
     let file = fs.open(&path).map_err(|e| LogError::io("open", &path, e))?;
     let len = file.len().map_err(|e| LogError::io("stat", &path, e))?;
@@ -369,16 +382,12 @@ fn undo_unfinished_roll(
         // reports the gap.
         return Ok(());
     }
-    let last_path = dir.join(log_file_name(last));
     let last_file = fs
         .open(&last_path)
         .map_err(|e| LogError::io("open", &last_path, e))?;
     if joins && read_header(&*last_file, &last_path, last).is_ok() {
         return Ok(());
     }
-    let last_len = last_file
-        .len()
-        .map_err(|e| LogError::io("stat", &last_path, e))?;
     tracing::warn!(
         segment = %last_path.display(),
         bytes = last_len,

@@ -154,14 +154,16 @@ impl Syncer {
         lock(&self.progress.0)
     }
 
-    /// Blocks until every queued job is answered.
+    /// Blocks until every queued job is answered (or the thread is gone: a panic
+    /// there must not hang the writer).
     pub(crate) fn wait_idle(&self) {
         let (progress, answered) = &*self.progress;
         let mut p = lock(progress);
-        while p.in_flight > 0 {
+        while p.in_flight > 0 && self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
             p = answered
-                .wait(p)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .wait_timeout(p, std::time::Duration::from_millis(100))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
     }
 

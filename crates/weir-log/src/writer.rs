@@ -353,7 +353,12 @@ impl Writer {
                 }
                 Request::Sync { reply } => {
                     self.commit(&mut pending);
-                    let result = self.sync_active().and_then(|()| self.sync_index());
+                    // A segment sealed by a pipelined roll may still have an unsynced
+                    // tail: the seal syncs it.
+                    let result = self
+                        .wait_for_seal()
+                        .and_then(|()| self.sync_active())
+                        .and_then(|()| self.sync_index());
                     let _ = reply.send(result);
                 }
                 Request::Close { reply } => {

@@ -78,6 +78,8 @@ struct State {
     failing_syncs: u64,
     /// Whether a failing sync still makes the data durable (it may, on a real disk).
     failing_syncs_persist: bool,
+    /// How long each file sync takes (before it makes anything durable).
+    sync_delay: std::time::Duration,
 }
 
 impl State {
@@ -177,6 +179,12 @@ impl CrashFs {
     /// in total; `None` lifts the limit.
     pub fn set_space_limit(&self, bytes: Option<u64>) {
         self.lock().space_limit = bytes;
+    }
+
+    /// Makes every file sync take `delay` before it makes anything durable: a slow
+    /// disk, so that what waits for a sync (and what must) shows.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.lock().sync_delay = delay;
     }
 
     /// Makes the next `n` syncs fail with EIO (nothing becomes durable).
@@ -387,6 +395,10 @@ impl FileIo for Handle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.state().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let happened = self.state().sync_point()?;
         let mut guard = self.inode.lock().expect("inode lock");
         let inode = &mut *guard;

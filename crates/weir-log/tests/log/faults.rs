@@ -724,6 +724,45 @@ fn a_failed_sync_while_sealing_a_pipelined_segment_stops_appends_until_reopen() 
     }
 }
 
+/// `sync` on a pipelined log makes everything appended durable, including the
+/// unsynced tail of a segment a roll just sealed (the seal syncs it on the sync
+/// thread; `sync` waits for it).
+#[test]
+fn sync_after_a_pipelined_roll_covers_the_sealed_segments_tail() {
+    let fs = CrashFs::new();
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    let appended = block_on(async {
+        let (_, durable) = log.submit_batch_staged(&[NewRecord::new(body(0))]);
+        durable.await.unwrap();
+        // A slow disk: the seal is still running when `sync` is asked.
+        fs.set_sync_delay(Duration::from_millis(30));
+        // Unsynced appends up to and across a roll: only `sync` vouches for them.
+        let mut next = 1;
+        while log.first_offset() == Offset(0) && next < 200 {
+            log.append_batch_unsynced(&[NewRecord::new(body(next))])
+                .await
+                .unwrap();
+            next += 1;
+            let names = fs.list(Path::new(DIR)).unwrap();
+            let segments = names
+                .iter()
+                .filter(|n| Path::new(n).extension().is_some_and(|e| e == "log"))
+                .count();
+            if segments > 1 {
+                break;
+            }
+        }
+        log.sync().await.unwrap();
+        next
+    });
+    fs.crash();
+    let fs = fs.after_crash(Torn::Synced);
+    let (log, _) = FileLog::open_with(fs.shared(), DIR, config()).unwrap();
+    assert_eq!(log.next_offset(), Offset(appended), "every append survived");
+    block_on(assert_all_bodies(&log, "after sync and a power cut"));
+    block_on(log.close()).unwrap();
+}
+
 /// A staged append that cannot be taken says why on both answers.
 #[test]
 fn a_staged_append_too_large_is_refused_on_both_answers() {
