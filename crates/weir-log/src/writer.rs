@@ -48,6 +48,9 @@ pub(crate) const MAX_GROUP_BYTES: u64 = 16 * 1024 * 1024;
 /// stay unsynced when no synced append comes to carry it.
 pub(crate) const UNSYNCED_APPENDS_WITHIN: Duration = Duration::from_millis(100);
 
+/// While a trim is on the sync thread, how often the writer looks for its end.
+const TRIM_PROGRESS_EVERY: Duration = Duration::from_millis(5);
+
 /// What the writer can be asked to do.
 pub(crate) enum Request {
     Append {
@@ -159,6 +162,9 @@ pub(crate) struct Writer {
     syncer: Option<Syncer>,
     /// Base of the segment whose roll the sync thread may still be making durable.
     sealing: Option<u64>,
+    /// Set while a trim is on the sync thread: the writer then looks at its progress
+    /// often, to remove the segments below soon even if nothing else happens.
+    trim_posted: bool,
 }
 
 impl Writer {
@@ -188,6 +194,7 @@ impl Writer {
             failed: None,
             syncer: None,
             sealing: None,
+            trim_posted: false,
         }
     }
 
@@ -244,6 +251,9 @@ impl Writer {
 
     fn next_deadline(&self) -> Instant {
         let mut deadline = self.next_housekeeping;
+        if self.trim_posted {
+            deadline = deadline.min(Instant::now() + TRIM_PROGRESS_EVERY);
+        }
         if let Some(every) = self.sync_within()
             && self.write_pos > self.synced_pos
             && self.failed.is_none()
@@ -530,10 +540,13 @@ impl Writer {
         let Some(syncer) = &self.syncer else {
             return;
         };
-        let (synced, failed, trimmed) = {
+        let (synced, failed, trimmed, idle) = {
             let p = syncer.progress();
-            (p.synced, p.failed.clone(), p.trimmed)
+            (p.synced, p.failed.clone(), p.trimmed, p.in_flight == 0)
         };
+        if idle {
+            self.trim_posted = false;
+        }
         if let Some(e) = failed
             && self.failed.is_none()
         {
@@ -915,6 +928,7 @@ impl Writer {
         match &self.syncer {
             Some(syncer) if before <= self.next_offset && before > self.start_offset => {
                 syncer.post(Job::Trim { before, reply });
+                self.trim_posted = true;
                 None
             }
             _ => Some(reply),

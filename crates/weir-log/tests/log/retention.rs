@@ -309,8 +309,16 @@ fn a_pipelined_log_trims_on_its_sync_thread() {
         // A lower trim afterwards changes nothing.
         log.trim_before(Offset(10)).await.unwrap();
         assert_eq!(log.first_offset(), Offset(60));
-        // The writer removes the segments below when it next looks (here: the next
-        // append).
+        // The writer removes the segments below soon after, with no other request
+        // to wake it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while segment_files(dir.path()).len() == before.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            segment_files(dir.path()).len() < before.len(),
+            "removed without another request"
+        );
         let (_, durable) = log.submit_batch_staged(&[NewRecord::new(body(100))]);
         durable.await.unwrap();
         let after = segment_files(dir.path());
