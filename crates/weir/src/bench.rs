@@ -91,17 +91,8 @@ pub struct HttpArgs {
     /// Print one JSON object instead of a progress bar and a table.
     #[arg(long)]
     json: bool,
-    /// Run the same workload against this second broker's HTTP API too, A B A B,
-    /// and print both side by side with their ratio (e.g. two weir builds, or fsync
-    /// policies).
-    #[arg(long, value_name = "URL")]
-    compare: Option<String>,
-    /// The second broker's process id (with `--compare`).
-    #[arg(long, requires = "compare")]
-    compare_pid: Option<u32>,
-    /// Runs against each broker with `--compare`.
-    #[arg(long, default_value_t = 2, requires = "compare", value_parser = clap::value_parser!(u32).range(1..=20))]
-    rounds: u32,
+    #[command(flatten)]
+    compare: crate::bench_amqp::CompareArgs,
 }
 
 /// The metrics `--compare` sets side by side (JSON pointers into a report).
@@ -168,7 +159,7 @@ impl Shared {
 }
 
 async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
-    let Some(other) = args.compare.clone() else {
+    let Some(other) = args.compare.url.clone() else {
         let (json, human) = measure(&args, &args.server.server, args.pid).await?;
         if args.json {
             println!("{json}");
@@ -180,11 +171,17 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
         ));
     };
     let mut rounds = Vec::new();
-    for round in 1..=args.rounds {
-        eprintln!("weir bench http: round {round} of {}: A", args.rounds);
+    for round in 1..=args.compare.rounds {
+        eprintln!(
+            "weir bench http: round {round} of {}: A",
+            args.compare.rounds
+        );
         let (a, _) = measure(&args, &args.server.server, args.pid).await?;
-        eprintln!("weir bench http: round {round} of {}: B", args.rounds);
-        let (b, _) = measure(&args, &other, args.compare_pid).await?;
+        eprintln!(
+            "weir bench http: round {round} of {}: B",
+            args.compare.rounds
+        );
+        let (b, _) = measure(&args, &other, args.compare.pid).await?;
         rounds.push((a, b));
     }
     let comparison = crate::bench_amqp::compare(&args.server.server, &other, &rounds, &COMPARED);

@@ -84,16 +84,8 @@ pub struct AmqpArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// A second broker's AMQP URL: the same workload runs against both, alternating
-    /// (A B A B ...), and a side-by-side table gives the ratios A / B.
-    #[arg(long, value_name = "URL")]
-    compare: Option<String>,
-    /// The second broker's process id (with `--compare`).
-    #[arg(long, requires = "compare")]
-    compare_pid: Option<u32>,
-    /// Runs against each broker with `--compare`.
-    #[arg(long, default_value_t = 2, requires = "compare", value_parser = clap::value_parser!(u32).range(1..=20))]
-    rounds: u32,
+    #[command(flatten)]
+    compare: CompareArgs,
 }
 
 /// What the tasks share.
@@ -137,7 +129,7 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.window >= 1, "--window must be at least 1");
     anyhow::ensure!(
         args.producers > 0
-            || (args.consumers > 0 && args.duration.is_none() && args.compare.is_none()),
+            || (args.consumers > 0 && args.duration.is_none() && args.compare.url.is_none()),
         "--producers 0 (a drain) needs consumers and a --count, and no --duration or --compare"
     );
     anyhow::ensure!(
@@ -149,7 +141,7 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         args.rate == 0 || args.rate >= u64::from(args.producers),
         "--rate must be at least one message per second per producer"
     );
-    let Some(other) = args.compare.clone() else {
+    let Some(other) = args.compare.url.clone() else {
         let report = measure(&args, &args.url, args.pid).await?;
         if args.json {
             println!("{report}");
@@ -159,11 +151,17 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         return Ok(exit_code(report["verified"].as_bool().unwrap_or(false)));
     };
     let mut rounds = Vec::new();
-    for round in 1..=args.rounds {
-        eprintln!("weir bench amqp: round {round} of {}: A", args.rounds);
+    for round in 1..=args.compare.rounds {
+        eprintln!(
+            "weir bench amqp: round {round} of {}: A",
+            args.compare.rounds
+        );
         let a = measure(&args, &args.url, args.pid).await?;
-        eprintln!("weir bench amqp: round {round} of {}: B", args.rounds);
-        let b = measure(&args, &other, args.compare_pid).await?;
+        eprintln!(
+            "weir bench amqp: round {round} of {}: B",
+            args.compare.rounds
+        );
+        let b = measure(&args, &other, args.compare.pid).await?;
         rounds.push((a, b));
     }
     let comparison = compare(&args.url, &other, &rounds, &COMPARED);
@@ -184,6 +182,26 @@ pub(crate) fn exit_code(ok: bool) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `--compare` and its companions, for `weir bench amqp` and `weir bench http`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// A second broker's URL (same protocol): the same workload runs against both,
+    /// alternating (A B A B ...), and a side-by-side table gives the ratios A / B.
+    #[arg(id = "compare", long = "compare", value_name = "URL")]
+    pub(crate) url: Option<String>,
+    /// The second broker's process id (with `--compare`).
+    #[arg(
+        id = "compare_pid",
+        long = "compare-pid",
+        value_name = "PID",
+        requires = "compare"
+    )]
+    pub(crate) pid: Option<u32>,
+    /// Runs against each broker with `--compare`.
+    #[arg(long, default_value_t = 2, requires = "compare", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) rounds: u32,
 }
 
 /// The metrics a comparison sets side by side: name and JSON pointer into a
