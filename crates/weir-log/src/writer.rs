@@ -79,6 +79,13 @@ pub(crate) enum Request {
     },
 }
 
+/// When a new segment's files are synced (see `Writer::create_next_segment`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durably {
+    Now,
+    Later,
+}
+
 /// How a segment removal is made durable (see `Writer::remove_segments`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Removal {
@@ -743,29 +750,7 @@ impl Writer {
         self.persist_index_entries_below(self.synced_pos + 1)?;
         self.sync_index()?;
 
-        let shared = &self.shared;
-        let base = self.next_offset;
-        let created = Segment::create(
-            shared.fs.clone(),
-            &shared.dir,
-            base,
-            now_ms(),
-            shared.config.index_interval_bytes,
-        )
-        .and_then(|(segment, index_file)| {
-            shared
-                .fs
-                .sync_dir(&shared.dir)
-                .map_err(|e| LogError::io("sync", &shared.dir, e))?;
-            Ok((segment, index_file))
-        });
-        let (segment, index_file) = match created {
-            Ok(created) => created,
-            Err(e) => {
-                self.discard_half_made_segment(base);
-                return Err(e);
-            }
-        };
+        let (segment, index_file) = self.create_next_segment(Durably::Now)?;
         self.start_segment(segment, index_file);
         debug_assert!(self.unpersisted.is_empty());
         Ok(())
@@ -781,22 +766,8 @@ impl Writer {
         // sealed segment (see `recovery`).
         self.wait_for_seal()?;
         self.add_end_entry()?;
-        let shared = &self.shared;
         let base = self.next_offset;
-        let created = Segment::create_unsynced(
-            shared.fs.clone(),
-            &shared.dir,
-            base,
-            now_ms(),
-            shared.config.index_interval_bytes,
-        );
-        let (segment, index_file) = match created {
-            Ok(created) => created,
-            Err(e) => {
-                self.discard_half_made_segment(base);
-                return Err(e);
-            }
-        };
+        let (segment, index_file) = self.create_next_segment(Durably::Later)?;
         let seal = Seal {
             index_file: self.index_file.clone(),
             index_path: self.active.index_path.clone(),
@@ -822,6 +793,30 @@ impl Writer {
         self.sealing = Some(base);
         self.start_segment(segment, index_file);
         Ok(())
+    }
+
+    /// Creates the segment that starts at the next offset: synced with the directory
+    /// (`Now`), or for the sync thread to make durable (`Later`). A failure removes
+    /// what was made.
+    fn create_next_segment(&mut self, durably: Durably) -> Result<(Segment, Arc<dyn FileIo>)> {
+        let shared = &self.shared;
+        let base = self.next_offset;
+        let (fs, dir, interval) = (
+            shared.fs.clone(),
+            &shared.dir,
+            shared.config.index_interval_bytes,
+        );
+        let created = match durably {
+            Durably::Now => Segment::create(fs, dir, base, now_ms(), interval).and_then(|made| {
+                shared
+                    .fs
+                    .sync_dir(dir)
+                    .map_err(|e| LogError::io("sync", dir, e))?;
+                Ok(made)
+            }),
+            Durably::Later => Segment::create_unsynced(fs, dir, base, now_ms(), interval),
+        };
+        created.inspect_err(|_| self.discard_half_made_segment(base))
     }
 
     /// Adds the end entry to the active segment's index: it points at the end of the
