@@ -1094,21 +1094,56 @@ impl Writer {
 }
 
 /// Only the writer changes the counters, so a relaxed add is enough.
-/// Lets removed segments close their files on a short-lived thread. Closing the last
-/// descriptor of an unlinked file frees its blocks: about 40 ms for a 64 MiB segment
-/// on ext4, which on the writer thread held every delivery of the queue that long
-/// (seen with `strace -T` on the writer during the steady-rate benchmark). A reader
-/// still holding a segment closes it when it is done instead.
+/// Lets removed segments free their disk space on a short-lived thread. Freeing the
+/// blocks of an unlinked 64 MiB segment (at its last `close`) took 37-42 ms on the
+/// writer thread, holding every delivery of the queue that long (`strace -T` on the
+/// writer during the steady-rate benchmark). On its own thread, done at once, it
+/// still held the file system's journal long enough to stall the writer's next
+/// writes, so the thread frees the space in steps: once no reader holds the segment
+/// any more, it truncates the file [`RELEASE_STEP`] at a time, pausing between.
 fn close_elsewhere(segments: Vec<Arc<Segment>>) {
     if segments.is_empty() {
         return;
     }
     let spawned = std::thread::Builder::new()
         .name("weir-log-close".into())
-        .spawn(move || drop(segments));
+        .spawn(move || segments.into_iter().for_each(release_gradually));
     if let Err(e) = spawned {
         // The segments were closed here, as the closure was dropped.
         tracing::debug!(error = %e, "closed removed segments on the writer");
+    }
+}
+
+/// Bytes of a removed segment freed at a time, and the pause between steps.
+const RELEASE_STEP: u64 = 4 << 20;
+const RELEASE_PAUSE: Duration = Duration::from_millis(2);
+
+fn release_gradually(segment: Arc<Segment>) {
+    // A reader that took the segment before its removal may still be reading it:
+    // truncating under it would cut its read short. Wait (a while) for it to finish.
+    let mut segment = segment;
+    for _ in 0..500 {
+        match Arc::try_unwrap(segment) {
+            Ok(owned) => {
+                let file = owned.file.clone();
+                drop(owned);
+                if Arc::strong_count(&file) == 1 {
+                    let mut len = file.len().unwrap_or(0);
+                    while len > RELEASE_STEP {
+                        len -= RELEASE_STEP;
+                        if file.set_len(len).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(RELEASE_PAUSE);
+                    }
+                }
+                return;
+            }
+            Err(shared) => {
+                segment = shared;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
