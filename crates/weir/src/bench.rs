@@ -654,6 +654,7 @@ pub(crate) fn percentiles(h: &Histogram<u64>) -> Value {
         "p50": ms(h.value_at_quantile(0.50)),
         "p90": ms(h.value_at_quantile(0.90)),
         "p99": ms(h.value_at_quantile(0.99)),
+        "p99_9": ms(h.value_at_quantile(0.999)),
         "max": ms(h.max()),
     })
 }
@@ -788,12 +789,13 @@ impl Report<'_> {
         let ms = |us: u64| format!("{:.2}", seconds(us) * 1e3);
         let latency_cells = |h: &Histogram<u64>| -> Vec<String> {
             if h.is_empty() {
-                return vec!["-".into(); 4];
+                return vec!["-".into(); 5];
             }
             vec![
                 ms(h.value_at_quantile(0.50)),
                 ms(h.value_at_quantile(0.90)),
                 ms(h.value_at_quantile(0.99)),
+                ms(h.value_at_quantile(0.999)),
                 ms(h.max()),
             ]
         };
@@ -841,6 +843,7 @@ impl Report<'_> {
             ("P50 MS", Align::Right),
             ("P90 MS", Align::Right),
             ("P99 MS", Align::Right),
+            ("P99.9 MS", Align::Right),
             ("MAX MS", Align::Right),
         ];
         let a = self.args;

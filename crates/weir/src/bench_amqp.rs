@@ -755,22 +755,12 @@ fn report(
         "verified": verified,
         "publish_msgs_per_sec": rate(published, publish_s),
         "consume_msgs_per_sec": rate(received, receive_s),
-        "latency_ms": percentiles_with_tail(latency),
+        "latency_ms": percentiles(latency),
         "broker_cpu_seconds": broker.map(|(cpu, _)| (cpu * 100.0).round() / 100.0),
         "broker_cpu_us_per_message": broker.map(|(cpu, _)| per_message_us(cpu)),
         "broker_peak_rss_bytes": broker.map(|(_, rss)| rss),
         "client_cpu_us_per_message": per_message_us(client_cpu),
     })
-}
-
-#[allow(clippy::cast_precision_loss)] // microseconds of a benchmark fit an f64
-fn percentiles_with_tail(h: &Histogram<u64>) -> Value {
-    let mut v = percentiles(h);
-    if let Some(map) = v.as_object_mut() {
-        let ms = |us: u64| (us as f64 / 1e3 * 1000.0).round() / 1000.0;
-        map.insert("p99_9".into(), json!(ms(h.value_at_quantile(0.999))));
-    }
-    v
 }
 
 /// The URL without its password.
