@@ -4,6 +4,8 @@
 //! and broker errors to statuses with a JSON body `{"error", "reason"}`; it holds no
 //! queue state of its own. The contract is `docs/http-api.md`.
 
+#[doc(hidden)]
+pub mod bench_api;
 mod error;
 mod extract;
 mod listener;

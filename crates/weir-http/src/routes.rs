@@ -278,7 +278,7 @@ impl<'a> DeliveryOut<'a> {
 }
 
 /// `{"messages": [...]}` for a receive or a peek.
-fn deliveries(got: &[Delivery]) -> Response {
+pub(crate) fn deliveries(got: &[Delivery]) -> Response {
     #[derive(Serialize)]
     struct Messages<'a> {
         messages: Vec<DeliveryOut<'a>>,
