@@ -82,6 +82,10 @@ pub struct HttpArgs {
     /// Send and receive for this many seconds instead of a count.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     duration: Option<u64>,
+    /// Send this many messages per second in all, in batches spread evenly over
+    /// time and producers (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 0, value_name = "MSGS")]
+    rate: u64,
     /// Keep the queue afterwards (by default a queue this run created is deleted).
     #[arg(long)]
     keep: bool,
@@ -327,10 +331,17 @@ async fn drive(
 ) -> anyhow::Result<Latencies> {
     // A failing task stops the others at once rather than when it is joined.
     let mut producers = JoinSet::new();
+    // At a fixed rate each producer sends one batch per `every`.
+    let every = (args.rate > 0).then(|| {
+        Duration::from_nanos(
+            u64::from(args.batch) * u64::from(args.producers) * 1_000_000_000 / args.rate,
+        )
+    });
     for index in 0..args.producers {
         let task = Arc::clone(shared);
+        let start = every.map_or(Duration::ZERO, |e| e * index / args.producers);
         producers.spawn(async move {
-            let result = produce(Arc::clone(&task), index).await;
+            let result = produce(Arc::clone(&task), index, start, every).await;
             if result.is_err() {
                 task.stop.cancel();
             }
@@ -404,8 +415,16 @@ async fn drive(
 }
 
 /// One producer: claims batches and sends them until the count or time is used up.
-async fn produce(shared: Arc<Shared>, index: u32) -> anyhow::Result<Histogram<u64>> {
+/// Sends batches until the count or the deadline; at a fixed rate, one per `every`,
+/// the first after `start` (producers are staggered so batches go out evenly).
+async fn produce(
+    shared: Arc<Shared>,
+    index: u32,
+    start: Duration,
+    every: Option<Duration>,
+) -> anyhow::Result<Histogram<u64>> {
     let mut latency = histogram();
+    let mut next_batch = Instant::now() + start;
     let filler = filler(
         shared.size,
         u64::from(index) ^ u64::from(std::process::id()),
@@ -422,6 +441,10 @@ async fn produce(shared: Arc<Shared>, index: u32) -> anyhow::Result<Histogram<u6
         let first = shared.next_seq.fetch_add(n, Ordering::Relaxed);
         if n == 0 || first + n > shared.tally.capacity() {
             break;
+        }
+        if let Some(every) = every {
+            tokio::time::sleep_until(next_batch.into()).await;
+            next_batch += every;
         }
         let body = render_batch(&filler, first..first + n, shared.now_us());
         let started = Instant::now();

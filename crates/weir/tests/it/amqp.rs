@@ -627,6 +627,31 @@ async fn bench_http_moves_everything_and_reports_the_brokers_cpu() {
     );
 }
 
+/// `weir bench http --rate` paces the sends and still moves and verifies everything.
+#[tokio::test]
+async fn bench_http_at_a_fixed_rate_moves_everything() {
+    let broker = Broker::start().await.unwrap();
+    let report = bench_json(&[
+        "http",
+        "--server",
+        &broker.http_url(),
+        "--rate",
+        "2000",
+        "--count",
+        "600",
+        "--batch",
+        "20",
+        "--producers",
+        "3",
+        "--size",
+        "64",
+    ])
+    .await;
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["send"]["messages"], 600, "{report}");
+    assert_eq!(report["receive_ack"]["messages"], 600, "{report}");
+}
+
 /// `weir bench http --compare` runs the workload against a second broker too and
 /// sets them side by side with ratios.
 #[tokio::test]
