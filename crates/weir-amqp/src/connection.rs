@@ -16,7 +16,6 @@
 //! back through [`Connection::close_channel`] or [`Connection::close`], and from
 //! then on the machine ignores what the spec says to ignore.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +25,7 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use bytes::{Bytes, BytesMut};
+use rustc_hash::FxHashMap;
 
 use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED,
@@ -118,7 +118,9 @@ pub(crate) struct Connection {
     frame_max: u32,
     channel_max: u16,
     heartbeat: u16,
-    channels: HashMap<u16, ChannelFrames>,
+    /// Content assembly per channel, looked up for every frame (at most
+    /// `channel_max` entries, so a fast unkeyed hash).
+    channels: FxHashMap<u16, ChannelFrames>,
     last_input: Instant,
     /// When the next heartbeat goes out.
     next_beat: Option<Instant>,
@@ -156,7 +158,7 @@ impl Connection {
             frame_max: PRE_TUNE_FRAME_MAX,
             channel_max: 0,
             heartbeat: 0,
-            channels: HashMap::new(),
+            channels: FxHashMap::default(),
             last_input: now,
             next_beat: None,
             deadline: Some(now + HANDSHAKE_STEP),

@@ -24,6 +24,7 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -271,7 +272,7 @@ pub(crate) async fn run(
         config,
         read,
         write,
-        channels: HashMap::new(),
+        channels: FxHashMap::default(),
         events_tx,
         events_rx,
         id: registry.connection_id(),
@@ -291,8 +292,9 @@ struct Session {
     write: OwnedWriteHalf,
     /// The protocol: handshake, limits, heartbeats, closes, content assembly.
     conn: Connection,
-    /// What the broker side keeps of each open channel.
-    channels: HashMap<u16, Channel>,
+    /// What the broker side keeps of each open channel. Looked up several times per
+    /// message; channel numbers are at most `channel_max`, so a fast unkeyed hash.
+    channels: FxHashMap<u16, Channel>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     /// Exclusive queues, auto-delete queues and consumers of every connection.
@@ -1766,7 +1768,11 @@ async fn channel_worker(
         while let Some(job) = jobs_left.next() {
             match job {
                 Job::Publish(first) => {
-                    let mut run = vec![*first];
+                    // Sized up front: a run is often a whole batch, and growing a
+                    // vector of publishes copies them (callgrind: 500 instructions
+                    // per message).
+                    let mut run = Vec::with_capacity(jobs_left.len() + 1);
+                    run.push(*first);
                     while let Some(Job::Publish(p)) =
                         jobs_left.next_if(|j| matches!(j, Job::Publish(_)))
                     {
@@ -1948,7 +1954,8 @@ async fn queue_publishes(broker: &Broker, batch: Vec<Publish>) -> QueuedPublishe
         .unwrap_or(usize::MAX)
         .clamp(1, PUBLISH_BATCH);
     while let Some(first) = rest.next() {
-        let mut run = vec![first];
+        let mut run = Vec::with_capacity(rest.len().min(most - 1) + 1);
+        run.push(first);
         while run.len() < most
             && let Some(next) = rest.next_if(|p| p.exchange == run[0].exchange)
         {

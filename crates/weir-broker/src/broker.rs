@@ -32,6 +32,7 @@ use crate::api::{
     ReceiveRequest, SendMessage, SendOutcome, SettleReport, check_duration, validate_name,
 };
 use crate::error::{BrokerError, Kind, Limit, Result};
+use crate::hex::push_hex;
 use crate::queue::actor::{Actor, Command, Outgoing, now_ms};
 use crate::queue::record::MessageMeta;
 use crate::queue::replay::{OwnReplay, SharedArrival, finish, replay_own, scan_shared};
@@ -1166,12 +1167,15 @@ pub(crate) fn generate_id(now: i64) -> String {
     static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let salt = *SALT.get_or_init(|| RandomState::new().hash_one(std::process::id()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:012x}{:04x}{:016x}",
+    let mut id = String::with_capacity(32);
+    push_hex(
+        &mut id,
         u64::try_from(now).unwrap_or(0) & 0xffff_ffff_ffff,
-        (salt >> 48) as u16,
-        salt.wrapping_add(n)
-    )
+        12,
+    );
+    push_hex(&mut id, salt >> 48, 4);
+    push_hex(&mut id, salt.wrapping_add(n), 16);
+    id
 }
 
 /// Checks one message and builds what is written.

@@ -29,6 +29,7 @@ pub mod bench_api;
 mod broker;
 pub mod error;
 mod exchanges;
+mod hex;
 mod queue;
 pub mod routing;
 mod shared;

@@ -9,13 +9,14 @@
 //! unsynced ack (AMQP's) is answered once written. Sent messages are taken in, and
 //! may be delivered, once written (decision 0005).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::either::Either;
@@ -252,7 +253,7 @@ const FRESH_FOR: Duration = Duration::from_secs(2);
 /// network buffer, which they would keep alive.
 #[derive(Default)]
 pub(crate) struct Fresh {
-    by_offset: HashMap<u64, Outgoing>,
+    by_offset: FxHashMap<u64, Outgoing>,
     /// Insertion order, for expiry; offsets taken since stay here until they age out.
     order: VecDeque<(u64, Instant)>,
     bytes: usize,
@@ -350,7 +351,7 @@ pub(crate) struct Actor {
     /// Deliveries whose `Delivered` record is not written yet, offset → delivery
     /// count (decision 0005): they go out with the next append of this queue, by
     /// `record_due` at the latest, and a first delivery acked before that needs none.
-    unrecorded: HashMap<u64, u32>,
+    unrecorded: FxHashMap<u64, u32>,
     record_due: Option<Instant>,
     fresh: Fresh,
     /// Resolves once the latest send has reported its append (see `send_batch`).
@@ -393,7 +394,7 @@ impl Actor {
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             last_trim: Instant::now(),
             dead_letter_queue,
-            unrecorded: HashMap::new(),
+            unrecorded: FxHashMap::default(),
             record_due: None,
             fresh: Fresh::default(),
             send_order: None,
@@ -1720,9 +1721,10 @@ async fn read_offsets(
     log: &FileLog,
     queue: &str,
     offsets: &mut [u64],
-) -> Result<HashMap<u64, Record>> {
+) -> Result<FxHashMap<u64, Record>> {
     offsets.sort_unstable();
-    let mut found: HashMap<u64, Record> = HashMap::with_capacity(offsets.len());
+    let mut found: FxHashMap<u64, Record> =
+        FxHashMap::with_capacity_and_hasher(offsets.len(), FxBuildHasher);
     let mut i = 0;
     while i < offsets.len() {
         let start = offsets[i];
@@ -1768,7 +1770,7 @@ async fn read_entries(
     }
     let mut found = read_offsets(log, queue, &mut own).await?;
     let mut found_shared = if shared.is_empty() {
-        HashMap::new()
+        FxHashMap::default()
     } else {
         read_offsets(bodies, queue, &mut shared).await?
     };
