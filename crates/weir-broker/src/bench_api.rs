@@ -10,7 +10,7 @@ use crate::api::QueueOptions;
 use crate::queue::actor::{Fresh, Outgoing};
 use crate::queue::record::MessageMeta;
 use crate::queue::replay::entry_of;
-use crate::queue::state::QueueState;
+use crate::queue::state::{QueueState, format_receipt};
 
 const NOW: i64 = 1_700_000_000_000;
 const VISIBILITY_MS: u64 = 30_000;
@@ -62,7 +62,7 @@ impl QueueFixture {
                 .lease(usize::try_from(n).unwrap_or(usize::MAX), VISIBILITY_MS, NOW);
         let mut settled = Vec::with_capacity(leased.len());
         for (entry, lease_id) in &leased {
-            let receipt = format!("{:x}-{lease_id:x}", entry.offset);
+            let receipt = format_receipt(entry.offset, *lease_id);
             if let Ok(entry) = self.state.ack("bench", &receipt) {
                 settled.push(entry.offset);
             }

@@ -10,14 +10,12 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// Appends `v` in lowercase hex with at least `width` digits, zero-padded on
 /// the left: the text of `format!("{v:0width$x}")`.
 pub(crate) fn push_hex(out: &mut String, v: u64, width: usize) {
-    let significant = (u64::BITS - v.leading_zeros()).div_ceil(4) as usize;
-    let digits = significant.max(width).max(1);
+    let significant = (u64::BITS - v.leading_zeros()).div_ceil(4).max(1) as usize;
+    let digits = significant.max(width);
     out.reserve(digits);
     for i in (0..digits).rev() {
-        let nibble = u32::try_from(i * 4)
-            .ok()
-            .and_then(|shift| v.checked_shr(shift))
-            .map_or(0, |rest| rest & 0xf);
+        // Digits past the sixteenth are padding.
+        let nibble = if i < 16 { (v >> (i * 4)) & 0xf } else { 0 };
         out.push(char::from(DIGITS[nibble as usize]));
     }
 }

@@ -22,12 +22,13 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
+use rustc_hash::FxHashMap;
+
 use crate::api::{Backoff, DeadLetterReason, Overflow, QueueOptions, QueueStats};
 use crate::error::{BrokerError, Result};
 use crate::hex::push_hex;
 use crate::queue::ready::Ready;
 use crate::queue::record::{SHARED, SettleReason, StateOp, Totals};
-use rustc_hash::FxHashMap;
 
 /// What the queue keeps in memory per message: a few dozen bytes. Body, headers and
 /// id stay on disk.
