@@ -35,7 +35,7 @@ use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::hex::push_hex;
 use crate::queue::actor::{Actor, Command, Outgoing, now_ms};
 use crate::queue::record::MessageMeta;
-use crate::queue::replay::{OwnReplay, SharedArrival, finish, replay_own, scan_shared};
+use crate::queue::replay::{Arrivals, OwnReplay, Wanted, finish, replay_own, scan_shared};
 use crate::queue::state::QueueState;
 use crate::routing::{DestinationType, Router};
 use crate::shared::{self, Dispatch, Writes};
@@ -355,7 +355,16 @@ impl Broker {
             let id = self.queue_id_of(&name)?;
             opened.push(self.open_queue(&name, options, id).await?);
         }
-        let wanted: HashMap<u32, u64> = opened.iter().map(|o| (o.id, o.own.shared_below)).collect();
+        let wanted: HashMap<u32, Wanted> = opened
+            .iter()
+            .map(|o| {
+                let wanted = Wanted {
+                    from: o.own.shared_below,
+                    ids: o.options.dedup_window_ms.is_some(),
+                };
+                (o.id, wanted)
+            })
+            .collect();
         let mut arrivals = scan_shared(&self.inner.bodies, &wanted)
             .await
             .map_err(|source| BrokerError::Storage {
@@ -446,8 +455,8 @@ impl Broker {
                 "recovery cut a torn tail off the queue's log (writes that were never confirmed)"
             );
         }
-        let state = QueueState::new(options.clone(), lease_seed());
-        let own = replay_own(&log, &state, name)
+        let mut state = QueueState::new(options.clone(), lease_seed());
+        let own = replay_own(&log, &mut state, name, now_ms())
             .await
             .map_err(|source| BrokerError::Storage {
                 queue: name.to_owned(),
@@ -465,7 +474,7 @@ impl Broker {
 
     /// Finishes a queue's replay with its shared messages and starts its actor;
     /// returns how many messages it holds.
-    fn start_queue(&self, queue: OpenedQueue, arrivals: Vec<SharedArrival>) -> u64 {
+    fn start_queue(&self, queue: OpenedQueue, arrivals: Arrivals) -> u64 {
         let OpenedQueue {
             name,
             options,
@@ -609,7 +618,7 @@ impl Broker {
         let path = dir.join("queue.json");
         write_durably(&path, &json).map_err(|e| io_error("write", &path, e))?;
         let opened = self.open_queue(name, options, id).await?;
-        self.start_queue(opened, Vec::new());
+        self.start_queue(opened, Arrivals::default());
         tracing::info!(queue = name, "declared queue");
         Ok(Declared::Created)
     }

@@ -886,8 +886,16 @@ impl Driver {
                 }
             }
             Op::Restart => {
+                // Replay gives back every held message as it was (leases ended),
+                // in the same arrival order.
+                let before = self.h.state.held_in_arrival_order(now);
                 self.h.restart();
                 self.model.restart(now);
+                prop_assert_eq!(
+                    self.h.state.held_in_arrival_order(now),
+                    before,
+                    "held messages after the restart"
+                );
             }
         }
         self.check()

@@ -373,20 +373,17 @@ impl QueueState {
         self.enforce_length()
     }
 
-    /// Adds recovered entries: like commit, but no length enforcement beyond what
-    /// the queue held before and no reservation.
-    /// Entries come in arrival order.
-    pub(crate) fn restore(&mut self, entries: Vec<(Entry, i64)>, now: i64) {
-        for (mut entry, not_before) in entries {
-            entry.seq = self.take_seq();
-            self.hold(&entry);
-            if not_before > now {
-                self.delayed.insert((not_before, entry.offset), entry);
-            } else if entry.group != 0 && self.busy_groups.contains(&entry.group) {
-                self.park(entry);
-            } else {
-                self.push_ready(entry);
-            }
+    /// Adds a recovered entry: like commit, but no length enforcement beyond what
+    /// the queue held before and no reservation. Entries come in arrival order.
+    pub(crate) fn restore(&mut self, mut entry: Entry, not_before: i64, now: i64) {
+        entry.seq = self.take_seq();
+        self.hold(&entry);
+        if not_before > now {
+            self.delayed.insert((not_before, entry.offset), entry);
+        } else if entry.group != 0 && self.busy_groups.contains(&entry.group) {
+            self.park(entry);
+        } else {
+            self.push_ready(entry);
         }
     }
 
@@ -505,6 +502,33 @@ impl QueueState {
     /// checkpoint; the caller puts it in the one it writes.
     pub(crate) fn take_shared_sent(&mut self) -> u64 {
         std::mem::take(&mut self.shared_sent)
+    }
+
+    /// Every held message in arrival order, with its seq cleared and, for a delayed
+    /// one, its due time if that is after `now`: what a restart at `now` must give
+    /// back (leases end, passed delays are ready, arrival order stays). Messages in
+    /// transit or settling are left out: whether they come back depends on writes
+    /// in flight.
+    #[cfg(test)]
+    pub(crate) fn held_in_arrival_order(&self, now: i64) -> Vec<(Entry, Option<i64>)> {
+        let mut all: Vec<(Entry, Option<i64>)> = self
+            .ready
+            .iter()
+            .flat_map(Ready::iter)
+            .chain(self.parked.values().flatten())
+            .chain(self.leased.values().map(|l| &l.entry))
+            .map(|e| (*e, None))
+            .chain(
+                self.delayed
+                    .iter()
+                    .map(|((due, _), e)| (*e, Some(*due).filter(|d| *d > now))),
+            )
+            .collect();
+        all.sort_by_key(|(e, _)| e.seq);
+        for (e, _) in &mut all {
+            e.seq = 0;
+        }
+        all
     }
 
     /// The ready queues' capacity, in messages.
