@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
+use weir_log::io::{Fs, StdFs};
 use weir_log::{FileLog, Header, LogConfig, MessageLog};
 
 use crate::api::{
@@ -194,6 +195,9 @@ pub(crate) struct Inner {
     closing: AtomicBool,
     /// Resource alarms (see [`crate::alarms`]).
     alarms: tokio::sync::watch::Receiver<crate::Alarms>,
+    /// The file system the logs live on: the real one, or a test's (which can hold
+    /// or fail syncs).
+    fs: Arc<dyn Fs>,
     _lock: File,
 }
 
@@ -240,6 +244,14 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Broker {
     /// Opens the data directory and recovers every queue in it.
     pub async fn open(config: BrokerConfig) -> Result<(Broker, StartReport)> {
+        Broker::open_with_fs(config, StdFs::shared()).await
+    }
+
+    /// [`Broker::open`] with the logs on `fs` (tests hold or fail its syncs).
+    pub(crate) async fn open_with_fs(
+        config: BrokerConfig,
+        fs: Arc<dyn Fs>,
+    ) -> Result<(Broker, StartReport)> {
         let started = Instant::now();
         config
             .log
@@ -247,31 +259,19 @@ impl Broker {
             .map_err(|e| BrokerError::invalid("log", e.to_string()))?;
         let queues_dir = config.data_dir.join("queues");
         std::fs::create_dir_all(&queues_dir).map_err(|e| io_error("create", &queues_dir, e))?;
-        let lock_path = config.data_dir.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_error("open", &lock_path, e))?;
-        if lock.try_lock().is_err() {
-            return Err(BrokerError::Unavailable {
-                reason: format!(
-                    "data directory {} is in use by another weir process",
-                    config.data_dir.display()
-                ),
-            });
-        }
+        let lock = lock_data_dir(&config.data_dir)?;
         let bodies_dir = config.data_dir.join("bodies");
         let bodies_config = config.log.clone();
-        let (bodies, _) =
-            tokio::task::spawn_blocking(move || FileLog::open(bodies_dir, bodies_config))
-                .await
-                .map_err(|e| BrokerError::internal(format!("opening the shared log: {e}")))?
-                .map_err(|source| BrokerError::Storage {
-                    queue: "(shared log)".into(),
-                    source,
-                })?;
+        let bodies_fs = fs.clone();
+        let (bodies, _) = tokio::task::spawn_blocking(move || {
+            FileLog::open_with(bodies_fs, bodies_dir, bodies_config)
+        })
+        .await
+        .map_err(|e| BrokerError::internal(format!("opening the shared log: {e}")))?
+        .map_err(|source| BrokerError::Storage {
+            queue: "(shared log)".into(),
+            source,
+        })?;
         let next_queue_id = read_next_queue_id(&config.data_dir)?;
         let body_writes = Writes::default();
         let alarms = crate::alarms::spawn_monitor(crate::alarms::Thresholds {
@@ -296,6 +296,7 @@ impl Broker {
             deleting: std::sync::Mutex::new(HashSet::new()),
             closing: AtomicBool::new(false),
             alarms,
+            fs,
             _lock: lock,
         });
         let broker = Broker { inner };
@@ -441,13 +442,15 @@ impl Broker {
         let dir = self.queue_dir(name).join("log");
         let log_config = self.inner.config.log.clone();
         let queue = name.to_owned();
-        let (log, recovery) = tokio::task::spawn_blocking(move || FileLog::open(dir, log_config))
-            .await
-            .map_err(|e| BrokerError::internal(format!("opening queue '{queue}': {e}")))?
-            .map_err(|source| BrokerError::Storage {
-                queue: name.to_owned(),
-                source,
-            })?;
+        let fs = self.inner.fs.clone();
+        let (log, recovery) =
+            tokio::task::spawn_blocking(move || FileLog::open_with(fs, dir, log_config))
+                .await
+                .map_err(|e| BrokerError::internal(format!("opening queue '{queue}': {e}")))?
+                .map_err(|source| BrokerError::Storage {
+                    queue: name.to_owned(),
+                    source,
+                })?;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(
                 queue = name,
@@ -1349,6 +1352,26 @@ fn read_next_queue_id(data_dir: &Path) -> Result<u32> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
         Err(e) => Err(io_error("read", &path, e)),
     }
+}
+
+/// Takes `<data_dir>/LOCK` (an `flock`, released by the kernel if the process dies).
+fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    let lock_path = data_dir.join("LOCK");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io_error("open", &lock_path, e))?;
+    if lock.try_lock().is_err() {
+        return Err(BrokerError::Unavailable {
+            reason: format!(
+                "data directory {} is in use by another weir process",
+                data_dir.display()
+            ),
+        });
+    }
+    Ok(lock)
 }
 
 fn write_next_queue_id(data_dir: &Path, next: u32) -> Result<()> {

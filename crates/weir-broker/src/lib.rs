@@ -27,6 +27,8 @@ pub mod api;
 #[doc(hidden)]
 pub mod bench_api;
 mod broker;
+#[cfg(test)]
+mod broker_tests;
 pub mod error;
 mod exchanges;
 mod hex;

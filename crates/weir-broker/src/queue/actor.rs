@@ -187,6 +187,15 @@ enum Internal {
     },
     /// A checkpoint landed; its dedup records are at these offsets.
     CheckpointLanded(Vec<(u64, Vec<(i64, String)>)>),
+    /// A send of a queue that keeps ids is durable: every record below `below` is.
+    Synced {
+        below: u64,
+    },
+    /// The sync of a send's records `from..to` failed (the log is failed now).
+    SyncFailed {
+        from: u64,
+        to: u64,
+    },
     Transit {
         offsets: Vec<u64>,
         reason: SettleReason,
@@ -946,6 +955,9 @@ impl Actor {
             .flat_map(|(kept, _, _)| kept.iter().map(Outgoing::record))
             .collect();
         let max_priority = self.state.options().max_priority;
+        // Duplicates of these sends are answered only once they are durable, so
+        // the actor hears when they are.
+        let keeps_ids = self.state.options().dedup_window_ms.is_some();
         let low = self.start_append();
         let log = self.log.clone();
         let events = self.internal_tx.clone();
@@ -1005,13 +1017,24 @@ impl Actor {
                 }
             }
             drop(reported);
-            if answers.is_empty() {
+            let landed = result.as_ref().map(|a| a.first.0..next);
+            if answers.is_empty() && !keeps_ids {
                 return;
             }
             let synced = durable.await.map_err(|source| BrokerError::Storage {
                 queue: queue.clone(),
                 source,
             });
+            if keeps_ids && let Ok(range) = landed {
+                let _ = events.send(if synced.is_ok() {
+                    Internal::Synced { below: range.end }
+                } else {
+                    Internal::SyncFailed {
+                        from: range.start,
+                        to: range.end,
+                    }
+                });
+            }
             for (reply, outcomes) in answers {
                 let _ = reply.send(synced.clone().map(|_| outcomes));
             }
@@ -1290,11 +1313,12 @@ impl Actor {
                     self.serve_waiters();
                 }
             }
-            Internal::CheckpointLanded(chunks) => {
-                for (offset, ids) in chunks {
-                    self.state.dedup_rewritten(&ids, offset);
-                }
+            Internal::CheckpointLanded(chunks) => self.checkpoint_landed(chunks),
+            Internal::Synced { below } => {
+                self.state.synced_below(below);
+                self.retry_deferred();
             }
+            Internal::SyncFailed { from, to } => self.sync_failed(from, to),
             Internal::Release(leases) => {
                 for (offset, lease_id) in leases {
                     self.state.release(offset, lease_id);
@@ -1523,6 +1547,29 @@ impl Actor {
 
     /// Runs the sends and arrivals that waited for an earlier send of one of their
     /// ids.
+    /// A checkpoint's records landed: its dedup ids are remembered there now.
+    fn checkpoint_landed(&mut self, chunks: Vec<(u64, Vec<(i64, String)>)>) {
+        // Appended synced: the log is durable up to the last of them.
+        if let Some(last) = chunks.iter().map(|(offset, _)| *offset).max() {
+            self.state.synced_below(last + 1);
+        }
+        for (offset, ids) in chunks {
+            self.state.dedup_rewritten(&ids, offset);
+        }
+    }
+
+    /// The sync of a send's records `from..to` failed: retries of its ids that wait
+    /// for it are new sends now.
+    fn sync_failed(&mut self, from: u64, to: u64) {
+        let forgotten = self.state.sync_failed(from, to);
+        tracing::debug!(
+            queue = self.name,
+            forgotten,
+            "a send's sync failed: retries of its ids are new sends"
+        );
+        self.retry_deferred();
+    }
+
     fn retry_deferred(&mut self) {
         for (messages, dedup, reply) in std::mem::take(&mut self.deferred) {
             self.send(messages, dedup, reply);

@@ -987,13 +987,15 @@ impl Driver {
                 },
             })
             .collect();
-        // As the actor on `Committed`: the ids are durable, the duplicates counted.
+        // As the actor on `Committed` and then `Synced`: the ids are written, then
+        // durable (the memory log answers synced).
         self.h.state.confirm_ids(
             kept_ids
                 .iter()
                 .map(String::as_str)
                 .zip(entries.iter().map(|(e, _)| e.offset)),
         );
+        self.h.state.synced_below(self.h.log.next_offset().0);
         let effects = self.h.state.commit(entries, true, now);
         let seen = self.h.perform(effects)?;
         let want = self.model.commit(msgs);
@@ -1348,6 +1350,7 @@ fn duplicates_within_the_window_are_accepted_but_not_enqueued() {
                     .map(|(id, _)| (*id, 0))
                     .collect();
                 state.confirm_ids(kept);
+                state.synced_below(1);
                 d
             }
             Admission::Wait => panic!("nothing is in flight"),
@@ -1388,6 +1391,7 @@ fn a_rejected_send_leaves_nothing_reserved() {
         .admit(QUEUE, &[(Some("a"), 1), (Some("b"), 1)], T0)
         .unwrap();
     state.confirm_ids([("a", 0), ("b", 1)]);
+    state.synced_below(2);
     state.commit(
         vec![(entry(0, 0, None, 1), 0), (entry(1, 0, None, 1), 0)],
         true,

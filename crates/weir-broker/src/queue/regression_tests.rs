@@ -94,6 +94,7 @@ impl Rig {
                 .copied()
                 .zip(entries.iter().map(|(e, _)| e.offset)),
         );
+        self.state.synced_below(self.log.next_offset().0);
         let effects = self.state.commit(entries.clone(), true, now);
         assert!(effects.is_empty());
         entries.into_iter().map(|(e, _)| e).collect()
@@ -197,10 +198,32 @@ fn a_send_is_not_confirmed_as_a_duplicate_of_a_send_that_is_not_yet_durable() {
     state.cancel(&["x"], 1, 1);
     let retry = state.admit(QUEUE, &[(Some("x"), 1)], T0 + 2).unwrap();
     assert_eq!(retry, Admission::Admitted(vec![false]));
-    // This time it lands: a further retry is a duplicate at once.
+    // This time it is written: a retry still waits for the sync (decision 0005
+    // takes a send in once written, and its sync may still fail).
     state.confirm_ids([("x", 0)]);
+    let retry = state.admit(QUEUE, &[(Some("x"), 1)], T0 + 3).unwrap();
+    assert_eq!(retry, Admission::Wait, "written is not durable");
+    // Synced: a further retry is a duplicate at once.
+    state.synced_below(1);
     let again = state.admit(QUEUE, &[(Some("x"), 1)], T0 + 3).unwrap();
     assert_eq!(again, Admission::Admitted(vec![true]));
+    // A later send of "y" is written, but its sync fails: its id is forgotten, and
+    // a retry is a new send.
+    assert_eq!(
+        state.admit(QUEUE, &[(Some("y"), 1)], T0 + 4).unwrap(),
+        Admission::Admitted(vec![false])
+    );
+    state.confirm_ids([("y", 1)]);
+    assert_eq!(state.sync_failed(1, 2), 1);
+    assert_eq!(
+        state.admit(QUEUE, &[(Some("y"), 1)], T0 + 5).unwrap(),
+        Admission::Admitted(vec![false])
+    );
+    assert_eq!(
+        state.admit(QUEUE, &[(Some("x"), 1)], T0 + 5).unwrap(),
+        Admission::Admitted(vec![true]),
+        "a durable id is kept"
+    );
 }
 
 /// A dedup checkpoint holds only ids whose send is durable, so a crash cannot leave
@@ -316,6 +339,7 @@ fn a_dedup_checkpoint_of_a_busy_queue_can_be_written() {
         rig.state.admit(QUEUE, &items, now).unwrap();
         rig.state
             .confirm_ids(chunk.iter().map(String::as_str).zip(0..));
+        rig.state.synced_below(u64::MAX);
     }
     let (ops, chunks) = rig
         .counters

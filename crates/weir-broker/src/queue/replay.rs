@@ -625,6 +625,8 @@ pub(crate) fn finish(
     // messages, and its count is the `sent` no checkpoint has yet.
     state.restore_shared(shared_below, next_shared, sent, held, mark.min(report.end));
     state.finish_restore();
+    // Recovery synced what it kept: every record replayed is durable.
+    state.synced_below(report.end);
     state.restore_busy_groups(busy_groups);
     // Second pass: the held shared messages as the state takes them.
     let mut others = arrivals

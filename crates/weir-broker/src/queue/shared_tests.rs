@@ -130,6 +130,7 @@ impl Rig {
         );
         let entry = entry_of(appended.first.0, &meta, 1);
         self.state.confirm_ids([(id, entry.offset)]);
+        self.state.synced_below(appended.next.0);
         assert!(self.state.commit(vec![(entry, 0)], true, T0).is_empty());
     }
 

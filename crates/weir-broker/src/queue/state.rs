@@ -85,8 +85,9 @@ struct SeenId {
     /// When it stops counting, ms since the epoch.
     until: i64,
     /// Where the log remembers it: its message record, or the dedup record that
-    /// carried it over a trim. `None` while its send is still being written: a
-    /// duplicate of it must wait, since that write may still fail.
+    /// carried it over a trim. `None` while its send is still being written. Until
+    /// the record is durable too (see [`QueueState::synced_below`]), a duplicate of
+    /// it waits: that write, or its sync, may still fail.
     offset: Option<u64>,
 }
 
@@ -183,6 +184,12 @@ pub(crate) struct QueueState {
     dedup: HashMap<String, SeenId>,
     /// The same ids by when they leave the window (sorted), for pruning.
     dedup_order: VecDeque<(i64, String)>,
+    /// Records of the queue's own log below this offset are durable. Decision 0005
+    /// takes a send in once written and answers it once synced: an id whose record
+    /// is written but at or above this may still be lost, so a duplicate of it is
+    /// answered only once the log is synced past it. (Shared keys are durable in
+    /// the shared log before they arrive.)
+    durable_below: u64,
     /// Lifetime counters.
     pub(crate) totals: Totals,
     /// Next lease id; unique across queues and runs (seeded by the caller).
@@ -237,6 +244,7 @@ impl QueueState {
             reserved_bytes: 0,
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
+            durable_below: 0,
             totals: Totals::default(),
             next_lease_id: lease_seed,
         }
@@ -265,7 +273,7 @@ impl QueueState {
             for (i, (id, _)) in items.iter().enumerate() {
                 if let Some(id) = id {
                     match self.dedup.get(*id) {
-                        Some(s) if s.offset.is_none() => return Ok(Admission::Wait),
+                        Some(s) if !self.durable(s.offset) => return Ok(Admission::Wait),
                         Some(s) if s.until > now => duplicate[i] = true,
                         _ => duplicate[i] = !seen.insert(*id),
                     }
@@ -314,14 +322,40 @@ impl QueueState {
         self.dedup_order.push_back((until, id.to_owned()));
     }
 
-    /// The sends of these ids are durable at these offsets: later duplicates of them
-    /// are answered at once.
+    /// The sends of these ids are written at these offsets: later duplicates of them
+    /// are answered as soon as those are durable (at once for shared keys, else
+    /// once [`QueueState::synced_below`] passes them).
     pub(crate) fn confirm_ids<'a>(&mut self, ids: impl IntoIterator<Item = (&'a str, u64)>) {
         for (id, offset) in ids {
             if let Some(seen) = self.dedup.get_mut(id) {
                 seen.offset = Some(offset);
             }
         }
+    }
+
+    /// Whether a send remembered at `offset` is durable.
+    fn durable(&self, offset: Option<u64>) -> bool {
+        offset.is_some_and(|o| is_shared(o) || o < self.durable_below)
+    }
+
+    /// Every record of the queue's log below `below` is durable (a sync answered,
+    /// or recovery found them): duplicates of the sends there may be answered.
+    pub(crate) fn synced_below(&mut self, below: u64) {
+        self.durable_below = self.durable_below.max(below);
+    }
+
+    /// The sync of the records in `from..to` failed: they may be lost, and the log
+    /// takes no more appends until reopened. Their ids are forgotten, so a retry is
+    /// a new send (which fails while the log does), never a "duplicate" of nothing.
+    /// Returns how many were forgotten.
+    pub(crate) fn sync_failed(&mut self, from: u64, to: u64) -> usize {
+        let before = self.dedup.len();
+        let durable_below = self.durable_below;
+        self.dedup.retain(|_, s| {
+            !s.offset
+                .is_some_and(|o| !is_shared(o) && o >= durable_below && (from..to).contains(&o))
+        });
+        before - self.dedup.len()
     }
 
     fn prune_dedup(&mut self, now: i64) {
