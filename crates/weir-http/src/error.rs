@@ -2,7 +2,7 @@
 //! `{"error": "<stable code>", "reason": "<text>"}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use weir_broker::BrokerError;
@@ -18,17 +18,34 @@ pub struct ApiError {
     pub reason: String,
     /// Extra fields merged into the body (per-receipt failures).
     pub extra: Option<Value>,
+    /// Seconds for a `Retry-After` header, on refusals that pass by themselves
+    /// (an alarm, the long-poll cap), so clients and their retry libraries wait
+    /// that long instead of guessing.
+    pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
-    /// A 400 with code `code`.
-    pub fn bad_request(code: &'static str, reason: impl Into<String>) -> ApiError {
+    /// An error answer with `status`, `code` and `reason`.
+    pub fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> ApiError {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
+            status,
             code,
             reason: reason.into(),
             extra: None,
+            retry_after_s: None,
         }
+    }
+
+    /// A 400 with code `code`.
+    pub fn bad_request(code: &'static str, reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, reason)
+    }
+
+    /// The same answer with a `Retry-After: seconds` header.
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u32) -> ApiError {
+        self.retry_after_s = Some(seconds);
+        self
     }
 }
 
@@ -63,12 +80,7 @@ impl From<BrokerError> for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");
         }
-        ApiError {
-            status,
-            code: e.code(),
-            reason: e.to_string(),
-            extra: None,
-        }
+        ApiError::new(status, e.code(), e.to_string())
     }
 }
 
@@ -78,6 +90,12 @@ impl IntoResponse for ApiError {
         if let (Some(Value::Object(extra)), Some(map)) = (self.extra, body.as_object_mut()) {
             map.extend(extra);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

@@ -6,30 +6,72 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
+use crate::body::BodyError;
 use crate::error::ApiError;
+use crate::routes::AppState;
 
 /// A JSON body. Any content type is accepted (curl's `-d` says form-urlencoded);
 /// an empty body reads as `{}`.
 pub struct JsonBody<T>(pub T);
 
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "payload_too_large",
-                reason: format!("request body is over the limit ({e})"),
-                extra: None,
-            }
-        } else {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("could not read the request body: {e}"),
-            )
+fn too_large(reason: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", reason)
+}
+
+/// The answer to a body that could not be read.
+fn unreadable(e: axum::Error) -> ApiError {
+    match e.into_inner().downcast::<BodyError>() {
+        Ok(e) if matches!(*e, BodyError::Timeout(_)) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            e.to_string(),
+        ),
+        Ok(e) => ApiError::bad_request(
+            "invalid_body",
+            format!("could not read the request body: {e}"),
+        ),
+        Err(e) => ApiError::bad_request(
+            "invalid_body",
+            format!("could not read the request body: {e}"),
+        ),
+    }
+}
+
+/// The whole body, at most `max` bytes. A `Content-Length` over `max` is refused
+/// before any of the body is read, a chunked body as soon as it passes `max`; what
+/// is left of a refused body is drained after the answer ([`crate::body`]).
+async fn read_body(req: Request, max: u64) -> Result<Bytes, ApiError> {
+    let mut body = req.into_body();
+    let declared = body.size_hint().lower();
+    if declared > max {
+        return Err(too_large(format!(
+            "the request body ({declared} bytes by its Content-Length) is over the limit of {max} bytes"
+        )));
+    }
+    // Kept as received, so a body that came in one piece is not copied.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(unreadable)?.into_data() else {
+            continue; // trailers
+        };
+        total += data.len() as u64;
+        if total > max {
+            return Err(too_large(format!(
+                "the request body is over the limit of {max} bytes"
+            )));
         }
-    })?;
+        chunks.push(data);
+    }
+    let bytes = if chunks.len() == 1 {
+        chunks.pop().unwrap_or_default()
+    } else {
+        Bytes::from(chunks.concat())
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }
@@ -41,11 +83,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        parse_json(&read_body(req, state).await?).map(JsonBody)
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        parse_json(&read_body(req, state.max_body_bytes).await?).map(JsonBody)
     }
 }
 
@@ -73,11 +115,11 @@ fn first_key(bytes: &[u8]) -> Option<&[u8]> {
     (rest[end] == b'"').then(|| &rest[..end])
 }
 
-impl<S: Send + Sync, T: Batched> FromRequest<S> for OneOrMany<T> {
+impl<T: Batched> FromRequest<AppState> for OneOrMany<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(req, state).await?;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state.max_body_bytes).await?;
         if first_key(&bytes) != Some(T::FIELD.as_bytes()) {
             return Ok(OneOrMany {
                 items: vec![parse_json(&bytes)?],

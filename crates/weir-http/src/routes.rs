@@ -1,9 +1,11 @@
 //! The handlers. Each translates JSON to one broker call and back.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{FromRef, FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -12,18 +14,106 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
 use weir_broker::{
-    Broker, BrokerError, DeadLetterInfo, Declared, Delivery, NackOptions, QueueOptions,
+    Alarms, Broker, BrokerError, DeadLetterInfo, Declared, Delivery, NackOptions, QueueOptions,
     ReceiveRequest, SendMessage, SettleReport,
 };
 
+use crate::HttpConfig;
 use crate::error::{ApiError, status_of};
 use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
 use crate::routing_routes as x;
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
-pub(crate) fn router(broker: Broker, max_body: usize) -> Router {
+/// What the handlers share. Handlers that need only the broker take
+/// `State<Broker>` ([`FromRef`]).
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) broker: Broker,
+    /// Largest request body, bytes (`[http] max_body_bytes`).
+    pub(crate) max_body_bytes: u64,
+    /// One permit per receive waiting in a long poll (`[http] max_long_polls`).
+    pub(crate) long_polls: LongPolls,
+    /// The broker's resource alarms: sends are refused while one is raised.
+    pub(crate) alarms: watch::Receiver<Alarms>,
+}
+
+impl FromRef<AppState> for Broker {
+    fn from_ref(state: &AppState) -> Broker {
+        state.broker.clone()
+    }
+}
+
+/// The long-poll cap: permits, and how many there are (for the refusal's reason).
+#[derive(Clone)]
+pub(crate) struct LongPolls {
+    permits: Arc<Semaphore>,
+    max: u32,
+}
+
+impl FromRef<AppState> for LongPolls {
+    fn from_ref(state: &AppState) -> LongPolls {
+        state.long_polls.clone()
+    }
+}
+
+/// Seconds a send refused by an alarm is told to wait. The alarms are checked once
+/// a second, and space or memory comes back as consumers take messages, which
+/// takes longer than a second.
+const ALARM_RETRY_AFTER_S: u32 = 5;
+
+/// Seconds a long poll over the cap is told to wait: a slot frees as soon as any
+/// waiting receive is answered.
+const LONG_POLL_RETRY_AFTER_S: u32 = 1;
+
+/// The refusal of a send while `alarms` has one raised: 503 with `Retry-After`
+/// (not 507: the alarm passes by itself, and retry logic knows 503 and its
+/// `Retry-After`; see docs/http-api.md).
+pub(crate) fn alarm_refusal(alarms: Alarms) -> Option<ApiError> {
+    let reason = alarms.reason()?;
+    Some(
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "resource_alarm",
+            format!(
+                "the broker is {reason}: sends and publishes are refused until the alarm \
+                 clears (receiving, acking, purging and deleting go on and free space); \
+                 retry later"
+            ),
+        )
+        .retry_after(ALARM_RETRY_AFTER_S),
+    )
+}
+
+/// An extractor that refuses the request while a resource alarm is raised. It
+/// comes before the body extractor in a handler's arguments, so a refused body is
+/// not read (it is drained after the answer).
+pub(crate) struct WritesAllowed;
+
+impl FromRequestParts<AppState> for WritesAllowed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let alarms = *state.alarms.borrow();
+        match alarm_refusal(alarms) {
+            Some(refusal) => Err(refusal),
+            None => Ok(WritesAllowed),
+        }
+    }
+}
+
+pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
+    let state = AppState {
+        alarms: broker.alarms(),
+        broker,
+        max_body_bytes: config.max_body_bytes,
+        long_polls: LongPolls {
+            permits: Arc::new(Semaphore::new(config.long_poll_cap() as usize)),
+            max: config.long_poll_cap(),
+        },
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
@@ -67,8 +157,7 @@ pub(crate) fn router(broker: Broker, max_body: usize) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(broker)
+        .with_state(state)
 }
 
 async fn healthz() -> Json<Value> {
@@ -84,21 +173,19 @@ async fn openapi() -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "not_found",
-        reason: "no such endpoint; see /api/openapi.json".into(),
-        extra: None,
-    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /api/openapi.json",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        code: "method_not_allowed",
-        reason: "this endpoint does not take that method; see /api/openapi.json".into(),
-        extra: None,
-    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see /api/openapi.json",
+    )
 }
 
 #[allow(clippy::unnecessary_wraps)] // handlers end with `ok(..)` or `?`
@@ -206,6 +293,7 @@ pub(crate) fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError
 
 async fn send(
     State(broker): State<Broker>,
+    _: WritesAllowed,
     Path(name): Path<String>,
     body: OneOrMany<MessageIn>,
 ) -> ApiResult {
@@ -289,15 +377,46 @@ pub(crate) fn deliveries(got: &[Delivery]) -> Response {
 
 async fn receive(
     State(broker): State<Broker>,
+    State(long_polls): State<LongPolls>,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<ReceiveQuery>,
 ) -> ApiResult {
-    let request = ReceiveRequest {
+    let mut request = ReceiveRequest {
         max: q.max.unwrap_or(1),
         wait_ms: q.wait_ms.unwrap_or(0),
         visibility_timeout_ms: q.visibility_timeout_ms,
     };
+    let mut over_cap = false;
+    // An out-of-range wait_ms is the broker's 400 whatever the cap.
+    let long_poll = request.wait_ms > 0 && request.wait_ms <= broker.limits().max_wait_ms;
+    // Held while this receive waits; dropped with the request if the client
+    // hangs up.
+    let _waiting = if long_poll {
+        let permit = Arc::clone(&long_polls.permits).try_acquire_owned().ok();
+        if permit.is_none() {
+            // A short poll instead: what is ready is served; an empty answer at
+            // once would send a client that relies on the wait to pace itself into
+            // a tight loop, so that gets 429 and Retry-After.
+            request.wait_ms = 0;
+            over_cap = true;
+        }
+        permit
+    } else {
+        None
+    };
     let got = broker.receive(&name, request).await?;
+    if over_cap && got.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_long_polls",
+            format!(
+                "{} receives are already waiting in a long poll ([http] max_long_polls) and \
+                 no message is ready; retry later",
+                long_polls.max
+            ),
+        )
+        .retry_after(LONG_POLL_RETRY_AFTER_S));
+    }
     Ok(deliveries(&got))
 }
 
@@ -430,6 +549,7 @@ struct RedriveBody {
 
 async fn redrive(
     State(broker): State<Broker>,
+    _: WritesAllowed,
     Path(name): Path<String>,
     JsonBody(b): JsonBody<RedriveBody>,
 ) -> ApiResult {
@@ -437,4 +557,30 @@ async fn redrive(
         .redrive_dead_letters(&name, b.max.unwrap_or(u32::MAX))
         .await?;
     ok(StatusCode::OK, json!({"redriven": n}))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use weir_broker::Alarms;
+
+    use super::alarm_refusal;
+
+    #[test]
+    fn either_alarm_refuses_sends_with_503_and_retry_after() {
+        assert!(alarm_refusal(Alarms::default()).is_none());
+        let refusal = alarm_refusal(Alarms {
+            disk: false,
+            memory: true,
+        })
+        .expect("refused");
+        assert_eq!(refusal.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refusal.code, "resource_alarm");
+        assert!(
+            refusal.reason.contains("low on memory"),
+            "{}",
+            refusal.reason
+        );
+        assert_eq!(refusal.retry_after_s, Some(5));
+    }
 }

@@ -12,7 +12,7 @@ use weir_broker::{
 };
 
 use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
-use crate::routes::{ApiResult, MessageIn, message_in, ok};
+use crate::routes::{ApiResult, MessageIn, WritesAllowed, message_in, ok};
 
 /// The default exchange in paths (its real name, `""`, cannot be a path segment),
 /// as in `RabbitMQ`'s management API.
@@ -223,6 +223,7 @@ async fn publish_through(
 
 pub(crate) async fn publish(
     State(broker): State<Broker>,
+    _: WritesAllowed,
     Path(name): Path<String>,
     QueryParams(query): QueryParams<PublishQuery>,
     body: OneOrMany<PublishIn>,
@@ -232,6 +233,7 @@ pub(crate) async fn publish(
 
 pub(crate) async fn publish_topic(
     State(broker): State<Broker>,
+    _: WritesAllowed,
     Path(topic): Path<String>,
     QueryParams(query): QueryParams<PublishQuery>,
     body: OneOrMany<PublishIn>,

@@ -257,6 +257,32 @@ mod tests {
     }
 
     #[test]
+    fn http_timeouts_and_caps_come_from_the_environment() {
+        let env = vec![
+            (
+                "WEIR_HTTP_HEADER_READ_TIMEOUT_MS".to_owned(),
+                "1500".to_owned(),
+            ),
+            ("WEIR_HTTP_IDLE_TIMEOUT_MS".to_owned(), "2500".to_owned()),
+            ("WEIR_HTTP_MAX_LONG_POLLS".to_owned(), "7".to_owned()),
+            ("WEIR_HTTP_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
+            ("WEIR_HTTP_LISTEN".to_owned(), "127.0.0.1:3".to_owned()),
+        ];
+        let c = load(None, env, &[]).unwrap();
+        assert_eq!(c.http.header_read_timeout_ms, 1500);
+        assert_eq!(c.http.idle_timeout_ms, 2500);
+        assert_eq!(c.http.max_long_polls, 7);
+        assert_eq!(c.http_listen, "127.0.0.1:3");
+        assert!(c.http.problems().is_empty());
+        let too_many_polls = vec![
+            ("WEIR_HTTP_MAX_LONG_POLLS".to_owned(), "8".to_owned()),
+            ("WEIR_HTTP_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
+        ];
+        let c = load(None, too_many_polls, &[]).unwrap();
+        assert_eq!(c.http.problems().len(), 1, "{:?}", c.http.problems());
+    }
+
+    #[test]
     fn the_amqp_section_is_checked_whole() {
         let env = vec![
             ("WEIR_AMQP_FRAME_MAX".to_owned(), "1024".to_owned()),

@@ -52,6 +52,10 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let config = config::load(args.config.as_deref(), std::env::vars(), &flags)?;
     // Checked before anything starts.
     config.amqp.to_config(config.limits.max_message_bytes)?;
+    let http_problems = config.http.problems();
+    if !http_problems.is_empty() {
+        anyhow::bail!("invalid configuration: {}", http_problems.join("; "));
+    }
     Ok(config)
 }
 
