@@ -786,30 +786,3 @@ async fn healthz_and_the_openapi_document_are_served() {
     );
     let _: &Value = &v;
 }
-
-#[tokio::test]
-async fn connections_over_the_limit_wait_until_one_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "[http]\nmax_connections = 2\n").unwrap();
-    let broker = Broker::start_with(&["--config", config.to_str().unwrap()])
-        .await
-        .unwrap();
-    let addr = broker.http_url().trim_start_matches("http://").to_owned();
-    let first = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let _second = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let url = format!("{}/healthz", broker.http_url());
-    let third = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !third.is_finished(),
-        "a third connection was served while two were open"
-    );
-    drop(first);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(30), third)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(status, 200);
-}

@@ -13,6 +13,7 @@ mod durability;
 mod edge_cases;
 mod fan_out;
 mod http_api;
+mod http_limits;
 mod pika;
 mod routing;
 mod worker;
