@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use weir_log::io::{Fs, StdFs};
+use weir_log::io::{Fs, StdFs, create_dir_all_durably};
 use weir_log::{FileLog, Header, LogConfig, MessageLog};
 
 use crate::api::{
@@ -258,7 +258,7 @@ impl Broker {
             .validate()
             .map_err(|e| BrokerError::invalid("log", e.to_string()))?;
         let queues_dir = config.data_dir.join("queues");
-        std::fs::create_dir_all(&queues_dir).map_err(|e| io_error("create", &queues_dir, e))?;
+        create_dir_all_durably(&queues_dir).map_err(|e| io_error("create", &queues_dir, e))?;
         let lock = lock_data_dir(&config.data_dir)?;
         let bodies_dir = config.data_dir.join("bodies");
         let bodies_config = config.log.clone();
@@ -431,7 +431,7 @@ impl Broker {
             id
         };
         let dir = self.queue_dir(name);
-        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        create_dir_all_durably(&dir).map_err(|e| io_error("create", &dir, e))?;
         let path = dir.join("id");
         write_durably(&path, id.to_string().as_bytes()).map_err(|e| io_error("write", &path, e))?;
         Ok(id)
@@ -679,9 +679,12 @@ impl Broker {
             .join("queues")
             .join(format!(".trash-{name}-{}", now_ms()));
         std::fs::rename(&dir, &trash).map_err(|e| io_error("rename", &dir, e))?;
-        if let Ok(parent) = File::open(self.inner.config.data_dir.join("queues")) {
-            let _ = parent.sync_all();
-        }
+        // The rename must be durable before the delete is answered: a queue that
+        // came back after a power cut would be a deleted queue with its messages.
+        let queues = self.inner.config.data_dir.join("queues");
+        File::open(&queues)
+            .and_then(|parent| parent.sync_all())
+            .map_err(|e| io_error("sync", &queues, e))?;
         if let Err(e) = std::fs::remove_dir_all(&trash) {
             tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted queue's files; they go at the next start");
         }
@@ -1377,7 +1380,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
 fn write_next_queue_id(data_dir: &Path, next: u32) -> Result<()> {
     let path = queue_ids_path(data_dir);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        create_dir_all_durably(dir).map_err(|e| io_error("create", dir, e))?;
     }
     let json =
         serde_json::to_vec(&QueueIds { next }).map_err(|e| BrokerError::internal(e.to_string()))?;

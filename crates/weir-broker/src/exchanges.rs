@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use weir_log::io::create_dir_all_durably;
 
 use crate::api::{Declared, QueueOptions, SendMessage, SendOutcome, validate_name};
 use crate::broker::{Broker, generate_id, io_error, prepare, write_durably};
@@ -196,7 +197,7 @@ impl Broker {
         };
         let path = routing_path(self);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+            create_dir_all_durably(dir).map_err(|e| io_error("create", dir, e))?;
         }
         let json =
             serde_json::to_vec_pretty(&file).map_err(|e| BrokerError::internal(e.to_string()))?;

@@ -44,7 +44,9 @@ pub type DirLock = Box<dyn Send + Sync>;
 
 /// A file system: what the log needs of directories.
 pub trait Fs: Send + Sync + fmt::Debug {
-    /// Creates `dir` and its parents if missing.
+    /// Creates `dir` and its parents if missing, durably: each directory it creates
+    /// is synced in its parent before it returns (a power cut cannot take away a
+    /// directory whose files were synced).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Opens an existing file for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FileIo>>;
@@ -133,9 +135,59 @@ impl FileIo for StdFile {
     }
 }
 
+/// Creates `dir` and its missing parents, each synced in its parent after it is
+/// made (`mkdir`, then `fsync` of the parent directory), so the new entries are as
+/// durable as the files later written in them. An existing directory costs one
+/// `stat`. For the log's directories ([`StdFs`]) and the broker's.
+///
+/// # Errors
+/// The failed `mkdir` or `fsync`; a path that exists but is not a directory.
+pub fn create_dir_all_durably(dir: &Path) -> io::Result<()> {
+    create_dirs(
+        dir,
+        &mut |d| d.is_dir(),
+        &mut |d| std::fs::create_dir(d),
+        &mut |d| File::open(d)?.sync_all(),
+    )
+}
+
+/// [`create_dir_all_durably`] over the three operations it needs (a test records
+/// them).
+fn create_dirs(
+    dir: &Path,
+    is_dir: &mut dyn FnMut(&Path) -> bool,
+    mkdir: &mut dyn FnMut(&Path) -> io::Result<()>,
+    sync: &mut dyn FnMut(&Path) -> io::Result<()>,
+) -> io::Result<()> {
+    // The missing directories, nearest first.
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !is_dir(at) {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match mkdir(d) {
+            Ok(()) => {}
+            // Made meanwhile by someone else, who may not have synced it yet.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_dir(d) => {}
+            Err(e) => return Err(e),
+        }
+        let parent = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync(parent)?;
+    }
+    Ok(())
+}
+
 impl Fs for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        create_dir_all_durably(dir)
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FileIo>> {
@@ -215,6 +267,45 @@ mod tests {
         assert_eq!(file.len().unwrap(), 12);
         let err = read_exact_at(&*file, 10, &mut [0; 4]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// Each directory made is synced in its parent, after it is made and before the
+    /// next one goes in it; existing ones are left alone.
+    #[test]
+    fn new_directories_are_synced_in_their_parents() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("a").join("b").join("c");
+        let ops = std::cell::RefCell::new(Vec::new());
+        create_dirs(
+            &target,
+            &mut |d| d.is_dir(),
+            &mut |d| {
+                ops.borrow_mut().push(format!("mkdir {}", d.display()));
+                std::fs::create_dir(d)
+            },
+            &mut |d| {
+                ops.borrow_mut().push(format!("sync {}", d.display()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(target.is_dir());
+        let (a, b) = (root.path().join("a"), root.path().join("a").join("b"));
+        let want = [
+            format!("mkdir {}", a.display()),
+            format!("sync {}", root.path().display()),
+            format!("mkdir {}", b.display()),
+            format!("sync {}", a.display()),
+            format!("mkdir {}", target.display()),
+            format!("sync {}", b.display()),
+        ];
+        assert_eq!(ops.borrow().as_slice(), want);
+        // Nothing to do the second time; a file in the way is an error.
+        ops.borrow_mut().clear();
+        create_dir_all_durably(&target).unwrap();
+        std::fs::write(root.path().join("f"), b"x").unwrap();
+        assert!(create_dir_all_durably(&root.path().join("f").join("g")).is_err());
+        assert!(create_dir_all_durably(&root.path().join("f")).is_err());
     }
 
     #[test]
