@@ -86,7 +86,18 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Client limits.
     pub limits: Limits,
+    /// Most files the logs may hold open (`weir_log::io::open_files`) for a new
+    /// queue to be accepted; `None`: no budget. A queue's log holds two (its active
+    /// segment and index) plus one per sealed segment, and recovery opens the same
+    /// ones, so a broker that stays within the budget can open every queue it
+    /// accepted again at its next start. The binary sets it from `RLIMIT_NOFILE`
+    /// minus a reserve for connections and the rest (docs/configuration.md).
+    pub open_files_budget: Option<u64>,
 }
+
+/// Files a new queue's log opens: its first segment and that segment's index
+/// (the broker's logs take no `LOCK` of their own: the data directory's covers them).
+pub(crate) const FILES_PER_NEW_QUEUE: u64 = 2;
 
 impl BrokerConfig {
     /// Defaults for a data directory: fsync always, 64 MiB segments (small enough
@@ -99,6 +110,7 @@ impl BrokerConfig {
                 ..LogConfig::default()
             },
             limits: Limits::default(),
+            open_files_budget: None,
         }
     }
 }
@@ -216,6 +228,8 @@ pub struct StartReport {
     pub exchanges: usize,
     /// Messages held across them (ready, delayed, leased before the stop).
     pub messages: u64,
+    /// Files the logs hold open once recovered (`weir_log::io::open_files`).
+    pub open_files: u64,
     /// How long recovery took.
     pub elapsed: std::time::Duration,
 }
@@ -253,6 +267,10 @@ impl Broker {
         fs: Arc<dyn Fs>,
     ) -> Result<(Broker, StartReport)> {
         let started = Instant::now();
+        let mut config = config;
+        // The data directory's LOCK keeps any other process out of every log in
+        // it, so the logs' own LOCK files would only cost a file each.
+        config.log.lock_dir = false;
         config
             .log
             .validate()
@@ -301,22 +319,7 @@ impl Broker {
         });
         let broker = Broker { inner };
         let mut report = StartReport::default();
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&queues_dir).map_err(|e| io_error("list", &queues_dir, e))? {
-            let entry = entry.map_err(|e| io_error("list", &queues_dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".trash-") {
-                let path = entry.path();
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove a deleted queue's files");
-                }
-                continue;
-            }
-            if validate_name(&name).is_ok() && entry.path().join("queue.json").exists() {
-                names.push(name);
-            }
-        }
-        names.sort();
+        let names = queue_names(&queues_dir)?;
         let (queues, messages) = broker.recover_queues(names).await?;
         report.queues = queues;
         report.messages = messages;
@@ -337,6 +340,17 @@ impl Broker {
                 }
             }
         });
+        report.open_files = weir_log::io::open_files();
+        if let Some(budget) = broker.inner.config.open_files_budget
+            && report.open_files > budget
+        {
+            tracing::warn!(
+                open_files = report.open_files,
+                budget,
+                "the recovered queues hold more files than the budget: new queues are refused \
+                 until some are deleted or the file limit is raised"
+            );
+        }
         report.elapsed = started.elapsed();
         Ok((broker, report))
     }
@@ -609,6 +623,16 @@ impl Broker {
                 limit,
             });
         }
+        // Refused before anything is created: a queue the broker could not open
+        // again at its next start must never be accepted.
+        if let Some(budget) = self.inner.config.open_files_budget
+            && weir_log::io::open_files() + FILES_PER_NEW_QUEUE * (1 + extra) > budget
+        {
+            return Err(BrokerError::LimitExceeded {
+                what: Limit::OpenFiles,
+                limit: budget,
+            });
+        }
         if let Some(dlq) = &options.dead_letter_queue
             && self.get(dlq).is_err()
         {
@@ -619,8 +643,21 @@ impl Broker {
         let json = serde_json::to_vec_pretty(&options)
             .map_err(|e| BrokerError::internal(e.to_string()))?;
         let path = dir.join("queue.json");
-        write_durably(&path, &json).map_err(|e| io_error("write", &path, e))?;
-        let opened = self.open_queue(name, options, id).await?;
+        let opened = match write_durably(&path, &json).map_err(|e| io_error("write", &path, e)) {
+            Ok(()) => self.open_queue(name, options, id).await,
+            Err(e) => Err(e),
+        };
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Nothing of a queue that could not be opened may stay: the next
+                // start would try to recover it (and could fail the same way).
+                if let Err(cleanup) = self.remove_files(name) {
+                    tracing::warn!(queue = name, error = %cleanup, "could not remove the files of a queue that failed to open");
+                }
+                return Err(e);
+            }
+        };
         self.start_queue(opened, Arrivals::default());
         tracing::info!(queue = name, "declared queue");
         Ok(Declared::Created)
@@ -1355,6 +1392,28 @@ fn read_next_queue_id(data_dir: &Path) -> Result<u32> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
         Err(e) => Err(io_error("read", &path, e)),
     }
+}
+
+/// The queues in `queues_dir` (those with a `queue.json`), sorted; leftovers of
+/// deleted queues (`.trash-*`) are removed on the way.
+fn queue_names(queues_dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(queues_dir).map_err(|e| io_error("list", queues_dir, e))? {
+        let entry = entry.map_err(|e| io_error("list", queues_dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".trash-") {
+            let path = entry.path();
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a deleted queue's files");
+            }
+            continue;
+        }
+        if validate_name(&name).is_ok() && entry.path().join("queue.json").exists() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Takes `<data_dir>/LOCK` (an `flock`, released by the kernel if the process dies).

@@ -102,6 +102,11 @@ pub struct LogConfig {
     pub retention_max_bytes: Option<u64>,
     /// How often the writer checks retention and segment age on its own. Default 60 s.
     pub retention_check_interval_ms: u64,
+    /// Whether the open log holds an `flock` on `LOCK` in its directory, so two
+    /// writers can never share it (default). An owner that already excludes other
+    /// processes (the broker holds its data directory's `LOCK`) turns it off and
+    /// saves one open file per log.
+    pub lock_dir: bool,
 }
 
 impl Default for LogConfig {
@@ -116,6 +121,7 @@ impl Default for LogConfig {
             retention_max_age_ms: None,
             retention_max_bytes: None,
             retention_check_interval_ms: 60_000,
+            lock_dir: true,
         }
     }
 }

@@ -240,7 +240,11 @@ impl FileLog {
         let dir = dir.as_ref().to_path_buf();
         fs.create_dir_all(&dir)
             .map_err(|e| LogError::io("create directory", &dir, e))?;
-        let lock = lock_dir(&*fs, &dir)?;
+        let lock = if config.lock_dir {
+            Some(lock_dir(&*fs, &dir)?)
+        } else {
+            None
+        };
         let recovered = recovery::recover(&fs, &dir, &config, now_ms())?;
         let (watermark, _) = watch::channel(Watermark {
             start: recovered.start_offset,

@@ -15,6 +15,7 @@ use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One open file.
 #[allow(
@@ -91,9 +92,47 @@ impl StdFs {
     }
 }
 
+/// Files [`StdFs`] holds open in this process: every segment and index file of
+/// every open log, and each log's `LOCK`. Not the short-lived ones (a directory
+/// opened to sync it, an index read once).
+static OPEN_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// How many files the logs of this process hold open (see [`StdFs`]). A log holds
+/// one per segment, its active index and, unless [`crate::LogConfig::lock_dir`] is
+/// off, its `LOCK`; recovery opens the same ones, so a process that could hold them
+/// can open them again. The broker budgets file descriptors with it.
+pub fn open_files() -> u64 {
+    OPEN_FILES.load(Ordering::Relaxed)
+}
+
+/// One file counted in a counter for as long as it lives.
+#[derive(Debug)]
+struct Counted(&'static AtomicU64);
+
+impl Counted {
+    fn new(counter: &'static AtomicU64) -> Counted {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct StdFile {
     file: File,
+    /// Counts it in [`OPEN_FILES`].
+    _open: Counted,
+}
+
+/// A log's held `LOCK`, counted in [`OPEN_FILES`].
+struct StdLock {
+    _file: File,
+    _open: Counted,
 }
 
 impl FileIo for StdFile {
@@ -192,7 +231,10 @@ impl Fs for StdFs {
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FileIo>> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Arc::new(StdFile { file }))
+        Ok(Arc::new(StdFile {
+            file,
+            _open: Counted::new(&OPEN_FILES),
+        }))
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn FileIo>> {
@@ -202,7 +244,10 @@ impl Fs for StdFs {
             .create(true)
             .truncate(true)
             .open(path)?;
-        Ok(Arc::new(StdFile { file }))
+        Ok(Arc::new(StdFile {
+            file,
+            _open: Counted::new(&OPEN_FILES),
+        }))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -239,7 +284,10 @@ impl Fs for StdFs {
             .truncate(false)
             .open(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Box::new(file)),
+            Ok(()) => Ok(Box::new(StdLock {
+                _file: file,
+                _open: Counted::new(&OPEN_FILES),
+            })),
             Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
@@ -306,6 +354,17 @@ mod tests {
         std::fs::write(root.path().join("f"), b"x").unwrap();
         assert!(create_dir_all_durably(&root.path().join("f").join("g")).is_err());
         assert!(create_dir_all_durably(&root.path().join("f")).is_err());
+    }
+
+    /// A counted file is counted while it lives, whoever drops it.
+    #[test]
+    fn counted_files_leave_the_count_when_dropped() {
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let files: Vec<Counted> = (0..3).map(|_| Counted::new(&COUNT)).collect();
+        assert_eq!(COUNT.load(Ordering::Relaxed), 3);
+        let moved = std::thread::spawn(move || drop(files));
+        moved.join().unwrap();
+        assert_eq!(COUNT.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -139,7 +139,8 @@ impl Pending {
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    /// Held for the writer's life; released before `close` answers.
+    /// Held for the writer's life (unless the config turns it off); released
+    /// before `close` answers.
     lock: Option<DirLock>,
     active: Arc<Segment>,
     index_file: Arc<dyn FileIo>,
@@ -177,14 +178,14 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        lock: DirLock,
+        lock: Option<DirLock>,
         active: ActiveState,
         start_offset: u64,
     ) -> Self {
         let check_every = Duration::from_millis(shared.config.retention_check_interval_ms);
         Writer {
             shared,
-            lock: Some(lock),
+            lock,
             active: active.segment,
             index_file: active.index_file,
             index_file_len: active.index_file_len,
@@ -1212,7 +1213,7 @@ mod tests {
             watermark,
             counters: Counters::default(),
         });
-        Writer::new(shared, lock, recovered.active, recovered.start_offset)
+        Writer::new(shared, Some(lock), recovered.active, recovered.start_offset)
     }
 
     fn append(records: &[NewRecord]) -> (Request, oneshot::Receiver<Result<Appended>>) {

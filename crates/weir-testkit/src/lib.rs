@@ -30,6 +30,9 @@ pub struct Broker {
     child: Option<Child>,
     /// Holds the data directory (and the log file) for the test's lifetime.
     dir: tempfile::TempDir,
+    /// A command the broker is started through (e.g. `prlimit --nofile=N:N --`),
+    /// at every start; empty: none.
+    wrapper: Vec<String>,
     extra_args: Vec<String>,
     http: String,
     amqp: String,
@@ -44,10 +47,19 @@ impl Broker {
 
     /// Starts a broker with extra `weir serve` flags.
     pub async fn start_with(args: &[&str]) -> anyhow::Result<Broker> {
+        Broker::start_wrapped(&[], args).await
+    }
+
+    /// Starts a broker through `wrapper` (a command that runs the one after it, as
+    /// `prlimit --nofile=256:400 --` does), with extra `weir serve` flags; restarts
+    /// go through it too. The wrapper must exec the broker, so that its process id
+    /// is the broker's.
+    pub async fn start_wrapped(wrapper: &[&str], args: &[&str]) -> anyhow::Result<Broker> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let mut broker = Broker {
             child: None,
             dir,
+            wrapper: wrapper.iter().map(|s| (*s).to_owned()).collect(),
             extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
             http: String::new(),
             amqp: String::new(),
@@ -65,7 +77,15 @@ impl Broker {
             .append(true)
             .open(&log_path)
             .context("opening the broker log file")?;
-        let mut child = Command::new(weir_binary())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(weir_binary());
+                command
+            }
+            None => Command::new(weir_binary()),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data_dir())

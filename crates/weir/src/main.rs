@@ -10,6 +10,7 @@ mod bench_routing;
 mod bench_tally;
 mod client;
 mod config;
+mod file_limit;
 mod serve;
 mod worker;
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use weir_broker::{Broker, BrokerConfig};
 
 use crate::config::{self, Config};
+use crate::file_limit;
 
 /// Flags of `weir serve` (each overrides the file and the environment).
 #[derive(clap::Args, Debug)]
@@ -99,17 +100,43 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args)?;
     init_tracing(&config.log_level);
+    let max_connections =
+        u64::from(config.http.max_connections) + u64::from(config.amqp.max_connections);
+    let files = file_limit::raise_and_budget(max_connections);
+    tracing::info!(
+        limit = ?files.limit,
+        raised_from = ?files.raised_from,
+        reserved_for_connections = files.connections,
+        reserved_other = file_limit::FIXED_RESERVE,
+        queue_log_budget = ?files.budget,
+        "open files"
+    );
+    if files.connections < max_connections {
+        tracing::warn!(
+            max_connections,
+            reserved = files.connections,
+            limit = ?files.limit,
+            "http.max_connections + amqp.max_connections is over half the open-file limit; \
+             only half is reserved for connections: raise the limit (LimitNOFILE) or lower them"
+        );
+    }
     let mut broker_config = BrokerConfig::new(&config.data_dir);
+    broker_config.open_files_budget = files.budget;
     broker_config.log.fsync = config.fsync;
     broker_config.log.segment_bytes = config.log.segment_bytes;
     broker_config.limits = config.limits.clone();
-    let (broker, report) = Broker::open(broker_config)
-        .await
-        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let (broker, report) = Broker::open(broker_config).await.with_context(|| {
+        format!(
+            "opening data directory {} (open-file limit {:?})",
+            config.data_dir.display(),
+            files.limit
+        )
+    })?;
     tracing::info!(
         queues = report.queues,
         messages = report.messages,
         elapsed_ms = report.elapsed.as_millis() as u64,
+        open_files = report.open_files,
         data_dir = %config.data_dir.display(),
         fsync = %config.fsync,
         "recovered"

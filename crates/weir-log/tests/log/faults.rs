@@ -371,6 +371,23 @@ fn files_from_a_newer_format_are_refused_not_guessed_at() {
     );
 }
 
+/// With `lock_dir` off (an owner that excludes other processes itself) the log
+/// holds no `LOCK`: one open file less per log, and nothing is left behind.
+#[test]
+fn a_log_without_its_lock_holds_no_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let unlocked = LogConfig {
+        lock_dir: false,
+        ..config()
+    };
+    let (log, _) = FileLog::open(dir.path(), unlocked).unwrap();
+    assert!(!dir.path().join("LOCK").exists());
+    block_on(log.close()).unwrap();
+    let (log, _) = FileLog::open(dir.path(), config()).unwrap();
+    assert!(dir.path().join("LOCK").exists(), "the default takes it");
+    block_on(log.close()).unwrap();
+}
+
 #[test]
 fn a_second_writer_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ mod edge_cases;
 mod fan_out;
 mod http_api;
 mod http_limits;
+mod limits_files;
 mod pika;
 mod routing;
 mod worker;
