@@ -1102,7 +1102,7 @@ def disk_faults(ctx):
 
 
 def probes(ctx):
-    """/healthz every 250 ms (2 s timeout), the AMQP listener every second."""
+    """/healthz every 250 ms, the AMQP listener every fourth time (--probe-timeout each)."""
     hist = ctx.hist
     n = 0
     while not ctx.stop_faults.is_set():
@@ -1110,7 +1110,7 @@ def probes(ctx):
         ts = round(now(), 4)
         ok, err = False, None
         try:
-            status, _, _ = http_request(ctx.broker.http, "GET", "/healthz", timeout=2)
+            status, _, _ = http_request(ctx.broker.http, "GET", "/healthz", timeout=ctx.args.probe_timeout)
             ok = status == 200
             err = None if ok else f"status {status}"
         except Exception as e:
@@ -1120,9 +1120,9 @@ def probes(ctx):
             ts = round(now(), 4)
             ok, err = False, None
             try:
-                s = socket.create_connection(ctx.broker.amqp, timeout=2)
+                s = socket.create_connection(ctx.broker.amqp, timeout=ctx.args.probe_timeout)
                 try:
-                    s.settimeout(2)
+                    s.settimeout(ctx.args.probe_timeout)
                     s.sendall(PROTOCOL_HEADER)
                     data = s.recv(16)
                     ok = len(data) >= 7 and data[0] == 1
@@ -1289,7 +1289,7 @@ def inject_http_bad_json(ctx, rng):
     try:
         status, answer, _ = http_request(ctx.broker.http, "POST", "/api/queues/soak.work/messages", body, timeout=5)
         got = f"{status} {(answer or {}).get('error')}"
-        ok = status == 400
+        ok = status == 400 or (status == 503 and (answer or {}).get("error") == "resource_alarm")
     except Exception as e:
         got, ok = type(e).__name__, False
     alive = broker_survived(ctx, f.inc, wait=0.1)
@@ -1304,7 +1304,8 @@ def inject_http_huge_body(ctx, mib):
     try:
         status, answer, _ = http_request(ctx.broker.http, "POST", "/api/queues/soak.work/messages", body, timeout=20)
         got = f"{status} {(answer or {}).get('error')}"
-        ok = status == 413
+        # 503 resource_alarm: a disk alarm was up, refused before the size.
+        ok = status == 413 or (status == 503 and (answer or {}).get("error") == "resource_alarm")
     except Exception as e:
         got, ok = type(e).__name__, False
     del body
@@ -1324,7 +1325,8 @@ def inject_http_huge_content_length(ctx):
                       b"Content-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{")
             data = s.recv(4096)
             got = data.split(b"\r\n", 1)[0].decode("latin-1") if data else "closed without an answer"
-            ok = b" 413 " in data.split(b"\r\n", 1)[0] + b" "
+            status_line = data.split(b"\r\n", 1)[0] + b" "
+            ok = b" 413 " in status_line or (b" 503 " in status_line and b"resource_alarm" in data)
         finally:
             s.close()
     except Exception as e:
@@ -1379,7 +1381,7 @@ def inject_http_slowloris(ctx, sockets, hold):
         while time.monotonic() < deadline and not ctx.stop_faults.is_set():
             t0 = time.monotonic()
             try:
-                status, _, _ = http_request(ctx.broker.http, "GET", "/healthz", timeout=2)
+                status, _, _ = http_request(ctx.broker.http, "GET", "/healthz", timeout=ctx.args.probe_timeout)
                 if status != 200:
                     failed += 1
             except Exception:
@@ -1430,6 +1432,9 @@ def inject_slow_consumer(ctx, backlog, hold):
     except Exception as e:
         f.done(f"could not fill the backlog: {type(e).__name__}", expected=True, skipped=True)
         return
+    if ready < backlog // 2:
+        f.done(f"backlog not filled ({ready} of {backlog}: sends refused)", expected=True, skipped=True, backlog=ready)
+        return
     base = ctx.broker.rss_kib() or 0
     peak = base
     c = None
@@ -1469,11 +1474,11 @@ def hostile(ctx):
         "amqp_deep_start_ok": (20, lambda: inject_amqp_deep_start_ok(ctx, 25000)),
         "amqp_deep_headers": (25, lambda: inject_amqp_deep_header(ctx, 25000)),
         "amqp_deep_arguments": (30, lambda: inject_amqp_deep_arguments(ctx, 25000)),
-        "http_huge_body": (30, lambda: inject_http_huge_body(ctx, 20 if q else 64)),
-        "http_huge_content_length": (30, lambda: inject_http_huge_content_length(ctx)),
-        "http_half_body": (30, lambda: inject_http_half_body(ctx, 3 if q else 10)),
-        "http_slowloris": (60, lambda: inject_http_slowloris(ctx, 100 if q else 1100, 3 if q else 15)),
-        "amqp_slow_consumer": (60, lambda: inject_slow_consumer(ctx, 5000 if q else args.slow_backlog, 3 if q else 10)),
+        "http_huge_body": (40, lambda: inject_http_huge_body(ctx, 20 if q else 64)),
+        "http_huge_content_length": (40, lambda: inject_http_huge_content_length(ctx)),
+        "http_half_body": (45, lambda: inject_http_half_body(ctx, args.half_body_hold)),
+        "http_slowloris": (90, lambda: inject_http_slowloris(ctx, 100 if q else 1100, 3 if q else 15)),
+        "amqp_slow_consumer": (90, lambda: inject_slow_consumer(ctx, 5000 if q else args.slow_backlog, 3 if q else 10)),
     }
     cheap = [
         lambda: inject_amqp_bad_frame_end(ctx),
@@ -1689,13 +1694,22 @@ def run(args):
     build = binary_identity(binary)
     env = dict(os.environ)
     env["WEIR_LOG_SEGMENT_BYTES"] = str(args.segment_bytes)
+    # A short body-read timeout, when the broker has one, so a half-sent body can be
+    # held past it without holding the kill schedule off for a minute.
+    shown = subprocess.run([binary, "config"], capture_output=True, text=True, env=env).stdout
+    if "body_read_timeout_ms" in shown:
+        env["WEIR_HTTP_BODY_READ_TIMEOUT_MS"] = str(args.body_timeout_ms)
+        args.half_body_hold = max(3.0, 2 * args.body_timeout_ms / 1000)
+    else:
+        args.half_body_hold = 10.0
+    broker_env = {k: v for k, v in env.items() if k.startswith("WEIR_")}
     env.setdefault("RUST_BACKTRACE", "1")
     broker = Broker(ctx, args.binary, data_dir, os.path.join(out, "broker.log"), env)
     ctx.broker = broker
     if mounted:
         ctx.disk = Disk(ctx, mount_dir)
     hist("campaign", args={k: v for k, v in vars(args).items()}, http=broker.http_port, amqp=broker.amqp_port, build=build,
-         disk=mounted, dead_letter=DEAD_LETTER, untracked=sorted(UNTRACKED), queues=sorted(QUEUES))
+         disk=mounted, broker_env=broker_env, dead_letter=DEAD_LETTER, untracked=sorted(UNTRACKED), queues=sorted(QUEUES))
 
     def cleanup():
         ctx.stop_load.set()
@@ -2127,6 +2141,15 @@ def check(path):
     # within the grace after) and followed by a redelivery is counted apart, as
     # "lost to the disk fault"; HTTP acks answered 200 have no such excuse.
     lost_to_disk = 0
+    # A dead-letter queue may get a second copy of a message whose first copy was
+    # acked there: when the source queue could not record the first dead-lettering
+    # (it gets no answer either), the message comes back there and is rejected again.
+    dlq_source = {d: q for q, d in dead_letter.items()}
+    rejects = collections.defaultdict(list)
+    for e in ev:
+        if e["ev"] == "reject":
+            rejects[(e["q"], e["id"])].append(e["t"])
+    dead_lettered_again = 0
     for key, acks in durable_acks.items():
         acks.sort(key=lambda a: a[0])
         deliveries = dlv.get(key, [])
@@ -2141,6 +2164,10 @@ def check(path):
                 continue
             d = next(d for d in deliveries if d.get("ts", d["t"]) > durable_at)
             start = d.get("ts", d["t"])
+            src = dlq_source.get(key[0])
+            if src and any(durable_at - 0.5 <= t <= start for t in rejects.get((src, key[1]), [])):
+                dead_lettered_again += 1
+                continue
             V["delivered_after_durable_ack"].append({
                 "q": key[0], "id": key[1], "ack_via": ack_ev["via"], "ack_at": ack_ev.get("te", ack_ev["t"]),
                 "ack_consumer": ack_ev["c"], "delivered_at": start, "consumer": d["c"],
@@ -2149,6 +2176,7 @@ def check(path):
                 "faults_near_ack": faults_at(ack_ev["t"], 1.0, 1.0)})
             break
     F["amqp_acks_lost_to_disk_fault"] = lost_to_disk
+    F["dead_lettered_again_after_ack"] = dead_lettered_again
     # AMQP acks that did not stick, within the window: allowed, counted.
     durable_ids = {id(a[1]) for acks in durable_acks.values() for a in acks}
     last_dlv = {key: max(d["t"] for d in ds) for key, ds in dlv.items()}
@@ -2351,6 +2379,7 @@ def render(rep):
                  f"rejects {F.get('rejects')}")
     lines.append(f"  AMQP acks sent during a disk fault and not kept (the broker cannot say): "
                  f"{F.get('amqp_acks_lost_to_disk_fault')}")
+    lines.append(f"  messages dead-lettered again after their first copy was acked: {F.get('dead_lettered_again_after_ack')}")
     lines.append(f"  AMQP acks that did not stick, within the documented window: {F.get('amqp_acks_lost_within_window')}; "
                  f"nacked publishes delivered anyway: {F.get('nacked_but_present')}")
     lines.append(f"  order checked on {F.get('order_checked_deliveries')} first deliveries, "
@@ -2449,6 +2478,12 @@ def self_test():
     e("reject", 9.6, q="qd", id="d-1", c="c#2")
     e("dlv", 9.7, q="qd.dead", id="d-1", c="h", first=True, via="http", ts=9.65, te=9.7)
     e("ack", 9.75, q="qd.dead", id="d-1", c="h", via="http", out="ok", ts=9.7, te=9.75)
+    # d-1's rejection was not recorded in qd: it comes back there, is rejected again,
+    # and a second copy reaches qd.dead after the first was acked (allowed)
+    e("dlv", 9.76, q="qd", id="d-1", c="c#2", first=True, via="amqp")
+    e("reject", 9.76, q="qd", id="d-1", c="c#2")
+    e("dlv", 9.78, q="qd.dead", id="d-1", c="h", first=True, via="http", ts=9.77, te=9.78)
+    e("ack", 9.79, q="qd.dead", id="d-1", c="h", via="http", out="ok", ts=9.78, te=9.79)
     e("dlv", 9.8, q="qd", id="d-2", c="c#2", first=True, via="amqp")
     e("ack", 9.8, q="qd", id="d-2", c="c#2", via="amqp", out="sent")
     # p-9: never delivered during the run, found by the drain (settled)
@@ -2495,6 +2530,8 @@ def self_test():
         problems.append(f"reported what was not planted: {sorted(extra)}")
     if len(V.get("unavailable", [])) != 1:
         problems.append(f"unavailable: {len(V.get('unavailable', []))} outages, planted 1 (the probe while down is allowed)")
+    if rep["figures"].get("dead_lettered_again_after_ack") != 1:
+        problems.append(f"dead_lettered_again_after_ack = {rep['figures'].get('dead_lettered_again_after_ack')}, planted 1 (d-1)")
     if rep["figures"].get("amqp_acks_lost_within_window") != 1:
         problems.append(f"amqp_acks_lost_within_window = {rep['figures'].get('amqp_acks_lost_within_window')}, planted 1 (p-8)")
     if not V.get("crash") or "known_open" not in V["crash"][0]:
@@ -2529,6 +2566,10 @@ def main():
     ap.add_argument("--rss-limit-mib", type=int, default=200, help="most RSS while a consumer does not read")
     ap.add_argument("--amqp-ack-window", type=float, default=0.1,
                     help="seconds after an AMQP ack is sent until it counts as durable (docs/architecture.md: 100 ms)")
+    ap.add_argument("--probe-timeout", type=float, default=6.0,
+                    help="seconds a probe may take and still count as an answer")
+    ap.add_argument("--body-timeout-ms", type=int, default=3000,
+                    help="[http] body_read_timeout_ms given to the broker (when it has the key)")
     ap.add_argument("--report-every", type=float, default=30)
     ap.add_argument("--check-only", metavar="HISTORY", help="only run the checker on a saved history")
     ap.add_argument("--self-test", action="store_true", help="check the checker on a made-up history")
