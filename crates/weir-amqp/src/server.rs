@@ -32,6 +32,27 @@ pub struct AmqpConfig {
     pub guest_loopback_only: bool,
     /// Largest message body accepted (the broker's limit).
     pub max_message_bytes: u64,
+    /// Time allowed for each handshake step (protocol header, start-ok, tune-ok,
+    /// open); a peer slower than this is closed.
+    pub handshake_timeout: Duration,
+    /// A write to the peer that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
+    /// TCP keepalive idle time on accepted sockets (`None`: off).
+    pub tcp_keepalive: Option<Duration>,
+    /// Smallest heartbeat interval a client may negotiate, seconds (a smaller non-zero
+    /// request gets this one).
+    pub min_heartbeat_s: u16,
+    /// Most connections open at once from one peer IP address.
+    pub max_connections_per_peer: usize,
+    /// Most consumers on one channel.
+    pub max_consumers_per_channel: usize,
+    /// Most bytes of deliveries queued for one connection's socket and not yet written.
+    pub max_buffered_bytes: usize,
+    /// Most bytes of message content being assembled (header seen, body incomplete)
+    /// on one connection, all channels together.
+    pub max_partial_publish_bytes: u64,
+    /// Most fields in one field table or array, nested ones included.
+    pub max_table_fields: usize,
     /// Cancelled when the broker shuts down: sessions close with 320.
     pub shutdown: CancellationToken,
 }
@@ -46,6 +67,15 @@ impl Default for AmqpConfig {
             users: vec![("guest".into(), "guest".into())],
             guest_loopback_only: true,
             max_message_bytes: 4 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            min_heartbeat_s: 5,
+            max_connections_per_peer: 5_000,
+            max_consumers_per_channel: 4_096,
+            max_buffered_bytes: 4 << 20,
+            max_partial_publish_bytes: 128 << 20,
+            max_table_fields: 65_536,
             shutdown: CancellationToken::new(),
         }
     }

@@ -5,6 +5,7 @@
 //! docs/configuration.md.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,25 @@ pub struct AmqpSection {
     pub users: Vec<String>,
     /// The `guest` user may connect only from loopback (RabbitMQ's rule).
     pub guest_loopback_only: bool,
+    /// Time allowed for each handshake step, milliseconds (RabbitMQ: 10 s).
+    pub handshake_timeout_ms: u64,
+    /// A socket write that makes no progress this long closes the connection, ms.
+    pub write_timeout_ms: u64,
+    /// TCP keepalive idle time on accepted sockets, seconds (0: off).
+    pub tcp_keepalive_s: u32,
+    /// Smallest heartbeat a client may negotiate, seconds (smaller non-zero asks get it).
+    pub min_heartbeat_s: u16,
+    /// Most connections from one peer IP address.
+    pub max_connections_per_peer: u32,
+    /// Most consumers on one channel.
+    pub max_consumers_per_channel: u32,
+    /// Most delivery bytes queued for one connection and not yet written to its socket.
+    pub max_buffered_bytes: u64,
+    /// Most bytes of incomplete message content on one connection (at least
+    /// `limits.max_message_bytes` takes effect).
+    pub max_partial_publish_bytes: u64,
+    /// Most fields in one field table or array, nested ones included.
+    pub max_table_fields: u32,
 }
 
 impl Default for AmqpSection {
@@ -55,6 +75,15 @@ impl Default for AmqpSection {
             max_connections: 10_000,
             users: vec!["guest:guest".into()],
             guest_loopback_only: true,
+            handshake_timeout_ms: 10_000,
+            write_timeout_ms: 30_000,
+            tcp_keepalive_s: 60,
+            min_heartbeat_s: 5,
+            max_connections_per_peer: 5_000,
+            max_consumers_per_channel: 4_096,
+            max_buffered_bytes: 4 << 20,
+            max_partial_publish_bytes: 128 << 20,
+            max_table_fields: 65_536,
         }
     }
 }
@@ -72,8 +101,23 @@ impl AmqpSection {
         if self.channel_max == 0 {
             problems.push("amqp.channel_max must be at least 1".to_owned());
         }
-        if self.max_connections == 0 {
-            problems.push("amqp.max_connections must be at least 1".to_owned());
+        for (name, value) in [
+            ("max_connections", u64::from(self.max_connections)),
+            ("max_connections_per_peer", u64::from(self.max_connections_per_peer)),
+            ("max_consumers_per_channel", u64::from(self.max_consumers_per_channel)),
+            ("max_table_fields", u64::from(self.max_table_fields)),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("write_timeout_ms", self.write_timeout_ms),
+        ] {
+            if value == 0 {
+                problems.push(format!("amqp.{name} must be at least 1"));
+            }
+        }
+        if self.max_buffered_bytes < u64::from(self.frame_max) {
+            problems.push(format!(
+                "amqp.max_buffered_bytes {} is below amqp.frame_max {}",
+                self.max_buffered_bytes, self.frame_max
+            ));
         }
         let mut users = Vec::new();
         for entry in &self.users {
@@ -98,6 +142,16 @@ impl AmqpSection {
             users,
             guest_loopback_only: self.guest_loopback_only,
             max_message_bytes,
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            tcp_keepalive: (self.tcp_keepalive_s > 0)
+                .then(|| Duration::from_secs(u64::from(self.tcp_keepalive_s))),
+            min_heartbeat_s: self.min_heartbeat_s,
+            max_connections_per_peer: self.max_connections_per_peer as usize,
+            max_consumers_per_channel: self.max_consumers_per_channel as usize,
+            max_buffered_bytes: usize::try_from(self.max_buffered_bytes).unwrap_or(usize::MAX),
+            max_partial_publish_bytes: self.max_partial_publish_bytes.max(max_message_bytes),
+            max_table_fields: self.max_table_fields as usize,
             ..weir_amqp::AmqpConfig::default()
         })
     }
