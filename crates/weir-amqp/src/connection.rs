@@ -38,8 +38,6 @@ use crate::server::AmqpConfig;
 const PRE_TUNE_FRAME_MAX: u32 = 131_072;
 /// The smallest `frame_max` a peer may ask for (the spec's).
 const MIN_FRAME_MAX: u32 = 4096;
-/// How long each step of the handshake may take.
-const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
 /// How long to wait for `close-ok` after sending `connection.close`.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -149,6 +147,9 @@ const READ_SIZE_MAX: usize = 64 * 1024;
 
 impl Connection {
     pub(crate) fn new(config: Arc<AmqpConfig>, peer: SocketAddr, now: Instant) -> Connection {
+        // The whole handshake, from accept to open-ok, has one deadline (RabbitMQ's
+        // handshake_timeout), so a peer cannot hold a slot by dribbling steps.
+        let deadline = now + config.handshake_timeout;
         Connection {
             config,
             peer,
@@ -161,7 +162,7 @@ impl Connection {
             channels: FxHashMap::default(),
             last_input: now,
             next_beat: None,
-            deadline: Some(now + HANDSHAKE_STEP),
+            deadline: Some(deadline),
             blocked_capable: false,
             blocked: false,
             paused: false,
@@ -274,12 +275,15 @@ impl Connection {
                         AMQPClass::Connection(connection::AMQPMethod::Start(start())),
                     );
                     self.phase = Phase::StartOk;
-                    self.deadline = Some(now + HANDSHAKE_STEP);
                     continue;
                 }
                 _ => {}
             }
-            let frame = match framing::next_frame(&mut self.input, self.frame_max) {
+            let frame = match framing::next_frame(
+                &mut self.input,
+                self.frame_max,
+                self.config.max_table_fields,
+            ) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
                 Err(e) if self.phase == Phase::Closing => {
@@ -289,8 +293,38 @@ impl Connection {
                     self.input.clear();
                     return None;
                 }
+                Err(FrameError::Table {
+                    channel,
+                    class_id,
+                    method_id,
+                    error,
+                }) if channel != 0 && self.phase == Phase::Running => {
+                    // After login, on a channel: that channel is closed, as for any
+                    // argument a method cannot take (RabbitMQ: 406).
+                    let open = self.channels.get(&channel).map(|c| c.closing);
+                    match open {
+                        Some(false) => {
+                            let e = Exception::channel(PRECONDITION_FAILED, error.to_string())
+                                .during(class_id, method_id);
+                            if self.close_channel(channel, &e) {
+                                return Some(Input::ChannelClosing(channel));
+                            }
+                        }
+                        // Already closing: everything but close-ok is dropped anyway.
+                        Some(true) => {}
+                        None => {
+                            let e = Exception::connection(
+                                CHANNEL_ERROR,
+                                format!("channel {channel} is not open"),
+                            );
+                            self.close(&e, now);
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     let code = match e {
+                        FrameError::Table { .. } => SYNTAX_ERROR,
                         FrameError::Malformed { .. } => SYNTAX_ERROR,
                         FrameError::UnknownMethod { .. } => NOT_IMPLEMENTED,
                         _ => FRAME_ERROR,
@@ -487,7 +521,6 @@ impl Connection {
                     })),
                 );
                 self.phase = Phase::TuneOk;
-                self.deadline = Some(now + HANDSHAKE_STEP);
                 Ok(None)
             }
             (Phase::TuneOk, AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune))) => {
@@ -508,7 +541,6 @@ impl Connection {
                 (self.channel_max, self.frame_max, self.heartbeat) =
                     (channel_max, frame_max, heartbeat);
                 self.phase = Phase::Open;
-                self.deadline = Some(now + HANDSHAKE_STEP);
                 Ok(None)
             }
             (Phase::Open, AMQPClass::Connection(connection::AMQPMethod::Open(open))) => {
@@ -570,7 +602,9 @@ impl Connection {
                 self.on_channel_method(ch, *class)
                     .map_err(|e| (ch, e.during(ids.0, ids.1)))
             }
-            Frame::Header(ch, header) => self.on_content_header(ch, *header).map_err(|e| (ch, e)),
+            Frame::Header(ch, header, properties) => self
+                .on_content_header(ch, *header, properties)
+                .map_err(|e| (ch, e)),
             Frame::Body(ch, body) => self.on_content_body(ch, body).map_err(|e| (ch, e)),
         }
     }
@@ -711,6 +745,7 @@ impl Connection {
         &mut self,
         ch: u16,
         header: AMQPContentHeader,
+        properties: u64,
     ) -> Result<Option<Input>, Exception> {
         let max = self.config.max_message_bytes;
         let c = self.channel(ch)?;
@@ -729,14 +764,13 @@ impl Connection {
                 "content header of a class other than basic",
             ));
         }
-        if header.body_size > max {
+        // Headers count toward the size, so they cannot carry what the body may not.
+        let size = header.body_size.saturating_add(properties);
+        if size > max {
             c.incoming = None;
             return Err(Exception::channel(
                 PRECONDITION_FAILED,
-                format!(
-                    "message size {} is larger than the max message size {max}",
-                    header.body_size
-                ),
+                format!("message size {size} is larger than the max message size {max}"),
             )
             .during(60, 40));
         }
@@ -848,10 +882,17 @@ fn negotiate(config: &AmqpConfig, tune: &connection::TuneOk) -> (u16, u32, u16) 
         0 => config.frame_max,
         n => n.min(config.frame_max),
     };
+    // The client has the last word on heartbeats (0 turns them off, as with
+    // RabbitMQ; TCP keepalive still finds a dead peer), but a tiny interval would
+    // have the broker beat and check for it many times a second.
+    let heartbeat = match tune.heartbeat {
+        0 => 0,
+        asked => asked.max(config.min_heartbeat_s),
+    };
     (
         lower_u16(tune.channel_max, config.channel_max),
         frame_max,
-        tune.heartbeat,
+        heartbeat,
     )
 }
 

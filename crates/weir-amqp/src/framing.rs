@@ -22,6 +22,8 @@ use amq_protocol::protocol::{AMQPClass, parse_class};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::tables::{self, TableError};
+
 /// What a client sends first.
 pub(crate) const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
@@ -39,7 +41,9 @@ pub(crate) const FRAME_OVERHEAD: u32 = 8;
 #[derive(Debug)]
 pub(crate) enum Frame {
     Method(u16, Box<AMQPClass>),
-    Header(u16, Box<AMQPContentHeader>),
+    /// A content header, and the bytes of its encoded properties (they count
+    /// toward the message's size).
+    Header(u16, Box<AMQPContentHeader>, u64),
     Body(u16, Bytes),
     Heartbeat(u16),
 }
@@ -61,6 +65,15 @@ pub(crate) enum FrameError {
         class_id: u16,
         method_id: u16,
     },
+    /// A field table refused before parsing ([`tables`]); the method it came with
+    /// (basic.publish for a content header).
+    #[error("{error} on channel {channel}")]
+    Table {
+        channel: u16,
+        class_id: u16,
+        method_id: u16,
+        error: TableError,
+    },
 }
 
 /// Whether `buf` starts with the protocol header: `None` while fewer than 8 bytes
@@ -70,8 +83,14 @@ pub(crate) fn protocol_header(buf: &[u8]) -> Option<bool> {
 }
 
 /// Takes the first whole frame off `buf`: `Ok(None)` while it is incomplete. A
-/// frame larger than `frame_max` is refused from its header alone.
-pub(crate) fn next_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, FrameError> {
+/// frame larger than `frame_max` is refused from its header alone, and the field
+/// tables of a method or content header are checked ([`tables`]: depth, at most
+/// `max_fields` fields) before they are parsed.
+pub(crate) fn next_frame(
+    buf: &mut BytesMut,
+    frame_max: u32,
+    max_fields: usize,
+) -> Result<Option<Frame>, FrameError> {
     if buf.len() < FRAME_HEADER_LEN {
         return Ok(None);
     }
@@ -103,6 +122,14 @@ pub(crate) fn next_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Fr
     frame.truncate(size as usize);
     let parsed = match kind {
         FRAME_METHOD => {
+            if let Err(error) = tables::check_method(&frame, max_fields) {
+                return Err(FrameError::Table {
+                    channel,
+                    class_id: u16::from_be_bytes([frame[0], frame[1]]),
+                    method_id: u16::from_be_bytes([frame[2], frame[3]]),
+                    error,
+                });
+            }
             let class = parse_class(&frame[..])
                 .ok()
                 .filter(|(rest, _)| rest.is_empty())
@@ -134,15 +161,28 @@ pub(crate) fn next_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Fr
                 }
             }
         }
-        FRAME_HEADER => match amq_protocol::frame::parsing::parse_content_header(&frame[..]) {
-            Ok(([], header)) => Frame::Header(channel, Box::new(header)),
-            _ => {
-                return Err(FrameError::Malformed {
+        FRAME_HEADER => {
+            if let Err(error) = tables::check_content_header(&frame, max_fields) {
+                return Err(FrameError::Table {
                     channel,
-                    what: "content header",
+                    class_id: 60,
+                    method_id: 40,
+                    error,
                 });
             }
-        },
+            match amq_protocol::frame::parsing::parse_content_header(&frame[..]) {
+                Ok(([], header)) => {
+                    let properties = frame.len().saturating_sub(12) as u64;
+                    Frame::Header(channel, Box::new(header), properties)
+                }
+                _ => {
+                    return Err(FrameError::Malformed {
+                        channel,
+                        what: "content header",
+                    });
+                }
+            }
+        }
         FRAME_BODY => Frame::Body(channel, frame),
         _ => Frame::Heartbeat(channel),
     };
@@ -332,10 +372,13 @@ mod tests {
         let bytes = encode(&method);
         let mut buf = BytesMut::new();
         for (i, b) in bytes.iter().enumerate() {
-            assert!(next_frame(&mut buf, 4096).unwrap().is_none(), "at byte {i}");
+            assert!(
+                next_frame(&mut buf, 4096, 1000).unwrap().is_none(),
+                "at byte {i}"
+            );
             buf.put_u8(*b);
         }
-        match next_frame(&mut buf, 4096).unwrap() {
+        match next_frame(&mut buf, 4096, 1000).unwrap() {
             Some(Frame::Method(3, class)) => assert!(matches!(
                 *class,
                 AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
@@ -352,7 +395,7 @@ mod tests {
     fn an_oversized_frame_is_refused_from_its_header() {
         let mut buf = BytesMut::from(&[FRAME_BODY, 0, 1, 0xff, 0xff, 0xff, 0xff][..]);
         assert_eq!(
-            next_frame(&mut buf, 131_072).unwrap_err(),
+            next_frame(&mut buf, 131_072, 1000).unwrap_err(),
             FrameError::TooLarge {
                 size: 0xffff_ffff + 8,
                 max: 131_072
@@ -363,15 +406,18 @@ mod tests {
     #[test]
     fn bad_ends_unknown_types_and_methods_are_errors() {
         let mut buf = BytesMut::from(&[FRAME_BODY, 0, 1, 0, 0, 0, 1, b'x', 0][..]);
-        assert_eq!(next_frame(&mut buf, 4096).unwrap_err(), FrameError::BadEnd);
+        assert_eq!(
+            next_frame(&mut buf, 4096, 1000).unwrap_err(),
+            FrameError::BadEnd
+        );
         let mut buf = BytesMut::from(&[9, 0, 1, 0, 0, 0, 0, FRAME_END][..]);
         assert_eq!(
-            next_frame(&mut buf, 4096).unwrap_err(),
+            next_frame(&mut buf, 4096, 1000).unwrap_err(),
             FrameError::UnknownType(9)
         );
         let mut buf = BytesMut::from(&[FRAME_METHOD, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, FRAME_END][..]);
         assert_eq!(
-            next_frame(&mut buf, 4096).unwrap_err(),
+            next_frame(&mut buf, 4096, 1000).unwrap_err(),
             FrameError::UnknownMethod {
                 channel: 1,
                 class_id: 99,
@@ -400,7 +446,7 @@ mod tests {
             wire.extend_from_slice(c);
         }
         let mut got = Vec::new();
-        while let Some(frame) = next_frame(&mut wire, 4096).unwrap() {
+        while let Some(frame) = next_frame(&mut wire, 4096, 1000).unwrap() {
             if let Frame::Body(1, b) = frame {
                 assert!(b.len() <= 512);
                 got.extend_from_slice(&b);
@@ -413,7 +459,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let mut buf = BytesMut::from(&bytes[..]);
-            while let Ok(Some(_)) = next_frame(&mut buf, 4096) {}
+            while let Ok(Some(_)) = next_frame(&mut buf, 4096, 1000) {}
         }
     }
 }

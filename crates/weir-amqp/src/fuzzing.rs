@@ -46,6 +46,9 @@ pub fn connection(data: &[u8]) -> Outcome {
     };
     let config = AmqpConfig {
         max_message_bytes: 64 * 1024,
+        // Each read below moves the clock 250 ms: a handshake cut into 4-byte reads
+        // still fits, and a long enough input reaches the deadline.
+        handshake_timeout: Duration::from_secs(60),
         ..AmqpConfig::default()
     };
     let max_body = config.max_message_bytes;
@@ -127,7 +130,7 @@ fn check_output(written: &mut BytesMut, header_checked: &mut bool, outcome: &mut
         *header_checked = !written.is_empty();
     }
     loop {
-        match framing::next_frame(written, u32::MAX) {
+        match framing::next_frame(written, u32::MAX, usize::MAX) {
             Ok(Some(Frame::Method(_, class))) => match *class {
                 AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
                     assert_ne!(codes::name(c.reply_code), "ERROR", "{}", c.reply_code);

@@ -37,6 +37,7 @@ pub mod fuzzing;
 mod message;
 mod registry;
 mod server;
+mod tables;
 mod session;
 
 pub use server::{AmqpConfig, serve};

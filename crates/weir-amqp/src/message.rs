@@ -24,6 +24,7 @@ use bytes::Bytes;
 use weir_broker::{DeadLetterReason, Delivery, SendMessage};
 
 use crate::codes::{Exception, PRECONDITION_FAILED};
+use crate::tables;
 
 const VERSION: u8 = 1;
 
@@ -172,6 +173,9 @@ fn decode(blob: &[u8]) -> Option<(String, String, AMQPProperties)> {
     }
     let (exchange, rest) = short_str(rest)?;
     let (routing_key, rest) = short_str(rest)?;
+    // Checked when published, but the parser recurses: a blob from anywhere else
+    // (an older build, a damaged log) must not take the stack with it.
+    tables::check_properties(rest, usize::MAX).ok()?;
     let (left, properties) = parse_properties(rest).ok()?;
     left.is_empty()
         .then_some((exchange, routing_key, properties))

@@ -70,7 +70,7 @@ impl Default for AmqpConfig {
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             tcp_keepalive: Some(Duration::from_secs(60)),
-            min_heartbeat_s: 5,
+            min_heartbeat_s: 1,
             max_connections_per_peer: 5_000,
             max_consumers_per_channel: 4_096,
             max_buffered_bytes: 4 << 20,
@@ -95,7 +95,8 @@ impl AmqpConfig {
                     String::from_utf8_lossy(password).into_owned(),
                 )
             }
-            "AMQPLAIN" => amqplain(response).ok_or("AMQPLAIN response does not parse")?,
+            "AMQPLAIN" => amqplain(response, self.max_table_fields)
+                .ok_or("AMQPLAIN response does not parse")?,
             other => {
                 return Err(format!(
                     "authentication mechanism {other} is not supported (PLAIN, AMQPLAIN)"
@@ -114,10 +115,11 @@ impl AmqpConfig {
 }
 
 /// AMQPLAIN's response: a field table without its length prefix.
-fn amqplain(response: &[u8]) -> Option<(String, String)> {
+fn amqplain(response: &[u8], max_fields: usize) -> Option<(String, String)> {
     let mut framed = Vec::with_capacity(response.len() + 4);
     framed.extend_from_slice(&u32::try_from(response.len()).ok()?.to_be_bytes());
     framed.extend_from_slice(response);
+    crate::tables::check_table(&framed, max_fields).ok()?;
     let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
     let text = |key: &str| match table.inner().get(key)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),

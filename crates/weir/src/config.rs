@@ -78,7 +78,7 @@ impl Default for AmqpSection {
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 30_000,
             tcp_keepalive_s: 60,
-            min_heartbeat_s: 5,
+            min_heartbeat_s: 1,
             max_connections_per_peer: 5_000,
             max_consumers_per_channel: 4_096,
             max_buffered_bytes: 4 << 20,
