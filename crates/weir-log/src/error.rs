@@ -107,10 +107,11 @@ pub enum LogError {
     #[error("the log is closed")]
     Closed,
 
-    /// The log can no longer vouch for its tail: a failed write could not be rolled
-    /// back, a sync of already acknowledged data failed, or a half-made segment could
-    /// not be removed. It refuses appends until it is reopened, which runs recovery.
-    /// Reads of committed data still work.
+    /// The log can no longer vouch for its tail: a sync of data that was already
+    /// acknowledged or readable failed (after a failed `fdatasync` the kernel may
+    /// have dropped the dirty pages, and a retried sync would falsely succeed), or
+    /// the removal of a half-made segment could not be synced. It refuses appends
+    /// until it is reopened, which runs recovery. Reads of committed data still work.
     #[error(
         "the log refuses appends until it is reopened, after a failed {op} of {path}: {source}"
     )]
@@ -123,9 +124,37 @@ pub enum LogError {
         #[source]
         source: Arc<io::Error>,
     },
+
+    /// A failed write left something the log must clean up before it takes appends
+    /// again: the failed bytes past the end of the active segment (the truncation
+    /// failed too), or a half-made segment from a failed roll. The log retries the
+    /// cleanup by itself before each append and every 100 ms, and takes appends again
+    /// once it works; no reopen is needed. Reads of committed data still work.
+    #[error("the log refuses appends until it can {op} {path} (it retries by itself): {source}")]
+    Repairing {
+        /// The cleanup that failed.
+        op: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// Why the cleanup failed.
+        #[source]
+        source: Arc<io::Error>,
+    },
 }
 
 impl LogError {
+    /// Whether the disk (or quota) being full is the cause: [`LogError::NoSpace`],
+    /// or another error whose operating-system error is ENOSPC or EDQUOT.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            LogError::NoSpace { .. } => true,
+            LogError::Io { source, .. }
+            | LogError::Failed { source, .. }
+            | LogError::Repairing { source, .. } => is_no_space(source),
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error with its context. Out-of-space errors become
     /// [`LogError::NoSpace`] so callers can raise a disk alarm without string matching.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -184,6 +213,15 @@ pub enum Corruption {
         /// The offset it claims.
         found: u64,
     },
+    /// Offsets past the largest a log holds (2^63 - 1): a batch's base offset
+    /// (which its checksum does not cover), a segment's name or the stored start
+    /// offset is damaged.
+    OffsetOverflow {
+        /// The offset claimed.
+        base_offset: u64,
+        /// How many records follow it (0 for a segment name or a start offset).
+        count: u32,
+    },
     /// The file ends in the middle of a batch that should be complete.
     Truncated,
     /// A record inside a checksummed batch does not parse.
@@ -205,6 +243,10 @@ impl fmt::Display for Corruption {
             Corruption::OffsetGap { expected, found } => {
                 write!(f, "batch starts at offset {found}, expected {expected}")
             }
+            Corruption::OffsetOverflow { base_offset, count } => write!(
+                f,
+                "offset {base_offset} (and {count} records after it) is past the largest a log holds (2^63 - 1)"
+            ),
             Corruption::Truncated => f.write_str("file ends inside a batch"),
             Corruption::RecordFraming => f.write_str("record framing inconsistent"),
         }

@@ -43,6 +43,8 @@ pub mod bench_api;
 mod config;
 mod error;
 mod file_log;
+#[doc(hidden)]
+pub mod fuzzing;
 mod header;
 mod index;
 pub mod io;

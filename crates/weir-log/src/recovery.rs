@@ -34,7 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::{self, BATCH_HEADER_LEN, Check};
+use crate::batch::{self, BATCH_HEADER_LEN, Check, MAX_OFFSET};
 use crate::config::LogConfig;
 use crate::error::{Corruption, LogError, Result};
 use crate::header::{FILE_HEADER_LEN, FileHeader, FileKind};
@@ -100,6 +100,26 @@ pub(crate) fn recover(
     let mut report = RecoveryReport::default();
     let mut logs = list_segments(fs, dir, &mut report)?;
     let mut start_offset = meta::read(&**fs, dir)?.unwrap_or(0);
+    // Offsets past MAX_OFFSET are damage (nothing writes them), and refusing them
+    // here keeps the writer's offset arithmetic from overflowing.
+    let overflow = |name: String, offset: u64| {
+        LogError::corrupt(
+            dir.join(name),
+            0,
+            Corruption::OffsetOverflow {
+                base_offset: offset,
+                count: 0,
+            },
+        )
+    };
+    if start_offset > MAX_OFFSET {
+        return Err(overflow(meta::META_FILE.to_owned(), start_offset));
+    }
+    if let Some(&last) = logs.last()
+        && last > MAX_OFFSET
+    {
+        return Err(overflow(log_file_name(last), last));
+    }
 
     // The last segment may be a creation cut short: nothing in it can have been
     // acknowledged, because appends start only after its header and the directory
@@ -315,7 +335,13 @@ fn open_sealed(
         if end_offset != next_base {
             return Err(gap(end_offset));
         }
-        segment::rewrite_index_file(&**fs, dir, base, header.created_ms, &entries)?;
+        // Saving it is best effort: the in-memory index serves this run, and a full
+        // disk must not keep the log from opening.
+        if let Err(e) = segment::rewrite_index_file(&**fs, dir, base, header.created_ms, &entries) {
+            tracing::warn!(segment = %path.display(), error = %e, "could not save a rebuilt index; it is rebuilt again at the next open");
+            let tmp = dir.join(format!("{}.tmp", index_file_name(base)));
+            let _ = fs.remove(&tmp);
+        }
         Some(Index::from_entries(entries))
     };
     Ok(Segment::new(
