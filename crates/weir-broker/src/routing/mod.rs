@@ -430,6 +430,15 @@ impl Router {
     }
 
     /// Whether `to` (an exchange) reaches `from` through exchange bindings.
+    ///
+    /// Alternate exchanges are not followed: a message goes only to the alternate
+    /// exchanges of the exchange it was published to, never to those of exchanges
+    /// it reaches through bindings, so they cannot close a loop (and `route` stops
+    /// a chain of alternates at one already tried). Following them refused bindings
+    /// that depend on the order of declarations: `a -> b` with `b`'s alternate `c`
+    /// was accepted before `c` was declared with alternate `a`, and then refused
+    /// when `meta/routing.json` was read back at the next start, so the binding was
+    /// lost (found by the `routing` fuzz target).
     fn reaches(&self, to: &str, from: &str) -> bool {
         let mut stack = vec![to.to_owned()];
         let mut seen = BTreeSet::new();
@@ -447,9 +456,6 @@ impl Router {
                         .filter(|b| b.destination_type == DestinationType::Exchange)
                         .map(|b| b.destination.clone()),
                 );
-                if let Some(ae) = &e.options.alternate_exchange {
-                    stack.push(ae.clone());
-                }
             }
         }
         false
@@ -773,6 +779,43 @@ mod tests {
             Err(BrokerError::BindingLoop { .. })
         ));
         assert_eq!(route(&r, "a", ""), ["q"], "reached twice, delivered once");
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/routing/regress-alternate-loop`): a binding
+    /// accepted at run time was refused when the routing was read back at start.
+    #[test]
+    fn alternate_exchanges_close_no_loop_and_a_reload_keeps_every_binding() {
+        let mut r = Router::default();
+        let with_ae = |ae: &str| ExchangeOptions {
+            alternate_exchange: Some(ae.into()),
+            ..ExchangeOptions::of(ExchangeType::Fanout)
+        };
+        r.declare("a", ExchangeOptions::of(ExchangeType::Fanout))
+            .unwrap();
+        r.declare("b", with_ae("c")).unwrap();
+        r.bind(x("a", "b", "")).unwrap();
+        r.declare("c", with_ae("a")).unwrap();
+        // Through the alternates c -> a -> b -> c would be a cycle; no message
+        // follows it, and the binding is accepted as it was before `c` existed.
+        r.bind(x("c", "b", "")).unwrap();
+        r.bind(q("b", "q", "")).unwrap();
+        assert_eq!(route(&r, "a", ""), ["q"]);
+        assert_eq!(route(&r, "c", ""), ["q"]);
+        // The stored routing, read back exchanges first, keeps both bindings.
+        let (exchanges, bindings) = r.durable();
+        let mut reloaded = Router::default();
+        for (name, options) in exchanges {
+            reloaded.declare(&name, options).unwrap();
+        }
+        for b in bindings {
+            reloaded.bind(b).unwrap();
+        }
+        assert_eq!(reloaded.durable(), r.durable());
+        // Loops through bindings are still refused.
+        assert!(matches!(
+            r.bind(x("b", "a", "")),
+            Err(BrokerError::BindingLoop { .. })
+        ));
     }
 
     #[test]
