@@ -311,10 +311,19 @@ fn seal_durably(shared: &Shared, job: &SyncJob, seal: &Seal) -> Result<()> {
     sync_file(shared, &job.file, &job.path)?;
     sync_file(shared, &seal.new_log, &seal.new_log_path)?;
     sync_file(shared, &seal.new_index, &seal.new_index_path)?;
-    if !seal.entries.is_empty() {
-        seal.index_file
+    if !seal.entries.is_empty()
+        && let Err(e) = seal
+            .index_file
             .write_all_at(seal.index_len, &[&seal.entries])
-            .map_err(|e| LogError::io("write", &seal.index_path, e))?;
+    {
+        // The index only speeds reads up: the sealed segment's data is synced whole
+        // by now, and an index without its end entry is rebuilt from it (in memory
+        // by readers, on disk at the next open). A full disk must not stop the log
+        // for it. The cut-off entries are truncated away so the file holds whole
+        // entries only.
+        let e = LogError::io("write", &seal.index_path, e);
+        tracing::warn!(error = %e, "could not write a sealed segment's last index entries; its index is rebuilt when needed");
+        let _ = seal.index_file.set_len(seal.index_len);
     }
     seal.index_file
         .sync_data()

@@ -18,8 +18,15 @@
 //!
 //! If 1 or 2 fails, the segment is truncated back to where the group began and every
 //! append of the group gets the error; offsets are handed out again from there. A full
-//! disk therefore costs the failed appends and nothing else. If even the truncation
-//! fails, the writer refuses appends until the log is reopened (which runs recovery).
+//! disk therefore costs the failed appends and nothing else: a failed *write* (ENOSPC
+//! or any other) never puts the log in the failed state by itself, however many
+//! appends before it still wait for their sync, and neither does a failed segment
+//! roll. If the truncation (or the removal of a half-made segment) fails, the writer
+//! refuses appends and retries that repair before each later group and on its timer;
+//! once it succeeds the log takes appends again. Only a failed `fdatasync` of data
+//! that may already have been seen (acknowledged, or readable) stops the log until it
+//! is reopened, which runs recovery: after a failed sync the kernel may have dropped
+//! the dirty pages, and a retried sync would falsely succeed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +57,10 @@ pub(crate) const UNSYNCED_APPENDS_WITHIN: Duration = Duration::from_millis(100);
 
 /// While a trim is on the sync thread, how often the writer looks for its end.
 const TRIM_PROGRESS_EVERY: Duration = Duration::from_millis(5);
+
+/// While a repair is owed (see `Repair`), how often the writer retries it when no
+/// append comes to try it first.
+const REPAIR_EVERY: Duration = Duration::from_millis(100);
 
 /// What the writer can be asked to do.
 pub(crate) enum Request {
@@ -93,6 +104,16 @@ enum Removal {
     Durable,
     /// The start offset above the segments is durable already (a trim).
     BelowDurableStart,
+}
+
+/// A cleanup the writer owes before it may take appends again (see `Writer::repair`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Repair {
+    /// Truncate the active segment back to this position, then sync it: bytes of a
+    /// failed write may lie beyond it.
+    Truncate { pos: u64 },
+    /// Remove the half-made segment at this base offset, durably.
+    RemoveSegment { base: u64 },
 }
 
 /// What one retention pass removed.
@@ -163,8 +184,12 @@ pub(crate) struct Writer {
     unpersisted: Vec<IndexEntry>,
     last_sync: Instant,
     next_housekeeping: Instant,
-    /// Set when a failed write could not be rolled back.
+    /// Set while the log refuses appends: a failed sync (until reopened) or a
+    /// rollback or cleanup that failed (until `repair` succeeds).
     failed: Option<LogError>,
+    /// The cleanup that would lift `failed`; `None` while `failed` is set means the
+    /// failure is one only a reopen (recovery) can lift.
+    repair: Option<Repair>,
     /// The sync thread, once the log pipelines its syncs (see `syncer`): from the
     /// first staged append on.
     syncer: Option<Syncer>,
@@ -200,6 +225,7 @@ impl Writer {
             last_sync: Instant::now(),
             next_housekeeping: Instant::now() + check_every,
             failed: None,
+            repair: None,
             syncer: None,
             sealing: None,
             trim_posted: false,
@@ -262,6 +288,9 @@ impl Writer {
         if self.trim_posted {
             deadline = deadline.min(Instant::now() + TRIM_PROGRESS_EVERY);
         }
+        if self.repair.is_some() {
+            deadline = deadline.min(Instant::now() + REPAIR_EVERY);
+        }
         if let Some(every) = self.sync_within()
             && self.write_pos > self.synced_pos
             && self.failed.is_none()
@@ -273,6 +302,7 @@ impl Writer {
 
     fn on_timer(&mut self) {
         self.refresh_synced();
+        self.try_repair();
         if self.policy() == FsyncPolicy::Always
             && self.syncer.is_some()
             && self.write_pos > self.synced_pos
@@ -319,6 +349,7 @@ impl Writer {
     /// Handles one group; returns true once the log is closed.
     fn handle_group(&mut self, group: Vec<Request>) -> bool {
         self.refresh_synced();
+        self.try_repair();
         let mut pending: Vec<Pending> = Vec::new();
         let mut requests = group.into_iter();
         while let Some(request) = requests.next() {
@@ -436,6 +467,9 @@ impl Writer {
             .write_all_at(start_pos, &bufs)
             .map_err(|e| LogError::io("write", &path, e));
         drop(bufs);
+        // A failed write leaves nothing that was synced in doubt: the rollback
+        // truncates its bytes and syncs everything before them.
+        let written = result.is_ok();
         let sync_now = self.policy() == FsyncPolicy::Always && pending.iter().any(|p| p.sync);
         let staged = result.is_ok() && pending.iter().any(|p| p.written.is_some());
         if staged && sync_now && self.syncer.is_none() {
@@ -472,7 +506,7 @@ impl Writer {
             } else {
                 self.roll_back(start_pos, start_offset);
                 tracing::warn!(error = %e, appends = pending.len(), "append failed and was rolled back");
-                if sync_now && unsynced_before {
+                if written && sync_now && unsynced_before {
                     self.fail_after_sync_error(&e);
                 }
             }
@@ -639,7 +673,9 @@ impl Writer {
     /// Enters the failed state: appends, syncs and rolls are refused until reopen.
     fn fail(&mut self, op: &'static str, path: &std::path::Path, error: &LogError) {
         let source = match error {
-            LogError::Io { source, .. } | LogError::Failed { source, .. } => source.clone(),
+            LogError::Io { source, .. }
+            | LogError::Failed { source, .. }
+            | LogError::Repairing { source, .. } => source.clone(),
             other => Arc::new(std::io::Error::other(other.to_string())),
         };
         self.failed = Some(LogError::Failed {
@@ -647,6 +683,60 @@ impl Writer {
             path: path.to_path_buf(),
             source,
         });
+        self.repair = None;
+    }
+
+    /// Refuses appends with `error` until `repair` succeeds (see `try_repair`).
+    /// A failure only a reopen can lift is never downgraded to a repairable one.
+    fn fail_until_repaired(&mut self, error: &LogError, repair: Repair) {
+        if self.failed.is_some() && self.repair.is_none() {
+            return;
+        }
+        self.failed = Some(error.clone());
+        self.repair = Some(repair);
+    }
+
+    /// Retries the repair the log owes, if any; on success the log takes appends
+    /// again. A sync that fails here stops the log until reopened, as any failed
+    /// sync does.
+    fn try_repair(&mut self) {
+        let Some(repair) = self.repair else {
+            return;
+        };
+        match repair {
+            Repair::Truncate { pos } => {
+                let file = self.active.file.clone();
+                let path = self.active.log_path.clone();
+                if let Err(e) = file.set_len(pos) {
+                    tracing::debug!(error = %e, "the truncation after a failed append failed again");
+                    return;
+                }
+                if let Err(e) = file.sync_data() {
+                    let e = LogError::io("fsync", &path, e);
+                    self.fail_after_sync_error(&e);
+                    return;
+                }
+                if self.syncer.is_none() {
+                    self.synced_pos = pos;
+                }
+            }
+            Repair::RemoveSegment { base } => match self.remove_half_made_segment(base) {
+                Ok(()) => {}
+                Err(e @ LogError::Failed { .. }) => {
+                    tracing::error!(error = %e, "could not sync the removal of a half-made segment; the log refuses appends until reopened");
+                    let path = self.shared.dir.join(log_file_name(base));
+                    self.fail("remove a half-made segment", &path, &e);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "removing a half-made segment failed again");
+                    return;
+                }
+            },
+        }
+        tracing::info!(dir = %self.shared.dir.display(), ?repair, "repaired after a failed write; the log takes appends again");
+        self.failed = None;
+        self.repair = None;
     }
 
     /// Writes the index entries whose batch lies wholly in synced data: entries that
@@ -706,18 +796,36 @@ impl Writer {
     /// Undoes a failed group: truncate it away and make the truncation durable. The
     /// sync matters: a failed `fdatasync` may still have persisted part of the group,
     /// and its offsets are about to be handed out again, so it must never come back.
+    ///
+    /// A truncation that fails is retried before the next group (`Repair`); a sync
+    /// that fails stops the log until reopened.
     fn roll_back(&mut self, start_pos: u64, start_offset: u64) {
         self.write_pos = start_pos;
         self.next_offset = start_offset;
-        let file = &self.active.file;
-        match file.set_len(start_pos).and_then(|()| file.sync_data()) {
+        let file = self.active.file.clone();
+        let path = self.active.log_path.clone();
+        // A pipelined log learns how far its segment is synced from its sync thread
+        // only: the segment may be one whose roll is not durable yet, and its index
+        // must not get entries before then (see `recovery`).
+        let pipelined = self.syncer.is_some();
+        self.synced_pos = self.synced_pos.min(start_pos);
+        if let Err(e) = file.set_len(start_pos) {
+            tracing::error!(error = %e, "could not truncate after a failed append; appends are refused until the truncation succeeds");
+            let failed = LogError::Repairing {
+                op: "truncate",
+                path,
+                source: Arc::new(e),
+            };
+            self.fail_until_repaired(&failed, Repair::Truncate { pos: start_pos });
+            return;
+        }
+        match file.sync_data() {
             // Everything before the group is now durable too.
-            Ok(()) => self.synced_pos = start_pos,
+            Ok(()) if !pipelined => self.synced_pos = start_pos,
+            Ok(()) => {}
             Err(e) => {
-                tracing::error!(error = %e, "could not truncate after a failed append; the log refuses appends until reopened");
-                let path = self.active.log_path.clone();
-                self.fail("truncate", &path, &LogError::io("truncate", &path, e));
-                self.synced_pos = self.synced_pos.min(start_pos);
+                let e = LogError::io("fsync", &path, e);
+                self.fail_after_sync_error(&e);
             }
         }
     }
@@ -888,30 +996,47 @@ impl Writer {
     /// active segment and hide those appends. If it cannot be removed durably, the log
     /// stops taking appends.
     fn discard_half_made_segment(&mut self, base: u64) {
+        let path = self.shared.dir.join(log_file_name(base));
+        match self.remove_half_made_segment(base) {
+            Ok(()) => {}
+            Err(e @ LogError::Failed { .. }) => {
+                tracing::error!(error = %e, "could not sync the removal of a half-made segment; the log refuses appends until reopened");
+                self.fail("remove a half-made segment", &path, &e);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not remove a half-made segment; appends are refused until it is removed");
+                let source = match &e {
+                    LogError::Io { source, .. } => source.clone(),
+                    other => Arc::new(std::io::Error::other(other.to_string())),
+                };
+                let failed = LogError::Repairing {
+                    op: "remove the half-made segment",
+                    path,
+                    source,
+                };
+                self.fail_until_repaired(&failed, Repair::RemoveSegment { base });
+            }
+        }
+    }
+
+    /// Removes the files of the segment at `base` (missing ones are fine) and syncs
+    /// the directory. A failed sync comes back as [`LogError::Failed`]: a retried
+    /// sync could falsely succeed, so it stops the log.
+    fn remove_half_made_segment(&mut self, base: u64) -> Result<()> {
         let dir = self.shared.dir.clone();
-        let mut result = Ok(());
         for name in [log_file_name(base), index_file_name(base)] {
             let path = dir.join(name);
             match self.shared.fs.remove(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => result = Err(LogError::io("remove", &path, e)),
+                Err(e) => return Err(LogError::io("remove", &path, e)),
             }
         }
-        let result = result.and_then(|()| {
-            self.shared
-                .fs
-                .sync_dir(&dir)
-                .map_err(|e| LogError::io("sync", &dir, e))
-        });
-        if let Err(e) = result {
-            tracing::error!(error = %e, "could not remove a half-made segment; the log refuses appends until reopened");
-            self.fail(
-                "remove a half-made segment",
-                &dir.join(log_file_name(base)),
-                &e,
-            );
-        }
+        self.shared.fs.sync_dir(&dir).map_err(|e| LogError::Failed {
+            op: "sync",
+            path: dir.clone(),
+            source: Arc::new(e),
+        })
     }
 
     /// A pipelined log hands a trim that moves the start to its sync thread (see

@@ -17,4 +17,5 @@ mod faults;
 mod fixtures;
 mod kill9;
 mod model;
+mod no_space;
 mod retention;
