@@ -40,6 +40,7 @@ use crate::queue::replay::{Arrivals, OwnReplay, Wanted, finish, replay_own, scan
 use crate::queue::state::QueueState;
 use crate::routing::{DestinationType, Router};
 use crate::shared::{self, Dispatch, Writes};
+use crate::supervisor::{Supervised, supervise};
 
 /// Limits on what clients may ask for. Each is enforced with a clear error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -411,11 +412,7 @@ impl Broker {
                 // A number at or above the counter (a crash between writing this
                 // file and the counter cannot happen: the counter goes first, but
                 // be safe) moves the counter past it.
-                let mut next = self
-                    .inner
-                    .next_queue_id
-                    .lock()
-                    .expect("invariant: lock not poisoned");
+                let mut next = crate::locks::lock(&self.inner.next_queue_id);
                 if id >= *next {
                     *next = id + 1;
                     write_next_queue_id(&self.inner.config.data_dir, *next)?;
@@ -431,11 +428,7 @@ impl Broker {
     /// queue's `id` file.
     fn assign_queue_id(&self, name: &str) -> Result<u32> {
         let id = {
-            let mut next = self
-                .inner
-                .next_queue_id
-                .lock()
-                .expect("invariant: lock not poisoned");
+            let mut next = crate::locks::lock(&self.inner.next_queue_id);
             let id = *next;
             let after = id.checked_add(1).ok_or_else(|| {
                 BrokerError::internal("every queue number has been used".to_owned())
@@ -492,73 +485,111 @@ impl Broker {
     /// Finishes a queue's replay with its shared messages and starts its actor;
     /// returns how many messages it holds.
     fn start_queue(&self, queue: OpenedQueue, arrivals: Arrivals) -> u64 {
+        let (commands, receiver) = mpsc::channel(1024);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let held = receiver
+            .clone()
+            .try_lock_owned()
+            .expect("invariant: a new channel's receiver is free");
+        let name = queue.name.clone();
+        let id = queue.id;
+        let options = queue.options.clone();
+        let (actor, count) = self.make_actor(queue, arrivals, held);
+        let task = tokio::spawn(supervise(
+            Arc::downgrade(&self.inner),
+            Supervised {
+                name: name.clone(),
+                id,
+                options: options.clone(),
+                commands: receiver,
+            },
+            actor,
+        ));
+        crate::locks::write(&self.inner.queues).insert(
+            name,
+            QueueRef {
+                commands,
+                id,
+                options: Arc::new(options),
+                task: Arc::new(Mutex::new(Some(task))),
+                usage: Arc::new(Usage::new()),
+            },
+        );
+        count
+    }
+
+    /// Finishes a queue's replay and builds its actor on `commands`; returns it
+    /// with how many messages it holds.
+    fn make_actor(
+        &self,
+        queue: OpenedQueue,
+        arrivals: Arrivals,
+        commands: crate::queue::actor::Commands,
+    ) -> (Actor, u64) {
         let OpenedQueue {
             name,
-            options,
-            id,
+            options: _,
+            id: _,
             log,
             mut state,
             own,
         } = queue;
-        let name = name.as_str();
         let replayed = finish(own, arrivals, &mut state, now_ms());
         let stats = state.stats(0, now_ms());
         let held = stats.ready + stats.delayed;
         tracing::info!(
-            queue = name,
+            queue = %name,
             records = replayed.records,
             ready = stats.ready,
             delayed = stats.delayed,
             "recovered queue"
         );
-        let (commands, receiver) = mpsc::channel(1024);
         let actor = Actor::new(
-            name.to_owned(),
+            name,
             log,
             self.inner.bodies.clone(),
             state,
             Arc::downgrade(&self.inner),
-            receiver,
+            commands,
             &replayed,
         );
-        let queue = name.to_owned();
-        let task = tokio::spawn(async move {
-            actor.run().await;
-            tracing::debug!(%queue, "queue actor stopped");
-        });
-        self.inner
-            .queues
-            .write()
-            .expect("invariant: lock not poisoned")
-            .insert(
-                name.to_owned(),
-                QueueRef {
-                    commands,
-                    id,
-                    options: Arc::new(options),
-                    task: Arc::new(Mutex::new(Some(task))),
-                    usage: Arc::new(Usage::new()),
-                },
-            );
-        held
+        (actor, held)
+    }
+
+    /// Opens and replays a queue again for its restarted actor: its own log, then
+    /// its messages in the shared log (to its end: arrivals queued for the dead
+    /// actor meanwhile are skipped by the new one, see `Actor::arrive`).
+    pub(crate) async fn reopen_queue(&self, queue: &Supervised) -> Result<Actor> {
+        let opened = self
+            .open_queue(&queue.name, queue.options.clone(), queue.id)
+            .await?;
+        let wanted = HashMap::from([(
+            queue.id,
+            Wanted {
+                from: opened.own.shared_below,
+                ids: opened.options.dedup_window_ms.is_some(),
+            },
+        )]);
+        let mut arrivals = scan_shared(&self.inner.bodies, &wanted)
+            .await
+            .map_err(|source| BrokerError::Storage {
+                queue: "(shared log)".into(),
+                source,
+            })?;
+        let mine = arrivals.remove(&queue.id).unwrap_or_default();
+        let held = queue.commands.clone().lock_owned().await;
+        Ok(self.make_actor(opened, mine, held).0)
     }
 
     pub(crate) fn queue_exists(&self, name: &str) -> bool {
-        self.inner
-            .queues
-            .read()
-            .expect("invariant: lock not poisoned")
-            .contains_key(name)
+        crate::locks::read(&self.inner.queues).contains_key(name)
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<QueueRef> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(closing());
         }
-        self.inner
-            .queues
-            .read()
-            .expect("invariant: lock not poisoned")
+        crate::locks::read(&self.inner.queues)
             .get(name)
             .cloned()
             .ok_or_else(|| not_found(name))
@@ -580,13 +611,7 @@ impl Broker {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(closing());
         }
-        if self
-            .inner
-            .deleting
-            .lock()
-            .expect("invariant: lock not poisoned")
-            .contains(name)
-        {
+        if crate::locks::lock(&self.inner.deleting).contains(name) {
             return Err(BrokerError::Unavailable {
                 reason: format!(
                     "queue '{name}' is being deleted; declare it again once that is done"
@@ -604,12 +629,7 @@ impl Broker {
                 }),
             };
         }
-        let count = self
-            .inner
-            .queues
-            .read()
-            .expect("invariant: lock not poisoned")
-            .len() as u64;
+        let count = crate::locks::read(&self.inner.queues).len() as u64;
         let limit = self.inner.config.limits.max_queues;
         let extra = u64::from(
             options
@@ -679,29 +699,17 @@ impl Broker {
                 r.remove_destination(DestinationType::Queue, name);
                 Ok(())
             })?;
-            let queue = self
-                .inner
-                .queues
-                .write()
-                .expect("invariant: lock not poisoned")
+            let queue = crate::locks::write(&self.inner.queues)
                 .remove(name)
                 .ok_or_else(|| not_found(name))?;
-            self.inner
-                .deleting
-                .lock()
-                .expect("invariant: lock not poisoned")
-                .insert(name.to_owned());
+            crate::locks::lock(&self.inner.deleting).insert(name.to_owned());
             queue
         };
         // Outside the admin lock: the queue's in-flight dead letters may declare its
         // dead-letter queue while it stops.
         stop_queue(&queue).await;
         let removed = self.remove_files(name);
-        self.inner
-            .deleting
-            .lock()
-            .expect("invariant: lock not poisoned")
-            .remove(name);
+        crate::locks::lock(&self.inner.deleting).remove(name);
         removed?;
         tracing::info!(queue = name, "deleted queue");
         Ok(())
@@ -769,11 +777,7 @@ impl Broker {
     /// Every queue, by name.
     pub async fn list(&self) -> Vec<QueueInfo> {
         let names: Vec<String> = {
-            let queues = self
-                .inner
-                .queues
-                .read()
-                .expect("invariant: lock not poisoned");
+            let queues = crate::locks::read(&self.inner.queues);
             let mut names: Vec<String> = queues.keys().cloned().collect();
             names.sort();
             names
@@ -1037,11 +1041,7 @@ impl Broker {
     /// the next start.
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::Release);
-        let queues: Vec<QueueRef> = self
-            .inner
-            .queues
-            .write()
-            .expect("invariant: lock not poisoned")
+        let queues: Vec<QueueRef> = crate::locks::write(&self.inner.queues)
             .drain()
             .map(|(_, q)| q)
             .collect();
@@ -1067,11 +1067,7 @@ impl Broker {
         let mut floor = shared::lowest_write(&self.inner.body_writes)
             .unwrap_or(next)
             .min(next);
-        let queues: Vec<QueueRef> = self
-            .inner
-            .queues
-            .read()
-            .expect("invariant: lock not poisoned")
+        let queues: Vec<QueueRef> = crate::locks::read(&self.inner.queues)
             .values()
             .cloned()
             .collect();
@@ -1085,8 +1081,13 @@ impl Broker {
             {
                 continue;
             }
-            if let Ok(Some(held)) = answer.await {
-                floor = floor.min(held);
+            match answer.await {
+                Ok(Some(held)) => floor = floor.min(held),
+                Ok(None) => {}
+                // The queue took the question and stopped answering (its actor
+                // panicked; it is being restarted from its log, which needs its
+                // shared messages): no trim this time.
+                Err(_) => return Ok(self.inner.bodies.first_offset().0),
             }
         }
         if floor > self.inner.bodies.first_offset().0 {
@@ -1102,6 +1103,17 @@ impl Broker {
         Ok(floor)
     }
 
+    /// Tests only: makes queue `name`'s actor panic (see `supervisor`).
+    #[cfg(test)]
+    pub(crate) async fn panic_queue(&self, name: &str) -> Result<()> {
+        let queue = self.get(name)?;
+        queue
+            .commands
+            .send(Command::Panic)
+            .await
+            .map_err(|_| gone(name))
+    }
+
     /// The limits clients are held to (front ends split their work to fit them).
     pub fn limits(&self) -> &Limits {
         &self.inner.config.limits
@@ -1115,11 +1127,7 @@ impl Broker {
 
     /// Deletes the queues with `expires_ms` that have been unused that long.
     pub(crate) async fn expire_unused(&self) {
-        let expired: Vec<String> = self
-            .inner
-            .queues
-            .read()
-            .expect("invariant: lock not poisoned")
+        let expired: Vec<String> = crate::locks::read(&self.inner.queues)
             .iter()
             .filter(|(_, q)| q.options.expires_ms.is_some_and(|ms| q.usage.idle_for(ms)))
             .map(|(name, _)| name.clone())
@@ -1192,7 +1200,10 @@ fn closing() -> BrokerError {
 
 pub(crate) fn gone(name: &str) -> BrokerError {
     BrokerError::Unavailable {
-        reason: format!("queue '{name}' was deleted or the broker is shutting down"),
+        reason: format!(
+            "queue '{name}' stopped before it answered: it was deleted, the broker is \
+             shutting down, or its task failed and is being restarted from its log"
+        ),
     }
 }
 

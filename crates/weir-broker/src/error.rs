@@ -215,8 +215,13 @@ impl BrokerError {
             BrokerError::QueueFull { .. } => "queue_full",
             BrokerError::Unavailable { .. } => "unavailable",
             BrokerError::Storage { source, .. } => match source {
-                weir_log::LogError::NoSpace { .. } => "storage_full",
                 weir_log::LogError::TooLarge { .. } => "message_too_large",
+                // A log stopped by a failed sync waits for a restart, whatever the
+                // cause: retrying later does not help.
+                weir_log::LogError::Failed { .. } => "storage_error",
+                // A full disk, or the cleanup after a write that filled it, which
+                // the log retries by itself.
+                full if full.is_no_space() => "storage_full",
                 _ => "storage_error",
             },
             BrokerError::Internal { .. } => "internal_error",

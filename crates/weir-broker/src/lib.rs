@@ -32,9 +32,11 @@ mod broker_tests;
 pub mod error;
 mod exchanges;
 mod hex;
+mod locks;
 mod queue;
 pub mod routing;
 mod shared;
+mod supervisor;
 
 pub use alarms::Alarms;
 pub use api::{

@@ -65,11 +65,7 @@ pub(crate) struct WriteGuard {
 
 impl WriteGuard {
     fn new(writes: &Writes, low: u64) -> WriteGuard {
-        *writes
-            .lock()
-            .expect("invariant: lock not poisoned")
-            .entry(low)
-            .or_default() += 1;
+        *crate::locks::lock(writes).entry(low).or_default() += 1;
         WriteGuard {
             writes: writes.clone(),
             low,
@@ -79,7 +75,7 @@ impl WriteGuard {
 
 impl Drop for WriteGuard {
     fn drop(&mut self) {
-        let mut writes = self.writes.lock().expect("invariant: lock not poisoned");
+        let mut writes = crate::locks::lock(&self.writes);
         if let Some(count) = writes.get_mut(&self.low) {
             *count -= 1;
             if *count == 0 {
@@ -91,12 +87,7 @@ impl Drop for WriteGuard {
 
 /// The lowest shared-log offset an append in flight may have written.
 pub(crate) fn lowest_write(writes: &Writes) -> Option<u64> {
-    writes
-        .lock()
-        .expect("invariant: lock not poisoned")
-        .keys()
-        .next()
-        .copied()
+    crate::locks::lock(writes).keys().next().copied()
 }
 
 type AppendFuture = Pin<Box<dyn Future<Output = weir_log::Result<Appended>> + Send>>;
@@ -205,6 +196,9 @@ async fn hand_out(result: weir_log::Result<Appended>, dispatch: Dispatch, guard:
 
 fn gone(name: &str) -> BrokerError {
     BrokerError::Unavailable {
-        reason: format!("queue '{name}' was deleted or the broker is shutting down"),
+        reason: format!(
+            "queue '{name}' stopped before it answered: it was deleted, the broker is \
+             shutting down, or its task failed and is being restarted from its log"
+        ),
     }
 }

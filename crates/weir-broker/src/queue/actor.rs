@@ -33,7 +33,7 @@ use crate::queue::counters::Counters;
 use crate::queue::record::{self, Decoded, MessageMeta, SHARED, SettleReason, StateOp, Totals};
 use crate::queue::replay::{ReplayReport, entry_of, shared_expiry};
 use crate::queue::state::{
-    Admission, Effect, Entry, QueueState, format_receipt, is_shared, key_hash,
+    Admission, Effect, Entry, QueueState, format_receipt, is_shared, key_hash, parse_receipt,
 };
 
 /// A message ready to be written: metadata, headers and body.
@@ -149,6 +149,9 @@ pub(crate) enum Command {
     Stop {
         reply: oneshot::Sender<()>,
     },
+    /// Tests only: the actor panics (a bug in it, as far as the broker can tell).
+    #[cfg(test)]
+    Panic,
 }
 
 /// Reports from the actor's own tasks.
@@ -179,12 +182,14 @@ enum Internal {
         range: Option<(u64, u64)>,
         delta: Totals,
     },
-    /// The `settled` record of these acks landed (`ok`) or failed (the messages
-    /// are ready again).
+    /// The `settled` record of these acks (offset, lease id) landed (`ok`) or
+    /// failed (the acks are kept and the record is retried: see `unwritten_acks`).
     Acked {
-        offsets: Vec<u64>,
+        acks: Vec<(u64, u64)>,
         ok: bool,
     },
+    /// The retry of the acks in `retrying_acks` landed (`Ok`) or failed.
+    AcksRetried(Result<()>),
     /// A checkpoint landed; its dedup records are at these offsets.
     CheckpointLanded(Vec<(u64, Vec<(i64, String)>)>),
     /// A send of a queue that keeps ids is durable: every record below `below` is.
@@ -225,6 +230,9 @@ struct Waiter {
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// A queue's command receiver, as an actor holds it (see `Actor::commands`).
+pub(crate) type Commands = tokio::sync::OwnedMutexGuard<mpsc::Receiver<Command>>;
 type SendReply = oneshot::Sender<Result<Vec<SendOutcome>>>;
 
 /// Most queued sends merged into one append, and the body bytes after which no
@@ -235,6 +243,11 @@ const MAX_BYTES_PER_APPEND: usize = 8 << 20;
 /// Longest a delivery's `Delivered` record waits to ride on another append before it
 /// is written on its own (decision 0005).
 const DELIVERY_RECORD_DELAY: Duration = Duration::from_millis(100);
+
+/// The first retry of an ack record that could not be written comes this long
+/// after the failure; each failed retry doubles the wait, up to the maximum.
+const ACK_RETRY_FIRST: Duration = Duration::from_millis(100);
+const ACK_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How often the actor looks at trimming and compaction.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
@@ -333,7 +346,11 @@ pub(crate) struct Actor {
     bodies: FileLog,
     state: QueueState,
     broker: Weak<Inner>,
-    commands: mpsc::Receiver<Command>,
+    /// The queue's command channel, held for the actor's life. It outlives the
+    /// actor: if the actor panics, the lock is released and the commands queued
+    /// meanwhile wait for the actor restarted from the log (see
+    /// `broker::supervise`).
+    commands: Commands,
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     waiters: VecDeque<Waiter>,
@@ -365,6 +382,20 @@ pub(crate) struct Actor {
     fresh: Fresh,
     /// Resolves once the latest send has reported its append (see `send_batch`).
     send_order: Option<oneshot::Receiver<()>>,
+    /// Acks whose `settled` record could not be written (a full disk), by offset,
+    /// with the lease id of the receipt. They stay acked: the message is never
+    /// delivered again by this run (no redelivery storm while the disk is full), and
+    /// the record is retried until it is durable. A stop before then leaves the
+    /// message to come back at the next start (at least once). The same receipt
+    /// acked again joins the retry, so an HTTP client told 507 can ask again.
+    unwritten_acks: FxHashMap<u64, u64>,
+    /// The unwritten acks whose retry is in flight.
+    retrying_acks: FxHashMap<u64, u64>,
+    /// Acks of receipts in `retrying_acks`, answered when that retry lands.
+    ack_retry_waiters: Vec<oneshot::Sender<Result<()>>>,
+    /// When unwritten acks are next retried, and the wait after a failed retry.
+    ack_retry_due: Option<Instant>,
+    ack_retry_backoff: Duration,
 }
 
 impl Actor {
@@ -374,7 +405,7 @@ impl Actor {
         bodies: FileLog,
         state: QueueState,
         broker: Weak<Inner>,
-        commands: mpsc::Receiver<Command>,
+        commands: Commands,
         replayed: &ReplayReport,
     ) -> Actor {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
@@ -407,7 +438,18 @@ impl Actor {
             record_due: None,
             fresh: Fresh::default(),
             send_order: None,
+            unwritten_acks: FxHashMap::default(),
+            retrying_acks: FxHashMap::default(),
+            ack_retry_waiters: Vec::new(),
+            ack_retry_due: None,
+            ack_retry_backoff: ACK_RETRY_FIRST,
         }
+    }
+
+    /// The queue's log (the supervisor closes it when the actor panics, before a
+    /// new one is opened on the same directory).
+    pub(crate) fn log(&self) -> &FileLog {
+        &self.log
     }
 
     /// Runs until stopped or until every handle is gone.
@@ -470,6 +512,9 @@ impl Actor {
         if let Some(due) = self.record_due {
             wake = wake.min(due);
         }
+        if let Some(due) = self.ack_retry_due {
+            wake = wake.min(due);
+        }
         wake
     }
 
@@ -496,6 +541,10 @@ impl Actor {
             }));
         }
         self.record_deliveries();
+        if self.retrying_acks.is_empty() {
+            // A last try: what is not durable now comes back at the next start.
+            self.retry_acks();
+        }
         self.tasks.close();
         loop {
             while let Ok(event) = self.internal_rx.try_recv() {
@@ -532,6 +581,9 @@ impl Actor {
         self.serve_waiters();
         if self.record_due.is_some_and(|due| due <= instant) {
             self.record_deliveries();
+        }
+        if self.ack_retry_due.is_some_and(|due| due <= instant) && self.retrying_acks.is_empty() {
+            self.retry_acks();
         }
         if instant >= self.next_housekeeping {
             self.next_housekeeping = instant + HOUSEKEEPING_EVERY;
@@ -749,6 +801,8 @@ impl Actor {
                 let _ = reply.send(floor.map(|key| key & !SHARED));
             }
             Command::Stop { .. } => unreachable!("handled by run"),
+            #[cfg(test)]
+            Command::Panic => panic!("queue '{}': the test asked this actor to panic", self.name),
         }
     }
 
@@ -770,14 +824,32 @@ impl Actor {
     fn ack(&mut self, receipts: Vec<String>, synced: bool, reply: oneshot::Sender<SettleReport>) {
         let mut report = SettleReport::default();
         let mut entries = Vec::new();
+        // Acks of this request whose record failed before and is not being retried
+        // now: written again with the new ones.
+        let mut again = Vec::new();
+        // Acks whose retry is in flight: answered when it lands.
+        let mut joined = 0;
         for receipt in receipts {
             match self.state.ack(&self.name, &receipt) {
-                Ok(entry) => entries.push(entry),
+                Ok(entry) => {
+                    let lease = parse_receipt(&receipt).map_or(0, |(_, lease)| lease);
+                    entries.push((entry, lease));
+                }
+                Err(e @ BrokerError::StaleReceipt { .. }) => match parse_receipt(&receipt) {
+                    Some((offset, lease)) if self.unwritten_acks.get(&offset) == Some(&lease) => {
+                        self.unwritten_acks.remove(&offset);
+                        again.push((offset, lease));
+                    }
+                    Some((offset, lease)) if self.retrying_acks.get(&offset) == Some(&lease) => {
+                        joined += 1;
+                    }
+                    _ => report.failed.push((receipt, e)),
+                },
                 Err(e) => report.failed.push((receipt, e)),
             }
         }
-        report.settled = entries.len() as u32;
-        for entry in &entries {
+        report.settled = (entries.len() + again.len() + joined) as u32;
+        for (entry, _) in &entries {
             // A first delivery settled before its record was written needs none (a
             // redelivery's record counts it in `redelivered_total`).
             if entry.attempts == 1 && self.unrecorded.get(&entry.offset) == Some(&1) {
@@ -785,32 +857,92 @@ impl Actor {
             }
         }
         self.serve_waiters();
-        if entries.is_empty() {
+        let mut acks: Vec<(u64, u64)> = entries
+            .iter()
+            .map(|(e, lease)| (e.offset, *lease))
+            .collect();
+        acks.extend(again);
+        let retried = (joined > 0).then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.ack_retry_waiters.push(tx);
+            rx
+        });
+        if acks.is_empty() && retried.is_none() {
             let _ = reply.send(report);
             return;
         }
-        let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
-        let ops = vec![StateOp::Settled(SettleReason::Acked, offsets.clone())];
-        let done = if synced {
-            self.persist(ops)
+        let written = if acks.is_empty() {
+            None
         } else {
-            self.persist_unsynced(ops)
+            let offsets = acks.iter().map(|(offset, _)| *offset).collect();
+            let ops = vec![StateOp::Settled(SettleReason::Acked, offsets)];
+            Some(if synced {
+                self.persist(ops)
+            } else {
+                self.persist_unsynced(ops)
+            })
         };
         let events = self.internal_tx.clone();
+        let queue = self.name.clone();
         self.tasks.spawn(async move {
-            let result = done.await;
-            let _ = events.send(Internal::Acked {
-                offsets,
-                ok: result.is_ok(),
-            });
+            let mut result = Ok(());
+            if let Some(written) = written {
+                result = written.await;
+                let _ = events.send(Internal::Acked {
+                    acks,
+                    ok: result.is_ok(),
+                });
+            }
+            if let Some(retried) = retried {
+                let joined = retried.await.unwrap_or_else(|_| {
+                    Err(BrokerError::Unavailable {
+                        reason: format!("queue '{queue}' stopped before the ack was written"),
+                    })
+                });
+                result = result.and(joined);
+            }
             if let Err(e) = result {
-                // Not durable: the messages are ready again, and every receipt of
-                // this request is reported failed.
+                // Not durable (yet): every receipt of this request is reported failed.
+                // The acks are kept and retried; acking the same receipts again
+                // answers once they are durable.
                 report.failed.push((String::new(), e));
                 report.settled = 0;
             }
             let _ = reply.send(report);
         });
+    }
+
+    /// Writes the `settled` record of the unwritten acks again (see
+    /// `unwritten_acks`).
+    fn retry_acks(&mut self) {
+        self.ack_retry_due = None;
+        if self.unwritten_acks.is_empty() {
+            return;
+        }
+        self.retrying_acks = std::mem::take(&mut self.unwritten_acks);
+        let offsets = self.retrying_acks.keys().copied().collect();
+        let done = self.persist(vec![StateOp::Settled(SettleReason::Acked, offsets)]);
+        let events = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let _ = events.send(Internal::AcksRetried(done.await));
+        });
+    }
+
+    /// The `settled` record of acks could not be written: they stay acked and the
+    /// record is retried.
+    fn keep_unwritten_acks(&mut self, acks: impl IntoIterator<Item = (u64, u64)>) {
+        let before = self.unwritten_acks.len();
+        self.unwritten_acks.extend(acks);
+        if before == 0 {
+            tracing::warn!(
+                queue = %self.name,
+                acks = self.unwritten_acks.len(),
+                "acks could not be written; they are kept (not delivered again) and retried"
+            );
+        }
+        if self.ack_retry_due.is_none() {
+            self.ack_retry_due = Some(Instant::now() + self.ack_retry_backoff);
+        }
     }
 
     fn nack(
@@ -1048,6 +1180,17 @@ impl Actor {
     fn arrive(&mut self, arrival: Arrival, reply: ArriveReply) -> Option<(Arrival, ArriveReply)> {
         let now = now_ms();
         let batch = arrival.batch.clone();
+        // Arrivals come in shared-log order, so one below what the queue has seen
+        // was seen already: by the replay of an actor restarted after a panic (it
+        // scans the shared log to its end), while the arrival waited in the channel.
+        // The shared log is appended a batch at a time, so a batch is in the replay
+        // whole or not at all.
+        if let Some(last) = arrival.positions.last()
+            && batch.keys[*last as usize] < self.state.next_shared()
+        {
+            let _ = reply.send(Ok(vec![false; arrival.positions.len()]));
+            return None;
+        }
         let dedup = self.state.options().dedup_window_ms.is_some();
         let at = |p: &u32| *p as usize;
         let items: Vec<(Option<&str>, u32)> = arrival
@@ -1305,14 +1448,15 @@ impl Actor {
                 self.retry_deferred();
             }
             Internal::Landed { low, range, delta } => self.append_landed(low, range, delta),
-            Internal::Acked { offsets, ok } => {
+            Internal::Acked { acks, ok } => {
                 if ok {
+                    let offsets: Vec<u64> = acks.iter().map(|(offset, _)| *offset).collect();
                     self.state.finish_settle(&offsets);
                 } else {
-                    self.state.unack(&offsets);
-                    self.serve_waiters();
+                    self.keep_unwritten_acks(acks);
                 }
             }
+            Internal::AcksRetried(result) => self.acks_retried(&result),
             Internal::CheckpointLanded(chunks) => self.checkpoint_landed(chunks),
             Internal::Synced { below } => {
                 self.state.synced_below(below);
@@ -1352,6 +1496,29 @@ impl Actor {
                 self.housekeeping_busy = false;
             }
             Internal::HousekeepingDone => self.housekeeping_busy = false,
+        }
+    }
+
+    /// The retry of the acks in `retrying_acks` landed (or failed: they wait for
+    /// the next one, later each time).
+    fn acks_retried(&mut self, result: &Result<()>) {
+        let acks = std::mem::take(&mut self.retrying_acks);
+        let waiters = std::mem::take(&mut self.ack_retry_waiters);
+        if result.is_ok() {
+            let offsets: Vec<u64> = acks.keys().copied().collect();
+            self.state.finish_settle(&offsets);
+            tracing::info!(queue = %self.name, acks = offsets.len(), "acks that could not be written before are durable now");
+            self.ack_retry_backoff = ACK_RETRY_FIRST;
+            if !self.unwritten_acks.is_empty() && self.ack_retry_due.is_none() {
+                self.ack_retry_due = Some(Instant::now() + ACK_RETRY_FIRST);
+            }
+        } else {
+            self.ack_retry_backoff = (self.ack_retry_backoff * 2).min(ACK_RETRY_MAX);
+            self.unwritten_acks.extend(acks);
+            self.ack_retry_due = Some(Instant::now() + self.ack_retry_backoff);
+        }
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
         }
     }
 
@@ -1738,9 +1905,14 @@ impl Actor {
 
 /// Answers a command that arrived while the queue was stopping.
 fn refuse(command: Command, queue: &str) {
-    let error = || BrokerError::Unavailable {
+    refuse_with(command, &|| BrokerError::Unavailable {
         reason: format!("queue '{queue}' is shutting down"),
-    };
+    });
+}
+
+/// Answers a command with `error` (queries with nothing: no stats, no shared
+/// messages held).
+pub(crate) fn refuse_with(command: Command, error: &dyn Fn() -> BrokerError) {
     match command {
         Command::Send { reply, .. } => drop(reply.send(Err(error()))),
         Command::Arrive { reply, .. } => drop(reply.send(Err(error()))),
@@ -1759,6 +1931,8 @@ fn refuse(command: Command, queue: &str) {
         Command::Stats { reply } => drop(reply.send(QueueStats::default())),
         Command::BodyFloor { reply } => drop(reply.send(None)),
         Command::Stop { reply } => drop(reply.send(())),
+        #[cfg(test)]
+        Command::Panic => {}
     }
 }
 

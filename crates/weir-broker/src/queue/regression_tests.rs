@@ -437,24 +437,29 @@ fn a_checkpoint_without_its_trim_is_not_counted_twice() {
 // ---------------------------------------------------------------------------
 // Trimming
 
-/// An ack stays held (for the trim floor) until its record is durable, so when the
-/// record fails the message is ready again and still readable.
+/// An ack stays held (for the trim floor) until its record is durable. When the
+/// record cannot be written the ack is kept in memory and retried, so housekeeping
+/// meanwhile must leave the message in the log: a restart before the ack is written
+/// delivers it again, and must be able to read it.
 #[test]
-fn a_failed_ack_never_puts_back_a_message_the_log_no_longer_holds() {
+fn an_unwritten_ack_never_lets_the_log_drop_the_message() {
     let mut rig = Rig::new(QueueOptions::default());
     let a = rig.send(&["a"], T0);
+    rig.send(&["b"], T0);
     let (leased, _) = rig.state.lease(1, 30_000, T0);
     rig.persist(&[StateOp::Delivered(vec![(a[0].offset, 1)])], T0)
         .unwrap();
     rig.state
         .ack(QUEUE, &format_receipt(a[0].offset, leased[0].1))
         .unwrap();
-    // Housekeeping while the ack's append is in flight.
+    // The ack's append failed (NoSpace, EIO); housekeeping runs while it is retried.
     rig.housekeeping(T0);
-    // The ack's append fails (NoSpace, EIO).
-    rig.state.unack(&[a[0].offset]);
-    let (again, _) = rig.state.lease(1, 30_000, T0 + 1);
+    rig.housekeeping(T0 + 1);
+    rig.restart(T0 + 2);
+    let (again, _) = rig.state.lease(2, 30_000, T0 + 3);
+    assert_eq!(again.len(), 2, "the unwritten ack's message comes back");
     let offset = again[0].0.offset;
+    assert_eq!(offset, a[0].offset);
     let read = rig
         .rt
         .block_on(rig.log.read_from(Offset(offset), ReadLimits::records(1)));

@@ -160,9 +160,10 @@ pub(crate) struct QueueState {
     /// Dead letters whose copy failed (the dead-letter queue refused it), waiting
     /// to try again, by (due time, offset).
     dead_letter_retry: BTreeMap<(i64, u64), (Entry, DeadLetterReason)>,
-    /// Acked messages whose `settled` record is not durable yet. They still count
-    /// for the trim floor: if the record fails, they are ready again and must still
-    /// be readable.
+    /// Acked messages whose `settled` record is not durable yet (in flight, or
+    /// failed and being retried by the actor). They still count for the trim floor:
+    /// until the record is durable, a restart brings them back, and they must still
+    /// be readable then.
     settling: FxHashMap<u64, Entry>,
     /// Body bytes of everything held.
     held_bytes: u64,
@@ -517,6 +518,11 @@ impl QueueState {
         });
     }
 
+    /// One past the highest shared key that arrived (or was replayed).
+    pub(crate) fn next_shared(&self) -> u64 {
+        self.next_shared
+    }
+
     /// Every shared message of this queue with a key under this is settled (or
     /// never arrived here): what a checkpoint records, and how far the shared log
     /// may be trimmed for this queue.
@@ -799,7 +805,8 @@ impl QueueState {
     }
 
     /// Settles a leased message; it stays held (for the trim floor) until
-    /// [`QueueState::finish_settle`] or [`QueueState::unack`].
+    /// [`QueueState::finish_settle`]. It is never delivered again by this state,
+    /// whether or not its record can be written.
     pub(crate) fn ack(&mut self, queue: &str, receipt: &str) -> Result<Entry> {
         let lease = self.take_lease(queue, receipt)?;
         self.totals.acked += 1;
@@ -813,17 +820,6 @@ impl QueueState {
         for offset in offsets {
             if let Some(entry) = self.settling.remove(offset) {
                 self.let_go(&entry);
-            }
-        }
-    }
-
-    /// Undoes acks whose record could not be written: the messages are ready again
-    /// (the consumer was told the ack failed, so a redelivery is what it expects).
-    pub(crate) fn unack(&mut self, offsets: &[u64]) {
-        for offset in offsets {
-            if let Some(entry) = self.settling.remove(offset) {
-                self.totals.acked -= 1;
-                self.push_ready(entry);
             }
         }
     }
