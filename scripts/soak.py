@@ -1852,14 +1852,26 @@ def load_history(path):
     return events
 
 
+# An ack refused with one of these was kept by the broker, which writes it once the disk
+# has room (docs/http-api.md): the message may be settled although the answer says not.
+KEPT_ACK_CODES = ("storage_full", "storage_error")
+
+
+def ack_may_settle(e):
+    """Whether an ack event may have settled its message."""
+    return e.get("out") != "failed" or e.get("code") in KEPT_ACK_CODES
+
+
 def check(path):
     """Checks a history. Returns a report dict (violations grouped by kind, examples,
     figures). The rules:
 
     * lost: a confirmed publish (AMQP confirm, HTTP 201) must, in every queue it was
       routed to, be settled: acked by a consumer (any ack whose outcome is not a refusal;
-      an ack whose answer was cut off counts) or taken by the final drain. A queue with a
-      dead-letter queue may have settled it there instead.
+      an ack whose answer was cut off counts, and so does an HTTP ack refused with a
+      storage error: the broker keeps such an ack and writes it once it can,
+      docs/http-api.md) or taken by the final drain. A queue with a dead-letter queue
+      may have settled it there instead.
     * ack durability: a delivery of (queue, id) that starts after an ack of it was
       answered as durable. HTTP: after the 200 of /ack. AMQP: after the ack was sent plus
       --amqp-ack-window, when the broker incarnation and the client's connection both
@@ -2053,7 +2065,7 @@ def check(path):
         elif k == "ack":
             n_acks += 1
             key = (e["q"], e["id"])
-            if e.get("out") != "failed":
+            if ack_may_settle(e):
                 settled.add(key)
             if e["via"] == "http" and e.get("out") == "ok":
                 durable_acks[key].append((e["te"], e))
@@ -2245,7 +2257,7 @@ def check(path):
             by_group[(p["q"][0], p["p"], p["grp"])].append((p["seq"], i))
     first_ack_start = {}
     for e in ev:
-        if e["ev"] == "ack" and e.get("out") != "failed":
+        if e["ev"] == "ack" and ack_may_settle(e):
             key = (e["q"], e["id"])
             t = e.get("ts", e["t"])
             if key not in first_ack_start or t < first_ack_start[key]:
@@ -2418,7 +2430,7 @@ def self_test():
       queues=["qa", "qd", "qd.dead", "qg"])
     e("inc_spawn", 0, i=0)
     e("inc_ready", 0.1, i=0)
-    for n in range(1, 10):
+    for n in range(1, 11):
         e("pub", 0.2, id=f"p-{n}", p="p", seq=n, q=["qa"], via="amqp")
         if n != 6:
             e("conf", 0.2, id=f"p-{n}")
@@ -2489,6 +2501,11 @@ def self_test():
     # p-9: never delivered during the run, found by the drain (settled)
     e("dlv", 10.0, q="qa", id="p-9", c="drain", first=True, via="http", ts=9.9, te=10.0)
     e("ack", 10.1, q="qa", id="p-9", c="drain", via="http", out="ok", ts=10.0, te=10.1)
+    # p-10: HTTP ack refused 507 while the disk is full; the broker keeps the ack and
+    # writes it later, so it is never delivered again nor drained (settled, allowed)
+    e("fault", 10.4, kind="disk_full", ts=10.2, te=10.5, outcome="filled and freed", expected=True)
+    e("dlv", 10.3, q="qa", id="p-10", c="h", first=True, via="http", ts=10.25, te=10.3)
+    e("ack", 10.35, q="qa", id="p-10", c="h", via="http", out="failed", code="storage_full", ts=10.31, te=10.35)
     # a crash the campaign did not cause
     e("inc_exit", 11.0, i=1, rc=-6, log="thread 'tokio-rt-worker' has overflowed its stack\nfatal runtime error: stack overflow, aborting")
     e("inc_spawn", 11.1, i=2)
