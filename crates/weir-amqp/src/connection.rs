@@ -29,7 +29,7 @@ use rustc_hash::FxHashMap;
 
 use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED,
-    NOT_IMPLEMENTED, PRECONDITION_FAILED, SYNTAX_ERROR, UNEXPECTED_FRAME,
+    NOT_IMPLEMENTED, PRECONDITION_FAILED, RESOURCE_ERROR, SYNTAX_ERROR, UNEXPECTED_FRAME,
 };
 use crate::framing::{self, Frame, FrameError, Outbox};
 use crate::server::AmqpConfig;
@@ -97,6 +97,14 @@ struct Incoming {
     single: Option<Bytes>,
 }
 
+impl Incoming {
+    /// Body bytes held while the publish is not whole (a one-frame body is whole
+    /// when it arrives).
+    fn held(&self) -> u64 {
+        self.body.len() as u64
+    }
+}
+
 /// What the machine knows of one channel.
 #[derive(Default)]
 struct ChannelFrames {
@@ -136,6 +144,9 @@ pub(crate) struct Connection {
     read_size: usize,
     granted: usize,
     len_before_read: usize,
+    /// Body bytes held for publishes not yet whole, all channels together (at
+    /// most `config.max_partial_publish_bytes`).
+    partial: u64,
 }
 
 /// The input buffer's room for one read: an idle connection (heartbeats only) keeps
@@ -169,6 +180,7 @@ impl Connection {
             read_size: READ_SIZE_MIN,
             granted: 0,
             len_before_read: 0,
+            partial: 0,
         }
     }
 
@@ -435,7 +447,9 @@ impl Connection {
         };
         tracing::debug!(peer = %self.peer, channel = ch, code = e.code, text = %e.text, "closing an AMQP channel");
         c.closing = true;
-        c.incoming = None;
+        if let Some(incoming) = c.incoming.take() {
+            self.partial -= incoming.held();
+        }
         self.out.method(
             ch,
             AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
@@ -809,7 +823,24 @@ impl Connection {
             incoming.body.extend_from_slice(&body);
         }
         let whole = have + body_len == expected;
-        Ok(whole.then(|| self.finish_publish(ch)).flatten())
+        if whole {
+            self.partial -= have;
+            return Ok(self.finish_publish(ch));
+        }
+        self.partial += body_len;
+        if self.partial > self.config.max_partial_publish_bytes {
+            // Many channels each holding part of a message: the one that went
+            // over is closed (which frees its part), the others go on.
+            return Err(Exception::channel(
+                RESOURCE_ERROR,
+                format!(
+                    "unfinished publishes on this connection hold more than {} bytes",
+                    self.config.max_partial_publish_bytes
+                ),
+            )
+            .during(60, 40));
+        }
+        Ok(None)
     }
 
     /// The publish on channel `ch` is whole.

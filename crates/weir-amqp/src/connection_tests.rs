@@ -775,3 +775,52 @@ fn deep_arguments_and_headers_close_only_their_channel_with_406() {
         "{inputs:?}"
     );
 }
+
+#[test]
+fn partial_publishes_are_capped_per_connection() {
+    let mut rig = Rig::new();
+    rig.conn = Connection::new(
+        Arc::new(AmqpConfig {
+            max_message_bytes: 1000,
+            max_partial_publish_bytes: 1500,
+            ..AmqpConfig::default()
+        }),
+        "127.0.0.1:40000".parse().unwrap(),
+        rig.now,
+    );
+    let mut client = Client::handshake(0, false);
+    for ch in 1..=3 {
+        client = client.open_channel(ch);
+    }
+    rig.feed(&client.bytes);
+    rig.frames();
+    // Three channels each send 600 of their 990 bytes (the properties count toward the limit of 1,000): the third goes over 1,500.
+    let mut bytes = Vec::new();
+    for ch in 1..=3u16 {
+        let whole = Client::default().publish(ch, &[b'x'; 990], 600).bytes;
+        // Keep the method, the header and the first body frame (600 bytes + 8).
+        bytes.extend_from_slice(&whole[..whole.len() - (390 + 8)]);
+    }
+    let inputs = rig.feed(&bytes);
+    assert!(
+        matches!(inputs[..], [Input::ChannelClosing(3)]),
+        "{inputs:?}"
+    );
+    // The others finish, and the third's bytes were given back: channel 1 can
+    // start another one afterwards.
+    let mut rest = Vec::new();
+    for ch in 1..=2u16 {
+        let whole = Client::default().publish(ch, &[b'x'; 990], 600).bytes;
+        rest.extend_from_slice(&whole[whole.len() - (390 + 8)..]);
+    }
+    rest.extend_from_slice(&Client::default().publish(1, &[b'y'; 990], 600).bytes);
+    let inputs = rig.feed(&rest);
+    let sizes: Vec<usize> = inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Publish(_, p) => Some(p.body.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![990, 990, 990], "{inputs:?}");
+}
