@@ -13,10 +13,12 @@ mod durability;
 mod edge_cases;
 mod fan_out;
 mod http_api;
+mod hostile_input;
 mod http_limits;
 mod limits_files;
 mod pika;
 mod routing;
+mod slow_consumer;
 mod worker;
 
 use std::time::Duration;
