@@ -1,7 +1,8 @@
 //! The listener: accepts connections up to a limit and runs a session for each.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use amq_protocol::protocol::connection::StartOk;
@@ -129,6 +130,44 @@ fn amqplain(response: &[u8], max_fields: usize) -> Option<(String, String)> {
     Some((text("LOGIN")?, text("PASSWORD")?))
 }
 
+/// Open connections per peer IP address.
+type PerPeer = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection counted against its peer address until dropped.
+struct PeerSlot {
+    counts: PerPeer,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    /// Counts a connection from `ip`, unless it already has `limit`.
+    fn take(counts: &PerPeer, ip: IpAddr, limit: usize) -> Option<PeerSlot> {
+        // The map is consistent between statements, so a poisoned lock is usable.
+        let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `config.shutdown`, then waits (up to 5 s)
 /// for the sessions to close.
 pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
@@ -136,6 +175,7 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
     let replies = Arc::new(session::Replies::default());
     let registry = Arc::new(Registry::default());
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let per_peer: PerPeer = Arc::default();
     let sessions = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -155,6 +195,23 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
             drop(stream);
             continue;
         };
+        let Some(peer_slot) = PeerSlot::take(&per_peer, peer.ip(), config.max_connections_per_peer)
+        else {
+            tracing::warn!(%peer, limit = config.max_connections_per_peer, "AMQP connection refused: too many connections from this address");
+            drop(stream);
+            continue;
+        };
+        if let Some(idle) = config.tcp_keepalive {
+            // A peer that vanished (no FIN, no RST) and disabled heartbeats is
+            // still found: the kernel probes after `idle`, then every 10 s, 6 times.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(Duration::from_secs(10))
+                .with_retries(6);
+            if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+                tracing::debug!(%peer, error = %e, "could not set TCP keepalive");
+            }
+        }
         let (broker, config, replies, registry) = (
             broker.clone(),
             config.clone(),
@@ -163,7 +220,7 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
         );
         sessions.spawn(async move {
             session::run(stream, peer, broker, config, replies, registry).await;
-            drop(slot);
+            drop((slot, peer_slot));
         });
     }
     sessions.close();

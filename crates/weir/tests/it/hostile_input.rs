@@ -324,3 +324,56 @@ async fn headers_at_the_depth_limit_survive_a_restart() {
     assert_eq!(got.inner().get("deep"), Some(&value));
     d.ack(BasicAckOptions::default()).await.unwrap();
 }
+
+/// A broker whose config file holds `toml`; the directory must outlive it.
+async fn start_configured(toml: &str) -> (Broker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, toml).expect("config file");
+    let broker = Broker::start_with(&["--config", config.to_str().expect("UTF-8 path")])
+        .await
+        .expect("broker starts");
+    (broker, dir)
+}
+
+#[tokio::test]
+async fn connections_per_peer_address_are_capped() {
+    let (broker, _dir) = start_configured("[amqp]\nmax_connections_per_peer = 3\n").await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(connect(&broker).await);
+    }
+    // The fourth from 127.0.0.1 is closed at accept.
+    let refused = Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await;
+    assert!(refused.is_err(), "a fourth connection was accepted");
+    // One closes, and its place is free again.
+    open.pop().unwrap().close(200, "bye".into()).await.unwrap();
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(c) =
+            Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await
+        {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = again.expect("a connection once one closed");
+    let channel = again.create_channel().await.unwrap();
+    declare(&channel, "per-peer").await;
+}
+
+#[tokio::test]
+async fn a_handshake_that_dribbles_is_closed_at_its_deadline() {
+    let (broker, _dir) = start_configured("[amqp]\nhandshake_timeout_ms = 1000\n").await;
+    // Sends the protocol header and then nothing: closed, not held forever.
+    let mut raw = Raw::connect(&broker).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), raw.stream.read_to_end(&mut rest))
+        .await
+        .expect("the broker closes a stalled handshake");
+    assert!(read.is_ok());
+    // Others still get in.
+    let conn = connect(&broker).await;
+    conn.create_channel().await.unwrap();
+}
