@@ -165,7 +165,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP API address; port 0 picks a free one.
     pub http_listen: String,
-    /// AMQP 0-9-1 address (reserved: the AMQP front end is not built yet).
+    /// AMQP 0-9-1 address; its settings are `[amqp]`.
     pub amqp_listen: String,
     /// When a confirm may be sent: `always` (after fdatasync), `interval:<ms>`, `never`.
     pub fsync: FsyncPolicy,

@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// HTTP address [default: 127.0.0.1:8080]; port 0 picks a free port.
     #[arg(long)]
     http_listen: Option<String>,
-    /// AMQP address [default: 127.0.0.1:5672]; reserved: AMQP is not built yet.
+    /// AMQP 0-9-1 address [default: 127.0.0.1:5672] (pika, lapin, Celery...).
     #[arg(long)]
     amqp_listen: Option<String>,
     /// always | interval:MS | never [default: always].
