@@ -8,7 +8,7 @@
 //! survive a broker restart (the queue then stays until deleted).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
@@ -56,8 +56,11 @@ pub(crate) struct ConsumerId {
 }
 
 impl Registry {
+    /// The state, even after a session panicked while holding it: each method
+    /// changes it in steps that leave it usable, and one connection's panic must
+    /// not take every other connection's declares and consumers with it.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("invariant: lock not poisoned")
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A number for a new connection.
