@@ -8,12 +8,21 @@
 //!   them to the broker in batches: everything a client pipelines while one batch
 //!   is being made durable goes into the next (group commit from one channel), and
 //!   confirms go back as one `basic.ack multiple` per batch;
-//! * a **consumer** per `basic.consume` long-polls its queue for as many messages as
-//!   its prefetch allows and hands them over; the session gives them delivery tags
-//!   and writes them.
+//! * a **consumer** per `basic.consume` polls its queue for as many messages as
+//!   its prefetch and the connection's byte credit allow and hands them over; the
+//!   session gives them delivery tags and writes them.
+//!
+//! What the session writes is bounded ([`outflow`]): deliveries hold the
+//! connection's byte credit (`[amqp] max_buffered_bytes`) until the socket takes
+//! them, so a client that stops reading stops receiving and its messages stay in
+//! their queues; the client is not read while too many answers to it wait; the
+//! socket is written without waiting, and a peer that takes nothing for
+//! `[amqp] write_timeout_ms` is closed.
 //!
 //! Messages delivered and not acked when their channel or connection goes are
 //! requeued (their next delivery is `redelivered`).
+
+mod outflow;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -46,12 +55,23 @@ use crate::connection::{Connection, Input, Publish as IncomingPublish, method_na
 use crate::message::{from_delivery, to_send};
 use crate::registry::{ConsumerId, Registry};
 use crate::server::AmqpConfig;
+use outflow::{Credit, Output};
 
 /// How long a consumer's lease on a delivered message lasts (RabbitMQ's default
 /// consumer timeout): an unacked message held longer goes back to the queue.
 const CONSUMER_LEASE_MS: u64 = 30 * 60 * 1000;
 /// One long poll of a consumer.
 const CONSUMER_WAIT_MS: u64 = 20_000;
+/// A consumer's guess of a delivery's size before it has seen any (bytes on the
+/// wire), which sizes its first request.
+const FIRST_SIZE_GUESS: usize = 4096;
+/// Most bytes (one message at least) a consumer takes in one long poll, which holds
+/// no credit: an idle consumer must not hold its connection's credit from the
+/// others, so what a long poll brings is charged once it arrives.
+const LONG_POLL_BYTES: usize = 64 * 1024;
+/// Bytes of framing a delivery costs besides its body and stored properties:
+/// frame headers and ends, `basic.deliver`'s fields, the content header.
+const DELIVERY_FRAMING: usize = 96;
 /// Most messages one consumer poll takes.
 const CONSUMER_BATCH: u32 = 256;
 /// Most publishes handed to the broker as one batch.
@@ -72,6 +92,8 @@ pub(crate) struct Replies {
 #[derive(Clone)]
 struct ReplyConsumer {
     events: mpsc::UnboundedSender<Event>,
+    /// Its connection's delivery credit: a reply takes its size there first.
+    credit: Arc<Credit>,
     channel: u16,
     consumer: String,
 }
@@ -91,6 +113,8 @@ enum Event {
         routing_key: String,
         properties: Box<AMQPProperties>,
         body: Bytes,
+        /// The delivery credit it holds.
+        bytes: usize,
     },
     /// `generation` tells a channel from an earlier one with the same number: an
     /// event of a channel that is gone is not applied to its successor.
@@ -100,6 +124,8 @@ enum Event {
         consumer: String,
         queue: String,
         messages: Vec<Delivery>,
+        /// The delivery credit they hold.
+        bytes: usize,
     },
     /// The consumer's queue went (deleted): the client is told with `basic.cancel`.
     ConsumerGone {
@@ -264,6 +290,10 @@ pub(crate) async fn run(
     let (read, write) = stream.into_split();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut session = Session {
+        peer,
+        credit: Arc::new(Credit::new(config.max_buffered_bytes)),
+        output: Output::default(),
+        input_waiting: false,
         alarms: broker.alarms(),
         published: false,
         generations: 0,
@@ -286,7 +316,16 @@ pub(crate) async fn run(
 
 /// The shell around one [`Connection`]: the socket, the broker, the helper tasks.
 struct Session {
+    peer: SocketAddr,
     broker: Broker,
+    /// Bytes of deliveries taken from the broker and not yet written, shared by
+    /// this connection's consumers (and direct replies to it).
+    credit: Arc<Credit>,
+    /// What waits between the outbox and the socket.
+    output: Output,
+    /// Input is buffered that was not handled yet: reading stopped because too
+    /// many answers wait for the client.
+    input_waiting: bool,
     config: Arc<AmqpConfig>,
     read: tokio::net::tcp::OwnedReadHalf,
     write: OwnedWriteHalf,
@@ -321,18 +360,26 @@ fn now() -> std::time::Instant {
 type Io<T> = std::io::Result<T>;
 
 impl Session {
+    /// Writes what the socket takes now (never waits). An error: the connection is
+    /// broken.
     async fn flush(&mut self) -> Io<()> {
-        let out = self.conn.outbox();
-        if !out.is_empty() {
-            out.write_to(&mut self.write).await?;
-        }
-        Ok(())
+        self.output
+            .flush(
+                self.conn.outbox(),
+                &self.write,
+                &self.credit,
+                Instant::now(),
+            )
+            .await
     }
 
-    /// The connection's loop: input, events from the helper tasks, timers, until
-    /// the connection is done.
+    /// The connection's loop: input, events from the helper tasks, timers and the
+    /// socket's room for output, until the connection is done or its peer stops
+    /// taking what it is sent.
+    #[allow(clippy::too_many_lines)] // one select, read top to bottom
     async fn serve(&mut self) {
         let shutdown = self.config.shutdown.clone();
+        let write_timeout = self.config.write_timeout;
         let mut shutting_down = false;
         while !self.conn.is_done() {
             let wake = self.conn.next_tick().map(Instant::from_std);
@@ -343,12 +390,31 @@ impl Session {
             if blocked {
                 self.conn.set_blocked(reason);
             }
-            self.conn.pause_reading(blocked, now());
+            // A client that does not take its answers is not read (its input would
+            // only make more of them); a silent peer then is not a dead one.
+            let paused = blocked || self.output.backed_up(self.credit.cap());
+            self.conn.pause_reading(paused, now());
+            let stalled = self.output.deadline(write_timeout);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if !shutting_down => {
                     shutting_down = true;
                     self.conn.close(&Exception::connection(codes::CONNECTION_FORCED, "broker shutdown"), now());
+                }
+                // The socket has room again: the flush below writes.
+                writable = self.write.writable(), if self.output.blocked => {
+                    if writable.is_err() {
+                        return;
+                    }
+                    self.output.blocked = false;
+                }
+                () = tokio::time::sleep_until(stalled.unwrap_or_else(Instant::now)), if stalled.is_some() => {
+                    tracing::info!(
+                        peer = %self.peer,
+                        write_timeout_ms = write_timeout.as_millis(),
+                        "AMQP peer took nothing of what it was sent for the write timeout; closing"
+                    );
+                    return;
                 }
                 Some(event) = self.events_rx.recv() => {
                     self.on_event(event).await;
@@ -361,10 +427,17 @@ impl Session {
                         self.conn.set_blocked(None);
                     }
                 }
-                read = self.read.read_buf(self.conn.input_buffer()), if !blocked => {
+                // Input read earlier and left once too many answers waited.
+                () = std::future::ready(()), if self.input_waiting && !paused => {
+                    self.on_input().await;
+                }
+                read = self.read.read_buf(self.conn.input_buffer()), if !paused => {
                     match read {
                         Ok(0) | Err(_) => return,
-                        Ok(_) => self.conn.received(now()),
+                        Ok(n) => {
+                            self.output.answering(n);
+                            self.conn.received(now());
+                        }
                     }
                     self.on_input().await;
                 }
@@ -376,15 +449,35 @@ impl Session {
                 // The connection is closing: nothing more is delivered.
                 self.stop.cancel();
             }
-            if self.flush().await.is_err() {
+            if !self.output.blocked && self.flush().await.is_err() {
                 return;
             }
+        }
+        self.flush_last(write_timeout).await;
+    }
+
+    /// The connection is done: what is left for the peer (its `close-ok`, say) goes
+    /// out if it takes it within the write timeout.
+    async fn flush_last(&mut self, write_timeout: std::time::Duration) {
+        loop {
+            if self.flush().await.is_err() || self.conn.outbox().is_empty() {
+                return;
+            }
+            let Some(stalled) = self.output.deadline(write_timeout) else {
+                return;
+            };
+            tokio::select! {
+                writable = self.write.writable() => if writable.is_err() { return },
+                () = tokio::time::sleep_until(stalled) => return,
+            }
+            self.output.blocked = false;
         }
     }
 
     /// Runs what the connection made of the input, then hands the publishes to
     /// their channels' workers.
     async fn on_input(&mut self) {
+        self.input_waiting = false;
         while let Some(input) = self.conn.poll(now()) {
             match input {
                 Input::Opened | Input::Closed => {}
@@ -416,6 +509,12 @@ impl Session {
                     self.publishes_done(ch).await;
                     self.drop_channel(ch).await;
                 }
+            }
+            if self.output.backed_up(self.credit.cap()) {
+                // Answers (gets, say) pile up: the rest waits until the client has
+                // taken some.
+                self.input_waiting = true;
+                break;
             }
         }
         // What came before an error (or the client's close) still counts.
@@ -858,6 +957,7 @@ impl Session {
                         message_count: u32::try_from(remaining).unwrap_or(u32::MAX),
                     })),
                 );
+                self.output.answering(wire_size(&d));
                 self.conn.content(ch, properties, &d.body);
                 if g.no_ack {
                     self.settle_now(&queue, vec![d.receipt.clone().unwrap_or_default()]);
@@ -916,19 +1016,15 @@ impl Session {
         if c.queue.as_str() == REPLY_TO {
             return self.consume_replies(ch, &c);
         }
+        // As RabbitMQ: the tag and the channel's room are checked before the queue.
+        let tag = consumer_tag(&c.consumer_tag);
+        self.consumer_room(ch, &tag)?;
         let queue = self.queue_name(ch, &c.queue)?;
         self.registry.check_access(&queue, self.id)?;
         // The queue must exist now (404 otherwise).
         let info = self.broker.info(&queue).await.map_err(Exception::from)?;
-        let tag = consumer_tag(&c.consumer_tag);
         let stop = self.stop.child_token();
         let channel = self.channel(ch)?;
-        if channel.consumers.contains_key(&tag) {
-            return Err(Exception::connection(
-                NOT_ALLOWED,
-                format!("consumer tag '{tag}' is in use on channel {ch}"),
-            ));
-        }
         let flow = channel.flow.0.subscribe();
         let credit = (!c.no_ack && channel.prefetch > 0)
             .then(|| Arc::new(Semaphore::new(usize::from(channel.prefetch))));
@@ -974,10 +1070,33 @@ impl Session {
             consumer: tag,
             credit,
             shared,
+            bytes: self.credit.clone(),
             stop,
             gates: Gates { flow, active },
             events: self.events_tx.clone(),
         }));
+        Ok(())
+    }
+
+    /// Refuses a consumer tag in use on channel `ch`, and a consumer over
+    /// `[amqp] max_consumers_per_channel`: both with 530 `NOT_ALLOWED`, a connection
+    /// exception, as RabbitMQ 3.12+ does (`consumer_max_per_channel`,
+    /// `rabbit_channel.erl`). The direct reply-to consumer is not counted, as there.
+    fn consumer_room(&mut self, ch: u16, tag: &str) -> Result<(), Exception> {
+        let max = self.config.max_consumers_per_channel;
+        let channel = self.channel(ch)?;
+        if channel.consumers.contains_key(tag) {
+            return Err(Exception::connection(
+                NOT_ALLOWED,
+                format!("consumer tag '{tag}' is in use on channel {ch}"),
+            ));
+        }
+        if channel.consumers.len() >= max {
+            return Err(Exception::connection(
+                NOT_ALLOWED,
+                format!("reached maximum ({max}) of consumers per channel"),
+            ));
+        }
         Ok(())
     }
 
@@ -990,7 +1109,9 @@ impl Session {
             ));
         }
         let tag = consumer_tag(&c.consumer_tag);
+        self.consumer_room(ch, &tag)?;
         let events = self.events_tx.clone();
+        let credit = self.credit.clone();
         let channel = self.channel(ch)?;
         if channel.reply_to.is_some() {
             return Err(Exception::channel(
@@ -1004,6 +1125,7 @@ impl Session {
             token,
             ReplyConsumer {
                 events,
+                credit,
                 channel: ch,
                 consumer: tag.clone(),
             },
@@ -1222,16 +1344,22 @@ impl Session {
     /// once; returned (if mandatory) when that consumer is gone.
     fn direct_reply(&mut self, ch: u16, token: &str, publish: Publish) {
         let target = self.replies.lock().get(token).cloned();
+        // A reply takes its size of the requester's credit; when the requester does
+        // not read its replies it gets no more of them (as a reply whose consumer
+        // is gone, it is dropped, or returned if mandatory).
+        let bytes = publish.body.len() + DELIVERY_FRAMING;
         let delivered = target.is_some_and(|t| {
-            t.events
-                .send(Event::Reply {
-                    channel: t.channel,
-                    consumer: t.consumer,
-                    routing_key: publish.routing_key.clone(),
-                    properties: Box::new(publish.properties.clone()),
-                    body: publish.body.clone(),
-                })
-                .is_ok()
+            t.credit.try_take(bytes)
+                && t.events
+                    .send(Event::Reply {
+                        channel: t.channel,
+                        consumer: t.consumer,
+                        routing_key: publish.routing_key.clone(),
+                        properties: Box::new(publish.properties.clone()),
+                        body: publish.body.clone(),
+                        bytes,
+                    })
+                    .is_ok()
         });
         let seq = publish.seq;
         if !delivered && publish.mandatory {
@@ -1303,14 +1431,16 @@ impl Session {
                 consumer,
                 queue,
                 messages,
-            } => self.on_deliveries(ch, generation, consumer, queue, messages),
+                bytes,
+            } => self.on_deliveries(ch, generation, consumer, queue, messages, bytes),
             Event::Reply {
                 channel: ch,
                 consumer,
                 routing_key,
                 properties,
                 body,
-            } => self.on_reply(ch, consumer, routing_key, *properties, &body),
+                bytes,
+            } => self.on_reply(ch, consumer, routing_key, *properties, &body, bytes),
             Event::ConsumerGone {
                 channel: ch,
                 generation,
@@ -1408,6 +1538,7 @@ impl Session {
         consumer: String,
         queue: String,
         messages: Vec<Delivery>,
+        bytes: usize,
     ) {
         let channel = self
             .channels
@@ -1427,10 +1558,13 @@ impl Session {
                     }
                 }
             }
+            self.credit.release(bytes);
             let broker = self.broker.clone();
             tokio::spawn(async move { requeue(&broker, &queue, &messages).await });
             return;
         };
+        // Held until the socket takes these bytes.
+        self.output.hold(bytes);
         let mut auto = Vec::new();
         let (queue_ref, consumer_ref): (Arc<str>, Arc<str>) =
             (queue.as_str().into(), consumer.as_str().into());
@@ -1459,7 +1593,8 @@ impl Session {
         }
     }
 
-    /// A direct reply for this session's reply-to consumer on channel `ch`.
+    /// A direct reply, holding `bytes` of credit, for this session's reply-to
+    /// consumer on channel `ch` (dropped if that consumer went).
     fn on_reply(
         &mut self,
         ch: u16,
@@ -1467,15 +1602,32 @@ impl Session {
         routing_key: String,
         properties: AMQPProperties,
         body: &Bytes,
+        bytes: usize,
     ) {
+        if self.write_reply(ch, consumer, routing_key, properties, body) {
+            self.output.hold(bytes);
+        } else {
+            self.credit.release(bytes);
+        }
+    }
+
+    /// Writes a direct reply; whether its consumer was still there.
+    fn write_reply(
+        &mut self,
+        ch: u16,
+        consumer: String,
+        routing_key: String,
+        properties: AMQPProperties,
+        body: &Bytes,
+    ) -> bool {
         if !self.conn.channel_usable(ch) {
-            return;
+            return false;
         }
         let Some(c) = self.channels.get_mut(&ch) else {
-            return;
+            return false;
         };
         if c.reply_to.as_ref().is_none_or(|(_, t)| *t != consumer) {
-            return;
+            return false;
         }
         let tag = c.tags.track(None);
         self.conn.method(
@@ -1489,10 +1641,12 @@ impl Session {
             })),
         );
         self.conn.content(ch, properties, body);
+        true
     }
 
     fn send_returns(&mut self, ch: u16, returns: Vec<Publish>) {
         for r in returns {
+            self.output.answering(r.body.len() + DELIVERY_FRAMING);
             self.conn.method(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
@@ -1609,6 +1763,8 @@ struct ConsumerTask {
     /// Its own prefetch credit, and its channel's (`global` qos).
     credit: Option<Arc<Semaphore>>,
     shared: Option<Arc<Semaphore>>,
+    /// Its connection's byte credit.
+    bytes: Arc<Credit>,
     stop: CancellationToken,
     gates: Gates,
     events: mpsc::UnboundedSender<Event>,
@@ -1634,13 +1790,73 @@ async fn take_credit(sem: &Semaphore, want: u32, stop: &CancellationToken) -> Op
     Some(n)
 }
 
-/// A consumer: long-polls its queue for as many messages as its credit allows and
-/// hands them to the session.
+/// Takes as many messages' worth (up to [`CONSUMER_BATCH`]) of each prefetch
+/// credit as is free, waiting for one of each; both limits apply, so each gives
+/// back what the other does not allow. `None` once stopped.
+async fn take_prefetch(sems: &[Arc<Semaphore>], stop: &CancellationToken) -> Option<u32> {
+    let mut taken = [0u32; 2];
+    let mut want = CONSUMER_BATCH;
+    for (sem, taken) in sems.iter().zip(&mut taken) {
+        let n = take_credit(sem, want, stop).await?;
+        *taken = n;
+        want = want.min(n);
+    }
+    for (sem, n) in sems.iter().zip(&taken) {
+        sem.add_permits((n - want) as usize);
+    }
+    Some(want)
+}
+
+/// Waits for room on the connection (one message of `size` bytes), then sizes a
+/// consumer's next poll for at most `want` messages: `(max, wait_ms, held)`, where
+/// `held` is the credit it holds. After a poll that found the queue empty
+/// (`drained`) it is a long poll that holds none. `None` once stopped.
+async fn next_poll(
+    credit: &Credit,
+    size: usize,
+    drained: bool,
+    want: u32,
+    stop: &CancellationToken,
+) -> Option<(u32, u64, usize)> {
+    let most = if drained {
+        size
+    } else {
+        size.saturating_mul(want as usize)
+    };
+    let held = tokio::select! {
+        () = stop.cancelled() => return None,
+        held = credit.acquire(size, most) => held,
+    };
+    let (max, wait_ms, held) = if drained {
+        credit.release(held);
+        (LONG_POLL_BYTES / size, CONSUMER_WAIT_MS, 0)
+    } else {
+        (held / size, 0, held)
+    };
+    let max = u32::try_from(max).unwrap_or(u32::MAX).clamp(1, want);
+    Some((max, wait_ms, held))
+}
+
+/// A consumer: takes from its queue as many messages as its prefetch and its
+/// connection's byte credit allow, and hands them to the session.
+///
+/// Each round it first waits for room on the connection (one message's worth of
+/// credit): this is where it stops while its client does not read, and its
+/// messages stay in the queue. While the queue has messages it polls without
+/// waiting, holding the credit of what it asks for (a guessed size per message).
+/// Once the queue ran dry it long-polls holding no credit, for at most
+/// [`LONG_POLL_BYTES`] (one message at least), and charges what arrives: idle
+/// consumers hold none of the credit their connection's busy ones need.
 async fn consume_loop(mut t: ConsumerTask) {
     let sems: Vec<Arc<Semaphore>> = [t.credit.clone(), t.shared.clone()]
         .into_iter()
         .flatten()
         .collect();
+    // What one delivery takes on the wire, as far as this consumer can tell: the
+    // largest of its last batch, or less and less of the earlier guess.
+    let mut size = FIRST_SIZE_GUESS;
+    // The last poll found the queue empty.
+    let mut drained = false;
     loop {
         match t.gates.open(&t.stop).await {
             Gate::Open => {}
@@ -1655,38 +1871,45 @@ async fn consume_loop(mut t: ConsumerTask) {
                 return;
             }
         }
-        // Wait for at least one unit of each credit, then take what else is free;
-        // both limits apply, so each gives back what the other does not allow.
-        let mut taken = [0u32; 2];
-        let mut want = CONSUMER_BATCH;
-        for (sem, taken) in sems.iter().zip(&mut taken) {
-            let Some(n) = take_credit(sem, want, &t.stop).await else {
-                return;
-            };
-            *taken = n;
-            want = want.min(n);
-        }
-        for (sem, n) in sems.iter().zip(&taken) {
-            sem.add_permits((n - want) as usize);
+        let Some(want) = take_prefetch(&sems, &t.stop).await else {
+            return;
+        };
+        let Some((max, wait_ms, held)) = next_poll(&t.bytes, size, drained, want, &t.stop).await
+        else {
+            return;
+        };
+        for sem in &sems {
+            sem.add_permits((want - max) as usize);
         }
         let request = ReceiveRequest {
-            max: want,
-            wait_ms: CONSUMER_WAIT_MS,
+            max,
+            wait_ms,
             visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
         };
         let (queue, consumer) = (&t.queue, &t.consumer);
-        tracing::trace!(%queue, %consumer, want, "consumer polls");
+        tracing::trace!(%queue, %consumer, max, wait_ms, held, "consumer polls");
         let got = tokio::select! {
-            () = t.stop.cancelled() => return,
+            () = t.stop.cancelled() => {
+                // A cancelled consumer's connection may go on: its credit goes back.
+                t.bytes.release(held);
+                return;
+            }
             got = t.broker.receive(queue, request) => got,
         };
         match got {
             Ok(messages) => {
                 tracing::trace!(%queue, %consumer, got = messages.len(), "consumer poll answered");
-                let unused = want as usize - messages.len();
+                let unused = max as usize - messages.len();
                 for sem in &sems {
                     sem.add_permits(unused);
                 }
+                drained = messages.len() < max as usize;
+                let sizes = messages.iter().map(|d| wire_size(d) + consumer.len());
+                let bytes: usize = sizes.clone().sum();
+                if let Some(largest) = sizes.max() {
+                    size = largest.max(size - size / 4).max(1);
+                }
+                t.bytes.settle(held, bytes);
                 if messages.is_empty() {
                     continue;
                 }
@@ -1697,6 +1920,7 @@ async fn consume_loop(mut t: ConsumerTask) {
                         consumer: consumer.clone(),
                         queue: queue.clone(),
                         messages,
+                        bytes,
                     })
                 {
                     // The session is gone: these go back now, not after the lease.
@@ -1714,8 +1938,9 @@ async fn consume_loop(mut t: ConsumerTask) {
             }
             Err(e) => {
                 tracing::debug!(%queue, error = %e, "an AMQP consumer's poll failed; retrying");
+                t.bytes.release(held);
                 for sem in &sems {
-                    sem.add_permits(want as usize);
+                    sem.add_permits(max as usize);
                 }
                 tokio::select! {
                     () = t.stop.cancelled() => return,
@@ -1724,6 +1949,14 @@ async fn consume_loop(mut t: ConsumerTask) {
             }
         }
     }
+}
+
+/// About what a delivery takes on the wire (its consumer tag aside): body, stored
+/// properties (exchange and routing key included), headers of a message sent over
+/// HTTP, and framing.
+fn wire_size(d: &Delivery) -> usize {
+    let headers: usize = d.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    d.body.len() + d.properties.as_ref().map_or(0, Bytes::len) + headers + DELIVERY_FRAMING
 }
 
 /// Puts deliveries back in their queue at once (their consumer cannot take them).
