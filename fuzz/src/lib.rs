@@ -22,3 +22,31 @@ pub fn on_small_stack<F: FnOnce() + Send>(f: F) {
         }
     });
 }
+
+/// A fresh data directory for a target that runs a broker: on `/dev/shm` when there
+/// is one (a sync there costs nothing), named after the target and this process.
+/// Directories that earlier runs of the target left (their process is gone) are
+/// removed first: libFuzzer ends the process without running destructors.
+pub fn scratch_dir(target: &str) -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let prefix = format!("weir-fuzz-{target}-");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !std::path::Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = base.join(format!("{prefix}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

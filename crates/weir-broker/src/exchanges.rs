@@ -24,9 +24,48 @@ use crate::shared::{Answers, Dispatch, Target};
 /// What `meta/routing.json` holds.
 #[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RoutingFile {
+pub(crate) struct RoutingFile {
     exchanges: Vec<NamedExchange>,
     bindings: Vec<Binding>,
+}
+
+impl RoutingFile {
+    /// The durable exchanges and bindings of `router`, as written.
+    pub(crate) fn of(router: &Router) -> RoutingFile {
+        let (exchanges, bindings) = router.durable();
+        RoutingFile {
+            exchanges: exchanges
+                .into_iter()
+                .map(|(name, options)| NamedExchange { name, options })
+                .collect(),
+            bindings,
+        }
+    }
+}
+
+/// Puts what `file` holds into `router`: every exchange (one that cannot be
+/// declared fails the whole load), then the bindings, dropping (with a warning)
+/// those to queues that no longer exist and those that no longer apply. Returns
+/// how many exchanges it held.
+pub(crate) fn load_router(
+    router: &mut Router,
+    file: RoutingFile,
+    queue_exists: impl Fn(&str) -> bool,
+) -> Result<usize> {
+    let count = file.exchanges.len();
+    for e in file.exchanges {
+        router.declare(&e.name, e.options)?;
+    }
+    for b in file.bindings {
+        if b.destination_type == DestinationType::Queue && !queue_exists(&b.destination) {
+            tracing::warn!(source = %b.source, queue = %b.destination, "dropping a binding to a queue that no longer exists");
+            continue;
+        }
+        if let Err(e) = router.bind(b) {
+            tracing::warn!(error = %e, "dropping a stored binding that no longer applies");
+        }
+    }
+    Ok(count)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -153,21 +192,8 @@ impl Broker {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RoutingFile::default(),
             Err(e) => return Err(io_error("read", &path, e)),
         };
-        let count = file.exchanges.len();
         let mut router = self.router_mut();
-        for e in file.exchanges {
-            router.declare(&e.name, e.options)?;
-        }
-        for b in file.bindings {
-            if b.destination_type == DestinationType::Queue && !self.queue_exists(&b.destination) {
-                tracing::warn!(source = %b.source, queue = %b.destination, "dropping a binding to a queue that no longer exists");
-                continue;
-            }
-            if let Err(e) = router.bind(b) {
-                tracing::warn!(error = %e, "dropping a stored binding that no longer applies");
-            }
-        }
-        Ok(count)
+        load_router(&mut router, file, |q| self.queue_exists(q))
     }
 
     /// Applies `change` to a copy of the router, writes the copy's durable part, and
@@ -187,14 +213,7 @@ impl Broker {
 
     /// Writes the durable exchanges and bindings of `router`.
     fn write_routing(&self, router: &Router) -> Result<()> {
-        let (exchanges, bindings) = router.durable();
-        let file = RoutingFile {
-            exchanges: exchanges
-                .into_iter()
-                .map(|(name, options)| NamedExchange { name, options })
-                .collect(),
-            bindings,
-        };
+        let file = RoutingFile::of(router);
         let path = routing_path(self);
         if let Some(dir) = path.parent() {
             create_dir_all_durably(dir).map_err(|e| io_error("create", dir, e))?;

@@ -31,6 +31,8 @@ mod broker;
 mod broker_tests;
 pub mod error;
 mod exchanges;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hex;
 mod locks;
 mod queue;

@@ -250,13 +250,15 @@ impl Drop for InFlight {
 }
 
 /// The socket, reporting reads and stalled writes to the connection's state.
-pub(crate) struct Io {
-    stream: TcpStream,
+/// Generic over the stream so the fuzz target (`crate::fuzzing`) drives the same
+/// connection over an in-memory pipe.
+pub(crate) struct Io<S = TcpStream> {
+    stream: S,
     state: Arc<ConnectionState>,
 }
 
-impl Io {
-    pub(crate) fn new(stream: TcpStream, state: Arc<ConnectionState>) -> Io {
+impl<S> Io<S> {
+    pub(crate) fn new(stream: S, state: Arc<ConnectionState>) -> Io<S> {
         Io { stream, state }
     }
 
@@ -269,7 +271,7 @@ impl Io {
     }
 }
 
-impl AsyncRead for Io {
+impl<S: AsyncRead + Unpin> AsyncRead for Io<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -284,7 +286,7 @@ impl AsyncRead for Io {
     }
 }
 
-impl AsyncWrite for Io {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Io<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -357,8 +359,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 /// Serves one connection until it closes, a timeout closes it, the server reclaims
 /// it, or `shutdown` (then: closed at once unless a request is being served, which
 /// is finished first).
-pub(crate) async fn drive(
-    io: Io,
+pub(crate) async fn drive<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: Io<S>,
     service: Service,
     timeouts: Timeouts,
     shutdown: CancellationToken,

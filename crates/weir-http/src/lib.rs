@@ -27,6 +27,8 @@ mod body;
 mod connection;
 mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod routes;
 mod routing_routes;
 mod server;

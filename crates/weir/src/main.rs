@@ -11,6 +11,8 @@ mod bench_tally;
 mod client;
 mod config;
 mod file_limit;
+#[cfg(test)]
+mod fuzzing;
 mod serve;
 mod worker;
 
