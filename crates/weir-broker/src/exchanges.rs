@@ -169,17 +169,11 @@ fn routing_path(broker: &Broker) -> std::path::PathBuf {
 
 impl Broker {
     fn router(&self) -> std::sync::RwLockReadGuard<'_, Router> {
-        self.inner
-            .router
-            .read()
-            .expect("invariant: lock not poisoned")
+        crate::locks::read(&self.inner.router)
     }
 
     fn router_mut(&self) -> std::sync::RwLockWriteGuard<'_, Router> {
-        self.inner
-            .router
-            .write()
-            .expect("invariant: lock not poisoned")
+        crate::locks::write(&self.inner.router)
     }
 
     /// Reads `meta/routing.json` at start; returns how many exchanges it held.

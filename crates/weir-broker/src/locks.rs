@@ -4,8 +4,10 @@
 //! `lock().unwrap()` panics in turn: one bug would take every request that touches
 //! the lock with it. The broker's std locks guard plain maps (queues by name,
 //! queues being deleted, the shared log's writes in flight), the router and a
-//! counter, and every change under them is a single insert, remove or assignment:
-//! a panic cannot leave one half-changed. So poison is ignored here. (Nothing
+//! counter, and every change under them is a single insert, remove or assignment
+//! (a routing change is made on a copy that then replaces the router; only the load
+//! at start changes it in place, and a panic there fails the start anyway): a panic
+//! cannot leave one half-changed. So poison is ignored here. (Nothing
 //! `.await`s under these locks; see the house style.)
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
