@@ -85,6 +85,10 @@ pub struct HttpConfig {
     pub drain_timeout_ms: u64,
 }
 
+/// The longest timeout the `[http]` keys take (30 days, the broker's longest
+/// duration anywhere).
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
@@ -126,6 +130,13 @@ impl HttpConfig {
             if value == 0 {
                 problems.push(format!(
                     "http.{key} must be at least 1 (a connection without it can be held forever)"
+                ));
+            }
+            // Deadlines are the time now plus these: a value near u64::MAX ms would
+            // overflow the clock and panic every connection.
+            if value > MAX_TIMEOUT_MS {
+                problems.push(format!(
+                    "http.{key} {value} is over {MAX_TIMEOUT_MS} (30 days)"
                 ));
             }
         }
@@ -204,5 +215,14 @@ mod tests {
         );
         assert!(problems.contains("http.drain_timeout_ms"), "{problems}");
         assert_eq!(bad.problems().len(), 3);
+        // Found by the panic audit: a timeout near u64::MAX overflowed the clock
+        // at the first connection.
+        let huge = HttpConfig {
+            idle_timeout_ms: u64::MAX,
+            write_timeout_ms: super::MAX_TIMEOUT_MS,
+            ..HttpConfig::default()
+        };
+        assert_eq!(huge.problems().len(), 1, "{:?}", huge.problems());
+        assert!(huge.problems()[0].contains("http.idle_timeout_ms"));
     }
 }

@@ -326,6 +326,8 @@ impl RecordRef {
 
     /// Parses key, headers and body as slices of `batch` (no copies).
     pub(crate) fn to_record(self, batch: &Bytes) -> Result<Record, Corruption> {
+        // `Records` checked that the record is inside the batch and at least
+        // RECORD_OVERHEAD - 4 long: the timestamp and key length are in it.
         let bytes = &batch[..self.end];
         let mut at = self.start + 8;
         let key_len = i32::from_le_bytes(

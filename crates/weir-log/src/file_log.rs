@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::mailbox::{Sender, mailbox};
@@ -78,7 +78,7 @@ impl Shared {
     pub(crate) fn segments_snapshot(&self) -> BTreeMap<u64, Arc<Segment>> {
         self.segments
             .read()
-            .expect("invariant: segment map lock never poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
@@ -86,10 +86,10 @@ impl Shared {
     /// segment starts at or below `offset` (retention or a trim just removed it).
     /// One map lookup per segment a read visits, however long the log is.
     fn segment_at(&self, offset: u64) -> Option<(Arc<Segment>, Option<u64>)> {
-        let map = self
-            .segments
-            .read()
-            .expect("invariant: segment map lock never poisoned");
+        // A panic elsewhere cannot leave the map half-changed (every change is one
+        // insert or remove), so a poisoned lock is used as it is: one failure must
+        // not fail every later read.
+        let map = self.segments.read().unwrap_or_else(PoisonError::into_inner);
         let (_, segment) = map.range(..=offset).next_back()?;
         let next_base = map.range(offset + 1..).next().map(|(base, _)| *base);
         Some((segment.clone(), next_base))
@@ -158,10 +158,7 @@ impl Shared {
         // Every segment from the one holding the start (if retention just removed it,
         // from the next).
         let segments: Vec<Arc<Segment>> = {
-            let map = self
-                .segments
-                .read()
-                .expect("invariant: segment map lock never poisoned");
+            let map = self.segments.read().unwrap_or_else(PoisonError::into_inner);
             let first = map.range(..=mark.start).next_back().map_or(0, |(b, _)| *b);
             map.range(first..).map(|(_, s)| s.clone()).collect()
         };

@@ -11,11 +11,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use crate::batch::{self, BatchHeader, Check, Records};
+use crate::batch::{self, BATCH_HEADER_LEN, BatchHeader, Check, RECORD_OVERHEAD, Records};
 use crate::error::{Corruption, LogError, Result};
 use crate::header::{FILE_HEADER_LEN, FileHeader, FileKind};
 use crate::index::{self, ENTRY_LEN, Index, IndexEntry};
@@ -311,20 +311,18 @@ impl Segment {
     }
 
     /// Runs `f` on the index, loading (or rebuilding) it first if needed.
+    /// The index is only ever replaced whole (loaded under the lock, then stored),
+    /// so a panic while the lock was held (a load that failed on damaged bytes)
+    /// leaves it as it was: a poisoned lock is used as it is rather than failing
+    /// every later read of the segment.
     pub(crate) fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> Result<R> {
         {
-            let guard = self
-                .index
-                .read()
-                .expect("invariant: index lock never poisoned");
+            let guard = self.index.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(index) = guard.as_ref() {
                 return Ok(f(index));
             }
         }
-        let mut guard = self
-            .index
-            .write()
-            .expect("invariant: index lock never poisoned");
+        let mut guard = self.index.write().unwrap_or_else(PoisonError::into_inner);
         if guard.is_none() {
             *guard = Some(self.load_sealed_index()?);
         }
@@ -333,10 +331,7 @@ impl Segment {
 
     /// Adds entries to the in-memory index of the active segment.
     pub(crate) fn extend_index(&self, entries: &[IndexEntry]) {
-        let mut guard = self
-            .index
-            .write()
-            .expect("invariant: index lock never poisoned");
+        let mut guard = self.index.write().unwrap_or_else(PoisonError::into_inner);
         let index = guard.get_or_insert_with(Index::default);
         for entry in entries {
             index.push(*entry);
@@ -608,7 +603,13 @@ pub(crate) fn read_index_file(
     if len < FILE_HEADER_LEN as u64 {
         return Ok(None);
     }
-    let mut bytes = vec![0u8; len as usize];
+    // A segment holds at most one batch per minimal batch size, so its index at
+    // most one entry (and the end entry) per that many bytes. Only that much is
+    // read: a damaged index that claims terabytes must not take the memory (what
+    // is cut off counts as dropped entries).
+    let most = FILE_HEADER_LEN as u64
+        + (segment_len / (BATCH_HEADER_LEN + RECORD_OVERHEAD) as u64 + 2) * ENTRY_LEN as u64;
+    let mut bytes = vec![0u8; len.min(most) as usize];
     read_exact_at(&*file, 0, &mut bytes).map_err(|e| LogError::io("read", path, e))?;
     let header: &[u8; FILE_HEADER_LEN] = bytes[..FILE_HEADER_LEN]
         .try_into()
@@ -616,10 +617,8 @@ pub(crate) fn read_index_file(
     if FileHeader::decode(header, FileKind::Index, base, path).is_err() {
         return Ok(None);
     }
-    Ok(Some(index::decode_entries(
-        &bytes[FILE_HEADER_LEN..],
-        segment_len,
-    )))
+    let (entries, dropped) = index::decode_entries(&bytes[FILE_HEADER_LEN..], segment_len);
+    Ok(Some((entries, dropped || len > most)))
 }
 
 /// Creates an index file holding `entries` and syncs it.
@@ -685,6 +684,36 @@ pub(crate) fn encode_entries(entries: &[IndexEntry]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the panic audit: the whole index file was read into memory,
+    /// whatever its length (a damaged one could claim terabytes).
+    #[test]
+    fn an_index_is_read_only_as_far_as_its_segment_allows() {
+        let fs = crate::testing::CrashFs::new();
+        let dir = Path::new("/log");
+        let header = FileHeader {
+            kind: FileKind::Index,
+            base_offset: 0,
+            created_ms: 0,
+        };
+        let entries: Vec<IndexEntry> = (0..10_000)
+            .map(|i| IndexEntry {
+                rel_offset: i,
+                position: 32 + i,
+                max_ts_before: 0,
+            })
+            .collect();
+        let file = fs.create(&dir.join(index_file_name(0))).unwrap();
+        file.write_all_at(0, &[&header.encode(), &encode_entries(&entries)])
+            .unwrap();
+        // A 1,000-byte segment holds at most 20 batches.
+        let (read, dropped) = read_index_file(&fs, &dir.join(index_file_name(0)), 0, 1_000)
+            .unwrap()
+            .unwrap();
+        assert!(dropped);
+        assert_eq!(read.len(), 1_000 / 50 + 2);
+        assert_eq!(read[..], entries[..read.len()]);
+    }
 
     #[test]
     fn file_names_sort_by_offset_and_parse_back() {

@@ -56,9 +56,27 @@ pub fn config(data: &[u8]) {
     let Ok(config) = loaded else {
         return;
     };
-    // What `weir serve` checks before it starts anything.
+    // What `weir serve` checks before it starts anything; what passes must not
+    // break the server (a timeout past the clock's range panicked every HTTP
+    // connection).
     let _ = config.amqp.to_config(config.limits.max_message_bytes);
-    let _ = config.http.problems();
+    if config.http.problems().is_empty() {
+        let http = &config.http;
+        for ms in [
+            http.header_read_timeout_ms,
+            http.idle_timeout_ms,
+            http.body_read_timeout_ms,
+            http.write_timeout_ms,
+            http.drain_timeout_ms,
+        ] {
+            assert!(
+                std::time::Instant::now()
+                    .checked_add(std::time::Duration::from_millis(ms))
+                    .is_some(),
+                "an [http] timeout of {ms} ms passes the checks"
+            );
+        }
+    }
     let log = weir_log::LogConfig {
         fsync: config.fsync,
         segment_bytes: config.log.segment_bytes,

@@ -164,6 +164,9 @@ impl<T: Ord + Clone> TopicTrie<T> {
 }
 
 /// Whether `pattern` matches `key`, for one binding (and the tests' reference).
+///
+/// Exponential in the number of `#` words (it tries every split), so it is not
+/// for hostile input: routing uses [`TopicTrie`], which is not. Only tests call it.
 pub fn pattern_matches(pattern: &str, key: &str) -> bool {
     fn go(p: &[&str], k: &[&str]) -> bool {
         match p.split_first() {
