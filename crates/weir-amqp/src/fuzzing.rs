@@ -534,13 +534,22 @@ mod tests {
     fn the_fuzz_corpus_replays() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/connection");
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/connection exists") {
-            let path = entry.unwrap().path();
-            let bytes = std::fs::read(&path).unwrap();
-            let _ = connection(&bytes);
-            n += 1;
-        }
+        let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .expect("fuzz/corpus/connection exists")
+            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+            .collect();
+        let n = inputs.len();
+        // On the fuzz targets' small stack (fuzz/src/lib.rs), so deep recursion shows.
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                for bytes in &inputs {
+                    let _ = connection(bytes);
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("the corpus ran clean");
         assert!(
             n >= seeds().len(),
             "only {n} corpus files in {}",

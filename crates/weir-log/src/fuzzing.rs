@@ -560,6 +560,30 @@ mod tests {
         recovery(&bytes);
     }
 
+    /// Found by fuzzing (`regress-phantom-end-entry`): the active segment's index
+    /// ended in a valid end entry naming offset 11 while the segment held 8
+    /// records; recovery trusted it, and offsets 8..11 were never readable.
+    #[test]
+    fn an_end_entry_that_disagrees_with_the_segment_is_not_trusted() {
+        let bytes =
+            std::fs::read(corpus("log_recovery").join("regress-phantom-end-entry")).unwrap();
+        let (_, files) = parse_dir(&bytes);
+        let fs = CrashFs::new();
+        let shared = fs.shared();
+        let dir = PathBuf::from(DIR);
+        shared.create_dir_all(&dir).unwrap();
+        for f in &files {
+            shared
+                .create(&dir.join(&f.name))
+                .unwrap()
+                .write_all_at(0, &[&f.bytes])
+                .unwrap();
+        }
+        let (log, _) = FileLog::open_with(shared, &dir, recovery_config()).unwrap();
+        assert_eq!(log.next_offset(), Offset(8));
+        recovery(&bytes);
+    }
+
     /// Every file the fuzzer kept (and the seeds) runs clean on every `cargo test`.
     #[test]
     fn the_fuzz_corpora_replay() {

@@ -484,13 +484,17 @@ fn recover_active(
         None => Vec::new(),
     };
 
-    // Walk back to the newest entry whose batch checks out. An entry at the very end
-    // of the file is an end entry written after a sync: nothing to check there.
+    // Walk back to the newest entry whose batch checks out. An end entry (at the
+    // very end of the file: a sealed segment recovered as the active one) has no
+    // batch to check, so it goes too and the scan from the entry before it (at
+    // most an index interval and a batch back) finds the end again. Trusting it
+    // let a damaged one that names more records than the segment holds make the
+    // log hand out offsets that were never written (found by fuzzing).
     let mut start = (FILE_HEADER_LEN as u64, base, i64::MIN);
     while let Some(entry) = entries.last().copied() {
         let pos = u64::from(entry.position);
         let offset = base + u64::from(entry.rel_offset);
-        if pos == len || batch_starts_at(&*file, pos, offset, len) {
+        if batch_starts_at(&*file, pos, offset, len) {
             start = (pos, offset, entry.max_ts_before);
             break;
         }
