@@ -336,8 +336,7 @@ impl Connection {
                 }
                 Err(e) => {
                     let code = match e {
-                        FrameError::Table { .. } => SYNTAX_ERROR,
-                        FrameError::Malformed { .. } => SYNTAX_ERROR,
+                        FrameError::Table { .. } | FrameError::Malformed { .. } => SYNTAX_ERROR,
                         FrameError::UnknownMethod { .. } => NOT_IMPLEMENTED,
                         _ => FRAME_ERROR,
                     };

@@ -162,18 +162,16 @@ fn method_table_offset(payload: &[u8]) -> Option<usize> {
         (10, 10) => (2, 0, 0),
         // connection.start-ok: client-properties first.
         (10, 11) => (0, 0, 0),
-        // exchange.declare: ticket, exchange, type, bits.
-        (40, 10) => (2, 2, 1),
-        // exchange.bind / exchange.unbind: ticket, destination, source, key, no-wait.
-        (40, 30 | 40) => (2, 3, 1),
+        // exchange.declare (ticket, exchange, type, bits) and basic.consume
+        // (ticket, queue, consumer-tag, bits).
+        (40, 10) | (60, 20) => (2, 2, 1),
+        // exchange.bind / exchange.unbind (ticket, destination, source, key,
+        // no-wait) and queue.bind (ticket, queue, exchange, routing-key, no-wait).
+        (40, 30 | 40) | (50, 20) => (2, 3, 1),
         // queue.declare: ticket, queue, bits.
         (50, 10) => (2, 1, 1),
-        // queue.bind: ticket, queue, exchange, routing-key, no-wait.
-        (50, 20) => (2, 3, 1),
         // queue.unbind: ticket, queue, exchange, routing-key (no bits).
         (50, 50) => (2, 3, 0),
-        // basic.consume: ticket, queue, consumer-tag, bits.
-        (60, 20) => (2, 2, 1),
         _ => return None,
     };
     let mut c = Cursor {
