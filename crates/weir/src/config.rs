@@ -103,8 +103,14 @@ impl AmqpSection {
         }
         for (name, value) in [
             ("max_connections", u64::from(self.max_connections)),
-            ("max_connections_per_peer", u64::from(self.max_connections_per_peer)),
-            ("max_consumers_per_channel", u64::from(self.max_consumers_per_channel)),
+            (
+                "max_connections_per_peer",
+                u64::from(self.max_connections_per_peer),
+            ),
+            (
+                "max_consumers_per_channel",
+                u64::from(self.max_consumers_per_channel),
+            ),
             ("max_table_fields", u64::from(self.max_table_fields)),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
