@@ -37,7 +37,7 @@ pub mod fuzzing;
 mod message;
 mod registry;
 mod server;
-mod tables;
 mod session;
+mod tables;
 
 pub use server::{AmqpConfig, serve};
