@@ -181,14 +181,23 @@ fn decode(blob: &[u8]) -> Option<(String, String, AMQPProperties)> {
         .then_some((exchange, routing_key, properties))
 }
 
+/// A stored short string. Bytes that are not UTF-8 (a damaged log: weir writes
+/// only what it parsed as UTF-8) are replaced, and the result is cut back to 255
+/// bytes at a character boundary: each replacement takes 3 bytes, and a longer
+/// string could not be sent as a short string.
 fn short_str(buf: &[u8]) -> Option<(String, &[u8])> {
     let (&len, rest) = buf.split_first()?;
     let len = usize::from(len);
     (rest.len() >= len).then(|| {
-        (
-            String::from_utf8_lossy(&rest[..len]).into_owned(),
-            &rest[len..],
-        )
+        let mut text = String::from_utf8_lossy(&rest[..len]).into_owned();
+        if text.len() > 255 {
+            let mut cut = 255;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        (text, &rest[len..])
     })
 }
 
@@ -223,6 +232,15 @@ fn as_text(v: &AMQPValue) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_short_strings_that_are_not_utf8_still_fit() {
+        let mut stored = vec![255u8];
+        stored.extend_from_slice(&[0xFF; 255]);
+        let (text, rest) = short_str(&stored).unwrap();
+        assert!(rest.is_empty());
+        assert!(text.len() <= 255 && text.chars().all(|c| c == '\u{FFFD}'));
+    }
     use amq_protocol::types::{ByteArray, DecimalValue, FieldArray};
 
     #[test]
