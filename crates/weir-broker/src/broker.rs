@@ -48,6 +48,10 @@ use crate::supervisor::{Supervised, supervise};
 pub struct Limits {
     /// Most queues a broker holds.
     pub max_queues: u64,
+    /// Most exchanges clients may declare (the built-in ones not counted).
+    pub max_exchanges: u64,
+    /// Most bindings, all exchanges together.
+    pub max_bindings: u64,
     /// Largest message body, bytes.
     pub max_message_bytes: u64,
     /// Most messages in one send.
@@ -68,6 +72,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_queues: 10_000,
+            max_exchanges: 10_000,
+            max_bindings: 100_000,
             max_message_bytes: 4 << 20,
             max_batch_messages: 1_000,
             max_receive: 1_000,

@@ -46,6 +46,10 @@ pub enum Limit {
     /// connections and the rest are reserved (`BrokerConfig::open_files_budget`).
     /// A queue the broker could not open again at its next start is refused.
     OpenFiles,
+    /// Exchanges (`Limits::max_exchanges`).
+    Exchanges,
+    /// Bindings (`Limits::max_bindings`).
+    Bindings,
 }
 
 impl Limit {
@@ -63,6 +67,8 @@ impl fmt::Display for Limit {
             Limit::ReceiptsPerRequest => "receipts per request",
             Limit::MessageBytes => "message body bytes",
             Limit::OpenFiles => "open files for queue logs",
+            Limit::Exchanges => "exchange count",
+            Limit::Bindings => "binding count",
         })
     }
 }

@@ -220,7 +220,18 @@ impl Broker {
     /// Declares an exchange: creates it, or confirms an identical one exists.
     pub async fn declare_exchange(&self, name: &str, options: ExchangeOptions) -> Result<Declared> {
         let _admin = self.inner.admin.lock().await;
-        let created = self.change_routing(|r| r.declare(name, options))?;
+        let limit = self.inner.config.limits.max_exchanges;
+        let created = self.change_routing(|r| {
+            let before = r.exchange_count() as u64;
+            let created = r.declare(name, options)?;
+            if created && before >= limit {
+                return Err(BrokerError::LimitExceeded {
+                    what: Limit::Exchanges,
+                    limit,
+                });
+            }
+            Ok(created)
+        })?;
         Ok(if created {
             Declared::Created
         } else {
@@ -284,17 +295,23 @@ impl Broker {
             }
         }
         // All or none: a refusal leaves the copy, and so the router, unchanged.
+        let limit = self.inner.config.limits.max_bindings;
         self.change_routing(|router| {
+            let mut count = router.binding_count() as u64;
             bindings
                 .into_iter()
                 .map(|b| {
-                    router.bind(b).map(|added| {
-                        if added {
-                            Declared::Created
-                        } else {
-                            Declared::Existed
-                        }
-                    })
+                    if !router.bind(b)? {
+                        return Ok(Declared::Existed);
+                    }
+                    count += 1;
+                    if count > limit {
+                        return Err(BrokerError::LimitExceeded {
+                            what: Limit::Bindings,
+                            limit,
+                        });
+                    }
+                    Ok(Declared::Created)
                 })
                 .collect()
         })

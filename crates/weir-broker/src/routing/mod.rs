@@ -367,6 +367,20 @@ impl Router {
         self.exchanges.get(name).map(|e| &e.options)
     }
 
+    /// How many exchanges clients declared (the default and `amq.*` ones not
+    /// counted).
+    pub fn exchange_count(&self) -> usize {
+        self.exchanges
+            .keys()
+            .filter(|n| !n.is_empty() && !is_built_in(n))
+            .count()
+    }
+
+    /// How many bindings there are, from every exchange.
+    pub fn binding_count(&self) -> usize {
+        self.exchanges.values().map(|e| e.bindings.len()).sum()
+    }
+
     /// All exchanges, by name.
     pub fn exchanges(&self) -> Vec<(String, ExchangeOptions, usize)> {
         let mut out: Vec<_> = self

@@ -695,3 +695,64 @@ async fn dead_letters_can_go_through_an_exchange() {
     assert_eq!(s, 400, "{body}");
     assert_eq!(body["error"], "invalid_argument");
 }
+
+/// Exchanges and bindings are capped (`[limits] max_exchanges`, `max_bindings`):
+/// over the cap a declaration is refused with 400 limit_exceeded and nothing of it
+/// is kept, over HTTP and AMQP alike; deleting makes room again.
+#[tokio::test]
+async fn exchanges_and_bindings_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    // The default and amq.* exchanges are not counted.
+    std::fs::write(&config, "[limits]\nmax_exchanges = 2\nmax_bindings = 2\n").unwrap();
+    let broker = Broker::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .expect("broker starts");
+    let api = Api::new(&broker);
+    for i in 0..2 {
+        exchange(&api, &format!("x{i}"), json!({"type": "fanout"})).await;
+    }
+    let (s, body) = api
+        .call(
+            "PUT",
+            "/api/exchanges/one-too-many",
+            Some(json!({"type": "fanout"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (400, Some("limit_exceeded")),
+        "{body}"
+    );
+    // Re-declaring an existing one is still fine at the cap.
+    exchange(&api, "x0", json!({"type": "fanout"})).await;
+
+    for q in ["q1", "q2", "q3"] {
+        let (s, _) = api
+            .call("PUT", &format!("/api/queues/{q}"), Some(json!({})))
+            .await;
+        assert!(s == 201 || s == 200);
+    }
+    bind(&api, json!({"source": "x0", "destination": "q1"})).await;
+    bind(&api, json!({"source": "x0", "destination": "q2"})).await;
+    let (s, body) = api
+        .call(
+            "POST",
+            "/api/bindings",
+            Some(json!({"source": "x0", "destination": "q3"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (400, Some("limit_exceeded")),
+        "{body}"
+    );
+    let listed = api.call("GET", "/api/bindings?source=x0", None).await.1;
+    assert_eq!(listed["bindings"].as_array().map(Vec::len), Some(2), "{listed}");
+
+    // Deleting an exchange (and its two bindings) makes room for both.
+    let (s, _) = api.call("DELETE", "/api/exchanges/x0", None).await;
+    assert!(s == 204 || s == 200, "{s}");
+    exchange(&api, "one-more", json!({"type": "fanout"})).await;
+    bind(&api, json!({"source": "one-more", "destination": "q3"})).await;
+}
