@@ -213,9 +213,9 @@ pub enum Corruption {
         /// The offset it claims.
         found: u64,
     },
-    /// Offsets past the largest a log holds (2^63 - 1): a batch's base offset
-    /// (which its checksum does not cover), a segment's name or the stored start
-    /// offset is damaged.
+    /// Offsets past what a log holds: a batch whose base offset (which its
+    /// checksum does not cover) and record count overflow a u64, or a segment name
+    /// or stored start offset past 2^62 (nothing writes one). The offset is damaged.
     OffsetOverflow {
         /// The offset claimed.
         base_offset: u64,
@@ -245,7 +245,7 @@ impl fmt::Display for Corruption {
             }
             Corruption::OffsetOverflow { base_offset, count } => write!(
                 f,
-                "offset {base_offset} (and {count} records after it) is past the largest a log holds (2^63 - 1)"
+                "offset {base_offset} (and {count} records after it) is past what a log holds"
             ),
             Corruption::Truncated => f.write_str("file ends inside a batch"),
             Corruption::RecordFraming => f.write_str("record framing inconsistent"),

@@ -526,7 +526,7 @@ mod tests {
 
     /// Found by fuzzing (`regress-start-offset-max`): a `log.meta` holding a start
     /// offset of `u64::MAX` opened, and the writer's next offset overflowed at the
-    /// first append. Offsets past 2^63 - 1 are refused as damage.
+    /// first append. Offsets past 2^62 are refused as damage.
     #[test]
     fn offsets_past_the_largest_are_refused_at_open() {
         let bytes = std::fs::read(corpus("log_recovery").join("regress-start-offset-max")).unwrap();

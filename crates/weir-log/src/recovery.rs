@@ -34,7 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::{self, BATCH_HEADER_LEN, Check, MAX_OFFSET};
+use crate::batch::{self, BATCH_HEADER_LEN, Check};
 use crate::config::LogConfig;
 use crate::error::{Corruption, LogError, Result};
 use crate::header::{FILE_HEADER_LEN, FileHeader, FileKind};
@@ -43,6 +43,13 @@ use crate::io::{FileIo, Fs, LOCK_FILE, read_exact_at};
 use crate::meta;
 use crate::record::Offset;
 use crate::segment::{self, Segment, index_file_name, log_file_name, parse_file_name};
+
+/// The largest start offset or segment base a log opens with (2^62). Nothing
+/// writes one past it: at a billion appends a second a log takes 146 years to get
+/// there (and the broker's record keys use the bit above). So one past it is damage,
+/// and refusing it keeps every later offset (the writer's next offset, a batch's
+/// end) a long way from overflowing u64.
+pub(crate) const MAX_OFFSET: u64 = 1 << 62;
 
 /// What opening a log found and repaired. Logged at `warn` when anything was cut.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
