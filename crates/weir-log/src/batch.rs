@@ -261,7 +261,10 @@ pub(crate) fn check(buf: &[u8]) -> Check {
         return Check::Invalid(Corruption::BatchVersion(batch[16]));
     }
     let count = u32_at(batch, 20);
-    if count == 0 {
+    // Every record takes at least its fixed fields: a count the length cannot hold
+    // is damage (found by fuzzing: a tiny batch claiming billions of records moved
+    // the offsets on by that much, past what a segment's u32 index entries hold).
+    if count == 0 || count as usize > (len as usize - BATCH_HEADER_LEN) / RECORD_OVERHEAD {
         return Check::Invalid(Corruption::RecordFraming);
     }
     let base_offset = u64_at(batch, 0);
@@ -517,6 +520,16 @@ mod tests {
         );
         batch.set_base_offset(u64::MAX - 3);
         assert!(matches!(check(batch.bytes()), Check::Complete(h) if h.next_offset() == u64::MAX));
+    }
+
+    #[test]
+    fn a_count_the_length_cannot_hold_is_invalid() {
+        let batch = EncodedBatch::encode(&[NewRecord::new("")], 1, 1 << 20, 1 << 20).unwrap();
+        let mut bytes = batch.bytes().to_vec();
+        bytes[20..24].copy_from_slice(&2u32.to_le_bytes());
+        let crc = checksum(&bytes);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(check(&bytes), Check::Invalid(Corruption::RecordFraming));
     }
 
     #[test]
