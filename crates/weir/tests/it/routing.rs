@@ -748,7 +748,11 @@ async fn exchanges_and_bindings_are_capped() {
         "{body}"
     );
     let listed = api.call("GET", "/api/bindings?source=x0", None).await.1;
-    assert_eq!(listed["bindings"].as_array().map(Vec::len), Some(2), "{listed}");
+    assert_eq!(
+        listed["bindings"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
 
     // Deleting an exchange (and its two bindings) makes room for both.
     let (s, _) = api.call("DELETE", "/api/exchanges/x0", None).await;
