@@ -697,8 +697,8 @@ async fn dead_letters_can_go_through_an_exchange() {
 }
 
 /// Exchanges and bindings are capped (`[limits] max_exchanges`, `max_bindings`):
-/// over the cap a declaration is refused with 400 limit_exceeded and nothing of it
-/// is kept, over HTTP and AMQP alike; deleting makes room again.
+/// over the cap a declaration is refused with 400 `limit_exceeded` and nothing of it
+/// is kept; deleting makes room again.
 #[tokio::test]
 async fn exchanges_and_bindings_are_capped() {
     let dir = tempfile::tempdir().unwrap();
