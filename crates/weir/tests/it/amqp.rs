@@ -16,13 +16,13 @@ use weir_testkit::Broker;
 
 use crate::Api;
 
-async fn connect(broker: &Broker) -> Connection {
+pub(crate) async fn connect(broker: &Broker) -> Connection {
     Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
         .await
         .expect("AMQP connection")
 }
 
-async fn declare(channel: &Channel, queue: &str) {
+pub(crate) async fn declare(channel: &Channel, queue: &str) {
     channel
         .queue_declare(
             queue.into(),

@@ -8,13 +8,14 @@ use std::time::Duration;
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_testkit::Broker;
+
+use crate::amqp::{connect, declare};
 
 /// A raw AMQP client: bytes in, frames out, nothing checked on our side.
 struct Raw {
@@ -136,23 +137,6 @@ impl Raw {
         }
         panic!("the broker closed the socket without a close method");
     }
-}
-
-async fn connect(broker: &Broker) -> Connection {
-    Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("AMQP connection")
-}
-
-async fn declare(channel: &Channel, queue: &str) {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::durable(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue.declare");
 }
 
 /// A bystander publishes with confirms and gets the message back: the broker
