@@ -100,7 +100,9 @@ struct ReplyConsumer {
 
 impl Replies {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReplyConsumer>> {
-        self.consumers.lock().expect("invariant: lock not poisoned")
+        self.consumers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -84,6 +84,24 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// What is wrong with these limits, one sentence each (empty: nothing).
+    /// Durations are capped at [`crate::api::MAX_DURATION_MS`] so that no
+    /// deadline computed from them can overflow a clock.
+    #[must_use]
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.max_wait_ms > crate::api::MAX_DURATION_MS {
+            problems.push(format!(
+                "limits.max_wait_ms {} is over {} (30 days)",
+                self.max_wait_ms,
+                crate::api::MAX_DURATION_MS
+            ));
+        }
+        problems
+    }
+}
+
 /// The broker's settings.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -373,6 +391,11 @@ impl Broker {
             let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
             let options: QueueOptions = serde_json::from_slice(&bytes).map_err(|e| {
                 BrokerError::internal(format!("{} does not parse: {e}", path.display()))
+            })?;
+            // Written by this broker after the same check, so only damage fails it;
+            // limits derived from the options (durations, deadlines) rely on it.
+            options.validate(&name).map_err(|e| {
+                BrokerError::internal(format!("{} holds invalid options: {e}", path.display()))
             })?;
             let id = self.queue_id_of(&name)?;
             opened.push(self.open_queue(&name, options, id).await?);

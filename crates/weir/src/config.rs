@@ -119,6 +119,17 @@ impl AmqpSection {
                 problems.push(format!("amqp.{name} must be at least 1"));
             }
         }
+        for (name, value) in [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("write_timeout_ms", self.write_timeout_ms),
+        ] {
+            if value > weir_http::MAX_TIMEOUT_MS {
+                problems.push(format!(
+                    "amqp.{name} {value} is over {} (30 days)",
+                    weir_http::MAX_TIMEOUT_MS
+                ));
+            }
+        }
         if self.max_buffered_bytes < u64::from(self.frame_max) {
             problems.push(format!(
                 "amqp.max_buffered_bytes {} is below amqp.frame_max {}",
@@ -365,5 +376,34 @@ mod tests {
         );
         ok.users = vec!["nopassword".into()];
         assert!(ok.to_config(1).is_err());
+    }
+
+    /// A deadline is `now + timeout`; a timeout near `i64::MAX` ms would overflow
+    /// the clock at the first connection or long poll, so it is refused at start.
+    #[test]
+    fn timeouts_past_thirty_days_are_refused() {
+        let env = vec![
+            (
+                "WEIR_AMQP_HANDSHAKE_TIMEOUT_MS".to_owned(),
+                i64::MAX.to_string(),
+            ),
+            (
+                "WEIR_AMQP_WRITE_TIMEOUT_MS".to_owned(),
+                i64::MAX.to_string(),
+            ),
+            ("WEIR_LIMITS_MAX_WAIT_MS".to_owned(), i64::MAX.to_string()),
+        ];
+        let c = load(None, env, &[]).unwrap();
+        let e = c.amqp.to_config(1).unwrap_err().to_string();
+        assert!(
+            e.contains("handshake_timeout_ms") && e.contains("write_timeout_ms"),
+            "{e}"
+        );
+        let problems = c.limits.problems();
+        assert!(
+            problems.len() == 1 && problems[0].contains("max_wait_ms"),
+            "{problems:?}"
+        );
+        assert!(Config::default().limits.problems().is_empty());
     }
 }

@@ -53,9 +53,10 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let config = config::load(args.config.as_deref(), std::env::vars(), &flags)?;
     // Checked before anything starts.
     config.amqp.to_config(config.limits.max_message_bytes)?;
-    let http_problems = config.http.problems();
-    if !http_problems.is_empty() {
-        anyhow::bail!("invalid configuration: {}", http_problems.join("; "));
+    let mut problems = config.http.problems();
+    problems.extend(config.limits.problems());
+    if !problems.is_empty() {
+        anyhow::bail!("invalid configuration: {}", problems.join("; "));
     }
     Ok(config)
 }

@@ -256,6 +256,13 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
 const MOVE_MIN_SPAN: u64 = 50_000;
 
 /// Milliseconds since the epoch.
+/// `ms` from now, clamped to [`crate::api::MAX_DURATION_MS`] so that a
+/// far-off time (a client's wait, a damaged record's due time) cannot overflow
+/// the clock.
+fn instant_in(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms.min(crate::api::MAX_DURATION_MS))
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -503,8 +510,8 @@ impl Actor {
     fn next_wake(&self) -> Instant {
         let mut wake = self.next_housekeeping;
         if let Some(due) = self.state.next_due() {
-            let wait = u64::try_from(due - now_ms()).unwrap_or(0);
-            wake = wake.min(Instant::now() + Duration::from_millis(wait));
+            let wait = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
+            wake = wake.min(instant_in(wait));
         }
         for w in &self.waiters {
             wake = wake.min(w.deadline);
@@ -1312,7 +1319,7 @@ impl Actor {
         self.waiters.push_back(Waiter {
             max,
             visibility_ms,
-            deadline: Instant::now() + Duration::from_millis(wait_ms),
+            deadline: instant_in(wait_ms),
             reply,
         });
     }

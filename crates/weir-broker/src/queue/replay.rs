@@ -826,10 +826,10 @@ mod tests {
                     Op::Deliver(back) => {
                         let offset = next.saturating_sub(back);
                         if let Some(e) = own.get_mut(offset) {
-                            e.attempts += 1;
+                            e.attempts = e.attempts.saturating_add(1);
                         }
                         if let Some(e) = model.get_mut(&offset) {
-                            e.attempts += 1;
+                            e.attempts = e.attempts.saturating_add(1);
                         }
                     }
                 }

@@ -765,7 +765,7 @@ impl QueueState {
             if entry.attempts > 0 {
                 self.totals.redelivered += 1;
             }
-            entry.attempts += 1;
+            entry.attempts = entry.attempts.saturating_add(1);
             let lease_id = self.next_lease_id;
             self.next_lease_id += 1;
             self.leased.insert(
