@@ -211,16 +211,18 @@ impl QueueOptions {
     }
 }
 
-/// Longest queue name, in bytes.
-pub const MAX_NAME_BYTES: usize = 200;
+/// Longest queue or exchange name, in bytes: AMQP's short string.
+pub const MAX_NAME_BYTES: usize = 255;
 
-/// Checks a queue name: 1 to 200 bytes of ASCII letters, digits, `_`, `-`, `.` and
-/// `:`, not starting with `.`. Names become directory names, hence the alphabet.
+/// Checks a queue name: 1 to 255 bytes of UTF-8, anything AMQP's short string
+/// carries, as RabbitMQ takes it (Celery names queues `celery@HOST.celery.pidbox`).
+/// Names never become paths: each queue's directory is named by its number
+/// (`queues/@<id>`), so no name can escape the data directory or alias another.
 pub fn validate_name(name: &str) -> Result<()> {
     let refuse = |reason: &str| {
         Err(BrokerError::InvalidName {
             kind: crate::error::Kind::Queue,
-            name: name.chars().take(MAX_NAME_BYTES + 8).collect(),
+            name: truncated(name, MAX_NAME_BYTES),
             reason: reason.to_owned(),
         })
     };
@@ -228,18 +230,18 @@ pub fn validate_name(name: &str) -> Result<()> {
         return refuse("empty");
     }
     if name.len() > MAX_NAME_BYTES {
-        return refuse("longer than 200 bytes");
-    }
-    if name.starts_with('.') {
-        return refuse("starts with '.'");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-    {
-        return refuse("only ASCII letters, digits, '_', '-', '.' and ':' are allowed");
+        return refuse("longer than 255 bytes");
     }
     Ok(())
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, for error messages.
+fn truncated(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// One message to send.

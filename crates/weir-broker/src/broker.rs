@@ -5,9 +5,13 @@
 //!
 //! ```text
 //! <data_dir>/LOCK                    held (flock) while a broker runs
-//! <data_dir>/queues/<name>/queue.json   the queue's options (written via .tmp + rename)
-//! <data_dir>/queues/<name>/id        the queue's number, never reused (decimal)
-//! <data_dir>/queues/<name>/log/      the queue's weir-log log
+//! <data_dir>/queues/@<id>/name      the queue's name, its exact UTF-8 bytes
+//! <data_dir>/queues/@<id>/id        the queue's number, never reused (decimal)
+//! <data_dir>/queues/@<id>/queue.json   the queue's options (written via .tmp + rename)
+//! <data_dir>/queues/@<id>/log/      the queue's weir-log log
+//! <data_dir>/queues/<name>/          a queue from before names were free (no `name`
+//!                                    file; its name, in `[A-Za-z0-9_.:-]`, is the
+//!                                    directory's), opened where it is
 //! <data_dir>/queues/.trash-*         a deleted queue on its way out
 //! <data_dir>/bodies/                 the shared log (messages published to several queues)
 //! <data_dir>/meta/routing.json       durable exchanges and bindings
@@ -227,6 +231,9 @@ pub(crate) struct Inner {
     next_queue_id: std::sync::Mutex<u32>,
     /// Queues being deleted: gone from `queues`, files not yet removed.
     deleting: std::sync::Mutex<HashSet<String>>,
+    /// Each queue's directory, by name: queue names are any UTF-8 and never
+    /// become paths (see the module doc).
+    dirs: std::sync::Mutex<HashMap<String, PathBuf>>,
     /// Set once shutdown starts: new requests get `unavailable`, nothing is
     /// declared any more.
     closing: AtomicBool,
@@ -337,6 +344,7 @@ impl Broker {
             router: RwLock::new(Router::default()),
             admin: Mutex::new(()),
             deleting: std::sync::Mutex::new(HashSet::new()),
+            dirs: std::sync::Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             alarms,
             fs,
@@ -344,8 +352,8 @@ impl Broker {
         });
         let broker = Broker { inner };
         let mut report = StartReport::default();
-        let names = queue_names(&queues_dir)?;
-        let (queues, messages) = broker.recover_queues(names).await?;
+        let found = queue_dirs(&queues_dir)?;
+        let (queues, messages) = broker.recover_queues(found).await?;
         report.queues = queues;
         report.messages = messages;
         report.exchanges = broker.load_routing()?;
@@ -383,11 +391,10 @@ impl Broker {
     /// Recovers the queues `names` in two phases (see `queue::replay`): every
     /// queue's own log, then one pass over the shared log for all of them. Returns
     /// how many queues and messages.
-    async fn recover_queues(&self, names: Vec<String>) -> Result<(usize, u64)> {
-        let queues_dir = self.inner.config.data_dir.join("queues");
-        let mut opened = Vec::with_capacity(names.len());
-        for name in names {
-            let path = queues_dir.join(&name).join("queue.json");
+    async fn recover_queues(&self, found: Vec<(String, PathBuf)>) -> Result<(usize, u64)> {
+        let mut opened = Vec::with_capacity(found.len());
+        for (name, dir) in found {
+            let path = dir.join("queue.json");
             let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
             let options: QueueOptions = serde_json::from_slice(&bytes).map_err(|e| {
                 BrokerError::internal(format!("{} does not parse: {e}", path.display()))
@@ -397,7 +404,8 @@ impl Broker {
             options.validate(&name).map_err(|e| {
                 BrokerError::internal(format!("{} holds invalid options: {e}", path.display()))
             })?;
-            let id = self.queue_id_of(&name)?;
+            let id = self.queue_id_in(&dir)?;
+            crate::locks::lock(&self.inner.dirs).insert(name.clone(), dir);
             opened.push(self.open_queue(&name, options, id).await?);
         }
         let wanted: HashMap<u32, Wanted> = opened
@@ -425,14 +433,18 @@ impl Broker {
         Ok((count, messages))
     }
 
-    fn queue_dir(&self, name: &str) -> PathBuf {
-        self.inner.config.data_dir.join("queues").join(name)
+    /// The directory of queue `name` (declared or being recovered).
+    fn queue_dir(&self, name: &str) -> Result<PathBuf> {
+        crate::locks::lock(&self.inner.dirs)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::internal(format!("queue '{name}' has no directory")))
     }
 
-    /// The number of an existing queue, from its `id` file; a queue from before
+    /// The number of the queue in `dir`, from its `id` file; a queue from before
     /// queues had numbers gets one now.
-    fn queue_id_of(&self, name: &str) -> Result<u32> {
-        let path = self.queue_dir(name).join("id");
+    fn queue_id_in(&self, dir: &Path) -> Result<u32> {
+        let path = dir.join("id");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let id: u32 = text.trim().parse().map_err(|e| {
@@ -448,34 +460,51 @@ impl Broker {
                 }
                 Ok(id)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.assign_queue_id(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = self.next_queue_id()?;
+                write_durably(&path, id.to_string().as_bytes())
+                    .map_err(|e| io_error("write", &path, e))?;
+                Ok(id)
+            }
             Err(e) => Err(io_error("read", &path, e)),
         }
     }
 
-    /// Gives queue `name` a new number: the counter is durable first, then the
-    /// queue's `id` file.
+    /// A new queue number, durable in the counter before it is used.
+    fn next_queue_id(&self) -> Result<u32> {
+        let mut next = crate::locks::lock(&self.inner.next_queue_id);
+        let id = *next;
+        let after = id
+            .checked_add(1)
+            .ok_or_else(|| BrokerError::internal("every queue number has been used".to_owned()))?;
+        write_next_queue_id(&self.inner.config.data_dir, after)?;
+        *next = after;
+        Ok(id)
+    }
+
+    /// Gives the new queue `name` a number and its directory `queues/@<id>` with
+    /// its `name` and `id` files (durable before its `queue.json` is written, which
+    /// is what makes the directory a queue).
     fn assign_queue_id(&self, name: &str) -> Result<u32> {
-        let id = {
-            let mut next = crate::locks::lock(&self.inner.next_queue_id);
-            let id = *next;
-            let after = id.checked_add(1).ok_or_else(|| {
-                BrokerError::internal("every queue number has been used".to_owned())
-            })?;
-            write_next_queue_id(&self.inner.config.data_dir, after)?;
-            *next = after;
-            id
-        };
-        let dir = self.queue_dir(name);
+        let id = self.next_queue_id()?;
+        let dir = self
+            .inner
+            .config
+            .data_dir
+            .join("queues")
+            .join(format!("@{id}"));
         create_dir_all_durably(&dir).map_err(|e| io_error("create", &dir, e))?;
-        let path = dir.join("id");
-        write_durably(&path, id.to_string().as_bytes()).map_err(|e| io_error("write", &path, e))?;
+        for (file, bytes) in [("name", name.as_bytes()), ("id", id.to_string().as_bytes())] {
+            let path = dir.join(file);
+            write_durably(&path, bytes).map_err(|e| io_error("write", &path, e))?;
+        }
+        crate::locks::lock(&self.inner.dirs).insert(name.to_owned(), dir);
         Ok(id)
     }
 
     /// Opens a queue's log and replays it (phase 1: its own log).
     async fn open_queue(&self, name: &str, options: QueueOptions, id: u32) -> Result<OpenedQueue> {
-        let dir = self.queue_dir(name).join("log");
+        let dir = self.queue_dir(name)?.join("log");
         let log_config = self.inner.config.log.clone();
         let queue = name.to_owned();
         let fs = self.inner.fs.clone();
@@ -688,7 +717,7 @@ impl Broker {
             Box::pin(self.declare_locked(dlq, QueueOptions::default())).await?;
         }
         let id = self.assign_queue_id(name)?;
-        let dir = self.queue_dir(name);
+        let dir = self.queue_dir(name)?;
         let json = serde_json::to_vec_pretty(&options)
             .map_err(|e| BrokerError::internal(e.to_string()))?;
         let path = dir.join("queue.json");
@@ -745,13 +774,12 @@ impl Broker {
     }
 
     fn remove_files(&self, name: &str) -> Result<()> {
-        let dir = self.queue_dir(name);
-        let trash = self
-            .inner
-            .config
-            .data_dir
-            .join("queues")
-            .join(format!(".trash-{name}-{}", now_ms()));
+        let dir = self.queue_dir(name)?;
+        let trash = self.inner.config.data_dir.join("queues").join(format!(
+            ".trash-{}-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            now_ms()
+        ));
         std::fs::rename(&dir, &trash).map_err(|e| io_error("rename", &dir, e))?;
         // The rename must be durable before the delete is answered: a queue that
         // came back after a power cut would be a deleted queue with its messages.
@@ -759,6 +787,7 @@ impl Broker {
         File::open(&queues)
             .and_then(|parent| parent.sync_all())
             .map_err(|e| io_error("sync", &queues, e))?;
+        crate::locks::lock(&self.inner.dirs).remove(name);
         if let Err(e) = std::fs::remove_dir_all(&trash) {
             tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted queue's files; they go at the next start");
         }
@@ -1434,26 +1463,65 @@ fn read_next_queue_id(data_dir: &Path) -> Result<u32> {
     }
 }
 
-/// The queues in `queues_dir` (those with a `queue.json`), sorted; leftovers of
-/// deleted queues (`.trash-*`) are removed on the way.
-fn queue_names(queues_dir: &Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
+/// The queues in `queues_dir` (directories with a `queue.json`), as (name,
+/// directory), sorted by name. Leftovers are removed on the way: deleted queues
+/// (`.trash-*`) and `@<id>` directories whose declaration never finished (no
+/// `queue.json`: nothing in them was ever acknowledged).
+fn queue_dirs(queues_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let remove = |path: &Path| {
+        if let Err(e) = std::fs::remove_dir_all(path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a deleted queue's files");
+        }
+    };
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(queues_dir).map_err(|e| io_error("list", queues_dir, e))? {
         let entry = entry.map_err(|e| io_error("list", queues_dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".trash-") {
-            let path = entry.path();
-            if let Err(e) = std::fs::remove_dir_all(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove a deleted queue's files");
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        if file_name.starts_with(".trash-") {
+            remove(&dir);
+            continue;
+        }
+        let numbered = file_name.starts_with('@');
+        if !dir.join("queue.json").exists() {
+            if numbered {
+                remove(&dir);
             }
             continue;
         }
-        if validate_name(&name).is_ok() && entry.path().join("queue.json").exists() {
-            names.push(name);
+        let name = if numbered {
+            let path = dir.join("name");
+            let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+            String::from_utf8(bytes)
+                .map_err(|_| BrokerError::internal(format!("{} is not UTF-8", path.display())))?
+        } else if is_legacy_name(&file_name) {
+            file_name
+        } else {
+            continue;
+        };
+        validate_name(&name).map_err(|e| {
+            BrokerError::internal(format!("{} holds an invalid name: {e}", dir.display()))
+        })?;
+        if let Some(other) = found.insert(name.clone(), dir.clone()) {
+            return Err(BrokerError::internal(format!(
+                "queue '{name}' is in both {} and {}",
+                other.display(),
+                dir.display()
+            )));
         }
     }
-    names.sort();
-    Ok(names)
+    Ok(found.into_iter().collect())
+}
+
+/// A directory named after its queue, as before names were free: the old
+/// alphabet, so that nothing else in `queues/` is taken for a queue.
+fn is_legacy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
 /// Takes `<data_dir>/LOCK` (an `flock`, released by the kernel if the process dies).

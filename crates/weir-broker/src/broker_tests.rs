@@ -703,3 +703,106 @@ async fn a_queue_that_keeps_panicking_is_failed_until_the_next_start() {
     );
     broker.shutdown().await;
 }
+
+/// Queue names are any UTF-8 up to 255 bytes and never paths: names that would
+/// escape, differ only in case or in Unicode normalisation are separate queues in
+/// `queues/@<id>` directories, and come back with their messages. A data directory
+/// from before (a queue in `queues/<name>`, no `name` file) opens where it is, and
+/// an `@<id>` directory whose declaration never finished is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_name_is_a_queue_and_the_data_directory_maps_names_safely() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, _gate) = gated_broker(dir.path()).await;
+    let long = "ü".repeat(127);
+    let names = [
+        "celery@host.celery.pidbox",
+        "../../escaped",
+        "a/b",
+        "/",
+        ".",
+        "..",
+        "Q",
+        "q",
+        "caf\u{e9}",
+        "cafe\u{301}",
+        "with space\tand tab",
+        long.as_str(),
+    ];
+    for name in names {
+        broker
+            .declare(name, QueueOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("declare {name:?}: {e}"));
+        broker
+            .send(name, vec![message(name)])
+            .await
+            .unwrap_or_else(|e| panic!("send to {name:?}: {e}"));
+    }
+    let too_long = "x".repeat(256);
+    let refused = broker
+        .declare(&too_long, QueueOptions::default())
+        .await
+        .expect_err("256 bytes is over a short string");
+    assert_eq!(refused.code(), "invalid_name");
+    assert_eq!(
+        broker
+            .declare("", QueueOptions::default())
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid_name"
+    );
+    // The legacy layout: the queue `old` moved to `queues/old` without its name.
+    broker
+        .declare("old", QueueOptions::default())
+        .await
+        .expect("declare old");
+    broker
+        .send("old", vec![message("old")])
+        .await
+        .expect("send");
+    broker.shutdown().await;
+    let queues = dir.path().join("queues");
+    let old_dir = std::fs::read_dir(&queues)
+        .expect("queues")
+        .map(|e| e.expect("entry").path())
+        .find(|d| std::fs::read(d.join("name")).is_ok_and(|n| n == b"old"))
+        .expect("old's directory");
+    std::fs::remove_file(old_dir.join("name")).expect("remove name");
+    std::fs::rename(&old_dir, queues.join("old")).expect("to the legacy layout");
+    // An unfinished declaration.
+    std::fs::create_dir(queues.join("@4000")).expect("leftover");
+    std::fs::write(queues.join("@4000").join("name"), "half").expect("leftover name");
+    for entry in std::fs::read_dir(&queues).expect("queues") {
+        let file = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            file.starts_with('@') || file == "old",
+            "a name became a path: {file:?}"
+        );
+    }
+    assert!(!dir.path().join("escaped").exists());
+
+    let broker = reopen(dir.path(), broker).await;
+    let mut listed: Vec<String> = broker.list().await.into_iter().map(|q| q.name).collect();
+    listed.sort();
+    let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    expected.push("old".to_owned());
+    expected.sort();
+    assert_eq!(listed, expected);
+    for name in names.iter().copied().chain(["old"]) {
+        assert_eq!(
+            drain(&broker, name).await,
+            BTreeSet::from([name.to_owned()]),
+            "queue {name:?} after a restart"
+        );
+    }
+    assert!(!queues.join("@4000").exists(), "the leftover is removed");
+    // The legacy queue is deleted like any other.
+    broker.delete("old").await.expect("delete old");
+    assert!(!queues.join("old").exists());
+    broker.shutdown().await;
+}

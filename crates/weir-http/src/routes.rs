@@ -217,6 +217,14 @@ async fn declare_queue(
     Path(name): Path<String>,
     JsonBody(options): JsonBody<QueueOptions>,
 ) -> ApiResult {
+    // As RabbitMQ: `amq.` names are the broker's (server-named queues are
+    // `amq.gen-…`); a client may use them but not declare them.
+    if name.starts_with("amq.") {
+        return Err(BrokerError::AccessRefused {
+            reason: format!("queue name '{name}' contains reserved prefix 'amq.*'"),
+        }
+        .into());
+    }
     let declared = broker.declare(&name, options).await?;
     let info = broker.info(&name).await?;
     let status = match declared {

@@ -338,7 +338,8 @@ fn exchange_not_found(name: &str) -> BrokerError {
     }
 }
 
-/// Checks an exchange name: the queue-name alphabet; the empty name is the default
+/// Checks an exchange name: the queue-name rules (1 to 255 bytes of UTF-8), and
+/// `amq.` is reserved; the empty name is the default
 /// exchange, which cannot be declared or deleted.
 pub fn validate_exchange_name(name: &str) -> Result<()> {
     if name.is_empty() || name == "amq.default" {

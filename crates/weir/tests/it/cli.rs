@@ -338,7 +338,8 @@ async fn errors_print_the_brokers_reason_and_exit_non_zero() {
         );
         assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
     }
-    let run = weir(&b, &["queue", "create", "bad name!"], b"").await;
+    let too_long = "x".repeat(256);
+    let run = weir(&b, &["queue", "create", &too_long], b"").await;
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("invalid_name"), "{}", run.stderr);
     // Usage errors are clap's: exit 2.

@@ -228,7 +228,7 @@ async fn sigterm_under_load_shuts_down_cleanly_with_nothing_lost_or_doubled() {
 }
 
 fn segment_files(broker: &Broker, queue: &str) -> usize {
-    crate::segment_files(&broker.data_dir().join("queues").join(queue).join("log"))
+    crate::segment_files(&crate::queue_dir(&broker.data_dir(), queue).join("log"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -259,7 +259,7 @@ async fn acked_fanned_out_messages_stay_acked_across_trims_and_crashes() {
     let data = broker.data_dir();
     let dirs: Vec<_> = queues
         .iter()
-        .map(|q| data.join("queues").join(q).join("log"))
+        .map(|q| crate::queue_dir(&data, q).join("log"))
         .chain([data.join("bodies")])
         .collect();
     wait_for_segments_at_most(&dirs, 2).await;

@@ -588,17 +588,24 @@ async fn bad_requests_get_json_errors_and_disturb_no_one() {
         ),
         (
             "PUT",
-            "/api/queues/bad%20name",
+            // 256 bytes: over AMQP's short string.
+            concat!(
+                "/api/queues/",
+                "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            ),
             Some("{}"),
             400,
             "invalid_name",
         ),
         (
             "PUT",
-            "/api/queues/.hidden",
+            "/api/queues/amq.mine",
             Some("{}"),
-            400,
-            "invalid_name",
+            403,
+            "access_refused",
         ),
         (
             "PUT",

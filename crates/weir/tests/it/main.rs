@@ -16,6 +16,7 @@ mod hostile_input;
 mod http_api;
 mod http_limits;
 mod limits_files;
+mod names;
 mod pika;
 mod routing;
 mod slow_consumer;
@@ -170,6 +171,17 @@ pub fn bodies(ms: &[Value]) -> Vec<String> {
     ms.iter()
         .map(|m| m["body"].as_str().expect("text body").to_owned())
         .collect()
+}
+
+/// The directory of queue `name` under `data_dir` (`queues/@<id>`, whose `name`
+/// file holds the name).
+pub fn queue_dir(data_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    std::fs::read_dir(data_dir.join("queues"))
+        .expect("queues directory")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|dir| std::fs::read(dir.join("name")).is_ok_and(|n| n == name.as_bytes()))
+        .unwrap_or_else(|| panic!("no directory holds queue '{name}'"))
 }
 
 /// How many segment files a log directory holds.

@@ -440,7 +440,7 @@ async fn bad_routing_requests_get_clear_json_errors() {
         ),
         (
             "PUT",
-            "/api/exchanges/bad%20name".into(),
+            format!("/api/exchanges/{}", "x".repeat(256)),
             json!({"type": "direct"}),
             400,
             "invalid_name",
