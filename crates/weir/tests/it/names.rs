@@ -37,13 +37,10 @@ const NAMES: [&str; 8] = [
     "with space ✓",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
-    let mut broker = Broker::start().await.expect("broker");
-    let api = Api::new(&broker);
-    let long = "ñ".repeat(127) + "x";
-    let names: Vec<&str> = NAMES.iter().copied().chain([long.as_str()]).collect();
-    for name in &names {
+/// Creates each of `names` over HTTP with one message whose body is its name, and
+/// checks the refusals (over 255 bytes, `amq.`).
+async fn create_over_http(api: &Api, names: &[&str]) {
+    for name in names {
         let (status, body) = api
             .call(
                 "PUT",
@@ -74,18 +71,23 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
         .call("PUT", "/api/queues/amq.mine", Some(json!({})))
         .await;
     assert_eq!(status, 403, "amq. names are the broker's: {body}");
+}
 
-    // Over AMQP: an exchange and a queue with such names, a binding, a publish.
-    let connection = crate::amqp::connect(&broker).await;
+const EXCHANGE: &str = "celery.pidbox/ünï ✓";
+const QUEUE: &str = "worker@höst.celery.pidbox";
+
+/// Over AMQP: an exchange and a queue with such names, a binding, a confirmed
+/// publish; and the queue declared over HTTP read over AMQP.
+async fn route_over_amqp(broker: &Broker) {
+    let connection = crate::amqp::connect(broker).await;
     let channel = connection.create_channel().await.expect("channel");
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirms");
-    let exchange = "celery.pidbox/ünï ✓";
     channel
         .exchange_declare(
-            exchange.into(),
+            EXCHANGE.into(),
             ExchangeKind::Fanout,
             ExchangeDeclareOptions {
                 durable: true,
@@ -95,10 +97,9 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
         )
         .await
         .expect("exchange.declare");
-    let queue = "worker@höst.celery.pidbox";
     channel
         .queue_declare(
-            queue.into(),
+            QUEUE.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..QueueDeclareOptions::default()
@@ -109,8 +110,8 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
         .expect("queue.declare");
     channel
         .queue_bind(
-            queue.into(),
-            exchange.into(),
+            QUEUE.into(),
+            EXCHANGE.into(),
             "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -119,7 +120,7 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
         .expect("queue.bind");
     let confirm = channel
         .basic_publish(
-            exchange.into(),
+            EXCHANGE.into(),
             "".into(),
             BasicPublishOptions::default(),
             b"ping",
@@ -130,7 +131,6 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
         .await
         .expect("confirm");
     assert!(confirm.is_ack());
-    // A queue declared over HTTP is the same queue over AMQP.
     let got = channel
         .basic_get(
             "celery@host.celery.pidbox".into(),
@@ -148,6 +148,15 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
         .await
         .expect("requeue");
     connection.close(200, "bye".into()).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
+    let mut broker = Broker::start().await.expect("broker");
+    let long = "ñ".repeat(127) + "x";
+    let names: Vec<&str> = NAMES.iter().copied().chain([long.as_str()]).collect();
+    create_over_http(&Api::new(&broker), &names).await;
+    route_over_amqp(&broker).await;
 
     broker.kill9().await.expect("kill -9");
     broker.restart().await.expect("restart");
@@ -159,7 +168,7 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
         .iter()
         .filter_map(|q| q["name"].as_str())
         .collect();
-    for name in names.iter().chain([&queue]) {
+    for name in names.iter().chain([&QUEUE]) {
         assert!(listed.contains(name), "{name:?} is gone: {listed:?}");
     }
     for name in &names {
@@ -183,7 +192,7 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
     let channel = connection.create_channel().await.expect("channel");
     let mut consumer = channel
         .basic_consume(
-            queue.into(),
+            QUEUE.into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -196,11 +205,11 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
         .expect("stream")
         .expect("delivery");
     assert_eq!(delivery.data, b"ping");
-    assert_eq!(delivery.exchange.as_str(), exchange);
+    assert_eq!(delivery.exchange.as_str(), EXCHANGE);
     let (status, body): (u16, Value) = api
         .call(
             "GET",
-            &format!("/api/exchanges/{}", encoded(exchange)),
+            &format!("/api/exchanges/{}", encoded(EXCHANGE)),
             None,
         )
         .await;
