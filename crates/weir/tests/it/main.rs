@@ -9,6 +9,7 @@ mod amqp_methods;
 mod amqp_queues;
 mod cli;
 mod cli_routing;
+mod dead_letters;
 mod durability;
 mod edge_cases;
 mod fan_out;
