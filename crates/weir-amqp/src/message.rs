@@ -281,6 +281,8 @@ fn as_text(v: &AMQPValue) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -361,6 +363,92 @@ mod tests {
         let (exchange, key, back) = from_delivery(&delivery, "q");
         assert_eq!((exchange.as_str(), key.as_str()), ("orders", "created"));
         assert_eq!(back, properties);
+    }
+
+    #[test]
+    fn dead_letters_carry_rabbitmqs_headers_and_their_dead_letter_route() {
+        use weir_broker::{DeadLetterReason, Death, FirstDeath};
+        let p = AMQPProperties::default()
+            .with_expiration("500".into())
+            .with_correlation_id("c".into());
+        let sent = to_send("shop", "order.new", &p, Bytes::new()).unwrap();
+        let death = |queue: &str, reason, count, exchange: &str, key: &str| Death {
+            queue: queue.into(),
+            reason,
+            count,
+            exchange: exchange.into(),
+            routing_keys: vec![key.into()],
+            time_ms: 1_700_000_000_999,
+        };
+        let delivery = Delivery {
+            receipt: None,
+            id: "m".into(),
+            body: Bytes::new(),
+            headers: BTreeMap::new(),
+            priority: 0,
+            group: None,
+            delivery_count: 1,
+            enqueued_at_ms: 0,
+            dead_letter: Some(DeadLetterInfo {
+                reason: DeadLetterReason::MaxDeliveries,
+                time_ms: 1_700_000_000_999,
+                source_queue: "retry".into(),
+                delivery_count: 3,
+                exchange: "dlx".into(),
+                routing_keys: vec!["again".into()],
+                deaths: vec![
+                    death("retry", DeadLetterReason::MaxDeliveries, 1, "dlx", "retry"),
+                    death("orders", DeadLetterReason::Expired, 2, "shop", "order.new"),
+                ],
+                first_death: FirstDeath {
+                    queue: "orders".into(),
+                    reason: DeadLetterReason::Expired,
+                    exchange: "shop".into(),
+                },
+            }),
+            properties: sent.properties,
+        };
+        let (exchange, key, back) = from_delivery(&delivery, "q");
+        assert_eq!((exchange.as_str(), key.as_str()), ("dlx", "again"));
+        assert_eq!(*back.expiration(), None);
+        assert_eq!(
+            back.correlation_id().as_ref().map(ShortString::as_str),
+            Some("c")
+        );
+        let headers = back.headers().clone().unwrap();
+        let h = headers.inner();
+        let long = |s: &str| AMQPValue::LongString(s.into());
+        assert_eq!(h.get("x-first-death-queue"), Some(&long("orders")));
+        assert_eq!(h.get("x-first-death-reason"), Some(&long("expired")));
+        assert_eq!(h.get("x-first-death-exchange"), Some(&long("shop")));
+        let Some(AMQPValue::FieldArray(deaths)) = h.get("x-death") else {
+            panic!("x-death: {h:?}");
+        };
+        let tables: Vec<&FieldTable> = deaths
+            .as_slice()
+            .iter()
+            .map(|d| match d {
+                AMQPValue::FieldTable(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let first = tables[0].inner();
+        assert_eq!(first.get("reason"), Some(&long("delivery_limit")));
+        assert_eq!(first.get("count"), Some(&AMQPValue::LongLongInt(1)));
+        assert_eq!(
+            first.get("time"),
+            Some(&AMQPValue::Timestamp(1_700_000_000))
+        );
+        assert_eq!(first.get("original-expiration"), None);
+        let second = tables[1].inner();
+        assert_eq!(second.get("queue"), Some(&long("orders")));
+        assert_eq!(second.get("count"), Some(&AMQPValue::LongLongInt(2)));
+        assert_eq!(second.get("exchange"), Some(&long("shop")));
+        assert_eq!(
+            second.get("routing-keys"),
+            Some(&AMQPValue::FieldArray(vec![long("order.new")].into()))
+        );
+        assert_eq!(second.get("original-expiration"), Some(&long("500")));
     }
 
     #[test]

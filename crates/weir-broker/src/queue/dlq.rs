@@ -253,6 +253,143 @@ pub(crate) fn is_cycle(info: &DeadLetterInfo, target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Overflow, ReceiveRequest, SendMessage};
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::error::BrokerError;
+    use crate::exchanges::{PublishMessage, PublishOptions};
+    use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
+
+    async fn open(dir: &std::path::Path) -> Broker {
+        let mut config = BrokerConfig::new(dir);
+        config.limits.disk_free_min_bytes = 0;
+        Broker::open(config).await.expect("broker opens").0
+    }
+
+    async fn publish(broker: &Broker, queue: &str, body: &'static str) -> crate::error::Result<()> {
+        broker
+            .publish(
+                "",
+                vec![PublishMessage {
+                    routing_key: queue.into(),
+                    mandatory: false,
+                    message: SendMessage {
+                        id: Some(body.into()),
+                        body: body.into(),
+                        ..SendMessage::default()
+                    },
+                }],
+                PublishOptions::default(),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits for one message in `queue` and leases it.
+    async fn one(broker: &Broker, queue: &str) -> crate::api::Delivery {
+        let request = ReceiveRequest {
+            max: 1,
+            wait_ms: 10_000,
+            visibility_timeout_ms: Some(1),
+        };
+        let mut got = broker.receive(queue, request).await.expect("receive");
+        assert_eq!(got.len(), 1, "one message in {queue}");
+        got.remove(0)
+    }
+
+    /// `drop-head` with a dead-letter exchange and `reject-publish-dlx` both
+    /// dead-letter with reason overflow (RabbitMQ's maxlen), through the exchange
+    /// with its key, and the history is what a restart reads back.
+    #[tokio::test]
+    async fn overflow_dead_letters_through_the_exchange_and_the_history_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path()).await;
+        broker
+            .declare_exchange(
+                "dlx",
+                ExchangeOptions {
+                    kind: ExchangeType::Direct,
+                    durable: true,
+                    auto_delete: false,
+                    alternate_exchange: None,
+                    internal: false,
+                },
+            )
+            .await
+            .unwrap();
+        broker
+            .declare("dead", QueueOptions::default())
+            .await
+            .unwrap();
+        broker
+            .bind(Binding {
+                source: "dlx".into(),
+                destination: "dead".into(),
+                destination_type: DestinationType::Queue,
+                routing_key: "k".into(),
+                arguments: std::collections::BTreeMap::new(),
+            })
+            .await
+            .unwrap();
+        let capped = |overflow| QueueOptions {
+            max_length: Some(1),
+            overflow,
+            dead_letter_exchange: Some("dlx".into()),
+            dead_letter_routing_key: Some("k".into()),
+            ..QueueOptions::default()
+        };
+        broker
+            .declare("heads", capped(Overflow::DropHead))
+            .await
+            .unwrap();
+        broker
+            .declare("strict", capped(Overflow::RejectPublishDlx))
+            .await
+            .unwrap();
+        publish(&broker, "heads", "h1").await.unwrap();
+        publish(&broker, "heads", "h2").await.unwrap();
+        publish(&broker, "strict", "s1").await.unwrap();
+        let refused = publish(&broker, "strict", "s2").await.unwrap_err();
+        assert!(
+            matches!(refused, BrokerError::QueueFull { .. }),
+            "{refused}"
+        );
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let d = one(&broker, "dead").await;
+            let info = d.dead_letter.expect("a dead letter");
+            assert_eq!(info.reason, DeadLetterReason::Overflow);
+            assert_eq!(
+                (info.exchange.as_str(), info.routing_keys.as_slice()),
+                ("dlx", &["k".to_owned()][..])
+            );
+            assert_eq!(info.deaths.len(), 1);
+            let death = &info.deaths[0];
+            assert_eq!(
+                (death.queue.as_str(), death.count, death.exchange.as_str()),
+                (info.source_queue.as_str(), 1, "")
+            );
+            assert_eq!(death.routing_keys, [info.source_queue.clone()]);
+            seen.push((d.id, info.source_queue));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("h1".to_owned(), "heads".to_owned()),
+                ("s2".to_owned(), "strict".to_owned())
+            ]
+        );
+        broker.shutdown().await;
+        drop(broker);
+        let broker = open(dir.path()).await;
+        // The leases were 1 ms: both are ready again, history and all.
+        let d = one(&broker, "dead").await;
+        let info = d.dead_letter.expect("still a dead letter");
+        assert_eq!(info.deaths.len(), 1);
+        assert_eq!(info.first_death.reason, DeadLetterReason::Overflow);
+        assert_eq!(info.exchange, "dlx");
+        broker.shutdown().await;
+    }
 
     fn route(exchange: &str, key: &str) -> Route {
         Route {
