@@ -1251,17 +1251,8 @@ impl Actor {
                     .iter()
                     .map(|p| batch.keys[at(p)])
                     .collect();
-                if self.state.options().overflow == Overflow::RejectPublishDlx
-                    && matches!(e, BrokerError::QueueFull { .. })
-                {
-                    let entries = arrival
-                        .positions
-                        .iter()
-                        .map(|p| {
-                            entry_of(batch.keys[at(p)], &batch.metas[at(p)], batch.sizes[at(p)])
-                        })
-                        .collect();
-                    self.dead_letter_refused_shared(entries);
+                if matches!(e, BrokerError::QueueFull { .. }) {
+                    self.dead_letter_refused_shared(&batch, &arrival.positions);
                 }
                 let done = self.persist(vec![StateOp::Declined(keys)]);
                 self.tasks.spawn(async move {
@@ -1663,11 +1654,22 @@ impl Actor {
         })
     }
 
-    /// [`Actor::dead_letter_refused`] for shared messages, read from the shared log.
-    fn dead_letter_refused_shared(&mut self, entries: Vec<Entry>) {
+    /// [`Actor::dead_letter_refused`] for the shared messages of `batch` at
+    /// `positions`, read from the shared log (with `reject-publish-dlx`).
+    fn dead_letter_refused_shared(&mut self, batch: &SharedBatch, positions: &[u32]) {
+        if self.state.options().overflow != Overflow::RejectPublishDlx {
+            return;
+        }
         let Some(target) = dlq::Target::of(self.state.options()) else {
             return;
         };
+        let entries: Vec<Entry> = positions
+            .iter()
+            .map(|p| {
+                let p = *p as usize;
+                entry_of(batch.keys[p], &batch.metas[p], batch.sizes[p])
+            })
+            .collect();
         let (log, bodies) = (self.log.clone(), self.bodies.clone());
         let queue = self.name.clone();
         let broker = self.broker.clone();

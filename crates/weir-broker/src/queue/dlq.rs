@@ -368,7 +368,7 @@ mod tests {
                 (death.queue.as_str(), death.count, death.exchange.as_str()),
                 (info.source_queue.as_str(), 1, "")
             );
-            assert_eq!(death.routing_keys, [info.source_queue.clone()]);
+            assert_eq!(death.routing_keys, std::slice::from_ref(&info.source_queue));
             seen.push((d.id, info.source_queue));
         }
         seen.sort();
@@ -453,6 +453,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::many_single_char_names)] // one letter per death, in order
     fn deaths_merge_per_queue_and_reason_and_the_latest_goes_first() {
         // work --rejected--> retry --expired--> work --rejected--> retry --expired-->
         let a = die(
@@ -530,6 +531,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::many_single_char_names)] // one letter per death, in order
     fn cycles_without_a_rejection_are_detected_as_rabbitmq_does() {
         // A queue whose dead letters come back to itself on expiry.
         let a = die(

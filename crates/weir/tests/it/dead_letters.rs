@@ -1,8 +1,8 @@
 //! Dead-lettering as RabbitMQ 3.x does it: the dead-letter exchange and routing
 //! key, the `x-death` history (one entry per queue and reason, counts merged, the
 //! latest first), `x-first-death-*`, the reasons rejected, expired, maxlen and
-//! delivery_limit, `reject-publish-dlx`, and cycles dropped. The pika scenarios
-//! (tests/pika/dead_letters.py) pass unchanged against RabbitMQ 3.10; the lapin
+//! `delivery_limit`, `reject-publish-dlx`, and cycles dropped. The pika scenarios
+//! (`tests/pika/dead_letters.py`) pass unchanged against RabbitMQ 3.10; the lapin
 //! test adds a kill -9 and the HTTP view of the same history.
 
 use std::time::Duration;
@@ -198,6 +198,51 @@ fn expected_after_one_round() -> Vec<(String, String, i64, String, Vec<String>)>
     ]
 }
 
+/// What the lapin test checks over HTTP: the message in `work` (leased, checked,
+/// given back) carries the history of one round.
+async fn http_shows_the_history(api: &Api) {
+    let got = api.receive("work", "max=1").await;
+    let dead = &got[0]["dead_letter"];
+    assert_eq!(dead["reason"], "expired", "{dead}");
+    assert_eq!(dead["source_queue"], "work.retry");
+    assert_eq!(dead["exchange"], "work.x");
+    assert_eq!(dead["routing_keys"], json!(["task"]));
+    assert_eq!(
+        dead["first_death"],
+        json!({"queue": "work", "reason": "rejected", "exchange": "work.x"})
+    );
+    let deaths: Vec<Value> = dead["deaths"]
+        .as_array()
+        .expect("deaths")
+        .iter()
+        .map(|d| {
+            assert!(d["time_ms"].as_i64().unwrap() > 0, "{d}");
+            json!([
+                d["queue"],
+                d["reason"],
+                d["count"],
+                d["exchange"],
+                d["routing_keys"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        deaths,
+        [
+            json!(["work.retry", "expired", 1, "retry.x", ["retry"]]),
+            json!(["work", "rejected", 1, "work.x", ["task"]]),
+        ]
+    );
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/queues/work/nack",
+            Some(json!({"receipt": crate::receipt(&got[0])})),
+        )
+        .await;
+    assert_eq!(s, 200);
+}
+
 /// The death history is stored with the message: a kill -9 keeps it, and the
 /// HTTP API shows the same facts.
 #[tokio::test]
@@ -252,48 +297,7 @@ async fn the_death_history_survives_kill_9_and_shows_over_http() {
     broker.kill9().await.unwrap();
     broker.restart().await.unwrap();
 
-    // HTTP shows the history.
-    let api = Api::new(&broker);
-    let got = api.receive("work", "max=1").await;
-    let dead = &got[0]["dead_letter"];
-    assert_eq!(dead["reason"], "expired", "{dead}");
-    assert_eq!(dead["source_queue"], "work.retry");
-    assert_eq!(dead["exchange"], "work.x");
-    assert_eq!(dead["routing_keys"], json!(["task"]));
-    assert_eq!(
-        dead["first_death"],
-        json!({"queue": "work", "reason": "rejected", "exchange": "work.x"})
-    );
-    let deaths: Vec<Value> = dead["deaths"]
-        .as_array()
-        .expect("deaths")
-        .iter()
-        .map(|d| {
-            assert!(d["time_ms"].as_i64().unwrap() > 0, "{d}");
-            json!([
-                d["queue"],
-                d["reason"],
-                d["count"],
-                d["exchange"],
-                d["routing_keys"]
-            ])
-        })
-        .collect();
-    assert_eq!(
-        deaths,
-        [
-            json!(["work.retry", "expired", 1, "retry.x", ["retry"]]),
-            json!(["work", "rejected", 1, "work.x", ["task"]]),
-        ]
-    );
-    let (s, _) = api
-        .call(
-            "POST",
-            "/api/queues/work/nack",
-            Some(json!({"receipt": crate::receipt(&got[0])})),
-        )
-        .await;
-    assert_eq!(s, 200);
+    http_shows_the_history(&Api::new(&broker)).await;
 
     // AMQP shows the same, and a second round merges the counts.
     let conn = connect(&broker).await;
