@@ -349,7 +349,8 @@ pub struct DeadLetterInfo {
     /// How often it had been delivered there.
     pub delivery_count: u32,
     /// The exchange it was republished through (the source queue's
-    /// `dead_letter_exchange`; with a `dead_letter_queue`, the exchange it had).
+    /// `dead_letter_exchange`; with a `dead_letter_queue`, the default exchange
+    /// `""`, its routing key being that queue's name).
     /// An AMQP consumer gets it as the delivery's exchange.
     #[serde(default)]
     pub exchange: String,

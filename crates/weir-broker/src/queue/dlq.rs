@@ -100,7 +100,12 @@ pub(crate) fn copy(
 ) -> Outgoing {
     let published = route_of(&meta, &headers, queue);
     let republished = match target {
-        Target::Queue(_) => published.clone(),
+        // As RabbitMQ would with the default exchange as dead-letter exchange and
+        // the queue's name as dead-letter routing key.
+        Target::Queue(queue) => Route {
+            exchange: String::new(),
+            routing_keys: vec![queue.clone()],
+        },
         Target::Exchange { name, routing_key } => Route {
             exchange: name.clone(),
             routing_keys: match routing_key {
@@ -180,7 +185,7 @@ pub(crate) struct Dying<'a> {
     /// How it had been published (its exchange and keys before this death).
     pub(crate) published: Route,
     /// How it is published now: through the dead-letter exchange with its keys
-    /// (or, for a dead-letter queue, as it was).
+    /// (for a dead-letter queue: the default exchange and the queue's name).
     pub(crate) republished: Route,
 }
 

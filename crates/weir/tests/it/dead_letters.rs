@@ -321,3 +321,75 @@ async fn the_death_history_survives_kill_9_and_shows_over_http() {
     assert_eq!(counts, [("work.retry".into(), 2), ("work".into(), 2)]);
     assert_eq!(*header(&headers, "x-first-death-queue"), long("work"));
 }
+
+/// weir's own `dead_letter_queue` (an HTTP option) keeps the same history, as if
+/// the default exchange were the dead-letter exchange and the queue's name its
+/// key: the dead-letter view and AMQP show the same facts.
+#[tokio::test]
+async fn a_dead_letter_queue_shows_the_same_history_in_the_dead_letter_view_and_over_amqp() {
+    let broker = Broker::start().await.unwrap();
+    let api = Api::new(&broker);
+    api.create("orders", json!({"dead_letter_queue": "orders.dlq"}))
+        .await;
+    api.send_text("orders", "o-1").await;
+    let m = api.receive("orders", "max=1").await;
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/queues/orders/nack",
+            Some(json!({"receipt": crate::receipt(&m[0]), "requeue": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    api.wait_stats("orders.dlq", "the dead letter", |s| s["ready"] == 1)
+        .await;
+    let (s, body) = api
+        .call("GET", "/api/queues/orders/dead-letters", None)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let dead = &body["messages"][0]["dead_letter"];
+    assert_eq!(
+        (&dead["exchange"], &dead["routing_keys"]),
+        (&json!(""), &json!(["orders.dlq"])),
+        "{dead}"
+    );
+    assert_eq!(
+        dead["first_death"],
+        json!({"queue": "orders", "reason": "rejected", "exchange": ""})
+    );
+    let death = &dead["deaths"][0];
+    assert_eq!(dead["deaths"].as_array().map(Vec::len), Some(1), "{dead}");
+    assert_eq!(
+        json!([
+            death["queue"],
+            death["reason"],
+            death["count"],
+            death["exchange"],
+            death["routing_keys"]
+        ]),
+        json!(["orders", "rejected", 1, "", ["orders"]])
+    );
+
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    let m = get(&ch, "orders.dlq").await;
+    assert_eq!(
+        (
+            m.delivery.exchange.as_str(),
+            m.delivery.routing_key.as_str()
+        ),
+        ("", "orders.dlq")
+    );
+    let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+    assert_eq!(
+        x_death(&headers),
+        [(
+            "orders".to_owned(),
+            "rejected".to_owned(),
+            1,
+            String::new(),
+            vec!["orders".to_owned()]
+        )]
+    );
+    assert_eq!(*header(&headers, "x-first-death-queue"), long("orders"));
+}
