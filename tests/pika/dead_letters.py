@@ -126,6 +126,37 @@ def retry_loop():
     ch.basic_ack(method.delivery_tag)
 
 
+def chain():
+    """A message dead-lettered through three queues in a row: RabbitMQ 3.10 regroups
+    x-death at each death, which reverses the entries behind the newest one, so
+    c1, c2, c3 read c3, c1, c2."""
+    ch = connect().channel()
+    fresh(ch, ["c1", "c2", "c3", "c4"])
+    ch.queue_declare(queue="c4")
+    for q, to in [("c3", "c4"), ("c2", "c3")]:
+        ch.queue_declare(
+            queue=q,
+            arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": to},
+        )
+    ch.queue_declare(queue="c1", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "c2"})
+    ch.basic_publish("", "c1", b"x")
+    method, _, _ = get(ch, "c1")
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    method, props, body = get(ch, "c4")
+    check(body == b"x", "the message went down the chain")
+    check(
+        summary(props)
+        == [
+            ("c3", "expired", 1, "", ["c3"]),
+            ("c1", "rejected", 1, "", ["c1"]),
+            ("c2", "expired", 1, "", ["c2"]),
+        ],
+        f"x-death: {summary(props)}",
+    )
+    check(first_death(props) == ("c1", "rejected", ""), f"first death: {first_death(props)}")
+    ch.basic_ack(method.delivery_tag)
+
+
 def cycles():
     """A message that would go back to a queue it died in, with no rejection on the
     way, is dropped; a rejection breaks the cycle."""

@@ -360,7 +360,8 @@ pub struct DeadLetterInfo {
     #[serde(default)]
     pub routing_keys: Vec<String>,
     /// Every (queue, reason) it was dead-lettered for, the most recent first, with
-    /// counts merged: RabbitMQ 3.x's `x-death`.
+    /// counts merged, in RabbitMQ 3.10's `x-death` order (see
+    /// `queue::dlq::died`).
     #[serde(default)]
     pub deaths: Vec<Death>,
     /// Its first dead-lettering (RabbitMQ's `x-first-death-*`), never changed.

@@ -190,12 +190,20 @@ pub(crate) struct Dying<'a> {
 }
 
 /// The death history of a message after `dying`, from its history before
-/// (`None`: its first death). As RabbitMQ's `update_x_death_header`: an entry of
-/// the same queue and reason moves to the front with its count one higher and its
-/// other fields unchanged; otherwise a new entry (count 1) goes in front. The first
-/// death is set once.
+/// (`None`: its first death). As RabbitMQ 3.10–3.12's `update_x_death_header`: an
+/// entry of the same queue and reason moves to the front with its count one higher
+/// and its other fields unchanged; otherwise a new entry (count 1) goes in front.
+/// The first death is set once.
+///
+/// RabbitMQ first regroups a history of two or more entries by queue and reason
+/// (`group_by_queue_and_reason`), which builds the list back to front: the entries
+/// behind the front one come out reversed at each death. A history of three deaths
+/// q1, q2, q3 reads q3, q1, q2 there, and so it does here.
 pub(crate) fn died(before: Option<&DeadLetterInfo>, dying: Dying<'_>) -> DeadLetterInfo {
     let mut deaths = before.map(|b| b.deaths.clone()).unwrap_or_default();
+    if deaths.len() >= 2 {
+        deaths.reverse();
+    }
     let same = deaths
         .iter()
         .position(|d| d.queue == dying.queue && d.reason == dying.reason);
@@ -520,18 +528,72 @@ mod tests {
             route("back", "work"),
             route("dlx", "retry"),
         );
+        // RabbitMQ's regrouping reverses the entries behind the new one.
         assert_eq!(
             summary(&e),
             [
                 ("work".into(), "expired", 1),
-                ("retry".into(), "expired", 2),
-                ("work".into(), "rejected", 2)
+                ("work".into(), "rejected", 2),
+                ("retry".into(), "expired", 2)
             ]
         );
         assert_eq!(e.first_death, a.first_death);
         assert_eq!(
             (e.source_queue.as_str(), e.reason, e.time_ms),
             ("work", DeadLetterReason::Expired, 5)
+        );
+    }
+
+    #[test]
+    fn a_history_of_two_or_more_is_regrouped_back_to_front_as_rabbitmq_3_10_does() {
+        let first = die(
+            None,
+            "c1",
+            DeadLetterReason::Rejected,
+            1,
+            route("", "c1"),
+            route("", "c2"),
+        );
+        let second = die(
+            Some(&first),
+            "c2",
+            DeadLetterReason::Expired,
+            2,
+            route("", "c2"),
+            route("", "c3"),
+        );
+        let third = die(
+            Some(&second),
+            "c3",
+            DeadLetterReason::Expired,
+            3,
+            route("", "c3"),
+            route("", "c4"),
+        );
+        assert_eq!(
+            summary(&third),
+            [
+                ("c3".into(), "expired", 1),
+                ("c1".into(), "rejected", 1),
+                ("c2".into(), "expired", 1)
+            ]
+        );
+        let fourth = die(
+            Some(&third),
+            "c4",
+            DeadLetterReason::Expired,
+            4,
+            route("", "c4"),
+            route("", "c5"),
+        );
+        assert_eq!(
+            summary(&fourth),
+            [
+                ("c4".into(), "expired", 1),
+                ("c2".into(), "expired", 1),
+                ("c1".into(), "rejected", 1),
+                ("c3".into(), "expired", 1)
+            ]
         );
     }
 

@@ -31,6 +31,11 @@ async fn dead_letters_go_through_the_dead_letter_exchange_and_merge_x_death_per_
 }
 
 #[tokio::test]
+async fn x_death_is_regrouped_at_each_death_as_rabbitmq_3_10_does() {
+    scenario("chain").await;
+}
+
+#[tokio::test]
 async fn dead_letter_cycles_without_a_rejection_are_dropped() {
     scenario("cycles").await;
 }
