@@ -53,7 +53,7 @@ use crate::codes::{
 };
 use crate::connection::{Connection, Input, Publish as IncomingPublish, method_name};
 use crate::message::{from_delivery, to_send};
-use crate::registry::{ConsumerId, Registry};
+use crate::registry::{ConsumerId, QueueFlags, Registry, locked};
 use crate::server::AmqpConfig;
 use outflow::{Credit, Output};
 
@@ -765,20 +765,33 @@ impl Session {
                     if name.is_empty() {
                         name = format!("amq.gen-{}", random_suffix());
                     }
-                    let options = queue_options(&d.arguments)?;
+                    let mut options = queue_options(&d.arguments)?;
+                    // Stored with the queue: the broker deletes exclusive queues at
+                    // its next start, and auto-delete holds across restarts.
+                    options.exclusive = d.exclusive;
+                    options.auto_delete = d.auto_delete;
                     // Access is checked after: a queue that is new here (an owner's
                     // queue deleted over HTTP, say) is nobody else's.
-                    let declared = self
-                        .broker
-                        .declare(&name, options)
-                        .await
-                        .map_err(Exception::from)?;
+                    let declared = match self.broker.declare(&name, options).await {
+                        Ok(declared) => declared,
+                        Err(e @ BrokerError::Conflict { .. }) => {
+                            // As RabbitMQ (`assert_equivalence`): exclusive access
+                            // first (405), then the other properties (406).
+                            self.registry.check_access(&name, self.id)?;
+                            if let Ok(info) = self.broker.info(&name).await
+                                && info.options.exclusive != d.exclusive
+                            {
+                                return Err(locked(&name));
+                            }
+                            return Err(e.into());
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     self.registry.declared(
                         &name,
                         self.id,
                         declared == Declared::Existed,
                         d.exclusive,
-                        d.auto_delete,
                     )?;
                 }
                 let info = self.broker.info(&name).await.map_err(Exception::from)?;
@@ -1043,7 +1056,10 @@ impl Session {
                 tag: tag.clone(),
             },
             c.exclusive,
-            info.options.single_active_consumer,
+            QueueFlags {
+                single_active: info.options.single_active_consumer,
+                auto_delete: info.options.auto_delete,
+            },
         )?;
         let hold = self.broker.hold(&queue).ok();
         self.channel(ch)?.consumers.insert(

@@ -87,6 +87,22 @@ pub struct QueueOptions {
     /// wait, in the order they came, and the next takes over when it goes
     /// (RabbitMQ's `x-single-active-consumer`). HTTP receives are not limited.
     pub single_active_consumer: bool,
+    /// Owned by the AMQP connection that declared it (AMQP's `exclusive`): deleted
+    /// when that connection closes, and at the next start whatever ended the
+    /// broker (kill -9 included), as RabbitMQ never recovers an exclusive queue.
+    /// Only AMQP declares it; HTTP refuses it (no connection would own it).
+    #[serde(skip_serializing_if = "is_false")]
+    pub exclusive: bool,
+    /// Deleted when its last AMQP consumer goes, once it has had one (AMQP's
+    /// `auto-delete`). Kept across restarts as RabbitMQ keeps a durable
+    /// auto-delete queue: it goes when a consumer comes and goes after the start.
+    #[serde(skip_serializing_if = "is_false")]
+    pub auto_delete: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 /// Longest allowed delay, TTL, lease or window: 30 days.
@@ -122,6 +138,8 @@ impl Default for QueueOptions {
             dedup_window_ms: None,
             expires_ms: None,
             single_active_consumer: false,
+            exclusive: false,
+            auto_delete: false,
         }
     }
 }

@@ -325,3 +325,117 @@ async fn channel_flow_pauses_and_resumes_deliveries() {
         .unwrap();
     assert_eq!(d.data, b"held");
 }
+
+/// An exclusive queue never outlives its broker run, however it ended: after kill -9
+/// (its connection still open) and after a clean stop, the restarted broker has
+/// neither it nor its bindings, while an ordinary queue declared beside it stays.
+/// A durable auto-delete queue stays across a restart, as in RabbitMQ, and goes when
+/// a consumer comes and goes after it.
+#[tokio::test]
+async fn exclusive_queues_are_gone_after_a_restart_even_after_kill_9() {
+    let mut broker = Broker::start().await.unwrap();
+    {
+        let conn = connect(&broker).await;
+        let ch = conn.create_channel().await.unwrap();
+        let exclusive = QueueDeclareOptions {
+            durable: true,
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        };
+        declare_with(&ch, "owned", exclusive, FieldTable::default()).await;
+        declare_with(&ch, "kept", QueueDeclareOptions::durable(), FieldTable::default()).await;
+        let auto_delete = QueueDeclareOptions {
+            durable: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        declare_with(&ch, "brief", auto_delete, FieldTable::default()).await;
+        ch.queue_bind(
+            "owned".into(),
+            "amq.fanout".into(),
+            "".into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        publish(&ch, "owned", b"gone with it").await;
+        broker.kill9().await.unwrap();
+    }
+    broker.restart().await.unwrap();
+    let conn = connect(&broker).await;
+    let e = exists(&conn, "owned").await.unwrap_err();
+    assert!(e.contains("NOT_FOUND"), "{e}");
+    assert!(exists(&conn, "kept").await.is_ok());
+    assert!(exists(&conn, "brief").await.is_ok(), "auto-delete survives");
+    let (status, bindings) = crate::Api::new(&broker)
+        .call("GET", "/api/bindings", None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        !bindings.to_string().contains("owned"),
+        "the exclusive queue's binding is gone: {bindings}"
+    );
+    // The name is free for anyone, exclusively again; this time the broker stops
+    // cleanly while the owner is connected.
+    let ch = conn.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare_with(&ch, "owned", exclusive, FieldTable::default()).await;
+    // The auto-delete queue is armed again by a consumer that comes and goes.
+    let _c = consume(&ch, "brief", "c", false).await.unwrap();
+    ch.basic_cancel("c".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    wait_gone(&conn, "brief").await;
+    assert!(broker.terminate().await.unwrap());
+    drop(conn);
+    broker.restart().await.unwrap();
+    let conn = connect(&broker).await;
+    let e = exists(&conn, "owned").await.unwrap_err();
+    assert!(e.contains("NOT_FOUND"), "{e}");
+    assert!(exists(&conn, "kept").await.is_ok());
+}
+
+/// Declaring an existing queue with other flags answers as RabbitMQ's
+/// `assert_equivalence`: another connection's exclusive queue or a different
+/// exclusive flag is 405, a different auto-delete flag 406.
+#[tokio::test]
+async fn redeclaring_with_other_flags_is_refused_as_rabbitmq_does() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare_with(&ch, "plain", QueueDeclareOptions::durable(), FieldTable::default()).await;
+    let declare = |options: QueueDeclareOptions| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.queue_declare("plain".into(), options, FieldTable::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let e = declare(QueueDeclareOptions {
+        durable: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
+    let e = declare(QueueDeclareOptions {
+        durable: true,
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(e.contains("RESOURCE_LOCKED"), "{e}");
+    assert!(declare(QueueDeclareOptions::durable()).await.is_ok());
+}
