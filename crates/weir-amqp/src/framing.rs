@@ -65,6 +65,15 @@ pub(crate) enum FrameError {
         class_id: u16,
         method_id: u16,
     },
+    /// A method argument the codec drops but RabbitMQ refuses: `basic.qos` with a
+    /// non-zero `prefetch_size` (RabbitMQ: 540 NOT_IMPLEMENTED, closing the
+    /// connection).
+    #[error("{text}")]
+    Unsupported {
+        class_id: u16,
+        method_id: u16,
+        text: String,
+    },
     /// A field table refused before parsing ([`tables`]); the method it came with
     /// (basic.publish for a content header).
     #[error("{error} on channel {channel}")]
@@ -129,6 +138,17 @@ pub(crate) fn next_frame(
                     method_id: u16::from_be_bytes([frame[2], frame[3]]),
                     error,
                 });
+            }
+            // basic.qos: `amq-protocol` parses prefetch_size and drops it.
+            if frame.len() >= 8 && frame[..4] == [0, 60, 0, 10] {
+                let prefetch_size = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                if prefetch_size != 0 {
+                    return Err(FrameError::Unsupported {
+                        class_id: 60,
+                        method_id: 10,
+                        text: format!("prefetch_size!=0 ({prefetch_size})"),
+                    });
+                }
             }
             let class = parse_class(&frame[..])
                 .ok()
@@ -424,6 +444,29 @@ mod tests {
                 method_id: 1
             }
         );
+    }
+
+    #[test]
+    fn a_non_zero_prefetch_size_is_refused_as_rabbitmq_does() {
+        // basic.qos: prefetch_size 1000, prefetch_count 1, global false.
+        let qos = |size: u32| {
+            let mut f = vec![FRAME_METHOD, 0, 1, 0, 0, 0, 11, 0, 60, 0, 10];
+            f.extend_from_slice(&size.to_be_bytes());
+            f.extend_from_slice(&[0, 1, 0, FRAME_END]);
+            BytesMut::from(&f[..])
+        };
+        assert_eq!(
+            next_frame(&mut qos(1000), 4096, 1000).unwrap_err(),
+            FrameError::Unsupported {
+                class_id: 60,
+                method_id: 10,
+                text: "prefetch_size!=0 (1000)".into(),
+            }
+        );
+        assert!(matches!(
+            next_frame(&mut qos(0), 4096, 1000),
+            Ok(Some(Frame::Method(1, _)))
+        ));
     }
 
     #[test]

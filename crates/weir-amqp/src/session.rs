@@ -832,14 +832,10 @@ impl Session {
             queue::AMQPMethod::Unbind(b) => {
                 let binding =
                     self.queue_binding(ch, &b.queue, &b.exchange, &b.routing_key, &b.arguments)?;
-                match self.broker.unbind(&binding).await {
-                    Err(BrokerError::NotFound {
-                        kind: weir_broker::Kind::Binding,
-                        ..
-                    })
-                    | Ok(()) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                // As RabbitMQ 3.x: unbinding what is not there (the binding, its
+                // queue, or its exchange, which may have gone auto-deleting with
+                // another binding) is fine.
+                missing_is_fine(self.broker.unbind(&binding).await)?;
                 self.conn.method(
                     ch,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),

@@ -439,3 +439,104 @@ async fn redeclaring_with_other_flags_is_refused_as_rabbitmq_does() {
     assert!(e.contains("RESOURCE_LOCKED"), "{e}");
     assert!(declare(QueueDeclareOptions::durable()).await.is_ok());
 }
+
+/// Auto-delete exchanges go exactly when RabbitMQ's do: when the last binding of
+/// which they are the source goes (an unbind, or its queue's deletion), never
+/// while one is left and never if they had none. Then, as RabbitMQ 3.x answers: an
+/// unbind from the vanished exchange and an `exchange.delete` of it are fine.
+#[tokio::test]
+async fn auto_delete_exchanges_go_with_their_last_binding_and_later_cleanup_is_fine() {
+    use lapin::ExchangeKind;
+    use lapin::options::{
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeleteOptions,
+    };
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    let auto_delete = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let exchange_exists = |name: &'static str| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.exchange_declare(
+                name.into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok()
+        }
+    };
+    for name in ["ad.x", "ad.never"] {
+        ch.exchange_declare(
+            name.into(),
+            ExchangeKind::Direct,
+            auto_delete,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    declare_with(&ch, "ad.q", QueueDeclareOptions::default(), FieldTable::default()).await;
+    for key in ["k1", "k2"] {
+        ch.queue_bind(
+            "ad.q".into(),
+            "ad.x".into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let unbind = |key: &'static str| {
+        ch.queue_unbind(
+            "ad.q".into(),
+            "ad.x".into(),
+            key.into(),
+            FieldTable::default(),
+        )
+    };
+    unbind("k1").await.unwrap();
+    assert!(exchange_exists("ad.x").await, "one binding is left");
+    unbind("k2").await.unwrap();
+    assert!(!exchange_exists("ad.x").await, "gone with its last binding");
+    assert!(exchange_exists("ad.never").await, "never bound: stays");
+    // The client's own cleanup after the fact: unbind again, then delete.
+    unbind("k2").await.unwrap();
+    ch.exchange_delete("ad.x".into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    // Deleting the queue removes its bindings, and the exchange goes with them.
+    ch.exchange_declare(
+        "ad.y".into(),
+        ExchangeKind::Direct,
+        auto_delete,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "ad.q".into(),
+        "ad.y".into(),
+        "k".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_delete("ad.q".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    assert!(!exchange_exists("ad.y").await);
+    ch.exchange_delete("ad.y".into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}

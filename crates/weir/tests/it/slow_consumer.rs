@@ -565,22 +565,47 @@ async fn consumers_over_the_channel_cap_close_the_connection_with_530() {
     assert!(err.to_string().contains("NOT_ALLOWED"), "{err}");
 }
 
-/// `channel.open` on a number above the negotiated `channel_max` closes the
-/// connection with 530 `NOT_ALLOWED`; the highest number opens.
+/// As RabbitMQ, the negotiated `channel_max` bounds how many channels are open at
+/// once, not their numbers: any number up to 65535 opens, and one channel more
+/// than `channel_max` closes the connection with 530 `NOT_ALLOWED`.
 #[tokio::test]
-async fn a_channel_above_channel_max_closes_the_connection_with_530() {
+async fn channel_max_bounds_open_channels_and_any_number_opens() {
     let (broker, _dir) = start_with("[amqp]\nchannel_max = 8\n").await;
     let mut raw = Raw::connect(&broker, None).await;
     let mut hello = login();
-    hello.extend(open_channel(8));
+    for ch in [2, 3, 4, 5, 6, 9, 65535] {
+        hello.extend(open_channel(ch));
+    }
     raw.write(&hello).await;
-    for _ in 0..2 {
+    for _ in 0..8 {
         raw.until("channel.open-ok", |c| {
             matches!(c, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))
         })
         .await;
     }
-    raw.write(&open_channel(9)).await;
+    raw.write(&open_channel(7)).await;
     let (code, class_id, method_id, text) = raw.connection_close().await;
     assert_eq!((code, class_id, method_id), (530, 20, 10), "{text}");
+    assert!(text.contains("channel_max (8)"), "{text}");
+}
+
+/// `basic.qos` with a non-zero `prefetch_size` (which the codec would drop) is
+/// refused as RabbitMQ refuses it: 540 `NOT_IMPLEMENTED`, closing the connection.
+#[tokio::test]
+async fn a_non_zero_prefetch_size_closes_the_connection_with_540() {
+    let (broker, _dir) = start_with("").await;
+    let mut raw = Raw::connect(&broker, None).await;
+    raw.write(&login()).await;
+    raw.until("channel.open-ok", |c| {
+        matches!(c, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))
+    })
+    .await;
+    // basic.qos on channel 1: prefetch_size 65536, prefetch_count 10, global off.
+    let mut qos = vec![1, 0, 1, 0, 0, 0, 11, 0, 60, 0, 10];
+    qos.extend_from_slice(&65_536u32.to_be_bytes());
+    qos.extend_from_slice(&[0, 10, 0, 0xCE]);
+    raw.write(&qos).await;
+    let (code, class_id, method_id, text) = raw.connection_close().await;
+    assert_eq!((code, class_id, method_id), (540, 60, 10), "{text}");
+    assert!(text.contains("prefetch_size!=0 (65536)"), "{text}");
 }
