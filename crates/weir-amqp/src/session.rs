@@ -57,9 +57,6 @@ use crate::registry::{ConsumerId, QueueFlags, Registry, locked};
 use crate::server::AmqpConfig;
 use outflow::{Credit, Output};
 
-/// How long a consumer's lease on a delivered message lasts (RabbitMQ's default
-/// consumer timeout): an unacked message held longer goes back to the queue.
-const CONSUMER_LEASE_MS: u64 = 30 * 60 * 1000;
 /// One long poll of a consumer.
 const CONSUMER_WAIT_MS: u64 = 20_000;
 /// A consumer's guess of a delivery's size before it has seen any (bytes on the
@@ -247,6 +244,8 @@ struct Unacked {
     queue: Arc<str>,
     receipt: String,
     consumer: Option<Arc<str>>,
+    /// When it was handed out, for the consumer timeout.
+    delivered_at: Instant,
 }
 
 #[derive(Default)]
@@ -383,6 +382,11 @@ impl Session {
         let shutdown = self.config.shutdown.clone();
         let write_timeout = self.config.write_timeout;
         let mut shutting_down = false;
+        let mut consumer_timeouts = self.config.consumer_timeout_check().map(|every| {
+            let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
         while !self.conn.is_done() {
             let wake = self.conn.next_tick().map(Instant::from_std);
             // RabbitMQ's rule: an alarm blocks connections that publish; the others
@@ -423,6 +427,9 @@ impl Session {
                     while let Ok(event) = self.events_rx.try_recv() {
                         self.on_event(event).await;
                     }
+                }
+                _ = async { consumer_timeouts.as_mut().expect("checked by the guard").tick().await }, if consumer_timeouts.is_some() => {
+                    self.check_consumer_timeouts().await;
                 }
                 Ok(()) = self.alarms.changed() => {
                     if self.alarms.borrow_and_update().reason().is_none() {
@@ -535,6 +542,39 @@ impl Session {
         } else {
             self.conn.close_channel(ch, &e);
             self.release_channel(ch).await;
+        }
+    }
+
+    /// Closes, as RabbitMQ's `consumer_timeout` does, every channel holding a
+    /// delivery unacked for longer than the timeout (406 PRECONDITION_FAILED); the
+    /// close requeues its deliveries.
+    async fn check_consumer_timeouts(&mut self) {
+        let Some(timeout) = self.config.consumer_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        let late: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| {
+                c.tags
+                    .oldest()
+                    .is_some_and(|u| now.saturating_duration_since(u.delivered_at) > timeout)
+            })
+            .map(|(ch, _)| *ch)
+            .collect();
+        for ch in late {
+            let ms = timeout.as_millis();
+            tracing::warn!(peer = %self.peer, channel = ch, timeout_ms = ms, "a delivery was not acknowledged within the consumer timeout; closing its channel");
+            let e = Exception::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "delivery acknowledgement on channel {ch} timed out. Timeout value used: \
+                     {ms} ms. This timeout value can be configured, see consumers doc guide to \
+                     learn more"
+                ),
+            );
+            self.fail(ch, e).await;
         }
     }
 
@@ -943,7 +983,7 @@ impl Session {
                         ReceiveRequest {
                             max: 1,
                             wait_ms: 0,
-                            visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
+                            visibility_timeout_ms: Some(self.config.lease_ms()),
                         },
                     )
                     .await
@@ -1088,6 +1128,7 @@ impl Session {
             stop,
             gates: Gates { flow, active },
             events: self.events_tx.clone(),
+            lease_ms: self.config.lease_ms(),
         }));
         Ok(())
     }
@@ -1168,6 +1209,7 @@ impl Session {
             queue: queue.clone(),
             receipt: d.receipt.clone().unwrap_or_default(),
             consumer: consumer.cloned(),
+            delivered_at: Instant::now(),
         });
         Ok(self.channel(ch)?.tags.track(pending))
     }
@@ -1782,6 +1824,8 @@ struct ConsumerTask {
     stop: CancellationToken,
     gates: Gates,
     events: mpsc::UnboundedSender<Event>,
+    /// The broker lease of what it receives ([`AmqpConfig::lease_ms`]).
+    lease_ms: u64,
 }
 
 /// Takes up to `want` permits (at least one, waiting for it); `None` once stopped.
@@ -1898,7 +1942,7 @@ async fn consume_loop(mut t: ConsumerTask) {
         let request = ReceiveRequest {
             max,
             wait_ms,
-            visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
+            visibility_timeout_ms: Some(t.lease_ms),
         };
         let (queue, consumer) = (&t.queue, &t.consumer);
         tracing::trace!(%queue, %consumer, max, wait_ms, held, "consumer polls");

@@ -609,3 +609,80 @@ async fn a_non_zero_prefetch_size_closes_the_connection_with_540() {
     assert_eq!((code, class_id, method_id), (540, 60, 10), "{text}");
     assert!(text.contains("prefetch_size!=0 (65536)"), "{text}");
 }
+
+/// RabbitMQ's consumer timeout: a channel holding a delivery unacked longer than
+/// `[amqp] consumer_timeout_ms` is closed with 406 PRECONDITION_FAILED, and its
+/// deliveries go back to the queue (redelivered); a channel that acks in time, and
+/// the connection, go on.
+#[tokio::test]
+async fn an_unacked_delivery_past_the_consumer_timeout_closes_its_channel_with_406() {
+    use lapin::options::BasicGetOptions;
+    let (broker, _dir) = start_with("[amqp]\nconsumer_timeout_ms = 1000\n").await;
+    let conn = lapin::Connection::connect(&broker.amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "slow".into(),
+        QueueDeclareOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for body in [b"one", b"two"] {
+        ch.basic_publish(
+            "".into(),
+            "slow".into(),
+            BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    // A consumer that holds its delivery, and a get on another channel that acks
+    // its own in time: only the first channel is closed.
+    let held = conn.create_channel().await.unwrap();
+    held.basic_qos(1, lapin::options::BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = held
+        .basic_consume(
+            "slow".into(),
+            "holder".into(),
+            BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let first = consumer.next().await.unwrap().unwrap();
+    assert_eq!(first.data, b"one");
+    let closed = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("the channel is closed within 30 s");
+    let e = match closed {
+        Some(Err(e)) => e.to_string(),
+        other => panic!("expected the channel's close, got {other:?}"),
+    };
+    assert!(
+        e.contains("PRECONDITION_FAILED") && e.contains("timed out"),
+        "{e}"
+    );
+    assert!(conn.status().connected(), "the connection goes on");
+    // Both messages are back, the held one redelivered.
+    let getter = conn.create_channel().await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let got = getter
+            .basic_get("slow".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a message");
+        bodies.push((got.delivery.data.clone(), got.delivery.redelivered));
+        got.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    bodies.sort();
+    assert_eq!(bodies, vec![(b"one".to_vec(), true), (b"two".to_vec(), false)]);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(getter.status().connected(), "a channel that acked in time is open");
+}
