@@ -45,7 +45,9 @@ use weir_broker::{
     NackOptions, PublishMessage, PublishOptions, QueuedPublish, ReceiveRequest, UseGuard,
 };
 
-use crate::arguments::{binding, queue_options};
+use crate::arguments::{
+    binding, check_consume_arguments, check_type_arguments, queue_options,
+};
 use crate::channel::Tags;
 use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, NOT_ALLOWED, NOT_FOUND,
@@ -805,6 +807,7 @@ impl Session {
                     if name.is_empty() {
                         name = format!("amq.gen-{}", random_suffix());
                     }
+                    check_type_arguments(&name, &d.arguments)?;
                     let mut options = queue_options(&d.arguments)?;
                     // Stored with the queue: the broker deletes exclusive queues at
                     // its next start, and auto-delete holds across restarts.
@@ -1074,6 +1077,7 @@ impl Session {
         self.registry.check_access(&queue, self.id)?;
         // The queue must exist now (404 otherwise).
         let info = self.broker.info(&queue).await.map_err(Exception::from)?;
+        check_consume_arguments(&queue, &c.arguments)?;
         let stop = self.stop.child_token();
         let channel = self.channel(ch)?;
         let flow = channel.flow.0.subscribe();

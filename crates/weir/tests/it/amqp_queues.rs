@@ -540,3 +540,60 @@ async fn auto_delete_exchanges_go_with_their_last_binding_and_later_cleanup_is_f
         .await
         .unwrap();
 }
+
+/// Arguments as RabbitMQ 3.10 takes them: unknown ones ignored, those of another
+/// queue type refused with 406, known consume arguments type-checked.
+#[tokio::test]
+async fn queue_and_consume_arguments_are_refused_or_ignored_as_rabbitmq_does() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let declare = |name: &'static str, args: FieldTable| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let quorum = || ("x-queue-type", AMQPValue::LongString("quorum".into()));
+    declare("unknown", args(&[("x-foo-bar", AMQPValue::LongInt(1))]))
+        .await
+        .unwrap();
+    let e = declare("aged", args(&[("x-max-age", AMQPValue::LongString("1D".into()))]))
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("PRECONDITION_FAILED") && e.contains("rabbit_classic_queue"),
+        "{e}"
+    );
+    let in_memory = || ("x-max-in-memory-length", AMQPValue::LongInt(5));
+    let e = declare("classic-mem", args(&[in_memory()])).await.unwrap_err();
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
+    declare("quorum-mem", args(&[in_memory(), quorum()]))
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let with = |k: &str, v: AMQPValue| {
+        let ch = ch.clone();
+        let table = args(&[(k, v)]);
+        async move {
+            ch.basic_consume(
+                "unknown".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                table,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+    };
+    with("x-priority", AMQPValue::LongInt(5)).await.unwrap();
+    with("x-whatever", AMQPValue::LongInt(5)).await.unwrap();
+    let e = with("x-priority", AMQPValue::LongString("high".into()))
+        .await
+        .unwrap_err();
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
+}
