@@ -438,6 +438,16 @@ async fn redeclaring_with_other_flags_is_refused_as_rabbitmq_does() {
     .unwrap_err();
     assert!(e.contains("RESOURCE_LOCKED"), "{e}");
     assert!(declare(QueueDeclareOptions::durable()).await.is_ok());
+    // Over HTTP nobody would own an exclusive queue.
+    let api = crate::Api::new(&broker);
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/queues/by-http",
+            Some(serde_json::json!({"exclusive": true})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
 }
 
 /// Auto-delete exchanges go exactly when RabbitMQ's do: when the last binding of
