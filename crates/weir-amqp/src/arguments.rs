@@ -130,7 +130,9 @@ pub(crate) fn check_type_arguments(queue: &str, arguments: &FieldTable) -> Resul
         if STREAM.contains(&name) || refused.contains(&name) {
             return Err(Exception::channel(
                 PRECONDITION_FAILED,
-                format!("invalid arg '{name}' for queue '{queue}' in vhost '/' of queue type {kind}"),
+                format!(
+                    "invalid arg '{name}' for queue '{queue}' in vhost '/' of queue type {kind}"
+                ),
             ));
         }
     }
@@ -141,12 +143,18 @@ pub(crate) fn check_type_arguments(queue: &str, arguments: &FieldTable) -> Resul
 /// `x-priority` is an integer and `x-cancel-on-ha-failover` a boolean (weir has
 /// neither consumer priorities nor mirrors, so both are otherwise ignored), and
 /// `x-stream-offset` is for streams; anything else is ignored.
-pub(crate) fn check_consume_arguments(queue: &str, arguments: &FieldTable) -> Result<(), Exception> {
+pub(crate) fn check_consume_arguments(
+    queue: &str,
+    arguments: &FieldTable,
+) -> Result<(), Exception> {
     for (name, value) in arguments {
         let invalid = |what: String| {
             Exception::channel(
                 PRECONDITION_FAILED,
-                format!("invalid arg '{}' for queue '{queue}' in vhost '/': {what}", name.as_str()),
+                format!(
+                    "invalid arg '{}' for queue '{queue}' in vhost '/': {what}",
+                    name.as_str()
+                ),
             )
         };
         match name.as_str() {
@@ -165,10 +173,8 @@ pub(crate) fn check_consume_arguments(queue: &str, arguments: &FieldTable) -> Re
                     return Err(invalid("\"expected integer\"".into()));
                 }
             }
-            "x-cancel-on-ha-failover" => {
-                if !matches!(value, AMQPValue::Boolean(_)) {
-                    return Err(invalid("unacceptable_type".into()));
-                }
+            "x-cancel-on-ha-failover" if !matches!(value, AMQPValue::Boolean(_)) => {
+                return Err(invalid("unacceptable_type".into()));
             }
             "x-stream-offset" => {
                 return Err(Exception::channel(
@@ -324,7 +330,11 @@ mod tests {
         let lazy = || ("x-queue-mode", AMQPValue::LongString("lazy".into()));
         assert!(check(&[lazy()]).is_ok());
         let e = check(&[lazy(), quorum()]).unwrap_err();
-        assert!(e.text.ends_with("of queue type rabbit_quorum_queue"), "{}", e.text);
+        assert!(
+            e.text.ends_with("of queue type rabbit_quorum_queue"),
+            "{}",
+            e.text
+        );
         // What weir implements for both types is taken for both.
         assert!(check(&[("x-delivery-limit", AMQPValue::LongInt(3))]).is_ok());
         assert!(check(&[("x-max-priority", AMQPValue::LongInt(3)), quorum()]).is_ok());

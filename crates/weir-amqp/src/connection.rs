@@ -339,7 +339,8 @@ impl Connection {
                     method_id,
                     text,
                 }) => {
-                    let e = Exception::connection(NOT_IMPLEMENTED, text).during(class_id, method_id);
+                    let e =
+                        Exception::connection(NOT_IMPLEMENTED, text).during(class_id, method_id);
                     self.close(&e, now);
                     continue;
                 }

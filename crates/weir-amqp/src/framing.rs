@@ -139,17 +139,7 @@ pub(crate) fn next_frame(
                     error,
                 });
             }
-            // basic.qos: `amq-protocol` parses prefetch_size and drops it.
-            if frame.len() >= 8 && frame[..4] == [0, 60, 0, 10] {
-                let prefetch_size = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-                if prefetch_size != 0 {
-                    return Err(FrameError::Unsupported {
-                        class_id: 60,
-                        method_id: 10,
-                        text: format!("prefetch_size!=0 ({prefetch_size})"),
-                    });
-                }
-            }
+            check_prefetch_size(&frame)?;
             let class = parse_class(&frame[..])
                 .ok()
                 .filter(|(rest, _)| rest.is_empty())
@@ -207,6 +197,22 @@ pub(crate) fn next_frame(
         _ => Frame::Heartbeat(channel),
     };
     Ok(Some(parsed))
+}
+
+/// Refuses a `basic.qos` with a non-zero `prefetch_size`, which `amq-protocol`
+/// parses and drops, as RabbitMQ refuses it.
+fn check_prefetch_size(method: &[u8]) -> Result<(), FrameError> {
+    if method.len() >= 8 && method[..4] == [0, 60, 0, 10] {
+        let prefetch_size = u32::from_be_bytes([method[4], method[5], method[6], method[7]]);
+        if prefetch_size != 0 {
+            return Err(FrameError::Unsupported {
+                class_id: 60,
+                method_id: 10,
+                text: format!("prefetch_size!=0 ({prefetch_size})"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The methods of AMQP 0-9-1 and RabbitMQ's extensions, by class and method id.

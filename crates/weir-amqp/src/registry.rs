@@ -323,8 +323,10 @@ mod tests {
     #[test]
     fn auto_delete_fires_when_the_last_consumer_goes() {
         let r = Registry::default();
-        r.add_consumer("q", &id(1, "a"), false, AUTO_DELETE).unwrap();
-        r.add_consumer("q", &id(2, "b"), false, AUTO_DELETE).unwrap();
+        r.add_consumer("q", &id(1, "a"), false, AUTO_DELETE)
+            .unwrap();
+        r.add_consumer("q", &id(2, "b"), false, AUTO_DELETE)
+            .unwrap();
         assert!(!r.remove_consumer("q", &id(1, "a")));
         assert!(r.remove_consumer("q", &id(2, "b")));
         // Not auto-delete: never.

@@ -45,9 +45,7 @@ use weir_broker::{
     NackOptions, PublishMessage, PublishOptions, QueuedPublish, ReceiveRequest, UseGuard,
 };
 
-use crate::arguments::{
-    binding, check_consume_arguments, check_type_arguments, queue_options,
-};
+use crate::arguments::{binding, check_consume_arguments, check_type_arguments, queue_options};
 use crate::channel::Tags;
 use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, NOT_ALLOWED, NOT_FOUND,

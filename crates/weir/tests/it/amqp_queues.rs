@@ -343,7 +343,13 @@ async fn exclusive_queues_are_gone_after_a_restart_even_after_kill_9() {
             ..QueueDeclareOptions::default()
         };
         declare_with(&ch, "owned", exclusive, FieldTable::default()).await;
-        declare_with(&ch, "kept", QueueDeclareOptions::durable(), FieldTable::default()).await;
+        declare_with(
+            &ch,
+            "kept",
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await;
         let auto_delete = QueueDeclareOptions {
             durable: true,
             auto_delete: true,
@@ -410,7 +416,13 @@ async fn redeclaring_with_other_flags_is_refused_as_rabbitmq_does() {
     let broker = Broker::start().await.unwrap();
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.unwrap();
-    declare_with(&ch, "plain", QueueDeclareOptions::durable(), FieldTable::default()).await;
+    declare_with(
+        &ch,
+        "plain",
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await;
     let declare = |options: QueueDeclareOptions| {
         let conn = &conn;
         async move {
@@ -494,7 +506,13 @@ async fn auto_delete_exchanges_go_with_their_last_binding_and_later_cleanup_is_f
         .await
         .unwrap();
     }
-    declare_with(&ch, "ad.q", QueueDeclareOptions::default(), FieldTable::default()).await;
+    declare_with(
+        &ch,
+        "ad.q",
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await;
     for key in ["k1", "k2"] {
         ch.queue_bind(
             "ad.q".into(),
@@ -571,15 +589,20 @@ async fn queue_and_consume_arguments_are_refused_or_ignored_as_rabbitmq_does() {
     declare("unknown", args(&[("x-foo-bar", AMQPValue::LongInt(1))]))
         .await
         .unwrap();
-    let e = declare("aged", args(&[("x-max-age", AMQPValue::LongString("1D".into()))]))
-        .await
-        .unwrap_err();
+    let e = declare(
+        "aged",
+        args(&[("x-max-age", AMQPValue::LongString("1D".into()))]),
+    )
+    .await
+    .unwrap_err();
     assert!(
         e.contains("PRECONDITION_FAILED") && e.contains("rabbit_classic_queue"),
         "{e}"
     );
     let in_memory = || ("x-max-in-memory-length", AMQPValue::LongInt(5));
-    let e = declare("classic-mem", args(&[in_memory()])).await.unwrap_err();
+    let e = declare("classic-mem", args(&[in_memory()]))
+        .await
+        .unwrap_err();
     assert!(e.contains("PRECONDITION_FAILED"), "{e}");
     declare("quorum-mem", args(&[in_memory(), quorum()]))
         .await

@@ -618,9 +618,10 @@ async fn a_non_zero_prefetch_size_closes_the_connection_with_540() {
 async fn an_unacked_delivery_past_the_consumer_timeout_closes_its_channel_with_406() {
     use lapin::options::BasicGetOptions;
     let (broker, _dir) = start_with("[amqp]\nconsumer_timeout_ms = 1000\n").await;
-    let conn = lapin::Connection::connect(&broker.amqp_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let conn =
+        lapin::Connection::connect(&broker.amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
         "slow".into(),
@@ -679,10 +680,20 @@ async fn an_unacked_delivery_past_the_consumer_timeout_closes_its_channel_with_4
             .unwrap()
             .expect("a message");
         bodies.push((got.delivery.data.clone(), got.delivery.redelivered));
-        got.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+        got.delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
     }
     bodies.sort();
-    assert_eq!(bodies, vec![(b"one".to_vec(), true), (b"two".to_vec(), false)]);
+    assert_eq!(
+        bodies,
+        vec![(b"one".to_vec(), true), (b"two".to_vec(), false)]
+    );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(getter.status().connected(), "a channel that acked in time is open");
+    assert!(
+        getter.status().connected(),
+        "a channel that acked in time is open"
+    );
 }
