@@ -56,7 +56,8 @@ pub struct Limits {
     pub max_exchanges: u64,
     /// Most bindings, all exchanges together.
     pub max_bindings: u64,
-    /// Largest message body, bytes.
+    /// Largest message, bytes (body; over AMQP also its properties). RabbitMQ
+    /// 3.x's default, 128 MiB; at most 512 MiB, RabbitMQ's ceiling.
     pub max_message_bytes: u64,
     /// Most messages in one send.
     pub max_batch_messages: u64,
@@ -78,7 +79,7 @@ impl Default for Limits {
             max_queues: 10_000,
             max_exchanges: 10_000,
             max_bindings: 100_000,
-            max_message_bytes: 4 << 20,
+            max_message_bytes: 128 << 20,
             max_batch_messages: 1_000,
             max_receive: 1_000,
             max_wait_ms: 60_000,
@@ -88,6 +89,14 @@ impl Default for Limits {
     }
 }
 
+/// The largest `max_message_bytes` may be (RabbitMQ's ceiling, 512 MiB).
+pub const MAX_MESSAGE_BYTES_CEILING: u64 = 512 << 20;
+
+/// Room a stored record needs besides the message's body and properties: its
+/// id, group and the HTTP headers map (which come in a request of at most
+/// `[http] max_body_bytes`, 16 MiB by default, whose body counts too).
+const RECORD_ROOM: u64 = 16 << 20;
+
 impl Limits {
     /// What is wrong with these limits, one sentence each (empty: nothing).
     /// Durations are capped at [`crate::api::MAX_DURATION_MS`] so that no
@@ -95,6 +104,12 @@ impl Limits {
     #[must_use]
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if !(1..=MAX_MESSAGE_BYTES_CEILING).contains(&self.max_message_bytes) {
+            problems.push(format!(
+                "limits.max_message_bytes {} is outside 1 ..= {MAX_MESSAGE_BYTES_CEILING} (512 MiB)",
+                self.max_message_bytes
+            ));
+        }
         if self.max_wait_ms > crate::api::MAX_DURATION_MS {
             problems.push(format!(
                 "limits.max_wait_ms {} is over {} (30 days)",
@@ -303,6 +318,19 @@ impl Broker {
         // The data directory's LOCK keeps any other process out of every log in
         // it, so the logs' own LOCK files would only cost a file each.
         config.log.lock_dir = false;
+        let problems = config.limits.problems();
+        if !problems.is_empty() {
+            return Err(BrokerError::invalid("limits", problems.join("; ")));
+        }
+        // Every message the limits accept must fit one record (and one batch).
+        let record = config
+            .limits
+            .max_message_bytes
+            .min(MAX_MESSAGE_BYTES_CEILING)
+            .saturating_add(RECORD_ROOM);
+        let record = u32::try_from(record).unwrap_or(u32::MAX);
+        config.log.max_record_bytes = config.log.max_record_bytes.max(record);
+        config.log.max_batch_bytes = config.log.max_batch_bytes.max(record.saturating_add(64));
         config
             .log
             .validate()

@@ -15,6 +15,7 @@ mod fan_out;
 mod hostile_input;
 mod http_api;
 mod http_limits;
+mod large_messages;
 mod limits_files;
 mod names;
 mod pika;
