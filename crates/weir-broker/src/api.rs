@@ -217,8 +217,17 @@ impl QueueOptions {
 
     /// The first option that differs from `other`, for a conflict message.
     pub fn difference(&self, other: &QueueOptions) -> Option<String> {
-        let a = serde_json::to_value(self).ok()?;
-        let b = serde_json::to_value(other).ok()?;
+        // Every field, those left out when false included, so a flag asked off
+        // differs from one that is on.
+        let complete = |o: &QueueOptions| {
+            let mut v = serde_json::to_value(o).ok()?;
+            let map = v.as_object_mut()?;
+            for flag in ["exclusive", "auto_delete"] {
+                map.entry(flag).or_insert(serde_json::Value::Bool(false));
+            }
+            Some(v)
+        };
+        let (a, b) = (complete(self)?, complete(other)?);
         let (a, b) = (a.as_object()?, b.as_object()?);
         a.iter().find(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| {
             format!(

@@ -880,3 +880,28 @@ async fn a_start_deletes_exclusive_queues_and_keeps_auto_delete_ones() {
         .await
         .expect("declare again");
 }
+
+/// A flag asked off differs from one that is on, although a false flag is left out
+/// of `queue.json`.
+#[test]
+fn flags_left_out_when_false_still_differ() {
+    let on = QueueOptions {
+        auto_delete: true,
+        ..QueueOptions::default()
+    };
+    let off = QueueOptions::default();
+    assert_eq!(
+        off.difference(&on).as_deref(),
+        Some("auto_delete is true but false was asked")
+    );
+    assert_eq!(
+        on.difference(&off).as_deref(),
+        Some("auto_delete is false but true was asked")
+    );
+    assert_eq!(off.difference(&QueueOptions::default()), None);
+    let json = serde_json::to_string(&off).expect("serializes");
+    assert!(
+        !json.contains("exclusive") && !json.contains("auto_delete"),
+        "{json}"
+    );
+}

@@ -450,6 +450,39 @@ async fn redeclaring_with_other_flags_is_refused_as_rabbitmq_does() {
     .unwrap_err();
     assert!(e.contains("RESOURCE_LOCKED"), "{e}");
     assert!(declare(QueueDeclareOptions::durable()).await.is_ok());
+    // The other way round: an auto-delete queue declared without the flag is 406,
+    // and the owner of an exclusive queue declaring it without `exclusive` 405.
+    let brief = QueueDeclareOptions {
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare_with(&ch, "brief", brief, FieldTable::default()).await;
+    let owned = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare_with(&ch, "owned", owned, FieldTable::default()).await;
+    let again = |name: &'static str| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.queue_declare(
+                name.into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+    };
+    let e = again("brief").await.unwrap_err();
+    assert!(
+        e.contains("PRECONDITION_FAILED") && e.contains("auto_delete"),
+        "{e}"
+    );
+    let e = again("owned").await.unwrap_err();
+    assert!(e.contains("RESOURCE_LOCKED"), "{e}");
     // Over HTTP nobody would own an exclusive queue.
     let api = crate::Api::new(&broker);
     let (status, body) = api
