@@ -663,3 +663,41 @@ async fn queue_and_consume_arguments_are_refused_or_ignored_as_rabbitmq_does() {
         .unwrap_err();
     assert!(e.contains("PRECONDITION_FAILED"), "{e}");
 }
+
+/// A channel's publish and its next `basic.get` are ordered, as in RabbitMQ: the
+/// get right after the publish (no confirm awaited) finds the message, every time.
+#[tokio::test]
+async fn a_get_right_after_a_publish_on_the_same_channel_finds_it() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare_with(
+        &ch,
+        "ordered",
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await;
+    for i in 0..200u32 {
+        let body = i.to_be_bytes();
+        let _confirm = ch
+            .basic_publish(
+                "".into(),
+                "ordered".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        let got = ch
+            .basic_get(
+                "ordered".into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("get {i} came back empty"));
+        assert_eq!(got.delivery.data, body);
+    }
+}
