@@ -2,10 +2,11 @@
 //!
 //! An argument weir implements changes the options; one it does not implement yet
 //! is refused with 540 NOT_IMPLEMENTED and says so, instead of being ignored; a
-//! bad value is 406 PRECONDITION_FAILED. Arguments that only tune RabbitMQ's own
-//! storage (`x-queue-mode`, `x-queue-version`, `x-queue-master-locator`) have
-//! nothing to tune here and are accepted. Unknown non-`x-` keys are ignored, as
-//! RabbitMQ does.
+//! bad value is 406 PRECONDITION_FAILED. An argument RabbitMQ 3.10 refuses for the
+//! queue's type is 406 as there (`check_type_arguments`). Arguments that only tune
+//! RabbitMQ's own storage or cluster have nothing to tune here and are accepted
+//! where RabbitMQ accepts them. Unknown keys are ignored, as RabbitMQ does; so are
+//! consume arguments, once `check_consume_arguments` has checked the known ones.
 
 use std::collections::BTreeMap;
 
