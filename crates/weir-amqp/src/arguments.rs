@@ -2,10 +2,11 @@
 //!
 //! An argument weir implements changes the options; one it does not implement yet
 //! is refused with 540 NOT_IMPLEMENTED and says so, instead of being ignored; a
-//! bad value is 406 PRECONDITION_FAILED. Arguments that only tune RabbitMQ's own
-//! storage (`x-queue-mode`, `x-queue-version`, `x-queue-master-locator`) have
-//! nothing to tune here and are accepted. Unknown non-`x-` keys are ignored, as
-//! RabbitMQ does.
+//! bad value is 406 PRECONDITION_FAILED. An argument RabbitMQ 3.10 refuses for the
+//! queue's type is 406 as there (`check_type_arguments`). Arguments that only tune
+//! RabbitMQ's own storage or cluster have nothing to tune here and are accepted
+//! where RabbitMQ accepts them. Unknown keys are ignored, as RabbitMQ does; so are
+//! consume arguments, once `check_consume_arguments` has checked the known ones.
 
 use std::collections::BTreeMap;
 
@@ -79,12 +80,11 @@ pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exce
                 AMQPValue::Boolean(on) => options.single_active_consumer = *on,
                 _ => return Err(bad("a boolean")),
             },
-            "x-max-in-memory-length"
-            | "x-max-in-memory-bytes"
-            | "x-stream-max-segment-size-bytes"
-            | "x-max-age" => return Err(not_yet(name, "this argument")),
-            // RabbitMQ's storage tuning (x-queue-mode, x-queue-version,
-            // x-queue-master-locator) and unknown keys: nothing to do.
+            // RabbitMQ's storage and cluster tuning (x-queue-mode, x-queue-version,
+            // x-queue-master-locator; for quorum queues x-max-in-memory-*,
+            // x-quorum-initial-group-size, x-queue-leader-locator,
+            // x-dead-letter-strategy), which `type_arguments` let through for the
+            // queue's type, and unknown keys: nothing to do.
             _ => {}
         }
     }
@@ -92,6 +92,102 @@ pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exce
         .validate("queue")
         .map_err(|e| Exception::channel(PRECONDITION_FAILED, e.to_string()))?;
     Ok(options)
+}
+
+/// Arguments RabbitMQ 3.10 refuses for a queue type (its `invalid_arguments`
+/// per type): 406 PRECONDITION_FAILED, as there. Stream arguments are refused for
+/// both types weir has; the quorum-only ones for classic queues, and classic
+/// storage tuning for quorum queues. Where weir implements an argument for both
+/// types (`x-delivery-limit` on classic, `x-max-priority` on quorum) it takes it:
+/// a client that works with RabbitMQ never sends those.
+pub(crate) fn check_type_arguments(queue: &str, arguments: &FieldTable) -> Result<(), Exception> {
+    const STREAM: [&str; 3] = [
+        "x-max-age",
+        "x-stream-max-segment-size-bytes",
+        "x-initial-cluster-size",
+    ];
+    const QUORUM_ONLY: [&str; 5] = [
+        "x-max-in-memory-length",
+        "x-max-in-memory-bytes",
+        "x-dead-letter-strategy",
+        "x-quorum-initial-group-size",
+        "x-queue-leader-locator",
+    ];
+    const CLASSIC_ONLY: [&str; 3] = ["x-queue-mode", "x-queue-version", "x-queue-master-locator"];
+    let quorum = arguments
+        .inner()
+        .get("x-queue-type")
+        .and_then(text)
+        .is_some_and(|t| t == "quorum");
+    let (refused, kind): (&[&str], &str) = if quorum {
+        (&CLASSIC_ONLY, "rabbit_quorum_queue")
+    } else {
+        (&QUORUM_ONLY, "rabbit_classic_queue")
+    };
+    for (name, _) in arguments {
+        let name = name.as_str();
+        if STREAM.contains(&name) || refused.contains(&name) {
+            return Err(Exception::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "invalid arg '{name}' for queue '{queue}' in vhost '/' of queue type {kind}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `basic.consume`'s arguments as RabbitMQ's `consume_args` does:
+/// `x-priority` is an integer and `x-cancel-on-ha-failover` a boolean (weir has
+/// neither consumer priorities nor mirrors, so both are otherwise ignored), and
+/// `x-stream-offset` is for streams; anything else is ignored.
+pub(crate) fn check_consume_arguments(
+    queue: &str,
+    arguments: &FieldTable,
+) -> Result<(), Exception> {
+    for (name, value) in arguments {
+        let invalid = |what: String| {
+            Exception::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "invalid arg '{}' for queue '{queue}' in vhost '/': {what}",
+                    name.as_str()
+                ),
+            )
+        };
+        match name.as_str() {
+            "x-priority" => {
+                let integer = matches!(
+                    value,
+                    AMQPValue::ShortShortInt(_)
+                        | AMQPValue::ShortShortUInt(_)
+                        | AMQPValue::ShortInt(_)
+                        | AMQPValue::ShortUInt(_)
+                        | AMQPValue::LongInt(_)
+                        | AMQPValue::LongUInt(_)
+                        | AMQPValue::LongLongInt(_)
+                );
+                if !integer {
+                    return Err(invalid("\"expected integer\"".into()));
+                }
+            }
+            "x-cancel-on-ha-failover" if !matches!(value, AMQPValue::Boolean(_)) => {
+                return Err(invalid("unacceptable_type".into()));
+            }
+            "x-stream-offset" => {
+                return Err(Exception::channel(
+                    PRECONDITION_FAILED,
+                    format!(
+                        "invalid arg 'x-stream-offset' for queue '{queue}' in vhost '/' of \
+                         queue type rabbit_classic_queue"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The binding a bind or unbind method names.
@@ -213,9 +309,46 @@ mod tests {
         )]))
         .unwrap_err();
         assert_eq!(e.code, PRECONDITION_FAILED);
-        let e = queue_options(&table(&[("x-max-age", AMQPValue::LongString("1D".into()))]))
-            .unwrap_err();
-        assert_eq!(e.code, NOT_IMPLEMENTED);
         assert!(queue_options(&table(&[("other", AMQPValue::Boolean(true))])).is_ok());
+    }
+
+    #[test]
+    fn arguments_of_other_queue_types_are_refused_as_rabbitmq_does() {
+        let check = |items: &[(&str, AMQPValue)]| check_type_arguments("q", &table(items));
+        let quorum = || ("x-queue-type", AMQPValue::LongString("quorum".into()));
+        let e = check(&[("x-max-age", AMQPValue::LongString("1D".into()))]).unwrap_err();
+        assert_eq!(e.code, PRECONDITION_FAILED);
+        assert_eq!(
+            e.text,
+            "invalid arg 'x-max-age' for queue 'q' in vhost '/' of queue type rabbit_classic_queue"
+        );
+        let in_memory = || ("x-max-in-memory-length", AMQPValue::LongInt(5));
+        assert!(check(&[in_memory()]).is_err());
+        assert!(check(&[in_memory(), quorum()]).is_ok());
+        assert!(queue_options(&table(&[in_memory(), quorum()])).is_ok());
+        let lazy = || ("x-queue-mode", AMQPValue::LongString("lazy".into()));
+        assert!(check(&[lazy()]).is_ok());
+        let e = check(&[lazy(), quorum()]).unwrap_err();
+        assert!(
+            e.text.ends_with("of queue type rabbit_quorum_queue"),
+            "{}",
+            e.text
+        );
+        // What weir implements for both types is taken for both.
+        assert!(check(&[("x-delivery-limit", AMQPValue::LongInt(3))]).is_ok());
+        assert!(check(&[("x-max-priority", AMQPValue::LongInt(3)), quorum()]).is_ok());
+        assert!(check(&[("x-foo", AMQPValue::LongInt(3)), quorum()]).is_ok());
+    }
+
+    #[test]
+    fn consume_arguments_are_checked_as_rabbitmq_does() {
+        let check = |items: &[(&str, AMQPValue)]| check_consume_arguments("q", &table(items));
+        assert!(check(&[("x-priority", AMQPValue::LongInt(5))]).is_ok());
+        let e = check(&[("x-priority", AMQPValue::LongString("high".into()))]).unwrap_err();
+        assert_eq!(e.code, PRECONDITION_FAILED);
+        assert!(check(&[("x-cancel-on-ha-failover", AMQPValue::Boolean(true))]).is_ok());
+        assert!(check(&[("x-cancel-on-ha-failover", AMQPValue::LongInt(5))]).is_err());
+        assert!(check(&[("x-stream-offset", AMQPValue::LongInt(5))]).is_err());
+        assert!(check(&[("x-foo", AMQPValue::LongInt(5))]).is_ok());
     }
 }

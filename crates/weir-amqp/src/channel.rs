@@ -58,6 +58,11 @@ impl<T> Tags<T> {
         }
     }
 
+    /// The delivery waiting longest (tags grow with time), if any.
+    pub(crate) fn oldest(&self) -> Option<&T> {
+        self.unacked.values().next()
+    }
+
     /// Every delivery still waiting (recover, or the channel going).
     pub(crate) fn take_all(&mut self) -> Vec<(u64, T)> {
         std::mem::take(&mut self.unacked).into_iter().collect()

@@ -342,6 +342,16 @@ impl Connection {
                     }
                     continue;
                 }
+                Err(FrameError::Unsupported {
+                    class_id,
+                    method_id,
+                    text,
+                }) => {
+                    let e =
+                        Exception::connection(NOT_IMPLEMENTED, text).during(class_id, method_id);
+                    self.close(&e, now);
+                    continue;
+                }
                 Err(e) => {
                     let code = match e {
                         FrameError::Table { .. } | FrameError::Malformed { .. } => SYNTAX_ERROR,
@@ -665,10 +675,21 @@ impl Connection {
                 self.phase = Phase::Done;
                 Ok(Some(Input::Closed))
             }
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => Err(
-                Exception::connection(NOT_IMPLEMENTED, "connection.update-secret is not supported")
-                    .during(10, 70),
-            ),
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(update)) => {
+                // As RabbitMQ 3.x with its internal user store: a password does not
+                // expire (`state_can_expire()` is false), so the new secret is
+                // neither checked nor kept, and the connection goes on as the user
+                // who logged in. A store whose credentials expire (tokens) would
+                // check it here and refuse with 530 NOT_ALLOWED.
+                tracing::debug!(peer = %self.peer, reason = %update.reason, "connection.update-secret");
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                        connection::UpdateSecretOk {},
+                    )),
+                );
+                Ok(None)
+            }
             other => Err(Exception::connection(
                 COMMAND_INVALID,
                 format!("{} is not a method of channel 0", method_name(&other)),
@@ -684,10 +705,16 @@ impl Connection {
                     format!("channel {ch} is already open"),
                 ));
             }
-            if self.channel_max != 0 && ch > self.channel_max {
+            // As RabbitMQ: channel_max bounds how many channels are open at once,
+            // not their numbers; any number 1..=65535 may be used.
+            if self.channel_max != 0 && self.channels.len() >= usize::from(self.channel_max) {
                 return Err(Exception::connection(
                     NOT_ALLOWED,
-                    format!("channel {ch} is above channel_max {}", self.channel_max),
+                    format!(
+                        "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                        self.channels.len(),
+                        self.channel_max
+                    ),
                 ));
             }
             self.channels.insert(ch, ChannelFrames::default());

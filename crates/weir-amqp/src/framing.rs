@@ -65,6 +65,15 @@ pub(crate) enum FrameError {
         class_id: u16,
         method_id: u16,
     },
+    /// A method argument the codec drops but RabbitMQ refuses: `basic.qos` with a
+    /// non-zero `prefetch_size` (RabbitMQ: 540 NOT_IMPLEMENTED, closing the
+    /// connection).
+    #[error("{text}")]
+    Unsupported {
+        class_id: u16,
+        method_id: u16,
+        text: String,
+    },
     /// A field table refused before parsing ([`tables`]); the method it came with
     /// (basic.publish for a content header).
     #[error("{error} on channel {channel}")]
@@ -130,6 +139,7 @@ pub(crate) fn next_frame(
                     error,
                 });
             }
+            check_prefetch_size(&frame)?;
             let class = parse_class(&frame[..])
                 .ok()
                 .filter(|(rest, _)| rest.is_empty())
@@ -187,6 +197,22 @@ pub(crate) fn next_frame(
         _ => Frame::Heartbeat(channel),
     };
     Ok(Some(parsed))
+}
+
+/// Refuses a `basic.qos` with a non-zero `prefetch_size`, which `amq-protocol`
+/// parses and drops, as RabbitMQ refuses it.
+fn check_prefetch_size(method: &[u8]) -> Result<(), FrameError> {
+    if method.len() >= 8 && method[..4] == [0, 60, 0, 10] {
+        let prefetch_size = u32::from_be_bytes([method[4], method[5], method[6], method[7]]);
+        if prefetch_size != 0 {
+            return Err(FrameError::Unsupported {
+                class_id: 60,
+                method_id: 10,
+                text: format!("prefetch_size!=0 ({prefetch_size})"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The methods of AMQP 0-9-1 and RabbitMQ's extensions, by class and method id.
@@ -424,6 +450,29 @@ mod tests {
                 method_id: 1
             }
         );
+    }
+
+    #[test]
+    fn a_non_zero_prefetch_size_is_refused_as_rabbitmq_does() {
+        // basic.qos: prefetch_size 1000, prefetch_count 1, global false.
+        let qos = |size: u32| {
+            let mut f = vec![FRAME_METHOD, 0, 1, 0, 0, 0, 11, 0, 60, 0, 10];
+            f.extend_from_slice(&size.to_be_bytes());
+            f.extend_from_slice(&[0, 1, 0, FRAME_END]);
+            BytesMut::from(&f[..])
+        };
+        assert_eq!(
+            next_frame(&mut qos(1000), 4096, 1000).unwrap_err(),
+            FrameError::Unsupported {
+                class_id: 60,
+                method_id: 10,
+                text: "prefetch_size!=0 (1000)".into(),
+            }
+        );
+        assert!(matches!(
+            next_frame(&mut qos(0), 4096, 1000),
+            Ok(Some(Frame::Method(1, _)))
+        ));
     }
 
     #[test]

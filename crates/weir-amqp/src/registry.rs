@@ -4,8 +4,10 @@
 //! exclusive consumers, single active consumer and auto-delete).
 //!
 //! One lock over plain maps: every operation is a few lookups, never held across
-//! an `.await`. It lives as long as the listener: an auto-delete flag does not
-//! survive a broker restart (the queue then stays until deleted).
+//! an `.await`. It lives as long as the listener; the flags themselves are stored
+//! with the queue (`QueueOptions::exclusive`, `auto_delete`), so the broker deletes
+//! exclusive queues at its next start and an auto-delete queue is known again as
+//! soon as a consumer comes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +28,8 @@ pub(crate) struct Registry {
 struct State {
     /// Exclusive queues and the connection that owns each.
     owners: HashMap<String, u64>,
-    /// Queues declared auto-delete: deleted when their last consumer goes.
+    /// Auto-delete queues that have had a consumer: deleted when their last
+    /// consumer goes.
     auto_delete: HashSet<String>,
     consumers: HashMap<String, QueueConsumers>,
 }
@@ -85,7 +88,6 @@ impl Registry {
         connection: u64,
         existed: bool,
         exclusive: bool,
-        auto_delete: bool,
     ) -> Result<(), Exception> {
         let mut state = self.lock();
         if !existed {
@@ -103,24 +105,27 @@ impl Registry {
         if exclusive {
             state.owners.insert(queue.to_owned(), connection);
         }
-        if auto_delete && !existed {
-            state.auto_delete.insert(queue.to_owned());
-        }
         Ok(())
     }
 
     /// Adds a consumer of `queue`. Refused (403) when it asks to be exclusive and
     /// the queue has consumers, or the queue has an exclusive consumer. The answer
     /// says when it may receive: always, or on a single-active-consumer queue once
-    /// the consumers before it are gone.
+    /// the consumers before it are gone. `auto_delete` (the queue's stored flag)
+    /// arms the queue's deletion for when its last consumer goes.
     pub(crate) fn add_consumer(
         &self,
         queue: &str,
         id: &ConsumerId,
         exclusive: bool,
-        single_active: bool,
+        flags: QueueFlags,
     ) -> Result<watch::Receiver<bool>, Exception> {
         let mut state = self.lock();
+        let single_active = flags.single_active;
+        // Armed even if this consumer is refused: the queue then has one already.
+        if flags.auto_delete {
+            state.auto_delete.insert(queue.to_owned());
+        }
         let consumers = state
             .consumers
             .entry(queue.to_owned())
@@ -205,7 +210,18 @@ impl Registry {
     }
 }
 
-fn locked(queue: &str) -> Exception {
+/// What the registry needs of a queue's stored options when a consumer comes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct QueueFlags {
+    /// `x-single-active-consumer`.
+    pub(crate) single_active: bool,
+    /// Declared auto-delete.
+    pub(crate) auto_delete: bool,
+}
+
+/// 405 for a queue another connection owns, or whose exclusive flag differs from
+/// the one asked (RabbitMQ's `check_exclusive_access`).
+pub(crate) fn locked(queue: &str) -> Exception {
     Exception::channel(
         RESOURCE_LOCKED,
         format!(
@@ -219,6 +235,19 @@ fn locked(queue: &str) -> Exception {
 mod tests {
     use super::*;
 
+    const PLAIN: QueueFlags = QueueFlags {
+        single_active: false,
+        auto_delete: false,
+    };
+    const SAC: QueueFlags = QueueFlags {
+        single_active: true,
+        auto_delete: false,
+    };
+    const AUTO_DELETE: QueueFlags = QueueFlags {
+        single_active: false,
+        auto_delete: true,
+    };
+
     fn id(connection: u64, tag: &str) -> ConsumerId {
         ConsumerId {
             connection,
@@ -230,25 +259,25 @@ mod tests {
     #[test]
     fn exclusive_queues_belong_to_one_connection() {
         let r = Registry::default();
-        r.declared("q", 1, false, true, false).unwrap();
+        r.declared("q", 1, false, true).unwrap();
         assert!(r.check_access("q", 1).is_ok());
         assert_eq!(r.check_access("q", 2).unwrap_err().code, RESOURCE_LOCKED);
         assert_eq!(
-            r.declared("q", 2, true, false, false).unwrap_err().code,
+            r.declared("q", 2, true, false).unwrap_err().code,
             RESOURCE_LOCKED
         );
         // A queue declared before cannot be claimed as exclusive.
-        r.declared("shared", 2, false, false, false).unwrap();
+        r.declared("shared", 2, false, false).unwrap();
         assert_eq!(
-            r.declared("shared", 1, true, true, false).unwrap_err().code,
+            r.declared("shared", 1, true, true).unwrap_err().code,
             RESOURCE_LOCKED
         );
         assert_eq!(r.release_connection(1), vec!["q".to_owned()]);
         assert!(r.check_access("q", 2).is_ok());
         // Deleted behind the registry's back (over HTTP) and declared anew: the
         // old owner's claim is stale.
-        r.declared("gone", 1, false, true, false).unwrap();
-        r.declared("gone", 2, false, false, false).unwrap();
+        r.declared("gone", 1, false, true).unwrap();
+        r.declared("gone", 2, false, false).unwrap();
         assert!(r.check_access("gone", 2).is_ok());
         assert!(r.release_connection(1).is_empty());
     }
@@ -256,17 +285,17 @@ mod tests {
     #[test]
     fn an_exclusive_consumer_is_alone() {
         let r = Registry::default();
-        r.add_consumer("q", &id(1, "a"), false, false).unwrap();
+        r.add_consumer("q", &id(1, "a"), false, PLAIN).unwrap();
         assert_eq!(
-            r.add_consumer("q", &id(2, "b"), true, false)
+            r.add_consumer("q", &id(2, "b"), true, PLAIN)
                 .unwrap_err()
                 .code,
             ACCESS_REFUSED
         );
         r.remove_consumer("q", &id(1, "a"));
-        r.add_consumer("q", &id(2, "b"), true, false).unwrap();
+        r.add_consumer("q", &id(2, "b"), true, PLAIN).unwrap();
         assert_eq!(
-            r.add_consumer("q", &id(1, "c"), false, false)
+            r.add_consumer("q", &id(1, "c"), false, PLAIN)
                 .unwrap_err()
                 .code,
             ACCESS_REFUSED
@@ -276,9 +305,9 @@ mod tests {
     #[test]
     fn single_active_consumers_take_turns_in_order() {
         let r = Registry::default();
-        let a = r.add_consumer("q", &id(1, "a"), false, true).unwrap();
-        let b = r.add_consumer("q", &id(2, "b"), false, true).unwrap();
-        let c = r.add_consumer("q", &id(3, "c"), false, true).unwrap();
+        let a = r.add_consumer("q", &id(1, "a"), false, SAC).unwrap();
+        let b = r.add_consumer("q", &id(2, "b"), false, SAC).unwrap();
+        let c = r.add_consumer("q", &id(3, "c"), false, SAC).unwrap();
         assert_eq!(
             (*a.borrow(), *b.borrow(), *c.borrow()),
             (true, false, false)
@@ -294,24 +323,25 @@ mod tests {
     #[test]
     fn auto_delete_fires_when_the_last_consumer_goes() {
         let r = Registry::default();
-        r.declared("q", 1, false, false, true).unwrap();
-        r.add_consumer("q", &id(1, "a"), false, false).unwrap();
-        r.add_consumer("q", &id(2, "b"), false, false).unwrap();
+        r.add_consumer("q", &id(1, "a"), false, AUTO_DELETE)
+            .unwrap();
+        r.add_consumer("q", &id(2, "b"), false, AUTO_DELETE)
+            .unwrap();
         assert!(!r.remove_consumer("q", &id(1, "a")));
         assert!(r.remove_consumer("q", &id(2, "b")));
         // Not auto-delete: never.
-        r.add_consumer("p", &id(1, "a"), false, false).unwrap();
+        r.add_consumer("p", &id(1, "a"), false, PLAIN).unwrap();
         assert!(!r.remove_consumer("p", &id(1, "a")));
     }
 
     #[test]
     fn a_deleted_queue_lets_go_of_its_consumers() {
         let r = Registry::default();
-        let _active = r.add_consumer("q", &id(1, "a"), true, true).unwrap();
-        let mut waiting = r.add_consumer("q", &id(2, "b"), false, true);
+        let _active = r.add_consumer("q", &id(1, "a"), true, SAC).unwrap();
+        let mut waiting = r.add_consumer("q", &id(2, "b"), false, SAC);
         assert!(waiting.is_err(), "an exclusive consumer is alone");
         r.forget_queue("q");
-        waiting = r.add_consumer("q", &id(2, "b"), true, true);
+        waiting = r.add_consumer("q", &id(2, "b"), true, SAC);
         let waiting = waiting.expect("the re-declared queue has no consumers");
         assert!(*waiting.borrow());
         r.forget_queue("q");

@@ -16,6 +16,11 @@ use weir_broker::Broker;
 use crate::registry::Registry;
 use crate::session;
 
+/// The broker's longest lease (its `MAX_DURATION_MS`: 30 days), ms.
+const MAX_LEASE_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Longest time between two checks of the consumer timeout, ms.
+const CONSUMER_TIMEOUT_CHECK_MAX_MS: u64 = 60_000;
+
 /// The AMQP front end's settings.
 #[derive(Clone, Debug)]
 pub struct AmqpConfig {
@@ -54,6 +59,10 @@ pub struct AmqpConfig {
     pub max_partial_publish_bytes: u64,
     /// Most fields in one field table or array, nested ones included.
     pub max_table_fields: usize,
+    /// A channel holding a delivery unacked for longer is closed with 406
+    /// PRECONDITION_FAILED and its deliveries requeued (RabbitMQ's
+    /// `consumer_timeout`, 30 minutes by default); `None`: never.
+    pub consumer_timeout: Option<Duration>,
     /// Cancelled when the broker shuts down: sessions close with 320.
     pub shutdown: CancellationToken,
 }
@@ -77,12 +86,37 @@ impl Default for AmqpConfig {
             max_buffered_bytes: 4 << 20,
             max_partial_publish_bytes: 128 << 20,
             max_table_fields: 65_536,
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
             shutdown: CancellationToken::new(),
         }
     }
 }
 
 impl AmqpConfig {
+    /// The broker lease of a delivered message: past the consumer timeout and its
+    /// check (at most a minute later), so the channel's close requeues the message,
+    /// not a silent lease expiry; without a timeout, the longest lease there is.
+    pub(crate) fn lease_ms(&self) -> u64 {
+        let max = MAX_LEASE_MS;
+        self.consumer_timeout.map_or(max, |t| {
+            u64::try_from(t.as_millis())
+                .unwrap_or(max)
+                .saturating_add(2 * CONSUMER_TIMEOUT_CHECK_MAX_MS)
+                .min(max)
+        })
+    }
+
+    /// How often a connection looks for deliveries past the consumer timeout: half
+    /// the timeout, between 50 ms and a minute (RabbitMQ checks once a minute).
+    pub(crate) fn consumer_timeout_check(&self) -> Option<Duration> {
+        self.consumer_timeout.map(|t| {
+            (t / 2).clamp(
+                Duration::from_millis(50),
+                Duration::from_millis(CONSUMER_TIMEOUT_CHECK_MAX_MS),
+            )
+        })
+    }
+
     /// Checks `start-ok`'s credentials; the reason when refused.
     pub(crate) fn authenticate(&self, start_ok: &StartOk, peer: SocketAddr) -> Result<(), String> {
         let response = start_ok.response.as_bytes();

@@ -45,7 +45,7 @@ use weir_broker::{
     NackOptions, PublishMessage, PublishOptions, QueuedPublish, ReceiveRequest, UseGuard,
 };
 
-use crate::arguments::{binding, queue_options};
+use crate::arguments::{binding, check_consume_arguments, check_type_arguments, queue_options};
 use crate::channel::Tags;
 use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, NOT_ALLOWED, NOT_FOUND,
@@ -53,13 +53,10 @@ use crate::codes::{
 };
 use crate::connection::{Connection, Input, Publish as IncomingPublish, method_name};
 use crate::message::{from_delivery, to_send};
-use crate::registry::{ConsumerId, Registry};
+use crate::registry::{ConsumerId, QueueFlags, Registry, locked};
 use crate::server::AmqpConfig;
 use outflow::{Credit, Output};
 
-/// How long a consumer's lease on a delivered message lasts (RabbitMQ's default
-/// consumer timeout): an unacked message held longer goes back to the queue.
-const CONSUMER_LEASE_MS: u64 = 30 * 60 * 1000;
 /// One long poll of a consumer.
 const CONSUMER_WAIT_MS: u64 = 20_000;
 /// A consumer's guess of a delivery's size before it has seen any (bytes on the
@@ -247,6 +244,8 @@ struct Unacked {
     queue: Arc<str>,
     receipt: String,
     consumer: Option<Arc<str>>,
+    /// When it was handed out, for the consumer timeout.
+    delivered_at: Instant,
 }
 
 #[derive(Default)]
@@ -383,6 +382,11 @@ impl Session {
         let shutdown = self.config.shutdown.clone();
         let write_timeout = self.config.write_timeout;
         let mut shutting_down = false;
+        let mut consumer_timeouts = self.config.consumer_timeout_check().map(|every| {
+            let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
         while !self.conn.is_done() {
             let wake = self.conn.next_tick().map(Instant::from_std);
             // RabbitMQ's rule: an alarm blocks connections that publish; the others
@@ -423,6 +427,9 @@ impl Session {
                     while let Ok(event) = self.events_rx.try_recv() {
                         self.on_event(event).await;
                     }
+                }
+                _ = async { consumer_timeouts.as_mut().expect("checked by the guard").tick().await }, if consumer_timeouts.is_some() => {
+                    self.check_consumer_timeouts().await;
                 }
                 Ok(()) = self.alarms.changed() => {
                     if self.alarms.borrow_and_update().reason().is_none() {
@@ -535,6 +542,39 @@ impl Session {
         } else {
             self.conn.close_channel(ch, &e);
             self.release_channel(ch).await;
+        }
+    }
+
+    /// Closes, as RabbitMQ's `consumer_timeout` does, every channel holding a
+    /// delivery unacked for longer than the timeout (406 PRECONDITION_FAILED); the
+    /// close requeues its deliveries.
+    async fn check_consumer_timeouts(&mut self) {
+        let Some(timeout) = self.config.consumer_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        let late: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| {
+                c.tags
+                    .oldest()
+                    .is_some_and(|u| now.saturating_duration_since(u.delivered_at) > timeout)
+            })
+            .map(|(ch, _)| *ch)
+            .collect();
+        for ch in late {
+            let ms = timeout.as_millis();
+            tracing::warn!(peer = %self.peer, channel = ch, timeout_ms = ms, "a delivery was not acknowledged within the consumer timeout; closing its channel");
+            let e = Exception::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "delivery acknowledgement on channel {ch} timed out. Timeout value used: \
+                     {ms} ms. This timeout value can be configured, see consumers doc guide to \
+                     learn more"
+                ),
+            );
+            self.fail(ch, e).await;
         }
     }
 
@@ -765,20 +805,34 @@ impl Session {
                     if name.is_empty() {
                         name = format!("amq.gen-{}", random_suffix());
                     }
-                    let options = queue_options(&d.arguments)?;
+                    check_type_arguments(&name, &d.arguments)?;
+                    let mut options = queue_options(&d.arguments)?;
+                    // Stored with the queue: the broker deletes exclusive queues at
+                    // its next start, and auto-delete holds across restarts.
+                    options.exclusive = d.exclusive;
+                    options.auto_delete = d.auto_delete;
                     // Access is checked after: a queue that is new here (an owner's
                     // queue deleted over HTTP, say) is nobody else's.
-                    let declared = self
-                        .broker
-                        .declare(&name, options)
-                        .await
-                        .map_err(Exception::from)?;
+                    let declared = match self.broker.declare(&name, options).await {
+                        Ok(declared) => declared,
+                        Err(e @ BrokerError::Conflict { .. }) => {
+                            // As RabbitMQ (`assert_equivalence`): exclusive access
+                            // first (405), then the other properties (406).
+                            self.registry.check_access(&name, self.id)?;
+                            if let Ok(info) = self.broker.info(&name).await
+                                && info.options.exclusive != d.exclusive
+                            {
+                                return Err(locked(&name));
+                            }
+                            return Err(e.into());
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     self.registry.declared(
                         &name,
                         self.id,
                         declared == Declared::Existed,
                         d.exclusive,
-                        d.auto_delete,
                     )?;
                 }
                 let info = self.broker.info(&name).await.map_err(Exception::from)?;
@@ -819,14 +873,10 @@ impl Session {
             queue::AMQPMethod::Unbind(b) => {
                 let binding =
                     self.queue_binding(ch, &b.queue, &b.exchange, &b.routing_key, &b.arguments)?;
-                match self.broker.unbind(&binding).await {
-                    Err(BrokerError::NotFound {
-                        kind: weir_broker::Kind::Binding,
-                        ..
-                    })
-                    | Ok(()) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                // As RabbitMQ 3.x: unbinding what is not there (the binding, its
+                // queue, or its exchange, which may have gone auto-deleting with
+                // another binding) is fine.
+                missing_is_fine(self.broker.unbind(&binding).await)?;
                 self.conn.method(
                     ch,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
@@ -934,7 +984,7 @@ impl Session {
                         ReceiveRequest {
                             max: 1,
                             wait_ms: 0,
-                            visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
+                            visibility_timeout_ms: Some(self.config.lease_ms()),
                         },
                     )
                     .await
@@ -1025,6 +1075,7 @@ impl Session {
         self.registry.check_access(&queue, self.id)?;
         // The queue must exist now (404 otherwise).
         let info = self.broker.info(&queue).await.map_err(Exception::from)?;
+        check_consume_arguments(&queue, &c.arguments)?;
         let stop = self.stop.child_token();
         let channel = self.channel(ch)?;
         let flow = channel.flow.0.subscribe();
@@ -1043,7 +1094,10 @@ impl Session {
                 tag: tag.clone(),
             },
             c.exclusive,
-            info.options.single_active_consumer,
+            QueueFlags {
+                single_active: info.options.single_active_consumer,
+                auto_delete: info.options.auto_delete,
+            },
         )?;
         let hold = self.broker.hold(&queue).ok();
         self.channel(ch)?.consumers.insert(
@@ -1076,6 +1130,7 @@ impl Session {
             stop,
             gates: Gates { flow, active },
             events: self.events_tx.clone(),
+            lease_ms: self.config.lease_ms(),
         }));
         Ok(())
     }
@@ -1156,6 +1211,7 @@ impl Session {
             queue: queue.clone(),
             receipt: d.receipt.clone().unwrap_or_default(),
             consumer: consumer.cloned(),
+            delivered_at: Instant::now(),
         });
         Ok(self.channel(ch)?.tags.track(pending))
     }
@@ -1770,6 +1826,8 @@ struct ConsumerTask {
     stop: CancellationToken,
     gates: Gates,
     events: mpsc::UnboundedSender<Event>,
+    /// The broker lease of what it receives ([`AmqpConfig::lease_ms`]).
+    lease_ms: u64,
 }
 
 /// Takes up to `want` permits (at least one, waiting for it); `None` once stopped.
@@ -1886,7 +1944,7 @@ async fn consume_loop(mut t: ConsumerTask) {
         let request = ReceiveRequest {
             max,
             wait_ms,
-            visibility_timeout_ms: Some(CONSUMER_LEASE_MS),
+            visibility_timeout_ms: Some(t.lease_ms),
         };
         let (queue, consumer) = (&t.queue, &t.consumer);
         tracing::trace!(%queue, %consumer, max, wait_ms, held, "consumer polls");

@@ -98,6 +98,22 @@ pub struct QueueOptions {
     /// wait, in the order they came, and the next takes over when it goes
     /// (RabbitMQ's `x-single-active-consumer`). HTTP receives are not limited.
     pub single_active_consumer: bool,
+    /// Owned by the AMQP connection that declared it (AMQP's `exclusive`): deleted
+    /// when that connection closes, and at the next start whatever ended the
+    /// broker (kill -9 included), as RabbitMQ never recovers an exclusive queue.
+    /// Only AMQP declares it; HTTP refuses it (no connection would own it).
+    #[serde(skip_serializing_if = "is_false")]
+    pub exclusive: bool,
+    /// Deleted when its last AMQP consumer goes, once it has had one (AMQP's
+    /// `auto-delete`). Kept across restarts as RabbitMQ keeps a durable
+    /// auto-delete queue: it goes when a consumer comes and goes after the start.
+    #[serde(skip_serializing_if = "is_false")]
+    pub auto_delete: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 /// Longest allowed delay, TTL, lease or window: 30 days.
@@ -133,6 +149,8 @@ impl Default for QueueOptions {
             dedup_window_ms: None,
             expires_ms: None,
             single_active_consumer: false,
+            exclusive: false,
+            auto_delete: false,
         }
     }
 }
@@ -210,8 +228,17 @@ impl QueueOptions {
 
     /// The first option that differs from `other`, for a conflict message.
     pub fn difference(&self, other: &QueueOptions) -> Option<String> {
-        let a = serde_json::to_value(self).ok()?;
-        let b = serde_json::to_value(other).ok()?;
+        // Every field, those left out when false included, so a flag asked off
+        // differs from one that is on.
+        let complete = |o: &QueueOptions| {
+            let mut v = serde_json::to_value(o).ok()?;
+            let map = v.as_object_mut()?;
+            for flag in ["exclusive", "auto_delete"] {
+                map.entry(flag).or_insert(serde_json::Value::Bool(false));
+            }
+            Some(v)
+        };
+        let (a, b) = (complete(self)?, complete(other)?);
         let (a, b) = (a.as_object()?, b.as_object()?);
         a.iter().find(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| {
             format!(

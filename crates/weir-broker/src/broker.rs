@@ -385,6 +385,7 @@ impl Broker {
         report.queues = queues;
         report.messages = messages;
         report.exchanges = broker.load_routing()?;
+        report.queues -= broker.delete_exclusive_queues().await?;
         // The shared log's housekeeping: a weak handle, so it ends with the broker.
         let weak = Arc::downgrade(&broker.inner);
         tokio::spawn(async move {
@@ -1209,6 +1210,23 @@ impl Broker {
     /// front end's consumer holds one, as RabbitMQ counts consumers as use.
     pub fn hold(&self, name: &str) -> Result<UseGuard> {
         Ok(self.get(name)?.usage.hold())
+    }
+
+    /// Deletes the exclusive queues a previous run left behind, with their
+    /// bindings: the connection that owned each is gone, and RabbitMQ never
+    /// recovers an exclusive queue (whether it stopped cleanly or was killed).
+    /// Returns how many.
+    async fn delete_exclusive_queues(&self) -> Result<usize> {
+        let exclusive: Vec<String> = crate::locks::read(&self.inner.queues)
+            .iter()
+            .filter(|(_, q)| q.options.exclusive)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &exclusive {
+            tracing::info!(queue = %name, "deleting an exclusive queue of the previous run");
+            self.delete(name).await?;
+        }
+        Ok(exclusive.len())
     }
 
     /// Deletes the queues with `expires_ms` that have been unused that long.

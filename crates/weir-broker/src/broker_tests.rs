@@ -806,3 +806,102 @@ async fn any_name_is_a_queue_and_the_data_directory_maps_names_safely() {
     assert!(!queues.join("old").exists());
     broker.shutdown().await;
 }
+
+/// An exclusive queue never outlives the broker run that declared it: the next
+/// start deletes it with its bindings (and an auto-delete exchange left without
+/// any goes with them), while an auto-delete queue keeps its flag.
+#[tokio::test]
+async fn a_start_deletes_exclusive_queues_and_keeps_auto_delete_ones() {
+    use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, _gate) = gated_broker(dir.path()).await;
+    let exclusive = QueueOptions {
+        exclusive: true,
+        ..QueueOptions::default()
+    };
+    let auto_delete = QueueOptions {
+        auto_delete: true,
+        ..QueueOptions::default()
+    };
+    broker.declare("owned", exclusive).await.expect("declare");
+    broker.declare("brief", auto_delete).await.expect("declare");
+    broker
+        .declare("kept", QueueOptions::default())
+        .await
+        .expect("declare");
+    broker
+        .send("owned", vec![message("owned")])
+        .await
+        .expect("send");
+    let fanout = ExchangeOptions {
+        kind: ExchangeType::Fanout,
+        durable: true,
+        auto_delete: true,
+        alternate_exchange: None,
+        internal: false,
+    };
+    broker
+        .declare_exchange("fan", fanout)
+        .await
+        .expect("declare exchange");
+    broker
+        .bind(Binding {
+            source: "fan".into(),
+            destination: "owned".into(),
+            destination_type: DestinationType::Queue,
+            routing_key: String::new(),
+            arguments: std::collections::BTreeMap::new(),
+        })
+        .await
+        .expect("bind");
+    broker.shutdown().await;
+    let broker = reopen(dir.path(), broker).await;
+    assert_eq!(
+        broker.info("owned").await.unwrap_err().code(),
+        "queue_not_found"
+    );
+    assert!(broker.bindings(None, Some("owned")).is_empty());
+    assert!(
+        broker.exchange("fan").is_err(),
+        "gone with its last binding"
+    );
+    assert!(
+        broker
+            .info("brief")
+            .await
+            .expect("kept")
+            .options
+            .auto_delete
+    );
+    assert!(broker.info("kept").await.is_ok());
+    // The name is free again.
+    broker
+        .declare("owned", QueueOptions::default())
+        .await
+        .expect("declare again");
+}
+
+/// A flag asked off differs from one that is on, although a false flag is left out
+/// of `queue.json`.
+#[test]
+fn flags_left_out_when_false_still_differ() {
+    let on = QueueOptions {
+        auto_delete: true,
+        ..QueueOptions::default()
+    };
+    let off = QueueOptions::default();
+    assert_eq!(
+        off.difference(&on).as_deref(),
+        Some("auto_delete is true but false was asked")
+    );
+    assert_eq!(
+        on.difference(&off).as_deref(),
+        Some("auto_delete is false but true was asked")
+    );
+    assert_eq!(off.difference(&QueueOptions::default()), None);
+    let json = serde_json::to_string(&off).expect("serializes");
+    assert!(
+        !json.contains("exclusive") && !json.contains("auto_delete"),
+        "{json}"
+    );
+}

@@ -225,6 +225,15 @@ async fn declare_queue(
         }
         .into());
     }
+    // An exclusive queue belongs to the AMQP connection that declared it; over
+    // HTTP nobody would own it.
+    if options.exclusive {
+        return Err(BrokerError::InvalidArgument {
+            field: "exclusive".into(),
+            reason: "only an AMQP connection can declare an exclusive queue".into(),
+        }
+        .into());
+    }
     let declared = broker.declare(&name, options).await?;
     let info = broker.info(&name).await?;
     let status = match declared {

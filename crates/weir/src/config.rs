@@ -64,6 +64,10 @@ pub struct AmqpSection {
     pub max_partial_publish_bytes: u64,
     /// Most fields in one field table or array, nested ones included.
     pub max_table_fields: u32,
+    /// A channel that holds a delivery unacked this long is closed with 406
+    /// PRECONDITION_FAILED and its deliveries requeued, ms (RabbitMQ's
+    /// `consumer_timeout`: 30 minutes); 0: never.
+    pub consumer_timeout_ms: u64,
 }
 
 impl Default for AmqpSection {
@@ -84,6 +88,7 @@ impl Default for AmqpSection {
             max_buffered_bytes: 4 << 20,
             max_partial_publish_bytes: 128 << 20,
             max_table_fields: 65_536,
+            consumer_timeout_ms: 30 * 60 * 1000,
         }
     }
 }
@@ -122,6 +127,7 @@ impl AmqpSection {
         for (name, value) in [
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
+            ("consumer_timeout_ms", self.consumer_timeout_ms),
         ] {
             if value > weir_http::MAX_TIMEOUT_MS {
                 problems.push(format!(
@@ -169,6 +175,8 @@ impl AmqpSection {
             max_buffered_bytes: usize::try_from(self.max_buffered_bytes).unwrap_or(usize::MAX),
             max_partial_publish_bytes: self.max_partial_publish_bytes.max(max_message_bytes),
             max_table_fields: self.max_table_fields as usize,
+            consumer_timeout: (self.consumer_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.consumer_timeout_ms)),
             ..weir_amqp::AmqpConfig::default()
         })
     }

@@ -721,6 +721,8 @@ fn options_strategy() -> impl Strategy<Value = QueueOptions> {
                 // queue model does not see them.
                 expires_ms: None,
                 single_active_consumer: false,
+                exclusive: false,
+                auto_delete: false,
             },
         )
 }

@@ -325,3 +325,379 @@ async fn channel_flow_pauses_and_resumes_deliveries() {
         .unwrap();
     assert_eq!(d.data, b"held");
 }
+
+/// An exclusive queue never outlives its broker run, however it ended: after kill -9
+/// (its connection still open) and after a clean stop, the restarted broker has
+/// neither it nor its bindings, while an ordinary queue declared beside it stays.
+/// A durable auto-delete queue stays across a restart, as in RabbitMQ, and goes when
+/// a consumer comes and goes after it.
+#[tokio::test]
+async fn exclusive_queues_are_gone_after_a_restart_even_after_kill_9() {
+    let mut broker = Broker::start().await.unwrap();
+    {
+        let conn = connect(&broker).await;
+        let ch = conn.create_channel().await.unwrap();
+        let exclusive = QueueDeclareOptions {
+            durable: true,
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        };
+        declare_with(&ch, "owned", exclusive, FieldTable::default()).await;
+        declare_with(
+            &ch,
+            "kept",
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await;
+        let auto_delete = QueueDeclareOptions {
+            durable: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        declare_with(&ch, "brief", auto_delete, FieldTable::default()).await;
+        ch.queue_bind(
+            "owned".into(),
+            "amq.fanout".into(),
+            "".into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        publish(&ch, "owned", b"gone with it").await;
+        broker.kill9().await.unwrap();
+    }
+    broker.restart().await.unwrap();
+    let conn = connect(&broker).await;
+    let e = exists(&conn, "owned").await.unwrap_err();
+    assert!(e.contains("NOT_FOUND"), "{e}");
+    assert!(exists(&conn, "kept").await.is_ok());
+    assert!(exists(&conn, "brief").await.is_ok(), "auto-delete survives");
+    let (status, bindings) = crate::Api::new(&broker)
+        .call("GET", "/api/bindings", None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        !bindings.to_string().contains("owned"),
+        "the exclusive queue's binding is gone: {bindings}"
+    );
+    // The name is free for anyone, exclusively again; this time the broker stops
+    // cleanly while the owner is connected.
+    let ch = conn.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare_with(&ch, "owned", exclusive, FieldTable::default()).await;
+    // The auto-delete queue is armed again by a consumer that comes and goes.
+    let _c = consume(&ch, "brief", "c", false).await.unwrap();
+    ch.basic_cancel("c".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    wait_gone(&conn, "brief").await;
+    assert!(broker.terminate().await.unwrap());
+    drop(conn);
+    broker.restart().await.unwrap();
+    let conn = connect(&broker).await;
+    let e = exists(&conn, "owned").await.unwrap_err();
+    assert!(e.contains("NOT_FOUND"), "{e}");
+    assert!(exists(&conn, "kept").await.is_ok());
+}
+
+/// Declaring an existing queue with other flags answers as RabbitMQ's
+/// `assert_equivalence`: another connection's exclusive queue or a different
+/// exclusive flag is 405, a different auto-delete flag 406.
+#[tokio::test]
+async fn redeclaring_with_other_flags_is_refused_as_rabbitmq_does() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare_with(
+        &ch,
+        "plain",
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await;
+    let declare = |options: QueueDeclareOptions| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.queue_declare("plain".into(), options, FieldTable::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let e = declare(QueueDeclareOptions {
+        durable: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
+    let e = declare(QueueDeclareOptions {
+        durable: true,
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(e.contains("RESOURCE_LOCKED"), "{e}");
+    assert!(declare(QueueDeclareOptions::durable()).await.is_ok());
+    // The other way round: an auto-delete queue declared without the flag is 406,
+    // and the owner of an exclusive queue declaring it without `exclusive` 405.
+    let brief = QueueDeclareOptions {
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare_with(&ch, "brief", brief, FieldTable::default()).await;
+    let owned = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare_with(&ch, "owned", owned, FieldTable::default()).await;
+    let again = |name: &'static str| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.queue_declare(
+                name.into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+    };
+    let e = again("brief").await.unwrap_err();
+    assert!(
+        e.contains("PRECONDITION_FAILED") && e.contains("auto_delete"),
+        "{e}"
+    );
+    let e = again("owned").await.unwrap_err();
+    assert!(e.contains("RESOURCE_LOCKED"), "{e}");
+    // Over HTTP nobody would own an exclusive queue.
+    let api = crate::Api::new(&broker);
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/queues/by-http",
+            Some(serde_json::json!({"exclusive": true})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Auto-delete exchanges go exactly when RabbitMQ's do: when the last binding of
+/// which they are the source goes (an unbind, or its queue's deletion), never
+/// while one is left and never if they had none. Then, as RabbitMQ 3.x answers: an
+/// unbind from the vanished exchange and an `exchange.delete` of it are fine.
+#[tokio::test]
+async fn auto_delete_exchanges_go_with_their_last_binding_and_later_cleanup_is_fine() {
+    use lapin::ExchangeKind;
+    use lapin::options::{
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeleteOptions,
+    };
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    let auto_delete = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let exchange_exists = |name: &'static str| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.exchange_declare(
+                name.into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok()
+        }
+    };
+    for name in ["ad.x", "ad.never"] {
+        ch.exchange_declare(
+            name.into(),
+            ExchangeKind::Direct,
+            auto_delete,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    declare_with(
+        &ch,
+        "ad.q",
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await;
+    for key in ["k1", "k2"] {
+        ch.queue_bind(
+            "ad.q".into(),
+            "ad.x".into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let unbind = |key: &'static str| {
+        ch.queue_unbind(
+            "ad.q".into(),
+            "ad.x".into(),
+            key.into(),
+            FieldTable::default(),
+        )
+    };
+    unbind("k1").await.unwrap();
+    assert!(exchange_exists("ad.x").await, "one binding is left");
+    unbind("k2").await.unwrap();
+    assert!(!exchange_exists("ad.x").await, "gone with its last binding");
+    assert!(exchange_exists("ad.never").await, "never bound: stays");
+    // The client's own cleanup after the fact: unbind again, then delete.
+    unbind("k2").await.unwrap();
+    ch.exchange_delete("ad.x".into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    // Deleting the queue removes its bindings, and the exchange goes with them.
+    ch.exchange_declare(
+        "ad.y".into(),
+        ExchangeKind::Direct,
+        auto_delete,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "ad.q".into(),
+        "ad.y".into(),
+        "k".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_delete("ad.q".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    assert!(!exchange_exists("ad.y").await);
+    ch.exchange_delete("ad.y".into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+/// Arguments as RabbitMQ 3.10 takes them: unknown ones ignored, those of another
+/// queue type refused with 406, known consume arguments type-checked.
+#[tokio::test]
+async fn queue_and_consume_arguments_are_refused_or_ignored_as_rabbitmq_does() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let declare = |name: &'static str, args: FieldTable| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let quorum = || ("x-queue-type", AMQPValue::LongString("quorum".into()));
+    declare("unknown", args(&[("x-foo-bar", AMQPValue::LongInt(1))]))
+        .await
+        .unwrap();
+    let e = declare(
+        "aged",
+        args(&[("x-max-age", AMQPValue::LongString("1D".into()))]),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("PRECONDITION_FAILED") && e.contains("rabbit_classic_queue"),
+        "{e}"
+    );
+    let in_memory = || ("x-max-in-memory-length", AMQPValue::LongInt(5));
+    let e = declare("classic-mem", args(&[in_memory()]))
+        .await
+        .unwrap_err();
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
+    declare("quorum-mem", args(&[in_memory(), quorum()]))
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let with = |k: &str, v: AMQPValue| {
+        let ch = ch.clone();
+        let table = args(&[(k, v)]);
+        async move {
+            ch.basic_consume(
+                "unknown".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                table,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+    };
+    with("x-priority", AMQPValue::LongInt(5)).await.unwrap();
+    with("x-whatever", AMQPValue::LongInt(5)).await.unwrap();
+    let e = with("x-priority", AMQPValue::LongString("high".into()))
+        .await
+        .unwrap_err();
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
+}
+
+/// A channel's publish and its next `basic.get` are ordered, as in RabbitMQ: the
+/// get right after the publish (no confirm awaited) finds the message, every time.
+#[tokio::test]
+async fn a_get_right_after_a_publish_on_the_same_channel_finds_it() {
+    let broker = Broker::start().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare_with(
+        &ch,
+        "ordered",
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await;
+    for i in 0..200u32 {
+        let body = i.to_be_bytes();
+        let _confirm = ch
+            .basic_publish(
+                "".into(),
+                "ordered".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        let got = ch
+            .basic_get(
+                "ordered".into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("get {i} came back empty"));
+        assert_eq!(got.delivery.data, body);
+    }
+}

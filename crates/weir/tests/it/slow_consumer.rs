@@ -565,22 +565,135 @@ async fn consumers_over_the_channel_cap_close_the_connection_with_530() {
     assert!(err.to_string().contains("NOT_ALLOWED"), "{err}");
 }
 
-/// `channel.open` on a number above the negotiated `channel_max` closes the
-/// connection with 530 `NOT_ALLOWED`; the highest number opens.
+/// As RabbitMQ, the negotiated `channel_max` bounds how many channels are open at
+/// once, not their numbers: any number up to 65535 opens, and one channel more
+/// than `channel_max` closes the connection with 530 `NOT_ALLOWED`.
 #[tokio::test]
-async fn a_channel_above_channel_max_closes_the_connection_with_530() {
+async fn channel_max_bounds_open_channels_and_any_number_opens() {
     let (broker, _dir) = start_with("[amqp]\nchannel_max = 8\n").await;
     let mut raw = Raw::connect(&broker, None).await;
     let mut hello = login();
-    hello.extend(open_channel(8));
+    for ch in [2, 3, 4, 5, 6, 9, 65535] {
+        hello.extend(open_channel(ch));
+    }
     raw.write(&hello).await;
-    for _ in 0..2 {
+    for _ in 0..8 {
         raw.until("channel.open-ok", |c| {
             matches!(c, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))
         })
         .await;
     }
-    raw.write(&open_channel(9)).await;
+    raw.write(&open_channel(7)).await;
     let (code, class_id, method_id, text) = raw.connection_close().await;
     assert_eq!((code, class_id, method_id), (530, 20, 10), "{text}");
+    assert!(text.contains("channel_max (8)"), "{text}");
+}
+
+/// `basic.qos` with a non-zero `prefetch_size` (which the codec would drop) is
+/// refused as RabbitMQ refuses it: 540 `NOT_IMPLEMENTED`, closing the connection.
+#[tokio::test]
+async fn a_non_zero_prefetch_size_closes_the_connection_with_540() {
+    let (broker, _dir) = start_with("").await;
+    let mut raw = Raw::connect(&broker, None).await;
+    raw.write(&login()).await;
+    raw.until("channel.open-ok", |c| {
+        matches!(c, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))
+    })
+    .await;
+    // basic.qos on channel 1: prefetch_size 65536, prefetch_count 10, global off.
+    let mut qos = vec![1, 0, 1, 0, 0, 0, 11, 0, 60, 0, 10];
+    qos.extend_from_slice(&65_536u32.to_be_bytes());
+    qos.extend_from_slice(&[0, 10, 0, 0xCE]);
+    raw.write(&qos).await;
+    let (code, class_id, method_id, text) = raw.connection_close().await;
+    assert_eq!((code, class_id, method_id), (540, 60, 10), "{text}");
+    assert!(text.contains("prefetch_size!=0 (65536)"), "{text}");
+}
+
+/// RabbitMQ's consumer timeout: a channel holding a delivery unacked longer than
+/// `[amqp] consumer_timeout_ms` is closed with 406 PRECONDITION_FAILED, and its
+/// deliveries go back to the queue (redelivered); a channel that acks in time, and
+/// the connection, go on.
+#[tokio::test]
+async fn an_unacked_delivery_past_the_consumer_timeout_closes_its_channel_with_406() {
+    use lapin::options::BasicGetOptions;
+    let (broker, _dir) = start_with("[amqp]\nconsumer_timeout_ms = 1000\n").await;
+    let conn =
+        lapin::Connection::connect(&broker.amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "slow".into(),
+        QueueDeclareOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for body in [b"one", b"two"] {
+        ch.basic_publish(
+            "".into(),
+            "slow".into(),
+            BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    // A consumer that holds its delivery, and a get on another channel that acks
+    // its own in time: only the first channel is closed.
+    let held = conn.create_channel().await.unwrap();
+    held.basic_qos(1, lapin::options::BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = held
+        .basic_consume(
+            "slow".into(),
+            "holder".into(),
+            BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let first = consumer.next().await.unwrap().unwrap();
+    assert_eq!(first.data, b"one");
+    let closed = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("the channel is closed within 30 s");
+    let e = match closed {
+        Some(Err(e)) => e.to_string(),
+        other => panic!("expected the channel's close, got {other:?}"),
+    };
+    assert!(
+        e.contains("PRECONDITION_FAILED") && e.contains("timed out"),
+        "{e}"
+    );
+    assert!(conn.status().connected(), "the connection goes on");
+    // Both messages are back, the held one redelivered.
+    let getter = conn.create_channel().await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let got = getter
+            .basic_get("slow".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a message");
+        bodies.push((got.delivery.data.clone(), got.delivery.redelivered));
+        got.delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![(b"one".to_vec(), true), (b"two".to_vec(), false)]
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        getter.status().connected(),
+        "a channel that acked in time is open"
+    );
 }
