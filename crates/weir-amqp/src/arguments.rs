@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use weir_broker::{Binding, DestinationType, Overflow, QueueOptions};
 
-use crate::codes::{Exception, NOT_IMPLEMENTED, PRECONDITION_FAILED};
+use crate::codes::{Exception, PRECONDITION_FAILED};
 
 /// The options of a queue declared with `arguments`.
 pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exception> {
@@ -217,13 +217,6 @@ fn binding_arguments(arguments: &FieldTable) -> BTreeMap<String, String> {
                 .map(|v| (k.as_str().to_owned(), v))
         })
         .collect()
-}
-
-fn not_yet(name: &str, what: &str) -> Exception {
-    Exception::channel(
-        NOT_IMPLEMENTED,
-        format!("{what} ('{name}') is not supported by weir yet"),
-    )
 }
 
 fn non_negative(v: &AMQPValue) -> Option<u64> {
