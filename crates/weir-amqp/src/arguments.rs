@@ -39,10 +39,8 @@ pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exce
                 options.overflow = match text(value).as_deref() {
                     Some("drop-head") => Overflow::DropHead,
                     Some("reject-publish") => Overflow::RejectPublish,
-                    Some("reject-publish-dlx") => {
-                        return Err(not_yet(name, "reject-publish-dlx"));
-                    }
-                    _ => return Err(bad("drop-head or reject-publish")),
+                    Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                    _ => return Err(bad("drop-head, reject-publish or reject-publish-dlx")),
                 };
             }
             "x-max-priority" => {

@@ -95,6 +95,8 @@ struct Incoming {
     body: BytesMut,
     /// A body in one frame needs no copy.
     single: Option<Bytes>,
+    /// Bytes reserved in `body` for the whole message (see `Machine::reserved`).
+    reserved: u64,
 }
 
 impl Incoming {
@@ -147,6 +149,11 @@ pub(crate) struct Connection {
     /// Body bytes held for publishes not yet whole, all channels together (at
     /// most `config.max_partial_publish_bytes`).
     partial: u64,
+    /// Bytes reserved for whole bodies of publishes not yet whole, all channels
+    /// together (at most `config.max_partial_publish_bytes`): a body of many
+    /// frames is gathered in one buffer of its final size, so a large message
+    /// costs one copy of itself, not the twice-doubled buffer of growing one.
+    reserved: u64,
 }
 
 /// The input buffer's room for one read: an idle connection (heartbeats only) keeps
@@ -181,6 +188,7 @@ impl Connection {
             granted: 0,
             len_before_read: 0,
             partial: 0,
+            reserved: 0,
         }
     }
 
@@ -448,6 +456,7 @@ impl Connection {
         c.closing = true;
         if let Some(incoming) = c.incoming.take() {
             self.partial -= incoming.held();
+            self.reserved -= incoming.reserved;
         }
         self.out.method(
             ch,
@@ -741,6 +750,7 @@ impl Connection {
                     header: None,
                     body: BytesMut::new(),
                     single: None,
+                    reserved: 0,
                 });
                 Ok(None)
             }
@@ -793,6 +803,10 @@ impl Connection {
     }
 
     fn on_content_body(&mut self, ch: u16, body: Bytes) -> Result<Option<Input>, Exception> {
+        let room = self
+            .config
+            .max_partial_publish_bytes
+            .saturating_sub(self.reserved);
         let c = self.channel(ch)?;
         if c.closing {
             return Ok(None);
@@ -816,12 +830,23 @@ impl Connection {
         if have == 0 && body_len == expected {
             incoming.single = Some(body);
         } else {
+            if have == 0 && expected <= room {
+                // Within the budget of partial bytes, so reserving cannot promise
+                // more memory than this connection may hold anyway.
+                incoming
+                    .body
+                    .reserve(usize::try_from(expected).unwrap_or(usize::MAX));
+                incoming.reserved = expected;
+            }
             if let Some(first) = incoming.single.take() {
                 incoming.body.extend_from_slice(&first);
             }
             incoming.body.extend_from_slice(&body);
         }
         let whole = have + body_len == expected;
+        if have == 0 {
+            self.reserved += incoming.reserved;
+        }
         if whole {
             self.partial -= have;
             return Ok(self.finish_publish(ch));
@@ -845,6 +870,7 @@ impl Connection {
     /// The publish on channel `ch` is whole.
     fn finish_publish(&mut self, ch: u16) -> Option<Input> {
         let incoming = self.channels.get_mut(&ch)?.incoming.take()?;
+        self.reserved -= incoming.reserved;
         let header = incoming.header?;
         let body = incoming.single.unwrap_or_else(|| incoming.body.freeze());
         Some(Input::Publish(

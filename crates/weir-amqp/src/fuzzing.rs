@@ -29,7 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use weir_broker::routing::is_built_in;
 use weir_broker::{
-    Broker, BrokerConfig, DeadLetterInfo, DeadLetterReason, Delivery, FsyncPolicy, Limits,
+    Broker, BrokerConfig, DeadLetterInfo, DeadLetterReason, Death, Delivery, FirstDeath,
+    FsyncPolicy, Limits,
 };
 
 use crate::codes::{self, Exception};
@@ -191,6 +192,21 @@ pub fn message(data: &[u8]) {
         time_ms: 1_700_000_000_000,
         source_queue: "source".into(),
         delivery_count: 2,
+        exchange: "exchange".into(),
+        routing_keys: vec!["key".into()],
+        deaths: vec![Death {
+            queue: "source".into(),
+            reason: DeadLetterReason::Rejected,
+            count: 1,
+            exchange: "origin".into(),
+            routing_keys: vec!["first".into()],
+            time_ms: 1_700_000_000_000,
+        }],
+        first_death: FirstDeath {
+            queue: "source".into(),
+            reason: DeadLetterReason::Rejected,
+            exchange: "origin".into(),
+        },
     });
     let delivery = |properties: Option<Bytes>, headers, priority, id| Delivery {
         receipt: None,

@@ -21,7 +21,7 @@ use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::{AMQPProperties, gen_properties, parse_properties};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use bytes::Bytes;
-use weir_broker::{DeadLetterReason, Delivery, SendMessage};
+use weir_broker::{DeadLetterInfo, Delivery, SendMessage};
 
 use crate::codes::{Exception, PRECONDITION_FAILED};
 use crate::tables;
@@ -93,53 +93,103 @@ pub(crate) fn to_send(
 /// The exchange, routing key and properties to deliver `d` with, from queue `queue`.
 pub(crate) fn from_delivery(d: &Delivery, queue: &str) -> (String, String, AMQPProperties) {
     let (exchange, routing_key, properties) = stored_or_built(d, queue);
-    let properties = match &d.dead_letter {
-        Some(_) => with_death(properties, d, &exchange, &routing_key),
-        None => properties,
-    };
-    (exchange, routing_key, properties)
+    match &d.dead_letter {
+        Some(death) => {
+            // A dead letter was republished through its dead-letter exchange with
+            // the dead-letter routing key (or its own), as RabbitMQ does.
+            let (exchange, routing_key) = match death.routing_keys.first() {
+                Some(key) => (death.exchange.clone(), key.clone()),
+                None => (exchange, routing_key),
+            };
+            (exchange, routing_key, with_death(properties, death))
+        }
+        None => (exchange, routing_key, properties),
+    }
 }
 
-/// RabbitMQ's `x-death` history (one entry: weir keeps the last dead-lettering)
-/// and `x-first-death-*` headers of a dead-lettered message.
-fn with_death(
-    properties: AMQPProperties,
-    d: &Delivery,
-    exchange: &str,
-    routing_key: &str,
-) -> AMQPProperties {
-    let Some(death) = &d.dead_letter else {
-        return properties;
-    };
-    let reason = match death.reason {
-        DeadLetterReason::Rejected => "rejected",
-        DeadLetterReason::Expired => "expired",
-        DeadLetterReason::Overflow => "maxlen",
-        DeadLetterReason::MaxDeliveries => "delivery_limit",
-    };
+/// A dead letter's properties as RabbitMQ 3.x gives them (`rabbit_dead_letter`):
+/// the `x-death` array, one table per (queue, reason) with its count, the most
+/// recent first; `x-first-death-queue`, `-reason` and `-exchange`; no
+/// `expiration` (the per-message TTL does not follow a dead letter; the death it
+/// caused keeps it as `original-expiration`).
+fn with_death(properties: AMQPProperties, death: &DeadLetterInfo) -> AMQPProperties {
     let long = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
-    let mut entry = FieldTable::default();
-    entry.insert("count".into(), AMQPValue::LongLongInt(1));
-    entry.insert("reason".into(), long(reason));
-    entry.insert("queue".into(), long(&death.source_queue));
-    entry.insert(
-        "time".into(),
-        AMQPValue::Timestamp(u64::try_from(death.time_ms / 1000).unwrap_or(0)),
-    );
-    entry.insert("exchange".into(), long(exchange));
-    entry.insert(
-        "routing-keys".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![long(routing_key)])),
-    );
+    // Only the first death can have had one: RabbitMQ drops it when it
+    // dead-letters (a consumer may republish a dead letter with one, which weir
+    // does not take apart).
+    let expiration = properties.expiration().clone();
+    let first = &death.first_death;
+    let entries = death
+        .deaths
+        .iter()
+        .map(|d| {
+            let mut entry = FieldTable::default();
+            entry.insert(
+                "count".into(),
+                AMQPValue::LongLongInt(i64::try_from(d.count).unwrap_or(i64::MAX)),
+            );
+            entry.insert("reason".into(), long(d.reason.rabbitmq_name()));
+            entry.insert("queue".into(), long(&d.queue));
+            entry.insert(
+                "time".into(),
+                AMQPValue::Timestamp(u64::try_from(d.time_ms / 1000).unwrap_or(0)),
+            );
+            entry.insert("exchange".into(), long(&d.exchange));
+            entry.insert(
+                "routing-keys".into(),
+                AMQPValue::FieldArray(FieldArray::from(
+                    d.routing_keys.iter().map(|k| long(k)).collect::<Vec<_>>(),
+                )),
+            );
+            if let Some(expiration) = &expiration
+                && d.queue == first.queue
+                && d.reason == first.reason
+            {
+                entry.insert("original-expiration".into(), long(expiration.as_str()));
+            }
+            AMQPValue::FieldTable(entry)
+        })
+        .collect::<Vec<_>>();
     let mut headers = properties.headers().clone().unwrap_or_default();
     headers.insert(
         "x-death".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(entry)])),
+        AMQPValue::FieldArray(FieldArray::from(entries)),
     );
-    headers.insert("x-first-death-reason".into(), long(reason));
-    headers.insert("x-first-death-queue".into(), long(&death.source_queue));
-    headers.insert("x-first-death-exchange".into(), long(exchange));
-    properties.with_headers(headers)
+    headers.insert(
+        "x-first-death-reason".into(),
+        long(first.reason.rabbitmq_name()),
+    );
+    headers.insert("x-first-death-queue".into(), long(&first.queue));
+    headers.insert("x-first-death-exchange".into(), long(&first.exchange));
+    without_expiration(&properties.with_headers(headers))
+}
+
+/// `p` without its `expiration` (the codec's properties have setters only).
+fn without_expiration(p: &AMQPProperties) -> AMQPProperties {
+    let mut out = AMQPProperties::default();
+    macro_rules! copy {
+        ($($get:ident => $set:ident),*) => {
+            $(if let Some(v) = p.$get() {
+                out = out.$set(v.clone());
+            })*
+        };
+    }
+    copy!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        headers => with_headers,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        user_id => with_user_id,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id
+    );
+    out
 }
 
 fn stored_or_built(d: &Delivery, queue: &str) -> (String, String, AMQPProperties) {
@@ -231,6 +281,8 @@ fn as_text(v: &AMQPValue) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -311,6 +363,92 @@ mod tests {
         let (exchange, key, back) = from_delivery(&delivery, "q");
         assert_eq!((exchange.as_str(), key.as_str()), ("orders", "created"));
         assert_eq!(back, properties);
+    }
+
+    #[test]
+    fn dead_letters_carry_rabbitmqs_headers_and_their_dead_letter_route() {
+        use weir_broker::{DeadLetterReason, Death, FirstDeath};
+        let p = AMQPProperties::default()
+            .with_expiration("500".into())
+            .with_correlation_id("c".into());
+        let sent = to_send("shop", "order.new", &p, Bytes::new()).unwrap();
+        let death = |queue: &str, reason, count, exchange: &str, key: &str| Death {
+            queue: queue.into(),
+            reason,
+            count,
+            exchange: exchange.into(),
+            routing_keys: vec![key.into()],
+            time_ms: 1_700_000_000_999,
+        };
+        let delivery = Delivery {
+            receipt: None,
+            id: "m".into(),
+            body: Bytes::new(),
+            headers: BTreeMap::new(),
+            priority: 0,
+            group: None,
+            delivery_count: 1,
+            enqueued_at_ms: 0,
+            dead_letter: Some(DeadLetterInfo {
+                reason: DeadLetterReason::MaxDeliveries,
+                time_ms: 1_700_000_000_999,
+                source_queue: "retry".into(),
+                delivery_count: 3,
+                exchange: "dlx".into(),
+                routing_keys: vec!["again".into()],
+                deaths: vec![
+                    death("retry", DeadLetterReason::MaxDeliveries, 1, "dlx", "retry"),
+                    death("orders", DeadLetterReason::Expired, 2, "shop", "order.new"),
+                ],
+                first_death: FirstDeath {
+                    queue: "orders".into(),
+                    reason: DeadLetterReason::Expired,
+                    exchange: "shop".into(),
+                },
+            }),
+            properties: sent.properties,
+        };
+        let (exchange, key, back) = from_delivery(&delivery, "q");
+        assert_eq!((exchange.as_str(), key.as_str()), ("dlx", "again"));
+        assert_eq!(*back.expiration(), None);
+        assert_eq!(
+            back.correlation_id().as_ref().map(ShortString::as_str),
+            Some("c")
+        );
+        let headers = back.headers().clone().unwrap();
+        let h = headers.inner();
+        let long = |s: &str| AMQPValue::LongString(s.into());
+        assert_eq!(h.get("x-first-death-queue"), Some(&long("orders")));
+        assert_eq!(h.get("x-first-death-reason"), Some(&long("expired")));
+        assert_eq!(h.get("x-first-death-exchange"), Some(&long("shop")));
+        let Some(AMQPValue::FieldArray(deaths)) = h.get("x-death") else {
+            panic!("x-death: {h:?}");
+        };
+        let tables: Vec<&FieldTable> = deaths
+            .as_slice()
+            .iter()
+            .map(|d| match d {
+                AMQPValue::FieldTable(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let first = tables[0].inner();
+        assert_eq!(first.get("reason"), Some(&long("delivery_limit")));
+        assert_eq!(first.get("count"), Some(&AMQPValue::LongLongInt(1)));
+        assert_eq!(
+            first.get("time"),
+            Some(&AMQPValue::Timestamp(1_700_000_000))
+        );
+        assert_eq!(first.get("original-expiration"), None);
+        let second = tables[1].inner();
+        assert_eq!(second.get("queue"), Some(&long("orders")));
+        assert_eq!(second.get("count"), Some(&AMQPValue::LongLongInt(2)));
+        assert_eq!(second.get("exchange"), Some(&long("shop")));
+        assert_eq!(
+            second.get("routing-keys"),
+            Some(&AMQPValue::FieldArray(vec![long("order.new")].into()))
+        );
+        assert_eq!(second.get("original-expiration"), Some(&long("500")));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Default for AmqpConfig {
             max_connections: 10_000,
             users: vec![("guest".into(), "guest".into())],
             guest_loopback_only: true,
-            max_message_bytes: 4 << 20,
+            max_message_bytes: 128 << 20,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             tcp_keepalive: Some(Duration::from_secs(60)),

@@ -13,15 +13,26 @@ use crate::error::{BrokerError, Result};
 #[serde(rename_all = "kebab-case")]
 pub enum Overflow {
     /// The head (the next message to be delivered: oldest of the highest priority)
-    /// is dropped and counted to make room. `RabbitMQ`'s
+    /// is dropped and counted to make room; with a `dead_letter_exchange` it is
+    /// dead-lettered instead (reason `overflow`), as RabbitMQ does. `RabbitMQ`'s
     /// default.
     #[default]
     DropHead,
     /// The send is refused with `queue_full`; nothing of it is enqueued.
     RejectPublish,
+    /// As `reject-publish`, and the refused messages are dead-lettered (reason
+    /// `overflow`, RabbitMQ's `maxlen`), as RabbitMQ's `reject-publish-dlx`.
+    RejectPublishDlx,
     /// The oldest ready message goes to the dead-letter queue (dropped if none is
     /// set).
     DeadLetter,
+}
+
+impl Overflow {
+    /// Whether a send over the limits is refused (rather than making room).
+    pub fn rejects(self) -> bool {
+        matches!(self, Overflow::RejectPublish | Overflow::RejectPublishDlx)
+    }
 }
 
 /// How the delay between redeliveries grows.
@@ -261,9 +272,12 @@ pub struct SendMessage {
     pub group: Option<String>,
     /// Time to live from now; overrides the queue's `message_ttl_ms` when shorter.
     pub ttl_ms: Option<u64>,
-    /// The routing key it was published with, kept for dead-lettering through an
-    /// exchange: a publish sets it only for queues whose dead letters need it.
+    /// The routing key it was published with, kept for dead-lettering: a publish
+    /// sets it only for queues that dead-letter.
     pub routing_key: Option<String>,
+    /// The exchange it was published through, kept like `routing_key` for queues
+    /// that dead-letter (the death history names it).
+    pub exchange: Option<String>,
     /// A front end's own description of the message (the AMQP front end: exchange,
     /// routing key and basic properties), opaque to the broker: stored with the
     /// message and handed back with every delivery of it.
@@ -309,10 +323,24 @@ pub enum DeadLetterReason {
     Overflow,
 }
 
-/// Where a dead-lettered message came from and why.
+impl DeadLetterReason {
+    /// RabbitMQ's name of the reason (`x-death`'s `reason`).
+    pub fn rabbitmq_name(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::Expired => "expired",
+            DeadLetterReason::Overflow => "maxlen",
+            DeadLetterReason::MaxDeliveries => "delivery_limit",
+        }
+    }
+}
+
+/// Where a dead-lettered message came from and why: its last dead-lettering, where
+/// it was republished, and its whole death history (RabbitMQ's `x-death` and
+/// `x-first-death-*` headers, which the AMQP front end renders from it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetterInfo {
-    /// Why.
+    /// Why (the last dead-lettering).
     pub reason: DeadLetterReason,
     /// When, in ms since the epoch.
     pub time_ms: i64,
@@ -320,6 +348,56 @@ pub struct DeadLetterInfo {
     pub source_queue: String,
     /// How often it had been delivered there.
     pub delivery_count: u32,
+    /// The exchange it was republished through (the source queue's
+    /// `dead_letter_exchange`; with a `dead_letter_queue`, the default exchange
+    /// `""`, its routing key being that queue's name).
+    /// An AMQP consumer gets it as the delivery's exchange.
+    #[serde(default)]
+    pub exchange: String,
+    /// The routing keys it was republished with: the source queue's
+    /// `dead_letter_routing_key`, else the keys it had. An AMQP consumer gets the
+    /// first as the delivery's routing key.
+    #[serde(default)]
+    pub routing_keys: Vec<String>,
+    /// Every (queue, reason) it was dead-lettered for, the most recent first, with
+    /// counts merged, in RabbitMQ 3.10's `x-death` order (see
+    /// `queue::dlq::died`).
+    #[serde(default)]
+    pub deaths: Vec<Death>,
+    /// Its first dead-lettering (RabbitMQ's `x-first-death-*`), never changed.
+    pub first_death: FirstDeath,
+}
+
+/// One (queue, reason) of a message's death history: an entry of RabbitMQ's
+/// `x-death`. When the message dies again in the same queue for the same reason,
+/// the entry's `count` goes up and it moves to the front; its other fields stay
+/// those of the first such death, as in RabbitMQ 3.x.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Death {
+    /// The queue it was dead-lettered from.
+    pub queue: String,
+    /// Why.
+    pub reason: DeadLetterReason,
+    /// How many times.
+    pub count: u64,
+    /// The exchange it had been published to (`""`: the default exchange, or sent
+    /// to the queue directly).
+    pub exchange: String,
+    /// The routing keys it had been published with.
+    pub routing_keys: Vec<String>,
+    /// When, ms since the epoch.
+    pub time_ms: i64,
+}
+
+/// A message's first dead-lettering.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstDeath {
+    /// The queue it was dead-lettered from.
+    pub queue: String,
+    /// Why.
+    pub reason: DeadLetterReason,
+    /// The exchange it had been published to.
+    pub exchange: String,
 }
 
 /// A message as a consumer sees it.

@@ -18,7 +18,7 @@
 //! <data_dir>/meta/queue-ids.json     the next queue number
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
@@ -56,7 +56,8 @@ pub struct Limits {
     pub max_exchanges: u64,
     /// Most bindings, all exchanges together.
     pub max_bindings: u64,
-    /// Largest message body, bytes.
+    /// Largest message, bytes (body; over AMQP also its properties). RabbitMQ
+    /// 3.x's default, 128 MiB; at most 512 MiB, RabbitMQ's ceiling.
     pub max_message_bytes: u64,
     /// Most messages in one send.
     pub max_batch_messages: u64,
@@ -78,7 +79,7 @@ impl Default for Limits {
             max_queues: 10_000,
             max_exchanges: 10_000,
             max_bindings: 100_000,
-            max_message_bytes: 4 << 20,
+            max_message_bytes: 128 << 20,
             max_batch_messages: 1_000,
             max_receive: 1_000,
             max_wait_ms: 60_000,
@@ -88,6 +89,14 @@ impl Default for Limits {
     }
 }
 
+/// The largest `max_message_bytes` may be (RabbitMQ's ceiling, 512 MiB).
+pub const MAX_MESSAGE_BYTES_CEILING: u64 = 512 << 20;
+
+/// Room a stored record needs besides the message's body and properties: its
+/// id, group and the HTTP headers map (which come in a request of at most
+/// `[http] max_body_bytes`, 16 MiB by default, whose body counts too).
+const RECORD_ROOM: u64 = 16 << 20;
+
 impl Limits {
     /// What is wrong with these limits, one sentence each (empty: nothing).
     /// Durations are capped at [`crate::api::MAX_DURATION_MS`] so that no
@@ -95,6 +104,12 @@ impl Limits {
     #[must_use]
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if !(1..=MAX_MESSAGE_BYTES_CEILING).contains(&self.max_message_bytes) {
+            problems.push(format!(
+                "limits.max_message_bytes {} is outside 1 ..= {MAX_MESSAGE_BYTES_CEILING} (512 MiB)",
+                self.max_message_bytes
+            ));
+        }
         if self.max_wait_ms > crate::api::MAX_DURATION_MS {
             problems.push(format!(
                 "limits.max_wait_ms {} is over {} (30 days)",
@@ -303,6 +318,19 @@ impl Broker {
         // The data directory's LOCK keeps any other process out of every log in
         // it, so the logs' own LOCK files would only cost a file each.
         config.log.lock_dir = false;
+        let problems = config.limits.problems();
+        if !problems.is_empty() {
+            return Err(BrokerError::invalid("limits", problems.join("; ")));
+        }
+        // Every message the limits accept must fit one record (and one batch).
+        let record = config
+            .limits
+            .max_message_bytes
+            .min(MAX_MESSAGE_BYTES_CEILING)
+            .saturating_add(RECORD_ROOM);
+        let record = u32::try_from(record).unwrap_or(u32::MAX);
+        config.log.max_record_bytes = config.log.max_record_bytes.max(record);
+        config.log.max_batch_bytes = config.log.max_batch_bytes.max(record.saturating_add(64));
         config
             .log
             .validate()
@@ -1361,6 +1389,9 @@ pub(crate) fn prepare(
     if let Some(key) = m.routing_key.filter(|k| !k.is_empty()) {
         headers.push(Header::new(ROUTING_KEY_HEADER, key));
     }
+    if let Some(exchange) = m.exchange.filter(|e| !e.is_empty()) {
+        headers.push(Header::new(EXCHANGE_HEADER, exchange));
+    }
     Ok(Outgoing {
         meta: MessageMeta {
             id: m.id.unwrap_or_else(|| generate_id(now)),
@@ -1386,30 +1417,44 @@ pub(crate) const PROPERTIES_HEADER: &[u8] = b"\0properties";
 /// The record header that holds [`SendMessage::routing_key`].
 pub(crate) const ROUTING_KEY_HEADER: &[u8] = b"\0routing-key";
 
-/// Publishes dead letters through `exchange` (see
-/// [`QueueOptions::dead_letter_exchange`]): each with `key` or its own routing key
-/// (the source queue's name when it has none), to the queues it routes to.
-/// Unroutable dead letters are dropped, as in RabbitMQ.
-pub(crate) async fn dead_letter_through(
+/// The record header that holds [`SendMessage::exchange`].
+pub(crate) const EXCHANGE_HEADER: &[u8] = b"\0exchange";
+
+/// Sends dead letters (built by [`crate::queue::dlq::copy`]) to where their queue's
+/// dead letters go. Through an exchange, each is routed with each of its routing
+/// keys; unroutable ones, and all when the exchange does not exist, are dropped, as
+/// in RabbitMQ. A dead letter is not sent to a queue it would go round a cycle
+/// through ([`crate::queue::dlq::is_cycle`]).
+pub(crate) async fn dead_letter_to(
     broker: &Weak<Inner>,
-    exchange: &str,
-    key: Option<&str>,
-    source: &str,
+    target: &crate::queue::dlq::Target,
     messages: Vec<Outgoing>,
 ) -> Result<()> {
+    use crate::queue::dlq::{Target, is_cycle, report_cycle};
+    let not_cycling = |m: &Outgoing, queue: &str| match &m.meta.dead_letter {
+        Some(info) if is_cycle(info, queue) => {
+            report_cycle(info, queue);
+            false
+        }
+        _ => true,
+    };
+    let exchange = match target {
+        Target::Queue(queue) => {
+            let messages: Vec<Outgoing> = messages
+                .into_iter()
+                .filter(|m| not_cycling(m, queue))
+                .collect();
+            if messages.is_empty() {
+                return Ok(());
+            }
+            return send_internal(broker, queue, messages, true).await;
+        }
+        Target::Exchange { name, .. } => name,
+    };
     let inner = broker.upgrade().ok_or_else(closing)?;
     let broker = Broker { inner };
     let mut per_queue: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
     for m in messages {
-        let own_key = m
-            .headers
-            .iter()
-            .find(|h| h.name.as_ref() == ROUTING_KEY_HEADER)
-            .map(|h| String::from_utf8_lossy(&h.value).into_owned());
-        let routing_key = key
-            .map(str::to_owned)
-            .or(own_key)
-            .unwrap_or_else(|| source.to_owned());
         let headers: BTreeMap<String, String> = m
             .headers
             .iter()
@@ -1421,8 +1466,29 @@ pub(crate) async fn dead_letter_through(
                 )
             })
             .collect();
-        for queue in broker.route_dead_letter(exchange, &routing_key, &headers)? {
-            per_queue.entry(queue).or_default().push(m.clone());
+        let keys = m
+            .meta
+            .dead_letter
+            .as_ref()
+            .map(|d| d.routing_keys.clone())
+            .unwrap_or_default();
+        let mut queues: BTreeSet<String> = BTreeSet::new();
+        for key in &keys {
+            match broker.route_dead_letter(exchange, key, &headers) {
+                Ok(routed) => queues.extend(routed),
+                Err(BrokerError::NotFound {
+                    kind: Kind::Exchange,
+                    ..
+                }) => {
+                    tracing::debug!(%exchange, "dead letter dropped: its dead-letter exchange does not exist");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for queue in queues {
+            if not_cycling(&m, &queue) {
+                per_queue.entry(queue).or_default().push(m.clone());
+            }
         }
     }
     for (queue, messages) in per_queue {

@@ -164,7 +164,7 @@ pub enum BrokerError {
     /// The queue's `max_length`/`max_length_bytes` is reached and its overflow policy
     /// is `reject-publish`; nothing of the send was enqueued.
     #[error(
-        "queue '{queue}' is full ({detail}); overflow policy reject-publish refused the send, nothing was enqueued"
+        "queue '{queue}' is full ({detail}); its overflow policy refused the send, nothing was enqueued"
     )]
     QueueFull {
         /// The queue.

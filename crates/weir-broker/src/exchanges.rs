@@ -138,17 +138,19 @@ pub struct SubscriptionInfo {
     pub pattern: String,
 }
 
-/// Whether a queue's dead letters need the routing key each message was published
-/// with (dead-lettering through an exchange with no key of its own). Only then is
-/// the key stored with the message.
-fn keeps_routing_key(options: &QueueOptions) -> bool {
-    options.dead_letter_exchange.is_some() && options.dead_letter_routing_key.is_none()
+/// Whether a queue's dead letters need the exchange and routing key each message
+/// was published with: for their routing key (through an exchange with no key of
+/// its own) and their death history. Only then are they stored with the message.
+fn keeps_route(options: &QueueOptions) -> bool {
+    options.dead_letters()
 }
 
-/// A copy of a published message for a queue, with its routing key if kept.
-fn with_routing_key(m: &PublishMessage, keep: bool) -> SendMessage {
+/// A copy of a published message for a queue, with its exchange and routing key
+/// if kept.
+fn with_route(exchange: &str, m: &PublishMessage, keep: bool) -> SendMessage {
     SendMessage {
         routing_key: (keep && !m.routing_key.is_empty()).then(|| m.routing_key.clone()),
+        exchange: (keep && !exchange.is_empty()).then(|| exchange.to_owned()),
         ..m.message.clone()
     }
 }
@@ -412,10 +414,10 @@ impl Broker {
         // log, whole and in order (one append, one sync, all destinations or none);
         // otherwise each queue gets its part as an ordinary send.
         let answers = if copies.iter().any(|c| *c > 1) {
-            self.publish_shared(messages, &copies, per_queue, now)
+            self.publish_shared(exchange, messages, &copies, per_queue, now)
                 .await?
         } else {
-            self.publish_direct(messages, per_queue).await?
+            self.publish_direct(exchange, messages, per_queue).await?
         };
         Ok(QueuedPublish {
             answers,
@@ -537,17 +539,16 @@ impl Broker {
     /// Each queue's part as an ordinary send, queued one queue after the other.
     async fn publish_direct(
         &self,
+        exchange: &str,
         messages: Vec<PublishMessage>,
         per_queue: BTreeMap<String, Vec<usize>>,
     ) -> Result<PendingAnswers> {
         let mut pending = Vec::with_capacity(per_queue.len());
         for (queue, positions) in per_queue {
-            let keep_key = self
-                .get(&queue)
-                .is_ok_and(|q| keeps_routing_key(&q.options));
+            let keep_key = self.get(&queue).is_ok_and(|q| keeps_route(&q.options));
             let batch: Vec<SendMessage> = positions
                 .iter()
-                .map(|i| with_routing_key(&messages[*i], keep_key))
+                .map(|i| with_route(exchange, &messages[*i], keep_key))
                 .collect();
             // A queue that refuses at once is answered among the others (the first
             // error wins).
@@ -561,6 +562,7 @@ impl Broker {
     /// queue then takes its part (decision 0004). Answers as `publish_direct`.
     async fn publish_shared(
         &self,
+        exchange: &str,
         messages: Vec<PublishMessage>,
         copies: &[usize],
         per_queue: BTreeMap<String, Vec<usize>>,
@@ -581,7 +583,7 @@ impl Broker {
         let mut parts = Vec::with_capacity(per_queue.len());
         for (name, positions) in per_queue {
             let queue = self.get(&name)?;
-            let keeps = keeps_routing_key(&queue.options);
+            let keeps = keeps_route(&queue.options);
             for i in &positions {
                 destinations[slot[*i] as usize].push(queue.id);
                 keep_key[slot[*i] as usize] |= keeps;
@@ -608,8 +610,9 @@ impl Broker {
                 continue;
             }
             let mut message = m.message;
-            if keep_key[slot[i] as usize] && !m.routing_key.is_empty() {
-                message.routing_key = Some(m.routing_key);
+            if keep_key[slot[i] as usize] {
+                message.routing_key = Some(m.routing_key).filter(|k| !k.is_empty());
+                message.exchange = Some(exchange.to_owned()).filter(|e| !e.is_empty());
             }
             let out = prepare(i, message, &neutral, limits, now)?;
             records.push(weir_log::NewRecord {

@@ -591,6 +591,21 @@ mod tests {
                 time_ms: NOW - 500,
                 source_queue: "src".into(),
                 delivery_count: 3,
+                exchange: "dlx".into(),
+                routing_keys: vec!["key".into()],
+                deaths: vec![crate::api::Death {
+                    queue: "src".into(),
+                    reason: DeadLetterReason::MaxDeliveries,
+                    count: 2,
+                    exchange: String::new(),
+                    routing_keys: vec!["src".into()],
+                    time_ms: NOW - 900,
+                }],
+                first_death: crate::api::FirstDeath {
+                    queue: "src".into(),
+                    reason: DeadLetterReason::MaxDeliveries,
+                    exchange: String::new(),
+                },
             }),
             shared_mark: 0,
         };

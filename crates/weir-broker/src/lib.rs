@@ -42,8 +42,9 @@ mod supervisor;
 
 pub use alarms::Alarms;
 pub use api::{
-    Backoff, DeadLetterInfo, DeadLetterReason, Declared, Delivery, NackOptions, Overflow,
-    QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome, SettleReport,
+    Backoff, DeadLetterInfo, DeadLetterReason, Death, Declared, Delivery, FirstDeath, NackOptions,
+    Overflow, QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome,
+    SettleReport,
 };
 pub use broker::{Broker, BrokerConfig, Limits, StartReport, UseGuard};
 pub use error::{BrokerError, Kind, Limit, Result};

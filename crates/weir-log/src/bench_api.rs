@@ -11,8 +11,8 @@ use crate::record::{NewRecord, Record};
 pub fn encode_batch(records: &[NewRecord], now_ms: i64) -> Vec<u8> {
     EncodedBatch::encode(records, now_ms, u32::MAX >> 2, u32::MAX >> 2)
         .expect("benchmark batches are within limits")
-        .bytes()
-        .to_vec()
+        .contiguous()
+        .into_owned()
 }
 
 /// Checks a batch's CRC and decodes every record (what a read does per batch).

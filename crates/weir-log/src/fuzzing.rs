@@ -89,7 +89,7 @@ fn round_trip(records: &[Record], base_offset: u64) {
     let mut encoded = EncodedBatch::encode(&new, 0, u32::MAX, FORMAT_MAX_BATCH_LEN)
         .expect("decoded records encode again");
     encoded.set_base_offset(base_offset);
-    let again = Bytes::copy_from_slice(encoded.bytes());
+    let again = Bytes::copy_from_slice(&encoded.contiguous());
     let Check::Complete(header) = batch::check(&again) else {
         panic!("a batch encoded from decoded records does not check");
     };

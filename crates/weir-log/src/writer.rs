@@ -459,7 +459,7 @@ impl Writer {
         // Unsynced appends written before this group: a failed sync may have cost
         // them too.
         let unsynced_before = self.synced_pos < start_pos;
-        let bufs: Vec<&[u8]> = pending.iter().map(|p| p.batch.bytes()).collect();
+        let bufs: Vec<&[u8]> = pending.iter().flat_map(|p| p.batch.parts()).collect();
         let path = self.active.log_path.clone();
         let mut result = self
             .active

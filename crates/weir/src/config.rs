@@ -381,7 +381,7 @@ mod tests {
     /// A deadline is `now + timeout`; a timeout near `i64::MAX` ms would overflow
     /// the clock at the first connection or long poll, so it is refused at start.
     #[test]
-    fn timeouts_past_thirty_days_are_refused() {
+    fn timeouts_past_thirty_days_and_messages_over_512_mib_are_refused() {
         let env = vec![
             (
                 "WEIR_AMQP_HANDSHAKE_TIMEOUT_MS".to_owned(),
@@ -392,6 +392,10 @@ mod tests {
                 i64::MAX.to_string(),
             ),
             ("WEIR_LIMITS_MAX_WAIT_MS".to_owned(), i64::MAX.to_string()),
+            (
+                "WEIR_LIMITS_MAX_MESSAGE_BYTES".to_owned(),
+                (1u64 << 30).to_string(),
+            ),
         ];
         let c = load(None, env, &[]).unwrap();
         let e = c.amqp.to_config(1).unwrap_err().to_string();
@@ -401,7 +405,9 @@ mod tests {
         );
         let problems = c.limits.problems();
         assert!(
-            problems.len() == 1 && problems[0].contains("max_wait_ms"),
+            problems.len() == 2
+                && problems[0].contains("max_message_bytes")
+                && problems[1].contains("max_wait_ms"),
             "{problems:?}"
         );
         assert!(Config::default().limits.problems().is_empty());

@@ -24,12 +24,13 @@ use tokio_util::task::TaskTracker;
 use weir_log::{FileLog, Header, MessageLog, NewRecord, Offset, ReadLimits, Record};
 
 use crate::api::{
-    DeadLetterInfo, DeadLetterReason, Delivery, NackOptions, QueueStats, ReceiveRequest,
-    SendOutcome, SettleReport,
+    DeadLetterReason, Delivery, NackOptions, Overflow, QueueStats, ReceiveRequest, SendOutcome,
+    SettleReport,
 };
 use crate::broker::Inner;
 use crate::error::{BrokerError, Result};
 use crate::queue::counters::Counters;
+use crate::queue::dlq;
 use crate::queue::record::{self, Decoded, MessageMeta, SHARED, SettleReason, StateOp, Totals};
 use crate::queue::replay::{ReplayReport, entry_of, shared_expiry};
 use crate::queue::state::{
@@ -379,8 +380,6 @@ pub(crate) struct Actor {
     /// When the log was last trimmed (dedup queues trim less often: each trim
     /// rewrites the ids still inside the window).
     last_trim: Instant,
-    /// Dead-lettered messages go here.
-    dead_letter_queue: Option<String>,
     /// Deliveries whose `Delivered` record is not written yet, offset → delivery
     /// count (decision 0005): they go out with the next append of this queue, by
     /// `record_due` at the latest, and a first delivery acked before that needs none.
@@ -416,7 +415,6 @@ impl Actor {
         replayed: &ReplayReport,
     ) -> Actor {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
-        let dead_letter_queue = state.options().dead_letter_queue.clone();
         // The checkpoint does not hold the shared messages replay counted above its
         // `shared_below`: they fold in when that moves past them.
         let mut base = state.totals;
@@ -440,7 +438,6 @@ impl Actor {
             deferred_arrivals: VecDeque::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             last_trim: Instant::now(),
-            dead_letter_queue,
             unrecorded: FxHashMap::default(),
             record_due: None,
             fresh: Fresh::default(),
@@ -1033,8 +1030,30 @@ impl Actor {
                 return None;
             }
             Err(e) => {
+                let mut answer = Err(e);
+                if self.state.options().overflow == Overflow::RejectPublishDlx
+                    && matches!(answer, Err(BrokerError::QueueFull { .. }))
+                {
+                    // Dead letters the queue refuses go on down the dead-letter
+                    // chain, which answers for them: their sender must not retry.
+                    if messages.iter().all(|m| m.meta.dead_letter.is_some()) {
+                        answer = Ok(messages
+                            .iter()
+                            .map(|m| SendOutcome {
+                                id: m.meta.id.clone(),
+                                duplicate: false,
+                            })
+                            .collect());
+                    }
+                    self.dead_letter_refused(
+                        messages
+                            .into_iter()
+                            .map(|m| (m.meta, m.headers, m.body))
+                            .collect(),
+                    );
+                }
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(e));
+                    let _ = reply.send(answer);
                 }
                 return None;
             }
@@ -1227,11 +1246,14 @@ impl Actor {
                 // Refused whole (`reject-publish`): the shared record names this
                 // queue all the same, so the refusal is recorded.
                 self.state.arrived(first, last, 0, mark);
-                let keys = arrival
+                let keys: Vec<u64> = arrival
                     .positions
                     .iter()
                     .map(|p| batch.keys[at(p)])
                     .collect();
+                if matches!(e, BrokerError::QueueFull { .. }) {
+                    self.dead_letter_refused_shared(&batch, &arrival.positions);
+                }
                 let done = self.persist(vec![StateOp::Declined(keys)]);
                 self.tasks.spawn(async move {
                     let _ = reply.send(match done.await {
@@ -1577,12 +1599,8 @@ impl Actor {
         items: Vec<(Entry, DeadLetterReason)>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let (done_tx, done_rx) = oneshot::channel();
-        let exchange = self.state.options().dead_letter_exchange.clone();
-        let exchange_key = self.state.options().dead_letter_routing_key.clone();
-        let dlq = match (&self.dead_letter_queue, &exchange) {
-            (Some(dlq), _) => dlq.clone(),
-            (None, Some(exchange)) => format!("exchange '{exchange}'"),
-            (None, None) => return Box::pin(async {}),
+        let Some(target) = dlq::Target::of(self.state.options()) else {
+            return Box::pin(async {});
         };
         let log = self.log.clone();
         let bodies = self.bodies.clone();
@@ -1598,46 +1616,25 @@ impl Actor {
                     let outgoing = records
                         .into_iter()
                         .zip(&items)
-                        .map(|((meta, rec), (entry, reason))| Outgoing {
-                            meta: MessageMeta {
-                                id: meta.id,
-                                priority: meta.priority,
-                                not_before_ms: 0,
-                                expires_at_ms: 0,
-                                group: meta.group,
-                                attempts: 0,
-                                moved_from: None,
-                                enqueued_at_ms: now,
-                                dead_letter: Some(DeadLetterInfo {
-                                    reason: *reason,
-                                    time_ms: now,
-                                    source_queue: queue.clone(),
-                                    delivery_count: entry.attempts,
-                                }),
-                                shared_mark: 0,
-                            },
-                            headers: rec.headers,
-                            body: rec.body,
+                        .map(|((meta, rec), (entry, reason))| {
+                            dlq::copy(
+                                &queue,
+                                &target,
+                                meta,
+                                rec.headers,
+                                rec.body,
+                                entry.attempts,
+                                *reason,
+                                now,
+                            )
                         })
                         .collect();
-                    match &exchange {
-                        Some(exchange) => {
-                            crate::broker::dead_letter_through(
-                                &broker,
-                                exchange,
-                                exchange_key.as_deref(),
-                                &queue,
-                                outgoing,
-                            )
-                            .await
-                        }
-                        None => crate::broker::send_internal(&broker, &dlq, outgoing, true).await,
-                    }
+                    crate::broker::dead_letter_to(&broker, &target, outgoing).await
                 }
                 Err(e) => Err(e),
             };
             if let Err(e) = &result {
-                tracing::warn!(%queue, dead_letter_queue = %dlq, error = %e, "dead-lettering failed; the messages stay in the queue");
+                tracing::warn!(%queue, dead_letter_queue = %target.describe(), error = %e, "dead-lettering failed; the messages stay in the queue");
             }
             let expired = items
                 .iter()
@@ -1655,6 +1652,85 @@ impl Actor {
         Box::pin(async move {
             let _ = done_rx.await;
         })
+    }
+
+    /// [`Actor::dead_letter_refused`] for the shared messages of `batch` at
+    /// `positions`, read from the shared log (with `reject-publish-dlx`).
+    fn dead_letter_refused_shared(&mut self, batch: &SharedBatch, positions: &[u32]) {
+        if self.state.options().overflow != Overflow::RejectPublishDlx {
+            return;
+        }
+        let Some(target) = dlq::Target::of(self.state.options()) else {
+            return;
+        };
+        let entries: Vec<Entry> = positions
+            .iter()
+            .map(|p| {
+                let p = *p as usize;
+                entry_of(batch.keys[p], &batch.metas[p], batch.sizes[p])
+            })
+            .collect();
+        let (log, bodies) = (self.log.clone(), self.bodies.clone());
+        let queue = self.name.clone();
+        let broker = self.broker.clone();
+        self.tasks.spawn(async move {
+            let now = now_ms();
+            let result = match read_entries(&log, &bodies, &queue, &entries).await {
+                Ok(records) => {
+                    let outgoing = records
+                        .into_iter()
+                        .map(|(meta, rec)| {
+                            dlq::copy(
+                                &queue,
+                                &target,
+                                meta,
+                                rec.headers,
+                                rec.body,
+                                0,
+                                DeadLetterReason::Overflow,
+                                now,
+                            )
+                        })
+                        .collect();
+                    crate::broker::dead_letter_to(&broker, &target, outgoing).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(%queue, dead_letter_queue = %target.describe(), error = %e, "dead-lettering refused messages failed; they are dropped");
+            }
+        });
+    }
+
+    /// Dead-letters messages this queue refused (`reject-publish-dlx`) with reason
+    /// `maxlen`, as RabbitMQ does: at most once, nothing of them is kept here.
+    fn dead_letter_refused(&mut self, refused: Vec<(MessageMeta, Vec<Header>, Bytes)>) {
+        let Some(target) = dlq::Target::of(self.state.options()) else {
+            return;
+        };
+        let queue = self.name.clone();
+        let broker = self.broker.clone();
+        let now = now_ms();
+        let outgoing = refused
+            .into_iter()
+            .map(|(meta, headers, body)| {
+                dlq::copy(
+                    &queue,
+                    &target,
+                    meta,
+                    headers,
+                    body,
+                    0,
+                    DeadLetterReason::Overflow,
+                    now,
+                )
+            })
+            .collect();
+        self.tasks.spawn(async move {
+            if let Err(e) = crate::broker::dead_letter_to(&broker, &target, outgoing).await {
+                tracing::warn!(%queue, dead_letter_queue = %target.describe(), error = %e, "dead-lettering refused messages failed; they are dropped");
+            }
+        });
     }
 
     #[allow(clippy::needless_pass_by_value)]

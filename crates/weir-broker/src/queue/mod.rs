@@ -1,8 +1,10 @@
 //! Work queues: the sans-IO delivery state ([`state`]), its log format
-//! ([`record`]), its ready messages in chunks ([`ready`]), recovery ([`replay`]) and the task that owns one queue ([`actor`]).
+//! ([`record`]), its ready messages in chunks ([`ready`]), recovery ([`replay`]), the
+//! death history of dead letters ([`dlq`]) and the task that owns one queue ([`actor`]).
 
 pub(crate) mod actor;
 pub(crate) mod counters;
+pub(crate) mod dlq;
 #[cfg(test)]
 mod model_tests;
 pub(crate) mod ready;

@@ -18,8 +18,16 @@
 //!   | attempts | varint: deliveries before this record was written |
 //!   | `moved_from` | varint: offset + 1 of the record this one replaces, 0 = none |
 //!   | `enqueued_at_ms` | varint: first enqueue time (kept across moves) |
-//!   | `dead_letter` | u8 0 = none; 1 then reason u8, `time_ms` varint, source varint length + UTF-8, `delivery_count` varint |
+//!   | `dead_letter` | u8 0 = none; 2 then the last death and the history (below); 1 (older records) then reason u8, `time_ms` varint, source varint length + UTF-8, `delivery_count` varint |
 //!   | `shared_mark` | varint: the shared log's next offset when this record was appended (version 2; 0 in version 1) |
+//!
+//!   A `dead_letter` of kind 2 (strings are varint length + UTF-8, string lists a
+//!   varint count then the strings): reason u8, `time_ms` varint, source queue,
+//!   `delivery_count` varint, the exchange it was republished through, its routing
+//!   keys (list), the first
+//!   death (queue, reason u8, exchange), then the deaths (varint count, each:
+//!   queue, reason u8, count varint, exchange, routing keys (list), `time_ms`
+//!   varint), most recent first (see [`crate::queue::dlq`]).
 //!
 //!   `shared_mark` puts a queue's own messages back in arrival order among the shared
 //!   messages it holds when the queue is replayed (decision 0004).
@@ -61,7 +69,7 @@
 
 use bytes::Bytes;
 
-use crate::api::{DeadLetterInfo, DeadLetterReason};
+use crate::api::{DeadLetterInfo, DeadLetterReason, Death, FirstDeath};
 
 /// Record kinds (first key byte). Kind 3 (a per-queue reference to a shared body)
 /// is retired: decision 0004 replaced it with the destination list of kind 4.
@@ -218,6 +226,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+fn put_strs(out: &mut Vec<u8>, strs: &[String]) {
+    put_varint(out, strs.len() as u64);
+    for s in strs {
+        put_str(out, s);
+    }
+}
+
 /// Times are stored as unsigned varints; anything before the epoch is 0 ("none").
 fn time_to_u64(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0)
@@ -258,6 +273,15 @@ impl<'a> Reader<'a> {
         let (s, rest) = self.buf.split_at(len);
         self.buf = rest;
         std::str::from_utf8(s).map_err(|_| DecodeError("string is not UTF-8"))
+    }
+    /// What [`put_strs`] wrote.
+    fn strs(&mut self) -> Result<Vec<String>, DecodeError> {
+        let n = self.count(1)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.str()?.to_owned());
+        }
+        Ok(out)
     }
     /// What [`put_ascending`] wrote.
     fn ascending(&mut self) -> Result<Vec<u64>, DecodeError> {
@@ -334,11 +358,25 @@ impl MessageMeta {
         match &self.dead_letter {
             None => out.push(0),
             Some(d) => {
-                out.push(1);
+                out.push(2);
                 out.push(reason_code(d.reason));
                 put_varint(out, time_to_u64(d.time_ms));
                 put_str(out, &d.source_queue);
                 put_varint(out, u64::from(d.delivery_count));
+                put_str(out, &d.exchange);
+                put_strs(out, &d.routing_keys);
+                put_str(out, &d.first_death.queue);
+                out.push(reason_code(d.first_death.reason));
+                put_str(out, &d.first_death.exchange);
+                put_varint(out, d.deaths.len() as u64);
+                for death in &d.deaths {
+                    put_str(out, &death.queue);
+                    out.push(reason_code(death.reason));
+                    put_varint(out, death.count);
+                    put_str(out, &death.exchange);
+                    put_strs(out, &death.routing_keys);
+                    put_varint(out, time_to_u64(death.time_ms));
+                }
             }
         }
         put_varint(out, self.shared_mark);
@@ -359,12 +397,69 @@ impl MessageMeta {
         let enqueued_at_ms = r.time()?;
         let dead_letter = match r.u8()? {
             0 => None,
-            1 => Some(DeadLetterInfo {
-                reason: reason_from(r.u8()?)?,
-                time_ms: r.time()?,
-                source_queue: r.str()?.to_owned(),
-                delivery_count: r.u32()?,
-            }),
+            1 => {
+                // Written before the death history was kept: one death, of a
+                // message published to the default exchange.
+                let reason = reason_from(r.u8()?)?;
+                let time_ms = r.time()?;
+                let source_queue = r.str()?.to_owned();
+                Some(DeadLetterInfo {
+                    reason,
+                    time_ms,
+                    delivery_count: r.u32()?,
+                    exchange: String::new(),
+                    routing_keys: Vec::new(),
+                    deaths: vec![Death {
+                        queue: source_queue.clone(),
+                        reason,
+                        count: 1,
+                        exchange: String::new(),
+                        routing_keys: Vec::new(),
+                        time_ms,
+                    }],
+                    first_death: FirstDeath {
+                        queue: source_queue.clone(),
+                        reason,
+                        exchange: String::new(),
+                    },
+                    source_queue,
+                })
+            }
+            2 => {
+                let reason = reason_from(r.u8()?)?;
+                let time_ms = r.time()?;
+                let source_queue = r.str()?.to_owned();
+                let delivery_count = r.u32()?;
+                let exchange = r.str()?.to_owned();
+                let routing_keys = r.strs()?;
+                let first_death = FirstDeath {
+                    queue: r.str()?.to_owned(),
+                    reason: reason_from(r.u8()?)?,
+                    exchange: r.str()?.to_owned(),
+                };
+                let n = r.count(5)?;
+                let mut deaths = Vec::with_capacity(n);
+                for _ in 0..n {
+                    deaths.push(Death {
+                        queue: r.str()?.to_owned(),
+                        reason: reason_from(r.u8()?)?,
+                        count: r.varint()?,
+                        exchange: r.str()?.to_owned(),
+                        routing_keys: r.strs()?,
+                        time_ms: r.time()?,
+                    });
+                }
+                Some(DeadLetterInfo {
+                    reason,
+                    time_ms,
+                    source_queue,
+                    delivery_count,
+                    exchange,
+                    routing_keys,
+                    deaths,
+                    first_death,
+                })
+            }
             _ => return Err(DecodeError("bad dead-letter flag")),
         };
         let shared_mark = if version >= 2 { r.varint()? } else { 0 };
@@ -620,13 +715,66 @@ mod tests {
                 time_ms: 1_700_000_000_500,
                 source_queue: "orders".into(),
                 delivery_count: 5,
+                exchange: "dlx".into(),
+                routing_keys: vec!["retry".into()],
+                deaths: vec![
+                    Death {
+                        queue: "orders".into(),
+                        reason: DeadLetterReason::MaxDeliveries,
+                        count: 1,
+                        exchange: "shop".into(),
+                        routing_keys: vec!["order.new".into(), "cc".into()],
+                        time_ms: 1_700_000_000_500,
+                    },
+                    Death {
+                        queue: "retry".into(),
+                        reason: DeadLetterReason::Expired,
+                        count: 7,
+                        exchange: String::new(),
+                        routing_keys: Vec::new(),
+                        time_ms: 1_600_000_000_000,
+                    },
+                ],
+                first_death: FirstDeath {
+                    queue: "retry".into(),
+                    reason: DeadLetterReason::Expired,
+                    exchange: String::new(),
+                },
             }),
             shared_mark: 98_765,
         };
-        match decode(Some(&meta.encode()), b"body").unwrap() {
+        let key = meta.encode();
+        match decode(Some(&key), b"body").unwrap() {
             Decoded::Message(m) => assert_eq!(m, meta),
             other => panic!("kind: {other:?}"),
         }
+        for cut in 0..key.len() {
+            assert!(decode(Some(&key[..cut]), b"").is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn dead_letters_written_before_the_history_read_as_one_death() {
+        let mut key = vec![KIND_MESSAGE, 1, 1, b'm', 0, 0, 0, 0, 0, 0, 0];
+        // dead_letter kind 1: rejected, time 9, source "q", delivered 2.
+        key.extend_from_slice(&[1, 1, 9, 1, b'q', 2]);
+        let Decoded::Message(m) = decode(Some(&key), b"").unwrap() else {
+            panic!("not a message");
+        };
+        let d = m.dead_letter.unwrap();
+        assert_eq!(
+            (
+                d.reason,
+                d.time_ms,
+                d.source_queue.as_str(),
+                d.delivery_count
+            ),
+            (DeadLetterReason::Rejected, 9, "q", 2)
+        );
+        assert_eq!(d.deaths.len(), 1);
+        assert_eq!((d.deaths[0].queue.as_str(), d.deaths[0].count), ("q", 1));
+        assert_eq!(d.first_death.queue, "q");
+        assert_eq!((d.exchange.as_str(), d.routing_keys.len()), ("", 0));
     }
 
     #[test]

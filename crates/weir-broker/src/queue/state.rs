@@ -288,7 +288,7 @@ impl QueueState {
             .filter(|(_, d)| !**d)
             .map(|((_, size), _)| u64::from(*size))
             .sum();
-        if self.options.overflow == Overflow::RejectPublish && new_count > 0 {
+        if self.options.overflow.rejects() && new_count > 0 {
             let count = self.ready_count + self.parked_count + self.reserved_count + new_count;
             if let Some(max) = self.options.max_length.filter(|max| count > *max) {
                 return Err(BrokerError::QueueFull {
@@ -624,9 +624,17 @@ impl QueueState {
     fn enforce_length(&mut self) -> Vec<Effect> {
         let mut dropped = Vec::new();
         let mut dead = Vec::new();
-        if self.options.overflow == Overflow::RejectPublish {
+        if self.options.overflow.rejects() {
             return Vec::new();
         }
+        // RabbitMQ dead-letters the dropped head (reason `maxlen`) when the queue
+        // has a dead-letter exchange; weir's `dead-letter` policy does it for a
+        // dead-letter queue too.
+        let dead_letters = match self.options.overflow {
+            Overflow::DeadLetter => self.options.dead_letters(),
+            Overflow::DropHead => self.options.dead_letter_exchange.is_some(),
+            Overflow::RejectPublish | Overflow::RejectPublishDlx => false,
+        };
         loop {
             let over_count = self
                 .options
@@ -640,7 +648,7 @@ impl QueueState {
                 break;
             }
             let Some(head) = self.pop_head() else { break };
-            if self.options.overflow == Overflow::DeadLetter && self.options.dead_letters() {
+            if dead_letters {
                 dead.push((head, DeadLetterReason::Overflow));
             } else {
                 self.let_go(&head);

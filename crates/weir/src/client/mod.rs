@@ -137,6 +137,7 @@ enum BackoffArg {
 enum OverflowArg {
     DropHead,
     RejectPublish,
+    RejectPublishDlx,
     DeadLetter,
 }
 

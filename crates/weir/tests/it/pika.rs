@@ -33,7 +33,7 @@ fn port(broker: &Broker) -> String {
 }
 
 /// Runs `script` with `args`; panics with its output unless it exits 0.
-async fn run(broker: &Broker, name: &str, args: &[&str]) -> String {
+pub(crate) async fn run(broker: &Broker, name: &str, args: &[&str]) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::process::Command::new(python())
