@@ -25,6 +25,7 @@ import tempfile
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.dont_write_bytecode = True  # no __pycache__ in the clone (the worker: the variable)
 DEADLINE = time.monotonic() + float(os.environ.get("WEIR_CELERY_DEADLINE", "200"))
 PR_SET_PDEATHSIG = 1
 
@@ -141,7 +142,7 @@ def main():
                     raise
         port = weir.port
         env = dict(os.environ, WEIR_AMQP_PORT=str(port), WEIR_CELERY_DIR=str(work),
-                   PYTHONPATH=str(HERE))
+                   PYTHONPATH=str(HERE), PYTHONDONTWRITEBYTECODE="1")
         os.environ.update(WEIR_AMQP_PORT=str(port), WEIR_CELERY_DIR=str(work))
         sys.path.insert(0, str(HERE))
         step(f"weir on 127.0.0.1:{port}")
