@@ -313,7 +313,13 @@ pub(crate) async fn run(
     };
     session.serve().await;
     session.cleanup().await;
+    session.linger().await;
 }
+
+/// How long a connection closed by the close handshake stays readable for frames
+/// its peer sent before it read `close-ok` (as long as a server close waits for
+/// its `close-ok`).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The shell around one [`Connection`]: the socket, the broker, the helper tasks.
 struct Session {
@@ -463,6 +469,27 @@ impl Session {
             }
         }
         self.flush_last(write_timeout).await;
+    }
+
+    /// After a close handshake: the peer may have sent more frames (publishes
+    /// queued behind its `connection.close`) before it read `close-ok`. Closing
+    /// the socket on them unread would answer with a reset, and the peer could
+    /// lose the `close-ok` and fail its next write (amqplib then never calls its
+    /// close callback). As RabbitMQ: send our FIN, then read and drop what comes
+    /// until the peer closes too, for at most [`LINGER`].
+    async fn linger(&mut self) {
+        if !self.conn.is_done() {
+            return;
+        }
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.write).await;
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = vec![0u8; 16 << 10];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, self.read.read(&mut scratch)).await
+        {
+            if n == 0 {
+                return;
+            }
+        }
     }
 
     /// The connection is done: what is left for the peer (its `close-ok`, say) goes
@@ -811,6 +838,7 @@ impl Session {
                     // its next start, and auto-delete holds across restarts.
                     options.exclusive = d.exclusive;
                     options.auto_delete = d.auto_delete;
+                    options.transient = !d.durable;
                     // Access is checked after: a queue that is new here (an owner's
                     // queue deleted over HTTP, say) is nobody else's.
                     let declared = match self.broker.declare(&name, options).await {

@@ -50,6 +50,10 @@ pub enum Backoff {
 /// queue. Two declarations conflict when any field differs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent flags, as AMQP's queue.declare carries them"
+)]
 pub struct QueueOptions {
     /// How long a received message stays leased before it is ready again (a
     /// receive may override it).
@@ -109,6 +113,12 @@ pub struct QueueOptions {
     /// auto-delete queue: it goes when a consumer comes and goes after the start.
     #[serde(skip_serializing_if = "is_false")]
     pub auto_delete: bool,
+    /// Declared with AMQP's `durable = false`: its messages are still written
+    /// like any other's while it runs, but the queue does not outlive the broker:
+    /// it is deleted at the next start, as RabbitMQ deletes transient queues when
+    /// a node boots. HTTP queues are durable.
+    #[serde(skip_serializing_if = "is_false")]
+    pub transient: bool,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -151,6 +161,7 @@ impl Default for QueueOptions {
             single_active_consumer: false,
             exclusive: false,
             auto_delete: false,
+            transient: false,
         }
     }
 }
@@ -233,7 +244,7 @@ impl QueueOptions {
         let complete = |o: &QueueOptions| {
             let mut v = serde_json::to_value(o).ok()?;
             let map = v.as_object_mut()?;
-            for flag in ["exclusive", "auto_delete"] {
+            for flag in ["exclusive", "auto_delete", "transient"] {
                 map.entry(flag).or_insert(serde_json::Value::Bool(false));
             }
             Some(v)

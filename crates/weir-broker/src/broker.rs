@@ -1212,21 +1212,21 @@ impl Broker {
         Ok(self.get(name)?.usage.hold())
     }
 
-    /// Deletes the exclusive queues a previous run left behind, with their
-    /// bindings: the connection that owned each is gone, and RabbitMQ never
-    /// recovers an exclusive queue (whether it stopped cleanly or was killed).
-    /// Returns how many.
+    /// Deletes the exclusive and transient queues a previous run left behind,
+    /// with their bindings: the connection that owned an exclusive queue is gone,
+    /// and RabbitMQ recovers neither kind (whether it stopped cleanly or was
+    /// killed). Returns how many.
     async fn delete_exclusive_queues(&self) -> Result<usize> {
-        let exclusive: Vec<String> = crate::locks::read(&self.inner.queues)
+        let doomed: Vec<String> = crate::locks::read(&self.inner.queues)
             .iter()
-            .filter(|(_, q)| q.options.exclusive)
+            .filter(|(_, q)| q.options.exclusive || q.options.transient)
             .map(|(name, _)| name.clone())
             .collect();
-        for name in &exclusive {
-            tracing::info!(queue = %name, "deleting an exclusive queue of the previous run");
+        for name in &doomed {
+            tracing::info!(queue = %name, "deleting an exclusive or transient queue of the previous run");
             self.delete(name).await?;
         }
-        Ok(exclusive.len())
+        Ok(doomed.len())
     }
 
     /// Deletes the queues with `expires_ms` that have been unused that long.

@@ -723,6 +723,7 @@ fn options_strategy() -> impl Strategy<Value = QueueOptions> {
                 single_active_consumer: false,
                 exclusive: false,
                 auto_delete: false,
+                transient: false,
             },
         )
 }

@@ -356,6 +356,14 @@ async fn exclusive_queues_are_gone_after_a_restart_even_after_kill_9() {
             ..QueueDeclareOptions::default()
         };
         declare_with(&ch, "brief", auto_delete, FieldTable::default()).await;
+        // durable = false: RabbitMQ deletes transient queues when it boots.
+        declare_with(
+            &ch,
+            "passing",
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
         ch.queue_bind(
             "owned".into(),
             "amq.fanout".into(),
@@ -377,6 +385,8 @@ async fn exclusive_queues_are_gone_after_a_restart_even_after_kill_9() {
     assert!(e.contains("NOT_FOUND"), "{e}");
     assert!(exists(&conn, "kept").await.is_ok());
     assert!(exists(&conn, "brief").await.is_ok(), "auto-delete survives");
+    let e = exists(&conn, "passing").await.unwrap_err();
+    assert!(e.contains("NOT_FOUND"), "a transient queue is gone: {e}");
     let (status, bindings) = crate::Api::new(&broker)
         .call("GET", "/api/bindings", None)
         .await;
@@ -449,6 +459,9 @@ async fn redeclaring_with_other_flags_is_refused_as_rabbitmq_does() {
     .await
     .unwrap_err();
     assert!(e.contains("RESOURCE_LOCKED"), "{e}");
+    // A different durable flag: RabbitMQ's "inequivalent arg 'durable'".
+    let e = declare(QueueDeclareOptions::default()).await.unwrap_err();
+    assert!(e.contains("PRECONDITION_FAILED"), "{e}");
     assert!(declare(QueueDeclareOptions::durable()).await.is_ok());
     // The other way round: an auto-delete queue declared without the flag is 406,
     // and the owner of an exclusive queue declaring it without `exclusive` 405.

@@ -361,3 +361,53 @@ async fn a_handshake_that_dribbles_is_closed_at_its_deadline() {
     let conn = connect(&broker).await;
     conn.create_channel().await.unwrap();
 }
+
+/// A client that sends `connection.close` with publishes still queued behind it
+/// (amqplib does): the broker answers `close-ok`, then reads and drops the rest
+/// until the client closes, as RabbitMQ does, instead of resetting the socket on
+/// the unread bytes, which lost the client its `close-ok` or failed its next
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_behind_a_connection_close_are_dropped_without_a_reset() {
+    let broker = Broker::start().await.expect("broker");
+    for _ in 0..20 {
+        let mut raw = Raw::login(&broker, 1).await;
+        let mut close = 200u16.to_be_bytes().to_vec();
+        close.extend_from_slice(&short("bye"));
+        close.extend_from_slice(&[0, 0, 0, 0]);
+        let mut burst = Vec::new();
+        let frame = |kind: u8, ch: u16, payload: &[u8]| {
+            let mut f = vec![kind];
+            f.extend_from_slice(&ch.to_be_bytes());
+            f.extend_from_slice(&long(payload));
+            f.push(0xCE);
+            f
+        };
+        burst.extend(frame(1, 0, &method(10, 50, &close)));
+        let mut publish = 0u16.to_be_bytes().to_vec();
+        publish.extend_from_slice(&short(""));
+        publish.extend_from_slice(&short("nowhere"));
+        publish.push(0);
+        for _ in 0..200 {
+            burst.extend(frame(1, 1, &method(60, 40, &publish)));
+        }
+        raw.stream
+            .write_all(&burst)
+            .await
+            .expect("the burst is written");
+        let (kind, ch, payload) = raw.read().await.expect("close-ok, not a reset");
+        assert_eq!((kind, ch, &payload[..4]), (1, 0, &[0, 10, 0, 51][..]));
+        // More of the client's queued frames still go out without a broken pipe.
+        raw.stream
+            .write_all(&burst[burst.len() / 2..])
+            .await
+            .expect("writing after close-ok is not refused");
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(10), raw.stream.read_to_end(&mut rest))
+            .await
+            .expect("the broker ends the connection");
+        assert!(end.is_ok(), "an orderly end, not a reset: {end:?}");
+        assert!(rest.is_empty(), "nothing after close-ok");
+    }
+    assert!(alive(&broker));
+}
