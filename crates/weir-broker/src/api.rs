@@ -489,7 +489,8 @@ pub struct NackOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QueueStats {
-    /// Ready to be received.
+    /// Ready to be received, counting messages accepted and still being written
+    /// (ready a moment later).
     pub ready: u64,
     /// Leased to a consumer.
     pub leased: u64,

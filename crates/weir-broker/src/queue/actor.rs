@@ -796,6 +796,11 @@ impl Actor {
                 // Receivers that went away (client closed its connection) do not count.
                 self.waiters.retain(|w| !w.reply.is_closed());
                 let mut stats = self.state.stats(self.waiters.len() as u64, now_ms());
+                // A message is taken in once written, a moment after it is
+                // admitted; counted from its admission, as RabbitMQ counts an
+                // enqueued message at once (amqplib's tests publish, then count
+                // the queue from another connection).
+                stats.ready += self.state.admitted_unwritten();
                 stats.disk_bytes = self.log.stats().size_bytes;
                 let _ = reply.send(stats);
             }

@@ -374,6 +374,11 @@ impl QueueState {
         }
     }
 
+    /// Messages admitted and not yet written (their append is on its way).
+    pub(crate) fn admitted_unwritten(&self) -> u64 {
+        self.reserved_count
+    }
+
     /// Undoes an admission whose write failed.
     pub(crate) fn cancel(&mut self, ids: &[&str], count: u64, bytes: u64) {
         self.reserved_count = self.reserved_count.saturating_sub(count);
