@@ -151,17 +151,80 @@ fn with_death(properties: AMQPProperties, death: &DeadLetterInfo) -> AMQPPropert
         })
         .collect::<Vec<_>>();
     let mut headers = properties.headers().clone().unwrap_or_default();
+    // A consumer that republished a dead letter kept its `x-death`: RabbitMQ
+    // goes on counting in it, so the deaths since then are merged into it.
+    let entries = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(earlier)) => merged_deaths(earlier.as_slice(), entries),
+        _ => entries,
+    };
     headers.insert(
         "x-death".into(),
         AMQPValue::FieldArray(FieldArray::from(entries)),
     );
-    headers.insert(
-        "x-first-death-reason".into(),
-        long(first.reason.rabbitmq_name()),
-    );
-    headers.insert("x-first-death-queue".into(), long(&first.queue));
-    headers.insert("x-first-death-exchange".into(), long(&first.exchange));
+    // Set once, at the first death: a republished dead letter keeps its own.
+    if !headers.contains_key("x-first-death-reason") {
+        headers.insert(
+            "x-first-death-reason".into(),
+            long(first.reason.rabbitmq_name()),
+        );
+        headers.insert("x-first-death-queue".into(), long(&first.queue));
+        headers.insert("x-first-death-exchange".into(), long(&first.exchange));
+    }
     without_expiration(&properties.with_headers(headers))
+}
+
+/// The `x-death` a publisher sent (`earlier`) with the deaths weir recorded
+/// since (`recent`, most recent first) applied as RabbitMQ applies each: the
+/// entry of the same queue and reason has its count raised and moves to the
+/// front, otherwise the new entry goes in front.
+fn merged_deaths(earlier: &[AMQPValue], recent: Vec<AMQPValue>) -> Vec<AMQPValue> {
+    let key = |v: &AMQPValue| match v {
+        AMQPValue::FieldTable(t) => {
+            let text = |name: &str| match t.inner().get(name) {
+                Some(AMQPValue::LongString(s)) => Some(s.as_bytes().to_vec()),
+                Some(AMQPValue::ShortString(s)) => Some(s.as_str().as_bytes().to_vec()),
+                _ => None,
+            };
+            Some((text("queue")?, text("reason")?))
+        }
+        _ => None,
+    };
+    let count = |v: &AMQPValue| match v {
+        AMQPValue::FieldTable(t) => t.inner().get("count").and_then(integer).unwrap_or(0),
+        _ => 0,
+    };
+    let mut out: Vec<AMQPValue> = earlier.to_vec();
+    for death in recent.into_iter().rev() {
+        let at = key(&death).and_then(|k| out.iter().position(|e| key(e).as_ref() == Some(&k)));
+        let entry = match at {
+            Some(at) => {
+                let mut kept = out.remove(at);
+                let total = count(&kept).saturating_add(count(&death));
+                // Its other fields stay those of its first death, as in RabbitMQ.
+                if let AMQPValue::FieldTable(t) = &mut kept {
+                    t.insert("count".into(), AMQPValue::LongLongInt(total));
+                }
+                kept
+            }
+            None => death,
+        };
+        out.insert(0, entry);
+    }
+    out
+}
+
+/// An integer field of any AMQP integer type.
+fn integer(v: &AMQPValue) -> Option<i64> {
+    Some(match v {
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
+        _ => return None,
+    })
 }
 
 /// `p` without its `expiration` (the codec's properties have setters only).
@@ -283,6 +346,8 @@ fn as_text(v: &AMQPValue) -> Option<String> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use weir_broker::{DeadLetterReason, Death, FirstDeath};
+
     use super::*;
 
     #[test]
@@ -367,19 +432,10 @@ mod tests {
 
     #[test]
     fn dead_letters_carry_rabbitmqs_headers_and_their_dead_letter_route() {
-        use weir_broker::{DeadLetterReason, Death, FirstDeath};
         let p = AMQPProperties::default()
             .with_expiration("500".into())
             .with_correlation_id("c".into());
         let sent = to_send("shop", "order.new", &p, Bytes::new()).unwrap();
-        let death = |queue: &str, reason, count, exchange: &str, key: &str| Death {
-            queue: queue.into(),
-            reason,
-            count,
-            exchange: exchange.into(),
-            routing_keys: vec![key.into()],
-            time_ms: 1_700_000_000_999,
-        };
         let delivery = Delivery {
             receipt: None,
             id: "m".into(),
@@ -449,6 +505,98 @@ mod tests {
             Some(&AMQPValue::FieldArray(vec![long("order.new")].into()))
         );
         assert_eq!(second.get("original-expiration"), Some(&long("500")));
+    }
+
+    fn death(
+        queue: &str,
+        reason: DeadLetterReason,
+        count: u64,
+        exchange: &str,
+        key: &str,
+    ) -> Death {
+        Death {
+            queue: queue.into(),
+            reason,
+            count,
+            exchange: exchange.into(),
+            routing_keys: vec![key.into()],
+            time_ms: 1_700_000_000_999,
+        }
+    }
+
+    /// A consumer republished a dead letter with its `x-death` (count 2 for
+    /// `work`/`rejected`); it dies twice more in `work` and once in `parking`:
+    /// the counts go on from the publisher's, as RabbitMQ's do.
+    #[test]
+    fn a_republished_x_death_is_counted_on() {
+        let long = |s: &str| AMQPValue::LongString(s.into());
+        let entry = |queue: &str, reason: &str, count: AMQPValue| {
+            let mut t = FieldTable::default();
+            t.insert("queue".into(), long(queue));
+            t.insert("reason".into(), long(reason));
+            t.insert("count".into(), count);
+            t.insert("time".into(), AMQPValue::Timestamp(1));
+            AMQPValue::FieldTable(t)
+        };
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(
+                vec![
+                    entry("work", "rejected", AMQPValue::LongInt(2)),
+                    entry("older", "expired", AMQPValue::LongLongInt(1)),
+                ]
+                .into(),
+            ),
+        );
+        headers.insert("x-first-death-queue".into(), long("older"));
+        headers.insert("x-first-death-reason".into(), long("expired"));
+        headers.insert("x-first-death-exchange".into(), long(""));
+        let properties = AMQPProperties::default().with_headers(headers);
+        let death = DeadLetterInfo {
+            reason: DeadLetterReason::Rejected,
+            source_queue: "parking".into(),
+            delivery_count: 1,
+            time_ms: 1_700_000_000_999,
+            exchange: String::new(),
+            routing_keys: vec!["parking".into()],
+            deaths: vec![
+                death("parking", DeadLetterReason::Rejected, 1, "", "parking"),
+                death("work", DeadLetterReason::Rejected, 2, "", "work"),
+            ],
+            first_death: FirstDeath {
+                queue: "work".into(),
+                reason: DeadLetterReason::Rejected,
+                exchange: String::new(),
+            },
+        };
+        let back = with_death(properties, &death);
+        let headers = back.headers().clone().unwrap();
+        let h = headers.inner();
+        let Some(AMQPValue::FieldArray(deaths)) = h.get("x-death") else {
+            panic!("x-death: {h:?}");
+        };
+        let summary: Vec<(AMQPValue, AMQPValue, AMQPValue)> = deaths
+            .as_slice()
+            .iter()
+            .map(|d| match d {
+                AMQPValue::FieldTable(t) => (
+                    t.inner()["queue"].clone(),
+                    t.inner()["reason"].clone(),
+                    t.inner()["count"].clone(),
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (long("parking"), long("rejected"), AMQPValue::LongLongInt(1)),
+                (long("work"), long("rejected"), AMQPValue::LongLongInt(4)),
+                (long("older"), long("expired"), AMQPValue::LongLongInt(1)),
+            ]
+        );
+        assert_eq!(h.get("x-first-death-queue"), Some(&long("older")), "kept");
     }
 
     #[test]
