@@ -1,5 +1,5 @@
 //! weir's broker: durable work queues over `weir-log`, behind one API ([`Broker`])
-//! that every front end (HTTP now, AMQP next) calls.
+//! that every front end (HTTP and AMQP 0-9-1) calls.
 //!
 //! It owns the queue model: sending (with ids, headers, priorities, delays, groups,
 //! TTLs, de-duplication), leasing with visibility timeouts, ack / nack / extend,

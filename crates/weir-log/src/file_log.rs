@@ -4,9 +4,15 @@
 //! reads run on a shared pool of blocking threads (see `pool`) and go straight to the
 //! segment files with positional reads, so they never wait for the writer. Readers and
 //! the writer share only the segment map (a `RwLock` held for map lookups, never across
-//! I/O) and the *watermark*, a `tokio::sync::watch` of the first and next offsets: the
-//! writer moves it only after a group is committed, so readers never see an append
-//! before it is durable under the fsync policy.
+//! I/O) and the *watermark*, a `tokio::sync::watch` of the first and next offsets,
+//! which the writer moves when a group is committed. A group of plain appends
+//! (`append_batch`, `submit_batch`) under `fsync = always` is committed after its
+//! `fdatasync`, so readers see it only once durable; a group holding a staged append
+//! (`submit_batch_staged`: the broker delivers a message once written and confirms it
+//! once synced, decision 0005) is committed once written, and its sync follows on the
+//! sync thread: readers may see those records before they are durable, and a crash
+//! before the sync can lose records a reader saw. Under `interval` and `never` a group
+//! is committed once written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -83,8 +83,10 @@ pub use writer::RetentionReport;
 pub trait MessageLog: Send + Sync + 'static {
     /// Appends `records` as one batch: they get consecutive offsets, in order, and are
     /// kept or lost together. Resolves once they are durable under the fsync policy
-    /// (for `FileLog` with `always`: after `fdatasync` returned), and only then are
-    /// they visible to readers.
+    /// (for `FileLog` with `always`: after `fdatasync` returned). They are visible to
+    /// readers once the group they were written with is committed: for a group of
+    /// such appends, only then; `FileLog` publishes a group that also holds a staged
+    /// append (`submit_batch_staged`) once it is written, before its sync.
     ///
     /// # Errors
     /// [`LogError::EmptyBatch`]; [`LogError::TooLarge`] for a record over

@@ -9,7 +9,7 @@
 //!   | field | encoding |
 //!   |---|---|
 //!   | kind | u8 = 1 |
-//!   | version | u8 = 1 |
+//!   | version | u8 = 2 (written); 1 is still read (no `shared_mark`) |
 //!   | id | varint length + UTF-8 |
 //!   | priority | u8 |
 //!   | `not_before_ms` | varint, 0 = none |
