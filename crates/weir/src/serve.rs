@@ -2,7 +2,7 @@
 //! runs until SIGTERM or Ctrl-C.
 //!
 //! Shutdown order: stop accepting HTTP and AMQP connections; close every AMQP
-//! connection with `connection.close` 320 CONNECTION_FORCED (their unacked
+//! connection with `connection.close` 320 `CONNECTION_FORCED` (their unacked
 //! messages go back to their queues; waited for up to 5 s); stop the broker (long
 //! polls get empty answers, sends and acks in flight finish and are answered, logs
 //! are synced and closed); let in-flight HTTP answers go out; exit.
