@@ -31,8 +31,8 @@ use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED,
     NOT_IMPLEMENTED, PRECONDITION_FAILED, RESOURCE_ERROR, SYNTAX_ERROR, UNEXPECTED_FRAME,
 };
+use crate::config::AmqpConfig;
 use crate::framing::{self, Frame, FrameError, Outbox};
-use crate::server::AmqpConfig;
 
 /// Frames allowed before `tune-ok` (the spec's minimum frame size is 4096).
 const PRE_TUNE_FRAME_MAX: u32 = 131_072;

@@ -34,10 +34,10 @@ use weir_broker::{
 };
 
 use crate::codes::{self, Exception};
+use crate::config::AmqpConfig;
 use crate::connection::{Connection, Input};
 use crate::framing::{self, Frame, Outbox};
 use crate::message::{from_delivery, to_send};
-use crate::server::AmqpConfig;
 
 /// What a run of [`connection`] saw, for tests to assert on.
 #[derive(Debug, Default)]

@@ -30,6 +30,7 @@
 mod arguments;
 mod channel;
 mod codes;
+mod config;
 mod connection;
 pub(crate) mod framing;
 #[doc(hidden)]
@@ -40,4 +41,5 @@ mod server;
 mod session;
 mod tables;
 
-pub use server::{AmqpConfig, serve};
+pub use config::AmqpConfig;
+pub use server::serve;

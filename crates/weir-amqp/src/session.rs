@@ -51,10 +51,10 @@ use crate::codes::{
     self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, NOT_ALLOWED, NOT_FOUND,
     NOT_IMPLEMENTED, PRECONDITION_FAILED,
 };
+use crate::config::AmqpConfig;
 use crate::connection::{Connection, Input, Publish as IncomingPublish, method_name};
 use crate::message::{from_delivery, to_send};
 use crate::registry::{ConsumerId, QueueFlags, Registry, locked};
-use crate::server::AmqpConfig;
 use outflow::{Credit, Output};
 
 /// One long poll of a consumer.
