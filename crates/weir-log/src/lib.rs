@@ -55,6 +55,7 @@ mod pool;
 mod record;
 mod recovery;
 mod segment;
+mod shared;
 mod syncer;
 mod tail;
 pub mod testing;

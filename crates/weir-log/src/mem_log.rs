@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use crate::batch::check_limits;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
-use crate::file_log::now_ms;
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
+use crate::shared::now_ms;
 use crate::{MessageLog, Watermark};
 
 #[derive(Debug)]

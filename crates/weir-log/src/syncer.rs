@@ -36,12 +36,12 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use crate::error::{LogError, Result};
-use crate::file_log::Shared;
 use crate::header::FILE_HEADER_LEN;
 use crate::io::FileIo;
 use crate::mailbox::{Sender, mailbox};
 use crate::meta;
 use crate::record::Appended;
+use crate::shared::Shared;
 
 /// What the sync thread is asked to do.
 pub(crate) enum Job {

@@ -37,7 +37,6 @@ use tokio::sync::oneshot;
 use crate::batch::EncodedBatch;
 use crate::config::FsyncPolicy;
 use crate::error::{LogError, Result};
-use crate::file_log::{Shared, now_ms};
 use crate::header::FILE_HEADER_LEN;
 use crate::index::{ENTRY_LEN, IndexEntry};
 use crate::io::{DirLock, FileIo};
@@ -45,6 +44,7 @@ use crate::meta;
 use crate::record::{Appended, Offset};
 use crate::recovery::ActiveState;
 use crate::segment::{Segment, index_file_name, log_file_name};
+use crate::shared::{Shared, now_ms};
 use crate::syncer::{Job, Seal, SyncJob, Syncer};
 
 /// Most bytes of appends written (and synced) as one group. Bounds the latency one
@@ -1303,8 +1303,8 @@ mod tests {
 
     use super::*;
     use crate::config::LogConfig;
-    use crate::file_log::Counters;
     use crate::record::{NewRecord, ReadLimits};
+    use crate::shared::Counters;
     use crate::testing::{CrashFs, Torn};
     use crate::{FileLog, MessageLog, Watermark};
 

@@ -125,9 +125,9 @@ async fn records_read_back_exactly<F: LogFactory>(factory: &mut F) {
         NewRecord::new(vec![0u8, 255, 10, 13]).with_timestamp(1_234),
         NewRecord::new(vec![7u8; 200 * 1024]).with_header("big", "yes"),
     ];
-    let before = crate::file_log::now_ms();
+    let before = crate::shared::now_ms();
     log.append_batch(&records).await.unwrap();
-    let after = crate::file_log::now_ms();
+    let after = crate::shared::now_ms();
     let read = log
         .read_from(Offset(0), ReadLimits::records(10))
         .await

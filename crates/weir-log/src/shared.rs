@@ -1,0 +1,148 @@
+//! What the handle ([`crate::FileLog`]), the writer thread, the sync thread and
+//! readers share: the directory, the segment map, the watermark and the counters
+//! (a leaf module, so the writer and syncer need not import the handle's module).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::Watermark;
+use crate::config::LogConfig;
+use crate::error::{Corruption, LogError, Result};
+use crate::io::Fs;
+use crate::record::{Offset, ReadLimits, Record};
+use crate::segment::{ReadFlow, Segment};
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// State shared by the handle, the writer thread and readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) config: LogConfig,
+    /// Every segment by base offset; the last one is active.
+    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// First and next offsets as readers may see them.
+    pub(crate) watermark: watch::Sender<Watermark>,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    pub(crate) fn segments_snapshot(&self) -> BTreeMap<u64, Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The segment holding `offset` and the base of the one after it; `None` if no
+    /// segment starts at or below `offset` (retention or a trim just removed it).
+    /// One map lookup per segment a read visits, however long the log is.
+    fn segment_at(&self, offset: u64) -> Option<(Arc<Segment>, Option<u64>)> {
+        // A panic elsewhere cannot leave the map half-changed (every change is one
+        // insert or remove), so a poisoned lock is used as it is: one failure must
+        // not fail every later read.
+        let map = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        let (_, segment) = map.range(..=offset).next_back()?;
+        let next_base = map.range(offset + 1..).next().map(|(base, _)| *base);
+        Some((segment.clone(), next_base))
+    }
+
+    fn out_of_range(&self, requested: u64) -> LogError {
+        let now = *self.watermark.borrow();
+        LogError::OffsetOutOfRange {
+            requested,
+            first: now.start,
+            next: now.next,
+        }
+    }
+
+    pub(crate) fn read(&self, from: u64, limits: ReadLimits) -> Result<Vec<Record>> {
+        let mark = *self.watermark.borrow();
+        if from < mark.start || from > mark.next {
+            return Err(LogError::OffsetOutOfRange {
+                requested: from,
+                first: mark.start,
+                next: mark.next,
+            });
+        }
+        let mut out = Vec::new();
+        if from == mark.next || limits.max_records == 0 {
+            return Ok(out);
+        }
+        let mut used = 0;
+        let mut at = from;
+        loop {
+            let Some((segment, next_base)) = self.segment_at(at) else {
+                return Err(self.out_of_range(from));
+            };
+            let end = next_base.map_or(mark.next, |b| b.min(mark.next));
+            match segment.read(at, end, &limits, &mut out, &mut used) {
+                Ok(ReadFlow::Done) => return Ok(out),
+                Ok(ReadFlow::Exhausted { next_offset }) => match next_base {
+                    None => return Ok(out),
+                    // A sealed segment must end exactly where the next one begins.
+                    Some(base) if next_offset != base => {
+                        return Err(LogError::corrupt(
+                            &segment.log_path,
+                            segment.committed_len(),
+                            Corruption::OffsetGap {
+                                expected: next_offset,
+                                found: base,
+                            },
+                        ));
+                    }
+                    Some(base) if base >= mark.next => return Ok(out),
+                    Some(base) => at = base,
+                },
+                Err(e) => {
+                    // Retention may have removed the segment under us.
+                    if from < self.watermark.borrow().start {
+                        return Err(self.out_of_range(from));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
+        let mark = *self.watermark.borrow();
+        // Every segment from the one holding the start (if retention just removed it,
+        // from the next).
+        let segments: Vec<Arc<Segment>> = {
+            let map = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+            let first = map.range(..=mark.start).next_back().map_or(0, |(b, _)| *b);
+            map.range(first..).map(|(_, s)| s.clone()).collect()
+        };
+        for (i, segment) in segments.iter().enumerate() {
+            let next_base = segments.get(i + 1).map(|s| s.base);
+            if next_base.is_some() && segment.sealed_max_timestamp()? < timestamp_ms {
+                continue;
+            }
+            let end = next_base.map_or(mark.next, |b| b.min(mark.next));
+            if let Some(offset) = segment.find_timestamp(timestamp_ms, mark.start, end)? {
+                return Ok(Some(Offset(offset)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Counters the writer keeps for [`LogStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) appends: AtomicU64,
+    pub(crate) commit_groups: AtomicU64,
+    pub(crate) data_syncs: AtomicU64,
+}
