@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::body::BodyError;
 use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::state::AppState;
 
 /// A JSON body. Any content type is accepted (curl's `-d` says form-urlencoded);
 /// an empty body reads as `{}`.

@@ -29,9 +29,11 @@ mod error;
 mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
+mod messages;
 mod routes;
 mod routing_routes;
 mod server;
+mod state;
 
 #[cfg(test)]
 mod openapi_tests;

@@ -3,106 +3,27 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use weir_broker::{
-    Alarms, Broker, BrokerError, DeadLetterInfo, Declared, Delivery, NackOptions, QueueOptions,
-    ReceiveRequest, SendMessage, SettleReport,
+    Broker, BrokerError, DeadLetterInfo, Declared, Delivery, NackOptions, QueueOptions,
+    ReceiveRequest, SettleReport,
 };
 
 use crate::HttpConfig;
 use crate::error::{ApiError, status_of};
-use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
+use crate::extract::{JsonBody, OneOrMany, QueryParams};
+use crate::messages::{MessageIn, message_in};
 use crate::routing_routes as x;
-
-pub(crate) type ApiResult = Result<Response, ApiError>;
-
-/// What the handlers share. Handlers that need only the broker take
-/// `State<Broker>` ([`FromRef`]).
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) broker: Broker,
-    /// Largest request body, bytes (`[http] max_body_bytes`).
-    pub(crate) max_body_bytes: u64,
-    /// One permit per receive waiting in a long poll (`[http] max_long_polls`).
-    pub(crate) long_polls: LongPolls,
-    /// The broker's resource alarms: sends are refused while one is raised.
-    pub(crate) alarms: watch::Receiver<Alarms>,
-}
-
-impl FromRef<AppState> for Broker {
-    fn from_ref(state: &AppState) -> Broker {
-        state.broker.clone()
-    }
-}
-
-/// The long-poll cap: permits, and how many there are (for the refusal's reason).
-#[derive(Clone)]
-pub(crate) struct LongPolls {
-    permits: Arc<Semaphore>,
-    max: u32,
-}
-
-impl FromRef<AppState> for LongPolls {
-    fn from_ref(state: &AppState) -> LongPolls {
-        state.long_polls.clone()
-    }
-}
-
-/// Seconds a send refused by an alarm is told to wait. The alarms are checked once
-/// a second, and space or memory comes back as consumers take messages, which
-/// takes longer than a second.
-const ALARM_RETRY_AFTER_S: u32 = 5;
-
-/// Seconds a long poll over the cap is told to wait: a slot frees as soon as any
-/// waiting receive is answered.
-const LONG_POLL_RETRY_AFTER_S: u32 = 1;
-
-/// The refusal of a send while `alarms` has one raised: 503 with `Retry-After`
-/// (not 507: the alarm passes by itself, and retry logic knows 503 and its
-/// `Retry-After`; see docs/http-api.md).
-pub(crate) fn alarm_refusal(alarms: Alarms) -> Option<ApiError> {
-    let reason = alarms.reason()?;
-    Some(
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "resource_alarm",
-            format!(
-                "the broker is {reason}: sends and publishes are refused until the alarm \
-                 clears (receiving, acking, purging and deleting go on and free space); \
-                 retry later"
-            ),
-        )
-        .retry_after(ALARM_RETRY_AFTER_S),
-    )
-}
-
-/// An extractor that refuses the request while a resource alarm is raised. It
-/// comes before the body extractor in a handler's arguments, so a refused body is
-/// not read (it is drained after the answer).
-pub(crate) struct WritesAllowed;
-
-impl FromRequestParts<AppState> for WritesAllowed {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let alarms = *state.alarms.borrow();
-        match alarm_refusal(alarms) {
-            Some(refusal) => Err(refusal),
-            None => Ok(WritesAllowed),
-        }
-    }
-}
+use crate::state::{ApiResult, AppState, LONG_POLL_RETRY_AFTER_S, LongPolls, WritesAllowed, ok};
 
 pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
     let state = AppState {
@@ -188,11 +109,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-#[allow(clippy::unnecessary_wraps)] // handlers end with `ok(..)` or `?`
-pub(crate) fn ok(status: StatusCode, body: Value) -> ApiResult {
-    Ok((status, Json(body)).into_response())
-}
-
 async fn broker_stats(State(broker): State<Broker>) -> ApiResult {
     ok(
         StatusCode::OK,
@@ -253,59 +169,6 @@ async fn purge(State(broker): State<Broker>, Path(name): Path<String>) -> ApiRes
         StatusCode::OK,
         json!({"purged": broker.purge(&name).await?}),
     )
-}
-
-/// One message as sent over HTTP.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct MessageIn {
-    pub(crate) body: Option<String>,
-    pub(crate) body_base64: Option<String>,
-    #[serde(default)]
-    pub(crate) headers: BTreeMap<String, String>,
-    pub(crate) id: Option<String>,
-    pub(crate) priority: Option<u8>,
-    pub(crate) delay_ms: Option<u64>,
-    pub(crate) group: Option<String>,
-    pub(crate) ttl_ms: Option<u64>,
-}
-
-impl Batched for MessageIn {
-    const FIELD: &'static str = "messages";
-}
-
-pub(crate) fn message_in(i: usize, m: MessageIn) -> Result<SendMessage, ApiError> {
-    let body = match (m.body, m.body_base64) {
-        (Some(text), None) => Bytes::from(text),
-        (None, Some(b64)) => Bytes::from(BASE64.decode(b64.as_bytes()).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_argument",
-                format!("messages[{i}].body_base64 is not valid base64: {e}"),
-            )
-        })?),
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_argument",
-                format!("messages[{i}] needs a body (text) or body_base64 (binary)"),
-            ));
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_argument",
-                format!("messages[{i}] has both body and body_base64; give one"),
-            ));
-        }
-    };
-    Ok(SendMessage {
-        id: m.id,
-        body,
-        headers: m.headers,
-        priority: m.priority,
-        delay_ms: m.delay_ms,
-        group: m.group,
-        ttl_ms: m.ttl_ms,
-        ..SendMessage::default()
-    })
 }
 
 async fn send(
@@ -574,30 +437,4 @@ async fn redrive(
         .redrive_dead_letters(&name, b.max.unwrap_or(u32::MAX))
         .await?;
     ok(StatusCode::OK, json!({"redriven": n}))
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::http::StatusCode;
-    use weir_broker::Alarms;
-
-    use super::alarm_refusal;
-
-    #[test]
-    fn either_alarm_refuses_sends_with_503_and_retry_after() {
-        assert!(alarm_refusal(Alarms::default()).is_none());
-        let refusal = alarm_refusal(Alarms {
-            disk: false,
-            memory: true,
-        })
-        .expect("refused");
-        assert_eq!(refusal.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(refusal.code, "resource_alarm");
-        assert!(
-            refusal.reason.contains("low on memory"),
-            "{}",
-            refusal.reason
-        );
-        assert_eq!(refusal.retry_after_s, Some(5));
-    }
 }

@@ -12,7 +12,8 @@ use weir_broker::{
 };
 
 use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
-use crate::routes::{ApiResult, MessageIn, WritesAllowed, message_in, ok};
+use crate::messages::{MessageIn, message_in};
+use crate::state::{ApiResult, WritesAllowed, ok};
 
 /// The default exchange in paths (its real name, `""`, cannot be a path segment),
 /// as in `RabbitMQ`'s management API.
