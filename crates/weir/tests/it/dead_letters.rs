@@ -348,11 +348,8 @@ async fn a_dead_letter_queue_shows_the_same_history_in_the_dead_letter_view_and_
     assert_eq!(s, 200);
     api.wait_stats("orders.dlq", "the dead letter", |s| s["ready"] == 1)
         .await;
-    let (s, body) = api
-        .call("GET", "/api/queues/orders/dead-letters", None)
-        .await;
-    assert_eq!(s, 200, "{body}");
-    let dead = &body["messages"][0]["dead_letter"];
+    let messages = api.wait_dead_letters("orders").await;
+    let dead = &messages[0]["dead_letter"];
     assert_eq!(
         (&dead["exchange"], &dead["routing_keys"]),
         (&json!(""), &json!(["orders.dlq"])),

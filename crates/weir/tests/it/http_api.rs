@@ -233,7 +233,7 @@ async fn max_deliveries_then_dead_letter_then_redrive_back_to_the_source() {
     }
     let dlq = api.stats("jobs-dlq").await;
     assert_eq!(dlq["ready"], 1);
-    let (_, body) = api.call("GET", "/api/queues/jobs/dead-letters", None).await;
+    let body = json!({"messages": api.wait_dead_letters("jobs").await});
     assert_eq!(
         body["messages"][0]["dead_letter"]["reason"],
         "max_deliveries"
@@ -331,7 +331,7 @@ async fn expired_messages_are_dead_lettered_or_dropped_and_counted() {
     api.send_text("ttl", "short-lived").await;
     api.wait_stats("ttl-dlq", "the expired message", |s| s["ready"] == 1)
         .await;
-    let (_, body) = api.call("GET", "/api/queues/ttl/dead-letters", None).await;
+    let body = json!({"messages": api.wait_dead_letters("ttl").await});
     assert_eq!(body["messages"][0]["dead_letter"]["reason"], "expired");
     assert_eq!(api.stats("ttl").await["expired_total"], 1);
 
@@ -390,7 +390,7 @@ async fn drop_head_and_dead_letter_overflow_remove_the_oldest() {
     api.send_text("dl", "bbb").await;
     api.wait_stats("dl-dlq", "the overflowed head", |s| s["ready"] == 1)
         .await;
-    let (_, body) = api.call("GET", "/api/queues/dl/dead-letters", None).await;
+    let body = json!({"messages": api.wait_dead_letters("dl").await});
     assert_eq!(body["messages"][0]["body"], "aaa");
     assert_eq!(body["messages"][0]["dead_letter"]["reason"], "overflow");
 }

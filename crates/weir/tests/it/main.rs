@@ -142,6 +142,28 @@ impl Api {
         body["stats"].clone()
     }
 
+    /// Polls `GET /api/queues/{queue}/dead-letters` until it shows a message (60 s
+    /// at most): the dead-letter queue counts a message from its admission, a
+    /// moment before it is written and can be peeked at.
+    pub async fn wait_dead_letters(&self, queue: &str) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self
+                .call("GET", &format!("/api/queues/{queue}/dead-letters"), None)
+                .await;
+            assert_eq!(status, 200, "dead letters: {body}");
+            let messages = body["messages"].as_array().expect("messages");
+            if !messages.is_empty() {
+                return messages.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for a dead letter of {queue}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls `GET /api/queues/{queue}` until `check(stats)` holds (60 s at most).
     pub async fn wait_stats(
         &self,
