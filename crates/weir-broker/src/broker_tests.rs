@@ -31,6 +31,8 @@ struct GateState {
     disk_full: bool,
     /// Only the header of a new segment (the first write of a roll) fails so.
     no_room_for_segments: bool,
+    /// Syncs waiting at the gate now (their writes are done).
+    waiting: usize,
 }
 
 /// The switch shared by a [`GatedFs`] and its files.
@@ -70,10 +72,22 @@ impl Gate {
     /// Waits while held; whether the sync may run.
     fn pass(&self) -> bool {
         let mut state = self.state.lock().expect("gate");
+        state.waiting += 1;
         while state.held {
             state = self.opened.wait(state).expect("gate");
         }
+        state.waiting -= 1;
         !state.failing
+    }
+
+    /// Waits until a sync waits at the held gate: the write before it is done.
+    async fn until_a_sync_waits(&self) {
+        bounded("a held sync", async {
+            while self.state.lock().expect("gate").waiting == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
     }
 }
 
@@ -386,7 +400,10 @@ async fn a_full_disk_refuses_sends_and_the_queue_takes_them_again_once_there_is_
         let broker = broker.clone();
         tokio::spawn(async move { broker.send("q", vec![sized("held")]).await })
     };
+    // Counted once admitted, written a moment later: the sync waiting at the gate
+    // says the write is done.
     until_stats(&broker, "q", |s| s.ready == 4).await;
+    gate.until_a_sync_waits().await;
     gate.set_disk_full(true);
     let no_room = {
         let broker = broker.clone();
