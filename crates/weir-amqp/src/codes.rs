@@ -66,19 +66,24 @@ impl Exception {
 impl From<BrokerError> for Exception {
     fn from(e: BrokerError) -> Exception {
         let text = e.to_string();
-        match e.code() {
-            "queue_not_found"
-            | "exchange_not_found"
-            | "binding_not_found"
-            | "subscription_not_found" => Exception::channel(NOT_FOUND, text),
-            "access_refused" => Exception::channel(ACCESS_REFUSED, text),
-            "unavailable" => Exception::connection(CONNECTION_FORCED, text),
-            "storage_error" | "storage_full" | "internal_error" => {
+        match e {
+            BrokerError::NotFound { .. } => Exception::channel(NOT_FOUND, text),
+            BrokerError::AccessRefused { .. } => Exception::channel(ACCESS_REFUSED, text),
+            BrokerError::Unavailable { .. } => Exception::connection(CONNECTION_FORCED, text),
+            BrokerError::Storage { .. } | BrokerError::Internal { .. } => {
                 Exception::connection(INTERNAL_ERROR, text)
             }
             // Different options, bad names and arguments, loops, limits, a full
-            // queue: the request does not hold.
-            _ => Exception::channel(PRECONDITION_FAILED, text),
+            // queue, a receipt that is no lease: the request does not hold.
+            BrokerError::Conflict { .. }
+            | BrokerError::PreconditionFailed { .. }
+            | BrokerError::BindingLoop { .. }
+            | BrokerError::InvalidName { .. }
+            | BrokerError::InvalidArgument { .. }
+            | BrokerError::MalformedReceipt { .. }
+            | BrokerError::StaleReceipt { .. }
+            | BrokerError::LimitExceeded { .. }
+            | BrokerError::QueueFull { .. } => Exception::channel(PRECONDITION_FAILED, text),
         }
     }
 }

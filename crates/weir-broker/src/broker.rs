@@ -346,10 +346,7 @@ impl Broker {
         })
         .await
         .map_err(|e| BrokerError::internal(format!("opening the shared log: {e}")))?
-        .map_err(|source| BrokerError::Storage {
-            queue: "(shared log)".into(),
-            source,
-        })?;
+        .map_err(|source| BrokerError::storage("(shared log)", source))?;
         let next_queue_id = read_next_queue_id(&config.data_dir)?;
         let body_writes = Writes::default();
         let alarms = crate::alarms::spawn_monitor(crate::alarms::Thresholds {
@@ -449,10 +446,7 @@ impl Broker {
             .collect();
         let mut arrivals = scan_shared(&self.inner.bodies, &wanted)
             .await
-            .map_err(|source| BrokerError::Storage {
-                queue: "(shared log)".into(),
-                source,
-            })?;
+            .map_err(|source| BrokerError::storage("(shared log)", source))?;
         let count = opened.len();
         let mut messages = 0;
         for queue in opened {
@@ -541,10 +535,7 @@ impl Broker {
             tokio::task::spawn_blocking(move || FileLog::open_with(fs, dir, log_config))
                 .await
                 .map_err(|e| BrokerError::internal(format!("opening queue '{queue}': {e}")))?
-                .map_err(|source| BrokerError::Storage {
-                    queue: name.to_owned(),
-                    source,
-                })?;
+                .map_err(|source| BrokerError::storage(name.to_owned(), source))?;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(
                 queue = name,
@@ -555,10 +546,7 @@ impl Broker {
         let mut state = QueueState::new(options.clone(), lease_seed());
         let own = replay_own(&log, &mut state, name, now_ms())
             .await
-            .map_err(|source| BrokerError::Storage {
-                queue: name.to_owned(),
-                source,
-            })?;
+            .map_err(|source| BrokerError::storage(name.to_owned(), source))?;
         Ok(OpenedQueue {
             name: name.to_owned(),
             options,
@@ -659,10 +647,7 @@ impl Broker {
         )]);
         let mut arrivals = scan_shared(&self.inner.bodies, &wanted)
             .await
-            .map_err(|source| BrokerError::Storage {
-                queue: "(shared log)".into(),
-                source,
-            })?;
+            .map_err(|source| BrokerError::storage("(shared log)", source))?;
         let mine = arrivals.remove(&queue.id).unwrap_or_default();
         let held = queue.commands.clone().lock_owned().await;
         Ok(self.make_actor(opened, mine, held).0)
@@ -1182,10 +1167,7 @@ impl Broker {
                 .bodies
                 .trim_before(weir_log::Offset(floor))
                 .await
-                .map_err(|source| BrokerError::Storage {
-                    queue: "(shared log)".into(),
-                    source,
-                })?;
+                .map_err(|source| BrokerError::storage("(shared log)", source))?;
         }
         Ok(floor)
     }

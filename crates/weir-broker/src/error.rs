@@ -1,6 +1,9 @@
 //! The broker's one error type. Every front end maps it in one place (HTTP status,
-//! AMQP reply code) and shows [`BrokerError::code`] to users, so codes are stable: a
-//! retired code is never reused.
+//! AMQP reply code) by matching its variants, never its code strings, so a new
+//! variant is a compile error there rather than a silent 406 or 500. Users see
+//! [`BrokerError::code`], so codes are stable: a retired code is never reused.
+//! Storage errors are wrapped: front ends see a [`StorageFailure`] kind, not the
+//! log's own error type.
 
 use std::fmt;
 
@@ -71,6 +74,21 @@ impl fmt::Display for Limit {
             Limit::Bindings => "binding count",
         })
     }
+}
+
+/// What kind of storage failure a [`BrokerError::Storage`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// The disk is full (or the cleanup after a write that filled it is still
+    /// running, which the log retries by itself): retrying later may work.
+    Full,
+    /// A record or batch over the log's size limits; nothing was written.
+    TooLarge,
+    /// The log stopped after a failure it could not roll back (a failed sync) and
+    /// waits for a restart: retrying does not help.
+    Stopped,
+    /// Any other I/O error, a closed log, or corrupt stored bytes.
+    Io,
 }
 
 /// Everything the broker API can refuse or fail with.
@@ -183,9 +201,11 @@ pub enum BrokerError {
     Storage {
         /// The queue whose log failed.
         queue: String,
-        /// The log's error.
+        /// What kind of failure.
+        failure: StorageFailure,
+        /// The storage layer's error, for its message.
         #[source]
-        source: weir_log::LogError,
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
     },
     /// A bug or a broken invariant; logged with detail.
     #[error("internal error: {reason}")]
@@ -220,17 +240,28 @@ impl BrokerError {
             BrokerError::LimitExceeded { .. } => "limit_exceeded",
             BrokerError::QueueFull { .. } => "queue_full",
             BrokerError::Unavailable { .. } => "unavailable",
-            BrokerError::Storage { source, .. } => match source {
-                weir_log::LogError::TooLarge { .. } => "message_too_large",
-                // A log stopped by a failed sync waits for a restart, whatever the
-                // cause: retrying later does not help.
-                weir_log::LogError::Failed { .. } => "storage_error",
-                // A full disk, or the cleanup after a write that filled it, which
-                // the log retries by itself.
-                full if full.is_no_space() => "storage_full",
-                _ => "storage_error",
+            BrokerError::Storage { failure, .. } => match failure {
+                StorageFailure::Full => "storage_full",
+                StorageFailure::TooLarge => "message_too_large",
+                StorageFailure::Stopped | StorageFailure::Io => "storage_error",
             },
             BrokerError::Internal { .. } => "internal_error",
+        }
+    }
+
+    /// Wraps a failure of `queue`'s log (`"(shared log)"` for the shared one).
+    pub(crate) fn storage(queue: impl Into<String>, source: weir_log::LogError) -> Self {
+        let failure = match &source {
+            weir_log::LogError::TooLarge { .. } => StorageFailure::TooLarge,
+            // A log stopped by a failed sync waits for a restart, whatever the cause.
+            weir_log::LogError::Failed { .. } => StorageFailure::Stopped,
+            full if full.is_no_space() => StorageFailure::Full,
+            _ => StorageFailure::Io,
+        };
+        BrokerError::Storage {
+            queue: queue.into(),
+            failure,
+            source: std::sync::Arc::new(source),
         }
     }
 

@@ -47,7 +47,7 @@ pub use api::{
     SettleReport,
 };
 pub use broker::{Broker, BrokerConfig, Limits, StartReport, UseGuard};
-pub use error::{BrokerError, Kind, Limit, Result};
+pub use error::{BrokerError, Kind, Limit, Result, StorageFailure};
 pub use exchanges::{
     ExchangeInfo, PublishMessage, PublishOptions, PublishOutcome, QueuedPublish, SubscriptionInfo,
     subscription_queue,

@@ -151,10 +151,7 @@ async fn hand_out(result: weir_log::Result<Appended>, dispatch: Dispatch, guard:
     let appended = match result {
         Ok(appended) => appended,
         Err(source) => {
-            let _ = reply.send(Err(BrokerError::Storage {
-                queue: "(shared log)".into(),
-                source,
-            }));
+            let _ = reply.send(Err(BrokerError::storage("(shared log)", source)));
             return;
         }
     };

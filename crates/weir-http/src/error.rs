@@ -5,7 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use weir_broker::BrokerError;
+use weir_broker::{BrokerError, StorageFailure};
 
 /// An error answer.
 #[derive(Debug)]
@@ -65,10 +65,10 @@ pub fn status_of(e: &BrokerError) -> StatusCode {
         | BrokerError::LimitExceeded { .. } => StatusCode::BAD_REQUEST,
         BrokerError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
         BrokerError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        BrokerError::Storage { .. } => match e.code() {
-            "storage_full" => StatusCode::INSUFFICIENT_STORAGE,
-            "message_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        BrokerError::Storage { failure, .. } => match failure {
+            StorageFailure::Full => StatusCode::INSUFFICIENT_STORAGE,
+            StorageFailure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            StorageFailure::Stopped | StorageFailure::Io => StatusCode::INTERNAL_SERVER_ERROR,
         },
         BrokerError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -672,7 +672,7 @@ impl Actor {
             let _ = events.send(Internal::Landed { low, range, delta });
             result
                 .map(|_| ())
-                .map_err(|source| BrokerError::Storage { queue, source })
+                .map_err(|source| BrokerError::storage(queue, source))
         })
     }
 
@@ -1170,10 +1170,7 @@ impl Actor {
                             count: kept.len() as u64,
                             bytes: kept.iter().map(|m| m.body.len() as u64).sum(),
                             ids: kept.into_iter().map(|m| m.meta.id).collect(),
-                            error: BrokerError::Storage {
-                                queue: queue.clone(),
-                                source: source.clone(),
-                            },
+                            error: BrokerError::storage(queue.clone(), source.clone()),
                             reply,
                         });
                     }
@@ -1184,10 +1181,9 @@ impl Actor {
             if answers.is_empty() && !keeps_ids {
                 return;
             }
-            let synced = durable.await.map_err(|source| BrokerError::Storage {
-                queue: queue.clone(),
-                source,
-            });
+            let synced = durable
+                .await
+                .map_err(|source| BrokerError::storage(queue.clone(), source));
             if keeps_ids && let Ok(range) = landed {
                 let _ = events.send(if synced.is_ok() {
                     Internal::Synced { below: range.end }
@@ -1954,10 +1950,7 @@ impl Actor {
                     })
                     .collect();
                 let records: Vec<NewRecord> = outgoing.iter().map(Outgoing::record).collect();
-                let appended = log.append_batch(&records).await.map_err(|source| BrokerError::Storage {
-                    queue: queue.clone(),
-                    source,
-                })?;
+                let appended = log.append_batch(&records).await.map_err(|source| BrokerError::storage(queue.clone(), source))?;
                 Ok::<_, BrokerError>(
                     outgoing
                         .iter()
@@ -2050,10 +2043,7 @@ async fn read_offsets(
                 },
             )
             .await
-            .map_err(|source| BrokerError::Storage {
-                queue: queue.to_owned(),
-                source,
-            })?;
+            .map_err(|source| BrokerError::storage(queue.to_owned(), source))?;
         for rec in records {
             found.insert(rec.offset.0, rec);
         }
