@@ -163,52 +163,7 @@ impl FileLog {
         answer.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Queues an append *now*, not at the first poll: appends submitted one after
-    /// the other get offsets in that order, whoever awaits them and when. For a
-    /// caller that must know the order of its appends before they are durable (the
-    /// broker's shared-log dispatcher). The returned future resolves as
-    /// [`MessageLog::append_batch`] does, and owns everything it needs.
-    ///
-    /// # Errors
-    /// As [`MessageLog::append_batch`].
-    pub fn submit_batch(
-        &self,
-        records: &[NewRecord],
-    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
-        self.submit(records, true, None)
-    }
-
-    /// Queues an append now, as [`FileLog::submit_batch`], and returns two futures:
-    /// the first resolves as soon as the batch is written and readable (before its
-    /// sync), the second when it is durable, as `submit_batch`'s does. For a caller
-    /// that may let the records be seen before they are durable but must not say
-    /// they are (the broker delivers a message once written and confirms it once
-    /// synced). Once the first has resolved, a failed sync is not rolled back: the
-    /// log then refuses appends until reopened (see [`LogError::Failed`]).
-    ///
-    /// # Errors
-    /// Both futures fail as [`MessageLog::append_batch`] does; the first only when
-    /// the batch was not written.
-    pub fn submit_batch_staged(
-        &self,
-        records: &[NewRecord],
-    ) -> (
-        impl Future<Output = Result<Appended>> + Send + use<>,
-        impl Future<Output = Result<Appended>> + Send + use<>,
-    ) {
-        let (written, is_written) = oneshot::channel();
-        let durable = self.submit(records, true, Some(written));
-        let written = async move {
-            match is_written.await {
-                Ok(result) => result,
-                // Not queued (the error comes from `durable`) or refused unanswered.
-                Err(_) => Err(LogError::Closed),
-            }
-        };
-        (written, durable)
-    }
-
-    /// Encodes `records` and queues their append now; see `submit_batch`. An
+    /// Encodes `records` and queues their append now; see [`MessageLog::submit_batch`]. An
     /// append that is not queued tells `written` why.
     fn submit(
         &self,
@@ -255,23 +210,6 @@ impl FileLog {
         }
     }
 
-    /// Appends like [`MessageLog::append_batch`] but resolves once the batch is
-    /// written, without waiting for a sync of its own under `fsync = always`: it
-    /// becomes durable with the next synced append of this log, or within 100 ms
-    /// (`UNSYNCED_APPENDS_WITHIN`) when none comes. A crash before that may lose it.
-    /// For records whose loss a crash may cost (the broker's acks of AMQP
-    /// deliveries: losing one means a redelivery), so that they do not each cost an
-    /// `fdatasync`. Under `interval` and `never` it is the same as `append_batch`.
-    ///
-    /// # Errors
-    /// As [`MessageLog::append_batch`].
-    pub fn append_batch_unsynced(
-        &self,
-        records: &[NewRecord],
-    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
-        self.submit(records, false, None)
-    }
-
     /// Removes sealed segments past the retention limits as of `now_ms`. The writer
     /// also does this by itself every `retention_check_interval_ms`.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
@@ -287,9 +225,46 @@ impl FileLog {
     pub fn read_blocking(&self, from: Offset, limits: ReadLimits) -> Result<Vec<Record>> {
         self.shared.read(from.0, limits)
     }
+}
 
-    /// Current bounds and size.
-    pub fn stats(&self) -> LogStats {
+impl MessageLog for FileLog {
+    fn submit_batch(
+        &self,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        self.submit(records, true, None)
+    }
+
+    fn submit_batch_staged(
+        &self,
+        records: &[NewRecord],
+    ) -> (
+        impl Future<Output = Result<Appended>> + Send + use<>,
+        impl Future<Output = Result<Appended>> + Send + use<>,
+    ) {
+        let (written, is_written) = oneshot::channel();
+        let durable = self.submit(records, true, Some(written));
+        let written = async move {
+            match is_written.await {
+                Ok(result) => result,
+                // Not queued (the error comes from `durable`) or refused unanswered.
+                Err(_) => Err(LogError::Closed),
+            }
+        };
+        (written, durable)
+    }
+
+    /// Under `fsync = always` the batch becomes durable with the next synced
+    /// append of this log, or within 100 ms (`UNSYNCED_APPENDS_WITHIN`) when none
+    /// comes. Under `interval` and `never` it is the same as `append_batch`.
+    fn append_batch_unsynced(
+        &self,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        self.submit(records, false, None)
+    }
+
+    fn stats(&self) -> LogStats {
         let mark = *self.shared.watermark.borrow();
         let segments = self.shared.segments_snapshot();
         LogStats {
@@ -302,9 +277,7 @@ impl FileLog {
             data_syncs: self.shared.counters.data_syncs.load(Ordering::Relaxed),
         }
     }
-}
 
-impl MessageLog for FileLog {
     fn append_batch(&self, records: &[NewRecord]) -> impl Future<Output = Result<Appended>> + Send {
         let config = &self.shared.config;
         // Encoding and checksumming happen here, on the caller's thread, so many

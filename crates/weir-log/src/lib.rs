@@ -9,7 +9,8 @@
 //! Main types:
 //! - [`MessageLog`]: the seam the broker uses. [`FileLog`] is the durable
 //!   implementation, [`MemLog`] the in-memory one for tests, and a replicated log can
-//!   implement it later.
+//!   implement it later. [`LogStore`] opens them by directory ([`FileStore`],
+//!   [`MemStore`]), so the broker is generic over where its logs live.
 //! - [`LogConfig`] and [`FsyncPolicy`]: segment size and age, index density, limits,
 //!   retention, and when an append counts as durable.
 //! - [`RecoveryReport`]: what opening a log repaired after a crash.
@@ -56,6 +57,7 @@ mod record;
 mod recovery;
 mod segment;
 mod shared;
+mod store;
 mod syncer;
 mod tail;
 pub mod testing;
@@ -69,6 +71,7 @@ pub use file_log::{FileLog, LogStats};
 pub use mem_log::MemLog;
 pub use record::{Appended, Header, NewRecord, Offset, ReadLimits, Record};
 pub use recovery::RecoveryReport;
+pub use store::{FileStore, LogStore, MemStore};
 pub use tail::TailReader;
 pub use writer::RetentionReport;
 
@@ -148,6 +151,59 @@ pub trait MessageLog: Send + Sync + 'static {
     /// # Errors
     /// [`LogError::Io`] if the final sync failed.
     fn close(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Queues an append *now*, not at the first poll: appends submitted one after
+    /// the other get offsets in that order, whoever awaits them and when. For a
+    /// caller that must know the order of its appends before they are durable (a
+    /// queue answering sends in order, the broker's shared-log dispatcher). The
+    /// returned future resolves as [`MessageLog::append_batch`] does and borrows
+    /// nothing.
+    ///
+    /// # Errors
+    /// As [`MessageLog::append_batch`].
+    fn submit_batch(
+        &self,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<Self>;
+
+    /// Queues an append now, as [`MessageLog::submit_batch`], and returns two
+    /// futures: the first resolves once the batch is written and readable (before
+    /// its sync), the second once it is durable. For a caller that may let records
+    /// be seen before they are durable but must not say they are (the broker
+    /// delivers a message once written and confirms it once synced, decision 0005).
+    /// A reader may therefore see these records before they are durable, and a
+    /// crash before the sync can lose records a reader saw. Once the first future
+    /// has resolved, a failed sync is not rolled back: the log then refuses appends
+    /// until reopened ([`LogError::Failed`]). A log without a separate sync step
+    /// resolves both together.
+    ///
+    /// # Errors
+    /// Both futures fail as [`MessageLog::append_batch`] does; the first only when
+    /// the batch was not written.
+    fn submit_batch_staged(
+        &self,
+        records: &[NewRecord],
+    ) -> (
+        impl Future<Output = Result<Appended>> + Send + use<Self>,
+        impl Future<Output = Result<Appended>> + Send + use<Self>,
+    );
+
+    /// Queues an append now, as [`MessageLog::submit_batch`], that resolves once
+    /// written, without waiting for a sync of its own: it becomes durable with the
+    /// log's next synced append, or within a bound the implementation documents
+    /// (`FileLog`: 100 ms). A crash before that may lose it. For records whose
+    /// loss costs little (acks of deliveries: losing one means a redelivery), so
+    /// that they do not each cost a sync.
+    ///
+    /// # Errors
+    /// As [`MessageLog::append_batch`].
+    fn append_batch_unsynced(
+        &self,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<Self>;
+
+    /// Current bounds, size and counters.
+    fn stats(&self) -> LogStats;
 
     /// The last offset, if the log holds any record.
     fn last_offset(&self) -> Option<Offset> {

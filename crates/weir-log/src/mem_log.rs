@@ -5,6 +5,7 @@
 //! a "reopen" ([`MemLog::reopen`]) sees all of it, as if every append were durable.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -14,7 +15,7 @@ use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::shared::now_ms;
-use crate::{MessageLog, Watermark};
+use crate::{LogStats, MessageLog, Watermark};
 
 #[derive(Debug)]
 struct State {
@@ -31,6 +32,8 @@ struct Inner {
     config: LogConfig,
     state: Mutex<State>,
     watermark: watch::Sender<Watermark>,
+    /// Appends since this log (or its reopening) was made.
+    appends: AtomicU64,
 }
 
 /// An in-memory [`MessageLog`]. Clones share the same records.
@@ -79,6 +82,7 @@ impl MemLog {
                 config,
                 state: Mutex::new(state),
                 watermark,
+                appends: AtomicU64::new(0),
             }),
         }
     }
@@ -119,6 +123,7 @@ impl MemLog {
             });
         }
         self.publish(&state);
+        self.inner.appends.fetch_add(1, Ordering::Relaxed);
         Ok(Appended {
             first: Offset(first),
             next: Offset(first + records.len() as u64),
@@ -207,6 +212,51 @@ impl MessageLog for MemLog {
 
     fn wait_for(&self, offset: Offset) -> impl Future<Output = Result<Offset>> + Send {
         crate::wait_for(self.inner.watermark.subscribe(), offset)
+    }
+
+    // Submitted appends happen at the call, so their order is the call order; an
+    // append in memory is as durable as it gets at once, so the staged pair
+    // resolves together and "unsynced" is a plain append.
+    fn submit_batch(
+        &self,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        std::future::ready(self.append_now(records))
+    }
+
+    fn submit_batch_staged(
+        &self,
+        records: &[NewRecord],
+    ) -> (
+        impl Future<Output = Result<Appended>> + Send + use<>,
+        impl Future<Output = Result<Appended>> + Send + use<>,
+    ) {
+        let result = self.append_now(records);
+        (
+            std::future::ready(result.clone()),
+            std::future::ready(result),
+        )
+    }
+
+    fn append_batch_unsynced(
+        &self,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        std::future::ready(self.append_now(records))
+    }
+
+    fn stats(&self) -> LogStats {
+        let state = self.lock();
+        let appends = self.inner.appends.load(Ordering::Relaxed);
+        LogStats {
+            first_offset: Offset(state.start),
+            next_offset: Offset(state.start + state.records.len() as u64),
+            segments: 1,
+            size_bytes: state.sizes.iter().map(|s| *s as u64).sum(),
+            appends,
+            commit_groups: appends,
+            data_syncs: 0,
+        }
     }
 
     async fn close(&self) -> Result<()> {

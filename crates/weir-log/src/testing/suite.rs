@@ -56,6 +56,7 @@ pub async fn run_all<F: LogFactory>(factory: &mut F) {
     close_refuses_appends_and_wakes_waiters(factory).await;
     nothing_happens_until_a_future_is_polled(factory).await;
     reopen_keeps_records_and_trim(factory).await;
+    submitted_appends_take_offsets_in_call_order(factory).await;
 }
 
 fn body(i: u64) -> Bytes {
@@ -594,5 +595,52 @@ async fn reopen_keeps_records_and_trim<F: LogFactory>(factory: &mut F) {
         .unwrap();
     assert_bodies("reopen twice", &tail, 245);
     assert_eq!(tail.len(), 10);
+    log.close().await.unwrap();
+}
+
+/// `submit_batch`, `submit_batch_staged` and `append_batch_unsynced` queue at the
+/// call: offsets follow the calls, not the awaits, and the futures own what they
+/// need. `stats` agrees with the bounds.
+async fn submitted_appends_take_offsets_in_call_order<F: LogFactory>(factory: &mut F) {
+    let case = "submitted appends";
+    let log = factory.create(suite_config());
+    let first = {
+        let records = vec![NewRecord::new(body(0)), NewRecord::new(body(1))];
+        log.submit_batch(&records)
+    };
+    let (written, durable) = {
+        let records = vec![NewRecord::new(body(2))];
+        log.submit_batch_staged(&records)
+    };
+    let unsynced = {
+        let records = vec![NewRecord::new(body(3)), NewRecord::new(body(4))];
+        log.append_batch_unsynced(&records)
+    };
+    // A batch the log refuses fails when awaited, and takes no offset.
+    let too_big = log.submit_batch(&[NewRecord::new(vec![0u8; 2 * 1024 * 1024])]);
+    let last = log.submit_batch(&[NewRecord::new(body(5))]);
+    // Awaited last to first.
+    assert_eq!(last.await.unwrap().first, Offset(5), "{case}");
+    assert!(too_big.await.is_err(), "{case}: an oversized submit fails");
+    assert_eq!(unsynced.await.unwrap().first, Offset(3), "{case}");
+    assert_eq!(durable.await.unwrap().first, Offset(2), "{case}");
+    assert_eq!(written.await.unwrap().first, Offset(2), "{case}");
+    assert_eq!(first.await.unwrap().first, Offset(0), "{case}");
+    let all = log
+        .read_from(Offset(0), ReadLimits::records(100))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 6, "{case}");
+    assert_bodies(case, &all, 0);
+    let stats = log.stats();
+    assert_eq!(
+        (stats.first_offset, stats.next_offset),
+        (log.first_offset(), log.next_offset()),
+        "{case}: stats agree with the bounds"
+    );
+    assert!(
+        stats.size_bytes > 0 && stats.appends > 0,
+        "{case}: {stats:?}"
+    );
     log.close().await.unwrap();
 }
