@@ -29,16 +29,17 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use weir_log::io::{Fs, StdFs, create_dir_all_durably};
-use weir_log::{FileLog, Header, LogConfig, MessageLog};
+use weir_log::io::create_dir_all_durably;
+use weir_log::{FileStore, Header, LogConfig, LogStore, MessageLog};
 
 use crate::api::{
     Declared, Delivery, MAX_GROUP_BYTES, MAX_ID_BYTES, NackOptions, QueueInfo, QueueOptions,
     ReceiveRequest, SendMessage, SendOutcome, SettleReport, check_duration, validate_name,
 };
+use crate::clock::now_ms;
 use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::hex::push_hex;
-use crate::queue::actor::{Actor, Command, Outgoing, now_ms};
+use crate::queue::actor::{Actor, Command, Outgoing};
 use crate::queue::record::MessageMeta;
 use crate::queue::replay::{Arrivals, OwnReplay, Wanted, finish, replay_own, scan_shared};
 use crate::queue::state::QueueState;
@@ -223,7 +224,7 @@ impl Drop for UseGuard {
     }
 }
 
-pub(crate) struct Inner {
+pub(crate) struct Inner<S: LogStore> {
     pub(crate) config: BrokerConfig,
     queues: RwLock<HashMap<String, QueueRef>>,
     /// Exchanges and bindings. A std lock: held only for in-memory lookups and
@@ -235,7 +236,7 @@ pub(crate) struct Inner {
     pub(crate) admin: Mutex<()>,
     /// The shared log: messages published to several queues, stored once with
     /// their destinations (`<data_dir>/bodies/`, decision 0004).
-    pub(crate) bodies: FileLog,
+    pub(crate) bodies: S::Log,
     /// Appends to the shared log whose messages are not in their queues yet: the
     /// shared log is never trimmed above them.
     pub(crate) body_writes: Writes,
@@ -254,16 +255,26 @@ pub(crate) struct Inner {
     closing: AtomicBool,
     /// Resource alarms (see [`crate::alarms`]).
     alarms: tokio::sync::watch::Receiver<crate::Alarms>,
-    /// The file system the logs live on: the real one, or a test's (which can hold
-    /// or fail syncs).
-    fs: Arc<dyn Fs>,
+    /// Where the queues' and the shared log live: files (on the real file
+    /// system, or a test's that can hold or fail syncs), or memory in tests.
+    store: Arc<S>,
     _lock: File,
 }
 
 /// A running broker. Cheap to clone; every clone is the same broker.
-#[derive(Clone)]
-pub struct Broker {
-    pub(crate) inner: Arc<Inner>,
+///
+/// Generic over where its logs live ([`LogStore`]): files by default; tests run the
+/// same broker over [`weir_log::MemStore`].
+pub struct Broker<S: LogStore = FileStore> {
+    pub(crate) inner: Arc<Inner<S>>,
+}
+
+impl<S: LogStore> Clone for Broker<S> {
+    fn clone(&self) -> Self {
+        Broker {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 /// What starting the broker found.
@@ -305,14 +316,25 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Broker {
     /// Opens the data directory and recovers every queue in it.
     pub async fn open(config: BrokerConfig) -> Result<(Broker, StartReport)> {
-        Broker::open_with_fs(config, StdFs::shared()).await
+        Broker::open_with_store(config, FileStore::default()).await
     }
 
     /// [`Broker::open`] with the logs on `fs` (tests hold or fail its syncs).
+    #[cfg(test)]
     pub(crate) async fn open_with_fs(
         config: BrokerConfig,
-        fs: Arc<dyn Fs>,
+        fs: Arc<dyn weir_log::io::Fs>,
     ) -> Result<(Broker, StartReport)> {
+        Broker::open_with_store(config, FileStore::new(fs)).await
+    }
+}
+
+impl<S: LogStore> Broker<S> {
+    /// [`Broker::open`] with the logs in `store` (tests use
+    /// [`weir_log::MemStore`]). The data directory still holds the broker's own
+    /// files: its lock, queue options and names, exchanges and bindings.
+    pub async fn open_with_store(config: BrokerConfig, store: S) -> Result<(Self, StartReport)> {
+        let store = Arc::new(store);
         let started = Instant::now();
         let mut config = config;
         // The data directory's LOCK keeps any other process out of every log in
@@ -340,13 +362,12 @@ impl Broker {
         let lock = lock_data_dir(&config.data_dir)?;
         let bodies_dir = config.data_dir.join("bodies");
         let bodies_config = config.log.clone();
-        let bodies_fs = fs.clone();
-        let (bodies, _) = tokio::task::spawn_blocking(move || {
-            FileLog::open_with(bodies_fs, bodies_dir, bodies_config)
-        })
-        .await
-        .map_err(|e| BrokerError::internal(format!("opening the shared log: {e}")))?
-        .map_err(|source| BrokerError::storage("(shared log)", source))?;
+        let bodies_store = store.clone();
+        let (bodies, _) =
+            tokio::task::spawn_blocking(move || bodies_store.open(&bodies_dir, bodies_config))
+                .await
+                .map_err(|e| BrokerError::internal(format!("opening the shared log: {e}")))?
+                .map_err(|source| BrokerError::storage("(shared log)", source))?;
         let next_queue_id = read_next_queue_id(&config.data_dir)?;
         let body_writes = Writes::default();
         let alarms = crate::alarms::spawn_monitor(crate::alarms::Thresholds {
@@ -372,7 +393,7 @@ impl Broker {
             dirs: std::sync::Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             alarms,
-            fs,
+            store,
             _lock: lock,
         });
         let broker = Broker { inner };
@@ -526,16 +547,20 @@ impl Broker {
     }
 
     /// Opens a queue's log and replays it (phase 1: its own log).
-    async fn open_queue(&self, name: &str, options: QueueOptions, id: u32) -> Result<OpenedQueue> {
+    async fn open_queue(
+        &self,
+        name: &str,
+        options: QueueOptions,
+        id: u32,
+    ) -> Result<OpenedQueue<S::Log>> {
         let dir = self.queue_dir(name)?.join("log");
         let log_config = self.inner.config.log.clone();
         let queue = name.to_owned();
-        let fs = self.inner.fs.clone();
-        let (log, recovery) =
-            tokio::task::spawn_blocking(move || FileLog::open_with(fs, dir, log_config))
-                .await
-                .map_err(|e| BrokerError::internal(format!("opening queue '{queue}': {e}")))?
-                .map_err(|source| BrokerError::storage(name.to_owned(), source))?;
+        let store = self.inner.store.clone();
+        let (log, recovery) = tokio::task::spawn_blocking(move || store.open(&dir, log_config))
+            .await
+            .map_err(|e| BrokerError::internal(format!("opening queue '{queue}': {e}")))?
+            .map_err(|source| BrokerError::storage(name.to_owned(), source))?;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(
                 queue = name,
@@ -559,7 +584,7 @@ impl Broker {
 
     /// Finishes a queue's replay with its shared messages and starts its actor;
     /// returns how many messages it holds.
-    fn start_queue(&self, queue: OpenedQueue, arrivals: Arrivals) -> u64 {
+    fn start_queue(&self, queue: OpenedQueue<S::Log>, arrivals: Arrivals) -> u64 {
         let (commands, receiver) = mpsc::channel(1024);
         let receiver = Arc::new(Mutex::new(receiver));
         let held = receiver
@@ -597,10 +622,10 @@ impl Broker {
     /// with how many messages it holds.
     fn make_actor(
         &self,
-        queue: OpenedQueue,
+        queue: OpenedQueue<S::Log>,
         arrivals: Arrivals,
         commands: crate::queue::actor::Commands,
-    ) -> (Actor, u64) {
+    ) -> (Actor<S>, u64) {
         let OpenedQueue {
             name,
             options: _,
@@ -634,7 +659,7 @@ impl Broker {
     /// Opens and replays a queue again for its restarted actor: its own log, then
     /// its messages in the shared log (to its end: arrivals queued for the dead
     /// actor meanwhile are skipped by the new one, see `Actor::arrive`).
-    pub(crate) async fn reopen_queue(&self, queue: &Supervised) -> Result<Actor> {
+    pub(crate) async fn reopen_queue(&self, queue: &Supervised) -> Result<Actor<S>> {
         let opened = self
             .open_queue(&queue.name, queue.options.clone(), queue.id)
             .await?;
@@ -1252,8 +1277,8 @@ async fn stop_queue(queue: &QueueRef) {
 
 /// Sends already-built messages to a queue from inside the broker (dead letters,
 /// redrives), creating a missing dead-letter queue.
-pub(crate) async fn send_internal(
-    broker: &Weak<Inner>,
+pub(crate) async fn send_internal<S: LogStore>(
+    broker: &Weak<Inner<S>>,
     name: &str,
     messages: Vec<Outgoing>,
     create_missing: bool,
@@ -1425,8 +1450,8 @@ pub(crate) const EXCHANGE_HEADER: &[u8] = b"\0exchange";
 /// keys; unroutable ones, and all when the exchange does not exist, are dropped, as
 /// in RabbitMQ. A dead letter is not sent to a queue it would go round a cycle
 /// through ([`crate::queue::dlq::is_cycle`]).
-pub(crate) async fn dead_letter_to(
-    broker: &Weak<Inner>,
+pub(crate) async fn dead_letter_to<S: LogStore>(
+    broker: &Weak<Inner<S>>,
     target: &crate::queue::dlq::Target,
     messages: Vec<Outgoing>,
 ) -> Result<()> {
@@ -1498,11 +1523,11 @@ pub(crate) async fn dead_letter_to(
 }
 
 /// A queue whose own log is replayed, waiting for its shared messages.
-struct OpenedQueue {
+struct OpenedQueue<L> {
     name: String,
     options: QueueOptions,
     id: u32,
-    log: FileLog,
+    log: L,
     state: QueueState,
     own: OwnReplay,
 }

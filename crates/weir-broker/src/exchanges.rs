@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use weir_log::LogStore;
 use weir_log::io::create_dir_all_durably;
 
 use crate::api::{Declared, QueueOptions, SendMessage, SendOutcome, validate_name};
 use crate::broker::{Broker, generate_id, io_error, prepare, write_durably};
+use crate::clock::now_ms;
 use crate::error::{BrokerError, Kind, Limit, Result};
-use crate::queue::actor::now_ms;
 use crate::queue::record::encode_shared;
 use crate::routing::{
     Binding, DestinationType, ExchangeOptions, ExchangeType, Router, validate_exchange_name,
@@ -160,7 +161,7 @@ pub fn subscription_queue(topic: &str, name: &str) -> String {
     format!("sub:{topic}:{name}")
 }
 
-fn routing_path(broker: &Broker) -> std::path::PathBuf {
+fn routing_path<S: LogStore>(broker: &Broker<S>) -> std::path::PathBuf {
     broker
         .inner
         .config
@@ -169,7 +170,7 @@ fn routing_path(broker: &Broker) -> std::path::PathBuf {
         .join("routing.json")
 }
 
-impl Broker {
+impl<S: LogStore> Broker<S> {
     fn router(&self) -> std::sync::RwLockReadGuard<'_, Router> {
         crate::locks::read(&self.inner.router)
     }
@@ -522,7 +523,7 @@ fn shutting_down() -> BrokerError {
     }
 }
 
-impl Broker {
+impl<S: LogStore> Broker<S> {
     /// The queues a dead letter published through `exchange` with `key` reaches.
     pub(crate) fn route_dead_letter(
         &self,

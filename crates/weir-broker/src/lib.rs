@@ -29,12 +29,15 @@ pub mod bench_api;
 mod broker;
 #[cfg(test)]
 mod broker_tests;
+mod clock;
 pub mod error;
 mod exchanges;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hex;
 mod locks;
+#[cfg(test)]
+mod mem_tests;
 mod queue;
 pub mod routing;
 mod shared;

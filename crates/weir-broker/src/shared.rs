@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use tokio::sync::{mpsc, oneshot};
-use weir_log::{Appended, FileLog, MessageLog, NewRecord};
+use weir_log::{Appended, MessageLog, NewRecord};
 
 use crate::broker::QueueRef;
 use crate::error::{BrokerError, Result};
@@ -98,7 +98,11 @@ enum Event {
 }
 
 /// Runs the dispatcher until every sender is gone and every append is handed out.
-pub(crate) async fn run(log: FileLog, writes: Writes, mut requests: mpsc::Receiver<Dispatch>) {
+pub(crate) async fn run<L: MessageLog>(
+    log: L,
+    writes: Writes,
+    mut requests: mpsc::Receiver<Dispatch>,
+) {
     let mut in_flight: VecDeque<(AppendFuture, Dispatch, WriteGuard)> = VecDeque::new();
     let mut open = true;
     loop {

@@ -31,7 +31,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc};
-use weir_log::MessageLog;
+use weir_log::{LogStore, MessageLog};
 
 use crate::api::QueueOptions;
 use crate::broker::{Broker, Inner};
@@ -54,7 +54,11 @@ pub(crate) struct Supervised {
 
 /// Runs `actor`, and after each panic a new one replayed from the log, until the
 /// queue stops (or fails; see the module docs).
-pub(crate) async fn supervise(broker: Weak<Inner>, queue: Supervised, first: Actor) {
+pub(crate) async fn supervise<S: LogStore>(
+    broker: Weak<Inner<S>>,
+    queue: Supervised,
+    first: Actor<S>,
+) {
     let name = queue.name.as_str();
     let mut actor = first;
     let mut panics: Vec<Instant> = Vec::new();

@@ -21,13 +21,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
-use weir_log::{FileLog, Header, MessageLog, NewRecord, Offset, ReadLimits, Record};
+use weir_log::{Header, LogStore, MessageLog, NewRecord, Offset, ReadLimits, Record};
 
 use crate::api::{
     DeadLetterReason, Delivery, NackOptions, Overflow, QueueStats, ReceiveRequest, SendOutcome,
     SettleReport,
 };
 use crate::broker::Inner;
+use crate::clock::now_ms;
 use crate::error::{BrokerError, Result};
 use crate::queue::counters::Counters;
 use crate::queue::dlq;
@@ -256,18 +257,11 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
 /// messages moved to the head so the old segments can go.
 const MOVE_MIN_SPAN: u64 = 50_000;
 
-/// Milliseconds since the epoch.
 /// `ms` from now, clamped to [`crate::api::MAX_DURATION_MS`] so that a
 /// far-off time (a client's wait, a damaged record's due time) cannot overflow
 /// the clock.
 fn instant_in(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms.min(crate::api::MAX_DURATION_MS))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Most body bytes [`Fresh`] holds per queue, the largest body it takes, and how long
@@ -347,13 +341,13 @@ impl Fresh {
     }
 }
 
-pub(crate) struct Actor {
+pub(crate) struct Actor<S: LogStore> {
     name: String,
-    log: FileLog,
+    log: S::Log,
     /// The broker's shared log (messages published to several queues).
-    bodies: FileLog,
+    bodies: S::Log,
     state: QueueState,
-    broker: Weak<Inner>,
+    broker: Weak<Inner<S>>,
     /// The queue's command channel, held for the actor's life. It outlives the
     /// actor: if the actor panics, the lock is released and the commands queued
     /// meanwhile wait for the actor restarted from the log (see
@@ -404,16 +398,16 @@ pub(crate) struct Actor {
     ack_retry_backoff: Duration,
 }
 
-impl Actor {
+impl<S: LogStore> Actor<S> {
     pub(crate) fn new(
         name: String,
-        log: FileLog,
-        bodies: FileLog,
+        log: S::Log,
+        bodies: S::Log,
         state: QueueState,
-        broker: Weak<Inner>,
+        broker: Weak<Inner<S>>,
         commands: Commands,
         replayed: &ReplayReport,
-    ) -> Actor {
+    ) -> Self {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         // The checkpoint does not hold the shared messages replay counted above its
         // `shared_below`: they fold in when that moves past them.
@@ -452,7 +446,7 @@ impl Actor {
 
     /// The queue's log (the supervisor closes it when the actor panics, before a
     /// new one is opened on the same directory).
-    pub(crate) fn log(&self) -> &FileLog {
+    pub(crate) fn log(&self) -> &S::Log {
         &self.log
     }
 
@@ -2019,8 +2013,8 @@ pub(crate) fn refuse_with(command: Command, error: &dyn Fn() -> BrokerError) {
 
 /// Reads the records at `offsets` of `log` into a map, one read per run of
 /// consecutive offsets.
-async fn read_offsets(
-    log: &FileLog,
+async fn read_offsets<L: MessageLog>(
+    log: &L,
     queue: &str,
     offsets: &mut [u64],
 ) -> Result<FxHashMap<u64, Record>> {
@@ -2054,9 +2048,9 @@ async fn read_offsets(
 
 /// Reads the messages of `entries` (in their order): own ones from the queue's log,
 /// shared ones from the shared log.
-async fn read_entries(
-    log: &FileLog,
-    bodies: &FileLog,
+async fn read_entries<L: MessageLog>(
+    log: &L,
+    bodies: &L,
     queue: &str,
     entries: &[Entry],
 ) -> Result<Vec<(MessageMeta, Record)>> {

@@ -1,0 +1,281 @@
+//! The whole broker (`Broker`, queue actors, the shared-log dispatcher) over logs
+//! in memory ([`MemStore`]) with tokio's time paused: deadlines of minutes pass in
+//! no real time, and the order of events is the runtime's, not the disk's. These
+//! test the broker's behaviour over time (leases, TTLs, delays, expiry,
+//! restarts); `broker_tests` covers what only real files show (held and failed
+//! syncs, a full disk).
+
+use std::time::Duration;
+
+use weir_log::MemStore;
+
+use crate::api::{NackOptions, QueueOptions, ReceiveRequest, SendMessage};
+use crate::broker::{Broker, BrokerConfig};
+
+async fn open(dir: &std::path::Path, store: &MemStore) -> Broker<MemStore> {
+    let mut config = BrokerConfig::new(dir);
+    // The alarms look at the real disk and memory, which these tests do not use.
+    config.limits.disk_free_min_bytes = 0;
+    Broker::open_with_store(config, store.clone())
+        .await
+        .expect("open")
+        .0
+}
+
+fn text(body: &str) -> SendMessage {
+    SendMessage {
+        body: body.as_bytes().to_vec().into(),
+        ..SendMessage::default()
+    }
+}
+
+fn receive(max: u32, visibility_timeout_ms: Option<u64>) -> ReceiveRequest {
+    ReceiveRequest {
+        max,
+        wait_ms: 0,
+        visibility_timeout_ms,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_runs_out_is_delivered_again_after_its_visibility_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path(), &MemStore::default()).await;
+    broker
+        .declare("q", QueueOptions::default())
+        .await
+        .expect("declare");
+    broker.send("q", vec![text("job")]).await.expect("send");
+    let first = broker
+        .receive("q", receive(1, Some(30_000)))
+        .await
+        .expect("receive");
+    assert_eq!((first.len(), first[0].delivery_count), (1, 1));
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(
+        broker
+            .receive("q", receive(1, None))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "still leased before its timeout"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = broker
+        .receive("q", receive(1, None))
+        .await
+        .expect("receive");
+    assert_eq!(again.len(), 1, "back once the lease ran out");
+    assert_eq!(
+        (&again[0].body[..], again[0].delivery_count),
+        (&b"job"[..], 2)
+    );
+    let stale = broker
+        .ack("q", vec![first[0].receipt.clone().expect("receipt")])
+        .await
+        .expect("ack");
+    assert_eq!(
+        (stale.settled, stale.failed.len()),
+        (0, 1),
+        "the first lease's receipt is stale"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_message_is_dead_lettered_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path(), &MemStore::default()).await;
+    let options = QueueOptions {
+        message_ttl_ms: Some(60_000),
+        dead_letter_queue: Some("q-dlq".into()),
+        ..QueueOptions::default()
+    };
+    broker.declare("q", options).await.expect("declare");
+    broker.send("q", vec![text("stale")]).await.expect("send");
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(broker.info("q").await.expect("info").stats.ready, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dead = broker
+        .receive(
+            "q-dlq",
+            ReceiveRequest {
+                max: 1,
+                wait_ms: 5_000,
+                visibility_timeout_ms: None,
+            },
+        )
+        .await
+        .expect("receive");
+    assert_eq!(dead.len(), 1);
+    let info = dead[0].dead_letter.as_ref().expect("dead-letter info");
+    assert_eq!(info.reason, crate::api::DeadLetterReason::Expired);
+    assert_eq!(broker.info("q").await.expect("info").stats.expired_total, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn exponential_retry_delays_double_up_to_their_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path(), &MemStore::default()).await;
+    let options = QueueOptions {
+        retry_delay_ms: 10_000,
+        retry_backoff: crate::api::Backoff::Exponential,
+        retry_delay_max_ms: 25_000,
+        ..QueueOptions::default()
+    };
+    broker.declare("q", options).await.expect("declare");
+    broker.send("q", vec![text("flaky")]).await.expect("send");
+    // Delays after the 1st, 2nd and 3rd failed delivery: 10 s, 20 s, 25 s (capped).
+    for expected in [10u64, 20, 25] {
+        let got = broker
+            .receive("q", receive(1, None))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 1, "due again after {expected} s");
+        broker
+            .nack(
+                "q",
+                vec![got[0].receipt.clone().expect("receipt")],
+                NackOptions {
+                    requeue: true,
+                    delay_ms: None,
+                },
+            )
+            .await
+            .expect("nack");
+        tokio::time::sleep(Duration::from_millis(expected * 1000 - 500)).await;
+        assert!(
+            broker
+                .receive("q", receive(1, None))
+                .await
+                .expect("receive")
+                .is_empty(),
+            "not due before {expected} s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        broker
+            .receive("q", receive(1, None))
+            .await
+            .expect("receive")[0]
+            .delivery_count,
+        4
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unused_queue_expires_and_a_used_one_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path(), &MemStore::default()).await;
+    let options = QueueOptions {
+        expires_ms: Some(10_000),
+        ..QueueOptions::default()
+    };
+    broker
+        .declare("idle", options.clone())
+        .await
+        .expect("declare");
+    broker.declare("busy", options).await.expect("declare");
+    let _held = broker.hold("busy").expect("hold");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        broker.info("idle").await.is_err(),
+        "the unused queue is gone"
+    );
+    assert!(broker.info("busy").await.is_ok(), "a held queue stays");
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_on_the_same_store_keeps_unacked_messages_and_forgets_acked_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemStore::default();
+    let broker = open(dir.path(), &store).await;
+    broker
+        .declare("q", QueueOptions::default())
+        .await
+        .expect("declare");
+    broker
+        .declare("fan-a", QueueOptions::default())
+        .await
+        .expect("declare");
+    broker
+        .declare("fan-b", QueueOptions::default())
+        .await
+        .expect("declare");
+    fan_out_to(&broker, &["fan-a", "fan-b"]).await;
+    broker
+        .send("q", vec![text("a"), text("b"), text("c")])
+        .await
+        .expect("send");
+    let got = broker
+        .receive("q", receive(2, None))
+        .await
+        .expect("receive");
+    broker
+        .ack("q", vec![got[0].receipt.clone().expect("receipt")])
+        .await
+        .expect("ack");
+    // One message for two queues goes through the shared log (decision 0004).
+    let published = broker
+        .publish(
+            "fan",
+            vec![crate::PublishMessage {
+                routing_key: String::new(),
+                mandatory: false,
+                message: text("both"),
+            }],
+            crate::PublishOptions::default(),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(published[0].routed, 2);
+    broker.shutdown().await;
+    drop(broker);
+
+    let broker = open(dir.path(), &store).await;
+    let left = broker
+        .receive("q", receive(10, None))
+        .await
+        .expect("receive");
+    let bodies: Vec<&[u8]> = left.iter().map(|d| &d.body[..]).collect();
+    assert_eq!(
+        bodies,
+        [&b"b"[..], &b"c"[..]],
+        "the leased one is back, the acked one gone"
+    );
+    for queue in ["fan-a", "fan-b"] {
+        let got = broker
+            .receive(queue, receive(10, None))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 1, "{queue} kept its copy");
+        assert_eq!(&got[0].body[..], b"both");
+    }
+    broker.shutdown().await;
+}
+
+/// Declares fanout exchange `fan` bound to `queues`: its messages are stored once,
+/// in the shared log.
+async fn fan_out_to(broker: &Broker<MemStore>, queues: &[&str]) {
+    use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
+    broker
+        .declare_exchange("fan", ExchangeOptions::of(ExchangeType::Fanout))
+        .await
+        .expect("exchange");
+    for name in queues {
+        broker
+            .bind(Binding {
+                source: "fan".into(),
+                destination: (*name).into(),
+                destination_type: DestinationType::Queue,
+                routing_key: String::new(),
+                arguments: std::collections::BTreeMap::new(),
+            })
+            .await
+            .expect("bind");
+    }
+}
