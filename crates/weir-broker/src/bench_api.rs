@@ -7,8 +7,9 @@ use tokio::time::Instant;
 use bytes::Bytes;
 
 use crate::api::QueueOptions;
-use crate::queue::actor::{Fresh, Outgoing};
+use crate::queue::actor::Fresh;
 use crate::queue::record::MessageMeta;
+use crate::queue::record::Outgoing;
 use crate::queue::replay::entry_of;
 use crate::queue::state::{QueueState, format_receipt};
 

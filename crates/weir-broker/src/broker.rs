@@ -38,14 +38,19 @@ use crate::api::{
 };
 use crate::clock::now_ms;
 use crate::error::{BrokerError, Kind, Limit, Result};
+use crate::handle::{QueueRef, Usage, UseGuard};
 use crate::hex::push_hex;
-use crate::queue::actor::{Actor, Command, Outgoing};
-use crate::queue::record::MessageMeta;
+use crate::queue::actor::{Actor, Command};
+use crate::queue::dlq::Target;
+use crate::queue::host::{Host, HostFuture};
+use crate::queue::record::{
+    EXCHANGE_HEADER, MessageMeta, Outgoing, PROPERTIES_HEADER, ROUTING_KEY_HEADER,
+};
 use crate::queue::replay::{Arrivals, OwnReplay, Wanted, finish, replay_own, scan_shared};
 use crate::queue::state::QueueState;
 use crate::routing::{DestinationType, Router};
 use crate::shared::{self, Dispatch, Writes};
-use crate::supervisor::{Supervised, supervise};
+use crate::supervisor::{Reopen, Supervised, supervise};
 
 /// Limits on what clients may ask for. Each is enforced with a clear error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,70 +162,6 @@ impl BrokerConfig {
             limits: Limits::default(),
             open_files_budget: None,
         }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct QueueRef {
-    pub(crate) commands: mpsc::Sender<Command>,
-    /// The queue's number (shared records name their destinations by it).
-    pub(crate) id: u32,
-    /// Shared, so looking a queue up per request copies no option strings.
-    pub(crate) options: Arc<QueueOptions>,
-    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
-    /// When it was last used, and by how many now (for `expires_ms`).
-    usage: Arc<Usage>,
-}
-
-/// Use of a queue, for `expires_ms`: receives in progress and consumers holding a
-/// [`UseGuard`] keep it alive; the last use ends the clock's reset.
-#[derive(Debug)]
-struct Usage {
-    /// Uses in progress.
-    holds: std::sync::atomic::AtomicU64,
-    /// When the last use began or ended (ms since the epoch).
-    last_ms: std::sync::atomic::AtomicI64,
-}
-
-impl Usage {
-    fn new() -> Usage {
-        Usage {
-            holds: std::sync::atomic::AtomicU64::new(0),
-            last_ms: std::sync::atomic::AtomicI64::new(now_ms()),
-        }
-    }
-
-    fn touch(&self) {
-        self.last_ms.store(now_ms(), Ordering::Release);
-    }
-
-    fn hold(self: &Arc<Usage>) -> UseGuard {
-        self.holds.fetch_add(1, Ordering::AcqRel);
-        self.touch();
-        UseGuard {
-            usage: self.clone(),
-        }
-    }
-
-    /// Unused for at least `ms`.
-    fn idle_for(&self, ms: u64) -> bool {
-        self.holds.load(Ordering::Acquire) == 0
-            && now_ms().saturating_sub(self.last_ms.load(Ordering::Acquire))
-                >= i64::try_from(ms).unwrap_or(i64::MAX)
-    }
-}
-
-/// A use of a queue that keeps it from expiring while held (an AMQP consumer holds
-/// one for its life). See [`Broker::hold`].
-#[derive(Debug)]
-pub struct UseGuard {
-    usage: Arc<Usage>,
-}
-
-impl Drop for UseGuard {
-    fn drop(&mut self) {
-        self.usage.touch();
-        self.usage.holds.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -644,12 +585,14 @@ impl<S: LogStore> Broker<S> {
             delayed = stats.delayed,
             "recovered queue"
         );
+        // The actor sees the broker as its `Host` (weakly: it does not keep it alive).
+        let host: Weak<Inner<S>> = Arc::downgrade(&self.inner);
         let actor = Actor::new(
             name,
             log,
             self.inner.bodies.clone(),
             state,
-            Arc::downgrade(&self.inner),
+            host,
             commands,
             &replayed,
         );
@@ -1275,6 +1218,31 @@ async fn stop_queue(queue: &QueueRef) {
     }
 }
 
+impl<S: LogStore> Host for Inner<S> {
+    fn dead_letter(self: Arc<Self>, target: Target, messages: Vec<Outgoing>) -> HostFuture {
+        let broker = Arc::downgrade(&self);
+        Box::pin(async move { dead_letter_to(&broker, &target, messages).await })
+    }
+
+    fn send_to(self: Arc<Self>, name: String, messages: Vec<Outgoing>) -> HostFuture {
+        let broker = Arc::downgrade(&self);
+        Box::pin(async move { send_internal(&broker, &name, messages, false).await })
+    }
+}
+
+impl<S: LogStore> Reopen<S> for Inner<S> {
+    fn reopen(
+        self: Arc<Self>,
+        queue: Supervised,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Actor<S>>> + Send>> {
+        Box::pin(async move { Broker { inner: self }.reopen_queue(&queue).await })
+    }
+
+    fn shared_first_offset(&self) -> u64 {
+        self.bodies.first_offset().0
+    }
+}
+
 /// Sends already-built messages to a queue from inside the broker (dead letters,
 /// redrives), creating a missing dead-letter queue.
 pub(crate) async fn send_internal<S: LogStore>(
@@ -1434,16 +1402,6 @@ pub(crate) fn prepare(
         body: m.body,
     })
 }
-
-/// The record header that holds [`SendMessage::properties`]: no user header can
-/// have this name (names starting with NUL are refused).
-pub(crate) const PROPERTIES_HEADER: &[u8] = b"\0properties";
-
-/// The record header that holds [`SendMessage::routing_key`].
-pub(crate) const ROUTING_KEY_HEADER: &[u8] = b"\0routing-key";
-
-/// The record header that holds [`SendMessage::exchange`].
-pub(crate) const EXCHANGE_HEADER: &[u8] = b"\0exchange";
 
 /// Sends dead letters (built by [`crate::queue::dlq::copy`]) to where their queue's
 /// dead letters go. Through an exchange, each is routed with each of its routing

@@ -34,6 +34,7 @@ pub mod error;
 mod exchanges;
 #[doc(hidden)]
 pub mod fuzzing;
+mod handle;
 mod hex;
 mod locks;
 #[cfg(test)]
@@ -49,11 +50,12 @@ pub use api::{
     Overflow, QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome,
     SettleReport,
 };
-pub use broker::{Broker, BrokerConfig, Limits, StartReport, UseGuard};
+pub use broker::{Broker, BrokerConfig, Limits, StartReport};
 pub use error::{BrokerError, Kind, Limit, Result, StorageFailure};
 pub use exchanges::{
     ExchangeInfo, PublishMessage, PublishOptions, PublishOutcome, QueuedPublish, SubscriptionInfo,
     subscription_queue,
 };
+pub use handle::UseGuard;
 pub use routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
 pub use weir_log::FsyncPolicy;

@@ -22,8 +22,8 @@ use std::task::Poll;
 use tokio::sync::{mpsc, oneshot};
 use weir_log::{Appended, MessageLog, NewRecord};
 
-use crate::broker::QueueRef;
 use crate::error::{BrokerError, Result};
+use crate::handle::QueueRef;
 use crate::queue::actor::{Arrival, Command, SharedBatch};
 use crate::queue::record::{MessageMeta, SHARED};
 

@@ -27,6 +27,8 @@
 //! under it, and the queue is recovered from its log at the next start. It can
 //! still be deleted.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,8 +36,7 @@ use tokio::sync::{Mutex, mpsc};
 use weir_log::{LogStore, MessageLog};
 
 use crate::api::QueueOptions;
-use crate::broker::{Broker, Inner};
-use crate::error::BrokerError;
+use crate::error::{BrokerError, Result};
 use crate::queue::actor::{Actor, Command, refuse_with};
 
 /// A queue actor that panics this many times within [`PANIC_WINDOW`] is not
@@ -52,10 +53,24 @@ pub(crate) struct Supervised {
     pub(crate) commands: Arc<Mutex<mpsc::Receiver<Command>>>,
 }
 
+/// What the supervisor needs of the broker that owns the queue: to open it again
+/// from its logs, and where the shared log starts now (a failed queue keeps it from
+/// being trimmed above that). A trait, so this module does not import the broker.
+pub(crate) trait Reopen<S: LogStore>: Send + Sync + 'static {
+    /// Opens and replays `queue` again and builds its next actor.
+    fn reopen(
+        self: Arc<Self>,
+        queue: Supervised,
+    ) -> Pin<Box<dyn Future<Output = Result<Actor<S>>> + Send>>;
+
+    /// The shared log's first offset.
+    fn shared_first_offset(&self) -> u64;
+}
+
 /// Runs `actor`, and after each panic a new one replayed from the log, until the
 /// queue stops (or fails; see the module docs).
-pub(crate) async fn supervise<S: LogStore>(
-    broker: Weak<Inner<S>>,
+pub(crate) async fn supervise<S: LogStore, R: Reopen<S>>(
+    broker: Weak<R>,
     queue: Supervised,
     first: Actor<S>,
 ) {
@@ -81,10 +96,9 @@ pub(crate) async fn supervise<S: LogStore>(
         let now = Instant::now();
         panics.retain(|at| now.duration_since(*at) < PANIC_WINDOW);
         panics.push(now);
-        let Some(inner) = broker.upgrade() else {
+        let Some(broker) = broker.upgrade() else {
             return;
         };
-        let broker = Broker { inner };
         let reason = if panics.len() >= MAX_PANICS {
             format!(
                 "its task panicked {} times within {} s, the last time with: {panic}",
@@ -102,7 +116,7 @@ pub(crate) async fn supervise<S: LogStore>(
                     commands: queue.commands.clone(),
                 };
                 // On a task of its own: a panic while replaying fails the queue too.
-                tokio::spawn(async move { broker.reopen_queue(&queue).await }).await
+                tokio::spawn(broker.reopen(queue)).await
             };
             match reopened {
                 Ok(Ok(next)) => {
@@ -121,7 +135,7 @@ pub(crate) async fn supervise<S: LogStore>(
             }
         };
         tracing::error!(queue = name, %reason, "queue failed: it refuses every request until the broker restarts, which recovers it from its log");
-        let pin = broker.inner.bodies.first_offset().0;
+        let pin = broker.shared_first_offset();
         drop(broker);
         serve_failed(&queue, &reason, pin).await;
         return;

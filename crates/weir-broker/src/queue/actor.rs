@@ -27,42 +27,34 @@ use crate::api::{
     DeadLetterReason, Delivery, NackOptions, Overflow, QueueStats, ReceiveRequest, SendOutcome,
     SettleReport,
 };
-use crate::broker::Inner;
 use crate::clock::now_ms;
 use crate::error::{BrokerError, Result};
 use crate::queue::counters::Counters;
 use crate::queue::dlq;
-use crate::queue::record::{self, Decoded, MessageMeta, SHARED, SettleReason, StateOp, Totals};
-use crate::queue::replay::{ReplayReport, entry_of, shared_expiry};
-use crate::queue::state::{
-    Admission, Effect, Entry, QueueState, format_receipt, is_shared, key_hash, parse_receipt,
+use crate::queue::entry::{Entry, is_shared};
+use crate::queue::host::{self, Host};
+use crate::queue::record::{
+    self, Decoded, MessageMeta, Outgoing, SHARED, SettleReason, StateOp, Totals,
 };
+use crate::queue::replay::{ReplayReport, entry_of, shared_expiry};
+use crate::queue::state::{Admission, Effect, QueueState, format_receipt, key_hash, parse_receipt};
 
-/// A message ready to be written: metadata, headers and body.
-#[derive(Clone, Debug)]
-pub(crate) struct Outgoing {
-    pub(crate) meta: MessageMeta,
-    pub(crate) headers: Vec<Header>,
-    pub(crate) body: Bytes,
+/// Sends dead letters to `target` through the broker.
+async fn dead_letter(
+    host: &Weak<dyn Host>,
+    target: &dlq::Target,
+    messages: Vec<Outgoing>,
+) -> Result<()> {
+    host::upgrade(host)?
+        .dead_letter(target.clone(), messages)
+        .await
 }
 
-impl Outgoing {
-    /// Its message record.
-    pub(crate) fn record(&self) -> NewRecord {
-        NewRecord {
-            timestamp_ms: None,
-            key: Some(self.meta.encode()),
-            headers: self.headers.clone(),
-            body: self.body.clone(),
-        }
-    }
-
-    /// Its entry once written at `offset`.
-    fn entry(&self, offset: u64, max_priority: u8) -> Entry {
-        let mut entry = entry_of(offset, &self.meta, self.body.len() as u32);
-        entry.priority = entry.priority.min(max_priority);
-        entry
-    }
+/// The entry of `message` once written at `offset`.
+fn entry_of_outgoing(message: &Outgoing, offset: u64, max_priority: u8) -> Entry {
+    let mut entry = entry_of(offset, &message.meta, message.body.len() as u32);
+    entry.priority = entry.priority.min(max_priority);
+    entry
 }
 
 /// Messages of one publish stored once in the shared log (decision 0004), as every
@@ -347,7 +339,7 @@ pub(crate) struct Actor<S: LogStore> {
     /// The broker's shared log (messages published to several queues).
     bodies: S::Log,
     state: QueueState,
-    broker: Weak<Inner<S>>,
+    host: Weak<dyn Host>,
     /// The queue's command channel, held for the actor's life. It outlives the
     /// actor: if the actor panics, the lock is released and the commands queued
     /// meanwhile wait for the actor restarted from the log (see
@@ -404,7 +396,7 @@ impl<S: LogStore> Actor<S> {
         log: S::Log,
         bodies: S::Log,
         state: QueueState,
-        broker: Weak<Inner<S>>,
+        host: Weak<dyn Host>,
         commands: Commands,
         replayed: &ReplayReport,
     ) -> Self {
@@ -418,7 +410,7 @@ impl<S: LogStore> Actor<S> {
             log,
             bodies,
             state,
-            broker,
+            host,
             commands,
             internal_tx,
             internal_rx,
@@ -1147,7 +1139,10 @@ impl<S: LogStore> Actor<S> {
                             .iter()
                             .zip(first..next)
                             .map(|(m, offset)| {
-                                (m.entry(offset, max_priority), m.meta.not_before_ms)
+                                (
+                                    entry_of_outgoing(m, offset, max_priority),
+                                    m.meta.not_before_ms,
+                                )
                             })
                             .collect();
                         let _ = events.send(Internal::Committed {
@@ -1600,7 +1595,7 @@ impl<S: LogStore> Actor<S> {
         let log = self.log.clone();
         let bodies = self.bodies.clone();
         let queue = self.name.clone();
-        let broker = self.broker.clone();
+        let host = self.host.clone();
         let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
             let entries: Vec<Entry> = items.iter().map(|(e, _)| *e).collect();
@@ -1624,7 +1619,7 @@ impl<S: LogStore> Actor<S> {
                             )
                         })
                         .collect();
-                    crate::broker::dead_letter_to(&broker, &target, outgoing).await
+                    dead_letter(&host, &target, outgoing).await
                 }
                 Err(e) => Err(e),
             };
@@ -1667,7 +1662,7 @@ impl<S: LogStore> Actor<S> {
             .collect();
         let (log, bodies) = (self.log.clone(), self.bodies.clone());
         let queue = self.name.clone();
-        let broker = self.broker.clone();
+        let host = self.host.clone();
         self.tasks.spawn(async move {
             let now = now_ms();
             let result = match read_entries(&log, &bodies, &queue, &entries).await {
@@ -1687,7 +1682,7 @@ impl<S: LogStore> Actor<S> {
                             )
                         })
                         .collect();
-                    crate::broker::dead_letter_to(&broker, &target, outgoing).await
+                    dead_letter(&host, &target, outgoing).await
                 }
                 Err(e) => Err(e),
             };
@@ -1704,7 +1699,7 @@ impl<S: LogStore> Actor<S> {
             return;
         };
         let queue = self.name.clone();
-        let broker = self.broker.clone();
+        let host = self.host.clone();
         let now = now_ms();
         let outgoing = refused
             .into_iter()
@@ -1722,7 +1717,7 @@ impl<S: LogStore> Actor<S> {
             })
             .collect();
         self.tasks.spawn(async move {
-            if let Err(e) = crate::broker::dead_letter_to(&broker, &target, outgoing).await {
+            if let Err(e) = dead_letter(&host, &target, outgoing).await {
                 tracing::warn!(%queue, dead_letter_queue = %target.describe(), error = %e, "dead-lettering refused messages failed; they are dropped");
             }
         });
@@ -1736,7 +1731,7 @@ impl<S: LogStore> Actor<S> {
         let log = self.log.clone();
         let bodies = self.bodies.clone();
         let queue = self.name.clone();
-        let broker = self.broker.clone();
+        let host = self.host.clone();
         let events = self.internal_tx.clone();
         self.tasks.spawn(async move {
             let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
@@ -1772,7 +1767,7 @@ impl<S: LogStore> Actor<S> {
                 let mut count = 0;
                 for (source, outgoing) in by_source {
                     count += outgoing.len() as u64;
-                    crate::broker::send_internal(&broker, &source, outgoing, false).await?;
+                    host::upgrade(&host)?.send_to(source, outgoing).await?;
                 }
                 Ok(count)
             }
@@ -1952,7 +1947,7 @@ impl<S: LogStore> Actor<S> {
                         .zip(&moved)
                         .map(|((m, offset), (old, due))| {
                             // It keeps its place in the delivery order.
-                            let mut entry = m.entry(offset.0, max_priority);
+                            let mut entry = entry_of_outgoing(m, offset.0, max_priority);
                             entry.seq = old.seq;
                             (entry, *due)
                         })
@@ -2149,7 +2144,7 @@ fn delivery(
         .headers
         .into_iter()
         .filter_map(|h| {
-            if h.name.as_ref() == crate::broker::PROPERTIES_HEADER {
+            if h.name.as_ref() == crate::queue::record::PROPERTIES_HEADER {
                 properties = Some(h.value);
                 return None;
             }

@@ -14,9 +14,7 @@ use bytes::Bytes;
 use weir_log::Header;
 
 use crate::api::{DeadLetterInfo, DeadLetterReason, Death, FirstDeath, QueueOptions};
-use crate::broker::{EXCHANGE_HEADER, ROUTING_KEY_HEADER};
-use crate::queue::actor::Outgoing;
-use crate::queue::record::MessageMeta;
+use crate::queue::record::{EXCHANGE_HEADER, MessageMeta, Outgoing, ROUTING_KEY_HEADER};
 
 /// Where a queue's dead letters go.
 #[derive(Clone, Debug, PartialEq, Eq)]

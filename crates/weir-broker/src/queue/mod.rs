@@ -1,10 +1,12 @@
-//! Work queues: the sans-IO delivery state ([`state`]), its log format
-//! ([`record`]), its ready messages in chunks ([`ready`]), recovery ([`replay`]), the
+//! Work queues: the sans-IO delivery state ([`state`]) over per-message entries
+//! ([`entry`]), its log format ([`record`]), its ready messages in chunks ([`ready`]), recovery ([`replay`]), the
 //! death history of dead letters ([`dlq`]) and the task that owns one queue ([`actor`]).
 
 pub(crate) mod actor;
 pub(crate) mod counters;
 pub(crate) mod dlq;
+pub(crate) mod entry;
+pub(crate) mod host;
 #[cfg(test)]
 mod model_tests;
 pub(crate) mod ready;

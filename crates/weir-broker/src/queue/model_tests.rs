@@ -29,11 +29,10 @@ use weir_log::{LogConfig, MemLog, MessageLog, NewRecord};
 
 use crate::api::{Backoff, DeadLetterReason, Overflow, QueueOptions};
 use crate::error::BrokerError;
+use crate::queue::entry::Entry;
 use crate::queue::record::{MessageMeta, SettleReason, StateOp, Totals};
 use crate::queue::replay::{entry_of, replay};
-use crate::queue::state::{
-    Admission, Effect, Entry, QueueState, format_receipt, key_hash, parse_receipt,
-};
+use crate::queue::state::{Admission, Effect, QueueState, format_receipt, key_hash, parse_receipt};
 
 const QUEUE: &str = "q";
 /// The clock at the start of every case (ms since the epoch; records store times

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use super::state::Entry;
+use super::entry::Entry;
 
 /// Entries per chunk at most: 56 KiB of entries. Unit tests use chunks of 8, so
 /// every queue test (the model tests included) crosses chunk boundaries and splits

@@ -68,6 +68,7 @@
 //! state appends in flight at once and still recover one answer.
 
 use bytes::Bytes;
+use weir_log::{Header, NewRecord};
 
 use crate::api::{DeadLetterInfo, DeadLetterReason, Death, FirstDeath};
 
@@ -691,6 +692,36 @@ fn roundtrip(op: &StateOp) -> StateOp {
     match decode(Some(&k), &b).expect("decodes") {
         Decoded::State(s) => s,
         other => panic!("not a state op: {other:?}"),
+    }
+}
+
+/// The record header that holds [`crate::api::SendMessage::properties`]: no user header can
+/// have this name (names starting with NUL are refused).
+pub(crate) const PROPERTIES_HEADER: &[u8] = b"\0properties";
+
+/// The record header that holds [`crate::api::SendMessage::routing_key`].
+pub(crate) const ROUTING_KEY_HEADER: &[u8] = b"\0routing-key";
+
+/// The record header that holds [`crate::api::SendMessage::exchange`].
+pub(crate) const EXCHANGE_HEADER: &[u8] = b"\0exchange";
+
+/// A message ready to be written: metadata, headers and body.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) meta: MessageMeta,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) body: Bytes,
+}
+
+impl Outgoing {
+    /// Its message record.
+    pub(crate) fn record(&self) -> NewRecord {
+        NewRecord {
+            timestamp_ms: None,
+            key: Some(self.meta.encode()),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+        }
     }
 }
 

@@ -10,12 +10,11 @@ use weir_log::{LogConfig, MemLog, MessageLog, NewRecord, Offset, ReadLimits};
 
 use crate::api::{DeadLetterReason, QueueOptions};
 use crate::queue::counters::Counters;
+use crate::queue::entry::Entry;
 use crate::queue::ready::CHUNK;
 use crate::queue::record::{MessageMeta, SettleReason, StateOp, Totals};
 use crate::queue::replay::{entry_of, replay};
-use crate::queue::state::{
-    Admission, DEAD_LETTER_RETRY_MS, Effect, Entry, QueueState, format_receipt,
-};
+use crate::queue::state::{Admission, DEAD_LETTER_RETRY_MS, Effect, QueueState, format_receipt};
 
 const QUEUE: &str = "q";
 const T0: i64 = 1_000_000;

@@ -31,9 +31,10 @@ use std::collections::HashMap;
 use rustc_hash::FxHashMap;
 use weir_log::{MessageLog, Offset, ReadLimits};
 
+use crate::queue::entry::{Entry, is_shared};
 use crate::queue::ready::CHUNK;
 use crate::queue::record::{self, Decoded, MessageMeta, SHARED, StateOp, Totals};
-use crate::queue::state::{Entry, QueueState, is_shared, key_hash};
+use crate::queue::state::{QueueState, key_hash};
 
 /// In an entry's `seq` during replay: the message is settled. (Until [`finish`]
 /// assigns arrival numbers, `seq` holds the record's shared mark, which is below
