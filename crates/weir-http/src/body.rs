@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::connection::InFlight;
+use crate::phase::InFlight;
 
 /// How request bodies are read and drained (see [`crate::HttpConfig`]).
 #[derive(Clone, Debug)]

@@ -25,7 +25,8 @@ use weir_broker::routing::is_built_in;
 use weir_broker::{Broker, BrokerConfig, FsyncPolicy, Limits};
 
 use crate::HttpConfig;
-use crate::connection::{self, Clock, ConnectionState, Io, Service};
+use crate::connection::{self, Io, Service};
+use crate::phase::{Clock, ConnectionState};
 
 /// Longest a connection may take, in the runtime's (paused, virtual) time, once
 /// its client has sent everything: well past every timeout of [`config`].

@@ -30,6 +30,7 @@ mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 mod messages;
+mod phase;
 mod routes;
 mod routing_routes;
 mod server;
@@ -153,8 +154,8 @@ impl HttpConfig {
         }
     }
 
-    pub(crate) fn timeouts(&self) -> connection::Timeouts {
-        connection::Timeouts {
+    pub(crate) fn timeouts(&self) -> phase::Timeouts {
+        phase::Timeouts {
             header_read: Duration::from_millis(self.header_read_timeout_ms),
             idle: Duration::from_millis(self.idle_timeout_ms),
             write: Duration::from_millis(self.write_timeout_ms),

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::HttpConfig;
-use crate::connection::{self, Clock, ConnectionState, Io, Phase, Service};
+use crate::connection::{self, Io, Service};
+use crate::phase::{Clock, ConnectionState, Phase};
 
 /// How long a connection must have waited for a request before the server, at
 /// its cap, may close it to make room. Not at once: a client that has just
@@ -230,7 +231,7 @@ async fn slot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::InFlight;
+    use crate::phase::InFlight;
 
     #[tokio::test(start_paused = true)]
     async fn the_longest_waiting_go_first_then_slow_heads_and_requests_never() {
