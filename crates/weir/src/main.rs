@@ -4,10 +4,6 @@
 
 mod amqp_wire;
 mod bench;
-mod bench_amqp;
-mod bench_connections;
-mod bench_routing;
-mod bench_tally;
 mod client;
 mod config;
 mod file_limit;

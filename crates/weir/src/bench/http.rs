@@ -1,5 +1,3 @@
-//! `weir bench`: load generators against a running broker.
-//!
 //! `weir bench http` drives the REST API the way applications do: producers send
 //! batches, consumers receive batches and ack them. It reports throughput and
 //! latency percentiles (hdrhistogram, microsecond resolution) of send requests, of
@@ -17,7 +15,11 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_tally::Tally;
+use super::measure::{
+    CompareArgs, add, compare, exit_code, histogram, micros, percentiles, print_comparison,
+    progress_bar, round, seconds,
+};
+use super::tally::Tally;
 use crate::client::ServerArgs;
 use crate::client::api::{Api, Messages, Settle};
 use crate::client::table::{Align, table};
@@ -41,20 +43,6 @@ const NUMBERED_LEN: usize = SEQ_LEN + STAMP_LEN;
 
 /// Sequence numbers a run without a count can tell apart (one bit each).
 const DURATION_CAPACITY: u64 = 64 << 20;
-
-/// Load generators.
-#[derive(clap::Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Load the HTTP API: producers send batches, consumers receive and ack them.
-    Http(HttpArgs),
-    /// Publish through a fanout or topic exchange: the cost of fan-out and routing.
-    Publish(crate::bench_routing::PublishArgs),
-    /// Load any AMQP 0-9-1 broker (weir or RabbitMQ) with the same workload.
-    Amqp(crate::bench_amqp::AmqpArgs),
-    /// Hold many idle AMQP connections with heartbeats: the broker's memory per
-    /// connection.
-    Connections(crate::bench_connections::ConnectionsArgs),
-}
 
 /// Arguments of `weir bench http`.
 #[derive(clap::Args, Debug)]
@@ -96,7 +84,7 @@ pub struct HttpArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    compare: crate::bench_amqp::CompareArgs,
+    compare: CompareArgs,
 }
 
 /// The metrics `--compare` sets side by side (JSON pointers into a report).
@@ -108,16 +96,6 @@ const COMPARED: [(&str, &str); 6] = [
     ("broker CPU µs/msg", "/broker_cpu_us_per_message"),
     ("client CPU µs/msg", "/client_cpu_us_per_message"),
 ];
-
-/// Runs a benchmark.
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        BenchCommand::Http(args) => http(args).await,
-        BenchCommand::Publish(args) => crate::bench_routing::run(args).await,
-        BenchCommand::Amqp(args) => crate::bench_amqp::run(args).await,
-        BenchCommand::Connections(args) => crate::bench_connections::run(args).await,
-    }
-}
 
 /// When the run ends.
 #[derive(Clone, Copy, Debug)]
@@ -162,7 +140,8 @@ impl Shared {
     }
 }
 
-async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
+/// Runs `weir bench http`.
+pub(crate) async fn run(args: HttpArgs) -> anyhow::Result<ExitCode> {
     let Some(other) = args.compare.url.clone() else {
         let (json, human) = measure(&args, &args.server.server, args.pid).await?;
         if args.json {
@@ -170,9 +149,7 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
         } else {
             print!("{human}");
         }
-        return Ok(crate::bench_amqp::exit_code(
-            json["verified"] != json!(false),
-        ));
+        return Ok(exit_code(json["verified"] != json!(false)));
     };
     let mut rounds = Vec::new();
     for round in 1..=args.compare.rounds {
@@ -188,16 +165,16 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
         let (b, _) = measure(&args, &other, args.compare.pid).await?;
         rounds.push((a, b));
     }
-    let comparison = crate::bench_amqp::compare(&args.server.server, &other, &rounds, &COMPARED);
+    let comparison = compare(&args.server.server, &other, &rounds, &COMPARED);
     if args.json {
         println!("{comparison}");
     } else {
-        crate::bench_amqp::print_comparison(&comparison, &COMPARED);
+        print_comparison(&comparison, &COMPARED);
     }
     let verified = rounds
         .iter()
         .all(|(a, b)| a["verified"] != json!(false) && b["verified"] != json!(false));
-    Ok(crate::bench_amqp::exit_code(verified))
+    Ok(exit_code(verified))
 }
 
 /// One run against the broker at `server`: its report as JSON and as text.
@@ -601,47 +578,6 @@ fn numbers(body: &str) -> Option<(u64, u64)> {
     ))
 }
 
-pub(crate) fn histogram() -> Histogram<u64> {
-    // 1 µs to an hour at 3 significant figures: a few dozen KiB per histogram.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("invariant: constant bounds are valid")
-}
-
-pub(crate) fn add(total: &mut Histogram<u64>, part: &Histogram<u64>) {
-    // Same bounds everywhere, so adding cannot fail; saturate rather than panic.
-    let _ = total.add(part);
-}
-
-pub(crate) fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-#[allow(clippy::cast_precision_loss)] // microseconds of a benchmark fit an f64
-fn seconds(us: u64) -> f64 {
-    us as f64 / 1e6
-}
-
-/// The bar a run shows on stderr (on a terminal; hidden with `--json`): out of
-/// `len` messages, or a spinner for a run of fixed duration.
-pub(crate) fn progress_bar(json: bool, len: Option<u64>) -> indicatif::ProgressBar {
-    if json {
-        return indicatif::ProgressBar::hidden();
-    }
-    let (bar, template) = match len {
-        Some(n) => (
-            indicatif::ProgressBar::new(n),
-            "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}",
-        ),
-        None => (
-            indicatif::ProgressBar::new_spinner(),
-            "{spinner} {elapsed_precise} {msg}",
-        ),
-    };
-    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
-
 /// Refreshes the progress bar until the run stops.
 async fn tick(shared: Arc<Shared>, bar: indicatif::ProgressBar, consuming: bool) {
     let mut every = tokio::time::interval(Duration::from_millis(200));
@@ -659,29 +595,6 @@ async fn tick(shared: Arc<Shared>, bar: indicatif::ProgressBar, consuming: bool)
     }
 }
 
-/// `value` rounded to `decimals` places, so the JSON shows `1.5`, not
-/// `1.5000000000000002`.
-fn round(value: f64, decimals: i32) -> f64 {
-    let scale = 10_f64.powi(decimals);
-    (value * scale).round() / scale
-}
-
-/// Latency percentiles of one histogram, in milliseconds (to the microsecond).
-pub(crate) fn percentiles(h: &Histogram<u64>) -> Value {
-    if h.is_empty() {
-        return Value::Null;
-    }
-    let ms = |us: u64| round(seconds(us) * 1e3, 3);
-    json!({
-        "count": h.len(),
-        "p50": ms(h.value_at_quantile(0.50)),
-        "p90": ms(h.value_at_quantile(0.90)),
-        "p99": ms(h.value_at_quantile(0.99)),
-        "p99_9": ms(h.value_at_quantile(0.999)),
-        "max": ms(h.max()),
-    })
-}
-
 /// CPU seconds of the run: the broker's (with its peak RSS, given `--pid`) and the
 /// load generator's own.
 struct Cpu {
@@ -692,7 +605,7 @@ struct Cpu {
 impl Cpu {
     /// The CPU seconds used so far by the broker (given its pid) and by this process.
     fn start(pid: Option<u32>) -> anyhow::Result<(Option<f64>, f64)> {
-        use crate::bench_amqp::process_cpu_seconds;
+        use super::measure::process_cpu_seconds;
         Ok((
             pid.map(process_cpu_seconds).transpose()?,
             process_cpu_seconds(std::process::id())?,
@@ -701,7 +614,7 @@ impl Cpu {
 
     /// What was used since `start`.
     fn since(pid: Option<u32>, (broker, client): (Option<f64>, f64)) -> anyhow::Result<Cpu> {
-        use crate::bench_amqp::{process_cpu_seconds, status_bytes};
+        use super::measure::{process_cpu_seconds, status_bytes};
         Ok(Cpu {
             broker: match (pid, broker) {
                 (Some(pid), Some(before)) => Some((

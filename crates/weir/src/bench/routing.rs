@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::bench::{add, histogram, micros, percentiles};
+use super::measure::{add, histogram, micros, percentiles};
 use crate::client::ServerArgs;
 use crate::client::api::Api;
 

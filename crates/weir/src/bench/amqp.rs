@@ -24,9 +24,12 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use super::measure::{
+    CompareArgs, add, compare, exit_code, histogram, peak_rss_bytes, percentiles, print_comparison,
+    process_cpu_seconds, progress_bar, redact,
+};
+use super::tally::Tally;
 use crate::amqp_wire::{self, Client, PublishTemplate};
-use crate::bench::{add, histogram, percentiles, progress_bar};
-use crate::bench_tally::Tally;
 use crate::client::table::{Align, table};
 
 /// Sequence number and send time at the head of every body.
@@ -176,34 +179,6 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(verified))
 }
 
-pub(crate) fn exit_code(ok: bool) -> ExitCode {
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// `--compare` and its companions, for `weir bench amqp` and `weir bench http`.
-#[derive(clap::Args, Debug)]
-pub struct CompareArgs {
-    /// A second broker's URL (same protocol): the same workload runs against both,
-    /// alternating (A B A B ...), and a side-by-side table gives the ratios A / B.
-    #[arg(id = "compare", long = "compare", value_name = "URL")]
-    pub(crate) url: Option<String>,
-    /// The second broker's process id (with `--compare`).
-    #[arg(
-        id = "compare_pid",
-        long = "compare-pid",
-        value_name = "PID",
-        requires = "compare"
-    )]
-    pub(crate) pid: Option<u32>,
-    /// Runs against each broker with `--compare`.
-    #[arg(long, default_value_t = 2, requires = "compare", value_parser = clap::value_parser!(u32).range(1..=20))]
-    pub(crate) rounds: u32,
-}
-
 /// The metrics a comparison sets side by side: name and JSON pointer into a
 /// report. The ratio is A / B for each, whichever way is better.
 const COMPARED: [(&str, &str); 6] = [
@@ -214,92 +189,6 @@ const COMPARED: [(&str, &str); 6] = [
     ("broker CPU µs/msg", "/broker_cpu_us_per_message"),
     ("client CPU µs/msg", "/client_cpu_us_per_message"),
 ];
-
-/// The runs of both brokers, and the ratio of their means per metric.
-#[allow(clippy::cast_precision_loss)] // a handful of rounds
-pub(crate) fn compare(
-    a_url: &str,
-    b_url: &str,
-    rounds: &[(Value, Value)],
-    compared: &[(&str, &str)],
-) -> Value {
-    let mean = |side: usize, pointer: &str| {
-        let values: Vec<f64> = rounds
-            .iter()
-            .filter_map(|(a, b)| if side == 0 { a } else { b }.pointer(pointer)?.as_f64())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-    };
-    let mut ratios = serde_json::Map::new();
-    for &(name, pointer) in compared {
-        let ratio = match (mean(0, pointer), mean(1, pointer)) {
-            (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
-            _ => Value::Null,
-        };
-        ratios.insert(name.to_owned(), ratio);
-    }
-    json!({
-        "a": redact(a_url),
-        "b": redact(b_url),
-        "rounds": rounds.iter().map(|(a, b)| json!({"a": a, "b": b})).collect::<Vec<_>>(),
-        "ratio_a_over_b": ratios,
-    })
-}
-
-pub(crate) fn print_comparison(c: &Value, compared: &[(&str, &str)]) {
-    let runs = c["rounds"].as_array().cloned().unwrap_or_default();
-    let cells = |side: &str, pointer: &str| {
-        runs.iter()
-            .map(|r| {
-                r[side]
-                    .pointer(pointer)
-                    .map_or("-".to_owned(), Value::to_string)
-            })
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
-    let mut rows: Vec<Vec<String>> = compared
-        .iter()
-        .map(|(name, pointer)| {
-            vec![
-                (*name).to_owned(),
-                cells("a", pointer),
-                cells("b", pointer),
-                c["ratio_a_over_b"][*name].to_string(),
-            ]
-        })
-        .collect();
-    rows.push(vec![
-        "verified".to_owned(),
-        cells("a", "/verified"),
-        cells("b", "/verified"),
-        String::new(),
-    ]);
-    println!(
-        "A = {}\nB = {}  (values per round, A B A B ...)",
-        show(&c["a"]),
-        show(&c["b"])
-    );
-    print!(
-        "{}",
-        table(
-            &[
-                ("measure", Align::Left),
-                ("A", Align::Right),
-                ("B", Align::Right),
-                ("A / B", Align::Right),
-            ],
-            &rows,
-        )
-    );
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 /// One run of the workload against the broker at `url`: its report.
 async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result<Value> {
@@ -667,40 +556,6 @@ async fn consume(
     Ok(latency)
 }
 
-/// utime + stime of a process, seconds.
-#[allow(clippy::cast_precision_loss)] // clock ticks of a benchmark fit an f64
-pub(crate) fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The command name may hold spaces: fields start after its closing ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(ticks as f64 / USER_HZ)
-}
-
-/// The kernel's clock ticks per second in /proc (`USER_HZ`): 100 on every Linux.
-const USER_HZ: f64 = 100.0;
-
-/// Peak resident set size of a process (`VmHWM`), bytes.
-fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    status_bytes(pid, "VmHWM:")
-}
-
-/// A size field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), bytes.
-pub(crate) fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    Ok(kb * 1024)
-}
-
 #[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
 fn report(
     args: &AmqpArgs,
@@ -761,18 +616,6 @@ fn report(
         "broker_peak_rss_bytes": broker.map(|(_, rss)| rss),
         "client_cpu_us_per_message": per_message_us(client_cpu),
     })
-}
-
-/// The URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 fn print_table(r: &Value) {

@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::measure::status_bytes;
 use crate::amqp_wire::{Client, HEARTBEAT};
-use crate::bench_amqp::status_bytes;
 use crate::client::table::{Align, table};
 
 /// Arguments of `weir bench connections`.

@@ -1,0 +1,41 @@
+//! `weir bench`: load generators against a running broker, one file each, over
+//! what they share (`measure`: histograms, `/proc` figures, `--compare`) and the
+//! run verification (`tally`).
+//!
+//! - `http`: producers send batches over the REST API, consumers receive and ack;
+//! - `amqp`: the same workload over AMQP 0-9-1, against weir or RabbitMQ;
+//! - `routing` (`weir bench publish`): fan-out and topic routing through exchanges;
+//! - `connections`: many idle AMQP connections, the broker's memory per connection.
+
+mod amqp;
+mod connections;
+mod http;
+mod measure;
+mod routing;
+mod tally;
+
+use std::process::ExitCode;
+
+/// Load generators.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Load the HTTP API: producers send batches, consumers receive and ack them.
+    Http(http::HttpArgs),
+    /// Publish through a fanout or topic exchange: the cost of fan-out and routing.
+    Publish(routing::PublishArgs),
+    /// Load any AMQP 0-9-1 broker (weir or RabbitMQ) with the same workload.
+    Amqp(amqp::AmqpArgs),
+    /// Hold many idle AMQP connections with heartbeats: the broker's memory per
+    /// connection.
+    Connections(connections::ConnectionsArgs),
+}
+
+/// Runs a benchmark.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Http(args) => http::run(args).await,
+        BenchCommand::Publish(args) => routing::run(args).await,
+        BenchCommand::Amqp(args) => amqp::run(args).await,
+        BenchCommand::Connections(args) => connections::run(args).await,
+    }
+}
