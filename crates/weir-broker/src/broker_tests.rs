@@ -13,7 +13,8 @@ use std::time::Duration;
 use weir_log::io::{DirLock, FileIo, Fs, StdFs};
 
 use crate::api::{QueueOptions, ReceiveRequest, SendMessage, SendOutcome};
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
 use crate::error::Result;
 
 /// Whether file syncs go through, wait, or fail, and whether writes fit.

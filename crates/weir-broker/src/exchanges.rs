@@ -13,9 +13,11 @@ use weir_log::LogStore;
 use weir_log::io::create_dir_all_durably;
 
 use crate::api::{Declared, QueueOptions, SendMessage, SendOutcome, validate_name};
-use crate::broker::{Broker, generate_id, io_error, prepare, write_durably};
+use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::error::{BrokerError, Kind, Limit, Result};
+use crate::files::{io_error, write_durably};
+use crate::prepare::{generate_id, prepare};
 use crate::queue::record::encode_shared;
 use crate::routing::{
     Binding, DestinationType, ExchangeOptions, ExchangeType, Router, validate_exchange_name,

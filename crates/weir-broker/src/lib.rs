@@ -11,6 +11,26 @@
 //! memory (a few dozen bytes per message; bodies stay on disk) and writes every
 //! change to the queue's log before it answers. See `docs/architecture.md`.
 //!
+//! Where each behaviour lives, from the API down (a module only imports modules
+//! below it):
+//!
+//! - `broker`: [`Broker`], the API front ends call (declare, send, receive, ack,
+//!   nack, extend, peek, redrive, purge, delete, stats, shutdown); `exchanges`: its
+//!   exchange, binding, publish and topic API; `recovery`: opening the data
+//!   directory and each queue's logs, and restarting a queue after a panic;
+//!   `housekeeping`: queue expiry and trimming the shared log, once a second;
+//!   `dead_letters`: where dead letters and redrives go; `prepare`: checking and
+//!   building messages; `config`: [`BrokerConfig`] and [`Limits`].
+//! - `supervisor`: restarts a queue whose actor panicked; `shared`: the dispatcher
+//!   of messages stored once for several queues (decision 0004); `handle`: the
+//!   broker's handle on a running queue; `routing`: exchanges and bindings as data;
+//!   `alarms`: disk and memory alarms.
+//! - `queue`: one queue. `actor` (the task that owns it and performs effects),
+//!   `state` (the sans-IO state machine), `entry`/`ready` (what is kept per message),
+//!   `record` (its log format), `replay` (recovery), `dlq` (death history), `host`
+//!   (what a queue asks of its broker).
+//! - Leaves: `api` (the public types), `error`, `clock`, `files`, `hex`, `locks`.
+//!
 //! ```no_run
 //! # async fn demo() -> weir_broker::Result<()> {
 //! use weir_broker::{Broker, BrokerConfig, QueueOptions, ReceiveRequest, SendMessage};
@@ -30,16 +50,22 @@ mod broker;
 #[cfg(test)]
 mod broker_tests;
 mod clock;
+mod config;
+mod dead_letters;
 pub mod error;
 mod exchanges;
+mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
 mod hex;
+mod housekeeping;
 mod locks;
 #[cfg(test)]
 mod mem_tests;
+mod prepare;
 mod queue;
+mod recovery;
 pub mod routing;
 mod shared;
 mod supervisor;
@@ -50,7 +76,8 @@ pub use api::{
     Overflow, QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome,
     SettleReport,
 };
-pub use broker::{Broker, BrokerConfig, Limits, StartReport};
+pub use broker::{Broker, StartReport};
+pub use config::{BrokerConfig, Limits, MAX_MESSAGE_BYTES_CEILING};
 pub use error::{BrokerError, Kind, Limit, Result, StorageFailure};
 pub use exchanges::{
     ExchangeInfo, PublishMessage, PublishOptions, PublishOutcome, QueuedPublish, SubscriptionInfo,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use weir_log::MemStore;
 
 use crate::api::{NackOptions, QueueOptions, ReceiveRequest, SendMessage};
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
 
 async fn open(dir: &std::path::Path, store: &MemStore) -> Broker<MemStore> {
     let mut config = BrokerConfig::new(dir);

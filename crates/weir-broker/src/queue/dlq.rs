@@ -265,7 +265,8 @@ pub(crate) fn is_cycle(info: &DeadLetterInfo, target: &str) -> bool {
 mod tests {
     use super::*;
     use crate::api::{Overflow, ReceiveRequest, SendMessage};
-    use crate::broker::{Broker, BrokerConfig};
+    use crate::broker::Broker;
+    use crate::config::BrokerConfig;
     use crate::error::BrokerError;
     use crate::exchanges::{PublishMessage, PublishOptions};
     use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
