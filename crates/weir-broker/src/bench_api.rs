@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 
 use crate::api::QueueOptions;
-use crate::queue::actor::Fresh;
+use crate::queue::fresh::Fresh;
 use crate::queue::record::MessageMeta;
 use crate::queue::record::Outgoing;
 use crate::queue::replay::entry_of;

@@ -10,7 +10,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::api::QueueOptions;
 use crate::clock::now_ms;
-use crate::queue::actor::Command;
+use crate::queue::command::Command;
 
 #[derive(Clone)]
 pub(crate) struct QueueRef {

@@ -13,7 +13,7 @@ use weir_log::{LogStore, MessageLog};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::handle::QueueRef;
-use crate::queue::actor::Command;
+use crate::queue::command::Command;
 use crate::shared;
 
 /// How often the housekeeping runs.

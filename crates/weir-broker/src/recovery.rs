@@ -329,7 +329,7 @@ impl<S: LogStore> Broker<S> {
         &self,
         queue: OpenedQueue<S::Log>,
         arrivals: Arrivals,
-        commands: crate::queue::actor::Commands,
+        commands: crate::queue::command::Commands,
     ) -> (Actor<S>, u64) {
         let OpenedQueue {
             name,

@@ -24,7 +24,7 @@ use weir_log::{Appended, MessageLog, NewRecord};
 
 use crate::error::{BrokerError, Result};
 use crate::handle::QueueRef;
-use crate::queue::actor::{Arrival, Command, SharedBatch};
+use crate::queue::command::{Arrival, Command, SharedBatch};
 use crate::queue::record::{MessageMeta, SHARED};
 
 /// What each destination answered: per message of its part, whether it already

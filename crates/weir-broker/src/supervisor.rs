@@ -37,7 +37,8 @@ use weir_log::{LogStore, MessageLog};
 
 use crate::api::QueueOptions;
 use crate::error::{BrokerError, Result};
-use crate::queue::actor::{Actor, Command, refuse_with};
+use crate::queue::actor::Actor;
+use crate::queue::command::{Command, refuse_with};
 
 /// A queue actor that panics this many times within [`PANIC_WINDOW`] is not
 /// restarted again: the queue is failed until the next start.

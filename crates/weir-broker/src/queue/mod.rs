@@ -3,9 +3,11 @@
 //! death history of dead letters ([`dlq`]) and the task that owns one queue ([`actor`]).
 
 pub(crate) mod actor;
+pub(crate) mod command;
 pub(crate) mod counters;
 pub(crate) mod dlq;
 pub(crate) mod entry;
+pub(crate) mod fresh;
 pub(crate) mod host;
 #[cfg(test)]
 mod model_tests;

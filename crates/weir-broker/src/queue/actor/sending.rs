@@ -1,0 +1,348 @@
+//! Taking messages in: admission (de-duplication, `reject-publish`), batching
+//! queued sends into one append, the staged append (taken in once written,
+//! answered once synced, decision 0005), and shared messages arriving from the
+//! dispatcher.
+
+use tokio::sync::oneshot;
+use weir_log::{LogStore, MessageLog, NewRecord};
+
+use crate::api::{Overflow, SendOutcome};
+use crate::clock::now_ms;
+use crate::error::BrokerError;
+use crate::queue::entry::Entry;
+use crate::queue::record::{Outgoing, StateOp};
+use crate::queue::replay::{entry_of, shared_expiry};
+use crate::queue::state::Admission;
+
+use super::{Actor, Arrival, ArriveReply, Internal, SendReply};
+
+/// The entry of `message` once written at `offset`.
+pub(super) fn entry_of_outgoing(message: &Outgoing, offset: u64, max_priority: u8) -> Entry {
+    let mut entry = entry_of(offset, &message.meta, message.body.len() as u32);
+    entry.priority = entry.priority.min(max_priority);
+    entry
+}
+
+impl<S: LogStore> Actor<S> {
+    pub(super) fn send(&mut self, messages: Vec<Outgoing>, dedup: bool, reply: Option<SendReply>) {
+        self.send_batch(vec![(messages, dedup, reply)]);
+    }
+
+    /// Admits one send: answers it at once when nothing of it is to be written
+    /// (refused, all duplicates, or deferred), else returns what to write.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn admit_send(
+        &mut self,
+        mut messages: Vec<Outgoing>,
+        dedup: bool,
+        reply: Option<SendReply>,
+        now: i64,
+    ) -> Option<(Vec<Outgoing>, Vec<SendOutcome>, Option<SendReply>)> {
+        // Dead letters and redrives arrive without an expiry: the queue's own
+        // TTL applies to them as to any send.
+        if let Some(ttl) = self.state.options().message_ttl_ms {
+            let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+            for m in messages.iter_mut().filter(|m| m.meta.expires_at_ms == 0) {
+                m.meta.expires_at_ms = now.max(m.meta.not_before_ms).saturating_add(ttl);
+            }
+        }
+        let items: Vec<(Option<&str>, u32)> = messages
+            .iter()
+            .map(|m| {
+                (
+                    Some(m.meta.id.as_str()).filter(|_| dedup),
+                    m.body.len() as u32,
+                )
+            })
+            .collect();
+        let duplicate = match self.state.admit(&self.name, &items, now) {
+            Ok(Admission::Admitted(d)) => d,
+            Ok(Admission::Wait) => {
+                drop(items);
+                self.deferred.push_back((messages, dedup, reply));
+                return None;
+            }
+            Err(e) => {
+                let mut answer = Err(e);
+                if self.state.options().overflow == Overflow::RejectPublishDlx
+                    && matches!(answer, Err(BrokerError::QueueFull { .. }))
+                {
+                    // Dead letters the queue refuses go on down the dead-letter
+                    // chain, which answers for them: their sender must not retry.
+                    if messages.iter().all(|m| m.meta.dead_letter.is_some()) {
+                        answer = Ok(messages
+                            .iter()
+                            .map(|m| SendOutcome {
+                                id: m.meta.id.clone(),
+                                duplicate: false,
+                            })
+                            .collect());
+                    }
+                    self.dead_letter_refused(
+                        messages
+                            .into_iter()
+                            .map(|m| (m.meta, m.headers, m.body))
+                            .collect(),
+                    );
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
+                return None;
+            }
+        };
+        let outcomes: Vec<SendOutcome> = messages
+            .iter()
+            .zip(&duplicate)
+            .map(|(m, d)| SendOutcome {
+                id: m.meta.id.clone(),
+                duplicate: *d,
+            })
+            .collect();
+        let duplicates = duplicate.iter().filter(|d| **d).count() as u64;
+        if duplicates > 0 {
+            // Counted durably (duplicates leave no message record); the answer
+            // does not wait for it: the original is durable already.
+            let done = self.persist(vec![StateOp::Duplicates(duplicates)]);
+            self.tasks.spawn(done);
+        }
+        let kept: Vec<Outgoing> = messages
+            .into_iter()
+            .zip(duplicate)
+            .filter(|(_, d)| !*d)
+            .map(|(m, _)| m)
+            .collect();
+        if kept.is_empty() {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(outcomes));
+            }
+            return None;
+        }
+        Some((kept, outcomes, reply))
+    }
+
+    /// Admits several sends and writes what they keep as one append (one trip to
+    /// the log writer instead of one each), then answers each on its own.
+    pub(super) fn send_batch(&mut self, sends: Vec<(Vec<Outgoing>, bool, Option<SendReply>)>) {
+        let now = now_ms();
+        let mut parts: Vec<(Vec<Outgoing>, Vec<SendOutcome>, Option<SendReply>)> = Vec::new();
+        for (messages, dedup, reply) in sends {
+            if let Some(part) = self.admit_send(messages, dedup, reply, now) {
+                parts.push(part);
+            }
+        }
+        if parts.is_empty() {
+            return;
+        }
+        // Where these go among the shared messages, should the queue be replayed.
+        let mark = self.bodies.next_offset().0;
+        for (kept, _, _) in &mut parts {
+            for m in kept.iter_mut() {
+                m.meta.shared_mark = mark;
+            }
+        }
+        let records: Vec<NewRecord> = parts
+            .iter()
+            .flat_map(|(kept, _, _)| kept.iter().map(Outgoing::record))
+            .collect();
+        let max_priority = self.state.options().max_priority;
+        // Duplicates of these sends are answered only once they are durable, so
+        // the actor hears when they are.
+        let keeps_ids = self.state.options().dedup_window_ms.is_some();
+        let low = self.start_append();
+        let log = self.log.clone();
+        let events = self.internal_tx.clone();
+        let queue = self.name.clone();
+        // The messages are taken in (and may be delivered) once written; each send is
+        // answered once they are durable (decision 0005).
+        let (written, durable) = log.submit_batch_staged(&records);
+        // Sends are taken in in the order they were appended: each task reports after
+        // the one before it (tasks may run in any order, and a channel's publishes
+        // must reach the queue in order).
+        let (reported, next_may_report) = oneshot::channel::<()>();
+        let turn = self.send_order.replace(next_may_report);
+        self.tasks.spawn(async move {
+            let result = written.await;
+            if let Some(turn) = turn {
+                let _ = turn.await;
+            }
+            let last = parts.len() - 1;
+            let mut answers = Vec::new();
+            let mut next = result.as_ref().map_or(0, |a| a.first.0);
+            for (i, (kept, outcomes, reply)) in parts.into_iter().enumerate() {
+                // The append is deregistered with the last part, once every part
+                // before it was handled (the channel keeps order).
+                let low = (i == last).then_some(low);
+                match &result {
+                    Ok(_) => {
+                        let first = next;
+                        next += kept.len() as u64;
+                        let entries = kept
+                            .iter()
+                            .zip(first..next)
+                            .map(|(m, offset)| {
+                                (
+                                    entry_of_outgoing(m, offset, max_priority),
+                                    m.meta.not_before_ms,
+                                )
+                            })
+                            .collect();
+                        let _ = events.send(Internal::Committed {
+                            low,
+                            range: (first, next),
+                            messages: kept,
+                            entries,
+                        });
+                        answers.extend(reply.map(|reply| (reply, outcomes)));
+                    }
+                    Err(source) => {
+                        let _ = events.send(Internal::SendFailed {
+                            low,
+                            count: kept.len() as u64,
+                            bytes: kept.iter().map(|m| m.body.len() as u64).sum(),
+                            ids: kept.into_iter().map(|m| m.meta.id).collect(),
+                            error: BrokerError::storage(queue.clone(), source.clone()),
+                            reply,
+                        });
+                    }
+                }
+            }
+            drop(reported);
+            let landed = result.as_ref().map(|a| a.first.0..next);
+            if answers.is_empty() && !keeps_ids {
+                return;
+            }
+            let synced = durable
+                .await
+                .map_err(|source| BrokerError::storage(queue.clone(), source));
+            if keeps_ids && let Ok(range) = landed {
+                let _ = events.send(if synced.is_ok() {
+                    Internal::Synced { below: range.end }
+                } else {
+                    Internal::SyncFailed {
+                        from: range.start,
+                        to: range.end,
+                    }
+                });
+            }
+            for (reply, outcomes) in answers {
+                let _ = reply.send(synced.clone().map(|_| outcomes));
+            }
+        });
+    }
+
+    /// Takes in shared messages (already durable in the shared log): admits them
+    /// (de-duplication, `reject-publish`), holds the admitted ones and records the
+    /// declined ones so replay leaves them out. Gives the arrival back when one of
+    /// its ids is still being written by an earlier send.
+    pub(super) fn arrive(
+        &mut self,
+        arrival: Arrival,
+        reply: ArriveReply,
+    ) -> Option<(Arrival, ArriveReply)> {
+        let now = now_ms();
+        let batch = arrival.batch.clone();
+        // Arrivals come in shared-log order, so one below what the queue has seen
+        // was seen already: by the replay of an actor restarted after a panic (it
+        // scans the shared log to its end), while the arrival waited in the channel.
+        // The shared log is appended a batch at a time, so a batch is in the replay
+        // whole or not at all.
+        if let Some(last) = arrival.positions.last()
+            && batch.keys[*last as usize] < self.state.next_shared()
+        {
+            let _ = reply.send(Ok(vec![false; arrival.positions.len()]));
+            return None;
+        }
+        let dedup = self.state.options().dedup_window_ms.is_some();
+        let at = |p: &u32| *p as usize;
+        let items: Vec<(Option<&str>, u32)> = arrival
+            .positions
+            .iter()
+            .map(|p| {
+                let meta = &batch.metas[at(p)];
+                (
+                    Some(meta.id.as_str()).filter(|id| dedup && !id.is_empty()),
+                    batch.sizes[at(p)],
+                )
+            })
+            .collect();
+        let (Some(first), Some(last)) = (arrival.positions.first(), arrival.positions.last())
+        else {
+            let _ = reply.send(Ok(Vec::new()));
+            return None;
+        };
+        let (first, last) = (batch.keys[at(first)], batch.keys[at(last)]);
+        let mark = self.log.next_offset().0;
+        let admission = self.state.admit(&self.name, &items, now);
+        drop(items);
+        let duplicate = match admission {
+            Ok(Admission::Wait) => return Some((arrival, reply)),
+            Ok(Admission::Admitted(duplicate)) => duplicate,
+            Err(e) => {
+                // Refused whole (`reject-publish`): the shared record names this
+                // queue all the same, so the refusal is recorded.
+                self.state.arrived(first, last, 0, mark);
+                let keys: Vec<u64> = arrival
+                    .positions
+                    .iter()
+                    .map(|p| batch.keys[at(p)])
+                    .collect();
+                if matches!(e, BrokerError::QueueFull { .. }) {
+                    self.dead_letter_refused_shared(&batch, &arrival.positions);
+                }
+                let done = self.persist(vec![StateOp::Declined(keys)]);
+                self.tasks.spawn(async move {
+                    let _ = reply.send(match done.await {
+                        Ok(()) => Err(e),
+                        Err(write) => Err(write),
+                    });
+                });
+                return None;
+            }
+        };
+        let max_priority = self.state.options().max_priority;
+        let queue_ttl = self.state.options().message_ttl_ms;
+        let mut entries = Vec::with_capacity(arrival.positions.len());
+        let mut ids = Vec::new();
+        let mut declined = Vec::new();
+        for (p, dup) in arrival.positions.iter().zip(&duplicate) {
+            let (key, meta) = (batch.keys[at(p)], &batch.metas[at(p)]);
+            if *dup {
+                declined.push(key);
+                continue;
+            }
+            let mut entry = entry_of(key, meta, batch.sizes[at(p)]);
+            entry.priority = entry.priority.min(max_priority);
+            entry.enqueued_at = batch.published_ms;
+            entry.expires_at = shared_expiry(
+                meta.expires_at_ms,
+                meta.not_before_ms,
+                batch.published_ms,
+                queue_ttl,
+            );
+            entries.push((entry, meta.not_before_ms));
+            if dedup {
+                ids.push((meta.id.as_str(), key));
+            }
+        }
+        self.state.arrived(first, last, entries.len() as u64, mark);
+        self.state.confirm_ids(ids);
+        let effects = self.state.commit(entries, true, now);
+        self.perform(effects);
+        let mut ops = Vec::new();
+        if !declined.is_empty() {
+            ops.push(StateOp::Duplicates(declined.len() as u64));
+            ops.push(StateOp::Declined(declined));
+        }
+        if ops.is_empty() {
+            let _ = reply.send(Ok(duplicate));
+        } else {
+            let done = self.persist(ops);
+            self.tasks.spawn(async move {
+                let _ = reply.send(done.await.map(|()| duplicate));
+            });
+        }
+        self.serve_waiters();
+        None
+    }
+}
