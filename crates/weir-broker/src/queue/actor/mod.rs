@@ -43,6 +43,7 @@ use crate::queue::state::{Effect, QueueState, key_hash};
 
 mod dead_letters;
 mod delivering;
+mod pipeline;
 mod reads;
 mod sending;
 mod settle;
@@ -196,8 +197,8 @@ pub(crate) struct Actor<S: LogStore> {
     unrecorded: FxHashMap<u64, u32>,
     record_due: Option<Instant>,
     fresh: Fresh,
-    /// Resolves once the latest send has reported its append (see `send_batch`).
-    send_order: Option<oneshot::Receiver<()>>,
+    /// The send pipeline (see `pipeline`), started by the first send.
+    send_pipeline: Option<mpsc::UnboundedSender<pipeline::StagedSend>>,
     /// Acks whose `settled` record could not be written (a full disk), by offset,
     /// with the lease id of the receipt. They stay acked: the message is never
     /// delivered again by this run (no redelivery storm while the disk is full), and
@@ -251,7 +252,7 @@ impl<S: LogStore> Actor<S> {
             unrecorded: FxHashMap::default(),
             record_due: None,
             fresh: Fresh::default(),
-            send_order: None,
+            send_pipeline: None,
             unwritten_acks: FxHashMap::default(),
             retrying_acks: FxHashMap::default(),
             ack_retry_waiters: Vec::new(),
@@ -359,6 +360,8 @@ impl<S: LogStore> Actor<S> {
             // A last try: what is not durable now comes back at the next start.
             self.retry_acks();
         }
+        // The pipeline ends once it has answered what it holds.
+        self.send_pipeline = None;
         self.tasks.close();
         loop {
             while let Ok(event) = self.internal_rx.try_recv() {

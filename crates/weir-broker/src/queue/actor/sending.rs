@@ -3,7 +3,7 @@
 //! answered once synced, decision 0005), and shared messages arriving from the
 //! dispatcher.
 
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use weir_log::{LogStore, MessageLog, NewRecord};
 
 use crate::api::{Overflow, SendOutcome};
@@ -14,7 +14,8 @@ use crate::queue::record::{Outgoing, StateOp};
 use crate::queue::replay::{entry_of, shared_expiry};
 use crate::queue::state::Admission;
 
-use super::{Actor, Arrival, ArriveReply, Internal, SendReply};
+use super::pipeline::{self, StagedSend};
+use super::{Actor, Arrival, ArriveReply, SendReply};
 
 /// The entry of `message` once written at `offset`.
 pub(super) fn entry_of_outgoing(message: &Outgoing, offset: u64, max_priority: u8) -> Entry {
@@ -150,85 +151,33 @@ impl<S: LogStore> Actor<S> {
         // the actor hears when they are.
         let keeps_ids = self.state.options().dedup_window_ms.is_some();
         let low = self.start_append();
-        let log = self.log.clone();
-        let events = self.internal_tx.clone();
-        let queue = self.name.clone();
         // The messages are taken in (and may be delivered) once written; each send is
-        // answered once they are durable (decision 0005).
-        let (written, durable) = log.submit_batch_staged(&records);
-        // Sends are taken in in the order they were appended: each task reports after
-        // the one before it (tasks may run in any order, and a channel's publishes
-        // must reach the queue in order).
-        let (reported, next_may_report) = oneshot::channel::<()>();
-        let turn = self.send_order.replace(next_may_report);
-        self.tasks.spawn(async move {
-            let result = written.await;
-            if let Some(turn) = turn {
-                let _ = turn.await;
-            }
-            let last = parts.len() - 1;
-            let mut answers = Vec::new();
-            let mut next = result.as_ref().map_or(0, |a| a.first.0);
-            for (i, (kept, outcomes, reply)) in parts.into_iter().enumerate() {
-                // The append is deregistered with the last part, once every part
-                // before it was handled (the channel keeps order).
-                let low = (i == last).then_some(low);
-                match &result {
-                    Ok(_) => {
-                        let first = next;
-                        next += kept.len() as u64;
-                        let entries = kept
-                            .iter()
-                            .zip(first..next)
-                            .map(|(m, offset)| {
-                                (
-                                    entry_of_outgoing(m, offset, max_priority),
-                                    m.meta.not_before_ms,
-                                )
-                            })
-                            .collect();
-                        let _ = events.send(Internal::Committed {
-                            low,
-                            range: (first, next),
-                            messages: kept,
-                            entries,
-                        });
-                        answers.extend(reply.map(|reply| (reply, outcomes)));
-                    }
-                    Err(source) => {
-                        let _ = events.send(Internal::SendFailed {
-                            low,
-                            count: kept.len() as u64,
-                            bytes: kept.iter().map(|m| m.body.len() as u64).sum(),
-                            ids: kept.into_iter().map(|m| m.meta.id).collect(),
-                            error: BrokerError::storage(queue.clone(), source.clone()),
-                            reply,
-                        });
-                    }
-                }
-            }
-            drop(reported);
-            let landed = result.as_ref().map(|a| a.first.0..next);
-            if answers.is_empty() && !keeps_ids {
-                return;
-            }
-            let synced = durable
-                .await
-                .map_err(|source| BrokerError::storage(queue.clone(), source));
-            if keeps_ids && let Ok(range) = landed {
-                let _ = events.send(if synced.is_ok() {
-                    Internal::Synced { below: range.end }
-                } else {
-                    Internal::SyncFailed {
-                        from: range.start,
-                        to: range.end,
-                    }
-                });
-            }
-            for (reply, outcomes) in answers {
-                let _ = reply.send(synced.clone().map(|_| outcomes));
-            }
+        // answered once they are durable (decision 0005). The pipeline follows the
+        // appends in the order they are submitted here.
+        let (written, durable) = self.log.submit_batch_staged(&records);
+        let send = StagedSend {
+            written: Box::pin(written),
+            durable: Box::pin(durable),
+            parts,
+            low,
+            max_priority,
+            keeps_ids,
+        };
+        let pipeline = self.send_pipeline.get_or_insert_with(|| {
+            let (sends, receiver) = mpsc::unbounded_channel();
+            self.tasks.spawn(pipeline::run(
+                self.name.clone(),
+                receiver,
+                self.internal_tx.clone(),
+            ));
+            sends
         });
+        if let Err(refused) = pipeline.send(send) {
+            unreachable!(
+                "invariant: the pipeline lives while the actor holds its sender ({} sends)",
+                refused.0.parts.len()
+            );
+        }
     }
 
     /// Takes in shared messages (already durable in the shared log): admits them
