@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 use weir_broker::Broker;
 
 use crate::config::AmqpConfig;
@@ -102,10 +103,15 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
             replies.clone(),
             registry.clone(),
         );
-        sessions.spawn(async move {
-            session::run(stream, peer, broker, config, replies, registry).await;
-            drop((slot, peer_slot));
-        });
+        // Everything logged for this connection (its channels, consumers and
+        // publishers included) names it.
+        sessions.spawn(
+            async move {
+                session::run(stream, peer, broker, config, replies, registry).await;
+                drop((slot, peer_slot));
+            }
+            .instrument(tracing::info_span!("amqp", %peer)),
+        );
     }
     sessions.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
+use tracing::Instrument as _;
 use weir_log::io::create_dir_all_durably;
 use weir_log::{FileStore, LogStore};
 
@@ -300,16 +301,21 @@ impl<S: LogStore> Broker<S> {
         let id = queue.id;
         let options = queue.options.clone();
         let (actor, count) = self.make_actor(queue, arrivals, held);
-        let task = tokio::spawn(supervise(
-            Arc::downgrade(&self.inner),
-            Supervised {
-                name: name.clone(),
-                id,
-                options: options.clone(),
-                commands: receiver,
-            },
-            actor,
-        ));
+        // Everything logged by the queue's actor and its tasks names the queue.
+        let span = tracing::info_span!("queue", queue = %name, id);
+        let task = tokio::spawn(
+            supervise(
+                Arc::downgrade(&self.inner),
+                Supervised {
+                    name: name.clone(),
+                    id,
+                    options: options.clone(),
+                    commands: receiver,
+                },
+                actor,
+            )
+            .instrument(span),
+        );
         crate::locks::write(&self.inner.queues).insert(
             name,
             QueueRef {

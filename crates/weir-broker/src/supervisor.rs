@@ -33,6 +33,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc};
+use tracing::Instrument as _;
 use weir_log::{LogStore, MessageLog};
 
 use crate::api::QueueOptions;
@@ -80,7 +81,7 @@ pub(crate) async fn supervise<S: LogStore, R: Reopen<S>>(
     let mut panics: Vec<Instant> = Vec::new();
     loop {
         let log = actor.log().clone();
-        let panic = match tokio::spawn(actor.run()).await {
+        let panic = match tokio::spawn(actor.run().in_current_span()).await {
             Ok(()) => {
                 tracing::debug!(queue = name, "queue actor stopped");
                 return;
@@ -117,7 +118,7 @@ pub(crate) async fn supervise<S: LogStore, R: Reopen<S>>(
                     commands: queue.commands.clone(),
                 };
                 // On a task of its own: a panic while replaying fails the queue too.
-                tokio::spawn(broker.reopen(queue)).await
+                tokio::spawn(broker.reopen(queue).in_current_span()).await
             };
             match reopened {
                 Ok(Ok(next)) => {

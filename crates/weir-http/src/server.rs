@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::HttpConfig;
 use crate::connection::{self, Io, Service};
@@ -144,11 +145,11 @@ pub(crate) async fn serve(
     let mut next_id = 0u64;
     let mut backoff = Duration::from_millis(5);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
-                    stream
+                    (stream, peer)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "HTTP accept failed; backing off");
@@ -181,11 +182,16 @@ pub(crate) async fn serve(
             body: Arc::clone(&body),
         };
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            connection::drive(Io::new(stream, state), service, timeouts, shutdown).await;
-            drop(registered);
-            drop(permit);
-        });
+        // Everything logged while serving this connection names it.
+        let span = tracing::info_span!("http", %peer, connection = next_id);
+        tracker.spawn(
+            async move {
+                connection::drive(Io::new(stream, state), service, timeouts, shutdown).await;
+                drop(registered);
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
     // Stop accepting (the listener closes), then wait for the connections: those
     // between requests close at once, the others after their answer.
