@@ -62,8 +62,14 @@ async fn write_v2_fixture() {
     config.log.segment_bytes = 4096;
     config.limits.disk_free_min_bytes = 0;
     let (broker, _) = Broker::open(config).await.expect("open");
+    write_jobs(&broker).await;
+    write_fan(&broker).await;
+    write_churn(&broker, &dir).await;
+    broker.shutdown().await;
+}
 
-    // jobs: priorities, headers, a group, leases, an ack, a requeue, a dead letter.
+/// jobs: priorities, headers, a group, leases, an ack, a requeue, a dead letter.
+async fn write_jobs(broker: &Broker) {
     let jobs = QueueOptions {
         max_priority: 9,
         dead_letter_queue: Some("jobs.dlq".into()),
@@ -109,9 +115,11 @@ async fn write_v2_fixture() {
         )
         .await
         .expect("dead-letter job-1");
+}
 
-    // fan: each publish stored once for three queues; `once` declines the repeat of
-    // fan-1 (a `declined` record), the others take it.
+/// fan: each publish stored once for three queues; `once` declines the repeat of
+/// fan-1 (a `declined` record), the others take it.
+async fn write_fan(broker: &Broker) {
     broker
         .declare_exchange("fan", ExchangeOptions::of(ExchangeType::Fanout))
         .await
@@ -151,9 +159,11 @@ async fn write_v2_fixture() {
         .ack("fan-b", receipts(&got))
         .await
         .expect("ack fan-0");
+}
 
-    // churn: ids remembered, most acked, the log trimmed behind them.
-    // A window of 40 s: a dedup queue trims at most every window / 8, at least 5 s.
+/// churn: ids remembered, most acked, the log trimmed behind them (a window of
+/// 40 s: a dedup queue trims at most every window / 8, at least 5 s).
+async fn write_churn(broker: &Broker, dir: &Path) {
     let churn = QueueOptions {
         dedup_window_ms: Some(40_000),
         ..QueueOptions::default()
@@ -185,11 +195,10 @@ async fn write_v2_fixture() {
     let first = std::fs::read_dir(dir.join("queues/@6/log"))
         .expect("churn's log")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".log"))
+        .filter(|n| Path::new(n).extension().is_some_and(|e| e == "log"))
         .min()
         .expect("a segment");
     assert_ne!(first, "00000000000000000000.log", "churn's log was trimmed");
-    broker.shutdown().await;
 }
 
 /// Opens a copy of the fixture, as every build must.
