@@ -1,0 +1,229 @@
+//! Purge, peek, redrive and moves, what the log may drop (`floor`), and stats.
+
+use crate::api::QueueStats;
+use crate::queue::entry::{Entry, is_shared};
+use crate::queue::ready::Ready;
+use crate::queue::record::{SettleReason, StateOp};
+
+use super::QueueState;
+
+impl QueueState {
+    /// Removes every ready, parked and delayed message; returns their offsets.
+    pub(crate) fn purge(&mut self) -> Vec<u64> {
+        let mut removed: Vec<Entry> = Vec::new();
+        for ready in &mut self.ready {
+            removed.extend(ready.take_all());
+        }
+        for (_, deque) in self.parked.drain() {
+            removed.extend(deque);
+        }
+        for (_, entry) in std::mem::take(&mut self.delayed) {
+            if entry.attempts > 0 {
+                self.busy_groups.remove(&entry.group);
+            }
+            removed.push(entry);
+        }
+        self.ready_count = 0;
+        self.ready_bytes = 0;
+        self.parked_count = 0;
+        for entry in &removed {
+            self.let_go(entry);
+        }
+        self.totals.purged += removed.len() as u64;
+        removed.into_iter().map(|e| e.offset).collect()
+    }
+
+    /// Up to `max` ready messages (optionally only those dead-lettered from
+    /// `origin`), in delivery order, without leasing them.
+    pub(crate) fn peek(&self, max: usize, origin: Option<u32>) -> Vec<Entry> {
+        self.ready
+            .iter()
+            .rev()
+            .flat_map(Ready::iter)
+            .filter(|e| origin.is_none_or(|o| e.origin == o))
+            .take(max)
+            .copied()
+            .collect()
+    }
+
+    /// Takes up to `max` ready messages (optionally only from `origin`) into transit.
+    pub(crate) fn take_for_transit(&mut self, max: usize, origin: Option<u32>) -> Vec<Entry> {
+        let mut taken = Vec::new();
+        for deque in self.ready.iter_mut().rev() {
+            let want = max - taken.len();
+            if want == 0 {
+                break;
+            }
+            match origin {
+                // Everything matches: the head, without touching the rest.
+                None => deque.drain_front(want, &mut taken),
+                Some(o) => deque.retain(|entry| {
+                    let take = taken.len() < max && entry.origin == o;
+                    if take {
+                        taken.push(*entry);
+                    }
+                    !take
+                }),
+            }
+        }
+        for entry in &taken {
+            self.ready_count -= 1;
+            self.ready_bytes -= u64::from(entry.size);
+            self.in_transit.insert(entry.offset, (*entry, None));
+        }
+        taken
+    }
+
+    /// Takes delayed messages below `below` (not waiting for a retry of a busy
+    /// group) into transit, to be rewritten at the head of the log.
+    pub(crate) fn take_delayed_below(&mut self, below: u64, max: usize) -> Vec<(Entry, i64)> {
+        let keys: Vec<(i64, u64)> = self
+            .delayed
+            .iter()
+            .filter(|((_, offset), e)| *offset < below && !(e.attempts > 0 && e.group != 0))
+            .map(|(k, _)| *k)
+            .take(max)
+            .collect();
+        keys.into_iter()
+            .map(|key| {
+                let entry = self.delayed.remove(&key).expect("invariant: key listed");
+                self.in_transit.insert(entry.offset, (entry, None));
+                (entry, key.0)
+            })
+            .collect()
+    }
+
+    /// Moved messages are back at their new offsets: forget the old ones.
+    pub(crate) fn finish_move(&mut self, old: &[u64], new: Vec<(Entry, i64)>, now: i64) -> StateOp {
+        let op = self.finish_transit(old, SettleReason::Moved);
+        for (entry, due) in new {
+            self.hold(&entry);
+            if due > now {
+                self.delayed.insert((due, entry.offset), entry);
+            } else {
+                self.push_ready(entry);
+            }
+        }
+        op
+    }
+
+    /// A move failed: the messages go back to waiting where they were.
+    pub(crate) fn abort_move(&mut self, moved: &[(Entry, i64)]) {
+        for (entry, due) in moved {
+            if self.in_transit.remove(&entry.offset).is_some() {
+                self.delayed.insert((*due, entry.offset), *entry);
+            }
+        }
+    }
+
+    /// Every message held, in no particular order.
+    pub(super) fn held_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.ready
+            .iter()
+            .flat_map(Ready::iter)
+            .chain(self.parked.values().flatten())
+            .chain(self.delayed.values())
+            .chain(self.leased.values().map(|l| &l.entry))
+            .chain(self.in_transit.values().map(|(e, _)| e))
+            .chain(self.dead_letter_retry.values().map(|(e, _)| e))
+            .chain(self.settling.values())
+    }
+
+    /// The lowest own-log offset still held, or `next_offset` when none is. Ready
+    /// messages are in arrival order, not offset order, so this walks everything
+    /// held (housekeeping asks twice a second). Shared keys are all above any own
+    /// offset and so never the minimum unless nothing own is held.
+    pub(crate) fn floor(&self, next_offset: u64) -> u64 {
+        self.held_entries()
+            .map(|e| e.offset)
+            .min()
+            .filter(|o| !is_shared(*o))
+            .unwrap_or(next_offset)
+            .min(next_offset)
+    }
+
+    /// How many own messages are held below `offset` (counts up to `limit`).
+    pub(crate) fn held_below(&self, offset: u64, limit: usize) -> usize {
+        self.held_entries()
+            .filter(|e| e.offset < offset)
+            .take(limit)
+            .count()
+    }
+
+    /// Ids inside the window whose send is durable and remembered only where the
+    /// next replay will not look: in the queue log below `below` (about to be
+    /// trimmed), or by a shared message under `shared_below` (replay skips those).
+    /// For a dedup checkpoint.
+    pub(crate) fn dedup_ids_below(
+        &self,
+        below: u64,
+        shared_below: u64,
+        now: i64,
+    ) -> Vec<(i64, String)> {
+        let forgotten = |o: u64| {
+            if is_shared(o) {
+                o < shared_below
+            } else {
+                o < below
+            }
+        };
+        self.dedup
+            .iter()
+            .filter(|(_, s)| s.until > now && s.offset.is_some_and(forgotten))
+            .map(|(id, s)| (s.until, id.clone()))
+            .collect()
+    }
+
+    /// A dedup checkpoint at `offset` now remembers these ids.
+    pub(crate) fn dedup_rewritten(&mut self, ids: &[(i64, String)], offset: u64) {
+        for (_, id) in ids {
+            if let Some(seen) = self.dedup.get_mut(id) {
+                seen.offset = Some(offset);
+            }
+        }
+    }
+
+    /// The queue's gauges and counters; `waiting` is the number of long-polling
+    /// receivers, which the actor keeps.
+    pub(crate) fn stats(&self, waiting: u64, now: i64) -> QueueStats {
+        let oldest = self
+            .ready
+            .iter()
+            .filter_map(|d| d.front())
+            .chain(self.parked.values().filter_map(|d| d.front()))
+            .chain(self.delayed.values())
+            .chain(self.leased.values().map(|l| &l.entry))
+            .map(|e| e.enqueued_at)
+            .min();
+        let t = self.totals;
+        QueueStats {
+            ready: self.ready_count + self.parked_count,
+            leased: self.leased.len() as u64,
+            delayed: self.delayed.len() as u64,
+            in_transit: (self.in_transit.len() + self.dead_letter_retry.len()) as u64,
+            bytes: self.held_bytes,
+            consumers: waiting,
+            oldest_age_ms: oldest.map(|t| u64::try_from(now - t).unwrap_or(0)),
+            sent_total: t.sent,
+            duplicates_total: t.duplicates,
+            acked_total: t.acked,
+            redelivered_total: t.redelivered,
+            expired_total: t.expired,
+            dead_lettered_total: t.dead_lettered,
+            dropped_total: t.dropped,
+            purged_total: t.purged,
+            disk_bytes: 0,
+        }
+    }
+
+    /// How many lease deadlines are kept (live and stale).
+    #[cfg(test)]
+    pub(crate) fn deadline_count(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// Whether anything is ready to lease.
+    pub(crate) fn has_ready(&self) -> bool {
+        self.ready_count > 0
+    }
+}

@@ -1,0 +1,307 @@
+//! The delivery state machine of one work queue, as plain data (no I/O, no clock,
+//! no tasks): the actor feeds it commands with the current time and performs the
+//! [`Effect`]s it returns. That is what lets the property test drive it against a
+//! naive model.
+//!
+//! A message is in exactly one place: `ready` (per priority, in arrival order),
+//! `delayed` (by due time), `leased` (with a deadline), `parked` (ready, but its
+//! group has a message in flight) or `in_transit` (being copied elsewhere: to the
+//! dead-letter queue, or moved within the log). Settled messages are in none.
+//!
+//! A message is known by its key: its offset in the queue's own log, or
+//! `SHARED | offset` for a message published to several queues and stored once in
+//! the shared log (decision 0004). Shared messages arrive in batches; the queue tracks
+//! each batch's position in its own log (its mark) so the log is never trimmed past
+//! state records about a shared message that is still held.
+//!
+//! Maps keyed by message key use rustc-hash's `FxHashMap`: the keys are offsets the
+//! broker assigns, not client input, so a keyed hash buys nothing there, and the
+//! standard library's cost the work path about 2,000 instructions per message
+//! (callgrind, `scripts/instructions`).
+//!
+//! This file holds the state and the places a message can be in; the operations
+//! are in `sending` (admission, de-duplication, commits, shared arrivals, restore),
+//! `leasing` (leases, ack, nack, extend, backoff), `time` (what runs out),
+//! `overflow` (length limits, dead letters in transit) and `admin` (purge, peek,
+//! redrive, moves, the log's floor, stats).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use rustc_hash::FxHashMap;
+
+use crate::api::{DeadLetterReason, QueueOptions};
+use crate::hex::push_hex;
+use crate::queue::entry::{Entry, is_shared};
+use crate::queue::ready::Ready;
+use crate::queue::record::{StateOp, Totals};
+
+mod admin;
+mod leasing;
+mod overflow;
+mod sending;
+mod time;
+
+/// Shared messages that arrived together (one publish, or one replay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ArrivalBatch {
+    /// Lowest key of the batch (batches arrive in key order, so it also bounds the
+    /// keys of the one before).
+    first: u64,
+    /// Messages it brought in whose `sent` no checkpoint holds yet (declined ones
+    /// not counted).
+    count: u64,
+    /// Of those, how many are still held.
+    held: u64,
+    /// The queue log's next offset when it arrived: every state record about its
+    /// messages is at or above this.
+    mark: u64,
+}
+
+/// An id inside the dedup window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SeenId {
+    /// When it stops counting, ms since the epoch.
+    until: i64,
+    /// Where the log remembers it: its message record, or the dedup record that
+    /// carried it over a trim. `None` while its send is still being written. Until
+    /// the record is durable too (see [`QueueState::synced_below`]), a duplicate of
+    /// it waits: that write, or its sync, may still fail.
+    offset: Option<u64>,
+}
+
+/// The answer of [`QueueState::admit`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Per message, whether it is a duplicate.
+    Admitted(Vec<bool>),
+    /// An id of this send is being written by an earlier send: try again once that
+    /// lands (its outcome decides whether this one is a duplicate).
+    Wait,
+}
+
+/// A message leased to a consumer.
+#[allow(clippy::struct_field_names)] // `lease_id` reads better than `id` at use sites
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    entry: Entry,
+    lease_id: u64,
+    deadline: i64,
+}
+
+/// How long a dead letter the dead-letter queue refused waits before the next try.
+pub(crate) const DEAD_LETTER_RETRY_MS: i64 = 5_000;
+
+/// Something the actor must do for the state to hold.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Append this state record.
+    Persist(StateOp),
+    /// Copy these messages to the dead-letter queue, then report back with
+    /// [`QueueState::finish_transit`].
+    DeadLetter(Vec<(Entry, DeadLetterReason)>),
+}
+
+/// The hash used for group keys and source queues.
+pub(crate) fn key_hash(key: &str) -> u64 {
+    // FNV-1a: stable across runs and Rust versions, which std's hasher is not.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+/// The state of one queue.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    options: QueueOptions,
+    /// Ready messages, one queue per priority, each in arrival order.
+    ready: Vec<Ready>,
+    ready_count: u64,
+    ready_bytes: u64,
+    /// Delayed messages by (due time, offset).
+    delayed: BTreeMap<(i64, u64), Entry>,
+    /// Leased messages by offset.
+    leased: FxHashMap<u64, Lease>,
+    /// Lease deadlines; stale items (extended or settled leases) are skipped.
+    deadlines: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    /// Groups with a message leased or waiting for its retry delay.
+    busy_groups: HashSet<u64>,
+    /// Ready messages held back because their group is busy, in offset order.
+    parked: FxHashMap<u64, VecDeque<Entry>>,
+    parked_count: u64,
+    /// Messages being copied elsewhere.
+    /// With why, when the copy goes to the dead-letter queue (`None`: a redrive
+    /// or a move).
+    in_transit: FxHashMap<u64, (Entry, Option<DeadLetterReason>)>,
+    /// Dead letters whose copy failed (the dead-letter queue refused it), waiting
+    /// to try again, by (due time, offset).
+    dead_letter_retry: BTreeMap<(i64, u64), (Entry, DeadLetterReason)>,
+    /// Acked messages whose `settled` record is not durable yet (in flight, or
+    /// failed and being retried by the actor). They still count for the trim floor:
+    /// until the record is durable, a restart brings them back, and they must still
+    /// be readable then.
+    settling: FxHashMap<u64, Entry>,
+    /// Body bytes of everything held.
+    held_bytes: u64,
+    /// Shared arrivals in key order (arrival order: the broker hands them out in
+    /// shared-log order), until every message of a batch and of the ones before it
+    /// is gone.
+    batches: VecDeque<ArrivalBatch>,
+    /// The highest shared key that ever arrived, plus one (0: none yet).
+    next_shared: u64,
+    /// Messages of batches dropped from `batches` since the last
+    /// [`QueueState::take_shared_sent`]: their `sent` goes into the next checkpoint.
+    shared_sent: u64,
+    /// The next arrival sequence number.
+    next_seq: u64,
+    /// Sends admitted but not yet committed (for `max_length` checks).
+    reserved_count: u64,
+    reserved_bytes: u64,
+    /// Ids seen within the dedup window.
+    dedup: HashMap<String, SeenId>,
+    /// The same ids by when they leave the window (sorted), for pruning.
+    dedup_order: VecDeque<(i64, String)>,
+    /// Records of the queue's own log below this offset are durable. Decision 0005
+    /// takes a send in once written and answers it once synced: an id whose record
+    /// is written but at or above this may still be lost, so a duplicate of it is
+    /// answered only once the log is synced past it. (Shared keys are durable in
+    /// the shared log before they arrive.)
+    durable_below: u64,
+    /// Lifetime counters.
+    pub(crate) totals: Totals,
+    /// Next lease id; unique across queues and runs (seeded by the caller).
+    next_lease_id: u64,
+}
+
+/// A receipt: the message's offset and the lease it was handed out under.
+pub(crate) fn format_receipt(offset: u64, lease_id: u64) -> String {
+    let mut receipt = String::with_capacity(33);
+    push_hex(&mut receipt, offset, 0);
+    receipt.push('-');
+    push_hex(&mut receipt, lease_id, 0);
+    receipt
+}
+
+/// Parses a receipt; `None` if malformed.
+pub(crate) fn parse_receipt(receipt: &str) -> Option<(u64, u64)> {
+    let (a, b) = receipt.split_once('-')?;
+    if a.is_empty() || b.is_empty() || a.len() > 16 || b.len() > 16 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
+}
+
+impl QueueState {
+    pub(crate) fn new(options: QueueOptions, lease_seed: u64) -> QueueState {
+        QueueState {
+            ready: (0..=options.max_priority)
+                .map(|_| Ready::default())
+                .collect(),
+            options,
+            ready_count: 0,
+            ready_bytes: 0,
+            delayed: BTreeMap::new(),
+            leased: FxHashMap::default(),
+            deadlines: BinaryHeap::new(),
+            busy_groups: HashSet::new(),
+            parked: FxHashMap::default(),
+            parked_count: 0,
+            in_transit: FxHashMap::default(),
+            dead_letter_retry: BTreeMap::new(),
+            settling: FxHashMap::default(),
+            held_bytes: 0,
+            batches: VecDeque::new(),
+            next_shared: 0,
+            shared_sent: 0,
+            next_seq: 0,
+            reserved_count: 0,
+            reserved_bytes: 0,
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            durable_below: 0,
+            totals: Totals::default(),
+            next_lease_id: lease_seed,
+        }
+    }
+
+    pub(crate) fn options(&self) -> &QueueOptions {
+        &self.options
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// A message is held from now on.
+    fn hold(&mut self, entry: &Entry) {
+        self.held_bytes += u64::from(entry.size);
+    }
+
+    /// A message is gone for good.
+    fn let_go(&mut self, entry: &Entry) {
+        self.held_bytes -= u64::from(entry.size);
+        if is_shared(entry.offset) {
+            let i = self
+                .batches
+                .partition_point(|b| b.first <= entry.offset)
+                .checked_sub(1);
+            if let Some(batch) = i.and_then(|i| self.batches.get_mut(i)) {
+                batch.held = batch.held.saturating_sub(1);
+            }
+            self.prune_batches();
+        }
+    }
+
+    /// The ready queues' capacity, in messages.
+    #[cfg(test)]
+    pub(crate) fn ready_capacity(&self) -> usize {
+        self.ready.iter().map(Ready::capacity).sum()
+    }
+
+    fn push_ready(&mut self, entry: Entry) {
+        self.ready[usize::from(entry.priority)].push(entry);
+        self.ready_count += 1;
+        self.ready_bytes += u64::from(entry.size);
+    }
+
+    fn park(&mut self, entry: Entry) {
+        let deque = self.parked.entry(entry.group).or_default();
+        let pos = deque.partition_point(|e| e.seq < entry.seq);
+        deque.insert(pos, entry);
+        self.parked_count += 1;
+        self.ready_bytes += u64::from(entry.size);
+    }
+
+    /// The group of `entry` may deliver again: its parked messages rejoin `ready`.
+    fn free_group(&mut self, group: u64) {
+        if group == 0 || !self.busy_groups.remove(&group) {
+            return;
+        }
+        if let Some(parked) = self.parked.remove(&group) {
+            for entry in parked {
+                self.parked_count -= 1;
+                self.ready_bytes -= u64::from(entry.size);
+                self.push_ready(entry);
+            }
+        }
+    }
+
+    fn pop_head(&mut self) -> Option<Entry> {
+        for deque in self.ready.iter_mut().rev() {
+            if let Some(entry) = deque.pop_front() {
+                self.ready_count -= 1;
+                self.ready_bytes -= u64::from(entry.size);
+                return Some(entry);
+            }
+        }
+        None
+    }
+}
