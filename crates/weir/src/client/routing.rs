@@ -14,11 +14,10 @@ use super::api::{
     self, Api, BindingInfo, BindingList, DEFAULT_EXCHANGE, ExchangeInfo, ExchangeList,
     PublishReply, SubscriptionInfo, SubscriptionList,
 };
+use super::queue::create_options;
+use super::send::{Batcher, StdinLines, Template, id_with_stdin};
 use super::table::{self, Align, or_dash, table};
-use super::{
-    Batcher, Common, MessageArgs, QueueOptionArgs, StdinLines, Template, create_options,
-    id_with_stdin, messages, parse_header,
-};
+use super::{Common, MessageArgs, QueueOptionArgs, messages, parse_header};
 
 /// `weir exchange …`.
 #[derive(clap::Subcommand, Debug)]
