@@ -280,3 +280,191 @@ async fn fan_out_to(broker: &Broker<MemStore>, queues: &[&str]) {
             .expect("bind");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Shared messages (decision 0004) through the real dispatcher, actors and replay.
+
+/// Publishes `ids` through the fanout exchange `fan` (bound to `q` and `other`):
+/// each message is stored once, in the shared log.
+async fn publish(broker: &Broker<MemStore>, ids: &[&str]) {
+    let messages = ids
+        .iter()
+        .map(|id| crate::PublishMessage {
+            routing_key: String::new(),
+            mandatory: false,
+            message: SendMessage {
+                id: Some((*id).to_owned()),
+                body: id.as_bytes().to_vec().into(),
+                ..SendMessage::default()
+            },
+        })
+        .collect();
+    broker
+        .publish("fan", messages, crate::PublishOptions::default())
+        .await
+        .expect("publish");
+}
+
+/// A broker with queues `q` (with `options`) and `other` behind fanout `fan`.
+async fn shared_setup(
+    dir: &std::path::Path,
+    store: &MemStore,
+    options: QueueOptions,
+) -> Broker<MemStore> {
+    let broker = open(dir, store).await;
+    broker.declare("q", options).await.expect("declare");
+    broker
+        .declare("other", QueueOptions::default())
+        .await
+        .expect("declare");
+    fan_out_to(&broker, &["q", "other"]).await;
+    broker
+}
+
+async fn restart(
+    broker: Broker<MemStore>,
+    dir: &std::path::Path,
+    store: &MemStore,
+) -> Broker<MemStore> {
+    broker.shutdown().await;
+    drop(broker);
+    open(dir, store).await
+}
+
+/// Leases everything ready in `q`; its deliveries.
+async fn lease_all(broker: &Broker<MemStore>) -> Vec<crate::api::Delivery> {
+    broker
+        .receive("q", receive(100, Some(600_000)))
+        .await
+        .expect("receive")
+}
+
+async fn ack(broker: &Broker<MemStore>, got: &[&crate::api::Delivery]) {
+    let receipts = got.iter().filter_map(|d| d.receipt.clone()).collect();
+    let report = broker.ack("q", receipts).await.expect("ack");
+    assert_eq!(report.settled as usize, got.len());
+}
+
+fn ids(got: &[crate::api::Delivery]) -> Vec<&str> {
+    got.iter().map(|d| d.id.as_str()).collect()
+}
+
+/// Acks out of order across publishes, housekeeping in between: a restart brings
+/// back exactly what is not acked, in order, counts every message once, and the
+/// queue's log is trimmed once a fully acked batch is behind one still held.
+#[tokio::test(start_paused = true)]
+async fn out_of_order_acks_of_shared_messages_and_trims_bring_back_exactly_the_unacked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemStore::default();
+    let mut broker = shared_setup(dir.path(), &store, QueueOptions::default()).await;
+    publish(&broker, &["a1", "a2", "a3"]).await;
+    publish(&broker, &["b1", "b2"]).await;
+    let got = lease_all(&broker).await;
+    assert_eq!(ids(&got), ["a1", "a2", "a3", "b1", "b2"]);
+    ack(&broker, &[&got[1], &got[3], &got[4]]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker = restart(broker, dir.path(), &store).await;
+    let got = lease_all(&broker).await;
+    assert_eq!(ids(&got), ["a1", "a3"], "the unacked, in order");
+    assert_eq!(
+        got.iter().map(|d| d.delivery_count).collect::<Vec<_>>(),
+        [2, 2]
+    );
+    let stats = broker.info("q").await.expect("info").stats;
+    assert_eq!((stats.sent_total, stats.acked_total), (5, 3), "{stats:?}");
+    ack(&broker, &got.iter().collect::<Vec<_>>()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker = restart(broker, dir.path(), &store).await;
+    assert!(
+        lease_all(&broker).await.is_empty(),
+        "nothing acked comes back"
+    );
+    let stats = broker.info("q").await.expect("info").stats;
+    assert_eq!(
+        (stats.sent_total, stats.acked_total, stats.redelivered_total),
+        (5, 5, 2),
+        "{stats:?}"
+    );
+    // A batch fully acked ahead of one still held: only the held one comes back.
+    publish(&broker, &["d1", "d2"]).await;
+    let d = lease_all(&broker).await;
+    publish(&broker, &["e1"]).await;
+    ack(&broker, &d.iter().collect::<Vec<_>>()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker = restart(broker, dir.path(), &store).await;
+    assert_eq!(ids(&lease_all(&broker).await), ["e1"]);
+    let stats = broker.info("q").await.expect("info").stats;
+    assert_eq!((stats.sent_total, stats.acked_total), (8, 7), "{stats:?}");
+    // The other queue was never touched: it holds every message.
+    assert_eq!(broker.info("other").await.expect("info").stats.ready, 8);
+    broker.shutdown().await;
+}
+
+/// A shared message the queue declines as a duplicate stays out after restarts and
+/// housekeeping, while the other queue takes it.
+#[tokio::test(start_paused = true)]
+async fn declined_shared_duplicates_stay_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemStore::default();
+    let options = QueueOptions {
+        dedup_window_ms: Some(600_000),
+        ..QueueOptions::default()
+    };
+    let mut broker = shared_setup(dir.path(), &store, options).await;
+    publish(&broker, &["x"]).await;
+    publish(&broker, &["x", "y"]).await;
+    broker = restart(broker, dir.path(), &store).await;
+    let stats = broker.info("q").await.expect("info").stats;
+    assert_eq!(
+        (stats.ready, stats.sent_total, stats.duplicates_total),
+        (2, 2, 1),
+        "{stats:?}"
+    );
+    assert_eq!(broker.info("other").await.expect("info").stats.ready, 3);
+    let got = lease_all(&broker).await;
+    assert_eq!(ids(&got), ["x", "y"]);
+    ack(&broker, &got.iter().collect::<Vec<_>>()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker = restart(broker, dir.path(), &store).await;
+    publish(&broker, &["x"]).await;
+    assert!(
+        lease_all(&broker).await.is_empty(),
+        "still inside the window"
+    );
+    broker = restart(broker, dir.path(), &store).await;
+    assert!(lease_all(&broker).await.is_empty());
+    assert_eq!(
+        broker.info("q").await.expect("info").stats.duplicates_total,
+        2
+    );
+    broker.shutdown().await;
+}
+
+/// Own messages and shared ones come back in the order they arrived.
+#[tokio::test(start_paused = true)]
+async fn a_restart_keeps_own_and_shared_messages_in_arrival_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemStore::default();
+    let mut broker = shared_setup(dir.path(), &store, QueueOptions::default()).await;
+    let own = |id: &str| SendMessage {
+        id: Some(id.to_owned()),
+        body: id.as_bytes().to_vec().into(),
+        ..SendMessage::default()
+    };
+    broker.send("q", vec![own("own-1")]).await.expect("send");
+    publish(&broker, &["sh-1", "sh-2"]).await;
+    broker
+        .send("q", vec![own("own-2"), own("own-3")])
+        .await
+        .expect("send");
+    publish(&broker, &["sh-3"]).await;
+    broker.send("q", vec![own("own-4")]).await.expect("send");
+    let expected = ["own-1", "sh-1", "sh-2", "own-2", "own-3", "sh-3", "own-4"];
+    assert_eq!(
+        ids(&broker.peek("q", None, 100).await.expect("peek")),
+        expected
+    );
+    broker = restart(broker, dir.path(), &store).await;
+    assert_eq!(ids(&lease_all(&broker).await), expected);
+    broker.shutdown().await;
+}

@@ -16,6 +16,4 @@ pub(crate) mod record;
 #[cfg(test)]
 mod regression_tests;
 pub(crate) mod replay;
-#[cfg(test)]
-mod shared_tests;
 pub(crate) mod state;
