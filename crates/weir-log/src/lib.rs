@@ -62,6 +62,7 @@ mod syncer;
 mod tail;
 pub mod testing;
 mod writer;
+mod writer_pool;
 
 use std::future::Future;
 
