@@ -1,7 +1,9 @@
 //! [`FileLog`]: the durable log on disk.
 //!
-//! Threads: one writer thread per log owns every change to its files (see `writer`);
-//! reads run on a shared pool of blocking threads (see `pool`) and go straight to the
+//! Threads: the log's writer (see `writer`) owns every change to its files; it runs
+//! on one thread of the process-wide writer pool (see `writer_pool`), shared with
+//! other logs, and a pipelined log's syncs run on the sync pool (see `syncer`).
+//! Reads run on a shared pool of blocking threads (see `pool`) and go straight to the
 //! segment files with positional reads, so they never wait for the writer. Readers and
 //! the writer share only the segment map (a `RwLock` held for map lookups, never across
 //! I/O) and the *watermark*, a `tokio::sync::watch` of the first and next offsets,
@@ -10,7 +12,7 @@
 //! `fdatasync`, so readers see it only once durable; a group holding a staged append
 //! (`submit_batch_staged`: the broker delivers a message once written and confirms it
 //! once synced, decision 0005) is committed once written, and its sync follows on the
-//! sync thread: readers may see those records before they are durable, and a crash
+//! sync pool: readers may see those records before they are durable, and a crash
 //! before the sync can lose records a reader saw. Under `interval` and `never` a group
 //! is committed once written.
 
@@ -80,8 +82,8 @@ pub struct LogStats {
 }
 
 /// A log stored in a directory of segment files. Cheap to clone: clones share the same
-/// writer thread. When the last clone is dropped without [`FileLog::close`], the writer
-/// still syncs and exits, but `close` is the way to know it is done.
+/// writer. When the last clone is dropped without [`FileLog::close`], the writer pool
+/// still syncs the log and lets go of it, but `close` is the way to know it is done.
 #[derive(Clone, Debug)]
 pub struct FileLog {
     shared: Arc<Shared>,

@@ -1,5 +1,18 @@
-//! The sync thread of a pipelined log: it runs the `fdatasync`s so the writer thread
-//! can go on writing while one is in progress.
+//! The sync pool: the threads that run the `fdatasync`s of pipelined logs, so a
+//! log's writer can go on writing while one is in progress.
+//!
+//! Threads: a process-wide pool of sync threads (as many as the writer pool,
+//! `shared::default_threads`) serves every pipelined log. A log is assigned to one of
+//! them (the one with the fewest logs) when it takes its first staged append, and
+//! stays there until it closes, so its jobs are run in the order they were queued,
+//! by one thread. A thread takes everything queued, from all its logs, and runs each
+//! log's jobs together, one log after the other: each file of each log is synced
+//! once per pass, so a fan-out to many queues costs one `fdatasync` per queue per
+//! pass, not one per append (group commit across logs). The cost: the logs of one
+//! thread wait for each other, and a slow `fdatasync` of one log (30 to 400 ms, see
+//! below) delays the syncs, and so the confirms, of the others on its thread. A
+//! panic while running one log's jobs fails that log only (as a failed sync does);
+//! the thread goes on with the others. Below, "this thread" is the log's sync thread.
 //!
 //! Why: one `fdatasync` on the machines we measure usually takes 0.2 to 0.4 ms, but
 //! every few seconds one takes 30 to 400 ms. With the sync on the writer thread,

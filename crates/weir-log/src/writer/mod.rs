@@ -1,11 +1,15 @@
-//! The writer thread: the only code that changes a log's files.
+//! The writer: the only code that changes a log's files.
 //!
-//! One thread per log receives requests on a channel. It takes the first request,
-//! then everything else already queued (up to [`MAX_GROUP_BYTES`]), writes all the
-//! appends with one vectored write and — under `fsync = always` — makes them durable
-//! with one `fdatasync`. While that sync runs, new appends queue up and form the next
-//! group: this is group commit, and it is why many concurrent appenders cost about one
-//! sync per round instead of one each. `fsync` never runs on an async runtime.
+//! A [`Writer`] is one log's state machine; it owns no thread. The shared writer
+//! pool (`writer_pool`) runs it: each log is assigned to one pool thread for its life,
+//! which hands it its requests in order, a group at a time ([`Writer::handle_group`]),
+//! and calls [`Writer::on_timer`] when [`Writer::next_deadline`] passes. A group is
+//! the log's first queued request and everything else already queued (up to
+//! [`MAX_GROUP_BYTES`]): all its appends are written with one vectored write and —
+//! under `fsync = always` — made durable with one `fdatasync`. While that sync runs,
+//! new appends queue up and form the next group: this is group commit, and it is why
+//! many concurrent appenders cost about one sync per round instead of one each.
+//! `fsync` never runs on an async runtime.
 //!
 //! Appenders encode and checksum their batches on their own threads (see `batch`);
 //! here a batch only gets its base offset patched in.
