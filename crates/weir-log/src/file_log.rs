@@ -1,7 +1,9 @@
 //! [`FileLog`]: the durable log on disk.
 //!
-//! Threads: one writer thread per log owns every change to its files (see `writer`);
-//! reads run on a shared pool of blocking threads (see `pool`) and go straight to the
+//! Threads: the log's writer (see `writer`) owns every change to its files; it runs
+//! on one thread of the process-wide writer pool (see `writer_pool`), shared with
+//! other logs, and a pipelined log's syncs run on the sync pool (see `syncer`).
+//! Reads run on a shared pool of blocking threads (see `pool`) and go straight to the
 //! segment files with positional reads, so they never wait for the writer. Readers and
 //! the writer share only the segment map (a `RwLock` held for map lookups, never across
 //! I/O) and the *watermark*, a `tokio::sync::watch` of the first and next offsets,
@@ -10,16 +12,15 @@
 //! `fdatasync`, so readers see it only once durable; a group holding a staged append
 //! (`submit_batch_staged`: the broker delivers a message once written and confirms it
 //! once synced, decision 0005) is committed once written, and its sync follows on the
-//! sync thread: readers may see those records before they are durable, and a crash
+//! sync pool: readers may see those records before they are durable, and a crash
 //! before the sync can lose records a reader saw. Under `interval` and `never` a group
 //! is committed once written.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::mailbox::{Sender, mailbox};
 use tokio::sync::{oneshot, watch};
 
 use crate::batch::EncodedBatch;
@@ -31,6 +32,7 @@ use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::recovery::{self, RecoveryReport};
 use crate::shared::{Counters, Shared, now_ms};
 use crate::writer::{Request, RetentionReport, Writer};
+use crate::writer_pool::{WriterHandle, WriterPool};
 use crate::{MessageLog, Watermark};
 
 /// How long `open` keeps trying a held directory lock before answering `Locked`.
@@ -80,12 +82,12 @@ pub struct LogStats {
 }
 
 /// A log stored in a directory of segment files. Cheap to clone: clones share the same
-/// writer thread. When the last clone is dropped without [`FileLog::close`], the writer
-/// still syncs and exits, but `close` is the way to know it is done.
+/// writer. When the last clone is dropped without [`FileLog::close`], the writer pool
+/// still syncs the log and lets go of it, but `close` is the way to know it is done.
 #[derive(Clone, Debug)]
 pub struct FileLog {
     shared: Arc<Shared>,
-    requests: Sender<Request>,
+    requests: WriterHandle,
 }
 
 impl FileLog {
@@ -130,6 +132,7 @@ impl FileLog {
             segments: RwLock::new(recovered.segments),
             watermark,
             counters: Counters::default(),
+            sync_thread: AtomicUsize::new(usize::MAX),
         });
         let writer = Writer::new(
             shared.clone(),
@@ -137,11 +140,7 @@ impl FileLog {
             recovered.active,
             recovered.start_offset,
         );
-        let (requests, queue) = mailbox();
-        std::thread::Builder::new()
-            .name("weir-log-writer".into())
-            .spawn(move || writer.run(&queue))
-            .map_err(|e| LogError::io("start the writer thread for", &shared.dir, e))?;
+        let requests = WriterPool::global(&shared.dir)?.register(writer);
         Ok((FileLog { shared, requests }, recovered.report))
     }
 
@@ -341,5 +340,155 @@ impl MessageLog for FileLog {
             Err(LogError::Closed) if self.shared.watermark.borrow().closed => Ok(()),
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The log on the shared writer and sync pools: one log's failure stays its own.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testing::{CrashFs, Torn};
+
+    const DIR: &str = "/q";
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn open(fs: &CrashFs) -> FileLog {
+        FileLog::open_with(fs.shared(), DIR, LogConfig::default())
+            .unwrap()
+            .0
+    }
+
+    /// The writer thread and (once pipelined) the sync thread of a log.
+    fn threads(log: &FileLog) -> (usize, usize) {
+        (
+            log.requests.thread(),
+            log.shared.sync_thread.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Opens pipelined logs, each on its own `CrashFs`, until two run on the same
+    /// writer thread and the same sync thread; returns those two.
+    fn two_logs_on_the_same_threads(rt: &tokio::runtime::Runtime) -> [(CrashFs, FileLog); 2] {
+        let mut opened: Vec<(CrashFs, FileLog)> = Vec::new();
+        for i in 0..1000 {
+            let fs = CrashFs::new();
+            let log = open(&fs);
+            let (written, durable) = log.submit_batch_staged(&[NewRecord::new(format!("{i}"))]);
+            rt.block_on(written).unwrap();
+            rt.block_on(durable).unwrap();
+            let key = threads(&log);
+            if let Some(at) = opened.iter().position(|(_, l)| threads(l) == key) {
+                return [opened.swap_remove(at), (fs, log)];
+            }
+            opened.push((fs, log));
+        }
+        panic!("no two logs shared their threads");
+    }
+
+    /// Issue 19: a failed `fdatasync` fails its own log only; another log synced by
+    /// the same sync thread and written by the same writer thread goes on.
+    #[test]
+    fn a_failed_sync_fails_only_its_log() {
+        let rt = runtime();
+        let [(fs_a, a), (_fs_b, b)] = two_logs_on_the_same_threads(&rt);
+        fs_a.fail_next_syncs(1);
+        let (written, durable) = a.submit_batch_staged(&[NewRecord::new("doomed")]);
+        rt.block_on(written).unwrap();
+        let failed = rt.block_on(durable);
+        assert!(
+            matches!(failed, Err(LogError::Io { op: "fsync", .. })),
+            "{failed:?}"
+        );
+        let refused = rt.block_on(a.append_batch(&[NewRecord::new("after")]));
+        assert!(
+            matches!(refused, Err(LogError::Failed { .. })),
+            "{refused:?}"
+        );
+        for i in 0..20 {
+            let (written, durable) = b.submit_batch_staged(&[NewRecord::new(format!("s{i}"))]);
+            rt.block_on(written).unwrap();
+            rt.block_on(durable).unwrap();
+            rt.block_on(b.append_batch(&[NewRecord::new(format!("p{i}"))]))
+                .unwrap();
+        }
+        assert_eq!(b.next_offset(), Offset(41));
+        rt.block_on(b.close()).unwrap();
+        assert!(rt.block_on(a.close()).is_err(), "its final sync is refused");
+    }
+
+    /// A panic in one log's step fails that log with a clear error and releases its
+    /// directory; the other logs of the writer thread go on.
+    #[test]
+    fn a_panicking_writer_step_fails_only_its_log() {
+        let rt = runtime();
+        let [(fs_a, a), (_fs_b, b)] = two_logs_on_the_same_threads(&rt);
+        let closed = crate::wait_for(a.shared.watermark.subscribe(), Offset(u64::MAX));
+        a.requests
+            .send(Request::Panic)
+            .unwrap_or_else(|_| panic!("sent"));
+        // Requests taken with the panicking step hear `Closed`; later ones the cause.
+        assert!(matches!(rt.block_on(closed), Err(LogError::Closed)));
+        let refused = rt.block_on(a.append_batch(&[NewRecord::new("after")]));
+        assert!(
+            matches!(
+                &refused,
+                Err(LogError::Failed {
+                    op: "run the writer of",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        rt.block_on(b.append_batch(&[NewRecord::new("goes on")]))
+            .unwrap();
+        // The directory was released: it opens again, with what was synced.
+        let (reopened, _) = FileLog::open_with(fs_a.shared(), DIR, LogConfig::default()).unwrap();
+        assert_eq!(reopened.next_offset(), Offset(1));
+        rt.block_on(reopened.close()).unwrap();
+        rt.block_on(b.close()).unwrap();
+    }
+
+    /// Dropping every handle without `close` still syncs the log and lets the pool
+    /// let go of it.
+    #[test]
+    fn dropping_every_handle_syncs_and_releases_the_log() {
+        let rt = runtime();
+        let fs = CrashFs::new();
+        let log = open(&fs);
+        let clone = log.clone();
+        // Pipelined, then one append answered before its sync.
+        let (written, durable) = log.submit_batch_staged(&[NewRecord::new("staged")]);
+        rt.block_on(written).unwrap();
+        rt.block_on(durable).unwrap();
+        rt.block_on(clone.append_batch_unsynced(&[NewRecord::new("unsynced")]))
+            .unwrap();
+        let shared = Arc::downgrade(&log.shared);
+        let closed = crate::wait_for(log.shared.watermark.subscribe(), Offset(u64::MAX));
+        drop(log);
+        drop(clone);
+        assert!(matches!(rt.block_on(closed), Err(LogError::Closed)));
+        let released = Instant::now() + Duration::from_secs(10);
+        while shared.upgrade().is_some() {
+            assert!(Instant::now() < released, "the pool still holds the log");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let disk = fs.after_crash(Torn::Synced);
+        let (log, report) = FileLog::open_with(disk.shared(), DIR, LogConfig::default()).unwrap();
+        assert_eq!(report.truncated_bytes, 0, "{report:?}");
+        let records = rt
+            .block_on(log.read_from(Offset(0), ReadLimits::records(10)))
+            .unwrap();
+        let bodies: Vec<&[u8]> = records.iter().map(|r| &r.body[..]).collect();
+        assert_eq!(bodies, [&b"staged"[..], b"unsynced"]);
+        rt.block_on(log.close()).unwrap();
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! This crate owns how bytes reach the disk and come back. It knows nothing of queues,
 //! exchanges or protocols, and it uses no async runtime: blocking I/O runs on its own
-//! threads (one writer per log, a small shared read pool), and the async API only
-//! awaits channel replies, so any executor can drive it.
+//! threads, a fixed number whatever the number of logs (a pool of writer threads and
+//! one of sync threads sized by the machine's cores, each thread serving many logs,
+//! and a small read pool), and the async API only awaits channel replies, so any
+//! executor can drive it.
 //!
 //! Main types:
 //! - [`MessageLog`]: the seam the broker uses. [`FileLog`] is the durable
@@ -62,6 +64,7 @@ mod syncer;
 mod tail;
 pub mod testing;
 mod writer;
+mod writer_pool;
 
 use std::future::Future;
 

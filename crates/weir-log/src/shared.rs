@@ -1,10 +1,11 @@
 //! What the handle ([`crate::FileLog`]), the writer thread, the sync thread and
 //! readers share: the directory, the segment map, the watermark and the counters
-//! (a leaf module, so the writer and syncer need not import the handle's module).
+//! (a leaf module, so the writer and syncer need not import the handle's module),
+//! and the size of the writer and sync pools.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,22 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Threads in a pool by default: one per core, at least 2 (so one slow log cannot
+/// hold every other) and at most 32 (more threads only add syncs contending for the
+/// same disks). `WEIR_LOG_THREADS`, read once when the first log opens, overrides it
+/// for both the writer and the sync pool (tests, and hosts whose core count says
+/// little about their disks).
+pub(crate) fn default_threads() -> usize {
+    if let Some(n) = std::env::var("WEIR_LOG_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 32))
+}
+
 /// State shared by the handle, the writer thread and readers.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -35,6 +52,9 @@ pub(crate) struct Shared {
     /// First and next offsets as readers may see them.
     pub(crate) watermark: watch::Sender<Watermark>,
     pub(crate) counters: Counters,
+    /// The sync pool thread that syncs this log once it is pipelined (`usize::MAX`
+    /// before): which logs share their syncs, for tests and debugging.
+    pub(crate) sync_thread: AtomicUsize,
 }
 
 impl Shared {

@@ -1,5 +1,18 @@
-//! The sync thread of a pipelined log: it runs the `fdatasync`s so the writer thread
-//! can go on writing while one is in progress.
+//! The sync pool: the threads that run the `fdatasync`s of pipelined logs, so a
+//! log's writer can go on writing while one is in progress.
+//!
+//! Threads: a process-wide pool of sync threads (as many as the writer pool,
+//! `shared::default_threads`) serves every pipelined log. A log is assigned to one of
+//! them (the one with the fewest logs) when it takes its first staged append, and
+//! stays there until it closes, so its jobs are run in the order they were queued,
+//! by one thread. A thread takes everything queued, from all its logs, and runs each
+//! log's jobs together, one log after the other: each file of each log is synced
+//! once per pass, so a fan-out to many queues costs one `fdatasync` per queue per
+//! pass, not one per append (group commit across logs). The cost: the logs of one
+//! thread wait for each other, and a slow `fdatasync` of one log (30 to 400 ms, see
+//! below) delays the syncs, and so the confirms, of the others on its thread. A
+//! panic while running one log's jobs fails that log only (as a failed sync does);
+//! the thread goes on with the others. Below, "this thread" is the log's sync thread.
 //!
 //! Why: one `fdatasync` on the machines we measure usually takes 0.2 to 0.4 ms, but
 //! every few seconds one takes 30 to 400 ms. With the sync on the writer thread,
@@ -29,9 +42,11 @@
 //! writer, which reads [`Progress`] before each group, refuses appends until the log
 //! is reopened and recovery finds what is really on disk.
 
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::oneshot;
 
@@ -41,7 +56,7 @@ use crate::io::FileIo;
 use crate::mailbox::{Sender, mailbox};
 use crate::meta;
 use crate::record::Appended;
-use crate::shared::Shared;
+use crate::shared::{Shared, default_threads};
 
 /// What the sync thread is asked to do.
 pub(crate) enum Job {
@@ -93,49 +108,63 @@ pub(crate) struct Progress {
     pub(crate) failed: Option<LogError>,
     /// The highest start offset this thread has made durable.
     pub(crate) trimmed: u64,
+    /// Jobs answered so far (what a panic did not answer is counted from it).
+    answered: u64,
 }
 
+/// A pipelined log's side of the sync pool: its progress, and the pool thread its
+/// jobs go to.
 pub(crate) struct Syncer {
-    jobs: Option<Sender<Job>>,
-    /// The condvar is told whenever jobs are answered.
-    progress: Arc<(Mutex<Progress>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    log: Arc<LogSync>,
+    /// The mailbox of the log's sync thread; `None` once finished.
+    jobs: Option<Sender<(Arc<LogSync>, Job)>>,
+    /// Logs on that thread, counted down when this one is done.
+    load: Arc<AtomicUsize>,
+}
+
+/// What a sync thread needs of a log: its shared state and its progress.
+struct LogSync {
+    shared: Arc<Shared>,
+    progress: Mutex<Progress>,
+    /// Told whenever jobs of the log are answered.
+    answered: Condvar,
 }
 
 impl Syncer {
-    /// Starts the sync thread.
+    /// Assigns the log to the sync thread with the fewest logs, for as long as this
+    /// `Syncer` lives.
     pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Syncer> {
-        let (jobs, queue) = mailbox::<Job>();
-        let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
-        let state = progress.clone();
-        let thread = std::thread::Builder::new()
-            .name("weir-log-sync".into())
-            .spawn(move || {
-                while let Ok(first) = queue.recv_until(None) {
-                    let mut group = vec![first];
-                    group.extend(std::iter::from_fn(|| queue.try_recv()));
-                    run(&shared, &state.0, group);
-                    state.1.notify_all();
-                }
-            })?;
+        let pool = SyncPool::global()?;
+        let (thread, slot) = pool
+            .slots
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s.logs.load(Ordering::Relaxed))
+            .expect("invariant: a pool has at least one thread");
+        slot.logs.fetch_add(1, Ordering::Relaxed);
+        shared.sync_thread.store(thread, Ordering::Relaxed);
         Ok(Syncer {
-            jobs: Some(jobs),
-            progress,
-            thread: Some(thread),
+            log: Arc::new(LogSync {
+                shared,
+                progress: Mutex::new(Progress::default()),
+                answered: Condvar::new(),
+            }),
+            jobs: Some(slot.jobs.clone()),
+            load: slot.logs.clone(),
         })
     }
 
     /// Queues a job.
     pub(crate) fn post(&self, job: Job) {
-        lock(&self.progress.0).in_flight += 1;
+        lock(&self.log.progress).in_flight += 1;
         let sent = match &self.jobs {
-            Some(jobs) => jobs.send(job),
+            Some(jobs) => jobs.send((self.log.clone(), job)).map_err(|(_, job)| job),
             None => Err(job),
         };
         if let Err(job) = sent {
-            // Finished, or the thread is gone (it cannot exit while `jobs` lives,
-            // unless it panicked): nobody will sync these.
-            lock(&self.progress.0).in_flight -= 1;
+            // Finished, or the pool is gone (the global one never is): nobody will
+            // sync these.
+            answered(&mut lock(&self.log.progress), 1);
             let e = LogError::Closed;
             match job {
                 Job::Sync(job) => {
@@ -151,27 +180,28 @@ impl Syncer {
     }
 
     pub(crate) fn progress(&self) -> MutexGuard<'_, Progress> {
-        lock(&self.progress.0)
+        lock(&self.log.progress)
     }
 
-    /// Blocks until every queued job is answered (or the thread is gone: a panic
-    /// there must not hang the writer).
+    /// Blocks until every queued job of this log is answered. A panic on the sync
+    /// thread answers the jobs it held (see `SyncPool`), so this cannot hang on one.
     pub(crate) fn wait_idle(&self) {
-        let (progress, answered) = &*self.progress;
-        let mut p = lock(progress);
-        while p.in_flight > 0 && self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
-            p = answered
+        let mut p = lock(&self.log.progress);
+        while p.in_flight > 0 {
+            p = self
+                .log
+                .answered
                 .wait_timeout(p, std::time::Duration::from_millis(100))
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
     }
 
-    /// Lets the thread sync and answer what is queued, and waits for it to end.
+    /// Lets the sync thread sync and answer what is queued, and waits for that.
     pub(crate) fn finish(&mut self) {
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if self.jobs.take().is_some() {
+            self.wait_idle();
+            self.load.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -180,6 +210,100 @@ impl Drop for Syncer {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// One sync thread, as a log joining the pool sees it.
+struct Slot {
+    jobs: Sender<(Arc<LogSync>, Job)>,
+    /// Logs assigned to the thread.
+    logs: Arc<AtomicUsize>,
+}
+
+/// The process-wide pool of sync threads, sized as the writer pool
+/// (`shared::default_threads`).
+struct SyncPool {
+    slots: Vec<Slot>,
+}
+
+impl SyncPool {
+    fn global() -> std::io::Result<&'static SyncPool> {
+        static POOL: OnceLock<std::result::Result<SyncPool, (std::io::ErrorKind, String)>> =
+            OnceLock::new();
+        POOL.get_or_init(|| SyncPool::new(default_threads()).map_err(|e| (e.kind(), e.to_string())))
+            .as_ref()
+            .map_err(|(kind, message)| std::io::Error::new(*kind, message.clone()))
+    }
+
+    fn new(threads: usize) -> std::io::Result<SyncPool> {
+        let mut slots = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (jobs, queue) = mailbox::<(Arc<LogSync>, Job)>();
+            std::thread::Builder::new()
+                .name(format!("weir-log-sync-{i}"))
+                .spawn(move || {
+                    while let Ok(first) = queue.recv_until(None) {
+                        let mut taken = vec![first];
+                        taken.extend(std::iter::from_fn(|| queue.try_recv()));
+                        run_pass(taken);
+                    }
+                })?;
+            slots.push(Slot {
+                jobs,
+                logs: Arc::new(AtomicUsize::new(0)),
+            });
+        }
+        Ok(SyncPool { slots })
+    }
+}
+
+/// One pass of a sync thread over what it took from its mailbox: the jobs of each
+/// log, in the order they were queued, are run together (so each file of each log
+/// is synced once: group commit across the logs of the thread), one log after the
+/// other. A panic while running one log's jobs fails that log only.
+fn run_pass(taken: Vec<(Arc<LogSync>, Job)>) {
+    let mut by_log: Vec<(Arc<LogSync>, Vec<Job>)> = Vec::new();
+    let mut index: HashMap<*const LogSync, usize> = HashMap::new();
+    for (log, job) in taken {
+        let at = *index.entry(Arc::as_ptr(&log)).or_insert_with(|| {
+            by_log.push((log.clone(), Vec::new()));
+            by_log.len() - 1
+        });
+        by_log[at].1.push(job);
+    }
+    for (log, jobs) in by_log {
+        let count = jobs.len();
+        let answered_before = lock(&log.progress).answered;
+        let outcome = catch_unwind(AssertUnwindSafe(|| run(&log.shared, &log.progress, jobs)));
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            tracing::error!(dir = %log.shared.dir.display(), %message, "a log's sync panicked; the log refuses appends until reopened");
+            let mut p = lock(&log.progress);
+            // The replies of the jobs it held were dropped with them (their callers
+            // hear `Closed`); count them answered so the writer does not wait on them.
+            let done = usize::try_from(p.answered - answered_before).unwrap_or(count);
+            answered(&mut p, count.saturating_sub(done));
+            if p.failed.is_none() {
+                p.failed = Some(LogError::Failed {
+                    op: "sync",
+                    path: log.shared.dir.clone(),
+                    source: Arc::new(std::io::Error::other(format!(
+                        "the log's sync panicked: {message}"
+                    ))),
+                });
+            }
+        }
+        log.answered.notify_all();
+    }
+}
+
+/// Counts `n` jobs answered.
+fn answered(progress: &mut Progress, n: usize) {
+    progress.in_flight -= n;
+    progress.answered += n as u64;
 }
 
 fn lock(progress: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
@@ -206,7 +330,7 @@ fn run(shared: &Shared, progress: &Mutex<Progress>, jobs: Vec<Job>) {
     }
     for (before, reply) in trims {
         let result = trim(shared, progress, before);
-        lock(progress).in_flight -= 1;
+        answered(&mut lock(progress), 1);
         let _ = reply.send(result);
     }
 }
@@ -270,7 +394,7 @@ fn sync_all(shared: &Shared, progress: &Mutex<Progress>, group: Vec<SyncJob>) {
     }
     {
         let mut p = lock(progress);
-        p.in_flight -= group.len();
+        answered(&mut p, group.len());
         match &outcome {
             Ok(()) => {
                 if let Some((base, upto)) = synced

@@ -16,6 +16,7 @@ mod crash;
 mod faults;
 mod fixtures;
 mod kill9;
+mod many_logs;
 mod model;
 mod no_space;
 mod retention;
