@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weir_broker::{Broker, UseGuard};
 
-use crate::channel::Tags;
+use crate::channel::ChannelMachine;
 use crate::codes::{self, CHANNEL_ERROR, Exception, PRECONDITION_FAILED};
 use crate::config::AmqpConfig;
 use crate::connection::{Connection, Input};
@@ -71,8 +71,8 @@ struct Consumer {
     _use: Option<UseGuard>,
 }
 
-/// `channel.flow`: whether the channel's consumers may receive. A `Default`
-/// wrapper, so `Channel` stays `Default`.
+/// `channel.flow` as the channel's consumer tasks see it (the machine decides it).
+/// A `Default` wrapper, so `Channel` stays `Default`.
 struct Flow(watch::Sender<bool>);
 
 impl Default for Flow {
@@ -86,19 +86,17 @@ struct Unacked {
     /// Shared by every delivery of a batch: no allocation per message.
     queue: Arc<str>,
     receipt: String,
-    consumer: Option<Arc<str>>,
     /// When it was handed out, for the consumer timeout.
     delivered_at: Instant,
 }
 
+/// What the session keeps of one open channel: its protocol state (the machine)
+/// and the shell around it (tasks, semaphores, names).
 #[derive(Default)]
 struct Channel {
-    confirm: bool,
-    next_seq: u64,
-    tx: bool,
-    /// Publishes and acks held until `tx.commit`.
-    tx_publishes: Vec<Publish>,
-    tx_acks: Vec<(u64, bool)>,
+    /// Delivery tags and unacked deliveries, confirms, the transaction, flow and
+    /// prefetch: the channel's protocol, as plain data.
+    state: ChannelMachine<Unacked, Publish>,
     /// The channel's worker: publishes and settlements, in order.
     publisher: Option<mpsc::Sender<Vec<Job>>>,
     /// Jobs read in this round, handed to the worker after it.
@@ -106,12 +104,9 @@ struct Channel {
     /// Ordered jobs (publishes, nacks) handed to the worker and not yet done.
     in_flight: usize,
     consumers: HashMap<String, Consumer>,
-    /// Prefetch for consumers started from now on (`basic.qos` global = false).
-    prefetch: u16,
-    /// Channel-wide prefetch (`global = true`), shared by its consumers.
+    /// Channel-wide prefetch (`global = true`), shared by its consumers; there
+    /// when the machine says so.
     shared_credit: Option<Arc<Semaphore>>,
-    /// Delivery tags and the deliveries waiting for their ack.
-    tags: Tags<Unacked>,
     /// For `basic.consume` / `queue.bind` with an empty queue name.
     last_queue: Option<String>,
     /// This channel's direct reply-to consumer: its token and consumer tag.
@@ -364,7 +359,6 @@ impl Session {
                     self.channels.insert(
                         ch,
                         Channel {
-                            next_seq: 1,
                             generation: self.generations,
                             ..Channel::default()
                         },
@@ -426,8 +420,8 @@ impl Session {
             .channels
             .iter()
             .filter(|(_, c)| {
-                c.tags
-                    .oldest()
+                c.state
+                    .oldest_unacked()
                     .is_some_and(|u| now.saturating_duration_since(u.delivered_at) > timeout)
             })
             .map(|(ch, _)| *ch)
@@ -458,7 +452,7 @@ impl Session {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        let unacked = c.tags.take_all();
+        let unacked = c.state.close();
         let consumers: Vec<(String, Consumer)> = c.consumers.drain().collect();
         if let Some((token, _)) = c.reply_to.take() {
             self.replies.lock().remove(&token);
@@ -467,7 +461,6 @@ impl Session {
             return;
         };
         c.pending.clear();
-        c.tx_publishes.clear();
         // Its publisher finishes what it has and stops; nobody waits for it.
         c.publisher = None;
         c.in_flight = 0;

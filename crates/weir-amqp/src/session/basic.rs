@@ -14,7 +14,8 @@ use super::common::server_only;
 use super::consumer::wire_size;
 use super::publisher::Job;
 use super::{Session, Unacked};
-use crate::codes::{Exception, NOT_IMPLEMENTED};
+use crate::channel::{Acked, CreditBack, Qos, Settled};
+use crate::codes::Exception;
 use crate::message::from_delivery;
 
 impl Session {
@@ -26,11 +27,9 @@ impl Session {
         match m {
             basic::AMQPMethod::Qos(q) => {
                 let c = self.channel(ch)?;
-                if q.global {
-                    c.shared_credit = (q.prefetch_count > 0)
-                        .then(|| Arc::new(Semaphore::new(usize::from(q.prefetch_count))));
-                } else {
-                    c.prefetch = q.prefetch_count;
+                if let Qos::Shared(limit) = c.state.qos(q.prefetch_count, q.global) {
+                    c.shared_credit =
+                        limit.map(|limit| Arc::new(Semaphore::new(usize::from(limit))));
                 }
                 self.conn.method(
                     ch,
@@ -60,11 +59,13 @@ impl Session {
             }
             basic::AMQPMethod::Get(g) => self.get(ch, g).await?,
             basic::AMQPMethod::Ack(a) => {
-                if self.channel(ch)?.tx {
-                    self.channel(ch)?.tx_acks.push((a.delivery_tag, a.multiple));
+                let Acked::Now(settled) =
+                    self.channel(ch)?.state.ack(a.delivery_tag, a.multiple)?
+                else {
+                    // Held by the transaction.
                     return Ok(());
-                }
-                let taken = self.take_tags(ch, a.delivery_tag, a.multiple)?;
+                };
+                let taken = self.give_credit_for(ch, settled);
                 tracing::trace!(
                     channel = ch,
                     tag = a.delivery_tag,
@@ -74,11 +75,11 @@ impl Session {
                 self.settle(ch, taken, None);
             }
             basic::AMQPMethod::Nack(n) => {
-                let taken = self.take_tags(ch, n.delivery_tag, n.multiple)?;
+                let taken = self.settle_tags(ch, n.delivery_tag, n.multiple)?;
                 self.settle(ch, taken, Some(n.requeue));
             }
             basic::AMQPMethod::Reject(r) => {
-                let taken = self.take_tags(ch, r.delivery_tag, false)?;
+                let taken = self.settle_tags(ch, r.delivery_tag, false)?;
                 self.settle(ch, taken, Some(r.requeue));
             }
             basic::AMQPMethod::Recover(r) => {
@@ -95,15 +96,8 @@ impl Session {
     }
 
     pub(super) fn recover(&mut self, ch: u16, requeue: bool) -> Result<(), Exception> {
-        if !requeue {
-            return Err(Exception::channel(
-                NOT_IMPLEMENTED,
-                "basic.recover with requeue=false is not supported",
-            ));
-        }
-        let c = self.channel(ch)?;
-        let all = c.tags.take_all();
-        let taken = self.release_credit(ch, all);
+        let all = self.channel(ch)?.state.recover(requeue)?;
+        let taken = self.give_credit_for(ch, all);
         self.settle(ch, taken, Some(true));
         Ok(())
     }
@@ -117,47 +111,55 @@ impl Session {
         consumer: Option<&Arc<str>>,
         no_ack: bool,
     ) -> Result<u64, Exception> {
-        let pending = (!no_ack).then(|| Unacked {
+        let state = &mut self.channel(ch)?.state;
+        if no_ack {
+            return Ok(state.deliver_no_ack());
+        }
+        let unacked = Unacked {
             queue: queue.clone(),
             receipt: d.receipt.clone().unwrap_or_default(),
-            consumer: consumer.cloned(),
             delivered_at: Instant::now(),
-        });
-        Ok(self.channel(ch)?.tags.track(pending))
+        };
+        Ok(state.deliver(consumer.cloned(), unacked))
     }
 
-    /// Removes the deliveries `tag` names (see [`Tags::take`]) and gives their
-    /// consumers their credit back.
-    pub(super) fn take_tags(
+    /// Settles the deliveries an ack or nack of `tag` names (see
+    /// [`ChannelMachine::settle`](crate::channel::ChannelMachine::settle)) and
+    /// gives their consumers their credit back.
+    pub(super) fn settle_tags(
         &mut self,
         ch: u16,
         tag: u64,
         multiple: bool,
     ) -> Result<Vec<(u64, Unacked)>, Exception> {
-        let taken = self.channel(ch)?.tags.take(tag, multiple)?;
-        Ok(self.release_credit(ch, taken))
+        let settled = self.channel(ch)?.state.settle(tag, multiple)?;
+        Ok(self.give_credit_for(ch, settled))
     }
 
-    pub(super) fn release_credit(
-        &mut self,
-        ch: u16,
-        taken: Vec<(u64, Unacked)>,
-    ) -> Vec<(u64, Unacked)> {
-        if let Some(c) = self.channels.get(&ch) {
-            for (_, u) in &taken {
-                if let Some(consumer) = u.consumer.as_deref().and_then(|t| c.consumers.get(t))
-                    && let Some(credit) = &consumer.credit
-                {
-                    credit.add_permits(1);
-                }
-                if u.consumer.is_some()
-                    && let Some(shared) = &c.shared_credit
-                {
-                    shared.add_permits(1);
-                }
+    /// Gives back the credit settled deliveries held; returns them.
+    fn give_credit_for(&self, ch: u16, settled: Settled<Unacked>) -> Vec<(u64, Unacked)> {
+        self.give_credit(ch, &settled.credit);
+        settled.deliveries
+    }
+
+    /// Adds the permits the machine says to the consumers' and the channel's
+    /// prefetch semaphores (a consumer gone or without a prefetch gets none).
+    pub(super) fn give_credit(&self, ch: u16, credit: &CreditBack) {
+        let Some(c) = self.channels.get(&ch) else {
+            return;
+        };
+        for (tag, n) in &credit.consumers {
+            if let Some(consumer) = c.consumers.get(&**tag)
+                && let Some(sem) = &consumer.credit
+            {
+                sem.add_permits(*n);
             }
         }
-        taken
+        if credit.shared > 0
+            && let Some(shared) = &c.shared_credit
+        {
+            shared.add_permits(credit.shared);
+        }
     }
 
     /// Acks (`requeue: None`) or nacks deliveries through the channel's worker, so

@@ -6,7 +6,7 @@ use amq_protocol::protocol::{AMQPClass, basic, channel, confirm};
 
 use super::Session;
 use super::common::server_only;
-use crate::codes::{Exception, PRECONDITION_FAILED};
+use crate::codes::Exception;
 
 impl Session {
     pub(super) async fn on_channel_method(
@@ -38,7 +38,9 @@ impl Session {
             AMQPClass::Channel(channel::AMQPMethod::Flow(flow)) => {
                 // The client pauses (or resumes) deliveries to its consumers on this
                 // channel; what is already on its way is requeued.
-                self.channel(ch)?.flow.0.send_replace(flow.active);
+                let c = self.channel(ch)?;
+                c.state.set_flow(flow.active);
+                c.flow.0.send_replace(flow.active);
                 self.conn.method(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
@@ -50,14 +52,7 @@ impl Session {
             AMQPClass::Queue(m) => self.on_queue(ch, m).await?,
             AMQPClass::Basic(m) => self.on_basic(ch, m).await?,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(select)) => {
-                let c = self.channel(ch)?;
-                if c.tx {
-                    return Err(Exception::channel(
-                        PRECONDITION_FAILED,
-                        "a transactional channel cannot be put in confirm mode",
-                    ));
-                }
-                c.confirm = true;
+                self.channel(ch)?.state.confirm_select()?;
                 if !select.nowait {
                     self.conn.method(
                         ch,

@@ -32,12 +32,14 @@ impl Session {
         let stop = self.stop.child_token();
         let channel = self.channel(ch)?;
         let flow = channel.flow.0.subscribe();
-        let credit = (!c.no_ack && channel.prefetch > 0)
-            .then(|| Arc::new(Semaphore::new(usize::from(channel.prefetch))));
-        let shared = if c.no_ack {
-            None
-        } else {
+        let wants = channel.state.consumer_credit(c.no_ack);
+        let credit = wants
+            .own
+            .map(|prefetch| Arc::new(Semaphore::new(usize::from(prefetch))));
+        let shared = if wants.shared {
             channel.shared_credit.clone()
+        } else {
+            None
         };
         let active = self.registry.add_consumer(
             &queue,

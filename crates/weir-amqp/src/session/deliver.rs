@@ -13,6 +13,7 @@ use weir_broker::Delivery;
 use super::Session;
 use super::consumer::requeue;
 use super::event::Event;
+use crate::channel::confirms;
 use crate::message::from_delivery;
 
 impl Session {
@@ -79,40 +80,20 @@ impl Session {
                     return;
                 }
                 self.send_returns(ch, done.returns);
-                let acks = done.acks;
-                if let Some(&last) = acks.last() {
-                    // Batches settle in order and a batch all at once: one ack covers
-                    // everything up to its last when nothing in it was refused.
-                    let contiguous = acks.windows(2).all(|w| w[1] == w[0] + 1);
-                    if contiguous && done.nacks.is_empty() {
-                        self.conn.method(
-                            ch,
-                            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                                delivery_tag: last,
-                                multiple: true,
-                            })),
-                        );
+                for c in confirms(&done.acks, &done.nacks) {
+                    let method = if c.ack {
+                        basic::AMQPMethod::Ack(basic::Ack {
+                            delivery_tag: c.tag,
+                            multiple: c.multiple,
+                        })
                     } else {
-                        for tag in acks {
-                            self.conn.method(
-                                ch,
-                                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                                    delivery_tag: tag,
-                                    multiple: false,
-                                })),
-                            );
-                        }
-                    }
-                }
-                for tag in done.nacks {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-                            delivery_tag: tag,
-                            multiple: false,
+                        basic::AMQPMethod::Nack(basic::Nack {
+                            delivery_tag: c.tag,
+                            multiple: c.multiple,
                             requeue: false,
-                        })),
-                    );
+                        })
+                    };
+                    self.conn.method(ch, AMQPClass::Basic(method));
                 }
                 if let Some(e) = done.error {
                     self.fail(ch, e.during(60, 40)).await;
@@ -139,17 +120,16 @@ impl Session {
             .filter(|c| c.generation == generation);
         let found = channel.and_then(|c| c.consumers.get(&consumer).map(|k| (c, k)));
         let live = found
-            .filter(|(c, _)| self.conn.channel_usable(ch) && *c.flow.0.borrow())
+            .filter(|(c, _)| self.conn.channel_usable(ch) && c.state.flow())
             .map(|(_, k)| k.no_ack);
         let Some(no_ack) = live else {
             // Its channel or consumer went meanwhile, or flow was turned off: back
             // to the queue, and a consumer still there gets its credit back.
             if let Some((c, k)) = found {
-                for sem in [&k.credit, &c.shared_credit].into_iter().flatten() {
-                    if !k.no_ack {
-                        sem.add_permits(messages.len());
-                    }
-                }
+                let back =
+                    c.state
+                        .undelivered(&Arc::from(consumer.as_str()), k.no_ack, messages.len());
+                self.give_credit(ch, &back);
             }
             self.credit.release(bytes);
             let broker = self.broker.clone();
@@ -222,7 +202,7 @@ impl Session {
         if c.reply_to.as_ref().is_none_or(|(_, t)| *t != consumer) {
             return false;
         }
-        let tag = c.tags.track(None);
+        let tag = c.state.deliver_no_ack();
         self.conn.method(
             ch,
             AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {

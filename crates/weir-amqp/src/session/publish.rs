@@ -23,13 +23,7 @@ impl Session {
     ) -> Result<(), Exception> {
         let c = self.channel(ch)?;
         let body = incoming.body;
-        let seq = if c.confirm {
-            let seq = c.next_seq;
-            c.next_seq += 1;
-            seq
-        } else {
-            0
-        };
+        let seq = c.state.publish_seq();
         let mut properties = incoming.properties;
         if properties.reply_to().as_ref().map(ShortString::as_str) == Some(REPLY_TO) {
             let Some((token, _)) = &c.reply_to else {
@@ -59,9 +53,7 @@ impl Session {
             return Ok(());
         }
         let c = self.channel(ch)?;
-        if c.tx {
-            c.tx_publishes.push(publish);
-        } else {
+        if let Some(publish) = c.state.publish(publish) {
             c.pending.push(Job::Publish(Box::new(publish)));
         }
         Ok(())
