@@ -324,6 +324,8 @@ pub struct SessionHarness {
     broker: Broker,
     addr: SocketAddr,
     shutdown: CancellationToken,
+    /// The listener, awaited on close.
+    server: tokio::task::JoinHandle<()>,
 }
 
 /// Longest a session may take once its client has sent everything and closed its
@@ -363,11 +365,12 @@ impl SessionHarness {
             shutdown: shutdown.clone(),
             ..AmqpConfig::default()
         };
-        tokio::spawn(crate::serve(listener, broker.clone(), config));
+        let server = tokio::spawn(crate::serve(listener, broker.clone(), config));
         SessionHarness {
             broker,
             addr,
             shutdown,
+            server,
         }
     }
 
@@ -431,6 +434,7 @@ impl SessionHarness {
     /// Stops serving and stops the broker.
     pub async fn close(self) {
         self.shutdown.cancel();
+        let _ = self.server.await;
         self.broker.shutdown().await;
     }
 }

@@ -48,6 +48,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use weir_broker::{Broker, UseGuard};
 
 use crate::channel::ChannelMachine;
@@ -147,12 +148,33 @@ pub(crate) async fn run(
         id: registry.connection_id(),
         registry,
         stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
         replies,
     };
     session.serve().await;
     session.cleanup().await;
-    session.linger().await;
+    // The helpers are stopped (consumers) or finish what they hold (publishers,
+    // requeues); the session ends once they have, while its socket lingers.
+    let tasks = session.tasks.clone();
+    tasks.close();
+    let helpers = async {
+        if tokio::time::timeout(HELPERS_BOUND, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                %peer,
+                running = tasks.len(),
+                "an AMQP connection's helper tasks did not end in time; leaving them"
+            );
+        }
+    };
+    tokio::join!(session.linger(), helpers);
 }
+
+/// Longest a closed connection waits for its helper tasks (a publisher finishing
+/// a batch waits for the broker's fsync; consumers stop at once).
+const HELPERS_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a connection closed by the close handshake stays readable for frames
 /// its peer sent before it read `close-ok` (as long as a server close waits for
@@ -187,6 +209,10 @@ struct Session {
     id: u64,
     /// Stops the helper tasks.
     stop: CancellationToken,
+    /// Every task this connection spawns (consumers, channel workers and their
+    /// confirmers, requeues and no-ack settlements): none outlives the session
+    /// unnoticed, so the listener's shutdown waits for them too.
+    tasks: TaskTracker,
     /// Direct reply-to consumers of all connections.
     replies: Arc<Replies>,
     /// The broker's resource alarms: while one is raised, a connection that

@@ -180,7 +180,7 @@ impl Session {
     pub(super) fn settle_now(&self, queue: &str, receipts: Vec<String>) {
         let broker = self.broker.clone();
         let queue = queue.to_owned();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(e) = broker.ack_unsynced(&queue, receipts).await {
                 tracing::debug!(%queue, error = %e, "an AMQP ack failed");
             }

@@ -73,11 +73,12 @@ impl Session {
                 })),
             );
         }
-        tokio::spawn(consume_loop(ConsumerTask {
+        let generation = self.channel(ch)?.generation;
+        self.tasks.spawn(consume_loop(ConsumerTask {
             broker: self.broker.clone(),
             queue,
             channel: ch,
-            generation: self.channel(ch)?.generation,
+            generation,
             consumer: tag,
             credit,
             shared,

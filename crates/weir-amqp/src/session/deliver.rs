@@ -133,7 +133,8 @@ impl Session {
             }
             self.credit.release(bytes);
             let broker = self.broker.clone();
-            tokio::spawn(async move { requeue(&broker, &queue, &messages).await });
+            self.tasks
+                .spawn(async move { requeue(&broker, &queue, &messages).await });
             return;
         };
         // Held until the socket takes these bytes.

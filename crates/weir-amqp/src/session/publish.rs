@@ -119,11 +119,12 @@ impl Session {
         c.in_flight += jobs.iter().filter(|j| j.ordered()).count();
         let sender = c.publisher.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(16);
-            tokio::spawn(channel_worker(
+            self.tasks.spawn(channel_worker(
                 self.broker.clone(),
                 (ch, c.generation),
                 rx,
                 self.events_tx.clone(),
+                self.tasks.clone(),
             ));
             tx
         });

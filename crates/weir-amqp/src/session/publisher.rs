@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
 use weir_broker::{
     Broker, BrokerError, NackOptions, PublishMessage, PublishOptions, QueuedPublish,
 };
@@ -40,16 +41,18 @@ impl Job {
 /// A channel's worker: takes its publishes and settlements in order, in batches.
 /// It hands each batch's publishes to their queues and goes on with the next batch
 /// while the queues make them durable; [`confirmer`] waits for the answers, in
-/// order, and reports each batch to the session.
+/// order, and reports each batch to the session. Both run on the session's
+/// `tasks`.
 pub(super) async fn channel_worker(
     broker: Broker,
     (channel, generation): (u16, u64),
     mut jobs: mpsc::Receiver<Vec<Job>>,
     events: mpsc::UnboundedSender<Event>,
+    tasks: TaskTracker,
 ) {
     let (queued, to_confirm) = mpsc::unbounded_channel();
     let in_flight = Arc::new(Semaphore::new(PUBLISHES_IN_FLIGHT));
-    tokio::spawn(confirmer((channel, generation), to_confirm, events));
+    tasks.spawn(confirmer((channel, generation), to_confirm, events));
     while let Some(mut batch) = jobs.recv().await {
         // Everything queued while the last batch was being handed over goes together.
         while batch.len() < PUBLISH_BATCH {
