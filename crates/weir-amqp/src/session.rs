@@ -1,16 +1,26 @@
-//! One client connection: the handshake, then channels.
+//! One client connection: the shell around the [`Connection`] machine and one
+//! [`ChannelMachine`] per channel.
 //!
 //! One task per connection reads frames, runs the methods (most against the broker,
 //! awaited in order, so a client sees its methods answered in the order it sent
-//! them) and writes answers and deliveries. Two kinds of helper task feed it events:
+//! them) and writes answers and deliveries. The machines decide; the session does
+//! what they say (broker calls, semaphores, frames). Two kinds of helper task feed
+//! it events ([`event`]), all spawned on the session's `TaskTracker`:
 //!
-//! * a **publisher** per channel takes the channel's publishes in order and hands
-//!   them to the broker in batches: everything a client pipelines while one batch
-//!   is being made durable goes into the next (group commit from one channel), and
-//!   confirms go back as one `basic.ack multiple` per batch;
-//! * a **consumer** per `basic.consume` polls its queue for as many messages as
-//!   its prefetch and the connection's byte credit allow and hands them over; the
-//!   session gives them delivery tags and writes them.
+//! * a **publisher** per channel ([`publisher`]) takes the channel's publishes in
+//!   order and hands them to the broker in batches: everything a client pipelines
+//!   while one batch is being made durable goes into the next (group commit from
+//!   one channel), and confirms go back as one `basic.ack multiple` per batch;
+//! * a **consumer** per `basic.consume` ([`consumer`]) polls its queue for as many
+//!   messages as its prefetch and the connection's byte credit allow and hands them
+//!   over; the session gives them delivery tags and writes them.
+//!
+//! This file holds the loop (socket, events, timers), channel open and close, and
+//! the connection's end. The methods live in one file per class:
+//! [`channel_methods`] (ordering, `channel.flow`, `confirm.select`), [`exchange`],
+//! [`queue`], [`basic`] (qos, cancel, get, ack, nack, reject, recover),
+//! [`consume`], [`publish`], [`tx`]; what the helpers report is handled in
+//! [`deliver`]; direct reply-to is [`replies`].
 //!
 //! What the session writes is bounded ([`outflow`]): deliveries hold the
 //! connection's byte credit (`[amqp] max_buffered_bytes`) until the socket takes

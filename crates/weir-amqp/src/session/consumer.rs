@@ -81,7 +81,7 @@ pub(super) struct ConsumerTask {
     pub(super) stop: CancellationToken,
     pub(super) gates: Gates,
     pub(super) events: mpsc::UnboundedSender<Event>,
-    /// The broker lease of what it receives ([`AmqpConfig::lease_ms`]).
+    /// The broker lease of what it receives ([`crate::config::AmqpConfig::lease_ms`]).
     pub(super) lease_ms: u64,
 }
 
