@@ -23,16 +23,19 @@ use std::time::{Duration, Instant};
 use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use amq_protocol::types::ShortString;
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 
 use crate::codes::{
-    self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED,
-    NOT_IMPLEMENTED, PRECONDITION_FAILED, RESOURCE_ERROR, SYNTAX_ERROR, UNEXPECTED_FRAME,
+    self, CHANNEL_ERROR, COMMAND_INVALID, Exception, FRAME_ERROR, NOT_ALLOWED, NOT_IMPLEMENTED,
+    PRECONDITION_FAILED, SYNTAX_ERROR, UNEXPECTED_FRAME,
 };
 use crate::config::AmqpConfig;
 use crate::framing::{self, Frame, FrameError, Outbox};
+
+mod content;
+mod handshake;
 
 /// Frames allowed before `tune-ok` (the spec's minimum frame size is 4096).
 const PRE_TUNE_FRAME_MAX: u32 = 131_072;
@@ -292,7 +295,7 @@ impl Connection {
                     let _ = self.input.split_to(framing::PROTOCOL_HEADER.len());
                     self.out.method(
                         0,
-                        AMQPClass::Connection(connection::AMQPMethod::Start(start())),
+                        AMQPClass::Connection(connection::AMQPMethod::Start(Self::start())),
                     );
                     self.phase = Phase::StartOk;
                     continue;
@@ -511,115 +514,6 @@ impl Connection {
         }
     }
 
-    /// A frame during the handshake.
-    #[allow(clippy::too_many_lines)] // the handshake reads top to bottom
-    fn on_handshake(
-        &mut self,
-        frame: Frame,
-        now: Instant,
-    ) -> Result<Option<Input>, (u16, Exception)> {
-        let class = match frame {
-            Frame::Heartbeat(_) => return Ok(None),
-            Frame::Method(0, class) => class,
-            _ => {
-                return Err((
-                    0,
-                    Exception::connection(UNEXPECTED_FRAME, "the handshake is not finished"),
-                ));
-            }
-        };
-        let expected = match self.phase {
-            Phase::StartOk => "connection.start-ok",
-            Phase::TuneOk => "connection.tune-ok",
-            _ => "connection.open",
-        };
-        match (self.phase, *class) {
-            (Phase::StartOk, AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok))) => {
-                if let Err(reason) = self.config.authenticate(&start_ok, self.peer) {
-                    tracing::warn!(peer = %self.peer, %reason, "AMQP login refused");
-                    return Err((
-                        0,
-                        Exception::connection(ACCESS_REFUSED, reason).during(10, 11),
-                    ));
-                }
-                self.blocked_capable =
-                    capability(&start_ok.client_properties, "connection.blocked");
-                self.out.method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
-                        channel_max: self.config.channel_max,
-                        frame_max: self.config.frame_max,
-                        heartbeat: self.config.heartbeat_s,
-                    })),
-                );
-                self.phase = Phase::TuneOk;
-                Ok(None)
-            }
-            (Phase::TuneOk, AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune))) => {
-                let (channel_max, frame_max, heartbeat) = negotiate(&self.config, &tune);
-                if frame_max < MIN_FRAME_MAX {
-                    return Err((
-                        0,
-                        Exception::connection(
-                            SYNTAX_ERROR,
-                            format!(
-                                "frame_max {} is below the minimum of {MIN_FRAME_MAX}",
-                                tune.frame_max
-                            ),
-                        )
-                        .during(10, 31),
-                    ));
-                }
-                (self.channel_max, self.frame_max, self.heartbeat) =
-                    (channel_max, frame_max, heartbeat);
-                self.phase = Phase::Open;
-                Ok(None)
-            }
-            (Phase::Open, AMQPClass::Connection(connection::AMQPMethod::Open(open))) => {
-                if open.virtual_host.as_str() != "/" {
-                    return Err((
-                        0,
-                        Exception::connection(
-                            NOT_ALLOWED,
-                            format!(
-                                "vhost '{}' not found (weir has the one vhost '/')",
-                                open.virtual_host
-                            ),
-                        )
-                        .during(10, 40),
-                    ));
-                }
-                self.out.method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
-                );
-                self.phase = Phase::Running;
-                self.deadline = None;
-                self.last_input = now;
-                if self.heartbeat > 0 {
-                    self.next_beat = Some(now + Duration::from_secs(u64::from(self.heartbeat)) / 2);
-                }
-                tracing::debug!(peer = %self.peer, frame_max = self.frame_max, channel_max = self.channel_max, heartbeat = self.heartbeat, "AMQP connection open");
-                Ok(Some(Input::Opened))
-            }
-            (_, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
-                self.out.method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                );
-                self.phase = Phase::Done;
-                Ok(Some(Input::Closed))
-            }
-            (_, other) => Err((
-                0,
-                Exception::connection(
-                    COMMAND_INVALID,
-                    format!("expected {expected}, got {}", method_name(&other)),
-                ),
-            )),
-        }
-    }
-
     /// A frame on an open connection.
     fn on_frame(&mut self, frame: Frame) -> Result<Option<Input>, (u16, Exception)> {
         match frame {
@@ -790,193 +684,6 @@ impl Connection {
             Exception::connection(CHANNEL_ERROR, format!("channel {ch} is not open"))
         })
     }
-
-    fn on_content_header(
-        &mut self,
-        ch: u16,
-        header: AMQPContentHeader,
-        properties: u64,
-    ) -> Result<Option<Input>, Exception> {
-        let max = self.config.max_message_bytes;
-        let c = self.channel(ch)?;
-        if c.closing {
-            return Ok(None);
-        }
-        let Some(incoming) = c.incoming.as_mut().filter(|i| i.header.is_none()) else {
-            return Err(Exception::connection(
-                UNEXPECTED_FRAME,
-                format!("content header on channel {ch} without basic.publish"),
-            ));
-        };
-        if header.class_id != 60 {
-            return Err(Exception::connection(
-                FRAME_ERROR,
-                "content header of a class other than basic",
-            ));
-        }
-        // Headers count toward the size, so they cannot carry what the body may not.
-        let size = header.body_size.saturating_add(properties);
-        if size > max {
-            c.incoming = None;
-            return Err(Exception::channel(
-                PRECONDITION_FAILED,
-                format!("message size {size} is larger than the max message size {max}"),
-            )
-            .during(60, 40));
-        }
-        let size = header.body_size;
-        incoming.header = Some(header);
-        Ok((size == 0).then(|| self.finish_publish(ch)).flatten())
-    }
-
-    fn on_content_body(&mut self, ch: u16, body: Bytes) -> Result<Option<Input>, Exception> {
-        let room = self
-            .config
-            .max_partial_publish_bytes
-            .saturating_sub(self.reserved);
-        let c = self.channel(ch)?;
-        if c.closing {
-            return Ok(None);
-        }
-        let Some(incoming) = c.incoming.as_mut().filter(|i| i.header.is_some()) else {
-            return Err(Exception::connection(
-                UNEXPECTED_FRAME,
-                format!("content body on channel {ch} without a header"),
-            ));
-        };
-        let expected = incoming.header.as_ref().map_or(0, |h| h.body_size);
-        let have =
-            incoming.body.len() as u64 + incoming.single.as_ref().map_or(0, |b| b.len() as u64);
-        if have + body.len() as u64 > expected {
-            return Err(Exception::connection(
-                FRAME_ERROR,
-                "content body longer than its header said",
-            ));
-        }
-        let body_len = body.len() as u64;
-        if have == 0 && body_len == expected {
-            incoming.single = Some(body);
-        } else {
-            if have == 0 && expected <= room {
-                // Within the budget of partial bytes, so reserving cannot promise
-                // more memory than this connection may hold anyway.
-                incoming
-                    .body
-                    .reserve(usize::try_from(expected).unwrap_or(usize::MAX));
-                incoming.reserved = expected;
-            }
-            if let Some(first) = incoming.single.take() {
-                incoming.body.extend_from_slice(&first);
-            }
-            incoming.body.extend_from_slice(&body);
-        }
-        let whole = have + body_len == expected;
-        if have == 0 {
-            self.reserved += incoming.reserved;
-        }
-        if whole {
-            self.partial -= have;
-            return Ok(self.finish_publish(ch));
-        }
-        self.partial += body_len;
-        if self.partial > self.config.max_partial_publish_bytes {
-            // Many channels each holding part of a message: the one that went
-            // over is closed (which frees its part), the others go on.
-            return Err(Exception::channel(
-                RESOURCE_ERROR,
-                format!(
-                    "unfinished publishes on this connection hold more than {} bytes",
-                    self.config.max_partial_publish_bytes
-                ),
-            )
-            .during(60, 40));
-        }
-        Ok(None)
-    }
-
-    /// The publish on channel `ch` is whole.
-    fn finish_publish(&mut self, ch: u16) -> Option<Input> {
-        let incoming = self.channels.get_mut(&ch)?.incoming.take()?;
-        self.reserved -= incoming.reserved;
-        let header = incoming.header?;
-        let body = incoming.single.unwrap_or_else(|| incoming.body.freeze());
-        Some(Input::Publish(
-            ch,
-            Box::new(Publish {
-                method: incoming.method,
-                properties: header.properties,
-                body,
-            }),
-        ))
-    }
-}
-
-/// Whether a client's `capabilities` table says `name: true`.
-fn capability(client_properties: &FieldTable, name: &str) -> bool {
-    let Some(AMQPValue::FieldTable(caps)) = client_properties.inner().get("capabilities") else {
-        return false;
-    };
-    matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
-}
-
-/// `connection.start`: what weir is and can do.
-fn start() -> connection::Start {
-    let mut capabilities = FieldTable::default();
-    for capability in [
-        "publisher_confirms",
-        "exchange_exchange_bindings",
-        "basic.nack",
-        "consumer_cancel_notify",
-        "connection.blocked",
-        "authentication_failure_close",
-        "per_consumer_qos",
-        "direct_reply_to",
-    ] {
-        capabilities.insert(capability.into(), AMQPValue::Boolean(true));
-    }
-    let mut properties = FieldTable::default();
-    properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
-    properties.insert("product".into(), AMQPValue::LongString("weir".into()));
-    properties.insert(
-        "version".into(),
-        AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
-    );
-    properties.insert("platform".into(), AMQPValue::LongString("Rust".into()));
-    properties.insert(
-        "information".into(),
-        AMQPValue::LongString("a durable message broker; speaks AMQP 0-9-1".into()),
-    );
-    connection::Start {
-        version_major: 0,
-        version_minor: 9,
-        server_properties: properties,
-        mechanisms: LongString::from("PLAIN AMQPLAIN"),
-        locales: LongString::from("en_US"),
-    }
-}
-
-/// The limits both sides agreed on: the lower of the two, 0 meaning "no limit".
-fn negotiate(config: &AmqpConfig, tune: &connection::TuneOk) -> (u16, u32, u16) {
-    let lower_u16 = |a: u16, b: u16| match (a, b) {
-        (0, x) | (x, 0) => x,
-        (a, b) => a.min(b),
-    };
-    let frame_max = match tune.frame_max {
-        0 => config.frame_max,
-        n => n.min(config.frame_max),
-    };
-    // The client has the last word on heartbeats (0 turns them off, as with
-    // RabbitMQ; TCP keepalive still finds a dead peer), but a tiny interval would
-    // have the broker beat and check for it many times a second.
-    let heartbeat = match tune.heartbeat {
-        0 => 0,
-        asked => asked.max(config.min_heartbeat_s),
-    };
-    (
-        lower_u16(tune.channel_max, config.channel_max),
-        frame_max,
-        heartbeat,
-    )
 }
 
 pub(crate) fn method_name(class: &AMQPClass) -> String {

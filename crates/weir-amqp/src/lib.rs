@@ -1,29 +1,44 @@
 //! weir's AMQP 0-9-1 front end: RabbitMQ's protocol, with its extensions, over the
 //! one broker API, so existing clients (pika, lapin, amqplib, the Java client)
-//! work unmodified.
+//! work unmodified. It uses `weir-broker`'s public API only, never `weir-log` or
+//! `weir-http`.
 //!
-//! Components:
-//! * [`framing`]: frames checked against `frame_max` from their 7-byte header
-//!   before anything is buffered, parsed with `amq-protocol`; bodies stay `Bytes`
-//!   slices on the way in and out.
-//! * `connection`: the protocol of one connection as a sans-IO state machine
-//!   (handshake, limits, heartbeats, close handshakes, content assembly), driven by
-//!   bytes and the time, so it is unit-tested and fuzzed (`fuzzing`, `fuzz/`)
-//!   without sockets.
-//! * `channel`: a channel's delivery tags and unacked deliveries, as plain data.
-//! * `session`: the shell around a connection: one task per connection running
-//!   its channel methods against the broker, with a
-//!   publisher task per channel (ordered, batched publishes; confirms once
-//!   durable) and a consumer task per `basic.consume` (long polls within the
-//!   prefetch credit).
-//! * `message`: how an AMQP message (exchange, routing key, every property) is
-//!   stored in the broker and given back exactly.
-//! * `registry`: what AMQP knows across connections and the broker does not: owners
-//!   of exclusive queues, auto-delete queues, every queue's consumers (exclusive
-//!   consumers, single active consumer).
-//! * `arguments`: RabbitMQ `x-` arguments mapped to weir's options.
-//! * `codes`: reply codes; broker errors become channel or connection exceptions in
-//!   one place.
+//! Two sans-IO machines hold the protocol; a tokio shell performs what they say:
+//!
+//! | behaviour | file |
+//! |---|---|
+//! | accept loop, connection limits, TCP keepalive | `server.rs` |
+//! | frame header checked against `frame_max`, then parsed | `framing.rs` |
+//! | field tables walked without recursion, depth and size limits | `tables.rs` |
+//! | the connection machine: states, heartbeats, close handshakes, channel open/close | `connection.rs` |
+//! | handshake (start, PLAIN/AMQPLAIN, tune, open) | `connection/handshake.rs` |
+//! | publish assembled from method, header and body frames | `connection/content.rs` |
+//! | the channel machine: delivery tags, ack/nack/reject/recover, prefetch credit, confirms and their ack/nack frames, tx, `channel.flow` | `channel.rs` |
+//! | the shell: socket loop, events, timers, consumer timeout, channel and connection end | `session.rs` |
+//! | method ordering, `channel.flow`, `confirm.select` | `session/channel_methods.rs` |
+//! | `exchange.*` / `queue.*` against the broker | `session/exchange.rs`, `session/queue.rs` |
+//! | `basic.qos`, `cancel`, `get`, `ack`, `nack`, `reject`, `recover` | `session/basic.rs` |
+//! | `basic.consume` (exclusive, single active, auto-delete, direct reply-to) | `session/consume.rs` |
+//! | `basic.publish`, returns, direct replies | `session/publish.rs` |
+//! | `tx.select`, `commit`, `rollback` | `session/tx.rs` |
+//! | deliveries written, confirms sent, consumers cancelled when their queue goes | `session/deliver.rs` |
+//! | the consumer task (long polls within prefetch and byte credit) | `session/consumer.rs` |
+//! | the publisher task and confirmer (batches, group commit) | `session/publisher.rs` |
+//! | what the tasks tell the session | `session/event.rs` |
+//! | direct reply-to consumers across connections | `session/replies.rs` |
+//! | byte credit and bounded output to the socket | `session/outflow.rs` |
+//! | message properties stored and given back exactly | `message.rs` |
+//! | exclusive queues, auto-delete, consumers across connections | `registry.rs` |
+//! | RabbitMQ `x-` arguments | `arguments.rs` |
+//! | reply codes; broker errors to channel or connection exceptions | `codes.rs` |
+//! | `[amqp]` settings | `config.rs` |
+//! | fuzz target bodies and corpus replays | `fuzzing.rs` |
+//!
+//! Imports go one way: the leaves (`codes`, `tables`, `channel`, `session/event`,
+//! `session/outflow`, the tasks) import no module that imports them; the method
+//! files extend `Session` and nothing imports them. Unit tests sit next to each
+//! file (`channel_tests.rs`, `connection_tests.rs`); the machines run without a
+//! socket, the session only against a real broker (`fuzzing`, `crates/weir/tests`).
 //!
 //! What is supported, partly or not at all is in docs/amqp-compat.md.
 

@@ -1,16 +1,26 @@
-//! One client connection: the handshake, then channels.
+//! One client connection: the shell around the [`Connection`] machine and one
+//! [`ChannelMachine`] per channel.
 //!
 //! One task per connection reads frames, runs the methods (most against the broker,
 //! awaited in order, so a client sees its methods answered in the order it sent
-//! them) and writes answers and deliveries. Two kinds of helper task feed it events:
+//! them) and writes answers and deliveries. The machines decide; the session does
+//! what they say (broker calls, semaphores, frames). Two kinds of helper task feed
+//! it events ([`event`]), all spawned on the session's `TaskTracker`:
 //!
-//! * a **publisher** per channel takes the channel's publishes in order and hands
-//!   them to the broker in batches: everything a client pipelines while one batch
-//!   is being made durable goes into the next (group commit from one channel), and
-//!   confirms go back as one `basic.ack multiple` per batch;
-//! * a **consumer** per `basic.consume` polls its queue for as many messages as
-//!   its prefetch and the connection's byte credit allow and hands them over; the
-//!   session gives them delivery tags and writes them.
+//! * a **publisher** per channel ([`publisher`]) takes the channel's publishes in
+//!   order and hands them to the broker in batches: everything a client pipelines
+//!   while one batch is being made durable goes into the next (group commit from
+//!   one channel), and confirms go back as one `basic.ack multiple` per batch;
+//! * a **consumer** per `basic.consume` ([`consumer`]) polls its queue for as many
+//!   messages as its prefetch and the connection's byte credit allow and hands them
+//!   over; the session gives them delivery tags and writes them.
+//!
+//! This file holds the loop (socket, events, timers), channel open and close, and
+//! the connection's end. The methods live in one file per class:
+//! [`channel_methods`] (ordering, `channel.flow`, `confirm.select`), [`exchange`],
+//! [`queue`], [`basic`] (qos, cancel, get, ack, nack, reject, recover),
+//! [`consume`], [`publish`], [`tx`]; what the helpers report is handled in
+//! [`deliver`]; direct reply-to is [`replies`].
 //!
 //! What the session writes is bounded ([`outflow`]): deliveries hold the
 //! connection's byte credit (`[amqp] max_buffered_bytes`) until the socket takes
@@ -22,166 +32,45 @@
 //! Messages delivered and not acked when their channel or connection goes are
 //! requeued (their next delivery is `redelivered`).
 
+mod basic;
+mod channel_methods;
+mod common;
+mod consume;
+mod consumer;
+mod deliver;
+mod event;
+mod exchange;
 mod outflow;
+mod publish;
+mod publisher;
+mod queue;
+mod replies;
+mod tx;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use amq_protocol::protocol::basic::AMQPProperties;
-use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
-use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
-use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use weir_broker::{
-    Broker, BrokerError, Declared, Delivery, DestinationType, ExchangeOptions, ExchangeType,
-    NackOptions, PublishMessage, PublishOptions, QueuedPublish, ReceiveRequest, UseGuard,
-};
+use tokio_util::task::TaskTracker;
+use weir_broker::{Broker, UseGuard};
 
-use crate::arguments::{binding, check_consume_arguments, check_type_arguments, queue_options};
-use crate::channel::Tags;
-use crate::codes::{
-    self, ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, Exception, NOT_ALLOWED, NOT_FOUND,
-    NOT_IMPLEMENTED, PRECONDITION_FAILED,
-};
+use crate::channel::ChannelMachine;
+use crate::codes::{self, CHANNEL_ERROR, Exception, PRECONDITION_FAILED};
 use crate::config::AmqpConfig;
-use crate::connection::{Connection, Input, Publish as IncomingPublish, method_name};
-use crate::message::{from_delivery, to_send};
-use crate::registry::{ConsumerId, QueueFlags, Registry, locked};
+use crate::connection::{Connection, Input};
+use crate::registry::Registry;
+use consumer::requeue;
+use event::{Event, Publish};
 use outflow::{Credit, Output};
-
-/// One long poll of a consumer.
-const CONSUMER_WAIT_MS: u64 = 20_000;
-/// A consumer's guess of a delivery's size before it has seen any (bytes on the
-/// wire), which sizes its first request.
-const FIRST_SIZE_GUESS: usize = 4096;
-/// Most bytes (one message at least) a consumer takes in one long poll, which holds
-/// no credit: an idle consumer must not hold its connection's credit from the
-/// others, so what a long poll brings is charged once it arrives.
-const LONG_POLL_BYTES: usize = 64 * 1024;
-/// Bytes of framing a delivery costs besides its body and stored properties:
-/// frame headers and ends, `basic.deliver`'s fields, the content header.
-const DELIVERY_FRAMING: usize = 96;
-/// Most messages one consumer poll takes.
-const CONSUMER_BATCH: u32 = 256;
-/// Most publishes handed to the broker as one batch.
-const PUBLISH_BATCH: usize = 1_000;
-/// RabbitMQ's direct reply-to: a client consumes this pseudo-queue (no-ack) and
-/// publishes requests with it as `reply-to`; replies published to the default
-/// exchange with the rewritten name go straight to that consumer, with no queue
-/// (so, as in RabbitMQ, they are not durable).
-const REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
-/// Direct reply-to consumers of every connection, by the token in their reply
-/// address (`amq.rabbitmq.reply-to.<token>`).
-#[derive(Default)]
-pub(crate) struct Replies {
-    consumers: std::sync::Mutex<HashMap<String, ReplyConsumer>>,
-}
-
-#[derive(Clone)]
-struct ReplyConsumer {
-    events: mpsc::UnboundedSender<Event>,
-    /// Its connection's delivery credit: a reply takes its size there first.
-    credit: Arc<Credit>,
-    channel: u16,
-    consumer: String,
-}
-
-impl Replies {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReplyConsumer>> {
-        self.consumers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// What the helper tasks (and other sessions, for direct replies) tell the session.
-enum Event {
-    /// A direct reply for this session's reply-to consumer.
-    Reply {
-        channel: u16,
-        consumer: String,
-        routing_key: String,
-        properties: Box<AMQPProperties>,
-        body: Bytes,
-        /// The delivery credit it holds.
-        bytes: usize,
-    },
-    /// `generation` tells a channel from an earlier one with the same number: an
-    /// event of a channel that is gone is not applied to its successor.
-    Deliveries {
-        channel: u16,
-        generation: u64,
-        consumer: String,
-        queue: String,
-        messages: Vec<Delivery>,
-        /// The delivery credit they hold.
-        bytes: usize,
-    },
-    /// The consumer's queue went (deleted): the client is told with `basic.cancel`.
-    ConsumerGone {
-        channel: u16,
-        generation: u64,
-        consumer: String,
-    },
-    Published {
-        channel: u16,
-        generation: u64,
-        done: PublishDone,
-    },
-}
-
-/// Work for a channel's worker task, in the channel's order.
-enum Job {
-    Publish(Box<Publish>),
-    /// Ack (`requeue: None`) or nack these deliveries of `queue`.
-    Settle {
-        queue: Arc<str>,
-        receipts: Vec<String>,
-        requeue: Option<bool>,
-    },
-}
-
-impl Job {
-    /// Whether the channel's next synchronous method waits for this job: publishes
-    /// and nacks change what is in the queues; an ack only settles a delivery.
-    fn ordered(&self) -> bool {
-        !matches!(self, Job::Settle { requeue: None, .. })
-    }
-}
-
-/// One publish, assembled from its method, header and body frames.
-struct Publish {
-    exchange: String,
-    routing_key: String,
-    mandatory: bool,
-    properties: AMQPProperties,
-    body: Bytes,
-    /// Its confirm sequence number (0: not in confirm mode).
-    seq: u64,
-}
-
-/// What a batch of publishes came to.
-#[derive(Default)]
-struct PublishDone {
-    /// How many publishes the batch held.
-    count: usize,
-    /// Unroutable mandatory publishes, to return.
-    returns: Vec<Publish>,
-    /// Confirm sequence numbers settled well / refused.
-    acks: Vec<u64>,
-    nacks: Vec<u64>,
-    /// A channel exception (a publish to an exchange that does not exist).
-    error: Option<Exception>,
-}
+use publisher::Job;
+pub(crate) use replies::Replies;
 
 struct Consumer {
     queue: String,
@@ -193,8 +82,8 @@ struct Consumer {
     _use: Option<UseGuard>,
 }
 
-/// `channel.flow`: whether the channel's consumers may receive. A `Default`
-/// wrapper, so `Channel` stays `Default`.
+/// `channel.flow` as the channel's consumer tasks see it (the machine decides it).
+/// A `Default` wrapper, so `Channel` stays `Default`.
 struct Flow(watch::Sender<bool>);
 
 impl Default for Flow {
@@ -203,59 +92,22 @@ impl Default for Flow {
     }
 }
 
-/// When a consumer may poll: its channel's flow is on and, on a
-/// single-active-consumer queue, it is the active one.
-struct Gates {
-    flow: watch::Receiver<bool>,
-    active: watch::Receiver<bool>,
-}
-
-/// Why [`Gates::open`] returned.
-enum Gate {
-    Open,
-    /// The consumer was stopped.
-    Stopped,
-    /// It is no longer in the registry: its queue was deleted.
-    Gone,
-}
-
-impl Gates {
-    /// Waits until both are open.
-    async fn open(&mut self, stop: &CancellationToken) -> Gate {
-        loop {
-            if stop.is_cancelled() {
-                return Gate::Stopped;
-            }
-            if *self.flow.borrow_and_update() && *self.active.borrow_and_update() {
-                return Gate::Open;
-            }
-            tokio::select! {
-                () = stop.cancelled() => return Gate::Stopped,
-                changed = self.flow.changed() => if changed.is_err() { return Gate::Stopped },
-                changed = self.active.changed() => if changed.is_err() { return Gate::Gone },
-            }
-        }
-    }
-}
-
 /// A delivery waiting for its ack.
 struct Unacked {
     /// Shared by every delivery of a batch: no allocation per message.
     queue: Arc<str>,
     receipt: String,
-    consumer: Option<Arc<str>>,
     /// When it was handed out, for the consumer timeout.
     delivered_at: Instant,
 }
 
+/// What the session keeps of one open channel: its protocol state (the machine)
+/// and the shell around it (tasks, semaphores, names).
 #[derive(Default)]
 struct Channel {
-    confirm: bool,
-    next_seq: u64,
-    tx: bool,
-    /// Publishes and acks held until `tx.commit`.
-    tx_publishes: Vec<Publish>,
-    tx_acks: Vec<(u64, bool)>,
+    /// Delivery tags and unacked deliveries, confirms, the transaction, flow and
+    /// prefetch: the channel's protocol, as plain data.
+    state: ChannelMachine<Unacked, Publish>,
     /// The channel's worker: publishes and settlements, in order.
     publisher: Option<mpsc::Sender<Vec<Job>>>,
     /// Jobs read in this round, handed to the worker after it.
@@ -263,12 +115,9 @@ struct Channel {
     /// Ordered jobs (publishes, nacks) handed to the worker and not yet done.
     in_flight: usize,
     consumers: HashMap<String, Consumer>,
-    /// Prefetch for consumers started from now on (`basic.qos` global = false).
-    prefetch: u16,
-    /// Channel-wide prefetch (`global = true`), shared by its consumers.
+    /// Channel-wide prefetch (`global = true`), shared by its consumers; there
+    /// when the machine says so.
     shared_credit: Option<Arc<Semaphore>>,
-    /// Delivery tags and the deliveries waiting for their ack.
-    tags: Tags<Unacked>,
     /// For `basic.consume` / `queue.bind` with an empty queue name.
     last_queue: Option<String>,
     /// This channel's direct reply-to consumer: its token and consumer tag.
@@ -309,12 +158,33 @@ pub(crate) async fn run(
         id: registry.connection_id(),
         registry,
         stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
         replies,
     };
     session.serve().await;
     session.cleanup().await;
-    session.linger().await;
+    // The helpers are stopped (consumers) or finish what they hold (publishers,
+    // requeues); the session ends once they have, while its socket lingers.
+    let tasks = session.tasks.clone();
+    tasks.close();
+    let helpers = async {
+        if tokio::time::timeout(HELPERS_BOUND, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                %peer,
+                running = tasks.len(),
+                "an AMQP connection's helper tasks did not end in time; leaving them"
+            );
+        }
+    };
+    tokio::join!(session.linger(), helpers);
 }
+
+/// Longest a closed connection waits for its helper tasks (a publisher finishing
+/// a batch waits for the broker's fsync; consumers stop at once).
+const HELPERS_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a connection closed by the close handshake stays readable for frames
 /// its peer sent before it read `close-ok` (as long as a server close waits for
@@ -349,6 +219,10 @@ struct Session {
     id: u64,
     /// Stops the helper tasks.
     stop: CancellationToken,
+    /// Every task this connection spawns (consumers, channel workers and their
+    /// confirmers, requeues and no-ack settlements): none outlives the session
+    /// unnoticed, so the listener's shutdown waits for them too.
+    tasks: TaskTracker,
     /// Direct reply-to consumers of all connections.
     replies: Arc<Replies>,
     /// The broker's resource alarms: while one is raised, a connection that
@@ -383,7 +257,6 @@ impl Session {
     /// The connection's loop: input, events from the helper tasks, timers and the
     /// socket's room for output, until the connection is done or its peer stops
     /// taking what it is sent.
-    #[allow(clippy::too_many_lines)] // one select, read top to bottom
     async fn serve(&mut self) {
         let shutdown = self.config.shutdown.clone();
         let write_timeout = self.config.write_timeout;
@@ -522,7 +395,6 @@ impl Session {
                     self.channels.insert(
                         ch,
                         Channel {
-                            next_seq: 1,
                             generation: self.generations,
                             ..Channel::default()
                         },
@@ -584,8 +456,8 @@ impl Session {
             .channels
             .iter()
             .filter(|(_, c)| {
-                c.tags
-                    .oldest()
+                c.state
+                    .oldest_unacked()
                     .is_some_and(|u| now.saturating_duration_since(u.delivered_at) > timeout)
             })
             .map(|(ch, _)| *ch)
@@ -611,1147 +483,12 @@ impl Session {
         })
     }
 
-    #[allow(clippy::too_many_lines)] // one arm per method
-    async fn on_channel_method(&mut self, ch: u16, class: AMQPClass) -> Result<(), Exception> {
-        self.channel(ch)?;
-        // A channel's methods take effect in order: what it published before this
-        // method is in its queues before the method runs (a passive declare counts
-        // it, a get finds it). Publishes and acks themselves need not wait.
-        let ordered = !matches!(
-            class,
-            AMQPClass::Basic(
-                basic::AMQPMethod::Ack(_)
-                    | basic::AMQPMethod::Nack(_)
-                    | basic::AMQPMethod::Reject(_)
-            )
-        );
-        if ordered {
-            self.publishes_done(ch).await;
-            // One of those publishes may have closed the channel: this method is
-            // then ignored, as everything after a channel.close is.
-            if !self.conn.channel_usable(ch) {
-                return Ok(());
-            }
-        }
-        match class {
-            AMQPClass::Channel(channel::AMQPMethod::Flow(flow)) => {
-                // The client pauses (or resumes) deliveries to its consumers on this
-                // channel; what is already on its way is requeued.
-                self.channel(ch)?.flow.0.send_replace(flow.active);
-                self.conn.method(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
-                        active: flow.active,
-                    })),
-                );
-            }
-            AMQPClass::Exchange(m) => self.on_exchange(ch, m).await?,
-            AMQPClass::Queue(m) => self.on_queue(ch, m).await?,
-            AMQPClass::Basic(m) => self.on_basic(ch, m).await?,
-            AMQPClass::Confirm(confirm::AMQPMethod::Select(select)) => {
-                let c = self.channel(ch)?;
-                if c.tx {
-                    return Err(Exception::channel(
-                        PRECONDITION_FAILED,
-                        "a transactional channel cannot be put in confirm mode",
-                    ));
-                }
-                c.confirm = true;
-                if !select.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
-                    );
-                }
-            }
-            AMQPClass::Tx(m) => self.on_tx(ch, m).await?,
-            other => return Err(server_only(&other)),
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_lines)] // one arm per method
-    async fn on_exchange(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), Exception> {
-        match m {
-            exchange::AMQPMethod::Declare(d) => {
-                let name = d.exchange.as_str();
-                if d.passive {
-                    self.broker.exchange(name).map_err(Exception::from)?;
-                } else {
-                    if name.is_empty()
-                        || (name.starts_with("amq.") && !weir_broker::routing::is_built_in(name))
-                    {
-                        return Err(Exception::channel(
-                            ACCESS_REFUSED,
-                            format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
-                        ));
-                    }
-                    let kind = match d.kind.as_str() {
-                        "direct" => ExchangeType::Direct,
-                        "topic" => ExchangeType::Topic,
-                        "fanout" => ExchangeType::Fanout,
-                        "headers" => ExchangeType::Headers,
-                        other => {
-                            return Err(Exception::connection(
-                                COMMAND_INVALID,
-                                format!("unknown exchange type '{other}'"),
-                            ));
-                        }
-                    };
-                    let alternate =
-                        d.arguments
-                            .inner()
-                            .get("alternate-exchange")
-                            .and_then(|v| match v {
-                                AMQPValue::LongString(s) => {
-                                    std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned)
-                                }
-                                AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-                                _ => None,
-                            });
-                    let options = ExchangeOptions {
-                        kind,
-                        durable: d.durable,
-                        auto_delete: d.auto_delete,
-                        alternate_exchange: alternate,
-                        internal: d.internal,
-                    };
-                    self.broker
-                        .declare_exchange(name, options)
-                        .await
-                        .map_err(Exception::from)?;
-                }
-                if !d.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
-                            exchange::DeclareOk {},
-                        )),
-                    );
-                }
-            }
-            exchange::AMQPMethod::Delete(d) => {
-                missing_is_fine(
-                    self.broker
-                        .delete_exchange(d.exchange.as_str(), d.if_unused)
-                        .await,
-                )?;
-                if !d.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-                    );
-                }
-            }
-            exchange::AMQPMethod::Bind(b) => {
-                let binding = binding(
-                    b.source.as_str(),
-                    b.destination.as_str(),
-                    DestinationType::Exchange,
-                    &b.routing_key,
-                    &b.arguments,
-                );
-                self.broker.bind(binding).await.map_err(Exception::from)?;
-                if !b.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-                    );
-                }
-            }
-            exchange::AMQPMethod::Unbind(b) => {
-                let binding = binding(
-                    b.source.as_str(),
-                    b.destination.as_str(),
-                    DestinationType::Exchange,
-                    &b.routing_key,
-                    &b.arguments,
-                );
-                missing_is_fine(self.broker.unbind(&binding).await)?;
-                if !b.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-                    );
-                }
-            }
-            other => return Err(server_only(&AMQPClass::Exchange(other))),
-        }
-        Ok(())
-    }
-
-    /// The queue a method names, or the channel's last declared one for "".
-    fn queue_name(&mut self, ch: u16, name: &ShortString) -> Result<String, Exception> {
-        if !name.as_str().is_empty() {
-            return Ok(name.as_str().to_owned());
-        }
-        self.channel(ch)?.last_queue.clone().ok_or_else(|| {
-            Exception::channel(
-                NOT_FOUND,
-                "no queue was declared on this channel (queue name is empty)",
-            )
-        })
-    }
-
-    /// The binding a `queue.bind` or `queue.unbind` names, once the queue (the
-    /// channel's last one when unnamed) is this connection's to use.
-    fn queue_binding(
-        &mut self,
-        ch: u16,
-        queue: &ShortString,
-        exchange: &ShortString,
-        routing_key: &ShortString,
-        arguments: &FieldTable,
-    ) -> Result<weir_broker::Binding, Exception> {
-        let queue = self.queue_name(ch, queue)?;
-        self.registry.check_access(&queue, self.id)?;
-        Ok(binding(
-            exchange.as_str(),
-            &queue,
-            DestinationType::Queue,
-            routing_key,
-            arguments,
-        ))
-    }
-
-    #[allow(clippy::too_many_lines)] // one arm per method
-    async fn on_queue(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), Exception> {
-        match m {
-            queue::AMQPMethod::Declare(d) => {
-                let mut name = d.queue.as_str().to_owned();
-                if d.passive {
-                    name = self.queue_name(ch, &d.queue)?;
-                    self.registry.check_access(&name, self.id)?;
-                } else {
-                    if name.starts_with("amq.") {
-                        return Err(Exception::channel(
-                            ACCESS_REFUSED,
-                            format!("queue name '{name}' contains reserved prefix 'amq.*'"),
-                        ));
-                    }
-                    if name.is_empty() {
-                        name = format!("amq.gen-{}", random_suffix());
-                    }
-                    check_type_arguments(&name, &d.arguments)?;
-                    let mut options = queue_options(&d.arguments)?;
-                    // Stored with the queue: the broker deletes exclusive queues at
-                    // its next start, and auto-delete holds across restarts.
-                    options.exclusive = d.exclusive;
-                    options.auto_delete = d.auto_delete;
-                    options.transient = !d.durable;
-                    // Access is checked after: a queue that is new here (an owner's
-                    // queue deleted over HTTP, say) is nobody else's.
-                    let declared = match self.broker.declare(&name, options).await {
-                        Ok(declared) => declared,
-                        Err(e @ BrokerError::Conflict { .. }) => {
-                            // As RabbitMQ (`assert_equivalence`): exclusive access
-                            // first (405), then the other properties (406).
-                            self.registry.check_access(&name, self.id)?;
-                            if let Ok(info) = self.broker.info(&name).await
-                                && info.options.exclusive != d.exclusive
-                            {
-                                return Err(locked(&name));
-                            }
-                            return Err(e.into());
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    self.registry.declared(
-                        &name,
-                        self.id,
-                        declared == Declared::Existed,
-                        d.exclusive,
-                    )?;
-                }
-                let info = self.broker.info(&name).await.map_err(Exception::from)?;
-                self.channel(ch)?.last_queue = Some(name.clone());
-                // AMQP consumers, or waiting HTTP long polls if more.
-                let consumers = info
-                    .stats
-                    .consumers
-                    .max(self.registry.consumer_count(&name) as u64);
-                if !d.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
-                            queue: ShortString::from(name),
-                            message_count: u32::try_from(info.stats.ready).unwrap_or(u32::MAX),
-                            consumer_count: u32::try_from(consumers).unwrap_or(u32::MAX),
-                        })),
-                    );
-                }
-            }
-            queue::AMQPMethod::Bind(b) => {
-                let binding =
-                    self.queue_binding(ch, &b.queue, &b.exchange, &b.routing_key, &b.arguments)?;
-                if binding.source.is_empty() {
-                    return Err(Exception::channel(
-                        ACCESS_REFUSED,
-                        "operation not permitted on the default exchange",
-                    ));
-                }
-                self.broker.bind(binding).await.map_err(Exception::from)?;
-                if !b.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
-                    );
-                }
-            }
-            queue::AMQPMethod::Unbind(b) => {
-                let binding =
-                    self.queue_binding(ch, &b.queue, &b.exchange, &b.routing_key, &b.arguments)?;
-                // As RabbitMQ 3.x: unbinding what is not there (the binding, its
-                // queue, or its exchange, which may have gone auto-deleting with
-                // another binding) is fine.
-                missing_is_fine(self.broker.unbind(&binding).await)?;
-                self.conn.method(
-                    ch,
-                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
-                );
-            }
-            queue::AMQPMethod::Purge(p) => {
-                let queue = self.queue_name(ch, &p.queue)?;
-                self.registry.check_access(&queue, self.id)?;
-                let count = self.broker.purge(&queue).await.map_err(Exception::from)?;
-                if !p.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
-                            message_count: u32::try_from(count).unwrap_or(u32::MAX),
-                        })),
-                    );
-                }
-            }
-            queue::AMQPMethod::Delete(d) => {
-                let queue = self.queue_name(ch, &d.queue)?;
-                self.registry.check_access(&queue, self.id)?;
-                let count = match self.broker.info(&queue).await {
-                    Ok(info) => {
-                        if d.if_empty && info.stats.ready + info.stats.delayed > 0 {
-                            return Err(Exception::channel(
-                                PRECONDITION_FAILED,
-                                format!("queue '{queue}' is not empty"),
-                            ));
-                        }
-                        if d.if_unused
-                            && (info.stats.consumers > 0
-                                || self.registry.consumer_count(&queue) > 0)
-                        {
-                            return Err(Exception::channel(
-                                PRECONDITION_FAILED,
-                                format!("queue '{queue}' in use"),
-                            ));
-                        }
-                        missing_is_fine(self.broker.delete(&queue).await)?;
-                        info.stats.ready
-                    }
-                    // Deleting what is not there is fine (RabbitMQ 3.x).
-                    Err(BrokerError::NotFound { .. }) => 0,
-                    Err(e) => return Err(e.into()),
-                };
-                self.registry.forget_queue(&queue);
-                if !d.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
-                            message_count: u32::try_from(count).unwrap_or(u32::MAX),
-                        })),
-                    );
-                }
-            }
-            other => return Err(server_only(&AMQPClass::Queue(other))),
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_lines)] // one arm per method
-    async fn on_basic(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<(), Exception> {
-        match m {
-            basic::AMQPMethod::Qos(q) => {
-                let c = self.channel(ch)?;
-                if q.global {
-                    c.shared_credit = (q.prefetch_count > 0)
-                        .then(|| Arc::new(Semaphore::new(usize::from(q.prefetch_count))));
-                } else {
-                    c.prefetch = q.prefetch_count;
-                }
-                self.conn.method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
-                );
-            }
-            basic::AMQPMethod::Consume(c) => self.consume(ch, c).await?,
-            basic::AMQPMethod::Cancel(cancel) => {
-                let tag = cancel.consumer_tag.as_str().to_owned();
-                let c = self.channel(ch)?;
-                if c.reply_to.as_ref().is_some_and(|(_, t)| *t == tag)
-                    && let Some((token, _)) = c.reply_to.take()
-                {
-                    self.replies.lock().remove(&token);
-                }
-                if let Some(consumer) = self.channel(ch)?.consumers.remove(&tag) {
-                    self.end_consumer(ch, tag, consumer).await;
-                }
-                if !cancel.nowait {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                            consumer_tag: cancel.consumer_tag,
-                        })),
-                    );
-                }
-            }
-            basic::AMQPMethod::Get(g) => {
-                let queue = self.queue_name(ch, &g.queue)?;
-                self.registry.check_access(&queue, self.id)?;
-                let got = self
-                    .broker
-                    .receive(
-                        &queue,
-                        ReceiveRequest {
-                            max: 1,
-                            wait_ms: 0,
-                            visibility_timeout_ms: Some(self.config.lease_ms()),
-                        },
-                    )
-                    .await
-                    .map_err(Exception::from)?;
-                let Some(d) = got.into_iter().next() else {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
-                    );
-                    return Ok(());
-                };
-                let remaining = self.broker.info(&queue).await.map_or(0, |i| i.stats.ready);
-                let tag = self.track(ch, &Arc::from(queue.as_str()), &d, None, g.no_ack)?;
-                let (exchange, routing_key, properties) = from_delivery(&d, &queue);
-                self.conn.method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
-                        delivery_tag: tag,
-                        redelivered: d.delivery_count > 1,
-                        exchange: exchange.into(),
-                        routing_key: routing_key.into(),
-                        message_count: u32::try_from(remaining).unwrap_or(u32::MAX),
-                    })),
-                );
-                self.output.answering(wire_size(&d));
-                self.conn.content(ch, properties, &d.body);
-                if g.no_ack {
-                    self.settle_now(&queue, vec![d.receipt.clone().unwrap_or_default()]);
-                }
-            }
-            basic::AMQPMethod::Ack(a) => {
-                if self.channel(ch)?.tx {
-                    self.channel(ch)?.tx_acks.push((a.delivery_tag, a.multiple));
-                    return Ok(());
-                }
-                let taken = self.take_tags(ch, a.delivery_tag, a.multiple)?;
-                tracing::trace!(
-                    channel = ch,
-                    tag = a.delivery_tag,
-                    taken = taken.len(),
-                    "basic.ack"
-                );
-                self.settle(ch, taken, None);
-            }
-            basic::AMQPMethod::Nack(n) => {
-                let taken = self.take_tags(ch, n.delivery_tag, n.multiple)?;
-                self.settle(ch, taken, Some(n.requeue));
-            }
-            basic::AMQPMethod::Reject(r) => {
-                let taken = self.take_tags(ch, r.delivery_tag, false)?;
-                self.settle(ch, taken, Some(r.requeue));
-            }
-            basic::AMQPMethod::Recover(r) => {
-                self.recover(ch, r.requeue)?;
-                self.conn.method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
-                );
-            }
-            basic::AMQPMethod::RecoverAsync(r) => self.recover(ch, r.requeue)?,
-            other => return Err(server_only(&AMQPClass::Basic(other))),
-        }
-        Ok(())
-    }
-
-    fn recover(&mut self, ch: u16, requeue: bool) -> Result<(), Exception> {
-        if !requeue {
-            return Err(Exception::channel(
-                NOT_IMPLEMENTED,
-                "basic.recover with requeue=false is not supported",
-            ));
-        }
-        let c = self.channel(ch)?;
-        let all = c.tags.take_all();
-        let taken = self.release_credit(ch, all);
-        self.settle(ch, taken, Some(true));
-        Ok(())
-    }
-
-    async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<(), Exception> {
-        if c.queue.as_str() == REPLY_TO {
-            return self.consume_replies(ch, &c);
-        }
-        // As RabbitMQ: the tag and the channel's room are checked before the queue.
-        let tag = consumer_tag(&c.consumer_tag);
-        self.consumer_room(ch, &tag)?;
-        let queue = self.queue_name(ch, &c.queue)?;
-        self.registry.check_access(&queue, self.id)?;
-        // The queue must exist now (404 otherwise).
-        let info = self.broker.info(&queue).await.map_err(Exception::from)?;
-        check_consume_arguments(&queue, &c.arguments)?;
-        let stop = self.stop.child_token();
-        let channel = self.channel(ch)?;
-        let flow = channel.flow.0.subscribe();
-        let credit = (!c.no_ack && channel.prefetch > 0)
-            .then(|| Arc::new(Semaphore::new(usize::from(channel.prefetch))));
-        let shared = if c.no_ack {
-            None
-        } else {
-            channel.shared_credit.clone()
-        };
-        let active = self.registry.add_consumer(
-            &queue,
-            &ConsumerId {
-                connection: self.id,
-                channel: ch,
-                tag: tag.clone(),
-            },
-            c.exclusive,
-            QueueFlags {
-                single_active: info.options.single_active_consumer,
-                auto_delete: info.options.auto_delete,
-            },
-        )?;
-        let hold = self.broker.hold(&queue).ok();
-        self.channel(ch)?.consumers.insert(
-            tag.clone(),
-            Consumer {
-                queue: queue.clone(),
-                no_ack: c.no_ack,
-                credit: credit.clone(),
-                stop: stop.clone(),
-                _use: hold,
-            },
-        );
-        if !c.nowait {
-            self.conn.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                    consumer_tag: ShortString::from(tag.clone()),
-                })),
-            );
-        }
-        tokio::spawn(consume_loop(ConsumerTask {
-            broker: self.broker.clone(),
-            queue,
-            channel: ch,
-            generation: self.channel(ch)?.generation,
-            consumer: tag,
-            credit,
-            shared,
-            bytes: self.credit.clone(),
-            stop,
-            gates: Gates { flow, active },
-            events: self.events_tx.clone(),
-            lease_ms: self.config.lease_ms(),
-        }));
-        Ok(())
-    }
-
-    /// Refuses a consumer tag in use on channel `ch`, and a consumer over
-    /// `[amqp] max_consumers_per_channel`: both with 530 `NOT_ALLOWED`, a connection
-    /// exception, as RabbitMQ 3.12+ does (`consumer_max_per_channel`,
-    /// `rabbit_channel.erl`). The direct reply-to consumer is not counted, as there.
-    fn consumer_room(&mut self, ch: u16, tag: &str) -> Result<(), Exception> {
-        let max = self.config.max_consumers_per_channel;
-        let channel = self.channel(ch)?;
-        if channel.consumers.contains_key(tag) {
-            return Err(Exception::connection(
-                NOT_ALLOWED,
-                format!("consumer tag '{tag}' is in use on channel {ch}"),
-            ));
-        }
-        if channel.consumers.len() >= max {
-            return Err(Exception::connection(
-                NOT_ALLOWED,
-                format!("reached maximum ({max}) of consumers per channel"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// A direct reply-to consumer: registered under a fresh token, no queue.
-    fn consume_replies(&mut self, ch: u16, c: &basic::Consume) -> Result<(), Exception> {
-        if !c.no_ack {
-            return Err(Exception::channel(
-                PRECONDITION_FAILED,
-                "reply consumer cannot acknowledge (consume amq.rabbitmq.reply-to with no-ack)",
-            ));
-        }
-        let tag = consumer_tag(&c.consumer_tag);
-        self.consumer_room(ch, &tag)?;
-        let events = self.events_tx.clone();
-        let credit = self.credit.clone();
-        let channel = self.channel(ch)?;
-        if channel.reply_to.is_some() {
-            return Err(Exception::channel(
-                PRECONDITION_FAILED,
-                "this channel already has a reply consumer",
-            ));
-        }
-        let token = format!("{}{}", random_suffix(), random_suffix());
-        channel.reply_to = Some((token.clone(), tag.clone()));
-        self.replies.lock().insert(
-            token,
-            ReplyConsumer {
-                events,
-                credit,
-                channel: ch,
-                consumer: tag.clone(),
-            },
-        );
-        if !c.nowait {
-            self.conn.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                    consumer_tag: ShortString::from(tag),
-                })),
-            );
-        }
-        Ok(())
-    }
-
-    /// Gives a delivery its tag and remembers it until acked (unless `no_ack`).
-    fn track(
-        &mut self,
-        ch: u16,
-        queue: &Arc<str>,
-        d: &Delivery,
-        consumer: Option<&Arc<str>>,
-        no_ack: bool,
-    ) -> Result<u64, Exception> {
-        let pending = (!no_ack).then(|| Unacked {
-            queue: queue.clone(),
-            receipt: d.receipt.clone().unwrap_or_default(),
-            consumer: consumer.cloned(),
-            delivered_at: Instant::now(),
-        });
-        Ok(self.channel(ch)?.tags.track(pending))
-    }
-
-    /// Removes the deliveries `tag` names (see [`Tags::take`]) and gives their
-    /// consumers their credit back.
-    fn take_tags(
-        &mut self,
-        ch: u16,
-        tag: u64,
-        multiple: bool,
-    ) -> Result<Vec<(u64, Unacked)>, Exception> {
-        let taken = self.channel(ch)?.tags.take(tag, multiple)?;
-        Ok(self.release_credit(ch, taken))
-    }
-
-    fn release_credit(&mut self, ch: u16, taken: Vec<(u64, Unacked)>) -> Vec<(u64, Unacked)> {
-        if let Some(c) = self.channels.get(&ch) {
-            for (_, u) in &taken {
-                if let Some(consumer) = u.consumer.as_deref().and_then(|t| c.consumers.get(t))
-                    && let Some(credit) = &consumer.credit
-                {
-                    credit.add_permits(1);
-                }
-                if u.consumer.is_some()
-                    && let Some(shared) = &c.shared_credit
-                {
-                    shared.add_permits(1);
-                }
-            }
-        }
-        taken
-    }
-
-    /// Acks (`requeue: None`) or nacks deliveries through the channel's worker, so
-    /// they take effect before the channel's next ordered method.
-    fn settle(&mut self, ch: u16, taken: Vec<(u64, Unacked)>, requeue: Option<bool>) {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return;
-        };
-        for (queue, receipts) in by_queue(taken) {
-            c.pending.push(Job::Settle {
-                queue,
-                receipts,
-                requeue,
-            });
-        }
-    }
-
-    fn settle_now(&self, queue: &str, receipts: Vec<String>) {
-        let broker = self.broker.clone();
-        let queue = queue.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = broker.ack_unsynced(&queue, receipts).await {
-                tracing::debug!(%queue, error = %e, "an AMQP ack failed");
-            }
-        });
-    }
-
-    /// Requeues deliveries now (a channel or connection going away).
-    async fn requeue_now(&self, taken: Vec<(u64, Unacked)>) {
-        for (queue, receipts) in by_queue(taken) {
-            let options = NackOptions {
-                requeue: true,
-                delay_ms: Some(0),
-            };
-            if let Err(e) = self.broker.nack(&queue, receipts, options).await {
-                tracing::debug!(%queue, error = %e, "requeueing unacked AMQP deliveries failed");
-            }
-        }
-    }
-
-    async fn on_tx(&mut self, ch: u16, m: tx::AMQPMethod) -> Result<(), Exception> {
-        match m {
-            tx::AMQPMethod::Select(_) => {
-                let c = self.channel(ch)?;
-                if c.confirm {
-                    return Err(Exception::channel(
-                        PRECONDITION_FAILED,
-                        "a channel in confirm mode cannot be made transactional",
-                    ));
-                }
-                c.tx = true;
-                self.conn
-                    .method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
-            }
-            tx::AMQPMethod::Commit(_) => {
-                let c = self.channel(ch)?;
-                if !c.tx {
-                    return Err(Exception::channel(
-                        PRECONDITION_FAILED,
-                        "channel is not transactional",
-                    ));
-                }
-                let publishes = std::mem::take(&mut c.tx_publishes);
-                let acks = std::mem::take(&mut c.tx_acks);
-                // Everything published in the transaction is durable before
-                // commit-ok; then its acks.
-                let done = queue_publishes(&self.broker, publishes)
-                    .await
-                    .outcomes()
-                    .await;
-                if let Some(e) = done.error {
-                    return Err(e);
-                }
-                self.send_returns(ch, done.returns);
-                for (tag, multiple) in acks {
-                    let taken = self.take_tags(ch, tag, multiple)?;
-                    for (queue, receipts) in by_queue(taken) {
-                        self.broker
-                            .ack(&queue, receipts)
-                            .await
-                            .map_err(Exception::from)?;
-                    }
-                }
-                self.conn
-                    .method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
-            }
-            tx::AMQPMethod::Rollback(_) => {
-                let c = self.channel(ch)?;
-                if !c.tx {
-                    return Err(Exception::channel(
-                        PRECONDITION_FAILED,
-                        "channel is not transactional",
-                    ));
-                }
-                c.tx_publishes.clear();
-                c.tx_acks.clear();
-                self.conn.method(
-                    ch,
-                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
-                );
-            }
-            other => return Err(server_only(&AMQPClass::Tx(other))),
-        }
-        Ok(())
-    }
-
-    /// A whole publish: give it its sequence number and queue it.
-    fn on_publish(&mut self, ch: u16, incoming: IncomingPublish) -> Result<(), Exception> {
-        let c = self.channel(ch)?;
-        let body = incoming.body;
-        let seq = if c.confirm {
-            let seq = c.next_seq;
-            c.next_seq += 1;
-            seq
-        } else {
-            0
-        };
-        let mut properties = incoming.properties;
-        if properties.reply_to().as_ref().map(ShortString::as_str) == Some(REPLY_TO) {
-            let Some((token, _)) = &c.reply_to else {
-                return Err(Exception::channel(
-                    PRECONDITION_FAILED,
-                    "fast reply consumer does not exist (consume amq.rabbitmq.reply-to first, on this channel)",
-                ));
-            };
-            properties = properties.with_reply_to(ShortString::from(format!("{REPLY_TO}.{token}")));
-        }
-        let publish = Publish {
-            exchange: incoming.method.exchange.as_str().to_owned(),
-            routing_key: incoming.method.routing_key.as_str().to_owned(),
-            mandatory: incoming.method.mandatory,
-            properties,
-            body,
-            seq,
-        };
-        if publish.exchange.is_empty()
-            && let Some(token) = publish
-                .routing_key
-                .strip_prefix(REPLY_TO)
-                .and_then(|rest| rest.strip_prefix('.'))
-        {
-            let token = token.to_owned();
-            self.direct_reply(ch, &token, publish);
-            return Ok(());
-        }
-        let c = self.channel(ch)?;
-        if c.tx {
-            c.tx_publishes.push(publish);
-        } else {
-            c.pending.push(Job::Publish(Box::new(publish)));
-        }
-        Ok(())
-    }
-
-    /// A reply to a direct reply-to address: straight to its consumer, confirmed at
-    /// once; returned (if mandatory) when that consumer is gone.
-    fn direct_reply(&mut self, ch: u16, token: &str, publish: Publish) {
-        let target = self.replies.lock().get(token).cloned();
-        // A reply takes its size of the requester's credit; when the requester does
-        // not read its replies it gets no more of them (as a reply whose consumer
-        // is gone, it is dropped, or returned if mandatory).
-        let bytes = publish.body.len() + DELIVERY_FRAMING;
-        let delivered = target.is_some_and(|t| {
-            t.credit.try_take(bytes)
-                && t.events
-                    .send(Event::Reply {
-                        channel: t.channel,
-                        consumer: t.consumer,
-                        routing_key: publish.routing_key.clone(),
-                        properties: Box::new(publish.properties.clone()),
-                        body: publish.body.clone(),
-                        bytes,
-                    })
-                    .is_ok()
-        });
-        let seq = publish.seq;
-        if !delivered && publish.mandatory {
-            self.send_returns(ch, vec![publish]);
-        }
-        if seq != 0 {
-            self.conn.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                    delivery_tag: seq,
-                    multiple: false,
-                })),
-            );
-        }
-    }
-
-    /// Hands each channel's publishes of this round to its publisher (starting it on
-    /// first use). Waits when a publisher is behind: the client is not read from
-    /// meanwhile, which is the backpressure.
-    async fn hand_over_publishes(&mut self) {
-        let ids: Vec<u16> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| !c.pending.is_empty())
-            .map(|(id, _)| *id)
-            .collect();
-        for ch in ids {
-            self.hand_over(ch).await;
-        }
-    }
-
-    /// Hands channel `ch`'s pending publishes to its publisher.
-    async fn hand_over(&mut self, ch: u16) {
-        let Some(c) = self.channels.get_mut(&ch).filter(|c| !c.pending.is_empty()) else {
-            return;
-        };
-        let jobs = std::mem::take(&mut c.pending);
-        c.in_flight += jobs.iter().filter(|j| j.ordered()).count();
-        let sender = c.publisher.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(16);
-            tokio::spawn(channel_worker(
-                self.broker.clone(),
-                (ch, c.generation),
-                rx,
-                self.events_tx.clone(),
-            ));
-            tx
-        });
-        let _ = sender.send(jobs).await;
-    }
-
-    /// Waits until everything channel `ch` published so far is done (handling other
-    /// events meanwhile).
-    async fn publishes_done(&mut self, ch: u16) {
-        self.hand_over(ch).await;
-        while self.channels.get(&ch).is_some_and(|c| c.in_flight > 0) {
-            let Some(event) = self.events_rx.recv().await else {
-                return;
-            };
-            Box::pin(self.on_event(event)).await;
-        }
-    }
-
-    async fn on_event(&mut self, event: Event) {
-        match event {
-            Event::Deliveries {
-                channel: ch,
-                generation,
-                consumer,
-                queue,
-                messages,
-                bytes,
-            } => self.on_deliveries(ch, generation, consumer, queue, messages, bytes),
-            Event::Reply {
-                channel: ch,
-                consumer,
-                routing_key,
-                properties,
-                body,
-                bytes,
-            } => self.on_reply(ch, consumer, routing_key, *properties, &body, bytes),
-            Event::ConsumerGone {
-                channel: ch,
-                generation,
-                consumer,
-            } => {
-                let gone = self
-                    .channels
-                    .get_mut(&ch)
-                    .filter(|c| c.generation == generation)
-                    .and_then(|c| c.consumers.remove(&consumer));
-                let Some(gone) = gone else { return };
-                self.end_consumer(ch, consumer.clone(), gone).await;
-                if self.conn.channel_usable(ch) {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                            consumer_tag: ShortString::from(consumer),
-                            nowait: true,
-                        })),
-                    );
-                }
-            }
-            Event::Published {
-                channel: ch,
-                generation,
-                done,
-            } => {
-                // A channel closed and reopened under the same number gets none of
-                // its predecessor's confirms.
-                let Some(c) = self
-                    .channels
-                    .get_mut(&ch)
-                    .filter(|c| c.generation == generation)
-                else {
-                    return;
-                };
-                c.in_flight = c.in_flight.saturating_sub(done.count);
-                if done.error.is_some() {
-                    // The publisher stopped: what it had queued goes with the channel.
-                    c.in_flight = 0;
-                }
-                if !self.conn.channel_usable(ch) {
-                    return;
-                }
-                self.send_returns(ch, done.returns);
-                let acks = done.acks;
-                if let Some(&last) = acks.last() {
-                    // Batches settle in order and a batch all at once: one ack covers
-                    // everything up to its last when nothing in it was refused.
-                    let contiguous = acks.windows(2).all(|w| w[1] == w[0] + 1);
-                    if contiguous && done.nacks.is_empty() {
-                        self.conn.method(
-                            ch,
-                            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                                delivery_tag: last,
-                                multiple: true,
-                            })),
-                        );
-                    } else {
-                        for tag in acks {
-                            self.conn.method(
-                                ch,
-                                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                                    delivery_tag: tag,
-                                    multiple: false,
-                                })),
-                            );
-                        }
-                    }
-                }
-                for tag in done.nacks {
-                    self.conn.method(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-                            delivery_tag: tag,
-                            multiple: false,
-                            requeue: false,
-                        })),
-                    );
-                }
-                if let Some(e) = done.error {
-                    self.fail(ch, e.during(60, 40)).await;
-                }
-            }
-        }
-    }
-
-    /// Writes a consumer's deliveries (tags in order), or requeues them if the
-    /// consumer or its channel went meanwhile.
-    #[allow(clippy::needless_pass_by_value)] // the event's parts, taken apart
-    fn on_deliveries(
-        &mut self,
-        ch: u16,
-        generation: u64,
-        consumer: String,
-        queue: String,
-        messages: Vec<Delivery>,
-        bytes: usize,
-    ) {
-        let channel = self
-            .channels
-            .get(&ch)
-            .filter(|c| c.generation == generation);
-        let found = channel.and_then(|c| c.consumers.get(&consumer).map(|k| (c, k)));
-        let live = found
-            .filter(|(c, _)| self.conn.channel_usable(ch) && *c.flow.0.borrow())
-            .map(|(_, k)| k.no_ack);
-        let Some(no_ack) = live else {
-            // Its channel or consumer went meanwhile, or flow was turned off: back
-            // to the queue, and a consumer still there gets its credit back.
-            if let Some((c, k)) = found {
-                for sem in [&k.credit, &c.shared_credit].into_iter().flatten() {
-                    if !k.no_ack {
-                        sem.add_permits(messages.len());
-                    }
-                }
-            }
-            self.credit.release(bytes);
-            let broker = self.broker.clone();
-            tokio::spawn(async move { requeue(&broker, &queue, &messages).await });
-            return;
-        };
-        // Held until the socket takes these bytes.
-        self.output.hold(bytes);
-        let mut auto = Vec::new();
-        let (queue_ref, consumer_ref): (Arc<str>, Arc<str>) =
-            (queue.as_str().into(), consumer.as_str().into());
-        for d in &messages {
-            let Ok(tag) = self.track(ch, &queue_ref, d, Some(&consumer_ref), no_ack) else {
-                return;
-            };
-            let (exchange, routing_key, properties) = from_delivery(d, &queue);
-            self.conn.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                    consumer_tag: ShortString::from(consumer.clone()),
-                    delivery_tag: tag,
-                    redelivered: d.delivery_count > 1,
-                    exchange: exchange.into(),
-                    routing_key: routing_key.into(),
-                })),
-            );
-            self.conn.content(ch, properties, &d.body);
-            if no_ack {
-                auto.extend(d.receipt.clone());
-            }
-        }
-        if !auto.is_empty() {
-            self.settle_now(&queue, auto);
-        }
-    }
-
-    /// A direct reply, holding `bytes` of credit, for this session's reply-to
-    /// consumer on channel `ch` (dropped if that consumer went).
-    fn on_reply(
-        &mut self,
-        ch: u16,
-        consumer: String,
-        routing_key: String,
-        properties: AMQPProperties,
-        body: &Bytes,
-        bytes: usize,
-    ) {
-        if self.write_reply(ch, consumer, routing_key, properties, body) {
-            self.output.hold(bytes);
-        } else {
-            self.credit.release(bytes);
-        }
-    }
-
-    /// Writes a direct reply; whether its consumer was still there.
-    fn write_reply(
-        &mut self,
-        ch: u16,
-        consumer: String,
-        routing_key: String,
-        properties: AMQPProperties,
-        body: &Bytes,
-    ) -> bool {
-        if !self.conn.channel_usable(ch) {
-            return false;
-        }
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return false;
-        };
-        if c.reply_to.as_ref().is_none_or(|(_, t)| *t != consumer) {
-            return false;
-        }
-        let tag = c.tags.track(None);
-        self.conn.method(
-            ch,
-            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                consumer_tag: ShortString::from(consumer),
-                delivery_tag: tag,
-                redelivered: false,
-                exchange: ShortString::from(""),
-                routing_key: ShortString::from(routing_key),
-            })),
-        );
-        self.conn.content(ch, properties, body);
-        true
-    }
-
-    fn send_returns(&mut self, ch: u16, returns: Vec<Publish>) {
-        for r in returns {
-            self.output.answering(r.body.len() + DELIVERY_FRAMING);
-            self.conn.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                    reply_code: codes::NO_ROUTE,
-                    reply_text: "NO_ROUTE".into(),
-                    exchange: r.exchange.into(),
-                    routing_key: r.routing_key.into(),
-                })),
-            );
-            self.conn.content(ch, r.properties, &r.body);
-        }
-    }
-
     /// Stops a channel's consumers and requeues what it has not acked.
     async fn release_channel(&mut self, ch: u16) {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        let unacked = c.tags.take_all();
+        let unacked = c.state.close();
         let consumers: Vec<(String, Consumer)> = c.consumers.drain().collect();
         if let Some((token, _)) = c.reply_to.take() {
             self.replies.lock().remove(&token);
@@ -1760,7 +497,6 @@ impl Session {
             return;
         };
         c.pending.clear();
-        c.tx_publishes.clear();
         // Its publisher finishes what it has and stops; nobody waits for it.
         c.publisher = None;
         c.in_flight = 0;
@@ -1778,25 +514,6 @@ impl Session {
     async fn drop_channel(&mut self, ch: u16) {
         self.release_channel(ch).await;
         self.channels.remove(&ch);
-    }
-
-    /// A consumer is over: stops it and takes it out of the registry, which hands
-    /// a single-active-consumer queue to the next consumer, and deletes an
-    /// auto-delete queue whose last consumer this was.
-    async fn end_consumer(&mut self, ch: u16, tag: String, consumer: Consumer) {
-        consumer.stop.cancel();
-        let id = ConsumerId {
-            connection: self.id,
-            channel: ch,
-            tag,
-        };
-        if self.registry.remove_consumer(&consumer.queue, &id) {
-            tracing::debug!(queue = %consumer.queue, "auto-delete queue lost its last consumer; deleting it");
-            if let Err(e) = self.broker.delete(&consumer.queue).await {
-                tracing::debug!(queue = %consumer.queue, error = %e, "deleting an auto-delete queue failed");
-            }
-            self.registry.forget_queue(&consumer.queue);
-        }
     }
 
     /// The connection is over: requeue, stop the helpers, delete exclusive queues.
@@ -1824,532 +541,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Groups deliveries' receipts by queue.
-fn by_queue(taken: Vec<(u64, Unacked)>) -> BTreeMap<Arc<str>, Vec<String>> {
-    let mut out: BTreeMap<Arc<str>, Vec<String>> = BTreeMap::new();
-    for (_, u) in taken {
-        if !u.receipt.is_empty() {
-            out.entry(u.queue).or_default().push(u.receipt);
-        }
-    }
-    out
-}
-
-/// What a consumer task needs.
-struct ConsumerTask {
-    broker: Broker,
-    queue: String,
-    channel: u16,
-    /// The channel's generation (events of an older channel with the same number are
-    /// dropped).
-    generation: u64,
-    consumer: String,
-    /// Its own prefetch credit, and its channel's (`global` qos).
-    credit: Option<Arc<Semaphore>>,
-    shared: Option<Arc<Semaphore>>,
-    /// Its connection's byte credit.
-    bytes: Arc<Credit>,
-    stop: CancellationToken,
-    gates: Gates,
-    events: mpsc::UnboundedSender<Event>,
-    /// The broker lease of what it receives ([`AmqpConfig::lease_ms`]).
-    lease_ms: u64,
-}
-
-/// Takes up to `want` permits (at least one, waiting for it); `None` once stopped.
-async fn take_credit(sem: &Semaphore, want: u32, stop: &CancellationToken) -> Option<u32> {
-    let first = tokio::select! {
-        () = stop.cancelled() => return None,
-        permit = sem.acquire() => permit,
-    };
-    first.ok()?.forget();
-    let mut n = 1;
-    while n < want {
-        match sem.try_acquire() {
-            Ok(p) => {
-                p.forget();
-                n += 1;
-            }
-            Err(_) => break,
-        }
-    }
-    Some(n)
-}
-
-/// Takes as many messages' worth (up to [`CONSUMER_BATCH`]) of each prefetch
-/// credit as is free, waiting for one of each; both limits apply, so each gives
-/// back what the other does not allow. `None` once stopped.
-async fn take_prefetch(sems: &[Arc<Semaphore>], stop: &CancellationToken) -> Option<u32> {
-    let mut taken = [0u32; 2];
-    let mut want = CONSUMER_BATCH;
-    for (sem, taken) in sems.iter().zip(&mut taken) {
-        let n = take_credit(sem, want, stop).await?;
-        *taken = n;
-        want = want.min(n);
-    }
-    for (sem, n) in sems.iter().zip(&taken) {
-        sem.add_permits((n - want) as usize);
-    }
-    Some(want)
-}
-
-/// Waits for room on the connection (one message of `size` bytes), then sizes a
-/// consumer's next poll for at most `want` messages: `(max, wait_ms, held)`, where
-/// `held` is the credit it holds. After a poll that found the queue empty
-/// (`drained`) it is a long poll that holds none. `None` once stopped.
-async fn next_poll(
-    credit: &Credit,
-    size: usize,
-    drained: bool,
-    want: u32,
-    stop: &CancellationToken,
-) -> Option<(u32, u64, usize)> {
-    let most = if drained {
-        size
-    } else {
-        size.saturating_mul(want as usize)
-    };
-    let held = tokio::select! {
-        () = stop.cancelled() => return None,
-        held = credit.acquire(size, most) => held,
-    };
-    let (max, wait_ms, held) = if drained {
-        credit.release(held);
-        (LONG_POLL_BYTES / size, CONSUMER_WAIT_MS, 0)
-    } else {
-        (held / size, 0, held)
-    };
-    let max = u32::try_from(max).unwrap_or(u32::MAX).clamp(1, want);
-    Some((max, wait_ms, held))
-}
-
-/// A consumer: takes from its queue as many messages as its prefetch and its
-/// connection's byte credit allow, and hands them to the session.
-///
-/// Each round it first waits for room on the connection (one message's worth of
-/// credit): this is where it stops while its client does not read, and its
-/// messages stay in the queue. While the queue has messages it polls without
-/// waiting, holding the credit of what it asks for (a guessed size per message).
-/// Once the queue ran dry it long-polls holding no credit, for at most
-/// [`LONG_POLL_BYTES`] (one message at least), and charges what arrives: idle
-/// consumers hold none of the credit their connection's busy ones need.
-async fn consume_loop(mut t: ConsumerTask) {
-    let sems: Vec<Arc<Semaphore>> = [t.credit.clone(), t.shared.clone()]
-        .into_iter()
-        .flatten()
-        .collect();
-    // What one delivery takes on the wire, as far as this consumer can tell: the
-    // largest of its last batch, or less and less of the earlier guess.
-    let mut size = FIRST_SIZE_GUESS;
-    // The last poll found the queue empty.
-    let mut drained = false;
-    loop {
-        match t.gates.open(&t.stop).await {
-            Gate::Open => {}
-            Gate::Stopped => return,
-            Gate::Gone => {
-                // Its queue was deleted while it waited its turn.
-                let _ = t.events.send(Event::ConsumerGone {
-                    channel: t.channel,
-                    generation: t.generation,
-                    consumer: t.consumer.clone(),
-                });
-                return;
-            }
-        }
-        let Some(want) = take_prefetch(&sems, &t.stop).await else {
-            return;
-        };
-        let Some((max, wait_ms, held)) = next_poll(&t.bytes, size, drained, want, &t.stop).await
-        else {
-            return;
-        };
-        for sem in &sems {
-            sem.add_permits((want - max) as usize);
-        }
-        let request = ReceiveRequest {
-            max,
-            wait_ms,
-            visibility_timeout_ms: Some(t.lease_ms),
-        };
-        let (queue, consumer) = (&t.queue, &t.consumer);
-        tracing::trace!(%queue, %consumer, max, wait_ms, held, "consumer polls");
-        let got = tokio::select! {
-            () = t.stop.cancelled() => {
-                // A cancelled consumer's connection may go on: its credit goes back.
-                t.bytes.release(held);
-                return;
-            }
-            got = t.broker.receive(queue, request) => got,
-        };
-        match got {
-            Ok(messages) => {
-                tracing::trace!(%queue, %consumer, got = messages.len(), "consumer poll answered");
-                let unused = max as usize - messages.len();
-                for sem in &sems {
-                    sem.add_permits(unused);
-                }
-                drained = messages.len() < max as usize;
-                let sizes = messages.iter().map(|d| wire_size(d) + consumer.len());
-                let bytes: usize = sizes.clone().sum();
-                if let Some(largest) = sizes.max() {
-                    size = largest.max(size - size / 4).max(1);
-                }
-                t.bytes.settle(held, bytes);
-                if messages.is_empty() {
-                    continue;
-                }
-                if let Err(mpsc::error::SendError(Event::Deliveries { messages, .. })) =
-                    t.events.send(Event::Deliveries {
-                        channel: t.channel,
-                        generation: t.generation,
-                        consumer: consumer.clone(),
-                        queue: queue.clone(),
-                        messages,
-                        bytes,
-                    })
-                {
-                    // The session is gone: these go back now, not after the lease.
-                    requeue(&t.broker, queue, &messages).await;
-                    return;
-                }
-            }
-            Err(BrokerError::NotFound { .. }) => {
-                let _ = t.events.send(Event::ConsumerGone {
-                    channel: t.channel,
-                    generation: t.generation,
-                    consumer: t.consumer.clone(),
-                });
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(%queue, error = %e, "an AMQP consumer's poll failed; retrying");
-                t.bytes.release(held);
-                for sem in &sems {
-                    sem.add_permits(max as usize);
-                }
-                tokio::select! {
-                    () = t.stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-        }
-    }
-}
-
-/// About what a delivery takes on the wire (its consumer tag aside): body, stored
-/// properties (exchange and routing key included), headers of a message sent over
-/// HTTP, and framing.
-fn wire_size(d: &Delivery) -> usize {
-    let headers: usize = d.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-    d.body.len() + d.properties.as_ref().map_or(0, Bytes::len) + headers + DELIVERY_FRAMING
-}
-
-/// Puts deliveries back in their queue at once (their consumer cannot take them).
-async fn requeue(broker: &Broker, queue: &str, messages: &[Delivery]) {
-    let receipts: Vec<String> = messages.iter().filter_map(|d| d.receipt.clone()).collect();
-    if receipts.is_empty() {
-        return;
-    }
-    let options = NackOptions {
-        requeue: true,
-        delay_ms: Some(0),
-    };
-    if let Err(e) = broker.nack(queue, receipts, options).await {
-        tracing::debug!(%queue, error = %e, "requeueing undelivered AMQP messages failed");
-    }
-}
-
-/// A channel's worker: takes its publishes and settlements in order, in batches.
-/// It hands each batch's publishes to their queues and goes on with the next batch
-/// while the queues make them durable; [`confirmer`] waits for the answers, in
-/// order, and reports each batch to the session.
-async fn channel_worker(
-    broker: Broker,
-    (channel, generation): (u16, u64),
-    mut jobs: mpsc::Receiver<Vec<Job>>,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let (queued, to_confirm) = mpsc::unbounded_channel();
-    let in_flight = Arc::new(Semaphore::new(PUBLISHES_IN_FLIGHT));
-    tokio::spawn(confirmer((channel, generation), to_confirm, events));
-    while let Some(mut batch) = jobs.recv().await {
-        // Everything queued while the last batch was being handed over goes together.
-        while batch.len() < PUBLISH_BATCH {
-            match jobs.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        let mut steps = Vec::new();
-        let mut failed = false;
-        let mut jobs_left = batch.into_iter().peekable();
-        while let Some(job) = jobs_left.next() {
-            match job {
-                Job::Publish(first) => {
-                    // Sized up front: a run is often a whole batch, and growing a
-                    // vector of publishes copies them (callgrind: 500 instructions
-                    // per message).
-                    let mut run = Vec::with_capacity(jobs_left.len() + 1);
-                    run.push(*first);
-                    while let Some(Job::Publish(p)) =
-                        jobs_left.next_if(|j| matches!(j, Job::Publish(_)))
-                    {
-                        run.push(*p);
-                    }
-                    let part = queue_publishes(&broker, run).await;
-                    failed = part.error.is_some();
-                    steps.push(Step::Publish(part));
-                    if failed {
-                        break;
-                    }
-                }
-                Job::Settle {
-                    queue,
-                    mut receipts,
-                    requeue,
-                } => {
-                    let mut count = 1;
-                    while let Some(Job::Settle { receipts: more, .. }) = jobs_left.next_if(|j| {
-                        matches!(j, Job::Settle { queue: q, requeue: r, .. } if *q == queue && *r == requeue)
-                    }) {
-                        receipts.extend(more);
-                        count += 1;
-                    }
-                    let result = match requeue {
-                        None => broker.ack_unsynced(&queue, receipts).await.map(|_| ()),
-                        Some(requeue) => broker
-                            .nack(
-                                &queue,
-                                receipts,
-                                NackOptions {
-                                    requeue,
-                                    delay_ms: Some(0),
-                                },
-                            )
-                            .await
-                            .map(|_| ()),
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(%queue, error = %e, "an AMQP ack or nack failed");
-                    }
-                    // Acks do not hold the channel's next method back (a
-                    // message acked is gone from the ready count either way).
-                    if requeue.is_some() {
-                        steps.push(Step::Settled(count));
-                    }
-                }
-            }
-        }
-        // The confirmer is gone only with the session: what was received is still
-        // published; only a channel error stops here.
-        let publishes = steps
-            .iter()
-            .map(|s| match s {
-                Step::Publish(p) => p.count,
-                Step::Settled(_) => 0,
-            })
-            .sum::<usize>()
-            .clamp(1, PUBLISHES_IN_FLIGHT);
-        let Ok(permit) = in_flight.clone().acquire_many_owned(publishes as u32).await else {
-            return;
-        };
-        let _ = queued.send((steps, permit));
-        if failed {
-            return;
-        }
-    }
-}
-
-/// Publishes of a channel handed to their queues and not yet answered, at most; a
-/// channel that publishes faster than the disk syncs waits here (and its socket is
-/// not read meanwhile). Enough for a slow sync of a few hundred milliseconds at a
-/// few thousand messages a second.
-const PUBLISHES_IN_FLIGHT: usize = 8_192;
-
-/// A part of a channel's batch: publishes handed to their queues, or settlements
-/// already done.
-enum Step {
-    Publish(QueuedPublishes),
-    Settled(usize),
-}
-
-/// Reports each batch of a channel to the session once its queues have answered,
-/// in the order the batches were taken.
-async fn confirmer(
-    (channel, generation): (u16, u64),
-    mut batches: mpsc::UnboundedReceiver<(Vec<Step>, OwnedSemaphorePermit)>,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    while let Some((steps, _permit)) = batches.recv().await {
-        let mut done = PublishDone::default();
-        for step in steps {
-            match step {
-                Step::Publish(queued) => {
-                    let part = queued.outcomes().await;
-                    done.count += part.count;
-                    done.returns.extend(part.returns);
-                    done.acks.extend(part.acks);
-                    done.nacks.extend(part.nacks);
-                    if part.error.is_some() {
-                        done.error = part.error;
-                        break;
-                    }
-                }
-                Step::Settled(count) => done.count += count,
-            }
-        }
-        let failed = done.error.is_some();
-        let _ = events.send(Event::Published {
-            channel,
-            generation,
-            done,
-        });
-        if failed {
-            return;
-        }
-    }
-}
-
-/// Publishes handed to their queues: per run of one exchange, its publishes and
-/// the broker's pending answer (or why it was refused).
-struct QueuedPublishes {
-    /// How many publishes the batch held.
-    count: usize,
-    runs: Vec<(Vec<Publish>, Result<QueuedPublish, BrokerError>)>,
-    /// A channel exception found before anything was handed over.
-    error: Option<Exception>,
-}
-
-impl QueuedPublishes {
-    /// Waits for the queues' answers: what the publishes came to.
-    async fn outcomes(self) -> PublishDone {
-        let mut done = PublishDone {
-            count: self.count,
-            error: self.error,
-            ..PublishDone::default()
-        };
-        for (kept, queued) in self.runs {
-            match queued.map(QueuedPublish::outcomes) {
-                Ok(answer) => match answer.await {
-                    Ok(outcomes) => {
-                        for (p, o) in kept.into_iter().zip(outcomes) {
-                            if p.seq != 0 {
-                                done.acks.push(p.seq);
-                            }
-                            if o.unroutable && p.mandatory {
-                                done.returns.push(p);
-                            }
-                        }
-                    }
-                    Err(e) => refused(&mut done, &kept, &e),
-                },
-                Err(e) => refused(&mut done, &kept, &e),
-            }
-        }
-        done
-    }
-}
-
-/// Publishes a queue refused: nacked (the channel goes on).
-fn refused(done: &mut PublishDone, kept: &[Publish], error: &BrokerError) {
-    tracing::debug!(error = %error, "an AMQP publish was refused");
-    done.nacks
-        .extend(kept.iter().filter(|p| p.seq != 0).map(|p| p.seq));
-}
-
-/// Hands `batch` to its queues in order, one broker call per run of the same
-/// exchange (of at most the broker's `max_batch_messages`).
-async fn queue_publishes(broker: &Broker, batch: Vec<Publish>) -> QueuedPublishes {
-    let mut queued = QueuedPublishes {
-        count: batch.len(),
-        runs: Vec::new(),
-        error: None,
-    };
-    let mut rest = batch.into_iter().peekable();
-    // One broker call takes at most this many messages; a channel's worker may
-    // have gathered more.
-    let most = usize::try_from(broker.limits().max_batch_messages)
-        .unwrap_or(usize::MAX)
-        .clamp(1, PUBLISH_BATCH);
-    while let Some(first) = rest.next() {
-        let mut run = Vec::with_capacity(rest.len().min(most - 1) + 1);
-        run.push(first);
-        while run.len() < most
-            && let Some(next) = rest.next_if(|p| p.exchange == run[0].exchange)
-        {
-            run.push(next);
-        }
-        let mut messages = Vec::with_capacity(run.len());
-        let mut kept = Vec::with_capacity(run.len());
-        for p in run {
-            match to_send(&p.exchange, &p.routing_key, &p.properties, p.body.clone()) {
-                Ok(message) => {
-                    messages.push(PublishMessage {
-                        routing_key: p.routing_key.clone(),
-                        mandatory: p.mandatory,
-                        message,
-                    });
-                    kept.push(p);
-                }
-                Err(e) => {
-                    queued.error = Some(e);
-                    return queued;
-                }
-            }
-        }
-        let exchange = kept[0].exchange.clone();
-        match broker
-            .publish_queued(&exchange, messages, PublishOptions::default())
-            .await
-        {
-            Err(
-                e @ (BrokerError::NotFound {
-                    kind: weir_broker::Kind::Exchange,
-                    ..
-                }
-                | BrokerError::AccessRefused { .. }),
-            ) => {
-                queued.error = Some(e.into());
-                return queued;
-            }
-            result => queued.runs.push((kept, result)),
-        }
-    }
-    queued
-}
-
-/// A method only a server sends, received from the client.
-fn server_only(class: &AMQPClass) -> Exception {
-    Exception::connection(
-        COMMAND_INVALID,
-        format!("{} is not a method a client sends", method_name(class)),
-    )
-}
-
-/// Deleting or unbinding what is not there is fine (RabbitMQ 3.x).
-fn missing_is_fine(result: Result<(), BrokerError>) -> Result<(), Exception> {
-    match result {
-        Err(BrokerError::NotFound { .. }) | Ok(()) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The consumer tag asked for, or a generated one (`amq.ctag-…`) when empty.
-fn consumer_tag(asked: &ShortString) -> String {
-    if asked.as_str().is_empty() {
-        format!("amq.ctag-{}", random_suffix())
-    } else {
-        asked.as_str().to_owned()
-    }
-}
-
-/// 22 characters of randomness for generated names.
-fn random_suffix() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let a = RandomState::new().hash_one(std::time::SystemTime::now());
-    let b = RandomState::new().hash_one(a);
-    format!("{a:016x}{b:06x}").chars().take(22).collect()
 }
