@@ -3,12 +3,12 @@
 //! side of [`crate::queue::host::Host`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use weir_log::LogStore;
 
 use crate::api::QueueOptions;
-use crate::broker::{Broker, Inner, closing};
+use crate::broker::{Broker, Inner};
 use crate::error::{BrokerError, Kind, Result};
 use crate::queue::dlq::Target;
 use crate::queue::host::{Host, HostFuture};
@@ -16,110 +16,105 @@ use crate::queue::record::Outgoing;
 
 impl<S: LogStore> Host for Inner<S> {
     fn dead_letter(self: Arc<Self>, target: Target, messages: Vec<Outgoing>) -> HostFuture {
-        let broker = Arc::downgrade(&self);
-        Box::pin(async move { dead_letter_to(&broker, &target, messages).await })
+        Box::pin(async move {
+            Broker { inner: self }
+                .dead_letter_to(&target, messages)
+                .await
+        })
     }
 
     fn send_to(self: Arc<Self>, name: String, messages: Vec<Outgoing>) -> HostFuture {
-        let broker = Arc::downgrade(&self);
-        Box::pin(async move { send_internal(&broker, &name, messages, false).await })
+        Box::pin(async move {
+            Broker { inner: self }
+                .send_internal(&name, messages, false)
+                .await
+        })
     }
 }
 
-/// Sends already-built messages to a queue from inside the broker (dead letters,
-/// redrives), creating a missing dead-letter queue.
-pub(crate) async fn send_internal<S: LogStore>(
-    broker: &Weak<Inner<S>>,
-    name: &str,
-    messages: Vec<Outgoing>,
-    create_missing: bool,
-) -> Result<()> {
-    let inner = broker.upgrade().ok_or_else(|| BrokerError::Unavailable {
-        reason: "the broker is shutting down".into(),
-    })?;
-    let broker = Broker { inner };
-    if create_missing && broker.get(name).is_err() {
-        broker.declare(name, QueueOptions::default()).await?;
-    }
-    broker
-        .send_prepared(name, messages, false)
-        .await
-        .map(|_| ())
-}
-
-/// Sends dead letters (built by [`crate::queue::dlq::copy`]) to where their queue's
-/// dead letters go. Through an exchange, each is routed with each of its routing
-/// keys; unroutable ones, and all when the exchange does not exist, are dropped, as
-/// in RabbitMQ. A dead letter is not sent to a queue it would go round a cycle
-/// through ([`crate::queue::dlq::is_cycle`]).
-pub(crate) async fn dead_letter_to<S: LogStore>(
-    broker: &Weak<Inner<S>>,
-    target: &crate::queue::dlq::Target,
-    messages: Vec<Outgoing>,
-) -> Result<()> {
-    use crate::queue::dlq::{Target, is_cycle, report_cycle};
-    let not_cycling = |m: &Outgoing, queue: &str| match &m.meta.dead_letter {
-        Some(info) if is_cycle(info, queue) => {
-            report_cycle(info, queue);
-            false
+impl<S: LogStore> Broker<S> {
+    /// Sends already-built messages to a queue from inside the broker (dead letters,
+    /// redrives), creating a missing dead-letter queue.
+    async fn send_internal(
+        &self,
+        name: &str,
+        messages: Vec<Outgoing>,
+        create_missing: bool,
+    ) -> Result<()> {
+        if create_missing && self.get(name).is_err() {
+            self.declare(name, QueueOptions::default()).await?;
         }
-        _ => true,
-    };
-    let exchange = match target {
-        Target::Queue(queue) => {
-            let messages: Vec<Outgoing> = messages
-                .into_iter()
-                .filter(|m| not_cycling(m, queue))
-                .collect();
-            if messages.is_empty() {
-                return Ok(());
+        self.send_prepared(name, messages, false).await.map(|_| ())
+    }
+
+    /// Sends dead letters (built by [`crate::queue::dlq::copy`]) to where their queue's
+    /// dead letters go. Through an exchange, each is routed with each of its routing
+    /// keys; unroutable ones, and all when the exchange does not exist, are dropped, as
+    /// in RabbitMQ. A dead letter is not sent to a queue it would go round a cycle
+    /// through ([`crate::queue::dlq::is_cycle`]).
+    async fn dead_letter_to(&self, target: &Target, messages: Vec<Outgoing>) -> Result<()> {
+        use crate::queue::dlq::{is_cycle, report_cycle};
+        let not_cycling = |m: &Outgoing, queue: &str| match &m.meta.dead_letter {
+            Some(info) if is_cycle(info, queue) => {
+                report_cycle(info, queue);
+                false
             }
-            return send_internal(broker, queue, messages, true).await;
-        }
-        Target::Exchange { name, .. } => name,
-    };
-    let inner = broker.upgrade().ok_or_else(closing)?;
-    let broker = Broker { inner };
-    let mut per_queue: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
-    for m in messages {
-        let headers: BTreeMap<String, String> = m
-            .headers
-            .iter()
-            .filter(|h| !h.name.starts_with(b"\0"))
-            .map(|h| {
-                (
-                    String::from_utf8_lossy(&h.name).into_owned(),
-                    String::from_utf8_lossy(&h.value).into_owned(),
-                )
-            })
-            .collect();
-        let keys = m
-            .meta
-            .dead_letter
-            .as_ref()
-            .map(|d| d.routing_keys.clone())
-            .unwrap_or_default();
-        let mut queues: BTreeSet<String> = BTreeSet::new();
-        for key in &keys {
-            match broker.route_dead_letter(exchange, key, &headers) {
-                Ok(routed) => queues.extend(routed),
-                Err(BrokerError::NotFound {
-                    kind: Kind::Exchange,
-                    ..
-                }) => {
-                    tracing::debug!(%exchange, "dead letter dropped: its dead-letter exchange does not exist");
+            _ => true,
+        };
+        let exchange = match target {
+            Target::Queue(queue) => {
+                let messages: Vec<Outgoing> = messages
+                    .into_iter()
+                    .filter(|m| not_cycling(m, queue))
+                    .collect();
+                if messages.is_empty() {
+                    return Ok(());
                 }
-                Err(e) => return Err(e),
+                return self.send_internal(queue, messages, true).await;
+            }
+            Target::Exchange { name, .. } => name,
+        };
+        let mut per_queue: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
+        for m in messages {
+            let headers: BTreeMap<String, String> = m
+                .headers
+                .iter()
+                .filter(|h| !h.name.starts_with(b"\0"))
+                .map(|h| {
+                    (
+                        String::from_utf8_lossy(&h.name).into_owned(),
+                        String::from_utf8_lossy(&h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let keys = m
+                .meta
+                .dead_letter
+                .as_ref()
+                .map(|d| d.routing_keys.clone())
+                .unwrap_or_default();
+            let mut queues: BTreeSet<String> = BTreeSet::new();
+            for key in &keys {
+                match self.route_dead_letter(exchange, key, &headers) {
+                    Ok(routed) => queues.extend(routed),
+                    Err(BrokerError::NotFound {
+                        kind: Kind::Exchange,
+                        ..
+                    }) => {
+                        tracing::debug!(%exchange, "dead letter dropped: its dead-letter exchange does not exist");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            for queue in queues {
+                if not_cycling(&m, &queue) {
+                    per_queue.entry(queue).or_default().push(m.clone());
+                }
             }
         }
-        for queue in queues {
-            if not_cycling(&m, &queue) {
-                per_queue.entry(queue).or_default().push(m.clone());
-            }
+        for (queue, messages) in per_queue {
+            self.send_prepared(&queue, messages, false).await?;
         }
+        Ok(())
     }
-    for (queue, messages) in per_queue {
-        broker.send_prepared(&queue, messages, false).await?;
-    }
-    Ok(())
 }
