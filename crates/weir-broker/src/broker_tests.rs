@@ -543,7 +543,7 @@ async fn an_ack_that_cannot_be_written_is_kept_and_written_once_there_is_room() 
 
 /// Declares fanout exchange `fan` bound to `queues`: its messages are stored once,
 /// in the shared log.
-async fn fan_out_to(broker: &Broker, queues: &[&str]) {
+pub(crate) async fn fan_out_to<S: weir_log::LogStore>(broker: &Broker<S>, queues: &[&str]) {
     use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
     broker
         .declare_exchange("fan", ExchangeOptions::of(ExchangeType::Fanout))

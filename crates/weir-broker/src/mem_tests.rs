@@ -11,6 +11,7 @@ use weir_log::MemStore;
 
 use crate::api::{NackOptions, QueueOptions, ReceiveRequest, SendMessage};
 use crate::broker::Broker;
+use crate::broker_tests::fan_out_to;
 use crate::config::BrokerConfig;
 
 async fn open(dir: &std::path::Path, store: &MemStore) -> Broker<MemStore> {
@@ -257,28 +258,6 @@ async fn a_restart_on_the_same_store_keeps_unacked_messages_and_forgets_acked_on
         assert_eq!(&got[0].body[..], b"both");
     }
     broker.shutdown().await;
-}
-
-/// Declares fanout exchange `fan` bound to `queues`: its messages are stored once,
-/// in the shared log.
-async fn fan_out_to(broker: &Broker<MemStore>, queues: &[&str]) {
-    use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
-    broker
-        .declare_exchange("fan", ExchangeOptions::of(ExchangeType::Fanout))
-        .await
-        .expect("exchange");
-    for name in queues {
-        broker
-            .bind(Binding {
-                source: "fan".into(),
-                destination: (*name).into(),
-                destination_type: DestinationType::Queue,
-                routing_key: String::new(),
-                arguments: std::collections::BTreeMap::new(),
-            })
-            .await
-            .expect("bind");
-    }
 }
 
 // ---------------------------------------------------------------------------
