@@ -32,7 +32,7 @@ use crate::api::{
     SendOutcome, SettleReport, check_duration, validate_name,
 };
 use crate::clock::now_ms;
-use crate::config::{BrokerConfig, FILES_PER_NEW_QUEUE, Limits};
+use crate::config::{BrokerConfig, Limits};
 use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::files::{io_error, write_durably};
 use crate::handle::{QueueRef, UseGuard};
@@ -174,16 +174,6 @@ impl<S: LogStore> Broker<S> {
             return Err(BrokerError::LimitExceeded {
                 what: Limit::Queues,
                 limit,
-            });
-        }
-        // Refused before anything is created: a queue the broker could not open
-        // again at its next start must never be accepted.
-        if let Some(budget) = self.inner.config.open_files_budget
-            && weir_log::io::open_files() + FILES_PER_NEW_QUEUE * (1 + extra) > budget
-        {
-            return Err(BrokerError::LimitExceeded {
-                what: Limit::OpenFiles,
-                limit: budget,
             });
         }
         if let Some(dlq) = &options.dead_letter_queue

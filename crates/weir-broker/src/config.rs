@@ -91,18 +91,7 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Client limits.
     pub limits: Limits,
-    /// Most files the logs may hold open (`weir_log::io::open_files`) for a new
-    /// queue to be accepted; `None`: no budget. A queue's log holds two (its active
-    /// segment and index) plus one per sealed segment, and recovery opens the same
-    /// ones, so a broker that stays within the budget can open every queue it
-    /// accepted again at its next start. The binary sets it from `RLIMIT_NOFILE`
-    /// minus a reserve for connections and the rest (docs/configuration.md).
-    pub open_files_budget: Option<u64>,
 }
-
-/// Files a new queue's log opens: its first segment and that segment's index
-/// (the broker's logs take no `LOCK` of their own: the data directory's covers them).
-pub(crate) const FILES_PER_NEW_QUEUE: u64 = 2;
 
 impl BrokerConfig {
     /// Defaults for a data directory: fsync always, 64 MiB segments (small enough
@@ -115,7 +104,6 @@ impl BrokerConfig {
                 ..LogConfig::default()
             },
             limits: Limits::default(),
-            open_files_budget: None,
         }
     }
 }

@@ -45,10 +45,6 @@ pub enum Limit {
     ReceiptsPerRequest,
     /// Bytes of one message body.
     MessageBytes,
-    /// Files the queues' logs hold open: the file descriptors left for them once
-    /// connections and the rest are reserved (`BrokerConfig::open_files_budget`).
-    /// A queue the broker could not open again at its next start is refused.
-    OpenFiles,
     /// Exchanges (`Limits::max_exchanges`).
     Exchanges,
     /// Bindings (`Limits::max_bindings`).
@@ -69,7 +65,6 @@ impl fmt::Display for Limit {
             Limit::MessagesPerSend => "messages per send",
             Limit::ReceiptsPerRequest => "receipts per request",
             Limit::MessageBytes => "message body bytes",
-            Limit::OpenFiles => "open files for queue logs",
             Limit::Exchanges => "exchange count",
             Limit::Bindings => "binding count",
         })

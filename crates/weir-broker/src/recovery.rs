@@ -124,16 +124,6 @@ impl<S: LogStore> Broker<S> {
         report.queues -= broker.delete_exclusive_queues().await?;
         broker.start_housekeeping();
         report.open_files = weir_log::io::open_files();
-        if let Some(budget) = broker.inner.config.open_files_budget
-            && report.open_files > budget
-        {
-            tracing::warn!(
-                open_files = report.open_files,
-                budget,
-                "the recovered queues hold more files than the budget: new queues are refused \
-                 until some are deleted or the file limit is raised"
-            );
-        }
         report.elapsed = started.elapsed();
         Ok((broker, report))
     }

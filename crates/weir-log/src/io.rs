@@ -2,7 +2,8 @@
 //!
 //! [`FileIo`] is a file (positional reads and writes, length, truncate, `fdatasync`) and
 //! [`Fs`] a directory of them (create, open, list, rename, remove, sync the directory,
-//! lock). [`StdFs`] is the real thing. `testing::CrashFs` implements the same traits
+//! lock). [`StdFs`] is the real thing, its files held open only while used (at most
+//! [`set_open_files_limit`] at once; see `file_cache`). `testing::CrashFs` implements the same traits
 //! with separate *live* and *durable* images, so crash tests can cut power at any sync
 //! and replay torn writes deterministically (redb's and NATS's approach).
 //!
@@ -16,6 +17,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::file_cache::{CachedFile, FileCache, Open};
 
 /// One open file.
 #[allow(
@@ -81,28 +84,66 @@ pub(crate) fn read_exact_at(file: &dyn FileIo, mut pos: u64, mut buf: &mut [u8])
     Ok(())
 }
 
-/// The real file system.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StdFs;
+/// The real file system. Its segment and index files stay open only while used: at
+/// most the limit of its file cache at once (the process's, [`set_open_files_limit`],
+/// unless made with [`StdFs::with_open_files_limit`]).
+#[derive(Debug, Clone)]
+pub struct StdFs {
+    cache: Arc<FileCache>,
+}
 
-impl StdFs {
-    /// A shareable handle, the form the log takes.
-    pub fn shared() -> Arc<dyn Fs> {
-        Arc::new(StdFs)
+impl Default for StdFs {
+    /// Over the process's file cache.
+    fn default() -> Self {
+        StdFs {
+            cache: FileCache::global().clone(),
+        }
     }
 }
 
-/// Files [`StdFs`] holds open in this process: every segment and index file of
-/// every open log, and each log's `LOCK`. Not the short-lived ones (a directory
-/// opened to sync it, an index read once).
-static OPEN_FILES: AtomicU64 = AtomicU64::new(0);
+impl StdFs {
+    /// A shareable handle over the process's file cache, the form the log takes.
+    pub fn shared() -> Arc<dyn Fs> {
+        Arc::new(StdFs::default())
+    }
 
-/// How many files the logs of this process hold open (see [`StdFs`]). A log holds
-/// one per segment, its active index and, unless [`crate::LogConfig::lock_dir`] is
-/// off, its `LOCK`; recovery opens the same ones, so a process that could hold them
-/// can open them again. The broker budgets file descriptors with it.
+    /// A file system with a file cache of its own, keeping at most `limit` files open
+    /// (for tests that close files often without touching the rest of the process).
+    pub fn with_open_files_limit(limit: u64) -> StdFs {
+        let cache = FileCache::new();
+        cache.set_limit(Some(limit));
+        StdFs { cache }
+    }
+
+    /// Segment and index files this file system has open now.
+    pub fn open_files(&self) -> u64 {
+        self.cache.open_count()
+    }
+}
+
+/// `LOCK` files held by the logs of this process (the others are in the file cache).
+static LOCKS_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// How many files the logs of this process hold open (see [`StdFs`]): the segment and
+/// index files the file cache has open now, and each log's `LOCK` (unless
+/// [`crate::LogConfig::lock_dir`] is off). The broker reports it.
 pub fn open_files() -> u64 {
-    OPEN_FILES.load(Ordering::Relaxed)
+    FileCache::global().open_count() + LOCKS_HELD.load(Ordering::Relaxed)
+}
+
+/// Sets the most segment and index files [`StdFs`] keeps open at once in this process
+/// (`None`, the default: no limit). Past it, files not used lately are closed and
+/// opened again on their next use; a file with writes not yet synced is synced before
+/// it is closed, and files being written, or removed while held, stay open. The limit
+/// is soft: when nothing can be closed a file opens anyway. `weir serve` sets it from
+/// `RLIMIT_NOFILE` (docs/configuration.md).
+pub fn set_open_files_limit(limit: Option<u64>) {
+    FileCache::global().set_limit(limit);
+}
+
+/// The limit [`set_open_files_limit`] set.
+pub fn open_files_limit() -> Option<u64> {
+    FileCache::global().limit()
 }
 
 /// One file counted in a counter for as long as it lives.
@@ -122,14 +163,11 @@ impl Drop for Counted {
     }
 }
 
+/// A file of [`StdFs`]: a path in its file cache, open while it is used.
 #[derive(Debug)]
-struct StdFile {
-    file: File,
-    /// Counts it in [`OPEN_FILES`].
-    _open: Counted,
-}
+struct StdFile(Arc<CachedFile>);
 
-/// A log's held `LOCK`, counted in [`OPEN_FILES`].
+/// A log's held `LOCK`, counted in [`LOCKS_HELD`].
 struct StdLock {
     _file: File,
     _open: Counted,
@@ -137,41 +175,45 @@ struct StdLock {
 
 impl FileIo for StdFile {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-        FileExt::read_at(&self.file, buf, pos)
+        self.0.read(|file| FileExt::read_at(file, buf, pos))
     }
 
     fn write_all_at(&self, pos: u64, bufs: &[&[u8]]) -> io::Result<()> {
-        if let [one] = bufs {
-            return FileExt::write_all_at(&self.file, one, pos);
-        }
-        // Several buffers go out in one writev. Only the log's writer thread writes, so
-        // moving the shared file cursor here races with nothing (readers use pread).
-        let mut file = &self.file;
-        file.seek(SeekFrom::Start(pos))?;
-        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            match file.write_vectored(rest) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.0.modify(|file| write_all_at(file, pos, bufs))
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        self.0.read(|file| Ok(file.metadata()?.len()))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.0.modify(|file| file.set_len(len))
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.0.sync_data()
     }
+}
+
+/// Writes `bufs` in order at `pos`: one `pwrite`, or one `writev` for several.
+fn write_all_at(mut file: &File, pos: u64, bufs: &[&[u8]]) -> io::Result<()> {
+    if let [one] = bufs {
+        return FileExt::write_all_at(file, one, pos);
+    }
+    // Only the log's writer thread writes a file, so moving the shared file cursor
+    // here races with nothing (readers use pread).
+    file.seek(SeekFrom::Start(pos))?;
+    let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents, each synced in its parent after it is
@@ -230,24 +272,15 @@ impl Fs for StdFs {
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FileIo>> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Arc::new(StdFile {
-            file,
-            _open: Counted::new(&OPEN_FILES),
-        }))
+        let file = self.cache.open(path, Open::Existing)?;
+        Ok(Arc::new(StdFile(file)))
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn FileIo>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(Arc::new(StdFile {
-            file,
-            _open: Counted::new(&OPEN_FILES),
-        }))
+        // A file held by someone and replaced here keeps what it had for them.
+        self.cache.pin_path(path)?;
+        let file = self.cache.open(path, Open::Create)?;
+        Ok(Arc::new(StdFile(file)))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -264,10 +297,14 @@ impl Fs for StdFs {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
+        // Whoever still holds the file reads on from its descriptor, as without a cache.
+        self.cache.pin_path(path)?;
         std::fs::remove_file(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.cache.pin_path(from)?;
+        self.cache.pin_path(to)?;
         std::fs::rename(from, to)
     }
 
@@ -286,7 +323,7 @@ impl Fs for StdFs {
         match file.try_lock() {
             Ok(()) => Ok(Box::new(StdLock {
                 _file: file,
-                _open: Counted::new(&OPEN_FILES),
+                _open: Counted::new(&LOCKS_HELD),
             })),
             Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
@@ -305,7 +342,7 @@ mod tests {
     #[test]
     fn vectored_write_lands_in_order_at_position() {
         let dir = tempfile::tempdir().unwrap();
-        let fs = StdFs;
+        let fs = StdFs::default();
         let file = fs.create(&dir.path().join("f")).unwrap();
         file.write_all_at(0, &[b"hello"]).unwrap();
         file.write_all_at(5, &[b", ", b"wor", b"ld"]).unwrap();
@@ -370,10 +407,10 @@ mod tests {
     #[test]
     fn directory_lock_is_exclusive_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = StdFs.lock_dir(dir.path()).unwrap();
-        let err = StdFs.lock_dir(dir.path()).err().unwrap();
+        let lock = StdFs::default().lock_dir(dir.path()).unwrap();
+        let err = StdFs::default().lock_dir(dir.path()).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         drop(lock);
-        StdFs.lock_dir(dir.path()).unwrap();
+        StdFs::default().lock_dir(dir.path()).unwrap();
     }
 }

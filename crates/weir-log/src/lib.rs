@@ -45,6 +45,7 @@ mod batch;
 pub mod bench_api;
 mod config;
 mod error;
+mod file_cache;
 mod file_log;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -74,6 +75,7 @@ pub use file_log::{FileLog, LogStats};
 pub use mem_log::MemLog;
 pub use record::{Appended, Header, NewRecord, Offset, ReadLimits, Record};
 pub use recovery::RecoveryReport;
+pub use shared::set_pool_threads;
 pub use store::{FileStore, LogStore, MemStore};
 pub use tail::TailReader;
 pub use writer::RetentionReport;

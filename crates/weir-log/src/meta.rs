@@ -110,11 +110,11 @@ mod tests {
     #[test]
     fn round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(&StdFs, dir.path()).unwrap(), None);
-        write(&StdFs, dir.path(), 1234).unwrap();
-        assert_eq!(read(&StdFs, dir.path()).unwrap(), Some(1234));
-        write(&StdFs, dir.path(), 99_999).unwrap();
-        assert_eq!(read(&StdFs, dir.path()).unwrap(), Some(99_999));
+        assert_eq!(read(&StdFs::default(), dir.path()).unwrap(), None);
+        write(&StdFs::default(), dir.path(), 1234).unwrap();
+        assert_eq!(read(&StdFs::default(), dir.path()).unwrap(), Some(1234));
+        write(&StdFs::default(), dir.path(), 99_999).unwrap();
+        assert_eq!(read(&StdFs::default(), dir.path()).unwrap(), Some(99_999));
 
         let mut bytes = encode(5);
         bytes[13] ^= 1;

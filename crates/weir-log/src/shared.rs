@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,12 +25,32 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Threads in a pool by default: one per core, at least 2 (so one slow log cannot
-/// hold every other) and at most 32 (more threads only add syncs contending for the
-/// same disks). `WEIR_LOG_THREADS`, read once when the first log opens, overrides it
-/// for both the writer and the sync pool (tests, and hosts whose core count says
-/// little about their disks).
+/// Threads per pool set by [`set_pool_threads`]; 0: not set.
+static POOL_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many threads the writer pool and the sync pool each get (`None`: the
+/// default, one per core, at least 2 and at most 32). The pools start when the first
+/// log opens and keep their size for the life of the process, so this counts only
+/// before that; it returns whether it was in time.
+pub fn set_pool_threads(threads: Option<usize>) -> bool {
+    POOL_THREADS.store(threads.unwrap_or(0), Ordering::Relaxed);
+    !POOLS_STARTED.load(Ordering::Relaxed)
+}
+
+/// Set when a pool reads its size.
+static POOLS_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Threads in a pool: as [`set_pool_threads`] set, else `WEIR_LOG_THREADS` (tests,
+/// and hosts whose core count says little about their disks), else one per core, at
+/// least 2 (so one slow log cannot hold every other) and at most 32 (more threads
+/// only add syncs contending for the same disks). Read once, when the first log opens,
+/// for both the writer and the sync pool.
 pub(crate) fn default_threads() -> usize {
+    POOLS_STARTED.store(true, Ordering::Relaxed);
+    let set = POOL_THREADS.load(Ordering::Relaxed);
+    if set > 0 {
+        return set;
+    }
     if let Some(n) = std::env::var("WEIR_LOG_THREADS")
         .ok()
         .and_then(|n| n.parse::<usize>().ok())

@@ -19,12 +19,44 @@ pub struct LogSection {
     /// Segment size of each queue's log: smaller frees space of settled messages
     /// sooner, larger means fewer files.
     pub segment_bytes: u64,
+    /// Threads in each of the two log pools (writers and syncs) that every queue's log
+    /// shares; 0: one per core, at least 2 and at most 32. At most 256.
+    pub threads: u16,
+    /// Most segment and index files the logs keep open at once; past it, files not
+    /// used lately are closed and opened again when next used. 0: what the open-file
+    /// limit leaves once connections and the broker's own files are reserved.
+    pub max_open_files: u64,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             segment_bytes: 64 << 20,
+            threads: 0,
+            max_open_files: 0,
+        }
+    }
+}
+
+impl LogSection {
+    /// Threads per log pool as configured (`None`: by cores), or what is wrong.
+    pub fn pool_threads(&self) -> anyhow::Result<Option<usize>> {
+        if self.threads > 256 {
+            bail!(
+                "invalid configuration: log.threads must be at most 256, got {}",
+                self.threads
+            );
+        }
+        Ok((self.threads > 0).then_some(usize::from(self.threads)))
+    }
+
+    /// The most files the logs keep open: `max_open_files` if set (within the
+    /// budget the open-file limit leaves, when there is one), else that budget.
+    pub fn open_files_limit(&self, budget: Option<u64>) -> Option<u64> {
+        match (self.max_open_files, budget) {
+            (0, budget) => budget,
+            (set, Some(budget)) => Some(set.min(budget)),
+            (set, None) => Some(set),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The file descriptors of `weir serve`: the soft `RLIMIT_NOFILE` is raised to the
 //! hard limit at start, and what is left once connections and the broker's own files
-//! are reserved is the budget of the queues' logs (`BrokerConfig::open_files_budget`).
+//! are reserved is how many files the queues' logs may keep open at once
+//! (`weir_log::io::set_open_files_limit`, or `[log] max_open_files` below it).
 //!
-//! Why a budget: every queue's log holds files open (its active segment and index,
-//! and one per sealed segment), and recovery opens the same ones. Without a budget,
-//! queues were accepted until `open` failed with EMFILE, and the restart after that
-//! needed more files than the process may have and stayed down. With one, a queue
-//! that would not leave room for the reserve is refused with `limit_exceeded`, so
-//! whatever was accepted can be opened again.
+//! Why: every queue's log has files (its active segment and index, and one per sealed
+//! segment), and without a limit ten thousand queues would hold twenty thousand
+//! descriptors, nearly all idle, and `open` would fail with EMFILE for connections
+//! and queues alike. weir-log's file cache keeps at most the budget open and closes
+//! idle files (never one with unsynced writes) to open others, so the number of
+//! queues is bounded by `[limits] max_queues`, not by descriptors, and connections
+//! always have their share.
 
 /// Files kept for everything but the queues' logs and the connections: stdio, the
 /// runtime's epoll and wakers, the two listeners, the data directory's `LOCK`,
@@ -25,7 +27,7 @@ pub(crate) struct FileLimits {
     /// Files reserved for connections: one per allowed HTTP and AMQP connection, at
     /// most half the limit.
     pub(crate) connections: u64,
-    /// What the queues' logs may hold (`None`: no limit).
+    /// What the queues' logs may keep open at once (`None`: no limit).
     pub(crate) budget: Option<u64>,
 }
 
@@ -71,7 +73,7 @@ pub(crate) fn raise_and_budget(max_connections: u64) -> FileLimits {
 }
 
 /// For a file limit of `limit` and `max_connections` allowed connections: the files
-/// reserved for connections (at most half the limit, so queues always get some) and
+/// reserved for connections (at most half the limit, so logs always get some) and
 /// the budget left for the queues' logs.
 pub(crate) fn budget(limit: u64, max_connections: u64) -> (u64, u64) {
     let connections = max_connections.min(limit / 2);
@@ -100,7 +102,8 @@ mod tests {
         assert_eq!(budget(20_000, 11_024), (10_000, 20_000 - 64 - 10_000));
         // Connections may take at most half: a low limit still leaves queues some.
         assert_eq!(budget(400, 11_024), (200, 400 - 64 - 200));
-        // A limit below the fixed reserve leaves nothing (every queue refused).
+        // A limit below the fixed reserve leaves nothing: the logs then keep one file
+        // open at a time (the cache's least), slow but working.
         assert_eq!(budget(100, 11_024), (50, 0));
     }
 }

@@ -109,12 +109,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let max_connections =
         u64::from(config.http.max_connections) + u64::from(config.amqp.max_connections);
     let files = file_limit::raise_and_budget(max_connections);
+    let log_files = config.log.open_files_limit(files.budget);
     tracing::info!(
         limit = ?files.limit,
         raised_from = ?files.raised_from,
         reserved_for_connections = files.connections,
         reserved_other = file_limit::FIXED_RESERVE,
-        queue_log_budget = ?files.budget,
+        log_files = ?log_files,
         "open files"
     );
     if files.connections < max_connections {
@@ -126,8 +127,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
              only half is reserved for connections: raise the limit (LimitNOFILE) or lower them"
         );
     }
+    // Process-wide settings of the logs, before the first one opens.
+    weir_log::io::set_open_files_limit(log_files);
+    if !weir_log::set_pool_threads(config.log.pool_threads()?) {
+        tracing::warn!("the log pools were already running: log.threads is not applied");
+    }
     let mut broker_config = BrokerConfig::new(&config.data_dir);
-    broker_config.open_files_budget = files.budget;
     broker_config.log.fsync = config.fsync;
     broker_config.log.segment_bytes = config.log.segment_bytes;
     broker_config.limits = config.limits.clone();

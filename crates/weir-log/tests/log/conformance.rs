@@ -1,9 +1,11 @@
 //! The conformance suite against every implementation and fsync policy.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tempfile::TempDir;
+use weir_log::io::{Fs, StdFs};
 use weir_log::testing::{LogFactory, run_all};
 use weir_log::{FileLog, FsyncPolicy, LogConfig, MemLog, MessageLog};
 
@@ -11,14 +13,20 @@ use crate::common::block_on;
 
 struct FileFactory {
     fsync: FsyncPolicy,
+    fs: Arc<dyn Fs>,
     dirs: Vec<TempDir>,
     last: Option<(PathBuf, LogConfig)>,
 }
 
 impl FileFactory {
     fn new(fsync: FsyncPolicy) -> Self {
+        FileFactory::on(StdFs::shared(), fsync)
+    }
+
+    fn on(fs: Arc<dyn Fs>, fsync: FsyncPolicy) -> Self {
         FileFactory {
             fsync,
+            fs,
             dirs: Vec::new(),
             last: None,
         }
@@ -33,7 +41,8 @@ impl LogFactory for FileFactory {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
         self.dirs.push(dir);
-        let (log, report) = FileLog::open(&path, config.clone()).expect("open a new log");
+        let (log, report) =
+            FileLog::open_with(self.fs.clone(), &path, config.clone()).expect("open a new log");
         assert_eq!(report.truncated_bytes, 0);
         self.last = Some((path, config));
         log
@@ -41,7 +50,7 @@ impl LogFactory for FileFactory {
 
     fn reopen(&mut self) -> FileLog {
         let (path, config) = self.last.clone().expect("a log was created");
-        let (log, report) = FileLog::open(&path, config).expect("reopen");
+        let (log, report) = FileLog::open_with(self.fs.clone(), &path, config).expect("reopen");
         assert_eq!(
             report.truncated_bytes, 0,
             "a clean close leaves nothing to cut"
@@ -86,6 +95,16 @@ fn file_log_fsync_interval_conforms() {
 #[test]
 fn file_log_fsync_never_conforms() {
     block_on(run_all(&mut FileFactory::new(FsyncPolicy::Never)));
+}
+
+/// With two open files at most, every read, roll, trim and reopen closes and reopens
+/// files all the time (issue 19's file cache); nothing a log does may notice.
+#[test]
+fn file_log_conforms_with_two_open_files() {
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Never] {
+        let fs = StdFs::with_open_files_limit(2);
+        block_on(run_all(&mut FileFactory::on(Arc::new(fs), fsync)));
+    }
 }
 
 #[test]

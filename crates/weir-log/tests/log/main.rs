@@ -14,6 +14,7 @@ mod common;
 mod conformance;
 mod crash;
 mod faults;
+mod file_limit;
 mod fixtures;
 mod kill9;
 mod many_logs;
