@@ -1,8 +1,9 @@
 //! Tests of the whole broker (actors, real logs) on a file system whose syncs a test
 //! can hold and then let succeed or fail, and whose writes it can make fail for lack
 //! of space: the windows of decision 0005 (taken in once written, answered once
-//! synced) become deterministic, and so does a full disk. Also: a queue actor that
-//! panics.
+//! synced) become deterministic, and so does a full disk. The gate and the helpers
+//! here are shared with `restart_tests` (what a restart brings back), which runs on
+//! the same gated file system.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -38,7 +39,7 @@ struct GateState {
 
 /// The switch shared by a [`GatedFs`] and its files.
 #[derive(Debug, Default)]
-struct Gate {
+pub(crate) struct Gate {
     state: Mutex<GateState>,
     opened: Condvar,
 }
@@ -175,7 +176,7 @@ impl Fs for GatedFs {
 
 /// A broker on `dir` with gated syncs and writes, and 4 KiB segments (a roll every
 /// dozen small messages).
-async fn gated_broker(dir: &Path) -> (Broker, Arc<Gate>) {
+pub(crate) async fn gated_broker(dir: &Path) -> (Broker, Arc<Gate>) {
     let gate = Arc::new(Gate::default());
     let fs = Arc::new(GatedFs {
         inner: StdFs::shared(),
@@ -202,7 +203,7 @@ async fn broker_with_gate() -> (tempfile::TempDir, Broker, Arc<Gate>) {
     (dir, broker, gate)
 }
 
-fn message(id: &str) -> SendMessage {
+pub(crate) fn message(id: &str) -> SendMessage {
     SendMessage {
         id: Some(id.to_owned()),
         body: "body".into(),
@@ -211,7 +212,7 @@ fn message(id: &str) -> SendMessage {
 }
 
 /// Bounds a wait that must end (a hang fails the test instead of stalling it).
-async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+pub(crate) async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), future)
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish"))
@@ -312,7 +313,7 @@ fn sized(id: &str) -> SendMessage {
     }
 }
 
-fn receive_all(max: u32) -> ReceiveRequest {
+pub(crate) fn receive_all(max: u32) -> ReceiveRequest {
     ReceiveRequest {
         max,
         wait_ms: 0,
@@ -321,7 +322,7 @@ fn receive_all(max: u32) -> ReceiveRequest {
 }
 
 /// Every message queue `name` holds, received and acked.
-async fn drain(broker: &Broker, name: &str) -> BTreeSet<String> {
+pub(crate) async fn drain(broker: &Broker, name: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     loop {
         let got = broker
@@ -341,7 +342,7 @@ async fn drain(broker: &Broker, name: &str) -> BTreeSet<String> {
 }
 
 /// Opens the broker on `dir` again once `stopped` (shut down) has let go of it.
-async fn reopen(dir: &Path, stopped: Broker) -> Broker {
+pub(crate) async fn reopen(dir: &Path, stopped: Broker) -> Broker {
     drop(stopped);
     bounded("the data directory's release", async {
         loop {
@@ -366,7 +367,11 @@ async fn reopen(dir: &Path, stopped: Broker) -> Broker {
 }
 
 /// Waits until `check` holds of queue `name`'s stats.
-async fn until_stats(broker: &Broker, name: &str, check: impl Fn(&crate::api::QueueStats) -> bool) {
+pub(crate) async fn until_stats(
+    broker: &Broker,
+    name: &str,
+    check: impl Fn(&crate::api::QueueStats) -> bool,
+) {
     bounded("the queue's stats", async {
         while !check(&broker.info(name).await.expect("info").stats) {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -538,9 +543,6 @@ async fn an_ack_that_cannot_be_written_is_kept_and_written_once_there_is_room() 
     broker.shutdown().await;
 }
 
-// ---------------------------------------------------------------------------
-// A queue actor that panics (issue 17; `supervisor`)
-
 /// Declares fanout exchange `fan` bound to `queues`: its messages are stored once,
 /// in the shared log.
 pub(crate) async fn fan_out_to<S: weir_log::LogStore>(broker: &Broker<S>, queues: &[&str]) {
@@ -561,365 +563,4 @@ pub(crate) async fn fan_out_to<S: weir_log::LogStore>(broker: &Broker<S>, queues
             .await
             .expect("bind");
     }
-}
-
-/// The actor of a queue that panics is restarted from its log: a caller whose
-/// answer the dead actor held (a long poll) gets an error at once, a command queued
-/// behind the panic is served by the new actor, every durable message is there
-/// again (a shared one once), leases end as at a restart, and another queue never
-/// notices.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_whose_actor_panics_is_restarted_from_its_log() {
-    use crate::{PublishMessage, PublishOptions};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (broker, _gate) = gated_broker(dir.path()).await;
-    for name in ["q", "other"] {
-        broker
-            .declare(name, QueueOptions::default())
-            .await
-            .expect("declare");
-    }
-    fan_out_to(&broker, &["q", "other"]).await;
-    broker
-        .send("q", vec![message("a"), message("b"), message("c")])
-        .await
-        .expect("send");
-    broker
-        .publish(
-            "fan",
-            vec![PublishMessage {
-                routing_key: String::new(),
-                mandatory: false,
-                message: message("s"),
-            }],
-            PublishOptions::default(),
-        )
-        .await
-        .expect("publish");
-    let leased = broker.receive("q", receive_all(10)).await.expect("receive");
-    assert_eq!(leased.len(), 4);
-    let poll = {
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            broker
-                .receive(
-                    "q",
-                    ReceiveRequest {
-                        max: 1,
-                        wait_ms: 20_000,
-                        visibility_timeout_ms: None,
-                    },
-                )
-                .await
-        })
-    };
-    until_stats(&broker, "q", |s| s.consumers == 1).await;
-
-    broker.panic_queue("q").await.expect("panic");
-    let queued = {
-        let broker = broker.clone();
-        tokio::spawn(async move { broker.send("q", vec![message("d")]).await })
-    };
-    let polled = bounded("the long poll the dead actor held", poll)
-        .await
-        .expect("task");
-    let error = polled.expect_err("an error, not an answer from a dead actor");
-    assert_eq!(error.code(), "unavailable", "{error}");
-    bounded("the send queued behind the panic", queued)
-        .await
-        .expect("task")
-        .expect("served by the restarted actor");
-
-    // Another queue never noticed.
-    broker
-        .send("other", vec![message("x")])
-        .await
-        .expect("send");
-    let others: BTreeSet<String> = drain(&broker, "other").await;
-    assert_eq!(others, BTreeSet::from(["s".to_owned(), "x".to_owned()]));
-
-    // The old leases ended with the actor; their receipts are stale.
-    let report = broker
-        .ack("q", vec![leased[0].receipt.clone().expect("receipt")])
-        .await
-        .expect("ack");
-    assert_eq!(report.failed[0].1.code(), "stale_receipt", "{report:?}");
-    let ids = drain(&broker, "q").await;
-    assert_eq!(
-        ids,
-        ["a", "b", "c", "d", "s"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<BTreeSet<_>>(),
-        "everything durable, the shared message once"
-    );
-    broker.shutdown().await;
-
-    let broker = reopen(dir.path(), broker).await;
-    assert!(
-        drain(&broker, "q").await.is_empty(),
-        "the acks were durable"
-    );
-    broker.shutdown().await;
-}
-
-/// A queue whose actor panics again and again (a message that makes it panic each
-/// time, say) is not restarted forever: after `MAX_PANICS` it is failed. Every
-/// request to it gets `unavailable` with a reason that says so, other queues work,
-/// it can be deleted, and the next start recovers it from its log.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_that_keeps_panicking_is_failed_until_the_next_start() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (broker, _gate) = gated_broker(dir.path()).await;
-    for name in ["q", "doomed", "other"] {
-        broker
-            .declare(name, QueueOptions::default())
-            .await
-            .expect("declare");
-        broker.send(name, vec![message("a")]).await.expect("send");
-    }
-    for name in ["q", "doomed"] {
-        for _ in 0..crate::supervisor::MAX_PANICS {
-            broker.panic_queue(name).await.expect("panic");
-            // Queued behind the panic: answered by the next actor, or the failed queue.
-            broker.info(name).await.expect("info");
-        }
-    }
-    let error = broker
-        .send("q", vec![message("b")])
-        .await
-        .expect_err("a failed queue");
-    assert_eq!(error.code(), "unavailable", "{error}");
-    let text = error.to_string();
-    assert!(
-        text.contains("failed") && text.contains("panicked") && text.contains("restarts"),
-        "the reason says what happened and what brings it back: {text}"
-    );
-    let error = broker
-        .receive("q", receive_all(1))
-        .await
-        .expect_err("a failed queue");
-    assert_eq!(error.code(), "unavailable", "{error}");
-    assert_eq!(
-        drain(&broker, "other").await,
-        BTreeSet::from(["a".to_owned()])
-    );
-    bounded("deleting a failed queue", broker.delete("doomed"))
-        .await
-        .expect("delete");
-    bounded("the shutdown", broker.shutdown()).await;
-
-    let broker = reopen(dir.path(), broker).await;
-    assert_eq!(
-        drain(&broker, "q").await,
-        BTreeSet::from(["a".to_owned()]),
-        "recovered from its log"
-    );
-    assert_eq!(
-        broker.info("doomed").await.unwrap_err().code(),
-        "queue_not_found"
-    );
-    broker.shutdown().await;
-}
-
-/// Queue names are any UTF-8 up to 255 bytes and never paths: names that would
-/// escape, differ only in case or in Unicode normalisation are separate queues in
-/// `queues/@<id>` directories, and come back with their messages. A data directory
-/// from before (a queue in `queues/<name>`, no `name` file) opens where it is, and
-/// an `@<id>` directory whose declaration never finished is removed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn any_name_is_a_queue_and_the_data_directory_maps_names_safely() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (broker, _gate) = gated_broker(dir.path()).await;
-    let long = "ü".repeat(127);
-    let names = [
-        "celery@host.celery.pidbox",
-        "../../escaped",
-        "a/b",
-        "/",
-        ".",
-        "..",
-        "Q",
-        "q",
-        "caf\u{e9}",
-        "cafe\u{301}",
-        "with space\tand tab",
-        long.as_str(),
-    ];
-    for name in names {
-        broker
-            .declare(name, QueueOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("declare {name:?}: {e}"));
-        broker
-            .send(name, vec![message(name)])
-            .await
-            .unwrap_or_else(|e| panic!("send to {name:?}: {e}"));
-    }
-    let too_long = "x".repeat(256);
-    let refused = broker
-        .declare(&too_long, QueueOptions::default())
-        .await
-        .expect_err("256 bytes is over a short string");
-    assert_eq!(refused.code(), "invalid_name");
-    assert_eq!(
-        broker
-            .declare("", QueueOptions::default())
-            .await
-            .unwrap_err()
-            .code(),
-        "invalid_name"
-    );
-    // The legacy layout: the queue `old` moved to `queues/old` without its name.
-    broker
-        .declare("old", QueueOptions::default())
-        .await
-        .expect("declare old");
-    broker
-        .send("old", vec![message("old")])
-        .await
-        .expect("send");
-    broker.shutdown().await;
-    let queues = dir.path().join("queues");
-    let old_dir = std::fs::read_dir(&queues)
-        .expect("queues")
-        .map(|e| e.expect("entry").path())
-        .find(|d| std::fs::read(d.join("name")).is_ok_and(|n| n == b"old"))
-        .expect("old's directory");
-    std::fs::remove_file(old_dir.join("name")).expect("remove name");
-    std::fs::rename(&old_dir, queues.join("old")).expect("to the legacy layout");
-    // An unfinished declaration.
-    std::fs::create_dir(queues.join("@4000")).expect("leftover");
-    std::fs::write(queues.join("@4000").join("name"), "half").expect("leftover name");
-    for entry in std::fs::read_dir(&queues).expect("queues") {
-        let file = entry
-            .expect("entry")
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
-        assert!(
-            file.starts_with('@') || file == "old",
-            "a name became a path: {file:?}"
-        );
-    }
-    assert!(!dir.path().join("escaped").exists());
-
-    let broker = reopen(dir.path(), broker).await;
-    let mut listed: Vec<String> = broker.list().await.into_iter().map(|q| q.name).collect();
-    listed.sort();
-    let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    expected.push("old".to_owned());
-    expected.sort();
-    assert_eq!(listed, expected);
-    for name in names.iter().copied().chain(["old"]) {
-        assert_eq!(
-            drain(&broker, name).await,
-            BTreeSet::from([name.to_owned()]),
-            "queue {name:?} after a restart"
-        );
-    }
-    assert!(!queues.join("@4000").exists(), "the leftover is removed");
-    // The legacy queue is deleted like any other.
-    broker.delete("old").await.expect("delete old");
-    assert!(!queues.join("old").exists());
-    broker.shutdown().await;
-}
-
-/// An exclusive queue never outlives the broker run that declared it: the next
-/// start deletes it with its bindings (and an auto-delete exchange left without
-/// any goes with them), while an auto-delete queue keeps its flag.
-#[tokio::test]
-async fn a_start_deletes_exclusive_queues_and_keeps_auto_delete_ones() {
-    use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (broker, _gate) = gated_broker(dir.path()).await;
-    let exclusive = QueueOptions {
-        exclusive: true,
-        ..QueueOptions::default()
-    };
-    let auto_delete = QueueOptions {
-        auto_delete: true,
-        ..QueueOptions::default()
-    };
-    broker.declare("owned", exclusive).await.expect("declare");
-    broker.declare("brief", auto_delete).await.expect("declare");
-    broker
-        .declare("kept", QueueOptions::default())
-        .await
-        .expect("declare");
-    broker
-        .send("owned", vec![message("owned")])
-        .await
-        .expect("send");
-    let fanout = ExchangeOptions {
-        kind: ExchangeType::Fanout,
-        durable: true,
-        auto_delete: true,
-        alternate_exchange: None,
-        internal: false,
-    };
-    broker
-        .declare_exchange("fan", fanout)
-        .await
-        .expect("declare exchange");
-    broker
-        .bind(Binding {
-            source: "fan".into(),
-            destination: "owned".into(),
-            destination_type: DestinationType::Queue,
-            routing_key: String::new(),
-            arguments: std::collections::BTreeMap::new(),
-        })
-        .await
-        .expect("bind");
-    broker.shutdown().await;
-    let broker = reopen(dir.path(), broker).await;
-    assert_eq!(
-        broker.info("owned").await.unwrap_err().code(),
-        "queue_not_found"
-    );
-    assert!(broker.bindings(None, Some("owned")).is_empty());
-    assert!(
-        broker.exchange("fan").is_err(),
-        "gone with its last binding"
-    );
-    assert!(
-        broker
-            .info("brief")
-            .await
-            .expect("kept")
-            .options
-            .auto_delete
-    );
-    assert!(broker.info("kept").await.is_ok());
-    // The name is free again.
-    broker
-        .declare("owned", QueueOptions::default())
-        .await
-        .expect("declare again");
-}
-
-/// A flag asked off differs from one that is on, although a false flag is left out
-/// of `queue.json`.
-#[test]
-fn flags_left_out_when_false_still_differ() {
-    let on = QueueOptions {
-        auto_delete: true,
-        ..QueueOptions::default()
-    };
-    let off = QueueOptions::default();
-    assert_eq!(
-        off.difference(&on).as_deref(),
-        Some("auto_delete is true but false was asked")
-    );
-    assert_eq!(
-        on.difference(&off).as_deref(),
-        Some("auto_delete is false but true was asked")
-    );
-    assert_eq!(off.difference(&QueueOptions::default()), None);
-    let json = serde_json::to_string(&off).expect("serializes");
-    assert!(
-        !json.contains("exclusive") && !json.contains("auto_delete"),
-        "{json}"
-    );
 }

@@ -66,6 +66,8 @@ mod mem_tests;
 mod prepare;
 mod queue;
 mod recovery;
+#[cfg(test)]
+mod restart_tests;
 pub mod routing;
 mod shared;
 mod supervisor;

@@ -10,6 +10,7 @@
     clippy::needless_pass_by_value
 )]
 
+mod bad_files;
 mod common;
 mod conformance;
 mod crash;

@@ -1,13 +1,21 @@
-//! Restarts and crashes of the real binary: what was answered 2xx survives, acked
-//! messages never come back, settings and stats stay.
+//! Restarts and crashes of the real binary: what was answered 2xx (or confirmed over
+//! AMQP) survives, acked messages never come back, settings and stats stay.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_lite::StreamExt;
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
 use serde_json::json;
 use weir_testkit::Broker;
 
+use crate::amqp::{connect, declare};
 use crate::{Api, bodies, receipt};
 
 #[tokio::test]
@@ -426,4 +434,124 @@ async fn drain_queue(api: &Api, queue: &str) -> Vec<String> {
         assert_eq!(api.ack(queue, &receipts).await.0, 200);
         ids.extend(got.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
     }
+}
+
+/// kill -9 under AMQP load (a confirming producer and an acking consumer): after the
+/// restart every confirmed message is either back in the queue or was delivered
+/// before the crash, and nothing comes back that was never published.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, start to end
+async fn kill_9_under_amqp_load_keeps_every_confirmed_message() {
+    use std::collections::{BTreeSet, VecDeque};
+    use std::sync::{Arc, Mutex};
+
+    let mut broker = Broker::start().await.unwrap();
+    let setup = connect(&broker).await;
+    declare(&setup.create_channel().await.unwrap(), "crash").await;
+    let confirmed = Arc::new(Mutex::new(BTreeSet::new()));
+    let published = Arc::new(Mutex::new(BTreeSet::new()));
+    let delivered = Arc::new(Mutex::new(BTreeSet::new()));
+    let producer = {
+        let (conn, confirmed, published) =
+            (connect(&broker).await, confirmed.clone(), published.clone());
+        tokio::spawn(async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            let mut window = VecDeque::new();
+            for seq in 0u64.. {
+                let Ok(confirm) = ch
+                    .basic_publish(
+                        "".into(),
+                        "crash".into(),
+                        BasicPublishOptions::default(),
+                        seq.to_string().as_bytes(),
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                else {
+                    return;
+                };
+                published.lock().unwrap().insert(seq);
+                window.push_back((seq, confirm));
+                while window.len() > 200 {
+                    let (seq, confirm) = window.pop_front().unwrap();
+                    match confirm.await {
+                        Ok(c) if c.is_ack() => {
+                            confirmed.lock().unwrap().insert(seq);
+                        }
+                        _ => return,
+                    }
+                }
+            }
+        })
+    };
+    let consumer = {
+        let (conn, delivered) = (connect(&broker).await, delivered.clone());
+        tokio::spawn(async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+            let mut consumer = ch
+                .basic_consume(
+                    "crash".into(),
+                    "c".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            while let Some(Ok(d)) = consumer.next().await {
+                let seq: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
+                delivered.lock().unwrap().insert(seq);
+                if d.ack(BasicAckOptions::default()).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    // Let the load run until a few thousand are confirmed, then pull the plug.
+    for _ in 0..600 {
+        if confirmed.lock().unwrap().len() >= 3_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.kill9().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), producer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), consumer).await;
+    let confirmed = confirmed.lock().unwrap().clone();
+    let published = published.lock().unwrap().clone();
+    let delivered = delivered.lock().unwrap().clone();
+    assert!(
+        confirmed.len() >= 1_000,
+        "the load ran: {}",
+        confirmed.len()
+    );
+    broker.restart().await.unwrap();
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut after = BTreeSet::new();
+    while let Some(m) = ch
+        .basic_get(
+            "crash".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let seq: u64 = std::str::from_utf8(&m.delivery.data)
+            .unwrap()
+            .parse()
+            .unwrap();
+        after.insert(seq);
+    }
+    let lost: Vec<u64> = confirmed
+        .iter()
+        .filter(|s| !after.contains(s) && !delivered.contains(s))
+        .copied()
+        .collect();
+    assert!(lost.is_empty(), "confirmed and lost: {lost:?}");
+    let invented: Vec<u64> = after.difference(&published).copied().collect();
+    assert!(invented.is_empty(), "never published: {invented:?}");
 }

@@ -7,6 +7,7 @@
 mod amqp;
 mod amqp_methods;
 mod amqp_queues;
+mod bench;
 mod celery;
 mod cli;
 mod cli_routing;
