@@ -79,6 +79,9 @@ def declare_and_publish(port, count):
         sock.sendall(out)
         for k, _ in enumerate(names):
             (kind, _, payload), buf = read_frame(sock, buf)
+            while kind == 8:  # a heartbeat: answer it and read on
+                sock.sendall(frame(8, 0, b""))
+                (kind, _, payload), buf = read_frame(sock, buf)
             cls, meth = struct.unpack(">HH", payload[:4])
             if (cls, meth) == (50, 11):
                 taken += 1

@@ -221,7 +221,6 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
     let ticker = tokio::spawn(tick(shared.clone(), progress.clone(), args.consumers > 0));
     let broker_before = pid.map(process_cpu_seconds).transpose()?;
     let client_before = process_cpu_seconds(std::process::id())?;
-    let next_seq = Arc::new(AtomicU64::new(0));
     let mut consumers = JoinSet::new();
     let mut subscribed = Vec::new();
     for i in 0..args.consumers {
@@ -256,8 +255,9 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
                 rate: per_producer_rate,
                 count,
                 deadline,
+                first: u64::from(i),
+                step: u64::from(args.producers),
             },
-            next_seq.clone(),
             shared.clone(),
         ));
     }
@@ -314,6 +314,12 @@ struct ProduceArgs {
     rate: u64,
     count: u64,
     deadline: Option<Instant>,
+    /// The producer's sequence numbers: `first`, `first + step`, ... below `count`.
+    /// Each producer has its share of the count (as `PerfTest`'s per-producer count),
+    /// so with `--queues` every queue gets its part however the producers' starts
+    /// fall, and the numbers stay unique for the verification.
+    first: u64,
+    step: u64,
 }
 
 /// Confirms received so far, by delivery tag: everything below `base` is settled,
@@ -349,11 +355,7 @@ impl Confirms {
     }
 }
 
-async fn produce(
-    args: ProduceArgs,
-    next_seq: Arc<AtomicU64>,
-    shared: Arc<Shared>,
-) -> anyhow::Result<()> {
+async fn produce(args: ProduceArgs, shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut client = Client::connect(&args.url).await?;
     if args.confirms {
         client.confirm_select().await?;
@@ -399,7 +401,7 @@ async fn produce(
     let mut out = BytesMut::with_capacity(256 * (args.size + 64));
     let interval = (args.rate > 0).then(|| Duration::from_nanos(1_000_000_000 / args.rate));
     let mut next_send = Instant::now();
-    let mut sent = 0u64;
+    let (mut sent, mut next_seq) = (0u64, args.first);
     'run: loop {
         if args.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -420,7 +422,8 @@ async fn produce(
         }
         let mut n = 0;
         while n < budget {
-            let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+            let seq = next_seq;
+            next_seq += args.step;
             if seq >= args.count || seq >= shared.tally.capacity() {
                 if n == 0 {
                     break 'run;
