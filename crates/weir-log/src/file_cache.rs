@@ -16,7 +16,7 @@
 //!   descriptor opened afterwards can return success for lost bytes. When a sweep at
 //!   the limit finds only such files, it syncs them first (outside its lock) and closes
 //!   them once they are clean. A file being written is never closed either.
-//! - **A file about to be removed or renamed over is pinned open** for as long as
+//! - **A file about to be removed, renamed or renamed over is pinned open** for as long as
 //!   someone holds it, so a reader holding a removed segment still reads the bytes it
 //!   had, exactly as with a descriptor ([`FileCache::pin_path`]).
 //! - **The limit is soft.** When nothing can be closed (every open file is pinned,

@@ -277,8 +277,8 @@ impl Fs for StdFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn FileIo>> {
-        // A file held by someone and replaced here keeps what it had for them.
-        self.cache.pin_path(path)?;
+        // No pin: truncating keeps the inode, so a held file of the same path sees
+        // the truncation whether its descriptor is open or opened again.
         let file = self.cache.open(path, Open::Create)?;
         Ok(Arc::new(StdFile(file)))
     }
