@@ -75,7 +75,7 @@ pub(crate) struct Inner<S: LogStore> {
     /// declared any more.
     pub(crate) closing: AtomicBool,
     /// Resource alarms (see [`crate::alarms`]).
-    pub(crate) alarms: tokio::sync::watch::Receiver<crate::Alarms>,
+    pub(crate) alarms: tokio::sync::watch::Receiver<crate::alarms::Alarms>,
     /// Where the queues' and the shared log live: files (on the real file
     /// system, or a test's that can hold or fail syncs), or memory in tests.
     pub(crate) store: Arc<S>,
@@ -600,7 +600,7 @@ impl<S: LogStore> Broker<S> {
 
     /// The resource alarms, as they change: front ends block publishers while one
     /// is raised.
-    pub fn alarms(&self) -> tokio::sync::watch::Receiver<crate::Alarms> {
+    pub fn alarms(&self) -> tokio::sync::watch::Receiver<crate::alarms::Alarms> {
         self.inner.alarms.clone()
     }
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use weir_broker::routing::is_built_in;
 use weir_broker::{Broker, BrokerConfig, FsyncPolicy, Limits};
 
-use crate::HttpConfig;
+use crate::config::HttpConfig;
 use crate::connection::{self, Io, Service};
 use crate::phase::{Clock, ConnectionState};
 

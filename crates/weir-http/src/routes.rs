@@ -18,7 +18,7 @@ use weir_broker::{
     ReceiveRequest, SettleReport,
 };
 
-use crate::HttpConfig;
+use crate::config::HttpConfig;
 use crate::error::{ApiError, status_of};
 use crate::extract::{JsonBody, OneOrMany, QueryParams};
 use crate::messages::{MessageIn, message_in};

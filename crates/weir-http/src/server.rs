@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::HttpConfig;
+use crate::config::HttpConfig;
 use crate::connection::{self, Io, Service};
 use crate::phase::{Clock, ConnectionState, Phase};
 

@@ -413,7 +413,7 @@ impl RecordRef {
             });
         }
         Ok(Record {
-            offset: crate::Offset(self.offset),
+            offset: crate::record::Offset(self.offset),
             timestamp_ms: self.timestamp_ms,
             key,
             headers,

@@ -27,13 +27,13 @@ use crate::batch::EncodedBatch;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::io::{DirLock, Fs, StdFs};
+use crate::message_log::{LogStats, MessageLog, Watermark, wait_for};
 use crate::pool::IoPool;
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::recovery::{self, RecoveryReport};
 use crate::shared::{Counters, Shared, now_ms};
 use crate::writer::{Request, RetentionReport, Writer};
 use crate::writer_pool::{WriterHandle, WriterPool};
-use crate::{MessageLog, Watermark};
 
 /// How long `open` keeps trying a held directory lock before answering `Locked`.
 ///
@@ -59,26 +59,6 @@ fn lock_dir(fs: &dyn Fs, dir: &Path) -> Result<DirLock> {
             Err(e) => return Err(LogError::io("lock", dir, e)),
         }
     }
-}
-
-/// Sizes and bounds of a log, for metrics and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogStats {
-    /// First offset still in the log.
-    pub first_offset: Offset,
-    /// Offset the next append gets.
-    pub next_offset: Offset,
-    /// Segment files.
-    pub segments: usize,
-    /// Bytes of committed data in segment files, headers included.
-    pub size_bytes: u64,
-    /// Appends committed since open.
-    pub appends: u64,
-    /// Commit groups written since open: each is one write (and, under `always`, one
-    /// `fdatasync`); `appends / commit_groups` is what group commit achieved.
-    pub commit_groups: u64,
-    /// `fdatasync` calls on segment data since open (all policies).
-    pub data_syncs: u64,
 }
 
 /// A log stored in a directory of segment files. Cheap to clone: clones share the same
@@ -332,7 +312,7 @@ impl MessageLog for FileLog {
     }
 
     fn wait_for(&self, offset: Offset) -> impl Future<Output = Result<Offset>> + Send {
-        crate::wait_for(self.shared.watermark.subscribe(), offset)
+        wait_for(self.shared.watermark.subscribe(), offset)
     }
 
     async fn close(&self) -> Result<()> {
@@ -431,7 +411,7 @@ mod tests {
     fn a_panicking_writer_step_fails_only_its_log() {
         let rt = runtime();
         let [(fs_a, a), (_fs_b, b)] = two_logs_on_the_same_threads(&rt);
-        let closed = crate::wait_for(a.shared.watermark.subscribe(), Offset(u64::MAX));
+        let closed = wait_for(a.shared.watermark.subscribe(), Offset(u64::MAX));
         a.requests
             .send(Request::Panic)
             .unwrap_or_else(|_| panic!("sent"));
@@ -472,7 +452,7 @@ mod tests {
         rt.block_on(clone.append_batch_unsynced(&[NewRecord::new("unsynced")]))
             .unwrap();
         let shared = Arc::downgrade(&log.shared);
-        let closed = crate::wait_for(log.shared.watermark.subscribe(), Offset(u64::MAX));
+        let closed = wait_for(log.shared.watermark.subscribe(), Offset(u64::MAX));
         drop(log);
         drop(clone);
         assert!(matches!(rt.block_on(closed), Err(LogError::Closed)));

@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use crate::batch::check_limits;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
+use crate::message_log::{LogStats, MessageLog, Watermark, wait_for};
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::shared::now_ms;
-use crate::{LogStats, MessageLog, Watermark};
 
 #[derive(Debug)]
 struct State {
@@ -211,7 +211,7 @@ impl MessageLog for MemLog {
     }
 
     fn wait_for(&self, offset: Offset) -> impl Future<Output = Result<Offset>> + Send {
-        crate::wait_for(self.inner.watermark.subscribe(), offset)
+        wait_for(self.inner.watermark.subscribe(), offset)
     }
 
     // Submitted appends happen at the call, so their order is the call order; an

@@ -11,10 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::Watermark;
 use crate::config::LogConfig;
 use crate::error::{Corruption, LogError, Result};
 use crate::io::Fs;
+use crate::message_log::Watermark;
 use crate::record::{Offset, ReadLimits, Record};
 use crate::segment::{ReadFlow, Segment};
 

@@ -8,12 +8,12 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::MessageLog;
 use crate::config::LogConfig;
 use crate::error::Result;
 use crate::file_log::FileLog;
 use crate::io::{Fs, StdFs};
 use crate::mem_log::MemLog;
+use crate::message_log::MessageLog;
 use crate::recovery::RecoveryReport;
 
 /// Opens the logs of a broker, one per directory.

@@ -1,7 +1,7 @@
 //! [`TailReader`]: follow a log as it grows, as a stream consumer does.
 
-use crate::MessageLog;
 use crate::error::Result;
+use crate::message_log::MessageLog;
 use crate::record::{Offset, ReadLimits, Record};
 
 /// Reads a log from an offset on, waiting for new records once it has caught up.

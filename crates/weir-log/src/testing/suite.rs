@@ -11,9 +11,9 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use crate::MessageLog;
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::message_log::MessageLog;
 use crate::record::{Header, NewRecord, Offset, ReadLimits, Record};
 use crate::tail::TailReader;
 

@@ -7,11 +7,12 @@ use std::sync::atomic::AtomicUsize;
 use tokio::sync::watch;
 
 use super::*;
+use crate::FileLog;
 use crate::config::LogConfig;
+use crate::message_log::{MessageLog, Watermark};
 use crate::record::{NewRecord, ReadLimits};
 use crate::shared::Counters;
 use crate::testing::{CrashFs, Torn};
-use crate::{FileLog, MessageLog, Watermark};
 
 const DIR: &str = "/w";
 
