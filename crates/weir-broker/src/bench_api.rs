@@ -11,7 +11,7 @@ use crate::queue::fresh::Fresh;
 use crate::queue::record::MessageMeta;
 use crate::queue::record::Outgoing;
 use crate::queue::replay::entry_of;
-use crate::queue::state::{QueueState, format_receipt};
+use crate::queue::state::{Acked, QueueState, format_receipt};
 
 const NOW: i64 = 1_700_000_000_000;
 const VISIBILITY_MS: u64 = 30_000;
@@ -64,11 +64,11 @@ impl QueueFixture {
         let mut settled = Vec::with_capacity(leased.len());
         for (entry, lease_id) in &leased {
             let receipt = format_receipt(entry.offset, *lease_id);
-            if let Ok(entry) = self.state.ack("bench", &receipt) {
+            if let Ok(Acked::Now(entry)) = self.state.ack("bench", &receipt) {
                 settled.push(entry.offset);
             }
         }
-        self.state.finish_settle(&settled);
+        self.state.acks_written(&settled, true);
         settled.len()
     }
 

@@ -15,7 +15,7 @@ use super::input::Input;
 use crate::api::QueueOptions;
 use crate::queue::record::{self, Decoded, encode_shared};
 use crate::queue::replay::{Arrivals, Wanted, finish, replay_own, scan_shared};
-use crate::queue::state::{QueueState, format_receipt};
+use crate::queue::state::{Acked, QueueState, format_receipt};
 
 /// The time replay and delivery run at, ms since the epoch.
 pub(super) const NOW: i64 = 1_700_000_000_000;
@@ -173,7 +173,7 @@ pub fn queue_record(data: &[u8]) {
             let receipt = format_receipt(entry.offset, lease);
             match (i + round) % 4 {
                 0 => {
-                    if state.ack("fuzz", &receipt).is_ok() {
+                    if let Ok(Acked::Now(_)) = state.ack("fuzz", &receipt) {
                         acked.push(entry.offset);
                     }
                 }
@@ -186,7 +186,7 @@ pub fn queue_record(data: &[u8]) {
                 _ => state.release(entry.offset, lease),
             }
         }
-        state.finish_settle(&acked);
+        state.acks_written(&acked, true);
         now = now.saturating_add(3_600_000);
         let _ = state.tick(now);
     }

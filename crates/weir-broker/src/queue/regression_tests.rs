@@ -1,12 +1,16 @@
-//! Regression tests from a review: sequences the actor can produce (its steps replayed by hand against
-//! [`QueueState`], a [`MemLog`] and the real [`replay`]) that break a promise of the
-//! queue engine. Each test names the promise; the comment above it gives the
-//! interleaving in the actor that leads there.
+//! Regression tests from a review: sequences the actor can produce that broke a
+//! promise of the queue engine. Each test names the promise; the comment above it
+//! gives the interleaving that led there. They drive [`QueueState`] and check the
+//! effects it returns; where a promise spans a restart, the records those effects
+//! write go into a [`MemLog`] that the real [`replay`] reads back. Counters and
+//! checkpoints are checked the same way, with [`Counters`] told where each append
+//! landed. (The trim and restart cycle of de-duplication ids runs through the
+//! whole broker in `mem_tests.rs`.)
 
 #![allow(clippy::cast_possible_truncation)]
 
 use bytes::Bytes;
-use weir_log::{LogConfig, MemLog, MessageLog, NewRecord, Offset, ReadLimits};
+use weir_log::{LogConfig, MemLog, MessageLog, NewRecord};
 
 use crate::api::{DeadLetterReason, QueueOptions};
 use crate::queue::counters::Counters;
@@ -19,146 +23,63 @@ use crate::queue::state::{Admission, DEAD_LETTER_RETRY_MS, Effect, QueueState, f
 const QUEUE: &str = "q";
 const T0: i64 = 1_000_000;
 
-struct Rig {
-    rt: tokio::runtime::Runtime,
-    log: MemLog,
-    state: QueueState,
-    counters: Counters,
-    restarts: u64,
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(f)
 }
 
-impl Rig {
-    fn new(options: QueueOptions) -> Rig {
-        Rig {
-            rt: tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("runtime"),
-            log: MemLog::new(LogConfig::default()),
-            state: QueueState::new(options, 1),
-            counters: Counters::new(Totals::default(), 0, 0),
-            restarts: 0,
-        }
-    }
+/// Appends records to `log`, as the actor's appends do, telling `counters` where
+/// they landed; returns the offset of the first.
+fn append(log: &MemLog, counters: &mut Counters, records: &[NewRecord], delta: Totals) -> u64 {
+    let appended = block_on(log.append_batch(records)).expect("append");
+    counters.landed(appended.first.0, appended.next.0, delta);
+    appended.first.0
+}
 
-    /// Appends message records stamped `now`; returns their entries (not committed).
-    fn write(&mut self, ids: &[&str], now: i64) -> Vec<(Entry, i64)> {
-        let metas: Vec<MessageMeta> = ids
-            .iter()
-            .map(|id| MessageMeta {
+/// Message records for `ids`.
+fn messages(ids: &[&str]) -> (Vec<NewRecord>, Totals) {
+    let records = ids
+        .iter()
+        .map(|id| {
+            MessageMeta {
                 id: (*id).to_owned(),
-                enqueued_at_ms: now,
+                enqueued_at_ms: T0,
                 ..MessageMeta::default()
-            })
-            .collect();
-        let records: Vec<NewRecord> = metas
-            .iter()
-            .map(|m| NewRecord {
-                timestamp_ms: Some(now),
-                key: Some(m.encode()),
-                headers: Vec::new(),
-                body: Bytes::from_static(b"x"),
-            })
-            .collect();
-        let appended = self
-            .rt
-            .block_on(self.log.append_batch(&records))
-            .expect("append");
-        self.counters.landed(
-            appended.first.0,
-            appended.next.0,
-            Totals {
-                sent: appended.count(),
-                ..Totals::default()
-            },
-        );
-        appended
-            .offsets()
-            .zip(&metas)
-            .map(|(o, m)| (entry_of(o.0, m, 1), 0))
-            .collect()
-    }
+            }
+            .encode()
+        })
+        .map(|key| NewRecord {
+            timestamp_ms: Some(T0),
+            key: Some(key),
+            headers: Vec::new(),
+            body: Bytes::from_static(b"x"),
+        })
+        .collect();
+    let delta = Totals {
+        sent: ids.len() as u64,
+        ..Totals::default()
+    };
+    (records, delta)
+}
 
-    /// A send as the actor does it: admit, append, confirm the ids, commit.
-    fn send(&mut self, ids: &[&str], now: i64) -> Vec<Entry> {
-        let items: Vec<(Option<&str>, u32)> = ids.iter().map(|id| (Some(*id), 1)).collect();
-        let admitted = self.state.admit(QUEUE, &items, now).expect("admitted");
-        assert_eq!(
-            admitted,
-            Admission::Admitted(vec![false; ids.len()]),
-            "fresh ids"
-        );
-        let entries = self.write(ids, now);
-        self.state.confirm_ids(
-            ids.iter()
-                .copied()
-                .zip(entries.iter().map(|(e, _)| e.offset)),
-        );
-        self.state.synced_below(self.log.next_offset().0);
-        let effects = self.state.commit(entries.clone(), true, now);
-        assert!(effects.is_empty());
-        entries.into_iter().map(|(e, _)| e).collect()
+/// State records, with what they add to the counters.
+fn states(ops: &[StateOp]) -> (Vec<NewRecord>, Totals) {
+    let mut delta = Totals::default();
+    for op in ops {
+        delta.add(&op.delta());
     }
+    (StateOp::records(ops), delta)
+}
 
-    /// Appends state records as the actor's `persist` does; returns where they landed.
-    fn persist(&mut self, ops: &[StateOp], now: i64) -> weir_log::Result<u64> {
-        let records: Vec<NewRecord> = ops
-            .iter()
-            .map(|op| {
-                let (key, body) = op.encode();
-                NewRecord {
-                    timestamp_ms: Some(now),
-                    key: Some(key),
-                    headers: Vec::new(),
-                    body,
-                }
-            })
-            .collect();
-        let appended = self.rt.block_on(self.log.append_batch(&records))?;
-        let mut delta = Totals::default();
-        for op in ops {
-            delta.add(&op.delta());
-        }
-        self.counters
-            .landed(appended.first.0, appended.next.0, delta);
-        Ok(appended.first.0)
-    }
-
-    /// Reopens the log and replays it into a fresh state.
-    fn restart(&mut self, now: i64) {
-        self.restarts += 1;
-        self.rt.block_on(self.log.close()).expect("close");
-        let log = self.log.reopen();
-        let mut state = QueueState::new(self.state.options().clone(), 1 + (self.restarts << 40));
-        let report = self
-            .rt
-            .block_on(replay(&log, None, &mut state, QUEUE, now))
-            .expect("replay");
-        self.counters = Counters::new(state.totals, report.end, report.shared_below);
-        self.log = log;
-        self.state = state;
-    }
-
-    /// The actor's housekeeping trim (actor.rs `housekeeping`, without moves): fold
-    /// the counters, write the checkpoint (totals and the dedup ids only the trimmed
-    /// part remembers), note where the ids went, trim. Nothing is in flight here.
-    fn housekeeping(&mut self, now: i64) {
-        let next = self.log.next_offset().0;
-        let floor = self.state.floor(next);
-        if floor <= self.log.first_offset().0 {
-            return;
-        }
-        self.counters.fold(floor);
-        let (ops, chunks) = self
-            .counters
-            .checkpoint(&self.state.dedup_ids_below(floor, 0, now));
-        let first = self.persist(&ops, now).expect("checkpoint");
-        for (i, ids) in chunks.iter().enumerate() {
-            self.state.dedup_rewritten(ids, first + 1 + i as u64);
-        }
-        self.rt
-            .block_on(self.log.trim_before(Offset(floor)))
-            .expect("trim");
-    }
+/// What a restart makes of `log`: a fresh state replayed from it.
+fn restart(log: &MemLog, options: QueueOptions, now: i64) -> QueueState {
+    block_on(log.close()).expect("close");
+    let log = log.reopen();
+    let mut state = QueueState::new(options, 1 << 40);
+    block_on(replay(&log, None, &mut state, QUEUE, now)).expect("replay");
+    state
 }
 
 fn dedup_options(window: u64) -> QueueOptions {
@@ -173,6 +94,34 @@ fn admitted(a: Admission) -> Vec<bool> {
         Admission::Admitted(d) => d,
         Admission::Wait => panic!("the send waits"),
     }
+}
+
+fn entry_at(offset: u64) -> Entry {
+    Entry {
+        offset,
+        group: 0,
+        expires_at: 0,
+        enqueued_at: T0,
+        size: 1,
+        attempts: 0,
+        origin: 0,
+        priority: 0,
+        seq: 0,
+    }
+}
+
+/// Admits, "writes" at `offset` (durable at once) and commits one message.
+fn send_one(state: &mut QueueState, id: Option<&str>, offset: u64) {
+    state.admit(QUEUE, &[(id, 1)], T0).expect("admitted");
+    if let Some(id) = id {
+        state.confirm_ids([(id, offset)]);
+    }
+    state.synced_below(offset + 1);
+    assert!(
+        state
+            .commit(vec![(entry_at(offset), 0)], true, T0)
+            .is_empty()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -229,40 +178,44 @@ fn a_send_is_not_confirmed_as_a_duplicate_of_a_send_that_is_not_yet_durable() {
 /// an id remembered for a message that was never written.
 #[test]
 fn a_dedup_checkpoint_does_not_hold_ids_whose_message_was_never_written() {
-    let mut rig = Rig::new(dedup_options(600_000));
-    rig.send(&["a"], T0);
+    let mut state = QueueState::new(dedup_options(600_000), 1);
+    send_one(&mut state, Some("a"), 0);
     // "x" admitted, its append in flight.
     assert_eq!(
-        admitted(rig.state.admit(QUEUE, &[(Some("x"), 1)], T0).unwrap()),
+        admitted(state.admit(QUEUE, &[(Some("x"), 1)], T0).unwrap()),
         [false]
     );
-    let ids = rig.state.dedup_ids_below(u64::MAX, 0, T0);
+    let ids = state.dedup_ids_below(u64::MAX, 0, T0);
     assert_eq!(ids, [(T0 + 600_000, "a".to_owned())], "only the durable id");
-    rig.persist(&[StateOp::Dedup(ids)], T0).unwrap();
-    // Crash: the append of "x" never lands.
-    rig.restart(T0 + 1_000);
-    let again = rig
-        .state
-        .admit(QUEUE, &[(Some("x"), 1)], T0 + 1_000)
-        .unwrap();
+    // The checkpoint is written; then a crash: the append of "x" never lands.
+    let log = MemLog::new(LogConfig::default());
+    let mut counters = Counters::new(Totals::default(), 0, 0);
+    let (records, delta) = states(&[StateOp::Dedup(ids)]);
+    append(&log, &mut counters, &records, delta);
+    let mut state = restart(&log, dedup_options(600_000), T0 + 1_000);
+    let again = state.admit(QUEUE, &[(Some("x"), 1)], T0 + 1_000).unwrap();
     assert_eq!(
         admitted(again),
         [false],
         "the retry of a send never written is a new send"
     );
+    let again = state.admit(QUEUE, &[(Some("a"), 1)], T0 + 1_000).unwrap();
+    assert_eq!(admitted(again), [true], "the checkpointed id is kept");
 }
 
 /// Replay restores ids in log order and checkpoints list them in any order; ids
 /// still leave the window on time.
 #[test]
 fn restored_dedup_ids_leave_the_window_on_time_whatever_the_checkpoint_order() {
-    let mut rig = Rig::new(dedup_options(1_000));
     let ids: Vec<(i64, String)> = (0..10)
         .rev()
         .map(|i| (T0 + 1_000 + i * 100, format!("id{i}")))
         .collect();
-    rig.persist(&[StateOp::Dedup(ids)], T0).unwrap();
-    rig.restart(T0 + 1);
+    let log = MemLog::new(LogConfig::default());
+    let mut counters = Counters::new(Totals::default(), 0, 0);
+    let (records, delta) = states(&[StateOp::Dedup(ids)]);
+    append(&log, &mut counters, &records, delta);
+    let mut state = restart(&log, dedup_options(1_000), T0 + 1);
     // At T0 + 1_550, id0..=id5 are out of their window.
     let now = T0 + 1_550;
     let items: Vec<(Option<&str>, u32)> = ["id0", "id5", "id6"]
@@ -270,56 +223,9 @@ fn restored_dedup_ids_leave_the_window_on_time_whatever_the_checkpoint_order() {
         .map(|id| (Some(*id), 1))
         .collect();
     assert_eq!(
-        admitted(rig.state.admit(QUEUE, &items, now).unwrap()),
+        admitted(state.admit(QUEUE, &items, now).unwrap()),
         [false, false, true],
         "id0 and id5 left the window 550 and 50 ms ago"
-    );
-}
-
-/// Ids survive any sequence of trims and restarts inside their window: each trim
-/// rewrites the ids only the trimmed part remembers.
-#[test]
-fn dedup_ids_survive_trims_and_restarts_inside_the_window() {
-    let mut rig = Rig::new(dedup_options(600_000));
-    let a = rig.send(&["a"], T0);
-    let (leased, _) = rig.state.lease(1, 30_000, T0);
-    rig.state
-        .ack(QUEUE, &format_receipt(a[0].offset, leased[0].1))
-        .unwrap();
-    rig.persist(
-        &[StateOp::Settled(SettleReason::Acked, vec![a[0].offset])],
-        T0,
-    )
-    .unwrap();
-    rig.state.finish_settle(&[a[0].offset]);
-    rig.housekeeping(T0); // "a" now lives in the checkpoint only
-    rig.send(&["b"], T0 + 10); // held
-    rig.restart(T0 + 30);
-    assert_eq!(
-        admitted(rig.state.admit(QUEUE, &[(Some("a"), 1)], T0 + 30).unwrap()),
-        [true]
-    );
-    // b is held, so nothing more is trimmed; settle b, trim again, crash.
-    let (leased, _) = rig.state.lease(1, 30_000, T0 + 40);
-    let b = leased[0].0.offset;
-    rig.state
-        .ack(QUEUE, &format_receipt(b, leased[0].1))
-        .unwrap();
-    rig.persist(&[StateOp::Settled(SettleReason::Acked, vec![b])], T0 + 40)
-        .unwrap();
-    rig.state.finish_settle(&[b]);
-    rig.housekeeping(T0 + 40);
-    rig.restart(T0 + 50);
-    let items = [(Some("a"), 1), (Some("b"), 1)];
-    assert_eq!(
-        admitted(rig.state.admit(QUEUE, &items, T0 + 50).unwrap()),
-        [true, true],
-        "both ids are inside their 10 min window"
-    );
-    let stats = rig.state.stats(0, T0 + 50);
-    assert_eq!(
-        (stats.sent_total, stats.acked_total, stats.duplicates_total),
-        (2, 2, 2)
     );
 }
 
@@ -328,24 +234,23 @@ fn dedup_ids_survive_trims_and_restarts_inside_the_window() {
 #[test]
 fn a_dedup_checkpoint_of_a_busy_queue_can_be_written() {
     let now = 1_700_000_000_000;
-    let mut rig = Rig::new(dedup_options(300_000));
+    let mut state = QueueState::new(dedup_options(300_000), 1);
     let ids: Vec<String> = (0..450_000u64)
         .map(|n| format!("{:032x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
         .collect();
     for chunk in ids.chunks(1_000) {
         let items: Vec<(Option<&str>, u32)> =
             chunk.iter().map(|id| (Some(id.as_str()), 1)).collect();
-        rig.state.admit(QUEUE, &items, now).unwrap();
-        rig.state
-            .confirm_ids(chunk.iter().map(String::as_str).zip(0..));
-        rig.state.synced_below(u64::MAX);
+        state.admit(QUEUE, &items, now).unwrap();
+        state.confirm_ids(chunk.iter().map(String::as_str).zip(0..));
+        state.synced_below(u64::MAX);
     }
-    let (ops, chunks) = rig
-        .counters
-        .checkpoint(&rig.state.dedup_ids_below(u64::MAX, 0, now));
+    let counters = Counters::new(Totals::default(), 0, 0);
+    let (ops, chunks) = counters.checkpoint(&state.dedup_ids_below(u64::MAX, 0, now));
     assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 450_000);
+    let log = MemLog::new(LogConfig::default());
     for group in ops.chunks(8) {
-        let written = rig.persist(group, now);
+        let written = block_on(log.append_batch(&StateOp::records(group)));
         assert!(
             written.is_ok(),
             "the checkpoint could not be written: {written:?}"
@@ -394,26 +299,22 @@ fn a_failed_dead_letter_waits_retries_and_counts_its_expiry_once() {
 /// which records it covers (`below`), replay adds the rest.
 #[test]
 fn a_checkpoint_does_not_double_count_a_record_that_lands_after_it() {
-    let mut rig = Rig::new(QueueOptions::default());
-    let a = rig.send(&["a"], T0);
-    let (leased, _) = rig.state.lease(1, 30_000, T0);
-    rig.persist(&[StateOp::Delivered(vec![(a[0].offset, 1)])], T0)
-        .unwrap();
-    rig.state
-        .ack(QUEUE, &format_receipt(a[0].offset, leased[0].1))
-        .unwrap();
+    let log = MemLog::new(LogConfig::default());
+    let mut counters = Counters::new(Totals::default(), 0, 0);
+    let (records, delta) = messages(&["a"]);
+    let a = append(&log, &mut counters, &records, delta);
+    let (records, delta) = states(&[StateOp::Delivered(vec![(a, 1)])]);
+    append(&log, &mut counters, &records, delta);
     // The checkpoint covers what landed so far (the message and its delivery)...
-    rig.counters.fold(rig.log.next_offset().0);
-    let (ops, _) = rig.counters.checkpoint(&[]);
-    rig.persist(&ops, T0).unwrap();
+    counters.fold(log.next_offset().0);
+    let (ops, _) = counters.checkpoint(&[]);
+    let (records, delta) = states(&ops);
+    append(&log, &mut counters, &records, delta);
     // ...then the ack's record lands; then kill -9.
-    rig.persist(
-        &[StateOp::Settled(SettleReason::Acked, vec![a[0].offset])],
-        T0,
-    )
-    .unwrap();
-    rig.restart(T0 + 10);
-    let stats = rig.state.stats(0, T0 + 10);
+    let (records, delta) = states(&[StateOp::Settled(SettleReason::Acked, vec![a])]);
+    append(&log, &mut counters, &records, delta);
+    let state = restart(&log, QueueOptions::default(), T0 + 10);
+    let stats = state.stats(0, T0 + 10);
     assert_eq!((stats.sent_total, stats.acked_total), (1, 1));
 }
 
@@ -421,15 +322,18 @@ fn a_checkpoint_does_not_double_count_a_record_that_lands_after_it() {
 /// takes it and does not count the records below it twice.
 #[test]
 fn a_checkpoint_without_its_trim_is_not_counted_twice() {
-    let mut rig = Rig::new(QueueOptions::default());
-    rig.send(&["a", "b"], T0);
-    rig.persist(&[StateOp::Settled(SettleReason::Purged, vec![0, 1])], T0)
-        .unwrap();
-    rig.counters.fold(rig.log.next_offset().0);
-    let (ops, _) = rig.counters.checkpoint(&[]);
-    rig.persist(&ops, T0).unwrap();
-    rig.restart(T0 + 1);
-    let stats = rig.state.stats(0, T0 + 1);
+    let log = MemLog::new(LogConfig::default());
+    let mut counters = Counters::new(Totals::default(), 0, 0);
+    let (records, delta) = messages(&["a", "b"]);
+    append(&log, &mut counters, &records, delta);
+    let (records, delta) = states(&[StateOp::Settled(SettleReason::Purged, vec![0, 1])]);
+    append(&log, &mut counters, &records, delta);
+    counters.fold(log.next_offset().0);
+    let (ops, _) = counters.checkpoint(&[]);
+    let (records, delta) = states(&ops);
+    append(&log, &mut counters, &records, delta);
+    let state = restart(&log, QueueOptions::default(), T0 + 1);
+    let stats = state.stats(0, T0 + 1);
     assert_eq!((stats.sent_total, stats.purged_total), (2, 2));
 }
 
@@ -437,35 +341,63 @@ fn a_checkpoint_without_its_trim_is_not_counted_twice() {
 // Trimming
 
 /// An ack stays held (for the trim floor) until its record is durable. When the
-/// record cannot be written the ack is kept in memory and retried, so housekeeping
-/// meanwhile must leave the message in the log: a restart before the ack is written
-/// delivers it again, and must be able to read it.
+/// record cannot be written the ack is kept and its record written again, so
+/// housekeeping meanwhile must leave the message in the log (it trims below
+/// `floor`): a restart before the ack is written delivers it again, and must be
+/// able to read it. Meanwhile it is never delivered again by this run.
 #[test]
 fn an_unwritten_ack_never_lets_the_log_drop_the_message() {
-    let mut rig = Rig::new(QueueOptions::default());
-    let a = rig.send(&["a"], T0);
-    rig.send(&["b"], T0);
-    let (leased, _) = rig.state.lease(1, 30_000, T0);
-    rig.persist(&[StateOp::Delivered(vec![(a[0].offset, 1)])], T0)
-        .unwrap();
-    rig.state
-        .ack(QUEUE, &format_receipt(a[0].offset, leased[0].1))
-        .unwrap();
-    // The ack's append failed (NoSpace, EIO); housekeeping runs while it is retried.
-    rig.housekeeping(T0);
-    rig.housekeeping(T0 + 1);
-    rig.restart(T0 + 2);
-    let (again, _) = rig.state.lease(2, 30_000, T0 + 3);
-    assert_eq!(again.len(), 2, "the unwritten ack's message comes back");
-    let offset = again[0].0.offset;
-    assert_eq!(offset, a[0].offset);
-    let read = rig
-        .rt
-        .block_on(rig.log.read_from(Offset(offset), ReadLimits::records(1)));
-    assert!(
-        read.is_ok(),
-        "the redelivery of offset {offset} cannot be read: {read:?} (log starts at {})",
-        rig.log.first_offset().0
+    let mut state = QueueState::new(QueueOptions::default(), 1);
+    send_one(&mut state, None, 0);
+    send_one(&mut state, None, 1);
+    let (leased, _) = state.lease(1, 30_000, T0);
+    let receipt = format_receipt(0, leased[0].1);
+    let batch = state.ack_all(QUEUE, vec![receipt.clone()]);
+    assert_eq!((batch.report.settled, &batch.writing), (1, &vec![0]));
+    assert_eq!(
+        batch.effects,
+        [Effect::Persist(StateOp::Settled(
+            SettleReason::Acked,
+            vec![0]
+        ))]
+    );
+    assert_eq!(state.floor(2), 0, "held while its record is in flight");
+    // The ack's append failed (NoSpace, EIO): housekeeping runs while it waits.
+    state.acks_written(&[0], false);
+    assert_eq!(state.unwritten_acks(), 1);
+    assert_eq!(
+        state.floor(2),
+        0,
+        "the unwritten ack's message stays readable"
+    );
+    let (again, _) = state.lease(2, 30_000, T0 + 1);
+    assert_eq!(
+        again.iter().map(|(e, _)| e.offset).collect::<Vec<_>>(),
+        [1],
+        "never delivered again meanwhile"
+    );
+    // Its record is written again; acking the receipt once more joins that.
+    assert_eq!(
+        state.retry_acks(),
+        [Effect::Persist(StateOp::Settled(
+            SettleReason::Acked,
+            vec![0]
+        ))]
+    );
+    assert!(state.ack_retry_in_flight());
+    let joined = state.ack_all(QUEUE, vec![receipt.clone()]);
+    assert!(joined.joined && joined.effects.is_empty() && joined.report.settled == 1);
+    // That rewrite fails too: still held, still waiting.
+    assert_eq!(state.acks_retried(false), 0);
+    assert_eq!((state.unwritten_acks(), state.floor(2)), (1, 0));
+    // The receipt acked again is written with it, and lands.
+    let again = state.ack_all(QUEUE, vec![receipt]);
+    assert_eq!(again.writing, [0]);
+    state.acks_written(&[0], true);
+    assert_eq!(
+        (state.unwritten_acks(), state.floor(2)),
+        (0, 1),
+        "now it may go"
     );
 }
 
@@ -482,27 +414,13 @@ fn settled_leases_leave_a_bounded_number_of_deadlines() {
         state.commit(vec![(entry_at(n), 0)], true, T0);
         let (leased, _) = state.lease(1, 12 * 3_600_000, T0);
         state.ack(QUEUE, &format_receipt(n, leased[0].1)).unwrap();
-        state.finish_settle(&[n]);
+        state.acks_written(&[n], true);
     }
     assert!(
         state.deadline_count() <= 1_025,
         "{} deadlines kept",
         state.deadline_count()
     );
-}
-
-fn entry_at(offset: u64) -> Entry {
-    Entry {
-        offset,
-        group: 0,
-        expires_at: 0,
-        enqueued_at: T0,
-        size: 1,
-        attempts: 0,
-        origin: 0,
-        priority: 0,
-        seq: 0,
-    }
 }
 
 /// A drained backlog gives its memory back: the ready queue frees its chunks as it

@@ -40,7 +40,6 @@ impl<S: LogStore> Actor<S> {
         &mut self,
         offsets: &[u64],
         reason: SettleReason,
-        expired: &[u64],
         ok: bool,
         done: Option<oneshot::Sender<()>>,
     ) {
@@ -49,18 +48,8 @@ impl<S: LogStore> Actor<S> {
                 let _ = done.send(());
             }
         } else if ok {
-            let (expired, others): (Vec<u64>, Vec<u64>) =
-                offsets.iter().partition(|o| expired.contains(o));
-            let mut ops = Vec::new();
-            for (offsets, reason) in [
-                (others, reason),
-                (expired, SettleReason::ExpiredDeadLettered),
-            ] {
-                if !offsets.is_empty() {
-                    ops.push(self.state.finish_transit(&offsets, reason));
-                }
-            }
-            let persisted = self.persist(ops);
+            let effects = self.state.finish_transit(offsets, reason);
+            let persisted = self.perform_tracked(effects, true);
             self.tasks.spawn(async move {
                 let _ = persisted.await;
                 if let Some(done) = done {
@@ -120,15 +109,9 @@ impl<S: LogStore> Actor<S> {
             if let Err(e) = &result {
                 tracing::warn!(%queue, dead_letter_queue = %target.describe(), error = %e, "dead-lettering failed; the messages stay in the queue");
             }
-            let expired = items
-                .iter()
-                .filter(|(_, r)| *r == DeadLetterReason::Expired)
-                .map(|(e, _)| e.offset)
-                .collect();
             let _ = events.send(Internal::Transit {
                 offsets,
                 reason: SettleReason::DeadLettered,
-                expired,
                 ok: result.is_ok(),
                 done: Some(done_tx),
             });
@@ -275,7 +258,6 @@ impl<S: LogStore> Actor<S> {
             let _ = events.send(Internal::Transit {
                 offsets,
                 reason: SettleReason::Redriven,
-                expired: Vec::new(),
                 ok: result.is_ok(),
                 done: Some(done_tx),
             });

@@ -1,18 +1,16 @@
-//! Handing messages out: receives and long polls, leasing, and the deferred
-//! `Delivered` records of leases.
+//! Handing messages out: receives and long polls, leasing, and writing the
+//! deferred `Delivered` records of leases when no other append took them along.
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use weir_log::{LogStore, Record};
 
 use crate::api::{Delivery, ReceiveRequest};
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::queue::entry::Entry;
-use crate::queue::record::{MessageMeta, StateOp};
-use crate::queue::state::Effect;
+use crate::queue::record::MessageMeta;
 
-use super::{Actor, DELIVERY_RECORD_DELAY, Waiter, deliveries, instant_in, read_entries, release};
+use super::{Actor, Waiter, deliveries, instant_in, read_entries, release};
 
 impl<S: LogStore> Actor<S> {
     pub(super) fn receive(
@@ -64,19 +62,7 @@ impl<S: LogStore> Actor<S> {
         reply: oneshot::Sender<Result<Vec<Delivery>>>,
     ) -> Option<oneshot::Sender<Result<Vec<Delivery>>>> {
         let (leased, effects) = self.state.lease(max, visibility_ms, now_ms());
-        let mut others = Vec::new();
-        for effect in effects {
-            match effect {
-                // Delivered before its record is written (decision 0005).
-                Effect::Persist(StateOp::Delivered(items)) => {
-                    self.unrecorded.extend(items);
-                    self.record_due
-                        .get_or_insert_with(|| Instant::now() + DELIVERY_RECORD_DELAY);
-                }
-                other => others.push(other),
-            }
-        }
-        self.perform(others);
+        self.perform(effects);
         if leased.is_empty() {
             return Some(reply);
         }
@@ -139,7 +125,7 @@ impl<S: LogStore> Actor<S> {
 
     /// Writes the deliveries not recorded yet, on their own.
     pub(super) fn record_deliveries(&mut self) {
-        if !self.unrecorded.is_empty() {
+        if self.state.has_deferred() {
             let done = self.persist(Vec::new());
             let queue = self.name.clone();
             self.tasks.spawn(async move {

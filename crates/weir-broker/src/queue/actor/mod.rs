@@ -22,7 +22,6 @@ use std::pin::Pin;
 use std::sync::Weak;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::either::Either;
@@ -80,13 +79,13 @@ enum Internal {
         range: Option<(u64, u64)>,
         delta: Totals,
     },
-    /// The `settled` record of these acks (offset, lease id) landed (`ok`) or
-    /// failed (the acks are kept and the record is retried: see `unwritten_acks`).
+    /// The `settled` record of these acks landed (`ok`) or failed (the state keeps
+    /// the acks and the record is written again: see `QueueState::retry_acks`).
     Acked {
-        acks: Vec<(u64, u64)>,
+        acks: Vec<u64>,
         ok: bool,
     },
-    /// The retry of the acks in `retrying_acks` landed (`Ok`) or failed.
+    /// The rewrite of the acks whose record failed landed (`Ok`) or failed.
     AcksRetried(Result<()>),
     /// A checkpoint landed; its dedup records are at these offsets.
     CheckpointLanded(Vec<(u64, Vec<(i64, String)>)>),
@@ -102,8 +101,6 @@ enum Internal {
     Transit {
         offsets: Vec<u64>,
         reason: SettleReason,
-        /// Of `offsets`, those settled as `ExpiredDeadLettered` instead of `reason`.
-        expired: Vec<u64>,
         ok: bool,
         done: Option<oneshot::Sender<()>>,
     },
@@ -191,26 +188,18 @@ pub(crate) struct Actor<S: LogStore> {
     /// When the log was last trimmed (dedup queues trim less often: each trim
     /// rewrites the ids still inside the window).
     last_trim: Instant,
-    /// Deliveries whose `Delivered` record is not written yet, offset → delivery
-    /// count (decision 0005): they go out with the next append of this queue, by
-    /// `record_due` at the latest, and a first delivery acked before that needs none.
-    unrecorded: FxHashMap<u64, u32>,
+    /// When the deferred `Delivered` records (`Effect::PersistWithNextAppend`) are
+    /// written on their own, if no append took them along before.
     record_due: Option<Instant>,
     fresh: Fresh,
     /// The send pipeline (see `pipeline`), started by the first send.
     send_pipeline: Option<mpsc::UnboundedSender<pipeline::StagedSend>>,
-    /// Acks whose `settled` record could not be written (a full disk), by offset,
-    /// with the lease id of the receipt. They stay acked: the message is never
-    /// delivered again by this run (no redelivery storm while the disk is full), and
-    /// the record is retried until it is durable. A stop before then leaves the
-    /// message to come back at the next start (at least once). The same receipt
-    /// acked again joins the retry, so an HTTP client told 507 can ask again.
-    unwritten_acks: FxHashMap<u64, u64>,
-    /// The unwritten acks whose retry is in flight.
-    retrying_acks: FxHashMap<u64, u64>,
-    /// Acks of receipts in `retrying_acks`, answered when that retry lands.
+    /// Acks that joined the rewrite of ack records in flight (the state keeps the
+    /// acks whose record failed: see `state/acks.rs`), answered when it lands, so
+    /// an HTTP client told 507 can ask again.
     ack_retry_waiters: Vec<oneshot::Sender<Result<()>>>,
-    /// When unwritten acks are next retried, and the wait after a failed retry.
+    /// When acks whose record failed are next written again, and the wait after a
+    /// failed rewrite.
     ack_retry_due: Option<Instant>,
     ack_retry_backoff: Duration,
 }
@@ -249,12 +238,9 @@ impl<S: LogStore> Actor<S> {
             deferred_arrivals: VecDeque::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             last_trim: Instant::now(),
-            unrecorded: FxHashMap::default(),
             record_due: None,
             fresh: Fresh::default(),
             send_pipeline: None,
-            unwritten_acks: FxHashMap::default(),
-            retrying_acks: FxHashMap::default(),
             ack_retry_waiters: Vec::new(),
             ack_retry_due: None,
             ack_retry_backoff: ACK_RETRY_FIRST,
@@ -356,7 +342,7 @@ impl<S: LogStore> Actor<S> {
             }));
         }
         self.record_deliveries();
-        if self.retrying_acks.is_empty() {
+        if !self.state.ack_retry_in_flight() {
             // A last try: what is not durable now comes back at the next start.
             self.retry_acks();
         }
@@ -399,7 +385,8 @@ impl<S: LogStore> Actor<S> {
         if self.record_due.is_some_and(|due| due <= instant) {
             self.record_deliveries();
         }
-        if self.ack_retry_due.is_some_and(|due| due <= instant) && self.retrying_acks.is_empty() {
+        if self.ack_retry_due.is_some_and(|due| due <= instant) && !self.state.ack_retry_in_flight()
+        {
             self.retry_acks();
         }
         if instant >= self.next_housekeeping {
@@ -428,23 +415,17 @@ impl<S: LogStore> Actor<S> {
         }
     }
 
-    /// Starts an append of state ops, with the deliveries not recorded yet in front;
-    /// the future resolves when it is durable.
+    /// Starts an append of state ops, with the state's deferred `Delivered` records
+    /// in front; the future resolves when it is durable.
     fn persist(&mut self, ops: Vec<StateOp>) -> BoxFuture {
         self.append_ops(ops, true)
     }
 
-    /// As `persist`, but resolves once the records are written; they are synced
-    /// with the log's next synced append, or within 100 ms.
-    fn persist_unsynced(&mut self, ops: Vec<StateOp>) -> BoxFuture {
-        self.append_ops(ops, false)
-    }
-
+    /// As `persist`; `synced: false` resolves once the records are written (they are
+    /// synced with the log's next synced append, or within 100 ms).
     fn append_ops(&mut self, mut ops: Vec<StateOp>, synced: bool) -> BoxFuture {
-        if !self.unrecorded.is_empty() {
-            let mut items: Vec<(u64, u32)> = self.unrecorded.drain().collect();
-            items.sort_unstable();
-            ops.insert(0, StateOp::Delivered(items));
+        if let Some(delivered) = self.state.take_deferred() {
+            ops.insert(0, delivered);
             self.record_due = None;
         }
         if ops.is_empty() {
@@ -476,17 +457,19 @@ impl<S: LogStore> Actor<S> {
     }
 
     /// Performs effects, returning a future that resolves when all are done
-    /// (persisted, or copied to the dead-letter queue).
-    fn perform_tracked(&mut self, effects: Vec<Effect>) -> BoxFuture {
+    /// (persisted, synced or only written as `synced` says, or copied to the
+    /// dead-letter queue). Every call appends, if only the deferred records.
+    fn perform_tracked(&mut self, effects: Vec<Effect>, synced: bool) -> BoxFuture {
         let mut ops = Vec::new();
         let mut copies = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Persist(op) => ops.push(op),
+                Effect::PersistWithNextAppend => self.defer_records(),
                 Effect::DeadLetter(items) => copies.push(self.dead_letter(items)),
             }
         }
-        let persisted = self.persist(ops);
+        let persisted = self.append_ops(ops, synced);
         Box::pin(async move {
             let result = persisted.await;
             for copy in copies {
@@ -496,12 +479,23 @@ impl<S: LogStore> Actor<S> {
         })
     }
 
-    /// Performs effects in the background.
+    /// The state holds records back for the next append: make sure they are
+    /// written within `DELIVERY_RECORD_DELAY` all the same.
+    fn defer_records(&mut self) {
+        self.record_due
+            .get_or_insert_with(|| Instant::now() + DELIVERY_RECORD_DELAY);
+    }
+
+    /// Performs effects in the background. Records held back for the next append
+    /// do not start one.
     fn perform(&mut self, effects: Vec<Effect>) {
-        if effects.is_empty() {
+        if effects.iter().all(|e| *e == Effect::PersistWithNextAppend) {
+            if !effects.is_empty() {
+                self.defer_records();
+            }
             return;
         }
-        let done = self.perform_tracked(effects);
+        let done = self.perform_tracked(effects, true);
         let queue = self.name.clone();
         self.tasks.spawn(async move {
             if let Err(e) = done.await {
@@ -579,14 +573,8 @@ impl<S: LogStore> Actor<S> {
             }
             Command::Redrive { origin, max, reply } => self.redrive(origin, max, reply),
             Command::Purge { reply } => {
-                let offsets = self.state.purge();
-                let count = offsets.len() as u64;
-                let ops = if offsets.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![StateOp::Settled(SettleReason::Purged, offsets)]
-                };
-                let done = self.persist(ops);
+                let (count, effects) = self.state.purge();
+                let done = self.perform_tracked(effects, true);
                 self.tasks.spawn(async move {
                     let _ = reply.send(done.await.map(|()| count));
                 });
@@ -664,11 +652,10 @@ impl<S: LogStore> Actor<S> {
             }
             Internal::Landed { low, range, delta } => self.append_landed(low, range, delta),
             Internal::Acked { acks, ok } => {
-                if ok {
-                    let offsets: Vec<u64> = acks.iter().map(|(offset, _)| *offset).collect();
-                    self.state.finish_settle(&offsets);
-                } else {
-                    self.keep_unwritten_acks(acks);
+                let unwritten = self.state.unwritten_acks();
+                self.state.acks_written(&acks, ok);
+                if !ok {
+                    self.acks_unwritten(unwritten);
                 }
             }
             Internal::AcksRetried(result) => self.acks_retried(&result),
@@ -687,18 +674,17 @@ impl<S: LogStore> Actor<S> {
             Internal::Transit {
                 offsets,
                 reason,
-                expired,
                 ok,
                 done,
-            } => self.on_transit(&offsets, reason, &expired, ok, done),
+            } => self.on_transit(&offsets, reason, ok, done),
             Internal::Moved { low, old, new } => {
                 let range = new
                     .first()
                     .zip(new.last())
                     .map(|(a, b)| (a.0.offset, b.0.offset + 1));
                 self.append_landed(low, range, Totals::default());
-                let op = self.state.finish_move(&old, new, now_ms());
-                let persisted = self.persist(vec![op]);
+                let effects = self.state.finish_move(&old, new, now_ms());
+                let persisted = self.perform_tracked(effects, true);
                 let events = self.internal_tx.clone();
                 self.tasks.spawn(async move {
                     let _ = persisted.await;

@@ -5,11 +5,12 @@ use crate::queue::entry::{Entry, is_shared};
 use crate::queue::ready::Ready;
 use crate::queue::record::{SettleReason, StateOp};
 
-use super::QueueState;
+use super::{Effect, QueueState};
 
 impl QueueState {
-    /// Removes every ready, parked and delayed message; returns their offsets.
-    pub(crate) fn purge(&mut self) -> Vec<u64> {
+    /// Removes every ready, parked and delayed message; returns how many, and the
+    /// record that makes it durable.
+    pub(crate) fn purge(&mut self) -> (u64, Vec<Effect>) {
         let mut removed: Vec<Entry> = Vec::new();
         for ready in &mut self.ready {
             removed.extend(ready.take_all());
@@ -29,8 +30,19 @@ impl QueueState {
         for entry in &removed {
             self.let_go(entry);
         }
-        self.totals.purged += removed.len() as u64;
-        removed.into_iter().map(|e| e.offset).collect()
+        let count = removed.len() as u64;
+        self.totals.purged += count;
+        if removed.is_empty() {
+            return (0, Vec::new());
+        }
+        let offsets = removed.into_iter().map(|e| e.offset).collect();
+        (
+            count,
+            vec![Effect::Persist(StateOp::Settled(
+                SettleReason::Purged,
+                offsets,
+            ))],
+        )
     }
 
     /// Up to `max` ready messages (optionally only those dead-lettered from
@@ -94,8 +106,13 @@ impl QueueState {
     }
 
     /// Moved messages are back at their new offsets: forget the old ones.
-    pub(crate) fn finish_move(&mut self, old: &[u64], new: Vec<(Entry, i64)>, now: i64) -> StateOp {
-        let op = self.finish_transit(old, SettleReason::Moved);
+    pub(crate) fn finish_move(
+        &mut self,
+        old: &[u64],
+        new: Vec<(Entry, i64)>,
+        now: i64,
+    ) -> Vec<Effect> {
+        let effects = self.finish_transit(old, SettleReason::Moved);
         for (entry, due) in new {
             self.hold(&entry);
             if due > now {
@@ -104,7 +121,7 @@ impl QueueState {
                 self.push_ready(entry);
             }
         }
-        op
+        effects
     }
 
     /// A move failed: the messages go back to waiting where they were.
@@ -126,7 +143,7 @@ impl QueueState {
             .chain(self.leased.values().map(|l| &l.entry))
             .chain(self.in_transit.values().map(|(e, _)| e))
             .chain(self.dead_letter_retry.values().map(|(e, _)| e))
-            .chain(self.settling.values())
+            .chain(self.settling.values().map(|s| &s.entry))
     }
 
     /// The lowest own-log offset still held, or `next_offset` when none is. Ready

@@ -1,5 +1,5 @@
 //! Handing messages out and getting them back: leases with visibility
-//! timeouts, ack, nack, release, retry backoff, extend.
+//! timeouts, nack, release, retry backoff, extend. (Acks are in `acks`.)
 
 use std::cmp::Reverse;
 
@@ -53,9 +53,10 @@ impl QueueState {
         }
         let mut effects = self.dead_letter_or_drop(expired);
         if !leased.is_empty() {
-            effects.push(Effect::Persist(StateOp::Delivered(
-                leased.iter().map(|(e, _)| (e.offset, e.attempts)).collect(),
-            )));
+            // Delivered before its record is written (decision 0005).
+            self.deferred
+                .extend(leased.iter().map(|(e, _)| (e.offset, e.attempts)));
+            effects.push(Effect::PersistWithNextAppend);
         }
         (leased, effects)
     }
@@ -73,26 +74,6 @@ impl QueueState {
                 queue: queue.to_owned(),
                 receipt: receipt.to_owned(),
             }),
-        }
-    }
-
-    /// Settles a leased message; it stays held (for the trim floor) until
-    /// [`QueueState::finish_settle`]. It is never delivered again by this state,
-    /// whether or not its record can be written.
-    pub(crate) fn ack(&mut self, queue: &str, receipt: &str) -> Result<Entry> {
-        let lease = self.take_lease(queue, receipt)?;
-        self.totals.acked += 1;
-        self.free_group(lease.entry.group);
-        self.settling.insert(lease.entry.offset, lease.entry);
-        Ok(lease.entry)
-    }
-
-    /// The `settled` records of these acks are durable.
-    pub(crate) fn finish_settle(&mut self, offsets: &[u64]) {
-        for offset in offsets {
-            if let Some(entry) = self.settling.remove(offset) {
-                self.let_go(&entry);
-            }
         }
     }
 

@@ -1,7 +1,10 @@
 //! The delivery state machine of one work queue, as plain data (no I/O, no clock,
 //! no tasks): the actor feeds it commands with the current time and performs the
-//! [`Effect`]s it returns. That is what lets the property test drive it against a
-//! naive model.
+//! [`Effect`]s it returns. Every decision about what the log must record (which
+//! state record, now or with the next append, which one a later event makes
+//! unneeded) and about what leaves the queue is made here, so tests drive it
+//! without an actor: the property test against a naive model, and unit tests on
+//! the effects it returns.
 //!
 //! A message is in exactly one place: `ready` (per priority, in arrival order),
 //! `delayed` (by due time), `leased` (with a deadline), `parked` (ready, but its
@@ -21,7 +24,9 @@
 //!
 //! This file holds the state and the places a message can be in; the operations
 //! are in `sending` (admission, de-duplication, commits, shared arrivals, restore),
-//! `leasing` (leases, ack, nack, extend, backoff), `time` (what runs out),
+//! `leasing` (leases, nack, extend, backoff), `acks` (acks, the deferred
+//! `Delivered` records they may make unneeded, and the rewrite of ack records
+//! whose write failed), `time` (what runs out),
 //! `overflow` (length limits, dead letters in transit) and `admin` (purge, peek,
 //! redrive, moves, the log's floor, stats).
 
@@ -30,16 +35,19 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 
-use crate::api::{DeadLetterReason, QueueOptions};
+use crate::api::{DeadLetterReason, QueueOptions, SettleReport};
 use crate::hex::push_hex;
 use crate::queue::entry::{Entry, is_shared};
 use crate::queue::ready::Ready;
 use crate::queue::record::{StateOp, Totals};
 
+mod acks;
 mod admin;
 mod leasing;
 mod overflow;
 mod sending;
+#[cfg(test)]
+mod tests;
 mod time;
 
 /// Shared messages that arrived together (one publish, or one replay).
@@ -80,6 +88,54 @@ pub(crate) enum Admission {
     Wait,
 }
 
+/// An acked message whose `settled` record is not durable yet.
+#[derive(Clone, Copy, Debug)]
+struct Settling {
+    entry: Entry,
+    /// The lease it was acked under: acking that receipt again while the record is
+    /// not durable joins the write instead of failing as stale.
+    lease_id: u64,
+    write: AckWrite,
+}
+
+/// Where the `settled` record of an ack is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckWrite {
+    /// Being written (the first time, or again with a later ack of its receipt).
+    Writing,
+    /// Its write failed: it waits for [`QueueState::retry_acks`] (or for its
+    /// receipt to be acked again).
+    Failed,
+    /// Being written again by [`QueueState::retry_acks`].
+    Retrying,
+}
+
+/// What acking one receipt comes to ([`QueueState::ack`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Acked {
+    /// Settled now: its `settled` record is to be written.
+    Now(Entry),
+    /// Acked before, and the write of its record failed: it is written again with
+    /// this ack.
+    Again(u64),
+    /// Acked before, and its record is being written again right now: the ack is
+    /// answered when that write lands.
+    Joined,
+}
+
+/// What acking a list of receipts comes to ([`QueueState::ack_all`]).
+#[derive(Debug, Default)]
+pub(crate) struct AckBatch {
+    /// Receipts settled (once `effects` are durable) and receipts refused.
+    pub(crate) report: SettleReport,
+    /// The acks whose `settled` record `effects` writes: report how the write went
+    /// with [`QueueState::acks_written`].
+    pub(crate) writing: Vec<u64>,
+    /// Some receipts joined the rewrite in flight ([`Acked::Joined`]).
+    pub(crate) joined: bool,
+    pub(crate) effects: Vec<Effect>,
+}
+
 /// A message leased to a consumer.
 #[allow(clippy::struct_field_names)] // `lease_id` reads better than `id` at use sites
 #[derive(Clone, Copy, Debug)]
@@ -92,13 +148,22 @@ struct Lease {
 /// How long a dead letter the dead-letter queue refused waits before the next try.
 pub(crate) const DEAD_LETTER_RETRY_MS: i64 = 5_000;
 
-/// Something the actor must do for the state to hold.
+/// Something the actor must do for the state to hold. The state decides what is
+/// written, when, and what leaves the queue; the actor only performs it (appends,
+/// copies, timers) and reports back through the methods each variant names.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Effect {
-    /// Append this state record.
+    /// Append this state record now. A reply that promises durability (send, ack,
+    /// nack, purge) waits for it.
     Persist(StateOp),
+    /// Deliveries were leased whose `Delivered` record the state holds back
+    /// (decision 0005): it rides on the queue's next append of state records (the
+    /// actor takes it with [`QueueState::take_deferred`] into every append), and is
+    /// written on its own if no append comes within the actor's delay. A first
+    /// delivery acked before then needs no record at all: the ack drops it.
+    PersistWithNextAppend,
     /// Copy these messages to the dead-letter queue, then report back with
-    /// [`QueueState::finish_transit`].
+    /// [`QueueState::finish_transit`] (or [`QueueState::abort_transit`]).
     DeadLetter(Vec<(Entry, DeadLetterReason)>),
 }
 
@@ -140,10 +205,13 @@ pub(crate) struct QueueState {
     /// to try again, by (due time, offset).
     dead_letter_retry: BTreeMap<(i64, u64), (Entry, DeadLetterReason)>,
     /// Acked messages whose `settled` record is not durable yet (in flight, or
-    /// failed and being retried by the actor). They still count for the trim floor:
-    /// until the record is durable, a restart brings them back, and they must still
-    /// be readable then.
-    settling: FxHashMap<u64, Entry>,
+    /// failed and waiting to be written again: a full disk must not turn acks into
+    /// redeliveries). They still count for the trim floor: until the record is
+    /// durable, a restart brings them back, and they must still be readable then.
+    settling: FxHashMap<u64, Settling>,
+    /// Deliveries whose `Delivered` record is not written yet, offset → delivery
+    /// count (see [`Effect::PersistWithNextAppend`]).
+    deferred: FxHashMap<u64, u32>,
     /// Body bytes of everything held.
     held_bytes: u64,
     /// Shared arrivals in key order (arrival order: the broker hands them out in
@@ -215,6 +283,7 @@ impl QueueState {
             in_transit: FxHashMap::default(),
             dead_letter_retry: BTreeMap::new(),
             settling: FxHashMap::default(),
+            deferred: FxHashMap::default(),
             held_bytes: 0,
             batches: VecDeque::new(),
             next_shared: 0,

@@ -102,11 +102,28 @@ impl QueueState {
     }
 
     /// Messages copied elsewhere (dead-lettered, redriven, moved) are gone from
-    /// here; returns the record to persist.
-    pub(crate) fn finish_transit(&mut self, offsets: &[u64], reason: SettleReason) -> StateOp {
+    /// here; returns the records to persist. Expired messages copied to the
+    /// dead-letter queue are recorded apart (`ExpiredDeadLettered`), so replay
+    /// counts them both expired and dead-lettered.
+    pub(crate) fn finish_transit(&mut self, offsets: &[u64], reason: SettleReason) -> Vec<Effect> {
+        if offsets.is_empty() {
+            return Vec::new();
+        }
+        let mut settled = Vec::with_capacity(offsets.len());
+        let mut expired = Vec::new();
         for offset in offsets {
-            if let Some((entry, _)) = self.in_transit.remove(offset) {
-                self.let_go(&entry);
+            match self.in_transit.remove(offset) {
+                Some((entry, why)) => {
+                    self.let_go(&entry);
+                    if reason == SettleReason::DeadLettered
+                        && why == Some(DeadLetterReason::Expired)
+                    {
+                        expired.push(*offset);
+                    } else {
+                        settled.push(*offset);
+                    }
+                }
+                None => settled.push(*offset),
             }
         }
         if matches!(
@@ -115,7 +132,14 @@ impl QueueState {
         ) {
             self.totals.dead_lettered += offsets.len() as u64;
         }
-        StateOp::Settled(reason, offsets.to_vec())
+        [
+            (settled, reason),
+            (expired, SettleReason::ExpiredDeadLettered),
+        ]
+        .into_iter()
+        .filter(|(offsets, _)| !offsets.is_empty())
+        .map(|(offsets, reason)| Effect::Persist(StateOp::Settled(reason, offsets)))
+        .collect()
     }
 
     /// Copying failed. A redrive's messages are ready again here; dead letters

@@ -18,161 +18,34 @@
 //! stopped is ready again, with its delivery counted.
 //!
 //! Memory: replay holds what the running queue will hold, in the same form, and no
-//! second copy of it. Own messages are [`Entry`]s (56 bytes) in offset order, in
-//! chunks of [`CHUNK`] that are freed one at a time while [`finish`] moves their
+//! second copy of it. Own messages are [`Entry`](crate::queue::entry::Entry)s (56 bytes) in offset order, in
+//! chunks of [`CHUNK`](crate::queue::ready::CHUNK) that are freed one at a time while [`finish`] moves their
 //! entries into the state; settled ones are dropped from their chunk as replay goes.
 //! What only some messages have (a delay, facts about a shared message, a
 //! de-duplication id) is in sparse maps. Before this, replay kept about 220 bytes per
 //! message (a record per message, a vector that doubles, a merged copy of it), and a
 //! broker holding 5 M messages in 372 MB came back at 1,115 MB.
-
-use std::collections::HashMap;
+//!
+//! Files: this one holds both phases' rules; `messages` the own messages in chunks,
+//! `shared` the scan of the shared log, `entries` the entry of a message record
+//! (which the actor builds too), `reading` chunked reads and counter sums.
 
 use rustc_hash::FxHashMap;
-use weir_log::{MessageLog, Offset, ReadLimits};
+use weir_log::{MessageLog, Offset};
 
-use crate::queue::entry::{Entry, is_shared};
-use crate::queue::ready::CHUNK;
-use crate::queue::record::{self, Decoded, MessageMeta, SHARED, StateOp, Totals};
-use crate::queue::state::{QueueState, key_hash};
+use crate::queue::entry::is_shared;
+use crate::queue::record::{self, Decoded, SHARED, StateOp, Totals};
+use crate::queue::state::QueueState;
 
-/// In an entry's `seq` during replay: the message is settled. (Until [`finish`]
-/// assigns arrival numbers, `seq` holds the record's shared mark, which is below
-/// this.)
-const GONE: u64 = u64::MAX;
+mod entries;
+mod messages;
+mod reading;
+mod shared;
 
-/// The own messages of a queue during replay, in offset order, in chunks of at most
-/// [`CHUNK`] entries.
-///
-/// Why chunks: one vector doubling to 5 M entries holds up to twice its length, and
-/// twice again while it is copied; chunks are allocated one at a time and freed one at
-/// a time by [`finish`], while the state's own chunks fill up. A settled message
-/// stays in its chunk, marked [`GONE`], until a quarter of the chunk is gone; then the
-/// chunk is compacted (or freed, when nothing in it is left), so the log's settled
-/// history costs no memory beyond a quarter of what is held, plus the last chunk.
-#[derive(Default)]
-pub(crate) struct OwnMessages {
-    chunks: Vec<OwnChunk>,
-}
-
-struct OwnChunk {
-    /// The lowest offset ever put in the chunk: chunks are found by it, even once
-    /// compacted or emptied.
-    first: u64,
-    /// In offset order; `seq` holds the shared mark, or [`GONE`].
-    entries: Vec<Entry>,
-    /// Entries marked [`GONE`] still in `entries`.
-    gone: usize,
-}
-
-impl OwnChunk {
-    /// Drops the settled entries once they are a quarter of the chunk (so each
-    /// compaction is paid for by as many settles as a quarter of what it copies).
-    fn compact(&mut self) {
-        if self.gone == 0 || self.gone * 4 < self.entries.len() {
-            return;
-        }
-        if self.gone == self.entries.len() {
-            self.entries = Vec::new();
-        } else {
-            self.entries.retain(|e| e.seq != GONE);
-            self.entries.shrink_to_fit();
-        }
-        self.gone = 0;
-    }
-}
-
-impl OwnMessages {
-    /// Adds a message above every one before it.
-    fn push(&mut self, entry: Entry) {
-        if let Some(last) = self.chunks.last_mut() {
-            if last.entries.len() < CHUNK {
-                last.entries.push(entry);
-                return;
-            }
-            // It stops being the last: what was settled in it while it filled
-            // (a queue consumed as it goes settles most of it) goes now.
-            last.compact();
-        }
-        // The first chunk grows as a vector does (most queues hold few messages,
-        // and are all replayed before any starts); the next ones are full size.
-        let entries = if self.chunks.is_empty() {
-            vec![entry]
-        } else {
-            let mut entries = Vec::with_capacity(CHUNK);
-            entries.push(entry);
-            entries
-        };
-        self.chunks.push(OwnChunk {
-            first: entry.offset,
-            entries,
-            gone: 0,
-        });
-    }
-
-    /// Where the message at `offset` is (settled or not): chunk and position.
-    fn find(&self, offset: u64) -> Option<(usize, usize)> {
-        let chunk = self
-            .chunks
-            .partition_point(|c| c.first <= offset)
-            .checked_sub(1)?;
-        let at = self.chunks[chunk]
-            .entries
-            .binary_search_by_key(&offset, |e| e.offset)
-            .ok()?;
-        Some((chunk, at))
-    }
-
-    /// The message at `offset`, unless settled.
-    fn get(&self, offset: u64) -> Option<&Entry> {
-        let (chunk, at) = self.find(offset)?;
-        Some(&self.chunks[chunk].entries[at]).filter(|e| e.seq != GONE)
-    }
-
-    /// The message at `offset`, unless settled.
-    fn get_mut(&mut self, offset: u64) -> Option<&mut Entry> {
-        let (chunk, at) = self.find(offset)?;
-        Some(&mut self.chunks[chunk].entries[at]).filter(|e| e.seq != GONE)
-    }
-
-    /// The message at `offset` is settled (or moved).
-    fn settle(&mut self, offset: u64) {
-        let Some((index, at)) = self.find(offset) else {
-            return;
-        };
-        let last = index + 1 == self.chunks.len();
-        let chunk = &mut self.chunks[index];
-        if chunk.entries[at].seq == GONE {
-            return;
-        }
-        chunk.entries[at].seq = GONE;
-        chunk.gone += 1;
-        // The last chunk is still filling; `push` compacts it once full.
-        if !last {
-            chunk.compact();
-        }
-    }
-
-    /// The messages not settled, in offset order; each chunk is freed once its
-    /// entries are taken.
-    fn into_held(self) -> impl Iterator<Item = Entry> {
-        self.chunks
-            .into_iter()
-            .flat_map(|c| c.entries.into_iter().filter(|e| e.seq != GONE))
-    }
-
-    /// Messages held (not settled).
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.chunks.iter().map(|c| c.entries.len() - c.gone).sum()
-    }
-
-    /// Entries allocated for, in all chunks.
-    #[cfg(test)]
-    fn capacity(&self) -> usize {
-        self.chunks.iter().map(|c| c.entries.capacity()).sum()
-    }
-}
+pub(crate) use entries::{entry_of, shared_expiry};
+use messages::{GONE, OwnMessages};
+use reading::{Chunks, minus, sum_deltas};
+pub(crate) use shared::{Arrivals, Wanted, scan_shared};
 
 /// What the queue's log says about one shared message.
 #[derive(Clone, Copy, Debug, Default)]
@@ -221,96 +94,6 @@ pub(crate) struct OwnReplay {
     /// The counters of the queue's own log (shared arrivals are added in phase 2).
     totals: Totals,
     report: ReplayReport,
-}
-
-/// Which shared messages a queue wants from [`scan_shared`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Wanted {
-    /// Its shared messages from this key on (its `shared_below`).
-    pub(crate) from: u64,
-    /// Whether it keeps their de-duplication ids (it has a window).
-    pub(crate) ids: bool,
-}
-
-/// One shared message for one queue, from the shared log.
-pub(crate) struct SharedArrival {
-    /// Its entry as the message record gives it: key `SHARED | offset`, the
-    /// message's own expiry (the queue's TTL is applied by [`finish`]), enqueued
-    /// when it was published.
-    entry: Entry,
-    /// When it may be delivered (0: at once).
-    not_before: i64,
-    /// Its de-duplication id, for a queue that keeps them.
-    id: Option<Box<str>>,
-}
-
-/// The shared messages of one queue, in key order, in chunks (as [`OwnMessages`],
-/// and for the same reason).
-#[derive(Default)]
-pub(crate) struct Arrivals {
-    chunks: Vec<Vec<SharedArrival>>,
-}
-
-impl Arrivals {
-    fn push(&mut self, arrival: SharedArrival) {
-        match self.chunks.last_mut() {
-            Some(last) if last.len() < CHUNK => last.push(arrival),
-            Some(_) => {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                chunk.push(arrival);
-                self.chunks.push(chunk);
-            }
-            None => self.chunks.push(vec![arrival]),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &SharedArrival> {
-        self.chunks.iter().flatten()
-    }
-
-    /// Each chunk is freed once its arrivals are taken.
-    fn into_iter(self) -> impl Iterator<Item = SharedArrival> {
-        self.chunks.into_iter().flatten()
-    }
-}
-
-/// Builds the entry of a message record.
-pub(crate) fn entry_of(offset: u64, meta: &MessageMeta, size: u32) -> Entry {
-    Entry {
-        offset,
-        group: meta.group.as_deref().map_or(0, key_hash),
-        expires_at: meta.expires_at_ms,
-        enqueued_at: meta.enqueued_at_ms,
-        size,
-        attempts: meta.attempts,
-        origin: meta
-            .dead_letter
-            .as_ref()
-            .map_or(0, |d| key_hash(&d.source_queue) as u32),
-        priority: meta.priority,
-        seq: 0,
-    }
-}
-
-/// When a shared message published at `published_ms` with its own expiry
-/// `message_expiry` (0: none) expires in a queue whose TTL is `queue_ttl_ms`: the
-/// earlier of the two, the queue's counted from when the message became deliverable.
-pub(crate) fn shared_expiry(
-    message_expiry: i64,
-    not_before: i64,
-    published_ms: i64,
-    queue_ttl_ms: Option<u64>,
-) -> i64 {
-    let queue = queue_ttl_ms.map_or(0, |t| {
-        published_ms
-            .max(not_before)
-            .saturating_add(i64::try_from(t).unwrap_or(i64::MAX))
-    });
-    match (message_expiry, queue) {
-        (0, q) => q,
-        (m, 0) => m,
-        (m, q) => m.min(q),
-    }
 }
 
 /// The facts about shared message `key`, created at its first state record (`at`).
@@ -497,55 +280,6 @@ pub(crate) async fn replay_own<L: MessageLog>(
     })
 }
 
-/// Reads the shared log from the lowest key wanted on and sorts its messages out
-/// to the queues that want them (by queue id). One pass for all queues.
-pub(crate) async fn scan_shared<L: MessageLog>(
-    shared: &L,
-    wanted: &HashMap<u32, Wanted>,
-) -> weir_log::Result<HashMap<u32, Arrivals>> {
-    let mut out: HashMap<u32, Arrivals> = HashMap::new();
-    let Some(lowest) = wanted.values().map(|w| w.from).min() else {
-        return Ok(out);
-    };
-    let from = Offset((lowest & !SHARED).max(shared.first_offset().0));
-    let mut chunks = Chunks::new(shared, from, shared.next_offset());
-    while let Some(records) = chunks.next().await? {
-        for rec in records {
-            let key = SHARED | rec.offset.0;
-            match record::decode(rec.key.as_deref(), &rec.body) {
-                Ok(Decoded::Shared(destinations, meta)) => {
-                    let mut entry = entry_of(key, &meta, rec.body.len() as u32);
-                    entry.enqueued_at = rec.timestamp_ms;
-                    for id in destinations {
-                        let Some(w) = wanted.get(&id).filter(|w| key >= w.from) else {
-                            continue;
-                        };
-                        out.entry(id).or_default().push(SharedArrival {
-                            entry,
-                            not_before: meta.not_before_ms,
-                            id: (w.ids && !meta.id.is_empty()).then(|| meta.id.as_str().into()),
-                        });
-                    }
-                }
-                Ok(_) => {
-                    tracing::warn!(
-                        offset = rec.offset.0,
-                        "a record of the shared log that is not a shared message; skipped"
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        offset = rec.offset.0,
-                        reason = e.0,
-                        "skipping a record of the shared log that does not decode"
-                    );
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Phase 2: adds the queue's shared messages (in key order, all at or above
 /// `own.shared_below`) and fills `state`. `now` decides what is still delayed.
 ///
@@ -684,7 +418,7 @@ pub(crate) async fn replay<L: MessageLog>(
                 from: own.shared_below,
                 ids: state.options().dedup_window_ms.is_some(),
             };
-            scan_shared(shared_log, &HashMap::from([(id, wanted)]))
+            scan_shared(shared_log, &std::collections::HashMap::from([(id, wanted)]))
                 .await?
                 .remove(&id)
                 .unwrap_or_default()
@@ -692,176 +426,4 @@ pub(crate) async fn replay<L: MessageLog>(
         None => Arrivals::default(),
     };
     Ok(finish(own, arrivals, state, now))
-}
-
-/// Reads a log from one offset to another in chunks of at most 64k records or 8 MB.
-struct Chunks<'a, L> {
-    log: &'a L,
-    /// Where the next chunk starts (after the last one: one past its last record).
-    next: Offset,
-    end: Offset,
-}
-
-impl<'a, L: MessageLog> Chunks<'a, L> {
-    fn new(log: &'a L, from: Offset, end: Offset) -> Self {
-        Chunks {
-            log,
-            next: from,
-            end,
-        }
-    }
-
-    /// The next chunk (records below `end` only), or `None` at the end.
-    async fn next(&mut self) -> weir_log::Result<Option<Vec<weir_log::Record>>> {
-        if self.next >= self.end {
-            return Ok(None);
-        }
-        let want = usize::try_from(self.end.0 - self.next.0).unwrap_or(usize::MAX);
-        let mut records = self
-            .log
-            .read_from(self.next, ReadLimits::new(want.min(65_536), 8 << 20))
-            .await?;
-        let Some(last) = records.last() else {
-            return Ok(None);
-        };
-        self.next = Offset(last.offset.0 + 1);
-        records.retain(|r| r.offset < self.end);
-        Ok(Some(records))
-    }
-}
-
-/// The sum of the counter deltas of the records in `from..to`.
-async fn sum_deltas<L: MessageLog>(log: &L, from: Offset, to: Offset) -> weir_log::Result<Totals> {
-    let mut sum = Totals::default();
-    let mut chunks = Chunks::new(log, from, to);
-    while let Some(records) = chunks.next().await? {
-        for rec in records {
-            match record::decode(rec.key.as_deref(), &rec.body) {
-                Ok(Decoded::Message(meta)) => sum.add(&meta.delta()),
-                Ok(Decoded::State(op)) => sum.add(&op.delta()),
-                Ok(Decoded::Shared(..)) | Err(_) => {}
-            }
-        }
-    }
-    Ok(sum)
-}
-
-/// `a - b`, field by field (b is a part of a).
-fn minus(a: &Totals, b: &Totals) -> Totals {
-    Totals {
-        sent: a.sent - b.sent,
-        duplicates: a.duplicates - b.duplicates,
-        acked: a.acked - b.acked,
-        redelivered: a.redelivered - b.redelivered,
-        expired: a.expired - b.expired,
-        dead_lettered: a.dead_lettered - b.dead_lettered,
-        dropped: a.dropped - b.dropped,
-        purged: a.purged - b.purged,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn entry(offset: u64, attempts: u32) -> Entry {
-        Entry {
-            offset,
-            group: 0,
-            expires_at: 0,
-            enqueued_at: 0,
-            size: 1,
-            attempts,
-            origin: 0,
-            priority: 0,
-            seq: offset / 3,
-        }
-    }
-
-    #[derive(Clone, Debug)]
-    enum Op {
-        /// A message `gap` offsets above the last one.
-        Push(u64),
-        /// Settles the message `back` positions below the newest offset.
-        Settle(u64),
-        /// Bumps the delivery count of the message `back` below the newest offset.
-        Deliver(u64),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            5 => (1..4u64).prop_map(Op::Push),
-            4 => (0..200u64).prop_map(Op::Settle),
-            1 => (0..200u64).prop_map(Op::Deliver),
-        ]
-    }
-
-    proptest! {
-        /// Replay's own messages behave as a map by offset (lookups, settles and
-        /// updates, in any order), give back exactly the held ones in offset order,
-        /// and never hold more than 4/3 of the held messages plus one chunk: the
-        /// settled history of a log costs no memory.
-        #[test]
-        fn own_messages_behave_as_a_map_and_stay_compact(
-            ops in proptest::collection::vec(op(), 1..800),
-        ) {
-            let mut own = OwnMessages::default();
-            let mut model: BTreeMap<u64, Entry> = BTreeMap::new();
-            let mut next = 0u64;
-            for op in ops {
-                match op {
-                    Op::Push(gap) => {
-                        next += gap;
-                        own.push(entry(next, 0));
-                        model.insert(next, entry(next, 0));
-                    }
-                    Op::Settle(back) => {
-                        let offset = next.saturating_sub(back);
-                        own.settle(offset);
-                        model.remove(&offset);
-                    }
-                    Op::Deliver(back) => {
-                        let offset = next.saturating_sub(back);
-                        if let Some(e) = own.get_mut(offset) {
-                            e.attempts = e.attempts.saturating_add(1);
-                        }
-                        if let Some(e) = model.get_mut(&offset) {
-                            e.attempts = e.attempts.saturating_add(1);
-                        }
-                    }
-                }
-                let offset = next.saturating_sub(7);
-                prop_assert_eq!(own.get(offset), model.get(&offset));
-                prop_assert_eq!(own.len(), model.len());
-                prop_assert!(
-                    own.capacity() * 3 <= model.len() * 4 + 3 * CHUNK,
-                    "{} entries allocated for {} held",
-                    own.capacity(),
-                    model.len()
-                );
-            }
-            let held: Vec<Entry> = own.into_held().collect();
-            let want: Vec<Entry> = model.into_values().collect();
-            prop_assert_eq!(held, want);
-        }
-    }
-
-    /// A queue consumed as it goes (each message settled soon after it was
-    /// written, within its chunk) replays into almost nothing.
-    #[test]
-    fn a_consumed_log_replays_into_a_chunk() {
-        let mut own = OwnMessages::default();
-        for offset in 0..100_000u64 {
-            own.push(entry(offset, 0));
-            if offset >= 3 {
-                own.settle(offset - 3);
-            }
-        }
-        assert_eq!(own.len(), 3);
-        assert!(own.capacity() <= CHUNK + 3, "{}", own.capacity());
-    }
 }

@@ -1,0 +1,405 @@
+//! Unit tests of single behaviours of [`QueueState`], sans-IO (offsets are made
+//! up): what each call changes and which effects it returns.
+
+use crate::api::{Backoff, Overflow, QueueOptions};
+use crate::error::BrokerError;
+use crate::queue::entry::Entry;
+use crate::queue::record::{SettleReason, StateOp};
+use crate::queue::state::{Acked, Admission, Effect, QueueState, format_receipt, key_hash};
+
+const QUEUE: &str = "q";
+const T0: i64 = 1_000_000;
+
+// ---------------------------------------------------------------------------
+// Unit tests of specific behaviours (sans-IO: offsets are made up).
+
+fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
+    Entry {
+        offset,
+        group: group.map_or(0, key_hash),
+        expires_at: 0,
+        enqueued_at: T0,
+        size,
+        attempts: 0,
+        origin: 0,
+        priority,
+        seq: 0,
+    }
+}
+
+/// Admits and commits `entries` (each `(entry, not_before)`), as a send does.
+fn send(state: &mut QueueState, entries: Vec<(Entry, i64)>, now: i64) -> Vec<Effect> {
+    let items: Vec<(Option<&str>, u32)> = entries.iter().map(|(e, _)| (None, e.size)).collect();
+    state.admit(QUEUE, &items, now).expect("admitted");
+    state.commit(entries, true, now)
+}
+
+fn offsets(leased: &[(Entry, u64)]) -> Vec<u64> {
+    leased.iter().map(|(e, _)| e.offset).collect()
+}
+
+#[test]
+fn lease_takes_highest_priority_first_then_fifo() {
+    let mut state = QueueState::new(
+        QueueOptions {
+            max_priority: 3,
+            ..QueueOptions::default()
+        },
+        1,
+    );
+    let sent = [(0, 1), (1, 3), (2, 0), (3, 3), (4, 1), (5, 2)];
+    send(
+        &mut state,
+        sent.iter()
+            .map(|&(o, p)| (entry(o, p, None, 1), 0))
+            .collect(),
+        T0,
+    );
+    let (first, _) = state.lease(2, 1_000, T0);
+    assert_eq!(offsets(&first), [1, 3]);
+    let (rest, effects) = state.lease(10, 1_000, T0);
+    assert_eq!(offsets(&rest), [5, 0, 4, 2]);
+    assert_eq!(effects, [Effect::PersistWithNextAppend]);
+    assert_eq!(
+        state.take_deferred(),
+        Some(StateOp::Delivered(vec![
+            (0, 1),
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (5, 1)
+        ])),
+        "both leases' records, for the next append, in offset order"
+    );
+}
+
+#[test]
+fn a_group_delivers_one_at_a_time_and_unparks_on_ack() {
+    let mut state = QueueState::new(QueueOptions::default(), 1);
+    let sent = vec![
+        (entry(0, 0, Some("a"), 1), 0),
+        (entry(1, 0, Some("a"), 1), 0),
+        (entry(2, 0, Some("b"), 1), 0),
+        (entry(3, 0, Some("a"), 1), 0),
+    ];
+    send(&mut state, sent, T0);
+    let (leased, _) = state.lease(10, 1_000, T0);
+    assert_eq!(offsets(&leased), [0, 2], "1 and 3 wait for 0");
+    assert_eq!(
+        state.stats(0, T0).ready,
+        2,
+        "parked messages count as ready"
+    );
+    assert!(state.lease(10, 1_000, T0).0.is_empty());
+    let acked = state.ack(QUEUE, &format_receipt(0, leased[0].1));
+    assert!(
+        matches!(acked, Ok(Acked::Now(e)) if e.offset == 0),
+        "{acked:?}"
+    );
+    let (next, _) = state.lease(10, 1_000, T0);
+    assert_eq!(offsets(&next), [1], "the group's next, and only that");
+}
+
+#[test]
+fn a_delayed_send_does_not_free_a_busy_group() {
+    let mut state = QueueState::new(QueueOptions::default(), 1);
+    send(
+        &mut state,
+        vec![
+            (entry(0, 0, Some("a"), 1), 0),
+            (entry(1, 0, Some("a"), 1), T0 + 10),
+        ],
+        T0,
+    );
+    let (leased, _) = state.lease(10, 1_000, T0);
+    assert_eq!(offsets(&leased), [0]);
+    state.tick(T0 + 10);
+    let (second, _) = state.lease(10, 1_000, T0 + 10);
+    assert!(
+        second.is_empty(),
+        "offset 1 leased while 0 of its group is: {second:?}"
+    );
+    state.ack(QUEUE, &format_receipt(0, leased[0].1)).unwrap();
+    assert_eq!(offsets(&state.lease(10, 1_000, T0 + 10).0), [1]);
+}
+
+#[test]
+fn exponential_backoff_doubles_up_to_the_cap() {
+    let options = QueueOptions {
+        retry_delay_ms: 100,
+        retry_backoff: Backoff::Exponential,
+        retry_delay_max_ms: 1_000,
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    let delays: Vec<u64> = (1..=7).map(|a| state.backoff(a)).collect();
+    assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000, 1_000]);
+    assert_eq!(state.backoff(u32::MAX), 1_000, "no overflow");
+    // A nack without a delay of its own waits for the backoff of its delivery count.
+    send(&mut state, vec![(entry(0, 0, None, 1), 0)], T0);
+    let mut now = T0;
+    for (attempt, delay) in [(1, 100), (2, 200), (3, 400)] {
+        let (leased, _) = state.lease(1, 1_000, now);
+        assert_eq!(leased[0].0.attempts, attempt);
+        let effects = state
+            .nack(QUEUE, &format_receipt(0, leased[0].1), true, None, now)
+            .unwrap();
+        assert_eq!(
+            effects,
+            [Effect::Persist(StateOp::Retry(vec![(
+                0,
+                attempt,
+                now + delay
+            )]))]
+        );
+        state.tick(now + delay - 1);
+        assert!(!state.has_ready(), "not before its delay");
+        now += delay;
+        state.tick(now);
+    }
+    // An expired lease backs off the same way.
+    let (leased, _) = state.lease(1, 50, now);
+    assert_eq!(leased[0].0.attempts, 4);
+    let effects = state.tick(now + 50);
+    assert_eq!(
+        effects,
+        [Effect::Persist(StateOp::Retry(vec![(
+            0,
+            4,
+            now + 50 + 800
+        )]))]
+    );
+}
+
+#[test]
+fn duplicates_within_the_window_are_accepted_but_not_enqueued() {
+    let options = QueueOptions {
+        dedup_window_ms: Some(100),
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    let dup = |state: &mut QueueState, ids: &[&str], now| {
+        let items: Vec<(Option<&str>, u32)> = ids.iter().map(|id| (Some(*id), 1)).collect();
+        match state.admit(QUEUE, &items, now).unwrap() {
+            Admission::Admitted(d) => {
+                let kept: Vec<(&str, u64)> = ids
+                    .iter()
+                    .zip(&d)
+                    .filter(|(_, dup)| !**dup)
+                    .map(|(id, _)| (*id, 0))
+                    .collect();
+                state.confirm_ids(kept);
+                state.synced_below(1);
+                d
+            }
+            Admission::Wait => panic!("nothing is in flight"),
+        }
+    };
+    assert_eq!(
+        dup(&mut state, &["a", "b", "a"], T0),
+        [false, false, true],
+        "within one send too"
+    );
+    assert_eq!(dup(&mut state, &["a"], T0 + 99), [true]);
+    assert_eq!(
+        dup(&mut state, &["a", "c"], T0 + 100),
+        [false, false],
+        "the window is over"
+    );
+    assert_eq!(dup(&mut state, &["b"], T0 + 100), [false]);
+    assert_eq!(state.totals.duplicates, 2);
+    // No id, no de-duplication.
+    assert_eq!(
+        state
+            .admit(QUEUE, &[(None, 1), (None, 1)], T0 + 100)
+            .unwrap(),
+        Admission::Admitted(vec![false, false])
+    );
+}
+
+#[test]
+fn a_rejected_send_leaves_nothing_reserved() {
+    let options = QueueOptions {
+        max_length: Some(2),
+        overflow: Overflow::RejectPublish,
+        dedup_window_ms: Some(1_000),
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    state
+        .admit(QUEUE, &[(Some("a"), 1), (Some("b"), 1)], T0)
+        .unwrap();
+    state.confirm_ids([("a", 0), ("b", 1)]);
+    state.synced_below(2);
+    state.commit(
+        vec![(entry(0, 0, None, 1), 0), (entry(1, 0, None, 1), 0)],
+        true,
+        T0,
+    );
+    for _ in 0..3 {
+        let refused = state.admit(QUEUE, &[(Some("c"), 1)], T0);
+        assert!(
+            matches!(refused, Err(BrokerError::QueueFull { .. })),
+            "{refused:?}"
+        );
+    }
+    // One out: exactly one fits again, and "c" was not remembered as seen.
+    let (leased, _) = state.lease(1, 1_000, T0);
+    assert_eq!(leased.len(), 1);
+    assert_eq!(
+        state.admit(QUEUE, &[(Some("c"), 1)], T0).unwrap(),
+        Admission::Admitted(vec![false])
+    );
+    let refused = state.admit(QUEUE, &[(Some("d"), 1)], T0);
+    assert!(
+        matches!(refused, Err(BrokerError::QueueFull { .. })),
+        "c is reserved: {refused:?}"
+    );
+    // All duplicates: nothing new, so nothing to refuse.
+    assert_eq!(
+        state.admit(QUEUE, &[(Some("a"), 1)], T0).unwrap(),
+        Admission::Admitted(vec![true])
+    );
+}
+
+#[test]
+fn drop_head_overflow_drops_the_next_to_deliver() {
+    let options = QueueOptions {
+        max_length: Some(2),
+        max_priority: 1,
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    assert!(
+        send(
+            &mut state,
+            vec![(entry(0, 0, None, 10), 0), (entry(1, 0, None, 20), 0)],
+            T0
+        )
+        .is_empty()
+    );
+    let effects = send(&mut state, vec![(entry(2, 0, None, 30), 0)], T0);
+    assert_eq!(
+        effects,
+        [Effect::Persist(StateOp::Settled(
+            SettleReason::Dropped,
+            vec![0]
+        ))]
+    );
+    let stats = state.stats(0, T0);
+    assert_eq!((stats.ready, stats.bytes, stats.dropped_total), (2, 50, 1));
+    // Delayed messages are not counted (not ready), and the head is by priority.
+    let effects = send(
+        &mut state,
+        vec![(entry(3, 0, None, 1), T0 + 5), (entry(4, 1, None, 1), 0)],
+        T0,
+    );
+    assert_eq!(
+        effects,
+        [Effect::Persist(StateOp::Settled(
+            SettleReason::Dropped,
+            vec![4]
+        ))]
+    );
+    assert_eq!(offsets(&state.lease(10, 1_000, T0).0), [1, 2]);
+}
+
+// ---------------------------------------------------------------------------
+// The records the state decides (once decided by the actor).
+
+/// A first delivery acked before its `Delivered` record is written needs none; a
+/// redelivery's record is kept (it counts `redelivered_total` at replay).
+#[test]
+fn a_first_delivery_acked_before_its_record_needs_none() {
+    let mut state = QueueState::new(QueueOptions::default(), 1);
+    send(
+        &mut state,
+        vec![(entry(0, 0, None, 1), 0), (entry(1, 0, None, 1), 0)],
+        T0,
+    );
+    let (leased, effects) = state.lease(2, 1_000, T0);
+    assert_eq!(effects, [Effect::PersistWithNextAppend]);
+    let acked = state.ack_all(QUEUE, vec![format_receipt(0, leased[0].1)]);
+    assert_eq!(
+        acked.effects,
+        [Effect::Persist(StateOp::Settled(
+            SettleReason::Acked,
+            vec![0]
+        ))]
+    );
+    assert_eq!(
+        state.take_deferred(),
+        Some(StateOp::Delivered(vec![(1, 1)])),
+        "only the unacked delivery is recorded"
+    );
+    assert_eq!(state.take_deferred(), None, "taken once");
+    // Offset 1 comes back after its lease and is acked at once: its record stays.
+    state.tick(T0 + 1_000);
+    let (again, _) = state.lease(1, 1_000, T0 + 1_000);
+    assert_eq!(again[0].0.attempts, 2);
+    state.ack_all(QUEUE, vec![format_receipt(1, again[0].1)]);
+    assert_eq!(
+        state.take_deferred(),
+        Some(StateOp::Delivered(vec![(1, 2)]))
+    );
+}
+
+#[test]
+fn a_purge_returns_its_count_and_its_record() {
+    let mut state = QueueState::new(QueueOptions::default(), 1);
+    assert_eq!(state.purge(), (0, Vec::new()), "nothing to record");
+    send(
+        &mut state,
+        vec![(entry(0, 0, None, 1), 0), (entry(1, 0, None, 1), T0 + 10)],
+        T0,
+    );
+    let (count, effects) = state.purge();
+    assert_eq!(count, 2);
+    let [Effect::Persist(StateOp::Settled(SettleReason::Purged, offsets))] = &effects[..] else {
+        panic!("{effects:?}");
+    };
+    let mut offsets = offsets.clone();
+    offsets.sort_unstable();
+    assert_eq!(offsets, [0, 1], "ready and delayed");
+    assert_eq!(state.stats(0, T0).purged_total, 2);
+}
+
+/// Expired messages copied to the dead-letter queue are recorded apart, so replay
+/// counts them both expired and dead-lettered; a redrive is one record.
+#[test]
+fn finished_dead_letters_record_expiries_apart() {
+    let options = QueueOptions {
+        dead_letter_queue: Some("dlq".into()),
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    let mut expiring = entry(0, 0, None, 1);
+    expiring.expires_at = T0 + 5;
+    send(
+        &mut state,
+        vec![(expiring, 0), (entry(1, 0, None, 1), 0)],
+        T0,
+    );
+    let (leased, expired) = state.lease(1, 1_000, T0 + 5);
+    assert_eq!(offsets(&leased), [1], "offset 0 expired on the way");
+    assert!(matches!(
+        &expired[..],
+        [Effect::DeadLetter(_), Effect::PersistWithNextAppend]
+    ));
+    let rejected = state
+        .nack(QUEUE, &format_receipt(1, leased[0].1), false, None, T0 + 5)
+        .unwrap();
+    assert!(matches!(&rejected[..], [Effect::DeadLetter(_)]));
+    assert_eq!(
+        state.finish_transit(&[0, 1], SettleReason::DeadLettered),
+        [
+            Effect::Persist(StateOp::Settled(SettleReason::DeadLettered, vec![1])),
+            Effect::Persist(StateOp::Settled(SettleReason::ExpiredDeadLettered, vec![0])),
+        ]
+    );
+    let stats = state.stats(0, T0);
+    assert_eq!((stats.dead_lettered_total, stats.expired_total), (2, 1));
+    assert_eq!(state.floor(2), 2, "both are gone");
+    assert!(state.finish_transit(&[], SettleReason::Redriven).is_empty());
+}
