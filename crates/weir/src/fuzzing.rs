@@ -40,6 +40,16 @@ fn scratch_file() -> PathBuf {
     ))
 }
 
+/// The scratch file, removed however [`config`] returns (tests run each seed on a
+/// thread of its own, so every early return used to leave a file behind).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Loads a configuration made of `data` (see the module doc).
 ///
 /// # Panics
@@ -48,11 +58,12 @@ fn scratch_file() -> PathBuf {
 /// does not load back the same.
 pub fn config(data: &[u8]) {
     let (file, vars) = split(data);
-    let path = scratch_file();
-    if std::fs::write(&path, file).is_err() {
+    let scratch = Scratch(scratch_file());
+    let path = &scratch.0;
+    if std::fs::write(path, file).is_err() {
         return;
     }
-    let loaded = load(Some(&path), vars, &[]);
+    let loaded = load(Some(path), vars, &[]);
     let Ok(config) = loaded else {
         return;
     };
@@ -85,14 +96,13 @@ pub fn config(data: &[u8]) {
     let _ = log.validate();
     // `weir config` prints it; that text loads back to the same.
     let text = toml::to_string(&config).expect("a loaded configuration renders");
-    std::fs::write(&path, &text).expect("the scratch file is writable");
-    let again: Config = load(Some(&path), Vec::new(), &[])
+    std::fs::write(path, &text).expect("the scratch file is writable");
+    let again: Config = load(Some(path), Vec::new(), &[])
         .unwrap_or_else(|e| panic!("`weir config` output does not load: {e:#}\n{text}"));
     assert_eq!(
         again, config,
         "`weir config` output loads differently:\n{text}"
     );
-    let _ = std::fs::remove_file(&path);
 }
 
 #[cfg(test)]
