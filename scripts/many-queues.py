@@ -2,14 +2,17 @@
 """Threads, resident memory and open files of a weir broker holding many durable
 queues (docs/benchmarks.md, "Many queues").
 
-    python3 scripts/many-queues.py WEIR_BINARY [QUEUES]
+    python3 scripts/many-queues.py WEIR_BINARY [QUEUES] [CONNECTIONS]
 
 Starts the broker on free loopback ports with a temporary data directory, declares
 QUEUES (default 10,000) queues over AMQP on one connection (one pipelined
 queue.declare each, durable), publishes one persistent message to each, and
 prints, after the broker settles: the queues it took, its threads
-(/proc/PID/task), VmRSS and open file descriptors; then restarts it on the same
-directory and prints the same once it has recovered.
+(/proc/PID/task), VmRSS and open file descriptors. With CONNECTIONS, it then holds
+that many idle AMQP connections to the same broker (`weir bench connections`) and
+prints what the bench saw and the most descriptors the broker held meanwhile: the
+queues must leave room for connections. Then it restarts the broker on the same
+directory and prints the same figures once it has recovered.
 """
 import os
 import re
@@ -112,9 +115,23 @@ def start(binary, data):
     return broker, port
 
 
+def hold_connections(binary, pid, port, connections):
+    bench = subprocess.Popen(
+        [binary, "bench", "connections", "--url", f"amqp://guest:guest@127.0.0.1:{port}/%2f",
+         "--count", str(connections), "--hold", "10", "--pid", str(pid), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    most = 0
+    while bench.poll() is None:
+        most = max(most, status(pid)[2])
+        time.sleep(0.5)
+    report = bench.stdout.read().strip()
+    print(f"{connections} idle connections: broker fds at most {most}; bench: {report}")
+
+
 def main():
     binary = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
+    connections = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     data = tempfile.mkdtemp() + "/data"
     broker, port = start(binary, data)
     try:
@@ -127,6 +144,8 @@ def main():
         print(f"queues {taken}/{count} in {elapsed:.1f} s; empty broker: threads {before[0]}, "
               f"RSS {before[1]} MiB, fds {before[2]}; with the queues: threads {threads}, "
               f"RSS {rss} MiB, fds {fds}")
+        if connections:
+            hold_connections(binary, broker.pid, port, connections)
     finally:
         broker.terminate()
         broker.wait()
