@@ -23,10 +23,18 @@
 //!   being written or unsynced and failing to sync), a file opens anyway; the
 //!   operating system's limit is the hard one.
 //!
+//! What a sync covers: the writes made through the file, and, for a file opened on an
+//! existing one, whatever it held when opened (an earlier process may have left it
+//! unsynced, and recovery syncs it before trusting it). A closed file is clean in
+//! both senses, or `sync_data` opens it again. Writes made through *another*
+//! [`CachedFile`] of the same path are not covered: sync through the file you wrote.
+//!
 //! Lock order: the cache's lock, then a file's. A file's lock is held only to read or
-//! change its slot, never across a system call but the close of an evicted file.
+//! change its slot, never across a system call; evicted files close after both locks.
+//! Dropping the last [`CachedFile`] takes the cache's lock, so a file upgraded from a
+//! `Weak` under a lock is dropped only after it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -42,14 +50,20 @@ pub(crate) struct FileCache {
     /// Files open now (each [`OpenFile`] alive).
     open: AtomicU64,
     inner: Mutex<Inner>,
+    /// `fdatasync` calls made, and how many of the next ones fail (fault injection).
+    #[cfg(test)]
+    syncs: AtomicU64,
+    #[cfg(test)]
+    fail_syncs: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     /// Every live [`CachedFile`] by path, for pinning before a remove or rename.
     by_path: HashMap<PathBuf, Vec<Weak<CachedFile>>>,
-    /// Files that were open and closable when listed, in clock order. Entries for
-    /// files dropped, closed or pinned since are skipped and dropped by the sweep.
+    /// Files that were open and closable when listed, in clock order, each at most
+    /// once ([`Slot::listed`]). Entries for files dropped, closed or pinned since are
+    /// skipped and dropped by the sweep.
     ring: VecDeque<Weak<CachedFile>>,
 }
 
@@ -63,6 +77,23 @@ pub(crate) struct OpenFile {
 impl fmt::Debug for OpenFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.file.fmt(f)
+    }
+}
+
+impl OpenFile {
+    fn sync_data(&self) -> io::Result<()> {
+        #[cfg(test)]
+        {
+            self.cache.syncs.fetch_add(1, Ordering::Relaxed);
+            let fail =
+                self.cache
+                    .fail_syncs
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            if fail.is_ok() {
+                return Err(io::Error::other("injected fdatasync failure"));
+            }
+        }
+        self.file.sync_data()
     }
 }
 
@@ -94,11 +125,29 @@ struct Slot {
     writing: u32,
     /// Never closed again (removed or renamed over while held).
     pinned: bool,
+    /// Has an entry in the clock ring. Without it a file closed by the sweep's sync
+    /// path and reopened before the sweep came round again got a second entry, and
+    /// the ring grew with every such turn.
+    listed: bool,
+    /// Opened on an existing file and not synced since: it may hold writes nobody
+    /// synced (an earlier process's), so a sync of it closed must open it again.
+    inherited: bool,
+    /// A failure the sweep's own sync met: the next `sync_data` reports it. Linux
+    /// reports a failed write-back once per descriptor, so a later sync would
+    /// succeed for the lost bytes.
+    sync_error: Option<io::Error>,
 }
 
 impl Slot {
     fn closable(&self) -> bool {
         self.file.is_some() && !self.pinned && self.writing == 0 && self.written == self.synced
+    }
+
+    /// Takes the descriptor of a closable file, for the caller to drop after its
+    /// locks (the only way a cached file closes before it is dropped).
+    fn close(&mut self) -> Option<Arc<OpenFile>> {
+        debug_assert!(self.closable(), "invariant: only clean idle files close");
+        self.file.take()
     }
 }
 
@@ -123,6 +172,10 @@ impl FileCache {
             limit: AtomicU64::new(u64::MAX),
             open: AtomicU64::new(0),
             inner: Mutex::new(Inner::default()),
+            #[cfg(test)]
+            syncs: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_syncs: AtomicU64::new(0),
         })
     }
 
@@ -164,6 +217,8 @@ impl FileCache {
                 file: Some(file),
                 // A created file (its truncation) is unsynced until its first sync.
                 written: u64::from(created),
+                listed: true,
+                inherited: !created,
                 ..Slot::default()
             }),
         });
@@ -174,6 +229,7 @@ impl FileCache {
             .or_default()
             .push(cached.me.clone());
         let held = inner.list(&cached.me, self.open_count());
+
         drop(inner);
         drop(held);
         Ok(cached)
@@ -217,14 +273,19 @@ impl FileCache {
             return;
         }
         let mut unsynced = Vec::new();
-        // Files upgraded under the lock are dropped after it: dropping the last
-        // handle of one takes the lock.
+        let mut seen_unsynced = HashSet::new();
+        // Files upgraded under the lock are dropped after it (dropping the last
+        // handle of one takes the lock), and so are the descriptors closed.
         let mut held = Vec::new();
+        let mut closed = Vec::new();
         {
             let mut inner = lock(&self.inner);
             // Two turns of the clock at most: the first may only clear use bits.
             let mut steps = inner.ring.len() * 2;
-            while self.open_count() >= limit && steps > 0 {
+            // Descriptors taken here and closing when `closed` drops (none that an
+            // in-flight read still holds).
+            let mut freed = 0;
+            while self.open_count().saturating_sub(freed) >= limit && steps > 0 {
                 steps -= 1;
                 let Some(entry) = inner.ring.pop_front() else {
                     break;
@@ -232,41 +293,52 @@ impl FileCache {
                 let Some(file) = entry.upgrade() else {
                     continue;
                 };
-                let closed = {
+                {
                     let mut slot = lock(&file.slot);
                     if slot.file.is_none() || slot.pinned {
                         // Listed again when it next opens; never again once pinned.
-                        None
+                        slot.listed = false;
                     } else if file.used.swap(false, Ordering::Relaxed) || slot.writing > 0 {
                         inner.ring.push_back(entry);
-                        None
                     } else if slot.written != slot.synced {
                         inner.ring.push_back(entry);
-                        if !unsynced.iter().any(|u| Arc::ptr_eq(u, &file)) {
+                        if seen_unsynced.insert(Arc::as_ptr(&file).addr()) {
                             unsynced.push(file.clone());
                         }
-                        None
                     } else {
-                        slot.file.take()
+                        slot.listed = false;
+                        if let Some(open) = slot.close() {
+                            // Only clones of the slot's are handed out, and no more
+                            // can be taken now.
+                            freed += u64::from(Arc::strong_count(&open) == 1);
+                            closed.push(open);
+                        }
                     }
-                };
-                drop(closed);
+                }
                 held.push(file);
             }
         }
         drop(held);
+        drop(closed);
         // Still at the limit with only unsynced files idle: sync them, then close
         // those still clean and idle. Only as many as are needed.
         for file in unsynced {
             if self.open_count() < limit {
                 break;
             }
-            if file.sync_data().is_ok() {
-                let mut slot = lock(&file.slot);
-                if slot.closable() && !file.used.load(Ordering::Relaxed) {
-                    let closed = slot.file.take();
-                    drop(slot);
-                    drop(closed);
+            match file.sync() {
+                Ok(()) => {
+                    let mut slot = lock(&file.slot);
+                    if slot.closable() && !file.used.load(Ordering::Relaxed) {
+                        // Stays listed: the sweep drops its entry, or it reopens.
+                        let closed = slot.close();
+                        drop(slot);
+                        drop(closed);
+                    }
+                }
+                Err(e) => {
+                    let mut slot = lock(&file.slot);
+                    slot.sync_error.get_or_insert(e);
                 }
             }
         }
@@ -274,9 +346,10 @@ impl FileCache {
 }
 
 impl Inner {
-    /// Puts an open file on the clock, dropping stale entries when they outnumber
-    /// the open files (so the ring stays proportional to them).
-    /// Returns the files it upgraded, for the caller to drop after the lock.
+    /// Puts an open file on the clock (the caller has set its [`Slot::listed`]),
+    /// dropping stale entries when they outnumber the open files (so the ring stays
+    /// proportional to them). Returns the files it upgraded, for the caller to drop
+    /// after the lock.
     #[must_use]
     fn list(&mut self, file: &Weak<CachedFile>, open: u64) -> Vec<Arc<CachedFile>> {
         self.ring.push_back(file.clone());
@@ -287,9 +360,12 @@ impl Inner {
                 let Some(f) = entry.upgrade() else {
                     return false;
                 };
-                let open = lock(&f.slot).file.is_some();
+                let mut slot = lock(&f.slot);
+                let keep = slot.file.is_some() && !slot.pinned;
+                slot.listed = keep;
+                drop(slot);
                 held.push(f);
-                open
+                keep
             });
         }
         held
@@ -317,9 +393,11 @@ impl CachedFile {
             return Ok(file);
         }
         slot.file = Some(fresh.clone());
-        let listed = !slot.pinned;
+        // Still listed if the sweep has not come round since it closed it.
+        let list = !slot.pinned && !slot.listed;
+        slot.listed |= list;
         drop(slot);
-        if listed {
+        if list {
             let open = self.cache.open_count();
             let held = lock(&self.cache.inner).list(&self.me, open);
             drop(held);
@@ -327,19 +405,10 @@ impl CachedFile {
         Ok(fresh)
     }
 
-    /// Ends a write begun by `descriptor(true)`, failed or not (a failed write may
-    /// have written a prefix: it counts as unsynced too).
-    fn wrote(&self) {
-        let mut slot = lock(&self.slot);
-        slot.writing -= 1;
-        slot.written += 1;
-    }
-
     fn write<R>(&self, f: impl FnOnce(&File) -> io::Result<R>) -> io::Result<R> {
         let file = self.descriptor(true)?;
-        let result = f(&file.file);
-        self.wrote();
-        result
+        let _wrote = Wrote(self);
+        f(&file.file)
     }
 
     /// Reads (or stats) through the descriptor.
@@ -354,19 +423,49 @@ impl CachedFile {
         self.write(f)
     }
 
-    /// `fdatasync` of every write finished before it was called. A closed file is
-    /// clean (only clean files are closed), so it needs none.
+    /// `fdatasync` of every write finished before it was called (and, for a file
+    /// opened on an existing one, of what it held). A closed file is clean (only
+    /// clean files are closed), so it needs none unless it was never synced since it
+    /// was opened on an existing file. A failure met by a sweep's sync of this file
+    /// is reported here.
     pub(crate) fn sync_data(&self) -> io::Result<()> {
-        let (file, upto) = {
-            let slot = lock(&self.slot);
-            match &slot.file {
-                None => return Ok(()),
-                Some(file) => (file.clone(), slot.written),
+        if let Some(e) = lock(&self.slot).sync_error.take() {
+            return Err(e);
+        }
+        self.sync()?;
+        // A sweep's sync of the same descriptor may have failed meanwhile, and ours
+        // then succeeded only because the failure was reported to the sweep.
+        match lock(&self.slot).sync_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// [`CachedFile::sync_data`] without the failures stored for it.
+    fn sync(&self) -> io::Result<()> {
+        let slot = lock(&self.slot);
+        let (file, upto) = match slot.file.clone() {
+            Some(file) => {
+                let upto = slot.written;
+                drop(slot);
+                (file, upto)
+            }
+            None if !slot.inherited => {
+                debug_assert_eq!(slot.written, slot.synced, "invariant: closed is clean");
+                return Ok(());
+            }
+            None => {
+                drop(slot);
+                // To sync what it held when opened.
+                let file = self.descriptor(false)?;
+                let upto = lock(&self.slot).written;
+                (file, upto)
             }
         };
-        file.file.sync_data()?;
+        file.sync_data()?;
         let mut slot = lock(&self.slot);
         slot.synced = slot.synced.max(upto);
+        slot.inherited = false;
         Ok(())
     }
 
@@ -383,6 +482,19 @@ impl CachedFile {
     }
 }
 
+/// Ends a write begun by `descriptor(true)` when dropped: finished, failed (a failed
+/// write may have written a prefix: it counts as unsynced too) or panicked (else the
+/// file would count as being written, and stay open, for good).
+struct Wrote<'a>(&'a CachedFile);
+
+impl Drop for Wrote<'_> {
+    fn drop(&mut self) {
+        let mut slot = lock(&self.0.slot);
+        slot.writing -= 1;
+        slot.written += 1;
+    }
+}
+
 impl Drop for CachedFile {
     fn drop(&mut self) {
         let mut inner = lock(&self.cache.inner);
@@ -395,6 +507,9 @@ impl Drop for CachedFile {
         }
     }
 }
+
+#[cfg(test)]
+mod stress;
 
 #[cfg(test)]
 mod tests {
@@ -525,6 +640,119 @@ mod tests {
         drop((a, b));
         assert_eq!(cache.open_count(), 0);
         assert!(lock(&cache.inner).by_path.is_empty());
+    }
+
+    /// A failed `fdatasync` in the sweep reaches the owner's next `sync_data`: the
+    /// kernel reports a failed write-back once per descriptor, so the owner's own
+    /// sync would succeed for the lost bytes.
+    #[test]
+    fn a_sync_failure_met_by_the_sweep_is_reported_to_the_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::new();
+        cache.set_limit(Some(1));
+        let a = cache.open(&dir.path().join("a"), Open::Create).unwrap();
+        write_at(&a, 0, b"lost?");
+        a.used.store(false, Ordering::Relaxed);
+        cache.fail_syncs.store(1, Ordering::Relaxed);
+        let _b = cache.open(&dir.path().join("b"), Open::Create).unwrap();
+        assert_eq!(
+            cache.syncs.load(Ordering::Relaxed),
+            1,
+            "the sweep synced `a`"
+        );
+        assert!(a.is_open(), "a file whose sync failed stays open");
+        let err = a.sync_data().unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        a.sync_data().unwrap();
+    }
+
+    /// A file opened on an existing one may hold bytes nobody synced (a killed
+    /// process's); its first `sync_data` syncs them even if the cache closed it.
+    #[test]
+    fn a_file_opened_on_an_existing_one_is_synced_even_when_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::new();
+        cache.set_limit(Some(1));
+        let path = dir.path().join("left-by-a-killed-process");
+        std::fs::write(&path, b"unsynced").unwrap();
+        let a = cache.open(&path, Open::Existing).unwrap();
+        a.used.store(false, Ordering::Relaxed);
+        let b = cache.open(&dir.path().join("b"), Open::Create).unwrap();
+        assert!(!a.is_open(), "clean of its own writes, so closed");
+        b.sync_data().unwrap();
+        b.used.store(false, Ordering::Relaxed);
+        let syncs = || cache.syncs.load(Ordering::Relaxed);
+        let before = syncs();
+        a.sync_data().unwrap();
+        assert_eq!(syncs(), before + 1, "synced all the same");
+        // Once synced, a closed file needs no sync.
+        a.used.store(false, Ordering::Relaxed);
+        let c = cache.open(&dir.path().join("c"), Open::Create).unwrap();
+        c.sync_data().unwrap();
+        assert!(!a.is_open());
+        let before = syncs();
+        a.sync_data().unwrap();
+        assert_eq!(syncs(), before);
+        assert_eq!(read_all(&a, 8), b"unsynced");
+    }
+
+    /// Entries of the clock ring, checking that none is listed twice.
+    fn ring_len(cache: &FileCache) -> usize {
+        let mut held = Vec::new();
+        let inner = lock(&cache.inner);
+        let mut seen = HashSet::new();
+        for entry in &inner.ring {
+            if let Some(file) = entry.upgrade() {
+                assert!(
+                    seen.insert(Arc::as_ptr(&file).addr()),
+                    "a file listed twice in a ring of {}",
+                    inner.ring.len()
+                );
+                held.push(file);
+            }
+        }
+        let len = inner.ring.len();
+        drop(inner);
+        len
+    }
+
+    /// A file the sweep syncs and closes keeps its ring entry; when it reopens
+    /// before the sweep comes round, it must not get a second one (the ring grew by
+    /// one per turn, and the compaction kept them all while the file was open).
+    #[test]
+    fn a_file_closed_by_the_sync_path_stays_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::new();
+        cache.set_limit(Some(1));
+        let a = cache.open(&dir.path().join("a"), Open::Create).unwrap();
+        let mut other = None;
+        for i in 0..30 {
+            // Below the limit: `a` reopens without a sweep coming round first.
+            drop(other.take());
+            write_at(&a, 0, b"never synced by its owner");
+            a.used.store(false, Ordering::Relaxed);
+            // Only `a` is open and idle, unsynced: the sweep syncs and closes it.
+            other = Some(cache.open(&dir.path().join(format!("o{i}")), Open::Create));
+            assert!(!a.is_open());
+            assert!(ring_len(&cache) <= 3, "ring of {}", ring_len(&cache));
+        }
+    }
+
+    /// A write whose closure panics still ends, so the file can close afterwards.
+    #[test]
+    fn a_panicking_write_does_not_keep_the_file_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::new();
+        cache.set_limit(Some(1));
+        let a = cache.open(&dir.path().join("a"), Open::Create).unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            a.modify(|_| -> io::Result<()> { panic!("a write panicked") })
+        }));
+        assert!(panicked.is_err());
+        a.sync_data().unwrap();
+        a.used.store(false, Ordering::Relaxed);
+        let _b = cache.open(&dir.path().join("b"), Open::Create).unwrap();
+        assert!(!a.is_open(), "nothing is being written any more");
     }
 
     #[test]

@@ -333,7 +333,11 @@ impl PoolThread {
                 for later in log.queue.drain(..) {
                     refuse_closed(later);
                 }
+                let reply = log.writer.as_mut().and_then(|w| w.close_reply.take());
                 self.remove(id);
+                if let Some((reply, result)) = reply {
+                    let _ = reply.send(result);
+                }
                 continue;
             }
             let again = !log.queue.is_empty() || log.dropped;

@@ -209,6 +209,9 @@ pub(crate) struct Writer {
     /// Set while a trim is on the sync thread: the writer then looks at its progress
     /// often, to remove the segments below soon even if nothing else happens.
     trim_posted: bool,
+    /// The answer to `close`, which the pool sends once it has dropped the writer
+    /// and with it the log's files: a closed log holds no open file.
+    pub(crate) close_reply: Option<(oneshot::Sender<Result<()>>, Result<()>)>,
 }
 
 impl Writer {
@@ -240,6 +243,7 @@ impl Writer {
             syncer: None,
             sealing: None,
             trim_posted: false,
+            close_reply: None,
         }
     }
 
@@ -402,7 +406,7 @@ impl Writer {
                     for later in requests.by_ref() {
                         refuse_closed(later);
                     }
-                    let _ = reply.send(result);
+                    self.close_reply = Some((reply, result));
                     return true;
                 }
             }
