@@ -508,6 +508,27 @@ impl Drop for CachedFile {
     }
 }
 
+/// Entries of the clock ring, checking that none is listed twice (the tests').
+#[cfg(test)]
+fn ring_len(cache: &FileCache) -> usize {
+    let mut held = Vec::new();
+    let inner = lock(&cache.inner);
+    let mut seen = HashSet::new();
+    for entry in &inner.ring {
+        if let Some(file) = entry.upgrade() {
+            assert!(
+                seen.insert(Arc::as_ptr(&file).addr()),
+                "a file listed twice in a ring of {}",
+                inner.ring.len()
+            );
+            held.push(file);
+        }
+    }
+    let len = inner.ring.len();
+    drop(inner);
+    len
+}
+
 #[cfg(test)]
 mod stress;
 
@@ -694,26 +715,6 @@ mod tests {
         a.sync_data().unwrap();
         assert_eq!(syncs(), before);
         assert_eq!(read_all(&a, 8), b"unsynced");
-    }
-
-    /// Entries of the clock ring, checking that none is listed twice.
-    fn ring_len(cache: &FileCache) -> usize {
-        let mut held = Vec::new();
-        let inner = lock(&cache.inner);
-        let mut seen = HashSet::new();
-        for entry in &inner.ring {
-            if let Some(file) = entry.upgrade() {
-                assert!(
-                    seen.insert(Arc::as_ptr(&file).addr()),
-                    "a file listed twice in a ring of {}",
-                    inner.ring.len()
-                );
-                held.push(file);
-            }
-        }
-        let len = inner.ring.len();
-        drop(inner);
-        len
     }
 
     /// A file the sweep syncs and closes keeps its ring entry; when it reopens

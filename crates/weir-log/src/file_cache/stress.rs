@@ -149,22 +149,6 @@ fn run(world: &World, thread: usize, rng: &mut fastrand::Rng) {
     }
 }
 
-/// Entries in the ring, checking that no file is listed twice.
-fn ring_len(cache: &FileCache) -> usize {
-    let mut held = Vec::new();
-    let inner = lock(&cache.inner);
-    let mut seen = HashSet::new();
-    for entry in &inner.ring {
-        if let Some(file) = entry.upgrade() {
-            assert!(seen.insert(Arc::as_ptr(&file).addr()), "listed twice");
-            held.push(file);
-        }
-    }
-    let len = inner.ring.len();
-    drop(inner);
-    len
-}
-
 #[test]
 fn threads_at_a_limit_of_three_read_what_they_wrote() {
     // A deadlock fails the test instead of hanging it.

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::measure::{
-    CompareArgs, add, compare, exit_code, histogram, peak_rss_bytes, percentiles, print_comparison,
+    CompareArgs, add, exit_code, finish_comparison, histogram, peak_rss_bytes, percentiles,
     process_cpu_seconds, progress_bar, redact,
 };
 use super::tally::Tally;
@@ -167,16 +167,9 @@ pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
         let b = measure(&args, &other, args.compare.pid).await?;
         rounds.push((a, b));
     }
-    let comparison = compare(&args.url, &other, &rounds, &COMPARED);
-    if args.json {
-        println!("{comparison}");
-    } else {
-        print_comparison(&comparison, &COMPARED);
-    }
-    let verified = rounds
-        .iter()
-        .all(|(a, b)| a["verified"] == json!(true) && b["verified"] == json!(true));
-    Ok(exit_code(verified))
+    Ok(finish_comparison(
+        args.json, &args.url, &other, &rounds, &COMPARED,
+    ))
 }
 
 /// The metrics a comparison sets side by side: name and JSON pointer into a

@@ -135,6 +135,27 @@ pub(crate) fn compare(
     })
 }
 
+/// Shows a `--compare` run (the side-by-side table, or JSON with `json`) and
+/// answers success only if no round of either broker failed its verification.
+pub(crate) fn finish_comparison(
+    json: bool,
+    a_url: &str,
+    b_url: &str,
+    rounds: &[(Value, Value)],
+    compared: &[(&str, &str)],
+) -> ExitCode {
+    let comparison = compare(a_url, b_url, rounds, compared);
+    if json {
+        println!("{comparison}");
+    } else {
+        print_comparison(&comparison, compared);
+    }
+    let verified = rounds
+        .iter()
+        .all(|(a, b)| a["verified"] != json!(false) && b["verified"] != json!(false));
+    exit_code(verified)
+}
+
 pub(crate) fn print_comparison(c: &Value, compared: &[(&str, &str)]) {
     let runs = c["rounds"].as_array().cloned().unwrap_or_default();
     let cells = |side: &str, pointer: &str| {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use self::bodies::NUMBERED_LEN;
 use self::load::{Latencies, Limit, Shared, drive};
 use self::report::{Cpu, Report};
-use super::measure::{compare, exit_code, print_comparison, progress_bar, seconds};
+use super::measure::{exit_code, finish_comparison, progress_bar, seconds};
 use super::tally::Tally;
 use crate::client::api::Api;
 
@@ -72,16 +72,13 @@ pub(crate) async fn run(args: HttpArgs) -> anyhow::Result<ExitCode> {
         let (b, _) = measure(&args, &other, args.compare.pid).await?;
         rounds.push((a, b));
     }
-    let comparison = compare(&args.server.server, &other, &rounds, &COMPARED);
-    if args.json {
-        println!("{comparison}");
-    } else {
-        print_comparison(&comparison, &COMPARED);
-    }
-    let verified = rounds
-        .iter()
-        .all(|(a, b)| a["verified"] != json!(false) && b["verified"] != json!(false));
-    Ok(exit_code(verified))
+    Ok(finish_comparison(
+        args.json,
+        &args.server.server,
+        &other,
+        &rounds,
+        &COMPARED,
+    ))
 }
 
 /// One run against the broker at `server`: its report as JSON and as text.
