@@ -11,7 +11,7 @@ use crate::clock::now_ms;
 use crate::error::BrokerError;
 use crate::queue::entry::Entry;
 use crate::queue::record::{Outgoing, StateOp};
-use crate::queue::replay::{entry_of, shared_expiry};
+use crate::queue::replay::entry_of;
 use crate::queue::state::Admission;
 
 use super::pipeline::{self, StagedSend};
@@ -39,14 +39,8 @@ impl<S: LogStore> Actor<S> {
         reply: Option<SendReply>,
         now: i64,
     ) -> Option<(Vec<Outgoing>, Vec<SendOutcome>, Option<SendReply>)> {
-        // Dead letters and redrives arrive without an expiry: the queue's own
-        // TTL applies to them as to any send.
-        if let Some(ttl) = self.state.options().message_ttl_ms {
-            let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
-            for m in messages.iter_mut().filter(|m| m.meta.expires_at_ms == 0) {
-                m.meta.expires_at_ms = now.max(m.meta.not_before_ms).saturating_add(ttl);
-            }
-        }
+        self.state
+            .stamp_ttl(messages.iter_mut().map(|m| &mut m.meta), now);
         let items: Vec<(Option<&str>, u32)> = messages
             .iter()
             .map(|m| {
@@ -250,7 +244,6 @@ impl<S: LogStore> Actor<S> {
             }
         };
         let max_priority = self.state.options().max_priority;
-        let queue_ttl = self.state.options().message_ttl_ms;
         let mut entries = Vec::with_capacity(arrival.positions.len());
         let mut ids = Vec::new();
         let mut declined = Vec::new();
@@ -263,11 +256,10 @@ impl<S: LogStore> Actor<S> {
             let mut entry = entry_of(key, meta, batch.sizes[at(p)]);
             entry.priority = entry.priority.min(max_priority);
             entry.enqueued_at = batch.published_ms;
-            entry.expires_at = shared_expiry(
+            entry.expires_at = self.state.arrival_expiry(
                 meta.expires_at_ms,
                 meta.not_before_ms,
                 batch.published_ms,
-                queue_ttl,
             );
             entries.push((entry, meta.not_before_ms));
             if dedup {

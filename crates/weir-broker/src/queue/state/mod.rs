@@ -50,6 +50,8 @@ mod sending;
 mod tests;
 mod time;
 
+pub(crate) use time::shared_expiry;
+
 /// Shared messages that arrived together (one publish, or one replay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ArrivalBatch {

@@ -4,7 +4,7 @@
 use crate::api::{Backoff, Overflow, QueueOptions};
 use crate::error::BrokerError;
 use crate::queue::entry::Entry;
-use crate::queue::record::{SettleReason, StateOp};
+use crate::queue::record::{MessageMeta, SettleReason, StateOp};
 use crate::queue::state::{Acked, Admission, Effect, QueueState, format_receipt, key_hash};
 
 const QUEUE: &str = "q";
@@ -402,4 +402,54 @@ fn finished_dead_letters_record_expiries_apart() {
     assert_eq!((stats.dead_lettered_total, stats.expired_total), (2, 1));
     assert_eq!(state.floor(2), 2, "both are gone");
     assert!(state.finish_transit(&[], SettleReason::Redriven).is_empty());
+}
+
+#[test]
+fn the_queue_ttl_is_stamped_on_sends_without_an_expiry_from_when_they_become_deliverable() {
+    let ttl = QueueOptions {
+        message_ttl_ms: Some(1_000),
+        ..QueueOptions::default()
+    };
+    let state = QueueState::new(ttl, 1);
+    let mut metas = [
+        MessageMeta::default(),
+        MessageMeta {
+            not_before_ms: T0 + 500,
+            ..MessageMeta::default()
+        },
+        MessageMeta {
+            expires_at_ms: T0 + 10,
+            ..MessageMeta::default()
+        },
+    ];
+    state.stamp_ttl(metas.iter_mut(), T0);
+    let expiries: Vec<i64> = metas.iter().map(|m| m.expires_at_ms).collect();
+    assert_eq!(
+        expiries,
+        [T0 + 1_000, T0 + 1_500, T0 + 10],
+        "from now, from the delay's end, or the message's own"
+    );
+    let no_ttl = QueueState::new(QueueOptions::default(), 1);
+    let mut meta = [MessageMeta::default()];
+    no_ttl.stamp_ttl(meta.iter_mut(), T0);
+    assert_eq!(meta[0].expires_at_ms, 0, "no TTL, no expiry");
+}
+
+#[test]
+fn a_shared_arrival_expires_at_the_earlier_of_its_own_expiry_and_the_queue_ttl() {
+    let ttl = QueueOptions {
+        message_ttl_ms: Some(1_000),
+        ..QueueOptions::default()
+    };
+    let state = QueueState::new(ttl, 1);
+    assert_eq!(state.arrival_expiry(0, 0, T0), T0 + 1_000);
+    assert_eq!(state.arrival_expiry(T0 + 10, 0, T0), T0 + 10);
+    assert_eq!(
+        state.arrival_expiry(T0 + 5_000, T0 + 200, T0),
+        T0 + 1_200,
+        "the TTL runs from the delay's end"
+    );
+    let no_ttl = QueueState::new(QueueOptions::default(), 1);
+    assert_eq!(no_ttl.arrival_expiry(0, 0, T0), 0);
+    assert_eq!(no_ttl.arrival_expiry(T0 + 10, 0, T0), T0 + 10);
 }
