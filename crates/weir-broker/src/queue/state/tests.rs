@@ -4,8 +4,10 @@
 use crate::api::{Backoff, Overflow, QueueOptions};
 use crate::error::BrokerError;
 use crate::queue::entry::Entry;
-use crate::queue::record::{MessageMeta, SettleReason, StateOp};
-use crate::queue::state::{Acked, Admission, Effect, QueueState, format_receipt, key_hash};
+use crate::queue::record::{MessageMeta, SHARED, SettleReason, StateOp};
+use crate::queue::state::{
+    Acked, Admission, Arrived, Effect, QueueState, format_receipt, key_hash,
+};
 
 const QUEUE: &str = "q";
 const T0: i64 = 1_000_000;
@@ -182,7 +184,7 @@ fn duplicates_within_the_window_are_accepted_but_not_enqueued() {
     let dup = |state: &mut QueueState, ids: &[&str], now| {
         let items: Vec<(Option<&str>, u32)> = ids.iter().map(|id| (Some(*id), 1)).collect();
         match state.admit(QUEUE, &items, now).unwrap() {
-            Admission::Admitted(d) => {
+            Admission::Admitted { duplicate: d, .. } => {
                 let kept: Vec<(&str, u64)> = ids
                     .iter()
                     .zip(&d)
@@ -214,7 +216,10 @@ fn duplicates_within_the_window_are_accepted_but_not_enqueued() {
         state
             .admit(QUEUE, &[(None, 1), (None, 1)], T0 + 100)
             .unwrap(),
-        Admission::Admitted(vec![false, false])
+        Admission::Admitted {
+            duplicate: vec![false, false],
+            effects: vec![]
+        }
     );
 }
 
@@ -249,7 +254,10 @@ fn a_rejected_send_leaves_nothing_reserved() {
     assert_eq!(leased.len(), 1);
     assert_eq!(
         state.admit(QUEUE, &[(Some("c"), 1)], T0).unwrap(),
-        Admission::Admitted(vec![false])
+        Admission::Admitted {
+            duplicate: vec![false],
+            effects: vec![]
+        }
     );
     let refused = state.admit(QUEUE, &[(Some("d"), 1)], T0);
     assert!(
@@ -259,7 +267,10 @@ fn a_rejected_send_leaves_nothing_reserved() {
     // All duplicates: nothing new, so nothing to refuse.
     assert_eq!(
         state.admit(QUEUE, &[(Some("a"), 1)], T0).unwrap(),
-        Admission::Admitted(vec![true])
+        Admission::Admitted {
+            duplicate: vec![true],
+            effects: vec![Effect::Persist(StateOp::Duplicates(1))]
+        }
     );
 }
 
@@ -452,4 +463,163 @@ fn a_shared_arrival_expires_at_the_earlier_of_its_own_expiry_and_the_queue_ttl()
     let no_ttl = QueueState::new(QueueOptions::default(), 1);
     assert_eq!(no_ttl.arrival_expiry(0, 0, T0), 0);
     assert_eq!(no_ttl.arrival_expiry(T0 + 10, 0, T0), T0 + 10);
+}
+
+#[test]
+fn admitting_duplicates_returns_the_record_that_counts_them() {
+    let mut state = QueueState::new(dedup_window(1_000), 1);
+    let first = state
+        .admit(QUEUE, &[(Some("x"), 1), (Some("x"), 1), (Some("y"), 1)], T0)
+        .unwrap();
+    assert_eq!(
+        first,
+        Admission::Admitted {
+            duplicate: vec![false, true, false],
+            effects: vec![Effect::Persist(StateOp::Duplicates(1))],
+        }
+    );
+    state.confirm_ids([("x", 0), ("y", 1)]);
+    state.synced_below(2);
+    let again = state
+        .admit(
+            QUEUE,
+            &[(Some("x"), 1), (Some("y"), 1), (Some("z"), 1)],
+            T0 + 1,
+        )
+        .unwrap();
+    assert_eq!(
+        again,
+        Admission::Admitted {
+            duplicate: vec![true, true, false],
+            effects: vec![Effect::Persist(StateOp::Duplicates(2))],
+        }
+    );
+    let none = state.admit(QUEUE, &[(Some("w"), 1)], T0 + 2).unwrap();
+    assert_eq!(
+        none,
+        Admission::Admitted {
+            duplicate: vec![false],
+            effects: Vec::new(),
+        },
+        "no duplicate, no record"
+    );
+}
+
+fn dedup_window(ms: u64) -> QueueOptions {
+    QueueOptions {
+        dedup_window_ms: Some(ms),
+        ..QueueOptions::default()
+    }
+}
+
+/// A shared message as the actor hands it to [`QueueState::arrive`].
+fn shared(n: u64, priority: u8, not_before: i64, id: &str) -> (Entry, i64, &str) {
+    (entry(SHARED | n, priority, None, 1), not_before, id)
+}
+
+#[test]
+fn an_arrival_takes_in_the_new_and_declines_the_duplicates_by_record() {
+    let options = QueueOptions {
+        max_priority: 1,
+        message_ttl_ms: Some(500),
+        ..dedup_window(1_000)
+    };
+    let mut state = QueueState::new(options, 1);
+    let incoming = [
+        shared(1, 5, 0, "a"),
+        shared(2, 0, 0, "a"),
+        shared(3, 0, T0 + 100, ""),
+    ];
+    let Arrived::Taken {
+        duplicate,
+        records,
+        effects,
+    } = state.arrive(QUEUE, &incoming, T0 - 10, 7, T0)
+    else {
+        panic!("taken");
+    };
+    assert_eq!(duplicate, [false, true, false]);
+    assert_eq!(
+        records,
+        [
+            Effect::Persist(StateOp::Duplicates(1)),
+            Effect::Persist(StateOp::Declined(vec![SHARED | 2])),
+        ],
+        "the answer waits for the duplicate counted and declined"
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(state.shared_mark(), Some(7));
+    let (leased, _) = state.lease(10, 1_000, T0);
+    assert_eq!(offsets(&leased), [SHARED | 1]);
+    let got = leased[0].0;
+    assert_eq!(got.priority, 1, "the queue's highest priority");
+    assert_eq!(got.enqueued_at, T0 - 10, "enqueued when published");
+    assert_eq!(got.expires_at, T0 + 490, "the queue's TTL from publication");
+    let (later, _) = state.lease(10, 1_000, T0 + 100);
+    assert!(later.is_empty(), "delayed: due at T0 + 100, ticked below");
+    state.tick(T0 + 100);
+    let (later, _) = state.lease(10, 1_000, T0 + 100);
+    assert_eq!(offsets(&later), [SHARED | 3]);
+    assert_eq!(
+        later[0].0.expires_at,
+        T0 + 600,
+        "the TTL from the delay's end"
+    );
+    // The same arrival again (a restarted actor's replay took it in): nothing.
+    let Arrived::Taken {
+        duplicate,
+        records,
+        effects,
+    } = state.arrive(QUEUE, &incoming, T0 - 10, 9, T0 + 200)
+    else {
+        panic!("taken");
+    };
+    assert_eq!(duplicate, [false, false, false]);
+    assert!(records.is_empty() && effects.is_empty());
+}
+
+#[test]
+fn an_arrival_refused_by_reject_publish_is_declined_by_record() {
+    let options = QueueOptions {
+        max_length: Some(1),
+        overflow: Overflow::RejectPublish,
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    send(&mut state, vec![(entry(0, 0, None, 1), 0)], T0);
+    let refused = state.arrive(
+        QUEUE,
+        &[shared(1, 0, 0, ""), shared(2, 0, 0, "")],
+        T0,
+        1,
+        T0,
+    );
+    let Arrived::Refused { error, records } = refused else {
+        panic!("refused: {refused:?}");
+    };
+    assert!(matches!(error, BrokerError::QueueFull { .. }), "{error:?}");
+    assert_eq!(
+        records,
+        [Effect::Persist(StateOp::Declined(vec![
+            SHARED | 1,
+            SHARED | 2
+        ]))]
+    );
+    assert_eq!(state.stats(0, T0).ready, 1, "nothing of it is held");
+    assert_eq!(state.shared_below(), SHARED | 3, "seen all the same");
+}
+
+#[test]
+fn an_arrival_waits_for_an_earlier_send_of_its_id() {
+    let mut state = QueueState::new(dedup_window(1_000), 1);
+    state.admit(QUEUE, &[(Some("a"), 1)], T0).unwrap();
+    let waits = state.arrive(QUEUE, &[shared(1, 0, 0, "a")], T0, 1, T0);
+    assert!(matches!(waits, Arrived::Wait), "{waits:?}");
+    state.confirm_ids([("a", 0)]);
+    state.synced_below(1);
+    let taken = state.arrive(QUEUE, &[shared(1, 0, 0, "a")], T0, 1, T0);
+    assert!(
+        matches!(&taken, Arrived::Taken { duplicate, .. } if duplicate == &[true]),
+        "{taken:?}"
+    );
 }
