@@ -6,9 +6,8 @@
 use tokio::sync::mpsc;
 use weir_log::{LogStore, MessageLog, NewRecord};
 
-use crate::api::{Overflow, SendOutcome};
+use crate::api::SendOutcome;
 use crate::clock::now_ms;
-use crate::error::BrokerError;
 use crate::queue::entry::Entry;
 use crate::queue::record::Outgoing;
 use crate::queue::replay::entry_of;
@@ -58,21 +57,18 @@ impl<S: LogStore> Actor<S> {
                 return None;
             }
             Err(e) => {
-                let mut answer = Err(e);
-                if self.state.options().overflow == Overflow::RejectPublishDlx
-                    && matches!(answer, Err(BrokerError::QueueFull { .. }))
-                {
-                    // Dead letters the queue refuses go on down the dead-letter
-                    // chain, which answers for them: their sender must not retry.
-                    if messages.iter().all(|m| m.meta.dead_letter.is_some()) {
-                        answer = Ok(messages
-                            .iter()
-                            .map(|m| SendOutcome {
-                                id: m.meta.id.clone(),
-                                duplicate: false,
-                            })
-                            .collect());
-                    }
+                let dead_letters_only = messages.iter().all(|m| m.meta.dead_letter.is_some());
+                let refusal = self.state.refuse_send(e, dead_letters_only);
+                let answer = refusal.answer.map(|()| {
+                    messages
+                        .iter()
+                        .map(|m| SendOutcome {
+                            id: m.meta.id.clone(),
+                            duplicate: false,
+                        })
+                        .collect()
+                });
+                if refusal.dead_letter {
                     self.dead_letter_refused(
                         messages
                             .into_iter()
@@ -200,8 +196,12 @@ impl<S: LogStore> Actor<S> {
         drop(incoming);
         match arrived {
             Arrived::Wait => return Some((arrival, reply)),
-            Arrived::Refused { error, records } => {
-                if matches!(error, BrokerError::QueueFull { .. }) {
+            Arrived::Refused {
+                error,
+                records,
+                dead_letter,
+            } => {
+                if dead_letter {
                     self.dead_letter_refused_shared(&batch, &arrival.positions);
                 }
                 let done = self.perform_tracked(records, true);

@@ -115,10 +115,13 @@ pub(crate) enum Arrived {
     },
     /// Refused whole (`reject-publish`): answered with `error` once `records` are
     /// durable (the shared record names this queue all the same, so its keys are
-    /// declined).
+    /// declined). With `dead_letter` (`reject-publish-dlx`), the messages are copied
+    /// to the dead-letter queue with reason `maxlen`, at most once: nothing of them
+    /// is kept here and nothing is reported back.
     Refused {
         error: BrokerError,
         records: Vec<Effect>,
+        dead_letter: bool,
     },
 }
 

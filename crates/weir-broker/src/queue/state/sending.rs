@@ -299,6 +299,7 @@ impl QueueState {
                 self.arrived(first, last, 0, mark);
                 let keys = incoming.iter().map(|(entry, _, _)| entry.offset).collect();
                 return Arrived::Refused {
+                    dead_letter: self.dead_letters_refused(&error),
                     error,
                     records: vec![Effect::Persist(StateOp::Declined(keys))],
                 };

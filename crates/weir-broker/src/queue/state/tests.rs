@@ -594,10 +594,16 @@ fn an_arrival_refused_by_reject_publish_is_declined_by_record() {
         1,
         T0,
     );
-    let Arrived::Refused { error, records } = refused else {
+    let Arrived::Refused {
+        error,
+        records,
+        dead_letter,
+    } = refused
+    else {
         panic!("refused: {refused:?}");
     };
     assert!(matches!(error, BrokerError::QueueFull { .. }), "{error:?}");
+    assert!(!dead_letter, "reject-publish drops nothing anywhere");
     assert_eq!(
         records,
         [Effect::Persist(StateOp::Declined(vec![
@@ -621,5 +627,98 @@ fn an_arrival_waits_for_an_earlier_send_of_its_id() {
     assert!(
         matches!(&taken, Arrived::Taken { duplicate, .. } if duplicate == &[true]),
         "{taken:?}"
+    );
+}
+
+fn full_queue(overflow: Overflow, dead_letter_queue: Option<&str>) -> QueueState {
+    let options = QueueOptions {
+        max_length: Some(1),
+        overflow,
+        dead_letter_queue: dead_letter_queue.map(str::to_owned),
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    send(&mut state, vec![(entry(0, 0, None, 1), 0)], T0);
+    state
+}
+
+fn refused(state: &mut QueueState) -> BrokerError {
+    state
+        .admit(QUEUE, &[(None, 1)], T0)
+        .expect_err("the queue is full")
+}
+
+#[test]
+fn reject_publish_dlx_dead_letters_a_refused_send_and_answers_dead_letters_as_taken() {
+    let mut state = full_queue(Overflow::RejectPublishDlx, Some("dlq"));
+    let error = refused(&mut state);
+    let refusal = state.refuse_send(error, false);
+    assert!(refusal.dead_letter, "copied to the dead-letter queue");
+    assert!(
+        matches!(refusal.answer, Err(BrokerError::QueueFull { .. })),
+        "a publisher is told the queue is full: {:?}",
+        refusal.answer
+    );
+    let error = refused(&mut state);
+    let refusal = state.refuse_send(error, true);
+    assert!(refusal.dead_letter);
+    assert!(
+        refusal.answer.is_ok(),
+        "dead letters go on down the chain, their sender must not retry: {:?}",
+        refusal.answer
+    );
+    assert_eq!(state.stats(0, T0).ready, 1, "nothing of them is kept");
+}
+
+#[test]
+fn a_refused_send_is_dead_lettered_only_with_reject_publish_dlx_and_a_dead_letter_queue() {
+    for (overflow, dlq) in [
+        (Overflow::RejectPublish, Some("dlq")),
+        (Overflow::RejectPublishDlx, None),
+    ] {
+        let mut state = full_queue(overflow, dlq);
+        let error = refused(&mut state);
+        let refusal = state.refuse_send(error, false);
+        assert!(!refusal.dead_letter, "{overflow:?}, {dlq:?}");
+        assert!(refusal.answer.is_err(), "{overflow:?}, {dlq:?}");
+    }
+    // Dead letters refused with nowhere to go are still not the sender's to retry.
+    let mut state = full_queue(Overflow::RejectPublishDlx, None);
+    let error = refused(&mut state);
+    assert!(state.refuse_send(error, true).answer.is_ok());
+    let mut state = full_queue(Overflow::RejectPublish, Some("dlq"));
+    let error = refused(&mut state);
+    assert!(state.refuse_send(error, true).answer.is_err());
+}
+
+#[test]
+fn reject_publish_dlx_dead_letters_a_refused_arrival() {
+    let mut state = full_queue(Overflow::RejectPublishDlx, Some("dlq"));
+    let refused = state.arrive(QUEUE, &[shared(1, 0, 0, "")], T0, 1, T0);
+    let Arrived::Refused {
+        error,
+        records,
+        dead_letter,
+    } = refused
+    else {
+        panic!("refused: {refused:?}");
+    };
+    assert!(matches!(error, BrokerError::QueueFull { .. }), "{error:?}");
+    assert!(dead_letter);
+    assert_eq!(
+        records,
+        [Effect::Persist(StateOp::Declined(vec![SHARED | 1]))]
+    );
+    let mut no_dlq = full_queue(Overflow::RejectPublishDlx, None);
+    let refused = no_dlq.arrive(QUEUE, &[shared(1, 0, 0, "")], T0, 1, T0);
+    assert!(
+        matches!(
+            refused,
+            Arrived::Refused {
+                dead_letter: false,
+                ..
+            }
+        ),
+        "{refused:?}"
     );
 }
