@@ -27,8 +27,9 @@
 //! `leasing` (leases, nack, extend, backoff), `acks` (acks, the deferred
 //! `Delivered` records they may make unneeded, and the rewrite of ack records
 //! whose write failed), `time` (what runs out),
-//! `overflow` (length limits, dead letters in transit) and `admin` (purge, peek,
-//! redrive, moves, the log's floor, stats).
+//! `overflow` (length limits, `reject-publish-dlx`, dead letters in transit),
+//! `admin` (purge, peek, redrive, moves, stats) and `upkeep` (housekeeping: the
+//! log's floor, moves, how often to trim, checkpoints).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -50,8 +51,12 @@ mod sending;
 #[cfg(test)]
 mod tests;
 mod time;
+mod upkeep;
+#[cfg(test)]
+mod upkeep_tests;
 
 pub(crate) use time::shared_expiry;
+pub(crate) use upkeep::{Checkpoint, LogSpan, Upkeep};
 
 /// Shared messages that arrived together (one publish, or one replay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

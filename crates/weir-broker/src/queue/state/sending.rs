@@ -367,13 +367,13 @@ impl QueueState {
 
     /// The queue log may not be trimmed above this while shared messages are held:
     /// state records about them sit at or above it.
-    pub(crate) fn shared_mark(&self) -> Option<u64> {
+    pub(super) fn shared_mark(&self) -> Option<u64> {
         self.batches.front().map(|b| b.mark)
     }
 
     /// The `sent` of shared messages under [`QueueState::shared_below`] not yet in a
     /// checkpoint; the caller puts it in the one it writes.
-    pub(crate) fn take_shared_sent(&mut self) -> u64 {
+    pub(super) fn take_shared_sent(&mut self) -> u64 {
         std::mem::take(&mut self.shared_sent)
     }
 
