@@ -1,7 +1,7 @@
-//! Taking messages in: admission (de-duplication, `reject-publish`), batching
-//! queued sends into one append, the staged append (taken in once written,
-//! answered once synced, decision 0005), and shared messages arriving from the
-//! dispatcher.
+//! Taking messages in as the state admits them (de-duplication, `reject-publish`,
+//! the queue's TTL: `state/sending.rs`), batching queued sends into one append,
+//! the staged append (taken in once written, answered once synced, decision 0005),
+//! and shared messages arriving from the dispatcher.
 
 use tokio::sync::mpsc;
 use weir_log::{LogStore, MessageLog, NewRecord};
