@@ -9,13 +9,13 @@ use crate::queue::state::{
     Acked, Admission, Arrived, Effect, QueueState, format_receipt, key_hash,
 };
 
-const QUEUE: &str = "q";
-const T0: i64 = 1_000_000;
+pub(super) const QUEUE: &str = "q";
+pub(super) const T0: i64 = 1_000_000;
 
 // ---------------------------------------------------------------------------
 // Unit tests of specific behaviours (sans-IO: offsets are made up).
 
-fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
+pub(super) fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
     Entry {
         offset,
         group: group.map_or(0, key_hash),
@@ -30,7 +30,7 @@ fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
 }
 
 /// Admits and commits `entries` (each `(entry, not_before)`), as a send does.
-fn send(state: &mut QueueState, entries: Vec<(Entry, i64)>, now: i64) -> Vec<Effect> {
+pub(super) fn send(state: &mut QueueState, entries: Vec<(Entry, i64)>, now: i64) -> Vec<Effect> {
     let items: Vec<(Option<&str>, u32)> = entries.iter().map(|(e, _)| (None, e.size)).collect();
     state.admit(QUEUE, &items, now).expect("admitted");
     state.commit(entries, true, now)
@@ -578,6 +578,19 @@ fn an_arrival_takes_in_the_new_and_declines_the_duplicates_by_record() {
     assert!(records.is_empty() && effects.is_empty());
 }
 
+/// The records and whether it is dead-lettered, of an arrival refused as the
+/// queue is full.
+fn full(refused: Arrived) -> (Vec<Effect>, bool) {
+    match refused {
+        Arrived::Refused {
+            error: BrokerError::QueueFull { .. },
+            records,
+            dead_letter,
+        } => (records, dead_letter),
+        other => panic!("refused as full: {other:?}"),
+    }
+}
+
 #[test]
 fn an_arrival_refused_by_reject_publish_is_declined_by_record() {
     let options = QueueOptions {
@@ -594,15 +607,7 @@ fn an_arrival_refused_by_reject_publish_is_declined_by_record() {
         1,
         T0,
     );
-    let Arrived::Refused {
-        error,
-        records,
-        dead_letter,
-    } = refused
-    else {
-        panic!("refused: {refused:?}");
-    };
-    assert!(matches!(error, BrokerError::QueueFull { .. }), "{error:?}");
+    let (records, dead_letter) = full(refused);
     assert!(!dead_letter, "reject-publish drops nothing anywhere");
     assert_eq!(
         records,
@@ -694,16 +699,7 @@ fn a_refused_send_is_dead_lettered_only_with_reject_publish_dlx_and_a_dead_lette
 #[test]
 fn reject_publish_dlx_dead_letters_a_refused_arrival() {
     let mut state = full_queue(Overflow::RejectPublishDlx, Some("dlq"));
-    let refused = state.arrive(QUEUE, &[shared(1, 0, 0, "")], T0, 1, T0);
-    let Arrived::Refused {
-        error,
-        records,
-        dead_letter,
-    } = refused
-    else {
-        panic!("refused: {refused:?}");
-    };
-    assert!(matches!(error, BrokerError::QueueFull { .. }), "{error:?}");
+    let (records, dead_letter) = full(state.arrive(QUEUE, &[shared(1, 0, 0, "")], T0, 1, T0));
     assert!(dead_letter);
     assert_eq!(
         records,

@@ -4,32 +4,18 @@
 use crate::api::QueueOptions;
 use crate::queue::entry::Entry;
 use crate::queue::record::SHARED;
+use crate::queue::state::tests::{self, QUEUE, T0};
 use crate::queue::state::{Arrived, Checkpoint, LogSpan, QueueState, Upkeep};
 
-const QUEUE: &str = "q";
-const T0: i64 = 1_000_000;
-
 fn entry(offset: u64) -> Entry {
-    Entry {
-        offset,
-        group: 0,
-        expires_at: 0,
-        enqueued_at: T0,
-        size: 1,
-        attempts: 0,
-        origin: 0,
-        priority: 0,
-        seq: 0,
-    }
+    tests::entry(offset, 0, None, 1)
 }
 
 /// Admits and commits own messages at these offsets, each with its delay's end.
 fn send(state: &mut QueueState, sent: &[(u64, i64)]) {
-    let items: Vec<(Option<&str>, u32)> = sent.iter().map(|_| (None, 1)).collect();
-    state.admit(QUEUE, &items, T0).expect("admitted");
-    state.commit(
+    tests::send(
+        state,
         sent.iter().map(|(o, due)| (entry(*o), *due)).collect(),
-        true,
         T0,
     );
 }
