@@ -91,7 +91,7 @@ fn dedup_options(window: u64) -> QueueOptions {
 
 fn admitted(a: Admission) -> Vec<bool> {
     match a {
-        Admission::Admitted(d) => d,
+        Admission::Admitted { duplicate, .. } => duplicate,
         Admission::Wait => panic!("the send waits"),
     }
 }
@@ -137,7 +137,10 @@ fn a_send_is_not_confirmed_as_a_duplicate_of_a_send_that_is_not_yet_durable() {
     let first = state.admit(QUEUE, &[(Some("x"), 1)], T0).unwrap();
     assert_eq!(
         first,
-        Admission::Admitted(vec![false]),
+        Admission::Admitted {
+            duplicate: vec![false],
+            effects: vec![]
+        },
         "the original, in flight"
     );
     let retry = state.admit(QUEUE, &[(Some("x"), 1)], T0 + 1).unwrap();
@@ -145,7 +148,13 @@ fn a_send_is_not_confirmed_as_a_duplicate_of_a_send_that_is_not_yet_durable() {
     // The original's append fails: the retry is a new send.
     state.cancel(&["x"], 1, 1);
     let retry = state.admit(QUEUE, &[(Some("x"), 1)], T0 + 2).unwrap();
-    assert_eq!(retry, Admission::Admitted(vec![false]));
+    assert_eq!(
+        retry,
+        Admission::Admitted {
+            duplicate: vec![false],
+            effects: vec![]
+        }
+    );
     // This time it is written: a retry still waits for the sync (decision 0005
     // takes a send in once written, and its sync may still fail).
     state.confirm_ids([("x", 0)]);
@@ -154,22 +163,37 @@ fn a_send_is_not_confirmed_as_a_duplicate_of_a_send_that_is_not_yet_durable() {
     // Synced: a further retry is a duplicate at once.
     state.synced_below(1);
     let again = state.admit(QUEUE, &[(Some("x"), 1)], T0 + 3).unwrap();
-    assert_eq!(again, Admission::Admitted(vec![true]));
+    assert_eq!(
+        again,
+        Admission::Admitted {
+            duplicate: vec![true],
+            effects: vec![Effect::Persist(StateOp::Duplicates(1))]
+        }
+    );
     // A later send of "y" is written, but its sync fails: its id is forgotten, and
     // a retry is a new send.
     assert_eq!(
         state.admit(QUEUE, &[(Some("y"), 1)], T0 + 4).unwrap(),
-        Admission::Admitted(vec![false])
+        Admission::Admitted {
+            duplicate: vec![false],
+            effects: vec![]
+        }
     );
     state.confirm_ids([("y", 1)]);
     assert_eq!(state.sync_failed(1, 2), 1);
     assert_eq!(
         state.admit(QUEUE, &[(Some("y"), 1)], T0 + 5).unwrap(),
-        Admission::Admitted(vec![false])
+        Admission::Admitted {
+            duplicate: vec![false],
+            effects: vec![]
+        }
     );
     assert_eq!(
         state.admit(QUEUE, &[(Some("x"), 1)], T0 + 5).unwrap(),
-        Admission::Admitted(vec![true]),
+        Admission::Admitted {
+            duplicate: vec![true],
+            effects: vec![Effect::Persist(StateOp::Duplicates(1))]
+        },
         "a durable id is kept"
     );
 }

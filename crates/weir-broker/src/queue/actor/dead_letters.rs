@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use weir_log::{Header, LogStore};
 
-use crate::api::{DeadLetterReason, Overflow};
+use crate::api::DeadLetterReason;
 use crate::clock::now_ms;
 use crate::error::{BrokerError, Result};
 use crate::queue::dlq;
@@ -122,11 +122,8 @@ impl<S: LogStore> Actor<S> {
     }
 
     /// [`Actor::dead_letter_refused`] for the shared messages of `batch` at
-    /// `positions`, read from the shared log (with `reject-publish-dlx`).
+    /// `positions`, read from the shared log.
     pub(super) fn dead_letter_refused_shared(&mut self, batch: &SharedBatch, positions: &[u32]) {
-        if self.state.options().overflow != Overflow::RejectPublishDlx {
-            return;
-        }
         let Some(target) = dlq::Target::of(self.state.options()) else {
             return;
         };
@@ -169,8 +166,9 @@ impl<S: LogStore> Actor<S> {
         });
     }
 
-    /// Dead-letters messages this queue refused (`reject-publish-dlx`) with reason
-    /// `maxlen`, as RabbitMQ does: at most once, nothing of them is kept here.
+    /// Dead-letters messages this queue refused (`reject-publish-dlx`: the state
+    /// decides: `QueueState::refuse_send`) with reason `maxlen`, as RabbitMQ
+    /// does: at most once, nothing of them is kept here.
     pub(super) fn dead_letter_refused(&mut self, refused: Vec<(MessageMeta, Vec<Header>, Bytes)>) {
         let Some(target) = dlq::Target::of(self.state.options()) else {
             return;

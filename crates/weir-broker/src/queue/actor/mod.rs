@@ -142,11 +142,8 @@ const DELIVERY_RECORD_DELAY: Duration = Duration::from_millis(100);
 const ACK_RETRY_FIRST: Duration = Duration::from_millis(100);
 const ACK_RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// How often the actor looks at trimming and compaction.
+/// How often the actor asks the state what housekeeping is to do (trims, moves).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
-/// A span of the log at least this long (in records) may have its few long-waiting
-/// messages moved to the head so the old segments can go.
-const MOVE_MIN_SPAN: u64 = 50_000;
 
 /// `ms` from now, clamped to [`crate::api::MAX_DURATION_MS`] so that a
 /// far-off time (a client's wait, a damaged record's due time) cannot overflow

@@ -1,18 +1,17 @@
-//! Taking messages in: admission (de-duplication, `reject-publish`), batching
-//! queued sends into one append, the staged append (taken in once written,
-//! answered once synced, decision 0005), and shared messages arriving from the
-//! dispatcher.
+//! Taking messages in as the state admits them (de-duplication, `reject-publish`,
+//! the queue's TTL: `state/sending.rs`), batching queued sends into one append,
+//! the staged append (taken in once written, answered once synced, decision 0005),
+//! and shared messages arriving from the dispatcher.
 
 use tokio::sync::mpsc;
 use weir_log::{LogStore, MessageLog, NewRecord};
 
-use crate::api::{Overflow, SendOutcome};
+use crate::api::SendOutcome;
 use crate::clock::now_ms;
-use crate::error::BrokerError;
 use crate::queue::entry::Entry;
-use crate::queue::record::{Outgoing, StateOp};
-use crate::queue::replay::{entry_of, shared_expiry};
-use crate::queue::state::Admission;
+use crate::queue::record::Outgoing;
+use crate::queue::replay::entry_of;
+use crate::queue::state::{Admission, Arrived};
 
 use super::pipeline::{self, StagedSend};
 use super::{Actor, Arrival, ArriveReply, SendReply};
@@ -39,14 +38,8 @@ impl<S: LogStore> Actor<S> {
         reply: Option<SendReply>,
         now: i64,
     ) -> Option<(Vec<Outgoing>, Vec<SendOutcome>, Option<SendReply>)> {
-        // Dead letters and redrives arrive without an expiry: the queue's own
-        // TTL applies to them as to any send.
-        if let Some(ttl) = self.state.options().message_ttl_ms {
-            let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
-            for m in messages.iter_mut().filter(|m| m.meta.expires_at_ms == 0) {
-                m.meta.expires_at_ms = now.max(m.meta.not_before_ms).saturating_add(ttl);
-            }
-        }
+        self.state
+            .stamp_ttl(messages.iter_mut().map(|m| &mut m.meta), now);
         let items: Vec<(Option<&str>, u32)> = messages
             .iter()
             .map(|m| {
@@ -56,29 +49,26 @@ impl<S: LogStore> Actor<S> {
                 )
             })
             .collect();
-        let duplicate = match self.state.admit(&self.name, &items, now) {
-            Ok(Admission::Admitted(d)) => d,
+        let (duplicate, effects) = match self.state.admit(&self.name, &items, now) {
+            Ok(Admission::Admitted { duplicate, effects }) => (duplicate, effects),
             Ok(Admission::Wait) => {
                 drop(items);
                 self.deferred.push_back((messages, dedup, reply));
                 return None;
             }
             Err(e) => {
-                let mut answer = Err(e);
-                if self.state.options().overflow == Overflow::RejectPublishDlx
-                    && matches!(answer, Err(BrokerError::QueueFull { .. }))
-                {
-                    // Dead letters the queue refuses go on down the dead-letter
-                    // chain, which answers for them: their sender must not retry.
-                    if messages.iter().all(|m| m.meta.dead_letter.is_some()) {
-                        answer = Ok(messages
-                            .iter()
-                            .map(|m| SendOutcome {
-                                id: m.meta.id.clone(),
-                                duplicate: false,
-                            })
-                            .collect());
-                    }
+                let dead_letters_only = messages.iter().all(|m| m.meta.dead_letter.is_some());
+                let refusal = self.state.refuse_send(e, dead_letters_only);
+                let answer = refusal.answer.map(|()| {
+                    messages
+                        .iter()
+                        .map(|m| SendOutcome {
+                            id: m.meta.id.clone(),
+                            duplicate: false,
+                        })
+                        .collect()
+                });
+                if refusal.dead_letter {
                     self.dead_letter_refused(
                         messages
                             .into_iter()
@@ -100,13 +90,8 @@ impl<S: LogStore> Actor<S> {
                 duplicate: *d,
             })
             .collect();
-        let duplicates = duplicate.iter().filter(|d| **d).count() as u64;
-        if duplicates > 0 {
-            // Counted durably (duplicates leave no message record); the answer
-            // does not wait for it: the original is durable already.
-            let done = self.persist(vec![StateOp::Duplicates(duplicates)]);
-            self.tasks.spawn(done);
-        }
+        // The record counting the duplicates; the answer does not wait for it.
+        self.perform(effects);
         let kept: Vec<Outgoing> = messages
             .into_iter()
             .zip(duplicate)
@@ -180,10 +165,10 @@ impl<S: LogStore> Actor<S> {
         }
     }
 
-    /// Takes in shared messages (already durable in the shared log): admits them
-    /// (de-duplication, `reject-publish`), holds the admitted ones and records the
-    /// declined ones so replay leaves them out. Gives the arrival back when one of
-    /// its ids is still being written by an earlier send.
+    /// Takes in shared messages (already durable in the shared log) as the state
+    /// says ([`crate::queue::state::QueueState::arrive`]), and answers once the
+    /// records it asks for are durable. Gives the arrival back when one of its ids
+    /// is still being written by an earlier send.
     pub(super) fn arrive(
         &mut self,
         arrival: Arrival,
@@ -191,107 +176,59 @@ impl<S: LogStore> Actor<S> {
     ) -> Option<(Arrival, ArriveReply)> {
         let now = now_ms();
         let batch = arrival.batch.clone();
-        // Arrivals come in shared-log order, so one below what the queue has seen
-        // was seen already: by the replay of an actor restarted after a panic (it
-        // scans the shared log to its end), while the arrival waited in the channel.
-        // The shared log is appended a batch at a time, so a batch is in the replay
-        // whole or not at all.
-        if let Some(last) = arrival.positions.last()
-            && batch.keys[*last as usize] < self.state.next_shared()
-        {
-            let _ = reply.send(Ok(vec![false; arrival.positions.len()]));
-            return None;
-        }
-        let dedup = self.state.options().dedup_window_ms.is_some();
-        let at = |p: &u32| *p as usize;
-        let items: Vec<(Option<&str>, u32)> = arrival
+        let incoming: Vec<(Entry, i64, &str)> = arrival
             .positions
             .iter()
             .map(|p| {
-                let meta = &batch.metas[at(p)];
+                let p = *p as usize;
+                let meta = &batch.metas[p];
                 (
-                    Some(meta.id.as_str()).filter(|id| dedup && !id.is_empty()),
-                    batch.sizes[at(p)],
+                    entry_of(batch.keys[p], meta, batch.sizes[p]),
+                    meta.not_before_ms,
+                    meta.id.as_str(),
                 )
             })
             .collect();
-        let (Some(first), Some(last)) = (arrival.positions.first(), arrival.positions.last())
-        else {
-            let _ = reply.send(Ok(Vec::new()));
-            return None;
-        };
-        let (first, last) = (batch.keys[at(first)], batch.keys[at(last)]);
         let mark = self.log.next_offset().0;
-        let admission = self.state.admit(&self.name, &items, now);
-        drop(items);
-        let duplicate = match admission {
-            Ok(Admission::Wait) => return Some((arrival, reply)),
-            Ok(Admission::Admitted(duplicate)) => duplicate,
-            Err(e) => {
-                // Refused whole (`reject-publish`): the shared record names this
-                // queue all the same, so the refusal is recorded.
-                self.state.arrived(first, last, 0, mark);
-                let keys: Vec<u64> = arrival
-                    .positions
-                    .iter()
-                    .map(|p| batch.keys[at(p)])
-                    .collect();
-                if matches!(e, BrokerError::QueueFull { .. }) {
+        let arrived = self
+            .state
+            .arrive(&self.name, &incoming, batch.published_ms, mark, now);
+        drop(incoming);
+        match arrived {
+            Arrived::Wait => return Some((arrival, reply)),
+            Arrived::Refused {
+                error,
+                records,
+                dead_letter,
+            } => {
+                if dead_letter {
                     self.dead_letter_refused_shared(&batch, &arrival.positions);
                 }
-                let done = self.persist(vec![StateOp::Declined(keys)]);
+                let done = self.perform_tracked(records, true);
                 self.tasks.spawn(async move {
                     let _ = reply.send(match done.await {
-                        Ok(()) => Err(e),
+                        Ok(()) => Err(error),
                         Err(write) => Err(write),
                     });
                 });
-                return None;
             }
-        };
-        let max_priority = self.state.options().max_priority;
-        let queue_ttl = self.state.options().message_ttl_ms;
-        let mut entries = Vec::with_capacity(arrival.positions.len());
-        let mut ids = Vec::new();
-        let mut declined = Vec::new();
-        for (p, dup) in arrival.positions.iter().zip(&duplicate) {
-            let (key, meta) = (batch.keys[at(p)], &batch.metas[at(p)]);
-            if *dup {
-                declined.push(key);
-                continue;
-            }
-            let mut entry = entry_of(key, meta, batch.sizes[at(p)]);
-            entry.priority = entry.priority.min(max_priority);
-            entry.enqueued_at = batch.published_ms;
-            entry.expires_at = shared_expiry(
-                meta.expires_at_ms,
-                meta.not_before_ms,
-                batch.published_ms,
-                queue_ttl,
-            );
-            entries.push((entry, meta.not_before_ms));
-            if dedup {
-                ids.push((meta.id.as_str(), key));
+            Arrived::Taken {
+                duplicate,
+                records,
+                effects,
+            } => {
+                self.perform(effects);
+                if records.is_empty() {
+                    let _ = reply.send(Ok(duplicate));
+                } else {
+                    let done = self.perform_tracked(records, true);
+                    self.tasks.spawn(async move {
+                        let _ = reply.send(done.await.map(|()| duplicate));
+                    });
+                }
+                self.serve_waiters();
             }
         }
-        self.state.arrived(first, last, entries.len() as u64, mark);
-        self.state.confirm_ids(ids);
-        let effects = self.state.commit(entries, true, now);
-        self.perform(effects);
-        let mut ops = Vec::new();
-        if !declined.is_empty() {
-            ops.push(StateOp::Duplicates(declined.len() as u64));
-            ops.push(StateOp::Declined(declined));
-        }
-        if ops.is_empty() {
-            let _ = reply.send(Ok(duplicate));
-        } else {
-            let done = self.persist(ops);
-            self.tasks.spawn(async move {
-                let _ = reply.send(done.await.map(|()| duplicate));
-            });
-        }
-        self.serve_waiters();
         None
     }
 }

@@ -1,8 +1,6 @@
-//! The queue's own upkeep every half second: expiry, trims of the log, moving
-//! long-waiting messages to the head so old segments can go, checkpoints, and
-//! what a failed sync leaves to retry.
-
-use std::time::Duration;
+//! The queue's own upkeep every half second, as the state decides it
+//! (`state/upkeep.rs`): trims of the log, moving long-waiting messages to the head
+//! so old segments can go, checkpoints; and what a failed sync leaves to retry.
 
 use tokio::time::Instant;
 use weir_log::{LogStore, MessageLog, NewRecord, Offset};
@@ -11,68 +9,47 @@ use crate::clock::now_ms;
 use crate::error::BrokerError;
 use crate::queue::entry::Entry;
 use crate::queue::record::{MessageMeta, Outgoing, StateOp};
+use crate::queue::state::{Checkpoint, LogSpan, Upkeep};
 
-use super::{Actor, Internal, MOVE_MIN_SPAN, entry_of_outgoing, read_entries};
+use super::{Actor, Internal, entry_of_outgoing, read_entries};
 
 impl<S: LogStore> Actor<S> {
-    /// Trims the log below the lowest held message, and moves the few delayed
-    /// messages that would otherwise pin old segments.
+    /// Does what the state says housekeeping is to do now
+    /// ([`crate::queue::state::QueueState::upkeep`]): move long-waiting messages to the head of the
+    /// log, or write a checkpoint and trim the log below its floor.
     pub(super) fn housekeeping(&mut self) {
         self.fresh.expire(Instant::now());
         if self.housekeeping_busy {
             return;
         }
-        let next = self.log.next_offset().0;
-        let first = self.log.first_offset().0;
-        // Never above an append in flight: its records may be in the log already
-        // while this actor has not heard back (the state does not know the
-        // messages, the counters do not have the delta).
-        let in_flight = self
-            .appends_in_flight
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(next);
-        // Nor above state records about shared messages still held (their batch's
-        // mark): the shared log holds the messages, this log what happened to them.
-        self.state.prune_batches();
-        let shared_mark = self.state.shared_mark().unwrap_or(next);
-        let floor = self.state.floor(next).min(in_flight).min(shared_mark);
-        let span = next - floor;
-        if span >= MOVE_MIN_SPAN {
-            let mid = floor + span / 2;
-            let limit = usize::try_from(span / 256).unwrap_or(usize::MAX).max(16);
-            if self.state.held_below(mid, limit + 1) <= limit {
-                let moved = self.state.take_delayed_below(mid, limit);
-                if !moved.is_empty() {
-                    self.housekeeping_busy = true;
-                    self.start_move(moved);
-                    return;
-                }
+        let log = LogSpan {
+            first: self.log.first_offset().0,
+            next: self.log.next_offset().0,
+            in_flight: self.appends_in_flight.keys().next().copied(),
+            since_trim_ms: u64::try_from(self.last_trim.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.state.upkeep(log, now_ms()) {
+            Upkeep::Nothing => {}
+            Upkeep::Move(moved) => {
+                self.housekeeping_busy = true;
+                self.start_move(moved);
+            }
+            Upkeep::Trim(checkpoint) => {
+                self.housekeeping_busy = true;
+                self.last_trim = Instant::now();
+                self.checkpoint_and_trim(&checkpoint);
             }
         }
-        if floor <= first {
-            return;
-        }
-        // Each trim of a dedup queue rewrites the ids inside the window that only
-        // the trimmed part remembers; trimming less often bounds that work.
-        if let Some(window) = self.state.options().dedup_window_ms {
-            let every = Duration::from_millis((window / 8).clamp(5_000, 600_000));
-            if self.last_trim.elapsed() < every {
-                return;
-            }
-        }
-        self.housekeeping_busy = true;
-        self.last_trim = Instant::now();
-        // The checkpoint: the counters of every record below the trim point, and
-        // the dedup ids that only records below it remember.
+    }
+
+    /// Writes the checkpoint (the counters of every record below the trim point,
+    /// and what the state says besides), then trims the log below its floor.
+    fn checkpoint_and_trim(&mut self, checkpoint: &Checkpoint) {
+        let floor = checkpoint.floor;
         self.counters.fold(floor);
-        let shared_below = self.state.shared_below();
-        let shared_sent = self.state.take_shared_sent();
-        self.counters.fold_shared(shared_below, shared_sent);
-        let (ops, chunks) =
-            self.counters
-                .checkpoint(&self.state.dedup_ids_below(floor, shared_below, now_ms()));
+        self.counters
+            .fold_shared(checkpoint.shared_below, checkpoint.shared_sent);
+        let (ops, chunks) = self.counters.checkpoint(&checkpoint.dedup_ids);
         let log = self.log.clone();
         let queue = self.name.clone();
         let events = self.internal_tx.clone();

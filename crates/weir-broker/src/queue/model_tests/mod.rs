@@ -422,8 +422,16 @@ impl Driver {
                     "admit {items:?} waits, but every earlier send has landed"
                 )));
             }
-            (Ok(Admission::Admitted(got)), Ok(want)) => {
+            (
+                Ok(Admission::Admitted {
+                    duplicate: got,
+                    effects,
+                }),
+                Ok(want),
+            ) => {
                 prop_assert_eq!(&got, &want, "duplicates of {:?}", items);
+                // The record counting the duplicates, if any.
+                self.h.perform(effects)?;
                 got
             }
             (Err(BrokerError::QueueFull { .. }), Err(())) => return Ok(()),
@@ -433,10 +441,6 @@ impl Driver {
                 )));
             }
         };
-        let duplicate_count = duplicate.iter().filter(|d| **d).count() as u64;
-        if duplicate_count > 0 {
-            self.h.persist(&StateOp::Duplicates(duplicate_count));
-        }
         let kept: Vec<(MessageMeta, u32)> = batch
             .iter()
             .zip(items)

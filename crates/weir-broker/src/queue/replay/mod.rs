@@ -35,14 +35,14 @@ use weir_log::{MessageLog, Offset};
 
 use crate::queue::entry::is_shared;
 use crate::queue::record::{self, Decoded, SHARED, StateOp, Totals};
-use crate::queue::state::QueueState;
+use crate::queue::state::{QueueState, shared_expiry};
 
 mod entries;
 mod messages;
 mod reading;
 mod shared;
 
-pub(crate) use entries::{entry_of, shared_expiry};
+pub(crate) use entries::entry_of;
 use messages::{GONE, OwnMessages};
 use reading::{Chunks, minus, sum_deltas};
 pub(crate) use shared::{Arrivals, Wanted, scan_shared};

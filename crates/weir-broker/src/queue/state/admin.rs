@@ -1,7 +1,7 @@
-//! Purge, peek, redrive and moves, what the log may drop (`floor`), and stats.
+//! Purge, peek, redrive and moves, and stats.
 
 use crate::api::QueueStats;
-use crate::queue::entry::{Entry, is_shared};
+use crate::queue::entry::Entry;
 use crate::queue::ready::Ready;
 use crate::queue::record::{SettleReason, StateOp};
 
@@ -88,7 +88,7 @@ impl QueueState {
 
     /// Takes delayed messages below `below` (not waiting for a retry of a busy
     /// group) into transit, to be rewritten at the head of the log.
-    pub(crate) fn take_delayed_below(&mut self, below: u64, max: usize) -> Vec<(Entry, i64)> {
+    pub(super) fn take_delayed_below(&mut self, below: u64, max: usize) -> Vec<(Entry, i64)> {
         let keys: Vec<(i64, u64)> = self
             .delayed
             .iter()
@@ -144,60 +144,6 @@ impl QueueState {
             .chain(self.in_transit.values().map(|(e, _)| e))
             .chain(self.dead_letter_retry.values().map(|(e, _)| e))
             .chain(self.settling.values().map(|s| &s.entry))
-    }
-
-    /// The lowest own-log offset still held, or `next_offset` when none is. Ready
-    /// messages are in arrival order, not offset order, so this walks everything
-    /// held (housekeeping asks twice a second). Shared keys are all above any own
-    /// offset and so never the minimum unless nothing own is held.
-    pub(crate) fn floor(&self, next_offset: u64) -> u64 {
-        self.held_entries()
-            .map(|e| e.offset)
-            .min()
-            .filter(|o| !is_shared(*o))
-            .unwrap_or(next_offset)
-            .min(next_offset)
-    }
-
-    /// How many own messages are held below `offset` (counts up to `limit`).
-    pub(crate) fn held_below(&self, offset: u64, limit: usize) -> usize {
-        self.held_entries()
-            .filter(|e| e.offset < offset)
-            .take(limit)
-            .count()
-    }
-
-    /// Ids inside the window whose send is durable and remembered only where the
-    /// next replay will not look: in the queue log below `below` (about to be
-    /// trimmed), or by a shared message under `shared_below` (replay skips those).
-    /// For a dedup checkpoint.
-    pub(crate) fn dedup_ids_below(
-        &self,
-        below: u64,
-        shared_below: u64,
-        now: i64,
-    ) -> Vec<(i64, String)> {
-        let forgotten = |o: u64| {
-            if is_shared(o) {
-                o < shared_below
-            } else {
-                o < below
-            }
-        };
-        self.dedup
-            .iter()
-            .filter(|(_, s)| s.until > now && s.offset.is_some_and(forgotten))
-            .map(|(id, s)| (s.until, id.clone()))
-            .collect()
-    }
-
-    /// A dedup checkpoint at `offset` now remembers these ids.
-    pub(crate) fn dedup_rewritten(&mut self, ids: &[(i64, String)], offset: u64) {
-        for (_, id) in ids {
-            if let Some(seen) = self.dedup.get_mut(id) {
-                seen.offset = Some(offset);
-            }
-        }
     }
 
     /// The queue's gauges and counters; `waiting` is the number of long-polling

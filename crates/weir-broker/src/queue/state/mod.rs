@@ -27,8 +27,9 @@
 //! `leasing` (leases, nack, extend, backoff), `acks` (acks, the deferred
 //! `Delivered` records they may make unneeded, and the rewrite of ack records
 //! whose write failed), `time` (what runs out),
-//! `overflow` (length limits, dead letters in transit) and `admin` (purge, peek,
-//! redrive, moves, the log's floor, stats).
+//! `overflow` (length limits, `reject-publish-dlx`, dead letters in transit),
+//! `admin` (purge, peek, redrive, moves, stats) and `upkeep` (housekeeping: the
+//! log's floor, moves, how often to trim, checkpoints).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -36,6 +37,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use rustc_hash::FxHashMap;
 
 use crate::api::{DeadLetterReason, QueueOptions, SettleReport};
+use crate::error::BrokerError;
 use crate::hex::push_hex;
 use crate::queue::entry::{Entry, is_shared};
 use crate::queue::ready::Ready;
@@ -49,6 +51,12 @@ mod sending;
 #[cfg(test)]
 mod tests;
 mod time;
+mod upkeep;
+#[cfg(test)]
+mod upkeep_tests;
+
+pub(crate) use time::shared_expiry;
+pub(crate) use upkeep::{Checkpoint, LogSpan, Upkeep};
 
 /// Shared messages that arrived together (one publish, or one replay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,11 +89,45 @@ struct SeenId {
 /// The answer of [`QueueState::admit`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
-    /// Per message, whether it is a duplicate.
-    Admitted(Vec<bool>),
+    /// Per message, whether it is a duplicate, and what the send must do besides
+    /// writing its other messages: duplicates leave no message record, so they are
+    /// counted by a `Duplicates` record. The answer need not wait for that one:
+    /// their originals are durable already.
+    Admitted {
+        duplicate: Vec<bool>,
+        effects: Vec<Effect>,
+    },
     /// An id of this send is being written by an earlier send: try again once that
     /// lands (its outcome decides whether this one is a duplicate).
     Wait,
+}
+
+/// What taking in shared messages comes to ([`QueueState::arrive`]).
+#[derive(Debug)]
+pub(crate) enum Arrived {
+    /// An id of theirs is being written by an earlier send: give the arrival back
+    /// and try again once that lands (its outcome decides whether they are
+    /// duplicates).
+    Wait,
+    /// Taken in. Per message, whether it was declined as a duplicate. The answer
+    /// waits for `records` (the duplicates counted, and their keys declined so that
+    /// replay leaves them out); `effects` are what holding the others brings
+    /// (length limits), performed apart.
+    Taken {
+        duplicate: Vec<bool>,
+        records: Vec<Effect>,
+        effects: Vec<Effect>,
+    },
+    /// Refused whole (`reject-publish`): answered with `error` once `records` are
+    /// durable (the shared record names this queue all the same, so its keys are
+    /// declined). With `dead_letter` (`reject-publish-dlx`), the messages are copied
+    /// to the dead-letter queue with reason `maxlen`, at most once: nothing of them
+    /// is kept here and nothing is reported back.
+    Refused {
+        error: BrokerError,
+        records: Vec<Effect>,
+        dead_letter: bool,
+    },
 }
 
 /// An acked message whose `settled` record is not durable yet.

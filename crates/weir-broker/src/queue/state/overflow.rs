@@ -2,12 +2,54 @@
 //! `max_length_bytes` with their overflow policies, and dead letters in transit.
 
 use crate::api::{DeadLetterReason, Overflow};
+use crate::error::{BrokerError, Result};
 use crate::queue::entry::Entry;
 use crate::queue::record::{SettleReason, StateOp};
 
 use super::{DEAD_LETTER_RETRY_MS, Effect, QueueState};
 
+/// What becomes of a send [`QueueState::admit`] refused ([`QueueState::refuse_send`]).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    /// What the sender is told: `Ok` means its messages are taken care of (each
+    /// answered as no duplicate), and it must not send them again.
+    pub(crate) answer: Result<()>,
+    /// Copy the refused messages to the dead-letter queue with reason `maxlen`, at
+    /// most once: nothing of them is kept here and nothing is reported back.
+    pub(crate) dead_letter: bool,
+}
+
 impl QueueState {
+    /// Whether messages refused with `error` go to the dead-letter queue: with
+    /// `reject-publish-dlx`, when the queue is full and has a dead-letter queue or
+    /// exchange, as RabbitMQ does.
+    pub(super) fn dead_letters_refused(&self, error: &BrokerError) -> bool {
+        self.refuses_to_dead_letters(error) && self.options.dead_letters()
+    }
+
+    fn refuses_to_dead_letters(&self, error: &BrokerError) -> bool {
+        self.options.overflow == Overflow::RejectPublishDlx
+            && matches!(error, BrokerError::QueueFull { .. })
+    }
+
+    /// How a send [`QueueState::admit`] refused with `error` is answered, and
+    /// whether its messages are dead-lettered (`reject-publish-dlx`).
+    /// `dead_letters_only`: every message of it is a dead letter. Those go on down
+    /// the dead-letter chain, which answers for them: their sender (a queue
+    /// dead-lettering them) must not retry, or it would copy them again.
+    pub(crate) fn refuse_send(&self, error: BrokerError, dead_letters_only: bool) -> Refusal {
+        let dead_letter = self.dead_letters_refused(&error);
+        let answer = if dead_letters_only && self.refuses_to_dead_letters(&error) {
+            Ok(())
+        } else {
+            Err(error)
+        };
+        Refusal {
+            answer,
+            dead_letter,
+        }
+    }
+
     pub(super) fn enforce_length(&mut self) -> Vec<Effect> {
         let mut dropped = Vec::new();
         let mut dead = Vec::new();

@@ -6,21 +6,42 @@ use std::collections::HashSet;
 
 use crate::error::{BrokerError, Result};
 use crate::queue::entry::{Entry, is_shared};
-use crate::queue::record::SHARED;
+use crate::queue::record::{SHARED, StateOp};
 
-use super::{Admission, ArrivalBatch, Effect, QueueState, SeenId};
+use super::{Admission, ArrivalBatch, Arrived, Effect, QueueState, SeenId};
 
 impl QueueState {
     /// Checks a send before it is written: de-duplication and `reject-publish`.
-    /// Answers, per message, whether it is a duplicate, or that it must wait for an
-    /// earlier send of one of its ids. Admitted messages are reserved until
-    /// [`QueueState::commit`] or [`QueueState::cancel`].
+    /// Answers, per message, whether it is a duplicate (and the record counting the
+    /// duplicates), or that it must wait for an earlier send of one of its ids.
+    /// Admitted messages are reserved until [`QueueState::commit`] or
+    /// [`QueueState::cancel`].
     pub(crate) fn admit(
         &mut self,
         queue: &str,
         items: &[(Option<&str>, u32)],
         now: i64,
     ) -> Result<Admission> {
+        let Some(duplicate) = self.admit_items(queue, items, now)? else {
+            return Ok(Admission::Wait);
+        };
+        let duplicates = duplicate.iter().filter(|d| **d).count() as u64;
+        let effects = if duplicates > 0 {
+            vec![Effect::Persist(StateOp::Duplicates(duplicates))]
+        } else {
+            Vec::new()
+        };
+        Ok(Admission::Admitted { duplicate, effects })
+    }
+
+    /// [`QueueState::admit`] without the records: per message, whether it is a
+    /// duplicate, or `None` when it must wait.
+    fn admit_items(
+        &mut self,
+        queue: &str,
+        items: &[(Option<&str>, u32)],
+        now: i64,
+    ) -> Result<Option<Vec<bool>>> {
         self.prune_dedup(now);
         let mut duplicate = vec![false; items.len()];
         if self.options.dedup_window_ms.is_some() {
@@ -28,7 +49,7 @@ impl QueueState {
             for (i, (id, _)) in items.iter().enumerate() {
                 if let Some(id) = id {
                     match self.dedup.get(*id) {
-                        Some(s) if !self.durable(s.offset) => return Ok(Admission::Wait),
+                        Some(s) if !self.durable(s.offset) => return Ok(None),
                         Some(s) if s.until > now => duplicate[i] = true,
                         _ => duplicate[i] = !seen.insert(*id),
                     }
@@ -69,7 +90,7 @@ impl QueueState {
         self.totals.duplicates += items.len() as u64 - new_count;
         self.reserved_count += new_count;
         self.reserved_bytes += new_bytes;
-        Ok(Admission::Admitted(duplicate))
+        Ok(Some(duplicate))
     }
 
     pub(super) fn remember_id(&mut self, id: &str, until: i64, offset: Option<u64>) {
@@ -233,12 +254,96 @@ impl QueueState {
         self.prune_batches();
     }
 
+    /// Takes in shared messages (already durable in the shared log), each as its
+    /// entry built from the shared record, its delay's end and its id: admits them
+    /// (de-duplication, `reject-publish`), holds the admitted ones (with this
+    /// queue's priorities and TTL, enqueued when published) and declines the
+    /// duplicates so replay leaves them out. `mark` is the queue log's next offset.
+    pub(crate) fn arrive(
+        &mut self,
+        queue: &str,
+        incoming: &[(Entry, i64, &str)],
+        published_ms: i64,
+        mark: u64,
+        now: i64,
+    ) -> Arrived {
+        let (Some((first, _, _)), Some((last, _, _))) = (incoming.first(), incoming.last()) else {
+            return Arrived::Taken {
+                duplicate: Vec::new(),
+                records: Vec::new(),
+                effects: Vec::new(),
+            };
+        };
+        let (first, last) = (first.offset, last.offset);
+        // Arrivals come in shared-log order, so one below what the queue has seen
+        // was seen already: by the replay of an actor restarted after a panic (it
+        // scans the shared log to its end), while the arrival waited in the channel.
+        // The shared log is appended a batch at a time, so a batch is in the replay
+        // whole or not at all.
+        if last < self.next_shared {
+            return Arrived::Taken {
+                duplicate: vec![false; incoming.len()],
+                records: Vec::new(),
+                effects: Vec::new(),
+            };
+        }
+        let dedup = self.options.dedup_window_ms.is_some();
+        let items: Vec<(Option<&str>, u32)> = incoming
+            .iter()
+            .map(|(entry, _, id)| (Some(*id).filter(|id| dedup && !id.is_empty()), entry.size))
+            .collect();
+        let duplicate = match self.admit_items(queue, &items, now) {
+            Ok(Some(duplicate)) => duplicate,
+            Ok(None) => return Arrived::Wait,
+            Err(error) => {
+                self.arrived(first, last, 0, mark);
+                let keys = incoming.iter().map(|(entry, _, _)| entry.offset).collect();
+                return Arrived::Refused {
+                    dead_letter: self.dead_letters_refused(&error),
+                    error,
+                    records: vec![Effect::Persist(StateOp::Declined(keys))],
+                };
+            }
+        };
+        drop(items);
+        let mut entries = Vec::with_capacity(incoming.len());
+        let mut ids = Vec::new();
+        let mut declined = Vec::new();
+        for ((entry, not_before, id), dup) in incoming.iter().zip(&duplicate) {
+            if *dup {
+                declined.push(entry.offset);
+                continue;
+            }
+            let mut entry = *entry;
+            entry.priority = entry.priority.min(self.options.max_priority);
+            entry.enqueued_at = published_ms;
+            entry.expires_at = self.arrival_expiry(entry.expires_at, *not_before, published_ms);
+            entries.push((entry, *not_before));
+            if dedup {
+                ids.push((*id, entry.offset));
+            }
+        }
+        self.arrived(first, last, entries.len() as u64, mark);
+        self.confirm_ids(ids);
+        let effects = self.commit(entries, true, now);
+        let mut records = Vec::new();
+        if !declined.is_empty() {
+            records.push(Effect::Persist(StateOp::Duplicates(declined.len() as u64)));
+            records.push(Effect::Persist(StateOp::Declined(declined)));
+        }
+        Arrived::Taken {
+            duplicate,
+            records,
+            effects,
+        }
+    }
+
     /// Shared messages arrived: keys `first..=last` (ascending, after every earlier
     /// arrival), `admitted` of them held from now on (the caller commits them), when
     /// the queue log's next offset was `mark`. A batch whose messages were all
     /// declined still goes behind an older one: it keeps the log from being trimmed
     /// past its `declined` record while the older one holds `shared_below` down.
-    pub(crate) fn arrived(&mut self, first: u64, last: u64, admitted: u64, mark: u64) {
+    fn arrived(&mut self, first: u64, last: u64, admitted: u64, mark: u64) {
         self.next_shared = self.next_shared.max(last + 1);
         if admitted == 0 && self.batches.is_empty() {
             return;
@@ -249,11 +354,6 @@ impl QueueState {
             held: admitted,
             mark,
         });
-    }
-
-    /// One past the highest shared key that arrived (or was replayed).
-    pub(crate) fn next_shared(&self) -> u64 {
-        self.next_shared
     }
 
     /// Every shared message of this queue with a key under this is settled (or
@@ -267,13 +367,13 @@ impl QueueState {
 
     /// The queue log may not be trimmed above this while shared messages are held:
     /// state records about them sit at or above it.
-    pub(crate) fn shared_mark(&self) -> Option<u64> {
+    pub(super) fn shared_mark(&self) -> Option<u64> {
         self.batches.front().map(|b| b.mark)
     }
 
     /// The `sent` of shared messages under [`QueueState::shared_below`] not yet in a
     /// checkpoint; the caller puts it in the one it writes.
-    pub(crate) fn take_shared_sent(&mut self) -> u64 {
+    pub(super) fn take_shared_sent(&mut self) -> u64 {
         std::mem::take(&mut self.shared_sent)
     }
 

@@ -4,16 +4,18 @@
 use crate::api::{Backoff, Overflow, QueueOptions};
 use crate::error::BrokerError;
 use crate::queue::entry::Entry;
-use crate::queue::record::{SettleReason, StateOp};
-use crate::queue::state::{Acked, Admission, Effect, QueueState, format_receipt, key_hash};
+use crate::queue::record::{MessageMeta, SHARED, SettleReason, StateOp};
+use crate::queue::state::{
+    Acked, Admission, Arrived, Effect, QueueState, format_receipt, key_hash,
+};
 
-const QUEUE: &str = "q";
-const T0: i64 = 1_000_000;
+pub(super) const QUEUE: &str = "q";
+pub(super) const T0: i64 = 1_000_000;
 
 // ---------------------------------------------------------------------------
 // Unit tests of specific behaviours (sans-IO: offsets are made up).
 
-fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
+pub(super) fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
     Entry {
         offset,
         group: group.map_or(0, key_hash),
@@ -28,7 +30,7 @@ fn entry(offset: u64, priority: u8, group: Option<&str>, size: u32) -> Entry {
 }
 
 /// Admits and commits `entries` (each `(entry, not_before)`), as a send does.
-fn send(state: &mut QueueState, entries: Vec<(Entry, i64)>, now: i64) -> Vec<Effect> {
+pub(super) fn send(state: &mut QueueState, entries: Vec<(Entry, i64)>, now: i64) -> Vec<Effect> {
     let items: Vec<(Option<&str>, u32)> = entries.iter().map(|(e, _)| (None, e.size)).collect();
     state.admit(QUEUE, &items, now).expect("admitted");
     state.commit(entries, true, now)
@@ -182,7 +184,7 @@ fn duplicates_within_the_window_are_accepted_but_not_enqueued() {
     let dup = |state: &mut QueueState, ids: &[&str], now| {
         let items: Vec<(Option<&str>, u32)> = ids.iter().map(|id| (Some(*id), 1)).collect();
         match state.admit(QUEUE, &items, now).unwrap() {
-            Admission::Admitted(d) => {
+            Admission::Admitted { duplicate: d, .. } => {
                 let kept: Vec<(&str, u64)> = ids
                     .iter()
                     .zip(&d)
@@ -214,7 +216,10 @@ fn duplicates_within_the_window_are_accepted_but_not_enqueued() {
         state
             .admit(QUEUE, &[(None, 1), (None, 1)], T0 + 100)
             .unwrap(),
-        Admission::Admitted(vec![false, false])
+        Admission::Admitted {
+            duplicate: vec![false, false],
+            effects: vec![]
+        }
     );
 }
 
@@ -249,7 +254,10 @@ fn a_rejected_send_leaves_nothing_reserved() {
     assert_eq!(leased.len(), 1);
     assert_eq!(
         state.admit(QUEUE, &[(Some("c"), 1)], T0).unwrap(),
-        Admission::Admitted(vec![false])
+        Admission::Admitted {
+            duplicate: vec![false],
+            effects: vec![]
+        }
     );
     let refused = state.admit(QUEUE, &[(Some("d"), 1)], T0);
     assert!(
@@ -259,7 +267,10 @@ fn a_rejected_send_leaves_nothing_reserved() {
     // All duplicates: nothing new, so nothing to refuse.
     assert_eq!(
         state.admit(QUEUE, &[(Some("a"), 1)], T0).unwrap(),
-        Admission::Admitted(vec![true])
+        Admission::Admitted {
+            duplicate: vec![true],
+            effects: vec![Effect::Persist(StateOp::Duplicates(1))]
+        }
     );
 }
 
@@ -402,4 +413,308 @@ fn finished_dead_letters_record_expiries_apart() {
     assert_eq!((stats.dead_lettered_total, stats.expired_total), (2, 1));
     assert_eq!(state.floor(2), 2, "both are gone");
     assert!(state.finish_transit(&[], SettleReason::Redriven).is_empty());
+}
+
+#[test]
+fn the_queue_ttl_is_stamped_on_sends_without_an_expiry_from_when_they_become_deliverable() {
+    let ttl = QueueOptions {
+        message_ttl_ms: Some(1_000),
+        ..QueueOptions::default()
+    };
+    let state = QueueState::new(ttl, 1);
+    let mut metas = [
+        MessageMeta::default(),
+        MessageMeta {
+            not_before_ms: T0 + 500,
+            ..MessageMeta::default()
+        },
+        MessageMeta {
+            expires_at_ms: T0 + 10,
+            ..MessageMeta::default()
+        },
+    ];
+    state.stamp_ttl(metas.iter_mut(), T0);
+    let expiries: Vec<i64> = metas.iter().map(|m| m.expires_at_ms).collect();
+    assert_eq!(
+        expiries,
+        [T0 + 1_000, T0 + 1_500, T0 + 10],
+        "from now, from the delay's end, or the message's own"
+    );
+    let no_ttl = QueueState::new(QueueOptions::default(), 1);
+    let mut meta = [MessageMeta::default()];
+    no_ttl.stamp_ttl(meta.iter_mut(), T0);
+    assert_eq!(meta[0].expires_at_ms, 0, "no TTL, no expiry");
+}
+
+#[test]
+fn a_shared_arrival_expires_at_the_earlier_of_its_own_expiry_and_the_queue_ttl() {
+    let ttl = QueueOptions {
+        message_ttl_ms: Some(1_000),
+        ..QueueOptions::default()
+    };
+    let state = QueueState::new(ttl, 1);
+    assert_eq!(state.arrival_expiry(0, 0, T0), T0 + 1_000);
+    assert_eq!(state.arrival_expiry(T0 + 10, 0, T0), T0 + 10);
+    assert_eq!(
+        state.arrival_expiry(T0 + 5_000, T0 + 200, T0),
+        T0 + 1_200,
+        "the TTL runs from the delay's end"
+    );
+    let no_ttl = QueueState::new(QueueOptions::default(), 1);
+    assert_eq!(no_ttl.arrival_expiry(0, 0, T0), 0);
+    assert_eq!(no_ttl.arrival_expiry(T0 + 10, 0, T0), T0 + 10);
+}
+
+#[test]
+fn admitting_duplicates_returns_the_record_that_counts_them() {
+    let mut state = QueueState::new(dedup_window(1_000), 1);
+    let first = state
+        .admit(QUEUE, &[(Some("x"), 1), (Some("x"), 1), (Some("y"), 1)], T0)
+        .unwrap();
+    assert_eq!(
+        first,
+        Admission::Admitted {
+            duplicate: vec![false, true, false],
+            effects: vec![Effect::Persist(StateOp::Duplicates(1))],
+        }
+    );
+    state.confirm_ids([("x", 0), ("y", 1)]);
+    state.synced_below(2);
+    let again = state
+        .admit(
+            QUEUE,
+            &[(Some("x"), 1), (Some("y"), 1), (Some("z"), 1)],
+            T0 + 1,
+        )
+        .unwrap();
+    assert_eq!(
+        again,
+        Admission::Admitted {
+            duplicate: vec![true, true, false],
+            effects: vec![Effect::Persist(StateOp::Duplicates(2))],
+        }
+    );
+    let none = state.admit(QUEUE, &[(Some("w"), 1)], T0 + 2).unwrap();
+    assert_eq!(
+        none,
+        Admission::Admitted {
+            duplicate: vec![false],
+            effects: Vec::new(),
+        },
+        "no duplicate, no record"
+    );
+}
+
+fn dedup_window(ms: u64) -> QueueOptions {
+    QueueOptions {
+        dedup_window_ms: Some(ms),
+        ..QueueOptions::default()
+    }
+}
+
+/// A shared message as the actor hands it to [`QueueState::arrive`].
+fn shared(n: u64, priority: u8, not_before: i64, id: &str) -> (Entry, i64, &str) {
+    (entry(SHARED | n, priority, None, 1), not_before, id)
+}
+
+#[test]
+fn an_arrival_takes_in_the_new_and_declines_the_duplicates_by_record() {
+    let options = QueueOptions {
+        max_priority: 1,
+        message_ttl_ms: Some(500),
+        ..dedup_window(1_000)
+    };
+    let mut state = QueueState::new(options, 1);
+    let incoming = [
+        shared(1, 5, 0, "a"),
+        shared(2, 0, 0, "a"),
+        shared(3, 0, T0 + 100, ""),
+    ];
+    let Arrived::Taken {
+        duplicate,
+        records,
+        effects,
+    } = state.arrive(QUEUE, &incoming, T0 - 10, 7, T0)
+    else {
+        panic!("taken");
+    };
+    assert_eq!(duplicate, [false, true, false]);
+    assert_eq!(
+        records,
+        [
+            Effect::Persist(StateOp::Duplicates(1)),
+            Effect::Persist(StateOp::Declined(vec![SHARED | 2])),
+        ],
+        "the answer waits for the duplicate counted and declined"
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(state.shared_mark(), Some(7));
+    let (leased, _) = state.lease(10, 1_000, T0);
+    assert_eq!(offsets(&leased), [SHARED | 1]);
+    let got = leased[0].0;
+    assert_eq!(got.priority, 1, "the queue's highest priority");
+    assert_eq!(got.enqueued_at, T0 - 10, "enqueued when published");
+    assert_eq!(got.expires_at, T0 + 490, "the queue's TTL from publication");
+    let (later, _) = state.lease(10, 1_000, T0 + 100);
+    assert!(later.is_empty(), "delayed: due at T0 + 100, ticked below");
+    state.tick(T0 + 100);
+    let (later, _) = state.lease(10, 1_000, T0 + 100);
+    assert_eq!(offsets(&later), [SHARED | 3]);
+    assert_eq!(
+        later[0].0.expires_at,
+        T0 + 600,
+        "the TTL from the delay's end"
+    );
+    // The same arrival again (a restarted actor's replay took it in): nothing.
+    let Arrived::Taken {
+        duplicate,
+        records,
+        effects,
+    } = state.arrive(QUEUE, &incoming, T0 - 10, 9, T0 + 200)
+    else {
+        panic!("taken");
+    };
+    assert_eq!(duplicate, [false, false, false]);
+    assert!(records.is_empty() && effects.is_empty());
+}
+
+/// The records and whether it is dead-lettered, of an arrival refused as the
+/// queue is full.
+fn full(refused: Arrived) -> (Vec<Effect>, bool) {
+    match refused {
+        Arrived::Refused {
+            error: BrokerError::QueueFull { .. },
+            records,
+            dead_letter,
+        } => (records, dead_letter),
+        other => panic!("refused as full: {other:?}"),
+    }
+}
+
+#[test]
+fn an_arrival_refused_by_reject_publish_is_declined_by_record() {
+    let options = QueueOptions {
+        max_length: Some(1),
+        overflow: Overflow::RejectPublish,
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    send(&mut state, vec![(entry(0, 0, None, 1), 0)], T0);
+    let refused = state.arrive(
+        QUEUE,
+        &[shared(1, 0, 0, ""), shared(2, 0, 0, "")],
+        T0,
+        1,
+        T0,
+    );
+    let (records, dead_letter) = full(refused);
+    assert!(!dead_letter, "reject-publish drops nothing anywhere");
+    assert_eq!(
+        records,
+        [Effect::Persist(StateOp::Declined(vec![
+            SHARED | 1,
+            SHARED | 2
+        ]))]
+    );
+    assert_eq!(state.stats(0, T0).ready, 1, "nothing of it is held");
+    assert_eq!(state.shared_below(), SHARED | 3, "seen all the same");
+}
+
+#[test]
+fn an_arrival_waits_for_an_earlier_send_of_its_id() {
+    let mut state = QueueState::new(dedup_window(1_000), 1);
+    state.admit(QUEUE, &[(Some("a"), 1)], T0).unwrap();
+    let waits = state.arrive(QUEUE, &[shared(1, 0, 0, "a")], T0, 1, T0);
+    assert!(matches!(waits, Arrived::Wait), "{waits:?}");
+    state.confirm_ids([("a", 0)]);
+    state.synced_below(1);
+    let taken = state.arrive(QUEUE, &[shared(1, 0, 0, "a")], T0, 1, T0);
+    assert!(
+        matches!(&taken, Arrived::Taken { duplicate, .. } if duplicate == &[true]),
+        "{taken:?}"
+    );
+}
+
+fn full_queue(overflow: Overflow, dead_letter_queue: Option<&str>) -> QueueState {
+    let options = QueueOptions {
+        max_length: Some(1),
+        overflow,
+        dead_letter_queue: dead_letter_queue.map(str::to_owned),
+        ..QueueOptions::default()
+    };
+    let mut state = QueueState::new(options, 1);
+    send(&mut state, vec![(entry(0, 0, None, 1), 0)], T0);
+    state
+}
+
+fn refused(state: &mut QueueState) -> BrokerError {
+    state
+        .admit(QUEUE, &[(None, 1)], T0)
+        .expect_err("the queue is full")
+}
+
+#[test]
+fn reject_publish_dlx_dead_letters_a_refused_send_and_answers_dead_letters_as_taken() {
+    let mut state = full_queue(Overflow::RejectPublishDlx, Some("dlq"));
+    let error = refused(&mut state);
+    let refusal = state.refuse_send(error, false);
+    assert!(refusal.dead_letter, "copied to the dead-letter queue");
+    assert!(
+        matches!(refusal.answer, Err(BrokerError::QueueFull { .. })),
+        "a publisher is told the queue is full: {:?}",
+        refusal.answer
+    );
+    let error = refused(&mut state);
+    let refusal = state.refuse_send(error, true);
+    assert!(refusal.dead_letter);
+    assert!(
+        refusal.answer.is_ok(),
+        "dead letters go on down the chain, their sender must not retry: {:?}",
+        refusal.answer
+    );
+    assert_eq!(state.stats(0, T0).ready, 1, "nothing of them is kept");
+}
+
+#[test]
+fn a_refused_send_is_dead_lettered_only_with_reject_publish_dlx_and_a_dead_letter_queue() {
+    for (overflow, dlq) in [
+        (Overflow::RejectPublish, Some("dlq")),
+        (Overflow::RejectPublishDlx, None),
+    ] {
+        let mut state = full_queue(overflow, dlq);
+        let error = refused(&mut state);
+        let refusal = state.refuse_send(error, false);
+        assert!(!refusal.dead_letter, "{overflow:?}, {dlq:?}");
+        assert!(refusal.answer.is_err(), "{overflow:?}, {dlq:?}");
+    }
+    // Dead letters refused with nowhere to go are still not the sender's to retry.
+    let mut state = full_queue(Overflow::RejectPublishDlx, None);
+    let error = refused(&mut state);
+    assert!(state.refuse_send(error, true).answer.is_ok());
+    let mut state = full_queue(Overflow::RejectPublish, Some("dlq"));
+    let error = refused(&mut state);
+    assert!(state.refuse_send(error, true).answer.is_err());
+}
+
+#[test]
+fn reject_publish_dlx_dead_letters_a_refused_arrival() {
+    let mut state = full_queue(Overflow::RejectPublishDlx, Some("dlq"));
+    let (records, dead_letter) = full(state.arrive(QUEUE, &[shared(1, 0, 0, "")], T0, 1, T0));
+    assert!(dead_letter);
+    assert_eq!(
+        records,
+        [Effect::Persist(StateOp::Declined(vec![SHARED | 1]))]
+    );
+    let mut no_dlq = full_queue(Overflow::RejectPublishDlx, None);
+    let refused = no_dlq.arrive(QUEUE, &[shared(1, 0, 0, "")], T0, 1, T0);
+    assert!(
+        matches!(
+            refused,
+            Arrived::Refused {
+                dead_letter: false,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
 }
