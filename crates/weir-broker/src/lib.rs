@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 mod alarms;
 pub mod api;
 #[doc(hidden)]
