@@ -2,7 +2,6 @@
 //! drive: what the listener, the connection machine and the sessions read, in a
 //! leaf module that imports none of them.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use amq_protocol::protocol::connection::StartOk;
@@ -25,10 +24,10 @@ pub struct AmqpConfig {
     pub heartbeat_s: u16,
     /// Most connections open at once; more are closed at accept.
     pub max_connections: usize,
-    /// Users and passwords (PLAIN and AMQPLAIN).
-    pub users: Vec<(String, String)>,
-    /// The `guest` user may only connect from a loopback address (RabbitMQ's rule).
-    pub guest_loopback_only: bool,
+    /// How long a refused login waits before its `connection.close`, so guessing
+    /// passwords over one connection after another is slow. (Users, passwords and
+    /// the loopback-only rule are the broker's: `weir_broker::access`.)
+    pub failed_login_delay: Duration,
     /// Largest message body accepted (the broker's limit).
     pub max_message_bytes: u64,
     /// Time allowed for each handshake step (protocol header, start-ok, tune-ok,
@@ -67,8 +66,7 @@ impl Default for AmqpConfig {
             channel_max: 2047,
             heartbeat_s: 60,
             max_connections: 10_000,
-            users: vec![("guest".into(), "guest".into())],
-            guest_loopback_only: true,
+            failed_login_delay: Duration::from_secs(1),
             max_message_bytes: 128 << 20,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
@@ -110,8 +108,9 @@ impl AmqpConfig {
         })
     }
 
-    /// Checks `start-ok`'s credentials; the reason when refused.
-    pub(crate) fn authenticate(&self, start_ok: &StartOk, peer: SocketAddr) -> Result<(), String> {
+    /// The user and password of `start-ok` (PLAIN or AMQPLAIN); the reason when
+    /// they cannot be read. Whether they are right is the broker's to say.
+    pub(crate) fn credentials(&self, start_ok: &StartOk) -> Result<(String, String), String> {
         let response = start_ok.response.as_bytes();
         let (user, password) = match start_ok.mechanism.as_str() {
             "PLAIN" => {
@@ -131,14 +130,7 @@ impl AmqpConfig {
                 ));
             }
         };
-        let known = self.users.iter().any(|(u, p)| *u == user && *p == password);
-        if !known {
-            return Err(format!("login refused for user '{user}'"));
-        }
-        if user == "guest" && self.guest_loopback_only && !peer.ip().is_loopback() {
-            return Err("user 'guest' can only connect via localhost".into());
-        }
-        Ok(())
+        Ok((user, password))
     }
 }
 

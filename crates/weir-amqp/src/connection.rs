@@ -47,6 +47,18 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// What the machine hands to its shell.
 #[derive(Debug)]
 pub(crate) enum Input {
+    /// `start-ok` named a user: the shell checks the credentials (which may block on
+    /// a password hash, so not here) and answers [`Connection::logged_in`]. Nothing
+    /// more is read until then.
+    Login {
+        /// The SASL mechanism (`PLAIN`, `AMQPLAIN`), for the refusal's text.
+        mechanism: String,
+        user: String,
+        password: String,
+    },
+    /// `connection.open` named a vhost: the shell checks that the user may use it
+    /// and answers [`Connection::vhost_opened`].
+    OpenVhost(String),
     /// The handshake is done: the connection is open.
     Opened,
     /// The client opened channel `0` (`open-ok` is already written).
@@ -83,12 +95,26 @@ enum Phase {
     /// Waiting for the 8-byte protocol header.
     Header,
     StartOk,
+    /// `Input::Login` handed up: waiting for the shell's answer.
+    LoggingIn,
     TuneOk,
     Open,
+    /// `Input::OpenVhost` handed up: waiting for the shell's answer.
+    Opening,
     Running,
     /// `connection.close` was sent: waiting for `close-ok`, ignoring the rest.
     Closing,
     Done,
+}
+
+/// What the protocol header led to.
+enum HeaderStep {
+    /// Not all of it is in yet.
+    Wait,
+    /// Ours: `connection.start` is written.
+    Started,
+    /// Another protocol's: ours is written and the connection is over.
+    Refused,
 }
 
 /// A publish on its way in: method seen, waiting for header and body frames.
@@ -139,6 +165,9 @@ pub(crate) struct Connection {
     deadline: Option<Instant>,
     /// The client said it understands `connection.blocked`.
     blocked_capable: bool,
+    /// What the next poll hands up before reading on ([`Input::Opened`] once the
+    /// shell accepted the vhost).
+    pending: Option<Input>,
     /// `connection.blocked` was sent and not yet lifted.
     blocked: bool,
     /// The shell is not reading (an alarm blocks this connection): the peer's
@@ -185,6 +214,7 @@ impl Connection {
             next_beat: None,
             deadline: Some(deadline),
             blocked_capable: false,
+            pending: None,
             blocked: false,
             paused: false,
             read_size: READ_SIZE_MIN,
@@ -275,32 +305,44 @@ impl Connection {
         self.out.content(ch, header, body, self.frame_max);
     }
 
+    /// The protocol header, once all of it is in: `connection.start` goes out, or,
+    /// for another protocol, the header we speak, and the connection ends.
+    fn protocol_header(&mut self) -> HeaderStep {
+        match framing::protocol_header(&self.input) {
+            None => return HeaderStep::Wait,
+            Some(false) => {
+                // The spec: answer with the header we speak, then close.
+                self.out.raw(framing::PROTOCOL_HEADER);
+                self.phase = Phase::Done;
+                return HeaderStep::Refused;
+            }
+            Some(true) => {}
+        }
+        let _ = self.input.split_to(framing::PROTOCOL_HEADER.len());
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(Self::start())),
+        );
+        self.phase = Phase::StartOk;
+        HeaderStep::Started
+    }
+
     /// The next whole thing for the shell, from what is buffered; `None` when more
     /// input (or time) is needed.
     pub(crate) fn poll(&mut self, now: Instant) -> Option<Input> {
         loop {
             match self.phase {
-                Phase::Done => return None,
-                Phase::Header => {
-                    match framing::protocol_header(&self.input) {
-                        None => return None,
-                        Some(false) => {
-                            // The spec: answer with the header we speak, then close.
-                            self.out.raw(framing::PROTOCOL_HEADER);
-                            self.phase = Phase::Done;
-                            return Some(Input::Closed);
-                        }
-                        Some(true) => {}
-                    }
-                    let _ = self.input.split_to(framing::PROTOCOL_HEADER.len());
-                    self.out.method(
-                        0,
-                        AMQPClass::Connection(connection::AMQPMethod::Start(Self::start())),
-                    );
-                    self.phase = Phase::StartOk;
-                    continue;
-                }
+                // Done, or the shell has the next word: nothing is read meanwhile.
+                Phase::Done | Phase::LoggingIn | Phase::Opening => return None,
+                Phase::Header => match self.protocol_header() {
+                    HeaderStep::Wait => return None,
+                    HeaderStep::Refused => return Some(Input::Closed),
+                    HeaderStep::Started => continue,
+                },
                 _ => {}
+            }
+            if let Some(input) = self.pending.take() {
+                return Some(input);
             }
             let frame = match framing::next_frame(
                 &mut self.input,
@@ -366,10 +408,12 @@ impl Connection {
                 }
             };
             let result = match self.phase {
-                Phase::StartOk | Phase::TuneOk | Phase::Open => self.on_handshake(frame, now),
+                Phase::StartOk | Phase::TuneOk | Phase::Open => self.on_handshake(frame),
                 Phase::Running => self.on_frame(frame),
                 Phase::Closing => Ok(self.on_frame_while_closing(&frame)),
-                Phase::Header | Phase::Done => unreachable!("handled above"),
+                Phase::Header | Phase::LoggingIn | Phase::Opening | Phase::Done => {
+                    unreachable!("handled above")
+                }
             };
             match result {
                 Ok(Some(input)) => return Some(input),
@@ -438,7 +482,12 @@ impl Connection {
                 self.phase = Phase::Done;
                 return;
             }
-            Phase::StartOk | Phase::TuneOk | Phase::Open | Phase::Running => {}
+            Phase::StartOk
+            | Phase::LoggingIn
+            | Phase::TuneOk
+            | Phase::Open
+            | Phase::Opening
+            | Phase::Running => {}
         }
         tracing::debug!(peer = %self.peer, code = e.code, text = %e.text, "closing an AMQP connection");
         self.out.method(

@@ -149,11 +149,27 @@ impl Rig {
         }
     }
 
-    /// Feeds bytes; returns what the machine handed up.
+    /// Feeds bytes; returns what the machine handed up, answering logins and vhost
+    /// opens as a fresh broker does (guest/guest, the vhost `/`).
     fn feed(&mut self, bytes: &[u8]) -> Vec<Input> {
         self.conn.input_buffer().extend_from_slice(bytes);
         self.conn.received(self.now);
-        std::iter::from_fn(|| self.conn.poll(self.now)).collect()
+        let mut inputs = Vec::new();
+        while let Some(input) = self.conn.poll(self.now) {
+            match input {
+                Input::Login { user, password, .. } => {
+                    let refused =
+                        (user != "guest" || password != "guest").then(|| "refused".to_owned());
+                    self.conn.logged_in(refused, self.now);
+                }
+                Input::OpenVhost(vhost) => {
+                    let refused = (vhost != "/").then(|| "no such vhost".to_owned());
+                    self.conn.vhost_opened(refused, self.now);
+                }
+                other => inputs.push(other),
+            }
+        }
+        inputs
     }
 
     fn open(heartbeat: u16) -> Rig {
@@ -618,6 +634,7 @@ proptest::proptest! {
             Input::ChannelClosing(_) => "closing",
             Input::ChannelClosed(_) => "closed",
             Input::Closed => "done",
+            Input::Login { .. } | Input::OpenVhost(_) => "answered by the rig",
         }).collect();
         proptest::prop_assert_eq!(kinds, vec!["opened", "channel", "publish300", "method", "publish"]);
     }

@@ -108,6 +108,14 @@ pub fn connection(data: &[u8]) -> Outcome {
 /// is refused with 404 (so channel closes happen), everything else is taken.
 fn shell(conn: &mut Connection, input: Input, outcome: &mut Outcome, max_body: u64, now: Instant) {
     match input {
+        // The broker's answers, as for a fresh broker: guest/guest on `/`.
+        Input::Login { user, password, .. } => {
+            let refused = (user != "guest" || password != "guest").then(|| "refused".to_owned());
+            conn.logged_in(refused, now);
+        }
+        Input::OpenVhost(vhost) => {
+            conn.vhost_opened((vhost != "/").then(|| "no such vhost".to_owned()), now);
+        }
         Input::Method(ch, class) => match *class {
             AMQPClass::Basic(basic::AMQPMethod::Qos(_)) => conn.method(
                 ch,
@@ -362,6 +370,8 @@ impl SessionHarness {
         let config = AmqpConfig {
             max_message_bytes: 64 << 10,
             tcp_keepalive: None,
+            // A refused login answers at once: a fuzzer tries many.
+            failed_login_delay: Duration::ZERO,
             shutdown: shutdown.clone(),
             ..AmqpConfig::default()
         };

@@ -119,8 +119,6 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: AmqpConfig) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
     use amq_protocol::protocol::connection::StartOk;
     use amq_protocol::types::{FieldTable, LongString};
@@ -135,24 +133,16 @@ mod tests {
     }
 
     #[test]
-    fn plain_and_amqplain_logins() {
+    fn plain_and_amqplain_credentials_are_read() {
         let config = AmqpConfig::default();
-        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let remote: SocketAddr = "10.0.0.9:5000".parse().unwrap();
-        assert!(
-            config
-                .authenticate(&start_ok("PLAIN", b"\0guest\0guest".to_vec()), local)
-                .is_ok()
+        assert_eq!(
+            config.credentials(&start_ok("PLAIN", b"\0app\0s3cret".to_vec())),
+            Ok(("app".to_owned(), "s3cret".to_owned()))
         );
-        assert!(
-            config
-                .authenticate(&start_ok("PLAIN", b"\0guest\0nope".to_vec()), local)
-                .is_err()
-        );
-        assert!(
-            config
-                .authenticate(&start_ok("PLAIN", b"\0guest\0guest".to_vec()), remote)
-                .is_err()
+        // PLAIN's authorisation identity (before the first NUL) is ignored.
+        assert_eq!(
+            config.credentials(&start_ok("PLAIN", b"other\0app\0pw".to_vec())),
+            Ok(("app".to_owned(), "pw".to_owned()))
         );
         // LOGIN: S "guest", PASSWORD: S "guest", as a table body.
         let mut table = Vec::new();
@@ -163,15 +153,20 @@ mod tests {
             table.extend_from_slice(&(v.len() as u32).to_be_bytes());
             table.extend_from_slice(v.as_bytes());
         }
-        assert!(
-            config
-                .authenticate(&start_ok("AMQPLAIN", table), local)
-                .is_ok()
+        assert_eq!(
+            config.credentials(&start_ok("AMQPLAIN", table)),
+            Ok(("guest".to_owned(), "guest".to_owned()))
         );
         assert!(
             config
-                .authenticate(&start_ok("EXTERNAL", Vec::new()), local)
+                .credentials(&start_ok("AMQPLAIN", vec![1, 2]))
                 .is_err()
+        );
+        assert!(
+            config
+                .credentials(&start_ok("EXTERNAL", Vec::new()))
+                .unwrap_err()
+                .contains("not supported")
         );
     }
 }

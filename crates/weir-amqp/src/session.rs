@@ -59,6 +59,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use weir_broker::access::{DEFAULT_VHOST, Principal};
 use weir_broker::{Broker, UseGuard};
 
 use crate::channel::ChannelMachine;
@@ -141,6 +142,7 @@ pub(crate) async fn run(
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut session = Session {
         peer,
+        user: None,
         credit: Arc::new(Credit::new(config.max_buffered_bytes)),
         output: Output::default(),
         input_waiting: false,
@@ -195,6 +197,8 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 struct Session {
     peer: SocketAddr,
     broker: Broker,
+    /// Who logged in (`None` until then).
+    user: Option<Principal>,
     /// Bytes of deliveries taken from the broker and not yet written, shared by
     /// this connection's consumers (and direct replies to it).
     credit: Arc<Credit>,
@@ -383,6 +387,50 @@ impl Session {
         }
     }
 
+    /// Checks `start-ok`'s credentials against the broker's users (off the runtime's
+    /// workers: the first check of a password costs an argon2id hash) and answers
+    /// the connection. A refusal waits `failed_login_delay` first and says no more
+    /// than RabbitMQ does about why.
+    async fn log_in(&mut self, mechanism: String, user: String, password: String) {
+        let access = self.broker.access();
+        let ip = self.peer.ip();
+        let name = user.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || access.authenticate(&user, &password, ip)).await;
+        if let Ok(Ok(principal)) = checked {
+            self.user = Some(principal);
+            self.conn.logged_in(None, now());
+            return;
+        }
+        tracing::warn!(peer = %self.peer, user = %name, "AMQP login refused");
+        tokio::time::sleep(self.config.failed_login_delay).await;
+        self.conn.logged_in(
+            Some(format!(
+                "Login was refused using authentication mechanism {mechanism}. \
+                 For details see the broker logfile."
+            )),
+            now(),
+        );
+    }
+
+    /// Why the logged-in user may not open `vhost`, if it may not: an unknown
+    /// vhost, or one it has no permissions in (RabbitMQ's texts).
+    fn refuse_vhost(&self, vhost: &str) -> Option<String> {
+        let Some(user) = &self.user else {
+            return Some("not logged in".to_owned());
+        };
+        let access = self.broker.access();
+        if !access.has_vhost(vhost) {
+            return Some(format!("vhost {vhost} not found"));
+        }
+        if vhost != DEFAULT_VHOST {
+            return Some(format!(
+                "vhost '{vhost}': this weir serves its queues and exchanges in the vhost '/' only"
+            ));
+        }
+        access.check_vhost(user, vhost).err().map(|e| e.to_string())
+    }
+
     /// Runs what the connection made of the input, then hands the publishes to
     /// their channels' workers.
     async fn on_input(&mut self) {
@@ -390,6 +438,15 @@ impl Session {
         while let Some(input) = self.conn.poll(now()) {
             match input {
                 Input::Opened | Input::Closed => {}
+                Input::Login {
+                    mechanism,
+                    user,
+                    password,
+                } => self.log_in(mechanism, user, password).await,
+                Input::OpenVhost(vhost) => {
+                    let refused = self.refuse_vhost(&vhost);
+                    self.conn.vhost_opened(refused, now());
+                }
                 Input::ChannelOpened(ch) => {
                     self.generations += 1;
                     self.channels.insert(

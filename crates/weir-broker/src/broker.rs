@@ -27,6 +27,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use weir_log::{FileStore, LogStore, MessageLog};
 
+use crate::access::Access;
 use crate::api::{
     Declared, Delivery, NackOptions, QueueInfo, QueueOptions, ReceiveRequest, SendMessage,
     SendOutcome, SettleReport, check_duration, validate_name,
@@ -76,6 +77,8 @@ pub(crate) struct Inner<S: LogStore> {
     pub(crate) closing: AtomicBool,
     /// Resource alarms (see [`crate::alarms`]).
     pub(crate) alarms: tokio::sync::watch::Receiver<crate::alarms::Alarms>,
+    /// Users, vhosts and permissions (see [`crate::access`]).
+    pub(crate) access: Arc<Access>,
     /// Where the queues' and the shared log live: files (on the real file
     /// system, or a test's that can hold or fail syncs), or memory in tests.
     pub(crate) store: Arc<S>,
@@ -602,6 +605,12 @@ impl<S: LogStore> Broker<S> {
     /// is raised.
     pub fn alarms(&self) -> tokio::sync::watch::Receiver<crate::alarms::Alarms> {
         self.inner.alarms.clone()
+    }
+
+    /// Users, vhosts and permissions: the front ends log clients in and check
+    /// what they do against it.
+    pub fn access(&self) -> Arc<Access> {
+        self.inner.access.clone()
     }
 
     /// Disk bytes of the shared log.

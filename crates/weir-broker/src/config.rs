@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Client limits.
     pub limits: Limits,
+    /// Users who may log in only from a loopback address (RabbitMQ's
+    /// `loopback_users`): `guest` by default.
+    pub loopback_users: Vec<String>,
 }
 
 impl BrokerConfig {
@@ -104,6 +107,7 @@ impl BrokerConfig {
                 ..LogConfig::default()
             },
             limits: Limits::default(),
+            loopback_users: vec!["guest".to_owned()],
         }
     }
 }

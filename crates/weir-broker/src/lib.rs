@@ -24,7 +24,9 @@
 //! - `supervisor`: restarts a queue whose actor panicked; `shared`: the dispatcher
 //!   of messages stored once for several queues (decision 0004); `handle`: the
 //!   broker's handle on a running queue; `routing`: exchanges and bindings as data;
-//!   `alarms`: disk and memory alarms.
+//!   `alarms`: disk and memory alarms; `access`: users (argon2id passwords),
+//!   vhosts and permissions in `access.json`, which the front ends log clients in
+//!   against (issue 20: AMQP logins so far).
 //! - `queue`: one queue. `actor` (the task that owns it and performs effects),
 //!   `state` (the sans-IO state machine), `entry`/`ready` (what is kept per message),
 //!   `record` (its log format), `replay` (recovery), `dlq` (death history), `host`

@@ -17,6 +17,7 @@ use tracing::Instrument as _;
 use weir_log::io::create_dir_all_durably;
 use weir_log::{FileStore, LogStore};
 
+use crate::access::Access;
 use crate::api::{QueueOptions, validate_name};
 use crate::broker::{Broker, Inner, StartReport};
 use crate::clock::now_ms;
@@ -87,6 +88,13 @@ impl<S: LogStore> Broker<S> {
                 .map_err(|e| BrokerError::internal(format!("opening the shared log: {e}")))?
                 .map_err(|source| BrokerError::storage("(shared log)", source))?;
         let next_queue_id = read_next_queue_id(&config.data_dir)?;
+        let access_dir = config.data_dir.clone();
+        let loopback_users = config.loopback_users.clone();
+        // Opening may hash the default password (argon2id): off the runtime's workers.
+        let access = tokio::task::spawn_blocking(move || Access::open(&access_dir, loopback_users))
+            .await
+            .map_err(|e| BrokerError::internal(format!("opening access.json: {e}")))?
+            .map_err(|e| BrokerError::internal(e.to_string()))?;
         let body_writes = Writes::default();
         let alarms = crate::alarms::spawn_monitor(crate::alarms::Thresholds {
             data_dir: config.data_dir.clone(),
@@ -111,6 +119,7 @@ impl<S: LogStore> Broker<S> {
             dirs: std::sync::Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             alarms,
+            access: Arc::new(access),
             store,
             _lock: lock,
         });

@@ -73,10 +73,15 @@ pub struct AmqpSection {
     pub heartbeat_s: u16,
     /// Most open AMQP connections; more are closed when accepted.
     pub max_connections: u32,
-    /// Users and their passwords, `"user:password"` (PLAIN and AMQPLAIN).
+    /// Deprecated: users to create at start if they do not exist yet,
+    /// `"user:password"`, with every permission on `/`. Users live in `access.json`
+    /// in the data directory (argon2id passwords, decision 0008).
     pub users: Vec<String>,
-    /// The `guest` user may connect only from loopback (RabbitMQ's rule).
+    /// The `guest` user may log in only from loopback (RabbitMQ's `loopback_users`).
     pub guest_loopback_only: bool,
+    /// A refused login waits this long before the connection is closed, ms (at most
+    /// 60,000).
+    pub failed_login_delay_ms: u64,
     /// Time allowed for each handshake step, milliseconds (RabbitMQ: 10 s).
     pub handshake_timeout_ms: u64,
     /// A socket write that makes no progress this long closes the connection, ms.
@@ -109,8 +114,9 @@ impl Default for AmqpSection {
             channel_max: 2047,
             heartbeat_s: 60,
             max_connections: 10_000,
-            users: vec!["guest:guest".into()],
+            users: Vec::new(),
             guest_loopback_only: true,
+            failed_login_delay_ms: 1_000,
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 30_000,
             tcp_keepalive_s: 60,
@@ -126,6 +132,25 @@ impl Default for AmqpSection {
 }
 
 impl AmqpSection {
+    /// The deprecated `users` entries as (user, password).
+    ///
+    /// # Errors
+    /// An entry that is not `"user:password"` (named by its user part only).
+    pub fn seed_users(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.users
+            .iter()
+            .map(|entry| match entry.split_once(':') {
+                Some((user, password)) if !user.is_empty() => {
+                    Ok((user.to_owned(), password.to_owned()))
+                }
+                _ => bail!(
+                    "amqp.users entry '{}' is not \"user:password\"",
+                    entry.split(':').next().unwrap_or_default()
+                ),
+            })
+            .collect()
+    }
+
     /// The front end's settings, or what is wrong with the section.
     pub fn to_config(&self, max_message_bytes: u64) -> anyhow::Result<weir_amqp::AmqpConfig> {
         let mut problems = Vec::new();
@@ -174,17 +199,14 @@ impl AmqpSection {
                 self.max_buffered_bytes, self.frame_max
             ));
         }
-        let mut users = Vec::new();
-        for entry in &self.users {
-            match entry.split_once(':') {
-                Some((user, password)) if !user.is_empty() => {
-                    users.push((user.to_owned(), password.to_owned()));
-                }
-                _ => problems.push(format!(
-                    "amqp.users entry '{}' is not \"user:password\"",
-                    entry.split(':').next().unwrap_or_default()
-                )),
-            }
+        if let Err(e) = self.seed_users() {
+            problems.push(e.to_string());
+        }
+        if self.failed_login_delay_ms > 60_000 {
+            problems.push(format!(
+                "amqp.failed_login_delay_ms {} is over 60000",
+                self.failed_login_delay_ms
+            ));
         }
         if !problems.is_empty() {
             bail!("invalid configuration: {}", problems.join("; "));
@@ -194,8 +216,7 @@ impl AmqpSection {
             channel_max: self.channel_max,
             heartbeat_s: self.heartbeat_s,
             max_connections: self.max_connections as usize,
-            users,
-            guest_loopback_only: self.guest_loopback_only,
+            failed_login_delay: Duration::from_millis(self.failed_login_delay_ms),
             max_message_bytes,
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
@@ -409,12 +430,15 @@ mod tests {
             users: vec!["app:s3cret:with-colon".into()],
             ..AmqpSection::default()
         };
-        let config = ok.to_config(1).unwrap();
+        ok.to_config(1).unwrap();
         assert_eq!(
-            config.users,
+            ok.seed_users().unwrap(),
             vec![("app".into(), "s3cret:with-colon".into())]
         );
         ok.users = vec!["nopassword".into()];
+        assert!(ok.to_config(1).is_err());
+        ok.users = Vec::new();
+        ok.failed_login_delay_ms = 60_001;
         assert!(ok.to_config(1).is_err());
     }
 

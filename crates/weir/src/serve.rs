@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use weir_broker::access::{DEFAULT_VHOST, Patterns};
 use weir_broker::{Broker, BrokerConfig};
 
 use crate::config::{self, Config};
@@ -133,6 +134,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("the log pools were already running: log.threads is not applied");
     }
     let mut broker_config = BrokerConfig::new(&config.data_dir);
+    broker_config.loopback_users = if config.amqp.guest_loopback_only {
+        vec!["guest".to_owned()]
+    } else {
+        Vec::new()
+    };
     broker_config.log.fsync = config.fsync;
     broker_config.log.segment_bytes = config.log.segment_bytes;
     broker_config.limits = config.limits.clone();
@@ -152,6 +158,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         fsync = %config.fsync,
         "recovered"
     );
+    seed_users(&broker, &config.amqp.seed_users()?).await?;
     let http = TcpListener::bind(&config.http_listen)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
@@ -188,4 +195,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the deprecated `[amqp] users` that do not exist yet, with every
+/// permission on `/` (what they had when users lived in the configuration).
+async fn seed_users(broker: &Broker, users: &[(String, String)]) -> anyhow::Result<()> {
+    let access = broker.access();
+    let users = users.to_vec();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let known: Vec<String> = access.users().into_iter().map(|u| u.name).collect();
+        for (user, password) in users {
+            if known.contains(&user) {
+                continue;
+            }
+            access.add_user(&user, &password, &[])?;
+            access.set_permissions(&user, DEFAULT_VHOST, Patterns::all())?;
+            tracing::warn!(
+                %user,
+                "user created from [amqp] users, which is deprecated: users now live in \
+                 access.json in the data directory"
+            );
+        }
+        Ok(())
+    })
+    .await?
 }

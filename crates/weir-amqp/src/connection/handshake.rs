@@ -15,12 +15,63 @@ use crate::config::AmqpConfig;
 use crate::framing::Frame;
 
 impl Connection {
+    /// The shell's answer to [`Input::Login`]: `None` lets the client in (`tune`
+    /// goes out), a reason refuses it (403 `ACCESS_REFUSED`, as RabbitMQ). Ignored
+    /// unless the connection waits for it (it may have timed out meanwhile).
+    pub(crate) fn logged_in(&mut self, refused: Option<String>, now: Instant) {
+        if self.phase != Phase::LoggingIn {
+            return;
+        }
+        if let Some(reason) = refused {
+            tracing::warn!(peer = %self.peer, %reason, "AMQP login refused");
+            self.close(
+                &Exception::connection(ACCESS_REFUSED, reason).during(10, 11),
+                now,
+            );
+            return;
+        }
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+                channel_max: self.config.channel_max,
+                frame_max: self.config.frame_max,
+                heartbeat: self.config.heartbeat_s,
+            })),
+        );
+        self.phase = Phase::TuneOk;
+    }
+
+    /// The shell's answer to [`Input::OpenVhost`]: `None` opens the connection
+    /// (`open-ok`; the next poll hands up [`Input::Opened`]), a reason refuses the
+    /// vhost (530 `NOT_ALLOWED`, as RabbitMQ answers an unknown or forbidden vhost).
+    pub(crate) fn vhost_opened(&mut self, refused: Option<String>, now: Instant) {
+        if self.phase != Phase::Opening {
+            return;
+        }
+        if let Some(reason) = refused {
+            tracing::warn!(peer = %self.peer, %reason, "AMQP vhost refused");
+            self.close(
+                &Exception::connection(NOT_ALLOWED, reason).during(10, 40),
+                now,
+            );
+            return;
+        }
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
+        self.phase = Phase::Running;
+        self.pending = Some(Input::Opened);
+        self.deadline = None;
+        self.last_input = now;
+        if self.heartbeat > 0 {
+            self.next_beat = Some(now + Duration::from_secs(u64::from(self.heartbeat)) / 2);
+        }
+        tracing::debug!(peer = %self.peer, frame_max = self.frame_max, channel_max = self.channel_max, heartbeat = self.heartbeat, "AMQP connection open");
+    }
+
     /// A frame during the handshake.
-    pub(super) fn on_handshake(
-        &mut self,
-        frame: Frame,
-        now: Instant,
-    ) -> Result<Option<Input>, (u16, Exception)> {
+    pub(super) fn on_handshake(&mut self, frame: Frame) -> Result<Option<Input>, (u16, Exception)> {
         let class = match frame {
             Frame::Heartbeat(_) => return Ok(None),
             Frame::Method(0, class) => class,
@@ -38,25 +89,24 @@ impl Connection {
         };
         match (self.phase, *class) {
             (Phase::StartOk, AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok))) => {
-                if let Err(reason) = self.config.authenticate(&start_ok, self.peer) {
-                    tracing::warn!(peer = %self.peer, %reason, "AMQP login refused");
-                    return Err((
-                        0,
-                        Exception::connection(ACCESS_REFUSED, reason).during(10, 11),
-                    ));
-                }
+                let (user, password) = match self.config.credentials(&start_ok) {
+                    Ok(credentials) => credentials,
+                    Err(reason) => {
+                        tracing::warn!(peer = %self.peer, %reason, "AMQP login refused");
+                        return Err((
+                            0,
+                            Exception::connection(ACCESS_REFUSED, reason).during(10, 11),
+                        ));
+                    }
+                };
                 self.blocked_capable =
                     capability(&start_ok.client_properties, "connection.blocked");
-                self.out.method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
-                        channel_max: self.config.channel_max,
-                        frame_max: self.config.frame_max,
-                        heartbeat: self.config.heartbeat_s,
-                    })),
-                );
-                self.phase = Phase::TuneOk;
-                Ok(None)
+                self.phase = Phase::LoggingIn;
+                Ok(Some(Input::Login {
+                    mechanism: start_ok.mechanism.to_string(),
+                    user,
+                    password,
+                }))
             }
             (Phase::TuneOk, AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune))) => {
                 let (channel_max, frame_max, heartbeat) = negotiate(&self.config, &tune);
@@ -79,31 +129,8 @@ impl Connection {
                 Ok(None)
             }
             (Phase::Open, AMQPClass::Connection(connection::AMQPMethod::Open(open))) => {
-                if open.virtual_host.as_str() != "/" {
-                    return Err((
-                        0,
-                        Exception::connection(
-                            NOT_ALLOWED,
-                            format!(
-                                "vhost '{}' not found (weir has the one vhost '/')",
-                                open.virtual_host
-                            ),
-                        )
-                        .during(10, 40),
-                    ));
-                }
-                self.out.method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
-                );
-                self.phase = Phase::Running;
-                self.deadline = None;
-                self.last_input = now;
-                if self.heartbeat > 0 {
-                    self.next_beat = Some(now + Duration::from_secs(u64::from(self.heartbeat)) / 2);
-                }
-                tracing::debug!(peer = %self.peer, frame_max = self.frame_max, channel_max = self.channel_max, heartbeat = self.heartbeat, "AMQP connection open");
-                Ok(Some(Input::Opened))
+                self.phase = Phase::Opening;
+                Ok(Some(Input::OpenVhost(open.virtual_host.to_string())))
             }
             (_, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
                 self.out.method(

@@ -4,6 +4,7 @@
 
 #![allow(missing_docs)] // test helpers
 
+mod access;
 mod amqp;
 mod amqp_methods;
 mod amqp_queues;
