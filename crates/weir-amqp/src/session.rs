@@ -41,6 +41,7 @@ mod deliver;
 mod event;
 mod exchange;
 mod outflow;
+mod permissions;
 mod publish;
 mod publisher;
 mod queue;
@@ -51,7 +52,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -143,6 +144,7 @@ pub(crate) async fn run(
     let mut session = Session {
         peer,
         user: None,
+        writable: FxHashSet::default(),
         credit: Arc::new(Credit::new(config.max_buffered_bytes)),
         output: Output::default(),
         input_waiting: false,
@@ -199,6 +201,8 @@ struct Session {
     broker: Broker,
     /// Who logged in (`None` until then).
     user: Option<Principal>,
+    /// Exchanges the user may publish to, as found (see `session/permissions.rs`).
+    writable: FxHashSet<String>,
     /// Bytes of deliveries taken from the broker and not yet written, shared by
     /// this connection's consumers (and direct replies to it).
     credit: Arc<Credit>,

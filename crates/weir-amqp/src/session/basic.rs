@@ -8,6 +8,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{AMQPClass, basic};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use weir_broker::access::Operation;
 use weir_broker::{Delivery, NackOptions, ReceiveRequest};
 
 use super::common::server_only;
@@ -204,6 +205,7 @@ impl Session {
     /// `get-empty`.
     async fn get(&mut self, ch: u16, g: basic::Get) -> Result<(), Exception> {
         let queue = self.queue_name(ch, &g.queue)?;
+        self.allow(Operation::Read, "queue", &queue)?;
         self.registry.check_access(&queue, self.id)?;
         let got = self
             .broker

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::ShortString;
 use tokio::sync::Semaphore;
+use weir_broker::access::Operation;
 
 use super::common::random_suffix;
 use super::consumer::{ConsumerTask, Gates, consume_loop};
@@ -25,6 +26,7 @@ impl Session {
         let tag = consumer_tag(&c.consumer_tag);
         self.consumer_room(ch, &tag)?;
         let queue = self.queue_name(ch, &c.queue)?;
+        self.allow(Operation::Read, "queue", &queue)?;
         self.registry.check_access(&queue, self.id)?;
         // The queue must exist now (404 otherwise).
         let info = self.broker.info(&queue).await.map_err(Exception::from)?;

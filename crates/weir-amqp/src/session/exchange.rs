@@ -2,6 +2,7 @@
 
 use amq_protocol::protocol::{AMQPClass, exchange};
 use amq_protocol::types::AMQPValue;
+use weir_broker::access::Operation;
 use weir_broker::{DestinationType, ExchangeOptions, ExchangeType};
 
 use super::Session;
@@ -18,6 +19,7 @@ impl Session {
         match m {
             exchange::AMQPMethod::Declare(d) => self.declare_exchange(ch, d).await?,
             exchange::AMQPMethod::Delete(d) => {
+                self.allow(Operation::Configure, "exchange", d.exchange.as_str())?;
                 missing_is_fine(
                     self.broker
                         .delete_exchange(d.exchange.as_str(), d.if_unused)
@@ -38,6 +40,8 @@ impl Session {
                     &b.routing_key,
                     &b.arguments,
                 );
+                self.allow(Operation::Write, "exchange", &binding.destination)?;
+                self.allow(Operation::Read, "exchange", &binding.source)?;
                 self.broker.bind(binding).await.map_err(Exception::from)?;
                 if !b.nowait {
                     self.conn.method(
@@ -54,6 +58,8 @@ impl Session {
                     &b.routing_key,
                     &b.arguments,
                 );
+                self.allow(Operation::Write, "exchange", &binding.destination)?;
+                self.allow(Operation::Read, "exchange", &binding.source)?;
                 missing_is_fine(self.broker.unbind(&binding).await)?;
                 if !b.nowait {
                     self.conn.method(
@@ -81,6 +87,7 @@ impl Session {
                     format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
                 ));
             }
+            self.allow(Operation::Configure, "exchange", name)?;
             let kind = match d.kind.as_str() {
                 "direct" => ExchangeType::Direct,
                 "topic" => ExchangeType::Topic,

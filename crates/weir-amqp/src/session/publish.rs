@@ -21,6 +21,7 @@ impl Session {
         ch: u16,
         incoming: IncomingPublish,
     ) -> Result<(), Exception> {
+        self.allow_publish(incoming.method.exchange.as_str())?;
         let c = self.channel(ch)?;
         let body = incoming.body;
         let seq = c.state.publish_seq();

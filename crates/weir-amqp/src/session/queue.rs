@@ -3,6 +3,7 @@
 
 use amq_protocol::protocol::{AMQPClass, queue};
 use amq_protocol::types::{FieldTable, ShortString};
+use weir_broker::access::Operation;
 use weir_broker::{BrokerError, Declared, DestinationType};
 
 use super::Session;
@@ -62,6 +63,8 @@ impl Session {
                         "operation not permitted on the default exchange",
                     ));
                 }
+                self.allow(Operation::Write, "queue", &binding.destination)?;
+                self.allow(Operation::Read, "exchange", &binding.source)?;
                 self.broker.bind(binding).await.map_err(Exception::from)?;
                 if !b.nowait {
                     self.conn.method(
@@ -76,6 +79,8 @@ impl Session {
                 // As RabbitMQ 3.x: unbinding what is not there (the binding, its
                 // queue, or its exchange, which may have gone auto-deleting with
                 // another binding) is fine.
+                self.allow(Operation::Write, "queue", &binding.destination)?;
+                self.allow(Operation::Read, "exchange", &binding.source)?;
                 missing_is_fine(self.broker.unbind(&binding).await)?;
                 self.conn.method(
                     ch,
@@ -84,6 +89,7 @@ impl Session {
             }
             queue::AMQPMethod::Purge(p) => {
                 let queue = self.queue_name(ch, &p.queue)?;
+                self.allow(Operation::Read, "queue", &queue)?;
                 self.registry.check_access(&queue, self.id)?;
                 let count = self.broker.purge(&queue).await.map_err(Exception::from)?;
                 if !p.nowait {
@@ -118,6 +124,7 @@ impl Session {
             if name.is_empty() {
                 name = format!("amq.gen-{}", random_suffix());
             }
+            self.allow(Operation::Configure, "queue", &name)?;
             check_type_arguments(&name, &d.arguments)?;
             let mut options = queue_options(&d.arguments)?;
             // Stored with the queue: the broker deletes exclusive queues at
@@ -169,6 +176,7 @@ impl Session {
     /// is not there is fine (RabbitMQ 3.x).
     async fn delete_queue(&mut self, ch: u16, d: queue::Delete) -> Result<(), Exception> {
         let queue = self.queue_name(ch, &d.queue)?;
+        self.allow(Operation::Configure, "queue", &queue)?;
         self.registry.check_access(&queue, self.id)?;
         let count = match self.broker.info(&queue).await {
             Ok(info) => {

@@ -1,9 +1,15 @@
-//! Logins over AMQP against the broker's users (issue 20, first step): passwords
+//! Logins and permissions over AMQP against the broker's users (issue 20): passwords
 //! are checked against `access.json` in the data directory, a refusal is 403
 //! `ACCESS_REFUSED`, users survive `kill -9`, and an unknown vhost is
 //! refused with 530 `NOT_ALLOWED`, as RabbitMQ does.
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::json;
 use weir_testkit::Broker;
 
 fn url(broker: &Broker, user: &str, password: &str, vhost: &str) -> String {
@@ -71,4 +77,141 @@ async fn users_are_durable_and_stored_hashed() {
         .await
         .expect_err("and its password is still checked");
     assert!(err.to_string().contains("ACCESS_REFUSED"), "{err}");
+}
+
+/// A broker with guest's queue `theirs` and a user `limited`/`pw` whose
+/// permissions on `/` cover names starting with `mine.` (and `amq.default` for
+/// write), set in `access.json` while the broker was stopped.
+async fn broker_with_a_limited_user(config: &std::path::Path) -> Broker {
+    std::fs::write(config, "[amqp]\nusers = [\"limited:pw\"]\n").unwrap();
+    let mut broker = Broker::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .expect("broker starts");
+    let guest = connect(&url(&broker, "guest", "guest", "%2f"))
+        .await
+        .unwrap();
+    let ch = guest.create_channel().await.unwrap();
+    ch.queue_declare(
+        "theirs".into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let _ = guest.close(200, "bye".into()).await;
+    broker.terminate().await.unwrap();
+    let path = broker.data_dir().join("access.json");
+    let mut defs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for p in defs["permissions"].as_array_mut().unwrap() {
+        if p["user"] == "limited" {
+            p["configure"] = json!("^mine\\.");
+            p["write"] = json!("^mine\\.|^amq\\.default$");
+            p["read"] = json!("^mine\\.");
+        }
+    }
+    std::fs::write(&path, defs.to_string()).unwrap();
+    broker.restart().await.unwrap();
+    broker
+}
+
+/// A user limited to names starting with `mine.`: each kind of permission is
+/// allowed on its own names and refused elsewhere with 403 `ACCESS_REFUSED`, which
+/// closes only the channel.
+#[tokio::test]
+async fn each_permission_is_allowed_on_its_names_and_refused_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_a_limited_user(&dir.path().join("weir.toml")).await;
+    let conn = connect(&url(&broker, "limited", "pw", "%2f"))
+        .await
+        .unwrap();
+    let refused = |e: lapin::Error| {
+        let text = e.to_string();
+        assert!(text.contains("ACCESS_REFUSED"), "{text}");
+        text
+    };
+    // configure: declare and delete.
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "mine.q".into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("configure on mine.*");
+    let text = refused(
+        ch.queue_declare(
+            "other".into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("no configure on other"),
+    );
+    assert!(
+        text.contains("queue 'other' in vhost '/' refused for user 'limited'"),
+        "{text}"
+    );
+    // write: publish through the default exchange (as amq.default) is allowed,
+    // through amq.direct refused.
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.basic_publish(
+        "".into(),
+        "mine.q".into(),
+        BasicPublishOptions::default(),
+        b"hi",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .expect("write on amq.default");
+    let outcome = match ch
+        .basic_publish(
+            "amq.direct".into(),
+            "x".into(),
+            BasicPublishOptions::default(),
+            b"no",
+            BasicProperties::default(),
+        )
+        .await
+    {
+        Err(e) => Err(e),
+        Ok(confirm) => confirm.await.map(|_| ()),
+    };
+    refused(outcome.expect_err("no write on amq.direct"));
+    // read: get from its own queue, not from guest's; bind needs read on the exchange.
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch
+        .basic_get("mine.q".into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("read on mine.*")
+        .expect("the message is there");
+    assert_eq!(got.delivery.data, b"hi");
+    refused(
+        ch.basic_get("theirs".into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect_err("no read on theirs"),
+    );
+    let ch = conn.create_channel().await.unwrap();
+    refused(
+        ch.queue_bind(
+            "mine.q".into(),
+            "amq.fanout".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("no read on amq.fanout"),
+    );
+    // The connection survived every refusal.
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete("mine.q".into(), QueueDeleteOptions::default())
+        .await
+        .expect("configure on mine.q");
+    let _ = conn.close(200, "bye".into()).await;
 }
