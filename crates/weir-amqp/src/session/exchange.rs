@@ -111,6 +111,11 @@ impl Session {
                     AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
                     _ => None,
                 });
+            if let Some(ae) = &alternate {
+                // As RabbitMQ: publishing through it writes to the alternate.
+                self.allow(Operation::Write, "exchange", ae)?;
+                self.allow(Operation::Read, "exchange", name)?;
+            }
             let options = ExchangeOptions {
                 kind,
                 durable: d.durable,

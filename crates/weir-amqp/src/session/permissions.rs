@@ -3,8 +3,10 @@
 //! `queue.bind` needs `write` on the queue and `read` on the exchange, `exchange.bind`
 //! `write` on the destination and `read` on the source; `basic.publish` `write` on
 //! the exchange (the default one as `amq.default`); `basic.consume`, `basic.get`
-//! and `queue.purge` `read` on the queue. Passive declares need nothing. A refusal
-//! is 403 `ACCESS_REFUSED` closing the channel, with RabbitMQ's text.
+//! and `queue.purge` `read` on the queue. A declaration naming a dead-letter
+//! exchange (a queue) or an alternate exchange (an exchange) also needs `write` on
+//! that exchange and `read` on what is declared. Passive declares need nothing. A
+//! refusal is 403 `ACCESS_REFUSED` closing the channel, with RabbitMQ's text.
 //!
 //! Publishes are the hot path: an exchange the user may write to is remembered for
 //! the connection (RabbitMQ keeps a per-channel cache too), so a publish costs one

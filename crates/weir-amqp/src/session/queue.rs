@@ -127,6 +127,11 @@ impl Session {
             self.allow(Operation::Configure, "queue", &name)?;
             check_type_arguments(&name, &d.arguments)?;
             let mut options = queue_options(&d.arguments)?;
+            if let Some(dlx) = &options.dead_letter_exchange {
+                // As RabbitMQ: dead-lettering writes to the exchange and reads the queue.
+                self.allow(Operation::Write, "exchange", dlx)?;
+                self.allow(Operation::Read, "queue", &name)?;
+            }
             // Stored with the queue: the broker deletes exclusive queues at
             // its next start, and auto-delete holds across restarts.
             options.exclusive = d.exclusive;

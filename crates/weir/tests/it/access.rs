@@ -4,10 +4,10 @@
 //! refused with 530 `NOT_ALLOWED`, as RabbitMQ does.
 
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use weir_testkit::Broker;
@@ -213,5 +213,53 @@ async fn each_permission_is_allowed_on_its_names_and_refused_elsewhere() {
     ch.queue_delete("mine.q".into(), QueueDeleteOptions::default())
         .await
         .expect("configure on mine.q");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// As RabbitMQ: declaring a queue with a dead-letter exchange, or an exchange with
+/// an alternate exchange, also needs write on that exchange.
+#[tokio::test]
+async fn a_dead_letter_or_alternate_exchange_needs_write_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_a_limited_user(&dir.path().join("weir.toml")).await;
+    let conn = connect(&url(&broker, "limited", "pw", "%2f"))
+        .await
+        .unwrap();
+    let with = |key: &str, exchange: &str| {
+        let mut args = FieldTable::default();
+        args.insert(key.into(), AMQPValue::LongString(exchange.into()));
+        args
+    };
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "mine.dl".into(),
+        QueueDeclareOptions::durable(),
+        with("x-dead-letter-exchange", "mine.dlx"),
+    )
+    .await
+    .expect("write on mine.dlx");
+    let err = ch
+        .queue_declare(
+            "mine.dl2".into(),
+            QueueDeclareOptions::durable(),
+            with("x-dead-letter-exchange", "amq.direct"),
+        )
+        .await
+        .expect_err("no write on amq.direct");
+    assert!(
+        err.to_string().contains("ACCESS_REFUSED") && err.to_string().contains("'amq.direct'"),
+        "{err}"
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let err = ch
+        .exchange_declare(
+            "mine.ex".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            with("alternate-exchange", "amq.direct"),
+        )
+        .await
+        .expect_err("no write on the alternate amq.direct");
+    assert!(err.to_string().contains("ACCESS_REFUSED"), "{err}");
     let _ = conn.close(200, "bye".into()).await;
 }
