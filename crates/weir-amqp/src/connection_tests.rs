@@ -224,6 +224,94 @@ fn the_handshake_opens_and_negotiates() {
     assert_eq!(names, vec![(10, 10), (10, 30), (10, 41)]);
 }
 
+impl Rig {
+    /// The (class, method) of each method frame written since the last call.
+    fn method_names(&mut self) -> Vec<(u16, u16)> {
+        self.frames()
+            .iter()
+            .map(|f| match f {
+                Frame::Method(_, c) => (c.get_amqp_class_id(), c.get_amqp_method_id()),
+                _ => (0, 0),
+            })
+            .collect()
+    }
+}
+
+/// The machine waits for the shell's answer to a login: nothing after `start-ok`
+/// is read (no `tune` goes out) until it comes; then the buffered `tune-ok` and
+/// `open` go through, and the vhost waits for its own answer.
+#[test]
+fn a_login_and_a_vhost_wait_for_the_shells_answers() {
+    let mut rig = Rig::new();
+    rig.conn
+        .input_buffer()
+        .extend_from_slice(&Client::handshake(0, false).bytes);
+    rig.conn.received(rig.now);
+    let Some(Input::Login {
+        mechanism,
+        user,
+        password,
+    }) = rig.conn.poll(rig.now)
+    else {
+        panic!("a login is handed up first");
+    };
+    assert_eq!(
+        (mechanism.as_str(), user.as_str(), password.as_str()),
+        ("PLAIN", "guest", "guest")
+    );
+    assert!(
+        rig.conn.poll(rig.now).is_none(),
+        "nothing more until the answer"
+    );
+    assert_eq!(rig.method_names(), vec![(10, 10)], "only start so far");
+    rig.conn.logged_in(None, rig.now);
+    let Some(Input::OpenVhost(vhost)) = rig.conn.poll(rig.now) else {
+        panic!("then the vhost");
+    };
+    assert_eq!(vhost, "/");
+    assert!(rig.conn.poll(rig.now).is_none());
+    assert!(!rig.conn.is_running());
+    rig.conn.vhost_opened(None, rig.now);
+    assert!(matches!(rig.conn.poll(rig.now), Some(Input::Opened)));
+    assert!(rig.conn.is_running());
+    // tune, open-ok
+    assert_eq!(rig.method_names(), vec![(10, 30), (10, 41)]);
+}
+
+/// A login answer that never comes ends at the handshake deadline, a late answer
+/// changes nothing, and a refused vhost closes the connection with 530.
+#[test]
+fn an_unanswered_login_ends_at_the_deadline_and_a_refused_vhost_closes() {
+    let mut rig = Rig::new();
+    rig.conn
+        .input_buffer()
+        .extend_from_slice(&Client::handshake(0, false).bytes);
+    rig.conn.received(rig.now);
+    assert!(matches!(rig.conn.poll(rig.now), Some(Input::Login { .. })));
+    let late = rig.now + AmqpConfig::default().handshake_timeout + Duration::from_millis(1);
+    assert!(matches!(rig.conn.tick(late), Some(Input::Closed)));
+    rig.conn.logged_in(None, late);
+    assert!(rig.conn.is_done());
+    assert_eq!(
+        rig.method_names(),
+        vec![(10, 10)],
+        "no tune after the deadline"
+    );
+
+    let mut rig = Rig::new();
+    rig.conn
+        .input_buffer()
+        .extend_from_slice(&Client::handshake(0, false).bytes);
+    rig.conn.received(rig.now);
+    assert!(matches!(rig.conn.poll(rig.now), Some(Input::Login { .. })));
+    rig.conn.logged_in(None, rig.now);
+    assert!(matches!(rig.conn.poll(rig.now), Some(Input::OpenVhost(_))));
+    rig.conn
+        .vhost_opened(Some("vhost / not for you".into()), rig.now);
+    assert_eq!(rig.connection_close(), Some(codes::NOT_ALLOWED));
+    assert!(!rig.conn.is_running());
+}
+
 #[test]
 fn the_handshake_works_a_byte_at_a_time() {
     let mut rig = Rig::new();
