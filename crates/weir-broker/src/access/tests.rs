@@ -237,3 +237,45 @@ fn a_file_that_does_not_hold_together_is_an_error() {
         assert!(matches!(err, AccessError::BadFile { .. }), "{text}: {err}");
     }
 }
+
+/// The golden `access.json` (tests/fixtures/access-v1): an argon2id user and one in
+/// RabbitMQ's SHA-256 format with its tags as one string, as RabbitMQ 3.8 exported
+/// them. Every build reads it the same way.
+#[test]
+fn this_build_reads_the_v1_access_fixture() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/access-v1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture.join(FILE), dir.path().join(FILE)).unwrap();
+    let access = open(dir.path());
+    assert_eq!(access.vhosts(), ["/", "orders"]);
+    let admin = access.authenticate("admin", "fixture-pw", REMOTE).unwrap();
+    assert!(admin.is_administrator());
+    assert!(access.authenticate("admin", "wrong", REMOTE).is_err());
+    let migrated = access
+        .authenticate("migrated", "rabbit-pw", REMOTE)
+        .unwrap();
+    assert_eq!(migrated.tags, ["management", "monitoring"]);
+    access.check_vhost(&migrated, "orders").unwrap();
+    assert!(access.check_vhost(&migrated, "/").is_err());
+    access
+        .check(
+            &migrated,
+            "orders",
+            Operation::Configure,
+            "queue",
+            "orders.eu",
+        )
+        .unwrap();
+    assert!(
+        access
+            .check(
+                &migrated,
+                "orders",
+                Operation::Write,
+                "exchange",
+                "orders.eu"
+            )
+            .is_err(),
+        "the empty write pattern allows nothing"
+    );
+}
