@@ -392,16 +392,21 @@ impl Session {
     }
 
     /// Checks `start-ok`'s credentials against the broker's users (off the runtime's
-    /// workers: the first check of a password costs an argon2id hash) and answers
+    /// workers, one check per core at a time: the first check of a password costs an
+    /// argon2id hash) and answers
     /// the connection. A refusal waits `failed_login_delay` first and says no more
     /// than RabbitMQ does about why.
     async fn log_in(&mut self, mechanism: String, user: String, password: String) {
-        let access = self.broker.access();
-        let ip = self.peer.ip();
         let name = user.clone();
-        let checked =
-            tokio::task::spawn_blocking(move || access.authenticate(&user, &password, ip)).await;
-        if let Ok(Ok(principal)) = checked {
+        let access = self.broker.access();
+        let checking = access.log_in(user, password, self.peer.ip());
+        // Within the handshake's deadline: past it the connection's next tick closes
+        // it, however many logins are queued for a password check.
+        let Ok(checked) = tokio::time::timeout(self.config.handshake_timeout, checking).await
+        else {
+            return;
+        };
+        if let Ok(principal) = checked {
             self.user = Some(principal);
             self.conn.logged_in(None, now());
             return;

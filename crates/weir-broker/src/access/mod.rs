@@ -29,7 +29,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
@@ -174,6 +174,11 @@ pub struct Access {
     verified: Mutex<HashMap<String, [u8; 32]>>,
     key: [u8; 32],
     loopback_users: Vec<String>,
+    /// Password checks running at once, at most one per core: each argon2id hash
+    /// takes 19 MiB and a core for tens of milliseconds, so a storm of logins with
+    /// new credentials waits here (within the front end's handshake timeout)
+    /// instead of taking memory and the blocking threads without a bound.
+    hashing: tokio::sync::Semaphore,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -237,7 +242,28 @@ impl Access {
             verified: Mutex::new(HashMap::new()),
             key,
             loopback_users,
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            ),
         })
+    }
+
+    /// [`Access::authenticate`] from async code: on a blocking thread, one password
+    /// check per core at a time.
+    ///
+    /// # Errors
+    /// [`LoginRefused`], whatever the reason.
+    pub async fn log_in(
+        self: &Arc<Self>,
+        user: String,
+        password: String,
+        peer: IpAddr,
+    ) -> Result<Principal, LoginRefused> {
+        let _permit = self.hashing.acquire().await.map_err(|_| LoginRefused)?;
+        let access = self.clone();
+        tokio::task::spawn_blocking(move || access.authenticate(&user, &password, peer))
+            .await
+            .map_err(|_| LoginRefused)?
     }
 
     /// Checks a login. Blocks for the password hash (tens of milliseconds) the first
