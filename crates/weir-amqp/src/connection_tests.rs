@@ -225,6 +225,16 @@ fn the_handshake_opens_and_negotiates() {
 }
 
 impl Rig {
+    /// The whole handshake fed at once, without the answers [`Rig::feed`] gives.
+    fn handshake_unanswered() -> Rig {
+        let mut rig = Rig::new();
+        rig.conn
+            .input_buffer()
+            .extend_from_slice(&Client::handshake(0, false).bytes);
+        rig.conn.received(rig.now);
+        rig
+    }
+
     /// The (class, method) of each method frame written since the last call.
     fn method_names(&mut self) -> Vec<(u16, u16)> {
         self.frames()
@@ -242,11 +252,7 @@ impl Rig {
 /// `open` go through, and the vhost waits for its own answer.
 #[test]
 fn a_login_and_a_vhost_wait_for_the_shells_answers() {
-    let mut rig = Rig::new();
-    rig.conn
-        .input_buffer()
-        .extend_from_slice(&Client::handshake(0, false).bytes);
-    rig.conn.received(rig.now);
+    let mut rig = Rig::handshake_unanswered();
     let Some(Input::Login {
         mechanism,
         user,
@@ -282,11 +288,7 @@ fn a_login_and_a_vhost_wait_for_the_shells_answers() {
 /// changes nothing, and a refused vhost closes the connection with 530.
 #[test]
 fn an_unanswered_login_ends_at_the_deadline_and_a_refused_vhost_closes() {
-    let mut rig = Rig::new();
-    rig.conn
-        .input_buffer()
-        .extend_from_slice(&Client::handshake(0, false).bytes);
-    rig.conn.received(rig.now);
+    let mut rig = Rig::handshake_unanswered();
     assert!(matches!(rig.conn.poll(rig.now), Some(Input::Login { .. })));
     let late = rig.now + AmqpConfig::default().handshake_timeout + Duration::from_millis(1);
     assert!(matches!(rig.conn.tick(late), Some(Input::Closed)));
@@ -298,11 +300,7 @@ fn an_unanswered_login_ends_at_the_deadline_and_a_refused_vhost_closes() {
         "no tune after the deadline"
     );
 
-    let mut rig = Rig::new();
-    rig.conn
-        .input_buffer()
-        .extend_from_slice(&Client::handshake(0, false).bytes);
-    rig.conn.received(rig.now);
+    let mut rig = Rig::handshake_unanswered();
     assert!(matches!(rig.conn.poll(rig.now), Some(Input::Login { .. })));
     rig.conn.logged_in(None, rig.now);
     assert!(matches!(rig.conn.poll(rig.now), Some(Input::OpenVhost(_))));

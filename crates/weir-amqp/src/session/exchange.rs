@@ -40,8 +40,7 @@ impl Session {
                     &b.routing_key,
                     &b.arguments,
                 );
-                self.allow(Operation::Write, "exchange", &binding.destination)?;
-                self.allow(Operation::Read, "exchange", &binding.source)?;
+                self.allow_binding(&binding)?;
                 self.broker.bind(binding).await.map_err(Exception::from)?;
                 if !b.nowait {
                     self.conn.method(
@@ -58,8 +57,7 @@ impl Session {
                     &b.routing_key,
                     &b.arguments,
                 );
-                self.allow(Operation::Write, "exchange", &binding.destination)?;
-                self.allow(Operation::Read, "exchange", &binding.source)?;
+                self.allow_binding(&binding)?;
                 missing_is_fine(self.broker.unbind(&binding).await)?;
                 if !b.nowait {
                     self.conn.method(

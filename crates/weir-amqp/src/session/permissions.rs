@@ -13,6 +13,7 @@
 //! hash lookup; permissions changed later apply to new connections.
 
 use weir_broker::access::{DEFAULT_VHOST, Operation};
+use weir_broker::{Binding, DestinationType};
 
 use super::Session;
 use crate::codes::{ACCESS_REFUSED, Exception};
@@ -35,6 +36,17 @@ impl Session {
             .access()
             .check(user, DEFAULT_VHOST, operation, kind, name)
             .map_err(|refused| Exception::channel(ACCESS_REFUSED, refused.to_string()))
+    }
+
+    /// A binding made or removed: `write` on its destination (queue or exchange),
+    /// `read` on its source exchange.
+    pub(super) fn allow_binding(&self, binding: &Binding) -> Result<(), Exception> {
+        let destination = match binding.destination_type {
+            DestinationType::Queue => "queue",
+            DestinationType::Exchange => "exchange",
+        };
+        self.allow(Operation::Write, destination, &binding.destination)?;
+        self.allow(Operation::Read, "exchange", &binding.source)
     }
 
     /// `write` on the exchange a publish names, remembered once allowed.

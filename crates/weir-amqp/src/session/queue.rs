@@ -63,8 +63,7 @@ impl Session {
                         "operation not permitted on the default exchange",
                     ));
                 }
-                self.allow(Operation::Write, "queue", &binding.destination)?;
-                self.allow(Operation::Read, "exchange", &binding.source)?;
+                self.allow_binding(&binding)?;
                 self.broker.bind(binding).await.map_err(Exception::from)?;
                 if !b.nowait {
                     self.conn.method(
@@ -79,8 +78,7 @@ impl Session {
                 // As RabbitMQ 3.x: unbinding what is not there (the binding, its
                 // queue, or its exchange, which may have gone auto-deleting with
                 // another binding) is fine.
-                self.allow(Operation::Write, "queue", &binding.destination)?;
-                self.allow(Operation::Read, "exchange", &binding.source)?;
+                self.allow_binding(&binding)?;
                 missing_is_fine(self.broker.unbind(&binding).await)?;
                 self.conn.method(
                     ch,
