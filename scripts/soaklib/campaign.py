@@ -67,7 +67,7 @@ def drain(ctx, deadline_s=180):
         empty_rounds = 0
         while time.monotonic() < deadline:
             ts = round(now(), 4)
-            status, answer, _ = http_request(addr, "GET", f"/api/queues/{q}/messages?max=1000&visibility_timeout_ms=600000", timeout=30)
+            status, answer, _ = http_request(addr, "POST", f"/api/queues/{q}/receive?max=1000&visibility_timeout_ms=600000", timeout=30)
             te = round(now(), 4)
             if status != 200:
                 hist("drain_error", q=q, status=status)

@@ -153,13 +153,13 @@ def http_consumer(ctx, name, queue, mode, vt_ms):
     rng = random.Random(hash(name) ^ ctx.args.seed)
     hist = ctx.hist
     conn = None
-    path = f"/api/queues/{queue}/messages?max=10&wait_ms=500&visibility_timeout_ms={vt_ms}"
+    path = f"/api/queues/{queue}/receive?max=10&wait_ms=500&visibility_timeout_ms={vt_ms}"
     while not ctx.stop_load.is_set():
         if not ctx.wait_up(0.5):
             continue
         ts = round(now(), 4)
         try:
-            status, answer, conn = http_request(ctx.broker.http, "GET", path, timeout=10, conn=conn)
+            status, answer, conn = http_request(ctx.broker.http, "POST", path, timeout=10, conn=conn)
         except Exception:
             conn = None
             ctx.stop_load.wait(0.2)

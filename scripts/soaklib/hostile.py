@@ -195,7 +195,7 @@ def inject_http_huge_content_length(ctx):
     try:
         s = socket.create_connection(ctx.broker.http, timeout=5)
         try:
-            s.sendall(b"POST /api/queues/soak.work/messages HTTP/1.1\r\nHost: soak\r\n"
+            s.sendall(b"POST /api/queues/soak.work/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n"
                       b"Content-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{")
             data = s.recv(4096)
             got = data.split(b"\r\n", 1)[0].decode("latin-1") if data else "closed without an answer"
@@ -218,7 +218,7 @@ def inject_http_half_body(ctx, hold):
     try:
         s = socket.create_connection(ctx.broker.http, timeout=5)
         try:
-            s.sendall(b"POST /api/queues/soak.work/messages HTTP/1.1\r\nHost: soak\r\n"
+            s.sendall(b"POST /api/queues/soak.work/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n"
                       b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + b"{" + b" " * 99)
             s.settimeout(hold)
             try:
@@ -246,7 +246,7 @@ def inject_http_slowloris(ctx, sockets, hold):
         for _ in range(sockets):
             try:
                 s = socket.create_connection(ctx.broker.http, timeout=2)
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: soak\r\n")
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
                 held.append(s)
             except OSError:
                 break

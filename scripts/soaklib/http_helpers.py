@@ -4,8 +4,12 @@ Kept apart because every part of the campaign uses it: the HTTP load, the probes
 hostile inputs, the topology set-up and the final drain.
 """
 
+import base64
 import http.client
 import json
+
+# The user a fresh broker has (loopback only); every endpoint but /healthz needs a login.
+AUTHORIZATION = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
 def http_request(addr, method, path, body=None, timeout=10.0, conn=None):
@@ -15,7 +19,7 @@ def http_request(addr, method, path, body=None, timeout=10.0, conn=None):
         conn = http.client.HTTPConnection(addr[0], addr[1], timeout=timeout)
     try:
         data = None
-        headers = {}
+        headers = {"Authorization": AUTHORIZATION}
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = "application/json"

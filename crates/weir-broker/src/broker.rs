@@ -131,6 +131,14 @@ impl<S: LogStore> Broker<S> {
             .ok_or_else(|| not_found(name))
     }
 
+    /// A queue's settings, without asking the queue (no wait).
+    ///
+    /// # Errors
+    /// `NotFound`, or `Unavailable` while the broker shuts down.
+    pub fn options(&self, name: &str) -> Result<Arc<QueueOptions>> {
+        Ok(self.get(name)?.options)
+    }
+
     /// Declares a queue: creates it, or confirms an identical one exists.
     pub async fn declare(&self, name: &str, options: QueueOptions) -> Result<Declared> {
         validate_name(name)?;

@@ -45,11 +45,22 @@ pub struct HttpConfig {
     pub max_drain_bytes: u64,
     /// Longest time spent draining one refused body.
     pub drain_timeout_ms: u64,
+    /// Host names (and IP literals) a request's `Host` header may name, beside the
+    /// loopback names and the address the connection came in on, which are always
+    /// allowed. `"*"` allows any. Refusing other names defeats DNS rebinding: a page
+    /// on a name the attacker controls, resolved to the broker, still sends its own
+    /// name.
+    pub allowed_hosts: Vec<String>,
+    /// How long a refused login (wrong user or password) waits before its 401.
+    pub failed_login_delay_ms: u64,
 }
 
 /// The longest timeout the `[http]` keys take (30 days, the broker's longest
 /// duration anywhere).
 pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The longest `failed_login_delay_ms` (a minute, as `[amqp]`'s).
+const MAX_LOGIN_DELAY_MS: u64 = 60_000;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -63,6 +74,8 @@ impl Default for HttpConfig {
             max_long_polls: 0,
             max_drain_bytes: 256 << 20,
             drain_timeout_ms: 30_000,
+            allowed_hosts: Vec::new(),
+            failed_login_delay_ms: 1000,
         }
     }
 }
@@ -99,6 +112,19 @@ impl HttpConfig {
             if value > MAX_TIMEOUT_MS {
                 problems.push(format!(
                     "http.{key} {value} is over {MAX_TIMEOUT_MS} (30 days)"
+                ));
+            }
+        }
+        if self.failed_login_delay_ms > MAX_LOGIN_DELAY_MS {
+            problems.push(format!(
+                "http.failed_login_delay_ms {} is over {MAX_LOGIN_DELAY_MS}",
+                self.failed_login_delay_ms
+            ));
+        }
+        for host in &self.allowed_hosts {
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                problems.push(format!(
+                    "http.allowed_hosts: {host:?} is not a host name (no scheme, path or port)"
                 ));
             }
         }

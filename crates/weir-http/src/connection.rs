@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Addrs;
 use crate::body::{BodySettings, RequestBody, ResponseBody};
 use crate::phase::{ConnectionState, InFlight, Phase, Timeouts};
 
@@ -107,6 +108,8 @@ pub(crate) struct Service {
     pub(crate) router: Router,
     pub(crate) state: Arc<ConnectionState>,
     pub(crate) body: Arc<BodySettings>,
+    /// The connection's two ends, for the login's loopback check and the Host check.
+    pub(crate) addrs: Addrs,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -114,7 +117,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.addrs);
         let in_flight = Arc::new(InFlight::begin(&self.state));
         let expect_continue = request
             .headers()

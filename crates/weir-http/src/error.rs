@@ -22,6 +22,9 @@ pub struct ApiError {
     /// (an alarm, the long-poll cap), so clients and their retry libraries wait
     /// that long instead of guessing.
     pub retry_after_s: Option<u32>,
+    /// Answer with `WWW-Authenticate: Basic` (a 401), so browsers and clients know
+    /// to send credentials.
+    pub challenge: bool,
 }
 
 impl ApiError {
@@ -33,12 +36,20 @@ impl ApiError {
             reason: reason.into(),
             extra: None,
             retry_after_s: None,
+            challenge: false,
         }
     }
 
     /// A 400 with code `code`.
     pub fn bad_request(code: &'static str, reason: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, reason)
+    }
+
+    /// The same answer with `WWW-Authenticate: Basic realm="weir"`.
+    #[must_use]
+    pub fn challenge(mut self) -> ApiError {
+        self.challenge = true;
+        self
     }
 
     /// The same answer with a `Retry-After: seconds` header.
@@ -95,6 +106,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"weir\", charset=\"UTF-8\""),
+            );
         }
         response
     }

@@ -15,6 +15,7 @@
 //! and long polls then pass in virtual time, instantly. [`Harness::reset`] removes
 //! every queue and exchange an input made, so inputs do not pile state up.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use weir_broker::routing::is_built_in;
 use weir_broker::{Broker, BrokerConfig, FsyncPolicy, Limits};
 
+use crate::auth::Addrs;
 use crate::config::HttpConfig;
 use crate::connection::{self, Io, Service};
 use crate::phase::{Clock, ConnectionState};
@@ -40,8 +42,34 @@ pub fn config() -> HttpConfig {
         max_connections: 4,
         max_long_polls: 1,
         max_drain_bytes: 32 << 10,
+        // The seeds' and the corpus's `Host: x`.
+        allowed_hosts: vec!["x".to_owned()],
         ..HttpConfig::default()
     }
+}
+
+/// `data` with guest's credentials after each `HTTP/1.1` request line, unless it
+/// carries an `Authorization` header of its own: so inputs reach the handlers
+/// behind the login, and the ones that bring their own exercise the login.
+fn with_login(data: &[u8]) -> Vec<u8> {
+    const LINE_END: &[u8] = b" HTTP/1.1\r\n";
+    const LOGIN: &[u8] = b"Authorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n";
+    if data
+        .windows(13)
+        .any(|w| w.eq_ignore_ascii_case(b"authorization"))
+    {
+        return data.to_vec();
+    }
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let mut rest = data;
+    while let Some(at) = rest.windows(LINE_END.len()).position(|w| w == LINE_END) {
+        let end = at + LINE_END.len();
+        out.extend_from_slice(&rest[..end]);
+        out.extend_from_slice(LOGIN);
+        rest = &rest[end..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// A broker and the router in front of it.
@@ -94,12 +122,18 @@ impl Harness {
         let Some((&cut, data)) = data.split_first() else {
             return Vec::new();
         };
+        let data = with_login(data);
+        let data = data.as_slice();
         let (mut client, server) = tokio::io::duplex(16 << 10);
         let state = Arc::new(ConnectionState::new(Clock::new()));
         let service = Service {
             router: self.router.clone(),
             state: Arc::clone(&state),
             body: Arc::new(self.config.body_settings()),
+            addrs: Addrs {
+                peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+                local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
         };
         let served = tokio::spawn(connection::drive(
             Io::new(server, state),
@@ -283,7 +317,7 @@ mod tests {
                     &[
                         declare.clone(),
                         request("POST", "/api/queues/q/messages", r#"{"messages":[{"body":"a","id":"1","priority":2},{"body_base64":"AAE=","group":"g","headers":{"k":"v"}}]}"#),
-                        request("GET", "/api/queues/q/messages?max=10&visibility_timeout_ms=1000", ""),
+                        request("POST", "/api/queues/q/receive?max=10", r#"{"visibility_timeout_ms":1000}"#),
                         request("POST", "/api/queues/q/ack", r#"{"receipts":["0-1","zz"]}"#),
                         request("POST", "/api/queues/q/nack", r#"{"receipt":"1-2","requeue":false}"#),
                         request("GET", "/api/queues/q", ""),
@@ -300,7 +334,7 @@ mod tests {
                     0,
                     &[
                         declare.clone(),
-                        request("GET", "/api/queues/q/messages?wait_ms=5000", ""),
+                        request("POST", "/api/queues/q/receive", r#"{"wait_ms":5000}"#),
                         request("POST", "/api/queues/q/extend", r#"{"receipt":"0-0","visibility_timeout_ms":5}"#),
                     ],
                 ),
@@ -387,6 +421,13 @@ mod tests {
                     ],
                 ),
             ),
+            (
+                "login-refused",
+                with(
+                    0,
+                    &["GET /api/queues HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6bm8=\r\n\r\n".to_owned()],
+                ),
+            ),
             ("garbage", with(0, &["\x16\x03\x01\x02\x00 not http\r\n\r\n".to_owned()])),
             ("half-head", with(0, &["GET /healthz HTTP/1.1\r\nHost:".to_owned()])),
         ]
@@ -450,6 +491,14 @@ mod tests {
                         );
                     }
                     "too-large" => assert_eq!(statuses, [413], "{text}"),
+                    "login-refused" => {
+                        assert_eq!(statuses, [401], "{text}");
+                        assert!(
+                            text.contains("WWW-Authenticate: Basic")
+                                || text.contains("www-authenticate: Basic"),
+                            "{text}"
+                        );
+                    }
                     "routing" => assert!(text.contains("\"routed\":1"), "{text}"),
                     "garbage" => assert_eq!(statuses, [400], "{text}"),
                     // Closed at the header timeout, unanswered.

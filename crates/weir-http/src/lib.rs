@@ -21,6 +21,8 @@
 //! # }
 //! ```
 
+mod admin_routes;
+mod auth;
 #[doc(hidden)]
 pub mod bench_api;
 mod body;

@@ -13,11 +13,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+use weir_broker::access::Operation;
 use weir_broker::{
     Broker, BrokerError, DeadLetterInfo, Declared, Delivery, NackOptions, QueueOptions,
     ReceiveRequest, SettleReport,
 };
 
+use crate::admin_routes as admin;
+use crate::auth::{self, Caller, Guard};
 use crate::config::HttpConfig;
 use crate::error::{ApiError, status_of};
 use crate::extract::{JsonBody, OneOrMany, QueryParams};
@@ -27,6 +30,10 @@ use crate::state::{ApiResult, AppState, LONG_POLL_RETRY_AFTER_S, LongPolls, Writ
 
 pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
     let state = AppState {
+        guard: Arc::new(Guard::new(
+            &config.allowed_hosts,
+            config.failed_login_delay_ms,
+        )),
         alarms: broker.alarms(),
         broker,
         max_body_bytes: config.max_body_bytes,
@@ -47,9 +54,9 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
         .route("/api/queues/{name}/purge", post(purge))
         .route(
             "/api/queues/{name}/messages",
-            // HEAD would run the GET handler and lease messages nobody sees.
-            post(send).get(receive).head(method_not_allowed),
+            post(send).get(receive_moved).head(receive_moved),
         )
+        .route("/api/queues/{name}/receive", post(receive))
         .route("/api/queues/{name}/ack", post(ack))
         .route("/api/queues/{name}/nack", post(nack))
         .route("/api/queues/{name}/extend", post(extend))
@@ -76,8 +83,30 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
             "/api/topics/{topic}/subscriptions/{name}",
             put(x::subscribe).delete(x::unsubscribe),
         )
+        .route("/api/whoami", get(admin::whoami))
+        .route("/api/users", get(admin::list_users))
+        .route(
+            "/api/users/{name}",
+            get(admin::show_user)
+                .put(admin::put_user)
+                .delete(admin::delete_user),
+        )
+        .route("/api/vhosts", get(admin::list_vhosts))
+        .route(
+            "/api/vhosts/{name}",
+            put(admin::put_vhost).delete(admin::delete_vhost),
+        )
+        .route("/api/permissions", get(admin::list_permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            put(admin::put_permissions).delete(admin::delete_permissions),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .with_state(state)
 }
 
@@ -109,7 +138,35 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn broker_stats(State(broker): State<Broker>) -> ApiResult {
+/// GET and HEAD never change state, and a receive leases messages: it is a POST.
+async fn receive_moved() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "receiving leases messages, so it is a POST: POST /api/queues/{name}/receive \
+         with {\"max\", \"wait_ms\", \"visibility_timeout_ms\"}; GET and HEAD never change state",
+    )
+}
+
+/// 403 `resource_locked` for an exclusive queue: it belongs to the AMQP connection
+/// that declared it, and over HTTP only its settings and stats can be seen (as
+/// another AMQP connection gets 405 `RESOURCE_LOCKED`).
+pub(crate) fn not_exclusive(broker: &Broker, name: &str) -> Result<(), ApiError> {
+    if broker.options(name).is_ok_and(|o| o.exclusive) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "resource_locked",
+            format!(
+                "cannot obtain exclusive access to locked queue '{name}' in vhost '/': it \
+                 belongs to the AMQP connection that declared it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn broker_stats(caller: Caller, State(broker): State<Broker>) -> ApiResult {
+    caller.allow_view()?;
     ok(
         StatusCode::OK,
         json!({
@@ -120,19 +177,38 @@ async fn broker_stats(State(broker): State<Broker>) -> ApiResult {
     )
 }
 
-async fn list_queues(State(broker): State<Broker>) -> ApiResult {
+async fn list_queues(caller: Caller, State(broker): State<Broker>) -> ApiResult {
+    caller.allow_view()?;
     ok(StatusCode::OK, json!({"queues": broker.list().await}))
 }
 
-async fn show_queue(State(broker): State<Broker>, Path(name): Path<String>) -> ApiResult {
+async fn show_queue(
+    caller: Caller,
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    caller.allow_view()?;
     ok(StatusCode::OK, json!(broker.info(&name).await?))
 }
 
 async fn declare_queue(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     JsonBody(options): JsonBody<QueueOptions>,
 ) -> ApiResult {
+    caller.allow(Operation::Configure, "queue", &name)?;
+    // As over AMQP: naming a dead-letter exchange needs write on it and read on
+    // the queue that sends to it.
+    if let Some(dlx) = &options.dead_letter_exchange {
+        caller.allow(Operation::Write, "exchange", dlx)?;
+        caller.allow(Operation::Read, "queue", &name)?;
+    }
+    // weir's direct dead-letter queue is reached through the default exchange.
+    if options.dead_letter_queue.is_some() {
+        caller.allow(Operation::Write, "exchange", "")?;
+        caller.allow(Operation::Read, "queue", &name)?;
+    }
     // As RabbitMQ: `amq.` names are the broker's (server-named queues are
     // `amq.gen-…`); a client may use them but not declare them.
     if name.starts_with("amq.") {
@@ -159,12 +235,24 @@ async fn declare_queue(
     ok(status, json!(info))
 }
 
-async fn delete_queue(State(broker): State<Broker>, Path(name): Path<String>) -> ApiResult {
+async fn delete_queue(
+    caller: Caller,
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    caller.allow(Operation::Configure, "queue", &name)?;
+    not_exclusive(&broker, &name)?;
     broker.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn purge(State(broker): State<Broker>, Path(name): Path<String>) -> ApiResult {
+async fn purge(
+    caller: Caller,
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &name)?;
+    not_exclusive(&broker, &name)?;
     ok(
         StatusCode::OK,
         json!({"purged": broker.purge(&name).await?}),
@@ -172,11 +260,14 @@ async fn purge(State(broker): State<Broker>, Path(name): Path<String>) -> ApiRes
 }
 
 async fn send(
+    caller: Caller,
     State(broker): State<Broker>,
     _: WritesAllowed,
     Path(name): Path<String>,
     body: OneOrMany<MessageIn>,
 ) -> ApiResult {
+    // A send is a publish through the default exchange, as RabbitMQ checks it.
+    caller.allow(Operation::Write, "exchange", "")?;
     let messages = body
         .items
         .into_iter()
@@ -195,7 +286,7 @@ async fn send(
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ReceiveQuery {
     max: Option<u32>,
@@ -255,16 +346,22 @@ pub(crate) fn deliveries(got: &[Delivery]) -> Response {
     (StatusCode::OK, Json(Messages { messages })).into_response()
 }
 
+/// `POST /api/queues/{name}/receive`: the arguments in the JSON body, or in the
+/// query (`?max=10`, handy with curl); a body's value wins.
 async fn receive(
+    caller: Caller,
     State(broker): State<Broker>,
     State(long_polls): State<LongPolls>,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<ReceiveQuery>,
+    JsonBody(b): JsonBody<ReceiveQuery>,
 ) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &name)?;
+    not_exclusive(&broker, &name)?;
     let mut request = ReceiveRequest {
-        max: q.max.unwrap_or(1),
-        wait_ms: q.wait_ms.unwrap_or(0),
-        visibility_timeout_ms: q.visibility_timeout_ms,
+        max: b.max.or(q.max).unwrap_or(1),
+        wait_ms: b.wait_ms.or(q.wait_ms).unwrap_or(0),
+        visibility_timeout_ms: b.visibility_timeout_ms.or(q.visibility_timeout_ms),
     };
     let mut over_cap = false;
     // An out-of-range wait_ms is the broker's 400 whatever the cap.
@@ -357,10 +454,13 @@ fn settle_answer(verb: &str, report: &SettleReport) -> ApiResult {
 }
 
 async fn ack(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     JsonBody(mut r): JsonBody<Receipts>,
 ) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &name)?;
+    not_exclusive(&broker, &name)?;
     Receipts::refuse("requeue", r.requeue.is_some())?;
     Receipts::refuse("delay_ms", r.delay_ms.is_some())?;
     Receipts::refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
@@ -369,10 +469,13 @@ async fn ack(
 }
 
 async fn nack(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     JsonBody(mut r): JsonBody<Receipts>,
 ) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &name)?;
+    not_exclusive(&broker, &name)?;
     Receipts::refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
     let receipts = r.list()?;
     let requeue = r.requeue.unwrap_or(true);
@@ -390,10 +493,13 @@ async fn nack(
 }
 
 async fn extend(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     JsonBody(mut r): JsonBody<Receipts>,
 ) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &name)?;
+    not_exclusive(&broker, &name)?;
     Receipts::refuse("requeue", r.requeue.is_some())?;
     Receipts::refuse("delay_ms", r.delay_ms.is_some())?;
     let receipts = r.list()?;
@@ -413,10 +519,13 @@ struct PeekQuery {
 }
 
 async fn peek_dead_letters(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<PeekQuery>,
 ) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &name)?;
+    not_exclusive(&broker, &name)?;
     let got = broker.peek_dead_letters(&name, q.max.unwrap_or(10)).await?;
     Ok(deliveries(&got))
 }
@@ -428,11 +537,17 @@ struct RedriveBody {
 }
 
 async fn redrive(
+    caller: Caller,
     State(broker): State<Broker>,
     _: WritesAllowed,
     Path(name): Path<String>,
     JsonBody(b): JsonBody<RedriveBody>,
 ) -> ApiResult {
+    // Takes messages from this queue and publishes them back to the queues they
+    // came from through the default exchange.
+    caller.allow(Operation::Read, "queue", &name)?;
+    caller.allow(Operation::Write, "exchange", "")?;
+    not_exclusive(&broker, &name)?;
     let n = broker
         .redrive_dead_letters(&name, b.max.unwrap_or(u32::MAX))
         .await?;

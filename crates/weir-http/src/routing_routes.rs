@@ -7,10 +7,14 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use weir_broker::access::Operation;
 use weir_broker::{
-    Binding, Broker, Declared, ExchangeOptions, PublishMessage, PublishOptions, QueueOptions,
+    Binding, Broker, Declared, DestinationType, ExchangeOptions, PublishMessage, PublishOptions,
+    QueueOptions, subscription_queue,
 };
 
+use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
 use crate::messages::{MessageIn, message_in};
 use crate::state::{ApiResult, WritesAllowed, ok};
@@ -23,6 +27,17 @@ fn exchange_name(name: &str) -> &str {
     if name == DEFAULT_EXCHANGE { "" } else { name }
 }
 
+/// A binding made or removed: `write` on its destination, `read` on its source
+/// exchange (RabbitMQ's rule, as the AMQP front end applies it).
+fn allow_binding(caller: &Caller, binding: &Binding) -> Result<(), ApiError> {
+    let kind = match binding.destination_type {
+        DestinationType::Queue => "queue",
+        DestinationType::Exchange => "exchange",
+    };
+    caller.allow(Operation::Write, kind, &binding.destination)?;
+    caller.allow(Operation::Read, "exchange", &binding.source)
+}
+
 fn created(d: Declared) -> StatusCode {
     match d {
         Declared::Created => StatusCode::CREATED,
@@ -30,14 +45,17 @@ fn created(d: Declared) -> StatusCode {
     }
 }
 
-pub(crate) async fn list_exchanges(State(broker): State<Broker>) -> ApiResult {
+pub(crate) async fn list_exchanges(caller: Caller, State(broker): State<Broker>) -> ApiResult {
+    caller.allow_view()?;
     ok(StatusCode::OK, json!({"exchanges": broker.exchanges()}))
 }
 
 pub(crate) async fn show_exchange(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
 ) -> ApiResult {
+    caller.allow_view()?;
     ok(
         StatusCode::OK,
         json!(broker.exchange(exchange_name(&name))?),
@@ -45,10 +63,17 @@ pub(crate) async fn show_exchange(
 }
 
 pub(crate) async fn declare_exchange(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     JsonBody(options): JsonBody<ExchangeOptions>,
 ) -> ApiResult {
+    caller.allow(Operation::Configure, "exchange", exchange_name(&name))?;
+    // As over AMQP: an alternate exchange needs write on it and read on this one.
+    if let Some(ae) = &options.alternate_exchange {
+        caller.allow(Operation::Write, "exchange", ae)?;
+        caller.allow(Operation::Read, "exchange", exchange_name(&name))?;
+    }
     let declared = broker
         .declare_exchange(exchange_name(&name), options)
         .await?;
@@ -62,10 +87,12 @@ pub(crate) struct DeleteQuery {
 }
 
 pub(crate) async fn delete_exchange(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<DeleteQuery>,
 ) -> ApiResult {
+    caller.allow(Operation::Configure, "exchange", exchange_name(&name))?;
     broker
         .delete_exchange(exchange_name(&name), q.if_unused.unwrap_or(false))
         .await?;
@@ -80,9 +107,11 @@ pub(crate) struct BindingsQuery {
 }
 
 pub(crate) async fn list_bindings(
+    caller: Caller,
     State(broker): State<Broker>,
     QueryParams(q): QueryParams<BindingsQuery>,
 ) -> ApiResult {
+    caller.allow_view()?;
     let bindings = broker.bindings(q.source.as_deref(), q.destination.as_deref());
     ok(StatusCode::OK, json!({"bindings": bindings}))
 }
@@ -92,7 +121,14 @@ impl Batched for Binding {
 }
 
 /// One binding, or `{"bindings": [...]}` added all or none.
-pub(crate) async fn bind(State(broker): State<Broker>, body: OneOrMany<Binding>) -> ApiResult {
+pub(crate) async fn bind(
+    caller: Caller,
+    State(broker): State<Broker>,
+    body: OneOrMany<Binding>,
+) -> ApiResult {
+    for binding in &body.items {
+        allow_binding(&caller, binding)?;
+    }
     if body.batch {
         let answers = broker.bind_many(body.items).await?;
         let added = answers.iter().filter(|d| **d == Declared::Created).count();
@@ -112,9 +148,11 @@ pub(crate) async fn bind(State(broker): State<Broker>, body: OneOrMany<Binding>)
 }
 
 pub(crate) async fn unbind(
+    caller: Caller,
     State(broker): State<Broker>,
     JsonBody(binding): JsonBody<Binding>,
 ) -> ApiResult {
+    allow_binding(&caller, &binding)?;
     broker.unbind(&binding).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -223,22 +261,26 @@ async fn publish_through(
 }
 
 pub(crate) async fn publish(
+    caller: Caller,
     State(broker): State<Broker>,
     _: WritesAllowed,
     Path(name): Path<String>,
     QueryParams(query): QueryParams<PublishQuery>,
     body: OneOrMany<PublishIn>,
 ) -> ApiResult {
+    caller.allow(Operation::Write, "exchange", exchange_name(&name))?;
     publish_through(&broker, exchange_name(&name), body.items, false, &query).await
 }
 
 pub(crate) async fn publish_topic(
+    caller: Caller,
     State(broker): State<Broker>,
     _: WritesAllowed,
     Path(topic): Path<String>,
     QueryParams(query): QueryParams<PublishQuery>,
     body: OneOrMany<PublishIn>,
 ) -> ApiResult {
+    caller.allow(Operation::Write, "exchange", &topic)?;
     publish_through(&broker, &topic, body.items, true, &query).await
 }
 
@@ -253,10 +295,18 @@ pub(crate) struct SubscribeBody {
 }
 
 pub(crate) async fn subscribe(
+    caller: Caller,
     State(broker): State<Broker>,
     Path((topic, name)): Path<(String, String)>,
     JsonBody(body): JsonBody<SubscribeBody>,
 ) -> ApiResult {
+    // Declares the topic exchange (if new) and the subscriber's queue, and binds
+    // them: what those three take over AMQP.
+    let queue = subscription_queue(&topic, &name);
+    caller.allow(Operation::Configure, "exchange", &topic)?;
+    caller.allow(Operation::Configure, "queue", &queue)?;
+    caller.allow(Operation::Write, "queue", &queue)?;
+    caller.allow(Operation::Read, "exchange", &topic)?;
     let pattern = body.pattern.unwrap_or_else(|| "#".to_owned());
     let (declared, info) = broker
         .subscribe(&topic, &name, &pattern, body.queue.unwrap_or_default())
@@ -265,17 +315,25 @@ pub(crate) async fn subscribe(
 }
 
 pub(crate) async fn unsubscribe(
+    caller: Caller,
     State(broker): State<Broker>,
     Path((topic, name)): Path<(String, String)>,
 ) -> ApiResult {
+    caller.allow(
+        Operation::Configure,
+        "queue",
+        &subscription_queue(&topic, &name),
+    )?;
     broker.unsubscribe(&topic, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn list_subscriptions(
+    caller: Caller,
     State(broker): State<Broker>,
     Path(topic): Path<String>,
 ) -> ApiResult {
+    caller.allow_view()?;
     let subs = broker.subscriptions(&topic)?;
     let mut out = Vec::with_capacity(subs.len());
     for s in subs {

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use crate::auth::Addrs;
 use crate::config::HttpConfig;
 use crate::connection::{self, Io, Service};
 use crate::phase::{Clock, ConnectionState, Phase};
@@ -176,10 +177,14 @@ pub(crate) async fn serve(
             registry: Arc::clone(&registry),
             id: next_id,
         };
+        let Ok(local) = stream.local_addr() else {
+            continue; // the socket is already gone
+        };
         let service = Service {
             router: router.clone(),
             state: Arc::clone(&state),
             body: Arc::clone(&body),
+            addrs: Addrs { peer, local },
         };
         let shutdown = shutdown.clone();
         // Everything logged while serving this connection names it.

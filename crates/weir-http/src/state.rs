@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use weir_broker::{Alarms, Broker};
 
+use crate::auth::Guard;
 use crate::error::ApiError;
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
@@ -28,6 +29,8 @@ pub(crate) struct AppState {
     pub(crate) long_polls: LongPolls,
     /// The broker's resource alarms: sends are refused while one is raised.
     pub(crate) alarms: watch::Receiver<Alarms>,
+    /// Host, origin and login checks ([`crate::auth`]).
+    pub(crate) guard: Arc<Guard>,
 }
 
 impl FromRef<AppState> for Broker {

@@ -224,10 +224,30 @@ impl Broker {
         self.spawn().await
     }
 
-    /// An HTTP client.
+    /// An HTTP client that logs in as `guest` (see [`http_client`]).
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::new()
+        http_client()
     }
+}
+
+/// The `Authorization` header of `guest`/`guest`, the user a fresh broker has.
+pub const GUEST_AUTHORIZATION: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
+
+/// An HTTP client that sends `guest`'s credentials with every request (a request
+/// may override them with its own `basic_auth`).
+///
+/// # Panics
+/// If reqwest cannot build a client (no TLS back end is involved, so it can).
+pub fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static(GUEST_AUTHORIZATION),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("invariant: a plain HTTP client builds")
 }
 
 impl Drop for Broker {

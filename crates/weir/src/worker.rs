@@ -118,7 +118,7 @@ impl RunResult {
 /// Runs the worker until a signal (exit 0) or an error the broker will not get over
 /// by itself, such as a queue that does not exist (an error, exit 1).
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.server.server)?;
+    let api = args.server.api()?;
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     watch_signals(stop.clone(), abort.clone())?;

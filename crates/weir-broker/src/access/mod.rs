@@ -196,13 +196,19 @@ fn valid_name(name: &str) -> Result<(), AccessError> {
     Ok(())
 }
 
-/// Loopback, IPv4-mapped IPv6 included.
+/// The loopback address itself: `127.0.0.1` or `::1` (IPv4-mapped included).
+/// Narrower than RabbitMQ, which takes all of `127.0.0.0/8`: the rest of that range
+/// is what containers and test rigs hand out as a second "host" (a client bound to
+/// `127.0.0.2` stands for another machine), and a loopback-only user should not
+/// reach the broker from there.
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+            .map_or(v6 == std::net::Ipv6Addr::LOCALHOST, |v4| {
+                v4 == std::net::Ipv4Addr::LOCALHOST
+            }),
     }
 }
 
@@ -259,6 +265,9 @@ impl Access {
         password: String,
         peer: IpAddr,
     ) -> Result<Principal, LoginRefused> {
+        if let Some(known) = self.remembered(&user, &password, peer) {
+            return known;
+        }
         let _permit = self.hashing.acquire().await.map_err(|_| LoginRefused)?;
         let access = self.clone();
         tokio::task::spawn_blocking(move || access.authenticate(&user, &password, peer))
@@ -277,23 +286,13 @@ impl Access {
         password: &str,
         peer: IpAddr,
     ) -> Result<Principal, LoginRefused> {
-        if self.loopback_users.iter().any(|u| u == user) && !is_loopback(peer) {
-            return Err(LoginRefused);
+        if let Some(known) = self.remembered(user, password, peer) {
+            return known;
         }
         let digest = self.digest(user, password);
         let stored = {
             let state = read(&self.state);
-            let found = state.users.get(user).ok_or(LoginRefused)?;
-            let seen = lock(&self.verified)
-                .get(user)
-                .is_some_and(|d| password::constant_time_eq(d, &digest));
-            if seen {
-                return Ok(Principal {
-                    name: user.to_owned(),
-                    tags: found.tags.clone(),
-                });
-            }
-            found.password.clone()
+            state.users.get(user).ok_or(LoginRefused)?.password.clone()
         };
         if !password::verify(&stored, password) {
             return Err(LoginRefused);
@@ -327,6 +326,53 @@ impl Access {
             name: user.to_owned(),
             tags: found.tags.clone(),
         })
+    }
+
+    /// The answer to a login that needs no password hash: refused for a
+    /// loopback-only user from elsewhere or an unknown user, accepted for the
+    /// credentials of an earlier successful login; `None` when the hash must decide.
+    /// Cheap (one SHA-256), so the HTTP API calls it on every request.
+    pub fn remembered(
+        &self,
+        user: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Option<Result<Principal, LoginRefused>> {
+        if self.loopback_users.iter().any(|u| u == user) && !is_loopback(peer) {
+            return Some(Err(LoginRefused));
+        }
+        let digest = self.digest(user, password);
+        let state = read(&self.state);
+        let Some(found) = state.users.get(user) else {
+            return Some(Err(LoginRefused));
+        };
+        let seen = lock(&self.verified)
+            .get(user)
+            .is_some_and(|d| password::constant_time_eq(d, &digest));
+        seen.then(|| {
+            Ok(Principal {
+                name: user.to_owned(),
+                tags: found.tags.clone(),
+            })
+        })
+    }
+
+    /// Whether `who` may look at what is in `vhost`: it has permissions there, or
+    /// is tagged `administrator` or `monitoring` (which see every vhost, as in
+    /// RabbitMQ's management API).
+    ///
+    /// # Errors
+    /// [`Refused`] naming the vhost.
+    pub fn check_view(&self, who: &Principal, vhost: &str) -> Result<(), Refused> {
+        if who
+            .tags
+            .iter()
+            .any(|t| t == "administrator" || t == "monitoring")
+            && self.has_vhost(vhost)
+        {
+            return Ok(());
+        }
+        self.check_vhost(who, vhost)
     }
 
     /// Whether `who` may use `vhost` at all (has permissions there).

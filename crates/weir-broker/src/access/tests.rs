@@ -30,10 +30,32 @@ fn a_fresh_broker_has_guest_on_the_default_vhost_from_loopback_only() {
             .authenticate("guest", "guest", IpAddr::V6(Ipv6Addr::LOCALHOST))
             .is_ok()
     );
-    // From elsewhere, the same answer as a wrong password.
+    // From elsewhere, the same answer as a wrong password; the rest of 127/8 is
+    // elsewhere (a second host in a container or test rig), remembered login or not.
     assert_eq!(
         access.authenticate("guest", "guest", REMOTE),
         Err(LoginRefused)
+    );
+    let second = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    assert_eq!(
+        access.authenticate("guest", "guest", second),
+        Err(LoginRefused)
+    );
+    assert_eq!(
+        access.remembered("guest", "guest", second),
+        Some(Err(LoginRefused))
+    );
+    assert_eq!(
+        access
+            .remembered("guest", "guest", LOOPBACK)
+            .map(|p| p.map(|p| p.name)),
+        Some(Ok("guest".to_owned())),
+        "a login seen before needs no hash"
+    );
+    assert_eq!(access.remembered("guest", "other", LOOPBACK), None);
+    assert_eq!(
+        access.remembered("nobody", "x", LOOPBACK),
+        Some(Err(LoginRefused))
     );
     assert_eq!(
         access.authenticate("guest", "wrong", LOOPBACK),

@@ -82,7 +82,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     if args.queues == 0 || args.batch == 0 || args.producers == 0 {
         bail!("--queues, --batch and --producers must be at least 1");
     }
-    let api = Api::new(&args.server.server)?;
+    let api = args.server.api()?;
     let prefix = format!("bench-pub-{}", std::process::id());
     let exchange = prefix.clone();
     let queues: Vec<String> = (0..args.queues).map(|i| format!("{prefix}-q{i}")).collect();

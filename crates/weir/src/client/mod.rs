@@ -1,5 +1,6 @@
 //! The client commands (`weir queue`, `send`, `recv`, `ack`, `nack`, `dlq`, and the
-//! routing commands of [`routing`]: `exchange`, `bind`, `publish`, `subscribe`...):
+//! routing commands of [`routing`]: `exchange`, `bind`, `publish`, `subscribe`...,
+//! and the access commands of [`access`]: `user`, `vhost`, `permissions`):
 //! thin HTTP clients of a running broker. Tables for people by default, the broker's
 //! own JSON with `--json`. A refusal prints the broker's `reason` and exits 1.
 //!
@@ -7,6 +8,7 @@
 //! `dlq peek`) and `routing` run the commands over `api` (the HTTP client) and
 //! `table` (the output).
 
+mod access;
 pub mod api;
 mod queue;
 mod recv;
@@ -38,6 +40,25 @@ pub struct ServerArgs {
     /// Base URL of the broker's HTTP API.
     #[arg(long, env = "WEIR_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
     pub server: String,
+    /// User for the broker's HTTP API (HTTP Basic); credentials in the URL win.
+    #[arg(long, env = "WEIR_USER", default_value = "guest", value_name = "NAME")]
+    pub user: String,
+    /// That user's password.
+    #[arg(
+        long,
+        env = "WEIR_PASSWORD",
+        default_value = "guest",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub password: String,
+}
+
+impl ServerArgs {
+    /// The API client these options name.
+    pub fn api(&self) -> anyhow::Result<Api> {
+        Ok(Api::new(&self.server)?.with_login(&self.user, &self.password))
+    }
 }
 
 /// Connection and output options of the client commands.
@@ -85,6 +106,15 @@ pub enum ClientCommand {
     Unsubscribe(routing::UnsubscribeArgs),
     /// List the subscriptions of a topic.
     Subscriptions(routing::SubscriptionsArgs),
+    /// Add, change, delete and list users (administrators only).
+    #[command(subcommand)]
+    User(access::UserCommand),
+    /// Add, delete and list vhosts (administrators only).
+    #[command(subcommand)]
+    Vhost(access::VhostCommand),
+    /// Set, clear and list users' permissions per vhost (administrators only).
+    #[command(subcommand)]
+    Permissions(access::PermissionsCommand),
 }
 
 /// `weir queue …`.
@@ -334,13 +364,13 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Send(args) => send::send(args).await,
         ClientCommand::Recv(args) => recv::recv(args).await,
         ClientCommand::Ack(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api.settle(&args.queue, Settle::Ack, &args.receipts).await?;
             print_count(&args.common, &reply.body, "acked", "acked {messages}");
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Nack(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let how = Settle::Nack {
                 requeue: !args.reject,
                 delay_ms: args.delay_ms,
@@ -351,7 +381,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         }
         ClientCommand::Dlq(DlqCommand::Peek(args)) => recv::dlq_peek(args).await,
         ClientCommand::Dlq(DlqCommand::Redrive(args)) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api.redrive(&args.queue, args.max).await?;
             let template = format!("redrove {{messages}} to {}", args.queue);
             print_count(&args.common, &reply.body, "redriven", &template);
@@ -365,6 +395,9 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Subscribe(args) => routing::subscribe(args).await,
         ClientCommand::Unsubscribe(args) => routing::unsubscribe(args).await,
         ClientCommand::Subscriptions(args) => routing::subscriptions(args).await,
+        ClientCommand::User(cmd) => access::user(cmd).await,
+        ClientCommand::Vhost(cmd) => access::vhost(cmd).await,
+        ClientCommand::Permissions(cmd) => access::permissions(cmd).await,
     }
 }
 
@@ -488,6 +521,12 @@ pub(crate) mod tests {
             .expect("no room for a second");
         assert_eq!(first["messages"].as_array().map(Vec::len), Some(1));
         assert!(batcher.take().is_some());
+    }
+
+    #[test]
+    fn every_command_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

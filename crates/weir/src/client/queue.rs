@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use serde_json::{Value, json};
 
-use super::api::{Api, QueueInfo, QueueList};
+use super::api::{QueueInfo, QueueList};
 use super::table::{self, Align, age, bytes, or_dash, table};
 use super::{QueueCommand, QueueOptionArgs, api, print_count};
 
 pub(super) async fn queue(cmd: QueueCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         QueueCommand::Create(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api
                 .declare(&args.name, &create_options(&args.options))
                 .await?;
@@ -25,7 +25,7 @@ pub(super) async fn queue(cmd: QueueCommand) -> anyhow::Result<ExitCode> {
             }
         }
         QueueCommand::List(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api.list().await?;
             if args.common.json {
                 println!("{}", api::to_json_line(&reply.body));
@@ -35,7 +35,7 @@ pub(super) async fn queue(cmd: QueueCommand) -> anyhow::Result<ExitCode> {
             }
         }
         QueueCommand::Show(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api.info(&args.name).await?;
             if args.common.json {
                 println!("{}", api::to_json_line(&reply.body));
@@ -44,7 +44,7 @@ pub(super) async fn queue(cmd: QueueCommand) -> anyhow::Result<ExitCode> {
             }
         }
         QueueCommand::Delete(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api.delete(&args.name).await?;
             if args.common.json {
                 // 204 has no body; say something a script can parse all the same.
@@ -59,7 +59,7 @@ pub(super) async fn queue(cmd: QueueCommand) -> anyhow::Result<ExitCode> {
             }
         }
         QueueCommand::Purge(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api.purge(&args.name).await?;
             let template = format!("purged {{messages}} from {}", args.name);
             print_count(&args.common, &reply.body, "purged", &template);

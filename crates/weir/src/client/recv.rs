@@ -4,12 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::api::{Api, Delivery, Messages, Settle};
+use super::api::{Delivery, Messages, Settle};
 use super::table::{self, Align, age, body_cell, headers_cell, or_dash, table};
 use super::{DlqPeekArgs, LONG_POLL_MS, RecvArgs, api};
 
 pub(super) async fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     let wait_ms = if args.wait {
         LONG_POLL_MS
     } else {
@@ -77,7 +77,7 @@ pub(super) fn deliveries_table(messages: &[Delivery], with_receipt: bool) -> Str
 }
 
 pub(super) async fn dlq_peek(args: DlqPeekArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     let reply = api.dead_letters(&args.queue, args.max).await?;
     if args.common.json {
         println!("{}", api::to_json_line(&reply.body));

@@ -239,7 +239,7 @@ fn print_done(common: &Common, json: &Value, text: &str) {
 pub async fn exchange(cmd: ExchangeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ExchangeCommand::Create(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api
                 .declare_exchange(&args.name, &exchange_options(&args))
                 .await?;
@@ -260,7 +260,7 @@ pub async fn exchange(cmd: ExchangeCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ExchangeCommand::List(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api.exchanges().await?;
             if args.common.json {
                 println!("{}", api::to_json_line(&reply.body));
@@ -270,7 +270,7 @@ pub async fn exchange(cmd: ExchangeCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ExchangeCommand::Show(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             let reply = api.exchange(&args.name).await?;
             if args.common.json {
                 println!("{}", api::to_json_line(&reply.body));
@@ -281,7 +281,7 @@ pub async fn exchange(cmd: ExchangeCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ExchangeCommand::Delete(args) => {
-            let api = Api::new(&args.common.server.server)?;
+            let api = args.common.server.api()?;
             api.delete_exchange(&args.name, args.if_unused).await?;
             print_done(
                 &args.common,
@@ -388,7 +388,7 @@ fn exchange_details(info: &ExchangeInfo, bindings: &[BindingInfo]) -> String {
 
 /// Runs `weir bind` (`bind` true) or `weir unbind`.
 pub async fn bind(args: BindArgs, bind: bool) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     let destination_type = if args.to_exchange {
         "exchange"
     } else {
@@ -439,7 +439,7 @@ pub async fn bind(args: BindArgs, bind: bool) -> anyhow::Result<ExitCode> {
 
 /// Runs `weir bindings`.
 pub async fn bindings(args: BindingsArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     let source = args.source.as_deref().map(body_name);
     let reply = api.bindings(source, args.destination.as_deref()).await?;
     if args.common.json {
@@ -488,7 +488,7 @@ struct PublishTotals {
 /// Runs `weir publish`: one message, or one per line of stdin in batches. Prints
 /// where each message went; with `--mandatory`, exits 1 if any reached no queue.
 pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     let mut template = Template::new(&args.message);
     template
         .extra
@@ -606,7 +606,7 @@ fn outcome_line(outcome: &super::api::PublishOutcome) -> String {
 
 /// Runs `weir subscribe`.
 pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     let mut body = serde_json::Map::new();
     if let Some(pattern) = &args.pattern {
         body.insert("pattern".into(), pattern.clone().into());
@@ -639,7 +639,7 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `weir unsubscribe`.
 pub async fn unsubscribe(args: UnsubscribeArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     api.unsubscribe(&args.topic, &args.name).await?;
     print_done(
         &args.common,
@@ -654,7 +654,7 @@ pub async fn unsubscribe(args: UnsubscribeArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `weir subscriptions`.
 pub async fn subscriptions(args: SubscriptionsArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     let reply = api.subscriptions(&args.topic).await?;
     if args.common.json {
         println!("{}", api::to_json_line(&reply.body));

@@ -68,7 +68,7 @@ impl<'a> Template<'a> {
 }
 
 pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.common.server.server)?;
+    let api = args.common.server.api()?;
     let template = Template::new(&args.message);
     match args.body.as_deref() {
         Some(body) if body != "-" => {

@@ -52,6 +52,8 @@ pub async fn weir_at(server: &str, args: &[&str], stdin: &[u8]) -> Run {
     let mut child = tokio::process::Command::new(WEIR)
         .args(args)
         .env("WEIR_SERVER", server)
+        .env_remove("WEIR_USER")
+        .env_remove("WEIR_PASSWORD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

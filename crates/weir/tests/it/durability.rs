@@ -114,7 +114,7 @@ async fn run_load(
         }
         let Ok(resp) = api
             .client
-            .get(format!("{}/api/queues/load/messages?max=15", api.base))
+            .post(format!("{}/api/queues/load/receive?max=15", api.base))
             .send()
             .await
         else {

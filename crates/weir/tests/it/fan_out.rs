@@ -118,10 +118,10 @@ fn spawn_consumer(
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let url = format!(
-                "{}/api/queues/{q}/messages?max=50&visibility_timeout_ms=300",
+                "{}/api/queues/{q}/receive?max=50&visibility_timeout_ms=300",
                 api.base
             );
-            let Ok(resp) = api.client.get(url).send().await else {
+            let Ok(resp) = api.client.post(url).send().await else {
                 break;
             };
             let Ok(body) = resp.json::<Value>().await else {

@@ -18,20 +18,20 @@ use weir_testkit::Broker;
 use crate::amqp::{connect, declare};
 
 /// A raw AMQP client: bytes in, frames out, nothing checked on our side.
-struct Raw {
+pub(crate) struct Raw {
     stream: TcpStream,
 }
 
 /// One frame: type, channel, payload.
-type RawFrame = (u8, u16, Vec<u8>);
+pub(crate) type RawFrame = (u8, u16, Vec<u8>);
 
-fn short(s: &str) -> Vec<u8> {
+pub(crate) fn short(s: &str) -> Vec<u8> {
     let mut v = vec![u8::try_from(s.len()).unwrap()];
     v.extend_from_slice(s.as_bytes());
     v
 }
 
-fn long(b: &[u8]) -> Vec<u8> {
+pub(crate) fn long(b: &[u8]) -> Vec<u8> {
     let mut v = u32::try_from(b.len()).unwrap().to_be_bytes().to_vec();
     v.extend_from_slice(b);
     v
@@ -54,7 +54,7 @@ fn deep_table(depth: usize) -> Vec<u8> {
     long(&entries)
 }
 
-fn method(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+pub(crate) fn method(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
     let mut p = class.to_be_bytes().to_vec();
     p.extend_from_slice(&method.to_be_bytes());
     p.extend_from_slice(args);
@@ -63,7 +63,18 @@ fn method(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
 
 impl Raw {
     async fn connect(broker: &Broker) -> Raw {
-        let stream = TcpStream::connect(broker.amqp_addr()).await.unwrap();
+        Raw::connect_from(broker, std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Connected from `local` (another loopback address stands for another host)
+    /// and `connection.start` read.
+    pub(crate) async fn connect_from(broker: &Broker, local: std::net::Ipv4Addr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((local, 0))).unwrap();
+        let stream = socket
+            .connect(broker.amqp_addr().parse().unwrap())
+            .await
+            .unwrap();
         let mut raw = Raw { stream };
         raw.stream.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
         let (_, _, start) = raw.read().await.expect("connection.start");
@@ -99,7 +110,7 @@ impl Raw {
         raw
     }
 
-    async fn send(&mut self, kind: u8, ch: u16, payload: &[u8]) {
+    pub(crate) async fn send(&mut self, kind: u8, ch: u16, payload: &[u8]) {
         let mut f = vec![kind];
         f.extend_from_slice(&ch.to_be_bytes());
         f.extend_from_slice(&long(payload));
@@ -109,7 +120,7 @@ impl Raw {
     }
 
     /// The next frame, or `None` once the broker closed the socket.
-    async fn read(&mut self) -> Option<RawFrame> {
+    pub(crate) async fn read(&mut self) -> Option<RawFrame> {
         let mut head = [0u8; 7];
         tokio::time::timeout(Duration::from_secs(20), self.stream.read_exact(&mut head))
             .await
@@ -124,7 +135,7 @@ impl Raw {
 
     /// The next `channel.close` or `connection.close`: (channel, code, class,
     /// method), skipping heartbeats and anything else.
-    async fn close(&mut self) -> (u16, u16, u16, u16) {
+    pub(crate) async fn close(&mut self) -> (u16, u16, u16, u16) {
         while let Some((kind, ch, p)) = self.read().await {
             if kind == 1 && p.len() >= 6 && matches!(&p[..4], [0, 10, 0, 50] | [0, 20, 0, 40]) {
                 let code = u16::from_be_bytes([p[4], p[5]]);

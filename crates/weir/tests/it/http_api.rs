@@ -480,7 +480,7 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
     api.create("q", json!({})).await;
     let waiting = {
         let api = Api {
-            client: reqwest::Client::new(),
+            client: weir_testkit::http_client(),
             base: api.base.clone(),
         };
         tokio::spawn(async move { api.receive("q", "max=5&wait_ms=30000").await })
@@ -493,7 +493,7 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
     // A receiver that hangs up stops counting, and gets nothing leased to it.
     let abandoned = {
         let api = Api {
-            client: reqwest::Client::new(),
+            client: weir_testkit::http_client(),
             base: api.base.clone(),
         };
         tokio::spawn(async move { api.receive("q", "max=5&wait_ms=30000").await })
@@ -629,29 +629,29 @@ async fn bad_requests_get_json_errors_and_disturb_no_one() {
             "invalid_argument",
         ),
         (
-            "GET",
-            "/api/queues/q/messages?max=0",
+            "POST",
+            "/api/queues/q/receive?max=0",
             None,
             400,
             "invalid_argument",
         ),
         (
-            "GET",
-            "/api/queues/q/messages?max=lots",
+            "POST",
+            "/api/queues/q/receive?max=lots",
             None,
             400,
             "invalid_argument",
         ),
         (
-            "GET",
-            "/api/queues/q/messages?colour=red",
+            "POST",
+            "/api/queues/q/receive?colour=red",
             None,
             400,
             "invalid_argument",
         ),
         (
-            "GET",
-            "/api/queues/q/messages?wait_ms=99999999",
+            "POST",
+            "/api/queues/q/receive?wait_ms=99999999",
             None,
             400,
             "invalid_argument",
@@ -722,10 +722,16 @@ async fn bad_requests_get_json_errors_and_disturb_no_one() {
             "{method} {path}: {v}"
         );
     }
-    // HEAD must not run the receive (it would lease messages nobody sees).
+    // GET and HEAD never run a receive (it would lease messages nobody sees): a
+    // receive is POST /receive, and the old GET says so.
     let (s, _) = api
         .call("HEAD", "/api/queues/q/messages?max=10", None)
         .await;
+    assert_eq!(s, 405);
+    let (s, v) = api.call("GET", "/api/queues/q/messages?max=10", None).await;
+    assert_eq!((s, v["error"].as_str()), (405, Some("method_not_allowed")));
+    assert!(v["reason"].as_str().unwrap().contains("/receive"), "{v}");
+    let (s, _) = api.call("GET", "/api/queues/q/receive", None).await;
     assert_eq!(s, 405);
     assert_eq!(api.stats("q").await["leased"], 0);
     // A receipt from another queue is not a lease there.

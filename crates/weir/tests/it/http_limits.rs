@@ -119,7 +119,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> usize {
 
 async fn healthz(broker: &Broker) -> u16 {
     let url = format!("{}/healthz", broker.http_url());
-    let answer = tokio::time::timeout(DEADLINE, reqwest::get(url))
+    let answer = tokio::time::timeout(DEADLINE, weir_testkit::http_client().get(url).send())
         .await
         .expect("/healthz is answered within the deadline")
         .expect("/healthz");
@@ -136,7 +136,7 @@ async fn half_sent_requests_are_closed_after_the_header_timeout_and_a_new_client
     let mut slow = Vec::new();
     for _ in 0..12 {
         let mut s = TcpStream::connect(&address).await.expect("connect");
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: weir\r\n")
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
             .await
             .expect("write");
         slow.push(s);
@@ -175,7 +175,7 @@ async fn a_full_server_closes_the_connection_waiting_longest_for_a_request() {
     let mut kept_alive = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(&address).await.expect("connect");
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: weir\r\n\r\n")
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .expect("write");
         assert_eq!(read_answer(&mut s).await.status, 200);
@@ -187,7 +187,7 @@ async fn a_full_server_closes_the_connection_waiting_longest_for_a_request() {
     assert_eq!(read_until_closed(&mut silent[0]).await, 0);
     // The kept-alive ones still work (the newcomer's one, now idle, is younger).
     kept_alive[1]
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: weir\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("write");
     assert_eq!(read_answer(&mut kept_alive[1]).await.status, 200);
@@ -198,7 +198,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let (broker, _dir, _) =
         start_with("[http]\nidle_timeout_ms = 500\nheader_read_timeout_ms = 600000\n").await;
     let mut s = TcpStream::connect(address(&broker)).await.expect("connect");
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: weir\r\n\r\n")
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("write");
     let answer = read_answer(&mut s).await;
@@ -215,7 +215,7 @@ async fn a_stalled_body_gets_408_and_the_connection_is_closed() {
     api.create("q", json!({})).await;
     let mut s = TcpStream::connect(address(&broker)).await.expect("connect");
     s.write_all(
-        b"POST /api/queues/q/messages HTTP/1.1\r\nHost: weir\r\nContent-Length: 100\r\n\r\n{\"body\":",
+        b"POST /api/queues/q/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nContent-Length: 100\r\n\r\n{\"body\":",
     )
     .await
     .expect("write");
@@ -233,7 +233,7 @@ async fn a_content_length_over_the_limit_gets_413_before_the_body_is_sent() {
     let mut s = TcpStream::connect(address(&broker)).await.expect("connect");
     // The head only: the answer must come without any of the 64 MiB.
     s.write_all(
-        b"POST /api/queues/q/messages HTTP/1.1\r\nHost: weir\r\nContent-Length: 67108864\r\n\r\n",
+        b"POST /api/queues/q/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nContent-Length: 67108864\r\n\r\n",
     )
     .await
     .expect("write");
@@ -251,22 +251,23 @@ import http.client, json, sys, urllib.error, urllib.request
 host, port = sys.argv[1], int(sys.argv[2])
 path = "/api/queues/big/messages"
 body = b"x" * (64 << 20)
+login = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}
 out = {}
 try:
     urllib.request.urlopen(urllib.request.Request(
-        f"http://{host}:{port}{path}", data=body, method="POST"), timeout=120)
+        f"http://{host}:{port}{path}", data=body, method="POST", headers=login), timeout=120)
     out["urllib"] = {"status": 201}
 except urllib.error.HTTPError as e:
     out["urllib"] = {"status": e.code, "body": json.loads(e.read())}
 conn = http.client.HTTPConnection(host, port, timeout=120)
-conn.request("POST", path, body=body)
+conn.request("POST", path, body=body, headers=login)
 ports = [conn.sock.getsockname()[1]]
 r = conn.getresponse()
 out["http.client"] = {"status": r.status, "body": json.loads(r.read())}
 def chunks():
     for _ in range(64):
         yield b"y" * (1 << 20)
-conn.request("POST", path, body=chunks(), encode_chunked=True)
+conn.request("POST", path, body=chunks(), encode_chunked=True, headers=login)
 ports.append(conn.sock.getsockname()[1])
 r = conn.getresponse()
 out["chunked"] = {"status": r.status, "body": json.loads(r.read())}
@@ -341,14 +342,14 @@ async fn a_client_that_does_not_read_its_answer_is_closed_after_the_write_timeou
         .await
         .expect("connect");
     stalled
-        .write_all(b"GET /api/queues/big/messages?max=4 HTTP/1.1\r\nHost: weir\r\n\r\n")
+        .write_all(b"POST /api/queues/big/receive?max=4 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n")
         .await
         .expect("write");
     // A long poll takes the other slot (it connects after the stalled reader, so it
     // is accepted after it).
     let mut long_poll = TcpStream::connect(address(&broker)).await.expect("connect");
     long_poll
-        .write_all(b"GET /api/queues/empty/messages?wait_ms=55000 HTTP/1.1\r\nHost: weir\r\n\r\n")
+        .write_all(b"POST /api/queues/empty/receive?wait_ms=55000 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n")
         .await
         .expect("write");
     // Answered only once the write timeout has closed the stalled reader.
@@ -365,14 +366,18 @@ async fn long_polls_over_their_cap_are_short_polls_and_other_requests_go_on() {
     api.create("waits", json!({})).await;
     api.create("ready", json!({})).await;
     let wait_url = format!(
-        "{}/api/queues/waits/messages?wait_ms=55000",
+        "{}/api/queues/waits/receive?wait_ms=55000",
         broker.http_url()
     );
     let mut waiting = Vec::new();
     for _ in 0..2 {
         let url = wait_url.clone();
         waiting.push(tokio::spawn(async move {
-            let answer = reqwest::get(url).await.expect("long poll");
+            let answer = weir_testkit::http_client()
+                .post(url)
+                .send()
+                .await
+                .expect("long poll");
             let status = answer.status().as_u16();
             (status, answer.json::<Value>().await.expect("JSON"))
         }));
@@ -380,7 +385,7 @@ async fn long_polls_over_their_cap_are_short_polls_and_other_requests_go_on() {
     api.wait_stats("waits", "two receivers waiting", |s| s["consumers"] == 2)
         .await;
     // A third long poll, nothing ready: refused at once, with Retry-After.
-    let answer = tokio::time::timeout(DEADLINE, reqwest::get(&wait_url))
+    let answer = tokio::time::timeout(DEADLINE, weir_testkit::http_client().post(&wait_url).send())
         .await
         .expect("answered at once")
         .expect("request");
@@ -431,7 +436,7 @@ async fn sends_get_503_during_a_disk_alarm_while_receives_acks_and_purges_go_on(
     .expect("config file");
     broker.restart().await.expect("restart");
     let api = Api::new(&broker);
-    let answer = reqwest::Client::new()
+    let answer = weir_testkit::http_client()
         .post(format!("{}/api/queues/jobs/messages", broker.http_url()))
         .json(&json!({"body": "three"}))
         .send()
@@ -488,16 +493,20 @@ async fn a_shutdown_answers_long_polls_and_does_not_wait_for_half_sent_requests(
     let (mut broker, _dir, _) = start_with("[http]\nheader_read_timeout_ms = 600000\n").await;
     let api = Api::new(&broker);
     api.create("q", json!({})).await;
-    let url = format!("{}/api/queues/q/messages?wait_ms=55000", broker.http_url());
+    let url = format!("{}/api/queues/q/receive?wait_ms=55000", broker.http_url());
     let poll = tokio::spawn(async move {
-        let answer = reqwest::get(url).await.expect("long poll");
+        let answer = weir_testkit::http_client()
+            .post(url)
+            .send()
+            .await
+            .expect("long poll");
         let status = answer.status().as_u16();
         (status, answer.json::<Value>().await.expect("JSON"))
     });
     api.wait_stats("q", "a waiting receiver", |s| s["consumers"] == 1)
         .await;
     let mut half = TcpStream::connect(address(&broker)).await.expect("connect");
-    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: weir\r\n")
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .expect("write");
     assert!(broker.terminate().await.expect("stops"), "clean exit");

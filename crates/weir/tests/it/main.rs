@@ -5,12 +5,14 @@
 #![allow(missing_docs)] // test helpers
 
 mod access;
+mod access_http;
 mod amqp;
 mod amqp_methods;
 mod amqp_queues;
 mod bench;
 mod celery;
 mod cli;
+mod cli_access;
 mod cli_routing;
 mod dead_letters;
 mod durability;
@@ -41,7 +43,7 @@ pub struct Api {
 impl Api {
     pub fn new(broker: &Broker) -> Api {
         Api {
-            client: reqwest::Client::new(),
+            client: weir_testkit::http_client(),
             base: broker.http_url(),
         }
     }
@@ -118,8 +120,8 @@ impl Api {
     pub async fn receive(&self, queue: &str, query: &str) -> Vec<Value> {
         let (status, body) = self
             .call(
-                "GET",
-                &format!("/api/queues/{queue}/messages?{query}"),
+                "POST",
+                &format!("/api/queues/{queue}/receive?{query}"),
                 None,
             )
             .await;

@@ -174,8 +174,8 @@ async fn any_short_string_name_works_over_amqp_and_http_and_survives_kill_9() {
     for name in &names {
         let (status, body) = api
             .call(
-                "GET",
-                &format!("/api/queues/{}/messages?max=10", encoded(name)),
+                "POST",
+                &format!("/api/queues/{}/receive?max=10", encoded(name)),
                 None,
             )
             .await;

@@ -68,7 +68,7 @@ async fn fill(broker: &Broker, queue: &str, count: usize, size: usize) {
     for s in 0..4 {
         let (url, batch) = (url.clone(), batch.clone());
         senders.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = weir_testkit::http_client();
             for _ in (s..batches).step_by(4) {
                 let resp = client
                     .post(&url)

@@ -87,7 +87,7 @@ async fn measure(
     server: &str,
     pid: Option<u32>,
 ) -> anyhow::Result<(Value, String)> {
-    let api = Api::new(server)?;
+    let api = Api::new(server)?.with_login(&args.server.user, &args.server.password);
     let queue = args
         .queue
         .clone()

@@ -26,6 +26,30 @@ const LONG_POLL_MARGIN: Duration = Duration::from_secs(30);
 /// API: an empty path segment would address another route.
 pub const DEFAULT_EXCHANGE: &str = "amq.default";
 
+/// `s` with its `%XX` escapes decoded, if that is UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The path segment of exchange `name`: the default exchange is `amq.default`.
 fn exchange_segment(name: &str) -> &str {
     if name.is_empty() {
@@ -40,22 +64,51 @@ fn exchange_segment(name: &str) -> &str {
 pub struct Api {
     http: reqwest::Client,
     base: Url,
+    /// HTTP Basic credentials sent with every request.
+    login: Option<(String, String)>,
 }
 
 impl Api {
     /// A client of the broker at `server` (`http://host:port`, optionally with a
-    /// path prefix).
+    /// path prefix, and with `user:password@` for the credentials).
     pub fn new(server: &str) -> anyhow::Result<Api> {
         let mut base = Url::parse(server)
             .map_err(|e| anyhow::anyhow!("--server {server:?} is not a URL: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") || base.path_segments_mut().is_err() {
             anyhow::bail!("--server {server:?} must be an http:// URL such as {DEFAULT_SERVER}");
         }
+        let login = if base.username().is_empty() {
+            None
+        } else {
+            let decode = |s: &str| {
+                percent_decode(s).ok_or_else(|| {
+                    anyhow::anyhow!("--server {server:?}: the credentials are not UTF-8")
+                })
+            };
+            let login = (
+                decode(base.username())?,
+                decode(base.password().unwrap_or_default())?,
+            );
+            // Shown in error messages: the password is not.
+            let _ = base.set_username("");
+            let _ = base.set_password(None);
+            Some(login)
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(REQUEST_TIMEOUT)
             .build()?;
-        Ok(Api { http, base })
+        Ok(Api { http, base, login })
+    }
+
+    /// Sends `user`/`password` with every request, unless the server URL carried
+    /// credentials of its own.
+    #[must_use]
+    pub fn with_login(mut self, user: &str, password: &str) -> Api {
+        if self.login.is_none() {
+            self.login = Some((user.to_owned(), password.to_owned()));
+        }
+        self
     }
 
     /// The URL of `segments` below the base; each segment is percent-encoded, so a
@@ -118,6 +171,9 @@ impl Api {
             source,
         };
         let mut request = with_body(self.http.request(method, url));
+        if let Some((user, password)) = &self.login {
+            request = request.basic_auth(user, Some(password));
+        }
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
@@ -128,6 +184,18 @@ impl Api {
             return Err(server_error(status, &bytes));
         }
         Ok((status, bytes, shown))
+    }
+
+    /// `method` on the path of `segments` (each percent-encoded) with an optional
+    /// JSON body: the endpoints that need no typed answer (users, vhosts,
+    /// permissions).
+    pub async fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> Result<Reply, ApiError> {
+        self.call(method, self.url(segments), body, None).await
     }
 
     /// `PUT /api/queues/{name}` with `options` (only the fields to set).
@@ -187,7 +255,7 @@ impl Api {
         self.call(Method::POST, url, Some(body), None).await
     }
 
-    /// `GET /api/queues/{name}/messages`: leases up to `max` messages, waiting up to
+    /// `POST /api/queues/{name}/receive`: leases up to `max` messages, waiting up to
     /// `wait_ms` for the first.
     pub async fn receive(
         &self,
@@ -197,7 +265,7 @@ impl Api {
         visibility_timeout_ms: Option<u64>,
     ) -> Result<Reply, ApiError> {
         let (url, timeout) = self.receive_url(name, max, wait_ms, visibility_timeout_ms);
-        self.call(Method::GET, url, None, Some(timeout)).await
+        self.call(Method::POST, url, None, Some(timeout)).await
     }
 
     /// Like [`Api::receive`], decoded straight into [`Messages`] (no
@@ -211,7 +279,7 @@ impl Api {
     ) -> Result<Messages, ApiError> {
         let (url, timeout) = self.receive_url(name, max, wait_ms, visibility_timeout_ms);
         let (_, bytes, shown) = self
-            .round_trip(Method::GET, url, Some(timeout), |request| request)
+            .round_trip(Method::POST, url, Some(timeout), |request| request)
             .await?;
         serde_json::from_slice(&bytes).map_err(|source| ApiError::Decode { url: shown, source })
     }
@@ -223,7 +291,7 @@ impl Api {
         wait_ms: u64,
         visibility_timeout_ms: Option<u64>,
     ) -> (Url, Duration) {
-        let mut url = self.url(&["api", "queues", name, "messages"]);
+        let mut url = self.url(&["api", "queues", name, "receive"]);
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("max", &max.to_string());

@@ -1,0 +1,374 @@
+//! Who is asking, and whether the request may go on: the guard every request but
+//! `/healthz` passes before its handler (docs/security.md).
+//!
+//! In order, each refusal in the JSON error shape:
+//! 1. **Host** — the `Host` header must name the broker: a loopback name, the
+//!    address the connection came in on, or one of `[http] allowed_hosts`
+//!    (403 `host_not_allowed`). A page on a name an attacker controls that resolves to
+//!    the broker (DNS rebinding) still sends its own name, and is refused here.
+//! 2. **Same origin** — a request that can change state (not GET, HEAD or OPTIONS)
+//!    sent by a browser from another site is refused (403 `cross_site_request`): its
+//!    `Sec-Fetch-Site` says `cross-site` or `same-site`, or its `Origin` names another
+//!    host. Browsers send one or both on every such request and a page cannot forge
+//!    them; curl and the client libraries send neither, and pass.
+//! 3. **Login** — HTTP Basic against the broker's users (401 `unauthorized` with
+//!    `WWW-Authenticate: Basic`); a refused login waits `[http] failed_login_delay_ms`
+//!    first, as the AMQP front end does. A user whose credentials were checked before
+//!    costs one SHA-256 ([`weir_broker::access::Access::remembered`]), not a password
+//!    hash per request.
+//!
+//! The handlers then take the [`Caller`] and ask it for each permission the request
+//! needs ([`Caller::allow`]), as the AMQP front end does per method.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use weir_broker::BrokerError;
+use weir_broker::access::{Access, DEFAULT_VHOST, Operation, Principal};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The two ends of the connection a request came on, put in its extensions by the
+/// connection's service.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Addrs {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+}
+
+/// What the guard needs from the configuration.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    /// `[http] allowed_hosts`, lower case.
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) any_host: bool,
+    pub(crate) failed_login_delay: Duration,
+}
+
+impl Guard {
+    pub(crate) fn new(allowed_hosts: &[String], failed_login_delay_ms: u64) -> Guard {
+        Guard {
+            allowed_hosts: allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            any_host: allowed_hosts.iter().any(|h| h == "*"),
+            failed_login_delay: Duration::from_millis(failed_login_delay_ms),
+        }
+    }
+}
+
+/// The user a request is made as, checked by [`guard`].
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub(crate) principal: Principal,
+    access: Arc<Access>,
+}
+
+impl Caller {
+    /// `operation` on the `kind` (`queue`, `exchange`) named `name` in `/`; the
+    /// default exchange is `amq.default`, as RabbitMQ checks it.
+    pub(crate) fn allow(
+        &self,
+        operation: Operation,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        self.access
+            .check(&self.principal, DEFAULT_VHOST, operation, kind, name)
+            .map_err(|refused| refusal(refused.to_string()))
+    }
+
+    /// May look at what is in `/` (permissions there, or the `administrator` or
+    /// `monitoring` tag).
+    pub(crate) fn allow_view(&self) -> Result<(), ApiError> {
+        self.access
+            .check_view(&self.principal, DEFAULT_VHOST)
+            .map_err(|refused| refusal(refused.to_string()))
+    }
+
+    /// Tagged `administrator`: users, vhosts, permissions and definitions.
+    pub(crate) fn allow_administrator(&self) -> Result<(), ApiError> {
+        if self.principal.is_administrator() {
+            return Ok(());
+        }
+        Err(refusal(format!(
+            "user '{}' is not tagged administrator",
+            self.principal.name
+        )))
+    }
+}
+
+fn refusal(reason: String) -> ApiError {
+    BrokerError::AccessRefused { reason }.into()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| unauthorized("this endpoint needs HTTP Basic authentication"))
+    }
+}
+
+fn unauthorized(reason: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason).challenge()
+}
+
+/// The middleware: Host, same origin, login (see the module doc).
+pub(crate) async fn guard(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let addrs = request.extensions().get::<Addrs>().copied();
+    let guard = &state.guard;
+    if let Err(e) = check_host(guard, request.headers(), addrs) {
+        return e.into_response();
+    }
+    if !is_safe(request.method())
+        && let Err(e) = check_same_origin(request.headers())
+    {
+        return e.into_response();
+    }
+    let Some((user, password)) = basic_credentials(request.headers()) else {
+        return unauthorized(
+            "this endpoint needs HTTP Basic authentication (a fresh broker has guest:guest, \
+             from loopback only)",
+        )
+        .into_response();
+    };
+    // A request without a connection (never from the server) counts as remote.
+    let peer = addrs.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.peer.ip());
+    let access = state.broker.access();
+    match access.log_in(user, password, peer).await {
+        Ok(principal) => {
+            request
+                .extensions_mut()
+                .insert(Caller { principal, access });
+            next.run(request).await
+        }
+        Err(refused) => {
+            tokio::time::sleep(guard.failed_login_delay).await;
+            unauthorized(&refused.to_string()).into_response()
+        }
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// `user:password` from `Authorization: Basic …`.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// The host part of a `Host` header or an origin's authority, lower case, without
+/// its port or IPv6 brackets.
+fn host_of(authority: &str) -> String {
+    let authority = authority.trim().to_ascii_lowercase();
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
+        _ => authority,
+    }
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_host(guard: &Guard, headers: &HeaderMap, addrs: Option<Addrs>) -> Result<(), ApiError> {
+    if guard.any_host {
+        return Ok(());
+    }
+    // HTTP/1.0 may leave it out; a browser never does.
+    let Some(value) = headers.get(header::HOST) else {
+        return Ok(());
+    };
+    let host = host_of(value.to_str().unwrap_or_default());
+    let is_local_address = addrs.is_some_and(|a| {
+        host.parse::<IpAddr>()
+            .is_ok_and(|ip| ip == a.local.ip() || Some(ip) == ipv4_of(a.local.ip()))
+    });
+    if is_loopback_name(&host) || is_local_address || guard.allowed_hosts.contains(&host) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "host_not_allowed",
+        format!(
+            "Host {host:?} does not name this broker; add it to [http] allowed_hosts (a \
+             guard against DNS rebinding)"
+        ),
+    ))
+}
+
+/// The IPv4 address inside an IPv4-mapped IPv6 one.
+fn ipv4_of(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    }
+}
+
+fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let cross = |reason: String| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            format!("{reason}: a page on another site cannot change the broker's state"),
+        ))
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or_default();
+        if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {
+            return cross(format!("Sec-Fetch-Site is {site:?}"));
+        }
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    // `scheme://authority`; "null" (a sandboxed page, a file) has no authority.
+    let Some((_, authority)) = origin.split_once("://") else {
+        return cross(format!("Origin is {origin:?}"));
+    };
+    let host = headers.get(header::HOST).map(HeaderValue::to_str);
+    match host {
+        Some(Ok(host)) if authority.eq_ignore_ascii_case(host.trim()) => Ok(()),
+        _ => cross(format!("Origin {origin:?} is not this broker")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn addrs(local: &str) -> Addrs {
+        Addrs {
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            local: local.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn hosts_are_loopback_names_the_local_address_or_configured() {
+        let guard = Guard::new(&["Broker.Example".to_owned()], 0);
+        let local = Some(addrs("10.0.0.5:8080"));
+        for ok in [
+            "localhost:8080",
+            "127.0.0.1",
+            "[::1]:8080",
+            "app.localhost",
+            "10.0.0.5:8080",
+            "broker.example:443",
+        ] {
+            assert!(
+                check_host(&guard, &headers(&[("host", ok)]), local).is_ok(),
+                "{ok}"
+            );
+        }
+        for refused in [
+            "evil.example",
+            "10.0.0.6:8080",
+            "localhost.evil.example",
+            "",
+        ] {
+            let e = check_host(&guard, &headers(&[("host", refused)]), local).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::FORBIDDEN, "host_not_allowed"),
+                "{refused}"
+            );
+        }
+        let any = Guard::new(&["*".to_owned()], 0);
+        assert!(check_host(&any, &headers(&[("host", "evil.example")]), local).is_ok());
+    }
+
+    #[test]
+    fn cross_site_requests_are_refused_and_curl_passes() {
+        assert!(check_same_origin(&headers(&[])).is_ok(), "curl");
+        assert!(
+            check_same_origin(&headers(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8080"),
+                ("sec-fetch-site", "same-origin"),
+            ]))
+            .is_ok()
+        );
+        for refused in [
+            vec![("sec-fetch-site", "cross-site")],
+            vec![("sec-fetch-site", "same-site")],
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://evil.example"),
+            ],
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:9090"),
+            ],
+            vec![("host", "127.0.0.1:8080"), ("origin", "null")],
+        ] {
+            let e = check_same_origin(&headers(&refused)).unwrap_err();
+            assert_eq!(e.code, "cross_site_request", "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_are_parsed_and_anything_else_is_none() {
+        let encoded = BASE64.encode("guest:pa:ss");
+        assert_eq!(
+            basic_credentials(&headers(&[("authorization", &format!("Basic {encoded}"))])),
+            Some(("guest".to_owned(), "pa:ss".to_owned()))
+        );
+        for bad in [
+            "Bearer abc",
+            "Basic !!!",
+            "Basic",
+            &format!("Basic {}", BASE64.encode("nocolon")),
+        ] {
+            assert_eq!(
+                basic_credentials(&headers(&[("authorization", bad)])),
+                None,
+                "{bad}"
+            );
+        }
+    }
+}
