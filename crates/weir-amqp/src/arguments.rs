@@ -11,87 +11,34 @@
 use std::collections::BTreeMap;
 
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
-use weir_broker::{Binding, DestinationType, Overflow, QueueOptions};
+use weir_broker::queue_arguments::{ArgValue, apply_queue_argument};
+use weir_broker::{Binding, DestinationType, QueueOptions};
 
 use crate::codes::{Exception, PRECONDITION_FAILED};
 
-/// The options of a queue declared with `arguments`.
+/// The options of a queue declared with `arguments` (the mapping is the broker's,
+/// [`weir_broker::queue_arguments`], shared with definitions imports).
 pub(crate) fn queue_options(arguments: &FieldTable) -> Result<QueueOptions, Exception> {
     let mut options = QueueOptions::default();
     for (name, value) in arguments {
-        let name = name.as_str();
-        let bad = |what: &str| {
-            Exception::channel(PRECONDITION_FAILED, format!("invalid arg '{name}': {what}"))
-        };
-        match name {
-            "x-message-ttl" => {
-                let ms = non_negative(value).ok_or_else(|| bad("a non-negative integer"))?;
-                options.message_ttl_ms = Some(ms.max(1));
-            }
-            "x-max-length" => {
-                options.max_length =
-                    Some(non_negative(value).ok_or_else(|| bad("a non-negative integer"))?);
-            }
-            "x-max-length-bytes" => {
-                options.max_length_bytes =
-                    Some(non_negative(value).ok_or_else(|| bad("a non-negative integer"))?);
-            }
-            "x-overflow" => {
-                options.overflow = match text(value).as_deref() {
-                    Some("drop-head") => Overflow::DropHead,
-                    Some("reject-publish") => Overflow::RejectPublish,
-                    Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-                    _ => return Err(bad("drop-head, reject-publish or reject-publish-dlx")),
-                };
-            }
-            "x-max-priority" => {
-                let p = non_negative(value).ok_or_else(|| bad("an integer 0..=255"))?;
-                options.max_priority = u8::try_from(p).map_err(|_| bad("an integer 0..=255"))?;
-            }
-            "x-delivery-limit" => {
-                let n = non_negative(value).ok_or_else(|| bad("a non-negative integer"))?;
-                // RabbitMQ counts redeliveries; weir counts deliveries.
-                options.max_deliveries =
-                    Some(u32::try_from(n.saturating_add(1)).unwrap_or(u32::MAX));
-            }
-            "x-dead-letter-exchange" => {
-                options.dead_letter_exchange = Some(text(value).ok_or_else(|| bad("a string"))?);
-            }
-            "x-dead-letter-routing-key" => {
-                options.dead_letter_routing_key = Some(text(value).ok_or_else(|| bad("a string"))?);
-            }
-            "x-queue-type" => match text(value).as_deref() {
-                Some("classic" | "quorum") => {}
-                Some(other) => {
-                    return Err(bad(&format!(
-                        "queue type '{other}' is not supported (classic and quorum are weir work queues)"
-                    )));
-                }
-                None => return Err(bad("a string")),
-            },
-            "x-expires" => {
-                // RabbitMQ refuses 0: a queue must live at least a millisecond.
-                let ms = non_negative(value)
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| bad("a positive integer"))?;
-                options.expires_ms = Some(ms);
-            }
-            "x-single-active-consumer" => match value {
-                AMQPValue::Boolean(on) => options.single_active_consumer = *on,
-                _ => return Err(bad("a boolean")),
-            },
-            // RabbitMQ's storage and cluster tuning (x-queue-mode, x-queue-version,
-            // x-queue-master-locator; for quorum queues x-max-in-memory-*,
-            // x-quorum-initial-group-size, x-queue-leader-locator,
-            // x-dead-letter-strategy), which `type_arguments` let through for the
-            // queue's type, and unknown keys: nothing to do.
-            _ => {}
-        }
+        apply_queue_argument(&mut options, name.as_str(), &arg_value(value))
+            .map_err(|e| Exception::channel(PRECONDITION_FAILED, e.to_string()))?;
     }
     options
         .validate("queue")
         .map_err(|e| Exception::channel(PRECONDITION_FAILED, e.to_string()))?;
     Ok(options)
+}
+
+/// An AMQP field value as the broker's argument mapping takes it.
+fn arg_value(v: &AMQPValue) -> ArgValue {
+    if let AMQPValue::Boolean(b) = v {
+        return ArgValue::Bool(*b);
+    }
+    if let Some(s) = text(v) {
+        return ArgValue::Text(s);
+    }
+    integer(v).map_or(ArgValue::Other, ArgValue::Int)
 }
 
 /// Arguments RabbitMQ 3.10 refuses for a queue type (its `invalid_arguments`
@@ -220,7 +167,11 @@ fn binding_arguments(arguments: &FieldTable) -> BTreeMap<String, String> {
 }
 
 fn non_negative(v: &AMQPValue) -> Option<u64> {
-    let n: i128 = match v {
+    integer(v).and_then(|n| u64::try_from(n).ok())
+}
+
+fn integer(v: &AMQPValue) -> Option<i128> {
+    Some(match v {
         AMQPValue::ShortShortInt(n) => (*n).into(),
         AMQPValue::ShortShortUInt(n) => (*n).into(),
         AMQPValue::ShortInt(n) => (*n).into(),
@@ -230,8 +181,7 @@ fn non_negative(v: &AMQPValue) -> Option<u64> {
         AMQPValue::LongLongInt(n) => (*n).into(),
         AMQPValue::Timestamp(n) => (*n).into(),
         _ => return None,
-    };
-    u64::try_from(n).ok()
+    })
 }
 
 fn text(v: &AMQPValue) -> Option<String> {
@@ -279,7 +229,7 @@ mod tests {
         assert!(o.single_active_consumer);
         assert_eq!(o.message_ttl_ms, Some(60_000));
         assert_eq!(o.max_length, Some(10));
-        assert_eq!(o.overflow, Overflow::RejectPublish);
+        assert_eq!(o.overflow, weir_broker::Overflow::RejectPublish);
         assert_eq!(o.max_priority, 9);
         assert_eq!(o.max_deliveries, Some(4));
     }

@@ -55,6 +55,7 @@ mod broker_tests;
 mod clock;
 mod config;
 mod dead_letters;
+pub mod definitions;
 pub mod error;
 mod exchanges;
 mod files;
@@ -68,6 +69,7 @@ mod locks;
 mod mem_tests;
 mod prepare;
 mod queue;
+pub mod queue_arguments;
 mod recovery;
 #[cfg(test)]
 mod restart_tests;

@@ -1,5 +1,5 @@
-//! Users, vhosts and permissions over HTTP: what `weir user|vhost|permissions` and
-//! RabbitMQ's management API do. Only users tagged `administrator` may call these,
+//! Users, vhosts, permissions and definitions over HTTP: what `weir
+//! user|vhost|permissions|definitions` and RabbitMQ's management API do. Only users tagged `administrator` may call these,
 //! except `GET /api/whoami`. Changes write `access.json` durably (and hash
 //! passwords), so they run on a blocking thread.
 
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use weir_broker::Broker;
 use weir_broker::access::{Access, AccessError, DEFAULT_VHOST, Patterns};
+use weir_broker::definitions::BrokerDefinitions;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -297,4 +298,23 @@ pub(crate) async fn delete_permissions(
         ));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/definitions`: users (with hashes), vhosts, permissions, queues,
+/// exchanges and bindings, in RabbitMQ's shape.
+pub(crate) async fn export_definitions(caller: Caller, State(broker): State<Broker>) -> ApiResult {
+    caller.allow_administrator()?;
+    ok(StatusCode::OK, json!(broker.export_definitions().await))
+}
+
+/// `POST /api/definitions`: builds what a definitions document describes (a weir
+/// export or RabbitMQ's); answers what it did and what it did not import.
+pub(crate) async fn import_definitions(
+    caller: Caller,
+    State(broker): State<Broker>,
+    JsonBody(definitions): JsonBody<BrokerDefinitions>,
+) -> ApiResult {
+    caller.allow_administrator()?;
+    let report = broker.import_definitions(definitions).await?;
+    ok(StatusCode::OK, json!(report))
 }

@@ -13,7 +13,7 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 38] = [
+const ROUTES: [(&str, &str); 40] = [
     ("get", "/healthz"),
     ("get", "/api/openapi.json"),
     ("get", "/api/broker"),
@@ -52,6 +52,8 @@ const ROUTES: [(&str, &str); 38] = [
     ("get", "/api/permissions"),
     ("put", "/api/permissions/{vhost}/{user}"),
     ("delete", "/api/permissions/{vhost}/{user}"),
+    ("get", "/api/definitions"),
+    ("post", "/api/definitions"),
 ];
 
 /// axum's method routing functions that `OpenAPI` has an operation for.

@@ -98,6 +98,10 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
         )
         .route("/api/permissions", get(admin::list_permissions))
         .route(
+            "/api/definitions",
+            get(admin::export_definitions).post(admin::import_definitions),
+        )
+        .route(
             "/api/permissions/{vhost}/{user}",
             put(admin::put_permissions).delete(admin::delete_permissions),
         )

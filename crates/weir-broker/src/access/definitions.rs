@@ -8,39 +8,54 @@ use serde::{Deserialize, Serialize};
 
 use super::password::Hashing;
 
-/// The file.
+/// The file (and the access part of a definitions export or import).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Definitions {
+pub struct Definitions {
+    /// Users with their password hashes.
     #[serde(default)]
-    pub(crate) users: Vec<UserDef>,
+    pub users: Vec<UserDef>,
+    /// Vhosts.
     #[serde(default)]
-    pub(crate) vhosts: Vec<VhostDef>,
+    pub vhosts: Vec<VhostDef>,
+    /// Each user's patterns per vhost.
     #[serde(default)]
-    pub(crate) permissions: Vec<PermissionDef>,
+    pub permissions: Vec<PermissionDef>,
 }
 
+/// A user, with its hash (never a password).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct UserDef {
-    pub(crate) name: String,
-    pub(crate) password_hash: String,
-    pub(crate) hashing_algorithm: Hashing,
+pub struct UserDef {
+    /// The name.
+    pub name: String,
+    /// The hash, in the format `hashing_algorithm` names.
+    pub password_hash: String,
+    /// `argon2id` or RabbitMQ's `rabbit_password_hashing_sha256`.
+    pub hashing_algorithm: Hashing,
     /// A list (RabbitMQ 3.9+); RabbitMQ before wrote one comma-separated string.
     #[serde(default, deserialize_with = "tags")]
-    pub(crate) tags: Vec<String>,
+    pub tags: Vec<String>,
 }
 
+/// A vhost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct VhostDef {
-    pub(crate) name: String,
+pub struct VhostDef {
+    /// The name.
+    pub name: String,
 }
 
+/// One user's permissions in one vhost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct PermissionDef {
-    pub(crate) user: String,
-    pub(crate) vhost: String,
-    pub(crate) configure: String,
-    pub(crate) write: String,
-    pub(crate) read: String,
+pub struct PermissionDef {
+    /// The user.
+    pub user: String,
+    /// The vhost.
+    pub vhost: String,
+    /// What it may declare and delete.
+    pub configure: String,
+    /// What it may write to.
+    pub write: String,
+    /// What it may read from.
+    pub read: String,
 }
 
 /// Tags as a list or as one comma-separated string.

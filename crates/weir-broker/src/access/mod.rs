@@ -21,6 +21,7 @@
 //!   permission on the vhost `/`.
 
 pub mod definitions;
+mod import;
 pub mod password;
 pub mod permissions;
 #[cfg(test)]

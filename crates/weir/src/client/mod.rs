@@ -115,6 +115,10 @@ pub enum ClientCommand {
     /// Set, clear and list users' permissions per vhost (administrators only).
     #[command(subcommand)]
     Permissions(access::PermissionsCommand),
+    /// Export or import users, vhosts, permissions, queues, exchanges and bindings
+    /// (administrators only).
+    #[command(subcommand)]
+    Definitions(access::DefinitionsCommand),
 }
 
 /// `weir queue …`.
@@ -398,6 +402,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::User(cmd) => access::user(cmd).await,
         ClientCommand::Vhost(cmd) => access::vhost(cmd).await,
         ClientCommand::Permissions(cmd) => access::permissions(cmd).await,
+        ClientCommand::Definitions(cmd) => access::definitions(cmd).await,
     }
 }
 

@@ -15,6 +15,7 @@ mod cli;
 mod cli_access;
 mod cli_routing;
 mod dead_letters;
+mod definitions;
 mod durability;
 mod edge_cases;
 mod fan_out;

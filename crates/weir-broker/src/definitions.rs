@@ -1,0 +1,401 @@
+//! Definitions export and import: users, vhosts, permissions, queues, exchanges and
+//! bindings in one JSON document shaped like RabbitMQ's (`rabbitmqctl
+//! export_definitions`), so a RabbitMQ export imports here and a weir export
+//! rebuilds a broker's topology elsewhere.
+//!
+//! A queue is exported with RabbitMQ's `x-` arguments for what RabbitMQ can say and
+//! with weir's whole [`QueueOptions`] under `options`; an import takes `options`
+//! when present (a weir export, lossless) and the arguments otherwise (a RabbitMQ
+//! export). Exclusive queues belong to a connection and are not exported. What
+//! RabbitMQ exports and weir has no counterpart for (policies, parameters, topic
+//! permissions) is read and reported as not imported, never silently dropped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::access::DEFAULT_VHOST;
+use crate::access::definitions::{Definitions, PermissionDef, UserDef, VhostDef};
+use crate::api::Declared;
+use crate::api::QueueOptions;
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+use crate::queue_arguments::{ArgValue, apply_queue_argument, rabbitmq_arguments};
+use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType, is_built_in};
+use weir_log::LogStore;
+
+/// The document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BrokerDefinitions {
+    /// The weir version that exported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weir_version: Option<String>,
+    /// Users with their password hashes.
+    #[serde(default)]
+    pub users: Vec<UserDef>,
+    /// Vhosts.
+    #[serde(default)]
+    pub vhosts: Vec<VhostDef>,
+    /// Permissions per user and vhost.
+    #[serde(default)]
+    pub permissions: Vec<PermissionDef>,
+    /// Queues.
+    #[serde(default)]
+    pub queues: Vec<QueueDef>,
+    /// Exchanges (not the built-in ones).
+    #[serde(default)]
+    pub exchanges: Vec<ExchangeDef>,
+    /// Bindings.
+    #[serde(default)]
+    pub bindings: Vec<BindingDef>,
+    /// Whatever else the document has (RabbitMQ's `policies`, `parameters`,
+    /// `rabbit_version`...): not applied; an import reports the non-empty ones.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+fn default_vhost() -> String {
+    DEFAULT_VHOST.to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueDef {
+    /// Its name.
+    pub name: String,
+    /// Its vhost.
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    /// Kept across restarts.
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Deleted when its last consumer goes.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// RabbitMQ's `x-` arguments.
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+    /// weir's own options (a weir export); they win over `arguments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<QueueOptions>,
+}
+
+/// An exchange.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExchangeDef {
+    /// Its name.
+    pub name: String,
+    /// Its vhost.
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: ExchangeType,
+    /// Kept across restarts.
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Clients may not publish to it.
+    #[serde(default)]
+    pub internal: bool,
+    /// `alternate-exchange`, as RabbitMQ carries it.
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+}
+
+/// A binding.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BindingDef {
+    /// The exchange it routes from.
+    pub source: String,
+    /// Its vhost.
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    /// The queue or exchange it routes to.
+    pub destination: String,
+    /// `queue` or `exchange`.
+    pub destination_type: DestinationType,
+    /// The key or pattern.
+    #[serde(default)]
+    pub routing_key: String,
+    /// Header arguments (headers exchanges).
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// Users added or replaced.
+    pub users: usize,
+    /// Vhosts named (added or already there).
+    pub vhosts: usize,
+    /// Permissions set.
+    pub permissions: usize,
+    /// Queues created.
+    pub queues_created: usize,
+    /// Exchanges created.
+    pub exchanges_created: usize,
+    /// Bindings added.
+    pub bindings_created: usize,
+    /// Queues, exchanges and bindings that existed already, identical.
+    pub existed: usize,
+    /// Parts of the document weir has no counterpart for, not imported.
+    pub not_imported: Vec<String>,
+}
+
+/// Keys of a RabbitMQ export that say what it is, not what to build.
+const METADATA: [&str; 4] = [
+    "rabbit_version",
+    "rabbitmq_version",
+    "product_name",
+    "product_version",
+];
+
+fn invalid(field: &str, reason: impl Into<String>) -> BrokerError {
+    BrokerError::InvalidArgument {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Only `/` holds queues, exchanges and bindings for now.
+fn in_default_vhost(kind: &str, name: &str, vhost: &str) -> Result<()> {
+    if vhost == DEFAULT_VHOST {
+        return Ok(());
+    }
+    Err(invalid(
+        kind,
+        format!(
+            "{kind} '{name}' is in vhost '{vhost}': weir keeps queues, exchanges and bindings in '/' only"
+        ),
+    ))
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl QueueDef {
+    fn options(&self) -> Result<QueueOptions> {
+        let mut options = if let Some(options) = &self.options {
+            options.clone()
+        } else {
+            let mut options = QueueOptions::default();
+            for (name, value) in &self.arguments {
+                apply_queue_argument(&mut options, name, &ArgValue::from(value))
+                    .map_err(|e| invalid("queues", format!("queue '{}': {e}", self.name)))?;
+            }
+            options
+        };
+        options.transient = !self.durable;
+        options.auto_delete = self.auto_delete;
+        options.exclusive = false;
+        options.validate(&self.name)?;
+        Ok(options)
+    }
+}
+
+impl ExchangeDef {
+    fn options(&self) -> Result<ExchangeOptions> {
+        let alternate_exchange = match self.arguments.get("alternate-exchange") {
+            None => None,
+            Some(Value::String(ae)) => Some(ae.clone()),
+            Some(_) => {
+                return Err(invalid(
+                    "exchanges",
+                    format!(
+                        "exchange '{}': alternate-exchange must be a string",
+                        self.name
+                    ),
+                ));
+            }
+        };
+        Ok(ExchangeOptions {
+            kind: self.kind,
+            durable: self.durable,
+            auto_delete: self.auto_delete,
+            alternate_exchange,
+            internal: self.internal,
+        })
+    }
+}
+
+impl<S: LogStore> Broker<S> {
+    /// Everything [`Broker::import_definitions`] takes, as it is now.
+    pub async fn export_definitions(&self) -> BrokerDefinitions {
+        let access = self.access().export();
+        let queues: Vec<QueueDef> = self
+            .list()
+            .await
+            .into_iter()
+            .filter(|q| !q.options.exclusive)
+            .map(|q| QueueDef {
+                arguments: rabbitmq_arguments(&q.options),
+                durable: !q.options.transient,
+                auto_delete: q.options.auto_delete,
+                vhost: default_vhost(),
+                options: Some(q.options),
+                name: q.name,
+            })
+            .collect();
+        let exclusive = |name: &str| self.options(name).is_ok_and(|o| o.exclusive);
+        let exchanges = self
+            .exchanges()
+            .into_iter()
+            .filter(|e| !e.name.is_empty() && !is_built_in(&e.name))
+            .map(|e| {
+                let mut arguments = Map::new();
+                if let Some(ae) = &e.options.alternate_exchange {
+                    arguments.insert("alternate-exchange".into(), Value::String(ae.clone()));
+                }
+                ExchangeDef {
+                    name: e.name,
+                    vhost: default_vhost(),
+                    kind: e.options.kind,
+                    durable: e.options.durable,
+                    auto_delete: e.options.auto_delete,
+                    internal: e.options.internal,
+                    arguments,
+                }
+            })
+            .collect();
+        let bindings = self
+            .bindings(None, None)
+            .into_iter()
+            .filter(|b| {
+                !(b.destination_type == DestinationType::Queue && exclusive(&b.destination))
+            })
+            .map(|b| BindingDef {
+                source: b.source,
+                vhost: default_vhost(),
+                destination: b.destination,
+                destination_type: b.destination_type,
+                routing_key: b.routing_key,
+                arguments: b
+                    .arguments
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            })
+            .collect();
+        BrokerDefinitions {
+            weir_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            users: access.users,
+            vhosts: access.vhosts,
+            permissions: access.permissions,
+            queues,
+            exchanges,
+            bindings,
+            other: BTreeMap::new(),
+        }
+    }
+
+    /// Builds what `defs` describes: users, vhosts and permissions (merged, all or
+    /// nothing), then exchanges, queues and bindings. Everything is checked before
+    /// anything is built; a thing that exists identically is left as it is, one that
+    /// exists with other settings stops the import (`Conflict`), leaving what was
+    /// built before it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a document out of shape (a bad name, hash, pattern or
+    /// argument, a queue outside `/`), `Conflict`, or what declaring fails with.
+    pub async fn import_definitions(&self, defs: BrokerDefinitions) -> Result<ImportReport> {
+        let mut report = ImportReport::default();
+        let queues = defs
+            .queues
+            .iter()
+            .map(|q| {
+                in_default_vhost("queue", &q.name, &q.vhost)?;
+                Ok((q.name.clone(), q.options()?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let exchanges = defs
+            .exchanges
+            .iter()
+            .filter(|e| !e.name.is_empty() && !is_built_in(&e.name))
+            .map(|e| {
+                in_default_vhost("exchange", &e.name, &e.vhost)?;
+                Ok((e.name.clone(), e.options()?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bindings = defs
+            .bindings
+            .iter()
+            .map(|b| {
+                in_default_vhost("binding from exchange", &b.source, &b.vhost)?;
+                Ok(Binding {
+                    source: b.source.clone(),
+                    destination: b.destination.clone(),
+                    destination_type: b.destination_type,
+                    routing_key: b.routing_key.clone(),
+                    arguments: b
+                        .arguments
+                        .iter()
+                        .map(|(k, v)| (k.clone(), text_of(v)))
+                        .collect(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (key, value) in &defs.other {
+            let empty = match value {
+                Value::Array(a) => a.is_empty(),
+                Value::Object(o) => o.is_empty(),
+                Value::Null => true,
+                _ => METADATA.contains(&key.as_str()),
+            };
+            if !empty {
+                report.not_imported.push(key.clone());
+            }
+        }
+
+        let access_defs = Definitions {
+            users: defs.users,
+            vhosts: defs.vhosts,
+            permissions: defs.permissions,
+        };
+        (report.users, report.vhosts, report.permissions) = (
+            access_defs.users.len(),
+            access_defs.vhosts.len(),
+            access_defs.permissions.len(),
+        );
+        let access = self.access();
+        tokio::task::spawn_blocking(move || Arc::clone(&access).import(&access_defs))
+            .await
+            .map_err(|e| BrokerError::Internal {
+                reason: format!("importing users: {e}"),
+            })?
+            .map_err(|e| invalid("users", e.to_string()))?;
+
+        for (name, options) in exchanges {
+            match self.declare_exchange(&name, options).await? {
+                Declared::Created => report.exchanges_created += 1,
+                Declared::Existed => report.existed += 1,
+            }
+        }
+        for (name, options) in queues {
+            match self.declare(&name, options).await? {
+                Declared::Created => report.queues_created += 1,
+                Declared::Existed => report.existed += 1,
+            }
+        }
+        for declared in self.bind_many(bindings).await? {
+            match declared {
+                Declared::Created => report.bindings_created += 1,
+                Declared::Existed => report.existed += 1,
+            }
+        }
+        Ok(report)
+    }
+}
