@@ -22,7 +22,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -35,7 +34,7 @@ use weir_broker::BrokerError;
 use weir_broker::access::{Access, DEFAULT_VHOST, Operation, Principal};
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Guard};
 
 /// The two ends of the connection a request came on, put in its extensions by the
 /// connection's service.
@@ -43,28 +42,6 @@ use crate::state::AppState;
 pub(crate) struct Addrs {
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
-}
-
-/// What the guard needs from the configuration.
-#[derive(Debug)]
-pub(crate) struct Guard {
-    /// `[http] allowed_hosts`, lower case.
-    pub(crate) allowed_hosts: Vec<String>,
-    pub(crate) any_host: bool,
-    pub(crate) failed_login_delay: Duration,
-}
-
-impl Guard {
-    pub(crate) fn new(allowed_hosts: &[String], failed_login_delay_ms: u64) -> Guard {
-        Guard {
-            allowed_hosts: allowed_hosts
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
-            any_host: allowed_hosts.iter().any(|h| h == "*"),
-            failed_login_delay: Duration::from_millis(failed_login_delay_ms),
-        }
-    }
 }
 
 /// The user a request is made as, checked by [`guard`].

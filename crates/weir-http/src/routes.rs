@@ -20,13 +20,15 @@ use weir_broker::{
 };
 
 use crate::admin_routes as admin;
-use crate::auth::{self, Caller, Guard};
+use crate::auth::{self, Caller};
 use crate::config::HttpConfig;
 use crate::error::{ApiError, status_of};
 use crate::extract::{JsonBody, OneOrMany, QueryParams};
 use crate::messages::{MessageIn, message_in};
 use crate::routing_routes as x;
-use crate::state::{ApiResult, AppState, LONG_POLL_RETRY_AFTER_S, LongPolls, WritesAllowed, ok};
+use crate::state::{
+    ApiResult, AppState, Guard, LONG_POLL_RETRY_AFTER_S, LongPolls, WritesAllowed, ok,
+};
 
 pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
     let state = AppState {

@@ -3,6 +3,7 @@
 //! module: the extractors and both route files use it, it uses none of them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{FromRef, FromRequestParts};
@@ -13,7 +14,6 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use weir_broker::{Alarms, Broker};
 
-use crate::auth::Guard;
 use crate::error::ApiError;
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
@@ -36,6 +36,28 @@ pub(crate) struct AppState {
 impl FromRef<AppState> for Broker {
     fn from_ref(state: &AppState) -> Broker {
         state.broker.clone()
+    }
+}
+
+/// What the request guard ([`crate::auth`]) needs from the configuration.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    /// `[http] allowed_hosts`, lower case.
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) any_host: bool,
+    pub(crate) failed_login_delay: Duration,
+}
+
+impl Guard {
+    pub(crate) fn new(allowed_hosts: &[String], failed_login_delay_ms: u64) -> Guard {
+        Guard {
+            allowed_hosts: allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            any_host: allowed_hosts.iter().any(|h| h == "*"),
+            failed_login_delay: Duration::from_millis(failed_login_delay_ms),
+        }
     }
 }
 
