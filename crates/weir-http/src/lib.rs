@@ -47,6 +47,7 @@ use weir_broker::Broker;
 
 pub use config::{HttpConfig, MAX_TIMEOUT_MS};
 pub use error::{ApiError, status_of};
+pub use server::{Listeners, TlsSettings};
 
 /// The routes, ready to serve.
 pub fn router(broker: Broker, config: &HttpConfig) -> Router {
@@ -62,6 +63,21 @@ pub async fn serve(
     config: &HttpConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    server::serve(listener, router, config, shutdown).await;
+    let listeners = Listeners {
+        plain: Some(listener),
+        tls: None,
+    };
+    server::serve(listeners, router, config, shutdown).await;
     Ok(())
+}
+
+/// Serves `router` as [`serve`] does, on a plain listener, a TLS one or both
+/// ([`Listeners`]), with one connection cap for both.
+pub async fn serve_listeners(
+    listeners: Listeners,
+    router: Router,
+    config: &HttpConfig,
+    shutdown: CancellationToken,
+) {
+    server::serve(listeners, router, config, shutdown).await;
 }
