@@ -513,3 +513,55 @@ async fn bench_amqp_runs_over_amqps() {
     assert_eq!(round["a"]["received"], 2000, "{c}");
     assert_eq!(round["b"]["verified"], true, "{c}");
 }
+
+/// TLS connections count against their front end's one cap, with the plain ones:
+/// an AMQP client is turned away while a TLS connection holds the only slot and
+/// served once it is gone; an HTTPS server at its cap closes a stalled handshake
+/// (a connection that never sent a request) to serve a newcomer.
+#[tokio::test]
+async fn tls_connections_count_against_the_connection_caps() {
+    let pki = Pki::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[amqp]\nmax_connections = 1\n[http]\nmax_connections = 1\nheader_read_timeout_ms = 2000\n",
+    )
+    .unwrap();
+    let broker = tls_broker(&pki, &["--config", config.to_str().unwrap()]).await;
+    // A completed handshake: the server has accepted it and holds its slot.
+    let tls = connect_tls(
+        broker.amqps_addr().unwrap(),
+        pki.client_config(false).unwrap(),
+        localhost(),
+    )
+    .await
+    .expect("TLS connection");
+    let mut plain = TcpStream::connect(broker.amqp_addr()).await.unwrap();
+    assert!(!amqp_answers(&mut plain).await, "the cap is shared");
+    wait_log(&broker, "AMQP connection refused: too many connections").await;
+    drop(tls);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut again = TcpStream::connect(broker.amqp_addr()).await.unwrap();
+        if amqp_answers(&mut again).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // HTTPS: a stalled handshake does not lock out a real client.
+    let mut stalled = TcpStream::connect(broker.https_addr().unwrap())
+        .await
+        .unwrap();
+    let health = https_client(&pki)
+        .get(format!("{}/healthz", broker.https_url().unwrap()))
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(health.status(), 200);
+    closed_by_peer(&mut stalled).await;
+}
