@@ -10,6 +10,8 @@
 //! to make room (nginx does the same), long polls have a cap of their own, a body over
 //! the limit is answered 413 before it is read and then drained so the client reads
 //! the answer, and sends are refused while a broker resource alarm is raised.
+//! [`serve_listeners`] serves HTTPS too (tokio-rustls, the handshake in each
+//! connection's task), beside plain HTTP or instead of it, under one connection cap.
 //!
 //! ```no_run
 //! # async fn run(broker: weir_broker::Broker) -> std::io::Result<()> {
