@@ -7,7 +7,8 @@
 //!
 //! | behaviour | file |
 //! |---|---|
-//! | accept loop, connection limits, TCP keepalive | `server.rs` |
+//! | accept loops (plain and TLS), TLS handshakes, connection limits, TCP keepalive | `server.rs` |
+//! | the socket, plain or TLS, written without waiting | `socket.rs` |
 //! | frame header checked against `frame_max`, then parsed | `framing.rs` |
 //! | field tables walked without recursion, depth and size limits | `tables.rs` |
 //! | the connection machine: states, heartbeats, close handshakes, channel open/close | `connection.rs` |
@@ -54,7 +55,8 @@ mod message;
 mod registry;
 mod server;
 mod session;
+mod socket;
 mod tables;
 
 pub use config::AmqpConfig;
-pub use server::serve;
+pub use server::{Listeners, TlsSettings, serve, serve_listeners};

@@ -54,8 +54,6 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +66,7 @@ use crate::codes::{self, CHANNEL_ERROR, Exception, PRECONDITION_FAILED};
 use crate::config::AmqpConfig;
 use crate::connection::{Connection, Input};
 use crate::registry::Registry;
+use crate::socket::{ReadHalf, Socket, WriteHalf};
 use consumer::requeue;
 use event::{Event, Publish};
 use outflow::{Credit, Output};
@@ -129,17 +128,17 @@ struct Channel {
     generation: u64,
 }
 
-/// Runs one connection to its end.
+/// Runs one connection to its end. `peer` is the TCP peer (a TLS connection's
+/// too): the address logins are checked against.
 pub(crate) async fn run(
-    stream: TcpStream,
+    stream: Socket,
     peer: SocketAddr,
     broker: Broker,
     config: Arc<AmqpConfig>,
     replies: Arc<Replies>,
     registry: Arc<Registry>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    let (read, write) = stream.split();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut session = Session {
         peer,
@@ -212,8 +211,8 @@ struct Session {
     /// many answers wait for the client.
     input_waiting: bool,
     config: Arc<AmqpConfig>,
-    read: tokio::net::tcp::OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: ReadHalf,
+    write: WriteHalf,
     /// The protocol: handshake, limits, heartbeats, closes, content assembly.
     conn: Connection,
     /// What the broker side keeps of each open channel. Looked up several times per
@@ -255,7 +254,7 @@ impl Session {
         self.output
             .flush(
                 self.conn.outbox(),
-                &self.write,
+                &mut self.write,
                 &self.credit,
                 Instant::now(),
             )

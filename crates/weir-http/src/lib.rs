@@ -10,6 +10,8 @@
 //! to make room (nginx does the same), long polls have a cap of their own, a body over
 //! the limit is answered 413 before it is read and then drained so the client reads
 //! the answer, and sends are refused while a broker resource alarm is raised.
+//! [`serve_listeners`] serves HTTPS too (tokio-rustls, the handshake in each
+//! connection's task), beside plain HTTP or instead of it, under one connection cap.
 //!
 //! ```no_run
 //! # async fn run(broker: weir_broker::Broker) -> std::io::Result<()> {
@@ -49,6 +51,7 @@ use weir_broker::Broker;
 
 pub use config::{HttpConfig, MAX_TIMEOUT_MS};
 pub use error::{ApiError, status_of};
+pub use server::{Listeners, TlsSettings};
 
 /// The routes, ready to serve.
 pub fn router(broker: Broker, config: &HttpConfig) -> Router {
@@ -64,6 +67,21 @@ pub async fn serve(
     config: &HttpConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    server::serve(listener, router, config, shutdown).await;
+    let listeners = Listeners {
+        plain: Some(listener),
+        tls: None,
+    };
+    server::serve(listeners, router, config, shutdown).await;
     Ok(())
+}
+
+/// Serves `router` as [`serve`] does, on a plain listener, a TLS one or both
+/// ([`Listeners`]), with one connection cap for both.
+pub async fn serve_listeners(
+    listeners: Listeners,
+    router: Router,
+    config: &HttpConfig,
+    shutdown: CancellationToken,
+) {
+    server::serve(listeners, router, config, shutdown).await;
 }

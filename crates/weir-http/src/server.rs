@@ -1,6 +1,7 @@
-//! The accept side: at most `max_connections` open connections, `TCP_NODELAY` on
-//! each, accept errors (out of file descriptors) backed off instead of spun on, and
-//! graceful shutdown.
+//! The accept side: plain and TLS listeners, at most `max_connections` open
+//! connections between them, `TCP_NODELAY` on each, accept errors (out of file
+//! descriptors) backed off instead of spun on, and graceful shutdown. A TLS
+//! handshake runs in the connection's task, as part of its first request head.
 //!
 //! **At the cap** a new connection is accepted and waits for a slot. To make one,
 //! the server closes the connection that has waited longest for a request (an idle
@@ -15,12 +16,16 @@
 //! for one to finish.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -28,7 +33,7 @@ use tracing::Instrument as _;
 use crate::auth::Addrs;
 use crate::config::HttpConfig;
 use crate::connection::{self, Io, Service};
-use crate::phase::{Clock, ConnectionState, Phase};
+use crate::phase::{Clock, ConnectionState, Phase, Timeouts};
 
 /// How long a connection must have waited for a request before the server, at
 /// its cap, may close it to make room. Not at once: a client that has just
@@ -126,8 +131,31 @@ impl Drop for Registered {
     }
 }
 
+/// The current TLS settings of a listener; see [`Listeners`].
+pub type TlsSettings = watch::Receiver<Arc<ServerConfig>>;
+
+/// Where the HTTP front end listens: a plain listener, a TLS one, or both. Both
+/// share one connection cap. The binary sends new TLS settings when the
+/// certificates are reloaded (SIGHUP); each connection takes those in force when it
+/// is accepted, so open connections keep theirs.
+#[derive(Default)]
+pub struct Listeners {
+    /// Plain HTTP.
+    pub plain: Option<TcpListener>,
+    /// HTTPS and its settings.
+    pub tls: Option<(TcpListener, TlsSettings)>,
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     router: Router,
     config: &HttpConfig,
     shutdown: CancellationToken,
@@ -143,26 +171,34 @@ pub(crate) async fn serve(
     let timeouts = config.timeouts();
     let reclaim_after = ReclaimAfter::new(timeouts.header_read);
     let body = Arc::new(config.body_settings());
+    let Listeners { plain, tls } = listeners;
+    let (tls_listener, tls_settings) = tls.unzip();
     let mut next_id = 0u64;
     let mut backoff = Duration::from_millis(5);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    (stream, peer)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed; backing off");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => break,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
+        let (accepted, tls) = tokio::select! {
+            accepted = accept(plain.as_ref()) => (accepted, None),
+            accepted = accept(tls_listener.as_ref()) => {
+                // The settings in force now, for this connection's whole life.
+                let settings = tls_settings.as_ref().map(|s| TlsAcceptor::from(s.borrow().clone()));
+                (accepted, settings)
+            }
             () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                (stream, peer)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP accept failed; backing off");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
         };
         let Some(permit) = slot(&permits, &registry, clock, reclaim_after, &shutdown).await else {
             break;
@@ -188,21 +224,76 @@ pub(crate) async fn serve(
         };
         let shutdown = shutdown.clone();
         // Everything logged while serving this connection names it.
-        let span = tracing::info_span!("http", %peer, connection = next_id);
+        let span = if tls.is_some() {
+            tracing::info_span!("https", %peer, connection = next_id)
+        } else {
+            tracing::info_span!("http", %peer, connection = next_id)
+        };
         tracker.spawn(
             async move {
-                connection::drive(Io::new(stream, state), service, timeouts, shutdown).await;
+                match tls {
+                    None => {
+                        connection::drive(Io::new(stream, state), service, timeouts, shutdown)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        if let Some(stream) =
+                            handshake(&acceptor, stream, &state, &timeouts, &shutdown).await
+                        {
+                            connection::drive(Io::new(stream, state), service, timeouts, shutdown)
+                                .await;
+                        }
+                    }
+                }
                 drop(registered);
                 drop(permit);
             }
             .instrument(span),
         );
     }
-    // Stop accepting (the listener closes), then wait for the connections: those
+    // Stop accepting (the listeners close), then wait for the connections: those
     // between requests close at once, the others after their answer.
-    drop(listener);
+    drop((plain, tls_listener));
     tracker.close();
     tracker.wait().await;
+}
+
+/// The server side of a TLS handshake. It is part of the connection's first request
+/// head: it ends at the header timeout (counted from the accept), a server at its
+/// cap may reclaim the connection meanwhile (it is `Fresh`), and shutdown stops it.
+/// `None` (logged, the socket closed) when it does not complete.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    state: &ConnectionState,
+    timeouts: &Timeouts,
+    shutdown: &CancellationToken,
+) -> Option<TlsStream<TcpStream>> {
+    let accepting = acceptor.accept(stream);
+    tokio::pin!(accepting);
+    loop {
+        let deadline = state.deadline(timeouts);
+        tokio::select! {
+            accepted = &mut accepting => match accepted {
+                Ok(stream) => return Some(stream),
+                // A client that does not trust the certificate, presents none where
+                // one is required, or speaks plain HTTP or anything else.
+                Err(e) => {
+                    tracing::info!(error = %e, "HTTPS TLS handshake failed");
+                    return None;
+                }
+            },
+            // Deadlines only move later without a wake-up (see `connection::drive`).
+            () = connection::sleep_until(deadline) => {
+                if let Some(why) = state.expired(timeouts) {
+                    tracing::info!(why, "HTTPS TLS handshake did not complete; closing");
+                    return None;
+                }
+            }
+            () = state.wake.notified() => {}
+            () = shutdown.cancelled() => return None,
+        }
+    }
 }
 
 /// A connection slot: at once if one is free, else after closing a connection to

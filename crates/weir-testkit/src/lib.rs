@@ -1,7 +1,10 @@
 //! Test helpers: start the real `weir` binary on loopback with a temporary data
 //! directory, read its ready line (so tests never guess ports or sleep), stop it
 //! with SIGTERM or SIGKILL, and restart it on the same directory. The broker's log
-//! goes to a file that is printed when a test fails.
+//! goes to a file that is printed when a test fails. [`tls`] makes certificates at
+//! test time for the TLS listeners.
+
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,6 +39,9 @@ pub struct Broker {
     extra_args: Vec<String>,
     http: String,
     amqp: String,
+    /// The TLS listeners' addresses, when on.
+    https: Option<String>,
+    amqps: Option<String>,
     starts: u32,
 }
 
@@ -63,6 +69,8 @@ impl Broker {
             extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
             http: String::new(),
             amqp: String::new(),
+            https: None,
+            amqps: None,
             starts: 0,
         };
         broker.spawn().await?;
@@ -85,16 +93,14 @@ impl Broker {
             }
             None => Command::new(weir_binary()),
         };
+        command.arg("serve").arg("--data-dir").arg(self.data_dir());
+        // Free loopback ports, unless the test chose (`off`, say).
+        for flag in ["--http-listen", "--amqp-listen"] {
+            if !self.extra_args.iter().any(|a| a == flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args([
-                "--http-listen",
-                "127.0.0.1:0",
-                "--amqp-listen",
-                "127.0.0.1:0",
-            ])
             .args(&self.extra_args)
             .env(
                 "RUST_LOG",
@@ -132,6 +138,10 @@ impl Broker {
                 v.clone_into(&mut self.http);
             } else if let Some(v) = part.strip_prefix("amqp=") {
                 v.clone_into(&mut self.amqp);
+            } else if let Some(v) = part.strip_prefix("https=") {
+                self.https = Some(v.to_owned());
+            } else if let Some(v) = part.strip_prefix("amqps=") {
+                self.amqps = Some(v.to_owned());
             }
         }
         // Keep reading stdout so the broker never blocks on a full pipe.
@@ -153,6 +163,30 @@ impl Broker {
     /// The AMQP URL of the broker (guest/guest, vhost `/`), for lapin or pika.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.amqp)
+    }
+
+    /// The AMQP-over-TLS address (`127.0.0.1:PORT`), when `--amqps-listen` is on.
+    pub fn amqps_addr(&self) -> Option<&str> {
+        self.amqps.as_deref()
+    }
+
+    /// The HTTPS address (`127.0.0.1:PORT`), when `--https-listen` is on.
+    pub fn https_addr(&self) -> Option<&str> {
+        self.https.as_deref()
+    }
+
+    /// `amqps://guest:guest@localhost:PORT/%2f` (the test certificate's name), when
+    /// `--amqps-listen` is on.
+    pub fn amqps_url(&self) -> Option<String> {
+        let port = self.amqps.as_deref()?.rsplit(':').next()?;
+        Some(format!("amqps://guest:guest@localhost:{port}/%2f"))
+    }
+
+    /// `https://localhost:PORT` (the test certificate's name), when `--https-listen`
+    /// is on.
+    pub fn https_url(&self) -> Option<String> {
+        let port = self.https.as_deref()?.rsplit(':').next()?;
+        Some(format!("https://localhost:{port}"))
     }
 
     /// The data directory.
@@ -182,6 +216,19 @@ impl Broker {
                 .wait()
                 .await
                 .context("waiting for the killed broker")?;
+        }
+        Ok(())
+    }
+
+    /// SIGHUP (the broker reloads its TLS certificates); returns at once.
+    pub fn hangup(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("broker not running")?;
+        let status = std::process::Command::new("kill")
+            .args(["-HUP".to_owned(), pid.to_string()])
+            .status()
+            .context("running kill -HUP")?;
+        if !status.success() {
+            bail!("kill -HUP {pid} failed");
         }
         Ok(())
     }

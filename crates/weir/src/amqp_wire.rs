@@ -7,20 +7,24 @@
 //! deliveries are read from a buffer, with `basic.deliver` and `basic.ack` parsed by
 //! hand; acks go out as one `basic.ack multiple` per read. Methods off the hot path
 //! (handshake, declare, consume) use `amq-protocol`'s codec. It speaks to any AMQP
-//! 0-9-1 broker.
+//! 0-9-1 broker, over TCP (`amqp://`) or TLS (`amqps://`, trusting the CAs given to
+//! [`trust`]).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, connection, queue};
 use amq_protocol::types::{FieldTable, LongString};
-use amq_protocol::uri::AMQPUri;
+use amq_protocol::uri::{AMQPScheme, AMQPUri};
 use anyhow::{Context as _, bail};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::TlsConnector;
 
 pub const FRAME_METHOD: u8 = 1;
 pub const FRAME_HEADER: u8 = 2;
@@ -36,10 +40,48 @@ pub struct Frame {
     pub payload: bytes::Bytes,
 }
 
-/// The reading half: a buffer over the socket.
+/// How `amqps://` connections are made: set once by [`trust`].
+static TLS: OnceLock<TlsConnector> = OnceLock::new();
+
+/// `amqps://` URLs trust the CA certificates in the PEM file `ca` (the process's
+/// client connections all go to the brokers of one benchmark). Call once, before
+/// connecting.
+pub fn trust(ca: &std::path::Path) -> anyhow::Result<()> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(cert.with_context(|| format!("a certificate in {}", ca.display()))?)?;
+    }
+    // ring, as the broker (the workspace's Cargo.toml says why).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if TLS.set(TlsConnector::from(Arc::new(config))).is_err() {
+        bail!("the TLS trust is already set");
+    }
+    Ok(())
+}
+
+/// The reading half: a buffer over the socket (TCP or TLS).
 pub struct Reader {
-    read: OwnedReadHalf,
+    read: Box<dyn AsyncRead + Send + Unpin>,
     buf: BytesMut,
+}
+
+/// The writing half (TCP or TLS).
+pub struct Writer(Box<dyn AsyncWrite + Send + Unpin>);
+
+impl Writer {
+    /// Writes all of `bytes` and flushes: over TLS, what rustls took is on the wire
+    /// only after a flush, and an answer may wait for it.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(bytes).await?;
+        self.0.flush().await
+    }
 }
 
 impl Reader {
@@ -122,7 +164,7 @@ pub const HEARTBEAT: &[u8] = &[8, 0, 0, 0, 0, 0, 0, 0xCE];
 
 pub struct Client {
     pub reader: Reader,
-    pub writer: OwnedWriteHalf,
+    pub writer: Writer,
     pub frame_max: u32,
 }
 
@@ -149,7 +191,24 @@ impl Client {
             .await
             .with_context(|| format!("connecting to {address}"))??;
         stream.set_nodelay(true)?;
-        let (read, mut writer) = stream.into_split();
+        let (read, mut writer): (Box<dyn AsyncRead + Send + Unpin>, _) = match uri.scheme {
+            AMQPScheme::AMQP => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Writer(Box::new(write)))
+            }
+            AMQPScheme::AMQPS => {
+                let connector = TLS.get().context("amqps:// needs --tls-ca FILE")?;
+                let name = ServerName::try_from(uri.authority.host.clone())
+                    .with_context(|| format!("{} as a TLS server name", uri.authority.host))?;
+                let tls =
+                    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, stream))
+                        .await
+                        .with_context(|| format!("TLS handshake with {address}"))?
+                        .with_context(|| format!("TLS handshake with {address}"))?;
+                let (read, write) = tokio::io::split(tls);
+                (Box::new(read), Writer(Box::new(write)))
+            }
+        };
         let mut reader = Reader {
             read,
             buf: BytesMut::with_capacity(256 * 1024),

@@ -235,6 +235,24 @@ impl AmqpSection {
     }
 }
 
+/// TLS for the `amqps_listen` and `https_listen` listeners (`[tls]`): one
+/// certificate for both. Read at start and again on SIGHUP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM file with the server's certificate chain, the server's own certificate
+    /// first.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, RSA or EC).
+    pub key: Option<PathBuf>,
+    /// PEM file with the CA certificates that sign client certificates. When set,
+    /// a TLS client must present a certificate signed by one of them.
+    pub ca: Option<PathBuf>,
+}
+
+/// The value of a `*_listen` key that turns the listener off.
+pub const OFF: &str = "off";
+
 /// Everything `weir serve` needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -245,6 +263,10 @@ pub struct Config {
     pub http_listen: String,
     /// AMQP 0-9-1 address; its settings are `[amqp]`.
     pub amqp_listen: String,
+    /// HTTPS address (the API over TLS, with `[tls]`); `off` by default.
+    pub https_listen: String,
+    /// AMQP 0-9-1 over TLS address (5671 by convention, with `[tls]`); `off` by default.
+    pub amqps_listen: String,
     /// When a confirm may be sent: `always` (after fdatasync), `interval:<ms>`, `never`.
     pub fsync: FsyncPolicy,
     /// Log filter when `RUST_LOG` is not set (`info`, `debug`, `weir_broker=debug`).
@@ -257,6 +279,8 @@ pub struct Config {
     pub amqp: AmqpSection,
     /// Queue logs.
     pub log: LogSection,
+    /// Certificates of the TLS listeners.
+    pub tls: TlsSection,
 }
 
 impl Default for Config {
@@ -265,24 +289,62 @@ impl Default for Config {
             data_dir: PathBuf::from("./weir-data"),
             http_listen: "127.0.0.1:8080".into(),
             amqp_listen: "127.0.0.1:5672".into(),
+            https_listen: OFF.into(),
+            amqps_listen: OFF.into(),
             fsync: FsyncPolicy::Always,
             log_level: "info".into(),
             limits: Limits::default(),
             http: HttpConfig::default(),
             amqp: AmqpSection::default(),
             log: LogSection::default(),
+            tls: TlsSection::default(),
         }
     }
 }
 
-const TOP_LEVEL: [&str; 5] = [
+impl Config {
+    /// A listener's address, `None` when it is `off`.
+    pub fn listen(address: &str) -> Option<&str> {
+        (address != OFF).then_some(address)
+    }
+
+    /// Every problem with the listeners and `[tls]` (empty when there is none).
+    pub fn listener_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let listeners = [
+            &self.http_listen,
+            &self.amqp_listen,
+            &self.https_listen,
+            &self.amqps_listen,
+        ];
+        if listeners.iter().all(|l| Config::listen(l).is_none()) {
+            problems.push("every listener is off: turn on at least one of http_listen, amqp_listen, https_listen, amqps_listen".to_owned());
+        }
+        let tls_on = Config::listen(&self.https_listen).is_some()
+            || Config::listen(&self.amqps_listen).is_some();
+        if tls_on {
+            for (key, value) in [("cert", &self.tls.cert), ("key", &self.tls.key)] {
+                if value.is_none() {
+                    problems.push(format!(
+                        "tls.{key} is needed by https_listen and amqps_listen (--tls-{key})"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+const TOP_LEVEL: [&str; 7] = [
     "data_dir",
     "http_listen",
     "amqp_listen",
+    "https_listen",
+    "amqps_listen",
     "fsync",
     "log_level",
 ];
-const SECTIONS: [&str; 4] = ["limits", "http", "amqp", "log"];
+const SECTIONS: [&str; 5] = ["limits", "http", "amqp", "log", "tls"];
 
 /// A value from the environment: numbers and booleans as such, anything else as a
 /// string.
@@ -297,7 +359,7 @@ fn env_value(raw: &str) -> toml::Value {
 }
 
 /// Builds the configuration from an optional file, the environment (`vars`) and
-/// flag overrides (`flags`: top-level key → value).
+/// flag overrides (`flags`: top-level key, or `section.key`, → value).
 pub fn load(
     file: Option<&Path>,
     vars: impl IntoIterator<Item = (String, String)>,
@@ -334,8 +396,23 @@ pub fn load(
         }
     }
     for (key, value) in flags {
-        if let Some(v) = value {
-            table.insert((*key).to_owned(), toml::Value::String(v.clone()));
+        let Some(v) = value else {
+            continue;
+        };
+        let value = toml::Value::String(v.clone());
+        match key.split_once('.') {
+            Some((section, field)) => {
+                let entry = table
+                    .entry(section.to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(section_table) = entry.as_table_mut() else {
+                    bail!("config: {section} must be a table");
+                };
+                section_table.insert(field.to_owned(), value);
+            }
+            None => {
+                table.insert((*key).to_owned(), value);
+            }
         }
     }
     let config: Config = table
@@ -375,6 +452,49 @@ mod tests {
         assert_eq!(c.limits.max_queues, 7);
         assert_eq!(c.fsync.to_string(), "interval:5");
         assert_eq!(c.amqp_listen, "127.0.0.1:5672");
+    }
+
+    #[test]
+    fn tls_keys_come_from_flags_and_the_environment_and_listeners_turn_off() {
+        let env = vec![
+            ("WEIR_AMQPS_LISTEN".to_owned(), "127.0.0.1:5671".to_owned()),
+            ("WEIR_TLS_KEY".to_owned(), "/env/key.pem".to_owned()),
+        ];
+        let flags = [
+            ("amqp_listen", Some(OFF.to_owned())),
+            ("tls.cert", Some("/flag/cert.pem".to_owned())),
+        ];
+        let c = load(None, env, &flags).unwrap();
+        assert_eq!(Config::listen(&c.amqp_listen), None);
+        assert_eq!(Config::listen(&c.amqps_listen), Some("127.0.0.1:5671"));
+        assert_eq!(Config::listen(&c.https_listen), None, "off by default");
+        assert_eq!(c.tls.cert, Some(PathBuf::from("/flag/cert.pem")));
+        assert_eq!(c.tls.key, Some(PathBuf::from("/env/key.pem")));
+        assert!(
+            c.listener_problems().is_empty(),
+            "{:?}",
+            c.listener_problems()
+        );
+        // A TLS listener without a key, and nothing on at all, are refused.
+        let c = load(
+            None,
+            Vec::new(),
+            &[("https_listen", Some("127.0.0.1:0".to_owned()))],
+        )
+        .unwrap();
+        let problems = c.listener_problems();
+        assert!(
+            problems.len() == 2
+                && problems[0].contains("tls.cert")
+                && problems[1].contains("tls.key"),
+            "{problems:?}"
+        );
+        let off = [
+            ("http_listen", Some(OFF.to_owned())),
+            ("amqp_listen", Some(OFF.to_owned())),
+        ];
+        let c = load(None, Vec::new(), &off).unwrap();
+        assert!(c.listener_problems()[0].contains("every listener is off"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod file_limit;
 #[cfg(test)]
 mod fuzzing;
 mod serve;
+mod tls;
 mod worker;
 
 use clap::{Parser, Subcommand};

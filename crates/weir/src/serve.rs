@@ -1,5 +1,6 @@
-//! `weir serve`: opens the broker, binds the listeners, prints the ready line and
-//! runs until SIGTERM or Ctrl-C.
+//! `weir serve`: opens the broker, binds the listeners (plain and TLS, each of them
+//! may be `off`), prints the ready line and runs until SIGTERM or Ctrl-C; SIGHUP
+//! reloads the TLS certificates.
 //!
 //! Shutdown order: stop accepting HTTP and AMQP connections; close every AMQP
 //! connection with `connection.close` 320 `CONNECTION_FORCED` (their unacked
@@ -17,7 +18,7 @@ use weir_broker::access::{DEFAULT_VHOST, Patterns};
 use weir_broker::{Broker, BrokerConfig};
 
 use crate::config::{self, Config};
-use crate::file_limit;
+use crate::{file_limit, tls};
 
 /// Flags of `weir serve` (each overrides the file and the environment).
 #[derive(clap::Args, Debug)]
@@ -28,18 +29,40 @@ pub struct ServeArgs {
     /// Data directory [default: ./weir-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// HTTP address [default: 127.0.0.1:8080]; port 0 picks a free port.
+    /// HTTP address [default: 127.0.0.1:8080]; port 0 picks a free port; `off`: no
+    /// plain HTTP.
     #[arg(long)]
     http_listen: Option<String>,
-    /// AMQP 0-9-1 address [default: 127.0.0.1:5672] (pika, lapin, Celery...).
+    /// AMQP 0-9-1 address [default: 127.0.0.1:5672] (pika, lapin, Celery...);
+    /// `off`: no plain AMQP.
     #[arg(long)]
     amqp_listen: Option<String>,
+    /// HTTPS address (needs --tls-cert and --tls-key) [default: off].
+    #[arg(long)]
+    https_listen: Option<String>,
+    /// AMQP-over-TLS address, 5671 by convention (needs --tls-cert and --tls-key)
+    /// [default: off].
+    #[arg(long)]
+    amqps_listen: Option<String>,
+    /// PEM certificate chain of the TLS listeners, the server's certificate first.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: TLS clients must present a certificate signed by one.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     /// always | interval:MS | never [default: always].
     #[arg(long)]
     fsync: Option<String>,
     /// Log filter when `RUST_LOG` is unset [default: info].
     #[arg(long)]
     log_level: Option<String>,
+}
+
+fn path_flag(path: Option<&PathBuf>) -> Option<String> {
+    path.map(|p| p.display().to_string())
 }
 
 fn load(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -50,6 +73,11 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         ),
         ("http_listen", args.http_listen.clone()),
         ("amqp_listen", args.amqp_listen.clone()),
+        ("https_listen", args.https_listen.clone()),
+        ("amqps_listen", args.amqps_listen.clone()),
+        ("tls.cert", path_flag(args.tls_cert.as_ref())),
+        ("tls.key", path_flag(args.tls_key.as_ref())),
+        ("tls.ca", path_flag(args.tls_ca.as_ref())),
         ("fsync", args.fsync.clone()),
         ("log_level", args.log_level.clone()),
     ];
@@ -58,6 +86,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     config.amqp.to_config(config.limits.max_message_bytes)?;
     let mut problems = config.http.problems();
     problems.extend(config.limits.problems());
+    problems.extend(config.listener_problems());
     if !problems.is_empty() {
         anyhow::bail!("invalid configuration: {}", problems.join("; "));
     }
@@ -159,42 +188,135 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "recovered"
     );
     seed_users(&broker, &config.amqp.seed_users()?).await?;
-    let http = TcpListener::bind(&config.http_listen)
-        .await
-        .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
-    let amqp = TcpListener::bind(&config.amqp_listen)
-        .await
-        .with_context(|| format!("binding AMQP on {}", config.amqp_listen))?;
-    let http_addr = http.local_addr()?;
-    let amqp_addr = amqp.local_addr()?;
+    let (http, amqp, tls) = listeners(&config).await?;
+    // Installed before the ready line: SIGHUP's default would end the process.
+    let reloads = tokio::spawn(reload_on_hangup(tls)?);
+    let ready = format!(
+        "weir ready http={} amqp={}{}{}",
+        address(http.plain.as_ref()),
+        address(amqp.plain.as_ref()),
+        tls_address(" https", http.tls.as_ref()),
+        tls_address(" amqps", amqp.tls.as_ref()),
+    );
     let shutdown = CancellationToken::new();
     let router = weir_http::router(broker.clone(), &config.http);
+    let http_on = http.plain.is_some() || http.tls.is_some();
     let server = tokio::spawn({
         let http_config = config.http.clone();
         let shutdown = shutdown.clone();
-        async move { weir_http::serve(http, router, &http_config, shutdown).await }
+        async move {
+            if http_on {
+                weir_http::serve_listeners(http, router, &http_config, shutdown).await;
+            }
+        }
     });
     let amqp_config = weir_amqp::AmqpConfig {
         shutdown: shutdown.clone(),
         ..config.amqp.to_config(config.limits.max_message_bytes)?
     };
-    let amqp_task = tokio::spawn(weir_amqp::serve(amqp, broker.clone(), amqp_config));
-    println!("weir ready http={http_addr} amqp={amqp_addr}");
-    tracing::info!(%http_addr, %amqp_addr, "listening");
+    let amqp_task = tokio::spawn(weir_amqp::serve_listeners(
+        amqp,
+        broker.clone(),
+        amqp_config,
+    ));
+    println!("{ready}");
+    tracing::info!(listeners = %ready.trim_start_matches("weir ready "), "listening");
     shutdown_signal().await;
     tracing::info!("shutting down");
     // Stop accepting, close AMQP connections (320) so their unacked messages go
     // back, then drain the queues and close the logs.
     shutdown.cancel();
+    reloads.abort();
     let _ = amqp_task.await;
     broker.shutdown().await;
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
-        Err(e) => tracing::error!(error = %e, "HTTP server task panicked"),
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "HTTP server task panicked");
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every listener that is on, and the TLS settings when a TLS listener is (loaded
+/// first: a bad certificate stops the start before anything listens).
+async fn listeners(
+    config: &Config,
+) -> anyhow::Result<(
+    weir_http::Listeners,
+    weir_amqp::Listeners,
+    Option<tls::Settings>,
+)> {
+    let tls_on = Config::listen(&config.https_listen).is_some()
+        || Config::listen(&config.amqps_listen).is_some();
+    let tls = if tls_on {
+        Some(tls::Settings::load(&config.tls)?)
+    } else {
+        None
+    };
+    let http = weir_http::Listeners {
+        plain: bind("HTTP", &config.http_listen).await?,
+        tls: bind("HTTPS", &config.https_listen)
+            .await?
+            .zip(tls.as_ref().map(tls::Settings::https)),
+    };
+    let amqp = weir_amqp::Listeners {
+        plain: bind("AMQP", &config.amqp_listen).await?,
+        tls: bind("AMQPS", &config.amqps_listen)
+            .await?
+            .zip(tls.as_ref().map(tls::Settings::amqps)),
+    };
+    Ok((http, amqp, tls))
+}
+
+/// Binds `address` for `what`; `None` when it is `off`.
+async fn bind(what: &str, address: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(address) = Config::listen(address) else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {what} on {address}"))?;
+    Ok(Some(listener))
+}
+
+/// A listener's address for the ready line: `off` when there is none.
+fn address(listener: Option<&TcpListener>) -> String {
+    listener
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| config::OFF.to_owned(), |a| a.to_string())
+}
+
+/// ` name=ADDRESS` for a TLS listener that is on; nothing for one that is off, so
+/// the ready line stays as it was without TLS.
+fn tls_address<T>(name: &str, tls: Option<&(TcpListener, T)>) -> String {
+    tls.map(|(l, _)| format!("{name}={}", address(Some(l))))
+        .unwrap_or_default()
+}
+
+/// Reloads the TLS certificates on each SIGHUP; the future to spawn, once the
+/// signal is caught. Without TLS listeners, SIGHUP is logged and ignored (as
+/// RabbitMQ does).
+fn reload_on_hangup(
+    tls: Option<tls::Settings>,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    Ok(async move {
+        while hangups.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+                continue;
+            };
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!("SIGHUP: TLS certificates reloaded; new connections use them");
+                }
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: reloading the TLS certificates failed; the old ones stay in use"
+                ),
+            }
+        }
+    })
 }
 
 /// Creates the deprecated `[amqp] users` that do not exist yet, with every

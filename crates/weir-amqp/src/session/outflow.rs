@@ -17,11 +17,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::framing::Outbox;
+use crate::socket::WriteHalf;
 
 /// A connection's budget of bytes of deliveries taken from the broker and not yet
 /// written to its socket, shared by its consumers (and by other connections'
@@ -196,7 +196,7 @@ impl Output {
     pub(super) async fn flush(
         &mut self,
         outbox: &mut Outbox,
-        socket: &OwnedWriteHalf,
+        socket: &mut WriteHalf,
         credit: &Credit,
         now: Instant,
     ) -> io::Result<()> {
@@ -231,7 +231,7 @@ impl Output {
 /// Writes to the socket what it takes without waiting; a full socket is an
 /// `io::ErrorKind::WouldBlock` error, which leaves the rest in the outbox.
 struct TryWriter<'a> {
-    socket: &'a OwnedWriteHalf,
+    socket: &'a mut WriteHalf,
     /// Bytes the socket took.
     written: usize,
 }
@@ -268,8 +268,10 @@ impl AsyncWrite for TryWriter<'_> {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// What TLS still holds goes out now; some left over is `WouldBlock`, as for a
+    /// write, so the session waits for room before it counts the outbox as sent.
+    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket.try_flush())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -280,6 +282,8 @@ impl AsyncWrite for TryWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::Socket;
+    use tokio::io::AsyncRead;
 
     #[tokio::test]
     async fn acquire_takes_at_least_what_it_waits_for_and_what_is_free() {
@@ -343,17 +347,11 @@ mod tests {
     /// A peer that does not read: the flush never waits, the socket's backlog keeps
     /// the credit of what it holds, the stall clock runs; once the peer reads,
     /// everything is written and the credit is back.
-    #[tokio::test]
-    async fn flush_never_waits_and_gives_credit_back_as_bytes_are_written() {
+    async fn flush_never_waits(socket: Socket, mut peer: impl AsyncRead + Unpin + Send + 'static) {
         use amq_protocol::protocol::basic::AMQPProperties;
         use tokio::io::AsyncReadExt;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (socket, _) = listener.accept().await.unwrap();
-        let (read_half, write) = socket.into_split();
+        let (read_half, mut write) = socket.split();
         let credit = Credit::new(1 << 30);
         let mut out = Output::default();
         let mut outbox = Outbox::default();
@@ -370,14 +368,22 @@ mod tests {
             out.hold(body.len());
             outbox.content(1, header(), &body, 131_072);
             queued += body.len();
-            out.flush(&mut outbox, &write, &credit, Instant::now())
+            out.flush(&mut outbox, &mut write, &credit, Instant::now())
                 .await
                 .unwrap();
             assert!(queued < 1 << 29, "the socket never filled");
         }
-        assert!(!outbox.is_empty());
+        // One more while the socket is full: it stays in the outbox with its credit.
+        assert!(credit.try_take(body.len()));
+        out.hold(body.len());
+        outbox.content(1, header(), &body, 131_072);
+        queued += body.len();
+        out.flush(&mut outbox, &mut write, &credit, Instant::now())
+            .await
+            .unwrap();
+        assert!(out.blocked && !outbox.is_empty());
         assert!(out.deadline(Duration::from_secs(30)).is_some());
-        assert!(out.held > 0);
+        assert!(out.held >= body.len());
         // The peer reads everything: the rest goes out as room comes.
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 1 << 16];
@@ -390,19 +396,40 @@ mod tests {
             }
             total
         });
-        while !outbox.is_empty() {
+        while !outbox.is_empty() || out.blocked {
             write.writable().await.unwrap();
             out.blocked = false;
-            out.flush(&mut outbox, &write, &credit, Instant::now())
+            out.flush(&mut outbox, &mut write, &credit, Instant::now())
                 .await
                 .unwrap();
         }
         assert_eq!(out.held, 0);
         assert_eq!(credit.free(), 1 << 30);
         assert_eq!(out.deadline(Duration::from_secs(30)), None);
+        tokio::io::AsyncWriteExt::shutdown(&mut write)
+            .await
+            .unwrap();
         drop(write);
         drop(read_half);
         assert!(reader.await.unwrap() >= queued);
+    }
+
+    #[tokio::test]
+    async fn flush_never_waits_and_gives_credit_back_as_bytes_are_written() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        flush_never_waits(Socket::Tcp(socket), peer).await;
+    }
+
+    /// The same over TLS, where rustls holds bytes the socket did not take yet: they
+    /// count as not sent until they are on the wire.
+    #[tokio::test]
+    async fn over_tls_too() {
+        let (server, client) = crate::socket::tests::tls_pair().await;
+        flush_never_waits(Socket::Tls(Box::new(server)), client).await;
     }
 
     #[test]

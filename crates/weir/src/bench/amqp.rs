@@ -20,7 +20,6 @@ use anyhow::Context as _;
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -87,6 +86,10 @@ pub struct AmqpArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// PEM file of the CA certificates that `amqps://` URLs (`--url`, `--compare`)
+    /// trust.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
     #[command(flatten)]
     compare: CompareArgs,
 }
@@ -125,6 +128,9 @@ impl AmqpArgs {
 
 /// Runs `weir bench amqp`.
 pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ca) = &args.tls_ca {
+        amqp_wire::trust(ca)?;
+    }
     anyhow::ensure!(
         args.size >= HEADER_LEN,
         "--size must be at least {HEADER_LEN}"

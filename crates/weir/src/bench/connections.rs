@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::json;
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -42,6 +41,9 @@ pub struct ConnectionsArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// PEM file of the CA certificates that an `amqps://` URL trusts.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Connections opened at once while setting up.
@@ -50,6 +52,9 @@ const OPENING_AT_ONCE: usize = 200;
 /// Runs `weir bench connections`.
 #[allow(clippy::cast_precision_loss)] // byte counts of a benchmark fit an f64
 pub async fn run(args: ConnectionsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ca) = &args.tls_ca {
+        crate::amqp_wire::trust(ca)?;
+    }
     let rss = |pid: Option<u32>| pid.map(|p| status_bytes(p, "VmRSS:")).transpose();
     let before = rss(args.pid)?;
     let opened = Arc::new(AtomicU64::new(0));

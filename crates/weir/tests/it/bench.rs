@@ -59,7 +59,7 @@ async fn bench_amqp_verifies_its_run() {
 
 /// Runs `weir bench ARGS --json` and returns its report; fails the test unless it
 /// succeeded.
-async fn bench_json(args: &[&str]) -> serde_json::Value {
+pub(crate) async fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("bench")
         .args(args)

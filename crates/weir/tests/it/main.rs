@@ -28,6 +28,7 @@ mod names;
 mod pika;
 mod routing;
 mod slow_consumer;
+mod tls;
 mod worker;
 
 use std::time::Duration;
