@@ -52,12 +52,20 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub password: String,
+    /// CA certificates (PEM) to trust for an https:// server.
+    #[arg(long = "tls-ca", env = "WEIR_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
     /// The API client these options name.
     pub fn api(&self) -> anyhow::Result<Api> {
-        Ok(Api::new(&self.server)?.with_login(&self.user, &self.password))
+        self.api_at(&self.server)
+    }
+
+    /// The API client of the broker at `server`, with these credentials and CA.
+    pub fn api_at(&self, server: &str) -> anyhow::Result<Api> {
+        Ok(Api::new(server, self.tls_ca.as_deref())?.with_login(&self.user, &self.password))
     }
 }
 

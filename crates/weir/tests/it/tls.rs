@@ -514,6 +514,45 @@ async fn bench_amqp_runs_over_amqps() {
     assert_eq!(round["b"]["verified"], true, "{c}");
 }
 
+/// The CLI reaches an https:// broker with `--tls-ca` (and only with it: weir
+/// carries no public roots).
+#[tokio::test]
+async fn the_cli_speaks_https_with_tls_ca() {
+    let pki = Pki::new().unwrap();
+    let broker = tls_broker(&pki, &[]).await;
+    let https = broker.https_url().unwrap();
+    let ca = pki.arg("ca.pem");
+    crate::cli::weir_at(
+        &https,
+        &["queue", "create", "over-tls", "--tls-ca", &ca],
+        b"",
+    )
+    .await
+    .ok();
+    let sent =
+        crate::cli::weir_at(&https, &["send", "over-tls", "hello", "--tls-ca", &ca], b"").await;
+    let sent = sent.ok();
+    assert!(
+        sent.stdout.contains("sent") || !sent.stdout.is_empty(),
+        "{}",
+        sent.stdout
+    );
+    let got = crate::cli::weir_at(
+        &https,
+        &["recv", "over-tls", "--ack", "--json", "--tls-ca", &ca],
+        b"",
+    )
+    .await
+    .ok();
+    assert!(got.stdout.contains("hello"), "{}", got.stdout);
+    let untrusted = crate::cli::weir_at(&https, &["queue", "list"], b"").await;
+    assert_eq!(
+        untrusted.code,
+        Some(1),
+        "no CA given: the certificate is not trusted"
+    );
+}
+
 /// TLS connections count against their front end's one cap, with the plain ones:
 /// an AMQP client is turned away while a TLS connection holds the only slot and
 /// served once it is gone; an HTTPS server at its cap closes a stalled handshake

@@ -29,7 +29,6 @@ use self::load::{Latencies, Limit, Shared, drive};
 use self::report::{Cpu, Report};
 use super::measure::{exit_code, finish_comparison, progress_bar, seconds};
 use super::tally::Tally;
-use crate::client::api::Api;
 
 /// Messages sent when neither `--count` nor `--duration` is given.
 const DEFAULT_COUNT: u64 = 100_000;
@@ -87,7 +86,7 @@ async fn measure(
     server: &str,
     pid: Option<u32>,
 ) -> anyhow::Result<(Value, String)> {
-    let api = Api::new(server)?.with_login(&args.server.user, &args.server.password);
+    let api = args.server.api_at(server)?;
     let queue = args
         .queue
         .clone()

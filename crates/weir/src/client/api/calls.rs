@@ -71,7 +71,10 @@ pub struct Api {
 impl Api {
     /// A client of the broker at `server` (`http://host:port`, optionally with a
     /// path prefix, and with `user:password@` for the credentials).
-    pub fn new(server: &str) -> anyhow::Result<Api> {
+    /// Trusts the CA certificates in the PEM file `tls_ca` for an `https://`
+    /// server (without one, an `https://` server's certificate is trusted by no
+    /// one: weir carries no public roots).
+    pub fn new(server: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Result<Api> {
         let mut base = Url::parse(server)
             .map_err(|e| anyhow::anyhow!("--server {server:?} is not a URL: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") || base.path_segments_mut().is_err() {
@@ -94,10 +97,25 @@ impl Api {
             let _ = base.set_password(None);
             Some(login)
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(path) = tls_ca {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!("--tls-ca {}: not PEM certificates: {e}", path.display())
+            })?;
+            anyhow::ensure!(
+                !certificates.is_empty(),
+                "--tls-ca {}: no certificate in the file",
+                path.display()
+            );
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build()?;
         Ok(Api { http, base, login })
     }
 
@@ -466,12 +484,12 @@ mod tests {
 
     #[test]
     fn urls_encode_each_segment_and_keep_a_path_prefix() {
-        let api = Api::new("http://127.0.0.1:8080/weir/").unwrap();
+        let api = Api::new("http://127.0.0.1:8080/weir/", None).unwrap();
         assert_eq!(
             api.url(&["api", "queues", "a b/c"]).as_str(),
             "http://127.0.0.1:8080/weir/api/queues/a%20b%2Fc"
         );
-        let api = Api::new("http://127.0.0.1:8080").unwrap();
+        let api = Api::new("http://127.0.0.1:8080", None).unwrap();
         assert_eq!(
             api.url(&["healthz"]).as_str(),
             "http://127.0.0.1:8080/healthz"
@@ -480,7 +498,7 @@ mod tests {
 
     #[test]
     fn the_default_exchange_is_amq_default_in_paths() {
-        let api = Api::new("http://127.0.0.1:8080").unwrap();
+        let api = Api::new("http://127.0.0.1:8080", None).unwrap();
         assert_eq!(
             api.url(&["api", "exchanges", exchange_segment(""), "publish"])
                 .as_str(),
@@ -491,7 +509,7 @@ mod tests {
 
     #[test]
     fn a_server_that_is_not_a_url_is_refused() {
-        assert!(Api::new("127.0.0.1:8080").is_err());
-        assert!(Api::new("mailto:x@example.com").is_err());
+        assert!(Api::new("127.0.0.1:8080", None).is_err());
+        assert!(Api::new("mailto:x@example.com", None).is_err());
     }
 }
