@@ -139,11 +139,13 @@ pub(crate) async fn put_user(
     let status = if exists {
         let (user, password, new_tags) = (name.clone(), body.password, tags);
         change(&broker, move |access| {
-            if let Some(password) = password {
-                access.set_password(&user, &password)?;
-            }
+            // Tags first: they are what can be refused (a bad name), so a refused
+            // request does not leave a new password behind.
             if let Some(tags) = new_tags {
                 access.set_tags(&user, &tags)?;
+            }
+            if let Some(password) = password {
+                access.set_password(&user, &password)?;
             }
             Ok(())
         })

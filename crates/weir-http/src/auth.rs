@@ -44,8 +44,12 @@ pub(crate) struct Addrs {
     pub(crate) local: SocketAddr,
 }
 
-/// The user a request is made as, checked by [`guard`].
-#[derive(Clone, Debug)]
+/// Longest wait for a password check to start (one runs per core at a time).
+const LOGIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The user a request is made as, checked by [`guard`]. Not `Debug`: the access
+/// model it holds has every password hash.
+#[derive(Clone)]
 pub(crate) struct Caller {
     pub(crate) principal: Principal,
     access: Arc<Access>,
@@ -134,16 +138,32 @@ pub(crate) async fn guard(
     // A request without a connection (never from the server) counts as remote.
     let peer = addrs.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.peer.ip());
     let access = state.broker.access();
-    match access.log_in(user, password, peer).await {
-        Ok(principal) => {
+    // The password check waits for a free core at most this long, so logins with
+    // new credentials cannot hold requests without a bound.
+    let checked = tokio::time::timeout(LOGIN_WAIT, access.log_in(user, password, peer)).await;
+    match checked {
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many logins are being checked; retry later",
+        )
+        .retry_after(1)
+        .into_response(),
+        Ok(Ok(principal)) => {
             request
                 .extensions_mut()
                 .insert(Caller { principal, access });
             next.run(request).await
         }
-        Err(refused) => {
+        Ok(Err(refused)) => {
             tokio::time::sleep(guard.failed_login_delay).await;
-            unauthorized(&refused.to_string()).into_response()
+            // The connection closes after the answer: a client guessing passwords
+            // pays a new connection (and its slot's reclaim rules) per guess.
+            let mut response = unauthorized(&refused.to_string()).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
         }
     }
 }
@@ -169,7 +189,18 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 fn host_of(authority: &str) -> String {
     let authority = authority.trim().to_ascii_lowercase();
     if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default().to_owned();
+        // `[v6]` or `[v6]:port`, nothing else after the bracket.
+        return match rest.split_once(']') {
+            Some((host, "")) => host.to_owned(),
+            Some((host, port))
+                if port
+                    .strip_prefix(':')
+                    .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                host.to_owned()
+            }
+            _ => String::new(),
+        };
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
@@ -287,6 +318,7 @@ mod tests {
             "10.0.0.6:8080",
             "localhost.evil.example",
             "",
+            "[::1]evil.example",
         ] {
             let e = check_host(&guard, &headers(&[("host", refused)]), local).unwrap_err();
             assert_eq!(

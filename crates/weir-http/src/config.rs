@@ -122,7 +122,11 @@ impl HttpConfig {
             ));
         }
         for host in &self.allowed_hosts {
-            if host.is_empty() || host.contains(['/', ' ', '@']) {
+            let bare_v6 = host.parse::<std::net::Ipv6Addr>().is_ok();
+            if host.is_empty()
+                || host.contains(['/', ' ', '@', '['])
+                || (host.contains(':') && !bare_v6)
+            {
                 problems.push(format!(
                     "http.allowed_hosts: {host:?} is not a host name (no scheme, path or port)"
                 ));

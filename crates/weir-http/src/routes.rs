@@ -197,31 +197,36 @@ async fn show_queue(
     ok(StatusCode::OK, json!(broker.info(&name).await?))
 }
 
-async fn declare_queue(
-    caller: Caller,
-    State(broker): State<Broker>,
-    Path(name): Path<String>,
-    JsonBody(options): JsonBody<QueueOptions>,
-) -> ApiResult {
-    caller.allow(Operation::Configure, "queue", &name)?;
+/// What declaring queue `name` with `options` needs over HTTP, for a declare and
+/// a topic subscription's queue alike.
+pub(crate) fn allow_declare(
+    caller: &Caller,
+    name: &str,
+    options: &QueueOptions,
+) -> Result<(), ApiError> {
+    caller.allow(Operation::Configure, "queue", name)?;
     // As over AMQP: naming a dead-letter exchange needs write on it and read on
     // the queue that sends to it.
     if let Some(dlx) = &options.dead_letter_exchange {
         caller.allow(Operation::Write, "exchange", dlx)?;
-        caller.allow(Operation::Read, "queue", &name)?;
+        caller.allow(Operation::Read, "queue", name)?;
     }
-    // weir's direct dead-letter queue is reached through the default exchange.
-    if options.dead_letter_queue.is_some() {
+    // weir's direct dead-letter queue is reached through the default exchange,
+    // and is declared with the queue when missing: configure on it too.
+    if let Some(dlq) = &options.dead_letter_queue {
         caller.allow(Operation::Write, "exchange", "")?;
-        caller.allow(Operation::Read, "queue", &name)?;
+        caller.allow(Operation::Read, "queue", name)?;
+        caller.allow(Operation::Configure, "queue", dlq)?;
     }
     // As RabbitMQ: `amq.` names are the broker's (server-named queues are
     // `amq.gen-…`); a client may use them but not declare them.
-    if name.starts_with("amq.") {
-        return Err(BrokerError::AccessRefused {
-            reason: format!("queue name '{name}' contains reserved prefix 'amq.*'"),
+    for declared in std::iter::once(name).chain(options.dead_letter_queue.as_deref()) {
+        if declared.starts_with("amq.") {
+            return Err(BrokerError::AccessRefused {
+                reason: format!("queue name '{declared}' contains reserved prefix 'amq.*'"),
+            }
+            .into());
         }
-        .into());
     }
     // An exclusive queue belongs to the AMQP connection that declared it; over
     // HTTP nobody would own it.
@@ -232,6 +237,16 @@ async fn declare_queue(
         }
         .into());
     }
+    Ok(())
+}
+
+async fn declare_queue(
+    caller: Caller,
+    State(broker): State<Broker>,
+    Path(name): Path<String>,
+    JsonBody(options): JsonBody<QueueOptions>,
+) -> ApiResult {
+    allow_declare(&caller, &name, &options)?;
     let declared = broker.declare(&name, options).await?;
     let info = broker.info(&name).await?;
     let status = match declared {
@@ -524,14 +539,29 @@ struct PeekQuery {
     max: Option<u32>,
 }
 
+/// The dead letters of queue `name` are read from its dead-letter queue: read on
+/// both, and neither exclusive.
+fn allow_dead_letters(caller: &Caller, broker: &Broker, name: &str) -> Result<(), ApiError> {
+    caller.allow(Operation::Read, "queue", name)?;
+    not_exclusive(broker, name)?;
+    if let Some(dlq) = broker
+        .options(name)
+        .ok()
+        .and_then(|o| o.dead_letter_queue.clone())
+    {
+        caller.allow(Operation::Read, "queue", &dlq)?;
+        not_exclusive(broker, &dlq)?;
+    }
+    Ok(())
+}
+
 async fn peek_dead_letters(
     caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<PeekQuery>,
 ) -> ApiResult {
-    caller.allow(Operation::Read, "queue", &name)?;
-    not_exclusive(&broker, &name)?;
+    allow_dead_letters(&caller, &broker, &name)?;
     let got = broker.peek_dead_letters(&name, q.max.unwrap_or(10)).await?;
     Ok(deliveries(&got))
 }
@@ -551,9 +581,8 @@ async fn redrive(
 ) -> ApiResult {
     // Takes messages from this queue and publishes them back to the queues they
     // came from through the default exchange.
-    caller.allow(Operation::Read, "queue", &name)?;
+    allow_dead_letters(&caller, &broker, &name)?;
     caller.allow(Operation::Write, "exchange", "")?;
-    not_exclusive(&broker, &name)?;
     let n = broker
         .redrive_dead_letters(&name, b.max.unwrap_or(u32::MAX))
         .await?;

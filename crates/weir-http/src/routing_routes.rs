@@ -303,14 +303,13 @@ pub(crate) async fn subscribe(
     // Declares the topic exchange (if new) and the subscriber's queue, and binds
     // them: what those three take over AMQP.
     let queue = subscription_queue(&topic, &name);
+    let options = body.queue.unwrap_or_default();
     caller.allow(Operation::Configure, "exchange", &topic)?;
-    caller.allow(Operation::Configure, "queue", &queue)?;
+    crate::routes::allow_declare(&caller, &queue, &options)?;
     caller.allow(Operation::Write, "queue", &queue)?;
     caller.allow(Operation::Read, "exchange", &topic)?;
     let pattern = body.pattern.unwrap_or_else(|| "#".to_owned());
-    let (declared, info) = broker
-        .subscribe(&topic, &name, &pattern, body.queue.unwrap_or_default())
-        .await?;
+    let (declared, info) = broker.subscribe(&topic, &name, &pattern, options).await?;
     ok(created(declared), json!(info))
 }
 

@@ -136,6 +136,10 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args)?;
     init_tracing(&config.log_level);
+    // First thing: SIGHUP's default would end the process, and recovery can take
+    // minutes (logrotate and `systemctl reload` send it).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
     let max_connections =
         u64::from(config.http.max_connections) + u64::from(config.amqp.max_connections);
     let files = file_limit::raise_and_budget(max_connections);
@@ -189,8 +193,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     seed_users(&broker, &config.amqp.seed_users()?).await?;
     let (http, amqp, tls) = listeners(&config).await?;
-    // Installed before the ready line: SIGHUP's default would end the process.
-    let reloads = tokio::spawn(reload_on_hangup(tls)?);
+    let reloads = tokio::spawn(reload_on_hangup(hangups, tls));
     let ready = format!(
         "weir ready http={} amqp={}{}{}",
         address(http.plain.as_ref()),
@@ -292,15 +295,10 @@ fn tls_address<T>(name: &str, tls: Option<&(TcpListener, T)>) -> String {
         .unwrap_or_default()
 }
 
-/// Reloads the TLS certificates on each SIGHUP; the future to spawn, once the
-/// signal is caught. Without TLS listeners, SIGHUP is logged and ignored (as
-/// RabbitMQ does).
-fn reload_on_hangup(
-    tls: Option<tls::Settings>,
-) -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("listening for SIGHUP")?;
-    Ok(async move {
+/// Reloads the TLS certificates on each SIGHUP of `hangups`. Without TLS
+/// listeners, SIGHUP is logged and ignored (as RabbitMQ does).
+async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, tls: Option<tls::Settings>) {
+    {
         while hangups.recv().await.is_some() {
             let Some(tls) = &tls else {
                 tracing::info!("SIGHUP: no TLS listener, nothing to reload");
@@ -316,7 +314,7 @@ fn reload_on_hangup(
                 ),
             }
         }
-    })
+    }
 }
 
 /// Creates the deprecated `[amqp] users` that do not exist yet, with every

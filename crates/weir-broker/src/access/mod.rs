@@ -291,9 +291,16 @@ impl Access {
             return known;
         }
         let digest = self.digest(user, password);
-        let stored = {
-            let state = read(&self.state);
-            state.users.get(user).ok_or(LoginRefused)?.password.clone()
+        let stored = read(&self.state)
+            .users
+            .get(user)
+            .map(|u| u.password.clone());
+        let Some(stored) = stored else {
+            // As long as a wrong password takes: a hash of the same cost.
+            static DUMMY: std::sync::OnceLock<StoredPassword> = std::sync::OnceLock::new();
+            let dummy = DUMMY.get_or_init(|| password::hash("weir: no such user"));
+            let _ = password::verify(dummy, password);
+            return Err(LoginRefused);
         };
         if !password::verify(&stored, password) {
             return Err(LoginRefused);
@@ -344,9 +351,9 @@ impl Access {
         }
         let digest = self.digest(user, password);
         let state = read(&self.state);
-        let Some(found) = state.users.get(user) else {
-            return Some(Err(LoginRefused));
-        };
+        // An unknown user goes through a hash too (see `authenticate`), so the
+        // answer's timing does not tell it from a wrong password.
+        let found = state.users.get(user)?;
         let seen = lock(&self.verified)
             .get(user)
             .is_some_and(|d| password::constant_time_eq(d, &digest));

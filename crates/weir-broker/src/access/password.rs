@@ -74,13 +74,26 @@ pub fn verify(stored: &StoredPassword, password: &str) -> bool {
     }
 }
 
-/// Whether a stored hash has the shape its hashing says (checked on import).
+/// The most memory (KiB), passes and lanes a stored argon2id hash may ask for.
+const MAX_M_KIB: u32 = 4 * 19 * 1024;
+const MAX_T: u32 = 8;
+const MAX_P: u32 = 4;
+
+/// Whether a stored hash has the shape its hashing says (checked on import and
+/// at start), with argon2id parameters no dearer than a few times weir's own.
 pub fn is_well_formed(stored: &StoredPassword) -> bool {
     match stored.hashing {
         Hashing::Argon2id => PasswordHash::new(&stored.hash).is_ok_and(|parsed| {
+            // A hash's own parameters set what checking it costs: an imported one
+            // may not ask for more than a few times weir's (m = 19 MiB, t = 2, p = 1),
+            // or every login attempt for that user would take gigabytes or minutes.
+            let param = |name: &str| parsed.params.get_decimal(name);
             parsed.algorithm.as_str() == "argon2id"
                 && parsed.salt.is_some()
                 && parsed.hash.is_some()
+                && param("m").is_some_and(|m| m <= MAX_M_KIB)
+                && param("t").is_some_and(|t| t <= MAX_T)
+                && param("p").is_some_and(|p| p <= MAX_P)
         }),
         Hashing::RabbitSha256 => STANDARD
             .decode(stored.hash.as_bytes())
@@ -108,6 +121,25 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found in review: an imported hash asking for 4 GiB made every login for
+    /// that user allocate it.
+    #[test]
+    fn argon2id_parameters_dearer_than_a_few_times_weirs_are_refused() {
+        let ours = hash("s3cret");
+        assert!(is_well_formed(&ours));
+        for (from, to) in [
+            ("m=19456", "m=4194304"),
+            ("t=2", "t=100000"),
+            ("p=1", "p=64"),
+        ] {
+            let dear = StoredPassword {
+                hash: ours.hash.replace(from, to),
+                hashing: Hashing::Argon2id,
+            };
+            assert!(!is_well_formed(&dear), "{}", dear.hash);
+        }
+    }
 
     #[test]
     fn argon2id_hashes_verify_and_differ_by_salt() {

@@ -53,7 +53,8 @@ pub struct ServerArgs {
     )]
     pub password: String,
     /// CA certificates (PEM) to trust for an https:// server.
-    #[arg(long = "tls-ca", env = "WEIR_TLS_CA", value_name = "FILE")]
+    /// (`WEIR_SERVER_CA`, not `WEIR_TLS_CA`: that one is `weir serve`'s client-CA.)
+    #[arg(long = "tls-ca", env = "WEIR_SERVER_CA", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
 }
 

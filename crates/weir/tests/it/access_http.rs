@@ -158,6 +158,28 @@ async fn configure_and_write_permissions_are_checked_and_survive_kill_9() {
     )
     .await;
     refused(s, &v, "a dead-letter exchange it may not write to");
+    // The same options through a subscription's queue, and a dead-letter queue
+    // outside what app may configure (found in review).
+    let (s, v, _) = call(
+        &broker,
+        APP,
+        "PUT",
+        "/api/topics/app.t/subscriptions/s",
+        Some(json!({"queue": {"dead_letter_exchange": "logs"}})),
+    )
+    .await;
+    refused(s, &v, "a subscription queue's dead-letter exchange");
+    let (s, v, _) = call(
+        &broker,
+        APP,
+        "PUT",
+        "/api/queues/app.q",
+        Some(json!({"dead_letter_queue": "payments"})),
+    )
+    .await;
+    refused(s, &v, "a dead-letter queue it may not configure");
+    let (s, _, _) = call(&broker, GUEST, "GET", "/api/queues/payments", None).await;
+    assert_eq!(s, 404, "not squatted");
     // write: a send goes through the default exchange.
     let (s, _, _) = call(
         &broker,
