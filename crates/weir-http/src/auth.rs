@@ -30,8 +30,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use weir_broker::BrokerError;
 use weir_broker::access::{Access, DEFAULT_VHOST, Operation, Principal};
+use weir_broker::{BrokerError, QueueOptions};
 
 use crate::error::ApiError;
 use crate::state::{AppState, Guard};
@@ -75,6 +75,45 @@ impl Caller {
         self.access
             .check_view(&self.principal, DEFAULT_VHOST)
             .map_err(|refused| refusal(refused.to_string()))
+    }
+
+    /// What declaring queue `name` with `options` needs over HTTP, for a declare and
+    /// a topic subscription's queue alike.
+    pub(crate) fn allow_declare(&self, name: &str, options: &QueueOptions) -> Result<(), ApiError> {
+        self.allow(Operation::Configure, "queue", name)?;
+        // As over AMQP: naming a dead-letter exchange needs write on it and read on
+        // the queue that sends to it.
+        if let Some(dlx) = &options.dead_letter_exchange {
+            self.allow(Operation::Write, "exchange", dlx)?;
+            self.allow(Operation::Read, "queue", name)?;
+        }
+        // weir's direct dead-letter queue is reached through the default exchange,
+        // and is declared with the queue when missing: configure on it too.
+        if let Some(dlq) = &options.dead_letter_queue {
+            self.allow(Operation::Write, "exchange", "")?;
+            self.allow(Operation::Read, "queue", name)?;
+            self.allow(Operation::Configure, "queue", dlq)?;
+        }
+        // As RabbitMQ: `amq.` names are the broker's (server-named queues are
+        // `amq.gen-…`); a client may use them but not declare them.
+        for declared in std::iter::once(name).chain(options.dead_letter_queue.as_deref()) {
+            if declared.starts_with("amq.") {
+                return Err(BrokerError::AccessRefused {
+                    reason: format!("queue name '{declared}' contains reserved prefix 'amq.*'"),
+                }
+                .into());
+            }
+        }
+        // An exclusive queue belongs to the AMQP connection that declared it; over
+        // HTTP nobody would own it.
+        if options.exclusive {
+            return Err(BrokerError::InvalidArgument {
+                field: "exclusive".into(),
+                reason: "only an AMQP connection can declare an exclusive queue".into(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Tagged `administrator`: users, vhosts, permissions and definitions.

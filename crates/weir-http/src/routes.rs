@@ -197,56 +197,13 @@ async fn show_queue(
     ok(StatusCode::OK, json!(broker.info(&name).await?))
 }
 
-/// What declaring queue `name` with `options` needs over HTTP, for a declare and
-/// a topic subscription's queue alike.
-pub(crate) fn allow_declare(
-    caller: &Caller,
-    name: &str,
-    options: &QueueOptions,
-) -> Result<(), ApiError> {
-    caller.allow(Operation::Configure, "queue", name)?;
-    // As over AMQP: naming a dead-letter exchange needs write on it and read on
-    // the queue that sends to it.
-    if let Some(dlx) = &options.dead_letter_exchange {
-        caller.allow(Operation::Write, "exchange", dlx)?;
-        caller.allow(Operation::Read, "queue", name)?;
-    }
-    // weir's direct dead-letter queue is reached through the default exchange,
-    // and is declared with the queue when missing: configure on it too.
-    if let Some(dlq) = &options.dead_letter_queue {
-        caller.allow(Operation::Write, "exchange", "")?;
-        caller.allow(Operation::Read, "queue", name)?;
-        caller.allow(Operation::Configure, "queue", dlq)?;
-    }
-    // As RabbitMQ: `amq.` names are the broker's (server-named queues are
-    // `amq.gen-…`); a client may use them but not declare them.
-    for declared in std::iter::once(name).chain(options.dead_letter_queue.as_deref()) {
-        if declared.starts_with("amq.") {
-            return Err(BrokerError::AccessRefused {
-                reason: format!("queue name '{declared}' contains reserved prefix 'amq.*'"),
-            }
-            .into());
-        }
-    }
-    // An exclusive queue belongs to the AMQP connection that declared it; over
-    // HTTP nobody would own it.
-    if options.exclusive {
-        return Err(BrokerError::InvalidArgument {
-            field: "exclusive".into(),
-            reason: "only an AMQP connection can declare an exclusive queue".into(),
-        }
-        .into());
-    }
-    Ok(())
-}
-
 async fn declare_queue(
     caller: Caller,
     State(broker): State<Broker>,
     Path(name): Path<String>,
     JsonBody(options): JsonBody<QueueOptions>,
 ) -> ApiResult {
-    allow_declare(&caller, &name, &options)?;
+    caller.allow_declare(&name, &options)?;
     let declared = broker.declare(&name, options).await?;
     let info = broker.info(&name).await?;
     let status = match declared {

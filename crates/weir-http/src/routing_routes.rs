@@ -305,7 +305,7 @@ pub(crate) async fn subscribe(
     let queue = subscription_queue(&topic, &name);
     let options = body.queue.unwrap_or_default();
     caller.allow(Operation::Configure, "exchange", &topic)?;
-    crate::routes::allow_declare(&caller, &queue, &options)?;
+    caller.allow_declare(&queue, &options)?;
     caller.allow(Operation::Write, "queue", &queue)?;
     caller.allow(Operation::Read, "exchange", &topic)?;
     let pattern = body.pattern.unwrap_or_else(|| "#".to_owned());
