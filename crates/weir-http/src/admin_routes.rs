@@ -96,33 +96,18 @@ pub(crate) async fn show_user(
     )
 }
 
-/// Tags as a list, or as RabbitMQ's comma-separated string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Tags {
-    List(Vec<String>),
-    Text(String),
-}
-
-impl Tags {
-    fn into_list(self) -> Vec<String> {
-        match self {
-            Tags::List(list) => list,
-            Tags::Text(text) => text
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        }
-    }
+/// `tags` present: a list or RabbitMQ's comma-separated string (the access
+/// model's own reader).
+fn some_tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    weir_broker::access::definitions::tags(d).map(Some)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserBody {
     password: Option<String>,
-    tags: Option<Tags>,
+    #[serde(default, deserialize_with = "some_tags")]
+    tags: Option<Vec<String>>,
 }
 
 /// `PUT /api/users/{name}`: creates the user (a password is needed) or changes
@@ -134,7 +119,7 @@ pub(crate) async fn put_user(
     JsonBody(body): JsonBody<UserBody>,
 ) -> ApiResult {
     caller.allow_administrator()?;
-    let tags = body.tags.map(Tags::into_list);
+    let tags = body.tags;
     let exists = broker.access().users().iter().any(|u| u.name == name);
     let status = if exists {
         let (user, password, new_tags) = (name.clone(), body.password, tags);

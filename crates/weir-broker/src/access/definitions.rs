@@ -58,8 +58,12 @@ pub struct PermissionDef {
     pub read: String,
 }
 
-/// Tags as a list or as one comma-separated string.
-fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// Tags as a list or as one comma-separated string (also what `PUT
+/// /api/users/{name}` takes).
+///
+/// # Errors
+/// Anything but a list of strings or a string.
+pub fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Tags {
