@@ -267,7 +267,11 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// carries, as RabbitMQ takes it (Celery names queues `celery@HOST.celery.pidbox`).
 /// Names never become paths: each queue's directory is named by its number
 /// (`queues/@<id>`), so no name can escape the data directory or alias another.
+///
+/// A broker-wide name in a vhost other than `/` ([`crate::vhost`]) is checked by its
+/// name in the vhost, which may not start with a NUL byte.
 pub fn validate_name(name: &str) -> Result<()> {
+    let (_, name) = crate::vhost::split(name);
     let refuse = |reason: &str| {
         Err(BrokerError::InvalidName {
             kind: crate::error::Kind::Queue,
@@ -280,6 +284,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
     if name.len() > MAX_NAME_BYTES {
         return refuse("longer than 255 bytes");
+    }
+    if name.starts_with('\0') {
+        return refuse("starts with a NUL byte");
     }
     Ok(())
 }

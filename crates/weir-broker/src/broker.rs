@@ -310,9 +310,14 @@ impl<S: LogStore> Broker<S> {
 
     /// Every queue, by name.
     pub async fn list(&self) -> Vec<QueueInfo> {
+        self.list_where(|_| true).await
+    }
+
+    /// The queues whose names `keep` takes, by name.
+    pub(crate) async fn list_where(&self, keep: impl Fn(&str) -> bool) -> Vec<QueueInfo> {
         let names: Vec<String> = {
             let queues = crate::locks::read(&self.inner.queues);
-            let mut names: Vec<String> = queues.keys().cloned().collect();
+            let mut names: Vec<String> = queues.keys().filter(|n| keep(n)).cloned().collect();
             names.sort();
             names
         };

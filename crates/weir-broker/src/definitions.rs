@@ -10,7 +10,7 @@
 //! RabbitMQ exports and weir has no counterpart for (policies, parameters, topic
 //! permissions) is read and reported as not imported, never silently dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::queue_arguments::{ArgValue, apply_queue_argument, rabbitmq_arguments};
 use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType, is_built_in};
+use crate::vhost::Vhost;
 use weir_log::LogStore;
 
 /// The document.
@@ -167,16 +168,14 @@ fn invalid(field: &str, reason: impl Into<String>) -> BrokerError {
     }
 }
 
-/// Only `/` holds queues, exchanges and bindings for now.
-fn in_default_vhost(kind: &str, name: &str, vhost: &str) -> Result<()> {
-    if vhost == DEFAULT_VHOST {
+/// `vhost` exists now or comes with the document.
+fn known_vhost(known: &BTreeSet<String>, kind: &str, name: &str, vhost: &str) -> Result<()> {
+    if known.contains(vhost) {
         return Ok(());
     }
     Err(invalid(
         kind,
-        format!(
-            "{kind} '{name}' is in vhost '{vhost}': weir keeps queues, exchanges and bindings in '/' only"
-        ),
+        format!("{kind} '{name}' is in vhost '{vhost}', which neither exists nor is imported"),
     ))
 }
 
@@ -236,70 +235,20 @@ impl<S: LogStore> Broker<S> {
     /// Everything [`Broker::import_definitions`] takes, as it is now.
     pub async fn export_definitions(&self) -> BrokerDefinitions {
         let access = self.access().export();
-        let queues: Vec<QueueDef> = self
-            .list()
-            .await
-            .into_iter()
-            .filter(|q| !q.options.exclusive)
-            .map(|q| QueueDef {
-                arguments: rabbitmq_arguments(&q.options),
-                durable: !q.options.transient,
-                auto_delete: q.options.auto_delete,
-                vhost: default_vhost(),
-                options: Some(q.options),
-                name: q.name,
-            })
-            .collect();
-        let exclusive = |name: &str| self.options(name).is_ok_and(|o| o.exclusive);
-        let exchanges = self
-            .exchanges()
-            .into_iter()
-            .filter(|e| !e.name.is_empty() && !is_built_in(&e.name))
-            .map(|e| {
-                let mut arguments = Map::new();
-                if let Some(ae) = &e.options.alternate_exchange {
-                    arguments.insert("alternate-exchange".into(), Value::String(ae.clone()));
-                }
-                ExchangeDef {
-                    name: e.name,
-                    vhost: default_vhost(),
-                    kind: e.options.kind,
-                    durable: e.options.durable,
-                    auto_delete: e.options.auto_delete,
-                    internal: e.options.internal,
-                    arguments,
-                }
-            })
-            .collect();
-        let bindings = self
-            .bindings(None, None)
-            .into_iter()
-            .filter(|b| {
-                !(b.destination_type == DestinationType::Queue && exclusive(&b.destination))
-            })
-            .map(|b| BindingDef {
-                source: b.source,
-                vhost: default_vhost(),
-                destination: b.destination,
-                destination_type: b.destination_type,
-                routing_key: b.routing_key,
-                arguments: b
-                    .arguments
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect(),
-            })
-            .collect();
-        BrokerDefinitions {
+        let mut out = BrokerDefinitions {
             weir_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-            users: access.users,
-            vhosts: access.vhosts,
-            permissions: access.permissions,
-            queues,
-            exchanges,
-            bindings,
-            other: BTreeMap::new(),
+            ..BrokerDefinitions::default()
+        };
+        for vhost in &access.vhosts {
+            // A vhost deleted meanwhile has nothing left to export.
+            if let Ok(view) = self.vhost(&vhost.name) {
+                export_vhost(&view, &mut out).await;
+            }
         }
+        out.users = access.users;
+        out.vhosts = access.vhosts;
+        out.permissions = access.permissions;
+        out
     }
 
     /// Builds what `defs` describes: users, vhosts and permissions (merged, all or
@@ -310,15 +259,17 @@ impl<S: LogStore> Broker<S> {
     ///
     /// # Errors
     /// `InvalidArgument` for a document out of shape (a bad name, hash, pattern or
-    /// argument, a queue outside `/`), `Conflict`, or what declaring fails with.
+    /// argument, a queue in a vhost that neither exists nor is imported), `Conflict`, or what declaring fails with.
     pub async fn import_definitions(&self, defs: BrokerDefinitions) -> Result<ImportReport> {
         let mut report = ImportReport::default();
+        let mut known: BTreeSet<String> = self.access().vhosts().into_iter().collect();
+        known.extend(defs.vhosts.iter().map(|v| v.name.clone()));
         let queues = defs
             .queues
             .iter()
             .map(|q| {
-                in_default_vhost("queue", &q.name, &q.vhost)?;
-                Ok((q.name.clone(), q.options()?))
+                known_vhost(&known, "queue", &q.name, &q.vhost)?;
+                Ok((q.vhost.clone(), q.name.clone(), q.options()?))
             })
             .collect::<Result<Vec<_>>>()?;
         let exchanges = defs
@@ -326,16 +277,16 @@ impl<S: LogStore> Broker<S> {
             .iter()
             .filter(|e| !e.name.is_empty() && !is_built_in(&e.name))
             .map(|e| {
-                in_default_vhost("exchange", &e.name, &e.vhost)?;
-                Ok((e.name.clone(), e.options()?))
+                known_vhost(&known, "exchange", &e.name, &e.vhost)?;
+                Ok((e.vhost.clone(), e.name.clone(), e.options()?))
             })
             .collect::<Result<Vec<_>>>()?;
         let bindings = defs
             .bindings
             .iter()
             .map(|b| {
-                in_default_vhost("binding from exchange", &b.source, &b.vhost)?;
-                Ok(Binding {
+                known_vhost(&known, "binding from exchange", &b.source, &b.vhost)?;
+                let binding = Binding {
                     source: b.source.clone(),
                     destination: b.destination.clone(),
                     destination_type: b.destination_type,
@@ -345,7 +296,8 @@ impl<S: LogStore> Broker<S> {
                         .iter()
                         .map(|(k, v)| (k.clone(), text_of(v)))
                         .collect(),
-                })
+                };
+                Ok((b.vhost.clone(), binding))
             })
             .collect::<Result<Vec<_>>>()?;
         for (key, value) in &defs.other {
@@ -378,24 +330,89 @@ impl<S: LogStore> Broker<S> {
             })?
             .map_err(|e| invalid("users", e.to_string()))?;
 
-        for (name, options) in exchanges {
-            match self.declare_exchange(&name, options).await? {
+        for (vhost, name, options) in exchanges {
+            match self.vhost(&vhost)?.declare_exchange(&name, options).await? {
                 Declared::Created => report.exchanges_created += 1,
                 Declared::Existed => report.existed += 1,
             }
         }
-        for (name, options) in queues {
-            match self.declare(&name, options).await? {
+        for (vhost, name, options) in queues {
+            match self.vhost(&vhost)?.declare(&name, options).await? {
                 Declared::Created => report.queues_created += 1,
                 Declared::Existed => report.existed += 1,
             }
         }
-        for declared in self.bind_many(bindings).await? {
-            match declared {
-                Declared::Created => report.bindings_created += 1,
-                Declared::Existed => report.existed += 1,
+        // Per vhost, each vhost's bindings all or none.
+        let mut per_vhost: BTreeMap<String, Vec<Binding>> = BTreeMap::new();
+        for (vhost, binding) in bindings {
+            per_vhost.entry(vhost).or_default().push(binding);
+        }
+        for (vhost, bindings) in per_vhost {
+            for declared in self.vhost(&vhost)?.bind_many(bindings).await? {
+                match declared {
+                    Declared::Created => report.bindings_created += 1,
+                    Declared::Existed => report.existed += 1,
+                }
             }
         }
         Ok(report)
     }
+}
+
+/// Adds the queues, exchanges and bindings of one vhost to `out`.
+async fn export_vhost<S: LogStore>(view: &Vhost<S>, out: &mut BrokerDefinitions) {
+    let vhost = view.name().to_owned();
+    out.queues.extend(
+        view.list()
+            .await
+            .into_iter()
+            .filter(|q| !q.options.exclusive)
+            .map(|q| QueueDef {
+                arguments: rabbitmq_arguments(&q.options),
+                durable: !q.options.transient,
+                auto_delete: q.options.auto_delete,
+                vhost: vhost.clone(),
+                options: Some(q.options),
+                name: q.name,
+            }),
+    );
+    out.exchanges.extend(
+        view.exchanges()
+            .into_iter()
+            .filter(|e| !e.name.is_empty() && !is_built_in(&e.name))
+            .map(|e| {
+                let mut arguments = Map::new();
+                if let Some(ae) = &e.options.alternate_exchange {
+                    arguments.insert("alternate-exchange".into(), Value::String(ae.clone()));
+                }
+                ExchangeDef {
+                    name: e.name,
+                    vhost: vhost.clone(),
+                    kind: e.options.kind,
+                    durable: e.options.durable,
+                    auto_delete: e.options.auto_delete,
+                    internal: e.options.internal,
+                    arguments,
+                }
+            }),
+    );
+    out.bindings.extend(
+        view.bindings(None, None)
+            .into_iter()
+            .filter(|b| {
+                !(b.destination_type == DestinationType::Queue && view.is_exclusive(&b.destination))
+            })
+            .map(|b| BindingDef {
+                source: b.source,
+                vhost: vhost.clone(),
+                destination: b.destination,
+                destination_type: b.destination_type,
+                routing_key: b.routing_key,
+                arguments: b
+                    .arguments
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            }),
+    );
 }

@@ -21,6 +21,8 @@ pub enum Kind {
     Binding,
     /// A topic subscription.
     Subscription,
+    /// A vhost.
+    Vhost,
 }
 
 impl fmt::Display for Kind {
@@ -30,6 +32,7 @@ impl fmt::Display for Kind {
             Kind::Exchange => "exchange",
             Kind::Binding => "binding",
             Kind::Subscription => "subscription",
+            Kind::Vhost => "vhost",
         })
     }
 }
@@ -220,6 +223,7 @@ impl BrokerError {
                 Kind::Exchange => "exchange_not_found",
                 Kind::Binding => "binding_not_found",
                 Kind::Subscription => "subscription_not_found",
+                Kind::Vhost => "vhost_not_found",
             },
             BrokerError::Conflict { kind, .. } => match kind {
                 Kind::Exchange => "exchange_exists_with_different_options",

@@ -158,9 +158,11 @@ fn with_route(exchange: &str, m: &PublishMessage, keep: bool) -> SendMessage {
     }
 }
 
-/// The queue that holds a subscription's messages.
+/// The queue that holds a subscription's messages: `sub:TOPIC:NAME`, in the vhost of
+/// `topic` (a broker-wide name, or a client's name in a [`crate::Vhost`]).
 pub fn subscription_queue(topic: &str, name: &str) -> String {
-    format!("sub:{topic}:{name}")
+    let (vhost, topic) = crate::vhost::split(topic);
+    crate::vhost::join(vhost, &format!("sub:{topic}:{name}"))
 }
 
 fn routing_path<S: LogStore>(broker: &Broker<S>) -> std::path::PathBuf {

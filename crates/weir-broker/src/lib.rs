@@ -26,7 +26,8 @@
 //!   broker's handle on a running queue; `routing`: exchanges and bindings as data;
 //!   `alarms`: disk and memory alarms; `access`: users (argon2id passwords),
 //!   vhosts and permissions in `access.json`, which the front ends log clients in
-//!   against (issue 20: AMQP logins so far).
+//!   against; `vhost`: names per vhost and [`Vhost`], the broker as seen from one
+//!   vhost (what the front ends call), with its operations in `vhost_api`.
 //! - `queue`: one queue. `actor` (the task that owns it and performs effects),
 //!   `state` (the sans-IO state machine), `entry`/`ready` (what is kept per message),
 //!   `record` (its log format), `replay` (recovery), `dlq` (death history), `host`
@@ -76,6 +77,10 @@ mod restart_tests;
 pub mod routing;
 mod shared;
 mod supervisor;
+pub mod vhost;
+mod vhost_api;
+#[cfg(test)]
+mod vhost_tests;
 
 pub use alarms::Alarms;
 pub use api::{
@@ -92,4 +97,5 @@ pub use exchanges::{
 };
 pub use handle::UseGuard;
 pub use routing::{Binding, DestinationType, ExchangeOptions, ExchangeType};
+pub use vhost::Vhost;
 pub use weir_log::FsyncPolicy;

@@ -131,6 +131,7 @@ impl<S: LogStore> Broker<S> {
         report.messages = messages;
         report.exchanges = broker.load_routing()?;
         report.queues -= broker.delete_exclusive_queues().await?;
+        report.queues -= broker.remove_orphans().await?;
         broker.start_housekeeping();
         report.open_files = weir_log::io::open_files();
         report.elapsed = started.elapsed();

@@ -180,6 +180,9 @@ pub struct Access {
     /// new credentials waits here (within the front end's handshake timeout)
     /// instead of taking memory and the blocking threads without a bound.
     hashing: tokio::sync::Semaphore,
+    /// Counts changes: front ends watch it to close the connections of a deleted
+    /// vhost or user, as RabbitMQ does.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -252,6 +255,7 @@ impl Access {
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             ),
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -516,6 +520,11 @@ impl Access {
         Ok(())
     }
 
+    /// Whether `name` is a user.
+    pub fn has_user(&self, name: &str) -> bool {
+        read(&self.state).users.contains_key(name)
+    }
+
     /// Every user, by name.
     pub fn users(&self) -> Vec<UserInfo> {
         read(&self.state)
@@ -634,7 +643,14 @@ impl Access {
         f(&mut next)?;
         write_state(&self.path, &next)?;
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = next;
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Changes as they happen (a counter): a front end re-checks what its
+    /// connections rely on (their vhost, their user) when it moves.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// A keyed digest of the credentials, for the cache of verified logins.

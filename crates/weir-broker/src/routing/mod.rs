@@ -288,9 +288,20 @@ pub const BUILT_IN_EXCHANGES: [(&str, ExchangeType); 5] = [
     ("amq.match", ExchangeType::Headers),
 ];
 
-/// Whether `name` is one of [`BUILT_IN_EXCHANGES`].
+/// Whether `name` (broker-wide, [`crate::vhost`]) is one of [`BUILT_IN_EXCHANGES`]
+/// of its vhost.
 pub fn is_built_in(name: &str) -> bool {
+    let (_, name) = crate::vhost::split(name);
     BUILT_IN_EXCHANGES.iter().any(|(n, _)| *n == name)
+}
+
+/// The options of built-in exchange `name` (broker-wide), if it is one.
+fn built_in_options(name: &str) -> Option<ExchangeOptions> {
+    let (_, local) = crate::vhost::split(name);
+    BUILT_IN_EXCHANGES
+        .iter()
+        .find(|(n, _)| *n == local)
+        .map(|(_, kind)| ExchangeOptions::of(*kind))
 }
 
 impl ExchangeOptions {
@@ -342,6 +353,8 @@ fn exchange_not_found(name: &str) -> BrokerError {
 /// `amq.` is reserved; the empty name is the default
 /// exchange, which cannot be declared or deleted.
 pub fn validate_exchange_name(name: &str) -> Result<()> {
+    let full = name;
+    let (_, name) = crate::vhost::split(full);
     if name.is_empty() || name == "amq.default" {
         return Err(BrokerError::AccessRefused {
             reason: "the default exchange (\"\", amq.default in paths) is built in: it cannot be declared, deleted or bound".into(),
@@ -352,7 +365,7 @@ pub fn validate_exchange_name(name: &str) -> Result<()> {
             reason: format!("exchange names starting with amq. are reserved ('{name}')"),
         });
     }
-    validate_name(name).map_err(|e| match e {
+    validate_name(full).map_err(|e| match e {
         BrokerError::InvalidName { name, reason, .. } => BrokerError::InvalidName {
             kind: Kind::Exchange,
             name,
@@ -373,8 +386,40 @@ impl Router {
     pub fn exchange_count(&self) -> usize {
         self.exchanges
             .keys()
-            .filter(|n| !n.is_empty() && !is_built_in(n))
+            .filter(|n| !crate::vhost::split(n).1.is_empty() && !is_built_in(n))
             .count()
+    }
+
+    /// Adds the built-in exchanges of `vhost` that are missing (they exist in every
+    /// vhost; those of `/` from the start, the others once used).
+    pub fn ensure_built_ins(&mut self, vhost: &str) {
+        for (name, kind) in BUILT_IN_EXCHANGES {
+            self.exchanges
+                .entry(crate::vhost::join(vhost, name))
+                .or_insert_with(|| Exchange::new(ExchangeOptions::of(kind)));
+        }
+    }
+
+    /// Whether the built-in exchanges of `vhost` are there.
+    pub fn has_built_ins(&self, vhost: &str) -> bool {
+        self.exchanges
+            .contains_key(&crate::vhost::join(vhost, BUILT_IN_EXCHANGES[0].0))
+    }
+
+    /// Adds built-in exchange `name` (broker-wide) if it is one and missing.
+    fn ensure_built_in(&mut self, name: &str) {
+        if let Some(options) = built_in_options(name) {
+            self.exchanges
+                .entry(name.to_owned())
+                .or_insert_with(|| Exchange::new(options));
+        }
+    }
+
+    /// Removes every exchange of `vhost` with its bindings (all bindings of a vhost
+    /// have their source in it).
+    pub fn remove_vhost(&mut self, vhost: &str) {
+        self.exchanges
+            .retain(|name, _| crate::vhost::split(name).0 != vhost);
     }
 
     /// How many bindings there are, from every exchange.
@@ -396,6 +441,7 @@ impl Router {
     /// Declares an exchange; `Ok(true)` if created, `Ok(false)` if an identical
     /// one exists.
     pub fn declare(&mut self, name: &str, options: ExchangeOptions) -> Result<bool> {
+        self.ensure_built_in(name);
         if is_built_in(name) && self.options(name) == Some(&options) {
             // Declaring a built-in exchange as it is: fine, as in RabbitMQ.
             return Ok(false);
@@ -480,6 +526,10 @@ impl Router {
     /// destination exists.
     pub fn bind(&mut self, b: Binding) -> Result<bool> {
         check_bindable(&b.source)?;
+        self.ensure_built_in(&b.source);
+        if b.destination_type == DestinationType::Exchange {
+            self.ensure_built_in(&b.destination);
+        }
         if !self.exchanges.contains_key(&b.source) {
             return Err(exchange_not_found(&b.source));
         }
@@ -596,10 +646,22 @@ impl Router {
             }
             return Ok(routed);
         }
-        let (exchange, _) = self
-            .exchanges
-            .get_key_value(exchange)
-            .ok_or_else(|| exchange_not_found(exchange))?;
+        let Some((exchange, _)) = self.exchanges.get_key_value(exchange) else {
+            let (vhost, local) = crate::vhost::split(exchange);
+            // The default exchange of another vhost: to the queue named `key` there.
+            if local.is_empty() {
+                let queue = crate::vhost::join(vhost, key);
+                if queue_exists(&queue) {
+                    routed.queues.insert(queue);
+                }
+                return Ok(routed);
+            }
+            // A built-in exchange of a vhost not used yet: it has no bindings.
+            if is_built_in(exchange) {
+                return Ok(routed);
+            }
+            return Err(exchange_not_found(exchange));
+        };
         // Names borrowed from the router while it walks; owned only in the answer.
         let mut visited: BTreeSet<&str> = BTreeSet::new();
         let mut queues: BTreeSet<&str> = BTreeSet::new();
