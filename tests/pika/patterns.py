@@ -8,6 +8,7 @@ what failed and exits 1. Driven by crates/weir/tests/it/pika.rs.
 import os
 import sys
 import threading
+import time
 import uuid
 
 import pika
@@ -261,6 +262,46 @@ def rpc_direct_reply_to():
         connection.process_data_events(time_limit=0.25)
     thread.join()
     check(responses == [("c-9", b"42")], f"the reply came straight back: {responses}")
+
+
+def vhosts():
+    """Run with a vhost "staging" where guest has every permission: the same names
+    in two vhosts are two queues, and dead letters stay in their vhost."""
+    def get(channel, queue):
+        for _ in range(100):
+            method, properties, body = channel.basic_get(queue)
+            if method is not None:
+                return method, properties, body
+            time.sleep(0.05)
+        return None, None, None
+
+    credentials = pika.PlainCredentials("guest", "guest")
+    staging = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", PORT, "staging", credentials)
+    ).channel()
+    root = connect().channel()
+    for ch, body in ((staging, b"to staging"), (root, b"to root")):
+        ch.queue_declare("jobs", durable=True)
+        ch.confirm_delivery()
+        ch.basic_publish("", "jobs", body)
+    _, _, body = get(staging, "jobs")
+    check(body == b"to staging", f"staging's queue holds its own message, got {body!r}")
+    _, _, body = get(root, "jobs")
+    check(body == b"to root", f"/'s queue holds its own message, got {body!r}")
+    staging.queue_declare("failed", durable=True)
+    staging.queue_declare(
+        "work",
+        durable=True,
+        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "failed"},
+    )
+    staging.basic_publish("", "work", b"job")
+    method, _, _ = get(staging, "work")
+    staging.basic_nack(method.delivery_tag, requeue=False)
+    _, properties, body = get(staging, "failed")
+    check(body == b"job", f"the dead letter reached staging's 'failed', got {body!r}")
+    death = properties.headers["x-death"][0]
+    check(death["queue"] == "work", f"x-death names the queue as the client does: {death}")
+    print("OK", flush=True)
 
 
 def blocked():

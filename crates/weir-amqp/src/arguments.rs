@@ -61,6 +61,8 @@ pub(crate) fn check_type_arguments(queue: &str, arguments: &FieldTable) -> Resul
         "x-queue-leader-locator",
     ];
     const CLASSIC_ONLY: [&str; 3] = ["x-queue-mode", "x-queue-version", "x-queue-master-locator"];
+    // `queue` is broker-wide: the texts name its vhost as RabbitMQ's do.
+    let (vhost, queue) = weir_broker::vhost::split(queue);
     let quorum = arguments
         .inner()
         .get("x-queue-type")
@@ -77,7 +79,7 @@ pub(crate) fn check_type_arguments(queue: &str, arguments: &FieldTable) -> Resul
             return Err(Exception::channel(
                 PRECONDITION_FAILED,
                 format!(
-                    "invalid arg '{name}' for queue '{queue}' in vhost '/' of queue type {kind}"
+                    "invalid arg '{name}' for queue '{queue}' in vhost '{vhost}' of queue type {kind}"
                 ),
             ));
         }
@@ -93,12 +95,13 @@ pub(crate) fn check_consume_arguments(
     queue: &str,
     arguments: &FieldTable,
 ) -> Result<(), Exception> {
+    let (vhost, queue) = weir_broker::vhost::split(queue);
     for (name, value) in arguments {
         let invalid = |what: String| {
             Exception::channel(
                 PRECONDITION_FAILED,
                 format!(
-                    "invalid arg '{}' for queue '{queue}' in vhost '/': {what}",
+                    "invalid arg '{}' for queue '{queue}' in vhost '{vhost}': {what}",
                     name.as_str()
                 ),
             )
@@ -126,7 +129,7 @@ pub(crate) fn check_consume_arguments(
                 return Err(Exception::channel(
                     PRECONDITION_FAILED,
                     format!(
-                        "invalid arg 'x-stream-offset' for queue '{queue}' in vhost '/' of \
+                        "invalid arg 'x-stream-offset' for queue '{queue}' in vhost '{vhost}' of \
                          queue type rabbit_classic_queue"
                     ),
                 ));

@@ -7,7 +7,8 @@
 //! an `.await`. It lives as long as the listener; the flags themselves are stored
 //! with the queue (`QueueOptions::exclusive`, `auto_delete`), so the broker deletes
 //! exclusive queues at its next start and an auto-delete queue is known again as
-//! soon as a consumer comes.
+//! soon as a consumer comes. Queues are keyed by their broker-wide names
+//! (`weir_broker::vhost`), so the same name in two vhosts is two queues here too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,10 +135,10 @@ impl Registry {
                 list: Vec::new(),
             });
         if consumers.list.iter().any(|e| e.exclusive) || (exclusive && !consumers.list.is_empty()) {
-            return Err(Exception::channel(
-                ACCESS_REFUSED,
-                format!("queue '{queue}' in vhost '/' in exclusive use"),
-            ));
+            return Err(Exception::channel(ACCESS_REFUSED, {
+                let (vhost, queue) = weir_broker::vhost::split(queue);
+                format!("queue '{queue}' in vhost '{vhost}' in exclusive use")
+            }));
         }
         let active = !consumers.single_active || consumers.list.is_empty();
         let (tx, rx) = watch::channel(active);
@@ -222,10 +223,11 @@ pub(crate) struct QueueFlags {
 /// 405 for a queue another connection owns, or whose exclusive flag differs from
 /// the one asked (RabbitMQ's `check_exclusive_access`).
 pub(crate) fn locked(queue: &str) -> Exception {
+    let (vhost, queue) = weir_broker::vhost::split(queue);
     Exception::channel(
         RESOURCE_LOCKED,
         format!(
-            "cannot obtain exclusive access to locked queue '{queue}' in vhost '/': it was \
+            "cannot obtain exclusive access to locked queue '{queue}' in vhost '{vhost}': it was \
              declared exclusive by another connection"
         ),
     )

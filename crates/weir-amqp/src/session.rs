@@ -58,8 +58,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weir_broker::access::{DEFAULT_VHOST, Principal};
-use weir_broker::{Broker, UseGuard};
+use weir_broker::access::Principal;
+use weir_broker::{Broker, UseGuard, Vhost};
 
 use crate::channel::ChannelMachine;
 use crate::codes::{self, CHANNEL_ERROR, Exception, PRECONDITION_FAILED};
@@ -148,9 +148,11 @@ pub(crate) async fn run(
         output: Output::default(),
         input_waiting: false,
         alarms: broker.alarms(),
+        access_changes: broker.access().changes(),
+        vhost_open: false,
         published: false,
         generations: 0,
-        broker,
+        broker: broker.default_vhost(),
         conn: Connection::new(config.clone(), peer, now()),
         config,
         read,
@@ -197,7 +199,14 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// The shell around one [`Connection`]: the socket, the broker, the helper tasks.
 struct Session {
     peer: SocketAddr,
-    broker: Broker,
+    /// The broker as seen from this connection's vhost (`/` until
+    /// `connection.open` picks one).
+    broker: Vhost,
+    /// Users, vhosts and permissions changed: the connection closes if its vhost
+    /// or its user is gone (as RabbitMQ closes them).
+    access_changes: watch::Receiver<u64>,
+    /// `connection.open` accepted a vhost.
+    vhost_open: bool,
     /// Who logged in (`None` until then).
     user: Option<Principal>,
     /// Exchanges the user may publish to, as found (see `session/permissions.rs`).
@@ -248,6 +257,11 @@ fn now() -> std::time::Instant {
 type Io<T> = std::io::Result<T>;
 
 impl Session {
+    /// The registry's key for `queue` (its broker-wide name).
+    fn key<'a>(&self, queue: &'a str) -> Result<std::borrow::Cow<'a, str>, Exception> {
+        self.broker.full(queue).map_err(Exception::from)
+    }
+
     /// Writes what the socket takes now (never waits). An error: the connection is
     /// broken.
     async fn flush(&mut self) -> Io<()> {
@@ -317,6 +331,7 @@ impl Session {
                 _ = async { consumer_timeouts.as_mut().expect("checked by the guard").tick().await }, if consumer_timeouts.is_some() => {
                     self.check_consumer_timeouts().await;
                 }
+                Ok(()) = self.access_changes.changed() => self.check_still_allowed(),
                 Ok(()) = self.alarms.changed() => {
                     if self.alarms.borrow_and_update().reason().is_none() {
                         self.conn.set_blocked(None);
@@ -431,12 +446,27 @@ impl Session {
         if !access.has_vhost(vhost) {
             return Some(format!("vhost {vhost} not found"));
         }
-        if vhost != DEFAULT_VHOST {
-            return Some(format!(
-                "vhost '{vhost}': this weir serves its queues and exchanges in the vhost '/' only"
-            ));
-        }
         access.check_vhost(user, vhost).err().map(|e| e.to_string())
+    }
+
+    /// After a change of users, vhosts or permissions: a connection whose vhost or
+    /// user was deleted is closed with 320 `CONNECTION_FORCED`.
+    fn check_still_allowed(&mut self) {
+        let access = self.broker.access();
+        let reason = if self.vhost_open && !access.has_vhost(self.broker.name()) {
+            format!("vhost '{}' is deleted", self.broker.name())
+        } else if let Some(user) = self.user.as_ref().filter(|u| !access.has_user(&u.name)) {
+            format!("user '{}' is deleted", user.name)
+        } else {
+            return;
+        };
+        if !self.conn.is_closing() {
+            tracing::info!(peer = %self.peer, %reason, "closing an AMQP connection");
+            self.conn.close(
+                &Exception::connection(codes::CONNECTION_FORCED, reason),
+                now(),
+            );
+        }
     }
 
     /// Runs what the connection made of the input, then hands the publishes to
@@ -452,7 +482,16 @@ impl Session {
                     password,
                 } => self.log_in(mechanism, user, password).await,
                 Input::OpenVhost(vhost) => {
-                    let refused = self.refuse_vhost(&vhost);
+                    let mut refused = self.refuse_vhost(&vhost);
+                    if refused.is_none() {
+                        match self.broker.broker().vhost(&vhost) {
+                            Ok(view) => {
+                                self.broker = view;
+                                self.vhost_open = true;
+                            }
+                            Err(e) => refused = Some(e.to_string()),
+                        }
+                    }
                     self.conn.vhost_opened(refused, now());
                 }
                 Input::ChannelOpened(ch) => {
@@ -600,8 +639,9 @@ impl Session {
                 requeue(&self.broker, &queue, &messages).await;
             }
         }
-        for queue in self.registry.release_connection(self.id) {
-            if let Err(e) = self.broker.delete(&queue).await {
+        for key in self.registry.release_connection(self.id) {
+            let queue = self.broker.local(&key);
+            if let Err(e) = self.broker.delete(queue).await {
                 tracing::debug!(%queue, error = %e, "deleting an exclusive queue failed");
             }
         }

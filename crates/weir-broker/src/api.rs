@@ -271,7 +271,7 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// A broker-wide name in a vhost other than `/` ([`crate::vhost`]) is checked by its
 /// name in the vhost, which may not start with a NUL byte.
 pub fn validate_name(name: &str) -> Result<()> {
-    let (_, name) = crate::vhost::split(name);
+    let (_, name) = crate::names::split(name);
     let refuse = |reason: &str| {
         Err(BrokerError::InvalidName {
             kind: crate::error::Kind::Queue,

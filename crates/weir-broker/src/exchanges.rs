@@ -19,65 +19,11 @@ use crate::error::{BrokerError, Kind, Limit, Result};
 use crate::files::{io_error, write_durably};
 use crate::prepare::{generate_id, prepare};
 use crate::queue::record::encode_shared;
+use crate::routing::file::{RoutingFile, load_router};
 use crate::routing::{
     Binding, DestinationType, ExchangeOptions, ExchangeType, Router, validate_exchange_name,
 };
 use crate::shared::{Answers, Dispatch, Target};
-
-/// What `meta/routing.json` holds.
-#[derive(Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RoutingFile {
-    exchanges: Vec<NamedExchange>,
-    bindings: Vec<Binding>,
-}
-
-impl RoutingFile {
-    /// The durable exchanges and bindings of `router`, as written.
-    pub(crate) fn of(router: &Router) -> RoutingFile {
-        let (exchanges, bindings) = router.durable();
-        RoutingFile {
-            exchanges: exchanges
-                .into_iter()
-                .map(|(name, options)| NamedExchange { name, options })
-                .collect(),
-            bindings,
-        }
-    }
-}
-
-/// Puts what `file` holds into `router`: every exchange (one that cannot be
-/// declared fails the whole load), then the bindings, dropping (with a warning)
-/// those to queues that no longer exist and those that no longer apply. Returns
-/// how many exchanges it held.
-pub(crate) fn load_router(
-    router: &mut Router,
-    file: RoutingFile,
-    queue_exists: impl Fn(&str) -> bool,
-) -> Result<usize> {
-    let count = file.exchanges.len();
-    for e in file.exchanges {
-        router.declare(&e.name, e.options)?;
-    }
-    for b in file.bindings {
-        if b.destination_type == DestinationType::Queue && !queue_exists(&b.destination) {
-            tracing::warn!(source = %b.source, queue = %b.destination, "dropping a binding to a queue that no longer exists");
-            continue;
-        }
-        if let Err(e) = router.bind(b) {
-            tracing::warn!(error = %e, "dropping a stored binding that no longer applies");
-        }
-    }
-    Ok(count)
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NamedExchange {
-    name: String,
-    #[serde(flatten)]
-    options: ExchangeOptions,
-}
 
 /// An exchange as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,8 +107,8 @@ fn with_route(exchange: &str, m: &PublishMessage, keep: bool) -> SendMessage {
 /// The queue that holds a subscription's messages: `sub:TOPIC:NAME`, in the vhost of
 /// `topic` (a broker-wide name, or a client's name in a [`crate::Vhost`]).
 pub fn subscription_queue(topic: &str, name: &str) -> String {
-    let (vhost, topic) = crate::vhost::split(topic);
-    crate::vhost::join(vhost, &format!("sub:{topic}:{name}"))
+    let (vhost, topic) = crate::names::split(topic);
+    crate::names::join(vhost, &format!("sub:{topic}:{name}"))
 }
 
 fn routing_path<S: LogStore>(broker: &Broker<S>) -> std::path::PathBuf {
@@ -271,13 +217,25 @@ impl<S: LogStore> Broker<S> {
         if !crate::routing::is_built_in(name) {
             validate_exchange_name(name)?;
         }
-        self.exchanges()
-            .into_iter()
-            .find(|e| e.name == name)
-            .ok_or_else(|| BrokerError::NotFound {
+        let found = self.router().exchanges().into_iter().find(|e| e.0 == name);
+        match found {
+            Some((name, options, bindings)) => Ok(ExchangeInfo {
+                name,
+                options,
+                bindings,
+            }),
+            // The built-in exchanges of a vhost exist before their first use.
+            None if crate::routing::is_built_in(name) => Ok(ExchangeInfo {
+                name: name.to_owned(),
+                options: crate::routing::built_in_options(name)
+                    .expect("invariant: a built-in exchange"),
+                bindings: 0,
+            }),
+            None => Err(BrokerError::NotFound {
                 kind: Kind::Exchange,
                 name: name.to_owned(),
-            })
+            }),
+        }
     }
 
     /// Adds a binding; `Created`, or `Existed` if the same binding was there.

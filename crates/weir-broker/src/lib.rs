@@ -68,6 +68,7 @@ mod housekeeping;
 mod locks;
 #[cfg(test)]
 mod mem_tests;
+mod names;
 mod prepare;
 mod queue;
 pub mod queue_arguments;

@@ -38,27 +38,8 @@ use crate::config::Limits;
 use crate::error::{BrokerError, Kind, Result};
 use crate::routing::{Binding, ExchangeOptions};
 
-/// What separates a vhost from a name in a broker-wide name.
-const SEPARATOR: char = '\0';
-
-/// The vhost and the client's name of a broker-wide name.
-pub fn split(full: &str) -> (&str, &str) {
-    if let Some(rest) = full.strip_prefix(SEPARATOR)
-        && let Some((vhost, name)) = rest.split_once(SEPARATOR)
-    {
-        return (vhost, name);
-    }
-    (DEFAULT_VHOST, full)
-}
-
-/// The broker-wide name of `name` in `vhost`.
-pub fn join(vhost: &str, name: &str) -> String {
-    if vhost == DEFAULT_VHOST {
-        name.to_owned()
-    } else {
-        format!("{SEPARATOR}{vhost}{SEPARATOR}{name}")
-    }
-}
+use crate::names::SEPARATOR;
+pub use crate::names::{join, split};
 
 /// The broker as seen from one vhost: the API front ends call, with the client's
 /// names (see the module documentation). Cheap to clone.
@@ -198,6 +179,11 @@ impl<S: LogStore> Vhost<S> {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether it is the default vhost `/`.
+    pub fn is_default(&self) -> bool {
+        self.prefix.is_none()
     }
 
     /// The whole broker, with broker-wide names.
@@ -419,22 +405,5 @@ impl<S: LogStore> Vhost<S> {
             return ds;
         }
         ds.into_iter().map(|d| self.out_delivery(d)).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_split_back_into_their_vhost_and_name() {
-        assert_eq!(split("orders"), ("/", "orders"));
-        assert_eq!(join("/", "orders"), "orders");
-        let full = join("staging", "orders");
-        assert_eq!(full, "\0staging\0orders");
-        assert_eq!(split(&full), ("staging", "orders"));
-        assert_eq!(split(&join("staging", "")), ("staging", ""));
-        // A lone leading NUL is not a vhost: it stays a (refused) name of `/`.
-        assert_eq!(split("\0x"), ("/", "\0x"));
     }
 }

@@ -17,6 +17,18 @@ use crate::routing::{Binding, ExchangeOptions};
 use crate::vhost::Vhost;
 
 impl<S: LogStore> Vhost<S> {
+    /// Refuses to make anything in a vhost deleted since this view was taken (an
+    /// AMQP connection is closed soon after; until then nothing new appears there).
+    fn still_there(&self) -> Result<()> {
+        if self.is_default() || self.access().has_vhost(self.name()) {
+            return Ok(());
+        }
+        Err(crate::error::BrokerError::NotFound {
+            kind: crate::error::Kind::Vhost,
+            name: self.name().to_owned(),
+        })
+    }
+
     /// [`Broker::options`](crate::Broker::options).
     pub fn options(&self, name: &str) -> Result<QueueOptions> {
         let full = self.full(name)?;
@@ -34,6 +46,7 @@ impl<S: LogStore> Vhost<S> {
 
     /// [`Broker::declare`](crate::Broker::declare).
     pub async fn declare(&self, name: &str, options: QueueOptions) -> Result<Declared> {
+        self.still_there()?;
         let full = self.full(name)?;
         let options = self.in_options(options)?;
         let declared = self.broker.declare(&full, options).await;
@@ -184,6 +197,7 @@ impl<S: LogStore> Vhost<S> {
 
     /// [`Broker::declare_exchange`](crate::Broker::declare_exchange).
     pub async fn declare_exchange(&self, name: &str, options: ExchangeOptions) -> Result<Declared> {
+        self.still_there()?;
         let full = self.full(name)?;
         let options = self.in_exchange_options(options)?;
         let declared = self.broker.declare_exchange(&full, options).await;
@@ -224,6 +238,7 @@ impl<S: LogStore> Vhost<S> {
 
     /// [`Broker::bind`](crate::Broker::bind).
     pub async fn bind(&self, binding: Binding) -> Result<Declared> {
+        self.still_there()?;
         let binding = self.in_binding(binding)?;
         self.broker
             .bind(binding)
@@ -233,6 +248,7 @@ impl<S: LogStore> Vhost<S> {
 
     /// [`Broker::bind_many`](crate::Broker::bind_many).
     pub async fn bind_many(&self, bindings: Vec<Binding>) -> Result<Vec<Declared>> {
+        self.still_there()?;
         let bindings = bindings
             .into_iter()
             .map(|b| self.in_binding(b))
@@ -332,6 +348,7 @@ impl<S: LogStore> Vhost<S> {
         pattern: &str,
         options: QueueOptions,
     ) -> Result<(Declared, SubscriptionInfo)> {
+        self.still_there()?;
         let full = self.full(topic)?;
         let options = self.in_options(options)?;
         let subscribed = self.broker.subscribe(&full, name, pattern, options).await;

@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 use weir_broker::Broker;
-use weir_broker::access::{Access, AccessError, DEFAULT_VHOST, Patterns};
+use weir_broker::access::{Access, AccessError, Patterns};
 use weir_broker::definitions::BrokerDefinitions;
 
 use crate::auth::Caller;
@@ -202,16 +202,9 @@ pub(crate) async fn delete_vhost(
     Path(name): Path<String>,
 ) -> ApiResult {
     caller.allow_administrator()?;
-    // Every queue and exchange lives in `/` for now, so deleting it would have to
-    // delete all of them; refused until vhosts hold their own.
-    if name == DEFAULT_VHOST {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "precondition_failed",
-            "the default vhost '/' cannot be deleted",
-        ));
-    }
-    change(&broker, move |access| access.remove_vhost(&name)).await?;
+    // Its permissions, queues (with their messages) and exchanges; its AMQP
+    // connections are closed with 320 CONNECTION_FORCED. `/` stays.
+    broker.delete_vhost(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

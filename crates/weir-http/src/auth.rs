@@ -31,10 +31,11 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use weir_broker::access::{Access, DEFAULT_VHOST, Operation, Principal};
-use weir_broker::{BrokerError, QueueOptions};
+use weir_broker::{BrokerError, QueueOptions, Vhost};
 
 use crate::error::ApiError;
 use crate::state::{AppState, Guard};
+use crate::vhost_paths::InVhost;
 
 /// The two ends of the connection a request came on, put in its extensions by the
 /// connection's service.
@@ -53,11 +54,27 @@ const LOGIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) struct Caller {
     pub(crate) principal: Principal,
     access: Arc<Access>,
+    /// The broker as seen from the vhost the request's path names (`/` for the
+    /// short paths, see `vhost_paths`).
+    broker: Vhost,
+}
+
+/// The broker as seen from the request's vhost, for the handlers of queues,
+/// exchanges, bindings and topics.
+pub(crate) struct Scoped(pub(crate) Vhost);
+
+impl<S: Send + Sync> FromRequestParts<S> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Scoped, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        Ok(Scoped(caller.broker))
+    }
 }
 
 impl Caller {
-    /// `operation` on the `kind` (`queue`, `exchange`) named `name` in `/`; the
-    /// default exchange is `amq.default`, as RabbitMQ checks it.
+    /// `operation` on the `kind` (`queue`, `exchange`) named `name` in the request's
+    /// vhost; the default exchange is `amq.default`, as RabbitMQ checks it.
     pub(crate) fn allow(
         &self,
         operation: Operation,
@@ -65,15 +82,15 @@ impl Caller {
         name: &str,
     ) -> Result<(), ApiError> {
         self.access
-            .check(&self.principal, DEFAULT_VHOST, operation, kind, name)
+            .check(&self.principal, self.broker.name(), operation, kind, name)
             .map_err(|refused| refusal(refused.to_string()))
     }
 
-    /// May look at what is in `/` (permissions there, or the `administrator` or
-    /// `monitoring` tag).
+    /// May look at what is in the request's vhost (permissions there, or the
+    /// `administrator` or `monitoring` tag).
     pub(crate) fn allow_view(&self) -> Result<(), ApiError> {
         self.access
-            .check_view(&self.principal, DEFAULT_VHOST)
+            .check_view(&self.principal, self.broker.name())
             .map_err(|refused| refusal(refused.to_string()))
     }
 
@@ -189,9 +206,21 @@ pub(crate) async fn guard(
         .retry_after(1)
         .into_response(),
         Ok(Ok(principal)) => {
-            request
-                .extensions_mut()
-                .insert(Caller { principal, access });
+            // The vhost is looked up once logged in: who may not log in learns
+            // nothing of which vhosts exist.
+            let vhost = request
+                .extensions()
+                .get::<InVhost>()
+                .map_or(DEFAULT_VHOST, |v| v.0.as_str());
+            let broker = match state.broker.vhost(vhost) {
+                Ok(broker) => broker,
+                Err(e) => return ApiError::from(e).into_response(),
+            };
+            request.extensions_mut().insert(Caller {
+                principal,
+                access,
+                broker,
+            });
             next.run(request).await
         }
         Ok(Err(refused)) => {

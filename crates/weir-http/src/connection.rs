@@ -119,6 +119,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.addrs);
+        crate::vhost_paths::rewrite(&mut request);
         let in_flight = Arc::new(InFlight::begin(&self.state));
         let expect_continue = request
             .headers()

@@ -40,6 +40,7 @@ mod routes;
 mod routing_routes;
 mod server;
 mod state;
+mod vhost_paths;
 
 #[cfg(test)]
 mod openapi_tests;

@@ -16,11 +16,11 @@ use tokio::sync::Semaphore;
 use weir_broker::access::Operation;
 use weir_broker::{
     Broker, BrokerError, DeadLetterInfo, Declared, Delivery, NackOptions, QueueOptions,
-    ReceiveRequest, SettleReport,
+    ReceiveRequest, SettleReport, Vhost,
 };
 
 use crate::admin_routes as admin;
-use crate::auth::{self, Caller};
+use crate::auth::{self, Caller, Scoped};
 use crate::config::HttpConfig;
 use crate::error::{ApiError, status_of};
 use crate::extract::{JsonBody, OneOrMany, QueryParams};
@@ -157,20 +157,22 @@ async fn receive_moved() -> ApiError {
 /// 403 `resource_locked` for an exclusive queue: it belongs to the AMQP connection
 /// that declared it, and over HTTP only its settings and stats can be seen (as
 /// another AMQP connection gets 405 `RESOURCE_LOCKED`).
-pub(crate) fn not_exclusive(broker: &Broker, name: &str) -> Result<(), ApiError> {
-    if broker.options(name).is_ok_and(|o| o.exclusive) {
+pub(crate) fn not_exclusive(broker: &Vhost, name: &str) -> Result<(), ApiError> {
+    if broker.is_exclusive(name) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "resource_locked",
             format!(
-                "cannot obtain exclusive access to locked queue '{name}' in vhost '/': it \
-                 belongs to the AMQP connection that declared it"
+                "cannot obtain exclusive access to locked queue '{name}' in vhost '{}': it \
+                 belongs to the AMQP connection that declared it",
+                broker.name()
             ),
         ));
     }
     Ok(())
 }
 
+/// The whole broker, every vhost counted.
 async fn broker_stats(caller: Caller, State(broker): State<Broker>) -> ApiResult {
     caller.allow_view()?;
     ok(
@@ -183,23 +185,19 @@ async fn broker_stats(caller: Caller, State(broker): State<Broker>) -> ApiResult
     )
 }
 
-async fn list_queues(caller: Caller, State(broker): State<Broker>) -> ApiResult {
+async fn list_queues(caller: Caller, Scoped(broker): Scoped) -> ApiResult {
     caller.allow_view()?;
     ok(StatusCode::OK, json!({"queues": broker.list().await}))
 }
 
-async fn show_queue(
-    caller: Caller,
-    State(broker): State<Broker>,
-    Path(name): Path<String>,
-) -> ApiResult {
+async fn show_queue(caller: Caller, Scoped(broker): Scoped, Path(name): Path<String>) -> ApiResult {
     caller.allow_view()?;
     ok(StatusCode::OK, json!(broker.info(&name).await?))
 }
 
 async fn declare_queue(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
     JsonBody(options): JsonBody<QueueOptions>,
 ) -> ApiResult {
@@ -215,7 +213,7 @@ async fn declare_queue(
 
 async fn delete_queue(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
 ) -> ApiResult {
     caller.allow(Operation::Configure, "queue", &name)?;
@@ -224,11 +222,7 @@ async fn delete_queue(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn purge(
-    caller: Caller,
-    State(broker): State<Broker>,
-    Path(name): Path<String>,
-) -> ApiResult {
+async fn purge(caller: Caller, Scoped(broker): Scoped, Path(name): Path<String>) -> ApiResult {
     caller.allow(Operation::Read, "queue", &name)?;
     not_exclusive(&broker, &name)?;
     ok(
@@ -239,7 +233,7 @@ async fn purge(
 
 async fn send(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     _: WritesAllowed,
     Path(name): Path<String>,
     body: OneOrMany<MessageIn>,
@@ -328,7 +322,7 @@ pub(crate) fn deliveries(got: &[Delivery]) -> Response {
 /// query (`?max=10`, handy with curl); a body's value wins.
 async fn receive(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     State(long_polls): State<LongPolls>,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<ReceiveQuery>,
@@ -433,7 +427,7 @@ fn settle_answer(verb: &str, report: &SettleReport) -> ApiResult {
 
 async fn ack(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
     JsonBody(mut r): JsonBody<Receipts>,
 ) -> ApiResult {
@@ -448,7 +442,7 @@ async fn ack(
 
 async fn nack(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
     JsonBody(mut r): JsonBody<Receipts>,
 ) -> ApiResult {
@@ -472,7 +466,7 @@ async fn nack(
 
 async fn extend(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
     JsonBody(mut r): JsonBody<Receipts>,
 ) -> ApiResult {
@@ -498,7 +492,7 @@ struct PeekQuery {
 
 /// The dead letters of queue `name` are read from its dead-letter queue: read on
 /// both, and neither exclusive.
-fn allow_dead_letters(caller: &Caller, broker: &Broker, name: &str) -> Result<(), ApiError> {
+fn allow_dead_letters(caller: &Caller, broker: &Vhost, name: &str) -> Result<(), ApiError> {
     caller.allow(Operation::Read, "queue", name)?;
     not_exclusive(broker, name)?;
     if let Some(dlq) = broker
@@ -514,7 +508,7 @@ fn allow_dead_letters(caller: &Caller, broker: &Broker, name: &str) -> Result<()
 
 async fn peek_dead_letters(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<PeekQuery>,
 ) -> ApiResult {
@@ -531,7 +525,7 @@ struct RedriveBody {
 
 async fn redrive(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     _: WritesAllowed,
     Path(name): Path<String>,
     JsonBody(b): JsonBody<RedriveBody>,

@@ -2,18 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_broker::access::Operation;
 use weir_broker::{
-    Binding, Broker, Declared, DestinationType, ExchangeOptions, PublishMessage, PublishOptions,
-    QueueOptions, subscription_queue,
+    Binding, Declared, DestinationType, ExchangeOptions, PublishMessage, PublishOptions,
+    QueueOptions, Vhost, subscription_queue,
 };
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Scoped};
 use crate::error::ApiError;
 use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
 use crate::messages::{MessageIn, message_in};
@@ -45,14 +45,14 @@ fn created(d: Declared) -> StatusCode {
     }
 }
 
-pub(crate) async fn list_exchanges(caller: Caller, State(broker): State<Broker>) -> ApiResult {
+pub(crate) async fn list_exchanges(caller: Caller, Scoped(broker): Scoped) -> ApiResult {
     caller.allow_view()?;
     ok(StatusCode::OK, json!({"exchanges": broker.exchanges()}))
 }
 
 pub(crate) async fn show_exchange(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
 ) -> ApiResult {
     caller.allow_view()?;
@@ -64,7 +64,7 @@ pub(crate) async fn show_exchange(
 
 pub(crate) async fn declare_exchange(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
     JsonBody(options): JsonBody<ExchangeOptions>,
 ) -> ApiResult {
@@ -88,7 +88,7 @@ pub(crate) struct DeleteQuery {
 
 pub(crate) async fn delete_exchange(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<DeleteQuery>,
 ) -> ApiResult {
@@ -108,7 +108,7 @@ pub(crate) struct BindingsQuery {
 
 pub(crate) async fn list_bindings(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     QueryParams(q): QueryParams<BindingsQuery>,
 ) -> ApiResult {
     caller.allow_view()?;
@@ -123,7 +123,7 @@ impl Batched for Binding {
 /// One binding, or `{"bindings": [...]}` added all or none.
 pub(crate) async fn bind(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     body: OneOrMany<Binding>,
 ) -> ApiResult {
     for binding in &body.items {
@@ -149,7 +149,7 @@ pub(crate) async fn bind(
 
 pub(crate) async fn unbind(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     JsonBody(binding): JsonBody<Binding>,
 ) -> ApiResult {
     allow_binding(&caller, &binding)?;
@@ -189,7 +189,7 @@ pub(crate) struct PublishQuery {
 }
 
 async fn publish_through(
-    broker: &Broker,
+    broker: &Vhost,
     exchange: &str,
     items: Vec<PublishIn>,
     topic: bool,
@@ -262,7 +262,7 @@ async fn publish_through(
 
 pub(crate) async fn publish(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     _: WritesAllowed,
     Path(name): Path<String>,
     QueryParams(query): QueryParams<PublishQuery>,
@@ -274,7 +274,7 @@ pub(crate) async fn publish(
 
 pub(crate) async fn publish_topic(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     _: WritesAllowed,
     Path(topic): Path<String>,
     QueryParams(query): QueryParams<PublishQuery>,
@@ -296,7 +296,7 @@ pub(crate) struct SubscribeBody {
 
 pub(crate) async fn subscribe(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path((topic, name)): Path<(String, String)>,
     JsonBody(body): JsonBody<SubscribeBody>,
 ) -> ApiResult {
@@ -315,7 +315,7 @@ pub(crate) async fn subscribe(
 
 pub(crate) async fn unsubscribe(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path((topic, name)): Path<(String, String)>,
 ) -> ApiResult {
     caller.allow(
@@ -329,7 +329,7 @@ pub(crate) async fn unsubscribe(
 
 pub(crate) async fn list_subscriptions(
     caller: Caller,
-    State(broker): State<Broker>,
+    Scoped(broker): Scoped,
     Path(topic): Path<String>,
 ) -> ApiResult {
     caller.allow_view()?;

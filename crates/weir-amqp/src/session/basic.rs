@@ -206,7 +206,7 @@ impl Session {
     async fn get(&mut self, ch: u16, g: basic::Get) -> Result<(), Exception> {
         let queue = self.queue_name(ch, &g.queue)?;
         self.allow(Operation::Read, "queue", &queue)?;
-        self.registry.check_access(&queue, self.id)?;
+        self.registry.check_access(&self.key(&queue)?, self.id)?;
         let got = self
             .broker
             .receive(

@@ -27,10 +27,10 @@ impl Session {
         self.consumer_room(ch, &tag)?;
         let queue = self.queue_name(ch, &c.queue)?;
         self.allow(Operation::Read, "queue", &queue)?;
-        self.registry.check_access(&queue, self.id)?;
+        self.registry.check_access(&self.key(&queue)?, self.id)?;
         // The queue must exist now (404 otherwise).
         let info = self.broker.info(&queue).await.map_err(Exception::from)?;
-        check_consume_arguments(&queue, &c.arguments)?;
+        check_consume_arguments(&self.key(&queue)?, &c.arguments)?;
         let stop = self.stop.child_token();
         let channel = self.channel(ch)?;
         let flow = channel.flow.0.subscribe();
@@ -44,7 +44,7 @@ impl Session {
             None
         };
         let active = self.registry.add_consumer(
-            &queue,
+            &self.key(&queue)?,
             &ConsumerId {
                 connection: self.id,
                 channel: ch,
@@ -166,12 +166,16 @@ impl Session {
             channel: ch,
             tag,
         };
-        if self.registry.remove_consumer(&consumer.queue, &id) {
+        if self
+            .registry
+            .remove_consumer(&self.broker.full(&consumer.queue).unwrap_or_default(), &id)
+        {
             tracing::debug!(queue = %consumer.queue, "auto-delete queue lost its last consumer; deleting it");
             if let Err(e) = self.broker.delete(&consumer.queue).await {
                 tracing::debug!(queue = %consumer.queue, error = %e, "deleting an auto-delete queue failed");
             }
-            self.registry.forget_queue(&consumer.queue);
+            self.registry
+                .forget_queue(&self.broker.full(&consumer.queue).unwrap_or_default());
         }
     }
 }

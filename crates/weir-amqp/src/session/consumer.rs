@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use weir_broker::{Broker, BrokerError, Delivery, NackOptions, ReceiveRequest};
+use weir_broker::{BrokerError, Delivery, NackOptions, ReceiveRequest, Vhost};
 
 use super::event::Event;
 use super::outflow::Credit;
@@ -66,7 +66,7 @@ impl Gates {
 
 /// What a consumer task needs.
 pub(super) struct ConsumerTask {
-    pub(super) broker: Broker,
+    pub(super) broker: Vhost,
     pub(super) queue: String,
     pub(super) channel: u16,
     /// The channel's generation (events of an older channel with the same number are
@@ -275,7 +275,7 @@ pub(super) fn wire_size(d: &Delivery) -> usize {
 }
 
 /// Puts deliveries back in their queue at once (their consumer cannot take them).
-pub(super) async fn requeue(broker: &Broker, queue: &str, messages: &[Delivery]) {
+pub(super) async fn requeue(broker: &Vhost, queue: &str, messages: &[Delivery]) {
     let receipts: Vec<String> = messages.iter().filter_map(|d| d.receipt.clone()).collect();
     if receipts.is_empty() {
         return;

@@ -12,7 +12,7 @@
 //! the connection (RabbitMQ keeps a per-channel cache too), so a publish costs one
 //! hash lookup; permissions changed later apply to new connections.
 
-use weir_broker::access::{DEFAULT_VHOST, Operation};
+use weir_broker::access::Operation;
 use weir_broker::{Binding, DestinationType};
 
 use super::Session;
@@ -22,7 +22,8 @@ use crate::codes::{ACCESS_REFUSED, Exception};
 const PUBLISH_CACHE: usize = 64;
 
 impl Session {
-    /// `operation` on the `kind` (`queue`, `exchange`) named `name`, in `/`.
+    /// `operation` on the `kind` (`queue`, `exchange`) named `name`, in the
+    /// connection's vhost.
     pub(super) fn allow(
         &self,
         operation: Operation,
@@ -34,7 +35,7 @@ impl Session {
         };
         self.broker
             .access()
-            .check(user, DEFAULT_VHOST, operation, kind, name)
+            .check(user, self.broker.name(), operation, kind, name)
             .map_err(|refused| Exception::channel(ACCESS_REFUSED, refused.to_string()))
     }
 

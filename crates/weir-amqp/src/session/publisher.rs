@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
-use weir_broker::{
-    Broker, BrokerError, NackOptions, PublishMessage, PublishOptions, QueuedPublish,
-};
+use weir_broker::{BrokerError, NackOptions, PublishMessage, PublishOptions, QueuedPublish, Vhost};
 
 use super::event::{Event, Publish, PublishDone};
 use crate::codes::Exception;
@@ -44,7 +42,7 @@ impl Job {
 /// order, and reports each batch to the session. Both run on the session's
 /// `tasks`.
 pub(super) async fn channel_worker(
-    broker: Broker,
+    broker: Vhost,
     (channel, generation): (u16, u64),
     mut jobs: mpsc::Receiver<Vec<Job>>,
     events: mpsc::UnboundedSender<Event>,
@@ -240,7 +238,7 @@ fn refused(done: &mut PublishDone, kept: &[Publish], error: &BrokerError) {
 
 /// Hands `batch` to its queues in order, one broker call per run of the same
 /// exchange (of at most the broker's `max_batch_messages`).
-pub(super) async fn queue_publishes(broker: &Broker, batch: Vec<Publish>) -> QueuedPublishes {
+pub(super) async fn queue_publishes(broker: &Vhost, batch: Vec<Publish>) -> QueuedPublishes {
     let mut queued = QueuedPublishes {
         count: batch.len(),
         runs: Vec::new(),

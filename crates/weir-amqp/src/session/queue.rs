@@ -37,7 +37,7 @@ impl Session {
         arguments: &FieldTable,
     ) -> Result<weir_broker::Binding, Exception> {
         let queue = self.queue_name(ch, queue)?;
-        self.registry.check_access(&queue, self.id)?;
+        self.registry.check_access(&self.key(&queue)?, self.id)?;
         Ok(binding(
             exchange.as_str(),
             &queue,
@@ -88,7 +88,7 @@ impl Session {
             queue::AMQPMethod::Purge(p) => {
                 let queue = self.queue_name(ch, &p.queue)?;
                 self.allow(Operation::Read, "queue", &queue)?;
-                self.registry.check_access(&queue, self.id)?;
+                self.registry.check_access(&self.key(&queue)?, self.id)?;
                 let count = self.broker.purge(&queue).await.map_err(Exception::from)?;
                 if !p.nowait {
                     self.conn.method(
@@ -111,7 +111,7 @@ impl Session {
         let mut name = d.queue.as_str().to_owned();
         if d.passive {
             name = self.queue_name(ch, &d.queue)?;
-            self.registry.check_access(&name, self.id)?;
+            self.registry.check_access(&self.key(&name)?, self.id)?;
         } else {
             if name.starts_with("amq.") {
                 return Err(Exception::channel(
@@ -123,7 +123,7 @@ impl Session {
                 name = format!("amq.gen-{}", random_suffix());
             }
             self.allow(Operation::Configure, "queue", &name)?;
-            check_type_arguments(&name, &d.arguments)?;
+            check_type_arguments(&self.key(&name)?, &d.arguments)?;
             let mut options = queue_options(&d.arguments)?;
             if let Some(dlx) = &options.dead_letter_exchange {
                 // As RabbitMQ: dead-lettering writes to the exchange and reads the queue.
@@ -142,26 +142,30 @@ impl Session {
                 Err(e @ BrokerError::Conflict { .. }) => {
                     // As RabbitMQ (`assert_equivalence`): exclusive access
                     // first (405), then the other properties (406).
-                    self.registry.check_access(&name, self.id)?;
+                    self.registry.check_access(&self.key(&name)?, self.id)?;
                     if let Ok(info) = self.broker.info(&name).await
                         && info.options.exclusive != d.exclusive
                     {
-                        return Err(locked(&name));
+                        return Err(locked(&self.key(&name)?));
                     }
                     return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
             };
-            self.registry
-                .declared(&name, self.id, declared == Declared::Existed, d.exclusive)?;
+            self.registry.declared(
+                &self.key(&name)?,
+                self.id,
+                declared == Declared::Existed,
+                d.exclusive,
+            )?;
         }
         let info = self.broker.info(&name).await.map_err(Exception::from)?;
         self.channel(ch)?.last_queue = Some(name.clone());
         // AMQP consumers, or waiting HTTP long polls if more.
-        let consumers = info
-            .stats
-            .consumers
-            .max(self.registry.consumer_count(&name) as u64);
+        let consumers = info.stats.consumers.max(
+            self.registry
+                .consumer_count(&self.broker.full(&name).unwrap_or_default()) as u64,
+        );
         if !d.nowait {
             self.conn.method(
                 ch,
@@ -180,7 +184,7 @@ impl Session {
     async fn delete_queue(&mut self, ch: u16, d: queue::Delete) -> Result<(), Exception> {
         let queue = self.queue_name(ch, &d.queue)?;
         self.allow(Operation::Configure, "queue", &queue)?;
-        self.registry.check_access(&queue, self.id)?;
+        self.registry.check_access(&self.key(&queue)?, self.id)?;
         let count = match self.broker.info(&queue).await {
             Ok(info) => {
                 if d.if_empty && info.stats.ready + info.stats.delayed > 0 {
@@ -190,7 +194,11 @@ impl Session {
                     ));
                 }
                 if d.if_unused
-                    && (info.stats.consumers > 0 || self.registry.consumer_count(&queue) > 0)
+                    && (info.stats.consumers > 0
+                        || self
+                            .registry
+                            .consumer_count(&self.broker.full(&queue).unwrap_or_default())
+                            > 0)
                 {
                     return Err(Exception::channel(
                         PRECONDITION_FAILED,
@@ -204,7 +212,8 @@ impl Session {
             Err(BrokerError::NotFound { .. }) => 0,
             Err(e) => return Err(e.into()),
         };
-        self.registry.forget_queue(&queue);
+        self.registry
+            .forget_queue(&self.broker.full(&queue).unwrap_or_default());
         if !d.nowait {
             self.conn.method(
                 ch,

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::input::Input;
-use crate::exchanges::{RoutingFile, load_router};
+use crate::routing::file::{RoutingFile, load_router};
 use crate::routing::topic::validate_pattern;
 use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType, Router};
 

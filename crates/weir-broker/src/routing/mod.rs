@@ -7,6 +7,7 @@
 //! The broker keeps one behind a lock held only for these in-memory lookups and
 //! persists it to `meta/` on every change.
 
+pub(crate) mod file;
 pub mod topic;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -291,13 +292,13 @@ pub const BUILT_IN_EXCHANGES: [(&str, ExchangeType); 5] = [
 /// Whether `name` (broker-wide, [`crate::vhost`]) is one of [`BUILT_IN_EXCHANGES`]
 /// of its vhost.
 pub fn is_built_in(name: &str) -> bool {
-    let (_, name) = crate::vhost::split(name);
+    let (_, name) = crate::names::split(name);
     BUILT_IN_EXCHANGES.iter().any(|(n, _)| *n == name)
 }
 
 /// The options of built-in exchange `name` (broker-wide), if it is one.
-fn built_in_options(name: &str) -> Option<ExchangeOptions> {
-    let (_, local) = crate::vhost::split(name);
+pub(crate) fn built_in_options(name: &str) -> Option<ExchangeOptions> {
+    let (_, local) = crate::names::split(name);
     BUILT_IN_EXCHANGES
         .iter()
         .find(|(n, _)| *n == local)
@@ -354,7 +355,7 @@ fn exchange_not_found(name: &str) -> BrokerError {
 /// exchange, which cannot be declared or deleted.
 pub fn validate_exchange_name(name: &str) -> Result<()> {
     let full = name;
-    let (_, name) = crate::vhost::split(full);
+    let (_, name) = crate::names::split(full);
     if name.is_empty() || name == "amq.default" {
         return Err(BrokerError::AccessRefused {
             reason: "the default exchange (\"\", amq.default in paths) is built in: it cannot be declared, deleted or bound".into(),
@@ -386,7 +387,7 @@ impl Router {
     pub fn exchange_count(&self) -> usize {
         self.exchanges
             .keys()
-            .filter(|n| !crate::vhost::split(n).1.is_empty() && !is_built_in(n))
+            .filter(|n| !crate::names::split(n).1.is_empty() && !is_built_in(n))
             .count()
     }
 
@@ -395,7 +396,7 @@ impl Router {
     pub fn ensure_built_ins(&mut self, vhost: &str) {
         for (name, kind) in BUILT_IN_EXCHANGES {
             self.exchanges
-                .entry(crate::vhost::join(vhost, name))
+                .entry(crate::names::join(vhost, name))
                 .or_insert_with(|| Exchange::new(ExchangeOptions::of(kind)));
         }
     }
@@ -403,7 +404,7 @@ impl Router {
     /// Whether the built-in exchanges of `vhost` are there.
     pub fn has_built_ins(&self, vhost: &str) -> bool {
         self.exchanges
-            .contains_key(&crate::vhost::join(vhost, BUILT_IN_EXCHANGES[0].0))
+            .contains_key(&crate::names::join(vhost, BUILT_IN_EXCHANGES[0].0))
     }
 
     /// Adds built-in exchange `name` (broker-wide) if it is one and missing.
@@ -419,7 +420,7 @@ impl Router {
     /// have their source in it).
     pub fn remove_vhost(&mut self, vhost: &str) {
         self.exchanges
-            .retain(|name, _| crate::vhost::split(name).0 != vhost);
+            .retain(|name, _| crate::names::split(name).0 != vhost);
     }
 
     /// How many bindings there are, from every exchange.
@@ -647,10 +648,10 @@ impl Router {
             return Ok(routed);
         }
         let Some((exchange, _)) = self.exchanges.get_key_value(exchange) else {
-            let (vhost, local) = crate::vhost::split(exchange);
+            let (vhost, local) = crate::names::split(exchange);
             // The default exchange of another vhost: to the queue named `key` there.
             if local.is_empty() {
-                let queue = crate::vhost::join(vhost, key);
+                let queue = crate::names::join(vhost, key);
                 if queue_exists(&queue) {
                     routed.queues.insert(queue);
                 }

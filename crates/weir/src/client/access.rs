@@ -118,16 +118,13 @@ pub enum PermissionsCommand {
     Set(PermissionsSetArgs),
     /// Remove a user's permissions in a vhost.
     Clear(PermissionsClearArgs),
-    /// List permissions, by vhost then user.
+    /// List permissions, by vhost then user (only those of `--vhost` if given).
     Ls(PermissionsListArgs),
 }
 
 /// `weir permissions set`.
 #[derive(clap::Args, Debug)]
 pub struct PermissionsSetArgs {
-    /// The vhost.
-    #[arg(long, default_value = "/")]
-    vhost: String,
     /// The user.
     #[arg(value_name = "USER")]
     username: String,
@@ -144,9 +141,6 @@ pub struct PermissionsSetArgs {
 /// `weir permissions clear`.
 #[derive(clap::Args, Debug)]
 pub struct PermissionsClearArgs {
-    /// The vhost.
-    #[arg(long, default_value = "/")]
-    vhost: String,
     /// The user.
     #[arg(value_name = "USER")]
     username: String,
@@ -157,9 +151,6 @@ pub struct PermissionsClearArgs {
 /// `weir permissions ls`.
 #[derive(clap::Args, Debug)]
 pub struct PermissionsListArgs {
-    /// Only this vhost.
-    #[arg(long)]
-    vhost: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -423,14 +414,18 @@ pub async fn permissions(cmd: PermissionsCommand) -> anyhow::Result<ExitCode> {
             let reply = api
                 .request(
                     Method::PUT,
-                    &["api", "permissions", &args.vhost, &args.username],
+                    &["api", "permissions", args.common.vhost(), &args.username],
                     Some(&body),
                 )
                 .await?;
             done(
                 &args.common,
                 &reply.body,
-                &format!("set permissions of {} in {}", args.username, args.vhost),
+                &format!(
+                    "set permissions of {} in {}",
+                    args.username,
+                    args.common.vhost()
+                ),
             );
         }
         PermissionsCommand::Clear(args) => {
@@ -438,14 +433,18 @@ pub async fn permissions(cmd: PermissionsCommand) -> anyhow::Result<ExitCode> {
             let reply = api
                 .request(
                     Method::DELETE,
-                    &["api", "permissions", &args.vhost, &args.username],
+                    &["api", "permissions", args.common.vhost(), &args.username],
                     None,
                 )
                 .await?;
             done(
                 &args.common,
                 &reply.body,
-                &format!("cleared permissions of {} in {}", args.username, args.vhost),
+                &format!(
+                    "cleared permissions of {} in {}",
+                    args.username,
+                    args.common.vhost()
+                ),
             );
         }
         PermissionsCommand::Ls(args) => {
@@ -453,7 +452,13 @@ pub async fn permissions(cmd: PermissionsCommand) -> anyhow::Result<ExitCode> {
             let reply = api
                 .request(Method::GET, &["api", "permissions"], None)
                 .await?;
-            let wanted = |p: &&Value| args.vhost.as_deref().is_none_or(|v| p["vhost"] == v);
+            let wanted = |p: &&Value| {
+                args.common
+                    .server
+                    .vhost
+                    .as_deref()
+                    .is_none_or(|v| p["vhost"] == v)
+            };
             if args.common.json {
                 let kept: Vec<&Value> = list(&reply.body, "permissions").filter(wanted).collect();
                 println!("{}", api::to_json_line(&json!({ "permissions": kept })));

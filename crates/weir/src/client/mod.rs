@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// (`WEIR_SERVER_CA`, not `WEIR_TLS_CA`: that one is `weir serve`'s client-CA.)
     #[arg(long = "tls-ca", env = "WEIR_SERVER_CA", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// The vhost of the queues, exchanges, bindings, topics and permissions named
+    /// (default `/`).
+    #[arg(long, env = "WEIR_VHOST", value_name = "NAME")]
+    pub vhost: Option<String>,
 }
 
 impl ServerArgs {
@@ -66,7 +70,9 @@ impl ServerArgs {
 
     /// The API client of the broker at `server`, with these credentials and CA.
     pub fn api_at(&self, server: &str) -> anyhow::Result<Api> {
-        Ok(Api::new(server, self.tls_ca.as_deref())?.with_login(&self.user, &self.password))
+        Ok(Api::new(server, self.tls_ca.as_deref())?
+            .with_login(&self.user, &self.password)
+            .in_vhost(self.vhost.as_deref().unwrap_or("/")))
     }
 }
 
@@ -78,6 +84,13 @@ pub struct Common {
     /// Print the broker's JSON answer (one line per answer) instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+impl Common {
+    /// The vhost named with `--vhost` (`WEIR_VHOST`), or `/`.
+    fn vhost(&self) -> &str {
+        self.server.vhost.as_deref().unwrap_or("/")
+    }
 }
 
 /// Client commands: each is one or a few calls of the broker's REST API.

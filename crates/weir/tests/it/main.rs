@@ -29,6 +29,7 @@ mod pika;
 mod routing;
 mod slow_consumer;
 mod tls;
+mod vhosts;
 mod worker;
 
 use std::time::Duration;

@@ -66,6 +66,9 @@ pub struct Api {
     base: Url,
     /// HTTP Basic credentials sent with every request.
     login: Option<(String, String)>,
+    /// The vhost of queues, exchanges, bindings and topics (`None`: `/`, the
+    /// short paths).
+    vhost: Option<String>,
 }
 
 impl Api {
@@ -116,7 +119,12 @@ impl Api {
             }
         }
         let http = builder.build()?;
-        Ok(Api { http, base, login })
+        Ok(Api {
+            http,
+            base,
+            login,
+            vhost: None,
+        })
     }
 
     /// Sends `user`/`password` with every request, unless the server URL carried
@@ -129,15 +137,34 @@ impl Api {
         self
     }
 
+    /// Queues, exchanges, bindings and topics in `vhost` (`/api/vhosts/{vhost}/...`).
+    #[must_use]
+    pub fn in_vhost(mut self, vhost: &str) -> Api {
+        self.vhost = (vhost != "/").then(|| vhost.to_owned());
+        self
+    }
+
     /// The URL of `segments` below the base; each segment is percent-encoded, so a
     /// queue name the broker would refuse still reaches it (and gets `invalid_name`)
-    /// instead of addressing another route.
+    /// instead of addressing another route. Paths of what lives in a vhost go to
+    /// the chosen vhost's.
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("invariant: Api::new checked that the base URL has a path")
-            .pop_if_empty()
-            .extend(segments);
+        let mut path = url
+            .path_segments_mut()
+            .expect("invariant: Api::new checked that the base URL has a path");
+        path.pop_if_empty();
+        match (&self.vhost, segments) {
+            (Some(vhost), ["api", what, rest @ ..])
+                if ["queues", "exchanges", "bindings", "topics"].contains(what) =>
+            {
+                path.extend(["api", "vhosts", vhost, what]).extend(rest);
+            }
+            _ => {
+                path.extend(segments);
+            }
+        }
+        drop(path);
         url
     }
 
