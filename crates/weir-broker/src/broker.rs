@@ -75,6 +75,8 @@ pub(crate) struct Inner<S: LogStore> {
     /// Set once shutdown starts: new requests get `unavailable`, nothing is
     /// declared any more.
     pub(crate) closing: AtomicBool,
+    /// Streams by broker-wide name (see [`crate::stream`]).
+    pub(crate) streams: RwLock<HashMap<String, Arc<crate::stream::StreamRef<S::Log>>>>,
     /// Resource alarms (see [`crate::alarms`]).
     pub(crate) alarms: tokio::sync::watch::Receiver<crate::alarms::Alarms>,
     /// Users, vhosts and permissions (see [`crate::access`]).
@@ -108,6 +110,8 @@ pub struct StartReport {
     pub queues: usize,
     /// Durable exchanges recovered.
     pub exchanges: usize,
+    /// Streams recovered.
+    pub streams: usize,
     /// Messages held across them (ready, delayed, leased before the stop).
     pub messages: u64,
     /// Files the logs hold open once recovered (`weir_log::io::open_files`).
@@ -173,7 +177,12 @@ impl<S: LogStore> Broker<S> {
                 }),
             };
         }
-        let count = crate::locks::read(&self.inner.queues).len() as u64;
+        if self.stream_exists(name) {
+            return Err(BrokerError::PreconditionFailed {
+                reason: format!("'{name}' is a stream; a queue and a stream cannot share a name"),
+            });
+        }
+        let count = self.queue_and_stream_count();
         let limit = self.inner.config.limits.max_queues;
         let extra = u64::from(
             options
@@ -586,6 +595,15 @@ impl<S: LogStore> Broker<S> {
             .collect();
         for queue in &queues {
             stop_queue(queue).await;
+        }
+        let streams: Vec<_> = crate::locks::write(&self.inner.streams)
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for log in streams.iter().flat_map(|s| s.partitions.iter()) {
+            if let Err(e) = log.close().await {
+                tracing::error!(error = %e, "closing a stream's log failed");
+            }
         }
         if let Err(e) = self.inner.bodies.close().await {
             tracing::error!(error = %e, "closing the shared log failed");

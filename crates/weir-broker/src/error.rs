@@ -23,6 +23,8 @@ pub enum Kind {
     Subscription,
     /// A vhost.
     Vhost,
+    /// A stream.
+    Stream,
 }
 
 impl fmt::Display for Kind {
@@ -33,6 +35,7 @@ impl fmt::Display for Kind {
             Kind::Binding => "binding",
             Kind::Subscription => "subscription",
             Kind::Vhost => "vhost",
+            Kind::Stream => "stream",
         })
     }
 }
@@ -224,9 +227,11 @@ impl BrokerError {
                 Kind::Binding => "binding_not_found",
                 Kind::Subscription => "subscription_not_found",
                 Kind::Vhost => "vhost_not_found",
+                Kind::Stream => "stream_not_found",
             },
             BrokerError::Conflict { kind, .. } => match kind {
                 Kind::Exchange => "exchange_exists_with_different_options",
+                Kind::Stream => "stream_exists_with_different_options",
                 _ => "queue_exists_with_different_options",
             },
             BrokerError::PreconditionFailed { .. } => "precondition_failed",

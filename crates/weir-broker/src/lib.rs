@@ -77,6 +77,7 @@ mod recovery;
 mod restart_tests;
 pub mod routing;
 mod shared;
+pub mod stream;
 mod supervisor;
 pub mod vhost;
 mod vhost_api;

@@ -114,6 +114,7 @@ impl<S: LogStore> Broker<S> {
             config,
             queues: RwLock::new(HashMap::new()),
             router: RwLock::new(Router::default()),
+            streams: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             deleting: std::sync::Mutex::new(HashSet::new()),
             dirs: std::sync::Mutex::new(HashMap::new()),
@@ -130,8 +131,9 @@ impl<S: LogStore> Broker<S> {
         report.queues = queues;
         report.messages = messages;
         report.exchanges = broker.load_routing()?;
+        report.streams = broker.recover_streams().await?;
         report.queues -= broker.delete_exclusive_queues().await?;
-        report.queues -= broker.remove_orphans().await?;
+        report.queues = report.queues.saturating_sub(broker.remove_orphans().await?);
         broker.start_housekeeping();
         report.open_files = weir_log::io::open_files();
         report.elapsed = started.elapsed();

@@ -128,7 +128,8 @@ impl<S: LogStore> Broker<S> {
         Ok(())
     }
 
-    /// Deletes the queues and exchanges of `vhost`; returns how many queues.
+    /// Deletes the queues, streams and exchanges of `vhost`; returns how many queues
+    /// and streams.
     async fn remove_contents(&self, vhost: &str) -> Result<usize> {
         let queues: Vec<String> = crate::locks::read(&self.inner.queues)
             .keys()
@@ -141,12 +142,23 @@ impl<S: LogStore> Broker<S> {
                 Err(e) => return Err(e),
             }
         }
+        let streams: Vec<String> = crate::locks::read(&self.inner.streams)
+            .keys()
+            .filter(|n| split(n).0 == vhost)
+            .cloned()
+            .collect();
+        for stream in &streams {
+            match self.delete_stream(stream).await {
+                Ok(()) | Err(BrokerError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let _admin = self.inner.admin.lock().await;
         self.change_routing(|r| {
             r.remove_vhost(vhost);
             Ok(())
         })?;
-        Ok(queues.len())
+        Ok(queues.len() + streams.len())
     }
 
     /// At start: deletes what is left of vhosts that no longer exist (a deletion
@@ -159,6 +171,13 @@ impl<S: LogStore> Broker<S> {
             .filter(|v| !access.has_vhost(v))
             .map(str::to_owned)
             .collect();
+        orphans.extend(
+            crate::locks::read(&self.inner.streams)
+                .keys()
+                .map(|n| split(n).0)
+                .filter(|v| !access.has_vhost(v))
+                .map(str::to_owned),
+        );
         orphans.extend(
             self.exchanges()
                 .iter()

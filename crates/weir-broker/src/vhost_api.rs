@@ -19,7 +19,7 @@ use crate::vhost::Vhost;
 impl<S: LogStore> Vhost<S> {
     /// Refuses to make anything in a vhost deleted since this view was taken (an
     /// AMQP connection is closed soon after; until then nothing new appears there).
-    fn still_there(&self) -> Result<()> {
+    pub(crate) fn still_there(&self) -> Result<()> {
         if self.is_default() || self.access().has_vhost(self.name()) {
             return Ok(());
         }

@@ -1,0 +1,298 @@
+//! The broker's stream API, with broker-wide names (front ends call it through
+//! [`crate::Vhost`]): declare, delete, list, append, read.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use weir_log::{Header, LogStore, MessageLog, NewRecord};
+
+use super::read::{read_partition, start_offset};
+use super::{
+    MAX_READ_RECORDS, PartitionInfo, Placed, ReadFrom, StreamInfo, StreamOptions, StreamRead,
+    StreamRecordIn, StreamRef, partition_for,
+};
+use crate::api::{Declared, validate_name};
+use crate::broker::{Broker, closing};
+use crate::error::{BrokerError, Kind, Limit, Result};
+
+fn not_found(name: &str) -> BrokerError {
+    BrokerError::NotFound {
+        kind: Kind::Stream,
+        name: name.to_owned(),
+    }
+}
+
+impl<S: LogStore> Broker<S> {
+    pub(crate) fn stream_exists(&self, name: &str) -> bool {
+        crate::locks::read(&self.inner.streams).contains_key(name)
+    }
+
+    fn stream(&self, name: &str) -> Result<Arc<StreamRef<S::Log>>> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(closing());
+        }
+        crate::locks::read(&self.inner.streams)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Declares a stream: creates it, or confirms an identical one exists.
+    ///
+    /// # Errors
+    /// `InvalidName`, `InvalidArgument`, `Conflict` (other options),
+    /// `PreconditionFailed` (a queue has the name), `LimitExceeded`, storage.
+    pub async fn declare_stream(&self, name: &str, options: StreamOptions) -> Result<Declared> {
+        validate_name(name)?;
+        options.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        if let Ok(existing) = self.stream(name) {
+            if existing.options == options {
+                return Ok(Declared::Existed);
+            }
+            return Err(BrokerError::Conflict {
+                kind: Kind::Stream,
+                name: name.to_owned(),
+                difference: format!(
+                    "it is {} but {} was asked",
+                    serde_json::to_string(&existing.options).unwrap_or_default(),
+                    serde_json::to_string(&options).unwrap_or_default()
+                ),
+            });
+        }
+        if self.queue_exists(name) {
+            return Err(BrokerError::PreconditionFailed {
+                reason: format!("'{name}' is a queue; a queue and a stream cannot share a name"),
+            });
+        }
+        let limit = self.inner.config.limits.max_queues;
+        if self.queue_and_stream_count() + 1 > limit {
+            return Err(BrokerError::LimitExceeded {
+                what: Limit::Queues,
+                limit,
+            });
+        }
+        let stream = self.make_stream(name, &options).await?;
+        crate::locks::write(&self.inner.streams).insert(name.to_owned(), Arc::new(stream));
+        tracing::info!(
+            stream = name,
+            partitions = options.partitions,
+            "declared stream"
+        );
+        Ok(Declared::Created)
+    }
+
+    /// Queues and streams together (they share `[limits] max_queues`).
+    pub(crate) fn queue_and_stream_count(&self) -> u64 {
+        let queues = crate::locks::read(&self.inner.queues).len();
+        let streams = crate::locks::read(&self.inner.streams).len();
+        (queues + streams) as u64
+    }
+
+    /// Deletes a stream and every record in it.
+    ///
+    /// # Errors
+    /// `NotFound`, storage.
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        let _admin = self.inner.admin.lock().await;
+        let stream = crate::locks::write(&self.inner.streams)
+            .remove(name)
+            .ok_or_else(|| not_found(name))?;
+        for log in &stream.partitions {
+            if let Err(e) = log.close().await {
+                tracing::warn!(stream = name, error = %e, "closing a deleted stream's log failed");
+            }
+        }
+        self.remove_stream_files(&stream.dir)?;
+        tracing::info!(stream = name, "deleted stream");
+        Ok(())
+    }
+
+    /// One stream's options and partitions.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn stream_info(&self, name: &str) -> Result<StreamInfo> {
+        let stream = self.stream(name)?;
+        Ok(info_of(name, &stream))
+    }
+
+    /// The streams whose names `keep` takes, by name.
+    pub(crate) fn streams_where(&self, keep: impl Fn(&str) -> bool) -> Vec<StreamInfo> {
+        let streams: Vec<(String, Arc<StreamRef<S::Log>>)> =
+            crate::locks::read(&self.inner.streams)
+                .iter()
+                .filter(|(n, _)| keep(n))
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect();
+        let mut out: Vec<StreamInfo> = streams.iter().map(|(n, s)| info_of(n, s)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Appends records; answers where each went once they are durable (or written,
+    /// for a stream that is not durable). Records with the same key go to the same
+    /// partition in the order given.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidArgument` (no record), `LimitExceeded` (too many), storage
+    /// (a record too large, a full disk): then no record of that partition's part is
+    /// kept, while other partitions' parts may be.
+    pub async fn append(&self, name: &str, records: Vec<StreamRecordIn>) -> Result<Vec<Placed>> {
+        let stream = self.stream(name)?;
+        if records.is_empty() {
+            return Err(BrokerError::invalid(
+                "messages",
+                "an append needs at least one record",
+            ));
+        }
+        let limit = self.inner.config.limits.max_batch_messages;
+        if records.len() as u64 > limit {
+            return Err(BrokerError::LimitExceeded {
+                what: Limit::MessagesPerSend,
+                limit,
+            });
+        }
+        let max_bytes = self.inner.config.limits.max_message_bytes;
+        let partitions = u32::try_from(stream.partitions.len()).unwrap_or(u32::MAX);
+        // Per partition: the positions of its records and the records.
+        let mut parts: Vec<(Vec<usize>, Vec<NewRecord>)> =
+            vec![(Vec::new(), Vec::new()); partitions as usize];
+        for (i, r) in records.into_iter().enumerate() {
+            if r.body.len() as u64 > max_bytes {
+                return Err(BrokerError::invalid(
+                    "messages",
+                    format!(
+                        "record {i} is {} bytes, over the limit of {max_bytes}",
+                        r.body.len()
+                    ),
+                ));
+            }
+            let partition = if let Some(key) = &r.key {
+                partition_for(key, partitions)
+            } else {
+                let n = stream.round_robin.fetch_add(1, Ordering::Relaxed);
+                u32::try_from(n % u64::from(partitions)).unwrap_or(0)
+            };
+            let part = &mut parts[partition as usize];
+            part.0.push(i);
+            part.1.push(NewRecord {
+                timestamp_ms: None,
+                key: r.key,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| Header::new(k, v))
+                    .collect(),
+                body: r.body,
+            });
+        }
+        let total: usize = parts.iter().map(|p| p.0.len()).sum();
+        let mut placed = vec![
+            Placed {
+                partition: 0,
+                offset: 0
+            };
+            total
+        ];
+        let mut appends = tokio::task::JoinSet::new();
+        for (p, (positions, batch)) in parts.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let log = stream.partitions[p].clone();
+            let durable = stream.options.durable;
+            appends.spawn(async move {
+                let appended = if durable {
+                    log.append_batch(&batch).await
+                } else {
+                    log.append_batch_unsynced(&batch).await
+                };
+                (p, positions, appended)
+            });
+        }
+        let mut failed = None;
+        while let Some(joined) = appends.join_next().await {
+            let (p, positions, appended) =
+                joined.map_err(|e| BrokerError::internal(format!("a stream append: {e}")))?;
+            match appended {
+                Ok(appended) => {
+                    for (position, offset) in positions.into_iter().zip(appended.offsets()) {
+                        placed[position] = Placed {
+                            partition: u32::try_from(p).unwrap_or(0),
+                            offset: offset.0,
+                        };
+                    }
+                }
+                Err(e) => failed = Some(BrokerError::storage(name.to_owned(), e)),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(placed),
+        }
+    }
+
+    /// Reads up to `max` records of `partition` from `from`, waiting up to `wait_ms`
+    /// for the first. Reading changes nothing.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidArgument` (partition, max, wait, an offset past the end),
+    /// storage.
+    pub async fn read_stream(
+        &self,
+        name: &str,
+        partition: u32,
+        from: ReadFrom,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<StreamRead> {
+        let stream = self.stream(name)?;
+        let Some(log) = stream.partitions.get(partition as usize) else {
+            return Err(BrokerError::invalid(
+                "partition",
+                format!(
+                    "stream '{name}' has partitions 0..{}",
+                    stream.partitions.len()
+                ),
+            ));
+        };
+        if max == 0 || max > MAX_READ_RECORDS {
+            return Err(BrokerError::invalid(
+                "max",
+                format!("{max} is outside 1..={MAX_READ_RECORDS}"),
+            ));
+        }
+        let max_wait = self.inner.config.limits.max_wait_ms;
+        if wait_ms > max_wait {
+            return Err(BrokerError::invalid(
+                "wait_ms",
+                format!("{wait_ms} is over the limit of {max_wait}"),
+            ));
+        }
+        let start = start_offset(log, from).await?;
+        read_partition(log, partition, start, max, wait_ms).await
+    }
+}
+
+fn info_of<L: MessageLog>(name: &str, stream: &StreamRef<L>) -> StreamInfo {
+    StreamInfo {
+        name: name.to_owned(),
+        options: stream.options.clone(),
+        partitions_info: stream
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, log)| {
+                let stats = log.stats();
+                PartitionInfo {
+                    partition: u32::try_from(p).unwrap_or(0),
+                    first_offset: stats.first_offset.0,
+                    next_offset: stats.next_offset.0,
+                    bytes: stats.size_bytes,
+                    segments: stats.segments,
+                }
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,263 @@
+//! Streams over the whole broker on real files: the partitioner agrees with Kafka,
+//! keyed records keep their order in one partition, readers start where they ask,
+//! wait for records, are clamped by retention, and everything survives a restart.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{ReadFrom, StreamOptions, StreamRecordIn, murmur2, partition_for};
+use crate::api::{Declared, QueueOptions};
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+
+async fn open(dir: &std::path::Path) -> Broker {
+    let mut config = BrokerConfig::new(dir);
+    config.limits.disk_free_min_bytes = 0;
+    Broker::open(config).await.expect("open").0
+}
+
+fn record(key: Option<&str>, body: &str) -> StreamRecordIn {
+    StreamRecordIn {
+        key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+        headers: BTreeMap::from([("h".to_owned(), Bytes::from_static(b"v"))]),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
+
+fn bodies(read: &super::StreamRead) -> Vec<String> {
+    read.records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect()
+}
+
+#[test]
+fn the_partitioner_is_kafkas() {
+    // Kafka's own test vectors (`UtilsTest.testMurmur2`), as signed ints.
+    #[allow(clippy::cast_possible_wrap, reason = "Kafka's vectors are Java ints")]
+    let signed = |s: &[u8]| murmur2(s) as i32;
+    assert_eq!(signed(b"21"), -973_932_308);
+    assert_eq!(signed(b"foobar"), -790_332_482);
+    assert_eq!(signed(b"a-little-bit-long-string"), -985_981_536);
+    assert_eq!(signed(b"a-little-bit-longer-string"), -1_486_304_829);
+    assert_eq!(
+        signed(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+        -58_897_971
+    );
+    assert_eq!(signed(b"abc"), 479_470_107);
+    assert!(partition_for(b"foobar", 7) < 7);
+}
+
+#[tokio::test]
+async fn keyed_records_keep_their_order_in_one_partition_and_readers_start_where_they_ask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    let options = StreamOptions {
+        partitions: 3,
+        ..StreamOptions::default()
+    };
+    assert_eq!(
+        broker
+            .declare_stream("events", options.clone())
+            .await
+            .expect("declare"),
+        Declared::Created
+    );
+    assert_eq!(
+        broker
+            .declare_stream("events", options)
+            .await
+            .expect("again"),
+        Declared::Existed
+    );
+    assert!(matches!(
+        broker
+            .declare_stream("events", StreamOptions::default())
+            .await,
+        Err(BrokerError::Conflict { .. })
+    ));
+    let placed = broker
+        .append(
+            "events",
+            (0..6)
+                .map(|i| record(Some("user-7"), &format!("k{i}")))
+                .collect(),
+        )
+        .await
+        .expect("append");
+    let partition = partition_for(b"user-7", 3);
+    assert!(placed.iter().all(|p| p.partition == partition));
+    assert_eq!(
+        placed.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
+    let read = broker
+        .read_stream("events", partition, ReadFrom::First, 100, 0)
+        .await
+        .expect("read");
+    assert_eq!(bodies(&read), ["k0", "k1", "k2", "k3", "k4", "k5"]);
+    assert_eq!(read.next, 6);
+    assert_eq!(read.records[0].headers["h"], Bytes::from_static(b"v"));
+    assert_eq!(read.records[0].key.as_deref(), Some(&b"user-7"[..]));
+    // Reading changed nothing: the same read answers the same.
+    let again = broker
+        .read_stream("events", partition, ReadFrom::Offset(4), 1, 0)
+        .await
+        .expect("read");
+    assert_eq!((bodies(&again), again.next), (vec!["k4".to_owned()], 5));
+    let last = broker
+        .read_stream("events", partition, ReadFrom::Last, 10, 0)
+        .await
+        .expect("last");
+    assert_eq!(bodies(&last), ["k5"]);
+    let next = broker
+        .read_stream("events", partition, ReadFrom::Next, 10, 0)
+        .await
+        .expect("next");
+    assert!(next.records.is_empty());
+    assert_eq!(next.next, 6);
+    let by_time = broker
+        .read_stream("events", partition, ReadFrom::Time(0), 2, 0)
+        .await
+        .expect("time");
+    assert_eq!(bodies(&by_time), ["k0", "k1"]);
+    let recent = broker
+        .read_stream("events", partition, ReadFrom::Ago(60_000), 1, 0)
+        .await
+        .expect("ago");
+    assert_eq!(bodies(&recent), ["k0"]);
+    assert!(matches!(
+        broker
+            .read_stream("events", partition, ReadFrom::Offset(7), 1, 0)
+            .await,
+        Err(BrokerError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        broker.read_stream("events", 3, ReadFrom::First, 1, 0).await,
+        Err(BrokerError::InvalidArgument { .. })
+    ));
+    // Unkeyed records are spread over the partitions.
+    let spread = broker
+        .append(
+            "events",
+            (0..6).map(|i| record(None, &format!("u{i}"))).collect(),
+        )
+        .await
+        .expect("append");
+    for p in 0..3 {
+        assert_eq!(spread.iter().filter(|x| x.partition == p).count(), 2);
+    }
+}
+
+#[tokio::test]
+async fn a_reader_waits_for_the_next_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    broker
+        .declare_stream("s", StreamOptions::default())
+        .await
+        .expect("declare");
+    let reader = {
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.read_stream("s", 0, ReadFrom::Next, 10, 20_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker
+        .append("s", vec![record(None, "late")])
+        .await
+        .expect("append");
+    let read = reader.await.expect("join").expect("read");
+    assert_eq!(bodies(&read), ["late"]);
+}
+
+#[tokio::test]
+async fn streams_survive_a_restart_share_the_queue_namespace_and_go_when_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let broker = open(dir.path()).await;
+        broker
+            .declare_stream("s", StreamOptions::default())
+            .await
+            .expect("declare");
+        broker
+            .append("s", vec![record(None, "kept")])
+            .await
+            .expect("append");
+        broker
+            .declare("q", QueueOptions::default())
+            .await
+            .expect("queue");
+        assert!(matches!(
+            broker.declare_stream("q", StreamOptions::default()).await,
+            Err(BrokerError::PreconditionFailed { .. })
+        ));
+        assert!(matches!(
+            broker.declare("s", QueueOptions::default()).await,
+            Err(BrokerError::PreconditionFailed { .. })
+        ));
+        broker
+            .declare_stream("gone", StreamOptions::default())
+            .await
+            .expect("declare");
+        broker.delete_stream("gone").await.expect("delete");
+        broker.shutdown().await;
+    }
+    let broker = open(dir.path()).await;
+    let read = broker
+        .read_stream("s", 0, ReadFrom::First, 10, 0)
+        .await
+        .expect("read");
+    assert_eq!(bodies(&read), ["kept"]);
+    assert!(matches!(
+        broker.stream_info("gone"),
+        Err(BrokerError::NotFound { .. })
+    ));
+    assert_eq!(broker.streams_where(|_| true).len(), 1);
+}
+
+#[tokio::test]
+async fn retention_removes_old_segments_and_clamps_readers_to_the_first_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = BrokerConfig::new(dir.path());
+    config.limits.disk_free_min_bytes = 0;
+    config.log.segment_bytes = 4096;
+    config.log.retention_check_interval_ms = 50;
+    let broker = Broker::open(config).await.expect("open").0;
+    let options = StreamOptions {
+        max_bytes: Some(16 * 1024),
+        ..StreamOptions::default()
+    };
+    broker.declare_stream("r", options).await.expect("declare");
+    let body = "x".repeat(500);
+    for _ in 0..20 {
+        broker
+            .append("r", (0..10).map(|_| record(None, &body)).collect())
+            .await
+            .expect("append");
+    }
+    let mut first = 0;
+    for _ in 0..100 {
+        first = broker.stream_info("r").expect("info").partitions_info[0].first_offset;
+        if first > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(first > 0, "retention removed old segments");
+    let info = broker.stream_info("r").expect("info");
+    assert_eq!(
+        info.partitions_info[0].next_offset, 200,
+        "the newest are kept"
+    );
+    let read = broker
+        .read_stream("r", 0, ReadFrom::Offset(0), 1, 0)
+        .await
+        .expect("read");
+    assert_eq!(
+        read.records[0].offset, first,
+        "a reader below the first is clamped"
+    );
+}
