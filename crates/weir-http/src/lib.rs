@@ -40,6 +40,7 @@ mod routes;
 mod routing_routes;
 mod server;
 mod state;
+mod stream_routes;
 mod vhost_paths;
 
 #[cfg(test)]

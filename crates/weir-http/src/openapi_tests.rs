@@ -13,7 +13,7 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 40] = [
+const ROUTES: [(&str, &str); 46] = [
     ("get", "/healthz"),
     ("get", "/api/openapi.json"),
     ("get", "/api/broker"),
@@ -41,6 +41,12 @@ const ROUTES: [(&str, &str); 40] = [
     ("get", "/api/topics/{topic}/subscriptions"),
     ("put", "/api/topics/{topic}/subscriptions/{name}"),
     ("delete", "/api/topics/{topic}/subscriptions/{name}"),
+    ("get", "/api/streams"),
+    ("get", "/api/streams/{name}"),
+    ("put", "/api/streams/{name}"),
+    ("delete", "/api/streams/{name}"),
+    ("post", "/api/streams/{name}/messages"),
+    ("get", "/api/streams/{name}/messages"),
     ("get", "/api/whoami"),
     ("get", "/api/users"),
     ("get", "/api/users/{name}"),

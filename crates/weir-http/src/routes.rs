@@ -29,6 +29,7 @@ use crate::routing_routes as x;
 use crate::state::{
     ApiResult, AppState, Guard, LONG_POLL_RETRY_AFTER_S, LongPolls, WritesAllowed, ok,
 };
+use crate::stream_routes as streams;
 
 pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
     let state = AppState {
@@ -84,6 +85,17 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
         .route(
             "/api/topics/{topic}/subscriptions/{name}",
             put(x::subscribe).delete(x::unsubscribe),
+        )
+        .route("/api/streams", get(streams::list))
+        .route(
+            "/api/streams/{name}",
+            get(streams::show)
+                .put(streams::declare)
+                .delete(streams::delete),
+        )
+        .route(
+            "/api/streams/{name}/messages",
+            post(streams::append).get(streams::read),
         )
         .route("/api/whoami", get(admin::whoami))
         .route("/api/users", get(admin::list_users))

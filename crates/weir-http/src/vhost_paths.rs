@@ -1,5 +1,5 @@
 //! Every vhost over HTTP: `/api/vhosts/{vhost}/queues/...` (and `exchanges`,
-//! `bindings`, `topics`) is the same API as `/api/queues/...` in that vhost; the
+//! `bindings`, `topics`, `streams`) is the same API as `/api/queues/...` in that vhost; the
 //! short paths are the vhost `/` (`%2F` in a path, as RabbitMQ spells it).
 //!
 //! Done before routing, so each handler exists once: the path is rewritten to its
@@ -14,7 +14,7 @@ use percent_encoding::percent_decode_str;
 pub(crate) struct InVhost(pub(crate) String);
 
 /// What may follow `/api/vhosts/{vhost}/`.
-const SCOPED: [&str; 4] = ["queues", "exchanges", "bindings", "topics"];
+const SCOPED: [&str; 5] = ["queues", "exchanges", "bindings", "topics", "streams"];
 
 /// Rewrites `/api/vhosts/{vhost}/{queues|exchanges|bindings|topics}...` to
 /// `/api/...` and records the vhost. A vhost that does not decode as UTF-8 is left

@@ -279,7 +279,7 @@ fn info_of<L: MessageLog>(name: &str, stream: &StreamRef<L>) -> StreamInfo {
     StreamInfo {
         name: name.to_owned(),
         options: stream.options.clone(),
-        partitions_info: stream
+        partition_stats: stream
             .partitions
             .iter()
             .enumerate()

@@ -180,7 +180,7 @@ pub struct StreamInfo {
     #[serde(flatten)]
     pub options: StreamOptions,
     /// Each partition.
-    pub partitions_info: Vec<PartitionInfo>,
+    pub partition_stats: Vec<PartitionInfo>,
 }
 
 /// A running stream: its partitions' logs.

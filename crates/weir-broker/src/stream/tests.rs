@@ -240,7 +240,7 @@ async fn retention_removes_old_segments_and_clamps_readers_to_the_first_record()
     }
     let mut first = 0;
     for _ in 0..100 {
-        first = broker.stream_info("r").expect("info").partitions_info[0].first_offset;
+        first = broker.stream_info("r").expect("info").partition_stats[0].first_offset;
         if first > 0 {
             break;
         }
@@ -249,7 +249,7 @@ async fn retention_removes_old_segments_and_clamps_readers_to_the_first_record()
     assert!(first > 0, "retention removed old segments");
     let info = broker.stream_info("r").expect("info");
     assert_eq!(
-        info.partitions_info[0].next_offset, 200,
+        info.partition_stats[0].next_offset, 200,
         "the newest are kept"
     );
     let read = broker

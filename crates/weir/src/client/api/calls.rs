@@ -156,7 +156,7 @@ impl Api {
         path.pop_if_empty();
         match (&self.vhost, segments) {
             (Some(vhost), ["api", what, rest @ ..])
-                if ["queues", "exchanges", "bindings", "topics"].contains(what) =>
+                if ["queues", "exchanges", "bindings", "topics", "streams"].contains(what) =>
             {
                 path.extend(["api", "vhosts", vhost, what]).extend(rest);
             }

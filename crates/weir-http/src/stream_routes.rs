@@ -1,0 +1,250 @@
+//! Streams over HTTP (issue 21, docs/http-api.md "Streams"): declare, list, show,
+//! delete, append and read. Permissions as RabbitMQ checks its stream queues:
+//! declare and delete need `configure` on the stream, appending `write` on the
+//! default exchange (`amq.default`, as a publish to the stream through it), reading
+//! `read` on the stream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use weir_broker::access::Operation;
+use weir_broker::stream::{ReadFrom, StreamOptions, StreamRecord, StreamRecordIn};
+use weir_broker::{Declared, Vhost};
+
+use crate::auth::{Caller, Scoped};
+use crate::error::ApiError;
+use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
+use crate::state::{ApiResult, LONG_POLL_RETRY_AFTER_S, LongPolls, ok};
+
+pub(crate) async fn declare(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path(name): Path<String>,
+    JsonBody(options): JsonBody<StreamOptions>,
+) -> ApiResult {
+    caller.allow(Operation::Configure, "queue", &name)?;
+    let status = match broker.declare_stream(&name, options).await? {
+        Declared::Created => StatusCode::CREATED,
+        Declared::Existed => StatusCode::OK,
+    };
+    ok(status, json!(info(&broker, &name)?))
+}
+
+fn info(broker: &Vhost, name: &str) -> Result<weir_broker::stream::StreamInfo, ApiError> {
+    Ok(broker.stream_info(name)?)
+}
+
+pub(crate) async fn list(caller: Caller, Scoped(broker): Scoped) -> ApiResult {
+    caller.allow_view()?;
+    ok(StatusCode::OK, json!({"streams": broker.streams()}))
+}
+
+pub(crate) async fn show(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path(name): Path<String>,
+) -> ApiResult {
+    caller.allow_view()?;
+    ok(StatusCode::OK, json!(info(&broker, &name)?))
+}
+
+pub(crate) async fn delete(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path(name): Path<String>,
+) -> ApiResult {
+    caller.allow(Operation::Configure, "queue", &name)?;
+    broker.delete_stream(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// One record as appended over HTTP.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordIn {
+    key: Option<String>,
+    key_base64: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    body: Option<String>,
+    body_base64: Option<String>,
+}
+
+impl Batched for RecordIn {
+    const FIELD: &'static str = "messages";
+}
+
+fn bytes_of(
+    i: usize,
+    field: &str,
+    text: Option<String>,
+    b64: Option<String>,
+) -> Result<Option<Bytes>, ApiError> {
+    match (text, b64) {
+        (Some(text), None) => Ok(Some(Bytes::from(text))),
+        (None, Some(b64)) => BASE64
+            .decode(b64.as_bytes())
+            .map(|b| Some(Bytes::from(b)))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_argument",
+                    format!("messages[{i}].{field}_base64 is not valid base64: {e}"),
+                )
+            }),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_argument",
+            format!("messages[{i}] has both {field} and {field}_base64; give one"),
+        )),
+    }
+}
+
+fn record_in(i: usize, r: RecordIn) -> Result<StreamRecordIn, ApiError> {
+    let body = bytes_of(i, "body", r.body, r.body_base64)?.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_argument",
+            format!("messages[{i}] needs a body (text) or body_base64 (binary)"),
+        )
+    })?;
+    Ok(StreamRecordIn {
+        key: bytes_of(i, "key", r.key, r.key_base64)?,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k, Bytes::from(v)))
+            .collect(),
+        body,
+    })
+}
+
+pub(crate) async fn append(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path(name): Path<String>,
+    body: OneOrMany<RecordIn>,
+) -> ApiResult {
+    caller.allow(Operation::Write, "exchange", "")?;
+    let records = body
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| record_in(i, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let placed = broker.append(&name, records).await?;
+    ok(StatusCode::CREATED, json!({"messages": placed}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadQuery {
+    partition: Option<u32>,
+    from: Option<String>,
+    max: Option<u32>,
+    wait_ms: Option<u64>,
+}
+
+/// A record as read: text bodies and keys as text, others in base64.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    partition: u32,
+    offset: u64,
+    timestamp_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_base64: Option<String>,
+    headers: BTreeMap<&'a str, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+}
+
+fn text_or_base64(bytes: &[u8]) -> (Option<&str>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text), None),
+        Err(_) => (None, Some(BASE64.encode(bytes))),
+    }
+}
+
+impl<'a> RecordOut<'a> {
+    fn of(r: &'a StreamRecord) -> Self {
+        let (key, key_base64) = r.key.as_deref().map_or((None, None), text_or_base64);
+        let (body, body_base64) = text_or_base64(&r.body);
+        RecordOut {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            key,
+            key_base64,
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+            body,
+            body_base64,
+        }
+    }
+}
+
+/// Reads a partition; a long poll (`wait_ms`) takes one of `[http] max_long_polls`,
+/// as a queue's receive does. Reading changes nothing, so it is a GET.
+pub(crate) async fn read(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    State(long_polls): State<LongPolls>,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<ReadQuery>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &name)?;
+    let from: ReadFrom = q.from.as_deref().unwrap_or("first").parse()?;
+    let mut wait_ms = q.wait_ms.unwrap_or(0);
+    let long_poll = wait_ms > 0 && wait_ms <= broker.limits().max_wait_ms;
+    // Held while this read waits; dropped with the request if the client hangs up.
+    let waiting = if long_poll {
+        let permit = Arc::clone(&long_polls.permits).try_acquire_owned().ok();
+        if permit.is_none() {
+            wait_ms = 0;
+        }
+        permit
+    } else {
+        None
+    };
+    let over_cap = long_poll && waiting.is_none();
+    let read = broker
+        .read_stream(
+            &name,
+            q.partition.unwrap_or(0),
+            from,
+            q.max.unwrap_or(100),
+            wait_ms,
+        )
+        .await?;
+    drop(waiting);
+    if over_cap && read.records.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_long_polls",
+            format!(
+                "{} reads are already waiting in a long poll ([http] max_long_polls) and no \
+                 record is there yet; retry later",
+                long_polls.max
+            ),
+        )
+        .retry_after(LONG_POLL_RETRY_AFTER_S));
+    }
+    let records: Vec<RecordOut<'_>> = read.records.iter().map(RecordOut::of).collect();
+    ok(
+        StatusCode::OK,
+        json!({"messages": records, "next": read.next}),
+    )
+}
