@@ -83,7 +83,8 @@ impl From<BrokerError> for Exception {
             | BrokerError::MalformedReceipt { .. }
             | BrokerError::StaleReceipt { .. }
             | BrokerError::LimitExceeded { .. }
-            | BrokerError::QueueFull { .. } => Exception::channel(PRECONDITION_FAILED, text),
+            | BrokerError::QueueFull { .. }
+            | BrokerError::NotOwner { .. } => Exception::channel(PRECONDITION_FAILED, text),
         }
     }
 }

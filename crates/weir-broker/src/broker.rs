@@ -605,6 +605,9 @@ impl<S: LogStore> Broker<S> {
                 tracing::error!(error = %e, "closing a stream's log failed");
             }
         }
+        for stream in &streams {
+            stream.groups.close().await;
+        }
         if let Err(e) = self.inner.bodies.close().await {
             tracing::error!(error = %e, "closing the shared log failed");
         }

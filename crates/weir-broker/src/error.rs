@@ -25,6 +25,8 @@ pub enum Kind {
     Vhost,
     /// A stream.
     Stream,
+    /// A stream's consumer group.
+    Group,
 }
 
 impl fmt::Display for Kind {
@@ -36,6 +38,7 @@ impl fmt::Display for Kind {
             Kind::Subscription => "subscription",
             Kind::Vhost => "vhost",
             Kind::Stream => "stream",
+            Kind::Group => "group",
         })
     }
 }
@@ -55,6 +58,8 @@ pub enum Limit {
     Exchanges,
     /// Bindings (`Limits::max_bindings`).
     Bindings,
+    /// Live members of one consumer group.
+    Members,
 }
 
 impl Limit {
@@ -73,6 +78,7 @@ impl fmt::Display for Limit {
             Limit::MessageBytes => "message body bytes",
             Limit::Exchanges => "exchange count",
             Limit::Bindings => "binding count",
+            Limit::Members => "consumer group members",
         })
     }
 }
@@ -208,6 +214,16 @@ pub enum BrokerError {
         #[source]
         source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
     },
+    /// A consumer group's commit for a partition the member does not own.
+    #[error("member '{member}' of group '{group}' does not own partition {partition}")]
+    NotOwner {
+        /// The group.
+        group: String,
+        /// The member that committed.
+        member: String,
+        /// A partition it does not own (now).
+        partition: u32,
+    },
     /// A bug or a broken invariant; logged with detail.
     #[error("internal error: {reason}")]
     Internal {
@@ -228,15 +244,18 @@ impl BrokerError {
                 Kind::Subscription => "subscription_not_found",
                 Kind::Vhost => "vhost_not_found",
                 Kind::Stream => "stream_not_found",
+                Kind::Group => "group_not_found",
             },
             BrokerError::Conflict { kind, .. } => match kind {
                 Kind::Exchange => "exchange_exists_with_different_options",
                 Kind::Stream => "stream_exists_with_different_options",
+                Kind::Group => "group_exists_with_different_options",
                 _ => "queue_exists_with_different_options",
             },
             BrokerError::PreconditionFailed { .. } => "precondition_failed",
             BrokerError::BindingLoop { .. } => "binding_loop",
             BrokerError::AccessRefused { .. } => "access_refused",
+            BrokerError::NotOwner { .. } => "not_owner",
             BrokerError::InvalidName { .. } => "invalid_name",
             BrokerError::InvalidArgument { .. } => "invalid_argument",
             BrokerError::MalformedReceipt { .. } => "malformed_receipt",

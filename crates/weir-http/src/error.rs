@@ -67,6 +67,7 @@ pub fn status_of(e: &BrokerError) -> StatusCode {
         BrokerError::Conflict { .. }
         | BrokerError::StaleReceipt { .. }
         | BrokerError::PreconditionFailed { .. }
+        | BrokerError::NotOwner { .. }
         | BrokerError::BindingLoop { .. } => StatusCode::CONFLICT,
         BrokerError::AccessRefused { .. } => StatusCode::FORBIDDEN,
         BrokerError::LimitExceeded { what, .. } if what.is_size() => StatusCode::PAYLOAD_TOO_LARGE,

@@ -34,6 +34,7 @@ mod error;
 mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
+mod group_routes;
 mod messages;
 mod phase;
 mod routes;

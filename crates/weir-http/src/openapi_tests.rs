@@ -13,7 +13,7 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 46] = [
+const ROUTES: [(&str, &str); 54] = [
     ("get", "/healthz"),
     ("get", "/api/openapi.json"),
     ("get", "/api/broker"),
@@ -47,6 +47,14 @@ const ROUTES: [(&str, &str); 46] = [
     ("delete", "/api/streams/{name}"),
     ("post", "/api/streams/{name}/messages"),
     ("get", "/api/streams/{name}/messages"),
+    ("get", "/api/streams/{name}/groups"),
+    ("get", "/api/streams/{name}/groups/{group}"),
+    ("put", "/api/streams/{name}/groups/{group}"),
+    ("delete", "/api/streams/{name}/groups/{group}"),
+    ("post", "/api/streams/{name}/groups/{group}/poll"),
+    ("post", "/api/streams/{name}/groups/{group}/commit"),
+    ("post", "/api/streams/{name}/groups/{group}/leave"),
+    ("post", "/api/streams/{name}/groups/{group}/reset"),
     ("get", "/api/whoami"),
     ("get", "/api/users"),
     ("get", "/api/users/{name}"),
@@ -173,8 +181,12 @@ fn source_routes() -> Routes {
     let start = ROUTES_SOURCE
         .find("fn router(")
         .expect("routes.rs has fn router");
+    // `fn router` and the functions after it that add routes to it (up to the
+    // first handler).
     let body = &ROUTES_SOURCE[start..];
-    let body = &body[..body.find("\n}\n").expect("fn router ends")];
+    let body = &body[..body
+        .find("\nasync fn ")
+        .expect("handlers follow the router")];
     let mut found = Routes::new();
     let mut rest = body;
     while let Some(at) = rest.find(".route(") {

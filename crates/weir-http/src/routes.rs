@@ -24,6 +24,7 @@ use crate::auth::{self, Caller, Scoped};
 use crate::config::HttpConfig;
 use crate::error::{ApiError, status_of};
 use crate::extract::{JsonBody, OneOrMany, QueryParams};
+use crate::group_routes as groups;
 use crate::messages::{MessageIn, message_in};
 use crate::routing_routes as x;
 use crate::state::{
@@ -45,7 +46,7 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
             max: config.long_poll_cap(),
         },
     };
-    Router::new()
+    stream_routes(Router::new())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
         .route("/api/broker", get(broker_stats))
@@ -86,17 +87,6 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
             "/api/topics/{topic}/subscriptions/{name}",
             put(x::subscribe).delete(x::unsubscribe),
         )
-        .route("/api/streams", get(streams::list))
-        .route(
-            "/api/streams/{name}",
-            get(streams::show)
-                .put(streams::declare)
-                .delete(streams::delete),
-        )
-        .route(
-            "/api/streams/{name}/messages",
-            post(streams::append).get(streams::read),
-        )
         .route("/api/whoami", get(admin::whoami))
         .route("/api/users", get(admin::list_users))
         .route(
@@ -126,6 +116,45 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
             auth::guard,
         ))
         .with_state(state)
+}
+
+/// The streams and their consumer groups (`stream_routes.rs`, `group_routes.rs`).
+fn stream_routes(router: Router<AppState>) -> Router<AppState> {
+    router
+        .route("/api/streams", get(streams::list))
+        .route(
+            "/api/streams/{name}",
+            get(streams::show)
+                .put(streams::declare)
+                .delete(streams::delete),
+        )
+        .route(
+            "/api/streams/{name}/messages",
+            post(streams::append).get(streams::read),
+        )
+        .route("/api/streams/{name}/groups", get(groups::list))
+        .route(
+            "/api/streams/{name}/groups/{group}",
+            get(groups::show)
+                .put(groups::declare)
+                .delete(groups::delete),
+        )
+        .route(
+            "/api/streams/{name}/groups/{group}/poll",
+            post(groups::poll),
+        )
+        .route(
+            "/api/streams/{name}/groups/{group}/commit",
+            post(groups::commit),
+        )
+        .route(
+            "/api/streams/{name}/groups/{group}/leave",
+            post(groups::leave),
+        )
+        .route(
+            "/api/streams/{name}/groups/{group}/reset",
+            post(groups::reset),
+        )
 }
 
 async fn healthz() -> Json<Value> {

@@ -153,7 +153,7 @@ pub(crate) struct ReadQuery {
 
 /// A record as read: text bodies and keys as text, others in base64.
 #[derive(Serialize)]
-struct RecordOut<'a> {
+pub(crate) struct RecordOut<'a> {
     partition: u32,
     offset: u64,
     timestamp_ms: i64,
@@ -176,7 +176,7 @@ fn text_or_base64(bytes: &[u8]) -> (Option<&str>, Option<String>) {
 }
 
 impl<'a> RecordOut<'a> {
-    fn of(r: &'a StreamRecord) -> Self {
+    pub(crate) fn of(r: &'a StreamRecord) -> Self {
         let (key, key_base64) = r.key.as_deref().map_or((None, None), text_or_base64);
         let (body, body_base64) = text_or_base64(&r.body);
         RecordOut {

@@ -27,7 +27,7 @@ impl<S: LogStore> Broker<S> {
         crate::locks::read(&self.inner.streams).contains_key(name)
     }
 
-    fn stream(&self, name: &str) -> Result<Arc<StreamRef<S::Log>>> {
+    pub(super) fn stream(&self, name: &str) -> Result<Arc<StreamRef<S::Log>>> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(closing());
         }
@@ -103,6 +103,8 @@ impl<S: LogStore> Broker<S> {
                 tracing::warn!(stream = name, error = %e, "closing a deleted stream's log failed");
             }
         }
+        stream.groups.close().await;
+        stream.appended.notify_waiters();
         self.remove_stream_files(&stream.dir)?;
         tracing::info!(stream = name, "deleted stream");
         Ok(())
@@ -227,6 +229,7 @@ impl<S: LogStore> Broker<S> {
                 Err(e) => failed = Some(BrokerError::storage(name.to_owned(), e)),
             }
         }
+        stream.appended.notify_waiters();
         match failed {
             Some(e) => Err(e),
             None => Ok(placed),

@@ -69,11 +69,20 @@ impl<S: LogStore> Broker<S> {
                 .map_err(|source| BrokerError::storage(name.to_owned(), source))?;
             partitions.push(log);
         }
+        let path = dir.join("groups");
+        let store = self.inner.store.clone();
+        let config = self.inner.config.log.clone();
+        let (log, _) = tokio::task::spawn_blocking(move || store.open(&path, config))
+            .await
+            .map_err(|e| BrokerError::internal(format!("opening stream '{name}': {e}")))?
+            .map_err(|source| BrokerError::storage(name.to_owned(), source))?;
         Ok(StreamRef {
             options: options.clone(),
             dir: dir.to_owned(),
             partitions,
             round_robin: AtomicU64::new(0),
+            groups: super::group_log::GroupStore::open(log).await?,
+            appended: tokio::sync::Notify::new(),
         })
     }
 

@@ -21,6 +21,7 @@
 //! <data_dir>/streams/@<id>/name          its broker-wide name (crate::names)
 //! <data_dir>/streams/@<id>/stream.json   its options (written via .tmp + rename)
 //! <data_dir>/streams/@<id>/p<N>/         partition N's weir-log log
+//! <data_dir>/streams/@<id>/groups/       its consumer groups (group_log.rs)
 //! <data_dir>/streams/.trash-*            a deleted stream on its way out
 //! ```
 //!
@@ -29,6 +30,11 @@
 
 mod api;
 mod files;
+mod group_api;
+mod group_log;
+#[cfg(test)]
+mod group_tests;
+pub mod groups;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -43,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
 
+pub use group_api::GroupPoll;
 pub use read::ReadFrom;
 
 /// Most partitions a stream may have.
@@ -190,6 +197,10 @@ pub(crate) struct StreamRef<L> {
     pub(crate) partitions: Vec<L>,
     /// The next partition of an unkeyed record.
     pub(crate) round_robin: AtomicU64,
+    /// Its consumer groups.
+    pub(crate) groups: group_log::GroupStore<L>,
+    /// Woken at each append: consumer-group polls waiting for records.
+    pub(crate) appended: tokio::sync::Notify,
 }
 
 /// The partition of a keyed record: Kafka's default partitioner,

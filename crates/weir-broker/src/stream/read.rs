@@ -34,7 +34,8 @@ pub enum ReadFrom {
 impl std::str::FromStr for ReadFrom {
     type Err = BrokerError;
 
-    /// `first`, `last`, `next`, an offset, `time:<ms since epoch>` or `ago:<ms>`.
+    /// `first`, `last`, `next`, an offset (also as `offset:N`), `time:<ms since
+    /// epoch>` or `ago:<ms>`.
     fn from_str(text: &str) -> Result<ReadFrom> {
         let bad = || {
             BrokerError::invalid(
@@ -50,7 +51,9 @@ impl std::str::FromStr for ReadFrom {
             "last" => ReadFrom::Last,
             "next" => ReadFrom::Next,
             _ => {
-                if let Some(ms) = text.strip_prefix("time:") {
+                if let Some(n) = text.strip_prefix("offset:") {
+                    ReadFrom::Offset(n.parse().map_err(|_| bad())?)
+                } else if let Some(ms) = text.strip_prefix("time:") {
                     ReadFrom::Time(ms.parse().map_err(|_| bad())?)
                 } else if let Some(ms) = text.strip_prefix("ago:") {
                     ReadFrom::Ago(ms.parse().map_err(|_| bad())?)

@@ -3,6 +3,10 @@
 
 use weir_log::LogStore;
 
+use std::collections::BTreeMap;
+
+use super::group_api::GroupPoll;
+use super::groups::{GroupConfig, GroupInfo};
 use super::{Placed, ReadFrom, StreamInfo, StreamOptions, StreamRead, StreamRecordIn};
 use crate::api::Declared;
 use crate::error::Result;
@@ -70,5 +74,86 @@ impl<S: LogStore> Vhost<S> {
             .read_stream(&full, partition, from, max, wait_ms)
             .await;
         read.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::declare_group`](crate::Broker::declare_group).
+    pub async fn declare_group(
+        &self,
+        stream: &str,
+        group: &str,
+        config: GroupConfig,
+    ) -> Result<Declared> {
+        let full = self.full(stream)?;
+        let declared = self.broker.declare_group(&full, group, config).await;
+        declared.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::delete_group`](crate::Broker::delete_group).
+    pub async fn delete_group(&self, stream: &str, group: &str) -> Result<()> {
+        let full = self.full(stream)?;
+        let deleted = self.broker.delete_group(&full, group).await;
+        deleted.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::groups`](crate::Broker::groups).
+    pub async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        let full = self.full(stream)?;
+        let groups = self.broker.groups(&full).await;
+        groups.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::group`](crate::Broker::group).
+    pub async fn group(&self, stream: &str, group: &str) -> Result<GroupInfo> {
+        let full = self.full(stream)?;
+        let info = self.broker.group(&full, group).await;
+        info.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::poll`](crate::Broker::poll).
+    pub async fn poll(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<GroupPoll> {
+        let full = self.full(stream)?;
+        let polled = self.broker.poll(&full, group, member, max, wait_ms).await;
+        polled.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::commit`](crate::Broker::commit).
+    pub async fn commit(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        offsets: BTreeMap<u32, u64>,
+    ) -> Result<()> {
+        let full = self.full(stream)?;
+        let committed = self.broker.commit(&full, group, member, offsets).await;
+        committed.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::leave`](crate::Broker::leave).
+    pub fn leave(&self, stream: &str, group: &str, member: &str) -> Result<bool> {
+        let full = self.full(stream)?;
+        self.broker
+            .leave(&full, group, member)
+            .map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::reset_group`](crate::Broker::reset_group).
+    pub async fn reset_group(
+        &self,
+        stream: &str,
+        group: &str,
+        to: ReadFrom,
+        dry_run: bool,
+    ) -> Result<BTreeMap<u32, u64>> {
+        let full = self.full(stream)?;
+        let reset = self.broker.reset_group(&full, group, to, dry_run).await;
+        reset.map_err(|e| self.out_error(e))
     }
 }

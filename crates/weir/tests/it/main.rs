@@ -28,6 +28,7 @@ mod names;
 mod pika;
 mod routing;
 mod slow_consumer;
+mod stream_groups;
 mod streams;
 mod tls;
 mod vhosts;

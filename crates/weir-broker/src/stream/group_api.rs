@@ -1,0 +1,333 @@
+//! Consumer groups through the broker (broker-wide stream names): declare, delete,
+//! list, describe, poll, commit, leave and reset. The state is `groups.rs`; what is
+//! durable goes through `group_log.rs`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use weir_log::{LogStore, MessageLog, Offset, ReadLimits};
+
+use super::groups::{Change, GroupConfig, GroupInfo};
+use super::read::{read_partition, start_offset};
+use super::{MAX_READ_RECORDS, ReadFrom, StreamRecord, StreamRef};
+use crate::api::{Declared, MAX_NAME_BYTES};
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::error::{BrokerError, Kind, Result};
+
+/// What a poll answers: the member's partitions and records from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupPoll {
+    /// Bumped at each reassignment of the group's partitions.
+    pub generation: u64,
+    /// The partitions the member owns now.
+    pub partitions: Vec<u32>,
+    /// Records from them, partition by partition, each in offset order.
+    pub records: Vec<StreamRecord>,
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(BrokerError::invalid(what, "must be 1 to 255 bytes"));
+    }
+    Ok(())
+}
+
+impl<S: LogStore> Broker<S> {
+    /// Declares consumer group `group` of `stream`: creates it, or confirms an
+    /// identical one.
+    ///
+    /// # Errors
+    /// `NotFound` (stream), `InvalidArgument`, `Conflict` (other settings), storage.
+    pub async fn declare_group(
+        &self,
+        stream: &str,
+        group: &str,
+        config: GroupConfig,
+    ) -> Result<Declared> {
+        check_name("group", group)?;
+        config.start_from()?;
+        let s = self.stream(stream)?;
+        let mut created = true;
+        s.groups
+            .change(|groups| {
+                match groups.config(group) {
+                    Some(existing) if *existing == config => created = false,
+                    Some(existing) => {
+                        return Err(BrokerError::Conflict {
+                            kind: Kind::Group,
+                            name: group.to_owned(),
+                            difference: format!(
+                                "it is {} but {} was asked",
+                                serde_json::to_string(existing).unwrap_or_default(),
+                                serde_json::to_string(&config).unwrap_or_default()
+                            ),
+                        });
+                    }
+                    None => {}
+                }
+                Ok(Change::Config {
+                    group: group.to_owned(),
+                    config: config.clone(),
+                })
+            })
+            .await?;
+        Ok(if created {
+            Declared::Created
+        } else {
+            Declared::Existed
+        })
+    }
+
+    /// Deletes a group with its committed offsets.
+    ///
+    /// # Errors
+    /// `NotFound`, storage.
+    pub async fn delete_group(&self, stream: &str, group: &str) -> Result<()> {
+        let s = self.stream(stream)?;
+        s.groups
+            .change(|groups| {
+                groups.config(group).ok_or_else(|| not_found(group))?;
+                Ok(Change::Delete {
+                    group: group.to_owned(),
+                })
+            })
+            .await
+    }
+
+    /// Every group of `stream`, described.
+    ///
+    /// # Errors
+    /// `NotFound` (stream), storage.
+    pub async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        let s = self.stream(stream)?;
+        let mut out = Vec::new();
+        for name in s.groups.with(|g| g.names()) {
+            if let Ok(info) = describe(&s, &name).await {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One group: members, assignment, and per partition the committed offset, the
+    /// end, the lag in records and in ms.
+    ///
+    /// # Errors
+    /// `NotFound`, storage.
+    pub async fn group(&self, stream: &str, group: &str) -> Result<GroupInfo> {
+        let s = self.stream(stream)?;
+        describe(&s, group).await
+    }
+
+    /// A member polls: it joins (or heartbeats), and gets up to `max` records from
+    /// its partitions, waiting up to `wait_ms` for a first one. Each partition is
+    /// read from where the member's last poll left off, else from the committed
+    /// offset, else (or below retention) from the group's start policy.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidArgument`, `LimitExceeded` (members), storage.
+    pub async fn poll(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<GroupPoll> {
+        check_name("member", member)?;
+        if max == 0 || max > MAX_READ_RECORDS {
+            return Err(BrokerError::invalid(
+                "max",
+                format!("{max} is outside 1..={MAX_READ_RECORDS}"),
+            ));
+        }
+        let max_wait = self.inner.config.limits.max_wait_ms;
+        if wait_ms > max_wait {
+            return Err(BrokerError::invalid(
+                "wait_ms",
+                format!("{wait_ms} is over the limit of {max_wait}"),
+            ));
+        }
+        let s = self.stream(stream)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        loop {
+            // Interest first, then the read: an append in between still wakes us.
+            let appended = s.appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let polled = poll_once(&s, group, member, max).await?;
+            if !polled.records.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(polled);
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return poll_once(&s, group, member, max).await;
+            }
+        }
+    }
+
+    /// Commits `offsets` (partition -> the next offset to read) for `member`.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotOwner` (a partition the member does not own now),
+    /// `InvalidArgument` (an offset past the end), storage.
+    pub async fn commit(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        offsets: BTreeMap<u32, u64>,
+    ) -> Result<()> {
+        let s = self.stream(stream)?;
+        for (p, offset) in &offsets {
+            let log = s.partitions.get(*p as usize).ok_or_else(|| {
+                BrokerError::invalid("offsets", format!("stream has no partition {p}"))
+            })?;
+            if *offset > log.next_offset().0 {
+                return Err(BrokerError::invalid(
+                    "offsets",
+                    format!("partition {p}: {offset} is past the end"),
+                ));
+            }
+        }
+        s.groups
+            .change(|groups| {
+                groups.check_commit(group, member, &offsets, Instant::now())?;
+                Ok(Change::Commit {
+                    group: group.to_owned(),
+                    offsets: offsets.clone(),
+                })
+            })
+            .await
+    }
+
+    /// `member` leaves; its partitions go to the others at once.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn leave(&self, stream: &str, group: &str, member: &str) -> Result<bool> {
+        let s = self.stream(stream)?;
+        let partitions = u32::try_from(s.partitions.len()).unwrap_or(0);
+        s.groups.with(|g| g.leave(group, member, partitions))
+    }
+
+    /// Sets every partition's committed offset to where `to` points now, only while
+    /// no member is live; with `dry_run`, only says what it would set.
+    ///
+    /// # Errors
+    /// `NotFound`, `PreconditionFailed` (live members), storage.
+    pub async fn reset_group(
+        &self,
+        stream: &str,
+        group: &str,
+        to: ReadFrom,
+        dry_run: bool,
+    ) -> Result<BTreeMap<u32, u64>> {
+        let s = self.stream(stream)?;
+        if s.groups.has_live_members(group)? {
+            return Err(BrokerError::PreconditionFailed {
+                reason: format!(
+                    "group '{group}' has live members; a reset waits until none is \
+                     (they time out after the session timeout, or leave)"
+                ),
+            });
+        }
+        let mut offsets = BTreeMap::new();
+        for (p, log) in s.partitions.iter().enumerate() {
+            offsets.insert(u32::try_from(p).unwrap_or(0), start_offset(log, to).await?);
+        }
+        if !dry_run {
+            s.groups
+                .change(|groups| {
+                    if groups.has_live_members(group, Instant::now())? {
+                        return Err(BrokerError::PreconditionFailed {
+                            reason: format!("group '{group}' has live members"),
+                        });
+                    }
+                    Ok(Change::Commit {
+                        group: group.to_owned(),
+                        offsets: offsets.clone(),
+                    })
+                })
+                .await?;
+        }
+        Ok(offsets)
+    }
+}
+
+fn not_found(group: &str) -> BrokerError {
+    BrokerError::NotFound {
+        kind: Kind::Group,
+        name: group.to_owned(),
+    }
+}
+
+/// One pass of a poll: join or heartbeat, then read what is there.
+async fn poll_once<L: MessageLog + Clone>(
+    s: &StreamRef<L>,
+    group: &str,
+    member: &str,
+    max: u32,
+) -> Result<GroupPoll> {
+    let partitions = u32::try_from(s.partitions.len()).unwrap_or(0);
+    let (assignment, start) = s.groups.with(|g| {
+        let start = g.config(group).map(GroupConfig::start_from);
+        g.poll(group, member, partitions, Instant::now())
+            .map(|a| (a, start))
+    })?;
+    let start = start.ok_or_else(|| not_found(group))??;
+    let mut records = Vec::new();
+    let mut left = max;
+    for (p, position) in &assignment.positions {
+        let log = &s.partitions[*p as usize];
+        let from = match position {
+            Some(o) if *o >= log.first_offset().0 => *o,
+            _ => start_offset(log, start).await?,
+        };
+        if left == 0 {
+            // Pin where it starts, so `next` and `last` do not move with the end.
+            s.groups.with(|g| g.advance(group, member, *p, from));
+            continue;
+        }
+        let read = read_partition(log, *p, from, left, 0).await?;
+        left -= u32::try_from(read.records.len()).unwrap_or(left);
+        s.groups.with(|g| g.advance(group, member, *p, read.next));
+        records.extend(read.records);
+    }
+    Ok(GroupPoll {
+        generation: assignment.generation,
+        partitions: assignment.positions.keys().copied().collect(),
+        records,
+    })
+}
+
+/// The group with its lag: per partition, the end, and how old the first record
+/// not committed is.
+async fn describe<L: MessageLog + Clone>(s: &StreamRef<L>, group: &str) -> Result<GroupInfo> {
+    let committed = s.groups.with(|g| g.committed(group))?;
+    let mut ends = Vec::with_capacity(s.partitions.len());
+    for (p, log) in s.partitions.iter().enumerate() {
+        let (first, end) = (log.first_offset().0, log.next_offset().0);
+        let from = committed
+            .get(&u32::try_from(p).unwrap_or(0))
+            .copied()
+            .unwrap_or(first)
+            .max(first);
+        let lag_ms = if from < end {
+            let one = ReadLimits {
+                max_records: 1,
+                max_bytes: 1,
+            };
+            match log.read_from(Offset(from), one).await {
+                Ok(records) => records.first().map_or(0, |r| {
+                    u64::try_from(now_ms().saturating_sub(r.timestamp_ms)).unwrap_or(0)
+                }),
+                Err(_) => 0,
+            }
+        } else {
+            0
+        };
+        ends.push((first, end, lag_ms));
+    }
+    s.groups.with(|g| g.describe(group, &ends, Instant::now()))
+}

@@ -1,0 +1,194 @@
+//! Consumer groups over the whole broker on real files: disjoint partitions that
+//! rebalance when a member leaves or times out, positions and commits, commits
+//! refused from non-owners and kept across a restart, start policies, lag, resets.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::groups::GroupConfig;
+use super::{ReadFrom, StreamOptions, StreamRecordIn};
+use crate::api::Declared;
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+
+async fn open(dir: &std::path::Path) -> Broker {
+    let mut config = BrokerConfig::new(dir);
+    config.limits.disk_free_min_bytes = 0;
+    Broker::open(config).await.expect("open").0
+}
+
+fn records(prefix: &str, n: usize) -> Vec<StreamRecordIn> {
+    (0..n)
+        .map(|i| StreamRecordIn {
+            body: Bytes::from(format!("{prefix}{i}")),
+            ..StreamRecordIn::default()
+        })
+        .collect()
+}
+
+async fn stream_with_group(broker: &Broker, partitions: u32, config: GroupConfig) {
+    let options = StreamOptions {
+        partitions,
+        ..StreamOptions::default()
+    };
+    broker.declare_stream("s", options).await.expect("stream");
+    assert_eq!(
+        broker
+            .declare_group("s", "g", config.clone())
+            .await
+            .expect("group"),
+        Declared::Created
+    );
+    assert_eq!(
+        broker.declare_group("s", "g", config).await.expect("again"),
+        Declared::Existed
+    );
+}
+
+#[tokio::test]
+async fn members_get_disjoint_partitions_and_take_over_when_one_leaves_or_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    let config = GroupConfig {
+        session_timeout_ms: 300,
+        ..GroupConfig::default()
+    };
+    stream_with_group(&broker, 4, config).await;
+    broker.append("s", records("r", 8)).await.expect("append");
+    let a = broker.poll("s", "g", "a", 100, 0).await.expect("a");
+    assert_eq!(a.partitions, [0, 1, 2, 3], "alone, a owns every partition");
+    assert_eq!(a.records.len(), 8);
+    let b = broker.poll("s", "g", "b", 100, 0).await.expect("b");
+    let a = broker.poll("s", "g", "a", 100, 0).await.expect("a again");
+    assert_eq!(a.partitions, [0, 2]);
+    assert_eq!(b.partitions, [1, 3]);
+    // b had never read: it starts from the committed offsets (none: the start
+    // policy, first) and gets its partitions' records again.
+    assert_eq!(b.records.len(), 4);
+    assert!(broker.leave("s", "g", "b").expect("leave"));
+    let a = broker.poll("s", "g", "a", 100, 0).await.expect("a alone");
+    assert_eq!(a.partitions, [0, 1, 2, 3]);
+    // A member that stops polling is dropped after the session timeout.
+    broker.poll("s", "g", "c", 1, 0).await.expect("c joins");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let a = broker
+        .poll("s", "g", "a", 100, 0)
+        .await
+        .expect("a after c timed out");
+    assert_eq!(a.partitions, [0, 1, 2, 3]);
+    let info = broker.group("s", "g").await.expect("describe");
+    assert_eq!(info.members.keys().collect::<Vec<_>>(), ["a"]);
+}
+
+#[tokio::test]
+async fn commits_come_from_owners_survive_a_restart_and_are_where_a_new_member_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let broker = open(dir.path()).await;
+        stream_with_group(&broker, 2, GroupConfig::default()).await;
+        broker.append("s", records("r", 10)).await.expect("append");
+        let a = broker.poll("s", "g", "a", 100, 0).await.expect("a");
+        assert_eq!(a.records.len(), 10);
+        // Polls go on from where the last one stopped.
+        assert!(
+            broker
+                .poll("s", "g", "a", 100, 0)
+                .await
+                .expect("again")
+                .records
+                .is_empty()
+        );
+        broker.poll("s", "g", "b", 100, 0).await.expect("b joins");
+        let refused = broker
+            .commit("s", "g", "a", BTreeMap::from([(1, 3)]))
+            .await
+            .expect_err("a no longer owns partition 1");
+        assert_eq!(refused.code(), "not_owner");
+        broker
+            .commit("s", "g", "a", BTreeMap::from([(0, 3)]))
+            .await
+            .expect("a owns partition 0");
+        broker
+            .commit("s", "g", "b", BTreeMap::from([(1, 5)]))
+            .await
+            .expect("b owns partition 1");
+        let info = broker.group("s", "g").await.expect("describe");
+        assert_eq!(info.partitions[0].committed, Some(3));
+        assert_eq!(info.partitions[0].lag, 2);
+        assert_eq!(info.partitions[1].lag, 0);
+        broker.shutdown().await;
+    }
+    let broker = open(dir.path()).await;
+    let info = broker
+        .group("s", "g")
+        .await
+        .expect("describe after restart");
+    assert_eq!(info.partitions[0].committed, Some(3));
+    assert_eq!(info.partitions[1].committed, Some(5));
+    assert!(
+        info.members.is_empty(),
+        "members are not kept across a restart"
+    );
+    let c = broker.poll("s", "g", "c", 100, 0).await.expect("c");
+    let offsets: Vec<(u32, u64)> = c.records.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(offsets, [(0, 3), (0, 4)], "from the committed offsets on");
+}
+
+#[tokio::test]
+async fn start_policies_long_polls_and_resets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    let config = GroupConfig {
+        start: "next".into(),
+        session_timeout_ms: 200,
+    };
+    stream_with_group(&broker, 1, config).await;
+    broker.append("s", records("old", 3)).await.expect("append");
+    assert!(
+        broker
+            .poll("s", "g", "a", 10, 0)
+            .await
+            .expect("a")
+            .records
+            .is_empty(),
+        "next: only what comes after the first join"
+    );
+    let waiting = {
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.poll("s", "g", "a", 10, 20_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker.append("s", records("new", 1)).await.expect("append");
+    let got = waiting.await.expect("join").expect("poll");
+    assert_eq!(got.records[0].body, Bytes::from_static(b"new0"));
+    let live = broker
+        .reset_group("s", "g", ReadFrom::First, true)
+        .await
+        .expect_err("a live member");
+    assert!(matches!(live, BrokerError::PreconditionFailed { .. }));
+    broker.leave("s", "g", "a").expect("leave");
+    let dry = broker
+        .reset_group("s", "g", ReadFrom::First, true)
+        .await
+        .expect("dry run");
+    assert_eq!(dry, BTreeMap::from([(0, 0)]));
+    assert_eq!(
+        broker.group("s", "g").await.expect("info").partitions[0].committed,
+        None
+    );
+    broker
+        .reset_group("s", "g", ReadFrom::Offset(2), false)
+        .await
+        .expect("reset");
+    let b = broker.poll("s", "g", "b", 10, 0).await.expect("b");
+    let bodies: Vec<&[u8]> = b.records.iter().map(|r| &r.body[..]).collect();
+    assert_eq!(bodies, [&b"old2"[..], &b"new0"[..]]);
+    broker.delete_group("s", "g").await.expect("delete");
+    assert!(matches!(
+        broker.group("s", "g").await,
+        Err(BrokerError::NotFound { .. })
+    ));
+}

@@ -1,0 +1,185 @@
+//! A stream's consumer groups over HTTP (issue 21, docs/http-api.md "Consumer
+//! groups"). Every group endpoint needs `read` on the stream: a group is its
+//! readers' own bookkeeping (RabbitMQ's stream offset tracking needs no more).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+use weir_broker::Declared;
+use weir_broker::access::Operation;
+use weir_broker::stream::ReadFrom;
+use weir_broker::stream::groups::GroupConfig;
+
+use crate::auth::{Caller, Scoped};
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::state::{ApiResult, LONG_POLL_RETRY_AFTER_S, LongPolls, ok};
+use crate::stream_routes::RecordOut;
+
+pub(crate) async fn list(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path(stream): Path<String>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &stream)?;
+    ok(
+        StatusCode::OK,
+        json!({"groups": broker.groups(&stream).await?}),
+    )
+}
+
+pub(crate) async fn declare(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path((stream, group)): Path<(String, String)>,
+    JsonBody(config): JsonBody<GroupConfig>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &stream)?;
+    let status = match broker.declare_group(&stream, &group, config).await? {
+        Declared::Created => StatusCode::CREATED,
+        Declared::Existed => StatusCode::OK,
+    };
+    ok(status, json!(broker.group(&stream, &group).await?))
+}
+
+pub(crate) async fn show(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path((stream, group)): Path<(String, String)>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &stream)?;
+    ok(StatusCode::OK, json!(broker.group(&stream, &group).await?))
+}
+
+pub(crate) async fn delete(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path((stream, group)): Path<(String, String)>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &stream)?;
+    broker.delete_group(&stream, &group).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PollIn {
+    member: String,
+    max: Option<u32>,
+    wait_ms: Option<u64>,
+}
+
+/// Joins or heartbeats and answers records from the member's partitions; a long
+/// poll takes one of `[http] max_long_polls`, as a queue's receive does.
+pub(crate) async fn poll(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    State(long_polls): State<LongPolls>,
+    Path((stream, group)): Path<(String, String)>,
+    JsonBody(p): JsonBody<PollIn>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &stream)?;
+    let mut wait_ms = p.wait_ms.unwrap_or(0);
+    let long_poll = wait_ms > 0 && wait_ms <= broker.limits().max_wait_ms;
+    // Held while this poll waits; dropped with the request if the client hangs up.
+    let waiting = if long_poll {
+        let permit = Arc::clone(&long_polls.permits).try_acquire_owned().ok();
+        if permit.is_none() {
+            wait_ms = 0;
+        }
+        permit
+    } else {
+        None
+    };
+    let over_cap = long_poll && waiting.is_none();
+    let polled = broker
+        .poll(&stream, &group, &p.member, p.max.unwrap_or(100), wait_ms)
+        .await?;
+    drop(waiting);
+    if over_cap && polled.records.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_long_polls",
+            format!(
+                "{} requests are already waiting in a long poll ([http] max_long_polls) and \
+                 no record is there yet; retry later",
+                long_polls.max
+            ),
+        )
+        .retry_after(LONG_POLL_RETRY_AFTER_S));
+    }
+    let records: Vec<RecordOut<'_>> = polled.records.iter().map(RecordOut::of).collect();
+    ok(
+        StatusCode::OK,
+        json!({
+            "generation": polled.generation,
+            "partitions": polled.partitions,
+            "messages": records,
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommitIn {
+    member: String,
+    offsets: BTreeMap<u32, u64>,
+}
+
+pub(crate) async fn commit(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path((stream, group)): Path<(String, String)>,
+    JsonBody(c): JsonBody<CommitIn>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &stream)?;
+    broker.commit(&stream, &group, &c.member, c.offsets).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeaveIn {
+    member: String,
+}
+
+pub(crate) async fn leave(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path((stream, group)): Path<(String, String)>,
+    JsonBody(l): JsonBody<LeaveIn>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &stream)?;
+    broker.leave(&stream, &group, &l.member)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetIn {
+    to: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Sets every committed offset to `to` (`first`, `last`, `next`, an offset,
+/// `time:`, `ago:`) while no member is live (409 otherwise).
+pub(crate) async fn reset(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path((stream, group)): Path<(String, String)>,
+    JsonBody(r): JsonBody<ResetIn>,
+) -> ApiResult {
+    caller.allow(Operation::Read, "queue", &stream)?;
+    let to: ReadFrom = r.to.parse()?;
+    let offsets = broker.reset_group(&stream, &group, to, r.dry_run).await?;
+    ok(
+        StatusCode::OK,
+        json!({"offsets": offsets, "dry_run": r.dry_run}),
+    )
+}
