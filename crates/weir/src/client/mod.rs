@@ -14,6 +14,7 @@ mod queue;
 mod recv;
 mod routing;
 mod send;
+mod stream;
 pub mod table;
 
 use std::process::ExitCode;
@@ -141,6 +142,12 @@ pub enum ClientCommand {
     /// (administrators only).
     #[command(subcommand)]
     Definitions(access::DefinitionsCommand),
+    /// Create, list, show and delete streams; append to, read and tail them.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
+    /// List, show and reset a stream's consumer groups.
+    #[command(subcommand)]
+    Group(stream::GroupCommand),
 }
 
 /// `weir queue …`.
@@ -425,6 +432,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Vhost(cmd) => access::vhost(cmd).await,
         ClientCommand::Permissions(cmd) => access::permissions(cmd).await,
         ClientCommand::Definitions(cmd) => access::definitions(cmd).await,
+        ClientCommand::Stream(cmd) => stream::stream(cmd).await,
+        ClientCommand::Group(cmd) => stream::group(cmd).await,
     }
 }
 

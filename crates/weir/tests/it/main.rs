@@ -14,6 +14,7 @@ mod celery;
 mod cli;
 mod cli_access;
 mod cli_routing;
+mod cli_streams;
 mod dead_letters;
 mod definitions;
 mod durability;

@@ -243,6 +243,25 @@ impl Api {
         self.call(method, self.url(segments), body, None).await
     }
 
+    /// [`Api::request`] with query parameters and, for a long poll, a timeout of
+    /// its own (the wait plus the usual margin).
+    pub async fn request_with(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        wait_ms: u64,
+    ) -> Result<Reply, ApiError> {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let timeout = (wait_ms > 0).then(|| REQUEST_TIMEOUT + Duration::from_millis(wait_ms));
+        self.call(method, url, body, timeout).await
+    }
+
     /// `PUT /api/queues/{name}` with `options` (only the fields to set).
     pub async fn declare(&self, name: &str, options: &Value) -> Result<Reply, ApiError> {
         self.call(
