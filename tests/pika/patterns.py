@@ -304,6 +304,75 @@ def vhosts():
     print("OK", flush=True)
 
 
+def streams():
+    """Run with a stream "events" holding one record appended over HTTP (body
+    "from http", header source=http): RabbitMQ's stream queues from pika."""
+    ch = connect().channel()
+    ch.queue_declare(
+        "events",
+        durable=True,
+        arguments={"x-queue-type": "stream", "x-max-age": "7D"},
+    )
+    ch.confirm_delivery()
+    for i in range(10):
+        ch.basic_publish(
+            "", "events", f"m{i}".encode(), pika.BasicProperties(headers={"n": i})
+        )
+    ch.exchange_declare("fan", "fanout")
+    ch.queue_bind("events", "fan")
+    ch.basic_publish("fan", "", b"via exchange")
+    ch.basic_qos(prefetch_count=5)
+    got = []
+    for method, properties, body in ch.consume(
+        "events", arguments={"x-stream-offset": "first"}, inactivity_timeout=5
+    ):
+        if method is None:
+            break
+        got.append((properties.headers, body))
+        ch.basic_ack(method.delivery_tag)
+        if len(got) == 12:
+            break
+    ch.cancel()
+    check(len(got) == 12, f"12 records from first, got {len(got)}")
+    offsets = [h["x-stream-offset"] for h, _ in got]
+    check(offsets == list(range(12)), f"x-stream-offset 0..11, got {offsets}")
+    check(got[0][1] == b"from http", f"the HTTP record first, got {got[0][1]!r}")
+    check(got[0][0].get("source") == b"http" or got[0][0].get("source") == "http",
+          f"its header, got {got[0][0]}")
+    check(got[1][0]["n"] == 0 and got[1][1] == b"m0", f"AMQP headers kept: {got[1]}")
+    check(got[11][1] == b"via exchange", "a bound exchange appends")
+    for method, properties, body in ch.consume(
+        "events", arguments={"x-stream-offset": 5}, inactivity_timeout=5
+    ):
+        check(properties.headers["x-stream-offset"] == 5, "offset 5 first")
+        ch.basic_ack(method.delivery_tag)
+        break
+    ch.cancel()
+    refusals = [
+        ("consume without prefetch", 406,
+         lambda c: c.basic_consume("events", lambda *a: None)),
+        ("consume with no_ack", 540,
+         lambda c: (c.basic_qos(prefetch_count=1),
+                    c.basic_consume("events", lambda *a: None, auto_ack=True))),
+        ("basic.get", 540, lambda c: c.basic_get("events")),
+        ("purge", 540, lambda c: c.queue_purge("events")),
+        ("exclusive stream", 406, lambda c: c.queue_declare(
+            "other", durable=True, exclusive=True, arguments={"x-queue-type": "stream"})),
+        ("bad offset", 406, lambda c: (c.basic_qos(prefetch_count=1), c.basic_consume(
+            "events", lambda *a: None, arguments={"x-stream-offset": "soon"}))),
+    ]
+    conn = connect()
+    for what, code, act in refusals:
+        c = conn.channel()
+        try:
+            act(c)
+            c.connection.process_data_events(time_limit=1)
+            check(False, f"{what} was not refused")
+        except pika.exceptions.ChannelClosedByBroker as e:
+            check(e.reply_code == code, f"{what}: {e.reply_code} {e.reply_text}")
+    print("OK", flush=True)
+
+
 def blocked():
     """Run against a broker whose disk alarm is raised: a publisher is told it is
     blocked; a connection that only reads goes on."""

@@ -21,6 +21,7 @@ use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::{AMQPProperties, gen_properties, parse_properties};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use bytes::Bytes;
+use weir_broker::stream::{PROPERTIES_HEADER, StreamRecord};
 use weir_broker::{DeadLetterInfo, Delivery, SendMessage};
 
 use crate::codes::{Exception, PRECONDITION_FAILED};
@@ -35,21 +36,10 @@ pub(crate) fn to_send(
     properties: &AMQPProperties,
     body: Bytes,
 ) -> Result<SendMessage, Exception> {
-    let mut blob = Vec::with_capacity(64 + exchange.len() + routing_key.len());
-    blob.push(VERSION);
-    blob.push(exchange.len() as u8);
-    blob.extend_from_slice(exchange.as_bytes());
-    blob.push(routing_key.len() as u8);
-    blob.extend_from_slice(routing_key.as_bytes());
-    // The properties go after the prefix, into the same buffer.
-    let blob = gen_properties(properties)(WriteContext::from(blob))
-        .map(|ctx| ctx.write)
-        .map_err(|_| {
-            Exception::channel(PRECONDITION_FAILED, "the message properties do not encode")
-        })?;
+    let blob = encode(exchange, routing_key, properties)?;
     let mut message = SendMessage {
         body,
-        properties: Some(Bytes::from(blob)),
+        properties: Some(blob),
         priority: *properties.priority(),
         ..SendMessage::default()
     };
@@ -88,6 +78,73 @@ pub(crate) fn to_send(
         }
     }
     Ok(message)
+}
+
+/// The stored description of a message: the version, exchange, routing key and
+/// properties (see the module doc).
+fn encode(
+    exchange: &str,
+    routing_key: &str,
+    properties: &AMQPProperties,
+) -> Result<Bytes, Exception> {
+    let mut blob = Vec::with_capacity(64 + exchange.len() + routing_key.len());
+    blob.push(VERSION);
+    blob.push(exchange.len() as u8);
+    blob.extend_from_slice(exchange.as_bytes());
+    blob.push(routing_key.len() as u8);
+    blob.extend_from_slice(routing_key.as_bytes());
+    // The properties go after the prefix, into the same buffer.
+    gen_properties(properties)(WriteContext::from(blob))
+        .map(|ctx| Bytes::from(ctx.write))
+        .map_err(|_| {
+            Exception::channel(PRECONDITION_FAILED, "the message properties do not encode")
+        })
+}
+
+/// A stream record as an AMQP delivery, as RabbitMQ's stream queues give them: the
+/// properties it was published with over AMQP (or, appended over HTTP, its headers
+/// as long strings, from the default exchange with the stream's name as routing
+/// key), plus an `x-stream-offset` header with its offset. No receipt: a stream
+/// consumer's ack only returns credit.
+pub(crate) fn stream_delivery(r: &StreamRecord, stream: &str) -> Delivery {
+    let stored = r
+        .headers
+        .get(PROPERTIES_HEADER)
+        .and_then(|blob| decode(blob));
+    let (exchange, routing_key, properties) = stored.unwrap_or_else(|| {
+        let mut headers = FieldTable::default();
+        for (name, value) in &r.headers {
+            if name.len() <= 255 {
+                headers.insert(
+                    ShortString::from(name.as_str()),
+                    AMQPValue::LongString(LongString::from(value.to_vec())),
+                );
+            }
+        }
+        let properties = AMQPProperties::default()
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_timestamp(u64::try_from(r.timestamp_ms / 1000).unwrap_or(0));
+        (String::new(), stream.to_owned(), properties)
+    });
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongLongInt(i64::try_from(r.offset).unwrap_or(i64::MAX)),
+    );
+    let properties = properties.with_headers(headers);
+    Delivery {
+        receipt: None,
+        id: r.offset.to_string(),
+        body: r.body.clone(),
+        headers: std::collections::BTreeMap::new(),
+        priority: 0,
+        group: None,
+        delivery_count: 1,
+        enqueued_at_ms: r.timestamp_ms,
+        dead_letter: None,
+        properties: encode(&exchange, &routing_key, &properties).ok(),
+    }
 }
 
 /// The exchange, routing key and properties to deliver `d` with, from queue `queue`.

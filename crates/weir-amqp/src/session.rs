@@ -46,6 +46,7 @@ mod publish;
 mod publisher;
 mod queue;
 mod replies;
+mod stream;
 mod tx;
 
 use std::collections::HashMap;

@@ -140,7 +140,9 @@ impl<S: LogStore> Broker<S> {
             Err(e) => return Err(io_error("read", &path, e)),
         };
         let mut router = self.router_mut();
-        load_router(&mut router, file, |q| self.queue_exists(q))
+        load_router(&mut router, file, |q| {
+            self.queue_exists(q) || self.stream_exists(q)
+        })
     }
 
     /// Applies `change` to a copy of the router, writes the copy's durable part, and
@@ -251,7 +253,9 @@ impl<S: LogStore> Broker<S> {
         for binding in &bindings {
             if binding.destination_type == DestinationType::Queue {
                 validate_name(&binding.destination)?;
-                if !self.queue_exists(&binding.destination) {
+                if !self.queue_exists(&binding.destination)
+                    && !self.stream_exists(&binding.destination)
+                {
                     return Err(BrokerError::NotFound {
                         kind: Kind::Queue,
                         name: binding.destination.clone(),
@@ -357,7 +361,7 @@ impl<S: LogStore> Broker<S> {
                 crate::routing::topic::validate_pattern(&m.routing_key)?;
                 let id = m.message.id.get_or_insert_with(|| generate_id(now)).clone();
                 let routed = router.route(exchange, &m.routing_key, &m.message.headers, |q| {
-                    self.queue_exists(q)
+                    self.queue_exists(q) || self.stream_exists(q)
                 })?;
                 outcomes.push(PublishOutcome {
                     id,
@@ -373,6 +377,8 @@ impl<S: LogStore> Broker<S> {
                 }
             }
         }
+        // Streams take their part as one append each, queued now (so in order).
+        let streams = self.publish_to_streams(&messages, &mut per_queue, &mut copies);
         // A batch in which some message reaches several queues goes to the shared
         // log, whole and in order (one append, one sync, all destinations or none);
         // otherwise each queue gets its part as an ordinary send.
@@ -384,6 +390,7 @@ impl<S: LogStore> Broker<S> {
         };
         Ok(QueuedPublish {
             answers,
+            streams,
             outcomes,
             options,
         })
@@ -394,6 +401,8 @@ impl<S: LogStore> Broker<S> {
 /// [`Broker::publish_queued`].
 pub struct QueuedPublish {
     answers: PendingAnswers,
+    /// Streams' answers to come, as queues' sends.
+    streams: Vec<PendingSend>,
     outcomes: Vec<PublishOutcome>,
     options: PublishOptions,
 }
@@ -401,9 +410,12 @@ pub struct QueuedPublish {
 /// A queue's answer to a send, to come.
 type SendAnswer = oneshot::Receiver<Result<Vec<SendOutcome>>>;
 
+/// A queue's (or stream's) name, the positions it got, and its answer to come.
+type PendingSend = (String, Vec<usize>, Result<SendAnswer>);
+
 /// Answers to come: per queue, its name, the positions it got and its answer.
 enum PendingAnswers {
-    Direct(Vec<(String, Vec<usize>, Result<SendAnswer>)>),
+    Direct(Vec<PendingSend>),
     Shared(
         Vec<(String, Vec<usize>)>,
         oneshot::Receiver<Result<Answers>>,
@@ -418,10 +430,11 @@ impl QueuedPublish {
     pub async fn outcomes(self) -> Result<Vec<PublishOutcome>> {
         let QueuedPublish {
             answers,
+            streams,
             mut outcomes,
             options,
         } = self;
-        let answers: Vec<(String, Vec<usize>, Result<Vec<bool>>)> = match answers {
+        let mut answers: Vec<(String, Vec<usize>, Result<Vec<bool>>)> = match answers {
             PendingAnswers::Direct(pending) => {
                 let mut answers = Vec::with_capacity(pending.len());
                 for (queue, positions, answer) in pending {
@@ -445,6 +458,16 @@ impl QueuedPublish {
                     .collect()
             }
         };
+        for (stream, positions, answer) in streams {
+            let result = match answer {
+                Ok(answer) => answer
+                    .await
+                    .unwrap_or_else(|_| Err(crate::broker::gone(&stream)))
+                    .map(|sent| sent.into_iter().map(|o| o.duplicate).collect()),
+                Err(e) => Err(e),
+            };
+            answers.push((stream, positions, result));
+        }
         let mut first_error = None;
         for (queue, positions, answer) in answers {
             match answer {
@@ -497,6 +520,31 @@ impl<S: LogStore> Broker<S> {
             .router()
             .route(exchange, key, headers, |q| self.queue_exists(q))?;
         Ok(routed.queues.into_iter().collect())
+    }
+
+    /// Takes the streams out of `per_queue` (and their copies out of `copies`) and
+    /// appends each its part now.
+    fn publish_to_streams(
+        &self,
+        messages: &[PublishMessage],
+        per_queue: &mut BTreeMap<String, Vec<usize>>,
+        copies: &mut [usize],
+    ) -> Vec<PendingSend> {
+        let names: Vec<String> = per_queue
+            .keys()
+            .filter(|n| self.stream_exists(n))
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let positions = per_queue.remove(&name).unwrap_or_default();
+            for i in &positions {
+                copies[*i] -= 1;
+            }
+            let answer = self.append_published(&name, messages, &positions);
+            out.push((name, positions, answer));
+        }
+        out
     }
 
     /// Each queue's part as an ordinary send, queued one queue after the other.

@@ -132,7 +132,8 @@ pub fn apply_queue_argument(
             Some("classic" | "quorum") => {}
             Some(other) => {
                 return Err(bad(&format!(
-                    "queue type '{other}' is not supported (classic and quorum are weir work queues)"
+                    "queue type '{other}' is not supported (classic and quorum are weir work \
+                     queues; stream is a stream)"
                 )));
             }
             None => return Err(bad("a string")),

@@ -130,8 +130,9 @@ impl<S: LogStore> Broker<S> {
         let (queues, messages) = broker.recover_queues(found).await?;
         report.queues = queues;
         report.messages = messages;
-        report.exchanges = broker.load_routing()?;
+        // Streams first: bindings to them are kept only if they exist.
         report.streams = broker.recover_streams().await?;
+        report.exchanges = broker.load_routing()?;
         report.queues -= broker.delete_exclusive_queues().await?;
         report.queues = report.queues.saturating_sub(broker.remove_orphans().await?);
         broker.start_housekeeping();

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use weir_broker::access::Operation;
-use weir_broker::stream::{ReadFrom, StreamOptions, StreamRecord, StreamRecordIn};
+use weir_broker::stream::{
+    PROPERTIES_HEADER, ReadFrom, StreamOptions, StreamRecord, StreamRecordIn,
+};
 use weir_broker::{Declared, Vhost};
 
 use crate::auth::{Caller, Scoped};
@@ -185,9 +187,11 @@ impl<'a> RecordOut<'a> {
             timestamp_ms: r.timestamp_ms,
             key,
             key_base64,
+            // An AMQP publish's description stays for AMQP readers.
             headers: r
                 .headers
                 .iter()
+                .filter(|(k, _)| k.as_str() != PROPERTIES_HEADER)
                 .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
                 .collect(),
             body,

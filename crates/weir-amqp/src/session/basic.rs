@@ -206,6 +206,9 @@ impl Session {
     async fn get(&mut self, ch: u16, g: basic::Get) -> Result<(), Exception> {
         let queue = self.queue_name(ch, &g.queue)?;
         self.allow(Operation::Read, "queue", &queue)?;
+        if self.broker.is_stream(&queue) {
+            return Err(super::stream::not_for_streams("basic.get", &queue));
+        }
         self.registry.check_access(&self.key(&queue)?, self.id)?;
         let got = self
             .broker

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use weir_broker::access::Operation;
 
 use super::common::random_suffix;
-use super::consumer::{ConsumerTask, Gates, consume_loop};
+use super::consumer::{ConsumerTask, Gates, Source, consume_loop};
 use super::replies::{REPLY_TO, ReplyConsumer};
 use super::{Consumer, Session};
 use crate::arguments::check_consume_arguments;
@@ -27,6 +27,9 @@ impl Session {
         self.consumer_room(ch, &tag)?;
         let queue = self.queue_name(ch, &c.queue)?;
         self.allow(Operation::Read, "queue", &queue)?;
+        if self.broker.is_stream(&queue) {
+            return self.consume_stream(ch, &c, tag, queue);
+        }
         self.registry.check_access(&self.key(&queue)?, self.id)?;
         // The queue must exist now (404 otherwise).
         let info = self.broker.info(&queue).await.map_err(Exception::from)?;
@@ -89,6 +92,7 @@ impl Session {
             gates: Gates { flow, active },
             events: self.events_tx.clone(),
             lease_ms: self.config.lease_ms(),
+            source: Source::Queue,
         }));
         Ok(())
     }

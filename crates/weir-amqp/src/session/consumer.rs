@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use weir_broker::stream::ReadFrom;
 use weir_broker::{BrokerError, Delivery, NackOptions, ReceiveRequest, Vhost};
 
 use super::event::Event;
@@ -83,6 +84,39 @@ pub(super) struct ConsumerTask {
     pub(super) events: mpsc::UnboundedSender<Event>,
     /// The broker lease of what it receives ([`crate::config::AmqpConfig::lease_ms`]).
     pub(super) lease_ms: u64,
+    /// A queue's consumer, or a stream's and where it reads next.
+    pub(super) source: Source,
+}
+
+/// What a consumer takes messages from.
+pub(super) enum Source {
+    /// A queue: leases.
+    Queue,
+    /// A stream (its partition 0): reads from here on; nothing is leased.
+    Stream(ReadFrom),
+}
+
+/// One poll of `queue`: a lease of its messages, or a stream's next records.
+async fn fetch(
+    broker: &Vhost,
+    queue: &str,
+    source: &mut Source,
+    request: ReceiveRequest,
+) -> Result<Vec<Delivery>, BrokerError> {
+    match source {
+        Source::Queue => broker.receive(queue, request).await,
+        Source::Stream(from) => {
+            let read = broker
+                .read_stream(queue, 0, *from, request.max, request.wait_ms)
+                .await?;
+            *from = ReadFrom::Offset(read.next);
+            Ok(read
+                .records
+                .iter()
+                .map(|r| crate::message::stream_delivery(r, queue))
+                .collect())
+        }
+    }
 }
 
 /// Takes up to `want` permits (at least one, waiting for it); `None` once stopped.
@@ -209,7 +243,7 @@ pub(super) async fn consume_loop(mut t: ConsumerTask) {
                 t.bytes.release(held);
                 return;
             }
-            got = t.broker.receive(queue, request) => got,
+            got = fetch(&t.broker, queue, &mut t.source, request) => got,
         };
         match got {
             Ok(messages) => {

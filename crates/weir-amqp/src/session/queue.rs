@@ -8,6 +8,7 @@ use weir_broker::{BrokerError, Declared, DestinationType};
 
 use super::Session;
 use super::common::{missing_is_fine, random_suffix, server_only};
+use super::stream::{not_for_streams, stream_declare};
 use crate::arguments::{binding, check_type_arguments, queue_options};
 use crate::codes::{ACCESS_REFUSED, Exception, NOT_FOUND, PRECONDITION_FAILED};
 use crate::registry::locked;
@@ -88,6 +89,9 @@ impl Session {
             queue::AMQPMethod::Purge(p) => {
                 let queue = self.queue_name(ch, &p.queue)?;
                 self.allow(Operation::Read, "queue", &queue)?;
+                if self.broker.is_stream(&queue) {
+                    return Err(not_for_streams("purge", &queue));
+                }
                 self.registry.check_access(&self.key(&queue)?, self.id)?;
                 let count = self.broker.purge(&queue).await.map_err(Exception::from)?;
                 if !p.nowait {
@@ -111,7 +115,12 @@ impl Session {
         let mut name = d.queue.as_str().to_owned();
         if d.passive {
             name = self.queue_name(ch, &d.queue)?;
+            if self.broker.is_stream(&name) {
+                return self.stream_declared(ch, name, d.nowait);
+            }
             self.registry.check_access(&self.key(&name)?, self.id)?;
+        } else if let Some(options) = stream_declare(&name, &d) {
+            return self.declare_stream(ch, name, options?, d.nowait).await;
         } else {
             if name.starts_with("amq.") {
                 return Err(Exception::channel(
@@ -183,6 +192,9 @@ impl Session {
     /// is not there is fine (RabbitMQ 3.x).
     async fn delete_queue(&mut self, ch: u16, d: queue::Delete) -> Result<(), Exception> {
         let queue = self.queue_name(ch, &d.queue)?;
+        if self.broker.is_stream(&queue) {
+            return self.delete_stream(ch, &queue, d.nowait).await;
+        }
         self.allow(Operation::Configure, "queue", &queue)?;
         self.registry.check_access(&self.key(&queue)?, self.id)?;
         let count = match self.broker.info(&queue).await {

@@ -95,6 +95,14 @@ impl<S: LogStore> Broker<S> {
     /// `NotFound`, storage.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock().await;
+        if !self.stream_exists(name) {
+            return Err(not_found(name));
+        }
+        // Its bindings go first (and durably); then the stream.
+        self.change_routing(|r| {
+            r.remove_destination(crate::routing::DestinationType::Queue, name);
+            Ok(())
+        })?;
         let stream = crate::locks::write(&self.inner.streams)
             .remove(name)
             .ok_or_else(|| not_found(name))?;
@@ -275,6 +283,76 @@ impl<S: LogStore> Broker<S> {
         }
         let start = start_offset(log, from).await?;
         read_partition(log, partition, start, max, wait_ms).await
+    }
+}
+
+/// The header that carries a front end's description of a published message
+/// (AMQP's properties, `SendMessage::properties`) in a stream record; HTTP readers
+/// do not see it.
+pub const PROPERTIES_HEADER: &str = "x-weir-properties";
+
+impl<S: LogStore> Broker<S> {
+    /// Appends published messages (those at `positions`) to stream `name`, queued
+    /// now so publishes keep their order; the answer comes once durable, in the
+    /// shape of a queue's answer to a send.
+    pub(crate) fn append_published(
+        &self,
+        name: &str,
+        messages: &[crate::exchanges::PublishMessage],
+        positions: &[usize],
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<crate::api::SendOutcome>>>> {
+        let stream = self.stream(name)?;
+        let records: Vec<NewRecord> = positions
+            .iter()
+            .map(|i| {
+                let m = &messages[*i].message;
+                let mut headers: Vec<Header> = m
+                    .headers
+                    .iter()
+                    .map(|(k, v)| Header::new(k.clone(), v.clone()))
+                    .collect();
+                if let Some(properties) = &m.properties {
+                    headers.push(Header::new(PROPERTIES_HEADER, properties.clone()));
+                }
+                NewRecord {
+                    timestamp_ms: None,
+                    key: None,
+                    headers,
+                    body: m.body.clone(),
+                }
+            })
+            .collect();
+        let ids: Vec<String> = positions
+            .iter()
+            .map(|i| messages[*i].message.id.clone().unwrap_or_default())
+            .collect();
+        let log = stream.partitions[0].clone();
+        // Queued now (not at the first poll), so publishes keep their order.
+        let appended: std::pin::Pin<
+            Box<dyn std::future::Future<Output = weir_log::Result<weir_log::Appended>> + Send>,
+        > = if stream.options.durable {
+            Box::pin(log.submit_batch(&records))
+        } else {
+            Box::pin(log.append_batch_unsynced(&records))
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queue = name.to_owned();
+        tokio::spawn(async move {
+            let result = appended
+                .await
+                .map(|_| {
+                    ids.into_iter()
+                        .map(|id| crate::api::SendOutcome {
+                            id,
+                            duplicate: false,
+                        })
+                        .collect()
+                })
+                .map_err(|e| BrokerError::storage(queue, e));
+            stream.appended.notify_waiters();
+            let _ = reply.send(result);
+        });
+        Ok(answer)
     }
 }
 

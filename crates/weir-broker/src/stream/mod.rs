@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
 
+pub use api::PROPERTIES_HEADER;
 pub use group_api::GroupPoll;
 pub use read::ReadFrom;
 

@@ -33,6 +33,12 @@ impl<S: LogStore> Vhost<S> {
         deleted.map_err(|e| self.out_error(e))
     }
 
+    /// Whether `name` is a stream of this vhost.
+    pub fn is_stream(&self, name: &str) -> bool {
+        self.full(name)
+            .is_ok_and(|full| self.broker.stream_exists(&full))
+    }
+
     /// [`Broker::stream_info`](crate::Broker::stream_info).
     pub fn stream_info(&self, name: &str) -> Result<StreamInfo> {
         let full = self.full(name)?;

@@ -418,10 +418,10 @@ async fn errors_close_the_channel_with_the_right_code() {
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
-        AMQPValue::LongString("stream".into()),
+        AMQPValue::LongString("delayed".into()),
     );
     let err = ok
-        .queue_declare("streamy".into(), QueueDeclareOptions::durable(), args)
+        .queue_declare("odd".into(), QueueDeclareOptions::durable(), args)
         .await
         .expect_err("unsupported queue type");
     assert!(err.to_string().contains("PRECONDITION_FAILED"), "{err}");

@@ -9,6 +9,7 @@ mod access_http;
 mod amqp;
 mod amqp_methods;
 mod amqp_queues;
+mod amqp_streams;
 mod bench;
 mod celery;
 mod cli;

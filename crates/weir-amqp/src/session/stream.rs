@@ -1,0 +1,330 @@
+//! Streams over AMQP, the way RabbitMQ's stream queues work (issue 21): declared
+//! with `x-queue-type=stream` (durable, not exclusive, not auto-delete), published
+//! to through the default exchange or any exchange bound to them, consumed with
+//! `basic.consume` and an `x-stream-offset` argument, each delivery carrying its
+//! offset in an `x-stream-offset` header. Acks only return prefetch credit.
+//! RabbitMQ's refusals: no prefetch (406), `no-ack` (540), a global prefetch
+//! (406), `basic.get` and `queue.purge` (540), a bad offset (406).
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{AMQPClass, basic, queue};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use tokio::sync::Semaphore;
+use weir_broker::BrokerError;
+use weir_broker::Declared;
+use weir_broker::access::Operation;
+use weir_broker::stream::{ReadFrom, StreamOptions};
+
+use super::consumer::{ConsumerTask, Gates, Source, consume_loop};
+use super::{Consumer, Session};
+use crate::codes::{Exception, NOT_IMPLEMENTED, PRECONDITION_FAILED};
+
+/// The stream options a `queue.declare` asks for, if it declares a stream
+/// (`x-queue-type=stream`).
+pub(super) fn stream_declare(
+    name: &str,
+    d: &queue::Declare,
+) -> Option<Result<StreamOptions, Exception>> {
+    let kind = d.arguments.inner().get("x-queue-type")?;
+    if text(kind).as_deref() != Some("stream") {
+        return None;
+    }
+    Some(stream_options(name, d))
+}
+
+fn text(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn integer(v: &AMQPValue) -> Option<i64> {
+    match v {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
+fn precondition(text: String) -> Exception {
+    Exception::channel(PRECONDITION_FAILED, text)
+}
+
+/// `7D`, `12h`, `30m`, `10s` (also `Y` years and `M` months), as RabbitMQ's
+/// `x-max-age`, in ms.
+fn interval_ms(text: &str) -> Option<u64> {
+    let unit = text.chars().last()?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    let seconds = match unit {
+        'Y' => 365 * 86_400,
+        'M' => 30 * 86_400,
+        'D' => 86_400,
+        'h' => 3600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    n.checked_mul(seconds)?.checked_mul(1000)
+}
+
+fn stream_options(name: &str, d: &queue::Declare) -> Result<StreamOptions, Exception> {
+    for (flag, set) in [
+        ("durable", !d.durable),
+        ("exclusive", d.exclusive),
+        ("auto_delete", d.auto_delete),
+    ] {
+        if set {
+            return Err(precondition(format!(
+                "invalid property '{flag}' for queue '{name}': a stream is durable, not \
+                 exclusive and not auto-delete"
+            )));
+        }
+    }
+    let args = d.arguments.inner();
+    let bad = |arg: &str| precondition(format!("invalid arg '{arg}' for queue '{name}'"));
+    let max_bytes = match args.get("x-max-length-bytes") {
+        None => None,
+        Some(v) => Some(
+            integer(v)
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad("x-max-length-bytes"))?,
+        ),
+    };
+    let max_age_ms = match args.get("x-max-age") {
+        None => None,
+        Some(v) => Some(
+            text(v)
+                .and_then(|t| interval_ms(&t))
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| bad("x-max-age"))?,
+        ),
+    };
+    if let Some(v) = args.get("x-stream-max-segment-size-bytes")
+        && integer(v).is_none_or(|n| n <= 0)
+    {
+        return Err(bad("x-stream-max-segment-size-bytes"));
+    }
+    Ok(StreamOptions {
+        partitions: 1,
+        max_age_ms,
+        max_bytes,
+        durable: true,
+    })
+}
+
+/// Where a stream consumer starts: its `x-stream-offset` argument (`next` when
+/// absent).
+fn start_of(arguments: &FieldTable) -> Result<ReadFrom, Exception> {
+    let Some(v) = arguments.inner().get("x-stream-offset") else {
+        return Ok(ReadFrom::Next);
+    };
+    let bad = || precondition(format!("invalid x-stream-offset {v:?}"));
+    if let AMQPValue::Timestamp(seconds) = v {
+        return Ok(ReadFrom::Time(
+            i64::try_from(*seconds)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000),
+        ));
+    }
+    if let Some(n) = integer(v) {
+        return u64::try_from(n).map(ReadFrom::Offset).map_err(|_| bad());
+    }
+    match text(v).as_deref() {
+        Some("first") => Ok(ReadFrom::First),
+        Some("last") => Ok(ReadFrom::Last),
+        Some("next") => Ok(ReadFrom::Next),
+        Some(t) => interval_ms(t).map(ReadFrom::Ago).ok_or_else(bad),
+        None => Err(bad()),
+    }
+}
+
+/// 540 for what a stream does not do.
+pub(super) fn not_for_streams(what: &str, queue: &str) -> Exception {
+    Exception::channel(
+        NOT_IMPLEMENTED,
+        format!("{what} not supported by stream queues (queue '{queue}')"),
+    )
+}
+
+impl Session {
+    /// `queue.declare` of a stream: declares it (or confirms an identical one) and
+    /// answers `declare-ok` with no message or consumer count.
+    pub(super) async fn declare_stream(
+        &mut self,
+        ch: u16,
+        name: String,
+        options: StreamOptions,
+        nowait: bool,
+    ) -> Result<(), Exception> {
+        self.allow(Operation::Configure, "queue", &name)?;
+        match self.broker.declare_stream(&name, options).await {
+            Ok(Declared::Created | Declared::Existed) => {}
+            Err(BrokerError::Conflict { difference, .. }) => {
+                return Err(precondition(format!(
+                    "inequivalent arg for queue '{name}': {difference}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.stream_declared(ch, name, nowait)
+    }
+
+    /// Answers `declare-ok` for stream `name`.
+    pub(super) fn stream_declared(
+        &mut self,
+        ch: u16,
+        name: String,
+        nowait: bool,
+    ) -> Result<(), Exception> {
+        self.channel(ch)?.last_queue = Some(name.clone());
+        if !nowait {
+            self.conn.method(
+                ch,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: ShortString::from(name),
+                    message_count: 0,
+                    consumer_count: 0,
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    /// `queue.delete` of a stream.
+    pub(super) async fn delete_stream(
+        &mut self,
+        ch: u16,
+        name: &str,
+        nowait: bool,
+    ) -> Result<(), Exception> {
+        self.allow(Operation::Configure, "queue", name)?;
+        match self.broker.delete_stream(name).await {
+            Ok(()) | Err(BrokerError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !nowait {
+            self.conn.method(
+                ch,
+                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                    message_count: 0,
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    /// `basic.consume` on a stream.
+    pub(super) fn consume_stream(
+        &mut self,
+        ch: u16,
+        c: &basic::Consume,
+        tag: String,
+        queue: String,
+    ) -> Result<(), Exception> {
+        if c.no_ack {
+            return Err(not_for_streams("automatic acknowledgement", &queue));
+        }
+        let from = start_of(&c.arguments)?;
+        let stop = self.stop.child_token();
+        let channel = self.channel(ch)?;
+        let wants = channel.state.consumer_credit(false);
+        if wants.shared {
+            return Err(precondition(format!(
+                "a global prefetch (basic.qos global) is not supported for stream queue '{queue}'"
+            )));
+        }
+        let Some(prefetch) = wants.own else {
+            return Err(precondition(format!(
+                "consumer prefetch count is not set for stream queue '{queue}'"
+            )));
+        };
+        let credit = Arc::new(Semaphore::new(usize::from(prefetch)));
+        let flow = channel.flow.0.subscribe();
+        // No single active consumer on a stream: the gate is always open.
+        let (_active, open) = tokio::sync::watch::channel(true);
+        channel.consumers.insert(
+            tag.clone(),
+            Consumer {
+                queue: queue.clone(),
+                no_ack: false,
+                credit: Some(credit.clone()),
+                stop: stop.clone(),
+                _use: None,
+            },
+        );
+        if !c.nowait {
+            self.conn.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: ShortString::from(tag.clone()),
+                })),
+            );
+        }
+        let generation = self.channel(ch)?.generation;
+        self.tasks.spawn(consume_loop(ConsumerTask {
+            broker: self.broker.clone(),
+            queue,
+            channel: ch,
+            generation,
+            consumer: tag,
+            credit: Some(credit),
+            shared: None,
+            bytes: self.credit.clone(),
+            stop,
+            gates: Gates { flow, active: open },
+            events: self.events_tx.clone(),
+            lease_ms: self.config.lease_ms(),
+            source: Source::Stream(from),
+        }));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_and_offsets_read_as_rabbitmq_writes_them() {
+        assert_eq!(interval_ms("7D"), Some(7 * 86_400_000));
+        assert_eq!(interval_ms("12h"), Some(12 * 3_600_000));
+        assert_eq!(interval_ms("30m"), Some(1_800_000));
+        assert_eq!(interval_ms("10s"), Some(10_000));
+        assert_eq!(interval_ms("1Y"), Some(365 * 86_400_000));
+        assert_eq!(interval_ms("x"), None);
+        assert_eq!(interval_ms("5w"), None);
+        let args = |v: AMQPValue| {
+            let mut t = FieldTable::default();
+            t.insert("x-stream-offset".into(), v);
+            t
+        };
+        assert_eq!(start_of(&FieldTable::default()).unwrap(), ReadFrom::Next);
+        assert_eq!(
+            start_of(&args(AMQPValue::LongString("first".into()))).unwrap(),
+            ReadFrom::First
+        );
+        assert_eq!(
+            start_of(&args(AMQPValue::LongInt(5))).unwrap(),
+            ReadFrom::Offset(5)
+        );
+        assert_eq!(
+            start_of(&args(AMQPValue::Timestamp(10))).unwrap(),
+            ReadFrom::Time(10_000)
+        );
+        assert_eq!(
+            start_of(&args(AMQPValue::LongString("1h".into()))).unwrap(),
+            ReadFrom::Ago(3_600_000)
+        );
+        assert!(start_of(&args(AMQPValue::LongInt(-1))).is_err());
+        assert!(start_of(&args(AMQPValue::LongString("soon".into()))).is_err());
+    }
+}

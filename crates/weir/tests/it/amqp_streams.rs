@@ -1,0 +1,133 @@
+//! Streams over AMQP, the RabbitMQ way (issue 21), with pika and lapin: declared
+//! with `x-queue-type=stream`, appended to through the default exchange and a
+//! bound exchange with confirms, consumed from an `x-stream-offset` with the offset
+//! in each delivery, RabbitMQ's refusals, and one object across protocols (HTTP
+//! appends read over AMQP and the other way round).
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use weir_testkit::Broker;
+
+async fn http(broker: &Broker, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = broker
+        .client()
+        .request(method, format!("{}{path}", broker.http_url()));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await.expect("request");
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn pika_declares_publishes_to_and_consumes_a_stream_as_from_rabbitmq() {
+    let broker = Broker::start().await.expect("broker starts");
+    let week = json!({"max_age_ms": 604_800_000});
+    let (s, _) = http(&broker, "PUT", "/api/streams/events", Some(week)).await;
+    assert_eq!(s, 201);
+    let (s, _) = http(
+        &broker,
+        "POST",
+        "/api/streams/events/messages",
+        Some(json!({"body": "from http", "headers": {"source": "http"}})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let out = crate::pika::run(&broker, "patterns.py", &["streams"]).await;
+    assert!(out.contains("OK"), "{out}");
+    // What pika published is read over HTTP, with its string headers.
+    let (_, read) = http(
+        &broker,
+        "GET",
+        "/api/streams/events/messages?from=1&max=1",
+        None,
+    )
+    .await;
+    let record = &read["messages"][0];
+    assert_eq!(record["body"], "m0");
+    assert!(
+        record["headers"].get("x-weir-properties").is_none(),
+        "{record}"
+    );
+}
+
+#[tokio::test]
+async fn lapin_reads_a_stream_from_an_offset_with_confirmed_appends() {
+    let broker = Broker::start().await.expect("broker starts");
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("stream")),
+    );
+    args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(1 << 30));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare("log".into(), durable, args.clone())
+        .await
+        .expect("declare a stream");
+    ch.queue_declare("log".into(), durable, args)
+        .await
+        .expect("again, identical");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    for i in 0..20 {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "log".into(),
+                BasicPublishOptions::default(),
+                format!("r{i}").as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack());
+    }
+    ch.basic_qos(10, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consume_args = FieldTable::default();
+    consume_args.insert("x-stream-offset".into(), AMQPValue::LongLongInt(15));
+    let mut consumer = ch
+        .basic_consume(
+            "log".into(),
+            "reader".into(),
+            BasicConsumeOptions::default(),
+            consume_args,
+        )
+        .await
+        .expect("consume");
+    for expected in 15..20 {
+        let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("a delivery")
+            .expect("no error");
+        assert_eq!(delivery.data, format!("r{expected}").as_bytes());
+        let headers = delivery.properties.headers().clone().expect("headers");
+        let offset = headers.inner().get("x-stream-offset").cloned();
+        assert_eq!(offset, Some(AMQPValue::LongLongInt(expected)));
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    // Acks changed nothing: the records are all still there for HTTP readers.
+    let (_, shown) = http(&broker, "GET", "/api/streams/log", None).await;
+    assert_eq!(shown["partition_stats"][0]["next_offset"], 20);
+    assert_eq!(shown["max_bytes"], 1 << 30);
+}
