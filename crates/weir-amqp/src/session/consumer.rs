@@ -92,8 +92,27 @@ pub(super) struct ConsumerTask {
 pub(super) enum Source {
     /// A queue: leases.
     Queue,
-    /// A stream (its partition 0): reads from here on; nothing is leased.
-    Stream(ReadFrom),
+    /// A stream (its partition 0): reads from here on; nothing is leased. With a
+    /// filter, only the records it takes are delivered.
+    Stream(ReadFrom, Option<StreamFilter>),
+}
+
+/// RabbitMQ's stream filtering (3.13): a consumer's `x-stream-filter` values and
+/// `x-stream-match-unfiltered`, against each record's `x-stream-filter-value`
+/// header. weir filters exactly (RabbitMQ's Bloom filter may let others through).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct StreamFilter {
+    pub(super) values: Vec<String>,
+    pub(super) match_unfiltered: bool,
+}
+
+impl StreamFilter {
+    fn takes(&self, r: &weir_broker::stream::StreamRecord) -> bool {
+        match r.headers.get("x-stream-filter-value") {
+            Some(v) => self.values.iter().any(|f| f.as_bytes() == &v[..]),
+            None => self.match_unfiltered,
+        }
+    }
 }
 
 /// One poll of `queue`: a lease of its messages, or a stream's next records.
@@ -105,7 +124,7 @@ async fn fetch(
 ) -> Result<Vec<Delivery>, BrokerError> {
     match source {
         Source::Queue => broker.receive(queue, request).await,
-        Source::Stream(from) => {
+        Source::Stream(from, filter) => {
             let read = broker
                 .read_stream(queue, 0, *from, request.max, request.wait_ms)
                 .await?;
@@ -113,6 +132,7 @@ async fn fetch(
             Ok(read
                 .records
                 .iter()
+                .filter(|r| filter.as_ref().is_none_or(|f| f.takes(r)))
                 .map(|r| crate::message::stream_delivery(r, queue))
                 .collect())
         }

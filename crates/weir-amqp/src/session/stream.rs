@@ -16,7 +16,7 @@ use weir_broker::Declared;
 use weir_broker::access::Operation;
 use weir_broker::stream::{ReadFrom, StreamOptions};
 
-use super::consumer::{ConsumerTask, Gates, Source, consume_loop};
+use super::consumer::{ConsumerTask, Gates, Source, StreamFilter, consume_loop};
 use super::{Consumer, Session};
 use crate::codes::{Exception, NOT_IMPLEMENTED, PRECONDITION_FAILED};
 
@@ -147,6 +147,37 @@ fn start_of(arguments: &FieldTable) -> Result<ReadFrom, Exception> {
     }
 }
 
+/// A consumer's `x-stream-filter` (a string or an array of strings) and
+/// `x-stream-match-unfiltered` (a boolean), if it filters.
+fn filter_of(arguments: &FieldTable) -> Result<Option<StreamFilter>, Exception> {
+    let args = arguments.inner();
+    let Some(v) = args.get("x-stream-filter") else {
+        return Ok(None);
+    };
+    let bad = || precondition(format!("invalid x-stream-filter {v:?}"));
+    let values = match v {
+        AMQPValue::FieldArray(items) => items
+            .as_slice()
+            .iter()
+            .map(|i| text(i).ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()?,
+        other => vec![text(other).ok_or_else(bad)?],
+    };
+    let match_unfiltered = match args.get("x-stream-match-unfiltered") {
+        None => false,
+        Some(AMQPValue::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(precondition(format!(
+                "invalid x-stream-match-unfiltered {other:?}"
+            )));
+        }
+    };
+    Ok(Some(StreamFilter {
+        values,
+        match_unfiltered,
+    }))
+}
+
 /// 540 for what a stream does not do.
 pub(super) fn not_for_streams(what: &str, queue: &str) -> Exception {
     Exception::channel(
@@ -234,6 +265,7 @@ impl Session {
             return Err(not_for_streams("automatic acknowledgement", &queue));
         }
         let from = start_of(&c.arguments)?;
+        let filter = filter_of(&c.arguments)?;
         let stop = self.stop.child_token();
         let channel = self.channel(ch)?;
         let wants = channel.state.consumer_credit(false);
@@ -283,7 +315,7 @@ impl Session {
             gates: Gates { flow, active: open },
             events: self.events_tx.clone(),
             lease_ms: self.config.lease_ms(),
-            source: Source::Stream(from),
+            source: Source::Stream(from, filter),
         }));
         Ok(())
     }

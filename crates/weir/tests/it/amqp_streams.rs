@@ -131,3 +131,73 @@ async fn lapin_reads_a_stream_from_an_offset_with_confirmed_appends() {
     assert_eq!(shown["partition_stats"][0]["next_offset"], 20);
     assert_eq!(shown["max_bytes"], 1 << 30);
 }
+
+#[tokio::test]
+async fn stream_filtering_delivers_the_records_asked_for() {
+    let broker = Broker::start().await.expect("broker starts");
+    for (body, filter) in [
+        ("eu-1", Some("eu")),
+        ("us-1", Some("us")),
+        ("none", None),
+        ("eu-2", Some("eu")),
+    ] {
+        let mut record = json!({"body": body});
+        if let Some(f) = filter {
+            record["headers"] = json!({"x-stream-filter-value": f});
+        }
+        if body == "eu-1" {
+            let (s, _) = http(&broker, "PUT", "/api/streams/regions", Some(json!({}))).await;
+            assert_eq!(s, 201);
+        }
+        let (s, _) = http(
+            &broker,
+            "POST",
+            "/api/streams/regions/messages",
+            Some(record),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(10, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    for (tag, unfiltered, expected) in [
+        ("eu", false, vec!["eu-1", "eu-2"]),
+        ("eu+none", true, vec!["eu-1", "none", "eu-2"]),
+    ] {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-stream-offset".into(),
+            AMQPValue::LongString("first".into()),
+        );
+        args.insert("x-stream-filter".into(), AMQPValue::LongString("eu".into()));
+        args.insert(
+            "x-stream-match-unfiltered".into(),
+            AMQPValue::Boolean(unfiltered),
+        );
+        let mut consumer = ch
+            .basic_consume(
+                "regions".into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await
+            .expect("consume");
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+                .await
+                .expect("a delivery in time")
+                .expect("a delivery")
+                .expect("no error");
+            got.push(String::from_utf8(d.data.clone()).unwrap());
+            d.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+        assert_eq!(got, expected, "{tag}");
+    }
+}
