@@ -50,6 +50,23 @@ impl<S: LogStore> Broker<S> {
             if existing.options == options {
                 return Ok(Declared::Existed);
             }
+            // More partitions, nothing else changed: the stream grows.
+            let grows = StreamOptions {
+                partitions: existing.options.partitions,
+                ..options.clone()
+            } == existing.options
+                && options.partitions > existing.options.partitions;
+            if grows {
+                let grown = self.grow_stream(name, &existing, &options).await?;
+                crate::locks::write(&self.inner.streams).insert(name.to_owned(), Arc::new(grown));
+                existing.appended.notify_waiters();
+                tracing::info!(
+                    stream = name,
+                    partitions = options.partitions,
+                    "grew stream"
+                );
+                return Ok(Declared::Existed);
+            }
             return Err(BrokerError::Conflict {
                 kind: Kind::Stream,
                 name: name.to_owned(),

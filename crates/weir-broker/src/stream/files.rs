@@ -50,6 +50,43 @@ impl<S: LogStore> Broker<S> {
         }
     }
 
+    /// Adds partitions to a stream up to `options.partitions` (its other options as
+    /// they are): writes the new options, opens the new logs, and puts the grown
+    /// stream in place of the old (which readers holding it finish with).
+    pub(super) async fn grow_stream(
+        &self,
+        name: &str,
+        old: &StreamRef<S::Log>,
+        options: &StreamOptions,
+    ) -> Result<StreamRef<S::Log>> {
+        let json =
+            serde_json::to_vec_pretty(options).map_err(|e| BrokerError::internal(e.to_string()))?;
+        let config = partition_config(&self.inner.config.log, options);
+        let mut partitions = old.partitions.clone();
+        for p in old.options.partitions..options.partitions {
+            let path = old.dir.join(format!("p{p}"));
+            let store = self.inner.store.clone();
+            let config = config.clone();
+            let (log, _) = tokio::task::spawn_blocking(move || store.open(&path, config))
+                .await
+                .map_err(|e| BrokerError::internal(format!("growing stream '{name}': {e}")))?
+                .map_err(|source| BrokerError::storage(name.to_owned(), source))?;
+            partitions.push(log);
+        }
+        // The logs exist before the options name them: a crash in between leaves
+        // empty logs that the next growth reuses.
+        let path = old.dir.join("stream.json");
+        write_durably(&path, &json).map_err(|e| io_error("write", &path, e))?;
+        Ok(StreamRef {
+            options: options.clone(),
+            dir: old.dir.clone(),
+            partitions,
+            round_robin: AtomicU64::new(0),
+            groups: old.groups.clone(),
+            appended: old.appended.clone(),
+        })
+    }
+
     /// Opens (or creates) the partitions' logs of the stream in `dir`.
     pub(super) async fn open_partitions(
         &self,
@@ -81,8 +118,8 @@ impl<S: LogStore> Broker<S> {
             dir: dir.to_owned(),
             partitions,
             round_robin: AtomicU64::new(0),
-            groups: super::group_log::GroupStore::open(log).await?,
-            appended: tokio::sync::Notify::new(),
+            groups: std::sync::Arc::new(super::group_log::GroupStore::open(log).await?),
+            appended: std::sync::Arc::new(tokio::sync::Notify::new()),
         })
     }
 

@@ -199,9 +199,9 @@ pub(crate) struct StreamRef<L> {
     /// The next partition of an unkeyed record.
     pub(crate) round_robin: AtomicU64,
     /// Its consumer groups.
-    pub(crate) groups: group_log::GroupStore<L>,
+    pub(crate) groups: std::sync::Arc<group_log::GroupStore<L>>,
     /// Woken at each append: consumer-group polls waiting for records.
-    pub(crate) appended: tokio::sync::Notify,
+    pub(crate) appended: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The partition of a keyed record: Kafka's default partitioner,

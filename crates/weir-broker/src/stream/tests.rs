@@ -261,3 +261,59 @@ async fn retention_removes_old_segments_and_clamps_readers_to_the_first_record()
         "a reader below the first is clamped"
     );
 }
+
+#[tokio::test]
+async fn partitions_grow_and_never_shrink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let broker = open(dir.path()).await;
+        broker
+            .declare_stream("g", StreamOptions::default())
+            .await
+            .expect("declare");
+        broker
+            .append("g", vec![record(None, "before")])
+            .await
+            .expect("append");
+        let three = StreamOptions {
+            partitions: 3,
+            ..StreamOptions::default()
+        };
+        assert_eq!(
+            broker
+                .declare_stream("g", three.clone())
+                .await
+                .expect("grow"),
+            Declared::Existed
+        );
+        assert_eq!(
+            broker.stream_info("g").expect("info").partition_stats.len(),
+            3
+        );
+        let placed = broker
+            .append(
+                "g",
+                (0..3).map(|i| record(None, &format!("u{i}"))).collect(),
+            )
+            .await
+            .expect("append");
+        assert_eq!(
+            placed.iter().map(|p| p.partition).collect::<Vec<_>>(),
+            [0, 1, 2],
+            "the new partitions take records"
+        );
+        assert!(matches!(
+            broker.declare_stream("g", StreamOptions::default()).await,
+            Err(BrokerError::Conflict { .. })
+        ));
+        broker.shutdown().await;
+    }
+    let broker = open(dir.path()).await;
+    let info = broker.stream_info("g").expect("info");
+    assert_eq!(info.options.partitions, 3);
+    let read = broker
+        .read_stream("g", 0, ReadFrom::First, 10, 0)
+        .await
+        .expect("read");
+    assert_eq!(bodies(&read), ["before", "u0"]);
+}
