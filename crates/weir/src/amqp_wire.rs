@@ -295,8 +295,24 @@ impl Client {
         self.reader.method().await
     }
 
-    /// Declares a durable queue and purges it.
-    pub async fn prepare_queue(&mut self, queue: &str) -> anyhow::Result<()> {
+    /// Declares a durable queue and purges it; a stream (`x-queue-type=stream`,
+    /// which cannot be purged) is deleted and declared anew.
+    pub async fn prepare_queue(&mut self, queue: &str, stream: bool) -> anyhow::Result<()> {
+        let mut arguments = FieldTable::default();
+        if stream {
+            self.call(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
+                queue: queue.into(),
+                if_unused: false,
+                if_empty: false,
+                nowait: false,
+            })))
+            .await
+            .context("deleting the stream")?;
+            arguments.insert(
+                "x-queue-type".into(),
+                amq_protocol::types::AMQPValue::LongString("stream".into()),
+            );
+        }
         self.call(AMQPClass::Queue(queue::AMQPMethod::Declare(
             queue::Declare {
                 queue: queue.into(),
@@ -305,11 +321,14 @@ impl Client {
                 exclusive: false,
                 auto_delete: false,
                 nowait: false,
-                arguments: FieldTable::default(),
+                arguments,
             },
         )))
         .await
         .context("declaring the queue")?;
+        if stream {
+            return Ok(());
+        }
         self.call(AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
             queue: queue.into(),
             nowait: false,
@@ -327,8 +346,21 @@ impl Client {
         Ok(())
     }
 
-    /// `basic.qos` then `basic.consume` (acks expected).
-    pub async fn consume(&mut self, queue: &str, prefetch: u16) -> anyhow::Result<()> {
+    /// `basic.qos` then `basic.consume` (acks expected); a stream is read from its
+    /// first record.
+    pub async fn consume(
+        &mut self,
+        queue: &str,
+        prefetch: u16,
+        stream: bool,
+    ) -> anyhow::Result<()> {
+        let mut arguments = FieldTable::default();
+        if stream {
+            arguments.insert(
+                "x-stream-offset".into(),
+                amq_protocol::types::AMQPValue::LongString("first".into()),
+            );
+        }
         self.call(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
             prefetch_count: prefetch,
             global: false,
@@ -342,7 +374,7 @@ impl Client {
                 no_ack: false,
                 exclusive: false,
                 nowait: false,
-                arguments: FieldTable::default(),
+                arguments,
             },
         )))
         .await?;

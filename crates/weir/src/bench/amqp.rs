@@ -38,6 +38,10 @@ const DRAIN_IDLE: Duration = Duration::from_secs(10);
 
 /// Arguments of `weir bench amqp`.
 #[derive(clap::Args, Debug)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
 pub struct AmqpArgs {
     /// The broker's AMQP URL.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
@@ -77,6 +81,10 @@ pub struct AmqpArgs {
     /// Consumer prefetch (basic.qos).
     #[arg(long, default_value_t = 1000)]
     prefetch: u16,
+    /// Use a stream (`x-queue-type=stream`, deleted and declared anew, read from
+    /// its first record) instead of a queue, on both brokers of a `--compare`.
+    #[arg(long)]
+    stream: bool,
     /// Publish at this many messages per second in all (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
@@ -194,7 +202,7 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
     // A drain takes the queues as an earlier run left them.
     if args.producers > 0 {
         for i in 0..args.queues {
-            prepare_queue(url, &args.queue_name(i)).await?;
+            prepare_queue(url, &args.queue_name(i), args.stream).await?;
         }
     }
     let count = match args.duration {
@@ -229,6 +237,7 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
             url.to_owned(),
             args.queue_name(i),
             args.prefetch,
+            args.stream,
             shared.clone(),
             count,
             ready,
@@ -296,9 +305,9 @@ async fn tick(shared: Arc<Shared>, bar: indicatif::ProgressBar, consuming: bool)
 }
 
 /// Declares the durable queue and empties it.
-async fn prepare_queue(url: &str, queue: &str) -> anyhow::Result<()> {
+async fn prepare_queue(url: &str, queue: &str, stream: bool) -> anyhow::Result<()> {
     let mut setup = Client::connect(url).await?;
-    setup.prepare_queue(queue).await?;
+    setup.prepare_queue(queue, stream).await?;
     setup.close().await;
     Ok(())
 }
@@ -460,12 +469,13 @@ async fn consume(
     url: String,
     queue: String,
     prefetch: u16,
+    stream: bool,
     shared: Arc<Shared>,
     count: u64,
     ready: oneshot::Sender<()>,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut client = Client::connect(&url).await?;
-    client.consume(&queue, prefetch).await?;
+    client.consume(&queue, prefetch, stream).await?;
     let _ = ready.send(());
     let mut latency = histogram();
     let mut acks = BytesMut::with_capacity(64);

@@ -5,13 +5,15 @@
 //! - `http`: producers send batches over the REST API, consumers receive and ack;
 //! - `amqp`: the same workload over AMQP 0-9-1, against weir or RabbitMQ;
 //! - `routing` (`weir bench publish`): fan-out and topic routing through exchanges;
-//! - `connections`: many idle AMQP connections, the broker's memory per connection.
+//! - `connections`: many idle AMQP connections, the broker's memory per connection;
+//! - `stream`: appends to a stream over HTTP, consumer groups, a replay.
 
 mod amqp;
 mod connections;
 mod http;
 mod measure;
 mod routing;
+mod stream;
 mod tally;
 
 use std::process::ExitCode;
@@ -28,6 +30,8 @@ pub enum BenchCommand {
     /// Hold many idle AMQP connections with heartbeats: the broker's memory per
     /// connection.
     Connections(connections::ConnectionsArgs),
+    /// Append to a stream over HTTP (with consumer groups reading), then replay it.
+    Stream(stream::StreamArgs),
 }
 
 /// Runs a benchmark.
@@ -37,5 +41,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Publish(args) => routing::run(args).await,
         BenchCommand::Amqp(args) => amqp::run(args).await,
         BenchCommand::Connections(args) => connections::run(args).await,
+        BenchCommand::Stream(args) => stream::run(args).await,
     }
 }

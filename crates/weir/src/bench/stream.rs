@@ -1,0 +1,255 @@
+//! `weir bench stream`: a stream over the HTTP API. Appenders send batches of
+//! records (durable appends) while, optionally, consumer groups read and commit;
+//! then one reader replays the whole stream from its first record. Reports append
+//! records/s and MB/s, the replay's MB/s, and the broker's CPU per record.
+//!
+//! For the same stream over AMQP, side by side with RabbitMQ's stream queues, use
+//! `weir bench amqp --stream` (docs/benchmarks.md "Streams").
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use super::measure::{process_cpu_seconds, round};
+use crate::client::ServerArgs;
+
+/// Arguments of `weir bench stream`.
+#[derive(clap::Args, Debug)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The stream (deleted and created anew; default `bench-stream-<pid>`).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Its partitions.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Concurrent appenders.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    producers: u32,
+    /// Records per append request.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    batch: u32,
+    /// Record body size in bytes.
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    size: usize,
+    /// Records to append in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Consumer groups reading (each with one member, committing) while the
+    /// appenders run.
+    #[arg(long, default_value_t = 0)]
+    groups: u32,
+    /// Skip the replay from the first record.
+    #[arg(long)]
+    no_replay: bool,
+    /// The broker's process id: report its CPU time per record.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The HTTP side of the run: a client with the login and the stream's base URL.
+#[derive(Clone)]
+struct Target {
+    http: reqwest::Client,
+    base: String,
+    user: String,
+    password: String,
+}
+
+impl Target {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(&self.user, Some(&self.password));
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let answer = request.send().await.context("request")?;
+        let status = answer.status();
+        let text = answer.text().await.context("answer")?;
+        anyhow::ensure!(
+            status.is_success() || status.as_u16() == 404,
+            "{status}: {text}"
+        );
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// Runs the benchmark.
+#[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
+pub async fn run(args: StreamArgs) -> anyhow::Result<ExitCode> {
+    let name = args
+        .stream
+        .clone()
+        .unwrap_or_else(|| format!("bench-stream-{}", std::process::id()));
+    let vhost = args.server.vhost.as_deref().unwrap_or("/");
+    let scope = if vhost == "/" {
+        String::new()
+    } else {
+        format!("/vhosts/{}", urlencode(vhost))
+    };
+    let target = Target {
+        http: reqwest::Client::new(),
+        base: format!(
+            "{}/api{scope}/streams/{}",
+            args.server.server.trim_end_matches('/'),
+            urlencode(&name)
+        ),
+        user: args.server.user.clone(),
+        password: args.server.password.clone(),
+    };
+    target.send(reqwest::Method::DELETE, "", None).await?;
+    let options = json!({"partitions": args.partitions}).to_string();
+    target.send(reqwest::Method::PUT, "", Some(options)).await?;
+    let body = "x".repeat(args.size);
+    let batch =
+        json!({"messages": (0..args.batch).map(|_| json!({"body": body})).collect::<Vec<_>>()})
+            .to_string();
+    let requests = args.count.div_ceil(u64::from(args.batch));
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let read_by_groups = Arc::new(AtomicU64::new(0));
+    let mut readers = JoinSet::new();
+    for g in 0..args.groups {
+        let (target, stop, read) = (target.clone(), stop.clone(), read_by_groups.clone());
+        readers.spawn(async move { group_reader(target, g, stop, read).await });
+    }
+    let cpu_before = args.pid.map(process_cpu_seconds).transpose()?;
+    let started = Instant::now();
+    let mut appenders = JoinSet::new();
+    for _ in 0..args.producers {
+        let (target, next, batch) = (target.clone(), next.clone(), batch.clone());
+        appenders.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                target
+                    .send(reqwest::Method::POST, "/messages", Some(batch.clone()))
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = appenders.join_next().await {
+        done??;
+    }
+    let append_s = started.elapsed().as_secs_f64();
+    let cpu_after = args.pid.map(process_cpu_seconds).transpose()?;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = readers.join_next().await {
+        done??;
+    }
+    let appended = requests * u64::from(args.batch);
+    let mut report = json!({
+        "records": appended,
+        "append_records_per_sec": round(appended as f64 / append_s, 0),
+        "append_mb_per_sec": round((appended * args.size as u64) as f64 / append_s / 1e6, 1),
+        "read_by_groups": read_by_groups.load(Ordering::Relaxed),
+    });
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        report["broker_cpu_us_per_record"] =
+            json!(round((after - before) * 1e6 / appended as f64, 2));
+    }
+    if !args.no_replay {
+        let (records, bytes, seconds) = replay(&target, args.partitions).await?;
+        anyhow::ensure!(
+            records == appended,
+            "replayed {records} of {appended} records"
+        );
+        report["replay_mb_per_sec"] = json!(round(bytes as f64 / seconds / 1e6, 1));
+        report["replay_records_per_sec"] = json!(round(records as f64 / seconds, 0));
+    }
+    target.send(reqwest::Method::DELETE, "", None).await?;
+    if args.json {
+        println!("{report}");
+    } else {
+        for (key, value) in report.as_object().into_iter().flatten() {
+            println!("{key:<28} {value}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One group with one member: polls (and commits what it read) until stopped.
+async fn group_reader(
+    target: Target,
+    g: u32,
+    stop: Arc<AtomicBool>,
+    read: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let group = format!("/groups/bench-{g}");
+    target
+        .send(
+            reqwest::Method::PUT,
+            &group,
+            Some(json!({"start": "first"}).to_string()),
+        )
+        .await?;
+    while !stop.load(Ordering::Relaxed) {
+        let poll = json!({"member": "m", "max": 1000, "wait_ms": 200}).to_string();
+        let polled = target
+            .send(reqwest::Method::POST, &format!("{group}/poll"), Some(poll))
+            .await?;
+        let mut offsets = serde_json::Map::new();
+        for m in polled["messages"].as_array().into_iter().flatten() {
+            let p = m["partition"].as_u64().unwrap_or(0).to_string();
+            offsets.insert(p, json!(m["offset"].as_u64().unwrap_or(0) + 1));
+            read.fetch_add(1, Ordering::Relaxed);
+        }
+        if !offsets.is_empty() {
+            let commit = json!({"member": "m", "offsets": offsets}).to_string();
+            target
+                .send(
+                    reqwest::Method::POST,
+                    &format!("{group}/commit"),
+                    Some(commit),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads every partition from its first record: (records, body bytes, seconds).
+async fn replay(target: &Target, partitions: u32) -> anyhow::Result<(u64, u64, f64)> {
+    let started = Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    for p in 0..partitions {
+        let mut from = 0u64;
+        loop {
+            let path = format!("/messages?partition={p}&from={from}&max=10000");
+            let read = target.send(reqwest::Method::GET, &path, None).await?;
+            let got = read["messages"].as_array().map_or(&[][..], Vec::as_slice);
+            if got.is_empty() {
+                break;
+            }
+            records += got.len() as u64;
+            bytes += got
+                .iter()
+                .map(|m| m["body"].as_str().map_or(0, str::len) as u64)
+                .sum::<u64>();
+            from = read["next"].as_u64().unwrap_or(from);
+        }
+    }
+    Ok((records, bytes, started.elapsed().as_secs_f64()))
+}
+
+/// `text` as one path segment.
+fn urlencode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
