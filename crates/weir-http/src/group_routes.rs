@@ -74,6 +74,14 @@ pub(crate) struct PollIn {
     wait_ms: Option<u64>,
 }
 
+/// A poll's answer, serialized straight to the response.
+#[derive(serde::Serialize)]
+struct PollOut<'a> {
+    generation: u64,
+    partitions: &'a [u32],
+    messages: Vec<RecordOut<'a>>,
+}
+
 /// Joins or heartbeats and answers records from the member's partitions; a long
 /// poll takes one of `[http] max_long_polls`, as a queue's receive does.
 pub(crate) async fn poll(
@@ -113,15 +121,16 @@ pub(crate) async fn poll(
         )
         .retry_after(LONG_POLL_RETRY_AFTER_S));
     }
-    let records: Vec<RecordOut<'_>> = polled.records.iter().map(RecordOut::of).collect();
-    ok(
+    let messages: Vec<RecordOut<'_>> = polled.records.iter().map(RecordOut::of).collect();
+    Ok((
         StatusCode::OK,
-        json!({
-            "generation": polled.generation,
-            "partitions": polled.partitions,
-            "messages": records,
+        axum::Json(PollOut {
+            generation: polled.generation,
+            partitions: &polled.partitions,
+            messages,
         }),
     )
+        .into_response())
 }
 
 #[derive(Deserialize)]

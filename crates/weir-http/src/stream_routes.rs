@@ -153,7 +153,9 @@ pub(crate) struct ReadQuery {
     wait_ms: Option<u64>,
 }
 
-/// A record as read: text bodies and keys as text, others in base64.
+/// A record as read: text bodies and keys as text, others in base64. Serialized
+/// straight to the answer (no `serde_json::Value` per record: building one was the
+/// larger part of a read's cost).
 #[derive(Serialize)]
 pub(crate) struct RecordOut<'a> {
     partition: u32,
@@ -163,11 +165,40 @@ pub(crate) struct RecordOut<'a> {
     key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_base64: Option<String>,
-    headers: BTreeMap<&'a str, String>,
+    headers: HeadersOut<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body_base64: Option<String>,
+}
+
+/// A record's headers as a JSON object of strings, written as they are read; an
+/// AMQP publish's description ([`PROPERTIES_HEADER`]) stays for AMQP readers.
+pub(crate) struct HeadersOut<'a>(&'a BTreeMap<String, Bytes>);
+
+impl Serialize for HeadersOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let shown = self
+            .0
+            .iter()
+            .filter(|(k, _)| k.as_str() != PROPERTIES_HEADER);
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in shown {
+            match std::str::from_utf8(v) {
+                Ok(text) => map.serialize_entry(k, text)?,
+                Err(_) => map.serialize_entry(k, &String::from_utf8_lossy(v))?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// The answer of a read: the records and where to read on.
+#[derive(Serialize)]
+struct ReadOut<'a> {
+    messages: Vec<RecordOut<'a>>,
+    next: u64,
 }
 
 fn text_or_base64(bytes: &[u8]) -> (Option<&str>, Option<String>) {
@@ -187,13 +218,7 @@ impl<'a> RecordOut<'a> {
             timestamp_ms: r.timestamp_ms,
             key,
             key_base64,
-            // An AMQP publish's description stays for AMQP readers.
-            headers: r
-                .headers
-                .iter()
-                .filter(|(k, _)| k.as_str() != PROPERTIES_HEADER)
-                .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
-                .collect(),
+            headers: HeadersOut(&r.headers),
             body,
             body_base64,
         }
@@ -246,9 +271,13 @@ pub(crate) async fn read(
         )
         .retry_after(LONG_POLL_RETRY_AFTER_S));
     }
-    let records: Vec<RecordOut<'_>> = read.records.iter().map(RecordOut::of).collect();
-    ok(
+    let messages: Vec<RecordOut<'_>> = read.records.iter().map(RecordOut::of).collect();
+    Ok((
         StatusCode::OK,
-        json!({"messages": records, "next": read.next}),
+        axum::Json(ReadOut {
+            messages,
+            next: read.next,
+        }),
     )
+        .into_response())
 }
