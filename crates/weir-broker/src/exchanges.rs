@@ -408,10 +408,10 @@ pub struct QueuedPublish {
 }
 
 /// A queue's answer to a send, to come.
-type SendAnswer = oneshot::Receiver<Result<Vec<SendOutcome>>>;
+pub(crate) type SendAnswer = oneshot::Receiver<Result<Vec<SendOutcome>>>;
 
 /// A queue's (or stream's) name, the positions it got, and its answer to come.
-type PendingSend = (String, Vec<usize>, Result<SendAnswer>);
+pub(crate) type PendingSend = (String, Vec<usize>, Result<SendAnswer>);
 
 /// Answers to come: per queue, its name, the positions it got and its answer.
 enum PendingAnswers {
@@ -520,31 +520,6 @@ impl<S: LogStore> Broker<S> {
             .router()
             .route(exchange, key, headers, |q| self.queue_exists(q))?;
         Ok(routed.queues.into_iter().collect())
-    }
-
-    /// Takes the streams out of `per_queue` (and their copies out of `copies`) and
-    /// appends each its part now.
-    fn publish_to_streams(
-        &self,
-        messages: &[PublishMessage],
-        per_queue: &mut BTreeMap<String, Vec<usize>>,
-        copies: &mut [usize],
-    ) -> Vec<PendingSend> {
-        let names: Vec<String> = per_queue
-            .keys()
-            .filter(|n| self.stream_exists(n))
-            .cloned()
-            .collect();
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            let positions = per_queue.remove(&name).unwrap_or_default();
-            for i in &positions {
-                copies[*i] -= 1;
-            }
-            let answer = self.append_published(&name, messages, &positions);
-            out.push((name, positions, answer));
-        }
-        out
     }
 
     /// Each queue's part as an ordinary send, queued one queue after the other.

@@ -309,6 +309,31 @@ impl<S: LogStore> Broker<S> {
 pub const PROPERTIES_HEADER: &str = "x-weir-properties";
 
 impl<S: LogStore> Broker<S> {
+    /// Takes the streams out of `per_queue` (and their copies out of `copies`) and
+    /// appends each its part now.
+    pub(crate) fn publish_to_streams(
+        &self,
+        messages: &[crate::exchanges::PublishMessage],
+        per_queue: &mut std::collections::BTreeMap<String, Vec<usize>>,
+        copies: &mut [usize],
+    ) -> Vec<crate::exchanges::PendingSend> {
+        let names: Vec<String> = per_queue
+            .keys()
+            .filter(|n| self.stream_exists(n))
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let positions = per_queue.remove(&name).unwrap_or_default();
+            for i in &positions {
+                copies[*i] -= 1;
+            }
+            let answer = self.append_published(&name, messages, &positions);
+            out.push((name, positions, answer));
+        }
+        out
+    }
+
     /// Appends published messages (those at `positions`) to stream `name`, queued
     /// now so publishes keep their order; the answer comes once durable, in the
     /// shape of a queue's answer to a send.
