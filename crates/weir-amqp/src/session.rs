@@ -82,6 +82,8 @@ struct Consumer {
     stop: CancellationToken,
     /// Keeps its queue from expiring (`x-expires`) while it consumes.
     _use: Option<UseGuard>,
+    /// A stream consumer with server-side offset tracking: what it has acked.
+    tracking: Option<stream::Tracking>,
 }
 
 /// `channel.flow` as the channel's consumer tasks see it (the machine decides it).

@@ -165,7 +165,13 @@ impl Session {
 
     /// Acks (`requeue: None`) or nacks deliveries through the channel's worker, so
     /// they take effect before the channel's next ordered method.
-    pub(super) fn settle(&mut self, ch: u16, taken: Vec<(u64, Unacked)>, requeue: Option<bool>) {
+    pub(super) fn settle(
+        &mut self,
+        ch: u16,
+        mut taken: Vec<(u64, Unacked)>,
+        requeue: Option<bool>,
+    ) {
+        self.track_settled(ch, &mut taken, requeue);
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };

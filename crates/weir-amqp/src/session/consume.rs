@@ -68,6 +68,7 @@ impl Session {
                 credit: credit.clone(),
                 stop: stop.clone(),
                 _use: hold,
+                tracking: None,
             },
         );
         if !c.nowait {

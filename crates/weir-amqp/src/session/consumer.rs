@@ -94,7 +94,26 @@ pub(super) enum Source {
     Queue,
     /// A stream (its partition 0): reads from here on; nothing is leased. With a
     /// filter, only the records it takes are delivered.
-    Stream(ReadFrom, Option<StreamFilter>),
+    /// With `tracked`, each delivery's receipt names its consumer tag and offset
+    /// ([`tracking_receipt`]) so that acks move the tracked offset.
+    Stream {
+        from: ReadFrom,
+        filter: Option<StreamFilter>,
+        tracked: Option<String>,
+    },
+}
+
+/// The receipt of a delivery to a consumer with server-side offset tracking:
+/// `NUL "track" NUL tag NUL offset` (no broker receipt starts with NUL).
+pub(super) fn tracking_receipt(tag: &str, offset: u64) -> String {
+    format!("\0track\0{tag}\0{offset}")
+}
+
+/// The consumer tag and offset of a [`tracking_receipt`].
+pub(super) fn parse_tracking(receipt: &str) -> Option<(&str, u64)> {
+    let rest = receipt.strip_prefix("\0track\0")?;
+    let (tag, offset) = rest.rsplit_once('\0')?;
+    Some((tag, offset.parse().ok()?))
 }
 
 /// RabbitMQ's stream filtering (3.13): a consumer's `x-stream-filter` values and
@@ -124,7 +143,11 @@ async fn fetch(
 ) -> Result<Vec<Delivery>, BrokerError> {
     match source {
         Source::Queue => broker.receive(queue, request).await,
-        Source::Stream(from, filter) => {
+        Source::Stream {
+            from,
+            filter,
+            tracked,
+        } => {
             let read = broker
                 .read_stream(queue, 0, *from, request.max, request.wait_ms)
                 .await?;
@@ -133,7 +156,13 @@ async fn fetch(
                 .records
                 .iter()
                 .filter(|r| filter.as_ref().is_none_or(|f| f.takes(r)))
-                .map(|r| crate::message::stream_delivery(r, queue))
+                .map(|r| {
+                    let mut d = crate::message::stream_delivery(r, queue);
+                    if let Some(tag) = tracked {
+                        d.receipt = Some(tracking_receipt(tag, r.offset));
+                    }
+                    d
+                })
                 .collect())
         }
     }

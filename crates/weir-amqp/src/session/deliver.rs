@@ -137,6 +137,20 @@ impl Session {
                 .spawn(async move { requeue(&broker, &queue, &messages).await });
             return;
         };
+        // A tracking stream consumer's run of acks starts at its first delivery.
+        if let Some(first) = messages
+            .first()
+            .and_then(|d| d.receipt.as_deref())
+            .and_then(super::consumer::parse_tracking)
+            .map(|(_, offset)| offset)
+            && let Some(t) = self
+                .channels
+                .get_mut(&ch)
+                .and_then(|c| c.consumers.get_mut(&consumer))
+                .and_then(|k| k.tracking.as_mut())
+        {
+            t.delivered(first);
+        }
         // Held until the socket takes these bytes.
         self.output.hold(bytes);
         let mut auto = Vec::new();

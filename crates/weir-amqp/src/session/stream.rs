@@ -178,6 +178,93 @@ fn filter_of(arguments: &FieldTable) -> Result<Option<StreamFilter>, Exception> 
     }))
 }
 
+/// Whether a consumer asks for server-side offset tracking (`LavinMQ`'s
+/// `x-stream-automatic-offset-tracking`, a boolean or "true").
+fn tracking_of(arguments: &FieldTable) -> Result<bool, Exception> {
+    match arguments.inner().get("x-stream-automatic-offset-tracking") {
+        None => Ok(false),
+        Some(AMQPValue::Boolean(b)) => Ok(*b),
+        Some(v) => match text(v).as_deref() {
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            _ => Err(precondition(format!(
+                "invalid x-stream-automatic-offset-tracking {v:?}"
+            ))),
+        },
+    }
+}
+
+/// What a tracking consumer has acked: the offset after the contiguous run of
+/// acks (what is stored), and acks past a gap.
+#[derive(Debug, Default)]
+pub(super) struct Tracking {
+    next: Option<u64>,
+    ahead: std::collections::BTreeSet<u64>,
+}
+
+impl Tracking {
+    /// The first offset delivered to the consumer starts the run.
+    pub(super) fn delivered(&mut self, first: u64) {
+        self.next.get_or_insert(first);
+    }
+
+    /// Records the ack of `offset`; answers the new contiguous end if it moved.
+    fn acked(&mut self, offset: u64) -> Option<u64> {
+        let next = self.next.as_mut()?;
+        if offset < *next {
+            return None;
+        }
+        self.ahead.insert(offset);
+        let before = *next;
+        while self.ahead.remove(next) {
+            *next += 1;
+        }
+        (*next > before).then_some(*next)
+    }
+}
+
+impl Session {
+    /// Settled deliveries of tracking consumers move their tracked offsets (an ack,
+    /// or a nack or reject without requeue: the record was handled) and are taken
+    /// out of what goes to the broker as acks.
+    pub(super) fn track_settled(
+        &mut self,
+        ch: u16,
+        taken: &mut [(u64, super::Unacked)],
+        requeue: Option<bool>,
+    ) {
+        let mut moved: Vec<(String, String, u64)> = Vec::new();
+        for (_, u) in taken.iter_mut() {
+            let Some((tag, offset)) = super::consumer::parse_tracking(&u.receipt) else {
+                continue;
+            };
+            let (tag, stream) = (tag.to_owned(), u.queue.to_string());
+            u.receipt.clear();
+            if requeue == Some(true) {
+                continue;
+            }
+            let next = self
+                .channels
+                .get_mut(&ch)
+                .and_then(|c| c.consumers.get_mut(&tag))
+                .and_then(|k| k.tracking.as_mut())
+                .and_then(|t| t.acked(offset));
+            if let Some(next) = next {
+                moved.retain(|(s, t, _)| !(*s == stream && *t == tag));
+                moved.push((stream, tag, next));
+            }
+        }
+        for (stream, tag, next) in moved {
+            let broker = self.broker.clone();
+            self.tasks.spawn(async move {
+                if let Err(e) = broker.track_offset(&stream, &tag, next).await {
+                    tracing::debug!(%stream, %tag, error = %e, "storing a tracked stream offset failed");
+                }
+            });
+        }
+    }
+}
+
 /// 540 for what a stream does not do.
 pub(super) fn not_for_streams(what: &str, queue: &str) -> Exception {
     Exception::channel(
@@ -264,8 +351,33 @@ impl Session {
         if c.no_ack {
             return Err(not_for_streams("automatic acknowledgement", &queue));
         }
-        let from = start_of(&c.arguments)?;
+        let mut from = start_of(&c.arguments)?;
         let filter = filter_of(&c.arguments)?;
+        let tracked = tracking_of(&c.arguments)?;
+        if tracked {
+            if c.consumer_tag.as_str().is_empty() {
+                return Err(precondition(
+                    "x-stream-automatic-offset-tracking needs a consumer tag of the \
+                     client's (the tag names the tracked offset)"
+                        .to_owned(),
+                ));
+            }
+            if filter.is_some() {
+                return Err(precondition(
+                    "x-stream-automatic-offset-tracking and x-stream-filter together are \
+                     not supported"
+                        .to_owned(),
+                ));
+            }
+            // Resume where the tag's acks left off, if they did.
+            if let Some(next) = self
+                .broker
+                .tracked_offset(&queue, &tag)
+                .map_err(Exception::from)?
+            {
+                from = ReadFrom::Offset(next);
+            }
+        }
         let stop = self.stop.child_token();
         let channel = self.channel(ch)?;
         let wants = channel.state.consumer_credit(false);
@@ -291,6 +403,7 @@ impl Session {
                 credit: Some(credit.clone()),
                 stop: stop.clone(),
                 _use: None,
+                tracking: tracked.then(Tracking::default),
             },
         );
         if !c.nowait {
@@ -302,6 +415,7 @@ impl Session {
             );
         }
         let generation = self.channel(ch)?.generation;
+        let tracked = tracked.then(|| tag.clone());
         self.tasks.spawn(consume_loop(ConsumerTask {
             broker: self.broker.clone(),
             queue,
@@ -315,7 +429,11 @@ impl Session {
             gates: Gates { flow, active: open },
             events: self.events_tx.clone(),
             lease_ms: self.config.lease_ms(),
-            source: Source::Stream(from, filter),
+            source: Source::Stream {
+                from,
+                filter,
+                tracked,
+            },
         }));
         Ok(())
     }
@@ -358,5 +476,22 @@ mod tests {
         );
         assert!(start_of(&args(AMQPValue::LongInt(-1))).is_err());
         assert!(start_of(&args(AMQPValue::LongString("soon".into()))).is_err());
+    }
+}
+
+#[cfg(test)]
+mod tracking_tests {
+    use super::Tracking;
+
+    #[test]
+    fn the_tracked_offset_moves_over_contiguous_acks_only() {
+        let mut t = Tracking::default();
+        assert_eq!(t.acked(3), None, "nothing delivered yet");
+        t.delivered(3);
+        assert_eq!(t.acked(4), None, "3 is not acked yet");
+        assert_eq!(t.acked(3), Some(5), "3 and 4 are");
+        assert_eq!(t.acked(4), None, "an ack again changes nothing");
+        assert_eq!(t.acked(6), None);
+        assert_eq!(t.acked(5), Some(7));
     }
 }

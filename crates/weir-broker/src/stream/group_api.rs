@@ -255,6 +255,56 @@ impl<S: LogStore> Broker<S> {
     }
 }
 
+/// The group that keeps an AMQP consumer's tracked offset (server-side offset
+/// tracking, `x-stream-automatic-offset-tracking`): one per consumer tag.
+fn tracking_group(tag: &str) -> String {
+    format!("amqp-offset-tracking/{tag}")
+}
+
+impl<S: LogStore> Broker<S> {
+    /// The offset tracked for consumer tag `tag` of `stream` (the next to read), if
+    /// any.
+    ///
+    /// # Errors
+    /// `NotFound` (stream).
+    pub fn tracked_offset(&self, stream: &str, tag: &str) -> Result<Option<u64>> {
+        let s = self.stream(stream)?;
+        let group = tracking_group(tag);
+        Ok(s.groups
+            .with(|g| g.committed(&group).ok())
+            .and_then(|c| c.get(&0).copied()))
+    }
+
+    /// Stores `next` as the offset tracked for consumer tag `tag` of `stream`
+    /// (never moving it back); answers once durable.
+    ///
+    /// # Errors
+    /// `NotFound` (stream), storage.
+    pub async fn track_offset(&self, stream: &str, tag: &str, next: u64) -> Result<()> {
+        let s = self.stream(stream)?;
+        let group = tracking_group(tag);
+        if s.groups.with(|g| g.config(&group).is_none()) {
+            s.groups
+                .change(|_| {
+                    Ok(Change::Config {
+                        group: group.clone(),
+                        config: GroupConfig::default(),
+                    })
+                })
+                .await?;
+        }
+        s.groups
+            .change(|g| {
+                let current = g.committed(&group)?.get(&0).copied().unwrap_or(0);
+                Ok(Change::Commit {
+                    group: group.clone(),
+                    offsets: BTreeMap::from([(0, next.max(current))]),
+                })
+            })
+            .await
+    }
+}
+
 fn not_found(group: &str) -> BrokerError {
     BrokerError::NotFound {
         kind: Kind::Group,

@@ -150,6 +150,21 @@ impl<S: LogStore> Vhost<S> {
             .map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::tracked_offset`](crate::Broker::tracked_offset).
+    pub fn tracked_offset(&self, stream: &str, tag: &str) -> Result<Option<u64>> {
+        let full = self.full(stream)?;
+        self.broker
+            .tracked_offset(&full, tag)
+            .map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::track_offset`](crate::Broker::track_offset).
+    pub async fn track_offset(&self, stream: &str, tag: &str, next: u64) -> Result<()> {
+        let full = self.full(stream)?;
+        let tracked = self.broker.track_offset(&full, tag, next).await;
+        tracked.map_err(|e| self.out_error(e))
+    }
+
     /// [`Broker::reset_group`](crate::Broker::reset_group).
     pub async fn reset_group(
         &self,

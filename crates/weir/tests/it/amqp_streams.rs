@@ -201,3 +201,102 @@ async fn stream_filtering_delivers_the_records_asked_for() {
         assert_eq!(got, expected, "{tag}");
     }
 }
+
+/// Consumes `n` deliveries with offset tracking under consumer tag `tag`, acking
+/// each; answers their offsets.
+async fn consume_tracked(broker: &Broker, tag: &str, n: usize) -> Vec<i64> {
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(5, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    args.insert(
+        "x-stream-automatic-offset-tracking".into(),
+        AMQPValue::Boolean(true),
+    );
+    let mut consumer = ch
+        .basic_consume(
+            "tracked".into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .expect("consume");
+    let mut offsets = Vec::new();
+    while offsets.len() < n {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("a delivery")
+            .expect("no error");
+        let headers = d.properties.headers().clone().expect("headers");
+        match headers.inner().get("x-stream-offset") {
+            Some(AMQPValue::LongLongInt(o)) => offsets.push(*o),
+            other => panic!("no offset: {other:?}"),
+        }
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    // The tracked offset is stored after the acks (off the connection's path):
+    // wait until it shows, as the next consumer would see it.
+    let want = offsets.last().map_or(0, |o| o + 1);
+    let path = format!("/api/streams/tracked/groups/amqp-offset-tracking%2F{tag}");
+    for _ in 0..200 {
+        let (_, group) = http(broker, "GET", &path, None).await;
+        if group["partitions"][0]["committed"].as_i64() == Some(want) {
+            return offsets;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the tracked offset of {tag} never reached {want}");
+}
+
+#[tokio::test]
+async fn a_tracking_consumer_resumes_after_its_acks_also_after_kill_9() {
+    let mut broker = Broker::start().await.expect("broker starts");
+    let (s, _) = http(&broker, "PUT", "/api/streams/tracked", Some(json!({}))).await;
+    assert_eq!(s, 201);
+    let batch: Vec<Value> = (0..10).map(|i| json!({"body": format!("t{i}")})).collect();
+    let (s, _) = http(
+        &broker,
+        "POST",
+        "/api/streams/tracked/messages",
+        Some(json!({"messages": batch})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(consume_tracked(&broker, "billing", 4).await, [0, 1, 2, 3]);
+    assert_eq!(
+        consume_tracked(&broker, "billing", 2).await,
+        [4, 5],
+        "resumes after the acks"
+    );
+    assert_eq!(
+        consume_tracked(&broker, "other", 1).await,
+        [0],
+        "each tag has its own"
+    );
+    broker.kill9().await.expect("kill -9");
+    broker.restart().await.expect("restart");
+    assert_eq!(
+        consume_tracked(&broker, "billing", 1).await,
+        [6],
+        "kept across kill -9"
+    );
+    let (_, groups) = http(&broker, "GET", "/api/streams/tracked/groups", None).await;
+    let names: Vec<&str> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"amqp-offset-tracking/billing"), "{names:?}");
+}
