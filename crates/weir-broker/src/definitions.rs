@@ -24,6 +24,7 @@ use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::queue_arguments::{ArgValue, apply_queue_argument, rabbitmq_arguments};
 use crate::routing::{Binding, DestinationType, ExchangeOptions, ExchangeType, is_built_in};
+use crate::stream::{StreamOptions, interval_ms};
 use crate::vhost::Vhost;
 use weir_log::LogStore;
 
@@ -85,6 +86,10 @@ pub struct QueueDef {
     /// weir's own options (a weir export); they win over `arguments`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<QueueOptions>,
+    /// A stream's options (a weir export of a stream); `x-queue-type: stream` in
+    /// `arguments` (a RabbitMQ export) also makes the queue a stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamOptions>,
 }
 
 /// An exchange.
@@ -187,6 +192,39 @@ fn text_of(v: &Value) -> String {
 }
 
 impl QueueDef {
+    /// The stream this queue is, if it is one.
+    fn stream_options(&self) -> Result<Option<StreamOptions>> {
+        let bad = |what: &str| invalid("queues", format!("stream '{}': {what}", self.name));
+        let options = if let Some(options) = &self.stream {
+            options.clone()
+        } else if self.arguments.get("x-queue-type").and_then(Value::as_str) == Some("stream") {
+            let max_age_ms = match self.arguments.get("x-max-age") {
+                None => None,
+                Some(v) => Some(
+                    v.as_str()
+                        .and_then(interval_ms)
+                        .ok_or_else(|| bad("x-max-age is not like 7D, 12h, 30m or 10s"))?,
+                ),
+            };
+            let max_bytes = match self.arguments.get("x-max-length-bytes") {
+                None => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .ok_or_else(|| bad("x-max-length-bytes is not a byte count"))?,
+                ),
+            };
+            StreamOptions {
+                max_age_ms,
+                max_bytes,
+                ..StreamOptions::default()
+            }
+        } else {
+            return Ok(None);
+        };
+        options.validate()?;
+        Ok(Some(options))
+    }
+
     fn options(&self) -> Result<QueueOptions> {
         let mut options = if let Some(options) = &self.options {
             options.clone()
@@ -269,7 +307,11 @@ impl<S: LogStore> Broker<S> {
             .iter()
             .map(|q| {
                 known_vhost(&known, "queue", &q.name, &q.vhost)?;
-                Ok((q.vhost.clone(), q.name.clone(), q.options()?))
+                let kind = match q.stream_options()? {
+                    Some(stream) => Err(stream),
+                    None => Ok(q.options()?),
+                };
+                Ok((q.vhost.clone(), q.name.clone(), kind))
             })
             .collect::<Result<Vec<_>>>()?;
         let exchanges = defs
@@ -300,17 +342,7 @@ impl<S: LogStore> Broker<S> {
                 Ok((b.vhost.clone(), binding))
             })
             .collect::<Result<Vec<_>>>()?;
-        for (key, value) in &defs.other {
-            let empty = match value {
-                Value::Array(a) => a.is_empty(),
-                Value::Object(o) => o.is_empty(),
-                Value::Null => true,
-                _ => METADATA.contains(&key.as_str()),
-            };
-            if !empty {
-                report.not_imported.push(key.clone());
-            }
-        }
+        report.not_imported = not_imported(&defs.other);
 
         let access_defs = Definitions {
             users: defs.users,
@@ -336,8 +368,14 @@ impl<S: LogStore> Broker<S> {
                 Declared::Existed => report.existed += 1,
             }
         }
-        for (vhost, name, options) in queues {
-            match self.vhost(&vhost)?.declare(&name, options).await? {
+        // Queues and streams (a stream is `Err(its options)`), before the bindings.
+        for (vhost, name, kind) in queues {
+            let view = self.vhost(&vhost)?;
+            let declared = match kind {
+                Ok(options) => view.declare(&name, options).await?,
+                Err(stream) => view.declare_stream(&name, stream).await?,
+            };
+            match declared {
                 Declared::Created => report.queues_created += 1,
                 Declared::Existed => report.existed += 1,
             }
@@ -373,9 +411,33 @@ async fn export_vhost<S: LogStore>(view: &Vhost<S>, out: &mut BrokerDefinitions)
                 auto_delete: q.options.auto_delete,
                 vhost: vhost.clone(),
                 options: Some(q.options),
+                stream: None,
                 name: q.name,
             }),
     );
+    // Streams, as RabbitMQ exports its stream queues (and weir's own options).
+    out.queues.extend(view.streams().into_iter().map(|s| {
+        let mut arguments = Map::new();
+        arguments.insert("x-queue-type".into(), Value::String("stream".into()));
+        if let Some(ms) = s.options.max_age_ms {
+            arguments.insert(
+                "x-max-age".into(),
+                Value::String(format!("{}s", ms.div_ceil(1000))),
+            );
+        }
+        if let Some(bytes) = s.options.max_bytes {
+            arguments.insert("x-max-length-bytes".into(), Value::from(bytes));
+        }
+        QueueDef {
+            name: s.name,
+            vhost: vhost.clone(),
+            durable: true,
+            auto_delete: false,
+            arguments,
+            options: None,
+            stream: Some(s.options),
+        }
+    }));
     out.exchanges.extend(
         view.exchanges()
             .into_iter()
@@ -415,4 +477,19 @@ async fn export_vhost<S: LogStore>(view: &Vhost<S>, out: &mut BrokerDefinitions)
                     .collect(),
             }),
     );
+}
+
+/// What the document has that weir does not build (RabbitMQ's `policies`,
+/// `parameters`...): the keys of its non-empty sections.
+fn not_imported(other: &BTreeMap<String, Value>) -> Vec<String> {
+    other
+        .iter()
+        .filter(|(key, value)| match value {
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            Value::Null => false,
+            _ => !METADATA.contains(&key.as_str()),
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
 }

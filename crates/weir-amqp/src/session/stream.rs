@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use weir_broker::BrokerError;
 use weir_broker::Declared;
 use weir_broker::access::Operation;
-use weir_broker::stream::{ReadFrom, StreamOptions};
+use weir_broker::stream::{ReadFrom, StreamOptions, interval_ms};
 
 use super::consumer::{ConsumerTask, Gates, Source, StreamFilter, consume_loop};
 use super::{Consumer, Session};
@@ -56,23 +56,6 @@ fn integer(v: &AMQPValue) -> Option<i64> {
 
 fn precondition(text: String) -> Exception {
     Exception::channel(PRECONDITION_FAILED, text)
-}
-
-/// `7D`, `12h`, `30m`, `10s` (also `Y` years and `M` months), as RabbitMQ's
-/// `x-max-age`, in ms.
-fn interval_ms(text: &str) -> Option<u64> {
-    let unit = text.chars().last()?;
-    let n: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
-    let seconds = match unit {
-        'Y' => 365 * 86_400,
-        'M' => 30 * 86_400,
-        'D' => 86_400,
-        'h' => 3600,
-        'm' => 60,
-        's' => 1,
-        _ => return None,
-    };
-    n.checked_mul(seconds)?.checked_mul(1000)
 }
 
 fn stream_options(name: &str, d: &queue::Declare) -> Result<StreamOptions, Exception> {

@@ -204,6 +204,23 @@ pub(crate) struct StreamRef<L> {
     pub(crate) appended: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// `7D`, `12h`, `30m`, `10s` (also `Y` years and `M` months), as RabbitMQ's
+/// `x-max-age`, in ms.
+pub fn interval_ms(text: &str) -> Option<u64> {
+    let unit = text.chars().last()?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    let seconds = match unit {
+        'Y' => 365 * 86_400,
+        'M' => 30 * 86_400,
+        'D' => 86_400,
+        'h' => 3600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    n.checked_mul(seconds)?.checked_mul(1000)
+}
+
 /// The partition of a keyed record: Kafka's default partitioner,
 /// `toPositive(murmur2(key)) % partitions`, so a Kafka front end and Kafka's own
 /// clients agree on where a key lives.

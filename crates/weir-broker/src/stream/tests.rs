@@ -317,3 +317,45 @@ async fn partitions_grow_and_never_shrink() {
         .expect("read");
     assert_eq!(bodies(&read), ["before", "u0"]);
 }
+
+#[tokio::test]
+async fn streams_go_through_definitions_and_rabbitmq_stream_queues_import() {
+    let (source_dir, target_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source = open(source_dir.path()).await;
+    let options = StreamOptions {
+        partitions: 2,
+        max_age_ms: Some(7 * 86_400_000),
+        ..StreamOptions::default()
+    };
+    source
+        .declare_stream("events", options.clone())
+        .await
+        .expect("stream");
+    let exported = source.export_definitions().await;
+    let def = exported
+        .queues
+        .iter()
+        .find(|q| q.name == "events")
+        .expect("exported");
+    assert_eq!(def.arguments["x-queue-type"], "stream");
+    assert_eq!(def.arguments["x-max-age"], "604800s");
+    let target = open(target_dir.path()).await;
+    target.import_definitions(exported).await.expect("import");
+    assert_eq!(
+        target.stream_info("events").expect("imported").options,
+        options
+    );
+    // A RabbitMQ 3.x export of a stream queue.
+    let rabbit: crate::definitions::BrokerDefinitions = serde_json::from_value(serde_json::json!({
+        "queues": [{"name": "audit", "vhost": "/", "durable": true, "auto_delete": false,
+                    "arguments": {"x-queue-type": "stream", "x-max-age": "12h",
+                                  "x-max-length-bytes": 1_000_000_000}}]
+    }))
+    .expect("parses");
+    target.import_definitions(rabbit).await.expect("import");
+    let audit = target.stream_info("audit").expect("a stream").options;
+    assert_eq!(
+        (audit.max_age_ms, audit.max_bytes),
+        (Some(43_200_000), Some(1_000_000_000))
+    );
+}
