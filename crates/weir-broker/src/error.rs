@@ -60,6 +60,8 @@ pub enum Limit {
     Bindings,
     /// Live members of one consumer group.
     Members,
+    /// Consumer groups of one stream.
+    Groups,
 }
 
 impl Limit {
@@ -79,6 +81,7 @@ impl fmt::Display for Limit {
             Limit::Exchanges => "exchange count",
             Limit::Bindings => "binding count",
             Limit::Members => "consumer group members",
+            Limit::Groups => "consumer groups per stream",
         })
     }
 }

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 
 use weir_log::{Header, LogStore, MessageLog, NewRecord};
 
-use super::read::{read_partition, start_offset};
+use super::read::{MAX_READ_BYTES, check_read, read_partition, start_offset};
 use super::{
-    MAX_READ_RECORDS, PartitionInfo, Placed, ReadFrom, StreamInfo, StreamOptions, StreamRead,
-    StreamRecordIn, StreamRef, partition_for,
+    PartitionInfo, Placed, ReadFrom, StreamInfo, StreamOptions, StreamRead, StreamRecordIn,
+    StreamRef, partition_for,
 };
 use crate::api::{Declared, validate_name};
 use crate::broker::{Broker, closing};
@@ -285,21 +285,9 @@ impl<S: LogStore> Broker<S> {
                 ),
             ));
         };
-        if max == 0 || max > MAX_READ_RECORDS {
-            return Err(BrokerError::invalid(
-                "max",
-                format!("{max} is outside 1..={MAX_READ_RECORDS}"),
-            ));
-        }
-        let max_wait = self.inner.config.limits.max_wait_ms;
-        if wait_ms > max_wait {
-            return Err(BrokerError::invalid(
-                "wait_ms",
-                format!("{wait_ms} is over the limit of {max_wait}"),
-            ));
-        }
+        check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
         let start = start_offset(log, from).await?;
-        read_partition(log, partition, start, max, wait_ms).await
+        read_partition(log, partition, start, max, MAX_READ_BYTES, wait_ms).await
     }
 }
 

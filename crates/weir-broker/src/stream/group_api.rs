@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use weir_log::{LogStore, MessageLog, Offset, ReadLimits};
 
 use super::groups::{Change, GroupConfig, GroupInfo};
-use super::read::{read_partition, start_offset};
-use super::{MAX_READ_RECORDS, ReadFrom, StreamRecord, StreamRef};
+use super::read::{MAX_READ_BYTES, check_read, read_partition, start_offset};
+use super::{ReadFrom, StreamRecord, StreamRef};
 use crate::api::{Declared, MAX_NAME_BYTES};
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -64,7 +64,7 @@ impl<S: LogStore> Broker<S> {
                             ),
                         });
                     }
-                    None => {}
+                    None => groups.room_for(group)?,
                 }
                 Ok(Change::Config {
                     group: group.to_owned(),
@@ -136,19 +136,7 @@ impl<S: LogStore> Broker<S> {
         wait_ms: u64,
     ) -> Result<GroupPoll> {
         check_name("member", member)?;
-        if max == 0 || max > MAX_READ_RECORDS {
-            return Err(BrokerError::invalid(
-                "max",
-                format!("{max} is outside 1..={MAX_READ_RECORDS}"),
-            ));
-        }
-        let max_wait = self.inner.config.limits.max_wait_ms;
-        if wait_ms > max_wait {
-            return Err(BrokerError::invalid(
-                "wait_ms",
-                format!("{wait_ms} is over the limit of {max_wait}"),
-            ));
-        }
+        check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
         let s = self.stream(stream)?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
@@ -285,7 +273,8 @@ impl<S: LogStore> Broker<S> {
         let group = tracking_group(tag);
         if s.groups.with(|g| g.config(&group).is_none()) {
             s.groups
-                .change(|_| {
+                .change(|g| {
+                    g.room_for(&group)?;
                     Ok(Change::Config {
                         group: group.clone(),
                         config: GroupConfig::default(),
@@ -327,20 +316,25 @@ async fn poll_once<L: MessageLog + Clone>(
     })?;
     let start = start.ok_or_else(|| not_found(group))??;
     let mut records = Vec::new();
+    // One poll answers at most `max` records and about MAX_READ_BYTES in all, however
+    // many partitions the member owns.
     let mut left = max;
+    let mut bytes_left = MAX_READ_BYTES;
     for (p, position) in &assignment.positions {
         let log = &s.partitions[*p as usize];
         let from = match position {
             Some(o) if *o >= log.first_offset().0 => *o,
             _ => start_offset(log, start).await?,
         };
-        if left == 0 {
+        if left == 0 || bytes_left == 0 {
             // Pin where it starts, so `next` and `last` do not move with the end.
             s.groups.with(|g| g.advance(group, member, *p, from));
             continue;
         }
-        let read = read_partition(log, *p, from, left, 0).await?;
+        let read = read_partition(log, *p, from, left, bytes_left, 0).await?;
         left -= u32::try_from(read.records.len()).unwrap_or(left);
+        let read_bytes: usize = read.records.iter().map(|r| r.body.len()).sum();
+        bytes_left = bytes_left.saturating_sub(read_bytes.max(1));
         s.groups.with(|g| g.advance(group, member, *p, read.next));
         records.extend(read.records);
     }

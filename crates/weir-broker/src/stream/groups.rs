@@ -23,6 +23,10 @@ pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 30_000;
 /// partitions; more than partitions is allowed, the rest stand by).
 pub const MAX_MEMBERS: usize = 1000;
 
+/// Most consumer groups a stream keeps (each is kept in memory and in its log;
+/// an AMQP consumer tag with offset tracking is one too).
+pub const MAX_GROUPS: usize = 10_000;
+
 /// A group's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,6 +240,17 @@ impl Groups {
 
     pub(crate) fn names(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()
+    }
+
+    /// Refuses a new group past [`MAX_GROUPS`]; an existing one is fine.
+    pub(crate) fn room_for(&self, group: &str) -> Result<()> {
+        if self.groups.contains_key(group) || self.groups.len() < MAX_GROUPS {
+            return Ok(());
+        }
+        Err(BrokerError::LimitExceeded {
+            what: crate::error::Limit::Groups,
+            limit: MAX_GROUPS as u64,
+        })
     }
 
     pub(crate) fn has_live_members(&mut self, group: &str, now: Instant) -> Result<bool> {

@@ -10,9 +10,26 @@ use super::{StreamRead, StreamRecord};
 use crate::clock::now_ms;
 use crate::error::{BrokerError, Result};
 
-/// Most bytes of records one read answers (at least one record is always answered,
-/// whatever its size).
-const MAX_READ_BYTES: usize = 8 << 20;
+/// Most bytes of records one read (or one group poll, over all its partitions)
+/// answers; at least one record is always answered, whatever its size.
+pub(super) const MAX_READ_BYTES: usize = 8 << 20;
+
+/// Checks a read's or a poll's `max` and `wait_ms`.
+pub(super) fn check_read(max: u32, wait_ms: u64, max_wait_ms: u64) -> Result<()> {
+    if max == 0 || max > super::MAX_READ_RECORDS {
+        return Err(BrokerError::invalid(
+            "max",
+            format!("{max} is outside 1..={}", super::MAX_READ_RECORDS),
+        ));
+    }
+    if wait_ms > max_wait_ms {
+        return Err(BrokerError::invalid(
+            "wait_ms",
+            format!("{wait_ms} is over the limit of {max_wait_ms}"),
+        ));
+    }
+    Ok(())
+}
 
 /// Where a reader starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,13 +114,14 @@ fn storage(e: LogError) -> BrokerError {
     BrokerError::storage("(stream)", e)
 }
 
-/// Up to `max` records of partition `partition` from `start`, waiting up to
-/// `wait_ms` for the first when there is none yet.
+/// Up to `max` records (and about `max_bytes`) of partition `partition` from
+/// `start`, waiting up to `wait_ms` for the first when there is none yet.
 pub(super) async fn read_partition<L: MessageLog>(
     log: &L,
     partition: u32,
     start: u64,
     max: u32,
+    max_bytes: usize,
     wait_ms: u64,
 ) -> Result<StreamRead> {
     if wait_ms > 0 && log.next_offset().0 <= start {
@@ -113,7 +131,7 @@ pub(super) async fn read_partition<L: MessageLog>(
     }
     let limits = ReadLimits {
         max_records: max as usize,
-        max_bytes: MAX_READ_BYTES,
+        max_bytes,
     };
     let mut from = start;
     let records = loop {
