@@ -305,11 +305,18 @@ impl<S: LogStore> Broker<S> {
         per_queue: &mut std::collections::BTreeMap<String, Vec<usize>>,
         copies: &mut [usize],
     ) -> Vec<crate::exchanges::PendingSend> {
-        let names: Vec<String> = per_queue
-            .keys()
-            .filter(|n| self.stream_exists(n))
-            .cloned()
-            .collect();
+        // One look at the streams per publish (none, most often), not one per queue.
+        let names: Vec<String> = {
+            let streams = crate::locks::read(&self.inner.streams);
+            if streams.is_empty() {
+                return Vec::new();
+            }
+            per_queue
+                .keys()
+                .filter(|n| streams.contains_key(*n))
+                .cloned()
+                .collect()
+        };
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let positions = per_queue.remove(&name).unwrap_or_default();
