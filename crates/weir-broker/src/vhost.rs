@@ -16,8 +16,10 @@
 //! and every name they pass or get back is the client's. The view maps names in and
 //! out — in arguments, options (dead-letter and alternate exchanges), bindings,
 //! deliveries' death histories, listings and error texts — and lists only what is
-//! in its vhost. The built-in exchanges (`amq.direct`...) exist in every vhost; the
-//! default exchange of a vhost routes to the queues of that vhost.
+//! in its vhost. The built-in exchanges (`amq.direct`...) exist in every vhost: the
+//! router holds one once something binds to it, and until then routing, showing and
+//! listing answer as for an unused one. The default exchange of a vhost routes to
+//! the queues of that vhost.
 //!
 //! **Deletion.** [`Broker::delete_vhost`] removes the vhost from the access model
 //! first (no new connection or request gets in), then deletes its queues (with
@@ -72,7 +74,6 @@ impl<S: LogStore> Broker<S> {
                 name: vhost.to_owned(),
             });
         }
-        self.ensure_built_ins(vhost);
         Ok(Vhost {
             broker: self.clone(),
             name: vhost.into(),
@@ -92,13 +93,6 @@ impl<S: LogStore> Broker<S> {
 }
 
 impl<S: LogStore> Broker<S> {
-    fn ensure_built_ins(&self, vhost: &str) {
-        if vhost == DEFAULT_VHOST || crate::locks::read(&self.inner.router).has_built_ins(vhost) {
-            return;
-        }
-        crate::locks::write(&self.inner.router).ensure_built_ins(vhost);
-    }
-
     /// Deletes vhost `name` with everything in it: its permissions, then its queues
     /// (with their messages) and exchanges. Connections in it are closed by their
     /// front ends, which watch [`Access::changes`].

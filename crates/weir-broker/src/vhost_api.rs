@@ -219,14 +219,27 @@ impl<S: LogStore> Vhost<S> {
         }
     }
 
-    /// The exchanges of this vhost, by name.
+    /// The exchanges of this vhost, by name. The built-in ones are listed whether
+    /// or not they were used yet (the router adds one at its first binding).
     pub fn exchanges(&self) -> Vec<ExchangeInfo> {
-        self.broker
+        let mut out: Vec<ExchangeInfo> = self
+            .broker
             .exchanges()
             .into_iter()
             .filter(|e| self.owns(&e.name))
             .map(|e| self.out_exchange(e))
-            .collect()
+            .collect();
+        for (name, kind) in crate::routing::BUILT_IN_EXCHANGES {
+            if !out.iter().any(|e| e.name == name) {
+                out.push(ExchangeInfo {
+                    name: name.to_owned(),
+                    options: ExchangeOptions::of(kind),
+                    bindings: 0,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// [`Broker::exchange`](crate::Broker::exchange).

@@ -391,22 +391,6 @@ impl Router {
             .count()
     }
 
-    /// Adds the built-in exchanges of `vhost` that are missing (they exist in every
-    /// vhost; those of `/` from the start, the others once used).
-    pub fn ensure_built_ins(&mut self, vhost: &str) {
-        for (name, kind) in BUILT_IN_EXCHANGES {
-            self.exchanges
-                .entry(crate::names::join(vhost, name))
-                .or_insert_with(|| Exchange::new(ExchangeOptions::of(kind)));
-        }
-    }
-
-    /// Whether the built-in exchanges of `vhost` are there.
-    pub fn has_built_ins(&self, vhost: &str) -> bool {
-        self.exchanges
-            .contains_key(&crate::names::join(vhost, BUILT_IN_EXCHANGES[0].0))
-    }
-
     /// Adds built-in exchange `name` (broker-wide) if it is one and missing.
     fn ensure_built_in(&mut self, name: &str) {
         if let Some(options) = built_in_options(name) {
