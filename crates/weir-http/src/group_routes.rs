@@ -3,7 +3,6 @@
 //! readers' own bookkeeping (RabbitMQ's stream offset tracking needs no more).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,9 +15,8 @@ use weir_broker::stream::ReadFrom;
 use weir_broker::stream::groups::GroupConfig;
 
 use crate::auth::{Caller, Scoped};
-use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::state::{ApiResult, LONG_POLL_RETRY_AFTER_S, LongPolls, ok};
+use crate::state::{ApiResult, LongPolls, ok};
 use crate::stream_routes::RecordOut;
 
 pub(crate) async fn list(
@@ -92,34 +90,20 @@ pub(crate) async fn poll(
     JsonBody(p): JsonBody<PollIn>,
 ) -> ApiResult {
     caller.allow(Operation::Read, "queue", &stream)?;
-    let mut wait_ms = p.wait_ms.unwrap_or(0);
-    let long_poll = wait_ms > 0 && wait_ms <= broker.limits().max_wait_ms;
-    // Held while this poll waits; dropped with the request if the client hangs up.
-    let waiting = if long_poll {
-        let permit = Arc::clone(&long_polls.permits).try_acquire_owned().ok();
-        if permit.is_none() {
-            wait_ms = 0;
-        }
-        permit
-    } else {
-        None
-    };
-    let over_cap = long_poll && waiting.is_none();
+    let poll = long_polls.hold(p.wait_ms.unwrap_or(0), broker.limits().max_wait_ms);
     let polled = broker
-        .poll(&stream, &group, &p.member, p.max.unwrap_or(100), wait_ms)
-        .await?;
-    drop(waiting);
-    if over_cap && polled.records.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_long_polls",
-            format!(
-                "{} requests are already waiting in a long poll ([http] max_long_polls) and \
-                 no record is there yet; retry later",
-                long_polls.max
-            ),
+        .poll(
+            &stream,
+            &group,
+            &p.member,
+            p.max.unwrap_or(100),
+            poll.wait_ms,
         )
-        .retry_after(LONG_POLL_RETRY_AFTER_S));
+        .await?;
+    let what = "requests are already waiting in a long poll ([http] max_long_polls) and no \
+                record is there yet";
+    if let Some(refused) = long_polls.refusal(&poll, polled.records.is_empty(), what) {
+        return Err(refused);
     }
     let messages: Vec<RecordOut<'_>> = polled.records.iter().map(RecordOut::of).collect();
     Ok((

@@ -27,9 +27,7 @@ use crate::extract::{JsonBody, OneOrMany, QueryParams};
 use crate::group_routes as groups;
 use crate::messages::{MessageIn, message_in};
 use crate::routing_routes as x;
-use crate::state::{
-    ApiResult, AppState, Guard, LONG_POLL_RETRY_AFTER_S, LongPolls, WritesAllowed, ok,
-};
+use crate::state::{ApiResult, AppState, Guard, LongPolls, WritesAllowed, ok};
 use crate::stream_routes as streams;
 
 pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
@@ -376,36 +374,14 @@ async fn receive(
         wait_ms: b.wait_ms.or(q.wait_ms).unwrap_or(0),
         visibility_timeout_ms: b.visibility_timeout_ms.or(q.visibility_timeout_ms),
     };
-    let mut over_cap = false;
-    // An out-of-range wait_ms is the broker's 400 whatever the cap.
-    let long_poll = request.wait_ms > 0 && request.wait_ms <= broker.limits().max_wait_ms;
-    // Held while this receive waits; dropped with the request if the client
-    // hangs up.
-    let _waiting = if long_poll {
-        let permit = Arc::clone(&long_polls.permits).try_acquire_owned().ok();
-        if permit.is_none() {
-            // A short poll instead: what is ready is served; an empty answer at
-            // once would send a client that relies on the wait to pace itself into
-            // a tight loop, so that gets 429 and Retry-After.
-            request.wait_ms = 0;
-            over_cap = true;
-        }
-        permit
-    } else {
-        None
-    };
+    // Over the cap a receive is served at once (what is ready).
+    let poll = long_polls.hold(request.wait_ms, broker.limits().max_wait_ms);
+    request.wait_ms = poll.wait_ms;
     let got = broker.receive(&name, request).await?;
-    if over_cap && got.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_long_polls",
-            format!(
-                "{} receives are already waiting in a long poll ([http] max_long_polls) and \
-                 no message is ready; retry later",
-                long_polls.max
-            ),
-        )
-        .retry_after(LONG_POLL_RETRY_AFTER_S));
+    let what = "receives are already waiting in a long poll ([http] max_long_polls) and no \
+                message is ready";
+    if let Some(refused) = long_polls.refusal(&poll, got.is_empty(), what) {
+        return Err(refused);
     }
     Ok(deliveries(&got))
 }

@@ -68,6 +68,62 @@ pub(crate) struct LongPolls {
     pub(crate) max: u32,
 }
 
+/// A request's place among the long polls (see [`LongPolls::hold`]).
+pub(crate) struct LongPoll {
+    /// How long the request may wait: what it asked, or 0 over the cap.
+    pub(crate) wait_ms: u64,
+    /// It asked to wait, and the cap was reached: it is served at once.
+    over_cap: bool,
+    /// Held while it waits; dropped with the request if the client hangs up.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl LongPolls {
+    /// A request that asks to wait `wait_ms` takes one of the permits; over the cap
+    /// it is served at once instead (what is there now). An out-of-range wait takes
+    /// none: the broker refuses it with its 400.
+    pub(crate) fn hold(&self, wait_ms: u64, max_wait_ms: u64) -> LongPoll {
+        if wait_ms == 0 || wait_ms > max_wait_ms {
+            return LongPoll {
+                wait_ms,
+                over_cap: false,
+                _permit: None,
+            };
+        }
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => LongPoll {
+                wait_ms,
+                over_cap: false,
+                _permit: Some(permit),
+            },
+            Err(_) => LongPoll {
+                wait_ms: 0,
+                over_cap: true,
+                _permit: None,
+            },
+        }
+    }
+
+    /// 429 with `Retry-After` for a request over the cap that found nothing: an
+    /// empty answer at once would send a client that relies on the wait to pace
+    /// itself into a tight loop. `what` names the requests and what was missing.
+    pub(crate) fn refusal(
+        &self,
+        poll: &LongPoll,
+        found_nothing: bool,
+        what: &str,
+    ) -> Option<ApiError> {
+        (poll.over_cap && found_nothing).then(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_long_polls",
+                format!("{} {what}; retry later", self.max),
+            )
+            .retry_after(LONG_POLL_RETRY_AFTER_S)
+        })
+    }
+}
+
 impl FromRef<AppState> for LongPolls {
     fn from_ref(state: &AppState) -> LongPolls {
         state.long_polls.clone()

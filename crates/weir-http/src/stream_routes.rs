@@ -5,7 +5,6 @@
 //! `read` on the stream.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,7 +23,7 @@ use weir_broker::{Declared, Vhost};
 use crate::auth::{Caller, Scoped};
 use crate::error::ApiError;
 use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
-use crate::state::{ApiResult, LONG_POLL_RETRY_AFTER_S, LongPolls, ok};
+use crate::state::{ApiResult, LongPolls, ok};
 
 pub(crate) async fn declare(
     caller: Caller,
@@ -236,40 +235,20 @@ pub(crate) async fn read(
 ) -> ApiResult {
     caller.allow(Operation::Read, "queue", &name)?;
     let from: ReadFrom = q.from.as_deref().unwrap_or("first").parse()?;
-    let mut wait_ms = q.wait_ms.unwrap_or(0);
-    let long_poll = wait_ms > 0 && wait_ms <= broker.limits().max_wait_ms;
-    // Held while this read waits; dropped with the request if the client hangs up.
-    let waiting = if long_poll {
-        let permit = Arc::clone(&long_polls.permits).try_acquire_owned().ok();
-        if permit.is_none() {
-            wait_ms = 0;
-        }
-        permit
-    } else {
-        None
-    };
-    let over_cap = long_poll && waiting.is_none();
+    let poll = long_polls.hold(q.wait_ms.unwrap_or(0), broker.limits().max_wait_ms);
     let read = broker
         .read_stream(
             &name,
             q.partition.unwrap_or(0),
             from,
             q.max.unwrap_or(100),
-            wait_ms,
+            poll.wait_ms,
         )
         .await?;
-    drop(waiting);
-    if over_cap && read.records.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_long_polls",
-            format!(
-                "{} reads are already waiting in a long poll ([http] max_long_polls) and no \
-                 record is there yet; retry later",
-                long_polls.max
-            ),
-        )
-        .retry_after(LONG_POLL_RETRY_AFTER_S));
+    let what = "reads are already waiting in a long poll ([http] max_long_polls) and no \
+                record is there yet";
+    if let Some(refused) = long_polls.refusal(&poll, read.records.is_empty(), what) {
+        return Err(refused);
     }
     let messages: Vec<RecordOut<'_>> = read.records.iter().map(RecordOut::of).collect();
     Ok((
