@@ -14,18 +14,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use weir_testkit::Broker;
 
-async fn http(broker: &Broker, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = broker
-        .client()
-        .request(method, format!("{}{path}", broker.http_url()));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let answer = request.send().await.expect("request");
-    let status = answer.status().as_u16();
-    (status, answer.json().await.unwrap_or(Value::Null))
-}
+use crate::streams::call as http;
 
 #[tokio::test]
 async fn pika_declares_publishes_to_and_consumes_a_stream_as_from_rabbitmq() {

@@ -6,19 +6,7 @@
 use serde_json::{Value, json};
 use weir_testkit::Broker;
 
-async fn call(broker: &Broker, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = broker
-        .client()
-        .request(method, format!("{}{path}", broker.http_url()));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let answer = request.send().await.expect("request");
-    let status = answer.status().as_u16();
-    let text = answer.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
+use crate::streams::call;
 
 const GROUP: &str = "/api/streams/orders/groups/billing";
 

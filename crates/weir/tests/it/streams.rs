@@ -6,7 +6,13 @@
 use serde_json::{Value, json};
 use weir_testkit::Broker;
 
-async fn call(broker: &Broker, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+/// A request as guest: (status, JSON body). Shared by the stream tests.
+pub(crate) async fn call(
+    broker: &Broker,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = broker
         .client()
