@@ -383,7 +383,11 @@ mod tests {
             .unwrap();
         assert!(out.blocked && !outbox.is_empty());
         assert!(out.deadline(Duration::from_secs(30)).is_some());
-        assert!(out.held >= body.len());
+        // What the outbox still holds keeps its credit (how much of the last frame
+        // the socket or TLS took depends on the kernel's buffers, so not all of it
+        // need be held).
+        assert!(out.held > 0);
+        assert_eq!(credit.free() + out.held, 1 << 30);
         // The peer reads everything: the rest goes out as room comes.
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 1 << 16];
