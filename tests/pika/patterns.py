@@ -373,6 +373,62 @@ def streams():
     print("OK", flush=True)
 
 
+def super_streams():
+    """Run with a stream "orders" of 3 partitions made over HTTP: RabbitMQ's
+    super-stream convention from pika (a direct exchange "orders" whose key "N"
+    routes to the stream queue "orders-N", partition N)."""
+    ch = connect().channel()
+    ch.exchange_declare("orders", "direct", passive=True)
+    for n in range(3):
+        ch.queue_declare(f"orders-{n}", passive=True)
+        ch.queue_declare(f"orders-{n}", durable=True, arguments={"x-queue-type": "stream"})
+    ch.confirm_delivery()
+    for n in range(3):
+        for i in range(n + 1):
+            ch.basic_publish("orders", str(n), f"p{n}-{i}".encode(),
+                             pika.BasicProperties(headers={"i": i}))
+    try:
+        ch.basic_publish("orders", "9", b"lost", mandatory=True)
+        check(False, "key 9 routes to no partition")
+    except pika.exceptions.UnroutableError:
+        pass
+    ch.basic_qos(prefetch_count=10)
+    for n in range(3):
+        got = []
+        for method, properties, body in ch.consume(
+            f"orders-{n}", arguments={"x-stream-offset": "first"}, inactivity_timeout=5
+        ):
+            if method is None:
+                break
+            got.append((properties.headers["x-stream-offset"], body))
+            ch.basic_ack(method.delivery_tag)
+            if len(got) == n + 1:
+                break
+        ch.cancel()
+        want = [(i, f"p{n}-{i}".encode()) for i in range(n + 1)]
+        check(got == want, f"partition {n} holds {want}, got {got}")
+    refusals = [
+        ("consume the partitioned stream itself", 406,
+         lambda c: (c.basic_qos(prefetch_count=1), c.basic_consume(
+             "orders", lambda *a: None, arguments={"x-stream-offset": "first"}))),
+        ("delete one partition", 406, lambda c: c.queue_delete("orders-1")),
+        ("a classic queue named as a partition", 406,
+         lambda c: c.queue_declare("orders-2", durable=True)),
+        ("other retention on a partition", 406, lambda c: c.queue_declare(
+            "orders-0", durable=True,
+            arguments={"x-queue-type": "stream", "x-max-age": "1D"})),
+    ]
+    conn = connect()
+    for what, code, act in refusals:
+        c = conn.channel()
+        try:
+            act(c)
+            c.connection.process_data_events(time_limit=1)
+            check(False, f"{what} was not refused")
+        except pika.exceptions.ChannelClosedByBroker as e:
+            check(e.reply_code == code, f"{what}: {e.reply_code} {e.reply_text}")
+
+
 def blocked():
     """Run against a broker whose disk alarm is raised: a publisher is told it is
     blocked; a connection that only reads goes on."""

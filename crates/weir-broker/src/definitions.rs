@@ -213,9 +213,17 @@ impl QueueDef {
                         .ok_or_else(|| bad("x-max-length-bytes is not a byte count"))?,
                 ),
             };
+            let segment_bytes =
+                match self.arguments.get("x-stream-max-segment-size-bytes") {
+                    None => None,
+                    Some(v) => Some(v.as_u64().ok_or_else(|| {
+                        bad("x-stream-max-segment-size-bytes is not a byte count")
+                    })?),
+                };
             StreamOptions {
                 max_age_ms,
                 max_bytes,
+                segment_bytes,
                 ..StreamOptions::default()
             }
         } else {
@@ -427,6 +435,9 @@ async fn export_vhost<S: LogStore>(view: &Vhost<S>, out: &mut BrokerDefinitions)
         }
         if let Some(bytes) = s.options.max_bytes {
             arguments.insert("x-max-length-bytes".into(), Value::from(bytes));
+        }
+        if let Some(bytes) = s.options.segment_bytes {
+            arguments.insert("x-stream-max-segment-size-bytes".into(), Value::from(bytes));
         }
         QueueDef {
             name: s.name,

@@ -121,7 +121,7 @@ fn routing_path<S: LogStore>(broker: &Broker<S>) -> std::path::PathBuf {
 }
 
 impl<S: LogStore> Broker<S> {
-    fn router(&self) -> std::sync::RwLockReadGuard<'_, Router> {
+    pub(crate) fn router(&self) -> std::sync::RwLockReadGuard<'_, Router> {
         crate::locks::read(&self.inner.router)
     }
 

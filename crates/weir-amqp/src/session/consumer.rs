@@ -94,26 +94,33 @@ pub(super) enum Source {
     Queue,
     /// A stream (its partition 0): reads from here on; nothing is leased. With a
     /// filter, only the records it takes are delivered.
-    /// With `tracked`, each delivery's receipt names its consumer tag and offset
-    /// ([`tracking_receipt`]) so that acks move the tracked offset.
+    /// With `tracked`, each delivery's receipt names its consumer tag and the
+    /// offsets it settles ([`tracking_receipt`]) so that acks move the tracked
+    /// offset; `covered` is the first offset read that no delivery settled yet
+    /// (records the filter skipped are settled by the next delivery's ack).
     Stream {
         from: ReadFrom,
         filter: Option<StreamFilter>,
         tracked: Option<String>,
+        covered: Option<u64>,
     },
 }
 
 /// The receipt of a delivery to a consumer with server-side offset tracking:
-/// `NUL "track" NUL tag NUL offset` (no broker receipt starts with NUL).
-pub(super) fn tracking_receipt(tag: &str, offset: u64) -> String {
-    format!("\0track\0{tag}\0{offset}")
+/// `NUL "track" NUL tag NUL from NUL offset` (no broker receipt starts with NUL),
+/// where its ack settles offsets `from..=offset` (the records before it that the
+/// consumer's filter skipped, and itself).
+pub(super) fn tracking_receipt(tag: &str, from: u64, offset: u64) -> String {
+    format!("\0track\0{tag}\0{from}\0{offset}")
 }
 
-/// The consumer tag and offset of a [`tracking_receipt`].
-pub(super) fn parse_tracking(receipt: &str) -> Option<(&str, u64)> {
+/// The consumer tag and settled offsets (`from`, `offset`) of a
+/// [`tracking_receipt`].
+pub(super) fn parse_tracking(receipt: &str) -> Option<(&str, u64, u64)> {
     let rest = receipt.strip_prefix("\0track\0")?;
-    let (tag, offset) = rest.rsplit_once('\0')?;
-    Some((tag, offset.parse().ok()?))
+    let (rest, offset) = rest.rsplit_once('\0')?;
+    let (tag, from) = rest.rsplit_once('\0')?;
+    Some((tag, from.parse().ok()?, offset.parse().ok()?))
 }
 
 /// RabbitMQ's stream filtering (3.13): a consumer's `x-stream-filter` values and
@@ -147,23 +154,26 @@ async fn fetch(
             from,
             filter,
             tracked,
+            covered,
         } => {
             let read = broker
                 .read_stream(queue, 0, *from, request.max, request.wait_ms)
                 .await?;
             *from = ReadFrom::Offset(read.next);
-            Ok(read
-                .records
-                .iter()
-                .filter(|r| filter.as_ref().is_none_or(|f| f.takes(r)))
-                .map(|r| {
-                    let mut d = crate::message::stream_delivery(r, queue);
-                    if let Some(tag) = tracked {
-                        d.receipt = Some(tracking_receipt(tag, r.offset));
-                    }
-                    d
-                })
-                .collect())
+            let mut out = Vec::with_capacity(read.records.len());
+            for r in &read.records {
+                let start = *covered.get_or_insert(r.offset);
+                if filter.as_ref().is_some_and(|f| !f.takes(r)) {
+                    continue;
+                }
+                let mut d = crate::message::stream_delivery(r, queue);
+                if let Some(tag) = tracked {
+                    d.receipt = Some(tracking_receipt(tag, start, r.offset));
+                }
+                *covered = Some(r.offset + 1);
+                out.push(d);
+            }
+            Ok(out)
         }
     }
 }

@@ -142,7 +142,7 @@ impl Session {
             .first()
             .and_then(|d| d.receipt.as_deref())
             .and_then(super::consumer::parse_tracking)
-            .map(|(_, offset)| offset)
+            .map(|(_, from, _)| from)
             && let Some(t) = self
                 .channels
                 .get_mut(&ch)

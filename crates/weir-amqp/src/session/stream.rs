@@ -91,15 +91,22 @@ fn stream_options(name: &str, d: &queue::Declare) -> Result<StreamOptions, Excep
                 .ok_or_else(|| bad("x-max-age"))?,
         ),
     };
-    if let Some(v) = args.get("x-stream-max-segment-size-bytes")
-        && integer(v).is_none_or(|n| n <= 0)
-    {
-        return Err(bad("x-stream-max-segment-size-bytes"));
-    }
+    let segment_bytes = match args.get("x-stream-max-segment-size-bytes") {
+        None => None,
+        Some(v) => Some(
+            integer(v)
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n >= 1 << 10)
+                .ok_or_else(|| bad("x-stream-max-segment-size-bytes"))?
+                // RabbitMQ takes up to 3 GB; weir's segments are at most 1 GiB.
+                .min(1 << 30),
+        ),
+    };
     Ok(StreamOptions {
         partitions: 1,
         max_age_ms,
         max_bytes,
+        segment_bytes,
         durable: true,
     })
 }
@@ -178,11 +185,12 @@ fn tracking_of(arguments: &FieldTable) -> Result<bool, Exception> {
 }
 
 /// What a tracking consumer has acked: the offset after the contiguous run of
-/// acks (what is stored), and acks past a gap.
+/// acks (what is stored), and acked ranges past a gap (by first offset; an ack
+/// settles its delivery and the records its filter skipped before it).
 #[derive(Debug, Default)]
 pub(super) struct Tracking {
     next: Option<u64>,
-    ahead: std::collections::BTreeSet<u64>,
+    ahead: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Tracking {
@@ -191,16 +199,17 @@ impl Tracking {
         self.next.get_or_insert(first);
     }
 
-    /// Records the ack of `offset`; answers the new contiguous end if it moved.
-    fn acked(&mut self, offset: u64) -> Option<u64> {
+    /// Records the ack that settles `from..=offset`; answers the new contiguous
+    /// end if it moved.
+    fn acked(&mut self, from: u64, offset: u64) -> Option<u64> {
         let next = self.next.as_mut()?;
         if offset < *next {
             return None;
         }
-        self.ahead.insert(offset);
+        self.ahead.insert(from.max(*next), offset);
         let before = *next;
-        while self.ahead.remove(next) {
-            *next += 1;
+        while let Some(last) = self.ahead.remove(next) {
+            *next = last + 1;
         }
         (*next > before).then_some(*next)
     }
@@ -218,7 +227,7 @@ impl Session {
     ) {
         let mut moved: Vec<(String, String, u64)> = Vec::new();
         for (_, u) in taken.iter_mut() {
-            let Some((tag, offset)) = super::consumer::parse_tracking(&u.receipt) else {
+            let Some((tag, from, offset)) = super::consumer::parse_tracking(&u.receipt) else {
                 continue;
             };
             let (tag, stream) = (tag.to_owned(), u.queue.to_string());
@@ -231,7 +240,7 @@ impl Session {
                 .get_mut(&ch)
                 .and_then(|c| c.consumers.get_mut(&tag))
                 .and_then(|k| k.tracking.as_mut())
-                .and_then(|t| t.acked(offset));
+                .and_then(|t| t.acked(from, offset));
             if let Some(next) = next {
                 moved.retain(|(s, t, _)| !(*s == stream && *t == tag));
                 moved.push((stream, tag, next));
@@ -334,6 +343,15 @@ impl Session {
         if c.no_ack {
             return Err(not_for_streams("automatic acknowledgement", &queue));
         }
+        if let Ok(info) = self.broker.stream_info(&queue)
+            && info.options.partitions > 1
+        {
+            let last = info.options.partitions - 1;
+            return Err(precondition(format!(
+                "stream '{queue}' has {} partitions: consume each as a stream queue                  '{queue}-0' .. '{queue}-{last}' (RabbitMQ's super-stream convention)",
+                info.options.partitions
+            )));
+        }
         let mut from = start_of(&c.arguments)?;
         let filter = filter_of(&c.arguments)?;
         let tracked = tracking_of(&c.arguments)?;
@@ -342,13 +360,6 @@ impl Session {
                 return Err(precondition(
                     "x-stream-automatic-offset-tracking needs a consumer tag of the \
                      client's (the tag names the tracked offset)"
-                        .to_owned(),
-                ));
-            }
-            if filter.is_some() {
-                return Err(precondition(
-                    "x-stream-automatic-offset-tracking and x-stream-filter together are \
-                     not supported"
                         .to_owned(),
                 ));
             }
@@ -416,6 +427,7 @@ impl Session {
                 from,
                 filter,
                 tracked,
+                covered: None,
             },
         }));
         Ok(())
@@ -469,12 +481,22 @@ mod tracking_tests {
     #[test]
     fn the_tracked_offset_moves_over_contiguous_acks_only() {
         let mut t = Tracking::default();
-        assert_eq!(t.acked(3), None, "nothing delivered yet");
+        assert_eq!(t.acked(3, 3), None, "nothing delivered yet");
         t.delivered(3);
-        assert_eq!(t.acked(4), None, "3 is not acked yet");
-        assert_eq!(t.acked(3), Some(5), "3 and 4 are");
-        assert_eq!(t.acked(4), None, "an ack again changes nothing");
-        assert_eq!(t.acked(6), None);
-        assert_eq!(t.acked(5), Some(7));
+        assert_eq!(t.acked(4, 4), None, "3 is not acked yet");
+        assert_eq!(t.acked(3, 3), Some(5), "3 and 4 are");
+        assert_eq!(t.acked(4, 4), None, "an ack again changes nothing");
+        assert_eq!(t.acked(6, 6), None);
+        assert_eq!(t.acked(5, 5), Some(7));
+    }
+
+    #[test]
+    fn an_ack_also_settles_the_records_its_filter_skipped() {
+        let mut t = Tracking::default();
+        // Deliveries 2 (0 and 1 skipped), 5 (3 and 4 skipped), 6.
+        t.delivered(0);
+        assert_eq!(t.acked(6, 6), None);
+        assert_eq!(t.acked(3, 5), None, "0..=2 are not acked yet");
+        assert_eq!(t.acked(0, 2), Some(7), "now all of 0..=6 are");
     }
 }

@@ -23,10 +23,6 @@ fn not_found(name: &str) -> BrokerError {
 }
 
 impl<S: LogStore> Broker<S> {
-    pub(crate) fn stream_exists(&self, name: &str) -> bool {
-        crate::locks::read(&self.inner.streams).contains_key(name)
-    }
-
     pub(super) fn stream(&self, name: &str) -> Result<Arc<StreamRef<S::Log>>> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(closing());
@@ -46,8 +42,12 @@ impl<S: LogStore> Broker<S> {
         validate_name(name)?;
         options.validate()?;
         let _admin = self.inner.admin.lock().await;
+        if let Some(declared) = self.declare_partition_queue(name, &options)? {
+            return Ok(declared);
+        }
         if let Ok(existing) = self.stream(name) {
             if existing.options == options {
+                self.ensure_partition_routing(name, options.partitions)?;
                 return Ok(Declared::Existed);
             }
             // More partitions, nothing else changed: the stream grows.
@@ -57,9 +57,11 @@ impl<S: LogStore> Broker<S> {
             } == existing.options
                 && options.partitions > existing.options.partitions;
             if grows {
+                self.check_partition_names(name, existing.options.partitions, options.partitions)?;
                 let grown = self.grow_stream(name, &existing, &options).await?;
                 crate::locks::write(&self.inner.streams).insert(name.to_owned(), Arc::new(grown));
                 existing.appended.notify_waiters();
+                self.ensure_partition_routing(name, options.partitions)?;
                 tracing::info!(
                     stream = name,
                     partitions = options.partitions,
@@ -89,8 +91,10 @@ impl<S: LogStore> Broker<S> {
                 limit,
             });
         }
+        self.check_partition_names(name, 0, options.partitions)?;
         let stream = self.make_stream(name, &options).await?;
         crate::locks::write(&self.inner.streams).insert(name.to_owned(), Arc::new(stream));
+        self.ensure_partition_routing(name, options.partitions)?;
         tracing::info!(
             stream = name,
             partitions = options.partitions,
@@ -112,14 +116,16 @@ impl<S: LogStore> Broker<S> {
     /// `NotFound`, storage.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock().await;
-        if !self.stream_exists(name) {
-            return Err(not_found(name));
-        }
+        let partitions = match self.stream(name) {
+            Ok(s) => s.options.partitions,
+            Err(e) => return Err(self.partition_queue_refusal(name).unwrap_or(e)),
+        };
         // Its bindings go first (and durably); then the stream.
         self.change_routing(|r| {
             r.remove_destination(crate::routing::DestinationType::Queue, name);
             Ok(())
         })?;
+        self.remove_partition_routing(name, partitions)?;
         let stream = crate::locks::write(&self.inner.streams)
             .remove(name)
             .ok_or_else(|| not_found(name))?;
@@ -275,16 +281,8 @@ impl<S: LogStore> Broker<S> {
         max: u32,
         wait_ms: u64,
     ) -> Result<StreamRead> {
-        let stream = self.stream(name)?;
-        let Some(log) = stream.partitions.get(partition as usize) else {
-            return Err(BrokerError::invalid(
-                "partition",
-                format!(
-                    "stream '{name}' has partitions 0..{}",
-                    stream.partitions.len()
-                ),
-            ));
-        };
+        let (stream, partition) = self.stream_part(name, partition)?;
+        let log = &stream.partitions[partition as usize];
         check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
         let start = start_offset(log, from).await?;
         read_partition(log, partition, start, max, MAX_READ_BYTES, wait_ms).await
@@ -306,91 +304,107 @@ impl<S: LogStore> Broker<S> {
         copies: &mut [usize],
     ) -> Vec<crate::exchanges::PendingSend> {
         // One look at the streams per publish (none, most often), not one per queue.
-        let names: Vec<String> = {
+        // (destination name, stream, partition)
+        type Target<L> = (String, Arc<StreamRef<L>>, Option<u32>);
+        let targets: Vec<Target<S::Log>> = {
             let streams = crate::locks::read(&self.inner.streams);
             if streams.is_empty() {
                 return Vec::new();
             }
             per_queue
                 .keys()
-                .filter(|n| streams.contains_key(*n))
-                .cloned()
+                .filter_map(|n| {
+                    super::partitions::target_in(&streams, n)
+                        .map(|(s, p)| (n.clone(), s.clone(), p))
+                })
                 .collect()
         };
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
+        let mut out = Vec::with_capacity(targets.len());
+        for (name, stream, partition) in targets {
             let positions = per_queue.remove(&name).unwrap_or_default();
             for i in &positions {
                 copies[*i] -= 1;
             }
-            let answer = self.append_published(&name, messages, &positions);
+            let answer = Ok(append_published(
+                &name, &stream, partition, messages, &positions,
+            ));
             out.push((name, positions, answer));
         }
         out
     }
+}
 
-    /// Appends published messages (those at `positions`) to stream `name`, queued
-    /// now so publishes keep their order; the answer comes once durable, in the
-    /// shape of a queue's answer to a send.
-    pub(crate) fn append_published(
-        &self,
-        name: &str,
-        messages: &[crate::exchanges::PublishMessage],
-        positions: &[usize],
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<crate::api::SendOutcome>>>> {
-        let stream = self.stream(name)?;
-        let records: Vec<NewRecord> = positions
-            .iter()
-            .map(|i| {
-                let m = &messages[*i].message;
-                let mut headers: Vec<Header> = m
-                    .headers
-                    .iter()
-                    .map(|(k, v)| Header::new(k.clone(), v.clone()))
-                    .collect();
-                if let Some(properties) = &m.properties {
-                    headers.push(Header::new(PROPERTIES_HEADER, properties.clone()));
-                }
-                NewRecord {
-                    timestamp_ms: None,
-                    key: None,
-                    headers,
-                    body: m.body.clone(),
-                }
+/// Appends published messages (those at `positions`) to `partition` of `stream`
+/// (named `name` by the publisher), queued now so publishes keep their order; the
+/// answer comes once durable, in the shape of a queue's answer to a send. Without
+/// a partition, a stream of several takes the batch on the next one in turn (a
+/// published message has no key).
+fn append_published<L: MessageLog + Clone>(
+    name: &str,
+    stream: &Arc<StreamRef<L>>,
+    partition: Option<u32>,
+    messages: &[crate::exchanges::PublishMessage],
+    positions: &[usize],
+) -> tokio::sync::oneshot::Receiver<Result<Vec<crate::api::SendOutcome>>> {
+    let stream = stream.clone();
+    let partition = partition.map_or_else(
+        || {
+            let n = stream.round_robin.fetch_add(1, Ordering::Relaxed);
+            (n % stream.partitions.len() as u64) as usize
+        },
+        |p| p as usize,
+    );
+    let records: Vec<NewRecord> = positions
+        .iter()
+        .map(|i| {
+            let m = &messages[*i].message;
+            let mut headers: Vec<Header> = m
+                .headers
+                .iter()
+                .map(|(k, v)| Header::new(k.clone(), v.clone()))
+                .collect();
+            if let Some(properties) = &m.properties {
+                headers.push(Header::new(PROPERTIES_HEADER, properties.clone()));
+            }
+            NewRecord {
+                timestamp_ms: None,
+                key: None,
+                headers,
+                body: m.body.clone(),
+            }
+        })
+        .collect();
+    let ids: Vec<String> = positions
+        .iter()
+        .map(|i| messages[*i].message.id.clone().unwrap_or_default())
+        .collect();
+    let log = stream.partitions[partition].clone();
+    // Queued now (not at the first poll), so publishes keep their order.
+    let appended: std::pin::Pin<
+        Box<dyn std::future::Future<Output = weir_log::Result<weir_log::Appended>> + Send>,
+    > = if stream.options.durable {
+        Box::pin(log.submit_batch(&records))
+    } else {
+        Box::pin(log.append_batch_unsynced(&records))
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let queue = name.to_owned();
+    tokio::spawn(async move {
+        let result = appended
+            .await
+            .map(|_| {
+                ids.into_iter()
+                    .map(|id| crate::api::SendOutcome {
+                        id,
+                        duplicate: false,
+                    })
+                    .collect()
             })
-            .collect();
-        let ids: Vec<String> = positions
-            .iter()
-            .map(|i| messages[*i].message.id.clone().unwrap_or_default())
-            .collect();
-        let log = stream.partitions[0].clone();
-        // Queued now (not at the first poll), so publishes keep their order.
-        let appended: std::pin::Pin<
-            Box<dyn std::future::Future<Output = weir_log::Result<weir_log::Appended>> + Send>,
-        > = if stream.options.durable {
-            Box::pin(log.submit_batch(&records))
-        } else {
-            Box::pin(log.append_batch_unsynced(&records))
-        };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let queue = name.to_owned();
-        tokio::spawn(async move {
-            let result = appended
-                .await
-                .map(|_| {
-                    ids.into_iter()
-                        .map(|id| crate::api::SendOutcome {
-                            id,
-                            duplicate: false,
-                        })
-                        .collect()
-                })
-                .map_err(|e| BrokerError::storage(queue, e));
-            stream.appended.notify_waiters();
-            let _ = reply.send(result);
-        });
-        Ok(answer)
-    }
+            .map_err(|e| BrokerError::storage(queue, e));
+        stream.appended.notify_waiters();
+        let _ = reply.send(result);
+    });
+    answer
 }
 
 fn info_of<L: MessageLog>(name: &str, stream: &StreamRef<L>) -> StreamInfo {

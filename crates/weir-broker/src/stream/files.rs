@@ -18,6 +18,9 @@ fn partition_config(base: &LogConfig, options: &StreamOptions) -> LogConfig {
     let mut config = base.clone();
     config.retention_max_age_ms = options.max_age_ms;
     config.retention_max_bytes = options.max_bytes;
+    if let Some(bytes) = options.segment_bytes {
+        config.segment_bytes = bytes;
+    }
     config
 }
 

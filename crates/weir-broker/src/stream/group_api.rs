@@ -256,11 +256,11 @@ impl<S: LogStore> Broker<S> {
     /// # Errors
     /// `NotFound` (stream).
     pub fn tracked_offset(&self, stream: &str, tag: &str) -> Result<Option<u64>> {
-        let s = self.stream(stream)?;
+        let (s, partition) = self.stream_part(stream, 0)?;
         let group = tracking_group(tag);
         Ok(s.groups
             .with(|g| g.committed(&group).ok())
-            .and_then(|c| c.get(&0).copied()))
+            .and_then(|c| c.get(&partition).copied()))
     }
 
     /// Stores `next` as the offset tracked for consumer tag `tag` of `stream`
@@ -269,7 +269,7 @@ impl<S: LogStore> Broker<S> {
     /// # Errors
     /// `NotFound` (stream), storage.
     pub async fn track_offset(&self, stream: &str, tag: &str, next: u64) -> Result<()> {
-        let s = self.stream(stream)?;
+        let (s, partition) = self.stream_part(stream, 0)?;
         let group = tracking_group(tag);
         if s.groups.with(|g| g.config(&group).is_none()) {
             s.groups
@@ -284,10 +284,10 @@ impl<S: LogStore> Broker<S> {
         }
         s.groups
             .change(|g| {
-                let current = g.committed(&group)?.get(&0).copied().unwrap_or(0);
+                let current = g.committed(&group)?.get(&partition).copied().unwrap_or(0);
                 Ok(Change::Commit {
                     group: group.clone(),
-                    offsets: BTreeMap::from([(0, next.max(current))]),
+                    offsets: BTreeMap::from([(partition, next.max(current))]),
                 })
             })
             .await

@@ -35,6 +35,7 @@ mod group_log;
 #[cfg(test)]
 mod group_tests;
 pub mod groups;
+mod partitions;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,11 @@ pub struct StreamOptions {
     /// Each partition keeps at most about this many bytes (whole segments).
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// The size at which a partition's segment is sealed (1 KiB ..= 1 GiB;
+    /// the broker's `[log] segment_bytes` when unset). Retention removes whole
+    /// segments, so smaller segments make it finer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<u64>,
     /// Appends are answered once synced (the default), or once written.
     #[serde(default = "yes")]
     pub durable: bool,
@@ -91,6 +97,7 @@ impl Default for StreamOptions {
             partitions: 1,
             max_age_ms: None,
             max_bytes: None,
+            segment_bytes: None,
             durable: true,
         }
     }
@@ -113,6 +120,14 @@ impl StreamOptions {
         }
         if self.max_bytes == Some(0) {
             return Err(BrokerError::invalid("max_bytes", "must be at least 1"));
+        }
+        if let Some(n) = self.segment_bytes
+            && !(1 << 10..=1 << 30).contains(&n)
+        {
+            return Err(BrokerError::invalid(
+                "segment_bytes",
+                format!("{n} is outside 1 KiB ..= 1 GiB"),
+            ));
         }
         Ok(())
     }

@@ -359,3 +359,110 @@ async fn streams_go_through_definitions_and_rabbitmq_stream_queues_import() {
         (Some(43_200_000), Some(1_000_000_000))
     );
 }
+
+#[tokio::test]
+async fn a_partitions_queue_name_reads_and_tracks_that_partition_and_is_no_one_elses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    let three = StreamOptions {
+        partitions: 3,
+        ..StreamOptions::default()
+    };
+    broker
+        .declare("orders-1", QueueOptions::default())
+        .await
+        .expect("a queue");
+    let refused = broker.declare_stream("orders", three.clone()).await;
+    assert!(
+        matches!(refused, Err(BrokerError::PreconditionFailed { .. })),
+        "{refused:?}"
+    );
+    broker.delete("orders-1").await.expect("delete");
+    broker
+        .declare_stream("orders", three)
+        .await
+        .expect("declare");
+    let keyed: Vec<StreamRecordIn> = (0..30)
+        .map(|i| record(Some(&format!("k{i}")), &format!("r{i}")))
+        .collect();
+    broker.append("orders", keyed).await.expect("append");
+    let direct = broker
+        .read_stream("orders", 1, ReadFrom::First, 100, 0)
+        .await
+        .expect("read partition 1");
+    let by_name = broker
+        .read_stream("orders-1", 0, ReadFrom::First, 100, 0)
+        .await
+        .expect("read orders-1");
+    assert!(!direct.records.is_empty());
+    assert_eq!(bodies(&direct), bodies(&by_name));
+    assert!(
+        broker
+            .read_stream("orders-1", 1, ReadFrom::First, 1, 0)
+            .await
+            .is_err()
+    );
+    assert!(
+        broker
+            .read_stream("orders-3", 0, ReadFrom::First, 1, 0)
+            .await
+            .is_err()
+    );
+    broker
+        .track_offset("orders-1", "t", 5)
+        .await
+        .expect("track");
+    assert_eq!(
+        broker.tracked_offset("orders-1", "t").expect("tracked"),
+        Some(5)
+    );
+    assert_eq!(
+        broker.tracked_offset("orders-0", "t").expect("tracked"),
+        None
+    );
+    for taken in [
+        broker
+            .declare("orders-2", QueueOptions::default())
+            .await
+            .map(|_| ()),
+        broker.delete_stream("orders-2").await,
+    ] {
+        assert!(
+            matches!(taken, Err(BrokerError::PreconditionFailed { .. })),
+            "{taken:?}"
+        );
+    }
+    assert_eq!(
+        broker
+            .declare_stream("orders-2", StreamOptions::default())
+            .await
+            .expect("the partition, as a stream queue"),
+        Declared::Existed
+    );
+}
+
+#[tokio::test]
+async fn a_streams_own_segment_size_seals_its_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    let small = StreamOptions {
+        segment_bytes: Some(4096),
+        ..StreamOptions::default()
+    };
+    let too_small = StreamOptions {
+        segment_bytes: Some(100),
+        ..StreamOptions::default()
+    };
+    assert!(broker.declare_stream("tiny", too_small).await.is_err());
+    broker.declare_stream("s", small).await.expect("declare");
+    let body = "x".repeat(1000);
+    for _ in 0..20 {
+        broker
+            .append("s", vec![record(None, &body)])
+            .await
+            .expect("append");
+    }
+    let info = broker.stream_info("s").expect("info");
+    assert!(info.partition_stats[0].segments >= 4, "{info:?}");
+    assert_eq!(info.options.segment_bytes, Some(4096));
+}

@@ -72,6 +72,10 @@ pub struct StreamCreateArgs {
     /// Keep at most about this many bytes per partition (whole segments).
     #[arg(long, value_name = "BYTES")]
     max_bytes: Option<u64>,
+    /// Seal each partition's segments at this size (retention removes whole
+    /// segments; default the broker's `[log] segment_bytes`).
+    #[arg(long, value_name = "BYTES")]
+    segment_bytes: Option<u64>,
     /// Answer appends once written rather than once synced.
     #[arg(long)]
     not_durable: bool,
@@ -164,12 +168,15 @@ pub(super) async fn stream(cmd: StreamCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         StreamCommand::Create(args) => {
             let api = args.common.server.api()?;
-            let body = json!({
+            let mut body = json!({
                 "partitions": args.partitions,
                 "max_age_ms": args.max_age_ms,
                 "max_bytes": args.max_bytes,
                 "durable": !args.not_durable,
             });
+            if let Some(bytes) = args.segment_bytes {
+                body["segment_bytes"] = json!(bytes);
+            }
             let reply = api
                 .request(Method::PUT, &["api", "streams", &args.stream], Some(&body))
                 .await?;

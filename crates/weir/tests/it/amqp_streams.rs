@@ -191,9 +191,9 @@ async fn stream_filtering_delivers_the_records_asked_for() {
     }
 }
 
-/// Consumes `n` deliveries with offset tracking under consumer tag `tag`, acking
-/// each; answers their offsets.
-async fn consume_tracked(broker: &Broker, tag: &str, n: usize) -> Vec<i64> {
+/// Consumes `n` deliveries with offset tracking under consumer tag `tag` (and
+/// `x-stream-filter` `filter`), acking each; answers their offsets.
+async fn consume_tracked(broker: &Broker, tag: &str, filter: Option<&str>, n: usize) -> Vec<i64> {
     let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
         .await
         .expect("connect");
@@ -210,6 +210,12 @@ async fn consume_tracked(broker: &Broker, tag: &str, n: usize) -> Vec<i64> {
         "x-stream-automatic-offset-tracking".into(),
         AMQPValue::Boolean(true),
     );
+    if let Some(filter) = filter {
+        args.insert(
+            "x-stream-filter".into(),
+            AMQPValue::LongString(filter.into()),
+        );
+    }
     let mut consumer = ch
         .basic_consume(
             "tracked".into(),
@@ -262,21 +268,24 @@ async fn a_tracking_consumer_resumes_after_its_acks_also_after_kill_9() {
     )
     .await;
     assert_eq!(s, 201);
-    assert_eq!(consume_tracked(&broker, "billing", 4).await, [0, 1, 2, 3]);
     assert_eq!(
-        consume_tracked(&broker, "billing", 2).await,
+        consume_tracked(&broker, "billing", None, 4).await,
+        [0, 1, 2, 3]
+    );
+    assert_eq!(
+        consume_tracked(&broker, "billing", None, 2).await,
         [4, 5],
         "resumes after the acks"
     );
     assert_eq!(
-        consume_tracked(&broker, "other", 1).await,
+        consume_tracked(&broker, "other", None, 1).await,
         [0],
         "each tag has its own"
     );
     broker.kill9().await.expect("kill -9");
     broker.restart().await.expect("restart");
     assert_eq!(
-        consume_tracked(&broker, "billing", 1).await,
+        consume_tracked(&broker, "billing", None, 1).await,
         [6],
         "kept across kill -9"
     );
@@ -288,4 +297,30 @@ async fn a_tracking_consumer_resumes_after_its_acks_also_after_kill_9() {
         .map(|g| g["name"].as_str().unwrap())
         .collect();
     assert!(names.contains(&"amqp-offset-tracking/billing"), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_tracking_consumer_with_a_filter_moves_past_the_records_it_skips() {
+    let broker = Broker::start().await.expect("broker starts");
+    let (s, _) = http(&broker, "PUT", "/api/streams/tracked", Some(json!({}))).await;
+    assert_eq!(s, 201);
+    let batch: Vec<Value> = (0..10)
+        .map(|i| {
+            let f = if i % 2 == 0 { "even" } else { "odd" };
+            json!({"body": format!("t{i}"), "headers": {"x-stream-filter-value": f}})
+        })
+        .collect();
+    let (s, _) = http(
+        &broker,
+        "POST",
+        "/api/streams/tracked/messages",
+        Some(json!({"messages": batch})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    // The acks of 0, 2 and 4 settle 0..=4: the tracked offset is 5 (checked inside).
+    let even = consume_tracked(&broker, "evens", Some("even"), 3).await;
+    assert_eq!(even, [0, 2, 4]);
+    let next = consume_tracked(&broker, "evens", Some("even"), 1).await;
+    assert_eq!(next, [6], "resumes after the acks");
 }

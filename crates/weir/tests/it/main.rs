@@ -33,6 +33,7 @@ mod slow_consumer;
 mod stream_crash;
 mod stream_groups;
 mod streams;
+mod super_streams;
 mod tls;
 mod vhosts;
 mod worker;
