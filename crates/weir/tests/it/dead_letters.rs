@@ -299,6 +299,12 @@ async fn the_death_history_survives_kill_9_and_shows_over_http() {
     let api = Api::new(&broker);
     api.wait_stats("work", "the message ready again", |s| s["ready"] == 1)
         .await;
+    // The settles of the copies that moved between the queues (the expiry in
+    // work.retry above all) are written unsynced and synced at the latest 100 ms
+    // later (docs/architecture.md); a kill inside that window may bring a copy
+    // back, which is allowed (at-least-once dead-lettering) but not what this test
+    // is about. Past the window, with a margin for a loaded machine.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     broker.kill9().await.unwrap();
     broker.restart().await.unwrap();
 
