@@ -84,6 +84,9 @@ struct Consumer {
     _use: Option<UseGuard>,
     /// A stream consumer with server-side offset tracking: what it has acked.
     tracking: Option<stream::Tracking>,
+    /// A stream consumer: where its task reads next if deliveries it read could
+    /// not be written (flow turned off meanwhile), so none is skipped.
+    rewind: Option<consumer::Rewind>,
 }
 
 /// `channel.flow` as the channel's consumer tasks see it (the machine decides it).

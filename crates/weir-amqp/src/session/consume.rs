@@ -69,6 +69,7 @@ impl Session {
                 stop: stop.clone(),
                 _use: hold,
                 tracking: None,
+                rewind: None,
             },
         );
         if !c.nowait {
@@ -90,7 +91,10 @@ impl Session {
             shared,
             bytes: self.credit.clone(),
             stop,
-            gates: Gates { flow, active },
+            gates: Gates {
+                flow,
+                active: Some(active),
+            },
             events: self.events_tx.clone(),
             lease_ms: self.config.lease_ms(),
             source: Source::Queue,

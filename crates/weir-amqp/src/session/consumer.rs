@@ -31,10 +31,11 @@ pub(super) const DELIVERY_FRAMING: usize = 96;
 const CONSUMER_BATCH: u32 = 256;
 
 /// When a consumer may poll: its channel's flow is on and, on a
-/// single-active-consumer queue, it is the active one.
+/// single-active-consumer queue, it is the active one (`None`: no such turn, as
+/// on a stream).
 pub(super) struct Gates {
     pub(super) flow: watch::Receiver<bool>,
-    pub(super) active: watch::Receiver<bool>,
+    pub(super) active: Option<watch::Receiver<bool>>,
 }
 
 /// Why [`Gates::open`] returned.
@@ -49,17 +50,25 @@ enum Gate {
 impl Gates {
     /// Waits until both are open.
     async fn open(&mut self, stop: &CancellationToken) -> Gate {
+        let Gates { flow, active } = self;
         loop {
             if stop.is_cancelled() {
                 return Gate::Stopped;
             }
-            if *self.flow.borrow_and_update() && *self.active.borrow_and_update() {
+            let turn = active.as_mut().is_none_or(|a| *a.borrow_and_update());
+            if *flow.borrow_and_update() && turn {
                 return Gate::Open;
             }
+            let turn_changed = async {
+                match active.as_mut() {
+                    Some(a) => a.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = stop.cancelled() => return Gate::Stopped,
-                changed = self.flow.changed() => if changed.is_err() { return Gate::Stopped },
-                changed = self.active.changed() => if changed.is_err() { return Gate::Gone },
+                changed = flow.changed() => if changed.is_err() { return Gate::Stopped },
+                changed = turn_changed => if changed.is_err() { return Gate::Gone },
             }
         }
     }
@@ -103,7 +112,42 @@ pub(super) enum Source {
         filter: Option<StreamFilter>,
         tracked: Option<String>,
         covered: Option<u64>,
+        rewind: Rewind,
     },
+}
+
+/// Where a stream consumer's task reads next instead of on (`u64::MAX`: on), set
+/// by the session when deliveries the task read could not be written.
+#[derive(Clone, Debug)]
+pub(super) struct Rewind(Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for Rewind {
+    fn default() -> Self {
+        Rewind(Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+}
+
+impl Rewind {
+    /// `messages` (a stream consumer's, in offset order) were not written: read
+    /// them again, from the first offset they settle.
+    pub(super) fn undelivered(&self, messages: &[Delivery]) {
+        let first = messages.first().and_then(|d| {
+            d.receipt
+                .as_deref()
+                .and_then(parse_tracking)
+                .map(|(_, from, _)| from)
+                .or_else(|| d.id.parse().ok())
+        });
+        if let Some(first) = first {
+            self.0.fetch_min(first, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// The offset to read from again, if deliveries were not written.
+    fn take(&self) -> Option<u64> {
+        let at = self.0.swap(u64::MAX, std::sync::atomic::Ordering::AcqRel);
+        (at != u64::MAX).then_some(at)
+    }
 }
 
 /// The receipt of a delivery to a consumer with server-side offset tracking:
@@ -155,7 +199,12 @@ async fn fetch(
             filter,
             tracked,
             covered,
+            rewind,
         } => {
+            if let Some(at) = rewind.take() {
+                *from = ReadFrom::Offset(at);
+                *covered = None;
+            }
             let read = broker
                 .read_stream(queue, 0, *from, request.max, request.wait_ms)
                 .await?;

@@ -125,6 +125,7 @@ impl Session {
         let Some(no_ack) = live else {
             // Its channel or consumer went meanwhile, or flow was turned off: back
             // to the queue, and a consumer still there gets its credit back.
+            let rewind = found.and_then(|(_, k)| k.rewind.clone());
             if let Some((c, k)) = found {
                 let back =
                     c.state
@@ -132,6 +133,11 @@ impl Session {
                 self.give_credit(ch, &back);
             }
             self.credit.release(bytes);
+            // A stream consumer still there reads them again; nothing was leased.
+            if let Some(rewind) = rewind {
+                rewind.undelivered(&messages);
+                return;
+            }
             let broker = self.broker.clone();
             self.tasks
                 .spawn(async move { requeue(&broker, &queue, &messages).await });

@@ -16,7 +16,7 @@ use weir_broker::Declared;
 use weir_broker::access::Operation;
 use weir_broker::stream::{ReadFrom, StreamOptions, interval_ms};
 
-use super::consumer::{ConsumerTask, Gates, Source, StreamFilter, consume_loop};
+use super::consumer::{ConsumerTask, Gates, Rewind, Source, StreamFilter, consume_loop};
 use super::{Consumer, Session};
 use crate::codes::{Exception, NOT_IMPLEMENTED, PRECONDITION_FAILED};
 
@@ -387,8 +387,7 @@ impl Session {
         };
         let credit = Arc::new(Semaphore::new(usize::from(prefetch)));
         let flow = channel.flow.0.subscribe();
-        // No single active consumer on a stream: the gate is always open.
-        let (_active, open) = tokio::sync::watch::channel(true);
+        let rewind = Rewind::default();
         channel.consumers.insert(
             tag.clone(),
             Consumer {
@@ -398,6 +397,7 @@ impl Session {
                 stop: stop.clone(),
                 _use: None,
                 tracking: tracked.then(Tracking::default),
+                rewind: Some(rewind.clone()),
             },
         );
         if !c.nowait {
@@ -420,7 +420,8 @@ impl Session {
             shared: None,
             bytes: self.credit.clone(),
             stop,
-            gates: Gates { flow, active: open },
+            // No single active consumer on a stream: no turn to wait for.
+            gates: Gates { flow, active: None },
             events: self.events_tx.clone(),
             lease_ms: self.config.lease_ms(),
             source: Source::Stream {
@@ -428,6 +429,7 @@ impl Session {
                 filter,
                 tracked,
                 covered: None,
+                rewind,
             },
         }));
         Ok(())

@@ -324,3 +324,73 @@ async fn a_tracking_consumer_with_a_filter_moves_past_the_records_it_skips() {
     let next = consume_tracked(&broker, "evens", Some("even"), 1).await;
     assert_eq!(next, [6], "resumes after the acks");
 }
+
+#[tokio::test]
+async fn records_read_while_flow_is_off_are_delivered_once_it_is_on() {
+    let broker = Broker::start().await.expect("broker starts");
+    let (s, _) = http(&broker, "PUT", "/api/streams/paused", Some(json!({}))).await;
+    assert_eq!(s, 201);
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(5, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    let mut consumer = ch
+        .basic_consume(
+            "paused".into(),
+            "p".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .expect("consume");
+    let append = |bodies: &[&str]| {
+        let messages: Vec<Value> = bodies.iter().map(|b| json!({"body": b})).collect();
+        http(
+            &broker,
+            "POST",
+            "/api/streams/paused/messages",
+            Some(json!({"messages": messages})),
+        )
+    };
+    let next = async |consumer: &mut lapin::Consumer| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a record comes")
+            .expect("a delivery")
+            .expect("no error")
+    };
+    // Once r0 is here the consumer has gone back to waiting for the next record:
+    // what that read finds while flow is off must not be lost to it.
+    assert_eq!(append(&["r0"]).await.0, 201);
+    assert_eq!(next(&mut consumer).await.data, b"r0");
+    let active = ch
+        .channel_flow(lapin::options::ChannelFlowOptions { active: false })
+        .await
+        .expect("flow off");
+    assert!(!active);
+    assert_eq!(append(&["r1", "r2"]).await.0, 201);
+    let early = tokio::time::timeout(std::time::Duration::from_millis(700), consumer.next()).await;
+    // Ok(None) would be the consumer cancelled, which flow must not do either.
+    assert!(
+        early.is_err(),
+        "a delivery came while flow was off: {early:?}"
+    );
+    assert!(
+        ch.channel_flow(lapin::options::ChannelFlowOptions { active: true })
+            .await
+            .expect("flow on")
+    );
+    for expected in ["r1", "r2"] {
+        let d = next(&mut consumer).await;
+        assert_eq!(d.data, expected.as_bytes(), "in order, none skipped");
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+}
