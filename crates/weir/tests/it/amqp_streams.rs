@@ -5,16 +5,48 @@
 //! appends read over AMQP and the other way round).
 
 use futures_lite::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use weir_testkit::Broker;
 
 use crate::streams::call as http;
+
+/// Consumes stream `queue` on `ch` under `tag` from its first record, with
+/// `args` besides `x-stream-offset` (the channel's prefetch is the caller's).
+pub(crate) async fn consume_from_first(
+    ch: &Channel,
+    queue: &str,
+    tag: &str,
+    mut args: FieldTable,
+) -> lapin::Consumer {
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        args,
+    )
+    .await
+    .expect("consume")
+}
+
+/// The next delivery of `consumer`, within 10 s.
+pub(crate) async fn next_delivery(consumer: &mut lapin::Consumer) -> Delivery {
+    tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("a delivery")
+        .expect("no error")
+}
 
 #[tokio::test]
 async fn pika_declares_publishes_to_and_consumes_a_stream_as_from_rabbitmq() {
@@ -159,31 +191,15 @@ async fn stream_filtering_delivers_the_records_asked_for() {
         ("eu+none", true, vec!["eu-1", "none", "eu-2"]),
     ] {
         let mut args = FieldTable::default();
-        args.insert(
-            "x-stream-offset".into(),
-            AMQPValue::LongString("first".into()),
-        );
         args.insert("x-stream-filter".into(), AMQPValue::LongString("eu".into()));
         args.insert(
             "x-stream-match-unfiltered".into(),
             AMQPValue::Boolean(unfiltered),
         );
-        let mut consumer = ch
-            .basic_consume(
-                "regions".into(),
-                tag.into(),
-                BasicConsumeOptions::default(),
-                args,
-            )
-            .await
-            .expect("consume");
+        let mut consumer = consume_from_first(&ch, "regions", tag, args).await;
         let mut got = Vec::new();
         while got.len() < expected.len() {
-            let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
-                .await
-                .expect("a delivery in time")
-                .expect("a delivery")
-                .expect("no error");
+            let d = next_delivery(&mut consumer).await;
             got.push(String::from_utf8(d.data.clone()).unwrap());
             d.ack(BasicAckOptions::default()).await.expect("ack");
         }
@@ -203,10 +219,6 @@ async fn consume_tracked(broker: &Broker, tag: &str, filter: Option<&str>, n: us
         .expect("qos");
     let mut args = FieldTable::default();
     args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString("first".into()),
-    );
-    args.insert(
         "x-stream-automatic-offset-tracking".into(),
         AMQPValue::Boolean(true),
     );
@@ -216,22 +228,10 @@ async fn consume_tracked(broker: &Broker, tag: &str, filter: Option<&str>, n: us
             AMQPValue::LongString(filter.into()),
         );
     }
-    let mut consumer = ch
-        .basic_consume(
-            "tracked".into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            args,
-        )
-        .await
-        .expect("consume");
+    let mut consumer = consume_from_first(&ch, "tracked", tag, args).await;
     let mut offsets = Vec::new();
     while offsets.len() < n {
-        let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
-            .await
-            .expect("a delivery in time")
-            .expect("a delivery")
-            .expect("no error");
+        let d = next_delivery(&mut consumer).await;
         let headers = d.properties.headers().clone().expect("headers");
         match headers.inner().get("x-stream-offset") {
             Some(AMQPValue::LongLongInt(o)) => offsets.push(*o),
@@ -337,20 +337,7 @@ async fn records_read_while_flow_is_off_are_delivered_once_it_is_on() {
     ch.basic_qos(5, BasicQosOptions::default())
         .await
         .expect("qos");
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString("first".into()),
-    );
-    let mut consumer = ch
-        .basic_consume(
-            "paused".into(),
-            "p".into(),
-            BasicConsumeOptions::default(),
-            args,
-        )
-        .await
-        .expect("consume");
+    let mut consumer = consume_from_first(&ch, "paused", "p", FieldTable::default()).await;
     let append = |bodies: &[&str]| {
         let messages: Vec<Value> = bodies.iter().map(|b| json!({"body": b})).collect();
         http(
@@ -360,17 +347,10 @@ async fn records_read_while_flow_is_off_are_delivered_once_it_is_on() {
             Some(json!({"messages": messages})),
         )
     };
-    let next = async |consumer: &mut lapin::Consumer| {
-        tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
-            .await
-            .expect("a record comes")
-            .expect("a delivery")
-            .expect("no error")
-    };
     // Once r0 is here the consumer has gone back to waiting for the next record:
     // what that read finds while flow is off must not be lost to it.
     assert_eq!(append(&["r0"]).await.0, 201);
-    assert_eq!(next(&mut consumer).await.data, b"r0");
+    assert_eq!(next_delivery(&mut consumer).await.data, b"r0");
     let active = ch
         .channel_flow(lapin::options::ChannelFlowOptions { active: false })
         .await
@@ -389,7 +369,7 @@ async fn records_read_while_flow_is_off_are_delivered_once_it_is_on() {
             .expect("flow on")
     );
     for expected in ["r1", "r2"] {
-        let d = next(&mut consumer).await;
+        let d = next_delivery(&mut consumer).await;
         assert_eq!(d.data, expected.as_bytes(), "in order, none skipped");
         d.ack(BasicAckOptions::default()).await.expect("ack");
     }

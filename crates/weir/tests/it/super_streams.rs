@@ -4,16 +4,13 @@
 //! exchange and its bindings survive kill -9, follow the stream's growth and go
 //! with it.
 
-use futures_lite::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::json;
 use weir_testkit::Broker;
 
+use crate::amqp_streams::{consume_from_first, next_delivery};
 use crate::streams::call as http;
 
 /// Publishes `body` to exchange `orders` with routing key `key`, confirmed.
@@ -95,25 +92,8 @@ async fn a_partitioned_stream_is_a_super_stream_over_amqp() {
     ch.basic_qos(5, BasicQosOptions::default())
         .await
         .expect("qos");
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString("first".into()),
-    );
-    let mut consumer = ch
-        .basic_consume(
-            "orders-3".into(),
-            "reader".into(),
-            BasicConsumeOptions::default(),
-            args,
-        )
-        .await
-        .expect("consume partition 3");
-    let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
-        .await
-        .expect("a delivery in time")
-        .expect("a delivery")
-        .expect("no error");
+    let mut consumer = consume_from_first(&ch, "orders-3", "reader", FieldTable::default()).await;
+    let d = next_delivery(&mut consumer).await;
     assert_eq!(d.data, b"in the new partition");
     d.ack(BasicAckOptions::default()).await.expect("ack");
 
