@@ -32,6 +32,7 @@ use crate::pool::IoPool;
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::recovery::{self, RecoveryReport};
 use crate::shared::{Counters, Shared, now_ms};
+use crate::stored::StoredBatches;
 use crate::writer::{Request, RetentionReport, Writer};
 use crate::writer_pool::{WriterHandle, WriterPool};
 
@@ -286,6 +287,15 @@ impl MessageLog for FileLog {
     ) -> impl Future<Output = Result<Vec<Record>>> + Send {
         let shared = self.shared.clone();
         IoPool::global().run(move || shared.read(from.0, limits))
+    }
+
+    fn read_stored(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+    ) -> impl Future<Output = Result<StoredBatches>> + Send {
+        let shared = self.shared.clone();
+        IoPool::global().run(move || shared.read_stored(from.0, limits))
     }
 
     fn first_offset(&self) -> Offset {

@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::batch::check_limits;
+use crate::batch::{EncodedBatch, check_limits};
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::message_log::{LogStats, MessageLog, Watermark, wait_for};
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::shared::now_ms;
+use crate::stored::StoredBatches;
 
 #[derive(Debug)]
 struct State {
@@ -187,6 +188,36 @@ impl MessageLog for MemLog {
 
     async fn read_from(&self, from: Offset, limits: ReadLimits) -> Result<Vec<Record>> {
         self.read_now(from, limits)
+    }
+
+    async fn read_stored(&self, from: Offset, limits: ReadLimits) -> Result<StoredBatches> {
+        let records = self.read_now(from, limits)?;
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(StoredBatches::empty(from));
+        };
+        let (base, next) = (first.offset, last.offset.next());
+        let new: Vec<NewRecord> = records
+            .into_iter()
+            .map(|r| NewRecord {
+                timestamp_ms: Some(r.timestamp_ms),
+                key: r.key,
+                headers: r.headers,
+                body: r.body,
+            })
+            .collect();
+        // The records were taken under the configured limits; one batch of them is
+        // bounded only by the format.
+        let mut batch =
+            EncodedBatch::encode(&new, now_ms(), self.inner.config.max_record_bytes, u32::MAX)?;
+        batch.set_base_offset(base.0);
+        let bytes = bytes::Bytes::from(batch.contiguous().into_owned());
+        Ok(StoredBatches {
+            from,
+            next,
+            records: new.len(),
+            bytes: bytes.len(),
+            batches: vec![bytes],
+        })
     }
 
     fn first_offset(&self) -> Offset {

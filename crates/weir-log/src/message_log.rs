@@ -7,6 +7,7 @@ use std::future::Future;
 
 use crate::error::{LogError, Result};
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
+use crate::stored::StoredBatches;
 
 /// Sizes and bounds of a log, for metrics and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +67,21 @@ pub trait MessageLog: Send + Sync + 'static {
         from: Offset,
         limits: ReadLimits,
     ) -> impl Future<Output = Result<Vec<Record>>> + Send;
+
+    /// Reads whole batches as they are stored, from the one holding `from` on
+    /// ([`StoredBatches`]): batches while their bytes stay within `limits.max_bytes`
+    /// (at least one if any record exists at or after `from`), until
+    /// `limits.max_records` records from `from` on are in. Records keep the offsets
+    /// and timestamps `read_from` gives them; how appends were cut into batches is
+    /// the log's own (the in-memory log answers one batch per read).
+    ///
+    /// # Errors
+    /// As `read_from`.
+    fn read_stored(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+    ) -> impl Future<Output = Result<StoredBatches>> + Send;
 
     /// The first offset still held.
     fn first_offset(&self) -> Offset;

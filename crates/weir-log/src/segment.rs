@@ -379,6 +379,28 @@ impl Segment {
         }))
     }
 
+    /// A cursor over the committed batches from the one holding `from`, reading
+    /// chunks sized for `records_left` records or `bytes_left` bytes.
+    pub(crate) fn cursor_from(
+        &self,
+        from: u64,
+        records_left: usize,
+        bytes_left: usize,
+    ) -> Result<BatchCursor<'_>> {
+        let (pos, expected) = self.seek(from)?;
+        let chunk = bytes_left
+            .min(records_left.saturating_mul(1024))
+            .saturating_add(self.index_interval_bytes as usize);
+        Ok(BatchCursor::new(
+            &*self.file,
+            &self.log_path,
+            pos,
+            self.committed_len(),
+            expected,
+            chunk,
+        ))
+    }
+
     /// Appends to `out` the records from `from` (inclusive) to `end_offset`
     /// (exclusive), within `limits`; `used_bytes` carries the byte count across segments.
     pub(crate) fn read(
@@ -389,20 +411,9 @@ impl Segment {
         out: &mut Vec<Record>,
         used_bytes: &mut usize,
     ) -> Result<ReadFlow> {
-        let (pos, expected) = self.seek(from)?;
         let records_left = limits.max_records.saturating_sub(out.len());
         let bytes_left = limits.max_bytes.saturating_sub(*used_bytes);
-        let chunk = bytes_left
-            .min(records_left.saturating_mul(1024))
-            .saturating_add(self.index_interval_bytes as usize);
-        let mut cursor = BatchCursor::new(
-            &*self.file,
-            &self.log_path,
-            pos,
-            self.committed_len(),
-            expected,
-            chunk,
-        );
+        let mut cursor = self.cursor_from(from, records_left, bytes_left)?;
         loop {
             let Some((header, bytes)) = cursor.next_committed()? else {
                 return Ok(ReadFlow::Exhausted {

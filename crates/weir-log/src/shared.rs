@@ -17,6 +17,7 @@ use crate::io::Fs;
 use crate::message_log::Watermark;
 use crate::record::{Offset, ReadLimits, Record};
 use crate::segment::{ReadFlow, Segment};
+use crate::stored::{self, StoredBatches};
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
@@ -108,6 +109,36 @@ impl Shared {
     }
 
     pub(crate) fn read(&self, from: u64, limits: ReadLimits) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let mut used = 0;
+        self.walk(from, |segment, at, end| {
+            if limits.max_records == 0 {
+                return Ok(ReadFlow::Done);
+            }
+            segment.read(at, end, &limits, &mut out, &mut used)
+        })?;
+        Ok(out)
+    }
+
+    /// The stored batches from the one holding `from` on, as they are on disk
+    /// ([`StoredBatches`]).
+    pub(crate) fn read_stored(&self, from: u64, limits: ReadLimits) -> Result<StoredBatches> {
+        let mut out = StoredBatches::empty(Offset(from));
+        self.walk(from, |segment, at, end| {
+            stored::read_segment(segment, at, end, &limits, &mut out)
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `visit` on each segment from the one holding `from`, with where to start
+    /// in it and the offset where its readable part ends, until it is done or the
+    /// committed data ends. Checks `from` against the watermark and that each sealed
+    /// segment ends where the next one begins.
+    fn walk(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(&Segment, u64, u64) -> Result<ReadFlow>,
+    ) -> Result<()> {
         let mark = *self.watermark.borrow();
         if from < mark.start || from > mark.next {
             return Err(LogError::OffsetOutOfRange {
@@ -116,21 +147,19 @@ impl Shared {
                 next: mark.next,
             });
         }
-        let mut out = Vec::new();
-        if from == mark.next || limits.max_records == 0 {
-            return Ok(out);
+        if from == mark.next {
+            return Ok(());
         }
-        let mut used = 0;
         let mut at = from;
         loop {
             let Some((segment, next_base)) = self.segment_at(at) else {
                 return Err(self.out_of_range(from));
             };
             let end = next_base.map_or(mark.next, |b| b.min(mark.next));
-            match segment.read(at, end, &limits, &mut out, &mut used) {
-                Ok(ReadFlow::Done) => return Ok(out),
+            match visit(&segment, at, end) {
+                Ok(ReadFlow::Done) => return Ok(()),
                 Ok(ReadFlow::Exhausted { next_offset }) => match next_base {
-                    None => return Ok(out),
+                    None => return Ok(()),
                     // A sealed segment must end exactly where the next one begins.
                     Some(base) if next_offset != base => {
                         return Err(LogError::corrupt(
@@ -142,7 +171,7 @@ impl Shared {
                             },
                         ));
                     }
-                    Some(base) if base >= mark.next => return Ok(out),
+                    Some(base) if base >= mark.next => return Ok(()),
                     Some(base) => at = base,
                 },
                 Err(e) => {

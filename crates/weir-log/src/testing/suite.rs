@@ -53,6 +53,7 @@ pub async fn run_all<F: LogFactory>(factory: &mut F) {
     waiters_and_tail_readers_wake_on_append(factory).await;
     concurrent_appends_get_distinct_contiguous_offsets(factory).await;
     reads_cross_many_segments(factory).await;
+    stored_reads_decode_to_what_reads_give(factory).await;
     close_refuses_appends_and_wakes_waiters(factory).await;
     nothing_happens_until_a_future_is_polled(factory).await;
     reopen_keeps_records_and_trim(factory).await;
@@ -518,6 +519,60 @@ async fn reads_cross_many_segments<F: LogFactory>(factory: &mut F) {
             .unwrap();
         assert_bodies("seek", &got, start);
     }
+    log.close().await.unwrap();
+}
+
+async fn stored_reads_decode_to_what_reads_give<F: LogFactory>(factory: &mut F) {
+    let log = factory.create(suite_config());
+    // Batches of 10 records over about 20 segments of 16 KiB.
+    for chunk in 0..40u64 {
+        let batch: Vec<_> = (0..10)
+            .map(|i| NewRecord::new(body(chunk * 10 + i)).with_header("pad", vec![b'p'; 700]))
+            .collect();
+        log.append_batch(&batch).await.unwrap();
+    }
+    // From inside a batch, within a segment and across segments: the answer decodes
+    // to the records `read_from` gives from there, and `next` is where to go on.
+    let mut from = 3;
+    while from < 400 {
+        let stored = log
+            .read_stored(Offset(from), ReadLimits::new(25, 64 * 1024))
+            .await
+            .unwrap();
+        assert_eq!(stored.from, Offset(from));
+        let records = stored.to_records().unwrap();
+        assert_eq!(records.len(), stored.records, "stored: its record count");
+        assert!(stored.records >= 1 && stored.bytes <= 64 * 1024 + 8 * 1024);
+        assert_eq!(stored.next.0, from + records.len() as u64);
+        let read = log
+            .read_from(Offset(from), ReadLimits::records(records.len()))
+            .await
+            .unwrap();
+        assert_eq!(records, read, "stored from {from}: the same records");
+        let joined: Vec<u8> = stored.batches.iter().flat_map(|b| b.to_vec()).collect();
+        let decoded = crate::decode_stored(&Bytes::from(joined), Offset(from)).unwrap();
+        assert_eq!(decoded, read, "decode_stored from {from}");
+        from = stored.next.0;
+    }
+    let at_end = log
+        .read_stored(Offset(400), ReadLimits::records(10))
+        .await
+        .unwrap();
+    assert_eq!((at_end.records, at_end.next), (0, Offset(400)));
+    assert!(at_end.batches.is_empty());
+    assert!(matches!(
+        log.read_stored(Offset(401), ReadLimits::records(1)).await,
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // A damaged batch is refused, not decoded.
+    let one = log
+        .read_stored(Offset(0), ReadLimits::records(1))
+        .await
+        .unwrap();
+    let mut bytes = one.batches[0].to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    assert!(crate::decode_stored(&Bytes::from(bytes), Offset(0)).is_err());
     log.close().await.unwrap();
 }
 
