@@ -221,6 +221,19 @@ impl EncodedBatch {
         }
     }
 
+    /// The batch's bytes as one `Bytes`, taking the encoded buffer (a copy only
+    /// when a body was borrowed). Only once it is written: its parts are empty after.
+    pub(crate) fn take_bytes(&mut self) -> Bytes {
+        if self.tail.is_empty() {
+            Bytes::from(std::mem::take(&mut self.head))
+        } else {
+            let bytes = Bytes::from(self.contiguous().into_owned());
+            self.head = Vec::new();
+            self.tail.clear();
+            bytes
+        }
+    }
+
     pub(crate) fn len(&self) -> u64 {
         self.len
     }

@@ -107,6 +107,9 @@ pub struct LogConfig {
     /// processes (the broker holds its data directory's `LOCK`) turns it off and
     /// saves one open file per log.
     pub lock_dir: bool,
+    /// Bytes of the newest batches kept in memory for readers at the tail (stored
+    /// reads from them touch no file). 0 (default): none. At most 1 GiB.
+    pub tail_cache_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -122,6 +125,7 @@ impl Default for LogConfig {
             retention_max_bytes: None,
             retention_check_interval_ms: 60_000,
             lock_dir: true,
+            tail_cache_bytes: 0,
         }
     }
 }
@@ -175,6 +179,12 @@ impl LogConfig {
                     "{} is below the minimum of 10",
                     self.retention_check_interval_ms
                 ),
+            );
+        }
+        if self.tail_cache_bytes > GIB {
+            problem(
+                "tail_cache_bytes",
+                format!("{} is over 1 GiB", self.tail_cache_bytes),
             );
         }
         if problems.is_empty() {

@@ -33,6 +33,7 @@ use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::recovery::{self, RecoveryReport};
 use crate::shared::{Counters, Shared, now_ms};
 use crate::stored::StoredBatches;
+use crate::tail_cache::TailCache;
 use crate::writer::{Request, RetentionReport, Writer};
 use crate::writer_pool::{WriterHandle, WriterPool};
 
@@ -106,6 +107,7 @@ impl FileLog {
             next: recovered.active.next_offset,
             closed: false,
         });
+        let tail_cache_bytes = usize::try_from(config.tail_cache_bytes).unwrap_or(usize::MAX);
         let shared = Arc::new(Shared {
             dir,
             fs,
@@ -114,6 +116,7 @@ impl FileLog {
             watermark,
             counters: Counters::default(),
             sync_thread: AtomicUsize::new(usize::MAX),
+            tail: TailCache::new(tail_cache_bytes),
         });
         let writer = Writer::new(
             shared.clone(),
@@ -294,8 +297,19 @@ impl MessageLog for FileLog {
         from: Offset,
         limits: ReadLimits,
     ) -> impl Future<Output = Result<StoredBatches>> + Send {
+        // The tail of a stream is answered here, without a trip to the I/O pool.
+        let cached = self.shared.read_stored_cached(from.0, limits);
         let shared = self.shared.clone();
-        IoPool::global().run(move || shared.read_stored(from.0, limits))
+        async move {
+            match cached {
+                Some(cached) => Ok(cached),
+                None => {
+                    IoPool::global()
+                        .run(move || shared.read_stored(from.0, limits))
+                        .await
+                }
+            }
+        }
     }
 
     fn first_offset(&self) -> Offset {

@@ -65,6 +65,7 @@ mod store;
 mod stored;
 mod syncer;
 mod tail;
+mod tail_cache;
 pub mod testing;
 mod writer;
 mod writer_pool;

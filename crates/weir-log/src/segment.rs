@@ -75,7 +75,11 @@ pub(crate) struct BatchCursor<'a> {
     expected_offset: u64,
     buf: Bytes,
     buf_pos: u64,
+    /// Bytes the next read asks for (at least what the next batch needs): it
+    /// starts small and doubles up to `max_chunk`, so a read of one batch does not
+    /// pull (and zero) a megabyte, and a long scan still reads in large pieces.
     chunk: usize,
+    max_chunk: usize,
 }
 
 impl<'a> BatchCursor<'a> {
@@ -95,7 +99,8 @@ impl<'a> BatchCursor<'a> {
             expected_offset,
             buf: Bytes::new(),
             buf_pos: pos,
-            chunk: chunk.clamp(MIN_READ_CHUNK, MAX_READ_CHUNK),
+            chunk: MIN_READ_CHUNK,
+            max_chunk: chunk.clamp(MIN_READ_CHUNK, MAX_READ_CHUNK),
         }
     }
 
@@ -120,6 +125,7 @@ impl<'a> BatchCursor<'a> {
             return Ok(true);
         }
         let len = (need.max(self.chunk) as u64).min(self.end - self.pos) as usize;
+        self.chunk = (self.chunk * 2).min(self.max_chunk);
         let mut data = vec![0u8; len];
         read_exact_at(self.file, self.pos, &mut data).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {

@@ -18,6 +18,7 @@ use crate::message_log::Watermark;
 use crate::record::{Offset, ReadLimits, Record};
 use crate::segment::{ReadFlow, Segment};
 use crate::stored::{self, StoredBatches};
+use crate::tail_cache::TailCache;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
@@ -76,6 +77,8 @@ pub(crate) struct Shared {
     /// The sync pool thread that syncs this log once it is pipelined (`usize::MAX`
     /// before): which logs share their syncs, for tests and debugging.
     pub(crate) sync_thread: AtomicUsize,
+    /// The newest batches in memory, for readers at the tail (`tail_cache_bytes`).
+    pub(crate) tail: TailCache,
 }
 
 impl Shared {
@@ -123,11 +126,31 @@ impl Shared {
     /// The stored batches from the one holding `from` on, as they are on disk
     /// ([`StoredBatches`]).
     pub(crate) fn read_stored(&self, from: u64, limits: ReadLimits) -> Result<StoredBatches> {
+        if let Some(cached) = self.read_stored_cached(from, limits) {
+            return Ok(cached);
+        }
         let mut out = StoredBatches::empty(Offset(from));
         self.walk(from, |segment, at, end| {
             stored::read_segment(segment, at, end, &limits, &mut out)
         })?;
         Ok(out)
+    }
+
+    /// What `read_stored` answers, when the tail cache holds it (no file, no
+    /// blocking: callers may run it on any thread).
+    pub(crate) fn read_stored_cached(
+        &self,
+        from: u64,
+        limits: ReadLimits,
+    ) -> Option<StoredBatches> {
+        if !self.tail.enabled() || limits.max_records == 0 {
+            return None;
+        }
+        let mark = *self.watermark.borrow();
+        if from < mark.start {
+            return None;
+        }
+        self.tail.read(from, mark.next, &limits)
     }
 
     /// Runs `visit` on each segment from the one holding `from`, with where to start

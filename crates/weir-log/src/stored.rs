@@ -44,7 +44,7 @@ impl StoredBatches {
     }
 
     /// Adds one checked batch of `count` records starting at `base`.
-    fn push(&mut self, base: u64, count: u32, bytes: Bytes) {
+    pub(crate) fn push(&mut self, base: u64, count: u32, bytes: Bytes) {
         let next = base + u64::from(count);
         self.records += usize::try_from(next - base.max(self.from.0)).unwrap_or(usize::MAX);
         self.bytes += bytes.len();

@@ -523,7 +523,18 @@ async fn reads_cross_many_segments<F: LogFactory>(factory: &mut F) {
 }
 
 async fn stored_reads_decode_to_what_reads_give<F: LogFactory>(factory: &mut F) {
-    let log = factory.create(suite_config());
+    stored_reads_with(factory, suite_config()).await;
+    // The same with the newest ~4 batches in memory: reads near the end come from
+    // there, older ones from the files, and the answers are the same.
+    let cached = LogConfig {
+        tail_cache_bytes: 32 * 1024,
+        ..suite_config()
+    };
+    stored_reads_with(factory, cached).await;
+}
+
+async fn stored_reads_with<F: LogFactory>(factory: &mut F, config: LogConfig) {
+    let log = factory.create(config);
     // Batches of 10 records over about 20 segments of 16 KiB.
     for chunk in 0..40u64 {
         let batch: Vec<_> = (0..10)

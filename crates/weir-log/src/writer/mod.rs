@@ -609,10 +609,10 @@ impl Writer {
     }
 
     /// Indexes the written group and makes it readable.
-    fn index_and_publish(&mut self, pending: &[Pending]) {
+    fn index_and_publish(&mut self, pending: &mut [Pending]) {
         let interval = u64::from(self.shared.config.index_interval_bytes);
         let mut entries = Vec::new();
-        for p in pending {
+        for p in pending.iter() {
             if self.bytes_since_entry >= interval {
                 entries.push(IndexEntry {
                     rel_offset: (p.first - self.active.base) as u32,
@@ -626,6 +626,16 @@ impl Writer {
         }
         self.active.extend_index(&entries);
         self.unpersisted.extend(entries);
+        let tail = &self.shared.tail;
+        if tail.enabled() {
+            for p in pending.iter_mut() {
+                if p.batch.len() > tail.cap() as u64 {
+                    tail.clear();
+                } else {
+                    tail.push(p.first, p.batch.count(), p.batch.take_bytes());
+                }
+            }
+        }
         self.publish();
     }
 

@@ -95,6 +95,7 @@ impl Writer {
     /// A truncation that fails is retried before the next group (`Repair`); a sync
     /// that fails stops the log until reopened.
     pub(super) fn roll_back(&mut self, start_pos: u64, start_offset: u64) {
+        self.shared.tail.clear();
         self.write_pos = start_pos;
         self.next_offset = start_offset;
         let file = self.active.file.clone();

@@ -44,6 +44,7 @@ fn writer(fs: &CrashFs) -> Writer {
         watermark,
         counters: Counters::default(),
         sync_thread: AtomicUsize::new(usize::MAX),
+        tail: crate::tail_cache::TailCache::new(0),
     });
     Writer::new(shared, Some(lock), recovered.active, recovered.start_offset)
 }
