@@ -94,7 +94,14 @@ pub struct BrokerConfig {
     /// Users who may log in only from a loopback address (RabbitMQ's
     /// `loopback_users`): `guest` by default.
     pub loopback_users: Vec<String>,
+    /// Bytes of each stream partition's newest batches kept in memory for readers
+    /// at the tail (`LogConfig::tail_cache_bytes`; queues keep none). 0: none.
+    pub stream_tail_cache_bytes: u64,
 }
+
+/// Default of [`BrokerConfig::stream_tail_cache_bytes`]: about sixteen appends of
+/// 1,000 records of 100 bytes.
+pub const STREAM_TAIL_CACHE_BYTES: u64 = 2 << 20;
 
 impl BrokerConfig {
     /// Defaults for a data directory: fsync always, 64 MiB segments (small enough
@@ -108,6 +115,7 @@ impl BrokerConfig {
             },
             limits: Limits::default(),
             loopback_users: vec!["guest".to_owned()],
+            stream_tail_cache_bytes: STREAM_TAIL_CACHE_BYTES,
         }
     }
 }

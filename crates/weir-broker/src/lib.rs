@@ -91,7 +91,7 @@ pub use api::{
     SettleReport,
 };
 pub use broker::{Broker, StartReport};
-pub use config::{BrokerConfig, Limits, MAX_MESSAGE_BYTES_CEILING};
+pub use config::{BrokerConfig, Limits, MAX_MESSAGE_BYTES_CEILING, STREAM_TAIL_CACHE_BYTES};
 pub use error::{BrokerError, Kind, Limit, Result, StorageFailure};
 pub use exchanges::{
     ExchangeInfo, PublishMessage, PublishOptions, PublishOutcome, QueuedPublish, SubscriptionInfo,

@@ -76,6 +76,12 @@ impl<S: LogStore> Broker<S> {
             .log
             .validate()
             .map_err(|e| BrokerError::invalid("log", e.to_string()))?;
+        if config.stream_tail_cache_bytes > 1 << 30 {
+            return Err(BrokerError::invalid(
+                "stream_tail_cache_bytes",
+                format!("{} is over 1 GiB", config.stream_tail_cache_bytes),
+            ));
+        }
         let queues_dir = config.data_dir.join("queues");
         create_dir_all_durably(&queues_dir).map_err(|e| io_error("create", &queues_dir, e))?;
         let lock = lock_data_dir(&config.data_dir)?;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
@@ -17,6 +17,7 @@ use weir_broker::stream::groups::GroupConfig;
 use crate::auth::{Caller, Scoped};
 use crate::extract::JsonBody;
 use crate::state::{ApiResult, LongPolls, ok};
+use crate::stored_format;
 use crate::stream_routes::RecordOut;
 
 pub(crate) async fn list(
@@ -81,29 +82,45 @@ struct PollOut<'a> {
 }
 
 /// Joins or heartbeats and answers records from the member's partitions; a long
-/// poll takes one of `[http] max_long_polls`, as a queue's receive does.
+/// poll takes one of `[http] max_long_polls`, as a queue's receive does. With
+/// `Accept: application/vnd.weir.batches` the records are the stored batches
+/// (`stored_format`), the generation and partitions in `weir-generation` and
+/// `weir-partitions` headers.
 pub(crate) async fn poll(
     caller: Caller,
     Scoped(broker): Scoped,
     State(long_polls): State<LongPolls>,
     Path((stream, group)): Path<(String, String)>,
+    request_headers: HeaderMap,
     JsonBody(p): JsonBody<PollIn>,
 ) -> ApiResult {
     caller.allow(Operation::Read, "queue", &stream)?;
     let poll = long_polls.hold(p.wait_ms.unwrap_or(0), broker.limits().max_wait_ms);
-    let polled = broker
-        .poll(
-            &stream,
-            &group,
-            &p.member,
-            p.max.unwrap_or(100),
-            poll.wait_ms,
-        )
-        .await?;
+    let (max, stored) = (
+        p.max.unwrap_or(100),
+        stored_format::wanted(&request_headers),
+    );
+    let polled = if stored {
+        broker
+            .poll_stored(&stream, &group, &p.member, max, poll.wait_ms)
+            .await?
+    } else {
+        broker
+            .poll(&stream, &group, &p.member, max, poll.wait_ms)
+            .await?
+    };
     let what = "requests are already waiting in a long poll ([http] max_long_polls) and no \
                 record is there yet";
-    if let Some(refused) = long_polls.refusal(&poll, polled.records.is_empty(), what) {
+    if let Some(refused) = long_polls.refusal(&poll, polled.is_empty(), what) {
         return Err(refused);
+    }
+    if stored {
+        let partitions: Vec<String> = polled.partitions.iter().map(u32::to_string).collect();
+        let headers = [
+            ("weir-generation", polled.generation.to_string()),
+            ("weir-partitions", partitions.join(",")),
+        ];
+        return Ok(stored_format::answer(&polled.stored, &headers));
     }
     let messages: Vec<RecordOut<'_>> = polled.records.iter().map(RecordOut::of).collect();
     Ok((

@@ -41,6 +41,7 @@ mod routes;
 mod routing_routes;
 mod server;
 mod state;
+mod stored_format;
 mod stream_routes;
 mod vhost_paths;
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -24,6 +24,7 @@ use crate::auth::{Caller, Scoped};
 use crate::error::ApiError;
 use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
 use crate::state::{ApiResult, LongPolls, ok};
+use crate::stored_format;
 
 pub(crate) async fn declare(
     caller: Caller,
@@ -225,28 +226,35 @@ impl<'a> RecordOut<'a> {
 }
 
 /// Reads a partition; a long poll (`wait_ms`) takes one of `[http] max_long_polls`,
-/// as a queue's receive does. Reading changes nothing, so it is a GET.
+/// as a queue's receive does. Reading changes nothing, so it is a GET. With
+/// `Accept: application/vnd.weir.batches` the answer is the stored batches
+/// (`stored_format`), one section even when empty (its `next` says where to go on).
 pub(crate) async fn read(
     caller: Caller,
     Scoped(broker): Scoped,
     State(long_polls): State<LongPolls>,
     Path(name): Path<String>,
+    request_headers: HeaderMap,
     QueryParams(q): QueryParams<ReadQuery>,
 ) -> ApiResult {
     caller.allow(Operation::Read, "queue", &name)?;
     let from: ReadFrom = q.from.as_deref().unwrap_or("first").parse()?;
     let poll = long_polls.hold(q.wait_ms.unwrap_or(0), broker.limits().max_wait_ms);
-    let read = broker
-        .read_stream(
-            &name,
-            q.partition.unwrap_or(0),
-            from,
-            q.max.unwrap_or(100),
-            poll.wait_ms,
-        )
-        .await?;
+    let (partition, max) = (q.partition.unwrap_or(0), q.max.unwrap_or(100));
     let what = "reads are already waiting in a long poll ([http] max_long_polls) and no \
                 record is there yet";
+    if stored_format::wanted(&request_headers) {
+        let read = broker
+            .read_stream_stored(&name, partition, from, max, poll.wait_ms)
+            .await?;
+        if let Some(refused) = long_polls.refusal(&poll, read.batches.records == 0, what) {
+            return Err(refused);
+        }
+        return Ok(stored_format::answer(&[read], &[]));
+    }
+    let read = broker
+        .read_stream(&name, partition, from, max, poll.wait_ms)
+        .await?;
     if let Some(refused) = long_polls.refusal(&poll, read.records.is_empty(), what) {
         return Err(refused);
     }

@@ -26,6 +26,9 @@ pub struct LogSection {
     /// used lately are closed and opened again when next used. 0: what the open-file
     /// limit leaves once connections and the broker's own files are reserved.
     pub max_open_files: u64,
+    /// Bytes of each stream partition's newest batches kept in memory, so readers
+    /// that keep up read no file; 0: none. At most 1 GiB.
+    pub stream_tail_cache_bytes: u64,
 }
 
 impl Default for LogSection {
@@ -34,6 +37,7 @@ impl Default for LogSection {
             segment_bytes: 64 << 20,
             threads: 0,
             max_open_files: 0,
+            stream_tail_cache_bytes: weir_broker::STREAM_TAIL_CACHE_BYTES,
         }
     }
 }

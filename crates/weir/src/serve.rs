@@ -132,6 +132,21 @@ async fn shutdown_signal() {
     }
 }
 
+/// The broker's settings from the configuration.
+fn broker_config(config: &Config) -> BrokerConfig {
+    let mut broker_config = BrokerConfig::new(&config.data_dir);
+    broker_config.loopback_users = if config.amqp.guest_loopback_only {
+        vec!["guest".to_owned()]
+    } else {
+        Vec::new()
+    };
+    broker_config.log.fsync = config.fsync;
+    broker_config.log.segment_bytes = config.log.segment_bytes;
+    broker_config.stream_tail_cache_bytes = config.log.stream_tail_cache_bytes;
+    broker_config.limits = config.limits.clone();
+    broker_config
+}
+
 /// Runs the broker.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args)?;
@@ -166,22 +181,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !weir_log::set_pool_threads(config.log.pool_threads()?) {
         tracing::warn!("the log pools were already running: log.threads is not applied");
     }
-    let mut broker_config = BrokerConfig::new(&config.data_dir);
-    broker_config.loopback_users = if config.amqp.guest_loopback_only {
-        vec!["guest".to_owned()]
-    } else {
-        Vec::new()
-    };
-    broker_config.log.fsync = config.fsync;
-    broker_config.log.segment_bytes = config.log.segment_bytes;
-    broker_config.limits = config.limits.clone();
-    let (broker, report) = Broker::open(broker_config).await.with_context(|| {
-        format!(
-            "opening data directory {} (open-file limit {:?})",
-            config.data_dir.display(),
-            files.limit
-        )
-    })?;
+    let (broker, report) = Broker::open(broker_config(&config))
+        .await
+        .with_context(|| {
+            format!(
+                "opening data directory {} (open-file limit {:?})",
+                config.data_dir.display(),
+                files.limit
+            )
+        })?;
     tracing::info!(
         queues = report.queues,
         messages = report.messages,

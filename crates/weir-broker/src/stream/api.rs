@@ -6,10 +6,12 @@ use std::sync::atomic::Ordering;
 
 use weir_log::{Header, LogStore, MessageLog, NewRecord};
 
-use super::read::{MAX_READ_BYTES, check_read, read_partition, start_offset};
+use super::read::{
+    MAX_READ_BYTES, check_read, read_partition, read_partition_stored, start_offset,
+};
 use super::{
-    PartitionInfo, Placed, ReadFrom, StreamInfo, StreamOptions, StreamRead, StreamRecordIn,
-    StreamRef, partition_for,
+    PartitionInfo, Placed, ReadFrom, StoredRead, StreamInfo, StreamOptions, StreamRead,
+    StreamRecordIn, StreamRef, partition_for,
 };
 use crate::api::{Declared, validate_name};
 use crate::broker::{Broker, closing};
@@ -286,6 +288,26 @@ impl<S: LogStore> Broker<S> {
         check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
         let start = start_offset(log, from).await?;
         read_partition(log, partition, start, max, MAX_READ_BYTES, wait_ms).await
+    }
+
+    /// As [`Broker::read_stream`], answering whole batches as stored
+    /// ([`StoredRead`]): no record is parsed or encoded again on the way out.
+    ///
+    /// # Errors
+    /// As [`Broker::read_stream`].
+    pub async fn read_stream_stored(
+        &self,
+        name: &str,
+        partition: u32,
+        from: ReadFrom,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<StoredRead> {
+        let (stream, partition) = self.stream_part(name, partition)?;
+        let log = &stream.partitions[partition as usize];
+        check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
+        let start = start_offset(log, from).await?;
+        read_partition_stored(log, partition, start, max, MAX_READ_BYTES, wait_ms).await
     }
 }
 

@@ -10,12 +10,15 @@ use weir_log::{LogConfig, LogStore};
 use super::{StreamOptions, StreamRef};
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::files::{io_error, write_durably};
 
-/// The log settings of one partition: the broker's, with the stream's retention.
-fn partition_config(base: &LogConfig, options: &StreamOptions) -> LogConfig {
-    let mut config = base.clone();
+/// The log settings of one partition: the broker's, with the stream's retention and
+/// the broker's tail cache for streams.
+fn partition_config(broker: &BrokerConfig, options: &StreamOptions) -> LogConfig {
+    let mut config = broker.log.clone();
+    config.tail_cache_bytes = broker.stream_tail_cache_bytes;
     config.retention_max_age_ms = options.max_age_ms;
     config.retention_max_bytes = options.max_bytes;
     if let Some(bytes) = options.segment_bytes {
@@ -64,7 +67,7 @@ impl<S: LogStore> Broker<S> {
     ) -> Result<StreamRef<S::Log>> {
         let json =
             serde_json::to_vec_pretty(options).map_err(|e| BrokerError::internal(e.to_string()))?;
-        let config = partition_config(&self.inner.config.log, options);
+        let config = partition_config(&self.inner.config, options);
         let mut partitions = old.partitions.clone();
         for p in old.options.partitions..options.partitions {
             let path = old.dir.join(format!("p{p}"));
@@ -97,7 +100,7 @@ impl<S: LogStore> Broker<S> {
         dir: &Path,
         options: &StreamOptions,
     ) -> Result<StreamRef<S::Log>> {
-        let config = partition_config(&self.inner.config.log, options);
+        let config = partition_config(&self.inner.config, options);
         let mut partitions = Vec::with_capacity(options.partitions as usize);
         for p in 0..options.partitions {
             let path = dir.join(format!("p{p}"));

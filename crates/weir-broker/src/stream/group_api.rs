@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use weir_log::{LogStore, MessageLog, Offset, ReadLimits};
 
 use super::groups::{Change, GroupConfig, GroupInfo};
-use super::read::{MAX_READ_BYTES, check_read, read_partition, start_offset};
-use super::{ReadFrom, StreamRecord, StreamRef};
+use super::read::{
+    MAX_READ_BYTES, check_read, read_partition, read_partition_stored, start_offset,
+};
+use super::{ReadFrom, StoredRead, StreamRecord, StreamRef};
 use crate::api::{Declared, MAX_NAME_BYTES};
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -24,6 +26,25 @@ pub struct GroupPoll {
     pub partitions: Vec<u32>,
     /// Records from them, partition by partition, each in offset order.
     pub records: Vec<StreamRecord>,
+    /// For [`Broker::poll_stored`] (instead of `records`): the batches read, one
+    /// entry per partition that had records.
+    pub stored: Vec<StoredRead>,
+}
+
+impl GroupPoll {
+    /// Whether it answers no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.stored.is_empty()
+    }
+}
+
+/// How a poll answers its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// Parsed, as [`StreamRecord`]s.
+    Records,
+    /// As stored, as [`StoredRead`]s.
+    Stored,
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -135,6 +156,38 @@ impl<S: LogStore> Broker<S> {
         max: u32,
         wait_ms: u64,
     ) -> Result<GroupPoll> {
+        self.poll_as(stream, group, member, max, wait_ms, Shape::Records)
+            .await
+    }
+
+    /// As [`Broker::poll`], answering whole batches as stored (`GroupPoll::stored`):
+    /// at least `max` records unless the end or the byte limit comes first (the last
+    /// batch may go past `max`); the member's position moves to the end of what it
+    /// got.
+    ///
+    /// # Errors
+    /// As [`Broker::poll`].
+    pub async fn poll_stored(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<GroupPoll> {
+        self.poll_as(stream, group, member, max, wait_ms, Shape::Stored)
+            .await
+    }
+
+    async fn poll_as(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        max: u32,
+        wait_ms: u64,
+        shape: Shape,
+    ) -> Result<GroupPoll> {
         check_name("member", member)?;
         check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
         let s = self.stream(stream)?;
@@ -144,12 +197,12 @@ impl<S: LogStore> Broker<S> {
             let appended = s.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let polled = poll_once(&s, group, member, max).await?;
-            if !polled.records.is_empty() || tokio::time::Instant::now() >= deadline {
+            let polled = poll_once(&s, group, member, max, shape).await?;
+            if !polled.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(polled);
             }
             if tokio::time::timeout_at(deadline, appended).await.is_err() {
-                return poll_once(&s, group, member, max).await;
+                return poll_once(&s, group, member, max, shape).await;
             }
         }
     }
@@ -307,6 +360,7 @@ async fn poll_once<L: MessageLog + Clone>(
     group: &str,
     member: &str,
     max: u32,
+    shape: Shape,
 ) -> Result<GroupPoll> {
     let partitions = u32::try_from(s.partitions.len()).unwrap_or(0);
     let (assignment, start) = s.groups.with(|g| {
@@ -315,7 +369,7 @@ async fn poll_once<L: MessageLog + Clone>(
             .map(|a| (a, start))
     })?;
     let start = start.ok_or_else(|| not_found(group))??;
-    let mut records = Vec::new();
+    let (mut records, mut stored) = (Vec::new(), Vec::new());
     // One poll answers at most `max` records and about MAX_READ_BYTES in all, however
     // many partitions the member owns.
     let mut left = max;
@@ -331,17 +385,34 @@ async fn poll_once<L: MessageLog + Clone>(
             s.groups.with(|g| g.advance(group, member, *p, from));
             continue;
         }
-        let read = read_partition(log, *p, from, left, bytes_left, 0).await?;
-        left -= u32::try_from(read.records.len()).unwrap_or(left);
-        let read_bytes: usize = read.records.iter().map(|r| r.body.len()).sum();
-        bytes_left = bytes_left.saturating_sub(read_bytes.max(1));
-        s.groups.with(|g| g.advance(group, member, *p, read.next));
-        records.extend(read.records);
+        let next = match shape {
+            Shape::Records => {
+                let read = read_partition(log, *p, from, left, bytes_left, 0).await?;
+                left -= u32::try_from(read.records.len()).unwrap_or(left);
+                let read_bytes: usize = read.records.iter().map(|r| r.body.len()).sum();
+                bytes_left = bytes_left.saturating_sub(read_bytes.max(1));
+                records.extend(read.records);
+                read.next
+            }
+            Shape::Stored => {
+                let read = read_partition_stored(log, *p, from, left, bytes_left, 0).await?;
+                let batches = &read.batches;
+                left = left.saturating_sub(u32::try_from(batches.records).unwrap_or(left));
+                bytes_left = bytes_left.saturating_sub(batches.bytes.max(1));
+                let next = batches.next.0;
+                if batches.records > 0 {
+                    stored.push(read);
+                }
+                next
+            }
+        };
+        s.groups.with(|g| g.advance(group, member, *p, next));
     }
     Ok(GroupPoll {
         generation: assignment.generation,
         partitions: assignment.positions.keys().copied().collect(),
         records,
+        stored,
     })
 }
 

@@ -192,3 +192,83 @@ async fn start_policies_long_polls_and_resets() {
         Err(BrokerError::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_stored_poll_answers_whole_batches_and_moves_the_position_past_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    stream_with_group(&broker, 1, GroupConfig::default()).await;
+    for i in 0..3 {
+        broker
+            .append("s", records(&format!("{i}-"), 4))
+            .await
+            .expect("append");
+    }
+    // A max of 5 takes whole batches: the first two (8 records), not the third.
+    let polled = broker.poll_stored("s", "g", "m", 5, 0).await.expect("poll");
+    assert!(polled.records.is_empty(), "stored polls fill `stored` only");
+    assert_eq!(polled.stored.len(), 1);
+    let first = &polled.stored[0].batches;
+    assert_eq!((first.from.0, first.records, first.next.0), (0, 8, 8));
+    assert_eq!(first.batches.len(), 2);
+    let bodies: Vec<Bytes> = first
+        .to_records()
+        .expect("decode")
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(bodies[4], "1-0");
+    assert_eq!(bodies.len(), 8);
+    // The next poll goes on from there; a plain poll sees the same position.
+    let rest = broker
+        .poll_stored("s", "g", "m", 100, 0)
+        .await
+        .expect("rest");
+    let got: usize = rest.stored.iter().map(|s| s.batches.records).sum();
+    assert_eq!(got + first.records, 12, "every record once");
+    assert!(
+        broker
+            .poll("s", "g", "m", 100, 0)
+            .await
+            .expect("plain")
+            .is_empty()
+    );
+    // What a stored poll got can be committed like any poll's.
+    let offsets: BTreeMap<u32, u64> = polled
+        .stored
+        .iter()
+        .chain(&rest.stored)
+        .map(|s| (s.partition, s.batches.next.0))
+        .collect();
+    broker.commit("s", "g", "m", offsets).await.expect("commit");
+    let info = broker.group("s", "g").await.expect("describe");
+    let lag: u64 = info.partitions.iter().map(|p| p.lag).sum();
+    assert_eq!(lag, 0, "{info:?}");
+}
+
+#[tokio::test]
+async fn a_stored_read_starts_inside_a_batch_and_says_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    broker
+        .declare_stream("r", StreamOptions::default())
+        .await
+        .expect("stream");
+    broker.append("r", records("x", 6)).await.expect("append");
+    let read = broker
+        .read_stream_stored("r", 0, ReadFrom::Offset(2), 100, 0)
+        .await
+        .expect("read");
+    assert_eq!((read.batches.from.0, read.batches.next.0), (2, 6));
+    assert_eq!(read.batches.records, 4);
+    let records = read.batches.to_records().expect("decode");
+    let bodies: Vec<&[u8]> = records.iter().map(|r| &r.body[..]).collect();
+    assert_eq!(bodies, [&b"x2"[..], b"x3", b"x4", b"x5"]);
+    assert!(
+        broker
+            .read_stream_stored("r", 1, ReadFrom::First, 1, 0)
+            .await
+            .is_err(),
+        "no partition 1"
+    );
+}

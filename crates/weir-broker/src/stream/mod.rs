@@ -53,6 +53,8 @@ use crate::error::{BrokerError, Result};
 pub use api::PROPERTIES_HEADER;
 pub use group_api::GroupPoll;
 pub use read::ReadFrom;
+/// What a stored read answers, and the parser for it (a reader of the binary format).
+pub use weir_log::{Offset, StoredBatches, decode_stored};
 
 /// Most partitions a stream may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -177,6 +179,18 @@ pub struct StreamRead {
     pub records: Vec<StreamRecord>,
     /// One past the last record answered (where the read started if none).
     pub next: u64,
+}
+
+/// Records of one partition as stored: whole batches in the log's format
+/// (docs/on-disk-format.md "Batch"), for readers that take the binary format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRead {
+    /// The partition.
+    pub partition: u32,
+    /// Its batches; `batches.from` is where the read started (records below it in
+    /// the first batch are not part of the answer), `batches.next` where the next
+    /// read starts.
+    pub batches: StoredBatches,
 }
 
 /// One partition as listed.

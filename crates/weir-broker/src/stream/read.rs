@@ -2,11 +2,12 @@
 //! kept, waiting for records that are not there yet, and the records as read.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use weir_log::{LogError, MessageLog, Offset, ReadLimits, Record};
 
-use super::{StreamRead, StreamRecord};
+use super::{StoredRead, StreamRead, StreamRecord};
 use crate::clock::now_ms;
 use crate::error::{BrokerError, Result};
 
@@ -124,26 +125,14 @@ pub(super) async fn read_partition<L: MessageLog>(
     max_bytes: usize,
     wait_ms: u64,
 ) -> Result<StreamRead> {
-    if wait_ms > 0 && log.next_offset().0 <= start {
-        // Nothing yet: wait for it (a closed log answers what there is).
-        let _ =
-            tokio::time::timeout(Duration::from_millis(wait_ms), log.wait_for(Offset(start))).await;
-    }
     let limits = ReadLimits {
         max_records: max as usize,
         max_bytes,
     };
-    let mut from = start;
-    let records = loop {
-        match log.read_from(Offset(from), limits).await {
-            Ok(records) => break records,
-            // Retention moved the first offset up meanwhile: read from it.
-            Err(LogError::OffsetOutOfRange { .. }) if from < log.first_offset().0 => {
-                from = log.first_offset().0;
-            }
-            Err(e) => return Err(storage(e)),
-        }
-    };
+    let (records, from) = read_clamped(log, start, wait_ms, |from| {
+        log.read_from(Offset(from), limits)
+    })
+    .await?;
     let next = records.last().map_or(from, |r| r.offset.0 + 1);
     Ok(StreamRead {
         records: records
@@ -152,6 +141,59 @@ pub(super) async fn read_partition<L: MessageLog>(
             .collect(),
         next,
     })
+}
+
+/// As [`read_partition`], answering whole batches as stored: at least `max` records
+/// from `start` unless the end or `max_bytes` comes first (the last batch may go
+/// past `max`; the first may begin before `start`).
+pub(super) async fn read_partition_stored<L: MessageLog>(
+    log: &L,
+    partition: u32,
+    start: u64,
+    max: u32,
+    max_bytes: usize,
+    wait_ms: u64,
+) -> Result<StoredRead> {
+    let limits = ReadLimits {
+        max_records: max as usize,
+        max_bytes,
+    };
+    let (batches, _) = read_clamped(log, start, wait_ms, |from| {
+        log.read_stored(Offset(from), limits)
+    })
+    .await?;
+    Ok(StoredRead { partition, batches })
+}
+
+/// Runs `read` from `start` (waiting up to `wait_ms` for a record there first), from
+/// the first offset instead if retention moved it past `start` meanwhile; answers
+/// what it read and where it read from.
+async fn read_clamped<L: MessageLog, T, F, R>(
+    log: &L,
+    start: u64,
+    wait_ms: u64,
+    read: R,
+) -> Result<(T, u64)>
+where
+    R: Fn(u64) -> F,
+    F: Future<Output = std::result::Result<T, LogError>>,
+{
+    if wait_ms > 0 && log.next_offset().0 <= start {
+        // Nothing yet: wait for it (a closed log answers what there is).
+        let _ =
+            tokio::time::timeout(Duration::from_millis(wait_ms), log.wait_for(Offset(start))).await;
+    }
+    let mut from = start;
+    loop {
+        match read(from).await {
+            Ok(out) => return Ok((out, from)),
+            // Retention moved the first offset up meanwhile: read from it.
+            Err(LogError::OffsetOutOfRange { .. }) if from < log.first_offset().0 => {
+                from = log.first_offset().0;
+            }
+            Err(e) => return Err(storage(e)),
+        }
+    }
 }
 
 fn record_out(partition: u32, r: Record) -> StreamRecord {

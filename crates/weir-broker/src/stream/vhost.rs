@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::group_api::GroupPoll;
 use super::groups::{GroupConfig, GroupInfo};
-use super::{Placed, ReadFrom, StreamInfo, StreamOptions, StreamRead, StreamRecordIn};
+use super::{Placed, ReadFrom, StoredRead, StreamInfo, StreamOptions, StreamRead, StreamRecordIn};
 use crate::api::Declared;
 use crate::error::Result;
 use crate::vhost::Vhost;
@@ -82,6 +82,23 @@ impl<S: LogStore> Vhost<S> {
         read.map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::read_stream_stored`](crate::Broker::read_stream_stored).
+    pub async fn read_stream_stored(
+        &self,
+        name: &str,
+        partition: u32,
+        from: ReadFrom,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<StoredRead> {
+        let full = self.full(name)?;
+        let read = self
+            .broker
+            .read_stream_stored(&full, partition, from, max, wait_ms)
+            .await;
+        read.map_err(|e| self.out_error(e))
+    }
+
     /// [`Broker::declare_group`](crate::Broker::declare_group).
     pub async fn declare_group(
         &self,
@@ -126,6 +143,23 @@ impl<S: LogStore> Vhost<S> {
     ) -> Result<GroupPoll> {
         let full = self.full(stream)?;
         let polled = self.broker.poll(&full, group, member, max, wait_ms).await;
+        polled.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::poll_stored`](crate::Broker::poll_stored).
+    pub async fn poll_stored(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<GroupPoll> {
+        let full = self.full(stream)?;
+        let polled = self
+            .broker
+            .poll_stored(&full, group, member, max, wait_ms)
+            .await;
         polled.map_err(|e| self.out_error(e))
     }
 

@@ -45,15 +45,31 @@ pub struct StreamArgs {
     /// appenders run.
     #[arg(long, default_value_t = 0)]
     groups: u32,
+    /// How often each group commits what it read, in ms; 0: after every poll.
+    /// (Kafka's consumers commit every 5,000 ms by default.)
+    #[arg(long, default_value_t = 0)]
+    commit_interval_ms: u64,
     /// Skip the replay from the first record.
     #[arg(long)]
     no_replay: bool,
+    /// How groups and the replay read: `json` (one object per record) or `batches`
+    /// (the binary format, `Accept: application/vnd.weir.batches`, decoded here
+    /// record by record).
+    #[arg(long, value_enum, default_value_t = ReadFormat::Json)]
+    read_format: ReadFormat,
     /// The broker's process id: report its CPU time per record.
     #[arg(long)]
     pid: Option<u32>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// How the benchmark's readers ask for records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ReadFormat {
+    Json,
+    Batches,
 }
 
 /// The HTTP side of the run: a client with the login and the stream's base URL.
@@ -63,6 +79,7 @@ struct Target {
     base: String,
     user: String,
     password: String,
+    format: ReadFormat,
 }
 
 /// A record as read, with only what the benchmark looks at (parsing every field
@@ -100,10 +117,25 @@ impl Target {
         path: &str,
         body: Option<String>,
     ) -> anyhow::Result<String> {
+        let bytes = self.send_bytes(method, path, body, false).await?;
+        String::from_utf8(bytes.to_vec()).context("an answer that is not UTF-8")
+    }
+
+    /// Sends a request; with `stored`, asks for the binary read format.
+    async fn send_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        stored: bool,
+    ) -> anyhow::Result<bytes::Bytes> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .basic_auth(&self.user, Some(&self.password));
+        if stored {
+            request = request.header(reqwest::header::ACCEPT, STORED_FORMAT);
+        }
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -111,13 +143,95 @@ impl Target {
         }
         let answer = request.send().await.context("request")?;
         let status = answer.status();
-        let text = answer.text().await.context("answer")?;
+        let bytes = answer.bytes().await.context("answer")?;
         anyhow::ensure!(
             status.is_success() || status.as_u16() == 404,
-            "{status}: {text}"
+            "{status}: {}",
+            String::from_utf8_lossy(&bytes)
         );
-        Ok(text)
+        Ok(bytes)
     }
+
+    /// Reads records in the run's format: per record (partition, offset, body
+    /// length), and per partition where to go on.
+    async fn read_records(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<Vec<Section>> {
+        let stored = self.format == ReadFormat::Batches;
+        let bytes = self.send_bytes(method, path, body, stored).await?;
+        if stored {
+            return parse_stored(&bytes);
+        }
+        let read: Records<'_> = serde_json::from_slice(&bytes).context("a JSON answer")?;
+        let mut sections: Vec<Section> = Vec::new();
+        for m in &read.messages {
+            let body = m.body.as_ref().map_or(0, |b| b.len()) as u64;
+            match sections.last_mut() {
+                Some(s) if s.partition == m.partition => {
+                    s.records += 1;
+                    s.body_bytes += body;
+                    s.next = m.offset + 1;
+                }
+                _ => sections.push(Section {
+                    partition: m.partition,
+                    records: 1,
+                    body_bytes: body,
+                    next: m.offset + 1,
+                }),
+            }
+        }
+        if sections.is_empty() {
+            sections.push(Section {
+                partition: u64::MAX,
+                records: 0,
+                body_bytes: 0,
+                next: read.next,
+            });
+        }
+        Ok(sections)
+    }
+}
+
+/// The binary read format's media type (docs/http-api.md "Binary reads").
+const STORED_FORMAT: &str = "application/vnd.weir.batches";
+
+/// What a read answered for one partition.
+struct Section {
+    partition: u64,
+    records: u64,
+    body_bytes: u64,
+    /// Where to read on (what a group commits).
+    next: u64,
+}
+
+/// Parses a binary answer: sections of `u32 partition, u64 from, u64 next, u32
+/// length` and that many bytes of stored batches, each decoded record by record.
+fn parse_stored(bytes: &bytes::Bytes) -> anyhow::Result<Vec<Section>> {
+    let mut sections = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        anyhow::ensure!(bytes.len() - at >= 24, "a section header cut short");
+        let field = |from: usize, len: usize| &bytes[at + from..at + from + len];
+        let partition = u32::from_le_bytes(field(0, 4).try_into()?);
+        let from = u64::from_le_bytes(field(4, 8).try_into()?);
+        let next = u64::from_le_bytes(field(12, 8).try_into()?);
+        let len = u32::from_le_bytes(field(20, 4).try_into()?) as usize;
+        anyhow::ensure!(bytes.len() - at - 24 >= len, "a section cut short");
+        let batches = bytes.slice(at + 24..at + 24 + len);
+        let records = weir_log::decode_stored(&batches, weir_log::Offset(from))
+            .map_err(|e| anyhow::anyhow!("stored batches: {e}"))?;
+        sections.push(Section {
+            partition: u64::from(partition),
+            records: records.len() as u64,
+            body_bytes: records.iter().map(|r| r.body.len() as u64).sum(),
+            next,
+        });
+        at += 24 + len;
+    }
+    Ok(sections)
 }
 
 /// Runs the benchmark.
@@ -142,6 +256,7 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<ExitCode> {
         ),
         user: args.server.user.clone(),
         password: args.server.password.clone(),
+        format: args.read_format,
     };
     target.send(reqwest::Method::DELETE, "", None).await?;
     let options = json!({"partitions": args.partitions}).to_string();
@@ -157,7 +272,8 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<ExitCode> {
     let mut readers = JoinSet::new();
     for g in 0..args.groups {
         let (target, stop, read) = (target.clone(), stop.clone(), read_by_groups.clone());
-        readers.spawn(async move { group_reader(target, g, stop, read).await });
+        let every = std::time::Duration::from_millis(args.commit_interval_ms);
+        readers.spawn(async move { group_reader(target, g, every, stop, read).await });
     }
     let cpu_before = args.pid.map(process_cpu_seconds).transpose()?;
     let started = Instant::now();
@@ -217,6 +333,7 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<ExitCode> {
 async fn group_reader(
     target: Target,
     g: u32,
+    commit_every: std::time::Duration,
     stop: Arc<AtomicBool>,
     read: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
@@ -228,18 +345,21 @@ async fn group_reader(
             Some(json!({"start": "first"}).to_string()),
         )
         .await?;
-    while !stop.load(Ordering::Relaxed) {
-        let poll = json!({"member": "m", "max": 1000, "wait_ms": 200}).to_string();
-        let text = target
-            .send_text(reqwest::Method::POST, &format!("{group}/poll"), Some(poll))
-            .await?;
-        let polled: Records<'_> = serde_json::from_str(&text).context("a poll's answer")?;
-        let mut offsets = serde_json::Map::new();
-        for m in &polled.messages {
-            offsets.insert(m.partition.to_string(), json!(m.offset + 1));
+    let mut offsets = serde_json::Map::new();
+    let mut committed = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if !stopping {
+            let poll = json!({"member": "m", "max": 1000, "wait_ms": 200}).to_string();
+            let polled = target
+                .read_records(reqwest::Method::POST, &format!("{group}/poll"), Some(poll))
+                .await?;
+            for s in polled.iter().filter(|s| s.records > 0) {
+                offsets.insert(s.partition.to_string(), json!(s.next));
+                read.fetch_add(s.records, Ordering::Relaxed);
+            }
         }
-        read.fetch_add(polled.messages.len() as u64, Ordering::Relaxed);
-        if !offsets.is_empty() {
+        if !offsets.is_empty() && (stopping || committed.elapsed() >= commit_every) {
             let commit = json!({"member": "m", "offsets": offsets}).to_string();
             target
                 .send(
@@ -248,9 +368,13 @@ async fn group_reader(
                     Some(commit),
                 )
                 .await?;
+            offsets.clear();
+            committed = Instant::now();
+        }
+        if stopping {
+            return Ok(());
         }
     }
-    Ok(())
 }
 
 /// Reads every partition from its first record: (records, body bytes, seconds).
@@ -261,18 +385,16 @@ async fn replay(target: &Target, partitions: u32) -> anyhow::Result<(u64, u64, f
         let mut from = 0u64;
         loop {
             let path = format!("/messages?partition={p}&from={from}&max=10000");
-            let text = target.send_text(reqwest::Method::GET, &path, None).await?;
-            let read: Records<'_> = serde_json::from_str(&text).context("a read's answer")?;
-            if read.messages.is_empty() {
+            let read = target
+                .read_records(reqwest::Method::GET, &path, None)
+                .await?;
+            let got: u64 = read.iter().map(|s| s.records).sum();
+            if got == 0 {
                 break;
             }
-            records += read.messages.len() as u64;
-            bytes += read
-                .messages
-                .iter()
-                .map(|m| m.body.as_ref().map_or(0, |b| b.len()) as u64)
-                .sum::<u64>();
-            from = read.next;
+            records += got;
+            bytes += read.iter().map(|s| s.body_bytes).sum::<u64>();
+            from = read.last().map_or(from, |s| s.next);
         }
     }
     Ok((records, bytes, started.elapsed().as_secs_f64()))

@@ -30,6 +30,7 @@ mod names;
 mod pika;
 mod routing;
 mod slow_consumer;
+mod stream_binary;
 mod stream_crash;
 mod stream_groups;
 mod streams;

@@ -1,0 +1,268 @@
+//! The binary read format over HTTP (`Accept: application/vnd.weir.batches`,
+//! docs/http-api.md "Binary reads"): a read and a group poll answer the stored
+//! batches, which decode to exactly the records the JSON answer shows (keys,
+//! headers, binary bodies), from the offset asked for; a poll's sections say what
+//! to commit; errors stay JSON.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use weir_log::{Offset, Record, decode_stored};
+use weir_testkit::Broker;
+
+use crate::streams::call;
+
+const BINARY: &str = "application/vnd.weir.batches";
+
+/// One partition's section of a binary answer.
+#[derive(Debug)]
+struct Section {
+    partition: u32,
+    from: u64,
+    next: u64,
+    records: Vec<Record>,
+}
+
+/// Sends with `Accept: BINARY`: (status, content type, headers, body).
+async fn binary(
+    broker: &Broker,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String, reqwest::header::HeaderMap, Bytes) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = broker
+        .client()
+        .request(method, format!("{}{path}", broker.http_url()))
+        .header(reqwest::header::ACCEPT, BINARY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await.expect("request");
+    let status = answer.status().as_u16();
+    let headers = answer.headers().clone();
+    let kind = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, kind, headers, answer.bytes().await.unwrap())
+}
+
+fn sections(mut bytes: Bytes) -> Vec<Section> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        assert!(bytes.len() >= 24, "a section header cut short");
+        let head = bytes.split_to(24);
+        let partition = u32::from_le_bytes(head[0..4].try_into().unwrap());
+        let from = u64::from_le_bytes(head[4..12].try_into().unwrap());
+        let next = u64::from_le_bytes(head[12..20].try_into().unwrap());
+        let len = u32::from_le_bytes(head[20..24].try_into().unwrap()) as usize;
+        let batches = bytes.split_to(len);
+        let records = decode_stored(&batches, Offset(from)).expect("batches decode");
+        out.push(Section {
+            partition,
+            from,
+            next,
+            records,
+        });
+    }
+    out
+}
+
+/// A JSON record and a decoded one are the same record.
+fn assert_same(json: &Value, record: &Record) {
+    assert_eq!(json["offset"], record.offset.0);
+    assert_eq!(json["timestamp_ms"], record.timestamp_ms);
+    let key = record.key.as_ref().map(|k| std::str::from_utf8(k).unwrap());
+    assert_eq!(json["key"].as_str(), key);
+    match json["body"].as_str() {
+        Some(text) => assert_eq!(text.as_bytes(), &record.body[..]),
+        None => assert_eq!(json["body_base64"], "AP+A", "{json}"),
+    }
+    for (name, value) in json["headers"].as_object().unwrap() {
+        let found = record.headers.iter().find(|h| h.name == name.as_bytes());
+        assert_eq!(
+            found.map(|h| &h.value[..]),
+            Some(value.as_str().unwrap().as_bytes())
+        );
+    }
+}
+
+async fn append(broker: &Broker, messages: Vec<Value>) {
+    let (s, v) = call(
+        broker,
+        "POST",
+        "/api/streams/events/messages",
+        Some(json!({"messages": messages})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+}
+
+#[tokio::test]
+async fn a_binary_read_decodes_to_the_records_the_json_read_shows() {
+    let broker = Broker::start().await.expect("broker starts");
+    let (s, _) = call(&broker, "PUT", "/api/streams/events", None).await;
+    assert_eq!(s, 201);
+    append(
+        &broker,
+        (0..3)
+            .map(|i| json!({"key": "k", "body": format!("a{i}")}))
+            .collect(),
+    )
+    .await;
+    append(
+        &broker,
+        vec![
+            json!({"headers": {"trace": "t-1"}, "body": "b0"}),
+            json!({"body_base64": "AP+A"}),
+        ],
+    )
+    .await;
+    // From inside the first batch: its records before offset 1 are skipped.
+    let (s, kind, _, body) = binary(
+        &broker,
+        "GET",
+        "/api/streams/events/messages?from=1&max=100",
+        None,
+    )
+    .await;
+    assert_eq!((s, kind.as_str()), (200, BINARY));
+    let got = sections(body);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].partition, got[0].from, got[0].next), (0, 1, 5));
+    let (_, json) = call(
+        &broker,
+        "GET",
+        "/api/streams/events/messages?from=1&max=100",
+        None,
+    )
+    .await;
+    let messages = json["messages"].as_array().unwrap();
+    assert_eq!(got[0].records.len(), messages.len());
+    assert_eq!(messages.len(), 4);
+    for (j, r) in messages.iter().zip(&got[0].records) {
+        assert_same(j, r);
+    }
+    // At the end: one empty section whose `next` says where to go on.
+    let (s, _, _, body) = binary(
+        &broker,
+        "GET",
+        "/api/streams/events/messages?from=next",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let end = sections(body);
+    assert_eq!((end.len(), end[0].next, end[0].records.len()), (1, 5, 0));
+    // Errors stay JSON.
+    let (s, kind, _, body) = binary(&broker, "GET", "/api/streams/nope/messages", None).await;
+    assert_eq!(s, 404);
+    assert!(kind.starts_with("application/json"), "{kind}");
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        error["error"].is_string() || error["reason"].is_string(),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_binary_group_poll_says_what_to_commit_and_the_lag_goes_to_zero() {
+    let broker = Broker::start().await.expect("broker starts");
+    let (s, _) = call(
+        &broker,
+        "PUT",
+        "/api/streams/events",
+        Some(json!({"partitions": 3})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let group = "/api/streams/events/groups/g";
+    let (s, _) = call(&broker, "PUT", group, Some(json!({"start": "first"}))).await;
+    assert_eq!(s, 201);
+    append(
+        &broker,
+        (0..30)
+            .map(|i| json!({"key": format!("k{i}"), "body": format!("r{i}")}))
+            .collect(),
+    )
+    .await;
+    let poll = json!({"member": "m", "max": 1000});
+    let (s, kind, headers, body) = binary(
+        &broker,
+        "POST",
+        &format!("{group}/poll"),
+        Some(poll.clone()),
+    )
+    .await;
+    assert_eq!((s, kind.as_str()), (200, BINARY));
+    assert_eq!(headers["weir-partitions"], "0,1,2");
+    assert!(
+        headers["weir-generation"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    let got = sections(body);
+    let mut bodies: Vec<String> = got
+        .iter()
+        .flat_map(|s| s.records.iter())
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect();
+    bodies.sort();
+    let mut expected: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
+    expected.sort();
+    assert_eq!(bodies, expected, "every record once");
+    let offsets: serde_json::Map<String, Value> = got
+        .iter()
+        .map(|s| (s.partition.to_string(), json!(s.next)))
+        .collect();
+    let (s, v) = call(
+        &broker,
+        "POST",
+        &format!("{group}/commit"),
+        Some(json!({"member": "m", "offsets": offsets})),
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    let (_, shown) = call(&broker, "GET", group, None).await;
+    for p in shown["partitions"].as_array().unwrap() {
+        assert_eq!(p["lag"], 0, "{shown}");
+    }
+    // Nothing more to read: the poll's position moved past what it answered.
+    let (s, _, _, body) = binary(&broker, "POST", &format!("{group}/poll"), Some(poll)).await;
+    assert_eq!(s, 200);
+    assert!(body.is_empty(), "no sections when nothing is new");
+}
+
+/// `weir bench stream` reads in either format: its replay (which checks it read
+/// back every appended record, in every partition) passes with both.
+#[tokio::test]
+async fn bench_stream_replays_everything_in_both_read_formats() {
+    let broker = Broker::start().await.expect("broker starts");
+    for format in ["json", "batches"] {
+        let report = crate::bench::bench_json(&[
+            "stream",
+            "--server",
+            &broker.http_url(),
+            "--partitions",
+            "2",
+            "--count",
+            "6000",
+            "--batch",
+            "500",
+            "--groups",
+            "2",
+            "--commit-interval-ms",
+            "50",
+            "--read-format",
+            format,
+        ])
+        .await;
+        assert_eq!(report["records"], 6000, "{format}: {report}");
+        assert!(
+            report["replay_records_per_sec"].as_f64() > Some(0.0),
+            "{format}: {report}"
+        );
+    }
+}
