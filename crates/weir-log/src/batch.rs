@@ -381,6 +381,25 @@ impl RecordRef {
 
     /// Parses key, headers and body as slices of `batch` (no copies).
     pub(crate) fn to_record(self, batch: &Bytes) -> Result<Record, Corruption> {
+        let layout = self.layout(batch)?;
+        Ok(Record {
+            offset: crate::record::Offset(self.offset),
+            timestamp_ms: self.timestamp_ms,
+            key: layout.key.map(|k| batch.slice(k)),
+            headers: layout
+                .headers
+                .into_iter()
+                .map(|(name, value)| Header {
+                    name: batch.slice(name),
+                    value: batch.slice(value),
+                })
+                .collect(),
+            body: batch.slice(layout.body),
+        })
+    }
+
+    /// Where the key, each header's name and value, and the body are in `batch`.
+    pub(crate) fn layout(self, batch: &[u8]) -> Result<Layout, Corruption> {
         // `Records` checked that the record is inside the batch and at least
         // RECORD_OVERHEAD - 4 long: the timestamp and key length are in it.
         let bytes = &batch[..self.end];
@@ -395,8 +414,7 @@ impl RecordRef {
             None
         } else {
             let key_len = usize::try_from(key_len).map_err(|_| Corruption::RecordFraming)?;
-            let key = take(bytes, &mut at, key_len)?;
-            Some(batch.slice(key))
+            Some(take(bytes, &mut at, key_len)?)
         };
         let header_count = u16::from_le_bytes(
             bytes
@@ -420,19 +438,21 @@ impl RecordRef {
             let value_len = u32_at(bytes, at) as usize;
             at += 4;
             let value = take(bytes, &mut at, value_len)?;
-            headers.push(Header {
-                name: batch.slice(name),
-                value: batch.slice(value),
-            });
+            headers.push((name, value));
         }
-        Ok(Record {
-            offset: crate::record::Offset(self.offset),
-            timestamp_ms: self.timestamp_ms,
+        Ok(Layout {
             key,
             headers,
-            body: batch.slice(at..self.end),
+            body: at..self.end,
         })
     }
+}
+
+/// Where a record's parts are in its batch ([`RecordRef::layout`]).
+pub(crate) struct Layout {
+    pub(crate) key: Option<std::ops::Range<usize>>,
+    pub(crate) headers: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    pub(crate) body: std::ops::Range<usize>,
 }
 
 fn take(bytes: &[u8], at: &mut usize, len: usize) -> Result<std::ops::Range<usize>, Corruption> {

@@ -288,8 +288,19 @@ impl MessageLog for FileLog {
         from: Offset,
         limits: ReadLimits,
     ) -> impl Future<Output = Result<Vec<Record>>> + Send {
+        // The tail of a stream is answered here, without a trip to the I/O pool.
+        let cached = self.shared.read_cached(from.0, limits);
         let shared = self.shared.clone();
-        IoPool::global().run(move || shared.read(from.0, limits))
+        async move {
+            match cached {
+                Some(cached) => cached,
+                None => {
+                    IoPool::global()
+                        .run(move || shared.read(from.0, limits))
+                        .await
+                }
+            }
+        }
     }
 
     fn read_stored(

@@ -79,6 +79,6 @@ pub use record::{Appended, Header, NewRecord, Offset, ReadLimits, Record};
 pub use recovery::RecoveryReport;
 pub use shared::set_pool_threads;
 pub use store::{FileStore, LogStore, MemStore};
-pub use stored::{StoredBatches, decode_stored};
+pub use stored::{RecordView, StoredBatches, decode_stored, visit_stored};
 pub use tail::TailReader;
 pub use writer::RetentionReport;

@@ -153,6 +153,20 @@ impl Shared {
         self.tail.read(from, mark.next, &limits)
     }
 
+    /// What `read` answers, when the tail cache holds the batch with `from` (no
+    /// file, no blocking: callers may run it on any thread).
+    pub(crate) fn read_cached(&self, from: u64, limits: ReadLimits) -> Option<Result<Vec<Record>>> {
+        // Whole batches holding `max_records` records: the byte limit is applied per
+        // record below, as the files' read does.
+        let records = ReadLimits::records(limits.max_records);
+        let stored = self.read_stored_cached(from, records)?;
+        Some(
+            stored
+                .records_within(limits)
+                .map_err(|reason| LogError::corrupt(&self.dir, 0, reason)),
+        )
+    }
+
     /// Runs `visit` on each segment from the one holding `from`, with where to start
     /// in it and the offset where its readable part ends, until it is done or the
     /// committed data ends. Checks `from` against the watermark and that each sealed

@@ -65,6 +65,40 @@ impl StoredBatches {
     }
 }
 
+impl StoredBatches {
+    /// The records from `from` on within `limits`, as `read_from` counts them: at
+    /// most `max_records`, and encoded records within `max_bytes` (at least one).
+    pub(crate) fn records_within(
+        &self,
+        limits: ReadLimits,
+    ) -> std::result::Result<Vec<Record>, Corruption> {
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        for batch in &self.batches {
+            let header = match batch::check(batch) {
+                Check::Complete(header) => header,
+                Check::Incomplete { .. } => return Err(Corruption::Truncated),
+                Check::Invalid(reason) => return Err(reason),
+            };
+            for record in Records::new(batch, &header) {
+                let record = record?;
+                if record.offset < self.from.0 {
+                    continue;
+                }
+                let len = record.encoded_len();
+                if out.len() >= limits.max_records
+                    || (!out.is_empty() && used.saturating_add(len) > limits.max_bytes)
+                {
+                    return Ok(out);
+                }
+                out.push(record.to_record(batch)?);
+                used += len;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Parses back-to-back stored batches (the bytes of one or more [`StoredBatches`],
 /// as the HTTP API's binary format carries them) into their records from `from` on,
 /// checking each batch's checksum and length. The records' key, headers and body
@@ -76,6 +110,63 @@ pub fn decode_stored(bytes: &Bytes, from: Offset) -> std::result::Result<Vec<Rec
     let mut out = Vec::new();
     decode_into(bytes, from, &mut out)?;
     Ok(out)
+}
+
+/// A record of stored batches, borrowed from them ([`visit_stored`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// Its timestamp (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its headers, names and values, in order.
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    /// Its body.
+    pub body: &'a [u8],
+}
+
+/// Calls `f` with each record from `from` on in back-to-back stored batches, as
+/// [`decode_stored`] parses them but borrowing from `bytes`: nothing is allocated for
+/// a record without headers.
+///
+/// # Errors
+/// A [`Corruption`]: a batch cut short, a bad checksum or framing.
+pub fn visit_stored(
+    bytes: &[u8],
+    from: Offset,
+    mut f: impl FnMut(RecordView<'_>),
+) -> std::result::Result<(), Corruption> {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let header = match batch::check(&bytes[pos..]) {
+            Check::Complete(header) => header,
+            Check::Incomplete { .. } => return Err(Corruption::Truncated),
+            Check::Invalid(reason) => return Err(reason),
+        };
+        let one = &bytes[pos..pos + header.len as usize];
+        for record in Records::new(one, &header) {
+            let record = record?;
+            if record.offset < from.0 {
+                continue;
+            }
+            let layout = record.layout(one)?;
+            f(RecordView {
+                offset: record.offset,
+                timestamp_ms: record.timestamp_ms,
+                key: layout.key.map(|k| &one[k]),
+                headers: layout
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| (&one[name], &one[value]))
+                    .collect(),
+                body: &one[layout.body],
+            });
+        }
+        pos += header.len as usize;
+    }
+    Ok(())
 }
 
 fn decode_into(
