@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 use weir_broker::Declared;
 use weir_broker::access::Operation;
-use weir_broker::stream::ReadFrom;
 use weir_broker::stream::groups::GroupConfig;
+use weir_broker::stream::{PollOptions, ReadFrom};
 
 use crate::auth::{Caller, Scoped};
 use crate::extract::JsonBody;
@@ -70,6 +70,8 @@ pub(crate) async fn delete(
 pub(crate) struct PollIn {
     member: String,
     max: Option<u32>,
+    /// Wait (up to `wait_ms`) for at least this many unread records.
+    min: Option<u32>,
     wait_ms: Option<u64>,
 }
 
@@ -96,19 +98,16 @@ pub(crate) async fn poll(
 ) -> ApiResult {
     caller.allow(Operation::Read, "queue", &stream)?;
     let poll = long_polls.hold(p.wait_ms.unwrap_or(0), broker.limits().max_wait_ms);
-    let (max, stored) = (
-        p.max.unwrap_or(100),
-        stored_format::wanted(&request_headers),
-    );
-    let polled = if stored {
-        broker
-            .poll_stored(&stream, &group, &p.member, max, poll.wait_ms)
-            .await?
-    } else {
-        broker
-            .poll(&stream, &group, &p.member, max, poll.wait_ms)
-            .await?
+    let stored = stored_format::wanted(&request_headers);
+    let options = PollOptions {
+        max: p.max.unwrap_or(100),
+        min: p.min.unwrap_or(1),
+        wait_ms: poll.wait_ms,
+        stored,
     };
+    let polled = broker
+        .poll_with(&stream, &group, &p.member, options)
+        .await?;
     let what = "requests are already waiting in a long poll ([http] max_long_polls) and no \
                 record is there yet";
     if let Some(refused) = long_polls.refusal(&poll, polled.is_empty(), what) {

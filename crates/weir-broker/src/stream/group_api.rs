@@ -38,13 +38,32 @@ impl GroupPoll {
     }
 }
 
-/// How a poll answers its records.
+/// How a poll reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shape {
-    /// Parsed, as [`StreamRecord`]s.
-    Records,
-    /// As stored, as [`StoredRead`]s.
-    Stored,
+pub struct PollOptions {
+    /// At most this many records; a stored poll answers whole batches, so at least
+    /// this many unless the end or the byte limit comes first.
+    pub max: u32,
+    /// Wait (up to `wait_ms`) until the member's partitions hold at least this many
+    /// records it has not read (Kafka's `fetch.min.bytes`, in records): fewer, larger
+    /// answers. 1 answers as soon as there is any.
+    pub min: u32,
+    /// How long to wait, in ms.
+    pub wait_ms: u64,
+    /// Answer the batches as stored (`GroupPoll::stored`) instead of records.
+    pub stored: bool,
+}
+
+impl PollOptions {
+    /// Records, as soon as there are any, waiting up to `wait_ms`.
+    pub fn records(max: u32, wait_ms: u64) -> PollOptions {
+        PollOptions {
+            max,
+            min: 1,
+            wait_ms,
+            stored: false,
+        }
+    }
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -156,40 +175,34 @@ impl<S: LogStore> Broker<S> {
         max: u32,
         wait_ms: u64,
     ) -> Result<GroupPoll> {
-        self.poll_as(stream, group, member, max, wait_ms, Shape::Records)
+        self.poll_with(stream, group, member, PollOptions::records(max, wait_ms))
             .await
     }
 
-    /// As [`Broker::poll`], answering whole batches as stored (`GroupPoll::stored`):
-    /// at least `max` records unless the end or the byte limit comes first (the last
-    /// batch may go past `max`); the member's position moves to the end of what it
-    /// got.
+    /// As [`Broker::poll`], with [`PollOptions`]: a `min` to wait for, and stored
+    /// batches (`GroupPoll::stored`) instead of records, in which case the member's
+    /// position moves to the end of the last batch answered.
     ///
     /// # Errors
-    /// As [`Broker::poll`].
-    pub async fn poll_stored(
+    /// As [`Broker::poll`]; `InvalidArgument` for a `min` of 0 or over `max`.
+    pub async fn poll_with(
         &self,
         stream: &str,
         group: &str,
         member: &str,
-        max: u32,
-        wait_ms: u64,
+        options: PollOptions,
     ) -> Result<GroupPoll> {
-        self.poll_as(stream, group, member, max, wait_ms, Shape::Stored)
-            .await
-    }
-
-    async fn poll_as(
-        &self,
-        stream: &str,
-        group: &str,
-        member: &str,
-        max: u32,
-        wait_ms: u64,
-        shape: Shape,
-    ) -> Result<GroupPoll> {
+        let PollOptions {
+            max, min, wait_ms, ..
+        } = options;
         check_name("member", member)?;
         check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
+        if min == 0 || min > max {
+            return Err(BrokerError::invalid(
+                "min",
+                format!("{min} is outside 1..=max ({max})"),
+            ));
+        }
         let s = self.stream(stream)?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
@@ -197,12 +210,19 @@ impl<S: LogStore> Broker<S> {
             let appended = s.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let polled = poll_once(&s, group, member, max, shape).await?;
-            if !polled.is_empty() || tokio::time::Instant::now() >= deadline {
+            let waiting = tokio::time::Instant::now() < deadline;
+            if min > 1 && waiting && unread(&s, group, member).await? < u64::from(min) {
+                if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                    return poll_once(&s, group, member, options).await;
+                }
+                continue;
+            }
+            let polled = poll_once(&s, group, member, options).await?;
+            if !polled.is_empty() || !waiting {
                 return Ok(polled);
             }
             if tokio::time::timeout_at(deadline, appended).await.is_err() {
-                return poll_once(&s, group, member, max, shape).await;
+                return poll_once(&s, group, member, options).await;
             }
         }
     }
@@ -354,14 +374,13 @@ fn not_found(group: &str) -> BrokerError {
     }
 }
 
-/// One pass of a poll: join or heartbeat, then read what is there.
-async fn poll_once<L: MessageLog + Clone>(
+/// Joins or heartbeats `member`: its generation and, per partition it owns, where
+/// it reads next.
+async fn positions<L: MessageLog + Clone>(
     s: &StreamRef<L>,
     group: &str,
     member: &str,
-    max: u32,
-    shape: Shape,
-) -> Result<GroupPoll> {
+) -> Result<(u64, Vec<(u32, u64)>)> {
     let partitions = u32::try_from(s.partitions.len()).unwrap_or(0);
     let (assignment, start) = s.groups.with(|g| {
         let start = g.config(group).map(GroupConfig::start_from);
@@ -369,48 +388,80 @@ async fn poll_once<L: MessageLog + Clone>(
             .map(|a| (a, start))
     })?;
     let start = start.ok_or_else(|| not_found(group))??;
-    let (mut records, mut stored) = (Vec::new(), Vec::new());
-    // One poll answers at most `max` records and about MAX_READ_BYTES in all, however
-    // many partitions the member owns.
-    let mut left = max;
-    let mut bytes_left = MAX_READ_BYTES;
+    let mut out = Vec::with_capacity(assignment.positions.len());
     for (p, position) in &assignment.positions {
         let log = &s.partitions[*p as usize];
         let from = match position {
             Some(o) if *o >= log.first_offset().0 => *o,
-            _ => start_offset(log, start).await?,
+            _ => {
+                // Pinned at once, so `next` and `last` do not move with the end
+                // while the member waits for its first records.
+                let from = start_offset(log, start).await?;
+                s.groups.with(|g| g.advance(group, member, *p, from));
+                from
+            }
         };
+        out.push((*p, from));
+    }
+    Ok((assignment.generation, out))
+}
+
+/// Records in `member`'s partitions it has not read (joining or heartbeating).
+async fn unread<L: MessageLog + Clone>(s: &StreamRef<L>, group: &str, member: &str) -> Result<u64> {
+    let (_, positions) = positions(s, group, member).await?;
+    Ok(positions
+        .iter()
+        .map(|(p, from)| {
+            s.partitions[*p as usize]
+                .next_offset()
+                .0
+                .saturating_sub(*from)
+        })
+        .sum())
+}
+
+/// One pass of a poll: join or heartbeat, then read what is there.
+async fn poll_once<L: MessageLog + Clone>(
+    s: &StreamRef<L>,
+    group: &str,
+    member: &str,
+    options: PollOptions,
+) -> Result<GroupPoll> {
+    let (generation, positions) = positions(s, group, member).await?;
+    let (mut records, mut stored) = (Vec::new(), Vec::new());
+    // One poll answers at most `max` records and about MAX_READ_BYTES in all, however
+    // many partitions the member owns.
+    let mut left = options.max;
+    let mut bytes_left = MAX_READ_BYTES;
+    for (p, from) in &positions {
+        let (p, from) = (*p, *from);
+        let log = &s.partitions[p as usize];
         if left == 0 || bytes_left == 0 {
-            // Pin where it starts, so `next` and `last` do not move with the end.
-            s.groups.with(|g| g.advance(group, member, *p, from));
             continue;
         }
-        let next = match shape {
-            Shape::Records => {
-                let read = read_partition(log, *p, from, left, bytes_left, 0).await?;
-                left -= u32::try_from(read.records.len()).unwrap_or(left);
-                let read_bytes: usize = read.records.iter().map(|r| r.body.len()).sum();
-                bytes_left = bytes_left.saturating_sub(read_bytes.max(1));
-                records.extend(read.records);
-                read.next
+        let next = if options.stored {
+            let read = read_partition_stored(log, p, from, left, bytes_left, 0).await?;
+            let batches = &read.batches;
+            left = left.saturating_sub(u32::try_from(batches.records).unwrap_or(left));
+            bytes_left = bytes_left.saturating_sub(batches.bytes.max(1));
+            let next = batches.next.0;
+            if batches.records > 0 {
+                stored.push(read);
             }
-            Shape::Stored => {
-                let read = read_partition_stored(log, *p, from, left, bytes_left, 0).await?;
-                let batches = &read.batches;
-                left = left.saturating_sub(u32::try_from(batches.records).unwrap_or(left));
-                bytes_left = bytes_left.saturating_sub(batches.bytes.max(1));
-                let next = batches.next.0;
-                if batches.records > 0 {
-                    stored.push(read);
-                }
-                next
-            }
+            next
+        } else {
+            let read = read_partition(log, p, from, left, bytes_left, 0).await?;
+            left -= u32::try_from(read.records.len()).unwrap_or(left);
+            let read_bytes: usize = read.records.iter().map(|r| r.body.len()).sum();
+            bytes_left = bytes_left.saturating_sub(read_bytes.max(1));
+            records.extend(read.records);
+            read.next
         };
-        s.groups.with(|g| g.advance(group, member, *p, next));
+        s.groups.with(|g| g.advance(group, member, p, next));
     }
     Ok(GroupPoll {
-        generation: assignment.generation,
-        partitions: assignment.positions.keys().copied().collect(),
+        generation,
+        partitions: positions.iter().map(|(p, _)| *p).collect(),
         records,
         stored,
     })

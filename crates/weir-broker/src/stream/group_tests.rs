@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::PollOptions;
 use super::groups::GroupConfig;
 use super::{ReadFrom, StreamOptions, StreamRecordIn};
 use crate::api::Declared;
@@ -205,7 +206,16 @@ async fn a_stored_poll_answers_whole_batches_and_moves_the_position_past_them() 
             .expect("append");
     }
     // A max of 5 takes whole batches: the first two (8 records), not the third.
-    let polled = broker.poll_stored("s", "g", "m", 5, 0).await.expect("poll");
+    let stored = |max| PollOptions {
+        max,
+        min: 1,
+        wait_ms: 0,
+        stored: true,
+    };
+    let polled = broker
+        .poll_with("s", "g", "m", stored(5))
+        .await
+        .expect("poll");
     assert!(polled.records.is_empty(), "stored polls fill `stored` only");
     assert_eq!(polled.stored.len(), 1);
     let first = &polled.stored[0].batches;
@@ -221,7 +231,7 @@ async fn a_stored_poll_answers_whole_batches_and_moves_the_position_past_them() 
     assert_eq!(bodies.len(), 8);
     // The next poll goes on from there; a plain poll sees the same position.
     let rest = broker
-        .poll_stored("s", "g", "m", 100, 0)
+        .poll_with("s", "g", "m", stored(100))
         .await
         .expect("rest");
     let got: usize = rest.stored.iter().map(|s| s.batches.records).sum();
@@ -271,4 +281,54 @@ async fn a_stored_read_starts_inside_a_batch_and_says_where() {
             .is_err(),
         "no partition 1"
     );
+}
+
+#[tokio::test]
+async fn a_poll_with_a_min_waits_for_that_many_unread_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path()).await;
+    let config = GroupConfig {
+        start: "next".into(),
+        ..GroupConfig::default()
+    };
+    stream_with_group(&broker, 1, config).await;
+    let options = |min, wait_ms| PollOptions {
+        max: 100,
+        min,
+        wait_ms,
+        stored: false,
+    };
+    // Joined at the end (`next`): the position is pinned there while it waits.
+    let polled = broker
+        .poll_with("s", "g", "m", options(10, 0))
+        .await
+        .expect("join");
+    assert!(polled.is_empty());
+    broker.append("s", records("a", 4)).await.expect("append");
+    // 4 of 10: the poll waits; 6 more arrive and it answers all 10.
+    let waiting = {
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.poll_with("s", "g", "m", options(10, 20_000)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "4 records are fewer than the min");
+    broker.append("s", records("b", 6)).await.expect("append");
+    let polled = waiting.await.expect("task").expect("poll");
+    assert_eq!(polled.records.len(), 10);
+    assert_eq!(polled.records[0].body, "a0");
+    // At the deadline a poll answers what there is, fewer than the min.
+    broker.append("s", records("c", 2)).await.expect("append");
+    let polled = broker
+        .poll_with("s", "g", "m", options(10, 50))
+        .await
+        .expect("deadline");
+    assert_eq!(polled.records.len(), 2);
+    assert!(matches!(
+        broker.poll_with("s", "g", "m", options(101, 0)).await,
+        Err(BrokerError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        broker.poll_with("s", "g", "m", options(0, 0)).await,
+        Err(BrokerError::InvalidArgument { .. })
+    ));
 }

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BrokerError, Result};
 
 pub use api::PROPERTIES_HEADER;
-pub use group_api::GroupPoll;
+pub use group_api::{GroupPoll, PollOptions};
 pub use read::ReadFrom;
 /// What a stored read answers, and the parser for it (a reader of the binary format).
 pub use weir_log::{Offset, StoredBatches, decode_stored};

@@ -5,7 +5,7 @@ use weir_log::LogStore;
 
 use std::collections::BTreeMap;
 
-use super::group_api::GroupPoll;
+use super::group_api::{GroupPoll, PollOptions};
 use super::groups::{GroupConfig, GroupInfo};
 use super::{Placed, ReadFrom, StoredRead, StreamInfo, StreamOptions, StreamRead, StreamRecordIn};
 use crate::api::Declared;
@@ -146,20 +146,16 @@ impl<S: LogStore> Vhost<S> {
         polled.map_err(|e| self.out_error(e))
     }
 
-    /// [`Broker::poll_stored`](crate::Broker::poll_stored).
-    pub async fn poll_stored(
+    /// [`Broker::poll_with`](crate::Broker::poll_with).
+    pub async fn poll_with(
         &self,
         stream: &str,
         group: &str,
         member: &str,
-        max: u32,
-        wait_ms: u64,
+        options: PollOptions,
     ) -> Result<GroupPoll> {
         let full = self.full(stream)?;
-        let polled = self
-            .broker
-            .poll_stored(&full, group, member, max, wait_ms)
-            .await;
+        let polled = self.broker.poll_with(&full, group, member, options).await;
         polled.map_err(|e| self.out_error(e))
     }
 

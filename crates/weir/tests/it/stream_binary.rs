@@ -2,7 +2,8 @@
 //! docs/http-api.md "Binary reads"): a read and a group poll answer the stored
 //! batches, which decode to exactly the records the JSON answer shows (keys,
 //! headers, binary bodies), from the offset asked for; a poll's sections say what
-//! to commit; errors stay JSON.
+//! to commit, and its `min` waits for that many unread records; errors stay JSON;
+//! `weir bench stream` reads in both formats.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -233,6 +234,48 @@ async fn a_binary_group_poll_says_what_to_commit_and_the_lag_goes_to_zero() {
     let (s, _, _, body) = binary(&broker, "POST", &format!("{group}/poll"), Some(poll)).await;
     assert_eq!(s, 200);
     assert!(body.is_empty(), "no sections when nothing is new");
+    // A min over max is refused; a min waits for that many records, up to wait_ms.
+    let (s, v) = call(
+        &broker,
+        "POST",
+        &format!("{group}/poll"),
+        Some(json!({"member": "m", "max": 10, "min": 11})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_argument")),
+        "{v}"
+    );
+    append(&broker, vec![json!({"key": "k1", "body": "late"})]).await;
+    let waiting = {
+        let (url, client) = (broker.http_url(), broker.client());
+        let path = format!("{url}{group}/poll");
+        tokio::spawn(async move {
+            let waited = json!({"member": "m", "max": 10, "min": 2, "wait_ms": 20_000});
+            let answer = client
+                .post(path)
+                .header(reqwest::header::ACCEPT, BINARY)
+                .json(&waited)
+                .send()
+                .await
+                .expect("poll");
+            answer.bytes().await.expect("body")
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "one unread record is fewer than the min"
+    );
+    append(&broker, vec![json!({"key": "k1", "body": "later"})]).await;
+    let got = sections(waiting.await.expect("task"));
+    let bodies: Vec<&[u8]> = got
+        .iter()
+        .flat_map(|s| s.records.iter())
+        .map(|r| &r.body[..])
+        .collect();
+    assert_eq!(bodies, [&b"late"[..], b"later"]);
 }
 
 /// `weir bench stream` reads in either format: its replay (which checks it read
@@ -255,6 +298,8 @@ async fn bench_stream_replays_everything_in_both_read_formats() {
             "2",
             "--commit-interval-ms",
             "50",
+            "--min-records",
+            "100",
             "--read-format",
             format,
         ])
