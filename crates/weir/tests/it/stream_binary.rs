@@ -234,6 +234,16 @@ async fn a_binary_group_poll_says_what_to_commit_and_the_lag_goes_to_zero() {
     let (s, _, _, body) = binary(&broker, "POST", &format!("{group}/poll"), Some(poll)).await;
     assert_eq!(s, 200);
     assert!(body.is_empty(), "no sections when nothing is new");
+}
+
+#[tokio::test]
+async fn a_polls_min_waits_for_that_many_unread_records_and_may_not_pass_max() {
+    let broker = Broker::start().await.expect("broker starts");
+    let (s, _) = call(&broker, "PUT", "/api/streams/events", None).await;
+    assert_eq!(s, 201);
+    let group = "/api/streams/events/groups/g";
+    let (s, _) = call(&broker, "PUT", group, Some(json!({"start": "first"}))).await;
+    assert_eq!(s, 201);
     // A min over max is refused; a min waits for that many records, up to wait_ms.
     let (s, v) = call(
         &broker,
