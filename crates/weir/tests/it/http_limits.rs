@@ -514,3 +514,43 @@ async fn a_shutdown_answers_long_polls_and_does_not_wait_for_half_sent_requests(
     assert_eq!((status, &body["messages"]), (200, &json!([])), "{body}");
     assert_eq!(read_until_closed(&mut half).await, 0);
 }
+
+#[tokio::test]
+async fn bodies_over_the_limits_get_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[http]\nmax_body_bytes = 65536\n[limits]\nmax_message_bytes = 1000\n",
+    )
+    .unwrap();
+    let broker = Broker::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
+    let api = Api::new(&broker);
+    api.create("q", json!({})).await;
+    let big = "x".repeat(100_000);
+    let (s, v) = api
+        .call("POST", "/api/queues/q/messages", Some(json!({"body": big})))
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/queues/q/messages",
+            Some(json!({"body": "y".repeat(1001)})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (413, Some("limit_exceeded")),
+        "{v}"
+    );
+    assert_eq!(api.stats("q").await["ready"], 0);
+    api.send_text("q", "small").await;
+    assert_eq!(api.stats("q").await["ready"], 1);
+}
