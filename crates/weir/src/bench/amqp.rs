@@ -134,6 +134,46 @@ impl AmqpArgs {
     }
 }
 
+/// The AMQP side of `weir bench stream --amqp`: the stream workload of `weir bench
+/// amqp --stream` with the stream command's names for it.
+pub(super) struct StreamRun {
+    pub(super) url: String,
+    pub(super) stream: String,
+    pub(super) producers: u32,
+    pub(super) readers: u32,
+    pub(super) size: usize,
+    pub(super) count: u64,
+    pub(super) pid: Option<u32>,
+    pub(super) json: bool,
+    pub(super) compare: CompareArgs,
+}
+
+/// Runs [`StreamRun`]: durable appends with confirms (a window of 1,000 per
+/// producer), readers consuming from the first record, verified.
+pub(super) async fn run_stream(run: StreamRun) -> anyhow::Result<ExitCode> {
+    Box::pin(self::run(AmqpArgs {
+        url: run.url,
+        queue: run.stream,
+        queues: 1,
+        producers: run.producers,
+        consumers: run.readers,
+        size: run.size,
+        count: Some(run.count),
+        duration: None,
+        confirms: true,
+        window: 1000,
+        persistent: true,
+        prefetch: 1000,
+        stream: true,
+        rate: 0,
+        pid: run.pid,
+        json: run.json,
+        tls_ca: None,
+        compare: run.compare,
+    }))
+    .await
+}
+
 /// Runs `weir bench amqp`.
 pub async fn run(args: AmqpArgs) -> anyhow::Result<ExitCode> {
     if let Some(ca) = &args.tls_ca {

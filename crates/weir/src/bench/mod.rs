@@ -6,7 +6,8 @@
 //! - `amqp`: the same workload over AMQP 0-9-1, against weir or RabbitMQ;
 //! - `routing` (`weir bench publish`): fan-out and topic routing through exchanges;
 //! - `connections`: many idle AMQP connections, the broker's memory per connection;
-//! - `stream`: appends to a stream over HTTP, consumer groups, a replay.
+//! - `stream`: appends to a stream over HTTP, consumer groups, a replay; or over
+//!   AMQP (`--amqp`), side by side with RabbitMQ's stream queues.
 
 mod amqp;
 mod connections;
@@ -30,7 +31,8 @@ pub enum BenchCommand {
     /// Hold many idle AMQP connections with heartbeats: the broker's memory per
     /// connection.
     Connections(connections::ConnectionsArgs),
-    /// Append to a stream over HTTP (with consumer groups reading), then replay it.
+    /// Append to a stream over HTTP (with consumer groups reading), then replay it;
+    /// or over AMQP (`--amqp`), against weir or RabbitMQ.
     Stream(stream::StreamArgs),
 }
 

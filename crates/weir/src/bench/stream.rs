@@ -3,8 +3,9 @@
 //! then one reader replays the whole stream from its first record. Reports append
 //! records/s and MB/s, the replay's MB/s, and the broker's CPU per record.
 //!
-//! For the same stream over AMQP, side by side with RabbitMQ's stream queues, use
-//! `weir bench amqp --stream` (docs/benchmarks.md "Streams").
+//! With `--amqp URL` the same command runs the stream over AMQP instead, side by
+//! side with RabbitMQ's stream queues with `--compare` (the workload of `weir bench
+//! amqp --stream`, docs/benchmarks.md "Streams").
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use super::measure::{process_cpu_seconds, round};
+use super::measure::{CompareArgs, process_cpu_seconds, round};
 use crate::client::ServerArgs;
 
 /// Arguments of `weir bench stream`.
@@ -61,6 +62,19 @@ pub struct StreamArgs {
     /// record by record).
     #[arg(long, value_enum, default_value_t = ReadFormat::Json)]
     read_format: ReadFormat,
+    /// Run over AMQP instead, RabbitMQ's way (`weir bench amqp --stream`): the
+    /// broker's AMQP URL. The stream is declared with `x-queue-type=stream` (on
+    /// both brokers with `--compare`, which may be RabbitMQ), `--producers` publish
+    /// `--size`-byte records with confirms, `--readers` consume it from its first
+    /// record, and the run is verified. Consumer groups are HTTP's.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["groups", "read_format"])]
+    amqp: Option<String>,
+    /// With `--amqp`: readers consuming the stream from its first record, 0 or 1
+    /// (the run's verification counts every record once, for one reader).
+    #[arg(long, default_value_t = 1, requires = "amqp", value_parser = clap::value_parser!(u32).range(0..=1))]
+    readers: u32,
+    #[command(flatten)]
+    compare: CompareArgs,
     /// The broker's process id: report its CPU time per record.
     #[arg(long)]
     pid: Option<u32>,
@@ -243,12 +257,35 @@ fn parse_stored(bytes: &bytes::Bytes) -> anyhow::Result<Vec<Section>> {
 }
 
 /// Runs the benchmark.
-#[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
 pub async fn run(args: StreamArgs) -> anyhow::Result<ExitCode> {
     let name = args
         .stream
         .clone()
         .unwrap_or_else(|| format!("bench-stream-{}", std::process::id()));
+    if let Some(url) = args.amqp {
+        return super::amqp::run_stream(super::amqp::StreamRun {
+            url,
+            stream: name,
+            producers: args.producers,
+            readers: args.readers,
+            size: args.size,
+            count: args.count,
+            pid: args.pid,
+            json: args.json,
+            compare: args.compare,
+        })
+        .await;
+    }
+    anyhow::ensure!(
+        args.compare.url.is_none(),
+        "--compare needs --amqp: over HTTP, run the same command against each broker"
+    );
+    run_http(args, name).await
+}
+
+/// The HTTP run: appenders, groups, the replay.
+#[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
+async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
     let vhost = args.server.vhost.as_deref().unwrap_or("/");
     let scope = if vhost == "/" {
         String::new()

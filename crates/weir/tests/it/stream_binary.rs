@@ -321,3 +321,47 @@ async fn bench_stream_replays_everything_in_both_read_formats() {
         );
     }
 }
+
+/// `weir bench stream --amqp` runs the stream over AMQP (RabbitMQ's stream queues'
+/// way), against two brokers with `--compare`, each run verified; over HTTP
+/// `--compare` is refused.
+#[tokio::test]
+async fn bench_stream_over_amqp_compares_two_brokers() {
+    let (a, b) = (
+        Broker::start().await.unwrap(),
+        Broker::start().await.unwrap(),
+    );
+    let report = crate::bench::bench_json(&[
+        "stream",
+        "--amqp",
+        &a.amqp_url(),
+        "--compare",
+        &b.amqp_url(),
+        "--rounds",
+        "1",
+        "--count",
+        "2000",
+        "--size",
+        "64",
+        "--producers",
+        "2",
+    ])
+    .await;
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 1, "{report}");
+    for side in ["a", "b"] {
+        assert_eq!(rounds[0][side]["verified"], true, "{report}");
+    }
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "stream", "--server", &a.http_url(), "--compare"])
+        .arg(b.amqp_url())
+        .output()
+        .await
+        .expect("weir bench runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--compare needs --amqp"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
