@@ -78,6 +78,15 @@ pub struct StreamArgs {
     /// The broker's process id: report its CPU time per record.
     #[arg(long)]
     pid: Option<u32>,
+    /// Only read: the groups read the existing stream (`--stream`, made by another
+    /// run with `--keep`) for this many ms, and nothing is appended, made or
+    /// deleted. With a second, appending run, the readers can run in a process of
+    /// their own (for example under `nice`, to stand for readers on other machines).
+    #[arg(long, value_name = "MS", requires = "stream")]
+    read_only_ms: Option<u64>,
+    /// Leave the stream in place at the end.
+    #[arg(long)]
+    keep: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -303,6 +312,9 @@ async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
         password: args.server.password.clone(),
         format: args.read_format,
     };
+    if let Some(ms) = args.read_only_ms {
+        return read_only(&args, &target, ms).await;
+    }
     target.send(reqwest::Method::DELETE, "", None).await?;
     let options = json!({"partitions": args.partitions}).to_string();
     target.send(reqwest::Method::PUT, "", Some(options)).await?;
@@ -314,13 +326,7 @@ async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let read_by_groups = Arc::new(AtomicU64::new(0));
-    let mut readers = JoinSet::new();
-    for g in 0..args.groups {
-        let (target, stop, read) = (target.clone(), stop.clone(), read_by_groups.clone());
-        let every = std::time::Duration::from_millis(args.commit_interval_ms);
-        let min = args.min_records;
-        readers.spawn(async move { group_reader(target, g, (min, every), stop, read).await });
-    }
+    let mut readers = spawn_groups(&args, &target, &stop, &read_by_groups);
     let cpu_before = args.pid.map(process_cpu_seconds).transpose()?;
     let started = Instant::now();
     let mut appenders = JoinSet::new();
@@ -371,15 +377,60 @@ async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
         report["replay_mb_per_sec"] = json!(round(bytes as f64 / seconds / 1e6, 1));
         report["replay_records_per_sec"] = json!(round(records as f64 / seconds, 0));
     }
-    target.send(reqwest::Method::DELETE, "", None).await?;
-    if args.json {
+    if !args.keep {
+        target.send(reqwest::Method::DELETE, "", None).await?;
+    }
+    print_report(&report, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `--groups` readers, each its own group of one member.
+fn spawn_groups(
+    args: &StreamArgs,
+    target: &Target,
+    stop: &Arc<AtomicBool>,
+    read: &Arc<AtomicU64>,
+) -> JoinSet<anyhow::Result<()>> {
+    let mut readers = JoinSet::new();
+    for g in 0..args.groups {
+        let (target, stop, read) = (target.clone(), stop.clone(), read.clone());
+        let every = std::time::Duration::from_millis(args.commit_interval_ms);
+        let min = args.min_records;
+        readers.spawn(async move { group_reader(target, g, (min, every), stop, read).await });
+    }
+    readers
+}
+
+/// `--read-only-ms`: the groups read the existing stream for `ms`.
+#[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
+async fn read_only(args: &StreamArgs, target: &Target, ms: u64) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let read = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut readers = spawn_groups(args, target, &stop, &read);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = readers.join_next().await {
+        done??;
+    }
+    let records = read.load(Ordering::Relaxed);
+    let report = json!({
+        "read_by_groups": records,
+        "read_records_per_sec": round(records as f64 / started.elapsed().as_secs_f64(), 0),
+    });
+    print_report(&report, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `report` as one JSON object, or a line per figure.
+fn print_report(report: &Value, json: bool) {
+    if json {
         println!("{report}");
     } else {
         for (key, value) in report.as_object().into_iter().flatten() {
             println!("{key:<28} {value}");
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// One group with one member: polls (and commits what it read) until stopped.

@@ -365,3 +365,43 @@ async fn bench_stream_over_amqp_compares_two_brokers() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// `--keep` leaves the stream for a later `--read-only-ms` run, whose groups (in a
+/// process of their own) read all of it and append nothing.
+#[tokio::test]
+async fn bench_stream_readers_can_run_in_a_process_of_their_own() {
+    let broker = Broker::start().await.expect("broker starts");
+    let url = broker.http_url();
+    let common = ["stream", "--server", &url, "--stream", "kept"];
+    let appended = crate::bench::bench_json(
+        &[
+            &common[..],
+            &["--count", "3000", "--batch", "500", "--keep"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(appended["records"], 3000, "{appended}");
+    let read = crate::bench::bench_json(
+        &[
+            &common[..],
+            &[
+                "--read-only-ms",
+                "1000",
+                "--groups",
+                "3",
+                "--read-format",
+                "batches",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(
+        read["read_by_groups"], 9000,
+        "three groups read it all: {read}"
+    );
+    let (s, v) = call(&broker, "GET", "/api/streams/kept", None).await;
+    assert_eq!(s, 200, "kept: {v}");
+    assert_eq!(v["partition_stats"][0]["next_offset"], 3000, "{v}");
+}
