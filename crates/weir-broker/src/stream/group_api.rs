@@ -26,7 +26,7 @@ pub struct GroupPoll {
     pub partitions: Vec<u32>,
     /// Records from them, partition by partition, each in offset order.
     pub records: Vec<StreamRecord>,
-    /// For [`Broker::poll_stored`] (instead of `records`): the batches read, one
+    /// For a stored poll ([`PollOptions::stored`], instead of `records`): the batches read, one
     /// entry per partition that had records.
     pub stored: Vec<StoredRead>,
 }
