@@ -333,12 +333,18 @@ pub(crate) fn check(buf: &[u8]) -> Check {
     if base_offset.checked_add(u64::from(count)).is_none() {
         return Check::Invalid(Corruption::OffsetOverflow { base_offset, count });
     }
-    Check::Complete(BatchHeader {
-        base_offset,
-        len,
-        count,
+    Check::Complete(header_of(batch))
+}
+
+/// The fixed fields at the start of `batch`, read without a check: for a batch that
+/// passed [`check`] or that this log encoded itself (the tail cache's).
+pub(crate) fn header_of(batch: &[u8]) -> BatchHeader {
+    BatchHeader {
+        base_offset: u64_at(batch, 0),
+        len: u32_at(batch, 8),
+        count: u32_at(batch, 20),
         max_timestamp_ms: i64_at(batch, 24),
-    })
+    }
 }
 
 /// Iterates over the records of a checked batch. Skipping a record reads only its

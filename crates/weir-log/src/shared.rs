@@ -124,11 +124,9 @@ impl Shared {
     }
 
     /// The stored batches from the one holding `from` on, as they are on disk
-    /// ([`StoredBatches`]).
+    /// ([`StoredBatches`]). The tail cache is the caller's to try first
+    /// ([`Shared::read_stored_cached`]).
     pub(crate) fn read_stored(&self, from: u64, limits: ReadLimits) -> Result<StoredBatches> {
-        if let Some(cached) = self.read_stored_cached(from, limits) {
-            return Ok(cached);
-        }
         let mut out = StoredBatches::empty(Offset(from));
         self.walk(from, |segment, at, end| {
             stored::read_segment(segment, at, end, &limits, &mut out)

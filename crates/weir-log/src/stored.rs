@@ -10,9 +10,11 @@
 //! Batches are whole: the first may start before the offset asked for, which the
 //! reader skips, as Kafka's Fetch does.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
-use crate::batch::{self, Check, Records};
+use crate::batch::{self, BatchHeader, Check, Records};
 use crate::error::{Corruption, Result};
 use crate::record::{Offset, ReadLimits, Record};
 use crate::segment::{ReadFlow, Segment};
@@ -68,6 +70,8 @@ impl StoredBatches {
 impl StoredBatches {
     /// The records from `from` on within `limits`, as `read_from` counts them: at
     /// most `max_records`, and encoded records within `max_bytes` (at least one).
+    /// For batches this log encoded itself (the tail cache's): their checksums are
+    /// not computed again on every read of them.
     pub(crate) fn records_within(
         &self,
         limits: ReadLimits,
@@ -75,11 +79,7 @@ impl StoredBatches {
         let mut out = Vec::new();
         let mut used = 0usize;
         for batch in &self.batches {
-            let header = match batch::check(batch) {
-                Check::Complete(header) => header,
-                Check::Incomplete { .. } => return Err(Corruption::Truncated),
-                Check::Invalid(reason) => return Err(reason),
-            };
+            let header = batch::header_of(batch);
             for record in Records::new(batch, &header) {
                 let record = record?;
                 if record.offset < self.from.0 {
@@ -138,15 +138,9 @@ pub fn visit_stored(
     from: Offset,
     mut f: impl FnMut(RecordView<'_>),
 ) -> std::result::Result<(), Corruption> {
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let header = match batch::check(&bytes[pos..]) {
-            Check::Complete(header) => header,
-            Check::Incomplete { .. } => return Err(Corruption::Truncated),
-            Check::Invalid(reason) => return Err(reason),
-        };
-        let one = &bytes[pos..pos + header.len as usize];
-        for record in Records::new(one, &header) {
+    each_batch(bytes, |header, at| {
+        let one = &bytes[at];
+        for record in Records::new(one, header) {
             let record = record?;
             if record.offset < from.0 {
                 continue;
@@ -164,15 +158,32 @@ pub fn visit_stored(
                 body: &one[layout.body],
             });
         }
-        pos += header.len as usize;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn decode_into(
     bytes: &Bytes,
     from: Offset,
     out: &mut Vec<Record>,
+) -> std::result::Result<(), Corruption> {
+    each_batch(bytes, |header, at| {
+        let one = bytes.slice(at);
+        for record in Records::new(&one, header) {
+            let record = record?;
+            if record.offset >= from.0 {
+                out.push(record.to_record(&one)?);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs `f` on each of the back-to-back batches in `bytes`, once it passed
+/// [`batch::check`] (length, checksum, version, count), with where it lies.
+fn each_batch(
+    bytes: &[u8],
+    mut f: impl FnMut(&BatchHeader, Range<usize>) -> std::result::Result<(), Corruption>,
 ) -> std::result::Result<(), Corruption> {
     let mut pos = 0;
     while pos < bytes.len() {
@@ -181,14 +192,9 @@ fn decode_into(
             Check::Incomplete { .. } => return Err(Corruption::Truncated),
             Check::Invalid(reason) => return Err(reason),
         };
-        let one = bytes.slice(pos..pos + header.len as usize);
-        for record in Records::new(&one, &header) {
-            let record = record?;
-            if record.offset >= from.0 {
-                out.push(record.to_record(&one)?);
-            }
-        }
-        pos += header.len as usize;
+        let end = pos + header.len as usize;
+        f(&header, pos..end)?;
+        pos = end;
     }
     Ok(())
 }
