@@ -283,10 +283,9 @@ impl<S: LogStore> Broker<S> {
         max: u32,
         wait_ms: u64,
     ) -> Result<StreamRead> {
-        let (stream, partition) = self.stream_part(name, partition)?;
+        let (stream, partition, start) =
+            self.read_start(name, partition, from, max, wait_ms).await?;
         let log = &stream.partitions[partition as usize];
-        check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
-        let start = start_offset(log, from).await?;
         read_partition(log, partition, start, max, MAX_READ_BYTES, wait_ms).await
     }
 
@@ -303,11 +302,27 @@ impl<S: LogStore> Broker<S> {
         max: u32,
         wait_ms: u64,
     ) -> Result<StoredRead> {
-        let (stream, partition) = self.stream_part(name, partition)?;
+        let (stream, partition, start) =
+            self.read_start(name, partition, from, max, wait_ms).await?;
         let log = &stream.partitions[partition as usize];
-        check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
-        let start = start_offset(log, from).await?;
         read_partition_stored(log, partition, start, max, MAX_READ_BYTES, wait_ms).await
+    }
+
+    /// What a read of `name`'s `partition` needs first: the stream, the partition
+    /// (of the stream itself for a `<stream>-N` name), checked bounds, and the
+    /// offset `from` names.
+    async fn read_start(
+        &self,
+        name: &str,
+        partition: u32,
+        from: ReadFrom,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<(Arc<StreamRef<S::Log>>, u32, u64)> {
+        let (stream, partition) = self.stream_part(name, partition)?;
+        check_read(max, wait_ms, self.inner.config.limits.max_wait_ms)?;
+        let start = start_offset(&stream.partitions[partition as usize], from).await?;
+        Ok((stream, partition, start))
     }
 }
 

@@ -211,13 +211,14 @@ impl<S: LogStore> Broker<S> {
             tokio::pin!(appended);
             appended.as_mut().enable();
             let waiting = tokio::time::Instant::now() < deadline;
-            if min > 1 && waiting && unread(&s, group, member).await? < u64::from(min) {
+            let joined = positions(&s, group, member).await?;
+            if min > 1 && waiting && unread(&s, &joined.1) < u64::from(min) {
                 if tokio::time::timeout_at(deadline, appended).await.is_err() {
                     return poll_once(&s, group, member, options).await;
                 }
                 continue;
             }
-            let polled = poll_once(&s, group, member, options).await?;
+            let polled = read_at(&s, group, member, joined, options).await?;
             if !polled.is_empty() || !waiting {
                 return Ok(polled);
             }
@@ -406,10 +407,9 @@ async fn positions<L: MessageLog + Clone>(
     Ok((assignment.generation, out))
 }
 
-/// Records in `member`'s partitions it has not read (joining or heartbeating).
-async fn unread<L: MessageLog + Clone>(s: &StreamRef<L>, group: &str, member: &str) -> Result<u64> {
-    let (_, positions) = positions(s, group, member).await?;
-    Ok(positions
+/// Records not read yet in the partitions at `positions`.
+fn unread<L: MessageLog + Clone>(s: &StreamRef<L>, positions: &[(u32, u64)]) -> u64 {
+    positions
         .iter()
         .map(|(p, from)| {
             s.partitions[*p as usize]
@@ -417,7 +417,7 @@ async fn unread<L: MessageLog + Clone>(s: &StreamRef<L>, group: &str, member: &s
                 .0
                 .saturating_sub(*from)
         })
-        .sum())
+        .sum()
 }
 
 /// One pass of a poll: join or heartbeat, then read what is there.
@@ -427,7 +427,19 @@ async fn poll_once<L: MessageLog + Clone>(
     member: &str,
     options: PollOptions,
 ) -> Result<GroupPoll> {
-    let (generation, positions) = positions(s, group, member).await?;
+    let joined = positions(s, group, member).await?;
+    read_at(s, group, member, joined, options).await
+}
+
+/// Reads what is there from a joined member's `(generation, positions)`, moving
+/// its positions past what it answers.
+async fn read_at<L: MessageLog + Clone>(
+    s: &StreamRef<L>,
+    group: &str,
+    member: &str,
+    (generation, positions): (u64, Vec<(u32, u64)>),
+    options: PollOptions,
+) -> Result<GroupPoll> {
     let (mut records, mut stored) = (Vec::new(), Vec::new());
     // One poll answers at most `max` records and about MAX_READ_BYTES in all, however
     // many partitions the member owns.

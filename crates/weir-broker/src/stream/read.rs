@@ -125,10 +125,7 @@ pub(super) async fn read_partition<L: MessageLog>(
     max_bytes: usize,
     wait_ms: u64,
 ) -> Result<StreamRead> {
-    let limits = ReadLimits {
-        max_records: max as usize,
-        max_bytes,
-    };
+    let limits = ReadLimits::new(max as usize, max_bytes);
     let (records, from) = read_clamped(log, start, wait_ms, |from| {
         log.read_from(Offset(from), limits)
     })
@@ -154,10 +151,7 @@ pub(super) async fn read_partition_stored<L: MessageLog>(
     max_bytes: usize,
     wait_ms: u64,
 ) -> Result<StoredRead> {
-    let limits = ReadLimits {
-        max_records: max as usize,
-        max_bytes,
-    };
+    let limits = ReadLimits::new(max as usize, max_bytes);
     let (batches, _) = read_clamped(log, start, wait_ms, |from| {
         log.read_stored(Offset(from), limits)
     })
