@@ -202,6 +202,17 @@ impl EncodedBatch {
         Ok(batch)
     }
 
+    /// A batch already in one buffer with its checksum computed ([`seal`]).
+    pub(crate) fn from_sealed(bytes: Vec<u8>, count: u32, max_timestamp_ms: i64) -> Self {
+        EncodedBatch {
+            len: bytes.len() as u64,
+            head: bytes,
+            tail: Vec::new(),
+            count,
+            max_timestamp_ms,
+        }
+    }
+
     /// Writes the base offset into the header. The CRC does not cover it.
     pub(crate) fn set_base_offset(&mut self, base_offset: u64) {
         self.head[0..8].copy_from_slice(&base_offset.to_le_bytes());
@@ -249,6 +260,12 @@ impl EncodedBatch {
 
 fn put_u32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Writes `batch`'s checksum (its bytes otherwise complete).
+pub(crate) fn seal(batch: &mut [u8]) {
+    let crc = checksum(batch);
+    batch[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// CRC32C over `batch_len` and everything after the CRC field.
@@ -380,6 +397,11 @@ pub(crate) struct RecordRef {
 }
 
 impl RecordRef {
+    /// Where its timestamp is in the batch.
+    pub(crate) fn timestamp_at(&self) -> usize {
+        self.start
+    }
+
     /// Encoded size, framing included (what read limits count).
     pub(crate) fn encoded_len(&self) -> usize {
         self.end - self.start + 4

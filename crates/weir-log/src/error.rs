@@ -206,6 +206,9 @@ pub enum Corruption {
     BatchChecksum,
     /// A batch has an unknown format version byte.
     BatchVersion(u8),
+    /// A batch from outside the log has flags or reserved bytes set (this version
+    /// defines none).
+    BatchFlags(u8),
     /// A batch starts at another offset than the one before it ended at.
     OffsetGap {
         /// The offset the batch should start at.
@@ -240,6 +243,12 @@ impl fmt::Display for Corruption {
             Corruption::BatchLength(len) => write!(f, "impossible batch length {len}"),
             Corruption::BatchChecksum => f.write_str("batch checksum mismatch"),
             Corruption::BatchVersion(v) => write!(f, "unknown batch format version {v}"),
+            Corruption::BatchFlags(flags) => {
+                write!(
+                    f,
+                    "batch flags {flags} or its reserved bytes are set (none is defined)"
+                )
+            }
             Corruption::OffsetGap { expected, found } => {
                 write!(f, "batch starts at offset {found}, expected {expected}")
             }

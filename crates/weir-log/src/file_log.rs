@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, watch};
 use crate::batch::EncodedBatch;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
+use crate::incoming::IncomingBatch;
 use crate::io::{DirLock, Fs, StdFs};
 use crate::message_log::{LogStats, MessageLog, Watermark, wait_for};
 use crate::pool::IoPool;
@@ -146,8 +147,7 @@ impl FileLog {
         answer.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Encodes `records` and queues their append now; see [`MessageLog::submit_batch`]. An
-    /// append that is not queued tells `written` why.
+    /// Encodes `records` and queues their append now; see [`MessageLog::submit_batch`].
     fn submit(
         &self,
         records: &[NewRecord],
@@ -155,13 +155,25 @@ impl FileLog {
         written: Option<oneshot::Sender<Result<Appended>>>,
     ) -> impl Future<Output = Result<Appended>> + Send + use<> {
         let config = &self.shared.config;
-        let (reply, answer) = oneshot::channel();
-        let submitted = match EncodedBatch::encode(
+        let batch = EncodedBatch::encode(
             records,
             now_ms(),
             config.max_record_bytes,
             config.max_batch_bytes,
-        ) {
+        );
+        self.submit_encoded(batch, sync, written)
+    }
+
+    /// Queues the append of `batch` now. An append that is not queued tells
+    /// `written` why.
+    fn submit_encoded(
+        &self,
+        batch: Result<EncodedBatch>,
+        sync: bool,
+        written: Option<oneshot::Sender<Result<Appended>>>,
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        let (reply, answer) = oneshot::channel();
+        let submitted = match batch {
             Err(e) => {
                 if let Some(written) = written {
                     let _ = written.send(Err(e.clone()));
@@ -245,6 +257,16 @@ impl MessageLog for FileLog {
         records: &[NewRecord],
     ) -> impl Future<Output = Result<Appended>> + Send + use<> {
         self.submit(records, false, None)
+    }
+
+    fn append_incoming(
+        &self,
+        batch: IncomingBatch,
+        sync: bool,
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        let config = &self.shared.config;
+        let batch = batch.into_encoded(now_ms(), config.max_record_bytes, config.max_batch_bytes);
+        self.submit_encoded(batch, sync, None)
     }
 
     fn stats(&self) -> LogStats {

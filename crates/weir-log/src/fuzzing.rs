@@ -5,7 +5,9 @@
 //! * [`batch`]: arbitrary bytes as the batches of a segment: the batch check, the
 //!   record walk and record parsing, plus the file header, index entry and the
 //!   decoders of `log.meta`. A batch whose records all parse must encode again to
-//!   records that parse the same.
+//!   records that parse the same. The same bytes as an appender's batches
+//!   ([`crate::IncomingBatch`]): what parses must stamp into batches that check and
+//!   hold the same records.
 //! * [`recovery`]: arbitrary bytes as the files of a log directory (segments,
 //!   indexes, `log.meta`, temporaries) on the in-memory [`CrashFs`]. Opening it
 //!   must either fail with an error or give a log whose records read back, that
@@ -27,7 +29,9 @@ use crate::header::{FILE_HEADER_LEN, FileHeader, FileKind};
 use crate::index::{self, ENTRY_LEN};
 use crate::segment::{index_file_name, log_file_name, parse_file_name};
 use crate::testing::CrashFs;
-use crate::{FileLog, LogConfig, LogError, MessageLog, NewRecord, Offset, ReadLimits, Record};
+use crate::{
+    FileLog, IncomingBatch, LogConfig, LogError, MessageLog, NewRecord, Offset, ReadLimits, Record,
+};
 
 /// Decodes `data` as a run of batches (see the module doc).
 ///
@@ -44,6 +48,7 @@ pub fn batch(data: &[u8]) {
     let _ = index::decode_entries(data, u64::MAX);
     let _ = index::decode_entries(data, data.len() as u64);
 
+    incoming(data);
     let bytes = Bytes::copy_from_slice(data);
     let mut pos = 0;
     while pos < bytes.len() {
@@ -72,6 +77,47 @@ pub fn batch(data: &[u8]) {
             );
             round_trip(&records, header.base_offset);
         }
+    }
+}
+
+/// `data` as an appender's batches: refused, or stamped into batches that check and
+/// hold records with the same keys.
+fn incoming(data: &[u8]) {
+    let Ok(batches) = IncomingBatch::parse(data) else {
+        return;
+    };
+    for incoming in batches {
+        let (count, keys) = (
+            incoming.count(),
+            incoming
+                .keys()
+                .map(|k| k.map(<[u8]>::to_vec))
+                .collect::<Vec<_>>(),
+        );
+        let mut stamped = incoming
+            .into_encoded(7, u32::MAX, FORMAT_MAX_BATCH_LEN)
+            .expect("within the format's limits");
+        stamped.set_base_offset(3);
+        let bytes = Bytes::copy_from_slice(&stamped.contiguous());
+        let Check::Complete(header) = batch::check(&bytes) else {
+            panic!("a stamped incoming batch does not check");
+        };
+        assert_eq!((header.count, header.max_timestamp_ms), (count, 7));
+        let records: Vec<Record> = Records::new(&bytes, &header)
+            .map(|r| {
+                r.and_then(|r| r.to_record(&bytes))
+                    .expect("stamped records parse")
+            })
+            .collect();
+        let got: Vec<Option<Vec<u8>>> = records
+            .iter()
+            .map(|r| r.key.as_ref().map(|k| k.to_vec()))
+            .collect();
+        assert_eq!(got, keys, "keys changed through stamping");
+        assert!(
+            records.iter().all(|r| r.timestamp_ms == 7),
+            "every record stamped"
+        );
     }
 }
 

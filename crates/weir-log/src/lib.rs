@@ -50,6 +50,7 @@ mod file_log;
 #[doc(hidden)]
 pub mod fuzzing;
 mod header;
+mod incoming;
 mod index;
 pub mod io;
 mod mailbox;
@@ -73,6 +74,7 @@ mod writer_pool;
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{ConfigProblem, Corruption, LogError, Result};
 pub use file_log::FileLog;
+pub use incoming::IncomingBatch;
 pub use mem_log::MemLog;
 pub use message_log::{LogStats, MessageLog};
 pub use record::{Appended, Header, NewRecord, Offset, ReadLimits, Record};

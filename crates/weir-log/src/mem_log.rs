@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::batch::{EncodedBatch, check_limits};
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
+use crate::incoming::IncomingBatch;
 use crate::message_log::{LogStats, MessageLog, Watermark, wait_for};
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::shared::now_ms;
@@ -274,6 +275,16 @@ impl MessageLog for MemLog {
         records: &[NewRecord],
     ) -> impl Future<Output = Result<Appended>> + Send + use<> {
         std::future::ready(self.append_now(records))
+    }
+
+    fn append_incoming(
+        &self,
+        batch: IncomingBatch,
+        _sync: bool,
+    ) -> impl Future<Output = Result<Appended>> + Send + use<> {
+        let config = &self.inner.config;
+        let records = batch.into_records(now_ms(), config.max_record_bytes, config.max_batch_bytes);
+        std::future::ready(records.and_then(|records| self.append_now(&records)))
     }
 
     fn stats(&self) -> LogStats {

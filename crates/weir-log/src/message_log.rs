@@ -6,6 +6,7 @@
 use std::future::Future;
 
 use crate::error::{LogError, Result};
+use crate::incoming::IncomingBatch;
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
 use crate::stored::StoredBatches;
 
@@ -169,6 +170,20 @@ pub trait MessageLog: Send + Sync + 'static {
     fn append_batch_unsynced(
         &self,
         records: &[NewRecord],
+    ) -> impl Future<Output = Result<Appended>> + Send + use<Self>;
+
+    /// Queues an append of a batch encoded outside the log, now, as
+    /// [`MessageLog::submit_batch`] (`sync`) or [`MessageLog::append_batch_unsynced`]
+    /// (not `sync`) do for records: its records get consecutive offsets and this log's
+    /// timestamp, and what is stored is what those would store for the same records
+    /// ([`IncomingBatch`]).
+    ///
+    /// # Errors
+    /// As [`MessageLog::append_batch`].
+    fn append_incoming(
+        &self,
+        batch: IncomingBatch,
+        sync: bool,
     ) -> impl Future<Output = Result<Appended>> + Send + use<Self>;
 
     /// Current bounds, size and counters.

@@ -8,6 +8,7 @@
 
 mod crash_fs;
 mod suite;
+mod suite_incoming;
 
 pub use crash_fs::{CrashFs, Torn};
 pub use suite::{LogFactory, run_all, suite_config};

@@ -58,6 +58,8 @@ pub async fn run_all<F: LogFactory>(factory: &mut F) {
     nothing_happens_until_a_future_is_polled(factory).await;
     reopen_keeps_records_and_trim(factory).await;
     submitted_appends_take_offsets_in_call_order(factory).await;
+    super::suite_incoming::incoming_batches_store_what_records_would(factory).await;
+    super::suite_incoming::incoming_batches_over_the_limits_are_refused(factory).await;
 }
 
 fn body(i: u64) -> Bytes {

@@ -1,0 +1,269 @@
+//! Batches encoded outside the log ([`IncomingBatch`]): an appender's records in the
+//! stored format (docs/on-disk-format.md "Batch"), appended as they are.
+//!
+//! Why: an appender that already holds its records in the stored format (an HTTP
+//! client sending `application/vnd.weir.batches`, the Kafka front end's Produce later)
+//! would otherwise have the broker parse every record into a [`crate::NewRecord`] and
+//! encode it again, which was most of an append's cost (docs/benchmarks.md "Streams").
+//!
+//! Nothing of such a batch is trusted: [`IncomingBatch::parse`] checks that the bytes
+//! are whole batches (length, checksum, version, flags, record count) and that every
+//! record parses (key, headers, body within the record). The log then checks its own
+//! limits, stamps every record with its clock (as it stamps the records it encodes,
+//! and as Kafka's `LogAppendTime` does), writes the base offset and computes the
+//! checksum again: what is stored is exactly what [`crate::MessageLog::append_batch`]
+//! would have written for the same records at that moment.
+
+use bytes::Bytes;
+
+use crate::batch::{self, Check, EncodedBatch, Records};
+use crate::error::{Corruption, LogError, Result};
+use crate::record::{Header, NewRecord};
+
+/// One batch from outside the log, checked: see the module doc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingBatch {
+    bytes: Vec<u8>,
+    count: u32,
+    /// The largest record's encoded size, framing included.
+    max_record_len: usize,
+    /// The largest record body.
+    max_body_len: usize,
+    /// Where each record's timestamp is, to stamp it.
+    stamps: Vec<usize>,
+}
+
+impl IncomingBatch {
+    /// Splits `bytes` into the back-to-back batches it holds and checks each (see
+    /// the module doc). Base offsets, timestamps and `max_timestamp_ms` are ignored:
+    /// the log writes its own.
+    ///
+    /// # Errors
+    /// A [`Corruption`] naming the first problem: no batch at all or one cut short
+    /// ([`Corruption::Truncated`]), a bad length, checksum, version or flags, or a
+    /// record that does not parse.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Vec<IncomingBatch>, Corruption> {
+        if bytes.is_empty() {
+            return Err(Corruption::Truncated);
+        }
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let header = match batch::check(&bytes[pos..]) {
+                Check::Complete(header) => header,
+                Check::Incomplete { .. } => return Err(Corruption::Truncated),
+                Check::Invalid(reason) => return Err(reason),
+            };
+            let one = &bytes[pos..pos + header.len as usize];
+            if one[17] != 0 || one[18..20] != [0, 0] {
+                return Err(Corruption::BatchFlags(one[17]));
+            }
+            let mut stamps = Vec::with_capacity(header.count as usize);
+            let (mut max_record_len, mut max_body_len) = (0, 0);
+            for record in Records::new(one, &header) {
+                let record = record?;
+                let layout = record.layout(one)?;
+                stamps.push(record.timestamp_at());
+                max_record_len = max_record_len.max(record.encoded_len());
+                max_body_len = max_body_len.max(layout.body.len());
+            }
+            out.push(IncomingBatch {
+                bytes: one.to_vec(),
+                count: header.count,
+                max_record_len,
+                max_body_len,
+                stamps,
+            });
+            pos += header.len as usize;
+        }
+        Ok(out)
+    }
+
+    /// Its records.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Its largest record body, in bytes.
+    pub fn max_body_len(&self) -> usize {
+        self.max_body_len
+    }
+
+    /// Its size in bytes, header included.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it is empty (never: a batch holds at least one record).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encodes `records` as an appender sends them: one batch in the stored format,
+    /// whose base offset and timestamps the log overwrites.
+    ///
+    /// # Errors
+    /// [`LogError::EmptyBatch`]; [`LogError::TooLarge`] past what the format holds.
+    pub fn encode(records: &[NewRecord]) -> Result<Vec<u8>> {
+        let batch = EncodedBatch::encode(records, 0, u32::MAX, batch::FORMAT_MAX_BATCH_LEN)?;
+        Ok(batch.contiguous().into_owned())
+    }
+
+    /// Each record's key, in order (`None` for a record without one).
+    pub fn keys(&self) -> impl Iterator<Item = Option<&[u8]>> {
+        let header = batch::header_of(&self.bytes);
+        Records::new(&self.bytes, &header).map(|record| {
+            // `parse` checked every record's framing.
+            let record = record.ok()?;
+            let key = record.layout(&self.bytes).ok()?.key?;
+            Some(&self.bytes[key])
+        })
+    }
+
+    /// Checks the log's limits: the same refusals `EncodedBatch::encode` gives.
+    fn check_limits(&self, max_record_bytes: u32, max_batch_bytes: u32) -> Result<()> {
+        if self.max_record_len > max_record_bytes as usize {
+            return Err(LogError::TooLarge {
+                what: "record",
+                size: self.max_record_len as u64,
+                limit: u64::from(max_record_bytes),
+            });
+        }
+        if self.bytes.len() > max_batch_bytes as usize {
+            return Err(LogError::TooLarge {
+                what: "batch",
+                size: self.bytes.len() as u64,
+                limit: u64::from(max_batch_bytes),
+            });
+        }
+        Ok(())
+    }
+
+    /// The batch as the log writes it: within its limits, every record stamped with
+    /// `now_ms`, the checksum computed again.
+    pub(crate) fn into_encoded(
+        mut self,
+        now_ms: i64,
+        max_record_bytes: u32,
+        max_batch_bytes: u32,
+    ) -> Result<EncodedBatch> {
+        self.check_limits(max_record_bytes, max_batch_bytes)?;
+        let stamp = now_ms.to_le_bytes();
+        for at in &self.stamps {
+            self.bytes[*at..*at + 8].copy_from_slice(&stamp);
+        }
+        self.bytes[0..8].fill(0);
+        self.bytes[24..32].copy_from_slice(&stamp);
+        batch::seal(&mut self.bytes);
+        Ok(EncodedBatch::from_sealed(self.bytes, self.count, now_ms))
+    }
+
+    /// Its records, stamped with `now_ms`, for a log that keeps records rather than
+    /// bytes (the in-memory log).
+    pub(crate) fn into_records(
+        self,
+        now_ms: i64,
+        max_record_bytes: u32,
+        max_batch_bytes: u32,
+    ) -> Result<Vec<NewRecord>> {
+        self.check_limits(max_record_bytes, max_batch_bytes)?;
+        let bytes = Bytes::from(self.bytes);
+        let header = batch::header_of(&bytes);
+        let mut out = Vec::with_capacity(self.count as usize);
+        for record in Records::new(&bytes, &header) {
+            let record = record
+                .and_then(|r| r.to_record(&bytes))
+                // `parse` checked every record: not reached.
+                .map_err(|reason| LogError::Corrupt {
+                    path: "<incoming batch>".into(),
+                    position: 0,
+                    reason,
+                })?;
+            out.push(NewRecord {
+                timestamp_ms: Some(now_ms),
+                key: record.key,
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|h| Header {
+                        name: h.name,
+                        value: h.value,
+                    })
+                    .collect(),
+                body: record.body,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Corruption;
+
+    fn encoded() -> Vec<u8> {
+        let records = [
+            NewRecord::new("a").with_key("k"),
+            NewRecord::new("bb").with_header("h", "v"),
+        ];
+        IncomingBatch::encode(&records).unwrap()
+    }
+
+    #[test]
+    fn back_to_back_batches_parse_with_their_keys_and_sizes() {
+        let mut two = encoded();
+        two.extend(encoded());
+        let batches = IncomingBatch::parse(&two).unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].count(), 2);
+        assert_eq!(batches[0].max_body_len(), 2);
+        assert_eq!(batches[0].len(), two.len() / 2);
+        let keys: Vec<_> = batches[1].keys().collect();
+        assert_eq!(keys, [Some(&b"k"[..]), None]);
+    }
+
+    #[test]
+    fn stamping_writes_the_clock_and_a_checksum_that_holds() {
+        let batch = IncomingBatch::parse(&encoded()).unwrap().remove(0);
+        let mut sealed = batch.into_encoded(1234, 1 << 20, 1 << 20).unwrap();
+        sealed.set_base_offset(40);
+        let bytes = Bytes::from(sealed.contiguous().into_owned());
+        let Check::Complete(header) = batch::check(&bytes) else {
+            panic!("the stamped batch must check");
+        };
+        assert_eq!((header.base_offset, header.max_timestamp_ms), (40, 1234));
+        let stamps: Vec<i64> = Records::new(&bytes, &header)
+            .map(|r| r.unwrap().timestamp_ms)
+            .collect();
+        assert_eq!(stamps, [1234, 1234]);
+    }
+
+    #[test]
+    fn damaged_batches_are_refused_with_the_reason() {
+        let good = encoded();
+        assert_eq!(IncomingBatch::parse(&[]), Err(Corruption::Truncated));
+        assert_eq!(
+            IncomingBatch::parse(&good[..good.len() - 1]),
+            Err(Corruption::Truncated)
+        );
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(IncomingBatch::parse(&trailing), Err(Corruption::Truncated));
+        let mut crc = good.clone();
+        crc[40] ^= 1;
+        assert_eq!(IncomingBatch::parse(&crc), Err(Corruption::BatchChecksum));
+        let mut flags = good.clone();
+        flags[17] = 1;
+        batch::seal(&mut flags);
+        assert_eq!(IncomingBatch::parse(&flags), Err(Corruption::BatchFlags(1)));
+        // A key length past its record, under a checksum that holds.
+        let mut framing = good.clone();
+        framing[32 + 12..32 + 16].copy_from_slice(&1000i32.to_le_bytes());
+        batch::seal(&mut framing);
+        assert_eq!(
+            IncomingBatch::parse(&framing),
+            Err(Corruption::RecordFraming)
+        );
+    }
+}

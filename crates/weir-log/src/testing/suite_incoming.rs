@@ -1,0 +1,90 @@
+//! The conformance suite's cases for batches encoded outside the log
+//! ([`MessageLog::append_incoming`]).
+
+use crate::error::LogError;
+use crate::incoming::IncomingBatch;
+use crate::message_log::MessageLog;
+use crate::record::{NewRecord, Offset, ReadLimits};
+
+use super::suite::{LogFactory, suite_config};
+
+fn records() -> Vec<NewRecord> {
+    vec![
+        NewRecord::new("plain").with_timestamp(5),
+        NewRecord::new("keyed")
+            .with_key("k")
+            .with_header("content-type", "text/plain")
+            .with_header("", ""),
+        NewRecord::new(vec![7u8; 3000]).with_key(""),
+    ]
+}
+
+/// An incoming batch stores what `append_batch` stores for the same records, stamped
+/// with the log's clock whatever the appender wrote, at the offsets the log gives,
+/// synced or not; stored reads give it back as the log's own batches.
+pub(super) async fn incoming_batches_store_what_records_would<F: LogFactory>(factory: &mut F) {
+    let case = "incoming_batches_store_what_records_would";
+    let log = factory.create(suite_config());
+    log.append_batch(&[NewRecord::new("before")]).await.unwrap();
+    let bytes = IncomingBatch::encode(&records()).unwrap();
+    let before = crate::shared::now_ms();
+    for (i, sync) in [true, false].into_iter().enumerate() {
+        let mut batches = IncomingBatch::parse(&bytes).unwrap();
+        assert_eq!(batches.len(), 1, "{case}: one batch");
+        let batch = batches.remove(0);
+        assert_eq!(batch.count(), 3, "{case}: its records");
+        let keys: Vec<Option<&[u8]>> = batch.keys().collect();
+        assert_eq!(keys, [None, Some(&b"k"[..]), Some(&b""[..])], "{case}");
+        let appended = log.append_incoming(batch, sync).await.unwrap();
+        assert_eq!(appended.first, Offset(1 + 3 * i as u64), "{case}: offsets");
+        assert_eq!(appended.next, Offset(4 + 3 * i as u64), "{case}: offsets");
+    }
+    let read = log
+        .read_from(Offset(1), ReadLimits::records(10))
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 6, "{case}: both batches read back");
+    for (i, (got, want)) in read.iter().zip(records().iter().cycle()).enumerate() {
+        assert_eq!(got.offset, Offset(1 + i as u64), "{case}");
+        assert_eq!(
+            (&got.key, &got.headers),
+            (&want.key, &want.headers),
+            "{case}"
+        );
+        assert_eq!(got.body, want.body, "{case}");
+        assert!(got.timestamp_ms >= before, "{case}: the log's timestamp");
+    }
+    let stored = log
+        .read_stored(Offset(1), ReadLimits::records(10))
+        .await
+        .unwrap();
+    let decoded = stored.to_records().unwrap();
+    assert_eq!(decoded, read, "{case}: stored reads decode to the same");
+    log.close().await.unwrap();
+}
+
+/// The log's limits hold for incoming batches as for records, and a refused batch
+/// changes nothing.
+pub(super) async fn incoming_batches_over_the_limits_are_refused<F: LogFactory>(factory: &mut F) {
+    let case = "incoming_batches_over_the_limits_are_refused";
+    let config = suite_config();
+    let log = factory.create(config.clone());
+    let record = vec![NewRecord::new(vec![0u8; config.max_record_bytes as usize])];
+    let mut too_big = IncomingBatch::parse(&IncomingBatch::encode(&record).unwrap()).unwrap();
+    let refused = log.append_incoming(too_big.remove(0), true).await;
+    assert!(
+        matches!(refused, Err(LogError::TooLarge { what: "record", .. })),
+        "{case}: {refused:?}"
+    );
+    let many: Vec<NewRecord> = (0..8)
+        .map(|_| NewRecord::new(vec![0u8; config.max_record_bytes as usize / 2]))
+        .collect();
+    let mut batch = IncomingBatch::parse(&IncomingBatch::encode(&many).unwrap()).unwrap();
+    let refused = log.append_incoming(batch.remove(0), false).await;
+    assert!(
+        matches!(refused, Err(LogError::TooLarge { what: "batch", .. })),
+        "{case}: {refused:?}"
+    );
+    assert_eq!(log.next_offset(), Offset(0), "{case}: nothing appended");
+    log.close().await.unwrap();
+}
