@@ -35,6 +35,7 @@ mod group_log;
 #[cfg(test)]
 mod group_tests;
 pub mod groups;
+mod incoming;
 mod partitions;
 mod read;
 #[cfg(test)]
@@ -52,9 +53,10 @@ use crate::error::{BrokerError, Result};
 
 pub use api::PROPERTIES_HEADER;
 pub use group_api::{GroupPoll, PollOptions};
+pub use incoming::{PartitionBatches, PlacedBatch};
 pub use read::ReadFrom;
 /// What a stored read answers, and the parser for it (a reader of the binary format).
-pub use weir_log::{Offset, StoredBatches, decode_stored};
+pub use weir_log::{IncomingBatch, Offset, StoredBatches, decode_stored};
 
 /// Most partitions a stream may have.
 pub const MAX_PARTITIONS: u32 = 1024;

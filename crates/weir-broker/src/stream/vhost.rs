@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::group_api::{GroupPoll, PollOptions};
 use super::groups::{GroupConfig, GroupInfo};
+use super::incoming::{PartitionBatches, PlacedBatch};
 use super::{Placed, ReadFrom, StoredRead, StreamInfo, StreamOptions, StreamRead, StreamRecordIn};
 use crate::api::Declared;
 use crate::error::Result;
@@ -62,6 +63,17 @@ impl<S: LogStore> Vhost<S> {
     pub async fn append(&self, name: &str, records: Vec<StreamRecordIn>) -> Result<Vec<Placed>> {
         let full = self.full(name)?;
         let placed = self.broker.append(&full, records).await;
+        placed.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::append_batches`](crate::Broker::append_batches).
+    pub async fn append_batches(
+        &self,
+        name: &str,
+        parts: Vec<PartitionBatches>,
+    ) -> Result<Vec<PlacedBatch>> {
+        let full = self.full(name)?;
+        let placed = self.broker.append_batches(&full, parts).await;
         placed.map_err(|e| self.out_error(e))
     }
 

@@ -1,0 +1,157 @@
+//! Appends of batches the appender encoded itself ([`IncomingBatch`], the log's
+//! stored format): the HTTP API's binary appends, the Kafka front end's Produce later.
+//!
+//! Why: parsing a JSON append into records and encoding them again was most of an
+//! append's cost, and it is work on the one path a lone producer waits on
+//! (docs/benchmarks.md "Streams"). Here the broker checks what the model needs and
+//! hands each batch to its partition's log, which checks and stamps it.
+//!
+//! The appender names each batch's partition, as a Kafka producer does. What the
+//! broker holds it to: the partition exists; a keyed record is in the partition
+//! its key maps to (`murmur2(key) mod P`, [`super::partition_for`]), so per-key order
+//! holds whoever appends; the request's records are within `max_batch_messages` and
+//! every body within `max_message_bytes`, as for a JSON append.
+
+use serde::Serialize;
+use weir_log::{IncomingBatch, LogStore, MessageLog};
+
+use super::partition_for;
+use crate::broker::Broker;
+use crate::error::{BrokerError, Limit, Result};
+
+/// Batches for one partition, in the order they are to be appended.
+#[derive(Debug)]
+pub struct PartitionBatches {
+    /// The partition.
+    pub partition: u32,
+    /// Its batches.
+    pub batches: Vec<IncomingBatch>,
+}
+
+/// Where an appended batch went: its records have the offsets `offset..offset +
+/// count` of `partition`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PlacedBatch {
+    /// Its partition.
+    pub partition: u32,
+    /// Its first record's offset.
+    pub offset: u64,
+    /// Its records.
+    pub count: u32,
+}
+
+impl<S: LogStore> Broker<S> {
+    /// Appends batches the appender encoded, each kept or lost whole; answers where
+    /// each went, in the order given, once all are durable (or written, for a stream
+    /// that is not durable).
+    ///
+    /// # Errors
+    /// `NotFound`; `InvalidArgument` (no record, a partition the stream lacks, a
+    /// keyed record in another partition than its key's, a body over
+    /// `max_message_bytes`), `LimitExceeded` (more records than
+    /// `max_batch_messages`): nothing is appended. Storage (a record or batch over
+    /// the log's limits, a full disk): that batch is not kept, others may be.
+    pub async fn append_batches(
+        &self,
+        name: &str,
+        parts: Vec<PartitionBatches>,
+    ) -> Result<Vec<PlacedBatch>> {
+        let stream = self.stream(name)?;
+        let partitions = u32::try_from(stream.partitions.len()).unwrap_or(u32::MAX);
+        self.check_batches(&parts, partitions)?;
+        let mut pending = Vec::new();
+        for part in parts {
+            let log = &stream.partitions[part.partition as usize];
+            for batch in part.batches {
+                let count = batch.count();
+                let appended = log.append_incoming(batch, stream.options.durable);
+                pending.push((part.partition, count, appended));
+            }
+        }
+        // Every append is queued: awaiting them in turn waits for them together.
+        let mut placed = Vec::with_capacity(pending.len());
+        let mut failed = None;
+        for (partition, count, appended) in pending {
+            match appended.await {
+                Ok(appended) => placed.push(PlacedBatch {
+                    partition,
+                    offset: appended.first.0,
+                    count,
+                }),
+                Err(e) => failed = Some(BrokerError::storage(name.to_owned(), e)),
+            }
+        }
+        stream.appended.notify_waiters();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(placed),
+        }
+    }
+
+    /// The refusals that leave everything as it was: see [`Broker::append_batches`].
+    fn check_batches(&self, parts: &[PartitionBatches], partitions: u32) -> Result<()> {
+        let limits = &self.inner.config.limits;
+        let total: u64 = parts
+            .iter()
+            .flat_map(|p| &p.batches)
+            .map(|b| u64::from(b.count()))
+            .sum();
+        if total == 0 {
+            return Err(BrokerError::invalid(
+                "messages",
+                "an append needs at least one record",
+            ));
+        }
+        if total > limits.max_batch_messages {
+            return Err(BrokerError::LimitExceeded {
+                what: Limit::MessagesPerSend,
+                limit: limits.max_batch_messages,
+            });
+        }
+        for part in parts {
+            if part.partition >= partitions {
+                return Err(BrokerError::invalid(
+                    "partition",
+                    format!(
+                        "partition {} does not exist: the stream has {partitions}",
+                        part.partition
+                    ),
+                ));
+            }
+            for batch in &part.batches {
+                if batch.max_body_len() as u64 > limits.max_message_bytes {
+                    return Err(BrokerError::invalid(
+                        "messages",
+                        format!(
+                            "a record's body is {} bytes, over the limit of {}",
+                            batch.max_body_len(),
+                            limits.max_message_bytes
+                        ),
+                    ));
+                }
+                if partitions > 1 {
+                    check_keys(batch, part.partition, partitions)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a keyed record of `batch` that belongs in another partition.
+fn check_keys(batch: &IncomingBatch, partition: u32, partitions: u32) -> Result<()> {
+    for (i, key) in batch.keys().enumerate() {
+        let Some(key) = key else { continue };
+        let wanted = partition_for(key, partitions);
+        if wanted != partition {
+            return Err(BrokerError::invalid(
+                "partition",
+                format!(
+                    "record {i} of a batch for partition {partition} has a key that \
+                     goes to partition {wanted} (murmur2 of the key mod {partitions})"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
