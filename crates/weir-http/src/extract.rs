@@ -41,10 +41,20 @@ fn unreadable(e: axum::Error) -> ApiError {
     }
 }
 
-/// The whole body, at most `max` bytes. A `Content-Length` over `max` is refused
-/// before any of the body is read, a chunked body as soon as it passes `max`; what
-/// is left of a refused body is drained after the answer ([`crate::body`]).
+/// A JSON body ([`read_raw_body`]); an empty or blank one reads as `{}`.
 async fn read_body(req: Request, max: u64) -> Result<Bytes, ApiError> {
+    let bytes = read_raw_body(req, max).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    Ok(bytes)
+}
+
+/// The whole body as sent, at most `max` bytes. A `Content-Length` over `max` is
+/// refused before any of the body is read, a chunked body as soon as it passes
+/// `max`; what is left of a refused body is drained after the answer
+/// ([`crate::body`]).
+pub(crate) async fn read_raw_body(req: Request, max: u64) -> Result<Bytes, ApiError> {
     let mut body = req.into_body();
     let declared = body.size_hint().lower();
     if declared > max {
@@ -67,15 +77,11 @@ async fn read_body(req: Request, max: u64) -> Result<Bytes, ApiError> {
         }
         chunks.push(data);
     }
-    let bytes = if chunks.len() == 1 {
+    Ok(if chunks.len() == 1 {
         chunks.pop().unwrap_or_default()
     } else {
         Bytes::from(chunks.concat())
-    };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Bytes::from_static(b"{}"));
-    }
-    Ok(bytes)
+    })
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -177,8 +177,13 @@ impl Harness {
         out
     }
 
-    /// Deletes every queue and every exchange that is not built in.
+    /// Deletes every queue, stream and exchange that is not built in.
     pub async fn reset(&self) {
+        if let Ok(vhost) = self.broker.vhost("/") {
+            for stream in vhost.streams() {
+                let _ = vhost.delete_stream(&stream.name).await;
+            }
+        }
         for queue in self.broker.list().await {
             let _ = self.broker.delete(&queue.name).await;
         }
@@ -292,6 +297,43 @@ mod tests {
         }
     }
 
+    /// A stream, a binary append (`application/vnd.weir.batches`) of a good batch and
+    /// of a damaged one, a binary read, the stream's deletion.
+    fn stream_binary() -> Vec<u8> {
+        let batch = weir_log::IncomingBatch::encode(&[
+            weir_log::NewRecord::new("a")
+                .with_key("k")
+                .with_header("h", "v"),
+            weir_log::NewRecord::new("b"),
+        ])
+        .unwrap();
+        let append = |batch: &[u8]| {
+            let mut body = 0u32.to_le_bytes().to_vec();
+            body.extend_from_slice(&u32::try_from(batch.len()).unwrap().to_le_bytes());
+            body.extend_from_slice(batch);
+            let mut out = format!(
+                "POST /api/streams/s/messages HTTP/1.1\r\nHost: x\r\nContent-Type: \
+                 application/vnd.weir.batches\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            out.extend(body);
+            out
+        };
+        let mut damaged = batch.clone();
+        damaged[40] ^= 1;
+        let mut out = vec![0];
+        out.extend(request("PUT", "/api/streams/s", r#"{"partitions":1}"#).into_bytes());
+        out.extend(append(&batch));
+        out.extend(append(&damaged));
+        out.extend(
+            b"GET /api/streams/s/messages?from=first HTTP/1.1\r\nHost: x\r\n\
+              Accept: application/vnd.weir.batches\r\n\r\n",
+        );
+        out.extend(request("DELETE", "/api/streams/s", "").into_bytes());
+        out
+    }
+
     /// Requests of the seeds: one session per seed, each a run of pipelined
     /// requests.
     #[allow(clippy::too_many_lines, reason = "a flat list, one seed per entry")]
@@ -310,6 +352,7 @@ mod tests {
         );
         vec![
             ("healthz", with(0, &[request("GET", "/healthz", "")])),
+            ("stream-binary", stream_binary()),
             (
                 "queue-life",
                 with(
@@ -500,6 +543,7 @@ mod tests {
                         );
                     }
                     "routing" => assert!(text.contains("\"routed\":1"), "{text}"),
+                    "stream-binary" => assert_eq!(statuses, [201, 201, 400, 200, 204], "{text}"),
                     "garbage" => assert_eq!(statuses, [400], "{text}"),
                     // Closed at the header timeout, unanswered.
                     "half-head" => assert!(statuses.is_empty(), "{text}"),

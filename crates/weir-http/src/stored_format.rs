@@ -17,18 +17,34 @@
 //!
 //! `from` is the offset the read started at (records below it in the first batch
 //! were answered before: skip them), `next` where to read on (what a group commits).
+//!
+//! Appends may be sent the same way (`Content-Type: application/vnd.weir.batches`,
+//! docs/http-api.md "Binary appends"), in sections without offsets, the appender
+//! naming each batch's partition as a Kafka producer does:
+//!
+//! ```text
+//! u32 partition | u32 length | length bytes of batches
+//! ```
+//!
+//! The broker parses no record into a value of its own: each batch is checked and
+//! stamped by the log ([`weir_broker::stream::IncomingBatch`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
+use axum::extract::{FromRequest, Request};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
-use weir_broker::stream::StoredRead;
+use weir_broker::stream::{IncomingBatch, PartitionBatches, StoredRead};
+
+use crate::error::ApiError;
+use crate::extract::{OneOrMany, read_raw_body};
+use crate::state::AppState;
 
 /// The media type of the binary format.
 pub(crate) const MEDIA_TYPE: &str = "application/vnd.weir.batches";
@@ -47,6 +63,66 @@ pub(crate) fn wanted(headers: &HeaderMap) -> bool {
             let media = item.split(';').next().unwrap_or("").trim();
             media.eq_ignore_ascii_case(MEDIA_TYPE)
         })
+}
+
+/// An append's body: JSON records, or batches in the binary format when the
+/// request's `Content-Type` names it.
+pub(crate) enum AppendBody<T> {
+    /// `{"messages": [...]}` or one record.
+    Json(OneOrMany<T>),
+    /// The binary format's sections, parsed and checked.
+    Batches(Vec<PartitionBatches>),
+}
+
+impl<T: crate::extract::Batched> FromRequest<AppState> for AppendBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let binary = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case(MEDIA_TYPE));
+        if !binary {
+            return OneOrMany::from_request(req, state)
+                .await
+                .map(AppendBody::Json);
+        }
+        let bytes = read_raw_body(req, state.max_body_bytes).await?;
+        parse_sections(&bytes).map(AppendBody::Batches)
+    }
+}
+
+/// Bytes of an append section's fixed fields.
+const APPEND_SECTION_HEADER_LEN: usize = 4 + 4;
+
+/// The sections of a binary append, each batch checked.
+fn parse_sections(mut bytes: &[u8]) -> Result<Vec<PartitionBatches>, ApiError> {
+    let bad = |reason: String| ApiError::bad_request("invalid_batches", reason);
+    let mut parts = Vec::new();
+    while !bytes.is_empty() {
+        let i = parts.len();
+        let Some((head, rest)) = bytes.split_at_checked(APPEND_SECTION_HEADER_LEN) else {
+            return Err(bad(format!(
+                "section {i}: {} bytes, shorter than its 8-byte header",
+                bytes.len()
+            )));
+        };
+        let partition = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        let Some((section, rest)) = rest.split_at_checked(len) else {
+            return Err(bad(format!(
+                "section {i}: its length says {len} bytes, {} follow",
+                rest.len()
+            )));
+        };
+        let batches = IncomingBatch::parse(section)
+            .map_err(|e| bad(format!("section {i} (partition {partition}): {e}")))?;
+        parts.push(PartitionBatches { partition, batches });
+        bytes = rest;
+    }
+    Ok(parts)
 }
 
 /// A 200 answer holding `sections`, with `extra` headers. The batches go out as

@@ -16,13 +16,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use weir_broker::access::Operation;
 use weir_broker::stream::{
-    PROPERTIES_HEADER, ReadFrom, StreamOptions, StreamRecord, StreamRecordIn,
+    PROPERTIES_HEADER, Placed, ReadFrom, StreamOptions, StreamRecord, StreamRecordIn,
 };
 use weir_broker::{Declared, Vhost};
 
 use crate::auth::{Caller, Scoped};
 use crate::error::ApiError;
-use crate::extract::{Batched, JsonBody, OneOrMany, QueryParams};
+use crate::extract::{Batched, JsonBody, QueryParams};
 use crate::state::{ApiResult, LongPolls, ok};
 use crate::stored_format;
 
@@ -131,9 +131,16 @@ pub(crate) async fn append(
     caller: Caller,
     Scoped(broker): Scoped,
     Path(name): Path<String>,
-    body: OneOrMany<RecordIn>,
+    body: stored_format::AppendBody<RecordIn>,
 ) -> ApiResult {
     caller.allow(Operation::Write, "exchange", "")?;
+    let body = match body {
+        stored_format::AppendBody::Json(body) => body,
+        stored_format::AppendBody::Batches(parts) => {
+            let placed = broker.append_batches(&name, parts).await?;
+            return ok(StatusCode::CREATED, json!({"batches": placed}));
+        }
+    };
     let records = body
         .items
         .into_iter()
@@ -141,7 +148,16 @@ pub(crate) async fn append(
         .map(|(i, r)| record_in(i, r))
         .collect::<Result<Vec<_>, _>>()?;
     let placed = broker.append(&name, records).await?;
-    ok(StatusCode::CREATED, json!({"messages": placed}))
+    // Serialized straight from the list: a `Value` per record was a tenth of an
+    // append's cost.
+    let answer = Placements { messages: &placed };
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// An append's answer.
+#[derive(Serialize)]
+struct Placements<'a> {
+    messages: &'a [Placed],
 }
 
 #[derive(Deserialize)]
