@@ -62,12 +62,18 @@ pub struct StreamArgs {
     /// record by record).
     #[arg(long, value_enum, default_value_t = ReadFormat::Json)]
     read_format: ReadFormat,
+    /// How the appenders send records: `json` (`{"messages": [...]}`) or
+    /// `batches` (the binary format, `Content-Type: application/vnd.weir.batches`:
+    /// one batch per request, encoded once here, each request to the next
+    /// partition in turn).
+    #[arg(long, value_enum, default_value_t = ReadFormat::Json)]
+    append_format: ReadFormat,
     /// Run over AMQP instead, RabbitMQ's way (`weir bench amqp --stream`): the
     /// broker's AMQP URL. The stream is declared with `x-queue-type=stream` (on
     /// both brokers with `--compare`, which may be RabbitMQ), `--producers` publish
     /// `--size`-byte records with confirms, `--readers` consume it from its first
     /// record, and the run is verified. Consumer groups are HTTP's.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["groups", "read_format"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["groups", "read_format", "append_format"])]
     amqp: Option<String>,
     /// With `--amqp`: readers consuming the stream from its first record, 0 or 1
     /// (the run's verification counts every record once, for one reader).
@@ -92,7 +98,7 @@ pub struct StreamArgs {
     json: bool,
 }
 
-/// How the benchmark's readers ask for records.
+/// How the benchmark's readers ask for records, or its appenders send them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ReadFormat {
     Json,
@@ -144,16 +150,18 @@ impl Target {
         path: &str,
         body: Option<String>,
     ) -> anyhow::Result<String> {
+        let body = body.map(|b| (JSON, bytes::Bytes::from(b)));
         let bytes = self.send_bytes(method, path, body, false).await?;
         String::from_utf8(bytes.to_vec()).context("an answer that is not UTF-8")
     }
 
-    /// Sends a request; with `stored`, asks for the binary read format.
+    /// Sends a request with a body of the content type given; with `stored`, asks
+    /// for the binary read format.
     async fn send_bytes(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<String>,
+        body: Option<(&'static str, bytes::Bytes)>,
         stored: bool,
     ) -> anyhow::Result<bytes::Bytes> {
         let mut request = self
@@ -163,9 +171,9 @@ impl Target {
         if stored {
             request = request.header(reqwest::header::ACCEPT, STORED_FORMAT);
         }
-        if let Some(body) = body {
+        if let Some((content_type, body)) = body {
             request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(body);
         }
         let answer = request.send().await.context("request")?;
@@ -188,6 +196,7 @@ impl Target {
         body: Option<String>,
     ) -> anyhow::Result<Vec<Section>> {
         let stored = self.format == ReadFormat::Batches;
+        let body = body.map(|b| (JSON, bytes::Bytes::from(b)));
         let bytes = self.send_bytes(method, path, body, stored).await?;
         if stored {
             return parse_stored(&bytes);
@@ -224,6 +233,8 @@ impl Target {
 
 /// The binary read format's media type (docs/http-api.md "Binary reads").
 const STORED_FORMAT: &str = "application/vnd.weir.batches";
+/// JSON's media type.
+const JSON: &str = "application/json";
 
 /// What a read answered for one partition.
 struct Section {
@@ -318,10 +329,7 @@ async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
     target.send(reqwest::Method::DELETE, "", None).await?;
     let options = json!({"partitions": args.partitions}).to_string();
     target.send(reqwest::Method::PUT, "", Some(options)).await?;
-    let body = "x".repeat(args.size);
-    let batch =
-        json!({"messages": (0..args.batch).map(|_| json!({"body": body})).collect::<Vec<_>>()})
-            .to_string();
+    let appends = append_bodies(&args)?;
     let requests = args.count.div_ceil(u64::from(args.batch));
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -331,18 +339,18 @@ async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut appenders = JoinSet::new();
     for _ in 0..args.producers {
-        let (target, next, batch) = (target.clone(), next.clone(), batch.clone());
+        let (target, next, appends) = (target.clone(), next.clone(), appends.clone());
         appenders.spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
-                // The answer (each record's partition and offset) is checked for
-                // success only: parsing it would load the generator, not the broker.
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= requests {
+                    break;
+                }
+                // The answer (where the records went) is checked for success only:
+                // parsing it would load the generator, not the broker.
+                let body = appends[(n % appends.len() as u64) as usize].clone();
                 target
-                    .send_bytes(
-                        reqwest::Method::POST,
-                        "/messages",
-                        Some(batch.clone()),
-                        false,
-                    )
+                    .send_bytes(reqwest::Method::POST, "/messages", Some(body), false)
                     .await?;
             }
             anyhow::Ok(())
@@ -382,6 +390,32 @@ async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
     }
     print_report(&report, args.json);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bodies the appenders send in turn: one JSON body, or one binary body per
+/// partition (unkeyed records, which the appender may place anywhere).
+fn append_bodies(args: &StreamArgs) -> anyhow::Result<Arc<Vec<(&'static str, bytes::Bytes)>>> {
+    let body = "x".repeat(args.size);
+    if args.append_format == ReadFormat::Json {
+        let records: Vec<Value> = (0..args.batch).map(|_| json!({"body": body})).collect();
+        let batch = json!({ "messages": records }).to_string();
+        return Ok(Arc::new(vec![(JSON, bytes::Bytes::from(batch))]));
+    }
+    let records: Vec<weir_log::NewRecord> = (0..args.batch)
+        .map(|_| weir_log::NewRecord::new(body.clone()))
+        .collect();
+    let batch = weir_log::IncomingBatch::encode(&records)?;
+    let len = u32::try_from(batch.len()).context("a batch over 4 GiB")?;
+    let bodies = (0..args.partitions)
+        .map(|p| {
+            let mut section = Vec::with_capacity(8 + batch.len());
+            section.extend_from_slice(&p.to_le_bytes());
+            section.extend_from_slice(&len.to_le_bytes());
+            section.extend_from_slice(&batch);
+            (STORED_FORMAT, bytes::Bytes::from(section))
+        })
+        .collect();
+    Ok(Arc::new(bodies))
 }
 
 /// The `--groups` readers, each its own group of one member.

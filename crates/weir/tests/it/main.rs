@@ -31,6 +31,7 @@ mod pika;
 mod routing;
 mod slow_consumer;
 mod stream_binary;
+mod stream_binary_append;
 mod stream_crash;
 mod stream_groups;
 mod streams;
