@@ -108,8 +108,10 @@ struct Shared {
     published: AtomicU64,
     confirmed: AtomicU64,
     nacked: AtomicU64,
-    /// What the consumers received, for the run's verification.
-    tally: Tally,
+    /// What the consumers received, for the run's verification: one tally for a
+    /// queue's consumers, which share its messages; one per reader of a stream,
+    /// each of which reads every record.
+    tallies: Vec<Tally>,
     producing: AtomicU64,
     /// No producers: the consumers take `count` messages already queued.
     draining: bool,
@@ -118,6 +120,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// The tally of consumer `i`.
+    fn tally(&self, i: u32) -> &Tally {
+        let last = self.tallies.len() - 1;
+        &self.tallies[(i as usize).min(last)]
+    }
+
+    /// Messages received, by all consumers.
+    fn received(&self) -> u64 {
+        self.tallies.iter().map(Tally::received).sum()
+    }
+
     fn now_us(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
@@ -258,7 +271,9 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
         published: AtomicU64::new(0),
         confirmed: AtomicU64::new(0),
         nacked: AtomicU64::new(0),
-        tally: Tally::new(capacity),
+        tallies: (0..if args.stream { args.consumers.max(1) } else { 1 })
+            .map(|_| Tally::new(capacity))
+            .collect(),
         producing: AtomicU64::new(u64::from(args.producers)),
         draining: args.producers == 0,
         last_publish_us: AtomicU64::new(0),
@@ -274,12 +289,15 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
         let (ready, is_ready) = oneshot::channel();
         subscribed.push(is_ready);
         consumers.spawn(consume(
-            url.to_owned(),
-            args.queue_name(i),
-            args.prefetch,
-            args.stream,
+            ConsumeArgs {
+                i,
+                url: url.to_owned(),
+                queue: args.queue_name(i),
+                prefetch: args.prefetch,
+                stream: args.stream,
+                count,
+            },
             shared.clone(),
-            count,
             ready,
         ));
     }
@@ -336,7 +354,7 @@ async fn tick(shared: Arc<Shared>, bar: indicatif::ProgressBar, consuming: bool)
         every.tick().await;
         let published = shared.published.load(Ordering::Relaxed);
         let confirmed = shared.confirmed.load(Ordering::Relaxed);
-        let received = shared.tally.received();
+        let received = shared.received();
         bar.set_position(if consuming { received } else { confirmed });
         bar.set_message(format!(
             "published {published}, confirmed {confirmed}, received {received}"
@@ -472,7 +490,7 @@ async fn produce(args: ProduceArgs, shared: Arc<Shared>) -> anyhow::Result<()> {
         while n < budget {
             let seq = next_seq;
             next_seq += args.step;
-            if seq >= args.count || seq >= shared.tally.capacity() {
+            if seq >= args.count || seq >= shared.tally(0).capacity() {
                 if n == 0 {
                     break 'run;
                 }
@@ -505,15 +523,29 @@ async fn produce(args: ProduceArgs, shared: Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn consume(
+/// Consumer `i` of `queue`.
+struct ConsumeArgs {
+    i: u32,
     url: String,
     queue: String,
     prefetch: u16,
     stream: bool,
-    shared: Arc<Shared>,
     count: u64,
+}
+
+async fn consume(
+    args: ConsumeArgs,
+    shared: Arc<Shared>,
     ready: oneshot::Sender<()>,
 ) -> anyhow::Result<Histogram<u64>> {
+    let ConsumeArgs {
+        i,
+        url,
+        queue,
+        prefetch,
+        stream,
+        count,
+    } = args;
     let mut client = Client::connect(&url).await?;
     client.consume(&queue, prefetch, stream).await?;
     let _ = ready.send(());
@@ -536,7 +568,7 @@ async fn consume(
         } else {
             count
         };
-        if shared.tally.received() >= expected.min(count) {
+        if shared.tally(i).received() >= expected.min(count) {
             break;
         }
         // Short waits, so a consumer that gets nothing more (the others took the
@@ -583,9 +615,9 @@ async fn consume(
                                 latency
                                     .saturating_record(shared.now_us().saturating_sub(sent).max(1));
                             }
-                            shared.tally.see(seq);
+                            shared.tally(i).see(seq);
                         } else {
-                            shared.tally.see_unnumbered();
+                            shared.tally(i).see_unnumbered();
                         }
                     }
                 }
@@ -620,8 +652,8 @@ fn report(
     let published = shared.published.load(Ordering::Relaxed);
     let confirmed = shared.confirmed.load(Ordering::Relaxed);
     let nacked = shared.nacked.load(Ordering::Relaxed);
-    let received = shared.tally.received();
-    let duplicates = shared.tally.duplicates();
+    let received = shared.received();
+    let duplicates: u64 = shared.tallies.iter().map(Tally::duplicates).sum();
     // A drain expects the sequence numbers 0..count of the run that filled the queue.
     let sent = if shared.draining {
         args.count.unwrap_or(0)
@@ -631,7 +663,7 @@ fn report(
     let verified = if args.consumers == 0 {
         nacked == 0 && (!args.confirms || confirmed == published)
     } else {
-        shared.tally.holds_exactly(sent) && nacked == 0
+        shared.tallies.iter().all(|t| t.holds_exactly(sent)) && nacked == 0
     };
     let publish_s = shared.last_publish_us.load(Ordering::Relaxed) as f64 / 1e6;
     let receive_s = shared.last_receive_us.load(Ordering::Relaxed) as f64 / 1e6;

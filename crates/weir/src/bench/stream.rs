@@ -75,9 +75,9 @@ pub struct StreamArgs {
     /// record, and the run is verified. Consumer groups are HTTP's.
     #[arg(long, value_name = "URL", conflicts_with_all = ["groups", "read_format", "append_format"])]
     amqp: Option<String>,
-    /// With `--amqp`: readers consuming the stream from its first record, 0 or 1
-    /// (the run's verification counts every record once, for one reader).
-    #[arg(long, default_value_t = 1, requires = "amqp", value_parser = clap::value_parser!(u32).range(0..=1))]
+    /// With `--amqp`: readers consuming the stream from its first record, each
+    /// reading every record (the run is verified per reader: each record once).
+    #[arg(long, default_value_t = 1, requires = "amqp", value_parser = clap::value_parser!(u32).range(0..=64))]
     readers: u32,
     #[command(flatten)]
     compare: CompareArgs,

@@ -323,8 +323,8 @@ async fn bench_stream_replays_everything_in_both_read_formats() {
 }
 
 /// `weir bench stream --amqp` runs the stream over AMQP (RabbitMQ's stream queues'
-/// way), against two brokers with `--compare`, each run verified; over HTTP
-/// `--compare` is refused.
+/// way), against two brokers with `--compare`, each run verified (each of the
+/// readers got every record once); over HTTP `--compare` is refused.
 #[tokio::test]
 async fn bench_stream_over_amqp_compares_two_brokers() {
     let (a, b) = (
@@ -345,12 +345,15 @@ async fn bench_stream_over_amqp_compares_two_brokers() {
         "64",
         "--producers",
         "2",
+        "--readers",
+        "3",
     ])
     .await;
     let rounds = report["rounds"].as_array().expect("rounds");
     assert_eq!(rounds.len(), 1, "{report}");
     for side in ["a", "b"] {
         assert_eq!(rounds[0][side]["verified"], true, "{report}");
+        assert_eq!(rounds[0][side]["received"], 6000, "three readers: {report}");
     }
     let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["bench", "stream", "--server", &a.http_url(), "--compare"])
