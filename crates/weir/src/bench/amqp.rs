@@ -266,14 +266,18 @@ async fn measure(args: &AmqpArgs, url: &str, pid: Option<u32>) -> anyhow::Result
         .duration
         .map(|s| Instant::now() + Duration::from_secs(s));
     let capacity = if count == u64::MAX { 64 << 20 } else { count };
+    // A queue's consumers share its messages; each reader of a stream reads them all.
+    let tallies = if args.stream {
+        args.consumers.max(1)
+    } else {
+        1
+    };
     let shared = Arc::new(Shared {
         start: Instant::now(),
         published: AtomicU64::new(0),
         confirmed: AtomicU64::new(0),
         nacked: AtomicU64::new(0),
-        tallies: (0..if args.stream { args.consumers.max(1) } else { 1 })
-            .map(|_| Tally::new(capacity))
-            .collect(),
+        tallies: (0..tallies).map(|_| Tally::new(capacity)).collect(),
         producing: AtomicU64::new(u64::from(args.producers)),
         draining: args.producers == 0,
         last_publish_us: AtomicU64::new(0),
