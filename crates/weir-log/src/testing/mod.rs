@@ -7,8 +7,10 @@
 //! Nothing here is used by the log itself.
 
 mod crash_fs;
+mod factory;
 mod suite;
 mod suite_incoming;
 
 pub use crash_fs::{CrashFs, Torn};
-pub use suite::{LogFactory, run_all, suite_config};
+pub use factory::{LogFactory, suite_config};
+pub use suite::run_all;

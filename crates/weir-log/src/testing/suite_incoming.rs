@@ -6,7 +6,7 @@ use crate::incoming::IncomingBatch;
 use crate::message_log::MessageLog;
 use crate::record::{NewRecord, Offset, ReadLimits};
 
-use super::suite::{LogFactory, suite_config};
+use super::factory::{LogFactory, suite_config};
 
 fn records() -> Vec<NewRecord> {
     vec![
