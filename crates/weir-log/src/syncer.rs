@@ -423,7 +423,10 @@ fn sync_file(shared: &Shared, file: &Arc<dyn FileIo>, path: &std::path::Path) ->
         .counters
         .data_syncs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    file.sync_data().map_err(|e| LogError::io("fsync", path, e))
+    let started = std::time::Instant::now();
+    let synced = file.sync_data();
+    crate::io_metrics::record_data_sync(started.elapsed());
+    synced.map_err(|e| LogError::io("fsync", path, e))
 }
 
 /// Makes a roll durable, in the order recovery relies on: the old segment's data

@@ -484,11 +484,13 @@ impl Writer {
         }
         if result.is_ok() && sync_now {
             count(&self.shared.counters.data_syncs, 1);
+            let started = Instant::now();
             result = self
                 .active
                 .file
                 .sync_data()
                 .map_err(|e| LogError::io("fsync", &path, e));
+            crate::io_metrics::record_data_sync(started.elapsed());
         }
         if let Err(e) = result {
             if staged {
@@ -519,6 +521,7 @@ impl Writer {
         }
         count(&self.shared.counters.commit_groups, 1);
         count(&self.shared.counters.appends, pending.len() as u64);
+        crate::io_metrics::record_commit_group(pending.len());
         for p in pending.drain(..) {
             let appended = p.appended();
             let _ = p.reply.send(Ok(appended));
@@ -528,6 +531,7 @@ impl Writer {
     /// The rest of `commit` for a pipelined log, once the group is written: it is
     /// made readable, staged appends are told, and the sync thread syncs and answers.
     fn commit_pipelined(&mut self, pending: &mut Vec<Pending>) {
+        crate::io_metrics::record_commit_group(pending.len());
         self.index_and_publish(pending);
         let mut replies = Vec::with_capacity(pending.len());
         for p in pending.drain(..) {
@@ -648,7 +652,10 @@ impl Writer {
         }
         if self.write_pos > self.synced_pos {
             count(&self.shared.counters.data_syncs, 1);
-            if let Err(e) = self.active.file.sync_data() {
+            let started = Instant::now();
+            let synced = self.active.file.sync_data();
+            crate::io_metrics::record_data_sync(started.elapsed());
+            if let Err(e) = synced {
                 let e = LogError::io("fsync", &self.active.log_path, e);
                 self.fail_after_sync_error(&e);
                 return Err(e);
