@@ -9,6 +9,8 @@
 //! `/proc/self/statm` are cheap but are system calls).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -44,25 +46,89 @@ pub(crate) struct Thresholds {
     pub(crate) memory_high_watermark_bytes: u64,
 }
 
+/// What the monitor last measured, with the limits it compares against: for
+/// metrics ([`crate::Broker::resources`]). `u64::MAX`: not known.
+#[derive(Debug)]
+pub(crate) struct Usage {
+    pub(crate) thresholds: Thresholds,
+    disk_free_bytes: AtomicU64,
+    memory_used_bytes: AtomicU64,
+}
+
+impl Usage {
+    fn store(&self, measured: Measured) {
+        let known = |v: Option<u64>| v.unwrap_or(u64::MAX);
+        self.disk_free_bytes
+            .store(known(measured.disk_free_bytes), Ordering::Relaxed);
+        self.memory_used_bytes
+            .store(known(measured.memory_used_bytes), Ordering::Relaxed);
+    }
+
+    /// The figures as last measured, with the alarms `alarms`.
+    pub(crate) fn resources(&self, alarms: Alarms) -> Resources {
+        let known = |v: u64| (v != u64::MAX).then_some(v);
+        Resources {
+            disk_free_bytes: known(self.disk_free_bytes.load(Ordering::Relaxed)),
+            disk_free_limit_bytes: self.thresholds.disk_free_min_bytes,
+            memory_used_bytes: known(self.memory_used_bytes.load(Ordering::Relaxed)),
+            memory_limit_bytes: self.thresholds.memory_high_watermark_bytes,
+            alarms,
+        }
+    }
+}
+
+/// The broker's resources against their alarm limits, as last measured (once a
+/// second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resources {
+    /// Free space under the data directory (`None`: could not be measured).
+    pub disk_free_bytes: Option<u64>,
+    /// The disk alarm's limit (0: none).
+    pub disk_free_limit_bytes: u64,
+    /// The broker's resident memory (`None`: not measured on this system).
+    pub memory_used_bytes: Option<u64>,
+    /// The memory alarm's watermark (0: none).
+    pub memory_limit_bytes: u64,
+    /// The alarms raised.
+    pub alarms: Alarms,
+}
+
+/// One measurement.
+#[derive(Clone, Copy, Debug)]
+struct Measured {
+    disk_free_bytes: Option<u64>,
+    memory_used_bytes: Option<u64>,
+}
+
 /// Checks once now, then every second until every receiver is gone.
-pub(crate) fn spawn_monitor(thresholds: Thresholds) -> watch::Receiver<Alarms> {
-    let (tx, rx) = watch::channel(check(&thresholds));
+pub(crate) fn spawn_monitor(thresholds: Thresholds) -> (watch::Receiver<Alarms>, Arc<Usage>) {
+    let usage = Arc::new(Usage {
+        thresholds,
+        disk_free_bytes: AtomicU64::new(u64::MAX),
+        memory_used_bytes: AtomicU64::new(u64::MAX),
+    });
+    let (alarms, measured) = check(&usage.thresholds);
+    usage.store(measured);
+    let (tx, rx) = watch::channel(alarms);
     if let Some(reason) = rx.borrow().reason() {
         tracing::warn!(
             reason,
             "resource alarm raised at start: publishers will be blocked"
         );
     }
+    let monitored = usage.clone();
     tokio::spawn(async move {
+        let usage = monitored;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             if tx.is_closed() {
                 return;
             }
-            let t = thresholds.clone();
-            let Ok(now) = tokio::task::spawn_blocking(move || check(&t)).await else {
+            let t = usage.thresholds.clone();
+            let Ok((now, measured)) = tokio::task::spawn_blocking(move || check(&t)).await else {
                 return;
             };
+            usage.store(measured);
             let before = *tx.borrow();
             if now != before {
                 if let Some(reason) = now.reason() {
@@ -74,15 +140,23 @@ pub(crate) fn spawn_monitor(thresholds: Thresholds) -> watch::Receiver<Alarms> {
             }
         }
     });
-    rx
+    (rx, usage)
 }
 
-fn check(t: &Thresholds) -> Alarms {
+fn check(t: &Thresholds) -> (Alarms, Measured) {
+    let measured = Measured {
+        disk_free_bytes: free_bytes(&t.data_dir),
+        memory_used_bytes: resident_bytes(),
+    };
     let disk = t.disk_free_min_bytes > 0
-        && free_bytes(&t.data_dir).is_some_and(|free| free < t.disk_free_min_bytes);
+        && measured
+            .disk_free_bytes
+            .is_some_and(|free| free < t.disk_free_min_bytes);
     let memory = t.memory_high_watermark_bytes > 0
-        && resident_bytes().is_some_and(|rss| rss > t.memory_high_watermark_bytes);
-    Alarms { disk, memory }
+        && measured
+            .memory_used_bytes
+            .is_some_and(|rss| rss > t.memory_high_watermark_bytes);
+    (Alarms { disk, memory }, measured)
 }
 
 /// Bytes an unprivileged process may still write under `path`.
@@ -134,15 +208,17 @@ mod tests {
             disk_free_min_bytes: disk,
             memory_high_watermark_bytes: memory,
         };
-        assert_eq!(check(&t(0, 0)), Alarms::default());
+        assert_eq!(check(&t(0, 0)).0, Alarms::default());
         assert_eq!(
-            check(&t(u64::MAX, 1)),
+            check(&t(u64::MAX, 1)).0,
             Alarms {
                 disk: true,
                 memory: true
             }
         );
-        assert_eq!(check(&t(1, u64::MAX)), Alarms::default());
+        let (alarms, measured) = check(&t(1, u64::MAX));
+        assert_eq!(alarms, Alarms::default());
+        assert!(measured.disk_free_bytes.is_some() && measured.memory_used_bytes.is_some());
         assert!(free_bytes(dir.path()).unwrap() > 0);
         assert!(resident_bytes().unwrap() > 0);
         assert!(total_memory_bytes().unwrap() > 0);

@@ -68,7 +68,8 @@ mod housekeeping;
 mod locks;
 #[cfg(test)]
 mod mem_tests;
-mod names;
+pub mod metrics;
+pub mod names;
 mod prepare;
 mod queue;
 pub mod queue_arguments;
@@ -84,7 +85,7 @@ mod vhost_api;
 #[cfg(test)]
 mod vhost_tests;
 
-pub use alarms::Alarms;
+pub use alarms::{Alarms, Resources};
 pub use api::{
     Backoff, DeadLetterInfo, DeadLetterReason, Death, Declared, Delivery, FirstDeath, NackOptions,
     Overflow, QueueInfo, QueueOptions, QueueStats, ReceiveRequest, SendMessage, SendOutcome,

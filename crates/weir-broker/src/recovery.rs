@@ -102,7 +102,7 @@ impl<S: LogStore> Broker<S> {
             .map_err(|e| BrokerError::internal(format!("opening access.json: {e}")))?
             .map_err(|e| BrokerError::internal(e.to_string()))?;
         let body_writes = Writes::default();
-        let alarms = crate::alarms::spawn_monitor(crate::alarms::Thresholds {
+        let (alarms, usage) = crate::alarms::spawn_monitor(crate::alarms::Thresholds {
             data_dir: config.data_dir.clone(),
             disk_free_min_bytes: config.limits.disk_free_min_bytes,
             memory_high_watermark_bytes: match config.limits.memory_high_watermark_bytes {
@@ -126,6 +126,8 @@ impl<S: LogStore> Broker<S> {
             dirs: std::sync::Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             alarms,
+            usage,
+            front_ends: Arc::default(),
             access: Arc::new(access),
             store,
             _lock: lock,

@@ -152,6 +152,11 @@ impl<S: LogStore> Broker<S> {
         Ok(info_of(name, &stream))
     }
 
+    /// Every stream of every vhost, by broker-wide name ([`crate::names`]).
+    pub fn all_streams(&self) -> Vec<StreamInfo> {
+        self.streams_where(|_| true)
+    }
+
     /// The streams whose names `keep` takes, by name.
     pub(crate) fn streams_where(&self, keep: impl Fn(&str) -> bool) -> Vec<StreamInfo> {
         let streams: Vec<(String, Arc<StreamRef<S::Log>>)> =
