@@ -60,6 +60,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_broker::access::Principal;
+use weir_broker::metrics::{FrontEnds, Held, Protocol, Tracked};
 use weir_broker::{Broker, UseGuard, Vhost};
 
 use crate::channel::ChannelMachine;
@@ -87,6 +88,8 @@ struct Consumer {
     /// A stream consumer: where its task reads next if deliveries it read could
     /// not be written (flow turned off meanwhile), so none is skipped.
     rewind: Option<consumer::Rewind>,
+    /// Counted while it consumes (metrics).
+    _counted: Tracked,
 }
 
 /// `channel.flow` as the channel's consumer tasks see it (the machine decides it).
@@ -132,6 +135,8 @@ struct Channel {
     flow: Flow,
     /// Tells this channel from earlier ones with the same number (see `Event`).
     generation: u64,
+    /// Counted while it is open (metrics; `None` only in `Default`).
+    _counted: Option<Tracked>,
 }
 
 /// Runs one connection to its end. `peer` is the TCP peer (a TLS connection's
@@ -158,6 +163,8 @@ pub(crate) async fn run(
         vhost_open: false,
         published: false,
         generations: 0,
+        front_ends: broker.front_ends(),
+        _counted: broker.front_ends().track(Protocol::Amqp, Held::Connection),
         broker: broker.default_vhost(),
         conn: Connection::new(config.clone(), peer, now()),
         config,
@@ -254,6 +261,10 @@ struct Session {
     published: bool,
     /// Channels opened so far (each gets the next number as its generation).
     generations: u64,
+    /// The connection, channel and consumer counts of every front end (metrics).
+    front_ends: Arc<FrontEnds>,
+    /// This connection, counted while the session runs.
+    _counted: Tracked,
 }
 
 fn now() -> std::time::Instant {
@@ -506,6 +517,7 @@ impl Session {
                         ch,
                         Channel {
                             generation: self.generations,
+                            _counted: Some(self.front_ends.track(Protocol::Amqp, Held::Channel)),
                             ..Channel::default()
                         },
                     );

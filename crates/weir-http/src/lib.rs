@@ -36,6 +36,7 @@ mod extract;
 pub mod fuzzing;
 mod group_routes;
 mod messages;
+mod metrics;
 mod phase;
 mod routes;
 mod routing_routes;
@@ -49,9 +50,12 @@ mod vhost_paths;
 mod openapi_tests;
 
 use axum::Router;
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_broker::Broker;
+use weir_broker::metrics::FrontEnds;
 
 pub use config::{HttpConfig, MAX_TIMEOUT_MS};
 pub use error::{ApiError, status_of};
@@ -64,18 +68,20 @@ pub fn router(broker: Broker, config: &HttpConfig) -> Router {
 
 /// Serves `router` on `listener` until `shutdown` is cancelled: then stops
 /// accepting, closes the connections that wait for a request, and lets requests in
-/// flight finish. See [`HttpConfig`] for the limits and timeouts it enforces.
+/// flight finish. See [`HttpConfig`] for the limits and timeouts it enforces. Each
+/// connection is counted in `front_ends` while it is open (metrics).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: &HttpConfig,
+    front_ends: Arc<FrontEnds>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listeners = Listeners {
         plain: Some(listener),
         tls: None,
     };
-    server::serve(listeners, router, config, shutdown).await;
+    server::serve(listeners, router, config, front_ends, shutdown).await;
     Ok(())
 }
 
@@ -85,7 +91,8 @@ pub async fn serve_listeners(
     listeners: Listeners,
     router: Router,
     config: &HttpConfig,
+    front_ends: Arc<FrontEnds>,
     shutdown: CancellationToken,
 ) {
-    server::serve(listeners, router, config, shutdown).await;
+    server::serve(listeners, router, config, front_ends, shutdown).await;
 }

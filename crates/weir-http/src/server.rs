@@ -29,6 +29,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
+use weir_broker::metrics::{FrontEnds, Held, Protocol};
 
 use crate::auth::Addrs;
 use crate::config::HttpConfig;
@@ -158,6 +159,7 @@ pub(crate) async fn serve(
     listeners: Listeners,
     router: Router,
     config: &HttpConfig,
+    front_ends: Arc<FrontEnds>,
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(
@@ -206,6 +208,7 @@ pub(crate) async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
+        let counted = front_ends.track(Protocol::Http, Held::Connection);
         let state = Arc::new(ConnectionState::new(clock));
         next_id += 1;
         registry.insert(next_id, Arc::clone(&state));
@@ -246,6 +249,7 @@ pub(crate) async fn serve(
                     }
                 }
                 drop(registered);
+                drop(counted);
                 drop(permit);
             }
             .instrument(span),

@@ -215,9 +215,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let server = tokio::spawn({
         let http_config = config.http.clone();
         let shutdown = shutdown.clone();
+        let front_ends = broker.front_ends();
         async move {
             if http_on {
-                weir_http::serve_listeners(http, router, &http_config, shutdown).await;
+                weir_http::serve_listeners(http, router, &http_config, front_ends, shutdown).await;
             }
         }
     });

@@ -8,6 +8,7 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::ShortString;
 use tokio::sync::Semaphore;
 use weir_broker::access::Operation;
+use weir_broker::metrics::{Held, Protocol};
 
 use super::common::random_suffix;
 use super::consumer::{ConsumerTask, Gates, Source, consume_loop};
@@ -60,6 +61,7 @@ impl Session {
             },
         )?;
         let hold = self.broker.hold(&queue).ok();
+        let counted = self.front_ends.track(Protocol::Amqp, Held::Consumer);
         self.channel(ch)?.consumers.insert(
             tag.clone(),
             Consumer {
@@ -70,6 +72,7 @@ impl Session {
                 _use: hold,
                 tracking: None,
                 rewind: None,
+                _counted: counted,
             },
         );
         if !c.nowait {

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use weir_broker::BrokerError;
 use weir_broker::Declared;
 use weir_broker::access::Operation;
+use weir_broker::metrics::{Held, Protocol};
 use weir_broker::stream::{ReadFrom, StreamOptions, interval_ms};
 
 use super::consumer::{ConsumerTask, Gates, Rewind, Source, StreamFilter, consume_loop};
@@ -373,6 +374,7 @@ impl Session {
             }
         }
         let stop = self.stop.child_token();
+        let front_ends = self.front_ends.clone();
         let channel = self.channel(ch)?;
         let wants = channel.state.consumer_credit(false);
         if wants.shared {
@@ -388,6 +390,7 @@ impl Session {
         let credit = Arc::new(Semaphore::new(usize::from(prefetch)));
         let flow = channel.flow.0.subscribe();
         let rewind = Rewind::default();
+        let counted = front_ends.track(Protocol::Amqp, Held::Consumer);
         channel.consumers.insert(
             tag.clone(),
             Consumer {
@@ -398,6 +401,7 @@ impl Session {
                 _use: None,
                 tracking: tracked.then(Tracking::default),
                 rewind: Some(rewind.clone()),
+                _counted: counted,
             },
         );
         if !c.nowait {
