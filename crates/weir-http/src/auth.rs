@@ -143,6 +143,21 @@ impl Caller {
             self.principal.name
         )))
     }
+
+    /// Tagged `administrator` or `monitoring`: the metrics, which cover every vhost.
+    pub(crate) fn allow_monitoring(&self) -> Result<(), ApiError> {
+        let tags = &self.principal.tags;
+        if tags
+            .iter()
+            .any(|t| t == "administrator" || t == "monitoring")
+        {
+            return Ok(());
+        }
+        Err(refusal(format!(
+            "user '{}' is tagged neither administrator nor monitoring, which the metrics need",
+            self.principal.name
+        )))
+    }
 }
 
 fn refusal(reason: String) -> ApiError {

@@ -13,8 +13,10 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 54] = [
+const ROUTES: [(&str, &str); 56] = [
     ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/metrics/per-object"),
     ("get", "/api/openapi.json"),
     ("get", "/api/broker"),
     ("get", "/api/queues"),

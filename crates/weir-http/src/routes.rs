@@ -46,6 +46,8 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
     };
     stream_routes(Router::new())
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::aggregated))
+        .route("/metrics/per-object", get(crate::metrics::per_object))
         .route("/api/openapi.json", get(openapi))
         .route("/api/broker", get(broker_stats))
         .route("/api/queues", get(list_queues))

@@ -26,6 +26,7 @@ mod http_api;
 mod http_limits;
 mod large_messages;
 mod limits_files;
+mod metrics;
 mod names;
 mod pika;
 mod routing;
