@@ -81,8 +81,8 @@ pub(crate) struct Inner<S: LogStore> {
     pub(crate) alarms: tokio::sync::watch::Receiver<crate::alarms::Alarms>,
     /// What the alarm monitor last measured (see [`crate::metrics`]).
     pub(crate) usage: Arc<crate::alarms::Usage>,
-    /// The front ends' connections, channels and consumers (see [`crate::metrics`]).
-    pub(crate) front_ends: Arc<crate::metrics::FrontEnds>,
+    /// The front ends' connections, channels and consumers (see [`crate::front_ends`]).
+    pub(crate) front_ends: Arc<crate::front_ends::FrontEnds>,
     /// Users, vhosts and permissions (see [`crate::access`]).
     pub(crate) access: Arc<Access>,
     /// Where the queues' and the shared log live: files (on the real file

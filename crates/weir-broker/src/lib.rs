@@ -60,6 +60,7 @@ pub mod definitions;
 pub mod error;
 mod exchanges;
 mod files;
+mod front_ends;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;

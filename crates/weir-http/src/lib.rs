@@ -18,8 +18,9 @@
 //! let config = weir_http::HttpConfig::default();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let front_ends = broker.front_ends();
 //! let router = weir_http::router(broker, &config);
-//! weir_http::serve(listener, router, &config, shutdown).await
+//! weir_http::serve(listener, router, &config, front_ends, shutdown).await
 //! # }
 //! ```
 
