@@ -37,6 +37,7 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
             config.failed_login_delay_ms,
         )),
         alarms: broker.alarms(),
+        requests: Arc::default(),
         broker,
         max_body_bytes: config.max_body_bytes,
         long_polls: LongPolls {
@@ -114,6 +115,10 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count,
         ))
         .with_state(state)
 }

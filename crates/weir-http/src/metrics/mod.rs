@@ -17,9 +17,13 @@
 
 mod text;
 
-use axum::extract::State;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use weir_broker::Broker;
@@ -30,6 +34,7 @@ use weir_broker::names::split;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::QueryParams;
+use crate::state::AppState;
 use text::{Kind, Text};
 
 /// The text format's media type.
@@ -38,17 +43,66 @@ const CONTENT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Most bytes of a `family` or `queue` pattern's compiled program.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
+/// HTTP requests answered since the start, by method, route (the router's path
+/// template, `unmatched` for none) and status code: a few hundred series at most.
+#[derive(Debug, Default)]
+pub(crate) struct Requests(Mutex<HashMap<(String, String, u16), u64>>);
+
+impl Requests {
+    fn count(&self, method: &str, route: &str, code: u16) {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (method.to_owned(), route.to_owned(), code);
+        *counts.entry(key).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> Vec<((String, String, u16), u64)> {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<_> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        out.sort();
+        out
+    }
+}
+
+/// Middleware counting every answer ([`Requests`]), refusals of the login included.
+pub(crate) async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .requests
+        .count(&method, &route, response.status().as_u16());
+    response
+}
+
 /// `GET /metrics`.
 pub(crate) async fn aggregated(
     caller: Caller,
-    State(broker): State<Broker>,
+    State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
     caller.allow_monitoring()?;
+    let broker = &state.broker;
     let queues = broker.list().await;
     let mut t = Text::new(None);
-    process(&mut t, &broker);
-    front_ends(&mut t, &broker);
+    process(&mut t, broker);
+    front_ends(&mut t, broker);
     log_io(&mut t);
+    t.family(
+        "weir_http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by method, route and status code.",
+    );
+    for ((method, route, code), n) in state.requests.snapshot() {
+        let code = code.to_string();
+        let labels = [
+            ("method", method.as_str()),
+            ("route", route.as_str()),
+            ("code", code.as_str()),
+        ];
+        t.sample("weir_http_requests_total", &labels, n as f64);
+    }
     queue_totals(&mut t, &queues);
     t.single(
         "weir_streams",

@@ -134,6 +134,8 @@ async fn traffic(broker: &Broker) -> (lapin::Connection, lapin::Channel, lapin::
 async fn metrics_show_connections_queues_streams_and_the_log() {
     let broker = Broker::start().await.expect("broker starts");
     let _amqp = traffic(&broker).await;
+    let (s, _) = call(&broker, "GET", "/api/nowhere", None).await;
+    assert_eq!(s, 404);
     let (s, kind, text) = scrape(&broker, "/metrics").await;
     assert_eq!(s, 200, "{text}");
     assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
@@ -147,6 +149,14 @@ async fn metrics_show_connections_queues_streams_and_the_log() {
         ("weir_queue_messages_published_total", 3.0),
         ("weir_alarms_free_disk_space_watermark", 0.0),
         ("weir_build_info{version=\"0.1.0\"}", 1.0),
+        (
+            "weir_http_requests_total{method=\"PUT\",route=\"/api/queues/{name}\",code=\"201\"}",
+            1.0,
+        ),
+        (
+            "weir_http_requests_total{method=\"GET\",route=\"unmatched\",code=\"404\"}",
+            1.0,
+        ),
     ] {
         assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
     }
