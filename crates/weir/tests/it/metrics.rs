@@ -296,3 +296,38 @@ async fn a_prometheus_server_scrapes_the_broker() {
     assert_eq!(result["metric"]["vhost"], "/", "{last}");
     assert_eq!(result["metric"]["job"], "weir", "{last}");
 }
+
+/// The metrics cover every vhost: a user without the `administrator` or
+/// `monitoring` tag is refused, one tagged `monitoring` needs no permissions.
+#[tokio::test]
+async fn metrics_need_the_monitoring_or_administrator_tag() {
+    let broker = Broker::start().await.expect("broker starts");
+    let (s, _) = call(
+        &broker,
+        "PUT",
+        "/api/users/app",
+        Some(json!({"password": "s3cret"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let as_app = |path: &'static str| {
+        broker
+            .client()
+            .get(format!("{}{path}", broker.http_url()))
+            .basic_auth("app", Some("s3cret"))
+            .send()
+    };
+    for path in ["/metrics", "/metrics/per-object"] {
+        let answer = as_app(path).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 403, "{path}");
+        let v: Value = answer.json().await.unwrap();
+        assert_eq!(v["error"], "access_refused", "{v}");
+    }
+    let tags = json!({"tags": "monitoring"});
+    let (s, v) = call(&broker, "PUT", "/api/users/app", Some(tags)).await;
+    assert_eq!(s, 200, "{v}");
+    for path in ["/metrics", "/metrics/per-object"] {
+        let answer = as_app(path).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "{path}");
+    }
+}
