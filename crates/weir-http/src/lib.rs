@@ -39,6 +39,7 @@ mod group_routes;
 mod messages;
 mod metrics;
 mod phase;
+mod request_counts;
 mod routes;
 mod routing_routes;
 mod server;

@@ -117,8 +117,8 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
             auth::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::count,
+            Arc::clone(&state.requests),
+            crate::request_counts::count,
         ))
         .with_state(state)
 }

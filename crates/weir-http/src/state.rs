@@ -31,8 +31,8 @@ pub(crate) struct AppState {
     pub(crate) alarms: watch::Receiver<Alarms>,
     /// Host, origin and login checks ([`crate::auth`]).
     pub(crate) guard: Arc<Guard>,
-    /// Requests answered, for metrics ([`crate::metrics`]).
-    pub(crate) requests: Arc<crate::metrics::Requests>,
+    /// Requests answered, for metrics ([`crate::request_counts`]).
+    pub(crate) requests: Arc<crate::request_counts::Requests>,
 }
 
 impl FromRef<AppState> for Broker {

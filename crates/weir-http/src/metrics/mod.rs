@@ -17,13 +17,9 @@
 
 mod text;
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use weir_broker::Broker;
@@ -42,40 +38,6 @@ const CONTENT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Most bytes of a `family` or `queue` pattern's compiled program.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
-
-/// HTTP requests answered since the start, by method, route (the router's path
-/// template, `unmatched` for none) and status code: a few hundred series at most.
-#[derive(Debug, Default)]
-pub(crate) struct Requests(Mutex<HashMap<(String, String, u16), u64>>);
-
-impl Requests {
-    fn count(&self, method: &str, route: &str, code: u16) {
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (method.to_owned(), route.to_owned(), code);
-        *counts.entry(key).or_default() += 1;
-    }
-
-    fn snapshot(&self) -> Vec<((String, String, u16), u64)> {
-        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<_> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        out.sort();
-        out
-    }
-}
-
-/// Middleware counting every answer ([`Requests`]), refusals of the login included.
-pub(crate) async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    state
-        .requests
-        .count(&method, &route, response.status().as_u16());
-    response
-}
 
 /// `GET /metrics`.
 pub(crate) async fn aggregated(
