@@ -8,7 +8,7 @@
 //! * [`SessionHarness`]: whole sessions, as `serve` runs them, against a real
 //!   broker.
 //!
-//! [`connection`] drives the sans-IO [`Connection`] with arbitrary client bytes,
+//! [`connection`] drives the sans-IO `Connection` with arbitrary client bytes,
 //! without a socket or a broker: it plays a minimal shell that answers some
 //! channel methods and refuses the others, so the fuzzer reaches the handshake, the
 //! channel close handshakes and content assembly. It checks what the machine must

@@ -24,7 +24,7 @@
 //! **Deletion.** [`Broker::delete_vhost`] removes the vhost from the access model
 //! first (no new connection or request gets in), then deletes its queues (with
 //! their messages) and exchanges. A crash in between leaves queues of a vhost that
-//! no longer exists; the next start deletes them ([`Broker::remove_orphans`]).
+//! no longer exists; the next start deletes them (`Broker::remove_orphans`).
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;

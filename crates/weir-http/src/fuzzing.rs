@@ -4,7 +4,7 @@
 //! [`Harness::request`] writes arbitrary bytes, as a client would (pipelined
 //! requests, cut into writes of a size the first byte picks), into one HTTP
 //! connection served exactly as `serve` serves a TCP connection (the same
-//! [`connection::drive`], timeouts, body handling and router), over an in-memory
+//! `connection::drive`, timeouts, body handling and router), over an in-memory
 //! pipe, against a real broker on a scratch directory. It checks what must always
 //! hold: the server answers with well-formed HTTP/1.1 responses, never with a 500
 //! (the broker's storage is healthy here, so a 500 is a bug), and it closes the

@@ -2,7 +2,7 @@
 //! replay their corpora (`fuzz/corpus/log_batch`, `fuzz/corpus/log_recovery`) on
 //! every `cargo test`.
 //!
-//! * [`batch`]: arbitrary bytes as the batches of a segment: the batch check, the
+//! * [`batch`](fn@batch): arbitrary bytes as the batches of a segment: the batch check, the
 //!   record walk and record parsing, plus the file header, index entry and the
 //!   decoders of `log.meta`. A batch whose records all parse must encode again to
 //!   records that parse the same. The same bytes as an appender's batches
@@ -191,7 +191,7 @@ pub const FIX_CHECKSUMS: u8 = 1;
 
 /// Parses a [`recovery`] input: a flags byte, then files, each `[tag u8][len u16
 /// LE][bytes]`. The tag's low two bits say which file (0 segment, 1 index,
-/// 2 `log.meta`, 3 a temporary), the rest picks its base offset from [`BASES`].
+/// 2 `log.meta`, 3 a temporary), the rest picks its base offset from `BASES`.
 pub fn parse_dir(data: &[u8]) -> (u8, Vec<DirFile>) {
     let Some((&flags, mut rest)) = data.split_first() else {
         return (0, Vec::new());

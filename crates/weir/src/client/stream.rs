@@ -108,8 +108,8 @@ pub struct StreamReadArgs {
     /// The partition.
     #[arg(long, default_value_t = 0)]
     partition: u32,
-    /// Where to start: first, last, next, an offset, time:<ms since the epoch>,
-    /// ago:<ms> (read: first; tail: next).
+    /// Where to start: first, last, next, an offset, `time:<ms since the epoch>`,
+    /// `ago:<ms>` (read: first; tail: next).
     #[arg(long)]
     from: Option<String>,
     /// At most this many records (read), or per request (tail).
@@ -137,7 +137,7 @@ pub struct GroupResetArgs {
     stream: String,
     /// The group.
     group: String,
-    /// Where to: first, last, next, an offset, time:<ms>, ago:<ms>.
+    /// Where to: first, last, next, an offset, `time:<ms>`, `ago:<ms>`.
     #[arg(long)]
     to: String,
     /// Only say what would be set.

@@ -49,7 +49,7 @@ impl Cpu {
 pub(super) struct Report<'a> {
     pub(super) args: &'a HttpArgs,
     pub(super) queue: &'a str,
-    /// See [`verification`].
+    /// See [`super::verification`].
     pub(super) verified: Option<bool>,
     /// Messages the consumers received, and how many of them twice (or not of
     /// this run).
