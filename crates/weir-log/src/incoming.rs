@@ -16,9 +16,10 @@
 
 use bytes::Bytes;
 
-use crate::batch::{self, Check, EncodedBatch, Records};
+use crate::batch::{self, EncodedBatch, Records};
 use crate::error::{Corruption, LogError, Result};
 use crate::record::{Header, NewRecord};
+use crate::stored::each_batch;
 
 /// One batch from outside the log, checked: see the module doc.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,20 +48,14 @@ impl IncomingBatch {
             return Err(Corruption::Truncated);
         }
         let mut out = Vec::new();
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let header = match batch::check(&bytes[pos..]) {
-                Check::Complete(header) => header,
-                Check::Incomplete { .. } => return Err(Corruption::Truncated),
-                Check::Invalid(reason) => return Err(reason),
-            };
-            let one = &bytes[pos..pos + header.len as usize];
+        each_batch(bytes, |header, at| {
+            let one = &bytes[at];
             if one[17] != 0 || one[18..20] != [0, 0] {
                 return Err(Corruption::BatchFlags(one[17]));
             }
             let mut stamps = Vec::with_capacity(header.count as usize);
             let (mut max_record_len, mut max_body_len) = (0, 0);
-            for record in Records::new(one, &header) {
+            for record in Records::new(one, header) {
                 let record = record?;
                 let layout = record.layout(one)?;
                 stamps.push(record.timestamp_at());
@@ -74,8 +69,8 @@ impl IncomingBatch {
                 max_body_len,
                 stamps,
             });
-            pos += header.len as usize;
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -229,7 +224,7 @@ mod tests {
         let mut sealed = batch.into_encoded(1234, 1 << 20, 1 << 20).unwrap();
         sealed.set_base_offset(40);
         let bytes = Bytes::from(sealed.contiguous().into_owned());
-        let Check::Complete(header) = batch::check(&bytes) else {
+        let batch::Check::Complete(header) = batch::check(&bytes) else {
             panic!("the stamped batch must check");
         };
         assert_eq!((header.base_offset, header.max_timestamp_ms), (40, 1234));

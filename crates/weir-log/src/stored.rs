@@ -180,8 +180,9 @@ fn decode_into(
 }
 
 /// Runs `f` on each of the back-to-back batches in `bytes`, once it passed
-/// [`batch::check`] (length, checksum, version, count), with where it lies.
-fn each_batch(
+/// [`batch::check`] (length, checksum, version, count), with where it lies. Also
+/// the walk of an appender's batches (`IncomingBatch::parse`).
+pub(crate) fn each_batch(
     bytes: &[u8],
     mut f: impl FnMut(&BatchHeader, Range<usize>) -> std::result::Result<(), Corruption>,
 ) -> std::result::Result<(), Corruption> {
