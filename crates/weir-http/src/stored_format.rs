@@ -59,10 +59,13 @@ pub(crate) fn wanted(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
-            let media = item.split(';').next().unwrap_or("").trim();
-            media.eq_ignore_ascii_case(MEDIA_TYPE)
-        })
+        .any(names_format)
+}
+
+/// Whether a media type (with parameters or not) is the binary format.
+fn names_format(media: &str) -> bool {
+    let media = media.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case(MEDIA_TYPE)
 }
 
 /// An append's body: JSON records, or batches in the binary format when the
@@ -82,8 +85,7 @@ impl<T: crate::extract::Batched> FromRequest<AppState> for AppendBody<T> {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|media| media.trim().eq_ignore_ascii_case(MEDIA_TYPE));
+            .is_some_and(names_format);
         if !binary {
             return OneOrMany::from_request(req, state)
                 .await
