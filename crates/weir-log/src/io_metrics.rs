@@ -30,6 +30,8 @@ struct Histogram<const N: usize> {
 
 impl<const N: usize> Histogram<N> {
     const fn new(bounds: &'static [u64; N]) -> Self {
+        // The buckets are a fixed array (`N + 1` is no type on stable Rust).
+        assert!(N < 16, "at most 15 bounds");
         Histogram {
             bounds,
             buckets: [const { AtomicU64::new(0) }; 16],

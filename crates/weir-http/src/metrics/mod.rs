@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use weir_broker::Broker;
 use weir_broker::api::QueueInfo;
-use weir_broker::metrics::{Held, Protocol, io_metrics};
+use weir_broker::metrics::{Held, HeldCounts, Protocol, io_metrics};
 use weir_broker::names::split;
 
 use crate::auth::Caller;
@@ -189,33 +189,34 @@ fn front_ends(t: &mut Text<'_>, broker: &Broker) {
         (Held::Consumer, "consumers", "AMQP consumers"),
     ];
     for (held, name, what) in families {
-        for (suffix, kind, help) in [
-            ("", Kind::Gauge, "open now"),
+        let figures: [HeldFamily; 3] = [
+            ("", Kind::Gauge, "open now", |c| c.open),
             (
                 "_opened_total",
                 Kind::Counter,
                 "opened since the broker started",
+                |c| c.opened_total,
             ),
             (
                 "_closed_total",
                 Kind::Counter,
                 "closed since the broker started",
+                |c| c.closed_total,
             ),
-        ] {
+        ];
+        for (suffix, kind, help, figure) in figures {
             let family = format!("weir_{name}{suffix}");
             t.family(&family, kind, &format!("{what} {help}, by protocol."));
             for protocol in Protocol::ALL {
-                let c = counts.count(protocol, held);
-                let value = match suffix {
-                    "" => c.open,
-                    "_opened_total" => c.opened_total,
-                    _ => c.closed_total,
-                };
+                let value = figure(counts.count(protocol, held));
                 t.sample(&family, &[("protocol", protocol.name())], value as f64);
             }
         }
     }
 }
+
+/// A family of counts of what front ends hold: name suffix, type, help, figure.
+type HeldFamily = (&'static str, Kind, &'static str, fn(HeldCounts) -> u64);
 
 /// The log's I/O: fsync durations and commit group sizes.
 fn log_io(t: &mut Text<'_>) {
