@@ -111,8 +111,9 @@ def start(binary, data):
          "--amqp-listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = broker.stdout.readline()
-    port = int(re.search(r"amqp=[^ :]+:(\d+)", line).group(1))
-    return broker, port
+    amqp = int(re.search(r"amqp=[^ :]+:(\d+)", line).group(1))
+    http = int(re.search(r"http=[^ :]+:(\d+)", line).group(1))
+    return broker, amqp, http
 
 
 def hold_connections(binary, pid, port, connections):
@@ -133,7 +134,7 @@ def main():
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
     connections = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     data = tempfile.mkdtemp() + "/data"
-    broker, port = start(binary, data)
+    broker, port, _ = start(binary, data)
     try:
         before = status(broker.pid)
         began = time.time()
@@ -149,7 +150,7 @@ def main():
     finally:
         broker.terminate()
         broker.wait()
-    broker, port = start(binary, data)
+    broker, port, _ = start(binary, data)
     try:
         time.sleep(3)
         threads, rss, fds = status(broker.pid)

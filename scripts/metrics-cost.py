@@ -32,24 +32,19 @@ many_queues = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(many_queues)
 
 
-def start(binary, data):
-    broker = subprocess.Popen(
-        [binary, "serve", "--data-dir", data, "--http-listen", "127.0.0.1:0",
-         "--amqp-listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = broker.stdout.readline()
-    amqp = int(re.search(r"amqp=[^ :]+:(\d+)", line).group(1))
-    http = int(re.search(r"http=[^ :]+:(\d+)", line).group(1))
-    return broker, amqp, http
-
-
-def fetch(http, path):
+def get(http, path):
+    """The body of GET `path`, as guest."""
     request = urllib.request.Request(f"http://127.0.0.1:{http}{path}")
     login = base64.b64encode(b"guest:guest").decode()
     request.add_header("Authorization", f"Basic {login}")
-    began = time.perf_counter()
     with urllib.request.urlopen(request) as answer:
-        body = answer.read()
+        return answer.read()
+
+
+def fetch(http, path):
+    """How long GET `path` took, and its size."""
+    began = time.perf_counter()
+    body = get(http, path)
     return time.perf_counter() - began, len(body)
 
 
@@ -82,7 +77,7 @@ def main():
     queues = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
     connections = int(sys.argv[3]) if len(sys.argv) > 3 else 1_000
     data = tempfile.mkdtemp() + "/data"
-    broker, amqp, http = start(binary, data)
+    broker, amqp, http = many_queues.start(binary, data)
     bench = None
     try:
         # One fewer: the benchmark's queue makes QUEUES (the default limit is 10,000).
@@ -96,9 +91,7 @@ def main():
         # Wait until the broker counts them all.
         deadline = time.time() + 60
         while time.time() < deadline:
-            request = urllib.request.Request(f"http://127.0.0.1:{http}/metrics")
-            request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-            text = urllib.request.urlopen(request).read().decode()
+            text = get(http, "/metrics").decode()
             open_now = re.search(r'^weir_connections\{protocol="amqp"\} (\d+)', text, re.M)
             if open_now and int(open_now.group(1)) >= connections:
                 break
