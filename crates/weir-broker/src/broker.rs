@@ -83,6 +83,8 @@ pub(crate) struct Inner<S: LogStore> {
     pub(crate) usage: Arc<crate::alarms::Usage>,
     /// The front ends' connections, channels and consumers (see [`crate::front_ends`]).
     pub(crate) front_ends: Arc<crate::front_ends::FrontEnds>,
+    /// Message counters since the start (see [`crate::traffic`]).
+    pub(crate) traffic: crate::traffic::Traffic,
     /// Users, vhosts and permissions (see [`crate::access`]).
     pub(crate) access: Arc<Access>,
     /// Where the queues' and the shared log live: files (on the real file
@@ -346,7 +348,9 @@ impl<S: LogStore> Broker<S> {
     /// Sends messages; resolves once they are durable. Answers per message whether
     /// it was a duplicate.
     pub async fn send(&self, name: &str, messages: Vec<SendMessage>) -> Result<Vec<SendOutcome>> {
+        let count = messages.len() as u64;
         let answer = self.send_queued(name, messages).await?;
+        self.inner.traffic.published(count, 0, 0);
         answer.await.map_err(|_| gone(name))?
     }
 
@@ -569,6 +573,7 @@ impl<S: LogStore> Broker<S> {
                 })
                 .await??;
             moved += n;
+            self.inner.traffic.redriven(n);
             left -= want;
             if n < u64::from(want) {
                 break;

@@ -13,13 +13,25 @@ use crate::error::{BrokerError, Kind, Result};
 use crate::queue::dlq::Target;
 use crate::queue::host::{Host, HostFuture};
 use crate::queue::record::Outgoing;
+use crate::traffic::DEAD_LETTER_REASONS;
 
 impl<S: LogStore> Host for Inner<S> {
     fn dead_letter(self: Arc<Self>, target: Target, messages: Vec<Outgoing>) -> HostFuture {
         Box::pin(async move {
-            Broker { inner: self }
-                .dead_letter_to(&target, messages)
-                .await
+            let mut reasons = [0u64; DEAD_LETTER_REASONS.len()];
+            for m in &messages {
+                if let Some(info) = &m.meta.dead_letter
+                    && let Some(slot) = DEAD_LETTER_REASONS.iter().position(|r| *r == info.reason)
+                {
+                    reasons[slot] += 1;
+                }
+            }
+            let broker = Broker { inner: self };
+            broker.dead_letter_to(&target, messages).await?;
+            for (reason, n) in DEAD_LETTER_REASONS.into_iter().zip(reasons) {
+                broker.inner.traffic.dead_lettered(reason, n);
+            }
+            Ok(())
         })
     }
 

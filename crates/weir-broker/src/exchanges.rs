@@ -377,6 +377,19 @@ impl<S: LogStore> Broker<S> {
                 }
             }
         }
+        let (mut dropped, mut returned) = (0, 0);
+        for (m, o) in messages.iter().zip(&outcomes) {
+            if o.unroutable {
+                *(if m.mandatory {
+                    &mut returned
+                } else {
+                    &mut dropped
+                }) += 1;
+            }
+        }
+        self.inner
+            .traffic
+            .published(messages.len() as u64, dropped, returned);
         // Streams take their part as one append each, queued now (so in order).
         let streams = self.publish_to_streams(&messages, &mut per_queue, &mut copies);
         // A batch in which some message reaches several queues goes to the shared

@@ -81,6 +81,7 @@ pub mod routing;
 mod shared;
 pub mod stream;
 mod supervisor;
+mod traffic;
 pub mod vhost;
 mod vhost_api;
 #[cfg(test)]

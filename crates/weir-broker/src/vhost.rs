@@ -214,6 +214,11 @@ impl<S: LogStore> Vhost<S> {
         self.broker.limits()
     }
 
+    /// The message counters ([`Broker::traffic`]).
+    pub fn traffic(&self) -> &crate::metrics::Traffic {
+        self.broker.traffic()
+    }
+
     /// The resource alarms ([`Broker::alarms`]).
     pub fn alarms(&self) -> tokio::sync::watch::Receiver<Alarms> {
         self.broker.alarms()

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use weir_broker::access::Operation;
+use weir_broker::metrics::DeliveryMode;
 use weir_broker::{
     Broker, BrokerError, DeadLetterInfo, Declared, Delivery, NackOptions, QueueOptions,
     ReceiveRequest, SettleReport, Vhost,
@@ -293,6 +294,7 @@ async fn send(
         .map(|(i, m)| message_in(i, m))
         .collect::<Result<Vec<_>, _>>()?;
     let outcomes = broker.send(&name, messages).await?;
+    broker.traffic().confirmed(outcomes.len() as u64);
     let duplicates = outcomes.iter().filter(|o| o.duplicate).count();
     ok(
         StatusCode::CREATED,
@@ -385,6 +387,12 @@ async fn receive(
     let poll = long_polls.hold(request.wait_ms, broker.limits().max_wait_ms);
     request.wait_ms = poll.wait_ms;
     let got = broker.receive(&name, request).await?;
+    let redelivered = got.iter().filter(|d| d.delivery_count > 1).count();
+    broker.traffic().delivered(
+        DeliveryMode::GetManualAck,
+        got.len() as u64,
+        redelivered as u64,
+    );
     let what = "receives are already waiting in a long poll ([http] max_long_polls) and no \
                 message is ready";
     if let Some(refused) = long_polls.refusal(&poll, got.is_empty(), what) {
@@ -461,7 +469,9 @@ async fn ack(
     Receipts::refuse("delay_ms", r.delay_ms.is_some())?;
     Receipts::refuse("visibility_timeout_ms", r.visibility_timeout_ms.is_some())?;
     let receipts = r.list()?;
-    settle_answer("acked", &broker.ack(&name, receipts).await?)
+    let report = broker.ack(&name, receipts).await?;
+    broker.traffic().acknowledged(u64::from(report.settled));
+    settle_answer("acked", &report)
 }
 
 async fn nack(

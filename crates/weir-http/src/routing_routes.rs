@@ -226,6 +226,7 @@ async fn publish_through(
     } else {
         broker.publish(exchange, messages, options).await?
     };
+    broker.traffic().confirmed(outcomes.len() as u64);
     let routed: u64 = outcomes.iter().map(|o| u64::from(o.routed)).sum();
     let unroutable = outcomes.iter().filter(|o| o.unroutable).count();
     let returned = outcomes

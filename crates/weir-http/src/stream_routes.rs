@@ -138,6 +138,8 @@ pub(crate) async fn append(
         stored_format::AppendBody::Json(body) => body,
         stored_format::AppendBody::Batches(parts) => {
             let placed = broker.append_batches(&name, parts).await?;
+            let records: u64 = placed.iter().map(|p| u64::from(p.count)).sum();
+            broker.traffic().confirmed(records);
             return ok(StatusCode::CREATED, json!({"batches": placed}));
         }
     };
@@ -148,6 +150,7 @@ pub(crate) async fn append(
         .map(|(i, r)| record_in(i, r))
         .collect::<Result<Vec<_>, _>>()?;
     let placed = broker.append(&name, records).await?;
+    broker.traffic().confirmed(placed.len() as u64);
     // Serialized straight from the list: a `Value` per record was a tenth of an
     // append's cost.
     let answer = Placements { messages: &placed };

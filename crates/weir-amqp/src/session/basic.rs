@@ -9,6 +9,7 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use weir_broker::access::Operation;
+use weir_broker::metrics::DeliveryMode;
 use weir_broker::{Delivery, NackOptions, ReceiveRequest};
 
 use super::common::server_only;
@@ -235,6 +236,11 @@ impl Session {
             );
             return Ok(());
         };
+        self.broker.traffic().delivered(
+            DeliveryMode::of(false, g.no_ack),
+            1,
+            u64::from(d.delivery_count > 1),
+        );
         let remaining = self.broker.info(&queue).await.map_or(0, |i| i.stats.ready);
         let tag = self.track(ch, &Arc::from(queue.as_str()), &d, None, g.no_ack)?;
         let (exchange, routing_key, properties) = from_delivery(&d, &queue);

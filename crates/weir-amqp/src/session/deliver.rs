@@ -9,6 +9,7 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::ShortString;
 use bytes::Bytes;
 use weir_broker::Delivery;
+use weir_broker::metrics::DeliveryMode;
 
 use super::Session;
 use super::consumer::requeue;
@@ -80,6 +81,7 @@ impl Session {
                     return;
                 }
                 self.send_returns(ch, done.returns);
+                self.broker.traffic().confirmed(done.acks.len() as u64);
                 for c in confirms(&done.acks, &done.nacks) {
                     let method = if c.ack {
                         basic::AMQPMethod::Ack(basic::Ack {
@@ -159,6 +161,12 @@ impl Session {
         }
         // Held until the socket takes these bytes.
         self.output.hold(bytes);
+        let redelivered = messages.iter().filter(|d| d.delivery_count > 1).count();
+        self.broker.traffic().delivered(
+            DeliveryMode::of(true, no_ack),
+            messages.len() as u64,
+            redelivered as u64,
+        );
         let mut auto = Vec::new();
         let (queue_ref, consumer_ref): (Arc<str>, Arc<str>) =
             (queue.as_str().into(), consumer.as_str().into());

@@ -95,7 +95,10 @@ pub(super) async fn channel_worker(
                         count += 1;
                     }
                     let result = match requeue {
-                        None => broker.ack_unsynced(&queue, receipts).await.map(|_| ()),
+                        None => broker
+                            .ack_unsynced(&queue, receipts)
+                            .await
+                            .map(|r| broker.traffic().acknowledged(u64::from(r.settled))),
                         Some(requeue) => broker
                             .nack(
                                 &queue,

@@ -32,10 +32,14 @@ impl Session {
                 for (tag, multiple) in acks {
                     let taken = self.settle_tags(ch, tag, multiple)?;
                     for (queue, receipts) in by_queue(taken) {
-                        self.broker
+                        let report = self
+                            .broker
                             .ack(&queue, receipts)
                             .await
                             .map_err(Exception::from)?;
+                        self.broker
+                            .traffic()
+                            .acknowledged(u64::from(report.settled));
                     }
                 }
                 self.conn

@@ -193,6 +193,7 @@ impl<S: LogStore> Broker<S> {
                 limit,
             });
         }
+        self.inner.traffic.published(records.len() as u64, 0, 0);
         let max_bytes = self.inner.config.limits.max_message_bytes;
         let partitions = u32::try_from(stream.partitions.len()).unwrap_or(u32::MAX);
         // Per partition: the positions of its records and the records.

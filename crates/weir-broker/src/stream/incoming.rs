@@ -60,14 +60,17 @@ impl<S: LogStore> Broker<S> {
         let partitions = u32::try_from(stream.partitions.len()).unwrap_or(u32::MAX);
         self.check_batches(&parts, partitions)?;
         let mut pending = Vec::new();
+        let mut records = 0u64;
         for part in parts {
             let log = &stream.partitions[part.partition as usize];
             for batch in part.batches {
                 let count = batch.count();
+                records += u64::from(count);
                 let appended = log.append_incoming(batch, stream.options.durable);
                 pending.push((part.partition, count, appended));
             }
         }
+        self.inner.traffic.published(records, 0, 0);
         // Every append is queued: awaiting them in turn waits for them together.
         let mut placed = Vec::with_capacity(pending.len());
         let mut failed = None;

@@ -15,6 +15,7 @@
     reason = "Prometheus samples are f64: counts and bytes below 2^52 are exact, larger ones close"
 )]
 
+mod global;
 mod text;
 
 use axum::extract::State;
@@ -50,6 +51,7 @@ pub(crate) async fn aggregated(
     let mut t = Text::new(None);
     process(&mut t, broker);
     front_ends(&mut t, broker);
+    global::messages(&mut t, broker);
     log_io(&mut t);
     t.family(
         "weir_http_requests_total",

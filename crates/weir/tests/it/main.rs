@@ -27,6 +27,7 @@ mod http_limits;
 mod large_messages;
 mod limits_files;
 mod metrics;
+mod metrics_messages;
 mod names;
 mod pika;
 mod routing;
