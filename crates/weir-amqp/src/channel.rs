@@ -259,6 +259,21 @@ impl<D, P> ChannelMachine<D, P> {
         strip(self.tags.take_all())
     }
 
+    /// How many deliveries wait for their ack.
+    pub(crate) fn unacked_count(&self) -> usize {
+        self.tags.unacked.len()
+    }
+
+    /// Its prefetch: the channel-wide one if set, else that of new consumers (0:
+    /// unlimited).
+    pub(crate) fn prefetch(&self) -> u16 {
+        if self.global_prefetch > 0 {
+            self.global_prefetch
+        } else {
+            self.prefetch
+        }
+    }
+
     /// The delivery waiting longest for its ack (for the consumer timeout).
     pub(crate) fn oldest_unacked(&self) -> Option<&D> {
         self.tags.oldest().map(|p| &p.delivery)

@@ -55,6 +55,8 @@ pub(crate) enum Input {
         mechanism: String,
         user: String,
         password: String,
+        /// What the client said about itself (`client-properties`).
+        client: weir_broker::connections::ClientInfo,
     },
     /// `connection.open` named a vhost: the shell checks that the user may use it
     /// and answers [`Connection::vhost_opened`].

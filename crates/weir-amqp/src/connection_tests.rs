@@ -257,6 +257,7 @@ fn a_login_and_a_vhost_wait_for_the_shells_answers() {
         mechanism,
         user,
         password,
+        ..
     }) = rig.conn.poll(rig.now)
     else {
         panic!("a login is handed up first");

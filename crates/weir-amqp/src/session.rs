@@ -60,6 +60,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_broker::access::Principal;
+use weir_broker::connections::{ClientInfo, ConnectionFigures, Registered};
 use weir_broker::metrics::{FrontEnds, Held, Protocol, Tracked};
 use weir_broker::{Broker, UseGuard, Vhost};
 
@@ -165,6 +166,7 @@ pub(crate) async fn run(
         generations: 0,
         front_ends: broker.front_ends(),
         _counted: broker.front_ends().track(Protocol::Amqp, Held::Connection),
+        registered: broker.connections().register(Protocol::Amqp, peer),
         broker: broker.default_vhost(),
         conn: Connection::new(config.clone(), peer, now()),
         config,
@@ -265,6 +267,8 @@ struct Session {
     front_ends: Arc<FrontEnds>,
     /// This connection, counted while the session runs.
     _counted: Tracked,
+    /// This connection, listed while the session runs (and closed from there).
+    registered: Registered,
 }
 
 fn now() -> std::time::Instant {
@@ -349,6 +353,10 @@ impl Session {
                     self.check_consumer_timeouts().await;
                 }
                 Ok(()) = self.access_changes.changed() => self.check_still_allowed(),
+                reason = self.registered.close_requested(), if !self.conn.is_closing() => {
+                    tracing::info!(peer = %self.peer, %reason, "AMQP connection closed by an operator");
+                    self.conn.close(&Exception::connection(codes::CONNECTION_FORCED, reason), now());
+                }
                 Ok(()) = self.alarms.changed() => {
                     if self.alarms.borrow_and_update().reason().is_none() {
                         self.conn.set_blocked(None);
@@ -376,6 +384,7 @@ impl Session {
                 // The connection is closing: nothing more is delivered.
                 self.stop.cancel();
             }
+            self.report_figures(blocked);
             if !self.output.blocked && self.flush().await.is_err() {
                 return;
             }
@@ -422,12 +431,33 @@ impl Session {
         }
     }
 
+    /// What this connection holds, for listings.
+    fn report_figures(&self, blocked: bool) {
+        let mut figures = ConnectionFigures {
+            channels: self.channels.len() as u64,
+            blocked,
+            ..ConnectionFigures::default()
+        };
+        for c in self.channels.values() {
+            figures.consumers += c.consumers.len() as u64;
+            figures.prefetch += u64::from(c.state.prefetch());
+            figures.unacked += c.state.unacked_count() as u64;
+        }
+        self.registered.figures(figures);
+    }
+
     /// Checks `start-ok`'s credentials against the broker's users (off the runtime's
     /// workers, one check per core at a time: the first check of a password costs an
     /// argon2id hash) and answers
     /// the connection. A refusal waits `failed_login_delay` first and says no more
     /// than RabbitMQ does about why.
-    async fn log_in(&mut self, mechanism: String, user: String, password: String) {
+    async fn log_in(
+        &mut self,
+        mechanism: String,
+        user: String,
+        password: String,
+        client: ClientInfo,
+    ) {
         let name = user.clone();
         let access = self.broker.access();
         let checking = access.log_in(user, password, self.peer.ip());
@@ -438,6 +468,7 @@ impl Session {
             return;
         };
         if let Ok(principal) = checked {
+            self.registered.logged_in(&principal.name, client);
             self.user = Some(principal);
             self.conn.logged_in(None, now());
             return;
@@ -497,7 +528,8 @@ impl Session {
                     mechanism,
                     user,
                     password,
-                } => self.log_in(mechanism, user, password).await,
+                    client,
+                } => self.log_in(mechanism, user, password, client).await,
                 Input::OpenVhost(vhost) => {
                     let mut refused = self.refuse_vhost(&vhost);
                     if refused.is_none() {
@@ -505,6 +537,7 @@ impl Session {
                             Ok(view) => {
                                 self.broker = view;
                                 self.vhost_open = true;
+                                self.registered.opened(&vhost);
                             }
                             Err(e) => refused = Some(e.to_string()),
                         }

@@ -83,6 +83,8 @@ pub(crate) struct Inner<S: LogStore> {
     pub(crate) usage: Arc<crate::alarms::Usage>,
     /// The front ends' connections, channels and consumers (see [`crate::front_ends`]).
     pub(crate) front_ends: Arc<crate::front_ends::FrontEnds>,
+    /// The client connections open now (see [`crate::connections`]).
+    pub(crate) connections: Arc<crate::connections::Connections>,
     /// Message counters since the start (see [`crate::traffic`]).
     pub(crate) traffic: crate::traffic::Traffic,
     /// Users, vhosts and permissions (see [`crate::access`]).

@@ -55,6 +55,7 @@ mod broker;
 mod broker_tests;
 mod clock;
 mod config;
+pub mod connections;
 mod dead_letters;
 pub mod definitions;
 pub mod error;

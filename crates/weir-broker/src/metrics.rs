@@ -30,6 +30,11 @@ impl<S: LogStore> Broker<S> {
         Arc::clone(&self.inner.front_ends)
     }
 
+    /// The client connections open now, across front ends.
+    pub fn connections(&self) -> Arc<crate::connections::Connections> {
+        Arc::clone(&self.inner.connections)
+    }
+
     /// The message counters since the start.
     pub fn traffic(&self) -> &Traffic {
         &self.inner.traffic

@@ -128,6 +128,7 @@ impl<S: LogStore> Broker<S> {
             alarms,
             usage,
             front_ends: Arc::default(),
+            connections: Arc::default(),
             traffic: crate::traffic::Traffic::default(),
             access: Arc::new(access),
             store,

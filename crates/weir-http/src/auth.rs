@@ -144,13 +144,18 @@ impl Caller {
         )))
     }
 
-    /// Tagged `administrator` or `monitoring`: the metrics, which cover every vhost.
-    pub(crate) fn allow_monitoring(&self) -> Result<(), ApiError> {
-        let tags = &self.principal.tags;
-        if tags
+    /// Tagged `administrator` or `monitoring`: sees what covers every vhost (the
+    /// metrics, every connection).
+    pub(crate) fn sees_every_vhost(&self) -> bool {
+        self.principal
+            .tags
             .iter()
             .any(|t| t == "administrator" || t == "monitoring")
-        {
+    }
+
+    /// Tagged `administrator` or `monitoring`: the metrics, which cover every vhost.
+    pub(crate) fn allow_monitoring(&self) -> Result<(), ApiError> {
+        if self.sees_every_vhost() {
             return Ok(());
         }
         Err(refusal(format!(

@@ -31,6 +31,7 @@ pub mod bench_api;
 mod body;
 mod config;
 mod connection;
+mod connection_routes;
 mod error;
 mod extract;
 #[doc(hidden)]

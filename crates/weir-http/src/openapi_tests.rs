@@ -13,12 +13,15 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 56] = [
+const ROUTES: [(&str, &str); 59] = [
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/metrics/per-object"),
     ("get", "/api/openapi.json"),
     ("get", "/api/broker"),
+    ("get", "/api/connections"),
+    ("get", "/api/connections/{id}"),
+    ("delete", "/api/connections/{id}"),
     ("get", "/api/queues"),
     ("get", "/api/queues/{name}"),
     ("put", "/api/queues/{name}"),

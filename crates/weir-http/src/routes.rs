@@ -23,6 +23,7 @@ use weir_broker::{
 use crate::admin_routes as admin;
 use crate::auth::{self, Caller, Scoped};
 use crate::config::HttpConfig;
+use crate::connection_routes as connections;
 use crate::error::{ApiError, status_of};
 use crate::extract::{JsonBody, OneOrMany, QueryParams};
 use crate::group_routes as groups;
@@ -88,6 +89,11 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
         .route(
             "/api/topics/{topic}/subscriptions/{name}",
             put(x::subscribe).delete(x::unsubscribe),
+        )
+        .route("/api/connections", get(connections::list))
+        .route(
+            "/api/connections/{id}",
+            get(connections::show).delete(connections::close),
         )
         .route("/api/whoami", get(admin::whoami))
         .route("/api/users", get(admin::list_users))

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{AMQPClass, connection};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use weir_broker::connections::ClientInfo;
 
 use super::{Connection, Input, MIN_FRAME_MAX, Phase, method_name};
 use crate::codes::{
@@ -106,6 +107,7 @@ impl Connection {
                     mechanism: start_ok.mechanism.to_string(),
                     user,
                     password,
+                    client: client_info(&start_ok.client_properties),
                 }))
             }
             (Phase::TuneOk, AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune))) => {
@@ -184,6 +186,32 @@ impl Connection {
             mechanisms: LongString::from("PLAIN AMQPLAIN"),
             locales: LongString::from("en_US"),
         }
+    }
+}
+
+/// Longest client property kept for listings, in bytes.
+const CLIENT_PROPERTY_MAX: usize = 256;
+
+/// What a client's `client-properties` say about it, each at most
+/// [`CLIENT_PROPERTY_MAX`] bytes.
+fn client_info(client_properties: &FieldTable) -> ClientInfo {
+    let text = |name: &str| {
+        let value = match client_properties.inner().get(name)? {
+            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            AMQPValue::ShortString(s) => s.to_string(),
+            _ => return None,
+        };
+        let mut end = value.len().min(CLIENT_PROPERTY_MAX);
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(value[..end].to_owned())
+    };
+    ClientInfo {
+        product: text("product"),
+        version: text("version"),
+        platform: text("platform"),
+        connection_name: text("connection_name"),
     }
 }
 

@@ -16,6 +16,7 @@ mod cli;
 mod cli_access;
 mod cli_routing;
 mod cli_streams;
+mod connections;
 mod dead_letters;
 mod definitions;
 mod durability;

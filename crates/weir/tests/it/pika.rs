@@ -12,18 +12,18 @@ use weir_testkit::Broker;
 
 use crate::Api;
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("WEIR_PYTHON")
         .expect("WEIR_PYTHON is not set: run ./scripts/test, which creates a Python venv with pika")
 }
 
-fn script(name: &str) -> PathBuf {
+pub(crate) fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/pika")
         .join(name)
 }
 
-fn port(broker: &Broker) -> String {
+pub(crate) fn port(broker: &Broker) -> String {
     broker
         .amqp_addr()
         .rsplit(':')
