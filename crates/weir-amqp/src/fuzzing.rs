@@ -227,6 +227,7 @@ pub fn message(data: &[u8]) {
         enqueued_at_ms: 1_700_000_000_000,
         dead_letter: dead_letter.clone(),
         properties,
+        position: None,
     };
     if mode & MESSAGE_PUBLISHED == 0 {
         let stored = Bytes::copy_from_slice(rest);

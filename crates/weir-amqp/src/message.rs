@@ -144,6 +144,7 @@ pub(crate) fn stream_delivery(r: &StreamRecord, stream: &str) -> Delivery {
         enqueued_at_ms: r.timestamp_ms,
         dead_letter: None,
         properties: encode(&exchange, &routing_key, &properties).ok(),
+        position: None,
     }
 }
 
@@ -481,6 +482,7 @@ mod tests {
             enqueued_at_ms: 0,
             dead_letter: None,
             properties: sent.properties.clone(),
+            position: None,
         };
         let (exchange, key, back) = from_delivery(&delivery, "q");
         assert_eq!((exchange.as_str(), key.as_str()), ("orders", "created"));
@@ -520,6 +522,7 @@ mod tests {
                 },
             }),
             properties: sent.properties,
+            position: None,
         };
         let (exchange, key, back) = from_delivery(&delivery, "q");
         assert_eq!((exchange.as_str(), key.as_str()), ("dlx", "again"));
@@ -685,6 +688,7 @@ mod tests {
             enqueued_at_ms: 1_700_000_000_000,
             dead_letter: None,
             properties: None,
+            position: None,
         };
         let (exchange, key, p) = from_delivery(&delivery, "jobs");
         assert_eq!((exchange.as_str(), key.as_str()), ("", "jobs"));

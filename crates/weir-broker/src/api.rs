@@ -470,6 +470,10 @@ pub struct Delivery {
     pub dead_letter: Option<DeadLetterInfo>,
     /// What the front end stored with it ([`SendMessage::properties`]).
     pub properties: Option<Bytes>,
+    /// Its position in the queue, for a peek (`None` otherwise): names it to
+    /// [`Broker::redrive_at`](crate::Broker::redrive_at) and
+    /// [`Broker::remove_at`](crate::Broker::remove_at).
+    pub position: Option<u64>,
 }
 
 /// The result of settling (ack, nack, extend) a list of receipts: each receipt

@@ -287,7 +287,7 @@ impl<S: LogStore> Broker<S> {
         Ok(())
     }
 
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         name: &str,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -570,6 +570,7 @@ impl<S: LogStore> Broker<S> {
             let n = self
                 .ask(name, |reply| Command::Redrive {
                     origin,
+                    at: None,
                     max: want as usize,
                     reply,
                 })

@@ -10,6 +10,7 @@ use weir_log::LogStore;
 use crate::api::QueueOptions;
 use crate::broker::{Broker, Inner};
 use crate::error::{BrokerError, Kind, Result};
+use crate::queue::command::Command;
 use crate::queue::dlq::Target;
 use crate::queue::host::{Host, HostFuture};
 use crate::queue::record::Outgoing;
@@ -45,6 +46,53 @@ impl<S: LogStore> Host for Inner<S> {
 }
 
 impl<S: LogStore> Broker<S> {
+    /// Moves the ready messages of dead-letter queue `name` at `positions` (from
+    /// [`Broker::peek`]'s [`Delivery::position`](crate::Delivery::position)) back
+    /// to their source queues; how many moved (those gone since the peek are
+    /// skipped).
+    ///
+    /// # Errors
+    /// `NotFound`; `InvalidArgument` for more positions than `max_receive`, or a
+    /// message that was not dead-lettered; a source queue refusing.
+    pub async fn redrive_at(&self, name: &str, positions: Vec<u64>) -> Result<u64> {
+        let max = self.check_positions(&positions)?;
+        let moved = self
+            .ask(name, |reply| Command::Redrive {
+                origin: None,
+                at: Some(positions),
+                max,
+                reply,
+            })
+            .await??;
+        self.inner.traffic.redriven(moved);
+        Ok(moved)
+    }
+
+    /// Removes the ready messages of `name` at `positions` (from [`Broker::peek`]);
+    /// how many (those gone since the peek are skipped). Counted as purged.
+    ///
+    /// # Errors
+    /// `NotFound`; `InvalidArgument` for more positions than `max_receive`.
+    pub async fn remove_at(&self, name: &str, positions: Vec<u64>) -> Result<u64> {
+        self.check_positions(&positions)?;
+        self.ask(name, |reply| Command::Remove {
+            at: positions,
+            reply,
+        })
+        .await?
+    }
+
+    fn check_positions(&self, positions: &[u64]) -> Result<usize> {
+        let limit = self.inner.config.limits.max_receive;
+        if positions.is_empty() || positions.len() as u64 > u64::from(limit) {
+            return Err(BrokerError::invalid(
+                "positions",
+                format!("{} positions, outside 1..={limit}", positions.len()),
+            ));
+        }
+        Ok(positions.len())
+    }
+
     /// Sends already-built messages to a queue from inside the broker (dead letters,
     /// redrives), creating a missing dead-letter queue.
     async fn send_internal(

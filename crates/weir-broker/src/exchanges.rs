@@ -522,6 +522,24 @@ fn shutting_down() -> BrokerError {
 }
 
 impl<S: LogStore> Broker<S> {
+    /// The queues and streams a message published through `exchange` with `key`
+    /// and `headers` would reach now (nothing is published): the dashboard's
+    /// routing test, and where a queue's dead letters go.
+    ///
+    /// # Errors
+    /// Unknown exchange; an invalid key for a topic exchange.
+    pub fn route_test(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        let routed = self.router().route(exchange, key, headers, |q| {
+            self.queue_exists(q) || self.stream_exists(q)
+        })?;
+        Ok(routed.queues.into_iter().collect())
+    }
+
     /// The queues a dead letter published through `exchange` with `key` reaches.
     pub(crate) fn route_dead_letter(
         &self,

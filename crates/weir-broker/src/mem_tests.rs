@@ -520,3 +520,67 @@ async fn dedup_ids_survive_trims_and_restarts_inside_the_window() {
     );
     broker.shutdown().await;
 }
+
+/// A dead-letter queue's messages picked by their peeked positions: one redriven
+/// to its source queue, one removed (counted as purged), the rest left; positions
+/// gone since the peek are skipped, and a restart keeps what was done.
+#[tokio::test(start_paused = true)]
+async fn dead_letters_are_redriven_or_removed_by_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemStore::default();
+    let mut broker = open(dir.path(), &store).await;
+    let options = QueueOptions {
+        dead_letter_queue: Some("q-dlq".into()),
+        ..QueueOptions::default()
+    };
+    broker.declare("q", options).await.expect("declare");
+    let bodies = ["a", "b", "c"].map(text).to_vec();
+    broker.send("q", bodies).await.expect("send");
+    let got = broker
+        .receive("q", receive(3, None))
+        .await
+        .expect("receive");
+    let receipts = got.iter().filter_map(|d| d.receipt.clone()).collect();
+    let options = NackOptions {
+        requeue: false,
+        delay_ms: None,
+    };
+    broker.nack("q", receipts, options).await.expect("nack");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let peeked = broker.peek("q-dlq", None, 10).await.expect("peek");
+    assert_eq!(peeked.len(), 3);
+    let at = |i: usize| peeked[i].position.expect("a peek has positions");
+    assert_eq!(
+        broker
+            .redrive_at("q-dlq", vec![at(0)])
+            .await
+            .expect("redrive"),
+        1
+    );
+    assert_eq!(
+        broker
+            .remove_at("q-dlq", vec![at(1)])
+            .await
+            .expect("remove"),
+        1
+    );
+    // Gone since the peek: nothing to do.
+    assert_eq!(
+        broker
+            .remove_at("q-dlq", vec![at(0), at(1)])
+            .await
+            .expect("remove"),
+        0
+    );
+    assert!(broker.redrive_at("q-dlq", Vec::new()).await.is_err());
+    let q = broker.info("q").await.expect("info").stats;
+    let dlq = broker.info("q-dlq").await.expect("info").stats;
+    assert_eq!((q.ready, dlq.ready, dlq.purged_total), (1, 1, 1));
+    let back = broker.peek("q", None, 10).await.expect("peek");
+    assert_eq!(back[0].body, peeked[0].body);
+    broker = restart(broker, dir.path(), &store).await;
+    let left = broker.peek("q-dlq", None, 10).await.expect("peek");
+    assert_eq!(ids(&left), [peeked[2].id.as_str()]);
+    assert_eq!(broker.info("q").await.expect("info").stats.ready, 1);
+    broker.shutdown().await;
+}

@@ -189,6 +189,43 @@ impl<S: LogStore> Vhost<S> {
         moved.map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::peek`](crate::Broker::peek): only those dead-lettered from
+    /// `origin` if given.
+    pub async fn peek(&self, name: &str, origin: Option<&str>, max: u32) -> Result<Vec<Delivery>> {
+        let full = self.full(name)?;
+        let origin = origin
+            .map(|o| self.full(o).map(std::borrow::Cow::into_owned))
+            .transpose()?;
+        let got = self.broker.peek(&full, origin, max).await;
+        got.map(|ds| self.out_deliveries(ds))
+            .map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::redrive`](crate::Broker::redrive): dead-letter queue `name`'s
+    /// messages (only those from `origin` if given) back to their source queues.
+    pub async fn redrive(&self, name: &str, origin: Option<&str>, max: u32) -> Result<u64> {
+        let full = self.full(name)?;
+        let origin = origin
+            .map(|o| self.full(o).map(std::borrow::Cow::into_owned))
+            .transpose()?;
+        let moved = self.broker.redrive(&full, origin, max).await;
+        moved.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::redrive_at`](crate::Broker::redrive_at).
+    pub async fn redrive_at(&self, name: &str, positions: Vec<u64>) -> Result<u64> {
+        let full = self.full(name)?;
+        let moved = self.broker.redrive_at(&full, positions).await;
+        moved.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::remove_at`](crate::Broker::remove_at).
+    pub async fn remove_at(&self, name: &str, positions: Vec<u64>) -> Result<u64> {
+        let full = self.full(name)?;
+        let removed = self.broker.remove_at(&full, positions).await;
+        removed.map_err(|e| self.out_error(e))
+    }
+
     /// [`Broker::hold`](crate::Broker::hold).
     pub fn hold(&self, name: &str) -> Result<UseGuard> {
         let full = self.full(name)?;

@@ -43,6 +43,8 @@ use crate::vhost_paths::InVhost;
 pub(crate) struct Addrs {
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
+    /// The connection is TLS (the dashboard's cookie is then `Secure`).
+    pub(crate) tls: bool,
 }
 
 /// Longest wait for a password check to start (one runs per core at a time).
@@ -204,7 +206,14 @@ pub(crate) async fn guard(
     {
         return e.into_response();
     }
+    let path = request.uri().path();
+    if crate::dashboard::is_open(path) {
+        return next.run(request).await;
+    }
     let Some((user, password)) = basic_credentials(request.headers()) else {
+        if crate::dashboard::is_page(path) {
+            return dashboard_session(&state, request, next).await;
+        }
         return unauthorized(
             "this endpoint needs HTTP Basic authentication (a fresh broker has guest:guest, \
              from loopback only)",
@@ -254,6 +263,31 @@ pub(crate) async fn guard(
             response
         }
     }
+}
+
+/// A dashboard page without HTTP Basic: the session cookie's user, or the login
+/// page.
+async fn dashboard_session(state: &AppState, mut request: Request, next: Next) -> Response {
+    let access = state.broker.access();
+    let Some(principal) = state
+        .dashboard
+        .sessions
+        .principal(&access, request.headers())
+    else {
+        let wanted = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        return crate::dashboard::to_login(&wanted);
+    };
+    let broker = state.broker.default_vhost();
+    request.extensions_mut().insert(Caller {
+        principal,
+        access,
+        broker,
+    });
+    next.run(request).await
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -381,6 +415,7 @@ mod tests {
         Addrs {
             peer: "127.0.0.1:40000".parse().unwrap(),
             local: local.parse().unwrap(),
+            tls: false,
         }
     }
 

@@ -20,6 +20,7 @@ pub fn deliveries(n: usize, size: usize) -> Vec<Delivery> {
             enqueued_at_ms: 1_795_492_851_370,
             dead_letter: None,
             properties: None,
+            position: None,
         })
         .collect()
 }

@@ -16,12 +16,12 @@ use crate::error::ApiError;
 use crate::state::ApiResult;
 
 /// The reason given when a close names none.
-const DEFAULT_REASON: &str = "Closed via the weir HTTP API";
+pub(crate) const DEFAULT_REASON: &str = "Closed via the weir HTTP API";
 
 /// Longest reason kept, in bytes (AMQP's reply text is a short string).
 const REASON_MAX: usize = 200;
 
-fn visible(caller: &Caller, connection: &ConnectionInfo) -> bool {
+pub(crate) fn visible(caller: &Caller, connection: &ConnectionInfo) -> bool {
     caller.sees_every_vhost() || connection.user.as_deref() == Some(caller.principal.name.as_str())
 }
 
@@ -69,27 +69,36 @@ pub(crate) async fn close(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let connection = find(&caller, &broker, &id)?;
+    let reason = match headers.get("x-reason") {
+        None => DEFAULT_REASON,
+        Some(value) => value.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_argument", "X-Reason: not visible ASCII text")
+        })?,
+    };
+    close_as(&caller, &broker, &id, reason)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Closes connection `id` as `caller` asks (`administrator`, or its own user),
+/// telling its client `reason` (at most [`REASON_MAX`] bytes).
+pub(crate) fn close_as(
+    caller: &Caller,
+    broker: &Broker,
+    id: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let connection = find(caller, broker, id)?;
     if connection.user.as_deref() != Some(caller.principal.name.as_str()) {
         caller.allow_administrator()?;
     }
-    let reason = match headers.get("x-reason") {
-        None => DEFAULT_REASON.to_owned(),
-        Some(value) => {
-            let text = value.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_argument", "X-Reason: not visible ASCII text")
-            })?;
-            if text.len() > REASON_MAX {
-                return Err(ApiError::bad_request(
-                    "invalid_argument",
-                    format!("X-Reason: longer than {REASON_MAX} bytes"),
-                ));
-            }
-            text.to_owned()
-        }
-    };
-    if !broker.connections().close(connection.id, &reason) {
-        return Err(not_found(&id));
+    if reason.len() > REASON_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            format!("the reason is longer than {REASON_MAX} bytes"),
+        ));
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    if !broker.connections().close(connection.id, reason) {
+        return Err(not_found(id));
+    }
+    Ok(())
 }

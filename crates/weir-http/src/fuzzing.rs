@@ -133,6 +133,7 @@ impl Harness {
             addrs: Addrs {
                 peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
                 local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                tls: false,
             },
         };
         let served = tokio::spawn(connection::drive(

@@ -32,6 +32,7 @@ mod body;
 mod config;
 mod connection;
 mod connection_routes;
+mod dashboard;
 mod error;
 mod extract;
 #[doc(hidden)]

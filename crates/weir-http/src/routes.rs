@@ -40,6 +40,7 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
         )),
         alarms: broker.alarms(),
         requests: Arc::default(),
+        dashboard: Arc::default(),
         broker,
         max_body_bytes: config.max_body_bytes,
         long_polls: LongPolls {
@@ -47,7 +48,7 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
             max: config.long_poll_cap(),
         },
     };
-    stream_routes(Router::new())
+    crate::dashboard::routes(stream_routes(Router::new()))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::aggregated))
         .route("/metrics/per-object", get(crate::metrics::per_object))

@@ -223,7 +223,11 @@ pub(crate) async fn serve(
             router: router.clone(),
             state: Arc::clone(&state),
             body: Arc::clone(&body),
-            addrs: Addrs { peer, local },
+            addrs: Addrs {
+                peer,
+                local,
+                tls: tls.is_some(),
+            },
         };
         let shutdown = shutdown.clone();
         // Everything logged while serving this connection names it.

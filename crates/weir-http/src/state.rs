@@ -33,6 +33,8 @@ pub(crate) struct AppState {
     pub(crate) guard: Arc<Guard>,
     /// Requests answered, for metrics ([`crate::request_counts`]).
     pub(crate) requests: Arc<crate::request_counts::Requests>,
+    /// The dashboard's sessions and live figures ([`crate::dashboard`]).
+    pub(crate) dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 impl FromRef<AppState> for Broker {

@@ -22,6 +22,7 @@
 
 pub mod definitions;
 mod import;
+mod lookup;
 pub mod password;
 pub mod permissions;
 #[cfg(test)]

@@ -79,7 +79,14 @@ pub(crate) enum Command {
     },
     Redrive {
         origin: Option<String>,
+        /// Only the messages at these positions (from a peek).
+        at: Option<Vec<u64>>,
         max: usize,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    /// Removes the ready messages at these positions (from a peek).
+    Remove {
+        at: Vec<u64>,
         reply: oneshot::Sender<Result<u64>>,
     },
     Purge {
@@ -128,7 +135,11 @@ pub(crate) fn refuse_with(command: Command, error: &dyn Fn() -> BrokerError) {
                 failed: vec![(String::new(), error())],
             }));
         }
-        Command::Redrive { reply, .. } | Command::Purge { reply } => drop(reply.send(Err(error()))),
+        Command::Redrive { reply, .. }
+        | Command::Remove { reply, .. }
+        | Command::Purge { reply } => {
+            drop(reply.send(Err(error())));
+        }
         Command::Stats { reply } => drop(reply.send(QueueStats::default())),
         Command::BodyFloor { reply } => drop(reply.send(None)),
         Command::Stop { reply } => drop(reply.send(())),

@@ -17,6 +17,7 @@ mod cli_access;
 mod cli_routing;
 mod cli_streams;
 mod connections;
+mod dashboard;
 mod dead_letters;
 mod definitions;
 mod durability;

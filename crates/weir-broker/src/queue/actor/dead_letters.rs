@@ -19,7 +19,7 @@ use crate::queue::entry::Entry;
 use crate::queue::host::{self, Host};
 use crate::queue::record::{MessageMeta, Outgoing, SettleReason};
 use crate::queue::replay::entry_of;
-use crate::queue::state::key_hash;
+use crate::queue::state::Pick;
 
 use super::{Actor, Internal, SharedBatch, read_entries};
 
@@ -198,16 +198,17 @@ impl<S: LogStore> Actor<S> {
         });
     }
 
-    #[allow(clippy::needless_pass_by_value)]
-    pub(super) fn redrive(
-        &mut self,
-        origin: Option<String>,
-        max: usize,
-        reply: oneshot::Sender<Result<u64>>,
-    ) {
-        let entries = self
-            .state
-            .take_for_transit(max, origin.as_deref().map(|o| key_hash(o) as u32));
+    /// Removes the ready messages at `at` (from a peek); answers how many.
+    pub(super) fn remove(&mut self, at: Vec<u64>, reply: oneshot::Sender<Result<u64>>) {
+        let (count, effects) = self.state.remove_ready(&at.into_iter().collect());
+        let done = self.perform_tracked(effects, true);
+        self.tasks.spawn(async move {
+            let _ = reply.send(done.await.map(|()| count));
+        });
+    }
+
+    pub(super) fn redrive(&mut self, pick: &Pick, max: usize, reply: oneshot::Sender<Result<u64>>) {
+        let entries = self.state.take_for_transit(max, pick);
         let log = self.log.clone();
         let bodies = self.bodies.clone();
         let queue = self.name.clone();

@@ -38,7 +38,7 @@ use crate::queue::fresh::Fresh;
 use crate::queue::host::Host;
 use crate::queue::record::{Outgoing, SHARED, SettleReason, StateOp, Totals};
 use crate::queue::replay::ReplayReport;
-use crate::queue::state::{Effect, QueueState, key_hash};
+use crate::queue::state::{Effect, Pick, QueueState, key_hash};
 
 mod dead_letters;
 mod delivering;
@@ -48,7 +48,7 @@ mod sending;
 mod settle;
 mod upkeep;
 
-use reads::{deliveries, delivery, read_entries, release};
+use reads::{deliveries, peeked, read_entries, release};
 use sending::entry_of_outgoing;
 
 /// Reports from the actor's own tasks.
@@ -547,7 +547,7 @@ impl<S: LogStore> Actor<S> {
                         Ok(records) => Ok(records
                             .into_iter()
                             .zip(&entries)
-                            .map(|((meta, rec), entry)| delivery(None, meta, rec, entry.attempts))
+                            .map(|((meta, rec), entry)| peeked(meta, rec, entry))
                             .collect()),
                         Err(error) => {
                             // Some were settled (and their records trimmed) since the
@@ -559,7 +559,7 @@ impl<S: LogStore> Actor<S> {
                                         .await
                                 {
                                     let (meta, rec) = one.remove(0);
-                                    out.push(delivery(None, meta, rec, entry.attempts));
+                                    out.push(peeked(meta, rec, entry));
                                 }
                             }
                             if out.is_empty() { Err(error) } else { Ok(out) }
@@ -568,7 +568,13 @@ impl<S: LogStore> Actor<S> {
                     let _ = reply.send(result);
                 });
             }
-            Command::Redrive { origin, max, reply } => self.redrive(origin, max, reply),
+            Command::Redrive {
+                origin,
+                at,
+                max,
+                reply,
+            } => self.redrive(&Pick::of(origin.as_deref(), at), max, reply),
+            Command::Remove { at, reply } => self.remove(at, reply),
             Command::Purge { reply } => {
                 let (count, effects) = self.state.purge();
                 let done = self.perform_tracked(effects, true);

@@ -142,6 +142,14 @@ pub(super) fn release(leased: &[(Entry, u64)]) -> Internal {
     Internal::Release(leased.iter().map(|(e, id)| (e.offset, *id)).collect())
 }
 
+/// A peeked message: no receipt, its position.
+pub(super) fn peeked(meta: MessageMeta, rec: Record, entry: &Entry) -> Delivery {
+    Delivery {
+        position: Some(entry.offset),
+        ..delivery(None, meta, rec, entry.attempts)
+    }
+}
+
 pub(super) fn delivery(
     receipt: Option<String>,
     meta: MessageMeta,
@@ -178,5 +186,6 @@ pub(super) fn delivery(
         enqueued_at_ms: meta.enqueued_at_ms,
         dead_letter: meta.dead_letter,
         properties,
+        position: None,
     }
 }

@@ -1,11 +1,42 @@
 //! Purge, peek, redrive and moves, and stats.
 
+use std::collections::HashSet;
+
 use crate::api::QueueStats;
 use crate::queue::entry::Entry;
 use crate::queue::ready::Ready;
 use crate::queue::record::{SettleReason, StateOp};
 
 use super::{Effect, QueueState};
+
+/// Which ready messages a redrive takes.
+pub(crate) enum Pick {
+    /// From the head.
+    All,
+    /// Those dead-lettered from the queue with this name hash.
+    Origin(u32),
+    /// Those at these positions (from a peek).
+    At(HashSet<u64>),
+}
+
+impl Pick {
+    /// The messages at `at` if given, else those from `origin` if given, else all.
+    pub(crate) fn of(origin: Option<&str>, at: Option<Vec<u64>>) -> Pick {
+        match (at, origin) {
+            (Some(at), _) => Pick::At(at.into_iter().collect()),
+            (None, Some(o)) => Pick::Origin(super::key_hash(o) as u32),
+            (None, None) => Pick::All,
+        }
+    }
+
+    fn picks(&self, entry: &Entry) -> bool {
+        match self {
+            Pick::All => true,
+            Pick::Origin(o) => entry.origin == *o,
+            Pick::At(positions) => positions.contains(&entry.offset),
+        }
+    }
+}
 
 impl QueueState {
     /// Removes every ready, parked and delayed message; returns how many, and the
@@ -45,6 +76,39 @@ impl QueueState {
         )
     }
 
+    /// Removes the ready messages at `positions` (from a peek; those gone since are
+    /// skipped): how many, and the record that makes it durable. Counted as purged.
+    pub(crate) fn remove_ready(&mut self, positions: &HashSet<u64>) -> (u64, Vec<Effect>) {
+        let mut removed: Vec<Entry> = Vec::new();
+        for deque in &mut self.ready {
+            deque.retain(|entry| {
+                let take = positions.contains(&entry.offset);
+                if take {
+                    removed.push(*entry);
+                }
+                !take
+            });
+        }
+        for entry in &removed {
+            self.ready_count -= 1;
+            self.ready_bytes -= u64::from(entry.size);
+            self.let_go(entry);
+        }
+        let count = removed.len() as u64;
+        self.totals.purged += count;
+        if removed.is_empty() {
+            return (0, Vec::new());
+        }
+        let offsets = removed.into_iter().map(|e| e.offset).collect();
+        (
+            count,
+            vec![Effect::Persist(StateOp::Settled(
+                SettleReason::Purged,
+                offsets,
+            ))],
+        )
+    }
+
     /// Up to `max` ready messages (optionally only those dead-lettered from
     /// `origin`), in delivery order, without leasing them.
     pub(crate) fn peek(&self, max: usize, origin: Option<u32>) -> Vec<Entry> {
@@ -58,19 +122,19 @@ impl QueueState {
             .collect()
     }
 
-    /// Takes up to `max` ready messages (optionally only from `origin`) into transit.
-    pub(crate) fn take_for_transit(&mut self, max: usize, origin: Option<u32>) -> Vec<Entry> {
+    /// Takes up to `max` ready messages that `pick` picks into transit.
+    pub(crate) fn take_for_transit(&mut self, max: usize, pick: &Pick) -> Vec<Entry> {
         let mut taken = Vec::new();
         for deque in self.ready.iter_mut().rev() {
             let want = max - taken.len();
             if want == 0 {
                 break;
             }
-            match origin {
+            match pick {
                 // Everything matches: the head, without touching the rest.
-                None => deque.drain_front(want, &mut taken),
-                Some(o) => deque.retain(|entry| {
-                    let take = taken.len() < max && entry.origin == o;
+                Pick::All => deque.drain_front(want, &mut taken),
+                _ => deque.retain(|entry| {
+                    let take = taken.len() < max && pick.picks(entry);
                     if take {
                         taken.push(*entry);
                     }

@@ -55,6 +55,7 @@ mod upkeep;
 #[cfg(test)]
 mod upkeep_tests;
 
+pub(crate) use admin::Pick;
 pub(crate) use time::shared_expiry;
 pub(crate) use upkeep::{Checkpoint, LogSpan, Upkeep};
 

@@ -1,0 +1,183 @@
+//! The dashboard in a real headless Chromium (`tests/browser/dashboard.py`,
+//! selenium with Debian's chromium and chromium-driver, which `./scripts/test`
+//! installs): a login through the form; the Overview's live figures and stuck
+//! list; the Queues table (filter, sort) and a queue page (peek, a test message,
+//! purge with its confirmation); Dead letters (reason, source, body; redrive one,
+//! delete the selected, redrive all); the Connections page closing a pika connection,
+//! whose client receives 320 with the reason; logging out; a wrong password.
+//! With `WEIR_SCREENSHOTS` set the script saves a screenshot per page there (the
+//! committed ones are in docs/screenshots/).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use weir_testkit::Broker;
+
+use crate::pika::{port, python, script};
+use crate::streams::call;
+
+/// Runs the browser script's `scenarios`; panics with its output unless it
+/// prints OK.
+async fn browse(broker: &Broker, scenarios: &[&str]) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/browser/dashboard.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(python())
+            .arg(path)
+            .args(scenarios)
+            .env("WEIR_HTTP_URL", broker.http_url())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{scenarios:?} timed out"))
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "{scenarios:?}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn queue_with_orders(broker: &Broker) {
+    for queue in ["orders", "other"] {
+        let (s, v) = call(broker, "PUT", &format!("/api/queues/{queue}"), None).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let orders =
+        json!({"messages": [{"body": "order-1"}, {"body": "order-2"}, {"body": "order-3"}]});
+    let (s, v) = call(broker, "POST", "/api/queues/orders/messages", Some(orders)).await;
+    assert_eq!(s, 201, "{v}");
+}
+
+/// Queue `jobs` whose three poison messages a worker rejected into `jobs.dlq`.
+async fn poison_in_jobs(broker: &Broker) {
+    let options = json!({"dead_letter_queue": "jobs.dlq"});
+    let (s, v) = call(broker, "PUT", "/api/queues/jobs", Some(options)).await;
+    assert_eq!(s, 201, "{v}");
+    let poison =
+        json!({"messages": [{"body": "poison-1"}, {"body": "poison-2"}, {"body": "poison-3"}]});
+    let (s, v) = call(broker, "POST", "/api/queues/jobs/messages", Some(poison)).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, got) = call(
+        broker,
+        "POST",
+        "/api/queues/jobs/receive",
+        Some(json!({"max": 3})),
+    )
+    .await;
+    assert_eq!(s, 200, "{got}");
+    let receipts: Vec<&str> = got["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["receipt"].as_str().unwrap())
+        .collect();
+    let nack = json!({"receipts": receipts, "requeue": false});
+    let (s, v) = call(broker, "POST", "/api/queues/jobs/nack", Some(nack)).await;
+    assert_eq!(s, 200, "{v}");
+    for _ in 0..100 {
+        let (_, dlq) = call(broker, "GET", "/api/queues/jobs.dlq", None).await;
+        if dlq["stats"]["ready"] == 3 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the poison messages did not reach jobs.dlq");
+}
+
+#[tokio::test]
+async fn the_dashboard_pages_work_in_a_real_browser() {
+    let broker = Broker::start().await.expect("broker starts");
+    queue_with_orders(&broker).await;
+    poison_in_jobs(&broker).await;
+    browse(&broker, &["overview", "queues", "dead_letters"]).await;
+    let (_, jobs) = call(&broker, "GET", "/api/queues/jobs", None).await;
+    assert_eq!(
+        jobs["stats"]["ready"], 2,
+        "two redriven, one deleted: {jobs}"
+    );
+    let (_, dlq) = call(&broker, "GET", "/api/queues/jobs.dlq", None).await;
+    assert_eq!(dlq["stats"]["purged_total"], 1, "{dlq}");
+    let (_, orders) = call(&broker, "GET", "/api/queues/orders", None).await;
+    assert_eq!(
+        orders["stats"]["ready"], 0,
+        "purged from the page: {orders}"
+    );
+    assert_eq!(orders["stats"]["purged_total"], 4, "{orders}");
+
+    let mut pika = tokio::process::Command::new(python())
+        .arg(script("closed_by_operator.py"))
+        .env("WEIR_AMQP_PORT", port(&broker))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python runs");
+    let mut lines = BufReader::new(pika.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("pika connects")
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("READY"));
+    browse(&broker, &["connections"]).await;
+    let closed = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("pika sees the close")
+        .unwrap();
+    assert_eq!(
+        closed.as_deref(),
+        Some("CLOSED 320 CONNECTION_FORCED - maintenance window")
+    );
+    browse(&broker, &["log_out", "wrong_password"]).await;
+}
+
+#[tokio::test]
+async fn dashboard_pages_send_a_browser_without_a_login_to_the_login_form() {
+    let broker = Broker::start().await.expect("broker starts");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = client
+        .get(format!("{}/ui/queues?q=a", broker.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(
+        answer.headers()["location"],
+        "/login?next=/ui/queues%3Fq%3Da"
+    );
+    // The API still answers 401 with a challenge, and the assets need no login.
+    let answer = client
+        .get(format!("{}/api/queues", broker.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    let answer = client
+        .get(format!("{}/ui/assets/weir.css", broker.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // HTTP Basic works for the pages too (curl, scripts).
+    let answer = client
+        .get(format!("{}/ui/queues", broker.http_url()))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("<table id=\"queues\">")
+    );
+}
