@@ -146,6 +146,22 @@ def dead_letters(driver):
     wait_for(lambda: text(driver, "#ready") == "0", "the dead-letter queue to empty")
 
 
+def seed_redrive(driver):
+    # The seed tutorial: the worker's poison pill is in messages-dlq; redrive it.
+    log_in(driver, "/")
+    driver.find_element(By.ID, "dead-letters-link").click()
+    wait_for(lambda: driver.find_elements(By.ID, "dead-letter-queues"), "the dead-letter queues")
+    driver.find_element(By.CSS_SELECTOR, '#dead-letter-queues tr[data-queue="messages-dlq"] a').click()
+    wait_for(lambda: text(driver, "#queue-name") == "messages-dlq", "the dead-letter queue's page")
+    letters = driver.find_elements(By.CSS_SELECTOR, "#letters tr[data-id]")
+    check(len(letters) == 1, f"one dead letter, not {len(letters)}")
+    row = letters[0].text
+    check("delivery_limit" in row and "messages" in row and "poison pill" in row,
+          f"the pill, out of deliveries, from messages: {row}")
+    driver.find_element(By.ID, "redrive-all").click()
+    wait_for(lambda: text(driver, "#ready") == "0", "the dead-letter queue to empty")
+
+
 def connections(driver):
     log_in(driver, "/ui/connections")
     rows = driver.find_elements(By.CSS_SELECTOR, "#connections tr[data-connection]")
@@ -177,8 +193,8 @@ def wrong_password(driver):
     check("/login" in driver.current_url, "no session after a refused login")
 
 
-SCENARIOS = {f.__name__: f for f in (overview, queues, dead_letters, connections, log_out,
-                                     wrong_password)}
+SCENARIOS = {f.__name__: f for f in (overview, queues, dead_letters, seed_redrive, connections,
+                                     log_out, wrong_password)}
 
 if __name__ == "__main__":
     driver = browser()

@@ -135,6 +135,79 @@ async fn the_dashboard_pages_work_in_a_real_browser() {
     browse(&broker, &["log_out", "wrong_password"]).await;
 }
 
+/// `curl -u guest:guest` with `args`; its output.
+async fn curl(broker: &Broker, method: &str, path: &str, body: &str) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-f", "-u", "guest:guest", "-X", method])
+        .arg(format!("{}{path}", broker.http_url()))
+        .args(["-H", "Content-Type: application/json", "-d", body])
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(out.status.success(), "curl {method} {path}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The seed tutorial's flow (README "Quick start"): curl creates a queue with a
+/// dead-letter queue and sends two messages, `weir worker` runs the SQLite example,
+/// which saves one and refuses the poison pill until it is dead-lettered; the
+/// pill is then redriven from the dashboard, back to its queue.
+#[tokio::test]
+async fn the_seed_tutorial_ends_with_a_redrive_from_the_dashboard() {
+    let broker = Broker::start().await.expect("broker starts");
+    let options =
+        r#"{"max_deliveries": 2, "dead_letter_queue": "messages-dlq", "retry_delay_ms": 100}"#;
+    curl(&broker, "PUT", "/api/queues/messages", options).await;
+    for body in [
+        r#"{"body": "{\"content\": \"Hello from weir!\"}"}"#,
+        r#"{"body": "{\"content\": \"a poison pill\"}"}"#,
+    ] {
+        let sent = curl(&broker, "POST", "/api/queues/messages/messages", body).await;
+        assert!(sent.contains("\"sent\":1"), "{sent}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/sqlite-worker/save_message.py");
+    let mut worker = tokio::process::Command::new(weir_testkit::weir_binary())
+        .args([
+            "worker",
+            "--server",
+            &broker.http_url(),
+            "--queue",
+            "messages",
+            "--",
+        ])
+        .arg("python3")
+        .arg(example)
+        .env("MESSAGES_DB", dir.path().join("messages.db"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the worker starts");
+    let mut stats = json!(null);
+    for _ in 0..300 {
+        stats = call(&broker, "GET", "/api/queues/messages", None).await.1["stats"].clone();
+        if stats["acked_total"] == 1 && stats["dead_lettered_total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (&stats["acked_total"], &stats["dead_lettered_total"]),
+        (&json!(1), &json!(1)),
+        "{stats}"
+    );
+    let _ = worker.start_kill();
+    let _ = worker.wait().await;
+    browse(&broker, &["seed_redrive"]).await;
+    let (_, messages) = call(&broker, "GET", "/api/queues/messages", None).await;
+    assert_eq!(
+        messages["stats"]["ready"], 1,
+        "the pill is back: {messages}"
+    );
+}
+
 #[tokio::test]
 async fn dashboard_pages_send_a_browser_without_a_login_to_the_login_form() {
     let broker = Broker::start().await.expect("broker starts");
