@@ -149,7 +149,7 @@ async fn curl(broker: &Broker, method: &str, path: &str, body: &str) -> String {
 }
 
 /// The seed tutorial's flow (README "Quick start"): curl creates a queue with a
-/// dead-letter queue and sends two messages, `weir worker` runs the SQLite example,
+/// dead-letter queue and sends two messages, `weir worker` runs the `SQLite` example,
 /// which saves one and refuses the poison pill until it is dead-lettered; the
 /// pill is then redriven from the dashboard, back to its queue.
 #[tokio::test]
