@@ -162,6 +162,24 @@ def seed_redrive(driver):
     wait_for(lambda: text(driver, "#ready") == "0", "the dead-letter queue to empty")
 
 
+def exchanges(driver):
+    log_in(driver, "/ui/exchanges")
+    row = driver.find_element(By.CSS_SELECTOR, '#exchanges tr[data-exchange="events"]')
+    check("topic" in row.text and row.text.endswith("1"), f"events: topic, one unroutable: {row.text}")
+    row.find_element(By.TAG_NAME, "a").click()
+    wait_for(lambda: text(driver, "#exchange-name") == "events", "the exchange's page")
+    check("order.*" in text(driver, "#bindings"), "its binding to orders")
+    driver.find_element(By.ID, "route-key").send_keys("order.created")
+    driver.find_element(By.ID, "route").click()
+    wait_for(lambda: "Reaches: orders" in text(driver, "#route-result"), "order.created reaches orders")
+    shot(driver, "exchanges")
+    box = driver.find_element(By.ID, "route-key")
+    box.clear()
+    box.send_keys("user.created")
+    driver.find_element(By.ID, "route").click()
+    wait_for(lambda: "unroutable" in text(driver, "#route-result"), "user.created reaches nothing")
+
+
 def connections(driver):
     log_in(driver, "/ui/connections")
     rows = driver.find_elements(By.CSS_SELECTOR, "#connections tr[data-connection]")
@@ -193,8 +211,8 @@ def wrong_password(driver):
     check("/login" in driver.current_url, "no session after a refused login")
 
 
-SCENARIOS = {f.__name__: f for f in (overview, queues, dead_letters, seed_redrive, connections,
-                                     log_out, wrong_password)}
+SCENARIOS = {f.__name__: f for f in (overview, queues, dead_letters, seed_redrive, exchanges,
+                                     connections, log_out, wrong_password)}
 
 if __name__ == "__main__":
     driver = browser()

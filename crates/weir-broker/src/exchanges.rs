@@ -198,7 +198,9 @@ impl<S: LogStore> Broker<S> {
     /// source of none.
     pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
         let _admin = self.inner.admin.lock().await;
-        self.change_routing(|r| r.delete(name, if_unused))
+        self.change_routing(|r| r.delete(name, if_unused))?;
+        self.inner.traffic.forget_exchange(name);
+        Ok(())
     }
 
     /// Every exchange, by name.
@@ -390,6 +392,9 @@ impl<S: LogStore> Broker<S> {
         self.inner
             .traffic
             .published(messages.len() as u64, dropped, returned);
+        self.inner
+            .traffic
+            .unroutable_through(exchange, dropped + returned);
         // Streams take their part as one append each, queued now (so in order).
         let streams = self.publish_to_streams(&messages, &mut per_queue, &mut copies);
         // A batch in which some message reaches several queues goes to the shared

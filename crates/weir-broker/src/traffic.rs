@@ -12,6 +12,8 @@
 //! see (a confirm written to a publisher, a delivery and how it is settled, a
 //! client's ack rather than an automatic one).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::DeadLetterReason;
@@ -90,7 +92,13 @@ pub struct Traffic {
     acknowledged: AtomicU64,
     dead_lettered: [AtomicU64; 4],
     redriven: AtomicU64,
+    /// Unroutable messages per exchange (broker-wide names), at most
+    /// [`EXCHANGES_COUNTED`] of them; touched only when a message is unroutable.
+    unroutable_at: Mutex<HashMap<String, u64>>,
 }
+
+/// Most exchanges whose unroutable messages are counted one by one.
+pub const EXCHANGES_COUNTED: usize = 10_000;
 
 /// [`Traffic`]'s counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -135,6 +143,33 @@ impl Traffic {
         );
         add(&self.unroutable_dropped, dropped);
         add(&self.unroutable_returned, returned);
+    }
+
+    /// `n` messages published through `exchange` reached no queue.
+    pub(crate) fn unroutable_through(&self, exchange: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut at = crate::locks::lock(&self.unroutable_at);
+        if let Some(count) = at.get_mut(exchange) {
+            *count += n;
+        } else if at.len() < EXCHANGES_COUNTED {
+            at.insert(exchange.to_owned(), n);
+        }
+    }
+
+    /// Messages published through `exchange` (its broker-wide name) that reached no
+    /// queue since the start or since the exchange was declared anew.
+    pub fn unroutable_count(&self, exchange: &str) -> u64 {
+        crate::locks::lock(&self.unroutable_at)
+            .get(exchange)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Forgets `exchange`'s count (it was deleted).
+    pub(crate) fn forget_exchange(&self, exchange: &str) {
+        crate::locks::lock(&self.unroutable_at).remove(exchange);
     }
 
     /// `n` publishes were confirmed to their publishers.

@@ -226,6 +226,28 @@ impl<S: LogStore> Vhost<S> {
         removed.map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::route_test`](crate::Broker::route_test): the queues and streams
+    /// (the client's names) a message through `exchange` with `key` would reach.
+    pub fn route_test(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        let full = self.full(exchange)?;
+        let routed = self.broker.route_test(&full, key, headers);
+        routed
+            .map(|queues| queues.into_iter().map(|q| self.out(q)).collect())
+            .map_err(|e| self.out_error(e))
+    }
+
+    /// Messages through `exchange` that reached no queue
+    /// ([`crate::metrics::Traffic::unroutable_count`]).
+    pub fn unroutable_count(&self, exchange: &str) -> u64 {
+        self.full(exchange)
+            .map_or(0, |full| self.broker.traffic().unroutable_count(&full))
+    }
+
     /// [`Broker::hold`](crate::Broker::hold).
     pub fn hold(&self, name: &str) -> Result<UseGuard> {
         let full = self.full(name)?;

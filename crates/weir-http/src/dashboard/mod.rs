@@ -18,6 +18,7 @@
 mod assets;
 mod connections;
 mod dead_letters;
+mod exchanges;
 mod format;
 mod live;
 mod overview;
@@ -67,6 +68,8 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
             "/ui/dead-letters/{vhost}/{name}/act",
             post(dead_letters::act),
         )
+        .route("/ui/exchanges", get(exchanges::list))
+        .route("/ui/exchanges/{vhost}/{name}", get(exchanges::page))
         .route("/ui/connections", get(connections::page))
         .route("/ui/connections/{id}/close", post(connections::close))
 }
@@ -96,10 +99,11 @@ const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'/');
 
 /// The navigation bar: link, label, section.
-const NAV: [(&str, &str, &str); 4] = [
+const NAV: [(&str, &str, &str); 5] = [
     ("/", "Overview", "overview"),
     ("/ui/queues", "Queues", "queues"),
     ("/ui/dead-letters", "Dead letters", "dead-letters"),
+    ("/ui/exchanges", "Exchanges", "exchanges"),
     ("/ui/connections", "Connections", "connections"),
 ];
 

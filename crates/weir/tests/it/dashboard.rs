@@ -3,7 +3,8 @@
 //! installs): a login through the form; the Overview's live figures and stuck
 //! list; the Queues table (filter, sort) and a queue page (peek, a test message,
 //! purge with its confirmation); Dead letters (reason, source, body; redrive one,
-//! delete the selected, redrive all); the Connections page closing a pika connection,
+//! delete the selected, redrive all); Exchanges (unroutable count, bindings, the
+//! routing test); the Connections page closing a pika connection,
 //! whose client receives 320 with the reason; logging out; a wrong password.
 //! With `WEIR_SCREENSHOTS` set the script saves a screenshot per page there (the
 //! committed ones are in docs/screenshots/).
@@ -54,6 +55,25 @@ async fn queue_with_orders(broker: &Broker) {
     assert_eq!(s, 201, "{v}");
 }
 
+/// Topic exchange `events` bound to `orders` with `order.*`, and one message
+/// published through it that no queue took.
+async fn routing_to_orders(broker: &Broker) {
+    let (s, v) = call(
+        broker,
+        "PUT",
+        "/api/exchanges/events",
+        Some(json!({"type": "topic"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let binding = json!({"source": "events", "destination": "orders", "routing_key": "order.*"});
+    let (s, v) = call(broker, "POST", "/api/bindings", Some(binding)).await;
+    assert_eq!(s, 201, "{v}");
+    let lost = json!({"routing_key": "user.created", "body": "nobody"});
+    let (s, v) = call(broker, "POST", "/api/exchanges/events/publish", Some(lost)).await;
+    assert_eq!((s, &v["unroutable"]), (201, &json!(1)), "{v}");
+}
+
 /// Queue `jobs` whose three poison messages a worker rejected into `jobs.dlq`.
 async fn poison_in_jobs(broker: &Broker) {
     let options = json!({"dead_letter_queue": "jobs.dlq"});
@@ -95,7 +115,12 @@ async fn the_dashboard_pages_work_in_a_real_browser() {
     let broker = Broker::start().await.expect("broker starts");
     queue_with_orders(&broker).await;
     poison_in_jobs(&broker).await;
-    browse(&broker, &["overview", "queues", "dead_letters"]).await;
+    routing_to_orders(&broker).await;
+    browse(
+        &broker,
+        &["overview", "queues", "dead_letters", "exchanges"],
+    )
+    .await;
     let (_, jobs) = call(&broker, "GET", "/api/queues/jobs", None).await;
     assert_eq!(
         jobs["stats"]["ready"], 2,
