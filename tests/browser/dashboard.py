@@ -180,6 +180,33 @@ def exchanges(driver):
     wait_for(lambda: "unroutable" in text(driver, "#route-result"), "user.created reaches nothing")
 
 
+def admin(driver):
+    log_in(driver, "/ui/admin")
+    driver.find_element(By.ID, "new-user").send_keys("carol")
+    driver.find_element(By.ID, "new-password").send_keys("c4rol-secret")
+    driver.find_element(By.ID, "new-tags").send_keys("monitoring")
+    driver.find_element(By.ID, "save-user").click()
+    wait_for(lambda: "Added user carol." in text(driver, "#flash"), "carol added")
+    row = driver.find_element(By.CSS_SELECTOR, '#users tr[data-user="carol"]')
+    check("monitoring" in row.text, f"carol is tagged monitoring: {row.text}")
+    driver.find_element(By.ID, "perm-user").send_keys("carol")
+    driver.find_element(By.ID, "set-permissions").click()
+    wait_for(lambda: "Set carol's permissions in /." in text(driver, "#flash"), "carol's permissions")
+    check(driver.find_elements(By.CSS_SELECTOR, '#permissions tr[data-permission="carol@/"]'), "listed")
+    driver.find_element(By.ID, "new-vhost").send_keys("staging")
+    driver.find_element(By.ID, "add-vhost").click()
+    wait_for(lambda: "Added vhost staging." in text(driver, "#flash"), "staging added")
+    shot(driver, "admin")
+    row = driver.find_element(By.CSS_SELECTOR, '#vhosts tr[data-vhost="staging"]')
+    row.find_element(By.NAME, "confirm").click()
+    row.find_element(By.TAG_NAME, "button").click()
+    wait_for(lambda: "Deleted vhost staging" in text(driver, "#flash"), "staging deleted")
+    row = driver.find_element(By.CSS_SELECTOR, '#users tr[data-user="carol"]')
+    row.find_element(By.TAG_NAME, "button").click()
+    wait_for(lambda: "Deleted user carol." in text(driver, "#flash"), "carol deleted")
+    check(not driver.find_elements(By.CSS_SELECTOR, '#users tr[data-user="carol"]'), "carol gone")
+
+
 def connections(driver):
     log_in(driver, "/ui/connections")
     rows = driver.find_elements(By.CSS_SELECTOR, "#connections tr[data-connection]")
@@ -212,7 +239,7 @@ def wrong_password(driver):
 
 
 SCENARIOS = {f.__name__: f for f in (overview, queues, dead_letters, seed_redrive, exchanges,
-                                     connections, log_out, wrong_password)}
+                                     admin, connections, log_out, wrong_password)}
 
 if __name__ == "__main__":
     driver = browser()

@@ -42,7 +42,7 @@ fn access_error(e: &AccessError) -> ApiError {
 
 /// Runs a change of the access model on a blocking thread (a password hash takes
 /// tens of milliseconds, the file write an fsync).
-async fn change<T: Send + 'static>(
+pub(crate) async fn change<T: Send + 'static>(
     broker: &Broker,
     f: impl FnOnce(&Access) -> Result<T, AccessError> + Send + 'static,
 ) -> Result<T, ApiError> {

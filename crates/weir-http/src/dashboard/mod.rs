@@ -15,6 +15,7 @@
 //! the guard, the state and the broker calls, and it reaches the broker only
 //! through the broker's API, as the JSON routes do.
 
+mod admin;
 mod assets;
 mod connections;
 mod dead_letters;
@@ -70,6 +71,16 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
         )
         .route("/ui/exchanges", get(exchanges::list))
         .route("/ui/exchanges/{vhost}/{name}", get(exchanges::page))
+        .route("/ui/admin", get(admin::page))
+        .route("/ui/admin/users", post(admin::save_user))
+        .route("/ui/admin/users/delete", post(admin::delete_user))
+        .route("/ui/admin/vhosts", post(admin::add_vhost))
+        .route("/ui/admin/vhosts/delete", post(admin::delete_vhost))
+        .route("/ui/admin/permissions", post(admin::set_permissions))
+        .route(
+            "/ui/admin/permissions/delete",
+            post(admin::clear_permissions),
+        )
         .route("/ui/connections", get(connections::page))
         .route("/ui/connections/{id}/close", post(connections::close))
 }
@@ -99,12 +110,13 @@ const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'/');
 
 /// The navigation bar: link, label, section.
-const NAV: [(&str, &str, &str); 5] = [
+const NAV: [(&str, &str, &str); 6] = [
     ("/", "Overview", "overview"),
     ("/ui/queues", "Queues", "queues"),
     ("/ui/dead-letters", "Dead letters", "dead-letters"),
     ("/ui/exchanges", "Exchanges", "exchanges"),
     ("/ui/connections", "Connections", "connections"),
+    ("/ui/admin", "Admin", "admin"),
 ];
 
 /// What every page's frame shows.

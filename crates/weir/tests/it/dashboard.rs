@@ -4,7 +4,7 @@
 //! list; the Queues table (filter, sort) and a queue page (peek, a test message,
 //! purge with its confirmation); Dead letters (reason, source, body; redrive one,
 //! delete the selected, redrive all); Exchanges (unroutable count, bindings, the
-//! routing test); the Connections page closing a pika connection,
+//! routing test); Admin (a user, its permissions, a vhost added and deleted); the Connections page closing a pika connection,
 //! whose client receives 320 with the reason; logging out; a wrong password.
 //! With `WEIR_SCREENSHOTS` set the script saves a screenshot per page there (the
 //! committed ones are in docs/screenshots/).
@@ -118,7 +118,7 @@ async fn the_dashboard_pages_work_in_a_real_browser() {
     routing_to_orders(&broker).await;
     browse(
         &broker,
-        &["overview", "queues", "dead_letters", "exchanges"],
+        &["overview", "queues", "dead_letters", "exchanges", "admin"],
     )
     .await;
     let (_, jobs) = call(&broker, "GET", "/api/queues/jobs", None).await;
