@@ -9,9 +9,12 @@ screenshot per page there (docs/screenshots/ holds the committed ones). Prints O
 and exits 0, or prints what failed and exits 1. Driven by
 crates/weir/tests/it/dashboard.rs, which sets up the broker's state first.
 """
+import base64
+import json
 import os
 import sys
 import time
+import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -207,6 +210,53 @@ def admin(driver):
     check(not driver.find_elements(By.CSS_SELECTOR, '#users tr[data-user="carol"]'), "carol gone")
 
 
+def append(stream, record):
+    """Appends one record over the HTTP API, as guest."""
+    request = urllib.request.Request(f"{URL}/api/streams/{stream}/messages", method="POST",
+                                     data=json.dumps(record).encode())
+    request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    request.add_header("Content-Type", "application/json")
+    urllib.request.urlopen(request).read()
+
+
+def streams(driver):
+    log_in(driver, "/ui/streams")
+    row = driver.find_element(By.CSS_SELECTOR, '#streams tr[data-stream="events"]')
+    check("3" in row.text, f"events holds 3 records: {row.text}")
+    row.find_element(By.TAG_NAME, "a").click()
+    wait_for(lambda: text(driver, "#stream-name") == "events", "the stream's page")
+    check(len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == 3, "3 records")
+    # A filter by key, then by header.
+    driver.find_element(By.ID, "browse-key").send_keys("user-2")
+    driver.find_element(By.ID, "browse").click()
+    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == 1,
+             "one record with key user-2")
+    check("login" in text(driver, "#records"), "its header shown")
+    driver.find_element(By.ID, "browse-key").clear()
+    driver.find_element(By.ID, "browse-header").send_keys("type=signup")
+    from_box = driver.find_element(By.ID, "browse-from")
+    from_box.clear()
+    from_box.send_keys("ago:600000")
+    driver.find_element(By.ID, "browse").click()
+    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == 2,
+             "two signups in the last ten minutes")
+    # The live tail shows what is appended now.
+    append("events", {"key": "user-9", "headers": {"type": "signup"}, "body": "live one"})
+    wait_for(lambda: "live one" in text(driver, "#tail"), "the appended record in the live tail")
+    shot(driver, "stream")
+    driver.find_element(By.CSS_SELECTOR, '#groups tr[data-group="g"] a').click()
+    wait_for(lambda: text(driver, "#group-name") == "g", "the group's page")
+    wait_for(lambda: text(driver, "#lag") == "3", "3 records behind (4 appended, 1 committed)")
+    shot(driver, "group")
+    driver.find_element(By.ID, "reset").click()  # a dry run: the box is ticked
+    wait_for(lambda: "Would set the committed offsets to 0: 0." in text(driver, "#flash"), "the dry run")
+    check(text(driver, "#lag") == "3", "a dry run changes nothing")
+    driver.find_element(By.ID, "reset-dry").click()
+    driver.find_element(By.ID, "reset").click()
+    wait_for(lambda: "Set the committed offsets to 0: 0." in text(driver, "#flash"), "the reset")
+    wait_for(lambda: text(driver, "#lag") == "4", "4 records behind after the reset to first")
+
+
 def connections(driver):
     log_in(driver, "/ui/connections")
     rows = driver.find_elements(By.CSS_SELECTOR, "#connections tr[data-connection]")
@@ -239,14 +289,16 @@ def wrong_password(driver):
 
 
 SCENARIOS = {f.__name__: f for f in (overview, queues, dead_letters, seed_redrive, exchanges,
-                                     admin, connections, log_out, wrong_password)}
+                                     streams, admin, connections, log_out, wrong_password)}
 
 if __name__ == "__main__":
     driver = browser()
     try:
         for name in sys.argv[1:]:
+            began = time.monotonic()
             SCENARIOS[name](driver)
             driver.delete_all_cookies()
+            print(f"{name}: {time.monotonic() - began:.1f} s", flush=True)
     finally:
         driver.quit()
     print("OK", flush=True)

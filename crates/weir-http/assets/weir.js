@@ -1,10 +1,27 @@
 // The dashboard's live panels: one server-sent event stream per page (the
 // element with data-live names it). Each event is a JSON object of figures: an
 // element with data-k="name" shows figure `name`; a chart (data-chart="a,b,c",
-// data-labels="A,B,C") plots those figures over the last two minutes.
+// data-labels="A,B,C") plots those figures over the last two minutes; an event's
+// `rows` (a stream's live tail) are added to the table body marked data-tail.
 (function () {
   "use strict";
   var KEEP = 120;
+  var TAIL_ROWS = 200;
+  var TAIL_FIELDS = ["offset", "time", "key", "headers", "body"];
+
+  function tail(body, rows) {
+    rows.forEach(function (row) {
+      var tr = document.createElement("tr");
+      tr.dataset.offset = String(row.offset);
+      TAIL_FIELDS.forEach(function (field) {
+        var td = document.createElement("td");
+        td.textContent = row[field];
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    while (body.rows.length > TAIL_ROWS + 1) { body.deleteRow(1); }
+  }
   var COLORS = ["#1f6feb", "#2e7d32", "#8e44ad", "#b35900", "#c62828", "#00838f"];
 
   function chart(el) {
@@ -47,12 +64,19 @@
         var v = figures[el.dataset.k];
         if (v !== undefined) { el.textContent = v; }
       });
+      var tailBody = document.querySelector("[data-tail]");
+      if (tailBody && figures.rows) { tail(tailBody, figures.rows); }
       var at = Date.now() / 1000;
       charts.forEach(function (c) { c.push(at, figures); });
       live.dataset.updated = String(at);
     };
-    // A page left by htmx navigation closes its stream.
+    // A page left closes its stream: a browser holds few connections per host
+    // (six), and a page kept in the back-forward cache would hold one for nothing.
     document.addEventListener("htmx:beforeSwap", function () { source.close(); }, { once: true });
+    window.addEventListener("pagehide", function () { source.close(); });
+    window.addEventListener("pageshow", function (event) {
+      if (event.persisted) { window.location.reload(); }
+    });
   }
 
   if (document.readyState === "loading") {

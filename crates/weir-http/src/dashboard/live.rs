@@ -15,15 +15,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use weir_broker::Broker;
+use weir_broker::access::Operation;
 use weir_broker::metrics::{Held, HistogramSnapshot, Protocol, TrafficCounts, io_metrics};
+use weir_broker::stream::ReadFrom;
+use weir_broker::{Broker, Vhost};
 
 use super::format;
+use super::streams::RecordRow;
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -262,6 +267,99 @@ pub(crate) async fn queue(
             })
         }
     })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TailQuery {
+    #[serde(default)]
+    partition: u32,
+}
+
+/// Most records one tail event carries.
+const TAIL_MAX: u32 = 100;
+
+/// `GET /ui/live/streams/{vhost}/{name}?partition=N`: the records appended to
+/// the partition from now on, as rows (`{"rows": [...]}` once a second).
+pub(crate) async fn tail(
+    caller: Caller,
+    State(broker): State<Broker>,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(q): Query<TailQuery>,
+) -> Response {
+    let Some(view) = readable(&caller, &broker, &vhost, &name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let start = view
+        .read_stream(&name, q.partition, ReadFrom::Next, 1, 0)
+        .await
+        .map_or(0, |r| r.next);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(start));
+    events(move || {
+        let (view, name, next) = (view.clone(), name.clone(), Arc::clone(&next));
+        async move {
+            let from = next.load(std::sync::atomic::Ordering::Relaxed);
+            let rows: Vec<Value> = match view
+                .read_stream(&name, q.partition, ReadFrom::Offset(from), TAIL_MAX, 0)
+                .await
+            {
+                Ok(read) => {
+                    next.store(read.next, std::sync::atomic::Ordering::Relaxed);
+                    read.records
+                        .iter()
+                        .map(|r| {
+                            let row = RecordRow::of(r);
+                            json!({
+                                "partition": row.partition, "offset": row.offset, "time": row.time,
+                                "key": row.key, "headers": row.headers, "body": row.body,
+                            })
+                        })
+                        .collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            json!({ "rows": rows })
+        }
+    })
+}
+
+/// `GET /ui/live/groups/{vhost}/{stream}/groups/{group}`: the group's lag.
+pub(crate) async fn group(
+    caller: Caller,
+    State(broker): State<Broker>,
+    Path((vhost, stream, group)): Path<(String, String, String)>,
+) -> Response {
+    let Some(view) = readable(&caller, &broker, &vhost, &stream) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    events(move || {
+        let (view, stream, group) = (view.clone(), stream.clone(), group.clone());
+        async move {
+            let Ok(g) = view.group(&stream, &group).await else {
+                return json!({"lag_t": "gone"});
+            };
+            let lag: u64 = g.partitions.iter().map(|p| p.lag).sum();
+            let lag_ms = g.partitions.iter().map(|p| p.lag_ms).max().unwrap_or(0);
+            json!({
+                "lag": lag, "lag_seconds": lag_ms as f64 / 1000.0,
+                "lag_t": format::count(lag), "lag_age_t": format::age_ms(lag_ms),
+                "members_t": format::count(g.members.len() as u64),
+            })
+        }
+    })
+}
+
+/// The broker seen from `vhost` if `caller` may read stream `name` there.
+fn readable(caller: &Caller, broker: &Broker, vhost: &str, name: &str) -> Option<Vhost> {
+    super::allowed(
+        broker,
+        &caller.principal,
+        vhost,
+        Operation::Read,
+        "queue",
+        name,
+    )
+    .ok()?;
+    broker.vhost(vhost).ok()
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod live;
 mod overview;
 mod queues;
 pub(crate) mod sessions;
+mod streams;
 
 use std::net::IpAddr;
 
@@ -81,6 +82,21 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
             "/ui/admin/permissions/delete",
             post(admin::clear_permissions),
         )
+        .route("/ui/streams", get(streams::list))
+        .route("/ui/streams/{vhost}/{name}", get(streams::page))
+        .route(
+            "/ui/streams/{vhost}/{name}/groups/{group}",
+            get(streams::group),
+        )
+        .route(
+            "/ui/streams/{vhost}/{name}/groups/{group}/reset",
+            post(streams::reset),
+        )
+        .route("/ui/live/streams/{vhost}/{name}", get(live::tail))
+        .route(
+            "/ui/live/groups/{vhost}/{name}/groups/{group}",
+            get(live::group),
+        )
         .route("/ui/connections", get(connections::page))
         .route("/ui/connections/{id}/close", post(connections::close))
 }
@@ -110,11 +126,12 @@ const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'/');
 
 /// The navigation bar: link, label, section.
-const NAV: [(&str, &str, &str); 6] = [
+const NAV: [(&str, &str, &str); 7] = [
     ("/", "Overview", "overview"),
     ("/ui/queues", "Queues", "queues"),
     ("/ui/dead-letters", "Dead letters", "dead-letters"),
     ("/ui/exchanges", "Exchanges", "exchanges"),
+    ("/ui/streams", "Streams", "streams"),
     ("/ui/connections", "Connections", "connections"),
     ("/ui/admin", "Admin", "admin"),
 ];

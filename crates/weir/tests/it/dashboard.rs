@@ -4,7 +4,8 @@
 //! list; the Queues table (filter, sort) and a queue page (peek, a test message,
 //! purge with its confirmation); Dead letters (reason, source, body; redrive one,
 //! delete the selected, redrive all); Exchanges (unroutable count, bindings, the
-//! routing test); Admin (a user, its permissions, a vhost added and deleted); the Connections page closing a pika connection,
+//! routing test); Streams (browse, filters, live tail) and a group (lag, reset
+//! with a dry run); Admin (a user, its permissions, a vhost added and deleted); the Connections page closing a pika connection,
 //! whose client receives 320 with the reason; logging out; a wrong password.
 //! With `WEIR_SCREENSHOTS` set the script saves a screenshot per page there (the
 //! committed ones are in docs/screenshots/).
@@ -37,6 +38,7 @@ async fn browse(broker: &Broker, scenarios: &[&str]) {
     .unwrap_or_else(|_| panic!("{scenarios:?} timed out"))
     .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
     assert!(
         out.status.success() && stdout.contains("OK"),
         "{scenarios:?}:\n{stdout}\n{}",
@@ -72,6 +74,56 @@ async fn routing_to_orders(broker: &Broker) {
     let lost = json!({"routing_key": "user.created", "body": "nobody"});
     let (s, v) = call(broker, "POST", "/api/exchanges/events/publish", Some(lost)).await;
     assert_eq!((s, &v["unroutable"]), (201, &json!(1)), "{v}");
+}
+
+/// Stream `events` with three records (keys, headers), and group `g` that
+/// committed the first one and has no live member.
+async fn stream_with_a_group(broker: &Broker) {
+    let (s, v) = call(broker, "PUT", "/api/streams/events", None).await;
+    assert_eq!(s, 201, "{v}");
+    let records = json!({"messages": [
+        {"key": "user-1", "headers": {"type": "signup"}, "body": "first"},
+        {"key": "user-2", "headers": {"type": "login"}, "body": "second"},
+        {"key": "user-3", "headers": {"type": "signup"}, "body": "third"},
+    ]});
+    let (s, v) = call(
+        broker,
+        "POST",
+        "/api/streams/events/messages",
+        Some(records),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let group = json!({"start": "first"});
+    let (s, v) = call(broker, "PUT", "/api/streams/events/groups/g", Some(group)).await;
+    assert_eq!(s, 201, "{v}");
+    let poll = json!({"member": "m", "max": 1});
+    let (s, v) = call(
+        broker,
+        "POST",
+        "/api/streams/events/groups/g/poll",
+        Some(poll),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let commit = json!({"member": "m", "offsets": {"0": 1}});
+    let (s, v) = call(
+        broker,
+        "POST",
+        "/api/streams/events/groups/g/commit",
+        Some(commit),
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    let leave = json!({"member": "m"});
+    let (s, v) = call(
+        broker,
+        "POST",
+        "/api/streams/events/groups/g/leave",
+        Some(leave),
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
 }
 
 /// Queue `jobs` whose three poison messages a worker rejected into `jobs.dlq`.
@@ -116,9 +168,17 @@ async fn the_dashboard_pages_work_in_a_real_browser() {
     queue_with_orders(&broker).await;
     poison_in_jobs(&broker).await;
     routing_to_orders(&broker).await;
+    stream_with_a_group(&broker).await;
     browse(
         &broker,
-        &["overview", "queues", "dead_letters", "exchanges", "admin"],
+        &[
+            "overview",
+            "queues",
+            "dead_letters",
+            "exchanges",
+            "streams",
+            "admin",
+        ],
     )
     .await;
     let (_, jobs) = call(&broker, "GET", "/api/queues/jobs", None).await;
