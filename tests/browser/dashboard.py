@@ -258,7 +258,12 @@ def streams(driver):
 
 
 def connections(driver):
-    log_in(driver, "/ui/connections")
+    # The consumer on its queue's page, linked to its connection.
+    log_in(driver, "/ui/queues/%2F/held")
+    consumers = text(driver, "#consumers")
+    check("Pika Python Client Library" in consumers, f"the pika consumer of held: {consumers}")
+    driver.find_element(By.CSS_SELECTOR, "#consumers a").click()
+    wait_for(lambda: "/ui/connections" in driver.current_url, "its connection")
     rows = driver.find_elements(By.CSS_SELECTOR, "#connections tr[data-connection]")
     target = [r for r in rows if "orders-worker" in r.text]
     check(len(target) == 1, f"the pika connection is listed: {[r.text for r in rows]}")

@@ -60,7 +60,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_broker::access::Principal;
-use weir_broker::connections::{ClientInfo, ConnectionFigures, Registered};
+use weir_broker::connections::{ClientInfo, ConnectionFigures, Consuming, Registered};
 use weir_broker::metrics::{FrontEnds, Held, Protocol, Tracked};
 use weir_broker::{Broker, UseGuard, Vhost};
 
@@ -91,6 +91,9 @@ struct Consumer {
     rewind: Option<consumer::Rewind>,
     /// Counted while it consumes (metrics).
     _counted: Tracked,
+    /// Listed with its connection while it consumes (`GET /api/connections`, the
+    /// dashboard's queue page).
+    _listed: Consuming,
 }
 
 /// `channel.flow` as the channel's consumer tasks see it (the machine decides it).

@@ -95,6 +95,9 @@ struct Entry {
     /// Why it is asked to close, once it is.
     close_reason: Mutex<Option<String>>,
     close: Notify,
+    /// Its consumers: a number of its own, the queue (broker-wide name), the tag.
+    consuming: Mutex<Vec<(u64, String, String)>>,
+    next_consumer: AtomicU64,
 }
 
 impl Entry {
@@ -144,6 +147,8 @@ impl Connections {
             blocked: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             close: Notify::new(),
+            consuming: Mutex::default(),
+            next_consumer: AtomicU64::new(0),
         });
         locks::lock(&self.open).insert(id, Arc::clone(&entry));
         Registered {
@@ -162,6 +167,25 @@ impl Connections {
     pub fn get(&self, id: u64) -> Option<ConnectionInfo> {
         let entry = locks::lock(&self.open).get(&id).cloned();
         entry.map(|e| e.info())
+    }
+
+    /// The connections consuming from queue `queue` (its broker-wide name), each
+    /// with the consumer's tag.
+    pub fn consumers_of(&self, queue: &str) -> Vec<(ConnectionInfo, String)> {
+        let entries: Vec<Arc<Entry>> = locks::lock(&self.open).values().cloned().collect();
+        let mut out = Vec::new();
+        for entry in entries {
+            let tags: Vec<String> = locks::lock(&entry.consuming)
+                .iter()
+                .filter(|(_, q, _)| q == queue)
+                .map(|(_, _, tag)| tag.clone())
+                .collect();
+            if !tags.is_empty() {
+                let info = entry.info();
+                out.extend(tags.into_iter().map(|tag| (info.clone(), tag)));
+            }
+        }
+        out
     }
 
     /// Asks connection `id` to close, telling its client `reason`; whether it was
@@ -201,6 +225,18 @@ impl Registered {
         locks::lock(&self.entry.details).vhost = Some(vhost.to_owned());
     }
 
+    /// A consumer of this connection on `queue` (its broker-wide name) with `tag`,
+    /// listed until the returned guard drops.
+    #[must_use = "the consumer is listed while the guard lives"]
+    pub fn consuming(&self, queue: &str, tag: &str) -> Consuming {
+        let id = self.entry.next_consumer.fetch_add(1, Ordering::Relaxed);
+        locks::lock(&self.entry.consuming).push((id, queue.to_owned(), tag.to_owned()));
+        Consuming {
+            entry: Arc::clone(&self.entry),
+            id,
+        }
+    }
+
     /// What it holds now.
     pub fn figures(&self, figures: ConnectionFigures) {
         let e = &self.entry;
@@ -220,6 +256,19 @@ impl Registered {
             }
             self.entry.close.notified().await;
         }
+    }
+}
+
+/// A listed consumer ([`Registered::consuming`]); unlisted when dropped.
+#[derive(Debug)]
+pub struct Consuming {
+    entry: Arc<Entry>,
+    id: u64,
+}
+
+impl Drop for Consuming {
+    fn drop(&mut self) {
+        locks::lock(&self.entry.consuming).retain(|(id, _, _)| *id != self.id);
     }
 }
 
@@ -261,6 +310,15 @@ mod tests {
             (2, 5)
         );
         assert_eq!(listed[1].user, None);
+
+        let consumer = a.consuming("orders", "ctag-1");
+        let of = connections.consumers_of("orders");
+        assert_eq!(
+            (of.len(), of[0].0.id, of[0].1.as_str()),
+            (1, a.id(), "ctag-1")
+        );
+        drop(consumer);
+        assert!(connections.consumers_of("orders").is_empty());
 
         assert!(connections.close(b.id(), "maintenance"));
         assert_eq!(b.close_requested().await, "maintenance");

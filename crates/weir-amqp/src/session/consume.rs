@@ -62,6 +62,7 @@ impl Session {
         )?;
         let hold = self.broker.hold(&queue).ok();
         let counted = self.front_ends.track(Protocol::Amqp, Held::Consumer);
+        let listed = self.registered.consuming(&self.key(&queue)?, &tag);
         self.channel(ch)?.consumers.insert(
             tag.clone(),
             Consumer {
@@ -73,6 +74,7 @@ impl Session {
                 tracking: None,
                 rewind: None,
                 _counted: counted,
+                _listed: listed,
             },
         );
         if !c.nowait {

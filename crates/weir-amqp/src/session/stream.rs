@@ -375,6 +375,7 @@ impl Session {
         }
         let stop = self.stop.child_token();
         let front_ends = self.front_ends.clone();
+        let listed = self.registered.consuming(&self.key(&queue)?, &tag);
         let channel = self.channel(ch)?;
         let wants = channel.state.consumer_credit(false);
         if wants.shared {
@@ -402,6 +403,7 @@ impl Session {
                 tracking: tracked.then(Tracking::default),
                 rewind: Some(rewind.clone()),
                 _counted: counted,
+                _listed: listed,
             },
         );
         if !c.nowait {

@@ -252,6 +252,34 @@ struct QueuePage {
     settings: Vec<(&'static str, String)>,
     bindings: Vec<(String, String)>,
     peeked: Vec<Peeked>,
+    consumers: Vec<ConsumerRow>,
+}
+
+/// An AMQP consumer of the queue, with its connection.
+struct ConsumerRow {
+    tag: String,
+    href: String,
+    peer: String,
+    user: String,
+    client: String,
+    unacked: String,
+}
+
+/// The AMQP consumers of queue `name` in `vhost`, linked to their connections.
+fn consumers(broker: &Broker, vhost: &str, name: &str) -> Vec<ConsumerRow> {
+    broker
+        .connections()
+        .consumers_of(&weir_broker::names::join(vhost, name))
+        .into_iter()
+        .map(|(c, tag)| ConsumerRow {
+            tag,
+            href: format!("/ui/connections#connection-{}", c.id),
+            peer: c.peer,
+            user: c.user.unwrap_or_default(),
+            client: c.client.product.unwrap_or_default(),
+            unacked: format::count(c.figures.unacked),
+        })
+        .collect()
 }
 
 fn settings(info: &QueueInfo) -> Vec<(&'static str, String)> {
@@ -326,6 +354,7 @@ pub(crate) async fn page(
         .map_or_else(|| "empty".to_owned(), format::age_ms);
     render(&QueuePage {
         page: PageInfo::new("queues", &caller, &flash),
+        consumers: consumers(&broker, &vhost, &name),
         live: format!("/ui/live/queues/{}/{}", segment(&vhost), segment(&name)),
         settings: settings(&info),
         f: row,

@@ -2,7 +2,7 @@
 //! selenium with Debian's chromium and chromium-driver, which `./scripts/test`
 //! installs): a login through the form; the Overview's live figures and stuck
 //! list; the Queues table (filter, sort) and a queue page (peek, a test message,
-//! purge with its confirmation); Dead letters (reason, source, body; redrive one,
+//! purge with its confirmation; its AMQP consumer linked to its connection); Dead letters (reason, source, body; redrive one,
 //! delete the selected, redrive all); Exchanges (unroutable count, bindings, the
 //! routing test); Streams (browse, filters, live tail) and a group (lag, reset
 //! with a dry run); Admin (a user, its permissions, a vhost added and deleted); the Connections page closing a pika connection,
