@@ -1,6 +1,8 @@
 //! Where a queue's dead letters and redrives go once they leave it: to a queue
 //! (created when missing) or through an exchange, never round a cycle. The broker's
-//! side of [`crate::queue::host::Host`].
+//! side of [`crate::queue::host::Host`]; and where a message through an exchange
+//! would go ([`Broker::route_test`]), which is how the dashboard finds the queues a
+//! dead-letter exchange feeds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -46,6 +48,37 @@ impl<S: LogStore> Host for Inner<S> {
 }
 
 impl<S: LogStore> Broker<S> {
+    /// The queues and streams a message published through `exchange` with `key`
+    /// and `headers` would reach now (nothing is published): the dashboard's
+    /// routing test, and where a queue's dead letters go.
+    ///
+    /// # Errors
+    /// Unknown exchange; an invalid key for a topic exchange.
+    pub fn route_test(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        let routed = self.router().route(exchange, key, headers, |q| {
+            self.queue_exists(q) || self.stream_exists(q)
+        })?;
+        Ok(routed.queues.into_iter().collect())
+    }
+
+    /// The queues a dead letter published through `exchange` with `key` reaches.
+    pub(crate) fn route_dead_letter(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        let routed = self
+            .router()
+            .route(exchange, key, headers, |q| self.queue_exists(q))?;
+        Ok(routed.queues.into_iter().collect())
+    }
+
     /// Moves the ready messages of dead-letter queue `name` at `positions` (from
     /// [`Broker::peek`]'s [`Delivery::position`](crate::Delivery::position)) back
     /// to their source queues; how many moved (those gone since the peek are

@@ -527,37 +527,6 @@ fn shutting_down() -> BrokerError {
 }
 
 impl<S: LogStore> Broker<S> {
-    /// The queues and streams a message published through `exchange` with `key`
-    /// and `headers` would reach now (nothing is published): the dashboard's
-    /// routing test, and where a queue's dead letters go.
-    ///
-    /// # Errors
-    /// Unknown exchange; an invalid key for a topic exchange.
-    pub fn route_test(
-        &self,
-        exchange: &str,
-        key: &str,
-        headers: &BTreeMap<String, String>,
-    ) -> Result<Vec<String>> {
-        let routed = self.router().route(exchange, key, headers, |q| {
-            self.queue_exists(q) || self.stream_exists(q)
-        })?;
-        Ok(routed.queues.into_iter().collect())
-    }
-
-    /// The queues a dead letter published through `exchange` with `key` reaches.
-    pub(crate) fn route_dead_letter(
-        &self,
-        exchange: &str,
-        key: &str,
-        headers: &BTreeMap<String, String>,
-    ) -> Result<Vec<String>> {
-        let routed = self
-            .router()
-            .route(exchange, key, headers, |q| self.queue_exists(q))?;
-        Ok(routed.queues.into_iter().collect())
-    }
-
     /// Each queue's part as an ordinary send, queued one queue after the other.
     async fn publish_direct(
         &self,

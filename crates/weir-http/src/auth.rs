@@ -207,11 +207,11 @@ pub(crate) async fn guard(
         return e.into_response();
     }
     let path = request.uri().path();
-    if crate::dashboard::is_open(path) {
+    if crate::dashboard::paths::is_open(path) {
         return next.run(request).await;
     }
     let Some((user, password)) = basic_credentials(request.headers()) else {
-        if crate::dashboard::is_page(path) {
+        if crate::dashboard::paths::is_page(path) {
             return dashboard_session(&state, request, next).await;
         }
         return unauthorized(
@@ -279,7 +279,7 @@ async fn dashboard_session(state: &AppState, mut request: Request, next: Next) -
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        return crate::dashboard::to_login(&wanted);
+        return crate::dashboard::paths::to_login(&wanted);
     };
     let broker = state.broker.default_vhost();
     request.extensions_mut().insert(Caller {

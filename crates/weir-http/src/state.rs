@@ -34,7 +34,7 @@ pub(crate) struct AppState {
     /// Requests answered, for metrics ([`crate::request_counts`]).
     pub(crate) requests: Arc<crate::request_counts::Requests>,
     /// The dashboard's sessions and live figures ([`crate::dashboard`]).
-    pub(crate) dashboard: Arc<crate::dashboard::Dashboard>,
+    pub(crate) dashboard: Arc<crate::dashboard::store::Dashboard>,
 }
 
 impl FromRef<AppState> for Broker {

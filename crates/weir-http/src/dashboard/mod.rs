@@ -20,11 +20,14 @@ mod assets;
 mod connections;
 mod dead_letters;
 mod exchanges;
+mod figures;
 mod format;
 mod live;
 mod overview;
+pub(crate) mod paths;
 mod queues;
 pub(crate) mod sessions;
+pub(crate) mod store;
 mod streams;
 
 use std::net::IpAddr;
@@ -42,14 +45,6 @@ use weir_broker::access::{Operation, Principal};
 use crate::auth::{Addrs, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// What the dashboard keeps: its logins and the live figures shared by every
-/// open page.
-#[derive(Default)]
-pub(crate) struct Dashboard {
-    pub(crate) sessions: sessions::Sessions,
-    pub(crate) live: live::Live,
-}
 
 /// The dashboard's routes.
 pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
@@ -100,30 +95,6 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
         .route("/ui/connections", get(connections::page))
         .route("/ui/connections/{id}/close", post(connections::close))
 }
-
-/// Whether `path` is one of the dashboard's pages (a browser without a login is
-/// sent to `/login` rather than answered 401).
-pub(crate) fn is_page(path: &str) -> bool {
-    path == "/" || (path.starts_with("/ui/") && !path.starts_with("/ui/assets/"))
-}
-
-/// Whether `path` needs no login at all: logging in and out, and the static files.
-pub(crate) fn is_open(path: &str) -> bool {
-    path == "/login" || path == "/logout" || path.starts_with("/ui/assets/")
-}
-
-/// Where a browser without a login goes.
-pub(crate) fn to_login(path_and_query: &str) -> Response {
-    let next = percent_encoding::utf8_percent_encode(path_and_query, QUERY).to_string();
-    Redirect::to(&format!("/login?next={next}")).into_response()
-}
-
-/// What a query value escapes.
-const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'/');
 
 /// The navigation bar: link, label, section.
 const NAV: [(&str, &str, &str); 7] = [
@@ -197,7 +168,7 @@ pub(crate) fn done(to: &str, outcome: Result<String, String>) -> Response {
         Ok(text) => ("flash", text),
         Err(text) => ("error", text),
     };
-    let text = percent_encoding::utf8_percent_encode(&text, QUERY);
+    let text = percent_encoding::utf8_percent_encode(&text, paths::QUERY);
     let glue = if to.contains('?') { '&' } else { '?' };
     Redirect::to(&format!("{to}{glue}{key}={text}")).into_response()
 }
@@ -347,13 +318,5 @@ mod tests {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
-    }
-
-    #[test]
-    fn pages_and_open_paths_are_told_apart() {
-        assert!(is_page("/") && is_page("/ui/queues"));
-        assert!(!is_page("/api/queues") && !is_page("/ui/assets/weir.css"));
-        assert!(is_open("/login") && is_open("/logout") && is_open("/ui/assets/weir.js"));
-        assert!(!is_open("/ui/queues") && !is_open("/"));
     }
 }
