@@ -13,7 +13,7 @@ connections (`weir bench connections`), then fetches `/metrics` and
 fastest and slowest time and the size of the answer; the same for each dashboard
 page (docs/dashboard.md; issue 22 asks for at most 300 ms with 10,000 queues). Then
 it runs `weir bench amqp` (one producer with confirms, one consumer, 200,000
-messages) four times, alternating without and with a scraper that fetches both
+messages) eight times, alternating without and with a scraper that fetches both
 endpoints every 5 seconds while an open Overview page reads its live event stream,
 and prints the publish rates and their ratio.
 """
@@ -121,7 +121,7 @@ def main():
             print(f"dashboard {path}: {times[0] * 1000:.1f} - {times[-1] * 1000:.1f} ms, "
                   f"{runs[-1][1]} bytes")
         without, scraped = [], []
-        for _ in range(2):
+        for _ in range(4):
             without.append(publish_rate(binary, amqp, False, http))
             scraped.append(publish_rate(binary, amqp, True, http))
         ratio = sum(scraped) / sum(without)

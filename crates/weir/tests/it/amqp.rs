@@ -36,7 +36,7 @@ pub(crate) async fn declare(channel: &Channel, queue: &str) {
 }
 
 /// Publishes with confirms; panics on a nack.
-async fn publish_confirmed(
+pub(crate) async fn publish_confirmed(
     channel: &Channel,
     exchange: &str,
     key: &str,

@@ -1,13 +1,15 @@
 //! The dashboard in a real headless Chromium (`tests/browser/dashboard.py`,
 //! selenium with Debian's chromium and chromium-driver, which `./scripts/test`
-//! installs): a login through the form; the Overview's live figures and stuck
-//! list; the Queues table (filter, sort) and a queue page (peek, a test message,
-//! purge with its confirmation; its AMQP consumer linked to its connection); Dead letters (reason, source, body; redrive one,
-//! delete the selected, redrive all); Exchanges (unroutable count, bindings, the
-//! routing test); Streams (browse, filters, live tail) and a group (lag, reset
-//! with a dry run); Admin (a user, its permissions, a vhost added and deleted); the Connections page closing a pika connection,
-//! whose client receives 320 with the reason; logging out; a wrong password.
-//! With `WEIR_SCREENSHOTS` set the script saves a screenshot per page there (the
+//! installs): a login through the form; the Overview's live figures and stuck list
+//! (a queue declared and filled over AMQP shows its depth); the Queues table
+//! (filter, sort) and a queue page (peek, a test message, purge with its
+//! confirmation; its AMQP consumer linked to its connection); Dead letters (reason,
+//! source, body; redrive one, delete the selected, redrive all); Exchanges
+//! (unroutable count, bindings, the routing test); Streams (browse, filters, live
+//! tail) and a group (lag, reset with a dry run); Admin (a user, its permissions,
+//! a vhost added and deleted); the Connections page closing a pika connection,
+//! whose client receives 320 with the reason; logging out; a wrong password. With
+//! `WEIR_SCREENSHOTS` set the script saves a screenshot per page there (the
 //! committed ones are in docs/screenshots/).
 
 use std::process::Stdio;
@@ -17,6 +19,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use weir_testkit::Broker;
 
+use crate::amqp::{connect, declare, publish_confirmed};
 use crate::pika::{port, python, script};
 use crate::streams::call;
 
@@ -46,14 +49,28 @@ async fn browse(broker: &Broker, scenarios: &[&str]) {
     );
 }
 
+/// Queue `orders` declared over AMQP (lapin) with three messages published with
+/// confirms, and queue `other` declared over HTTP.
 async fn queue_with_orders(broker: &Broker) {
-    for queue in ["orders", "other"] {
-        let (s, v) = call(broker, "PUT", &format!("/api/queues/{queue}"), None).await;
-        assert_eq!(s, 201, "{v}");
+    let connection = connect(broker).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare(&channel, "orders").await;
+    for body in ["order-1", "order-2", "order-3"] {
+        publish_confirmed(
+            &channel,
+            "",
+            "orders",
+            body.as_bytes(),
+            lapin::BasicProperties::default(),
+        )
+        .await;
     }
-    let orders =
-        json!({"messages": [{"body": "order-1"}, {"body": "order-2"}, {"body": "order-3"}]});
-    let (s, v) = call(broker, "POST", "/api/queues/orders/messages", Some(orders)).await;
+    connection.close(200, "done".into()).await.unwrap();
+    let (s, v) = call(broker, "PUT", "/api/queues/other", None).await;
     assert_eq!(s, 201, "{v}");
 }
 
