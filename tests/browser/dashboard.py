@@ -88,6 +88,8 @@ def overview(driver):
     check(text(driver, "#health") == "healthy", "healthy")
     rows = driver.find_elements(By.CSS_SELECTOR, "#stuck tr")
     check(any("orders" in r.text for r in rows), "orders among the oldest messages")
+    extended = text(driver, "#extended")
+    check("slow" in extended and " 3 " in f" {extended} ", f"slow's lease extended 3 times: {extended}")
     time.sleep(2.5)  # a few points on the charts for the screenshot
     shot(driver, "overview")
 
@@ -240,6 +242,14 @@ def streams(driver):
     driver.find_element(By.ID, "browse").click()
     wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == 2,
              "two signups in the last ten minutes")
+    # From a UTC time: one long past gives them all, one to come none.
+    for when, rows in (("2000-01-01 00:00", 2), ("2999-01-01 00:00", 0)):
+        from_box = driver.find_element(By.ID, "browse-from")
+        from_box.clear()
+        from_box.send_keys(when)
+        driver.find_element(By.ID, "browse").click()
+        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == rows,
+                 f"{rows} signups from {when}")
     # The live tail shows what is appended now.
     append("events", {"key": "user-9", "headers": {"type": "signup"}, "body": "live one"})
     wait_for(lambda: "live one" in text(driver, "#tail"), "the appended record in the live tail")

@@ -536,6 +536,11 @@ pub struct QueueStats {
     /// Bytes of the queue's log on disk (messages, headers, delivery state; settled
     /// messages until their segment is reclaimed).
     pub disk_bytes: u64,
+    /// The most times one of the leases held now was extended (0: none was): a
+    /// worker stuck on a message keeps extending its lease. Not kept across a
+    /// restart (leases are not).
+    #[serde(default)]
+    pub max_lease_extensions: u32,
 }
 
 /// A queue with its settings and stats.

@@ -584,3 +584,37 @@ async fn dead_letters_are_redriven_or_removed_by_position() {
     assert_eq!(broker.info("q").await.expect("info").stats.ready, 1);
     broker.shutdown().await;
 }
+
+/// A lease extended again and again shows in the queue's stats (the dashboard's
+/// "stuck" list), and goes with the lease.
+#[tokio::test(start_paused = true)]
+async fn the_most_extended_lease_shows_in_the_stats_until_settled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path(), &MemStore::default()).await;
+    broker
+        .declare("q", QueueOptions::default())
+        .await
+        .expect("declare");
+    broker
+        .send("q", vec![text("slow"), text("quick")])
+        .await
+        .expect("send");
+    let got = broker
+        .receive("q", receive(2, None))
+        .await
+        .expect("receive");
+    let slow = got[0].receipt.clone().expect("a receipt");
+    for _ in 0..3 {
+        let report = broker
+            .extend("q", vec![slow.clone()], 60_000)
+            .await
+            .expect("extend");
+        assert_eq!(report.settled, 1);
+    }
+    let stats = broker.info("q").await.expect("info").stats;
+    assert_eq!((stats.leased, stats.max_lease_extensions), (2, 3));
+    broker.ack("q", vec![slow]).await.expect("ack");
+    let stats = broker.info("q").await.expect("info").stats;
+    assert_eq!((stats.leased, stats.max_lease_extensions), (1, 0));
+    broker.shutdown().await;
+}

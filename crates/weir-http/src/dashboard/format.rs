@@ -91,6 +91,35 @@ pub(crate) fn time_ms(ms: i64) -> String {
     )
 }
 
+/// `YYYY-MM-DD HH:MM[:SS]` (UTC; a `T` may stand for the space) as ms since the
+/// epoch, the inverse of [`time_ms`].
+pub(crate) fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, time) = text.split_once([' ', 'T'])?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute) = (t.next()??, t.next()??);
+    let second = t.next().unwrap_or(Some(0))?;
+    let valid = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hour)
+        && (0..60).contains(&minute)
+        && (0..60).contains(&second);
+    if !valid {
+        return None;
+    }
+    // A civil date to days since the epoch (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +139,14 @@ mod tests {
         assert_eq!(time_ms(0), "1970-01-01 00:00:00");
         assert_eq!(time_ms(1_765_000_000_123), "2025-12-06 05:46:40");
         assert_eq!(time_ms(951_782_400_000), "2000-02-29 00:00:00");
+        for ms in [0, 951_782_400_000, 1_765_000_000_000] {
+            assert_eq!(parse_time(&time_ms(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_time("2025-12-06T05:46"),
+            Some(1_765_000_000_000 - 40_000)
+        );
+        assert_eq!(parse_time("2025-13-01 00:00"), None);
+        assert_eq!(parse_time("yesterday"), None);
     }
 }

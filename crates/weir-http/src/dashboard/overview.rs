@@ -22,8 +22,11 @@ use super::{Flash, PageInfo, format, render};
 use crate::auth::Caller;
 use crate::state::AppState;
 
-/// Queues listed as stuck.
+/// Queues listed as stuck, in each list.
 const STUCK: usize = 10;
+
+/// A lease extended this many times marks its queue as stuck.
+const EXTENDED_MANY: u32 = 3;
 
 #[derive(Template)]
 #[template(path = "overview.html")]
@@ -39,6 +42,8 @@ struct OverviewPage {
     memory_alarm: bool,
     memory_pct: u32,
     stuck: Vec<Row>,
+    /// Queues with a lease extended [`EXTENDED_MANY`] times or more, most first.
+    extended: Vec<Row>,
     /// Messages waiting in dead-letter queues.
     dead_letters: String,
 }
@@ -80,6 +85,7 @@ pub(crate) async fn page(
     };
     let r = broker.resources();
     let mut stuck = Vec::new();
+    let mut extended = Vec::new();
     let mut dead_letters = 0;
     if may_see {
         let mut queues = visible(broker, &caller).await;
@@ -89,6 +95,12 @@ pub(crate) async fn page(
             .filter(|q| dlqs.contains_key(&q.name))
             .map(|q| q.stats.ready)
             .sum();
+        let mut held_long: Vec<_> = queues
+            .iter()
+            .filter(|q| q.stats.max_lease_extensions >= EXTENDED_MANY)
+            .collect();
+        held_long.sort_by_key(|q| std::cmp::Reverse(q.stats.max_lease_extensions));
+        extended = held_long.into_iter().take(STUCK).map(Row::of).collect();
         queues.retain(|q| q.stats.oldest_age_ms.is_some());
         queues.sort_by_key(|q| std::cmp::Reverse(q.stats.oldest_age_ms));
         stuck = queues.iter().take(STUCK).map(Row::of).collect();
@@ -121,6 +133,7 @@ pub(crate) async fn page(
             .map_or(0, |used| percent(used, r.memory_limit_bytes)),
         figures,
         stuck,
+        extended,
         dead_letters: format::count(dead_letters),
     })
 }

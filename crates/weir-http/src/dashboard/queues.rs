@@ -32,6 +32,8 @@ pub(crate) struct Row {
     pub(crate) consumers: String,
     pub(crate) age: String,
     pub(crate) bytes: String,
+    /// The most times one of its leases held now was extended.
+    pub(crate) extensions: String,
 }
 
 impl Row {
@@ -48,6 +50,7 @@ impl Row {
             consumers: format::count(s.consumers),
             age: s.oldest_age_ms.map_or_else(String::new, format::age_ms),
             bytes: format::bytes(s.bytes),
+            extensions: format::count(u64::from(s.max_lease_extensions)),
         }
     }
 }

@@ -142,8 +142,8 @@ fn group_row(vhost: &str, stream: &str, g: &GroupInfo) -> GroupRow {
 pub(crate) struct BrowseQuery {
     #[serde(default)]
     partition: u32,
-    /// `first`, `last`, `next`, an offset, `time:<ms since the epoch>` or
-    /// `ago:<ms>` ([`ReadFrom`]).
+    /// `first`, `last`, `next`, an offset, `time:<ms since the epoch>`, `ago:<ms>`
+    /// ([`ReadFrom`]), or a UTC time as `YYYY-MM-DD HH:MM[:SS]`.
     #[serde(default)]
     from: Option<String>,
     #[serde(default)]
@@ -251,7 +251,11 @@ pub(crate) async fn page(
         return done("/ui/streams", Err(format!("no stream '{name}'")));
     };
     let from_text = q.from.clone().unwrap_or_else(|| "first".to_owned());
-    let (records, next, error) = match from_text.parse::<ReadFrom>() {
+    let from = match format::parse_time(&from_text) {
+        Some(ms) => Ok(ReadFrom::Time(ms)),
+        None => from_text.parse::<ReadFrom>(),
+    };
+    let (records, next, error) = match from {
         Ok(from) => match browse(&view, &name, q.partition, from, &q.key, &q.header).await {
             Ok((records, next)) => (records, Some(next), None),
             Err(e) => (Vec::new(), None, Some(e)),

@@ -74,6 +74,29 @@ async fn queue_with_orders(broker: &Broker) {
     assert_eq!(s, 201, "{v}");
 }
 
+/// Queue `slow` whose one message is leased, and its lease extended three times
+/// (a worker stuck on it).
+async fn a_lease_extended_three_times(broker: &Broker) {
+    let (s, v) = call(broker, "PUT", "/api/queues/slow", None).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = call(
+        broker,
+        "POST",
+        "/api/queues/slow/messages",
+        Some(json!({"body": "big job"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, got) = call(broker, "POST", "/api/queues/slow/receive", None).await;
+    assert_eq!(s, 200, "{got}");
+    let receipt = got["messages"][0]["receipt"].clone();
+    for _ in 0..3 {
+        let extend = json!({"receipts": [receipt], "visibility_timeout_ms": 600_000});
+        let (s, v) = call(broker, "POST", "/api/queues/slow/extend", Some(extend)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
 /// Topic exchange `events` bound to `orders` with `order.*`, and one message
 /// published through it that no queue took.
 async fn routing_to_orders(broker: &Broker) {
@@ -186,6 +209,7 @@ async fn the_dashboard_pages_work_in_a_real_browser() {
     poison_in_jobs(&broker).await;
     routing_to_orders(&broker).await;
     stream_with_a_group(&broker).await;
+    a_lease_extended_three_times(&broker).await;
     browse(
         &broker,
         &[

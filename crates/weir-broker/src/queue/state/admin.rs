@@ -240,6 +240,12 @@ impl QueueState {
             dropped_total: t.dropped,
             purged_total: t.purged,
             disk_bytes: 0,
+            max_lease_extensions: self
+                .leased
+                .values()
+                .map(|l| l.extensions)
+                .max()
+                .unwrap_or(0),
         }
     }
 

@@ -46,6 +46,7 @@ impl QueueState {
                     entry,
                     lease_id,
                     deadline,
+                    extensions: 0,
                 },
             );
             self.push_deadline(deadline, entry.offset, lease_id);
@@ -163,8 +164,14 @@ impl QueueState {
     ) -> Result<()> {
         let lease = self.take_lease(queue, receipt)?;
         let deadline = now.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
-        self.leased
-            .insert(lease.entry.offset, Lease { deadline, ..lease });
+        self.leased.insert(
+            lease.entry.offset,
+            Lease {
+                deadline,
+                extensions: lease.extensions.saturating_add(1),
+                ..lease
+            },
+        );
         self.push_deadline(deadline, lease.entry.offset, lease.lease_id);
         Ok(())
     }

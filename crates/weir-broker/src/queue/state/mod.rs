@@ -186,6 +186,8 @@ struct Lease {
     entry: Entry,
     lease_id: u64,
     deadline: i64,
+    /// Times this lease was extended.
+    extensions: u32,
 }
 
 /// How long a dead letter the dead-letter queue refused waits before the next try.
