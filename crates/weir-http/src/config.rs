@@ -53,6 +53,11 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
     /// How long a refused login (wrong user or password) waits before its 401.
     pub failed_login_delay_ms: u64,
+    /// A dashboard session unused this long ends (its browser logs in again).
+    pub dashboard_session_idle_ms: u64,
+    /// Most dashboard sessions held at once; a login past that ends the session
+    /// idle longest.
+    pub dashboard_max_sessions: u32,
 }
 
 /// The longest timeout the `[http]` keys take (30 days, the broker's longest
@@ -76,6 +81,8 @@ impl Default for HttpConfig {
             drain_timeout_ms: 30_000,
             allowed_hosts: Vec::new(),
             failed_login_delay_ms: 1000,
+            dashboard_session_idle_ms: 8 * 3600 * 1000,
+            dashboard_max_sessions: 10_000,
         }
     }
 }
@@ -101,6 +108,7 @@ impl HttpConfig {
             ("body_read_timeout_ms", self.body_read_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
             ("drain_timeout_ms", self.drain_timeout_ms),
+            ("dashboard_session_idle_ms", self.dashboard_session_idle_ms),
         ] {
             if value == 0 {
                 problems.push(format!(
@@ -114,6 +122,9 @@ impl HttpConfig {
                     "http.{key} {value} is over {MAX_TIMEOUT_MS} (30 days)"
                 ));
             }
+        }
+        if self.dashboard_max_sessions == 0 {
+            problems.push("http.dashboard_max_sessions must be at least 1".to_owned());
         }
         if self.failed_login_delay_ms > MAX_LOGIN_DELAY_MS {
             problems.push(format!(

@@ -40,7 +40,7 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
         )),
         alarms: broker.alarms(),
         requests: Arc::default(),
-        dashboard: Arc::default(),
+        dashboard: Arc::new(crate::dashboard::store::Dashboard::new(config)),
         broker,
         max_body_bytes: config.max_body_bytes,
         long_polls: LongPolls {

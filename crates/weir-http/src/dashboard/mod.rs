@@ -272,10 +272,12 @@ async fn log_in(
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         return page;
     };
-    match state.dashboard.sessions.open(&access, &principal.name) {
+    let stamp = access.login_stamp(&principal.name).unwrap_or_default();
+    let sessions = &state.dashboard.sessions;
+    match sessions.open(&principal.name, stamp) {
         Ok(token) => with_cookie(
             Redirect::to(&next).into_response(),
-            &sessions::set_cookie(Some(&token), secure),
+            &sessions::set_cookie(Some(&token), sessions.idle(), secure),
         ),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -296,7 +298,7 @@ async fn log_out(
     let secure = addrs.is_some_and(|a| a.0.tls);
     with_cookie(
         Redirect::to("/login").into_response(),
-        &sessions::set_cookie(None, secure),
+        &sessions::set_cookie(None, std::time::Duration::ZERO, secure),
     )
 }
 

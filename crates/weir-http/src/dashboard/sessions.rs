@@ -5,10 +5,11 @@
 //! The cookie holds a 256-bit random token and nothing else; it is `HttpOnly`
 //! (scripts cannot read it) and `SameSite=Strict` (no other site's page can make the
 //! browser send it), and the request guard still refuses cross-site changes. A
-//! session ends on logout, after [`IDLE`] without a request, and as soon as its
-//! user is deleted or its password changed (the session remembers a fingerprint of
-//! the password hash it logged in with). At most [`MAX_SESSIONS`] are held: a new
-//! login past that ends the one idle longest, so logins cannot grow memory.
+//! session ends on logout, after `[http] dashboard_session_idle_ms` without a
+//! request, and as soon as its user is deleted or its password changed (the session
+//! remembers a fingerprint of the password hash it logged in with). At most
+//! `[http] dashboard_max_sessions` are held: a new login past that ends the one
+//! idle longest, so logins cannot grow memory.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,12 +22,6 @@ use weir_broker::access::{Access, Principal};
 /// The cookie's name.
 pub(crate) const COOKIE: &str = "weir_session";
 
-/// A session unused this long ends.
-pub(crate) const IDLE: Duration = Duration::from_secs(8 * 3600);
-
-/// Most sessions held at once.
-pub(crate) const MAX_SESSIONS: usize = 10_000;
-
 struct Session {
     user: String,
     /// The user's password fingerprint at login ([`Access::login_stamp`]).
@@ -35,9 +30,12 @@ struct Session {
 }
 
 /// The open sessions, by token.
-#[derive(Default)]
 pub(crate) struct Sessions {
     open: Mutex<HashMap<String, Session>>,
+    /// A session unused this long ends.
+    idle: Duration,
+    /// Most sessions held at once.
+    max: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -45,22 +43,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Sessions {
-    /// Opens a session for `user` (just logged in); its token.
+    /// No session yet; each ends after `idle` unused, at most `max` at once.
+    pub(crate) fn new(idle: Duration, max: usize) -> Sessions {
+        Sessions {
+            open: Mutex::default(),
+            idle,
+            max: max.max(1),
+        }
+    }
+
+    /// How long an unused session lasts.
+    pub(crate) fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Opens a session for `user` (just logged in, with password fingerprint
+    /// `stamp`, [`Access::login_stamp`]); its token.
     ///
     /// # Errors
     /// The system's random source failed.
-    pub(crate) fn open(&self, access: &Access, user: &str) -> Result<String, getrandom::Error> {
+    pub(crate) fn open(&self, user: &str, stamp: u64) -> Result<String, getrandom::Error> {
         let mut bytes = [0u8; 32];
         getrandom::getrandom(&mut bytes)?;
         let token = bytes.iter().fold(String::with_capacity(64), |mut t, b| {
             let _ = write!(t, "{b:02x}");
             t
         });
-        let stamp = access.login_stamp(user).unwrap_or_default();
         let mut open = lock(&self.open);
         let now = Instant::now();
-        open.retain(|_, s| now.duration_since(s.last_seen) < IDLE);
-        if open.len() >= MAX_SESSIONS
+        open.retain(|_, s| now.duration_since(s.last_seen) < self.idle);
+        if open.len() >= self.max
             && let Some(oldest) = open
                 .iter()
                 .min_by_key(|(_, s)| s.last_seen)
@@ -86,7 +98,7 @@ impl Sessions {
         let mut open = lock(&self.open);
         let session = open.get_mut(token)?;
         let now = Instant::now();
-        let good = now.duration_since(session.last_seen) < IDLE
+        let good = now.duration_since(session.last_seen) < self.idle
             && access.login_stamp(&session.user) == Some(session.stamp);
         if !good {
             open.remove(token);
@@ -117,13 +129,14 @@ fn token(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
-/// The `Set-Cookie` value that holds `token` (or, with `None`, clears it).
-pub(crate) fn set_cookie(token: Option<&str>, secure: bool) -> String {
+/// The `Set-Cookie` value that holds `token` for `idle` (or, with `None`, clears
+/// it).
+pub(crate) fn set_cookie(token: Option<&str>, idle: Duration, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     match token {
         Some(token) => format!(
             "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-            IDLE.as_secs()
+            idle.as_secs().max(1)
         ),
         None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
@@ -152,10 +165,25 @@ mod tests {
 
     #[test]
     fn a_set_cookie_is_http_only_and_same_site_strict() {
-        let set = set_cookie(Some("t"), true);
+        let set = set_cookie(Some("t"), Duration::from_secs(60), true);
         assert!(
             set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.ends_with("Secure")
         );
-        assert!(set_cookie(None, false).contains("Max-Age=0"));
+        assert!(set.contains("Max-Age=60"));
+        assert!(set_cookie(None, Duration::ZERO, false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn past_the_cap_a_login_ends_the_session_idle_longest() {
+        let sessions = Sessions::new(Duration::from_secs(3600), 2);
+        let first = sessions.open("a", 1).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = sessions.open("b", 1).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let third = sessions.open("c", 1).unwrap();
+        let open = lock(&sessions.open);
+        assert_eq!(open.len(), 2);
+        assert!(!open.contains_key(&first));
+        assert!(open.contains_key(&second) && open.contains_key(&third));
     }
 }
