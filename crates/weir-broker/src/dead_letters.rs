@@ -16,17 +16,15 @@ use crate::queue::command::Command;
 use crate::queue::dlq::Target;
 use crate::queue::host::{Host, HostFuture};
 use crate::queue::record::Outgoing;
-use crate::traffic::DEAD_LETTER_REASONS;
+use crate::traffic::{DEAD_LETTER_REASONS, reason_slot};
 
 impl<S: LogStore> Host for Inner<S> {
     fn dead_letter(self: Arc<Self>, target: Target, messages: Vec<Outgoing>) -> HostFuture {
         Box::pin(async move {
             let mut reasons = [0u64; DEAD_LETTER_REASONS.len()];
             for m in &messages {
-                if let Some(info) = &m.meta.dead_letter
-                    && let Some(slot) = DEAD_LETTER_REASONS.iter().position(|r| *r == info.reason)
-                {
-                    reasons[slot] += 1;
+                if let Some(info) = &m.meta.dead_letter {
+                    reasons[reason_slot(info.reason)] += 1;
                 }
             }
             let broker = Broker { inner: self };

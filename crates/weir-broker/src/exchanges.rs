@@ -357,6 +357,8 @@ impl<S: LogStore> Broker<S> {
         let mut per_queue: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut copies = vec![0usize; messages.len()];
         let mut outcomes = Vec::with_capacity(messages.len());
+        // Unroutable messages, for the counters: dropped, returned (`mandatory`).
+        let (mut dropped, mut returned) = (0, 0);
         {
             let router = self.router();
             for (i, m) in messages.iter_mut().enumerate() {
@@ -373,20 +375,17 @@ impl<S: LogStore> Broker<S> {
                     duplicate_in: Vec::new(),
                     unroutable: routed.queues.is_empty(),
                 });
+                if routed.queues.is_empty() {
+                    *(if m.mandatory {
+                        &mut returned
+                    } else {
+                        &mut dropped
+                    }) += 1;
+                }
                 copies[i] = routed.queues.len();
                 for queue in routed.queues {
                     per_queue.entry(queue).or_default().push(i);
                 }
-            }
-        }
-        let (mut dropped, mut returned) = (0, 0);
-        for (m, o) in messages.iter().zip(&outcomes) {
-            if o.unroutable {
-                *(if m.mandatory {
-                    &mut returned
-                } else {
-                    &mut dropped
-                }) += 1;
             }
         }
         self.inner

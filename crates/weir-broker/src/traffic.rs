@@ -70,7 +70,7 @@ pub const DEAD_LETTER_REASONS: [DeadLetterReason; 4] = [
     DeadLetterReason::MaxDeliveries,
 ];
 
-fn reason_slot(reason: DeadLetterReason) -> usize {
+pub(crate) fn reason_slot(reason: DeadLetterReason) -> usize {
     match reason {
         DeadLetterReason::Rejected => 0,
         DeadLetterReason::Expired => 1,

@@ -161,19 +161,21 @@ impl Session {
         }
         // Held until the socket takes these bytes.
         self.output.hold(bytes);
-        let redelivered = messages.iter().filter(|d| d.delivery_count > 1).count();
-        self.broker.traffic().delivered(
-            DeliveryMode::of(true, no_ack),
-            messages.len() as u64,
-            redelivered as u64,
-        );
         let mut auto = Vec::new();
         let (queue_ref, consumer_ref): (Arc<str>, Arc<str>) =
             (queue.as_str().into(), consumer.as_str().into());
+        // Counted as they are written (metrics), in the loop that writes them.
+        let (mut delivered, mut redelivered) = (0u64, 0u64);
+        let mode = DeliveryMode::of(true, no_ack);
         for d in &messages {
             let Ok(tag) = self.track(ch, &queue_ref, d, Some(&consumer_ref), no_ack) else {
+                self.broker
+                    .traffic()
+                    .delivered(mode, delivered, redelivered);
                 return;
             };
+            delivered += 1;
+            redelivered += u64::from(d.delivery_count > 1);
             let (exchange, routing_key, properties) = from_delivery(d, &queue);
             self.conn.method(
                 ch,
@@ -190,6 +192,9 @@ impl Session {
                 auto.extend(d.receipt.clone());
             }
         }
+        self.broker
+            .traffic()
+            .delivered(mode, delivered, redelivered);
         if !auto.is_empty() {
             self.settle_now(&queue, auto);
         }
