@@ -48,7 +48,11 @@ pub(crate) fn router(broker: Broker, config: &HttpConfig) -> Router {
             max: config.long_poll_cap(),
         },
     };
+    // The dashboard's forms are read by axum's extractors: held to the same body
+    // limit as the API's own readers (axum's default is 2 MB).
+    let body_limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     crate::dashboard::routes(stream_routes(Router::new()))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::aggregated))
         .route("/metrics/per-object", get(crate::metrics::per_object))

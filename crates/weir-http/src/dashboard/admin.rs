@@ -8,13 +8,28 @@ use axum::extract::{Form, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 use weir_broker::Broker;
-use weir_broker::access::Patterns;
+use weir_broker::access::{Access, AccessError, Patterns};
 
 use super::{Flash, PageInfo, done, render};
 use crate::admin_routes::change;
 use crate::auth::Caller;
 
 const BACK: &str = "/ui/admin";
+
+/// Runs `change` of the access model as an administrator (on a blocking thread, as
+/// the API does) and goes back to the page saying `done_text`, or why not.
+async fn administer<T: Send + 'static>(
+    caller: &Caller,
+    broker: &Broker,
+    done_text: String,
+    change_access: impl FnOnce(&Access) -> Result<T, AccessError> + Send + 'static,
+) -> Response {
+    if let Err(e) = caller.allow_administrator() {
+        return done(BACK, Err(e.reason));
+    }
+    let outcome = change(broker, change_access).await;
+    done(BACK, outcome.map(|_| done_text).map_err(|e| e.reason))
+}
 
 #[derive(Template)]
 #[template(path = "admin.html")]
@@ -95,25 +110,23 @@ pub(crate) async fn save_user(
     if !exists && form.password.is_empty() {
         return done(BACK, Err("A new user needs a password.".to_owned()));
     }
-    let (user, password) = (name.clone(), form.password);
-    let outcome = change(&broker, move |access| {
-        if !access.has_user(&user) {
-            return access.add_user(&user, &password, &tags);
-        }
-        access.set_tags(&user, &tags)?;
-        if !password.is_empty() {
-            access.set_password(&user, &password)?;
-        }
-        Ok(())
-    })
-    .await;
     let verb = if exists { "Changed" } else { "Added" };
-    done(
-        BACK,
-        outcome
-            .map(|()| format!("{verb} user {name}."))
-            .map_err(|e| e.reason),
+    administer(
+        &caller,
+        &broker,
+        format!("{verb} user {name}."),
+        move |access| {
+            if !access.has_user(&name) {
+                return access.add_user(&name, &form.password, &tags);
+            }
+            access.set_tags(&name, &tags)?;
+            if !form.password.is_empty() {
+                access.set_password(&name, &form.password)?;
+            }
+            Ok(())
+        },
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -129,17 +142,11 @@ pub(crate) async fn delete_user(
     State(broker): State<Broker>,
     Form(form): Form<NameForm>,
 ) -> Response {
-    if let Err(e) = caller.allow_administrator() {
-        return done(BACK, Err(e.reason));
-    }
-    let name = form.name.clone();
-    let outcome = change(&broker, move |access| access.remove_user(&name)).await;
-    done(
-        BACK,
-        outcome
-            .map(|()| format!("Deleted user {}.", form.name))
-            .map_err(|e| e.reason),
-    )
+    let said = format!("Deleted user {}.", form.name);
+    administer(&caller, &broker, said, move |access| {
+        access.remove_user(&form.name)
+    })
+    .await
 }
 
 /// `POST /ui/admin/vhosts`.
@@ -148,18 +155,12 @@ pub(crate) async fn add_vhost(
     State(broker): State<Broker>,
     Form(form): Form<NameForm>,
 ) -> Response {
-    if let Err(e) = caller.allow_administrator() {
-        return done(BACK, Err(e.reason));
-    }
     let name = form.name.trim().to_owned();
-    let vhost = name.clone();
-    let outcome = change(&broker, move |access| access.add_vhost(&vhost)).await;
-    done(
-        BACK,
-        outcome
-            .map(|()| format!("Added vhost {name}."))
-            .map_err(|e| e.reason),
-    )
+    let said = format!("Added vhost {name}.");
+    administer(&caller, &broker, said, move |access| {
+        access.add_vhost(&name)
+    })
+    .await
 }
 
 /// `POST /ui/admin/vhosts/delete`: with its queues and exchanges; needs the
@@ -205,25 +206,16 @@ pub(crate) async fn set_permissions(
     State(broker): State<Broker>,
     Form(form): Form<PermissionForm>,
 ) -> Response {
-    if let Err(e) = caller.allow_administrator() {
-        return done(BACK, Err(e.reason));
-    }
+    let said = format!("Set {}'s permissions in {}.", form.user, form.vhost);
     let patterns = Patterns {
         configure: form.configure,
         write: form.write,
         read: form.read,
     };
-    let (user, vhost) = (form.user.clone(), form.vhost.clone());
-    let outcome = change(&broker, move |access| {
-        access.set_permissions(&user, &vhost, patterns)
+    administer(&caller, &broker, said, move |access| {
+        access.set_permissions(&form.user, &form.vhost, patterns)
     })
-    .await;
-    done(
-        BACK,
-        outcome
-            .map(|()| format!("Set {}'s permissions in {}.", form.user, form.vhost))
-            .map_err(|e| e.reason),
-    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -238,18 +230,9 @@ pub(crate) async fn clear_permissions(
     State(broker): State<Broker>,
     Form(form): Form<ClearForm>,
 ) -> Response {
-    if let Err(e) = caller.allow_administrator() {
-        return done(BACK, Err(e.reason));
-    }
-    let (user, vhost) = (form.user.clone(), form.vhost.clone());
-    let outcome = change(&broker, move |access| {
-        access.clear_permissions(&user, &vhost)
+    let said = format!("Cleared {}'s permissions in {}.", form.user, form.vhost);
+    administer(&caller, &broker, said, move |access| {
+        access.clear_permissions(&form.user, &form.vhost)
     })
-    .await;
-    done(
-        BACK,
-        outcome
-            .map(|_| format!("Cleared {}'s permissions in {}.", form.user, form.vhost))
-            .map_err(|e| e.reason),
-    )
+    .await
 }
