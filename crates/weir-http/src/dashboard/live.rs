@@ -22,13 +22,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weir_broker::access::Operation;
+use weir_broker::Broker;
 use weir_broker::stream::ReadFrom;
-use weir_broker::{Broker, Vhost};
 
 use super::figures::per_second;
 use super::format;
-use super::streams::RecordRow;
+use super::streams::{RecordRow, readable};
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -138,7 +137,7 @@ pub(crate) async fn tail(
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<TailQuery>,
 ) -> Response {
-    let Some(view) = readable(&caller, &broker, &vhost, &name) else {
+    let Some(view) = readable(&caller, &broker, &vhost, &name).ok() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let start = view
@@ -180,7 +179,7 @@ pub(crate) async fn group(
     State(broker): State<Broker>,
     Path((vhost, stream, group)): Path<(String, String, String)>,
 ) -> Response {
-    let Some(view) = readable(&caller, &broker, &vhost, &stream) else {
+    let Some(view) = readable(&caller, &broker, &vhost, &stream).ok() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     events(move || {
@@ -198,18 +197,4 @@ pub(crate) async fn group(
             })
         }
     })
-}
-
-/// The broker seen from `vhost` if `caller` may read stream `name` there.
-fn readable(caller: &Caller, broker: &Broker, vhost: &str, name: &str) -> Option<Vhost> {
-    super::allowed(
-        broker,
-        &caller.principal,
-        vhost,
-        Operation::Read,
-        "queue",
-        name,
-    )
-    .ok()?;
-    broker.vhost(vhost).ok()
 }

@@ -222,7 +222,12 @@ async fn browse(
 }
 
 /// The stream `name` in `vhost`, if `caller` may read it.
-fn readable(caller: &Caller, broker: &Broker, vhost: &str, name: &str) -> Result<Vhost, String> {
+pub(crate) fn readable(
+    caller: &Caller,
+    broker: &Broker,
+    vhost: &str,
+    name: &str,
+) -> Result<Vhost, String> {
     allowed(
         broker,
         &caller.principal,
