@@ -15,17 +15,20 @@ pub enum Protocol {
     Amqp,
     /// The HTTP API.
     Http,
+    /// Kafka's wire protocol.
+    Kafka,
 }
 
 impl Protocol {
     /// Every protocol, in the order metrics list them.
-    pub const ALL: [Protocol; 2] = [Protocol::Amqp, Protocol::Http];
+    pub const ALL: [Protocol; 3] = [Protocol::Amqp, Protocol::Http, Protocol::Kafka];
 
     /// Its label value.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Amqp => "amqp",
             Protocol::Http => "http",
+            Protocol::Kafka => "kafka",
         }
     }
 }
@@ -68,6 +71,7 @@ pub struct HeldCounts {
 pub struct FrontEnds {
     amqp: Counts,
     http: Counts,
+    kafka: Counts,
 }
 
 impl FrontEnds {
@@ -75,6 +79,7 @@ impl FrontEnds {
         match protocol {
             Protocol::Amqp => &self.amqp,
             Protocol::Http => &self.http,
+            Protocol::Kafka => &self.kafka,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Broker {
     /// The TLS listeners' addresses, when on.
     https: Option<String>,
     amqps: Option<String>,
+    /// The Kafka listeners' addresses, when on.
+    kafka: Option<String>,
+    kafka_tls: Option<String>,
     starts: u32,
 }
 
@@ -71,6 +74,8 @@ impl Broker {
             amqp: String::new(),
             https: None,
             amqps: None,
+            kafka: None,
+            kafka_tls: None,
             starts: 0,
         };
         broker.spawn().await?;
@@ -142,12 +147,26 @@ impl Broker {
                 self.https = Some(v.to_owned());
             } else if let Some(v) = part.strip_prefix("amqps=") {
                 self.amqps = Some(v.to_owned());
+            } else if let Some(v) = part.strip_prefix("kafka=") {
+                self.kafka = Some(v.to_owned());
+            } else if let Some(v) = part.strip_prefix("kafka_tls=") {
+                self.kafka_tls = Some(v.to_owned());
             }
         }
         // Keep reading stdout so the broker never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The Kafka address (`127.0.0.1:PORT`), when `--kafka-listen` is on.
+    pub fn kafka_addr(&self) -> Option<&str> {
+        self.kafka.as_deref()
+    }
+
+    /// The Kafka-over-TLS address, when `--kafka-tls-listen` is on.
+    pub fn kafka_tls_addr(&self) -> Option<&str> {
+        self.kafka_tls.as_deref()
     }
 
     /// `http://127.0.0.1:PORT`.

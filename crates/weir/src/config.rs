@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use weir_broker::{FsyncPolicy, Limits};
 use weir_http::HttpConfig;
 
+pub use crate::kafka_config::KafkaSection;
+
 /// Log settings the operator may tune per broker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -271,6 +273,10 @@ pub struct Config {
     pub https_listen: String,
     /// AMQP 0-9-1 over TLS address (5671 by convention, with `[tls]`); `off` by default.
     pub amqps_listen: String,
+    /// Kafka address (9092 by convention); its settings are `[kafka]`; `off` by default.
+    pub kafka_listen: String,
+    /// Kafka over TLS address (9093 by convention, with `[tls]`); `off` by default.
+    pub kafka_tls_listen: String,
     /// When a confirm may be sent: `always` (after fdatasync), `interval:<ms>`, `never`.
     pub fsync: FsyncPolicy,
     /// Log filter when `RUST_LOG` is not set (`info`, `debug`, `weir_broker=debug`).
@@ -281,6 +287,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// AMQP front end.
     pub amqp: AmqpSection,
+    /// Kafka front end.
+    pub kafka: KafkaSection,
     /// Queue logs.
     pub log: LogSection,
     /// Certificates of the TLS listeners.
@@ -295,11 +303,14 @@ impl Default for Config {
             amqp_listen: "127.0.0.1:5672".into(),
             https_listen: OFF.into(),
             amqps_listen: OFF.into(),
+            kafka_listen: OFF.into(),
+            kafka_tls_listen: OFF.into(),
             fsync: FsyncPolicy::Always,
             log_level: "info".into(),
             limits: Limits::default(),
             http: HttpConfig::default(),
             amqp: AmqpSection::default(),
+            kafka: KafkaSection::default(),
             log: LogSection::default(),
             tls: TlsSection::default(),
         }
@@ -312,6 +323,17 @@ impl Config {
         (address != OFF).then_some(address)
     }
 
+    /// Whether a TLS listener is on (`[tls]` is then needed).
+    pub fn tls_on(&self) -> bool {
+        [
+            &self.https_listen,
+            &self.amqps_listen,
+            &self.kafka_tls_listen,
+        ]
+        .iter()
+        .any(|l| Config::listen(l).is_some())
+    }
+
     /// Every problem with the listeners and `[tls]` (empty when there is none).
     pub fn listener_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -320,17 +342,18 @@ impl Config {
             &self.amqp_listen,
             &self.https_listen,
             &self.amqps_listen,
+            &self.kafka_listen,
+            &self.kafka_tls_listen,
         ];
         if listeners.iter().all(|l| Config::listen(l).is_none()) {
-            problems.push("every listener is off: turn on at least one of http_listen, amqp_listen, https_listen, amqps_listen".to_owned());
+            problems.push("every listener is off: turn on at least one of http_listen, amqp_listen, https_listen, amqps_listen, kafka_listen, kafka_tls_listen".to_owned());
         }
-        let tls_on = Config::listen(&self.https_listen).is_some()
-            || Config::listen(&self.amqps_listen).is_some();
+        let tls_on = self.tls_on();
         if tls_on {
             for (key, value) in [("cert", &self.tls.cert), ("key", &self.tls.key)] {
                 if value.is_none() {
                     problems.push(format!(
-                        "tls.{key} is needed by https_listen and amqps_listen (--tls-{key})"
+                        "tls.{key} is needed by https_listen, amqps_listen and kafka_tls_listen (--tls-{key})"
                     ));
                 }
             }
@@ -339,16 +362,18 @@ impl Config {
     }
 }
 
-const TOP_LEVEL: [&str; 7] = [
+const TOP_LEVEL: [&str; 9] = [
     "data_dir",
     "http_listen",
     "amqp_listen",
     "https_listen",
     "amqps_listen",
+    "kafka_listen",
+    "kafka_tls_listen",
     "fsync",
     "log_level",
 ];
-const SECTIONS: [&str; 5] = ["limits", "http", "amqp", "log", "tls"];
+const SECTIONS: [&str; 6] = ["limits", "http", "amqp", "kafka", "log", "tls"];
 
 /// A value from the environment: numbers and booleans as such, anything else as a
 /// string.

@@ -9,6 +9,7 @@ mod config;
 mod file_limit;
 #[cfg(test)]
 mod fuzzing;
+mod kafka_config;
 mod serve;
 mod tls;
 mod worker;

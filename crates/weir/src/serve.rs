@@ -2,9 +2,10 @@
 //! may be `off`), prints the ready line and runs until SIGTERM or Ctrl-C; SIGHUP
 //! reloads the TLS certificates.
 //!
-//! Shutdown order: stop accepting HTTP and AMQP connections; close every AMQP
+//! Shutdown order: stop accepting HTTP, AMQP and Kafka connections; close every AMQP
 //! connection with `connection.close` 320 `CONNECTION_FORCED` (their unacked
-//! messages go back to their queues; waited for up to 5 s); stop the broker (long
+//! messages go back to their queues; waited for up to 5 s) and every Kafka
+//! connection; stop the broker (long
 //! polls get empty answers, sends and acks in flight finish and are answered, logs
 //! are synced and closed); let in-flight HTTP answers go out; exit.
 
@@ -44,6 +45,14 @@ pub struct ServeArgs {
     /// [default: off].
     #[arg(long)]
     amqps_listen: Option<String>,
+    /// Kafka address, 9092 by convention (librdkafka, kcat, the Java client)
+    /// [default: off].
+    #[arg(long)]
+    kafka_listen: Option<String>,
+    /// Kafka-over-TLS address, 9093 by convention (needs --tls-cert and --tls-key)
+    /// [default: off].
+    #[arg(long)]
+    kafka_tls_listen: Option<String>,
     /// PEM certificate chain of the TLS listeners, the server's certificate first.
     #[arg(long)]
     tls_cert: Option<PathBuf>,
@@ -75,6 +84,8 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         ("amqp_listen", args.amqp_listen.clone()),
         ("https_listen", args.https_listen.clone()),
         ("amqps_listen", args.amqps_listen.clone()),
+        ("kafka_listen", args.kafka_listen.clone()),
+        ("kafka_tls_listen", args.kafka_tls_listen.clone()),
         ("tls.cert", path_flag(args.tls_cert.as_ref())),
         ("tls.key", path_flag(args.tls_key.as_ref())),
         ("tls.ca", path_flag(args.tls_ca.as_ref())),
@@ -84,6 +95,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let config = config::load(args.config.as_deref(), std::env::vars(), &flags)?;
     // Checked before anything starts.
     config.amqp.to_config(config.limits.max_message_bytes)?;
+    config.kafka.to_config()?;
     let mut problems = config.http.problems();
     problems.extend(config.limits.problems());
     problems.extend(config.listener_problems());
@@ -155,8 +167,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // minutes (logrotate and `systemctl reload` send it).
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP")?;
-    let max_connections =
-        u64::from(config.http.max_connections) + u64::from(config.amqp.max_connections);
+    let max_connections = u64::from(config.http.max_connections)
+        + u64::from(config.amqp.max_connections)
+        + kafka_connections(&config);
     let files = file_limit::raise_and_budget(max_connections);
     let log_files = config.log.open_files_limit(files.budget);
     tracing::info!(
@@ -172,7 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections,
             reserved = files.connections,
             limit = ?files.limit,
-            "http.max_connections + amqp.max_connections is over half the open-file limit; \
+            "http.max_connections + amqp.max_connections (+ kafka.max_connections) is over half the open-file limit; \
              only half is reserved for connections: raise the limit (LimitNOFILE) or lower them"
         );
     }
@@ -200,14 +213,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "recovered"
     );
     seed_users(&broker, &config.amqp.seed_users()?).await?;
-    let (http, amqp, tls) = listeners(&config).await?;
+    let (http, amqp, kafka, tls) = listeners(&config).await?;
     let reloads = tokio::spawn(reload_on_hangup(hangups, tls));
     let ready = format!(
-        "weir ready http={} amqp={}{}{}",
+        "weir ready http={} amqp={}{}{}{}{}",
         address(http.plain.as_ref()),
         address(amqp.plain.as_ref()),
         tls_address(" https", http.tls.as_ref()),
         tls_address(" amqps", amqp.tls.as_ref()),
+        kafka
+            .plain
+            .as_ref()
+            .map(|l| format!(" kafka={}", address(Some(l))))
+            .unwrap_or_default(),
+        tls_address(" kafka_tls", kafka.tls.as_ref()),
     );
     let shutdown = CancellationToken::new();
     let router = weir_http::router(broker.clone(), &config.http);
@@ -222,15 +241,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let amqp_config = weir_amqp::AmqpConfig {
-        shutdown: shutdown.clone(),
-        ..config.amqp.to_config(config.limits.max_message_bytes)?
-    };
-    let amqp_task = tokio::spawn(weir_amqp::serve_listeners(
-        amqp,
-        broker.clone(),
-        amqp_config,
-    ));
+    let (amqp_task, kafka_task) = spawn_front_ends(amqp, kafka, &broker, &config, &shutdown)?;
     println!("{ready}");
     tracing::info!(listeners = %ready.trim_start_matches("weir ready "), "listening");
     shutdown_signal().await;
@@ -240,12 +251,54 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     shutdown.cancel();
     reloads.abort();
     let _ = amqp_task.await;
+    let _ = kafka_task.await;
     broker.shutdown().await;
     if let Err(e) = server.await {
         tracing::error!(error = %e, "HTTP server task panicked");
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the AMQP and Kafka front ends on their listeners.
+fn spawn_front_ends(
+    amqp: weir_amqp::Listeners,
+    kafka: weir_kafka::Listeners,
+    broker: &Broker,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let amqp_config = weir_amqp::AmqpConfig {
+        shutdown: shutdown.clone(),
+        ..config.amqp.to_config(config.limits.max_message_bytes)?
+    };
+    let kafka_config = weir_kafka::KafkaConfig {
+        shutdown: shutdown.clone(),
+        ..config.kafka.to_config()?
+    };
+    Ok((
+        tokio::spawn(weir_amqp::serve_listeners(
+            amqp,
+            broker.clone(),
+            amqp_config,
+        )),
+        tokio::spawn(weir_kafka::serve_listeners(
+            kafka,
+            broker.clone(),
+            kafka_config,
+        )),
+    ))
+}
+
+/// `kafka.max_connections` when a Kafka listener is on, else 0.
+fn kafka_connections(config: &Config) -> u64 {
+    let on = Config::listen(&config.kafka_listen).is_some()
+        || Config::listen(&config.kafka_tls_listen).is_some();
+    if on {
+        u64::from(config.kafka.max_connections)
+    } else {
+        0
+    }
 }
 
 /// Every listener that is on, and the TLS settings when a TLS listener is (loaded
@@ -255,11 +308,10 @@ async fn listeners(
 ) -> anyhow::Result<(
     weir_http::Listeners,
     weir_amqp::Listeners,
+    weir_kafka::Listeners,
     Option<tls::Settings>,
 )> {
-    let tls_on = Config::listen(&config.https_listen).is_some()
-        || Config::listen(&config.amqps_listen).is_some();
-    let tls = if tls_on {
+    let tls = if config.tls_on() {
         Some(tls::Settings::load(&config.tls)?)
     } else {
         None
@@ -276,7 +328,13 @@ async fn listeners(
             .await?
             .zip(tls.as_ref().map(tls::Settings::amqps)),
     };
-    Ok((http, amqp, tls))
+    let kafka = weir_kafka::Listeners {
+        plain: bind("Kafka", &config.kafka_listen).await?,
+        tls: bind("Kafka over TLS", &config.kafka_tls_listen)
+            .await?
+            .zip(tls.as_ref().map(tls::Settings::kafka)),
+    };
+    Ok((http, amqp, kafka, tls))
 }
 
 /// Binds `address` for `what`; `None` when it is `off`.

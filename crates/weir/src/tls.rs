@@ -1,4 +1,4 @@
-//! TLS settings of the `amqps_listen` and `https_listen` listeners, built from the
+//! TLS settings of the `amqps_listen`, `kafka_tls_listen` and `https_listen` listeners, built from the
 //! `[tls]` files, and their reload on SIGHUP.
 //!
 //! rustls with the ring provider (the workspace's Cargo.toml says why), TLS 1.2 and
@@ -48,6 +48,12 @@ impl Settings {
 
     /// What the AMQP front end's TLS listener follows.
     pub fn amqps(&self) -> weir_amqp::TlsSettings {
+        self.amqps.subscribe()
+    }
+
+    /// What the Kafka front end's TLS listener follows (the AMQP listener's
+    /// settings: neither offers ALPN).
+    pub fn kafka(&self) -> weir_kafka::TlsSettings {
         self.amqps.subscribe()
     }
 

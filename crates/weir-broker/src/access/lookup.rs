@@ -16,6 +16,16 @@ impl Access {
         })
     }
 
+    /// User `name` as a connection from `peer` that presents no password may act
+    /// (a Kafka connection before SASL), if it exists and, for a loopback-only user
+    /// (`guest`), `peer` is a loopback address.
+    pub fn principal_from(&self, name: &str, peer: std::net::IpAddr) -> Option<Principal> {
+        if self.loopback_users.iter().any(|u| u == name) && !super::is_loopback(peer) {
+            return None;
+        }
+        self.principal(name)
+    }
+
     /// A fingerprint of user `name`'s stored password (not of the password: of its
     /// salted hash), if the user exists; it changes whenever the password is set.
     pub fn login_stamp(&self, name: &str) -> Option<u64> {

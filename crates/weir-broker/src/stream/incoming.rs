@@ -56,9 +56,34 @@ impl<S: LogStore> Broker<S> {
         name: &str,
         parts: Vec<PartitionBatches>,
     ) -> Result<Vec<PlacedBatch>> {
+        self.append_batches_keyed(name, parts, Keys::Murmur2).await
+    }
+
+    /// As [`Broker::append_batches`] for a Kafka producer: its own partitioner
+    /// places keyed records (librdkafka's default hashes keys with CRC32, not
+    /// murmur2), so a keyed record is kept in the partition it names; and its
+    /// limit is the request's size in bytes (the front end's), not
+    /// `max_batch_messages` (a librdkafka batch holds up to 10,000 records).
+    ///
+    /// # Errors
+    /// As [`Broker::append_batches`], less the key check and the record count.
+    pub async fn append_placed_batches(
+        &self,
+        name: &str,
+        parts: Vec<PartitionBatches>,
+    ) -> Result<Vec<PlacedBatch>> {
+        self.append_batches_keyed(name, parts, Keys::AsPlaced).await
+    }
+
+    async fn append_batches_keyed(
+        &self,
+        name: &str,
+        parts: Vec<PartitionBatches>,
+        keys: Keys,
+    ) -> Result<Vec<PlacedBatch>> {
         let stream = self.stream(name)?;
         let partitions = u32::try_from(stream.partitions.len()).unwrap_or(u32::MAX);
-        self.check_batches(&parts, partitions)?;
+        self.check_batches(&parts, partitions, keys)?;
         let mut pending = Vec::new();
         let mut records = 0u64;
         for part in parts {
@@ -92,7 +117,7 @@ impl<S: LogStore> Broker<S> {
     }
 
     /// The refusals that leave everything as it was: see [`Broker::append_batches`].
-    fn check_batches(&self, parts: &[PartitionBatches], partitions: u32) -> Result<()> {
+    fn check_batches(&self, parts: &[PartitionBatches], partitions: u32, keys: Keys) -> Result<()> {
         let limits = &self.inner.config.limits;
         let total: u64 = parts
             .iter()
@@ -105,7 +130,7 @@ impl<S: LogStore> Broker<S> {
                 "an append needs at least one record",
             ));
         }
-        if total > limits.max_batch_messages {
+        if total > limits.max_batch_messages && keys == Keys::Murmur2 {
             return Err(BrokerError::LimitExceeded {
                 what: Limit::MessagesPerSend,
                 limit: limits.max_batch_messages,
@@ -132,13 +157,23 @@ impl<S: LogStore> Broker<S> {
                         ),
                     ));
                 }
-                if partitions > 1 {
+                if partitions > 1 && keys == Keys::Murmur2 {
                     check_keys(batch, part.partition, partitions)?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Which appender's rules hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    /// weir's: a keyed record in the partition `murmur2(key) mod P` maps it to, at
+    /// most `max_batch_messages` records.
+    Murmur2,
+    /// A Kafka producer's: records where it put them, as many as its request holds.
+    AsPlaced,
 }
 
 /// Refuses a keyed record of `batch` that belongs in another partition.

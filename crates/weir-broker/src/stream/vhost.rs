@@ -77,6 +77,58 @@ impl<S: LogStore> Vhost<S> {
         placed.map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::append_placed_batches`](crate::Broker::append_placed_batches).
+    pub async fn append_placed_batches(
+        &self,
+        name: &str,
+        parts: Vec<PartitionBatches>,
+    ) -> Result<Vec<PlacedBatch>> {
+        let full = self.full(name)?;
+        let placed = self.broker.append_placed_batches(&full, parts).await;
+        placed.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::read_stream_within`](crate::Broker::read_stream_within).
+    pub async fn read_stream_within(
+        &self,
+        name: &str,
+        partition: u32,
+        offset: u64,
+        max_records: u32,
+        max_bytes: usize,
+        wait_ms: u64,
+    ) -> Result<StoredRead> {
+        let full = self.full(name)?;
+        let read = self
+            .broker
+            .read_stream_within(&full, partition, offset, max_records, max_bytes, wait_ms)
+            .await;
+        read.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::stream_offset`](crate::Broker::stream_offset).
+    pub async fn stream_offset(&self, name: &str, partition: u32, from: ReadFrom) -> Result<u64> {
+        let full = self.full(name)?;
+        let offset = self.broker.stream_offset(&full, partition, from).await;
+        offset.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::stream_appended`](crate::Broker::stream_appended).
+    pub fn stream_appended(&self, name: &str) -> Result<std::sync::Arc<tokio::sync::Notify>> {
+        let full = self.full(name)?;
+        self.broker
+            .stream_appended(&full)
+            .map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::stream_bounds`](crate::Broker::stream_bounds).
+    pub fn stream_bounds(&self, name: &str, partition: u32) -> Result<(u64, u64)> {
+        let full = self.full(name)?;
+        self.broker
+            .stream_bounds(&full, partition)
+            .map_err(|e| self.out_error(e))
+    }
+
     /// [`Broker::read_stream`](crate::Broker::read_stream).
     pub async fn read_stream(
         &self,

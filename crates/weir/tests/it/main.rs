@@ -26,6 +26,7 @@ mod fan_out;
 mod hostile_input;
 mod http_api;
 mod http_limits;
+mod kafka;
 mod large_messages;
 mod limits_files;
 mod metrics;

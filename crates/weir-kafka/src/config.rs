@@ -1,0 +1,68 @@
+//! The Kafka front end's settings ([`KafkaConfig`]), in a leaf module.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// The Kafka front end's settings (`[kafka]` in the configuration file).
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// The vhost Kafka clients use: topics are the streams of this vhost.
+    pub vhost: String,
+    /// Who a connection is before (or without) SASL: a user of the broker, held to
+    /// its permissions and to the loopback-only rule (`guest` by default, which may
+    /// only connect from loopback). `None`: a connection must authenticate first.
+    pub anonymous_user: Option<String>,
+    /// The host put in Metadata's broker list (`None`: the address the client
+    /// connected to).
+    pub advertised_host: Option<String>,
+    /// The port put there (`None`: the port the client connected to).
+    pub advertised_port: Option<u16>,
+    /// Whether Metadata creates a topic a client names that does not exist (Kafka's
+    /// `auto.create.topics.enable`), with `default_partitions`.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic (Kafka's `num.partitions`).
+    pub default_partitions: u32,
+    /// Largest request accepted (Kafka's `socket.request.max.bytes`); a larger one
+    /// closes the connection.
+    pub max_request_bytes: usize,
+    /// Largest record set a compressed batch may inflate to.
+    pub max_uncompressed_batch_bytes: usize,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Longest Fetch `max_wait_ms` honoured (a longer one is cut to this).
+    pub max_wait: Duration,
+    /// A connection with no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub idle_timeout: Duration,
+    /// A write to the peer that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How long a refused login waits before its answer.
+    pub failed_login_delay: Duration,
+    /// Cancelled when the broker shuts down: connections close.
+    pub shutdown: CancellationToken,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            vhost: "/".to_owned(),
+            anonymous_user: Some("guest".to_owned()),
+            advertised_host: None,
+            advertised_port: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 100 << 20,
+            max_uncompressed_batch_bytes: 64 << 20,
+            max_connections: 10_000,
+            max_wait: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            failed_login_delay: Duration::from_secs(1),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Which handler answers which request, in a module nothing else imports.
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+
+use crate::apis;
+use crate::session::{Closed, Request, Session};
+
+/// The answer to `request`; `None` for a Produce with acks 0.
+pub(crate) async fn answer(
+    s: &mut Session,
+    request: Request,
+) -> Result<Option<ResponseKind>, Closed> {
+    Ok(Some(match request.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(apis::api_versions()),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(s.metadata(r, request.header.request_api_version).await)
+        }
+        RequestKind::Produce(r) => return Ok(s.produce(r).await.map(ResponseKind::Produce)),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(s.fetch(r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(s.list_offsets(r).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(s.create_topics(r).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(s.delete_topics(r).await),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(s.create_partitions(r).await)
+        }
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(s.describe_configs(r)),
+        RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(s.sasl_handshake(&r)),
+        RequestKind::SaslAuthenticate(r) => {
+            ResponseKind::SaslAuthenticate(s.sasl_authenticate(&r).await?)
+        }
+        _ => return Err(Closed::Because(format!("{:?} is not served", request.key))),
+    }))
+}

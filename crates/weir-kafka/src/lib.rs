@@ -1,0 +1,42 @@
+//! weir's Kafka front end (issue 23): Kafka's wire protocol over weir's streams, so
+//! librdkafka, the Java client, kafka-python and kcat produce and consume without
+//! change. A Kafka topic is a stream of the front end's vhost, a Kafka partition
+//! one of its partitions; the same records are read over AMQP and HTTP. It uses
+//! `weir-broker`'s public API only.
+//!
+//! Messages are decoded and encoded with `kafka-protocol` (patched: vendor/README.md);
+//! record batches with weir's own codec. Requests of a connection are answered one
+//! at a time, in order, as Kafka's broker does.
+//!
+//! | behaviour | file |
+//! |---|---|
+//! | accept loops (plain and TLS), connection cap | `server.rs` |
+//! | frames (size-checked), header and body decoding, the connection loop, anonymous user | `session.rs` |
+//! | which handler answers which request | `handlers.rs` |
+//! | APIs and versions served, ApiVersions | `apis.rs` |
+//! | Metadata, auto-creation, permission helpers | `metadata.rs` |
+//! | CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs | `topics.rs` |
+//! | Produce | `produce.rs` |
+//! | Fetch (long poll) and ListOffsets | `fetch.rs` |
+//! | record batches in and out, bounded decompression | `records.rs` |
+//! | SASL PLAIN | `sasl.rs` |
+//! | broker errors as Kafka error codes | `errors.rs` |
+//! | `[kafka]` settings | `config.rs` |
+//!
+//! What is supported, partly or not at all is in docs/kafka-compat.md.
+
+mod apis;
+mod config;
+mod errors;
+mod fetch;
+mod handlers;
+mod metadata;
+mod produce;
+mod records;
+mod sasl;
+mod server;
+mod session;
+mod topics;
+
+pub use config::KafkaConfig;
+pub use server::{Listeners, TlsSettings, serve_listeners};

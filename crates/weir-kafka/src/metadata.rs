@@ -1,0 +1,151 @@
+//! Metadata: weir is the one broker (node 0), the controller and the leader of
+//! every partition, with itself as the only replica. Topics are the streams of the
+//! front end's vhost; a topic a client names that does not exist is created when
+//! `auto_create_topics` is on, the request allows it and the user may configure it.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use weir_broker::access::Operation;
+use weir_broker::stream::{StreamInfo, StreamOptions};
+
+use crate::errors;
+use crate::session::Session;
+
+/// weir's node id in every answer.
+pub(crate) const NODE: i32 = 0;
+
+/// The cluster id Metadata reports.
+const CLUSTER_ID: &str = "weir";
+
+impl Session {
+    pub(crate) async fn metadata(
+        &self,
+        request: MetadataRequest,
+        version: i16,
+    ) -> MetadataResponse {
+        let asked: Option<Vec<String>> = match request.topics {
+            None => None,
+            // Version 0 has no null: an empty list means every topic.
+            Some(t) if t.is_empty() && version == 0 => None,
+            Some(t) => Some(
+                t.into_iter()
+                    .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                    .collect(),
+            ),
+        };
+        let create =
+            self.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+        let mut topics = Vec::new();
+        match asked {
+            None => {
+                if self.may_view() {
+                    for info in self.broker.streams() {
+                        topics.push(topic(&info));
+                    }
+                }
+            }
+            Some(names) => {
+                for name in names {
+                    topics.push(self.described(&name, create).await);
+                }
+            }
+        }
+        let mut response = MetadataResponse::default();
+        response.brokers = vec![self.broker_entry()];
+        response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+        response.controller_id = BrokerId(NODE);
+        response.topics = topics;
+        response
+    }
+
+    /// This broker as Metadata lists it: the advertised address, or the one the
+    /// client connected to.
+    pub(crate) fn broker_entry(&self) -> MetadataResponseBroker {
+        let mut entry = MetadataResponseBroker::default();
+        entry.node_id = BrokerId(NODE);
+        entry.host = StrBytes::from_string(
+            self.config
+                .advertised_host
+                .clone()
+                .unwrap_or_else(|| self.local.ip().to_string()),
+        );
+        entry.port = i32::from(self.config.advertised_port.unwrap_or(self.local.port()));
+        entry
+    }
+
+    /// Whether the user may see the vhost's topics at all.
+    pub(crate) fn may_view(&self) -> bool {
+        self.who.as_ref().is_some_and(|who| {
+            self.broker
+                .access()
+                .check_view(who, self.broker.name())
+                .is_ok()
+        })
+    }
+
+    /// Whether the user may do `operation` on topic `name`.
+    pub(crate) fn allowed(&self, operation: Operation, name: &str) -> bool {
+        self.who.as_ref().is_some_and(|who| {
+            self.broker
+                .access()
+                .check(who, self.broker.name(), operation, "queue", name)
+                .is_ok()
+        })
+    }
+
+    /// One asked-for topic: described, created first if allowed, or its error.
+    async fn described(&self, name: &str, create: bool) -> MetadataResponseTopic {
+        let failed = |code: i16| {
+            let mut t = MetadataResponseTopic::default();
+            t.name = Some(TopicName(StrBytes::from_string(name.to_owned())));
+            t.error_code = code;
+            t
+        };
+        if !self.may_view() {
+            return failed(ResponseError::TopicAuthorizationFailed.code());
+        }
+        if let Ok(info) = self.broker.stream_info(name) {
+            return topic(&info);
+        }
+        if !create {
+            return failed(ResponseError::UnknownTopicOrPartition.code());
+        }
+        if !self.allowed(Operation::Configure, name) {
+            return failed(ResponseError::TopicAuthorizationFailed.code());
+        }
+        let options = StreamOptions {
+            partitions: self.config.default_partitions,
+            ..StreamOptions::default()
+        };
+        if let Err(e) = self.broker.declare_stream(name, options).await {
+            return failed(errors::code(&e));
+        }
+        match self.broker.stream_info(name) {
+            Ok(info) => topic(&info),
+            Err(e) => failed(errors::code(&e)),
+        }
+    }
+}
+
+/// A stream as a Metadata topic.
+fn topic(info: &StreamInfo) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(info.name.clone())));
+    t.partitions = (0..info.options.partitions)
+        .map(|p| {
+            let mut part = MetadataResponsePartition::default();
+            part.partition_index = i32::try_from(p).unwrap_or(i32::MAX);
+            part.leader_id = BrokerId(NODE);
+            part.leader_epoch = 0;
+            part.replica_nodes = vec![BrokerId(NODE)];
+            part.isr_nodes = vec![BrokerId(NODE)];
+            part
+        })
+        .collect();
+    t.error_code = errors::NONE;
+    t
+}

@@ -1,0 +1,586 @@
+//! Kafka record batches (magic 2, Kafka's `DefaultRecordBatch`) in and out.
+//!
+//! In (Produce): each batch is checked whole (length, CRC32C, magic, attributes),
+//! its records decompressed within a bound and parsed into the log's
+//! [`NewRecord`]s. Out (Fetch): each stored weir batch becomes one Kafka batch of
+//! the records from the offset asked for, uncompressed, with the log's append times
+//! (timestamp type `LogAppendTime`: weir stamps every record with its own clock).
+//!
+//! Why by hand and not `kafka-protocol`'s `records` module: that one decodes each
+//! record into an `IndexMap` of headers and decompresses without a bound (a small
+//! gzip batch can inflate to gigabytes); this one writes straight into the log's
+//! records and refuses a batch that inflates past `max_uncompressed`.
+//!
+//! Batch layout (big-endian): base offset i64, batch length i32 (bytes after this
+//! field), partition leader epoch i32, magic i8 = 2, CRC32C u32 (of the bytes from
+//! the attributes to the end), attributes i16 (bits 0-2 compression, 3 timestamp
+//! type, 4 transactional, 5 control), last offset delta i32, base timestamp i64, max
+//! timestamp i64, producer id i64, producer epoch i16, base sequence i32, record
+//! count i32, then the records. A record: length, attributes i8, timestamp delta,
+//! offset delta, key length, key, value length, value, header count, headers (key
+//! length, key, value length, value); lengths and deltas are zigzag varints, -1 is
+//! null.
+
+use std::io::Read;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use weir_broker::stream::{Header, NewRecord, RecordView};
+
+/// Bytes before the first record.
+const HEADER_LEN: usize = 61;
+/// Bytes counted in the batch length field's own value but before it.
+const LOG_OVERHEAD: usize = 12;
+/// Where the CRC'd part starts.
+const CRC_FROM: usize = 21;
+/// Attribute bits.
+const COMPRESSION_MASK: i16 = 0x07;
+const LOG_APPEND_TIME: i16 = 0x08;
+const TRANSACTIONAL: i16 = 0x10;
+const CONTROL: i16 = 0x20;
+
+/// Why a batch was refused: the Kafka error it answers.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum RecordError {
+    /// Bad framing, CRC or record (Kafka's `CORRUPT_MESSAGE`).
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
+    /// A magic other than 2 (`UNSUPPORTED_FOR_MESSAGE_FORMAT`).
+    #[error("record batch magic {0} is not supported (only 2)")]
+    Magic(i8),
+    /// Inflates past the limit (`RECORD_LIST_TOO_LARGE`).
+    #[error("record batch inflates past {0} bytes")]
+    TooLarge(usize),
+    /// A transactional or control batch (`UNSUPPORTED_VERSION`: no transactions).
+    #[error("transactional batches are not supported")]
+    Transactional,
+}
+
+fn corrupt(what: impl Into<String>) -> RecordError {
+    RecordError::Corrupt(what.into())
+}
+
+/// One Kafka batch as produced.
+#[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "the producer fields are for the idempotent producer, next"
+)]
+pub(crate) struct InBatch {
+    /// The idempotent producer's id (-1 without one), epoch and first sequence.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    /// Its records, to append.
+    pub records: Vec<NewRecord>,
+}
+
+/// Splits a Produce request's record set into its batches.
+///
+/// # Errors
+/// [`RecordError`] for the first batch that does not pass.
+pub(crate) fn parse_batches(
+    bytes: &Bytes,
+    max_uncompressed: usize,
+) -> Result<Vec<InBatch>, RecordError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        if rest.len() < LOG_OVERHEAD + 5 {
+            return Err(corrupt("a batch is cut short"));
+        }
+        let length = i32::from_be_bytes(rest[8..12].try_into().unwrap_or_default());
+        let magic = rest[16].cast_signed();
+        if magic != 2 {
+            return Err(RecordError::Magic(magic));
+        }
+        let total = usize::try_from(length)
+            .ok()
+            .and_then(|l| l.checked_add(LOG_OVERHEAD))
+            .filter(|t| *t >= HEADER_LEN && *t <= rest.len())
+            .ok_or_else(|| corrupt(format!("batch length {length} does not fit")))?;
+        out.push(parse_batch(
+            &bytes.slice(pos..pos + total),
+            max_uncompressed,
+        )?);
+        pos += total;
+    }
+    if out.is_empty() {
+        return Err(corrupt("no record batch"));
+    }
+    Ok(out)
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// One whole batch (`batch` is exactly its bytes).
+fn parse_batch(batch: &Bytes, max_uncompressed: usize) -> Result<InBatch, RecordError> {
+    let crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+    if crc32c::crc32c(&batch[CRC_FROM..]) != crc {
+        return Err(corrupt("CRC mismatch"));
+    }
+    let attributes = be_i16(batch, 21);
+    if attributes & (TRANSACTIONAL | CONTROL) != 0 {
+        return Err(RecordError::Transactional);
+    }
+    let count = be_i32(batch, 57);
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|c| *c >= 1)
+        .ok_or_else(|| corrupt(format!("record count {count}")))?;
+    let body = batch.slice(HEADER_LEN..);
+    let records = match attributes & COMPRESSION_MASK {
+        0 => body,
+        codec => Bytes::from(decompress(codec, &body, max_uncompressed)?),
+    };
+    // Every record takes at least 7 bytes: a count the bytes cannot hold is a lie.
+    if count > records.len() / 7 + 1 {
+        return Err(corrupt(format!(
+            "{count} records in {} bytes",
+            records.len()
+        )));
+    }
+    let mut reader = Reader {
+        bytes: &records,
+        pos: 0,
+    };
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        out.push(reader.record(&records)?);
+    }
+    if reader.pos != records.len() {
+        return Err(corrupt("bytes after the last record"));
+    }
+    Ok(InBatch {
+        producer_id: be_i64(batch, 43),
+        producer_epoch: be_i16(batch, 51),
+        base_sequence: be_i32(batch, 53),
+        records: out,
+    })
+}
+
+/// Inflates a compressed record set, refusing past `limit` bytes.
+fn decompress(codec: i16, data: &[u8], limit: usize) -> Result<Vec<u8>, RecordError> {
+    let bound = |mut reader: Box<dyn Read + '_>| -> Result<Vec<u8>, RecordError> {
+        let mut out = Vec::new();
+        let mut taken = (&mut reader).take(limit as u64 + 1);
+        taken
+            .read_to_end(&mut out)
+            .map_err(|e| corrupt(format!("decompressing: {e}")))?;
+        if out.len() > limit {
+            return Err(RecordError::TooLarge(limit));
+        }
+        Ok(out)
+    };
+    match codec {
+        1 => bound(Box::new(flate2::read::MultiGzDecoder::new(data))),
+        2 => snappy(data, limit),
+        3 => bound(Box::new(
+            lz4::Decoder::new(data).map_err(|e| corrupt(format!("lz4: {e}")))?,
+        )),
+        4 => bound(Box::new(
+            zstd::stream::read::Decoder::new(data).map_err(|e| corrupt(format!("zstd: {e}")))?,
+        )),
+        other => Err(corrupt(format!("compression codec {other}"))),
+    }
+}
+
+/// The Java client's snappy framing (snappy-java's "xerial" blocks).
+const XERIAL: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+
+/// Snappy: one raw block (librdkafka), or xerial-framed blocks (the Java client).
+fn snappy(data: &[u8], limit: usize) -> Result<Vec<u8>, RecordError> {
+    let block = |raw: &[u8], out: &mut Vec<u8>| -> Result<(), RecordError> {
+        let len = snap::raw::decompress_len(raw).map_err(|e| corrupt(format!("snappy: {e}")))?;
+        if out.len().saturating_add(len) > limit {
+            return Err(RecordError::TooLarge(limit));
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new()
+            .decompress(raw, &mut out[start..])
+            .map_err(|e| corrupt(format!("snappy: {e}")))?;
+        Ok(())
+    };
+    let mut out = Vec::new();
+    if data.len() >= 16 && data[..8] == XERIAL {
+        let mut pos = 16;
+        while pos < data.len() {
+            let Some(len) = data.get(pos..pos + 4) else {
+                return Err(corrupt("snappy: a block is cut short"));
+            };
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let raw = data
+                .get(pos + 4..pos + 4 + len)
+                .ok_or_else(|| corrupt("snappy: a block is cut short"))?;
+            block(raw, &mut out)?;
+            pos += 4 + len;
+        }
+    } else {
+        block(data, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// A cursor over a record set.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, RecordError> {
+        let b = *self
+            .bytes
+            .get(self.pos)
+            .ok_or_else(|| corrupt("a record is cut short"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// A zigzag varint of at most `max_bytes` bytes.
+    fn varlong(&mut self, max_bytes: u32) -> Result<i64, RecordError> {
+        let mut value: u64 = 0;
+        for i in 0..max_bytes {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                #[allow(clippy::cast_possible_wrap, reason = "zigzag decoding")]
+                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        Err(corrupt("a varint is too long"))
+    }
+
+    fn varint(&mut self) -> Result<i32, RecordError> {
+        let v = self.varlong(5)?;
+        i32::try_from(v).map_err(|_| corrupt("a varint is out of range"))
+    }
+
+    /// `len` bytes as a slice of `whole`, or `None` for length -1.
+    fn bytes_of(&mut self, whole: &Bytes) -> Result<Option<Bytes>, RecordError> {
+        let len = self.varint()?;
+        if len == -1 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| corrupt(format!("length {len}")))?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or_else(|| corrupt("a record is cut short"))?;
+        let out = whole.slice(self.pos..end);
+        self.pos = end;
+        Ok(Some(out))
+    }
+
+    fn record(&mut self, whole: &Bytes) -> Result<NewRecord, RecordError> {
+        let length = self.varint()?;
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|l| self.pos.checked_add(l))
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or_else(|| corrupt(format!("record length {length}")))?;
+        let _attributes = self.byte()?;
+        let _timestamp_delta = self.varlong(10)?;
+        let _offset_delta = self.varint()?;
+        let key = self.bytes_of(whole)?;
+        let body = self.bytes_of(whole)?.unwrap_or_default();
+        let count = self.varint()?;
+        let count = usize::try_from(count).map_err(|_| corrupt(format!("{count} headers")))?;
+        let mut headers = Vec::with_capacity(count.min(end - self.pos));
+        for _ in 0..count {
+            let name = self
+                .bytes_of(whole)?
+                .ok_or_else(|| corrupt("a header without a key"))?;
+            let value = self.bytes_of(whole)?.unwrap_or_default();
+            headers.push(Header { name, value });
+        }
+        if self.pos != end {
+            return Err(corrupt("a record's length does not match its fields"));
+        }
+        Ok(NewRecord {
+            timestamp_ms: None,
+            key,
+            headers,
+            body,
+        })
+    }
+}
+
+fn len_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn put_varlong(out: &mut BytesMut, value: i64) {
+    #[allow(clippy::cast_sign_loss, reason = "zigzag encoding")]
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.put_u8((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
+}
+
+fn varlong_len(value: i64) -> usize {
+    #[allow(clippy::cast_sign_loss, reason = "zigzag encoding")]
+    let v = ((value << 1) ^ (value >> 63)) as u64;
+    (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varlong(out, -1),
+        Some(b) => {
+            put_varlong(out, len_i64(b.len()));
+            out.put_slice(b);
+        }
+    }
+}
+
+fn bytes_len(bytes: Option<&[u8]>) -> usize {
+    bytes.map_or(1, |b| varlong_len(len_i64(b.len())) + b.len())
+}
+
+/// Builds one Kafka batch from records of a stored weir batch, as Fetch answers.
+#[derive(Default)]
+pub(crate) struct OutBatch {
+    records: BytesMut,
+    base_offset: i64,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    last_offset: i64,
+    count: i32,
+}
+
+impl OutBatch {
+    /// Adds a record (in offset order).
+    pub(crate) fn push(&mut self, record: &RecordView<'_>) {
+        #[allow(clippy::cast_possible_wrap, reason = "offsets stay below 2^63")]
+        let offset = record.offset as i64;
+        if self.count == 0 {
+            self.base_offset = offset;
+            self.base_timestamp = record.timestamp_ms;
+        }
+        self.max_timestamp = self.max_timestamp.max(record.timestamp_ms);
+        self.last_offset = offset;
+        self.count += 1;
+        let timestamp_delta = record.timestamp_ms - self.base_timestamp;
+        let offset_delta = offset - self.base_offset;
+        let headers_len: usize = record
+            .headers
+            .iter()
+            .map(|(k, v)| bytes_len(Some(k)) + bytes_len(Some(v)))
+            .sum();
+        let body_len = 1
+            + varlong_len(timestamp_delta)
+            + varlong_len(offset_delta)
+            + bytes_len(record.key)
+            + bytes_len(Some(record.body))
+            + varlong_len(len_i64(record.headers.len()))
+            + headers_len;
+        let out = &mut self.records;
+        put_varlong(out, len_i64(body_len));
+        out.put_u8(0);
+        put_varlong(out, timestamp_delta);
+        put_varlong(out, offset_delta);
+        put_bytes(out, record.key);
+        put_bytes(out, Some(record.body));
+        put_varlong(out, len_i64(record.headers.len()));
+        for (k, v) in &record.headers {
+            put_bytes(out, Some(k));
+            put_bytes(out, Some(v));
+        }
+    }
+
+    /// Whether it holds no record.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends the batch to `out`.
+    pub(crate) fn finish(self, out: &mut BytesMut) {
+        let start = out.len();
+        let length = HEADER_LEN - LOG_OVERHEAD + self.records.len();
+        out.reserve(HEADER_LEN + self.records.len());
+        out.put_i64(self.base_offset);
+        out.put_i32(i32::try_from(length).unwrap_or(i32::MAX));
+        out.put_i32(-1); // partition leader epoch
+        out.put_i8(2);
+        out.put_u32(0); // the CRC, below
+        out.put_i16(LOG_APPEND_TIME);
+        out.put_i32(i32::try_from(self.last_offset - self.base_offset).unwrap_or(i32::MAX));
+        out.put_i64(self.base_timestamp);
+        out.put_i64(self.max_timestamp);
+        out.put_i64(-1); // producer id
+        out.put_i16(-1); // producer epoch
+        out.put_i32(-1); // base sequence
+        out.put_i32(self.count);
+        out.put_slice(&self.records);
+        let crc = crc32c::crc32c(&out[start + CRC_FROM..]);
+        out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_wrap, reason = "small test figures")]
+mod tests {
+    use super::*;
+
+    fn view<'a>(offset: u64, key: Option<&'a [u8]>, body: &'a [u8]) -> RecordView<'a> {
+        RecordView {
+            offset,
+            timestamp_ms: 1_700_000_000_000 + offset as i64,
+            key,
+            headers: vec![(b"h".as_slice(), b"v".as_slice())],
+            body,
+        }
+    }
+
+    fn batch_of(views: &[RecordView<'_>]) -> Bytes {
+        let mut b = OutBatch::default();
+        for v in views {
+            b.push(v);
+        }
+        let mut out = BytesMut::new();
+        b.finish(&mut out);
+        out.freeze()
+    }
+
+    #[test]
+    fn a_batch_written_for_fetch_reads_back() {
+        let big = vec![7u8; 300];
+        let bytes = batch_of(&[view(5, Some(b"k"), b"one"), view(6, None, &big)]);
+        let parsed = parse_batches(&bytes, 1 << 20).unwrap();
+        assert_eq!(parsed.len(), 1);
+        let records = &parsed[0].records;
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].key.as_deref(), Some(b"k".as_slice()));
+        assert_eq!(&records[0].body[..], b"one");
+        assert_eq!(&records[0].headers[0].name[..], b"h");
+        assert_eq!(&records[0].headers[0].value[..], b"v");
+        assert_eq!(records[1].key, None);
+        assert_eq!(records[1].body.len(), 300);
+        assert_eq!(parsed[0].producer_id, -1);
+        assert_eq!(be_i64(&bytes, 0), 5, "base offset");
+        assert_eq!(be_i32(&bytes, 23), 1, "last offset delta");
+    }
+
+    #[test]
+    fn bad_batches_are_refused_with_their_reason() {
+        let bytes = batch_of(&[view(0, None, b"x")]);
+        let mut flipped = bytes.to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(
+            parse_batches(&Bytes::from(flipped), 1 << 20).unwrap_err(),
+            corrupt("CRC mismatch")
+        );
+        let mut magic = bytes.to_vec();
+        magic[16] = 1;
+        assert_eq!(
+            parse_batches(&Bytes::from(magic), 1 << 20).unwrap_err(),
+            RecordError::Magic(1)
+        );
+        let cut = bytes.slice(..bytes.len() - 1);
+        assert!(matches!(
+            parse_batches(&cut, 1 << 20),
+            Err(RecordError::Corrupt(_))
+        ));
+        assert!(parse_batches(&Bytes::new(), 1 << 20).is_err());
+    }
+
+    /// A batch whose records are `data` compressed with `codec`.
+    fn compressed(codec: i16, data: &[u8], count: i32) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i64(0);
+        out.put_i32((HEADER_LEN - LOG_OVERHEAD + data.len()) as i32);
+        out.put_i32(-1);
+        out.put_i8(2);
+        out.put_u32(0);
+        out.put_i16(codec);
+        out.put_i32(count - 1);
+        out.put_i64(0);
+        out.put_i64(0);
+        out.put_i64(-1);
+        out.put_i16(-1);
+        out.put_i32(-1);
+        out.put_i32(count);
+        out.put_slice(data);
+        let crc = crc32c::crc32c(&out[CRC_FROM..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out.freeze()
+    }
+
+    #[test]
+    fn every_codec_inflates_and_a_bomb_is_refused() {
+        let plain = batch_of(&[view(0, Some(b"k"), b"hello"), view(1, None, b"world")]);
+        let records = &plain[HEADER_LEN..];
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, records).unwrap();
+            e.finish().unwrap()
+        };
+        let sn = snap::raw::Encoder::new().compress_vec(records).unwrap();
+        let mut xerial = XERIAL.to_vec();
+        xerial.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+        xerial.extend_from_slice(&(sn.len() as u32).to_be_bytes());
+        xerial.extend_from_slice(&sn);
+        let lz = {
+            let mut e = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+            std::io::Write::write_all(&mut e, records).unwrap();
+            let (out, r) = e.finish();
+            r.unwrap();
+            out
+        };
+        let zs = zstd::encode_all(records, 1).unwrap();
+        for (codec, data) in [(1, gz), (2, sn), (2, xerial), (3, lz), (4, zs)] {
+            let parsed = parse_batches(&compressed(codec, &data, 2), 1 << 20).unwrap();
+            let bodies: Vec<&[u8]> = parsed[0].records.iter().map(|r| &r.body[..]).collect();
+            assert_eq!(bodies, [b"hello".as_slice(), b"world"], "codec {codec}");
+        }
+        let zeros = vec![0u8; 1 << 20];
+        let bomb = zstd::encode_all(&zeros[..], 3).unwrap();
+        assert_eq!(
+            parse_batches(&compressed(4, &bomb, 1), 4096).unwrap_err(),
+            RecordError::TooLarge(4096)
+        );
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            64,
+            -65,
+            300,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut out = BytesMut::new();
+            put_varlong(&mut out, v);
+            assert_eq!(out.len(), varlong_len(v), "{v}");
+            let mut r = Reader {
+                bytes: &out,
+                pos: 0,
+            };
+            assert_eq!(r.varlong(10).unwrap(), v);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! One Kafka connection: read a request frame (size-checked), decode its header and
+//! body with `kafka-protocol`, answer it, in order. Kafka's own broker handles one
+//! request of a connection at a time too (it mutes the socket until the answer is
+//! out), so clients already pipeline across connections, not within one.
+//!
+//! A request that does not decode, an API key weir does not know, a version it
+//! does not serve (other than ApiVersions, which answers `UNSUPPORTED_VERSION` with
+//! the list, as Kafka does) or a request before a required SASL login close this
+//! connection only: the frame size is checked before anything is allocated for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable as _, Encodable as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use weir_broker::access::Principal;
+use weir_broker::connections::{ClientInfo, Registered};
+use weir_broker::metrics::{Held, Protocol, Tracked};
+use weir_broker::{Broker, Vhost};
+
+use crate::apis;
+use crate::config::KafkaConfig;
+use crate::sasl::Sasl;
+
+/// Why a connection ends.
+#[derive(Debug)]
+pub(crate) enum Closed {
+    /// The peer went, or the broker is shutting down.
+    Quietly,
+    /// A protocol violation or a failed write: logged with the reason.
+    Because(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Closed {
+    fn from(e: E) -> Self {
+        Closed::Because(e.to_string())
+    }
+}
+
+/// One request, decoded.
+pub(crate) struct Request {
+    pub header: RequestHeader,
+    pub key: ApiKey,
+    pub body: RequestKind,
+}
+
+/// A connection's state.
+pub(crate) struct Session {
+    pub broker: Vhost,
+    pub config: Arc<KafkaConfig>,
+    pub peer: SocketAddr,
+    /// The address the client reached (what Metadata advertises by default).
+    pub local: SocketAddr,
+    /// Who the connection acts as: the anonymous user until SASL names another.
+    pub who: Option<Principal>,
+    pub sasl: Sasl,
+    pub registered: Registered,
+    /// Whether the client's id is in the connection registry.
+    client_noted: bool,
+    _counted: Tracked,
+}
+
+/// Serves one connection until it closes, the peer goes idle or the broker stops.
+pub(crate) async fn run<S>(
+    socket: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    broker: Broker,
+    config: Arc<KafkaConfig>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let vhost = match broker.vhost(&config.vhost) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "Kafka connection refused: its vhost is unusable");
+            return;
+        }
+    };
+    let registered = broker.connections().register(Protocol::Kafka, peer);
+    registered.opened(&config.vhost);
+    let mut session = Session {
+        _counted: broker.front_ends().track(Protocol::Kafka, Held::Connection),
+        who: None,
+        client_noted: false,
+        sasl: Sasl::default(),
+        broker: vhost,
+        config,
+        peer,
+        local,
+        registered,
+    };
+    session.who = session.anonymous();
+    if let Some(who) = &session.who {
+        session
+            .registered
+            .logged_in(&who.name, ClientInfo::default());
+    }
+    let outcome = session.serve(socket).await;
+    if let Err(Closed::Because(reason)) = outcome {
+        tracing::info!(%peer, %reason, "closing a Kafka connection");
+    }
+}
+
+impl Session {
+    /// The anonymous user, if configured and allowed from this peer.
+    fn anonymous(&self) -> Option<Principal> {
+        let name = self.config.anonymous_user.as_deref()?;
+        self.broker.access().principal_from(name, self.peer.ip())
+    }
+
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut socket: S,
+    ) -> Result<(), Closed> {
+        let mut out = BytesMut::new();
+        loop {
+            let frame = tokio::select! {
+                () = self.config.shutdown.cancelled() => return Err(Closed::Quietly),
+                reason = self.registered.close_requested() => return Err(Closed::Because(format!("closed by an operator: {reason}"))),
+                frame = tokio::time::timeout(self.config.idle_timeout, read_frame(&mut socket, self.config.max_request_bytes)) => {
+                    frame.map_err(|_| Closed::Because("idle for too long".to_owned()))??
+                }
+            };
+            let Some(frame) = frame else {
+                return Err(Closed::Quietly);
+            };
+            let request = match decode(frame) {
+                Ok(Decoded::Request(r)) => *r,
+                Ok(Decoded::UnsupportedApiVersions(header)) => {
+                    let body = apis::unsupported(&header);
+                    out.clear();
+                    encode(
+                        &mut out,
+                        &header,
+                        ApiKey::ApiVersions,
+                        0,
+                        &ResponseKind::ApiVersions(body),
+                    )?;
+                    self.write(&mut socket, &out).await?;
+                    continue;
+                }
+                Err(reason) => return Err(Closed::Because(reason)),
+            };
+            let version = request.header.request_api_version;
+            let (header, key) = (request.header.clone(), request.key);
+            let Some(response) = self.answer(request).await? else {
+                continue;
+            };
+            out.clear();
+            encode(&mut out, &header, key, version, &response)?;
+            self.write(&mut socket, &out).await?;
+        }
+    }
+
+    async fn write<S: AsyncWrite + Unpin>(
+        &self,
+        socket: &mut S,
+        bytes: &[u8],
+    ) -> Result<(), Closed> {
+        match tokio::time::timeout(self.config.write_timeout, socket.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Closed::Because(format!("writing: {e}"))),
+            Err(_) => Err(Closed::Because(
+                "a write made no progress in time".to_owned(),
+            )),
+        }
+    }
+
+    /// The answer to one request; `None` for a Produce with acks 0, which Kafka
+    /// does not answer.
+    async fn answer(&mut self, request: Request) -> Result<Option<ResponseKind>, Closed> {
+        if self.who.is_none()
+            && !matches!(
+                request.key,
+                ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+            )
+        {
+            return Err(Closed::Because(format!(
+                "{:?} before a SASL login (no anonymous user is allowed here)",
+                request.key
+            )));
+        }
+        if !self.client_noted
+            && let (Some(who), Some(client)) = (&self.who, &request.header.client_id)
+        {
+            self.client_noted = true;
+            let client = ClientInfo {
+                product: Some(client.as_str().to_owned()),
+                ..ClientInfo::default()
+            };
+            self.registered.logged_in(&who.name, client);
+        }
+        crate::handlers::answer(self, request).await
+    }
+}
+
+/// A request frame's outcome.
+enum Decoded {
+    Request(Box<Request>),
+    /// ApiVersions at a version weir does not serve: answered at version 0.
+    UnsupportedApiVersions(RequestHeader),
+}
+
+/// Reads one size-prefixed frame; `None` at a clean end of the stream.
+async fn read_frame<S: AsyncRead + Unpin>(
+    socket: &mut S,
+    max: usize,
+) -> Result<Option<Bytes>, Closed> {
+    let mut size = [0u8; 4];
+    match socket.read_exact(&mut size).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Closed::Because(format!("reading: {e}"))),
+    }
+    let size = i32::from_be_bytes(size);
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|s| *s >= 8 && *s <= max)
+        .ok_or_else(|| Closed::Because(format!("a request of {size} bytes (limit {max})")))?;
+    let mut frame = BytesMut::zeroed(size);
+    socket
+        .read_exact(&mut frame)
+        .await
+        .map_err(|e| Closed::Because(format!("reading a request: {e}")))?;
+    Ok(Some(frame.freeze()))
+}
+
+/// Decodes a frame's header and body.
+fn decode(mut frame: Bytes) -> Result<Decoded, String> {
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let key = ApiKey::try_from(raw_key).map_err(|()| format!("unknown API key {raw_key}"))?;
+    let served = apis::serves(key, version);
+    // An ApiVersions request at a version weir does not know may have a header it
+    // cannot know either: read its fixed start only (key, version, correlation id,
+    // client id), as Kafka's broker does, to answer it.
+    let header_version = if served || key != ApiKey::ApiVersions {
+        key.request_header_version(version)
+    } else {
+        1
+    };
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| format!("a request header does not decode: {e}"))?;
+    if !served {
+        if key == ApiKey::ApiVersions {
+            return Ok(Decoded::UnsupportedApiVersions(header));
+        }
+        return Err(format!(
+            "{key:?} version {version} is not served (see ApiVersions)"
+        ));
+    }
+    let body = RequestKind::decode(key, &mut frame, version)
+        .map_err(|e| format!("{key:?} v{version} does not decode: {e}"))?;
+    // Bytes after the body are left alone, as Kafka's broker does (librdkafka's
+    // Metadata v12 carries some).
+    if frame.has_remaining() {
+        tracing::debug!(
+            bytes = frame.remaining(),
+            ?key,
+            version,
+            "bytes after a request"
+        );
+    }
+    Ok(Decoded::Request(Box::new(Request { header, key, body })))
+}
+
+/// Writes a size-prefixed response frame.
+fn encode(
+    out: &mut BytesMut,
+    request: &RequestHeader,
+    key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> Result<(), Closed> {
+    out.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(request.correlation_id)
+        .encode(out, key.response_header_version(version))
+        .map_err(|e| Closed::Because(format!("encoding a response header: {e}")))?;
+    body.encode(out, version)
+        .map_err(|e| Closed::Because(format!("encoding a {key:?} v{version} response: {e}")))?;
+    let size = i32::try_from(out.len() - 4)
+        .map_err(|_| Closed::Because("a response over 2 GiB".to_owned()))?;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Kafka clients against the Kafka front end (issue 23): kcat (librdkafka, from
+//! Debian), confluent-kafka (librdkafka from `PyPI`) and kafka-python (a second
+//! implementation), all unmodified, run by `./scripts/test`'s venv
+//! (tests/kafka/clients.py). Records cross protocols: what Kafka produces is read
+//! over HTTP, and the other way round. Hostile frames close their connection only.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use weir_testkit::Broker;
+
+use crate::Api;
+use crate::pika::python;
+
+async fn start() -> Broker {
+    Broker::start_with(&["--kafka-listen", "127.0.0.1:0"])
+        .await
+        .unwrap()
+}
+
+fn kafka(broker: &Broker) -> String {
+    broker
+        .kafka_addr()
+        .expect("the Kafka listener is on")
+        .to_owned()
+}
+
+fn script() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/kafka/clients.py")
+}
+
+/// Runs a scenario of tests/kafka/clients.py; panics with its output unless it passes.
+async fn scenario(broker: &Broker, name: &str) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(python())
+            .arg(script())
+            .arg(name)
+            .env("WEIR_KAFKA", kafka(broker))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} timed out"))
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{stdout}\n{}\nbroker log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
+    stdout
+}
+
+/// Runs kcat with `args`, `input` on its stdin; its stdout.
+async fn kcat(broker: &Broker, args: &[&str], input: &str) -> String {
+    let mut child = tokio::process::Command::new("kcat")
+        .arg("-b")
+        .arg(kafka(broker))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kcat runs (./scripts/test installs it)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kcat finishes")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn kcat_produces_and_consumes_with_keys_and_headers_and_http_reads_them() {
+    let broker = start().await;
+    kcat(
+        &broker,
+        &["-P", "-t", "events", "-K", ":", "-H", "trace=abc"],
+        "user-1:signed up\nuser-2:paid\n",
+    )
+    .await;
+    let consumed = kcat(
+        &broker,
+        &[
+            "-C",
+            "-t",
+            "events",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%p|%o|%k|%s|%h\n",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        consumed,
+        "0|0|user-1|signed up|trace=abc\n0|1|user-2|paid|trace=abc\n"
+    );
+    let api = Api::new(&broker);
+    let (status, body) = api
+        .call(
+            "GET",
+            "/api/streams/events/messages?from=first&max=10",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["key"], "user-1");
+    assert_eq!(messages[0]["body"], "signed up");
+    assert_eq!(messages[1]["headers"]["trace"], "abc");
+    let listed = kcat(&broker, &["-L", "-t", "events"], "").await;
+    assert!(
+        listed.contains("topic \"events\" with 1 partitions"),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn records_appended_over_http_are_consumed_over_kafka() {
+    let broker = start().await;
+    let api = Api::new(&broker);
+    let (status, body) = api
+        .call("PUT", "/api/streams/from-http", Some(json!({})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/streams/from-http/messages",
+            Some(json!({"messages": [
+                {"body": "one"},
+                {"key": "k", "headers": {"h": "v"}, "body": "two"},
+                {"body": "three"}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let out = scenario(&broker, "kcat_interop").await;
+    assert!(out.contains("ok: and headers"), "{out}");
+}
+
+#[tokio::test]
+async fn confluent_kafka_round_trips_keys_headers_and_log_append_times() {
+    let broker = start().await;
+    let out = scenario(&broker, "roundtrip").await;
+    assert!(out.contains("ok: headers round trip"), "{out}");
+}
+
+#[tokio::test]
+async fn every_compression_codec_is_accepted_and_read_back() {
+    let broker = start().await;
+    let out = scenario(&broker, "compression").await;
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        assert!(out.contains(&format!("ok: {codec}: 500")), "{out}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_client_creates_describes_grows_and_deletes_topics() {
+    let broker = start().await;
+    let out = scenario(&broker, "admin").await;
+    assert!(out.contains("ok: adm is deleted"), "{out}");
+    // The topic was a stream: created with the retention asked for, then gone.
+    let (status, _) = Api::new(&broker)
+        .call("GET", "/api/streams/adm", None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn keyed_records_keep_their_order_per_partition() {
+    let broker = start().await;
+    let out = scenario(&broker, "keyed").await;
+    assert!(out.contains("ok: each key in one partition"), "{out}");
+}
+
+#[tokio::test]
+async fn list_offsets_answers_earliest_latest_and_by_time() {
+    let broker = start().await;
+    let out = scenario(&broker, "offsets").await;
+    assert!(
+        out.contains("ok: the offset for a time between them is 1"),
+        "{out}"
+    );
+}
+
+/// Sends `frame` (a size prefix is added) and says whether the broker closed the
+/// connection without answering.
+async fn closed_without_answer(addr: &str, frame: &[u8]) -> bool {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut bytes = u32::try_from(frame.len()).unwrap().to_be_bytes().to_vec();
+    bytes.extend_from_slice(frame);
+    socket.write_all(&bytes).await.unwrap();
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn hostile_frames_close_their_connection_only() {
+    let broker = start().await;
+    let addr = kafka(&broker);
+    // Metadata v0 claiming 2^31-1 topics in a few bytes: refused before any
+    // allocation for them (vendor/README.md).
+    let mut huge_array = vec![0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    huge_array.extend_from_slice(&i32::MAX.to_be_bytes());
+    assert!(closed_without_answer(&addr, &huge_array).await);
+    // The same with a flexible version's compact array (Metadata v9, varint count).
+    let flexible = vec![
+        0, 3, 0, 9, 0, 0, 0, 2, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+    ];
+    assert!(closed_without_answer(&addr, &flexible).await);
+    // An unknown API key, and a version weir does not serve.
+    assert!(closed_without_answer(&addr, &[0x7f, 0x00, 0, 0, 0, 0, 0, 3, 0xff, 0xff]).await);
+    assert!(closed_without_answer(&addr, &[0, 1, 0, 1, 0, 0, 0, 4, 0xff, 0xff]).await);
+    // A size prefix over the limit: closed before the body is read.
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    socket.write_all(&i32::MAX.to_be_bytes()).await.unwrap();
+    let mut buf = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    // Everyone else is served.
+    kcat(&broker, &["-P", "-t", "after"], "still here\n").await;
+    let consumed = kcat(&broker, &["-C", "-t", "after", "-o", "beginning", "-e"], "").await;
+    assert_eq!(consumed, "still here\n");
+}
+
+#[tokio::test]
+async fn api_versions_at_an_unserved_version_answers_unsupported_with_the_list() {
+    let broker = start().await;
+    let mut socket = tokio::net::TcpStream::connect(kafka(&broker))
+        .await
+        .unwrap();
+    // ApiVersions v99, correlation id 7, no client id.
+    let frame = [0u8, 18, 0, 99, 0, 0, 0, 7, 0xff, 0xff];
+    let mut bytes = u32::try_from(frame.len()).unwrap().to_be_bytes().to_vec();
+    bytes.extend_from_slice(&frame);
+    socket.write_all(&bytes).await.unwrap();
+    let size = socket.read_i32().await.unwrap();
+    let mut body = vec![0u8; usize::try_from(size).unwrap()];
+    socket.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body[..4], &7i32.to_be_bytes(), "correlation id");
+    assert_eq!(&body[4..6], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
+    let count = i32::from_be_bytes(body[6..10].try_into().unwrap());
+    assert!(count >= 10, "the served APIs are listed: {count}");
+}

@@ -1,0 +1,177 @@
+"""Kafka clients against weir's Kafka front end: confluent-kafka (librdkafka) and
+kafka-python, unmodified. Run by crates/weir/tests/it/kafka.rs with WEIR_KAFKA set
+to the broker's Kafka address; each scenario prints what it checked and exits
+non-zero on the first failure."""
+
+import os
+import sys
+import time
+
+BOOTSTRAP = os.environ["WEIR_KAFKA"]
+
+
+def check(condition, what):
+    if not condition:
+        print(f"FAILED: {what}", flush=True)
+        sys.exit(1)
+    print(f"ok: {what}", flush=True)
+
+
+def produce(topic, records, **config):
+    """Produces (key, value, headers) records with confluent-kafka; returns the
+    delivery reports as (key, partition, offset)."""
+    from confluent_kafka import Producer
+
+    settings = {"bootstrap.servers": BOOTSTRAP, "acks": "all", "linger.ms": 5}
+    settings.update(config)
+    producer = Producer(settings)
+    delivered, failed = [], []
+
+    def report(err, msg):
+        if err is not None:
+            failed.append(str(err))
+        else:
+            delivered.append((msg.key(), msg.partition(), msg.offset()))
+
+    for key, value, headers in records:
+        producer.produce(topic, key=key, value=value, headers=headers, on_delivery=report)
+        producer.poll(0)
+    left = producer.flush(30)
+    check(left == 0 and not failed, f"{len(records)} records delivered to {topic} ({config or 'defaults'}): {failed}")
+    return delivered
+
+
+def read_all(topic, partitions=None, expect=None):
+    """Reads a topic from the beginning with kafka-python without a group; returns
+    the records in partition then offset order."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False, consumer_timeout_ms=3000)
+    parts = partitions if partitions is not None else sorted(consumer.partitions_for_topic(topic) or [])
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out = []
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        batch = consumer.poll(timeout_ms=500)
+        for _, records in batch.items():
+            out.extend(records)
+        if expect is not None and len(out) >= expect:
+            break
+        if expect is None and not batch:
+            break
+    consumer.close()
+    return sorted(out, key=lambda r: (r.partition, r.offset))
+
+
+def roundtrip():
+    records = [(f"key-{i % 5}".encode(), f"value-{i}".encode(), [("n", str(i).encode()), ("source", b"librdkafka")]) for i in range(100)]
+    delivered = produce("rt", records)
+    offsets = sorted(o for _, _, o in delivered)
+    check(offsets == list(range(100)), "offsets 0..99 in one partition")
+    got = read_all("rt", expect=100)
+    check(len(got) == 100, f"kafka-python read 100 records back (got {len(got)})")
+    check([r.value for r in got] == [v for _, v, _ in records], "values in order")
+    check([r.key for r in got] == [k for k, _, _ in records], "keys in order")
+    check(got[7].headers == [("n", b"7"), ("source", b"librdkafka")], f"headers round trip: {got[7].headers}")
+    check(got[0].timestamp_type == 1, "timestamps are LogAppendTime")
+    check(abs(got[0].timestamp / 1000 - time.time()) < 600, "timestamp is the append time")
+
+
+def compression():
+    for codec in ["gzip", "snappy", "lz4", "zstd"]:
+        topic = f"c-{codec}"
+        values = [f"{codec}-{i}-".encode() * 20 for i in range(500)]
+        produce(topic, [(None, v, None) for v in values], **{"compression.type": codec, "linger.ms": 50})
+        got = read_all(topic, expect=500)
+        check([r.value for r in got] == values, f"{codec}: 500 compressed records read back")
+
+
+def admin():
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+
+    client = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    futures = client.create_topics([NewTopic("adm", num_partitions=3, replication_factor=1, config={"retention.ms": "3600000"})])
+    futures["adm"].result(10)
+    check(True, "created topic adm with 3 partitions")
+    again = client.create_topics([NewTopic("adm", num_partitions=3, replication_factor=1)])
+    try:
+        again["adm"].result(10)
+        check(False, "creating adm again fails")
+    except Exception as e:  # KafkaException(TOPIC_ALREADY_EXISTS)
+        check("TOPIC_ALREADY_EXISTS" in str(e) or "already exists" in str(e), f"creating adm again: {e}")
+    bad = client.create_topics([NewTopic("bad", num_partitions=1, replication_factor=3)])
+    try:
+        bad["bad"].result(10)
+        check(False, "replication factor 3 is refused")
+    except Exception as e:
+        check("REPLICATION" in str(e).upper(), f"replication factor 3 is refused: {e}")
+    meta = client.list_topics(timeout=10)
+    check(len(meta.topics["adm"].partitions) == 3, "metadata lists 3 partitions")
+    resource = ConfigResource("topic", "adm")
+    configs = client.describe_configs([resource])[resource].result(10)
+    check(configs["retention.ms"].value == "3600000", f"retention.ms is 3600000: {configs['retention.ms'].value}")
+    check(configs["cleanup.policy"].value == "delete", "cleanup.policy is delete")
+    client.create_partitions([NewPartitions("adm", 5)])["adm"].result(10)
+    meta = client.list_topics(timeout=10)
+    check(len(meta.topics["adm"].partitions) == 5, "grown to 5 partitions")
+    shrink = client.create_partitions([NewPartitions("adm", 2)])
+    try:
+        shrink["adm"].result(10)
+        check(False, "shrinking is refused")
+    except Exception as e:
+        check("INVALID_PARTITIONS" in str(e) or "only grow" in str(e), f"shrinking is refused: {e}")
+    client.delete_topics(["adm"])["adm"].result(10)
+    meta = client.list_topics(timeout=10)
+    check("adm" not in meta.topics, "adm is deleted")
+
+
+def keyed():
+    """A keyed producer over 4 partitions: each key stays in one partition, in order."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    client = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    client.create_topics([NewTopic("keyed", num_partitions=4)])["keyed"].result(10)
+    records = [(f"k{i % 7}".encode(), str(i).encode(), None) for i in range(280)]
+    delivered = produce("keyed", records, partitioner="murmur2_random")
+    by_key = {}
+    for key, partition, _ in delivered:
+        by_key.setdefault(key, set()).add(partition)
+    check(all(len(p) == 1 for p in by_key.values()), "each key in one partition")
+    got = read_all("keyed", expect=280)
+    check(len(got) == 280, "280 records over 4 partitions")
+    for key in by_key:
+        values = [int(r.value) for r in got if r.key == key]
+        check(values == sorted(values), f"key {key.decode()} in order")
+
+
+def offsets():
+    """ListOffsets: earliest, latest and by timestamp."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    produce("times", [(None, b"early", None)])
+    time.sleep(0.05)
+    middle = int(time.time() * 1000)
+    time.sleep(0.05)
+    produce("times", [(None, b"late", None)])
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    tp = TopicPartition("times", 0)
+    check(consumer.beginning_offsets([tp])[tp] == 0, "earliest is 0")
+    check(consumer.end_offsets([tp])[tp] == 2, "latest is 2")
+    found = consumer.offsets_for_times({tp: middle})[tp]
+    check(found is not None and found.offset == 1, f"the offset for a time between them is 1: {found}")
+    check(consumer.offsets_for_times({tp: middle + 3_600_000})[tp] is None, "none after the last record")
+    consumer.close()
+
+
+def kcat_interop():
+    """Records written over HTTP earlier (by the Rust test) are read here."""
+    got = read_all("from-http", expect=3)
+    check([r.value for r in got] == [b"one", b"two", b"three"], "records appended over HTTP are read over Kafka")
+    check(got[1].key == b"k", "with their key")
+    check(("h", b"v") in got[1].headers, f"and headers: {got[1].headers}")
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]]()
