@@ -173,5 +173,128 @@ def kcat_interop():
     check(("h", b"v") in got[1].headers, f"and headers: {got[1].headers}")
 
 
+def consumer(group, **config):
+    from confluent_kafka import Consumer
+
+    settings = {
+        "bootstrap.servers": BOOTSTRAP,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    }
+    settings.update(config)
+    return Consumer(settings)
+
+
+def drain(consumers, want, seconds=60):
+    """Polls `consumers` in turn until `want` records arrived in all; returns
+    them per consumer."""
+    got = [[] for _ in consumers]
+    deadline = time.time() + seconds
+    while sum(len(g) for g in got) < want and time.time() < deadline:
+        for i, c in enumerate(consumers):
+            msg = c.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got[i].append(msg)
+    return got
+
+
+def wait_assigned(consumers, total, seconds=60):
+    """Polls until the consumers' assignments are disjoint and cover `total`
+    partitions; returns them."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        for c in consumers:
+            c.poll(0.1)
+        parts = [sorted(tp.partition for tp in c.assignment()) for c in consumers]
+        flat = [p for ps in parts for p in ps]
+        if all(parts) and sorted(flat) == list(range(total)):
+            return parts
+    return [sorted(tp.partition for tp in c.assignment()) for c in consumers]
+
+
+def group_two():
+    """Two members share a topic's partitions, commit, and the one left takes all
+    partitions when the other leaves; it reads only what came after the commits."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    admin.create_topics([NewTopic("grp", num_partitions=4)])["grp"].result(10)
+    a = consumer("g1")
+    a.subscribe(["grp"])
+    check(wait_assigned([a], 4) == [[0, 1, 2, 3]], "the first member owns the 4 partitions")
+    b = consumer("g1")
+    b.subscribe(["grp"])
+    parts = wait_assigned([a, b], 4)
+    check(all(len(p) == 2 for p in parts), f"two members own 2 partitions each: {parts}")
+    # Produced once both own their partitions: the waits above read nothing.
+    produce("grp", [(f"k{i}".encode(), str(i).encode(), None) for i in range(400)])
+    got = drain([a, b], 400)
+    values = sorted(int(m.value()) for g in got for m in g)
+    check(values == list(range(400)), f"the two read the 400 records once between them ({len(values)})")
+    for c in (a, b):
+        c.commit(asynchronous=False)
+    b.close()
+    check(wait_assigned([a], 4) == [[0, 1, 2, 3]], "after the other left, one member owns all 4 again")
+    produce("grp", [(f"k{i}".encode(), str(i).encode(), None) for i in range(400, 450)])
+    more = drain([a], 50)[0]
+    check(sorted(int(m.value()) for m in more) == list(range(400, 450)), f"it reads the 50 new records only ({len(more)})")
+    extra = drain([a], 1, seconds=3)[0]
+    check(not extra, f"and nothing twice: {[(m.partition(), m.offset(), m.value()) for m in extra]}")
+    a.commit(asynchronous=False)
+    a.close()
+
+
+def commit_first():
+    """Before a broker restart: 50 records, 20 read and committed by group g2."""
+    produce("resume", [(None, str(i).encode(), None) for i in range(50)])
+    c = consumer("g2")
+    c.subscribe(["resume"])
+    got = drain([c], 20)[0][:20]
+    check([int(m.value()) for m in got] == list(range(20)), "read 0..19")
+    from confluent_kafka import TopicPartition
+
+    c.commit(offsets=[TopicPartition("resume", 0, 20)], asynchronous=False)
+    committed = c.committed([TopicPartition("resume", 0)], timeout=10)
+    check(committed[0].offset == 20, f"committed 20: {committed[0].offset}")
+    c.close()
+
+
+def commit_then():
+    """After the restart: group g2 resumes at 20."""
+    c = consumer("g2")
+    c.subscribe(["resume"])
+    got = drain([c], 30)[0]
+    check([int(m.value()) for m in got] == list(range(20, 50)), f"resumed at 20 and read 20..49 ({[int(m.value()) for m in got][:3]}...)")
+    c.commit(asynchronous=False)
+    c.close()
+
+
+def kafka_python_group():
+    """kafka-python's own group client: joins, reads, commits, and its committed
+    offset is there afterwards."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    produce("kp", [(None, str(i).encode(), None) for i in range(30)])
+    c = KafkaConsumer("kp", bootstrap_servers=BOOTSTRAP, group_id="kp-group", auto_offset_reset="earliest",
+                      enable_auto_commit=False, consumer_timeout_ms=5000)
+    got = [int(m.value) for m in c]
+    check(got == list(range(30)), f"kafka-python read 30 records in a group ({len(got)})")
+    c.commit()
+    check(c.committed(TopicPartition("kp", 0)) == 30, "its commit is 30")
+    c.close()
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    listed = [g[0] if isinstance(g, tuple) else getattr(g, "group", g) for g in admin.list_groups()]
+    check("kp-group" in str(listed), f"ListGroups lists kp-group: {listed}")
+    offsets = admin.list_group_offsets("kp-group")
+    print(repr(offsets))
+    check("offset=30" in repr(offsets), f"OffsetFetch for all topics: {offsets}")
+    admin.close()
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()

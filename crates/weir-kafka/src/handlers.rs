@@ -10,11 +10,11 @@ pub(crate) async fn answer(
     s: &mut Session,
     request: Request,
 ) -> Result<Option<ResponseKind>, Closed> {
+    let version = request.header.request_api_version;
+    let client_id = request.header.client_id.as_ref().map_or("", |c| c.as_str());
     Ok(Some(match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(apis::api_versions()),
-        RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(s.metadata(r, request.header.request_api_version).await)
-        }
+        RequestKind::Metadata(r) => ResponseKind::Metadata(s.metadata(r, version).await),
         RequestKind::Produce(r) => return Ok(s.produce(r).await.map(ResponseKind::Produce)),
         RequestKind::Fetch(r) => ResponseKind::Fetch(s.fetch(r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(s.list_offsets(r).await),
@@ -24,6 +24,19 @@ pub(crate) async fn answer(
             ResponseKind::CreatePartitions(s.create_partitions(r).await)
         }
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(s.describe_configs(r)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(s.find_coordinator(&r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(s.join_group(r, version, client_id).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(s.sync_group(r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(s.heartbeat(&r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(s.leave_group(&r, version)),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(s.offset_commit(r).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(s.offset_fetch(r, version)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(s.list_groups(&r).await),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(s.describe_groups(&r)),
         RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(s.sasl_handshake(&r)),
         RequestKind::SaslAuthenticate(r) => {
             ResponseKind::SaslAuthenticate(s.sasl_authenticate(&r).await?)

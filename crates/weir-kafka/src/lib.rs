@@ -18,6 +18,8 @@
 //! | CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs | `topics.rs` |
 //! | Produce | `produce.rs` |
 //! | Fetch (long poll) and ListOffsets | `fetch.rs` |
+//! | the classic group protocol's state machine: joins, generations, rebalances, sessions | `coordinator.rs` |
+//! | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups, OffsetCommit, OffsetFetch | `groups.rs` |
 //! | record batches in and out, bounded decompression | `records.rs` |
 //! | SASL PLAIN | `sasl.rs` |
 //! | broker errors as Kafka error codes | `errors.rs` |
@@ -27,8 +29,10 @@
 
 mod apis;
 mod config;
+mod coordinator;
 mod errors;
 mod fetch;
+mod groups;
 mod handlers;
 mod metadata;
 mod produce;

@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 use weir_broker::Broker;
 
 use crate::config::KafkaConfig;
+use crate::coordinator::Coordinator;
 use crate::session;
 
 /// The current TLS settings of a listener (new ones arrive on a certificate
@@ -45,6 +46,20 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let sessions = TaskTracker::new();
+    let coordinator = Arc::new(Coordinator::default());
+    // Sessions that ran out and rebalances past their deadline, a few times a second.
+    let ticking = tokio::spawn({
+        let (coordinator, shutdown) = (coordinator.clone(), config.shutdown.clone());
+        async move {
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            while tokio::select! {
+                _ = every.tick() => true,
+                () = shutdown.cancelled() => false,
+            } {
+                coordinator.tick(std::time::Instant::now());
+            }
+        }
+    });
     let (tls_listener, tls_settings) = listeners.tls.unzip();
     loop {
         let (accepted, tls) = tokio::select! {
@@ -71,12 +86,12 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let (broker, config) = (broker.clone(), config.clone());
+        let (broker, config, coordinator) = (broker.clone(), config.clone(), coordinator.clone());
         let span = tracing::info_span!("kafka", %peer);
         sessions.spawn(
             async move {
                 match tls {
-                    None => session::run(stream, peer, local, broker, config).await,
+                    None => session::run(stream, (peer, local), broker, config, coordinator).await,
                     Some(acceptor) => {
                         let accepting =
                             tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream));
@@ -86,7 +101,8 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
                         };
                         match accepted {
                             Ok(Ok(stream)) => {
-                                session::run(stream, peer, local, broker, config).await;
+                                session::run(stream, (peer, local), broker, config, coordinator)
+                                    .await;
                             }
                             Ok(Err(e)) => tracing::info!(error = %e, "Kafka TLS handshake failed"),
                             Err(_) => tracing::info!(
@@ -101,5 +117,6 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
         );
     }
     sessions.close();
+    ticking.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
 }

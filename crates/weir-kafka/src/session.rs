@@ -22,6 +22,7 @@ use weir_broker::{Broker, Vhost};
 
 use crate::apis;
 use crate::config::KafkaConfig;
+use crate::coordinator::Coordinator;
 use crate::sasl::Sasl;
 
 /// Why a connection ends.
@@ -56,6 +57,8 @@ pub(crate) struct Session {
     /// Who the connection acts as: the anonymous user until SASL names another.
     pub who: Option<Principal>,
     pub sasl: Sasl,
+    /// The front end's consumer groups.
+    pub coordinator: Arc<Coordinator>,
     pub registered: Registered,
     /// Whether the client's id is in the connection registry.
     client_noted: bool,
@@ -65,10 +68,10 @@ pub(crate) struct Session {
 /// Serves one connection until it closes, the peer goes idle or the broker stops.
 pub(crate) async fn run<S>(
     socket: S,
-    peer: SocketAddr,
-    local: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     broker: Broker,
     config: Arc<KafkaConfig>,
+    coordinator: Arc<Coordinator>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -86,6 +89,7 @@ pub(crate) async fn run<S>(
         who: None,
         client_noted: false,
         sasl: Sasl::default(),
+        coordinator,
         broker: vhost,
         config,
         peer,

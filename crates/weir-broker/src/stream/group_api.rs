@@ -66,7 +66,7 @@ impl PollOptions {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
         return Err(BrokerError::invalid(what, "must be 1 to 255 bytes"));
     }

@@ -29,6 +29,7 @@
 //! are queues: a name is a queue or a stream, never both.
 
 mod api;
+mod coordinated;
 mod files;
 mod group_api;
 mod group_log;

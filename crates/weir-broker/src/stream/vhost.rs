@@ -121,6 +121,30 @@ impl<S: LogStore> Vhost<S> {
             .map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::commit_coordinated`](crate::Broker::commit_coordinated).
+    pub async fn commit_coordinated(
+        &self,
+        stream: &str,
+        group: &str,
+        offsets: BTreeMap<u32, u64>,
+    ) -> Result<()> {
+        let full = self.full(stream)?;
+        let committed = self.broker.commit_coordinated(&full, group, offsets).await;
+        committed.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::committed_offsets`](crate::Broker::committed_offsets).
+    pub fn committed_offsets(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Option<BTreeMap<u32, u64>>> {
+        let full = self.full(stream)?;
+        self.broker
+            .committed_offsets(&full, group)
+            .map_err(|e| self.out_error(e))
+    }
+
     /// [`Broker::stream_bounds`](crate::Broker::stream_bounds).
     pub fn stream_bounds(&self, name: &str, partition: u32) -> Result<(u64, u64)> {
         let full = self.full(name)?;

@@ -261,3 +261,46 @@ async fn api_versions_at_an_unserved_version_answers_unsupported_with_the_list()
     let count = i32::from_be_bytes(body[6..10].try_into().unwrap());
     assert!(count >= 10, "the served APIs are listed: {count}");
 }
+
+#[tokio::test]
+async fn a_group_of_two_shares_partitions_and_one_takes_all_when_the_other_leaves() {
+    let broker = start().await;
+    let out = scenario(&broker, "group_two").await;
+    assert!(out.contains("ok: and nothing twice"), "{out}");
+    // The group's offsets are weir's: the HTTP API shows them with no lag.
+    let (status, body) = Api::new(&broker)
+        .call("GET", "/api/streams/grp/groups/g1", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let partitions = body["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 4, "{body}");
+    for p in partitions {
+        assert_eq!(p["lag"], 0, "{body}");
+        assert_eq!(p["committed"], p["end"], "{body}");
+    }
+}
+
+#[tokio::test]
+async fn committed_offsets_survive_kill_9_and_the_group_resumes_there() {
+    let mut broker = start().await;
+    scenario(&broker, "commit_first").await;
+    broker.kill9().await.unwrap();
+    broker.restart().await.unwrap();
+    let (status, body) = Api::new(&broker)
+        .call("GET", "/api/streams/resume/groups/g2", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.to_string().contains("30"),
+        "a lag of 30 records shows over HTTP: {body}"
+    );
+    let out = scenario(&broker, "commit_then").await;
+    assert!(out.contains("ok: resumed at 20"), "{out}");
+}
+
+#[tokio::test]
+async fn kafka_python_reads_in_a_group_and_commits() {
+    let broker = start().await;
+    let out = scenario(&broker, "kafka_python_group").await;
+    assert!(out.contains("ok: its commit is 30"), "{out}");
+}

@@ -1,0 +1,94 @@
+//! Offsets committed by a group coordinator outside the broker (the Kafka front
+//! end's consumer groups, whose members and assignments the front end keeps, as
+//! Kafka's classic protocol has the clients assign partitions). Their offsets are
+//! the same group offsets weir's own groups commit, so lag shows in the HTTP API,
+//! the dashboard and `/metrics` whichever protocol consumes.
+
+use std::collections::BTreeMap;
+
+use weir_log::{LogStore, MessageLog};
+
+use super::group_api::check_name;
+use super::groups::{Change, GroupConfig};
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+
+impl<S: LogStore> Broker<S> {
+    /// Commits `offsets` (partition -> the next offset to read) for group `group` of
+    /// `stream` as its coordinator decided, creating the group with the default
+    /// settings if it does not exist; answers once durable.
+    ///
+    /// # Errors
+    /// `NotFound` (stream), `InvalidArgument` (name, a partition the stream lacks,
+    /// an offset past the end), `PreconditionFailed` (weir's own members of the
+    /// group are live: one group, one coordinator), `LimitExceeded`, storage.
+    pub async fn commit_coordinated(
+        &self,
+        stream: &str,
+        group: &str,
+        offsets: BTreeMap<u32, u64>,
+    ) -> Result<()> {
+        check_name("group", group)?;
+        let s = self.stream(stream)?;
+        for (p, offset) in &offsets {
+            let log = s.partitions.get(*p as usize).ok_or_else(|| {
+                BrokerError::invalid("offsets", format!("stream has no partition {p}"))
+            })?;
+            if *offset > log.next_offset().0 {
+                return Err(BrokerError::invalid(
+                    "offsets",
+                    format!("partition {p}: {offset} is past the end"),
+                ));
+            }
+        }
+        if s.groups.with(|g| g.config(group).is_none()) {
+            s.groups
+                .change(|g| {
+                    if g.config(group).is_some() {
+                        return Err(BrokerError::invalid("group", "made meanwhile"));
+                    }
+                    g.room_for(group)?;
+                    Ok(Change::Config {
+                        group: group.to_owned(),
+                        config: GroupConfig::default(),
+                    })
+                })
+                .await
+                .or_else(|e| match e {
+                    // Another commit made it first: fine.
+                    BrokerError::InvalidArgument { field, .. } if field == "group" => Ok(()),
+                    e => Err(e),
+                })?;
+        }
+        s.groups
+            .change(|g| {
+                if g.has_live_members(group, std::time::Instant::now())? {
+                    return Err(BrokerError::PreconditionFailed {
+                        reason: format!(
+                            "group '{group}' has live members of weir's own (HTTP) groups; \
+                             a group has one coordinator"
+                        ),
+                    });
+                }
+                Ok(Change::Commit {
+                    group: group.to_owned(),
+                    offsets: offsets.clone(),
+                })
+            })
+            .await
+    }
+
+    /// The offsets committed for `group` of `stream` (partition -> next offset);
+    /// `None` when there is no such group.
+    ///
+    /// # Errors
+    /// `NotFound` (stream).
+    pub fn committed_offsets(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Option<BTreeMap<u32, u64>>> {
+        let s = self.stream(stream)?;
+        Ok(s.groups.with(|g| g.committed(group).ok()))
+    }
+}
