@@ -21,7 +21,7 @@ use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::{AMQPProperties, gen_properties, parse_properties};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use bytes::Bytes;
-use weir_broker::stream::{PROPERTIES_HEADER, StreamRecord};
+use weir_broker::stream::{PROPERTIES_HEADER, RESERVED_HEADER_PREFIX, StreamRecord};
 use weir_broker::{DeadLetterInfo, Delivery, SendMessage};
 
 use crate::codes::{Exception, PRECONDITION_FAILED};
@@ -114,7 +114,7 @@ pub(crate) fn stream_delivery(r: &StreamRecord, stream: &str) -> Delivery {
     let (exchange, routing_key, properties) = stored.unwrap_or_else(|| {
         let mut headers = FieldTable::default();
         for (name, value) in &r.headers {
-            if name.len() <= 255 {
+            if name.len() <= 255 && !name.starts_with(RESERVED_HEADER_PREFIX) {
                 headers.insert(
                     ShortString::from(name.as_str()),
                     AMQPValue::LongString(LongString::from(value.to_vec())),

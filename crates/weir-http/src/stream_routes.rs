@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use weir_broker::access::Operation;
 use weir_broker::stream::{
-    PROPERTIES_HEADER, Placed, ReadFrom, StreamOptions, StreamRecord, StreamRecordIn,
+    Placed, RESERVED_HEADER_PREFIX, ReadFrom, StreamOptions, StreamRecord, StreamRecordIn,
 };
 use weir_broker::{Declared, Vhost};
 
@@ -191,8 +191,9 @@ pub(crate) struct RecordOut<'a> {
     body_base64: Option<String>,
 }
 
-/// A record's headers as a JSON object of strings, written as they are read; an
-/// AMQP publish's description ([`PROPERTIES_HEADER`]) stays for AMQP readers.
+/// A record's headers as a JSON object of strings, written as they are read; the
+/// broker's own (`x-weir-…`: an AMQP publish's description, `PROPERTIES_HEADER`,
+/// which stays for AMQP readers, or a Kafka producer's sequences) are left out.
 pub(crate) struct HeadersOut<'a>(&'a BTreeMap<String, Bytes>);
 
 impl Serialize for HeadersOut<'_> {
@@ -201,7 +202,7 @@ impl Serialize for HeadersOut<'_> {
         let shown = self
             .0
             .iter()
-            .filter(|(k, _)| k.as_str() != PROPERTIES_HEADER);
+            .filter(|(k, _)| !k.starts_with(RESERVED_HEADER_PREFIX));
         let mut map = serializer.serialize_map(None)?;
         for (k, v) in shown {
             match std::str::from_utf8(v) {

@@ -134,7 +134,7 @@ impl Session {
             return response;
         }
         let wait = join.rebalance_timeout + Duration::from_secs(5);
-        let answer = self.coordinator.join(join, Instant::now());
+        let answer = self.shared.coordinator.join(join, Instant::now());
         let joined = settle(answer, wait, || crate::coordinator::Joined {
             error: ResponseError::RebalanceInProgress.code(),
             generation: -1,
@@ -167,7 +167,7 @@ impl Session {
             .into_iter()
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect();
-        let answer = self.coordinator.sync(
+        let answer = self.shared.coordinator.sync(
             request.group_id.0.as_str(),
             request.member_id.as_str(),
             request.generation_id,
@@ -192,7 +192,7 @@ impl Session {
 
     pub(crate) fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
         let mut response = HeartbeatResponse::default();
-        response.error_code = self.coordinator.heartbeat(
+        response.error_code = self.shared.coordinator.heartbeat(
             request.group_id.0.as_str(),
             request.member_id.as_str(),
             request.generation_id,
@@ -209,9 +209,11 @@ impl Session {
         let mut response = LeaveGroupResponse::default();
         let group = request.group_id.0.as_str();
         if version < 3 {
-            let errors =
-                self.coordinator
-                    .leave(group, &[request.member_id.to_string()], Instant::now());
+            let errors = self.shared.coordinator.leave(
+                group,
+                &[request.member_id.to_string()],
+                Instant::now(),
+            );
             response.error_code = errors[0];
             return response;
         }
@@ -220,7 +222,7 @@ impl Session {
             .iter()
             .map(|m| m.member_id.to_string())
             .collect();
-        let errors = self.coordinator.leave(group, &ids, Instant::now());
+        let errors = self.shared.coordinator.leave(group, &ids, Instant::now());
         response.members = request
             .members
             .iter()
@@ -241,6 +243,7 @@ impl Session {
     /// as Kafka lists a group whose members are gone).
     pub(crate) async fn list_groups(&self, request: &ListGroupsRequest) -> ListGroupsResponse {
         let mut listed: BTreeMap<String, (String, &'static str)> = self
+            .shared
             .coordinator
             .views(None)
             .into_iter()
@@ -280,7 +283,7 @@ impl Session {
         request: &DescribeGroupsRequest,
     ) -> DescribeGroupsResponse {
         let names: Vec<String> = request.groups.iter().map(|g| g.0.to_string()).collect();
-        let views = self.coordinator.views(Some(&names));
+        let views = self.shared.coordinator.views(Some(&names));
         let mut response = DescribeGroupsResponse::default();
         for name in names {
             let mut d = DescribedGroup::default();
@@ -315,7 +318,7 @@ impl Session {
 
     pub(crate) async fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
         let group = request.group_id.0.to_string();
-        let allowed = self.coordinator.may_commit(
+        let allowed = self.shared.coordinator.may_commit(
             &group,
             request.member_id.as_str(),
             request.generation_id_or_member_epoch,

@@ -17,6 +17,7 @@
 //! | Metadata, auto-creation, permission helpers | `metadata.rs` |
 //! | CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs | `topics.rs` |
 //! | Produce | `produce.rs` |
+//! | the idempotent producer: InitProducerId, sequences kept and read back | `producers.rs` |
 //! | Fetch (long poll) and ListOffsets | `fetch.rs` |
 //! | the classic group protocol's state machine: joins, generations, rebalances, sessions | `coordinator.rs` |
 //! | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups, OffsetCommit, OffsetFetch | `groups.rs` |
@@ -36,6 +37,7 @@ mod groups;
 mod handlers;
 mod metadata;
 mod produce;
+mod producers;
 mod records;
 mod sasl;
 mod server;

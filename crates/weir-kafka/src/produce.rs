@@ -5,6 +5,9 @@
 //! together, so a request for many partitions waits for one group commit, and an
 //! error is that partition's only.
 //!
+//! An idempotent producer's batches go through [`crate::producers`] first: a
+//! retried batch is answered with its first offset and not stored twice.
+//!
 //! Permissions: `write` on the stream. A transactional producer's batches are
 //! refused: weir has no transactions.
 
@@ -13,13 +16,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+};
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::access::Operation;
-use weir_broker::stream::{IncomingBatch, PartitionBatches};
+use weir_broker::stream::{IncomingBatch, MAX_READ_RECORDS, PartitionBatches, visit_stored};
 
 use crate::errors;
-use crate::records::{self, RecordError};
+use crate::producers::{PRODUCER_HEADER, SCAN_RECORDS, Stamp, Verdict};
+use crate::records::{self, InBatch, RecordError};
 use crate::session::Session;
 
 /// The Kafka error a refused batch answers.
@@ -55,8 +61,7 @@ impl Session {
     /// Produce's answer; `None` for acks 0.
     pub(crate) async fn produce(&self, request: ProduceRequest) -> Option<ProduceResponse> {
         let transactional = request.transactional_id.is_some();
-        let mut appends = Vec::new();
-        let mut refused = Vec::new();
+        let mut work = Vec::new();
         for topic in request.topic_data {
             let name = topic.name.0.to_string();
             let refusal = if transactional {
@@ -78,46 +83,23 @@ impl Session {
                 None
             };
             for part in topic.partition_data {
-                if let Some((code, message)) = &refusal {
-                    refused.push((
-                        topic.name.clone(),
-                        answer(part.index, *code, Some(message.clone())),
-                    ));
-                    continue;
-                }
-                match self.batches_of(part.index, &part.records.unwrap_or_default()) {
-                    Ok(batches) => {
-                        appends.push((topic.name.clone(), name.clone(), part.index, batches));
-                    }
-                    Err((code, message)) => {
-                        refused.push((topic.name.clone(), answer(part.index, code, Some(message))));
-                    }
-                }
+                work.push((
+                    topic.name.clone(),
+                    name.clone(),
+                    part.index,
+                    part.records.unwrap_or_default(),
+                    refusal.clone(),
+                ));
             }
         }
-        let appended = join_all(appends.into_iter().map(
-            |(topic, name, index, batches)| async move {
-                let placed = self
-                    .broker
-                    .append_placed_batches(&name, vec![batches])
-                    .await;
-                let response = match placed {
-                    Ok(placed) => {
-                        let mut r = answer(index, errors::NONE, None);
-                        r.base_offset = placed
-                            .first()
-                            .map_or(-1, |p| i64::try_from(p.offset).unwrap_or(-1));
-                        r.log_append_time_ms = now_ms();
-                        let first = u32::try_from(index)
-                            .ok()
-                            .and_then(|p| self.broker.stream_bounds(&name, p).ok());
-                        r.log_start_offset =
-                            first.map_or(-1, |(first, _)| i64::try_from(first).unwrap_or(-1));
-                        r
-                    }
-                    Err(e) => answer(index, errors::code(&e), Some(e.to_string())),
+        // Every partition at once: their appends share group commits.
+        let answered = join_all(work.into_iter().map(
+            |(topic, name, index, records, refusal)| async move {
+                let answer = match refusal {
+                    Some((code, message)) => answer(index, code, Some(message)),
+                    None => self.produce_partition(&name, index, &records).await,
                 };
-                (topic, response)
+                (topic, answer)
             },
         ))
         .await;
@@ -125,7 +107,7 @@ impl Session {
             return None;
         }
         let mut response = ProduceResponse::default();
-        for (topic, partition) in appended.into_iter().chain(refused) {
+        for (topic, partition) in answered {
             if let Some(t) = response.responses.iter_mut().find(|t| t.name == topic) {
                 t.partition_responses.push(partition);
             } else {
@@ -138,28 +120,180 @@ impl Session {
         Some(response)
     }
 
-    /// A partition's record set as the log's batches, one per Kafka batch.
-    fn batches_of(
+    /// One partition's record set: checked, judged (idempotent producers),
+    /// appended, answered.
+    async fn produce_partition(
         &self,
+        name: &str,
         index: i32,
         records: &bytes::Bytes,
-    ) -> Result<PartitionBatches, (i16, String)> {
-        let partition = u32::try_from(index).map_err(|_| {
-            (
+    ) -> PartitionProduceResponse {
+        let Ok(partition) = u32::try_from(index) else {
+            return answer(
+                index,
                 ResponseError::UnknownTopicOrPartition.code(),
-                format!("partition {index}"),
-            )
-        })?;
-        let parsed = records::parse_batches(records, self.config.max_uncompressed_batch_bytes)
-            .map_err(|e| (record_error(&e), e.to_string()))?;
+                Some(format!("partition {index}")),
+            );
+        };
+        let parsed = match records::parse_batches(records, self.config.max_uncompressed_batch_bytes)
+        {
+            Ok(parsed) => parsed,
+            Err(e) => return answer(index, record_error(&e), Some(e.to_string())),
+        };
+        let mut first_offset = None;
         let mut batches = Vec::with_capacity(parsed.len());
-        for batch in parsed {
+        let mut stamps = Vec::new();
+        for mut batch in parsed {
+            let stamp = stamp_of(&batch);
+            if let Some(stamp) = stamp {
+                match self.judge(name, partition, stamp).await {
+                    Verdict::Append => {}
+                    Verdict::Duplicate(offset) => {
+                        tracing::info!(
+                            topic = name,
+                            partition,
+                            producer = stamp.id,
+                            sequence = stamp.first,
+                            offset,
+                            "a retried batch was stored before: answered, not stored again"
+                        );
+                        first_offset.get_or_insert(offset);
+                        continue;
+                    }
+                    Verdict::Refuse(code) => {
+                        return answer(
+                            index,
+                            code,
+                            Some(format!("producer {} sequence {}", stamp.id, stamp.first)),
+                        );
+                    }
+                }
+                batch.records[0].headers.push(stamp.header());
+            }
             let encoded = IncomingBatch::encode(&batch.records)
-                .map_err(|e| (ResponseError::MessageTooLarge.code(), e.to_string()))?;
-            let mut incoming = IncomingBatch::parse(&encoded)
-                .map_err(|e| (ResponseError::CorruptMessage.code(), e.to_string()))?;
-            batches.append(&mut incoming);
+                .map_err(|e| (ResponseError::MessageTooLarge.code(), e.to_string()));
+            let incoming = encoded.and_then(|e| {
+                IncomingBatch::parse(&e)
+                    .map_err(|e| (ResponseError::CorruptMessage.code(), e.to_string()))
+            });
+            match incoming {
+                Ok(mut incoming) => {
+                    stamps.push(stamp);
+                    batches.append(&mut incoming);
+                }
+                Err((code, message)) => return answer(index, code, Some(message)),
+            }
         }
-        Ok(PartitionBatches { partition, batches })
+        let mut r = answer(index, errors::NONE, None);
+        if !batches.is_empty() {
+            let parts = vec![PartitionBatches { partition, batches }];
+            match self.broker.append_placed_batches(name, parts).await {
+                Ok(placed) => {
+                    for (stamp, batch) in stamps.iter().zip(&placed) {
+                        if let Some(stamp) = stamp {
+                            self.shared
+                                .producers
+                                .appended(name, partition, *stamp, batch.offset);
+                        }
+                    }
+                    first_offset = first_offset.or(placed.first().map(|p| p.offset));
+                }
+                Err(e) => return answer(index, errors::code(&e), Some(e.to_string())),
+            }
+        }
+        r.base_offset = first_offset.map_or(-1, |o| i64::try_from(o).unwrap_or(-1));
+        r.log_append_time_ms = now_ms();
+        let bounds = self.broker.stream_bounds(name, partition).ok();
+        r.log_start_offset = bounds.map_or(-1, |(first, _)| i64::try_from(first).unwrap_or(-1));
+        r
+    }
+
+    /// The verdict on an idempotent producer's batch, once the partition's
+    /// producers are known (read back from its newest records after a start).
+    async fn judge(&self, name: &str, partition: u32, stamp: Stamp) -> Verdict {
+        if !self.shared.producers.loaded(name, partition) {
+            let found = self.stamps_in(name, partition).await;
+            self.shared.producers.load(name, partition, &found);
+        }
+        self.shared.producers.check(name, partition, stamp)
+    }
+
+    /// The producer stamps of the newest [`SCAN_RECORDS`] records of a partition.
+    async fn stamps_in(&self, name: &str, partition: u32) -> Vec<(u64, Stamp)> {
+        let mut found = Vec::new();
+        let Ok((first, next)) = self.broker.stream_bounds(name, partition) else {
+            return found;
+        };
+        let mut at = next.saturating_sub(SCAN_RECORDS).max(first);
+        while at < next {
+            let Ok(read) = self
+                .broker
+                .read_stream_within(name, partition, at, MAX_READ_RECORDS, 8 << 20, 0)
+                .await
+            else {
+                break;
+            };
+            if read.batches.next.0 <= at {
+                break;
+            }
+            for bytes in &read.batches.batches {
+                let _ = visit_stored(bytes, read.batches.from, |r| {
+                    if let Some((_, v)) = r
+                        .headers
+                        .iter()
+                        .find(|(k, _)| *k == PRODUCER_HEADER.as_bytes())
+                        && let Some(stamp) = Stamp::parse(v)
+                    {
+                        found.push((r.offset, stamp));
+                    }
+                });
+            }
+            at = read.batches.next.0;
+        }
+        found
+    }
+}
+
+/// An idempotent producer's batch stamp, if it has one.
+fn stamp_of(batch: &InBatch) -> Option<Stamp> {
+    if batch.producer_id < 0 {
+        return None;
+    }
+    let count = i32::try_from(batch.records.len()).unwrap_or(i32::MAX);
+    // Sequences wrap at i32::MAX to 0, as Kafka's do.
+    let last = i64::from(batch.base_sequence) + i64::from(count) - 1;
+    let last = i32::try_from(last % (i64::from(i32::MAX) + 1)).unwrap_or(0);
+    Some(Stamp {
+        id: batch.producer_id,
+        epoch: batch.producer_epoch,
+        first: batch.base_sequence,
+        last,
+    })
+}
+
+impl Session {
+    /// InitProducerId: a new producer id (epoch 0), or the same id with the next
+    /// epoch when the producer asks to bump its own (version 3 and later).
+    /// Transactional producers are refused: weir has no transactions.
+    pub(crate) fn init_producer_id(
+        &self,
+        request: &InitProducerIdRequest,
+    ) -> InitProducerIdResponse {
+        let mut response = InitProducerIdResponse::default();
+        if request.transactional_id.is_some() {
+            response.error_code = ResponseError::UnsupportedVersion.code();
+            response.producer_id = ProducerId(-1);
+            response.producer_epoch = -1;
+            return response;
+        }
+        let (id, epoch) =
+            if request.producer_id.0 >= 0 && (0..i16::MAX - 1).contains(&request.producer_epoch) {
+                (request.producer_id.0, request.producer_epoch + 1)
+            } else {
+                (self.shared.producers.new_id(), 0)
+            };
+        response.producer_id = ProducerId(id);
+        response.producer_epoch = epoch;
+        response
     }
 }

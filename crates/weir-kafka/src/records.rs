@@ -24,7 +24,7 @@
 use std::io::Read;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use weir_broker::stream::{Header, NewRecord, RecordView};
+use weir_broker::stream::{Header, NewRecord, RESERVED_HEADER_PREFIX, RecordView};
 
 /// Bytes before the first record.
 const HEADER_LEN: usize = 61;
@@ -379,9 +379,13 @@ impl OutBatch {
         self.count += 1;
         let timestamp_delta = record.timestamp_ms - self.base_timestamp;
         let offset_delta = offset - self.base_offset;
-        let headers_len: usize = record
-            .headers
-            .iter()
+        let shown = || {
+            record
+                .headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(RESERVED_HEADER_PREFIX.as_bytes()))
+        };
+        let headers_len: usize = shown()
             .map(|(k, v)| bytes_len(Some(k)) + bytes_len(Some(v)))
             .sum();
         let body_len = 1
@@ -389,7 +393,7 @@ impl OutBatch {
             + varlong_len(offset_delta)
             + bytes_len(record.key)
             + bytes_len(Some(record.body))
-            + varlong_len(len_i64(record.headers.len()))
+            + varlong_len(len_i64(shown().count()))
             + headers_len;
         let out = &mut self.records;
         put_varlong(out, len_i64(body_len));
@@ -398,8 +402,8 @@ impl OutBatch {
         put_varlong(out, offset_delta);
         put_bytes(out, record.key);
         put_bytes(out, Some(record.body));
-        put_varlong(out, len_i64(record.headers.len()));
-        for (k, v) in &record.headers {
+        put_varlong(out, len_i64(shown().count()));
+        for (k, v) in shown() {
             put_bytes(out, Some(k));
             put_bytes(out, Some(v));
         }

@@ -14,8 +14,7 @@ use tracing::Instrument as _;
 use weir_broker::Broker;
 
 use crate::config::KafkaConfig;
-use crate::coordinator::Coordinator;
-use crate::session;
+use crate::session::{self, Shared};
 
 /// The current TLS settings of a listener (new ones arrive on a certificate
 /// reload; each connection keeps those in force when it was accepted).
@@ -46,17 +45,17 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let sessions = TaskTracker::new();
-    let coordinator = Arc::new(Coordinator::default());
+    let shared = Arc::new(Shared::default());
     // Sessions that ran out and rebalances past their deadline, a few times a second.
     let ticking = tokio::spawn({
-        let (coordinator, shutdown) = (coordinator.clone(), config.shutdown.clone());
+        let (shared, shutdown) = (shared.clone(), config.shutdown.clone());
         async move {
             let mut every = tokio::time::interval(Duration::from_millis(200));
             while tokio::select! {
                 _ = every.tick() => true,
                 () = shutdown.cancelled() => false,
             } {
-                coordinator.tick(std::time::Instant::now());
+                shared.coordinator.tick(std::time::Instant::now());
             }
         }
     });
@@ -86,12 +85,12 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let (broker, config, coordinator) = (broker.clone(), config.clone(), coordinator.clone());
+        let (broker, config, shared) = (broker.clone(), config.clone(), shared.clone());
         let span = tracing::info_span!("kafka", %peer);
         sessions.spawn(
             async move {
                 match tls {
-                    None => session::run(stream, (peer, local), broker, config, coordinator).await,
+                    None => session::run(stream, (peer, local), broker, config, shared).await,
                     Some(acceptor) => {
                         let accepting =
                             tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream));
@@ -101,8 +100,7 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
                         };
                         match accepted {
                             Ok(Ok(stream)) => {
-                                session::run(stream, (peer, local), broker, config, coordinator)
-                                    .await;
+                                session::run(stream, (peer, local), broker, config, shared).await;
                             }
                             Ok(Err(e)) => tracing::info!(error = %e, "Kafka TLS handshake failed"),
                             Err(_) => tracing::info!(

@@ -23,6 +23,7 @@ use weir_broker::{Broker, Vhost};
 use crate::apis;
 use crate::config::KafkaConfig;
 use crate::coordinator::Coordinator;
+use crate::producers::Producers;
 use crate::sasl::Sasl;
 
 /// Why a connection ends.
@@ -47,6 +48,15 @@ pub(crate) struct Request {
     pub body: RequestKind,
 }
 
+/// What every connection of the front end shares.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// The consumer groups.
+    pub coordinator: Coordinator,
+    /// The idempotent producers' sequences.
+    pub producers: Producers,
+}
+
 /// A connection's state.
 pub(crate) struct Session {
     pub broker: Vhost,
@@ -57,8 +67,8 @@ pub(crate) struct Session {
     /// Who the connection acts as: the anonymous user until SASL names another.
     pub who: Option<Principal>,
     pub sasl: Sasl,
-    /// The front end's consumer groups.
-    pub coordinator: Arc<Coordinator>,
+    /// What connections share: consumer groups, producers.
+    pub shared: Arc<Shared>,
     pub registered: Registered,
     /// Whether the client's id is in the connection registry.
     client_noted: bool,
@@ -71,7 +81,7 @@ pub(crate) async fn run<S>(
     (peer, local): (SocketAddr, SocketAddr),
     broker: Broker,
     config: Arc<KafkaConfig>,
-    coordinator: Arc<Coordinator>,
+    shared: Arc<Shared>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -89,7 +99,7 @@ pub(crate) async fn run<S>(
         who: None,
         client_noted: false,
         sasl: Sasl::default(),
-        coordinator,
+        shared,
         broker: vhost,
         config,
         peer,

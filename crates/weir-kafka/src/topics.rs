@@ -224,6 +224,8 @@ impl Session {
             } else if let Err(e) = self.broker.delete_stream(&topic).await {
                 result.error_code = errors::code(&e);
                 result.error_message = Some(text(e.to_string()));
+            } else {
+                self.shared.producers.forget(&topic);
             }
             response.responses.push(result);
         }

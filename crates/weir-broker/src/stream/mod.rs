@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
 
-pub use api::PROPERTIES_HEADER;
+pub use api::{PROPERTIES_HEADER, RESERVED_HEADER_PREFIX};
 pub use group_api::{GroupPoll, PollOptions};
 pub use incoming::{PartitionBatches, PlacedBatch};
 pub use read::ReadFrom;

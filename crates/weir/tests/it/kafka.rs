@@ -304,3 +304,180 @@ async fn kafka_python_reads_in_a_group_and_commits() {
     let out = scenario(&broker, "kafka_python_group").await;
     assert!(out.contains("ok: its commit is 30"), "{out}");
 }
+
+/// A loopback port free now (the broker binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_idempotent_producer_retries_through_kill_9_without_duplicates() {
+    use tokio::io::AsyncBufReadExt as _;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut broker = Broker::start_with(&["--kafka-listen", &listen])
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(python())
+        .arg(script())
+        .arg("idempotent_through_restart")
+        .env("WEIR_KAFKA", &listen)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Kill the broker mid-way, while batches are in flight.
+    while let Some(line) = lines.next_line().await.unwrap() {
+        seen.push(line.clone());
+        if line == "progress 1000" {
+            break;
+        }
+    }
+    broker.kill9().await.unwrap();
+    broker.restart().await.unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(240), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push(line);
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("the producer finishes");
+    let out = seen.join("\n");
+    assert!(rest.success(), "{out}\nbroker log:\n{}", broker.log());
+    assert!(
+        out.contains("ok: no record stored twice (0 duplicates)"),
+        "{out}"
+    );
+    assert!(out.contains("ok: all 3000 stored"), "{out}");
+    eprintln!(
+        "retries answered from the stored batches: {}",
+        broker
+            .log()
+            .matches("a retried batch was stored before")
+            .count()
+    );
+}
+
+/// Sends Produce v9 (acks all) of one batch of `count` records from producer 42,
+/// epoch 0, first sequence `first`; answers the partition's error and base offset.
+async fn produce_stamped(addr: &str, topic: &str, first: i32, count: i32) -> (i16, i64) {
+    use bytes::{Buf as _, BytesMut};
+    use kafka_protocol_client::messages::produce_request::{
+        PartitionProduceData, TopicProduceData,
+    };
+    use kafka_protocol_client::messages::{
+        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    };
+    use kafka_protocol_client::protocol::{Decodable as _, Encodable as _, StrBytes};
+    use kafka_protocol_client::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: 42,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            sequence: first + i,
+            timestamp: 0,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("seq-{}", first + i))),
+            headers: kafka_protocol_client::indexmap::IndexMap::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+    let mut partition = PartitionProduceData::default();
+    partition.index = 0;
+    partition.records = Some(batch.freeze());
+    let mut data = TopicProduceData::default();
+    data.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    data.partition_data = vec![partition];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 5000;
+    request.topic_data = vec![data];
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::Produce as i16;
+    header.request_api_version = 9;
+    header.correlation_id = 1;
+    let mut frame = BytesMut::new();
+    header
+        .encode(&mut frame, ApiKey::Produce.request_header_version(9))
+        .unwrap();
+    request.encode(&mut frame, 9).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(&u32::try_from(frame.len()).unwrap().to_be_bytes())
+        .await
+        .unwrap();
+    socket.write_all(&frame).await.unwrap();
+    let size = socket.read_i32().await.unwrap();
+    let mut answer = vec![0u8; usize::try_from(size).unwrap()];
+    socket.read_exact(&mut answer).await.unwrap();
+    let mut answer = bytes::Bytes::from(answer);
+    answer.advance(4); // correlation id
+    answer.advance(1); // the response header's tagged fields (flexible version)
+    let response = ProduceResponse::decode(&mut answer, 9).unwrap();
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[tokio::test]
+async fn a_retried_idempotent_batch_is_found_after_kill_9_and_a_gap_is_refused() {
+    let mut broker = start().await;
+    let api = Api::new(&broker);
+    let (status, body) = api.call("PUT", "/api/streams/idem2", Some(json!({}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        produce_stamped(&kafka(&broker), "idem2", 0, 3).await,
+        (0, 0)
+    );
+    // The answer is lost with the broker; the producer sends the batch again.
+    broker.kill9().await.unwrap();
+    broker.restart().await.unwrap();
+    assert_eq!(
+        produce_stamped(&kafka(&broker), "idem2", 0, 3).await,
+        (0, 0),
+        "the first offset again"
+    );
+    let api = Api::new(&broker);
+    let (_, body) = api
+        .call(
+            "GET",
+            "/api/streams/idem2/messages?from=first&max=100",
+            None,
+        )
+        .await;
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "stored once: {body}");
+    assert!(
+        messages[0]["headers"].as_object().unwrap().is_empty(),
+        "the producer's stamp is not shown: {body}"
+    );
+    assert_eq!(
+        produce_stamped(&kafka(&broker), "idem2", 3, 2).await,
+        (0, 3),
+        "the next batch"
+    );
+    assert_eq!(
+        produce_stamped(&kafka(&broker), "idem2", 7, 1).await.0,
+        45,
+        "a gap: OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+}

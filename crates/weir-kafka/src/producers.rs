@@ -1,0 +1,260 @@
+//! The idempotent producer (librdkafka's and the Java client's default since
+//! Kafka 3): InitProducerId hands out a producer id, and each batch carries the
+//! producer's id, epoch and the sequence number of its first record per partition.
+//! A batch whose sequences were appended already (a retry after a lost answer) is
+//! answered with the offset it got the first time and not stored again; a gap in
+//! the sequence is refused with `OUT_OF_ORDER_SEQUENCE_NUMBER`, an older epoch
+//! with `INVALID_PRODUCER_EPOCH`.
+//!
+//! What lasts: the first record of every batch appended for a producer carries a
+//! [`PRODUCER_HEADER`] (producer id, epoch, first and last sequence, 20 bytes) in
+//! the same durable append as the records. After a restart, the first idempotent
+//! batch for a partition has the front end read the partition's newest records
+//! (up to [`SCAN_RECORDS`]) to learn each producer's last sequences again, so a
+//! retry through a restart is still found. Headers named `x-weir-…` are the
+//! broker's: readers over HTTP, AMQP and Kafka do not see them.
+//!
+//! Producer ids: the time in ms times 1024 plus a counter, so ids handed out after
+//! a restart do not meet the ids of before (unless the clock went back).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use weir_broker::stream::Header;
+
+/// The header of a producer's batch (a reserved `x-weir-` name).
+pub(crate) const PRODUCER_HEADER: &str = "x-weir-kafka-producer";
+
+/// Records read back from a partition's end to learn its producers after a start.
+pub(crate) const SCAN_RECORDS: u64 = 50_000;
+
+/// Batches remembered per producer and partition (Kafka's in-flight limit).
+const REMEMBERED: usize = 5;
+
+/// What to do with a producer's batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// New: append it.
+    Append,
+    /// Appended before at this offset: answer that.
+    Duplicate(u64),
+    /// Refused with this error.
+    Refuse(i16),
+}
+
+/// A batch's producer fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub id: i64,
+    pub epoch: i16,
+    pub first: i32,
+    pub last: i32,
+}
+
+impl Stamp {
+    /// The header that keeps it with the batch.
+    pub(crate) fn header(self) -> Header {
+        let mut v = Vec::with_capacity(18);
+        v.extend_from_slice(&self.id.to_be_bytes());
+        v.extend_from_slice(&self.epoch.to_be_bytes());
+        v.extend_from_slice(&self.first.to_be_bytes());
+        v.extend_from_slice(&self.last.to_be_bytes());
+        Header::new(PRODUCER_HEADER, Bytes::from(v))
+    }
+
+    /// Read back from a header's value.
+    pub(crate) fn parse(value: &[u8]) -> Option<Stamp> {
+        if value.len() != 18 {
+            return None;
+        }
+        let i = |r: std::ops::Range<usize>| value.get(r);
+        Some(Stamp {
+            id: i64::from_be_bytes(i(0..8)?.try_into().ok()?),
+            epoch: i16::from_be_bytes(i(8..10)?.try_into().ok()?),
+            first: i32::from_be_bytes(i(10..14)?.try_into().ok()?),
+            last: i32::from_be_bytes(i(14..18)?.try_into().ok()?),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Producer {
+    epoch: i16,
+    /// Recent batches: first and last sequence, and the offset of the first record.
+    recent: VecDeque<(i32, i32, u64)>,
+}
+
+#[derive(Default)]
+struct Partition {
+    loaded: bool,
+    producers: HashMap<i64, Producer>,
+}
+
+/// Every producer's state, per topic partition.
+#[derive(Default)]
+pub(crate) struct Producers {
+    partitions: Mutex<HashMap<(String, u32), Partition>>,
+    counter: AtomicU64,
+}
+
+impl Producers {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<(String, u32), Partition>) -> T) -> T {
+        f(&mut self
+            .partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// A new producer id.
+    pub(crate) fn new_id(&self) -> i64 {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) % 1024;
+        i64::try_from(ms.saturating_mul(1024) + n).unwrap_or(i64::MAX)
+    }
+
+    /// Whether `partition` of `topic` was read back since the start.
+    pub(crate) fn loaded(&self, topic: &str, partition: u32) -> bool {
+        self.with(|p| {
+            p.get(&(topic.to_owned(), partition))
+                .is_some_and(|p| p.loaded)
+        })
+    }
+
+    /// Learns the producers of `partition` from its newest records' stamps (in
+    /// offset order), unless already known.
+    pub(crate) fn load(&self, topic: &str, partition: u32, stamps: &[(u64, Stamp)]) {
+        self.with(|parts| {
+            let part = parts.entry((topic.to_owned(), partition)).or_default();
+            if part.loaded {
+                return;
+            }
+            part.loaded = true;
+            for (offset, s) in stamps {
+                remember(part, *s, *offset);
+            }
+        });
+    }
+
+    /// Forgets a topic's producers (it was deleted).
+    pub(crate) fn forget(&self, topic: &str) {
+        self.with(|parts| parts.retain(|(t, _), _| t != topic));
+    }
+
+    /// Judges a batch of `stamp`.
+    pub(crate) fn check(&self, topic: &str, partition: u32, stamp: Stamp) -> Verdict {
+        self.with(|parts| {
+            let part = parts.entry((topic.to_owned(), partition)).or_default();
+            let Some(p) = part.producers.get(&stamp.id) else {
+                // Unknown (new, or its batches are older than what was read back):
+                // any first sequence starts it.
+                return Verdict::Append;
+            };
+            if stamp.epoch < p.epoch {
+                return Verdict::Refuse(ResponseError::InvalidProducerEpoch.code());
+            }
+            if stamp.epoch > p.epoch {
+                return if stamp.first == 0 {
+                    Verdict::Append
+                } else {
+                    Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber.code())
+                };
+            }
+            if let Some((_, _, offset)) = p
+                .recent
+                .iter()
+                .find(|(f, l, _)| *f == stamp.first && *l == stamp.last)
+            {
+                return Verdict::Duplicate(*offset);
+            }
+            let last = p.recent.back().map_or(-1, |(_, l, _)| *l);
+            let expected = if last == i32::MAX { 0 } else { last + 1 };
+            if stamp.first == expected {
+                Verdict::Append
+            } else {
+                Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber.code())
+            }
+        })
+    }
+
+    /// Records an appended batch.
+    pub(crate) fn appended(&self, topic: &str, partition: u32, stamp: Stamp, offset: u64) {
+        self.with(|parts| {
+            let part = parts.entry((topic.to_owned(), partition)).or_default();
+            remember(part, stamp, offset);
+        });
+    }
+}
+
+fn remember(part: &mut Partition, s: Stamp, offset: u64) {
+    let p = part.producers.entry(s.id).or_default();
+    if s.epoch != p.epoch {
+        p.epoch = s.epoch;
+        p.recent.clear();
+    }
+    p.recent.push_back((s.first, s.last, offset));
+    while p.recent.len() > REMEMBERED {
+        p.recent.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(epoch: i16, first: i32, last: i32) -> Stamp {
+        Stamp {
+            id: 7,
+            epoch,
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn retries_are_found_and_gaps_refused() {
+        let p = Producers::default();
+        assert_eq!(p.check("t", 0, stamp(0, 0, 9)), Verdict::Append);
+        p.appended("t", 0, stamp(0, 0, 9), 100);
+        assert_eq!(p.check("t", 0, stamp(0, 0, 9)), Verdict::Duplicate(100));
+        assert_eq!(
+            p.check("t", 0, stamp(0, 12, 13)),
+            Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber.code())
+        );
+        assert_eq!(p.check("t", 0, stamp(0, 10, 19)), Verdict::Append);
+        assert_eq!(
+            p.check("t", 1, stamp(0, 5, 6)),
+            Verdict::Append,
+            "partitions are apart"
+        );
+        assert_eq!(
+            p.check("t", 0, stamp(1, 0, 0)),
+            Verdict::Append,
+            "a new epoch starts at 0"
+        );
+        p.appended("t", 0, stamp(1, 0, 0), 120);
+        assert_eq!(
+            p.check("t", 0, stamp(0, 20, 21)),
+            Verdict::Refuse(ResponseError::InvalidProducerEpoch.code())
+        );
+    }
+
+    #[test]
+    fn stamps_read_back_restore_the_state() {
+        let s = stamp(3, 40, 49);
+        assert_eq!(Stamp::parse(&s.header().value), Some(s));
+        assert_eq!(Stamp::parse(b"short"), None);
+        let p = Producers::default();
+        assert!(!p.loaded("t", 0));
+        p.load("t", 0, &[(10, stamp(3, 30, 39)), (20, s)]);
+        assert!(p.loaded("t", 0));
+        assert_eq!(p.check("t", 0, s), Verdict::Duplicate(20));
+        assert_eq!(p.check("t", 0, stamp(3, 50, 50)), Verdict::Append);
+        assert!(p.new_id() > 0);
+    }
+}
