@@ -25,6 +25,7 @@
 //! | SASL PLAIN | `sasl.rs` |
 //! | broker errors as Kafka error codes | `errors.rs` |
 //! | `[kafka]` settings | `config.rs` |
+//! | the fuzz target's entry point and corpus replay | `fuzzing.rs` |
 //!
 //! What is supported, partly or not at all is in docs/kafka-compat.md.
 
@@ -33,6 +34,8 @@ mod config;
 mod coordinator;
 mod errors;
 mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 mod groups;
 mod handlers;
 mod metadata;

@@ -212,7 +212,7 @@ impl Session {
 }
 
 /// A request frame's outcome.
-enum Decoded {
+pub(crate) enum Decoded {
     Request(Box<Request>),
     /// ApiVersions at a version weir does not serve: answered at version 0.
     UnsupportedApiVersions(RequestHeader),
@@ -243,7 +243,7 @@ async fn read_frame<S: AsyncRead + Unpin>(
 }
 
 /// Decodes a frame's header and body.
-fn decode(mut frame: Bytes) -> Result<Decoded, String> {
+pub(crate) fn decode(mut frame: Bytes) -> Result<Decoded, String> {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let key = ApiKey::try_from(raw_key).map_err(|()| format!("unknown API key {raw_key}"))?;
