@@ -331,5 +331,42 @@ def idempotent_through_restart():
     print("ordered" if values == sorted(values) else "reordered", flush=True)
 
 
+def sasl():
+    """SASL PLAIN as a user of weir's: its write permission decides per topic; a
+    wrong password is refused."""
+    from confluent_kafka import Producer
+
+    login = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+             "sasl.username": "alice", "sasl.password": "wonderland"}
+    produce("sasl.ok", [(None, b"hello", None)], **login)
+    refused = []
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "message.timeout.ms": 10000, **login})
+    producer.produce("sasl.no", value=b"x", on_delivery=lambda err, msg: refused.append(err))
+    producer.flush(20)
+    check(refused and refused[0] is not None and "AUTHORIZATION" in refused[0].name(), f"no write permission: {refused}")
+    errors = []
+    bad = Producer({"bootstrap.servers": BOOTSTRAP, **login, "sasl.password": "wrong",
+                    "error_cb": lambda e: errors.append(e), "message.timeout.ms": 5000})
+    bad.produce("sasl.ok", value=b"never")
+    bad.flush(10)
+    check(any("AUTHENTICATION" in e.name() or "Authentication" in e.str() for e in errors), f"a wrong password is refused: {errors[:2]}")
+    got = read_all("sasl.ok", expect=1)
+    check([r.value for r in got] == [b"hello"], "only alice's record is stored")
+
+
+def tls():
+    """Produce and consume over the TLS listener, the certificate checked against
+    the test CA."""
+    from confluent_kafka import Consumer, Producer
+
+    ssl = {"security.protocol": "SSL", "ssl.ca.location": os.environ["WEIR_KAFKA_CA"]}
+    produce("secure", [(b"k", b"over tls", [("h", b"1")])], **ssl)
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "tls-group", "auto.offset.reset": "earliest", **ssl})
+    c.subscribe(["secure"])
+    got = drain([c], 1)[0]
+    c.close()
+    check([m.value() for m in got] == [b"over tls"], f"read back over TLS: {got}")
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()

@@ -481,3 +481,62 @@ async fn a_retried_idempotent_batch_is_found_after_kill_9_and_a_gap_is_refused()
         "a gap: OUT_OF_ORDER_SEQUENCE_NUMBER"
     );
 }
+
+#[tokio::test]
+async fn sasl_plain_logs_in_as_a_user_held_to_its_permissions() {
+    let broker = start().await;
+    let api = Api::new(&broker);
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/users/alice",
+            Some(json!({"password": "wonderland"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let patterns = json!({"configure": ".*", "write": "^sasl\\.ok$", "read": ".*"});
+    let (status, body) = api
+        .call("PUT", "/api/permissions/%2F/alice", Some(patterns))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let out = scenario(&broker, "sasl").await;
+    assert!(out.contains("ok: a wrong password is refused"), "{out}");
+    assert!(
+        broker.log().contains("Kafka SASL login refused"),
+        "the refusal is logged"
+    );
+}
+
+#[tokio::test]
+async fn kafka_over_tls_with_the_broker_certificate() {
+    let pki = weir_testkit::tls::Pki::new().unwrap();
+    let mut args = vec!["--kafka-tls-listen".to_owned(), "127.0.0.1:0".to_owned()];
+    args.extend(pki.server_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = Broker::start_with(&args).await.unwrap();
+    let addr = broker
+        .kafka_tls_addr()
+        .expect("the TLS listener is on")
+        .to_owned();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(python())
+            .arg(script())
+            .arg("tls")
+            .env("WEIR_KAFKA", &addr)
+            .env("WEIR_KAFKA_CA", pki.path("ca.pem"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
+    assert!(stdout.contains("ok: read back over TLS"), "{stdout}");
+}
