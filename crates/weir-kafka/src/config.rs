@@ -26,6 +26,10 @@ pub struct KafkaConfig {
     /// Largest request accepted (Kafka's `socket.request.max.bytes`); a larger one
     /// closes the connection.
     pub max_request_bytes: usize,
+    /// Most bytes of requests read and not yet answered, every connection
+    /// together (Kafka's `queued.max.request.bytes`); a request waits for room
+    /// before its body is read. At least `max_request_bytes`.
+    pub max_inflight_request_bytes: usize,
     /// Largest record set a compressed batch may inflate to.
     pub max_uncompressed_batch_bytes: usize,
     /// Most connections open at once.
@@ -56,6 +60,7 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             max_request_bytes: 100 << 20,
             max_uncompressed_batch_bytes: 64 << 20,
+            max_inflight_request_bytes: 512 << 20,
             max_connections: 10_000,
             max_wait: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),

@@ -45,7 +45,7 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let sessions = TaskTracker::new();
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(&config));
     // Sessions that ran out and rebalances past their deadline, a few times a second.
     let ticking = tokio::spawn({
         let (shared, shutdown) = (shared.clone(), config.shutdown.clone());

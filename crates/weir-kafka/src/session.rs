@@ -15,6 +15,7 @@ use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable as _, Encodable as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use weir_broker::access::Principal;
 use weir_broker::connections::{ClientInfo, Registered};
 use weir_broker::metrics::{Held, Protocol, Tracked};
@@ -49,12 +50,26 @@ pub(crate) struct Request {
 }
 
 /// What every connection of the front end shares.
-#[derive(Default)]
 pub(crate) struct Shared {
     /// The consumer groups.
     pub coordinator: Coordinator,
     /// The idempotent producers' sequences.
     pub producers: Producers,
+    /// Bytes of requests read and not yet answered, all connections together, in
+    /// KiB (`max_inflight_request_bytes`).
+    pub request_budget: Semaphore,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &KafkaConfig) -> Shared {
+        let kib =
+            (config.max_inflight_request_bytes / 1024).max(config.max_request_bytes.div_ceil(1024));
+        Shared {
+            coordinator: Coordinator::default(),
+            producers: Producers::default(),
+            request_budget: Semaphore::new(kib.min(Semaphore::MAX_PERMITS)),
+        }
+    }
 }
 
 /// A connection's state.
@@ -129,16 +144,18 @@ impl Session {
         &mut self,
         mut socket: S,
     ) -> Result<(), Closed> {
+        // A request holds its room in the budget while `self` answers it.
+        let shared = self.shared.clone();
         let mut out = BytesMut::new();
         loop {
             let frame = tokio::select! {
                 () = self.config.shutdown.cancelled() => return Err(Closed::Quietly),
                 reason = self.registered.close_requested() => return Err(Closed::Because(format!("closed by an operator: {reason}"))),
-                frame = tokio::time::timeout(self.config.idle_timeout, read_frame(&mut socket, self.config.max_request_bytes)) => {
+                frame = tokio::time::timeout(self.config.idle_timeout, read_frame(&mut socket, self.config.max_request_bytes, &shared.request_budget)) => {
                     frame.map_err(|_| Closed::Because("idle for too long".to_owned()))??
                 }
             };
-            let Some(frame) = frame else {
+            let Some((frame, _held)) = frame else {
                 return Err(Closed::Quietly);
             };
             let request = match decode(frame) {
@@ -219,10 +236,13 @@ pub(crate) enum Decoded {
 }
 
 /// Reads one size-prefixed frame; `None` at a clean end of the stream.
-async fn read_frame<S: AsyncRead + Unpin>(
+/// Reads one size-prefixed frame, holding its size in `budget` (KiB) while the
+/// request lives; `None` at a clean end of the stream.
+async fn read_frame<'a, S: AsyncRead + Unpin>(
     socket: &mut S,
     max: usize,
-) -> Result<Option<Bytes>, Closed> {
+    budget: &'a Semaphore,
+) -> Result<Option<(Bytes, SemaphorePermit<'a>)>, Closed> {
     let mut size = [0u8; 4];
     match socket.read_exact(&mut size).await {
         Ok(_) => {}
@@ -234,12 +254,19 @@ async fn read_frame<S: AsyncRead + Unpin>(
         .ok()
         .filter(|s| *s >= 8 && *s <= max)
         .ok_or_else(|| Closed::Because(format!("a request of {size} bytes (limit {max})")))?;
+    // Every connection's requests together stay within the budget: a request
+    // waits for room before its body is read.
+    let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
+    let held = budget
+        .acquire_many(kib)
+        .await
+        .map_err(|_| Closed::Quietly)?;
     let mut frame = BytesMut::zeroed(size);
     socket
         .read_exact(&mut frame)
         .await
         .map_err(|e| Closed::Because(format!("reading a request: {e}")))?;
-    Ok(Some(frame.freeze()))
+    Ok(Some((frame.freeze(), held)))
 }
 
 /// Decodes a frame's header and body.
@@ -300,4 +327,35 @@ fn encode(
         .map_err(|_| Closed::Because("a response over 2 GiB".to_owned()))?;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt as _;
+
+    fn framed(len: usize) -> Vec<u8> {
+        let mut bytes = u32::try_from(len).unwrap().to_be_bytes().to_vec();
+        bytes.resize(4 + len, 7);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn requests_wait_for_room_in_the_shared_budget() {
+        let budget = Semaphore::new(4);
+        let (mut a, mut b) = (&framed(4096)[..], &framed(3000)[..]);
+        let (first, held) = read_frame(&mut a, 4096, &budget).await.unwrap().unwrap();
+        assert_eq!(first.len(), 4096);
+        let mut second = std::pin::pin!(read_frame(&mut b, 4096, &budget));
+        assert!(
+            second.as_mut().now_or_never().is_none(),
+            "no room while the first is held"
+        );
+        drop(held);
+        let (second, _held) = second.await.unwrap().unwrap();
+        assert_eq!(second.len(), 3000);
+        // Over the size limit: refused before anything is read or held.
+        let mut big = &framed(5000)[..];
+        assert!(read_frame(&mut big, 4096, &budget).await.is_err());
+    }
 }

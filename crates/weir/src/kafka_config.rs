@@ -28,6 +28,9 @@ pub struct KafkaSection {
     pub max_request_bytes: u64,
     /// Largest size a compressed batch may inflate to, bytes.
     pub max_uncompressed_batch_bytes: u64,
+    /// Most bytes of requests read and not yet answered, all connections together
+    /// (at least `max_request_bytes`).
+    pub max_inflight_request_bytes: u64,
     /// Most open Kafka connections; more are closed when accepted.
     pub max_connections: u32,
     /// Longest Fetch wait honoured, ms.
@@ -54,6 +57,7 @@ impl Default for KafkaSection {
             default_partitions: 1,
             max_request_bytes: 100 << 20,
             max_uncompressed_batch_bytes: 64 << 20,
+            max_inflight_request_bytes: 512 << 20,
             max_connections: 10_000,
             max_wait_ms: 30_000,
             idle_timeout_ms: 600_000,
@@ -86,6 +90,14 @@ impl KafkaSection {
                 self.max_uncompressed_batch_bytes
             ));
         }
+        if self.max_inflight_request_bytes < self.max_request_bytes
+            || self.max_inflight_request_bytes > 1 << 40
+        {
+            problems.push(format!(
+                "kafka.max_inflight_request_bytes {} is below kafka.max_request_bytes {} or over 1 TiB",
+                self.max_inflight_request_bytes, self.max_request_bytes
+            ));
+        }
         for (name, value) in [
             ("max_connections", u64::from(self.max_connections)),
             ("idle_timeout_ms", self.idle_timeout_ms),
@@ -115,6 +127,8 @@ impl KafkaSection {
             default_partitions: self.default_partitions,
             max_request_bytes: usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX),
             max_uncompressed_batch_bytes: usize::try_from(self.max_uncompressed_batch_bytes)
+                .unwrap_or(usize::MAX),
+            max_inflight_request_bytes: usize::try_from(self.max_inflight_request_bytes)
                 .unwrap_or(usize::MAX),
             max_connections: self.max_connections as usize,
             max_wait: Duration::from_millis(self.max_wait_ms),
