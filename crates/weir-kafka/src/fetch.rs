@@ -29,7 +29,7 @@ use weir_broker::stream::{MAX_READ_RECORDS, ReadFrom, visit_stored};
 
 use crate::errors;
 use crate::records::OutBatch;
-use crate::session::Session;
+use crate::state::Session;
 
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;

@@ -34,7 +34,7 @@ use weir_broker::access::Operation;
 use crate::coordinator::{Answer, Join};
 use crate::errors;
 use crate::metadata::NODE;
-use crate::session::Session;
+use crate::state::Session;
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())

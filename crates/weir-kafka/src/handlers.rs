@@ -3,7 +3,7 @@
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use crate::apis;
-use crate::session::{Closed, Request, Session};
+use crate::state::{Closed, Request, Session};
 
 /// The answer to `request`; `None` for a Produce with acks 0.
 pub(crate) async fn answer(

@@ -12,6 +12,7 @@
 //! |---|---|
 //! | accept loops (plain and TLS), connection cap | `server.rs` |
 //! | frames (size-checked), header and body decoding, the connection loop, anonymous user | `session.rs` |
+//! | a connection's state and what connections share (a leaf) | `state.rs` |
 //! | which handler answers which request | `handlers.rs` |
 //! | APIs and versions served, ApiVersions | `apis.rs` |
 //! | Metadata, auto-creation, permission helpers | `metadata.rs` |
@@ -45,6 +46,7 @@ mod records;
 mod sasl;
 mod server;
 mod session;
+mod state;
 mod topics;
 
 pub use config::KafkaConfig;

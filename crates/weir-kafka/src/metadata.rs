@@ -13,7 +13,7 @@ use weir_broker::access::Operation;
 use weir_broker::stream::{StreamInfo, StreamOptions};
 
 use crate::errors;
-use crate::session::Session;
+use crate::state::Session;
 
 /// weir's node id in every answer.
 pub(crate) const NODE: i32 = 0;

@@ -26,7 +26,7 @@ use weir_broker::stream::{IncomingBatch, MAX_READ_RECORDS, PartitionBatches, vis
 use crate::errors;
 use crate::producers::{PRODUCER_HEADER, SCAN_RECORDS, Stamp, Verdict};
 use crate::records::{self, InBatch, RecordError};
-use crate::session::Session;
+use crate::state::Session;
 
 /// The Kafka error a refused batch answers.
 fn record_error(e: &RecordError) -> i16 {

@@ -10,22 +10,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::connections::ClientInfo;
 
-use crate::session::{Closed, Session};
+use crate::state::{Closed, Sasl, Session};
 
 /// Mechanisms offered.
 const MECHANISMS: &[&str] = &["PLAIN"];
-
-/// Where a connection is in SASL.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) enum Sasl {
-    /// No handshake yet.
-    #[default]
-    Start,
-    /// A handshake chose this mechanism; its tokens come next.
-    Chosen(&'static str),
-    /// Logged in.
-    Done,
-}
 
 impl Session {
     pub(crate) fn sasl_handshake(

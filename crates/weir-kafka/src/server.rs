@@ -14,7 +14,8 @@ use tracing::Instrument as _;
 use weir_broker::Broker;
 
 use crate::config::KafkaConfig;
-use crate::session::{self, Shared};
+use crate::session;
+use crate::state::Shared;
 
 /// The current TLS settings of a listener (new ones arrive on a certificate
 /// reload; each connection keeps those in force when it was accepted).

@@ -16,79 +16,14 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable as _, Encodable as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{Semaphore, SemaphorePermit};
+use weir_broker::Broker;
 use weir_broker::access::Principal;
-use weir_broker::connections::{ClientInfo, Registered};
-use weir_broker::metrics::{Held, Protocol, Tracked};
-use weir_broker::{Broker, Vhost};
+use weir_broker::connections::ClientInfo;
+use weir_broker::metrics::{Held, Protocol};
 
 use crate::apis;
 use crate::config::KafkaConfig;
-use crate::coordinator::Coordinator;
-use crate::producers::Producers;
-use crate::sasl::Sasl;
-
-/// Why a connection ends.
-#[derive(Debug)]
-pub(crate) enum Closed {
-    /// The peer went, or the broker is shutting down.
-    Quietly,
-    /// A protocol violation or a failed write: logged with the reason.
-    Because(String),
-}
-
-impl<E: std::fmt::Display> From<E> for Closed {
-    fn from(e: E) -> Self {
-        Closed::Because(e.to_string())
-    }
-}
-
-/// One request, decoded.
-pub(crate) struct Request {
-    pub header: RequestHeader,
-    pub key: ApiKey,
-    pub body: RequestKind,
-}
-
-/// What every connection of the front end shares.
-pub(crate) struct Shared {
-    /// The consumer groups.
-    pub coordinator: Coordinator,
-    /// The idempotent producers' sequences.
-    pub producers: Producers,
-    /// Bytes of requests read and not yet answered, all connections together, in
-    /// KiB (`max_inflight_request_bytes`).
-    pub request_budget: Semaphore,
-}
-
-impl Shared {
-    pub(crate) fn new(config: &KafkaConfig) -> Shared {
-        let kib =
-            (config.max_inflight_request_bytes / 1024).max(config.max_request_bytes.div_ceil(1024));
-        Shared {
-            coordinator: Coordinator::default(),
-            producers: Producers::default(),
-            request_budget: Semaphore::new(kib.min(Semaphore::MAX_PERMITS)),
-        }
-    }
-}
-
-/// A connection's state.
-pub(crate) struct Session {
-    pub broker: Vhost,
-    pub config: Arc<KafkaConfig>,
-    pub peer: SocketAddr,
-    /// The address the client reached (what Metadata advertises by default).
-    pub local: SocketAddr,
-    /// Who the connection acts as: the anonymous user until SASL names another.
-    pub who: Option<Principal>,
-    pub sasl: Sasl,
-    /// What connections share: consumer groups, producers.
-    pub shared: Arc<Shared>,
-    pub registered: Registered,
-    /// Whether the client's id is in the connection registry.
-    client_noted: bool,
-    _counted: Tracked,
-}
+use crate::state::{Closed, Request, Sasl, Session, Shared};
 
 /// Serves one connection until it closes, the peer goes idle or the broker stops.
 pub(crate) async fn run<S>(
@@ -235,7 +170,6 @@ pub(crate) enum Decoded {
     UnsupportedApiVersions(RequestHeader),
 }
 
-/// Reads one size-prefixed frame; `None` at a clean end of the stream.
 /// Reads one size-prefixed frame, holding its size in `budget` (KiB) while the
 /// request lives; `None` at a clean end of the stream.
 async fn read_frame<'a, S: AsyncRead + Unpin>(

@@ -24,7 +24,7 @@ use weir_broker::access::Operation;
 use weir_broker::stream::{StreamInfo, StreamOptions};
 
 use crate::errors;
-use crate::session::Session;
+use crate::state::Session;
 
 /// DescribeConfigs' resource type of a topic.
 const TOPIC_RESOURCE: i8 = 2;
