@@ -291,8 +291,11 @@ def kafka_python_group():
     listed = [g[0] if isinstance(g, tuple) else getattr(g, "group", g) for g in admin.list_groups()]
     check("kp-group" in str(listed), f"ListGroups lists kp-group: {listed}")
     offsets = admin.list_group_offsets("kp-group")
-    print(repr(offsets))
     check("offset=30" in repr(offsets), f"OffsetFetch for all topics: {offsets}")
+    described = admin.describe_groups(["kp-group", "nobody"])
+    # {group: {"group_state": ...}} in kafka-python 3.
+    states = [described[g]["group_state"] for g in ("kp-group", "nobody")]
+    check(states == ["Empty", "Dead"], f"DescribeGroups: a group with offsets only is Empty, an unknown one Dead: {described}")
     admin.close()
 
 

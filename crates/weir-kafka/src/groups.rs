@@ -289,7 +289,12 @@ impl Session {
             let mut d = DescribedGroup::default();
             d.group_id = GroupId(text(name.clone()));
             match views.iter().find(|v| v.id == name) {
-                // A group without members (or unknown) is "Dead", as Kafka says.
+                // Only committed offsets: "Empty" (a consumer group), as Kafka says;
+                // unknown: "Dead".
+                None if self.has_offsets(&name) => {
+                    d.group_state = StrBytes::from_static_str("Empty");
+                    d.protocol_type = StrBytes::from_static_str("consumer");
+                }
                 None => d.group_state = StrBytes::from_static_str("Dead"),
                 Some(v) => {
                     d.group_state = StrBytes::from_static_str(v.state.name());
@@ -446,6 +451,17 @@ impl Session {
             })
             .collect();
         response
+    }
+
+    /// Whether `group` has committed offsets on a stream of the vhost.
+    fn has_offsets(&self, group: &str) -> bool {
+        self.broker.streams().iter().any(|s| {
+            self.broker
+                .committed_offsets(&s.name, group)
+                .ok()
+                .flatten()
+                .is_some()
+        })
     }
 
     /// The committed offsets of `group` per asked topic and partition (-1 when
