@@ -353,8 +353,16 @@ def sasl():
     bad.produce("sasl.ok", value=b"never")
     bad.flush(10)
     check(any("AUTHENTICATION" in e.name() or "Authentication" in e.str() for e in errors), f"a wrong password is refused: {errors[:2]}")
-    got = read_all("sasl.ok", expect=1)
-    check([r.value for r in got] == [b"hello"], "only alice's record is stored")
+    scram = {**login, "sasl.mechanism": "SCRAM-SHA-256"}
+    produce("sasl.ok", [(None, b"scram", None)], **scram)
+    errors = []
+    bad = Producer({"bootstrap.servers": BOOTSTRAP, **scram, "sasl.password": "wrong",
+                    "error_cb": lambda e: errors.append(e), "message.timeout.ms": 5000})
+    bad.produce("sasl.ok", value=b"never")
+    bad.flush(10)
+    check(any("AUTHENTICATION" in e.name() or "Authentication" in e.str() for e in errors), f"SCRAM: a wrong password is refused: {errors[:2]}")
+    got = read_all("sasl.ok", expect=2)
+    check([r.value for r in got] == [b"hello", b"scram"], "only alice's records are stored (PLAIN and SCRAM)")
 
 
 def tls():

@@ -23,7 +23,8 @@
 //! | the classic group protocol's state machine: joins, generations, rebalances, sessions | `coordinator.rs` |
 //! | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups, OffsetCommit, OffsetFetch | `groups.rs` |
 //! | record batches in and out, bounded decompression | `records.rs` |
-//! | SASL PLAIN | `sasl.rs` |
+//! | SASL PLAIN and SCRAM-SHA-256 | `sasl.rs` |
+//! | SCRAM's messages, nonces and auth message | `scram.rs` |
 //! | broker errors as Kafka error codes | `errors.rs` |
 //! | `[kafka]` settings | `config.rs` |
 //! | the fuzz target's entry point and corpus replay | `fuzzing.rs` |
@@ -44,6 +45,7 @@ mod produce;
 mod producers;
 mod records;
 mod sasl;
+mod scram;
 mod server;
 mod session;
 mod state;

@@ -1,7 +1,8 @@
 //! SASL over Kafka's SaslHandshake (version 1) and SaslAuthenticate: PLAIN
 //! against the broker's users, with the same password checks (and the same
-//! refusal delay) as an AMQP login. The user must have permissions in the front
-//! end's vhost.
+//! refusal delay) as an AMQP login, and SCRAM-SHA-256 against the SCRAM
+//! credentials the broker keeps with each password (`crate::scram`). The user must
+//! have permissions in the front end's vhost.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
@@ -13,7 +14,7 @@ use weir_broker::connections::ClientInfo;
 use crate::state::{Closed, Sasl, Session};
 
 /// Mechanisms offered.
-const MECHANISMS: &[&str] = &["PLAIN"];
+const MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256"];
 
 impl Session {
     pub(crate) fn sasl_handshake(
@@ -44,6 +45,15 @@ impl Session {
         request: &SaslAuthenticateRequest,
     ) -> Result<SaslAuthenticateResponse, Closed> {
         let mut response = SaslAuthenticateResponse::default();
+        match std::mem::take(&mut self.sasl) {
+            Sasl::Chosen("SCRAM-SHA-256") => {
+                return Ok(self.scram_first(&request.auth_bytes).await);
+            }
+            Sasl::Scram(exchange) => {
+                return Ok(self.scram_final(&exchange, &request.auth_bytes).await);
+            }
+            other => self.sasl = other,
+        }
         if self.sasl != Sasl::Chosen("PLAIN") {
             response.error_code = ResponseError::IllegalSaslState.code();
             response.error_message = Some(StrBytes::from_static_str(
@@ -63,21 +73,70 @@ impl Session {
         .await;
         let principal = match checked {
             Ok(Ok(p)) if access.check_vhost(&p, self.broker.name()).is_ok() => p,
-            _ => {
-                tracing::warn!(peer = %self.peer, %user, "Kafka SASL login refused");
-                tokio::time::sleep(self.config.failed_login_delay).await;
-                response.error_code = ResponseError::SaslAuthenticationFailed.code();
-                response.error_message = Some(StrBytes::from_string(format!(
-                    "Authentication failed: invalid credentials for user {user}, or no permissions in vhost {}",
-                    self.broker.name()
-                )));
-                return Ok(response);
-            }
+            _ => return Ok(self.refused(&user, "wrong credentials").await),
         };
+        self.logged_in(principal);
+        Ok(response)
+    }
+
+    fn logged_in(&mut self, principal: weir_broker::access::Principal) {
         self.registered
             .logged_in(&principal.name, ClientInfo::default());
         self.who = Some(principal);
         self.sasl = Sasl::Done;
-        Ok(response)
+    }
+
+    /// A refused login: logged, answered after the delay, and SASL starts over.
+    async fn refused(&mut self, user: &str, why: &str) -> SaslAuthenticateResponse {
+        tracing::warn!(peer = %self.peer, %user, why, "Kafka SASL login refused");
+        tokio::time::sleep(self.config.failed_login_delay).await;
+        self.sasl = Sasl::Start;
+        let mut response = SaslAuthenticateResponse::default();
+        response.error_code = ResponseError::SaslAuthenticationFailed.code();
+        response.error_message = Some(StrBytes::from_string(format!(
+            "Authentication failed: invalid credentials for user {user}, or no permissions in vhost {}",
+            self.broker.name()
+        )));
+        response
+    }
+
+    async fn scram_first(&mut self, client_first: &[u8]) -> SaslAuthenticateResponse {
+        let access = self.broker.access();
+        let peer = self.peer.ip();
+        match crate::scram::Exchange::start(client_first, |user| {
+            access.scram_credentials(user, peer)
+        }) {
+            Ok((exchange, server_first)) => {
+                self.sasl = Sasl::Scram(Box::new(exchange));
+                let mut response = SaslAuthenticateResponse::default();
+                response.auth_bytes = bytes::Bytes::from(server_first);
+                response
+            }
+            Err(why) => self.refused("(unread)", &why).await,
+        }
+    }
+
+    async fn scram_final(
+        &mut self,
+        exchange: &crate::scram::Exchange,
+        client_final: &[u8],
+    ) -> SaslAuthenticateResponse {
+        let access = self.broker.access();
+        let principal = access
+            .principal(&exchange.user)
+            .filter(|p| access.check_vhost(p, self.broker.name()).is_ok());
+        match (exchange.finish(client_final), principal) {
+            (Ok(server_final), Some(principal)) => {
+                self.logged_in(principal);
+                let mut response = SaslAuthenticateResponse::default();
+                response.auth_bytes = bytes::Bytes::from(server_final);
+                response
+            }
+            (Err(why), _) => self.refused(&exchange.user, &why).await,
+            (Ok(_), None) => {
+                self.refused(&exchange.user, "no permissions in the vhost")
+                    .await
+            }
+        }
     }
 }

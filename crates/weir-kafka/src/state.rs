@@ -86,6 +86,8 @@ pub(crate) enum Sasl {
     Start,
     /// A handshake chose this mechanism; its tokens come next.
     Chosen(&'static str),
+    /// A SCRAM exchange waits for the client's final message.
+    Scram(Box<crate::scram::Exchange>),
     /// Logged in.
     Done,
 }

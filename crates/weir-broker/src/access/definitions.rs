@@ -31,6 +31,9 @@ pub struct UserDef {
     pub password_hash: String,
     /// `argon2id` or RabbitMQ's `rabbit_password_hashing_sha256`.
     pub hashing_algorithm: Hashing,
+    /// weir's: SCRAM-SHA-256 credentials (RFC 5803's form), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram_sha_256: Option<String>,
     /// A list (RabbitMQ 3.9+); RabbitMQ before wrote one comma-separated string.
     #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,

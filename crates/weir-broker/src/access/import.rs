@@ -89,6 +89,7 @@ mod tests {
                 name: "new".into(),
                 password_hash: exported.users[0].password_hash.clone(),
                 hashing_algorithm: Hashing::Argon2id,
+                scram_sha_256: None,
                 tags: vec![],
             }],
             vhosts: vec![VhostDef {

@@ -26,6 +26,22 @@ impl Access {
         self.principal(name)
     }
 
+    /// User `name`'s SCRAM-SHA-256 credentials, for a login from `peer`: `None` for
+    /// an unknown user, one without credentials yet (made before them and not
+    /// logged in since), or a loopback-only user from elsewhere.
+    pub fn scram_credentials(
+        &self,
+        name: &str,
+        peer: std::net::IpAddr,
+    ) -> Option<super::scram::ScramCredentials> {
+        if self.loopback_users.iter().any(|u| u == name) && !super::is_loopback(peer) {
+            return None;
+        }
+        let state = read(&self.state);
+        let stored = state.users.get(name)?.password.scram.as_deref()?;
+        super::scram::ScramCredentials::from_stored(stored)
+    }
+
     /// A fingerprint of user `name`'s stored password (not of the password: of its
     /// salted hash), if the user exists; it changes whenever the password is set.
     pub fn login_stamp(&self, name: &str) -> Option<u64> {

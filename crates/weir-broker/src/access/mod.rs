@@ -25,6 +25,7 @@ mod import;
 mod lookup;
 pub mod password;
 pub mod permissions;
+pub mod scram;
 #[cfg(test)]
 mod tests;
 
@@ -311,9 +312,10 @@ impl Access {
             return Err(LoginRefused);
         }
         let mut upgraded = None;
-        if stored.hashing == Hashing::RabbitSha256 {
-            // An imported RabbitMQ hash: replaced by argon2id now that the password is
-            // known. If that fails the old hash stays, and it still works.
+        if stored.hashing == Hashing::RabbitSha256 || stored.scram.is_none() {
+            // An imported RabbitMQ hash, or a hash from before SCRAM credentials:
+            // replaced by argon2id with SCRAM now that the password is known. If
+            // that fails the old hash stays, and it still works.
             let argon = password::hash(password);
             let replaced = self.change(|state| {
                 if let Some(u) = state.users.get_mut(user)
@@ -699,6 +701,7 @@ impl State {
             let password = StoredPassword {
                 hash: user.password_hash,
                 hashing: user.hashing_algorithm,
+                scram: user.scram_sha_256,
             };
             if !password::is_well_formed(&password) {
                 return Err(AccessError::InvalidName(format!(
@@ -745,6 +748,7 @@ impl State {
                     name: name.clone(),
                     password_hash: u.password.hash.clone(),
                     hashing_algorithm: u.password.hashing,
+                    scram_sha_256: u.password.scram.clone(),
                     tags: u.tags.clone(),
                 })
                 .collect(),

@@ -35,6 +35,9 @@ pub struct StoredPassword {
     pub hash: String,
     /// How it was made.
     pub hashing: Hashing,
+    /// SCRAM-SHA-256 credentials from the same password (RFC 5803's form,
+    /// [`super::scram`]); `None` until the password is set or first used.
+    pub scram: Option<String>,
 }
 
 /// Hashes `password` with argon2id and a fresh random salt.
@@ -50,6 +53,7 @@ pub fn hash(password: &str) -> StoredPassword {
     StoredPassword {
         hash,
         hashing: Hashing::Argon2id,
+        scram: Some(super::scram::ScramCredentials::derive(password).to_stored()),
     }
 }
 
@@ -82,6 +86,11 @@ const MAX_P: u32 = 4;
 /// Whether a stored hash has the shape its hashing says (checked on import and
 /// at start), with argon2id parameters no dearer than a few times weir's own.
 pub fn is_well_formed(stored: &StoredPassword) -> bool {
+    if let Some(scram) = &stored.scram
+        && super::scram::ScramCredentials::from_stored(scram).is_none()
+    {
+        return false;
+    }
     match stored.hashing {
         Hashing::Argon2id => PasswordHash::new(&stored.hash).is_ok_and(|parsed| {
             // A hash's own parameters set what checking it costs: an imported one
@@ -136,6 +145,7 @@ mod tests {
             let dear = StoredPassword {
                 hash: ours.hash.replace(from, to),
                 hashing: Hashing::Argon2id,
+                scram: None,
             };
             assert!(!is_well_formed(&dear), "{}", dear.hash);
         }
@@ -164,6 +174,7 @@ mod tests {
         let stored = StoredPassword {
             hash: STANDARD.encode(&bytes),
             hashing: Hashing::RabbitSha256,
+            scram: None,
         };
         assert!(is_well_formed(&stored));
         assert!(verify(&stored, "guest"));
@@ -176,14 +187,17 @@ mod tests {
             StoredPassword {
                 hash: "not base64!".into(),
                 hashing: Hashing::RabbitSha256,
+                scram: None,
             },
             StoredPassword {
                 hash: STANDARD.encode([1, 2, 3]),
                 hashing: Hashing::RabbitSha256,
+                scram: None,
             },
             StoredPassword {
                 hash: "$argon2id$broken".into(),
                 hashing: Hashing::Argon2id,
+                scram: None,
             },
         ] {
             assert!(!is_well_formed(&stored), "{stored:?}");

@@ -22,6 +22,9 @@ fn a_fresh_broker_has_guest_on_the_default_vhost_from_loopback_only() {
     assert!(dir.path().join(FILE).exists(), "the defaults are written");
     let guest = access.authenticate("guest", "guest", LOOPBACK).unwrap();
     assert!(guest.is_administrator());
+    // SCRAM credentials come with the password; guest's only from loopback.
+    assert!(access.scram_credentials("guest", LOOPBACK).is_some());
+    assert!(access.scram_credentials("guest", REMOTE).is_none());
     // IPv4-mapped loopback counts as loopback.
     let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
     assert!(access.authenticate("guest", "guest", mapped).is_ok());
@@ -173,11 +176,18 @@ fn a_rabbitmq_hash_is_replaced_by_argon2id_at_the_first_login() {
     std::fs::write(dir.path().join(FILE), defs.to_string()).unwrap();
     let access = open(dir.path());
     assert!(access.authenticate("old", "nope", REMOTE).is_err());
+    assert!(
+        access.scram_credentials("old", REMOTE).is_none(),
+        "no SCRAM before a login"
+    );
     let old = access.authenticate("old", "pw", REMOTE).unwrap();
     assert_eq!(old.tags, ["management"]);
     let on_disk: Definitions =
         serde_json::from_slice(&std::fs::read(dir.path().join(FILE)).unwrap()).unwrap();
     assert_eq!(on_disk.users[0].hashing_algorithm, Hashing::Argon2id);
+    // The first login with the password made SCRAM credentials too, durably.
+    assert!(on_disk.users[0].scram_sha_256.is_some());
+    assert!(access.scram_credentials("old", REMOTE).is_some());
     drop(access);
     let access = open(dir.path());
     assert!(access.authenticate("old", "pw", REMOTE).is_ok());
