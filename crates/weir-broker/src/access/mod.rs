@@ -20,6 +20,7 @@
 //! - A fresh broker has `guest`/`guest`, tagged `administrator`, with every
 //!   permission on the vhost `/`.
 
+mod constant_time;
 pub mod definitions;
 mod import;
 mod lookup;

@@ -118,14 +118,7 @@ fn rabbit_digest(salt: [u8; 4], password: &str) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Compares without an early exit, so the time taken says nothing of where two
-/// digests differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub(crate) use super::constant_time::constant_time_eq;
 
 #[cfg(test)]
 mod tests {

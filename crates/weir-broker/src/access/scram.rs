@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ring::{digest, hmac, pbkdf2};
 
-use super::password::constant_time_eq;
+use super::constant_time::constant_time_eq;
 
 /// PBKDF2 iterations for new credentials (RFC 7677's minimum, Kafka's default).
 pub const ITERATIONS: u32 = 4096;
