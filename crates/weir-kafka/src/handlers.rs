@@ -15,7 +15,9 @@ pub(crate) async fn answer(
     Ok(Some(match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(apis::api_versions()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(s.metadata(r, version).await),
-        RequestKind::Produce(r) => return Ok(s.produce(r).await.map(ResponseKind::Produce)),
+        RequestKind::Produce(r) => {
+            return Ok(s.producing().produce(r).await.map(ResponseKind::Produce));
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(s.fetch(r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(s.list_offsets(r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(s.create_topics(r).await),

@@ -9,7 +9,8 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::access::Operation;
+use weir_broker::Vhost;
+use weir_broker::access::{Operation, Principal};
 use weir_broker::stream::{StreamInfo, StreamOptions};
 
 use crate::errors;
@@ -89,12 +90,7 @@ impl Session {
 
     /// Whether the user may do `operation` on topic `name`.
     pub(crate) fn allowed(&self, operation: Operation, name: &str) -> bool {
-        self.who.as_ref().is_some_and(|who| {
-            self.broker
-                .access()
-                .check(who, self.broker.name(), operation, "queue", name)
-                .is_ok()
-        })
+        permitted(self.who.as_ref(), &self.broker, operation, name)
     }
 
     /// One asked-for topic: described, created first if allowed, or its error.
@@ -129,6 +125,22 @@ impl Session {
             Err(e) => failed(errors::code(&e)),
         }
     }
+}
+
+/// Whether `who` may do `operation` on the stream `name` (a stream's permissions
+/// are a queue's: configure, write, read).
+pub(crate) fn permitted(
+    who: Option<&Principal>,
+    broker: &Vhost,
+    operation: Operation,
+    name: &str,
+) -> bool {
+    who.is_some_and(|who| {
+        broker
+            .access()
+            .check(who, broker.name(), operation, "queue", name)
+            .is_ok()
+    })
 }
 
 /// A stream as a Metadata topic.

@@ -11,6 +11,7 @@
 //! Permissions: `write` on the stream. A transactional producer's batches are
 //! refused: weir has no transactions.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
@@ -20,13 +21,16 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::access::Operation;
+use weir_broker::Vhost;
+use weir_broker::access::{Operation, Principal};
 use weir_broker::stream::{IncomingBatch, MAX_READ_RECORDS, PartitionBatches, visit_stored};
 
+use crate::config::KafkaConfig;
 use crate::errors;
+use crate::metadata::permitted;
 use crate::producers::{PRODUCER_HEADER, SCAN_RECORDS, Stamp, Verdict};
 use crate::records::{self, InBatch, RecordError};
-use crate::state::Session;
+use crate::state::{Session, Shared};
 
 /// The Kafka error a refused batch answers.
 fn record_error(e: &RecordError) -> i16 {
@@ -57,8 +61,46 @@ fn answer(index: i32, code: i16, message: Option<String>) -> PartitionProduceRes
     r
 }
 
+/// What a Produce needs of its connection, owned, so that an answer can be
+/// awaited while the connection reads on (see `session.rs` on pipelining).
+pub(crate) struct Producing {
+    broker: Vhost,
+    config: Arc<KafkaConfig>,
+    shared: Arc<Shared>,
+    who: Option<Principal>,
+}
+
 impl Session {
-    /// Produce's answer; `None` for acks 0.
+    /// This connection's producing context.
+    pub(crate) fn producing(&self) -> Producing {
+        Producing {
+            broker: self.broker.clone(),
+            config: self.config.clone(),
+            shared: self.shared.clone(),
+            who: self.who.clone(),
+        }
+    }
+}
+
+/// Whether a Produce may be answered while the requests after it are read: one
+/// without transactions or idempotent producers' batches, whose sequences are
+/// judged against the batches before them once those are stored.
+pub(crate) fn pipelines(request: &ProduceRequest) -> bool {
+    request.transactional_id.is_none()
+        && request
+            .topic_data
+            .iter()
+            .flat_map(|t| &t.partition_data)
+            .all(|p| {
+                p.records
+                    .as_ref()
+                    .is_none_or(|r| !records::names_a_producer(r))
+            })
+}
+
+impl Producing {
+    /// Produce's answer; `None` for acks 0. Every append is queued by the first
+    /// poll of this future, in the order of the request's partitions.
     pub(crate) async fn produce(&self, request: ProduceRequest) -> Option<ProduceResponse> {
         let transactional = request.transactional_id.is_some();
         let mut work = Vec::new();
@@ -69,7 +111,7 @@ impl Session {
                     ResponseError::TransactionalIdAuthorizationFailed.code(),
                     "transactions are not supported by weir".to_owned(),
                 ))
-            } else if !self.allowed(Operation::Write, &name) {
+            } else if !permitted(self.who.as_ref(), &self.broker, Operation::Write, &name) {
                 Some((
                     ResponseError::TopicAuthorizationFailed.code(),
                     format!("no write permission on '{name}'"),

@@ -111,6 +111,29 @@ pub(crate) fn parse_batches(
     Ok(out)
 }
 
+/// Whether a Produce record set carries an idempotent producer's batch (one that
+/// names a producer id), judged in order against the batches before it. A record
+/// set that does not look like batches says yes: it takes the careful path, where
+/// [`parse_batches`] refuses it.
+pub(crate) fn names_a_producer(bytes: &Bytes) -> bool {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        if rest.len() < HEADER_LEN || be_i64(rest, 43) >= 0 {
+            return true;
+        }
+        let total = usize::try_from(be_i32(rest, 8))
+            .ok()
+            .and_then(|l| l.checked_add(LOG_OVERHEAD))
+            .filter(|t| *t >= HEADER_LEN);
+        let Some(total) = total else {
+            return true;
+        };
+        pos = pos.saturating_add(total);
+    }
+    false
+}
+
 fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -480,6 +503,21 @@ mod tests {
         assert_eq!(parsed[0].producer_id, -1);
         assert_eq!(be_i64(&bytes, 0), 5, "base offset");
         assert_eq!(be_i32(&bytes, 23), 1, "last offset delta");
+    }
+
+    #[test]
+    fn a_record_set_names_a_producer_if_any_batch_does() {
+        let plain = batch_of(&[view(0, None, b"x")]);
+        let two = [plain.to_vec(), plain.to_vec()].concat();
+        assert!(!names_a_producer(&Bytes::from(two.clone())));
+        let mut second_named = two;
+        second_named[plain.len() + 43..plain.len() + 51].copy_from_slice(&7i64.to_be_bytes());
+        assert!(names_a_producer(&Bytes::from(second_named)));
+        // What is not batches takes the careful path.
+        assert!(names_a_producer(&plain.slice(..30)));
+        let mut bad_length = plain.to_vec();
+        bad_length[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+        assert!(names_a_producer(&Bytes::from(bad_length)));
     }
 
     #[test]

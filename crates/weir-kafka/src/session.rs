@@ -1,29 +1,52 @@
 //! One Kafka connection: read a request frame (size-checked), decode its header and
-//! body with `kafka-protocol`, answer it, in order. Kafka's own broker handles one
-//! request of a connection at a time too (it mutes the socket until the answer is
-//! out), so clients already pipeline across connections, not within one.
+//! body with `kafka-protocol`, answer it; answers go out in the order the requests
+//! came, as Kafka's protocol requires.
+//!
+//! A Produce (without transactions or idempotent producers' batches) is pipelined:
+//! its appends are queued before the next request is read, and its answer waits
+//! for their sync while the connection reads on, so the Produce requests a client
+//! sends back to back (librdkafka does, with `linger.ms` 0) share one group commit
+//! instead of paying a sync each. At most [`MAX_PIPELINED`] wait at once, within
+//! the shared request budget. Every other request is answered once the answers
+//! before it are out: idempotent batches are judged against the batches before
+//! them once those are stored, and a read sees what the same connection produced.
+//! (Kafka's own broker answers one request of a connection at a time; its appends
+//! do not wait for a sync.)
 //!
 //! A request that does not decode, an API key weir does not know, a version it
 //! does not serve (other than ApiVersions, which answers `UNSUPPORTED_VERSION` with
 //! the list, as Kafka does) or a request before a required SASL login close this
 //! connection only: the frame size is checked before anything is allocated for it.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
 use kafka_protocol::protocol::{Decodable as _, Encodable as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weir_broker::Broker;
 use weir_broker::access::Principal;
 use weir_broker::connections::ClientInfo;
 use weir_broker::metrics::{Held, Protocol};
 
-use crate::apis;
 use crate::config::KafkaConfig;
 use crate::state::{Closed, Request, Sasl, Session, Shared};
+use crate::{apis, produce};
+
+/// Most pipelined Produce requests of one connection awaiting their syncs at once.
+pub(crate) const MAX_PIPELINED: usize = 128;
+
+/// A pipelined answer: the encoded frame, or none (acks 0).
+type Answering = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, Closed>> + Send>>;
 
 /// Serves one connection until it closes, the peer goes idle or the broker stops.
 pub(crate) async fn run<S>(
@@ -75,27 +98,38 @@ impl Session {
         self.broker.access().principal_from(name, self.peer.ip())
     }
 
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        mut socket: S,
-    ) -> Result<(), Closed> {
-        // A request holds its room in the budget while `self` answers it.
-        let shared = self.shared.clone();
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&mut self, socket: S) -> Result<(), Closed> {
+        let budget = self.shared.request_budget.clone();
+        let (max, idle) = (self.config.max_request_bytes, self.config.idle_timeout);
+        let (reader, mut writer) = tokio::io::split(socket);
+        let mut frames = FrameReader::new(reader);
+        let mut pending: FuturesOrdered<Answering> = FuturesOrdered::new();
         let mut out = BytesMut::new();
         loop {
             let frame = tokio::select! {
+                biased;
                 () = self.config.shutdown.cancelled() => return Err(Closed::Quietly),
                 reason = self.registered.close_requested() => return Err(Closed::Because(format!("closed by an operator: {reason}"))),
-                frame = tokio::time::timeout(self.config.idle_timeout, read_frame(&mut socket, self.config.max_request_bytes, &shared.request_budget)) => {
+                Some(answered) = pending.next(), if !pending.is_empty() => {
+                    if let Some(answer) = answered? {
+                        self.write(&mut writer, &answer).await?;
+                    }
+                    continue;
+                }
+                // Reading is cancel-safe: what a cancelled read took stays buffered.
+                frame = tokio::time::timeout(idle, frames.next(max, &budget)), if pending.len() < MAX_PIPELINED => {
                     frame.map_err(|_| Closed::Because("idle for too long".to_owned()))??
                 }
             };
-            let Some((frame, _held)) = frame else {
+            let Some((frame, held)) = frame else {
+                // The peer stopped sending: what it produced is still answered.
+                self.flush(&mut pending, &mut writer).await?;
                 return Err(Closed::Quietly);
             };
             let request = match decode(frame) {
                 Ok(Decoded::Request(r)) => *r,
                 Ok(Decoded::UnsupportedApiVersions(header)) => {
+                    self.flush(&mut pending, &mut writer).await?;
                     let body = apis::unsupported(&header);
                     out.clear();
                     encode(
@@ -105,11 +139,23 @@ impl Session {
                         0,
                         &ResponseKind::ApiVersions(body),
                     )?;
-                    self.write(&mut socket, &out).await?;
+                    self.write(&mut writer, &out).await?;
                     continue;
                 }
                 Err(reason) => return Err(Closed::Because(reason)),
             };
+            let request = match request {
+                Request {
+                    header,
+                    body: RequestKind::Produce(body),
+                    ..
+                } if self.who.is_some() && produce::pipelines(&body) => {
+                    pending.push_back(self.pipelined(header, body, held).await);
+                    continue;
+                }
+                other => other,
+            };
+            self.flush(&mut pending, &mut writer).await?;
             let version = request.header.request_api_version;
             let (header, key) = (request.header.clone(), request.key);
             let Some(response) = self.answer(request).await? else {
@@ -117,8 +163,50 @@ impl Session {
             };
             out.clear();
             encode(&mut out, &header, key, version, &response)?;
-            self.write(&mut socket, &out).await?;
+            self.write(&mut writer, &out).await?;
+            drop(held);
         }
+    }
+
+    /// A pipelined Produce's answer, once its appends are queued: the future is
+    /// polled once here, before the next request is read, so that appends are
+    /// queued in the order the requests came.
+    async fn pipelined(
+        &self,
+        header: RequestHeader,
+        body: ProduceRequest,
+        held: OwnedSemaphorePermit,
+    ) -> Answering {
+        let producing = self.producing();
+        let mut answering: Answering = Box::pin(async move {
+            let Some(response) = producing.produce(body).await else {
+                return Ok(None);
+            };
+            drop(held);
+            let version = header.request_api_version;
+            let mut out = BytesMut::new();
+            let response = ResponseKind::Produce(response);
+            encode(&mut out, &header, ApiKey::Produce, version, &response)?;
+            Ok(Some(out))
+        });
+        match std::future::poll_fn(|cx| Poll::Ready(answering.as_mut().poll(cx))).await {
+            Poll::Ready(answered) => Box::pin(std::future::ready(answered)),
+            Poll::Pending => answering,
+        }
+    }
+
+    /// Writes out the pipelined answers still awaited, in order.
+    async fn flush<W: AsyncWrite + Unpin>(
+        &self,
+        pending: &mut FuturesOrdered<Answering>,
+        writer: &mut W,
+    ) -> Result<(), Closed> {
+        while let Some(answered) = pending.next().await {
+            if let Some(answer) = answered? {
+                self.write(writer, &answer).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn write<S: AsyncWrite + Unpin>(
@@ -170,37 +258,69 @@ pub(crate) enum Decoded {
     UnsupportedApiVersions(RequestHeader),
 }
 
-/// Reads one size-prefixed frame, holding its size in `budget` (KiB) while the
-/// request lives; `None` at a clean end of the stream.
-async fn read_frame<'a, S: AsyncRead + Unpin>(
-    socket: &mut S,
-    max: usize,
-    budget: &'a Semaphore,
-) -> Result<Option<(Bytes, SemaphorePermit<'a>)>, Closed> {
-    let mut size = [0u8; 4];
-    match socket.read_exact(&mut size).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(Closed::Because(format!("reading: {e}"))),
+/// Reads size-prefixed frames, cancel-safe: the bytes a cancelled read took stay
+/// in the buffer for the next call. It reads no further than the frame at hand, so
+/// it holds one frame at most.
+pub(crate) struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(inner: R) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            buf: BytesMut::new(),
+        }
     }
-    let size = i32::from_be_bytes(size);
-    let size = usize::try_from(size)
-        .ok()
-        .filter(|s| *s >= 8 && *s <= max)
-        .ok_or_else(|| Closed::Because(format!("a request of {size} bytes (limit {max})")))?;
-    // Every connection's requests together stay within the budget: a request
-    // waits for room before its body is read.
-    let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
-    let held = budget
-        .acquire_many(kib)
-        .await
-        .map_err(|_| Closed::Quietly)?;
-    let mut frame = BytesMut::zeroed(size);
-    socket
-        .read_exact(&mut frame)
-        .await
-        .map_err(|e| Closed::Because(format!("reading a request: {e}")))?;
-    Ok(Some((frame.freeze(), held)))
+
+    /// The next frame, holding its size in `budget` (KiB) while the request lives;
+    /// `None` at a clean end of the stream.
+    pub(crate) async fn next(
+        &mut self,
+        max: usize,
+        budget: &Arc<Semaphore>,
+    ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, Closed> {
+        while self.buf.len() < 4 {
+            if self.fill(4).await? == 0 {
+                return Ok(None);
+            }
+        }
+        let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|s| *s >= 8 && *s <= max)
+            .ok_or_else(|| Closed::Because(format!("a request of {size} bytes (limit {max})")))?;
+        // Every connection's requests together stay within the budget: a request
+        // waits for room before its body is read.
+        let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
+        let held = budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| Closed::Quietly)?;
+        while self.buf.len() < 4 + size {
+            if self.fill(4 + size).await? == 0 {
+                return Err(Closed::Because(
+                    "reading a request: the connection ended inside it".to_owned(),
+                ));
+            }
+        }
+        self.buf.advance(4);
+        Ok(Some((self.buf.split_to(size).freeze(), held)))
+    }
+
+    /// Reads what there is, up to `want` bytes in the buffer: how many came (0 at
+    /// the end of the stream).
+    async fn fill(&mut self, want: usize) -> Result<usize, Closed> {
+        let missing = want - self.buf.len();
+        self.buf.reserve(missing);
+        let mut limited = (&mut self.inner).take(missing as u64);
+        limited
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(|e| Closed::Because(format!("reading: {e}")))
+    }
 }
 
 /// Decodes a frame's header and body.
@@ -276,11 +396,13 @@ mod tests {
 
     #[tokio::test]
     async fn requests_wait_for_room_in_the_shared_budget() {
-        let budget = Semaphore::new(4);
-        let (mut a, mut b) = (&framed(4096)[..], &framed(3000)[..]);
-        let (first, held) = read_frame(&mut a, 4096, &budget).await.unwrap().unwrap();
+        let budget = Arc::new(Semaphore::new(4));
+        let (a, b) = (framed(4096), framed(3000));
+        let mut a = FrameReader::new(&a[..]);
+        let mut b = FrameReader::new(&b[..]);
+        let (first, held) = a.next(4096, &budget).await.unwrap().unwrap();
         assert_eq!(first.len(), 4096);
-        let mut second = std::pin::pin!(read_frame(&mut b, 4096, &budget));
+        let mut second = std::pin::pin!(b.next(4096, &budget));
         assert!(
             second.as_mut().now_or_never().is_none(),
             "no room while the first is held"
@@ -289,7 +411,33 @@ mod tests {
         let (second, _held) = second.await.unwrap().unwrap();
         assert_eq!(second.len(), 3000);
         // Over the size limit: refused before anything is read or held.
-        let mut big = &framed(5000)[..];
-        assert!(read_frame(&mut big, 4096, &budget).await.is_err());
+        let big = framed(5000);
+        assert!(
+            FrameReader::new(&big[..])
+                .next(4096, &budget)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_inside_a_frame_loses_nothing() {
+        let budget = Arc::new(Semaphore::new(64));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut frames = FrameReader::new(server);
+        let mut both = framed(100);
+        both.extend(framed(20));
+        client.write_all(&both[..50]).await.unwrap();
+        // Cancelled with half of the first frame read: it stays buffered.
+        assert!(frames.next(4096, &budget).now_or_never().is_none());
+        client.write_all(&both[50..]).await.unwrap();
+        let (first, _a) = frames.next(4096, &budget).await.unwrap().unwrap();
+        let (second, _b) = frames.next(4096, &budget).await.unwrap().unwrap();
+        assert_eq!((first.len(), second.len()), (100, 20));
+        drop(client);
+        assert!(
+            frames.next(4096, &budget).await.unwrap().is_none(),
+            "a clean end"
+        );
     }
 }

@@ -45,7 +45,7 @@ pub(crate) struct Shared {
     pub producers: Producers,
     /// Bytes of requests read and not yet answered, all connections together, in
     /// KiB (`max_inflight_request_bytes`).
-    pub request_budget: Semaphore,
+    pub request_budget: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -55,7 +55,7 @@ impl Shared {
         Shared {
             coordinator: Coordinator::default(),
             producers: Producers::default(),
-            request_budget: Semaphore::new(kib.min(Semaphore::MAX_PERMITS)),
+            request_budget: Arc::new(Semaphore::new(kib.min(Semaphore::MAX_PERMITS))),
         }
     }
 }
