@@ -300,14 +300,7 @@ impl Client {
     pub async fn prepare_queue(&mut self, queue: &str, stream: bool) -> anyhow::Result<()> {
         let mut arguments = FieldTable::default();
         if stream {
-            self.call(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
-                queue: queue.into(),
-                if_unused: false,
-                if_empty: false,
-                nowait: false,
-            })))
-            .await
-            .context("deleting the stream")?;
+            self.delete_queue(queue).await?;
             arguments.insert(
                 "x-queue-type".into(),
                 amq_protocol::types::AMQPValue::LongString("stream".into()),
@@ -335,6 +328,19 @@ impl Client {
         })))
         .await
         .context("purging the queue")?;
+        Ok(())
+    }
+
+    /// Deletes a queue or stream (nothing if there is none).
+    pub async fn delete_queue(&mut self, queue: &str) -> anyhow::Result<()> {
+        self.call(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
+            queue: queue.into(),
+            if_unused: false,
+            if_empty: false,
+            nowait: false,
+        })))
+        .await
+        .with_context(|| format!("deleting {queue}"))?;
         Ok(())
     }
 

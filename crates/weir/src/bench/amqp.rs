@@ -156,35 +156,53 @@ pub(super) struct StreamRun {
     pub(super) readers: u32,
     pub(super) size: usize,
     pub(super) count: u64,
+    /// Publish at this many records a second in all (0: as fast as possible).
+    pub(super) rate: u64,
+    /// Publish for this many seconds instead of `count` records.
+    pub(super) duration: Option<u64>,
     pub(super) pid: Option<u32>,
     pub(super) json: bool,
     pub(super) compare: CompareArgs,
 }
 
+impl StreamRun {
+    /// The arguments of `weir bench amqp --stream` this run stands for.
+    fn into_args(self) -> AmqpArgs {
+        AmqpArgs {
+            url: self.url,
+            queue: self.stream,
+            queues: 1,
+            producers: self.producers,
+            consumers: self.readers,
+            size: self.size,
+            count: self.duration.is_none().then_some(self.count),
+            duration: self.duration,
+            confirms: true,
+            window: 1000,
+            persistent: true,
+            prefetch: 1000,
+            stream: true,
+            rate: self.rate,
+            pid: self.pid,
+            json: self.json,
+            tls_ca: None,
+            compare: self.compare,
+        }
+    }
+}
+
 /// Runs [`StreamRun`]: durable appends with confirms (a window of 1,000 per
 /// producer), readers consuming from the first record, verified.
 pub(super) async fn run_stream(run: StreamRun) -> anyhow::Result<ExitCode> {
-    Box::pin(self::run(AmqpArgs {
-        url: run.url,
-        queue: run.stream,
-        queues: 1,
-        producers: run.producers,
-        consumers: run.readers,
-        size: run.size,
-        count: Some(run.count),
-        duration: None,
-        confirms: true,
-        window: 1000,
-        persistent: true,
-        prefetch: 1000,
-        stream: true,
-        rate: 0,
-        pid: run.pid,
-        json: run.json,
-        tls_ca: None,
-        compare: run.compare,
-    }))
-    .await
+    Box::pin(self::run(run.into_args())).await
+}
+
+/// One round of [`StreamRun`] against its broker: the report (for `weir bench
+/// kafka`, which sets weir's AMQP stream path beside its Kafka one). With no
+/// producers, the readers take `count` records already in the stream.
+pub(super) async fn measure_stream(run: StreamRun) -> anyhow::Result<Value> {
+    let args = run.into_args();
+    Box::pin(measure(&args, &args.url, args.pid)).await
 }
 
 /// Runs `weir bench amqp`.

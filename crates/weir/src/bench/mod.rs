@@ -6,12 +6,15 @@
 //! - `amqp`: the same workload over AMQP 0-9-1, against weir or RabbitMQ;
 //! - `routing` (`weir bench publish`): fan-out and topic routing through exchanges;
 //! - `connections`: many idle AMQP connections, the broker's memory per connection;
+//! - `kafka`: the Kafka front end under librdkafka's load, beside weir's AMQP and
+//!   HTTP stream paths;
 //! - `stream`: appends to a stream over HTTP, consumer groups, a replay; or over
 //!   AMQP (`--amqp`), side by side with RabbitMQ's stream queues.
 
 mod amqp;
 mod connections;
 mod http;
+mod kafka;
 mod measure;
 mod routing;
 mod stream;
@@ -34,6 +37,10 @@ pub enum BenchCommand {
     /// Append to a stream over HTTP (with consumer groups reading), then replay it;
     /// or over AMQP (`--amqp`), against weir or RabbitMQ.
     Stream(stream::StreamArgs),
+    /// Produce to and consume from the Kafka listener with librdkafka, then the
+    /// end-to-end latency at a fixed rate; with `--amqp` and `--http`, the same
+    /// over weir's other stream paths, side by side.
+    Kafka(kafka::KafkaArgs),
 }
 
 /// Runs a benchmark.
@@ -44,5 +51,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Amqp(args) => amqp::run(args).await,
         BenchCommand::Connections(args) => connections::run(args).await,
         BenchCommand::Stream(args) => stream::run(args).await,
+        BenchCommand::Kafka(args) => kafka::run(args).await,
     }
 }

@@ -290,6 +290,8 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<ExitCode> {
             readers: args.readers,
             size: args.size,
             count: args.count,
+            rate: 0,
+            duration: None,
             pid: args.pid,
             json: args.json,
             compare: args.compare,
@@ -304,37 +306,89 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The HTTP run: appenders, groups, the replay.
-#[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
 async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
+    if let Some(ms) = args.read_only_ms {
+        let target = target(&args, &name);
+        return read_only(&args, &target, ms).await;
+    }
+    let report = measure_http(&args, &name).await?;
+    print_report(&report, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+impl StreamArgs {
+    /// The HTTP stream workload `weir bench kafka` sets beside its Kafka one: one
+    /// appender sending JSON batches of 1,000 `size`-byte records to a stream of
+    /// `partitions`, no groups, then the replay.
+    pub(super) fn http_path(
+        server: ServerArgs,
+        stream: String,
+        (partitions, count, size): (u32, u64, usize),
+        keep: bool,
+    ) -> StreamArgs {
+        StreamArgs {
+            server,
+            stream: Some(stream),
+            partitions,
+            producers: 1,
+            batch: 1000,
+            size,
+            count,
+            groups: 0,
+            commit_interval_ms: 0,
+            min_records: 1,
+            no_replay: false,
+            read_format: ReadFormat::Json,
+            append_format: ReadFormat::Json,
+            amqp: None,
+            readers: 0,
+            compare: CompareArgs {
+                url: None,
+                pid: None,
+                rounds: 1,
+            },
+            pid: None,
+            read_only_ms: None,
+            keep,
+            json: true,
+        }
+    }
+}
+
+/// The client and the stream's URL the HTTP run uses.
+fn target(args: &StreamArgs, name: &str) -> Target {
     let vhost = args.server.vhost.as_deref().unwrap_or("/");
     let scope = if vhost == "/" {
         String::new()
     } else {
         format!("/vhosts/{}", urlencode(vhost))
     };
-    let target = Target {
+    Target {
         http: reqwest::Client::new(),
         base: format!(
             "{}/api{scope}/streams/{}",
             args.server.server.trim_end_matches('/'),
-            urlencode(&name)
+            urlencode(name)
         ),
         user: args.server.user.clone(),
         password: args.server.password.clone(),
         format: args.read_format,
-    };
-    if let Some(ms) = args.read_only_ms {
-        return read_only(&args, &target, ms).await;
     }
+}
+
+/// The appenders (and groups), then the replay: the report.
+#[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
+pub(super) async fn measure_http(args: &StreamArgs, name: &str) -> anyhow::Result<Value> {
+    let target = target(args, name);
     target.send(reqwest::Method::DELETE, "", None).await?;
     let options = json!({"partitions": args.partitions}).to_string();
     target.send(reqwest::Method::PUT, "", Some(options)).await?;
-    let appends = append_bodies(&args)?;
+    let appends = append_bodies(args)?;
     let requests = args.count.div_ceil(u64::from(args.batch));
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let read_by_groups = Arc::new(AtomicU64::new(0));
-    let mut readers = spawn_groups(&args, &target, &stop, &read_by_groups);
+    let mut readers = spawn_groups(args, &target, &stop, &read_by_groups);
     let cpu_before = args.pid.map(process_cpu_seconds).transpose()?;
     let started = Instant::now();
     let mut appenders = JoinSet::new();
@@ -388,8 +442,7 @@ async fn run_http(args: StreamArgs, name: String) -> anyhow::Result<ExitCode> {
     if !args.keep {
         target.send(reqwest::Method::DELETE, "", None).await?;
     }
-    print_report(&report, args.json);
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 /// The bodies the appenders send in turn: one JSON body, or one binary body per

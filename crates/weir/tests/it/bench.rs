@@ -1,4 +1,4 @@
-//! `weir bench` against the real binary (`amqp`, `http`, `connections`): each run
+//! `weir bench` against the real binary (`amqp`, `http`, `connections`, `kafka`): each run
 //! must verify what it moved (every message received once) and report it as JSON.
 //! They live here, not beside the protocol tests, because they test the load
 //! generator, whatever protocol it drives.
@@ -305,5 +305,71 @@ async fn bench_connections_holds_idle_connections_with_heartbeats() {
     assert!(
         report["broker_bytes_per_connection"].as_f64().is_some(),
         "{report}"
+    );
+}
+
+/// `weir bench kafka` produces with librdkafka, reads everything back from the
+/// first record, measures the latency at a fixed rate, and runs the same phases
+/// over weir's AMQP and HTTP stream paths: each verified (every record once).
+#[tokio::test]
+async fn bench_kafka_verifies_its_three_phases_and_the_other_paths() {
+    let broker = Broker::start_with(&["--kafka-listen", "127.0.0.1:0"])
+        .await
+        .unwrap();
+    let pid = broker.pid().expect("the broker's pid").to_string();
+    let report = bench_json(&[
+        "kafka",
+        "--bootstrap",
+        broker.kafka_addr().expect("the Kafka listener"),
+        "--count",
+        "3000",
+        "--size",
+        "64",
+        "--rate",
+        "400",
+        "--latency-secs",
+        "1",
+        "--pid",
+        &pid,
+        "--amqp",
+        &broker.amqp_url(),
+        "--http",
+        "--server",
+        &broker.http_url(),
+    ])
+    .await;
+    let kafka = &report["kafka"];
+    assert_eq!(kafka["verified"], true, "{report}");
+    assert_eq!(kafka["delivered"], 3000, "{report}");
+    assert_eq!(kafka["consumed"], 3000, "{report}");
+    assert_eq!(kafka["latency_ms"]["count"], 400, "{report}");
+    assert!(
+        kafka["produce_records_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    // (A run this short may take less than one of the kernel's CPU ticks.)
+    assert!(
+        kafka["broker_cpu_us_per_record"].as_f64().is_some(),
+        "{report}"
+    );
+    for path in ["amqp", "http"] {
+        assert_eq!(report[path]["verified"], true, "{path}: {report}");
+        assert!(
+            report[path]["consume_mb_per_sec"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+    }
+    // Over AMQP the paced phase runs for a second rather than to a count.
+    assert!(
+        report["amqp"]["latency_ms"]["count"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    // The topics and streams of the run are gone again.
+    let api = Api::new(&broker);
+    let (_, streams) = api.call("GET", "/api/streams", None).await;
+    assert_eq!(
+        streams["streams"].as_array().map(Vec::len),
+        Some(0),
+        "{streams}"
     );
 }
