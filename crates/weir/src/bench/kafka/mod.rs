@@ -8,7 +8,8 @@
 //! fast as librdkafka takes them (acks=all by default: answered after the sync);
 //! one consumer reads them all from the first record; then a producer paced at
 //! `--rate` (with `linger.ms` 0: a latency test must not wait to fill batches)
-//! while a consumer reads live, for the end-to-end latency. With `--amqp` and
+//! while a consumer reads live, for the end-to-end latency (after a sync(2), so
+//! that the writeback of the earlier phases does not land in it). With `--amqp` and
 //! `--http`, the same three phases run over weir's AMQP stream path (`weir bench
 //! amqp --stream`'s client) and its HTTP one (`weir bench stream`'s), and one
 //! table sets the three side by side.
@@ -210,6 +211,7 @@ async fn kafka_phases(
     let mut verified =
         produced.failed == 0 && produced.delivered == count && read.tally.holds_exactly(count);
     if args.rate > 0 {
+        settle().await?;
         let paced = Phase {
             topic: latency_topic.to_owned(),
             ..phase.clone()
@@ -294,6 +296,7 @@ async fn amqp_phases(args: &KafkaArgs, url: &str, stream: &str) -> anyhow::Resul
     });
     let mut verified = produced["verified"] == json!(true) && read["verified"] == json!(true);
     if args.rate > 0 {
+        settle().await?;
         let paced = measure_stream(run(1, 1, args.rate, Some(args.latency_secs))).await?;
         out["latency_rate"] = json!(args.rate);
         out["latency_ms"] = paced["latency_ms"].clone();
@@ -328,6 +331,17 @@ async fn http_phases(args: &KafkaArgs, stream: &str) -> anyhow::Result<Value> {
         // `measure_http` fails unless the replay read back every record.
         "verified": true,
     }))
+}
+
+/// Writes out every dirty page of the machine (sync(2)) before a latency phase,
+/// so that the writeback of the megabytes an earlier phase appended does not land
+/// in the middle of it and slow its syncs.
+async fn settle() -> anyhow::Result<()> {
+    blocking(|| {
+        rustix::fs::sync();
+        Ok(())
+    })
+    .await
 }
 
 /// CPU seconds so far: the broker's (with its pid) and this process's.
