@@ -2,9 +2,8 @@
 //! session for each; a TLS handshake runs in the connection's task, never in the
 //! accept loop.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -14,49 +13,12 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 use weir_broker::Broker;
+use weir_broker::peers::PeerCounts;
 
 use crate::config::AmqpConfig;
 use crate::registry::Registry;
 use crate::session;
 use crate::socket::Socket;
-
-/// Open connections per peer IP address.
-type PerPeer = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// One connection counted against its peer address until dropped.
-struct PeerSlot {
-    counts: PerPeer,
-    ip: IpAddr,
-}
-
-impl PeerSlot {
-    /// Counts a connection from `ip`, unless it already has `limit`.
-    fn take(counts: &PerPeer, ip: IpAddr, limit: usize) -> Option<PeerSlot> {
-        // The map is consistent between statements, so a poisoned lock is usable.
-        let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(ip).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(PeerSlot {
-            counts: counts.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
 
 /// The current TLS settings of a listener. The binary sends new ones when the
 /// certificates are reloaded (SIGHUP); each connection takes those in force when it
@@ -99,7 +61,7 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: AmqpC
     let replies = Arc::new(session::Replies::default());
     let registry = Arc::new(Registry::default());
     let slots = Arc::new(Semaphore::new(config.max_connections));
-    let per_peer: PerPeer = Arc::default();
+    let per_peer = PeerCounts::default();
     let sessions = TaskTracker::new();
     let (tls_listener, tls_settings) = listeners.tls.unzip();
     loop {
@@ -125,8 +87,7 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: AmqpC
             drop(stream);
             continue;
         };
-        let Some(peer_slot) = PeerSlot::take(&per_peer, peer.ip(), config.max_connections_per_peer)
-        else {
+        let Some(peer_slot) = per_peer.take(peer.ip(), config.max_connections_per_peer) else {
             tracing::warn!(%peer, limit = config.max_connections_per_peer, "AMQP connection refused: too many connections from this address");
             drop(stream);
             continue;

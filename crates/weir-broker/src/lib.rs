@@ -72,6 +72,7 @@ mod locks;
 mod mem_tests;
 pub mod metrics;
 pub mod names;
+pub mod peers;
 mod prepare;
 mod queue;
 pub mod queue_arguments;

@@ -34,6 +34,8 @@ pub struct KafkaConfig {
     pub max_uncompressed_batch_bytes: usize,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one peer address.
+    pub max_connections_per_peer: usize,
     /// Longest Fetch `max_wait_ms` honoured (a longer one is cut to this).
     pub max_wait: Duration,
     /// A connection with no request for this long is closed (Kafka's
@@ -62,6 +64,7 @@ impl Default for KafkaConfig {
             max_uncompressed_batch_bytes: 64 << 20,
             max_inflight_request_bytes: 512 << 20,
             max_connections: 10_000,
+            max_connections_per_peer: 5_000,
             max_wait: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(30),

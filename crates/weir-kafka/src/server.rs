@@ -1,6 +1,7 @@
-//! The listeners: accept connections (plain and TLS) up to `max_connections` and
-//! run a session for each; a TLS handshake runs in the connection's task, within
-//! `handshake_timeout`, never in the accept loop.
+//! The listeners: accept connections (plain and TLS) up to `max_connections`,
+//! and `max_connections_per_peer` from one address, and run a session for each; a
+//! TLS handshake runs in the connection's task, within `handshake_timeout`, never
+//! in the accept loop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 use weir_broker::Broker;
+use weir_broker::peers::PeerCounts;
 
 use crate::config::KafkaConfig;
 use crate::session;
@@ -22,7 +24,7 @@ use crate::state::Shared;
 pub type TlsSettings = watch::Receiver<Arc<ServerConfig>>;
 
 /// Where the Kafka front end listens: plain (9092 by convention), TLS, or both;
-/// they share one connection cap.
+/// they share one connection cap and one per-address cap.
 #[derive(Default)]
 pub struct Listeners {
     /// Plain Kafka.
@@ -45,6 +47,7 @@ async fn accept(
 pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: KafkaConfig) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let per_peer = PeerCounts::default();
     let sessions = TaskTracker::new();
     let shared = Arc::new(Shared::new(&config));
     // Sessions that ran out and rebalances past their deadline, a few times a second.
@@ -82,6 +85,10 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
             tracing::warn!(%peer, limit = config.max_connections, "Kafka connection refused: too many connections");
             continue;
         };
+        let Some(peer_slot) = per_peer.take(peer.ip(), config.max_connections_per_peer) else {
+            tracing::warn!(%peer, limit = config.max_connections_per_peer, "Kafka connection refused: too many connections from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
             continue;
@@ -110,7 +117,7 @@ pub async fn serve_listeners(listeners: Listeners, broker: Broker, config: Kafka
                         }
                     }
                 }
-                drop(slot);
+                drop((slot, peer_slot));
             }
             .instrument(span),
         );

@@ -33,6 +33,9 @@ pub struct KafkaSection {
     pub max_inflight_request_bytes: u64,
     /// Most open Kafka connections; more are closed when accepted.
     pub max_connections: u32,
+    /// Most open Kafka connections from one peer address; more are closed when
+    /// accepted.
+    pub max_connections_per_peer: u32,
     /// Longest Fetch wait honoured, ms.
     pub max_wait_ms: u64,
     /// A connection without a request this long is closed, ms (Kafka's
@@ -59,6 +62,7 @@ impl Default for KafkaSection {
             max_uncompressed_batch_bytes: 64 << 20,
             max_inflight_request_bytes: 512 << 20,
             max_connections: 10_000,
+            max_connections_per_peer: 5_000,
             max_wait_ms: 30_000,
             idle_timeout_ms: 600_000,
             write_timeout_ms: 30_000,
@@ -100,6 +104,10 @@ impl KafkaSection {
         }
         for (name, value) in [
             ("max_connections", u64::from(self.max_connections)),
+            (
+                "max_connections_per_peer",
+                u64::from(self.max_connections_per_peer),
+            ),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
@@ -131,6 +139,7 @@ impl KafkaSection {
             max_inflight_request_bytes: usize::try_from(self.max_inflight_request_bytes)
                 .unwrap_or(usize::MAX),
             max_connections: self.max_connections as usize,
+            max_connections_per_peer: self.max_connections_per_peer as usize,
             max_wait: Duration::from_millis(self.max_wait_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),

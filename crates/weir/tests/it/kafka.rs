@@ -242,6 +242,56 @@ async fn hostile_frames_close_their_connection_only() {
     assert_eq!(consumed, "still here\n");
 }
 
+/// Opens a connection and sends ApiVersions v0: the connection, if answered.
+async fn answered_connection(addr: &str) -> Option<tokio::net::TcpStream> {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let frame = [0u8, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    socket.write_all(&frame).await.ok()?;
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_i32()).await;
+    let size = usize::try_from(read.ok()?.ok()?).ok()?;
+    let mut body = vec![0u8; size];
+    socket.read_exact(&mut body).await.ok()?;
+    Some(socket)
+}
+
+#[tokio::test]
+async fn connections_per_peer_address_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "[kafka]\nmax_connections_per_peer = 2\n").unwrap();
+    let broker = Broker::start_with(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--kafka-listen",
+        "127.0.0.1:0",
+    ])
+    .await
+    .unwrap();
+    let addr = kafka(&broker);
+    let first = answered_connection(&addr)
+        .await
+        .expect("a first connection");
+    let _second = answered_connection(&addr)
+        .await
+        .expect("a second connection");
+    // The third from 127.0.0.1 is closed at accept, unanswered.
+    assert!(
+        answered_connection(&addr).await.is_none(),
+        "a third was served"
+    );
+    // One closes, and its place is free again.
+    drop(first);
+    let mut again = None;
+    for _ in 0..100 {
+        again = answered_connection(&addr).await;
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "a connection once one closed");
+}
+
 #[tokio::test]
 async fn api_versions_at_an_unserved_version_answers_unsupported_with_the_list() {
     let broker = start().await;
