@@ -359,6 +359,7 @@ async fn bench_kafka_verifies_its_three_phases_and_the_other_paths() {
             "{report}"
         );
     }
+    assert_eq!(report["http"]["latency_ms"]["count"], 400, "{report}");
     // Over AMQP the paced phase runs for a second rather than to a count.
     assert!(
         report["amqp"]["latency_ms"]["count"].as_u64().unwrap() > 0,

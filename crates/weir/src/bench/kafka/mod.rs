@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use super::amqp::{StreamRun, measure_stream};
 use super::measure::{CompareArgs, exit_code, percentiles, process_cpu_seconds, round, show};
-use super::stream::{StreamArgs, measure_http};
+use super::stream::{StreamArgs, measure_http, measure_http_latency};
 use crate::client::ServerArgs;
 use crate::client::table::{Align, table};
 use clients::{HEADER_LEN, Phase};
@@ -311,26 +311,37 @@ async fn amqp_phases(args: &KafkaArgs, url: &str, stream: &str) -> anyhow::Resul
     Ok(out)
 }
 
-/// The produce and consume phases over weir's HTTP stream path (`weir bench
-/// stream`: JSON batches of 1,000 records from one appender, then the replay).
-/// Its latency is not measured: HTTP has no pushed delivery to time.
+/// The same phases over weir's HTTP stream path (`weir bench stream`: JSON
+/// batches of 1,000 records from one appender, then the replay; then one record
+/// per request at `--rate` with long-polling readers).
 async fn http_phases(args: &KafkaArgs, stream: &str) -> anyhow::Result<Value> {
     let partitions = u32::try_from(args.partitions).unwrap_or(1);
     let http = StreamArgs::http_path(
         args.server.clone(),
         stream.to_owned(),
         (partitions, args.count, args.size),
-        args.keep,
+        (args.keep, args.pid),
     );
     let r = measure_http(&http, stream).await?;
-    Ok(json!({
+    let mut out = json!({
         "produce_records_per_sec": r["append_records_per_sec"],
         "produce_mb_per_sec": r["append_mb_per_sec"],
         "consume_records_per_sec": r["replay_records_per_sec"],
         "consume_mb_per_sec": r["replay_mb_per_sec"],
-        // `measure_http` fails unless the replay read back every record.
-        "verified": true,
-    }))
+        "broker_cpu_us_per_record": r["broker_cpu_us_per_record"],
+    });
+    // `measure_http` fails unless the replay read back every record.
+    let mut verified = true;
+    if args.rate > 0 {
+        settle().await?;
+        let (latency, ok) =
+            measure_http_latency(&http, stream, (args.rate, args.latency_secs)).await?;
+        out["latency_rate"] = json!(args.rate);
+        out["latency_ms"] = latency;
+        verified &= ok;
+    }
+    out["verified"] = json!(verified);
+    Ok(out)
 }
 
 /// Writes out every dirty page of the machine (sync(2)) before a latency phase,
