@@ -1,8 +1,9 @@
 //! The HTTP stream path's end-to-end latency, for `weir bench kafka --http`: a
 //! stream made anew, one reader per partition long-polling from its first record,
-//! and one record every 1/rate s, each in a `POST` of its own (several in flight,
+//! and one record every 1/rate s, each in a `POST` of its own (up to 64 in flight,
 //! as librdkafka sends with `linger.ms` 0). Each body starts with its sequence
-//! number and send time in hex, so each record is verified (read once) and timed.
+//! number and the time it was due in hex, so each record is verified (read once)
+//! and timed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::super::measure::{add, histogram, micros, percentiles};
@@ -18,6 +20,10 @@ use super::{JSON, Records, StreamArgs, Target, target};
 
 /// Hex digits of the sequence number and of the send time at the head of a body.
 const FIELD: usize = 16;
+/// Most POSTs in flight at once: more would each open a connection of their own
+/// (a burst of thousands after a slow sync overflows the listen backlog, and a
+/// dropped SYN is retried a second later), which no client sends on purpose.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Runs the phase on `name` at `rate` records a second for `secs`: the latency
 /// percentiles, and whether each record arrived once.
@@ -41,19 +47,26 @@ pub(in crate::bench) async fn measure_http_latency(
     }
     let padding = "x".repeat(args.size.saturating_sub(2 * FIELD + 1));
     let mut sends = JoinSet::new();
-    let started = tokio::time::Instant::now();
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let started = Instant::now();
     for seq in 0..count {
-        if let Some(us) = seq.saturating_mul(1_000_000).checked_div(rate) {
-            tokio::time::sleep_until(started + Duration::from_micros(us)).await;
-        }
-        let sent = micros(epoch.elapsed());
+        let due = seq
+            .saturating_mul(1_000_000)
+            .checked_div(rate)
+            .map_or(started, |us| started + Duration::from_micros(us));
+        tokio::time::sleep_until(due.into()).await;
+        // Stamped when due, not when sent: a wait for room counts in the latency.
+        let sent = micros(due - epoch);
         let body = json!({ "body": format!("{seq:016x} {sent:016x}{padding}") }).to_string();
+        let room = in_flight.clone().acquire_owned().await?;
         let target = target.clone();
         sends.spawn(async move {
             let body = Some((JSON, bytes::Bytes::from(body)));
-            target
+            let sent = target
                 .send_bytes(reqwest::Method::POST, "/messages", body, false)
-                .await
+                .await;
+            drop(room);
+            sent
         });
         while let Some(sent) = sends.try_join_next() {
             sent??;
