@@ -1,8 +1,9 @@
 //! Kafka clients against the Kafka front end (issue 23): kcat (librdkafka, from
-//! Debian), confluent-kafka (librdkafka from `PyPI`) and kafka-python (a second
-//! implementation), all unmodified, run by `./scripts/test`'s venv
-//! (tests/kafka/clients.py). Records cross protocols: what Kafka produces is read
-//! over HTTP, and the other way round. Hostile frames close their connection only.
+//! Debian), confluent-kafka (librdkafka from `PyPI`), kafka-python (a second
+//! implementation) and KafkaJS (a third, from npm), all unmodified, installed by
+//! `./scripts/test` (tests/kafka/clients.py, tests/kafka/kafkajs.js). Records
+//! cross protocols: what Kafka produces is read over HTTP, and the other way
+//! round. Hostile frames close their connection only.
 
 use std::time::Duration;
 
@@ -32,18 +33,37 @@ fn script() -> std::path::PathBuf {
 
 /// Runs a scenario of tests/kafka/clients.py; panics with its output unless it passes.
 async fn scenario(broker: &Broker, name: &str) -> String {
+    let mut command = tokio::process::Command::new(python());
+    command.arg(script()).arg(name);
+    run_client(broker, command, name).await
+}
+
+/// Runs a scenario of tests/kafka/kafkajs.js with the kafkajs package
+/// ./scripts/test installs; panics with its output unless it passes.
+async fn kafkajs(broker: &Broker, name: &str) -> String {
+    let modules = std::env::var("WEIR_NODE_PATH")
+        .expect("WEIR_NODE_PATH is not set: run ./scripts/test, which installs kafkajs");
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(script().with_file_name("kafkajs.js"))
+        .arg(name)
+        .env("NODE_PATH", modules);
+    run_client(broker, command, name).await
+}
+
+/// Runs a client's scenario against the broker's Kafka listener (`WEIR_KAFKA`);
+/// its stdout, or a panic with its output and the broker's log.
+async fn run_client(broker: &Broker, mut command: tokio::process::Command, name: &str) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(180),
-        tokio::process::Command::new(python())
-            .arg(script())
-            .arg(name)
+        command
             .env("WEIR_KAFKA", kafka(broker))
             .kill_on_drop(true)
             .output(),
     )
     .await
     .unwrap_or_else(|_| panic!("{name} timed out"))
-    .expect("python runs");
+    .expect("the client runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -346,6 +366,25 @@ async fn committed_offsets_survive_kill_9_and_the_group_resumes_there() {
     );
     let out = scenario(&broker, "commit_then").await;
     assert!(out.contains("ok: resumed at 20"), "{out}");
+}
+
+/// KafkaJS, a third implementation: the admin client, the idempotent producer
+/// with gzip batches, keys and headers, a group consumer from the first record,
+/// committed offsets, ListGroups and DescribeGroups, DeleteTopics.
+#[tokio::test]
+async fn kafkajs_round_trips_through_a_group_and_its_admin_client() {
+    let broker = start().await;
+    let out = kafkajs(&broker, "round_trip").await;
+    assert!(out.contains("committed 300"), "{out}");
+}
+
+/// KafkaJS's group of two (its round-robin assignor) shares four partitions, and
+/// the one left takes all of them when the other leaves.
+#[tokio::test]
+async fn kafkajs_group_of_two_rebalances_when_one_leaves() {
+    let broker = start().await;
+    let out = kafkajs(&broker, "group_of_two").await;
+    assert!(out.contains("then 100 by one"), "{out}");
 }
 
 #[tokio::test]
