@@ -1,5 +1,6 @@
-//! Entry point of the `kafka_request` fuzz target (`fuzz/`), and the test that
-//! replays its corpus (`fuzz/corpus/kafka_request`) on every `cargo test`.
+//! Entry points of the `kafka_request` and `kafka_session` fuzz targets (`fuzz/`),
+//! and the tests that replay their corpora (`fuzz/corpus/kafka_request`,
+//! `fuzz/corpus/kafka_session`) on every `cargo test`.
 //!
 //! [`request`]: arbitrary bytes as a request frame (what follows the size prefix):
 //! the header and body decode or are refused, never a panic or an allocation the
@@ -7,10 +8,24 @@
 //! record set: what parses is written back as Fetch writes it, and that parses to
 //! the same records (reserved `x-weir-` headers left out, as Fetch leaves them).
 //!
+//! [`SessionHarness`]: arbitrary bytes as one client connection to
+//! [`serve_listeners`](crate::serve_listeners) against a real broker: the session
+//! ends once the client has sent everything and closed its side, and it writes
+//! only whole, size-prefixed frames. JoinGroup and SyncGroup frames are left out
+//! of the input: a join rightly waits up to the client's own rebalance timeout
+//! (up to 24 days), which a harness cannot tell from a hang.
+//!
 //! Nothing here is used by the front end itself.
 
-use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_util::sync::CancellationToken;
 use weir_broker::stream::{RESERVED_HEADER_PREFIX, RecordView};
+use weir_broker::{Broker, BrokerConfig, FsyncPolicy, Limits};
 
 use crate::records::{OutBatch, parse_batches};
 
@@ -64,6 +79,166 @@ pub fn request(data: &[u8]) {
             }
         }
     }
+}
+
+/// [`SessionHarness::session`] runs one connection's bytes through the front
+/// end's own listener and session code, as a client on the same machine would.
+pub struct SessionHarness {
+    broker: Broker,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Longest a session may take once its client has sent everything and closed its
+/// side: far more than any input needs (a Fetch waits 50 ms at most here).
+const SESSION_BOUND: Duration = Duration::from_secs(10);
+
+/// API keys whose requests may rightly wait as long as the client says.
+const JOIN_GROUP: i16 = 11;
+const SYNC_GROUP: i16 = 14;
+
+impl SessionHarness {
+    /// Opens a broker on `data_dir` and serves Kafka on a loopback port. Run it on
+    /// a runtime with time and I/O enabled.
+    ///
+    /// # Panics
+    ///
+    /// If the broker does not open or the port cannot be bound.
+    pub async fn open(data_dir: &Path) -> SessionHarness {
+        let mut broker_config = BrokerConfig::new(data_dir);
+        // Nothing here needs to survive a crash; `never` keeps each input fast.
+        broker_config.log.fsync = FsyncPolicy::Never;
+        broker_config.log.segment_bytes = 64 << 10;
+        broker_config.limits = Limits {
+            max_queues: 64,
+            max_message_bytes: 64 << 10,
+            disk_free_min_bytes: 0,
+            ..Limits::default()
+        };
+        let (broker, _) = Broker::open(broker_config)
+            .await
+            .expect("the fuzz broker opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let shutdown = CancellationToken::new();
+        let config = crate::KafkaConfig {
+            default_partitions: 2,
+            max_request_bytes: 1 << 20,
+            max_inflight_request_bytes: 4 << 20,
+            max_uncompressed_batch_bytes: 1 << 20,
+            max_wait: Duration::from_millis(50),
+            // A refused login answers at once: a fuzzer tries many.
+            failed_login_delay: Duration::ZERO,
+            shutdown: shutdown.clone(),
+            ..crate::KafkaConfig::default()
+        };
+        let listeners = crate::Listeners {
+            plain: Some(listener),
+            tls: None,
+        };
+        let server = tokio::spawn(crate::serve_listeners(listeners, broker.clone(), config));
+        SessionHarness {
+            broker,
+            addr,
+            shutdown,
+            server,
+        }
+    }
+
+    /// Connects, sends `data` without its JoinGroup and SyncGroup frames (its first
+    /// byte picks how it is cut into writes: 0, whole), closes the sending side and
+    /// reads everything the server writes until it closes. Returns what it wrote.
+    ///
+    /// # Panics
+    ///
+    /// When the session does not end, or writes anything but whole, size-prefixed
+    /// frames.
+    pub async fn session(&self, data: &[u8]) -> Vec<u8> {
+        let Some((&cut, data)) = data.split_first() else {
+            return Vec::new();
+        };
+        let data = without_group_joins(data);
+        let size = if cut == 0 {
+            data.len().max(1)
+        } else {
+            usize::from(cut)
+        };
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("the fuzz server accepts");
+        let (mut read, mut write) = stream.into_split();
+        let send = async {
+            for piece in data.chunks(size) {
+                if write.write_all(piece).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            let _ = write.shutdown().await;
+        };
+        let receive = async {
+            let mut out = Vec::new();
+            // A reset (the server closed with input unread) ends it too.
+            let _ = read.read_to_end(&mut out).await;
+            out
+        };
+        let out = tokio::time::timeout(SESSION_BOUND, async { tokio::join!(send, receive).1 })
+            .await
+            .expect("the session ends once its client has sent everything");
+        let mut written = &out[..];
+        while written.has_remaining() {
+            assert!(written.len() >= 4, "a size prefix cut short");
+            let len = usize::try_from(written.get_i32()).expect("a size that is not negative");
+            assert!(len >= 4, "a frame without a correlation id");
+            assert!(written.len() >= len, "a frame cut short");
+            written.advance(len);
+        }
+        out
+    }
+
+    /// Deletes every stream.
+    pub async fn reset(&self) {
+        let Ok(vhost) = self.broker.vhost("/") else {
+            return;
+        };
+        for stream in vhost.streams() {
+            let _ = vhost.delete_stream(&stream.name).await;
+        }
+    }
+
+    /// Stops serving and stops the broker.
+    pub async fn close(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        self.broker.shutdown().await;
+    }
+}
+
+/// `data` without the size-prefixed frames of JoinGroup and SyncGroup requests;
+/// from the first bytes that are not a whole frame on, `data` as it is.
+fn without_group_joins(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut rest = data;
+    while rest.len() >= 6 {
+        let size = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let Some(end) = usize::try_from(size)
+            .ok()
+            .and_then(|s| s.checked_add(4))
+            .filter(|end| *end >= 6 && *end <= rest.len())
+        else {
+            break;
+        };
+        let key = i16::from_be_bytes([rest[4], rest[5]]);
+        if key != JOIN_GROUP && key != SYNC_GROUP {
+            out.extend_from_slice(&rest[..end]);
+        }
+        rest = &rest[end..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 #[cfg(test)]
@@ -131,6 +306,140 @@ mod tests {
             ),
             ("record-batch", produce_batch.to_vec()),
         ]
+    }
+
+    fn session_corpus() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/kafka_session")
+    }
+
+    /// Every input of the session corpus, against one broker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_session_corpus_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let harness = SessionHarness::open(dir.path()).await;
+        let mut n = 0;
+        for entry in std::fs::read_dir(session_corpus()).expect("the corpus exists") {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            harness.session(&bytes).await;
+            harness.reset().await;
+            n += 1;
+        }
+        harness.close().await;
+        assert!(n >= 4, "only {n} inputs");
+    }
+
+    /// The harness drives a whole session: the seed that makes a topic, produces
+    /// to it and fetches from it gets three answers, the last with the record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_seed_session_produces_and_fetches_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let harness = SessionHarness::open(dir.path()).await;
+        for (name, seed) in session_seeds() {
+            if !name.starts_with("produce-and-fetch") {
+                continue;
+            }
+            let out = harness.session(&seed).await;
+            let mut frames = Vec::new();
+            let mut rest = &out[..];
+            while rest.has_remaining() {
+                let len = usize::try_from(rest.get_i32()).unwrap();
+                frames.push(rest[..len].to_vec());
+                rest.advance(len);
+            }
+            assert_eq!(frames.len(), 3, "{name}: {out:?}");
+            let fetched = &frames[2];
+            assert!(
+                fetched.windows(4).any(|w| w == b"body"),
+                "{name}: the record comes back: {fetched:?}"
+            );
+            harness.reset().await;
+        }
+        harness.close().await;
+    }
+
+    #[test]
+    fn group_joins_are_left_out_and_the_rest_kept() {
+        let frame = |key: i16| {
+            let mut f = 6i32.to_be_bytes().to_vec();
+            f.extend_from_slice(&key.to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0, 0]);
+            f
+        };
+        let input = [frame(3), frame(11), frame(0), frame(14), vec![9, 9, 9]].concat();
+        let kept = without_group_joins(&input);
+        assert_eq!(kept, [frame(3), frame(0), vec![9, 9, 9]].concat());
+        // A size that does not fit: the rest goes as it is.
+        let broken = [frame(3), vec![0x7f, 0xff, 0xff, 0xff, 0, 11]].concat();
+        assert_eq!(without_group_joins(&broken), broken);
+    }
+
+    /// A size-prefixed request: key, version, correlation id, no client id, body.
+    fn framed(key: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&key.to_be_bytes());
+        frame.extend_from_slice(&version.to_be_bytes());
+        frame.extend_from_slice(&correlation.to_be_bytes());
+        frame.extend_from_slice(&[0xff, 0xff]);
+        frame.extend_from_slice(body);
+        let mut out = u32::try_from(frame.len()).unwrap().to_be_bytes().to_vec();
+        out.extend(frame);
+        out
+    }
+
+    /// Session seeds: a topic auto-created by Metadata v4, a Produce v3 of one
+    /// batch to it, a Fetch v4 from its first offset; the request seeds framed.
+    fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let batch = seeds()
+            .into_iter()
+            .find(|(name, _)| *name == "record-batch")
+            .unwrap()
+            .1;
+        let topic = [0u8, 1, b't'];
+        let metadata = [&[0u8, 0, 0, 1][..], &topic, &[1]].concat();
+        let mut produce = vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0x13, 0x88, 0, 0, 0, 1];
+        produce.extend_from_slice(&topic);
+        produce.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        produce.extend_from_slice(&u32::try_from(batch.len()).unwrap().to_be_bytes());
+        produce.extend_from_slice(&batch);
+        let mut fetch = vec![
+            0xff, 0xff, 0xff, 0xff, 0, 0, 0, 10, 0, 0, 0, 1, 0, 0x10, 0, 0, 0, 0, 0, 0, 1,
+        ];
+        fetch.extend_from_slice(&topic);
+        fetch.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        fetch.extend_from_slice(&[0, 0x10, 0, 0]);
+        let round_trip = [
+            framed(3, 4, 1, &metadata),
+            framed(0, 3, 2, &produce),
+            framed(1, 4, 3, &fetch),
+        ]
+        .concat();
+        let requests: Vec<u8> = seeds()
+            .into_iter()
+            .filter(|(name, _)| *name != "record-batch")
+            .flat_map(|(_, r)| {
+                let mut f = u32::try_from(r.len()).unwrap().to_be_bytes().to_vec();
+                f.extend(r);
+                f
+            })
+            .collect();
+        let with = |cut: u8, bytes: &[u8]| [&[cut][..], bytes].concat();
+        vec![
+            ("produce-and-fetch", with(0, &round_trip)),
+            ("produce-and-fetch-dribbled", with(7, &round_trip)),
+            ("requests", with(0, &requests)),
+            ("requests-dribbled", with(3, &requests)),
+        ]
+    }
+
+    /// Writes the session seeds: `cargo test -p weir-kafka write_session_seeds --
+    /// --ignored`.
+    #[test]
+    #[ignore = "writes fuzz/corpus/kafka_session"]
+    fn write_session_seeds() {
+        std::fs::create_dir_all(session_corpus()).unwrap();
+        for (name, bytes) in session_seeds() {
+            std::fs::write(session_corpus().join(format!("seed-{name}")), bytes).unwrap();
+        }
     }
 
     /// Writes the seeds: `cargo test -p weir-kafka write_seeds -- --ignored`.
