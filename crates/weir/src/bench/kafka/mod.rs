@@ -92,7 +92,7 @@ pub struct KafkaArgs {
     http: bool,
     #[command(flatten)]
     server: ServerArgs,
-    /// The broker's process id: its CPU time per record while producing.
+    /// The broker's process id: its CPU time per record produced and read.
     #[arg(long)]
     pid: Option<u32>,
     /// Leave the topics in place at the end.
