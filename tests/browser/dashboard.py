@@ -18,6 +18,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 URL = os.environ["WEIR_HTTP_URL"].rstrip("/")
@@ -56,6 +57,23 @@ def wait_for(condition, what, seconds=15):
             pass
         time.sleep(0.1)
     fail(f"waited {seconds} s for {what}")
+
+
+def submit(driver, button_id):
+    """Clicks a form's submit button and waits for the page it loads (the old
+    page's button goes stale), so that what is checked next is the new page, not
+    the old one that may already pass the check."""
+    old = driver.find_element(By.ID, button_id)
+    old.click()
+
+    def gone():
+        try:
+            old.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+
+    wait_for(gone, f"the page {button_id} loads")
 
 
 def shot(driver, name):
@@ -230,7 +248,7 @@ def streams(driver):
     check(len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == 3, "3 records")
     # A filter by key, then by header.
     driver.find_element(By.ID, "browse-key").send_keys("user-2")
-    driver.find_element(By.ID, "browse").click()
+    submit(driver, "browse")
     wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == 1,
              "one record with key user-2")
     check("login" in text(driver, "#records"), "its header shown")
@@ -239,7 +257,7 @@ def streams(driver):
     from_box = driver.find_element(By.ID, "browse-from")
     from_box.clear()
     from_box.send_keys("ago:600000")
-    driver.find_element(By.ID, "browse").click()
+    submit(driver, "browse")
     wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == 2,
              "two signups in the last ten minutes")
     # From a UTC time: one long past gives them all, one to come none.
@@ -247,7 +265,7 @@ def streams(driver):
         from_box = driver.find_element(By.ID, "browse-from")
         from_box.clear()
         from_box.send_keys(when)
-        driver.find_element(By.ID, "browse").click()
+        submit(driver, "browse")
         wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#records tr[data-offset]")) == rows,
                  f"{rows} signups from {when}")
     # The live tail shows what is appended now.
