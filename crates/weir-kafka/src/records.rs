@@ -89,16 +89,12 @@ pub(crate) fn parse_batches(
         if rest.len() < LOG_OVERHEAD + 5 {
             return Err(corrupt("a batch is cut short"));
         }
-        let length = i32::from_be_bytes(rest[8..12].try_into().unwrap_or_default());
         let magic = rest[16].cast_signed();
         if magic != 2 {
             return Err(RecordError::Magic(magic));
         }
-        let total = usize::try_from(length)
-            .ok()
-            .and_then(|l| l.checked_add(LOG_OVERHEAD))
-            .filter(|t| *t >= HEADER_LEN && *t <= rest.len())
-            .ok_or_else(|| corrupt(format!("batch length {length} does not fit")))?;
+        let total = batch_len(rest)
+            .ok_or_else(|| corrupt(format!("batch length {} does not fit", be_i32(rest, 8))))?;
         out.push(parse_batch(
             &bytes.slice(pos..pos + total),
             max_uncompressed,
@@ -122,16 +118,22 @@ pub(crate) fn names_a_producer(bytes: &Bytes) -> bool {
         if rest.len() < HEADER_LEN || be_i64(rest, 43) >= 0 {
             return true;
         }
-        let total = usize::try_from(be_i32(rest, 8))
-            .ok()
-            .and_then(|l| l.checked_add(LOG_OVERHEAD))
-            .filter(|t| *t >= HEADER_LEN);
-        let Some(total) = total else {
+        let Some(total) = batch_len(rest) else {
             return true;
         };
-        pos = pos.saturating_add(total);
+        pos += total;
     }
     false
+}
+
+/// The whole length of the batch at the head of `rest` (its length field plus the
+/// offset and length before it), if it is at least a batch header and fits in
+/// `rest`.
+fn batch_len(rest: &[u8]) -> Option<usize> {
+    usize::try_from(be_i32(rest, 8))
+        .ok()
+        .and_then(|l| l.checked_add(LOG_OVERHEAD))
+        .filter(|t| *t >= HEADER_LEN && *t <= rest.len())
 }
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
