@@ -94,7 +94,8 @@ pub(super) struct Read {
 }
 
 impl Phase {
-    fn config(&self, extra: &[(String, String)]) -> ClientConfig {
+    /// The settings of every client, then `extra`.
+    pub(super) fn config(&self, extra: &[(String, String)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         for (key, value) in self.common.iter().chain(extra) {
             config.set(key, value);

@@ -386,10 +386,7 @@ struct Admin(AdminClient<DefaultClientContext>);
 
 impl Admin {
     fn new(phase: &Phase) -> anyhow::Result<Admin> {
-        let mut config = rdkafka::ClientConfig::new();
-        for (key, value) in &phase.common {
-            config.set(key, value);
-        }
+        let config = phase.config(&[]);
         Ok(Admin(config.create().context("a librdkafka admin client")?))
     }
 
