@@ -29,9 +29,12 @@
 //! An unprotected offset cannot go unnoticed: offsets are dense, so every reader checks
 //! that each batch starts exactly where the previous one ended.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::error::{Corruption, LogError, Result};
+use crate::kafka_batch::{self, KafkaFields};
 use crate::record::{Header, NewRecord, Record};
 
 /// Size of a batch header.
@@ -213,9 +216,14 @@ impl EncodedBatch {
         }
     }
 
-    /// Writes the base offset into the header. The CRC does not cover it.
+    /// Writes the base offset into the header, in its format's byte order. The
+    /// CRC does not cover it.
     pub(crate) fn set_base_offset(&mut self, base_offset: u64) {
-        self.head[0..8].copy_from_slice(&base_offset.to_le_bytes());
+        if self.head[16] == kafka_batch::MAGIC {
+            kafka_batch::set_base_offset(&mut self.head, base_offset);
+        } else {
+            self.head[0..8].copy_from_slice(&base_offset.to_le_bytes());
+        }
     }
 
     /// The batch's bytes, in order, in pieces (for one vectored write).
@@ -293,6 +301,16 @@ pub(crate) struct BatchHeader {
     pub(crate) len: u32,
     pub(crate) count: u32,
     pub(crate) max_timestamp_ms: i64,
+    pub(crate) format: Format,
+}
+
+/// Which of the two stored formats a batch is in (byte 16 tells).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// weir's own, version 1 (this module).
+    Weir,
+    /// Kafka's record batch, magic 2 (`kafka_batch.rs`).
+    Kafka(KafkaFields),
 }
 
 impl BatchHeader {
@@ -318,6 +336,9 @@ pub(crate) enum Check {
 /// Looks at the batch at the start of `buf` without allocating; parsing records is
 /// left to [`Records`], which runs only on batches that passed.
 pub(crate) fn check(buf: &[u8]) -> Check {
+    if buf.len() > 16 && buf[16] == kafka_batch::MAGIC {
+        return kafka_batch::check(buf);
+    }
     if buf.len() < BATCH_HEADER_LEN {
         return Check::Incomplete {
             need: BATCH_HEADER_LEN,
@@ -356,12 +377,53 @@ pub(crate) fn check(buf: &[u8]) -> Check {
 /// The fixed fields at the start of `batch`, read without a check: for a batch that
 /// passed [`check`] or that this log encoded itself (the tail cache's).
 pub(crate) fn header_of(batch: &[u8]) -> BatchHeader {
+    if batch[16] == kafka_batch::MAGIC {
+        return kafka_batch::header_of(batch);
+    }
     BatchHeader {
         base_offset: u64_at(batch, 0),
         len: u32_at(batch, 8),
         count: u32_at(batch, 20),
         max_timestamp_ms: i64_at(batch, 24),
+        format: Format::Weir,
     }
+}
+
+/// The most a stored compressed batch may inflate to when it is read. Appends
+/// bound it more tightly (the Kafka front end's `max_uncompressed_batch_bytes`).
+const READ_INFLATE_LIMIT: usize = FORMAT_MAX_BATCH_LEN as usize;
+
+/// The bytes [`Records`] walks for a checked batch: the batch itself, or (a
+/// compressed Kafka batch) its records inflated.
+///
+/// # Errors
+/// [`Corruption::Compression`] or [`Corruption::Inflated`] for a batch that does
+/// not inflate.
+pub(crate) fn record_bytes<'a>(
+    batch: &'a [u8],
+    header: &BatchHeader,
+) -> std::result::Result<Cow<'a, [u8]>, Corruption> {
+    match &header.format {
+        Format::Kafka(fields) => {
+            kafka_batch::records_bytes(batch, fields, READ_INFLATE_LIMIT).map(|(bytes, _)| bytes)
+        }
+        Format::Weir => Ok(Cow::Borrowed(batch)),
+    }
+}
+
+/// As [`record_bytes`], as a `Bytes` that records can be slices of: the batch
+/// itself (no copy) unless it had to be inflated.
+///
+/// # Errors
+/// As [`record_bytes`].
+pub(crate) fn record_source(
+    batch: &Bytes,
+    header: &BatchHeader,
+) -> std::result::Result<Bytes, Corruption> {
+    Ok(match record_bytes(batch, header)? {
+        Cow::Borrowed(_) => batch.clone(),
+        Cow::Owned(inflated) => Bytes::from(inflated),
+    })
 }
 
 /// Iterates over the records of a checked batch. Skipping a record reads only its
@@ -371,17 +433,59 @@ pub(crate) struct Records<'a> {
     pos: usize,
     offset: u64,
     left: u32,
+    /// A Kafka batch's: the first offset, its timestamps.
+    kafka: Option<(u64, i64, KafkaFields)>,
 }
 
 impl<'a> Records<'a> {
-    /// `batch` must be exactly one batch that passed [`check`].
+    /// `batch` must be what [`record_bytes`] gave for one batch that passed
+    /// [`check`].
     pub(crate) fn new(batch: &'a [u8], header: &BatchHeader) -> Self {
+        let (pos, kafka) = match header.format {
+            Format::Weir => (BATCH_HEADER_LEN, None),
+            Format::Kafka(fields) => (
+                if fields.codec == 0 {
+                    kafka_batch::HEADER_LEN
+                } else {
+                    0
+                },
+                Some((header.base_offset, header.max_timestamp_ms, fields)),
+            ),
+        };
         Records {
             batch,
-            pos: BATCH_HEADER_LEN,
+            pos,
             offset: header.base_offset,
             left: header.count,
+            kafka,
         }
+    }
+
+    /// The next record of a Kafka batch.
+    fn next_kafka(
+        &mut self,
+        base: u64,
+        max_timestamp_ms: i64,
+        fields: KafkaFields,
+    ) -> Result<RecordRef, Corruption> {
+        let frame = kafka_batch::frame(self.batch, &mut self.pos)?;
+        if u64::try_from(frame.offset_delta).ok() != Some(self.offset - base) {
+            return Err(Corruption::RecordFraming);
+        }
+        let timestamp_ms = if fields.log_append_time {
+            max_timestamp_ms
+        } else {
+            fields
+                .base_timestamp_ms
+                .saturating_add(frame.timestamp_delta)
+        };
+        Ok(RecordRef {
+            offset: self.offset,
+            timestamp_ms,
+            start: frame.fields,
+            end: frame.end,
+            kafka: true,
+        })
     }
 }
 
@@ -390,10 +494,12 @@ impl<'a> Records<'a> {
 pub(crate) struct RecordRef {
     pub(crate) offset: u64,
     pub(crate) timestamp_ms: i64,
-    /// First byte after the length field.
+    /// First byte after the length field (a Kafka record's: its key length).
     start: usize,
     /// One past the record's last byte.
     end: usize,
+    /// In a Kafka batch (`kafka_batch.rs` frames it).
+    kafka: bool,
 }
 
 impl RecordRef {
@@ -428,6 +534,9 @@ impl RecordRef {
 
     /// Where the key, each header's name and value, and the body are in `batch`.
     pub(crate) fn layout(self, batch: &[u8]) -> Result<Layout, Corruption> {
+        if self.kafka {
+            return kafka_batch::layout(batch, self.start, self.end);
+        }
         // `Records` checked that the record is inside the batch and at least
         // RECORD_OVERHEAD - 4 long: the timestamp and key length are in it.
         let bytes = &batch[..self.end];
@@ -505,6 +614,17 @@ impl Iterator for Records<'_> {
             }
             return None;
         }
+        if let Some((base, max_timestamp_ms, fields)) = self.kafka {
+            let item = self.next_kafka(base, max_timestamp_ms, fields);
+            if item.is_err() {
+                self.left = 0;
+                self.pos = self.batch.len();
+            } else {
+                self.offset += 1;
+                self.left -= 1;
+            }
+            return Some(item);
+        }
         let fixed_end = self.pos + RECORD_OVERHEAD;
         if fixed_end > self.batch.len() {
             self.left = 0;
@@ -524,6 +644,7 @@ impl Iterator for Records<'_> {
             timestamp_ms: i64_at(self.batch, start),
             start,
             end,
+            kafka: false,
         };
         self.pos = end;
         self.offset += 1;
@@ -533,255 +654,5 @@ impl Iterator for Records<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn decode(batch: &Bytes) -> (BatchHeader, Vec<Record>) {
-        let Check::Complete(header) = check(batch) else {
-            panic!("batch did not check: {:?}", check(batch));
-        };
-        let records = Records::new(batch, &header)
-            .map(|r| r.unwrap().to_record(batch).unwrap())
-            .collect();
-        (header, records)
-    }
-
-    fn sample() -> Vec<NewRecord> {
-        vec![
-            NewRecord::new("hello").with_timestamp(5),
-            NewRecord::new("")
-                .with_key("k")
-                .with_header("content-type", "text/plain")
-                .with_header("", ""),
-            NewRecord::new(vec![0u8; 1000]).with_key(""),
-        ]
-    }
-
-    /// Large bodies are borrowed, not copied: the pieces are the same bytes, in
-    /// order, with the same CRC, as one buffer would be, wherever they fall.
-    #[test]
-    fn borrowed_bodies_encode_the_same_batch() {
-        let big = |n: usize, b: u8| Bytes::from(vec![b; n]);
-        let records = vec![
-            NewRecord::new(big(BORROW_BODY_BYTES, 1)).with_key("first"),
-            NewRecord::new("small").with_header("h", "v"),
-            NewRecord::new(big(BORROW_BODY_BYTES + 7, 2)),
-            NewRecord::new(big(BORROW_BODY_BYTES * 2, 3)).with_timestamp(9),
-            NewRecord::new(big(BORROW_BODY_BYTES - 1, 4)),
-        ];
-        let mut batch = EncodedBatch::encode(&records, 42, 1 << 20, 1 << 20).unwrap();
-        batch.set_base_offset(7);
-        assert!(
-            batch.parts().count() > 1,
-            "large bodies are separate pieces"
-        );
-        let big_body = &records[3].body;
-        assert!(
-            batch.parts().any(|p| p.as_ptr() == big_body.as_ptr()),
-            "a large body is the record's own memory"
-        );
-        let bytes = Bytes::copy_from_slice(&batch.contiguous());
-        assert_eq!(bytes.len() as u64, batch.len());
-        let (header, decoded) = decode(&bytes);
-        assert_eq!(header.base_offset, 7);
-        assert_eq!(decoded.len(), records.len());
-        for (new, got) in records.iter().zip(&decoded) {
-            assert_eq!(got.key, new.key);
-            assert_eq!(got.headers, new.headers);
-            assert_eq!(got.body, new.body);
-        }
-    }
-
-    #[test]
-    fn round_trip_keeps_every_field() {
-        let records = sample();
-        let mut batch = EncodedBatch::encode(&records, 42, 1 << 20, 1 << 20).unwrap();
-        batch.set_base_offset(1000);
-        let bytes = Bytes::copy_from_slice(&batch.contiguous());
-        let (header, decoded) = decode(&bytes);
-        assert_eq!(header.base_offset, 1000);
-        assert_eq!(header.count, 3);
-        assert_eq!(header.len as usize, bytes.len());
-        assert_eq!(header.max_timestamp_ms, 42);
-        assert_eq!(decoded.len(), 3);
-        for (i, (new, got)) in records.iter().zip(&decoded).enumerate() {
-            assert_eq!(got.offset.0, 1000 + i as u64);
-            assert_eq!(got.timestamp_ms, new.timestamp_ms.unwrap_or(42));
-            assert_eq!(got.key, new.key);
-            assert_eq!(got.headers, new.headers);
-            assert_eq!(got.body, new.body);
-        }
-    }
-
-    #[test]
-    fn base_offset_is_outside_the_checksum() {
-        let mut batch = EncodedBatch::encode(&sample(), 1, 1 << 20, 1 << 20).unwrap();
-        batch.set_base_offset(7);
-        let crc_a = batch.contiguous()[12..16].to_vec();
-        batch.set_base_offset(9_999);
-        assert_eq!(&batch.contiguous()[12..16], &crc_a[..]);
-        assert!(matches!(check(&batch.contiguous()), Check::Complete(_)));
-    }
-
-    #[test]
-    fn every_single_bit_flip_after_the_offset_is_detected() {
-        let batch = EncodedBatch::encode(&sample(), 1, 1 << 20, 1 << 20).unwrap();
-        let good = batch.contiguous().to_vec();
-        for byte in 8..good.len() {
-            for bit in 0..8 {
-                let mut bad = good.clone();
-                bad[byte] ^= 1 << bit;
-                assert!(
-                    !matches!(check(&bad), Check::Complete(_)),
-                    "flip of byte {byte} bit {bit} went unnoticed"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn short_buffers_ask_for_more() {
-        let batch = EncodedBatch::encode(&sample(), 1, 1 << 20, 1 << 20).unwrap();
-        let bytes = batch.contiguous();
-        assert_eq!(check(&bytes[..10]), Check::Incomplete { need: 32 });
-        assert_eq!(check(&bytes[..40]), Check::Incomplete { need: bytes.len() });
-    }
-
-    /// Found by fuzzing (`fuzz/corpus/log_batch/regress-offset-overflow`): a base
-    /// offset near `u64::MAX` overflowed the record walk.
-    #[test]
-    fn offsets_past_the_last_one_are_invalid() {
-        let mut batch = EncodedBatch::encode(&sample(), 1, 1 << 20, 1 << 20).unwrap();
-        batch.set_base_offset(u64::MAX - 2);
-        assert_eq!(
-            check(&batch.contiguous()),
-            Check::Invalid(Corruption::OffsetOverflow {
-                base_offset: u64::MAX - 2,
-                count: 3
-            })
-        );
-        batch.set_base_offset(u64::MAX - 3);
-        assert!(
-            matches!(check(&batch.contiguous()), Check::Complete(h) if h.next_offset() == u64::MAX)
-        );
-    }
-
-    #[test]
-    fn a_count_the_length_cannot_hold_is_invalid() {
-        let batch = EncodedBatch::encode(&[NewRecord::new("")], 1, 1 << 20, 1 << 20).unwrap();
-        let mut bytes = batch.contiguous().to_vec();
-        bytes[20..24].copy_from_slice(&2u32.to_le_bytes());
-        let crc = checksum(&bytes);
-        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(check(&bytes), Check::Invalid(Corruption::RecordFraming));
-    }
-
-    #[test]
-    fn zeros_and_absurd_lengths_are_invalid() {
-        assert_eq!(
-            check(&[0u8; 64]),
-            Check::Invalid(Corruption::BatchLength(0))
-        );
-        let mut header = [0u8; 32];
-        header[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(
-            check(&header),
-            Check::Invalid(Corruption::BatchLength(u32::MAX))
-        );
-    }
-
-    #[test]
-    fn limits_are_enforced_with_the_sizes_in_the_error() {
-        let big = vec![NewRecord::new(vec![0u8; 100])];
-        let err = EncodedBatch::encode(&big, 0, 100, 1000).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LogError::TooLarge {
-                    what: "record",
-                    size: 118,
-                    limit: 100
-                }
-            ),
-            "{err:?}"
-        );
-        let many = vec![NewRecord::new(vec![0u8; 50]); 10];
-        let err = EncodedBatch::encode(&many, 0, 100, 500).unwrap_err();
-        assert!(
-            matches!(err, LogError::TooLarge { what: "batch", .. }),
-            "{err:?}"
-        );
-        assert!(matches!(
-            EncodedBatch::encode(&[], 0, 100, 500).unwrap_err(),
-            LogError::EmptyBatch
-        ));
-        let long_name = vec![NewRecord::new("").with_header(vec![b'n'; 70_000], "")];
-        let err = EncodedBatch::encode(&long_name, 0, 1 << 20, 1 << 20).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LogError::TooLarge {
-                    what: "header name",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-    }
-
-    fn arb_record() -> impl Strategy<Value = NewRecord> {
-        let bytes = || proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from);
-        (
-            proptest::option::of(any::<i64>()),
-            proptest::option::of(bytes()),
-            proptest::collection::vec((bytes(), bytes()), 0..4),
-            bytes(),
-        )
-            .prop_map(|(timestamp_ms, key, headers, body)| NewRecord {
-                timestamp_ms,
-                key,
-                headers: headers
-                    .into_iter()
-                    .map(|(name, value)| Header { name, value })
-                    .collect(),
-                body,
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn encode_decode_round_trip(
-            records in proptest::collection::vec(arb_record(), 1..20),
-            base in any::<u32>(),
-            now in any::<i64>(),
-        ) {
-            let mut batch = EncodedBatch::encode(&records, now, 1 << 20, 1 << 24).unwrap();
-            batch.set_base_offset(u64::from(base));
-            let bytes = Bytes::copy_from_slice(&batch.contiguous());
-            let (header, decoded) = decode(&bytes);
-            prop_assert_eq!(header.count as usize, records.len());
-            prop_assert_eq!(
-                header.max_timestamp_ms,
-                records.iter().map(|r| r.timestamp_ms.unwrap_or(now)).max().unwrap()
-            );
-            for (i, (new, got)) in records.iter().zip(&decoded).enumerate() {
-                prop_assert_eq!(got.offset.0, u64::from(base) + i as u64);
-                prop_assert_eq!(got.timestamp_ms, new.timestamp_ms.unwrap_or(now));
-                prop_assert_eq!(&got.key, &new.key);
-                prop_assert_eq!(&got.headers, &new.headers);
-                prop_assert_eq!(&got.body, &new.body);
-            }
-        }
-
-        #[test]
-        fn check_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            if let Check::Complete(header) = check(&bytes) {
-                let batch = Bytes::copy_from_slice(&bytes[..header.len as usize]);
-                for r in Records::new(&batch, &header).flatten() {
-                    let _ = r.to_record(&batch);
-                }
-            }
-        }
-    }
-}
+#[path = "batch_tests.rs"]
+mod tests;

@@ -20,10 +20,11 @@ pub fn decode_batch(batch: &Bytes) -> Vec<Record> {
     let Check::Complete(header) = batch::check(batch) else {
         panic!("benchmark batch does not check");
     };
-    Records::new(batch, &header)
+    let batch = batch::record_source(batch, &header).expect("valid batch");
+    Records::new(&batch, &header)
         .map(|r| {
             r.expect("valid record")
-                .to_record(batch)
+                .to_record(&batch)
                 .expect("valid record")
         })
         .collect()

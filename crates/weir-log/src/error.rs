@@ -229,6 +229,18 @@ pub enum Corruption {
     Truncated,
     /// A record inside a checksummed batch does not parse.
     RecordFraming,
+    /// A compressed (Kafka) batch does not inflate with its codec.
+    Compression {
+        /// Kafka's codec number (1 gzip, 2 snappy, 3 lz4, 4 zstd).
+        codec: u8,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A compressed batch inflates past the bytes allowed.
+    Inflated {
+        /// The bytes allowed.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for Corruption {
@@ -258,6 +270,15 @@ impl fmt::Display for Corruption {
             ),
             Corruption::Truncated => f.write_str("file ends inside a batch"),
             Corruption::RecordFraming => f.write_str("record framing inconsistent"),
+            Corruption::Compression { codec, reason } => {
+                write!(
+                    f,
+                    "compressed batch (codec {codec}) does not inflate: {reason}"
+                )
+            }
+            Corruption::Inflated { limit } => {
+                write!(f, "compressed batch inflates past {limit} bytes")
+            }
         }
     }
 }

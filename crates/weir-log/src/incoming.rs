@@ -16,8 +16,9 @@
 
 use bytes::Bytes;
 
-use crate::batch::{self, EncodedBatch, Records};
+use crate::batch::{self, EncodedBatch, Format, Records};
 use crate::error::{Corruption, LogError, Result};
+use crate::kafka_batch;
 use crate::record::{Header, NewRecord};
 use crate::stored::each_batch;
 
@@ -30,8 +31,11 @@ pub struct IncomingBatch {
     max_record_len: usize,
     /// The largest record body.
     max_body_len: usize,
-    /// Where each record's timestamp is, to stamp it.
+    /// Where each record's timestamp is, to stamp it (a weir batch's; a Kafka
+    /// batch's records take the batch's append time).
     stamps: Vec<usize>,
+    /// In Kafka's format (`kafka_batch.rs`), not weir's.
+    kafka: bool,
 }
 
 impl IncomingBatch {
@@ -50,6 +54,9 @@ impl IncomingBatch {
         let mut out = Vec::new();
         each_batch(bytes, |header, at| {
             let one = &bytes[at];
+            if header.format != Format::Weir {
+                return Err(Corruption::BatchVersion(one[16]));
+            }
             if one[17] != 0 || one[18..20] != [0, 0] {
                 return Err(Corruption::BatchFlags(one[17]));
             }
@@ -68,10 +75,61 @@ impl IncomingBatch {
                 max_record_len,
                 max_body_len,
                 stamps,
+                kafka: false,
             });
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// As [`IncomingBatch::parse`] for a Kafka producer's record set: back-to-back
+    /// Kafka batches (magic 2), each stored as it is (`kafka_batch.rs`). Each is
+    /// checked whole: length, checksum, attributes (no transactional or control
+    /// batch), record count, and every record, inflated within `max_inflated`
+    /// bytes when compressed, with offset deltas 0, 1, 2...
+    ///
+    /// # Errors
+    /// A [`Corruption`] naming the first problem: also [`Corruption::BatchVersion`]
+    /// for another magic, [`Corruption::BatchFlags`] for transactional, control or
+    /// unknown attribute bits, [`Corruption::Compression`] and
+    /// [`Corruption::Inflated`].
+    pub fn parse_kafka(
+        bytes: &[u8],
+        max_inflated: usize,
+    ) -> std::result::Result<Vec<IncomingBatch>, Corruption> {
+        if bytes.is_empty() {
+            return Err(Corruption::Truncated);
+        }
+        let mut out = Vec::new();
+        each_batch(bytes, |header, at| {
+            let one = &bytes[at];
+            let Format::Kafka(fields) = header.format else {
+                return Err(Corruption::BatchVersion(one[16]));
+            };
+            let (records, _) = kafka_batch::records_bytes(one, &fields, max_inflated)?;
+            let (mut max_record_len, mut max_body_len) = (0, 0);
+            for record in Records::new(&records, header) {
+                let record = record?;
+                let layout = record.layout(&records)?;
+                max_record_len = max_record_len.max(record.encoded_len());
+                max_body_len = max_body_len.max(layout.body.len());
+            }
+            out.push(IncomingBatch {
+                bytes: one.to_vec(),
+                count: header.count,
+                max_record_len,
+                max_body_len,
+                stamps: Vec::new(),
+                kafka: true,
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The bytes of a batch as it came (for a Kafka batch: its producer fields).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// Its records.
@@ -105,14 +163,18 @@ impl IncomingBatch {
     }
 
     /// Each record's key, in order (`None` for a record without one).
-    pub fn keys(&self) -> impl Iterator<Item = Option<&[u8]>> {
+    pub fn keys(&self) -> Vec<Option<Bytes>> {
         let header = batch::header_of(&self.bytes);
-        Records::new(&self.bytes, &header).map(|record| {
-            // `parse` checked every record's framing.
-            let record = record.ok()?;
-            let key = record.layout(&self.bytes).ok()?.key?;
-            Some(&self.bytes[key])
-        })
+        // `parse` and `parse_kafka` checked every record: the bytes read.
+        let Ok(bytes) = batch::record_source(&Bytes::copy_from_slice(&self.bytes), &header) else {
+            return Vec::new();
+        };
+        Records::new(&bytes, &header)
+            .map(|record| {
+                let key = record.ok()?.layout(&bytes).ok()?.key?;
+                Some(bytes.slice(key))
+            })
+            .collect()
     }
 
     /// Checks the log's limits: the same refusals `EncodedBatch::encode` gives.
@@ -143,6 +205,10 @@ impl IncomingBatch {
         max_batch_bytes: u32,
     ) -> Result<EncodedBatch> {
         self.check_limits(max_record_bytes, max_batch_bytes)?;
+        if self.kafka {
+            kafka_batch::stamp(&mut self.bytes, now_ms);
+            return Ok(EncodedBatch::from_sealed(self.bytes, self.count, now_ms));
+        }
         let stamp = now_ms.to_le_bytes();
         for at in &self.stamps {
             self.bytes[*at..*at + 8].copy_from_slice(&stamp);
@@ -165,15 +231,15 @@ impl IncomingBatch {
         let bytes = Bytes::from(self.bytes);
         let header = batch::header_of(&bytes);
         let mut out = Vec::with_capacity(self.count as usize);
+        let corrupt = |reason| LogError::Corrupt {
+            path: "<incoming batch>".into(),
+            position: 0,
+            reason,
+        };
+        // `parse` and `parse_kafka` checked every record: not reached.
+        let bytes = batch::record_source(&bytes, &header).map_err(corrupt)?;
         for record in Records::new(&bytes, &header) {
-            let record = record
-                .and_then(|r| r.to_record(&bytes))
-                // `parse` checked every record: not reached.
-                .map_err(|reason| LogError::Corrupt {
-                    path: "<incoming batch>".into(),
-                    position: 0,
-                    reason,
-                })?;
+            let record = record.and_then(|r| r.to_record(&bytes)).map_err(corrupt)?;
             out.push(NewRecord {
                 timestamp_ms: Some(now_ms),
                 key: record.key,
@@ -214,8 +280,8 @@ mod tests {
         assert_eq!(batches[0].count(), 2);
         assert_eq!(batches[0].max_body_len(), 2);
         assert_eq!(batches[0].len(), two.len() / 2);
-        let keys: Vec<_> = batches[1].keys().collect();
-        assert_eq!(keys, [Some(&b"k"[..]), None]);
+        let keys = batches[1].keys();
+        assert_eq!(keys, [Some(Bytes::from_static(b"k")), None]);
     }
 
     #[test]

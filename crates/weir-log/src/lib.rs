@@ -54,6 +54,7 @@ mod incoming;
 mod index;
 pub mod io;
 mod io_metrics;
+mod kafka_batch;
 mod mailbox;
 mod mem_log;
 mod message_log;

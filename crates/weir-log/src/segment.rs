@@ -429,6 +429,8 @@ impl Segment {
             if header.next_offset() <= from {
                 continue;
             }
+            let bytes = batch::record_source(&bytes, &header)
+                .map_err(|r| LogError::corrupt(&self.log_path, cursor.pos(), r))?;
             for record in Records::new(&bytes, &header) {
                 let record =
                     record.map_err(|r| LogError::corrupt(&self.log_path, cursor.pos(), r))?;
@@ -490,6 +492,8 @@ impl Segment {
             if header.max_timestamp_ms < timestamp_ms || header.next_offset() <= min_offset {
                 continue;
             }
+            let bytes = batch::record_bytes(&bytes, &header)
+                .map_err(|r| LogError::corrupt(&self.log_path, cursor.pos(), r))?;
             for record in Records::new(&bytes, &header) {
                 let record =
                     record.map_err(|r| LogError::corrupt(&self.log_path, cursor.pos(), r))?;
@@ -568,7 +572,23 @@ pub(crate) fn scan_entries(
     let mut max_ts = max_ts_before;
     let mut since_entry: u64 = 0;
     loop {
-        match cursor.next()? {
+        let step = match cursor.next()? {
+            // Past what the index's u32 offsets hold: the writer rolls before that,
+            // so only damage (under a checksum that holds) gets here.
+            Step::Batch { pos, header, .. }
+                if header.next_offset() - segment_base > u64::from(u32::MAX) =>
+            {
+                Step::Torn {
+                    pos,
+                    reason: Corruption::OffsetOverflow {
+                        base_offset: header.base_offset,
+                        count: header.count,
+                    },
+                }
+            }
+            step => step,
+        };
+        match step {
             Step::Batch {
                 pos: at, header, ..
             } => {

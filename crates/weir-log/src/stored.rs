@@ -80,6 +80,7 @@ impl StoredBatches {
         let mut used = 0usize;
         for batch in &self.batches {
             let header = batch::header_of(batch);
+            let batch = &batch::record_source(batch, &header)?;
             for record in Records::new(batch, &header) {
                 let record = record?;
                 if record.offset < self.from.0 {
@@ -139,7 +140,8 @@ pub fn visit_stored(
     mut f: impl FnMut(RecordView<'_>),
 ) -> std::result::Result<(), Corruption> {
     each_batch(bytes, |header, at| {
-        let one = &bytes[at];
+        let one = batch::record_bytes(&bytes[at], header)?;
+        let one = &*one;
         for record in Records::new(one, header) {
             let record = record?;
             if record.offset < from.0 {
@@ -168,7 +170,7 @@ fn decode_into(
     out: &mut Vec<Record>,
 ) -> std::result::Result<(), Corruption> {
     each_batch(bytes, |header, at| {
-        let one = bytes.slice(at);
+        let one = batch::record_source(&bytes.slice(at), header)?;
         for record in Records::new(&one, header) {
             let record = record?;
             if record.offset >= from.0 {

@@ -178,9 +178,9 @@ enum Keys {
 
 /// Refuses a keyed record of `batch` that belongs in another partition.
 fn check_keys(batch: &IncomingBatch, partition: u32, partitions: u32) -> Result<()> {
-    for (i, key) in batch.keys().enumerate() {
+    for (i, key) in batch.keys().into_iter().enumerate() {
         let Some(key) = key else { continue };
-        let wanted = partition_for(key, partitions);
+        let wanted = partition_for(&key, partitions);
         if wanted != partition {
             return Err(BrokerError::invalid(
                 "partition",

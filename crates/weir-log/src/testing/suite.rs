@@ -38,6 +38,7 @@ pub async fn run_all<F: LogFactory>(factory: &mut F) {
     submitted_appends_take_offsets_in_call_order(factory).await;
     super::suite_incoming::incoming_batches_store_what_records_would(factory).await;
     super::suite_incoming::incoming_batches_over_the_limits_are_refused(factory).await;
+    super::suite_incoming::kafka_batches_read_as_records(factory).await;
 }
 
 fn body(i: u64) -> Bytes {

@@ -7,6 +7,7 @@ use crate::message_log::MessageLog;
 use crate::record::{NewRecord, Offset, ReadLimits};
 
 use super::factory::{LogFactory, suite_config};
+use super::kafka::{GZIP, LZ4, SNAPPY, ZSTD, kafka_batch};
 
 fn records() -> Vec<NewRecord> {
     vec![
@@ -33,7 +34,8 @@ pub(super) async fn incoming_batches_store_what_records_would<F: LogFactory>(fac
         assert_eq!(batches.len(), 1, "{case}: one batch");
         let batch = batches.remove(0);
         assert_eq!(batch.count(), 3, "{case}: its records");
-        let keys: Vec<Option<&[u8]>> = batch.keys().collect();
+        let keys = batch.keys();
+        let keys: Vec<Option<&[u8]>> = keys.iter().map(Option::as_deref).collect();
         assert_eq!(keys, [None, Some(&b"k"[..]), Some(&b""[..])], "{case}");
         let appended = log.append_incoming(batch, sync).await.unwrap();
         assert_eq!(appended.first, Offset(1 + 3 * i as u64), "{case}: offsets");
@@ -86,5 +88,69 @@ pub(super) async fn incoming_batches_over_the_limits_are_refused<F: LogFactory>(
         "{case}: {refused:?}"
     );
     assert_eq!(log.next_offset(), Offset(0), "{case}: nothing appended");
+    log.close().await.unwrap();
+}
+
+/// A Kafka producer's batches, compressed with each codec or not, are appended as
+/// they are and read back as records, by offset (also from inside a batch), by
+/// time, as stored batches, and after a reopen.
+pub(super) async fn kafka_batches_read_as_records<F: LogFactory>(factory: &mut F) {
+    let case = "kafka_batches_read_as_records";
+    let log = factory.create(suite_config());
+    log.append_batch(&[NewRecord::new("before")]).await.unwrap();
+    let before = crate::shared::now_ms();
+    let codecs = [0, GZIP, SNAPPY, LZ4, ZSTD];
+    for codec in codecs {
+        let bytes = kafka_batch(&records(), codec, Some((9, 0, 0)));
+        let batch = IncomingBatch::parse_kafka(&bytes, 1 << 20)
+            .unwrap()
+            .remove(0);
+        assert_eq!(batch.count(), 3, "{case}: codec {codec}");
+        log.append_incoming(batch, true).await.unwrap();
+    }
+    let want = 1 + 3 * codecs.len();
+    let check = |read: &[crate::record::Record], from: usize| {
+        assert_eq!(read.len(), want - from, "{case}: every record from {from}");
+        for (got, at) in read.iter().zip(from..) {
+            let expected = &records()[(at - 1) % 3];
+            assert_eq!(got.offset, Offset(at as u64), "{case}");
+            assert_eq!((&got.key, &got.body), (&expected.key, &expected.body));
+            assert_eq!(got.headers, expected.headers, "{case}");
+            assert!(got.timestamp_ms >= before, "{case}: the log's clock");
+        }
+    };
+    let read = log
+        .read_from(Offset(1), ReadLimits::records(100))
+        .await
+        .unwrap();
+    check(&read, 1);
+    check(
+        &log.read_from(Offset(5), ReadLimits::records(100))
+            .await
+            .unwrap(),
+        5,
+    );
+    let stored = log
+        .read_stored(Offset(5), ReadLimits::records(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.to_records().unwrap(),
+        read[4..],
+        "{case}: stored reads"
+    );
+    let by_time = log.offset_for_timestamp(before).await.unwrap();
+    assert!(
+        by_time.is_some_and(|o| o <= Offset(1)),
+        "{case}: {by_time:?}"
+    );
+    log.close().await.unwrap();
+    let log = factory.reopen();
+    check(
+        &log.read_from(Offset(1), ReadLimits::records(100))
+            .await
+            .unwrap(),
+        1,
+    );
     log.close().await.unwrap();
 }

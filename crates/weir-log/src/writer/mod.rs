@@ -348,12 +348,12 @@ impl Writer {
                     written,
                     reply,
                 } => {
-                    if self.failed.is_none() && self.needs_roll_before(batch.len()) {
+                    if self.failed.is_none() && self.needs_roll_before(&batch) {
                         self.commit(&mut pending);
                         // The commit may have failed and been rolled back, emptying the
                         // segment: decide again on what is really written.
                         if self.failed.is_none()
-                            && self.needs_roll_before(batch.len())
+                            && self.needs_roll_before(&batch)
                             && let Err(e) = self.roll()
                         {
                             refuse(written, reply, &e);
@@ -415,10 +415,15 @@ impl Writer {
         false
     }
 
-    fn needs_roll_before(&self, batch_len: u64) -> bool {
+    /// Whether `batch` goes into a new segment: the active one would pass its size,
+    /// its age, or the offsets its index holds (u32 from its base: a Kafka batch's
+    /// few compressed bytes may hold up to 2^21 records).
+    fn needs_roll_before(&self, batch: &EncodedBatch) -> bool {
         let has_data = self.write_pos > FILE_HEADER_LEN as u64;
+        let offsets = self.next_offset - self.active.base + u64::from(batch.count());
         has_data
-            && (self.write_pos + batch_len > self.shared.config.segment_bytes
+            && (self.write_pos + batch.len() > self.shared.config.segment_bytes
+                || offsets > u64::from(u32::MAX)
                 || self.active_is_too_old())
     }
 

@@ -26,11 +26,15 @@ fn config() -> LogConfig {
 
 /// A writer driven by hand, so a test decides exactly what one group holds.
 fn writer(fs: &CrashFs) -> Writer {
+    writer_with(fs, &config())
+}
+
+fn writer_with(fs: &CrashFs, config: &LogConfig) -> Writer {
     let fs = fs.shared();
     let dir = Path::new(DIR);
     fs.create_dir_all(dir).unwrap();
     let lock = fs.lock_dir(dir).unwrap();
-    let recovered = crate::recovery::recover(&fs, dir, &config(), 0).unwrap();
+    let recovered = crate::recovery::recover(&fs, dir, config, 0).unwrap();
     let (watermark, _) = watch::channel(Watermark {
         start: recovered.start_offset,
         next: recovered.active.next_offset,
@@ -39,7 +43,7 @@ fn writer(fs: &CrashFs) -> Writer {
     let shared = Arc::new(Shared {
         dir: dir.to_path_buf(),
         fs,
-        config: config(),
+        config: config.clone(),
         segments: RwLock::new(recovered.segments),
         watermark,
         counters: Counters::default(),
@@ -99,5 +103,57 @@ fn a_failed_commit_before_a_roll_does_not_roll_an_empty_segment() {
         .unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].body, vec![b'b'; 600]);
+    runtime.block_on(log.close()).unwrap();
+}
+
+/// A Kafka batch's few compressed bytes may claim up to 2^21 records: a segment
+/// rolls before its offsets pass what its index's u32 entries hold, whatever its
+/// size, and the log opens again with every offset.
+#[test]
+fn a_segment_rolls_before_its_offsets_pass_a_u32() {
+    const CLAIMED: u32 = 1 << 21;
+    let fs = CrashFs::new();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..config()
+    };
+    let mut writer = writer_with(&fs, &config);
+    let mut bytes = crate::testing::kafka_batch(&[NewRecord::new("")], crate::testing::ZSTD, None);
+    bytes[23..27].copy_from_slice(&(CLAIMED - 1).to_be_bytes());
+    bytes[57..61].copy_from_slice(&CLAIMED.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let batches = 2049u32;
+    let mut answers = Vec::new();
+    let requests = (0..batches)
+        .map(|_| {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            Request::Append {
+                batch: EncodedBatch::from_sealed(bytes.clone(), CLAIMED, 1000),
+                sync: false,
+                written: None,
+                reply,
+            }
+        })
+        .collect();
+    assert!(!writer.handle_group(requests));
+    let last = answers.pop().unwrap().blocking_recv().unwrap().unwrap();
+    assert_eq!(last.next, Offset(u64::from(batches) * u64::from(CLAIMED)));
+    let bases: Vec<u64> = writer.shared.segments_snapshot().keys().copied().collect();
+    assert_eq!(
+        bases,
+        [0, 2047 * u64::from(CLAIMED)],
+        "one roll, at the u32 edge"
+    );
+    writer.shutdown().unwrap();
+    drop(writer);
+    let disk = fs.after_crash(Torn::Synced);
+    let (log, report) = FileLog::open_with(disk.shared(), DIR, config).unwrap();
+    assert!(report.removed_files.is_empty(), "{report:?}");
+    assert_eq!(log.stats().next_offset, last.next);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     runtime.block_on(log.close()).unwrap();
 }
