@@ -1,8 +1,11 @@
 //! Fetch and ListOffsets.
 //!
 //! Fetch reads each asked partition from its offset within the partition's and the
-//! request's byte budgets (at least one batch, as Kafka does), turning every stored
-//! weir batch into one uncompressed Kafka batch ([`crate::records::OutBatch`]).
+//! request's byte budgets (at least one batch, as Kafka does). A batch a Kafka
+//! producer sent is stored as it came and goes back as stored, compressed or not,
+//! without parsing a record; a batch appended over HTTP or AMQP (weir's format)
+//! becomes one uncompressed Kafka batch ([`crate::records::OutBatch`]).
+//! Either may start before the offset asked for: clients skip those records.
 //! With fewer than `min_bytes` it waits for an append to one of the topics, up to
 //! `max_wait_ms` (cut to the configured `max_wait`). An offset below the first kept
 //! or past the end answers `OFFSET_OUT_OF_RANGE`, so the client applies its
@@ -28,7 +31,7 @@ use weir_broker::access::Operation;
 use weir_broker::stream::{MAX_READ_RECORDS, ReadFrom, visit_stored};
 
 use crate::errors;
-use crate::records::OutBatch;
+use crate::records::{self, OutBatch};
 use crate::state::Session;
 
 /// ListOffsets' special timestamps.
@@ -166,6 +169,10 @@ impl Session {
         };
         let mut out = BytesMut::with_capacity(read.batches.bytes + 64);
         for stored in &read.batches.batches {
+            if records::is_kafka(stored) {
+                out.extend_from_slice(stored);
+                continue;
+            }
             let mut batch = OutBatch::default();
             if let Err(e) = visit_stored(stored, read.batches.from, |r| batch.push(&r)) {
                 tracing::error!(topic = name, partition, error = %e, "a stored batch does not parse");

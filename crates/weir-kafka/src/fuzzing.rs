@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
-use weir_broker::stream::{RESERVED_HEADER_PREFIX, RecordView};
+use weir_broker::stream::{Offset, RESERVED_HEADER_PREFIX, RecordView, visit_stored};
 use weir_broker::{Broker, BrokerConfig, FsyncPolicy, Limits};
 
 use crate::records::{OutBatch, parse_batches};
@@ -44,18 +44,15 @@ pub fn request(data: &[u8]) {
         return;
     };
     for batch in batches {
+        let records = owned_records(batch.batch.as_bytes());
         let mut out = OutBatch::default();
-        for (i, r) in batch.records.iter().enumerate() {
+        for (i, (key, headers, body)) in records.iter().enumerate() {
             out.push(&RecordView {
                 offset: i as u64,
                 timestamp_ms: 1_700_000_000_000,
-                key: r.key.as_deref(),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|h| (&h.name[..], &h.value[..]))
-                    .collect(),
-                body: &r.body,
+                key: key.as_deref(),
+                headers: headers.iter().map(|(k, v)| (&k[..], &v[..])).collect(),
+                body,
             });
         }
         let mut written = BytesMut::new();
@@ -63,22 +60,36 @@ pub fn request(data: &[u8]) {
         let again =
             parse_batches(&written.freeze(), 1 << 20).expect("a batch written for Fetch parses");
         assert_eq!(again.len(), 1);
-        let again = &again[0].records;
-        assert_eq!(again.len(), batch.records.len());
-        for (a, b) in batch.records.iter().zip(again) {
-            assert_eq!(a.key, b.key);
-            assert_eq!(a.body, b.body);
-            let shown: Vec<_> = a
-                .headers
-                .iter()
-                .filter(|h| !h.name.starts_with(RESERVED_HEADER_PREFIX.as_bytes()))
+        let again = owned_records(again[0].batch.as_bytes());
+        assert_eq!(again.len(), records.len());
+        for ((key, headers, body), b) in records.into_iter().zip(again) {
+            let shown: Vec<_> = headers
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with(RESERVED_HEADER_PREFIX.as_bytes()))
                 .collect();
-            assert_eq!(shown.len(), b.headers.len());
-            for (x, y) in shown.iter().zip(&b.headers) {
-                assert_eq!((&x.name, &x.value), (&y.name, &y.value));
-            }
+            assert_eq!((key, shown, body), b);
         }
     }
+}
+
+/// Key, headers and body.
+type Owned = (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
+
+/// The records of a batch that parsed, as every reader sees them.
+fn owned_records(batch: &[u8]) -> Vec<Owned> {
+    let mut out = Vec::new();
+    visit_stored(batch, Offset(0), |r| {
+        out.push((
+            r.key.map(<[u8]>::to_vec),
+            r.headers
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+            r.body.to_vec(),
+        ));
+    })
+    .expect("a batch that parsed reads");
+    out
 }
 
 /// [`SessionHarness::session`] runs one connection's bytes through the front

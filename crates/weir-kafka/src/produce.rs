@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::Vhost;
 use weir_broker::access::{Operation, Principal};
-use weir_broker::stream::{IncomingBatch, MAX_READ_RECORDS, PartitionBatches, visit_stored};
+use weir_broker::stream::{MAX_READ_RECORDS, PartitionBatches, visit_stored};
 
 use crate::config::KafkaConfig;
 use crate::errors;
@@ -185,7 +185,7 @@ impl Producing {
         let mut first_offset = None;
         let mut batches = Vec::with_capacity(parsed.len());
         let mut stamps = Vec::new();
-        for mut batch in parsed {
+        for batch in parsed {
             let stamp = stamp_of(&batch);
             if let Some(stamp) = stamp {
                 match self.judge(name, partition, stamp).await {
@@ -210,21 +210,9 @@ impl Producing {
                         );
                     }
                 }
-                batch.records[0].headers.push(stamp.header());
             }
-            let encoded = IncomingBatch::encode(&batch.records)
-                .map_err(|e| (ResponseError::MessageTooLarge.code(), e.to_string()));
-            let incoming = encoded.and_then(|e| {
-                IncomingBatch::parse(&e)
-                    .map_err(|e| (ResponseError::CorruptMessage.code(), e.to_string()))
-            });
-            match incoming {
-                Ok(mut incoming) => {
-                    stamps.push(stamp);
-                    batches.append(&mut incoming);
-                }
-                Err((code, message)) => return answer(index, code, Some(message)),
-            }
+            stamps.push(stamp);
+            batches.push(batch.batch);
         }
         let mut r = answer(index, errors::NONE, None);
         if !batches.is_empty() {
@@ -279,6 +267,12 @@ impl Producing {
                 break;
             }
             for bytes in &read.batches.batches {
+                if let Some((id, epoch, first, count, offset)) = records::stored_producer(bytes) {
+                    found.push((offset, Stamp::of(id, epoch, first, count)));
+                    continue;
+                }
+                // Written before batches were stored as Kafka's: the producer in a
+                // reserved header of the batch's first record.
                 let _ = visit_stored(bytes, read.batches.from, |r| {
                     if let Some((_, v)) = r
                         .headers
@@ -298,18 +292,13 @@ impl Producing {
 
 /// An idempotent producer's batch stamp, if it has one.
 fn stamp_of(batch: &InBatch) -> Option<Stamp> {
-    if batch.producer_id < 0 {
-        return None;
-    }
-    let count = i32::try_from(batch.records.len()).unwrap_or(i32::MAX);
-    // Sequences wrap at i32::MAX to 0, as Kafka's do.
-    let last = i64::from(batch.base_sequence) + i64::from(count) - 1;
-    let last = i32::try_from(last % (i64::from(i32::MAX) + 1)).unwrap_or(0);
-    Some(Stamp {
-        id: batch.producer_id,
-        epoch: batch.producer_epoch,
-        first: batch.base_sequence,
-        last,
+    (batch.producer_id >= 0).then(|| {
+        Stamp::of(
+            batch.producer_id,
+            batch.producer_epoch,
+            batch.base_sequence,
+            batch.batch.count(),
+        )
     })
 }
 

@@ -6,13 +6,15 @@
 //! the sequence is refused with `OUT_OF_ORDER_SEQUENCE_NUMBER`, an older epoch
 //! with `INVALID_PRODUCER_EPOCH`.
 //!
-//! What lasts: the first record of every batch appended for a producer carries a
-//! [`PRODUCER_HEADER`] (producer id, epoch, first and last sequence, 20 bytes) in
-//! the same durable append as the records. After a restart, the first idempotent
-//! batch for a partition has the front end read the partition's newest records
-//! (up to [`SCAN_RECORDS`]) to learn each producer's last sequences again, so a
-//! retry through a restart is still found. Headers named `x-weir-…` are the
-//! broker's: readers over HTTP, AMQP and Kafka do not see them.
+//! What lasts: a producer's batch is stored as it came, in Kafka's format, with
+//! its producer id, epoch and first sequence in its header, in the same durable
+//! append as its records. After a restart, the first idempotent batch for a
+//! partition has the front end read the partition's newest records (up to
+//! [`SCAN_RECORDS`]) to learn each producer's last sequences again, so a retry
+//! through a restart is still found. (Batches stored before weir kept Kafka's
+//! format carry the same fields in a [`PRODUCER_HEADER`] on their first record,
+//! which is read too; headers named `x-weir-…` are the broker's and no reader
+//! sees them.)
 //!
 //! Producer ids: the time in ms times 1024 plus a counter, so ids handed out after
 //! a restart do not meet the ids of before (unless the clock went back).
@@ -22,9 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use weir_broker::stream::Header;
 
 /// The header of a producer's batch (a reserved `x-weir-` name).
 pub(crate) const PRODUCER_HEADER: &str = "x-weir-kafka-producer";
@@ -56,14 +56,29 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    /// The header that keeps it with the batch.
-    pub(crate) fn header(self) -> Header {
+    /// The stamp of a batch of `count` records from sequence `first` on.
+    pub(crate) fn of(id: i64, epoch: i16, first: i32, count: u32) -> Stamp {
+        // Sequences wrap at i32::MAX to 0, as Kafka's do.
+        let last = i64::from(first) + i64::from(count) - 1;
+        let last = i32::try_from(last.rem_euclid(i64::from(i32::MAX) + 1)).unwrap_or(0);
+        Stamp {
+            id,
+            epoch,
+            first,
+            last,
+        }
+    }
+
+    /// The header that kept it with the batch before batches were stored in
+    /// Kafka's format (tests write old data with it).
+    #[cfg(test)]
+    pub(crate) fn header(self) -> weir_broker::stream::Header {
         let mut v = Vec::with_capacity(18);
         v.extend_from_slice(&self.id.to_be_bytes());
         v.extend_from_slice(&self.epoch.to_be_bytes());
         v.extend_from_slice(&self.first.to_be_bytes());
         v.extend_from_slice(&self.last.to_be_bytes());
-        Header::new(PRODUCER_HEADER, Bytes::from(v))
+        weir_broker::stream::Header::new(PRODUCER_HEADER, bytes::Bytes::from(v))
     }
 
     /// Read back from a header's value.

@@ -52,7 +52,7 @@ pub enum LogError {
     },
 
     /// A file was written by a newer (or unknown) version of the format.
-    #[error("{path} has format version {found}; this build reads version {supported}")]
+    #[error("{path} has format version {found}; this build reads versions up to {supported}")]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,

@@ -6,8 +6,9 @@
 //!   record walk and record parsing, plus the file header, index entry and the
 //!   decoders of `log.meta`. A batch whose records all parse must encode again to
 //!   records that parse the same. The same bytes as an appender's batches
-//!   ([`crate::IncomingBatch`]): what parses must stamp into batches that check and
-//!   hold the same records.
+//!   ([`crate::IncomingBatch`]), in weir's format and as a Kafka producer's
+//!   (`parse_kafka`, within a bound for compressed ones): what parses must stamp
+//!   into batches that check and hold the same records.
 //! * [`recovery`]: arbitrary bytes as the files of a log directory (segments,
 //!   indexes, `log.meta`, temporaries) on the in-memory [`CrashFs`]. Opening it
 //!   must either fail with an error or give a log whose records read back, that
@@ -88,10 +89,9 @@ pub fn batch(data: &[u8]) {
 /// `data` as an appender's batches: refused, or stamped into batches that check and
 /// hold records with the same keys.
 fn incoming(data: &[u8]) {
-    let Ok(batches) = IncomingBatch::parse(data) else {
-        return;
-    };
-    for incoming in batches {
+    let weir = IncomingBatch::parse(data).unwrap_or_default();
+    let kafka = IncomingBatch::parse_kafka(data, 1 << 20).unwrap_or_default();
+    for incoming in weir.into_iter().chain(kafka) {
         let (count, keys) = (
             incoming.count(),
             incoming
@@ -547,6 +547,20 @@ mod tests {
                 }
             }
         }
+        // A Kafka producer's batches, each codec, as Produce hands them to the log.
+        let records = [
+            NewRecord::new("a"),
+            NewRecord::new("bb").with_key("k").with_header("h", "v"),
+        ];
+        for codec in 0..=4 {
+            let mut two = crate::testing::kafka_batch(&records, codec, None);
+            two.extend(crate::testing::kafka_batch(
+                &records[1..],
+                codec,
+                Some((5, 0, 9)),
+            ));
+            out.push((format!("batch-kafka-codec-{codec}"), two));
+        }
         out
     }
 
@@ -557,7 +571,11 @@ mod tests {
             assert_eq!(encode_dir(0, &files).len(), bytes.len(), "{name}");
             recovery(&bytes);
         }
-        for (_, bytes) in batch_seeds() {
+        for (name, bytes) in batch_seeds() {
+            if name.starts_with("batch-kafka") {
+                let parsed = IncomingBatch::parse_kafka(&bytes, 1 << 20);
+                assert_eq!(parsed.map(|b| b.len()), Ok(2), "{name}");
+            }
             batch(&bytes);
         }
         // A clean log opens with every record.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  0  [u8; 8]  magic           "WEIRLOG\0" (segment) or "WEIRIDX\0" (index)
-//!  8  u16      format_version  1
+//!  8  u16      format_version  2 (1 is read too)
 //! 10  u16      reserved        0
 //! 12  u64      base_offset     offset of the segment's first record (= the file name)
 //! 20  i64      created_ms      wall-clock time the segment was created (segment age)
@@ -11,6 +11,11 @@
 //!
 //! The version is per file, so a later format can coexist with old segments until they
 //! age out. A reader refuses a version it does not know instead of guessing.
+//!
+//! Versions: 1, batches in weir's format only; 2, a segment may also hold Kafka's
+//! record batches (`kafka_batch.rs`). Files are written as 2, so a build that knows
+//! only version 1 refuses a log that may hold Kafka batches instead of taking one
+//! for damage and cutting it off.
 
 use std::path::Path;
 
@@ -18,8 +23,8 @@ use crate::error::{Corruption, LogError, Result};
 
 /// Size of the header.
 pub(crate) const FILE_HEADER_LEN: usize = 32;
-/// The format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes; it reads every version from 1 to this.
+pub(crate) const FORMAT_VERSION: u16 = 2;
 
 /// Which kind of file a header belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +78,7 @@ impl FileHeader {
             return Err(LogError::corrupt(path, 0, Corruption::HeaderChecksum));
         }
         let version = u16::from_le_bytes(bytes[8..10].try_into().expect("invariant: 2 bytes"));
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(LogError::UnsupportedVersion {
                 path: path.to_owned(),
                 found: version,
@@ -140,15 +145,19 @@ mod tests {
                 ..
             })
         ));
-        let mut future = bytes;
-        future[8] = 2;
-        let crc = crc32c::crc32c(&future[0..28]);
-        future[28..32].copy_from_slice(&crc.to_le_bytes());
+        let with_version = |v: u16| {
+            let mut b = bytes;
+            b[8..10].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32c::crc32c(&b[0..28]);
+            b[28..32].copy_from_slice(&crc.to_le_bytes());
+            FileHeader::decode(&b, FileKind::Segment, 77, path)
+        };
+        assert!(with_version(1).is_ok(), "version 1 files are read");
         assert!(matches!(
-            FileHeader::decode(&future, FileKind::Segment, 77, path),
+            with_version(3),
             Err(LogError::UnsupportedVersion {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             })
         ));

@@ -18,8 +18,10 @@
 use std::path::Path;
 
 use crate::error::{Corruption, LogError, Result};
-use crate::header::FORMAT_VERSION;
 use crate::io::{Fs, read_exact_at};
+
+/// The version of `log.meta` this build writes and reads (unchanged since 1).
+const FORMAT_VERSION: u16 = 1;
 
 pub(crate) const META_FILE: &str = "log.meta";
 const META_TMP: &str = "log.meta.tmp";

@@ -57,11 +57,11 @@ pub use api::{PROPERTIES_HEADER, RESERVED_HEADER_PREFIX};
 pub use group_api::{GroupPoll, PollOptions};
 pub use incoming::{PartitionBatches, PlacedBatch};
 pub use read::ReadFrom;
+/// What a stored read answers, and the parser for it (a reader of the binary format).
+pub use weir_log::{Corruption, IncomingBatch, Offset, StoredBatches, decode_stored};
 /// Records as an appender encodes them, and stored batches walked without a copy
 /// (the Kafka front end's Produce and Fetch).
 pub use weir_log::{Header, NewRecord, RecordView, visit_stored};
-/// What a stored read answers, and the parser for it (a reader of the binary format).
-pub use weir_log::{IncomingBatch, Offset, StoredBatches, decode_stored};
 pub use wire::MAX_READ_WITHIN_BYTES;
 
 /// Most partitions a stream may have.

@@ -161,13 +161,13 @@ fn files_from_a_newer_format_are_refused_not_guessed_at() {
     let segments = filled_log(dir.path());
     let (_, path) = segments[0].clone();
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8] = 2; // format version 2
+    bytes[8] = 3; // format version 3
     let crc = crc32c::crc32c(&bytes[0..28]);
     bytes[28..32].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, bytes).unwrap();
     let err = FileLog::open(dir.path(), config()).unwrap_err();
     assert!(
-        matches!(&err, LogError::UnsupportedVersion { found: 2, supported: 1, path: p } if p == &path),
+        matches!(&err, LogError::UnsupportedVersion { found: 3, supported: 2, path: p } if p == &path),
         "{err:?}"
     );
 }
