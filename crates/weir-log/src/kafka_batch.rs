@@ -16,7 +16,7 @@
 //! header, 61 bytes, big-endian
 //!   0  i64  base_offset             written by the log
 //!   8  i32  batch_length            bytes after this field
-//!  12  i32  partition_leader_epoch  0 (not checksummed)
+//!  12  i32  partition_leader_epoch  -1 (not checksummed)
 //!  16  i8   magic                   2
 //!  17  u32  crc                     CRC32C of bytes 21..end
 //!  21  i16  attributes              bits 0-2 compression (0 none, 1 gzip, 2 snappy,
@@ -159,11 +159,11 @@ pub(crate) fn set_base_offset(batch: &mut [u8], base_offset: u64) {
 }
 
 /// Stamps a checked batch as the log stores it: the log's append time as every
-/// record's timestamp (Kafka's `LogAppendTime`), leader epoch 0, offset 0 until the
+/// record's timestamp (Kafka's `LogAppendTime`), leader epoch -1, offset 0 until the
 /// writer sets it, and the checksum computed again.
 pub(crate) fn stamp(batch: &mut [u8], now_ms: i64) {
     batch[0..8].fill(0);
-    batch[12..16].fill(0);
+    batch[12..16].copy_from_slice(&(-1i32).to_be_bytes());
     let attributes = be_i16(batch, 21) | LOG_APPEND_TIME;
     batch[21..23].copy_from_slice(&attributes.to_be_bytes());
     batch[35..43].copy_from_slice(&now_ms.to_be_bytes());

@@ -2,7 +2,9 @@
 //! because the load comes from librdkafka itself (the C client behind
 //! confluent-kafka, kcat and most non-Java clients), with its defaults: batches
 //! as its producer forms them (`linger.ms` 5, up to 10,000 records or 1 MB), its
-//! consumer's fetch sizes and prefetch queue.
+//! consumer's fetch sizes and prefetch queue. One exception: the consumer's
+//! `fetch.queue.backoff.ms` is 10 ms, not 1 s (`clients.rs` says why; `-X` sets it
+//! back).
 //!
 //! Three phases on one topic each run: one producer sends `--count` records as
 //! fast as librdkafka takes them (acks=all by default: answered after the sync);
