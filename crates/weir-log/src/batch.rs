@@ -33,8 +33,10 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use crate::batch_header::KafkaFields;
+pub(crate) use crate::batch_header::{BatchHeader, Check, FORMAT_MAX_BATCH_LEN, Format, Layout};
 use crate::error::{Corruption, LogError, Result};
-use crate::kafka_batch::{self, KafkaFields};
+use crate::kafka_batch;
 use crate::record::{Header, NewRecord, Record};
 
 /// Size of a batch header.
@@ -43,9 +45,6 @@ pub(crate) const BATCH_HEADER_LEN: usize = 32;
 pub(crate) const BATCH_VERSION: u8 = 1;
 /// Fixed bytes per record: length, timestamp, key length and header count.
 pub(crate) const RECORD_OVERHEAD: usize = 4 + 8 + 4 + 2;
-/// The largest batch the format allows, whatever the configuration says, so a lowered
-/// `max_batch_bytes` never makes existing data unreadable.
-pub(crate) const FORMAT_MAX_BATCH_LEN: u32 = 1 << 30;
 const NO_KEY: i32 = -1;
 
 /// Encoded size of one record, framing included (what `max_record_bytes` limits).
@@ -292,45 +291,6 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
 
 fn i64_at(buf: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(buf[at..at + 8].try_into().expect("invariant: 8-byte slice"))
-}
-
-/// The fixed fields of a batch that passed [`check`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct BatchHeader {
-    pub(crate) base_offset: u64,
-    pub(crate) len: u32,
-    pub(crate) count: u32,
-    pub(crate) max_timestamp_ms: i64,
-    pub(crate) format: Format,
-}
-
-/// Which of the two stored formats a batch is in (byte 16 tells).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Format {
-    /// weir's own, version 1 (this module).
-    Weir,
-    /// Kafka's record batch, magic 2 (`kafka_batch.rs`).
-    Kafka(KafkaFields),
-}
-
-impl BatchHeader {
-    /// One past the batch's last offset ([`check`] refuses a batch for which that
-    /// would overflow).
-    pub(crate) fn next_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.count)
-    }
-}
-
-/// What [`check`] found at the start of a buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Check {
-    /// A whole batch with a good checksum.
-    Complete(BatchHeader),
-    /// The buffer holds fewer than `need` bytes; `need` is the header size or, once
-    /// the header is readable, the whole batch length.
-    Incomplete { need: usize },
-    /// Not a valid batch.
-    Invalid(Corruption),
 }
 
 /// Looks at the batch at the start of `buf` without allocating; parsing records is
@@ -583,13 +543,6 @@ impl RecordRef {
             body: at..self.end,
         })
     }
-}
-
-/// Where a record's parts are in its batch ([`RecordRef::layout`]).
-pub(crate) struct Layout {
-    pub(crate) key: Option<std::ops::Range<usize>>,
-    pub(crate) headers: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
-    pub(crate) body: std::ops::Range<usize>,
 }
 
 fn take(bytes: &[u8], at: &mut usize, len: usize) -> Result<std::ops::Range<usize>, Corruption> {

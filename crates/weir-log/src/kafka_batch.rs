@@ -41,7 +41,7 @@
 use std::borrow::Cow;
 use std::io::Read;
 
-use crate::batch::{BatchHeader, Check, FORMAT_MAX_BATCH_LEN, Format, Layout};
+use crate::batch_header::{BatchHeader, Check, FORMAT_MAX_BATCH_LEN, Format, KafkaFields, Layout};
 use crate::error::Corruption;
 
 /// Kafka's magic byte, at weir's version byte.
@@ -65,16 +65,6 @@ const STORED_BITS: i16 = COMPRESSION_MASK | LOG_APPEND_TIME;
 /// claiming billions must be refused from its header. librdkafka's largest batch
 /// is 1,000,000 records.
 const MAX_COMPRESSED_RECORDS: u32 = 1 << 21;
-
-/// What a stored Kafka batch's records need to be read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct KafkaFields {
-    /// 0 for none, else Kafka's codec number.
-    pub(crate) codec: u8,
-    /// Set: every record's timestamp is the batch's `max_timestamp`.
-    pub(crate) log_append_time: bool,
-    pub(crate) base_timestamp_ms: i64,
-}
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])

@@ -41,6 +41,7 @@
 //! ```
 
 mod batch;
+mod batch_header;
 #[doc(hidden)]
 pub mod bench_api;
 mod config;
