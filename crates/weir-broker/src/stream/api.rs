@@ -333,8 +333,9 @@ impl<S: LogStore> Broker<S> {
 }
 
 /// Headers whose names start with this are the broker's and its front ends' own
-/// (an AMQP publish's properties, a Kafka producer's sequence numbers): readers
-/// over HTTP, AMQP and Kafka do not see them.
+/// (an AMQP publish's properties; in batches stored before Kafka's were kept as
+/// they come, a Kafka producer's sequence numbers): readers over HTTP, AMQP and
+/// Kafka do not see them.
 pub const RESERVED_HEADER_PREFIX: &str = "x-weir-";
 
 /// The header that carries a front end's description of a published message
