@@ -36,6 +36,8 @@ pub struct IncomingBatch {
     stamps: Vec<usize>,
     /// In Kafka's format (`kafka_batch.rs`), not weir's.
     kafka: bool,
+    /// Whether any record has a header (most batches have none).
+    has_headers: bool,
 }
 
 impl IncomingBatch {
@@ -61,13 +63,14 @@ impl IncomingBatch {
                 return Err(Corruption::BatchFlags(one[17]));
             }
             let mut stamps = Vec::with_capacity(header.count as usize);
-            let (mut max_record_len, mut max_body_len) = (0, 0);
+            let (mut max_record_len, mut max_body_len, mut has_headers) = (0, 0, false);
             for record in Records::new(one, header) {
                 let record = record?;
                 let layout = record.layout(one)?;
                 stamps.push(record.timestamp_at());
                 max_record_len = max_record_len.max(record.encoded_len());
                 max_body_len = max_body_len.max(layout.body.len());
+                has_headers |= !layout.headers.is_empty();
             }
             out.push(IncomingBatch {
                 bytes: one.to_vec(),
@@ -76,6 +79,7 @@ impl IncomingBatch {
                 max_body_len,
                 stamps,
                 kafka: false,
+                has_headers,
             });
             Ok(())
         })?;
@@ -107,12 +111,13 @@ impl IncomingBatch {
                 return Err(Corruption::BatchVersion(one[16]));
             };
             let (records, _) = kafka_batch::records_bytes(one, &fields, max_inflated)?;
-            let (mut max_record_len, mut max_body_len) = (0, 0);
+            let (mut max_record_len, mut max_body_len, mut has_headers) = (0, 0, false);
             for record in Records::new(&records, header) {
                 let record = record?;
                 let layout = record.layout(&records)?;
                 max_record_len = max_record_len.max(record.encoded_len());
                 max_body_len = max_body_len.max(layout.body.len());
+                has_headers |= !layout.headers.is_empty();
             }
             out.push(IncomingBatch {
                 bytes: one.to_vec(),
@@ -121,10 +126,33 @@ impl IncomingBatch {
                 max_body_len,
                 stamps: Vec::new(),
                 kafka: true,
+                has_headers,
             });
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// Whether a header name of one of its records passes `test` (a batch without
+    /// headers answers at once; one with them is walked again, inflated again if
+    /// compressed).
+    pub fn any_header_name(&self, mut test: impl FnMut(&[u8]) -> bool) -> bool {
+        if !self.has_headers {
+            return false;
+        }
+        let header = batch::header_of(&self.bytes);
+        // `parse` and `parse_kafka` checked every record: the bytes read.
+        let Ok(bytes) = batch::record_bytes(&self.bytes, &header) else {
+            return false;
+        };
+        Records::new(&bytes, &header).any(|record| {
+            record.and_then(|r| r.layout(&bytes)).is_ok_and(|layout| {
+                layout
+                    .headers
+                    .iter()
+                    .any(|(name, _)| test(&bytes[name.clone()]))
+            })
+        })
     }
 
     /// The bytes of a batch as it came (for a Kafka batch: its producer fields).
@@ -282,6 +310,26 @@ mod tests {
         assert_eq!(batches[0].len(), two.len() / 2);
         let keys = batches[1].keys();
         assert_eq!(keys, [Some(Bytes::from_static(b"k")), None]);
+    }
+
+    #[test]
+    fn header_names_are_tested_in_both_formats() {
+        let weir = IncomingBatch::parse(&encoded()).unwrap().remove(0);
+        assert!(weir.any_header_name(|n| n == b"h"));
+        assert!(!weir.any_header_name(|n| n.starts_with(b"x-")));
+        let records = [
+            NewRecord::new("a"),
+            NewRecord::new("b").with_header("x-weir-properties", "v"),
+        ];
+        let kafka_batch = crate::testing::kafka_batch(&records, crate::testing::ZSTD, None);
+        let kafka = IncomingBatch::parse_kafka(&kafka_batch, 1 << 20)
+            .unwrap()
+            .remove(0);
+        assert!(kafka.any_header_name(|n| n.starts_with(b"x-weir-")));
+        let plain = IncomingBatch::parse(&IncomingBatch::encode(&records[..1]).unwrap())
+            .unwrap()
+            .remove(0);
+        assert!(!plain.any_header_name(|_| true), "no headers at all");
     }
 
     #[test]

@@ -180,19 +180,7 @@ impl<S: LogStore> Broker<S> {
     /// kept, while other partitions' parts may be.
     pub async fn append(&self, name: &str, records: Vec<StreamRecordIn>) -> Result<Vec<Placed>> {
         let stream = self.stream(name)?;
-        if records.is_empty() {
-            return Err(BrokerError::invalid(
-                "messages",
-                "an append needs at least one record",
-            ));
-        }
-        let limit = self.inner.config.limits.max_batch_messages;
-        if records.len() as u64 > limit {
-            return Err(BrokerError::LimitExceeded {
-                what: Limit::MessagesPerSend,
-                limit,
-            });
-        }
+        check_append(&records, self.inner.config.limits.max_batch_messages)?;
         self.inner.traffic.published(records.len() as u64, 0, 0);
         let max_bytes = self.inner.config.limits.max_message_bytes;
         let partitions = u32::try_from(stream.partitions.len()).unwrap_or(u32::MAX);
@@ -337,6 +325,41 @@ impl<S: LogStore> Broker<S> {
 /// they come, a Kafka producer's sequence numbers): readers over HTTP, AMQP and
 /// Kafka do not see them.
 pub const RESERVED_HEADER_PREFIX: &str = "x-weir-";
+
+/// The refusals of [`Broker::append`] that come before any record is placed: no
+/// record, more than `limit`, a header name of the broker's.
+fn check_append(records: &[StreamRecordIn], limit: u64) -> Result<()> {
+    if records.is_empty() {
+        return Err(BrokerError::invalid(
+            "messages",
+            "an append needs at least one record",
+        ));
+    }
+    if records.len() as u64 > limit {
+        return Err(BrokerError::LimitExceeded {
+            what: Limit::MessagesPerSend,
+            limit,
+        });
+    }
+    if records.iter().any(|r| {
+        r.headers
+            .iter()
+            .any(|(k, _)| k.starts_with(RESERVED_HEADER_PREFIX))
+    }) {
+        return Err(reserved_header());
+    }
+    Ok(())
+}
+
+/// The refusal of a record an appender sent with a header name of the broker's
+/// (readers would not see it, and AMQP readers would take `PROPERTIES_HEADER` for
+/// the record's AMQP properties).
+pub(crate) fn reserved_header() -> BrokerError {
+    BrokerError::invalid(
+        "headers",
+        format!("header names starting with {RESERVED_HEADER_PREFIX} are reserved for the broker"),
+    )
+}
 
 /// The header that carries a front end's description of a published message
 /// (AMQP's properties, `SendMessage::properties`) in a stream record; HTTP readers

@@ -15,7 +15,8 @@
 use serde::Serialize;
 use weir_log::{IncomingBatch, LogStore, MessageLog};
 
-use super::partition_for;
+use super::api::reserved_header;
+use super::{RESERVED_HEADER_PREFIX, partition_for};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Limit, Result};
 
@@ -147,6 +148,9 @@ impl<S: LogStore> Broker<S> {
                 ));
             }
             for batch in &part.batches {
+                if batch.any_header_name(|n| n.starts_with(RESERVED_HEADER_PREFIX.as_bytes())) {
+                    return Err(reserved_header());
+                }
                 if batch.max_body_len() as u64 > limits.max_message_bytes {
                     return Err(BrokerError::invalid(
                         "messages",

@@ -101,6 +101,56 @@ async fn kcat(broker: &Broker, args: &[&str], input: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Header names starting with `x-weir-` are the broker's: a Kafka producer's
+/// record with one is refused (no reader would see the header, and AMQP readers
+/// would take `x-weir-properties` for the record's AMQP properties), as an HTTP
+/// append's is, and nothing is stored.
+#[tokio::test]
+async fn records_with_the_brokers_reserved_header_names_are_refused() {
+    let broker = start().await;
+    let mut out = tokio::process::Command::new("kcat")
+        .args([
+            "-b",
+            &kafka(&broker),
+            "-P",
+            "-t",
+            "spoof",
+            "-H",
+            "x-weir-properties=v",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kcat runs (./scripts/test installs it)");
+    let mut stdin = out.stdin.take().expect("stdin");
+    stdin.write_all(b"spoofed\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), out.wait_with_output())
+        .await
+        .expect("kcat finishes")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Delivery failed"), "{stderr}");
+    let api = Api::new(&broker);
+    let (status, body) = api.call("GET", "/api/streams/spoof", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partition_stats"][0]["next_offset"], 0, "{body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/streams/spoof/messages",
+            Some(json!({"headers": {"x-weir-properties": "v"}, "body": "x"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("reserved"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn kcat_produces_and_consumes_with_keys_and_headers_and_http_reads_them() {
     let broker = start().await;

@@ -175,6 +175,17 @@ async fn binary_appends_that_break_the_model_are_refused_and_append_nothing() {
             "goes to partition 1",
         ),
         (section(0, &[batch(&many)]), 400, "limit_exceeded", ""),
+        (
+            section(
+                0,
+                &[batch(&[
+                    NewRecord::new("x").with_header("x-weir-properties", "v")
+                ])],
+            ),
+            400,
+            "invalid_argument",
+            "reserved for the broker",
+        ),
     ];
     for (i, (body, status, code, reason)) in cases.into_iter().enumerate() {
         let (s, v) = send(&broker, "events", body).await;
