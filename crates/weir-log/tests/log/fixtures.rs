@@ -9,13 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use weir_log::testing::kafka_batch;
-use weir_log::{FileLog, IncomingBatch, LogConfig, MessageLog, NewRecord, Offset, ReadLimits};
+use weir_log::{
+    FileLog, IncomingBatch, LogConfig, MessageLog, NewRecord, Offset, ReadLimits, Record,
+    RecoveryReport,
+};
 
 use crate::common::block_on;
-
-fn fixture_dir() -> PathBuf {
-    fixture("v1-log")
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,10 +37,10 @@ fn kafka_records(codec: u8) -> Vec<NewRecord> {
 /// When version 2's fixture appended its Kafka batches (their append time).
 const KAFKA_APPENDED_AFTER: i64 = 1_765_000_000_000;
 
-#[test]
-#[ignore = "writes the committed fixture; run only when a new format version ships"]
-fn write_v2_fixture() {
-    let dir = fixture("v2-log");
+/// A new fixture directory `name` (anything there before is removed), opened with
+/// the small segments and dense index every fixture has.
+fn create_fixture(name: &str) -> (PathBuf, FileLog) {
+    let dir = fixture(name);
     let _ = std::fs::remove_dir_all(&dir);
     let config = LogConfig {
         segment_bytes: 1024,
@@ -49,14 +48,54 @@ fn write_v2_fixture() {
         ..LogConfig::default()
     };
     let (log, _) = FileLog::open(&dir, config).unwrap();
+    (dir, log)
+}
+
+/// Appends the [`RECORDS`] records of [`fixture_record`], in batches of 1 to 3.
+async fn append_fixture_records(log: &FileLog) {
+    let mut next = 0;
+    while next < RECORDS {
+        let batch: Vec<_> = (next..(next + 1 + next % 3).min(RECORDS))
+            .map(fixture_record)
+            .collect();
+        next = log.append_batch(&batch).await.unwrap().next.0;
+    }
+}
+
+/// Opens a copy of fixture `name` (opening writes: recovery syncs, the lock file)
+/// and checks it needed no repair; also answers how many files it has.
+fn open_copy(name: &str) -> (tempfile::TempDir, FileLog, RecoveryReport, usize) {
+    let copy = tempfile::tempdir().unwrap();
+    let mut files = 0;
+    for entry in std::fs::read_dir(fixture(name)).expect("the committed fixture") {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        files += 1;
+    }
+    let (log, report) = FileLog::open(copy.path(), LogConfig::default()).unwrap();
+    assert_eq!(report.truncated_bytes, 0);
+    assert!(report.removed_files.is_empty(), "{report:?}");
+    (copy, log, report, files)
+}
+
+fn assert_record(r: &Record, expected: &NewRecord) {
+    assert_eq!(r.body, expected.body, "offset {}", r.offset);
+    assert_eq!(r.key, expected.key, "offset {}", r.offset);
+    assert_eq!(r.headers, expected.headers, "offset {}", r.offset);
+    assert_eq!(
+        Some(r.timestamp_ms),
+        expected.timestamp_ms,
+        "offset {}",
+        r.offset
+    );
+}
+
+#[test]
+#[ignore = "writes the committed fixture; run only when a new format version ships"]
+fn write_v2_fixture() {
+    let (dir, log) = create_fixture("v2-log");
     block_on(async {
-        let mut next = 0;
-        while next < RECORDS {
-            let batch: Vec<_> = (next..(next + 1 + next % 3).min(RECORDS))
-                .map(fixture_record)
-                .collect();
-            next = log.append_batch(&batch).await.unwrap().next.0;
-        }
+        append_fixture_records(&log).await;
         for codec in 0..=4 {
             let bytes = kafka_batch(
                 &kafka_records(codec),
@@ -76,14 +115,7 @@ fn write_v2_fixture() {
 
 #[test]
 fn this_build_reads_the_version_2_fixture_exactly() {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture("v2-log")).expect("the committed v2 fixture") {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-    }
-    let (log, report) = FileLog::open(copy.path(), LogConfig::default()).unwrap();
-    assert_eq!(report.truncated_bytes, 0);
-    assert!(report.removed_files.is_empty(), "{report:?}");
+    let (_copy, log, _, _) = open_copy("v2-log");
     assert_eq!(log.first_offset(), Offset(TRIMMED_TO));
     assert_eq!(log.next_offset(), Offset(RECORDS + 15));
     block_on(async {
@@ -103,15 +135,7 @@ fn this_build_reads_the_version_2_fixture_exactly() {
                 e.timestamp_ms = Some(r.timestamp_ms);
                 e
             };
-            assert_eq!(r.body, expected.body, "offset {}", r.offset);
-            assert_eq!(r.key, expected.key, "offset {}", r.offset);
-            assert_eq!(r.headers, expected.headers, "offset {}", r.offset);
-            assert_eq!(
-                Some(r.timestamp_ms),
-                expected.timestamp_ms,
-                "offset {}",
-                r.offset
-            );
+            assert_record(r, &expected);
         }
         let stored = log
             .read_stored(Offset(RECORDS), ReadLimits::records(usize::MAX))
@@ -154,22 +178,9 @@ const TRIMMED_TO: u64 = 7;
 #[test]
 #[ignore = "wrote the committed v1 fixture; do not run again (files are version 2 now)"]
 fn write_v1_fixture() {
-    let dir = fixture_dir();
-    let _ = std::fs::remove_dir_all(&dir);
-    let config = LogConfig {
-        segment_bytes: 1024,
-        index_interval_bytes: 128,
-        ..LogConfig::default()
-    };
-    let (log, _) = FileLog::open(&dir, config).unwrap();
+    let (dir, log) = create_fixture("v1-log");
     block_on(async {
-        let mut next = 0;
-        while next < RECORDS {
-            let batch: Vec<_> = (next..(next + 1 + next % 3).min(RECORDS))
-                .map(fixture_record)
-                .collect();
-            next = log.append_batch(&batch).await.unwrap().next.0;
-        }
+        append_fixture_records(&log).await;
         log.trim_before(Offset(TRIMMED_TO)).await.unwrap();
         log.close().await.unwrap();
     });
@@ -178,18 +189,8 @@ fn write_v1_fixture() {
 
 #[test]
 fn this_build_reads_the_version_1_fixture_exactly() {
-    // Opening writes (recovery syncs, the lock file): work on a copy.
-    let copy = tempfile::tempdir().unwrap();
-    let mut files = 0;
-    for entry in std::fs::read_dir(fixture_dir()).expect("the committed v1 fixture") {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        files += 1;
-    }
+    let (_copy, log, report, files) = open_copy("v1-log");
     assert!(files >= 7, "segments, indexes and log.meta: {files} files");
-    let (log, report) = FileLog::open(copy.path(), LogConfig::default()).unwrap();
-    assert_eq!(report.truncated_bytes, 0);
-    assert!(report.removed_files.is_empty(), "{report:?}");
     assert!(report.segments >= 3, "{report:?}");
     assert_eq!(log.first_offset(), Offset(TRIMMED_TO));
     assert_eq!(log.next_offset(), Offset(RECORDS));
@@ -200,16 +201,7 @@ fn this_build_reads_the_version_1_fixture_exactly() {
             .unwrap();
         assert_eq!(records.len() as u64, RECORDS - TRIMMED_TO);
         for r in &records {
-            let expected = fixture_record(r.offset.0);
-            assert_eq!(r.body, expected.body, "offset {}", r.offset);
-            assert_eq!(r.key, expected.key, "offset {}", r.offset);
-            assert_eq!(r.headers, expected.headers, "offset {}", r.offset);
-            assert_eq!(
-                Some(r.timestamp_ms),
-                expected.timestamp_ms,
-                "offset {}",
-                r.offset
-            );
+            assert_record(r, &fixture_record(r.offset.0));
         }
         let at = log
             .offset_for_timestamp(1_700_000_000_000 + 30_500)
