@@ -94,11 +94,7 @@ fn incoming(data: &[u8]) {
     for incoming in weir.into_iter().chain(kafka) {
         let (count, keys) = (
             incoming.count(),
-            incoming
-                .keys()
-                .into_iter()
-                .map(|k| k.map(|k| k.to_vec()))
-                .collect::<Vec<_>>(),
+            incoming.map_keys(|k| k.map(<[u8]>::to_vec)),
         );
         let mut stamped = incoming
             .into_encoded(7, u32::MAX, FORMAT_MAX_BATCH_LEN)

@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 
-use crate::batch::{self, EncodedBatch, Format, Records};
+use crate::batch::{self, BatchHeader, EncodedBatch, Format, Records};
 use crate::error::{Corruption, LogError, Result};
 use crate::kafka_batch;
 use crate::record::{Header, NewRecord};
@@ -62,25 +62,7 @@ impl IncomingBatch {
             if one[17] != 0 || one[18..20] != [0, 0] {
                 return Err(Corruption::BatchFlags(one[17]));
             }
-            let mut stamps = Vec::with_capacity(header.count as usize);
-            let (mut max_record_len, mut max_body_len, mut has_headers) = (0, 0, false);
-            for record in Records::new(one, header) {
-                let record = record?;
-                let layout = record.layout(one)?;
-                stamps.push(record.timestamp_at());
-                max_record_len = max_record_len.max(record.encoded_len());
-                max_body_len = max_body_len.max(layout.body.len());
-                has_headers |= !layout.headers.is_empty();
-            }
-            out.push(IncomingBatch {
-                bytes: one.to_vec(),
-                count: header.count,
-                max_record_len,
-                max_body_len,
-                stamps,
-                kafka: false,
-                has_headers,
-            });
+            out.push(IncomingBatch::checked(one, one, header)?);
             Ok(())
         })?;
         Ok(out)
@@ -111,26 +93,43 @@ impl IncomingBatch {
                 return Err(Corruption::BatchVersion(one[16]));
             };
             let (records, _) = kafka_batch::records_bytes(one, &fields, max_inflated)?;
-            let (mut max_record_len, mut max_body_len, mut has_headers) = (0, 0, false);
-            for record in Records::new(&records, header) {
-                let record = record?;
-                let layout = record.layout(&records)?;
-                max_record_len = max_record_len.max(record.encoded_len());
-                max_body_len = max_body_len.max(layout.body.len());
-                has_headers |= !layout.headers.is_empty();
-            }
-            out.push(IncomingBatch {
-                bytes: one.to_vec(),
-                count: header.count,
-                max_record_len,
-                max_body_len,
-                stamps: Vec::new(),
-                kafka: true,
-                has_headers,
-            });
+            out.push(IncomingBatch::checked(one, &records, header)?);
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The batch `one` once every record of it (in `records`: `one` itself, or its
+    /// records inflated) parses, with the sizes the log's limits need. A weir
+    /// batch's records are stamped where their timestamps are; a Kafka batch's
+    /// take the batch's append time.
+    fn checked(
+        one: &[u8],
+        records: &[u8],
+        header: &BatchHeader,
+    ) -> std::result::Result<IncomingBatch, Corruption> {
+        let kafka = header.format != Format::Weir;
+        let mut stamps = Vec::with_capacity(if kafka { 0 } else { header.count as usize });
+        let (mut max_record_len, mut max_body_len, mut has_headers) = (0, 0, false);
+        for record in Records::new(records, header) {
+            let record = record?;
+            let layout = record.layout(records)?;
+            if !kafka {
+                stamps.push(record.timestamp_at());
+            }
+            max_record_len = max_record_len.max(record.encoded_len());
+            max_body_len = max_body_len.max(layout.body.len());
+            has_headers |= !layout.headers.is_empty();
+        }
+        Ok(IncomingBatch {
+            bytes: one.to_vec(),
+            count: header.count,
+            max_record_len,
+            max_body_len,
+            stamps,
+            kafka,
+            has_headers,
+        })
     }
 
     /// Whether a header name of one of its records passes `test` (a batch without
@@ -190,17 +189,18 @@ impl IncomingBatch {
         Ok(batch.contiguous().into_owned())
     }
 
-    /// Each record's key, in order (`None` for a record without one).
-    pub fn keys(&self) -> Vec<Option<Bytes>> {
+    /// Each record's key, in order, through `f` (`None` for a record without one):
+    /// borrowed from the batch, not copied (a compressed batch is inflated once).
+    pub fn map_keys<T>(&self, mut f: impl FnMut(Option<&[u8]>) -> T) -> Vec<T> {
         let header = batch::header_of(&self.bytes);
         // `parse` and `parse_kafka` checked every record: the bytes read.
-        let Ok(bytes) = batch::record_source(&Bytes::copy_from_slice(&self.bytes), &header) else {
+        let Ok(bytes) = batch::record_bytes(&self.bytes, &header) else {
             return Vec::new();
         };
         Records::new(&bytes, &header)
             .map(|record| {
-                let key = record.ok()?.layout(&bytes).ok()?.key?;
-                Some(bytes.slice(key))
+                let key = record.ok().and_then(|r| r.layout(&bytes).ok()?.key);
+                f(key.map(|k| &bytes[k]))
             })
             .collect()
     }
@@ -308,8 +308,8 @@ mod tests {
         assert_eq!(batches[0].count(), 2);
         assert_eq!(batches[0].max_body_len(), 2);
         assert_eq!(batches[0].len(), two.len() / 2);
-        let keys = batches[1].keys();
-        assert_eq!(keys, [Some(Bytes::from_static(b"k")), None]);
+        let keys = batches[1].map_keys(|k| k.map(<[u8]>::to_vec));
+        assert_eq!(keys, [Some(b"k".to_vec()), None]);
     }
 
     #[test]

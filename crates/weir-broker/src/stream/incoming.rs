@@ -182,9 +182,12 @@ enum Keys {
 
 /// Refuses a keyed record of `batch` that belongs in another partition.
 fn check_keys(batch: &IncomingBatch, partition: u32, partitions: u32) -> Result<()> {
-    for (i, key) in batch.keys().into_iter().enumerate() {
-        let Some(key) = key else { continue };
-        let wanted = partition_for(&key, partitions);
+    for (i, wanted) in batch
+        .map_keys(|key| key.map(|k| partition_for(k, partitions)))
+        .into_iter()
+        .enumerate()
+    {
+        let Some(wanted) = wanted else { continue };
         if wanted != partition {
             return Err(BrokerError::invalid(
                 "partition",
