@@ -73,10 +73,10 @@ pub fn request(data: &[u8]) {
 }
 
 /// Key, headers and body.
-type Owned = (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
+pub(crate) type Owned = (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
 
 /// The records of a batch that parsed, as every reader sees them.
-fn owned_records(batch: &[u8]) -> Vec<Owned> {
+pub(crate) fn owned_records(batch: &[u8]) -> Vec<Owned> {
     let mut out = Vec::new();
     visit_stored(batch, Offset(0), |r| {
         out.push((

@@ -306,25 +306,10 @@ impl OutBatch {
 #[allow(clippy::cast_possible_wrap, reason = "small test figures")]
 mod tests {
     use super::*;
-    use weir_broker::stream::{Offset, visit_stored};
-
-    type Owned = (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
 
     /// The records of a checked batch, as every reader sees them.
-    fn records_of(batch: &InBatch) -> Vec<Owned> {
-        let mut out = Vec::new();
-        visit_stored(batch.batch.as_bytes(), Offset(0), |r| {
-            out.push((
-                r.key.map(<[u8]>::to_vec),
-                r.headers
-                    .iter()
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .collect(),
-                r.body.to_vec(),
-            ));
-        })
-        .unwrap();
-        out
+    fn records_of(batch: &InBatch) -> Vec<crate::fuzzing::Owned> {
+        crate::fuzzing::owned_records(batch.batch.as_bytes())
     }
 
     fn view<'a>(offset: u64, key: Option<&'a [u8]>, body: &'a [u8]) -> RecordView<'a> {
