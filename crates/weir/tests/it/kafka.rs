@@ -76,6 +76,17 @@ async fn run_client(broker: &Broker, mut command: tokio::process::Command, name:
 
 /// Runs kcat with `args`, `input` on its stdin; its stdout.
 async fn kcat(broker: &Broker, args: &[&str], input: &str) -> String {
+    let out = kcat_output(broker, args, input).await;
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs kcat against the broker's Kafka listener with `input` on its stdin.
+async fn kcat_output(broker: &Broker, args: &[&str], input: &str) -> std::process::Output {
     let mut child = tokio::process::Command::new("kcat")
         .arg("-b")
         .arg(kafka(broker))
@@ -89,16 +100,10 @@ async fn kcat(broker: &Broker, args: &[&str], input: &str) -> String {
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(input.as_bytes()).await.unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("kcat finishes")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kcat {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .unwrap()
 }
 
 /// Header names starting with `x-weir-` are the broker's: a Kafka producer's
@@ -108,29 +113,12 @@ async fn kcat(broker: &Broker, args: &[&str], input: &str) -> String {
 #[tokio::test]
 async fn records_with_the_brokers_reserved_header_names_are_refused() {
     let broker = start().await;
-    let mut out = tokio::process::Command::new("kcat")
-        .args([
-            "-b",
-            &kafka(&broker),
-            "-P",
-            "-t",
-            "spoof",
-            "-H",
-            "x-weir-properties=v",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kcat runs (./scripts/test installs it)");
-    let mut stdin = out.stdin.take().expect("stdin");
-    stdin.write_all(b"spoofed\n").await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), out.wait_with_output())
-        .await
-        .expect("kcat finishes")
-        .unwrap();
+    let out = kcat_output(
+        &broker,
+        &["-P", "-t", "spoof", "-H", "x-weir-properties=v"],
+        "spoofed\n",
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Delivery failed"), "{stderr}");
     let api = Api::new(&broker);
