@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, EncodedBatch, Format, Records};
 use crate::error::{Corruption, LogError, Result};
 use crate::kafka_batch;
-use crate::record::{Header, NewRecord};
+use crate::record::{Header, NewRecord, RESERVED_HEADER_PREFIX};
 use crate::stored::each_batch;
 
 /// One batch from outside the log, checked: see the module doc.
@@ -36,8 +36,8 @@ pub struct IncomingBatch {
     stamps: Vec<usize>,
     /// In Kafka's format (`kafka_batch.rs`), not weir's.
     kafka: bool,
-    /// Whether any record has a header (most batches have none).
-    has_headers: bool,
+    /// Whether a record has a header named [`RESERVED_HEADER_PREFIX`]`…`.
+    reserved_header: bool,
 }
 
 impl IncomingBatch {
@@ -110,7 +110,7 @@ impl IncomingBatch {
     ) -> std::result::Result<IncomingBatch, Corruption> {
         let kafka = header.format != Format::Weir;
         let mut stamps = Vec::with_capacity(if kafka { 0 } else { header.count as usize });
-        let (mut max_record_len, mut max_body_len, mut has_headers) = (0, 0, false);
+        let (mut max_record_len, mut max_body_len, mut reserved_header) = (0, 0, false);
         for record in Records::new(records, header) {
             let record = record?;
             let layout = record.layout(records)?;
@@ -119,7 +119,9 @@ impl IncomingBatch {
             }
             max_record_len = max_record_len.max(record.encoded_len());
             max_body_len = max_body_len.max(layout.body.len());
-            has_headers |= !layout.headers.is_empty();
+            reserved_header |= layout.headers.iter().any(|(name, _)| {
+                records[name.clone()].starts_with(RESERVED_HEADER_PREFIX.as_bytes())
+            });
         }
         Ok(IncomingBatch {
             bytes: one.to_vec(),
@@ -128,30 +130,14 @@ impl IncomingBatch {
             max_body_len,
             stamps,
             kafka,
-            has_headers,
+            reserved_header,
         })
     }
 
-    /// Whether a header name of one of its records passes `test` (a batch without
-    /// headers answers at once; one with them is walked again, inflated again if
-    /// compressed).
-    pub fn any_header_name(&self, mut test: impl FnMut(&[u8]) -> bool) -> bool {
-        if !self.has_headers {
-            return false;
-        }
-        let header = batch::header_of(&self.bytes);
-        // `parse` and `parse_kafka` checked every record: the bytes read.
-        let Ok(bytes) = batch::record_bytes(&self.bytes, &header) else {
-            return false;
-        };
-        Records::new(&bytes, &header).any(|record| {
-            record.and_then(|r| r.layout(&bytes)).is_ok_and(|layout| {
-                layout
-                    .headers
-                    .iter()
-                    .any(|(name, _)| test(&bytes[name.clone()]))
-            })
-        })
+    /// Whether a record of it has a header named [`RESERVED_HEADER_PREFIX`]`…`
+    /// (found while it was checked).
+    pub fn has_reserved_header(&self) -> bool {
+        self.reserved_header
     }
 
     /// The bytes of a batch as it came (for a Kafka batch: its producer fields).
@@ -313,23 +299,26 @@ mod tests {
     }
 
     #[test]
-    fn header_names_are_tested_in_both_formats() {
+    fn reserved_header_names_are_found_in_both_formats() {
         let weir = IncomingBatch::parse(&encoded()).unwrap().remove(0);
-        assert!(weir.any_header_name(|n| n == b"h"));
-        assert!(!weir.any_header_name(|n| n.starts_with(b"x-")));
+        assert!(!weir.has_reserved_header(), "only `h`");
         let records = [
             NewRecord::new("a"),
             NewRecord::new("b").with_header("x-weir-properties", "v"),
         ];
+        let reserved = IncomingBatch::parse(&IncomingBatch::encode(&records).unwrap())
+            .unwrap()
+            .remove(0);
+        assert!(reserved.has_reserved_header());
         let kafka_batch = crate::testing::kafka_batch(&records, crate::testing::ZSTD, None);
         let kafka = IncomingBatch::parse_kafka(&kafka_batch, 1 << 20)
             .unwrap()
             .remove(0);
-        assert!(kafka.any_header_name(|n| n.starts_with(b"x-weir-")));
+        assert!(kafka.has_reserved_header());
         let plain = IncomingBatch::parse(&IncomingBatch::encode(&records[..1]).unwrap())
             .unwrap()
             .remove(0);
-        assert!(!plain.any_header_name(|_| true), "no headers at all");
+        assert!(!plain.has_reserved_header(), "no headers at all");
     }
 
     #[test]

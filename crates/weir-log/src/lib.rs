@@ -81,7 +81,7 @@ pub use incoming::IncomingBatch;
 pub use io_metrics::{HistogramSnapshot, IoMetrics, io_metrics};
 pub use mem_log::MemLog;
 pub use message_log::{LogStats, MessageLog};
-pub use record::{Appended, Header, NewRecord, Offset, ReadLimits, Record};
+pub use record::{Appended, Header, NewRecord, Offset, RESERVED_HEADER_PREFIX, ReadLimits, Record};
 pub use recovery::RecoveryReport;
 pub use shared::set_pool_threads;
 pub use store::{FileStore, LogStore, MemStore};

@@ -163,3 +163,9 @@ impl ReadLimits {
         }
     }
 }
+
+/// Header names that start with this are weir's own (an AMQP publish's
+/// properties, for one): an appender's batch with one is marked
+/// ([`crate::IncomingBatch::has_reserved_header`]) as it is checked, so the broker
+/// can refuse it without walking the records again.
+pub const RESERVED_HEADER_PREFIX: &str = "x-weir-";

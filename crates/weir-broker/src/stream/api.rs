@@ -323,8 +323,9 @@ impl<S: LogStore> Broker<S> {
 /// Headers whose names start with this are the broker's and its front ends' own
 /// (an AMQP publish's properties; in batches stored before Kafka's were kept as
 /// they come, a Kafka producer's sequence numbers): readers over HTTP, AMQP and
-/// Kafka do not see them.
-pub const RESERVED_HEADER_PREFIX: &str = "x-weir-";
+/// Kafka do not see them, and appends that carry one are refused. The log's
+/// constant: it marks an appender's batch with one as it checks it.
+pub use weir_log::RESERVED_HEADER_PREFIX;
 
 /// The refusals of [`Broker::append`] that come before any record is placed: no
 /// record, more than `limit`, a header name of the broker's.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use weir_log::{IncomingBatch, LogStore, MessageLog};
 
 use super::api::reserved_header;
-use super::{RESERVED_HEADER_PREFIX, partition_for};
+use super::partition_for;
 use crate::broker::Broker;
 use crate::error::{BrokerError, Limit, Result};
 
@@ -148,7 +148,7 @@ impl<S: LogStore> Broker<S> {
                 ));
             }
             for batch in &part.batches {
-                if batch.any_header_name(|n| n.starts_with(RESERVED_HEADER_PREFIX.as_bytes())) {
+                if batch.has_reserved_header() {
                     return Err(reserved_header());
                 }
                 if batch.max_body_len() as u64 > limits.max_message_bytes {
