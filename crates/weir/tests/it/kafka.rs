@@ -14,7 +14,7 @@ use weir_testkit::Broker;
 use crate::Api;
 use crate::pika::python;
 
-async fn start() -> Broker {
+pub(crate) async fn start() -> Broker {
     Broker::start_with(&["--kafka-listen", "127.0.0.1:0"])
         .await
         .unwrap()
@@ -53,7 +53,11 @@ async fn kafkajs(broker: &Broker, name: &str) -> String {
 
 /// Runs a client's scenario against the broker's Kafka listener (`WEIR_KAFKA`);
 /// its stdout, or a panic with its output and the broker's log.
-async fn run_client(broker: &Broker, mut command: tokio::process::Command, name: &str) -> String {
+pub(crate) async fn run_client(
+    broker: &Broker,
+    mut command: tokio::process::Command,
+    name: &str,
+) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(180),
         command
