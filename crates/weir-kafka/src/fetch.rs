@@ -7,8 +7,9 @@
 //! becomes one uncompressed Kafka batch ([`crate::records::OutBatch`]).
 //! Either may start before the offset asked for: clients skip those records.
 //! With fewer than `min_bytes` it waits for an append to one of the topics, up to
-//! `max_wait_ms` (cut to the configured `max_wait`). An offset below the first kept
-//! or past the end answers `OFFSET_OUT_OF_RANGE`, so the client applies its
+//! `max_wait_ms` (cut to the configured `max_wait`), or until the client sends
+//! another kind of request on the connection (`session.rs`). An offset below the
+//! first kept or past the end answers `OFFSET_OUT_OF_RANGE`, so the client applies its
 //! `auto.offset.reset`. There are no transactions, so `read_committed` reads what
 //! `read_uncommitted` does, and the last stable offset is the high watermark. No
 //! fetch sessions (KIP-227): the answer's session id 0 tells clients to send full
@@ -82,6 +83,7 @@ impl Session {
                 _ = futures_util::future::select_all(waits) => {}
                 () = tokio::time::sleep_until(deadline) => {}
                 () = self.config.shutdown.cancelled() => return response,
+                () = self.next_request.cancelled() => return response,
             }
         }
     }

@@ -33,6 +33,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable as _, Encodable as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use weir_broker::Broker;
 use weir_broker::access::Principal;
 use weir_broker::connections::ClientInfo;
@@ -44,6 +45,10 @@ use crate::{apis, produce};
 
 /// Most pipelined Produce requests of one connection awaiting their syncs at once.
 pub(crate) const MAX_PIPELINED: usize = 128;
+
+/// What reading the next request gave: a frame and its share of the request
+/// budget, `None` at the end of the stream, or why the connection closes.
+type NextFrame = Result<Option<(Bytes, OwnedSemaphorePermit)>, Closed>;
 
 /// A pipelined answer: the encoded frame, or none (acks 0).
 type Answering = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, Closed>> + Send>>;
@@ -71,6 +76,7 @@ pub(crate) async fn run<S>(
         _counted: broker.front_ends().track(Protocol::Kafka, Held::Connection),
         who: None,
         client_noted: false,
+        next_request: CancellationToken::new(),
         sasl: Sasl::default(),
         shared,
         broker: vhost,
@@ -105,20 +111,26 @@ impl Session {
         let mut frames = FrameReader::new(reader);
         let mut pending: FuturesOrdered<Answering> = FuturesOrdered::new();
         let mut out = BytesMut::new();
+        // A request read while a Fetch waited, to serve next.
+        let mut read_ahead: Option<NextFrame> = None;
         loop {
-            let frame = tokio::select! {
-                biased;
-                () = self.config.shutdown.cancelled() => return Err(Closed::Quietly),
-                reason = self.registered.close_requested() => return Err(Closed::Because(format!("closed by an operator: {reason}"))),
-                Some(answered) = pending.next(), if !pending.is_empty() => {
-                    if let Some(answer) = answered? {
-                        self.write(&mut writer, &answer).await?;
+            let frame = if let Some(frame) = read_ahead.take() {
+                frame?
+            } else {
+                tokio::select! {
+                    biased;
+                    () = self.config.shutdown.cancelled() => return Err(Closed::Quietly),
+                    reason = self.registered.close_requested() => return Err(Closed::Because(format!("closed by an operator: {reason}"))),
+                    Some(answered) = pending.next(), if !pending.is_empty() => {
+                        if let Some(answer) = answered? {
+                            self.write(&mut writer, &answer).await?;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                // Reading is cancel-safe: what a cancelled read took stays buffered.
-                frame = tokio::time::timeout(idle, frames.next(max, &budget)), if pending.len() < MAX_PIPELINED => {
-                    frame.map_err(|_| Closed::Because("idle for too long".to_owned()))??
+                    // Reading is cancel-safe: what a cancelled read took stays buffered.
+                    frame = tokio::time::timeout(idle, frames.next(max, &budget)), if pending.len() < MAX_PIPELINED => {
+                        frame.map_err(|_| Closed::Because("idle for too long".to_owned()))??
+                    }
                 }
             };
             let Some((frame, held)) = frame else {
@@ -158,13 +170,56 @@ impl Session {
             self.flush(&mut pending, &mut writer).await?;
             let version = request.header.request_api_version;
             let (header, key) = (request.header.clone(), request.key);
-            let Some(response) = self.answer(request).await? else {
+            let answered = if key == ApiKey::Fetch {
+                let (answered, next) = self.answer_fetch(request, &mut frames, &budget).await;
+                read_ahead = next;
+                answered
+            } else {
+                self.answer(request).await
+            };
+            let Some(response) = answered? else {
                 continue;
             };
             out.clear();
             encode(&mut out, &header, key, version, &response)?;
             self.write(&mut writer, &out).await?;
             drop(held);
+        }
+    }
+
+    /// Answers a Fetch while reading the connection's next request. A Fetch waits
+    /// up to its `max_wait_ms` for records, and answers go out in order, so a
+    /// ListOffsets or Metadata request sent behind it would wait as long: when one
+    /// comes, the Fetch is answered at once with what it has (a next Fetch lets it
+    /// wait). Kafka's broker lets the later request wait; librdkafka, which sends
+    /// ListOffsets behind a waiting Fetch when a group assigns partitions, can take
+    /// a reply delayed past a rebalance for a reason to reset a partition to its
+    /// `auto.offset.reset` later. The request read stays for the loop to serve.
+    async fn answer_fetch<R: AsyncRead + Unpin>(
+        &mut self,
+        request: Request,
+        frames: &mut FrameReader<R>,
+        budget: &Arc<Semaphore>,
+    ) -> (Result<Option<ResponseKind>, Closed>, Option<NextFrame>) {
+        let cut = CancellationToken::new();
+        self.next_request = cut.clone();
+        let max = self.config.max_request_bytes;
+        let mut next = None;
+        let answering = self.answer(request);
+        tokio::pin!(answering);
+        loop {
+            tokio::select! {
+                answered = &mut answering => return (answered, next),
+                // Cancel-safe, as in the loop; one request ahead at most.
+                frame = frames.next(max, budget), if next.is_none() => {
+                    // A frame holds 8 bytes at least: its key comes first.
+                    let key = |b: &Bytes| ApiKey::try_from(i16::from_be_bytes([b[0], b[1]]));
+                    if !matches!(&frame, Ok(Some((bytes, _))) if key(bytes) == Ok(ApiKey::Fetch)) {
+                        cut.cancel();
+                    }
+                    next = Some(frame);
+                }
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use weir_broker::Vhost;
 use weir_broker::access::Principal;
 use weir_broker::connections::Registered;
@@ -75,6 +76,9 @@ pub(crate) struct Session {
     pub registered: Registered,
     /// Whether the client's id is in the connection registry.
     pub client_noted: bool,
+    /// Cancelled when the client sends a request other than a Fetch while a Fetch
+    /// waits for records: that Fetch is then answered at once (`session.rs`).
+    pub next_request: CancellationToken,
     pub _counted: Tracked,
 }
 
