@@ -310,13 +310,17 @@ async fn bench_connections_holds_idle_connections_with_heartbeats() {
 
 /// `weir bench kafka` produces with librdkafka, reads everything back from the
 /// first record, measures the latency at a fixed rate, and runs the same phases
-/// over weir's AMQP and HTTP stream paths: each verified (every record once).
+/// over weir's AMQP and HTTP stream paths, and the Java client's consumer reads
+/// the records again: each verified (every record once).
 #[tokio::test]
 async fn bench_kafka_verifies_its_three_phases_and_the_other_paths() {
     let broker = Broker::start_with(&["--kafka-listen", "127.0.0.1:0"])
         .await
         .unwrap();
     let pid = broker.pid().expect("the broker's pid").to_string();
+    let jars = std::env::var("WEIR_JAVA_JARS").expect(
+        "WEIR_JAVA_JARS is not set: run ./scripts/test, which installs the Java Kafka client",
+    );
     let report = bench_json(&[
         "kafka",
         "--bootstrap",
@@ -336,6 +340,8 @@ async fn bench_kafka_verifies_its_three_phases_and_the_other_paths() {
         "--http",
         "--server",
         &broker.http_url(),
+        "--java-jars",
+        &jars,
     ])
     .await;
     let kafka = &report["kafka"];
@@ -352,7 +358,8 @@ async fn bench_kafka_verifies_its_three_phases_and_the_other_paths() {
         kafka["broker_cpu_us_per_record"].as_f64().is_some(),
         "{report}"
     );
-    for path in ["amqp", "http"] {
+    assert_eq!(report["java"]["consumed"], 3000, "{report}");
+    for path in ["java", "amqp", "http"] {
         assert_eq!(report[path]["verified"], true, "{path}: {report}");
         assert!(
             report[path]["consume_mb_per_sec"].as_f64().unwrap() > 0.0,

@@ -14,10 +14,13 @@
 //! that the writeback of the earlier phases does not land in it). With `--amqp` and
 //! `--http`, the same three phases run over weir's AMQP stream path (`weir bench
 //! amqp --stream`'s client) and its HTTP one (`weir bench stream`'s), and one
-//! table sets the three side by side.
+//! table sets them side by side. With `--java-jars`, the Java client's consumer
+//! reads the first phase's records again (`java.rs`).
 
 mod clients;
+mod java;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -97,6 +100,12 @@ pub struct KafkaArgs {
     /// The broker's process id: its CPU time per record produced and read.
     #[arg(long)]
     pid: Option<u32>,
+    /// Read the records a second time with the Java client's consumer (Apache
+    /// kafka-clients): the directory of its jars (`./scripts/test` puts them in
+    /// ~/.cache/weir-kafka-java/4.3.0/jars). Needs `javac` and `java`; connects
+    /// without TLS or SASL.
+    #[arg(long, value_name = "DIR")]
+    java_jars: Option<PathBuf>,
     /// Leave the topics in place at the end.
     #[arg(long)]
     keep: bool,
@@ -145,6 +154,10 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&phase)?;
     admin.recreate(&topics, args.partitions).await?;
     let mut report = json!({ "kafka": kafka_phases(&args, &phase, &latency_topic).await? });
+    if let Some(jars) = &args.java_jars {
+        let expected = report["kafka"]["delivered"].as_u64().unwrap_or(0);
+        report["java"] = java_phase(&args, jars, &topic, expected).await?;
+    }
     if !args.keep {
         admin.delete(&topics).await?;
     }
@@ -154,7 +167,7 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<ExitCode> {
     if args.http {
         report["http"] = http_phases(&args, &format!("{topic}-http")).await?;
     }
-    let verified = ["kafka", "amqp", "http"]
+    let verified = ["kafka", "java", "amqp", "http"]
         .iter()
         .filter(|path| !report[**path].is_null())
         .all(|path| report[*path]["verified"] == json!(true));
@@ -257,6 +270,33 @@ async fn kafka_latency(
     let produced = produced?;
     let ok = produced.failed == 0 && read.tally.holds_exactly(count);
     Ok((percentiles(&read.latency), ok))
+}
+
+/// The Java client's consumer over the records the Kafka phase produced, from the
+/// first record (`java.rs`).
+#[allow(clippy::cast_precision_loss)] // counts and seconds of a benchmark fit an f64
+async fn java_phase(
+    args: &KafkaArgs,
+    jars: &Path,
+    topic: &str,
+    expected: u64,
+) -> anyhow::Result<Value> {
+    let before = cpu(args.pid)?;
+    let read = blocking({
+        let (jars, bootstrap, topic) = (jars.to_owned(), args.bootstrap.clone(), topic.to_owned());
+        move || java::read(&jars, &bootstrap, &topic, expected)
+    })
+    .await?;
+    let after = cpu(args.pid)?;
+    let us_per = |seconds: f64| round(seconds * 1e6 / read.records.max(1) as f64, 2);
+    Ok(json!({
+        "consumed": read.records,
+        "consume_records_per_sec": per_second(read.records as f64, read.seconds, 0),
+        "consume_mb_per_sec": per_second(read.bytes as f64 / 1e6, read.seconds, 1),
+        "broker_cpu_us_per_record_read": after.0.zip(before.0).map(|(a, b)| us_per(a - b)),
+        "client_cpu_us_per_record_read": us_per(read.cpu_seconds),
+        "verified": read.holds_exactly(expected),
+    }))
 }
 
 /// The same phases over weir's AMQP stream path: publish with confirms, read from
@@ -429,7 +469,7 @@ impl Admin {
 
 /// The side-by-side table: one column per path run, and Kafka's ratio to each.
 fn print_table(report: &Value) {
-    let paths: Vec<&str> = ["kafka", "amqp", "http"]
+    let paths: Vec<&str> = ["kafka", "java", "amqp", "http"]
         .into_iter()
         .filter(|p| !report[*p].is_null())
         .collect();
@@ -492,6 +532,9 @@ fn print_table(report: &Value) {
         .collect();
     let columns: Vec<(&str, Align)> = columns.iter().map(|(n, a)| (n.as_str(), *a)).collect();
     print!("{}", table(&columns, &rows));
+    if !report["java"].is_null() {
+        println!("java: the same records read by the Java client's consumer (kafka-clients)");
+    }
     if let Some(rate) = report["kafka"]["latency_rate"].as_u64() {
         println!("latency: {rate} records/s; the ratios are kafka / other, higher is better");
     }
