@@ -28,7 +28,7 @@ use weir_broker::stream::{MAX_READ_RECORDS, PartitionBatches, visit_stored};
 use crate::config::KafkaConfig;
 use crate::errors;
 use crate::metadata::permitted;
-use crate::producers::{PRODUCER_HEADER, SCAN_RECORDS, Stamp, Verdict};
+use crate::producers::{PRODUCER_HEADER, Place, SCAN_RECORDS, Stamp, Verdict};
 use crate::records::{self, InBatch, RecordError};
 use crate::state::{Session, Shared};
 
@@ -182,13 +182,22 @@ impl Producing {
             Ok(parsed) => parsed,
             Err(e) => return answer(index, record_error(&e), Some(e.to_string())),
         };
+        let stream = match self.broker.stream_id(name) {
+            Ok(stream) => stream,
+            Err(e) => return answer(index, errors::code(&e), Some(e.to_string())),
+        };
+        let place = Place {
+            topic: name,
+            stream,
+            partition,
+        };
         let mut first_offset = None;
         let mut batches = Vec::with_capacity(parsed.len());
         let mut stamps = Vec::new();
         for batch in parsed {
             let stamp = stamp_of(&batch);
             if let Some(stamp) = stamp {
-                match self.judge(name, partition, stamp).await {
+                match self.judge(place, stamp).await {
                     Verdict::Append => {}
                     Verdict::Duplicate(offset) => {
                         tracing::info!(
@@ -221,9 +230,7 @@ impl Producing {
                 Ok(placed) => {
                     for (stamp, batch) in stamps.iter().zip(&placed) {
                         if let Some(stamp) = stamp {
-                            self.shared
-                                .producers
-                                .appended(name, partition, *stamp, batch.offset);
+                            self.shared.producers.appended(place, *stamp, batch.offset);
                         }
                     }
                     first_offset = first_offset.or(placed.first().map(|p| p.offset));
@@ -240,12 +247,12 @@ impl Producing {
 
     /// The verdict on an idempotent producer's batch, once the partition's
     /// producers are known (read back from its newest records after a start).
-    async fn judge(&self, name: &str, partition: u32, stamp: Stamp) -> Verdict {
-        if !self.shared.producers.loaded(name, partition) {
-            let found = self.stamps_in(name, partition).await;
-            self.shared.producers.load(name, partition, &found);
+    async fn judge(&self, place: Place<'_>, stamp: Stamp) -> Verdict {
+        if !self.shared.producers.loaded(place) {
+            let found = self.stamps_in(place.topic, place.partition).await;
+            self.shared.producers.load(place, &found);
         }
-        self.shared.producers.check(name, partition, stamp)
+        self.shared.producers.check(place, stamp)
     }
 
     /// The producer stamps of the newest [`SCAN_RECORDS`] records of a partition.

@@ -105,8 +105,39 @@ struct Producer {
 
 #[derive(Default)]
 struct Partition {
+    /// The stream's number ([`Place::stream`]).
+    stream: u64,
     loaded: bool,
     producers: HashMap<i64, Producer>,
+}
+
+/// Where a producer's batches go: a partition of a topic, and the number of the
+/// stream behind the topic's name now. A topic deleted and made anew (over HTTP or
+/// AMQP too, which this front end does not see) has a new number, so what its
+/// producers did before is not taken for what they do now: a retry of a batch
+/// the old topic held is stored, not answered with the old offset.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Place<'a> {
+    pub topic: &'a str,
+    pub stream: u64,
+    pub partition: u32,
+}
+
+/// The state of `place`, begun anew if it was another stream's.
+fn part<'a>(
+    parts: &'a mut HashMap<(String, u32), Partition>,
+    place: Place<'_>,
+) -> &'a mut Partition {
+    let part = parts
+        .entry((place.topic.to_owned(), place.partition))
+        .or_default();
+    if part.stream != place.stream {
+        *part = Partition {
+            stream: place.stream,
+            ..Partition::default()
+        };
+    }
+    part
 }
 
 /// Every producer's state, per topic partition.
@@ -133,19 +164,19 @@ impl Producers {
         i64::try_from(ms.saturating_mul(1024) + n).unwrap_or(i64::MAX)
     }
 
-    /// Whether `partition` of `topic` was read back since the start.
-    pub(crate) fn loaded(&self, topic: &str, partition: u32) -> bool {
+    /// Whether `place` was read back since the start.
+    pub(crate) fn loaded(&self, place: Place<'_>) -> bool {
         self.with(|p| {
-            p.get(&(topic.to_owned(), partition))
-                .is_some_and(|p| p.loaded)
+            p.get(&(place.topic.to_owned(), place.partition))
+                .is_some_and(|p| p.loaded && p.stream == place.stream)
         })
     }
 
     /// Learns the producers of `partition` from its newest records' stamps (in
     /// offset order), unless already known.
-    pub(crate) fn load(&self, topic: &str, partition: u32, stamps: &[(u64, Stamp)]) {
+    pub(crate) fn load(&self, place: Place<'_>, stamps: &[(u64, Stamp)]) {
         self.with(|parts| {
-            let part = parts.entry((topic.to_owned(), partition)).or_default();
+            let part = part(parts, place);
             if part.loaded {
                 return;
             }
@@ -162,9 +193,9 @@ impl Producers {
     }
 
     /// Judges a batch of `stamp`.
-    pub(crate) fn check(&self, topic: &str, partition: u32, stamp: Stamp) -> Verdict {
+    pub(crate) fn check(&self, place: Place<'_>, stamp: Stamp) -> Verdict {
         self.with(|parts| {
-            let part = parts.entry((topic.to_owned(), partition)).or_default();
+            let part = part(parts, place);
             let Some(p) = part.producers.get(&stamp.id) else {
                 // Unknown (new, or its batches are older than what was read back):
                 // any first sequence starts it.
@@ -198,10 +229,9 @@ impl Producers {
     }
 
     /// Records an appended batch.
-    pub(crate) fn appended(&self, topic: &str, partition: u32, stamp: Stamp, offset: u64) {
+    pub(crate) fn appended(&self, place: Place<'_>, stamp: Stamp, offset: u64) {
         self.with(|parts| {
-            let part = parts.entry((topic.to_owned(), partition)).or_default();
-            remember(part, stamp, offset);
+            remember(part(parts, place), stamp, offset);
         });
     }
 }
@@ -222,6 +252,14 @@ fn remember(part: &mut Partition, s: Stamp, offset: u64) {
 mod tests {
     use super::*;
 
+    fn at(partition: u32) -> Place<'static> {
+        Place {
+            topic: "t",
+            stream: 1,
+            partition,
+        }
+    }
+
     fn stamp(epoch: i16, first: i32, last: i32) -> Stamp {
         Stamp {
             id: 7,
@@ -234,27 +272,27 @@ mod tests {
     #[test]
     fn retries_are_found_and_gaps_refused() {
         let p = Producers::default();
-        assert_eq!(p.check("t", 0, stamp(0, 0, 9)), Verdict::Append);
-        p.appended("t", 0, stamp(0, 0, 9), 100);
-        assert_eq!(p.check("t", 0, stamp(0, 0, 9)), Verdict::Duplicate(100));
+        assert_eq!(p.check(at(0), stamp(0, 0, 9)), Verdict::Append);
+        p.appended(at(0), stamp(0, 0, 9), 100);
+        assert_eq!(p.check(at(0), stamp(0, 0, 9)), Verdict::Duplicate(100));
         assert_eq!(
-            p.check("t", 0, stamp(0, 12, 13)),
+            p.check(at(0), stamp(0, 12, 13)),
             Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber.code())
         );
-        assert_eq!(p.check("t", 0, stamp(0, 10, 19)), Verdict::Append);
+        assert_eq!(p.check(at(0), stamp(0, 10, 19)), Verdict::Append);
         assert_eq!(
-            p.check("t", 1, stamp(0, 5, 6)),
+            p.check(at(1), stamp(0, 5, 6)),
             Verdict::Append,
             "partitions are apart"
         );
         assert_eq!(
-            p.check("t", 0, stamp(1, 0, 0)),
+            p.check(at(0), stamp(1, 0, 0)),
             Verdict::Append,
             "a new epoch starts at 0"
         );
-        p.appended("t", 0, stamp(1, 0, 0), 120);
+        p.appended(at(0), stamp(1, 0, 0), 120);
         assert_eq!(
-            p.check("t", 0, stamp(0, 20, 21)),
+            p.check(at(0), stamp(0, 20, 21)),
             Verdict::Refuse(ResponseError::InvalidProducerEpoch.code())
         );
     }
@@ -265,11 +303,28 @@ mod tests {
         assert_eq!(Stamp::parse(&s.header().value), Some(s));
         assert_eq!(Stamp::parse(b"short"), None);
         let p = Producers::default();
-        assert!(!p.loaded("t", 0));
-        p.load("t", 0, &[(10, stamp(3, 30, 39)), (20, s)]);
-        assert!(p.loaded("t", 0));
-        assert_eq!(p.check("t", 0, s), Verdict::Duplicate(20));
-        assert_eq!(p.check("t", 0, stamp(3, 50, 50)), Verdict::Append);
+        assert!(!p.loaded(at(0)));
+        p.load(at(0), &[(10, stamp(3, 30, 39)), (20, s)]);
+        assert!(p.loaded(at(0)));
+        assert_eq!(p.check(at(0), s), Verdict::Duplicate(20));
+        assert_eq!(p.check(at(0), stamp(3, 50, 50)), Verdict::Append);
         assert!(p.new_id() > 0);
+    }
+
+    #[test]
+    fn a_topic_made_anew_under_its_name_starts_its_producers_anew() {
+        let p = Producers::default();
+        p.load(at(0), &[]);
+        p.appended(at(0), stamp(0, 0, 9), 100);
+        assert_eq!(p.check(at(0), stamp(0, 0, 9)), Verdict::Duplicate(100));
+        let anew = Place { stream: 2, ..at(0) };
+        assert!(!p.loaded(anew), "the new stream is read back first");
+        assert_eq!(
+            p.check(anew, stamp(0, 0, 9)),
+            Verdict::Append,
+            "the batch the old stream held is stored in the new one"
+        );
+        p.appended(anew, stamp(0, 0, 9), 0);
+        assert_eq!(p.check(anew, stamp(0, 0, 9)), Verdict::Duplicate(0));
     }
 }

@@ -145,6 +145,12 @@ impl<S: LogStore> Vhost<S> {
             .map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::stream_id`](crate::Broker::stream_id).
+    pub fn stream_id(&self, name: &str) -> Result<u64> {
+        let full = self.full(name)?;
+        self.broker.stream_id(&full).map_err(|e| self.out_error(e))
+    }
+
     /// [`Broker::stream_bounds`](crate::Broker::stream_bounds).
     pub fn stream_bounds(&self, name: &str, partition: u32) -> Result<(u64, u64)> {
         let full = self.full(name)?;

@@ -64,6 +64,21 @@ impl<S: LogStore> Broker<S> {
         Ok(self.stream(name)?.appended.clone())
     }
 
+    /// The number of this stream: a stream made anew under the same name after a
+    /// delete has another (its directory's, `streams/@<id>`), so state kept by
+    /// name elsewhere can tell the two apart.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn stream_id(&self, name: &str) -> Result<u64> {
+        let stream = self.stream(name)?;
+        let id = stream
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str()?.strip_prefix('@')?.parse().ok());
+        id.ok_or_else(|| BrokerError::internal(format!("stream '{name}' has no number")))
+    }
+
     /// The first and next offsets of `partition`, read without waiting.
     ///
     /// # Errors

@@ -29,6 +29,7 @@ mod http_limits;
 mod kafka;
 mod kafka_fetch_wait;
 mod kafka_java;
+mod kafka_produce_frames;
 mod large_messages;
 mod limits_files;
 mod metrics;
