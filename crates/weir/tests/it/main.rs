@@ -30,6 +30,7 @@ mod kafka;
 mod kafka_fetch_wait;
 mod kafka_java;
 mod kafka_produce_frames;
+mod kafka_sarama;
 mod large_messages;
 mod limits_files;
 mod metrics;
