@@ -38,6 +38,9 @@ pub struct KafkaConfig {
     pub max_connections_per_peer: usize,
     /// Longest Fetch `max_wait_ms` honoured (a longer one is cut to this).
     pub max_wait: Duration,
+    /// Longest JoinGroup rebalance timeout honoured (a longer one is cut to this):
+    /// how long a rebalance may wait for a member to join again.
+    pub max_rebalance_timeout: Duration,
     /// A connection with no request for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout: Duration,
@@ -66,6 +69,7 @@ impl Default for KafkaConfig {
             max_connections: 10_000,
             max_connections_per_peer: 5_000,
             max_wait: Duration::from_secs(30),
+            max_rebalance_timeout: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),

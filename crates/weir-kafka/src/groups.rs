@@ -118,7 +118,8 @@ impl Session {
             client_id: client_id.to_owned(),
             client_host: format!("/{}", self.peer.ip()),
             session_timeout: ms(request.session_timeout_ms),
-            rebalance_timeout: ms(rebalance),
+            // A member's own timeout, up to `[kafka] max_rebalance_timeout_ms`.
+            rebalance_timeout: ms(rebalance).min(self.config.max_rebalance_timeout),
             protocol_type: request.protocol_type.to_string(),
             protocols: request
                 .protocols

@@ -38,6 +38,8 @@ pub struct KafkaSection {
     pub max_connections_per_peer: u32,
     /// Longest Fetch wait honoured, ms.
     pub max_wait_ms: u64,
+    /// Longest JoinGroup rebalance timeout honoured, ms.
+    pub max_rebalance_timeout_ms: u64,
     /// A connection without a request this long is closed, ms (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout_ms: u64,
@@ -64,6 +66,7 @@ impl Default for KafkaSection {
             max_connections: 10_000,
             max_connections_per_peer: 5_000,
             max_wait_ms: 30_000,
+            max_rebalance_timeout_ms: 3_600_000,
             idle_timeout_ms: 600_000,
             write_timeout_ms: 30_000,
             handshake_timeout_ms: 10_000,
@@ -111,10 +114,17 @@ impl KafkaSection {
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("max_rebalance_timeout_ms", self.max_rebalance_timeout_ms),
         ] {
             if value == 0 {
                 problems.push(format!("kafka.{name} must be at least 1"));
             }
+        }
+        if self.max_rebalance_timeout_ms > 86_400_000 {
+            problems.push(format!(
+                "kafka.max_rebalance_timeout_ms {} is over 86400000 (a day)",
+                self.max_rebalance_timeout_ms
+            ));
         }
         if self.failed_login_delay_ms > 60_000 {
             problems.push(format!(
@@ -141,6 +151,7 @@ impl KafkaSection {
             max_connections: self.max_connections as usize,
             max_connections_per_peer: self.max_connections_per_peer as usize,
             max_wait: Duration::from_millis(self.max_wait_ms),
+            max_rebalance_timeout: Duration::from_millis(self.max_rebalance_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
@@ -160,9 +171,11 @@ mod tests {
             default_partitions: 0,
             max_request_bytes: 1,
             idle_timeout_ms: 0,
+            max_rebalance_timeout_ms: 86_400_001,
             ..KafkaSection::default()
         };
         let e = c.to_config().unwrap_err().to_string();
+        assert!(e.contains("max_rebalance_timeout_ms"), "{e}");
         assert!(e.contains("default_partitions"), "{e}");
         assert!(e.contains("max_request_bytes"), "{e}");
         assert!(e.contains("idle_timeout_ms"), "{e}");

@@ -28,6 +28,7 @@ mod http_api;
 mod http_limits;
 mod kafka;
 mod kafka_fetch_wait;
+mod kafka_group_frames;
 mod kafka_java;
 mod kafka_produce_frames;
 mod kafka_sarama;
