@@ -41,6 +41,12 @@ pub struct KafkaConfig {
     /// Longest JoinGroup rebalance timeout honoured (a longer one is cut to this):
     /// how long a rebalance may wait for a member to join again.
     pub max_rebalance_timeout: Duration,
+    /// Most consumer groups held at once (with a member, or an id handed out);
+    /// a JoinGroup for another answers `COORDINATOR_NOT_AVAILABLE`.
+    pub max_groups: usize,
+    /// Most members of one group (Kafka's `group.max.size`); another's JoinGroup
+    /// answers `GROUP_MAX_SIZE_REACHED`.
+    pub max_group_members: usize,
     /// A connection with no request for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout: Duration,
@@ -70,6 +76,8 @@ impl Default for KafkaConfig {
             max_connections_per_peer: 5_000,
             max_wait: Duration::from_secs(30),
             max_rebalance_timeout: Duration::from_secs(3600),
+            max_groups: 100_000,
+            max_group_members: 10_000,
             idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),

@@ -156,14 +156,39 @@ fn code(e: ResponseError) -> i16 {
     e.code()
 }
 
+/// Most groups held, and most members (joined, or given an id to join with) in
+/// one group: `[kafka] max_groups` and `max_group_members`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub groups: usize,
+    pub members: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            groups: 100_000,
+            members: 10_000,
+        }
+    }
+}
+
 /// Every Kafka group of the front end.
 #[derive(Default)]
 pub(crate) struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     next_id: std::sync::atomic::AtomicU64,
+    limits: Limits,
 }
 
 impl Coordinator {
+    pub(crate) fn new(limits: Limits) -> Coordinator {
+        Coordinator {
+            limits,
+            ..Coordinator::default()
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Group>) -> T) -> T {
         let mut groups = self
             .groups
@@ -188,7 +213,13 @@ impl Coordinator {
         let serial = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let limits = self.limits;
         self.with(|groups| {
+            // A new group past the cap: clients ask again later, as when a
+            // coordinator moves.
+            if groups.len() >= limits.groups && !groups.contains_key(&join.group) {
+                return refuse(ResponseError::CoordinatorNotAvailable, &join.member_id);
+            }
             let g = groups
                 .entry(join.group.clone())
                 .or_insert_with(|| Group::new(now));
@@ -197,6 +228,9 @@ impl Coordinator {
             }
             let mut member_id = join.member_id.clone();
             if member_id.is_empty() {
+                if g.members.len() + g.pending.len() >= limits.members {
+                    return refuse(ResponseError::GroupMaxSizeReached, "");
+                }
                 member_id = format!(
                     "{}-{serial:016x}{:08x}",
                     join.client_id,
@@ -604,162 +638,5 @@ fn synced(g: &Group, member_id: &str) -> Synced {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn join(member: &str) -> Join {
-        Join {
-            group: "g".into(),
-            member_id: member.into(),
-            instance_id: None,
-            client_id: "c".into(),
-            client_host: "/127.0.0.1".into(),
-            session_timeout: Duration::from_secs(10),
-            rebalance_timeout: Duration::from_secs(30),
-            protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
-            id_required: true,
-        }
-    }
-
-    fn now_answer<T>(a: Answer<T>) -> T {
-        match a {
-            Answer::Now(t) => t,
-            Answer::Later(mut rx) => rx.try_recv().expect("answered"),
-        }
-    }
-
-    /// Joins with a fresh id: the `MEMBER_ID_REQUIRED` round trip, then the join.
-    fn enter(c: &Coordinator, now: Instant) -> (String, Answer<Joined>) {
-        let first = now_answer(c.join(join(""), now));
-        assert_eq!(first.error, ResponseError::MemberIdRequired.code());
-        let id = first.member_id;
-        (id.clone(), c.join(join(&id), now))
-    }
-
-    #[test]
-    fn two_members_join_sync_and_rebalance_when_one_times_out() {
-        let c = Coordinator::default();
-        let t0 = Instant::now();
-        let (a, joined) = enter(&c, t0);
-        let joined = now_answer(joined);
-        assert_eq!(
-            (joined.error, joined.generation, joined.leader.as_str()),
-            (0, 1, a.as_str())
-        );
-        assert_eq!(joined.members.len(), 1);
-        let synced = now_answer(c.sync(
-            "g",
-            &a,
-            1,
-            vec![(a.clone(), Bytes::from_static(b"all"))],
-            t0,
-        ));
-        assert_eq!(&synced.assignment[..], b"all");
-        // A second member: a rebalance; the first learns it from its heartbeat.
-        let (b, b_join) = enter(&c, t0);
-        let Answer::Later(mut b_join) = b_join else {
-            panic!("b waits for a")
-        };
-        assert_eq!(
-            c.heartbeat("g", &a, 1, t0),
-            ResponseError::RebalanceInProgress.code()
-        );
-        let a_join = now_answer(c.join(join(&a), t0));
-        let b_joined = b_join.try_recv().unwrap();
-        assert_eq!((a_join.generation, b_joined.generation), (2, 2));
-        assert_eq!(a_join.members.len(), 2, "the leader sees both");
-        assert!(b_joined.members.is_empty());
-        let Answer::Later(mut b_sync) = c.sync("g", &b, 2, vec![], t0) else {
-            panic!("b waits for the leader")
-        };
-        let assignments = vec![
-            (a.clone(), Bytes::from_static(b"p0")),
-            (b.clone(), Bytes::from_static(b"p1")),
-        ];
-        assert_eq!(
-            &now_answer(c.sync("g", &a, 2, assignments, t0)).assignment[..],
-            b"p0"
-        );
-        assert_eq!(&b_sync.try_recv().unwrap().assignment[..], b"p1");
-        // b stops heartbeating: after its session, a rebalance without it.
-        let later = t0 + Duration::from_secs(11);
-        assert_eq!(c.heartbeat("g", &a, 2, later), 0);
-        c.tick(later);
-        assert_eq!(
-            c.heartbeat("g", &a, 2, later),
-            ResponseError::RebalanceInProgress.code()
-        );
-        let alone = now_answer(c.join(join(&a), later));
-        assert_eq!((alone.generation, alone.members.len()), (3, 1));
-        assert_eq!(
-            c.heartbeat("g", &b, 2, later),
-            ResponseError::UnknownMemberId.code()
-        );
-    }
-
-    #[test]
-    fn leaving_commits_and_stale_generations() {
-        let c = Coordinator::default();
-        let t0 = Instant::now();
-        let (a, joined) = enter(&c, t0);
-        assert_eq!(now_answer(joined).generation, 1);
-        let _ = c.sync("g", &a, 1, vec![], t0);
-        assert_eq!(c.may_commit("g", &a, 1, t0), 0);
-        assert_eq!(
-            c.may_commit("g", &a, 0, t0),
-            ResponseError::IllegalGeneration.code()
-        );
-        assert_eq!(
-            c.may_commit("g", "", -1, t0),
-            ResponseError::UnknownMemberId.code()
-        );
-        assert_eq!(
-            c.leave("g", &[a.clone(), "nobody".into()], t0),
-            vec![0, ResponseError::UnknownMemberId.code()]
-        );
-        assert_eq!(c.views(None)[0].state, State::Empty);
-        assert_eq!(
-            c.may_commit("g", "", -1, t0),
-            0,
-            "a commit from outside a generation once empty"
-        );
-        c.tick(t0);
-        assert!(c.views(None).is_empty(), "an empty group is forgotten");
-        assert_eq!(
-            now_answer(c.join(join("made-up"), t0)).error,
-            ResponseError::UnknownMemberId.code()
-        );
-    }
-
-    #[test]
-    fn a_long_join_does_not_cost_the_session() {
-        let c = Coordinator::default();
-        let t0 = Instant::now();
-        let (a, joined) = enter(&c, t0);
-        assert_eq!(now_answer(joined).generation, 1);
-        let _ = c.sync("g", &a, 1, vec![], t0);
-        // b arrives; a's join waits 9 s for... a itself to rejoin, then completes.
-        let later = t0 + Duration::from_secs(9);
-        let (b, _) = enter(&c, later);
-        let _ = now_answer(c.join(join(&a), later));
-        let _ = c.sync("g", &a, 2, vec![], later);
-        // 11 s after a's first join but 2 s after the second: both still in.
-        c.tick(t0 + Duration::from_secs(11));
-        assert_eq!(c.heartbeat("g", &a, 2, t0 + Duration::from_secs(11)), 0);
-        assert_eq!(c.heartbeat("g", &b, 2, t0 + Duration::from_secs(11)), 0);
-    }
-
-    #[test]
-    fn a_member_with_other_protocols_is_refused() {
-        let c = Coordinator::default();
-        let t0 = Instant::now();
-        let (_a, _) = enter(&c, t0);
-        let mut other = join("");
-        other.protocols = vec![("roundrobin".into(), Bytes::new())];
-        assert_eq!(
-            now_answer(c.join(other, t0)).error,
-            ResponseError::InconsistentGroupProtocol.code()
-        );
-    }
-}
+#[path = "coordinator_tests.rs"]
+mod tests;

@@ -54,7 +54,10 @@ impl Shared {
         let kib =
             (config.max_inflight_request_bytes / 1024).max(config.max_request_bytes.div_ceil(1024));
         Shared {
-            coordinator: Coordinator::default(),
+            coordinator: Coordinator::new(crate::coordinator::Limits {
+                groups: config.max_groups,
+                members: config.max_group_members,
+            }),
             producers: Producers::default(),
             request_budget: Arc::new(Semaphore::new(kib.min(Semaphore::MAX_PERMITS))),
         }

@@ -40,6 +40,10 @@ pub struct KafkaSection {
     pub max_wait_ms: u64,
     /// Longest JoinGroup rebalance timeout honoured, ms.
     pub max_rebalance_timeout_ms: u64,
+    /// Most consumer groups held at once.
+    pub max_groups: u32,
+    /// Most members of one consumer group.
+    pub max_group_members: u32,
     /// A connection without a request this long is closed, ms (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout_ms: u64,
@@ -67,6 +71,8 @@ impl Default for KafkaSection {
             max_connections_per_peer: 5_000,
             max_wait_ms: 30_000,
             max_rebalance_timeout_ms: 3_600_000,
+            max_groups: 100_000,
+            max_group_members: 10_000,
             idle_timeout_ms: 600_000,
             write_timeout_ms: 30_000,
             handshake_timeout_ms: 10_000,
@@ -115,6 +121,8 @@ impl KafkaSection {
             ("write_timeout_ms", self.write_timeout_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("max_rebalance_timeout_ms", self.max_rebalance_timeout_ms),
+            ("max_groups", u64::from(self.max_groups)),
+            ("max_group_members", u64::from(self.max_group_members)),
         ] {
             if value == 0 {
                 problems.push(format!("kafka.{name} must be at least 1"));
@@ -152,6 +160,8 @@ impl KafkaSection {
             max_connections_per_peer: self.max_connections_per_peer as usize,
             max_wait: Duration::from_millis(self.max_wait_ms),
             max_rebalance_timeout: Duration::from_millis(self.max_rebalance_timeout_ms),
+            max_groups: self.max_groups as usize,
+            max_group_members: self.max_group_members as usize,
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
