@@ -433,13 +433,102 @@ mod tests {
                 f
             })
             .collect();
+        // A Fetch that waits on an empty topic, then requests behind it: another
+        // kind ends its wait at once, a second Fetch does not (session.rs).
+        let api_versions = framed(18, 0, 5, &[]);
+        let behind_fetch = [
+            framed(3, 4, 1, &metadata),
+            framed(1, 4, 2, &fetch),
+            api_versions.clone(),
+            framed(1, 4, 6, &fetch),
+            framed(1, 4, 7, &fetch),
+            framed(3, 4, 8, &metadata),
+        ]
+        .concat();
         let with = |cut: u8, bytes: &[u8]| [&[cut][..], bytes].concat();
         vec![
             ("produce-and-fetch", with(0, &round_trip)),
             ("produce-and-fetch-dribbled", with(7, &round_trip)),
             ("requests", with(0, &requests)),
             ("requests-dribbled", with(3, &requests)),
+            ("behind-a-fetch", with(0, &behind_fetch)),
+            ("group-requests", with(0, &group_requests())),
         ]
+    }
+
+    /// The coordinator's requests that do not wait (JoinGroup and SyncGroup are
+    /// left out of inputs): FindCoordinator v0, a commit v2 with no member,
+    /// OffsetFetch v1, Heartbeat v0 and LeaveGroup v0 of a member that is not
+    /// there, DescribeGroups v0, ListGroups v0 and InitProducerId v0, against a
+    /// topic Metadata v4 makes first.
+    fn group_requests() -> Vec<u8> {
+        let (group, topic, member) = ([0u8, 1, b'g'], [0u8, 1, b't'], [0u8, 1, b'm']);
+        let one = [0u8, 0, 0, 1];
+        let commit = [
+            &group[..],
+            &[0xff; 4],
+            &[0, 0],
+            &[0xff; 8],
+            &one,
+            &topic,
+            &one,
+            &[0; 4],
+            &[0, 0, 0, 0, 0, 0, 0, 5],
+            &[0xff, 0xff],
+        ]
+        .concat();
+        let offset_fetch = [&group[..], &one, &topic, &one, &[0; 4]].concat();
+        let heartbeat = [&group[..], &one, &member].concat();
+        [
+            framed(3, 4, 1, &[&one[..], &topic, &[1]].concat()),
+            framed(10, 0, 2, &group),
+            framed(8, 2, 3, &commit),
+            framed(9, 1, 4, &offset_fetch),
+            framed(12, 0, 5, &heartbeat),
+            framed(13, 0, 6, &[&group[..], &member].concat()),
+            framed(15, 0, 7, &[&one[..], &group].concat()),
+            framed(16, 0, 8, &[]),
+            framed(22, 0, 9, &[0xff, 0xff, 0, 0, 0x27, 0x10]),
+        ]
+        .concat()
+    }
+
+    /// The answers a session wrote, one frame each.
+    fn answers(out: &[u8]) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut rest = out;
+        while rest.has_remaining() {
+            let len = usize::try_from(rest.get_i32()).unwrap();
+            frames.push(rest[..len].to_vec());
+            rest.advance(len);
+        }
+        frames
+    }
+
+    /// The group seed reaches the coordinator: every request answered, none
+    /// closing the connection; the Fetch seed answers in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_group_and_fetch_seeds_are_answered_in_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let harness = SessionHarness::open(dir.path()).await;
+        for (name, seed) in session_seeds() {
+            let want = match name {
+                "group-requests" => 9,
+                "behind-a-fetch" => 6,
+                _ => continue,
+            };
+            let frames = answers(&harness.session(&seed).await);
+            assert_eq!(frames.len(), want, "{name}: {frames:?}");
+            let ids: Vec<i32> = frames
+                .iter()
+                .map(|f| i32::from_be_bytes(f[..4].try_into().unwrap()))
+                .collect();
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            assert_eq!(ids, sorted, "{name}: answered in order");
+            harness.reset().await;
+        }
+        harness.close().await;
     }
 
     /// Writes the session seeds: `cargo test -p weir-kafka write_session_seeds --
