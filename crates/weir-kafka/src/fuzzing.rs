@@ -11,9 +11,11 @@
 //! [`SessionHarness`]: arbitrary bytes as one client connection to
 //! [`serve_listeners`](crate::serve_listeners) against a real broker: the session
 //! ends once the client has sent everything and closed its side, and it writes
-//! only whole, size-prefixed frames. JoinGroup and SyncGroup frames are left out
-//! of the input: a join rightly waits up to the client's own rebalance timeout
-//! (up to 24 days), which a harness cannot tell from a hang.
+//! only whole, size-prefixed frames. A JoinGroup or SyncGroup rightly waits for
+//! the group's other members, up to the rebalance timeout: the harness's broker
+//! cuts that to [`REBALANCE`] (`[kafka] max_rebalance_timeout_ms`), and a session
+//! may take that long per such request on top of [`SESSION_BOUND`]. Its groups
+//! outlive a session (members until their session timeout), within small caps.
 //!
 //! Nothing here is used by the front end itself.
 
@@ -105,9 +107,13 @@ pub struct SessionHarness {
 /// side: far more than any input needs (a Fetch waits 50 ms at most here).
 const SESSION_BOUND: Duration = Duration::from_secs(10);
 
-/// API keys whose requests may rightly wait as long as the client says.
+/// API keys whose requests may rightly wait for the group's other members.
 const JOIN_GROUP: i16 = 11;
 const SYNC_GROUP: i16 = 14;
+
+/// The harness broker's `max_rebalance_timeout_ms`: the longest a JoinGroup or
+/// SyncGroup waits for other members.
+const REBALANCE: Duration = Duration::from_millis(50);
 
 impl SessionHarness {
     /// Opens a broker on `data_dir` and serves Kafka on a loopback port. Run it on
@@ -141,6 +147,9 @@ impl SessionHarness {
             max_inflight_request_bytes: 4 << 20,
             max_uncompressed_batch_bytes: 1 << 20,
             max_wait: Duration::from_millis(50),
+            max_rebalance_timeout: REBALANCE,
+            max_groups: 64,
+            max_group_members: 16,
             // A refused login answers at once: a fuzzer tries many.
             failed_login_delay: Duration::ZERO,
             shutdown: shutdown.clone(),
@@ -159,9 +168,9 @@ impl SessionHarness {
         }
     }
 
-    /// Connects, sends `data` without its JoinGroup and SyncGroup frames (its first
-    /// byte picks how it is cut into writes: 0, whole), closes the sending side and
-    /// reads everything the server writes until it closes. Returns what it wrote.
+    /// Connects, sends `data` (its first byte picks how it is cut into writes: 0,
+    /// whole), closes the sending side and reads everything the server writes
+    /// until it closes. Returns what it wrote.
     ///
     /// # Panics
     ///
@@ -171,7 +180,8 @@ impl SessionHarness {
         let Some((&cut, data)) = data.split_first() else {
             return Vec::new();
         };
-        let data = without_group_joins(data);
+        // A join waits its rebalance timeout and as long again; a sync, once.
+        let bound = SESSION_BOUND + 3 * REBALANCE * group_waits(data);
         let size = if cut == 0 {
             data.len().max(1)
         } else {
@@ -196,7 +206,7 @@ impl SessionHarness {
             let _ = read.read_to_end(&mut out).await;
             out
         };
-        let out = tokio::time::timeout(SESSION_BOUND, async { tokio::join!(send, receive).1 })
+        let out = tokio::time::timeout(bound, async { tokio::join!(send, receive).1 })
             .await
             .expect("the session ends once its client has sent everything");
         let mut written = &out[..];
@@ -228,10 +238,10 @@ impl SessionHarness {
     }
 }
 
-/// `data` without the size-prefixed frames of JoinGroup and SyncGroup requests;
-/// from the first bytes that are not a whole frame on, `data` as it is.
-fn without_group_joins(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
+/// How many of the size-prefixed frames `data` starts with are JoinGroup or
+/// SyncGroup requests (up to the first bytes that are not a whole frame).
+fn group_waits(data: &[u8]) -> u32 {
+    let mut waits = 0;
     let mut rest = data;
     while rest.len() >= 6 {
         let size = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
@@ -243,13 +253,12 @@ fn without_group_joins(data: &[u8]) -> Vec<u8> {
             break;
         };
         let key = i16::from_be_bytes([rest[4], rest[5]]);
-        if key != JOIN_GROUP && key != SYNC_GROUP {
-            out.extend_from_slice(&rest[..end]);
+        if key == JOIN_GROUP || key == SYNC_GROUP {
+            waits += 1;
         }
         rest = &rest[end..];
     }
-    out.extend_from_slice(rest);
-    out
+    waits
 }
 
 #[cfg(test)]
@@ -369,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn group_joins_are_left_out_and_the_rest_kept() {
+    fn group_joins_and_syncs_are_counted_up_to_a_broken_frame() {
         let frame = |key: i16| {
             let mut f = 6i32.to_be_bytes().to_vec();
             f.extend_from_slice(&key.to_be_bytes());
@@ -377,11 +386,10 @@ mod tests {
             f
         };
         let input = [frame(3), frame(11), frame(0), frame(14), vec![9, 9, 9]].concat();
-        let kept = without_group_joins(&input);
-        assert_eq!(kept, [frame(3), frame(0), vec![9, 9, 9]].concat());
-        // A size that does not fit: the rest goes as it is.
-        let broken = [frame(3), vec![0x7f, 0xff, 0xff, 0xff, 0, 11]].concat();
-        assert_eq!(without_group_joins(&broken), broken);
+        assert_eq!(group_waits(&input), 2);
+        // A size that does not fit: nothing after it counts.
+        let broken = [frame(11), vec![0x7f, 0xff, 0xff, 0xff, 0, 11], frame(11)].concat();
+        assert_eq!(group_waits(&broken), 1);
     }
 
     /// A size-prefixed request: key, version, correlation id, no client id, body.
@@ -456,11 +464,11 @@ mod tests {
         ]
     }
 
-    /// The coordinator's requests that do not wait (JoinGroup and SyncGroup are
-    /// left out of inputs): FindCoordinator v0, a commit v2 with no member,
-    /// OffsetFetch v1, Heartbeat v0 and LeaveGroup v0 of a member that is not
-    /// there, DescribeGroups v0, ListGroups v0 and InitProducerId v0, against a
-    /// topic Metadata v4 makes first.
+    /// The coordinator's requests: FindCoordinator v0, a JoinGroup v0 that is
+    /// the group's only member (answered at once), a SyncGroup v0, Heartbeat v0
+    /// and LeaveGroup v0 of a member that is not there, a commit v2 with no
+    /// member, OffsetFetch v1, DescribeGroups v0, ListGroups v0 and
+    /// InitProducerId v0, against a topic Metadata v4 makes first.
     fn group_requests() -> Vec<u8> {
         let (group, topic, member) = ([0u8, 1, b'g'], [0u8, 1, b't'], [0u8, 1, b'm']);
         let one = [0u8, 0, 0, 1];
@@ -479,16 +487,30 @@ mod tests {
         .concat();
         let offset_fetch = [&group[..], &one, &topic, &one, &[0; 4]].concat();
         let heartbeat = [&group[..], &one, &member].concat();
+        let consumer = [&[0u8, 8][..], b"consumer"].concat();
+        let range = [&[0u8, 5][..], b"range", &[0, 0, 0, 0]].concat();
+        let join = [
+            &group[..],
+            &[0, 0, 0x17, 0x70],
+            &[0, 0],
+            &consumer,
+            &one,
+            &range,
+        ]
+        .concat();
+        let sync = [&group[..], &one, &member, &[0; 4]].concat();
         [
             framed(3, 4, 1, &[&one[..], &topic, &[1]].concat()),
             framed(10, 0, 2, &group),
-            framed(8, 2, 3, &commit),
-            framed(9, 1, 4, &offset_fetch),
-            framed(12, 0, 5, &heartbeat),
-            framed(13, 0, 6, &[&group[..], &member].concat()),
-            framed(15, 0, 7, &[&one[..], &group].concat()),
-            framed(16, 0, 8, &[]),
-            framed(22, 0, 9, &[0xff, 0xff, 0, 0, 0x27, 0x10]),
+            framed(11, 0, 3, &join),
+            framed(14, 0, 4, &sync),
+            framed(8, 2, 5, &commit),
+            framed(9, 1, 6, &offset_fetch),
+            framed(12, 0, 7, &heartbeat),
+            framed(13, 0, 8, &[&group[..], &member].concat()),
+            framed(15, 0, 9, &[&one[..], &group].concat()),
+            framed(16, 0, 10, &[]),
+            framed(22, 0, 11, &[0xff, 0xff, 0, 0, 0x27, 0x10]),
         ]
         .concat()
     }
@@ -513,7 +535,7 @@ mod tests {
         let harness = SessionHarness::open(dir.path()).await;
         for (name, seed) in session_seeds() {
             let want = match name {
-                "group-requests" => 9,
+                "group-requests" => 11,
                 "behind-a-fetch" => 6,
                 _ => continue,
             };

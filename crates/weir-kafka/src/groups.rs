@@ -134,7 +134,8 @@ impl Session {
             response.generation_id = -1;
             return response;
         }
-        let wait = join.rebalance_timeout + Duration::from_secs(5);
+        // The coordinator's tick ends a rebalance at its deadline; this is a margin.
+        let wait = join.rebalance_timeout + join.rebalance_timeout.min(Duration::from_secs(5));
         let answer = self.shared.coordinator.join(join, Instant::now());
         let joined = settle(answer, wait, || crate::coordinator::Joined {
             error: ResponseError::RebalanceInProgress.code(),
@@ -175,12 +176,15 @@ impl Session {
             assignments,
             Instant::now(),
         );
-        // A follower waits for the leader: at most a session's worth is sensible.
-        let synced = settle(answer, Duration::from_secs(300), || {
-            crate::coordinator::Synced {
-                error: ResponseError::RebalanceInProgress.code(),
-                ..Default::default()
-            }
+        // A follower waits for the leader: at most 5 minutes, or the longest
+        // rebalance timeout if that is shorter.
+        let wait = self
+            .config
+            .max_rebalance_timeout
+            .min(Duration::from_secs(300));
+        let synced = settle(answer, wait, || crate::coordinator::Synced {
+            error: ResponseError::RebalanceInProgress.code(),
+            ..Default::default()
         })
         .await;
         let mut response = SyncGroupResponse::default();
