@@ -20,6 +20,47 @@ pub(crate) async fn start() -> Broker {
         .unwrap()
 }
 
+/// A broker with the Kafka listener and `kafka_toml` as its `[kafka]` section;
+/// the directory of its configuration file, to keep.
+pub(crate) async fn start_configured(kafka_toml: &str) -> (Broker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, format!("[kafka]\n{kafka_toml}\n")).unwrap();
+    let broker = Broker::start_with(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--kafka-listen",
+        "127.0.0.1:0",
+    ])
+    .await
+    .unwrap();
+    (broker, dir)
+}
+
+/// A size-prefixed request frame: `key` at `version` with `correlation_id`, no
+/// client id, and `body` (encoded with kafka-protocol).
+pub(crate) fn request_frame<B: kafka_protocol_client::protocol::Encodable>(
+    key: kafka_protocol_client::messages::ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &B,
+) -> Vec<u8> {
+    use kafka_protocol_client::messages::RequestHeader;
+    use kafka_protocol_client::protocol::Encodable as _;
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    let mut frame = bytes::BytesMut::from(&[0u8; 4][..]);
+    header
+        .encode(&mut frame, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut frame, version).unwrap();
+    let size = u32::try_from(frame.len() - 4).unwrap();
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    frame.to_vec()
+}
+
 pub(crate) fn kafka(broker: &Broker) -> String {
     broker
         .kafka_addr()
@@ -350,17 +391,7 @@ async fn answered_connection(addr: &str) -> Option<tokio::net::TcpStream> {
 
 #[tokio::test]
 async fn connections_per_peer_address_are_capped() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "[kafka]\nmax_connections_per_peer = 2\n").unwrap();
-    let broker = Broker::start_with(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--kafka-listen",
-        "127.0.0.1:0",
-    ])
-    .await
-    .unwrap();
+    let (broker, _dir) = start_configured("max_connections_per_peer = 2").await;
     let addr = kafka(&broker);
     let first = answered_connection(&addr)
         .await

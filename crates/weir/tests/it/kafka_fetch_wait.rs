@@ -5,18 +5,16 @@
 
 use std::time::Duration;
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Buf as _, Bytes};
 use kafka_protocol_client::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol_client::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, TopicName,
-};
-use kafka_protocol_client::protocol::{Decodable as _, Encodable as _, StrBytes};
+use kafka_protocol_client::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol_client::protocol::{Decodable as _, StrBytes};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use weir_testkit::Broker;
 
 use crate::Api;
-use crate::kafka::start;
+use crate::kafka::{request_frame, start};
 
 /// A size-prefixed Fetch v4 for partition 0 of `topic` from offset 0, waiting up
 /// to 30 s (the broker's default cap) for one byte.
@@ -34,18 +32,7 @@ fn fetch_frame(topic: &str, correlation_id: i32) -> Vec<u8> {
     request.min_bytes = 1;
     request.max_bytes = 1 << 20;
     request.topics = vec![wanted];
-    let mut header = RequestHeader::default();
-    header.request_api_key = ApiKey::Fetch as i16;
-    header.request_api_version = 4;
-    header.correlation_id = correlation_id;
-    let mut frame = BytesMut::from(&[0u8; 4][..]);
-    header
-        .encode(&mut frame, ApiKey::Fetch.request_header_version(4))
-        .unwrap();
-    request.encode(&mut frame, 4).unwrap();
-    let size = u32::try_from(frame.len() - 4).unwrap();
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    frame.to_vec()
+    request_frame(ApiKey::Fetch, 4, correlation_id, &request)
 }
 
 /// ApiVersions v0, size-prefixed.

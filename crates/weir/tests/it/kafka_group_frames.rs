@@ -4,15 +4,14 @@
 
 use std::time::Duration;
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Buf as _, Bytes};
 use kafka_protocol_client::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol_client::messages::{
-    ApiKey, GroupId, JoinGroupRequest, JoinGroupResponse, RequestHeader,
-};
-use kafka_protocol_client::protocol::{Decodable as _, Encodable as _, StrBytes};
+use kafka_protocol_client::messages::{ApiKey, GroupId, JoinGroupRequest, JoinGroupResponse};
+use kafka_protocol_client::protocol::{Decodable as _, StrBytes};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use weir_testkit::Broker;
+
+use crate::kafka::{request_frame, start_configured};
 
 /// Sends JoinGroup v1 for group `slow` and reads its answer.
 async fn join(socket: &mut TcpStream, rebalance_timeout_ms: i32) -> JoinGroupResponse {
@@ -25,17 +24,7 @@ async fn join(socket: &mut TcpStream, rebalance_timeout_ms: i32) -> JoinGroupRes
     request.rebalance_timeout_ms = rebalance_timeout_ms;
     request.protocol_type = StrBytes::from_static_str("consumer");
     request.protocols = vec![protocol];
-    let mut header = RequestHeader::default();
-    header.request_api_key = ApiKey::JoinGroup as i16;
-    header.request_api_version = 1;
-    header.correlation_id = 1;
-    let mut frame = BytesMut::from(&[0u8; 4][..]);
-    header
-        .encode(&mut frame, ApiKey::JoinGroup.request_header_version(1))
-        .unwrap();
-    request.encode(&mut frame, 1).unwrap();
-    let size = u32::try_from(frame.len() - 4).unwrap();
-    frame[..4].copy_from_slice(&size.to_be_bytes());
+    let frame = request_frame(ApiKey::JoinGroup, 1, 1, &request);
     socket.write_all(&frame).await.unwrap();
     let size = socket.read_i32().await.unwrap();
     let mut body = vec![0u8; usize::try_from(size).unwrap()];
@@ -50,17 +39,7 @@ async fn join(socket: &mut TcpStream, rebalance_timeout_ms: i32) -> JoinGroupRes
 /// `[kafka] max_rebalance_timeout_ms` (here 1 s), then goes on without it.
 #[tokio::test]
 async fn a_rebalance_waits_for_a_silent_member_no_longer_than_the_configured_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "[kafka]\nmax_rebalance_timeout_ms = 1000\n").unwrap();
-    let broker = Broker::start_with(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--kafka-listen",
-        "127.0.0.1:0",
-    ])
-    .await
-    .unwrap();
+    let (broker, _dir) = start_configured("max_rebalance_timeout_ms = 1000").await;
     let addr = broker.kafka_addr().unwrap().to_owned();
     let mut first = TcpStream::connect(&addr).await.unwrap();
     let joined = join(&mut first, 2_000_000_000).await;

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::Api;
-use crate::kafka::{kafka, start};
+use crate::kafka::{kafka, request_frame, start};
 
 /// Sends Produce v9 (acks all) of one batch of `count` records from producer 42,
 /// epoch 0, first sequence `first`; answers the partition's error and base offset.
@@ -27,8 +27,8 @@ fn produce_frame(topic: &str, stamped: Option<i32>, count: i32, correlation_id: 
     use kafka_protocol_client::messages::produce_request::{
         PartitionProduceData, TopicProduceData,
     };
-    use kafka_protocol_client::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
-    use kafka_protocol_client::protocol::{Encodable as _, StrBytes};
+    use kafka_protocol_client::messages::{ApiKey, ProduceRequest, TopicName};
+    use kafka_protocol_client::protocol::StrBytes;
     use kafka_protocol_client::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -65,19 +65,7 @@ fn produce_frame(topic: &str, stamped: Option<i32>, count: i32, correlation_id: 
     request.acks = -1;
     request.timeout_ms = 5000;
     request.topic_data = vec![data];
-    let mut header = RequestHeader::default();
-    header.request_api_key = ApiKey::Produce as i16;
-    header.request_api_version = 9;
-    header.correlation_id = correlation_id;
-    let mut frame = BytesMut::new();
-    frame.extend_from_slice(&[0; 4]);
-    header
-        .encode(&mut frame, ApiKey::Produce.request_header_version(9))
-        .unwrap();
-    request.encode(&mut frame, 9).unwrap();
-    let size = u32::try_from(frame.len() - 4).unwrap();
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    frame.to_vec()
+    request_frame(ApiKey::Produce, 9, correlation_id, &request)
 }
 
 /// Reads a Produce v9 answer: its correlation id, and the first partition's error
