@@ -165,6 +165,9 @@ public class JavaClients {
       Map<TopicPartition, OffsetAndMetadata> committed = c.committed(tps);
       Map<TopicPartition, Long> ends = c.endOffsets(tps);
       for (TopicPartition tp : tps) check(committed.get(tp).offset() == ends.get(tp), "committed the end of " + tp);
+      TopicPartition first = new TopicPartition("jv", 0);
+      c.commitSync(Map.of(first, new OffsetAndMetadata(ends.get(first), "java-meta")));
+      check("java-meta".equals(c.committed(Set.of(first)).get(first).metadata()), "a commit's metadata string comes back");
       Map<TopicPartition, Long> starts = c.beginningOffsets(tps);
       check(starts.values().stream().allMatch(o -> o == 0), "the beginning is offset 0");
       Map<TopicPartition, Long> query = new HashMap<>();
@@ -180,6 +183,7 @@ public class JavaClients {
       Map<TopicPartition, OffsetAndMetadata> offsets = admin.listConsumerGroupOffsets("jg").partitionsToOffsetAndMetadata().get();
       long sum = offsets.values().stream().mapToLong(OffsetAndMetadata::offset).sum();
       check(sum == 500, "OffsetFetch for the group: its offsets add up to 500: " + offsets);
+      check("java-meta".equals(offsets.get(new TopicPartition("jv", 0)).metadata()), "and the admin client sees the metadata");
     }
   }
 

@@ -55,6 +55,10 @@ async fn settle<T: Default>(answer: Answer<T>, limit: Duration, gone: impl FnOnc
     }
 }
 
+/// Longest commit metadata string kept (Kafka's `offset.metadata.max.bytes`); a
+/// longer one is refused with `OFFSET_METADATA_TOO_LARGE`.
+const MAX_COMMIT_METADATA: usize = 4096;
+
 fn ms(value: i32) -> Duration {
     Duration::from_millis(u64::try_from(value).unwrap_or(0))
 }
@@ -338,14 +342,20 @@ impl Session {
         for topic in request.topics {
             let name = topic.name.0.to_string();
             let mut offsets = BTreeMap::new();
-            let mut bad = Vec::new();
+            let mut metadata = BTreeMap::new();
+            let (mut bad, mut too_large) = (Vec::new(), Vec::new());
             for p in &topic.partitions {
+                let text = p.committed_metadata.as_deref().unwrap_or_default();
                 match (
                     u32::try_from(p.partition_index),
                     u64::try_from(p.committed_offset),
                 ) {
+                    _ if text.len() > MAX_COMMIT_METADATA => too_large.push(p.partition_index),
                     (Ok(partition), Ok(offset)) => {
                         offsets.insert(partition, offset);
+                        if !text.is_empty() {
+                            metadata.insert(partition, text.to_owned());
+                        }
                     }
                     _ => bad.push(p.partition_index),
                 }
@@ -357,7 +367,11 @@ impl Session {
             } else if offsets.is_empty() {
                 errors::NONE
             } else {
-                match self.broker.commit_coordinated(&name, &group, offsets).await {
+                match self
+                    .broker
+                    .commit_coordinated(&name, &group, offsets, metadata)
+                    .await
+                {
                     Ok(()) => errors::NONE,
                     Err(e) => {
                         tracing::info!(topic = %name, %group, error = %e, "a Kafka offset commit was refused");
@@ -380,6 +394,8 @@ impl Session {
                     r.partition_index = p.partition_index;
                     r.error_code = if bad.contains(&p.partition_index) {
                         ResponseError::InvalidCommitOffsetSize.code()
+                    } else if too_large.contains(&p.partition_index) {
+                        ResponseError::OffsetMetadataTooLarge.code()
                     } else {
                         error
                     };
@@ -413,11 +429,11 @@ impl Session {
                         t.name = name;
                         t.partitions = parts
                             .into_iter()
-                            .map(|(index, offset, error)| {
+                            .map(|(index, offset, metadata, error)| {
                                 let mut p = OffsetFetchResponsePartitions::default();
                                 p.partition_index = index;
                                 p.committed_offset = offset;
-                                p.metadata = Some(StrBytes::default());
+                                p.metadata = Some(text(metadata));
                                 p.error_code = error;
                                 p
                             })
@@ -443,11 +459,11 @@ impl Session {
                 t.name = name;
                 t.partitions = parts
                     .into_iter()
-                    .map(|(index, offset, error)| {
+                    .map(|(index, offset, metadata, error)| {
                         let mut p = OffsetFetchResponsePartition::default();
                         p.partition_index = index;
                         p.committed_offset = offset;
-                        p.metadata = Some(StrBytes::default());
+                        p.metadata = Some(text(metadata));
                         p.error_code = error;
                         p
                     })
@@ -470,16 +486,17 @@ impl Session {
     }
 
     /// The committed offsets of `group` per asked topic and partition (-1 when
-    /// none), or of every topic it has offsets for when `asked` is `None`.
+    /// none) with their metadata strings, or of every topic it has offsets for
+    /// when `asked` is `None`.
     #[allow(
         clippy::type_complexity,
-        reason = "topic -> (partition, offset, error)"
+        reason = "topic -> (partition, offset, metadata, error)"
     )]
     fn committed(
         &self,
         group: &str,
         asked: Option<Vec<(TopicName, Vec<i32>)>>,
-    ) -> Vec<(TopicName, Vec<(i32, i64, i16)>)> {
+    ) -> Vec<(TopicName, Vec<(i32, i64, String, i16)>)> {
         let asked = asked.unwrap_or_else(|| {
             self.broker
                 .streams()
@@ -503,21 +520,29 @@ impl Session {
                 let topic = name.0.to_string();
                 let readable = self.allowed(Operation::Read, &topic);
                 let committed = self.broker.committed_offsets(&topic, group);
+                let mut metadata = self
+                    .broker
+                    .commit_metadata(&topic, group)
+                    .unwrap_or_default();
                 let parts = partitions
                     .into_iter()
                     .map(|index| {
+                        let none = String::new();
                         if !readable {
-                            return (index, -1, ResponseError::TopicAuthorizationFailed.code());
+                            let refused = ResponseError::TopicAuthorizationFailed.code();
+                            return (index, -1, none, refused);
                         }
                         match &committed {
                             Ok(offsets) => {
-                                let offset = u32::try_from(index)
-                                    .ok()
+                                let partition = u32::try_from(index).ok();
+                                let offset = partition
                                     .and_then(|p| offsets.as_ref()?.get(&p).copied())
                                     .map_or(-1, |o| i64::try_from(o).unwrap_or(-1));
-                                (index, offset, errors::NONE)
+                                let text =
+                                    partition.and_then(|p| metadata.remove(&p)).unwrap_or(none);
+                                (index, offset, text, errors::NONE)
                             }
-                            Err(e) => (index, -1, errors::code(e)),
+                            Err(e) => (index, -1, none, errors::code(e)),
                         }
                     })
                     .collect();

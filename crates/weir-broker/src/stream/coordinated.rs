@@ -15,8 +15,9 @@ use crate::error::{BrokerError, Result};
 
 impl<S: LogStore> Broker<S> {
     /// Commits `offsets` (partition -> the next offset to read) for group `group` of
-    /// `stream` as its coordinator decided, creating the group with the default
-    /// settings if it does not exist; answers once durable.
+    /// `stream` as its coordinator decided, with each partition's `metadata` string
+    /// (none: empty), creating the group with the default settings if it does not
+    /// exist; answers once durable.
     ///
     /// # Errors
     /// `NotFound` (stream), `InvalidArgument` (name, a partition the stream lacks,
@@ -27,6 +28,7 @@ impl<S: LogStore> Broker<S> {
         stream: &str,
         group: &str,
         offsets: BTreeMap<u32, u64>,
+        metadata: BTreeMap<u32, String>,
     ) -> Result<()> {
         check_name("group", group)?;
         let s = self.stream(stream)?;
@@ -73,6 +75,7 @@ impl<S: LogStore> Broker<S> {
                 Ok(Change::Commit {
                     group: group.to_owned(),
                     offsets: offsets.clone(),
+                    metadata: metadata.clone(),
                 })
             })
             .await
@@ -90,5 +93,15 @@ impl<S: LogStore> Broker<S> {
     ) -> Result<Option<BTreeMap<u32, u64>>> {
         let s = self.stream(stream)?;
         Ok(s.groups.with(|g| g.committed(group).ok()))
+    }
+
+    /// The metadata strings of the last commits of `group` of `stream`, per
+    /// partition (those without one left out).
+    ///
+    /// # Errors
+    /// `NotFound` (stream).
+    pub fn commit_metadata(&self, stream: &str, group: &str) -> Result<BTreeMap<u32, String>> {
+        let s = self.stream(stream)?;
+        Ok(s.groups.with(|g| g.commit_metadata(group)))
     }
 }

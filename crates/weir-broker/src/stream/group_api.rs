@@ -258,6 +258,7 @@ impl<S: LogStore> Broker<S> {
                 Ok(Change::Commit {
                     group: group.to_owned(),
                     offsets: offsets.clone(),
+                    metadata: BTreeMap::new(),
                 })
             })
             .await
@@ -309,6 +310,7 @@ impl<S: LogStore> Broker<S> {
                     Ok(Change::Commit {
                         group: group.to_owned(),
                         offsets: offsets.clone(),
+                        metadata: BTreeMap::new(),
                     })
                 })
                 .await?;
@@ -362,6 +364,7 @@ impl<S: LogStore> Broker<S> {
                 Ok(Change::Commit {
                     group: group.clone(),
                     offsets: BTreeMap::from([(partition, next.max(current))]),
+                    metadata: BTreeMap::new(),
                 })
             })
             .await

@@ -332,3 +332,48 @@ async fn a_poll_with_a_min_waits_for_that_many_unread_records() {
         Err(BrokerError::InvalidArgument { .. })
     ));
 }
+
+/// A coordinated commit's metadata strings are kept per partition until that
+/// partition's next commit, across a snapshot and a restart.
+#[tokio::test]
+async fn coordinated_commit_metadata_lasts_until_the_next_commit_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = BTreeMap::from([(0, "m0".to_owned())]);
+    {
+        let broker = open(dir.path()).await;
+        let options = StreamOptions {
+            partitions: 2,
+            ..StreamOptions::default()
+        };
+        broker.declare_stream("s", options).await.expect("stream");
+        broker.append("s", records("r", 10)).await.expect("append");
+        let metadata = BTreeMap::from([(0, "m0".to_owned()), (1, "m1".to_owned())]);
+        let offsets = BTreeMap::from([(0, 1), (1, 1)]);
+        broker
+            .commit_coordinated("s", "k", offsets, metadata)
+            .await
+            .expect("commit");
+        // Partition 1 again, without metadata: its string goes, partition 0's stays.
+        broker
+            .commit_coordinated("s", "k", BTreeMap::from([(1, 2)]), BTreeMap::new())
+            .await
+            .expect("commit");
+        assert_eq!(broker.commit_metadata("s", "k").unwrap(), kept);
+        let snapshot = broker.stream("s").unwrap().groups.with(|g| g.snapshot());
+        let mut replayed = super::groups::Groups::default();
+        replayed.apply(serde_json::from_slice(&serde_json::to_vec(&snapshot).unwrap()).unwrap());
+        assert_eq!(replayed.commit_metadata("k"), kept, "through a snapshot");
+        broker.shutdown().await;
+    }
+    let broker = open(dir.path()).await;
+    assert_eq!(
+        broker.commit_metadata("s", "k").unwrap(),
+        kept,
+        "after a restart"
+    );
+    assert_eq!(
+        broker.committed_offsets("s", "k").unwrap(),
+        Some(BTreeMap::from([(0, 1), (1, 2)]))
+    );
+    broker.shutdown().await;
+}

@@ -103,6 +103,10 @@ pub enum Change {
         group: String,
         /// Partition -> next offset.
         offsets: BTreeMap<u32, u64>,
+        /// Partition -> the committer's metadata string (Kafka's OffsetCommit
+        /// carries one; kept until the partition's next commit). Absent: none.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        metadata: BTreeMap<u32, String>,
     },
     /// A group is deleted with its offsets.
     Delete {
@@ -113,6 +117,9 @@ pub enum Change {
     Snapshot {
         /// Group -> (settings, offsets).
         groups: BTreeMap<String, (GroupConfig, BTreeMap<u32, u64>)>,
+        /// Group -> partition -> commit metadata, for groups that have any.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        metadata: BTreeMap<String, BTreeMap<u32, String>>,
     },
 }
 
@@ -129,6 +136,8 @@ struct Member {
 struct Group {
     config: GroupConfig,
     committed: BTreeMap<u32, u64>,
+    /// The metadata strings of the last commits, where not empty.
+    metadata: BTreeMap<u32, String>,
     members: BTreeMap<String, Member>,
     /// Partition -> owner.
     owners: BTreeMap<u32, String>,
@@ -197,23 +206,38 @@ impl Groups {
             Change::Config { group, config } => {
                 self.groups.entry(group).or_default().config = config;
             }
-            Change::Commit { group, offsets } => {
+            Change::Commit {
+                group,
+                offsets,
+                mut metadata,
+            } => {
                 if let Some(g) = self.groups.get_mut(&group) {
+                    for p in offsets.keys() {
+                        match metadata.remove(p).filter(|m| !m.is_empty()) {
+                            Some(m) => g.metadata.insert(*p, m),
+                            None => g.metadata.remove(p),
+                        };
+                    }
                     g.committed.extend(offsets);
                 }
             }
             Change::Delete { group } => {
                 self.groups.remove(&group);
             }
-            Change::Snapshot { groups } => {
+            Change::Snapshot {
+                groups,
+                mut metadata,
+            } => {
                 self.groups = groups
                     .into_iter()
                     .map(|(name, (config, committed))| {
+                        let metadata = metadata.remove(&name).unwrap_or_default();
                         (
                             name,
                             Group {
                                 config,
                                 committed,
+                                metadata,
                                 ..Group::default()
                             },
                         )
@@ -230,6 +254,12 @@ impl Groups {
                 .groups
                 .iter()
                 .map(|(n, g)| (n.clone(), (g.config.clone(), g.committed.clone())))
+                .collect(),
+            metadata: self
+                .groups
+                .iter()
+                .filter(|(_, g)| !g.metadata.is_empty())
+                .map(|(n, g)| (n.clone(), g.metadata.clone()))
                 .collect(),
         }
     }
@@ -360,6 +390,15 @@ impl Groups {
     }
 
     /// The committed offsets of `group`.
+    /// The metadata strings of `group`'s last commits (partitions without one
+    /// left out).
+    pub(crate) fn commit_metadata(&self, group: &str) -> BTreeMap<u32, String> {
+        self.groups
+            .get(group)
+            .map(|g| g.metadata.clone())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn committed(&self, group: &str) -> Result<BTreeMap<u32, u64>> {
         self.groups
             .get(group)

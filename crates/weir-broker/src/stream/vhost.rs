@@ -127,10 +127,22 @@ impl<S: LogStore> Vhost<S> {
         stream: &str,
         group: &str,
         offsets: BTreeMap<u32, u64>,
+        metadata: BTreeMap<u32, String>,
     ) -> Result<()> {
         let full = self.full(stream)?;
-        let committed = self.broker.commit_coordinated(&full, group, offsets).await;
+        let committed = self
+            .broker
+            .commit_coordinated(&full, group, offsets, metadata)
+            .await;
         committed.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::commit_metadata`](crate::Broker::commit_metadata).
+    pub fn commit_metadata(&self, stream: &str, group: &str) -> Result<BTreeMap<u32, String>> {
+        let full = self.full(stream)?;
+        self.broker
+            .commit_metadata(&full, group)
+            .map_err(|e| self.out_error(e))
     }
 
     /// [`Broker::committed_offsets`](crate::Broker::committed_offsets).
