@@ -339,8 +339,8 @@ async fn publish_and_consume(broker: &Broker, queue: &str, count: usize) -> (usi
 /// Issue 17's slow consumer: 300,000 x 1 KiB persistent messages, an auto-ack
 /// consumer that never reads its socket. It gets what its connection's byte credit
 /// allows (plus what the sockets hold) and the rest stays in the queue; the
-/// broker's memory stays under 200 MiB (it was 1,050 MiB), and other connections
-/// publish and consume meanwhile.
+/// broker's memory stays under 256 MiB, less than the backlog's 300 MiB of bodies
+/// alone (it was 1,050 MiB), and other connections publish and consume meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_never_reads_holds_its_credit_and_no_more() {
     const BACKLOG: usize = 300_000;
@@ -393,8 +393,11 @@ async fn a_consumer_that_never_reads_holds_its_credit_and_no_more() {
         "slow consumer: RSS {} MiB after 10,000 more through another queue",
         after >> 20
     );
+    // Alone it stays near 130 MiB; beside the whole suite (JVMs, builds) it has
+    // reached 205 MiB after the 10,000 more. Holding the backlog would take over
+    // 400 MiB (its bodies and the broker's own 100).
     for rss in [settled, after] {
-        assert!(rss < 200 << 20, "broker RSS {} MiB", rss >> 20);
+        assert!(rss < 256 << 20, "broker RSS {} MiB", rss >> 20);
     }
     // Still connected (within the write timeout) and still holding back: the
     // queue has not moved.
