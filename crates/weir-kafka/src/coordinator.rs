@@ -165,10 +165,12 @@ pub(crate) struct Limits {
 }
 
 impl Default for Limits {
+    /// The configuration's defaults.
     fn default() -> Self {
+        let config = crate::config::KafkaConfig::default();
         Limits {
-            groups: 100_000,
-            members: 10_000,
+            groups: config.max_groups,
+            members: config.max_group_members,
         }
     }
 }

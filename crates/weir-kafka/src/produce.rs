@@ -182,22 +182,26 @@ impl Producing {
             Ok(parsed) => parsed,
             Err(e) => return answer(index, record_error(&e), Some(e.to_string())),
         };
-        let stream = match self.broker.stream_id(name) {
-            Ok(stream) => stream,
-            Err(e) => return answer(index, errors::code(&e), Some(e.to_string())),
-        };
-        let place = Place {
-            topic: name,
-            stream,
-            partition,
-        };
+        // Where an idempotent producer's batches go, looked up at the first one.
+        let mut place = None;
         let mut first_offset = None;
         let mut batches = Vec::with_capacity(parsed.len());
         let mut stamps = Vec::new();
         for batch in parsed {
             let stamp = stamp_of(&batch);
             if let Some(stamp) = stamp {
-                match self.judge(place, stamp).await {
+                let at = match place {
+                    Some(at) => at,
+                    None => match self.broker.stream_id(name) {
+                        Ok(stream) => *place.insert(Place {
+                            topic: name,
+                            stream,
+                            partition,
+                        }),
+                        Err(e) => return answer(index, errors::code(&e), Some(e.to_string())),
+                    },
+                };
+                match self.judge(at, stamp).await {
                     Verdict::Append => {}
                     Verdict::Duplicate(offset) => {
                         tracing::info!(
@@ -229,8 +233,8 @@ impl Producing {
             match self.broker.append_placed_batches(name, parts).await {
                 Ok(placed) => {
                     for (stamp, batch) in stamps.iter().zip(&placed) {
-                        if let Some(stamp) = stamp {
-                            self.shared.producers.appended(place, *stamp, batch.offset);
+                        if let (Some(stamp), Some(at)) = (stamp, place) {
+                            self.shared.producers.appended(at, *stamp, batch.offset);
                         }
                     }
                     first_offset = first_offset.or(placed.first().map(|p| p.offset));

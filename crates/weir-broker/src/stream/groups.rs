@@ -389,7 +389,6 @@ impl Groups {
         Ok(())
     }
 
-    /// The committed offsets of `group`.
     /// The metadata strings of `group`'s last commits (partitions without one
     /// left out).
     pub(crate) fn commit_metadata(&self, group: &str) -> BTreeMap<u32, String> {
@@ -399,6 +398,7 @@ impl Groups {
             .unwrap_or_default()
     }
 
+    /// The committed offsets of `group`.
     pub(crate) fn committed(&self, group: &str) -> Result<BTreeMap<u32, u64>> {
         self.groups
             .get(group)
