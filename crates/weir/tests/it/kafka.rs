@@ -61,6 +61,45 @@ pub(crate) fn request_frame<B: kafka_protocol_client::protocol::Encodable>(
     frame.to_vec()
 }
 
+/// The group's offsets are weir's: the HTTP API shows `group` of `stream` with
+/// `partitions` partitions and no lag in any. Its partitions, for more checks.
+pub(crate) async fn assert_no_lag(
+    broker: &Broker,
+    stream: &str,
+    group: &str,
+    partitions: usize,
+) -> Vec<serde_json::Value> {
+    let path = format!("/api/streams/{stream}/groups/{group}");
+    let (status, body) = Api::new(broker).call("GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    let parts = body["partitions"].as_array().unwrap().clone();
+    assert_eq!(parts.len(), partitions, "{body}");
+    assert!(parts.iter().all(|p| p["lag"] == 0), "{body}");
+    parts
+}
+
+/// A user `name` with `password` who may configure and read anything in `/` and
+/// write only what `write` matches.
+pub(crate) async fn user_who_writes(api: &Api, name: &str, password: &str, write: &str) {
+    let (status, body) = api
+        .call(
+            "PUT",
+            &format!("/api/users/{name}"),
+            Some(json!({ "password": password })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let patterns = json!({"configure": ".*", "write": write, "read": ".*"});
+    let (status, body) = api
+        .call(
+            "PUT",
+            &format!("/api/permissions/%2F/{name}"),
+            Some(patterns),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 pub(crate) fn kafka(broker: &Broker) -> String {
     broker
         .kafka_addr()
@@ -442,16 +481,8 @@ async fn a_group_of_two_shares_partitions_and_one_takes_all_when_the_other_leave
     let broker = start().await;
     let out = scenario(&broker, "group_two").await;
     assert!(out.contains("ok: and nothing twice"), "{out}");
-    // The group's offsets are weir's: the HTTP API shows them with no lag.
-    let (status, body) = Api::new(&broker)
-        .call("GET", "/api/streams/grp/groups/g1", None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let partitions = body["partitions"].as_array().unwrap();
-    assert_eq!(partitions.len(), 4, "{body}");
-    for p in partitions {
-        assert_eq!(p["lag"], 0, "{body}");
-        assert_eq!(p["committed"], p["end"], "{body}");
+    for p in assert_no_lag(&broker, "grp", "g1", 4).await {
+        assert_eq!(p["committed"], p["end"], "{p}");
     }
 }
 
@@ -562,20 +593,7 @@ async fn the_idempotent_producer_retries_through_kill_9_without_duplicates() {
 #[tokio::test]
 async fn sasl_plain_logs_in_as_a_user_held_to_its_permissions() {
     let broker = start().await;
-    let api = Api::new(&broker);
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/users/alice",
-            Some(json!({"password": "wonderland"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let patterns = json!({"configure": ".*", "write": "^sasl\\.ok$", "read": ".*"});
-    let (status, body) = api
-        .call("PUT", "/api/permissions/%2F/alice", Some(patterns))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    user_who_writes(&Api::new(&broker), "alice", "wonderland", "^sasl\\.ok$").await;
     let out = scenario(&broker, "sasl").await;
     assert!(out.contains("ok: a wrong password is refused"), "{out}");
     assert!(

@@ -12,7 +12,7 @@ use serde_json::json;
 use weir_testkit::Broker;
 
 use crate::Api;
-use crate::kafka::{run_client, start};
+use crate::kafka::{assert_no_lag, run_client, start, user_who_writes};
 
 /// The jars ./scripts/test installs (`WEIR_JAVA_JARS`).
 fn jars() -> PathBuf {
@@ -111,14 +111,8 @@ async fn the_java_client_round_trips_every_codec_through_a_group_and_its_admin_c
         out.contains("ok: OffsetFetch for the group: its offsets add up to 500"),
         "{out}"
     );
-    let api = Api::new(&broker);
-    // The group's offsets are weir's: the HTTP API shows them with no lag.
-    let (status, body) = api.call("GET", "/api/streams/jv/groups/jg", None).await;
-    assert_eq!(status, 200, "{body}");
-    let partitions = body["partitions"].as_array().unwrap();
-    assert_eq!(partitions.len(), 3, "{body}");
-    assert!(partitions.iter().all(|p| p["lag"] == 0), "{body}");
-    agree_on_partitions(&api, &out).await;
+    assert_no_lag(&broker, "jv", "jg", 3).await;
+    agree_on_partitions(&Api::new(&broker), &out).await;
 }
 
 #[tokio::test]
@@ -131,20 +125,7 @@ async fn the_java_clients_group_of_two_rebalances_when_one_leaves() {
 #[tokio::test]
 async fn the_java_client_logs_in_with_scram_and_is_held_to_its_permissions() {
     let broker = start().await;
-    let api = Api::new(&broker);
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/users/bob",
-            Some(json!({"password": "builder"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let patterns = json!({"configure": ".*", "write": "^java\\.ok$", "read": ".*"});
-    let (status, body) = api
-        .call("PUT", "/api/permissions/%2F/bob", Some(patterns))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    user_who_writes(&Api::new(&broker), "bob", "builder", "^java\\.ok$").await;
     let env = [
         ("WEIR_KAFKA_USER", "bob"),
         ("WEIR_KAFKA_PASSWORD", "builder"),

@@ -10,8 +10,7 @@ use std::sync::OnceLock;
 
 use weir_testkit::Broker;
 
-use crate::Api;
-use crate::kafka::{run_client, start};
+use crate::kafka::{assert_no_lag, run_client, start};
 
 /// tests/kafka/sarama built (once for all tests): the program's path.
 fn built() -> &'static PathBuf {
@@ -54,14 +53,7 @@ async fn sarama_round_trips_through_its_idempotent_producer_and_a_group() {
         out.contains("ok: partition 2 committed at its end"),
         "{out}"
     );
-    // The group's offsets are weir's: the HTTP API shows them with no lag.
-    let (status, body) = Api::new(&broker)
-        .call("GET", "/api/streams/go/groups/gog", None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let partitions = body["partitions"].as_array().unwrap();
-    assert_eq!(partitions.len(), 3, "{body}");
-    assert!(partitions.iter().all(|p| p["lag"] == 0), "{body}");
+    assert_no_lag(&broker, "go", "gog", 3).await;
 }
 
 #[tokio::test]
