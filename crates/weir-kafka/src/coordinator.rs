@@ -423,7 +423,11 @@ impl Coordinator {
             if generation != g.generation {
                 return code(ResponseError::IllegalGeneration);
             }
-            if g.state == State::PreparingRebalance {
+            // As Kafka's coordinator: a member of the current generation may
+            // commit while the group prepares a rebalance (consumers commit what
+            // they processed before giving their partitions up), not between the
+            // joins and the leader's assignment.
+            if g.state == State::CompletingRebalance {
                 return code(ResponseError::RebalanceInProgress);
             }
             0

@@ -149,6 +149,35 @@ fn leaving_commits_and_stale_generations() {
 }
 
 #[test]
+fn a_member_commits_while_a_rebalance_is_prepared_not_while_it_completes() {
+    let c = Coordinator::default();
+    let t0 = Instant::now();
+    let (a, joined) = enter(&c, t0);
+    assert_eq!(now_answer(joined).generation, 1);
+    let _ = c.sync("g", &a, 1, vec![], t0);
+    // b arrives: the group prepares a rebalance; a commits what it read before
+    // rejoining, as consumers do when they give their partitions up.
+    let (b, _) = enter(&c, t0);
+    assert_eq!(
+        c.heartbeat("g", &a, 1, t0),
+        ResponseError::RebalanceInProgress.code()
+    );
+    assert_eq!(c.may_commit("g", &a, 1, t0), 0, "generation 1 still holds");
+    // Both joined: generation 2 waits for the leader's assignment.
+    let _ = now_answer(c.join(join(&a), t0));
+    assert_eq!(
+        c.may_commit("g", &b, 2, t0),
+        ResponseError::RebalanceInProgress.code()
+    );
+    assert_eq!(
+        c.may_commit("g", &a, 1, t0),
+        ResponseError::IllegalGeneration.code()
+    );
+    let _ = c.sync("g", &a, 2, vec![], t0);
+    assert_eq!(c.may_commit("g", &b, 2, t0), 0);
+}
+
+#[test]
 fn a_long_join_does_not_cost_the_session() {
     let c = Coordinator::default();
     let t0 = Instant::now();

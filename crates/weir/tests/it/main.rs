@@ -27,6 +27,7 @@ mod hostile_input;
 mod http_api;
 mod http_limits;
 mod kafka;
+mod kafka_aio;
 mod kafka_fetch_wait;
 mod kafka_group_frames;
 mod kafka_java;
