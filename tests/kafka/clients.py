@@ -394,5 +394,40 @@ def tls():
     check([m.value() for m in got] == [b"over tls"], f"read back over TLS: {got}")
 
 
+
+def delete_groups():
+    """DeleteGroups through the AdminClient: refused while a member is in the
+    group, then its offsets are gone; an unknown group is not found."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    produce("dg", [(None, str(i).encode(), None) for i in range(10)])
+    c = consumer("dg-g")
+    c.subscribe(["dg"])
+    got = drain([c], 10)[0]
+    check(len(got) == 10, f"the group read 10 records ({len(got)})")
+    c.commit(asynchronous=False)
+
+    def delete(group):
+        try:
+            admin.delete_consumer_groups([group], request_timeout=10)[group].result(10)
+            return "deleted"
+        except Exception as e:  # KafkaException with the group's error
+            return str(e)
+
+    refused = delete("dg-g")
+    check("NON_EMPTY_GROUP" in refused or "not empty" in refused, f"a group with a member is not deleted: {refused}")
+    c.close()
+    check(delete("dg-g") == "deleted", "the group without members is deleted")
+    listed = [g.group_id for g in admin.list_consumer_groups().result(10).valid]
+    check("dg-g" not in listed, f"and no longer listed: {listed}")
+    again = consumer("dg-g")
+    offsets = again.committed([TopicPartition("dg", 0)], timeout=10)
+    check(offsets[0].offset < 0, f"its offsets are gone: {offsets}")
+    again.close()
+    unknown = delete("no-such-group")
+    check("GROUP_ID_NOT_FOUND" in unknown or "does not exist" in unknown, f"an unknown group: {unknown}")
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()

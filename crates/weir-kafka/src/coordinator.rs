@@ -434,6 +434,18 @@ impl Coordinator {
         })
     }
 
+    /// DeleteGroups' first step: forgets `group` unless it has members; whether
+    /// it had (`NON_EMPTY_GROUP` then).
+    pub(crate) fn forget_unless_active(&self, group: &str) -> bool {
+        self.with(|groups| {
+            if groups.get(group).is_some_and(|g| !g.members.is_empty()) {
+                return true;
+            }
+            groups.remove(group);
+            false
+        })
+    }
+
     /// Drops members whose session ran out and ends rebalances past their
     /// deadline; called often (a few times a second).
     pub(crate) fn tick(&self, now: Instant) {

@@ -467,8 +467,9 @@ mod tests {
     /// The coordinator's requests: FindCoordinator v0, a JoinGroup v0 that is
     /// the group's only member (answered at once), a SyncGroup v0, Heartbeat v0
     /// and LeaveGroup v0 of a member that is not there, a commit v2 with no
-    /// member, OffsetFetch v1, DescribeGroups v0, ListGroups v0 and
-    /// InitProducerId v0, against a topic Metadata v4 makes first.
+    /// member, OffsetFetch v1, DescribeGroups v0, ListGroups v0,
+    /// InitProducerId v0 and DeleteGroups v0, against a topic Metadata v4 makes
+    /// first.
     fn group_requests() -> Vec<u8> {
         let (group, topic, member) = ([0u8, 1, b'g'], [0u8, 1, b't'], [0u8, 1, b'm']);
         let one = [0u8, 0, 0, 1];
@@ -511,6 +512,7 @@ mod tests {
             framed(15, 0, 9, &[&one[..], &group].concat()),
             framed(16, 0, 10, &[]),
             framed(22, 0, 11, &[0xff, 0xff, 0, 0, 0x27, 0x10]),
+            framed(42, 0, 12, &[&one[..], &group].concat()),
         ]
         .concat()
     }
@@ -535,7 +537,7 @@ mod tests {
         let harness = SessionHarness::open(dir.path()).await;
         for (name, seed) in session_seeds() {
             let want = match name {
-                "group-requests" => 11,
+                "group-requests" => 12,
                 "behind-a-fetch" => 6,
                 _ => continue,
             };

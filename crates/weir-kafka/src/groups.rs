@@ -1,6 +1,6 @@
 //! The consumer-group requests: FindCoordinator (weir coordinates every group),
-//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups and DescribeGroups,
-//! answered by the [`Coordinator`](crate::coordinator::Coordinator); OffsetCommit
+//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups and
+//! DeleteGroups, answered by the [`Coordinator`](crate::coordinator::Coordinator); OffsetCommit
 //! and OffsetFetch, whose offsets are the broker's group offsets of each topic's
 //! stream. Permissions: `read` on a topic to commit or fetch its offsets; groups
 //! themselves are not guarded (Kafka's group ACLs have no weir equivalent).
@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as Found;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -22,11 +23,12 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::access::Operation;
@@ -472,6 +474,52 @@ impl Session {
             })
             .collect();
         response
+    }
+
+    /// DeleteGroups: a group without members loses its committed offsets on
+    /// every stream (`read` on each needed, as weir's HTTP group delete); one with
+    /// members (Kafka's or weir's own) is `NON_EMPTY_GROUP`, an unknown one
+    /// `GROUP_ID_NOT_FOUND`.
+    pub(crate) async fn delete_groups(&self, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+        let mut response = DeleteGroupsResponse::default();
+        for id in request.groups_names {
+            let mut result = DeletableGroupResult::default();
+            result.error_code = self.delete_group(id.0.as_str()).await;
+            result.group_id = id;
+            response.results.push(result);
+        }
+        response
+    }
+
+    async fn delete_group(&self, group: &str) -> i16 {
+        let mut streams = Vec::new();
+        for s in self.broker.streams() {
+            let Ok(info) = self.broker.group(&s.name, group).await else {
+                continue;
+            };
+            if !self.allowed(Operation::Read, &s.name) {
+                return ResponseError::GroupAuthorizationFailed.code();
+            }
+            if !info.members.is_empty() {
+                return ResponseError::NonEmptyGroup.code();
+            }
+            streams.push(s.name);
+        }
+        if self.shared.coordinator.forget_unless_active(group) {
+            return ResponseError::NonEmptyGroup.code();
+        }
+        if streams.is_empty() {
+            return ResponseError::GroupIdNotFound.code();
+        }
+        for stream in streams {
+            if let Err(e) = self.broker.delete_group(&stream, group).await {
+                tracing::info!(%stream, %group, error = %e, "a Kafka group's delete failed");
+                if !matches!(e, weir_broker::BrokerError::NotFound { .. }) {
+                    return errors::code(&e);
+                }
+            }
+        }
+        errors::NONE
     }
 
     /// Whether `group` has committed offsets on a stream of the vhost.

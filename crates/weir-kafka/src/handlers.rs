@@ -39,6 +39,7 @@ pub(crate) async fn answer(
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(s.offset_fetch(r, version)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(s.list_groups(&r).await),
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(s.describe_groups(&r)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(s.delete_groups(r).await),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(s.init_producer_id(&r)),
         RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(s.sasl_handshake(&r)),
         RequestKind::SaslAuthenticate(r) => {

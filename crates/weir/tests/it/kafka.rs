@@ -357,6 +357,17 @@ async fn the_admin_client_creates_describes_grows_and_deletes_topics() {
 }
 
 #[tokio::test]
+async fn delete_groups_refuses_a_group_with_members_then_drops_its_offsets() {
+    let broker = start().await;
+    let out = scenario(&broker, "delete_groups").await;
+    assert!(out.contains("ok: an unknown group"), "{out}");
+    let (status, body) = Api::new(&broker)
+        .call("GET", "/api/streams/dg/groups/dg-g", None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
 async fn keyed_records_keep_their_order_per_partition() {
     let broker = start().await;
     let out = scenario(&broker, "keyed").await;
