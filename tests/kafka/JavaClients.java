@@ -229,6 +229,57 @@ public class JavaClients {
     a.close();
   }
 
+  /**
+   * Static membership: the leader's process restarts under its group.instance.id and
+   * takes its partitions back without a rebalance (JoinGroup v9's skip_assignment); the
+   * other member is never revoked, and the two read what follows once.
+   */
+  static void staticMembers() throws Exception {
+    try (Admin admin = Admin.create(settings(Map.of()))) {
+      admin.createTopics(List.of(new NewTopic("jst", 4, (short) 1))).all().get();
+    }
+    Map<String, String> a1 = Map.of("group.instance.id", "i-a", "session.timeout.ms", "10000", "heartbeat.interval.ms", "500");
+    Map<String, String> b1 = Map.of("group.instance.id", "i-b", "session.timeout.ms", "10000", "heartbeat.interval.ms", "500");
+    List<Collection<TopicPartition>> revoked = new ArrayList<>();
+    ConsumerRebalanceListener counting = new ConsumerRebalanceListener() {
+      public void onPartitionsRevoked(Collection<TopicPartition> ps) {
+        if (!ps.isEmpty()) revoked.add(ps);
+      }
+      public void onPartitionsAssigned(Collection<TopicPartition> ps) {}
+    };
+    KafkaConsumer<String, String> a = consumer("jst-g", a1);
+    a.subscribe(List.of("jst"));
+    check(waitAssigned(List.of(a), 4).get(0).size() == 4, "the first static member (the leader) owns the 4 partitions");
+    KafkaConsumer<String, String> b = consumer("jst-g", b1);
+    b.subscribe(List.of("jst"), counting);
+    List<Set<Integer>> parts = waitAssigned(List.of(a, b), 4);
+    check(parts.get(0).size() == 2 && parts.get(1).size() == 2, "two static members own 2 partitions each: " + parts);
+    revoked.clear();
+    a.close();
+    a = consumer("jst-g", a1);
+    a.subscribe(List.of("jst"));
+    List<Set<Integer>> again = waitAssigned(List.of(a, b), 4);
+    check(again.equals(parts), "the restarted leader has its partitions back: " + again);
+    List<ProducerRecord<String, String>> records = new ArrayList<>();
+    for (int i = 0; i < 100; i++) records.add(new ProducerRecord<>("jst", "k" + i, Integer.toString(i)));
+    try (KafkaProducer<String, String> p = producer(Map.of())) {
+      produce(p, records);
+    }
+    List<List<ConsumerRecord<String, String>>> got = drain(List.of(a, b), 100, 60_000);
+    Set<Integer> values = new TreeSet<>();
+    for (List<ConsumerRecord<String, String>> g : got) for (ConsumerRecord<String, String> r : g) values.add(Integer.parseInt(r.value()));
+    check(values.size() == 100 && got.get(0).size() + got.get(1).size() == 100, "the two read the 100 records once between them");
+    check(revoked.isEmpty(), "the other member was never revoked: " + revoked);
+    try (Admin admin = Admin.create(settings(Map.of()))) {
+      ConsumerGroupDescription d = admin.describeConsumerGroups(List.of("jst-g")).all().get().get("jst-g");
+      Set<String> instances = new TreeSet<>();
+      for (MemberDescription m : d.members()) instances.add(m.groupInstanceId().orElse("-"));
+      check(instances.equals(Set.of("i-a", "i-b")), "the group's members are i-a and i-b: " + instances);
+    }
+    a.close();
+    b.close();
+  }
+
   /** SCRAM-SHA-256 as the user the test made: write and read allowed on java.ok only. */
   static void scram() throws Exception {
     try (KafkaProducer<String, String> p = producer(Map.of())) {
@@ -256,6 +307,7 @@ public class JavaClients {
       case "round_trip" -> roundTrip();
       case "group_of_two" -> groupOfTwo();
       case "scram" -> scram();
+      case "static_members" -> staticMembers();
       default -> check(false, "a known scenario: " + args[0]);
     }
     System.exit(0);

@@ -262,6 +262,38 @@ def group_two():
     a.close()
 
 
+def static_members():
+    """Static membership (group.instance.id): a member whose process restarts
+    takes its partitions back under its instance id without a rebalance (the
+    other member is never revoked), and the two read what follows once."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    admin.create_topics([NewTopic("st", num_partitions=4)])["st"].result(10)
+    revoked = []
+    a = consumer("st-g", **{"group.instance.id": "i-a"})
+    a.subscribe(["st"], on_revoke=lambda _, ps: revoked.append(sorted(p.partition for p in ps)))
+    b = consumer("st-g", **{"group.instance.id": "i-b"})
+    b.subscribe(["st"])
+    parts = wait_assigned([a, b], 4)
+    check(all(len(p) == 2 for p in parts), f"two static members own 2 partitions each: {parts}")
+    revoked.clear()
+    b.close()
+    b = consumer("st-g", **{"group.instance.id": "i-b"})
+    b.subscribe(["st"])
+    again = wait_assigned([a, b], 4)
+    check(again == parts, f"the restarted member has its partitions back: {again}")
+    produce("st", [(f"k{i}".encode(), str(i).encode(), None) for i in range(100)])
+    got = drain([a, b], 100)
+    values = sorted(int(m.value()) for g in got for m in g)
+    check(values == list(range(100)), f"the two read the 100 records once between them ({len(values)})")
+    check(revoked == [], f"the other member was never revoked: {revoked}")
+    described = admin.describe_consumer_groups(["st-g"])["st-g"].result(10)
+    instances = sorted(m.group_instance_id for m in described.members)
+    check(instances == ["i-a", "i-b"], f"DescribeGroups shows the instance ids: {instances}")
+    a.close()
+    b.close()
+
 def commit_first():
     """Before a broker restart: 50 records, 20 read and committed by group g2."""
     produce("resume", [(None, str(i).encode(), None) for i in range(50)])

@@ -13,7 +13,9 @@
 //! again. What lasts is their committed offsets, which are the broker's group
 //! offsets (`Vhost::commit_coordinated`). A joining member without an id gets one
 //! with `MEMBER_ID_REQUIRED` first (JoinGroup version 4 and later, KIP-394), so a
-//! member that never comes back costs nothing past its session timeout.
+//! member that never comes back costs nothing past its session timeout. Static
+//! members (`group.instance.id`) keep their place across restarts
+//! (`static_members.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -58,6 +60,8 @@ pub(crate) struct Join {
     pub protocols: Vec<(String, Bytes)>,
     /// Whether the client takes `MEMBER_ID_REQUIRED` (JoinGroup v4+).
     pub id_required: bool,
+    /// Whether the client takes `skip_assignment` (JoinGroup v9+).
+    pub may_skip_assignment: bool,
 }
 
 /// JoinGroup's answer.
@@ -71,6 +75,9 @@ pub(crate) struct Joined {
     pub member_id: String,
     /// For the leader: every member with its metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// For a static leader that came back to a stable group: keep the
+    /// assignment, do not run the assignor.
+    pub skip_assignment: bool,
 }
 
 /// SyncGroup's answer.
@@ -229,16 +236,30 @@ impl Coordinator {
                 return refuse(ResponseError::InconsistentGroupProtocol, &join.member_id);
             }
             let mut member_id = join.member_id.clone();
+            let fresh_id = || {
+                format!(
+                    "{}-{serial:016x}{:08x}",
+                    join.client_id,
+                    now.elapsed().subsec_nanos() ^ serial as u32
+                )
+            };
+            if let Some(holder) = join.instance_id.as_deref().and_then(|i| holder(g, i)) {
+                if member_id.is_empty() {
+                    let new_id = fresh_id();
+                    return rejoin_static(g, holder, new_id, join, now);
+                }
+                if holder != member_id {
+                    return refuse(ResponseError::FencedInstanceId, &member_id);
+                }
+            }
             if member_id.is_empty() {
                 if g.members.len() + g.pending.len() >= limits.members {
                     return refuse(ResponseError::GroupMaxSizeReached, "");
                 }
-                member_id = format!(
-                    "{}-{serial:016x}{:08x}",
-                    join.client_id,
-                    now.elapsed().subsec_nanos() ^ serial as u32
-                );
-                if join.id_required {
+                member_id = fresh_id();
+                // A static member joins at once (Kafka asks only dynamic ones to
+                // come back with the id).
+                if join.id_required && join.instance_id.is_none() {
                     g.pending
                         .insert(member_id.clone(), now + join.session_timeout);
                     return refuse(ResponseError::MemberIdRequired, &member_id);
@@ -366,16 +387,34 @@ impl Coordinator {
         })
     }
 
-    /// LeaveGroup: each member's error.
-    pub(crate) fn leave(&self, group: &str, members: &[String], now: Instant) -> Vec<i16> {
+    /// LeaveGroup: each member's error. A member is named by its id, its
+    /// instance id (static membership), or both.
+    pub(crate) fn leave(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+        now: Instant,
+    ) -> Vec<i16> {
         self.with(|groups| {
             let Some(g) = groups.get_mut(group) else {
                 return vec![code(ResponseError::UnknownMemberId); members.len()];
             };
             let mut out = Vec::with_capacity(members.len());
             let mut left = false;
-            for id in members {
-                if let Some(m) = g.members.remove(id) {
+            for (id, instance) in members {
+                let id = match instance.as_deref().map(|i| holder(g, i)) {
+                    None => id.clone(),
+                    Some(None) => {
+                        out.push(code(ResponseError::UnknownMemberId));
+                        continue;
+                    }
+                    Some(Some(holder)) if id.is_empty() || *id == holder => holder,
+                    Some(Some(_)) => {
+                        out.push(code(ResponseError::FencedInstanceId));
+                        continue;
+                    }
+                };
+                if let Some(m) = g.members.remove(&id) {
                     drop(m.join);
                     left = true;
                     out.push(0);
@@ -431,6 +470,20 @@ impl Coordinator {
                 return code(ResponseError::RebalanceInProgress);
             }
             0
+        })
+    }
+
+    /// Whether `member_id` claims static `instance` that another member holds
+    /// now: `FENCED_INSTANCE_ID` for its heartbeats, syncs and commits.
+    pub(crate) fn fenced(&self, group: &str, member_id: &str, instance: Option<&str>) -> bool {
+        let Some(instance) = instance else {
+            return false;
+        };
+        self.with(|groups| {
+            groups
+                .get(group)
+                .and_then(|g| holder(g, instance))
+                .is_some_and(|h| h != member_id)
         })
     }
 
@@ -589,17 +642,7 @@ fn complete_join(g: &mut Group, now: Instant) {
         g.leader = g.members.keys().next().cloned();
     }
     let leader = g.leader.clone().unwrap_or_default();
-    g.protocol = g.members.get(&leader).and_then(|l| {
-        l.protocols
-            .iter()
-            .map(|(n, _)| n)
-            .find(|n| {
-                g.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
-            })
-            .cloned()
-    });
+    g.protocol = select_protocol(g);
     g.state = State::CompletingRebalance;
     tracing::info!(
         generation = g.generation,
@@ -607,19 +650,7 @@ fn complete_join(g: &mut Group, now: Instant) {
         protocol = g.protocol.as_deref().unwrap_or(""),
         "a Kafka group completed a join"
     );
-    let everyone: Vec<(String, Option<String>, Bytes)> = g
-        .members
-        .iter()
-        .map(|(id, m)| {
-            let metadata = m
-                .protocols
-                .iter()
-                .find(|(n, _)| Some(n) == g.protocol.as_ref())
-                .map(|(_, md)| md.clone())
-                .unwrap_or_default();
-            (id.clone(), m.instance_id.clone(), metadata)
-        })
-        .collect();
+    let everyone = member_list(g);
     for (id, m) in &mut g.members {
         m.rejoined = false;
         // Sessions run from the answer: a join may have waited long for the others.
@@ -637,9 +668,41 @@ fn complete_join(g: &mut Group, now: Instant) {
                 } else {
                     Vec::new()
                 },
+                skip_assignment: false,
             });
         }
     }
+}
+
+/// The protocol every member supports, in the order of the leader's preference.
+fn select_protocol(g: &Group) -> Option<String> {
+    let leader = g.members.get(g.leader.as_ref()?)?;
+    leader
+        .protocols
+        .iter()
+        .map(|(n, _)| n)
+        .find(|n| {
+            g.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+        })
+        .cloned()
+}
+
+/// Every member with its metadata for the group's protocol: the leader's list.
+fn member_list(g: &Group) -> Vec<(String, Option<String>, Bytes)> {
+    g.members
+        .iter()
+        .map(|(id, m)| {
+            let metadata = m
+                .protocols
+                .iter()
+                .find(|(n, _)| Some(n) == g.protocol.as_ref())
+                .map(|(_, md)| md.clone())
+                .unwrap_or_default();
+            (id.clone(), m.instance_id.clone(), metadata)
+        })
+        .collect()
 }
 
 fn synced(g: &Group, member_id: &str) -> Synced {
@@ -654,6 +717,10 @@ fn synced(g: &Group, member_id: &str) -> Synced {
             .unwrap_or_default(),
     }
 }
+
+#[path = "static_members.rs"]
+mod static_members;
+use static_members::{holder, rejoin_static};
 
 #[cfg(test)]
 #[path = "coordinator_tests.rs"]

@@ -14,6 +14,7 @@ fn join(member: &str) -> Join {
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(b"m"))],
         id_required: true,
+        may_skip_assignment: true,
     }
 }
 
@@ -131,7 +132,7 @@ fn leaving_commits_and_stale_generations() {
         ResponseError::UnknownMemberId.code()
     );
     assert_eq!(
-        c.leave("g", &[a.clone(), "nobody".into()], t0),
+        c.leave("g", &[(a.clone(), None), ("nobody".into(), None)], t0),
         vec![0, ResponseError::UnknownMemberId.code()]
     );
     assert_eq!(c.views(None)[0].state, State::Empty);
@@ -205,5 +206,122 @@ fn a_member_with_other_protocols_is_refused() {
     assert_eq!(
         now_answer(c.join(other, t0)).error,
         ResponseError::InconsistentGroupProtocol.code()
+    );
+}
+
+fn static_join(member: &str, instance: &str, may_skip_assignment: bool) -> Join {
+    Join {
+        instance_id: Some(instance.into()),
+        may_skip_assignment,
+        ..join(member)
+    }
+}
+
+/// Two static members, a (the leader) and b, stable in generation 2 with
+/// assignments "A" and "B".
+fn two_static_members(c: &Coordinator, t0: Instant) -> (String, String) {
+    let first = now_answer(c.join(static_join("", "i-a", true), t0));
+    assert_eq!(
+        first.error, 0,
+        "a static member joins without MEMBER_ID_REQUIRED"
+    );
+    let a = first.member_id;
+    let _ = c.sync("g", &a, 1, vec![(a.clone(), Bytes::from_static(b"A"))], t0);
+    let Answer::Later(mut b_join) = c.join(static_join("", "i-b", true), t0) else {
+        panic!("b waits for a")
+    };
+    let _ = now_answer(c.join(static_join(&a, "i-a", true), t0));
+    let b = b_join.try_recv().unwrap().member_id;
+    let assignments = vec![
+        (a.clone(), Bytes::from_static(b"A")),
+        (b.clone(), Bytes::from_static(b"B")),
+    ];
+    let _ = c.sync("g", &b, 2, vec![], t0);
+    assert_eq!(
+        &now_answer(c.sync("g", &a, 2, assignments, t0)).assignment[..],
+        b"A"
+    );
+    (a, b)
+}
+
+#[test]
+fn a_static_member_that_comes_back_takes_its_place_without_a_rebalance() {
+    let c = Coordinator::default();
+    let t0 = Instant::now();
+    let (a, b) = two_static_members(&c, t0);
+    // b's process restarts: it joins with no id and its instance id.
+    let back = now_answer(c.join(static_join("", "i-b", true), t0));
+    assert_eq!((back.error, back.generation), (0, 2), "no new generation");
+    assert_ne!(back.member_id, b, "a new member id");
+    assert_eq!(back.leader, a);
+    assert!(back.members.is_empty() && !back.skip_assignment);
+    let b2 = back.member_id;
+    assert_eq!(
+        &now_answer(c.sync("g", &b2, 2, vec![], t0)).assignment[..],
+        b"B"
+    );
+    assert_eq!(c.heartbeat("g", &a, 2, t0), 0, "a sees no rebalance");
+    // The old id is fenced: another process with the same instance id.
+    assert!(c.fenced("g", &b, Some("i-b")));
+    assert!(!c.fenced("g", &b2, Some("i-b")));
+    assert_eq!(
+        now_answer(c.join(static_join(&b, "i-b", true), t0)).error,
+        ResponseError::FencedInstanceId.code()
+    );
+    assert_eq!(c.views(None)[0].members.len(), 2);
+}
+
+#[test]
+fn a_static_leader_that_comes_back_skips_the_assignment_or_syncs_as_a_follower() {
+    let c = Coordinator::default();
+    let t0 = Instant::now();
+    let (a, _) = two_static_members(&c, t0);
+    // JoinGroup v9+: it learns it leads, with the members, and skips assigning.
+    let back = now_answer(c.join(static_join("", "i-a", true), t0));
+    assert_eq!((back.error, back.generation), (0, 2));
+    assert!(back.skip_assignment);
+    assert_eq!(back.leader, back.member_id);
+    assert_eq!(back.members.len(), 2);
+    let a2 = back.member_id;
+    assert_eq!(
+        &now_answer(c.sync("g", &a2, 2, vec![], t0)).assignment[..],
+        b"A"
+    );
+    // Before v9: the old leader's id, so it syncs as a follower.
+    let older = now_answer(c.join(static_join("", "i-a", false), t0));
+    assert_eq!((older.generation, older.leader.as_str()), (2, a2.as_str()));
+    assert!(older.members.is_empty() && !older.skip_assignment);
+    assert_ne!(a, a2);
+}
+
+#[test]
+fn a_static_member_leaves_by_its_instance_id() {
+    let c = Coordinator::default();
+    let t0 = Instant::now();
+    let (a, b) = two_static_members(&c, t0);
+    assert_eq!(
+        c.leave(
+            "g",
+            &[
+                (String::new(), Some("i-b".into())),
+                (a.clone(), Some("i-nobody".into())),
+                ("someone-else".into(), Some("i-a".into())),
+            ],
+            t0
+        ),
+        vec![
+            0,
+            ResponseError::UnknownMemberId.code(),
+            ResponseError::FencedInstanceId.code()
+        ]
+    );
+    assert_eq!(
+        c.heartbeat("g", &a, 2, t0),
+        ResponseError::RebalanceInProgress.code(),
+        "b's leave starts a rebalance"
+    );
+    assert_eq!(
+        c.heartbeat("g", &b, 2, t0),
+        ResponseError::UnknownMemberId.code()
     );
 }

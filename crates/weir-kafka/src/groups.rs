@@ -133,6 +133,7 @@ impl Session {
                 .map(|p| (p.name.to_string(), p.metadata))
                 .collect(),
             id_required: version >= 4,
+            may_skip_assignment: version >= 9,
         };
         let mut response = JoinGroupResponse::default();
         if !(1..=3_600_000).contains(&request.session_timeout_ms) {
@@ -155,13 +156,15 @@ impl Session {
         response.protocol_name = opt_text(joined.protocol);
         response.leader = text(joined.leader);
         response.member_id = text(joined.member_id);
+        response.skip_assignment = joined.skip_assignment;
         response.members = joined
             .members
             .into_iter()
             .map(|(id, instance, metadata)| {
                 let mut m = JoinGroupResponseMember::default();
                 m.member_id = text(id);
-                m.group_instance_id = opt_text(instance);
+                // Instance ids exist from v5: an older leader's answer has none.
+                m.group_instance_id = opt_text(instance.filter(|_| version >= 5));
                 m.metadata = metadata;
                 m
             })
@@ -170,6 +173,15 @@ impl Session {
     }
 
     pub(crate) async fn sync_group(&self, request: SyncGroupRequest) -> SyncGroupResponse {
+        let mut response = SyncGroupResponse::default();
+        if self.fenced(
+            &request.group_id,
+            &request.member_id,
+            request.group_instance_id.as_ref(),
+        ) {
+            response.error_code = ResponseError::FencedInstanceId.code();
+            return response;
+        }
         let assignments = request
             .assignments
             .into_iter()
@@ -193,7 +205,6 @@ impl Session {
             ..Default::default()
         })
         .await;
-        let mut response = SyncGroupResponse::default();
         response.error_code = synced.error;
         response.protocol_type = opt_text(synced.protocol_type);
         response.protocol_name = opt_text(synced.protocol);
@@ -203,6 +214,14 @@ impl Session {
 
     pub(crate) fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
         let mut response = HeartbeatResponse::default();
+        if self.fenced(
+            &request.group_id,
+            &request.member_id,
+            request.group_instance_id.as_ref(),
+        ) {
+            response.error_code = ResponseError::FencedInstanceId.code();
+            return response;
+        }
         response.error_code = self.shared.coordinator.heartbeat(
             request.group_id.0.as_str(),
             request.member_id.as_str(),
@@ -222,16 +241,19 @@ impl Session {
         if version < 3 {
             let errors = self.shared.coordinator.leave(
                 group,
-                &[request.member_id.to_string()],
+                &[(request.member_id.to_string(), None)],
                 Instant::now(),
             );
             response.error_code = errors[0];
             return response;
         }
-        let ids: Vec<String> = request
+        let ids: Vec<(String, Option<String>)> = request
             .members
             .iter()
-            .map(|m| m.member_id.to_string())
+            .map(|m| {
+                let instance = m.group_instance_id.as_ref().map(ToString::to_string);
+                (m.member_id.to_string(), instance)
+            })
             .collect();
         let errors = self.shared.coordinator.leave(group, &ids, Instant::now());
         response.members = request
@@ -292,6 +314,7 @@ impl Session {
     pub(crate) fn describe_groups(
         &self,
         request: &DescribeGroupsRequest,
+        version: i16,
     ) -> DescribeGroupsResponse {
         let names: Vec<String> = request.groups.iter().map(|g| g.0.to_string()).collect();
         let views = self.shared.coordinator.views(Some(&names));
@@ -317,7 +340,9 @@ impl Session {
                         .map(|m| {
                             let mut dm = DescribedGroupMember::default();
                             dm.member_id = text(m.id.clone());
-                            dm.group_instance_id = opt_text(m.instance_id.clone());
+                            // Instance ids exist from v4.
+                            dm.group_instance_id =
+                                opt_text(m.instance_id.clone().filter(|_| version >= 4));
                             dm.client_id = text(m.client_id.clone());
                             dm.client_host = text(m.client_host.clone());
                             dm.member_metadata = m.metadata.clone();
@@ -334,12 +359,20 @@ impl Session {
 
     pub(crate) async fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
         let group = request.group_id.0.to_string();
-        let allowed = self.shared.coordinator.may_commit(
-            &group,
-            request.member_id.as_str(),
-            request.generation_id_or_member_epoch,
-            Instant::now(),
-        );
+        let allowed = if self.fenced(
+            &request.group_id,
+            &request.member_id,
+            request.group_instance_id.as_ref(),
+        ) {
+            ResponseError::FencedInstanceId.code()
+        } else {
+            self.shared.coordinator.may_commit(
+                &group,
+                request.member_id.as_str(),
+                request.generation_id_or_member_epoch,
+                Instant::now(),
+            )
+        };
         let mut response = OffsetCommitResponse::default();
         for topic in request.topics {
             let name = topic.name.0.to_string();
@@ -474,6 +507,15 @@ impl Session {
             })
             .collect();
         response
+    }
+
+    /// Whether a request's static instance id belongs to another member now.
+    fn fenced(&self, group: &GroupId, member_id: &StrBytes, instance: Option<&StrBytes>) -> bool {
+        self.shared.coordinator.fenced(
+            group.0.as_str(),
+            member_id.as_str(),
+            instance.map(StrBytes::as_str),
+        )
     }
 
     /// DeleteGroups: a group without members loses its committed offsets on

@@ -38,7 +38,9 @@ pub(crate) async fn answer(
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(s.offset_commit(r).await),
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(s.offset_fetch(r, version)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(s.list_groups(&r).await),
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(s.describe_groups(&r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(s.describe_groups(&r, version))
+        }
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(s.delete_groups(r).await),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(s.init_producer_id(&r)),
         RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(s.sasl_handshake(&r)),

@@ -368,6 +368,16 @@ async fn delete_groups_refuses_a_group_with_members_then_drops_its_offsets() {
 }
 
 #[tokio::test]
+async fn a_static_member_that_restarts_takes_its_partitions_back_without_a_rebalance() {
+    let broker = start().await;
+    let out = scenario(&broker, "static_members").await;
+    assert!(
+        out.contains("ok: DescribeGroups shows the instance ids"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn keyed_records_keep_their_order_per_partition() {
     let broker = start().await;
     let out = scenario(&broker, "keyed").await;

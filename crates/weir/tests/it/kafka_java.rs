@@ -123,6 +123,16 @@ async fn the_java_clients_group_of_two_rebalances_when_one_leaves() {
 }
 
 #[tokio::test]
+async fn a_java_static_leader_that_restarts_takes_its_partitions_back_without_a_rebalance() {
+    let broker = start().await;
+    let out = java(&broker, "static_members", &[]).await;
+    assert!(
+        out.contains("ok: the group's members are i-a and i-b"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn the_java_client_logs_in_with_scram_and_is_held_to_its_permissions() {
     let broker = start().await;
     user_who_writes(&Api::new(&broker), "bob", "builder", "^java\\.ok$").await;
