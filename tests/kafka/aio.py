@@ -145,6 +145,20 @@ async def commit_on_rebalance():
     await admin.close()
 
 
+
+async def alter_configs_replaces_the_set():
+    """aiokafka's admin sends the legacy AlterConfigs as it is: the topic's config
+    set becomes the one sent, so retention.ms, left out, is back to no limit."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = await admin_client()
+    await admin.create_topics([NewTopic("aio-alt", 1, 1, topic_configs={"retention.ms": "3600000"})])
+    resource = ConfigResource(ConfigResourceType.TOPIC, "aio-alt", configs={"retention.bytes": "8192"})
+    answers = await admin.alter_configs([resource])
+    codes = [r[0] for a in answers for r in a.resources]
+    check(codes == [0], f"AlterConfigs answered without error: {answers}")
+    await admin.close()
+
 async def transactions_refused():
     """A transactional producer fails to start with an error, instead of hanging."""
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id="tx")

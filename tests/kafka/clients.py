@@ -142,6 +142,70 @@ def admin():
     check("adm" not in meta.topics, "adm is deleted")
 
 
+
+def alter_configs():
+    """kafka-configs --alter, through the admin clients: confluent-kafka's
+    incremental alter (set, delete, an unknown config, a broker) and
+    kafka-python's legacy AlterConfigs, which replaces the topic's whole set."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+
+    client = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    client.create_topics([NewTopic("alt", num_partitions=1, config={"segment.bytes": "1024"})])["alt"].result(10)
+    for n in range(20):  # 20 batches: the segments (1 KiB) hold whole batches
+        produce("alt", [(None, f"{i:0>100}".encode(), None) for i in range(n * 10, n * 10 + 10)])
+
+    def low():
+        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "alt-reader"})
+        lo, _ = c.get_watermark_offsets(TopicPartition("alt", 0), timeout=10)
+        c.close()
+        return lo
+
+    def configs():
+        resource = ConfigResource("topic", "alt")
+        return {k: v.value for k, v in client.describe_configs([resource])[resource].result(10).items()}
+
+    def alter(*entries, resource=("topic", "alt")):
+        r = ConfigResource(*resource, incremental_configs=list(entries))
+        try:
+            client.incremental_alter_configs([r])[r].result(10)
+            return "altered"
+        except Exception as e:  # KafkaException with the resource's error
+            return str(e)
+
+    check(low() == 0, "nothing removed before the change")
+    set_bytes = ConfigEntry("retention.bytes", "4096", incremental_operation=AlterConfigOpType.SET)
+    set_ms = ConfigEntry("retention.ms", "86400000", incremental_operation=AlterConfigOpType.SET)
+    check(alter(set_bytes, set_ms) == "altered", "retention.bytes and retention.ms set")
+    now = configs()
+    check((now["retention.bytes"], now["retention.ms"]) == ("4096", "86400000"), f"described: {now}")
+    check(low() > 0, f"the old segments went at once (first offset {low()})")
+    unknown = alter(ConfigEntry("flush.messages.per.fortnight", "1", incremental_operation=AlterConfigOpType.SET))
+    check("INVALID_CONFIG" in unknown or "not supported" in unknown, f"an unknown config is refused: {unknown}")
+    broker = alter(set_bytes, resource=("broker", "0"))
+    check(broker != "altered", f"broker configs are refused: {broker}")
+    delete = ConfigEntry("retention.bytes", None, incremental_operation=AlterConfigOpType.DELETE)
+    check(alter(delete) == "altered", "retention.bytes deleted")
+    now = configs()
+    check((now["retention.bytes"], now["retention.ms"]) == ("-1", "86400000"), f"back to no limit, the other kept: {now}")
+
+    from kafka.admin import ConfigResource as KConfigResource
+    from kafka.admin import ConfigResourceType, KafkaAdminClient
+
+    legacy = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    result = legacy.alter_configs(
+        [KConfigResource(ConfigResourceType.TOPIC, "alt", configs={"retention.bytes": "8192"})],
+        incremental=False,
+        raise_on_unknown=False,
+    )
+    legacy.close()
+    now = configs()
+    check(now["retention.bytes"] == "8192", f"kafka-python's AlterConfigs set retention.bytes: {result} {now}")
+    # AlterConfigs replaces the whole set: kafka-python sends the topic's other
+    # configs along (those DescribeConfigs shows as set on the topic).
+    kept = (now["retention.ms"], now["segment.bytes"])
+    check(kept == ("86400000", "1024"), f"and the configs it carried over are kept: {now}")
+
 def keyed():
     """A keyed producer over 4 partitions: each key stays in one partition, in order."""
     from confluent_kafka.admin import AdminClient, NewTopic

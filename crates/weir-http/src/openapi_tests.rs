@@ -13,7 +13,7 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 59] = [
+const ROUTES: [(&str, &str); 60] = [
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/metrics/per-object"),
@@ -49,6 +49,7 @@ const ROUTES: [(&str, &str); 59] = [
     ("get", "/api/streams"),
     ("get", "/api/streams/{name}"),
     ("put", "/api/streams/{name}"),
+    ("patch", "/api/streams/{name}"),
     ("delete", "/api/streams/{name}"),
     ("post", "/api/streams/{name}/messages"),
     ("get", "/api/streams/{name}/messages"),

@@ -143,6 +143,7 @@ fn stream_routes(router: Router<AppState>) -> Router<AppState> {
             "/api/streams/{name}",
             get(streams::show)
                 .put(streams::declare)
+                .patch(streams::alter)
                 .delete(streams::delete),
         )
         .route(

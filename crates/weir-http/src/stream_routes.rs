@@ -1,6 +1,6 @@
 //! Streams over HTTP (issue 21, docs/http-api.md "Streams"): declare, list, show,
-//! delete, append and read. Permissions as RabbitMQ checks its stream queues:
-//! declare and delete need `configure` on the stream, appending `write` on the
+//! alter (retention), delete, append and read. Permissions as RabbitMQ checks its
+//! stream queues: declare, alter and delete need `configure` on the stream, appending `write` on the
 //! default exchange (`amq.default`, as a publish to the stream through it), reading
 //! `read` on the stream.
 
@@ -55,6 +55,53 @@ pub(crate) async fn show(
     Path(name): Path<String>,
 ) -> ApiResult {
     caller.allow_view()?;
+    ok(StatusCode::OK, json!(info(&broker, &name)?))
+}
+
+/// A PATCH body: each setting left out stays, `null` clears it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamChange {
+    #[serde(default, deserialize_with = "given")]
+    max_age_ms: Setting,
+    #[serde(default, deserialize_with = "given")]
+    max_bytes: Setting,
+    #[serde(default, deserialize_with = "given")]
+    segment_bytes: Setting,
+}
+
+/// One setting of a PATCH: left out, or given (a number, or `null` to clear).
+#[derive(Default)]
+enum Setting {
+    #[default]
+    Kept,
+    Given(Option<u64>),
+}
+
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Setting, D::Error> {
+    Option::<u64>::deserialize(d).map(Setting::Given)
+}
+
+/// Changes a stream's retention and segment size, at once and for good.
+pub(crate) async fn alter(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path(name): Path<String>,
+    JsonBody(change): JsonBody<StreamChange>,
+) -> ApiResult {
+    caller.allow(Operation::Configure, "queue", &name)?;
+    let mut options = info(&broker, &name)?.options;
+    let fields = [
+        (change.max_age_ms, &mut options.max_age_ms),
+        (change.max_bytes, &mut options.max_bytes),
+        (change.segment_bytes, &mut options.segment_bytes),
+    ];
+    for (asked, field) in fields {
+        if let Setting::Given(value) = asked {
+            *field = value;
+        }
+    }
+    broker.alter_stream(&name, options).await?;
     ok(StatusCode::OK, json!(info(&broker, &name)?))
 }
 

@@ -26,6 +26,10 @@ pub(crate) async fn answer(
             ResponseKind::CreatePartitions(s.create_partitions(r).await)
         }
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(s.describe_configs(r)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(s.alter_configs(r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(s.incremental_alter_configs(r).await)
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(s.find_coordinator(&r, version))
         }

@@ -31,6 +31,7 @@
 //!
 //! What is supported, partly or not at all is in docs/kafka-compat.md.
 
+mod alter_configs;
 mod apis;
 mod config;
 mod coordinator;

@@ -1,8 +1,8 @@
 //! CreateTopics, DeleteTopics, CreatePartitions and DescribeConfigs: a topic is a
 //! stream, its retention the stream's (Kafka's `retention.ms`, `retention.bytes`
 //! and `segment.bytes` are the stream's `max_age_ms`, `max_bytes` and
-//! `segment_bytes`). Permissions: `configure` on the stream to create, delete or
-//! grow it; seeing the vhost to describe it.
+//! `segment_bytes`; `alter_configs.rs` changes them). Permissions: `configure` on
+//! the stream to create, delete or grow it; seeing the vhost to describe it.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -27,7 +27,7 @@ use crate::errors;
 use crate::state::Session;
 
 /// DescribeConfigs' resource type of a topic.
-const TOPIC_RESOURCE: i8 = 2;
+pub(crate) const TOPIC_RESOURCE: i8 = 2;
 /// Config sources: set on the topic, or the default.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
@@ -110,32 +110,55 @@ fn options_of(
     };
     for config in &topic.configs {
         let value = config.value.as_ref().map(StrBytes::as_str);
-        match config.name.as_str() {
-            "retention.ms" => options.max_age_ms = limit("retention.ms", value).map_err(invalid)?,
-            "retention.bytes" => {
-                options.max_bytes = limit("retention.bytes", value).map_err(invalid)?;
-            }
-            "segment.bytes" => {
-                options.segment_bytes = limit("segment.bytes", value).map_err(invalid)?;
-            }
-            "cleanup.policy" if value != Some("delete") => {
-                return Err(invalid(format!(
-                    "cleanup.policy={} is not supported (only delete)",
-                    value.unwrap_or("null")
-                )));
-            }
-            // Kafka's own settings that hold as asked, or do not apply to one broker.
-            "cleanup.policy"
-            | "compression.type"
-            | "min.insync.replicas"
-            | "message.timestamp.type"
-            | "max.message.bytes"
-            | "unclean.leader.election.enable"
-            | "message.downconversion.enable" => {}
-            other => return Err(invalid(format!("config {other} is not supported"))),
-        }
+        set_config(&mut options, config.name.as_str(), value).map_err(invalid)?;
     }
     Ok(options)
+}
+
+/// Sets one topic config on `options` (`None`: the value `null`, which is `-1`
+/// for a limit); why not if it cannot be.
+pub(crate) fn set_config(
+    options: &mut StreamOptions,
+    name: &str,
+    value: Option<&str>,
+) -> Result<(), String> {
+    match name {
+        "retention.ms" => options.max_age_ms = limit("retention.ms", value)?,
+        "retention.bytes" => options.max_bytes = limit("retention.bytes", value)?,
+        "segment.bytes" => options.segment_bytes = limit("segment.bytes", value)?,
+        "cleanup.policy" if value != Some("delete") => {
+            return Err(format!(
+                "cleanup.policy={} is not supported (only delete)",
+                value.unwrap_or("null")
+            ));
+        }
+        known if HELD.contains(&known) => {}
+        other => return Err(format!("config {other} is not supported")),
+    }
+    Ok(())
+}
+
+/// Kafka's own topic settings that hold as asked, or do not apply to one broker.
+const HELD: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "min.insync.replicas",
+    "message.timestamp.type",
+    "max.message.bytes",
+    "unclean.leader.election.enable",
+    "message.downconversion.enable",
+];
+
+/// Puts one topic config back to its default on `options`.
+pub(crate) fn reset_config(options: &mut StreamOptions, name: &str) -> Result<(), String> {
+    match name {
+        "retention.ms" => options.max_age_ms = None,
+        "retention.bytes" => options.max_bytes = None,
+        "segment.bytes" => options.segment_bytes = None,
+        known if HELD.contains(&known) => {}
+        other => return Err(format!("config {other} is not supported")),
+    }
+    Ok(())
 }
 
 impl Session {

@@ -130,7 +130,41 @@ impl Default for LogConfig {
     }
 }
 
+/// What a live log may change of its configuration
+/// ([`crate::MessageLog::reconfigure`]): its retention and the size at which it
+/// seals a segment. The rest is fixed at open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// As [`LogConfig::retention_max_age_ms`].
+    pub max_age_ms: Option<u64>,
+    /// As [`LogConfig::retention_max_bytes`].
+    pub max_bytes: Option<u64>,
+    /// As [`LogConfig::segment_bytes`]: segments sealed from now on.
+    pub segment_bytes: u64,
+}
+
 impl LogConfig {
+    /// The settings [`Retention`] names, as configured.
+    #[must_use]
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_age_ms: self.retention_max_age_ms,
+            max_bytes: self.retention_max_bytes,
+            segment_bytes: self.segment_bytes,
+        }
+    }
+
+    /// This configuration with `retention`'s settings.
+    #[must_use]
+    pub fn with_retention(&self, retention: Retention) -> LogConfig {
+        LogConfig {
+            retention_max_age_ms: retention.max_age_ms,
+            retention_max_bytes: retention.max_bytes,
+            segment_bytes: retention.segment_bytes,
+            ..self.clone()
+        }
+    }
+
     /// Checks every field and reports all problems together.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use crate::batch::EncodedBatch;
-use crate::config::LogConfig;
+use crate::config::{LogConfig, Retention};
 use crate::error::{LogError, Result};
 use crate::incoming::IncomingBatch;
 use crate::io::{DirLock, Fs, StdFs};
@@ -370,6 +370,23 @@ impl MessageLog for FileLog {
 
     fn wait_for(&self, offset: Offset) -> impl Future<Output = Result<Offset>> + Send {
         wait_for(self.shared.watermark.subscribe(), offset)
+    }
+
+    async fn reconfigure(&self, retention: Retention) -> Result<()> {
+        self.shared.config.with_retention(retention).validate()?;
+        let report = self
+            .ask(|reply| Request::Reconfigure {
+                retention,
+                now_ms: now_ms(),
+                reply,
+            })
+            .await?;
+        tracing::debug!(
+            ?retention,
+            removed = report.segments_removed,
+            "log reconfigured"
+        );
+        Ok(())
     }
 
     async fn close(&self) -> Result<()> {

@@ -74,7 +74,7 @@ pub mod testing;
 mod writer;
 mod writer_pool;
 
-pub use config::{FsyncPolicy, LogConfig};
+pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{ConfigProblem, Corruption, LogError, Result};
 pub use file_log::FileLog;
 pub use incoming::IncomingBatch;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::batch::{EncodedBatch, check_limits};
-use crate::config::LogConfig;
+use crate::config::{LogConfig, Retention};
 use crate::error::{LogError, Result};
 use crate::incoming::IncomingBatch;
 use crate::message_log::{LogStats, MessageLog, Watermark, wait_for};
@@ -244,6 +244,12 @@ impl MessageLog for MemLog {
 
     fn wait_for(&self, offset: Offset) -> impl Future<Output = Result<Offset>> + Send {
         wait_for(self.inner.watermark.subscribe(), offset)
+    }
+
+    // No segments, so no retention (module doc): the settings are checked as the
+    // file log checks them, and there is nothing to apply.
+    async fn reconfigure(&self, retention: Retention) -> Result<()> {
+        self.inner.config.with_retention(retention).validate()
     }
 
     // Submitted appends happen at the call, so their order is the call order; an

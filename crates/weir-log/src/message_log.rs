@@ -1,10 +1,12 @@
 //! The seam between the broker and storage: [`MessageLog`], what any log (the durable
 //! [`crate::FileLog`], the in-memory [`crate::MemLog`], a replicated log later) offers,
-//! with [`LogStats`], and the watermark readers wait on. A leaf: it names records and
-//! errors only, so every implementation can import it without reaching upward.
+//! with [`LogStats`], and the watermark readers wait on. A leaf: it names records,
+//! errors and the retention settings only, so every implementation can import it
+//! without reaching upward.
 
 use std::future::Future;
 
+use crate::config::Retention;
 use crate::error::{LogError, Result};
 use crate::incoming::IncomingBatch;
 use crate::record::{Appended, NewRecord, Offset, ReadLimits, Record};
@@ -107,6 +109,17 @@ pub trait MessageLog: Send + Sync + 'static {
     /// # Errors
     /// [`LogError::OffsetOutOfRange`] if `offset > next_offset()`.
     fn trim_before(&self, offset: Offset) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes new retention settings and a segment size for the segments sealed
+    /// from now on, then applies the retention at once (records past the new
+    /// limits go, whole segments at a time, the newest always kept). They last
+    /// until the log closes: whoever opens it again passes them in its
+    /// configuration.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidConfig`] for settings [`crate::LogConfig::validate`]
+    /// refuses (nothing changes); as `trim_before` for the removal.
+    fn reconfigure(&self, retention: Retention) -> impl Future<Output = Result<()>> + Send;
 
     /// Resolves once the record at `offset` is readable (`next_offset() > offset`),
     /// with the new `next_offset()`. The wake-up for tailing readers.

@@ -105,6 +105,48 @@ impl<S: LogStore> Broker<S> {
         Ok(Declared::Created)
     }
 
+    /// Changes a stream's retention (`max_age_ms`, `max_bytes`) and segment size
+    /// (`segment_bytes`, for segments sealed from now on), as RabbitMQ's policies
+    /// and Kafka's topic configs change them: kept across restarts and applied to
+    /// every partition at once. `options` is the stream's with those changed; its
+    /// partitions (which grow by a declare) and durability must be the stream's.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidArgument`, storage.
+    pub async fn alter_stream(&self, name: &str, options: StreamOptions) -> Result<()> {
+        options.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        let existing = self.stream(name)?;
+        if options.partitions != existing.options.partitions {
+            return Err(BrokerError::invalid(
+                "partitions",
+                format!(
+                    "the stream has {}; partitions grow by declaring the stream with more",
+                    existing.options.partitions
+                ),
+            ));
+        }
+        if options.durable != existing.options.durable {
+            return Err(BrokerError::invalid(
+                "durable",
+                "is set when the stream is made",
+            ));
+        }
+        if options == existing.options {
+            return Ok(());
+        }
+        let (altered, outcome) = self.reconfigure_stream(name, &existing, &options).await?;
+        crate::locks::write(&self.inner.streams).insert(name.to_owned(), Arc::new(altered));
+        tracing::info!(
+            stream = name,
+            max_age_ms = options.max_age_ms,
+            max_bytes = options.max_bytes,
+            segment_bytes = options.segment_bytes,
+            "altered stream"
+        );
+        outcome
+    }
+
     /// Queues and streams together (they share `[limits] max_queues`).
     pub(crate) fn queue_and_stream_count(&self) -> u64 {
         let queues = crate::locks::read(&self.inner.queues).len();

@@ -3,9 +3,9 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use weir_log::{LogConfig, LogStore};
+use weir_log::{LogConfig, LogStore, MessageLog as _};
 
 use super::{StreamOptions, StreamRef};
 use crate::broker::Broker;
@@ -91,6 +91,42 @@ impl<S: LogStore> Broker<S> {
             groups: old.groups.clone(),
             appended: old.appended.clone(),
         })
+    }
+
+    /// Changes a stream's retention and segment size to `options`': writes them
+    /// first (durably: a crash after this reopens the logs with them), then hands
+    /// them to each partition's log, which applies the retention at once. The
+    /// stream to put in place of `old`, with the first failure if a log failed
+    /// (the others still take the new settings).
+    pub(super) async fn reconfigure_stream(
+        &self,
+        name: &str,
+        old: &StreamRef<S::Log>,
+        options: &StreamOptions,
+    ) -> Result<(StreamRef<S::Log>, Result<()>)> {
+        let json =
+            serde_json::to_vec_pretty(options).map_err(|e| BrokerError::internal(e.to_string()))?;
+        let path = old.dir.join("stream.json");
+        write_durably(&path, &json).map_err(|e| io_error("write", &path, e))?;
+        let retention = partition_config(&self.inner.config, options).retention();
+        let mut outcome = Ok(());
+        for log in &old.partitions {
+            if let Err(source) = log.reconfigure(retention).await {
+                tracing::warn!(stream = name, error = %source, "a partition's log could not take new retention");
+                if outcome.is_ok() {
+                    outcome = Err(BrokerError::storage(name.to_owned(), source));
+                }
+            }
+        }
+        let stream = StreamRef {
+            options: options.clone(),
+            dir: old.dir.clone(),
+            partitions: old.partitions.clone(),
+            round_robin: AtomicU64::new(old.round_robin.load(Ordering::Relaxed)),
+            groups: old.groups.clone(),
+            appended: old.appended.clone(),
+        };
+        Ok((stream, outcome))
     }
 
     /// Opens (or creates) the partitions' logs of the stream in `dir`.

@@ -466,3 +466,73 @@ async fn a_streams_own_segment_size_seals_its_segments() {
     assert!(info.partition_stats[0].segments >= 4, "{info:?}");
     assert_eq!(info.options.segment_bytes, Some(4096));
 }
+
+#[tokio::test]
+async fn a_streams_retention_changes_at_once_and_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = StreamOptions {
+        partitions: 2,
+        segment_bytes: Some(4096),
+        ..StreamOptions::default()
+    };
+    {
+        let broker = open(dir.path()).await;
+        broker
+            .declare_stream("a", small.clone())
+            .await
+            .expect("declare");
+        let body = "x".repeat(500);
+        for _ in 0..20 {
+            broker
+                .append("a", (0..10).map(|_| record(None, &body)).collect())
+                .await
+                .expect("append");
+        }
+        let firsts = |broker: &Broker| -> Vec<u64> {
+            let info = broker.stream_info("a").expect("info");
+            info.partition_stats
+                .iter()
+                .map(|p| p.first_offset)
+                .collect()
+        };
+        assert_eq!(firsts(&broker), [0, 0]);
+        // Partitions and durability are not retention.
+        let fewer = StreamOptions {
+            partitions: 1,
+            ..small.clone()
+        };
+        assert!(matches!(
+            broker.alter_stream("a", fewer).await,
+            Err(BrokerError::InvalidArgument { .. })
+        ));
+        let limited = StreamOptions {
+            max_bytes: Some(8 * 1024),
+            segment_bytes: Some(8192),
+            ..small.clone()
+        };
+        broker
+            .alter_stream("a", limited.clone())
+            .await
+            .expect("alter");
+        // Applied at once, not at the next retention check a minute later.
+        assert!(
+            firsts(&broker).iter().all(|f| *f > 0),
+            "{:?}",
+            firsts(&broker)
+        );
+        assert_eq!(broker.stream_info("a").expect("info").options, limited);
+        assert!(matches!(
+            broker.alter_stream("nope", limited).await,
+            Err(BrokerError::NotFound { .. })
+        ));
+        broker.shutdown().await;
+    }
+    let broker = open(dir.path()).await;
+    let info = broker.stream_info("a").expect("info");
+    assert_eq!(
+        info.options.max_bytes,
+        Some(8 * 1024),
+        "kept across a restart"
+    );
+    assert_eq!(info.options.segment_bytes, Some(8192));
+}

@@ -27,6 +27,13 @@ impl<S: LogStore> Vhost<S> {
         declared.map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::alter_stream`](crate::Broker::alter_stream).
+    pub async fn alter_stream(&self, name: &str, options: StreamOptions) -> Result<()> {
+        let full = self.full(name)?;
+        let altered = self.broker.alter_stream(&full, options).await;
+        altered.map_err(|e| self.out_error(e))
+    }
+
     /// [`Broker::delete_stream`](crate::Broker::delete_stream).
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let full = self.full(name)?;

@@ -28,6 +28,7 @@ pub async fn run_all<F: LogFactory>(factory: &mut F) {
     oversized_and_empty_appends_are_refused_and_change_nothing(factory).await;
     offset_for_timestamp_finds_the_first_record_at_or_after(factory).await;
     trim_moves_the_first_offset_and_hides_older_records(factory).await;
+    new_retention_keeps_the_newest_and_refused_settings_change_nothing(factory).await;
     waiters_and_tail_readers_wake_on_append(factory).await;
     concurrent_appends_get_distinct_contiguous_offsets(factory).await;
     reads_cross_many_segments(factory).await;
@@ -297,6 +298,41 @@ async fn offset_for_timestamp_finds_the_first_record_at_or_after<F: LogFactory>(
         Some(Offset(120)),
         "trimmed records are not found"
     );
+    log.close().await.unwrap();
+}
+
+/// `reconfigure`: settings `LogConfig::validate` refuses are refused and change
+/// nothing; a size limit of one byte may remove whole segments (a log without
+/// segments keeps everything) but never the newest record, and what is left reads
+/// back in order.
+async fn new_retention_keeps_the_newest_and_refused_settings_change_nothing<F: LogFactory>(
+    factory: &mut F,
+) {
+    let log = factory.create(suite_config());
+    append_n(&log, 300).await;
+    let before = log.stats();
+    let retention = suite_config().retention();
+    let bad = crate::Retention {
+        segment_bytes: 10,
+        ..retention
+    };
+    let err = log.reconfigure(bad).await.unwrap_err();
+    assert!(matches!(err, LogError::InvalidConfig { .. }), "{err:?}");
+    assert_eq!(log.stats(), before);
+    let tiny = crate::Retention {
+        max_bytes: Some(1),
+        ..retention
+    };
+    log.reconfigure(tiny).await.unwrap();
+    let first = log.first_offset();
+    assert!(first <= Offset(299), "the newest record stays: {first:?}");
+    assert_eq!(log.next_offset(), Offset(300));
+    let kept = log
+        .read_from(first, ReadLimits::records(1000))
+        .await
+        .unwrap();
+    assert_eq!(kept.len() as u64, 300 - first.0);
+    assert_bodies("reconfigure", &kept, first.0);
     log.close().await.unwrap();
 }
 

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::batch::EncodedBatch;
-use crate::config::FsyncPolicy;
+use crate::config::{FsyncPolicy, Retention};
 use crate::error::{LogError, Result};
 use crate::header::FILE_HEADER_LEN;
 use crate::index::IndexEntry;
@@ -87,6 +87,12 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<()>>,
     },
     Retention {
+        now_ms: i64,
+        reply: oneshot::Sender<Result<RetentionReport>>,
+    },
+    /// New retention settings, then a retention pass.
+    Reconfigure {
+        retention: Retention,
         now_ms: i64,
         reply: oneshot::Sender<Result<RetentionReport>>,
     },
@@ -212,6 +218,8 @@ pub(crate) struct Writer {
     /// The answer to `close`, which the pool sends once it has dropped the writer
     /// and with it the log's files: a closed log holds no open file.
     pub(crate) close_reply: Option<(oneshot::Sender<Result<()>>, Result<()>)>,
+    /// Retention and segment size: the configuration's until reconfigured.
+    retention: Retention,
 }
 
 impl Writer {
@@ -222,7 +230,9 @@ impl Writer {
         start_offset: u64,
     ) -> Self {
         let check_every = Duration::from_millis(shared.config.retention_check_interval_ms);
+        let retention = shared.config.retention();
         Writer {
+            retention,
             shared,
             lock,
             active: active.segment,
@@ -388,6 +398,15 @@ impl Writer {
                     self.commit(&mut pending);
                     let _ = reply.send(self.enforce_retention(now_ms));
                 }
+                Request::Reconfigure {
+                    retention,
+                    now_ms,
+                    reply,
+                } => {
+                    self.commit(&mut pending);
+                    self.retention = retention;
+                    let _ = reply.send(self.enforce_retention(now_ms));
+                }
                 Request::Sync { reply } => {
                     self.commit(&mut pending);
                     // A segment sealed by a pipelined roll may still have an unsynced
@@ -422,7 +441,7 @@ impl Writer {
         let has_data = self.write_pos > FILE_HEADER_LEN as u64;
         let offsets = self.next_offset - self.active.base + u64::from(batch.count());
         has_data
-            && (self.write_pos + batch.len() > self.shared.config.segment_bytes
+            && (self.write_pos + batch.len() > self.retention.segment_bytes
                 || offsets > u64::from(u32::MAX)
                 || self.active_is_too_old())
     }
@@ -778,7 +797,9 @@ pub(crate) fn refuse_request(request: Request, error: &LogError) {
         Request::Trim { reply, .. } | Request::Sync { reply } | Request::Close { reply } => {
             drop(reply.send(Err(error.clone())));
         }
-        Request::Retention { reply, .. } => drop(reply.send(Err(error.clone()))),
+        Request::Retention { reply, .. } | Request::Reconfigure { reply, .. } => {
+            drop(reply.send(Err(error.clone())));
+        }
         #[cfg(test)]
         Request::Panic => {}
     }

@@ -66,9 +66,9 @@ impl Writer {
     }
 
     pub(super) fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
-        let config = &self.shared.config;
+        let retention = self.retention;
         let mut doomed = Vec::new();
-        if let Some(max_age) = config.retention_max_age_ms {
+        if let Some(max_age) = retention.max_age_ms {
             let cutoff = now_ms.saturating_sub(i64::try_from(max_age).unwrap_or(i64::MAX));
             for segment in self.sealed_segments_where(|_, _| true) {
                 match segment.sealed_max_timestamp() {
@@ -83,7 +83,7 @@ impl Writer {
                 }
             }
         }
-        if let Some(max_bytes) = config.retention_max_bytes {
+        if let Some(max_bytes) = retention.max_bytes {
             let segments = self.shared.segments_snapshot();
             let mut total: u64 = segments.values().map(|s| s.committed_len()).sum();
             total -= doomed.iter().map(|s| s.committed_len()).sum::<u64>();

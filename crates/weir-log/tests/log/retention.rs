@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weir_log::testing::{CrashFs, Torn};
-use weir_log::{FileLog, LogConfig, LogError, MessageLog, NewRecord, Offset, ReadLimits};
+use weir_log::{
+    FileLog, LogConfig, LogError, MessageLog, NewRecord, Offset, ReadLimits, Retention,
+};
 
 use crate::common::block_on;
 
@@ -142,6 +144,52 @@ fn retention_by_size_removes_oldest_segments_and_keeps_the_rest_readable() {
     assert_eq!(log.stats().segments, files.len());
     assert_eq!(log.first_offset(), Offset(files[0].0));
     block_on(log.close()).unwrap();
+}
+
+#[test]
+fn a_live_log_takes_new_retention_and_segment_size_and_applies_them_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = FileLog::open(dir.path(), config()).unwrap();
+    block_on(async {
+        for i in 0..300u32 {
+            log.append_batch(&[NewRecord::new(i.to_string().repeat(40))])
+                .await
+                .unwrap();
+        }
+        let before = log.stats();
+        assert_eq!(before.first_offset, Offset(0), "no retention yet");
+        // Refused settings change nothing.
+        let bad = Retention {
+            segment_bytes: 10,
+            ..config().retention()
+        };
+        let err = log.reconfigure(bad).await.unwrap_err();
+        assert!(matches!(err, LogError::InvalidConfig { .. }), "{err:?}");
+        assert_eq!(log.stats(), before);
+        // A size limit: applied now, not at the next check a minute later.
+        let retention = Retention {
+            max_bytes: Some(3 * 4096),
+            segment_bytes: 16 * 1024,
+            ..config().retention()
+        };
+        log.reconfigure(retention).await.unwrap();
+        let after = log.stats();
+        assert!(after.first_offset > Offset(0), "{after:?}");
+        assert!(after.size_bytes <= 3 * 4096, "{after:?}");
+        // Segments sealed from now on are the new size.
+        for i in 0..200u32 {
+            log.append_batch(&[NewRecord::new(i.to_string().repeat(40))])
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+    });
+    let files = segment_files(dir.path());
+    let (_, sealed_last) = files[files.len() - 2];
+    assert!(
+        sealed_last > 4096,
+        "a segment sealed after the change: {files:?}"
+    );
 }
 
 #[test]

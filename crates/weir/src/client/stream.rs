@@ -1,4 +1,5 @@
-//! `weir stream create|ls|show|rm|send|read|tail` and `weir group ls|show|reset`:
+//! `weir stream create|alter|ls|show|rm|send|read|tail` and `weir group
+//! ls|show|reset`:
 //! streams and their consumer groups over the HTTP API (docs/http-api.md
 //! "Streams", "Consumer groups").
 
@@ -17,6 +18,8 @@ use super::{Common, LONG_POLL_MS, MAX_BATCH_MESSAGES};
 pub enum StreamCommand {
     /// Create a stream (succeeds if an identical one exists).
     Create(StreamCreateArgs),
+    /// Change a stream's retention or segment size (applied at once).
+    Alter(StreamAlterArgs),
     /// List streams.
     Ls(StreamListArgs),
     /// Show a stream's partitions: first and next offset, bytes, segments.
@@ -81,6 +84,37 @@ pub struct StreamCreateArgs {
     not_durable: bool,
     #[command(flatten)]
     common: Common,
+}
+
+/// `weir stream alter`: each option left out stays as it is.
+#[derive(clap::Args, Debug)]
+pub struct StreamAlterArgs {
+    /// The stream.
+    stream: String,
+    /// Remove records older than this (whole segments); `none`: no limit.
+    #[arg(long, value_name = "MS|none", value_parser = limit)]
+    max_age_ms: Option<Limit>,
+    /// Keep at most about this many bytes per partition; `none`: no limit.
+    #[arg(long, value_name = "BYTES|none", value_parser = limit)]
+    max_bytes: Option<Limit>,
+    /// Seal segments from now on at this size; `none`: the broker's.
+    #[arg(long, value_name = "BYTES|none", value_parser = limit)]
+    segment_bytes: Option<Limit>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// A limit given on the command line: a number, or `none`.
+#[derive(Clone, Copy, Debug)]
+struct Limit(Option<u64>);
+
+fn limit(text: &str) -> Result<Limit, String> {
+    if text == "none" {
+        return Ok(Limit(None));
+    }
+    text.parse()
+        .map(|n| Limit(Some(n)))
+        .map_err(|e| format!("{text}: {e} (a number, or none)"))
 }
 
 /// `weir stream send`.
@@ -189,6 +223,39 @@ pub(super) async fn stream(cmd: StreamCommand) -> anyhow::Result<ExitCode> {
                 format!(
                     "{verb} stream {} ({} partitions)\n",
                     args.stream, args.partitions
+                )
+            });
+        }
+        StreamCommand::Alter(args) => {
+            let api = args.common.server.api()?;
+            let mut body = json!({});
+            for (name, value) in [
+                ("max_age_ms", args.max_age_ms),
+                ("max_bytes", args.max_bytes),
+                ("segment_bytes", args.segment_bytes),
+            ] {
+                if let Some(Limit(value)) = value {
+                    body[name] = json!(value);
+                }
+            }
+            let reply = api
+                .request(
+                    Method::PATCH,
+                    &["api", "streams", &args.stream],
+                    Some(&body),
+                )
+                .await?;
+            print_json_or(&args.common, &reply.body, || {
+                let shown = |v: &Value| {
+                    v.as_u64()
+                        .map_or_else(|| "none".to_owned(), |n| n.to_string())
+                };
+                format!(
+                    "altered stream {}: max_age_ms {}, max_bytes {}, segment_bytes {}\n",
+                    args.stream,
+                    shown(&reply.body["max_age_ms"]),
+                    shown(&reply.body["max_bytes"]),
+                    shown(&reply.body["segment_bytes"]),
                 )
             });
         }

@@ -1,5 +1,5 @@
 //! `weir stream` and `weir group` as the real binary against a real broker
-//! (issue 21): create, send (an argument, or stdin lines with a key), ls, show,
+//! (issue 21): create, alter, send (an argument, or stdin lines with a key), ls, show,
 //! read, tail following new records live, and a group's ls, show and reset.
 
 use std::process::Stdio;
@@ -182,4 +182,45 @@ async fn groups_are_listed_shown_and_reset_from_the_cli() {
         .ok()
         .json();
     assert_eq!(shown["partitions"][0]["committed"], 2);
+}
+
+#[tokio::test]
+async fn a_streams_retention_is_altered_from_the_cli() {
+    let broker = Broker::start().await.expect("broker starts");
+    weir(
+        &broker,
+        &["stream", "create", "audit", "--max-bytes", "1000000"],
+        b"",
+    )
+    .await
+    .ok();
+    let altered = weir(
+        &broker,
+        &[
+            "stream",
+            "alter",
+            "audit",
+            "--max-age-ms",
+            "3600000",
+            "--max-bytes",
+            "none",
+        ],
+        b"",
+    )
+    .await
+    .ok();
+    assert!(
+        altered
+            .stdout
+            .contains("altered stream audit: max_age_ms 3600000, max_bytes none"),
+        "{}",
+        altered.stdout
+    );
+    let bad = weir(
+        &broker,
+        &["stream", "alter", "audit", "--max-bytes", "lots"],
+        b"",
+    )
+    .await;
+    assert!(bad.stderr.contains("a number, or none"), "{}", bad.stderr);
 }

@@ -378,6 +378,23 @@ async fn a_static_member_that_restarts_takes_its_partitions_back_without_a_rebal
 }
 
 #[tokio::test]
+async fn the_admin_clients_alter_a_topics_retention_at_once() {
+    let broker = start().await;
+    let out = scenario(&broker, "alter_configs").await;
+    assert!(out.contains("ok: and the configs it carried over"), "{out}");
+    let (status, body) = Api::new(&broker)
+        .call("GET", "/api/streams/alt", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["max_bytes"], 8192,
+        "the stream's own retention: {body}"
+    );
+    assert_eq!(body["max_age_ms"], 86_400_000, "{body}");
+    assert_eq!(body["segment_bytes"], 1024, "{body}");
+}
+
+#[tokio::test]
 async fn keyed_records_keep_their_order_per_partition() {
     let broker = start().await;
     let out = scenario(&broker, "keyed").await;

@@ -43,3 +43,22 @@ async fn aiokafka_transactional_producer_is_refused() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn aiokafka_legacy_alter_configs_replaces_the_topics_set() {
+    let broker = start().await;
+    let out = aio(&broker, "alter_configs_replaces_the_set").await;
+    assert!(
+        out.contains("ok: AlterConfigs answered without error"),
+        "{out}"
+    );
+    let (status, body) = crate::Api::new(&broker)
+        .call("GET", "/api/streams/aio-alt", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["max_bytes"], 8192, "{body}");
+    assert!(
+        body["max_age_ms"].is_null(),
+        "left out: back to no limit: {body}"
+    );
+}

@@ -200,3 +200,81 @@ async fn answered_appends_survive_kill_9_and_streams_live_in_their_vhost() {
     let (_, listed) = call(&broker, "GET", "/api/vhosts/team/streams", None).await;
     assert_eq!(listed["streams"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn patch_changes_a_streams_retention_at_once_and_across_a_restart() {
+    let mut broker = Broker::start().await.expect("broker starts");
+    let (status, _) = call(
+        &broker,
+        "PUT",
+        "/api/streams/ret",
+        Some(json!({"segment_bytes": 1024})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // 20 appends: a segment (1 KiB here) holds whole batches.
+    for n in 0..20 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| json!({"body": format!("{:0>100}", n * 10 + i)}))
+            .collect();
+        let (status, body) = call(
+            &broker,
+            "POST",
+            "/api/streams/ret/messages",
+            Some(json!({"messages": batch})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let first = |s: &Value| s["partition_stats"][0]["first_offset"].as_u64().unwrap();
+    let (_, shown) = call(&broker, "GET", "/api/streams/ret", None).await;
+    assert_eq!(first(&shown), 0, "{shown}");
+    // Wrong fields and values are 400s, and change nothing.
+    for bad in [
+        json!({"partitions": 2}),
+        json!({"max_bytes": "a lot"}),
+        json!({"segment_bytes": 10}),
+    ] {
+        let (status, body) = call(&broker, "PATCH", "/api/streams/ret", Some(bad)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let (status, body) = call(
+        &broker,
+        "PATCH",
+        "/api/streams/nope",
+        Some(json!({"max_bytes": 4096})),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // A size limit applies at once; the segment size stays as it was.
+    let (status, altered) = call(
+        &broker,
+        "PATCH",
+        "/api/streams/ret",
+        Some(json!({"max_bytes": 4096, "max_age_ms": 86_400_000})),
+    )
+    .await;
+    assert_eq!(status, 200, "{altered}");
+    assert!(first(&altered) > 0, "{altered}");
+    assert_eq!(altered["max_bytes"], 4096, "{altered}");
+    assert_eq!(altered["segment_bytes"], 1024, "{altered}");
+    // null clears one; the others stay.
+    let (status, cleared) = call(
+        &broker,
+        "PATCH",
+        "/api/streams/ret",
+        Some(json!({"max_bytes": null})),
+    )
+    .await;
+    assert_eq!(status, 200, "{cleared}");
+    assert!(cleared["max_bytes"].is_null(), "{cleared}");
+    assert_eq!(cleared["max_age_ms"], 86_400_000, "{cleared}");
+    broker.restart().await.expect("restart");
+    let (_, shown) = call(&broker, "GET", "/api/streams/ret", None).await;
+    assert!(shown["max_bytes"].is_null(), "{shown}");
+    assert_eq!(
+        shown["max_age_ms"], 86_400_000,
+        "kept across a restart: {shown}"
+    );
+}
