@@ -461,7 +461,72 @@ mod tests {
             ("requests-dribbled", with(3, &requests)),
             ("behind-a-fetch", with(0, &behind_fetch)),
             ("group-requests", with(0, &group_requests())),
+            (
+                "config-and-static-requests",
+                with(0, &config_and_static_requests()),
+            ),
         ]
+    }
+
+    /// A topic Metadata v4 makes, then IncrementalAlterConfigs v0 (a SET and a
+    /// DELETE), AlterConfigs v0, DescribeConfigs v1, and a static member's
+    /// JoinGroup v5 (instance `i`), Heartbeat v3 under another member id (fenced)
+    /// and LeaveGroup v3 by instance id.
+    fn config_and_static_requests() -> Vec<u8> {
+        let string = |text: &str| {
+            let mut out = u16::try_from(text.len()).unwrap().to_be_bytes().to_vec();
+            out.extend_from_slice(text.as_bytes());
+            out
+        };
+        let (one, two, null) = ([0u8, 0, 0, 1], [0u8, 0, 0, 2], [0xffu8, 0xff]);
+        let topic = [&[2u8][..], &string("t")].concat();
+        let incremental = [
+            &one[..],
+            &topic,
+            &two,
+            &string("retention.ms"),
+            &[0],
+            &string("1000"),
+            &string("retention.bytes"),
+            &[1],
+            &null,
+            &[0],
+        ]
+        .concat();
+        let legacy = [
+            &one[..],
+            &topic,
+            &one,
+            &string("segment.bytes"),
+            &string("4096"),
+            &[0],
+        ]
+        .concat();
+        let describe = [&one[..], &topic, &[0xff; 4], &[0]].concat();
+        let group = string("g2");
+        let join = [
+            &group[..],
+            &[0, 0, 0x17, 0x70, 0, 0, 0x17, 0x70],
+            &string(""),
+            &string("i"),
+            &string("consumer"),
+            &one,
+            &string("range"),
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        let heartbeat = [&group[..], &one, &string("m"), &string("i")].concat();
+        let leave = [&group[..], &one, &string(""), &string("i")].concat();
+        [
+            framed(3, 4, 1, &[&one[..], &string("t"), &[1]].concat()),
+            framed(44, 0, 2, &incremental),
+            framed(33, 0, 3, &legacy),
+            framed(32, 1, 4, &describe),
+            framed(11, 5, 5, &join),
+            framed(12, 3, 6, &heartbeat),
+            framed(13, 3, 7, &leave),
+        ]
+        .concat()
     }
 
     /// The coordinator's requests: FindCoordinator v0, a JoinGroup v0 that is
@@ -538,6 +603,7 @@ mod tests {
         for (name, seed) in session_seeds() {
             let want = match name {
                 "group-requests" => 12,
+                "config-and-static-requests" => 7,
                 "behind-a-fetch" => 6,
                 _ => continue,
             };
