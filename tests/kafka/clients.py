@@ -206,6 +206,24 @@ def alter_configs():
     kept = (now["retention.ms"], now["segment.bytes"])
     check(kept == ("86400000", "1024"), f"and the configs it carried over are kept: {now}")
 
+
+def log_dirs():
+    """DescribeLogDirs through kafka-python's admin client (as kafka-log-dirs and
+    the consoles that show topic sizes ask): each partition's bytes on disk."""
+    from kafka.admin import KafkaAdminClient
+
+    produce("ld", [(None, b"x" * 1000, None) for _ in range(50)])
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    answer = admin.describe_log_dirs()
+    one = admin.describe_log_dirs(topic_partitions={"ld": [0, 7]})
+    admin.close()
+    dirs = answer[0]["log_dirs"]
+    check(len(dirs) == 1 and dirs[0]["log_dir"].endswith("/streams"), f"one log directory, the data directory's streams: {answer}")
+    check(dirs[0]["usable_bytes"] > 0, f"with its free space: {dirs[0]['usable_bytes']}")
+    topics = one[0]["log_dirs"][0]["topics"]
+    parts = [(t["name"], p["partition_index"], p["partition_size"]) for t in topics for p in t["partitions"]]
+    check(len(parts) == 1 and parts[0][:2] == ("ld", 0) and parts[0][2] >= 50_000, f"partition 0 of ld holds its 50 KB (7 does not exist): {parts}")
+
 def keyed():
     """A keyed producer over 4 partitions: each key stays in one partition, in order."""
     from confluent_kafka.admin import AdminClient, NewTopic

@@ -25,6 +25,12 @@ impl<S: LogStore> Broker<S> {
         self.inner.usage.resources(*self.inner.alarms.borrow())
     }
 
+    /// The data directory (for front ends that report where data lives, as
+    /// Kafka's DescribeLogDirs).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.config.data_dir
+    }
+
     /// The front ends' connection, channel and consumer counts.
     pub fn front_ends(&self) -> Arc<FrontEnds> {
         Arc::clone(&self.inner.front_ends)

@@ -26,6 +26,7 @@ pub(crate) async fn answer(
             ResponseKind::CreatePartitions(s.create_partitions(r).await)
         }
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(s.describe_configs(r)),
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(s.describe_log_dirs(r)),
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(s.alter_configs(r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(s.incremental_alter_configs(r).await)

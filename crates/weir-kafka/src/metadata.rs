@@ -4,10 +4,16 @@
 //! `auto_create_topics` is on, the request allows it and the user may configure it.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeLogDirsRequest, DescribeLogDirsResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::Vhost;
 use weir_broker::access::{Operation, Principal};
@@ -160,4 +166,72 @@ fn topic(info: &StreamInfo) -> MetadataResponseTopic {
         .collect();
     t.error_code = errors::NONE;
     t
+}
+
+impl Session {
+    /// DescribeLogDirs (`kafka-log-dirs`, and the consoles that show topic sizes):
+    /// one log directory, the data directory's `streams`, with each asked
+    /// partition's bytes on disk (every one with `topics` null); its free space
+    /// as measured for the disk alarm (total: -1, not measured).
+    pub(crate) fn describe_log_dirs(
+        &self,
+        request: DescribeLogDirsRequest,
+    ) -> DescribeLogDirsResponse {
+        let mut response = DescribeLogDirsResponse::default();
+        if !self.may_view() {
+            response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+            return response;
+        }
+        let streams = self.broker.streams();
+        let asked: Vec<(String, Option<Vec<i32>>)> = match request.topics {
+            None => streams.iter().map(|s| (s.name.clone(), None)).collect(),
+            Some(topics) => topics
+                .into_iter()
+                .map(|t| (t.topic.0.to_string(), Some(t.partitions)))
+                .collect(),
+        };
+        let mut dir = DescribeLogDirsResult::default();
+        dir.log_dir = StrBytes::from_string(
+            self.broker
+                .broker()
+                .data_dir()
+                .join("streams")
+                .display()
+                .to_string(),
+        );
+        dir.total_bytes = -1;
+        dir.usable_bytes = self
+            .broker
+            .broker()
+            .resources()
+            .disk_free_bytes
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(-1);
+        for (name, partitions) in asked {
+            // As Kafka: partitions it does not hold are left out.
+            let Some(info) = streams.iter().find(|s| s.name == name) else {
+                continue;
+            };
+            let mut topic = DescribeLogDirsTopic::default();
+            topic.name = TopicName(StrBytes::from_string(name));
+            topic.partitions = info
+                .partition_stats
+                .iter()
+                .filter(|p| {
+                    partitions.as_ref().is_none_or(|want| {
+                        i32::try_from(p.partition).is_ok_and(|i| want.contains(&i))
+                    })
+                })
+                .map(|p| {
+                    let mut d = DescribeLogDirsPartition::default();
+                    d.partition_index = i32::try_from(p.partition).unwrap_or(i32::MAX);
+                    d.partition_size = i64::try_from(p.bytes).unwrap_or(i64::MAX);
+                    d
+                })
+                .collect();
+            dir.topics.push(topic);
+        }
+        response.results.push(dir);
+        response
+    }
 }

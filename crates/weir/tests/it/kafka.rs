@@ -395,6 +395,13 @@ async fn the_admin_clients_alter_a_topics_retention_at_once() {
 }
 
 #[tokio::test]
+async fn describe_log_dirs_shows_each_partitions_bytes() {
+    let broker = start().await;
+    let out = scenario(&broker, "log_dirs").await;
+    assert!(out.contains("ok: partition 0 of ld holds"), "{out}");
+}
+
+#[tokio::test]
 async fn keyed_records_keep_their_order_per_partition() {
     let broker = start().await;
     let out = scenario(&broker, "keyed").await;
