@@ -12,7 +12,8 @@
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, alter_configs_response, incremental_alter_configs_response,
+    IncrementalAlterConfigsResponse, alter_configs_request, alter_configs_response,
+    incremental_alter_configs_request, incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::access::Operation;
@@ -33,6 +34,49 @@ fn invalid(message: String) -> Refusal {
     (ResponseError::InvalidConfig.code(), message)
 }
 
+/// A resource's error code and message in an answer.
+fn answer(outcome: Result<(), Refusal>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (errors::NONE, None),
+        Err((code, message)) => (code, Some(StrBytes::from_string(message))),
+    }
+}
+
+/// IncrementalAlterConfigs' changes to one topic: each set or deleted.
+fn incremental(
+    options: &mut StreamOptions,
+    changes: &[incremental_alter_configs_request::AlterableConfig],
+) -> Result<(), Refusal> {
+    for c in changes {
+        let name = c.name.as_str();
+        match c.config_operation {
+            SET => set_config(options, name, c.value.as_deref()).map_err(invalid)?,
+            DELETE => reset_config(options, name).map_err(invalid)?,
+            _ => {
+                return Err(invalid(format!(
+                    "{name} is not a list: it can be set or deleted, not appended to or subtracted from"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// AlterConfigs' set for one topic: the whole set, so what is left out is back
+/// to its default.
+fn whole_set(
+    options: &mut StreamOptions,
+    changes: &[alter_configs_request::AlterableConfig],
+) -> Result<(), Refusal> {
+    options.max_age_ms = None;
+    options.max_bytes = None;
+    options.segment_bytes = None;
+    for c in changes {
+        set_config(options, c.name.as_str(), c.value.as_deref()).map_err(invalid)?;
+    }
+    Ok(())
+}
+
 impl Session {
     pub(crate) async fn incremental_alter_configs(
         &self,
@@ -40,33 +84,19 @@ impl Session {
     ) -> IncrementalAlterConfigsResponse {
         let mut response = IncrementalAlterConfigsResponse::default();
         for resource in request.resources {
-            let changes = resource.configs;
+            let (kind, name) = (resource.resource_type, &resource.resource_name);
+            let change = |options: &mut StreamOptions| incremental(options, &resource.configs);
             let outcome = self
-                .alter_topic(resource.resource_type, &resource.resource_name, request.validate_only, |options| {
-                    for c in &changes {
-                        let value = c.value.as_ref().map(StrBytes::as_str);
-                        match c.config_operation {
-                            SET => set_config(options, c.name.as_str(), value).map_err(invalid)?,
-                            DELETE => reset_config(options, c.name.as_str()).map_err(invalid)?,
-                            _ => {
-                                return Err(invalid(format!(
-                                    "{} is not a list: it can be set or deleted, not appended to or subtracted from",
-                                    c.name.as_str()
-                                )));
-                            }
-                        }
-                    }
-                    Ok(())
-                })
+                .alter_topic(kind, name, request.validate_only, change)
                 .await;
-            let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-            r.resource_type = resource.resource_type;
-            r.resource_name = resource.resource_name;
-            if let Err((code, message)) = outcome {
-                r.error_code = code;
-                r.error_message = Some(StrBytes::from_string(message));
-            }
-            response.responses.push(r);
+            let (code, message) = answer(outcome);
+            response.responses.push(
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(resource.resource_name)
+                    .with_error_code(code)
+                    .with_error_message(message),
+            );
         }
         response
     }
@@ -74,33 +104,19 @@ impl Session {
     pub(crate) async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
         let mut response = AlterConfigsResponse::default();
         for resource in request.resources {
-            let changes = resource.configs;
+            let (kind, name) = (resource.resource_type, &resource.resource_name);
+            let change = |options: &mut StreamOptions| whole_set(options, &resource.configs);
             let outcome = self
-                .alter_topic(
-                    resource.resource_type,
-                    &resource.resource_name,
-                    request.validate_only,
-                    |options| {
-                        // The whole set: what is left out is back to its default.
-                        options.max_age_ms = None;
-                        options.max_bytes = None;
-                        options.segment_bytes = None;
-                        for c in &changes {
-                            let value = c.value.as_ref().map(StrBytes::as_str);
-                            set_config(options, c.name.as_str(), value).map_err(invalid)?;
-                        }
-                        Ok(())
-                    },
-                )
+                .alter_topic(kind, name, request.validate_only, change)
                 .await;
-            let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
-            r.resource_type = resource.resource_type;
-            r.resource_name = resource.resource_name;
-            if let Err((code, message)) = outcome {
-                r.error_code = code;
-                r.error_message = Some(StrBytes::from_string(message));
-            }
-            response.responses.push(r);
+            let (code, message) = answer(outcome);
+            response.responses.push(
+                alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(resource.resource_name)
+                    .with_error_code(code)
+                    .with_error_message(message),
+            );
         }
         response
     }

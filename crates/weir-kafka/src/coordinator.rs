@@ -131,6 +131,18 @@ struct Member {
     sync: Option<oneshot::Sender<Synced>>,
 }
 
+impl Member {
+    /// Takes what a join says about the member (its id and instance aside).
+    fn joined_with(&mut self, join: &mut Join, now: Instant) {
+        self.client_id = std::mem::take(&mut join.client_id);
+        self.client_host = std::mem::take(&mut join.client_host);
+        self.session_timeout = join.session_timeout;
+        self.rebalance_timeout = join.rebalance_timeout;
+        self.protocols = std::mem::take(&mut join.protocols);
+        self.last_seen = now;
+    }
+}
+
 struct Group {
     state: State,
     generation: i32,
@@ -207,7 +219,7 @@ impl Coordinator {
     }
 
     /// JoinGroup.
-    pub(crate) fn join(&self, join: Join, now: Instant) -> Answer<Joined> {
+    pub(crate) fn join(&self, mut join: Join, now: Instant) -> Answer<Joined> {
         let refuse = |error: ResponseError, member_id: &str| {
             Answer::Now(Joined {
                 error: error.code(),
@@ -285,13 +297,8 @@ impl Coordinator {
                     join: None,
                     sync: None,
                 });
-            member.instance_id = join.instance_id;
-            member.client_id = join.client_id;
-            member.client_host = join.client_host;
-            member.session_timeout = join.session_timeout;
-            member.rebalance_timeout = join.rebalance_timeout;
-            member.protocols = join.protocols;
-            member.last_seen = now;
+            member.instance_id = join.instance_id.take();
+            member.joined_with(&mut join, now);
             member.rejoined = true;
             member.join = Some(tx);
             g.protocol_type = Some(join.protocol_type);

@@ -30,7 +30,7 @@ pub(super) fn rejoin_static(
     g: &mut Group,
     old_id: String,
     new_id: String,
-    join: Join,
+    mut join: Join,
     now: std::time::Instant,
 ) -> Answer<Joined> {
     let Some(mut member) = g.members.remove(&old_id) else {
@@ -60,12 +60,7 @@ pub(super) fn rejoin_static(
     if was_leader {
         g.leader = Some(new_id.clone());
     }
-    member.client_id = join.client_id;
-    member.client_host = join.client_host;
-    member.session_timeout = join.session_timeout;
-    member.rebalance_timeout = join.rebalance_timeout;
-    member.protocols = join.protocols;
-    member.last_seen = now;
+    member.joined_with(&mut join, now);
     g.members.insert(new_id.clone(), member);
     if g.state == State::Stable && select_protocol(g) == g.protocol {
         let skip = was_leader && join.may_skip_assignment;
