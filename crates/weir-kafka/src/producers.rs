@@ -19,7 +19,7 @@
 //! Producer ids: the time in ms times 1024 plus a counter, so ids handed out after
 //! a restart do not meet the ids of before (unless the clock went back).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -105,17 +105,16 @@ struct Producer {
 
 #[derive(Default)]
 struct Partition {
-    /// The stream's number ([`Place::stream`]).
-    stream: u64,
     loaded: bool,
     producers: HashMap<i64, Producer>,
 }
 
 /// Where a producer's batches go: a partition of a topic, and the number of the
-/// stream behind the topic's name now. A topic deleted and made anew (over HTTP or
-/// AMQP too, which this front end does not see) has a new number, so what its
-/// producers did before is not taken for what they do now: a retry of a batch
-/// the old topic held is stored, not answered with the old offset.
+/// stream behind the topic's name now. The state is kept by stream number: a
+/// topic deleted and made anew (over HTTP or AMQP too, which this front end does
+/// not see) has a new number, so what its producers did before is not taken for
+/// what they do now: a retry of a batch the old topic held is stored, not
+/// answered with the old offset.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Place<'a> {
     pub topic: &'a str,
@@ -123,32 +122,21 @@ pub(crate) struct Place<'a> {
     pub partition: u32,
 }
 
-/// The state of `place`, begun anew if it was another stream's.
-fn part<'a>(
-    parts: &'a mut HashMap<(String, u32), Partition>,
-    place: Place<'_>,
-) -> &'a mut Partition {
-    let part = parts
-        .entry((place.topic.to_owned(), place.partition))
-        .or_default();
-    if part.stream != place.stream {
-        *part = Partition {
-            stream: place.stream,
-            ..Partition::default()
-        };
+impl Place<'_> {
+    fn key(self) -> (u64, u32) {
+        (self.stream, self.partition)
     }
-    part
 }
 
-/// Every producer's state, per topic partition.
+/// Every producer's state, per stream (by number) and partition.
 #[derive(Default)]
 pub(crate) struct Producers {
-    partitions: Mutex<HashMap<(String, u32), Partition>>,
+    partitions: Mutex<HashMap<(u64, u32), Partition>>,
     counter: AtomicU64,
 }
 
 impl Producers {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<(String, u32), Partition>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<(u64, u32), Partition>) -> T) -> T {
         f(&mut self
             .partitions
             .lock()
@@ -166,17 +154,14 @@ impl Producers {
 
     /// Whether `place` was read back since the start.
     pub(crate) fn loaded(&self, place: Place<'_>) -> bool {
-        self.with(|p| {
-            p.get(&(place.topic.to_owned(), place.partition))
-                .is_some_and(|p| p.loaded && p.stream == place.stream)
-        })
+        self.with(|p| p.get(&place.key()).is_some_and(|p| p.loaded))
     }
 
     /// Learns the producers of `partition` from its newest records' stamps (in
     /// offset order), unless already known.
     pub(crate) fn load(&self, place: Place<'_>, stamps: &[(u64, Stamp)]) {
         self.with(|parts| {
-            let part = part(parts, place);
+            let part = parts.entry(place.key()).or_default();
             if part.loaded {
                 return;
             }
@@ -187,15 +172,21 @@ impl Producers {
         });
     }
 
-    /// Forgets a topic's producers (it was deleted).
-    pub(crate) fn forget(&self, topic: &str) {
-        self.with(|parts| parts.retain(|(t, _), _| t != topic));
+    /// Forgets a stream's producers (it was deleted).
+    pub(crate) fn forget(&self, stream: u64) {
+        self.with(|parts| parts.retain(|(s, _), _| *s != stream));
+    }
+
+    /// Forgets the producers of every stream not in `live` (deleted, over any
+    /// protocol).
+    pub(crate) fn keep_streams(&self, live: &HashSet<u64>) {
+        self.with(|parts| parts.retain(|(s, _), _| live.contains(s)));
     }
 
     /// Judges a batch of `stamp`.
     pub(crate) fn check(&self, place: Place<'_>, stamp: Stamp) -> Verdict {
         self.with(|parts| {
-            let part = part(parts, place);
+            let part = parts.entry(place.key()).or_default();
             let Some(p) = part.producers.get(&stamp.id) else {
                 // Unknown (new, or its batches are older than what was read back):
                 // any first sequence starts it.
@@ -231,7 +222,7 @@ impl Producers {
     /// Records an appended batch.
     pub(crate) fn appended(&self, place: Place<'_>, stamp: Stamp, offset: u64) {
         self.with(|parts| {
-            remember(part(parts, place), stamp, offset);
+            remember(parts.entry(place.key()).or_default(), stamp, offset);
         });
     }
 }
@@ -326,5 +317,18 @@ mod tests {
         );
         p.appended(anew, stamp(0, 0, 9), 0);
         assert_eq!(p.check(anew, stamp(0, 0, 9)), Verdict::Duplicate(0));
+    }
+
+    #[test]
+    fn deleted_streams_leave_nothing_behind() {
+        let p = Producers::default();
+        let gone = Place { stream: 2, ..at(0) };
+        p.load(at(0), &[]);
+        p.load(gone, &[]);
+        p.keep_streams(&HashSet::from([1]));
+        assert!(p.loaded(at(0)));
+        assert!(!p.loaded(gone));
+        p.forget(1);
+        assert!(!p.loaded(at(0)));
     }
 }

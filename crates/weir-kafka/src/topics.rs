@@ -242,13 +242,16 @@ impl Session {
             result.name = Some(name);
             if !self.allowed(Operation::Configure, &topic) {
                 result.error_code = ResponseError::TopicAuthorizationFailed.code();
-            } else if !self.broker.is_stream(&topic) {
-                result.error_code = ResponseError::UnknownTopicOrPartition.code();
-            } else if let Err(e) = self.broker.delete_stream(&topic).await {
-                result.error_code = errors::code(&e);
-                result.error_message = Some(text(e.to_string()));
+            } else if let Ok(stream) = self.broker.stream_id(&topic) {
+                match self.broker.delete_stream(&topic).await {
+                    Ok(()) => self.shared.producers.forget(stream),
+                    Err(e) => {
+                        result.error_code = errors::code(&e);
+                        result.error_message = Some(text(e.to_string()));
+                    }
+                }
             } else {
-                self.shared.producers.forget(&topic);
+                result.error_code = ResponseError::UnknownTopicOrPartition.code();
             }
             response.responses.push(result);
         }
