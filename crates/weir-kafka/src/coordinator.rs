@@ -317,6 +317,7 @@ impl Coordinator {
         &self,
         group: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
@@ -331,6 +332,9 @@ impl Coordinator {
             let Some(g) = groups.get_mut(group) else {
                 return refuse(ResponseError::UnknownMemberId);
             };
+            if fenced(g, member_id, instance) {
+                return refuse(ResponseError::FencedInstanceId);
+            }
             let Some(member) = g.members.get_mut(member_id) else {
                 return refuse(ResponseError::UnknownMemberId);
             };
@@ -373,6 +377,7 @@ impl Coordinator {
         &self,
         group: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> i16 {
@@ -380,6 +385,9 @@ impl Coordinator {
             let Some(g) = groups.get_mut(group) else {
                 return code(ResponseError::UnknownMemberId);
             };
+            if fenced(g, member_id, instance) {
+                return code(ResponseError::FencedInstanceId);
+            }
             let Some(member) = g.members.get_mut(member_id) else {
                 return code(ResponseError::UnknownMemberId);
             };
@@ -444,6 +452,7 @@ impl Coordinator {
         &self,
         group: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> i16 {
@@ -455,6 +464,9 @@ impl Coordinator {
                     code(ResponseError::IllegalGeneration)
                 };
             };
+            if fenced(g, member_id, instance) {
+                return code(ResponseError::FencedInstanceId);
+            }
             if generation < 0 && member_id.is_empty() {
                 return if g.members.is_empty() {
                     0
@@ -480,17 +492,13 @@ impl Coordinator {
         })
     }
 
-    /// Whether `member_id` claims static `instance` that another member holds
-    /// now: `FENCED_INSTANCE_ID` for its heartbeats, syncs and commits.
+    /// Whether `member_id` claims static `instance` that another member holds now.
+    #[cfg(test)]
     pub(crate) fn fenced(&self, group: &str, member_id: &str, instance: Option<&str>) -> bool {
-        let Some(instance) = instance else {
-            return false;
-        };
         self.with(|groups| {
             groups
                 .get(group)
-                .and_then(|g| holder(g, instance))
-                .is_some_and(|h| h != member_id)
+                .is_some_and(|g| fenced(g, member_id, instance))
         })
     }
 
@@ -727,7 +735,7 @@ fn synced(g: &Group, member_id: &str) -> Synced {
 
 #[path = "static_members.rs"]
 mod static_members;
-use static_members::{holder, rejoin_static};
+use static_members::{fenced, holder, rejoin_static};
 
 #[cfg(test)]
 #[path = "coordinator_tests.rs"]

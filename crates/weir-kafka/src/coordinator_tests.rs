@@ -68,6 +68,7 @@ fn two_members_join_sync_and_rebalance_when_one_times_out() {
     let synced = now_answer(c.sync(
         "g",
         &a,
+        None,
         1,
         vec![(a.clone(), Bytes::from_static(b"all"))],
         t0,
@@ -79,7 +80,7 @@ fn two_members_join_sync_and_rebalance_when_one_times_out() {
         panic!("b waits for a")
     };
     assert_eq!(
-        c.heartbeat("g", &a, 1, t0),
+        c.heartbeat("g", &a, None, 1, t0),
         ResponseError::RebalanceInProgress.code()
     );
     let a_join = now_answer(c.join(join(&a), t0));
@@ -87,7 +88,7 @@ fn two_members_join_sync_and_rebalance_when_one_times_out() {
     assert_eq!((a_join.generation, b_joined.generation), (2, 2));
     assert_eq!(a_join.members.len(), 2, "the leader sees both");
     assert!(b_joined.members.is_empty());
-    let Answer::Later(mut b_sync) = c.sync("g", &b, 2, vec![], t0) else {
+    let Answer::Later(mut b_sync) = c.sync("g", &b, None, 2, vec![], t0) else {
         panic!("b waits for the leader")
     };
     let assignments = vec![
@@ -95,22 +96,22 @@ fn two_members_join_sync_and_rebalance_when_one_times_out() {
         (b.clone(), Bytes::from_static(b"p1")),
     ];
     assert_eq!(
-        &now_answer(c.sync("g", &a, 2, assignments, t0)).assignment[..],
+        &now_answer(c.sync("g", &a, None, 2, assignments, t0)).assignment[..],
         b"p0"
     );
     assert_eq!(&b_sync.try_recv().unwrap().assignment[..], b"p1");
     // b stops heartbeating: after its session, a rebalance without it.
     let later = t0 + Duration::from_secs(11);
-    assert_eq!(c.heartbeat("g", &a, 2, later), 0);
+    assert_eq!(c.heartbeat("g", &a, None, 2, later), 0);
     c.tick(later);
     assert_eq!(
-        c.heartbeat("g", &a, 2, later),
+        c.heartbeat("g", &a, None, 2, later),
         ResponseError::RebalanceInProgress.code()
     );
     let alone = now_answer(c.join(join(&a), later));
     assert_eq!((alone.generation, alone.members.len()), (3, 1));
     assert_eq!(
-        c.heartbeat("g", &b, 2, later),
+        c.heartbeat("g", &b, None, 2, later),
         ResponseError::UnknownMemberId.code()
     );
 }
@@ -121,14 +122,14 @@ fn leaving_commits_and_stale_generations() {
     let t0 = Instant::now();
     let (a, joined) = enter(&c, t0);
     assert_eq!(now_answer(joined).generation, 1);
-    let _ = c.sync("g", &a, 1, vec![], t0);
-    assert_eq!(c.may_commit("g", &a, 1, t0), 0);
+    let _ = c.sync("g", &a, None, 1, vec![], t0);
+    assert_eq!(c.may_commit("g", &a, None, 1, t0), 0);
     assert_eq!(
-        c.may_commit("g", &a, 0, t0),
+        c.may_commit("g", &a, None, 0, t0),
         ResponseError::IllegalGeneration.code()
     );
     assert_eq!(
-        c.may_commit("g", "", -1, t0),
+        c.may_commit("g", "", None, -1, t0),
         ResponseError::UnknownMemberId.code()
     );
     assert_eq!(
@@ -137,7 +138,7 @@ fn leaving_commits_and_stale_generations() {
     );
     assert_eq!(c.views(None)[0].state, State::Empty);
     assert_eq!(
-        c.may_commit("g", "", -1, t0),
+        c.may_commit("g", "", None, -1, t0),
         0,
         "a commit from outside a generation once empty"
     );
@@ -155,27 +156,31 @@ fn a_member_commits_while_a_rebalance_is_prepared_not_while_it_completes() {
     let t0 = Instant::now();
     let (a, joined) = enter(&c, t0);
     assert_eq!(now_answer(joined).generation, 1);
-    let _ = c.sync("g", &a, 1, vec![], t0);
+    let _ = c.sync("g", &a, None, 1, vec![], t0);
     // b arrives: the group prepares a rebalance; a commits what it read before
     // rejoining, as consumers do when they give their partitions up.
     let (b, _) = enter(&c, t0);
     assert_eq!(
-        c.heartbeat("g", &a, 1, t0),
+        c.heartbeat("g", &a, None, 1, t0),
         ResponseError::RebalanceInProgress.code()
     );
-    assert_eq!(c.may_commit("g", &a, 1, t0), 0, "generation 1 still holds");
+    assert_eq!(
+        c.may_commit("g", &a, None, 1, t0),
+        0,
+        "generation 1 still holds"
+    );
     // Both joined: generation 2 waits for the leader's assignment.
     let _ = now_answer(c.join(join(&a), t0));
     assert_eq!(
-        c.may_commit("g", &b, 2, t0),
+        c.may_commit("g", &b, None, 2, t0),
         ResponseError::RebalanceInProgress.code()
     );
     assert_eq!(
-        c.may_commit("g", &a, 1, t0),
+        c.may_commit("g", &a, None, 1, t0),
         ResponseError::IllegalGeneration.code()
     );
-    let _ = c.sync("g", &a, 2, vec![], t0);
-    assert_eq!(c.may_commit("g", &b, 2, t0), 0);
+    let _ = c.sync("g", &a, None, 2, vec![], t0);
+    assert_eq!(c.may_commit("g", &b, None, 2, t0), 0);
 }
 
 #[test]
@@ -184,16 +189,22 @@ fn a_long_join_does_not_cost_the_session() {
     let t0 = Instant::now();
     let (a, joined) = enter(&c, t0);
     assert_eq!(now_answer(joined).generation, 1);
-    let _ = c.sync("g", &a, 1, vec![], t0);
+    let _ = c.sync("g", &a, None, 1, vec![], t0);
     // b arrives; a's join waits 9 s for... a itself to rejoin, then completes.
     let later = t0 + Duration::from_secs(9);
     let (b, _) = enter(&c, later);
     let _ = now_answer(c.join(join(&a), later));
-    let _ = c.sync("g", &a, 2, vec![], later);
+    let _ = c.sync("g", &a, None, 2, vec![], later);
     // 11 s after a's first join but 2 s after the second: both still in.
     c.tick(t0 + Duration::from_secs(11));
-    assert_eq!(c.heartbeat("g", &a, 2, t0 + Duration::from_secs(11)), 0);
-    assert_eq!(c.heartbeat("g", &b, 2, t0 + Duration::from_secs(11)), 0);
+    assert_eq!(
+        c.heartbeat("g", &a, None, 2, t0 + Duration::from_secs(11)),
+        0
+    );
+    assert_eq!(
+        c.heartbeat("g", &b, None, 2, t0 + Duration::from_secs(11)),
+        0
+    );
 }
 
 #[test]
@@ -226,7 +237,14 @@ fn two_static_members(c: &Coordinator, t0: Instant) -> (String, String) {
         "a static member joins without MEMBER_ID_REQUIRED"
     );
     let a = first.member_id;
-    let _ = c.sync("g", &a, 1, vec![(a.clone(), Bytes::from_static(b"A"))], t0);
+    let _ = c.sync(
+        "g",
+        &a,
+        None,
+        1,
+        vec![(a.clone(), Bytes::from_static(b"A"))],
+        t0,
+    );
     let Answer::Later(mut b_join) = c.join(static_join("", "i-b", true), t0) else {
         panic!("b waits for a")
     };
@@ -236,9 +254,9 @@ fn two_static_members(c: &Coordinator, t0: Instant) -> (String, String) {
         (a.clone(), Bytes::from_static(b"A")),
         (b.clone(), Bytes::from_static(b"B")),
     ];
-    let _ = c.sync("g", &b, 2, vec![], t0);
+    let _ = c.sync("g", &b, None, 2, vec![], t0);
     assert_eq!(
-        &now_answer(c.sync("g", &a, 2, assignments, t0)).assignment[..],
+        &now_answer(c.sync("g", &a, None, 2, assignments, t0)).assignment[..],
         b"A"
     );
     (a, b)
@@ -257,10 +275,10 @@ fn a_static_member_that_comes_back_takes_its_place_without_a_rebalance() {
     assert!(back.members.is_empty() && !back.skip_assignment);
     let b2 = back.member_id;
     assert_eq!(
-        &now_answer(c.sync("g", &b2, 2, vec![], t0)).assignment[..],
+        &now_answer(c.sync("g", &b2, None, 2, vec![], t0)).assignment[..],
         b"B"
     );
-    assert_eq!(c.heartbeat("g", &a, 2, t0), 0, "a sees no rebalance");
+    assert_eq!(c.heartbeat("g", &a, None, 2, t0), 0, "a sees no rebalance");
     // The old id is fenced: another process with the same instance id.
     assert!(c.fenced("g", &b, Some("i-b")));
     assert!(!c.fenced("g", &b2, Some("i-b")));
@@ -284,7 +302,7 @@ fn a_static_leader_that_comes_back_skips_the_assignment_or_syncs_as_a_follower()
     assert_eq!(back.members.len(), 2);
     let a2 = back.member_id;
     assert_eq!(
-        &now_answer(c.sync("g", &a2, 2, vec![], t0)).assignment[..],
+        &now_answer(c.sync("g", &a2, None, 2, vec![], t0)).assignment[..],
         b"A"
     );
     // Before v9: the old leader's id, so it syncs as a follower.
@@ -316,12 +334,12 @@ fn a_static_member_leaves_by_its_instance_id() {
         ]
     );
     assert_eq!(
-        c.heartbeat("g", &a, 2, t0),
+        c.heartbeat("g", &a, None, 2, t0),
         ResponseError::RebalanceInProgress.code(),
         "b's leave starts a rebalance"
     );
     assert_eq!(
-        c.heartbeat("g", &b, 2, t0),
+        c.heartbeat("g", &b, None, 2, t0),
         ResponseError::UnknownMemberId.code()
     );
 }

@@ -174,14 +174,6 @@ impl Session {
 
     pub(crate) async fn sync_group(&self, request: SyncGroupRequest) -> SyncGroupResponse {
         let mut response = SyncGroupResponse::default();
-        if self.fenced(
-            &request.group_id,
-            &request.member_id,
-            request.group_instance_id.as_ref(),
-        ) {
-            response.error_code = ResponseError::FencedInstanceId.code();
-            return response;
-        }
         let assignments = request
             .assignments
             .into_iter()
@@ -190,6 +182,7 @@ impl Session {
         let answer = self.shared.coordinator.sync(
             request.group_id.0.as_str(),
             request.member_id.as_str(),
+            request.group_instance_id.as_deref(),
             request.generation_id,
             assignments,
             Instant::now(),
@@ -214,17 +207,10 @@ impl Session {
 
     pub(crate) fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
         let mut response = HeartbeatResponse::default();
-        if self.fenced(
-            &request.group_id,
-            &request.member_id,
-            request.group_instance_id.as_ref(),
-        ) {
-            response.error_code = ResponseError::FencedInstanceId.code();
-            return response;
-        }
         response.error_code = self.shared.coordinator.heartbeat(
             request.group_id.0.as_str(),
             request.member_id.as_str(),
+            request.group_instance_id.as_deref(),
             request.generation_id,
             Instant::now(),
         );
@@ -359,20 +345,13 @@ impl Session {
 
     pub(crate) async fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
         let group = request.group_id.0.to_string();
-        let allowed = if self.fenced(
-            &request.group_id,
-            &request.member_id,
-            request.group_instance_id.as_ref(),
-        ) {
-            ResponseError::FencedInstanceId.code()
-        } else {
-            self.shared.coordinator.may_commit(
-                &group,
-                request.member_id.as_str(),
-                request.generation_id_or_member_epoch,
-                Instant::now(),
-            )
-        };
+        let allowed = self.shared.coordinator.may_commit(
+            &group,
+            request.member_id.as_str(),
+            request.group_instance_id.as_deref(),
+            request.generation_id_or_member_epoch,
+            Instant::now(),
+        );
         let mut response = OffsetCommitResponse::default();
         for topic in request.topics {
             let name = topic.name.0.to_string();
@@ -507,15 +486,6 @@ impl Session {
             })
             .collect();
         response
-    }
-
-    /// Whether a request's static instance id belongs to another member now.
-    fn fenced(&self, group: &GroupId, member_id: &StrBytes, instance: Option<&StrBytes>) -> bool {
-        self.shared.coordinator.fenced(
-            group.0.as_str(),
-            member_id.as_str(),
-            instance.map(StrBytes::as_str),
-        )
     }
 
     /// DeleteGroups: a group without members loses its committed offsets on

@@ -25,6 +25,14 @@ pub(super) fn holder(g: &Group, instance: &str) -> Option<String> {
         .map(|(id, _)| id.clone())
 }
 
+/// Whether `member_id` claims static `instance` that another member holds now:
+/// `FENCED_INSTANCE_ID` for its heartbeats, syncs and commits.
+pub(super) fn fenced(g: &Group, member_id: &str, instance: Option<&str>) -> bool {
+    instance
+        .and_then(|i| holder(g, i))
+        .is_some_and(|h| h != member_id)
+}
+
 /// A static member joining without an id, as `new_id`, in the place of `old_id`.
 pub(super) fn rejoin_static(
     g: &mut Group,
