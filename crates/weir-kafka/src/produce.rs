@@ -253,15 +253,6 @@ impl Producing {
     /// producers are known (read back from its newest records after a start).
     async fn judge(&self, place: Place<'_>, stamp: Stamp) -> Verdict {
         if !self.shared.producers.loaded(place) {
-            // A rare moment (a partition's first idempotent batch since the start):
-            // drop what streams deleted meanwhile left behind.
-            let live = self
-                .broker
-                .streams()
-                .iter()
-                .filter_map(|s| self.broker.stream_id(&s.name).ok())
-                .collect();
-            self.shared.producers.keep_streams(&live);
             let found = self.stamps_in(place.topic, place.partition).await;
             self.shared.producers.load(place, &found);
         }
