@@ -183,6 +183,9 @@ impl Session {
             return response;
         }
         let streams = self.broker.streams();
+        // Looked up by name: a request may name many topics.
+        let by_name: std::collections::HashMap<&str, &StreamInfo> =
+            streams.iter().map(|s| (s.name.as_str(), s)).collect();
         let asked: Vec<(String, Option<Vec<i32>>)> = match request.topics {
             None => streams.iter().map(|s| (s.name.clone(), None)).collect(),
             Some(topics) => topics
@@ -209,7 +212,7 @@ impl Session {
             .unwrap_or(-1);
         for (name, partitions) in asked {
             // As Kafka: partitions it does not hold are left out.
-            let Some(info) = streams.iter().find(|s| s.name == name) else {
+            let Some(info) = by_name.get(name.as_str()) else {
                 continue;
             };
             let mut topic = DescribeLogDirsTopic::default();
