@@ -47,6 +47,13 @@ pub struct KafkaConfig {
     /// Most members of one group (Kafka's `group.max.size`); another's JoinGroup
     /// answers `GROUP_MAX_SIZE_REACHED`.
     pub max_group_members: usize,
+    /// Most idempotent producers whose sequences are held, every partition
+    /// together (each producer counted once per partition it writes to); the
+    /// least recently heard of is forgotten to make room.
+    pub max_producer_ids: usize,
+    /// An idempotent producer not heard from for this long is forgotten (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration: Duration,
     /// A connection with no request for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout: Duration,
@@ -78,6 +85,8 @@ impl Default for KafkaConfig {
             max_rebalance_timeout: Duration::from_secs(3600),
             max_groups: 100_000,
             max_group_members: 10_000,
+            max_producer_ids: 100_000,
+            producer_id_expiration: Duration::from_secs(86_400),
             idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),

@@ -18,11 +18,19 @@
 //!
 //! Producer ids: the time in ms times 1024 plus a counter, so ids handed out after
 //! a restart do not meet the ids of before (unless the clock went back).
+//!
+//! What is held is bounded, since any client may ask for producer ids: a producer
+//! not heard from for `[kafka] producer_id_expiration_ms` (Kafka's
+//! `producer.id.expiration.ms`, a day) is forgotten, and so is the least recently
+//! heard of when `[kafka] max_producer_ids` are held. A forgotten producer that
+//! comes back is taken as a new one, as Kafka takes a producer whose state expired:
+//! its next batch is stored whatever its sequence, so only a retry of a batch it
+//! sent before it was forgotten could be stored twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::ResponseError;
 
@@ -96,11 +104,12 @@ impl Stamp {
     }
 }
 
-#[derive(Default)]
 struct Producer {
     epoch: i16,
     /// Recent batches: first and last sequence, and the offset of the first record.
     recent: VecDeque<(i32, i32, u64)>,
+    /// When its last batch was stored.
+    used: Instant,
 }
 
 #[derive(Default)]
@@ -128,17 +137,104 @@ impl Place<'_> {
     }
 }
 
-/// Every producer's state, per stream (by number) and partition.
+/// How much producer state is held (`[kafka] max_producer_ids` and
+/// `producer_id_expiration_ms`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keep {
+    /// Most producers held, every partition together.
+    pub most: usize,
+    /// A producer not heard from this long is forgotten.
+    pub idle: Duration,
+}
+
+/// The state behind the lock.
 #[derive(Default)]
+struct Table {
+    partitions: HashMap<(u64, u32), Partition>,
+    /// One entry per producer held (per partition), with when it was queued, the
+    /// oldest first. A producer used since it was queued goes to the back again
+    /// when it reaches the front, so the least recently used is forgotten first.
+    queue: VecDeque<(Instant, (u64, u32), i64)>,
+}
+
+impl Table {
+    /// Forgets producers idle past `keep.idle`, then the least recently used
+    /// while `keep.most` are held, so that one more fits.
+    fn make_room(&mut self, keep: Keep, now: Instant) {
+        while let Some(&(queued, key, id)) = self.queue.front() {
+            let full = self.queue.len() >= keep.most;
+            if !full && now.saturating_duration_since(queued) < keep.idle {
+                break;
+            }
+            self.queue.pop_front();
+            let part = self.partitions.get_mut(&key);
+            let used = part
+                .as_ref()
+                .and_then(|p| p.producers.get(&id))
+                .map(|p| p.used);
+            match (used, part) {
+                (Some(used), _) if used > queued => self.queue.push_back((used, key, id)),
+                (Some(_), Some(part)) => {
+                    part.producers.remove(&id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records a stored batch of `s` at `offset` in the partition `key`.
+    fn remember(&mut self, keep: Keep, key: (u64, u32), s: Stamp, offset: u64) {
+        let now = Instant::now();
+        let known = self
+            .partitions
+            .get(&key)
+            .is_some_and(|p| p.producers.contains_key(&s.id));
+        if !known {
+            self.make_room(keep, now);
+            self.queue.push_back((now, key, s.id));
+        }
+        let p = self
+            .partitions
+            .entry(key)
+            .or_default()
+            .producers
+            .entry(s.id)
+            .or_insert_with(|| Producer {
+                epoch: s.epoch,
+                recent: VecDeque::new(),
+                used: now,
+            });
+        p.used = now;
+        if s.epoch != p.epoch {
+            p.epoch = s.epoch;
+            p.recent.clear();
+        }
+        p.recent.push_back((s.first, s.last, offset));
+        while p.recent.len() > REMEMBERED {
+            p.recent.pop_front();
+        }
+    }
+}
+
+/// Every producer's state, per stream (by number) and partition.
 pub(crate) struct Producers {
-    partitions: Mutex<HashMap<(u64, u32), Partition>>,
+    table: Mutex<Table>,
+    keep: Keep,
     counter: AtomicU64,
 }
 
 impl Producers {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<(u64, u32), Partition>) -> T) -> T {
+    pub(crate) fn new(keep: Keep) -> Producers {
+        Producers {
+            table: Mutex::new(Table::default()),
+            keep,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Table) -> T) -> T {
         f(&mut self
-            .partitions
+            .table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
@@ -154,36 +250,50 @@ impl Producers {
 
     /// Whether `place` was read back since the start.
     pub(crate) fn loaded(&self, place: Place<'_>) -> bool {
-        self.with(|p| p.get(&place.key()).is_some_and(|p| p.loaded))
+        self.with(|t| t.partitions.get(&place.key()).is_some_and(|p| p.loaded))
     }
 
     /// Learns the producers of `partition` from its newest records' stamps (in
     /// offset order), unless already known.
     pub(crate) fn load(&self, place: Place<'_>, stamps: &[(u64, Stamp)]) {
-        self.with(|parts| {
-            let part = parts.entry(place.key()).or_default();
+        let keep = self.keep;
+        self.with(|t| {
+            let part = t.partitions.entry(place.key()).or_default();
             if part.loaded {
                 return;
             }
             part.loaded = true;
             for (offset, s) in stamps {
-                remember(part, *s, *offset);
+                t.remember(keep, place.key(), *s, *offset);
             }
         });
     }
 
     /// Forgets a stream's producers (it was deleted).
     pub(crate) fn forget(&self, stream: u64) {
-        self.with(|parts| parts.retain(|(s, _), _| *s != stream));
+        self.with(|t| {
+            t.partitions.retain(|(s, _), _| *s != stream);
+            t.queue.retain(|(_, (s, _), _)| *s != stream);
+        });
+    }
+
+    /// How many producers are held, every partition together.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.with(|t| {
+            let n = t.partitions.values().map(|p| p.producers.len()).sum();
+            assert_eq!(n, t.queue.len(), "one queue entry per producer");
+            n
+        })
     }
 
     /// Judges a batch of `stamp`.
     pub(crate) fn check(&self, place: Place<'_>, stamp: Stamp) -> Verdict {
-        self.with(|parts| {
-            let part = parts.entry(place.key()).or_default();
+        self.with(|t| {
+            let part = t.partitions.entry(place.key()).or_default();
             let Some(p) = part.producers.get(&stamp.id) else {
-                // Unknown (new, or its batches are older than what was read back):
-                // any first sequence starts it.
+                // Unknown (new, forgotten, or its batches are older than what was
+                // read back): any first sequence starts it.
                 return Verdict::Append;
             };
             if stamp.epoch < p.epoch {
@@ -215,27 +325,19 @@ impl Producers {
 
     /// Records an appended batch.
     pub(crate) fn appended(&self, place: Place<'_>, stamp: Stamp, offset: u64) {
-        self.with(|parts| {
-            remember(parts.entry(place.key()).or_default(), stamp, offset);
-        });
-    }
-}
-
-fn remember(part: &mut Partition, s: Stamp, offset: u64) {
-    let p = part.producers.entry(s.id).or_default();
-    if s.epoch != p.epoch {
-        p.epoch = s.epoch;
-        p.recent.clear();
-    }
-    p.recent.push_back((s.first, s.last, offset));
-    while p.recent.len() > REMEMBERED {
-        p.recent.pop_front();
+        let keep = self.keep;
+        self.with(|t| t.remember(keep, place.key(), stamp, offset));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KEEP: Keep = Keep {
+        most: 1000,
+        idle: Duration::from_secs(3600),
+    };
 
     fn at(partition: u32) -> Place<'static> {
         Place {
@@ -256,7 +358,7 @@ mod tests {
 
     #[test]
     fn retries_are_found_and_gaps_refused() {
-        let p = Producers::default();
+        let p = Producers::new(KEEP);
         assert_eq!(p.check(at(0), stamp(0, 0, 9)), Verdict::Append);
         p.appended(at(0), stamp(0, 0, 9), 100);
         assert_eq!(p.check(at(0), stamp(0, 0, 9)), Verdict::Duplicate(100));
@@ -287,7 +389,7 @@ mod tests {
         let s = stamp(3, 40, 49);
         assert_eq!(Stamp::parse(&s.header().value), Some(s));
         assert_eq!(Stamp::parse(b"short"), None);
-        let p = Producers::default();
+        let p = Producers::new(KEEP);
         assert!(!p.loaded(at(0)));
         p.load(at(0), &[(10, stamp(3, 30, 39)), (20, s)]);
         assert!(p.loaded(at(0)));
@@ -298,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_topic_made_anew_under_its_name_starts_its_producers_anew() {
-        let p = Producers::default();
+        let p = Producers::new(KEEP);
         p.load(at(0), &[]);
         p.appended(at(0), stamp(0, 0, 9), 100);
         assert_eq!(p.check(at(0), stamp(0, 0, 9)), Verdict::Duplicate(100));
@@ -315,12 +417,67 @@ mod tests {
 
     #[test]
     fn a_deleted_stream_leaves_nothing_behind() {
-        let p = Producers::default();
+        let p = Producers::new(KEEP);
         let other = Place { stream: 2, ..at(0) };
         p.load(at(0), &[]);
         p.load(other, &[]);
         p.forget(1);
         assert!(!p.loaded(at(0)));
         assert!(p.loaded(other));
+    }
+
+    fn of(id: i64, first: i32) -> Stamp {
+        Stamp {
+            id,
+            ..stamp(0, first, first)
+        }
+    }
+
+    #[test]
+    fn the_least_recently_heard_of_producer_is_forgotten_when_the_most_are_held() {
+        let p = Producers::new(Keep { most: 3, ..KEEP });
+        p.load(at(0), &[]);
+        for id in 1..=3 {
+            p.appended(at(0), of(id, 0), 0);
+        }
+        // 1 is heard from again: 2 is now the least recently heard of.
+        p.appended(at(0), of(1, 1), 1);
+        p.appended(at(1), of(4, 0), 0);
+        assert_eq!(p.held(), 3);
+        assert_eq!(p.check(at(0), of(1, 1)), Verdict::Duplicate(1), "1 is kept");
+        assert_eq!(p.check(at(0), of(3, 0)), Verdict::Duplicate(0), "3 is kept");
+        assert_eq!(
+            p.check(at(0), of(2, 7)),
+            Verdict::Append,
+            "2 is forgotten: any sequence starts it again"
+        );
+        for id in 10..100 {
+            p.appended(at(2), of(id, 0), 0);
+            assert!(p.held() <= 3);
+        }
+        p.forget(1);
+        assert_eq!(
+            p.held(),
+            0,
+            "a deleted stream's producers leave the queue too"
+        );
+    }
+
+    #[test]
+    fn a_producer_idle_past_the_expiration_is_forgotten() {
+        let p = Producers::new(Keep {
+            idle: Duration::ZERO,
+            ..KEEP
+        });
+        p.load(at(0), &[]);
+        p.appended(at(0), of(1, 0), 0);
+        p.appended(at(0), of(2, 0), 5);
+        assert_eq!(p.held(), 1, "1 expired when 2 came");
+        assert_eq!(p.check(at(0), of(2, 0)), Verdict::Duplicate(5));
+        assert_eq!(p.check(at(0), of(1, 9)), Verdict::Append);
+        let kept = Producers::new(KEEP);
+        kept.appended(at(0), of(1, 0), 0);
+        kept.appended(at(0), of(2, 0), 5);
+        assert_eq!(kept.held(), 2, "within the expiration both are held");
     }
 }

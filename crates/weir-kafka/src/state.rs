@@ -58,7 +58,10 @@ impl Shared {
                 groups: config.max_groups,
                 members: config.max_group_members,
             }),
-            producers: Producers::default(),
+            producers: Producers::new(crate::producers::Keep {
+                most: config.max_producer_ids,
+                idle: config.producer_id_expiration,
+            }),
             request_budget: Arc::new(Semaphore::new(kib.min(Semaphore::MAX_PERMITS))),
         }
     }

@@ -44,6 +44,12 @@ pub struct KafkaSection {
     pub max_groups: u32,
     /// Most members of one consumer group.
     pub max_group_members: u32,
+    /// Most idempotent producers whose sequences are held (per partition written
+    /// to); the least recently heard of is forgotten to make room.
+    pub max_producer_ids: u32,
+    /// An idempotent producer not heard from this long is forgotten, ms (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
     /// A connection without a request this long is closed, ms (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout_ms: u64,
@@ -73,6 +79,8 @@ impl Default for KafkaSection {
             max_rebalance_timeout_ms: 3_600_000,
             max_groups: 100_000,
             max_group_members: 10_000,
+            max_producer_ids: 100_000,
+            producer_id_expiration_ms: 86_400_000,
             idle_timeout_ms: 600_000,
             write_timeout_ms: 30_000,
             handshake_timeout_ms: 10_000,
@@ -123,6 +131,8 @@ impl KafkaSection {
             ("max_rebalance_timeout_ms", self.max_rebalance_timeout_ms),
             ("max_groups", u64::from(self.max_groups)),
             ("max_group_members", u64::from(self.max_group_members)),
+            ("max_producer_ids", u64::from(self.max_producer_ids)),
+            ("producer_id_expiration_ms", self.producer_id_expiration_ms),
         ] {
             if value == 0 {
                 problems.push(format!("kafka.{name} must be at least 1"));
@@ -162,6 +172,8 @@ impl KafkaSection {
             max_rebalance_timeout: Duration::from_millis(self.max_rebalance_timeout_ms),
             max_groups: self.max_groups as usize,
             max_group_members: self.max_group_members as usize,
+            max_producer_ids: self.max_producer_ids as usize,
+            producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
@@ -182,6 +194,7 @@ mod tests {
             max_request_bytes: 1,
             idle_timeout_ms: 0,
             max_rebalance_timeout_ms: 86_400_001,
+            max_producer_ids: 0,
             ..KafkaSection::default()
         };
         let e = c.to_config().unwrap_err().to_string();
@@ -189,6 +202,7 @@ mod tests {
         assert!(e.contains("default_partitions"), "{e}");
         assert!(e.contains("max_request_bytes"), "{e}");
         assert!(e.contains("idle_timeout_ms"), "{e}");
+        assert!(e.contains("max_producer_ids"), "{e}");
         let ok = KafkaSection {
             anonymous_user: String::new(),
             advertised_port: 19092,
