@@ -280,6 +280,52 @@ public class JavaClients {
     b.close();
   }
 
+  /**
+   * The admin client's deleteRecords (kafka-delete-records), describeCluster and
+   * deleteConsumerGroupOffsets (kafka-consumer-groups --delete-offsets).
+   */
+  static void adminRecords() throws Exception {
+    TopicPartition p0 = new TopicPartition("jadm", 0), p1 = new TopicPartition("jadm", 1);
+    try (Admin admin = Admin.create(settings(Map.of()))) {
+      admin.createTopics(List.of(new NewTopic("jadm", 2, (short) 1))).all().get();
+      List<ProducerRecord<String, String>> records = new ArrayList<>();
+      for (int i = 0; i < 60; i++) records.add(new ProducerRecord<>("jadm", i % 2, "k", Integer.toString(i)));
+      try (KafkaProducer<String, String> p = producer(Map.of())) {
+        produce(p, records);
+      }
+      long low = admin.deleteRecords(Map.of(p0, RecordsToDelete.beforeOffset(20))).lowWatermarks().get(p0).get().lowWatermark();
+      check(low == 20, "deleteRecords moves partition 0's low watermark to 20: " + low);
+      try {
+        admin.deleteRecords(Map.of(p0, RecordsToDelete.beforeOffset(31))).all().get();
+        check(false, "a deleteRecords past the end is refused");
+      } catch (java.util.concurrent.ExecutionException e) {
+        check(e.getCause() instanceof org.apache.kafka.common.errors.OffsetOutOfRangeException,
+            "a deleteRecords past the end is refused: " + e.getCause());
+      }
+      DescribeClusterResult cluster = admin.describeCluster();
+      check(cluster.clusterId().get().equals("weir") && cluster.nodes().get().size() == 1 && cluster.controller().get().id() == 0,
+          "describeCluster: cluster weir, one node, the controller: " + cluster.nodes().get());
+      KafkaConsumer<String, String> c = consumer("jadm-g", Map.of());
+      c.subscribe(List.of("jadm"));
+      List<ConsumerRecord<String, String>> got = drain(List.of(c), 40, 60_000).get(0);
+      check(got.size() == 40 && got.stream().filter(r -> r.partition() == 0).allMatch(r -> r.offset() >= 20),
+          "the group reads 40 records, partition 0 from 20 on");
+      c.commitSync();
+      try {
+        admin.deleteConsumerGroupOffsets("jadm-g", Set.of(p0)).all().get();
+        check(false, "deleteConsumerGroupOffsets is refused while a member subscribes");
+      } catch (java.util.concurrent.ExecutionException e) {
+        check(e.getCause() instanceof org.apache.kafka.common.errors.GroupSubscribedToTopicException,
+            "deleteConsumerGroupOffsets is refused while a member subscribes: " + e.getCause());
+      }
+      c.close();
+      admin.deleteConsumerGroupOffsets("jadm-g", Set.of(p0)).all().get();
+      Map<TopicPartition, OffsetAndMetadata> left = admin.listConsumerGroupOffsets("jadm-g").partitionsToOffsetAndMetadata().get();
+      check(!left.containsKey(p0) || left.get(p0) == null, "partition 0's committed offset is gone: " + left);
+      check(left.get(p1) != null && left.get(p1).offset() == 30, "partition 1's stays at 30: " + left);
+    }
+  }
+
   /** SCRAM-SHA-256 as the user the test made: write and read allowed on java.ok only. */
   static void scram() throws Exception {
     try (KafkaProducer<String, String> p = producer(Map.of())) {
@@ -308,6 +354,7 @@ public class JavaClients {
       case "group_of_two" -> groupOfTwo();
       case "scram" -> scram();
       case "static_members" -> staticMembers();
+      case "admin_records" -> adminRecords();
       default -> check(false, "a known scenario: " + args[0]);
     }
     System.exit(0);

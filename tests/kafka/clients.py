@@ -543,5 +543,113 @@ def delete_groups():
     unknown = delete("no-such-group")
     check("GROUP_ID_NOT_FOUND" in unknown or "does not exist" in unknown, f"an unknown group: {unknown}")
 
+def forgotten_producers():
+    """With [kafka] max_producer_ids = 2, three idempotent producers take turns
+    writing to one partition: each comes back after weir forgot it, and its next
+    batch (sequence > 0) is taken as a new producer's, as Kafka takes a producer
+    whose state expired. Nothing fails and every record is stored once, in order."""
+    from confluent_kafka import Producer
+
+    failed = []
+
+    def report(err, msg):
+        if err is not None:
+            failed.append(str(err))
+
+    producers = [Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "acks": "all",
+                           "linger.ms": 5}) for _ in range(3)]
+    for turn in range(3):
+        for n, producer in enumerate(producers):
+            for i in range(50):
+                producer.produce("fp", value=f"{n}:{turn * 50 + i}".encode(), on_delivery=report)
+            left = producer.flush(30)
+            check(left == 0 and not failed, f"producer {n} delivered turn {turn} ({left} left, {failed[:3]})")
+    got = read_all("fp", expect=450)
+    values = [r.value.decode() for r in got]
+    check(len(values) == 450 and len(set(values)) == 450, f"450 records stored once each ({len(values)}, {len(set(values))} distinct)")
+    for n in range(3):
+        mine = [int(v.split(":")[1]) for v in values if v.startswith(f"{n}:")]
+        check(mine == list(range(150)), f"producer {n}'s 150 records are stored in its order")
+
+
+def delete_records():
+    """DeleteRecords through confluent-kafka's AdminClient (kafka-delete-records):
+    the records below an offset go and readers start there; past the end is
+    OFFSET_OUT_OF_RANGE; OFFSET_END (-1) trims every record so far. kafka-python's
+    admin client trims too. DescribeCluster (librdkafka's describe_cluster)."""
+    from confluent_kafka import OFFSET_END, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    produce("trim", [(None, str(i).encode(), None) for i in range(100)])
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+
+    def trim(offset):
+        futures = admin.delete_records([TopicPartition("trim", 0, offset)], request_timeout=10)
+        try:
+            return list(futures.values())[0].result(10).low_watermark
+        except Exception as e:  # KafkaException with the partition's error
+            return str(e)
+
+    check(trim(40) == 40, "DeleteRecords answers the new low watermark 40")
+    got = read_all("trim", expect=60)
+    check([r.offset for r in got] == list(range(40, 100)), f"readers start at 40 ({[r.offset for r in got][:3]})")
+    check([int(r.value) for r in got] == list(range(40, 100)), "with the records kept")
+    refused = trim(1000)
+    check("OFFSET_OUT_OF_RANGE" in refused or "out of range" in refused.lower(), f"past the end is refused: {refused}")
+    check(trim(10) == 40, "a trim below the first changes nothing")
+    kadmin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    answered = kadmin.delete_records({KTopicPartition("trim", 0): 70})
+    check(trim(10) == 70, f"kafka-python's admin client trims to 70: {answered}")
+    kadmin.close()
+    check(trim(OFFSET_END) == 100, "OFFSET_END trims every record so far")
+    produce("trim", [(None, b"after", None)])
+    got = read_all("trim", expect=1)
+    check([(r.offset, r.value) for r in got] == [(100, b"after")], f"the next record is read at 100: {got}")
+    cluster = admin.describe_cluster(request_timeout=10).result(10)
+    check(cluster.cluster_id == "weir" and len(cluster.nodes) == 1 and cluster.controller.id == 0,
+          f"DescribeCluster: one node, the controller: {cluster}")
+
+
+def offset_delete():
+    """OffsetDelete through kafka-python's admin client (kafka-consumer-groups
+    --delete-offsets): refused for a topic a live member subscribes to; once the
+    group is empty, one partition's offset goes and the other stays; an unknown
+    group is GROUP_ID_NOT_FOUND."""
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.admin import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    kadmin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    kadmin.create_topics([NewTopic("od", 2, 1)])
+    produce("od", [(str(i).encode(), str(i).encode(), None) for i in range(40)])
+    c = consumer("od-g")
+    c.subscribe(["od"])
+    got = drain([c], 40)[0]
+    check(len(got) == 40, f"the group read 40 records ({len(got)})")
+    c.commit(asynchronous=False)
+    parts = [KTopicPartition("od", 0)]
+
+    def codes(answer):
+        return sorted(type(e).__name__ if not isinstance(e, type) else e.__name__ for e in answer.values())
+
+    busy = kadmin.delete_group_offsets("od-g", parts)
+    check(codes(busy) == ["GroupSubscribedToTopicError"], f"refused while a member subscribes: {busy}")
+    c.close()
+    done = kadmin.delete_group_offsets("od-g", parts)
+    check(codes(done) == ["NoError"], f"deleted once the group is empty: {done}")
+    left = kadmin.list_group_offsets({"od-g": None})["od-g"]
+    kept = {tp.partition: om.offset for tp, om in left.items() if om.offset >= 0}
+    check(0 not in kept and kept.get(1, -1) > 0, f"partition 0's offset is gone, 1's kept: {left}")
+    try:
+        unknown = kadmin.delete_group_offsets("no-such-group", parts)
+        outcome = str(unknown)
+    except Exception as e:
+        outcome = type(e).__name__ + str(e)
+    check("GroupIdNotFound" in outcome or "GROUP_ID_NOT_FOUND" in outcome, f"an unknown group: {outcome}")
+    kadmin.close()
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()

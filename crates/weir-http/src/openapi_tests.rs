@@ -13,7 +13,7 @@ const DOCUMENT: &str = include_str!("openapi.json");
 const ROUTES_SOURCE: &str = include_str!("routes.rs");
 
 /// Every (method, path) that `routes::router` registers.
-const ROUTES: [(&str, &str); 60] = [
+const ROUTES: [(&str, &str); 61] = [
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/metrics/per-object"),
@@ -53,6 +53,7 @@ const ROUTES: [(&str, &str); 60] = [
     ("delete", "/api/streams/{name}"),
     ("post", "/api/streams/{name}/messages"),
     ("get", "/api/streams/{name}/messages"),
+    ("delete", "/api/streams/{name}/messages"),
     ("get", "/api/streams/{name}/groups"),
     ("get", "/api/streams/{name}/groups/{group}"),
     ("put", "/api/streams/{name}/groups/{group}"),

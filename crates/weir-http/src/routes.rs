@@ -148,7 +148,9 @@ fn stream_routes(router: Router<AppState>) -> Router<AppState> {
         )
         .route(
             "/api/streams/{name}/messages",
-            post(streams::append).get(streams::read),
+            post(streams::append)
+                .get(streams::read)
+                .delete(streams::trim),
         )
         .route("/api/streams/{name}/groups", get(groups::list))
         .route(

@@ -1,6 +1,6 @@
 //! Streams over HTTP (issue 21, docs/http-api.md "Streams"): declare, list, show,
-//! alter (retention), delete, append and read. Permissions as RabbitMQ checks its
-//! stream queues: declare, alter and delete need `configure` on the stream, appending `write` on the
+//! alter (retention), delete, append, read and trim. Permissions as RabbitMQ checks its
+//! stream queues: declare, alter, delete and trim need `configure` on the stream, appending `write` on the
 //! default exchange (`amq.default`, as a publish to the stream through it), reading
 //! `read` on the stream.
 
@@ -208,6 +208,38 @@ pub(crate) async fn append(
 #[derive(Serialize)]
 struct Placements<'a> {
     messages: &'a [Placed],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrimQuery {
+    partition: Option<u32>,
+    before: String,
+}
+
+/// Removes a partition's records below `before` (an offset, or `end` for every
+/// record so far), as Kafka's DeleteRecords: its first offset moves there for
+/// good and whole segments below it are reclaimed. `configure` on the stream, as
+/// deleting it.
+pub(crate) async fn trim(
+    caller: Caller,
+    Scoped(broker): Scoped,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<TrimQuery>,
+) -> ApiResult {
+    caller.allow(Operation::Configure, "queue", &name)?;
+    let before = match q.before.as_str() {
+        "end" => None,
+        n => Some(n.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("invalid_argument", "before: an offset or `end`")
+        })?),
+    };
+    let partition = q.partition.unwrap_or(0);
+    let first = broker.trim_stream(&name, partition, before).await?;
+    ok(
+        StatusCode::OK,
+        json!({"partition": partition, "first_offset": first}),
+    )
 }
 
 #[derive(Deserialize)]

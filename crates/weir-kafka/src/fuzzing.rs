@@ -150,6 +150,8 @@ impl SessionHarness {
             max_rebalance_timeout: REBALANCE,
             max_groups: 64,
             max_group_members: 16,
+            // Producers are forgotten often, so that path is fuzzed too.
+            max_producer_ids: 8,
             // A refused login answers at once: a fuzzer tries many.
             failed_login_delay: Duration::ZERO,
             shutdown: shutdown.clone(),
@@ -465,7 +467,51 @@ mod tests {
                 "config-and-static-requests",
                 with(0, &config_and_static_requests()),
             ),
+            (
+                "trim-and-offset-requests",
+                with(0, &trim_and_offset_requests(&metadata, &produce)),
+            ),
         ]
+    }
+
+    /// A topic Metadata v4 makes and a Produce v3 fills, then DeleteRecords v0 to
+    /// the partition's end, a commit v2 without a member, OffsetDelete v0 of that
+    /// offset, and DescribeCluster v0 (a flexible request: header v2).
+    fn trim_and_offset_requests(metadata: &[u8], produce: &[u8]) -> Vec<u8> {
+        let (group, topic, one) = ([0u8, 1, b'g'], [0u8, 1, b't'], [0u8, 0, 0, 1]);
+        let delete_records = [
+            &one[..],
+            &topic,
+            &one,
+            &[0; 4],
+            &[0xff; 8],
+            &[0, 0, 0x13, 0x88],
+        ]
+        .concat();
+        let commit = [
+            &group[..],
+            &[0xff; 4],
+            &[0, 0],
+            &[0xff; 8],
+            &one,
+            &topic,
+            &one,
+            &[0; 4],
+            &[0, 0, 0, 0, 0, 0, 0, 1],
+            &[0xff, 0xff],
+        ]
+        .concat();
+        let offset_delete = [&group[..], &one, &topic, &one, &[0; 4]].concat();
+        [
+            framed(3, 4, 1, metadata),
+            framed(0, 3, 2, produce),
+            framed(21, 0, 3, &delete_records),
+            framed(8, 2, 4, &commit),
+            framed(47, 0, 5, &offset_delete),
+            // Header v2's tagged fields, then the body and its tagged fields.
+            framed(60, 0, 6, &[0, 0, 0]),
+        ]
+        .concat()
     }
 
     /// A topic Metadata v4 makes, then IncrementalAlterConfigs v0 (a SET and a
@@ -604,7 +650,7 @@ mod tests {
             let want = match name {
                 "group-requests" => 12,
                 "config-and-static-requests" => 7,
-                "behind-a-fetch" => 6,
+                "trim-and-offset-requests" | "behind-a-fetch" => 6,
                 _ => continue,
             };
             let frames = answers(&harness.session(&seed).await);

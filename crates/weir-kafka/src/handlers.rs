@@ -27,6 +27,8 @@ pub(crate) async fn answer(
         }
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(s.describe_configs(r)),
         RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(s.describe_log_dirs(r)),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(s.describe_cluster(&r)),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(s.delete_records(r).await),
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(s.alter_configs(r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(s.incremental_alter_configs(r).await)
@@ -47,6 +49,7 @@ pub(crate) async fn answer(
             ResponseKind::DescribeGroups(s.describe_groups(&r, version))
         }
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(s.delete_groups(r).await),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(s.offset_delete(r).await),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(s.init_producer_id(&r)),
         RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(s.sasl_handshake(&r)),
         RequestKind::SaslAuthenticate(r) => {

@@ -15,13 +15,17 @@
 //! | a connection's state and what connections share (a leaf) | `state.rs` |
 //! | which handler answers which request | `handlers.rs` |
 //! | APIs and versions served, ApiVersions | `apis.rs` |
-//! | Metadata, auto-creation, permission helpers | `metadata.rs` |
+//! | Metadata, DescribeCluster, DescribeLogDirs, auto-creation, permission helpers | `metadata.rs` |
 //! | CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs | `topics.rs` |
+//! | AlterConfigs, IncrementalAlterConfigs: a topic's retention changed | `alter_configs.rs` |
+//! | DeleteRecords: a partition's oldest records trimmed | `delete_records.rs` |
 //! | Produce | `produce.rs` |
 //! | the idempotent producer: InitProducerId, sequences kept and read back | `producers.rs` |
 //! | Fetch (long poll) and ListOffsets | `fetch.rs` |
 //! | the classic group protocol's state machine: joins, generations, rebalances, sessions | `coordinator.rs` |
+//! | static members (`group.instance.id`): their places kept across restarts | `static_members.rs` |
 //! | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups, OffsetCommit, OffsetFetch | `groups.rs` |
+//! | OffsetDelete: some of a group's committed offsets deleted | `offset_delete.rs` |
 //! | record batches in and out, bounded decompression | `records.rs` |
 //! | SASL PLAIN and SCRAM-SHA-256 | `sasl.rs` |
 //! | SCRAM's messages, nonces and auth message | `scram.rs` |
@@ -35,6 +39,7 @@ mod alter_configs;
 mod apis;
 mod config;
 mod coordinator;
+mod delete_records;
 mod errors;
 mod fetch;
 #[doc(hidden)]
@@ -42,6 +47,7 @@ pub mod fuzzing;
 mod groups;
 mod handlers;
 mod metadata;
+mod offset_delete;
 mod produce;
 mod producers;
 mod records;

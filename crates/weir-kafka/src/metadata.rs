@@ -4,6 +4,7 @@
 //! `auto_create_topics` is on, the request allows it and the user may configure it.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
@@ -11,8 +12,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeLogDirsRequest, DescribeLogDirsResponse, MetadataRequest, MetadataResponse,
-    TopicName,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::Vhost;
@@ -27,6 +28,9 @@ pub(crate) const NODE: i32 = 0;
 
 /// The cluster id Metadata reports.
 const CLUSTER_ID: &str = "weir";
+
+/// DescribeCluster's endpoint type of brokers (2 is controllers).
+const BROKER_ENDPOINTS: i8 = 1;
 
 impl Session {
     pub(crate) async fn metadata(
@@ -66,6 +70,35 @@ impl Session {
         response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
         response.controller_id = BrokerId(NODE);
         response.topics = topics;
+        response
+    }
+
+    /// DescribeCluster (the admin clients' `describeCluster`, KIP-700): this
+    /// broker, the controller too. Controller endpoints (KIP-919) are for a Kafka
+    /// controller to answer, so weir answers them as a Kafka broker does:
+    /// `UNSUPPORTED_ENDPOINT_TYPE`.
+    /// Authorized operations are not reported (ACLs are not Kafka's here).
+    pub(crate) fn describe_cluster(
+        &self,
+        request: &DescribeClusterRequest,
+    ) -> DescribeClusterResponse {
+        let mut response = DescribeClusterResponse::default();
+        response.endpoint_type = request.endpoint_type;
+        if request.endpoint_type != BROKER_ENDPOINTS {
+            response.error_code = ResponseError::UnsupportedEndpointType.code();
+            response.error_message = Some(StrBytes::from_static_str(
+                "weir answers for brokers only: it is its own controller",
+            ));
+            return response;
+        }
+        let entry = self.broker_entry();
+        let mut broker = DescribeClusterBroker::default();
+        broker.broker_id = entry.node_id;
+        broker.host = entry.host;
+        broker.port = entry.port;
+        response.brokers = vec![broker];
+        response.cluster_id = StrBytes::from_static_str(CLUSTER_ID);
+        response.controller_id = BrokerId(NODE);
         response
     }
 

@@ -104,4 +104,41 @@ impl<S: LogStore> Broker<S> {
         let s = self.stream(stream)?;
         Ok(s.groups.with(|g| g.commit_metadata(group)))
     }
+
+    /// Deletes `group`'s committed offsets (and commit metadata) of `partitions`,
+    /// as Kafka's OffsetDelete does; the group and its other offsets stay. A
+    /// partition without one is no error. Refused while the group has live
+    /// members of weir's own (HTTP or AMQP): they read from those offsets.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidArgument` (a partition the stream lacks),
+    /// `PreconditionFailed` (live members), storage.
+    pub async fn delete_offsets(
+        &self,
+        stream: &str,
+        group: &str,
+        partitions: &[u32],
+    ) -> Result<()> {
+        let s = self.stream(stream)?;
+        let count = s.options.partitions;
+        if let Some(p) = partitions.iter().find(|p| **p >= count) {
+            return Err(BrokerError::invalid(
+                "partition",
+                format!("{p} is not below the stream's {count}"),
+            ));
+        }
+        s.groups
+            .change(|groups| {
+                if groups.has_live_members(group, std::time::Instant::now())? {
+                    return Err(BrokerError::PreconditionFailed {
+                        reason: format!("group '{group}' has live members"),
+                    });
+                }
+                Ok(Change::Uncommit {
+                    group: group.to_owned(),
+                    partitions: partitions.to_vec(),
+                })
+            })
+            .await
+    }
 }

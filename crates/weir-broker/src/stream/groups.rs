@@ -108,6 +108,14 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         metadata: BTreeMap<u32, String>,
     },
+    /// Some partitions' committed offsets (and metadata) are deleted; the group
+    /// stays (Kafka's OffsetDelete).
+    Uncommit {
+        /// The group.
+        group: String,
+        /// The partitions.
+        partitions: Vec<u32>,
+    },
     /// A group is deleted with its offsets.
     Delete {
         /// The group.
@@ -219,6 +227,14 @@ impl Groups {
                         };
                     }
                     g.committed.extend(offsets);
+                }
+            }
+            Change::Uncommit { group, partitions } => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    for p in &partitions {
+                        g.committed.remove(p);
+                        g.metadata.remove(p);
+                    }
                 }
             }
             Change::Delete { group } => {

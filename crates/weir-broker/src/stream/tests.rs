@@ -536,3 +536,77 @@ async fn a_streams_retention_changes_at_once_and_across_a_restart() {
     );
     assert_eq!(info.options.segment_bytes, Some(8192));
 }
+
+#[tokio::test]
+async fn a_trimmed_partition_starts_at_the_trim_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StreamOptions {
+        partitions: 2,
+        segment_bytes: Some(4096),
+        ..StreamOptions::default()
+    };
+    {
+        let broker = open(dir.path()).await;
+        broker.declare_stream("t", options).await.expect("declare");
+        let body = "y".repeat(300);
+        for _ in 0..10 {
+            broker
+                .append("t", (0..10).map(|_| record(Some("k"), &body)).collect())
+                .await
+                .expect("append");
+        }
+        let partition = partition_for(b"k", 2);
+        let other = 1 - partition;
+        assert_eq!(
+            broker.trim_stream("t", partition, Some(42)).await.ok(),
+            Some(42)
+        );
+        let read = broker
+            .read_stream("t", partition, ReadFrom::First, 1, 0)
+            .await
+            .expect("read");
+        assert_eq!(read.records.first().map(|r| r.offset), Some(42));
+        assert!(
+            matches!(
+                broker.read_stream("t", partition, ReadFrom::Offset(3), 1, 0).await,
+                Ok(r) if r.records.first().map(|r| r.offset) == Some(42)
+            ),
+            "a reader below the first is clamped to it"
+        );
+        assert_eq!(
+            broker.trim_stream("t", partition, Some(7)).await.ok(),
+            Some(42),
+            "a trim below the first changes nothing"
+        );
+        assert!(matches!(
+            broker.trim_stream("t", partition, Some(101)).await,
+            Err(BrokerError::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            broker.trim_stream("t", 2, None).await,
+            Err(BrokerError::InvalidArgument { .. })
+        ));
+        assert_eq!(
+            broker.trim_stream("t", other, None).await.ok(),
+            Some(0),
+            "the end of an empty partition"
+        );
+        let segments = |broker: &Broker| {
+            broker.stream_info("t").expect("info").partition_stats[partition as usize].segments
+        };
+        let before = segments(&broker);
+        broker.shutdown().await;
+        drop(broker);
+        let broker = open(dir.path()).await;
+        assert_eq!(broker.stream_bounds("t", partition).ok(), Some((42, 100)));
+        assert_eq!(
+            broker.trim_stream("t", partition, None).await.ok(),
+            Some(100)
+        );
+        assert!(
+            segments(&broker) < before,
+            "whole segments below it are reclaimed"
+        );
+        broker.shutdown().await;
+    }
+}

@@ -178,6 +178,18 @@ impl<S: LogStore> Vhost<S> {
             .map_err(|e| self.out_error(e))
     }
 
+    /// [`Broker::trim_stream`](crate::Broker::trim_stream).
+    pub async fn trim_stream(
+        &self,
+        name: &str,
+        partition: u32,
+        before: Option<u64>,
+    ) -> Result<u64> {
+        let full = self.full(name)?;
+        let trimmed = self.broker.trim_stream(&full, partition, before).await;
+        trimmed.map_err(|e| self.out_error(e))
+    }
+
     /// [`Broker::read_stream`](crate::Broker::read_stream).
     pub async fn read_stream(
         &self,
@@ -228,6 +240,18 @@ impl<S: LogStore> Vhost<S> {
     pub async fn delete_group(&self, stream: &str, group: &str) -> Result<()> {
         let full = self.full(stream)?;
         let deleted = self.broker.delete_group(&full, group).await;
+        deleted.map_err(|e| self.out_error(e))
+    }
+
+    /// [`Broker::delete_offsets`](crate::Broker::delete_offsets).
+    pub async fn delete_offsets(
+        &self,
+        stream: &str,
+        group: &str,
+        partitions: &[u32],
+    ) -> Result<()> {
+        let full = self.full(stream)?;
+        let deleted = self.broker.delete_offsets(&full, group, partitions).await;
         deleted.map_err(|e| self.out_error(e))
     }
 

@@ -1,7 +1,8 @@
 //! What a front end speaking a log protocol of its own needs beyond the HTTP
 //! reader's calls (the Kafka front end, issue 23): reads bounded in bytes as the
-//! client asks, the offset a position names without reading there, and a wake-up
-//! at each append for a wait over several partitions.
+//! client asks, the offset a position names without reading there, a wake-up at
+//! each append for a wait over several partitions, and a trim of a partition's
+//! oldest records.
 
 use std::sync::Arc;
 
@@ -77,6 +78,37 @@ impl<S: LogStore> Broker<S> {
             .file_name()
             .and_then(|n| n.to_str()?.strip_prefix('@')?.parse().ok());
         id.ok_or_else(|| BrokerError::internal(format!("stream '{name}' has no number")))
+    }
+
+    /// Removes the records of `partition` below `before` (Kafka's DeleteRecords,
+    /// HTTP's `DELETE /api/streams/{name}/messages`): the partition's first offset
+    /// moves there durably, and segments wholly below it are reclaimed. `None` is
+    /// the end: every record appended so far goes. A `before` at or below the
+    /// first offset changes nothing. Returns the partition's first offset after.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidArgument` (partition, `before` past the end), storage.
+    pub async fn trim_stream(
+        &self,
+        name: &str,
+        partition: u32,
+        before: Option<u64>,
+    ) -> Result<u64> {
+        let (stream, partition) = self.stream_part(name, partition)?;
+        let log = &stream.partitions[partition as usize];
+        let next = log.next_offset().0;
+        let before = before.unwrap_or(next);
+        if before > next {
+            return Err(BrokerError::invalid(
+                "before",
+                format!("{before} is past the end of partition {partition} ({next})"),
+            ));
+        }
+        log.trim_before(weir_log::Offset(before))
+            .await
+            .map_err(|e| BrokerError::storage(name.to_owned(), e))?;
+        tracing::info!(stream = name, partition, before, "trimmed stream");
+        Ok(log.first_offset().0)
     }
 
     /// The first and next offsets of `partition`, read without waiting.

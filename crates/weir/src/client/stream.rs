@@ -1,4 +1,4 @@
-//! `weir stream create|alter|ls|show|rm|send|read|tail` and `weir group
+//! `weir stream create|alter|ls|show|rm|trim|send|read|tail` and `weir group
 //! ls|show|reset`:
 //! streams and their consumer groups over the HTTP API (docs/http-api.md
 //! "Streams", "Consumer groups").
@@ -26,6 +26,8 @@ pub enum StreamCommand {
     Show(StreamNameArgs),
     /// Delete a stream and its records.
     Rm(StreamNameArgs),
+    /// Remove a partition's records below an offset (Kafka's DeleteRecords).
+    Trim(StreamTrimArgs),
     /// Append one record, or one per line of stdin (batched).
     Send(StreamSendArgs),
     /// Read records from an offset, a time, first, last or next.
@@ -100,6 +102,21 @@ pub struct StreamAlterArgs {
     /// Seal segments from now on at this size; `none`: the broker's.
     #[arg(long, value_name = "BYTES|none", value_parser = limit)]
     segment_bytes: Option<Limit>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `weir stream trim`.
+#[derive(clap::Args, Debug)]
+pub struct StreamTrimArgs {
+    /// The stream.
+    stream: String,
+    /// The partition.
+    #[arg(long, default_value_t = 0)]
+    partition: u32,
+    /// Records below this offset go; `end`: every record appended so far.
+    #[arg(long, value_name = "OFFSET|end")]
+    before: String,
     #[command(flatten)]
     common: Common,
 }
@@ -280,6 +297,7 @@ pub(super) async fn stream(cmd: StreamCommand) -> anyhow::Result<ExitCode> {
                 format!("deleted stream {}\n", args.stream)
             });
         }
+        StreamCommand::Trim(args) => trim(args).await?,
         StreamCommand::Send(args) => send(args).await?,
         StreamCommand::Read(args) => {
             let api = args.common.server.api()?;
@@ -390,6 +408,28 @@ async fn read(api: &Api, args: &StreamReadArgs, from: &str, wait_ms: u64) -> any
         .request_with(Method::GET, &segments, &query, None, wait_ms)
         .await?;
     Ok(reply.body)
+}
+
+/// `weir stream trim`: `DELETE /api/streams/{name}/messages?partition=&before=`.
+async fn trim(args: StreamTrimArgs) -> anyhow::Result<()> {
+    let api = args.common.server.api()?;
+    let query = [
+        ("partition", args.partition.to_string()),
+        ("before", args.before.clone()),
+    ];
+    let segments = ["api", "streams", args.stream.as_str(), "messages"];
+    let reply = api
+        .request_with(Method::DELETE, &segments, &query, None, 0)
+        .await?;
+    print_json_or(&args.common, &reply.body, || {
+        format!(
+            "trimmed partition {} of stream {}: it starts at offset {}\n",
+            args.partition,
+            args.stream,
+            u(&reply.body["first_offset"])
+        )
+    });
+    Ok(())
 }
 
 /// Long-polls from `--from` (`next` by default) and prints each record as it

@@ -1,5 +1,5 @@
 //! `weir stream` and `weir group` as the real binary against a real broker
-//! (issue 21): create, alter, send (an argument, or stdin lines with a key), ls, show,
+//! (issue 21): create, alter, trim, send (an argument, or stdin lines with a key), ls, show,
 //! read, tail following new records live, and a group's ls, show and reset.
 
 use std::process::Stdio;
@@ -223,4 +223,39 @@ async fn a_streams_retention_is_altered_from_the_cli() {
     )
     .await;
     assert!(bad.stderr.contains("a number, or none"), "{}", bad.stderr);
+}
+
+#[tokio::test]
+async fn a_partition_is_trimmed_from_the_cli() {
+    let broker = Broker::start().await.expect("broker starts");
+    weir(&broker, &["stream", "create", "t"], b"").await.ok();
+    weir(&broker, &["stream", "send", "t"], b"a\nb\nc\nd\n")
+        .await
+        .ok();
+    let trimmed = weir(&broker, &["stream", "trim", "t", "--before", "2"], b"")
+        .await
+        .ok();
+    assert!(
+        trimmed
+            .stdout
+            .contains("trimmed partition 0 of stream t: it starts at offset 2"),
+        "{}",
+        trimmed.stdout
+    );
+    let read = weir(&broker, &["stream", "read", "t", "--json"], b"")
+        .await
+        .ok()
+        .json();
+    assert_eq!(read["messages"][0]["offset"], 2, "{read}");
+    let all = weir(
+        &broker,
+        &["stream", "trim", "t", "--before", "end", "--json"],
+        b"",
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(all["first_offset"], 4, "{all}");
+    let past = weir(&broker, &["stream", "trim", "t", "--before", "9"], b"").await;
+    assert!(past.stderr.contains("past the end"), "{}", past.stderr);
 }

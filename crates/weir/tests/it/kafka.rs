@@ -395,6 +395,72 @@ async fn the_admin_clients_alter_a_topics_retention_at_once() {
 }
 
 #[tokio::test]
+async fn idempotent_producers_forgotten_past_the_cap_come_back_as_new_ones() {
+    let (broker, _dir) = start_configured("max_producer_ids = 2").await;
+    let out = scenario(&broker, "forgotten_producers").await;
+    assert!(
+        out.contains("ok: producer 2's 150 records are stored in its order"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn delete_records_trims_a_partition_for_every_protocol() {
+    let broker = start().await;
+    let out = scenario(&broker, "delete_records").await;
+    assert!(out.contains("ok: DescribeCluster"), "{out}");
+    let (status, body) = Api::new(&broker)
+        .call("GET", "/api/streams/trim/messages?from=first", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let offsets: Vec<_> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].clone())
+        .collect();
+    assert_eq!(
+        offsets,
+        [json!(100)],
+        "HTTP reads from the trim too: {body}"
+    );
+    let (status, body) = Api::new(&broker)
+        .call("DELETE", "/api/streams/trim/messages?before=101", None)
+        .await;
+    assert_eq!(
+        (status, &body["first_offset"]),
+        (200, &json!(101)),
+        "{body}"
+    );
+    let (status, body) = Api::new(&broker)
+        .call("DELETE", "/api/streams/trim/messages?before=500", None)
+        .await;
+    assert_eq!(status, 400, "past the end over HTTP: {body}");
+}
+
+#[tokio::test]
+async fn offset_delete_drops_one_partitions_offset_of_an_empty_group() {
+    let broker = start().await;
+    let out = scenario(&broker, "offset_delete").await;
+    assert!(out.contains("ok: an unknown group"), "{out}");
+    let (status, body) = Api::new(&broker)
+        .call("GET", "/api/streams/od/groups/od-g", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let committed: Vec<_> = body["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["committed"].clone())
+        .collect();
+    assert!(
+        committed[0].is_null(),
+        "HTTP sees partition 0's offset gone: {body}"
+    );
+    assert!(committed[1].as_u64().is_some_and(|c| c > 0), "{body}");
+}
+
+#[tokio::test]
 async fn describe_log_dirs_shows_each_partitions_bytes() {
     let broker = start().await;
     let out = scenario(&broker, "log_dirs").await;

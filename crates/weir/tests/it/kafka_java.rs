@@ -1,8 +1,9 @@
 //! The Java Kafka client (Apache kafka-clients 4.3.0, unmodified) against the
 //! Kafka front end: its admin client, its default producer (idempotent, acks=all)
 //! with every codec, a group read with its offsets, a group of two with the
-//! client's default assignors, and a SCRAM-SHA-256 login held to its
-//! permissions. `./scripts/test` installs the jars and a JDK;
+//! client's default assignors, a SCRAM-SHA-256 login held to its permissions,
+//! and the admin client's deleteRecords, describeCluster and
+//! deleteConsumerGroupOffsets. `./scripts/test` installs the jars and a JDK;
 //! tests/kafka/JavaClients.java is compiled once per run.
 
 use std::path::{Path, PathBuf};
@@ -129,6 +130,21 @@ async fn a_java_static_leader_that_restarts_takes_its_partitions_back_without_a_
     assert!(
         out.contains("ok: the group's members are i-a and i-b"),
         "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_java_admin_client_trims_describes_the_cluster_and_deletes_group_offsets() {
+    let broker = start().await;
+    let out = java(&broker, "admin_records", &[]).await;
+    assert!(out.contains("ok: partition 1's stays at 30"), "{out}");
+    let (status, body) = Api::new(&broker)
+        .call("GET", "/api/streams/jadm", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["partition_stats"][0]["first_offset"], 20,
+        "HTTP sees the trim: {body}"
     );
 }
 
