@@ -280,6 +280,9 @@ impl Coordinator {
             {
                 return refuse(ResponseError::UnknownMemberId, &member_id);
             }
+            if let Some(answer) = join_again(g, &member_id, &join.protocols, now) {
+                return Answer::Now(answer);
+            }
             let (tx, rx) = oneshot::channel();
             let member = g
                 .members
@@ -645,6 +648,45 @@ fn start_rebalance(g: &mut Group, now: Instant, joined: Option<&str>) {
 }
 
 /// Every member joined (or the rebalance timed out): a new generation.
+/// A member of the generation joins again with the protocols it joined with:
+/// as Kafka's coordinator, no rebalance when the group is stable and it is not the
+/// leader (whose join is how a leader asks for one), and the same answer again
+/// while the leader's assignment is awaited (a join whose answer was lost). `None`:
+/// the join starts or joins a rebalance.
+fn join_again(
+    g: &mut Group,
+    member_id: &str,
+    protocols: &[(String, Bytes)],
+    now: Instant,
+) -> Option<Joined> {
+    let leader = g.leader.clone().unwrap_or_default();
+    let again = match g.state {
+        State::Stable => leader != member_id,
+        State::CompletingRebalance => true,
+        State::Empty | State::PreparingRebalance => false,
+    };
+    let m = g.members.get_mut(member_id)?;
+    if !again || m.protocols != protocols {
+        return None;
+    }
+    m.last_seen = now;
+    let members = if leader == member_id {
+        member_list(g)
+    } else {
+        Vec::new()
+    };
+    Some(Joined {
+        error: 0,
+        generation: g.generation,
+        protocol_type: g.protocol_type.clone(),
+        protocol: g.protocol.clone(),
+        leader,
+        member_id: member_id.to_owned(),
+        members,
+        skip_assignment: false,
+    })
+}
+
 fn complete_join(g: &mut Group, now: Instant) {
     if g.members.is_empty() {
         g.state = State::Empty;

@@ -343,3 +343,47 @@ fn a_static_member_leaves_by_its_instance_id() {
         ResponseError::UnknownMemberId.code()
     );
 }
+
+#[test]
+fn a_follower_that_joins_again_unchanged_gets_its_generation_without_a_rebalance() {
+    let c = Coordinator::default();
+    let t0 = Instant::now();
+    let (a, joined) = enter(&c, t0);
+    assert_eq!(now_answer(joined).generation, 1);
+    let (b, b_join) = enter(&c, t0);
+    assert_eq!(now_answer(c.join(join(&a), t0)).generation, 2);
+    let Answer::Later(mut b_join) = b_join else {
+        panic!("b waits for a")
+    };
+    assert_eq!(b_join.try_recv().unwrap().generation, 2);
+    // b's join answer was lost: joined again before the leader's assignment, it
+    // gets the same answer, and the leader its member list.
+    let again = now_answer(c.join(join(&b), t0));
+    assert_eq!((again.error, again.generation), (0, 2));
+    assert_eq!(now_answer(c.join(join(&a), t0)).members.len(), 2);
+    let assignments = vec![
+        (a.clone(), Bytes::from_static(b"p0")),
+        (b.clone(), Bytes::from_static(b"p1")),
+    ];
+    now_answer(c.sync("g", &a, None, 2, assignments, t0));
+    assert_eq!(
+        &now_answer(c.sync("g", &b, None, 2, vec![], t0)).assignment[..],
+        b"p1"
+    );
+    // Stable: the follower joins again unchanged: its generation, no rebalance.
+    let again = now_answer(c.join(join(&b), t0));
+    assert_eq!(
+        (again.error, again.generation, again.leader.as_str()),
+        (0, 2, a.as_str())
+    );
+    assert_eq!(c.heartbeat("g", &a, None, 2, t0), 0, "a sees no rebalance");
+    // With other metadata it is a rebalance, as the leader's join always is.
+    let mut changed = join(&b);
+    changed.protocols = vec![("range".into(), Bytes::from_static(b"other"))];
+    assert!(matches!(c.join(changed, t0), Answer::Later(_)));
+    assert_eq!(
+        c.heartbeat("g", &a, None, 2, t0),
+        ResponseError::RebalanceInProgress.code()
+    );
+    assert_eq!(now_answer(c.join(join(&a), t0)).generation, 3);
+}
