@@ -27,7 +27,7 @@
 //! its next batch is stored whatever its sequence, so only a retry of a batch it
 //! sent before it was forgotten could be stored twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -108,8 +108,9 @@ struct Producer {
     epoch: i16,
     /// Recent batches: first and last sequence, and the offset of the first record.
     recent: VecDeque<(i32, i32, u64)>,
-    /// When its last batch was stored.
-    used: Instant,
+    /// Its place in [`Table::by_use`]: when its last batch was stored, and the
+    /// table's count of stored batches then.
+    used: (Instant, u64),
 }
 
 #[derive(Default)]
@@ -151,33 +152,25 @@ pub(crate) struct Keep {
 #[derive(Default)]
 struct Table {
     partitions: HashMap<(u64, u32), Partition>,
-    /// One entry per producer held (per partition), with when it was queued, the
-    /// oldest first. A producer used since it was queued goes to the back again
-    /// when it reaches the front, so the least recently used is forgotten first.
-    queue: VecDeque<(Instant, (u64, u32), i64)>,
+    /// Every producer held (once per partition), least recently used first: by
+    /// its `used`, which is unique (the count goes up at every batch stored).
+    by_use: BTreeMap<(Instant, u64), ((u64, u32), i64)>,
+    /// Batches stored.
+    count: u64,
 }
 
 impl Table {
     /// Forgets producers idle past `keep.idle`, then the least recently used
     /// while `keep.most` are held, so that one more fits.
     fn make_room(&mut self, keep: Keep, now: Instant) {
-        while let Some(&(queued, key, id)) = self.queue.front() {
-            let full = self.queue.len() >= keep.most;
-            if !full && now.saturating_duration_since(queued) < keep.idle {
+        while let Some((&(used, _), &(key, id))) = self.by_use.first_key_value() {
+            let full = self.by_use.len() >= keep.most;
+            if !full && now.saturating_duration_since(used) < keep.idle {
                 break;
             }
-            self.queue.pop_front();
-            let part = self.partitions.get_mut(&key);
-            let used = part
-                .as_ref()
-                .and_then(|p| p.producers.get(&id))
-                .map(|p| p.used);
-            match (used, part) {
-                (Some(used), _) if used > queued => self.queue.push_back((used, key, id)),
-                (Some(_), Some(part)) => {
-                    part.producers.remove(&id);
-                }
-                _ => {}
+            self.by_use.pop_first();
+            if let Some(part) = self.partitions.get_mut(&key) {
+                part.producers.remove(&id);
             }
         }
     }
@@ -185,14 +178,20 @@ impl Table {
     /// Records a stored batch of `s` at `offset` in the partition `key`.
     fn remember(&mut self, keep: Keep, key: (u64, u32), s: Stamp, offset: u64) {
         let now = Instant::now();
-        let known = self
+        self.count += 1;
+        let used = (now, self.count);
+        let held = self
             .partitions
             .get(&key)
-            .is_some_and(|p| p.producers.contains_key(&s.id));
-        if !known {
-            self.make_room(keep, now);
-            self.queue.push_back((now, key, s.id));
+            .and_then(|p| p.producers.get(&s.id))
+            .map(|p| p.used);
+        match held {
+            Some(before) => {
+                self.by_use.remove(&before);
+            }
+            None => self.make_room(keep, now),
         }
+        self.by_use.insert(used, (key, s.id));
         let p = self
             .partitions
             .entry(key)
@@ -202,9 +201,9 @@ impl Table {
             .or_insert_with(|| Producer {
                 epoch: s.epoch,
                 recent: VecDeque::new(),
-                used: now,
+                used,
             });
-        p.used = now;
+        p.used = used;
         if s.epoch != p.epoch {
             p.epoch = s.epoch;
             p.recent.clear();
@@ -273,7 +272,7 @@ impl Producers {
     pub(crate) fn forget(&self, stream: u64) {
         self.with(|t| {
             t.partitions.retain(|(s, _), _| *s != stream);
-            t.queue.retain(|(_, (s, _), _)| *s != stream);
+            t.by_use.retain(|_, ((s, _), _)| *s != stream);
         });
     }
 
@@ -282,7 +281,7 @@ impl Producers {
     fn held(&self) -> usize {
         self.with(|t| {
             let n = t.partitions.values().map(|p| p.producers.len()).sum();
-            assert_eq!(n, t.queue.len(), "one queue entry per producer");
+            assert_eq!(n, t.by_use.len(), "one entry in use order per producer");
             n
         })
     }
@@ -459,8 +458,31 @@ mod tests {
         assert_eq!(
             p.held(),
             0,
-            "a deleted stream's producers leave the queue too"
+            "a deleted stream's producers leave the use order too"
         );
+    }
+
+    #[test]
+    fn the_producers_are_forgotten_in_the_order_they_were_last_heard_of() {
+        let p = Producers::new(Keep { most: 3, ..KEEP });
+        p.load(at(0), &[]);
+        for id in 1..=3 {
+            p.appended(at(0), of(id, 0), 0);
+        }
+        // Heard of again in reverse: 3, 2, 1; 3 is now the least recently.
+        for id in (1..=3).rev() {
+            p.appended(at(0), of(id, 1), 1);
+        }
+        p.appended(at(0), of(4, 0), 0);
+        assert_eq!(p.check(at(0), of(3, 9)), Verdict::Append, "3 is forgotten");
+        for id in [1, 2, 4] {
+            assert!(
+                matches!(p.check(at(0), of(id, 9)), Verdict::Refuse(_)),
+                "{id} is kept"
+            );
+        }
+        p.appended(at(0), of(5, 0), 0);
+        assert_eq!(p.check(at(0), of(2, 9)), Verdict::Append, "then 2");
     }
 
     #[test]

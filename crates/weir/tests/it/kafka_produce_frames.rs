@@ -12,8 +12,13 @@ use crate::kafka::{kafka, request_frame, start};
 /// Sends Produce v9 (acks all) of one batch of `count` records from producer 42,
 /// epoch 0, first sequence `first`; answers the partition's error and base offset.
 async fn produce_stamped(addr: &str, topic: &str, first: i32, count: i32) -> (i16, i64) {
+    produce_as(addr, topic, 42, first, count).await
+}
+
+/// As [`produce_stamped`], from producer `producer`.
+async fn produce_as(addr: &str, topic: &str, producer: i64, first: i32, count: i32) -> (i16, i64) {
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let frame = produce_frame(topic, Some(first), count, 1);
+    let frame = produce_frame_from(topic, producer, Some(first), count, 1);
     socket.write_all(&frame).await.unwrap();
     let (_, error, offset) = produce_answer(&mut socket).await;
     (error, offset)
@@ -23,6 +28,17 @@ async fn produce_stamped(addr: &str, topic: &str, first: i32, count: i32) -> (i1
 /// to partition 0: from producer 42, epoch 0, its first sequence `stamped`, or
 /// from no producer.
 fn produce_frame(topic: &str, stamped: Option<i32>, count: i32, correlation_id: i32) -> Vec<u8> {
+    produce_frame_from(topic, 42, stamped, count, correlation_id)
+}
+
+/// As [`produce_frame`], from producer `producer`.
+fn produce_frame_from(
+    topic: &str,
+    producer: i64,
+    stamped: Option<i32>,
+    count: i32,
+    correlation_id: i32,
+) -> Vec<u8> {
     use bytes::BytesMut;
     use kafka_protocol_client::messages::produce_request::{
         PartitionProduceData, TopicProduceData,
@@ -38,7 +54,7 @@ fn produce_frame(topic: &str, stamped: Option<i32>, count: i32, correlation_id: 
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: if stamped.is_some() { 42 } else { -1 },
+            producer_id: if stamped.is_some() { producer } else { -1 },
             producer_epoch: if stamped.is_some() { 0 } else { -1 },
             timestamp_type: TimestampType::Creation,
             offset: i64::from(i),
@@ -190,4 +206,33 @@ async fn a_batch_the_deleted_topic_held_is_stored_in_the_one_made_anew() {
         .call("GET", "/api/streams/anew/messages?from=first&max=100", None)
         .await;
     assert_eq!(body["messages"].as_array().map(Vec::len), Some(2), "{body}");
+}
+
+/// With `[kafka] max_producer_ids = 1`, a second producer's batch makes weir forget
+/// the first: the first's next batch is taken as a new producer's, whatever its
+/// sequence (a gap that a remembered producer is refused, as the test above shows).
+#[tokio::test]
+async fn a_producer_forgotten_past_the_cap_starts_again_at_any_sequence() {
+    let (broker, _dir) = crate::kafka::start_configured("max_producer_ids = 1").await;
+    let api = Api::new(&broker);
+    let (status, body) = api.call("PUT", "/api/streams/cap", Some(json!({}))).await;
+    assert_eq!(status, 201, "{body}");
+    let addr = kafka(&broker);
+    assert_eq!(produce_as(&addr, "cap", 42, 0, 3).await, (0, 0));
+    assert_eq!(
+        produce_as(&addr, "cap", 42, 9, 1).await.0,
+        45,
+        "a gap while 42 is held: OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    assert_eq!(produce_as(&addr, "cap", 43, 0, 1).await, (0, 3));
+    assert_eq!(
+        produce_as(&addr, "cap", 42, 9, 1).await,
+        (0, 4),
+        "42 was forgotten to make room for 43"
+    );
+    assert_eq!(
+        produce_as(&addr, "cap", 42, 9, 1).await,
+        (0, 4),
+        "and is held again: its retry is found"
+    );
 }
