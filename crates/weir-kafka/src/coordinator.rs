@@ -647,7 +647,6 @@ fn start_rebalance(g: &mut Group, now: Instant, joined: Option<&str>) {
     }
 }
 
-/// Every member joined (or the rebalance timed out): a new generation.
 /// A member of the generation joins again with the protocols it joined with:
 /// as Kafka's coordinator, no rebalance when the group is stable and it is not the
 /// leader (whose join is how a leader asks for one), and the same answer again
@@ -687,6 +686,7 @@ fn join_again(
     })
 }
 
+/// Every member joined (or the rebalance timed out): a new generation.
 fn complete_join(g: &mut Group, now: Instant) {
     if g.members.is_empty() {
         g.state = State::Empty;

@@ -535,7 +535,7 @@ impl Session {
     }
 
     /// Whether `group` has committed offsets on a stream of the vhost.
-    pub(crate) fn has_offsets(&self, group: &str) -> bool {
+    fn has_offsets(&self, group: &str) -> bool {
         self.broker.streams().iter().any(|s| {
             self.broker
                 .committed_offsets(&s.name, group)

@@ -29,8 +29,9 @@ pub(crate) const NODE: i32 = 0;
 /// The cluster id Metadata reports.
 const CLUSTER_ID: &str = "weir";
 
-/// DescribeCluster's endpoint type of brokers (2 is controllers).
+/// DescribeCluster's endpoint types: brokers, controllers.
 const BROKER_ENDPOINTS: i8 = 1;
+const CONTROLLER_ENDPOINTS: i8 = 2;
 
 impl Session {
     pub(crate) async fn metadata(
@@ -74,21 +75,29 @@ impl Session {
     }
 
     /// DescribeCluster (the admin clients' `describeCluster`, KIP-700): this
-    /// broker, the controller too. Controller endpoints (KIP-919) are for a Kafka
-    /// controller to answer, so weir answers them as a Kafka broker does:
-    /// `UNSUPPORTED_ENDPOINT_TYPE`.
-    /// Authorized operations are not reported (ACLs are not Kafka's here).
+    /// broker, the controller too. Asked for controller endpoints (KIP-919), weir
+    /// answers as a Kafka broker does, `MISMATCHED_ENDPOINT_TYPE`; another unknown
+    /// type is `UNSUPPORTED_ENDPOINT_TYPE`. Authorized operations are not reported
+    /// (weir's permissions are not Kafka's ACLs).
     pub(crate) fn describe_cluster(
         &self,
         request: &DescribeClusterRequest,
     ) -> DescribeClusterResponse {
         let mut response = DescribeClusterResponse::default();
-        response.endpoint_type = request.endpoint_type;
-        if request.endpoint_type != BROKER_ENDPOINTS {
-            response.error_code = ResponseError::UnsupportedEndpointType.code();
-            response.error_message = Some(StrBytes::from_static_str(
-                "weir answers for brokers only: it is its own controller",
-            ));
+        let refused = match request.endpoint_type {
+            BROKER_ENDPOINTS => None,
+            CONTROLLER_ENDPOINTS => Some((
+                ResponseError::MismatchedEndpointType,
+                "this is a broker's endpoint: weir has no controller endpoints of its own",
+            )),
+            _ => Some((
+                ResponseError::UnsupportedEndpointType,
+                "endpoint types are 1 (brokers) and 2 (controllers)",
+            )),
+        };
+        if let Some((error, message)) = refused {
+            response.error_code = error.code();
+            response.error_message = Some(StrBytes::from_static_str(message));
             return response;
         }
         let entry = self.broker_entry();

@@ -63,29 +63,36 @@ impl Session {
             response.error_code = ResponseError::NonEmptyGroup.code();
             return response;
         }
-        if view.is_none() && !self.has_offsets(&group) {
+        if view.is_none() && !self.has_readable_offsets(&group) {
             response.error_code = ResponseError::GroupIdNotFound.code();
             return response;
         }
+        // The members' subscriptions, then the delete: a member that joins in
+        // between may lose offsets it is about to read from (Kafka holds the
+        // group's lock across both; its auto.offset.reset then applies).
         let in_use = view.as_ref().map(subscriptions);
         for topic in request.topics {
             let name = topic.name.0.to_string();
             let asked: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
-            let code = if !self.allowed(Operation::Read, &name) {
-                ResponseError::TopicAuthorizationFailed.code()
+            let refused = if !self.allowed(Operation::Read, &name) {
+                Some(ResponseError::TopicAuthorizationFailed.code())
             } else if in_use
                 .as_ref()
                 .is_some_and(|t| t.as_ref().is_none_or(|t| t.contains(&name)))
             {
-                ResponseError::GroupSubscribedToTopic.code()
+                Some(ResponseError::GroupSubscribedToTopic.code())
             } else {
-                self.uncommit(&name, &group, &asked).await
+                None
+            };
+            let codes = match refused {
+                Some(code) => asked.iter().map(|p| (*p, code)).collect(),
+                None => self.uncommit(&name, &group, &asked).await,
             };
             let mut result = OffsetDeleteResponseTopic::default();
             result.name = topic.name;
-            result.partitions = asked
+            result.partitions = codes
                 .into_iter()
-                .map(|index| {
+                .map(|(index, code)| {
                     let mut p = OffsetDeleteResponsePartition::default();
                     p.partition_index = index;
                     p.error_code = code;
@@ -97,27 +104,52 @@ impl Session {
         response
     }
 
-    /// Deletes `group`'s offsets of `partitions` of `topic`; the error code.
-    async fn uncommit(&self, topic: &str, group: &str, partitions: &[i32]) -> i16 {
-        let unknown = ResponseError::UnknownTopicOrPartition.code();
-        let Ok(partitions) = partitions
-            .iter()
-            .map(|p| u32::try_from(*p))
-            .collect::<Result<Vec<u32>, _>>()
-        else {
-            return unknown;
+    /// Whether `group` has committed offsets on a stream the user may read (so
+    /// that an unknown group and one the user may not see answer alike).
+    fn has_readable_offsets(&self, group: &str) -> bool {
+        self.broker.streams().iter().any(|s| {
+            self.allowed(Operation::Read, &s.name)
+                && self
+                    .broker
+                    .committed_offsets(&s.name, group)
+                    .ok()
+                    .flatten()
+                    .is_some()
+        })
+    }
+
+    /// Deletes `group`'s offsets of the `asked` partitions of `topic`: each
+    /// partition with its error code (one the topic lacks: its own
+    /// `UNKNOWN_TOPIC_OR_PARTITION`, the others deleted).
+    async fn uncommit(&self, topic: &str, group: &str, asked: &[i32]) -> Vec<(i32, i16)> {
+        let count = match self.broker.stream_info(topic) {
+            Ok(info) => info.options.partitions,
+            Err(e) => return asked.iter().map(|p| (*p, errors::code(&e))).collect(),
         };
-        match self.broker.delete_offsets(topic, group, &partitions).await {
-            // No offsets of the group on this stream: nothing to delete.
-            Ok(())
-            | Err(BrokerError::NotFound {
-                kind: weir_broker::Kind::Group,
-                ..
-            }) => errors::NONE,
-            Err(BrokerError::PreconditionFailed { .. }) => {
-                ResponseError::GroupSubscribedToTopic.code()
+        let valid = |p: i32| u32::try_from(p).ok().filter(|p| *p < count);
+        let mut partitions: Vec<u32> = asked.iter().filter_map(|p| valid(*p)).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let code = if partitions.is_empty() {
+            errors::NONE
+        } else {
+            match self.broker.delete_offsets(topic, group, &partitions).await {
+                // No offsets of the group on this stream: nothing to delete.
+                Ok(())
+                | Err(BrokerError::NotFound {
+                    kind: weir_broker::Kind::Group,
+                    ..
+                }) => errors::NONE,
+                Err(BrokerError::PreconditionFailed { .. }) => {
+                    ResponseError::GroupSubscribedToTopic.code()
+                }
+                Err(e) => errors::code(&e),
             }
-            Err(e) => errors::code(&e),
-        }
+        };
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        asked
+            .iter()
+            .map(|p| (*p, if valid(*p).is_some() { code } else { unknown }))
+            .collect()
     }
 }

@@ -134,9 +134,12 @@ impl<S: LogStore> Broker<S> {
                         reason: format!("group '{group}' has live members"),
                     });
                 }
+                let mut partitions = partitions.to_vec();
+                partitions.sort_unstable();
+                partitions.dedup();
                 Ok(Change::Uncommit {
                     group: group.to_owned(),
-                    partitions: partitions.to_vec(),
+                    partitions,
                 })
             })
             .await

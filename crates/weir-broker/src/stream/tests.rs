@@ -586,6 +586,13 @@ async fn a_trimmed_partition_starts_at_the_trim_across_a_restart() {
             broker.trim_stream("t", 2, None).await,
             Err(BrokerError::InvalidArgument { .. })
         ));
+        assert!(
+            matches!(
+                broker.trim_stream("t-1", 0, None).await,
+                Err(BrokerError::NotFound { .. })
+            ),
+            "not through a partition's queue name"
+        );
         assert_eq!(
             broker.trim_stream("t", other, None).await.ok(),
             Some(0),

@@ -87,15 +87,23 @@ impl<S: LogStore> Broker<S> {
     /// first offset changes nothing. Returns the partition's first offset after.
     ///
     /// # Errors
-    /// `NotFound`, `InvalidArgument` (partition, `before` past the end), storage.
+    /// `NotFound` (also for a partition's queue name), `InvalidArgument`
+    /// (partition, `before` past the end), storage.
     pub async fn trim_stream(
         &self,
         name: &str,
         partition: u32,
         before: Option<u64>,
     ) -> Result<u64> {
-        let (stream, partition) = self.stream_part(name, partition)?;
-        let log = &stream.partitions[partition as usize];
+        // The stream by its own name only: a partition's queue name
+        // (`<stream>-N`) is for readers, not for removing the stream's records.
+        let stream = self.stream(name)?;
+        let log = stream.partitions.get(partition as usize).ok_or_else(|| {
+            BrokerError::invalid(
+                "partition",
+                format!("the stream has {}", stream.partitions.len()),
+            )
+        })?;
         let next = log.next_offset().0;
         let before = before.unwrap_or(next);
         if before > next {

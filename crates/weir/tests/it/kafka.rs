@@ -587,6 +587,37 @@ async fn api_versions_at_an_unserved_version_answers_unsupported_with_the_list()
     assert!(count >= 10, "the served APIs are listed: {count}");
 }
 
+/// DescribeCluster v1 asking for controller endpoints is answered as a Kafka
+/// broker answers it: `MISMATCHED_ENDPOINT_TYPE` (the client library tests ask
+/// for brokers, which `delete_records_trims_a_partition_for_every_protocol` checks).
+#[tokio::test]
+async fn describe_cluster_for_controllers_is_a_mismatched_endpoint_type() {
+    use bytes::Buf as _;
+    use kafka_protocol_client::messages::{
+        ApiKey, DescribeClusterRequest, DescribeClusterResponse,
+    };
+    use kafka_protocol_client::protocol::Decodable as _;
+    let broker = start().await;
+    let mut socket = tokio::net::TcpStream::connect(kafka(&broker))
+        .await
+        .unwrap();
+    for (endpoint_type, want) in [(2i8, 114i16), (9, 115), (1, 0)] {
+        let mut request = DescribeClusterRequest::default();
+        request.endpoint_type = endpoint_type;
+        let frame = request_frame(ApiKey::DescribeCluster, 1, 3, &request);
+        socket.write_all(&frame).await.unwrap();
+        let size = socket.read_i32().await.unwrap();
+        let mut body = vec![0u8; usize::try_from(size).unwrap()];
+        socket.read_exact(&mut body).await.unwrap();
+        let mut body = bytes::Bytes::from(body);
+        assert_eq!(body.get_i32(), 3, "correlation id");
+        body.advance(1); // the response header's tagged fields
+        let response = DescribeClusterResponse::decode(&mut body, 1).unwrap();
+        assert_eq!(response.error_code, want, "endpoint type {endpoint_type}");
+        assert_eq!(response.brokers.len(), usize::from(want == 0));
+    }
+}
+
 #[tokio::test]
 async fn a_group_of_two_shares_partitions_and_one_takes_all_when_the_other_leaves() {
     let broker = start().await;
