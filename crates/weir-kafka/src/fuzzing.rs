@@ -488,19 +488,7 @@ mod tests {
             &[0, 0, 0x13, 0x88],
         ]
         .concat();
-        let commit = [
-            &group[..],
-            &[0xff; 4],
-            &[0, 0],
-            &[0xff; 8],
-            &one,
-            &topic,
-            &one,
-            &[0; 4],
-            &[0, 0, 0, 0, 0, 0, 0, 1],
-            &[0xff, 0xff],
-        ]
-        .concat();
+        let commit = memberless_commit(1);
         let offset_delete = [&group[..], &one, &topic, &one, &[0; 4]].concat();
         [
             framed(3, 4, 1, metadata),
@@ -575,6 +563,25 @@ mod tests {
         .concat()
     }
 
+    /// OffsetCommit v2 of group `g` without a member (generation -1): partition 0
+    /// of topic `t` at `offset`, no metadata.
+    fn memberless_commit(offset: u8) -> Vec<u8> {
+        let (group, topic, one) = ([0u8, 1, b'g'], [0u8, 1, b't'], [0u8, 0, 0, 1]);
+        [
+            &group[..],
+            &[0xff; 4],
+            &[0, 0],
+            &[0xff; 8],
+            &one,
+            &topic,
+            &one,
+            &[0; 4],
+            &[0, 0, 0, 0, 0, 0, 0, offset],
+            &[0xff, 0xff],
+        ]
+        .concat()
+    }
+
     /// The coordinator's requests: FindCoordinator v0, a JoinGroup v0 that is
     /// the group's only member (answered at once), a SyncGroup v0, Heartbeat v0
     /// and LeaveGroup v0 of a member that is not there, a commit v2 with no
@@ -584,19 +591,7 @@ mod tests {
     fn group_requests() -> Vec<u8> {
         let (group, topic, member) = ([0u8, 1, b'g'], [0u8, 1, b't'], [0u8, 1, b'm']);
         let one = [0u8, 0, 0, 1];
-        let commit = [
-            &group[..],
-            &[0xff; 4],
-            &[0, 0],
-            &[0xff; 8],
-            &one,
-            &topic,
-            &one,
-            &[0; 4],
-            &[0, 0, 0, 0, 0, 0, 0, 5],
-            &[0xff, 0xff],
-        ]
-        .concat();
+        let commit = memberless_commit(5);
         let offset_fetch = [&group[..], &one, &topic, &one, &[0; 4]].concat();
         let heartbeat = [&group[..], &one, &member].concat();
         let consumer = [&[0u8, 8][..], b"consumer"].concat();
