@@ -25,7 +25,8 @@
 //! heard of when `[kafka] max_producer_ids` are held. A forgotten producer that
 //! comes back is taken as a new one, as Kafka takes a producer whose state expired:
 //! its next batch is stored whatever its sequence, so only a retry of a batch it
-//! sent before it was forgotten could be stored twice.
+//! sent before it was forgotten could be stored twice. The partitions known are
+//! held within the same cap: those whose producers were all forgotten go first.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -257,6 +258,12 @@ impl Producers {
     pub(crate) fn load(&self, place: Place<'_>, stamps: &[(u64, Stamp)]) {
         let keep = self.keep;
         self.with(|t| {
+            if !t.partitions.contains_key(&place.key()) && t.partitions.len() >= keep.most {
+                // Partitions whose producers were all forgotten (or that had none,
+                // deleted streams' among them) go, so that they stay within the
+                // cap too; one of them is read back again at its next batch.
+                t.partitions.retain(|_, p| !p.producers.is_empty());
+            }
             let part = t.partitions.entry(place.key()).or_default();
             if part.loaded {
                 return;
@@ -289,8 +296,11 @@ impl Producers {
     /// Judges a batch of `stamp`.
     pub(crate) fn check(&self, place: Place<'_>, stamp: Stamp) -> Verdict {
         self.with(|t| {
-            let part = t.partitions.entry(place.key()).or_default();
-            let Some(p) = part.producers.get(&stamp.id) else {
+            let Some(p) = t
+                .partitions
+                .get(&place.key())
+                .and_then(|part| part.producers.get(&stamp.id))
+            else {
                 // Unknown (new, forgotten, or its batches are older than what was
                 // read back): any first sequence starts it.
                 return Verdict::Append;
@@ -483,6 +493,19 @@ mod tests {
         }
         p.appended(at(0), of(5, 0), 0);
         assert_eq!(p.check(at(0), of(2, 9)), Verdict::Append, "then 2");
+    }
+
+    #[test]
+    fn partitions_without_producers_stay_within_the_cap() {
+        let p = Producers::new(Keep { most: 2, ..KEEP });
+        for partition in 0..50 {
+            p.load(at(partition), &[]);
+            p.appended(at(partition), of(7, 0), 0);
+            let held = p.with(|t| t.partitions.len());
+            assert!(held <= 3, "{held} partitions held");
+        }
+        assert!(p.loaded(at(49)) && !p.loaded(at(0)), "the newest are kept");
+        assert_eq!(p.check(at(49), of(7, 0)), Verdict::Duplicate(0));
     }
 
     #[test]
