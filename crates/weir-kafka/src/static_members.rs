@@ -27,10 +27,16 @@ pub(super) fn holder(g: &Group, instance: &str) -> Option<String> {
 
 /// Whether `member_id` claims static `instance` that another member holds now:
 /// `FENCED_INSTANCE_ID` for its heartbeats, syncs and commits.
+///
+/// Asked at every heartbeat of a static member: an instance id is held by one
+/// member at most, so the caller's own member holding it (the usual answer) is
+/// found by its id, without a scan of the group or a copy of the holder's id.
 pub(super) fn fenced(g: &Group, member_id: &str, instance: Option<&str>) -> bool {
-    instance
-        .and_then(|i| holder(g, i))
-        .is_some_and(|h| h != member_id)
+    let Some(instance) = instance else {
+        return false;
+    };
+    let holds = |m: &super::Member| m.instance_id.as_deref() == Some(instance);
+    !g.members.get(member_id).is_some_and(holds) && g.members.values().any(holds)
 }
 
 /// A static member joining without an id, as `new_id`, in the place of `old_id`.
