@@ -48,20 +48,15 @@ impl Session {
     }
 
     /// Trims `partition` of `topic` below `offset` (-1: its end); the partition's
-    /// first offset after, or the error code.
+    /// first offset after, or the error code. The stream checks the topic, the
+    /// partition, then the offset against its end (an offset below -1 is past any
+    /// end).
     async fn trim(&self, topic: &str, partition: i32, offset: i64) -> Result<u64, i16> {
-        let unknown = ResponseError::UnknownTopicOrPartition.code();
-        let partition = u32::try_from(partition).map_err(|_| unknown)?;
-        let (_, next) = self
-            .broker
-            .stream_bounds(topic, partition)
-            .map_err(|e| errors::code(&e))?;
+        let partition =
+            u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition.code())?;
         let before = match offset {
             -1 => None,
-            o => match u64::try_from(o) {
-                Ok(o) if o <= next => Some(o),
-                _ => return Err(ResponseError::OffsetOutOfRange.code()),
-            },
+            o => Some(u64::try_from(o).unwrap_or(u64::MAX)),
         };
         let trimmed = self.broker.trim_stream(topic, partition, before).await;
         trimmed.map_err(|e| match e {

@@ -311,7 +311,7 @@ impl Session {
             match views.iter().find(|v| v.id == name) {
                 // Only committed offsets: "Empty" (a consumer group), as Kafka says;
                 // unknown: "Dead".
-                None if self.has_offsets(&name) => {
+                None if self.has_offsets(&name, false) => {
                     d.group_state = StrBytes::from_static_str("Empty");
                     d.protocol_type = StrBytes::from_static_str("consumer");
                 }
@@ -534,14 +534,17 @@ impl Session {
         errors::NONE
     }
 
-    /// Whether `group` has committed offsets on a stream of the vhost.
-    fn has_offsets(&self, group: &str) -> bool {
+    /// Whether `group` has committed offsets on a stream of the vhost (with
+    /// `readable_only`, on one the user may read).
+    pub(crate) fn has_offsets(&self, group: &str, readable_only: bool) -> bool {
         self.broker.streams().iter().any(|s| {
-            self.broker
-                .committed_offsets(&s.name, group)
-                .ok()
-                .flatten()
-                .is_some()
+            (!readable_only || self.allowed(Operation::Read, &s.name))
+                && self
+                    .broker
+                    .committed_offsets(&s.name, group)
+                    .ok()
+                    .flatten()
+                    .is_some()
         })
     }
 

@@ -63,7 +63,9 @@ impl Session {
             response.error_code = ResponseError::NonEmptyGroup.code();
             return response;
         }
-        if view.is_none() && !self.has_readable_offsets(&group) {
+        // Only streams the user may read count: an unknown group and one it may
+        // not see answer alike.
+        if view.is_none() && !self.has_offsets(&group, true) {
             response.error_code = ResponseError::GroupIdNotFound.code();
             return response;
         }
@@ -102,20 +104,6 @@ impl Session {
             response.topics.push(result);
         }
         response
-    }
-
-    /// Whether `group` has committed offsets on a stream the user may read (so
-    /// that an unknown group and one the user may not see answer alike).
-    fn has_readable_offsets(&self, group: &str) -> bool {
-        self.broker.streams().iter().any(|s| {
-            self.allowed(Operation::Read, &s.name)
-                && self
-                    .broker
-                    .committed_offsets(&s.name, group)
-                    .ok()
-                    .flatten()
-                    .is_some()
-        })
     }
 
     /// Deletes `group`'s offsets of the `asked` partitions of `topic`: each
