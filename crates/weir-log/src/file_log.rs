@@ -208,7 +208,12 @@ impl FileLog {
     /// Removes sealed segments past the retention limits as of `now_ms`. The writer
     /// also does this by itself every `retention_check_interval_ms`.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
-        self.ask(|reply| Request::Retention { now_ms, reply }).await
+        self.ask(|reply| Request::Retention {
+            new: None,
+            now_ms,
+            reply,
+        })
+        .await
     }
 
     /// Syncs everything written so far, whatever the policy.
@@ -375,8 +380,8 @@ impl MessageLog for FileLog {
     async fn reconfigure(&self, retention: Retention) -> Result<()> {
         self.shared.config.with_retention(retention).validate()?;
         let report = self
-            .ask(|reply| Request::Reconfigure {
-                retention,
+            .ask(|reply| Request::Retention {
+                new: Some(retention),
                 now_ms: now_ms(),
                 reply,
             })

@@ -87,12 +87,8 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<()>>,
     },
     Retention {
-        now_ms: i64,
-        reply: oneshot::Sender<Result<RetentionReport>>,
-    },
-    /// New retention settings, then a retention pass.
-    Reconfigure {
-        retention: Retention,
+        /// New retention settings to take first (`reconfigure`), if any.
+        new: Option<Retention>,
         now_ms: i64,
         reply: oneshot::Sender<Result<RetentionReport>>,
     },
@@ -394,17 +390,11 @@ impl Writer {
                         let _ = reply.send(self.trim(before));
                     }
                 }
-                Request::Retention { now_ms, reply } => {
+                Request::Retention { new, now_ms, reply } => {
                     self.commit(&mut pending);
-                    let _ = reply.send(self.enforce_retention(now_ms));
-                }
-                Request::Reconfigure {
-                    retention,
-                    now_ms,
-                    reply,
-                } => {
-                    self.commit(&mut pending);
-                    self.retention = retention;
+                    if let Some(retention) = new {
+                        self.retention = retention;
+                    }
                     let _ = reply.send(self.enforce_retention(now_ms));
                 }
                 Request::Sync { reply } => {
@@ -797,9 +787,7 @@ pub(crate) fn refuse_request(request: Request, error: &LogError) {
         Request::Trim { reply, .. } | Request::Sync { reply } | Request::Close { reply } => {
             drop(reply.send(Err(error.clone())));
         }
-        Request::Retention { reply, .. } | Request::Reconfigure { reply, .. } => {
-            drop(reply.send(Err(error.clone())));
-        }
+        Request::Retention { reply, .. } => drop(reply.send(Err(error.clone()))),
         #[cfg(test)]
         Request::Panic => {}
     }

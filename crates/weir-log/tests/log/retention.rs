@@ -24,6 +24,20 @@ fn segment_files(dir: &Path) -> Vec<(u64, u64)> {
     files
 }
 
+/// The body of record `i` in these tests: its number, forty times.
+fn numbered(i: u32) -> String {
+    i.to_string().repeat(40)
+}
+
+/// Appends one record per number of `range`, each in a batch of its own.
+async fn append_numbered(log: &FileLog, range: std::ops::Range<u32>) {
+    for i in range {
+        log.append_batch(&[NewRecord::new(numbered(i))])
+            .await
+            .unwrap();
+    }
+}
+
 fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 4096,
@@ -104,11 +118,7 @@ fn retention_by_size_removes_oldest_segments_and_keeps_the_rest_readable() {
     };
     let (log, _) = FileLog::open(dir.path(), config.clone()).unwrap();
     block_on(async {
-        for i in 0..300u32 {
-            log.append_batch(&[NewRecord::new(i.to_string().repeat(40))])
-                .await
-                .unwrap();
-        }
+        append_numbered(&log, 0..300).await;
         let before = log.stats();
         let report = log.enforce_retention(i64::MAX).await.unwrap();
         let after = log.stats();
@@ -131,10 +141,7 @@ fn retention_by_size_removes_oldest_segments_and_keeps_the_rest_readable() {
             .unwrap();
         assert_eq!(kept.last().unwrap().offset, Offset(299));
         for r in &kept {
-            assert_eq!(
-                r.body,
-                (r.offset.0 as u32).to_string().repeat(40).as_bytes()
-            );
+            assert_eq!(r.body, numbered(r.offset.0 as u32).as_bytes());
         }
         log.close().await.unwrap();
     });
@@ -151,11 +158,7 @@ fn a_live_log_takes_new_retention_and_segment_size_and_applies_them_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = FileLog::open(dir.path(), config()).unwrap();
     block_on(async {
-        for i in 0..300u32 {
-            log.append_batch(&[NewRecord::new(i.to_string().repeat(40))])
-                .await
-                .unwrap();
-        }
+        append_numbered(&log, 0..300).await;
         let before = log.stats();
         assert_eq!(before.first_offset, Offset(0), "no retention yet");
         // Refused settings change nothing.
@@ -177,11 +180,7 @@ fn a_live_log_takes_new_retention_and_segment_size_and_applies_them_at_once() {
         assert!(after.first_offset > Offset(0), "{after:?}");
         assert!(after.size_bytes <= 3 * 4096, "{after:?}");
         // Segments sealed from now on are the new size.
-        for i in 0..200u32 {
-            log.append_batch(&[NewRecord::new(i.to_string().repeat(40))])
-                .await
-                .unwrap();
-        }
+        append_numbered(&log, 0..200).await;
         log.close().await.unwrap();
     });
     let files = segment_files(dir.path());
