@@ -127,13 +127,24 @@ impl<S: LogStore> Broker<S> {
                 format!("{p} is not below the stream's {count}"),
             ));
         }
+        let held = s.groups.with(|groups| {
+            no_live_members(groups, group)?;
+            let committed = groups.committed(group)?;
+            let metadata = groups.commit_metadata(group);
+            Ok::<_, BrokerError>(
+                partitions
+                    .iter()
+                    .any(|p| committed.contains_key(p) || metadata.contains_key(p)),
+            )
+        })?;
+        if !held {
+            // Nothing to delete, so nothing to write (a request may name the same
+            // partitions over and over).
+            return Ok(());
+        }
         s.groups
             .change(|groups| {
-                if groups.has_live_members(group, std::time::Instant::now())? {
-                    return Err(BrokerError::PreconditionFailed {
-                        reason: format!("group '{group}' has live members"),
-                    });
-                }
+                no_live_members(groups, group)?;
                 let mut partitions = partitions.to_vec();
                 partitions.sort_unstable();
                 partitions.dedup();
@@ -144,4 +155,15 @@ impl<S: LogStore> Broker<S> {
             })
             .await
     }
+}
+
+/// `PreconditionFailed` while `group` has live members of weir's own (they read
+/// from its offsets); `NotFound` without such a group.
+fn no_live_members(groups: &mut super::groups::Groups, group: &str) -> Result<()> {
+    if groups.has_live_members(group, std::time::Instant::now())? {
+        return Err(BrokerError::PreconditionFailed {
+            reason: format!("group '{group}' has live members"),
+        });
+    }
+    Ok(())
 }
